@@ -1,0 +1,9 @@
+//! batchdrop: drop a file into a folder, and it is ingested through the Batch Ingestion API
+//! exactly once, or quarantined with a receipt that says why.
+//!
+//! Data flows one way: watcher → store (queue) → batcher → uploader → API client → store.
+//! `daemon::run` wires those stages; the emulator (`emulator`) is a separate module tree that
+//! implements the platform and shares no types with the client (`api`).
+
+pub mod api;
+pub mod emulator;
