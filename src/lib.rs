@@ -7,3 +7,12 @@
 
 pub mod api;
 pub mod emulator;
+pub mod archiver;
+pub mod batcher;
+pub mod config;
+pub mod daemon;
+pub mod poller;
+pub mod retry;
+pub mod store;
+pub mod uploader;
+pub mod watcher;

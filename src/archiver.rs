@@ -1,0 +1,277 @@
+//! Terminal outcome → files moved and receipts written.
+//!
+//! A file leaves its drop folder only here, and only once its fate is recorded in the store:
+//! its batch succeeded (archive, delete or keep, per watch), or it failed or its batch did
+//! (failed folder). Every file gets `NAME.receipt.json` beside where it went. The destination
+//! is recorded before the move, so a crash between the move and the record is finished on the
+//! next pass; a file replaced on disk by a new version since its upload is left in place for the
+//! watcher, and only its receipt is written.
+//!
+//! This module must not talk to the platform.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{AfterSuccess, Watch};
+use crate::store::{BatchRow, FileRow, Store, StoreError, batch_state, file_state};
+use crate::watcher::Identity;
+
+pub struct Archiver {
+    pub watches: HashMap<String, Watch>,
+    pub store: Store,
+    pub wake: Arc<Notify>,
+}
+
+impl Archiver {
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), StoreError> {
+        loop {
+            let n = self.pass().await?;
+            if n > 0 {
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+
+    /// Finalizes up to a page of files; returns how many.
+    pub async fn pass(&self) -> Result<usize, StoreError> {
+        let files = self.store.files_to_finalize(200).await?;
+        let mut batches: HashMap<i64, BatchRow> = HashMap::new();
+        for f in &files {
+            let batch = match f.batch_id {
+                Some(id) => {
+                    if !batches.contains_key(&id) {
+                        batches.insert(id, self.store.batch(id).await?);
+                    }
+                    batches.get(&id)
+                }
+                None => None,
+            };
+            if let Err(e) = self.finalize(f, batch).await {
+                // The file stays where it is and is tried again: nothing is lost by waiting.
+                tracing::error!(file = %f.rel_path, dataset = %f.dataset, "cannot finish this file: {e}");
+                return Ok(0);
+            }
+        }
+        Ok(files.len())
+    }
+
+    async fn finalize(&self, f: &FileRow, batch: Option<&BatchRow>) -> Result<(), FinalizeError> {
+        let Some(watch) = self.watches.get(&f.watch) else {
+            // The watch was removed from the config: leave the file, note it.
+            return Ok(());
+        };
+        let succeeded = batch.is_some_and(|b| b.state == batch_state::SUCCESS)
+            && f.state != file_state::FAILED;
+        let (final_state, status) = if f.state == file_state::DUPLICATE {
+            (file_state::DUPLICATE, "duplicate")
+        } else if succeeded {
+            (file_state::DONE, "success")
+        } else {
+            (file_state::FAILED, "failed")
+        };
+        let action = match status {
+            "failed" => Action::Move(watch.failed_dir.clone()),
+            _ => match watch.after_success {
+                AfterSuccess::Archive => Action::Move(watch.archive_dir.clone()),
+                AfterSuccess::Delete => Action::Delete,
+                AfterSuccess::Keep => Action::Keep,
+            },
+        };
+        let receipt_dir = match &action {
+            Action::Move(dir) => dir.clone(),
+            _ => watch.archive_dir.clone(),
+        };
+        let mut receipt = self.receipt(f, batch, status).await?;
+
+        let src = f.abs_path();
+        let recorded = Identity {
+            dev: f.dev as u64,
+            ino: f.ino as u64,
+            size: f.size as u64,
+            mtime_ns: f.mtime_ns,
+        };
+        let same_version = Identity::read(&src).is_ok_and(|now| now == recorded);
+        let dest = match (&action, same_version) {
+            (Action::Move(dir), true) => {
+                let dest = match &f.final_path {
+                    Some(p) => PathBuf::from(p),
+                    None => {
+                        let dest = free_name(dir, &f.rel_path, f.id);
+                        // Intent first: after a crash the next pass finds where it was going.
+                        self.store.set_final_path(f.id, &dest.to_string_lossy()).await?;
+                        dest
+                    }
+                };
+                move_file(&src, &dest).map_err(|e| FinalizeError::Io(format!("moving {} to {}: {e}", src.display(), dest.display())))?;
+                Some(dest)
+            }
+            (Action::Move(_), false) => {
+                // Moved already (crash after the move), deleted by someone, or replaced by a
+                // newer version that the watcher will take: write the receipt only.
+                match &f.final_path {
+                    Some(p) if Path::new(p).exists() => Some(PathBuf::from(p)),
+                    _ => {
+                        receipt["note"] = json!("the file was no longer in the drop folder (or had changed) when its batch ended; nothing was moved");
+                        None
+                    }
+                }
+            }
+            (Action::Delete, true) => {
+                std::fs::remove_file(&src).map_err(|e| FinalizeError::Io(format!("deleting {}: {e}", src.display())))?;
+                None
+            }
+            _ => None,
+        };
+        let receipt_path = match &dest {
+            Some(d) => PathBuf::from(format!("{}.receipt.json", d.display())),
+            None => free_name(&receipt_dir, &format!("{}.receipt.json", f.rel_path), f.id),
+        };
+        if let Some(d) = &dest {
+            receipt["archived_to"] = json!(d.to_string_lossy());
+        }
+        write_atomically(&receipt_path, &serde_json::to_vec_pretty(&receipt).expect("json"))
+            .map_err(|e| FinalizeError::Io(format!("writing receipt {}: {e}", receipt_path.display())))?;
+        let detail = format!("{status}; receipt {}", receipt_path.display());
+        self.store
+            .mark_finalized(f.id, final_state, dest.as_deref().map(|p| p.to_string_lossy()).as_deref(), &detail)
+            .await?;
+        tracing::info!(
+            file = %f.rel_path, dataset = %f.dataset,
+            batch = batch.map(|b| b.label()).unwrap_or_default(), status, "file finished; {}", receipt_path.display()
+        );
+        Ok(())
+    }
+
+    async fn receipt(&self, f: &FileRow, batch: Option<&BatchRow>, status: &str) -> Result<serde_json::Value, StoreError> {
+        let outcome: serde_json::Value = batch
+            .and_then(|b| b.outcome_json.as_deref())
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or(serde_json::Value::Null);
+        let metrics = outcome.get("metrics").cloned().unwrap_or(serde_json::Value::Null);
+        let failed_records = metrics.get("failedRecordCount").and_then(|v| v.as_u64()).unwrap_or(0);
+        let mut errors = outcome.get("errors").cloned().unwrap_or(json!([]));
+        if errors.as_array().is_none_or(|a| a.is_empty())
+            && let Some(b) = batch
+            && b.state != batch_state::SUCCESS
+            && let Some(e) = &b.last_error
+        {
+            errors = json!([{ "code": "batchdrop", "description": e }]);
+        }
+        let mut r = json!({
+            "file": f.rel_path,
+            "folder": f.root,
+            "dataset": f.dataset,
+            "status": status,
+            "batch": batch.and_then(|b| b.remote_id.clone()),
+            "format": f.format,
+            "size": f.size,
+            "sha256": f.sha256,
+            "records": metrics,
+            "partial_ingestion": status == "success" && failed_records > 0,
+            "errors": errors,
+            "discovered_at": iso(f.discovered_at),
+            "finished_at": iso(crate::store::now_ms()),
+        });
+        if let Some(reason) = &f.reason {
+            r["reason"] = json!(reason);
+        }
+        if let Some(b) = batch
+            && let Some(p) = &b.replay_json
+        {
+            r["replaces"] = serde_json::from_str(p).unwrap_or(json!([]));
+        }
+        if let Some(s) = &f.sidecar {
+            r["sidecar"] = json!(s);
+        }
+        if let Some(of) = f.duplicate_of
+            && let Some(earlier) = self.store.file(of).await?
+        {
+            let earlier_batch = match earlier.batch_id {
+                Some(id) => self.store.batch(id).await?.remote_id,
+                None => None,
+            };
+            r["duplicate_of"] = json!({ "file": earlier.rel_path, "batch": earlier_batch });
+            r["reason"] = json!(format!(
+                "the same content was already ingested into dataset {} from {}{}; not ingested again (set allow_duplicates = true to ingest repeats)",
+                f.dataset,
+                earlier.rel_path,
+                earlier_batch.map(|b| format!(" in batch {b}")).unwrap_or_default()
+            ));
+        }
+        Ok(r)
+    }
+}
+
+enum Action {
+    Move(PathBuf),
+    Delete,
+    Keep,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum FinalizeError {
+    #[error("{0}")]
+    Io(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn iso(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+/// `dir/rel`, or `dir/stem.ID.ext` when that name is taken: an archive never overwrites an
+/// earlier file of the same name.
+fn free_name(dir: &Path, rel: &str, id: i64) -> PathBuf {
+    let p = dir.join(rel);
+    if !p.exists() {
+        return p;
+    }
+    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let renamed = match name.split_once('.') {
+        Some((stem, ext)) => format!("{stem}.{id}.{ext}"),
+        None => format!("{name}.{id}"),
+    };
+    p.with_file_name(renamed)
+}
+
+/// Renames, or copies and removes across filesystems. The copy is synced before the source
+/// goes, so a crash leaves two copies at worst, never none.
+fn move_file(src: &Path, dest: &Path) -> std::io::Result<()> {
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::rename(src, dest) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            let tmp = dest.with_extension("batchdrop-tmp");
+            std::fs::copy(src, &tmp)?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, dest)?;
+            std::fs::remove_file(src)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,245 @@
+//! Ready files → sealed batches: grouping per (dataset, format) within the limits.
+//!
+//! `plan` is the pure decision (which ready files go together, and whether a group is ready to
+//! seal); `Batcher::run` applies it against the store. Before sealing, files that may repeat
+//! content already ingested into the dataset (same size as an earlier file) are hashed and
+//! duplicates are set aside; every other file is hashed only while it is uploaded.
+//!
+//! This module must not talk to the platform or move files.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Watch;
+use crate::store::{FileRow, Store, StoreError, now_ms};
+
+/// The limits one watch asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_files: u64,
+    pub max_bytes: u64,
+    pub max_wait: Duration,
+}
+
+impl Limits {
+    pub fn of(w: &Watch) -> Limits {
+        Limits {
+            max_files: w.max_files,
+            max_bytes: w.max_bytes,
+            max_wait: w.max_wait,
+        }
+    }
+}
+
+/// Groups ready files into batches. A group is sealed when full (files or bytes), when its
+/// oldest file waited `max_wait`, or when `flush` (shutdown, `--once`). Files carrying a replay
+/// request travel alone: a replay batch replaces exactly what its sidecar names.
+pub fn plan(files: &[FileRow], limits: Limits, now_ms: i64, flush: bool) -> Vec<Vec<i64>> {
+    let mut groups: BTreeMap<(String, bool), Vec<&FileRow>> = BTreeMap::new();
+    let mut out = Vec::new();
+    for f in files {
+        if f.replay_json.is_some() {
+            out.push(vec![f.id]);
+            continue;
+        }
+        groups.entry((f.format.clone(), f.multiline_json)).or_default().push(f);
+    }
+    for (_, group) in groups {
+        let mut current: Vec<&FileRow> = Vec::new();
+        let mut bytes = 0u64;
+        for f in group {
+            let size = f.size.max(0) as u64;
+            if !current.is_empty()
+                && (current.len() as u64 >= limits.max_files || bytes + size > limits.max_bytes)
+            {
+                out.push(current.iter().map(|f| f.id).collect());
+                current.clear();
+                bytes = 0;
+            }
+            current.push(f);
+            bytes += size;
+        }
+        if current.is_empty() {
+            continue;
+        }
+        let oldest = current.iter().map(|f| f.discovered_at).min().unwrap_or(now_ms);
+        let full = current.len() as u64 >= limits.max_files || bytes >= limits.max_bytes;
+        let waited = now_ms - oldest >= limits.max_wait.as_millis() as i64;
+        if flush || full || waited {
+            out.push(current.iter().map(|f| f.id).collect());
+        }
+    }
+    out
+}
+
+pub struct Batcher {
+    pub watches: Vec<Watch>,
+    pub store: Store,
+    pub wake: Arc<Notify>,
+    pub wake_uploader: Arc<Notify>,
+}
+
+impl Batcher {
+    pub async fn run(self, shutdown: CancellationToken, flush: Arc<std::sync::atomic::AtomicBool>) -> Result<(), StoreError> {
+        let tick = self
+            .watches
+            .iter()
+            .map(|w| w.max_wait)
+            .min()
+            .unwrap_or(Duration::from_secs(1))
+            .clamp(Duration::from_millis(20), Duration::from_secs(1));
+        loop {
+            let flushing = flush.load(std::sync::atomic::Ordering::SeqCst);
+            let mut sealed = false;
+            for w in &self.watches {
+                sealed |= self.batch_watch(w, flushing).await?;
+            }
+            if sealed {
+                self.wake_uploader.notify_one();
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(tick) => {}
+            }
+        }
+    }
+
+    async fn batch_watch(&self, w: &Watch, flush: bool) -> Result<bool, StoreError> {
+        let mut ready = self.store.ready_files(&w.name).await?;
+        if ready.is_empty() {
+            return Ok(false);
+        }
+        if !w.allow_duplicates {
+            ready = self.set_aside_duplicates(ready).await?;
+        }
+        let groups = plan(&ready, Limits::of(w), now_ms(), flush);
+        for ids in &groups {
+            let first = ready.iter().find(|f| f.id == ids[0]).expect("planned from this list");
+            let batch = self
+                .store
+                .seal_batch(&w.name, &w.dataset, &first.format, first.multiline_json, first.replay_json.as_deref(), ids)
+                .await?;
+            tracing::info!(dataset = %w.dataset, batch = batch, files = ids.len(), "batch sealed");
+        }
+        Ok(!groups.is_empty())
+    }
+
+    /// Hashes the files whose size matches content already in the dataset and marks the
+    /// repeats as duplicates; returns the rest.
+    async fn set_aside_duplicates(&self, ready: Vec<FileRow>) -> Result<Vec<FileRow>, StoreError> {
+        let mut keep = Vec::with_capacity(ready.len());
+        for mut f in ready {
+            if f.sha256.is_none() && self.store.size_seen(&f.dataset, f.size, f.id).await? {
+                let path = f.abs_path();
+                match tokio::task::spawn_blocking(move || sha256_file(&path)).await {
+                    Ok(Ok(sha)) => {
+                        self.store.set_sha(f.id, &sha).await?;
+                        f.sha256 = Some(sha);
+                    }
+                    // Unreadable now: the uploader will find out and say why.
+                    _ => {}
+                }
+            }
+            if let Some(sha) = &f.sha256
+                && let Some(earlier) = self.store.find_same_content(&f.dataset, sha, f.id).await?
+                && earlier.id < f.id
+            {
+                tracing::info!(file = %f.rel_path, dataset = %f.dataset, earlier = %earlier.rel_path, "duplicate content, not ingested again");
+                self.store.mark_duplicate(f.id, &earlier).await?;
+                continue;
+            }
+            keep.push(f);
+        }
+        Ok(keep)
+    }
+}
+
+pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(format!("{:x}", hasher.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(id: i64, format: &str, size: i64, at: i64) -> FileRow {
+        FileRow {
+            id,
+            watch: "w".into(),
+            dataset: "d".into(),
+            format: format.into(),
+            multiline_json: false,
+            root: "/r".into(),
+            rel_path: format!("f{id}"),
+            dev: 1,
+            ino: id,
+            size,
+            mtime_ns: 0,
+            sha256: None,
+            state: "ready".into(),
+            batch_id: None,
+            uploaded_bytes: 0,
+            duplicate_of: None,
+            replay_json: None,
+            sidecar: None,
+            reason: None,
+            final_path: None,
+            finalized: false,
+            discovered_at: at,
+            updated_at: at,
+        }
+    }
+
+    const L: Limits = Limits {
+        max_files: 3,
+        max_bytes: 100,
+        max_wait: Duration::from_secs(5),
+    };
+
+    #[test]
+    fn a_young_partial_group_waits() {
+        let files = vec![file(1, "json", 10, 1000)];
+        assert!(plan(&files, L, 2000, false).is_empty());
+        assert_eq!(plan(&files, L, 6000, false), vec![vec![1]]);
+        assert_eq!(plan(&files, L, 2000, true), vec![vec![1]]);
+    }
+
+    #[test]
+    fn groups_split_on_file_count_and_bytes_and_never_mix_formats() {
+        let files: Vec<_> = (1..=7).map(|i| file(i, "json", 10, 1000)).collect();
+        assert_eq!(plan(&files, L, 1000, false), vec![vec![1, 2, 3], vec![4, 5, 6]]);
+        let files = vec![file(1, "json", 60, 0), file(2, "json", 60, 0), file(3, "csv", 1, 0)];
+        assert_eq!(plan(&files, L, 10_000, false), vec![vec![3], vec![1], vec![2]]);
+    }
+
+    #[test]
+    fn a_file_larger_than_max_bytes_still_travels_alone() {
+        let files = vec![file(1, "json", 500, 0), file(2, "json", 5, 0)];
+        assert_eq!(plan(&files, L, 0, false), vec![vec![1]]);
+    }
+
+    #[test]
+    fn replay_files_travel_alone() {
+        let mut f = file(2, "json", 1, 0);
+        f.replay_json = Some("[\"X\"]".into());
+        let files = vec![file(1, "json", 1, 0), f, file(3, "json", 1, 0)];
+        assert_eq!(plan(&files, L, 10_000, false), vec![vec![2], vec![1, 3]]);
+    }
+}

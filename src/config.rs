@@ -1,0 +1,511 @@
+//! Configuration: TOML text → raw serde structs (unknown keys refused) → a validated [`Config`].
+//!
+//! This module owns parsing, defaults and validation of values. It must not touch the network or
+//! the state database; checks that need the file system beyond reading the file itself (folders
+//! writable and so on) belong to `check-config`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The platform's hard limits (reference §7); a configuration may only ask for less.
+pub const PLATFORM_MAX_FILES: u64 = 1500;
+pub const PLATFORM_MAX_BYTES: u64 = 100 * 1000 * 1000 * 1000;
+pub const PLATFORM_MAX_PUT: u64 = 268_435_456;
+pub const PLATFORM_MAX_CHUNK: u64 = 512_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// Input file format, as the platform names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Json,
+    Csv,
+    Parquet,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Csv => "csv",
+            Format::Parquet => "parquet",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Format> {
+        match s.to_ascii_lowercase().as_str() {
+            "json" | "jsonl" | "ndjson" => Some(Format::Json),
+            "csv" => Some(Format::Csv),
+            "parquet" => Some(Format::Parquet),
+            _ => None,
+        }
+    }
+
+    /// The format a file name implies, if any.
+    pub fn from_extension(name: &str) -> Option<Format> {
+        let ext = name.rsplit_once('.')?.1;
+        Format::parse(ext)
+    }
+}
+
+/// What happens to a file once its batch succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AfterSuccess {
+    Archive,
+    Delete,
+    Keep,
+}
+
+/// How a folder learns about new files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchMode {
+    /// inotify events plus a periodic rescan.
+    Events,
+    /// Scanning only, every `poll_interval` (network filesystems).
+    Poll,
+}
+
+/// Where the daemon sends batches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Start the emulator in-process on loopback, storing its data in `data_dir`.
+    Embedded { data_dir: PathBuf },
+    Url(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub state_dir: PathBuf,
+    pub log_format: LogFormat,
+    pub platform: Platform,
+    pub upload: Upload,
+    pub shutdown_grace: Duration,
+    pub watches: Vec<Watch>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone)]
+pub struct Platform {
+    pub endpoint: Endpoint,
+    pub org_id: String,
+    pub sandbox: String,
+    pub api_key: String,
+    /// File holding a bearer token (re-read when it changes); `None` with the embedded platform.
+    pub access_token_file: Option<PathBuf>,
+    pub request_timeout: Duration,
+}
+
+// Hand-written so that a future inline secret can never reach a log line through `{:?}`.
+impl std::fmt::Debug for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Platform")
+            .field("endpoint", &self.endpoint)
+            .field("org_id", &self.org_id)
+            .field("sandbox", &self.sandbox)
+            .field("access_token_file", &self.access_token_file)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Upload, retry and polling behaviour (global).
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub large_file_threshold: u64,
+    pub chunk_size: u64,
+    pub concurrency: usize,
+    pub max_attempts: u32,
+    pub max_retry_age: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub poll_initial: Duration,
+    pub poll_max: Duration,
+}
+
+/// One drop folder and everything that applies to it (defaults already merged in).
+#[derive(Debug, Clone)]
+pub struct Watch {
+    /// Stable name used in the state database: the folder path as written in the config.
+    pub name: String,
+    pub path: PathBuf,
+    pub dataset: String,
+    pub format: Option<Format>,
+    pub multiline_json: bool,
+    pub mode: WatchMode,
+    pub settle: Duration,
+    pub rescan_interval: Duration,
+    pub max_files: u64,
+    pub max_bytes: u64,
+    pub max_wait: Duration,
+    pub after_success: AfterSuccess,
+    pub archive_dir: PathBuf,
+    pub failed_dir: PathBuf,
+    /// Ingest content that was already ingested into this dataset (default: skip it).
+    pub allow_duplicates: bool,
+}
+
+impl Watch {
+    /// The format a file in this folder is sent as: the watch's, or the file's extension.
+    pub fn format_for(&self, rel_path: &str) -> Option<Format> {
+        self.format.or_else(|| Format::from_extension(rel_path))
+    }
+}
+
+// ---- raw TOML shape -------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    state_dir: Option<PathBuf>,
+    log_format: Option<LogFormat>,
+    shutdown_grace: Option<String>,
+    #[serde(default)]
+    platform: RawPlatform,
+    #[serde(default)]
+    upload: RawUpload,
+    #[serde(default)]
+    defaults: RawWatchSettings,
+    #[serde(default)]
+    watch: Vec<RawWatch>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPlatform {
+    endpoint: Option<String>,
+    data_dir: Option<PathBuf>,
+    org_id: Option<String>,
+    sandbox: Option<String>,
+    api_key: Option<String>,
+    access_token_file: Option<PathBuf>,
+    request_timeout: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawUpload {
+    large_file_threshold: Option<u64>,
+    chunk_size: Option<u64>,
+    concurrency: Option<usize>,
+    max_attempts: Option<u32>,
+    max_retry_age: Option<String>,
+    backoff_initial: Option<String>,
+    backoff_max: Option<String>,
+    poll_initial: Option<String>,
+    poll_max: Option<String>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawWatchSettings {
+    format: Option<Format>,
+    multiline_json: Option<bool>,
+    mode: Option<WatchMode>,
+    settle: Option<String>,
+    rescan_interval: Option<String>,
+    max_files: Option<u64>,
+    max_bytes: Option<u64>,
+    max_wait: Option<String>,
+    after_success: Option<AfterSuccess>,
+    allow_duplicates: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWatch {
+    path: PathBuf,
+    dataset: String,
+    archive_dir: Option<PathBuf>,
+    failed_dir: Option<PathBuf>,
+    #[serde(flatten)]
+    settings: RawWatchSettings,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses `text`; relative paths in it are taken relative to the config file's folder, so a
+    /// config means the same thing whatever the current directory of the process.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_owned()
+            } else {
+                base.join(p)
+            }
+        };
+        let dur = |key: &str, v: &Option<String>, default: Duration| -> Result<Duration, ConfigError> {
+            match v {
+                None => Ok(default),
+                Some(s) => parse_duration(s).ok_or_else(|| {
+                    invalid(format!(
+                        "`{key} = \"{s}\"` is not a duration: write e.g. \"500ms\", \"2s\", \"5m\", \"1h\""
+                    ))
+                }),
+            }
+        };
+
+        let state_dir = resolve(raw.state_dir.as_deref().unwrap_or(Path::new("var/state")));
+
+        let p = &raw.platform;
+        let endpoint = match p.endpoint.as_deref().unwrap_or("embedded") {
+            "embedded" => Endpoint::Embedded {
+                data_dir: p
+                    .data_dir
+                    .as_deref()
+                    .map(resolve)
+                    .unwrap_or_else(|| state_dir.join("platform")),
+            },
+            url if url.starts_with("http://") || url.starts_with("https://") => {
+                Endpoint::Url(url.trim_end_matches('/').to_owned())
+            }
+            other => {
+                return Err(invalid(format!(
+                    "[platform] endpoint = \"{other}\" is neither \"embedded\" nor an http(s) URL"
+                )));
+            }
+        };
+        let embedded = matches!(endpoint, Endpoint::Embedded { .. });
+        let platform = Platform {
+            endpoint,
+            org_id: p.org_id.clone().unwrap_or_else(|| "batchdrop@AdobeOrg".into()),
+            sandbox: p.sandbox.clone().unwrap_or_else(|| "prod".into()),
+            api_key: p.api_key.clone().unwrap_or_else(|| "batchdrop".into()),
+            access_token_file: p.access_token_file.as_deref().map(resolve),
+            request_timeout: dur("platform.request_timeout", &p.request_timeout, Duration::from_secs(300))?,
+        };
+        if !embedded && platform.access_token_file.is_none() {
+            return Err(invalid(
+                "[platform] endpoint is a URL but no `access_token_file` is set: the platform needs a bearer token".into(),
+            ));
+        }
+
+        let u = &raw.upload;
+        let upload = Upload {
+            large_file_threshold: u.large_file_threshold.unwrap_or(PLATFORM_MAX_PUT),
+            chunk_size: u.chunk_size.unwrap_or(64 * 1024 * 1024),
+            concurrency: u.concurrency.unwrap_or(4),
+            max_attempts: u.max_attempts.unwrap_or(10),
+            max_retry_age: dur("upload.max_retry_age", &u.max_retry_age, Duration::from_secs(24 * 3600))?,
+            backoff_initial: dur("upload.backoff_initial", &u.backoff_initial, Duration::from_secs(1))?,
+            backoff_max: dur("upload.backoff_max", &u.backoff_max, Duration::from_secs(300))?,
+            poll_initial: dur("upload.poll_initial", &u.poll_initial, Duration::from_millis(250))?,
+            poll_max: dur("upload.poll_max", &u.poll_max, Duration::from_secs(30))?,
+        };
+        if upload.large_file_threshold == 0 || upload.large_file_threshold > PLATFORM_MAX_PUT {
+            return Err(invalid(format!(
+                "[upload] large_file_threshold must be between 1 and {PLATFORM_MAX_PUT} bytes (the platform's PUT limit)"
+            )));
+        }
+        if upload.chunk_size == 0 || upload.chunk_size > PLATFORM_MAX_CHUNK {
+            return Err(invalid(format!(
+                "[upload] chunk_size must be between 1 and {PLATFORM_MAX_CHUNK} bytes"
+            )));
+        }
+        if upload.concurrency == 0 || upload.max_attempts == 0 {
+            return Err(invalid("[upload] concurrency and max_attempts must be at least 1".into()));
+        }
+
+        if raw.watch.is_empty() {
+            return Err(invalid(
+                "no [[watch]] section: add one with `path` and `dataset` for each drop folder".into(),
+            ));
+        }
+        let mut watches = Vec::new();
+        let mut names = BTreeSet::new();
+        for w in &raw.watch {
+            let d = &raw.defaults;
+            let s = &w.settings;
+            let name = w.path.to_string_lossy().into_owned();
+            if !names.insert(name.clone()) {
+                return Err(invalid(format!("the folder {name} is watched twice")));
+            }
+            if w.dataset.trim().is_empty() {
+                return Err(invalid(format!("[[watch]] {name}: `dataset` is empty")));
+            }
+            let path = resolve(&w.path);
+            let watch = Watch {
+                name: name.clone(),
+                archive_dir: w
+                    .archive_dir
+                    .as_deref()
+                    .map(|p| path.join(p))
+                    .unwrap_or_else(|| path.join("_archive")),
+                failed_dir: w
+                    .failed_dir
+                    .as_deref()
+                    .map(|p| path.join(p))
+                    .unwrap_or_else(|| path.join("_failed")),
+                path,
+                dataset: w.dataset.clone(),
+                format: s.format.or(d.format),
+                multiline_json: s.multiline_json.or(d.multiline_json).unwrap_or(false),
+                mode: s.mode.or(d.mode).unwrap_or(WatchMode::Events),
+                settle: dur("settle", &s.settle.clone().or(d.settle.clone()), Duration::from_secs(2))?,
+                rescan_interval: dur(
+                    "rescan_interval",
+                    &s.rescan_interval.clone().or(d.rescan_interval.clone()),
+                    Duration::from_secs(60),
+                )?,
+                max_files: s.max_files.or(d.max_files).unwrap_or(PLATFORM_MAX_FILES),
+                max_bytes: s.max_bytes.or(d.max_bytes).unwrap_or(PLATFORM_MAX_BYTES),
+                max_wait: dur("max_wait", &s.max_wait.clone().or(d.max_wait.clone()), Duration::from_secs(5))?,
+                after_success: s.after_success.or(d.after_success).unwrap_or(AfterSuccess::Archive),
+                allow_duplicates: s.allow_duplicates.or(d.allow_duplicates).unwrap_or(false),
+            };
+            if watch.max_files == 0 || watch.max_files > PLATFORM_MAX_FILES {
+                return Err(invalid(format!(
+                    "[[watch]] {name}: max_files must be between 1 and {PLATFORM_MAX_FILES} (the platform's limit per batch)"
+                )));
+            }
+            if watch.max_bytes == 0 || watch.max_bytes > PLATFORM_MAX_BYTES {
+                return Err(invalid(format!(
+                    "[[watch]] {name}: max_bytes must be between 1 and {PLATFORM_MAX_BYTES} (100 GB, the platform's limit per batch)"
+                )));
+            }
+            watches.push(watch);
+        }
+
+        Ok(Config {
+            path: path.to_owned(),
+            state_dir,
+            log_format: raw.log_format.unwrap_or(LogFormat::Text),
+            platform,
+            upload,
+            shutdown_grace: dur("shutdown_grace", &raw.shutdown_grace, Duration::from_secs(30))?,
+            watches,
+        })
+    }
+}
+
+/// "250ms", "2s", "1.5s", "5m", "1h", "0" → Duration.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if s == "0" {
+        return Some(Duration::ZERO);
+    }
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        _ => return None,
+    };
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses_with_documented_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+        let config = Config::load(&path).expect("config.example.toml must parse");
+        assert!(matches!(config.platform.endpoint, Endpoint::Embedded { .. }));
+        assert_eq!(config.watches.len(), 1);
+        let w = &config.watches[0];
+        assert_eq!(w.dataset, "demo");
+        assert_eq!(w.max_files, 1500);
+        assert_eq!(w.settle, Duration::from_secs(1));
+        assert_eq!(w.after_success, AfterSuccess::Archive);
+        assert_eq!(config.upload.large_file_threshold, PLATFORM_MAX_PUT);
+        assert_eq!(config.upload.chunk_size, 64 * 1024 * 1024);
+        assert!(w.path.ends_with("var/drop"));
+        assert_eq!(w.archive_dir, w.path.join("_archive"));
+    }
+
+    #[test]
+    fn unknown_keys_and_limits_beyond_the_platform_are_refused() {
+        let p = Path::new("/etc/batchdrop.toml");
+        let err = Config::parse("[[watch]]\npath='a'\ndataset='d'\nmax_filez=3\n", p).unwrap_err();
+        assert!(err.to_string().contains("max_filez"), "{err}");
+        let err = Config::parse("[[watch]]\npath='a'\ndataset='d'\nmax_files=1501\n", p).unwrap_err();
+        assert!(err.to_string().contains("1500"), "{err}");
+        let err = Config::parse("[[watch]]\npath='a'\ndataset='d'\nsettle='soon'\n", p).unwrap_err();
+        assert!(err.to_string().contains("not a duration"), "{err}");
+        let err = Config::parse("", p).unwrap_err();
+        assert!(err.to_string().contains("[[watch]]"), "{err}");
+    }
+
+    #[test]
+    fn per_watch_settings_override_defaults_and_paths_resolve_against_the_config() {
+        let text = r#"
+            [defaults]
+            max_files = 10
+            after_success = "delete"
+            [[watch]]
+            path = "in/a"
+            dataset = "d1"
+            [[watch]]
+            path = "/abs/b"
+            dataset = "d2"
+            max_files = 3
+            format = "csv"
+            archive_dir = "/elsewhere/archive"
+        "#;
+        let c = Config::parse(text, Path::new("/etc/bd/config.toml")).unwrap();
+        assert_eq!(c.watches[0].path, Path::new("/etc/bd/in/a"));
+        assert_eq!(c.watches[0].max_files, 10);
+        assert_eq!(c.watches[0].after_success, AfterSuccess::Delete);
+        assert_eq!(c.watches[1].max_files, 3);
+        assert_eq!(c.watches[1].format, Some(Format::Csv));
+        assert_eq!(c.watches[1].archive_dir, Path::new("/elsewhere/archive"));
+        assert_eq!(c.state_dir, Path::new("/etc/bd/var/state"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
+        assert_eq!(parse_duration("5"), None);
+        assert_eq!(parse_duration("-1s"), None);
+    }
+}

@@ -1,0 +1,55 @@
+//! Completed batch → terminal status: asks the Catalog, with a growing interval, until the
+//! platform says `success` or `failed` (or that the batch is gone), and records the outcome.
+//!
+//! This module must not move files (archiver) or send anything but Catalog reads.
+
+use crate::api::{ApiClient, BatchStatus};
+use crate::config::Upload;
+use crate::store::{BatchRow, Store, batch_state, now_ms};
+use crate::uploader::StepError;
+
+/// One look at a processing batch. Records the outcome when terminal; otherwise schedules the
+/// next look (interval doubling from `poll_initial` up to `poll_max`).
+pub async fn poll(store: &Store, api: &ApiClient, upload: &Upload, b: &BatchRow) -> Result<(), StepError> {
+    let remote = b.remote_id.as_deref().expect("a processing batch has a remote id");
+    let Some(info) = api.get_batch(remote).await? else {
+        return Err(StepError::Tainted(format!("the platform lost batch {remote} after it was completed")));
+    };
+    let outcome = info.raw.to_string();
+    let state = match info.status {
+        BatchStatus::Success | BatchStatus::Inactive | BatchStatus::Deleted => batch_state::SUCCESS,
+        BatchStatus::Failed => batch_state::FAILED,
+        BatchStatus::Aborted | BatchStatus::Abandoned => {
+            return Err(StepError::Tainted(format!(
+                "batch {remote} was {:?} on the platform before it finished",
+                info.status
+            )));
+        }
+        _ => {
+            let waited = (now_ms() - b.updated_at).max(0) as u64;
+            let next = (waited / 2).clamp(upload.poll_initial.as_millis() as u64, upload.poll_max.as_millis() as u64);
+            store.delay_batch(b.id, now_ms() + next as i64).await?;
+            return Ok(());
+        }
+    };
+    let m = &info.metrics;
+    let detail = format!(
+        "{:?}: {} records in, {} out, {} failed",
+        info.status,
+        m.input_record_count.unwrap_or(0),
+        m.output_record_count.unwrap_or(0),
+        m.failed_record_count.unwrap_or(0)
+    );
+    if state == batch_state::SUCCESS {
+        tracing::info!(batch = %remote, dataset = %b.dataset, "batch succeeded ({detail})");
+        if let Some(preds) = &b.replay_json {
+            let preds: Vec<String> = serde_json::from_str(preds).unwrap_or_default();
+            store.mark_replaced(&preds, remote).await?;
+        }
+    } else {
+        let errors: Vec<String> = info.errors.iter().map(|e| format!("{}: {}", e.code, e.description)).collect();
+        tracing::warn!(batch = %remote, dataset = %b.dataset, "batch failed ({detail}): {}", errors.join("; "));
+    }
+    store.finish_batch(b.id, state, &outcome, &detail).await?;
+    Ok(())
+}

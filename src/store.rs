@@ -1,0 +1,950 @@
+//! The state database: the only module with SQL in it.
+//!
+//! SQLite is batchdrop's only queue. Every stage reads its work from here and writes its result
+//! back here before it tells anyone; in-process channels only wake stages up. This module owns the
+//! schema (through `migrations/`), the durability settings, the one-daemon-per-state-dir lock and
+//! every query. It must not do I/O on drop folders or talk to the platform.
+//!
+//! Durability, chosen on purpose:
+//! - `journal_mode = WAL`: readers (`batchdrop status`) never block the daemon, and a commit is
+//!   one sequential append.
+//! - `synchronous = NORMAL`: a commit survives `kill -9` of the process (it is in the WAL, which
+//!   the OS holds); only a power loss can drop the last few commits. Every remote side effect is
+//!   recorded as an intent *before* the call and reconciled with the platform on start-up
+//!   (externalId lookup, HEAD for received bytes, idempotent PUT and COMPLETE), so a lost commit
+//!   costs a repeated idempotent call, never a lost or doubled file. `FULL` would add an fsync
+//!   per commit for no gain in that model.
+//! - One connection for writes: SQLite has one writer anyway, and a single connection makes
+//!   in-process write contention (and `SQLITE_BUSY`) impossible.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{FromRow, SqlitePool};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create state directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "another batchdrop daemon already uses the state directory {path} ({holder}); stop it first, or give this one another state_dir"
+    )]
+    Locked { path: PathBuf, holder: String },
+    #[error(
+        "the state directory {path} is on a network filesystem ({fs}), where SQLite's locking is unreliable; put state_dir on a local disk"
+    )]
+    NetworkFs { path: PathBuf, fs: &'static str },
+    #[error("state database {path}: {source}")]
+    Db { path: PathBuf, source: sqlx::Error },
+    #[error("state database error: {0}")]
+    Query(#[from] sqlx::Error),
+    #[error("migrating state database {path}: {source}")]
+    Migrate {
+        path: PathBuf,
+        source: sqlx::migrate::MigrateError,
+    },
+}
+
+/// File states. `ready` → `batched` → `uploaded` → `done`; or `failed` / `duplicate`.
+pub mod file_state {
+    pub const READY: &str = "ready";
+    pub const BATCHED: &str = "batched";
+    pub const UPLOADED: &str = "uploaded";
+    pub const DONE: &str = "done";
+    pub const FAILED: &str = "failed";
+    pub const DUPLICATE: &str = "duplicate";
+    /// The file changed on disk after it was queued; its new version is a new record.
+    pub const SUPERSEDED: &str = "superseded";
+}
+
+/// Batch states, in order. The first five are "in flight"; the rest are terminal.
+pub mod batch_state {
+    pub const SEALED: &str = "sealed";
+    pub const CREATING: &str = "creating";
+    pub const LOADING: &str = "loading";
+    pub const COMPLETING: &str = "completing";
+    pub const PROCESSING: &str = "processing";
+    pub const SUCCESS: &str = "success";
+    pub const FAILED: &str = "failed";
+    pub const ABORTED: &str = "aborted";
+    pub const ABANDONED: &str = "abandoned";
+    pub const REVERTED: &str = "reverted";
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct FileRow {
+    pub id: i64,
+    pub watch: String,
+    pub dataset: String,
+    pub format: String,
+    pub multiline_json: bool,
+    pub root: String,
+    pub rel_path: String,
+    pub dev: i64,
+    pub ino: i64,
+    pub size: i64,
+    pub mtime_ns: i64,
+    pub sha256: Option<String>,
+    pub state: String,
+    pub batch_id: Option<i64>,
+    pub uploaded_bytes: i64,
+    pub sent: bool,
+    pub duplicate_of: Option<i64>,
+    pub replay_json: Option<String>,
+    pub sidecar: Option<String>,
+    pub reason: Option<String>,
+    pub final_path: Option<String>,
+    pub finalized: bool,
+    pub discovered_at: i64,
+    pub updated_at: i64,
+}
+
+impl FileRow {
+    pub fn abs_path(&self) -> PathBuf {
+        Path::new(&self.root).join(&self.rel_path)
+    }
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct BatchRow {
+    pub id: i64,
+    pub external_id: String,
+    pub remote_id: Option<String>,
+    pub watch: String,
+    pub dataset: String,
+    pub format: String,
+    pub multiline_json: bool,
+    pub replay_json: Option<String>,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub first_error_at: Option<i64>,
+    pub last_error: Option<String>,
+    pub outcome_json: Option<String>,
+    pub replaced_by: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl BatchRow {
+    /// The name operators see: the platform's id once known, else the local one.
+    pub fn label(&self) -> String {
+        match &self.remote_id {
+            Some(id) => id.clone(),
+            None => format!("local batch #{}", self.id),
+        }
+    }
+}
+
+/// A file that became ready in a drop folder.
+#[derive(Debug, Clone)]
+pub struct NewFile {
+    pub watch: String,
+    pub dataset: String,
+    pub format: String,
+    pub multiline_json: bool,
+    pub root: String,
+    pub rel_path: String,
+    pub dev: i64,
+    pub ino: i64,
+    pub size: i64,
+    pub mtime_ns: i64,
+}
+
+/// What `record_ready` did with a file.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Recorded {
+    New(i64),
+    /// The same version is already queued, in flight or finished.
+    Known,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct EventRow {
+    pub at: i64,
+    pub file_id: Option<i64>,
+    pub batch_id: Option<i64>,
+    pub kind: String,
+    pub detail: Option<String>,
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Handle to the state database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+    path: PathBuf,
+    // Held for the life of the daemon: the OS drops the lock when the process dies, even by
+    // SIGKILL, so a stale lock can never keep a restarted daemon out.
+    _lock: Option<std::sync::Arc<File>>,
+}
+
+impl Store {
+    /// Opens the daemon's state: takes the exclusive lock, refuses network filesystems unless
+    /// `allow_network_fs`, applies migrations.
+    pub async fn open_exclusive(state_dir: &Path, allow_network_fs: bool) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::CreateDir {
+            path: state_dir.to_owned(),
+            source,
+        })?;
+        if !allow_network_fs && let Some(fs) = network_fs_kind(state_dir) {
+            return Err(StoreError::NetworkFs {
+                path: state_dir.to_owned(),
+                fs,
+            });
+        }
+        let lock = take_lock(state_dir)?;
+        let mut store = Store::open_shared(state_dir).await?;
+        store._lock = Some(std::sync::Arc::new(lock));
+        Ok(store)
+    }
+
+    /// Opens the state without the daemon lock: for `status` and the other commands that run
+    /// beside a daemon. Writes are still serialised by SQLite.
+    pub async fn open_shared(state_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::CreateDir {
+            path: state_dir.to_owned(),
+            source,
+        })?;
+        let path = state_dir.join("batchdrop.db");
+        let opts = SqliteConnectOptions::from_str("sqlite:")
+            .expect("static URL")
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await
+            .map_err(|source| StoreError::Db {
+                path: path.clone(),
+                source,
+            })?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Store {
+            pool,
+            path,
+            _lock: None,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Cheap liveness check of the database (used by readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    // ---- events ----------------------------------------------------------------------------
+
+    pub async fn event(
+        &self,
+        file_id: Option<i64>,
+        batch_id: Option<i64>,
+        kind: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO events (at, file_id, batch_id, kind, detail) VALUES (?, ?, ?, ?, ?)")
+            .bind(now_ms())
+            .bind(file_id)
+            .bind(batch_id)
+            .bind(kind)
+            .bind(detail)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn events_for_file(&self, file_id: i64) -> Result<Vec<EventRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT at, file_id, batch_id, kind, detail FROM events
+             WHERE file_id = ? OR batch_id = (SELECT batch_id FROM files WHERE id = ?)
+             ORDER BY id",
+        )
+        .bind(file_id)
+        .bind(file_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn events_for_batch(&self, batch_id: i64) -> Result<Vec<EventRow>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT at, file_id, batch_id, kind, detail FROM events WHERE batch_id = ? ORDER BY id")
+                .bind(batch_id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    // ---- files: intake ---------------------------------------------------------------------
+
+    /// Records a file that became stable. A version already known (same path and identity, in
+    /// any state) is not queued again; a queued-but-unbatched record of the same path whose
+    /// content changed is updated in place.
+    pub async fn record_ready(&self, f: &NewFile) -> Result<Recorded, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let same: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM files WHERE watch = ? AND rel_path = ? AND dev = ? AND ino = ?
+               AND size = ? AND mtime_ns = ? AND NOT (state IN ('failed', 'superseded') AND finalized = 1)
+             LIMIT 1",
+        )
+        .bind(&f.watch)
+        .bind(&f.rel_path)
+        .bind(f.dev)
+        .bind(f.ino)
+        .bind(f.size)
+        .bind(f.mtime_ns)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if same.is_some() {
+            return Ok(Recorded::Known);
+        }
+        // A path still in flight under an older identity: the uploader checks identity before
+        // and after sending and restarts or fails that record, so it is left alone here.
+        let in_flight: Option<(i64, String)> = sqlx::query_as(
+            "SELECT id, state FROM files WHERE watch = ? AND rel_path = ?
+               AND state IN ('ready', 'batched', 'uploaded') AND finalized = 0 LIMIT 1",
+        )
+        .bind(&f.watch)
+        .bind(&f.rel_path)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let now = now_ms();
+        let id = match in_flight {
+            Some((id, state)) if state == file_state::READY => {
+                sqlx::query(
+                    "UPDATE files SET dev = ?, ino = ?, size = ?, mtime_ns = ?, sha256 = NULL,
+                       format = ?, updated_at = ? WHERE id = ?",
+                )
+                .bind(f.dev)
+                .bind(f.ino)
+                .bind(f.size)
+                .bind(f.mtime_ns)
+                .bind(&f.format)
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                return Ok(Recorded::Known);
+            }
+            Some(_) => return Ok(Recorded::Known),
+            None => {
+                sqlx::query_scalar(
+                    "INSERT INTO files (watch, dataset, format, multiline_json, root, rel_path, dev, ino,
+                       size, mtime_ns, state, discovered_at, updated_at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ready', ?, ?) RETURNING id",
+                )
+                .bind(&f.watch)
+                .bind(&f.dataset)
+                .bind(&f.format)
+                .bind(f.multiline_json)
+                .bind(&f.root)
+                .bind(&f.rel_path)
+                .bind(f.dev)
+                .bind(f.ino)
+                .bind(f.size)
+                .bind(f.mtime_ns)
+                .bind(now)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?
+            }
+        };
+        sqlx::query("INSERT INTO events (at, file_id, kind, detail) VALUES (?, ?, 'ready', ?)")
+            .bind(now)
+            .bind(id)
+            .bind(format!("{} bytes", f.size))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Recorded::New(id))
+    }
+
+    /// Records a file that cannot be ingested at all (unknown format, bad name...): it goes
+    /// straight to the failed folder with `reason` in its receipt.
+    pub async fn record_rejected(&self, f: &NewFile, reason: &str) -> Result<Option<i64>, StoreError> {
+        let known: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM files WHERE watch = ? AND rel_path = ? AND dev = ? AND ino = ? AND size = ?
+               AND mtime_ns = ? LIMIT 1",
+        )
+        .bind(&f.watch)
+        .bind(&f.rel_path)
+        .bind(f.dev)
+        .bind(f.ino)
+        .bind(f.size)
+        .bind(f.mtime_ns)
+        .fetch_optional(&self.pool)
+        .await?;
+        if known.is_some() {
+            return Ok(None);
+        }
+        let now = now_ms();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO files (watch, dataset, format, multiline_json, root, rel_path, dev, ino, size,
+               mtime_ns, state, reason, discovered_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'failed', ?, ?, ?) RETURNING id",
+        )
+        .bind(&f.watch)
+        .bind(&f.dataset)
+        .bind(&f.format)
+        .bind(f.multiline_json)
+        .bind(&f.root)
+        .bind(&f.rel_path)
+        .bind(f.dev)
+        .bind(f.ino)
+        .bind(f.size)
+        .bind(f.mtime_ns)
+        .bind(reason)
+        .bind(now)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        self.event(Some(id), None, "rejected", reason).await?;
+        Ok(Some(id))
+    }
+
+    pub async fn set_replay(&self, file_id: i64, replay_json: &str, sidecar: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE files SET replay_json = ?, sidecar = ?, updated_at = ? WHERE id = ? AND state = 'ready'")
+            .bind(replay_json)
+            .bind(sidecar)
+            .bind(now_ms())
+            .bind(file_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- files: batching -------------------------------------------------------------------
+
+    pub async fn ready_files(&self, watch: &str) -> Result<Vec<FileRow>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM files WHERE watch = ? AND state = 'ready' ORDER BY id")
+                .bind(watch)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Whether a file of this size was ingested (or is on its way) into the dataset: only then
+    /// is it worth hashing a file before its upload to find duplicates.
+    pub async fn size_seen(&self, dataset: &str, size: i64, except: i64) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM files WHERE dataset = ? AND size = ? AND id != ?
+               AND state IN ('ready', 'batched', 'uploaded', 'done')",
+        )
+        .bind(dataset)
+        .bind(size)
+        .bind(except)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n > 0)
+    }
+
+    /// The earlier file with this content in this dataset that was ingested or is on its way.
+    pub async fn find_same_content(&self, dataset: &str, sha256: &str, except: i64) -> Result<Option<FileRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM files WHERE dataset = ? AND sha256 = ? AND id != ?
+               AND state IN ('batched', 'uploaded', 'done') ORDER BY id LIMIT 1",
+        )
+        .bind(dataset)
+        .bind(sha256)
+        .bind(except)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn set_sha(&self, file_id: i64, sha256: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE files SET sha256 = ?, updated_at = ? WHERE id = ?")
+            .bind(sha256)
+            .bind(now_ms())
+            .bind(file_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn mark_duplicate(&self, file_id: i64, of: &FileRow) -> Result<(), StoreError> {
+        sqlx::query("UPDATE files SET state = 'duplicate', duplicate_of = ?, updated_at = ? WHERE id = ?")
+            .bind(of.id)
+            .bind(now_ms())
+            .bind(file_id)
+            .execute(&self.pool)
+            .await?;
+        self.event(Some(file_id), None, "duplicate", &format!("same content as {}", of.rel_path))
+            .await
+    }
+
+    /// Seals a batch: the batch row and its files' assignment are one transaction, so a file is
+    /// never in two batches and never in none.
+    pub async fn seal_batch(
+        &self,
+        watch: &str,
+        dataset: &str,
+        format: &str,
+        multiline_json: bool,
+        replay_json: Option<&str>,
+        file_ids: &[i64],
+    ) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        let external_id = uuid::Uuid::now_v7().to_string();
+        let batch_id: i64 = sqlx::query_scalar(
+            "INSERT INTO batches (external_id, watch, dataset, format, multiline_json, replay_json, state,
+               created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, 'sealed', ?, ?) RETURNING id",
+        )
+        .bind(&external_id)
+        .bind(watch)
+        .bind(dataset)
+        .bind(format)
+        .bind(multiline_json)
+        .bind(replay_json)
+        .bind(now)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        for id in file_ids {
+            sqlx::query(
+                "UPDATE files SET state = 'batched', batch_id = ?, uploaded_bytes = 0, sent = 0, updated_at = ?
+                 WHERE id = ? AND state = 'ready'",
+            )
+            .bind(batch_id)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("INSERT INTO events (at, batch_id, kind, detail) VALUES (?, ?, 'sealed', ?)")
+            .bind(now)
+            .bind(batch_id)
+            .bind(format!("{} files, externalId {external_id}", file_ids.len()))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(batch_id)
+    }
+
+    // ---- batches: upload -------------------------------------------------------------------
+
+    /// Batches with remote work to do whose retry time has come.
+    pub async fn batches_due(&self, now: i64) -> Result<Vec<BatchRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM batches WHERE state IN ('sealed', 'creating', 'loading', 'completing', 'processing')
+               AND next_attempt_at <= ? ORDER BY id",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The earliest retry time among in-flight batches, to sleep until it.
+    pub async fn next_due(&self) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM batches
+             WHERE state IN ('sealed', 'creating', 'loading', 'completing', 'processing')",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    pub async fn batch(&self, id: i64) -> Result<BatchRow, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM batches WHERE id = ?")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    pub async fn batch_by_remote(&self, remote_id: &str) -> Result<Option<BatchRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM batches WHERE remote_id = ?")
+            .bind(remote_id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    pub async fn batch_files(&self, batch_id: i64) -> Result<Vec<FileRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM files WHERE batch_id = ? ORDER BY id")
+            .bind(batch_id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Moves a batch to `state` (and sets its remote id when given), resetting its retry
+    /// schedule: progress was made.
+    pub async fn set_batch_state(
+        &self,
+        batch_id: i64,
+        state: &str,
+        remote_id: Option<&str>,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE batches SET state = ?, remote_id = COALESCE(?, remote_id), attempts = 0,
+               next_attempt_at = 0, first_error_at = NULL, updated_at = ? WHERE id = ?",
+        )
+        .bind(state)
+        .bind(remote_id)
+        .bind(now)
+        .bind(batch_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO events (at, batch_id, kind, detail) VALUES (?, ?, ?, ?)")
+            .bind(now)
+            .bind(batch_id)
+            .bind(state)
+            .bind(detail)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records a transient failure and when to try again. Returns the attempt count and the
+    /// time of the first failure in this run of failures.
+    pub async fn schedule_retry(&self, batch_id: i64, error: &str, next_at: i64) -> Result<(i64, i64), StoreError> {
+        let now = now_ms();
+        let row: (i64, i64) = sqlx::query_as(
+            "UPDATE batches SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?,
+               first_error_at = COALESCE(first_error_at, ?), updated_at = ? WHERE id = ?
+             RETURNING attempts, first_error_at",
+        )
+        .bind(error)
+        .bind(next_at)
+        .bind(now)
+        .bind(now)
+        .bind(batch_id)
+        .fetch_one(&self.pool)
+        .await?;
+        self.event(None, Some(batch_id), "retry", error).await?;
+        Ok(row)
+    }
+
+    /// Delays the next poll of a processing batch without counting a failure.
+    pub async fn delay_batch(&self, batch_id: i64, next_at: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE batches SET next_attempt_at = ? WHERE id = ?")
+            .bind(next_at)
+            .bind(batch_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The intent before the first PUT or INITIALIZE of a file: from now on its batch may hold
+    /// bytes of it, so a change of the file on disk taints the whole batch.
+    pub async fn mark_sent(&self, file_id: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE files SET sent = 1, updated_at = ? WHERE id = ? AND sent = 0")
+            .bind(now_ms())
+            .bind(file_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records acknowledged bytes of a file (after a 2xx, never before).
+    pub async fn set_uploaded_bytes(&self, file_id: i64, bytes: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE files SET uploaded_bytes = ?, updated_at = ? WHERE id = ?")
+            .bind(bytes)
+            .bind(now_ms())
+            .bind(file_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn mark_uploaded(&self, file_id: i64, sha256: &str, size: i64) -> Result<(), StoreError> {
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE files SET state = 'uploaded', sha256 = ?, uploaded_bytes = ?, updated_at = ?
+             WHERE id = ? AND state = 'batched'",
+        )
+        .bind(sha256)
+        .bind(size)
+        .bind(now)
+        .bind(file_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Takes a file out of the pipeline for good; the archiver moves it with `reason`.
+    pub async fn fail_file(&self, file_id: i64, reason: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE files SET state = 'failed', reason = ?, updated_at = ? WHERE id = ?")
+            .bind(reason)
+            .bind(now_ms())
+            .bind(file_id)
+            .execute(&self.pool)
+            .await?;
+        self.event(Some(file_id), None, "failed", reason).await
+    }
+
+    /// Retires the record of a file that changed on disk after it was queued. Its current
+    /// version is left where it is for the watcher to pick up as a new record once it is stable
+    /// again, so old and new bytes are never mixed in one upload.
+    pub async fn supersede(&self, file_id: i64, why: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE files SET state = 'superseded', finalized = 1, reason = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(why)
+        .bind(now_ms())
+        .bind(file_id)
+        .execute(&self.pool)
+        .await?;
+        self.event(Some(file_id), None, "superseded", why).await
+    }
+
+    /// Gives a batch up (it can no longer be used on the platform): its files that are still
+    /// good go back to the queue, to travel in a new batch.
+    pub async fn abandon_batch(&self, batch_id: i64, reason: &str) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE batches SET state = 'abandoned', last_error = ?, updated_at = ? WHERE id = ?")
+            .bind(reason)
+            .bind(now)
+            .bind(batch_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE files SET state = 'ready', batch_id = NULL, uploaded_bytes = 0, sent = 0, updated_at = ?
+             WHERE batch_id = ? AND state IN ('batched', 'uploaded')",
+        )
+        .bind(now)
+        .bind(batch_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO events (at, batch_id, kind, detail) VALUES (?, ?, 'abandoned', ?)")
+            .bind(now)
+            .bind(batch_id)
+            .bind(reason)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records a batch's terminal outcome from the Catalog.
+    pub async fn finish_batch(&self, batch_id: i64, state: &str, outcome_json: &str, detail: &str) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE batches SET state = ?, outcome_json = ?, updated_at = ? WHERE id = ?")
+            .bind(state)
+            .bind(outcome_json)
+            .bind(now)
+            .bind(batch_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO events (at, batch_id, kind, detail) VALUES (?, ?, ?, ?)")
+            .bind(now)
+            .bind(batch_id)
+            .bind(state)
+            .bind(detail)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- files: outcome --------------------------------------------------------------------
+
+    /// Files whose fate is known but who have not been moved and given a receipt yet.
+    pub async fn files_to_finalize(&self, limit: i64) -> Result<Vec<FileRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT f.* FROM files f LEFT JOIN batches b ON b.id = f.batch_id
+             WHERE f.finalized = 0 AND (
+                   f.state IN ('failed', 'duplicate')
+                OR (f.state IN ('batched', 'uploaded') AND b.state IN ('success', 'failed', 'aborted')))
+             ORDER BY f.id LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Records where a file is about to be moved (the intent before the move).
+    pub async fn set_final_path(&self, file_id: i64, path: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE files SET final_path = ? WHERE id = ?")
+            .bind(path)
+            .bind(file_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn mark_finalized(&self, file_id: i64, state: &str, final_path: Option<&str>, detail: &str) -> Result<(), StoreError> {
+        let now = now_ms();
+        sqlx::query("UPDATE files SET state = ?, finalized = 1, final_path = ?, updated_at = ? WHERE id = ?")
+            .bind(state)
+            .bind(final_path)
+            .bind(now)
+            .bind(file_id)
+            .execute(&self.pool)
+            .await?;
+        self.event(Some(file_id), None, "finalized", detail).await
+    }
+
+    pub async fn file(&self, id: i64) -> Result<Option<FileRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM files WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Files last recorded under this relative path (any watch), newest first.
+    pub async fn files_by_path(&self, rel_path: &str) -> Result<Vec<FileRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM files WHERE rel_path = ? ORDER BY id DESC")
+            .bind(rel_path)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Remote ids of the successful batches that carried a file of this name into the dataset.
+    pub async fn batches_that_ingested(&self, dataset: &str, rel_path: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT b.remote_id FROM files f JOIN batches b ON b.id = f.batch_id
+             WHERE f.dataset = ? AND f.rel_path = ? AND b.state = 'success' AND b.remote_id IS NOT NULL",
+        )
+        .bind(dataset)
+        .bind(rel_path)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn mark_replaced(&self, remote_ids: &[String], by: &str) -> Result<(), StoreError> {
+        for id in remote_ids {
+            sqlx::query("UPDATE batches SET replaced_by = ?, updated_at = ? WHERE remote_id = ?")
+                .bind(by)
+                .bind(now_ms())
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Counts of files per (dataset, state).
+    pub async fn file_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        Ok(sqlx::query_as("SELECT dataset, state, COUNT(*) FROM files GROUP BY dataset, state ORDER BY dataset, state")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn batches_in_flight(&self) -> Result<Vec<BatchRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM batches WHERE state IN ('sealed', 'creating', 'loading', 'completing', 'processing') ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn recent_failures(&self, limit: i64) -> Result<Vec<FileRow>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM files WHERE state = 'failed' ORDER BY updated_at DESC LIMIT ?")
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Whether any work is left: files not yet finalized or batches not terminal.
+    pub async fn pending_work(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM files WHERE finalized = 0)
+                  + (SELECT COUNT(*) FROM batches WHERE state IN ('sealed','creating','loading','completing','processing'))",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Files that ended failed (not duplicates), for `run --once`'s exit code.
+    pub async fn failed_count_since(&self, since_ms: i64) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM files WHERE state = 'failed' AND updated_at >= ?")
+                .bind(since_ms)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+}
+
+/// Takes the daemon lock of a state dir: an exclusive `flock` on `batchdrop.lock`, with the
+/// holder's pid written in it so a refused second daemon can say who holds it.
+fn take_lock(state_dir: &Path) -> Result<File, StoreError> {
+    let path = state_dir.join("batchdrop.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|source| StoreError::CreateDir {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => {
+            let _ = file.set_len(0);
+            let _ = writeln!(file, "pid {}", std::process::id());
+            Ok(file)
+        }
+        Err(_) => {
+            let holder = std::fs::read_to_string(&path)
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default();
+            Err(StoreError::Locked {
+                path: state_dir.to_owned(),
+                holder: if holder.is_empty() {
+                    "unknown process".into()
+                } else {
+                    holder
+                },
+            })
+        }
+    }
+}
+
+/// The kind of network filesystem `path` is on, if it is on one.
+fn network_fs_kind(path: &Path) -> Option<&'static str> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    #[allow(clippy::unnecessary_cast)]
+    match st.f_type as i64 {
+        0x6969 => Some("NFS"),
+        0x517B => Some("SMB"),
+        0xFF53_4D42 => Some("CIFS"),
+        0xFE53_4D42 => Some("SMB2"),
+        0x0102_1997 => Some("9p"),
+        _ => None,
+    }
+}

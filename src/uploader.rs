@@ -1,0 +1,537 @@
+//! Sealed batch → platform: create it, upload its files, complete it; then hand it to the
+//! poller. Each step is recorded in the store before the remote call (the intent) and after it
+//! (the fact), so that a crash anywhere is resolved on the next start by asking the platform:
+//! a batch found by its `externalId`, a large file resumed from the prefix HEAD reports, a small
+//! file PUT again, COMPLETE repeated. All three are idempotent on the platform.
+//!
+//! This module decides nothing about grouping (batcher) or where files go afterwards
+//! (archiver), and it never builds an HTTP request itself (api).
+
+use std::collections::HashSet;
+use std::io::SeekFrom;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ApiClient, ApiError, BatchAction, BatchStatus, CreateBatch, ErrorKind, Replay};
+use crate::config::Upload;
+use crate::poller;
+use crate::retry;
+use crate::store::{BatchRow, FileRow, Store, StoreError, batch_state, file_state, now_ms};
+use crate::watcher::Identity;
+
+/// Why a step stopped before its batch reached the next state.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Bytes of a file that has since changed may be in the batch: it cannot be completed.
+    #[error("{0}")]
+    Tainted(String),
+    /// The file cannot be read; it fails with this reason (and taints its batch if sent).
+    #[error("{0}")]
+    Unreadable(String),
+    #[error("stopping for shutdown")]
+    Shutdown,
+}
+
+pub struct Uploader {
+    pub store: Store,
+    pub api: ApiClient,
+    pub upload: Upload,
+    /// Limits concurrent file transfers across all batches.
+    slots: Arc<Semaphore>,
+    /// Batches being driven right now (one task per batch at a time).
+    active: Mutex<HashSet<i64>>,
+    pub wake: Arc<Notify>,
+    pub wake_archiver: Arc<Notify>,
+}
+
+impl Uploader {
+    pub fn new(store: Store, api: ApiClient, upload: Upload, wake: Arc<Notify>, wake_archiver: Arc<Notify>) -> Arc<Uploader> {
+        Arc::new(Uploader {
+            slots: Arc::new(Semaphore::new(upload.concurrency)),
+            store,
+            api,
+            upload,
+            active: Mutex::new(HashSet::new()),
+            wake,
+            wake_archiver,
+        })
+    }
+
+    /// Drives every due batch until `shutdown`; then lets running steps reach a safe point
+    /// (a chunk or file boundary) within `grace`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken, grace: Duration) -> Result<(), StoreError> {
+        let mut tasks = JoinSet::new();
+        loop {
+            let due = self.store.batches_due(now_ms()).await?;
+            for b in due {
+                if self.active.lock().unwrap().insert(b.id) {
+                    let me = self.clone();
+                    let token = shutdown.clone();
+                    tasks.spawn(async move {
+                        let id = b.id;
+                        me.drive(b, &token).await;
+                        me.active.lock().unwrap().remove(&id);
+                        me.wake.notify_one();
+                    });
+                }
+            }
+            while tasks.try_join_next().is_some() {}
+            let sleep = match self.store.next_due().await? {
+                Some(at) => Duration::from_millis((at - now_ms()).clamp(10, 1000) as u64),
+                None => Duration::from_secs(1),
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+        if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown grace of {grace:?} ran out; in-flight requests are cut, the next start resumes them");
+            tasks.abort_all();
+        }
+        Ok(())
+    }
+
+    /// Moves one batch as far as it can go now; on failure records the retry schedule.
+    async fn drive(&self, b: BatchRow, shutdown: &CancellationToken) {
+        let label = b.label();
+        let result = self.step(b.clone(), shutdown).await;
+        let outcome = match result {
+            Ok(()) => Ok(()),
+            Err(StepError::Shutdown) => Ok(()),
+            Err(StepError::Unreadable(why)) => self.abandon(&b, &why).await,
+            Err(StepError::Tainted(why)) => self.abandon(&b, &why).await,
+            Err(StepError::Api(e)) => self.on_api_error(&b, e).await,
+            Err(StepError::Store(e)) => Err(e),
+        };
+        if let Err(e) = outcome {
+            tracing::error!(batch = %label, dataset = %b.dataset, "state database error: {e}; will retry");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn step(&self, mut b: BatchRow, shutdown: &CancellationToken) -> Result<(), StepError> {
+        loop {
+            if shutdown.is_cancelled() {
+                return Err(StepError::Shutdown);
+            }
+            match b.state.as_str() {
+                batch_state::SEALED | batch_state::CREATING => self.create(&b).await?,
+                batch_state::LOADING => self.load(&b, shutdown).await?,
+                batch_state::COMPLETING => self.complete(&b).await?,
+                batch_state::PROCESSING => {
+                    poller::poll(&self.store, &self.api, &self.upload, &b).await?;
+                    self.wake_archiver.notify_one();
+                    return Ok(());
+                }
+                _ => return Ok(()),
+            }
+            b = self.store.batch(b.id).await?;
+        }
+    }
+
+    /// sealed/creating → loading. The external id was chosen when the batch was sealed; a
+    /// batch in `creating` may exist on the platform already, so it is looked up first.
+    async fn create(&self, b: &BatchRow) -> Result<(), StepError> {
+        if b.state == batch_state::CREATING
+            && let Some(found) = self.api.find_batch_by_external_id(&b.dataset, &b.external_id).await?
+        {
+            if found.status == BatchStatus::Loading {
+                tracing::info!(batch = %found.id, dataset = %b.dataset, "found the batch created before the restart");
+                self.store
+                    .set_batch_state(b.id, batch_state::LOADING, Some(&found.id), "recovered by externalId")
+                    .await?;
+                return Ok(());
+            }
+            return Err(StepError::Tainted(format!(
+                "batch {} (externalId {}) is {:?} on the platform and can no longer take files",
+                found.id, b.external_id, found.status
+            )));
+        }
+        if b.state == batch_state::SEALED {
+            self.store
+                .set_batch_state(b.id, batch_state::CREATING, None, "create-batch sent")
+                .await?;
+        }
+        let replay = match &b.replay_json {
+            Some(j) => Some(Replay {
+                predecessors: serde_json::from_str(j).unwrap_or_default(),
+                reason: "replace".into(),
+            }),
+            None => None,
+        };
+        let req = CreateBatch {
+            dataset_id: b.dataset.clone(),
+            format: crate::api::Format::parse(&b.format).unwrap_or(crate::api::Format::Json),
+            multiline_json: b.multiline_json,
+            external_id: Some(b.external_id.clone()),
+            replay,
+            ..CreateBatch::default()
+        };
+        let created = self.api.create_batch(&req).await?;
+        tracing::info!(batch = %created.id, dataset = %b.dataset, "batch created");
+        self.store
+            .set_batch_state(b.id, batch_state::LOADING, Some(&created.id), "created")
+            .await?;
+        Ok(())
+    }
+
+    /// loading → completing: uploads every file of the batch not acknowledged yet.
+    async fn load(&self, b: &BatchRow, shutdown: &CancellationToken) -> Result<(), StepError> {
+        let remote = b.remote_id.clone().expect("a loading batch has a remote id");
+        // The platform may have moved on while we were away (completed before a crash, aborted
+        // by someone, expired): believe it over our record.
+        match self.api.get_batch(&remote).await? {
+            None => return Err(StepError::Tainted(format!("the platform no longer knows batch {remote}"))),
+            Some(info) if info.status == BatchStatus::Loading => {}
+            Some(info) if matches!(info.status, BatchStatus::Staging | BatchStatus::Processing | BatchStatus::Retrying)
+                || info.status.is_terminal() && !matches!(info.status, BatchStatus::Aborted | BatchStatus::Abandoned) =>
+            {
+                self.store
+                    .set_batch_state(b.id, batch_state::PROCESSING, None, "already completed on the platform")
+                    .await?;
+                return Ok(());
+            }
+            Some(info) => {
+                return Err(StepError::Tainted(format!(
+                    "batch {remote} is {:?} on the platform and can no longer take files",
+                    info.status
+                )));
+            }
+        }
+
+        let files: Vec<FileRow> = self
+            .store
+            .batch_files(b.id)
+            .await?
+            .into_iter()
+            .filter(|f| f.state == file_state::BATCHED)
+            .collect();
+        let mut set = JoinSet::new();
+        for f in files {
+            let permit = self.slots.clone().acquire_owned().await.expect("never closed");
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let job = FileJob {
+                store: self.store.clone(),
+                api: self.api.clone(),
+                upload: self.upload.clone(),
+                batch: remote.clone(),
+                dataset: b.dataset.clone(),
+                shutdown: shutdown.clone(),
+            };
+            set.spawn(async move {
+                let r = job.upload(&f).await;
+                drop(permit);
+                r
+            });
+        }
+        let mut first_err = None;
+        while let Some(r) = set.join_next().await {
+            match r.expect("upload task panicked") {
+                Ok(()) => {}
+                // A file we have sent bytes of changed: nothing else of this batch matters.
+                Err(e @ StepError::Tainted(_)) => return Err(e),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        if shutdown.is_cancelled() {
+            return Err(StepError::Shutdown);
+        }
+        let files = self.store.batch_files(b.id).await?;
+        if files.iter().any(|f| f.state == file_state::BATCHED) {
+            return Ok(()); // more to do on the next drive
+        }
+        if !files.iter().any(|f| f.state == file_state::UPLOADED) {
+            // Nothing left to ingest (every file failed or changed): completing would fail it
+            // with "empty batch", so abort it and say why in the files' receipts.
+            let _ = self.api.batch_action(&remote, BatchAction::Abort).await;
+            self.store.abandon_batch(b.id, "no file of this batch could be uploaded").await?;
+            return Ok(());
+        }
+        self.store
+            .set_batch_state(b.id, batch_state::COMPLETING, None, "COMPLETE sent")
+            .await?;
+        Ok(())
+    }
+
+    /// completing → processing. COMPLETE is idempotent, so after a crash it is simply sent again.
+    async fn complete(&self, b: &BatchRow) -> Result<(), StepError> {
+        let remote = b.remote_id.as_deref().expect("completing batch has a remote id");
+        self.api.batch_action(remote, BatchAction::Complete).await?;
+        tracing::info!(batch = %remote, dataset = %b.dataset, "batch completed; waiting for the platform");
+        self.store
+            .set_batch_state(b.id, batch_state::PROCESSING, None, "COMPLETE accepted")
+            .await?;
+        Ok(())
+    }
+
+    async fn on_api_error(&self, b: &BatchRow, e: ApiError) -> Result<(), StoreError> {
+        let label = b.label();
+        match e.kind() {
+            ErrorKind::Transient { retry_after } => {
+                let age = b.first_error_at.map(|t| now_ms() - t).unwrap_or(0);
+                if b.attempts + 1 >= self.upload.max_attempts as i64
+                    || age >= self.upload.max_retry_age.as_millis() as i64
+                {
+                    let why = format!(
+                        "gave up after {} attempts over {}s: {e}",
+                        b.attempts + 1,
+                        age / 1000
+                    );
+                    return self.fail_batch(b, &why).await;
+                }
+                let wait = retry::backoff_jittered(
+                    b.attempts as u32 + 1,
+                    self.upload.backoff_initial,
+                    self.upload.backoff_max,
+                    retry_after,
+                );
+                tracing::warn!(batch = %label, dataset = %b.dataset, attempt = b.attempts + 1, "transient failure, retrying in {wait:?}: {e}");
+                self.store
+                    .schedule_retry(b.id, &e.to_string(), now_ms() + wait.as_millis() as i64)
+                    .await?;
+                Ok(())
+            }
+            ErrorKind::NotFound if b.remote_id.is_some() => {
+                self.abandon(b, &format!("the platform no longer knows batch {label}: {e}")).await
+            }
+            _ => self.fail_batch(b, &e.to_string()).await,
+        }
+    }
+
+    /// The batch cannot be used any more: abort it on the platform (best effort) and send its
+    /// files, untouched, into a new batch.
+    async fn abandon(&self, b: &BatchRow, why: &str) -> Result<(), StoreError> {
+        tracing::warn!(batch = %b.label(), dataset = %b.dataset, "abandoning batch, its files go into a new one: {why}");
+        if let Some(remote) = &b.remote_id {
+            let _ = self.api.batch_action(remote, BatchAction::Abort).await;
+        }
+        self.store.abandon_batch(b.id, why).await
+    }
+
+    /// A permanent failure: the batch's files go to the failed folder with `why`.
+    async fn fail_batch(&self, b: &BatchRow, why: &str) -> Result<(), StoreError> {
+        tracing::error!(batch = %b.label(), dataset = %b.dataset, "batch failed: {why}");
+        if let Some(remote) = &b.remote_id {
+            let _ = self.api.batch_action(remote, BatchAction::Abort).await;
+        }
+        for f in self.store.batch_files(b.id).await? {
+            if f.state == file_state::BATCHED || f.state == file_state::UPLOADED {
+                self.store.fail_file(f.id, why).await?;
+            }
+        }
+        let outcome = serde_json::json!({ "errors": [{ "code": "batchdrop", "description": why }] });
+        self.store
+            .finish_batch(b.id, batch_state::FAILED, &outcome.to_string(), why)
+            .await?;
+        self.wake_archiver.notify_one();
+        Ok(())
+    }
+}
+
+/// One file's transfer into one remote batch.
+struct FileJob {
+    store: Store,
+    api: ApiClient,
+    upload: Upload,
+    batch: String,
+    dataset: String,
+    shutdown: CancellationToken,
+}
+
+impl FileJob {
+    async fn upload(&self, f: &FileRow) -> Result<(), StepError> {
+        let path = f.abs_path();
+        let recorded = Identity {
+            dev: f.dev as u64,
+            ino: f.ino as u64,
+            size: f.size as u64,
+            mtime_ns: f.mtime_ns,
+        };
+        match Identity::read(&path) {
+            Ok(now) if now == recorded => {}
+            Ok(_) => return self.changed(f, "before its upload").await,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if f.sent {
+                    return Err(StepError::Tainted(format!(
+                        "{} was deleted while it was being uploaded into batch {}",
+                        f.rel_path, self.batch
+                    )));
+                }
+                self.store
+                    .fail_file(f.id, &format!("{} was deleted before it could be uploaded; drop it again to ingest it", f.rel_path))
+                    .await?;
+                return Ok(());
+            }
+            Err(e) => {
+                self.store
+                    .fail_file(f.id, &format!("cannot read {}: {e}; fix its permissions and drop it again", path.display()))
+                    .await?;
+                return Ok(());
+            }
+        }
+        self.store.mark_sent(f.id).await?;
+        let started = std::time::Instant::now();
+        let sent = if (f.size as u64) <= self.upload.large_file_threshold {
+            self.put_small(f, &path).await
+        } else {
+            self.put_large(f, &path).await
+        };
+        let sha = match sent {
+            Ok(sha) => sha,
+            Err(StepError::Unreadable(why)) => {
+                self.store.fail_file(f.id, &why).await?;
+                return Err(StepError::Tainted(why));
+            }
+            Err(e) => return Err(e),
+        };
+        // The file must be exactly the version we started with, or the platform holds a mix.
+        match Identity::read(&path) {
+            Ok(now) if now == recorded => {}
+            _ => return self.changed(f, "during its upload").await,
+        }
+        self.store.mark_uploaded(f.id, &sha, f.size).await?;
+        tracing::info!(
+            file = %f.rel_path, dataset = %self.dataset, batch = %self.batch,
+            bytes = f.size, ms = started.elapsed().as_millis() as u64, "uploaded"
+        );
+        Ok(())
+    }
+
+    async fn changed(&self, f: &FileRow, when: &str) -> Result<(), StepError> {
+        let why = format!(
+            "{} changed on disk {when}; its new version will be ingested once it is stable",
+            f.rel_path
+        );
+        tracing::warn!(file = %f.rel_path, dataset = %self.dataset, batch = %self.batch, "{why}");
+        self.store.supersede(f.id, &why).await?;
+        if f.sent || when == "during its upload" {
+            return Err(StepError::Tainted(why));
+        }
+        Ok(())
+    }
+
+    async fn put_small(&self, f: &FileRow, path: &Path) -> Result<String, StepError> {
+        let hasher = Arc::new(Mutex::new(Sha256::new()));
+        let file = tokio::fs::File::open(path).await.map_err(|e| io_fail(f, e))?;
+        let body = hashing_body(file.take(f.size as u64), hasher.clone());
+        self.api
+            .put_file(&self.batch, &self.dataset, &f.rel_path, body, f.size as u64)
+            .await?;
+        Ok(finish(hasher))
+    }
+
+    /// INITIALIZE (if nothing arrived yet), then PATCH chunk by chunk from the prefix the
+    /// platform says it holds, then file COMPLETE.
+    async fn put_large(&self, f: &FileRow, path: &Path) -> Result<String, StepError> {
+        let total = f.size as u64;
+        let mut offset = match self.api.received_prefix(&self.batch, &self.dataset, &f.rel_path).await {
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound) => 0,
+            Err(e) => return Err(e.into()),
+        };
+        if offset != f.uploaded_bytes as u64 {
+            tracing::info!(
+                file = %f.rel_path, batch = %self.batch,
+                "platform holds {offset} bytes, local record says {}; resuming from the platform's figure",
+                f.uploaded_bytes
+            );
+        }
+        if offset > total {
+            return Err(StepError::Tainted(format!(
+                "the platform holds {offset} bytes of {} but the file has {total}",
+                f.rel_path
+            )));
+        }
+        if offset == 0 {
+            self.api.initialize_file(&self.batch, &self.dataset, &f.rel_path).await?;
+        }
+        let hasher = Arc::new(Mutex::new(Sha256::new()));
+        let mut file = tokio::fs::File::open(path).await.map_err(|e| io_fail(f, e))?;
+        if offset > 0 {
+            // Only after a restart: the hash must cover the bytes sent before it.
+            hash_prefix(&mut file, offset, &hasher).await.map_err(|e| io_fail(f, e))?;
+        }
+        while offset < total {
+            if self.shutdown.is_cancelled() {
+                return Err(StepError::Shutdown);
+            }
+            let len = self.upload.chunk_size.min(total - offset);
+            let mut chunk = tokio::fs::File::open(path).await.map_err(|e| io_fail(f, e))?;
+            chunk.seek(SeekFrom::Start(offset)).await.map_err(|e| io_fail(f, e))?;
+            let body = hashing_body(chunk.take(len), hasher.clone());
+            self.api
+                .patch_chunk(&self.batch, &self.dataset, &f.rel_path, offset, len, total, body)
+                .await?;
+            offset += len;
+            self.store.set_uploaded_bytes(f.id, offset as i64).await?;
+            tracing::debug!(file = %f.rel_path, batch = %self.batch, offset, total, "chunk acknowledged");
+        }
+        self.api.complete_file(&self.batch, &self.dataset, &f.rel_path).await?;
+        Ok(finish(hasher))
+    }
+}
+
+fn io_fail(f: &FileRow, e: std::io::Error) -> StepError {
+    StepError::Unreadable(format!(
+        "cannot read {} while uploading it: {e}; fix the file or its permissions and drop it again",
+        f.rel_path
+    ))
+}
+
+/// A request body that streams `reader` and feeds every byte to `hasher` on the way: the
+/// file's SHA-256 comes from the same read as its upload.
+fn hashing_body<R>(reader: R, hasher: Arc<Mutex<Sha256>>) -> reqwest::Body
+where
+    R: tokio::io::AsyncRead + Send + 'static,
+{
+    let stream = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024).map(move |chunk| {
+        if let Ok(bytes) = &chunk {
+            hasher.lock().unwrap().update(bytes);
+        }
+        chunk
+    });
+    reqwest::Body::wrap_stream(stream)
+}
+
+async fn hash_prefix(file: &mut tokio::fs::File, len: u64, hasher: &Mutex<Sha256>) -> std::io::Result<()> {
+    let mut left = len;
+    let mut buf = vec![0u8; 256 * 1024];
+    while left > 0 {
+        let n = file.read(&mut buf[..left.min(256 * 1024) as usize]).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "file shorter than recorded"));
+        }
+        hasher.lock().unwrap().update(&buf[..n]);
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+fn finish(hasher: Arc<Mutex<Sha256>>) -> String {
+    let h = std::mem::take(&mut *hasher.lock().unwrap());
+    format!("{:x}", h.finalize())
+}
