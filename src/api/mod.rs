@@ -1,1 +1,26 @@
-//! The only module that speaks HTTP to the platform. (Stub: being written.)
+//! The platform's API client: the only module that speaks HTTP to Adobe Experience Platform
+//! (Batch Ingestion, Catalog, Data Access, and IMS for tokens), following the contract in
+//! `batch-ingestion-api.md`. It must not import anything from `crate::emulator` (the emulator
+//! has its own wire types, so that a contract test between them means something), must not
+//! touch the store or the file system beyond the CA and secret files, and must never log or
+//! return a credential.
+//!
+//! - `client.rs`: `ApiClient`, one fn per endpoint, URLs and headers.
+//! - `wire.rs`: JSON bodies and tolerant response readers.
+//! - `types.rs`: what callers pass in and get back.
+//! - `error.rs`: `ApiError` and its classification.
+//! - `auth.rs`: `Secret`, token sources, the IMS token cache.
+
+mod auth;
+mod client;
+mod error;
+mod types;
+mod wire;
+
+pub use auth::{ClientSecret, OAuth, Secret, TokenSource};
+pub use client::{ApiClient, ClientConfig};
+pub use error::{ApiError, ErrorKind, PlatformError};
+pub use types::{
+    BatchAction, BatchError, BatchInfo, BatchMetrics, BatchQuery, BatchStatus, CreateBatch,
+    DataSetFile, Dataset, Format, Replay, SchemaRef,
+};

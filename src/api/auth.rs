@@ -1,0 +1,345 @@
+//! Credentials: the `Secret` type that never prints, where the bearer token comes from
+//! (`TokenSource`), and for OAuth server-to-server the IMS token request and its in-memory
+//! cache (renewed a few minutes before expiry, dropped after a 401, one request in flight).
+//! It must never log, format or put into an error a token or a client secret, and must never
+//! write them anywhere: tokens live in memory only.
+
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::client::{read_error, read_json};
+use super::error::ApiError;
+use super::wire;
+
+/// A string that never prints: `Debug` and `Display` show `[redacted]`. Read it with
+/// [`Secret::expose`] only where it is sent.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Where the bearer token comes from.
+#[derive(Debug, Clone)]
+pub enum TokenSource {
+    /// A token obtained elsewhere (tests, the emulator, short manual runs). It is never renewed.
+    Static(Secret),
+    /// OAuth server-to-server: the client asks IMS for tokens itself.
+    ClientCredentials(OAuth),
+}
+
+/// OAuth server-to-server credential (`grant_type=client_credentials`).
+#[derive(Debug, Clone)]
+pub struct OAuth {
+    /// Usually [`OAuth::IMS_TOKEN_URL`]; the emulator serves its own.
+    pub token_url: String,
+    /// The credential's client id (the same value as `x-api-key`).
+    pub client_id: String,
+    pub client_secret: ClientSecret,
+    /// Comma-separated, e.g. `openid,AdobeID,read_organizations`.
+    pub scope: String,
+}
+
+impl OAuth {
+    pub const IMS_TOKEN_URL: &str = "https://ims-na1.adobelogin.com/ims/token/v3";
+}
+
+/// The client secret, preferably in a file so that it stays out of the config and can be
+/// rotated: the file is read again for every token request, so a new secret is picked up
+/// without a restart.
+#[derive(Debug, Clone)]
+pub enum ClientSecret {
+    File(PathBuf),
+    Value(Secret),
+}
+
+/// The credential as the client uses it.
+pub(crate) enum Auth {
+    Static(Secret),
+    OAuth { cfg: OAuth, cache: TokenCache },
+}
+
+impl Auth {
+    pub(crate) fn new(source: TokenSource) -> Auth {
+        match source {
+            TokenSource::Static(token) => Auth::Static(token),
+            TokenSource::ClientCredentials(cfg) => Auth::OAuth {
+                cfg,
+                cache: TokenCache::default(),
+            },
+        }
+    }
+
+    /// Whether a 401 can be cured by asking for a new token.
+    pub(crate) fn renewable(&self) -> bool {
+        matches!(self, Auth::OAuth { .. })
+    }
+
+    /// A token to send now, from the cache or from IMS. `operation` names the call it is for,
+    /// so that an IMS failure reads "PUT file x into batch y: get an access token … failed".
+    pub(crate) async fn token(
+        &self,
+        http: &reqwest::Client,
+        operation: &str,
+    ) -> Result<Secret, ApiError> {
+        match self {
+            Auth::Static(token) => Ok(token.clone()),
+            Auth::OAuth { cfg, cache } => cache
+                .get_or_fetch(|| fetch_token(http, cfg))
+                .await
+                .map_err(|e| e.during_token_for(operation)),
+        }
+    }
+
+    /// Forgets `rejected` after the platform answered 401 to it.
+    pub(crate) async fn invalidate(&self, rejected: &Secret) {
+        if let Auth::OAuth { cache, .. } = self {
+            cache.invalidate(rejected).await;
+        }
+    }
+}
+
+/// The cached token. The lock is held while a new token is fetched: concurrent callers wait
+/// for that one request and share its answer instead of each asking IMS, which throttles
+/// clients that ask too often.
+#[derive(Default)]
+pub(crate) struct TokenCache {
+    slot: tokio::sync::Mutex<Option<Cached>>,
+}
+
+struct Cached {
+    token: Secret,
+    renew_at: Instant,
+}
+
+impl TokenCache {
+    pub(crate) async fn get_or_fetch<F, Fut>(&self, fetch: F) -> Result<Secret, ApiError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<wire::TokenAnswer, ApiError>>,
+    {
+        let mut slot = self.slot.lock().await;
+        if let Some(cached) = slot.as_ref()
+            && Instant::now() < cached.renew_at
+        {
+            return Ok(cached.token.clone());
+        }
+        let answer = fetch().await?;
+        let token = Secret::new(answer.access_token);
+        *slot = Some(Cached {
+            token: token.clone(),
+            renew_at: Instant::now() + renew_after(answer.expires_in),
+        });
+        Ok(token)
+    }
+
+    /// Drops the cached token if it is the one that was rejected. When many requests fail with
+    /// the same expired token, only the first invalidation counts: the others find a newer
+    /// token in the cache and keep it.
+    pub(crate) async fn invalidate(&self, rejected: &Secret) {
+        let mut slot = self.slot.lock().await;
+        if slot.as_ref().is_some_and(|c| c.token == *rejected) {
+            *slot = None;
+        }
+    }
+}
+
+/// When to renew a token that lives `lifetime`: five minutes early, or a quarter of its life
+/// early for short-lived tokens, so that a request started just before expiry still carries a
+/// valid token.
+fn renew_after(lifetime: Duration) -> Duration {
+    lifetime - (lifetime / 4).min(Duration::from_secs(300))
+}
+
+async fn fetch_token(http: &reqwest::Client, cfg: &OAuth) -> Result<wire::TokenAnswer, ApiError> {
+    const OP: &str = "get an access token from IMS";
+    let secret = match &cfg.client_secret {
+        ClientSecret::Value(s) => s.clone(),
+        ClientSecret::File(path) => {
+            let text = tokio::fs::read_to_string(path).await.map_err(|e| {
+                ApiError::config(
+                    OP,
+                    format!("cannot read the client secret file {}: {e}", path.display()),
+                )
+            })?;
+            Secret::new(text.trim())
+        }
+    };
+    if secret.expose().is_empty() {
+        return Err(ApiError::config(OP, "the client secret is empty"));
+    }
+    let started = Instant::now();
+    let resp = http
+        .post(&cfg.token_url)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", cfg.client_id.as_str()),
+            ("client_secret", secret.expose()),
+            ("scope", cfg.scope.as_str()),
+        ])
+        .send()
+        .await
+        .map_err(|e| ApiError::transport(OP, &e))?;
+    tracing::debug!(
+        method = "POST",
+        path = resp.url().path(),
+        status = resp.status().as_u16(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "IMS token request"
+    );
+    if !resp.status().is_success() {
+        return Err(read_error(OP, resp, &[secret.expose()]).await);
+    }
+    let answer = read_json(OP, resp).await?;
+    wire::token_answer(&answer).map_err(|msg| ApiError::invalid_response(OP, msg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("eyJhbGciOi-very-secret");
+        assert_eq!(format!("{s}"), "[redacted]");
+        assert_eq!(format!("{s:?}"), "[redacted]");
+        let src = TokenSource::ClientCredentials(OAuth {
+            token_url: OAuth::IMS_TOKEN_URL.into(),
+            client_id: "cid".into(),
+            client_secret: ClientSecret::Value(Secret::new("p8e-SECRET")),
+            scope: "openid".into(),
+        });
+        assert!(!format!("{src:?}").contains("SECRET"));
+        assert!(!format!("{:?}", TokenSource::Static(s)).contains("secret"));
+    }
+
+    #[test]
+    fn renewal_is_a_few_minutes_early() {
+        assert_eq!(
+            renew_after(Duration::from_secs(86399)),
+            Duration::from_secs(86099)
+        );
+        assert_eq!(
+            renew_after(Duration::from_secs(60)),
+            Duration::from_secs(45)
+        );
+        assert_eq!(renew_after(Duration::ZERO), Duration::ZERO);
+    }
+
+    fn answer(token: &str, secs: u64) -> wire::TokenAnswer {
+        wire::TokenAnswer {
+            access_token: token.into(),
+            expires_in: Duration::from_secs(secs),
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_callers_share_one_fetch_and_the_cache() {
+        let cache = Arc::new(TokenCache::default());
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let (cache, fetches) = (cache.clone(), fetches.clone());
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get_or_fetch(|| async {
+                        fetches.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok(answer("t1", 3600))
+                    })
+                    .await
+                    .unwrap()
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap().expose(), "t1");
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn expired_or_rejected_tokens_are_renewed_once() {
+        let cache = TokenCache::default();
+        // A zero lifetime is due for renewal at once.
+        let t = cache
+            .get_or_fetch(|| async { Ok(answer("short", 0)) })
+            .await;
+        assert_eq!(t.unwrap().expose(), "short");
+        let t = cache
+            .get_or_fetch(|| async { Ok(answer("t1", 3600)) })
+            .await;
+        assert_eq!(t.unwrap().expose(), "t1");
+
+        // A 401 to an older token must not throw away the newer one.
+        cache.invalidate(&Secret::new("short")).await;
+        let t = cache
+            .get_or_fetch(|| async { Ok(answer("unused", 3600)) })
+            .await;
+        assert_eq!(t.unwrap().expose(), "t1");
+
+        cache.invalidate(&Secret::new("t1")).await;
+        let t = cache
+            .get_or_fetch(|| async { Ok(answer("t2", 3600)) })
+            .await;
+        assert_eq!(t.unwrap().expose(), "t2");
+
+        // A failed fetch leaves nothing cached, so the next caller asks again.
+        cache.invalidate(&Secret::new("t2")).await;
+        let e = cache
+            .get_or_fetch(|| async { Err(ApiError::config("get token", "boom")) })
+            .await;
+        assert!(e.is_err());
+        let t = cache
+            .get_or_fetch(|| async { Ok(answer("t3", 3600)) })
+            .await;
+        assert_eq!(t.unwrap().expose(), "t3");
+    }
+
+    #[tokio::test]
+    async fn secret_file_is_read_at_each_fetch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        let cfg = OAuth {
+            // Nothing listens on port 9 of loopback: the request fails after the file is read.
+            token_url: "http://127.0.0.1:9/ims/token/v3".into(),
+            client_id: "cid".into(),
+            client_secret: ClientSecret::File(path.clone()),
+            scope: "openid".into(),
+        };
+        let http = reqwest::Client::new();
+        let missing = fetch_token(&http, &cfg).await.unwrap_err();
+        assert!(missing.is_config(), "{missing}");
+        assert!(
+            missing.to_string().contains("client secret file"),
+            "{missing}"
+        );
+
+        std::fs::write(&path, "p8e-ROTATED\n").unwrap();
+        let e = fetch_token(&http, &cfg).await.unwrap_err();
+        assert!(!e.is_config(), "the file was read; the network failed: {e}");
+        assert!(!e.to_string().contains("p8e-ROTATED"));
+    }
+}

@@ -1,0 +1,1006 @@
+//! `ApiClient`: one async fn per platform endpoint (Import, Catalog, Data Access), over one
+//! pooled `reqwest::Client`. It owns URLs (percent-encoding every path segment), the common
+//! headers, token renewal on 401, per-request debug logs and turning answers into
+//! `ApiError`s. It does not retry (apart from the single retry after a token renewal) and
+//! keeps no state about batches: retry policy and bookkeeping are the daemon's. It never logs
+//! headers and never puts a credential into a URL, a log line or an error.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::header::{
+    AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RANGE,
+    RETRY_AFTER,
+};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::Value;
+
+use super::auth::{Auth, Secret, TokenSource};
+use super::error::{ApiError, PlatformError, parse_retry_after};
+use super::types::{
+    BatchAction, BatchInfo, BatchQuery, CreateBatch, DataSetFile, Dataset, SchemaRef,
+};
+use super::wire;
+
+/// How to reach and authenticate to the platform.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Base URL, e.g. `https://platform.adobe.io`, or `http://127.0.0.1:8089` for the
+    /// emulator. Plain http is accepted for loopback addresses only, because the token would
+    /// otherwise cross the network in clear.
+    pub endpoint: String,
+    /// `x-gw-ims-org-id`, e.g. `ABC123@AdobeOrg`.
+    pub org_id: String,
+    /// `x-sandbox-name`, e.g. `prod`.
+    pub sandbox: String,
+    /// `x-api-key`: the credential's client id.
+    pub api_key: String,
+    pub token: TokenSource,
+    /// Upper bound for a call that moves little data; uploads get more (see `upload_timeout`).
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// PEM file with extra trusted roots (e.g. a TLS-intercepting corporate proxy). It adds to
+    /// the system roots; certificate verification itself can never be turned off.
+    pub extra_ca_file: Option<PathBuf>,
+}
+
+/// The platform's API. Cheap to clone: clones share one connection pool and one token cache.
+#[derive(Clone)]
+pub struct ApiClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    /// Without a trailing slash.
+    endpoint: String,
+    /// x-api-key, x-gw-ims-org-id, x-sandbox-name: sent on every platform call (not to IMS).
+    headers: HeaderMap,
+    auth: Auth,
+    request_timeout: Duration,
+}
+
+#[derive(Clone, Copy)]
+enum Service {
+    Import,
+    Catalog,
+    Export,
+}
+
+impl Service {
+    fn base(self) -> &'static str {
+        match self {
+            Service::Import => "/data/foundation/import",
+            Service::Catalog => "/data/foundation/catalog",
+            Service::Export => "/data/foundation/export",
+        }
+    }
+}
+
+/// Everything but RFC 3986 unreserved characters is encoded, in path segments and query
+/// values alike: names with spaces, `%`, `#`, `?`, `+`, `=` or non-ASCII then survive intact.
+const ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The most of an error body that is read: platform errors are small, and a proxy's HTML page
+/// need not be read to the end.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// The slowest upload rate that is still not a stall. A whole 256 MB file at this rate takes
+/// about 17 minutes; a fixed timeout sized for JSON calls would cut every large upload.
+const MIN_UPLOAD_BYTES_PER_SEC: u64 = 256 * 1024;
+
+const OCTET_STREAM: &str = "application/octet-stream";
+
+impl ApiClient {
+    /// Checks the configuration and builds the connection pool. Fails (with
+    /// [`ApiError::is_config`]) on an empty org/sandbox/api key/token, a non-https endpoint off
+    /// loopback, or an unreadable or empty CA file. Makes no network call.
+    pub fn new(cfg: ClientConfig) -> Result<ApiClient, ApiError> {
+        const OP: &str = "set up the platform client";
+        let endpoint = cfg.endpoint.trim().trim_end_matches('/').to_string();
+        check_url(OP, "endpoint", &endpoint)?;
+        let mut headers = HeaderMap::new();
+        for (name, field, value) in [
+            ("x-api-key", "api_key", &cfg.api_key),
+            ("x-gw-ims-org-id", "org_id", &cfg.org_id),
+            ("x-sandbox-name", "sandbox", &cfg.sandbox),
+        ] {
+            let value = value.trim();
+            if value.is_empty() {
+                return Err(ApiError::config(
+                    OP,
+                    format!("{field} is empty in [platform] config"),
+                ));
+            }
+            let mut v = HeaderValue::from_str(value).map_err(|_| {
+                ApiError::config(
+                    OP,
+                    format!("{field} contains characters not allowed in a header"),
+                )
+            })?;
+            v.set_sensitive(name == "x-api-key");
+            headers.insert(HeaderName::from_static(name), v);
+        }
+        match &cfg.token {
+            TokenSource::Static(t) if t.expose().trim().is_empty() => {
+                return Err(ApiError::config(OP, "the access token is empty"));
+            }
+            TokenSource::Static(_) => {}
+            TokenSource::ClientCredentials(o) => {
+                check_url(OP, "the IMS token URL", &o.token_url)?;
+                if o.client_id.trim().is_empty() {
+                    return Err(ApiError::config(OP, "the OAuth client_id is empty"));
+                }
+            }
+        }
+
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("batchdrop/", env!("CARGO_PKG_VERSION")))
+            .timeout(cfg.request_timeout)
+            .connect_timeout(cfg.connect_timeout)
+            // A redirect would replay neither a streamed body nor, across hosts, the token:
+            // treat it as an error the operator sees.
+            .redirect(reqwest::redirect::Policy::none())
+            .tcp_keepalive(Duration::from_secs(30));
+        if let Some(path) = &cfg.extra_ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                ApiError::config(
+                    OP,
+                    format!("cannot read extra_ca_file {}: {e}", path.display()),
+                )
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                ApiError::config(OP, format!("extra_ca_file {}: {e}", path.display()))
+            })?;
+            if certs.is_empty() {
+                return Err(ApiError::config(
+                    OP,
+                    format!("extra_ca_file {} holds no PEM certificate", path.display()),
+                ));
+            }
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| ApiError::config(OP, format!("cannot build the HTTP client: {e}")))?;
+        Ok(ApiClient {
+            inner: Arc::new(Inner {
+                http,
+                endpoint,
+                headers,
+                auth: Auth::new(cfg.token),
+                request_timeout: cfg.request_timeout,
+            }),
+        })
+    }
+
+    // ---- Import ---------------------------------------------------------------------------
+
+    /// `POST /batches`. Not idempotent: after an uncertain failure, look the batch up with
+    /// [`ApiClient::find_batch_by_external_id`] before creating another.
+    pub async fn create_batch(&self, req: &CreateBatch) -> Result<BatchInfo, ApiError> {
+        let op = match &req.external_id {
+            Some(x) => format!(
+                "create a batch for dataset {} (externalId {x})",
+                req.dataset_id
+            ),
+            None => format!("create a batch for dataset {}", req.dataset_id),
+        };
+        if req.partial_ingestion_percent.is_some_and(|p| p > 100) {
+            return Err(ApiError::invalid_request(
+                op,
+                "partial ingestion percent must be between 0 and 100",
+            ));
+        }
+        let url = self.url(Service::Import, "batches", &[]);
+        let builder = self
+            .request(Method::POST, url)
+            .json(&wire::CreateBatchBody::new(req));
+        let resp = self.execute(&op, builder).await?;
+        let v = read_json(&op, resp).await?;
+        wire::batch_from_response(&v)
+            .and_then(|b| b.ok_or_else(|| "no batch in the answer".to_string()))
+            .map_err(|msg| ApiError::invalid_response(op, msg))
+    }
+
+    /// `PUT …/files/{file_path}`: a whole file (≤ 256 MB) in one request. `body` is streamed and
+    /// must yield exactly `len` bytes. Idempotent: it replaces the file at that path.
+    pub async fn put_file(
+        &self,
+        batch_id: &str,
+        dataset_id: &str,
+        file_path: &str,
+        body: reqwest::Body,
+        len: u64,
+    ) -> Result<(), ApiError> {
+        let op = format!("PUT file {file_path} into batch {batch_id}");
+        check_body_len(&op, &body, len)?;
+        let url = self.file_url(&op, batch_id, dataset_id, file_path, None)?;
+        let builder = self
+            .request(Method::PUT, url)
+            .header(CONTENT_TYPE, OCTET_STREAM)
+            // Set by hand: a streamed body has no known length, and without this reqwest would
+            // send it chunked.
+            .header(CONTENT_LENGTH, len)
+            .timeout(self.upload_timeout(len))
+            .body(body);
+        let resp = self.execute(&op, builder).await?;
+        discard(resp).await;
+        Ok(())
+    }
+
+    /// `POST …/files/{file_path}?action=INITIALIZE`: starts a large (chunked) file.
+    pub async fn initialize_file(
+        &self,
+        batch_id: &str,
+        dataset_id: &str,
+        file_path: &str,
+    ) -> Result<(), ApiError> {
+        let op = format!("INITIALIZE large file {file_path} in batch {batch_id}");
+        self.file_action(&op, batch_id, dataset_id, file_path, "INITIALIZE")
+            .await
+    }
+
+    /// `PATCH …/files/{file_path}` with `Content-Range: bytes {start}-{start+len-1}/{total}`.
+    /// Re-sending a chunk with the same range and bytes is harmless.
+    #[allow(clippy::too_many_arguments)] // one per part of the request; a struct would only rename them
+    pub async fn patch_chunk(
+        &self,
+        batch_id: &str,
+        dataset_id: &str,
+        file_path: &str,
+        start: u64,
+        len: u64,
+        total: u64,
+        body: reqwest::Body,
+    ) -> Result<(), ApiError> {
+        let op =
+            format!("PATCH bytes {start}+{len} of {total} of file {file_path} in batch {batch_id}");
+        let range =
+            content_range(start, len, total).map_err(|m| ApiError::invalid_request(&op, m))?;
+        check_body_len(&op, &body, len)?;
+        let url = self.file_url(&op, batch_id, dataset_id, file_path, None)?;
+        let builder = self
+            .request(Method::PATCH, url)
+            .header(CONTENT_TYPE, OCTET_STREAM)
+            .header(CONTENT_LENGTH, len)
+            .header("content-range", range)
+            .timeout(self.upload_timeout(len))
+            .body(body);
+        // The answer ({"name", "sizeInBytes"}) adds nothing to the 200 itself.
+        let resp = self.execute(&op, builder).await?;
+        discard(resp).await;
+        Ok(())
+    }
+
+    /// `HEAD …/files/{file_path}`: how many bytes of a large file have arrived, as a contiguous
+    /// prefix (`Range: bytes=0-{n-1}` → n; no header → 0). Resume uploading from there.
+    pub async fn received_prefix(
+        &self,
+        batch_id: &str,
+        dataset_id: &str,
+        file_path: &str,
+    ) -> Result<u64, ApiError> {
+        let op = format!("HEAD file {file_path} in batch {batch_id} (bytes received)");
+        let url = self.file_url(&op, batch_id, dataset_id, file_path, None)?;
+        let resp = self.execute(&op, self.request(Method::HEAD, url)).await?;
+        let header = match resp.headers().get(RANGE) {
+            None => return Ok(0),
+            Some(v) => v
+                .to_str()
+                .map_err(|_| ApiError::invalid_response(&op, "Range header is not ASCII"))?,
+        };
+        received_from_range(header).map_err(|m| ApiError::invalid_response(op, m))
+    }
+
+    /// `POST …/files/{file_path}?action=COMPLETE`: all chunks sent (201, or 200 per the spec).
+    /// Gaps or conflicting overlaps are reported here (400).
+    pub async fn complete_file(
+        &self,
+        batch_id: &str,
+        dataset_id: &str,
+        file_path: &str,
+    ) -> Result<(), ApiError> {
+        let op = format!("COMPLETE large file {file_path} in batch {batch_id}");
+        self.file_action(&op, batch_id, dataset_id, file_path, "COMPLETE")
+            .await
+    }
+
+    /// `POST /batches/{id}?action=…`. A 2xx means *accepted*; poll Catalog for the outcome.
+    /// COMPLETE is safe to repeat. The answer's body (empty, a Batch, or `1`) is ignored.
+    pub async fn batch_action(&self, batch_id: &str, action: BatchAction) -> Result<(), ApiError> {
+        let op = format!("{action} batch {batch_id}");
+        let url = self.url(
+            Service::Import,
+            &format!("batches/{}", segment(batch_id)),
+            &[("action", action.as_str())],
+        );
+        let builder = self.request(Method::POST, url).header(CONTENT_LENGTH, 0);
+        let resp = self.execute(&op, builder).await?;
+        discard(resp).await;
+        Ok(())
+    }
+
+    // ---- Catalog --------------------------------------------------------------------------
+
+    /// `GET {catalog}/batches/{id}`; `None` when the batch does not exist.
+    pub async fn get_batch(&self, batch_id: &str) -> Result<Option<BatchInfo>, ApiError> {
+        let op = format!("GET batch {batch_id} from Catalog");
+        let url = self.url(
+            Service::Catalog,
+            &format!("batches/{}", segment(batch_id)),
+            &[],
+        );
+        let Some(v) = self.get_json_or_none(&op, url).await? else {
+            return Ok(None);
+        };
+        wire::batch_from_response(&v).map_err(|msg| ApiError::invalid_response(op, msg))
+    }
+
+    /// `GET {catalog}/batches?…`. Results are re-sorted by `created`/`updated` when
+    /// `order_by` names one of them (the map Catalog answers with carries no order).
+    pub async fn find_batches(&self, query: &BatchQuery) -> Result<Vec<BatchInfo>, ApiError> {
+        let limit = query.limit.map(|l| l.to_string());
+        let start = query.start.map(|s| s.to_string());
+        let params: Vec<(&str, &str)> = [
+            ("dataSet", query.dataset_id.as_deref()),
+            ("externalId", query.external_id.as_deref()),
+            ("status", query.status.as_ref().map(|s| s.as_str())),
+            ("limit", limit.as_deref()),
+            ("start", start.as_deref()),
+            ("orderBy", query.order_by.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+        let described: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let op = format!("list batches in Catalog ({})", described.join(", "));
+        let url = self.url(Service::Catalog, "batches", &params);
+        let resp = self.execute(&op, self.request(Method::GET, url)).await?;
+        let v = read_json(&op, resp).await?;
+        let mut batches =
+            wire::batches_from_map(&v).map_err(|msg| ApiError::invalid_response(&op, msg))?;
+        if let Some(order) = &query.order_by {
+            sort_batches(&mut batches, order);
+        }
+        Ok(batches)
+    }
+
+    /// The newest batch of `dataset_id` whose externalId is `external_id`, if any. Filters
+    /// again on our side in case the platform ignores the `externalId` parameter.
+    pub async fn find_batch_by_external_id(
+        &self,
+        dataset_id: &str,
+        external_id: &str,
+    ) -> Result<Option<BatchInfo>, ApiError> {
+        let query = BatchQuery {
+            dataset_id: Some(dataset_id.to_string()),
+            external_id: Some(external_id.to_string()),
+            limit: Some(100),
+            order_by: Some("desc:created".to_string()),
+            ..BatchQuery::default()
+        };
+        let batches = self.find_batches(&query).await?;
+        Ok(batches.into_iter().find(|b| {
+            b.external_id.as_deref() == Some(external_id)
+                && b.dataset_id.as_deref().is_none_or(|d| d == dataset_id)
+        }))
+    }
+
+    /// `POST {catalog}/dataSets`; returns the new dataset's id.
+    pub async fn create_dataset(
+        &self,
+        name: &str,
+        schema_ref: Option<&SchemaRef>,
+        tags: &std::collections::BTreeMap<String, Vec<String>>,
+    ) -> Result<String, ApiError> {
+        let op = format!("create dataset {name:?}");
+        let body = wire::CreateDatasetBody {
+            name,
+            schema_ref: schema_ref.map(|s| wire::SchemaRefBody {
+                id: &s.id,
+                content_type: &s.content_type,
+            }),
+            tags,
+        };
+        let url = self.url(Service::Catalog, "dataSets", &[]);
+        let resp = self
+            .execute(&op, self.request(Method::POST, url).json(&body))
+            .await?;
+        let v = read_json(&op, resp).await?;
+        wire::dataset_id_from_create(&v).map_err(|msg| ApiError::invalid_response(op, msg))
+    }
+
+    /// `GET {catalog}/dataSets/{id}`; `None` when it does not exist.
+    pub async fn get_dataset(&self, dataset_id: &str) -> Result<Option<Dataset>, ApiError> {
+        let op = format!("GET dataset {dataset_id} from Catalog");
+        let url = self.url(
+            Service::Catalog,
+            &format!("dataSets/{}", segment(dataset_id)),
+            &[],
+        );
+        let Some(v) = self.get_json_or_none(&op, url).await? else {
+            return Ok(None);
+        };
+        wire::dataset_from_response(&v).map_err(|msg| ApiError::invalid_response(op, msg))
+    }
+
+    // ---- Data Access ----------------------------------------------------------------------
+
+    /// `GET {export}/batches/{id}/files`: the dataset files a batch produced.
+    pub async fn list_batch_files(&self, batch_id: &str) -> Result<Vec<DataSetFile>, ApiError> {
+        let op = format!("list the dataset files of batch {batch_id}");
+        let url = self.url(
+            Service::Export,
+            &format!("batches/{}/files", segment(batch_id)),
+            &[],
+        );
+        let resp = self.execute(&op, self.request(Method::GET, url)).await?;
+        let v = read_json(&op, resp).await?;
+        wire::dataset_files(&v).map_err(|msg| ApiError::invalid_response(op, msg))
+    }
+
+    /// `GET {export}/files/{id}`: the file's content as the platform sends it (the data, or a
+    /// JSON listing of its parts; see [`ApiClient::download_file_part`]).
+    pub async fn download_file(&self, data_set_file_id: &str) -> Result<bytes::Bytes, ApiError> {
+        let op = format!("download dataset file {data_set_file_id}");
+        let url = self.url(
+            Service::Export,
+            &format!("files/{}", segment(data_set_file_id)),
+            &[],
+        );
+        self.get_bytes(&op, url).await
+    }
+
+    /// `GET {export}/files/{id}?path={part}`: one part named in a file's listing.
+    pub async fn download_file_part(
+        &self,
+        data_set_file_id: &str,
+        part: &str,
+    ) -> Result<bytes::Bytes, ApiError> {
+        let op = format!("download part {part} of dataset file {data_set_file_id}");
+        let url = self.url(
+            Service::Export,
+            &format!("files/{}", segment(data_set_file_id)),
+            &[("path", part)],
+        );
+        self.get_bytes(&op, url).await
+    }
+
+    /// `GET {export}/batches/{id}/failed`: the rows that failed, with their errors.
+    pub async fn failed_rows(&self, batch_id: &str) -> Result<Value, ApiError> {
+        let op = format!("GET failed rows of batch {batch_id}");
+        let url = self.url(
+            Service::Export,
+            &format!("batches/{}/failed", segment(batch_id)),
+            &[],
+        );
+        let resp = self.execute(&op, self.request(Method::GET, url)).await?;
+        read_json(&op, resp).await
+    }
+
+    // ---- plumbing -------------------------------------------------------------------------
+
+    /// `{endpoint}{service base}/{path}?{query}`; `path` is already encoded, query values are
+    /// encoded here.
+    fn url(&self, service: Service, path: &str, query: &[(&str, &str)]) -> String {
+        let mut url = format!("{}{}/{path}", self.inner.endpoint, service.base());
+        for (i, (k, v)) in query.iter().enumerate() {
+            url.push(if i == 0 { '?' } else { '&' });
+            url.push_str(k);
+            url.push('=');
+            url.extend(utf8_percent_encode(v, ENCODE));
+        }
+        url
+    }
+
+    fn file_url(
+        &self,
+        op: &str,
+        batch_id: &str,
+        dataset_id: &str,
+        file_path: &str,
+        action: Option<&str>,
+    ) -> Result<String, ApiError> {
+        let path = encode_file_path(file_path).map_err(|m| ApiError::invalid_request(op, m))?;
+        let query: &[(&str, &str)] = match &action {
+            Some(a) => &[("action", a)],
+            None => &[],
+        };
+        Ok(self.url(
+            Service::Import,
+            &format!(
+                "batches/{}/datasets/{}/files/{path}",
+                segment(batch_id),
+                segment(dataset_id)
+            ),
+            query,
+        ))
+    }
+
+    async fn file_action(
+        &self,
+        op: &str,
+        batch_id: &str,
+        dataset_id: &str,
+        file_path: &str,
+        action: &str,
+    ) -> Result<(), ApiError> {
+        let url = self.file_url(op, batch_id, dataset_id, file_path, Some(action))?;
+        let builder = self.request(Method::POST, url).header(CONTENT_LENGTH, 0);
+        let resp = self.execute(op, builder).await?;
+        discard(resp).await;
+        Ok(())
+    }
+
+    fn request(&self, method: Method, url: String) -> RequestBuilder {
+        self.inner
+            .http
+            .request(method, url)
+            .headers(self.inner.headers.clone())
+    }
+
+    fn upload_timeout(&self, len: u64) -> Duration {
+        self.inner.request_timeout + Duration::from_secs(len / MIN_UPLOAD_BYTES_PER_SEC)
+    }
+
+    async fn get_json_or_none(&self, op: &str, url: String) -> Result<Option<Value>, ApiError> {
+        match self.execute(op, self.request(Method::GET, url)).await {
+            Ok(resp) => read_json(op, resp).await.map(Some),
+            Err(e) if e.http_status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn get_bytes(&self, op: &str, url: String) -> Result<bytes::Bytes, ApiError> {
+        let resp = self.execute(op, self.request(Method::GET, url)).await?;
+        resp.bytes().await.map_err(|e| ApiError::transport(op, &e))
+    }
+
+    /// Sends with a token and returns a 2xx answer, or the error. A 401 to an OAuth token drops
+    /// it from the cache; a request whose body can be replayed (JSON, none, in-memory bytes) is
+    /// then sent once more with a fresh token. A streamed body cannot be replayed: that 401
+    /// comes back as a transient error and the caller's retry gets the fresh token.
+    async fn execute(&self, op: &str, builder: RequestBuilder) -> Result<Response, ApiError> {
+        let auth = &self.inner.auth;
+        let token = auth.token(&self.inner.http, op).await?;
+        let replay = if auth.renewable() {
+            builder.try_clone()
+        } else {
+            None
+        };
+        let mut token_used = token;
+        let mut resp = self.send_once(op, builder, &token_used).await?;
+        if resp.status() == StatusCode::UNAUTHORIZED && auth.renewable() {
+            auth.invalidate(&token_used).await;
+            if let Some(again) = replay {
+                discard(resp).await;
+                token_used = auth.token(&self.inner.http, op).await?;
+                resp = self.send_once(op, again, &token_used).await?;
+            }
+        }
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let err = read_error(op, resp, &[token_used.expose()]).await;
+        Err(if auth.renewable() {
+            err
+        } else {
+            err.with_static_token()
+        })
+    }
+
+    async fn send_once(
+        &self,
+        op: &str,
+        builder: RequestBuilder,
+        token: &Secret,
+    ) -> Result<Response, ApiError> {
+        let mut bearer =
+            HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+                ApiError::config(
+                    op,
+                    "the access token contains characters not allowed in a header",
+                )
+            })?;
+        bearer.set_sensitive(true);
+        let request = builder
+            .header(AUTHORIZATION, bearer)
+            .build()
+            .map_err(|e| ApiError::transport(op, &e))?;
+        let (method, path) = (request.method().clone(), request.url().path().to_string());
+        let started = Instant::now();
+        let result = self.inner.http.execute(request).await;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match result {
+            Ok(resp) => {
+                tracing::debug!(%method, path, status = resp.status().as_u16(), elapsed_ms, "platform call");
+                Ok(resp)
+            }
+            Err(e) => {
+                let err = ApiError::transport(op, &e);
+                tracing::debug!(%method, path, elapsed_ms, error = %err, "platform call failed");
+                Err(err)
+            }
+        }
+    }
+}
+
+/// Turns a non-2xx answer into an `ApiError`, reading at most `MAX_ERROR_BODY` of its body and
+/// scrubbing `secrets` from it.
+pub(crate) async fn read_error(op: &str, mut resp: Response, secrets: &[&str]) -> ApiError {
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+    let mut body = Vec::new();
+    // A body that breaks off is not worth a second error: the status says what matters.
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() >= MAX_ERROR_BODY {
+            body.truncate(MAX_ERROR_BODY);
+            break;
+        }
+    }
+    ApiError::status(
+        op,
+        status,
+        PlatformError::from_body(&body, secrets),
+        retry_after,
+    )
+}
+
+pub(crate) async fn read_json(op: &str, resp: Response) -> Result<Value, ApiError> {
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| ApiError::transport(op, &e))?;
+    serde_json::from_slice(&body).map_err(|e| {
+        let start = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+        ApiError::invalid_response(op, format!("not JSON ({e}): {start:?}"))
+    })
+}
+
+/// Reads an ignored body to its end so the connection goes back to the pool.
+async fn discard(resp: Response) {
+    let _ = resp.bytes().await;
+}
+
+/// Rejects a body whose length is known and differs from `len`: the server would see a
+/// Content-Length that lies.
+fn check_body_len(op: &str, body: &reqwest::Body, len: u64) -> Result<(), ApiError> {
+    match body.as_bytes() {
+        Some(b) if b.len() as u64 != len => Err(ApiError::invalid_request(
+            op,
+            format!("the body holds {} bytes but {len} were announced", b.len()),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn check_url(op: &str, what: &str, url: &str) -> Result<(), ApiError> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| ApiError::config(op, format!("{what} {url:?} is not a URL: {e}")))?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback(parsed.host_str().unwrap_or("")) => Ok(()),
+        "http" => Err(ApiError::config(
+            op,
+            format!(
+                "{what} {url:?} uses plain http, which would send the token in clear: use \
+                 https (plain http is accepted for loopback addresses only)"
+            ),
+        )),
+        other => Err(ApiError::config(
+            op,
+            format!("{what} {url:?}: unsupported scheme {other:?} (use https)"),
+        )),
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// One path segment (an id), percent-encoded.
+fn segment(s: &str) -> String {
+    utf8_percent_encode(s, ENCODE).to_string()
+}
+
+/// Each `/`-separated segment of `file_path` percent-encoded; the slashes are kept, so
+/// sub-folders stay sub-folders. Empty, `.` and `..` segments are refused before sending:
+/// URL normalisation would silently change such a path (even encoded, `%2E%2E` is `..`).
+pub(crate) fn encode_file_path(file_path: &str) -> Result<String, String> {
+    if file_path.is_empty() {
+        return Err("the file path is empty".to_string());
+    }
+    let mut out = Vec::new();
+    for seg in file_path.split('/') {
+        match seg {
+            "" => return Err(format!("file path {file_path:?} has an empty segment")),
+            "." | ".." => {
+                return Err(format!("file path {file_path:?} has a {seg:?} segment"));
+            }
+            _ => out.push(segment(seg)),
+        }
+    }
+    Ok(out.join("/"))
+}
+
+/// `bytes {start}-{end}/{total}` with `end` inclusive.
+pub(crate) fn content_range(start: u64, len: u64, total: u64) -> Result<String, String> {
+    let end = start
+        .checked_add(len)
+        .filter(|&end| len > 0 && end <= total)
+        .ok_or_else(|| format!("chunk {start}+{len} does not fit in a file of {total} bytes"))?;
+    Ok(format!("bytes {start}-{}/{total}", end - 1))
+}
+
+/// `bytes=0-{n-1}` → n. Only a range starting at 0 makes sense: it is the received prefix.
+pub(crate) fn received_from_range(header: &str) -> Result<u64, String> {
+    let bad = || format!("unexpected Range header {header:?} (want bytes=0-N)");
+    let h = header.trim();
+    let spec = h
+        .get(..6)
+        .filter(|p| p.eq_ignore_ascii_case("bytes="))
+        .map(|_| &h[6..])
+        .ok_or_else(bad)?;
+    // Several ranges ("0-99,200-299") can only mean the prefix is the first one.
+    let first = spec.split(',').next().unwrap_or("").trim();
+    let (from, to) = first.split_once('-').ok_or_else(bad)?;
+    if from.trim() != "0" {
+        return Err(bad());
+    }
+    let last: u64 = to.trim().parse().map_err(|_| bad())?;
+    last.checked_add(1).ok_or_else(bad)
+}
+
+/// Orders by `created` or `updated`, `asc` unless `desc:` is given; other orders are left
+/// as Catalog's keys sort.
+fn sort_batches(batches: &mut [BatchInfo], order_by: &str) {
+    let (desc, field) = match order_by.split_once(':') {
+        Some((dir, field)) => (dir.eq_ignore_ascii_case("desc"), field),
+        None => (false, order_by),
+    };
+    let key = |b: &BatchInfo| match field {
+        "created" => b.created,
+        "updated" => b.updated,
+        _ => None,
+    };
+    if !matches!(field, "created" | "updated") {
+        return;
+    }
+    batches.sort_by(|a, b| {
+        let ord = key(a).cmp(&key(b)).then_with(|| a.id.cmp(&b.id));
+        if desc { ord.reverse() } else { ord }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::auth::{ClientSecret, OAuth};
+    use crate::api::types::BatchStatus;
+
+    #[test]
+    fn file_paths_are_encoded_segment_by_segment() {
+        assert_eq!(
+            encode_file_path("date=2026-11-29/orders 1%#?é+~.json").unwrap(),
+            "date%3D2026-11-29/orders%201%25%23%3F%C3%A9%2B~.json"
+        );
+        assert_eq!(encode_file_path("a_b-c.d").unwrap(), "a_b-c.d");
+        assert_eq!(
+            encode_file_path("日本/ü").unwrap(),
+            "%E6%97%A5%E6%9C%AC/%C3%BC"
+        );
+        assert_eq!(
+            encode_file_path("...").unwrap(),
+            "...",
+            "only . and .. are special"
+        );
+        for bad in ["", "/a", "a/", "a//b", "a/../b", "./a", ".."] {
+            assert!(encode_file_path(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn content_ranges() {
+        assert_eq!(content_range(0, 100, 250).unwrap(), "bytes 0-99/250");
+        assert_eq!(content_range(200, 50, 250).unwrap(), "bytes 200-249/250");
+        assert_eq!(
+            content_range(67_108_864, 67_108_864, 300_000_000).unwrap(),
+            "bytes 67108864-134217727/300000000"
+        );
+        assert!(content_range(0, 0, 10).is_err(), "empty chunk");
+        assert!(content_range(200, 51, 250).is_err(), "past the end");
+        assert!(content_range(u64::MAX, 2, u64::MAX).is_err(), "overflow");
+    }
+
+    #[test]
+    fn range_headers() {
+        assert_eq!(received_from_range("bytes=0-99").unwrap(), 100);
+        assert_eq!(received_from_range("bytes=0-0").unwrap(), 1);
+        assert_eq!(
+            received_from_range(" Bytes=0-67108863 ").unwrap(),
+            67_108_864
+        );
+        assert_eq!(received_from_range("bytes=0-99, 200-299").unwrap(), 100);
+        for bad in [
+            "bytes=10-99",
+            "bytes=0-",
+            "0-99",
+            "bytes 0-99",
+            "bytes=0-x",
+            "",
+            "bytés",
+        ] {
+            assert!(received_from_range(bad).is_err(), "{bad:?}");
+        }
+        assert!(received_from_range(&format!("bytes=0-{}", u64::MAX)).is_err());
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for h in ["localhost", "127.0.0.1", "127.1.2.3", "[::1]", "LOCALHOST"] {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in ["platform.adobe.io", "10.0.0.1", "", "localhost.evil.com"] {
+            assert!(!is_loopback(h), "{h}");
+        }
+    }
+
+    fn config(endpoint: &str) -> ClientConfig {
+        ClientConfig {
+            endpoint: endpoint.into(),
+            org_id: "ABC123@AdobeOrg".into(),
+            sandbox: "prod".into(),
+            api_key: "cid".into(),
+            token: TokenSource::Static(Secret::new("tok-SECRET")),
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            extra_ca_file: None,
+        }
+    }
+
+    #[test]
+    fn new_checks_the_config() {
+        assert!(ApiClient::new(config("https://platform.adobe.io/")).is_ok());
+        assert!(ApiClient::new(config("http://127.0.0.1:8089")).is_ok());
+        assert!(ApiClient::new(config("http://[::1]:8089")).is_ok());
+
+        let e = ApiClient::new(config("http://platform.adobe.io"))
+            .err()
+            .unwrap();
+        assert!(e.is_config());
+        assert!(e.to_string().contains("plain http"), "{e}");
+        assert!(ApiClient::new(config("ftp://x")).is_err());
+        assert!(ApiClient::new(config("not a url")).is_err());
+
+        let mut c = config("https://platform.adobe.io");
+        c.sandbox = " ".into();
+        let e = ApiClient::new(c).err().unwrap();
+        assert!(e.to_string().contains("sandbox is empty"), "{e}");
+
+        let mut c = config("https://platform.adobe.io");
+        c.token = TokenSource::Static(Secret::new(""));
+        assert!(ApiClient::new(c).is_err());
+
+        let mut c = config("https://platform.adobe.io");
+        c.token = TokenSource::ClientCredentials(OAuth {
+            token_url: "http://ims.example.com/ims/token/v3".into(),
+            client_id: "cid".into(),
+            client_secret: ClientSecret::Value(Secret::new("s")),
+            scope: "openid".into(),
+        });
+        assert!(
+            ApiClient::new(c)
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("IMS token URL")
+        );
+    }
+
+    #[test]
+    fn extra_ca_file_must_hold_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config("https://platform.adobe.io");
+        c.extra_ca_file = Some(dir.path().join("missing.pem"));
+        let e = ApiClient::new(c.clone()).err().unwrap();
+        assert!(
+            e.is_config() && e.to_string().contains("missing.pem"),
+            "{e}"
+        );
+
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "no certificate here\n").unwrap();
+        c.extra_ca_file = Some(empty);
+        let e = ApiClient::new(c).err().unwrap();
+        assert!(e.to_string().contains("no PEM certificate"), "{e}");
+    }
+
+    #[test]
+    fn urls() {
+        let client = ApiClient::new(config("http://127.0.0.1:8089/")).unwrap();
+        assert_eq!(
+            client
+                .file_url("op", "01H X", "D/1", "a b/c#.json", Some("COMPLETE"))
+                .unwrap(),
+            "http://127.0.0.1:8089/data/foundation/import/batches/01H%20X/datasets/D%2F1/files/a%20b/c%23.json?action=COMPLETE"
+        );
+        assert_eq!(
+            client.url(
+                Service::Catalog,
+                "batches",
+                &[("dataSet", "d"), ("externalId", "a&b=c d")]
+            ),
+            "http://127.0.0.1:8089/data/foundation/catalog/batches?dataSet=d&externalId=a%26b%3Dc%20d"
+        );
+        let e = client
+            .file_url("PUT file ../x into batch B", "B", "D", "../x", None)
+            .unwrap_err();
+        assert_eq!(e.kind(), super::super::error::ErrorKind::Permanent);
+        assert!(e.to_string().contains("\"..\" segment"), "{e}");
+    }
+
+    #[test]
+    fn body_length_must_match() {
+        let body = reqwest::Body::from(vec![0u8; 10]);
+        assert!(check_body_len("op", &body, 10).is_ok());
+        assert!(check_body_len("op", &body, 11).is_err());
+        let stream =
+            reqwest::Body::wrap_stream(futures::stream::empty::<Result<Vec<u8>, std::io::Error>>());
+        assert!(
+            check_body_len("op", &stream, 11).is_ok(),
+            "a stream's length is unknown"
+        );
+    }
+
+    fn batch(id: &str, created: Option<i64>) -> BatchInfo {
+        BatchInfo {
+            id: id.into(),
+            status: BatchStatus::Loading,
+            external_id: None,
+            dataset_id: None,
+            created,
+            updated: None,
+            started: None,
+            completed: None,
+            metrics: Default::default(),
+            errors: vec![],
+            replay: None,
+            tags: Default::default(),
+            raw: Value::Null,
+        }
+    }
+
+    #[test]
+    fn sorting_follows_order_by() {
+        let mut list = vec![
+            batch("A", Some(2)),
+            batch("B", Some(3)),
+            batch("C", Some(1)),
+        ];
+        sort_batches(&mut list, "desc:created");
+        let ids: Vec<_> = list.iter().map(|b| b.id.as_str()).collect();
+        assert_eq!(ids, ["B", "A", "C"]);
+        sort_batches(&mut list, "created");
+        let ids: Vec<_> = list.iter().map(|b| b.id.as_str()).collect();
+        assert_eq!(ids, ["C", "A", "B"]);
+        sort_batches(&mut list, "desc:name");
+        let ids: Vec<_> = list.iter().map(|b| b.id.as_str()).collect();
+        assert_eq!(ids, ["C", "A", "B"], "unknown fields leave the order alone");
+    }
+}
