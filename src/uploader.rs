@@ -176,14 +176,11 @@ impl Uploader {
             }),
             None => None,
         };
-        let req = CreateBatch {
-            dataset_id: b.dataset.clone(),
-            format: crate::api::Format::parse(&b.format).unwrap_or(crate::api::Format::Json),
-            multiline_json: b.multiline_json,
-            external_id: Some(b.external_id.clone()),
-            replay,
-            ..CreateBatch::default()
-        };
+        let format = crate::api::Format::parse(&b.format).unwrap_or(crate::api::Format::Json);
+        let mut req = CreateBatch::new(&b.dataset, format);
+        req.multiline_json = b.multiline_json;
+        req.external_id = Some(b.external_id.clone());
+        req.replay = replay;
         let created = self.api.create_batch(&req).await?;
         tracing::info!(batch = %created.id, dataset = %b.dataset, "batch created");
         self.store

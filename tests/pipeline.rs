@@ -1,0 +1,200 @@
+//! The daemon end to end, as an operator sees it: files dropped into a real folder end up in
+//! the (emulated) platform, checked through Data Access, and archived with receipts.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::{Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use support::*;
+
+fn parquet_bytes(rows: i64) -> Vec<u8> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, false),
+    ]));
+    let ids = Int64Array::from_iter_values(0..rows);
+    let names = StringArray::from_iter_values((0..rows).map(|i| format!("person {i}")));
+    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(ids), Arc::new(names)]).unwrap();
+    let mut out = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_csv_and_parquet_files_are_ingested_and_archived_with_receipts() {
+    let env = Env::new().await;
+    let daemon = Daemon::start(env.config("", ""));
+    let drop = env.drop_dir();
+    write_atomic(&drop.join("people.json"), jsonl(0, 25).as_bytes());
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/CRM_profiles.csv"),
+        drop.join("crm.csv"),
+    )
+    .unwrap();
+    write_atomic(&drop.join("people.parquet"), &parquet_bytes(40));
+
+    let receipts = wait_receipts(&env.archive(), 3, 60).await;
+    daemon.stop().await;
+
+    let csv_rows = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/CRM_profiles.csv"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count() as u64
+        - 1;
+    for (name, expected) in [("people.json", 25), ("crm.csv", csv_rows), ("people.parquet", 40)] {
+        let r = receipts.iter().find(|r| r["file"] == name).unwrap_or_else(|| panic!("receipt for {name}"));
+        assert_eq!(r["status"], "success", "{r}");
+        assert_eq!(r["dataset"], DATASET);
+        assert_eq!(r["sha256"].as_str().unwrap().len(), 64);
+        let batch = r["batch"].as_str().unwrap();
+        assert_eq!(records_in_batch(&env.api, batch).await, expected, "records of {name} in the platform");
+        assert!(env.archive().join(name).exists(), "{name} archived");
+        assert!(!drop.join(name).exists(), "{name} left the drop folder");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_files_are_grouped_into_batches_within_max_files() {
+    let env = Env::new().await;
+    let daemon = Daemon::start(env.config("", "max_files = 3\nmax_wait = \"1s\""));
+    for i in 0..7 {
+        write_atomic(&env.drop_dir().join(format!("f{i}.json")), jsonl(i * 10, 10).as_bytes());
+    }
+    let receipts = wait_receipts(&env.archive(), 7, 60).await;
+    daemon.stop().await;
+    let mut per_batch = std::collections::BTreeMap::<String, usize>::new();
+    for r in &receipts {
+        assert_eq!(r["status"], "success");
+        *per_batch.entry(r["batch"].as_str().unwrap().to_owned()).or_default() += 1;
+    }
+    assert!(per_batch.values().all(|&n| n <= 3), "no batch over max_files: {per_batch:?}");
+    assert!(per_batch.len() >= 3, "7 files need at least 3 batches of 3: {per_batch:?}");
+    let mut total = 0;
+    for b in per_batch.keys() {
+        total += records_in_batch(&env.api, b).await;
+    }
+    assert_eq!(total, 70, "every record exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_written_slowly_is_not_taken_before_it_is_complete() {
+    let env = Env::new().await;
+    let daemon = Daemon::start(env.config("", "settle = \"700ms\""));
+    let path = env.drop_dir().join("slow.json");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&path).unwrap();
+        // Pieces arrive every 250 ms, well inside `settle`, for about 2.5 s.
+        for i in 0..10 {
+            f.write_all(jsonl(i * 5, 5).as_bytes()).unwrap();
+            f.flush().unwrap();
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    let receipts = wait_receipts(&env.archive(), 1, 60).await;
+    daemon.stop().await;
+    assert_eq!(receipts.len(), 1, "one file, one receipt: {receipts:?}");
+    let batch = receipts[0]["batch"].as_str().unwrap();
+    assert_eq!(records_in_batch(&env.api, batch).await, 50, "the whole file, not a prefix");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_renamed_into_the_folder_is_taken_and_temp_names_are_not() {
+    let env = Env::new().await;
+    let daemon = Daemon::start(env.config("", ""));
+    let tmp = env.drop_dir().join("incoming.json.part");
+    std::fs::write(&tmp, jsonl(0, 3)).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(tmp.exists(), "a .part file is never taken");
+    assert!(support::receipts(&env.archive()).is_empty());
+    std::fs::rename(&tmp, env.drop_dir().join("incoming.json")).unwrap();
+    let receipts = wait_receipts(&env.archive(), 1, 60).await;
+    daemon.stop().await;
+    assert_eq!(receipts[0]["file"], "incoming.json");
+    assert_eq!(receipts[0]["status"], "success");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_files_go_through_chunks() {
+    let env = Env::new().await;
+    let daemon = Daemon::start(env.config("large_file_threshold = 4096\nchunk_size = 1000", ""));
+    let content = jsonl(0, 300); // ~9 KB: ten chunks
+    assert!(content.len() > 9000);
+    write_atomic(&env.drop_dir().join("big.json"), content.as_bytes());
+    let receipts = wait_receipts(&env.archive(), 1, 60).await;
+    daemon.stop().await;
+    assert_eq!(receipts[0]["status"], "success", "{}", receipts[0]);
+    let batch = receipts[0]["batch"].as_str().unwrap();
+    assert_eq!(records_in_batch(&env.api, batch).await, 300);
+    let stats = env.emulator.stats();
+    assert!(stats.chunks_received >= 10, "sent in chunks: {stats:?}");
+    assert_eq!(stats.duplicate_acknowledged_chunks, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_content_dropped_again_is_a_duplicate_naming_the_earlier_batch() {
+    let env = Env::new().await;
+    let daemon = Daemon::start(env.config("", ""));
+    write_atomic(&env.drop_dir().join("a.json"), jsonl(0, 5).as_bytes());
+    let first = wait_receipts(&env.archive(), 1, 60).await;
+    let batch = first[0]["batch"].as_str().unwrap().to_owned();
+    write_atomic(&env.drop_dir().join("again.json"), jsonl(0, 5).as_bytes());
+    let both = wait_receipts(&env.archive(), 2, 60).await;
+    daemon.stop().await;
+    let dup = both.iter().find(|r| r["file"] == "again.json").unwrap();
+    assert_eq!(dup["status"], "duplicate", "{dup}");
+    assert_eq!(dup["duplicate_of"]["batch"], batch.as_str());
+    assert!(dup["reason"].as_str().unwrap().contains(&batch));
+    assert_eq!(records_in_batch(&env.api, &batch).await, 5, "not ingested twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_the_platform_rejects_lands_in_the_failed_folder_with_its_errors() {
+    let env = Env::new().await;
+    let daemon = Daemon::start(env.config("", ""));
+    write_atomic(&env.drop_dir().join("broken.json"), b"{\"id\": 1}\n{not json\n");
+    write_atomic(&env.drop_dir().join("mystery.bin"), b"what is this");
+    let receipts = wait_receipts(&env.failed(), 2, 60).await;
+    daemon.stop().await;
+    let broken = receipts.iter().find(|r| r["file"] == "broken.json").unwrap();
+    assert_eq!(broken["status"], "failed");
+    let errors = broken["errors"].to_string();
+    assert!(errors.contains("INGEST-1401-400"), "the platform's error code: {errors}");
+    assert!(env.failed().join("broken.json").exists());
+    let mystery = receipts.iter().find(|r| r["file"] == "mystery.bin").unwrap();
+    assert!(mystery["reason"].as_str().unwrap().contains("format"), "{mystery}");
+    assert!(env.failed().join("mystery.bin").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_in_sub_folders_keep_their_relative_path() {
+    let env = Env::new().await;
+    let daemon = Daemon::start(env.config("", ""));
+    write_atomic(&env.drop_dir().join("date=2026-11-29/orders.json"), jsonl(0, 4).as_bytes());
+    let receipts = wait_receipts(&env.archive(), 1, 60).await;
+    daemon.stop().await;
+    assert_eq!(receipts[0]["file"], "date=2026-11-29/orders.json");
+    assert!(env.archive().join("date=2026-11-29/orders.json").exists());
+    let batch = receipts[0]["batch"].as_str().unwrap();
+    let files = env.api.list_batch_files(batch).await.unwrap();
+    assert_eq!(files.len(), 1);
+    assert_eq!(records_in_batch(&env.api, batch).await, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_the_same_state_dir_refuses_to_start() {
+    let env = Env::new().await;
+    let config = env.config("", "");
+    let first = Daemon::start(config.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = batchdrop::daemon::run(config, Default::default(), Default::default()).await;
+    let err = second.expect_err("the state dir is taken").to_string();
+    assert!(err.contains("another batchdrop daemon") && err.contains("pid"), "{err}");
+    first.stop().await;
+}
