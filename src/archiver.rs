@@ -114,6 +114,7 @@ impl Archiver {
                     }
                 };
                 move_file(&src, &dest).map_err(|e| FinalizeError::Io(format!("moving {} to {}: {e}", src.display(), dest.display())))?;
+                crate::crashpoint::hit("archive-moved");
                 Some(dest)
             }
             (Action::Move(_), false) => {

@@ -10,6 +10,7 @@ pub mod emulator;
 pub mod archiver;
 pub mod batcher;
 pub mod config;
+pub mod crashpoint;
 pub mod daemon;
 pub mod poller;
 pub mod retry;

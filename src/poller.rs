@@ -12,6 +12,7 @@ use crate::uploader::StepError;
 /// next look (interval doubling from `poll_initial` up to `poll_max`).
 pub async fn poll(store: &Store, api: &ApiClient, upload: &Upload, b: &BatchRow) -> Result<(), StepError> {
     let remote = b.remote_id.as_deref().expect("a processing batch has a remote id");
+    crate::crashpoint::hit("polling");
     let Some(info) = api.get_batch(remote).await? else {
         return Err(StepError::Tainted(format!("the platform lost batch {remote} after it was completed")));
     };

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiClient, ApiError, BatchAction, BatchStatus, CreateBatch, ErrorKind, Replay};
 use crate::config::Upload;
+use crate::crashpoint;
 use crate::poller;
 use crate::retry;
 use crate::store::{BatchRow, FileRow, Store, StoreError, batch_state, file_state, now_ms};
@@ -182,6 +183,7 @@ impl Uploader {
         req.external_id = Some(b.external_id.clone());
         req.replay = replay;
         let created = self.api.create_batch(&req).await?;
+        crashpoint::hit("create-sent");
         tracing::info!(batch = %created.id, dataset = %b.dataset, "batch created");
         self.store
             .set_batch_state(b.id, batch_state::LOADING, Some(&created.id), "created")
@@ -278,6 +280,7 @@ impl Uploader {
     async fn complete(&self, b: &BatchRow) -> Result<(), StepError> {
         let remote = b.remote_id.as_deref().expect("completing batch has a remote id");
         self.api.batch_action(remote, BatchAction::Complete).await?;
+        crashpoint::hit("complete-sent");
         tracing::info!(batch = %remote, dataset = %b.dataset, "batch completed; waiting for the platform");
         self.store
             .set_batch_state(b.id, batch_state::PROCESSING, None, "COMPLETE accepted")
@@ -438,6 +441,7 @@ impl FileJob {
         self.api
             .put_file(&self.batch, &self.dataset, &f.rel_path, body, f.size as u64)
             .await?;
+        crashpoint::hit("put-sent");
         Ok(finish(hasher))
     }
 
@@ -483,8 +487,10 @@ impl FileJob {
             self.api
                 .patch_chunk(&self.batch, &self.dataset, &f.rel_path, offset, len, total, body)
                 .await?;
+            crashpoint::hit("chunk-sent");
             offset += len;
             self.store.set_uploaded_bytes(f.id, offset as i64).await?;
+            crashpoint::hit("chunk-recorded");
             tracing::debug!(file = %f.rel_path, batch = %self.batch, offset, total, "chunk acknowledged");
         }
         self.api.complete_file(&self.batch, &self.dataset, &f.rel_path).await?;
@@ -508,6 +514,7 @@ where
     let stream = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024).map(move |chunk| {
         if let Ok(bytes) = &chunk {
             hasher.lock().unwrap().update(bytes);
+            crashpoint::hit("mid-body");
         }
         chunk
     });
