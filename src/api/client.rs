@@ -569,13 +569,12 @@ impl ApiClient {
     /// comes back as a transient error and the caller's retry gets the fresh token.
     async fn execute(&self, op: &str, builder: RequestBuilder) -> Result<Response, ApiError> {
         let auth = &self.inner.auth;
-        let token = auth.token(&self.inner.http, op).await?;
+        let mut token_used = auth.token(&self.inner.http, op).await?;
         let replay = if auth.renewable() {
             builder.try_clone()
         } else {
             None
         };
-        let mut token_used = token;
         let mut resp = self.send_once(op, builder, &token_used).await?;
         if resp.status() == StatusCode::UNAUTHORIZED && auth.renewable() {
             auth.invalidate(&token_used).await;

@@ -325,6 +325,9 @@ impl ApiError {
                 400 if platform.code.as_deref() == Some("400003") => {
                     "check org_id in [platform] config".to_string()
                 }
+                300..=399 => "the endpoint answered with a redirect, which batchdrop does not \
+                              follow: set endpoint in [platform] config to the final https URL"
+                    .to_string(),
                 400 | 409 | 422 => return None, // the platform's detail names the rule broken
                 401 if self.0.static_token => "the static access token was rejected or has \
                     expired: replace it in [platform] config"
