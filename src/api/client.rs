@@ -18,7 +18,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::Value;
 
 use super::auth::{Auth, Secret, TokenSource};
-use super::error::{ApiError, PlatformError, parse_retry_after};
+use super::error::{ApiError, ErrorKind, PlatformError, parse_retry_after};
 use super::types::{
     BatchAction, BatchInfo, BatchQuery, CreateBatch, DataSetFile, Dataset, SchemaRef,
 };
@@ -553,7 +553,7 @@ impl ApiClient {
     async fn get_json_or_none(&self, op: &str, url: String) -> Result<Option<Value>, ApiError> {
         match self.execute(op, self.request(Method::GET, url)).await {
             Ok(resp) => read_json(op, resp).await.map(Some),
-            Err(e) if e.http_status() == Some(404) => Ok(None),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -569,13 +569,12 @@ impl ApiClient {
     /// comes back as a transient error and the caller's retry gets the fresh token.
     async fn execute(&self, op: &str, builder: RequestBuilder) -> Result<Response, ApiError> {
         let auth = &self.inner.auth;
-        let token = auth.token(&self.inner.http, op).await?;
+        let mut token_used = auth.token(&self.inner.http, op).await?;
         let replay = if auth.renewable() {
             builder.try_clone()
         } else {
             None
         };
-        let mut token_used = token;
         let mut resp = self.send_once(op, builder, &token_used).await?;
         if resp.status() == StatusCode::UNAUTHORIZED && auth.renewable() {
             auth.invalidate(&token_used).await;
@@ -614,7 +613,12 @@ impl ApiClient {
             .header(AUTHORIZATION, bearer)
             .build()
             .map_err(|e| ApiError::transport(op, &e))?;
-        let (method, path) = (request.method().clone(), request.url().path().to_string());
+        // Path and query name the batch, file and action; neither ever holds a credential.
+        let method = request.method().clone();
+        let path = match request.url().query() {
+            Some(q) => format!("{}?{q}", request.url().path()),
+            None => request.url().path().to_string(),
+        };
         let started = Instant::now();
         let result = self.inner.http.execute(request).await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -951,7 +955,7 @@ mod tests {
         let e = client
             .file_url("PUT file ../x into batch B", "B", "D", "../x", None)
             .unwrap_err();
-        assert_eq!(e.kind(), super::super::error::ErrorKind::Permanent);
+        assert_eq!(e.kind(), ErrorKind::Permanent);
         assert!(e.to_string().contains("\"..\" segment"), "{e}");
     }
 

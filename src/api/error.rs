@@ -110,7 +110,11 @@ pub(crate) enum Transport {
 /// done, what the platform said, and what to do about it.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{}", self.render())]
-pub struct ApiError {
+// Boxed: errors are rare, and a small `Result` keeps every happy path cheap.
+pub struct ApiError(Box<Repr>);
+
+#[derive(Debug, Clone)]
+struct Repr {
     operation: String,
     failure: Failure,
     retry_after: Option<Duration>,
@@ -122,13 +126,13 @@ pub struct ApiError {
 
 impl ApiError {
     pub(crate) fn new(operation: impl Into<String>, failure: Failure) -> ApiError {
-        ApiError {
+        ApiError(Box::new(Repr {
             operation: operation.into(),
             failure,
             retry_after: None,
             during_token: false,
             static_token: false,
-        }
+        }))
     }
 
     pub(crate) fn status(
@@ -137,10 +141,9 @@ impl ApiError {
         platform: PlatformError,
         retry_after: Option<Duration>,
     ) -> ApiError {
-        ApiError {
-            retry_after,
-            ..ApiError::new(operation, Failure::Status { status, platform })
-        }
+        let mut e = ApiError::new(operation, Failure::Status { status, platform });
+        e.0.retry_after = retry_after;
+        e
     }
 
     pub(crate) fn config(operation: impl Into<String>, msg: impl Into<String>) -> ApiError {
@@ -187,27 +190,29 @@ impl ApiError {
 
     /// Marks an error answered to a static (non-renewable) token.
     pub(crate) fn with_static_token(mut self) -> ApiError {
-        self.static_token = true;
+        self.0.static_token = true;
         self
     }
 
     /// Marks an IMS failure as having happened on behalf of `operation`.
     pub(crate) fn during_token_for(mut self, operation: &str) -> ApiError {
-        self.operation = format!("{operation}: {}", self.operation);
-        self.during_token = true;
+        self.0.operation = format!("{operation}: {}", self.0.operation);
+        self.0.during_token = true;
         self
     }
 
     pub fn kind(&self) -> ErrorKind {
         let transient = ErrorKind::Transient {
-            retry_after: self.retry_after,
+            retry_after: self.0.retry_after,
         };
-        match &self.failure {
+        match &self.0.failure {
             Failure::Transport { .. } => transient,
             Failure::Status { status, .. } => match status {
-                // From IMS a 401 means the client id/secret are wrong: asking again cannot help.
-                401 if self.during_token => ErrorKind::Permanent,
-                401 | 408 | 429 | 500..=599 => transient,
+                408 | 429 | 500..=599 => transient,
+                // Any other refusal from IMS is about the credential or the token URL: asking
+                // again cannot help (and a 404 there says nothing about the batch).
+                _ if self.0.during_token => ErrorKind::Permanent,
+                401 => transient,
                 404 => ErrorKind::NotFound,
                 _ => ErrorKind::Permanent,
             },
@@ -229,12 +234,12 @@ impl ApiError {
     /// data: the daemon should pause and alert instead of failing files. A 401 to an OAuth
     /// token is not included: tokens expire routinely and are renewed.
     pub fn is_config(&self) -> bool {
-        match &self.failure {
+        match &self.0.failure {
             Failure::Config(_) => true,
             Failure::Status { status, platform } => {
                 *status == 403
-                    || (*status == 401 && self.static_token)
-                    || (self.during_token && *status < 500 && *status != 429)
+                    || (*status == 401 && self.0.static_token)
+                    || (self.0.during_token && self.kind() == ErrorKind::Permanent)
                     || platform.code.as_deref() == Some("400003")
             }
             _ => false,
@@ -243,7 +248,7 @@ impl ApiError {
 
     /// The HTTP status, when the platform answered.
     pub fn http_status(&self) -> Option<u16> {
-        match &self.failure {
+        match &self.0.failure {
             Failure::Status { status, .. } => Some(*status),
             _ => None,
         }
@@ -251,7 +256,7 @@ impl ApiError {
 
     /// The platform's error code/title/detail, when it answered with an error body.
     pub fn platform_error(&self) -> Option<&PlatformError> {
-        match &self.failure {
+        match &self.0.failure {
             Failure::Status { platform, .. } => Some(platform),
             _ => None,
         }
@@ -259,12 +264,12 @@ impl ApiError {
 
     /// What was being done, e.g. "PUT file orders.json into batch 01H…".
     pub fn operation(&self) -> &str {
-        &self.operation
+        &self.0.operation
     }
 
     fn render(&self) -> String {
-        let mut s = format!("{} failed: ", self.operation);
-        match &self.failure {
+        let mut s = format!("{} failed: ", self.0.operation);
+        match &self.0.failure {
             Failure::Status { status, platform } => {
                 s.push_str(&format!("HTTP {status}"));
                 if let Some(reason) = reqwest::StatusCode::from_u16(*status)
@@ -306,13 +311,13 @@ impl ApiError {
     }
 
     fn hint(&self) -> Option<String> {
-        let retry = match self.retry_after {
+        let retry = match self.0.retry_after {
             Some(d) => format!("temporary: batchdrop retries after {} s", d.as_secs()),
             None => "temporary: batchdrop retries with backoff".to_string(),
         };
-        let hint = match &self.failure {
+        let hint = match &self.0.failure {
             Failure::Status { status, platform } => match status {
-                _ if self.during_token && *status < 500 && *status != 429 => {
+                _ if self.0.during_token && self.kind() == ErrorKind::Permanent => {
                     "IMS refused the credentials: check client_id, the client secret file and \
                      scopes in [platform] config"
                         .to_string()
@@ -320,8 +325,11 @@ impl ApiError {
                 400 if platform.code.as_deref() == Some("400003") => {
                     "check org_id in [platform] config".to_string()
                 }
+                300..=399 => "the endpoint answered with a redirect, which batchdrop does not \
+                              follow: set endpoint in [platform] config to the final https URL"
+                    .to_string(),
                 400 | 409 | 422 => return None, // the platform's detail names the rule broken
-                401 if self.static_token => "the static access token was rejected or has \
+                401 if self.0.static_token => "the static access token was rejected or has \
                     expired: replace it in [platform] config"
                     .to_string(),
                 401 => "the access token was rejected or has expired: it is renewed before the \
@@ -519,6 +527,14 @@ mod tests {
         );
         assert!(text.contains("[invalid_client]"), "{text}");
         assert!(text.contains("client secret file"), "{text}");
+
+        let gone = ApiError::status("t", 404, PlatformError::default(), None).during_token_for("x");
+        assert_eq!(
+            gone.kind(),
+            ErrorKind::Permanent,
+            "a wrong token URL is not a missing batch"
+        );
+        assert!(gone.is_config());
 
         let busy = ApiError::status("t", 503, PlatformError::default(), None).during_token_for("x");
         assert!(matches!(busy.kind(), ErrorKind::Transient { .. }));

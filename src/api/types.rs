@@ -262,3 +262,68 @@ pub struct DataSetFile {
     pub records: Option<u64>,
     pub size: Option<u64>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_fold_aliases_and_case() {
+        for (text, status) in [
+            ("loading", BatchStatus::Loading),
+            ("Staging", BatchStatus::Staging),
+            ("processing", BatchStatus::Processing),
+            ("retrying", BatchStatus::Retrying),
+            ("success", BatchStatus::Success),
+            ("ACTIVE", BatchStatus::Success),
+            ("failed", BatchStatus::Failed),
+            (" failure ", BatchStatus::Failed),
+            ("aborted", BatchStatus::Aborted),
+            ("abandoned", BatchStatus::Abandoned),
+            ("inactive", BatchStatus::Inactive),
+            ("deleted", BatchStatus::Deleted),
+        ] {
+            assert_eq!(BatchStatus::parse(text), status, "{text}");
+        }
+        assert_eq!(
+            BatchStatus::parse("Queued"),
+            BatchStatus::Other("Queued".into())
+        );
+        assert_eq!(BatchStatus::parse("active").as_str(), "success");
+    }
+
+    #[test]
+    fn terminal_statuses() {
+        let terminal = [
+            "success",
+            "active",
+            "failed",
+            "failure",
+            "aborted",
+            "abandoned",
+            "inactive",
+            "deleted",
+        ];
+        for s in terminal {
+            assert!(BatchStatus::parse(s).is_terminal(), "{s}");
+        }
+        for s in [
+            "loading",
+            "staging",
+            "processing",
+            "retrying",
+            "something-new",
+        ] {
+            assert!(!BatchStatus::parse(s).is_terminal(), "{s}");
+        }
+    }
+
+    #[test]
+    fn formats_and_actions_are_spelled_as_the_platform_wants() {
+        assert_eq!(Format::Parquet.as_str(), "parquet");
+        assert_eq!(Format::parse("CSV"), Some(Format::Csv));
+        assert_eq!(Format::parse("xml"), None);
+        assert_eq!(BatchAction::Complete.as_str(), "COMPLETE");
+        assert_eq!(BatchAction::Revert.to_string(), "REVERT");
+    }
+}
