@@ -1,0 +1,303 @@
+//! The Catalog endpoints: batches and datasets, as maps keyed by id.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use super::AppState;
+use super::error::{ApiError, ApiResult};
+use super::gateway::Caller;
+use super::store::{BatchRow, DatasetRow, new_dataset_id};
+
+fn parse_obj(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|_| json!({}))
+}
+
+/// A batch as the Catalog shows it.
+pub fn batch_json(b: &BatchRow) -> Value {
+    let mut o = Map::new();
+    o.insert("id".into(), json!(b.id));
+    o.insert("imsOrg".into(), json!(b.ims_org));
+    o.insert("sandboxName".into(), json!(b.sandbox));
+    o.insert("status".into(), json!(b.status));
+    o.insert("created".into(), json!(b.created));
+    o.insert("updated".into(), json!(b.updated));
+    if let Some(s) = b.started {
+        o.insert("started".into(), json!(s));
+    }
+    if let Some(c) = b.completed {
+        o.insert("completed".into(), json!(c));
+    }
+    o.insert(
+        "relatedObjects".into(),
+        json!([{"type": "dataSet", "id": b.dataset_id}]),
+    );
+    o.insert("inputFormat".into(), parse_obj(&b.input_format));
+    o.insert("version".into(), json!("1.0.0"));
+    o.insert("tags".into(), parse_obj(&b.tags));
+    o.insert("createdUser".into(), json!(b.created_user));
+    o.insert("updatedUser".into(), json!(b.created_user));
+    if let Some(e) = &b.external_id {
+        o.insert("externalId".into(), json!(e));
+    }
+    if let Some(r) = &b.replay {
+        o.insert("replay".into(), parse_obj(r));
+    }
+    if let Value::Object(opts) = parse_obj(&b.options) {
+        for (k, v) in opts {
+            o.insert(k, v);
+        }
+    }
+    if let Some(m) = &b.metrics {
+        o.insert("metrics".into(), parse_obj(m));
+    }
+    if let Some(e) = &b.errors {
+        let errors: Value = serde_json::from_str(e).unwrap_or_else(|_| json!([]));
+        if errors.as_array().is_some_and(|a| !a.is_empty()) {
+            o.insert("errors".into(), errors);
+        }
+    }
+    Value::Object(o)
+}
+
+pub async fn get_batch(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let b = state
+        .store
+        .batch(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("batch {id} does not exist")))?;
+    let mut map = Map::new();
+    map.insert(b.id.clone(), batch_json(&b));
+    Ok(axum::Json(Value::Object(map)).into_response())
+}
+
+/// `limit` (default 20, at most 100), `start` (offset) and `orderBy` (`desc:created`, `created`,
+/// `asc:updated`...).
+struct Page {
+    limit: i64,
+    start: i64,
+    order: String,
+}
+
+fn page(q: &HashMap<String, String>, fields: &[&str]) -> ApiResult<Page> {
+    let limit = match q.get("limit") {
+        None => 20,
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| ApiError::bad_request(format!("limit {v:?} must be a positive integer")))?
+            .min(100),
+    };
+    let start = match q.get("start") {
+        None => 0,
+        Some(v) => v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+            ApiError::bad_request(format!("start {v:?} must be a non-negative integer"))
+        })?,
+    };
+    let order = match q.get("orderBy") {
+        None => "created DESC, id DESC".to_owned(),
+        Some(v) => {
+            let (dir, field) = match v.split_once(':') {
+                Some((d, f)) => (d.to_ascii_lowercase(), f),
+                None => ("asc".to_owned(), v.as_str()),
+            };
+            let dir = match dir.as_str() {
+                "asc" => "ASC",
+                "desc" => "DESC",
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "orderBy {v:?}: the direction must be asc or desc"
+                    )));
+                }
+            };
+            if !fields.contains(&field) {
+                return Err(ApiError::bad_request(format!(
+                    "orderBy {v:?}: can order by {} only",
+                    fields.join(", ")
+                )));
+            }
+            format!("{field} {dir}, id {dir}")
+        }
+    };
+    Ok(Page {
+        limit,
+        start,
+        order,
+    })
+}
+
+pub async fn list_batches(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let p = page(&q, &["created", "updated", "id", "status"])?;
+    let mut sql = String::from("SELECT * FROM batches WHERE 1 = 1");
+    let mut binds: Vec<String> = Vec::new();
+    for (param, column) in [
+        ("dataSet", "dataset_id"),
+        ("status", "status"),
+        ("externalId", "external_id"),
+    ] {
+        if let Some(v) = q.get(param) {
+            // Catalog accepts comma-separated values.
+            let vals: Vec<&str> = v.split(',').filter(|s| !s.is_empty()).collect();
+            if vals.is_empty() {
+                continue;
+            }
+            sql.push_str(&format!(
+                " AND {column} IN ({})",
+                vec!["?"; vals.len()].join(",")
+            ));
+            binds.extend(vals.into_iter().map(str::to_owned));
+        }
+    }
+    for (param, op) in [("createdAfter", ">"), ("createdBefore", "<")] {
+        if let Some(v) = q.get(param) {
+            let n: i64 = v.parse().map_err(|_| {
+                ApiError::bad_request(format!("{param} must be epoch milliseconds"))
+            })?;
+            sql.push_str(&format!(" AND created {op} {n}"));
+        }
+    }
+    sql.push_str(&format!(
+        " ORDER BY {} LIMIT {} OFFSET {}",
+        p.order, p.limit, p.start
+    ));
+    let mut query = sqlx::query_as::<_, BatchRow>(sqlx::AssertSqlSafe(sql));
+    for b in &binds {
+        query = query.bind(b.clone());
+    }
+    let rows = query.fetch_all(&state.store.pool).await?;
+    let mut map = Map::new();
+    for b in &rows {
+        map.insert(b.id.clone(), batch_json(b));
+    }
+    Ok(axum::Json(Value::Object(map)).into_response())
+}
+
+pub fn dataset_json(d: &DatasetRow) -> Value {
+    let mut o = match parse_obj(&d.extra) {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    o.insert("id".into(), json!(d.id));
+    o.insert("name".into(), json!(d.name));
+    o.insert("imsOrg".into(), json!(d.ims_org));
+    o.insert("sandboxName".into(), json!(d.sandbox));
+    o.insert("tags".into(), parse_obj(&d.tags));
+    if let Some(s) = &d.schema_ref {
+        o.insert("schemaRef".into(), parse_obj(s));
+    }
+    o.insert("created".into(), json!(d.created));
+    o.insert("updated".into(), json!(d.updated));
+    o.insert("version".into(), json!("1.0.0"));
+    Value::Object(o)
+}
+
+pub async fn create_dataset(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let req: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+    let Value::Object(mut req) = req else {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object with name and schemaRef",
+        ));
+    };
+    let name = match req.remove("name") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s,
+        _ => return Err(ApiError::bad_request("name is required (a non-empty string)")),
+    };
+    let schema_ref = match req.remove("schemaRef") {
+        Some(v @ Value::Object(_)) if v.get("id").and_then(Value::as_str).is_some() => v,
+        _ => {
+            return Err(ApiError::bad_request(
+                "schemaRef is required: {\"id\": \"https://ns.adobe.com/{TENANT}/schemas/{ID}\", \"contentType\": \"application/vnd.adobe.xed+json;version=1\"}",
+            ));
+        }
+    };
+    let tags = match req.remove("tags") {
+        None | Some(Value::Null) => json!({}),
+        Some(Value::Object(m)) => {
+            for (k, v) in &m {
+                if !matches!(v, Value::Array(a) if a.iter().all(Value::is_string)) {
+                    return Err(ApiError::bad_request(format!(
+                        "tags.{k} must be an array of strings"
+                    )));
+                }
+            }
+            Value::Object(m)
+        }
+        Some(_) => return Err(ApiError::bad_request("tags must be an object")),
+    };
+    for k in ["id", "created", "updated", "imsOrg", "sandboxName", "version"] {
+        req.remove(k);
+    }
+    let id = new_dataset_id();
+    state
+        .store
+        .insert_dataset_if_missing(
+            &id,
+            &name,
+            Some(&schema_ref.to_string()),
+            &tags.to_string(),
+            &Value::Object(req).to_string(),
+            &caller.org,
+            &caller.sandbox,
+        )
+        .await?;
+    tracing::info!(dataset = %id, %name, "dataset created");
+    Ok((StatusCode::CREATED, axum::Json(json!([format!("@/dataSets/{id}")]))).into_response())
+}
+
+pub async fn get_dataset(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let d = state
+        .store
+        .dataset(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("dataset {id} does not exist")))?;
+    let mut map = Map::new();
+    map.insert(d.id.clone(), dataset_json(&d));
+    Ok(axum::Json(Value::Object(map)).into_response())
+}
+
+pub async fn list_datasets(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let p = page(&q, &["created", "updated", "id", "name"])?;
+    let mut sql = String::from("SELECT * FROM datasets WHERE 1 = 1");
+    let name = q.get("name").cloned();
+    if name.is_some() {
+        sql.push_str(" AND name = ?");
+    }
+    sql.push_str(&format!(
+        " ORDER BY {} LIMIT {} OFFSET {}",
+        p.order, p.limit, p.start
+    ));
+    let mut query = sqlx::query_as::<_, DatasetRow>(sqlx::AssertSqlSafe(sql));
+    if let Some(n) = name {
+        query = query.bind(n);
+    }
+    let rows = query.fetch_all(&state.store.pool).await?;
+    let mut map = Map::new();
+    for d in &rows {
+        map.insert(d.id.clone(), dataset_json(d));
+    }
+    Ok(axum::Json(Value::Object(map)).into_response())
+}

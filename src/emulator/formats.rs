@@ -1,0 +1,661 @@
+//! Reading ingested files, streaming, in constant memory: JSON Lines, one multi-line JSON array
+//! (`isMultiLineJson`), CSV with a header row, Parquet.
+//!
+//! Each record goes through a [`RecordCheck`] (today it accepts everything; schema validation
+//! slots in there), and each outcome is reported to the caller per record, so partial
+//! ingestion can decide per record later.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arrow_array::RecordBatch;
+use serde::de::{DeserializeSeed, SeqAccess, Visitor};
+use serde_json::Value;
+
+pub const CODE_EMPTY_FILE: &str = "106";
+pub const CODE_CSV_EMPTY_HEADER: &str = "118";
+pub const CODE_NOT_PARQUET: &str = "200";
+pub const CODE_UNPARSABLE_ROW: &str = "INGEST-1401-400";
+
+/// One record as read from a file.
+pub enum Record<'a> {
+    Json(&'a Value),
+    Csv {
+        headers: &'a [String],
+        fields: &'a csv::StringRecord,
+    },
+    Parquet {
+        batch: &'a RecordBatch,
+        row: usize,
+    },
+}
+
+/// Why one record is refused.
+#[derive(Debug, Clone)]
+pub struct RowIssue {
+    pub code: String,
+    pub message: String,
+}
+
+/// A per-record check (schema validation slots in here).
+pub trait RecordCheck: Send + Sync {
+    fn check(&self, record: Record<'_>) -> Result<(), RowIssue>;
+}
+
+/// Accepts every well-formed record.
+pub struct AcceptAll;
+
+impl RecordCheck for AcceptAll {
+    fn check(&self, _record: Record<'_>) -> Result<(), RowIssue> {
+        Ok(())
+    }
+}
+
+/// How to read the files of a batch (from its `inputFormat`).
+#[derive(Debug, Clone)]
+pub struct InputFormat {
+    pub format: String,
+    pub multi_line_json: bool,
+    pub delimiter: u8,
+    pub quote: u8,
+    pub escape: Option<u8>,
+    pub header: bool,
+}
+
+impl InputFormat {
+    pub fn from_json(v: &Value) -> InputFormat {
+        let ch = |k: &str| v.get(k).and_then(Value::as_str).and_then(|s| s.bytes().next());
+        InputFormat {
+            format: v
+                .get("format")
+                .and_then(Value::as_str)
+                .unwrap_or("json")
+                .to_ascii_lowercase(),
+            multi_line_json: v.get("isMultiLineJson").and_then(Value::as_bool).unwrap_or(false),
+            delimiter: ch("delimiter").unwrap_or(b','),
+            quote: ch("quote").unwrap_or(b'"'),
+            escape: ch("escape"),
+            header: v.get("header").and_then(Value::as_bool).unwrap_or(true),
+        }
+    }
+}
+
+/// A record that failed.
+#[derive(Debug, Clone)]
+pub struct RowFailure {
+    /// 1-based row (line for JSON Lines and CSV, element for a JSON array, row for Parquet).
+    pub row: Option<u64>,
+    pub code: String,
+    pub message: String,
+    /// The raw record, cut to a few hundred bytes.
+    pub raw: Option<String>,
+}
+
+/// What reading one file gave.
+#[derive(Debug, Default)]
+pub struct FileOutcome {
+    /// Records read (good and bad).
+    pub records: u64,
+    /// Records refused.
+    pub failed: u64,
+    /// The file as a whole is unusable: (code, description).
+    pub file_error: Option<(String, String)>,
+}
+
+impl FileOutcome {
+    pub fn ok_records(&self) -> u64 {
+        self.records - self.failed
+    }
+}
+
+#[derive(Debug)]
+pub struct Cancelled;
+
+pub struct Reader<'a> {
+    pub check: &'a dyn RecordCheck,
+    pub cancel: &'a AtomicBool,
+    pub on_failure: &'a mut dyn FnMut(RowFailure),
+}
+
+const RAW_MAX: usize = 512;
+
+fn cut(s: &str) -> String {
+    if s.len() <= RAW_MAX {
+        return s.to_owned();
+    }
+    let mut end = RAW_MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+impl Reader<'_> {
+    /// Reads one file. `Err(Cancelled)` when the emulator is shutting down.
+    pub fn read_file(
+        &mut self,
+        path: &Path,
+        display_name: &str,
+        fmt: &InputFormat,
+    ) -> Result<FileOutcome, Cancelled> {
+        let mut out = FileOutcome::default();
+        let size = match std::fs::metadata(path) {
+            Ok(m) => m.len(),
+            Err(e) => {
+                out.file_error = Some((
+                    CODE_UNPARSABLE_ROW.into(),
+                    format!("file '{display_name}' cannot be read: {e}"),
+                ));
+                return Ok(out);
+            }
+        };
+        if size == 0 {
+            out.file_error = Some((
+                CODE_EMPTY_FILE.into(),
+                format!("Dataset file is empty: file '{display_name}' has 0 bytes"),
+            ));
+            return Ok(out);
+        }
+        let result = match fmt.format.as_str() {
+            "csv" => self.read_csv(path, display_name, fmt, &mut out),
+            "parquet" => self.read_parquet(path, display_name, size, &mut out),
+            _ if fmt.multi_line_json => self.read_json_multi(path, display_name, &mut out),
+            _ => self.read_json_lines(path, display_name, &mut out),
+        };
+        match result {
+            Ok(()) => Ok(out),
+            Err(ReadStop::Cancelled) => Err(Cancelled),
+            Err(ReadStop::Io(e)) => {
+                out.file_error = Some((
+                    CODE_UNPARSABLE_ROW.into(),
+                    format!("file '{display_name}' cannot be read: {e}"),
+                ));
+                Ok(out)
+            }
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    fn fail(&mut self, out: &mut FileOutcome, row: Option<u64>, code: &str, message: String, raw: Option<String>) {
+        out.failed += 1;
+        (self.on_failure)(RowFailure {
+            row,
+            code: code.into(),
+            message,
+            raw,
+        });
+    }
+
+    fn record(&mut self, out: &mut FileOutcome, row: u64, rec: Record<'_>, raw: impl FnOnce() -> String) {
+        out.records += 1;
+        if let Err(issue) = self.check.check(rec) {
+            self.fail(out, Some(row), &issue.code.clone(), issue.message, Some(cut(&raw())));
+        }
+    }
+
+    fn read_json_lines(&mut self, path: &Path, name: &str, out: &mut FileOutcome) -> Result<(), ReadStop> {
+        let mut r = BufReader::with_capacity(1 << 20, File::open(path)?);
+        let mut line = Vec::with_capacity(4096);
+        let mut line_no = 0u64;
+        loop {
+            line.clear();
+            if r.read_until(b'\n', &mut line)? == 0 {
+                break;
+            }
+            line_no += 1;
+            if line_no % 4096 == 0 && self.cancelled() {
+                return Err(ReadStop::Cancelled);
+            }
+            let mut bytes = line.as_slice();
+            if line_no == 1 {
+                bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+            }
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match serde_json::from_slice::<Value>(bytes) {
+                Ok(v @ Value::Object(_)) => {
+                    self.record(out, line_no, Record::Json(&v), || String::from_utf8_lossy(bytes).into_owned());
+                }
+                Ok(other) => {
+                    out.records += 1;
+                    self.fail(
+                        out,
+                        Some(line_no),
+                        CODE_UNPARSABLE_ROW,
+                        format!(
+                            "file '{name}' row {line_no}: a JSON Lines row must be a JSON object, found {}",
+                            json_kind(&other)
+                        ),
+                        Some(cut(&String::from_utf8_lossy(bytes))),
+                    );
+                }
+                Err(e) => {
+                    out.records += 1;
+                    self.fail(
+                        out,
+                        Some(line_no),
+                        CODE_UNPARSABLE_ROW,
+                        format!("file '{name}' row {line_no}: unparsable JSON: {e}"),
+                        Some(cut(&String::from_utf8_lossy(bytes))),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn read_json_multi(&mut self, path: &Path, name: &str, out: &mut FileOutcome) -> Result<(), ReadStop> {
+        let mut r = BufReader::with_capacity(1 << 20, File::open(path)?);
+        // Skip a BOM and whitespace to see how the document starts.
+        let first = loop {
+            let buf = r.fill_buf()?;
+            if buf.is_empty() {
+                break None;
+            }
+            let skip = if buf.starts_with(b"\xEF\xBB\xBF") {
+                3
+            } else {
+                buf.iter().take_while(|b| b.is_ascii_whitespace()).count()
+            };
+            if skip == 0 {
+                break Some(buf[0]);
+            }
+            r.consume(skip);
+        };
+        match first {
+            None => Ok(()),
+            Some(b'[') => {
+                let mut de = serde_json::Deserializer::from_reader(r);
+                let mut index = 0u64;
+                let res = ArraySeed {
+                    reader: self,
+                    out,
+                    name,
+                    index: &mut index,
+                }
+                .deserialize(&mut de)
+                .and_then(|()| de.end());
+                match res {
+                    Ok(()) => Ok(()),
+                    Err(_) if self.cancelled() => Err(ReadStop::Cancelled),
+                    Err(e) => {
+                        out.records += 1;
+                        let row = index + 1;
+                        self.fail(
+                            out,
+                            Some(row),
+                            CODE_UNPARSABLE_ROW,
+                            format!(
+                                "file '{name}' row {row} (array element {row}): unparsable JSON: {e}; the rest of the file was not read"
+                            ),
+                            None,
+                        );
+                        Ok(())
+                    }
+                }
+            }
+            Some(_) => {
+                // Pretty-printed objects one after another (also multi-line JSON).
+                let stream = serde_json::Deserializer::from_reader(r).into_iter::<Value>();
+                let mut row = 0u64;
+                for item in stream {
+                    row += 1;
+                    if row % 4096 == 0 && self.cancelled() {
+                        return Err(ReadStop::Cancelled);
+                    }
+                    match item {
+                        Ok(v @ Value::Object(_)) => {
+                            self.record(out, row, Record::Json(&v), || v.to_string());
+                        }
+                        Ok(other) => {
+                            out.records += 1;
+                            self.fail(
+                                out,
+                                Some(row),
+                                CODE_UNPARSABLE_ROW,
+                                format!(
+                                    "file '{name}' row {row}: expected a JSON array of objects (isMultiLineJson), found {}",
+                                    json_kind(&other)
+                                ),
+                                Some(cut(&other.to_string())),
+                            );
+                        }
+                        Err(e) => {
+                            out.records += 1;
+                            self.fail(
+                                out,
+                                Some(row),
+                                CODE_UNPARSABLE_ROW,
+                                format!("file '{name}' row {row}: unparsable JSON: {e}; the rest of the file was not read"),
+                                None,
+                            );
+                            break;
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn read_csv(&mut self, path: &Path, name: &str, fmt: &InputFormat, out: &mut FileOutcome) -> Result<(), ReadStop> {
+        let mut r = BufReader::with_capacity(1 << 20, File::open(path)?);
+        let mut first_line = Vec::new();
+        r.read_until(b'\n', &mut first_line)?;
+        let mut head: &[u8] = &first_line;
+        head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
+        let blank = head.iter().all(|b| {
+            b.is_ascii_whitespace() || *b == fmt.delimiter || *b == fmt.quote
+        });
+        if fmt.header && blank {
+            out.file_error = Some((
+                CODE_CSV_EMPTY_HEADER.into(),
+                format!("CSV file '{name}' has an empty header row (line 1): the first row must name the columns"),
+            ));
+            return Ok(());
+        }
+        let head = head.to_vec();
+        let mut builder = csv::ReaderBuilder::new();
+        builder
+            .has_headers(false)
+            .flexible(true)
+            .delimiter(fmt.delimiter)
+            .quote(fmt.quote);
+        if let Some(e) = fmt.escape {
+            builder.escape(Some(e)).double_quote(false);
+        }
+        let mut csv = builder.from_reader(std::io::Cursor::new(head).chain(r));
+        let mut headers: Vec<String> = Vec::new();
+        let mut record = csv::StringRecord::new();
+        let mut first = true;
+        loop {
+            match csv.read_record(&mut record) {
+                Ok(false) => break,
+                Ok(true) => {
+                    let line = record.position().map(|p| p.line()).unwrap_or(0);
+                    if first && fmt.header {
+                        first = false;
+                        headers = record.iter().map(str::to_owned).collect();
+                        continue;
+                    }
+                    if first {
+                        first = false;
+                        headers = (0..record.len()).map(|i| format!("_c{i}")).collect();
+                    }
+                    if line % 4096 == 0 && self.cancelled() {
+                        return Err(ReadStop::Cancelled);
+                    }
+                    if record.len() != headers.len() {
+                        out.records += 1;
+                        let raw = record.iter().collect::<Vec<_>>().join(",");
+                        self.fail(
+                            out,
+                            Some(line),
+                            CODE_UNPARSABLE_ROW,
+                            format!(
+                                "file '{name}' row {line}: {} fields where the header has {}",
+                                record.len(),
+                                headers.len()
+                            ),
+                            Some(cut(&raw)),
+                        );
+                        continue;
+                    }
+                    let rec = Record::Csv {
+                        headers: &headers,
+                        fields: &record,
+                    };
+                    out.records += 1;
+                    if let Err(issue) = self.check.check(rec) {
+                        let raw = record.iter().collect::<Vec<_>>().join(",");
+                        self.fail(out, Some(line), &issue.code, issue.message, Some(cut(&raw)));
+                    }
+                }
+                Err(e) => {
+                    let line = e.position().map(|p| p.line());
+                    match e.kind() {
+                        csv::ErrorKind::Io(_) => {
+                            return Err(ReadStop::Io(std::io::Error::other(e.to_string())));
+                        }
+                        _ => {
+                            if first && fmt.header {
+                                out.file_error = Some((
+                                    CODE_UNPARSABLE_ROW.into(),
+                                    format!("CSV file '{name}': the header row cannot be read: {e}"),
+                                ));
+                                return Ok(());
+                            }
+                            out.records += 1;
+                            self.fail(
+                                out,
+                                line,
+                                CODE_UNPARSABLE_ROW,
+                                format!(
+                                    "file '{name}' row {}: unparsable CSV: {e}",
+                                    line.map(|l| l.to_string()).unwrap_or_else(|| "?".into())
+                                ),
+                                None,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn read_parquet(&mut self, path: &Path, name: &str, size: u64, out: &mut FileOutcome) -> Result<(), ReadStop> {
+        let mut f = File::open(path)?;
+        let bad = |detail: String| (CODE_NOT_PARQUET.to_owned(), format!("file '{name}' is not a valid Parquet file: {detail}"));
+        if size < 12 {
+            out.file_error = Some(bad(format!("only {size} bytes (bad magic)")));
+            return Ok(());
+        }
+        let mut magic = [0u8; 4];
+        f.read_exact(&mut magic)?;
+        let mut tail = [0u8; 4];
+        f.seek(SeekFrom::End(-4))?;
+        f.read_exact(&mut tail)?;
+        if &magic != b"PAR1" || &tail != b"PAR1" {
+            out.file_error = Some(bad("bad magic: a Parquet file starts and ends with PAR1".into()));
+            return Ok(());
+        }
+        f.seek(SeekFrom::Start(0))?;
+        let builder = match parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f) {
+            Ok(b) => b,
+            Err(e) => {
+                out.file_error = Some(bad(format!("cannot read its metadata: {e}")));
+                return Ok(());
+            }
+        };
+        let reader = match builder.with_batch_size(8192).build() {
+            Ok(r) => r,
+            Err(e) => {
+                out.file_error = Some(bad(format!("cannot read it: {e}")));
+                return Ok(());
+            }
+        };
+        let mut row = 0u64;
+        for batch in reader {
+            if self.cancelled() {
+                return Err(ReadStop::Cancelled);
+            }
+            let batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    out.file_error = Some(bad(format!("corrupt data after row {row}: {e}")));
+                    return Ok(());
+                }
+            };
+            for i in 0..batch.num_rows() {
+                row += 1;
+                out.records += 1;
+                if let Err(issue) = self.check.check(Record::Parquet { batch: &batch, row: i }) {
+                    self.fail(out, Some(row), &issue.code, issue.message, None);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+enum ReadStop {
+    Cancelled,
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for ReadStop {
+    fn from(e: std::io::Error) -> Self {
+        ReadStop::Io(e)
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Streams the elements of a top-level JSON array one at a time.
+struct ArraySeed<'r, 'a, 'o> {
+    reader: &'r mut Reader<'a>,
+    out: &'o mut FileOutcome,
+    name: &'o str,
+    index: &'o mut u64,
+}
+
+impl<'de> DeserializeSeed<'de> for ArraySeed<'_, '_, '_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ArraySeed<'_, '_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON array of objects")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(v) = seq.next_element::<Value>()? {
+            *self.index += 1;
+            let row = *self.index;
+            if row % 4096 == 0 && self.reader.cancelled() {
+                return Err(serde::de::Error::custom("cancelled"));
+            }
+            if v.is_object() {
+                self.reader.record(self.out, row, Record::Json(&v), || v.to_string());
+            } else {
+                self.out.records += 1;
+                self.reader.fail(
+                    self.out,
+                    Some(row),
+                    CODE_UNPARSABLE_ROW,
+                    format!(
+                        "file '{}' row {row} (array element {row}): expected a JSON object, found {}",
+                        self.name,
+                        json_kind(&v)
+                    ),
+                    Some(cut(&v.to_string())),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Collects records as JSON objects for the preview, stopping after `limit`.
+struct Collect<'a> {
+    rows: std::sync::Mutex<Vec<Value>>,
+    limit: usize,
+    stop: &'a AtomicBool,
+}
+
+impl RecordCheck for Collect<'_> {
+    fn check(&self, record: Record<'_>) -> Result<(), RowIssue> {
+        let mut rows = self.rows.lock().expect("preview rows");
+        if rows.len() >= self.limit {
+            self.stop.store(true, Ordering::Relaxed);
+            return Ok(());
+        }
+        rows.push(record_to_json(&record));
+        Ok(())
+    }
+}
+
+fn record_to_json(record: &Record<'_>) -> Value {
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+    use arrow_schema::DataType;
+    match record {
+        Record::Json(v) => (*v).clone(),
+        Record::Csv { headers, fields } => Value::Object(
+            headers
+                .iter()
+                .zip(fields.iter())
+                .map(|(h, f)| (h.clone(), Value::String(f.to_owned())))
+                .collect(),
+        ),
+        Record::Parquet { batch, row } => {
+            let schema = batch.schema();
+            let mut obj = serde_json::Map::new();
+            for (i, field) in schema.fields().iter().enumerate() {
+                let col = batch.column(i);
+                let v = if col.is_null(*row) {
+                    Value::Null
+                } else {
+                    match col.data_type() {
+                        DataType::Boolean => Value::Bool(col.as_boolean().value(*row)),
+                        DataType::Int32 => json_num(col.as_primitive::<arrow_array::types::Int32Type>().value(*row) as f64),
+                        DataType::Int64 => Value::from(col.as_primitive::<arrow_array::types::Int64Type>().value(*row)),
+                        DataType::Float32 => json_num(col.as_primitive::<arrow_array::types::Float32Type>().value(*row) as f64),
+                        DataType::Float64 => json_num(col.as_primitive::<arrow_array::types::Float64Type>().value(*row)),
+                        DataType::Utf8 => Value::String(col.as_string::<i32>().value(*row).to_owned()),
+                        DataType::LargeUtf8 => Value::String(col.as_string::<i64>().value(*row).to_owned()),
+                        other => Value::String(format!("<{other}>")),
+                    }
+                };
+                obj.insert(field.name().clone(), v);
+            }
+            Value::Object(obj)
+        }
+    }
+}
+
+fn json_num(f: f64) -> Value {
+    serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)
+}
+
+/// The first `limit` records of the files, as JSON objects.
+pub fn preview_rows(files: &[std::path::PathBuf], fmt: &InputFormat, limit: usize) -> Vec<Value> {
+    let stop = AtomicBool::new(false);
+    let collect = Collect {
+        rows: std::sync::Mutex::new(Vec::new()),
+        limit,
+        stop: &stop,
+    };
+    for f in files {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let mut ignore = |_f: RowFailure| {};
+        let mut reader = Reader {
+            check: &collect,
+            cancel: &stop,
+            on_failure: &mut ignore,
+        };
+        let _ = reader.read_file(f, "preview", fmt);
+    }
+    collect.rows.into_inner().expect("preview rows")
+}

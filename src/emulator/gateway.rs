@@ -1,0 +1,271 @@
+//! What every platform request passes through before its handler: request counting, fault
+//! injection, the URL length limit and the gateway's authentication checks.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use rand::Rng;
+
+use super::AppState;
+use super::config::GatewayConfig;
+use super::error::ApiError;
+use super::net::ConnHandle;
+use super::stats::bump;
+
+/// Who called: taken from the gateway headers, stored with what the call creates.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub org: String,
+    pub sandbox: String,
+    pub api_key: String,
+}
+
+enum Fault {
+    None,
+    Http500,
+    Http503,
+    Http429,
+    Reset,
+}
+
+pub async fn platform_gate(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let conn = req.extensions().get::<ConnectInfo<ConnHandle>>().cloned();
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    bump(&state.counters.requests);
+
+    let (fault, latency) = draw_faults(&state);
+    if let Some(ms) = latency {
+        bump(&state.counters.fault_latency);
+        tracing::info!(%method, %path, latency_ms = ms, "fault injected: latency");
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let faulted = match fault {
+        Fault::None => None,
+        Fault::Http500 => {
+            bump(&state.counters.fault_500);
+            Some(
+                ApiError::internal(
+                    "injected fault (faults.http_500_probability): the request was not processed; retry it",
+                )
+                .into_response(),
+            )
+        }
+        Fault::Http503 => {
+            bump(&state.counters.fault_503);
+            let mut r = ApiError::Service {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                title: "Service Unavailable",
+                detail: "injected fault (faults.http_503_probability): the request was not processed; retry it later".into(),
+            }
+            .into_response();
+            set_retry_after(&mut r, state.config.faults.retry_after_secs);
+            Some(r)
+        }
+        Fault::Http429 => {
+            bump(&state.counters.fault_429);
+            let mut r = ApiError::gateway(
+                StatusCode::TOO_MANY_REQUESTS,
+                "429001",
+                "Too many requests (injected fault, faults.http_429_probability); retry after the Retry-After delay",
+            )
+            .into_response();
+            set_retry_after(&mut r, state.config.faults.retry_after_secs);
+            Some(r)
+        }
+        Fault::Reset => {
+            bump(&state.counters.fault_reset);
+            tracing::info!(%method, %path, remote = ?conn.as_ref().map(|c| c.0.remote), "fault injected: connection reset");
+            if let Some(ConnectInfo(conn)) = &conn {
+                read_part_of_body(req).await;
+                conn.reset();
+            }
+            return ApiError::internal("connection reset by fault injection").into_response();
+        }
+    };
+    if let Some(resp) = faulted {
+        tracing::info!(%method, %path, status = resp.status().as_u16(), "fault injected");
+        return resp;
+    }
+
+    let uri_len = req.uri().to_string().len();
+    let resp = if uri_len > 2000 {
+        ApiError::Service {
+            status: StatusCode::URI_TOO_LONG,
+            title: "URI Too Long",
+            detail: format!("the request URL is {uri_len} characters long; the limit is 2000"),
+        }
+        .into_response()
+    } else {
+        match check_auth(&state.config.gateway, req.headers()) {
+            Err(e) => {
+                bump(&state.counters.auth_failures);
+                e.into_response()
+            }
+            Ok(caller) => {
+                let mut req = req;
+                req.extensions_mut().insert(caller);
+                next.run(req).await
+            }
+        }
+    };
+    tracing::info!(
+        %method,
+        %path,
+        status = resp.status().as_u16(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "platform request"
+    );
+    resp
+}
+
+fn set_retry_after(resp: &mut Response, secs: u64) {
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+}
+
+fn draw_faults(state: &AppState) -> (Fault, Option<u64>) {
+    let f = &state.config.faults;
+    let any = f.http_500_probability
+        + f.http_503_probability
+        + f.http_429_probability
+        + f.connection_reset_probability
+        + f.latency_probability;
+    if any <= 0.0 {
+        return (Fault::None, None);
+    }
+    let mut rng = state.fault_rng.lock().expect("fault rng lock");
+    let latency = (f.latency_probability > 0.0 && rng.random_bool(f.latency_probability))
+        .then_some(f.latency_ms);
+    let u: f64 = rng.random();
+    let mut acc = f.http_500_probability;
+    let fault = if u < acc {
+        Fault::Http500
+    } else if u < {
+        acc += f.http_503_probability;
+        acc
+    } {
+        Fault::Http503
+    } else if u < {
+        acc += f.http_429_probability;
+        acc
+    } {
+        Fault::Http429
+    } else if u < {
+        acc += f.connection_reset_probability;
+        acc
+    } {
+        Fault::Reset
+    } else {
+        Fault::None
+    };
+    (fault, latency)
+}
+
+/// Reads about half of the declared body (at least one frame) so the client is cut while it is
+/// still sending.
+async fn read_part_of_body(req: Request) {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let want = (declared / 2).max(1);
+    let mut stream = Body::into_data_stream(req.into_body());
+    let mut got = 0u64;
+    while got < want {
+        match tokio::time::timeout(Duration::from_secs(5), stream.next()).await {
+            Ok(Some(Ok(frame))) => got += frame.len() as u64,
+            _ => break,
+        }
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+fn allowed(list: &[String], value: &str) -> bool {
+    list.is_empty() || list.iter().any(|v| v == value)
+}
+
+/// The gateway's checks, in the platform's order. The token value is never logged.
+pub fn check_auth(cfg: &GatewayConfig, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let Some(auth) = header_str(headers, "authorization") else {
+        return Err(ApiError::gateway(
+            StatusCode::FORBIDDEN,
+            "403010",
+            "Oauth token is missing.",
+        ));
+    };
+    let token = match auth.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+        _ => "",
+    };
+    if token.is_empty() || !allowed(&cfg.tokens, token) {
+        return Err(ApiError::gateway(
+            StatusCode::UNAUTHORIZED,
+            "401013",
+            "Oauth token is not valid",
+        ));
+    }
+    let Some(api_key) = header_str(headers, "x-api-key") else {
+        return Err(ApiError::gateway(
+            StatusCode::FORBIDDEN,
+            "403000",
+            "Api Key is required",
+        ));
+    };
+    if !allowed(&cfg.api_keys, api_key) {
+        return Err(ApiError::gateway(
+            StatusCode::FORBIDDEN,
+            "403003",
+            "Api Key is invalid",
+        ));
+    }
+    let Some(org) = header_str(headers, "x-gw-ims-org-id") else {
+        return Err(ApiError::gateway(
+            StatusCode::BAD_REQUEST,
+            "400003",
+            "Missing x-gw-ims-org-id header: the organization id is required",
+        ));
+    };
+    if !allowed(&cfg.orgs, org) {
+        return Err(ApiError::gateway(
+            StatusCode::FORBIDDEN,
+            "403025",
+            "Profile is not valid: the x-gw-ims-org-id is not an organization of this credential",
+        ));
+    }
+    let Some(sandbox) = header_str(headers, "x-sandbox-name") else {
+        return Err(ApiError::bad_request(
+            "the x-sandbox-name header is missing: every call must name its sandbox (e.g. prod)",
+        ));
+    };
+    if !allowed(&cfg.sandboxes, sandbox) {
+        return Err(ApiError::forbidden(format!(
+            "sandbox {sandbox:?} does not exist or this credential has no access to it"
+        )));
+    }
+    Ok(Caller {
+        org: org.to_owned(),
+        sandbox: sandbox.to_owned(),
+        api_key: api_key.to_owned(),
+    })
+}

@@ -1,0 +1,1098 @@
+//! The Batch Ingestion endpoints: create a batch (E1), upload files whole (E2) or in chunks
+//! (E3–E5), and signal the batch (E7).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use super::AppState;
+use super::catalog::batch_json;
+use super::error::{ApiError, ApiResult};
+use super::gateway::Caller;
+use super::stats::bump;
+use super::store::{
+    BatchRow, ChunkRow, FILE_COMPLETE, FILE_UPLOADING, FileRow, KIND_LARGE, KIND_PUT, now_ms,
+};
+use super::upload::{ReceiveError, parse_content_range, receive_to_file, validate_file_path};
+
+pub const LOADING: &str = "loading";
+pub const STAGING: &str = "staging";
+pub const PROCESSING: &str = "processing";
+pub const SUCCESS: &str = "success";
+pub const FAILED: &str = "failed";
+pub const ABORTED: &str = "aborted";
+pub const INACTIVE: &str = "inactive";
+pub const DELETED: &str = "deleted";
+
+// ---------------------------------------------------------------------------------------------
+// E1: create a batch
+
+pub async fn create_batch(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let req: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+    let Value::Object(req) = req else {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object with datasetId and inputFormat",
+        ));
+    };
+    let dataset_id = req
+        .get("datasetId")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::bad_request("datasetId is required (a string)"))?
+        .to_owned();
+    if state.store.dataset(&dataset_id).await?.is_none() {
+        return Err(ApiError::bad_request(format!(
+            "dataset {dataset_id} does not exist: create it with POST /data/foundation/catalog/dataSets first"
+        )));
+    }
+    let input_format = normalize_input_format(req.get("inputFormat"))?;
+
+    let external_id = match req.get("externalId") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(ApiError::bad_request("externalId must be a string")),
+    };
+    let tags = match req.get("tags") {
+        None | Some(Value::Null) => Map::new(),
+        Some(v) => validate_tags(v)?,
+    };
+
+    let mut options = Map::new();
+    match req.get("enableErrorDiagnostics") {
+        None | Some(Value::Null) => {}
+        Some(Value::Bool(b)) => {
+            options.insert("enableErrorDiagnostics".into(), Value::Bool(*b));
+        }
+        Some(_) => return Err(ApiError::bad_request("enableErrorDiagnostics must be a boolean")),
+    }
+    for key in ["partialIngestionPercentage", "partialIngestionPercent"] {
+        match req.get(key) {
+            None | Some(Value::Null) => {}
+            Some(v) => {
+                let p = v.as_f64().filter(|p| (0.0..=100.0).contains(p)).ok_or_else(|| {
+                    ApiError::bad_request(format!("{key} must be a number from 0 to 100"))
+                })?;
+                options.insert("partialIngestionPercentage".into(), json!(p));
+            }
+        }
+    }
+
+    let replay = match req.get("replay") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(validate_replay(&state, v, &dataset_id).await?),
+    };
+
+    let id = ulid::Ulid::new().to_string();
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO batches (id, dataset_id, status, input_format, external_id, tags, replay, options,
+                              ims_org, sandbox, created_user, created, updated)
+         VALUES (?, ?, 'loading', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&id)
+    .bind(&dataset_id)
+    .bind(Value::Object(input_format).to_string())
+    .bind(&external_id)
+    .bind(Value::Object(tags).to_string())
+    .bind(replay.as_ref().map(Value::to_string))
+    .bind(Value::Object(options).to_string())
+    .bind(&caller.org)
+    .bind(&caller.sandbox)
+    .bind(format!("{}@AdobeID", caller.api_key))
+    .bind(now)
+    .bind(now)
+    .execute(&state.store.pool)
+    .await?;
+    bump(&state.counters.batches_created);
+    tracing::info!(batch = %id, dataset = %dataset_id, "batch created");
+    let row = state
+        .store
+        .batch(&id)
+        .await?
+        .ok_or_else(|| ApiError::internal("the batch just created is missing"))?;
+    Ok((StatusCode::CREATED, axum::Json(batch_json(&row))).into_response())
+}
+
+fn normalize_input_format(v: Option<&Value>) -> ApiResult<Map<String, Value>> {
+    let Some(Value::Object(obj)) = v else {
+        return Err(ApiError::bad_request(
+            "inputFormat is required: {\"format\": \"json\" | \"csv\" | \"parquet\"}",
+        ));
+    };
+    let format = obj
+        .get("format")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::bad_request("inputFormat.format is required (a string)"))?
+        .to_ascii_lowercase();
+    if !matches!(format.as_str(), "json" | "csv" | "parquet") {
+        return Err(ApiError::bad_request(format!(
+            "inputFormat.format {format:?} is not supported: use json, csv or parquet"
+        )));
+    }
+    let mut out = Map::new();
+    out.insert("format".into(), Value::String(format.clone()));
+    match obj.get("isMultiLineJson") {
+        None | Some(Value::Null) => {}
+        Some(Value::Bool(b)) => {
+            out.insert("isMultiLineJson".into(), Value::Bool(*b));
+        }
+        Some(_) => return Err(ApiError::bad_request("inputFormat.isMultiLineJson must be a boolean")),
+    }
+    for key in ["delimiter", "quote", "escape"] {
+        match obj.get(key) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) if s.len() == 1 && s.is_ascii() => {
+                out.insert(key.into(), Value::String(s.clone()));
+            }
+            Some(_) => {
+                return Err(ApiError::bad_request(format!(
+                    "inputFormat.{key} must be a single ASCII character"
+                )));
+            }
+        }
+    }
+    match obj.get("charset") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) => {
+            let norm = s.to_ascii_lowercase().replace(['-', '_'], "");
+            if !matches!(norm.as_str(), "utf8" | "usascii" | "ascii") {
+                return Err(ApiError::bad_request(format!(
+                    "inputFormat.charset {s:?} is not supported by the emulator: use UTF-8"
+                )));
+            }
+            out.insert("charset".into(), Value::String(s.clone()));
+        }
+        Some(_) => return Err(ApiError::bad_request("inputFormat.charset must be a string")),
+    }
+    match obj.get("header") {
+        None | Some(Value::Null) => {}
+        Some(Value::Bool(b)) => {
+            out.insert("header".into(), Value::Bool(*b));
+        }
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") => {
+            out.insert("header".into(), Value::Bool(s.eq_ignore_ascii_case("true")));
+        }
+        Some(_) => return Err(ApiError::bad_request("inputFormat.header must be a boolean")),
+    }
+    Ok(out)
+}
+
+fn validate_tags(v: &Value) -> ApiResult<Map<String, Value>> {
+    let Value::Object(map) = v else {
+        return Err(ApiError::bad_request(
+            "tags must be an object of arrays of strings, e.g. {\"key\": [\"value\"]}",
+        ));
+    };
+    for (k, v) in map {
+        let ok = matches!(v, Value::Array(items) if items.iter().all(Value::is_string));
+        if !ok {
+            return Err(ApiError::bad_request(format!(
+                "tags.{k} must be an array of strings"
+            )));
+        }
+    }
+    Ok(map.clone())
+}
+
+async fn validate_replay(state: &AppState, v: &Value, dataset_id: &str) -> ApiResult<Value> {
+    let Value::Object(obj) = v else {
+        return Err(ApiError::bad_request(
+            "replay must be an object {\"predecessors\": [\"$batchId\"], \"reason\": \"replace\"}",
+        ));
+    };
+    let preds = obj
+        .get("predecessors")
+        .and_then(Value::as_array)
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| {
+            ApiError::bad_request("replay.predecessors must be a non-empty array of batch ids")
+        })?;
+    let mut ids = Vec::new();
+    for p in preds {
+        let raw = p
+            .as_str()
+            .ok_or_else(|| ApiError::bad_request("replay.predecessors must hold strings"))?;
+        let id = raw.strip_prefix('$').unwrap_or(raw);
+        let Some(pred) = state.store.batch(id).await? else {
+            return Err(ApiError::bad_request(format!(
+                "replay predecessor {raw} does not exist: a replay can only replace existing batches"
+            )));
+        };
+        if pred.dataset_id != dataset_id {
+            return Err(ApiError::bad_request(format!(
+                "replay predecessor {id} belongs to dataset {} but the new batch is for dataset {dataset_id}: \
+                 a replay must stay in the same dataset",
+                pred.dataset_id
+            )));
+        }
+        if !ids.contains(&id.to_owned()) {
+            ids.push(id.to_owned());
+        }
+    }
+    let reason = match obj.get("reason") {
+        None | Some(Value::Null) => "replace".to_owned(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(ApiError::bad_request("replay.reason must be a string")),
+    };
+    Ok(json!({"predecessors": ids, "reason": reason}))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared checks of the file endpoints
+
+struct Target {
+    batch_id: String,
+    dataset_id: String,
+    path: String,
+}
+
+/// Parses `/data/foundation/import/batches/{batch}/datasets/{dataset}/files/{path...}` from the
+/// raw URI and percent-decodes each part (so encoded slashes or dots are checked like plain
+/// ones).
+fn file_target(uri: &Uri) -> ApiResult<Target> {
+    let raw = uri.path();
+    let rest = raw
+        .strip_prefix("/data/foundation/import/batches/")
+        .ok_or_else(|| ApiError::not_found("no such endpoint"))?;
+    let mut it = rest.splitn(5, '/');
+    let (Some(batch), Some("datasets"), Some(dataset), Some("files"), Some(path)) =
+        (it.next(), it.next(), it.next(), it.next(), it.next())
+    else {
+        return Err(ApiError::not_found(
+            "expected /batches/{batchId}/datasets/{datasetId}/files/{filePath}",
+        ));
+    };
+    let decode = |s: &str, what: &str| -> ApiResult<String> {
+        let bytes: Vec<u8> = percent_encoding::percent_decode_str(s).collect();
+        String::from_utf8(bytes).map_err(|_| {
+            ApiError::bad_request(format!("the {what} in the URL is not valid UTF-8 once percent-decoded"))
+        })
+    };
+    let path = decode(path, "file path")?;
+    validate_file_path(&path).map_err(ApiError::bad_request)?;
+    Ok(Target {
+        batch_id: decode(batch, "batch id")?,
+        dataset_id: decode(dataset, "dataset id")?,
+        path,
+    })
+}
+
+/// The batch of a file endpoint: exists (404), belongs to the dataset of the URL (400).
+async fn target_batch(state: &AppState, t: &Target) -> ApiResult<BatchRow> {
+    let batch = state
+        .store
+        .batch(&t.batch_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("batch {} does not exist", t.batch_id)))?;
+    if batch.dataset_id != t.dataset_id {
+        return Err(ApiError::bad_request(format!(
+            "the URL names dataset {} but batch {} belongs to dataset {}",
+            t.dataset_id, batch.id, batch.dataset_id
+        )));
+    }
+    Ok(batch)
+}
+
+fn require_loading(batch: &BatchRow) -> ApiResult<()> {
+    if batch.status != LOADING {
+        return Err(ApiError::bad_request(format!(
+            "batch {} is {}: files can only be uploaded while the batch is loading",
+            batch.id, batch.status
+        )));
+    }
+    Ok(())
+}
+
+async fn loading_batch(state: &AppState, t: &Target) -> ApiResult<BatchRow> {
+    let batch = target_batch(state, t).await?;
+    require_loading(&batch)?;
+    Ok(batch)
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn action_of(uri: &Uri) -> Option<String> {
+    uri.query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        k.eq_ignore_ascii_case("action").then(|| v.to_ascii_uppercase())
+    })
+}
+
+async fn count_other_files(state: &AppState, batch_id: &str, path: &str) -> ApiResult<(u64, u64)> {
+    let (n, bytes): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files WHERE batch_id = ? AND path != ?",
+    )
+    .bind(batch_id)
+    .bind(path)
+    .fetch_one(&state.store.pool)
+    .await?;
+    Ok((n as u64, bytes as u64))
+}
+
+fn check_file_count(state: &AppState, batch_id: &str, others: u64) -> ApiResult<()> {
+    let max = state.config.limits.max_files_per_batch;
+    if others + 1 > max {
+        return Err(ApiError::bad_request(format!(
+            "batch {batch_id} already has {others} files: at most {max} files per batch; put the rest in another batch"
+        )));
+    }
+    Ok(())
+}
+
+fn check_batch_bytes(state: &AppState, batch_id: &str, others: u64, this: u64) -> ApiResult<()> {
+    let max = state.config.limits.max_batch_bytes;
+    if others.saturating_add(this) > max {
+        return Err(ApiError::bad_request(format!(
+            "batch {batch_id} would hold {} bytes: at most {max} bytes per batch; put the rest in another batch",
+            others.saturating_add(this)
+        )));
+    }
+    Ok(())
+}
+
+fn receive_error(e: ReceiveError, what: &str) -> ApiError {
+    match e {
+        ReceiveError::TooLarge { limit } => ApiError::too_large(format!(
+            "{what} is larger than {limit} bytes: use the large-file calls (INITIALIZE, PATCH chunks, COMPLETE)"
+        )),
+        ReceiveError::Length { expected, got } => ApiError::bad_request(format!(
+            "{what}: the body has {}{got} bytes but {expected} were announced",
+            if got > expected { "at least " } else { "" }
+        )),
+        ReceiveError::Client(msg) => {
+            ApiError::bad_request(format!("{what}: the request body could not be read: {msg}"))
+        }
+        ReceiveError::Disk(e) => ApiError::internal(format!("{what}: cannot store the body: {e}")),
+    }
+}
+
+async fn remove_parts(state: &AppState, file_id: &str) -> ApiResult<()> {
+    sqlx::query("DELETE FROM chunks WHERE file_id = ?")
+        .bind(file_id)
+        .execute(&state.store.pool)
+        .await?;
+    let dir = state.store.parts_dir(file_id);
+    if let Err(e) = tokio::fs::remove_dir_all(&dir).await
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot remove chunk parts");
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// E2: PUT a whole file
+
+pub async fn put_file(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let t = file_target(&uri)?;
+    let limit = state.config.limits.max_put_bytes;
+    let declared = content_length(&headers);
+    if let Some(n) = declared
+        && n > limit
+    {
+        return Err(ApiError::too_large(format!(
+            "file {} is {n} bytes: a single PUT takes at most {limit} bytes; use the large-file calls (INITIALIZE, PATCH chunks, COMPLETE)",
+            t.path
+        )));
+    }
+    loading_batch(&state, &t).await?;
+    let (others, other_bytes) = count_other_files(&state, &t.batch_id, &t.path).await?;
+    let existing = state.store.file(&t.batch_id, &t.path).await?;
+    if existing.is_none() {
+        check_file_count(&state, &t.batch_id, others)?;
+    }
+    check_batch_bytes(&state, &t.batch_id, other_bytes, declared.unwrap_or(0))?;
+
+    let tmp = state.store.tmp_path();
+    let got = receive_to_file(body, &tmp, limit, declared, false)
+        .await
+        .map_err(|e| receive_error(e, &format!("file {}", t.path)))?;
+
+    let lock = state.batch_lock(&t.batch_id);
+    let _guard = lock.lock().await;
+    let result = commit_put(&state, &t, &tmp, got.len).await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    let created = result?;
+    bump(&state.counters.puts);
+    state
+        .counters
+        .bytes_received
+        .fetch_add(got.len, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(batch = %t.batch_id, path = %t.path, bytes = got.len, created, "file stored");
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(status.into_response())
+}
+
+/// Under the batch lock: re-checks, renames the temp file into place, records it. Returns
+/// whether the file is new.
+async fn commit_put(state: &AppState, t: &Target, tmp: &PathBuf, len: u64) -> ApiResult<bool> {
+    loading_batch(state, t).await?;
+    let (others, other_bytes) = count_other_files(state, &t.batch_id, &t.path).await?;
+    let existing = state.store.file(&t.batch_id, &t.path).await?;
+    if existing.is_none() {
+        check_file_count(state, &t.batch_id, others)?;
+    }
+    check_batch_bytes(state, &t.batch_id, other_bytes, len)?;
+    let file_id = existing
+        .as_ref()
+        .map(|f| f.id.clone())
+        .unwrap_or_else(|| ulid::Ulid::new().to_string());
+    tokio::fs::create_dir_all(state.store.batch_dir(&t.batch_id)).await?;
+    tokio::fs::rename(tmp, state.store.file_path(&t.batch_id, &file_id)).await?;
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO files (id, batch_id, path, kind, state, size, created, updated)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (batch_id, path) DO UPDATE SET kind = excluded.kind, state = excluded.state,
+             size = excluded.size, updated = excluded.updated",
+    )
+    .bind(&file_id)
+    .bind(&t.batch_id)
+    .bind(&t.path)
+    .bind(KIND_PUT)
+    .bind(FILE_COMPLETE)
+    .bind(len as i64)
+    .bind(now)
+    .bind(now)
+    .execute(&state.store.pool)
+    .await?;
+    if let Some(f) = &existing
+        && f.kind == KIND_LARGE
+    {
+        remove_parts(state, &f.id).await?;
+    }
+    Ok(existing.is_none())
+}
+
+// ---------------------------------------------------------------------------------------------
+// E3 / E3b: INITIALIZE and COMPLETE a large file
+
+pub async fn post_file(State(state): State<Arc<AppState>>, uri: Uri) -> ApiResult<Response> {
+    let t = file_target(&uri)?;
+    match action_of(&uri).as_deref() {
+        Some("INITIALIZE") => initialize_file(&state, &t).await,
+        Some("COMPLETE") => complete_file(&state, &t).await,
+        other => Err(ApiError::bad_request(format!(
+            "action {:?} is not supported on a file: use ?action=INITIALIZE or ?action=COMPLETE",
+            other.unwrap_or("")
+        ))),
+    }
+}
+
+async fn initialize_file(state: &AppState, t: &Target) -> ApiResult<Response> {
+    loading_batch(state, t).await?;
+    let lock = state.batch_lock(&t.batch_id);
+    let _guard = lock.lock().await;
+    loading_batch(state, t).await?;
+    let now = now_ms();
+    match state.store.file(&t.batch_id, &t.path).await? {
+        None => {
+            let (others, _) = count_other_files(state, &t.batch_id, &t.path).await?;
+            check_file_count(state, &t.batch_id, others)?;
+            sqlx::query(
+                "INSERT INTO files (id, batch_id, path, kind, state, size, created, updated)
+                 VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
+            )
+            .bind(ulid::Ulid::new().to_string())
+            .bind(&t.batch_id)
+            .bind(&t.path)
+            .bind(KIND_LARGE)
+            .bind(FILE_UPLOADING)
+            .bind(now)
+            .bind(now)
+            .execute(&state.store.pool)
+            .await?;
+            tracing::info!(batch = %t.batch_id, path = %t.path, "large file initialized");
+        }
+        Some(f) if f.kind == KIND_LARGE && f.state == FILE_UPLOADING => {
+            // Idempotent: a client that re-initializes after a crash keeps what arrived.
+        }
+        Some(f) => {
+            // A finished file is replaced by a new upload (like PUT replaces).
+            sqlx::query(
+                "UPDATE files SET kind = ?, state = ?, size = 0, updated = ? WHERE id = ?",
+            )
+            .bind(KIND_LARGE)
+            .bind(FILE_UPLOADING)
+            .bind(now)
+            .bind(&f.id)
+            .execute(&state.store.pool)
+            .await?;
+            let _ = tokio::fs::remove_file(state.store.file_path(&t.batch_id, &f.id)).await;
+            tracing::info!(batch = %t.batch_id, path = %t.path, "finished file re-initialized as a new large upload");
+        }
+    }
+    Ok(StatusCode::CREATED.into_response())
+}
+
+async fn large_file(state: &AppState, t: &Target, verb: &str) -> ApiResult<FileRow> {
+    let Some(f) = state.store.file(&t.batch_id, &t.path).await? else {
+        return Err(ApiError::bad_request(format!(
+            "file {} of batch {} was not initialized: POST .../files/{}?action=INITIALIZE before {verb}",
+            t.path, t.batch_id, t.path
+        )));
+    };
+    Ok(f)
+}
+
+async fn complete_file(state: &AppState, t: &Target) -> ApiResult<Response> {
+    loading_batch(state, t).await?;
+    let lock = state.batch_lock(&t.batch_id);
+    let _guard = lock.lock().await;
+    loading_batch(state, t).await?;
+    let f = large_file(state, t, "COMPLETE").await?;
+    if f.state == FILE_COMPLETE {
+        return Ok(StatusCode::CREATED.into_response());
+    }
+    let chunks = state.store.chunks_of(&f.id).await?;
+    if chunks.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "file {} of batch {}: no chunk has arrived; PATCH the chunks before COMPLETE",
+            t.path, t.batch_id
+        )));
+    }
+    let plan = plan_assembly(&chunks).map_err(|e| {
+        ApiError::bad_request(format!("file {} of batch {}: {e}", t.path, t.batch_id))
+    })?;
+    let (_, other_bytes) = count_other_files(state, &t.batch_id, &t.path).await?;
+    check_batch_bytes(state, &t.batch_id, other_bytes, plan.total)?;
+
+    let parts: Vec<(ChunkRow, PathBuf)> = chunks
+        .iter()
+        .map(|c| (c.clone(), state.store.part_path(&f.id, c.seq)))
+        .collect();
+    let tmp = state.store.tmp_path();
+    let tmp2 = tmp.clone();
+    let assembled = tokio::task::spawn_blocking(move || assemble(&parts, &tmp2))
+        .await
+        .map_err(|e| ApiError::internal(format!("assembly task failed: {e}")))?;
+    if let Err(e) = assembled {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(match e {
+            AssembleError::Conflict(msg) => ApiError::bad_request(format!(
+                "file {} of batch {}: {msg}; re-send the right bytes for that range",
+                t.path, t.batch_id
+            )),
+            AssembleError::Io(e) => ApiError::from(e),
+        });
+    }
+    tokio::fs::create_dir_all(state.store.batch_dir(&t.batch_id)).await?;
+    tokio::fs::rename(&tmp, state.store.file_path(&t.batch_id, &f.id)).await?;
+    sqlx::query("UPDATE files SET state = ?, size = ?, updated = ? WHERE id = ?")
+        .bind(FILE_COMPLETE)
+        .bind(plan.total as i64)
+        .bind(now_ms())
+        .bind(&f.id)
+        .execute(&state.store.pool)
+        .await?;
+    remove_parts(state, &f.id).await?;
+    tracing::info!(batch = %t.batch_id, path = %t.path, bytes = plan.total, "large file completed");
+    Ok(StatusCode::CREATED.into_response())
+}
+
+struct Plan {
+    total: u64,
+}
+
+/// Checks that the chunks cover `0..total` without gaps and agree on the total.
+fn plan_assembly(chunks: &[ChunkRow]) -> Result<Plan, String> {
+    let mut declared: Option<u64> = None;
+    for c in chunks {
+        if let Some(t) = c.total {
+            match declared {
+                Some(d) if d != t as u64 => {
+                    return Err(format!(
+                        "chunks disagree on the total size ({d} and {t} bytes)"
+                    ));
+                }
+                _ => declared = Some(t as u64),
+            }
+        }
+    }
+    let mut next = 0u64;
+    for c in chunks {
+        let (s, e) = (c.start as u64, c.end_incl as u64);
+        if s > next {
+            return Err(format!(
+                "bytes {next}-{} are missing (a gap before the chunk {s}-{e}); PATCH them before COMPLETE",
+                s - 1
+            ));
+        }
+        next = next.max(e + 1);
+    }
+    if let Some(total) = declared
+        && next < total
+    {
+        return Err(format!(
+            "bytes {next}-{} of {total} are missing; PATCH them before COMPLETE",
+            total - 1
+        ));
+    }
+    Ok(Plan { total: next })
+}
+
+enum AssembleError {
+    Conflict(String),
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for AssembleError {
+    fn from(e: std::io::Error) -> Self {
+        AssembleError::Io(e)
+    }
+}
+
+/// Concatenates the parts (sorted by start) into `dest`, checking that overlapping bytes agree.
+fn assemble(parts: &[(ChunkRow, PathBuf)], dest: &std::path::Path) -> Result<(), AssembleError> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut out = std::fs::File::create(dest)?;
+    let mut next = 0u64; // first byte not yet written
+    let mut prev: Option<&(ChunkRow, PathBuf)> = None;
+    for part in parts {
+        let (c, path) = part;
+        let (s, e) = (c.start as u64, c.end_incl as u64);
+        // Overlap with what is already written: compare it.
+        if s < next {
+            let overlap_end = e.min(next - 1);
+            let mut mine = std::fs::File::open(path)?;
+            let mut written = std::fs::File::open(dest)?;
+            written.seek(SeekFrom::Start(s))?;
+            if !same_bytes(&mut mine, &mut written, overlap_end - s + 1)? {
+                let other = prev
+                    .map(|(p, _)| format!("{}-{}", p.start, p.end_incl))
+                    .unwrap_or_default();
+                return Err(AssembleError::Conflict(format!(
+                    "chunk {s}-{e} overlaps chunk {other} with different bytes (a conflicting overlap)"
+                )));
+            }
+        }
+        if e + 1 > next {
+            let mut src = std::fs::File::open(path)?;
+            let skip = next.saturating_sub(s);
+            src.seek(SeekFrom::Start(skip))?;
+            out.seek(SeekFrom::Start(s + skip))?;
+            let n = std::io::copy(&mut (&mut src).take(e + 1 - (s + skip)), &mut out)?;
+            if n != e + 1 - (s + skip) {
+                return Err(AssembleError::Io(std::io::Error::other(format!(
+                    "chunk part {} is shorter than its range",
+                    path.display()
+                ))));
+            }
+            next = e + 1;
+        }
+        prev = Some(part);
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn same_bytes(a: &mut impl std::io::Read, b: &mut impl std::io::Read, mut n: u64) -> std::io::Result<bool> {
+    let mut ba = vec![0u8; 64 * 1024];
+    let mut bb = vec![0u8; 64 * 1024];
+    while n > 0 {
+        let k = n.min(ba.len() as u64) as usize;
+        a.read_exact(&mut ba[..k])?;
+        b.read_exact(&mut bb[..k])?;
+        if ba[..k] != bb[..k] {
+            return Ok(false);
+        }
+        n -= k as u64;
+    }
+    Ok(true)
+}
+
+// ---------------------------------------------------------------------------------------------
+// E4: PATCH one chunk
+
+pub async fn patch_file(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let t = file_target(&uri)?;
+    let range = headers
+        .get(header::CONTENT_RANGE)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "PATCH of file {} needs a Content-Range header: bytes START-END/TOTAL (END inclusive)",
+                t.path
+            ))
+        })?
+        .to_str()
+        .map_err(|_| ApiError::bad_request("Content-Range is not ASCII"))?;
+    let (start, end, total) = parse_content_range(range).map_err(ApiError::bad_request)?;
+    let len = end - start + 1;
+    let max = state.config.limits.max_chunk_bytes;
+    if len > max {
+        return Err(ApiError::too_large(format!(
+            "chunk {start}-{end} of file {} is {len} bytes: each PATCH takes at most {max} bytes",
+            t.path
+        )));
+    }
+    if let Some(cl) = content_length(&headers)
+        && cl != len
+    {
+        return Err(ApiError::bad_request(format!(
+            "Content-Length {cl} does not match Content-Range {range} ({len} bytes)"
+        )));
+    }
+    loading_batch(&state, &t).await?;
+    let f = large_file(&state, &t, "PATCH").await?;
+    check_patchable(&t, &f)?;
+    check_total(&state, &f, total).await?;
+
+    let tmp = state.store.tmp_path();
+    let got = receive_to_file(body, &tmp, max, Some(len), true)
+        .await
+        .map_err(|e| receive_error(e, &format!("chunk {start}-{end} of file {}", t.path)))?;
+    let sha = got.sha256.unwrap_or_default();
+
+    let lock = state.batch_lock(&t.batch_id);
+    let guard = lock.lock().await;
+    let result = commit_chunk(&state, &t, &tmp, start, end, total, &sha).await;
+    drop(guard);
+    let _ = tokio::fs::remove_file(&tmp).await;
+    let duplicate = result?;
+    bump(&state.counters.chunks_received);
+    state
+        .counters
+        .bytes_received
+        .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+    if duplicate {
+        bump(&state.counters.duplicate_acknowledged_chunks);
+    }
+    tracing::info!(batch = %t.batch_id, path = %t.path, start, end, duplicate, "chunk received");
+    Ok((
+        StatusCode::OK,
+        axum::Json(json!({"name": t.path, "sizeInBytes": len})),
+    )
+        .into_response())
+}
+
+fn check_patchable(t: &Target, f: &FileRow) -> ApiResult<()> {
+    if f.kind != KIND_LARGE || f.state != FILE_UPLOADING {
+        return Err(ApiError::bad_request(format!(
+            "file {} of batch {} is already complete: INITIALIZE it again to upload a new version",
+            t.path, t.batch_id
+        )));
+    }
+    Ok(())
+}
+
+async fn check_total(state: &AppState, f: &FileRow, total: Option<u64>) -> ApiResult<()> {
+    let Some(total) = total else { return Ok(()) };
+    let known: Option<(i64,)> = sqlx::query_as(
+        "SELECT total FROM chunks WHERE file_id = ? AND total IS NOT NULL AND total != ? LIMIT 1",
+    )
+    .bind(&f.id)
+    .bind(total as i64)
+    .fetch_optional(&state.store.pool)
+    .await?;
+    if let Some((other,)) = known {
+        return Err(ApiError::bad_request(format!(
+            "file {}: Content-Range announces a total of {total} bytes but earlier chunks announced {other}",
+            f.path
+        )));
+    }
+    Ok(())
+}
+
+/// Under the batch lock: records the chunk, unless its whole range already arrived with the same
+/// bytes (returns true then, and nothing changes).
+async fn commit_chunk(
+    state: &AppState,
+    t: &Target,
+    tmp: &PathBuf,
+    start: u64,
+    end: u64,
+    total: Option<u64>,
+    sha: &str,
+) -> ApiResult<bool> {
+    loading_batch(state, t).await?;
+    let f = large_file(state, t, "PATCH").await?;
+    check_patchable(t, &f)?;
+    check_total(state, &f, total).await?;
+    let chunks = state.store.chunks_of(&f.id).await?;
+    if covered(&chunks, start, end) {
+        let exact = chunks
+            .iter()
+            .any(|c| c.start as u64 == start && c.end_incl as u64 == end && c.sha256 == sha);
+        let same = exact || {
+            let parts: Vec<(ChunkRow, PathBuf)> = chunks
+                .iter()
+                .map(|c| (c.clone(), state.store.part_path(&f.id, c.seq)))
+                .collect();
+            let tmp = tmp.clone();
+            tokio::task::spawn_blocking(move || range_matches(&tmp, start, end, &parts))
+                .await
+                .map_err(|e| ApiError::internal(format!("compare task failed: {e}")))??
+        };
+        if same {
+            return Ok(true);
+        }
+    }
+    let seq = chunks.iter().map(|c| c.seq).max().unwrap_or(0) + 1;
+    tokio::fs::create_dir_all(state.store.parts_dir(&f.id)).await?;
+    tokio::fs::rename(tmp, state.store.part_path(&f.id, seq)).await?;
+    sqlx::query(
+        "INSERT INTO chunks (file_id, seq, start, end_incl, total, sha256) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&f.id)
+    .bind(seq)
+    .bind(start as i64)
+    .bind(end as i64)
+    .bind(total.map(|t| t as i64))
+    .bind(sha)
+    .execute(&state.store.pool)
+    .await?;
+    sqlx::query("UPDATE files SET updated = ? WHERE id = ?")
+        .bind(now_ms())
+        .bind(&f.id)
+        .execute(&state.store.pool)
+        .await?;
+    Ok(false)
+}
+
+/// Whether `start..=end` lies wholly inside what the chunks cover.
+fn covered(chunks: &[ChunkRow], start: u64, end: u64) -> bool {
+    let mut pos = start;
+    // chunks are sorted by start
+    loop {
+        let next = chunks
+            .iter()
+            .filter(|c| c.start as u64 <= pos && c.end_incl as u64 >= pos)
+            .map(|c| c.end_incl as u64)
+            .max();
+        match next {
+            Some(e) if e >= end => return true,
+            Some(e) => pos = e + 1,
+            None => return false,
+        }
+    }
+}
+
+/// Whether the new chunk in `tmp` (covering start..=end) has the same bytes as the stored parts.
+fn range_matches(
+    tmp: &std::path::Path,
+    start: u64,
+    end: u64,
+    parts: &[(ChunkRow, PathBuf)],
+) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut pos = start;
+    while pos <= end {
+        let Some((c, path)) = parts
+            .iter()
+            .filter(|(c, _)| c.start as u64 <= pos && c.end_incl as u64 >= pos)
+            .max_by_key(|(c, _)| c.end_incl)
+        else {
+            return Ok(false);
+        };
+        let upto = (c.end_incl as u64).min(end);
+        let mut mine = std::fs::File::open(tmp)?;
+        mine.seek(SeekFrom::Start(pos - start))?;
+        let mut theirs = std::fs::File::open(path)?;
+        theirs.seek(SeekFrom::Start(pos - c.start as u64))?;
+        if !same_bytes(&mut (&mut mine).take(u64::MAX), &mut theirs, upto - pos + 1)? {
+            return Ok(false);
+        }
+        pos = upto + 1;
+    }
+    Ok(true)
+}
+
+// ---------------------------------------------------------------------------------------------
+// E5: HEAD — which bytes arrived
+
+pub async fn head_file(State(state): State<Arc<AppState>>, uri: Uri) -> ApiResult<Response> {
+    let t = file_target(&uri)?;
+    target_batch(&state, &t).await?;
+    let f = state.store.file(&t.batch_id, &t.path).await?.ok_or_else(|| {
+        ApiError::not_found(format!("file {} of batch {} does not exist", t.path, t.batch_id))
+    })?;
+    let prefix = if f.state == FILE_COMPLETE {
+        f.size as u64
+    } else {
+        let chunks = state.store.chunks_of(&f.id).await?;
+        contiguous_prefix(&chunks)
+    };
+    let mut resp = StatusCode::OK.into_response();
+    if prefix > 0 {
+        resp.headers_mut().insert(
+            header::RANGE,
+            HeaderValue::from_str(&format!("bytes=0-{}", prefix - 1)).expect("ascii"),
+        );
+    }
+    Ok(resp)
+}
+
+/// Length of the received prefix `0..n` (chunks sorted by start).
+pub fn contiguous_prefix(chunks: &[ChunkRow]) -> u64 {
+    let mut next = 0u64;
+    for c in chunks {
+        if c.start as u64 > next {
+            break;
+        }
+        next = next.max(c.end_incl as u64 + 1);
+    }
+    next
+}
+
+// ---------------------------------------------------------------------------------------------
+// E7: batch actions
+
+pub async fn batch_action(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path(batch_id): axum::extract::Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let action = q
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("action"))
+        .map(|(_, v)| v.to_ascii_uppercase())
+        .unwrap_or_default();
+    if !matches!(action.as_str(), "COMPLETE" | "ABORT" | "REVERT" | "FAIL") {
+        return Err(ApiError::bad_request(format!(
+            "action {action:?} is not supported: use ?action=COMPLETE, ABORT, REVERT or FAIL"
+        )));
+    }
+    let lock = state.batch_lock(&batch_id);
+    let _guard = lock.lock().await;
+    let batch = state
+        .store
+        .batch(&batch_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("batch {batch_id} does not exist")))?;
+    let status = batch.status.as_str();
+    let refuse = |rule: &str| {
+        Err(ApiError::bad_request(format!(
+            "batch {batch_id} is {status}: {rule}"
+        )))
+    };
+    match action.as_str() {
+        "COMPLETE" => match status {
+            LOADING => {
+                let files = state.store.files_of(&batch_id).await?;
+                if files.is_empty() {
+                    return refuse("COMPLETE needs at least one uploaded file");
+                }
+                if let Some(f) = files.iter().find(|f| f.state == FILE_UPLOADING) {
+                    return Err(ApiError::bad_request(format!(
+                        "batch {batch_id}: large file {} was initialized but not completed; \
+                         POST .../files/{}?action=COMPLETE (or PUT it) before completing the batch",
+                        f.path, f.path
+                    )));
+                }
+                if state.store.transition(&batch_id, &[LOADING], STAGING).await? {
+                    bump(&state.counters.batches_completed);
+                    tracing::info!(batch = %batch_id, files = files.len(), "batch completed; processing queued");
+                    let _ = state.work_tx.send(batch_id.clone());
+                }
+            }
+            STAGING | PROCESSING | SUCCESS | FAILED | INACTIVE | DELETED => {}
+            _ => return refuse("a batch that was aborted or abandoned cannot be completed"),
+        },
+        "ABORT" => match status {
+            LOADING | STAGING | PROCESSING => {
+                sqlx::query(
+                    "UPDATE batches SET status = ?, updated = ?, completed = ? WHERE id = ?",
+                )
+                .bind(ABORTED)
+                .bind(now_ms())
+                .bind(now_ms())
+                .bind(&batch_id)
+                .execute(&state.store.pool)
+                .await?;
+                discard_batch_files(&state, &batch_id).await;
+                tracing::info!(batch = %batch_id, "batch aborted");
+            }
+            ABORTED => {}
+            _ => {
+                return refuse(
+                    "ABORT is only allowed while a batch is loading or processing, not once it is \
+                     success or failed; use REVERT to remove a successful batch",
+                );
+            }
+        },
+        "REVERT" => match status {
+            SUCCESS => {
+                let due = now_ms() + state.config.revert_gc_delay_ms as i64;
+                sqlx::query(
+                    "UPDATE batches SET status = ?, updated = ?, gc_due = ? WHERE id = ? AND status = ?",
+                )
+                .bind(INACTIVE)
+                .bind(now_ms())
+                .bind(due)
+                .bind(&batch_id)
+                .bind(SUCCESS)
+                .execute(&state.store.pool)
+                .await?;
+                tracing::info!(batch = %batch_id, "batch reverted (inactive)");
+            }
+            INACTIVE | DELETED => {}
+            _ => return refuse("only a successful batch can be reverted"),
+        },
+        _ /* FAIL */ => match status {
+            LOADING => {
+                sqlx::query(
+                    "UPDATE batches SET status = ?, updated = ?, completed = ? WHERE id = ? AND status = ?",
+                )
+                .bind(FAILED)
+                .bind(now_ms())
+                .bind(now_ms())
+                .bind(&batch_id)
+                .bind(LOADING)
+                .execute(&state.store.pool)
+                .await?;
+                tracing::info!(batch = %batch_id, "batch failed by the client");
+            }
+            FAILED => {}
+            _ => return refuse("FAIL is only allowed while a batch is loading"),
+        },
+    }
+    Ok(StatusCode::OK.into_response())
+}
+
+/// Removes the stored content of a batch (aborted or deleted); metadata stays.
+pub async fn discard_batch_files(state: &AppState, batch_id: &str) {
+    if let Ok(files) = state.store.files_of(batch_id).await {
+        for f in files {
+            let _ = remove_parts(state, &f.id).await;
+        }
+    }
+    let dir = state.store.batch_dir(batch_id);
+    if let Err(e) = tokio::fs::remove_dir_all(&dir).await
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot remove batch files");
+    }
+}

@@ -1,0 +1,138 @@
+//! A TCP listener whose connections can be cut from inside a request (the `connection_reset`
+//! fault): once killed, the socket answers every read and write with an error, so hyper drops
+//! the connection without sending a response, and the close is a TCP reset.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::extract::connect_info::Connected;
+use axum::serve::{IncomingStream, Listener};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+
+pub struct KillableListener {
+    pub inner: TcpListener,
+}
+
+impl Listener for KillableListener {
+    type Io = KillableStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.inner.accept().await {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    return (
+                        KillableStream {
+                            inner: stream,
+                            kill: Arc::new(AtomicBool::new(false)),
+                            lingered: false,
+                        },
+                        addr,
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "emulator accept failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+pub struct KillableStream {
+    inner: TcpStream,
+    kill: Arc<AtomicBool>,
+    lingered: bool,
+}
+
+impl KillableStream {
+    fn check(&mut self) -> io::Result<()> {
+        if self.kill.load(Ordering::Acquire) {
+            if !self.lingered {
+                self.lingered = true;
+                // Linger 0: closing sends RST instead of FIN, like a crashed peer.
+                #[allow(deprecated)]
+                let _ = self.inner.set_linger(Some(Duration::ZERO));
+            }
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "connection reset by fault injection",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl AsyncRead for KillableStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if let Err(e) = self.check() {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for KillableStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if let Err(e) = self.check() {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Err(e) = self.check() {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Err(e) = self.check() {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Per-connection handle, available to handlers as `ConnectInfo<ConnHandle>`.
+#[derive(Clone, Debug)]
+pub struct ConnHandle {
+    kill: Arc<AtomicBool>,
+    pub remote: SocketAddr,
+}
+
+impl ConnHandle {
+    /// Cuts the connection: no response will be sent.
+    pub fn reset(&self) {
+        self.kill.store(true, Ordering::Release);
+    }
+}
+
+impl Connected<IncomingStream<'_, KillableListener>> for ConnHandle {
+    fn connect_info(stream: IncomingStream<'_, KillableListener>) -> Self {
+        ConnHandle {
+            kill: stream.io().kill.clone(),
+            remote: *stream.remote_addr(),
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Request-body plumbing for uploads: file-path validation, `Content-Range` parsing and
+//! streaming a body to a temp file (never holding it whole in memory).
+
+use std::path::Path;
+
+use axum::body::Body;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+/// Checks a client's file path (already percent-decoded). Sub-folders are allowed; the path is
+/// only metadata (files are stored by id), but it is still held to the platform's rules.
+pub fn validate_file_path(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("the file path is empty".into());
+    }
+    if path.starts_with('/') {
+        return Err(format!("file path {path:?} is absolute; give a relative path"));
+    }
+    if path.len() > 1024 {
+        return Err(format!(
+            "file path is {} bytes long; the limit is 1024",
+            path.len()
+        ));
+    }
+    for seg in path.split('/') {
+        if seg.is_empty() {
+            return Err(format!("file path {path:?} has an empty segment (`//` or a trailing `/`)"));
+        }
+        if seg == "." || seg == ".." {
+            return Err(format!("file path {path:?} has a {seg:?} segment; such paths are refused"));
+        }
+        if seg.len() > 255 {
+            return Err(format!(
+                "file path {path:?} has a component of {} bytes; the limit is 255",
+                seg.len()
+            ));
+        }
+        if let Some(c) = seg.chars().find(|c| c.is_control()) {
+            return Err(format!(
+                "file path {path:?} contains the control character {c:?}"
+            ));
+        }
+        if seg.contains('\\') {
+            return Err(format!("file path {path:?} contains a backslash"));
+        }
+    }
+    Ok(())
+}
+
+/// Parses `bytes S-E/T`, `bytes S-E/*` or `bytes S-E` (end inclusive).
+pub fn parse_content_range(value: &str) -> Result<(u64, u64, Option<u64>), String> {
+    let bad = || {
+        format!(
+            "Content-Range {value:?} is not of the form `bytes START-END/TOTAL` (END inclusive)"
+        )
+    };
+    let rest = value.trim();
+    let rest = rest
+        .strip_prefix("bytes")
+        .ok_or_else(bad)?
+        .trim_start_matches([' ', '=']);
+    let (range, total) = match rest.split_once('/') {
+        Some((r, "*")) => (r, None),
+        Some((r, t)) => (r, Some(t.trim().parse::<u64>().map_err(|_| bad())?)),
+        None => (rest, None),
+    };
+    let (s, e) = range.trim().split_once('-').ok_or_else(bad)?;
+    let start: u64 = s.trim().parse().map_err(|_| bad())?;
+    let end: u64 = e.trim().parse().map_err(|_| bad())?;
+    if end < start {
+        return Err(format!("Content-Range {value:?}: END is before START"));
+    }
+    if let Some(t) = total
+        && end >= t
+    {
+        return Err(format!(
+            "Content-Range {value:?}: END {end} is beyond the total size {t} (END is inclusive, so it is at most TOTAL-1)"
+        ));
+    }
+    Ok((start, end, total))
+}
+
+#[derive(Debug)]
+pub enum ReceiveError {
+    /// The body grew past the limit.
+    TooLarge { limit: u64 },
+    /// The body's length is not the announced one.
+    Length { expected: u64, got: u64 },
+    /// The client went away or sent a broken body.
+    Client(String),
+    /// Writing to disk failed.
+    Disk(std::io::Error),
+}
+
+pub struct Received {
+    pub len: u64,
+    pub sha256: Option<String>,
+}
+
+/// Streams `body` into `dest` (a temp file), counting bytes. On any error the temp file is
+/// removed.
+pub async fn receive_to_file(
+    body: Body,
+    dest: &Path,
+    limit: u64,
+    expected: Option<u64>,
+    hash: bool,
+) -> Result<Received, ReceiveError> {
+    let result = receive_inner(body, dest, limit, expected, hash).await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(dest).await;
+    }
+    result
+}
+
+async fn receive_inner(
+    body: Body,
+    dest: &Path,
+    limit: u64,
+    expected: Option<u64>,
+    hash: bool,
+) -> Result<Received, ReceiveError> {
+    let file = tokio::fs::File::create(dest)
+        .await
+        .map_err(ReceiveError::Disk)?;
+    let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
+    let mut hasher = hash.then(Sha256::new);
+    let mut len = 0u64;
+    let mut stream = body.into_data_stream();
+    while let Some(frame) = stream.next().await {
+        let frame = frame.map_err(|e| ReceiveError::Client(e.to_string()))?;
+        len += frame.len() as u64;
+        if len > limit {
+            return Err(ReceiveError::TooLarge { limit });
+        }
+        if let Some(exp) = expected
+            && len > exp
+        {
+            return Err(ReceiveError::Length { expected: exp, got: len });
+        }
+        if let Some(h) = hasher.as_mut() {
+            h.update(&frame);
+        }
+        out.write_all(&frame).await.map_err(ReceiveError::Disk)?;
+    }
+    if let Some(exp) = expected
+        && len != exp
+    {
+        return Err(ReceiveError::Length { expected: exp, got: len });
+    }
+    // No fsync: a crash of the emulator process loses nothing once the data is written; only
+    // a power loss could, and the client re-uploads what HEAD does not show.
+    out.flush().await.map_err(ReceiveError::Disk)?;
+    Ok(Received {
+        len,
+        sha256: hasher.map(|h| hex(&h.finalize())),
+    })
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
