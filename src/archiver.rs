@@ -71,8 +71,8 @@ impl Archiver {
             // The watch was removed from the config: leave the file, note it.
             return Ok(());
         };
-        let succeeded = batch.is_some_and(|b| b.state == batch_state::SUCCESS)
-            && f.state != file_state::FAILED;
+        let succeeded =
+            batch.is_some_and(|b| b.state == batch_state::SUCCESS) && f.state != file_state::FAILED;
         let (final_state, status) = if f.state == file_state::DUPLICATE {
             (file_state::DUPLICATE, "duplicate")
         } else if succeeded {
@@ -109,11 +109,19 @@ impl Archiver {
                     None => {
                         let dest = free_name(dir, &f.rel_path, f.id);
                         // Intent first: after a crash the next pass finds where it was going.
-                        self.store.set_final_path(f.id, &dest.to_string_lossy()).await?;
+                        self.store
+                            .set_final_path(f.id, &dest.to_string_lossy())
+                            .await?;
                         dest
                     }
                 };
-                move_file(&src, &dest).map_err(|e| FinalizeError::Io(format!("moving {} to {}: {e}", src.display(), dest.display())))?;
+                move_file(&src, &dest).map_err(|e| {
+                    FinalizeError::Io(format!(
+                        "moving {} to {}: {e}",
+                        src.display(),
+                        dest.display()
+                    ))
+                })?;
                 crate::crashpoint::hit("archive-moved");
                 Some(dest)
             }
@@ -123,13 +131,16 @@ impl Archiver {
                 match &f.final_path {
                     Some(p) if Path::new(p).exists() => Some(PathBuf::from(p)),
                     _ => {
-                        receipt["note"] = json!("the file was no longer in the drop folder (or had changed) when its batch ended; nothing was moved");
+                        receipt["note"] = json!(
+                            "the file was no longer in the drop folder (or had changed) when its batch ended; nothing was moved"
+                        );
                         None
                     }
                 }
             }
             (Action::Delete, true) => {
-                std::fs::remove_file(&src).map_err(|e| FinalizeError::Io(format!("deleting {}: {e}", src.display())))?;
+                std::fs::remove_file(&src)
+                    .map_err(|e| FinalizeError::Io(format!("deleting {}: {e}", src.display())))?;
                 None
             }
             _ => None,
@@ -141,11 +152,21 @@ impl Archiver {
         if let Some(d) = &dest {
             receipt["archived_to"] = json!(d.to_string_lossy());
         }
-        write_atomically(&receipt_path, &serde_json::to_vec_pretty(&receipt).expect("json"))
-            .map_err(|e| FinalizeError::Io(format!("writing receipt {}: {e}", receipt_path.display())))?;
+        write_atomically(
+            &receipt_path,
+            &serde_json::to_vec_pretty(&receipt).expect("json"),
+        )
+        .map_err(|e| {
+            FinalizeError::Io(format!("writing receipt {}: {e}", receipt_path.display()))
+        })?;
         let detail = format!("{status}; receipt {}", receipt_path.display());
         self.store
-            .mark_finalized(f.id, final_state, dest.as_deref().map(|p| p.to_string_lossy()).as_deref(), &detail)
+            .mark_finalized(
+                f.id,
+                final_state,
+                dest.as_deref().map(|p| p.to_string_lossy()).as_deref(),
+                &detail,
+            )
             .await?;
         tracing::info!(
             file = %f.rel_path, dataset = %f.dataset,
@@ -154,13 +175,24 @@ impl Archiver {
         Ok(())
     }
 
-    async fn receipt(&self, f: &FileRow, batch: Option<&BatchRow>, status: &str) -> Result<serde_json::Value, StoreError> {
+    async fn receipt(
+        &self,
+        f: &FileRow,
+        batch: Option<&BatchRow>,
+        status: &str,
+    ) -> Result<serde_json::Value, StoreError> {
         let outcome: serde_json::Value = batch
             .and_then(|b| b.outcome_json.as_deref())
             .and_then(|s| serde_json::from_str(s).ok())
             .unwrap_or(serde_json::Value::Null);
-        let metrics = outcome.get("metrics").cloned().unwrap_or(serde_json::Value::Null);
-        let failed_records = metrics.get("failedRecordCount").and_then(|v| v.as_u64()).unwrap_or(0);
+        let metrics = outcome
+            .get("metrics")
+            .cloned()
+            .unwrap_or(serde_json::Value::Null);
+        let failed_records = metrics
+            .get("failedRecordCount")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
         let mut errors = outcome.get("errors").cloned().unwrap_or(json!([]));
         if errors.as_array().is_none_or(|a| a.is_empty())
             && let Some(b) = batch
@@ -207,7 +239,9 @@ impl Archiver {
                 "the same content was already ingested into dataset {} from {}{}; not ingested again (set allow_duplicates = true to ingest repeats)",
                 f.dataset,
                 earlier.rel_path,
-                earlier_batch.map(|b| format!(" in batch {b}")).unwrap_or_default()
+                earlier_batch
+                    .map(|b| format!(" in batch {b}"))
+                    .unwrap_or_default()
             ));
         }
         Ok(r)
@@ -241,7 +275,10 @@ fn free_name(dir: &Path, rel: &str, id: i64) -> PathBuf {
     if !p.exists() {
         return p;
     }
-    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let renamed = match name.split_once('.') {
         Some((stem, ext)) => format!("{stem}.{id}.{ext}"),
         None => format!("{name}.{id}"),

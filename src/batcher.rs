@@ -46,7 +46,10 @@ pub fn plan(files: &[FileRow], limits: Limits, now_ms: i64, flush: bool) -> Vec<
             out.push(vec![f.id]);
             continue;
         }
-        groups.entry((f.format.clone(), f.multiline_json)).or_default().push(f);
+        groups
+            .entry((f.format.clone(), f.multiline_json))
+            .or_default()
+            .push(f);
     }
     for (_, group) in groups {
         let mut current: Vec<&FileRow> = Vec::new();
@@ -66,7 +69,11 @@ pub fn plan(files: &[FileRow], limits: Limits, now_ms: i64, flush: bool) -> Vec<
         if current.is_empty() {
             continue;
         }
-        let oldest = current.iter().map(|f| f.discovered_at).min().unwrap_or(now_ms);
+        let oldest = current
+            .iter()
+            .map(|f| f.discovered_at)
+            .min()
+            .unwrap_or(now_ms);
         let full = current.len() as u64 >= limits.max_files || bytes >= limits.max_bytes;
         let waited = now_ms - oldest >= limits.max_wait.as_millis() as i64;
         if flush || full || waited {
@@ -84,7 +91,11 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    pub async fn run(self, shutdown: CancellationToken, flush: Arc<std::sync::atomic::AtomicBool>) -> Result<(), StoreError> {
+    pub async fn run(
+        self,
+        shutdown: CancellationToken,
+        flush: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Result<(), StoreError> {
         let tick = self
             .watches
             .iter()
@@ -119,10 +130,20 @@ impl Batcher {
         }
         let groups = plan(&ready, Limits::of(w), now_ms(), flush);
         for ids in &groups {
-            let first = ready.iter().find(|f| f.id == ids[0]).expect("planned from this list");
+            let first = ready
+                .iter()
+                .find(|f| f.id == ids[0])
+                .expect("planned from this list");
             let batch = self
                 .store
-                .seal_batch(&w.name, &w.dataset, &first.format, first.multiline_json, first.replay_json.as_deref(), ids)
+                .seal_batch(
+                    &w.name,
+                    &w.dataset,
+                    &first.format,
+                    first.multiline_json,
+                    first.replay_json.as_deref(),
+                    ids,
+                )
                 .await?;
             tracing::info!(dataset = %w.dataset, batch = batch, files = ids.len(), "batch sealed");
         }
@@ -196,6 +217,7 @@ mod tests {
             state: "ready".into(),
             batch_id: None,
             uploaded_bytes: 0,
+            sent: false,
             duplicate_of: None,
             replay_json: None,
             sidecar: None,
@@ -224,9 +246,19 @@ mod tests {
     #[test]
     fn groups_split_on_file_count_and_bytes_and_never_mix_formats() {
         let files: Vec<_> = (1..=7).map(|i| file(i, "json", 10, 1000)).collect();
-        assert_eq!(plan(&files, L, 1000, false), vec![vec![1, 2, 3], vec![4, 5, 6]]);
-        let files = vec![file(1, "json", 60, 0), file(2, "json", 60, 0), file(3, "csv", 1, 0)];
-        assert_eq!(plan(&files, L, 10_000, false), vec![vec![3], vec![1], vec![2]]);
+        assert_eq!(
+            plan(&files, L, 1000, false),
+            vec![vec![1, 2, 3], vec![4, 5, 6]]
+        );
+        let files = vec![
+            file(1, "json", 60, 0),
+            file(2, "json", 60, 0),
+            file(3, "csv", 1, 0),
+        ];
+        assert_eq!(
+            plan(&files, L, 10_000, false),
+            vec![vec![3], vec![1], vec![2]]
+        );
     }
 
     #[test]

@@ -86,7 +86,9 @@ pub enum WatchMode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
     /// Start the emulator in-process on loopback, storing its data in `data_dir`.
-    Embedded { data_dir: PathBuf },
+    Embedded {
+        data_dir: PathBuf,
+    },
     Url(String),
 }
 
@@ -275,7 +277,10 @@ impl Config {
                 base.join(p)
             }
         };
-        let dur = |key: &str, v: &Option<String>, default: Duration| -> Result<Duration, ConfigError> {
+        let dur = |key: &str,
+                   v: &Option<String>,
+                   default: Duration|
+         -> Result<Duration, ConfigError> {
             match v {
                 None => Ok(default),
                 Some(s) => parse_duration(s).ok_or_else(|| {
@@ -309,11 +314,18 @@ impl Config {
         let embedded = matches!(endpoint, Endpoint::Embedded { .. });
         let platform = Platform {
             endpoint,
-            org_id: p.org_id.clone().unwrap_or_else(|| "batchdrop@AdobeOrg".into()),
+            org_id: p
+                .org_id
+                .clone()
+                .unwrap_or_else(|| "batchdrop@AdobeOrg".into()),
             sandbox: p.sandbox.clone().unwrap_or_else(|| "prod".into()),
             api_key: p.api_key.clone().unwrap_or_else(|| "batchdrop".into()),
             access_token_file: p.access_token_file.as_deref().map(resolve),
-            request_timeout: dur("platform.request_timeout", &p.request_timeout, Duration::from_secs(300))?,
+            request_timeout: dur(
+                "platform.request_timeout",
+                &p.request_timeout,
+                Duration::from_secs(300),
+            )?,
         };
         if !embedded && platform.access_token_file.is_none() {
             return Err(invalid(
@@ -327,10 +339,26 @@ impl Config {
             chunk_size: u.chunk_size.unwrap_or(64 * 1024 * 1024),
             concurrency: u.concurrency.unwrap_or(4),
             max_attempts: u.max_attempts.unwrap_or(10),
-            max_retry_age: dur("upload.max_retry_age", &u.max_retry_age, Duration::from_secs(24 * 3600))?,
-            backoff_initial: dur("upload.backoff_initial", &u.backoff_initial, Duration::from_secs(1))?,
-            backoff_max: dur("upload.backoff_max", &u.backoff_max, Duration::from_secs(300))?,
-            poll_initial: dur("upload.poll_initial", &u.poll_initial, Duration::from_millis(250))?,
+            max_retry_age: dur(
+                "upload.max_retry_age",
+                &u.max_retry_age,
+                Duration::from_secs(24 * 3600),
+            )?,
+            backoff_initial: dur(
+                "upload.backoff_initial",
+                &u.backoff_initial,
+                Duration::from_secs(1),
+            )?,
+            backoff_max: dur(
+                "upload.backoff_max",
+                &u.backoff_max,
+                Duration::from_secs(300),
+            )?,
+            poll_initial: dur(
+                "upload.poll_initial",
+                &u.poll_initial,
+                Duration::from_millis(250),
+            )?,
             poll_max: dur("upload.poll_max", &u.poll_max, Duration::from_secs(30))?,
         };
         if upload.large_file_threshold == 0 || upload.large_file_threshold > PLATFORM_MAX_PUT {
@@ -344,12 +372,15 @@ impl Config {
             )));
         }
         if upload.concurrency == 0 || upload.max_attempts == 0 {
-            return Err(invalid("[upload] concurrency and max_attempts must be at least 1".into()));
+            return Err(invalid(
+                "[upload] concurrency and max_attempts must be at least 1".into(),
+            ));
         }
 
         if raw.watch.is_empty() {
             return Err(invalid(
-                "no [[watch]] section: add one with `path` and `dataset` for each drop folder".into(),
+                "no [[watch]] section: add one with `path` and `dataset` for each drop folder"
+                    .into(),
             ));
         }
         let mut watches = Vec::new();
@@ -382,7 +413,11 @@ impl Config {
                 format: s.format.or(d.format),
                 multiline_json: s.multiline_json.or(d.multiline_json).unwrap_or(false),
                 mode: s.mode.or(d.mode).unwrap_or(WatchMode::Events),
-                settle: dur("settle", &s.settle.clone().or(d.settle.clone()), Duration::from_secs(2))?,
+                settle: dur(
+                    "settle",
+                    &s.settle.clone().or(d.settle.clone()),
+                    Duration::from_secs(2),
+                )?,
                 rescan_interval: dur(
                     "rescan_interval",
                     &s.rescan_interval.clone().or(d.rescan_interval.clone()),
@@ -390,8 +425,15 @@ impl Config {
                 )?,
                 max_files: s.max_files.or(d.max_files).unwrap_or(PLATFORM_MAX_FILES),
                 max_bytes: s.max_bytes.or(d.max_bytes).unwrap_or(PLATFORM_MAX_BYTES),
-                max_wait: dur("max_wait", &s.max_wait.clone().or(d.max_wait.clone()), Duration::from_secs(5))?,
-                after_success: s.after_success.or(d.after_success).unwrap_or(AfterSuccess::Archive),
+                max_wait: dur(
+                    "max_wait",
+                    &s.max_wait.clone().or(d.max_wait.clone()),
+                    Duration::from_secs(5),
+                )?,
+                after_success: s
+                    .after_success
+                    .or(d.after_success)
+                    .unwrap_or(AfterSuccess::Archive),
                 allow_duplicates: s.allow_duplicates.or(d.allow_duplicates).unwrap_or(false),
             };
             if watch.max_files == 0 || watch.max_files > PLATFORM_MAX_FILES {
@@ -413,7 +455,11 @@ impl Config {
             log_format: raw.log_format.unwrap_or(LogFormat::Text),
             platform,
             upload,
-            shutdown_grace: dur("shutdown_grace", &raw.shutdown_grace, Duration::from_secs(30))?,
+            shutdown_grace: dur(
+                "shutdown_grace",
+                &raw.shutdown_grace,
+                Duration::from_secs(30),
+            )?,
             watches,
         })
     }
@@ -447,7 +493,10 @@ mod tests {
     fn the_example_config_parses_with_documented_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
         let config = Config::load(&path).expect("config.example.toml must parse");
-        assert!(matches!(config.platform.endpoint, Endpoint::Embedded { .. }));
+        assert!(matches!(
+            config.platform.endpoint,
+            Endpoint::Embedded { .. }
+        ));
         assert_eq!(config.watches.len(), 1);
         let w = &config.watches[0];
         assert_eq!(w.dataset, "demo");
@@ -465,9 +514,11 @@ mod tests {
         let p = Path::new("/etc/batchdrop.toml");
         let err = Config::parse("[[watch]]\npath='a'\ndataset='d'\nmax_filez=3\n", p).unwrap_err();
         assert!(err.to_string().contains("max_filez"), "{err}");
-        let err = Config::parse("[[watch]]\npath='a'\ndataset='d'\nmax_files=1501\n", p).unwrap_err();
+        let err =
+            Config::parse("[[watch]]\npath='a'\ndataset='d'\nmax_files=1501\n", p).unwrap_err();
         assert!(err.to_string().contains("1500"), "{err}");
-        let err = Config::parse("[[watch]]\npath='a'\ndataset='d'\nsettle='soon'\n", p).unwrap_err();
+        let err =
+            Config::parse("[[watch]]\npath='a'\ndataset='d'\nsettle='soon'\n", p).unwrap_err();
         assert!(err.to_string().contains("not a duration"), "{err}");
         let err = Config::parse("", p).unwrap_err();
         assert!(err.to_string().contains("[[watch]]"), "{err}");

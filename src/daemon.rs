@@ -30,8 +30,13 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error("cannot start the embedded platform in {dir}: {message}")]
     Embedded { dir: String, message: String },
-    #[error("cannot read the access token from {path}: {source}; write the bearer token into that file")]
-    Token { path: String, source: std::io::Error },
+    #[error(
+        "cannot read the access token from {path}: {source}; write the bearer token into that file"
+    )]
+    Token {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot set up the platform client: {0}")]
     Client(String),
 }
@@ -62,23 +67,32 @@ impl Platform {
         let p = &config.platform;
         let (endpoint, token, embedded) = match &p.endpoint {
             Endpoint::Embedded { data_dir } => {
-                let emu = Emulator::start(([127, 0, 0, 1], 0).into(), data_dir, EmulatorConfig::default())
-                    .await
-                    .map_err(|e| DaemonError::Embedded {
-                        dir: data_dir.display().to_string(),
-                        message: e.to_string(),
-                    })?;
+                let emu = Emulator::start(
+                    ([127, 0, 0, 1], 0).into(),
+                    data_dir,
+                    EmulatorConfig::default(),
+                )
+                .await
+                .map_err(|e| DaemonError::Embedded {
+                    dir: data_dir.display().to_string(),
+                    message: e.to_string(),
+                })?;
                 for w in &config.watches {
-                    emu.ensure_dataset(&w.dataset, &w.name).await.map_err(|e| DaemonError::Embedded {
-                        dir: data_dir.display().to_string(),
-                        message: e.to_string(),
+                    emu.ensure_dataset(&w.dataset, &w.name).await.map_err(|e| {
+                        DaemonError::Embedded {
+                            dir: data_dir.display().to_string(),
+                            message: e.to_string(),
+                        }
                     })?;
                 }
                 tracing::info!(url = %emu.base_url(), data = %data_dir.display(), "embedded platform started");
                 (emu.base_url(), "embedded".to_owned(), Some(emu))
             }
             Endpoint::Url(url) => {
-                let path = p.access_token_file.as_ref().expect("validated: a URL endpoint has a token file");
+                let path = p
+                    .access_token_file
+                    .as_ref()
+                    .expect("validated: a URL endpoint has a token file");
                 let token = std::fs::read_to_string(path).map_err(|source| DaemonError::Token {
                     path: path.display().to_string(),
                     source,
@@ -103,7 +117,11 @@ impl Platform {
 
 /// Runs the daemon until `shutdown` is cancelled (or, with `--once`, until the files present
 /// at start are all finished).
-pub async fn run(config: Config, opts: RunOptions, shutdown: CancellationToken) -> Result<Outcome, DaemonError> {
+pub async fn run(
+    config: Config,
+    opts: RunOptions,
+    shutdown: CancellationToken,
+) -> Result<Outcome, DaemonError> {
     let started = now_ms();
     let store = Store::open_exclusive(&config.state_dir, false).await?;
     let platform = Platform::connect(&config).await?;
@@ -116,22 +134,22 @@ pub async fn run(config: Config, opts: RunOptions, shutdown: CancellationToken) 
     let intake = shutdown.child_token();
     let output = CancellationToken::new();
 
-    let mut tasks: JoinSet<Result<(), StoreError>> = JoinSet::new();
+    let mut tasks: JoinSet<(&'static str, Result<(), StoreError>)> = JoinSet::new();
     let mut pending = Vec::new();
     for w in &config.watches {
         let watcher = Watcher::new(w.clone(), store.clone(), wake_batcher.clone());
         pending.push(watcher.pending.clone());
-        tasks.spawn(watcher.run(intake.clone()));
+        let run = watcher.run(intake.clone());
+        tasks.spawn(async move { ("watcher", run.await) });
     }
-    tasks.spawn(
-        Batcher {
-            watches: config.watches.clone(),
-            store: store.clone(),
-            wake: wake_batcher.clone(),
-            wake_uploader: wake_uploader.clone(),
-        }
-        .run(intake.clone(), flush.clone()),
-    );
+    let batcher = Batcher {
+        watches: config.watches.clone(),
+        store: store.clone(),
+        wake: wake_batcher.clone(),
+        wake_uploader: wake_uploader.clone(),
+    }
+    .run(intake.clone(), flush.clone());
+    tasks.spawn(async move { ("batcher", batcher.await) });
     let uploader = Uploader::new(
         store.clone(),
         platform.api.clone(),
@@ -139,15 +157,19 @@ pub async fn run(config: Config, opts: RunOptions, shutdown: CancellationToken) 
         wake_uploader.clone(),
         wake_archiver.clone(),
     );
-    tasks.spawn(uploader.run(output.clone(), config.shutdown_grace));
-    tasks.spawn(
-        Archiver {
-            watches: config.watches.iter().map(|w| (w.name.clone(), w.clone())).collect::<HashMap<_, _>>(),
-            store: store.clone(),
-            wake: wake_archiver.clone(),
-        }
-        .run(output.clone()),
-    );
+    let uploader = uploader.run(output.clone(), config.shutdown_grace);
+    tasks.spawn(async move { ("uploader", uploader.await) });
+    let archiver = Archiver {
+        watches: config
+            .watches
+            .iter()
+            .map(|w| (w.name.clone(), w.clone()))
+            .collect::<HashMap<_, _>>(),
+        store: store.clone(),
+        wake: wake_archiver.clone(),
+    }
+    .run(output.clone());
+    tasks.spawn(async move { ("archiver", archiver.await) });
     tracing::info!(watches = config.watches.len(), state = %config.state_dir.display(), "batchdrop running");
 
     let mut failed: Option<StoreError> = None;
@@ -156,8 +178,8 @@ pub async fn run(config: Config, opts: RunOptions, shutdown: CancellationToken) 
             _ = shutdown.cancelled() => break,
             r = tasks.join_next() => {
                 // A stage only returns early on a state database error: stop everything.
-                if let Some(Ok(Err(e))) = r {
-                    tracing::error!("stopping: {e}");
+                if let Some(Ok((stage, Err(e)))) = r {
+                    tracing::error!("stopping: the {stage} stopped on {e}");
                     failed = Some(e);
                     shutdown.cancel();
                     break;
@@ -174,7 +196,10 @@ pub async fn run(config: Config, opts: RunOptions, shutdown: CancellationToken) 
     tracing::info!("shutting down: intake stopped, letting uploads reach a safe point");
     intake.cancel();
     output.cancel();
-    while tasks.join_next().await.is_some() {}
+    while let Some(r) = tasks.join_next().await {
+        tracing::debug!("stage ended: {r:?}");
+    }
+    tracing::debug!("all stages ended");
     if let Some(emu) = platform.embedded {
         emu.shutdown().await;
     }
@@ -182,7 +207,15 @@ pub async fn run(config: Config, opts: RunOptions, shutdown: CancellationToken) 
         store.close().await;
         return Err(e.into());
     }
-    let failures = if opts.once { store.failed_count_since(started).await? } else { 0 };
+    let failures = if opts.once {
+        store.failed_count_since(started).await?
+    } else {
+        0
+    };
     store.close().await;
-    Ok(if failures > 0 { Outcome::Failures(failures) } else { Outcome::Done })
+    Ok(if failures > 0 {
+        Outcome::Failures(failures)
+    } else {
+        Outcome::Done
+    })
 }

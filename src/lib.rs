@@ -6,12 +6,12 @@
 //! implements the platform and shares no types with the client (`api`).
 
 pub mod api;
-pub mod emulator;
 pub mod archiver;
 pub mod batcher;
 pub mod config;
 pub mod crashpoint;
 pub mod daemon;
+pub mod emulator;
 pub mod poller;
 pub mod retry;
 pub mod store;

@@ -18,7 +18,11 @@ const EXIT_CONFIG: u8 = 3;
 const EXIT_INGEST_FAILED: u8 = 4;
 
 #[derive(Parser)]
-#[command(name = "batchdrop", version, about = "Drop a file into a folder; batchdrop ingests it through the Batch Ingestion API, exactly once.")]
+#[command(
+    name = "batchdrop",
+    version,
+    about = "Drop a file into a folder; batchdrop ingests it through the Batch Ingestion API, exactly once."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -28,7 +32,12 @@ struct Cli {
 enum Command {
     /// Watch the configured drop folders and ingest what lands in them.
     Run {
-        #[arg(long, short, env = "BATCHDROP_CONFIG", default_value = "/etc/batchdrop/config.toml")]
+        #[arg(
+            long,
+            short,
+            env = "BATCHDROP_CONFIG",
+            default_value = "/etc/batchdrop/config.toml"
+        )]
         config: PathBuf,
         /// Process the files present, wait for their batches to end, and exit
         /// (0 when all succeeded, 4 when some failed).
@@ -46,7 +55,12 @@ enum Command {
     },
     /// Validate a config file and print what would be watched.
     CheckConfig {
-        #[arg(long, short, env = "BATCHDROP_CONFIG", default_value = "/etc/batchdrop/config.toml")]
+        #[arg(
+            long,
+            short,
+            env = "BATCHDROP_CONFIG",
+            default_value = "/etc/batchdrop/config.toml"
+        )]
         config: PathBuf,
     },
 }
@@ -76,16 +90,23 @@ async fn dispatch(command: Command) -> Result<u8, (u8, anyhow::Error)> {
             match daemon::run(config, RunOptions { once }, shutdown).await {
                 Ok(Outcome::Done) => Ok(0),
                 Ok(Outcome::Failures(n)) => {
-                    eprintln!("batchdrop: {n} file(s) failed; see their receipts in the failed folder");
+                    eprintln!(
+                        "batchdrop: {n} file(s) failed; see their receipts in the failed folder"
+                    );
                     Ok(EXIT_INGEST_FAILED)
                 }
                 Err(e) => Err((EXIT_RUNTIME, e.into())),
             }
         }
-        Command::Emulator { listen, data_dir, config } => {
+        Command::Emulator {
+            listen,
+            data_dir,
+            config,
+        } => {
             init_logs(LogFormat::Text);
             let cfg = match config {
-                Some(p) => batchdrop::emulator::EmulatorConfig::from_file(&p).map_err(|e| (EXIT_CONFIG, e.into()))?,
+                Some(p) => batchdrop::emulator::EmulatorConfig::from_file(&p)
+                    .map_err(|e| (EXIT_CONFIG, e.into()))?,
                 None => Default::default(),
             };
             batchdrop::emulator::serve_until_signal(listen, &data_dir, cfg)
@@ -119,7 +140,9 @@ async fn dispatch(command: Command) -> Result<u8, (u8, anyhow::Error)> {
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -136,7 +159,10 @@ fn spawn_signal_handler(shutdown: CancellationToken) -> anyhow::Result<()> {
         while let Some(sig) = signals.next().await {
             seen += 1;
             if seen == 1 {
-                tracing::info!(signal = sig, "shutting down gracefully; send it again to exit at once");
+                tracing::info!(
+                    signal = sig,
+                    "shutting down gracefully; send it again to exit at once"
+                );
                 shutdown.cancel();
             } else {
                 tracing::warn!("second signal: exiting now");

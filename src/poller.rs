@@ -10,11 +10,21 @@ use crate::uploader::StepError;
 
 /// One look at a processing batch. Records the outcome when terminal; otherwise schedules the
 /// next look (interval doubling from `poll_initial` up to `poll_max`).
-pub async fn poll(store: &Store, api: &ApiClient, upload: &Upload, b: &BatchRow) -> Result<(), StepError> {
-    let remote = b.remote_id.as_deref().expect("a processing batch has a remote id");
+pub async fn poll(
+    store: &Store,
+    api: &ApiClient,
+    upload: &Upload,
+    b: &BatchRow,
+) -> Result<(), StepError> {
+    let remote = b
+        .remote_id
+        .as_deref()
+        .expect("a processing batch has a remote id");
     crate::crashpoint::hit("polling");
     let Some(info) = api.get_batch(remote).await? else {
-        return Err(StepError::Tainted(format!("the platform lost batch {remote} after it was completed")));
+        return Err(StepError::Tainted(format!(
+            "the platform lost batch {remote} after it was completed"
+        )));
     };
     let outcome = info.raw.to_string();
     let state = match info.status {
@@ -28,7 +38,10 @@ pub async fn poll(store: &Store, api: &ApiClient, upload: &Upload, b: &BatchRow)
         }
         _ => {
             let waited = (now_ms() - b.updated_at).max(0) as u64;
-            let next = (waited / 2).clamp(upload.poll_initial.as_millis() as u64, upload.poll_max.as_millis() as u64);
+            let next = (waited / 2).clamp(
+                upload.poll_initial.as_millis() as u64,
+                upload.poll_max.as_millis() as u64,
+            );
             store.delay_batch(b.id, now_ms() + next as i64).await?;
             return Ok(());
         }
@@ -48,7 +61,11 @@ pub async fn poll(store: &Store, api: &ApiClient, upload: &Upload, b: &BatchRow)
             store.mark_replaced(&preds, remote).await?;
         }
     } else {
-        let errors: Vec<String> = info.errors.iter().map(|e| format!("{}: {}", e.code, e.description)).collect();
+        let errors: Vec<String> = info
+            .errors
+            .iter()
+            .map(|e| format!("{}: {}", e.code, e.description))
+            .collect();
         tracing::warn!(batch = %remote, dataset = %b.dataset, "batch failed ({detail}): {}", errors.join("; "));
     }
     store.finish_batch(b.id, state, &outcome, &detail).await?;

@@ -6,7 +6,13 @@
 use std::time::Duration;
 
 /// The wait before retry number `attempt` (1 for the first retry).
-pub fn backoff(attempt: u32, initial: Duration, max: Duration, retry_after: Option<Duration>, unit: f64) -> Duration {
+pub fn backoff(
+    attempt: u32,
+    initial: Duration,
+    max: Duration,
+    retry_after: Option<Duration>,
+    unit: f64,
+) -> Duration {
     let exp = initial.as_secs_f64() * 2f64.powi(attempt.saturating_sub(1).min(30) as i32);
     let ceiling = exp.min(max.as_secs_f64());
     // Half fixed, half jitter: never retry instantly, never all at once.
@@ -18,7 +24,12 @@ pub fn backoff(attempt: u32, initial: Duration, max: Duration, retry_after: Opti
 }
 
 /// Backoff with a random jitter unit.
-pub fn backoff_jittered(attempt: u32, initial: Duration, max: Duration, retry_after: Option<Duration>) -> Duration {
+pub fn backoff_jittered(
+    attempt: u32,
+    initial: Duration,
+    max: Duration,
+    retry_after: Option<Duration>,
+) -> Duration {
     backoff(attempt, initial, max, retry_after, rand::random::<f64>())
 }
 

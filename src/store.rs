@@ -192,7 +192,10 @@ pub struct Store {
 impl Store {
     /// Opens the daemon's state: takes the exclusive lock, refuses network filesystems unless
     /// `allow_network_fs`, applies migrations.
-    pub async fn open_exclusive(state_dir: &Path, allow_network_fs: bool) -> Result<Store, StoreError> {
+    pub async fn open_exclusive(
+        state_dir: &Path,
+        allow_network_fs: bool,
+    ) -> Result<Store, StoreError> {
         std::fs::create_dir_all(state_dir).map_err(|source| StoreError::CreateDir {
             path: state_dir.to_owned(),
             source,
@@ -270,14 +273,16 @@ impl Store {
         kind: &str,
         detail: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO events (at, file_id, batch_id, kind, detail) VALUES (?, ?, ?, ?, ?)")
-            .bind(now_ms())
-            .bind(file_id)
-            .bind(batch_id)
-            .bind(kind)
-            .bind(detail)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO events (at, file_id, batch_id, kind, detail) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(now_ms())
+        .bind(file_id)
+        .bind(batch_id)
+        .bind(kind)
+        .bind(detail)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -294,12 +299,12 @@ impl Store {
     }
 
     pub async fn events_for_batch(&self, batch_id: i64) -> Result<Vec<EventRow>, StoreError> {
-        Ok(
-            sqlx::query_as("SELECT at, file_id, batch_id, kind, detail FROM events WHERE batch_id = ? ORDER BY id")
-                .bind(batch_id)
-                .fetch_all(&self.pool)
-                .await?,
+        Ok(sqlx::query_as(
+            "SELECT at, file_id, batch_id, kind, detail FROM events WHERE batch_id = ? ORDER BY id",
         )
+        .bind(batch_id)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     // ---- files: intake ---------------------------------------------------------------------
@@ -389,7 +394,11 @@ impl Store {
 
     /// Records a file that cannot be ingested at all (unknown format, bad name...): it goes
     /// straight to the failed folder with `reason` in its receipt.
-    pub async fn record_rejected(&self, f: &NewFile, reason: &str) -> Result<Option<i64>, StoreError> {
+    pub async fn record_rejected(
+        &self,
+        f: &NewFile,
+        reason: &str,
+    ) -> Result<Option<i64>, StoreError> {
         let known: Option<i64> = sqlx::query_scalar(
             "SELECT id FROM files WHERE watch = ? AND rel_path = ? AND dev = ? AND ino = ? AND size = ?
                AND mtime_ns = ? LIMIT 1",
@@ -430,7 +439,12 @@ impl Store {
         Ok(Some(id))
     }
 
-    pub async fn set_replay(&self, file_id: i64, replay_json: &str, sidecar: &str) -> Result<(), StoreError> {
+    pub async fn set_replay(
+        &self,
+        file_id: i64,
+        replay_json: &str,
+        sidecar: &str,
+    ) -> Result<(), StoreError> {
         sqlx::query("UPDATE files SET replay_json = ?, sidecar = ?, updated_at = ? WHERE id = ? AND state = 'ready'")
             .bind(replay_json)
             .bind(sidecar)
@@ -454,7 +468,12 @@ impl Store {
 
     /// Whether a file of this size was ingested (or is on its way) into the dataset: only then
     /// is it worth hashing a file before its upload to find duplicates.
-    pub async fn size_seen(&self, dataset: &str, size: i64, except: i64) -> Result<bool, StoreError> {
+    pub async fn size_seen(
+        &self,
+        dataset: &str,
+        size: i64,
+        except: i64,
+    ) -> Result<bool, StoreError> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM files WHERE dataset = ? AND size = ? AND id != ?
                AND state IN ('ready', 'batched', 'uploaded', 'done')",
@@ -468,7 +487,12 @@ impl Store {
     }
 
     /// The earlier file with this content in this dataset that was ingested or is on its way.
-    pub async fn find_same_content(&self, dataset: &str, sha256: &str, except: i64) -> Result<Option<FileRow>, StoreError> {
+    pub async fn find_same_content(
+        &self,
+        dataset: &str,
+        sha256: &str,
+        except: i64,
+    ) -> Result<Option<FileRow>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT * FROM files WHERE dataset = ? AND sha256 = ? AND id != ?
                AND state IN ('batched', 'uploaded', 'done') ORDER BY id LIMIT 1",
@@ -491,14 +515,21 @@ impl Store {
     }
 
     pub async fn mark_duplicate(&self, file_id: i64, of: &FileRow) -> Result<(), StoreError> {
-        sqlx::query("UPDATE files SET state = 'duplicate', duplicate_of = ?, updated_at = ? WHERE id = ?")
-            .bind(of.id)
-            .bind(now_ms())
-            .bind(file_id)
-            .execute(&self.pool)
-            .await?;
-        self.event(Some(file_id), None, "duplicate", &format!("same content as {}", of.rel_path))
-            .await
+        sqlx::query(
+            "UPDATE files SET state = 'duplicate', duplicate_of = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(of.id)
+        .bind(now_ms())
+        .bind(file_id)
+        .execute(&self.pool)
+        .await?;
+        self.event(
+            Some(file_id),
+            None,
+            "duplicate",
+            &format!("same content as {}", of.rel_path),
+        )
+        .await
     }
 
     /// Seals a batch: the batch row and its files' assignment are one transaction, so a file is
@@ -544,7 +575,10 @@ impl Store {
         sqlx::query("INSERT INTO events (at, batch_id, kind, detail) VALUES (?, ?, 'sealed', ?)")
             .bind(now)
             .bind(batch_id)
-            .bind(format!("{} files, externalId {external_id}", file_ids.len()))
+            .bind(format!(
+                "{} files, externalId {external_id}",
+                file_ids.len()
+            ))
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -589,10 +623,12 @@ impl Store {
     }
 
     pub async fn batch_files(&self, batch_id: i64) -> Result<Vec<FileRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM files WHERE batch_id = ? ORDER BY id")
-            .bind(batch_id)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT * FROM files WHERE batch_id = ? ORDER BY id")
+                .bind(batch_id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     /// Moves a batch to `state` (and sets its remote id when given), resetting its retry
@@ -629,7 +665,12 @@ impl Store {
 
     /// Records a transient failure and when to try again. Returns the attempt count and the
     /// time of the first failure in this run of failures.
-    pub async fn schedule_retry(&self, batch_id: i64, error: &str, next_at: i64) -> Result<(i64, i64), StoreError> {
+    pub async fn schedule_retry(
+        &self,
+        batch_id: i64,
+        error: &str,
+        next_at: i64,
+    ) -> Result<(i64, i64), StoreError> {
         let now = now_ms();
         let row: (i64, i64) = sqlx::query_as(
             "UPDATE batches SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?,
@@ -679,7 +720,12 @@ impl Store {
         Ok(())
     }
 
-    pub async fn mark_uploaded(&self, file_id: i64, sha256: &str, size: i64) -> Result<(), StoreError> {
+    pub async fn mark_uploaded(
+        &self,
+        file_id: i64,
+        sha256: &str,
+        size: i64,
+    ) -> Result<(), StoreError> {
         let now = now_ms();
         sqlx::query(
             "UPDATE files SET state = 'uploaded', sha256 = ?, uploaded_bytes = ?, updated_at = ?
@@ -725,12 +771,14 @@ impl Store {
     pub async fn abandon_batch(&self, batch_id: i64, reason: &str) -> Result<(), StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE batches SET state = 'abandoned', last_error = ?, updated_at = ? WHERE id = ?")
-            .bind(reason)
-            .bind(now)
-            .bind(batch_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE batches SET state = 'abandoned', last_error = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(reason)
+        .bind(now)
+        .bind(batch_id)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "UPDATE files SET state = 'ready', batch_id = NULL, uploaded_bytes = 0, sent = 0, updated_at = ?
              WHERE batch_id = ? AND state IN ('batched', 'uploaded')",
@@ -739,18 +787,26 @@ impl Store {
         .bind(batch_id)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("INSERT INTO events (at, batch_id, kind, detail) VALUES (?, ?, 'abandoned', ?)")
-            .bind(now)
-            .bind(batch_id)
-            .bind(reason)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO events (at, batch_id, kind, detail) VALUES (?, ?, 'abandoned', ?)",
+        )
+        .bind(now)
+        .bind(batch_id)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Records a batch's terminal outcome from the Catalog.
-    pub async fn finish_batch(&self, batch_id: i64, state: &str, outcome_json: &str, detail: &str) -> Result<(), StoreError> {
+    pub async fn finish_batch(
+        &self,
+        batch_id: i64,
+        state: &str,
+        outcome_json: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE batches SET state = ?, outcome_json = ?, updated_at = ? WHERE id = ?")
@@ -797,7 +853,13 @@ impl Store {
         Ok(())
     }
 
-    pub async fn mark_finalized(&self, file_id: i64, state: &str, final_path: Option<&str>, detail: &str) -> Result<(), StoreError> {
+    pub async fn mark_finalized(
+        &self,
+        file_id: i64,
+        state: &str,
+        final_path: Option<&str>,
+        detail: &str,
+    ) -> Result<(), StoreError> {
         let now = now_ms();
         sqlx::query("UPDATE files SET state = ?, finalized = 1, final_path = ?, updated_at = ? WHERE id = ?")
             .bind(state)
@@ -818,14 +880,20 @@ impl Store {
 
     /// Files last recorded under this relative path (any watch), newest first.
     pub async fn files_by_path(&self, rel_path: &str) -> Result<Vec<FileRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM files WHERE rel_path = ? ORDER BY id DESC")
-            .bind(rel_path)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT * FROM files WHERE rel_path = ? ORDER BY id DESC")
+                .bind(rel_path)
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     /// Remote ids of the successful batches that carried a file of this name into the dataset.
-    pub async fn batches_that_ingested(&self, dataset: &str, rel_path: &str) -> Result<Vec<String>, StoreError> {
+    pub async fn batches_that_ingested(
+        &self,
+        dataset: &str,
+        rel_path: &str,
+    ) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT DISTINCT b.remote_id FROM files f JOIN batches b ON b.id = f.batch_id
              WHERE f.dataset = ? AND f.rel_path = ? AND b.state = 'success' AND b.remote_id IS NOT NULL",
@@ -864,12 +932,12 @@ impl Store {
     }
 
     pub async fn recent_failures(&self, limit: i64) -> Result<Vec<FileRow>, StoreError> {
-        Ok(
-            sqlx::query_as("SELECT * FROM files WHERE state = 'failed' ORDER BY updated_at DESC LIMIT ?")
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?,
+        Ok(sqlx::query_as(
+            "SELECT * FROM files WHERE state = 'failed' ORDER BY updated_at DESC LIMIT ?",
         )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Whether any work is left: files not yet finalized or batches not terminal.
@@ -884,12 +952,12 @@ impl Store {
 
     /// Files that ended failed (not duplicates), for `run --once`'s exit code.
     pub async fn failed_count_since(&self, since_ms: i64) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM files WHERE state = 'failed' AND updated_at >= ?")
-                .bind(since_ms)
-                .fetch_one(&self.pool)
-                .await?,
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM files WHERE state = 'failed' AND updated_at >= ?",
         )
+        .bind(since_ms)
+        .fetch_one(&self.pool)
+        .await?)
     }
 }
 

@@ -58,7 +58,13 @@ pub struct Uploader {
 }
 
 impl Uploader {
-    pub fn new(store: Store, api: ApiClient, upload: Upload, wake: Arc<Notify>, wake_archiver: Arc<Notify>) -> Arc<Uploader> {
+    pub fn new(
+        store: Store,
+        api: ApiClient,
+        upload: Upload,
+        wake: Arc<Notify>,
+        wake_archiver: Arc<Notify>,
+    ) -> Arc<Uploader> {
         Arc::new(Uploader {
             slots: Arc::new(Semaphore::new(upload.concurrency)),
             store,
@@ -72,7 +78,11 @@ impl Uploader {
 
     /// Drives every due batch until `shutdown`; then lets running steps reach a safe point
     /// (a chunk or file boundary) within `grace`.
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken, grace: Duration) -> Result<(), StoreError> {
+    pub async fn run(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+        grace: Duration,
+    ) -> Result<(), StoreError> {
         let mut tasks = JoinSet::new();
         loop {
             let due = self.store.batches_due(now_ms()).await?;
@@ -103,7 +113,9 @@ impl Uploader {
             .await
             .is_err()
         {
-            tracing::warn!("shutdown grace of {grace:?} ran out; in-flight requests are cut, the next start resumes them");
+            tracing::warn!(
+                "shutdown grace of {grace:?} ran out; in-flight requests are cut, the next start resumes them"
+            );
             tasks.abort_all();
         }
         Ok(())
@@ -151,12 +163,20 @@ impl Uploader {
     /// batch in `creating` may exist on the platform already, so it is looked up first.
     async fn create(&self, b: &BatchRow) -> Result<(), StepError> {
         if b.state == batch_state::CREATING
-            && let Some(found) = self.api.find_batch_by_external_id(&b.dataset, &b.external_id).await?
+            && let Some(found) = self
+                .api
+                .find_batch_by_external_id(&b.dataset, &b.external_id)
+                .await?
         {
             if found.status == BatchStatus::Loading {
                 tracing::info!(batch = %found.id, dataset = %b.dataset, "found the batch created before the restart");
                 self.store
-                    .set_batch_state(b.id, batch_state::LOADING, Some(&found.id), "recovered by externalId")
+                    .set_batch_state(
+                        b.id,
+                        batch_state::LOADING,
+                        Some(&found.id),
+                        "recovered by externalId",
+                    )
                     .await?;
                 return Ok(());
             }
@@ -193,17 +213,33 @@ impl Uploader {
 
     /// loading → completing: uploads every file of the batch not acknowledged yet.
     async fn load(&self, b: &BatchRow, shutdown: &CancellationToken) -> Result<(), StepError> {
-        let remote = b.remote_id.clone().expect("a loading batch has a remote id");
+        let remote = b
+            .remote_id
+            .clone()
+            .expect("a loading batch has a remote id");
         // The platform may have moved on while we were away (completed before a crash, aborted
         // by someone, expired): believe it over our record.
         match self.api.get_batch(&remote).await? {
-            None => return Err(StepError::Tainted(format!("the platform no longer knows batch {remote}"))),
+            None => {
+                return Err(StepError::Tainted(format!(
+                    "the platform no longer knows batch {remote}"
+                )));
+            }
             Some(info) if info.status == BatchStatus::Loading => {}
-            Some(info) if matches!(info.status, BatchStatus::Staging | BatchStatus::Processing | BatchStatus::Retrying)
-                || info.status.is_terminal() && !matches!(info.status, BatchStatus::Aborted | BatchStatus::Abandoned) =>
+            Some(info)
+                if matches!(
+                    info.status,
+                    BatchStatus::Staging | BatchStatus::Processing | BatchStatus::Retrying
+                ) || info.status.is_terminal()
+                    && !matches!(info.status, BatchStatus::Aborted | BatchStatus::Abandoned) =>
             {
                 self.store
-                    .set_batch_state(b.id, batch_state::PROCESSING, None, "already completed on the platform")
+                    .set_batch_state(
+                        b.id,
+                        batch_state::PROCESSING,
+                        None,
+                        "already completed on the platform",
+                    )
                     .await?;
                 return Ok(());
             }
@@ -224,7 +260,12 @@ impl Uploader {
             .collect();
         let mut set = JoinSet::new();
         for f in files {
-            let permit = self.slots.clone().acquire_owned().await.expect("never closed");
+            let permit = self
+                .slots
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("never closed");
             if shutdown.is_cancelled() {
                 break;
             }
@@ -267,7 +308,9 @@ impl Uploader {
             // Nothing left to ingest (every file failed or changed): completing would fail it
             // with "empty batch", so abort it and say why in the files' receipts.
             let _ = self.api.batch_action(&remote, BatchAction::Abort).await;
-            self.store.abandon_batch(b.id, "no file of this batch could be uploaded").await?;
+            self.store
+                .abandon_batch(b.id, "no file of this batch could be uploaded")
+                .await?;
             return Ok(());
         }
         self.store
@@ -278,7 +321,10 @@ impl Uploader {
 
     /// completing → processing. COMPLETE is idempotent, so after a crash it is simply sent again.
     async fn complete(&self, b: &BatchRow) -> Result<(), StepError> {
-        let remote = b.remote_id.as_deref().expect("completing batch has a remote id");
+        let remote = b
+            .remote_id
+            .as_deref()
+            .expect("completing batch has a remote id");
         self.api.batch_action(remote, BatchAction::Complete).await?;
         crashpoint::hit("complete-sent");
         tracing::info!(batch = %remote, dataset = %b.dataset, "batch completed; waiting for the platform");
@@ -316,7 +362,11 @@ impl Uploader {
                 Ok(())
             }
             ErrorKind::NotFound if b.remote_id.is_some() => {
-                self.abandon(b, &format!("the platform no longer knows batch {label}: {e}")).await
+                self.abandon(
+                    b,
+                    &format!("the platform no longer knows batch {label}: {e}"),
+                )
+                .await
             }
             _ => self.fail_batch(b, &e.to_string()).await,
         }
@@ -343,7 +393,8 @@ impl Uploader {
                 self.store.fail_file(f.id, why).await?;
             }
         }
-        let outcome = serde_json::json!({ "errors": [{ "code": "batchdrop", "description": why }] });
+        let outcome =
+            serde_json::json!({ "errors": [{ "code": "batchdrop", "description": why }] });
         self.store
             .finish_batch(b.id, batch_state::FAILED, &outcome.to_string(), why)
             .await?;
@@ -388,7 +439,13 @@ impl FileJob {
             }
             Err(e) => {
                 self.store
-                    .fail_file(f.id, &format!("cannot read {}: {e}; fix its permissions and drop it again", path.display()))
+                    .fail_file(
+                        f.id,
+                        &format!(
+                            "cannot read {}: {e}; fix its permissions and drop it again",
+                            path.display()
+                        ),
+                    )
                     .await?;
                 return Ok(());
             }
@@ -436,7 +493,9 @@ impl FileJob {
 
     async fn put_small(&self, f: &FileRow, path: &Path) -> Result<String, StepError> {
         let hasher = Arc::new(Mutex::new(Sha256::new()));
-        let file = tokio::fs::File::open(path).await.map_err(|e| io_fail(f, e))?;
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| io_fail(f, e))?;
         let body = hashing_body(file.take(f.size as u64), hasher.clone());
         self.api
             .put_file(&self.batch, &self.dataset, &f.rel_path, body, f.size as u64)
@@ -449,7 +508,11 @@ impl FileJob {
     /// platform says it holds, then file COMPLETE.
     async fn put_large(&self, f: &FileRow, path: &Path) -> Result<String, StepError> {
         let total = f.size as u64;
-        let mut offset = match self.api.received_prefix(&self.batch, &self.dataset, &f.rel_path).await {
+        let mut offset = match self
+            .api
+            .received_prefix(&self.batch, &self.dataset, &f.rel_path)
+            .await
+        {
             Ok(n) => n,
             Err(e) if matches!(e.kind(), ErrorKind::NotFound) => 0,
             Err(e) => return Err(e.into()),
@@ -468,24 +531,43 @@ impl FileJob {
             )));
         }
         if offset == 0 {
-            self.api.initialize_file(&self.batch, &self.dataset, &f.rel_path).await?;
+            self.api
+                .initialize_file(&self.batch, &self.dataset, &f.rel_path)
+                .await?;
         }
         let hasher = Arc::new(Mutex::new(Sha256::new()));
-        let mut file = tokio::fs::File::open(path).await.map_err(|e| io_fail(f, e))?;
+        let mut file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| io_fail(f, e))?;
         if offset > 0 {
             // Only after a restart: the hash must cover the bytes sent before it.
-            hash_prefix(&mut file, offset, &hasher).await.map_err(|e| io_fail(f, e))?;
+            hash_prefix(&mut file, offset, &hasher)
+                .await
+                .map_err(|e| io_fail(f, e))?;
         }
         while offset < total {
             if self.shutdown.is_cancelled() {
                 return Err(StepError::Shutdown);
             }
             let len = self.upload.chunk_size.min(total - offset);
-            let mut chunk = tokio::fs::File::open(path).await.map_err(|e| io_fail(f, e))?;
-            chunk.seek(SeekFrom::Start(offset)).await.map_err(|e| io_fail(f, e))?;
+            let mut chunk = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| io_fail(f, e))?;
+            chunk
+                .seek(SeekFrom::Start(offset))
+                .await
+                .map_err(|e| io_fail(f, e))?;
             let body = hashing_body(chunk.take(len), hasher.clone());
             self.api
-                .patch_chunk(&self.batch, &self.dataset, &f.rel_path, offset, len, total, body)
+                .patch_chunk(
+                    &self.batch,
+                    &self.dataset,
+                    &f.rel_path,
+                    offset,
+                    len,
+                    total,
+                    body,
+                )
                 .await?;
             crashpoint::hit("chunk-sent");
             offset += len;
@@ -493,7 +575,9 @@ impl FileJob {
             crashpoint::hit("chunk-recorded");
             tracing::debug!(file = %f.rel_path, batch = %self.batch, offset, total, "chunk acknowledged");
         }
-        self.api.complete_file(&self.batch, &self.dataset, &f.rel_path).await?;
+        self.api
+            .complete_file(&self.batch, &self.dataset, &f.rel_path)
+            .await?;
         Ok(finish(hasher))
     }
 }
@@ -511,23 +595,31 @@ fn hashing_body<R>(reader: R, hasher: Arc<Mutex<Sha256>>) -> reqwest::Body
 where
     R: tokio::io::AsyncRead + Send + 'static,
 {
-    let stream = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024).map(move |chunk| {
-        if let Ok(bytes) = &chunk {
-            hasher.lock().unwrap().update(bytes);
-            crashpoint::hit("mid-body");
-        }
-        chunk
-    });
+    let stream =
+        tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024).map(move |chunk| {
+            if let Ok(bytes) = &chunk {
+                hasher.lock().unwrap().update(bytes);
+                crashpoint::hit("mid-body");
+            }
+            chunk
+        });
     reqwest::Body::wrap_stream(stream)
 }
 
-async fn hash_prefix(file: &mut tokio::fs::File, len: u64, hasher: &Mutex<Sha256>) -> std::io::Result<()> {
+async fn hash_prefix(
+    file: &mut tokio::fs::File,
+    len: u64,
+    hasher: &Mutex<Sha256>,
+) -> std::io::Result<()> {
     let mut left = len;
     let mut buf = vec![0u8; 256 * 1024];
     while left > 0 {
         let n = file.read(&mut buf[..left.min(256 * 1024) as usize]).await?;
         if n == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "file shorter than recorded"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "file shorter than recorded",
+            ));
         }
         hasher.lock().unwrap().update(&buf[..n]);
         left -= n as u64;

@@ -102,7 +102,10 @@ impl Watcher {
                 let started = notify::recommended_watcher(move |ev| {
                     let _ = tx.send(ev);
                 })
-                .and_then(|mut w| w.watch(&self.watch.path, RecursiveMode::Recursive).map(|_| w));
+                .and_then(|mut w| {
+                    w.watch(&self.watch.path, RecursiveMode::Recursive)
+                        .map(|_| w)
+                });
                 match started {
                     Ok(w) => Some(w),
                     Err(e) => {
@@ -119,22 +122,33 @@ impl Watcher {
         let rescan_every = match (self.watch.mode, &_watcher) {
             (WatchMode::Events, Some(_)) => self.watch.rescan_interval,
             // Without events, scanning is the only source: do it often.
-            _ => self.watch.rescan_interval.min(Duration::from_secs(2)).max(Duration::from_millis(200)),
+            _ => self
+                .watch
+                .rescan_interval
+                .min(Duration::from_secs(2))
+                .max(Duration::from_millis(200)),
         };
-        let tick = (self.watch.settle / 4).clamp(Duration::from_millis(20), Duration::from_millis(500));
+        let tick =
+            (self.watch.settle / 4).clamp(Duration::from_millis(20), Duration::from_millis(500));
 
         self.scan().await?;
         let mut next_scan = Instant::now() + rescan_every;
         loop {
             self.check_candidates().await?;
-            self.pending.store(self.candidates.len(), std::sync::atomic::Ordering::SeqCst);
+            self.pending
+                .store(self.candidates.len(), std::sync::atomic::Ordering::SeqCst);
             let wait = if self.candidates.is_empty() {
                 next_scan.saturating_duration_since(Instant::now())
             } else {
                 tick
             };
             tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
+                _ = shutdown.cancelled() => {
+                    tracing::debug!(folder = %self.watch.path.display(), "watcher stopping");
+                    drop(_watcher);
+                    tracing::debug!(folder = %self.watch.path.display(), "watcher stopped");
+                    return Ok(());
+                }
                 ev = rx.recv() => {
                     if let Some(ev) = ev {
                         self.on_event(ev).await?;
@@ -165,10 +179,25 @@ impl Watcher {
             tracing::warn!(folder = %self.watch.path.display(), "event queue overflowed; rescanning");
             return self.scan().await;
         }
+        // Opening or reading a file (or listing a folder, as scans do) is not news; reacting
+        // to those would make every scan trigger the next one.
+        let relevant = match ev.kind {
+            EventKind::Access(notify::event::AccessKind::Close(
+                notify::event::AccessMode::Write,
+            )) => true,
+            EventKind::Access(_) | EventKind::Remove(_) => false,
+            _ => true,
+        };
+        if !relevant {
+            return Ok(());
+        }
         let hint = matches!(
             ev.kind,
-            EventKind::Access(notify::event::AccessKind::Close(notify::event::AccessMode::Write))
-                | EventKind::Modify(notify::event::ModifyKind::Name(notify::event::RenameMode::To))
+            EventKind::Access(notify::event::AccessKind::Close(
+                notify::event::AccessMode::Write
+            )) | EventKind::Modify(notify::event::ModifyKind::Name(
+                notify::event::RenameMode::To
+            ))
         );
         for path in ev.paths {
             match std::fs::symlink_metadata(&path) {
@@ -203,7 +232,9 @@ impl Watcher {
 
     /// Starts (or restarts) the settle clock of a file unless this exact version is known.
     fn consider(&mut self, path: &Path, identity: Identity, hint: bool) {
-        let Some(rel) = self.relative(path) else { return };
+        let Some(rel) = self.relative(path) else {
+            return;
+        };
         if self.recorded.get(&rel) == Some(&identity) {
             return;
         }
@@ -216,13 +247,23 @@ impl Watcher {
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map(|now| now.as_nanos() as i64 - identity.mtime_ns)
                     .unwrap_or(0);
-                let old = self.watch.mode == WatchMode::Events && age > self.watch.settle.as_nanos() as i64;
+                let old = self.watch.mode == WatchMode::Events
+                    && age > self.watch.settle.as_nanos() as i64;
                 let since = if old {
-                    Instant::now().checked_sub(self.watch.settle).unwrap_or_else(Instant::now)
+                    Instant::now()
+                        .checked_sub(self.watch.settle)
+                        .unwrap_or_else(Instant::now)
                 } else {
                     Instant::now()
                 };
-                self.candidates.insert(rel, Candidate { identity, since, hinted: hint });
+                self.candidates.insert(
+                    rel,
+                    Candidate {
+                        identity,
+                        since,
+                        hinted: hint,
+                    },
+                );
             }
         }
     }
@@ -277,7 +318,9 @@ impl Watcher {
         }
         let mut woke = false;
         for rel in stable {
-            let Some(c) = self.candidates.remove(&rel) else { continue };
+            let Some(c) = self.candidates.remove(&rel) else {
+                continue;
+            };
             self.record(rel, c.identity).await?;
             woke = true;
         }
@@ -326,16 +369,24 @@ impl Watcher {
 pub fn name_problem(rel: &str) -> Option<String> {
     for seg in rel.split('/') {
         if seg.is_empty() || seg == "." || seg == ".." {
-            return Some(format!("the path {rel:?} has an empty or relative segment, which the platform refuses"));
+            return Some(format!(
+                "the path {rel:?} has an empty or relative segment, which the platform refuses"
+            ));
         }
         if seg.len() > 255 {
-            return Some(format!("a segment of {rel:?} is longer than 255 bytes, which the platform refuses; shorten the name"));
+            return Some(format!(
+                "a segment of {rel:?} is longer than 255 bytes, which the platform refuses; shorten the name"
+            ));
         }
         if seg.chars().any(|c| c.is_control()) {
-            return Some(format!("the name {rel:?} contains control characters, which the platform refuses; rename the file"));
+            return Some(format!(
+                "the name {rel:?} contains control characters, which the platform refuses; rename the file"
+            ));
         }
         if seg.contains('\u{FFFD}') {
-            return Some(format!("the name {rel:?} is not valid UTF-8, which the platform cannot accept; rename the file"));
+            return Some(format!(
+                "the name {rel:?} is not valid UTF-8, which the platform cannot accept; rename the file"
+            ));
         }
     }
     None
@@ -347,14 +398,18 @@ fn walk(watch: &Watch, dir: &Path) -> Vec<(PathBuf, Identity)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             let path = e.path();
             let name = e.file_name();
             if is_ignored_name(&name.to_string_lossy()) {
                 continue;
             }
-            let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
             if meta.is_dir() {
                 if path != watch.archive_dir && path != watch.failed_dir {
                     stack.push(path);
@@ -373,7 +428,14 @@ mod tests {
 
     #[test]
     fn temp_and_hidden_names_are_ignored() {
-        for n in [".hidden.json", "a.json.tmp", "a.part", "a.PARTIAL", "a.json~", "x.receipt.json"] {
+        for n in [
+            ".hidden.json",
+            "a.json.tmp",
+            "a.part",
+            "a.PARTIAL",
+            "a.json~",
+            "x.receipt.json",
+        ] {
             assert!(is_ignored_name(n), "{n}");
         }
         for n in ["a.json", "orders.csv", "part-0001.parquet"] {

@@ -76,7 +76,7 @@ async fn assert_exactly_once(env: &Env, files: &[(&str, u64)]) {
     let all = env
         .api
         .find_batches(&BatchQuery {
-            dataset: Some(DATASET.into()),
+            dataset_id: Some(DATASET.into()),
             limit: Some(100),
             ..Default::default()
         })
@@ -84,18 +84,31 @@ async fn assert_exactly_once(env: &Env, files: &[(&str, u64)]) {
         .unwrap();
     let mut ingested = 0;
     for b in &all {
-        assert_ne!(b.status, BatchStatus::Loading, "batch {} left loading", b.id);
+        assert_ne!(
+            b.status,
+            BatchStatus::Loading,
+            "batch {} left loading",
+            b.id
+        );
         if b.status == BatchStatus::Success {
             ingested += records_in_batch(&env.api, &b.id).await;
         }
     }
     assert_eq!(ingested, total, "every record exactly once in the platform");
-    assert_eq!(env.emulator.stats().duplicate_acknowledged_chunks, 0, "no acknowledged chunk sent twice");
+    assert_eq!(
+        env.emulator.stats().duplicate_acknowledged_chunks,
+        0,
+        "no acknowledged chunk sent twice"
+    );
 }
 
 async fn crash_and_recover(point: &str, large: bool) {
     let env = Env::new().await;
-    let upload = if large { "large_file_threshold = 2048\nchunk_size = 1000" } else { "" };
+    let upload = if large {
+        "large_file_threshold = 2048\nchunk_size = 1000"
+    } else {
+        ""
+    };
     let config = env.write_config(upload, "");
     write_atomic(&env.drop_dir().join("a.json"), jsonl(0, 150).as_bytes());
     write_atomic(&env.drop_dir().join("b.json"), jsonl(1000, 20).as_bytes());
@@ -103,7 +116,11 @@ async fn crash_and_recover(point: &str, large: bool) {
     let mut first = spawn(&config, Some(point), false);
     let status = wait_exit(&mut first, 60);
     use std::os::unix::process::ExitStatusExt;
-    assert_eq!(status.signal(), Some(libc::SIGKILL), "the daemon died at {point}");
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "the daemon died at {point}"
+    );
 
     let mut second = spawn(&config, None, false);
     assert_exactly_once(&env, &[("a.json", 150), ("b.json", 20)]).await;
@@ -182,7 +199,11 @@ async fn run_once_exits_zero_when_all_succeeded_and_four_when_some_failed() {
     write_atomic(&env.drop_dir().join("good.json"), jsonl(0, 3).as_bytes());
     let mut ok = spawn(&config, None, true);
     assert_eq!(wait_exit(&mut ok, 60).code(), Some(0));
-    assert_eq!(receipts(&env.archive()).len(), 1, "processed before exiting");
+    assert_eq!(
+        receipts(&env.archive()).len(),
+        1,
+        "processed before exiting"
+    );
 
     write_atomic(&env.drop_dir().join("bad.json"), b"{nope\n");
     let mut bad = spawn(&config, None, true);

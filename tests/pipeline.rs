@@ -32,7 +32,10 @@ async fn json_csv_and_parquet_files_are_ingested_and_archived_with_receipts() {
     let drop = env.drop_dir();
     write_atomic(&drop.join("people.json"), jsonl(0, 25).as_bytes());
     std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/CRM_profiles.csv"),
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/fixtures/CRM_profiles.csv"
+        ),
         drop.join("crm.csv"),
     )
     .unwrap();
@@ -41,19 +44,33 @@ async fn json_csv_and_parquet_files_are_ingested_and_archived_with_receipts() {
     let receipts = wait_receipts(&env.archive(), 3, 60).await;
     daemon.stop().await;
 
-    let csv_rows = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/CRM_profiles.csv"))
-        .unwrap()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .count() as u64
+    let csv_rows = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/fixtures/CRM_profiles.csv"
+    ))
+    .unwrap()
+    .lines()
+    .filter(|l| !l.trim().is_empty())
+    .count() as u64
         - 1;
-    for (name, expected) in [("people.json", 25), ("crm.csv", csv_rows), ("people.parquet", 40)] {
-        let r = receipts.iter().find(|r| r["file"] == name).unwrap_or_else(|| panic!("receipt for {name}"));
+    for (name, expected) in [
+        ("people.json", 25),
+        ("crm.csv", csv_rows),
+        ("people.parquet", 40),
+    ] {
+        let r = receipts
+            .iter()
+            .find(|r| r["file"] == name)
+            .unwrap_or_else(|| panic!("receipt for {name}"));
         assert_eq!(r["status"], "success", "{r}");
         assert_eq!(r["dataset"], DATASET);
         assert_eq!(r["sha256"].as_str().unwrap().len(), 64);
         let batch = r["batch"].as_str().unwrap();
-        assert_eq!(records_in_batch(&env.api, batch).await, expected, "records of {name} in the platform");
+        assert_eq!(
+            records_in_batch(&env.api, batch).await,
+            expected,
+            "records of {name} in the platform"
+        );
         assert!(env.archive().join(name).exists(), "{name} archived");
         assert!(!drop.join(name).exists(), "{name} left the drop folder");
     }
@@ -64,17 +81,28 @@ async fn many_files_are_grouped_into_batches_within_max_files() {
     let env = Env::new().await;
     let daemon = Daemon::start(env.config("", "max_files = 3\nmax_wait = \"1s\""));
     for i in 0..7 {
-        write_atomic(&env.drop_dir().join(format!("f{i}.json")), jsonl(i * 10, 10).as_bytes());
+        write_atomic(
+            &env.drop_dir().join(format!("f{i}.json")),
+            jsonl(i * 10, 10).as_bytes(),
+        );
     }
     let receipts = wait_receipts(&env.archive(), 7, 60).await;
     daemon.stop().await;
     let mut per_batch = std::collections::BTreeMap::<String, usize>::new();
     for r in &receipts {
         assert_eq!(r["status"], "success");
-        *per_batch.entry(r["batch"].as_str().unwrap().to_owned()).or_default() += 1;
+        *per_batch
+            .entry(r["batch"].as_str().unwrap().to_owned())
+            .or_default() += 1;
     }
-    assert!(per_batch.values().all(|&n| n <= 3), "no batch over max_files: {per_batch:?}");
-    assert!(per_batch.len() >= 3, "7 files need at least 3 batches of 3: {per_batch:?}");
+    assert!(
+        per_batch.values().all(|&n| n <= 3),
+        "no batch over max_files: {per_batch:?}"
+    );
+    assert!(
+        per_batch.len() >= 3,
+        "7 files need at least 3 batches of 3: {per_batch:?}"
+    );
     let mut total = 0;
     for b in per_batch.keys() {
         total += records_in_batch(&env.api, b).await;
@@ -101,7 +129,11 @@ async fn a_file_written_slowly_is_not_taken_before_it_is_complete() {
     daemon.stop().await;
     assert_eq!(receipts.len(), 1, "one file, one receipt: {receipts:?}");
     let batch = receipts[0]["batch"].as_str().unwrap();
-    assert_eq!(records_in_batch(&env.api, batch).await, 50, "the whole file, not a prefix");
+    assert_eq!(
+        records_in_batch(&env.api, batch).await,
+        50,
+        "the whole file, not a prefix"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,24 +183,43 @@ async fn the_same_content_dropped_again_is_a_duplicate_naming_the_earlier_batch(
     assert_eq!(dup["status"], "duplicate", "{dup}");
     assert_eq!(dup["duplicate_of"]["batch"], batch.as_str());
     assert!(dup["reason"].as_str().unwrap().contains(&batch));
-    assert_eq!(records_in_batch(&env.api, &batch).await, 5, "not ingested twice");
+    assert_eq!(
+        records_in_batch(&env.api, &batch).await,
+        5,
+        "not ingested twice"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_the_platform_rejects_lands_in_the_failed_folder_with_its_errors() {
     let env = Env::new().await;
     let daemon = Daemon::start(env.config("", ""));
-    write_atomic(&env.drop_dir().join("broken.json"), b"{\"id\": 1}\n{not json\n");
+    write_atomic(
+        &env.drop_dir().join("broken.json"),
+        b"{\"id\": 1}\n{not json\n",
+    );
     write_atomic(&env.drop_dir().join("mystery.bin"), b"what is this");
     let receipts = wait_receipts(&env.failed(), 2, 60).await;
     daemon.stop().await;
-    let broken = receipts.iter().find(|r| r["file"] == "broken.json").unwrap();
+    let broken = receipts
+        .iter()
+        .find(|r| r["file"] == "broken.json")
+        .unwrap();
     assert_eq!(broken["status"], "failed");
     let errors = broken["errors"].to_string();
-    assert!(errors.contains("INGEST-1401-400"), "the platform's error code: {errors}");
+    assert!(
+        errors.contains("INGEST-1401-400"),
+        "the platform's error code: {errors}"
+    );
     assert!(env.failed().join("broken.json").exists());
-    let mystery = receipts.iter().find(|r| r["file"] == "mystery.bin").unwrap();
-    assert!(mystery["reason"].as_str().unwrap().contains("format"), "{mystery}");
+    let mystery = receipts
+        .iter()
+        .find(|r| r["file"] == "mystery.bin")
+        .unwrap();
+    assert!(
+        mystery["reason"].as_str().unwrap().contains("format"),
+        "{mystery}"
+    );
     assert!(env.failed().join("mystery.bin").exists());
 }
 
@@ -176,7 +227,10 @@ async fn a_file_the_platform_rejects_lands_in_the_failed_folder_with_its_errors(
 async fn files_in_sub_folders_keep_their_relative_path() {
     let env = Env::new().await;
     let daemon = Daemon::start(env.config("", ""));
-    write_atomic(&env.drop_dir().join("date=2026-11-29/orders.json"), jsonl(0, 4).as_bytes());
+    write_atomic(
+        &env.drop_dir().join("date=2026-11-29/orders.json"),
+        jsonl(0, 4).as_bytes(),
+    );
     let receipts = wait_receipts(&env.archive(), 1, 60).await;
     daemon.stop().await;
     assert_eq!(receipts[0]["file"], "date=2026-11-29/orders.json");
@@ -195,6 +249,9 @@ async fn a_second_daemon_on_the_same_state_dir_refuses_to_start() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let second = batchdrop::daemon::run(config, Default::default(), Default::default()).await;
     let err = second.expect_err("the state dir is taken").to_string();
-    assert!(err.contains("another batchdrop daemon") && err.contains("pid"), "{err}");
+    assert!(
+        err.contains("another batchdrop daemon") && err.contains("pid"),
+        "{err}"
+    );
     first.stop().await;
 }

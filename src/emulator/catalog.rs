@@ -95,7 +95,9 @@ fn page(q: &HashMap<String, String>, fields: &[&str]) -> ApiResult<Page> {
             .parse::<i64>()
             .ok()
             .filter(|n| *n >= 1)
-            .ok_or_else(|| ApiError::bad_request(format!("limit {v:?} must be a positive integer")))?
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("limit {v:?} must be a positive integer"))
+            })?
             .min(100),
     };
     let start = match q.get("start") {
@@ -218,7 +220,11 @@ pub async fn create_dataset(
     };
     let name = match req.remove("name") {
         Some(Value::String(s)) if !s.trim().is_empty() => s,
-        _ => return Err(ApiError::bad_request("name is required (a non-empty string)")),
+        _ => {
+            return Err(ApiError::bad_request(
+                "name is required (a non-empty string)",
+            ));
+        }
     };
     let schema_ref = match req.remove("schemaRef") {
         Some(v @ Value::Object(_)) if v.get("id").and_then(Value::as_str).is_some() => v,
@@ -242,7 +248,14 @@ pub async fn create_dataset(
         }
         Some(_) => return Err(ApiError::bad_request("tags must be an object")),
     };
-    for k in ["id", "created", "updated", "imsOrg", "sandboxName", "version"] {
+    for k in [
+        "id",
+        "created",
+        "updated",
+        "imsOrg",
+        "sandboxName",
+        "version",
+    ] {
         req.remove(k);
     }
     let id = new_dataset_id();
@@ -259,7 +272,11 @@ pub async fn create_dataset(
         )
         .await?;
     tracing::info!(dataset = %id, %name, "dataset created");
-    Ok((StatusCode::CREATED, axum::Json(json!([format!("@/dataSets/{id}")]))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!([format!("@/dataSets/{id}")])),
+    )
+        .into_response())
 }
 
 pub async fn get_dataset(

@@ -106,10 +106,12 @@ impl Emulator {
                 addr: listen,
                 source,
             })?;
-        let addr = listener.local_addr().map_err(|source| EmulatorError::Bind {
-            addr: listen,
-            source,
-        })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| EmulatorError::Bind {
+                addr: listen,
+                source,
+            })?;
 
         let (work_tx, work_rx) = mpsc::unbounded_channel();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -238,7 +240,10 @@ fn router(state: Arc<AppState>) -> Router {
         .head(import::head_file);
     let platform = Router::new()
         .route(&format!("{IMPORT}/batches"), post(import::create_batch))
-        .route(&format!("{IMPORT}/batches/{{batch_id}}"), post(import::batch_action))
+        .route(
+            &format!("{IMPORT}/batches/{{batch_id}}"),
+            post(import::batch_action),
+        )
         .route(
             &format!("{IMPORT}/batches/{{batch_id}}/datasets/{{dataset_id}}/files/{{*path}}"),
             file_route,
@@ -248,12 +253,18 @@ fn router(state: Arc<AppState>) -> Router {
             get(export::preview),
         )
         .route(&format!("{CATALOG}/batches"), get(catalog::list_batches))
-        .route(&format!("{CATALOG}/batches/{{batch_id}}"), get(catalog::get_batch))
+        .route(
+            &format!("{CATALOG}/batches/{{batch_id}}"),
+            get(catalog::get_batch),
+        )
         .route(
             &format!("{CATALOG}/dataSets"),
             get(catalog::list_datasets).post(catalog::create_dataset),
         )
-        .route(&format!("{CATALOG}/dataSets/{{dataset_id}}"), get(catalog::get_dataset))
+        .route(
+            &format!("{CATALOG}/dataSets/{{dataset_id}}"),
+            get(catalog::get_dataset),
+        )
         .route(
             &format!("{EXPORT}/batches/{{batch_id}}/files"),
             get(export::batch_files),
@@ -262,7 +273,10 @@ fn router(state: Arc<AppState>) -> Router {
             &format!("{EXPORT}/batches/{{batch_id}}/failed"),
             get(export::batch_failed),
         )
-        .route(&format!("{EXPORT}/files/{{file_id}}"), get(export::download))
+        .route(
+            &format!("{EXPORT}/files/{{file_id}}"),
+            get(export::download),
+        )
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

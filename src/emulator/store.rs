@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use super::error::EmulatorError;
 
@@ -220,7 +220,9 @@ impl Store {
     }
     /// A fresh temp file name in `tmp/` (same filesystem as the final places, so rename works).
     pub fn tmp_path(&self) -> PathBuf {
-        self.root.join("tmp").join(format!("{}.tmp", ulid::Ulid::new()))
+        self.root
+            .join("tmp")
+            .join(format!("{}.tmp", ulid::Ulid::new()))
     }
 
     pub async fn dataset(&self, id: &str) -> Result<Option<DatasetRow>, sqlx::Error> {
@@ -292,12 +294,7 @@ impl Store {
     }
 
     /// Compare-and-set of a batch status; returns whether it changed.
-    pub async fn transition(
-        &self,
-        id: &str,
-        from: &[&str],
-        to: &str,
-    ) -> Result<bool, sqlx::Error> {
+    pub async fn transition(&self, id: &str, from: &[&str], to: &str) -> Result<bool, sqlx::Error> {
         let placeholders = vec!["?"; from.len()].join(",");
         let sql = format!(
             "UPDATE batches SET status = ?, updated = ? WHERE id = ? AND status IN ({placeholders})"

@@ -26,11 +26,26 @@ impl Env {
     }
 
     pub async fn with_emulator(cfg: EmulatorConfig) -> Env {
+        // Logs show with `--nocapture` (RUST_LOG=batchdrop=debug for more).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "info".into()),
+            )
+            .with_test_writer()
+            .try_init();
         let dir = tempfile::tempdir().unwrap();
-        let emulator = Emulator::start(([127, 0, 0, 1], 0).into(), &dir.path().join("platform"), cfg)
+        let emulator = Emulator::start(
+            ([127, 0, 0, 1], 0).into(),
+            &dir.path().join("platform"),
+            cfg,
+        )
+        .await
+        .expect("emulator starts");
+        emulator
+            .ensure_dataset(DATASET, "test dataset")
             .await
-            .expect("emulator starts");
-        emulator.ensure_dataset(DATASET, "test dataset").await.unwrap();
+            .unwrap();
         std::fs::write(dir.path().join("token"), "test-token\n").unwrap();
         let api = client(&emulator.base_url());
         Env { dir, emulator, api }
@@ -144,7 +159,9 @@ pub fn receipts(dir: &Path) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -186,7 +203,10 @@ pub fn jsonl(first: usize, n: usize) -> String {
 
 pub fn write_atomic(path: &Path, content: &[u8]) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let tmp = path.with_file_name(format!(".{}.tmp", path.file_name().unwrap().to_string_lossy()));
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp",
+        path.file_name().unwrap().to_string_lossy()
+    ));
     std::fs::write(&tmp, content).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
