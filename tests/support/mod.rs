@@ -82,12 +82,13 @@ backoff_max = "1s"
 poll_initial = "50ms"
 poll_max = "200ms"
 {upload_extra}
-[[watch]]
-path = "drop"
-dataset = "{DATASET}"
+[defaults]
 settle = "300ms"
 max_wait = "200ms"
 rescan_interval = "1s"
+[[watch]]
+path = "drop"
+dataset = "{DATASET}"
 {watch_extra}
 "#,
             url = self.emulator.base_url()
