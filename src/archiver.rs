@@ -50,8 +50,8 @@ impl Archiver {
         for f in &files {
             let batch = match f.batch_id {
                 Some(id) => {
-                    if !batches.contains_key(&id) {
-                        batches.insert(id, self.store.batch(id).await?);
+                    if let std::collections::hash_map::Entry::Vacant(e) = batches.entry(id) {
+                        e.insert(self.store.batch(id).await?);
                     }
                     batches.get(&id)
                 }

@@ -157,13 +157,10 @@ impl Batcher {
         for mut f in ready {
             if f.sha256.is_none() && self.store.size_seen(&f.dataset, f.size, f.id).await? {
                 let path = f.abs_path();
-                match tokio::task::spawn_blocking(move || sha256_file(&path)).await {
-                    Ok(Ok(sha)) => {
-                        self.store.set_sha(f.id, &sha).await?;
-                        f.sha256 = Some(sha);
-                    }
-                    // Unreadable now: the uploader will find out and say why.
-                    _ => {}
+                // Unreadable now: the uploader will find out and say why.
+                if let Ok(Ok(sha)) = tokio::task::spawn_blocking(move || sha256_file(&path)).await {
+                    self.store.set_sha(f.id, &sha).await?;
+                    f.sha256 = Some(sha);
                 }
             }
             if let Some(sha) = &f.sha256

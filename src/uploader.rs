@@ -190,13 +190,10 @@ impl Uploader {
                 .set_batch_state(b.id, batch_state::CREATING, None, "create-batch sent")
                 .await?;
         }
-        let replay = match &b.replay_json {
-            Some(j) => Some(Replay {
-                predecessors: serde_json::from_str(j).unwrap_or_default(),
-                reason: "replace".into(),
-            }),
-            None => None,
-        };
+        let replay = b.replay_json.as_deref().map(|j| Replay {
+            predecessors: serde_json::from_str(j).unwrap_or_default(),
+            reason: "replace".into(),
+        });
         let format = crate::api::Format::parse(&b.format).unwrap_or(crate::api::Format::Json);
         let mut req = CreateBatch::new(&b.dataset, format);
         req.multiline_json = b.multiline_json;
