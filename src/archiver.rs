@@ -23,7 +23,9 @@ use crate::store::{BatchRow, FileRow, Store, StoreError, batch_state, file_state
 use crate::watcher::Identity;
 
 pub struct Archiver {
-    pub watches: HashMap<String, Watch>,
+    /// Shared with the daemon; a reload adds and updates watches but never removes one, so
+    /// files of a removed watch still get finished.
+    pub watches: Arc<std::sync::RwLock<HashMap<String, Watch>>>,
     pub store: Store,
     pub wake: Arc<Notify>,
 }
@@ -67,10 +69,10 @@ impl Archiver {
     }
 
     async fn finalize(&self, f: &FileRow, batch: Option<&BatchRow>) -> Result<(), FinalizeError> {
-        let Some(watch) = self.watches.get(&f.watch) else {
-            // The watch was removed from the config: leave the file, note it.
+        let Some(watch) = self.watches.read().unwrap().get(&f.watch).cloned() else {
             return Ok(());
         };
+        let watch = &watch;
         let succeeded =
             batch.is_some_and(|b| b.state == batch_state::SUCCESS) && f.state != file_state::FAILED;
         let (final_state, status) = if f.state == file_state::DUPLICATE {

@@ -84,8 +84,11 @@ pub fn plan(files: &[FileRow], limits: Limits, now_ms: i64, flush: bool) -> Vec<
 }
 
 pub struct Batcher {
-    pub watches: Vec<Watch>,
+    /// Shared with the daemon, which swaps it on a config reload.
+    pub watches: Arc<std::sync::RwLock<Vec<Watch>>>,
     pub store: Store,
+    pub health: Arc<crate::telemetry::Health>,
+    pub max_inflight_bytes: u64,
     pub wake: Arc<Notify>,
     pub wake_uploader: Arc<Notify>,
 }
@@ -96,18 +99,36 @@ impl Batcher {
         shutdown: CancellationToken,
         flush: Arc<std::sync::atomic::AtomicBool>,
     ) -> Result<(), StoreError> {
-        let tick = self
-            .watches
-            .iter()
-            .map(|w| w.max_wait)
-            .min()
-            .unwrap_or(Duration::from_secs(1))
-            .clamp(Duration::from_millis(20), Duration::from_secs(1));
         loop {
+            let watches = self.watches.read().unwrap().clone();
+            let tick = watches
+                .iter()
+                .map(|w| w.max_wait)
+                .min()
+                .unwrap_or(Duration::from_secs(1))
+                .clamp(Duration::from_millis(20), Duration::from_secs(1));
             let flushing = flush.load(std::sync::atomic::Ordering::SeqCst);
+            // Cap on bytes in flight: sealing waits until earlier batches finish.
+            let inflight = self.store.inflight_bytes().await?;
+            let over = inflight >= self.max_inflight_bytes as i64;
+            if over
+                != self
+                    .health
+                    .batching_paused
+                    .swap(over, std::sync::atomic::Ordering::SeqCst)
+                && over
+            {
+                tracing::warn!(
+                    inflight,
+                    cap = self.max_inflight_bytes,
+                    "intake paused: max_inflight_bytes reached; batches resume as earlier ones finish"
+                );
+            }
             let mut sealed = false;
-            for w in &self.watches {
-                sealed |= self.batch_watch(w, flushing).await?;
+            if !over {
+                for w in &watches {
+                    sealed |= self.batch_watch(w, flushing).await?;
+                }
             }
             if sealed {
                 self.wake_uploader.notify_one();

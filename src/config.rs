@@ -100,7 +100,22 @@ pub struct Config {
     pub platform: Platform,
     pub upload: Upload,
     pub shutdown_grace: Duration,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; `None` when "off".
+    pub admin_listen: Option<std::net::SocketAddr>,
+    /// How often the platform is probed for `/readyz` when nothing else talked to it.
+    pub probe_interval: Duration,
+    pub limits: Limits,
     pub watches: Vec<Watch>,
+}
+
+/// Caps that keep the daemon bounded: when one is reached, intake pauses (and `/readyz` and
+/// the `batchdrop_intake_paused` metric say so) until work drains below it.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Files recorded but not finished yet.
+    pub max_queued_files: u64,
+    /// Bytes in batches sealed but not finished yet.
+    pub max_inflight_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -148,7 +163,7 @@ pub struct Upload {
 }
 
 /// One drop folder and everything that applies to it (defaults already merged in).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Watch {
     /// Stable name used in the state database: the folder path as written in the config.
     pub name: String,
@@ -184,6 +199,10 @@ struct RawConfig {
     state_dir: Option<PathBuf>,
     log_format: Option<LogFormat>,
     shutdown_grace: Option<String>,
+    admin_listen: Option<String>,
+    probe_interval: Option<String>,
+    #[serde(default)]
+    limits: RawLimits,
     #[serde(default)]
     platform: RawPlatform,
     #[serde(default)]
@@ -204,6 +223,13 @@ struct RawPlatform {
     api_key: Option<String>,
     access_token_file: Option<PathBuf>,
     request_timeout: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_queued_files: Option<u64>,
+    max_inflight_bytes: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -449,7 +475,29 @@ impl Config {
             watches.push(watch);
         }
 
+        let admin_listen = match raw.admin_listen.as_deref().unwrap_or("127.0.0.1:9187") {
+            "off" => None,
+            a => Some(a.parse().map_err(|_| {
+                invalid(format!(
+                    "admin_listen = \"{a}\" is not an address: write e.g. \"127.0.0.1:9187\", or \"off\""
+                ))
+            })?),
+        };
+        let limits = Limits {
+            max_queued_files: raw.limits.max_queued_files.unwrap_or(200_000),
+            max_inflight_bytes: raw
+                .limits
+                .max_inflight_bytes
+                .unwrap_or(500 * 1000 * 1000 * 1000),
+        };
         Ok(Config {
+            admin_listen,
+            probe_interval: dur(
+                "probe_interval",
+                &raw.probe_interval,
+                Duration::from_secs(15),
+            )?,
+            limits,
             path: path.to_owned(),
             state_dir,
             log_format: raw.log_format.unwrap_or(LogFormat::Text),

@@ -7,20 +7,22 @@
 //! and whatever was cut is resumed from the store on the next start.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ApiClient, ClientConfig, Secret, TokenSource};
+use crate::admin;
+use crate::api::{ApiClient, ClientConfig, ErrorKind, Secret, TokenSource};
 use crate::archiver::Archiver;
 use crate::batcher::Batcher;
-use crate::config::{Config, Endpoint};
+use crate::config::{Config, Endpoint, Watch};
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::store::{Store, StoreError, now_ms};
+use crate::telemetry::Health;
 use crate::uploader::Uploader;
 use crate::watcher::Watcher;
 
@@ -39,12 +41,21 @@ pub enum DaemonError {
     },
     #[error("cannot set up the platform client: {0}")]
     Client(String),
+    #[error(
+        "cannot serve the admin listener on {addr}: {source}; set admin_listen to a free address, or \"off\""
+    )]
+    Admin {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Process what is present, then exit.
     pub once: bool,
+    /// Notified on SIGHUP: re-read the config file.
+    pub reload: Option<Arc<Notify>>,
 }
 
 /// How a run ended.
@@ -54,6 +65,8 @@ pub enum Outcome {
     Done,
     /// `--once` finished, but this many files ended in the failed folder.
     Failures(i64),
+    /// `--once` was stopped by a signal before its work was done.
+    Interrupted,
 }
 
 /// The platform the daemon talks to, and the embedded emulator when it runs one.
@@ -116,7 +129,8 @@ impl Platform {
 }
 
 /// Runs the daemon until `shutdown` is cancelled (or, with `--once`, until the files present
-/// at start are all finished).
+/// at start are all finished). Reads like the data flow: watchers → store → batcher →
+/// uploader (→ api) → poller → archiver.
 pub async fn run(
     config: Config,
     opts: RunOptions,
@@ -125,7 +139,11 @@ pub async fn run(
     let started = now_ms();
     let store = Store::open_exclusive(&config.state_dir, false).await?;
     let platform = Platform::connect(&config).await?;
-
+    if let Some(emu) = &platform.embedded {
+        // For the operator commands, which run in other processes.
+        let _ = std::fs::write(config.state_dir.join("embedded-url"), emu.base_url());
+    }
+    let health = Arc::new(Health::default());
     let wake_batcher = Arc::new(Notify::new());
     let wake_uploader = Arc::new(Notify::new());
     let wake_archiver = Arc::new(Notify::new());
@@ -133,47 +151,83 @@ pub async fn run(
     // Intake (watchers, batcher) stops first; the uploader and archiver get the grace period.
     let intake = shutdown.child_token();
     let output = CancellationToken::new();
-
     let mut tasks: JoinSet<(&'static str, Result<(), StoreError>)> = JoinSet::new();
-    let mut pending = Vec::new();
+
+    // watchers → store
+    let mut watchers = Watchers::default();
     for w in &config.watches {
-        let watcher = Watcher::new(w.clone(), store.clone(), wake_batcher.clone());
-        pending.push(watcher.pending.clone());
-        let run = watcher.run(intake.clone());
-        tasks.spawn(async move { ("watcher", run.await) });
+        watchers.start(
+            w,
+            &mut tasks,
+            &store,
+            &wake_batcher,
+            &health,
+            &config,
+            &intake,
+        );
     }
+    // store → batcher → store
+    let batch_watches = Arc::new(RwLock::new(config.watches.clone()));
     let batcher = Batcher {
-        watches: config.watches.clone(),
+        watches: batch_watches.clone(),
         store: store.clone(),
+        health: health.clone(),
+        max_inflight_bytes: config.limits.max_inflight_bytes,
         wake: wake_batcher.clone(),
         wake_uploader: wake_uploader.clone(),
     }
     .run(intake.clone(), flush.clone());
     tasks.spawn(async move { ("batcher", batcher.await) });
+    // store → uploader → api → poller → store
     let uploader = Uploader::new(
         store.clone(),
         platform.api.clone(),
         config.upload.clone(),
-        wake_uploader.clone(),
+        wake_uploader,
         wake_archiver.clone(),
-    );
-    let uploader = uploader.run(output.clone(), config.shutdown_grace);
+    )
+    .run(output.clone(), config.shutdown_grace);
     tasks.spawn(async move { ("uploader", uploader.await) });
-    let archiver = Archiver {
-        watches: config
+    // store → archiver → folders
+    let archive_watches = Arc::new(RwLock::new(
+        config
             .watches
             .iter()
             .map(|w| (w.name.clone(), w.clone()))
             .collect::<HashMap<_, _>>(),
+    ));
+    let archiver = Archiver {
+        watches: archive_watches.clone(),
         store: store.clone(),
-        wake: wake_archiver.clone(),
+        wake: wake_archiver,
     }
     .run(output.clone());
     tasks.spawn(async move { ("archiver", archiver.await) });
-    tracing::info!(watches = config.watches.len(), state = %config.state_dir.display(), "batchdrop running");
 
+    tokio::spawn(probe_platform(
+        platform.api.clone(),
+        health.clone(),
+        config.probe_interval,
+        output.clone(),
+    ));
+    if let Some(addr) = config.admin_listen {
+        let bound = admin::serve(addr, store.clone(), health.clone(), output.clone())
+            .await
+            .map_err(|source| DaemonError::Admin { addr, source })?;
+        let _ = std::fs::write(config.state_dir.join("admin-addr"), bound.to_string());
+        tracing::info!(%bound, "admin listener: /metrics /healthz /readyz");
+    }
+    tracing::info!(watches = config.watches.len(), state = %config.state_dir.display(), "batchdrop running");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let mut watchdog = sd_watchdog_interval().map(tokio::time::interval);
+
+    let mut config = config;
     let mut failed: Option<StoreError> = None;
+    let reload = opts.reload.clone().unwrap_or_default();
     loop {
+        health
+            .watchers_up
+            .store(watchers.all_scanned(), Ordering::SeqCst);
         tokio::select! {
             _ = shutdown.cancelled() => break,
             r = tasks.join_next() => {
@@ -185,21 +239,43 @@ pub async fn run(
                     break;
                 }
             }
+            _ = reload.notified() => {
+                match Config::load(&config.path) {
+                    Err(e) => tracing::error!("config reload rejected, the previous config stays in force: {e}"),
+                    Ok(new) => {
+                        warn_unreloadable(&config, &new);
+                        for w in watchers.reconcile(&new.watches) {
+                            watchers.start(&w, &mut tasks, &store, &wake_batcher, &health, &new, &intake);
+                        }
+                        *batch_watches.write().unwrap() = new.watches.clone();
+                        let mut archive = archive_watches.write().unwrap();
+                        for w in &new.watches {
+                            archive.insert(w.name.clone(), w.clone());
+                        }
+                        drop(archive);
+                        tracing::info!(watches = new.watches.len(), "config reloaded");
+                        config = new;
+                    }
+                }
+            }
+            _ = async { watchdog.as_mut().unwrap().tick().await }, if watchdog.is_some() => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
             _ = tokio::time::sleep(Duration::from_millis(100)), if opts.once => {
-                let scanning = pending.iter().any(|p| p.load(Ordering::SeqCst) != 0);
-                if !scanning && store.pending_work().await? == 0 {
+                if watchers.all_scanned() && store.pending_work().await? == 0 {
                     break;
                 }
             }
         }
     }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("shutting down: intake stopped, letting uploads reach a safe point");
+    let interrupted = opts.once && shutdown.is_cancelled();
     intake.cancel();
     output.cancel();
     while let Some(r) = tasks.join_next().await {
         tracing::debug!("stage ended: {r:?}");
     }
-    tracing::debug!("all stages ended");
     if let Some(emu) = platform.embedded {
         emu.shutdown().await;
     }
@@ -213,9 +289,116 @@ pub async fn run(
         0
     };
     store.close().await;
-    Ok(if failures > 0 {
+    Ok(if interrupted {
+        Outcome::Interrupted
+    } else if failures > 0 {
         Outcome::Failures(failures)
     } else {
         Outcome::Done
     })
+}
+
+/// The running watchers, by watch name, each with its own stop token (a reload stops one
+/// without touching the others).
+#[derive(Default)]
+struct Watchers {
+    running: HashMap<String, (Watch, CancellationToken, Arc<AtomicUsize>)>,
+}
+
+impl Watchers {
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        &mut self,
+        w: &Watch,
+        tasks: &mut JoinSet<(&'static str, Result<(), StoreError>)>,
+        store: &Store,
+        wake_batcher: &Arc<Notify>,
+        health: &Arc<Health>,
+        config: &Config,
+        intake: &CancellationToken,
+    ) {
+        let token = intake.child_token();
+        let watcher = Watcher::new(
+            w.clone(),
+            store.clone(),
+            wake_batcher.clone(),
+            health.clone(),
+            config.limits.max_queued_files,
+        );
+        self.running.insert(
+            w.name.clone(),
+            (w.clone(), token.clone(), watcher.pending.clone()),
+        );
+        let run = watcher.run(token);
+        tasks.spawn(async move { ("watcher", run.await) });
+    }
+
+    /// Stops the watchers that are gone or changed; returns the watches to (re)start.
+    fn reconcile(&mut self, wanted: &[Watch]) -> Vec<Watch> {
+        let mut start = Vec::new();
+        self.running.retain(|name, (w, token, _)| {
+            let keep = wanted.iter().any(|n| n == w);
+            if !keep {
+                tracing::info!(folder = %name, "watch stopped (removed or changed in the config)");
+                token.cancel();
+            }
+            keep
+        });
+        for w in wanted {
+            if !self.running.contains_key(&w.name) {
+                tracing::info!(folder = %w.path.display(), dataset = %w.dataset, "watch started");
+                start.push(w.clone());
+            }
+        }
+        start
+    }
+
+    /// Every watcher finished its first scan and has no file waiting to settle.
+    fn all_scanned(&self) -> bool {
+        self.running
+            .values()
+            .all(|(_, _, p)| p.load(Ordering::SeqCst) != usize::MAX)
+    }
+}
+
+/// Settings a reload cannot apply to a running daemon: say so instead of ignoring them.
+fn warn_unreloadable(old: &Config, new: &Config) {
+    if old.state_dir != new.state_dir {
+        tracing::warn!("state_dir changed in the config: restart batchdrop to apply it");
+    }
+    if format!("{:?}", old.platform) != format!("{:?}", new.platform) {
+        tracing::warn!("[platform] changed in the config: restart batchdrop to apply it");
+    }
+    if format!("{:?}", old.upload) != format!("{:?}", new.upload)
+        || old.admin_listen != new.admin_listen
+    {
+        tracing::warn!(
+            "[upload] or admin_listen changed in the config: restart batchdrop to apply it"
+        );
+    }
+}
+
+/// Asks the platform a cheap question every `every`, so `/readyz` knows whether it is reachable.
+async fn probe_platform(
+    api: ApiClient,
+    health: Arc<Health>,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        let ok = match api.get_batch("batchdrop-readiness-probe").await {
+            Ok(_) => true,
+            Err(e) => !matches!(e.kind(), ErrorKind::Transient { .. }),
+        };
+        health.platform_result(ok);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// Half the watchdog period systemd asked for (`WatchdogSec=`), if it asked.
+fn sd_watchdog_interval() -> Option<Duration> {
+    sd_notify::watchdog_enabled().map(|d| d / 2)
 }

@@ -5,6 +5,7 @@
 //! `daemon::run` wires those stages; the emulator (`emulator`) is a separate module tree that
 //! implements the platform and shares no types with the client (`api`).
 
+pub mod admin;
 pub mod api;
 pub mod archiver;
 pub mod batcher;
@@ -15,5 +16,6 @@ pub mod emulator;
 pub mod poller;
 pub mod retry;
 pub mod store;
+pub mod telemetry;
 pub mod uploader;
 pub mod watcher;

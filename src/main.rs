@@ -1,12 +1,15 @@
 //! The command line: parse arguments, load the config, set up logs and signals, dispatch.
 //! This is the only place that uses `anyhow` and decides exit codes.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use batchdrop::config::{Config, LogFormat};
@@ -86,9 +89,21 @@ async fn dispatch(command: Command) -> Result<u8, (u8, anyhow::Error)> {
             let config = Config::load(&config).map_err(|e| (EXIT_CONFIG, e.into()))?;
             init_logs(config.log_format);
             let shutdown = CancellationToken::new();
-            spawn_signal_handler(shutdown.clone()).map_err(|e| (EXIT_RUNTIME, e))?;
-            match daemon::run(config, RunOptions { once }, shutdown).await {
+            let reload = Arc::new(Notify::new());
+            spawn_signal_handler(shutdown.clone(), reload.clone())
+                .map_err(|e| (EXIT_RUNTIME, e))?;
+            let opts = RunOptions {
+                once,
+                reload: Some(reload),
+            };
+            match daemon::run(config, opts, shutdown).await {
                 Ok(Outcome::Done) => Ok(0),
+                Ok(Outcome::Interrupted) => {
+                    eprintln!(
+                        "batchdrop: stopped by a signal before all files were finished; run again to finish them"
+                    );
+                    Ok(EXIT_RUNTIME)
+                }
                 Ok(Outcome::Failures(n)) => {
                     eprintln!(
                         "batchdrop: {n} file(s) failed; see their receipts in the failed folder"
@@ -142,7 +157,8 @@ fn init_logs(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none());
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -150,13 +166,18 @@ fn init_logs(format: LogFormat) {
 }
 
 /// First SIGTERM/SIGINT: graceful shutdown. Second: exit at once (the state stays consistent:
-/// every step is recorded before and after it happens).
-fn spawn_signal_handler(shutdown: CancellationToken) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT])?;
+/// every step is recorded before and after it happens). SIGHUP: reload the config.
+fn spawn_signal_handler(shutdown: CancellationToken, reload: Arc<Notify>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     tokio::spawn(async move {
         let mut seen = 0;
         while let Some(sig) = signals.next().await {
+            if sig == SIGHUP {
+                tracing::info!("SIGHUP: reloading the config");
+                reload.notify_one();
+                continue;
+            }
             seen += 1;
             if seen == 1 {
                 tracing::info!(

@@ -258,6 +258,47 @@ impl Store {
         self.pool.close().await;
     }
 
+    /// Readiness: the database takes a write (a full disk or a read-only mount fails it).
+    pub async fn ping_write(&self) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM health_probe")
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("INSERT INTO health_probe (at) VALUES (?)")
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// When the oldest file still waiting for its outcome was found (unix ms).
+    pub async fn oldest_pending_ms(&self) -> Result<Option<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT MIN(discovered_at) FROM files WHERE finalized = 0")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Files queued but not finished (the resource cap on intake counts these).
+    pub async fn queued_files(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM files WHERE finalized = 0 AND state IN ('ready', 'batched', 'uploaded')",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Bytes of the files in batches sealed but not finished.
+    pub async fn inflight_bytes(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE(SUM(f.size), 0) FROM files f JOIN batches b ON b.id = f.batch_id
+             WHERE b.state IN ('sealed', 'creating', 'loading', 'completing', 'processing')
+               AND f.state IN ('batched', 'uploaded')",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// Cheap liveness check of the database (used by readiness).
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

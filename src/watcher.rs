@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Watch, WatchMode};
 use crate::store::{NewFile, Recorded, Store, StoreError};
+use crate::telemetry::{self, Health};
 
 /// What a file looks like on disk; a change in any of these means it is still being written
 /// (or was replaced).
@@ -68,6 +69,8 @@ pub struct Watcher {
     watch: Watch,
     store: Store,
     wake_batcher: Arc<Notify>,
+    health: Arc<Health>,
+    max_queued_files: u64,
     candidates: HashMap<String, Candidate>,
     /// Versions already handed to the store, so rescans do not ask it again.
     recorded: HashMap<String, Identity>,
@@ -76,11 +79,19 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    pub fn new(watch: Watch, store: Store, wake_batcher: Arc<Notify>) -> Watcher {
+    pub fn new(
+        watch: Watch,
+        store: Store,
+        wake_batcher: Arc<Notify>,
+        health: Arc<Health>,
+        max_queued_files: u64,
+    ) -> Watcher {
         Watcher {
             watch,
             store,
             wake_batcher,
+            health,
+            max_queued_files,
             candidates: HashMap::new(),
             recorded: HashMap::new(),
             pending: Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX)),
@@ -176,6 +187,7 @@ impl Watcher {
             }
         };
         if ev.need_rescan() {
+            metrics::counter!(telemetry::OVERFLOWS).increment(1);
             tracing::warn!(folder = %self.watch.path.display(), "event queue overflowed; rescanning");
             return self.scan().await;
         }
@@ -213,6 +225,7 @@ impl Watcher {
     }
 
     async fn scan(&mut self) -> Result<(), StoreError> {
+        metrics::counter!(telemetry::RESCANS).increment(1);
         let root = self.watch.path.clone();
         self.scan_dir(&root).await
     }
@@ -316,6 +329,25 @@ impl Watcher {
         for rel in gone {
             self.candidates.remove(&rel);
         }
+        if stable.is_empty() {
+            return Ok(());
+        }
+        // Cap on queued files: stable files wait here (on disk, nothing lost) until the queue
+        // drains below the cap.
+        let queued = self.store.queued_files().await?;
+        let full = queued >= self.max_queued_files as i64;
+        if full
+            != self
+                .health
+                .intake_paused
+                .swap(full, std::sync::atomic::Ordering::SeqCst)
+            && full
+        {
+            tracing::warn!(folder = %self.watch.path.display(), queued, cap = self.max_queued_files, "intake paused: max_queued_files reached; new files wait in the folder");
+        }
+        if full {
+            return Ok(());
+        }
         let mut woke = false;
         for rel in stable {
             let Some(c) = self.candidates.remove(&rel) else {
@@ -358,6 +390,8 @@ impl Watcher {
                 tracing::warn!(file = %rel, dataset = %w.dataset, file_id = id, "rejected: {reason}");
             }
         } else if let Recorded::New(id) = self.store.record_ready(&file).await? {
+            metrics::counter!(telemetry::FILES_DISCOVERED, "dataset" => w.dataset.clone())
+                .increment(1);
             tracing::info!(file = %rel, dataset = %w.dataset, file_id = id, size = file.size, "ready");
         }
         self.recorded.insert(rel, id);

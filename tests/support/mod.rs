@@ -73,6 +73,8 @@ impl Env {
             r#"
 state_dir = "state"
 shutdown_grace = "5s"
+admin_listen = "127.0.0.1:0"
+probe_interval = "300ms"
 [platform]
 endpoint = "{url}"
 access_token_file = "token"
