@@ -170,6 +170,12 @@ impl Archiver {
                 &detail,
             )
             .await?;
+        let counter = match final_state {
+            file_state::DONE => crate::telemetry::FILES_INGESTED,
+            file_state::DUPLICATE => crate::telemetry::FILES_DUPLICATE,
+            _ => crate::telemetry::FILES_FAILED,
+        };
+        metrics::counter!(counter, "dataset" => f.dataset.clone()).increment(1);
         tracing::info!(
             file = %f.rel_path, dataset = %f.dataset,
             batch = batch.map(|b| b.label()).unwrap_or_default(), status, "file finished; {}", receipt_path.display()

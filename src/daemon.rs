@@ -137,6 +137,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<Outcome, DaemonError> {
     let started = now_ms();
+    // Installed before any stage counts anything.
+    crate::telemetry::prometheus();
     let store = Store::open_exclusive(&config.state_dir, false).await?;
     let platform = Platform::connect(&config).await?;
     if let Some(emu) = &platform.embedded {
@@ -261,8 +263,9 @@ pub async fn run(
             _ = async { watchdog.as_mut().unwrap().tick().await }, if watchdog.is_some() => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
             }
-            _ = tokio::time::sleep(Duration::from_millis(100)), if opts.once => {
-                if watchers.all_scanned() && store.pending_work().await? == 0 {
+            // Housekeeping tick: readiness facts, and `--once`'s end.
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                if opts.once && watchers.all_scanned() && store.pending_work().await? == 0 {
                     break;
                 }
             }

@@ -69,5 +69,6 @@ pub async fn poll(
         tracing::warn!(batch = %remote, dataset = %b.dataset, "batch failed ({detail}): {}", errors.join("; "));
     }
     store.finish_batch(b.id, state, &outcome, &detail).await?;
+    metrics::counter!(crate::telemetry::BATCHES, "outcome" => state).increment(1);
     Ok(())
 }

@@ -26,6 +26,7 @@ use crate::crashpoint;
 use crate::poller;
 use crate::retry;
 use crate::store::{BatchRow, FileRow, Store, StoreError, batch_state, file_state, now_ms};
+use crate::telemetry;
 use crate::watcher::Identity;
 
 /// Why a step stopped before its batch reached the next state.
@@ -352,6 +353,14 @@ impl Uploader {
                     self.upload.backoff_max,
                     retry_after,
                 );
+                let cause = match e.http_status() {
+                    Some(429) => "throttled",
+                    Some(401) => "unauthorized",
+                    Some(s) if s >= 500 => "server_error",
+                    Some(_) => "other",
+                    None => "network",
+                };
+                metrics::counter!(telemetry::RETRIES, "cause" => cause).increment(1);
                 tracing::warn!(batch = %label, dataset = %b.dataset, attempt = b.attempts + 1, "transient failure, retrying in {wait:?}: {e}");
                 self.store
                     .schedule_retry(b.id, &e.to_string(), now_ms() + wait.as_millis() as i64)
@@ -376,6 +385,7 @@ impl Uploader {
         if let Some(remote) = &b.remote_id {
             let _ = self.api.batch_action(remote, BatchAction::Abort).await;
         }
+        metrics::counter!(telemetry::BATCHES, "outcome" => "abandoned").increment(1);
         self.store.abandon_batch(b.id, why).await
     }
 
@@ -395,6 +405,7 @@ impl Uploader {
         self.store
             .finish_batch(b.id, batch_state::FAILED, &outcome.to_string(), why)
             .await?;
+        metrics::counter!(telemetry::BATCHES, "outcome" => "failed").increment(1);
         self.wake_archiver.notify_one();
         Ok(())
     }
@@ -468,6 +479,10 @@ impl FileJob {
             _ => return self.changed(f, "during its upload").await,
         }
         self.store.mark_uploaded(f.id, &sha, f.size).await?;
+        metrics::counter!(telemetry::BYTES_UPLOADED, "dataset" => self.dataset.clone())
+            .increment(f.size as u64);
+        metrics::counter!(telemetry::UPLOAD_SECONDS, "dataset" => self.dataset.clone())
+            .increment(started.elapsed().as_secs_f64() as u64);
         tracing::info!(
             file = %f.rel_path, dataset = %self.dataset, batch = %self.batch,
             bytes = f.size, ms = started.elapsed().as_millis() as u64, "uploaded"

@@ -69,6 +69,11 @@ impl Env {
 
     /// Writes a config with fast test timings plus `extra` lines appended to the [[watch]].
     pub fn write_config(&self, upload_extra: &str, watch_extra: &str) -> PathBuf {
+        self.write_config_for(&self.emulator.base_url(), upload_extra, watch_extra)
+    }
+
+    /// The same, against the platform at `url`.
+    pub fn write_config_for(&self, url: &str, upload_extra: &str, watch_extra: &str) -> PathBuf {
         let text = format!(
             r#"
 state_dir = "state"
@@ -92,8 +97,7 @@ rescan_interval = "1s"
 path = "drop"
 dataset = "{DATASET}"
 {watch_extra}
-"#,
-            url = self.emulator.base_url()
+"#
         );
         let path = self.dir.path().join("config.toml");
         std::fs::write(&path, text).unwrap();

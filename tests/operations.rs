@@ -1,0 +1,264 @@
+//! Operating batchdrop: metrics that count what happened, readiness that follows the platform,
+//! live reload on SIGHUP, and systemd notifications — all with the real binary.
+
+mod support;
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use batchdrop::emulator::{Emulator, EmulatorConfig};
+use support::*;
+
+fn spawn(config: &Path, envs: &[(&str, &str)]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(config.with_file_name("daemon.log"))
+        .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_batchdrop"));
+    cmd.arg("run")
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "batchdrop=info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+fn stop(mut child: Child) {
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "daemon did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn hup(child: &Child) {
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+}
+
+async fn admin_url(env: &Env) -> String {
+    let path = env.state_dir().join("admin-addr");
+    let addr = eventually(30, "the admin listener", || {
+        let a = std::fs::read_to_string(&path).ok();
+        async move { a }
+    })
+    .await;
+    format!("http://{addr}")
+}
+
+/// The value of a metric line `name{labels} value` whose name and labels contain `needle`s.
+fn metric(text: &str, needles: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| needles.iter().all(|n| l.contains(n)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_happened() {
+    let env = Env::new().await;
+    let config = env.write_config("", "");
+    let daemon = spawn(&config, &[]);
+    let url = admin_url(&env).await;
+    let mut bytes = 0;
+    for i in 0..3 {
+        let body = jsonl(i * 10, 10);
+        bytes += body.len();
+        write_atomic(&env.drop_dir().join(format!("ok{i}.json")), body.as_bytes());
+    }
+    wait_receipts(&env.archive(), 3, 60).await;
+    // Alone, so that it does not take good files down with its batch.
+    write_atomic(&env.drop_dir().join("bad.json"), b"{nope\n");
+    bytes += 6;
+    wait_receipts(&env.failed(), 1, 60).await;
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    stop(daemon);
+    assert_eq!(
+        metric(&text, &["batchdrop_files_ingested_total", DATASET]),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, &["batchdrop_files_failed_total", DATASET]),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, &["batchdrop_files_discovered_total", DATASET]),
+        4.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, &["batchdrop_bytes_uploaded_total", DATASET]),
+        bytes as f64,
+        "{text}"
+    );
+    assert!(
+        metric(&text, &["batchdrop_batches_total", "outcome=\"success\""]) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        metric(&text, &["batchdrop_batches_total", "outcome=\"failed\""]) >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, &["batchdrop_queue_files", "state=\"done\""]),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, &["batchdrop_platform_reachable"]),
+        1.0,
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_flips_when_the_platform_is_unreachable_and_back() {
+    let env = Env::new().await;
+    // A second platform that this test can stop and start again on the same port.
+    let data = env.dir.path().join("platform2");
+    let emu = Emulator::start(([127, 0, 0, 1], 0).into(), &data, EmulatorConfig::default())
+        .await
+        .unwrap();
+    let addr = emu.local_addr();
+    let config = env.write_config_for(&emu.base_url(), "", "");
+    let daemon = spawn(&config, &[]);
+    let url = admin_url(&env).await;
+    let ready = |expect: u16| {
+        let url = url.clone();
+        async move {
+            let r = reqwest::get(format!("{url}/readyz")).await.ok()?;
+            let status = r.status().as_u16();
+            let body = r.text().await.ok()?;
+            (status == expect).then_some(body)
+        }
+    };
+    eventually(30, "ready with the platform up", || ready(200)).await;
+    assert_eq!(
+        reqwest::get(format!("{url}/healthz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    emu.shutdown().await;
+    let body = eventually(30, "not ready with the platform down", || ready(503)).await;
+    assert!(body.contains("platform"), "says why: {body}");
+    assert_eq!(
+        reqwest::get(format!("{url}/healthz"))
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "still alive"
+    );
+
+    let emu = Emulator::start(addr, &data, EmulatorConfig::default())
+        .await
+        .unwrap();
+    eventually(30, "ready again once the platform is back", || ready(200)).await;
+    stop(daemon);
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_adds_a_watch_and_removes_another_and_a_bad_config_keeps_the_old_one() {
+    let env = Env::new().await;
+    let config = env.write_config("", "");
+    let daemon = spawn(&config, &[]);
+    admin_url(&env).await;
+    write_atomic(&env.drop_dir().join("first.json"), jsonl(0, 5).as_bytes());
+
+    // An invalid config is rejected; the old one stays in force.
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, "this is = = not toml").unwrap();
+    hup(&daemon);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    write_atomic(
+        &env.drop_dir().join("second.json"),
+        jsonl(100, 5).as_bytes(),
+    );
+    wait_receipts(&env.archive(), 2, 60).await;
+    let log = std::fs::read_to_string(config.with_file_name("daemon.log")).unwrap();
+    assert!(log.contains("config reload rejected"), "{log}");
+
+    // Now replace the watch on `drop` by one on `drop2`.
+    let other = env.dir.path().join("drop2");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(&config, good.replace("path = \"drop\"", "path = \"drop2\"")).unwrap();
+    write_atomic(
+        &env.drop_dir().join("in-flight.json"),
+        jsonl(200, 5).as_bytes(),
+    );
+    hup(&daemon);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    write_atomic(&other.join("new.json"), jsonl(300, 5).as_bytes());
+    let got = wait_receipts(&other.join("_archive"), 1, 60).await;
+    assert_eq!(got[0]["file"], "new.json");
+    assert_eq!(got[0]["status"], "success");
+    write_atomic(&env.drop_dir().join("after.json"), jsonl(400, 5).as_bytes());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        env.drop_dir().join("after.json").exists(),
+        "the removed watch takes nothing new"
+    );
+    stop(daemon);
+    // The file dropped just before the reload was either taken before it (and finished) or is
+    // still in the folder: never lost.
+    let finished = receipts(&env.archive())
+        .iter()
+        .any(|r| r["file"] == "in-flight.json");
+    assert!(finished || env.drop_dir().join("in-flight.json").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_watchdog_and_stopping() {
+    let env = Env::new().await;
+    let config = env.write_config("", "");
+    let sock_path = env.dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let daemon = spawn(
+        &config,
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    );
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 512];
+    while !(seen.iter().any(|m: &String| m.contains("READY=1"))
+        && seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2)
+    {
+        let n = sock.recv(&mut buf).expect("a notification within 30 s");
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    stop(daemon);
+    let mut stopping = false;
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    while let Ok(n) = sock.recv(&mut buf) {
+        if String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1") {
+            stopping = true;
+            break;
+        }
+    }
+    assert!(stopping, "STOPPING=1 sent on shutdown; got {seen:?}");
+}
