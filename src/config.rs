@@ -133,7 +133,47 @@ pub struct Platform {
     pub api_key: String,
     /// File holding a bearer token (re-read when it changes); `None` with the embedded platform.
     pub access_token_file: Option<PathBuf>,
+    /// OAuth server-to-server credentials (`[platform.auth]`), instead of a token file.
+    pub auth: Option<OAuthConfig>,
     pub request_timeout: Duration,
+    /// A PEM file of extra trusted roots (a TLS-inspecting proxy); verification stays on.
+    pub extra_ca_file: Option<PathBuf>,
+}
+
+/// `[platform.auth]`: the client asks IMS for tokens with `client_credentials`.
+#[derive(Clone)]
+pub struct OAuthConfig {
+    pub ims_url: String,
+    pub client_id: String,
+    pub scopes: String,
+    pub secret: SecretSource,
+}
+
+/// Where the client secret is read from. Never printed.
+#[derive(Clone)]
+pub enum SecretSource {
+    /// Re-read at every token request, so a rotated (mounted) secret is picked up.
+    File(PathBuf),
+    /// Read from this environment variable at start.
+    Env(String),
+    /// Inline in the config file (allowed only when the file is private to its owner).
+    Inline(String),
+}
+
+impl std::fmt::Debug for OAuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = match &self.secret {
+            SecretSource::File(p) => format!("file {}", p.display()),
+            SecretSource::Env(v) => format!("environment variable {v}"),
+            SecretSource::Inline(_) => "[inline, redacted]".to_owned(),
+        };
+        f.debug_struct("OAuthConfig")
+            .field("ims_url", &self.ims_url)
+            .field("client_id", &self.client_id)
+            .field("scopes", &self.scopes)
+            .field("secret", &secret)
+            .finish()
+    }
 }
 
 // Hand-written so that a future inline secret can never reach a log line through `{:?}`.
@@ -144,6 +184,7 @@ impl std::fmt::Debug for Platform {
             .field("org_id", &self.org_id)
             .field("sandbox", &self.sandbox)
             .field("access_token_file", &self.access_token_file)
+            .field("auth", &self.auth)
             .finish_non_exhaustive()
     }
 }
@@ -223,6 +264,20 @@ struct RawPlatform {
     api_key: Option<String>,
     access_token_file: Option<PathBuf>,
     request_timeout: Option<String>,
+    extra_ca_file: Option<PathBuf>,
+    auth: Option<RawAuth>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    ims_url: Option<String>,
+    client_id: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+    client_secret_file: Option<PathBuf>,
+    client_secret_env: Option<String>,
+    client_secret: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -338,14 +393,56 @@ impl Config {
             }
         };
         let embedded = matches!(endpoint, Endpoint::Embedded { .. });
+        let auth = match &p.auth {
+            None => None,
+            Some(a) => {
+                let secret = match (
+                    &a.client_secret_file,
+                    &a.client_secret_env,
+                    &a.client_secret,
+                ) {
+                    (Some(f), None, None) => SecretSource::File(resolve(f)),
+                    (None, Some(v), None) => SecretSource::Env(v.clone()),
+                    (None, None, Some(s)) => {
+                        refuse_if_shared(path, &invalid)?;
+                        SecretSource::Inline(s.clone())
+                    }
+                    _ => {
+                        return Err(invalid(
+                            "[platform.auth] needs exactly one of client_secret_file (recommended), client_secret_env or client_secret".into(),
+                        ));
+                    }
+                };
+                Some(OAuthConfig {
+                    ims_url: a
+                        .ims_url
+                        .clone()
+                        .unwrap_or_else(|| "https://ims-na1.adobelogin.com/ims/token/v3".into()),
+                    client_id: a.client_id.clone(),
+                    scopes: a.scopes.join(","),
+                    secret,
+                })
+            }
+        };
+        if auth.is_some() && p.access_token_file.is_some() {
+            return Err(invalid(
+                "[platform] has both access_token_file and [platform.auth]: keep one".into(),
+            ));
+        }
         let platform = Platform {
+            auth,
+            extra_ca_file: p.extra_ca_file.as_deref().map(resolve),
             endpoint,
             org_id: p
                 .org_id
                 .clone()
                 .unwrap_or_else(|| "batchdrop@AdobeOrg".into()),
             sandbox: p.sandbox.clone().unwrap_or_else(|| "prod".into()),
-            api_key: p.api_key.clone().unwrap_or_else(|| "batchdrop".into()),
+            api_key: p
+                .api_key
+                .clone()
+                .or_else(|| p.auth.as_ref().map(|a| a.client_id.clone()))
+                .unwrap_or_else(|| "batchdrop".into()),
             access_token_file: p.access_token_file.as_deref().map(resolve),
             request_timeout: dur(
                 "platform.request_timeout",
@@ -353,9 +450,9 @@ impl Config {
                 Duration::from_secs(300),
             )?,
         };
-        if !embedded && platform.access_token_file.is_none() {
+        if !embedded && platform.access_token_file.is_none() && platform.auth.is_none() {
             return Err(invalid(
-                "[platform] endpoint is a URL but no `access_token_file` is set: the platform needs a bearer token".into(),
+                "[platform] endpoint is a URL but neither `access_token_file` nor [platform.auth] is set: the platform needs credentials".into(),
             ));
         }
 
@@ -513,6 +610,26 @@ impl Config {
     }
 }
 
+/// A config file holding a secret must not be readable by group or others.
+fn refuse_if_shared(
+    path: &Path,
+    invalid: &dyn Fn(String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map(|m| m.permissions().mode())
+        .unwrap_or(0o600);
+    if mode & 0o077 != 0 {
+        return Err(invalid(format!(
+            "[platform.auth] client_secret is written in this file, which others can read (mode {:o}): \
+             run `chmod 600 {}`, or better, move the secret to a file named by client_secret_file",
+            mode & 0o777,
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// "250ms", "2s", "1.5s", "5m", "1h", "0" → Duration.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
@@ -596,6 +713,29 @@ mod tests {
         assert_eq!(c.watches[1].format, Some(Format::Csv));
         assert_eq!(c.watches[1].archive_dir, Path::new("/elsewhere/archive"));
         assert_eq!(c.state_dir, Path::new("/etc/bd/var/state"));
+    }
+
+    #[test]
+    fn an_inline_secret_in_a_readable_config_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let text = "[platform]\nendpoint = \"https://platform.example\"\n[platform.auth]\nclient_id = \"id\"\nclient_secret = \"s3cr3t-value\"\n[[watch]]\npath = \"d\"\ndataset = \"x\"\n";
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+        assert!(
+            !err.contains("s3cr3t-value"),
+            "the secret is never echoed: {err}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.platform.api_key, "id");
+        assert!(
+            !format!("{c:?}").contains("s3cr3t-value"),
+            "Debug never shows the secret"
+        );
     }
 
     #[test]

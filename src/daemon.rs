@@ -16,10 +16,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin;
-use crate::api::{ApiClient, ClientConfig, ErrorKind, Secret, TokenSource};
+use crate::api::{ApiClient, ClientConfig, ClientSecret, ErrorKind, OAuth, Secret, TokenSource};
 use crate::archiver::Archiver;
 use crate::batcher::Batcher;
-use crate::config::{Config, Endpoint, Watch};
+use crate::config::{Config, Endpoint, SecretSource, Watch};
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::store::{Store, StoreError, now_ms};
 use crate::telemetry::Health;
@@ -33,12 +33,9 @@ pub enum DaemonError {
     #[error("cannot start the embedded platform in {dir}: {message}")]
     Embedded { dir: String, message: String },
     #[error(
-        "cannot read the access token from {path}: {source}; write the bearer token into that file"
+        "[platform.auth] client_secret_env names {var}, which is not set in the environment; set it or use client_secret_file"
     )]
-    Token {
-        path: String,
-        source: std::io::Error,
-    },
+    SecretEnv { var: String },
     #[error("cannot set up the platform client: {0}")]
     Client(String),
     #[error(
@@ -99,18 +96,28 @@ impl Platform {
                     })?;
                 }
                 tracing::info!(url = %emu.base_url(), data = %data_dir.display(), "embedded platform started");
-                (emu.base_url(), "embedded".to_owned(), Some(emu))
+                let token = TokenSource::Static(Secret::new("embedded"));
+                (emu.base_url(), token, Some(emu))
             }
             Endpoint::Url(url) => {
-                let path = p
-                    .access_token_file
-                    .as_ref()
-                    .expect("validated: a URL endpoint has a token file");
-                let token = std::fs::read_to_string(path).map_err(|source| DaemonError::Token {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-                (url.clone(), token.trim().to_owned(), None)
+                let token = match (&p.auth, &p.access_token_file) {
+                    (Some(a), _) => TokenSource::ClientCredentials(OAuth {
+                        token_url: a.ims_url.clone(),
+                        client_id: a.client_id.clone(),
+                        scope: a.scopes.clone(),
+                        client_secret: match &a.secret {
+                            SecretSource::File(path) => ClientSecret::File(path.clone()),
+                            SecretSource::Inline(s) => ClientSecret::Value(Secret::new(s.clone())),
+                            SecretSource::Env(var) => ClientSecret::Value(Secret::new(
+                                std::env::var(var)
+                                    .map_err(|_| DaemonError::SecretEnv { var: var.clone() })?,
+                            )),
+                        },
+                    }),
+                    (None, Some(path)) => TokenSource::File(path.clone()),
+                    (None, None) => unreachable!("validated: a URL endpoint has credentials"),
+                };
+                (url.clone(), token, None)
             }
         };
         let api = ApiClient::new(ClientConfig {
@@ -118,10 +125,10 @@ impl Platform {
             org_id: p.org_id.clone(),
             sandbox: p.sandbox.clone(),
             api_key: p.api_key.clone(),
-            token: TokenSource::Static(Secret::new(token)),
+            token,
             request_timeout: p.request_timeout,
             connect_timeout: Duration::from_secs(10),
-            extra_ca_file: None,
+            extra_ca_file: p.extra_ca_file.clone(),
         })
         .map_err(|e| DaemonError::Client(e.to_string()))?;
         Ok(Platform { api, embedded })

@@ -47,6 +47,10 @@ pub enum TokenSource {
     Static(Secret),
     /// OAuth server-to-server: the client asks IMS for tokens itself.
     ClientCredentials(OAuth),
+    /// A token kept in a file by someone else (a sidecar, a cron job, systemd credentials):
+    /// read again whenever the file changes and after a 401, so a rotated token is used
+    /// without a restart.
+    File(PathBuf),
 }
 
 /// OAuth server-to-server credential (`grant_type=client_credentials`).
@@ -77,7 +81,14 @@ pub enum ClientSecret {
 /// The credential as the client uses it.
 pub(crate) enum Auth {
     Static(Secret),
-    OAuth { cfg: OAuth, cache: TokenCache },
+    OAuth {
+        cfg: OAuth,
+        cache: TokenCache,
+    },
+    File {
+        path: PathBuf,
+        cache: tokio::sync::Mutex<Option<(std::time::SystemTime, Secret)>>,
+    },
 }
 
 impl Auth {
@@ -88,12 +99,16 @@ impl Auth {
                 cfg,
                 cache: TokenCache::default(),
             },
+            TokenSource::File(path) => Auth::File {
+                path,
+                cache: tokio::sync::Mutex::new(None),
+            },
         }
     }
 
     /// Whether a 401 can be cured by asking for a new token.
     pub(crate) fn renewable(&self) -> bool {
-        matches!(self, Auth::OAuth { .. })
+        matches!(self, Auth::OAuth { .. } | Auth::File { .. })
     }
 
     /// A token to send now, from the cache or from IMS. `operation` names the call it is for,
@@ -109,13 +124,49 @@ impl Auth {
                 .get_or_fetch(|| fetch_token(http, cfg))
                 .await
                 .map_err(|e| e.during_token_for(operation)),
+            Auth::File { path, cache } => {
+                let mut slot = cache.lock().await;
+                let mtime = tokio::fs::metadata(path)
+                    .await
+                    .and_then(|m| m.modified())
+                    .ok();
+                if let (Some((seen, token)), Some(now)) = (slot.as_ref(), mtime)
+                    && *seen == now
+                {
+                    return Ok(token.clone());
+                }
+                let text = tokio::fs::read_to_string(path).await.map_err(|e| {
+                    ApiError::config(
+                        operation,
+                        format!("cannot read the access token file {}: {e}", path.display()),
+                    )
+                })?;
+                let token = Secret::new(text.trim());
+                if token.expose().is_empty() {
+                    return Err(ApiError::config(
+                        operation,
+                        format!("the access token file {} is empty", path.display()),
+                    ));
+                }
+                if let Some(m) = mtime {
+                    *slot = Some((m, token.clone()));
+                }
+                Ok(token)
+            }
         }
     }
 
     /// Forgets `rejected` after the platform answered 401 to it.
     pub(crate) async fn invalidate(&self, rejected: &Secret) {
-        if let Auth::OAuth { cache, .. } = self {
-            cache.invalidate(rejected).await;
+        match self {
+            Auth::OAuth { cache, .. } => cache.invalidate(rejected).await,
+            Auth::File { cache, .. } => {
+                let mut slot = cache.lock().await;
+                if slot.as_ref().is_some_and(|(_, t)| t == rejected) {
+                    *slot = None;
+                }
+            }
+            Auth::Static(_) => {}
         }
     }
 }

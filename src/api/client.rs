@@ -131,7 +131,7 @@ impl ApiClient {
             TokenSource::Static(t) if t.expose().trim().is_empty() => {
                 return Err(ApiError::config(OP, "the access token is empty"));
             }
-            TokenSource::Static(_) => {}
+            TokenSource::Static(_) | TokenSource::File(_) => {}
             TokenSource::ClientCredentials(o) => {
                 check_url(OP, "the IMS token URL", &o.token_url)?;
                 if o.client_id.trim().is_empty() {
