@@ -148,8 +148,8 @@ impl Archiver {
             _ => None,
         };
         let receipt_path = match &dest {
-            Some(d) => PathBuf::from(format!("{}.receipt.json", d.display())),
-            None => free_name(&receipt_dir, &format!("{}.receipt.json", f.rel_path), f.id),
+            Some(d) => receipt_for(d, f.id),
+            None => receipt_for(&free_name(&receipt_dir, &f.rel_path, f.id), f.id),
         };
         if let Some(d) = &dest {
             receipt["archived_to"] = json!(d.to_string_lossy());
@@ -311,6 +311,25 @@ fn move_file(src: &Path, dest: &Path) -> std::io::Result<()> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// `NAME.receipt.json` beside `file`; a name too long for that (file names stop at 255 bytes)
+/// keeps its first 200 bytes and gets the file's id.
+fn receipt_for(file: &Path, id: i64) -> PathBuf {
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let receipt = if name.len() + ".receipt.json.tmp".len() <= 255 {
+        format!("{name}.receipt.json")
+    } else {
+        let mut cut = 200;
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        format!("{}~{id}.receipt.json", &name[..cut])
+    };
+    file.with_file_name(receipt)
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -244,6 +244,7 @@ mod tests {
             finalized: false,
             discovered_at: at,
             updated_at: at,
+            raw_path: None,
         }
     }
 

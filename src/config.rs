@@ -223,6 +223,8 @@ pub struct Watch {
     pub failed_dir: PathBuf,
     /// Ingest content that was already ingested into this dataset (default: skip it).
     pub allow_duplicates: bool,
+    /// Follow symlinks that lead out of the watch folder (default: refuse them with a receipt).
+    pub follow_symlinks: bool,
 }
 
 impl Watch {
@@ -314,6 +316,7 @@ struct RawWatchSettings {
     max_wait: Option<String>,
     after_success: Option<AfterSuccess>,
     allow_duplicates: Option<bool>,
+    follow_symlinks: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -558,6 +561,7 @@ impl Config {
                     .or(d.after_success)
                     .unwrap_or(AfterSuccess::Archive),
                 allow_duplicates: s.allow_duplicates.or(d.allow_duplicates).unwrap_or(false),
+                follow_symlinks: s.follow_symlinks.or(d.follow_symlinks).unwrap_or(false),
             };
             if watch.max_files == 0 || watch.max_files > PLATFORM_MAX_FILES {
                 return Err(invalid(format!(

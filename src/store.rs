@@ -104,11 +104,16 @@ pub struct FileRow {
     pub finalized: bool,
     pub discovered_at: i64,
     pub updated_at: i64,
+    pub raw_path: Option<Vec<u8>>,
 }
 
 impl FileRow {
     pub fn abs_path(&self) -> PathBuf {
-        Path::new(&self.root).join(&self.rel_path)
+        use std::os::unix::ffi::OsStrExt;
+        match &self.raw_path {
+            Some(raw) => PathBuf::from(std::ffi::OsStr::from_bytes(raw)),
+            None => Path::new(&self.root).join(&self.rel_path),
+        }
     }
 }
 
@@ -156,6 +161,8 @@ pub struct NewFile {
     pub ino: i64,
     pub size: i64,
     pub mtime_ns: i64,
+    /// The absolute path's bytes when the name is not valid UTF-8.
+    pub raw_path: Option<Vec<u8>>,
 }
 
 /// What `record_ready` did with a file.
@@ -458,8 +465,8 @@ impl Store {
         let now = now_ms();
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO files (watch, dataset, format, multiline_json, root, rel_path, dev, ino, size,
-               mtime_ns, state, reason, discovered_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'failed', ?, ?, ?) RETURNING id",
+               mtime_ns, state, reason, discovered_at, updated_at, raw_path)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'failed', ?, ?, ?, ?) RETURNING id",
         )
         .bind(&f.watch)
         .bind(&f.dataset)
@@ -474,6 +481,7 @@ impl Store {
         .bind(reason)
         .bind(now)
         .bind(now)
+        .bind(&f.raw_path)
         .fetch_one(&self.pool)
         .await?;
         self.event(Some(id), None, "rejected", reason).await?;

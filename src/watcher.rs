@@ -42,8 +42,9 @@ impl Identity {
         }
     }
 
+    /// The identity of what `path` names (a symlink's target: that is what gets uploaded).
     pub fn read(path: &Path) -> std::io::Result<Identity> {
-        std::fs::symlink_metadata(path).map(|m| Identity::of(&m))
+        std::fs::metadata(path).map(|m| Identity::of(&m))
     }
 }
 
@@ -63,6 +64,10 @@ struct Candidate {
     since: Instant,
     /// A close-write or moved-to event was seen for the current identity.
     hinted: bool,
+    /// Why it must not be uploaded (a symlink leading out of the folder), if so.
+    problem: Option<String>,
+    /// The real path (the key is a '/'-joined, possibly lossy, rendering of it).
+    path: PathBuf,
 }
 
 pub struct Watcher {
@@ -217,7 +222,12 @@ impl Watcher {
                     // A folder moved in whole brings files no event will mention.
                     self.scan_dir(&path).await?;
                 }
-                Ok(m) if m.is_file() => self.consider(&path, Identity::of(&m), hint),
+                Ok(m) if m.is_file() => self.consider(&path, Identity::of(&m), hint, None),
+                Ok(m) if m.is_symlink() => {
+                    if let Some((identity, problem)) = follow_link(&self.watch, &path) {
+                        self.consider(&path, identity, hint, problem);
+                    }
+                }
                 _ => {}
             }
         }
@@ -237,14 +247,14 @@ impl Watcher {
         let found = tokio::task::spawn_blocking(move || walk(&watch, &dir))
             .await
             .unwrap_or_default();
-        for (path, identity) in found {
-            self.consider(&path, identity, false);
+        for (path, identity, problem) in found {
+            self.consider(&path, identity, false, problem);
         }
         Ok(())
     }
 
     /// Starts (or restarts) the settle clock of a file unless this exact version is known.
-    fn consider(&mut self, path: &Path, identity: Identity, hint: bool) {
+    fn consider(&mut self, path: &Path, identity: Identity, hint: bool, problem: Option<String>) {
         let Some(rel) = self.relative(path) else {
             return;
         };
@@ -275,6 +285,8 @@ impl Watcher {
                         identity,
                         since,
                         hinted: hint,
+                        problem,
+                        path: path.to_owned(),
                     },
                 );
             }
@@ -311,7 +323,7 @@ impl Watcher {
         let mut stable = Vec::new();
         let mut gone = Vec::new();
         for (rel, c) in self.candidates.iter_mut() {
-            match Identity::read(&self.watch.path.join(rel)) {
+            match Identity::read(&c.path) {
                 Err(_) => gone.push(rel.clone()),
                 Ok(now) if now != c.identity => {
                     c.identity = now;
@@ -353,7 +365,7 @@ impl Watcher {
             let Some(c) = self.candidates.remove(&rel) else {
                 continue;
             };
-            self.record(rel, c.identity).await?;
+            self.record(rel, c.identity, c.problem, &c.path).await?;
             woke = true;
         }
         if woke {
@@ -362,7 +374,14 @@ impl Watcher {
         Ok(())
     }
 
-    async fn record(&mut self, rel: String, id: Identity) -> Result<(), StoreError> {
+    async fn record(
+        &mut self,
+        rel: String,
+        id: Identity,
+        problem: Option<String>,
+        path: &Path,
+    ) -> Result<(), StoreError> {
+        use std::os::unix::ffi::OsStrExt;
         let w = &self.watch;
         let format = w.format_for(&rel);
         let file = NewFile {
@@ -376,8 +395,12 @@ impl Watcher {
             ino: id.ino as i64,
             size: id.size as i64,
             mtime_ns: id.mtime_ns,
+            raw_path: path
+                .to_str()
+                .is_none()
+                .then(|| path.as_os_str().as_bytes().to_vec()),
         };
-        let problem = name_problem(&rel).or_else(|| {
+        let problem = problem.or_else(|| name_problem(&rel)).or_else(|| {
             format.is_none().then(|| {
                 format!(
                     "cannot tell the format of {rel}: name it *.json, *.csv or *.parquet, or set `format` in the [[watch]] for {}",
@@ -399,8 +422,23 @@ impl Watcher {
     }
 }
 
+/// Hard limits on what a drop folder may hold: deeper or longer paths are refused with a
+/// receipt (the platform's URLs are capped at 2000 characters, percent-encoding included).
+pub const MAX_DEPTH: usize = 32;
+pub const MAX_PATH_BYTES: usize = 1024;
+
 /// Why the platform would refuse this relative path, if it would (reference §2, E2).
 pub fn name_problem(rel: &str) -> Option<String> {
+    if rel.split('/').count() > MAX_DEPTH {
+        return Some(format!(
+            "{rel:?} is nested deeper than {MAX_DEPTH} folders; move it up"
+        ));
+    }
+    if rel.len() > MAX_PATH_BYTES {
+        return Some(format!(
+            "the path {rel:?} is longer than {MAX_PATH_BYTES} bytes, too long for the platform's URLs; shorten it"
+        ));
+    }
     for seg in rel.split('/') {
         if seg.is_empty() || seg == "." || seg == ".." {
             return Some(format!(
@@ -426,9 +464,10 @@ pub fn name_problem(rel: &str) -> Option<String> {
     None
 }
 
-/// Regular files below `dir`, skipping hidden and temp names, symlinks and the watch's own
-/// archive and failed folders. Runs on a blocking thread.
-fn walk(watch: &Watch, dir: &Path) -> Vec<(PathBuf, Identity)> {
+/// Regular files below `dir`, skipping hidden and temp names and the watch's own archive and
+/// failed folders; symlinks to files are followed when they stay inside the watch folder (or
+/// when `follow_symlinks` says so), and reported otherwise. Runs on a blocking thread.
+fn walk(watch: &Watch, dir: &Path) -> Vec<(PathBuf, Identity, Option<String>)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
@@ -449,11 +488,34 @@ fn walk(watch: &Watch, dir: &Path) -> Vec<(PathBuf, Identity)> {
                     stack.push(path);
                 }
             } else if meta.is_file() {
-                out.push((path, Identity::of(&meta)));
+                out.push((path, Identity::of(&meta), None));
+            } else if meta.is_symlink()
+                && let Some((identity, problem)) = follow_link(watch, &path)
+            {
+                out.push((path, identity, problem));
             }
         }
     }
     out
+}
+
+/// A symlink to a file: its target's identity, and a problem when the target lies outside
+/// the watch folder and `follow_symlinks` is off. Links to folders are not followed (loops).
+fn follow_link(watch: &Watch, path: &Path) -> Option<(Identity, Option<String>)> {
+    let target = std::fs::canonicalize(path).ok()?;
+    let meta = std::fs::metadata(&target).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let root = std::fs::canonicalize(&watch.path).unwrap_or_else(|_| watch.path.clone());
+    let problem = (!watch.follow_symlinks && !target.starts_with(&root)).then(|| {
+        format!(
+            "{} is a symlink to {}, outside the watch folder; batchdrop does not follow it (copy the file in, or set follow_symlinks = true for this watch)",
+            path.display(),
+            target.display()
+        )
+    });
+    Some((Identity::of(&meta), problem))
 }
 
 #[cfg(test)]
