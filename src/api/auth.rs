@@ -81,7 +81,8 @@ pub enum ClientSecret {
 /// The credential as the client uses it.
 pub(crate) enum Auth {
     Static(Secret),
-    OAuth {
+    /// OAuth tokens from IMS.
+    Ims {
         cfg: OAuth,
         cache: TokenCache,
     },
@@ -95,7 +96,7 @@ impl Auth {
     pub(crate) fn new(source: TokenSource) -> Auth {
         match source {
             TokenSource::Static(token) => Auth::Static(token),
-            TokenSource::ClientCredentials(cfg) => Auth::OAuth {
+            TokenSource::ClientCredentials(cfg) => Auth::Ims {
                 cfg,
                 cache: TokenCache::default(),
             },
@@ -108,7 +109,7 @@ impl Auth {
 
     /// Whether a 401 can be cured by asking for a new token.
     pub(crate) fn renewable(&self) -> bool {
-        matches!(self, Auth::OAuth { .. } | Auth::File { .. })
+        matches!(self, Auth::Ims { .. } | Auth::File { .. })
     }
 
     /// A token to send now, from the cache or from IMS. `operation` names the call it is for,
@@ -120,7 +121,7 @@ impl Auth {
     ) -> Result<Secret, ApiError> {
         match self {
             Auth::Static(token) => Ok(token.clone()),
-            Auth::OAuth { cfg, cache } => cache
+            Auth::Ims { cfg, cache } => cache
                 .get_or_fetch(|| fetch_token(http, cfg))
                 .await
                 .map_err(|e| e.during_token_for(operation)),
@@ -159,7 +160,7 @@ impl Auth {
     /// Forgets `rejected` after the platform answered 401 to it.
     pub(crate) async fn invalidate(&self, rejected: &Secret) {
         match self {
-            Auth::OAuth { cache, .. } => cache.invalidate(rejected).await,
+            Auth::Ims { cache, .. } => cache.invalidate(rejected).await,
             Auth::File { cache, .. } => {
                 let mut slot = cache.lock().await;
                 if slot.as_ref().is_some_and(|(_, t)| t == rejected) {
