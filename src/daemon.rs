@@ -272,7 +272,7 @@ pub async fn run(
             }
             // Housekeeping tick: readiness facts, and `--once`'s end.
             _ = tokio::time::sleep(Duration::from_millis(100)) => {
-                if opts.once && watchers.all_scanned() && store.pending_work().await? == 0 {
+                if opts.once && watchers.all_settled() && store.pending_work().await? == 0 {
                     break;
                 }
             }
@@ -363,11 +363,18 @@ impl Watchers {
         start
     }
 
-    /// Every watcher finished its first scan and has no file waiting to settle.
+    /// Every watcher finished its first scan.
     fn all_scanned(&self) -> bool {
         self.running
             .values()
             .all(|(_, _, p)| p.load(Ordering::SeqCst) != usize::MAX)
+    }
+
+    /// Every watcher finished its first scan and has no file waiting to settle.
+    fn all_settled(&self) -> bool {
+        self.running
+            .values()
+            .all(|(_, _, p)| p.load(Ordering::SeqCst) == 0)
     }
 }
 
