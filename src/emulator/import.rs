@@ -94,7 +94,7 @@ pub async fn create_batch(
         Some(v) => Some(validate_replay(&state, v, &dataset_id).await?),
     };
 
-    let id = ulid::Ulid::new().to_string();
+    let id = state.new_id();
     let now = now_ms();
     sqlx::query(
         "INSERT INTO batches (id, dataset_id, status, input_format, external_id, tags, replay, options,

@@ -53,10 +53,19 @@ pub(crate) struct AppState {
     pub fault_rng: Mutex<StdRng>,
     batch_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub work_tx: mpsc::UnboundedSender<String>,
+    ids: Mutex<ulid::Generator>,
     pub shutdown: watch::Receiver<bool>,
 }
 
 impl AppState {
+    /// A new ULID, strictly greater than the previous ones (so ids sort by creation).
+    pub fn new_id(&self) -> String {
+        let mut g = self.ids.lock().expect("id generator");
+        g.generate()
+            .unwrap_or_else(|_| ulid::Ulid::new())
+            .to_string()
+    }
+
     /// The lock that serializes state changes of one batch (file commits, actions).
     pub fn batch_lock(&self, batch_id: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut map = self.batch_locks.lock().expect("batch lock map");
@@ -120,6 +129,7 @@ impl Emulator {
             counters: Arc::new(Counters::default()),
             batch_locks: Mutex::new(HashMap::new()),
             work_tx,
+            ids: Mutex::new(ulid::Generator::new()),
             shutdown: shutdown_rx.clone(),
         });
         for id in pending {
