@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::gateway::Caller;
-use super::store::{BatchRow, DatasetRow, new_dataset_id};
+use super::store::{BatchRow, DatasetRow, NewDataset, new_dataset_id};
 
 fn parse_obj(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or_else(|_| json!({}))
@@ -95,7 +95,9 @@ fn page(q: &HashMap<String, String>, fields: &[&str]) -> ApiResult<Page> {
             .parse::<i64>()
             .ok()
             .filter(|n| *n >= 1)
-            .ok_or_else(|| ApiError::bad_request(format!("limit {v:?} must be a positive integer")))?
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("limit {v:?} must be a positive integer"))
+            })?
             .min(100),
     };
     let start = match q.get("start") {
@@ -218,7 +220,11 @@ pub async fn create_dataset(
     };
     let name = match req.remove("name") {
         Some(Value::String(s)) if !s.trim().is_empty() => s,
-        _ => return Err(ApiError::bad_request("name is required (a non-empty string)")),
+        _ => {
+            return Err(ApiError::bad_request(
+                "name is required (a non-empty string)",
+            ));
+        }
     };
     let schema_ref = match req.remove("schemaRef") {
         Some(v @ Value::Object(_)) if v.get("id").and_then(Value::as_str).is_some() => v,
@@ -242,24 +248,35 @@ pub async fn create_dataset(
         }
         Some(_) => return Err(ApiError::bad_request("tags must be an object")),
     };
-    for k in ["id", "created", "updated", "imsOrg", "sandboxName", "version"] {
+    for k in [
+        "id",
+        "created",
+        "updated",
+        "imsOrg",
+        "sandboxName",
+        "version",
+    ] {
         req.remove(k);
     }
     let id = new_dataset_id();
     state
         .store
-        .insert_dataset_if_missing(
-            &id,
-            &name,
-            Some(&schema_ref.to_string()),
-            &tags.to_string(),
-            &Value::Object(req).to_string(),
-            &caller.org,
-            &caller.sandbox,
-        )
+        .insert_dataset_if_missing(NewDataset {
+            id: &id,
+            name: &name,
+            schema_ref: Some(&schema_ref.to_string()),
+            tags: &tags.to_string(),
+            extra: &Value::Object(req).to_string(),
+            ims_org: &caller.org,
+            sandbox: &caller.sandbox,
+        })
         .await?;
     tracing::info!(dataset = %id, %name, "dataset created");
-    Ok((StatusCode::CREATED, axum::Json(json!([format!("@/dataSets/{id}")]))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!([format!("@/dataSets/{id}")])),
+    )
+        .into_response())
 }
 
 pub async fn get_dataset(

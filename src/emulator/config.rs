@@ -84,10 +84,12 @@ impl EmulatorConfig {
                 path: path.to_path_buf(),
                 message: e.to_string(),
             })?;
-        config.validate().map_err(|message| EmulatorError::ConfigInvalid {
-            path: path.to_path_buf(),
-            message,
-        })?;
+        config
+            .validate()
+            .map_err(|message| EmulatorError::ConfigInvalid {
+                path: path.to_path_buf(),
+                message,
+            })?;
         Ok(config)
     }
 
@@ -98,12 +100,20 @@ impl EmulatorConfig {
             ("faults.http_500_probability", f.http_500_probability),
             ("faults.http_503_probability", f.http_503_probability),
             ("faults.http_429_probability", f.http_429_probability),
-            ("faults.connection_reset_probability", f.connection_reset_probability),
+            (
+                "faults.connection_reset_probability",
+                f.connection_reset_probability,
+            ),
             ("faults.latency_probability", f.latency_probability),
-            ("faults.batch_failure_probability", f.batch_failure_probability),
+            (
+                "faults.batch_failure_probability",
+                f.batch_failure_probability,
+            ),
         ] {
             if !(0.0..=1.0).contains(&p) || p.is_nan() {
-                return Err(format!("{name} = {p} is not a probability: use a number from 0.0 to 1.0"));
+                return Err(format!(
+                    "{name} = {p} is not a probability: use a number from 0.0 to 1.0"
+                ));
             }
         }
         let total = f.http_500_probability

@@ -31,13 +31,17 @@ pub enum EmulatorError {
         "data dir {path} is already used by another running emulator; stop it or choose another --data-dir"
     )]
     DataDirLocked { path: PathBuf },
-    #[error("cannot listen on {addr}: {source}; choose a free address with --listen (port 0 picks one)")]
+    #[error(
+        "cannot listen on {addr}: {source}; choose a free address with --listen (port 0 picks one)"
+    )]
     Bind {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
-    #[error("emulator metadata database {path}: {source}; if the file is corrupt, move the data dir away and start again")]
+    #[error(
+        "emulator metadata database {path}: {source}; if the file is corrupt, move the data dir away and start again"
+    )]
     Database {
         path: PathBuf,
         #[source]

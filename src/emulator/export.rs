@@ -67,7 +67,10 @@ pub async fn batch_files(
         })
         .collect();
     let count = data.len();
-    Ok(axum::Json(json!({"data": data, "_page": {"limit": count, "count": count}})).into_response())
+    Ok(
+        axum::Json(json!({"data": data, "_page": {"limit": count, "count": count}}))
+            .into_response(),
+    )
 }
 
 pub async fn download(
@@ -173,10 +176,9 @@ pub async fn preview(
         .filter(|f| f.state == super::store::FILE_COMPLETE)
         .map(|f| state.store.file_path(&batch_id, &f.id))
         .collect();
-    let rows = tokio::task::spawn_blocking(move || {
-        super::formats::preview_rows(&files, &fmt, nrow)
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("preview task failed: {e}")))?;
+    let rows =
+        tokio::task::spawn_blocking(move || super::formats::preview_rows(&files, &fmt, nrow))
+            .await
+            .map_err(|e| ApiError::internal(format!("preview task failed: {e}")))?;
     Ok(axum::Json(json!({"data": rows})).into_response())
 }

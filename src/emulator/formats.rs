@@ -66,14 +66,21 @@ pub struct InputFormat {
 
 impl InputFormat {
     pub fn from_json(v: &Value) -> InputFormat {
-        let ch = |k: &str| v.get(k).and_then(Value::as_str).and_then(|s| s.bytes().next());
+        let ch = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .and_then(|s| s.bytes().next())
+        };
         InputFormat {
             format: v
                 .get("format")
                 .and_then(Value::as_str)
                 .unwrap_or("json")
                 .to_ascii_lowercase(),
-            multi_line_json: v.get("isMultiLineJson").and_then(Value::as_bool).unwrap_or(false),
+            multi_line_json: v
+                .get("isMultiLineJson")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
             delimiter: ch("delimiter").unwrap_or(b','),
             quote: ch("quote").unwrap_or(b'"'),
             escape: ch("escape"),
@@ -181,7 +188,14 @@ impl Reader<'_> {
         self.cancel.load(Ordering::Relaxed)
     }
 
-    fn fail(&mut self, out: &mut FileOutcome, row: Option<u64>, code: &str, message: String, raw: Option<String>) {
+    fn fail(
+        &mut self,
+        out: &mut FileOutcome,
+        row: Option<u64>,
+        code: &str,
+        message: String,
+        raw: Option<String>,
+    ) {
         out.failed += 1;
         (self.on_failure)(RowFailure {
             row,
@@ -191,14 +205,31 @@ impl Reader<'_> {
         });
     }
 
-    fn record(&mut self, out: &mut FileOutcome, row: u64, rec: Record<'_>, raw: impl FnOnce() -> String) {
+    fn record(
+        &mut self,
+        out: &mut FileOutcome,
+        row: u64,
+        rec: Record<'_>,
+        raw: impl FnOnce() -> String,
+    ) {
         out.records += 1;
         if let Err(issue) = self.check.check(rec) {
-            self.fail(out, Some(row), &issue.code.clone(), issue.message, Some(cut(&raw())));
+            self.fail(
+                out,
+                Some(row),
+                &issue.code.clone(),
+                issue.message,
+                Some(cut(&raw())),
+            );
         }
     }
 
-    fn read_json_lines(&mut self, path: &Path, name: &str, out: &mut FileOutcome) -> Result<(), ReadStop> {
+    fn read_json_lines(
+        &mut self,
+        path: &Path,
+        name: &str,
+        out: &mut FileOutcome,
+    ) -> Result<(), ReadStop> {
         let mut r = BufReader::with_capacity(1 << 20, File::open(path)?);
         let mut line = Vec::with_capacity(4096);
         let mut line_no = 0u64;
@@ -208,7 +239,7 @@ impl Reader<'_> {
                 break;
             }
             line_no += 1;
-            if line_no % 4096 == 0 && self.cancelled() {
+            if line_no.is_multiple_of(4096) && self.cancelled() {
                 return Err(ReadStop::Cancelled);
             }
             let mut bytes = line.as_slice();
@@ -220,7 +251,9 @@ impl Reader<'_> {
             }
             match serde_json::from_slice::<Value>(bytes) {
                 Ok(v @ Value::Object(_)) => {
-                    self.record(out, line_no, Record::Json(&v), || String::from_utf8_lossy(bytes).into_owned());
+                    self.record(out, line_no, Record::Json(&v), || {
+                        String::from_utf8_lossy(bytes).into_owned()
+                    });
                 }
                 Ok(other) => {
                     out.records += 1;
@@ -250,7 +283,12 @@ impl Reader<'_> {
         Ok(())
     }
 
-    fn read_json_multi(&mut self, path: &Path, name: &str, out: &mut FileOutcome) -> Result<(), ReadStop> {
+    fn read_json_multi(
+        &mut self,
+        path: &Path,
+        name: &str,
+        out: &mut FileOutcome,
+    ) -> Result<(), ReadStop> {
         let mut r = BufReader::with_capacity(1 << 20, File::open(path)?);
         // Skip a BOM and whitespace to see how the document starts.
         let first = loop {
@@ -306,7 +344,7 @@ impl Reader<'_> {
                 let mut row = 0u64;
                 for item in stream {
                     row += 1;
-                    if row % 4096 == 0 && self.cancelled() {
+                    if row.is_multiple_of(4096) && self.cancelled() {
                         return Err(ReadStop::Cancelled);
                     }
                     match item {
@@ -344,19 +382,27 @@ impl Reader<'_> {
         }
     }
 
-    fn read_csv(&mut self, path: &Path, name: &str, fmt: &InputFormat, out: &mut FileOutcome) -> Result<(), ReadStop> {
+    fn read_csv(
+        &mut self,
+        path: &Path,
+        name: &str,
+        fmt: &InputFormat,
+        out: &mut FileOutcome,
+    ) -> Result<(), ReadStop> {
         let mut r = BufReader::with_capacity(1 << 20, File::open(path)?);
         let mut first_line = Vec::new();
         r.read_until(b'\n', &mut first_line)?;
         let mut head: &[u8] = &first_line;
         head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
-        let blank = head.iter().all(|b| {
-            b.is_ascii_whitespace() || *b == fmt.delimiter || *b == fmt.quote
-        });
+        let blank = head
+            .iter()
+            .all(|b| b.is_ascii_whitespace() || *b == fmt.delimiter || *b == fmt.quote);
         if fmt.header && blank {
             out.file_error = Some((
                 CODE_CSV_EMPTY_HEADER.into(),
-                format!("CSV file '{name}' has an empty header row (line 1): the first row must name the columns"),
+                format!(
+                    "CSV file '{name}' has an empty header row (line 1): the first row must name the columns"
+                ),
             ));
             return Ok(());
         }
@@ -388,7 +434,7 @@ impl Reader<'_> {
                         first = false;
                         headers = (0..record.len()).map(|i| format!("_c{i}")).collect();
                     }
-                    if line % 4096 == 0 && self.cancelled() {
+                    if line.is_multiple_of(4096) && self.cancelled() {
                         return Err(ReadStop::Cancelled);
                     }
                     if record.len() != headers.len() {
@@ -427,7 +473,9 @@ impl Reader<'_> {
                             if first && fmt.header {
                                 out.file_error = Some((
                                     CODE_UNPARSABLE_ROW.into(),
-                                    format!("CSV file '{name}': the header row cannot be read: {e}"),
+                                    format!(
+                                        "CSV file '{name}': the header row cannot be read: {e}"
+                                    ),
                                 ));
                                 return Ok(());
                             }
@@ -450,9 +498,20 @@ impl Reader<'_> {
         Ok(())
     }
 
-    fn read_parquet(&mut self, path: &Path, name: &str, size: u64, out: &mut FileOutcome) -> Result<(), ReadStop> {
+    fn read_parquet(
+        &mut self,
+        path: &Path,
+        name: &str,
+        size: u64,
+        out: &mut FileOutcome,
+    ) -> Result<(), ReadStop> {
         let mut f = File::open(path)?;
-        let bad = |detail: String| (CODE_NOT_PARQUET.to_owned(), format!("file '{name}' is not a valid Parquet file: {detail}"));
+        let bad = |detail: String| {
+            (
+                CODE_NOT_PARQUET.to_owned(),
+                format!("file '{name}' is not a valid Parquet file: {detail}"),
+            )
+        };
         if size < 12 {
             out.file_error = Some(bad(format!("only {size} bytes (bad magic)")));
             return Ok(());
@@ -463,17 +522,20 @@ impl Reader<'_> {
         f.seek(SeekFrom::End(-4))?;
         f.read_exact(&mut tail)?;
         if &magic != b"PAR1" || &tail != b"PAR1" {
-            out.file_error = Some(bad("bad magic: a Parquet file starts and ends with PAR1".into()));
+            out.file_error = Some(bad(
+                "bad magic: a Parquet file starts and ends with PAR1".into()
+            ));
             return Ok(());
         }
         f.seek(SeekFrom::Start(0))?;
-        let builder = match parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f) {
-            Ok(b) => b,
-            Err(e) => {
-                out.file_error = Some(bad(format!("cannot read its metadata: {e}")));
-                return Ok(());
-            }
-        };
+        let builder =
+            match parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f) {
+                Ok(b) => b,
+                Err(e) => {
+                    out.file_error = Some(bad(format!("cannot read its metadata: {e}")));
+                    return Ok(());
+                }
+            };
         let reader = match builder.with_batch_size(8192).build() {
             Ok(r) => r,
             Err(e) => {
@@ -496,7 +558,10 @@ impl Reader<'_> {
             for i in 0..batch.num_rows() {
                 row += 1;
                 out.records += 1;
-                if let Err(issue) = self.check.check(Record::Parquet { batch: &batch, row: i }) {
+                if let Err(issue) = self.check.check(Record::Parquet {
+                    batch: &batch,
+                    row: i,
+                }) {
                     self.fail(out, Some(row), &issue.code, issue.message, None);
                 }
             }
@@ -551,11 +616,12 @@ impl<'de> Visitor<'de> for ArraySeed<'_, '_, '_> {
         while let Some(v) = seq.next_element::<Value>()? {
             *self.index += 1;
             let row = *self.index;
-            if row % 4096 == 0 && self.reader.cancelled() {
+            if row.is_multiple_of(4096) && self.reader.cancelled() {
                 return Err(serde::de::Error::custom("cancelled"));
             }
             if v.is_object() {
-                self.reader.record(self.out, row, Record::Json(&v), || v.to_string());
+                self.reader
+                    .record(self.out, row, Record::Json(&v), || v.to_string());
             } else {
                 self.out.records += 1;
                 self.reader.fail(
@@ -617,12 +683,28 @@ fn record_to_json(record: &Record<'_>) -> Value {
                 } else {
                     match col.data_type() {
                         DataType::Boolean => Value::Bool(col.as_boolean().value(*row)),
-                        DataType::Int32 => json_num(col.as_primitive::<arrow_array::types::Int32Type>().value(*row) as f64),
-                        DataType::Int64 => Value::from(col.as_primitive::<arrow_array::types::Int64Type>().value(*row)),
-                        DataType::Float32 => json_num(col.as_primitive::<arrow_array::types::Float32Type>().value(*row) as f64),
-                        DataType::Float64 => json_num(col.as_primitive::<arrow_array::types::Float64Type>().value(*row)),
-                        DataType::Utf8 => Value::String(col.as_string::<i32>().value(*row).to_owned()),
-                        DataType::LargeUtf8 => Value::String(col.as_string::<i64>().value(*row).to_owned()),
+                        DataType::Int32 => json_num(
+                            col.as_primitive::<arrow_array::types::Int32Type>()
+                                .value(*row) as f64,
+                        ),
+                        DataType::Int64 => Value::from(
+                            col.as_primitive::<arrow_array::types::Int64Type>()
+                                .value(*row),
+                        ),
+                        DataType::Float32 => json_num(
+                            col.as_primitive::<arrow_array::types::Float32Type>()
+                                .value(*row) as f64,
+                        ),
+                        DataType::Float64 => json_num(
+                            col.as_primitive::<arrow_array::types::Float64Type>()
+                                .value(*row),
+                        ),
+                        DataType::Utf8 => {
+                            Value::String(col.as_string::<i32>().value(*row).to_owned())
+                        }
+                        DataType::LargeUtf8 => {
+                            Value::String(col.as_string::<i64>().value(*row).to_owned())
+                        }
                         other => Value::String(format!("<{other}>")),
                     }
                 };
@@ -634,7 +716,9 @@ fn record_to_json(record: &Record<'_>) -> Value {
 }
 
 fn json_num(f: f64) -> Value {
-    serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)
+    serde_json::Number::from_f64(f)
+        .map(Value::Number)
+        .unwrap_or(Value::Null)
 }
 
 /// The first `limit` records of the files, as JSON objects.

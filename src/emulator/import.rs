@@ -75,15 +75,22 @@ pub async fn create_batch(
         Some(Value::Bool(b)) => {
             options.insert("enableErrorDiagnostics".into(), Value::Bool(*b));
         }
-        Some(_) => return Err(ApiError::bad_request("enableErrorDiagnostics must be a boolean")),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "enableErrorDiagnostics must be a boolean",
+            ));
+        }
     }
     for key in ["partialIngestionPercentage", "partialIngestionPercent"] {
         match req.get(key) {
             None | Some(Value::Null) => {}
             Some(v) => {
-                let p = v.as_f64().filter(|p| (0.0..=100.0).contains(p)).ok_or_else(|| {
-                    ApiError::bad_request(format!("{key} must be a number from 0 to 100"))
-                })?;
+                let p = v
+                    .as_f64()
+                    .filter(|p| (0.0..=100.0).contains(p))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!("{key} must be a number from 0 to 100"))
+                    })?;
                 options.insert("partialIngestionPercentage".into(), json!(p));
             }
         }
@@ -148,7 +155,11 @@ fn normalize_input_format(v: Option<&Value>) -> ApiResult<Map<String, Value>> {
         Some(Value::Bool(b)) => {
             out.insert("isMultiLineJson".into(), Value::Bool(*b));
         }
-        Some(_) => return Err(ApiError::bad_request("inputFormat.isMultiLineJson must be a boolean")),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "inputFormat.isMultiLineJson must be a boolean",
+            ));
+        }
     }
     for key in ["delimiter", "quote", "escape"] {
         match obj.get(key) {
@@ -174,17 +185,27 @@ fn normalize_input_format(v: Option<&Value>) -> ApiResult<Map<String, Value>> {
             }
             out.insert("charset".into(), Value::String(s.clone()));
         }
-        Some(_) => return Err(ApiError::bad_request("inputFormat.charset must be a string")),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "inputFormat.charset must be a string",
+            ));
+        }
     }
     match obj.get("header") {
         None | Some(Value::Null) => {}
         Some(Value::Bool(b)) => {
             out.insert("header".into(), Value::Bool(*b));
         }
-        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") => {
+        Some(Value::String(s))
+            if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") =>
+        {
             out.insert("header".into(), Value::Bool(s.eq_ignore_ascii_case("true")));
         }
-        Some(_) => return Err(ApiError::bad_request("inputFormat.header must be a boolean")),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "inputFormat.header must be a boolean",
+            ));
+        }
     }
     Ok(out)
 }
@@ -277,7 +298,9 @@ fn file_target(uri: &Uri) -> ApiResult<Target> {
     let decode = |s: &str, what: &str| -> ApiResult<String> {
         let bytes: Vec<u8> = percent_encoding::percent_decode_str(s).collect();
         String::from_utf8(bytes).map_err(|_| {
-            ApiError::bad_request(format!("the {what} in the URL is not valid UTF-8 once percent-decoded"))
+            ApiError::bad_request(format!(
+                "the {what} in the URL is not valid UTF-8 once percent-decoded"
+            ))
         })
     };
     let path = decode(path, "file path")?;
@@ -331,7 +354,8 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 fn action_of(uri: &Uri) -> Option<String> {
     uri.query()?.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
-        k.eq_ignore_ascii_case("action").then(|| v.to_ascii_uppercase())
+        k.eq_ignore_ascii_case("action")
+            .then(|| v.to_ascii_uppercase())
     })
 }
 
@@ -537,15 +561,13 @@ async fn initialize_file(state: &AppState, t: &Target) -> ApiResult<Response> {
         }
         Some(f) => {
             // A finished file is replaced by a new upload (like PUT replaces).
-            sqlx::query(
-                "UPDATE files SET kind = ?, state = ?, size = 0, updated = ? WHERE id = ?",
-            )
-            .bind(KIND_LARGE)
-            .bind(FILE_UPLOADING)
-            .bind(now)
-            .bind(&f.id)
-            .execute(&state.store.pool)
-            .await?;
+            sqlx::query("UPDATE files SET kind = ?, state = ?, size = 0, updated = ? WHERE id = ?")
+                .bind(KIND_LARGE)
+                .bind(FILE_UPLOADING)
+                .bind(now)
+                .bind(&f.id)
+                .execute(&state.store.pool)
+                .await?;
             let _ = tokio::fs::remove_file(state.store.file_path(&t.batch_id, &f.id)).await;
             tracing::info!(batch = %t.batch_id, path = %t.path, "finished file re-initialized as a new large upload");
         }
@@ -714,7 +736,11 @@ fn assemble(parts: &[(ChunkRow, PathBuf)], dest: &std::path::Path) -> Result<(),
     Ok(())
 }
 
-fn same_bytes(a: &mut impl std::io::Read, b: &mut impl std::io::Read, mut n: u64) -> std::io::Result<bool> {
+fn same_bytes(
+    a: &mut impl std::io::Read,
+    b: &mut impl std::io::Read,
+    mut n: u64,
+) -> std::io::Result<bool> {
     let mut ba = vec![0u8; 64 * 1024];
     let mut bb = vec![0u8; 64 * 1024];
     while n > 0 {
@@ -936,9 +962,16 @@ fn range_matches(
 pub async fn head_file(State(state): State<Arc<AppState>>, uri: Uri) -> ApiResult<Response> {
     let t = file_target(&uri)?;
     target_batch(&state, &t).await?;
-    let f = state.store.file(&t.batch_id, &t.path).await?.ok_or_else(|| {
-        ApiError::not_found(format!("file {} of batch {} does not exist", t.path, t.batch_id))
-    })?;
+    let f = state
+        .store
+        .file(&t.batch_id, &t.path)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "file {} of batch {} does not exist",
+                t.path, t.batch_id
+            ))
+        })?;
     let prefix = if f.state == FILE_COMPLETE {
         f.size as u64
     } else {

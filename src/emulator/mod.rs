@@ -104,7 +104,7 @@ impl Emulator {
         for d in &config.datasets {
             let name = if d.name.is_empty() { &d.id } else { &d.name };
             store
-                .insert_dataset_if_missing(&d.id, name, None, "{}", "{}", "", "")
+                .insert_dataset_if_missing(store::NewDataset::bare(&d.id, name))
                 .await?;
         }
         let pending = processing::recover(&store).await?;
@@ -115,10 +115,12 @@ impl Emulator {
                 addr: listen,
                 source,
             })?;
-        let addr = listener.local_addr().map_err(|source| EmulatorError::Bind {
-            addr: listen,
-            source,
-        })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| EmulatorError::Bind {
+                addr: listen,
+                source,
+            })?;
 
         let (work_tx, work_rx) = mpsc::unbounded_channel();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -186,7 +188,7 @@ impl Emulator {
         let name = if name.is_empty() { id } else { name };
         self.state
             .store
-            .insert_dataset_if_missing(id, name, None, "{}", "{}", "", "")
+            .insert_dataset_if_missing(store::NewDataset::bare(id, name))
             .await?;
         Ok(())
     }
@@ -248,7 +250,10 @@ fn router(state: Arc<AppState>) -> Router {
         .head(import::head_file);
     let platform = Router::new()
         .route(&format!("{IMPORT}/batches"), post(import::create_batch))
-        .route(&format!("{IMPORT}/batches/{{batch_id}}"), post(import::batch_action))
+        .route(
+            &format!("{IMPORT}/batches/{{batch_id}}"),
+            post(import::batch_action),
+        )
         .route(
             &format!("{IMPORT}/batches/{{batch_id}}/datasets/{{dataset_id}}/files/{{*path}}"),
             file_route,
@@ -258,12 +263,18 @@ fn router(state: Arc<AppState>) -> Router {
             get(export::preview),
         )
         .route(&format!("{CATALOG}/batches"), get(catalog::list_batches))
-        .route(&format!("{CATALOG}/batches/{{batch_id}}"), get(catalog::get_batch))
+        .route(
+            &format!("{CATALOG}/batches/{{batch_id}}"),
+            get(catalog::get_batch),
+        )
         .route(
             &format!("{CATALOG}/dataSets"),
             get(catalog::list_datasets).post(catalog::create_dataset),
         )
-        .route(&format!("{CATALOG}/dataSets/{{dataset_id}}"), get(catalog::get_dataset))
+        .route(
+            &format!("{CATALOG}/dataSets/{{dataset_id}}"),
+            get(catalog::get_dataset),
+        )
         .route(
             &format!("{EXPORT}/batches/{{batch_id}}/files"),
             get(export::batch_files),
@@ -272,7 +283,10 @@ fn router(state: Arc<AppState>) -> Router {
             &format!("{EXPORT}/batches/{{batch_id}}/failed"),
             get(export::batch_failed),
         )
-        .route(&format!("{EXPORT}/files/{{file_id}}"), get(export::download))
+        .route(
+            &format!("{EXPORT}/files/{{file_id}}"),
+            get(export::download),
+        )
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

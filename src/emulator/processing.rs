@@ -43,7 +43,9 @@ pub async fn recover(store: &Store) -> Result<Vec<String>, EmulatorError> {
             if let Ok(entries) = std::fs::read_dir(d.path()) {
                 for e in entries.flatten() {
                     let name = e.file_name().to_string_lossy().into_owned();
-                    let seq = name.strip_suffix(".part").and_then(|s| s.parse::<i64>().ok());
+                    let seq = name
+                        .strip_suffix(".part")
+                        .and_then(|s| s.parse::<i64>().ok());
                     if !seq.is_some_and(|s| known.iter().any(|(k,)| *k == s)) {
                         let _ = std::fs::remove_file(e.path());
                     }
@@ -63,7 +65,10 @@ pub async fn recover(store: &Store) -> Result<Vec<String>, EmulatorError> {
             .fetch_all(&store.pool)
             .await?;
     if !pending.is_empty() {
-        tracing::info!(count = pending.len(), "batches to process again after restart");
+        tracing::info!(
+            count = pending.len(),
+            "batches to process again after restart"
+        );
     }
     Ok(pending.into_iter().map(|(id,)| id).collect())
 }
@@ -148,7 +153,13 @@ async fn process_batch(state: &Arc<AppState>, id: &str) -> Result<(), sqlx::Erro
     let inputs: Vec<(String, String, std::path::PathBuf)> = files
         .iter()
         .filter(|f| f.state == FILE_COMPLETE)
-        .map(|f| (f.id.clone(), f.path.clone(), state.store.file_path(id, &f.id)))
+        .map(|f| {
+            (
+                f.id.clone(),
+                f.path.clone(),
+                state.store.file_path(id, &f.id),
+            )
+        })
         .collect();
 
     // Parse, off the async threads, watching for shutdown.
@@ -308,7 +319,9 @@ async fn process_batch(state: &Arc<AppState>, id: &str) -> Result<(), sqlx::Erro
                     .bind(pred)
                     .fetch_optional(&mut *tx)
                     .await?;
-            let Some((tags, pstatus)) = tags else { continue };
+            let Some((tags, pstatus)) = tags else {
+                continue;
+            };
             let mut tags: Value = serde_json::from_str(&tags).unwrap_or(json!({}));
             if !tags.is_object() {
                 tags = json!({});

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use super::error::EmulatorError;
 
@@ -154,6 +154,32 @@ pub struct FailedRow {
     pub raw: Option<String>,
 }
 
+/// A dataset to insert (JSON columns as text).
+pub struct NewDataset<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub schema_ref: Option<&'a str>,
+    pub tags: &'a str,
+    pub extra: &'a str,
+    pub ims_org: &'a str,
+    pub sandbox: &'a str,
+}
+
+impl<'a> NewDataset<'a> {
+    /// A dataset made by the emulator's owner (config or `ensure_dataset`), with no schema.
+    pub fn bare(id: &'a str, name: &'a str) -> Self {
+        NewDataset {
+            id,
+            name,
+            schema_ref: None,
+            tags: "{}",
+            extra: "{}",
+            ims_org: "",
+            sandbox: "",
+        }
+    }
+}
+
 /// File statuses.
 pub const FILE_UPLOADING: &str = "uploading";
 pub const FILE_COMPLETE: &str = "complete";
@@ -220,7 +246,9 @@ impl Store {
     }
     /// A fresh temp file name in `tmp/` (same filesystem as the final places, so rename works).
     pub fn tmp_path(&self) -> PathBuf {
-        self.root.join("tmp").join(format!("{}.tmp", ulid::Ulid::new()))
+        self.root
+            .join("tmp")
+            .join(format!("{}.tmp", ulid::Ulid::new()))
     }
 
     pub async fn dataset(&self, id: &str) -> Result<Option<DatasetRow>, sqlx::Error> {
@@ -262,28 +290,19 @@ impl Store {
     }
 
     /// Creates a dataset with exactly this id if it does not exist (returns whether it did).
-    pub async fn insert_dataset_if_missing(
-        &self,
-        id: &str,
-        name: &str,
-        schema_ref: Option<&str>,
-        tags: &str,
-        extra: &str,
-        ims_org: &str,
-        sandbox: &str,
-    ) -> Result<bool, sqlx::Error> {
+    pub async fn insert_dataset_if_missing(&self, d: NewDataset<'_>) -> Result<bool, sqlx::Error> {
         let now = now_ms();
         let r = sqlx::query(
             "INSERT OR IGNORE INTO datasets (id, name, schema_ref, tags, extra, ims_org, sandbox, created, updated)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
-        .bind(id)
-        .bind(name)
-        .bind(schema_ref)
-        .bind(tags)
-        .bind(extra)
-        .bind(ims_org)
-        .bind(sandbox)
+        .bind(d.id)
+        .bind(d.name)
+        .bind(d.schema_ref)
+        .bind(d.tags)
+        .bind(d.extra)
+        .bind(d.ims_org)
+        .bind(d.sandbox)
         .bind(now)
         .bind(now)
         .execute(&self.pool)
@@ -292,12 +311,7 @@ impl Store {
     }
 
     /// Compare-and-set of a batch status; returns whether it changed.
-    pub async fn transition(
-        &self,
-        id: &str,
-        from: &[&str],
-        to: &str,
-    ) -> Result<bool, sqlx::Error> {
+    pub async fn transition(&self, id: &str, from: &[&str], to: &str) -> Result<bool, sqlx::Error> {
         let placeholders = vec!["?"; from.len()].join(",");
         let sql = format!(
             "UPDATE batches SET status = ?, updated = ? WHERE id = ? AND status IN ({placeholders})"

@@ -15,7 +15,9 @@ pub fn validate_file_path(path: &str) -> Result<(), String> {
         return Err("the file path is empty".into());
     }
     if path.starts_with('/') {
-        return Err(format!("file path {path:?} is absolute; give a relative path"));
+        return Err(format!(
+            "file path {path:?} is absolute; give a relative path"
+        ));
     }
     if path.len() > 1024 {
         return Err(format!(
@@ -25,10 +27,14 @@ pub fn validate_file_path(path: &str) -> Result<(), String> {
     }
     for seg in path.split('/') {
         if seg.is_empty() {
-            return Err(format!("file path {path:?} has an empty segment (`//` or a trailing `/`)"));
+            return Err(format!(
+                "file path {path:?} has an empty segment (`//` or a trailing `/`)"
+            ));
         }
         if seg == "." || seg == ".." {
-            return Err(format!("file path {path:?} has a {seg:?} segment; such paths are refused"));
+            return Err(format!(
+                "file path {path:?} has a {seg:?} segment; such paths are refused"
+            ));
         }
         if seg.len() > 255 {
             return Err(format!(
@@ -137,7 +143,10 @@ async fn receive_inner(
         if let Some(exp) = expected
             && len > exp
         {
-            return Err(ReceiveError::Length { expected: exp, got: len });
+            return Err(ReceiveError::Length {
+                expected: exp,
+                got: len,
+            });
         }
         if let Some(h) = hasher.as_mut() {
             h.update(&frame);
@@ -147,7 +156,10 @@ async fn receive_inner(
     if let Some(exp) = expected
         && len != exp
     {
-        return Err(ReceiveError::Length { expected: exp, got: len });
+        return Err(ReceiveError::Length {
+            expected: exp,
+            got: len,
+        });
     }
     // No fsync: a crash of the emulator process loses nothing once the data is written; only
     // a power loss could, and the client re-uploads what HEAD does not show.

@@ -7,9 +7,7 @@ use serde_json::Value;
 use crate::common::*;
 
 async fn call(env: &Env, headers: &[(&str, &str)]) -> (StatusCode, Value) {
-    let mut r = env
-        .client
-        .get(format!("{}{CATALOG}/dataSets", env.base));
+    let mut r = env.client.get(format!("{}{CATALOG}/dataSets", env.base));
     for (k, v) in headers {
         r = r.header(*k, *v);
     }
@@ -46,12 +44,20 @@ async fn every_gateway_refusal_has_its_code() {
     let env = start(strict()).await;
     assert_gateway(&call(&env, &[KEY, ORG, SANDBOX]).await, 403, "403010");
     assert_gateway(
-        &call(&env, &[("Authorization", "Bearer bad-token"), KEY, ORG, SANDBOX]).await,
+        &call(
+            &env,
+            &[("Authorization", "Bearer bad-token"), KEY, ORG, SANDBOX],
+        )
+        .await,
         401,
         "401013",
     );
     assert_gateway(
-        &call(&env, &[("Authorization", "Basic Z29vZA=="), KEY, ORG, SANDBOX]).await,
+        &call(
+            &env,
+            &[("Authorization", "Basic Z29vZA=="), KEY, ORG, SANDBOX],
+        )
+        .await,
         401,
         "401013",
     );
@@ -68,7 +74,11 @@ async fn every_gateway_refusal_has_its_code() {
     );
     assert_gateway(&call(&env, &[TOKEN, KEY, SANDBOX]).await, 400, "400003");
     assert_gateway(
-        &call(&env, &[TOKEN, KEY, ("x-gw-ims-org-id", "EVIL@AdobeOrg"), SANDBOX]).await,
+        &call(
+            &env,
+            &[TOKEN, KEY, ("x-gw-ims-org-id", "EVIL@AdobeOrg"), SANDBOX],
+        )
+        .await,
         403,
         "403025",
     );
@@ -106,7 +116,11 @@ async fn permissive_default_accepts_any_non_empty_values_but_not_missing_ones() 
         403,
         "403010",
     );
-    assert_gateway(&call(&env, &[TOKEN, ("x-api-key", " "), ORG, SANDBOX]).await, 403, "403000");
+    assert_gateway(
+        &call(&env, &[TOKEN, ("x-api-key", " "), ORG, SANDBOX]).await,
+        403,
+        "403000",
+    );
 }
 
 #[tokio::test]
@@ -114,7 +128,10 @@ async fn auth_applies_to_every_platform_path_but_not_to_stats() {
     let env = start(strict()).await;
     for (method, path) in [
         (Method::POST, format!("{IMPORT}/batches")),
-        (Method::PUT, format!("{IMPORT}/batches/X/datasets/Y/files/a.json")),
+        (
+            Method::PUT,
+            format!("{IMPORT}/batches/X/datasets/Y/files/a.json"),
+        ),
         (Method::GET, format!("{CATALOG}/batches/X")),
         (Method::GET, format!("{EXPORT}/files/X")),
         (Method::GET, "/data/foundation/nowhere".to_owned()),

@@ -40,10 +40,16 @@ async fn create_batch_returns_the_batch_object() {
     assert_eq!(b["version"], "1.0.0");
     assert_eq!(b["externalId"], "ext-1");
     assert_eq!(b["tags"], json!({"team": ["growth"]}));
-    assert_eq!(b["inputFormat"], json!({"format": "json", "isMultiLineJson": true}));
+    assert_eq!(
+        b["inputFormat"],
+        json!({"format": "json", "isMultiLineJson": true})
+    );
     assert_eq!(b["enableErrorDiagnostics"], true);
     assert_eq!(b["partialIngestionPercentage"], 5.0);
-    assert!(b["created"].as_i64().unwrap() > 1_600_000_000_000, "epoch ms");
+    assert!(
+        b["created"].as_i64().unwrap() > 1_600_000_000_000,
+        "epoch ms"
+    );
     assert!(b.get("replay").is_none());
     // The Catalog shows the same batch, keyed by id.
     let c = env.batch(id).await;
@@ -68,13 +74,28 @@ async fn create_batch_refusals() {
     let env = start(cfg()).await;
     let ds = env.dataset().await;
     let cases = [
-        (json!({"datasetId": "000000000000000000000000", "inputFormat": {"format": "json"}}), "does not exist"),
-        (json!({"datasetId": ds, "inputFormat": {"format": "xml"}}), "not supported"),
+        (
+            json!({"datasetId": "000000000000000000000000", "inputFormat": {"format": "json"}}),
+            "does not exist",
+        ),
+        (
+            json!({"datasetId": ds, "inputFormat": {"format": "xml"}}),
+            "not supported",
+        ),
         (json!({"datasetId": ds}), "inputFormat"),
         (json!({"inputFormat": {"format": "json"}}), "datasetId"),
-        (json!({"datasetId": ds, "inputFormat": {"format": "json"}, "tags": {"a": "b"}}), "tags.a"),
-        (json!({"datasetId": ds, "inputFormat": {"format": "csv", "delimiter": ";;"}}), "delimiter"),
-        (json!({"datasetId": ds, "inputFormat": {"format": "json"}, "partialIngestionPercentage": 150}), "0 to 100"),
+        (
+            json!({"datasetId": ds, "inputFormat": {"format": "json"}, "tags": {"a": "b"}}),
+            "tags.a",
+        ),
+        (
+            json!({"datasetId": ds, "inputFormat": {"format": "csv", "delimiter": ";;"}}),
+            "delimiter",
+        ),
+        (
+            json!({"datasetId": ds, "inputFormat": {"format": "json"}, "partialIngestionPercentage": 150}),
+            "0 to 100",
+        ),
         (json!([1, 2]), "JSON object"),
     ];
     for (body, mention) in cases {
@@ -112,7 +133,11 @@ async fn batch_actions_follow_the_lifecycle() {
     assert_service_error(s, &b, 400, &[&batch, "at least one"]);
 
     // Lower-case action, then idempotent COMPLETE.
-    assert_eq!(env.put(&batch, &ds, "a.json", b"{\"a\":1}\n".to_vec()).await, StatusCode::CREATED);
+    assert_eq!(
+        env.put(&batch, &ds, "a.json", b"{\"a\":1}\n".to_vec())
+            .await,
+        StatusCode::CREATED
+    );
     assert_eq!(env.action(&batch, "complete").await.0, StatusCode::OK);
     assert_eq!(env.action(&batch, "Complete").await.0, StatusCode::OK);
     let done = env.wait_status(&batch, &["success"]).await;
@@ -129,7 +154,10 @@ async fn batch_actions_follow_the_lifecycle() {
 
     // ABORT while loading; again is harmless; COMPLETE after → 400; PUT after → 400.
     let b2 = env.create_batch(&ds, json!({"format": "json"})).await;
-    assert_eq!(env.put(&b2, &ds, "x.json", b"{}\n".to_vec()).await, StatusCode::CREATED);
+    assert_eq!(
+        env.put(&b2, &ds, "x.json", b"{}\n".to_vec()).await,
+        StatusCode::CREATED
+    );
     assert_eq!(env.action(&b2, "abort").await.0, StatusCode::OK);
     assert_eq!(env.action(&b2, "ABORT").await.0, StatusCode::OK);
     assert_eq!(env.batch(&b2).await["status"], "aborted");
@@ -156,7 +184,11 @@ async fn intermediate_states_are_visible_and_abort_stops_processing() {
     .await;
     let ds = env.dataset().await;
     let batch = env.create_batch(&ds, json!({"format": "json"})).await;
-    assert_eq!(env.put(&batch, &ds, "a.json", b"{\"a\":1}\n".to_vec()).await, StatusCode::CREATED);
+    assert_eq!(
+        env.put(&batch, &ds, "a.json", b"{\"a\":1}\n".to_vec())
+            .await,
+        StatusCode::CREATED
+    );
     assert_eq!(env.action(&batch, "COMPLETE").await.0, StatusCode::OK);
     assert_eq!(env.batch(&batch).await["status"], "staging");
     let b = env.wait_status(&batch, &["processing"]).await;
@@ -165,7 +197,10 @@ async fn intermediate_states_are_visible_and_abort_stops_processing() {
 
     // Abort during processing wins over the processing result.
     let b2 = env.create_batch(&ds, json!({"format": "json"})).await;
-    assert_eq!(env.put(&b2, &ds, "a.json", b"{\"a\":1}\n".to_vec()).await, StatusCode::CREATED);
+    assert_eq!(
+        env.put(&b2, &ds, "a.json", b"{\"a\":1}\n".to_vec()).await,
+        StatusCode::CREATED
+    );
     assert_eq!(env.action(&b2, "COMPLETE").await.0, StatusCode::OK);
     env.wait_status(&b2, &["processing"]).await;
     assert_eq!(env.action(&b2, "ABORT").await.0, StatusCode::OK);
@@ -177,7 +212,10 @@ async fn intermediate_states_are_visible_and_abort_stops_processing() {
 async fn revert_makes_a_batch_inactive_then_deleted() {
     let env = start(cfg()).await;
     let (ds, batch, b) = env
-        .ingest(json!({"format": "json"}), &[("a.json", b"{\"a\":1}\n".to_vec())])
+        .ingest(
+            json!({"format": "json"}),
+            &[("a.json", b"{\"a\":1}\n".to_vec())],
+        )
         .await;
     assert_eq!(b["status"], "success");
     let (s, b) = env.action("01HZZZZZZZZZZZZZZZZZZZZZZZ", "REVERT").await;
@@ -200,10 +238,17 @@ async fn revert_makes_a_batch_inactive_then_deleted() {
 async fn replay_replaces_predecessors_when_it_succeeds() {
     let env = start(cfg()).await;
     let (ds, first, _) = env
-        .ingest(json!({"format": "json"}), &[("a.json", b"{\"a\":1}\n".to_vec())])
+        .ingest(
+            json!({"format": "json"}),
+            &[("a.json", b"{\"a\":1}\n".to_vec())],
+        )
         .await;
     let second = env.create_batch(&ds, json!({"format": "json"})).await;
-    assert_eq!(env.put(&second, &ds, "b.json", b"{\"a\":2}\n".to_vec()).await, StatusCode::CREATED);
+    assert_eq!(
+        env.put(&second, &ds, "b.json", b"{\"a\":2}\n".to_vec())
+            .await,
+        StatusCode::CREATED
+    );
     assert_eq!(env.action(&second, "COMPLETE").await.0, StatusCode::OK);
     env.wait_status(&second, &["success"]).await;
 
@@ -216,9 +261,16 @@ async fn replay_replaces_predecessors_when_it_succeeds() {
         }))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{r}");
-    assert_eq!(r["replay"], json!({"predecessors": [first, second], "reason": "replace"}));
+    assert_eq!(
+        r["replay"],
+        json!({"predecessors": [first, second], "reason": "replace"})
+    );
     let replay = r["id"].as_str().unwrap().to_owned();
-    assert_eq!(env.put(&replay, &ds, "c.json", b"{\"a\":3}\n".to_vec()).await, StatusCode::CREATED);
+    assert_eq!(
+        env.put(&replay, &ds, "c.json", b"{\"a\":3}\n".to_vec())
+            .await,
+        StatusCode::CREATED
+    );
     // Not replaced until the replay succeeds.
     assert_eq!(env.batch(&first).await["status"], "success");
     assert_eq!(env.action(&replay, "COMPLETE").await.0, StatusCode::OK);
@@ -238,7 +290,12 @@ async fn replay_replaces_predecessors_when_it_succeeds() {
         .create_batch_raw(json!({"datasetId": ds, "inputFormat": {"format": "json"},
                                  "replay": {"predecessors": ["$01HZZZZZZZZZZZZZZZZZZZZZZZ"], "reason": "replace"}}))
         .await;
-    assert_service_error(s, &b, 400, &["01HZZZZZZZZZZZZZZZZZZZZZZZ", "does not exist"]);
+    assert_service_error(
+        s,
+        &b,
+        400,
+        &["01HZZZZZZZZZZZZZZZZZZZZZZZ", "does not exist"],
+    );
     let other_ds = env.dataset().await;
     let (s, b) = env
         .create_batch_raw(json!({"datasetId": other_ds, "inputFormat": {"format": "json"},
@@ -256,7 +313,10 @@ async fn replay_replaces_predecessors_when_it_succeeds() {
 async fn failed_replay_leaves_predecessors_alone() {
     let env = start(cfg()).await;
     let (ds, first, _) = env
-        .ingest(json!({"format": "json"}), &[("a.json", b"{\"a\":1}\n".to_vec())])
+        .ingest(
+            json!({"format": "json"}),
+            &[("a.json", b"{\"a\":1}\n".to_vec())],
+        )
         .await;
     let (s, r) = env
         .create_batch_raw(json!({"datasetId": ds, "inputFormat": {"format": "json"},
@@ -264,7 +324,11 @@ async fn failed_replay_leaves_predecessors_alone() {
         .await;
     assert_eq!(s, StatusCode::CREATED);
     let replay = r["id"].as_str().unwrap().to_owned();
-    assert_eq!(env.put(&replay, &ds, "bad.json", b"not json\n".to_vec()).await, StatusCode::CREATED);
+    assert_eq!(
+        env.put(&replay, &ds, "bad.json", b"not json\n".to_vec())
+            .await,
+        StatusCode::CREATED
+    );
     env.action(&replay, "COMPLETE").await;
     env.wait_status(&replay, &["failed"]).await;
     let b = env.batch(&first).await;

@@ -15,7 +15,9 @@ pub fn fixture(name: &str) -> PathBuf {
     // The fixtures live in shared/ beside the work tree.
     let candidates = [
         PathBuf::from(FIXTURES).join(name),
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures").join(name),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/fixtures")
+            .join(name),
     ];
     candidates
         .iter()
@@ -92,7 +94,10 @@ impl Env {
 
     pub async fn dataset(&self) -> String {
         let id = format!("{:024x}", rand::random::<u128>() >> 32);
-        self.emu().ensure_dataset(&id, "test dataset").await.unwrap();
+        self.emu()
+            .ensure_dataset(&id, "test dataset")
+            .await
+            .unwrap();
         id
     }
 
@@ -131,7 +136,10 @@ impl Env {
 
     pub async fn action(&self, batch: &str, action: &str) -> (StatusCode, Value) {
         let r = self
-            .req(Method::POST, &format!("{IMPORT}/batches/{batch}?action={action}"))
+            .req(
+                Method::POST,
+                &format!("{IMPORT}/batches/{batch}?action={action}"),
+            )
             .send()
             .await
             .unwrap();
@@ -168,7 +176,11 @@ impl Env {
     }
 
     /// Create, upload one file, complete, wait for the end.
-    pub async fn ingest(&self, format: Value, files: &[(&str, Vec<u8>)]) -> (String, String, Value) {
+    pub async fn ingest(
+        &self,
+        format: Value,
+        files: &[(&str, Vec<u8>)],
+    ) -> (String, String, Value) {
         let ds = self.dataset().await;
         let batch = self.create_batch(&ds, format).await;
         for (name, data) in files {
@@ -230,8 +242,8 @@ pub const AUTH_HEADERS: &str = "Authorization: Bearer t\r\nx-api-key: k\r\nx-gw-
 
 /// A small Parquet file with `rows` rows (id: int64, name: utf8).
 pub fn parquet_bytes(rows: usize) -> Vec<u8> {
-    use std::sync::Arc;
     use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    use std::sync::Arc;
     let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(0..rows as i64));
     let names: ArrayRef = Arc::new(StringArray::from_iter_values(
         (0..rows).map(|i| format!("name-{i}")),

@@ -9,25 +9,33 @@ use serde_json::{Value, json};
 use crate::common::*;
 
 fn with_faults(f: FaultConfig) -> EmulatorConfig {
-    EmulatorConfig {
-        faults: f,
-        ..cfg()
-    }
+    EmulatorConfig { faults: f, ..cfg() }
 }
 
 async fn list(env: &Env) -> reqwest::Result<reqwest::Response> {
-    env.req(Method::GET, &format!("{CATALOG}/dataSets")).send().await
+    env.req(Method::GET, &format!("{CATALOG}/dataSets"))
+        .send()
+        .await
 }
 
 async fn stats_json(env: &Env) -> Value {
-    let r = env.client.get(format!("{}/emulator/stats", env.base)).send().await.unwrap();
+    let r = env
+        .client
+        .get(format!("{}/emulator/stats", env.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     r.json().await.unwrap()
 }
 
 #[tokio::test]
 async fn http_500_503_429_are_injected_and_counted() {
-    let env = start(with_faults(FaultConfig { http_500_probability: 1.0, ..FaultConfig::default() })).await;
+    let env = start(with_faults(FaultConfig {
+        http_500_probability: 1.0,
+        ..FaultConfig::default()
+    }))
+    .await;
     for _ in 0..3 {
         let r = list(&env).await.unwrap();
         assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
@@ -38,13 +46,23 @@ async fn http_500_503_429_are_injected_and_counted() {
     assert_eq!(s["faults_injected"]["http_500"], 3);
     assert_eq!(s["requests"], 3);
 
-    let env = start(with_faults(FaultConfig { http_503_probability: 1.0, retry_after_secs: 7, ..FaultConfig::default() })).await;
+    let env = start(with_faults(FaultConfig {
+        http_503_probability: 1.0,
+        retry_after_secs: 7,
+        ..FaultConfig::default()
+    }))
+    .await;
     let r = list(&env).await.unwrap();
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.headers()["retry-after"], "7");
     assert_eq!(env.stats().faults_injected.http_503, 1);
 
-    let env = start(with_faults(FaultConfig { http_429_probability: 1.0, retry_after_secs: 3, ..FaultConfig::default() })).await;
+    let env = start(with_faults(FaultConfig {
+        http_429_probability: 1.0,
+        retry_after_secs: 3,
+        ..FaultConfig::default()
+    }))
+    .await;
     // Faults come before authentication and before any effect.
     let ds = "5deac2648a19d218a888d2b1";
     env.emu().ensure_dataset(ds, "x").await.unwrap();
@@ -65,7 +83,11 @@ async fn http_500_503_429_are_injected_and_counted() {
 
 #[tokio::test]
 async fn connection_reset_drops_the_request_mid_body_without_effect() {
-    let env = start(with_faults(FaultConfig { connection_reset_probability: 1.0, ..FaultConfig::default() })).await;
+    let env = start(with_faults(FaultConfig {
+        connection_reset_probability: 1.0,
+        ..FaultConfig::default()
+    }))
+    .await;
     let ds = env.dataset().await;
     let r = env
         .req(Method::POST, &format!("{IMPORT}/batches"))
@@ -75,7 +97,10 @@ async fn connection_reset_drops_the_request_mid_body_without_effect() {
     assert!(r.is_err(), "no response: {r:?}");
     // A large body is cut while it is being sent.
     let r = env
-        .req(Method::PUT, &env.file_url("01HZZZZZZZZZZZZZZZZZZZZZZZ", &ds, "a.json"))
+        .req(
+            Method::PUT,
+            &env.file_url("01HZZZZZZZZZZZZZZZZZZZZZZZ", &ds, "a.json"),
+        )
         .body(vec![b' '; 4 << 20])
         .send()
         .await;
@@ -93,7 +118,12 @@ async fn connection_reset_drops_the_request_mid_body_without_effect() {
 
 #[tokio::test]
 async fn latency_is_added() {
-    let env = start(with_faults(FaultConfig { latency_probability: 1.0, latency_ms: 150, ..FaultConfig::default() })).await;
+    let env = start(with_faults(FaultConfig {
+        latency_probability: 1.0,
+        latency_ms: 150,
+        ..FaultConfig::default()
+    }))
+    .await;
     let t = Instant::now();
     assert_eq!(list(&env).await.unwrap().status(), StatusCode::OK);
     assert!(t.elapsed() >= Duration::from_millis(150));
@@ -106,8 +136,17 @@ async fn latency_is_added() {
 
 #[tokio::test]
 async fn forced_batch_failure() {
-    let env = start(with_faults(FaultConfig { batch_failure_probability: 1.0, ..FaultConfig::default() })).await;
-    let (_, _, b) = env.ingest(json!({"format": "json"}), &[("a.json", b"{\"a\":1}\n".to_vec())]).await;
+    let env = start(with_faults(FaultConfig {
+        batch_failure_probability: 1.0,
+        ..FaultConfig::default()
+    }))
+    .await;
+    let (_, _, b) = env
+        .ingest(
+            json!({"format": "json"}),
+            &[("a.json", b"{\"a\":1}\n".to_vec())],
+        )
+        .await;
     assert_eq!(b["status"], "failed");
     assert_eq!(b["errors"][0]["code"], "EMULATOR-FAULT-500", "{b}");
     assert_eq!(env.stats().faults_injected.batch_failure, 1);
@@ -132,7 +171,11 @@ async fn faults_are_reproducible_from_the_seed() {
         runs.push(statuses);
     }
     assert_eq!(runs[0], runs[1]);
-    assert!(runs[0].contains(&500) && runs[0].contains(&503) && runs[0].contains(&200), "{:?}", runs[0]);
+    assert!(
+        runs[0].contains(&500) && runs[0].contains(&503) && runs[0].contains(&200),
+        "{:?}",
+        runs[0]
+    );
 }
 
 #[tokio::test]
@@ -174,10 +217,17 @@ retry_after_secs = 2
     assert_eq!(c.faults.seed, 7);
     assert_eq!(c.faults.http_500_probability, 0.0);
     // Pre-created datasets exist at start.
-    let env = start(EmulatorConfig { processing_delay_ms: 10, ..c }).await;
+    let env = start(EmulatorConfig {
+        processing_delay_ms: 10,
+        ..c
+    })
+    .await;
     let r = env
         .client
-        .get(format!("{}{CATALOG}/dataSets/5deac2648a19d218a888d2b1", env.base))
+        .get(format!(
+            "{}{CATALOG}/dataSets/5deac2648a19d218a888d2b1",
+            env.base
+        ))
         .header("Authorization", "Bearer t1")
         .header("x-api-key", "k1")
         .header("x-gw-ims-org-id", "O@AdobeOrg")
@@ -195,10 +245,15 @@ retry_after_secs = 2
     // Errors name the file and the problem.
     std::fs::write(&p, "procesing_delay_ms = 5\n").unwrap();
     let e = EmulatorConfig::from_file(&p).unwrap_err().to_string();
-    assert!(e.contains("emu.toml") && e.contains("procesing_delay_ms"), "{e}");
+    assert!(
+        e.contains("emu.toml") && e.contains("procesing_delay_ms"),
+        "{e}"
+    );
     std::fs::write(&p, "[faults]\nhttp_500_probability = 1.5\n").unwrap();
     let e = EmulatorConfig::from_file(&p).unwrap_err().to_string();
     assert!(e.contains("http_500_probability"), "{e}");
-    let e = EmulatorConfig::from_file(&dir.path().join("missing.toml")).unwrap_err().to_string();
+    let e = EmulatorConfig::from_file(&dir.path().join("missing.toml"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("missing.toml"), "{e}");
 }

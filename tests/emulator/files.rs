@@ -12,20 +12,38 @@ async fn put_creates_then_replaces_and_keeps_sub_folders() {
     let ds = env.dataset().await;
     let batch = env.create_batch(&ds, json!({"format": "json"})).await;
     let name = "date=2026-11-29/orders.json";
-    assert_eq!(env.put(&batch, &ds, name, b"{\"a\":1}\n".to_vec()).await, StatusCode::CREATED);
     assert_eq!(
-        env.put(&batch, &ds, name, b"{\"a\":1}\n{\"a\":2}\n".to_vec()).await,
+        env.put(&batch, &ds, name, b"{\"a\":1}\n".to_vec()).await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        env.put(&batch, &ds, name, b"{\"a\":1}\n{\"a\":2}\n".to_vec())
+            .await,
         StatusCode::OK
     );
     // Percent-encoded slash is the same path.
     assert_eq!(
-        env.put(&batch, &ds, "date=2026-11-29%2Forders.json", b"{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n".to_vec()).await,
+        env.put(
+            &batch,
+            &ds,
+            "date=2026-11-29%2Forders.json",
+            b"{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n".to_vec()
+        )
+        .await,
         StatusCode::OK
     );
-    assert_eq!(env.put(&batch, &ds, "other.json", b"{\"b\":1}\n".to_vec()).await, StatusCode::CREATED);
+    assert_eq!(
+        env.put(&batch, &ds, "other.json", b"{\"b\":1}\n".to_vec())
+            .await,
+        StatusCode::CREATED
+    );
     assert_eq!(env.stats().puts, 4);
     // HEAD on a PUT file gives its full range.
-    let r = env.req(Method::HEAD, &env.file_url(&batch, &ds, "other.json")).send().await.unwrap();
+    let r = env
+        .req(Method::HEAD, &env.file_url(&batch, &ds, "other.json"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["range"], "bytes=0-7");
 
@@ -41,7 +59,12 @@ async fn put_creates_then_replaces_and_keeps_sub_folders() {
         .json()
         .await
         .unwrap();
-    let names: Vec<&str> = files["data"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = files["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, vec![name, "other.json"]);
 }
 
@@ -78,7 +101,10 @@ async fn put_refuses_bad_names_without_escaping_the_data_dir() {
     }
     // A 255-byte component is fine.
     let ok = "b".repeat(250) + ".json";
-    assert_eq!(env.put(&batch, &ds, &ok, b"{}\n".to_vec()).await, StatusCode::CREATED);
+    assert_eq!(
+        env.put(&batch, &ds, &ok, b"{}\n".to_vec()).await,
+        StatusCode::CREATED
+    );
     // Nothing was written outside the data dir's own places.
     let parent = env.dir.path().parent().unwrap();
     assert!(!parent.join("escape.json").exists());
@@ -131,7 +157,8 @@ async fn put_counts_streamed_bytes_against_the_limit() {
     let ds = env.dataset().await;
     let batch = env.create_batch(&ds, json!({"format": "json"})).await;
     // Chunked transfer encoding: no Content-Length to check up front.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..4).map(|_| Ok(vec![b' '; 400])).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..4).map(|_| Ok(vec![b' '; 400])).collect();
     let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
     let r = env
         .req(Method::PUT, &env.file_url(&batch, &ds, "big.json"))
@@ -141,9 +168,17 @@ async fn put_counts_streamed_bytes_against_the_limit() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     // Exactly at the limit is fine.
-    assert_eq!(env.put(&batch, &ds, "ok.json", vec![b' '; 1000]).await, StatusCode::CREATED);
+    assert_eq!(
+        env.put(&batch, &ds, "ok.json", vec![b' '; 1000]).await,
+        StatusCode::CREATED
+    );
     // Nothing left behind in tmp/.
-    assert_eq!(std::fs::read_dir(env.dir.path().join("tmp")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(env.dir.path().join("tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[tokio::test]
@@ -160,7 +195,11 @@ async fn put_enforces_files_and_bytes_per_batch() {
     let ds = env.dataset().await;
     let batch = env.create_batch(&ds, json!({"format": "json"})).await;
     for i in 0..3 {
-        assert_eq!(env.put(&batch, &ds, &format!("{i}.json"), vec![b' '; 10]).await, StatusCode::CREATED);
+        assert_eq!(
+            env.put(&batch, &ds, &format!("{i}.json"), vec![b' '; 10])
+                .await,
+            StatusCode::CREATED
+        );
     }
     let r = env
         .req(Method::PUT, &env.file_url(&batch, &ds, "3.json"))
@@ -170,9 +209,15 @@ async fn put_enforces_files_and_bytes_per_batch() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let v: Value = r.json().await.unwrap();
-    assert!(v["detail"].as_str().unwrap().contains("at most 3 files"), "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("at most 3 files"),
+        "{v}"
+    );
     // Replacing an existing file is not a new file; but the bytes limit holds.
-    assert_eq!(env.put(&batch, &ds, "0.json", vec![b' '; 80]).await, StatusCode::OK);
+    assert_eq!(
+        env.put(&batch, &ds, "0.json", vec![b' '; 80]).await,
+        StatusCode::OK
+    );
     let r = env
         .req(Method::PUT, &env.file_url(&batch, &ds, "1.json"))
         .body(vec![b' '; 20])
@@ -181,10 +226,19 @@ async fn put_enforces_files_and_bytes_per_batch() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let v: Value = r.json().await.unwrap();
-    assert!(v["detail"].as_str().unwrap().contains("at most 100 bytes"), "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("at most 100 bytes"),
+        "{v}"
+    );
     // INITIALIZE counts as a file too.
     let r = env
-        .req(Method::POST, &format!("{}?action=INITIALIZE", env.file_url(&batch, &ds, "big.json")))
+        .req(
+            Method::POST,
+            &format!(
+                "{}?action=INITIALIZE",
+                env.file_url(&batch, &ds, "big.json")
+            ),
+        )
         .send()
         .await
         .unwrap();
@@ -197,7 +251,10 @@ async fn put_only_while_loading_into_a_known_batch_of_that_dataset() {
     let ds = env.dataset().await;
     let other = env.dataset().await;
     let r = env
-        .req(Method::PUT, &env.file_url("01HZZZZZZZZZZZZZZZZZZZZZZZ", &ds, "a.json"))
+        .req(
+            Method::PUT,
+            &env.file_url("01HZZZZZZZZZZZZZZZZZZZZZZZ", &ds, "a.json"),
+        )
         .body("{}")
         .send()
         .await
@@ -214,7 +271,10 @@ async fn put_only_while_loading_into_a_known_batch_of_that_dataset() {
     let v: Value = r.json().await.unwrap();
     assert!(v["detail"].as_str().unwrap().contains(&other), "{v}");
 
-    assert_eq!(env.put(&batch, &ds, "a.json", b"{}\n".to_vec()).await, StatusCode::CREATED);
+    assert_eq!(
+        env.put(&batch, &ds, "a.json", b"{}\n".to_vec()).await,
+        StatusCode::CREATED
+    );
     assert_eq!(env.action(&batch, "COMPLETE").await.0, StatusCode::OK);
     let r = env
         .req(Method::PUT, &env.file_url(&batch, &ds, "late.json"))
@@ -225,9 +285,14 @@ async fn put_only_while_loading_into_a_known_batch_of_that_dataset() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let v: Value = r.json().await.unwrap();
     let detail = v["detail"].as_str().unwrap();
-    assert!(detail.contains(&batch) && detail.contains("loading"), "{detail}");
     assert!(
-        ["staging", "processing", "success"].iter().any(|s| detail.contains(&format!("is {s}"))),
+        detail.contains(&batch) && detail.contains("loading"),
+        "{detail}"
+    );
+    assert!(
+        ["staging", "processing", "success"]
+            .iter()
+            .any(|s| detail.contains(&format!("is {s}"))),
         "{detail}"
     );
 }
@@ -237,7 +302,10 @@ async fn urls_longer_than_2000_characters_get_414() {
     let env = start(cfg()).await;
     let ds = env.dataset().await;
     let r = env
-        .req(Method::GET, &format!("{CATALOG}/batches?dataSet={ds}&x={}", "y".repeat(2100)))
+        .req(
+            Method::GET,
+            &format!("{CATALOG}/batches?dataSet={ds}&x={}", "y".repeat(2100)),
+        )
         .send()
         .await
         .unwrap();

@@ -7,16 +7,22 @@ use serde_json::{Value, json};
 use crate::common::*;
 
 pub async fn initialize(env: &Env, batch: &str, ds: &str, name: &str) -> StatusCode {
-    env.req(Method::POST, &format!("{}?action=INITIALIZE", env.file_url(batch, ds, name)))
-        .send()
-        .await
-        .unwrap()
-        .status()
+    env.req(
+        Method::POST,
+        &format!("{}?action=INITIALIZE", env.file_url(batch, ds, name)),
+    )
+    .send()
+    .await
+    .unwrap()
+    .status()
 }
 
 pub async fn complete_file(env: &Env, batch: &str, ds: &str, name: &str) -> (StatusCode, Value) {
     let r = env
-        .req(Method::POST, &format!("{}?action=COMPLETE", env.file_url(batch, ds, name)))
+        .req(
+            Method::POST,
+            &format!("{}?action=COMPLETE", env.file_url(batch, ds, name)),
+        )
         .send()
         .await
         .unwrap();
@@ -24,7 +30,14 @@ pub async fn complete_file(env: &Env, batch: &str, ds: &str, name: &str) -> (Sta
     (s, r.json().await.unwrap_or(Value::Null))
 }
 
-pub async fn patch(env: &Env, batch: &str, ds: &str, name: &str, range: &str, data: &[u8]) -> (StatusCode, Value) {
+pub async fn patch(
+    env: &Env,
+    batch: &str,
+    ds: &str,
+    name: &str,
+    range: &str,
+    data: &[u8],
+) -> (StatusCode, Value) {
     let r = env
         .req(Method::PATCH, &env.file_url(batch, ds, name))
         .header("Content-Type", "application/octet-stream")
@@ -37,11 +50,22 @@ pub async fn patch(env: &Env, batch: &str, ds: &str, name: &str, range: &str, da
     (s, r.json().await.unwrap_or(Value::Null))
 }
 
-pub async fn head_range(env: &Env, batch: &str, ds: &str, name: &str) -> (StatusCode, Option<String>) {
-    let r = env.req(Method::HEAD, &env.file_url(batch, ds, name)).send().await.unwrap();
+pub async fn head_range(
+    env: &Env,
+    batch: &str,
+    ds: &str,
+    name: &str,
+) -> (StatusCode, Option<String>) {
+    let r = env
+        .req(Method::HEAD, &env.file_url(batch, ds, name))
+        .send()
+        .await
+        .unwrap();
     (
         r.status(),
-        r.headers().get("range").map(|v| v.to_str().unwrap().to_owned()),
+        r.headers()
+            .get("range")
+            .map(|v| v.to_str().unwrap().to_owned()),
     )
 }
 
@@ -50,7 +74,9 @@ fn data(n: usize) -> Vec<u8> {
     let mut out = Vec::new();
     let mut i = 0;
     while out.len() < n {
-        out.extend_from_slice(format!("{{\"i\":{i},\"pad\":\"{}\"}}\n", "x".repeat(i % 50)).as_bytes());
+        out.extend_from_slice(
+            format!("{{\"i\":{i},\"pad\":\"{}\"}}\n", "x".repeat(i % 50)).as_bytes(),
+        );
         i += 1;
     }
     out
@@ -66,13 +92,27 @@ async fn chunked_upload_with_head_resume_and_gap_detection() {
     let total = body.len();
     let records = body.iter().filter(|b| **b == b'\n').count();
 
-    assert_eq!(initialize(&env, &batch, &ds, name).await, StatusCode::CREATED);
+    assert_eq!(
+        initialize(&env, &batch, &ds, name).await,
+        StatusCode::CREATED
+    );
     // Nothing yet: HEAD has no Range.
-    assert_eq!(head_range(&env, &batch, &ds, name).await, (StatusCode::OK, None));
+    assert_eq!(
+        head_range(&env, &batch, &ds, name).await,
+        (StatusCode::OK, None)
+    );
 
     let cut1 = 3000;
     let cut2 = 7000;
-    let (s, v) = patch(&env, &batch, &ds, name, &format!("bytes 0-{}/{total}", cut1 - 1), &body[..cut1]).await;
+    let (s, v) = patch(
+        &env,
+        &batch,
+        &ds,
+        name,
+        &format!("bytes 0-{}/{total}", cut1 - 1),
+        &body[..cut1],
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v, json!({"name": name, "sizeInBytes": cut1}));
     assert_eq!(
@@ -80,7 +120,15 @@ async fn chunked_upload_with_head_resume_and_gap_detection() {
         Some(format!("bytes=0-{}", cut1 - 1).as_str())
     );
     // The last chunk before the middle one: the prefix does not move.
-    let (s, _) = patch(&env, &batch, &ds, name, &format!("bytes {cut2}-{}/{total}", total - 1), &body[cut2..]).await;
+    let (s, _) = patch(
+        &env,
+        &batch,
+        &ds,
+        name,
+        &format!("bytes {cut2}-{}/{total}", total - 1),
+        &body[cut2..],
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(
         head_range(&env, &batch, &ds, name).await.1.as_deref(),
@@ -89,13 +137,27 @@ async fn chunked_upload_with_head_resume_and_gap_detection() {
     // COMPLETE detects the gap.
     let (s, v) = complete_file(&env, &batch, &ds, name).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
-    assert!(v["detail"].as_str().unwrap().contains(&format!("bytes {cut1}-{}", cut2 - 1)), "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("bytes {cut1}-{}", cut2 - 1)),
+        "{v}"
+    );
     // Batch COMPLETE refuses a file still being uploaded.
     let (s, v) = env.action(&batch, "COMPLETE").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(v["detail"].as_str().unwrap().contains(name), "{v}");
     // Fill the gap (without the total this time).
-    let (s, _) = patch(&env, &batch, &ds, name, &format!("bytes {cut1}-{}", cut2 - 1), &body[cut1..cut2]).await;
+    let (s, _) = patch(
+        &env,
+        &batch,
+        &ds,
+        name,
+        &format!("bytes {cut1}-{}", cut2 - 1),
+        &body[cut1..cut2],
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(
         head_range(&env, &batch, &ds, name).await.1.as_deref(),
@@ -104,7 +166,10 @@ async fn chunked_upload_with_head_resume_and_gap_detection() {
     let (s, v) = complete_file(&env, &batch, &ds, name).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     // Idempotent.
-    assert_eq!(complete_file(&env, &batch, &ds, name).await.0, StatusCode::CREATED);
+    assert_eq!(
+        complete_file(&env, &batch, &ds, name).await.0,
+        StatusCode::CREATED
+    );
     // PATCH after COMPLETE is refused.
     let (s, _) = patch(&env, &batch, &ds, name, "bytes 0-0", &body[..1]).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
@@ -115,18 +180,39 @@ async fn chunked_upload_with_head_resume_and_gap_detection() {
     assert_eq!(b["metrics"]["inputRecordCount"], records);
     assert_eq!(b["metrics"]["inputByteSize"], total);
     // The assembled file is byte-identical.
-    let files: Value = env.req(Method::GET, &format!("{EXPORT}/batches/{batch}/files")).send().await.unwrap().json().await.unwrap();
+    let files: Value = env
+        .req(Method::GET, &format!("{EXPORT}/batches/{batch}/files"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let href = files["data"][0]["_links"]["self"]["href"].as_str().unwrap();
-    let got = env.client.get(href)
-        .header("Authorization", "Bearer t").header("x-api-key", "k")
-        .header("x-gw-ims-org-id", "O@AdobeOrg").header("x-sandbox-name", "prod")
-        .send().await.unwrap().bytes().await.unwrap();
+    let got = env
+        .client
+        .get(href)
+        .header("Authorization", "Bearer t")
+        .header("x-api-key", "k")
+        .header("x-gw-ims-org-id", "O@AdobeOrg")
+        .header("x-sandbox-name", "prod")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     assert_eq!(got.as_ref(), body.as_slice());
     let st = env.stats();
     assert_eq!(st.chunks_received, 3);
     assert_eq!(st.duplicate_acknowledged_chunks, 0);
     // Parts were cleaned up.
-    assert_eq!(std::fs::read_dir(env.dir.path().join("parts")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(env.dir.path().join("parts"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[tokio::test]
@@ -137,24 +223,57 @@ async fn resent_chunks_are_harmless_and_counted() {
     let name = "f.json";
     let body = data(4000);
     let total = body.len();
-    assert_eq!(initialize(&env, &batch, &ds, name).await, StatusCode::CREATED);
+    assert_eq!(
+        initialize(&env, &batch, &ds, name).await,
+        StatusCode::CREATED
+    );
     // INITIALIZE again keeps what arrived.
     let r1 = format!("bytes 0-1999/{total}");
-    assert_eq!(patch(&env, &batch, &ds, name, &r1, &body[..2000]).await.0, StatusCode::OK);
-    assert_eq!(initialize(&env, &batch, &ds, name).await, StatusCode::CREATED);
-    assert_eq!(head_range(&env, &batch, &ds, name).await.1.as_deref(), Some("bytes=0-1999"));
+    assert_eq!(
+        patch(&env, &batch, &ds, name, &r1, &body[..2000]).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        initialize(&env, &batch, &ds, name).await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        head_range(&env, &batch, &ds, name).await.1.as_deref(),
+        Some("bytes=0-1999")
+    );
     // Same range, same bytes.
-    assert_eq!(patch(&env, &batch, &ds, name, &r1, &body[..2000]).await.0, StatusCode::OK);
+    assert_eq!(
+        patch(&env, &batch, &ds, name, &r1, &body[..2000]).await.0,
+        StatusCode::OK
+    );
     assert_eq!(env.stats().duplicate_acknowledged_chunks, 1);
     // A sub-range of what arrived, same bytes: also a duplicate.
-    assert_eq!(patch(&env, &batch, &ds, name, &format!("bytes 100-199/{total}"), &body[100..200]).await.0, StatusCode::OK);
+    assert_eq!(
+        patch(
+            &env,
+            &batch,
+            &ds,
+            name,
+            &format!("bytes 100-199/{total}"),
+            &body[100..200]
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
     assert_eq!(env.stats().duplicate_acknowledged_chunks, 2);
     // An overlapping chunk with new bytes beyond: not a duplicate, and fine at COMPLETE.
     let r2 = format!("bytes 1500-{}/{total}", total - 1);
-    assert_eq!(patch(&env, &batch, &ds, name, &r2, &body[1500..]).await.0, StatusCode::OK);
+    assert_eq!(
+        patch(&env, &batch, &ds, name, &r2, &body[1500..]).await.0,
+        StatusCode::OK
+    );
     assert_eq!(env.stats().duplicate_acknowledged_chunks, 2);
     assert_eq!(env.stats().chunks_received, 4);
-    assert_eq!(complete_file(&env, &batch, &ds, name).await.0, StatusCode::CREATED);
+    assert_eq!(
+        complete_file(&env, &batch, &ds, name).await.0,
+        StatusCode::CREATED
+    );
     assert_eq!(env.action(&batch, "COMPLETE").await.0, StatusCode::OK);
     let b = env.wait_status(&batch, &["success", "failed"]).await;
     assert_eq!(b["status"], "success", "{b}");
@@ -167,30 +286,76 @@ async fn conflicting_overlaps_are_refused_at_complete() {
     let ds = env.dataset().await;
     let batch = env.create_batch(&ds, json!({"format": "json"})).await;
     let name = "f.json";
-    assert_eq!(initialize(&env, &batch, &ds, name).await, StatusCode::CREATED);
-    assert_eq!(patch(&env, &batch, &ds, name, "bytes 0-99/150", &[b'a'; 100]).await.0, StatusCode::OK);
-    assert_eq!(patch(&env, &batch, &ds, name, "bytes 50-149/150", &[b'b'; 100]).await.0, StatusCode::OK);
+    assert_eq!(
+        initialize(&env, &batch, &ds, name).await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        patch(&env, &batch, &ds, name, "bytes 0-99/150", &[b'a'; 100])
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        patch(&env, &batch, &ds, name, "bytes 50-149/150", &[b'b'; 100])
+            .await
+            .0,
+        StatusCode::OK
+    );
     let (s, v) = complete_file(&env, &batch, &ds, name).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
-    assert!(v["detail"].as_str().unwrap().contains("conflicting overlap"), "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("conflicting overlap"),
+        "{v}"
+    );
     // Same range with different bytes: kept, and still a conflict.
     let name2 = "g.json";
-    assert_eq!(initialize(&env, &batch, &ds, name2).await, StatusCode::CREATED);
-    assert_eq!(patch(&env, &batch, &ds, name2, "bytes 0-9/10", &[b'a'; 10]).await.0, StatusCode::OK);
-    assert_eq!(patch(&env, &batch, &ds, name2, "bytes 0-9/10", &[b'b'; 10]).await.0, StatusCode::OK);
+    assert_eq!(
+        initialize(&env, &batch, &ds, name2).await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        patch(&env, &batch, &ds, name2, "bytes 0-9/10", &[b'a'; 10])
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        patch(&env, &batch, &ds, name2, "bytes 0-9/10", &[b'b'; 10])
+            .await
+            .0,
+        StatusCode::OK
+    );
     assert_eq!(env.stats().duplicate_acknowledged_chunks, 0);
-    assert_eq!(complete_file(&env, &batch, &ds, name2).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        complete_file(&env, &batch, &ds, name2).await.0,
+        StatusCode::BAD_REQUEST
+    );
     // Totals that disagree are refused at PATCH.
     let (s, v) = patch(&env, &batch, &ds, name, "bytes 0-9/999", &[b'a'; 10]).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(v["detail"].as_str().unwrap().contains("999"), "{v}");
     // Missing tail with a known total.
     let name3 = "h.json";
-    assert_eq!(initialize(&env, &batch, &ds, name3).await, StatusCode::CREATED);
-    assert_eq!(patch(&env, &batch, &ds, name3, "bytes 0-9/20", &[b'a'; 10]).await.0, StatusCode::OK);
+    assert_eq!(
+        initialize(&env, &batch, &ds, name3).await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        patch(&env, &batch, &ds, name3, "bytes 0-9/20", &[b'a'; 10])
+            .await
+            .0,
+        StatusCode::OK
+    );
     let (s, v) = complete_file(&env, &batch, &ds, name3).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert!(v["detail"].as_str().unwrap().contains("bytes 10-19 of 20"), "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("bytes 10-19 of 20"),
+        "{v}"
+    );
 }
 
 #[tokio::test]
@@ -209,12 +374,26 @@ async fn patch_refusals() {
     let (s, v) = patch(&env, &batch, &ds, "x.json", "bytes 0-9/10", &[b' '; 10]).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(v["detail"].as_str().unwrap().contains("INITIALIZE"), "{v}");
-    assert_eq!(initialize(&env, &batch, &ds, "x.json").await, StatusCode::CREATED);
+    assert_eq!(
+        initialize(&env, &batch, &ds, "x.json").await,
+        StatusCode::CREATED
+    );
     // No Content-Range.
-    let r = env.req(Method::PATCH, &env.file_url(&batch, &ds, "x.json")).body(vec![b' '; 10]).send().await.unwrap();
+    let r = env
+        .req(Method::PATCH, &env.file_url(&batch, &ds, "x.json"))
+        .body(vec![b' '; 10])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     // Malformed ranges.
-    for range in ["bytes 5-1/10", "bytes 0-9/5", "items 0-9", "bytes a-b/10", "bytes 0-9/x"] {
+    for range in [
+        "bytes 5-1/10",
+        "bytes 0-9/5",
+        "items 0-9",
+        "bytes a-b/10",
+        "bytes 0-9/x",
+    ] {
         let (s, v) = patch(&env, &batch, &ds, "x.json", range, &[b' '; 10]).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{range}: {v}");
     }
@@ -225,19 +404,44 @@ async fn patch_refusals() {
     let (s, _) = patch(&env, &batch, &ds, "x.json", "bytes 0-199/200", &[b' '; 200]).await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
     // HEAD on an unknown file; COMPLETE of an unknown file.
-    assert_eq!(head_range(&env, &batch, &ds, "nope.json").await.0, StatusCode::NOT_FOUND);
-    assert_eq!(complete_file(&env, &batch, &ds, "nope.json").await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        head_range(&env, &batch, &ds, "nope.json").await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        complete_file(&env, &batch, &ds, "nope.json").await.0,
+        StatusCode::BAD_REQUEST
+    );
     // COMPLETE with no chunk.
     let (s, v) = complete_file(&env, &batch, &ds, "x.json").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(v["detail"].as_str().unwrap().contains("no chunk"), "{v}");
     // Unknown file action.
-    let r = env.req(Method::POST, &format!("{}?action=EXPLODE", env.file_url(&batch, &ds, "x.json"))).send().await.unwrap();
+    let r = env
+        .req(
+            Method::POST,
+            &format!("{}?action=EXPLODE", env.file_url(&batch, &ds, "x.json")),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     // PUT replaces an unfinished large upload.
-    assert_eq!(patch(&env, &batch, &ds, "x.json", "bytes 0-9/20", &[b' '; 10]).await.0, StatusCode::OK);
-    assert_eq!(env.put(&batch, &ds, "x.json", b"{\"a\":1}\n".to_vec()).await, StatusCode::OK);
-    assert_eq!(head_range(&env, &batch, &ds, "x.json").await.1.as_deref(), Some("bytes=0-7"));
+    assert_eq!(
+        patch(&env, &batch, &ds, "x.json", "bytes 0-9/20", &[b' '; 10])
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        env.put(&batch, &ds, "x.json", b"{\"a\":1}\n".to_vec())
+            .await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        head_range(&env, &batch, &ds, "x.json").await.1.as_deref(),
+        Some("bytes=0-7")
+    );
     assert_eq!(env.action(&batch, "COMPLETE").await.0, StatusCode::OK);
     // Chunks only while loading.
     let (s, v) = patch(&env, &batch, &ds, "x.json", "bytes 0-9/10", &[b' '; 10]).await;

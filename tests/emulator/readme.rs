@@ -31,7 +31,10 @@ fn shell_blocks(markdown: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readme_curl_walkthrough_works_as_written() {
     for tool in ["curl", "jq", "bash"] {
-        let ok = Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
+        let ok = Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
         assert!(ok, "the README walkthrough needs {tool} on PATH");
     }
     let env = start(EmulatorConfig {
@@ -41,8 +44,16 @@ async fn readme_curl_walkthrough_works_as_written() {
     })
     .await;
     let work = tempfile::tempdir().unwrap();
-    std::fs::copy(fixture("CRM_profiles.json"), work.path().join("CRM_profiles.json")).unwrap();
-    std::fs::copy(fixture("CRM_profiles.csv"), work.path().join("CRM_profiles.csv")).unwrap();
+    std::fs::copy(
+        fixture("CRM_profiles.json"),
+        work.path().join("CRM_profiles.json"),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixture("CRM_profiles.csv"),
+        work.path().join("CRM_profiles.csv"),
+    )
+    .unwrap();
     std::fs::write(work.path().join("profiles.parquet"), parquet_bytes(100)).unwrap();
     let big = parquet_bytes(100_000);
     assert!(big.len() > 3 * 262_144, "several chunks");
@@ -64,13 +75,21 @@ async fn readme_curl_walkthrough_works_as_written() {
     );
     let cwd = work.path().to_path_buf();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new("bash").arg("-c").arg(script).current_dir(cwd).output().unwrap()
+        Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .current_dir(cwd)
+            .output()
+            .unwrap()
     })
     .await
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "script failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        out.status.success(),
+        "script failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
     for expected in [
         "\"inputRecordCount\": 16",
         "{\"name\":\"big.parquet\",\"sizeInBytes\":262144}",
@@ -81,7 +100,10 @@ async fn readme_curl_walkthrough_works_as_written() {
         "\"acp_successor\":[",
         "\"duplicate_acknowledged_chunks\":0",
     ] {
-        assert!(stdout.contains(expected), "missing {expected:?} in\n{stdout}");
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in\n{stdout}"
+        );
     }
     let statuses: Vec<&str> = stdout
         .lines()
@@ -89,13 +111,18 @@ async fn readme_curl_walkthrough_works_as_written() {
         .collect();
     assert_eq!(
         statuses,
-        vec!["success", "success", "success", "success", "aborted", "inactive", "deleted", "success"],
+        vec![
+            "success", "success", "success", "success", "aborted", "inactive", "deleted", "success"
+        ],
         "{stdout}"
     );
 
     // What the emulator holds afterwards.
     let all: Value = env
-        .req(Method::GET, &format!("{CATALOG}/batches?limit=100&orderBy=asc:created"))
+        .req(
+            Method::GET,
+            &format!("{CATALOG}/batches?limit=100&orderBy=asc:created"),
+        )
         .send()
         .await
         .unwrap()
@@ -106,13 +133,21 @@ async fn readme_curl_walkthrough_works_as_written() {
     batches.sort_by_key(|b| b["created"].as_i64());
     let got: Vec<(&str, &str)> = batches
         .iter()
-        .map(|b| (b["inputFormat"]["format"].as_str().unwrap(), b["status"].as_str().unwrap()))
+        .map(|b| {
+            (
+                b["inputFormat"]["format"].as_str().unwrap(),
+                b["status"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(got.len(), 6, "{got:?}");
     assert_eq!(got[0], ("json", "deleted"));
     assert_eq!(got[1], ("parquet", "success"));
     assert_eq!(got[2], ("parquet", "success"));
-    assert!(got[3] == ("csv", "inactive") || got[3] == ("csv", "deleted"), "{got:?}");
+    assert!(
+        got[3] == ("csv", "inactive") || got[3] == ("csv", "deleted"),
+        "{got:?}"
+    );
     assert_eq!(got[4], ("json", "aborted"));
     assert_eq!(got[5], ("csv", "success"));
     assert_eq!(batches[2]["metrics"]["inputRecordCount"], 100_000);

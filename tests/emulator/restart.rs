@@ -12,15 +12,50 @@ use crate::large::{complete_file, head_range, initialize, patch};
 async fn batches_files_and_chunked_uploads_survive_a_restart() {
     let env = start(cfg()).await;
     // A finished batch.
-    let (ds, done, _) = env.ingest(json!({"format": "json"}), &[("a.json", crm_jsonl())]).await;
+    let (ds, done, _) = env
+        .ingest(json!({"format": "json"}), &[("a.json", crm_jsonl())])
+        .await;
     // A loading batch with a PUT file and a half-uploaded large file.
     let batch = env.create_batch(&ds, json!({"format": "json"})).await;
-    assert_eq!(env.put(&batch, &ds, "small.json", b"{\"s\":1}\n".to_vec()).await, StatusCode::CREATED);
-    let big: Vec<u8> = (0..300).flat_map(|i| format!("{{\"i\":{i}}}\n").into_bytes()).collect();
+    assert_eq!(
+        env.put(&batch, &ds, "small.json", b"{\"s\":1}\n".to_vec())
+            .await,
+        StatusCode::CREATED
+    );
+    let big: Vec<u8> = (0..300)
+        .flat_map(|i| format!("{{\"i\":{i}}}\n").into_bytes())
+        .collect();
     let total = big.len();
-    assert_eq!(initialize(&env, &batch, &ds, "big.json").await, StatusCode::CREATED);
-    assert_eq!(patch(&env, &batch, &ds, "big.json", &format!("bytes 0-999/{total}"), &big[..1000]).await.0, StatusCode::OK);
-    assert_eq!(patch(&env, &batch, &ds, "big.json", &format!("bytes 1000-1999/{total}"), &big[1000..2000]).await.0, StatusCode::OK);
+    assert_eq!(
+        initialize(&env, &batch, &ds, "big.json").await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        patch(
+            &env,
+            &batch,
+            &ds,
+            "big.json",
+            &format!("bytes 0-999/{total}"),
+            &big[..1000]
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        patch(
+            &env,
+            &batch,
+            &ds,
+            "big.json",
+            &format!("bytes 1000-1999/{total}"),
+            &big[1000..2000]
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
     let port_before = env.addr();
 
     let env = env.restart(cfg()).await;
@@ -32,20 +67,67 @@ async fn batches_files_and_chunked_uploads_survive_a_restart() {
     // The client resumes from HEAD.
     let (_, range) = head_range(&env, &batch, &ds, "big.json").await;
     assert_eq!(range.as_deref(), Some("bytes=0-1999"));
-    assert_eq!(head_range(&env, &batch, &ds, "small.json").await.1.as_deref(), Some("bytes=0-7"));
+    assert_eq!(
+        head_range(&env, &batch, &ds, "small.json")
+            .await
+            .1
+            .as_deref(),
+        Some("bytes=0-7")
+    );
     // Re-sending an acknowledged chunk is recognized across the restart.
-    assert_eq!(patch(&env, &batch, &ds, "big.json", &format!("bytes 1000-1999/{total}"), &big[1000..2000]).await.0, StatusCode::OK);
+    assert_eq!(
+        patch(
+            &env,
+            &batch,
+            &ds,
+            "big.json",
+            &format!("bytes 1000-1999/{total}"),
+            &big[1000..2000]
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
     assert_eq!(env.stats().duplicate_acknowledged_chunks, 1);
-    assert_eq!(patch(&env, &batch, &ds, "big.json", &format!("bytes 2000-{}/{total}", total - 1), &big[2000..]).await.0, StatusCode::OK);
-    assert_eq!(complete_file(&env, &batch, &ds, "big.json").await.0, StatusCode::CREATED);
+    assert_eq!(
+        patch(
+            &env,
+            &batch,
+            &ds,
+            "big.json",
+            &format!("bytes 2000-{}/{total}", total - 1),
+            &big[2000..]
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        complete_file(&env, &batch, &ds, "big.json").await.0,
+        StatusCode::CREATED
+    );
     assert_eq!(env.action(&batch, "COMPLETE").await.0, StatusCode::OK);
     let b = env.wait_status(&batch, &["success", "failed"]).await;
     assert_eq!(b["status"], "success", "{b}");
     assert_eq!(b["metrics"]["inputRecordCount"], 301);
     // Downloads work after the restart.
-    let files: Value = env.req(Method::GET, &format!("{EXPORT}/batches/{done}/files")).send().await.unwrap().json().await.unwrap();
+    let files: Value = env
+        .req(Method::GET, &format!("{EXPORT}/batches/{done}/files"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let id = files["data"][0]["dataSetFileId"].as_str().unwrap();
-    let got = env.req(Method::GET, &format!("{EXPORT}/files/{id}")).send().await.unwrap().bytes().await.unwrap();
+    let got = env
+        .req(Method::GET, &format!("{EXPORT}/files/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     assert_eq!(got.as_ref(), crm_jsonl().as_slice());
 }
 
@@ -58,12 +140,19 @@ async fn a_batch_cut_mid_processing_is_processed_at_the_next_start() {
     let env = start(slow).await;
     let ds = env.dataset().await;
     let batch = env.create_batch(&ds, json!({"format": "json"})).await;
-    assert_eq!(env.put(&batch, &ds, "a.json", b"{\"a\":1}\n{\"a\":2}\n".to_vec()).await, StatusCode::CREATED);
+    assert_eq!(
+        env.put(&batch, &ds, "a.json", b"{\"a\":1}\n{\"a\":2}\n".to_vec())
+            .await,
+        StatusCode::CREATED
+    );
     assert_eq!(env.action(&batch, "COMPLETE").await.0, StatusCode::OK);
     assert_eq!(env.batch(&batch).await["status"], "staging");
     let started = std::time::Instant::now();
     let env = env.restart(cfg()).await;
-    assert!(started.elapsed().as_secs() < 5, "shutdown does not wait for the processing delay");
+    assert!(
+        started.elapsed().as_secs() < 5,
+        "shutdown does not wait for the processing delay"
+    );
     let b = env.wait_status(&batch, &["success", "failed"]).await;
     assert_eq!(b["status"], "success", "{b}");
     assert_eq!(b["metrics"]["inputRecordCount"], 2);
@@ -76,7 +165,9 @@ async fn inactive_batches_are_still_collected_after_a_restart() {
         ..cfg()
     })
     .await;
-    let (_, batch, _) = env.ingest(json!({"format": "json"}), &[("a.json", b"{}\n".to_vec())]).await;
+    let (_, batch, _) = env
+        .ingest(json!({"format": "json"}), &[("a.json", b"{}\n".to_vec())])
+        .await;
     assert_eq!(env.action(&batch, "REVERT").await.0, StatusCode::OK);
     let env = env.restart(cfg()).await;
     assert_eq!(env.batch(&batch).await["status"], "inactive");
@@ -94,12 +185,18 @@ async fn a_data_dir_is_used_by_one_emulator_at_a_time() {
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("a second emulator started on the same data dir"),
     }
-    let msg = EmulatorError::DataDirLocked { path: env.dir.path().into() }.to_string();
+    let msg = EmulatorError::DataDirLocked {
+        path: env.dir.path().into(),
+    }
+    .to_string();
     assert!(msg.contains("another running emulator"), "{msg}");
     // Bind errors say what to do.
     let taken = env.addr();
     let other = tempfile::tempdir().unwrap();
-    let err = Emulator::start(taken, other.path(), cfg()).await.err().expect("port in use");
+    let err = Emulator::start(taken, other.path(), cfg())
+        .await
+        .err()
+        .expect("port in use");
     assert!(err.to_string().contains("--listen"), "{err}");
     // After a clean shutdown the dir can be used again.
     let env = env.restart(cfg()).await;
@@ -138,7 +235,13 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     assert_eq!(status, StatusCode::CREATED);
     shutdown.await.unwrap();
     let env = start_in(dir, cfg()).await;
-    assert_eq!(head_range(&env, &batch, &ds, "slow.json").await.1.as_deref(), Some("bytes=0-15"));
+    assert_eq!(
+        head_range(&env, &batch, &ds, "slow.json")
+            .await
+            .1
+            .as_deref(),
+        Some("bytes=0-15")
+    );
 }
 
 fn tokio_stream(
