@@ -12,6 +12,7 @@ use super::error::EmulatorError;
 /// ```toml
 /// processing_delay_ms = 200      # pause before each of staging → processing → done
 /// revert_gc_delay_ms = 5000      # inactive → deleted after this long
+/// abandon_after_ms = 0           # loading with no activity this long → abandoned (0 = never)
 ///
 /// [gateway]                      # empty list = accept any non-empty value
 /// tokens = ["secret-token"]
@@ -51,6 +52,9 @@ pub struct EmulatorConfig {
     /// How long (milliseconds) a reverted or replaced batch stays `inactive` before it becomes
     /// `deleted`. Default 5000.
     pub revert_gc_delay_ms: u64,
+    /// A batch left `loading` with no activity (no upload, no action) for this long becomes
+    /// `abandoned`, as on the platform. 0 (the default) never abandons.
+    pub abandon_after_ms: u64,
     /// Size and count limits.
     pub limits: LimitsConfig,
     /// Datasets to create at start (with exactly these ids) if they do not exist yet.
@@ -65,6 +69,7 @@ impl Default for EmulatorConfig {
             gateway: GatewayConfig::default(),
             processing_delay_ms: 200,
             revert_gc_delay_ms: 5000,
+            abandon_after_ms: 0,
             limits: LimitsConfig::default(),
             datasets: Vec::new(),
             faults: FaultConfig::default(),

@@ -30,6 +30,7 @@ pub const FAILED: &str = "failed";
 pub const ABORTED: &str = "aborted";
 pub const INACTIVE: &str = "inactive";
 pub const DELETED: &str = "deleted";
+pub const ABANDONED: &str = "abandoned";
 
 // ---------------------------------------------------------------------------------------------
 // E1: create a batch

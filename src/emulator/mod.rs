@@ -69,6 +69,10 @@ impl AppState {
     /// The lock that serializes state changes of one batch (file commits, actions).
     pub fn batch_lock(&self, batch_id: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut map = self.batch_locks.lock().expect("batch lock map");
+        if map.len() > 4096 {
+            // Forget locks nobody holds (ids of finished requests, unknown ids).
+            map.retain(|_, lock| Arc::strong_count(lock) > 1);
+        }
         map.entry(batch_id.to_owned())
             .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
             .clone()

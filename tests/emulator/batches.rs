@@ -335,3 +335,32 @@ async fn failed_replay_leaves_predecessors_alone() {
     assert_eq!(b["status"], "success");
     assert!(b["tags"].get("acp_successor").is_none());
 }
+
+#[tokio::test]
+async fn idle_loading_batches_are_abandoned_when_configured() {
+    let env = start(batchdrop::emulator::EmulatorConfig {
+        abandon_after_ms: 300,
+        ..cfg()
+    })
+    .await;
+    let ds = env.dataset().await;
+    let idle = env.create_batch(&ds, json!({"format": "json"})).await;
+    let busy = env.create_batch(&ds, json!({"format": "json"})).await;
+    // Activity (uploads) keeps a batch alive.
+    for i in 0..4 {
+        tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+        assert_eq!(
+            env.put(&busy, &ds, &format!("{i}.json"), b"{}\n".to_vec())
+                .await,
+            StatusCode::CREATED
+        );
+    }
+    assert_eq!(env.batch(&idle).await["status"], "abandoned");
+    assert_eq!(env.batch(&busy).await["status"], "loading");
+    let (s, b) = env.action(&idle, "COMPLETE").await;
+    assert_service_error(s, &b, 400, &[&idle, "abandoned"]);
+    assert_eq!(
+        env.put(&idle, &ds, "late.json", b"{}\n".to_vec()).await,
+        StatusCode::BAD_REQUEST
+    );
+}

@@ -311,3 +311,30 @@ async fn urls_longer_than_2000_characters_get_414() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::URI_TOO_LONG);
 }
+
+#[tokio::test]
+async fn put_streams_bodies_larger_than_any_in_memory_limit() {
+    let env = start(cfg()).await;
+    let ds = env.dataset().await;
+    let batch = env.create_batch(&ds, json!({"format": "json"})).await;
+    let size = 24 << 20;
+    let mut data = Vec::with_capacity(size);
+    while data.len() < size {
+        data.extend_from_slice(b"{\"payload\":\"0123456789abcdef0123456789abcdef\"}\n");
+    }
+    let len = data.len();
+    assert_eq!(
+        env.put(&batch, &ds, "big.json", data).await,
+        StatusCode::CREATED
+    );
+    let r = env
+        .req(Method::HEAD, &env.file_url(&batch, &ds, "big.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["range"],
+        format!("bytes=0-{}", len - 1).as_str()
+    );
+    assert_eq!(env.stats().bytes_received, len as u64);
+}

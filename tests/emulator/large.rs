@@ -448,3 +448,56 @@ async fn patch_refusals() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(v["detail"].as_str().unwrap().contains("loading"), "{v}");
 }
+
+#[tokio::test]
+async fn a_chunk_cut_by_the_client_leaves_no_trace() {
+    let env = start(cfg()).await;
+    let ds = env.dataset().await;
+    let batch = env.create_batch(&ds, json!({"format": "json"})).await;
+    assert_eq!(
+        initialize(&env, &batch, &ds, "f.json").await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        patch(&env, &batch, &ds, "f.json", "bytes 0-9/30", &[b' '; 10])
+            .await
+            .0,
+        StatusCode::OK
+    );
+    // The client dies after sending half of the next chunk.
+    {
+        use tokio::io::AsyncWriteExt;
+        let path = env.file_url(&batch, &ds, "f.json");
+        let mut s = tokio::net::TcpStream::connect(env.addr()).await.unwrap();
+        let head = format!(
+            "PATCH {path} HTTP/1.1\r\nHost: x\r\n{AUTH_HEADERS}Content-Range: bytes 10-19/30\r\nContent-Length: 10\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(&[b' '; 5]).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(
+        head_range(&env, &batch, &ds, "f.json").await.1.as_deref(),
+        Some("bytes=0-9")
+    );
+    assert_eq!(env.stats().chunks_received, 1);
+    assert_eq!(
+        std::fs::read_dir(env.dir.path().join("tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+    // The client resumes from HEAD.
+    assert_eq!(
+        patch(&env, &batch, &ds, "f.json", "bytes 10-29/30", &[b' '; 20])
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        complete_file(&env, &batch, &ds, "f.json").await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(env.stats().duplicate_acknowledged_chunks, 0);
+}

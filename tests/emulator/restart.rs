@@ -249,3 +249,54 @@ fn tokio_stream(
 ) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_until_signal_serves_then_stops_gracefully_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let data = dir.path().to_path_buf();
+    let server =
+        tokio::spawn(
+            async move { batchdrop::emulator::serve_until_signal(addr, &data, cfg()).await },
+        );
+    let client = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..200 {
+        if client
+            .get(format!("http://{addr}/emulator/stats"))
+            .send()
+            .await
+            .is_ok()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(up, "the emulator answers on {addr}");
+    // SAFETY: sends SIGTERM to this process, whose handler (installed by serve_until_signal
+    // before it started listening) turns it into a graceful shutdown.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGTERM);
+    }
+    let result = tokio::time::timeout(std::time::Duration::from_secs(10), server)
+        .await
+        .expect("stops")
+        .unwrap();
+    assert!(result.is_ok(), "{result:?}");
+    assert!(
+        client
+            .get(format!("http://{addr}/emulator/stats"))
+            .send()
+            .await
+            .is_err()
+    );
+    // The data dir is free again.
+    let env = start_in(dir, cfg()).await;
+    assert_eq!(env.stats().requests, 0);
+}
