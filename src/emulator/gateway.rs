@@ -148,28 +148,22 @@ fn draw_faults(state: &AppState) -> (Fault, Option<u64>) {
     let mut rng = state.fault_rng.lock().expect("fault rng lock");
     let latency = (f.latency_probability > 0.0 && rng.random_bool(f.latency_probability))
         .then_some(f.latency_ms);
+    // One draw picks at most one of the exclusive outcomes.
     let u: f64 = rng.random();
-    let mut acc = f.http_500_probability;
-    let fault = if u < acc {
-        Fault::Http500
-    } else if u < {
-        acc += f.http_503_probability;
-        acc
-    } {
-        Fault::Http503
-    } else if u < {
-        acc += f.http_429_probability;
-        acc
-    } {
-        Fault::Http429
-    } else if u < {
-        acc += f.connection_reset_probability;
-        acc
-    } {
-        Fault::Reset
-    } else {
-        Fault::None
-    };
+    let mut acc = 0.0;
+    let mut fault = Fault::None;
+    for (p, kind) in [
+        (f.http_500_probability, Fault::Http500),
+        (f.http_503_probability, Fault::Http503),
+        (f.http_429_probability, Fault::Http429),
+        (f.connection_reset_probability, Fault::Reset),
+    ] {
+        acc += p;
+        if u < acc {
+            fault = kind;
+            break;
+        }
+    }
     (fault, latency)
 }
 

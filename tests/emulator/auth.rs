@@ -173,3 +173,56 @@ async fn auth_applies_to_every_platform_path_but_not_to_stats() {
     assert_eq!(v["status"], 404);
     assert_eq!(v["title"], "Not Found");
 }
+
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn logs_never_contain_the_token() {
+    let captured = Captured::default();
+    let sink = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish();
+    // Global (thread-local defaults miss callsites cached by other tests running in parallel);
+    // no other test installs a subscriber.
+    tracing::subscriber::set_global_default(subscriber).expect("only this test sets it");
+    let env = start(strict()).await;
+    let secret = "SECRET-TOKEN-4f2a9";
+    for token in [secret, "good-token"] {
+        let r = env
+            .client
+            .get(format!("{}{CATALOG}/dataSets", env.base))
+            .header("Authorization", format!("Bearer {token}"))
+            .header(KEY.0, KEY.1)
+            .header(ORG.0, ORG.1)
+            .header(SANDBOX.0, SANDBOX.1)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status() == StatusCode::UNAUTHORIZED || r.status() == StatusCode::OK);
+    }
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("platform request"),
+        "requests are logged: {logs}"
+    );
+    assert!(logs.contains("status=401"), "{logs}");
+    assert!(!logs.contains(secret), "the token leaked into the logs");
+    assert!(
+        !logs.contains("good-token"),
+        "the token leaked into the logs"
+    );
+}
