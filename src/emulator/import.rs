@@ -352,6 +352,29 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Uploads are raw bytes; a multipart body (curl -F) would be stored as the file's content, so
+/// it is refused.
+fn refuse_multipart(headers: &HeaderMap, path: &str) -> ApiResult<()> {
+    let multipart = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/")
+        });
+    if multipart {
+        return Err(ApiError::Service {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            title: "Unsupported Media Type",
+            detail: format!(
+                "file {path}: the body is multipart; send the raw bytes with Content-Type: application/octet-stream (curl --data-binary, not -F)"
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn action_of(uri: &Uri) -> Option<String> {
     uri.query()?.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
@@ -432,6 +455,7 @@ pub async fn put_file(
     body: Body,
 ) -> ApiResult<Response> {
     let t = file_target(&uri)?;
+    refuse_multipart(&headers, &t.path)?;
     let limit = state.config.limits.max_put_bytes;
     let declared = content_length(&headers);
     if let Some(n) = declared
@@ -766,6 +790,7 @@ pub async fn patch_file(
     body: Body,
 ) -> ApiResult<Response> {
     let t = file_target(&uri)?;
+    refuse_multipart(&headers, &t.path)?;
     let range = headers
         .get(header::CONTENT_RANGE)
         .ok_or_else(|| {

@@ -338,3 +338,24 @@ async fn put_streams_bodies_larger_than_any_in_memory_limit() {
     );
     assert_eq!(env.stats().bytes_received, len as u64);
 }
+
+#[tokio::test]
+async fn multipart_uploads_are_refused() {
+    let env = start(cfg()).await;
+    let ds = env.dataset().await;
+    let batch = env.create_batch(&ds, json!({"format": "json"})).await;
+    let r = env
+        .req(Method::PUT, &env.file_url(&batch, &ds, "a.json"))
+        .header("Content-Type", "multipart/form-data; boundary=xyz")
+        .body("--xyz\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\n{}\r\n--xyz--\r\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["detail"].as_str().unwrap().contains("--data-binary"),
+        "{v}"
+    );
+    assert_eq!(env.stats().puts, 0);
+}
