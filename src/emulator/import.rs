@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use super::AppState;
 use super::catalog::batch_json;
 use super::error::{ApiError, ApiResult};
-use super::gateway::Caller;
+use super::gateway::{Caller, ResponseWillBeLost};
 use super::stats::bump;
 use super::store::{
     BatchRow, ChunkRow, FILE_COMPLETE, FILE_UPLOADING, FileRow, KIND_LARGE, KIND_PUT, now_ms,
@@ -785,6 +785,7 @@ fn same_bytes(
 
 pub async fn patch_file(
     State(state): State<Arc<AppState>>,
+    lost: Option<Extension<ResponseWillBeLost>>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
@@ -830,7 +831,8 @@ pub async fn patch_file(
 
     let lock = state.batch_lock(&t.batch_id);
     let guard = lock.lock().await;
-    let result = commit_chunk(&state, &t, &tmp, start, end, total, &sha).await;
+    let acked = lost.is_none();
+    let result = commit_chunk(&state, &t, &tmp, (start, end, total), &sha, acked).await;
     drop(guard);
     let _ = tokio::fs::remove_file(&tmp).await;
     let duplicate = result?;
@@ -884,10 +886,9 @@ async fn commit_chunk(
     state: &AppState,
     t: &Target,
     tmp: &PathBuf,
-    start: u64,
-    end: u64,
-    total: Option<u64>,
+    (start, end, total): (u64, u64, Option<u64>),
     sha: &str,
+    acked: bool,
 ) -> ApiResult<bool> {
     loading_batch(state, t).await?;
     let f = large_file(state, t, "PATCH").await?;
@@ -909,14 +910,29 @@ async fn commit_chunk(
                 .map_err(|e| ApiError::internal(format!("compare task failed: {e}")))??
         };
         if same {
-            return Ok(true);
+            // Nothing new to store. It is a duplicate of an acknowledged chunk only if
+            // acknowledged chunks alone cover the range.
+            let acked_chunks: Vec<ChunkRow> = chunks.iter().filter(|c| c.acked).cloned().collect();
+            let duplicate = covered(&acked_chunks, start, end);
+            if acked {
+                // The client now knows these bytes arrived.
+                sqlx::query(
+                    "UPDATE chunks SET acked = 1 WHERE file_id = ? AND start >= ? AND end_incl <= ?",
+                )
+                .bind(&f.id)
+                .bind(start as i64)
+                .bind(end as i64)
+                .execute(&state.store.pool)
+                .await?;
+            }
+            return Ok(duplicate);
         }
     }
     let seq = chunks.iter().map(|c| c.seq).max().unwrap_or(0) + 1;
     tokio::fs::create_dir_all(state.store.parts_dir(&f.id)).await?;
     tokio::fs::rename(tmp, state.store.part_path(&f.id, seq)).await?;
     sqlx::query(
-        "INSERT INTO chunks (file_id, seq, start, end_incl, total, sha256) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO chunks (file_id, seq, start, end_incl, total, sha256, acked) VALUES (?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&f.id)
     .bind(seq)
@@ -924,6 +940,7 @@ async fn commit_chunk(
     .bind(end as i64)
     .bind(total.map(|t| t as i64))
     .bind(sha)
+    .bind(acked)
     .execute(&state.store.pool)
     .await?;
     sqlx::query("UPDATE files SET updated = ? WHERE id = ?")

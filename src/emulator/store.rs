@@ -75,6 +75,7 @@ const SCHEMA: &[&str] = &[
         end_incl INTEGER NOT NULL,
         total INTEGER,
         sha256 TEXT NOT NULL,
+        acked INTEGER NOT NULL DEFAULT 1,
         PRIMARY KEY (file_id, seq)
     )",
     "CREATE TABLE IF NOT EXISTS failed_rows (
@@ -143,6 +144,8 @@ pub struct ChunkRow {
     pub end_incl: i64,
     pub total: Option<i64>,
     pub sha256: String,
+    /// Whether the client was sent the 200 for this chunk.
+    pub acked: bool,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]

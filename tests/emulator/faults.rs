@@ -257,3 +257,82 @@ retry_after_secs = 2
         .to_string();
     assert!(e.contains("missing.toml"), "{e}");
 }
+
+#[tokio::test]
+async fn lost_response_applies_the_request_but_the_client_never_hears_of_it() {
+    let env = start(with_faults(FaultConfig {
+        lost_response_probability: 1.0,
+        ..FaultConfig::default()
+    }))
+    .await;
+    let ds = env.dataset().await;
+    let r = env
+        .req(Method::POST, &format!("{IMPORT}/batches"))
+        .json(&json!({"datasetId": ds, "inputFormat": {"format": "json"}}))
+        .send()
+        .await;
+    assert!(r.is_err(), "no response: {r:?}");
+    assert_eq!(
+        env.stats().batches_created,
+        1,
+        "the batch exists: an orphan for the client"
+    );
+    assert_eq!(env.stats().faults_injected.lost_response, 1);
+    let env = env.restart(cfg()).await;
+    let all: Value = env
+        .req(Method::GET, &format!("{CATALOG}/batches?dataSet={ds}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let batch = all
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .expect("the orphan batch")
+        .clone();
+
+    // A chunk whose acknowledgement was lost is not an acknowledged chunk.
+    let env = env
+        .restart(with_faults(FaultConfig {
+            lost_response_probability: 1.0,
+            ..FaultConfig::default()
+        }))
+        .await;
+    let path = env.file_url(&batch, &ds, "f.json");
+    let init = env
+        .req(Method::POST, &format!("{path}?action=INITIALIZE"))
+        .send()
+        .await;
+    assert!(init.is_err());
+    let sent = env
+        .req(Method::PATCH, &path)
+        .header("Content-Range", "bytes 0-9/20")
+        .body(vec![b' '; 10])
+        .send()
+        .await;
+    assert!(sent.is_err());
+    assert_eq!(env.stats().chunks_received, 1);
+    let env = env.restart(cfg()).await;
+    let (_, range) = crate::large::head_range(&env, &batch, &ds, "f.json").await;
+    assert_eq!(range.as_deref(), Some("bytes=0-9"));
+    // Re-sending it: not a duplicate of an acknowledged chunk (the first ack was lost)...
+    assert_eq!(
+        crate::large::patch(&env, &batch, &ds, "f.json", "bytes 0-9/20", &[b' '; 10])
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(env.stats().duplicate_acknowledged_chunks, 0);
+    // ...but now it was acknowledged, so once more is.
+    assert_eq!(
+        crate::large::patch(&env, &batch, &ds, "f.json", "bytes 0-9/20", &[b' '; 10])
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(env.stats().duplicate_acknowledged_chunks, 1);
+}
