@@ -645,7 +645,7 @@ async fn complete_file(state: &AppState, t: &Target) -> ApiResult<Response> {
         let _ = tokio::fs::remove_file(&tmp).await;
         return Err(match e {
             AssembleError::Conflict(msg) => ApiError::bad_request(format!(
-                "file {} of batch {}: {msg}; re-send the right bytes for that range",
+                "file {} of batch {}: {msg}; re-send one chunk covering both ranges with the right bytes (it replaces them)",
                 t.path, t.batch_id
             )),
             AssembleError::Io(e) => ApiError::from(e),
@@ -943,6 +943,22 @@ async fn commit_chunk(
     .bind(acked)
     .execute(&state.store.pool)
     .await?;
+    // The new chunk supersedes earlier chunks that lie wholly inside its range (a re-sent
+    // range with new bytes replaces the old ones); partial overlaps stay and are compared at
+    // COMPLETE.
+    let superseded: Vec<i64> = chunks
+        .iter()
+        .filter(|c| c.start as u64 >= start && c.end_incl as u64 <= end)
+        .map(|c| c.seq)
+        .collect();
+    for old in &superseded {
+        sqlx::query("DELETE FROM chunks WHERE file_id = ? AND seq = ?")
+            .bind(&f.id)
+            .bind(old)
+            .execute(&state.store.pool)
+            .await?;
+        let _ = tokio::fs::remove_file(state.store.part_path(&f.id, *old)).await;
+    }
     sqlx::query("UPDATE files SET updated = ? WHERE id = ?")
         .bind(now_ms())
         .bind(&f.id)

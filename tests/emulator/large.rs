@@ -281,7 +281,7 @@ async fn resent_chunks_are_harmless_and_counted() {
 }
 
 #[tokio::test]
-async fn conflicting_overlaps_are_refused_at_complete() {
+async fn conflicting_overlaps_are_refused_at_complete_and_fixed_by_a_covering_chunk() {
     let env = start(cfg()).await;
     let ds = env.dataset().await;
     let batch = env.create_batch(&ds, json!({"format": "json"})).await;
@@ -311,7 +311,18 @@ async fn conflicting_overlaps_are_refused_at_complete() {
             .contains("conflicting overlap"),
         "{v}"
     );
-    // Same range with different bytes: kept, and still a conflict.
+    // Re-sending a chunk that covers the conflict replaces what it covers.
+    assert_eq!(
+        patch(&env, &batch, &ds, name, "bytes 0-149/150", &[b'c'; 150])
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        complete_file(&env, &batch, &ds, name).await.0,
+        StatusCode::CREATED
+    );
+    // Same range with new bytes: the last one wins.
     let name2 = "g.json";
     assert_eq!(
         initialize(&env, &batch, &ds, name2).await,
@@ -332,7 +343,18 @@ async fn conflicting_overlaps_are_refused_at_complete() {
     assert_eq!(env.stats().duplicate_acknowledged_chunks, 0);
     assert_eq!(
         complete_file(&env, &batch, &ds, name2).await.0,
-        StatusCode::BAD_REQUEST
+        StatusCode::CREATED
+    );
+    let name = "i.json";
+    assert_eq!(
+        initialize(&env, &batch, &ds, name).await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        patch(&env, &batch, &ds, name, "bytes 0-99/150", &[b'a'; 100])
+            .await
+            .0,
+        StatusCode::OK
     );
     // Totals that disagree are refused at PATCH.
     let (s, v) = patch(&env, &batch, &ds, name, "bytes 0-9/999", &[b'a'; 10]).await;
@@ -500,4 +522,64 @@ async fn a_chunk_cut_by_the_client_leaves_no_trace() {
         StatusCode::CREATED
     );
     assert_eq!(env.stats().duplicate_acknowledged_chunks, 0);
+}
+
+#[tokio::test]
+async fn a_replaced_chunk_is_what_gets_assembled() {
+    let env = start(cfg()).await;
+    let ds = env.dataset().await;
+    let batch = env.create_batch(&ds, json!({"format": "json"})).await;
+    assert_eq!(
+        initialize(&env, &batch, &ds, "f.json").await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        patch(&env, &batch, &ds, "f.json", "bytes 0-7/16", b"{\"a\":1}\n")
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        patch(&env, &batch, &ds, "f.json", "bytes 8-15/16", b"{\"b\":2}\n")
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        patch(&env, &batch, &ds, "f.json", "bytes 0-7/16", b"{\"c\":3}\n")
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        complete_file(&env, &batch, &ds, "f.json").await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(env.action(&batch, "COMPLETE").await.0, StatusCode::OK);
+    env.wait_status(&batch, &["success"]).await;
+    let files: Value = env
+        .req(Method::GET, &format!("{EXPORT}/batches/{batch}/files"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = files["data"][0]["dataSetFileId"].as_str().unwrap();
+    let got = env
+        .req(Method::GET, &format!("{EXPORT}/files/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got.as_ref(), b"{\"c\":3}\n{\"b\":2}\n");
+    // The superseded part is gone from disk.
+    assert_eq!(
+        std::fs::read_dir(env.dir.path().join("parts"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
