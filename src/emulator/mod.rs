@@ -9,6 +9,13 @@
 //!
 //! `GET /emulator/stats` (outside the platform's paths, no authentication, never faulted)
 //! returns [`EmulatorStats`] as JSON.
+//!
+//! Module map: `gateway` (request counting, faults, authentication), `import` (E1–E7),
+//! `catalog`, `export` (Data Access and preview), `processing` (the batch lifecycle in the
+//! background, replay, garbage collection, recovery at start), `formats` (streaming readers of
+//! JSON Lines, JSON arrays, CSV and Parquet, with a per-record check where schema validation
+//! goes), `upload` (names, ranges, streaming bodies to disk), `store` (SQLite and the data
+//! dir's layout), `net` (a listener whose connections can be cut, for the reset faults).
 
 mod catalog;
 mod config;
@@ -214,6 +221,15 @@ impl Emulator {
         }
         self.state.store.pool.close().await;
         tracing::info!(addr = %self.addr, "emulator stopped");
+    }
+}
+
+impl std::fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emulator")
+            .field("addr", &self.addr)
+            .field("data_dir", &self.state.store.root)
+            .finish_non_exhaustive()
     }
 }
 
