@@ -42,6 +42,12 @@ pub struct RowIssue {
 /// A per-record check (schema validation slots in here).
 pub trait RecordCheck: Send + Sync {
     fn check(&self, record: Record<'_>) -> Result<(), RowIssue>;
+
+    /// Whether `check` looks at the records. When it does not, JSON rows are still fully parsed
+    /// and checked to be objects, but without building a `Value` (about twice as fast).
+    fn inspects_records(&self) -> bool {
+        true
+    }
 }
 
 /// Accepts every well-formed record.
@@ -50,6 +56,57 @@ pub struct AcceptAll;
 impl RecordCheck for AcceptAll {
     fn check(&self, _record: Record<'_>) -> Result<(), RowIssue> {
         Ok(())
+    }
+    fn inspects_records(&self) -> bool {
+        false
+    }
+}
+
+/// Parses a JSON value completely without keeping it, telling whether it was an object.
+struct ObjectProbe(bool);
+
+impl<'de> serde::Deserialize<'de> for ObjectProbe {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ObjectProbe;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<ObjectProbe, A::Error> {
+                while m
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(ObjectProbe(true))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<ObjectProbe, A::Error> {
+                while s.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(ObjectProbe(false))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<ObjectProbe, E> {
+                Ok(ObjectProbe(false))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<ObjectProbe, E> {
+                Ok(ObjectProbe(false))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<ObjectProbe, E> {
+                Ok(ObjectProbe(false))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<ObjectProbe, E> {
+                Ok(ObjectProbe(false))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<ObjectProbe, E> {
+                Ok(ObjectProbe(false))
+            }
+            fn visit_unit<E>(self) -> Result<ObjectProbe, E> {
+                Ok(ObjectProbe(false))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -249,6 +306,13 @@ impl Reader<'_> {
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
+            if !self.check.inspects_records()
+                && let Ok(ObjectProbe(true)) = serde_json::from_slice::<ObjectProbe>(bytes)
+            {
+                out.records += 1;
+                continue;
+            }
+            // Slow path: the check wants the record, or the row is bad (reported in detail).
             match serde_json::from_slice::<Value>(bytes) {
                 Ok(v @ Value::Object(_)) => {
                     self.record(out, line_no, Record::Json(&v), || {
