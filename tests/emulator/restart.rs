@@ -195,8 +195,7 @@ async fn a_data_dir_is_used_by_one_emulator_at_a_time() {
     let other = tempfile::tempdir().unwrap();
     let err = Emulator::start(taken, other.path(), cfg())
         .await
-        .err()
-        .expect("port in use");
+        .expect_err("port in use");
     assert!(err.to_string().contains("--listen"), "{err}");
     // After a clean shutdown the dir can be used again.
     let env = env.restart(cfg()).await;
