@@ -56,6 +56,20 @@ pub async fn recover(store: &Store) -> Result<Vec<String>, EmulatorError> {
             }
         }
     }
+    // Chunks of files completed just before a stop (recorded complete, parts not yet removed).
+    let stale: Vec<(String,)> = sqlx::query_as(
+        "SELECT DISTINCT c.file_id FROM chunks c JOIN files f ON f.id = c.file_id WHERE f.state = ?",
+    )
+    .bind(FILE_COMPLETE)
+    .fetch_all(&store.pool)
+    .await?;
+    for (file_id,) in stale {
+        sqlx::query("DELETE FROM chunks WHERE file_id = ?")
+            .bind(&file_id)
+            .execute(&store.pool)
+            .await?;
+        let _ = std::fs::remove_dir_all(store.parts_dir(&file_id));
+    }
     // Batches cut mid-processing start again from staging.
     sqlx::query("UPDATE batches SET status = ? WHERE status = ?")
         .bind(STAGING)

@@ -583,3 +583,64 @@ async fn a_replaced_chunk_is_what_gets_assembled() {
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_uploads_into_one_batch() {
+    let env = std::sync::Arc::new(start(cfg()).await);
+    let ds = env.dataset().await;
+    let batch = env.create_batch(&ds, json!({"format": "json"})).await;
+    // 40 PUTs and the 16 chunks of one large file, all at once.
+    let body = data(16 * 1024);
+    assert_eq!(
+        initialize(&env, &batch, &ds, "big.json").await,
+        StatusCode::CREATED
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let (env, batch, ds) = (env.clone(), batch.clone(), ds.clone());
+        tasks.spawn(async move {
+            env.put(
+                &batch,
+                &ds,
+                &format!("small/{i}.json"),
+                format!("{{\"i\":{i}}}\n").into_bytes(),
+            )
+            .await
+        });
+    }
+    let total = body.len();
+    for k in 0..16 {
+        let (env, batch, ds) = (env.clone(), batch.clone(), ds.clone());
+        let start = k * total / 16;
+        let end = (k + 1) * total / 16;
+        let chunk = body[start..end].to_vec();
+        tasks.spawn(async move {
+            patch(
+                &env,
+                &batch,
+                &ds,
+                "big.json",
+                &format!("bytes {start}-{}/{total}", end - 1),
+                &chunk,
+            )
+            .await
+            .0
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        let s = r.unwrap();
+        assert!(s == StatusCode::CREATED || s == StatusCode::OK, "{s}");
+    }
+    assert_eq!(
+        complete_file(&env, &batch, &ds, "big.json").await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(env.action(&batch, "COMPLETE").await.0, StatusCode::OK);
+    let b = env.wait_status(&batch, &["success", "failed"]).await;
+    assert_eq!(b["status"], "success", "{b}");
+    assert_eq!(b["metrics"]["inputFileCount"], 41);
+    let records = body.iter().filter(|c| **c == b'\n').count();
+    assert_eq!(b["metrics"]["inputRecordCount"], 40 + records);
+    assert_eq!(env.stats().puts, 40);
+    assert_eq!(env.stats().chunks_received, 16);
+}
