@@ -299,3 +299,26 @@ async fn serve_until_signal_serves_then_stops_gracefully_on_sigterm() {
     let env = start_in(dir, cfg()).await;
     assert_eq!(env.stats().requests, 0);
 }
+
+#[tokio::test]
+async fn a_batch_stopped_while_processing_is_processed_again() {
+    let env = start(EmulatorConfig {
+        processing_delay_ms: 400,
+        ..cfg()
+    })
+    .await;
+    let ds = env.dataset().await;
+    let batch = env.create_batch(&ds, json!({"format": "csv"})).await;
+    assert_eq!(
+        env.put(&batch, &ds, "a.csv", read(&fixture("CRM_profiles.csv")))
+            .await,
+        StatusCode::CREATED
+    );
+    assert_eq!(env.action(&batch, "COMPLETE").await.0, StatusCode::OK);
+    env.wait_status(&batch, &["processing"]).await;
+    let env = env.restart(cfg()).await;
+    let b = env.wait_status(&batch, &["success", "failed"]).await;
+    assert_eq!(b["status"], "success", "{b}");
+    assert_eq!(b["metrics"]["inputRecordCount"], 259);
+    assert_eq!(env.stats().batches_succeeded, 1);
+}
