@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::gateway::Caller;
-use super::store::{BatchRow, DatasetRow, new_dataset_id};
+use super::store::{BatchRow, DatasetRow, NewDataset, new_dataset_id};
 
 fn parse_obj(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or_else(|_| json!({}))
@@ -261,15 +261,15 @@ pub async fn create_dataset(
     let id = new_dataset_id();
     state
         .store
-        .insert_dataset_if_missing(
-            &id,
-            &name,
-            Some(&schema_ref.to_string()),
-            &tags.to_string(),
-            &Value::Object(req).to_string(),
-            &caller.org,
-            &caller.sandbox,
-        )
+        .insert_dataset_if_missing(NewDataset {
+            id: &id,
+            name: &name,
+            schema_ref: Some(&schema_ref.to_string()),
+            tags: &tags.to_string(),
+            extra: &Value::Object(req).to_string(),
+            ims_org: &caller.org,
+            sandbox: &caller.sandbox,
+        })
         .await?;
     tracing::info!(dataset = %id, %name, "dataset created");
     Ok((

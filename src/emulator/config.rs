@@ -12,6 +12,7 @@ use super::error::EmulatorError;
 /// ```toml
 /// processing_delay_ms = 200      # pause before each of staging → processing → done
 /// revert_gc_delay_ms = 5000      # inactive → deleted after this long
+/// abandon_after_ms = 0           # loading with no activity this long → abandoned (0 = never)
 ///
 /// [gateway]                      # empty list = accept any non-empty value
 /// tokens = ["secret-token"]
@@ -36,6 +37,7 @@ use super::error::EmulatorError;
 /// http_429_probability = 0.0
 /// retry_after_secs = 1
 /// connection_reset_probability = 0.0
+/// lost_response_probability = 0.0
 /// latency_probability = 0.0
 /// latency_ms = 0
 /// batch_failure_probability = 0.0
@@ -51,6 +53,9 @@ pub struct EmulatorConfig {
     /// How long (milliseconds) a reverted or replaced batch stays `inactive` before it becomes
     /// `deleted`. Default 5000.
     pub revert_gc_delay_ms: u64,
+    /// A batch left `loading` with no activity (no upload, no action) for this long becomes
+    /// `abandoned`, as on the platform. 0 (the default) never abandons.
+    pub abandon_after_ms: u64,
     /// Size and count limits.
     pub limits: LimitsConfig,
     /// Datasets to create at start (with exactly these ids) if they do not exist yet.
@@ -65,6 +70,7 @@ impl Default for EmulatorConfig {
             gateway: GatewayConfig::default(),
             processing_delay_ms: 200,
             revert_gc_delay_ms: 5000,
+            abandon_after_ms: 0,
             limits: LimitsConfig::default(),
             datasets: Vec::new(),
             faults: FaultConfig::default(),
@@ -119,10 +125,11 @@ impl EmulatorConfig {
         let total = f.http_500_probability
             + f.http_503_probability
             + f.http_429_probability
-            + f.connection_reset_probability;
+            + f.connection_reset_probability
+            + f.lost_response_probability;
         if total > 1.0 + 1e-9 {
             return Err(format!(
-                "the probabilities of 500, 503, 429 and connection reset add up to {total}: \
+                "the probabilities of 500, 503, 429, connection reset and lost response add up to {total}: \
                  they are exclusive outcomes of one request, so their sum must be at most 1.0"
             ));
         }
@@ -188,8 +195,9 @@ pub struct DatasetSeed {
     pub name: String,
 }
 
-/// Fault injection. Each platform request draws once: 500, 503, 429 and connection reset are
-/// exclusive outcomes (their probabilities add up to at most 1); latency is drawn separately.
+/// Fault injection. Each platform request draws once: 500, 503, 429, connection reset and lost
+/// response are exclusive outcomes (their probabilities add up to at most 1); latency is drawn
+/// separately.
 /// `/emulator/stats` is never faulted.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -207,6 +215,10 @@ pub struct FaultConfig {
     /// Probability of dropping the connection after reading part of the request body,
     /// without any response (the request has no effect).
     pub connection_reset_probability: f64,
+    /// Probability of applying the request and then dropping the connection without sending the
+    /// response: the client cannot tell whether it was applied (a created batch it never hears
+    /// of, a chunk it must send again).
+    pub lost_response_probability: f64,
     /// Probability of adding `latency_ms` before handling a request.
     pub latency_probability: f64,
     /// Added latency in milliseconds.
@@ -224,6 +236,7 @@ impl Default for FaultConfig {
             http_429_probability: 0.0,
             retry_after_secs: 1,
             connection_reset_probability: 0.0,
+            lost_response_probability: 0.0,
             latency_probability: 0.0,
             latency_ms: 0,
             batch_failure_probability: 0.0,

@@ -32,7 +32,13 @@ enum Fault {
     Http503,
     Http429,
     Reset,
+    LostResponse,
 }
+
+/// Put in a request's extensions when its response will be lost (the `lost_response` fault):
+/// the handler applies the request but must not count it as acknowledged.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseWillBeLost;
 
 pub async fn platform_gate(
     State(state): State<Arc<AppState>>,
@@ -51,8 +57,13 @@ pub async fn platform_gate(
         tracing::info!(%method, %path, latency_ms = ms, "fault injected: latency");
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
+    let mut lose_response = false;
     let faulted = match fault {
         Fault::None => None,
+        Fault::LostResponse => {
+            lose_response = conn.is_some();
+            None
+        }
         Fault::Http500 => {
             bump(&state.counters.fault_500);
             Some(
@@ -116,10 +127,19 @@ pub async fn platform_gate(
             Ok(caller) => {
                 let mut req = req;
                 req.extensions_mut().insert(caller);
+                if lose_response {
+                    req.extensions_mut().insert(ResponseWillBeLost);
+                }
                 next.run(req).await
             }
         }
     };
+    if lose_response && let Some(ConnectInfo(conn)) = &conn {
+        bump(&state.counters.fault_lost_response);
+        tracing::info!(%method, %path, status = resp.status().as_u16(), "fault injected: request applied, response lost");
+        conn.reset();
+        return resp;
+    }
     tracing::info!(
         %method,
         %path,
@@ -141,6 +161,7 @@ fn draw_faults(state: &AppState) -> (Fault, Option<u64>) {
         + f.http_503_probability
         + f.http_429_probability
         + f.connection_reset_probability
+        + f.lost_response_probability
         + f.latency_probability;
     if any <= 0.0 {
         return (Fault::None, None);
@@ -148,28 +169,23 @@ fn draw_faults(state: &AppState) -> (Fault, Option<u64>) {
     let mut rng = state.fault_rng.lock().expect("fault rng lock");
     let latency = (f.latency_probability > 0.0 && rng.random_bool(f.latency_probability))
         .then_some(f.latency_ms);
+    // One draw picks at most one of the exclusive outcomes.
     let u: f64 = rng.random();
-    let mut acc = f.http_500_probability;
-    let fault = if u < acc {
-        Fault::Http500
-    } else if u < {
-        acc += f.http_503_probability;
-        acc
-    } {
-        Fault::Http503
-    } else if u < {
-        acc += f.http_429_probability;
-        acc
-    } {
-        Fault::Http429
-    } else if u < {
-        acc += f.connection_reset_probability;
-        acc
-    } {
-        Fault::Reset
-    } else {
-        Fault::None
-    };
+    let mut acc = 0.0;
+    let mut fault = Fault::None;
+    for (p, kind) in [
+        (f.http_500_probability, Fault::Http500),
+        (f.http_503_probability, Fault::Http503),
+        (f.http_429_probability, Fault::Http429),
+        (f.connection_reset_probability, Fault::Reset),
+        (f.lost_response_probability, Fault::LostResponse),
+    ] {
+        acc += p;
+        if u < acc {
+            fault = kind;
+            break;
+        }
+    }
     (fault, latency)
 }
 

@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use super::AppState;
 use super::catalog::batch_json;
 use super::error::{ApiError, ApiResult};
-use super::gateway::Caller;
+use super::gateway::{Caller, ResponseWillBeLost};
 use super::stats::bump;
 use super::store::{
     BatchRow, ChunkRow, FILE_COMPLETE, FILE_UPLOADING, FileRow, KIND_LARGE, KIND_PUT, now_ms,
@@ -30,6 +30,7 @@ pub const FAILED: &str = "failed";
 pub const ABORTED: &str = "aborted";
 pub const INACTIVE: &str = "inactive";
 pub const DELETED: &str = "deleted";
+pub const ABANDONED: &str = "abandoned";
 
 // ---------------------------------------------------------------------------------------------
 // E1: create a batch
@@ -101,7 +102,7 @@ pub async fn create_batch(
         Some(v) => Some(validate_replay(&state, v, &dataset_id).await?),
     };
 
-    let id = ulid::Ulid::new().to_string();
+    let id = state.new_id();
     let now = now_ms();
     sqlx::query(
         "INSERT INTO batches (id, dataset_id, status, input_format, external_id, tags, replay, options,
@@ -351,6 +352,29 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Uploads are raw bytes; a multipart body (curl -F) would be stored as the file's content, so
+/// it is refused.
+fn refuse_multipart(headers: &HeaderMap, path: &str) -> ApiResult<()> {
+    let multipart = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/")
+        });
+    if multipart {
+        return Err(ApiError::Service {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            title: "Unsupported Media Type",
+            detail: format!(
+                "file {path}: the body is multipart; send the raw bytes with Content-Type: application/octet-stream (curl --data-binary, not -F)"
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn action_of(uri: &Uri) -> Option<String> {
     uri.query()?.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
@@ -431,6 +455,7 @@ pub async fn put_file(
     body: Body,
 ) -> ApiResult<Response> {
     let t = file_target(&uri)?;
+    refuse_multipart(&headers, &t.path)?;
     let limit = state.config.limits.max_put_bytes;
     let declared = content_length(&headers);
     if let Some(n) = declared
@@ -620,7 +645,7 @@ async fn complete_file(state: &AppState, t: &Target) -> ApiResult<Response> {
         let _ = tokio::fs::remove_file(&tmp).await;
         return Err(match e {
             AssembleError::Conflict(msg) => ApiError::bad_request(format!(
-                "file {} of batch {}: {msg}; re-send the right bytes for that range",
+                "file {} of batch {}: {msg}; re-send one chunk covering both ranges with the right bytes (it replaces them)",
                 t.path, t.batch_id
             )),
             AssembleError::Io(e) => ApiError::from(e),
@@ -760,11 +785,13 @@ fn same_bytes(
 
 pub async fn patch_file(
     State(state): State<Arc<AppState>>,
+    lost: Option<Extension<ResponseWillBeLost>>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
     let t = file_target(&uri)?;
+    refuse_multipart(&headers, &t.path)?;
     let range = headers
         .get(header::CONTENT_RANGE)
         .ok_or_else(|| {
@@ -804,7 +831,8 @@ pub async fn patch_file(
 
     let lock = state.batch_lock(&t.batch_id);
     let guard = lock.lock().await;
-    let result = commit_chunk(&state, &t, &tmp, start, end, total, &sha).await;
+    let acked = lost.is_none();
+    let result = commit_chunk(&state, &t, &tmp, (start, end, total), &sha, acked).await;
     drop(guard);
     let _ = tokio::fs::remove_file(&tmp).await;
     let duplicate = result?;
@@ -858,10 +886,9 @@ async fn commit_chunk(
     state: &AppState,
     t: &Target,
     tmp: &PathBuf,
-    start: u64,
-    end: u64,
-    total: Option<u64>,
+    (start, end, total): (u64, u64, Option<u64>),
     sha: &str,
+    acked: bool,
 ) -> ApiResult<bool> {
     loading_batch(state, t).await?;
     let f = large_file(state, t, "PATCH").await?;
@@ -883,14 +910,29 @@ async fn commit_chunk(
                 .map_err(|e| ApiError::internal(format!("compare task failed: {e}")))??
         };
         if same {
-            return Ok(true);
+            // Nothing new to store. It is a duplicate of an acknowledged chunk only if
+            // acknowledged chunks alone cover the range.
+            let acked_chunks: Vec<ChunkRow> = chunks.iter().filter(|c| c.acked).cloned().collect();
+            let duplicate = covered(&acked_chunks, start, end);
+            if acked {
+                // The client now knows these bytes arrived.
+                sqlx::query(
+                    "UPDATE chunks SET acked = 1 WHERE file_id = ? AND start >= ? AND end_incl <= ?",
+                )
+                .bind(&f.id)
+                .bind(start as i64)
+                .bind(end as i64)
+                .execute(&state.store.pool)
+                .await?;
+            }
+            return Ok(duplicate);
         }
     }
     let seq = chunks.iter().map(|c| c.seq).max().unwrap_or(0) + 1;
     tokio::fs::create_dir_all(state.store.parts_dir(&f.id)).await?;
     tokio::fs::rename(tmp, state.store.part_path(&f.id, seq)).await?;
     sqlx::query(
-        "INSERT INTO chunks (file_id, seq, start, end_incl, total, sha256) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO chunks (file_id, seq, start, end_incl, total, sha256, acked) VALUES (?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&f.id)
     .bind(seq)
@@ -898,8 +940,25 @@ async fn commit_chunk(
     .bind(end as i64)
     .bind(total.map(|t| t as i64))
     .bind(sha)
+    .bind(acked)
     .execute(&state.store.pool)
     .await?;
+    // The new chunk supersedes earlier chunks that lie wholly inside its range (a re-sent
+    // range with new bytes replaces the old ones); partial overlaps stay and are compared at
+    // COMPLETE.
+    let superseded: Vec<i64> = chunks
+        .iter()
+        .filter(|c| c.start as u64 >= start && c.end_incl as u64 <= end)
+        .map(|c| c.seq)
+        .collect();
+    for old in &superseded {
+        sqlx::query("DELETE FROM chunks WHERE file_id = ? AND seq = ?")
+            .bind(&f.id)
+            .bind(old)
+            .execute(&state.store.pool)
+            .await?;
+        let _ = tokio::fs::remove_file(state.store.part_path(&f.id, *old)).await;
+    }
     sqlx::query("UPDATE files SET updated = ? WHERE id = ?")
         .bind(now_ms())
         .bind(&f.id)

@@ -9,6 +9,13 @@
 //!
 //! `GET /emulator/stats` (outside the platform's paths, no authentication, never faulted)
 //! returns [`EmulatorStats`] as JSON.
+//!
+//! Module map: `gateway` (request counting, faults, authentication), `import` (E1–E7),
+//! `catalog`, `export` (Data Access and preview), `processing` (the batch lifecycle in the
+//! background, replay, garbage collection, recovery at start), `formats` (streaming readers of
+//! JSON Lines, JSON arrays, CSV and Parquet, with a per-record check where schema validation
+//! goes), `upload` (names, ranges, streaming bodies to disk), `store` (SQLite and the data
+//! dir's layout), `net` (a listener whose connections can be cut, for the reset faults).
 
 mod catalog;
 mod config;
@@ -53,13 +60,26 @@ pub(crate) struct AppState {
     pub fault_rng: Mutex<StdRng>,
     batch_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub work_tx: mpsc::UnboundedSender<String>,
+    ids: Mutex<ulid::Generator>,
     pub shutdown: watch::Receiver<bool>,
 }
 
 impl AppState {
+    /// A new ULID, strictly greater than the previous ones (so ids sort by creation).
+    pub fn new_id(&self) -> String {
+        let mut g = self.ids.lock().expect("id generator");
+        g.generate()
+            .unwrap_or_else(|_| ulid::Ulid::new())
+            .to_string()
+    }
+
     /// The lock that serializes state changes of one batch (file commits, actions).
     pub fn batch_lock(&self, batch_id: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut map = self.batch_locks.lock().expect("batch lock map");
+        if map.len() > 4096 {
+            // Forget locks nobody holds (ids of finished requests, unknown ids).
+            map.retain(|_, lock| Arc::strong_count(lock) > 1);
+        }
         map.entry(batch_id.to_owned())
             .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
             .clone()
@@ -95,7 +115,7 @@ impl Emulator {
         for d in &config.datasets {
             let name = if d.name.is_empty() { &d.id } else { &d.name };
             store
-                .insert_dataset_if_missing(&d.id, name, None, "{}", "{}", "", "")
+                .insert_dataset_if_missing(store::NewDataset::bare(&d.id, name))
                 .await?;
         }
         let pending = processing::recover(&store).await?;
@@ -122,6 +142,7 @@ impl Emulator {
             counters: Arc::new(Counters::default()),
             batch_locks: Mutex::new(HashMap::new()),
             work_tx,
+            ids: Mutex::new(ulid::Generator::new()),
             shutdown: shutdown_rx.clone(),
         });
         for id in pending {
@@ -178,7 +199,7 @@ impl Emulator {
         let name = if name.is_empty() { id } else { name };
         self.state
             .store
-            .insert_dataset_if_missing(id, name, None, "{}", "{}", "", "")
+            .insert_dataset_if_missing(store::NewDataset::bare(id, name))
             .await?;
         Ok(())
     }
@@ -200,6 +221,15 @@ impl Emulator {
         }
         self.state.store.pool.close().await;
         tracing::info!(addr = %self.addr, "emulator stopped");
+    }
+}
+
+impl std::fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emulator")
+            .field("addr", &self.addr)
+            .field("data_dir", &self.state.store.root)
+            .finish_non_exhaustive()
     }
 }
 

@@ -12,7 +12,10 @@ use tokio::sync::{Semaphore, mpsc};
 use super::AppState;
 use super::error::EmulatorError;
 use super::formats::{AcceptAll, Cancelled, InputFormat, Reader, RowFailure};
-use super::import::{DELETED, FAILED, INACTIVE, PROCESSING, STAGING, SUCCESS, discard_batch_files};
+use super::import::{
+    ABANDONED, DELETED, FAILED, INACTIVE, LOADING, PROCESSING, STAGING, SUCCESS,
+    discard_batch_files,
+};
 use super::stats::bump;
 use super::store::{FILE_COMPLETE, Store, now_ms};
 
@@ -52,6 +55,20 @@ pub async fn recover(store: &Store) -> Result<Vec<String>, EmulatorError> {
                 }
             }
         }
+    }
+    // Chunks of files completed just before a stop (recorded complete, parts not yet removed).
+    let stale: Vec<(String,)> = sqlx::query_as(
+        "SELECT DISTINCT c.file_id FROM chunks c JOIN files f ON f.id = c.file_id WHERE f.state = ?",
+    )
+    .bind(FILE_COMPLETE)
+    .fetch_all(&store.pool)
+    .await?;
+    for (file_id,) in stale {
+        sqlx::query("DELETE FROM chunks WHERE file_id = ?")
+            .bind(&file_id)
+            .execute(&store.pool)
+            .await?;
+        let _ = std::fs::remove_dir_all(store.parts_dir(&file_id));
     }
     // Batches cut mid-processing start again from staging.
     sqlx::query("UPDATE batches SET status = ? WHERE status = ?")
@@ -410,12 +427,41 @@ fn parse_all(
     Ok(results)
 }
 
+/// Turns `loading` batches without activity for `abandon_after_ms` into `abandoned`.
+async fn abandon_idle(state: &AppState) {
+    let cutoff = now_ms() - state.config.abandon_after_ms as i64;
+    let idle: Result<Vec<(String,)>, _> = sqlx::query_as(
+        "SELECT id FROM batches b WHERE status = ? AND updated < ?
+           AND COALESCE((SELECT MAX(updated) FROM files f WHERE f.batch_id = b.id), 0) < ?",
+    )
+    .bind(LOADING)
+    .bind(cutoff)
+    .bind(cutoff)
+    .fetch_all(&state.store.pool)
+    .await;
+    let Ok(idle) = idle else { return };
+    for (id,) in idle {
+        let lock = state.batch_lock(&id);
+        let _g = lock.lock().await;
+        if let Ok(true) = state.store.transition(&id, &[LOADING], ABANDONED).await {
+            discard_batch_files(state, &id).await;
+            tracing::info!(batch = %id, "idle loading batch abandoned");
+        }
+    }
+}
+
 /// Turns `inactive` batches whose time has come into `deleted` and removes their content.
 pub async fn gc_loop(state: Arc<AppState>) {
-    let tick = (state.config.revert_gc_delay_ms / 4).clamp(10, 1000);
+    let mut tick = (state.config.revert_gc_delay_ms / 4).clamp(10, 1000);
+    if state.config.abandon_after_ms > 0 {
+        tick = tick.min((state.config.abandon_after_ms / 4).clamp(10, 1000));
+    }
     loop {
         if !pause(&state, tick).await {
             return;
+        }
+        if state.config.abandon_after_ms > 0 {
+            abandon_idle(&state).await;
         }
         let due: Result<Vec<(String,)>, _> = sqlx::query_as(
             "SELECT id FROM batches WHERE status = ? AND gc_due IS NOT NULL AND gc_due <= ?",

@@ -17,7 +17,8 @@ pub struct EmulatorStats {
     /// PATCH chunks received whole (re-sends included).
     pub chunks_received: u64,
     /// PATCH chunks whose whole range had already been received and acknowledged with the same
-    /// bytes (harmless re-sends; a client that records its progress keeps this at 0).
+    /// bytes (harmless re-sends; a client that records its progress keeps this at 0). A chunk
+    /// whose response was lost by fault injection was not acknowledged.
     pub duplicate_acknowledged_chunks: u64,
     /// Successful single-request PUT uploads.
     pub puts: u64,
@@ -40,6 +41,7 @@ pub struct FaultCounts {
     pub http_503: u64,
     pub http_429: u64,
     pub connection_reset: u64,
+    pub lost_response: u64,
     pub latency: u64,
     pub batch_failure: u64,
 }
@@ -51,6 +53,7 @@ impl FaultCounts {
             + self.http_503
             + self.http_429
             + self.connection_reset
+            + self.lost_response
             + self.latency
             + self.batch_failure
     }
@@ -64,6 +67,7 @@ pub(crate) struct Counters {
     pub fault_503: AtomicU64,
     pub fault_429: AtomicU64,
     pub fault_reset: AtomicU64,
+    pub fault_lost_response: AtomicU64,
     pub fault_latency: AtomicU64,
     pub fault_batch_failure: AtomicU64,
     pub chunks_received: AtomicU64,
@@ -90,6 +94,7 @@ impl Counters {
                 http_503: g(&self.fault_503),
                 http_429: g(&self.fault_429),
                 connection_reset: g(&self.fault_reset),
+                lost_response: g(&self.fault_lost_response),
                 latency: g(&self.fault_latency),
                 batch_failure: g(&self.fault_batch_failure),
             },

@@ -75,6 +75,7 @@ const SCHEMA: &[&str] = &[
         end_incl INTEGER NOT NULL,
         total INTEGER,
         sha256 TEXT NOT NULL,
+        acked INTEGER NOT NULL DEFAULT 1,
         PRIMARY KEY (file_id, seq)
     )",
     "CREATE TABLE IF NOT EXISTS failed_rows (
@@ -143,6 +144,8 @@ pub struct ChunkRow {
     pub end_incl: i64,
     pub total: Option<i64>,
     pub sha256: String,
+    /// Whether the client was sent the 200 for this chunk.
+    pub acked: bool,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -152,6 +155,32 @@ pub struct FailedRow {
     pub code: String,
     pub message: String,
     pub raw: Option<String>,
+}
+
+/// A dataset to insert (JSON columns as text).
+pub struct NewDataset<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub schema_ref: Option<&'a str>,
+    pub tags: &'a str,
+    pub extra: &'a str,
+    pub ims_org: &'a str,
+    pub sandbox: &'a str,
+}
+
+impl<'a> NewDataset<'a> {
+    /// A dataset made by the emulator's owner (config or `ensure_dataset`), with no schema.
+    pub fn bare(id: &'a str, name: &'a str) -> Self {
+        NewDataset {
+            id,
+            name,
+            schema_ref: None,
+            tags: "{}",
+            extra: "{}",
+            ims_org: "",
+            sandbox: "",
+        }
+    }
 }
 
 /// File statuses.
@@ -264,28 +293,19 @@ impl Store {
     }
 
     /// Creates a dataset with exactly this id if it does not exist (returns whether it did).
-    pub async fn insert_dataset_if_missing(
-        &self,
-        id: &str,
-        name: &str,
-        schema_ref: Option<&str>,
-        tags: &str,
-        extra: &str,
-        ims_org: &str,
-        sandbox: &str,
-    ) -> Result<bool, sqlx::Error> {
+    pub async fn insert_dataset_if_missing(&self, d: NewDataset<'_>) -> Result<bool, sqlx::Error> {
         let now = now_ms();
         let r = sqlx::query(
             "INSERT OR IGNORE INTO datasets (id, name, schema_ref, tags, extra, ims_org, sandbox, created, updated)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
-        .bind(id)
-        .bind(name)
-        .bind(schema_ref)
-        .bind(tags)
-        .bind(extra)
-        .bind(ims_org)
-        .bind(sandbox)
+        .bind(d.id)
+        .bind(d.name)
+        .bind(d.schema_ref)
+        .bind(d.tags)
+        .bind(d.extra)
+        .bind(d.ims_org)
+        .bind(d.sandbox)
         .bind(now)
         .bind(now)
         .execute(&self.pool)

@@ -1,0 +1,185 @@
+//! Catalog: batches and datasets, maps keyed by id, filters and paging.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+async fn get_json(env: &Env, path: &str) -> (StatusCode, Value) {
+    let r = env.req(Method::GET, path).send().await.unwrap();
+    let s = r.status();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn datasets_are_created_and_read_back() {
+    let env = start(cfg()).await;
+    let r = env
+        .req(Method::POST, &format!("{CATALOG}/dataSets"))
+        .json(&json!({
+            "name": "CRM profiles",
+            "schemaRef": {"id": "https://ns.adobe.com/tenant/schemas/abc", "contentType": "application/vnd.adobe.xed+json;version=1"},
+            "tags": {"unifiedProfile": ["enabled:true", "isUpsert:true"]},
+            "description": "from the guide",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.unwrap();
+    let reference = v[0].as_str().unwrap();
+    let id = reference.strip_prefix("@/dataSets/").unwrap();
+    assert_eq!(id.len(), 24);
+    assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
+    let (s, v) = get_json(&env, &format!("{CATALOG}/dataSets/{id}")).await;
+    assert_eq!(s, StatusCode::OK);
+    let d = &v[id];
+    assert_eq!(d["name"], "CRM profiles");
+    assert_eq!(
+        d["schemaRef"]["id"],
+        "https://ns.adobe.com/tenant/schemas/abc"
+    );
+    assert_eq!(
+        d["tags"]["unifiedProfile"],
+        json!(["enabled:true", "isUpsert:true"])
+    );
+    assert_eq!(d["description"], "from the guide");
+    assert!(d["created"].as_i64().unwrap() > 1_600_000_000_000);
+    // ensure_dataset: exactly this id, idempotent.
+    env.emu()
+        .ensure_dataset("folder-orders", "orders")
+        .await
+        .unwrap();
+    env.emu()
+        .ensure_dataset("folder-orders", "orders")
+        .await
+        .unwrap();
+    assert!(env.emu().ensure_dataset("bad/id", "x").await.is_err());
+    let (_, v) = get_json(&env, &format!("{CATALOG}/dataSets")).await;
+    let ids: Vec<&String> = v.as_object().unwrap().keys().collect();
+    assert_eq!(ids.len(), 2);
+    let (_, v) = get_json(&env, &format!("{CATALOG}/dataSets?name=orders")).await;
+    assert_eq!(
+        v.as_object().unwrap().keys().collect::<Vec<_>>(),
+        vec!["folder-orders"]
+    );
+    // Batches can target it.
+    env.create_batch("folder-orders", json!({"format": "json"}))
+        .await;
+    // Refusals.
+    assert_eq!(
+        get_json(
+            &env,
+            &format!("{CATALOG}/dataSets/000000000000000000000000")
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+    for body in [
+        json!({"name": "x"}),
+        json!({"schemaRef": {"id": "s"}}),
+        json!({"name": "x", "schemaRef": {"id": "s"}, "tags": {"a": 1}}),
+    ] {
+        let r = env
+            .req(Method::POST, &format!("{CATALOG}/dataSets"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn batches_are_listed_with_filters_and_pages() {
+    let env = start(cfg()).await;
+    let ds = env.dataset().await;
+    let other = env.dataset().await;
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        let (s, b) = env
+            .create_batch_raw(json!({"datasetId": ds, "inputFormat": {"format": "json"}, "externalId": format!("ext-{i}")}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED);
+        ids.push(b["id"].as_str().unwrap().to_owned());
+    }
+    let lone = env.create_batch(&other, json!({"format": "json"})).await;
+    env.action(&ids[0], "ABORT").await;
+
+    let (s, v) = get_json(&env, &format!("{CATALOG}/batches?dataSet={ds}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v.as_object().unwrap().len(), 20, "default page is 20");
+    let (_, v) = get_json(&env, &format!("{CATALOG}/batches?dataSet={ds}&limit=100")).await;
+    assert_eq!(v.as_object().unwrap().len(), 25);
+    let (_, v) = get_json(&env, &format!("{CATALOG}/batches?limit=1000")).await;
+    assert_eq!(v.as_object().unwrap().len(), 26, "limit is capped at 100");
+    // Newest first by default and with desc:created; paging with start.
+    let (_, v) = get_json(
+        &env,
+        &format!("{CATALOG}/batches?dataSet={ds}&limit=5&orderBy=desc:created"),
+    )
+    .await;
+    let mut got: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+    got.sort();
+    let mut want: Vec<String> = ids[20..].to_vec();
+    want.sort();
+    assert_eq!(got, want);
+    let (_, v) = get_json(
+        &env,
+        &format!("{CATALOG}/batches?dataSet={ds}&limit=5&start=5&orderBy=asc:created"),
+    )
+    .await;
+    let mut got: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+    got.sort();
+    assert_eq!(got, ids[5..10].to_vec());
+    // Filters.
+    let (_, v) = get_json(&env, &format!("{CATALOG}/batches?externalId=ext-7")).await;
+    assert_eq!(
+        v.as_object().unwrap().keys().collect::<Vec<_>>(),
+        vec![&ids[7]]
+    );
+    assert_eq!(v[&ids[7]]["externalId"], "ext-7");
+    let (_, v) = get_json(&env, &format!("{CATALOG}/batches?status=aborted")).await;
+    assert_eq!(
+        v.as_object().unwrap().keys().collect::<Vec<_>>(),
+        vec![&ids[0]]
+    );
+    let (_, v) = get_json(
+        &env,
+        &format!("{CATALOG}/batches?dataSet={other}&status=loading"),
+    )
+    .await;
+    assert_eq!(
+        v.as_object().unwrap().keys().collect::<Vec<_>>(),
+        vec![&lone]
+    );
+    let (_, v) = get_json(
+        &env,
+        &format!("{CATALOG}/batches?dataSet={other}&status=success"),
+    )
+    .await;
+    assert_eq!(v, json!({}));
+    // Refusals.
+    assert_eq!(
+        get_json(&env, &format!("{CATALOG}/batches?orderBy=desc:nope"))
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        get_json(&env, &format!("{CATALOG}/batches?limit=0"))
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        get_json(
+            &env,
+            &format!("{CATALOG}/batches/01HZZZZZZZZZZZZZZZZZZZZZZZ")
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+}
