@@ -354,12 +354,15 @@ impl Config {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
+        // Absolute paths: inotify reports absolute paths, and a relative one would change
+        // meaning with the working directory.
         let resolve = |p: &Path| {
-            if p.is_absolute() {
+            let joined = if p.is_absolute() {
                 p.to_owned()
             } else {
                 base.join(p)
-            }
+            };
+            std::path::absolute(&joined).unwrap_or(joined)
         };
         let dur = |key: &str,
                    v: &Option<String>,
@@ -674,7 +677,7 @@ mod tests {
         assert_eq!(w.after_success, AfterSuccess::Archive);
         assert_eq!(config.upload.large_file_threshold, PLATFORM_MAX_PUT);
         assert_eq!(config.upload.chunk_size, 64 * 1024 * 1024);
-        assert!(w.path.ends_with("var/drop"));
+        assert!(w.path.ends_with("var/drop") && w.path.is_absolute());
         assert_eq!(w.archive_dir, w.path.join("_archive"));
     }
 

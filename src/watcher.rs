@@ -108,6 +108,19 @@ impl Watcher {
         if let Err(e) = std::fs::create_dir_all(&self.watch.path) {
             tracing::error!(folder = %self.watch.path.display(), "cannot create the drop folder: {e}");
         }
+        // Events name files by their real path: compare against the real root (the configured
+        // one may go through a symlink).
+        if let Ok(real) = std::fs::canonicalize(&self.watch.path)
+            && real != self.watch.path
+        {
+            let rebase = |p: &Path| match p.strip_prefix(&self.watch.path) {
+                Ok(rest) => real.join(rest),
+                Err(_) => p.to_owned(),
+            };
+            self.watch.archive_dir = rebase(&self.watch.archive_dir);
+            self.watch.failed_dir = rebase(&self.watch.failed_dir);
+            self.watch.path = real;
+        }
         let (tx, mut rx) = mpsc::unbounded_channel::<notify::Result<notify::Event>>();
         // The notify callback runs on its own thread and only forwards (the rust-analyzer way):
         // all decisions are made here, on the async side.
