@@ -262,3 +262,26 @@ async fn systemd_hears_ready_watchdog_and_stopping() {
     }
     assert!(stopping, "STOPPING=1 sent on shutdown; got {seen:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relative_config_path_works_from_the_config_folder() {
+    // Found by running README's first command: inotify reports absolute paths, which a watch
+    // root taken from a relative config path did not match.
+    let env = Env::new().await;
+    env.write_config("", "rescan_interval = \"10m\"");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_batchdrop"))
+        .args(["run", "--config", "config.toml"])
+        .current_dir(env.dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    admin_url(&env).await;
+    // Dropped after start-up, so only an event (not the start-up scan) can find it soon.
+    write_atomic(&env.drop_dir().join("late.json"), jsonl(0, 2).as_bytes());
+    let got = wait_receipts(&env.archive(), 1, 30).await;
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+    assert_eq!(got[0]["status"], "success");
+}
