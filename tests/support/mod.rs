@@ -74,6 +74,18 @@ impl Env {
 
     /// The same, against the platform at `url`.
     pub fn write_config_for(&self, url: &str, upload_extra: &str, watch_extra: &str) -> PathBuf {
+        // Fast test timings, unless the test sets its own.
+        let mut upload = upload_extra.to_owned();
+        for (key, value) in [
+            ("backoff_initial", "\"100ms\""),
+            ("backoff_max", "\"1s\""),
+            ("poll_initial", "\"50ms\""),
+            ("poll_max", "\"200ms\""),
+        ] {
+            if !upload_extra.contains(key) {
+                upload.push_str(&format!("\n{key} = {value}"));
+            }
+        }
         let text = format!(
             r#"
 state_dir = "state"
@@ -84,11 +96,7 @@ probe_interval = "300ms"
 endpoint = "{url}"
 access_token_file = "token"
 [upload]
-backoff_initial = "100ms"
-backoff_max = "1s"
-poll_initial = "50ms"
-poll_max = "200ms"
-{upload_extra}
+{upload}
 [defaults]
 settle = "300ms"
 max_wait = "200ms"

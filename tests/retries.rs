@@ -1,0 +1,163 @@
+//! Retries: a dead platform is retried on a schedule that lives in SQLite (a restart continues
+//! it), permanent errors fail fast with the platform's message, and `max_attempts` ends in a
+//! receipt.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use batchdrop::emulator::{Emulator, EmulatorConfig};
+use batchdrop::store::Store;
+use support::*;
+
+fn spawn(config: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(config.with_file_name("daemon.log"))
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_batchdrop"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "batchdrop=debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+fn stop(mut child: Child) {
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "daemon did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// (attempts, next_attempt_at) of the only batch.
+async fn schedule(state: &Path) -> Option<(i64, i64, Option<String>)> {
+    let store = Store::open_shared(state).await.ok()?;
+    let b = store.batches_in_flight().await.ok()?.into_iter().next();
+    store.close().await;
+    b.map(|b| (b.attempts, b.next_attempt_at, b.last_error))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_platform_is_retried_on_a_schedule_that_survives_a_restart() {
+    let env = Env::new().await;
+    // A port where nothing listens yet: the platform is "down".
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let config = env.write_config_for(
+        &url,
+        "backoff_initial = \"200ms\"\nbackoff_max = \"400ms\"\nmax_attempts = 1000",
+        "",
+    );
+    write_atomic(&env.drop_dir().join("waiting.json"), jsonl(0, 7).as_bytes());
+
+    let first = spawn(&config);
+    let (before, _, err) = eventually(30, "a few failed attempts recorded", || async {
+        schedule(&env.state_dir()).await.filter(|s| s.0 >= 3)
+    })
+    .await;
+    assert!(
+        err.unwrap_or_default().to_lowercase().contains("connect"),
+        "the last error says why"
+    );
+    stop(first);
+    let (after_stop, _, _) = schedule(&env.state_dir()).await.unwrap();
+    assert!(after_stop >= before);
+
+    // The restart continues the count instead of starting over.
+    let second = spawn(&config);
+    eventually(30, "more attempts on top of the earlier ones", || async {
+        schedule(&env.state_dir())
+            .await
+            .filter(|s| s.0 > after_stop)
+    })
+    .await;
+    assert!(
+        receipts(&env.failed()).is_empty(),
+        "a dead network is not a reason to quarantine"
+    );
+
+    // The platform comes up on that port: the file goes through.
+    let emu = Emulator::start(
+        ([127, 0, 0, 1], port).into(),
+        &env.dir.path().join("late-platform"),
+        EmulatorConfig::default(),
+    )
+    .await
+    .unwrap();
+    emu.ensure_dataset(DATASET, "late").await.unwrap();
+    let got = wait_receipts(&env.archive(), 1, 60).await;
+    stop(second);
+    assert_eq!(got[0]["status"], "success");
+    assert_eq!(
+        records_in_batch(
+            &support::client(&emu.base_url()),
+            got[0]["batch"].as_str().unwrap()
+        )
+        .await,
+        7
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_error_fails_fast_with_the_platforms_message() {
+    let env = Env::new().await;
+    let config = env.config("", "").clone();
+    // The watch points at a dataset the platform does not have.
+    let text = std::fs::read_to_string(&config.path)
+        .unwrap()
+        .replace(DATASET, "000000000000000000000bad");
+    std::fs::write(&config.path, text).unwrap();
+    let config = batchdrop::config::Config::load(&config.path).unwrap();
+    let daemon = Daemon::start(config);
+    write_atomic(&env.drop_dir().join("orphan.json"), jsonl(0, 2).as_bytes());
+    let failed = wait_receipts(&env.failed(), 1, 30).await;
+    daemon.stop().await;
+    let errors = failed[0]["errors"].to_string();
+    assert!(
+        errors.contains("000000000000000000000bad"),
+        "names the dataset: {errors}"
+    );
+    assert!(
+        errors.contains("400"),
+        "carries the platform's answer: {errors}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_attempts_ends_in_a_receipt() {
+    let env = Env::new().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = env.write_config_for(
+        &format!("http://127.0.0.1:{port}"),
+        "backoff_initial = \"50ms\"\nbackoff_max = \"100ms\"\nmax_attempts = 3",
+        "",
+    );
+    let daemon = Daemon::start(batchdrop::config::Config::load(&config).unwrap());
+    write_atomic(&env.drop_dir().join("doomed.json"), jsonl(0, 2).as_bytes());
+    let failed = wait_receipts(&env.failed(), 1, 30).await;
+    daemon.stop().await;
+    let errors = failed[0]["errors"].to_string();
+    assert!(errors.contains("gave up after 3 attempts"), "{errors}");
+    assert!(
+        env.failed().join("doomed.json").exists(),
+        "the file is kept, in the failed folder"
+    );
+}
