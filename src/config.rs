@@ -167,6 +167,8 @@ pub struct Watch {
     pub failed_dir: PathBuf,
     /// Ingest content that was already ingested into this dataset (default: skip it).
     pub allow_duplicates: bool,
+    /// How long a `.replay` sidecar waits for its data file before it is failed.
+    pub sidecar_timeout: Duration,
 }
 
 impl Watch {
@@ -233,6 +235,7 @@ struct RawWatchSettings {
     max_wait: Option<String>,
     after_success: Option<AfterSuccess>,
     allow_duplicates: Option<bool>,
+    sidecar_timeout: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -435,6 +438,11 @@ impl Config {
                     .or(d.after_success)
                     .unwrap_or(AfterSuccess::Archive),
                 allow_duplicates: s.allow_duplicates.or(d.allow_duplicates).unwrap_or(false),
+                sidecar_timeout: dur(
+                    "sidecar_timeout",
+                    &s.sidecar_timeout.clone().or(d.sidecar_timeout.clone()),
+                    Duration::from_secs(600),
+                )?,
             };
             if watch.max_files == 0 || watch.max_files > PLATFORM_MAX_FILES {
                 return Err(invalid(format!(

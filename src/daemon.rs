@@ -41,6 +41,9 @@ pub enum DaemonError {
     Client(String),
 }
 
+/// File in the state dir holding the embedded platform's base URL while a daemon runs it.
+pub const EMBEDDED_URL_FILE: &str = "embedded-url";
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
     /// Process what is present, then exit.
@@ -125,6 +128,14 @@ pub async fn run(
     let started = now_ms();
     let store = Store::open_exclusive(&config.state_dir, false).await?;
     let platform = Platform::connect(&config).await?;
+    if let Some(emu) = &platform.embedded {
+        // The operator's commands (`push`, `abort`, `revert`) reach the embedded platform,
+        // which lives in this process, through this file (trusted only while the lock is held).
+        let path = config.state_dir.join(EMBEDDED_URL_FILE);
+        if let Err(e) = std::fs::write(&path, emu.base_url()) {
+            tracing::warn!(file = %path.display(), "cannot record the embedded platform's address ({e}); push, abort and revert will not reach it");
+        }
+    }
 
     let wake_batcher = Arc::new(Notify::new());
     let wake_uploader = Arc::new(Notify::new());

@@ -13,6 +13,7 @@ pub mod crashpoint;
 pub mod daemon;
 pub mod emulator;
 pub mod poller;
+pub mod replay;
 pub mod retry;
 pub mod store;
 pub mod uploader;
