@@ -150,7 +150,11 @@ impl Archiver {
             // "delete"; never left behind, where the watcher would take it again).
             let side_src = Path::new(&f.root).join(side);
             let side_dest = match (&dest, &action) {
-                (Some(d), _) => Some(PathBuf::from(format!("{}{}", d.display(), crate::replay::SUFFIX))),
+                (Some(d), _) => Some(PathBuf::from(format!(
+                    "{}{}",
+                    d.display(),
+                    crate::replay::SUFFIX
+                ))),
                 (None, Action::Delete) => None,
                 (None, _) => Some(free_name(&receipt_dir, side, f.id)),
             };
@@ -172,7 +176,10 @@ impl Archiver {
                 None => {
                     if side_src.exists() {
                         std::fs::remove_file(&side_src).map_err(|e| {
-                            FinalizeError::Io(format!("deleting sidecar {}: {e}", side_src.display()))
+                            FinalizeError::Io(format!(
+                                "deleting sidecar {}: {e}",
+                                side_src.display()
+                            ))
                         })?;
                     }
                 }

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod archiver;
 pub mod batcher;
+pub mod cli;
 pub mod config;
 pub mod crashpoint;
 pub mod daemon;

@@ -1391,3 +1391,9 @@ fn network_fs_kind(path: &Path) -> Option<&'static str> {
         _ => None,
     }
 }
+
+/// The kind of network filesystem `path` is on, if any (for `check-config`: the state dir must
+/// not be on one).
+pub fn network_fs(path: &Path) -> Option<&'static str> {
+    network_fs_kind(path)
+}
