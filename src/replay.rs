@@ -47,7 +47,7 @@ struct RawSidecar {
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     #[error(
-        "{origin} is not valid: {message}. Write `replaces = [\"BATCH_ID\" or \"FILE_NAME\", ...]` and optionally `reason = \"...\"` in it, or leave it empty to replace the earlier ingestion of {file}; then drop {file} and its sidecar again"
+        "{origin} is not valid: {message}. Write `replaces = [\"BATCH_ID\" or \"FILE_NAME\", ...]` and optionally `reason = \"...\"` in it, or leave it empty to replace the earlier ingestion of {file}; then drop {file} and its sidecar again (or fix the sidecar in the failed folder and run `batchdrop retry {file}`)"
     )]
     Malformed {
         origin: String,
@@ -55,7 +55,7 @@ pub enum ReplayError {
         message: String,
     },
     #[error(
-        "{origin} asks to replace the earlier ingestion of {file}, but no data of a file named {file} is in dataset {dataset} now (never ingested, or already replaced or reverted). Remove the sidecar to ingest {file} as new data, or name the batch to replace: replaces = [\"BATCH_ID\"]"
+        "{origin} asks to replace the earlier ingestion of {file}, but no data of a file named {file} is in dataset {dataset} now (never ingested, or already replaced or reverted). Delete the sidecar to ingest {file} as new data, or name the batch to replace in it (replaces = [\"BATCH_ID\"]); then drop {file} again (or run `batchdrop retry {file}`, which brings back the sidecar too if it is still beside the failed file)"
     )]
     NothingToReplace {
         origin: String,
@@ -63,7 +63,7 @@ pub enum ReplayError {
         dataset: String,
     },
     #[error(
-        "{origin} names the predecessor {name:?}, which is neither a batch nor a file ingested into dataset {dataset}; fix `replaces` (use a batch id from `batchdrop status`, or the name of a file ingested earlier), then drop {file} and its sidecar again"
+        "{origin} names the predecessor {name:?}, which is neither a batch nor a file ingested into dataset {dataset}; fix `replaces` (use a batch id from `batchdrop status`, or the name of a file ingested earlier), then drop {file} and its sidecar again (or fix the sidecar in the failed folder and run `batchdrop retry {file}`)"
     )]
     UnknownPredecessor {
         origin: String,
@@ -72,7 +72,7 @@ pub enum ReplayError {
         dataset: String,
     },
     #[error(
-        "{origin} names {name:?}, whose data is not in dataset {dataset} now (it never succeeded, or it was already replaced or reverted); fix `replaces`, then drop {file} and its sidecar again"
+        "{origin} names {name:?}, whose data is not in dataset {dataset} now (it never succeeded, or it was already replaced or reverted); fix `replaces`, then drop {file} and its sidecar again (or fix the sidecar in the failed folder and run `batchdrop retry {file}`)"
     )]
     NothingLive {
         origin: String,
@@ -81,7 +81,7 @@ pub enum ReplayError {
         dataset: String,
     },
     #[error(
-        "{origin} names {name:?}, which belongs to dataset {other} but {file} goes to dataset {dataset}: a replay can only replace data of its own dataset. Fix `replaces`, or drop {file} into the folder of dataset {other}"
+        "{origin} names {name:?}, which belongs to dataset {other} but {file} goes to dataset {dataset}: a replay can only replace data of its own dataset. Fix `replaces` and drop {file} and its sidecar again (or fix the sidecar in the failed folder and run `batchdrop retry {file}`), or drop {file} into the folder of dataset {other}"
     )]
     OtherDataset {
         origin: String,

@@ -45,6 +45,10 @@ pub enum StoreError {
     Db { path: PathBuf, source: sqlx::Error },
     #[error("state database error: {0}")]
     Query(#[from] sqlx::Error),
+    #[error(
+        "the state database in {path} is not ready: the daemon ({holder}) is still setting it up, or is an older version of batchdrop; try again in a moment, or restart the daemon with this version"
+    )]
+    NotReady { path: PathBuf, holder: String },
     #[error("migrating state database {path}: {source}")]
     Migrate {
         path: PathBuf,
@@ -270,6 +274,60 @@ impl Store {
             path,
             _lock: None,
         })
+    }
+
+    /// Opens the state for an operator's command beside a daemon, without racing the daemon's
+    /// own set-up: `None` when no daemon ever created it; while the daemon is creating or
+    /// migrating it (first start, upgrade), waits up to 5 s for it. Migrates it only when no
+    /// daemon holds the lock (holding the lock meanwhile), so that a command can never make a
+    /// starting daemon's migration fail.
+    pub async fn open_for_command(state_dir: &Path) -> Result<Option<Store>, StoreError> {
+        let path = state_dir.join("batchdrop.db");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if !path.exists() {
+                return Ok(None);
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(
+                    SqliteConnectOptions::from_str("sqlite:")
+                        .expect("static URL")
+                        .filename(&path)
+                        .journal_mode(SqliteJournalMode::Wal)
+                        .synchronous(SqliteSynchronous::Normal)
+                        .foreign_keys(true)
+                        .busy_timeout(Duration::from_secs(30)),
+                )
+                .await
+                .map_err(|source| StoreError::Db {
+                    path: path.clone(),
+                    source,
+                })?;
+            let applied: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = 1")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap_or(0);
+            if applied >= sqlx::migrate!("./migrations").iter().count() as i64 {
+                return Ok(Some(Store {
+                    pool,
+                    path,
+                    _lock: None,
+                }));
+            }
+            pool.close().await;
+            match take_lock(state_dir) {
+                Ok(_lock) => return Store::open_shared(state_dir).await.map(Some),
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(StoreError::Locked { path: dir, holder }) => {
+                    return Err(StoreError::NotReady { path: dir, holder });
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     pub fn path(&self) -> &Path {

@@ -380,7 +380,9 @@ impl Uploader {
                     .find_map(|f| f.sidecar)
                     .map(|s| format!("the sidecar {s}"));
                 let again = match &asked_by {
-                    Some(_) => "then drop the file and its sidecar again",
+                    Some(_) => {
+                        "then drop the file and its sidecar again (or fix the sidecar in the failed folder and run `batchdrop retry` on the file)"
+                    }
                     None => "then push again",
                 };
                 let why = format!(

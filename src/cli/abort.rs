@@ -11,8 +11,12 @@ use crate::config::Config;
 use crate::store::batch_state;
 
 pub async fn run(config: &Config, arg: &str) -> Result<u8, CommandError> {
-    let store = open_state(config).await?;
-    let Some(b) = store.find_batch(arg).await? else {
+    let state = open_state(config).await?;
+    let found = match &state {
+        Some(s) => s.find_batch(arg).await?,
+        None => None,
+    };
+    let Some(b) = found else {
         if !looks_like_batch_id(arg) {
             return Err(not_found(config, arg));
         }
@@ -26,6 +30,7 @@ pub async fn run(config: &Config, arg: &str) -> Result<u8, CommandError> {
         );
         return Ok(0);
     };
+    let store = state.expect("the batch was found in it");
     let label = b.label();
     match b.state.as_str() {
         batch_state::SUCCESS => {

@@ -110,15 +110,14 @@ impl Connection {
                 })
             }
             Err(StoreError::Locked { holder, .. }) => {
-                let file = config.state_dir.join(EMBEDDED_URL_FILE);
-                let url = std::fs::read_to_string(&file).map_err(|e| {
+                let url = embedded_url(&config.state_dir).await.map_err(|e| {
                     CommandError::Platform(format!(
-                        "the daemon using {} ({holder}) runs the embedded platform, but its address cannot be read from {}: {e}; restart the daemon",
+                        "the daemon using {} ({holder}) runs the embedded platform, but its address cannot be read from {}: {e}; wait until it has started, or restart it",
                         config.state_dir.display(),
-                        file.display()
+                        config.state_dir.join(EMBEDDED_URL_FILE).display()
                     ))
                 })?;
-                let api = client(config, url.trim(), "embedded".into())?;
+                let api = client(config, &url, "embedded".into())?;
                 Ok(Connection {
                     api,
                     embedded: None,
@@ -134,6 +133,25 @@ impl Connection {
         if let Some(emu) = self.embedded {
             emu.shutdown().await;
         }
+    }
+}
+
+/// The embedded platform's address as the running daemon wrote it. A file older than the
+/// daemon's lock is a previous daemon's: the current one is still starting, so wait (5 s).
+async fn embedded_url(state_dir: &Path) -> std::io::Result<String> {
+    let file = state_dir.join(EMBEDDED_URL_FILE);
+    let lock = state_dir.join("batchdrop.lock");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let fresh = match (std::fs::metadata(&file), std::fs::metadata(&lock)) {
+            (Ok(f), Ok(l)) => f.modified()? >= l.modified()?,
+            (Err(e), _) if std::time::Instant::now() >= deadline => return Err(e),
+            _ => false,
+        };
+        if fresh || std::time::Instant::now() >= deadline {
+            return Ok(std::fs::read_to_string(&file)?.trim().to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -157,9 +175,9 @@ pub fn load_config(path: &Path) -> Result<Config, CommandError> {
     Ok(Config::load(path)?)
 }
 
-/// The daemon's state, opened beside it.
-pub async fn open_state(config: &Config) -> Result<Store, CommandError> {
-    Ok(Store::open_shared(&config.state_dir).await?)
+/// The daemon's state, opened beside it; `None` when no daemon ever ran with this state dir.
+pub async fn open_state(config: &Config) -> Result<Option<Store>, CommandError> {
+    Ok(Store::open_for_command(&config.state_dir).await?)
 }
 
 /// What an operator's FILE|BATCH argument names.

@@ -58,7 +58,12 @@ pub async fn run(config: &Config, args: PushArgs) -> Result<u8, CommandError> {
     let replay = if args.replaces.is_empty() {
         None
     } else {
-        let main = Store::open_shared(&config.state_dir).await?;
+        // Names resolve against the daemon's state; without one, only batch ids can be given
+        // (resolved against an empty state, which passes them on to the platform).
+        let main = match Store::open_for_command(&config.state_dir).await? {
+            Some(s) => s,
+            None => Store::open_shared(&config.state_dir.join("push").join("empty")).await?,
+        };
         let sc = Sidecar {
             replaces: args.replaces.clone(),
             reason: None,

@@ -14,7 +14,9 @@ use crate::config::Config;
 use crate::store::{FileRow, batch_state, file_state};
 
 pub async fn run(config: &Config, target: &str) -> Result<u8, CommandError> {
-    let store = open_state(config).await?;
+    let Some(store) = open_state(config).await? else {
+        return Err(not_found(config, target));
+    };
     let files = match find_target(&store, config, target, None).await? {
         None => return Err(not_found(config, target)),
         Some(Target::Batch(b)) => {

@@ -17,8 +17,12 @@ use crate::config::Config;
 use crate::store::{batch_state, file_state, now_ms};
 
 pub async fn run(config: &Config, arg: &str) -> Result<u8, CommandError> {
-    let store = open_state(config).await?;
-    let Some(b) = store.find_batch(arg).await? else {
+    let state = open_state(config).await?;
+    let found = match &state {
+        Some(s) => s.find_batch(arg).await?,
+        None => None,
+    };
+    let Some(b) = found else {
         if !looks_like_batch_id(arg) {
             return Err(not_found(config, arg));
         }
@@ -32,6 +36,7 @@ pub async fn run(config: &Config, arg: &str) -> Result<u8, CommandError> {
         );
         return Ok(0);
     };
+    let store = state.expect("the batch was found in it");
     let label = b.label();
     if b.state == batch_state::REVERTED {
         println!("batch {label} was already reverted");

@@ -141,20 +141,21 @@ pub async fn run(
     dataset: Option<&str>,
     target: Option<&str>,
 ) -> Result<u8, CommandError> {
-    let store = open_state(config).await?;
-    let out = match target {
-        None => {
-            let o = overview(&store, config, dataset).await?;
+    let state = open_state(config).await?;
+    let out = match (target, &state) {
+        (None, _) => {
+            let o = overview(state.as_ref(), config, dataset).await?;
             if json {
                 serde_json::to_string_pretty(&o).expect("json")
             } else {
                 render_overview(&o)
             }
         }
-        Some(arg) => match find_target(&store, config, arg, dataset).await? {
+        (Some(arg), None) => return Err(not_found(config, arg)),
+        (Some(arg), Some(store)) => match find_target(store, config, arg, dataset).await? {
             None => return Err(not_found(config, arg)),
             Some(Target::Batch(b)) => {
-                let h = batch_history(&store, &b).await?;
+                let h = batch_history(store, &b).await?;
                 if json {
                     serde_json::to_string_pretty(&h).expect("json")
                 } else {
@@ -162,7 +163,7 @@ pub async fn run(
                 }
             }
             Some(Target::File { name, rows }) => {
-                let h = file_history(&store, name, rows).await?;
+                let h = file_history(store, name, rows).await?;
                 if json {
                     serde_json::to_string_pretty(&h).expect("json")
                 } else {
@@ -172,15 +173,26 @@ pub async fn run(
         },
     };
     println!("{out}");
-    store.close().await;
+    if let Some(s) = state {
+        s.close().await;
+    }
     Ok(0)
 }
 
+/// The overview; `store` is `None` before the daemon's first run (every count 0).
 pub async fn overview(
-    store: &Store,
+    store: Option<&Store>,
     config: &Config,
     dataset: Option<&str>,
 ) -> Result<Overview, CommandError> {
+    let mut o = Overview {
+        state_dir: config.state_dir.display().to_string(),
+        daemon: daemon_info(config),
+        datasets: Vec::new(),
+        in_flight: Vec::new(),
+        recent_batches: Vec::new(),
+        recent_failures: Vec::new(),
+    };
     let keep = |d: &str| dataset.is_none_or(|x| x == d);
     let mut datasets: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
     // Configured datasets show even before their first file.
@@ -192,12 +204,16 @@ pub async fn overview(
     if let Some(d) = dataset {
         datasets.entry(d.to_owned()).or_default();
     }
-    for (d, state, n) in store.file_counts().await? {
+    let counts = match store {
+        Some(s) => s.file_counts().await?,
+        None => Vec::new(),
+    };
+    for (d, state, n) in counts {
         if keep(&d) {
             *datasets.entry(d).or_default().entry(state).or_default() += n;
         }
     }
-    let datasets = datasets
+    o.datasets = datasets
         .into_iter()
         .map(|(dataset, mut files)| {
             for s in FILE_STATES {
@@ -206,26 +222,26 @@ pub async fn overview(
             DatasetCounts { dataset, files }
         })
         .collect();
-    let mut in_flight = Vec::new();
+    let Some(store) = store else {
+        return Ok(o);
+    };
     for b in store.batches_in_flight().await? {
         if keep(&b.dataset) {
-            in_flight.push(batch_json(store, &b).await?);
+            o.in_flight.push(batch_json(store, &b).await?);
         }
     }
-    let mut recent_batches = Vec::new();
     for b in store.recent_batches(RECENT * 5).await? {
-        if keep(&b.dataset) && recent_batches.len() < RECENT as usize {
-            recent_batches.push(batch_json(store, &b).await?);
+        if keep(&b.dataset) && o.recent_batches.len() < RECENT as usize {
+            o.recent_batches.push(batch_json(store, &b).await?);
         }
     }
-    let mut recent_failures = Vec::new();
     for f in store.recent_failures(RECENT * 5).await? {
-        if keep(&f.dataset) && recent_failures.len() < RECENT as usize {
+        if keep(&f.dataset) && o.recent_failures.len() < RECENT as usize {
             let batch = match f.batch_id {
                 Some(id) => store.batch(id).await?.remote_id,
                 None => None,
             };
-            recent_failures.push(FailureJson {
+            o.recent_failures.push(FailureJson {
                 file: f.rel_path.clone(),
                 dataset: f.dataset.clone(),
                 batch,
@@ -235,14 +251,7 @@ pub async fn overview(
             });
         }
     }
-    Ok(Overview {
-        state_dir: config.state_dir.display().to_string(),
-        daemon: daemon_info(config),
-        datasets,
-        in_flight,
-        recent_batches,
-        recent_failures,
-    })
+    Ok(o)
 }
 
 /// Whether the process named in the daemon's lock file is alive.
