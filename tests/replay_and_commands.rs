@@ -67,7 +67,7 @@ async fn ingest(env: &Env, name: &str, records: usize, first: usize) -> String {
             .into_iter()
             .filter(|r| r["file"] == name)
             .collect();
-        async move { (rs.len() > before).then(|| rs) }
+        async move { (rs.len() > before).then_some(rs) }
     })
     .await;
     let newest = r
