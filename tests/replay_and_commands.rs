@@ -323,8 +323,8 @@ async fn status_json_follows_a_file_through_the_states_of_a_running_daemon() {
     let f = &s["recent_failures"][0];
     assert_eq!(f["file"], "bad.json");
     assert!(
-        f["reason"].as_str().is_some() || f["batch"].as_str().is_some(),
-        "{f}"
+        f["reason"].as_str().unwrap().contains("failed:"),
+        "the batch's errors: {f}"
     );
 
     let h = status_json(&config, Some("bad.json")).await;
@@ -410,6 +410,31 @@ async fn push_exits_0_when_its_batch_succeeds_and_4_when_it_fails_even_beside_a_
     .await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(platform_status(&env, &batch).await, BatchStatus::Inactive);
+
+    // --no-wait: exit once the platform took the batch; the same push again waits for it.
+    let later = outside.join("later.json");
+    std::fs::write(&later, jsonl(100, 3)).unwrap();
+    let args = [
+        "push",
+        later.to_str().unwrap(),
+        "--dataset",
+        DATASET,
+        "--config",
+        c,
+    ];
+    let o = bd(&[&args[..], &["--no-wait"]].concat()).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("processing"),
+        "{}",
+        text(&o)
+    );
+    let o = bd(&args).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("success: 1 file(s)"), "{out}");
+    let later_batch = out.split_whitespace().next().unwrap();
+    assert_eq!(records_in_batch(&env.api, later_batch).await, 3);
 
     let bad = outside.join("bad.json");
     std::fs::write(&bad, "{broken\n").unwrap();

@@ -238,20 +238,50 @@ pub async fn overview(
     for f in store.recent_failures(RECENT * 5).await? {
         if keep(&f.dataset) && o.recent_failures.len() < RECENT as usize {
             let batch = match f.batch_id {
-                Some(id) => store.batch(id).await?.remote_id,
+                Some(id) => Some(store.batch(id).await?),
                 None => None,
             };
             o.recent_failures.push(FailureJson {
                 file: f.rel_path.clone(),
                 dataset: f.dataset.clone(),
-                batch,
-                reason: f.reason.clone(),
+                batch: batch.as_ref().and_then(|b| b.remote_id.clone()),
+                reason: f
+                    .reason
+                    .clone()
+                    .or_else(|| batch.as_ref().and_then(batch_errors)),
                 path: f.final_path.clone(),
                 at: iso(f.updated_at),
             });
         }
     }
     Ok(o)
+}
+
+/// A failed batch's errors as the platform reported them (or our last error), for a file that
+/// failed with its batch and has no reason of its own.
+fn batch_errors(b: &BatchRow) -> Option<String> {
+    let outcome: serde_json::Value = b
+        .outcome_json
+        .as_deref()
+        .and_then(|o| serde_json::from_str(o).ok())
+        .unwrap_or_default();
+    let errors: Vec<String> = outcome["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e["code"].as_str().unwrap_or("?"),
+                e["description"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    if errors.is_empty() {
+        b.last_error.clone()
+    } else {
+        Some(format!("batch {} failed: {}", b.label(), errors.join("; ")))
+    }
 }
 
 /// Whether the process named in the daemon's lock file is alive.
