@@ -147,6 +147,46 @@ impl Archiver {
             }
             _ => None,
         };
+        if let Some(side) = &f.sidecar {
+            // The sidecar travels with its file (deleted with it under after_success =
+            // "delete"; never left behind, where the watcher would take it again).
+            let side_src = Path::new(&f.root).join(side);
+            let side_dest = match (&dest, &action) {
+                (Some(d), _) => Some(PathBuf::from(format!(
+                    "{}{}",
+                    d.display(),
+                    crate::replay::SUFFIX
+                ))),
+                (None, Action::Delete) => None,
+                (None, _) => Some(free_name(&receipt_dir, side, f.id)),
+            };
+            match side_dest {
+                Some(to) => {
+                    if side_src.exists() && !to.exists() {
+                        move_file(&side_src, &to).map_err(|e| {
+                            FinalizeError::Io(format!(
+                                "moving sidecar {} to {}: {e}",
+                                side_src.display(),
+                                to.display()
+                            ))
+                        })?;
+                    }
+                    if to.exists() {
+                        receipt["sidecar_archived_to"] = json!(to.to_string_lossy());
+                    }
+                }
+                None => {
+                    if side_src.exists() {
+                        std::fs::remove_file(&side_src).map_err(|e| {
+                            FinalizeError::Io(format!(
+                                "deleting sidecar {}: {e}",
+                                side_src.display()
+                            ))
+                        })?;
+                    }
+                }
+            }
+        }
         let receipt_path = match &dest {
             Some(d) => receipt_for(d, f.id),
             None => receipt_for(&free_name(&receipt_dir, &f.rel_path, f.id), f.id),
@@ -231,6 +271,12 @@ impl Archiver {
             && let Some(p) = &b.replay_json
         {
             r["replaces"] = serde_json::from_str(p).unwrap_or(json!([]));
+            r["replay_reason"] = json!(
+                self.store
+                    .replay_reason(b.id)
+                    .await?
+                    .unwrap_or_else(|| crate::replay::DEFAULT_REASON.into())
+            );
         }
         if let Some(s) = &f.sidecar {
             r["sidecar"] = json!(s);

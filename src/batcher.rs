@@ -176,6 +176,11 @@ impl Batcher {
     async fn set_aside_duplicates(&self, ready: Vec<FileRow>) -> Result<Vec<FileRow>, StoreError> {
         let mut keep = Vec::with_capacity(ready.len());
         for mut f in ready {
+            // A replay replaces what it names: the same content again is its point, not a repeat.
+            if f.replay_json.is_some() {
+                keep.push(f);
+                continue;
+            }
             if f.sha256.is_none() && self.store.size_seen(&f.dataset, f.size, f.id).await? {
                 let path = f.abs_path();
                 // Unreadable now: the uploader will find out and say why.

@@ -225,6 +225,8 @@ pub struct Watch {
     pub allow_duplicates: bool,
     /// Follow symlinks that lead out of the watch folder (default: refuse them with a receipt).
     pub follow_symlinks: bool,
+    /// How long a `.replay` sidecar waits for its data file before it is failed.
+    pub sidecar_timeout: Duration,
 }
 
 impl Watch {
@@ -317,6 +319,7 @@ struct RawWatchSettings {
     after_success: Option<AfterSuccess>,
     allow_duplicates: Option<bool>,
     follow_symlinks: Option<bool>,
+    sidecar_timeout: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -565,6 +568,11 @@ impl Config {
                     .unwrap_or(AfterSuccess::Archive),
                 allow_duplicates: s.allow_duplicates.or(d.allow_duplicates).unwrap_or(false),
                 follow_symlinks: s.follow_symlinks.or(d.follow_symlinks).unwrap_or(false),
+                sidecar_timeout: dur(
+                    "sidecar_timeout",
+                    &s.sidecar_timeout.clone().or(d.sidecar_timeout.clone()),
+                    Duration::from_secs(600),
+                )?,
             };
             if watch.max_files == 0 || watch.max_files > PLATFORM_MAX_FILES {
                 return Err(invalid(format!(

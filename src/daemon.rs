@@ -47,6 +47,9 @@ pub enum DaemonError {
     },
 }
 
+/// File in the state dir holding the embedded platform's base URL while a daemon runs it.
+pub const EMBEDDED_URL_FILE: &str = "embedded-url";
+
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Process what is present, then exit.
@@ -149,9 +152,14 @@ pub async fn run(
     let store = Store::open_exclusive(&config.state_dir, false).await?;
     let platform = Platform::connect(&config).await?;
     if let Some(emu) = &platform.embedded {
-        // For the operator commands, which run in other processes.
-        let _ = std::fs::write(config.state_dir.join("embedded-url"), emu.base_url());
+        // The operator's commands (`push`, `abort`, `revert`) reach the embedded platform,
+        // which lives in this process, through this file (trusted only while the lock is held).
+        let path = config.state_dir.join(EMBEDDED_URL_FILE);
+        if let Err(e) = std::fs::write(&path, emu.base_url()) {
+            tracing::warn!(file = %path.display(), "cannot record the embedded platform's address ({e}); push, abort and revert will not reach it");
+        }
     }
+
     let health = Arc::new(Health::default());
     let wake_batcher = Arc::new(Notify::new());
     let wake_uploader = Arc::new(Notify::new());

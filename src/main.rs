@@ -12,13 +12,15 @@ use futures::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use batchdrop::cli::{self, CommandError, exit};
 use batchdrop::config::{Config, LogFormat};
 use batchdrop::daemon::{self, Outcome, RunOptions};
 
-/// Exit codes: distinct for each kind of trouble, so scripts can tell them apart.
-const EXIT_RUNTIME: u8 = 1;
-const EXIT_CONFIG: u8 = 3;
-const EXIT_INGEST_FAILED: u8 = 4;
+/// Exit codes: distinct for each kind of trouble, so scripts can tell them apart (2 is clap's,
+/// for usage errors).
+const EXIT_RUNTIME: u8 = exit::RUNTIME;
+const EXIT_CONFIG: u8 = exit::CONFIG;
+const EXIT_INGEST_FAILED: u8 = exit::INGEST_FAILED;
 
 #[derive(Parser)]
 #[command(
@@ -56,7 +58,8 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Validate a config file and print what would be watched.
+    /// Validate a config file (folders writable, credentials present, limits) and print what
+    /// would be watched (exit 3 when something is wrong).
     CheckConfig {
         #[arg(
             long,
@@ -65,6 +68,88 @@ enum Command {
             default_value = "/etc/batchdrop/config.toml"
         )]
         config: PathBuf,
+    },
+    /// Show counts per dataset, batches in flight, recent failures; or one file's or batch's
+    /// history. Works while the daemon runs.
+    Status {
+        #[arg(
+            long,
+            short,
+            env = "BATCHDROP_CONFIG",
+            default_value = "/etc/batchdrop/config.toml"
+        )]
+        config: PathBuf,
+        /// Print JSON (a stable shape, documented in the README).
+        #[arg(long)]
+        json: bool,
+        /// Only this dataset.
+        #[arg(long)]
+        dataset: Option<String>,
+        /// A file (its path below the drop folder, or in the archive or failed folder) or a
+        /// batch (the platform's id, or #N).
+        target: Option<String>,
+    },
+    /// Ingest files once, in one batch, and wait for the outcome (exit 0 on success, 4 on
+    /// failure). Running the same push again resumes it.
+    Push {
+        #[arg(
+            long,
+            short,
+            env = "BATCHDROP_CONFIG",
+            default_value = "/etc/batchdrop/config.toml"
+        )]
+        config: PathBuf,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        dataset: String,
+        /// json, csv or parquet (default: from the files' extension).
+        #[arg(long)]
+        format: Option<String>,
+        /// Make this a replay batch replacing a batch (its id) or the batches that ingested a
+        /// file (its name); repeatable.
+        #[arg(long = "replaces", value_name = "BATCH_OR_FILE")]
+        replaces: Vec<String>,
+        /// Exit once the platform accepted the batch (after COMPLETE), without waiting for it
+        /// to be processed.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Requeue a failed file, or the failed files of a failed or aborted batch.
+    Retry {
+        #[arg(
+            long,
+            short,
+            env = "BATCHDROP_CONFIG",
+            default_value = "/etc/batchdrop/config.toml"
+        )]
+        config: PathBuf,
+        /// A file (path below its drop folder, or in the failed folder) or a batch (id or #N).
+        target: String,
+    },
+    /// Abort a batch in flight; its files go to the failed folder (`retry` requeues them).
+    Abort {
+        #[arg(
+            long,
+            short,
+            env = "BATCHDROP_CONFIG",
+            default_value = "/etc/batchdrop/config.toml"
+        )]
+        config: PathBuf,
+        /// The platform's batch id, or #N.
+        batch: String,
+    },
+    /// Revert a successful batch: its data leaves the dataset; its files' receipts say so.
+    Revert {
+        #[arg(
+            long,
+            short,
+            env = "BATCHDROP_CONFIG",
+            default_value = "/etc/batchdrop/config.toml"
+        )]
+        config: PathBuf,
+        /// The platform's batch id, or #N.
+        batch: String,
     },
 }
 
@@ -130,26 +215,72 @@ async fn dispatch(command: Command) -> Result<u8, (u8, anyhow::Error)> {
             Ok(0)
         }
         Command::CheckConfig { config } => {
-            let config = Config::load(&config).map_err(|e| (EXIT_CONFIG, e.into()))?;
-            println!("config {} is valid", config.path.display());
-            println!("state_dir: {}", config.state_dir.display());
-            println!("platform: {:?}", config.platform.endpoint);
-            for w in &config.watches {
-                println!(
-                    "watch {} -> dataset {} (format {}, settle {:?}, max_files {}, max_wait {:?}, after success: {:?}, failed folder {})",
-                    w.path.display(),
-                    w.dataset,
-                    w.format.map(|f| f.as_str()).unwrap_or("by extension"),
-                    w.settle,
-                    w.max_files,
-                    w.max_wait,
-                    w.after_success,
-                    w.failed_dir.display()
-                );
-            }
-            Ok(0)
+            let config = load(&config)?;
+            outcome(cli::check_config::run(&config))
+        }
+        Command::Status {
+            config,
+            json,
+            dataset,
+            target,
+        } => {
+            let config = load(&config)?;
+            outcome(cli::status::run(&config, json, dataset.as_deref(), target.as_deref()).await)
+        }
+        Command::Push {
+            config,
+            files,
+            dataset,
+            format,
+            replaces,
+            no_wait,
+        } => {
+            let config = load(&config)?;
+            init_command_logs();
+            let args = cli::push::PushArgs {
+                files,
+                dataset,
+                format,
+                replaces,
+                no_wait,
+            };
+            outcome(cli::push::run(&config, args).await)
+        }
+        Command::Retry { config, target } => {
+            let config = load(&config)?;
+            outcome(cli::retry::run(&config, &target).await)
+        }
+        Command::Abort { config, batch } => {
+            let config = load(&config)?;
+            init_command_logs();
+            outcome(cli::abort::run(&config, &batch).await)
+        }
+        Command::Revert { config, batch } => {
+            let config = load(&config)?;
+            init_command_logs();
+            outcome(cli::revert::run(&config, &batch).await)
         }
     }
+}
+
+fn load(path: &std::path::Path) -> Result<Config, (u8, anyhow::Error)> {
+    Config::load(path).map_err(|e| (EXIT_CONFIG, e.into()))
+}
+
+/// A command's result as `dispatch` wants it: the exit code, or the code and the error.
+fn outcome(r: Result<u8, CommandError>) -> Result<u8, (u8, anyhow::Error)> {
+    r.map_err(|e| (e.exit_code(), e.into()))
+}
+
+/// The commands that reach the platform log only warnings (RUST_LOG overrides), so their own
+/// output stays readable.
+fn init_command_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn init_logs(format: LogFormat) {

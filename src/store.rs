@@ -45,6 +45,10 @@ pub enum StoreError {
     Db { path: PathBuf, source: sqlx::Error },
     #[error("state database error: {0}")]
     Query(#[from] sqlx::Error),
+    #[error(
+        "the state database in {path} is not ready: the daemon ({holder}) is still setting it up, or is an older version of batchdrop; try again in a moment, or restart the daemon with this version"
+    )]
+    NotReady { path: PathBuf, holder: String },
     #[error("migrating state database {path}: {source}")]
     Migrate {
         path: PathBuf,
@@ -165,6 +169,28 @@ pub struct NewFile {
     pub raw_path: Option<Vec<u8>>,
 }
 
+/// The replay a `.replay` sidecar asks for, resolved to the platform's batch ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayRequest {
+    /// JSON array of predecessor remote batch ids (without the `$` prefix).
+    pub predecessors_json: String,
+    /// `replay.reason` sent to the platform.
+    pub reason: String,
+    /// The sidecar's path below the watch root (`None` for `batchdrop push --replaces`).
+    pub sidecar: Option<String>,
+}
+
+/// One in-flight batch with the upload progress of its files (`batchdrop status`, `push`).
+#[derive(Debug, Clone, FromRow)]
+pub struct BatchProgress {
+    pub id: i64,
+    pub files: i64,
+    pub files_uploaded: i64,
+    pub files_failed: i64,
+    pub bytes: i64,
+    pub bytes_uploaded: i64,
+}
+
 /// What `record_ready` did with a file.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Recorded {
@@ -255,6 +281,60 @@ impl Store {
             path,
             _lock: None,
         })
+    }
+
+    /// Opens the state for an operator's command beside a daemon, without racing the daemon's
+    /// own set-up: `None` when no daemon ever created it; while the daemon is creating or
+    /// migrating it (first start, upgrade), waits up to 5 s for it. Migrates it only when no
+    /// daemon holds the lock (holding the lock meanwhile), so that a command can never make a
+    /// starting daemon's migration fail.
+    pub async fn open_for_command(state_dir: &Path) -> Result<Option<Store>, StoreError> {
+        let path = state_dir.join("batchdrop.db");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if !path.exists() {
+                return Ok(None);
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(
+                    SqliteConnectOptions::from_str("sqlite:")
+                        .expect("static URL")
+                        .filename(&path)
+                        .journal_mode(SqliteJournalMode::Wal)
+                        .synchronous(SqliteSynchronous::Normal)
+                        .foreign_keys(true)
+                        .busy_timeout(Duration::from_secs(30)),
+                )
+                .await
+                .map_err(|source| StoreError::Db {
+                    path: path.clone(),
+                    source,
+                })?;
+            let applied: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = 1")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap_or(0);
+            if applied >= sqlx::migrate!("./migrations").iter().count() as i64 {
+                return Ok(Some(Store {
+                    pool,
+                    path,
+                    _lock: None,
+                }));
+            }
+            pool.close().await;
+            match take_lock(state_dir) {
+                Ok(_lock) => return Store::open_shared(state_dir).await.map(Some),
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(StoreError::Locked { path: dir, holder }) => {
+                    return Err(StoreError::NotReady { path: dir, holder });
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -361,6 +441,16 @@ impl Store {
     /// any state) is not queued again; a queued-but-unbatched record of the same path whose
     /// content changed is updated in place.
     pub async fn record_ready(&self, f: &NewFile) -> Result<Recorded, StoreError> {
+        self.record_ready_with(f, None).await
+    }
+
+    /// [`Store::record_ready`], with the replay its `.replay` sidecar asks for set in the same
+    /// transaction: the batcher can never see the file without it.
+    pub async fn record_ready_with(
+        &self,
+        f: &NewFile,
+        replay: Option<&ReplayRequest>,
+    ) -> Result<Recorded, StoreError> {
         let mut tx = self.pool.begin().await?;
         let same: Option<i64> = sqlx::query_scalar(
             "SELECT id FROM files WHERE watch = ? AND rel_path = ? AND dev = ? AND ino = ?
@@ -404,6 +494,17 @@ impl Store {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
+                if let Some(r) = replay {
+                    sqlx::query(
+                        "UPDATE files SET replay_json = ?, replay_reason = ?, sidecar = ? WHERE id = ?",
+                    )
+                    .bind(&r.predecessors_json)
+                    .bind(&r.reason)
+                    .bind(&r.sidecar)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 tx.commit().await?;
                 return Ok(Recorded::Known);
             }
@@ -411,8 +512,8 @@ impl Store {
             None => {
                 sqlx::query_scalar(
                     "INSERT INTO files (watch, dataset, format, multiline_json, root, rel_path, dev, ino,
-                       size, mtime_ns, state, discovered_at, updated_at)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ready', ?, ?) RETURNING id",
+                       size, mtime_ns, state, discovered_at, updated_at, replay_json, replay_reason, sidecar)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ready', ?, ?, ?, ?, ?) RETURNING id",
                 )
                 .bind(&f.watch)
                 .bind(&f.dataset)
@@ -426,6 +527,9 @@ impl Store {
                 .bind(f.mtime_ns)
                 .bind(now)
                 .bind(now)
+                .bind(replay.map(|r| &r.predecessors_json))
+                .bind(replay.map(|r| &r.reason))
+                .bind(replay.and_then(|r| r.sidecar.as_deref()))
                 .fetch_one(&mut *tx)
                 .await?
             }
@@ -447,6 +551,17 @@ impl Store {
         f: &NewFile,
         reason: &str,
     ) -> Result<Option<i64>, StoreError> {
+        self.record_rejected_with(f, reason, None).await
+    }
+
+    /// [`Store::record_rejected`] for a file that came with a `.replay` sidecar (at `sidecar`,
+    /// relative to the root): the archiver moves both to the failed folder.
+    pub async fn record_rejected_with(
+        &self,
+        f: &NewFile,
+        reason: &str,
+        sidecar: Option<&str>,
+    ) -> Result<Option<i64>, StoreError> {
         let known: Option<i64> = sqlx::query_scalar(
             "SELECT id FROM files WHERE watch = ? AND rel_path = ? AND dev = ? AND ino = ? AND size = ?
                AND mtime_ns = ? LIMIT 1",
@@ -465,8 +580,8 @@ impl Store {
         let now = now_ms();
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO files (watch, dataset, format, multiline_json, root, rel_path, dev, ino, size,
-               mtime_ns, state, reason, discovered_at, updated_at, raw_path)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'failed', ?, ?, ?, ?) RETURNING id",
+               mtime_ns, state, reason, discovered_at, updated_at, sidecar, raw_path)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'failed', ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(&f.watch)
         .bind(&f.dataset)
@@ -481,6 +596,7 @@ impl Store {
         .bind(reason)
         .bind(now)
         .bind(now)
+        .bind(sidecar)
         .bind(&f.raw_path)
         .fetch_one(&self.pool)
         .await?;
@@ -542,9 +658,13 @@ impl Store {
         sha256: &str,
         except: i64,
     ) -> Result<Option<FileRow>, StoreError> {
+        // Content of a reverted or replaced batch is no longer in the dataset: not a repeat.
         Ok(sqlx::query_as(
             "SELECT * FROM files WHERE dataset = ? AND sha256 = ? AND id != ?
-               AND state IN ('batched', 'uploaded', 'done') ORDER BY id LIMIT 1",
+               AND state IN ('batched', 'uploaded', 'done')
+               AND (batch_id IS NULL OR batch_id NOT IN
+                    (SELECT id FROM batches WHERE state = 'reverted' OR replaced_by IS NOT NULL))
+             ORDER BY id LIMIT 1",
         )
         .bind(dataset)
         .bind(sha256)
@@ -691,16 +811,23 @@ impl Store {
     ) -> Result<(), StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
+        // Only a batch in flight moves on: one an operator aborted (`batchdrop abort`) while a
+        // step was under way stays aborted.
+        let moved = sqlx::query(
             "UPDATE batches SET state = ?, remote_id = COALESCE(?, remote_id), attempts = 0,
-               next_attempt_at = 0, first_error_at = NULL, updated_at = ? WHERE id = ?",
+               next_attempt_at = 0, first_error_at = NULL, updated_at = ? WHERE id = ?
+               AND state IN ('sealed', 'creating', 'loading', 'completing', 'processing')",
         )
         .bind(state)
         .bind(remote_id)
         .bind(now)
         .bind(batch_id)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if moved == 0 {
+            return Ok(());
+        }
         sqlx::query("INSERT INTO events (at, batch_id, kind, detail) VALUES (?, ?, ?, ?)")
             .bind(now)
             .bind(batch_id)
@@ -820,14 +947,20 @@ impl Store {
     pub async fn abandon_batch(&self, batch_id: i64, reason: &str) -> Result<(), StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE batches SET state = 'abandoned', last_error = ?, updated_at = ? WHERE id = ?",
+        let moved = sqlx::query(
+            "UPDATE batches SET state = 'abandoned', last_error = ?, updated_at = ? WHERE id = ?
+               AND state IN ('sealed', 'creating', 'loading', 'completing', 'processing')",
         )
         .bind(reason)
         .bind(now)
         .bind(batch_id)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if moved == 0 {
+            // Ended meanwhile (an operator's abort): its files are not requeued.
+            return Ok(());
+        }
         sqlx::query(
             "UPDATE files SET state = 'ready', batch_id = NULL, uploaded_bytes = 0, sent = 0, updated_at = ?
              WHERE batch_id = ? AND state IN ('batched', 'uploaded')",
@@ -858,13 +991,20 @@ impl Store {
     ) -> Result<(), StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE batches SET state = ?, outcome_json = ?, updated_at = ? WHERE id = ?")
-            .bind(state)
-            .bind(outcome_json)
-            .bind(now)
-            .bind(batch_id)
-            .execute(&mut *tx)
-            .await?;
+        let moved = sqlx::query(
+            "UPDATE batches SET state = ?, outcome_json = ?, updated_at = ? WHERE id = ?
+               AND state IN ('sealed', 'creating', 'loading', 'completing', 'processing')",
+        )
+        .bind(state)
+        .bind(outcome_json)
+        .bind(now)
+        .bind(batch_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved == 0 {
+            return Ok(());
+        }
         sqlx::query("INSERT INTO events (at, batch_id, kind, detail) VALUES (?, ?, ?, ?)")
             .bind(now)
             .bind(batch_id)
@@ -1008,6 +1148,299 @@ impl Store {
         .fetch_one(&self.pool)
         .await?)
     }
+
+    // ---- replays and operator commands ----------------------------------------------------
+    // (`.replay` sidecars, `batchdrop status|push|retry|abort|revert`)
+
+    /// Remote ids of the batches whose data for this file name is in the dataset now: they
+    /// succeeded and were neither replaced nor reverted. What an empty sidecar replaces.
+    pub async fn live_batches_that_ingested(
+        &self,
+        dataset: &str,
+        rel_path: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT b.remote_id FROM files f JOIN batches b ON b.id = f.batch_id
+             WHERE f.dataset = ? AND f.rel_path = ? AND f.state IN ('uploaded', 'done')
+               AND b.state = 'success' AND b.replaced_by IS NULL AND b.remote_id IS NOT NULL
+             ORDER BY b.id",
+        )
+        .bind(dataset)
+        .bind(rel_path)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Whether any file of this name was ever recorded for the dataset.
+    pub async fn name_known(&self, dataset: &str, rel_path: &str) -> Result<bool, StoreError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM files WHERE dataset = ? AND rel_path = ?")
+                .bind(dataset)
+                .bind(rel_path)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(n > 0)
+    }
+
+    /// The `replay.reason` of a replay batch (its file's sidecar's), if one was given.
+    pub async fn replay_reason(&self, batch_id: i64) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT replay_reason FROM files WHERE batch_id = ? AND replay_reason IS NOT NULL
+             ORDER BY id LIMIT 1",
+        )
+        .bind(batch_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .flatten())
+    }
+
+    /// Whether a sidecar at this path already belongs to a file still in the pipeline.
+    pub async fn sidecar_claimed(&self, watch: &str, sidecar: &str) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM files WHERE watch = ? AND sidecar = ? AND finalized = 0",
+        )
+        .bind(watch)
+        .bind(sidecar)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n > 0)
+    }
+
+    /// The unfinished record of a path in a watch (ready, in a batch, or about to be moved).
+    pub async fn unfinished_file(
+        &self,
+        watch: &str,
+        rel_path: &str,
+    ) -> Result<Option<FileRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM files WHERE watch = ? AND rel_path = ? AND finalized = 0
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(watch)
+        .bind(rel_path)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Attaches a sidecar that arrived after its file was queued. Only a file still `ready`
+    /// (not yet in a batch) can take it; returns whether it did.
+    pub async fn attach_replay(
+        &self,
+        file_id: i64,
+        replay: &ReplayRequest,
+    ) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            "UPDATE files SET replay_json = ?, replay_reason = ?, sidecar = ?, updated_at = ?
+             WHERE id = ? AND state = 'ready' AND sidecar IS NULL",
+        )
+        .bind(&replay.predecessors_json)
+        .bind(&replay.reason)
+        .bind(&replay.sidecar)
+        .bind(now_ms())
+        .bind(file_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if n > 0 {
+            self.event(
+                Some(file_id),
+                None,
+                "replay",
+                &format!(
+                    "{} replaces {}",
+                    replay.sidecar.as_deref().unwrap_or("replay"),
+                    replay.predecessors_json
+                ),
+            )
+            .await?;
+        }
+        Ok(n > 0)
+    }
+
+    /// Fails a queued (`ready`) file because of its sidecar, which goes with it to the failed
+    /// folder. Returns whether the file was still ready.
+    pub async fn reject_ready_with_sidecar(
+        &self,
+        file_id: i64,
+        reason: &str,
+        sidecar: &str,
+    ) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            "UPDATE files SET state = 'failed', reason = ?, sidecar = ?, updated_at = ?
+             WHERE id = ? AND state = 'ready' AND sidecar IS NULL",
+        )
+        .bind(reason)
+        .bind(sidecar)
+        .bind(now_ms())
+        .bind(file_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if n > 0 {
+            self.event(Some(file_id), None, "failed", reason).await?;
+        }
+        Ok(n > 0)
+    }
+
+    /// A batch by the name an operator gives: the platform's id, or `#N` for a local one.
+    pub async fn find_batch(&self, name: &str) -> Result<Option<BatchRow>, StoreError> {
+        let name = name.trim().trim_start_matches('$');
+        if let Some(n) = name.strip_prefix('#')
+            && let Ok(id) = n.parse::<i64>()
+        {
+            return Ok(sqlx::query_as("SELECT * FROM batches WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?);
+        }
+        self.batch_by_remote(name).await
+    }
+
+    /// Upload progress of the batches in flight, oldest first.
+    pub async fn in_flight_progress(&self) -> Result<Vec<BatchProgress>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT b.id AS id, COUNT(f.id) AS files,
+                    COALESCE(SUM(f.state IN ('uploaded', 'done')), 0) AS files_uploaded,
+                    COALESCE(SUM(f.state = 'failed'), 0) AS files_failed,
+                    COALESCE(SUM(f.size), 0) AS bytes,
+                    COALESCE(SUM(CASE WHEN f.state IN ('uploaded', 'done') THEN f.size
+                                      ELSE f.uploaded_bytes END), 0) AS bytes_uploaded
+             FROM batches b LEFT JOIN files f ON f.batch_id = b.id
+             WHERE b.state IN ('sealed', 'creating', 'loading', 'completing', 'processing')
+             GROUP BY b.id ORDER BY b.id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Upload progress of one batch.
+    pub async fn batch_progress(&self, batch_id: i64) -> Result<BatchProgress, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT ? AS id, COUNT(id) AS files,
+                    COALESCE(SUM(state IN ('uploaded', 'done')), 0) AS files_uploaded,
+                    COALESCE(SUM(state = 'failed'), 0) AS files_failed,
+                    COALESCE(SUM(size), 0) AS bytes,
+                    COALESCE(SUM(CASE WHEN state IN ('uploaded', 'done') THEN size
+                                      ELSE uploaded_bytes END), 0) AS bytes_uploaded
+             FROM files WHERE batch_id = ?",
+        )
+        .bind(batch_id)
+        .bind(batch_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// The latest batches that ended (any terminal state), newest first.
+    pub async fn recent_batches(&self, limit: i64) -> Result<Vec<BatchRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM batches
+             WHERE state NOT IN ('sealed', 'creating', 'loading', 'completing', 'processing')
+             ORDER BY updated_at DESC, id DESC LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The newest batch of this state database (a push follows the one it sealed).
+    pub async fn latest_batch(&self) -> Result<Option<BatchRow>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM batches ORDER BY id DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Every file recorded whose final place is `path` (archived or failed).
+    pub async fn files_by_final_path(&self, path: &str) -> Result<Vec<FileRow>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM files WHERE final_path = ? ORDER BY id DESC")
+                .bind(path)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// An operator's abort, recorded before ABORT is sent: the batch ends `aborted` and its
+    /// unfinished files fail with `reason`, so the daemon neither continues the batch nor
+    /// requeues its files when it sees the platform's abort. Returns false when the batch was
+    /// no longer in flight.
+    pub async fn abort_batch(&self, batch_id: i64, reason: &str) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let moved = sqlx::query(
+            "UPDATE batches SET state = 'aborted', last_error = ?, updated_at = ? WHERE id = ?
+               AND state IN ('sealed', 'creating', 'loading', 'completing', 'processing')",
+        )
+        .bind(reason)
+        .bind(now)
+        .bind(batch_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved == 0 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE files SET state = 'failed', reason = ?, updated_at = ?
+             WHERE batch_id = ? AND state IN ('ready', 'batched', 'uploaded') AND finalized = 0",
+        )
+        .bind(reason)
+        .bind(now)
+        .bind(batch_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO events (at, batch_id, kind, detail) VALUES (?, ?, 'aborted', ?)")
+            .bind(now)
+            .bind(batch_id)
+            .bind(reason)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Records that a successful batch was reverted on the platform (`batchdrop revert`).
+    pub async fn mark_reverted(&self, batch_id: i64, detail: &str) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            "UPDATE batches SET state = 'reverted', updated_at = ? WHERE id = ? AND state = 'success'",
+        )
+        .bind(now_ms())
+        .bind(batch_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if n > 0 {
+            self.event(None, Some(batch_id), "reverted", detail).await?;
+        }
+        Ok(n > 0)
+    }
+
+    /// Where the archiver wrote a finished file's receipt (from its `finalized` event).
+    pub async fn receipt_path(&self, file_id: i64) -> Result<Option<String>, StoreError> {
+        let detail: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT detail FROM events WHERE file_id = ? AND kind = 'finalized' ORDER BY id DESC LIMIT 1",
+        )
+        .bind(file_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(detail
+            .flatten()
+            .and_then(|d| d.split_once("; receipt ").map(|(_, p)| p.to_owned())))
+    }
+
+    /// Retires a failed file's record because `batchdrop retry` put the file back in its drop
+    /// folder: the watcher records it anew, and this record stays as history.
+    pub async fn mark_requeued(&self, file_id: i64, detail: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE files SET state = 'superseded', updated_at = ? WHERE id = ? AND state = 'failed'",
+        )
+        .bind(now_ms())
+        .bind(file_id)
+        .execute(&self.pool)
+        .await?;
+        self.event(Some(file_id), None, "requeued", detail).await
+    }
 }
 
 /// Takes the daemon lock of a state dir: an exclusive `flock` on `batchdrop.lock`, with the
@@ -1064,4 +1497,10 @@ fn network_fs_kind(path: &Path) -> Option<&'static str> {
         0x0102_1997 => Some("9p"),
         _ => None,
     }
+}
+
+/// The kind of network filesystem `path` is on, if any (for `check-config`: the state dir must
+/// not be on one).
+pub fn network_fs(path: &Path) -> Option<&'static str> {
+    network_fs_kind(path)
 }

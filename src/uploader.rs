@@ -191,9 +191,13 @@ impl Uploader {
                 .set_batch_state(b.id, batch_state::CREATING, None, "create-batch sent")
                 .await?;
         }
+        let reason = match b.replay_json {
+            Some(_) => self.store.replay_reason(b.id).await?,
+            None => None,
+        };
         let replay = b.replay_json.as_deref().map(|j| Replay {
             predecessors: serde_json::from_str(j).unwrap_or_default(),
-            reason: "replace".into(),
+            reason: reason.unwrap_or_else(|| crate::replay::DEFAULT_REASON.into()),
         });
         let format = crate::api::Format::parse(&b.format).unwrap_or(crate::api::Format::Json);
         let mut req = CreateBatch::new(&b.dataset, format);
@@ -373,6 +377,29 @@ impl Uploader {
                     &format!("the platform no longer knows batch {label}: {e}"),
                 )
                 .await
+            }
+            _ if b.replay_json.is_some() && b.remote_id.is_none() => {
+                // The platform refused the replay itself (a predecessor it does not know, or
+                // of another dataset): say which sidecar asked for it and what to do.
+                let asked_by = self
+                    .store
+                    .batch_files(b.id)
+                    .await?
+                    .into_iter()
+                    .find_map(|f| f.sidecar)
+                    .map(|s| format!("the sidecar {s}"));
+                let again = match &asked_by {
+                    Some(_) => {
+                        "then drop the file and its sidecar again (or fix the sidecar in the failed folder and run `batchdrop retry` on the file)"
+                    }
+                    None => "then push again",
+                };
+                let why = format!(
+                    "the platform refused the replay of {} asked by {}: {e}. Name in `replaces` a batch of this dataset that exists, {again}",
+                    b.replay_json.as_deref().unwrap_or("[]"),
+                    asked_by.as_deref().unwrap_or("--replaces"),
+                );
+                self.fail_batch(b, &why).await
             }
             _ => self.fail_batch(b, &e.to_string()).await,
         }

@@ -4,9 +4,18 @@
 //! then inotify events, which only make a scan of one path happen sooner. Events are lost on
 //! queue overflow and never arrive for writes made by other hosts on network filesystems, so
 //! nothing here depends on them. A file is ready when its size and mtime stayed the same for
-//! `settle`; close-write and moved-to events shorten that wait but never skip it.
+//! `settle`; close-write and moved-to events shorten that wait for `.replay` sidecars, never for
+//! data files: `settle` is also the window in which a data file's sidecar may still arrive.
 //!
-//! This module must not upload, batch or move anything: it only writes "ready" rows.
+//! `.replay` sidecars (see `replay`) are settled like data files and attached to theirs before
+//! it is recorded: a data file whose sidecar is on disk but not settled yet is held; a sidecar
+//! that comes first waits (up to the watch's `sidecar_timeout`) for its data file; one that
+//! comes while its file is still queued is attached to it. A sidecar that cannot be honoured
+//! (malformed, unknown predecessor, too late, or whose data file never came) sends its file, or
+//! itself, to the failed folder with the reason.
+//!
+//! This module must not upload, batch or move anything: it only writes "ready" (or rejected)
+//! rows.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -19,6 +28,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Watch, WatchMode};
+use crate::replay::{self, ReplayError, Sidecar};
 use crate::store::{NewFile, Recorded, Store, StoreError};
 use crate::telemetry::{self, Health};
 
@@ -70,6 +80,16 @@ struct Candidate {
     path: PathBuf,
 }
 
+/// A settled sidecar waiting for its data file.
+struct PendingSidecar {
+    /// The sidecar's own path below the root.
+    rel: String,
+    identity: Identity,
+    /// When it settled: the start of its `sidecar_timeout`.
+    since: Instant,
+    parsed: Result<Sidecar, ReplayError>,
+}
+
 pub struct Watcher {
     watch: Watch,
     store: Store,
@@ -77,6 +97,8 @@ pub struct Watcher {
     health: Arc<Health>,
     max_queued_files: u64,
     candidates: HashMap<String, Candidate>,
+    /// Settled sidecars by the path of their data file.
+    sidecars: HashMap<String, PendingSidecar>,
     /// Versions already handed to the store, so rescans do not ask it again.
     recorded: HashMap<String, Identity>,
     /// How many files this watcher is waiting on (for `run --once`).
@@ -98,6 +120,7 @@ impl Watcher {
             health,
             max_queued_files,
             candidates: HashMap::new(),
+            sidecars: HashMap::new(),
             recorded: HashMap::new(),
             pending: Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX)),
         }
@@ -166,7 +189,7 @@ impl Watcher {
             self.check_candidates().await?;
             self.pending
                 .store(self.candidates.len(), std::sync::atomic::Ordering::SeqCst);
-            let wait = if self.candidates.is_empty() {
+            let wait = if self.candidates.is_empty() && self.sidecars.is_empty() {
                 next_scan.saturating_duration_since(Instant::now())
             } else {
                 tick
@@ -321,7 +344,7 @@ impl Watcher {
             }
             parts.push(s.into_owned());
         }
-        if parts.is_empty() || parts.last().is_some_and(|n| n.ends_with(".replay")) {
+        if parts.is_empty() {
             return None;
         }
         Some(parts.join("/"))
@@ -329,6 +352,7 @@ impl Watcher {
 
     /// Re-reads each candidate; records those whose identity held still for `settle`.
     async fn check_candidates(&mut self) -> Result<(), StoreError> {
+        self.check_sidecars().await?;
         if self.candidates.is_empty() {
             return Ok(());
         }
@@ -344,7 +368,14 @@ impl Watcher {
                     c.hinted = false;
                 }
                 Ok(_) => {
-                    let needed = if c.hinted { settle / 4 } else { settle };
+                    // A hint only shortens a sidecar's wait: a data file's `settle` is also
+                    // the window for its sidecar to arrive.
+                    let sidecar = replay::data_file_of(rel).is_some();
+                    let needed = if c.hinted && sidecar {
+                        settle / 4
+                    } else {
+                        settle
+                    };
                     if c.since.elapsed() >= needed {
                         stable.push(rel.clone());
                     }
@@ -373,12 +404,26 @@ impl Watcher {
         if full {
             return Ok(());
         }
+        // Sidecars first, so that a data file settling in the same pass finds its sidecar.
+        stable.sort_by_key(|rel| replay::data_file_of(rel).is_none());
         let mut woke = false;
         for rel in stable {
+            if replay::data_file_of(&rel).is_some() {
+                if let Some(c) = self.candidates.remove(&rel) {
+                    self.take_sidecar(rel, c.identity).await?;
+                    woke = true;
+                }
+                continue;
+            }
+            if self.sidecar_unsettled(&rel) {
+                continue; // held (still a candidate) until its sidecar settles
+            }
             let Some(c) = self.candidates.remove(&rel) else {
                 continue;
             };
-            self.record(rel, c.identity, c.problem, &c.path).await?;
+            let sidecar = self.sidecars.remove(&rel);
+            self.record(rel, c.identity, c.problem, &c.path, sidecar)
+                .await?;
             woke = true;
         }
         if woke {
@@ -387,23 +432,21 @@ impl Watcher {
         Ok(())
     }
 
-    async fn record(
-        &mut self,
-        rel: String,
-        id: Identity,
-        problem: Option<String>,
-        path: &Path,
-    ) -> Result<(), StoreError> {
+    /// The store's description of a file of this watch.
+    fn new_file(&self, rel: &str, id: Identity, path: &Path) -> NewFile {
         use std::os::unix::ffi::OsStrExt;
         let w = &self.watch;
-        let format = w.format_for(&rel);
-        let file = NewFile {
+        NewFile {
             watch: w.name.clone(),
             dataset: w.dataset.clone(),
-            format: format.map(|f| f.as_str()).unwrap_or("json").to_owned(),
+            format: w
+                .format_for(rel)
+                .map(|f| f.as_str())
+                .unwrap_or("json")
+                .to_owned(),
             multiline_json: w.multiline_json,
             root: w.path.to_string_lossy().into_owned(),
-            rel_path: rel.clone(),
+            rel_path: rel.to_owned(),
             dev: id.dev as i64,
             ino: id.ino as i64,
             size: id.size as i64,
@@ -412,7 +455,20 @@ impl Watcher {
                 .to_str()
                 .is_none()
                 .then(|| path.as_os_str().as_bytes().to_vec()),
-        };
+        }
+    }
+
+    async fn record(
+        &mut self,
+        rel: String,
+        id: Identity,
+        problem: Option<String>,
+        path: &Path,
+        sidecar: Option<PendingSidecar>,
+    ) -> Result<(), StoreError> {
+        let w = &self.watch;
+        let format = w.format_for(&rel);
+        let file = self.new_file(&rel, id, path);
         let problem = problem.or_else(|| name_problem(&rel)).or_else(|| {
             format.is_none().then(|| {
                 format!(
@@ -421,17 +477,271 @@ impl Watcher {
                 )
             })
         });
+        let w = &self.watch;
+        let side_rel = sidecar.as_ref().map(|s| s.rel.clone());
+        let replay = match (&problem, sidecar) {
+            (None, Some(sc)) => match self.resolve(&rel, sc).await {
+                Ok(req) => Some(req),
+                Err(reason) => {
+                    let side = side_rel.as_deref().expect("a sidecar");
+                    match self
+                        .store
+                        .record_rejected_with(&file, &reason, Some(side))
+                        .await?
+                    {
+                        Some(id) => {
+                            tracing::warn!(file = %rel, dataset = %self.watch.dataset, file_id = id, "rejected: {reason}");
+                        }
+                        // This version of the file is known already: the sidecar is news for it.
+                        None => {
+                            if !self.attach_to_queued(&rel, side, Err(reason)).await? {
+                                self.reject_late_sidecar(&rel, side).await?;
+                            }
+                        }
+                    }
+                    self.recorded.insert(rel, id);
+                    return Ok(());
+                }
+            },
+            _ => None,
+        };
         if let Some(reason) = problem {
-            if let Some(id) = self.store.record_rejected(&file, &reason).await? {
+            if let Some(id) = self
+                .store
+                .record_rejected_with(&file, &reason, side_rel.as_deref())
+                .await?
+            {
                 tracing::warn!(file = %rel, dataset = %w.dataset, file_id = id, "rejected: {reason}");
             }
-        } else if let Recorded::New(id) = self.store.record_ready(&file).await? {
-            metrics::counter!(telemetry::FILES_DISCOVERED, "dataset" => w.dataset.clone())
-                .increment(1);
-            tracing::info!(file = %rel, dataset = %w.dataset, file_id = id, size = file.size, "ready");
+        } else {
+            match self.store.record_ready_with(&file, replay.as_ref()).await? {
+                Recorded::New(id) => {
+                    metrics::counter!(telemetry::FILES_DISCOVERED, "dataset" => w.dataset.clone())
+                        .increment(1);
+                    tracing::info!(
+                        file = %rel, dataset = %w.dataset, file_id = id, size = file.size,
+                        replaces = replay.as_ref().map(|r| r.predecessors_json.as_str()).unwrap_or(""),
+                        "ready"
+                    );
+                }
+                Recorded::Known => {
+                    if let (Some(req), Some(side)) = (&replay, &side_rel)
+                        && !self.attach_to_queued(&rel, side, Ok(req.clone())).await?
+                    {
+                        self.reject_late_sidecar(&rel, side).await?;
+                    }
+                }
+            }
         }
         self.recorded.insert(rel, id);
         Ok(())
+    }
+
+    /// Whether the data file `rel` must wait for a sidecar that is on disk but not settled
+    /// (or not even seen yet: events can lag behind a scan).
+    fn sidecar_unsettled(&mut self, rel: &str) -> bool {
+        if self.sidecars.contains_key(rel) {
+            return false;
+        }
+        let side = format!("{rel}{}", replay::SUFFIX);
+        if self.candidates.contains_key(&side) {
+            return true;
+        }
+        let path = self.watch.path.join(&side);
+        match Identity::read(&path) {
+            Ok(id) if self.recorded.get(&side) != Some(&id) => {
+                self.consider(&path, id, false, None);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A sidecar settled: attach it to its file if that is queued, else keep it until the file
+    /// comes (or until `sidecar_timeout`).
+    async fn take_sidecar(&mut self, rel: String, id: Identity) -> Result<(), StoreError> {
+        let data = replay::data_file_of(&rel).expect("a sidecar").to_owned();
+        self.recorded.insert(rel.clone(), id);
+        if self.store.sidecar_claimed(&self.watch.name, &rel).await? {
+            return Ok(()); // attached before a restart: nothing new
+        }
+        let text = match std::fs::read(self.watch.path.join(&rel)) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(_) => {
+                self.recorded.remove(&rel); // gone or unreadable for now: the next scan sees
+                return Ok(());
+            }
+        };
+        let parsed = replay::parse(&format!("the sidecar {rel}"), &data, &text);
+        tracing::info!(sidecar = %rel, file = %data, dataset = %self.watch.dataset, "replay sidecar found");
+        let queued = self.store.unfinished_file(&self.watch.name, &data).await?;
+        match queued {
+            Some(f) if f.sidecar.is_none() && f.state == crate::store::file_state::READY => {
+                // The file came first and is still queued: it takes the sidecar now.
+                let pending = PendingSidecar {
+                    rel: rel.clone(),
+                    identity: id,
+                    since: Instant::now(),
+                    parsed,
+                };
+                let resolved = self.resolve(&data, pending).await;
+                if !self.attach_to_queued(&data, &rel, resolved).await? {
+                    self.reject_late_sidecar(&data, &rel).await?;
+                }
+            }
+            Some(f)
+                if f.sidecar.is_none()
+                    && matches!(
+                        f.state.as_str(),
+                        crate::store::file_state::BATCHED | crate::store::file_state::UPLOADED
+                    ) =>
+            {
+                self.reject_late_sidecar(&data, &rel).await?;
+            }
+            _ => {
+                self.sidecars.insert(
+                    data,
+                    PendingSidecar {
+                        rel,
+                        identity: id,
+                        since: Instant::now(),
+                        parsed,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches a resolved sidecar (or its error) to the queued record of `data`. False when
+    /// the file had left the queue (sealed into a batch) in the meantime.
+    async fn attach_to_queued(
+        &mut self,
+        data: &str,
+        side: &str,
+        resolved: Result<crate::store::ReplayRequest, String>,
+    ) -> Result<bool, StoreError> {
+        let Some(f) = self.store.unfinished_file(&self.watch.name, data).await? else {
+            return Ok(false);
+        };
+        match resolved {
+            Ok(req) => {
+                let done = self.store.attach_replay(f.id, &req).await?;
+                if done {
+                    tracing::info!(file = %data, sidecar = %side, replaces = %req.predecessors_json, "replay attached to the queued file");
+                }
+                Ok(done)
+            }
+            Err(reason) => {
+                let done = self
+                    .store
+                    .reject_ready_with_sidecar(f.id, &reason, side)
+                    .await?;
+                if done {
+                    tracing::warn!(file = %data, sidecar = %side, "rejected: {reason}");
+                }
+                Ok(done)
+            }
+        }
+    }
+
+    /// A sidecar that came after its file was sealed into a batch: the file goes on as new
+    /// data; the sidecar goes to the failed folder saying so.
+    async fn reject_late_sidecar(&mut self, data: &str, side: &str) -> Result<(), StoreError> {
+        let batch = match self.store.unfinished_file(&self.watch.name, data).await? {
+            Some(f) => match f.batch_id {
+                Some(b) => format!(" (batch {})", self.store.batch(b).await?.label()),
+                None => String::new(),
+            },
+            None => String::new(),
+        };
+        let reason = format!(
+            "the sidecar {side} arrived after {data} had been taken into a batch{batch}, so {data} is ingested as new data, not as a replay. Write the sidecar first (or within `settle` of its data file); to replace now, drop {data} again together with this sidecar"
+        );
+        self.reject_sidecar_file(side, &reason).await
+    }
+
+    /// Sends a sidecar alone to the failed folder with `reason`.
+    async fn reject_sidecar_file(&mut self, side: &str, reason: &str) -> Result<(), StoreError> {
+        let Ok(id) = Identity::read(&self.watch.path.join(side)) else {
+            return Ok(());
+        };
+        let file = self.new_file(side, id, &self.watch.path.join(side));
+        if let Some(fid) = self.store.record_rejected(&file, reason).await? {
+            tracing::warn!(sidecar = %side, dataset = %self.watch.dataset, file_id = fid, "rejected: {reason}");
+        }
+        self.recorded.insert(side.to_owned(), id);
+        self.wake_batcher.notify_one();
+        Ok(())
+    }
+
+    /// Forgets sidecars that were removed or changed, and fails those whose data file did not
+    /// come within `sidecar_timeout`.
+    async fn check_sidecars(&mut self) -> Result<(), StoreError> {
+        if self.sidecars.is_empty() {
+            return Ok(());
+        }
+        let timeout = self.watch.sidecar_timeout;
+        let mut expired = Vec::new();
+        let mut gone = Vec::new();
+        for (data, sc) in &self.sidecars {
+            match Identity::read(&self.watch.path.join(&sc.rel)) {
+                Ok(now) if now == sc.identity => {}
+                // Changed (it is a candidate again) or removed: forget this version.
+                _ => gone.push(data.clone()),
+            }
+            if sc.since.elapsed() >= timeout && !self.candidates.contains_key(data) {
+                expired.push(data.clone());
+            }
+        }
+        for data in gone {
+            if let Some(sc) = self.sidecars.remove(&data) {
+                self.recorded.remove(&sc.rel);
+            }
+        }
+        for data in expired {
+            let Some(sc) = self.sidecars.remove(&data) else {
+                continue;
+            };
+            let reason = format!(
+                "the sidecar {} waited {} for its data file {data}, which did not come. Drop {data} together with its sidecar (the sidecar first, or within `settle` of it), or delete the sidecar; `sidecar_timeout` in the [[watch]] sets this wait",
+                sc.rel,
+                human(timeout)
+            );
+            self.reject_sidecar_file(&sc.rel, &reason).await?;
+        }
+        Ok(())
+    }
+
+    /// A pending sidecar → the replay to record with its file, or the reason it cannot be.
+    async fn resolve(
+        &self,
+        data: &str,
+        sc: PendingSidecar,
+    ) -> Result<crate::store::ReplayRequest, String> {
+        let sidecar = match sc.parsed {
+            Ok(s) => s,
+            Err(e) => return Err(e.to_string()),
+        };
+        replay::resolve(
+            &self.store,
+            &self.watch.dataset,
+            data,
+            &format!("the sidecar {}", sc.rel),
+            Some(&sc.rel),
+            &sidecar,
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+}
+
+fn human(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s >= 60.0 && s % 60.0 == 0.0 {
+        format!("{}m", s / 60.0)
+    } else {
+        format!("{s}s")
     }
 }
 

@@ -1,0 +1,144 @@
+//! `batchdrop abort BATCH`: stops a batch in flight. The abort is recorded in the state first
+//! (the batch ends `aborted`, its files fail with a reason that says how to retry them), so the
+//! running daemon neither goes on with it nor requeues its files when it sees the platform's
+//! abort; then ABORT is sent. A batch this state does not know is aborted on the platform only.
+//!
+//! This module must not move files (the daemon's archiver moves them to the failed folder).
+
+use super::{CommandError, Connection, looks_like_batch_id, not_found, open_state};
+use crate::api::{BatchAction, BatchStatus};
+use crate::config::Config;
+use crate::store::batch_state;
+
+pub async fn run(config: &Config, arg: &str) -> Result<u8, CommandError> {
+    let state = open_state(config).await?;
+    let found = match &state {
+        Some(s) => s.find_batch(arg).await?,
+        None => None,
+    };
+    let Some(b) = found else {
+        if !looks_like_batch_id(arg) {
+            return Err(not_found(config, arg));
+        }
+        let conn = Connection::open(config).await?;
+        let sent = conn.api.batch_action(arg, BatchAction::Abort).await;
+        conn.close().await;
+        sent.map_err(|e| CommandError::api(&format!("abort batch {arg}"), e))?;
+        println!(
+            "batch {arg} is not one of this daemon's (state dir {}); the platform was asked to abort it",
+            config.state_dir.display()
+        );
+        return Ok(0);
+    };
+    let store = state.expect("the batch was found in it");
+    let label = b.label();
+    match b.state.as_str() {
+        batch_state::SUCCESS => {
+            return Err(CommandError::Refused(format!(
+                "batch {label} already succeeded: abort only stops a batch in flight; to take its data back out of dataset {}, run `batchdrop revert {label}`",
+                b.dataset
+            )));
+        }
+        batch_state::ABORTED => {
+            println!("batch {label} was already aborted");
+            return Ok(0);
+        }
+        s if !matches!(
+            s,
+            batch_state::SEALED
+                | batch_state::CREATING
+                | batch_state::LOADING
+                | batch_state::COMPLETING
+                | batch_state::PROCESSING
+        ) =>
+        {
+            return Err(CommandError::Refused(format!(
+                "batch {label} already ended ({s}): there is nothing to abort; `batchdrop status {label}` shows its history"
+            )));
+        }
+        _ => {}
+    }
+    let conn = Connection::open(config).await?;
+    // The platform may have finished it a moment ago: then there is nothing to abort, and the
+    // daemon records the outcome itself.
+    if let Some(remote) = &b.remote_id {
+        match conn.api.get_batch(remote).await {
+            Ok(Some(info)) if info.status.is_terminal() => {
+                conn.close().await;
+                return Err(CommandError::Refused(format!(
+                    "batch {label} is already {} on the platform: too late to abort{}",
+                    info.status,
+                    if info.status == BatchStatus::Success {
+                        format!(
+                            "; to take its data back, wait for its receipts and run `batchdrop revert {label}`"
+                        )
+                    } else {
+                        String::new()
+                    }
+                )));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                conn.close().await;
+                return Err(CommandError::api(&format!("look up batch {label}"), e));
+            }
+        }
+    }
+    let reason = format!(
+        "batch {label} was aborted by the operator (`batchdrop abort`); run `batchdrop retry {}` to ingest its files again",
+        match &b.remote_id {
+            Some(r) => r.clone(),
+            None => format!("#{}", b.id),
+        }
+    );
+    if !store.abort_batch(b.id, &reason).await? {
+        conn.close().await;
+        let now = store.batch(b.id).await?;
+        return Err(CommandError::Refused(format!(
+            "batch {label} ended ({}) before the abort could be recorded; see `batchdrop status {label}`",
+            now.state
+        )));
+    }
+    // A batch being created has no id here yet: find it by its externalId.
+    let remote = match &b.remote_id {
+        Some(r) => Some(r.clone()),
+        None => match conn
+            .api
+            .find_batch_by_external_id(&b.dataset, &b.external_id)
+            .await
+        {
+            Ok(found) => found.map(|f| f.id),
+            Err(e) => {
+                conn.close().await;
+                return Err(CommandError::api(
+                    &format!(
+                        "batch {label} is recorded as aborted, but looking it up on the platform by externalId {} failed (the platform abandons it unused)",
+                        b.external_id
+                    ),
+                    e,
+                ));
+            }
+        },
+    };
+    let sent = match &remote {
+        Some(r) => conn.api.batch_action(r, BatchAction::Abort).await,
+        None => Ok(()),
+    };
+    conn.close().await;
+    let files = store.batch_files(b.id).await?.len();
+    store.close().await;
+    sent.map_err(|e| {
+        CommandError::api(
+            &format!(
+                "batch {label} is recorded as aborted (its {files} file(s) go to the failed folder), but the platform refused ABORT"
+            ),
+            e,
+        )
+    })?;
+    println!(
+        "aborted batch {}; its {files} file(s) go to the failed folder with a receipt (`batchdrop retry {}` requeues them)",
+        remote.as_deref().unwrap_or(&label),
+        remote.clone().unwrap_or_else(|| format!("#{}", b.id))
+    );
+    Ok(0)
+}

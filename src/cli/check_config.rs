@@ -1,0 +1,190 @@
+//! `batchdrop check-config --config FILE`: validates a config beyond what parsing checks (the
+//! limits are checked by `Config::load`): the folders exist and are writable (or can be
+//! created), the state dir is on a local disk, the credentials are present, no drop folder
+//! lies inside another; then prints what will be watched. Exit 0 when all is well, 3 otherwise.
+//!
+//! This module must not change anything but create and remove a probe file in each folder,
+//! and must not reach the platform.
+
+use std::path::{Path, PathBuf};
+
+use super::CommandError;
+use crate::config::{Config, Endpoint};
+
+pub fn run(config: &Config) -> Result<u8, CommandError> {
+    let mut problems = Vec::new();
+    let mut notes = Vec::new();
+    check_dir("state_dir", &config.state_dir, &mut problems, &mut notes);
+    if let Some(fs) =
+        existing_ancestor(&config.state_dir).and_then(|p| crate::store::network_fs(&p))
+    {
+        problems.push(format!(
+            "state_dir {} is on a network filesystem ({fs}), where SQLite's locking is unreliable: put it on a local disk",
+            config.state_dir.display()
+        ));
+    }
+    match &config.platform.endpoint {
+        Endpoint::Embedded { data_dir } => {
+            check_dir("[platform] data_dir", data_dir, &mut problems, &mut notes);
+        }
+        Endpoint::Url(_) => {
+            let path = config
+                .platform
+                .access_token_file
+                .as_ref()
+                .expect("validated: a URL endpoint has a token file");
+            match std::fs::read_to_string(path) {
+                Ok(t) if t.trim().is_empty() => problems.push(format!(
+                    "[platform] access_token_file {} is empty: write the bearer token into it",
+                    path.display()
+                )),
+                Ok(_) => {}
+                Err(e) => problems.push(format!(
+                    "[platform] access_token_file {} cannot be read ({e}): create it with the bearer token, readable by the daemon's user",
+                    path.display()
+                )),
+            }
+            for (key, v) in [
+                ("org_id", &config.platform.org_id),
+                ("sandbox", &config.platform.sandbox),
+                ("api_key", &config.platform.api_key),
+            ] {
+                if v.trim().is_empty() {
+                    problems.push(format!(
+                        "[platform] {key} is empty: set it to your credential's value"
+                    ));
+                }
+            }
+        }
+    }
+    for w in &config.watches {
+        check_dir(
+            &format!("[[watch]] {} path", w.name),
+            &w.path,
+            &mut problems,
+            &mut notes,
+        );
+        check_dir(
+            &format!("[[watch]] {} archive_dir", w.name),
+            &w.archive_dir,
+            &mut problems,
+            &mut notes,
+        );
+        check_dir(
+            &format!("[[watch]] {} failed_dir", w.name),
+            &w.failed_dir,
+            &mut problems,
+            &mut notes,
+        );
+        for other in &config.watches {
+            if other.name != w.name && w.path.starts_with(&other.path) {
+                problems.push(format!(
+                    "[[watch]] {} is inside [[watch]] {}, whose watcher would take its files too: use folders side by side",
+                    w.name, other.name
+                ));
+            }
+        }
+    }
+
+    println!("config {}", config.path.display());
+    println!("state_dir: {}", config.state_dir.display());
+    match &config.platform.endpoint {
+        Endpoint::Embedded { data_dir } => {
+            println!(
+                "platform: embedded emulator (data in {})",
+                data_dir.display()
+            )
+        }
+        Endpoint::Url(url) => println!(
+            "platform: {url} (org {}, sandbox {}, token from {})",
+            config.platform.org_id,
+            config.platform.sandbox,
+            config
+                .platform
+                .access_token_file
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        ),
+    }
+    for w in &config.watches {
+        println!(
+            "watch {} -> dataset {} (format {}, mode {:?}, settle {:?}, max_files {}, max_bytes {}, max_wait {:?}, after success: {:?} to {}, failed folder {}, sidecar_timeout {:?})",
+            w.path.display(),
+            w.dataset,
+            w.format.map(|f| f.as_str()).unwrap_or("by extension"),
+            w.mode,
+            w.settle,
+            w.max_files,
+            w.max_bytes,
+            w.max_wait,
+            w.after_success,
+            w.archive_dir.display(),
+            w.failed_dir.display(),
+            w.sidecar_timeout,
+        );
+    }
+    for n in &notes {
+        println!("note: {n}");
+    }
+    if problems.is_empty() {
+        println!("config {} is valid", config.path.display());
+        return Ok(0);
+    }
+    Err(CommandError::ConfigProblems(format!(
+        "config {} has {} problem(s):\n  {}",
+        config.path.display(),
+        problems.len(),
+        problems.join("\n  ")
+    )))
+}
+
+/// A folder must be a writable directory, or creatable (its nearest existing ancestor is a
+/// writable directory).
+fn check_dir(what: &str, dir: &Path, problems: &mut Vec<String>, notes: &mut Vec<String>) {
+    if dir.exists() {
+        if !dir.is_dir() {
+            problems.push(format!(
+                "{what} {} exists but is not a folder: remove it or point the config elsewhere",
+                dir.display()
+            ));
+        } else if let Err(e) = probe(dir) {
+            problems.push(format!(
+                "{what} {} is not writable ({e}): give the daemon's user write access",
+                dir.display()
+            ));
+        }
+        return;
+    }
+    match existing_ancestor(dir) {
+        Some(a) if a.is_dir() => match probe(&a) {
+            Ok(()) => notes.push(format!(
+                "{what} {} does not exist yet; it will be created",
+                dir.display()
+            )),
+            Err(e) => problems.push(format!(
+                "{what} {} does not exist and cannot be created: {} is not writable ({e})",
+                dir.display(),
+                a.display()
+            )),
+        },
+        Some(a) => problems.push(format!(
+            "{what} {} cannot be created: {} is not a folder",
+            dir.display(),
+            a.display()
+        )),
+        None => problems.push(format!("{what} {} cannot be created", dir.display())),
+    }
+}
+
+fn existing_ancestor(p: &Path) -> Option<PathBuf> {
+    p.ancestors().find(|a| a.exists()).map(Path::to_path_buf)
+}
+
+/// Creates and removes a file in `dir`: the only honest test of writability (root passes any
+/// permission check, a read-only mount fails it).
+fn probe(dir: &Path) -> std::io::Result<()> {
+    let p = dir.join(format!(".batchdrop-check-{}", std::process::id()));
+    std::fs::write(&p, b"")?;
+    std::fs::remove_file(&p)
+}

@@ -1,0 +1,471 @@
+//! `batchdrop push FILE... --dataset D [--format F] [--replaces X]... [--no-wait]`: one-shot
+//! ingestion of the named files in one batch, for scripts and CI, through the daemon's own
+//! uploader (create, PUT or chunks with resume, COMPLETE, retries with backoff, Catalog polling).
+//!
+//! Each push keeps its queue in its own state database, `state_dir/push/KEY/`, with its own
+//! lock, so it runs beside a daemon; KEY is derived from the dataset, format, predecessors and
+//! the files' identities, so running the same push again (after a crash, a kill, or
+//! `--no-wait`) resumes that push rather than starting another: an unfinished batch is
+//! continued, a successful one is reported, failed files are tried again. The files stay where
+//! they are: a push reads them and never moves them.
+//!
+//! Exit status: 0 when the batch succeeded with every file, 4 when it (or a file) failed.
+//! This module must not touch the daemon's queue (it only reads it to resolve `--replaces`).
+
+use std::io::IsTerminal;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{CommandError, Connection, human_bytes};
+use crate::config::{Config, Format, PLATFORM_MAX_FILES};
+use crate::replay::{self, Sidecar};
+use crate::store::{BatchProgress, BatchRow, NewFile, Store, StoreError, batch_state, file_state};
+use crate::uploader::Uploader;
+use crate::watcher::{Identity, name_problem};
+
+/// The `watch` name of a push's files in its own state database.
+const WATCH: &str = "push";
+
+pub struct PushArgs {
+    pub files: Vec<PathBuf>,
+    pub dataset: String,
+    pub format: Option<String>,
+    pub replaces: Vec<String>,
+    pub no_wait: bool,
+}
+
+struct Input {
+    path: PathBuf,
+    name: String,
+    identity: Identity,
+}
+
+pub async fn run(config: &Config, args: PushArgs) -> Result<u8, CommandError> {
+    let dataset = args.dataset.trim().to_owned();
+    if dataset.is_empty() {
+        return Err(CommandError::Usage("--dataset is empty".into()));
+    }
+    let inputs = inputs(&args.files)?;
+    let format = format_of(&inputs, args.format.as_deref())?;
+
+    let replay = if args.replaces.is_empty() {
+        None
+    } else {
+        // Names resolve against the daemon's state; without one, only batch ids can be given
+        // (resolved against an empty state, which passes them on to the platform).
+        let main = match Store::open_for_command(&config.state_dir).await? {
+            Some(s) => s,
+            None => Store::open_shared(&config.state_dir.join("push").join("empty")).await?,
+        };
+        let sc = Sidecar {
+            replaces: args.replaces.clone(),
+            reason: None,
+        };
+        let r = replay::resolve(&main, &dataset, &inputs[0].name, "--replaces", None, &sc).await;
+        main.close().await;
+        Some(r.map_err(|e| CommandError::Usage(e.to_string()))?)
+    };
+
+    let key = push_key(
+        &dataset,
+        format,
+        replay.as_ref().map(|r| r.predecessors_json.as_str()),
+        &inputs,
+    );
+    let dir = config.state_dir.join("push").join(&key);
+    let store = match Store::open_exclusive(&dir, false).await {
+        Ok(s) => s,
+        Err(StoreError::Locked { holder, .. }) => {
+            return Err(CommandError::Refused(format!(
+                "the same push (of these files into dataset {dataset}) is already running ({holder}, state {}); wait for it to end",
+                dir.display()
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let conn = Connection::open(config).await?;
+    if let Some(emu) = &conn.embedded {
+        let _ = emu.ensure_dataset(&dataset, &dataset).await;
+    }
+    let result = drive(
+        config,
+        &store,
+        &conn,
+        &dataset,
+        format,
+        replay,
+        &inputs,
+        args.no_wait,
+    )
+    .await;
+    conn.close().await;
+    store.close().await;
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    config: &Config,
+    store: &Store,
+    conn: &Connection,
+    dataset: &str,
+    format: Format,
+    replay: Option<crate::store::ReplayRequest>,
+    inputs: &[Input],
+    no_wait: bool,
+) -> Result<u8, CommandError> {
+    for i in inputs {
+        let root = i
+            .path
+            .parent()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let f = NewFile {
+            watch: WATCH.into(),
+            dataset: dataset.into(),
+            format: format.as_str().into(),
+            multiline_json: false,
+            root,
+            rel_path: i.name.clone(),
+            dev: i.identity.dev as i64,
+            ino: i.identity.ino as i64,
+            size: i.identity.size as i64,
+            mtime_ns: i.identity.mtime_ns,
+            raw_path: None,
+        };
+        store.record_ready_with(&f, replay.as_ref()).await?;
+    }
+    let mut batch = match seal(store, dataset, format).await? {
+        Some(id) => store.batch(id).await?,
+        None => match store.latest_batch().await? {
+            Some(b) => {
+                if b.state == batch_state::SUCCESS {
+                    println!(
+                        "{} success: these files were already ingested into dataset {dataset} by an earlier push (state {})",
+                        b.label(),
+                        store.path().display()
+                    );
+                    return Ok(0);
+                }
+                b
+            }
+            None => {
+                return Err(CommandError::Refused(format!(
+                    "nothing to push: the push state {} knows these files but has no batch for them; delete that folder and push again",
+                    store.path().display()
+                )));
+            }
+        },
+    };
+
+    let wake = Arc::new(Notify::new());
+    let uploader = Uploader::new(
+        store.clone(),
+        conn.api.clone(),
+        config.upload.clone(),
+        wake.clone(),
+        Arc::new(Notify::new()),
+    );
+    let token = CancellationToken::new();
+    let task = tokio::spawn(uploader.run(token.clone(), config.shutdown_grace));
+    let mut progress = Progress::new();
+    let ended = loop {
+        let p = store.batch_progress(batch.id).await?;
+        progress.show(&batch, &p);
+        match batch.state.as_str() {
+            batch_state::ABANDONED => {
+                // The platform lost or refused the batch midway: the uploader put its files
+                // back in the queue; they travel in a new batch, as in the daemon.
+                match seal(store, dataset, format).await? {
+                    Some(id) => {
+                        batch = store.batch(id).await?;
+                        wake.notify_one();
+                        continue;
+                    }
+                    None => break false,
+                }
+            }
+            batch_state::SUCCESS
+            | batch_state::FAILED
+            | batch_state::ABORTED
+            | batch_state::REVERTED => break true,
+            batch_state::PROCESSING if no_wait => break false,
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        batch = store.batch(batch.id).await?;
+    };
+    token.cancel();
+    let _ = task.await;
+    progress.finish();
+
+    let label = batch.label();
+    if !ended {
+        if no_wait && batch.state == batch_state::PROCESSING {
+            println!(
+                "{label} processing: the platform accepted the batch; run the same push again to wait for its outcome"
+            );
+            return Ok(0);
+        }
+        return Err(CommandError::IngestFailed(format!(
+            "batch {label} ended {} without its files; see `{}`",
+            batch.state,
+            store.path().display()
+        )));
+    }
+    let files = store.batch_files(batch.id).await?;
+    let succeeded = batch.state == batch_state::SUCCESS;
+    for f in &files {
+        if !f.finalized {
+            let ok =
+                succeeded && matches!(f.state.as_str(), file_state::UPLOADED | file_state::DONE);
+            store
+                .mark_finalized(
+                    f.id,
+                    if ok {
+                        file_state::DONE
+                    } else {
+                        file_state::FAILED
+                    },
+                    None,
+                    &format!("push ended: batch {label} {}", batch.state),
+                )
+                .await?;
+        }
+    }
+    let outcome: serde_json::Value = batch
+        .outcome_json
+        .as_deref()
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    let m = &outcome["metrics"];
+    let count = |k: &str| m[k].as_u64().unwrap_or(0);
+    let failed_files: Vec<String> = files
+        .iter()
+        .filter(|f| f.state == file_state::FAILED)
+        .map(|f| {
+            format!(
+                "{}: {}",
+                f.abs_path().display(),
+                f.reason.as_deref().unwrap_or("failed")
+            )
+        })
+        .collect();
+    if succeeded && failed_files.is_empty() {
+        println!(
+            "{label} success: {} file(s) into dataset {dataset}, {} records in, {} ingested, {} failed{}",
+            files.len(),
+            count("inputRecordCount"),
+            count("outputRecordCount"),
+            count("failedRecordCount"),
+            batch
+                .replay_json
+                .as_deref()
+                .map(|r| format!("; replaces {r}"))
+                .unwrap_or_default()
+        );
+        return Ok(0);
+    }
+    let errors: Vec<String> = outcome["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e["code"].as_str().unwrap_or("?"),
+                e["description"].as_str().unwrap_or("")
+            )
+        })
+        .chain(batch.last_error.clone().filter(|_| !succeeded))
+        .collect();
+    let mut msg = format!("batch {label} {} (dataset {dataset})", batch.state);
+    if !errors.is_empty() {
+        msg += &format!(": {}", errors.join("; "));
+    }
+    if !failed_files.is_empty() {
+        msg += &format!("\nfailed files:\n  {}", failed_files.join("\n  "));
+    }
+    msg += "\nfix the files and push again (`batchdrop status` does not list pushes; this push's state is in ";
+    msg += &format!("{})", store.path().display());
+    Err(CommandError::IngestFailed(msg))
+}
+
+/// Seals the push's queued files into one batch; `None` when none are queued.
+async fn seal(store: &Store, dataset: &str, format: Format) -> Result<Option<i64>, StoreError> {
+    let ready = store.ready_files(WATCH).await?;
+    if ready.is_empty() {
+        return Ok(None);
+    }
+    let ids: Vec<i64> = ready.iter().map(|f| f.id).collect();
+    let replay = ready.iter().find_map(|f| f.replay_json.clone());
+    Ok(Some(
+        store
+            .seal_batch(
+                WATCH,
+                dataset,
+                format.as_str(),
+                false,
+                replay.as_deref(),
+                &ids,
+            )
+            .await?,
+    ))
+}
+
+fn inputs(files: &[PathBuf]) -> Result<Vec<Input>, CommandError> {
+    if files.len() as u64 > PLATFORM_MAX_FILES {
+        return Err(CommandError::Usage(format!(
+            "{} files in one push: a batch holds at most {PLATFORM_MAX_FILES}; push them in several runs",
+            files.len()
+        )));
+    }
+    let mut out: Vec<Input> = Vec::new();
+    for p in files {
+        let path = std::fs::canonicalize(p).map_err(|e| {
+            CommandError::Io(format!("cannot read {}: {e}; check the path", p.display()))
+        })?;
+        let meta = std::fs::metadata(&path).map_err(|e| {
+            CommandError::Io(format!("cannot read {}: {e}; check the path", p.display()))
+        })?;
+        if !meta.is_file() {
+            return Err(CommandError::Usage(format!(
+                "{} is not a regular file; push files, not folders",
+                p.display()
+            )));
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Some(problem) = name_problem(&name) {
+            return Err(CommandError::Usage(problem));
+        }
+        if let Some(other) = out.iter().find(|i| i.name == name) {
+            return Err(CommandError::Usage(format!(
+                "{} and {} have the same name, which a batch cannot hold twice; push them separately",
+                other.path.display(),
+                path.display()
+            )));
+        }
+        out.push(Input {
+            identity: Identity {
+                dev: meta.dev(),
+                ino: meta.ino(),
+                size: meta.len(),
+                mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            },
+            path,
+            name,
+        });
+    }
+    Ok(out)
+}
+
+fn format_of(inputs: &[Input], given: Option<&str>) -> Result<Format, CommandError> {
+    if let Some(g) = given {
+        return Format::parse(g).ok_or_else(|| {
+            CommandError::Usage(format!(
+                "--format {g:?} is not a format: use json, csv or parquet"
+            ))
+        });
+    }
+    let mut found: Option<Format> = None;
+    for i in inputs {
+        let f = Format::from_extension(&i.name).ok_or_else(|| {
+            CommandError::Usage(format!(
+                "cannot tell the format of {}: name it *.json, *.csv or *.parquet, or pass --format",
+                i.path.display()
+            ))
+        })?;
+        match found {
+            Some(prev) if prev != f => {
+                return Err(CommandError::Usage(format!(
+                    "{} is {} but other files are {}: one batch has one format; push them separately",
+                    i.path.display(),
+                    f.as_str(),
+                    prev.as_str()
+                )));
+            }
+            _ => found = Some(f),
+        }
+    }
+    Ok(found.expect("at least one file"))
+}
+
+fn push_key(dataset: &str, format: Format, replay: Option<&str>, inputs: &[Input]) -> String {
+    let mut h = Sha256::new();
+    h.update(dataset.as_bytes());
+    h.update([0]);
+    h.update(format.as_str().as_bytes());
+    h.update([0]);
+    h.update(replay.unwrap_or("").as_bytes());
+    for i in inputs {
+        h.update([0]);
+        h.update(i.path.to_string_lossy().as_bytes());
+        let id = i.identity;
+        h.update(format!("|{}|{}|{}|{}", id.dev, id.ino, id.size, id.mtime_ns).as_bytes());
+    }
+    format!("{:x}", h.finalize())[..16].to_owned()
+}
+
+/// A progress bar on a terminal; plain lines (on stderr) when something changed otherwise.
+struct Progress {
+    bar: ProgressBar,
+    tty: bool,
+    last: String,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        let tty = std::io::stderr().is_terminal();
+        let bar = if tty {
+            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} [{bar:30}] {bytes}/{total_bytes} {msg}")
+                    .expect("template")
+                    .progress_chars("=> "),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        Progress {
+            bar,
+            tty,
+            last: String::new(),
+        }
+    }
+
+    fn show(&mut self, b: &BatchRow, p: &BatchProgress) {
+        let line = format!(
+            "batch {}: {}, {}/{} files, {} of {}",
+            b.label(),
+            b.state,
+            p.files_uploaded,
+            p.files,
+            human_bytes(p.bytes_uploaded),
+            human_bytes(p.bytes)
+        );
+        if self.tty {
+            self.bar.set_length(p.bytes.max(0) as u64);
+            self.bar.set_position(p.bytes_uploaded.max(0) as u64);
+            self.bar.set_message(format!("{} {}", b.label(), b.state));
+        } else if line != self.last {
+            eprintln!("{line}");
+        }
+        self.last = line;
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}

@@ -1,0 +1,181 @@
+//! `batchdrop retry FILE|BATCH`: requeues a failed file, or the failed files of a failed or
+//! aborted batch, by moving each back from the failed folder to where it was dropped (with its
+//! sidecar, if it had one) and retiring its failed record. The daemon's watcher then takes it
+//! like any new file, so retry works the same whether a daemon runs now or starts later.
+//!
+//! This module must not upload or batch anything, and must not touch a file the daemon still
+//! owns (one not yet moved to the failed folder).
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use super::{CommandError, Target, find_target, not_found, open_state};
+use crate::config::Config;
+use crate::store::{FileRow, batch_state, file_state};
+
+pub async fn run(config: &Config, target: &str) -> Result<u8, CommandError> {
+    let Some(store) = open_state(config).await? else {
+        return Err(not_found(config, target));
+    };
+    let files = match find_target(&store, config, target, None).await? {
+        None => return Err(not_found(config, target)),
+        Some(Target::Batch(b)) => {
+            if ![batch_state::FAILED, batch_state::ABORTED].contains(&b.state.as_str()) {
+                return Err(CommandError::Refused(format!(
+                    "batch {} is {}: only a failed or aborted batch can be retried{}",
+                    b.label(),
+                    b.state,
+                    match b.state.as_str() {
+                        batch_state::SUCCESS | batch_state::REVERTED =>
+                            "; its data was ingested (use `batchdrop revert` to take it back)",
+                        batch_state::ABANDONED =>
+                            "; the files of an abandoned batch already went into a new batch by themselves",
+                        _ => "; it is still in flight (`batchdrop abort` stops it)",
+                    }
+                )));
+            }
+            let failed: Vec<FileRow> = store
+                .batch_files(b.id)
+                .await?
+                .into_iter()
+                .filter(|f| f.state == file_state::FAILED)
+                .collect();
+            if failed.is_empty() {
+                return Err(CommandError::Refused(format!(
+                    "batch {} has no failed file left to retry (already requeued?); see `batchdrop status {}`",
+                    b.label(),
+                    b.label()
+                )));
+            }
+            failed
+        }
+        Some(Target::File { name, rows }) => {
+            let newest = &rows[0];
+            if newest.state != file_state::FAILED {
+                return Err(CommandError::Refused(format!(
+                    "{name} is {} (its latest record, #{}), not failed: nothing to retry",
+                    newest.state, newest.id
+                )));
+            }
+            vec![newest.clone()]
+        }
+    };
+    let mut problems = Vec::new();
+    for f in &files {
+        match requeue(f) {
+            Ok(to) => {
+                store
+                    .mark_requeued(
+                        f.id,
+                        &format!("moved back to {} by `batchdrop retry`", to.display()),
+                    )
+                    .await?;
+                println!(
+                    "requeued {} → {}{}",
+                    f.rel_path,
+                    to.display(),
+                    f.sidecar
+                        .as_deref()
+                        .map(|s| format!(" (with its sidecar {s})"))
+                        .unwrap_or_default()
+                );
+            }
+            Err(e) => problems.push(e),
+        }
+    }
+    store.close().await;
+    if !problems.is_empty() {
+        return Err(CommandError::Refused(problems.join("\n")));
+    }
+    println!(
+        "the daemon takes {} again once stable (`batchdrop status` shows it)",
+        if files.len() == 1 {
+            "it".to_owned()
+        } else {
+            format!("these {} files", files.len())
+        }
+    );
+    Ok(0)
+}
+
+/// Moves one failed file (and its sidecar) back to where it was dropped; returns that path.
+fn requeue(f: &FileRow) -> Result<PathBuf, String> {
+    if !f.finalized {
+        return Err(format!(
+            "{} is still being moved to the failed folder; try again in a moment",
+            f.rel_path
+        ));
+    }
+    let Some(from) = f.final_path.as_deref().map(PathBuf::from) else {
+        return Err(format!(
+            "{} was not in its drop folder when it failed, so nothing was kept to requeue (see its receipt); drop it again into {}",
+            f.rel_path, f.root
+        ));
+    };
+    if !from.exists() {
+        return Err(format!(
+            "{} is no longer at {} (moved or deleted since it failed); drop it again into {}",
+            f.rel_path,
+            from.display(),
+            f.root
+        ));
+    }
+    let to = Path::new(&f.root).join(&f.rel_path);
+    if to.exists() {
+        return Err(format!(
+            "cannot requeue {}: {} already exists (a newer version?); move it away first, or leave the old one in {}",
+            f.rel_path,
+            to.display(),
+            from.display()
+        ));
+    }
+    let side = f.sidecar.as_deref().map(|s| {
+        (
+            PathBuf::from(format!("{}{}", from.display(), crate::replay::SUFFIX)),
+            Path::new(&f.root).join(s),
+        )
+    });
+    if let Some((_, side_to)) = &side
+        && side_to.exists()
+    {
+        return Err(format!(
+            "cannot requeue {}: its sidecar's place {} is taken; move that file away first",
+            f.rel_path,
+            side_to.display()
+        ));
+    }
+    // The sidecar first: the data file must never be back without it.
+    if let Some((side_from, side_to)) = &side
+        && side_from.exists()
+    {
+        move_back(side_from, side_to)
+            .map_err(|e| format!("cannot move {} back: {e}", side_from.display()))?;
+    }
+    move_back(&from, &to).map_err(|e| {
+        format!(
+            "cannot move {} back to {}: {e}; check the folder's permissions",
+            from.display(),
+            to.display()
+        )
+    })?;
+    let receipt = PathBuf::from(format!("{}.receipt.json", from.display()));
+    let _ = std::fs::remove_file(receipt);
+    Ok(to)
+}
+
+/// Renames (or copies across filesystems) and gives the file a new mtime: to the watcher it is
+/// a new version, whatever it remembers of the old one.
+fn move_back(from: &Path, to: &Path) -> std::io::Result<()> {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::rename(from, to) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            std::fs::copy(from, to)?;
+            std::fs::remove_file(from)?;
+        }
+        Err(e) => return Err(e),
+    }
+    std::fs::File::open(to)?.set_modified(SystemTime::now())
+}

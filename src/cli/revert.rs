@@ -1,0 +1,119 @@
+//! `batchdrop revert BATCH`: takes a successful batch's data back out of its dataset (REVERT:
+//! the platform makes it `inactive`), records it, and updates the receipts of its files, which
+//! stay where they were archived. A batch this state does not know is reverted on the platform
+//! only.
+//!
+//! This module must not move files.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use super::{
+    CommandError, Connection, iso, looks_like_batch_id, not_found, open_state, write_atomically,
+};
+use crate::api::BatchAction;
+use crate::config::Config;
+use crate::store::{batch_state, file_state, now_ms};
+
+pub async fn run(config: &Config, arg: &str) -> Result<u8, CommandError> {
+    let state = open_state(config).await?;
+    let found = match &state {
+        Some(s) => s.find_batch(arg).await?,
+        None => None,
+    };
+    let Some(b) = found else {
+        if !looks_like_batch_id(arg) {
+            return Err(not_found(config, arg));
+        }
+        let conn = Connection::open(config).await?;
+        let sent = conn.api.batch_action(arg, BatchAction::Revert).await;
+        conn.close().await;
+        sent.map_err(|e| CommandError::api(&format!("revert batch {arg}"), e))?;
+        println!(
+            "batch {arg} is not one of this daemon's (state dir {}); the platform was asked to revert it",
+            config.state_dir.display()
+        );
+        return Ok(0);
+    };
+    let store = state.expect("the batch was found in it");
+    let label = b.label();
+    if b.state == batch_state::REVERTED {
+        println!("batch {label} was already reverted");
+        return Ok(0);
+    }
+    if b.state != batch_state::SUCCESS {
+        return Err(CommandError::Refused(format!(
+            "batch {label} is {}: only a successful batch can be reverted{}",
+            b.state,
+            if b.state == batch_state::PROCESSING || b.state == batch_state::LOADING {
+                format!(" (to stop it while in flight, run `batchdrop abort {label}`)")
+            } else {
+                String::new()
+            }
+        )));
+    }
+    if let Some(by) = &b.replaced_by {
+        return Err(CommandError::Refused(format!(
+            "batch {label} was replaced by batch {by}, so its data is no longer in dataset {}; to take the replacement back, run `batchdrop revert {by}`",
+            b.dataset
+        )));
+    }
+    let Some(remote) = b.remote_id.clone() else {
+        return Err(CommandError::Refused(format!(
+            "batch {label} has no platform id; there is nothing to revert"
+        )));
+    };
+    let files = store.batch_files(b.id).await?;
+    if files.iter().any(|f| !f.finalized) {
+        return Err(CommandError::Refused(format!(
+            "the files of batch {label} are still being archived; run the revert again once their receipts are written"
+        )));
+    }
+    let conn = Connection::open(config).await?;
+    let sent = conn.api.batch_action(&remote, BatchAction::Revert).await;
+    conn.close().await;
+    sent.map_err(|e| CommandError::api(&format!("revert batch {label}"), e))?;
+    let at = iso(now_ms());
+    store
+        .mark_reverted(b.id, "reverted by the operator (`batchdrop revert`)")
+        .await?;
+    let mut updated = 0;
+    let mut missing = Vec::new();
+    for f in files
+        .iter()
+        .filter(|f| f.state == file_state::DONE || f.state == file_state::UPLOADED)
+    {
+        let Some(path) = store.receipt_path(f.id).await? else {
+            missing.push(f.rel_path.clone());
+            continue;
+        };
+        match update_receipt(Path::new(&path), &remote, &b.dataset, &at) {
+            Ok(()) => updated += 1,
+            Err(e) => missing.push(format!("{} ({path}: {e})", f.rel_path)),
+        }
+    }
+    store.close().await;
+    println!(
+        "reverted batch {remote}: its data is no longer in dataset {}; {updated} receipt(s) updated",
+        b.dataset
+    );
+    if !missing.is_empty() {
+        return Err(CommandError::Io(format!(
+            "batch {remote} is reverted, but these receipts could not be updated: {}; their files' status says success although the data is gone",
+            missing.join(", ")
+        )));
+    }
+    Ok(0)
+}
+
+fn update_receipt(path: &Path, batch: &str, dataset: &str, at: &str) -> Result<(), String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let mut r: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    r["status"] = json!("reverted");
+    r["reverted_at"] = json!(at);
+    r["note"] = json!(format!(
+        "batch {batch} was reverted (`batchdrop revert`): its data is no longer in dataset {dataset}; the file itself was left where it is"
+    ));
+    write_atomically(path, &serde_json::to_vec_pretty(&r).expect("json")).map_err(|e| e.to_string())
+}

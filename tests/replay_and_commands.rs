@@ -1,0 +1,716 @@
+//! `.replay` sidecars and the operator's commands, end to end against the emulator: real
+//! folders, the daemon running (in-process, or as the real binary for the embedded platform),
+//! and the real `batchdrop` binary for `status`, `push`, `retry`, `abort`, `revert` and
+//! `check-config`, checked through their exit codes, their output, the receipts and the
+//! platform's own view (Catalog and Data Access).
+
+mod support;
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use batchdrop::api::{BatchStatus, CreateBatch, Format};
+use batchdrop::emulator::EmulatorConfig;
+use serde_json::Value;
+use support::*;
+
+/// Runs the real binary with `args`; logs go to stderr (kept in the output for messages).
+async fn bd(args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_batchdrop"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("BATCHDROP_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("batchdrop binary runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+async fn status_json(config: &Path, target: Option<&str>) -> Value {
+    let c = config.to_str().unwrap();
+    let mut args = vec!["status", "--json", "--config", c];
+    if let Some(t) = target {
+        args.push(t);
+    }
+    let o = bd(&args).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)))
+}
+
+fn receipt_for<'a>(receipts: &'a [Value], file: &str) -> &'a Value {
+    receipts
+        .iter()
+        .find(|r| r["file"] == file)
+        .unwrap_or_else(|| panic!("no receipt for {file} in {receipts:#?}"))
+}
+
+/// Drops `name` and waits for its (next) receipt in the archive; returns its batch id.
+async fn ingest(env: &Env, name: &str, records: usize, first: usize) -> String {
+    let before = receipts(&env.archive())
+        .iter()
+        .filter(|r| r["file"] == name)
+        .count();
+    write_atomic(&env.drop_dir().join(name), jsonl(first, records).as_bytes());
+    let archive = env.archive();
+    let r = eventually(30, &format!("{name} archived"), || {
+        let rs: Vec<Value> = receipts(&archive)
+            .into_iter()
+            .filter(|r| r["file"] == name)
+            .collect();
+        async move { (rs.len() > before).then_some(rs) }
+    })
+    .await;
+    let newest = r
+        .iter()
+        .max_by_key(|r| r["finished_at"].as_str().unwrap().to_owned())
+        .unwrap();
+    assert_eq!(newest["status"], "success", "{newest}");
+    newest["batch"].as_str().unwrap().to_owned()
+}
+
+async fn platform_status(env: &Env, batch: &str) -> BatchStatus {
+    env.api.get_batch(batch).await.unwrap().unwrap().status
+}
+
+fn keep_replaced_batches() -> EmulatorConfig {
+    EmulatorConfig {
+        revert_gc_delay_ms: 600_000,
+        ..EmulatorConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_sidecar_written_first_replaces_the_earlier_ingestion_of_its_file() {
+    let env = Env::with_emulator(keep_replaced_batches()).await;
+    let config = env.write_config("", "");
+    let daemon = Daemon::start(batchdrop::config::Config::load(&config).unwrap());
+    let old = ingest(&env, "orders.json", 5, 0).await;
+    assert_eq!(records_in_batch(&env.api, &old).await, 5);
+
+    // The sidecar first, then the corrected file.
+    write_atomic(&env.drop_dir().join("orders.json.replay"), b"");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let new = ingest(&env, "orders.json", 7, 100).await;
+    daemon.stop().await;
+
+    assert_ne!(new, old);
+    let r = receipts(&env.archive())
+        .into_iter()
+        .find(|r| r["batch"] == new.as_str())
+        .unwrap();
+    assert_eq!(r["replaces"], serde_json::json!([old]), "{r}");
+    assert_eq!(r["replay_reason"], "replace");
+    assert_eq!(r["sidecar"], "orders.json.replay");
+    let archived_sidecar = r["sidecar_archived_to"].as_str().expect("sidecar archived");
+    assert!(Path::new(archived_sidecar).exists(), "{archived_sidecar}");
+    assert!(!env.drop_dir().join("orders.json.replay").exists());
+
+    // The platform: the old batch is inactive, tagged with its successor, and its data is gone
+    // from Data Access, while the new data is there.
+    let info = env.api.get_batch(&old).await.unwrap().unwrap();
+    assert_eq!(info.status, BatchStatus::Inactive);
+    assert_eq!(info.tags.get("acp_successor"), Some(&vec![new.clone()]));
+    assert!(env.api.list_batch_files(&old).await.unwrap().is_empty());
+    assert_eq!(records_in_batch(&env.api, &new).await, 7);
+
+    // status shows the predecessor as replaced.
+    let s = status_json(&config, Some(&old)).await;
+    assert_eq!(s["kind"], "batch");
+    assert_eq!(s["batch"]["replaced_by"], new.as_str(), "{s}");
+    let s = status_json(&config, Some(&new)).await;
+    assert_eq!(s["batch"]["replaces"], serde_json::json!([old]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_explicit_sidecar_written_after_its_file_replaces_by_batch_id_and_by_name() {
+    let env = Env::with_emulator(keep_replaced_batches()).await;
+    let daemon = Daemon::start(env.config("", "settle = \"700ms\""));
+    let a = ingest(&env, "a.json", 3, 0).await;
+    let b = ingest(&env, "sub/b.json", 4, 10).await;
+
+    // The data file first, its sidecar 250 ms later: within `settle`.
+    write_atomic(&env.drop_dir().join("sub/c.json"), jsonl(50, 6).as_bytes());
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    write_atomic(
+        &env.drop_dir().join("sub/c.json.replay"),
+        format!("replaces = [\"{a}\", \"b.json\"]\nreason = \"corrected prices\"\n").as_bytes(),
+    );
+    let rs = wait_receipts(&env.archive(), 3, 30).await;
+    daemon.stop().await;
+
+    let r = receipt_for(&rs, "sub/c.json");
+    assert_eq!(r["status"], "success", "{r}");
+    assert_eq!(r["replaces"], serde_json::json!([a, b]), "{r}");
+    assert_eq!(r["replay_reason"], "corrected prices");
+    assert_eq!(r["sidecar"], "sub/c.json.replay");
+    let c = r["batch"].as_str().unwrap();
+    for pred in [&a, &b] {
+        assert_eq!(platform_status(&env, pred).await, BatchStatus::Inactive);
+        assert!(env.api.list_batch_files(pred).await.unwrap().is_empty());
+    }
+    assert_eq!(records_in_batch(&env.api, c).await, 6);
+    assert!(env.archive().join("sub/c.json.replay").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sidecar_error_ends_in_the_failed_folder_with_a_receipt_saying_what_to_fix() {
+    const OTHER: &str = "6aaaa2648a19d218a888d2b9";
+    let env = Env::new().await;
+    env.emulator.ensure_dataset(OTHER, "other").await.unwrap();
+    // A batch of another dataset, made directly on the platform.
+    let other = env
+        .api
+        .create_batch(&CreateBatch::new(OTHER, Format::Json))
+        .await
+        .unwrap()
+        .id;
+    let body = jsonl(0, 2);
+    let len = body.len() as u64;
+    env.api
+        .put_file(&other, OTHER, "x.json", reqwest::Body::from(body), len)
+        .await
+        .unwrap();
+    env.api
+        .batch_action(&other, batchdrop::api::BatchAction::Complete)
+        .await
+        .unwrap();
+
+    let daemon = Daemon::start(env.config("", "sidecar_timeout = \"1s\""));
+    let drop = env.drop_dir();
+    let cases: [(&str, String); 5] = [
+        ("malformed.json", "replaces = 3".into()),
+        (
+            "unknown-name.json",
+            "replaces = [\"never-seen.json\"]".into(),
+        ),
+        (
+            "unknown-batch.json",
+            "replaces = [\"01ZZZZZZZZZZZZZZZZZZZZZZZZ\"]".into(),
+        ),
+        ("other-dataset.json", format!("replaces = [\"{other}\"]")),
+        ("nothing-earlier.json", String::new()),
+    ];
+    for (name, sidecar) in &cases {
+        write_atomic(&drop.join(format!("{name}.replay")), sidecar.as_bytes());
+        write_atomic(&drop.join(name), jsonl(0, 2).as_bytes());
+    }
+    write_atomic(&drop.join("lonely.json.replay"), b"");
+    let rs = wait_receipts(&env.failed(), 6, 30).await;
+    daemon.stop().await;
+
+    let expect = [
+        (
+            "malformed.json",
+            "the sidecar malformed.json.replay is not valid",
+        ),
+        (
+            "unknown-name.json",
+            "names the predecessor \"never-seen.json\", which is neither a batch nor a file ingested into dataset",
+        ),
+        (
+            "unknown-batch.json",
+            "the platform refused the replay of [\"01ZZZZZZZZZZZZZZZZZZZZZZZZ\"] asked by the sidecar unknown-batch.json.replay",
+        ),
+        ("other-dataset.json", "belongs to dataset"),
+        (
+            "nothing-earlier.json",
+            "no data of a file named nothing-earlier.json is in dataset",
+        ),
+        (
+            "lonely.json.replay",
+            "waited 1s for its data file lonely.json, which did not come",
+        ),
+    ];
+    for (file, needle) in expect {
+        let r = receipt_for(&rs, file);
+        assert_eq!(r["status"], "failed", "{r}");
+        let reason = r["reason"]
+            .as_str()
+            .unwrap_or_else(|| panic!("reason: {r}"));
+        assert!(reason.contains(needle), "{file}: {reason}");
+        assert!(
+            reason.contains("drop") || reason.contains("delete"),
+            "says what to do: {reason}"
+        );
+        assert!(
+            env.failed().join(file).exists(),
+            "{file} in the failed folder"
+        );
+        assert!(!drop.join(file).exists(), "{file} left the drop folder");
+        if file != "lonely.json.replay" {
+            assert_eq!(r["sidecar"], format!("{file}.replay"), "{r}");
+            assert!(env.failed().join(format!("{file}.replay")).exists());
+            assert!(!drop.join(format!("{file}.replay")).exists());
+        }
+    }
+    assert!(
+        receipt_for(&rs, "other-dataset.json")["reason"]
+            .as_str()
+            .unwrap()
+            .contains(OTHER)
+    );
+    assert!(receipts(&env.archive()).is_empty(), "nothing was ingested");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_json_follows_a_file_through_the_states_of_a_running_daemon() {
+    let env = Env::with_emulator(EmulatorConfig {
+        processing_delay_ms: 500,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let config = env.write_config("", "max_wait = \"1500ms\"");
+    let daemon = Daemon::start(batchdrop::config::Config::load(&config).unwrap());
+
+    // Right from the start (the daemon may still be creating its state).
+    let s = status_json(&config, None).await;
+    assert_eq!(s["datasets"][0]["dataset"], DATASET);
+    assert_eq!(s["datasets"][0]["files"]["ready"], 0);
+    let s = eventually(10, "status sees the daemon", || {
+        let config = config.clone();
+        async move {
+            let s = status_json(&config, None).await;
+            (s["daemon"]["running"] == true).then_some(s)
+        }
+    })
+    .await;
+    assert_eq!(s["datasets"][0]["dataset"], DATASET);
+    assert_eq!(s["datasets"][0]["files"]["done"], 0);
+    assert_eq!(s["in_flight"], serde_json::json!([]));
+
+    write_atomic(&env.drop_dir().join("a.json"), jsonl(0, 3).as_bytes());
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = status_json(&config, None).await;
+        let files = &s["datasets"][0]["files"];
+        if files["ready"] == 1 {
+            seen.insert("ready".to_owned());
+        }
+        if let Some(b) = s["in_flight"].as_array().and_then(|a| a.first()) {
+            assert_eq!(b["files"], 1, "{b}");
+            assert_eq!(b["dataset"], DATASET);
+            seen.insert(format!("batch {}", b["state"].as_str().unwrap()));
+        }
+        if files["done"] == 1 {
+            assert_eq!(s["in_flight"], serde_json::json!([]));
+            let b = &s["recent_batches"][0];
+            assert_eq!(b["state"], "success");
+            assert_eq!(b["files_uploaded"], 1);
+            assert_eq!(b["bytes_uploaded"], b["bytes"]);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "saw {seen:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen.contains("ready"), "{seen:?}");
+    assert!(seen.contains("batch processing"), "{seen:?}");
+
+    std::fs::write(env.drop_dir().join("bad.json"), "{broken\n").unwrap();
+    wait_receipts(&env.failed(), 1, 30).await;
+    let s = status_json(&config, None).await;
+    assert_eq!(s["datasets"][0]["files"]["failed"], 1);
+    let f = &s["recent_failures"][0];
+    assert_eq!(f["file"], "bad.json");
+    assert!(
+        f["reason"].as_str().unwrap().contains("failed:"),
+        "the batch's errors: {f}"
+    );
+
+    let h = status_json(&config, Some("bad.json")).await;
+    assert_eq!(h["kind"], "file");
+    assert_eq!(h["records"][0]["state"], "failed");
+    assert_eq!(h["records"][0]["batch_state"], "failed");
+    let kinds: Vec<&str> = h["records"][0]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"ready") && kinds.contains(&"failed"),
+        "{kinds:?}"
+    );
+    // Also by its path in the failed folder.
+    let by_path = env.failed().join("bad.json");
+    let h2 = status_json(&config, Some(by_path.to_str().unwrap())).await;
+    assert_eq!(h2["records"][0]["id"], h["records"][0]["id"]);
+
+    let o = bd(&["status", "--config", config.to_str().unwrap(), "nope.json"]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no batch or file named \"nope.json\""));
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_exits_0_when_its_batch_succeeds_and_4_when_it_fails_even_beside_a_daemon() {
+    let env = Env::with_emulator(keep_replaced_batches()).await;
+    let config = env.write_config("", "");
+    let c = config.to_str().unwrap();
+    let daemon = Daemon::start(batchdrop::config::Config::load(&config).unwrap());
+    let outside = env.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let good = outside.join("people.json");
+    std::fs::write(&good, jsonl(0, 12)).unwrap();
+
+    let o = bd(&[
+        "push",
+        good.to_str().unwrap(),
+        "--dataset",
+        DATASET,
+        "--config",
+        c,
+    ])
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let batch = out.split_whitespace().next().unwrap().to_owned();
+    assert!(out.contains("success"), "{out}");
+    assert_eq!(records_in_batch(&env.api, &batch).await, 12);
+    assert!(good.exists(), "push never moves the files it reads");
+    // Plain progress lines when not on a terminal.
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("batch {batch}: ")));
+
+    // The same push again: already done, nothing sent twice.
+    let o = bd(&[
+        "push",
+        good.to_str().unwrap(),
+        "--dataset",
+        DATASET,
+        "--config",
+        c,
+    ])
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("already ingested"));
+
+    // A replay push replacing the first one by its batch id.
+    let fixed = outside.join("people-fixed.json");
+    std::fs::write(&fixed, jsonl(0, 10)).unwrap();
+    let o = bd(&[
+        "push",
+        fixed.to_str().unwrap(),
+        "--dataset",
+        DATASET,
+        "--replaces",
+        &batch,
+        "--config",
+        c,
+    ])
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(platform_status(&env, &batch).await, BatchStatus::Inactive);
+
+    // --no-wait: exit once the platform took the batch; the same push again waits for it.
+    let later = outside.join("later.json");
+    std::fs::write(&later, jsonl(100, 3)).unwrap();
+    let args = [
+        "push",
+        later.to_str().unwrap(),
+        "--dataset",
+        DATASET,
+        "--config",
+        c,
+    ];
+    let o = bd(&[&args[..], &["--no-wait"]].concat()).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("processing"),
+        "{}",
+        text(&o)
+    );
+    let o = bd(&args).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("success: 1 file(s)"), "{out}");
+    let later_batch = out.split_whitespace().next().unwrap();
+    assert_eq!(records_in_batch(&env.api, later_batch).await, 3);
+
+    let bad = outside.join("bad.json");
+    std::fs::write(&bad, "{broken\n").unwrap();
+    let o = bd(&[
+        "push",
+        bad.to_str().unwrap(),
+        "--dataset",
+        DATASET,
+        "--config",
+        c,
+    ])
+    .await;
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("failed") && err.contains("push again"),
+        "{err}"
+    );
+
+    let odd = outside.join("notes.txt");
+    std::fs::write(&odd, "x").unwrap();
+    let o = bd(&[
+        "push",
+        odd.to_str().unwrap(),
+        "--dataset",
+        DATASET,
+        "--config",
+        c,
+    ])
+    .await;
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--format"));
+    let o = bd(&["push", "--dataset", DATASET, "--config", c]).await;
+    assert_eq!(o.status.code(), Some(2), "clap usage error: {}", text(&o));
+    let o = bd(&[
+        "push",
+        good.to_str().unwrap(),
+        "--dataset",
+        DATASET,
+        "--config",
+        "/nonexistent/config.toml",
+    ])
+    .await;
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_retry_and_revert_work_while_the_daemon_runs() {
+    let env = Env::with_emulator(EmulatorConfig {
+        processing_delay_ms: 700,
+        revert_gc_delay_ms: 600_000,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let config = env.write_config("", "");
+    let c = config.to_str().unwrap();
+    let daemon = Daemon::start(batchdrop::config::Config::load(&config).unwrap());
+
+    // abort: a batch in flight ends aborted; its file goes to the failed folder, not into a
+    // new batch.
+    write_atomic(&env.drop_dir().join("slow.json"), jsonl(0, 4).as_bytes());
+    let batch = eventually(30, "a batch in flight with a platform id", || {
+        let config = config.clone();
+        async move {
+            let s = status_json(&config, None).await;
+            s["in_flight"][0]["batch"].as_str().map(str::to_owned)
+        }
+    })
+    .await;
+    let o = bd(&["abort", &batch, "--config", c]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(platform_status(&env, &batch).await, BatchStatus::Aborted);
+    let rs = wait_receipts(&env.failed(), 1, 30).await;
+    let r = receipt_for(&rs, "slow.json");
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap()
+            .contains("aborted by the operator"),
+        "{r}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(receipts(&env.archive()).is_empty(), "not re-batched");
+    assert_eq!(
+        status_json(&config, Some(&batch)).await["batch"]["state"],
+        "aborted"
+    );
+
+    // retry: the files of the aborted batch come back and are ingested by the daemon.
+    let o = bd(&["retry", &batch, "--config", c]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!env.failed().join("slow.json").exists());
+    let rs = wait_receipts(&env.archive(), 1, 30).await;
+    let again = receipt_for(&rs, "slow.json")["batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(again, batch);
+    assert_eq!(records_in_batch(&env.api, &again).await, 4);
+    let o = bd(&["retry", &batch, "--config", c]).await;
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "nothing left to retry: {}",
+        text(&o)
+    );
+
+    // revert: the data leaves the dataset; the receipt, still in the archive, says so.
+    let o = bd(&["revert", &again, "--config", c]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(platform_status(&env, &again).await, BatchStatus::Inactive);
+    assert!(env.api.list_batch_files(&again).await.unwrap().is_empty());
+    let r = receipt_for(&receipts(&env.archive()), "slow.json").clone();
+    assert_eq!(r["status"], "reverted", "{r}");
+    assert!(r["reverted_at"].is_string());
+    assert!(env.archive().join("slow.json").exists());
+    assert_eq!(
+        status_json(&config, Some(&again)).await["batch"]["state"],
+        "reverted"
+    );
+    let o = bd(&["abort", &again, "--config", c]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already ended"));
+
+    // retry FILE: a rejected file, fixed in the failed folder, comes back by its name.
+    std::fs::write(env.drop_dir().join("bad.json"), "{broken\n").unwrap();
+    wait_receipts(&env.failed(), 1, 30).await;
+    std::fs::write(env.failed().join("bad.json"), jsonl(0, 2)).unwrap();
+    let o = bd(&["retry", "bad.json", "--config", c]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let rs = wait_receipts(&env.archive(), 2, 30).await;
+    assert_eq!(receipt_for(&rs, "bad.json")["status"], "success");
+    assert!(!env.failed().join("bad.json.receipt.json").exists());
+    daemon.stop().await;
+}
+
+fn embedded_config(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("embedded.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+state_dir = "estate"
+[platform]
+endpoint = "embedded"
+[upload]
+poll_initial = "50ms"
+poll_max = "200ms"
+[defaults]
+settle = "300ms"
+max_wait = "200ms"
+[[watch]]
+path = "edrop"
+dataset = "{DATASET}"
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_and_revert_reach_the_embedded_platform_with_or_without_a_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = embedded_config(dir.path());
+    let c = config.to_str().unwrap();
+    let file = dir.path().join("one.json");
+    std::fs::write(&file, jsonl(0, 3)).unwrap();
+
+    // No daemon: push runs the embedded platform itself.
+    let o = bd(&[
+        "push",
+        file.to_str().unwrap(),
+        "--dataset",
+        DATASET,
+        "--config",
+        c,
+    ])
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let first = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+
+    // With the daemon (the real binary) holding the state and the platform.
+    let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_batchdrop"))
+        .args(["run", "--config", c])
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let url_file = dir.path().join("estate/embedded-url");
+    eventually(20, "the daemon records its platform's address", || {
+        let ok = url_file.exists();
+        async move { ok.then_some(()) }
+    })
+    .await;
+    let two = dir.path().join("two.json");
+    std::fs::write(&two, jsonl(10, 2)).unwrap();
+    let o = bd(&[
+        "push",
+        two.to_str().unwrap(),
+        "--dataset",
+        DATASET,
+        "--config",
+        c,
+    ])
+    .await;
+    let pushed = text(&o);
+    let o2 = bd(&["revert", &first, "--config", c]).await;
+    let reverted = text(&o2);
+    let api = client(std::fs::read_to_string(&url_file).unwrap().trim());
+    let first_status = api.get_batch(&first).await.unwrap().map(|b| b.status);
+    // SAFETY: stopping our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let _ = child.wait();
+    assert_eq!(o.status.code(), Some(0), "{pushed}");
+    assert_eq!(o2.status.code(), Some(0), "{reverted}");
+    assert!(reverted.contains("not one of this daemon's"), "{reverted}");
+    assert_eq!(first_status, Some(BatchStatus::Inactive));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_reports_what_is_wrong_with_exit_3_and_what_is_watched_with_0() {
+    let env = Env::new().await;
+    let good = env.write_config("", "");
+    let o = bd(&["check-config", "--config", good.to_str().unwrap()]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains(&format!("-> dataset {DATASET}")), "{out}");
+    assert!(out.contains("is valid"), "{out}");
+
+    let blocker = env.dir.path().join("not-a-folder");
+    std::fs::write(&blocker, "x").unwrap();
+    let bad = env.dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!(
+            r#"
+[platform]
+endpoint = "https://platform.example.com"
+access_token_file = "missing-token"
+[[watch]]
+path = "not-a-folder"
+dataset = "{DATASET}"
+[[watch]]
+path = "drop"
+dataset = "d2"
+[[watch]]
+path = "drop/inner"
+dataset = "d3"
+"#
+        ),
+    )
+    .unwrap();
+    let o = bd(&["check-config", "--config", bad.to_str().unwrap()]).await;
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("missing-token") && err.contains("cannot be read"),
+        "{err}"
+    );
+    assert!(
+        err.contains("not-a-folder") && err.contains("is not a folder"),
+        "{err}"
+    );
+    assert!(err.contains("drop/inner is inside [[watch]] drop"), "{err}");
+
+    let o = bd(&["check-config", "--config", "/nonexistent.toml"]).await;
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+}
