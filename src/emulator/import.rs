@@ -992,7 +992,7 @@ fn range_matches(
     end: u64,
     parts: &[(ChunkRow, PathBuf)],
 ) -> std::io::Result<bool> {
-    use std::io::{Read, Seek, SeekFrom};
+    use std::io::{Seek, SeekFrom};
     let mut pos = start;
     while pos <= end {
         let Some((c, path)) = parts
@@ -1007,7 +1007,7 @@ fn range_matches(
         mine.seek(SeekFrom::Start(pos - start))?;
         let mut theirs = std::fs::File::open(path)?;
         theirs.seek(SeekFrom::Start(pos - c.start as u64))?;
-        if !same_bytes(&mut (&mut mine).take(u64::MAX), &mut theirs, upto - pos + 1)? {
+        if !same_bytes(&mut mine, &mut theirs, upto - pos + 1)? {
             return Ok(false);
         }
         pos = upto + 1;
