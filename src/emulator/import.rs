@@ -844,7 +844,7 @@ pub async fn patch_file(
     if duplicate {
         bump(&state.counters.duplicate_acknowledged_chunks);
     }
-    tracing::info!(batch = %t.batch_id, path = %t.path, start, end, duplicate, "chunk received");
+    tracing::debug!(batch = %t.batch_id, path = %t.path, start, end, duplicate, "chunk received");
     Ok((
         StatusCode::OK,
         axum::Json(json!({"name": t.path, "sizeInBytes": len})),
