@@ -803,6 +803,12 @@ pub async fn patch_file(
         .to_str()
         .map_err(|_| ApiError::bad_request("Content-Range is not ASCII"))?;
     let (start, end, total) = parse_content_range(range).map_err(ApiError::bad_request)?;
+    let batch_max = state.config.limits.max_batch_bytes;
+    if end >= batch_max || total.is_some_and(|t| t > batch_max) {
+        return Err(ApiError::bad_request(format!(
+            "Content-Range {range} goes beyond {batch_max} bytes, the most a batch can hold"
+        )));
+    }
     let len = end - start + 1;
     let max = state.config.limits.max_chunk_bytes;
     if len > max {
