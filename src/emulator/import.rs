@@ -1194,3 +1194,59 @@ pub async fn discard_batch_files(state: &AppState, batch_id: &str) {
         tracing::warn!(dir = %dir.display(), error = %e, "cannot remove batch files");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(start: i64, end_incl: i64, total: Option<i64>) -> ChunkRow {
+        ChunkRow {
+            seq: 0,
+            start,
+            end_incl,
+            total,
+            sha256: String::new(),
+            acked: true,
+        }
+    }
+
+    #[test]
+    fn prefix_and_coverage() {
+        let chunks = vec![chunk(0, 9, None), chunk(5, 14, None), chunk(20, 29, None)];
+        assert_eq!(contiguous_prefix(&chunks), 15);
+        assert_eq!(contiguous_prefix(&[chunk(1, 9, None)]), 0);
+        assert_eq!(contiguous_prefix(&[]), 0);
+        assert!(covered(&chunks, 3, 12));
+        assert!(covered(&chunks, 20, 29));
+        assert!(!covered(&chunks, 10, 20));
+        assert!(!covered(&chunks, 0, 30));
+    }
+
+    #[test]
+    fn assembly_plan_finds_gaps_and_totals() {
+        assert_eq!(
+            plan_assembly(&[chunk(0, 9, Some(20)), chunk(10, 19, Some(20))])
+                .unwrap()
+                .total,
+            20
+        );
+        assert_eq!(
+            plan_assembly(&[chunk(0, 9, None), chunk(5, 19, None)])
+                .unwrap()
+                .total,
+            20
+        );
+        let gap = plan_assembly(&[chunk(0, 9, None), chunk(12, 19, None)])
+            .err()
+            .unwrap();
+        assert!(gap.contains("bytes 10-11"), "{gap}");
+        let tail = plan_assembly(&[chunk(0, 9, Some(30))]).err().unwrap();
+        assert!(tail.contains("bytes 10-29 of 30"), "{tail}");
+        let head = plan_assembly(&[chunk(5, 9, None)]).err().unwrap();
+        assert!(head.contains("bytes 0-4"), "{head}");
+        let totals = plan_assembly(&[chunk(0, 9, Some(10)), chunk(0, 9, Some(11))])
+            .err()
+            .unwrap();
+        assert!(totals.contains("disagree"), "{totals}");
+    }
+}
