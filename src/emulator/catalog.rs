@@ -66,6 +66,26 @@ pub fn batch_json(b: &BatchRow) -> Value {
     Value::Object(o)
 }
 
+/// A JSON object keyed by id whose keys keep the order of the query (`orderBy`), as the
+/// Catalog sends them (serde_json's own map would sort them).
+fn ordered_map<'a>(items: impl Iterator<Item = (&'a str, Value)>) -> Response {
+    let mut body = String::from("{");
+    for (i, (id, v)) in items.enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&Value::String(id.to_owned()).to_string());
+        body.push(':');
+        body.push_str(&v.to_string());
+    }
+    body.push('}');
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
 pub async fn get_batch(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -180,11 +200,9 @@ pub async fn list_batches(
         query = query.bind(b.clone());
     }
     let rows = query.fetch_all(&state.store.pool).await?;
-    let mut map = Map::new();
-    for b in &rows {
-        map.insert(b.id.clone(), batch_json(b));
-    }
-    Ok(axum::Json(Value::Object(map)).into_response())
+    Ok(ordered_map(
+        rows.iter().map(|b| (b.id.as_str(), batch_json(b))),
+    ))
 }
 
 pub fn dataset_json(d: &DatasetRow) -> Value {
@@ -312,9 +330,7 @@ pub async fn list_datasets(
         query = query.bind(n);
     }
     let rows = query.fetch_all(&state.store.pool).await?;
-    let mut map = Map::new();
-    for d in &rows {
-        map.insert(d.id.clone(), dataset_json(d));
-    }
-    Ok(axum::Json(Value::Object(map)).into_response())
+    Ok(ordered_map(
+        rows.iter().map(|d| (d.id.as_str(), dataset_json(d))),
+    ))
 }

@@ -19,7 +19,7 @@ pub enum EmulatorError {
     },
     #[error("emulator config {path} is invalid: {message}; fix the file (every key is optional)")]
     ConfigInvalid { path: PathBuf, message: String },
-    #[error("emulator config is invalid: {0}")]
+    #[error("emulator config is invalid: {0}; fix the value (every key is optional)")]
     Config(String),
     #[error("cannot use data dir {path}: {source}; check that it is a writable directory")]
     DataDir {
@@ -47,16 +47,12 @@ pub enum EmulatorError {
         #[source]
         source: sqlx::Error,
     },
-    #[error("emulator metadata query failed: {0}")]
+    #[error(
+        "emulator metadata query failed: {0}; check that the data dir is writable and its disk not full"
+    )]
     Query(#[from] sqlx::Error),
     #[error("invalid dataset id {id:?}: {reason}")]
     InvalidDatasetId { id: String, reason: String },
-    #[error("I/O error while {context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("cannot install signal handler: {0}")]
     Signal(#[source] std::io::Error),
 }

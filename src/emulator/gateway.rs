@@ -122,6 +122,12 @@ pub async fn platform_gate(
         match check_auth(&state.config.gateway, req.headers()) {
             Err(e) => {
                 bump(&state.counters.auth_failures);
+                // What was wrong, never the values themselves.
+                let reason = match &e {
+                    ApiError::Gateway { code, message, .. } => format!("{code}: {message}"),
+                    ApiError::Service { detail, .. } => detail.clone(),
+                };
+                tracing::info!(%method, %path, %reason, "gateway refused the request");
                 e.into_response()
             }
             Ok(caller) => {
@@ -140,7 +146,7 @@ pub async fn platform_gate(
         conn.reset();
         return resp;
     }
-    tracing::info!(
+    tracing::debug!(
         %method,
         %path,
         status = resp.status().as_u16(),

@@ -803,6 +803,12 @@ pub async fn patch_file(
         .to_str()
         .map_err(|_| ApiError::bad_request("Content-Range is not ASCII"))?;
     let (start, end, total) = parse_content_range(range).map_err(ApiError::bad_request)?;
+    let batch_max = state.config.limits.max_batch_bytes;
+    if end >= batch_max || total.is_some_and(|t| t > batch_max) {
+        return Err(ApiError::bad_request(format!(
+            "Content-Range {range} goes beyond {batch_max} bytes, the most a batch can hold"
+        )));
+    }
     let len = end - start + 1;
     let max = state.config.limits.max_chunk_bytes;
     if len > max {
@@ -844,7 +850,7 @@ pub async fn patch_file(
     if duplicate {
         bump(&state.counters.duplicate_acknowledged_chunks);
     }
-    tracing::info!(batch = %t.batch_id, path = %t.path, start, end, duplicate, "chunk received");
+    tracing::debug!(batch = %t.batch_id, path = %t.path, start, end, duplicate, "chunk received");
     Ok((
         StatusCode::OK,
         axum::Json(json!({"name": t.path, "sizeInBytes": len})),
@@ -992,7 +998,7 @@ fn range_matches(
     end: u64,
     parts: &[(ChunkRow, PathBuf)],
 ) -> std::io::Result<bool> {
-    use std::io::{Read, Seek, SeekFrom};
+    use std::io::{Seek, SeekFrom};
     let mut pos = start;
     while pos <= end {
         let Some((c, path)) = parts
@@ -1007,7 +1013,7 @@ fn range_matches(
         mine.seek(SeekFrom::Start(pos - start))?;
         let mut theirs = std::fs::File::open(path)?;
         theirs.seek(SeekFrom::Start(pos - c.start as u64))?;
-        if !same_bytes(&mut (&mut mine).take(u64::MAX), &mut theirs, upto - pos + 1)? {
+        if !same_bytes(&mut mine, &mut theirs, upto - pos + 1)? {
             return Ok(false);
         }
         pos = upto + 1;
@@ -1186,5 +1192,61 @@ pub async fn discard_batch_files(state: &AppState, batch_id: &str) {
         && e.kind() != std::io::ErrorKind::NotFound
     {
         tracing::warn!(dir = %dir.display(), error = %e, "cannot remove batch files");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(start: i64, end_incl: i64, total: Option<i64>) -> ChunkRow {
+        ChunkRow {
+            seq: 0,
+            start,
+            end_incl,
+            total,
+            sha256: String::new(),
+            acked: true,
+        }
+    }
+
+    #[test]
+    fn prefix_and_coverage() {
+        let chunks = vec![chunk(0, 9, None), chunk(5, 14, None), chunk(20, 29, None)];
+        assert_eq!(contiguous_prefix(&chunks), 15);
+        assert_eq!(contiguous_prefix(&[chunk(1, 9, None)]), 0);
+        assert_eq!(contiguous_prefix(&[]), 0);
+        assert!(covered(&chunks, 3, 12));
+        assert!(covered(&chunks, 20, 29));
+        assert!(!covered(&chunks, 10, 20));
+        assert!(!covered(&chunks, 0, 30));
+    }
+
+    #[test]
+    fn assembly_plan_finds_gaps_and_totals() {
+        assert_eq!(
+            plan_assembly(&[chunk(0, 9, Some(20)), chunk(10, 19, Some(20))])
+                .unwrap()
+                .total,
+            20
+        );
+        assert_eq!(
+            plan_assembly(&[chunk(0, 9, None), chunk(5, 19, None)])
+                .unwrap()
+                .total,
+            20
+        );
+        let gap = plan_assembly(&[chunk(0, 9, None), chunk(12, 19, None)])
+            .err()
+            .unwrap();
+        assert!(gap.contains("bytes 10-11"), "{gap}");
+        let tail = plan_assembly(&[chunk(0, 9, Some(30))]).err().unwrap();
+        assert!(tail.contains("bytes 10-29 of 30"), "{tail}");
+        let head = plan_assembly(&[chunk(5, 9, None)]).err().unwrap();
+        assert!(head.contains("bytes 0-4"), "{head}");
+        let totals = plan_assembly(&[chunk(0, 9, Some(10)), chunk(0, 9, Some(11))])
+            .err()
+            .unwrap();
+        assert!(totals.contains("disagree"), "{totals}");
     }
 }

@@ -133,8 +133,10 @@ struct FileResult {
     ok: u64,
     failed: u64,
     file_error: Option<(String, String)>,
+    /// The failures kept for `GET .../failed` (capped per batch).
     failures: Vec<RowFailure>,
-    failures_total: u64,
+    /// Per error code: how many records, and the first one (never capped).
+    by_code: Vec<(String, u64, RowFailure)>,
 }
 
 async fn process_batch(state: &Arc<AppState>, id: &str) -> Result<(), sqlx::Error> {
@@ -213,32 +215,16 @@ async fn process_batch(state: &Arc<AppState>, id: &str) -> Result<(), sqlx::Erro
         if let Some((code, desc)) = &r.file_error {
             errors.push(json!({"code": code, "description": desc, "recordCount": 0}));
         }
-        if r.failures_total > 0 {
-            // One entry per (file, code), with the first failing row as an example.
-            let mut codes: Vec<&str> = Vec::new();
-            for f in &r.failures {
-                if !codes.contains(&f.code.as_str()) {
-                    codes.push(&f.code);
-                }
-            }
-            for code in codes {
-                let of_code: Vec<&RowFailure> =
-                    r.failures.iter().filter(|f| f.code == code).collect();
-                let count = if codes_len(&r.failures) == 1 {
-                    r.failures_total
-                } else {
-                    of_code.len() as u64
-                };
-                let first = of_code[0];
-                errors.push(json!({
-                    "code": code,
-                    "description": format!(
-                        "file '{}': {} record(s) could not be ingested; first: {}",
-                        r.path, count, first.message
-                    ),
-                    "recordCount": count,
-                }));
-            }
+        // One entry per (file, code), with the first failing row as an example.
+        for (code, count, first) in &r.by_code {
+            errors.push(json!({
+                "code": code,
+                "description": format!(
+                    "file '{}': {} record(s) could not be ingested; first: {}",
+                    r.path, count, first.message
+                ),
+                "recordCount": count,
+            }));
         }
     }
     if results.is_empty() {
@@ -380,13 +366,6 @@ async fn process_batch(state: &Arc<AppState>, id: &str) -> Result<(), sqlx::Erro
     Ok(())
 }
 
-fn codes_len(failures: &[RowFailure]) -> usize {
-    let mut codes: Vec<&str> = failures.iter().map(|f| f.code.as_str()).collect();
-    codes.sort_unstable();
-    codes.dedup();
-    codes.len()
-}
-
 fn parse_all(
     inputs: &[(String, String, std::path::PathBuf)],
     fmt: &InputFormat,
@@ -397,9 +376,12 @@ fn parse_all(
     let mut stored = 0usize;
     for (file_id, path, disk) in inputs {
         let mut failures = Vec::new();
-        let mut total = 0u64;
+        let mut by_code: Vec<(String, u64, RowFailure)> = Vec::new();
         let mut on_failure = |f: RowFailure| {
-            total += 1;
+            match by_code.iter_mut().find(|(c, _, _)| *c == f.code) {
+                Some((_, n, _)) => *n += 1,
+                None => by_code.push((f.code.clone(), 1, f.clone())),
+            }
             if stored < MAX_STORED_FAILED_ROWS {
                 stored += 1;
                 failures.push(f);
@@ -421,7 +403,7 @@ fn parse_all(
             failed: out.failed,
             file_error: out.file_error,
             failures,
-            failures_total: total,
+            by_code,
         });
     }
     Ok(results)

@@ -173,3 +173,54 @@ async fn receive_inner(
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_forms() {
+        assert_eq!(parse_content_range("bytes 0-9/10"), Ok((0, 9, Some(10))));
+        assert_eq!(parse_content_range("bytes 5-9"), Ok((5, 9, None)));
+        assert_eq!(parse_content_range("bytes 5-9/*"), Ok((5, 9, None)));
+        assert_eq!(parse_content_range("bytes=0-0/1"), Ok((0, 0, Some(1))));
+        for bad in [
+            "",
+            "bytes",
+            "bytes 9-5/10",
+            "bytes 0-10/10",
+            "bits 0-1/2",
+            "bytes -1/2",
+            "bytes 0-1/-2",
+        ] {
+            assert!(parse_content_range(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn file_path_rules() {
+        for ok in [
+            "a.json",
+            "date=2026-11-29/orders.json",
+            "a b/ç.csv",
+            &"x".repeat(255),
+        ] {
+            assert!(validate_file_path(ok).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            "",
+            "/abs",
+            "a//b",
+            "a/",
+            "..",
+            "a/../b",
+            ".",
+            "a\0b",
+            "a\nb",
+            "a\\b",
+            &"x".repeat(256),
+        ] {
+            assert!(validate_file_path(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -133,6 +133,23 @@ async fn batches_are_listed_with_filters_and_pages() {
     let mut got: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
     got.sort();
     assert_eq!(got, ids[5..10].to_vec());
+    // The keys come in the requested order on the wire.
+    let text = env
+        .req(
+            Method::GET,
+            &format!("{CATALOG}/batches?dataSet={ds}&limit=3&orderBy=desc:created"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let positions: Vec<usize> = [&ids[24], &ids[23], &ids[22]]
+        .iter()
+        .map(|id| text.find(&format!("\"{id}\":{{")).expect("key present"))
+        .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
     // Filters.
     let (_, v) = get_json(&env, &format!("{CATALOG}/batches?externalId=ext-7")).await;
     assert_eq!(

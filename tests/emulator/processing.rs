@@ -253,3 +253,52 @@ async fn unparsable_rows_fail_the_batch_with_ingest_1401() {
         "{b}"
     );
 }
+
+#[tokio::test]
+async fn every_file_with_bad_rows_is_reported_even_past_the_stored_rows_cap() {
+    let env = start(cfg()).await;
+    let many_bad: Vec<u8> = (0..1500)
+        .flat_map(|i| format!("bad {i}\n").into_bytes())
+        .collect();
+    let (_, batch, b) = env
+        .ingest(
+            json!({"format": "json"}),
+            &[
+                ("a.json", many_bad),
+                ("b.json", b"{\"ok\":1}\n[]\n".to_vec()),
+            ],
+        )
+        .await;
+    assert_eq!(b["status"], "failed");
+    assert_eq!(b["metrics"]["failedRecordCount"], 1501);
+    assert_eq!(b["metrics"]["inputRecordCount"], 1502);
+    let errors = b["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert_eq!(errors[0]["recordCount"], 1500);
+    assert!(
+        errors[0]["description"]
+            .as_str()
+            .unwrap()
+            .contains("'a.json'")
+    );
+    assert_eq!(errors[1]["recordCount"], 1);
+    assert!(
+        errors[1]["description"]
+            .as_str()
+            .unwrap()
+            .contains("'b.json'")
+    );
+    let failed: Value = env
+        .req(Method::GET, &format!("{EXPORT}/batches/{batch}/failed"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        failed["data"].as_array().unwrap().len(),
+        1000,
+        "stored rows are capped"
+    );
+}

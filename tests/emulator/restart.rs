@@ -322,3 +322,197 @@ async fn a_batch_stopped_while_processing_is_processed_again() {
     assert_eq!(b["metrics"]["inputRecordCount"], 259);
     assert_eq!(env.stats().batches_succeeded, 1);
 }
+
+const CHILD_ENV: &str = "BATCHDROP_EMULATOR_TEST_CHILD_DATA_DIR";
+
+/// Not a test by itself: the entry point of the child process that
+/// `state_survives_a_hard_kill` starts (this test binary, run again with the data dir in an
+/// environment variable). Without the variable it has nothing to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_emulator_process() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let cfg = EmulatorConfig {
+        processing_delay_ms: 60_000,
+        ..cfg()
+    };
+    batchdrop::emulator::serve_until_signal(
+        "127.0.0.1:0".parse().unwrap(),
+        std::path::Path::new(&dir),
+        cfg,
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_survives_a_hard_kill() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = KillOnDrop(
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "restart::child_emulator_process",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let reading = tokio::task::spawn_blocking(move || {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        loop {
+            let line = lines.next().expect("the child prints its address").unwrap();
+            // libtest may print its own "test ... " before our line.
+            if let Some((_, url)) = line.split_once("batchdrop emulator listening on ") {
+                return url.trim().to_owned();
+            }
+        }
+    });
+    let base = tokio::time::timeout(std::time::Duration::from_secs(60), reading)
+        .await
+        .expect("the child starts within 60 s")
+        .unwrap();
+    let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
+    let client = reqwest::Client::new();
+    let req = |m: Method, path: String| {
+        client
+            .request(m, format!("{base}{path}"))
+            .header("Authorization", "Bearer t")
+            .header("x-api-key", "k")
+            .header("x-gw-ims-org-id", "O@AdobeOrg")
+            .header("x-sandbox-name", "prod")
+    };
+    // A dataset, a batch being processed, a batch loading with a PUT file and a chunked file.
+    let r = req(Method::POST, format!("{CATALOG}/dataSets"))
+        .json(&json!({"name": "d", "schemaRef": {"id": "s"}}))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    let ds = v[0]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("@/dataSets/")
+        .to_owned();
+    let create = |format: &str| {
+        req(Method::POST, format!("{IMPORT}/batches"))
+            .json(&json!({"datasetId": ds, "inputFormat": {"format": format}}))
+            .send()
+    };
+    let v: Value = create("json").await.unwrap().json().await.unwrap();
+    let processed = v["id"].as_str().unwrap().to_owned();
+    let file = |b: &str, p: &str| format!("{IMPORT}/batches/{b}/datasets/{ds}/files/{p}");
+    let r = req(Method::PUT, file(&processed, "a.json"))
+        .body("{\"a\":1}\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = req(
+        Method::POST,
+        format!("{IMPORT}/batches/{processed}?action=COMPLETE"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = create("json").await.unwrap().json().await.unwrap();
+    let loading = v["id"].as_str().unwrap().to_owned();
+    let r = req(Method::PUT, file(&loading, "small.json"))
+        .body("{\"s\":1}\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = req(
+        Method::POST,
+        format!("{}?action=INITIALIZE", file(&loading, "big.json")),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = req(Method::PATCH, file(&loading, "big.json"))
+        .header("Content-Range", "bytes 0-7/24")
+        .body("{\"b\":1}\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // A second chunk is half sent when the process dies.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        let head = format!(
+            "PATCH {} HTTP/1.1\r\nHost: x\r\n{AUTH_HEADERS}Content-Range: bytes 8-15/24\r\nContent-Length: 8\r\n\r\n{{\"b\"",
+            file(&loading, "big.json")
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    child.0.kill().unwrap(); // SIGKILL: no shutdown at all
+    child.0.wait().unwrap();
+    drop(s);
+
+    let env = start_in(dir, cfg()).await;
+    assert_eq!(env.batch(&loading).await["status"], "loading");
+    let (_, range) = crate::large::head_range(&env, &loading, &ds, "big.json").await;
+    assert_eq!(
+        range.as_deref(),
+        Some("bytes=0-7"),
+        "only the acknowledged chunk"
+    );
+    assert_eq!(
+        std::fs::read_dir(env.dir.path().join("tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert_eq!(
+        crate::large::head_range(&env, &loading, &ds, "small.json")
+            .await
+            .1
+            .as_deref(),
+        Some("bytes=0-7")
+    );
+    // The batch that was waiting for processing is processed.
+    let b = env.wait_status(&processed, &["success", "failed"]).await;
+    assert_eq!(b["status"], "success", "{b}");
+    // The client resumes and finishes.
+    let (s, _) = crate::large::patch(
+        &env,
+        &loading,
+        &ds,
+        "big.json",
+        "bytes 8-23/24",
+        b"{\"b\":2}\n{\"b\":3}\n",
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        crate::large::complete_file(&env, &loading, &ds, "big.json")
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+    assert_eq!(env.action(&loading, "COMPLETE").await.0, StatusCode::OK);
+    let b = env.wait_status(&loading, &["success", "failed"]).await;
+    assert_eq!(b["metrics"]["inputRecordCount"], 4, "{b}");
+}
+
+/// Kills the child process if the test fails before it does.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
