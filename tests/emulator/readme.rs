@@ -1,4 +1,4 @@
-//! The README walkthrough (src/emulator/README-section.md) runs as written, with curl and jq,
+//! The README walkthrough (README.md, "The platform emulator") runs as written, with curl and jq,
 //! against a running emulator.
 
 use std::process::Command;
@@ -59,10 +59,17 @@ async fn readme_curl_walkthrough_works_as_written() {
     assert!(big.len() > 3 * 262_144, "several chunks");
     std::fs::write(work.path().join("big.parquet"), &big).unwrap();
 
-    let md = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/emulator/README-section.md"),
-    )
-    .unwrap();
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    // The emulator's section: from its heading to the next top-level one.
+    let start = readme
+        .find("## The platform emulator")
+        .expect("README has the emulator section");
+    let end = readme[start + 3..]
+        .find("\n## ")
+        .map_or(readme.len(), |i| start + 3 + i);
+    let md = readme[start..end].to_owned();
     assert!(md.contains("batchdrop emulator --listen 127.0.0.1:8089 --data-dir ./var/platform"));
     let script = shell_blocks(&md);
     assert!(script.contains("action=REVERT") && script.contains("replay"));
