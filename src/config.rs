@@ -96,6 +96,8 @@ pub enum Endpoint {
 pub struct Config {
     pub path: PathBuf,
     pub state_dir: PathBuf,
+    /// Let the state dir live on NFS/SMB/CIFS anyway (SQLite's locking is unreliable there).
+    pub allow_network_state_dir: bool,
     pub log_format: LogFormat,
     pub platform: Platform,
     pub upload: Upload,
@@ -242,6 +244,7 @@ impl Watch {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     state_dir: Option<PathBuf>,
+    allow_network_state_dir: Option<bool>,
     log_format: Option<LogFormat>,
     shutdown_grace: Option<String>,
     admin_listen: Option<String>,
@@ -603,6 +606,7 @@ impl Config {
                 .unwrap_or(500 * 1000 * 1000 * 1000),
         };
         Ok(Config {
+            allow_network_state_dir: raw.allow_network_state_dir.unwrap_or(false),
             admin_listen,
             probe_interval: dur(
                 "probe_interval",

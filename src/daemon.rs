@@ -149,7 +149,7 @@ pub async fn run(
     let started = now_ms();
     // Installed before any stage counts anything.
     crate::telemetry::prometheus();
-    let store = Store::open_exclusive(&config.state_dir, false).await?;
+    let store = Store::open_exclusive(&config.state_dir, config.allow_network_state_dir).await?;
     let platform = Platform::connect(&config).await?;
     if let Some(emu) = &platform.embedded {
         // The operator's commands (`push`, `abort`, `revert`) reach the embedded platform,

@@ -98,7 +98,7 @@ impl Connection {
                 _lock: None,
             });
         };
-        match Store::open_exclusive(&config.state_dir, false).await {
+        match Store::open_exclusive(&config.state_dir, config.allow_network_state_dir).await {
             Ok(lock) => {
                 let p = Platform::connect(config)
                     .await

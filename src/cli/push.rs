@@ -80,7 +80,7 @@ pub async fn run(config: &Config, args: PushArgs) -> Result<u8, CommandError> {
         &inputs,
     );
     let dir = config.state_dir.join("push").join(&key);
-    let store = match Store::open_exclusive(&dir, false).await {
+    let store = match Store::open_exclusive(&dir, config.allow_network_state_dir).await {
         Ok(s) => s,
         Err(StoreError::Locked { holder, .. }) => {
             return Err(CommandError::Refused(format!(
