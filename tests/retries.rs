@@ -139,14 +139,12 @@ async fn a_permanent_error_fails_fast_with_the_platforms_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_attempts_ends_in_a_receipt() {
-    let env = Env::new().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = env.write_config_for(
-        &format!("http://127.0.0.1:{port}"),
+    // A platform that answers, but only with 503: transient, retried, and given up on after
+    // max_attempts.
+    let mut cfg = EmulatorConfig::default();
+    cfg.faults.http_503_probability = 1.0;
+    let env = Env::with_emulator(cfg).await;
+    let config = env.write_config(
         "backoff_initial = \"50ms\"\nbackoff_max = \"100ms\"\nmax_attempts = 3",
         "",
     );
@@ -156,6 +154,10 @@ async fn max_attempts_ends_in_a_receipt() {
     daemon.stop().await;
     let errors = failed[0]["errors"].to_string();
     assert!(errors.contains("gave up after 3 attempts"), "{errors}");
+    assert!(
+        errors.contains("503"),
+        "says what the platform answered: {errors}"
+    );
     assert!(
         env.failed().join("doomed.json").exists(),
         "the file is kept, in the failed folder"
