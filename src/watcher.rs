@@ -391,7 +391,12 @@ impl Watcher {
         // Cap on queued files: stable files wait here (on disk, nothing lost) until the queue
         // drains below the cap.
         let queued = self.store.queued_files().await?;
-        let full = queued >= self.max_queued_files as i64;
+        let mut room = (self.max_queued_files as i64 - queued).max(0);
+        let data_files = stable
+            .iter()
+            .filter(|r| replay::data_file_of(r).is_none())
+            .count() as i64;
+        let full = data_files > room;
         if full
             != self
                 .health
@@ -400,9 +405,6 @@ impl Watcher {
             && full
         {
             tracing::warn!(folder = %self.watch.path.display(), queued, cap = self.max_queued_files, "intake paused: max_queued_files reached; new files wait in the folder");
-        }
-        if full {
-            return Ok(());
         }
         // Sidecars first, so that a data file settling in the same pass finds its sidecar.
         stable.sort_by_key(|rel| replay::data_file_of(rel).is_none());
@@ -418,9 +420,13 @@ impl Watcher {
             if self.sidecar_unsettled(&rel) {
                 continue; // held (still a candidate) until its sidecar settles
             }
+            if room == 0 {
+                break; // the rest wait on disk, as candidates, until the queue drains
+            }
             let Some(c) = self.candidates.remove(&rel) else {
                 continue;
             };
+            room -= 1;
             let sidecar = self.sidecars.remove(&rel);
             self.record(rel, c.identity, c.problem, &c.path, sidecar)
                 .await?;

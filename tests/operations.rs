@@ -285,3 +285,67 @@ async fn a_relative_config_path_works_from_the_config_folder() {
     child.wait().unwrap();
     assert_eq!(got[0]["status"], "success");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intake_pauses_at_max_queued_files_says_so_and_resumes() {
+    let env = Env::new().await;
+    // The platform is down at first, so nothing queued can finish.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = env.write_config_for(
+        &format!("http://127.0.0.1:{port}"),
+        "max_attempts = 1000",
+        "",
+    );
+    let text = std::fs::read_to_string(&config).unwrap() + "\n[limits]\nmax_queued_files = 2\n";
+    std::fs::write(&config, text).unwrap();
+    for i in 0..5 {
+        write_atomic(
+            &env.drop_dir().join(format!("f{i}.json")),
+            jsonl(i * 10, 3).as_bytes(),
+        );
+    }
+    let daemon = spawn(&config, &[]);
+    let url = admin_url(&env).await;
+    let body = eventually(30, "readyz says intake is paused", || {
+        let url = url.clone();
+        async move {
+            let r = reqwest::get(format!("{url}/readyz")).await.ok()?;
+            let body = r.text().await.ok()?;
+            body.contains("intake is paused").then_some(body)
+        }
+    })
+    .await;
+    assert!(body.contains("paused"), "{body}");
+    let metrics = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(&metrics, &["batchdrop_intake_paused"]),
+        1.0,
+        "{metrics}"
+    );
+    let queued = metric(&metrics, &["batchdrop_queue_files", "state=\"batched\""])
+        + metric(&metrics, &["batchdrop_queue_files", "state=\"ready\""]);
+    assert_eq!(queued, 2.0, "no more than the cap is queued: {metrics}");
+
+    // The platform comes up: the queue drains and the waiting files follow.
+    let emu = Emulator::start(
+        ([127, 0, 0, 1], port).into(),
+        &env.dir.path().join("p2"),
+        EmulatorConfig::default(),
+    )
+    .await
+    .unwrap();
+    emu.ensure_dataset(DATASET, "late").await.unwrap();
+    let got = wait_receipts(&env.archive(), 5, 90).await;
+    stop(daemon);
+    assert!(got.iter().all(|r| r["status"] == "success"));
+    emu.shutdown().await;
+}
