@@ -34,7 +34,7 @@ async fn json_csv_and_parquet_files_are_ingested_and_archived_with_receipts() {
     std::fs::copy(
         concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/fixtures/CRM_profiles.csv"
+            "/tests/fixtures/CRM_profiles.csv"
         ),
         drop.join("crm.csv"),
     )
@@ -46,7 +46,7 @@ async fn json_csv_and_parquet_files_are_ingested_and_archived_with_receipts() {
 
     let csv_rows = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/CRM_profiles.csv"
+        "/tests/fixtures/CRM_profiles.csv"
     ))
     .unwrap()
     .lines()

@@ -9,7 +9,8 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-pub const FIXTURES: &str = "/work/shared/fixtures";
+/// Copies of the real sample files from shared/fixtures (see tests/fixtures/README.md).
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
 pub fn fixture(name: &str) -> PathBuf {
     // The fixtures live in shared/ beside the work tree.
