@@ -23,3 +23,5 @@ mod processing;
 mod readme;
 #[path = "emulator/restart.rs"]
 mod restart;
+#[path = "emulator/schema.rs"]
+mod schema;

@@ -658,6 +658,9 @@ impl<'a> Cx<'a, '_> {
                 Value::String(s)
                     if self.mode.source == Source::Csv
                         && (s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false")) => {}
+                _ if self.mode.source == Source::Csv => {
+                    self.type_issue(v, "a boolean (true or false)")
+                }
                 _ => self.type_issue(v, "a boolean (booleans never convert)"),
             },
             Ty::Integer | Ty::Number | Ty::String => {
@@ -944,30 +947,57 @@ fn two(b: &[u8]) -> u32 {
     u32::from(b[0] - b'0') * 10 + u32::from(b[1] - b'0')
 }
 
-/// `YYYY-MM-DD`, a real calendar day.
-pub fn is_date(s: &str) -> bool {
-    let b = s.as_bytes();
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return false;
+/// The length of a leading `YYYY-M[M]-D[D]` that is a real calendar day, if any. Months and
+/// days may have one digit (`1979-01-3`), as the platform's conversion accepts.
+fn date_prefix(b: &[u8]) -> Option<usize> {
+    if b.len() < 8 || !digits(&b[0..4]) || b[4] != b'-' {
+        return None;
     }
-    if !(digits(&b[0..4]) && digits(&b[5..7]) && digits(&b[8..10])) {
-        return false;
+    let number = |from: usize| -> Option<(u32, usize)> {
+        let n = b[from..]
+            .iter()
+            .take(2)
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        if n == 0 {
+            return None;
+        }
+        let v = b[from..from + n]
+            .iter()
+            .fold(0u32, |acc, c| acc * 10 + u32::from(c - b'0'));
+        Some((v, from + n))
+    };
+    let (month, at) = number(5)?;
+    if b.get(at) != Some(&b'-') {
+        return None;
     }
-    let y = two(&b[0..2]) * 100 + two(&b[2..4]);
-    chrono::NaiveDate::from_ymd_opt(y as i32, two(&b[5..7]), two(&b[8..10])).is_some()
+    let (day, end) = number(at + 1)?;
+    if b.get(end).is_some_and(u8::is_ascii_digit) {
+        return None;
+    }
+    let year = two(&b[0..2]) * 100 + two(&b[2..4]);
+    chrono::NaiveDate::from_ymd_opt(year as i32, month, day).map(|_| end)
 }
 
-/// ISO 8601 date-time: `YYYY-MM-DDTHH:MM[:SS[.fff]]` with `Z`, an offset, or none (a space
-/// may replace the `T`); a date alone converts too (midnight).
+/// `YYYY-MM-DD` (months and days may have one digit), a real calendar day.
+pub fn is_date(s: &str) -> bool {
+    date_prefix(s.as_bytes()) == Some(s.len())
+}
+
+/// ISO 8601 date-time: a date (as [`is_date`]), then `THH:MM[:SS[.fff]]` with `Z`, an offset,
+/// or none (a space may replace the `T`); a date alone converts too (midnight).
 pub fn is_date_time(s: &str) -> bool {
     let b = s.as_bytes();
-    if b.len() == 10 {
-        return is_date(s);
+    let Some(d) = date_prefix(b) else {
+        return false;
+    };
+    if d == b.len() {
+        return true;
     }
-    if b.len() < 16 || !is_date(&s[..10]) || !matches!(b[10], b'T' | b't' | b' ') {
+    if b.len() < d + 6 || !matches!(b[d], b'T' | b't' | b' ') {
         return false;
     }
-    let t = &b[11..];
+    let t = &b[d + 1..];
     // HH:MM
     if !(digits(&t[0..2]) && t[2] == b':' && digits(&t[3..5])) {
         return false;
@@ -1213,9 +1243,13 @@ mod tests {
             "2024-05-01T12:30:00.123456+05:30",
             "2024-05-01T12:30:00-0800",
             "2024-05-01",
+            "1979-01-3",
+            "1979-1-3T01:02:03Z",
         ] {
             assert!(is_date_time(ok), "{ok}");
         }
+        assert!(is_date("1979-01-3") && is_date("2024-2-29"));
+        assert!(!is_date("2023-2-29") && !is_date("2023-02-290") && !is_date("2023--02"));
         for bad in [
             "2024-13-01T00:00:00Z",
             "2024-05-01T25:00:00Z",
