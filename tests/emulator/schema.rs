@@ -371,7 +371,8 @@ async fn every_rule_broken_in_json_is_reported_with_its_field() {
     converted["unknownField"] = json!({"ignored": true}); // not in the schema: ignored
     rows.push(converted);
     // One broken rule per row: (pointer, code).
-    let broken: Vec<(&str, &str, Box<dyn Fn(&mut Value)>)> = vec![
+    type Breaker = Box<dyn Fn(&mut Value)>;
+    let broken: Vec<(&str, &str, Breaker)> = vec![
         (
             "/person/name/lastName",
             "INGEST-1555-400",
@@ -1286,9 +1287,7 @@ async fn bad_schema_configs_stop_the_start_with_what_to_fix() {
     let toml_path = dir.path().join("emulator.toml");
     std::fs::write(
         &toml_path,
-        format!(
-            "[[schemas]]\nfile = \"p.json\"\nidentity_field = \"crmId\"\n\n[[datasets]]\nid = \"x\"\nschema = \"CRM profile\"\ntags = {{ unifiedProfile = [\"enabled:true\", \"isUpsert:true\"] }}\n"
-        ),
+        "[[schemas]]\nfile = \"p.json\"\nidentity_field = \"crmId\"\n\n[[datasets]]\nid = \"x\"\nschema = \"CRM profile\"\ntags = { unifiedProfile = [\"enabled:true\", \"isUpsert:true\"] }\n",
     )
     .unwrap();
     let config = EmulatorConfig::from_file(&toml_path).unwrap();
