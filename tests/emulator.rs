@@ -15,6 +15,8 @@ mod export;
 mod faults;
 #[path = "emulator/files.rs"]
 mod files;
+#[path = "emulator/ims.rs"]
+mod ims;
 #[path = "emulator/large.rs"]
 mod large;
 #[path = "emulator/processing.rs"]
@@ -23,3 +25,5 @@ mod processing;
 mod readme;
 #[path = "emulator/restart.rs"]
 mod restart;
+#[path = "emulator/schema.rs"]
+mod schema;

@@ -252,6 +252,18 @@ pub async fn create_dataset(
             ));
         }
     };
+    // With schemas registered, a dataset must name one of them (a permissive emulator without
+    // schemas takes any reference, and its datasets accept any well-formed record).
+    let ref_id = schema_ref
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if !state.schemas.is_empty() && state.schemas.get(ref_id).is_none() {
+        return Err(ApiError::bad_request(format!(
+            "schemaRef.id {ref_id:?} is not a schema of this sandbox: register it first (emulator config [[schemas]]); registered: {}",
+            state.schemas.ids().join(", ")
+        )));
+    }
     let tags = match req.remove("tags") {
         None | Some(Value::Null) => json!({}),
         Some(Value::Object(m)) => {
@@ -287,6 +299,7 @@ pub async fn create_dataset(
             extra: &Value::Object(req).to_string(),
             ims_org: &caller.org,
             sandbox: &caller.sandbox,
+            identity_field: None,
         })
         .await?;
     tracing::info!(dataset = %id, %name, "dataset created");

@@ -1,6 +1,7 @@
 //! The emulator's configuration (a TOML file, every key optional).
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -26,9 +27,20 @@ use super::error::EmulatorError;
 /// max_files_per_batch = 1500
 /// max_batch_bytes = 107374182400
 ///
+/// [[schemas]]                    # XDM schemas (JSON Schema export), checked against records
+/// id = "https://ns.adobe.com/tenant/schemas/profile"   # default: the file's $id
+/// file = "profile.schema.json"   # relative to this config file
+/// identity_field = "/crmId"      # identifies rows of upsert datasets
+///
 /// [[datasets]]                   # created at start if missing
 /// id = "5deac2648a19d218a888d2b1"
 /// name = "orders"
+/// schema = "https://ns.adobe.com/tenant/schemas/profile"   # a schema's id or name
+/// tags = { unifiedProfile = ["enabled:true", "isUpsert:true"] }
+///
+/// [ims]                          # POST /ims/token/v3; empty clients = any non-empty pair
+/// clients = [{ client_id = "my-client-id", client_secret = "s3cret" }]
+/// token_lifetime_secs = 86399
 ///
 /// [faults]                       # all off by default
 /// seed = 42
@@ -58,10 +70,17 @@ pub struct EmulatorConfig {
     pub abandon_after_ms: u64,
     /// Size and count limits.
     pub limits: LimitsConfig,
+    /// Schemas to register at start (datasets reference them by id or name).
+    pub schemas: Vec<SchemaSeed>,
     /// Datasets to create at start (with exactly these ids) if they do not exist yet.
     pub datasets: Vec<DatasetSeed>,
+    /// The IMS token endpoint (`POST /ims/token/v3`).
+    pub ims: ImsConfig,
     /// Fault injection (all probabilities 0 by default).
     pub faults: FaultConfig,
+    /// The directory of the config file (relative schema files are found from there).
+    #[serde(skip)]
+    pub base_dir: Option<PathBuf>,
 }
 
 impl Default for EmulatorConfig {
@@ -72,8 +91,11 @@ impl Default for EmulatorConfig {
             revert_gc_delay_ms: 5000,
             abandon_after_ms: 0,
             limits: LimitsConfig::default(),
+            schemas: Vec::new(),
             datasets: Vec::new(),
+            ims: ImsConfig::default(),
             faults: FaultConfig::default(),
+            base_dir: None,
         }
     }
 }
@@ -85,11 +107,12 @@ impl EmulatorConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        let config: EmulatorConfig =
+        let mut config: EmulatorConfig =
             toml::from_str(&text).map_err(|e| EmulatorError::ConfigInvalid {
                 path: path.to_path_buf(),
                 message: e.to_string(),
             })?;
+        config.base_dir = path.parent().map(Path::to_path_buf);
         config
             .validate()
             .map_err(|message| EmulatorError::ConfigInvalid {
@@ -136,6 +159,31 @@ impl EmulatorConfig {
         for d in &self.datasets {
             super::store::validate_dataset_id(&d.id)
                 .map_err(|e| format!("datasets: id {:?}: {e}", d.id))?;
+            for (k, v) in &d.tags {
+                if v.is_empty() {
+                    return Err(format!(
+                        "datasets: id {:?}: tag {k} has no values; give it a list of strings",
+                        d.id
+                    ));
+                }
+            }
+        }
+        for (i, s) in self.schemas.iter().enumerate() {
+            if s.file.as_os_str().is_empty() {
+                return Err(format!(
+                    "schemas[{i}] has no file: set file = \"path/to/schema.json\" (the Schema Registry's JSON Schema export)"
+                ));
+            }
+        }
+        for (i, c) in self.ims.clients.iter().enumerate() {
+            if c.client_id.is_empty() || c.client_secret.is_empty() {
+                return Err(format!(
+                    "ims.clients[{i}] needs both client_id and client_secret"
+                ));
+            }
+        }
+        if self.ims.token_lifetime_secs == 0 {
+            return Err("ims.token_lifetime_secs must be at least 1".into());
         }
         let l = &self.limits;
         if l.max_put_bytes == 0 || l.max_chunk_bytes == 0 || l.max_files_per_batch == 0 {
@@ -193,6 +241,70 @@ pub struct DatasetSeed {
     pub id: String,
     /// Its display name.
     pub name: String,
+    /// The id or name of a schema (of `[[schemas]]` or registered before): its records are
+    /// checked against it. Empty: no schema (any well-formed record is accepted).
+    pub schema: String,
+    /// Catalog tags, e.g. `unifiedProfile = ["enabled:true", "isUpsert:true"]` for an upsert
+    /// dataset.
+    pub tags: BTreeMap<String, Vec<String>>,
+    /// The field that identifies a row of an upsert dataset (a JSON pointer such as `/crmId`,
+    /// or dotted `person.crmId`); default: the schema's `identity_field`.
+    pub identity_field: String,
+}
+
+/// A schema to register at start.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchemaSeed {
+    /// The id datasets reference (`schemaRef.id`); default: the file's `$id`.
+    pub id: String,
+    /// A name datasets of the config may use instead of the id; default: the file's `title`.
+    pub name: String,
+    /// The schema: the JSON Schema that the Schema Registry exports
+    /// (`Accept: application/vnd.adobe.xed-full+json; version=1`). Relative to the config file.
+    pub file: PathBuf,
+    /// The field that identifies a row in upsert datasets (JSON pointer or dotted path).
+    pub identity_field: String,
+}
+
+/// The IMS token endpoint (`POST /ims/token/v3`, `grant_type=client_credentials`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImsConfig {
+    /// The credentials it accepts. Empty (the default): any non-empty client id and secret.
+    pub clients: Vec<ImsClient>,
+    /// Lifetime of the tokens it issues, in seconds (`expires_in`); default 86399 (about 24 h,
+    /// like IMS). The gateway refuses an issued token once it expired (401 `401013`).
+    pub token_lifetime_secs: u64,
+}
+
+impl Default for ImsConfig {
+    fn default() -> Self {
+        ImsConfig {
+            clients: Vec::new(),
+            token_lifetime_secs: 86_399,
+        }
+    }
+}
+
+/// One OAuth server-to-server credential.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImsClient {
+    pub client_id: String,
+    pub client_secret: String,
+    /// Scopes it may ask for; empty: any.
+    pub scopes: Vec<String>,
+}
+
+impl std::fmt::Debug for ImsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImsClient")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("scopes", &self.scopes)
+            .finish()
+    }
 }
 
 /// Fault injection. Each platform request draws once: 500, 503, 429, connection reset and lost

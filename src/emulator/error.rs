@@ -53,6 +53,8 @@ pub enum EmulatorError {
     Query(#[from] sqlx::Error),
     #[error("invalid dataset id {id:?}: {reason}")]
     InvalidDatasetId { id: String, reason: String },
+    #[error("schema {id:?} cannot be used: {message}")]
+    Schema { id: String, message: String },
     #[error("cannot install signal handler: {0}")]
     Signal(#[source] std::io::Error),
 }

@@ -58,7 +58,7 @@ pub async fn batch_files(
                 "dataSetId": batch.dataset_id,
                 "name": f.path,
                 "records": f.records.unwrap_or(0),
-                "size": f.size,
+                "size": f.served_size.unwrap_or(f.size),
                 "isValid": true,
                 "created": f.created,
                 "updated": f.updated,
@@ -90,9 +90,12 @@ pub async fn download(
     if status.map(|(s,)| s).as_deref() != Some(SUCCESS) {
         return Err(not_found());
     }
-    let file = tokio::fs::File::open(state.store.file_path(&f.batch_id, &f.id))
-        .await
-        .map_err(|_| not_found())?;
+    // A partially ingested file is served as its good rows.
+    let (disk, size) = match f.served_size {
+        Some(n) => (state.store.good_path(&f.batch_id, &f.id), n),
+        None => (state.store.file_path(&f.batch_id, &f.id), f.size),
+    };
+    let file = tokio::fs::File::open(disk).await.map_err(|_| not_found())?;
     let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
     let mut resp = Body::from_stream(stream).into_response();
     let h = resp.headers_mut();
@@ -100,7 +103,7 @@ pub async fn download(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(f.size as u64));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(size as u64));
     let name = f.path.rsplit('/').next().unwrap_or("file").replace('"', "");
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
         h.insert(header::CONTENT_DISPOSITION, v);
@@ -121,7 +124,7 @@ pub async fn batch_failed(
         return Ok(axum::Json(json!({"data": []})).into_response());
     }
     let rows: Vec<FailedRow> = sqlx::query_as(
-        "SELECT file_path, row_no, code, message, raw FROM failed_rows WHERE batch_id = ? ORDER BY seq",
+        "SELECT file_path, row_no, code, message, raw, errors FROM failed_rows WHERE batch_id = ? ORDER BY seq",
     )
     .bind(&batch_id)
     .fetch_all(&state.store.pool)
@@ -129,15 +132,98 @@ pub async fn batch_failed(
     let data: Vec<Value> = rows
         .iter()
         .map(|r| {
+            let errors = r
+                .errors
+                .as_deref()
+                .and_then(|e| serde_json::from_str::<Value>(e).ok())
+                .unwrap_or_else(|| json!([{"code": r.code, "message": r.message}]));
             json!({
                 "name": r.file_path,
                 "row": r.row_no,
                 "record": r.raw,
-                "errors": [{"code": r.code, "message": r.message}],
+                "errors": errors,
             })
         })
         .collect();
     Ok(axum::Json(json!({"data": data})).into_response())
+}
+
+/// The current view of an upsert dataset: one record per identity, each the merge of every
+/// row its successful batches carried. `?identity=ID` reads one; `limit` (default 100, at most
+/// 1000) and `start` page through the rest, ordered by identity.
+pub async fn current_view(
+    State(state): State<Arc<AppState>>,
+    Path(dataset_id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let d = state
+        .store
+        .dataset(&dataset_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("dataset {dataset_id} does not exist")))?;
+    if !d.is_upsert() {
+        return Err(ApiError::bad_request(format!(
+            "dataset {dataset_id} is not an upsert dataset (tags unifiedProfile: [\"enabled:true\", \"isUpsert:true\"]): \
+             it has no current view; read its batches' files instead (GET /export/batches/{{batchId}}/files)"
+        )));
+    }
+    let num = |k: &str, default: i64, max: i64| -> ApiResult<i64> {
+        match q.get(k) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0 && *n <= max)
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("{k} must be an integer from 0 to {max}"))
+                }),
+        }
+    };
+    let limit = num("limit", 100, 1000)?.max(1);
+    let start = num("start", 0, i64::MAX)?;
+    let rows: Vec<(String, String, String, i64)> = match q.get("identity") {
+        Some(identity) => {
+            sqlx::query_as(
+                "SELECT identity, record, batch_id, updated FROM upsert_rows WHERE dataset_id = ? AND identity = ?",
+            )
+            .bind(&dataset_id)
+            .bind(identity)
+            .fetch_all(&state.store.pool)
+            .await?
+        }
+        None => {
+            sqlx::query_as(
+                "SELECT identity, record, batch_id, updated FROM upsert_rows WHERE dataset_id = ?
+                 ORDER BY identity LIMIT ? OFFSET ?",
+            )
+            .bind(&dataset_id)
+            .bind(limit)
+            .bind(start)
+            .fetch_all(&state.store.pool)
+            .await?
+        }
+    };
+    let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM upsert_rows WHERE dataset_id = ?")
+        .bind(&dataset_id)
+        .fetch_one(&state.store.pool)
+        .await?;
+    let data: Vec<Value> = rows
+        .into_iter()
+        .map(|(identity, record, batch, updated)| {
+            json!({
+                "identity": identity,
+                "record": serde_json::from_str::<Value>(&record).unwrap_or(Value::Null),
+                "lastBatchId": batch,
+                "updated": updated,
+            })
+        })
+        .collect();
+    let count = data.len();
+    Ok(axum::Json(json!({
+        "data": data,
+        "_page": {"limit": limit, "start": start, "count": count, "total": total},
+    }))
+    .into_response())
 }
 
 /// E6: the first `nrow` records (default 5) of a batch's files, as JSON.

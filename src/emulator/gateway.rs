@@ -15,6 +15,7 @@ use rand::Rng;
 use super::AppState;
 use super::config::GatewayConfig;
 use super::error::ApiError;
+use super::ims::{Signer, Verdict};
 use super::net::ConnHandle;
 use super::stats::bump;
 
@@ -119,7 +120,7 @@ pub async fn platform_gate(
         }
         .into_response()
     } else {
-        match check_auth(&state.config.gateway, req.headers()) {
+        match check_auth(&state.config.gateway, &state.signer, req.headers()) {
             Err(e) => {
                 bump(&state.counters.auth_failures);
                 // What was wrong, never the values themselves.
@@ -227,8 +228,14 @@ fn allowed(list: &[String], value: &str) -> bool {
     list.is_empty() || list.iter().any(|v| v == value)
 }
 
-/// The gateway's checks, in the platform's order. The token value is never logged.
-pub fn check_auth(cfg: &GatewayConfig, headers: &HeaderMap) -> Result<Caller, ApiError> {
+/// The gateway's checks, in the platform's order. The token value is never logged. A token
+/// issued by the emulator's IMS endpoint is accepted while valid (whatever `tokens` lists) and
+/// refused once expired.
+pub fn check_auth(
+    cfg: &GatewayConfig,
+    signer: &Signer,
+    headers: &HeaderMap,
+) -> Result<Caller, ApiError> {
     let Some(auth) = header_str(headers, "authorization") else {
         return Err(ApiError::gateway(
             StatusCode::FORBIDDEN,
@@ -240,12 +247,33 @@ pub fn check_auth(cfg: &GatewayConfig, headers: &HeaderMap) -> Result<Caller, Ap
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
         _ => "",
     };
-    if token.is_empty() || !allowed(&cfg.tokens, token) {
-        return Err(ApiError::gateway(
+    let invalid = |why: &str| {
+        Err(ApiError::gateway(
             StatusCode::UNAUTHORIZED,
             "401013",
-            "Oauth token is not valid",
-        ));
+            format!("Oauth token is not valid{why}"),
+        ))
+    };
+    match signer.verify(token, super::store::now_ms()) {
+        Verdict::Valid => {}
+        Verdict::Expired(at) => {
+            let when = chrono::DateTime::from_timestamp_millis(at)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_else(|| at.to_string());
+            return invalid(&format!(
+                ": it expired at {when}; request a new access token (POST /ims/token/v3)"
+            ));
+        }
+        Verdict::Forged => {
+            return invalid(
+                ": it was not issued by this IMS; request a token from POST /ims/token/v3",
+            );
+        }
+        Verdict::NotIssued => {
+            if token.is_empty() || !allowed(&cfg.tokens, token) {
+                return invalid("");
+            }
+        }
     }
     let Some(api_key) = header_str(headers, "x-api-key") else {
         return Err(ApiError::gateway(

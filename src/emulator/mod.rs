@@ -8,14 +8,19 @@
 //! checks both against the contract.
 //!
 //! `GET /emulator/stats` (outside the platform's paths, no authentication, never faulted)
-//! returns [`EmulatorStats`] as JSON.
+//! returns [`EmulatorStats`] as JSON. `POST /ims/token/v3` (also outside the gateway) issues
+//! OAuth server-to-server tokens that the gateway then accepts until they expire.
 //!
-//! Module map: `gateway` (request counting, faults, authentication), `import` (E1–E7),
-//! `catalog`, `export` (Data Access and preview), `processing` (the batch lifecycle in the
-//! background, replay, garbage collection, recovery at start), `formats` (streaming readers of
-//! JSON Lines, JSON arrays, CSV and Parquet, with a per-record check where schema validation
-//! goes), `upload` (names, ranges, streaming bodies to disk), `store` (SQLite and the data
-//! dir's layout), `net` (a listener whose connections can be cut, for the reset faults).
+//! Module map: `gateway` (request counting, faults, authentication), `ims` (the token
+//! endpoint and the check of its tokens), `import` (E1–E7), `catalog`, `export` (Data Access,
+//! failed rows, the current view of upsert datasets, preview), `processing` (the batch
+//! lifecycle in the background: validation, partial ingestion, upsert merge, replay, garbage
+//! collection, recovery at start), `formats` (streaming readers of JSON Lines, JSON arrays, CSV
+//! and Parquet, with a per-record check and a copy of the good rows), `schema` (XDM JSON
+//! Schemas: compile, check a record with the platform's conversions, registry), `validate`
+//! (the per-record check of each format against a schema, upsert capture), `upload` (names,
+//! ranges, streaming bodies to disk), `store` (SQLite and the data dir's layout), `net` (a
+//! listener whose connections can be cut, for the reset faults).
 
 mod catalog;
 mod config;
@@ -24,11 +29,14 @@ mod export;
 mod formats;
 mod gateway;
 mod import;
+mod ims;
 mod net;
 mod processing;
+mod schema;
 mod stats;
 mod store;
 mod upload;
+mod validate;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -44,7 +52,10 @@ use rand::rngs::StdRng;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-pub use config::{DatasetSeed, EmulatorConfig, FaultConfig, GatewayConfig, LimitsConfig};
+pub use config::{
+    DatasetSeed, EmulatorConfig, FaultConfig, GatewayConfig, ImsClient, ImsConfig, LimitsConfig,
+    SchemaSeed,
+};
 pub use error::EmulatorError;
 pub use stats::{EmulatorStats, FaultCounts};
 
@@ -56,6 +67,10 @@ use store::Store;
 pub(crate) struct AppState {
     pub store: Store,
     pub config: EmulatorConfig,
+    /// Registered schemas.
+    pub schemas: schema::Registry,
+    /// Signs and checks the tokens of `/ims/token/v3`.
+    pub signer: ims::Signer,
     pub counters: Arc<Counters>,
     pub fault_rng: Mutex<StdRng>,
     batch_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -112,12 +127,10 @@ impl Emulator {
         })?;
         let lock = DirLock::acquire(data_dir)?;
         let store = Store::open(data_dir).await?;
-        for d in &config.datasets {
-            let name = if d.name.is_empty() { &d.id } else { &d.name };
-            store
-                .insert_dataset_if_missing(store::NewDataset::bare(&d.id, name))
-                .await?;
-        }
+        let signer = ims::Signer::open(data_dir)?;
+        let schemas = schema::Registry::default();
+        setup_schemas(&store, &schemas, &config).await?;
+        setup_datasets(&store, &schemas, &config).await?;
         let pending = processing::recover(&store).await?;
 
         let listener = tokio::net::TcpListener::bind(listen)
@@ -137,6 +150,8 @@ impl Emulator {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let state = Arc::new(AppState {
             store,
+            schemas,
+            signer,
             fault_rng: Mutex::new(StdRng::seed_from_u64(config.faults.seed)),
             config,
             counters: Arc::new(Counters::default()),
@@ -204,6 +219,52 @@ impl Emulator {
         Ok(())
     }
 
+    /// Registers a schema (the Schema Registry's JSON Schema export of an XDM schema) under
+    /// this id, replacing one with the same id; datasets whose `schemaRef.id` names it are
+    /// checked against it from their next batch on. It is kept in the data dir, so it stays
+    /// registered after a restart.
+    pub async fn register_schema(
+        &self,
+        id: &str,
+        schema: &serde_json::Value,
+    ) -> Result<(), EmulatorError> {
+        let compiled =
+            schema::Schema::compile(schema, Some(id), None, None).map_err(|message| {
+                EmulatorError::Schema {
+                    id: id.to_owned(),
+                    message,
+                }
+            })?;
+        self.state
+            .store
+            .save_schema(id, &compiled.name, &schema.to_string(), None)
+            .await?;
+        self.state.schemas.insert(compiled);
+        Ok(())
+    }
+
+    /// Like [`Emulator::ensure_dataset`], and makes the dataset reference the registered schema
+    /// `schema_id` (also when it already existed).
+    pub async fn ensure_dataset_with_schema(
+        &self,
+        id: &str,
+        name: &str,
+        schema_id: &str,
+    ) -> Result<(), EmulatorError> {
+        let Some(schema) = self.state.schemas.get(schema_id) else {
+            return Err(EmulatorError::Schema {
+                id: schema_id.to_owned(),
+                message: "it is not registered: call register_schema first".into(),
+            });
+        };
+        self.ensure_dataset(id, name).await?;
+        self.state
+            .store
+            .update_dataset_setup(id, Some(&schema_ref_json(&schema.id)), None, None)
+            .await?;
+        Ok(())
+    }
+
     /// The counters since this emulator started.
     pub fn stats(&self) -> EmulatorStats {
         self.state.counters.snapshot()
@@ -260,6 +321,108 @@ pub async fn serve_until_signal(
     Ok(())
 }
 
+/// A dataset's `schemaRef` naming a registered schema.
+fn schema_ref_json(id: &str) -> String {
+    serde_json::json!({"id": id, "contentType": "application/vnd.adobe.xed-full+json;version=1"})
+        .to_string()
+}
+
+/// Registers the schemas kept in the data dir, then those of the config (which win and are
+/// kept in turn).
+async fn setup_schemas(
+    store: &Store,
+    registry: &schema::Registry,
+    config: &EmulatorConfig,
+) -> Result<(), EmulatorError> {
+    for (id, name, body, identity) in store.saved_schemas().await? {
+        let compiled = serde_json::from_str(&body)
+            .map_err(|e| e.to_string())
+            .and_then(|v| schema::Schema::compile(&v, Some(&id), Some(&name), identity.as_deref()));
+        match compiled {
+            Ok(s) => {
+                registry.insert(s);
+            }
+            Err(e) => {
+                tracing::warn!(schema = %id, error = %e, "stored schema no longer compiles; register it again")
+            }
+        }
+    }
+    for (i, seed) in config.schemas.iter().enumerate() {
+        let path = match &config.base_dir {
+            Some(base) if seed.file.is_relative() => base.join(&seed.file),
+            _ => seed.file.clone(),
+        };
+        let bad = |what: String| {
+            EmulatorError::Config(format!("schemas[{i}] (file {}): {what}", path.display()))
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| bad(format!("cannot be read: {e}; check the path (relative paths start at the config file's directory)")))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(format!("is not JSON: {e}")))?;
+        let compiled = schema::Schema::compile(
+            &json,
+            Some(&seed.id),
+            Some(&seed.name),
+            Some(&seed.identity_field),
+        )
+        .map_err(bad)?;
+        store
+            .save_schema(
+                &compiled.id,
+                &compiled.name,
+                &json.to_string(),
+                compiled.identity_field.as_deref(),
+            )
+            .await?;
+        tracing::info!(schema = %compiled.id, name = %compiled.name, "schema registered");
+        registry.insert(compiled);
+    }
+    Ok(())
+}
+
+/// Creates the config's datasets, and gives them the schema, tags and identity field the
+/// config names.
+async fn setup_datasets(
+    store: &Store,
+    registry: &schema::Registry,
+    config: &EmulatorConfig,
+) -> Result<(), EmulatorError> {
+    for d in &config.datasets {
+        let name = if d.name.is_empty() { &d.id } else { &d.name };
+        let schema_ref = if d.schema.is_empty() {
+            None
+        } else {
+            let s = registry.get(&d.schema).ok_or_else(|| {
+                EmulatorError::Config(format!(
+                    "datasets: id {:?}: schema {:?} is not registered; add it under [[schemas]] (registered: {})",
+                    d.id,
+                    d.schema,
+                    registry.ids().join(", ")
+                ))
+            })?;
+            Some(schema_ref_json(&s.id))
+        };
+        let tags = (!d.tags.is_empty()).then(|| serde_json::json!(d.tags).to_string());
+        let identity =
+            (!d.identity_field.is_empty()).then(|| schema::normalize_pointer(&d.identity_field));
+        store
+            .insert_dataset_if_missing(store::NewDataset::bare(&d.id, name))
+            .await?;
+        if schema_ref.is_none() && tags.is_none() && identity.is_none() {
+            continue;
+        }
+        store
+            .update_dataset_setup(
+                &d.id,
+                schema_ref.as_deref(),
+                tags.as_deref(),
+                identity.as_deref(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
 fn router(state: Arc<AppState>) -> Router {
     const IMPORT: &str = "/data/foundation/import";
     const CATALOG: &str = "/data/foundation/catalog";
@@ -307,6 +470,10 @@ fn router(state: Arc<AppState>) -> Router {
             &format!("{EXPORT}/files/{{file_id}}"),
             get(export::download),
         )
+        .route(
+            &format!("{EXPORT}/dataSets/{{dataset_id}}/current"),
+            get(export::current_view),
+        )
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -315,6 +482,10 @@ fn router(state: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(16 * 1024 * 1024));
     Router::new()
         .route("/emulator/stats", get(stats_handler))
+        .route(
+            "/ims/token/v3",
+            post(ims::token).layer(DefaultBodyLimit::max(64 * 1024)),
+        )
         .merge(platform)
         .with_state(state)
 }

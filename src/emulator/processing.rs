@@ -1,4 +1,6 @@
-//! Asynchronous batch processing (`staging → processing → success | failed`), replay
+//! Asynchronous batch processing (`staging → processing → success | failed`): every record
+//! checked against the dataset's schema, partial ingestion and error diagnostics as the
+//! platform reports them, the merge of upsert batches into their dataset's current view; replay
 //! bookkeeping, garbage collection of inactive batches, and recovery at start.
 
 use std::sync::Arc;
@@ -11,13 +13,18 @@ use tokio::sync::{Semaphore, mpsc};
 
 use super::AppState;
 use super::error::EmulatorError;
-use super::formats::{AcceptAll, Cancelled, InputFormat, Reader, RowFailure};
+use super::formats::{
+    AcceptAll, CODE_UNPARSABLE_ROW, Cancelled, GoodWriter, InputFormat, Reader, RecordCheck,
+    RowFailure,
+};
 use super::import::{
     ABANDONED, DELETED, FAILED, INACTIVE, LOADING, PROCESSING, STAGING, SUCCESS,
     discard_batch_files,
 };
+use super::schema::{CODE_CONSTRAINT, CODE_REQUIRED, CODE_TYPE, Schema, Source};
 use super::stats::bump;
 use super::store::{FILE_COMPLETE, Store, now_ms};
+use super::validate::{SchemaCheck, UpsertCapture, merge};
 
 /// How many failed rows are kept per batch for `GET /export/batches/{id}/failed`.
 const MAX_STORED_FAILED_ROWS: usize = 1000;
@@ -125,6 +132,16 @@ async fn pause(state: &AppState, ms: u64) -> bool {
     }
 }
 
+/// A batch refused as a whole: an upsert dataset takes Parquet only, and needs an identity
+/// field (the emulator's code: the platform's public documentation names none).
+pub const CODE_UPSERT: &str = "INGEST-1560-400";
+/// Errors found, diagnostics off (the platform's code and wording).
+pub const CODE_ERRORS_NO_DIAGNOSTICS: &str = "INGEST-1211-400";
+/// Partial ingestion summary (the platform's code).
+pub const CODE_PARTIAL_SUMMARY: &str = "INGEST-1212-400";
+/// Distinct (code, field) error entries kept per file; further fields are counted per code.
+const MAX_GROUPS_PER_FILE: usize = 50;
+
 struct FileResult {
     file_id: String,
     path: String,
@@ -135,8 +152,53 @@ struct FileResult {
     file_error: Option<(String, String)>,
     /// The failures kept for `GET .../failed` (capped per batch).
     failures: Vec<RowFailure>,
-    /// Per error code: how many records, and the first one (never capped).
-    by_code: Vec<(String, u64, RowFailure)>,
+    /// Per (error code, field pointer): how many records, and the first one's message (never
+    /// capped; pointers beyond `MAX_GROUPS_PER_FILE` are counted under (code, None)).
+    groups: Vec<Group>,
+    /// The good rows' copy (partial ingestion): where, and its size or why it failed.
+    good: Option<(std::path::PathBuf, std::io::Result<u64>)>,
+}
+
+struct Group {
+    code: String,
+    pointer: Option<String>,
+    count: u64,
+    first: String,
+}
+
+/// What processing a batch's files needs to know about its dataset and options.
+struct ParsePlan {
+    schema: Option<Arc<Schema>>,
+    /// Upsert datasets: the identity field's pointer, and where the good rows go.
+    upsert: Option<(String, std::path::PathBuf)>,
+    /// Partial ingestion is on: copy the good rows of each file.
+    keep_good: bool,
+}
+
+struct Input {
+    file_id: String,
+    path: String,
+    disk: std::path::PathBuf,
+    good: std::path::PathBuf,
+}
+
+/// The platform's description of an error code (first sentence of a batch error entry).
+fn code_text(code: &str) -> &'static str {
+    match code {
+        CODE_UNPARSABLE_ROW => {
+            "The row has corrupted data and cannot be read or parsed. Fix the corrupted data and try again."
+        }
+        CODE_REQUIRED => {
+            "A required field is either missing or has a value of null. Add the required field to the input row and try again."
+        }
+        CODE_TYPE => {
+            "A value has a type that cannot be converted to its field's type. Send values of the field's type and try again."
+        }
+        CODE_CONSTRAINT => {
+            "A value breaks a rule of its field (enum, format, range or length). Fix the value and try again."
+        }
+        _ => "The row was refused.",
+    }
 }
 
 async fn process_batch(state: &Arc<AppState>, id: &str) -> Result<(), sqlx::Error> {
@@ -168,44 +230,118 @@ async fn process_batch(state: &Arc<AppState>, id: &str) -> Result<(), sqlx::Erro
     let fmt = InputFormat::from_json(
         &serde_json::from_str::<Value>(&batch.input_format).unwrap_or(json!({})),
     );
+    let options: Value = serde_json::from_str(&batch.options).unwrap_or(json!({}));
+    let diagnostics = options
+        .get("enableErrorDiagnostics")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let partial_pct = options
+        .get("partialIngestionPercentage")
+        .and_then(Value::as_f64)
+        .filter(|p| *p > 0.0);
+
+    // What the dataset asks of its records.
+    let dataset = state.store.dataset(&batch.dataset_id).await?;
+    let schema = dataset
+        .as_ref()
+        .and_then(|d| d.schema_id())
+        .and_then(|sid| state.schemas.get(&sid));
+    let mut refusals: Vec<Value> = Vec::new();
+    let mut upsert = None;
+    if let Some(d) = dataset.as_ref().filter(|d| d.is_upsert()) {
+        let identity = d
+            .identity_field
+            .clone()
+            .or_else(|| schema.as_ref().and_then(|s| s.identity_field.clone()));
+        if fmt.format != "parquet" {
+            refusals.push(json!({
+                "code": CODE_UPSERT,
+                "description": format!(
+                    "dataset {} is an upsert dataset (tags unifiedProfile: isUpsert:true): it takes Parquet files only, and batch {id} is {}; send the rows as Parquet in a new batch",
+                    d.id, fmt.format
+                ),
+                "recordCount": 0,
+            }));
+        }
+        match identity {
+            None => refusals.push(json!({
+                "code": CODE_UPSERT,
+                "description": format!(
+                    "upsert dataset {} has no identity field to merge rows by: set identity_field in its [[datasets]] entry or in its schema's [[schemas]] entry of the emulator config",
+                    d.id
+                ),
+                "recordCount": 0,
+            })),
+            Some(identity) => {
+                let tmp = state.store.root.join("tmp").join(format!("upsert-{id}.jsonl"));
+                upsert = Some((identity, tmp));
+            }
+        }
+    }
+
     let files = state.store.files_of(id).await?;
-    let inputs: Vec<(String, String, std::path::PathBuf)> = files
+    let inputs: Vec<Input> = files
         .iter()
         .filter(|f| f.state == FILE_COMPLETE)
-        .map(|f| {
-            (
-                f.id.clone(),
-                f.path.clone(),
-                state.store.file_path(id, &f.id),
-            )
+        .map(|f| Input {
+            file_id: f.id.clone(),
+            path: f.path.clone(),
+            disk: state.store.file_path(id, &f.id),
+            good: state.store.good_path(id, &f.id),
         })
         .collect();
 
-    // Parse, off the async threads, watching for shutdown.
-    let cancel = Arc::new(AtomicBool::new(false));
-    let cancel2 = cancel.clone();
-    let mut watcher_rx = state.shutdown.clone();
-    let watcher = tokio::spawn(async move {
-        let _ = watcher_rx.wait_for(|s| *s).await;
-        cancel2.store(true, std::sync::atomic::Ordering::Relaxed);
-    });
-    let fmt2 = fmt.clone();
-    let parsed = tokio::task::spawn_blocking(move || parse_all(&inputs, &fmt2, &cancel)).await;
-    watcher.abort();
-    let results = match parsed {
-        Ok(Ok(r)) => r,
-        Ok(Err(Cancelled)) => {
-            tracing::info!(batch = %id, "processing interrupted by shutdown; it resumes at the next start");
-            return Ok(());
+    let (results, captured) = if refusals.is_empty() {
+        let plan = ParsePlan {
+            schema: schema.clone(),
+            upsert: upsert.clone(),
+            keep_good: partial_pct.is_some(),
+        };
+        // Parse, off the async threads, watching for shutdown.
+        let cancel = Arc::new(AtomicBool::new(false));
+        let cancel2 = cancel.clone();
+        let mut watcher_rx = state.shutdown.clone();
+        let watcher = tokio::spawn(async move {
+            let _ = watcher_rx.wait_for(|s| *s).await;
+            cancel2.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        let fmt2 = fmt.clone();
+        let parsed =
+            tokio::task::spawn_blocking(move || parse_all(&inputs, &fmt2, &plan, &cancel)).await;
+        watcher.abort();
+        match parsed {
+            Ok(Ok(r)) => r,
+            Ok(Err(Cancelled)) => {
+                tracing::info!(batch = %id, "processing interrupted by shutdown; it resumes at the next start");
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::error!(batch = %id, error = %e, "parser task panicked");
+                (Vec::new(), None)
+            }
         }
-        Err(e) => {
-            tracing::error!(batch = %id, error = %e, "parser task panicked");
-            Vec::new()
-        }
+    } else {
+        // Refused as a whole: nothing is read.
+        let results = inputs
+            .iter()
+            .map(|i| FileResult {
+                file_id: i.file_id.clone(),
+                path: i.path.clone(),
+                size: std::fs::metadata(&i.disk).map(|m| m.len()).unwrap_or(0),
+                records: 0,
+                ok: 0,
+                failed: 0,
+                file_error: None,
+                failures: Vec::new(),
+                groups: Vec::new(),
+                good: None,
+            })
+            .collect();
+        (results, None)
     };
 
     // Metrics and errors.
-    let mut errors: Vec<Value> = Vec::new();
+    let mut errors: Vec<Value> = refusals;
     let (mut bytes, mut records, mut ok, mut failed) = (0u64, 0u64, 0u64, 0u64);
     for r in &results {
         bytes += r.size;
@@ -215,17 +351,6 @@ async fn process_batch(state: &Arc<AppState>, id: &str) -> Result<(), sqlx::Erro
         if let Some((code, desc)) = &r.file_error {
             errors.push(json!({"code": code, "description": desc, "recordCount": 0}));
         }
-        // One entry per (file, code), with the first failing row as an example.
-        for (code, count, first) in &r.by_code {
-            errors.push(json!({
-                "code": code,
-                "description": format!(
-                    "file '{}': {} record(s) could not be ingested; first: {}",
-                    r.path, count, first.message
-                ),
-                "recordCount": count,
-            }));
-        }
     }
     if results.is_empty() {
         errors.push(json!({
@@ -233,6 +358,82 @@ async fn process_batch(state: &Arc<AppState>, id: &str) -> Result<(), sqlx::Erro
             "description": format!("batch {id} has no readable files"),
             "recordCount": 0,
         }));
+    }
+    // Storage trouble with the good-rows copies or the upsert rows fails the batch (it would
+    // otherwise serve or merge the wrong rows).
+    for r in &results {
+        if let Some((path, Err(e))) = &r.good {
+            errors.push(json!({
+                "code": "EMULATOR-STORAGE-500",
+                "description": format!("the emulator could not store the good rows of file '{}' at {}: {e}; free disk space and send the batch again", r.path, path.display()),
+                "recordCount": 0,
+            }));
+        }
+    }
+    let capture_path = match captured {
+        Some(Err(e)) => {
+            errors.push(json!({
+                "code": "EMULATOR-STORAGE-500",
+                "description": format!("the emulator could not store the upsert rows of batch {id}: {e}; free disk space and send the batch again"),
+                "recordCount": 0,
+            }));
+            None
+        }
+        Some(Ok(p)) => Some(p),
+        None => None,
+    };
+    let whole_batch_ok = errors.is_empty();
+    let partial_ok = whole_batch_ok
+        && failed > 0
+        && partial_pct.is_some_and(|p| (failed as f64) * 100.0 <= p * records as f64);
+    if failed > 0 {
+        if diagnostics {
+            if partial_ok {
+                errors.push(json!({
+                    "code": CODE_PARTIAL_SUMMARY,
+                    "description": format!(
+                        "Encountered {failed} errors in the data. Successfully ingested {ok} rows. Please review the associated diagnostic files for more details (GET /data/foundation/export/batches/{id}/failed)."
+                    ),
+                }));
+            }
+            for r in &results {
+                for g in &r.groups {
+                    let field = match &g.pointer {
+                        Some(p) if !p.is_empty() => format!(", field {p}"),
+                        Some(_) => String::new(),
+                        None if g.code == CODE_UNPARSABLE_ROW => String::new(),
+                        None => ", other fields".into(),
+                    };
+                    errors.push(json!({
+                        "code": g.code,
+                        "description": format!(
+                            "{} file '{}'{field}: {} record(s); first: {}",
+                            code_text(&g.code), r.path, g.count, g.first
+                        ),
+                        "recordCount": g.count,
+                    }));
+                }
+            }
+        } else {
+            // As the platform: one summary. The emulator adds where it saw the problems.
+            let seen: Vec<String> = results
+                .iter()
+                .filter(|r| r.failed > 0)
+                .take(10)
+                .filter_map(|r| {
+                    r.groups
+                        .first()
+                        .map(|g| format!("{} ({})", g.first, g.code))
+                })
+                .collect();
+            errors.push(json!({
+                "code": CODE_ERRORS_NO_DIAGNOSTICS,
+                "description": format!(
+                    "Encountered errors while parsing, converting or otherwise validating the data. Please resend the data with error diagnostics enabled to collect additional information on failure types. The emulator saw {failed} failed record(s): {}",
+                    seen.join("; ")
+                ),
+            }));
+        }
     }
     let forced = {
         let p = state.config.faults.batch_failure_probability;
@@ -246,7 +447,7 @@ async fn process_batch(state: &Arc<AppState>, id: &str) -> Result<(), sqlx::Erro
             "recordCount": 0,
         }));
     }
-    let success = errors.is_empty();
+    let success = !forced && whole_batch_ok && (failed == 0 || partial_ok);
     let metrics = json!({
         "inputFileCount": results.len(),
         "inputByteSize": bytes,
@@ -255,6 +456,19 @@ async fn process_batch(state: &Arc<AppState>, id: &str) -> Result<(), sqlx::Erro
         "failedRecordCount": failed,
     });
     let status = if success { SUCCESS } else { FAILED };
+
+    // The good-rows copies are served only for files of a successful batch that lost rows.
+    let mut served: Vec<(&str, u64)> = Vec::new();
+    for r in &results {
+        if let Some((path, size)) = &r.good {
+            match size {
+                Ok(n) if success && r.failed > 0 => served.push((&r.file_id, *n)),
+                _ => {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+    }
 
     // Record the outcome in one transaction, only if the batch is still processing.
     let mut tx = state.store.pool.begin().await?;
@@ -275,12 +489,22 @@ async fn process_batch(state: &Arc<AppState>, id: &str) -> Result<(), sqlx::Erro
     .rows_affected();
     if changed == 0 {
         // Aborted meanwhile.
+        if let Some(p) = &capture_path {
+            let _ = std::fs::remove_file(p);
+        }
         return Ok(());
     }
     for r in &results {
-        sqlx::query("UPDATE files SET records = ? WHERE id = ?")
+        sqlx::query("UPDATE files SET records = ?, served_size = NULL WHERE id = ?")
             .bind(r.ok as i64)
             .bind(&r.file_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    for (file_id, size) in &served {
+        sqlx::query("UPDATE files SET served_size = ? WHERE id = ?")
+            .bind(*size as i64)
+            .bind(*file_id)
             .execute(&mut *tx)
             .await?;
     }
@@ -292,20 +516,36 @@ async fn process_batch(state: &Arc<AppState>, id: &str) -> Result<(), sqlx::Erro
     for r in &results {
         for f in &r.failures {
             seq += 1;
+            let first = f.first();
+            let all: Vec<Value> = f
+                .issues
+                .iter()
+                .map(|i| {
+                    let mut e = json!({"code": i.code, "message": i.message});
+                    if let Some(p) = &i.pointer {
+                        e["path"] = json!(p);
+                    }
+                    e
+                })
+                .collect();
             sqlx::query(
-                "INSERT INTO failed_rows (batch_id, seq, file_path, row_no, code, message, raw)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO failed_rows (batch_id, seq, file_path, row_no, code, message, raw, errors)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(id)
             .bind(seq)
             .bind(&r.path)
             .bind(f.row.map(|r| r as i64))
-            .bind(&f.code)
-            .bind(&f.message)
+            .bind(&first.code)
+            .bind(&first.message)
             .bind(&f.raw)
+            .bind(Value::Array(all).to_string())
             .execute(&mut *tx)
             .await?;
         }
+    }
+    if success && let Some(path) = &capture_path {
+        merge_upserts(&mut tx, &batch.dataset_id, id, path, now).await?;
     }
     if success && let Some(replay) = batch.replay.as_deref() {
         let replay: Value = serde_json::from_str(replay).unwrap_or(json!({}));
@@ -357,6 +597,9 @@ async fn process_batch(state: &Arc<AppState>, id: &str) -> Result<(), sqlx::Erro
         }
     }
     tx.commit().await?;
+    if let Some(p) = &capture_path {
+        let _ = std::fs::remove_file(p);
+    }
     if success {
         bump(&state.counters.batches_succeeded);
     } else {
@@ -366,47 +609,163 @@ async fn process_batch(state: &Arc<AppState>, id: &str) -> Result<(), sqlx::Erro
     Ok(())
 }
 
+/// Merges the captured rows of a successful upsert batch into the dataset's current view.
+async fn merge_upserts(
+    tx: &mut sqlx::SqliteConnection,
+    dataset_id: &str,
+    batch_id: &str,
+    path: &std::path::Path,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    use tokio::io::AsyncBufReadExt;
+    let file = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(batch = %batch_id, error = %e, "upsert rows cannot be read back");
+            return Ok(());
+        }
+    };
+    let mut lines = tokio::io::BufReader::new(file).lines();
+    let mut merged = 0u64;
+    while let Ok(Some(line)) = lines.next_line().await {
+        let Ok(row) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        let (Some(identity), Some(update)) = (row.get("i").and_then(Value::as_str), row.get("r"))
+        else {
+            continue;
+        };
+        let current: Option<(String,)> =
+            sqlx::query_as("SELECT record FROM upsert_rows WHERE dataset_id = ? AND identity = ?")
+                .bind(dataset_id)
+                .bind(identity)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let mut record = current
+            .and_then(|(r,)| serde_json::from_str::<Value>(&r).ok())
+            .unwrap_or_else(|| json!({}));
+        merge(&mut record, update);
+        sqlx::query(
+            "INSERT INTO upsert_rows (dataset_id, identity, record, batch_id, updated) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (dataset_id, identity) DO UPDATE SET record = excluded.record,
+                 batch_id = excluded.batch_id, updated = excluded.updated",
+        )
+        .bind(dataset_id)
+        .bind(identity)
+        .bind(record.to_string())
+        .bind(batch_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        merged += 1;
+    }
+    tracing::info!(batch = %batch_id, dataset = %dataset_id, rows = merged, "upsert rows merged into the current view");
+    Ok(())
+}
+
+type Parsed = (Vec<FileResult>, Option<std::io::Result<std::path::PathBuf>>);
+
 fn parse_all(
-    inputs: &[(String, String, std::path::PathBuf)],
+    inputs: &[Input],
     fmt: &InputFormat,
+    plan: &ParsePlan,
     cancel: &AtomicBool,
-) -> Result<Vec<FileResult>, Cancelled> {
-    let check = AcceptAll;
+) -> Result<Parsed, Cancelled> {
+    let source = match fmt.format.as_str() {
+        "csv" => Source::Csv,
+        "parquet" => Source::Parquet,
+        _ => Source::Json,
+    };
+    let mut capture = match &plan.upsert {
+        Some((identity, path)) => match UpsertCapture::create(path, identity) {
+            Ok(c) => Some(c),
+            Err(e) => return Ok((Vec::new(), Some(Err(e)))),
+        },
+        None => None,
+    };
+    let validates = plan.schema.is_some() || capture.is_some();
     let mut results = Vec::with_capacity(inputs.len());
     let mut stored = 0usize;
-    for (file_id, path, disk) in inputs {
+    for input in inputs {
         let mut failures = Vec::new();
-        let mut by_code: Vec<(String, u64, RowFailure)> = Vec::new();
+        let mut groups: Vec<Group> = Vec::new();
         let mut on_failure = |f: RowFailure| {
-            match by_code.iter_mut().find(|(c, _, _)| *c == f.code) {
-                Some((_, n, _)) => *n += 1,
-                None => by_code.push((f.code.clone(), 1, f.clone())),
+            for issue in &f.issues {
+                let mut pointer = issue.pointer.clone();
+                let known = groups
+                    .iter()
+                    .position(|g| g.code == issue.code && g.pointer == pointer);
+                let idx = match known {
+                    Some(i) => Some(i),
+                    None if groups.len() >= MAX_GROUPS_PER_FILE => {
+                        pointer = None;
+                        groups
+                            .iter()
+                            .position(|g| g.code == issue.code && g.pointer.is_none())
+                    }
+                    None => None,
+                };
+                match idx {
+                    Some(i) => groups[i].count += 1,
+                    None => groups.push(Group {
+                        code: issue.code.clone(),
+                        pointer,
+                        count: 1,
+                        first: issue.message.clone(),
+                    }),
+                }
             }
             if stored < MAX_STORED_FAILED_ROWS {
                 stored += 1;
                 failures.push(f);
             }
         };
+        let mut good = if plan.keep_good {
+            match GoodWriter::create(&input.good, fmt) {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    tracing::warn!(file = %input.good.display(), error = %e, "cannot create the good-rows copy");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mut accept = AcceptAll;
+        let mut schema_check;
+        let check: &mut dyn RecordCheck = if validates {
+            schema_check = SchemaCheck::new(plan.schema.as_deref(), source, capture.as_mut());
+            &mut schema_check
+        } else {
+            &mut accept
+        };
         let mut reader = Reader {
-            check: &check,
+            check,
             cancel,
             on_failure: &mut on_failure,
+            good: good.as_mut(),
         };
-        let out = reader.read_file(disk, path, fmt)?;
-        let size = std::fs::metadata(disk).map(|m| m.len()).unwrap_or(0);
+        let out = reader.read_file(&input.disk, &input.path, fmt)?;
+        let size = std::fs::metadata(&input.disk).map(|m| m.len()).unwrap_or(0);
+        let good = good.map(|g| {
+            let path = g.path().to_path_buf();
+            (path, g.finish())
+        });
         results.push(FileResult {
-            file_id: file_id.clone(),
-            path: path.clone(),
+            file_id: input.file_id.clone(),
+            path: input.path.clone(),
             size,
             records: out.records,
             ok: out.ok_records(),
             failed: out.failed,
             file_error: out.file_error,
             failures,
-            by_code,
+            groups,
+            good,
         });
     }
-    Ok(results)
+    let captured = capture.map(UpsertCapture::finish);
+    Ok((results, captured))
 }
 
 /// Turns `loading` batches without activity for `abandon_after_ms` into `abandoned`.

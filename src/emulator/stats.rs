@@ -32,6 +32,12 @@ pub struct EmulatorStats {
     pub batches_succeeded: u64,
     /// Batches whose processing ended in `failed`.
     pub batches_failed: u64,
+    /// Tokens issued by `POST /ims/token/v3`.
+    #[serde(default)]
+    pub ims_tokens_issued: u64,
+    /// Token requests refused by `POST /ims/token/v3` (bad credentials, grant type, scope).
+    #[serde(default)]
+    pub ims_refusals: u64,
 }
 
 /// Injected faults by kind.
@@ -78,6 +84,8 @@ pub(crate) struct Counters {
     pub batches_completed: AtomicU64,
     pub batches_succeeded: AtomicU64,
     pub batches_failed: AtomicU64,
+    pub ims_tokens_issued: AtomicU64,
+    pub ims_refusals: AtomicU64,
 }
 
 pub(crate) fn bump(c: &AtomicU64) {
@@ -107,6 +115,8 @@ impl Counters {
             batches_completed: g(&self.batches_completed),
             batches_succeeded: g(&self.batches_succeeded),
             batches_failed: g(&self.batches_failed),
+            ims_tokens_issued: g(&self.ims_tokens_issued),
+            ims_refusals: g(&self.ims_refusals),
         }
     }
 }

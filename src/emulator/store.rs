@@ -1,8 +1,12 @@
 //! Persistent state: metadata in SQLite (WAL) and file contents on disk under the data dir.
 //!
 //! Layout of the data dir:
-//! - `emulator.sqlite` (+ `-wal`, `-shm`): datasets, batches, files, chunks, failed rows.
+//! - `emulator.sqlite` (+ `-wal`, `-shm`): datasets, batches, files, chunks, failed rows,
+//!   registered schemas, the current view of upsert datasets.
 //! - `files/{batchId}/{fileId}`: the content of a finished file (PUT, or a completed large file).
+//! - `files/{batchId}/{fileId}.good`: its good rows only, when the batch was partially ingested
+//!   (what Data Access serves then).
+//! - `emulator.ims-key`: the key that signs the tokens of `/ims/token/v3` (mode 0600).
 //! - `parts/{fileId}/{seq}.part`: the chunks of a large file being uploaded.
 //! - `tmp/`: bodies being received; renamed into place when whole, emptied at start.
 //! - `emulator.lock`: held (flock) while an emulator uses the dir.
@@ -88,6 +92,32 @@ const SCHEMA: &[&str] = &[
         raw TEXT,
         PRIMARY KEY (batch_id, seq)
     )",
+    "CREATE TABLE IF NOT EXISTS schemas (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        body TEXT NOT NULL,
+        identity_field TEXT,
+        created INTEGER NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS upsert_rows (
+        dataset_id TEXT NOT NULL,
+        identity TEXT NOT NULL,
+        record TEXT NOT NULL,
+        batch_id TEXT NOT NULL,
+        updated INTEGER NOT NULL,
+        PRIMARY KEY (dataset_id, identity)
+    )",
+];
+
+/// Columns added after the first release: (table, column, declaration). Added at start when an
+/// older data dir lacks them.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    // All the problems of a failed row, as a JSON array of {code, message, path}.
+    ("failed_rows", "errors", "TEXT"),
+    // Size of the good-rows copy Data Access serves for a partially ingested file.
+    ("files", "served_size", "INTEGER"),
+    // The identity field of an upsert dataset, when its config names one.
+    ("datasets", "identity_field", "TEXT"),
 ];
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -101,6 +131,27 @@ pub struct DatasetRow {
     pub sandbox: String,
     pub created: i64,
     pub updated: i64,
+    pub identity_field: Option<String>,
+}
+
+impl DatasetRow {
+    /// The `schemaRef.id` it names, if any.
+    pub fn schema_id(&self) -> Option<String> {
+        let v: serde_json::Value = serde_json::from_str(self.schema_ref.as_deref()?).ok()?;
+        v.get("id")?.as_str().map(str::to_owned)
+    }
+
+    /// Tagged `unifiedProfile: ["enabled:true", "isUpsert:true"]`.
+    pub fn is_upsert(&self) -> bool {
+        let tags: serde_json::Value = serde_json::from_str(&self.tags).unwrap_or_default();
+        tags.get("unifiedProfile")
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(|a| {
+                a.iter()
+                    .filter_map(serde_json::Value::as_str)
+                    .any(|t| t.eq_ignore_ascii_case("isUpsert:true"))
+            })
+    }
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -135,6 +186,8 @@ pub struct FileRow {
     pub records: Option<i64>,
     pub created: i64,
     pub updated: i64,
+    /// Set when Data Access serves the good rows only (`{fileId}.good`).
+    pub served_size: Option<i64>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -155,6 +208,7 @@ pub struct FailedRow {
     pub code: String,
     pub message: String,
     pub raw: Option<String>,
+    pub errors: Option<String>,
 }
 
 /// A dataset to insert (JSON columns as text).
@@ -166,6 +220,7 @@ pub struct NewDataset<'a> {
     pub extra: &'a str,
     pub ims_org: &'a str,
     pub sandbox: &'a str,
+    pub identity_field: Option<&'a str>,
 }
 
 impl<'a> NewDataset<'a> {
@@ -179,6 +234,7 @@ impl<'a> NewDataset<'a> {
             extra: "{}",
             ims_org: "",
             sandbox: "",
+            identity_field: None,
         }
     }
 }
@@ -229,6 +285,22 @@ impl Store {
         for stmt in SCHEMA {
             sqlx::query(*stmt).execute(&pool).await.map_err(db_err)?;
         }
+        for (table, column, decl) in ADDED_COLUMNS {
+            let cols: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT name FROM pragma_table_info('{table}')"
+            )))
+            .fetch_all(&pool)
+            .await
+            .map_err(db_err)?;
+            if !cols.iter().any(|(c,)| c == column) {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "ALTER TABLE {table} ADD COLUMN {column} {decl}"
+                )))
+                .execute(&pool)
+                .await
+                .map_err(db_err)?;
+            }
+        }
         Ok(Store {
             pool,
             root: root.to_path_buf(),
@@ -243,6 +315,13 @@ impl Store {
     }
     pub fn parts_dir(&self, file_id: &str) -> PathBuf {
         self.root.join("parts").join(file_id)
+    }
+    /// The good rows of a partially ingested file.
+    pub fn good_path(&self, batch_id: &str, file_id: &str) -> PathBuf {
+        self.root
+            .join("files")
+            .join(batch_id)
+            .join(format!("{file_id}.good"))
     }
     pub fn part_path(&self, file_id: &str, seq: i64) -> PathBuf {
         self.parts_dir(file_id).join(format!("{seq}.part"))
@@ -296,8 +375,8 @@ impl Store {
     pub async fn insert_dataset_if_missing(&self, d: NewDataset<'_>) -> Result<bool, sqlx::Error> {
         let now = now_ms();
         let r = sqlx::query(
-            "INSERT OR IGNORE INTO datasets (id, name, schema_ref, tags, extra, ims_org, sandbox, created, updated)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO datasets (id, name, schema_ref, tags, extra, ims_org, sandbox, created, updated, identity_field)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(d.id)
         .bind(d.name)
@@ -308,9 +387,65 @@ impl Store {
         .bind(d.sandbox)
         .bind(now)
         .bind(now)
+        .bind(d.identity_field)
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
+    }
+
+    /// Sets what the emulator's owner says about an existing dataset (config seeds, embedded
+    /// mode): each `Some` replaces the stored value.
+    pub async fn update_dataset_setup(
+        &self,
+        id: &str,
+        schema_ref: Option<&str>,
+        tags: Option<&str>,
+        identity_field: Option<&str>,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE datasets SET schema_ref = COALESCE(?, schema_ref), tags = COALESCE(?, tags),
+                 identity_field = COALESCE(?, identity_field), updated = ? WHERE id = ?",
+        )
+        .bind(schema_ref)
+        .bind(tags)
+        .bind(identity_field)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Stores a schema's JSON so it is registered again at the next start.
+    pub async fn save_schema(
+        &self,
+        id: &str,
+        name: &str,
+        body: &str,
+        identity_field: Option<&str>,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO schemas (id, name, body, identity_field, created) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, body = excluded.body,
+                 identity_field = excluded.identity_field",
+        )
+        .bind(id)
+        .bind(name)
+        .bind(body)
+        .bind(identity_field)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The stored schemas: (id, name, body, identity_field).
+    pub async fn saved_schemas(
+        &self,
+    ) -> Result<Vec<(String, String, String, Option<String>)>, sqlx::Error> {
+        sqlx::query_as("SELECT id, name, body, identity_field FROM schemas ORDER BY created, id")
+            .fetch_all(&self.pool)
+            .await
     }
 
     /// Compare-and-set of a batch status; returns whether it changed.

@@ -182,18 +182,67 @@ impl Env {
         format: Value,
         files: &[(&str, Vec<u8>)],
     ) -> (String, String, Value) {
+        self.ingest_with(format, json!({}), files).await
+    }
+
+    /// Like `ingest`, with more fields in the create-batch body (e.g. enableErrorDiagnostics).
+    pub async fn ingest_with(
+        &self,
+        format: Value,
+        options: Value,
+        files: &[(&str, Vec<u8>)],
+    ) -> (String, String, Value) {
         let ds = self.dataset().await;
-        let batch = self.create_batch(&ds, format).await;
+        let (batch, b) = self.ingest_into(&ds, format, options, files).await;
+        (ds, batch, b)
+    }
+
+    /// Creates a batch in this dataset (with more fields in its body), uploads the files,
+    /// completes it and waits for its end: (batch id, batch).
+    pub async fn ingest_into(
+        &self,
+        ds: &str,
+        format: Value,
+        options: Value,
+        files: &[(&str, Vec<u8>)],
+    ) -> (String, Value) {
+        let mut body = json!({"datasetId": ds, "inputFormat": format});
+        for (k, v) in options.as_object().into_iter().flatten() {
+            body[k] = v.clone();
+        }
+        let (status, created) = self.create_batch_raw(body).await;
+        assert_eq!(status, StatusCode::CREATED, "create batch: {created}");
+        let batch = created["id"].as_str().unwrap().to_owned();
         for (name, data) in files {
             assert_eq!(
-                self.put(&batch, &ds, name, data.clone()).await,
+                self.put(&batch, ds, name, data.clone()).await,
                 StatusCode::CREATED
             );
         }
         let (s, _) = self.action(&batch, "COMPLETE").await;
         assert_eq!(s, StatusCode::OK);
         let b = self.wait_status(&batch, &["success", "failed"]).await;
-        (ds, batch, b)
+        (batch, b)
+    }
+
+    /// `GET /export/batches/{id}/failed` → its `data`.
+    pub async fn failed_rows(&self, batch: &str) -> Vec<Value> {
+        let r = self
+            .req(Method::GET, &format!("{EXPORT}/batches/{batch}/failed"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let v: Value = r.json().await.unwrap();
+        v["data"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// GET a path with the permissive headers → (status, JSON body or Null).
+    pub async fn get_json(&self, path: &str) -> (StatusCode, Value) {
+        let r = self.req(Method::GET, path).send().await.unwrap();
+        let s = r.status();
+        let text = r.text().await.unwrap();
+        (s, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
     pub fn addr(&self) -> std::net::SocketAddr {

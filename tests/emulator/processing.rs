@@ -39,7 +39,11 @@ async fn multi_line_json_fixture_succeeds_with_is_multi_line_json() {
     assert_eq!(b["metrics"]["outputRecordCount"], 16);
     // The same file read as JSON Lines fails: its lines are not objects.
     let (_, batch, b) = env
-        .ingest(json!({"format": "json"}), &[("CRM_profiles.json", data)])
+        .ingest_with(
+            json!({"format": "json"}),
+            json!({"enableErrorDiagnostics": true}),
+            &[("CRM_profiles.json", data)],
+        )
         .await;
     assert_eq!(b["status"], "failed", "{b}");
     assert_eq!(b["errors"][0]["code"], "INGEST-1401-400");
@@ -187,8 +191,29 @@ async fn unparsable_rows_fail_the_batch_with_ingest_1401() {
     let env = start(cfg()).await;
     let data = b"{\"a\":1}\nnot json\n{\"a\":3}\n\n[1,2]\n{\"a\":6}\n".to_vec();
     let size = data.len();
+    let diag = json!({"enableErrorDiagnostics": true});
+    // Diagnostics off: the platform's one summary (the emulator says where it looked).
+    let (_, _, b) = env
+        .ingest(json!({"format": "json"}), &[("rows.json", data.clone())])
+        .await;
+    assert_eq!(b["status"], "failed");
+    let errors = b["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{b}");
+    assert_eq!(errors[0]["code"], "INGEST-1211-400");
+    assert!(errors[0].get("recordCount").is_none(), "{b}");
+    let d = errors[0]["description"].as_str().unwrap();
+    assert!(
+        d.contains("error diagnostics enabled") && d.contains("rows.json") && d.contains("row 2"),
+        "{d}"
+    );
+    assert_eq!(b["metrics"]["failedRecordCount"], 2);
+    // Diagnostics on: each code with its record count.
     let (_, batch, b) = env
-        .ingest(json!({"format": "json"}), &[("rows.json", data)])
+        .ingest_with(
+            json!({"format": "json"}),
+            diag.clone(),
+            &[("rows.json", data)],
+        )
         .await;
     assert_eq!(b["status"], "failed");
     assert_eq!(
@@ -220,8 +245,9 @@ async fn unparsable_rows_fail_the_batch_with_ingest_1401() {
 
     // CSV rows with the wrong number of fields.
     let (_, _, b) = env
-        .ingest(
+        .ingest_with(
             json!({"format": "csv"}),
+            diag.clone(),
             &[("r.csv", b"a,b\n1,2\n3\n4,5\n".to_vec())],
         )
         .await;
@@ -237,8 +263,9 @@ async fn unparsable_rows_fail_the_batch_with_ingest_1401() {
 
     // A broken multi-line JSON array.
     let (_, _, b) = env
-        .ingest(
+        .ingest_with(
             json!({"format": "json", "isMultiLineJson": true}),
+            diag,
             &[("m.json", b"[{\"a\":1},\n{\"a\":2},\n{\"a\":".to_vec())],
         )
         .await;
@@ -261,8 +288,9 @@ async fn every_file_with_bad_rows_is_reported_even_past_the_stored_rows_cap() {
         .flat_map(|i| format!("bad {i}\n").into_bytes())
         .collect();
     let (_, batch, b) = env
-        .ingest(
+        .ingest_with(
             json!({"format": "json"}),
+            json!({"enableErrorDiagnostics": true}),
             &[
                 ("a.json", many_bad),
                 ("b.json", b"{\"ok\":1}\n[]\n".to_vec()),
