@@ -1,0 +1,615 @@
+//! Reliability: tries hard to break the promise "every dropped file ends up ingested exactly
+//! once, or quarantined with a reason, whatever happens" — against the real emulator over HTTP,
+//! with real files, and the real `batchdrop` binary killed with real signals.
+//!
+//! Every random choice comes from one seed, printed at the start of each test; rerun a failure
+//! with `BATCHDROP_SEED=<seed> cargo test --test reliability <name> -- --nocapture`.
+//! `BATCHDROP_SOAK=1` makes the long variants (more kills, 50,000 files).
+//!
+//! The end state every test checks is read from the platform's side (Catalog + Data Access,
+//! paged): each dropped file is in exactly one successful batch with all its records, no batch
+//! is left open, and every file has a receipt beside it in the archive or the failed folder.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::{Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use batchdrop::api::{BatchQuery, BatchStatus};
+use batchdrop::emulator::{EmulatorConfig, FaultConfig};
+use batchdrop::store::Store;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use support::*;
+
+// ---- seeds, soak ---------------------------------------------------------------------------
+
+/// The seed of this run: `BATCHDROP_SEED`, or a fresh one. Printed so a failure can be replayed.
+fn seed(test: &str) -> u64 {
+    let seed = std::env::var("BATCHDROP_SEED")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    println!(
+        "[{test}] seed {seed} (replay: BATCHDROP_SEED={seed} cargo test --test reliability {test} -- --nocapture)"
+    );
+    seed
+}
+
+fn soak() -> bool {
+    std::env::var("BATCHDROP_SOAK").is_ok_and(|v| v == "1")
+}
+
+// ---- the real binary -----------------------------------------------------------------------
+
+/// A `batchdrop` process. Killed (SIGKILL) if still running when dropped, so a failing test
+/// leaves nothing behind.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: a signal to our own child process.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// SIGKILL and reap.
+    fn kill9(&mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    /// Waits (without blocking the runtime) for the process to end on its own.
+    async fn wait_exit(&mut self, secs: u64) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "batchdrop (pid {}) did not exit within {secs}s; log: {}",
+                    self.pid(),
+                    self.log.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGTERM, and the graceful exit must be a success.
+    async fn stop(mut self) {
+        self.signal(libc::SIGTERM);
+        let status = self.wait_exit(60).await;
+        assert!(status.success(), "graceful stop exits 0, got {status:?}");
+    }
+
+    /// Peak resident memory (VmHWM) of the live process, in KiB.
+    fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.kill9();
+        }
+    }
+}
+
+/// Starts `batchdrop run` on `config`; its log is appended to `daemon.log` beside the config.
+fn spawn_daemon(config: &Path, env: &[(&str, &str)]) -> Proc {
+    spawn_cmd(Command::new(env!("CARGO_BIN_EXE_batchdrop")), config, env)
+}
+
+fn spawn_cmd(mut cmd: Command, config: &Path, env: &[(&str, &str)]) -> Proc {
+    cmd.arg("run").arg("--config").arg(config);
+    let log = config.with_file_name("daemon.log");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .unwrap();
+    cmd.env("RUST_LOG", "batchdrop=debug")
+        .env_remove("BATCHDROP_CRASH_AT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(file);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Proc {
+        child: cmd.spawn().expect("batchdrop binary runs"),
+        log,
+    }
+}
+
+fn read_log(p: &Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned()
+}
+
+/// Waits until the log at `path` contains `needle`.
+async fn wait_log(path: &Path, needle: &str, secs: u64) -> String {
+    let path = path.to_owned();
+    eventually(secs, &format!("{needle:?} in {}", path.display()), || {
+        let log = read_log(&path);
+        async move { log.contains(needle).then_some(log) }
+    })
+    .await
+}
+
+// ---- workload --------------------------------------------------------------------------------
+
+/// What was dropped: file name → records, with globally unique ids so that no two files have
+/// the same content (the daemon would rightly skip a repeat).
+#[derive(Default)]
+struct Workload {
+    drop: PathBuf,
+    next_id: usize,
+    files: BTreeMap<String, u64>,
+}
+
+impl Workload {
+    fn new(drop: PathBuf) -> Workload {
+        std::fs::create_dir_all(&drop).unwrap();
+        Workload {
+            drop,
+            next_id: 0,
+            files: BTreeMap::new(),
+        }
+    }
+
+    fn ids(&mut self, n: usize) -> usize {
+        let first = self.next_id;
+        self.next_id += n;
+        first
+    }
+
+    fn json(&mut self, name: &str, n: usize) {
+        let first = self.ids(n);
+        write_atomic(&self.drop.join(name), jsonl(first, n).as_bytes());
+        self.files.insert(name.to_owned(), n as u64);
+    }
+
+    fn csv(&mut self, name: &str, n: usize) {
+        let first = self.ids(n);
+        let mut s = String::from("id,name\n");
+        for i in first..first + n {
+            s.push_str(&format!("{i},person {i}\n"));
+        }
+        write_atomic(&self.drop.join(name), s.as_bytes());
+        self.files.insert(name.to_owned(), n as u64);
+    }
+
+    fn parquet(&mut self, name: &str, n: usize) {
+        let first = self.ids(n) as i64;
+        write_atomic(&self.drop.join(name), &parquet_bytes(first, n as i64));
+        self.files.insert(name.to_owned(), n as u64);
+    }
+
+    /// `n` small files of mixed formats, some in sub-folders.
+    fn small(&mut self, rng: &mut StdRng, n: usize) {
+        for _ in 0..n {
+            let k = self.files.len();
+            let dir = if rng.random_bool(0.2) {
+                format!("sub{}/", k % 3)
+            } else {
+                String::new()
+            };
+            let records = rng.random_range(1..25);
+            match rng.random_range(0..10) {
+                0..5 => self.json(&format!("{dir}s{k:05}.json"), records),
+                5..8 => self.csv(&format!("{dir}s{k:05}.csv"), records),
+                _ => self.parquet(&format!("{dir}s{k:05}.parquet"), records),
+            }
+        }
+    }
+}
+
+fn parquet_bytes(first: i64, rows: i64) -> Vec<u8> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, false),
+    ]));
+    let ids = Int64Array::from_iter_values(first..first + rows);
+    let names = StringArray::from_iter_values((first..first + rows).map(|i| format!("person {i}")));
+    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(ids), Arc::new(names)]).unwrap();
+    let mut out = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    out
+}
+
+// ---- the platform's view -----------------------------------------------------------------------
+
+/// Data Access, read with plain HTTP (the client's `DataSetFile` has no name).
+struct Platform {
+    base: String,
+    http: reqwest::Client,
+    api: batchdrop::api::ApiClient,
+}
+
+impl Platform {
+    fn new(base: &str) -> Platform {
+        Platform {
+            base: base.to_owned(),
+            http: reqwest::Client::new(),
+            api: client(base),
+        }
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth("test-token")
+            .header("x-api-key", "test")
+            .header("x-gw-ims-org-id", "test@AdobeOrg")
+            .header("x-sandbox-name", "prod")
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Every batch of the dataset, paging 100 at a time.
+    async fn all_batches(&self) -> Vec<batchdrop::api::BatchInfo> {
+        let mut out = Vec::new();
+        loop {
+            let page = self
+                .api
+                .find_batches(&BatchQuery {
+                    dataset_id: Some(DATASET.into()),
+                    limit: Some(100),
+                    start: Some(out.len() as u64),
+                    order_by: Some("asc:created".into()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            let n = page.len();
+            out.extend(page);
+            if n < 100 {
+                return out;
+            }
+        }
+    }
+
+    /// (name, dataSetFileId, records) of each file of a successful batch.
+    async fn batch_files(&self, batch: &str) -> Vec<(String, String, u64)> {
+        let v: serde_json::Value = self
+            .get(&format!("/data/foundation/export/batches/{batch}/files"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["name"].as_str().unwrap().to_owned(),
+                    f["dataSetFileId"].as_str().unwrap().to_owned(),
+                    f["records"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    async fn download(&self, file_id: &str) -> Vec<u8> {
+        self.get(&format!("/data/foundation/export/files/{file_id}"))
+            .await
+            .bytes()
+            .await
+            .unwrap()
+            .to_vec()
+    }
+
+    /// What the dataset holds: file name → [(batch, dataSetFileId, records)], over every
+    /// successful batch. Panics if a batch is left open.
+    async fn ingested(&self) -> Ingested {
+        let mut by_name: BTreeMap<String, Vec<(String, String, u64)>> = BTreeMap::new();
+        let mut batches = BTreeMap::<String, usize>::new();
+        let mut statuses = BTreeMap::<String, usize>::new();
+        for b in self.all_batches().await {
+            *statuses.entry(format!("{:?}", b.status)).or_default() += 1;
+            assert!(
+                !matches!(
+                    b.status,
+                    BatchStatus::Loading | BatchStatus::Staging | BatchStatus::Processing
+                ),
+                "batch {} left {:?}",
+                b.id,
+                b.status
+            );
+            if b.status == BatchStatus::Success {
+                let files = self.batch_files(&b.id).await;
+                batches.insert(b.id.clone(), files.len());
+                for (name, id, records) in files {
+                    by_name
+                        .entry(name)
+                        .or_default()
+                        .push((b.id.clone(), id, records));
+                }
+            }
+        }
+        Ingested {
+            by_name,
+            batches,
+            statuses,
+        }
+    }
+}
+
+struct Ingested {
+    by_name: BTreeMap<String, Vec<(String, String, u64)>>,
+    /// Successful batch → number of files.
+    batches: BTreeMap<String, usize>,
+    statuses: BTreeMap<String, usize>,
+}
+
+impl Ingested {
+    /// Each expected file in exactly one successful batch with all its records, and nothing
+    /// else in the dataset.
+    fn assert_exactly(&self, expected: &BTreeMap<String, u64>) {
+        let mut problems = Vec::new();
+        for (name, records) in expected {
+            match self.by_name.get(name).map(Vec::as_slice) {
+                None | Some([]) => problems.push(format!("{name}: not in the platform")),
+                Some([(_, _, got)]) if got == records => {}
+                Some([(b, _, got)]) => {
+                    problems.push(format!("{name}: {got} records in {b}, dropped {records}"))
+                }
+                Some(many) => {
+                    problems.push(format!("{name}: ingested {} times: {many:?}", many.len()))
+                }
+            }
+        }
+        for name in self.by_name.keys() {
+            if !expected.contains_key(name) {
+                problems.push(format!("{name}: in the platform but not expected"));
+            }
+        }
+        let want: u64 = expected.values().sum();
+        let got: u64 = self.by_name.values().flatten().map(|(_, _, r)| r).sum();
+        assert!(
+            problems.is_empty(),
+            "{} problem(s), e.g. {:#?}",
+            problems.len(),
+            &problems[..problems.len().min(20)]
+        );
+        assert_eq!(got, want, "records in the platform");
+    }
+}
+
+/// Receipts below `dir`, by file name (a name with two receipts panics).
+fn receipts_by_name(dir: &Path) -> BTreeMap<String, serde_json::Value> {
+    let mut out = BTreeMap::new();
+    for r in receipts(dir) {
+        let name = r["file"].as_str().unwrap().to_owned();
+        if let Some(prev) = out.insert(name.clone(), r.clone()) {
+            panic!("two receipts for {name}: {prev}\n{r}");
+        }
+    }
+    out
+}
+
+/// Asserts every expected file is archived (moved, with a success receipt), nothing failed,
+/// and nothing is left in the drop folder.
+fn assert_all_archived(env_drop: &Path, expected: &BTreeMap<String, u64>) {
+    let archive = env_drop.join("_archive");
+    let got = receipts_by_name(&archive);
+    for name in expected.keys() {
+        let r = got
+            .get(name)
+            .unwrap_or_else(|| panic!("no receipt for {name}"));
+        assert_eq!(r["status"], "success", "{r}");
+        assert!(archive.join(name).exists(), "{name} archived");
+    }
+    assert_eq!(got.len(), expected.len(), "one receipt per file");
+    let failed = receipts(&env_drop.join("_failed"));
+    assert!(failed.is_empty(), "nothing failed: {failed:#?}");
+    let left = data_files_left(env_drop);
+    assert!(left.is_empty(), "left in the drop folder: {left:?}");
+}
+
+/// Data files still in the drop folder (outside the archive and failed folders).
+fn data_files_left(drop: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![drop.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if p.is_dir() {
+                if name != "_archive" && name != "_failed" {
+                    stack.push(p);
+                }
+            } else if !name.starts_with('.') {
+                out.push(p.strip_prefix(drop).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
+
+/// Waits for `n` receipts in the archive, while checking the daemon stays up.
+async fn wait_archived(drop: &Path, n: usize, secs: u64, daemon: &mut Proc) {
+    let archive = drop.join("_archive");
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let got = receipts(&archive).len();
+        if got >= n {
+            return;
+        }
+        assert!(
+            daemon.alive(),
+            "the daemon exited; log: {}",
+            daemon.log.display()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "{got} of {n} receipts after {secs}s; failed: {:#?}",
+            receipts(&drop.join("_failed"))
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Counts of files and batches per state, read from the state database (the daemon is dead or
+/// runs beside: WAL readers never block it).
+async fn snapshot(state_dir: &Path) -> String {
+    let store = Store::open_shared(state_dir).await.unwrap();
+    let files = store.file_counts().await.unwrap();
+    let batches = store.batches_in_flight().await.unwrap();
+    store.close().await;
+    let mut b = BTreeMap::<String, usize>::new();
+    for row in &batches {
+        *b.entry(row.state.clone()).or_default() += 1;
+    }
+    let f: BTreeMap<String, i64> = files.into_iter().map(|(_, s, n)| (s, n)).collect();
+    format!("batches in flight {b:?}, files {f:?}")
+}
+
+// ==== 1. crash loop ==============================================================================
+
+/// Instants named in the code (`src/crashpoint.rs`) where a kill is most likely to break
+/// something; the loop mixes them with kills at random times.
+const CRASH_POINTS: &[&str] = &[
+    "create-sent",
+    "mid-body",
+    "put-sent",
+    "chunk-sent",
+    "chunk-recorded",
+    "complete-sent",
+    "polling",
+    "archive-moved",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_loop_sigkill_at_random_instants_ingests_everything_exactly_once() {
+    let seed = seed("crash_loop");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let env = Env::new().await;
+    // Small batches and chunks, so that kills land in every phase of many batches.
+    let config = env.write_config(
+        "large_file_threshold = 8192\nchunk_size = 1024",
+        "max_files = 40",
+    );
+    let drop = env.drop_dir();
+    let mut w = Workload::new(drop.clone());
+    let (kills, per_round, initial) = if soak() { (120, 25, 200) } else { (24, 10, 80) };
+    w.small(&mut rng, initial);
+    for i in 0..2 {
+        w.json(&format!("large{i}.json"), 700); // ~24 KB: a dozen chunks
+    }
+    // TODO(replay sidecars): once `.replay` sidecars land, drop a few here (replacing batches
+    // ingested in earlier rounds) and check the replaced batches end inactive.
+
+    let mut by_point = BTreeMap::<String, usize>::new();
+    let mut interrupted = BTreeMap::<String, usize>::new();
+    for round in 0..kills {
+        let point = rng.random_bool(0.4).then(|| {
+            format!(
+                "{}:{}",
+                CRASH_POINTS[rng.random_range(0..CRASH_POINTS.len())],
+                rng.random_range(1..4)
+            )
+        });
+        let env_vars: Vec<(&str, &str)> = match &point {
+            Some(p) => vec![("BATCHDROP_CRASH_AT", p.as_str())],
+            None => vec![],
+        };
+        let mut daemon = spawn_daemon(&config, &env_vars);
+        // A random instant; a round aimed at a named point gives it longer to get there.
+        let delay = if point.is_some() {
+            4000
+        } else {
+            rng.random_range(50..1500)
+        };
+        // Files keep arriving while it runs; a large one now and then.
+        let arrive_at = rng.random_range(0..delay.min(1000));
+        tokio::time::sleep(Duration::from_millis(arrive_at)).await;
+        let n = rng.random_range(0..per_round);
+        w.small(&mut rng, n);
+        if round % 4 == 1 {
+            w.json(&format!("large{}.json", 10 + round), 500);
+        }
+        let started = Instant::now();
+        while daemon.alive() && started.elapsed() < Duration::from_millis(delay - arrive_at) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let how = if daemon.alive() {
+            daemon.kill9();
+            let ms = arrive_at + started.elapsed().as_millis() as u64;
+            match &point {
+                Some(p) => format!("SIGKILL after {ms} ms ({p} not reached)"),
+                None => format!("SIGKILL after {ms} ms"),
+            }
+        } else {
+            let status = daemon.child.wait().unwrap();
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(
+                status.signal(),
+                Some(libc::SIGKILL),
+                "died only by the crash point; log {}",
+                daemon.log.display()
+            );
+            let p = point.clone().unwrap();
+            *by_point.entry(p.clone()).or_default() += 1;
+            format!("crash point {p}")
+        };
+        let snap = snapshot(&env.state_dir()).await;
+        for state in ["sealed", "creating", "loading", "completing", "processing"] {
+            if snap.contains(&format!("\"{state}\"")) {
+                *interrupted.entry(state.to_owned()).or_default() += 1;
+            }
+        }
+        println!("[crash_loop] kill {:>3}: {how:<28} {snap}", round + 1);
+    }
+
+    let mut last = spawn_daemon(&config, &[]);
+    wait_archived(&drop, w.files.len(), 180, &mut last).await;
+    last.stop().await;
+    assert_all_archived(&drop, &w.files);
+    let platform = Platform::new(&env.emulator.base_url());
+    let ingested = platform.ingested().await;
+    ingested.assert_exactly(&w.files);
+    let stats = env.emulator.stats();
+    assert_eq!(
+        stats.duplicate_acknowledged_chunks, 0,
+        "no acknowledged chunk sent twice: {stats:?}"
+    );
+    println!(
+        "[crash_loop] {kills} kills ({} at named crash points: {by_point:?}); batches in flight \
+         at a kill, by state: {interrupted:?}; {} files, {} records, {} successful batches, \
+         platform batches by status {:?}; emulator {stats:?}",
+        by_point.values().sum::<usize>(),
+        w.files.len(),
+        w.files.values().sum::<u64>(),
+        ingested.batches.len(),
+        ingested.statuses
+    );
+}
