@@ -44,6 +44,8 @@ pub async fn platform_gate(
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     bump(&state.counters.requests);
+    let key = format!("{method} {}", req.uri());
+    note_early_retry(&state, &key);
 
     let (fault, latency) = draw_faults(&state);
     if let Some(ms) = latency {
@@ -71,6 +73,7 @@ pub async fn platform_gate(
             }
             .into_response();
             set_retry_after(&mut r, state.config.faults.retry_after_secs);
+            hold_off(&state, key, state.config.faults.retry_after_secs);
             Some(r)
         }
         Fault::Http429 => {
@@ -82,6 +85,7 @@ pub async fn platform_gate(
             )
             .into_response();
             set_retry_after(&mut r, state.config.faults.retry_after_secs);
+            hold_off(&state, key, state.config.faults.retry_after_secs);
             Some(r)
         }
         Fault::Reset => {
@@ -128,6 +132,30 @@ pub async fn platform_gate(
         "platform request"
     );
     resp
+}
+
+/// Remembers that `key` (method and URI) was told to wait `secs`.
+fn hold_off(state: &AppState, key: String, secs: u64) {
+    let until = Instant::now() + Duration::from_secs(secs);
+    state
+        .retry_after
+        .lock()
+        .expect("retry-after map")
+        .insert(key, until);
+}
+
+/// Counts a request that comes back before the `Retry-After` it was given has passed.
+fn note_early_retry(state: &AppState, key: &str) {
+    let mut map = state.retry_after.lock().expect("retry-after map");
+    let now = Instant::now();
+    if let Some(until) = map.get(key).copied() {
+        if now < until {
+            bump(&state.counters.early_retries);
+            tracing::warn!(request = %key, early_ms = (until - now).as_millis() as u64, "request repeated before its Retry-After passed");
+        }
+        map.remove(key);
+    }
+    map.retain(|_, until| *until > now);
 }
 
 fn set_retry_after(resp: &mut Response, secs: u64) {

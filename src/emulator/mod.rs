@@ -51,6 +51,9 @@ pub(crate) struct AppState {
     pub config: EmulatorConfig,
     pub counters: Arc<Counters>,
     pub fault_rng: Mutex<StdRng>,
+    /// Requests answered with `Retry-After` ("METHOD URI" → until when), to count the ones
+    /// repeated too early.
+    pub retry_after: Mutex<HashMap<String, std::time::Instant>>,
     batch_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub work_tx: mpsc::UnboundedSender<String>,
     pub shutdown: watch::Receiver<bool>,
@@ -118,6 +121,7 @@ impl Emulator {
         let state = Arc::new(AppState {
             store,
             fault_rng: Mutex::new(StdRng::seed_from_u64(config.faults.seed)),
+            retry_after: Mutex::new(HashMap::new()),
             config,
             counters: Arc::new(Counters::default()),
             batch_locks: Mutex::new(HashMap::new()),

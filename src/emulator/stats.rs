@@ -19,6 +19,10 @@ pub struct EmulatorStats {
     /// PATCH chunks whose whole range had already been received and acknowledged with the same
     /// bytes (harmless re-sends; a client that records its progress keeps this at 0).
     pub duplicate_acknowledged_chunks: u64,
+    /// Requests repeated (same method and URL) before the `Retry-After` that the emulator
+    /// answered them with had passed. A client that honours `Retry-After` keeps this at 0.
+    #[serde(default)]
+    pub early_retries: u64,
     /// Successful single-request PUT uploads.
     pub puts: u64,
     /// Body bytes stored by PUT and PATCH.
@@ -68,6 +72,7 @@ pub(crate) struct Counters {
     pub fault_batch_failure: AtomicU64,
     pub chunks_received: AtomicU64,
     pub duplicate_acknowledged_chunks: AtomicU64,
+    pub early_retries: AtomicU64,
     pub puts: AtomicU64,
     pub bytes_received: AtomicU64,
     pub batches_created: AtomicU64,
@@ -96,6 +101,7 @@ impl Counters {
             auth_failures: g(&self.auth_failures),
             chunks_received: g(&self.chunks_received),
             duplicate_acknowledged_chunks: g(&self.duplicate_acknowledged_chunks),
+            early_retries: g(&self.early_retries),
             puts: g(&self.puts),
             bytes_received: g(&self.bytes_received),
             batches_created: g(&self.batches_created),
