@@ -12,7 +12,7 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -261,33 +261,50 @@ impl Platform {
         }
     }
 
+    /// GET, retried while the platform is faulty or away (the checks must not be).
     async fn get(&self, path: &str) -> reqwest::Response {
-        self.http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth("test-token")
-            .header("x-api-key", "test")
-            .header("x-gw-ims-org-id", "test@AdobeOrg")
-            .header("x-sandbox-name", "prod")
-            .send()
-            .await
-            .unwrap()
+        for _ in 0..600 {
+            let sent = self
+                .http
+                .get(format!("{}{path}", self.base))
+                .bearer_auth("test-token")
+                .header("x-api-key", "test")
+                .header("x-gw-ims-org-id", "test@AdobeOrg")
+                .header("x-sandbox-name", "prod")
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status().is_success() => return r,
+                Ok(r) if r.status().as_u16() < 429 => panic!("GET {path}: {}", r.status()),
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        panic!("GET {path} kept failing");
     }
 
     /// Every batch of the dataset, paging 100 at a time.
     async fn all_batches(&self) -> Vec<batchdrop::api::BatchInfo> {
         let mut out = Vec::new();
         loop {
-            let page = self
-                .api
-                .find_batches(&BatchQuery {
-                    dataset_id: Some(DATASET.into()),
-                    limit: Some(100),
-                    start: Some(out.len() as u64),
-                    order_by: Some("asc:created".into()),
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
+            let query = BatchQuery {
+                dataset_id: Some(DATASET.into()),
+                limit: Some(100),
+                start: Some(out.len() as u64),
+                order_by: Some("asc:created".into()),
+                ..Default::default()
+            };
+            let mut tries = 0;
+            let page = loop {
+                match self.api.find_batches(&query).await {
+                    Ok(page) => break page,
+                    Err(e) if tries < 600 => {
+                        tries += 1;
+                        let _ = e;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => panic!("listing batches: {e}"),
+                }
+            };
             let n = page.len();
             out.extend(page);
             if n < 100 {
@@ -346,6 +363,12 @@ impl Platform {
             );
             if b.status == BatchStatus::Success {
                 let files = self.batch_files(&b.id).await;
+                assert!(
+                    files.len() <= 1500,
+                    "batch {} has {} files, over the platform's 1500",
+                    b.id,
+                    files.len()
+                );
                 batches.insert(b.id.clone(), files.len());
                 for (name, id, records) in files {
                     by_name
@@ -455,12 +478,12 @@ fn data_files_left(drop: &Path) -> Vec<String> {
     out
 }
 
-/// Waits for `n` receipts in the archive, while checking the daemon stays up.
+/// Waits until `n` files have a receipt (archive or failed folder), while checking the daemon
+/// stays up. The assertions that follow say what went wrong, if anything.
 async fn wait_archived(drop: &Path, n: usize, secs: u64, daemon: &mut Proc) {
-    let archive = drop.join("_archive");
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
-        let got = receipts(&archive).len();
+        let got = receipts(&drop.join("_archive")).len() + receipts(&drop.join("_failed")).len();
         if got >= n {
             return;
         }
@@ -471,8 +494,8 @@ async fn wait_archived(drop: &Path, n: usize, secs: u64, daemon: &mut Proc) {
         );
         assert!(
             Instant::now() < deadline,
-            "{got} of {n} receipts after {secs}s; failed: {:#?}",
-            receipts(&drop.join("_failed"))
+            "{got} of {n} receipts after {secs}s; log {}",
+            daemon.log.display()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -611,5 +634,103 @@ async fn crash_loop_sigkill_at_random_instants_ingests_everything_exactly_once()
         w.files.values().sum::<u64>(),
         ingested.batches.len(),
         ingested.statuses
+    );
+}
+
+// ==== 2. flaky platform ==========================================================================
+
+/// Every batch's events, read from the state database after the daemon stopped.
+async fn batch_events(state_dir: &Path) -> Vec<(i64, Vec<batchdrop::store::EventRow>)> {
+    let store = Store::open_shared(state_dir).await.unwrap();
+    let mut out = Vec::new();
+    let mut id = 1;
+    while store.batch(id).await.is_ok() {
+        out.push((id, store.events_for_batch(id).await.unwrap()));
+        id += 1;
+    }
+    store.close().await;
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flaky_platform_everything_exactly_once_nothing_quarantined_and_retry_after_honoured() {
+    let seed = seed("flaky_platform");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let retry_after_secs = 1;
+    let env = Env::with_emulator(EmulatorConfig {
+        faults: FaultConfig {
+            seed,
+            http_500_probability: 0.08,
+            http_503_probability: 0.08,
+            http_429_probability: 0.08,
+            connection_reset_probability: 0.08,
+            retry_after_secs,
+            latency_probability: 0.1,
+            latency_ms: 300,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let config = env.write_config(
+        "large_file_threshold = 8192\nchunk_size = 2048",
+        "max_files = 12",
+    );
+    let drop = env.drop_dir();
+    let mut w = Workload::new(drop.clone());
+    w.small(&mut rng, if soak() { 400 } else { 60 });
+    w.json("large0.json", 600);
+    w.json("large1.json", 600);
+
+    let mut daemon = spawn_daemon(&config, &[]);
+    wait_archived(&drop, w.files.len(), 240, &mut daemon).await;
+    daemon.stop().await;
+
+    assert_all_archived(&drop, &w.files);
+    let platform = Platform::new(&env.emulator.base_url());
+    platform.ingested().await.assert_exactly(&w.files);
+    let stats = env.emulator.stats();
+    assert_eq!(stats.duplicate_acknowledged_chunks, 0, "{stats:?}");
+    assert_eq!(
+        stats.early_retries, 0,
+        "requests repeated before their Retry-After passed: {stats:?}"
+    );
+    let f = &stats.faults_injected;
+    assert!(
+        f.http_429 + f.http_503 > 0 && f.connection_reset > 0 && f.http_500 > 0,
+        "faults were injected: {f:?}"
+    );
+
+    // The daemon's side: after a 429 or 503 with Retry-After, the batch's next step waits it.
+    let mut retries = 0;
+    let mut waited = Vec::new();
+    for (batch, events) in batch_events(&env.state_dir()).await {
+        for pair in events.windows(2) {
+            let (e, next) = (&pair[0], &pair[1]);
+            if e.kind != "retry" {
+                continue;
+            }
+            retries += 1;
+            let detail = e.detail.as_deref().unwrap_or_default();
+            if detail.contains("HTTP 429") || detail.contains("HTTP 503") {
+                let gap = next.at - e.at;
+                waited.push(gap);
+                assert!(
+                    gap >= retry_after_secs as i64 * 1000 - 100,
+                    "batch #{batch}: next step {gap} ms after \"{detail}\""
+                );
+            }
+        }
+    }
+    waited.sort();
+    println!(
+        "[flaky_platform] {} files, {} faults injected {f:?} over {} requests; {retries} retries \
+         recorded by the daemon, {} after a Retry-After (waits from {:?} to {:?} ms); emulator {stats:?}",
+        w.files.len(),
+        f.total(),
+        stats.requests,
+        waited.len(),
+        waited.first(),
+        waited.last()
     );
 }
