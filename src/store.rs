@@ -688,13 +688,29 @@ impl Store {
         Ok(row)
     }
 
-    /// Delays the next poll of a processing batch without counting a failure.
+    /// Delays the next poll of a processing batch. The platform answered, so the run of
+    /// transient failures (if any) is over.
     pub async fn delay_batch(&self, batch_id: i64, next_at: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE batches SET next_attempt_at = ? WHERE id = ?")
-            .bind(next_at)
-            .bind(batch_id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE batches SET next_attempt_at = ?, attempts = 0, first_error_at = NULL WHERE id = ?",
+        )
+        .bind(next_at)
+        .bind(batch_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Ends a batch's run of transient failures: a file or chunk of it was just acknowledged.
+    /// `max_attempts` and `max_retry_age` count failures in a row, not over a batch's life, so a
+    /// batch that keeps moving forward on a flaky platform is never given up.
+    pub async fn note_progress(&self, batch_id: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE batches SET attempts = 0, first_error_at = NULL WHERE id = ? AND attempts > 0",
+        )
+        .bind(batch_id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

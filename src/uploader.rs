@@ -332,6 +332,8 @@ impl Uploader {
     }
 
     async fn on_api_error(&self, b: &BatchRow, e: ApiError) -> Result<(), StoreError> {
+        // Re-read: progress made during this drive reset the count of failures in a row.
+        let b = &self.store.batch(b.id).await?;
         let label = b.label();
         match e.kind() {
             ErrorKind::Transient { retry_after } => {
@@ -468,11 +470,19 @@ impl FileJob {
             _ => return self.changed(f, "during its upload").await,
         }
         self.store.mark_uploaded(f.id, &sha, f.size).await?;
+        self.progress(f).await?;
         tracing::info!(
             file = %f.rel_path, dataset = %self.dataset, batch = %self.batch,
             bytes = f.size, ms = started.elapsed().as_millis() as u64, "uploaded"
         );
         Ok(())
+    }
+
+    async fn progress(&self, f: &FileRow) -> Result<(), StoreError> {
+        match f.batch_id {
+            Some(id) => self.store.note_progress(id).await,
+            None => Ok(()),
+        }
     }
 
     async fn changed(&self, f: &FileRow, when: &str) -> Result<(), StepError> {
@@ -569,6 +579,7 @@ impl FileJob {
             crashpoint::hit("chunk-sent");
             offset += len;
             self.store.set_uploaded_bytes(f.id, offset as i64).await?;
+            self.progress(f).await?;
             crashpoint::hit("chunk-recorded");
             tracing::debug!(file = %f.rel_path, batch = %self.batch, offset, total, "chunk acknowledged");
         }
