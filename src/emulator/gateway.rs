@@ -44,7 +44,7 @@ pub async fn platform_gate(
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     bump(&state.counters.requests);
-    let key = format!("{method} {}", req.uri());
+    let (req, key) = request_key(req).await;
     note_early_retry(&state, &key);
 
     let (fault, latency) = draw_faults(&state);
@@ -132,6 +132,33 @@ pub async fn platform_gate(
         "platform request"
     );
     resp
+}
+
+/// What makes a request "the same request" again: method and URI, plus a digest of the body
+/// for small POSTs (create-batch has one URL for every batch; its body holds the externalId).
+async fn request_key(req: Request) -> (Request, String) {
+    let key = format!("{} {}", req.method(), req.uri());
+    let small = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|n| n > 0 && n <= 64 * 1024);
+    if req.method() != axum::http::Method::POST || !small {
+        return (req, key);
+    }
+    let (parts, body) = req.into_parts();
+    match axum::body::to_bytes(body, 64 * 1024).await {
+        Ok(bytes) => {
+            use sha2::Digest;
+            let digest = super::upload::hex(&sha2::Sha256::digest(&bytes)[..8]);
+            (
+                Request::from_parts(parts, Body::from(bytes)),
+                format!("{key} body:{digest}"),
+            )
+        }
+        // A body that cannot be read: the handler will say so.
+        Err(_) => (Request::from_parts(parts, Body::empty()), key),
+    }
 }
 
 /// Remembers that `key` (method and URI) was told to wait `secs`.
