@@ -146,6 +146,24 @@ fn spawn_cmd(mut cmd: Command, config: &Path, env: &[(&str, &str)]) -> Proc {
     }
 }
 
+/// On a failing test, keeps a copy of its directory (state, logs, drop folders) in /tmp and
+/// says where.
+struct KeepOnPanic(PathBuf, &'static str);
+
+impl Drop for KeepOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let to = std::env::temp_dir().join(format!(
+                "batchdrop-failed-{}-{}",
+                self.1,
+                std::process::id()
+            ));
+            let _ = Command::new("cp").arg("-a").arg(&self.0).arg(&to).status();
+            eprintln!("[{}] test directory kept in {}", self.1, to.display());
+        }
+    }
+}
+
 fn read_log(p: &Path) -> String {
     String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned()
 }
@@ -273,11 +291,19 @@ impl Platform {
                 .header("x-sandbox-name", "prod")
                 .send()
                 .await;
-            match sent {
+            let wait = match sent {
                 Ok(r) if r.status().is_success() => return r,
                 Ok(r) if r.status().as_u16() < 429 => panic!("GET {path}: {}", r.status()),
-                _ => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
+                // Honour Retry-After like the daemon must (the emulator counts early repeats).
+                Ok(r) => r
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                    .map(|s| Duration::from_millis(s * 1000 + 50))
+                    .unwrap_or(Duration::from_millis(100)),
+                Err(_) => Duration::from_millis(100),
+            };
+            tokio::time::sleep(wait).await;
         }
         panic!("GET {path} kept failing");
     }
@@ -299,8 +325,8 @@ impl Platform {
                     Ok(page) => break page,
                     Err(e) if tries < 600 => {
                         tries += 1;
-                        let _ = e;
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        let wait = e.retry_after().unwrap_or_default();
+                        tokio::time::sleep(wait + Duration::from_millis(100)).await;
                     }
                     Err(e) => panic!("listing batches: {e}"),
                 }
@@ -445,9 +471,12 @@ fn assert_all_archived(env_drop: &Path, expected: &BTreeMap<String, u64>) {
     let archive = env_drop.join("_archive");
     let got = receipts_by_name(&archive);
     for name in expected.keys() {
-        let r = got
-            .get(name)
-            .unwrap_or_else(|| panic!("no receipt for {name}"));
+        let r = got.get(name).unwrap_or_else(|| {
+            panic!(
+                "no receipt for {name} in the archive; failed: {:#?}",
+                receipts(&env_drop.join("_failed"))
+            )
+        });
         assert_eq!(r["status"], "success", "{r}");
         assert!(archive.join(name).exists(), "{name} archived");
     }
@@ -536,6 +565,7 @@ async fn crash_loop_sigkill_at_random_instants_ingests_everything_exactly_once()
     let seed = seed("crash_loop");
     let mut rng = StdRng::seed_from_u64(seed);
     let env = Env::new().await;
+    let _keep = KeepOnPanic(env.dir.path().to_owned(), "crash_loop");
     // Small batches and chunks, so that kills land in every phase of many batches.
     let config = env.write_config(
         "large_file_threshold = 8192\nchunk_size = 1024",
@@ -672,6 +702,7 @@ async fn flaky_platform_everything_exactly_once_nothing_quarantined_and_retry_af
         ..Default::default()
     })
     .await;
+    let _keep = KeepOnPanic(env.dir.path().to_owned(), "flaky_platform");
     let config = env.write_config(
         "large_file_threshold = 8192\nchunk_size = 2048",
         "max_files = 12",
