@@ -280,18 +280,16 @@ impl Uploader {
                 r
             });
         }
-        let mut first_err = None;
+        let mut worst: Option<StepError> = None;
         while let Some(r) = set.join_next().await {
             match r.expect("upload task panicked") {
                 Ok(()) => {}
                 // A file we have sent bytes of changed: nothing else of this batch matters.
                 Err(e @ StepError::Tainted(_)) => return Err(e),
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
+                Err(e) => worst = Some(graver(worst, e)),
             }
         }
-        if let Some(e) = first_err {
+        if let Some(e) = worst {
             return Err(e);
         }
         if shutdown.is_cancelled() {
@@ -587,6 +585,29 @@ impl FileJob {
             .complete_file(&self.batch, &self.dataset, &f.rel_path)
             .await?;
         Ok(finish(hasher))
+    }
+}
+
+/// Of two errors of one drive, the one the batch's retry must be scheduled by: a state
+/// database error first, then the transient error with the longest `Retry-After`, so that no
+/// request the platform asked to wait is repeated sooner because another file of the batch
+/// failed differently.
+fn graver(prev: Option<StepError>, e: StepError) -> StepError {
+    fn wait(e: &StepError) -> Option<Duration> {
+        match e {
+            StepError::Api(a) => a.retry_after(),
+            _ => None,
+        }
+    }
+    match prev {
+        None => e,
+        Some(p @ StepError::Store(_)) => p,
+        Some(_) if matches!(e, StepError::Store(_)) => e,
+        Some(p) if wait(&e) > wait(&p) => {
+            let _ = p;
+            e
+        }
+        Some(p) => p,
     }
 }
 
