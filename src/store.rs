@@ -701,6 +701,17 @@ impl Store {
         Ok(())
     }
 
+    /// The platform answered a request about this batch: whatever fails next starts a new run
+    /// of failures for `max_attempts` (which counts drives in a row where the platform answered
+    /// nothing). `max_retry_age` keeps counting until real progress (`note_progress`).
+    pub async fn note_answered(&self, batch_id: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE batches SET attempts = 0 WHERE id = ? AND attempts > 0")
+            .bind(batch_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Ends a batch's run of transient failures: a file or chunk of it was just acknowledged.
     /// `max_attempts` and `max_retry_age` count failures in a row, not over a batch's life, so a
     /// batch that keeps moving forward on a flaky platform is never given up.

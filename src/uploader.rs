@@ -162,12 +162,17 @@ impl Uploader {
     /// sealed/creating → loading. The external id was chosen when the batch was sealed; a
     /// batch in `creating` may exist on the platform already, so it is looked up first.
     async fn create(&self, b: &BatchRow) -> Result<(), StepError> {
-        if b.state == batch_state::CREATING
-            && let Some(found) = self
+        let found = if b.state == batch_state::CREATING {
+            let found = self
                 .api
                 .find_batch_by_external_id(&b.dataset, &b.external_id)
-                .await?
-        {
+                .await?;
+            self.store.note_answered(b.id).await?;
+            found
+        } else {
+            None
+        };
+        if let Some(found) = found {
             if found.status == BatchStatus::Loading {
                 tracing::info!(batch = %found.id, dataset = %b.dataset, "found the batch created before the restart");
                 self.store
@@ -216,7 +221,9 @@ impl Uploader {
             .expect("a loading batch has a remote id");
         // The platform may have moved on while we were away (completed before a crash, aborted
         // by someone, expired): believe it over our record.
-        match self.api.get_batch(&remote).await? {
+        let info = self.api.get_batch(&remote).await?;
+        self.store.note_answered(b.id).await?;
+        match info {
             None => {
                 return Err(StepError::Tainted(format!(
                     "the platform no longer knows batch {remote}"
@@ -522,6 +529,9 @@ impl FileJob {
             Err(e) if matches!(e.kind(), ErrorKind::NotFound) => 0,
             Err(e) => return Err(e.into()),
         };
+        if let Some(id) = f.batch_id {
+            self.store.note_answered(id).await?;
+        }
         if offset != f.uploaded_bytes as u64 {
             tracing::info!(
                 file = %f.rel_path, batch = %self.batch,
