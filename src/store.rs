@@ -236,6 +236,9 @@ impl Store {
                 path: path.clone(),
                 source,
             })?;
+        // SQLite's migrator takes no lock across processes: a daemon starting on a fresh state
+        // dir while `batchdrop status` opens it would both apply migration 1, and one fails.
+        let _migrating = migration_lock(state_dir).await?;
         sqlx::migrate!("./migrations")
             .run(&pool)
             .await
@@ -1020,6 +1023,31 @@ fn take_lock(state_dir: &Path) -> Result<File, StoreError> {
                     holder
                 },
             })
+        }
+    }
+}
+
+/// Serialises migrations between processes (an `flock` on `batchdrop.migrate.lock`, held
+/// until the returned file is dropped).
+async fn migration_lock(state_dir: &Path) -> Result<File, StoreError> {
+    let path = state_dir.join("batchdrop.migrate.lock");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|source| StoreError::CreateDir {
+            path: path.clone(),
+            source,
+        })?;
+    loop {
+        match file.try_lock() {
+            Err(std::fs::TryLockError::WouldBlock) => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            // Locked, or a filesystem without locks (the migrations then run as before).
+            _ => return Ok(file),
         }
     }
 }
