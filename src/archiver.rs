@@ -194,10 +194,26 @@ impl Archiver {
             .and_then(|v| v.as_u64())
             .unwrap_or(0);
         let mut errors = outcome.get("errors").cloned().unwrap_or(json!([]));
+        // Of a batch's errors, the ones about this file (when the platform names files).
+        if let Some(all) = errors.as_array() {
+            let mine: Vec<serde_json::Value> = all
+                .iter()
+                .filter(|e| {
+                    e["description"]
+                        .as_str()
+                        .is_some_and(|d| crate::poller::error_names_file(d, &f.rel_path))
+                })
+                .cloned()
+                .collect();
+            if !mine.is_empty() {
+                errors = serde_json::Value::Array(mine);
+            }
+        }
         if errors.as_array().is_none_or(|a| a.is_empty())
             && let Some(b) = batch
             && b.state != batch_state::SUCCESS
             && let Some(e) = &b.last_error
+            && f.reason.as_deref() != Some(e.as_str())
         {
             errors = json!([{ "code": "batchdrop", "description": e }]);
         }

@@ -857,6 +857,57 @@ impl Store {
         Ok(())
     }
 
+    /// Records a failed batch's outcome and, in the same transaction, sends `requeue` (files of
+    /// it that the platform's errors do not blame) back to the queue for a new batch.
+    pub async fn finish_batch_requeueing(
+        &self,
+        batch_id: i64,
+        state: &str,
+        outcome_json: &str,
+        detail: &str,
+        requeue: &[i64],
+        why: &str,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE batches SET state = ?, outcome_json = ?, updated_at = ? WHERE id = ?")
+            .bind(state)
+            .bind(outcome_json)
+            .bind(now)
+            .bind(batch_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO events (at, batch_id, kind, detail) VALUES (?, ?, ?, ?)")
+            .bind(now)
+            .bind(batch_id)
+            .bind(state)
+            .bind(detail)
+            .execute(&mut *tx)
+            .await?;
+        for id in requeue {
+            sqlx::query(
+                "UPDATE files SET state = 'ready', batch_id = NULL, uploaded_bytes = 0, sent = 0,
+                   updated_at = ? WHERE id = ? AND batch_id = ? AND state IN ('batched', 'uploaded')",
+            )
+            .bind(now)
+            .bind(id)
+            .bind(batch_id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO events (at, file_id, batch_id, kind, detail) VALUES (?, ?, ?, 'requeued', ?)",
+            )
+            .bind(now)
+            .bind(id)
+            .bind(batch_id)
+            .bind(why)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     // ---- files: outcome --------------------------------------------------------------------
 
     /// Files whose fate is known but who have not been moved and given a receipt yet.
