@@ -164,6 +164,10 @@ pub enum Recorded {
     New(i64),
     /// The same version is already queued, in flight or finished.
     Known,
+    /// An older version of the same path is being uploaded or processed: this one is not
+    /// recorded yet. Ask again later; it is taken once the older one is finished (or
+    /// superseded because it changed).
+    Deferred,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -334,7 +338,8 @@ impl Store {
             return Ok(Recorded::Known);
         }
         // A path still in flight under an older identity: the uploader checks identity before
-        // and after sending and restarts or fails that record, so it is left alone here.
+        // and after sending and restarts or fails that record, so it is left alone here, and
+        // the new version waits (`Deferred`) until the older one is finished.
         let in_flight: Option<(i64, String)> = sqlx::query_as(
             "SELECT id, state FROM files WHERE watch = ? AND rel_path = ?
                AND state IN ('ready', 'batched', 'uploaded') AND finalized = 0 LIMIT 1",
@@ -362,7 +367,7 @@ impl Store {
                 tx.commit().await?;
                 return Ok(Recorded::Known);
             }
-            Some(_) => return Ok(Recorded::Known),
+            Some(_) => return Ok(Recorded::Deferred),
             None => {
                 sqlx::query_scalar(
                     "INSERT INTO files (watch, dataset, format, multiline_json, root, rel_path, dev, ino,

@@ -321,8 +321,19 @@ impl Watcher {
             let Some(c) = self.candidates.remove(&rel) else {
                 continue;
             };
-            self.record(rel, c.identity).await?;
-            woke = true;
+            if self.record(rel.clone(), c.identity).await? {
+                woke = true;
+            } else {
+                // An older version is still in flight: look again after another `settle`.
+                self.candidates.insert(
+                    rel,
+                    Candidate {
+                        identity: c.identity,
+                        since: Instant::now(),
+                        hinted: false,
+                    },
+                );
+            }
         }
         if woke {
             self.wake_batcher.notify_one();
@@ -330,7 +341,9 @@ impl Watcher {
         Ok(())
     }
 
-    async fn record(&mut self, rel: String, id: Identity) -> Result<(), StoreError> {
+    /// Hands a stable file to the store. Returns false when it has to wait for an older
+    /// version of the same path to finish.
+    async fn record(&mut self, rel: String, id: Identity) -> Result<bool, StoreError> {
         let w = &self.watch;
         let format = w.format_for(&rel);
         let file = NewFile {
@@ -357,11 +370,20 @@ impl Watcher {
             if let Some(id) = self.store.record_rejected(&file, &reason).await? {
                 tracing::warn!(file = %rel, dataset = %w.dataset, file_id = id, "rejected: {reason}");
             }
-        } else if let Recorded::New(id) = self.store.record_ready(&file).await? {
-            tracing::info!(file = %rel, dataset = %w.dataset, file_id = id, size = file.size, "ready");
+        } else {
+            match self.store.record_ready(&file).await? {
+                Recorded::New(id) => {
+                    tracing::info!(file = %rel, dataset = %w.dataset, file_id = id, size = file.size, "ready")
+                }
+                Recorded::Known => {}
+                Recorded::Deferred => {
+                    tracing::debug!(file = %rel, dataset = %w.dataset, "a new version waits for the one in flight to finish");
+                    return Ok(false);
+                }
+            }
         }
         self.recorded.insert(rel, id);
-        Ok(())
+        Ok(true)
     }
 }
 
