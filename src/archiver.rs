@@ -102,6 +102,10 @@ impl Archiver {
             mtime_ns: f.mtime_ns,
         };
         let same_version = Identity::read(&src).is_ok_and(|now| now == recorded);
+        if succeeded && !same_version {
+            self.set_aside_if_appended(f, batch, &src, &mut receipt)
+                .await?;
+        }
         let dest = match (&action, same_version) {
             (Action::Move(dir), true) => {
                 let dest = match &f.final_path {
@@ -131,9 +135,11 @@ impl Archiver {
                 match &f.final_path {
                     Some(p) if Path::new(p).exists() => Some(PathBuf::from(p)),
                     _ => {
-                        receipt["note"] = json!(
-                            "the file was no longer in the drop folder (or had changed) when its batch ended; nothing was moved"
-                        );
+                        if receipt.get("note").is_none() {
+                            receipt["note"] = json!(
+                                "the file was no longer in the drop folder (or had changed) when its batch ended; nothing was moved"
+                            );
+                        }
                         None
                     }
                 }
@@ -172,6 +178,66 @@ impl Archiver {
             file = %f.rel_path, dataset = %f.dataset,
             batch = batch.map(|b| b.label()).unwrap_or_default(), status, "file finished; {}", receipt_path.display()
         );
+        Ok(())
+    }
+
+    /// A file that grew after its content was ingested starts with exactly the ingested bytes:
+    /// taking the grown file as a new version would ingest those records twice. It is recorded
+    /// as failed (so the failed folder gets it, with a receipt saying why) before the ingested
+    /// version is finalized, so the watcher never takes it as new.
+    async fn set_aside_if_appended(
+        &self,
+        f: &FileRow,
+        batch: Option<&BatchRow>,
+        src: &Path,
+        receipt: &mut serde_json::Value,
+    ) -> Result<(), FinalizeError> {
+        let Some(sha) = f.sha256.clone() else {
+            return Ok(());
+        };
+        let Ok(meta) = std::fs::symlink_metadata(src) else {
+            return Ok(());
+        };
+        let now = Identity::of(&meta);
+        if !meta.is_file() || now.size <= f.size as u64 {
+            return Ok(());
+        }
+        let path = src.to_owned();
+        let len = f.size as u64;
+        let prefix = tokio::task::spawn_blocking(move || sha256_prefix(&path, len))
+            .await
+            .ok()
+            .and_then(Result::ok);
+        if prefix.as_deref() != Some(sha.as_str()) {
+            return Ok(()); // rewritten, not appended: a new version, for the watcher
+        }
+        let batch_label = batch.map(|b| b.label()).unwrap_or_default();
+        let reason = format!(
+            "{} grew from {} to {} bytes after its first {} bytes were ingested in batch {batch_label}: \
+             what was written after byte {} was appended once the file had been taken. It is not \
+             sent again, so that no record is ingested twice; put only the new records in a new \
+             file to ingest them",
+            f.rel_path, f.size, now.size, f.size, f.size
+        );
+        let grown = crate::store::NewFile {
+            watch: f.watch.clone(),
+            dataset: f.dataset.clone(),
+            format: f.format.clone(),
+            multiline_json: f.multiline_json,
+            root: f.root.clone(),
+            rel_path: f.rel_path.clone(),
+            dev: now.dev as i64,
+            ino: now.ino as i64,
+            size: now.size as i64,
+            mtime_ns: now.mtime_ns,
+        };
+        if self.store.record_rejected(&grown, &reason).await?.is_some() {
+            tracing::warn!(file = %f.rel_path, dataset = %f.dataset, "{reason}");
+        }
+        receipt["note"] = json!(format!(
+            "{} grew after it was ingested; the grown file was set aside in the failed folder (see its receipt)",
+            f.rel_path
+        ));
         Ok(())
     }
 
@@ -319,6 +385,23 @@ fn move_file(src: &Path, dest: &Path) -> std::io::Result<()> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// SHA-256 of the first `len` bytes of a file.
+fn sha256_prefix(path: &Path, len: u64) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?.take(len);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(format!("{:x}", hasher.finalize()))
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
