@@ -128,8 +128,14 @@ impl Uploader {
         let outcome = match result {
             Ok(()) => Ok(()),
             Err(StepError::Shutdown) => Ok(()),
-            Err(StepError::Unreadable(why)) => self.abandon(&b, &why).await,
-            Err(StepError::Tainted(why)) => self.abandon(&b, &why).await,
+            Err(StepError::Unreadable(why)) | Err(StepError::Tainted(why)) => {
+                // Re-read: this drive may have created the batch, and only the fresh row
+                // knows its remote id (without it the batch is never aborted on the platform).
+                match self.store.batch(b.id).await {
+                    Ok(fresh) => self.abandon(&fresh, &why).await,
+                    Err(e) => Err(e),
+                }
+            }
             Err(StepError::Api(e)) => self.on_api_error(&b, e).await,
             Err(StepError::Store(e)) => Err(e),
         };
