@@ -434,13 +434,15 @@ impl FileJob {
         };
         match Identity::read(&path) {
             Ok(now) if now == recorded => {}
+            // Bytes of it may be in the batch already (a retry, or a restart): that is a
+            // change during its upload.
+            Ok(_) if f.sent => return self.changed(f, "during its upload").await,
             Ok(_) => return self.changed(f, "before its upload").await,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if f.sent {
-                    return Err(StepError::Tainted(format!(
-                        "{} was deleted while it was being uploaded into batch {}",
-                        f.rel_path, self.batch
-                    )));
+                    let why = deleted_while_uploading(f, &self.batch);
+                    self.store.fail_file(f.id, &why).await?;
+                    return Err(StepError::Tainted(why));
                 }
                 self.store
                     .fail_file(f.id, &format!("{} was deleted before it could be uploaded; drop it again to ingest it", f.rel_path))
@@ -467,6 +469,20 @@ impl FileJob {
         } else {
             self.put_large(f, &path).await
         };
+        // The file must be exactly the version we started with, or the platform holds a mix.
+        // Checked whatever the transfer's outcome: a file cut short while it was read makes a
+        // body shorter than announced, which is a change of the file, not a platform failure.
+        if !matches!(sent, Err(StepError::Shutdown)) {
+            match Identity::read(&path) {
+                Ok(now) if now == recorded => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let why = deleted_while_uploading(f, &self.batch);
+                    self.store.fail_file(f.id, &why).await?;
+                    return Err(StepError::Tainted(why));
+                }
+                _ => return self.changed(f, "during its upload").await,
+            }
+        }
         let sha = match sent {
             Ok(sha) => sha,
             Err(StepError::Unreadable(why)) => {
@@ -475,11 +491,6 @@ impl FileJob {
             }
             Err(e) => return Err(e),
         };
-        // The file must be exactly the version we started with, or the platform holds a mix.
-        match Identity::read(&path) {
-            Ok(now) if now == recorded => {}
-            _ => return self.changed(f, "during its upload").await,
-        }
         self.store.mark_uploaded(f.id, &sha, f.size).await?;
         self.progress(f).await?;
         tracing::info!(
@@ -625,6 +636,14 @@ fn graver(prev: Option<StepError>, e: StepError) -> StepError {
         }
         Some(p) => p,
     }
+}
+
+fn deleted_while_uploading(f: &FileRow, batch: &str) -> String {
+    format!(
+        "{} was deleted while it was being uploaded into batch {batch}; that batch was given up, \
+         so nothing of it is ingested: drop it again to ingest it",
+        f.rel_path
+    )
 }
 
 fn io_fail(f: &FileRow, e: std::io::Error) -> StepError {
