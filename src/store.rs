@@ -671,20 +671,23 @@ impl Store {
         Ok(())
     }
 
-    /// Records a transient failure and when to try again. Returns the attempt count and the
-    /// time of the first failure in this run of failures.
+    /// Records a transient failure and when to try again; `counts` says whether it counts
+    /// toward `max_attempts` (not when the platform could not be reached at all). Returns the
+    /// attempt count and the time of the first failure in this run of failures.
     pub async fn schedule_retry(
         &self,
         batch_id: i64,
         error: &str,
         next_at: i64,
+        counts: bool,
     ) -> Result<(i64, i64), StoreError> {
         let now = now_ms();
         let row: (i64, i64) = sqlx::query_as(
-            "UPDATE batches SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?,
+            "UPDATE batches SET attempts = attempts + ?, last_error = ?, next_attempt_at = ?,
                first_error_at = COALESCE(first_error_at, ?), updated_at = ? WHERE id = ?
              RETURNING attempts, first_error_at",
         )
+        .bind(counts as i64)
         .bind(error)
         .bind(next_at)
         .bind(now)

@@ -349,7 +349,11 @@ impl Uploader {
         match e.kind() {
             ErrorKind::Transient { retry_after } => {
                 let age = b.first_error_at.map(|t| now_ms() - t).unwrap_or(0);
-                if b.attempts + 1 >= self.upload.max_attempts as i64
+                // A platform that cannot be reached at all (down, restarting) says nothing
+                // about this batch: only max_retry_age applies then, and the waits grow with
+                // the outage's age. max_attempts counts the platform's own refusals.
+                let counts = !e.is_unreachable();
+                if (counts && b.attempts + 1 >= self.upload.max_attempts as i64)
                     || age >= self.upload.max_retry_age.as_millis() as i64
                 {
                     let why = format!(
@@ -359,15 +363,28 @@ impl Uploader {
                     );
                     return self.fail_batch(b, &why).await;
                 }
+                let attempt = if counts {
+                    b.attempts as u32 + 1
+                } else {
+                    retry::attempt_for_age(
+                        Duration::from_millis(age.max(0) as u64),
+                        self.upload.backoff_initial,
+                    )
+                };
                 let wait = retry::backoff_jittered(
-                    b.attempts as u32 + 1,
+                    attempt,
                     self.upload.backoff_initial,
                     self.upload.backoff_max,
                     retry_after,
                 );
-                tracing::warn!(batch = %label, dataset = %b.dataset, attempt = b.attempts + 1, "transient failure, retrying in {wait:?}: {e}");
+                tracing::warn!(batch = %label, dataset = %b.dataset, attempt, "transient failure, retrying in {wait:?}: {e}");
                 self.store
-                    .schedule_retry(b.id, &e.to_string(), now_ms() + wait.as_millis() as i64)
+                    .schedule_retry(
+                        b.id,
+                        &e.to_string(),
+                        now_ms() + wait.as_millis() as i64,
+                        counts,
+                    )
                     .await?;
                 Ok(())
             }
