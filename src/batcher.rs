@@ -103,19 +103,27 @@ impl Batcher {
             .min()
             .unwrap_or(Duration::from_secs(1))
             .clamp(Duration::from_millis(20), Duration::from_secs(1));
+        let mut trouble = crate::store::StoreTrouble::new("batcher");
         loop {
             let flushing = flush.load(std::sync::atomic::Ordering::SeqCst);
             let mut sealed = false;
+            let mut wait = tick;
             for w in &self.watches {
-                sealed |= self.batch_watch(w, flushing).await?;
+                match self.batch_watch(w, flushing).await {
+                    Ok(s) => {
+                        sealed |= s;
+                        trouble.ok();
+                    }
+                    Err(e) => wait = trouble.failed(&e),
+                }
             }
             if sealed {
                 self.wake_uploader.notify_one();
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(tick) => {}
+                _ = self.wake.notified(), if wait == tick => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }

@@ -52,6 +52,96 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// What an operator should know about an error met while running: the usual causes
+    /// (another process holding the lock, a full disk) in words, then SQLite's own message.
+    pub fn explain(&self) -> String {
+        let code = match self {
+            StoreError::Query(sqlx::Error::Database(db))
+            | StoreError::Db {
+                source: sqlx::Error::Database(db),
+                ..
+            } => db
+                .code()
+                .and_then(|c| c.parse::<i64>().ok())
+                .map(|c| c & 0xff),
+            _ => None,
+        };
+        let what = match code {
+            Some(5) | Some(6) => {
+                "the state database is locked by another process (a `sqlite3` shell or a backup \
+                 holding a transaction?)"
+            }
+            Some(13) => "the state directory's disk is full",
+            Some(8) => "the state database is read-only",
+            Some(10) => "the state database cannot be read or written (I/O error)",
+            _ => "the state database failed",
+        };
+        format!("{what}: {self}")
+    }
+}
+
+/// Keeps a stage running through state database errors (a lock held by another process, a
+/// full disk): says why once, then every 30 s while it lasts, and when it is over; tells the
+/// stage how long to wait before trying again (1 s, doubling to 10 s). Nothing is lost by
+/// waiting: every stage starts over from what the database holds.
+pub struct StoreTrouble {
+    stage: &'static str,
+    since: Option<std::time::Instant>,
+    last_said: Option<std::time::Instant>,
+    failures: u32,
+}
+
+impl StoreTrouble {
+    pub fn new(stage: &'static str) -> StoreTrouble {
+        StoreTrouble {
+            stage,
+            since: None,
+            last_said: None,
+            failures: 0,
+        }
+    }
+
+    /// Records a failure; returns how long to wait before the next try.
+    pub fn failed(&mut self, e: &StoreError) -> Duration {
+        let now = std::time::Instant::now();
+        self.since.get_or_insert(now);
+        self.failures += 1;
+        if self
+            .last_said
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(30))
+        {
+            self.last_said = Some(now);
+            tracing::error!(
+                stage = self.stage,
+                "{}; the {} waits and tries again (nothing is lost)",
+                e.explain(),
+                self.stage
+            );
+        }
+        Duration::from_secs(1 << self.failures.min(4).saturating_sub(1))
+            .min(Duration::from_secs(10))
+    }
+
+    /// Records a success; says so if it ends a run of failures.
+    pub fn ok(&mut self) {
+        if let Some(since) = self.since.take() {
+            tracing::info!(
+                stage = self.stage,
+                "the state database works again after {:.0?}; the {} carries on",
+                since.elapsed(),
+                self.stage
+            );
+            self.last_said = None;
+            self.failures = 0;
+        }
+    }
+}
+
+/// Space kept free on the state directory's filesystem: below it, no new file is taken, so that
+/// the files already taken can finish (each still needs a few small writes).
+pub const MIN_FREE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// File states. `ready` → `batched` → `uploaded` → `done`; or `failed` / `duplicate`.
 pub mod file_state {
     pub const READY: &str = "ready";
@@ -231,7 +321,9 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(30));
+            // Short: a lock held longer by another process is reported (`StoreTrouble`) and
+            // waited out by the stages, instead of stalling them silently.
+            .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(opts)
@@ -259,6 +351,20 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Bytes free for the state database on its filesystem, if the OS says.
+    pub fn free_bytes(&self) -> Option<u64> {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = self.path.parent()?;
+        let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
+        if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+            return None;
+        }
+        #[allow(clippy::unnecessary_cast)]
+        Some(st.f_bavail as u64 * st.f_frsize as u64)
     }
 
     pub async fn close(&self) {

@@ -84,8 +84,21 @@ impl Uploader {
         grace: Duration,
     ) -> Result<(), StoreError> {
         let mut tasks = JoinSet::new();
+        let mut trouble = crate::store::StoreTrouble::new("uploader");
         loop {
-            let due = self.store.batches_due(now_ms()).await?;
+            let due = match self.store.batches_due(now_ms()).await {
+                Ok(due) => {
+                    trouble.ok();
+                    due
+                }
+                Err(e) => {
+                    let wait = trouble.failed(&e);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(wait) => continue,
+                    }
+                }
+            };
             for b in due {
                 if self.active.lock().unwrap().insert(b.id) {
                     let me = self.clone();
@@ -99,9 +112,9 @@ impl Uploader {
                 }
             }
             while tasks.try_join_next().is_some() {}
-            let sleep = match self.store.next_due().await? {
-                Some(at) => Duration::from_millis((at - now_ms()).clamp(10, 1000) as u64),
-                None => Duration::from_secs(1),
+            let sleep = match self.store.next_due().await {
+                Ok(Some(at)) => Duration::from_millis((at - now_ms()).clamp(10, 1000) as u64),
+                _ => Duration::from_secs(1),
             };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -140,7 +153,7 @@ impl Uploader {
             Err(StepError::Store(e)) => Err(e),
         };
         if let Err(e) = outcome {
-            tracing::error!(batch = %label, dataset = %b.dataset, "state database error: {e}; will retry");
+            tracing::error!(batch = %label, dataset = %b.dataset, "{}; will retry", e.explain());
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }

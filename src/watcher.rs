@@ -73,6 +73,8 @@ pub struct Watcher {
     recorded: HashMap<String, Identity>,
     /// How many files this watcher is waiting on (for `run --once`).
     pub pending: Arc<std::sync::atomic::AtomicUsize>,
+    /// Intake is paused: the state directory is (nearly) full.
+    intake_paused: bool,
 }
 
 impl Watcher {
@@ -84,6 +86,7 @@ impl Watcher {
             candidates: HashMap::new(),
             recorded: HashMap::new(),
             pending: Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX)),
+            intake_paused: false,
         }
     }
 
@@ -133,11 +136,18 @@ impl Watcher {
 
         self.scan().await?;
         let mut next_scan = Instant::now() + rescan_every;
+        let mut trouble = crate::store::StoreTrouble::new("watcher");
         loop {
-            self.check_candidates().await?;
+            let mut pause = None;
+            match self.check_candidates().await {
+                Ok(()) => trouble.ok(),
+                Err(e) => pause = Some(trouble.failed(&e)),
+            }
             self.pending
                 .store(self.candidates.len(), std::sync::atomic::Ordering::SeqCst);
-            let wait = if self.candidates.is_empty() {
+            let wait = if let Some(pause) = pause {
+                pause
+            } else if self.candidates.is_empty() {
                 next_scan.saturating_duration_since(Instant::now())
             } else {
                 tick
@@ -316,12 +326,26 @@ impl Watcher {
         for rel in gone {
             self.candidates.remove(&rel);
         }
+        if !stable.is_empty() && !self.room_for_new_files() {
+            return Ok(()); // they stay candidates, taken once there is room
+        }
         let mut woke = false;
         for rel in stable {
             let Some(c) = self.candidates.remove(&rel) else {
                 continue;
             };
-            if self.record(rel.clone(), c.identity).await? {
+            let recorded = match self.record(rel.clone(), c.identity).await {
+                Ok(r) => r,
+                Err(e) => {
+                    // Still stable: taken as soon as the database works again.
+                    self.candidates.insert(rel, c);
+                    if woke {
+                        self.wake_batcher.notify_one();
+                    }
+                    return Err(e);
+                }
+            };
+            if recorded {
                 woke = true;
             } else {
                 // An older version is still in flight: look again after another `settle`.
@@ -339,6 +363,35 @@ impl Watcher {
             self.wake_batcher.notify_one();
         }
         Ok(())
+    }
+
+    /// Whether the state directory has room for new work; says so when that changes.
+    fn room_for_new_files(&mut self) -> bool {
+        let free = self.store.free_bytes();
+        let full = free.is_some_and(|f| f < crate::store::MIN_FREE_BYTES);
+        let mib = free.unwrap_or(0) / (1024 * 1024);
+        let dir = self
+            .store
+            .path()
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        if full && !self.intake_paused {
+            tracing::error!(
+                folder = %self.watch.path.display(),
+                "the state directory {dir} has {mib} MiB free, less than the {} MiB batchdrop \
+                 keeps in reserve: not taking new files until space is freed (files already \
+                 taken carry on; nothing is lost: new files wait in the drop folder)",
+                crate::store::MIN_FREE_BYTES / (1024 * 1024)
+            );
+        } else if !full && self.intake_paused {
+            tracing::info!(
+                folder = %self.watch.path.display(),
+                "the state directory {dir} has {mib} MiB free again: taking new files again"
+            );
+        }
+        self.intake_paused = full;
+        !full
     }
 
     /// Hands a stable file to the store. Returns false when it has to wait for an older
