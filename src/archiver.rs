@@ -30,46 +30,98 @@ pub struct Archiver {
 
 impl Archiver {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), StoreError> {
+        let mut trouble = crate::store::StoreTrouble::new("archiver");
+        let mut said: Option<(usize, std::time::Instant)> = None;
         loop {
-            let n = self.pass().await?;
-            if n > 0 {
-                continue;
-            }
+            let wait = match self.pass().await {
+                Ok(p) => {
+                    trouble.ok();
+                    self.report_stuck(&p.stuck, &mut said);
+                    if p.done > 0 {
+                        continue;
+                    }
+                    if p.stuck.is_empty() {
+                        Duration::from_millis(500)
+                    } else {
+                        Duration::from_secs(2)
+                    }
+                }
+                Err(e) => trouble.failed(&e),
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }
 
-    /// Finalizes up to a page of files; returns how many.
-    pub async fn pass(&self) -> Result<usize, StoreError> {
-        let files = self.store.files_to_finalize(200).await?;
-        let mut batches: HashMap<i64, BatchRow> = HashMap::new();
-        for f in &files {
-            let batch = match f.batch_id {
-                Some(id) => {
-                    if let std::collections::hash_map::Entry::Vacant(e) = batches.entry(id) {
-                        e.insert(self.store.batch(id).await?);
-                    }
-                    batches.get(&id)
-                }
-                None => None,
+    /// Says which files cannot be finished (when that changes, then every 30 s), and when
+    /// they all could be.
+    fn report_stuck(&self, stuck: &[String], said: &mut Option<(usize, std::time::Instant)>) {
+        if stuck.is_empty() {
+            if said.take().is_some() {
+                tracing::info!("every file whose batch ended is finished again");
+            }
+            return;
+        }
+        let due = match said {
+            Some((n, at)) => *n != stuck.len() || at.elapsed() >= Duration::from_secs(30),
+            None => true,
+        };
+        if due {
+            *said = Some((stuck.len(), std::time::Instant::now()));
+            tracing::error!(
+                "cannot finish {} file(s) for now; they stay where they are (nothing is lost) and \
+                 are tried again; e.g. {}",
+                stuck.len(),
+                stuck[0]
+            );
+        }
+    }
+
+    /// Finalizes every file whose fate is known, page by page. A file that cannot be finished
+    /// now (its destination unwritable, its watch gone from the config) is skipped and tried
+    /// again on the next pass: it never holds up the files after it.
+    pub async fn pass(&self) -> Result<Pass, StoreError> {
+        let mut pass = Pass::default();
+        let mut after = 0;
+        loop {
+            let files = self.store.files_to_finalize(after, 200).await?;
+            let Some(last) = files.last() else {
+                return Ok(pass);
             };
-            if let Err(e) = self.finalize(f, batch).await {
-                // The file stays where it is and is tried again: nothing is lost by waiting.
-                tracing::error!(file = %f.rel_path, dataset = %f.dataset, "cannot finish this file: {e}");
-                return Ok(0);
+            after = last.id;
+            let mut batches: HashMap<i64, BatchRow> = HashMap::new();
+            for f in &files {
+                let batch = match f.batch_id {
+                    Some(id) => {
+                        if let std::collections::hash_map::Entry::Vacant(e) = batches.entry(id) {
+                            e.insert(self.store.batch(id).await?);
+                        }
+                        batches.get(&id)
+                    }
+                    None => None,
+                };
+                match self.finalize(f, batch).await {
+                    Ok(true) => pass.done += 1,
+                    Ok(false) => {}
+                    Err(FinalizeError::Store(e)) => return Err(e),
+                    Err(FinalizeError::Io(e)) => {
+                        tracing::debug!(file = %f.rel_path, dataset = %f.dataset, "cannot finish this file: {e}");
+                        pass.stuck.push(format!("{}: {e}", f.rel_path));
+                    }
+                }
             }
         }
-        Ok(files.len())
     }
 
-    async fn finalize(&self, f: &FileRow, batch: Option<&BatchRow>) -> Result<(), FinalizeError> {
+    /// Moves one file and writes its receipt; false when it is left for later (its watch is no
+    /// longer in the config).
+    async fn finalize(&self, f: &FileRow, batch: Option<&BatchRow>) -> Result<bool, FinalizeError> {
         let Some(watch) = self.watches.get(&f.watch) else {
             // The watch was removed from the config: leave the file, note it.
-            return Ok(());
+            return Ok(false);
         };
         let succeeded =
             batch.is_some_and(|b| b.state == batch_state::SUCCESS) && f.state != file_state::FAILED;
@@ -178,7 +230,7 @@ impl Archiver {
             file = %f.rel_path, dataset = %f.dataset,
             batch = batch.map(|b| b.label()).unwrap_or_default(), status, "file finished; {}", receipt_path.display()
         );
-        Ok(())
+        Ok(true)
     }
 
     /// A file that grew after its content was ingested starts with exactly the ingested bytes:
@@ -328,6 +380,15 @@ impl Archiver {
         }
         Ok(r)
     }
+}
+
+/// What one archiver pass did.
+#[derive(Debug, Default)]
+pub struct Pass {
+    /// Files moved (or deleted) with their receipt written.
+    pub done: usize,
+    /// Files that could not be finished now, with why.
+    pub stuck: Vec<String>,
 }
 
 enum Action {

@@ -1024,15 +1024,21 @@ impl Store {
 
     // ---- files: outcome --------------------------------------------------------------------
 
-    /// Files whose fate is known but who have not been moved and given a receipt yet.
-    pub async fn files_to_finalize(&self, limit: i64) -> Result<Vec<FileRow>, StoreError> {
+    /// Files whose fate is known but who have not been moved and given a receipt yet, after
+    /// file id `after` (a page at a time).
+    pub async fn files_to_finalize(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<FileRow>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT f.* FROM files f LEFT JOIN batches b ON b.id = f.batch_id
-             WHERE f.finalized = 0 AND (
+             WHERE f.finalized = 0 AND f.id > ? AND (
                    f.state IN ('failed', 'duplicate')
                 OR (f.state IN ('batched', 'uploaded') AND b.state IN ('success', 'failed', 'aborted')))
              ORDER BY f.id LIMIT ?",
         )
+        .bind(after)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?)
