@@ -1491,3 +1491,80 @@ async fn state_database_locked_by_another_process_the_daemon_waits_says_why_and_
         .assert_exactly(&w.files);
     println!("[sqlite_locked] while another process held the write lock the daemon said: {why}");
 }
+
+/// Starts the daemon in a user namespace of its own whose inotify watch limit is `limit`
+/// (`/proc/sys/user/max_inotify_watches` is per user namespace): the kernel's real limit,
+/// exhausted for this daemon only. None where user namespaces are not available.
+fn spawn_with_inotify_limit(config: &Path, limit: u32) -> Option<Proc> {
+    if !run("unshare", &["--user", "--map-root-user", "true"]) {
+        return None;
+    }
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--user", "--map-root-user", "sh", "-c"])
+        .arg(format!(
+            "echo {limit} > /proc/sys/user/max_inotify_watches && exec \"$0\" \"$@\""
+        ))
+        .arg(env!("CARGO_BIN_EXE_batchdrop"));
+    Some(spawn_cmd(cmd, config, &[]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inotify_watch_limit_exhausted_falls_back_to_scanning_and_says_so() {
+    let seed = seed("inotify_limit");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let env = Env::new().await;
+    let _keep = KeepOnPanic(env.dir.path().to_owned(), "inotify_limit");
+    // Only events or the fallback can find new files: the periodic full rescan is an hour away.
+    let config = env.write_config("", "rescan_interval = \"1h\"");
+    let drop = env.drop_dir();
+    for d in ["a", "b", "c"] {
+        std::fs::create_dir_all(drop.join(d)).unwrap();
+    }
+    let mut w = Workload::new(drop.clone());
+
+    // 1. Enough watches at start (the folder and its three sub-folders), not for what comes
+    //    later: new sub-folders exhaust the limit while the daemon runs.
+    let Some(mut daemon) = spawn_with_inotify_limit(&config, 5) else {
+        println!("[inotify_limit] SKIP: no user namespaces here (unshare --user fails)");
+        return;
+    };
+    w.json("a/first.json", 3);
+    wait_archived(&drop, 1, 60, &mut daemon).await;
+    for d in ["d", "e", "f", "g"] {
+        std::fs::create_dir_all(drop.join(d)).unwrap();
+    }
+    let log = wait_log(&daemon.log, "falling back to scanning", 30).await;
+    let later = log
+        .lines()
+        .find(|l| l.contains("falling back to scanning"))
+        .unwrap()
+        .to_owned();
+    for d in ["d", "e", "f", "g"] {
+        let n = rng.random_range(1..10);
+        w.json(&format!("{d}/late.json"), n);
+    }
+    wait_archived(&drop, w.files.len(), 60, &mut daemon).await;
+    daemon.stop().await;
+
+    // 2. Not even enough at start.
+    let mut daemon = spawn_with_inotify_limit(&config, 2).unwrap();
+    let log = wait_log(&daemon.log, "cannot watch for events", 30).await;
+    let at_start = log
+        .lines()
+        .find(|l| l.contains("cannot watch for events"))
+        .unwrap()
+        .to_owned();
+    assert!(at_start.contains("falling back to scanning"), "{at_start}");
+    for d in ["a", "b", "c", "g"] {
+        w.json(&format!("{d}/restart.json"), 2);
+    }
+    wait_archived(&drop, w.files.len(), 60, &mut daemon).await;
+    daemon.stop().await;
+    assert_all_archived(&drop, &w.files);
+    Platform::new(&env.emulator.base_url())
+        .ingested()
+        .await
+        .assert_exactly(&w.files);
+    println!("[inotify_limit] limit hit while running: {later}");
+    println!("[inotify_limit] limit hit at start: {at_start}");
+}
