@@ -75,6 +75,9 @@ pub struct Watcher {
     pub pending: Arc<std::sync::atomic::AtomicUsize>,
     /// Intake is paused: the state directory is (nearly) full.
     intake_paused: bool,
+    /// Events can no longer be trusted to mention every new file (a watch could not be
+    /// added, e.g. the inotify watch limit was reached): scanning takes over.
+    events_broken: bool,
 }
 
 impl Watcher {
@@ -87,6 +90,7 @@ impl Watcher {
             recorded: HashMap::new(),
             pending: Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX)),
             intake_paused: false,
+            events_broken: false,
         }
     }
 
@@ -95,6 +99,12 @@ impl Watcher {
         if let Err(e) = std::fs::create_dir_all(&self.watch.path) {
             tracing::error!(folder = %self.watch.path.display(), "cannot create the drop folder: {e}");
         }
+        // Without events, scanning is the only source: do it often.
+        let scan_often = self
+            .watch
+            .rescan_interval
+            .min(Duration::from_secs(2))
+            .max(Duration::from_millis(200));
         let (tx, mut rx) = mpsc::unbounded_channel::<notify::Result<notify::Event>>();
         // The notify callback runs on its own thread and only forwards (the rust-analyzer way):
         // all decisions are made here, on the async side.
@@ -114,22 +124,16 @@ impl Watcher {
                     Err(e) => {
                         tracing::warn!(
                             folder = %self.watch.path.display(),
-                            "cannot watch for events ({e}); falling back to scanning every {:?}",
-                            self.watch.rescan_interval
+                            "cannot watch for events ({e}); falling back to scanning every {scan_often:?}"
                         );
                         None
                     }
                 }
             }
         };
-        let rescan_every = match (self.watch.mode, &_watcher) {
+        let mut rescan_every = match (self.watch.mode, &_watcher) {
             (WatchMode::Events, Some(_)) => self.watch.rescan_interval,
-            // Without events, scanning is the only source: do it often.
-            _ => self
-                .watch
-                .rescan_interval
-                .min(Duration::from_secs(2))
-                .max(Duration::from_millis(200)),
+            _ => scan_often,
         };
         let tick =
             (self.watch.settle / 4).clamp(Duration::from_millis(20), Duration::from_millis(500));
@@ -170,6 +174,14 @@ impl Watcher {
                 }
                 _ = tokio::time::sleep(wait) => {}
             }
+            if self.events_broken && rescan_every > scan_often {
+                tracing::warn!(
+                    folder = %self.watch.path.display(),
+                    "events no longer cover the whole folder; falling back to scanning every {scan_often:?}"
+                );
+                rescan_every = scan_often;
+                next_scan = Instant::now();
+            }
             if Instant::now() >= next_scan {
                 self.scan().await?;
                 next_scan = Instant::now() + rescan_every;
@@ -181,7 +193,10 @@ impl Watcher {
         let ev = match ev {
             Ok(ev) => ev,
             Err(e) => {
+                // Typically a sub-folder that could not be watched (the inotify watch limit):
+                // files in it would never be mentioned.
                 tracing::warn!(folder = %self.watch.path.display(), "watch error ({e}); rescanning");
+                self.events_broken = true;
                 return self.scan().await;
             }
         };
