@@ -8,7 +8,7 @@
 //!
 //! This module must not upload, batch or move anything: it only writes "ready" rows.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -239,20 +239,29 @@ impl Watcher {
 
     async fn scan(&mut self) -> Result<(), StoreError> {
         let root = self.watch.path.clone();
-        self.scan_dir(&root).await
+        let seen = self.scan_dir(&root).await?;
+        // Forget the versions of files no longer in the folder (archived, deleted): the map
+        // stays the size of the folder instead of growing with every file ever seen.
+        self.recorded.retain(|rel, _| seen.contains(rel));
+        Ok(())
     }
 
-    /// Walks `dir` (below the watch root) and considers every regular file in it.
-    async fn scan_dir(&mut self, dir: &Path) -> Result<(), StoreError> {
+    /// Walks `dir` (below the watch root) and considers every regular file in it; returns the
+    /// relative paths of the data files found.
+    async fn scan_dir(&mut self, dir: &Path) -> Result<HashSet<String>, StoreError> {
         let watch = self.watch.clone();
         let dir = dir.to_owned();
         let found = tokio::task::spawn_blocking(move || walk(&watch, &dir))
             .await
             .unwrap_or_default();
+        let mut seen = HashSet::with_capacity(found.len());
         for (path, identity) in found {
+            if let Some(rel) = self.relative(&path) {
+                seen.insert(rel);
+            }
             self.consider(&path, identity, false);
         }
-        Ok(())
+        Ok(seen)
     }
 
     /// Starts (or restarts) the settle clock of a file unless this exact version is known.
@@ -515,6 +524,29 @@ fn walk(watch: &Watch, dir: &Path) -> Vec<(PathBuf, Identity)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn versions_of_files_gone_from_the_folder_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[[watch]]\npath = {:?}\ndataset = \"d\"\nsettle = \"0\"\n",
+            dir.path().join("drop")
+        );
+        let config = crate::config::Config::parse(&text, &dir.path().join("c.toml")).unwrap();
+        let store = Store::open_shared(&dir.path().join("state")).await.unwrap();
+        let mut w = Watcher::new(config.watches[0].clone(), store, Arc::new(Notify::new()));
+        std::fs::create_dir_all(dir.path().join("drop")).unwrap();
+        for i in 0..3 {
+            std::fs::write(dir.path().join(format!("drop/{i}.json")), "{}\n").unwrap();
+        }
+        w.scan().await.unwrap();
+        w.check_candidates().await.unwrap();
+        assert_eq!(w.recorded.len(), 3);
+        std::fs::remove_file(dir.path().join("drop/0.json")).unwrap();
+        std::fs::remove_file(dir.path().join("drop/1.json")).unwrap();
+        w.scan().await.unwrap();
+        assert_eq!(w.recorded.keys().collect::<Vec<_>>(), ["2.json"]);
+    }
 
     #[test]
     fn temp_and_hidden_names_are_ignored() {
