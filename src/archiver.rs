@@ -32,45 +32,97 @@ pub struct Archiver {
 
 impl Archiver {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), StoreError> {
+        let mut trouble = crate::store::StoreTrouble::new("archiver");
+        let mut said: Option<(usize, std::time::Instant)> = None;
         loop {
-            let n = self.pass().await?;
-            if n > 0 {
-                continue;
-            }
+            let wait = match self.pass().await {
+                Ok(p) => {
+                    trouble.ok();
+                    self.report_stuck(&p.stuck, &mut said);
+                    if p.done > 0 {
+                        continue;
+                    }
+                    if p.stuck.is_empty() {
+                        Duration::from_millis(500)
+                    } else {
+                        Duration::from_secs(2)
+                    }
+                }
+                Err(e) => trouble.failed(&e),
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }
 
-    /// Finalizes up to a page of files; returns how many.
-    pub async fn pass(&self) -> Result<usize, StoreError> {
-        let files = self.store.files_to_finalize(200).await?;
-        let mut batches: HashMap<i64, BatchRow> = HashMap::new();
-        for f in &files {
-            let batch = match f.batch_id {
-                Some(id) => {
-                    if let std::collections::hash_map::Entry::Vacant(e) = batches.entry(id) {
-                        e.insert(self.store.batch(id).await?);
-                    }
-                    batches.get(&id)
-                }
-                None => None,
+    /// Says which files cannot be finished (when that changes, then every 30 s), and when
+    /// they all could be.
+    fn report_stuck(&self, stuck: &[String], said: &mut Option<(usize, std::time::Instant)>) {
+        if stuck.is_empty() {
+            if said.take().is_some() {
+                tracing::info!("every file whose batch ended is finished again");
+            }
+            return;
+        }
+        let due = match said {
+            Some((n, at)) => *n != stuck.len() || at.elapsed() >= Duration::from_secs(30),
+            None => true,
+        };
+        if due {
+            *said = Some((stuck.len(), std::time::Instant::now()));
+            tracing::error!(
+                "cannot finish {} file(s) for now; they stay where they are (nothing is lost) and \
+                 are tried again; e.g. {}",
+                stuck.len(),
+                stuck[0]
+            );
+        }
+    }
+
+    /// Finalizes every file whose fate is known, page by page. A file that cannot be finished
+    /// now (its destination unwritable, its watch gone from the config) is skipped and tried
+    /// again on the next pass: it never holds up the files after it.
+    pub async fn pass(&self) -> Result<Pass, StoreError> {
+        let mut pass = Pass::default();
+        let mut after = 0;
+        loop {
+            let files = self.store.files_to_finalize(after, 200).await?;
+            let Some(last) = files.last() else {
+                return Ok(pass);
             };
-            if let Err(e) = self.finalize(f, batch).await {
-                // The file stays where it is and is tried again: nothing is lost by waiting.
-                tracing::error!(file = %f.rel_path, dataset = %f.dataset, "cannot finish this file: {e}");
-                return Ok(0);
+            after = last.id;
+            let mut batches: HashMap<i64, BatchRow> = HashMap::new();
+            for f in &files {
+                let batch = match f.batch_id {
+                    Some(id) => {
+                        if let std::collections::hash_map::Entry::Vacant(e) = batches.entry(id) {
+                            e.insert(self.store.batch(id).await?);
+                        }
+                        batches.get(&id)
+                    }
+                    None => None,
+                };
+                match self.finalize(f, batch).await {
+                    Ok(true) => pass.done += 1,
+                    Ok(false) => {}
+                    Err(FinalizeError::Store(e)) => return Err(e),
+                    Err(FinalizeError::Io(e)) => {
+                        tracing::debug!(file = %f.rel_path, dataset = %f.dataset, "cannot finish this file: {e}");
+                        pass.stuck.push(format!("{}: {e}", f.rel_path));
+                    }
+                }
             }
         }
-        Ok(files.len())
     }
 
-    async fn finalize(&self, f: &FileRow, batch: Option<&BatchRow>) -> Result<(), FinalizeError> {
+    /// Moves one file and writes its receipt; false when it is left for later (its watch is no
+    /// longer in the config).
+    async fn finalize(&self, f: &FileRow, batch: Option<&BatchRow>) -> Result<bool, FinalizeError> {
         let Some(watch) = self.watches.read().unwrap().get(&f.watch).cloned() else {
-            return Ok(());
+            return Ok(false);
         };
         let watch = &watch;
         let succeeded =
@@ -104,6 +156,10 @@ impl Archiver {
             mtime_ns: f.mtime_ns,
         };
         let same_version = Identity::read(&src).is_ok_and(|now| now == recorded);
+        if succeeded && !same_version {
+            self.set_aside_if_appended(f, batch, &src, &mut receipt)
+                .await?;
+        }
         let dest = match (&action, same_version) {
             (Action::Move(dir), true) => {
                 let dest = match &f.final_path {
@@ -133,9 +189,11 @@ impl Archiver {
                 match &f.final_path {
                     Some(p) if Path::new(p).exists() => Some(PathBuf::from(p)),
                     _ => {
-                        receipt["note"] = json!(
-                            "the file was no longer in the drop folder (or had changed) when its batch ended; nothing was moved"
-                        );
+                        if receipt.get("note").is_none() {
+                            receipt["note"] = json!(
+                                "the file was no longer in the drop folder (or had changed) when its batch ended; nothing was moved"
+                            );
+                        }
                         None
                     }
                 }
@@ -220,6 +278,67 @@ impl Archiver {
             file = %f.rel_path, dataset = %f.dataset,
             batch = batch.map(|b| b.label()).unwrap_or_default(), status, "file finished; {}", receipt_path.display()
         );
+        Ok(true)
+    }
+
+    /// A file that grew after its content was ingested starts with exactly the ingested bytes:
+    /// taking the grown file as a new version would ingest those records twice. It is recorded
+    /// as failed (so the failed folder gets it, with a receipt saying why) before the ingested
+    /// version is finalized, so the watcher never takes it as new.
+    async fn set_aside_if_appended(
+        &self,
+        f: &FileRow,
+        batch: Option<&BatchRow>,
+        src: &Path,
+        receipt: &mut serde_json::Value,
+    ) -> Result<(), FinalizeError> {
+        let Some(sha) = f.sha256.clone() else {
+            return Ok(());
+        };
+        let Ok(meta) = std::fs::symlink_metadata(src) else {
+            return Ok(());
+        };
+        let now = Identity::of(&meta);
+        if !meta.is_file() || now.size <= f.size as u64 {
+            return Ok(());
+        }
+        let path = src.to_owned();
+        let len = f.size as u64;
+        let prefix = tokio::task::spawn_blocking(move || sha256_prefix(&path, len))
+            .await
+            .ok()
+            .and_then(Result::ok);
+        if prefix.as_deref() != Some(sha.as_str()) {
+            return Ok(()); // rewritten, not appended: a new version, for the watcher
+        }
+        let batch_label = batch.map(|b| b.label()).unwrap_or_default();
+        let reason = format!(
+            "{} grew from {} to {} bytes after its first {} bytes were ingested in batch {batch_label}: \
+             what was written after byte {} was appended once the file had been taken. It is not \
+             sent again, so that no record is ingested twice; put only the new records in a new \
+             file to ingest them",
+            f.rel_path, f.size, now.size, f.size, f.size
+        );
+        let grown = crate::store::NewFile {
+            watch: f.watch.clone(),
+            dataset: f.dataset.clone(),
+            format: f.format.clone(),
+            multiline_json: f.multiline_json,
+            root: f.root.clone(),
+            rel_path: f.rel_path.clone(),
+            dev: now.dev as i64,
+            ino: now.ino as i64,
+            size: now.size as i64,
+            mtime_ns: now.mtime_ns,
+            raw_path: f.raw_path.clone(),
+        };
+        if self.store.record_rejected(&grown, &reason).await?.is_some() {
+            tracing::warn!(file = %f.rel_path, dataset = %f.dataset, "{reason}");
+        }
+        receipt["note"] = json!(format!(
+            "{} grew after it was ingested; the grown file was set aside in the failed folder (see its receipt)",
+            f.rel_path
+        ));
         Ok(())
     }
 
@@ -242,10 +361,26 @@ impl Archiver {
             .and_then(|v| v.as_u64())
             .unwrap_or(0);
         let mut errors = outcome.get("errors").cloned().unwrap_or(json!([]));
+        // Of a batch's errors, the ones about this file (when the platform names files).
+        if let Some(all) = errors.as_array() {
+            let mine: Vec<serde_json::Value> = all
+                .iter()
+                .filter(|e| {
+                    e["description"]
+                        .as_str()
+                        .is_some_and(|d| crate::poller::error_names_file(d, &f.rel_path))
+                })
+                .cloned()
+                .collect();
+            if !mine.is_empty() {
+                errors = serde_json::Value::Array(mine);
+            }
+        }
         if errors.as_array().is_none_or(|a| a.is_empty())
             && let Some(b) = batch
             && b.state != batch_state::SUCCESS
             && let Some(e) = &b.last_error
+            && f.reason.as_deref() != Some(e.as_str())
         {
             errors = json!([{ "code": "batchdrop", "description": e }]);
         }
@@ -300,6 +435,15 @@ impl Archiver {
         }
         Ok(r)
     }
+}
+
+/// What one archiver pass did.
+#[derive(Debug, Default)]
+pub struct Pass {
+    /// Files moved (or deleted) with their receipt written.
+    pub done: usize,
+    /// Files that could not be finished now, with why.
+    pub stuck: Vec<String>,
 }
 
 enum Action {
@@ -376,6 +520,23 @@ fn receipt_for(file: &Path, id: i64) -> PathBuf {
         format!("{}~{id}.receipt.json", &name[..cut])
     };
     file.with_file_name(receipt)
+}
+
+/// SHA-256 of the first `len` bytes of a file.
+fn sha256_prefix(path: &Path, len: u64) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?.take(len);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(format!("{:x}", hasher.finalize()))
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -99,6 +99,7 @@ impl Batcher {
         shutdown: CancellationToken,
         flush: Arc<std::sync::atomic::AtomicBool>,
     ) -> Result<(), StoreError> {
+        let mut trouble = crate::store::StoreTrouble::new("batcher");
         loop {
             let watches = self.watches.read().unwrap().clone();
             let tick = watches
@@ -109,7 +110,7 @@ impl Batcher {
                 .clamp(Duration::from_millis(20), Duration::from_secs(1));
             let flushing = flush.load(std::sync::atomic::Ordering::SeqCst);
             // Cap on bytes in flight: sealing waits until earlier batches finish.
-            let inflight = self.store.inflight_bytes().await?;
+            let inflight = self.store.inflight_bytes().await.unwrap_or(0);
             let over = inflight >= self.max_inflight_bytes as i64;
             if over
                 != self
@@ -125,9 +126,15 @@ impl Batcher {
                 );
             }
             let mut sealed = false;
-            if !over {
-                for w in &watches {
-                    sealed |= self.batch_watch(w, flushing).await?;
+            let mut wait = tick;
+            let inflight = if over { &[][..] } else { &watches[..] };
+            for w in inflight {
+                match self.batch_watch(w, flushing).await {
+                    Ok(s) => {
+                        sealed |= s;
+                        trouble.ok();
+                    }
+                    Err(e) => wait = trouble.failed(&e),
                 }
             }
             if sealed {
@@ -135,8 +142,8 @@ impl Batcher {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(tick) => {}
+                _ = self.wake.notified(), if wait == tick => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }

@@ -5,7 +5,7 @@
 
 use crate::api::{ApiClient, BatchStatus};
 use crate::config::Upload;
-use crate::store::{BatchRow, Store, batch_state, now_ms};
+use crate::store::{BatchRow, Store, batch_state, file_state, now_ms};
 use crate::uploader::StepError;
 
 /// One look at a processing batch. Records the outcome when terminal; otherwise schedules the
@@ -67,8 +67,65 @@ pub async fn poll(
             .map(|e| format!("{}: {}", e.code, e.description))
             .collect();
         tracing::warn!(batch = %remote, dataset = %b.dataset, "batch failed ({detail}): {}", errors.join("; "));
+        // A batch fails whole for one bad file. When the platform's errors name the culprits,
+        // only they fail; the others travel again in a new batch.
+        let files: Vec<_> = store
+            .batch_files(b.id)
+            .await?
+            .into_iter()
+            .filter(|f| f.state == file_state::BATCHED || f.state == file_state::UPLOADED)
+            .collect();
+        let (named, innocent): (Vec<_>, Vec<_>) = files.iter().partition(|f| {
+            info.errors
+                .iter()
+                .any(|e| error_names_file(&e.description, &f.rel_path))
+        });
+        if !named.is_empty() && !innocent.is_empty() {
+            let culprits: Vec<&str> = named.iter().map(|f| f.rel_path.as_str()).collect();
+            let why = format!(
+                "batch {remote} failed because of {}; this file was not at fault and goes into a new batch",
+                culprits.join(", ")
+            );
+            tracing::warn!(
+                batch = %remote, dataset = %b.dataset,
+                "the platform's errors name {} of its {} files; the other {} go into a new batch",
+                named.len(), files.len(), innocent.len()
+            );
+            let ids: Vec<i64> = innocent.iter().map(|f| f.id).collect();
+            store
+                .finish_batch_requeueing(b.id, state, &outcome, &detail, &ids, &why)
+                .await?;
+            return Ok(());
+        }
     }
     store.finish_batch(b.id, state, &outcome, &detail).await?;
     metrics::counter!(crate::telemetry::BATCHES, "outcome" => state).increment(1);
     Ok(())
+}
+
+/// Whether a platform error description is about the file uploaded as `rel_path`: the
+/// platform quotes file names (`file 'a/b.json': ...`).
+pub fn error_names_file(description: &str, rel_path: &str) -> bool {
+    description.contains(&format!("'{rel_path}'"))
+        || description.contains(&format!("\"{rel_path}\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_files_only_when_quoted_whole() {
+        let d = "file 'data.json': 1 record(s) could not be ingested; first: row 2";
+        assert!(error_names_file(d, "data.json"));
+        assert!(!error_names_file(d, "a.json"), "a suffix is not the name");
+        assert!(error_names_file(
+            "CSV file \"x/y.csv\" has an empty header",
+            "x/y.csv"
+        ));
+        assert!(!error_names_file(
+            "batch failed by fault injection",
+            "data.json"
+        ));
+    }
 }

@@ -23,6 +23,17 @@ pub fn backoff(
     }
 }
 
+/// The attempt number whose backoff ceiling is about `age`: used while the platform cannot be
+/// reached, when failures are not counted but the waits must still grow (roughly doubling).
+pub fn attempt_for_age(age: Duration, initial: Duration) -> u32 {
+    let ratio = age.as_secs_f64() / initial.as_secs_f64().max(1e-3);
+    if ratio < 1.0 {
+        1
+    } else {
+        (ratio.log2().floor() as u32).saturating_add(2).min(31)
+    }
+}
+
 /// Backoff with a random jitter unit.
 pub fn backoff_jittered(
     attempt: u32,
@@ -51,6 +62,25 @@ mod tests {
     fn jitter_stays_between_half_and_the_ceiling() {
         assert_eq!(backoff(3, S, 60 * S, None, 0.0), 2 * S);
         assert_eq!(backoff(3, S, 60 * S, None, 0.5), 3 * S);
+    }
+
+    #[test]
+    fn waits_grow_with_the_age_of_an_outage() {
+        assert_eq!(attempt_for_age(Duration::ZERO, S), 1);
+        assert_eq!(attempt_for_age(S / 2, S), 1);
+        assert_eq!(attempt_for_age(S, S), 2);
+        assert_eq!(attempt_for_age(4 * S, S), 4);
+        assert_eq!(attempt_for_age(7 * S, S), 4);
+        assert_eq!(attempt_for_age(8 * S, S), 5);
+        // The ceiling of the wait is never more than twice the outage so far.
+        for secs in [1u64, 3, 10, 100, 1000] {
+            let age = Duration::from_secs(secs);
+            let ceiling = backoff(attempt_for_age(age, S), S, 3600 * S, None, 1.0);
+            assert!(
+                ceiling <= 2 * age && ceiling > age / 2,
+                "{secs}s: {ceiling:?}"
+            );
+        }
     }
 
     #[test]

@@ -56,6 +56,96 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// What an operator should know about an error met while running: the usual causes
+    /// (another process holding the lock, a full disk) in words, then SQLite's own message.
+    pub fn explain(&self) -> String {
+        let code = match self {
+            StoreError::Query(sqlx::Error::Database(db))
+            | StoreError::Db {
+                source: sqlx::Error::Database(db),
+                ..
+            } => db
+                .code()
+                .and_then(|c| c.parse::<i64>().ok())
+                .map(|c| c & 0xff),
+            _ => None,
+        };
+        let what = match code {
+            Some(5) | Some(6) => {
+                "the state database is locked by another process (a `sqlite3` shell or a backup \
+                 holding a transaction?)"
+            }
+            Some(13) => "the state directory's disk is full",
+            Some(8) => "the state database is read-only",
+            Some(10) => "the state database cannot be read or written (I/O error)",
+            _ => "the state database failed",
+        };
+        format!("{what}: {self}")
+    }
+}
+
+/// Keeps a stage running through state database errors (a lock held by another process, a
+/// full disk): says why once, then every 30 s while it lasts, and when it is over; tells the
+/// stage how long to wait before trying again (1 s, doubling to 10 s). Nothing is lost by
+/// waiting: every stage starts over from what the database holds.
+pub struct StoreTrouble {
+    stage: &'static str,
+    since: Option<std::time::Instant>,
+    last_said: Option<std::time::Instant>,
+    failures: u32,
+}
+
+impl StoreTrouble {
+    pub fn new(stage: &'static str) -> StoreTrouble {
+        StoreTrouble {
+            stage,
+            since: None,
+            last_said: None,
+            failures: 0,
+        }
+    }
+
+    /// Records a failure; returns how long to wait before the next try.
+    pub fn failed(&mut self, e: &StoreError) -> Duration {
+        let now = std::time::Instant::now();
+        self.since.get_or_insert(now);
+        self.failures += 1;
+        if self
+            .last_said
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(30))
+        {
+            self.last_said = Some(now);
+            tracing::error!(
+                stage = self.stage,
+                "{}; the {} waits and tries again (nothing is lost)",
+                e.explain(),
+                self.stage
+            );
+        }
+        Duration::from_secs(1 << self.failures.min(4).saturating_sub(1))
+            .min(Duration::from_secs(10))
+    }
+
+    /// Records a success; says so if it ends a run of failures.
+    pub fn ok(&mut self) {
+        if let Some(since) = self.since.take() {
+            tracing::info!(
+                stage = self.stage,
+                "the state database works again after {:.0?}; the {} carries on",
+                since.elapsed(),
+                self.stage
+            );
+            self.last_said = None;
+            self.failures = 0;
+        }
+    }
+}
+
+/// Space kept free on the state directory's filesystem: below it, no new file is taken, so that
+/// the files already taken can finish (each still needs a few small writes).
+pub const MIN_FREE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// File states. `ready` → `batched` → `uploaded` → `done`; or `failed` / `duplicate`.
 pub mod file_state {
     pub const READY: &str = "ready";
@@ -197,6 +287,10 @@ pub enum Recorded {
     New(i64),
     /// The same version is already queued, in flight or finished.
     Known,
+    /// An older version of the same path is being uploaded or processed: this one is not
+    /// recorded yet. Ask again later; it is taken once the older one is finished (or
+    /// superseded because it changed).
+    Deferred,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -260,7 +354,9 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(30));
+            // Short: a lock held longer by another process is reported (`StoreTrouble`) and
+            // waited out by the stages, instead of stalling them silently.
+            .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(opts)
@@ -269,6 +365,9 @@ impl Store {
                 path: path.clone(),
                 source,
             })?;
+        // SQLite's migrator takes no lock across processes: a daemon starting on a fresh state
+        // dir while `batchdrop status` opens it would both apply migration 1, and one fails.
+        let _migrating = migration_lock(state_dir).await?;
         sqlx::migrate!("./migrations")
             .run(&pool)
             .await
@@ -339,6 +438,20 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Bytes free for the state database on its filesystem, if the OS says.
+    pub fn free_bytes(&self) -> Option<u64> {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = self.path.parent()?;
+        let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
+        if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+            return None;
+        }
+        #[allow(clippy::unnecessary_cast)]
+        Some(st.f_bavail as u64 * st.f_frsize as u64)
     }
 
     pub async fn close(&self) {
@@ -469,7 +582,8 @@ impl Store {
             return Ok(Recorded::Known);
         }
         // A path still in flight under an older identity: the uploader checks identity before
-        // and after sending and restarts or fails that record, so it is left alone here.
+        // and after sending and restarts or fails that record, so it is left alone here, and
+        // the new version waits (`Deferred`) until the older one is finished.
         let in_flight: Option<(i64, String)> = sqlx::query_as(
             "SELECT id, state FROM files WHERE watch = ? AND rel_path = ?
                AND state IN ('ready', 'batched', 'uploaded') AND finalized = 0 LIMIT 1",
@@ -508,7 +622,7 @@ impl Store {
                 tx.commit().await?;
                 return Ok(Recorded::Known);
             }
-            Some(_) => return Ok(Recorded::Known),
+            Some(_) => return Ok(Recorded::Deferred),
             None => {
                 sqlx::query_scalar(
                     "INSERT INTO files (watch, dataset, format, multiline_json, root, rel_path, dev, ino,
@@ -839,20 +953,23 @@ impl Store {
         Ok(())
     }
 
-    /// Records a transient failure and when to try again. Returns the attempt count and the
-    /// time of the first failure in this run of failures.
+    /// Records a transient failure and when to try again; `counts` says whether it counts
+    /// toward `max_attempts` (not when the platform could not be reached at all). Returns the
+    /// attempt count and the time of the first failure in this run of failures.
     pub async fn schedule_retry(
         &self,
         batch_id: i64,
         error: &str,
         next_at: i64,
+        counts: bool,
     ) -> Result<(i64, i64), StoreError> {
         let now = now_ms();
         let row: (i64, i64) = sqlx::query_as(
-            "UPDATE batches SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?,
+            "UPDATE batches SET attempts = attempts + ?, last_error = ?, next_attempt_at = ?,
                first_error_at = COALESCE(first_error_at, ?), updated_at = ? WHERE id = ?
              RETURNING attempts, first_error_at",
         )
+        .bind(counts as i64)
         .bind(error)
         .bind(next_at)
         .bind(now)
@@ -864,13 +981,40 @@ impl Store {
         Ok(row)
     }
 
-    /// Delays the next poll of a processing batch without counting a failure.
+    /// Delays the next poll of a processing batch. The platform answered, so the run of
+    /// transient failures (if any) is over.
     pub async fn delay_batch(&self, batch_id: i64, next_at: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE batches SET next_attempt_at = ? WHERE id = ?")
-            .bind(next_at)
+        sqlx::query(
+            "UPDATE batches SET next_attempt_at = ?, attempts = 0, first_error_at = NULL WHERE id = ?",
+        )
+        .bind(next_at)
+        .bind(batch_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The platform answered a request about this batch: whatever fails next starts a new run
+    /// of failures for `max_attempts` (which counts drives in a row where the platform answered
+    /// nothing). `max_retry_age` keeps counting until real progress (`note_progress`).
+    pub async fn note_answered(&self, batch_id: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE batches SET attempts = 0 WHERE id = ? AND attempts > 0")
             .bind(batch_id)
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    /// Ends a batch's run of transient failures: a file or chunk of it was just acknowledged.
+    /// `max_attempts` and `max_retry_age` count failures in a row, not over a batch's life, so a
+    /// batch that keeps moving forward on a flaky platform is never given up.
+    pub async fn note_progress(&self, batch_id: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE batches SET attempts = 0, first_error_at = NULL WHERE id = ? AND attempts > 0",
+        )
+        .bind(batch_id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -1016,17 +1160,74 @@ impl Store {
         Ok(())
     }
 
+    /// Records a failed batch's outcome and, in the same transaction, sends `requeue` (files of
+    /// it that the platform's errors do not blame) back to the queue for a new batch.
+    pub async fn finish_batch_requeueing(
+        &self,
+        batch_id: i64,
+        state: &str,
+        outcome_json: &str,
+        detail: &str,
+        requeue: &[i64],
+        why: &str,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE batches SET state = ?, outcome_json = ?, updated_at = ? WHERE id = ?")
+            .bind(state)
+            .bind(outcome_json)
+            .bind(now)
+            .bind(batch_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO events (at, batch_id, kind, detail) VALUES (?, ?, ?, ?)")
+            .bind(now)
+            .bind(batch_id)
+            .bind(state)
+            .bind(detail)
+            .execute(&mut *tx)
+            .await?;
+        for id in requeue {
+            sqlx::query(
+                "UPDATE files SET state = 'ready', batch_id = NULL, uploaded_bytes = 0, sent = 0,
+                   updated_at = ? WHERE id = ? AND batch_id = ? AND state IN ('batched', 'uploaded')",
+            )
+            .bind(now)
+            .bind(id)
+            .bind(batch_id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO events (at, file_id, batch_id, kind, detail) VALUES (?, ?, ?, 'requeued', ?)",
+            )
+            .bind(now)
+            .bind(id)
+            .bind(batch_id)
+            .bind(why)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     // ---- files: outcome --------------------------------------------------------------------
 
-    /// Files whose fate is known but who have not been moved and given a receipt yet.
-    pub async fn files_to_finalize(&self, limit: i64) -> Result<Vec<FileRow>, StoreError> {
+    /// Files whose fate is known but who have not been moved and given a receipt yet, after
+    /// file id `after` (a page at a time).
+    pub async fn files_to_finalize(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<FileRow>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT f.* FROM files f LEFT JOIN batches b ON b.id = f.batch_id
-             WHERE f.finalized = 0 AND (
+             WHERE f.finalized = 0 AND f.id > ? AND (
                    f.state IN ('failed', 'duplicate')
                 OR (f.state IN ('batched', 'uploaded') AND b.state IN ('success', 'failed', 'aborted')))
              ORDER BY f.id LIMIT ?",
         )
+        .bind(after)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?)
@@ -1475,6 +1676,31 @@ fn take_lock(state_dir: &Path) -> Result<File, StoreError> {
                     holder
                 },
             })
+        }
+    }
+}
+
+/// Serialises migrations between processes (an `flock` on `batchdrop.migrate.lock`, held
+/// until the returned file is dropped).
+async fn migration_lock(state_dir: &Path) -> Result<File, StoreError> {
+    let path = state_dir.join("batchdrop.migrate.lock");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|source| StoreError::CreateDir {
+            path: path.clone(),
+            source,
+        })?;
+    loop {
+        match file.try_lock() {
+            Err(std::fs::TryLockError::WouldBlock) => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            // Locked, or a filesystem without locks (the migrations then run as before).
+            _ => return Ok(file),
         }
     }
 }

@@ -85,8 +85,21 @@ impl Uploader {
         grace: Duration,
     ) -> Result<(), StoreError> {
         let mut tasks = JoinSet::new();
+        let mut trouble = crate::store::StoreTrouble::new("uploader");
         loop {
-            let due = self.store.batches_due(now_ms()).await?;
+            let due = match self.store.batches_due(now_ms()).await {
+                Ok(due) => {
+                    trouble.ok();
+                    due
+                }
+                Err(e) => {
+                    let wait = trouble.failed(&e);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(wait) => continue,
+                    }
+                }
+            };
             for b in due {
                 if self.active.lock().unwrap().insert(b.id) {
                     let me = self.clone();
@@ -100,9 +113,9 @@ impl Uploader {
                 }
             }
             while tasks.try_join_next().is_some() {}
-            let sleep = match self.store.next_due().await? {
-                Some(at) => Duration::from_millis((at - now_ms()).clamp(10, 1000) as u64),
-                None => Duration::from_secs(1),
+            let sleep = match self.store.next_due().await {
+                Ok(Some(at)) => Duration::from_millis((at - now_ms()).clamp(10, 1000) as u64),
+                _ => Duration::from_secs(1),
             };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -129,13 +142,19 @@ impl Uploader {
         let outcome = match result {
             Ok(()) => Ok(()),
             Err(StepError::Shutdown) => Ok(()),
-            Err(StepError::Unreadable(why)) => self.abandon(&b, &why).await,
-            Err(StepError::Tainted(why)) => self.abandon(&b, &why).await,
+            Err(StepError::Unreadable(why)) | Err(StepError::Tainted(why)) => {
+                // Re-read: this drive may have created the batch, and only the fresh row
+                // knows its remote id (without it the batch is never aborted on the platform).
+                match self.store.batch(b.id).await {
+                    Ok(fresh) => self.abandon(&fresh, &why).await,
+                    Err(e) => Err(e),
+                }
+            }
             Err(StepError::Api(e)) => self.on_api_error(&b, e).await,
             Err(StepError::Store(e)) => Err(e),
         };
         if let Err(e) = outcome {
-            tracing::error!(batch = %label, dataset = %b.dataset, "state database error: {e}; will retry");
+            tracing::error!(batch = %label, dataset = %b.dataset, "{}; will retry", e.explain());
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
@@ -163,12 +182,17 @@ impl Uploader {
     /// sealed/creating → loading. The external id was chosen when the batch was sealed; a
     /// batch in `creating` may exist on the platform already, so it is looked up first.
     async fn create(&self, b: &BatchRow) -> Result<(), StepError> {
-        if b.state == batch_state::CREATING
-            && let Some(found) = self
+        let found = if b.state == batch_state::CREATING {
+            let found = self
                 .api
                 .find_batch_by_external_id(&b.dataset, &b.external_id)
-                .await?
-        {
+                .await?;
+            self.store.note_answered(b.id).await?;
+            found
+        } else {
+            None
+        };
+        if let Some(found) = found {
             if found.status == BatchStatus::Loading {
                 tracing::info!(batch = %found.id, dataset = %b.dataset, "found the batch created before the restart");
                 self.store
@@ -221,7 +245,9 @@ impl Uploader {
             .expect("a loading batch has a remote id");
         // The platform may have moved on while we were away (completed before a crash, aborted
         // by someone, expired): believe it over our record.
-        match self.api.get_batch(&remote).await? {
+        let info = self.api.get_batch(&remote).await?;
+        self.store.note_answered(b.id).await?;
+        match info {
             None => {
                 return Err(StepError::Tainted(format!(
                     "the platform no longer knows batch {remote}"
@@ -285,18 +311,16 @@ impl Uploader {
                 r
             });
         }
-        let mut first_err = None;
+        let mut worst: Option<StepError> = None;
         while let Some(r) = set.join_next().await {
             match r.expect("upload task panicked") {
                 Ok(()) => {}
                 // A file we have sent bytes of changed: nothing else of this batch matters.
                 Err(e @ StepError::Tainted(_)) => return Err(e),
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
+                Err(e) => worst = Some(graver(worst, e)),
             }
         }
-        if let Some(e) = first_err {
+        if let Some(e) = worst {
             return Err(e);
         }
         if shutdown.is_cancelled() {
@@ -337,11 +361,17 @@ impl Uploader {
     }
 
     async fn on_api_error(&self, b: &BatchRow, e: ApiError) -> Result<(), StoreError> {
+        // Re-read: progress made during this drive reset the count of failures in a row.
+        let b = &self.store.batch(b.id).await?;
         let label = b.label();
         match e.kind() {
             ErrorKind::Transient { retry_after } => {
                 let age = b.first_error_at.map(|t| now_ms() - t).unwrap_or(0);
-                if b.attempts + 1 >= self.upload.max_attempts as i64
+                // A platform that cannot be reached at all (down, restarting) says nothing
+                // about this batch: only max_retry_age applies then, and the waits grow with
+                // the outage's age. max_attempts counts the platform's own refusals.
+                let counts = !e.is_unreachable();
+                if (counts && b.attempts + 1 >= self.upload.max_attempts as i64)
                     || age >= self.upload.max_retry_age.as_millis() as i64
                 {
                     let why = format!(
@@ -351,8 +381,16 @@ impl Uploader {
                     );
                     return self.fail_batch(b, &why).await;
                 }
+                let attempt = if counts {
+                    b.attempts as u32 + 1
+                } else {
+                    retry::attempt_for_age(
+                        Duration::from_millis(age.max(0) as u64),
+                        self.upload.backoff_initial,
+                    )
+                };
                 let wait = retry::backoff_jittered(
-                    b.attempts as u32 + 1,
+                    attempt,
                     self.upload.backoff_initial,
                     self.upload.backoff_max,
                     retry_after,
@@ -365,9 +403,14 @@ impl Uploader {
                     None => "network",
                 };
                 metrics::counter!(telemetry::RETRIES, "cause" => cause).increment(1);
-                tracing::warn!(batch = %label, dataset = %b.dataset, attempt = b.attempts + 1, "transient failure, retrying in {wait:?}: {e}");
+                tracing::warn!(batch = %label, dataset = %b.dataset, attempt, "transient failure, retrying in {wait:?}: {e}");
                 self.store
-                    .schedule_retry(b.id, &e.to_string(), now_ms() + wait.as_millis() as i64)
+                    .schedule_retry(
+                        b.id,
+                        &e.to_string(),
+                        now_ms() + wait.as_millis() as i64,
+                        counts,
+                    )
                     .await?;
                 Ok(())
             }
@@ -459,13 +502,15 @@ impl FileJob {
         };
         match Identity::read(&path) {
             Ok(now) if now == recorded => {}
+            // Bytes of it may be in the batch already (a retry, or a restart): that is a
+            // change during its upload.
+            Ok(_) if f.sent => return self.changed(f, "during its upload").await,
             Ok(_) => return self.changed(f, "before its upload").await,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if f.sent {
-                    return Err(StepError::Tainted(format!(
-                        "{} was deleted while it was being uploaded into batch {}",
-                        f.rel_path, self.batch
-                    )));
+                    let why = deleted_while_uploading(f, &self.batch);
+                    self.store.fail_file(f.id, &why).await?;
+                    return Err(StepError::Tainted(why));
                 }
                 self.store
                     .fail_file(f.id, &format!("{} was deleted before it could be uploaded; drop it again to ingest it", f.rel_path))
@@ -492,6 +537,20 @@ impl FileJob {
         } else {
             self.put_large(f, &path).await
         };
+        // The file must be exactly the version we started with, or the platform holds a mix.
+        // Checked whatever the transfer's outcome: a file cut short while it was read makes a
+        // body shorter than announced, which is a change of the file, not a platform failure.
+        if !matches!(sent, Err(StepError::Shutdown)) {
+            match Identity::read(&path) {
+                Ok(now) if now == recorded => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let why = deleted_while_uploading(f, &self.batch);
+                    self.store.fail_file(f.id, &why).await?;
+                    return Err(StepError::Tainted(why));
+                }
+                _ => return self.changed(f, "during its upload").await,
+            }
+        }
         let sha = match sent {
             Ok(sha) => sha,
             Err(StepError::Unreadable(why)) => {
@@ -500,21 +559,24 @@ impl FileJob {
             }
             Err(e) => return Err(e),
         };
-        // The file must be exactly the version we started with, or the platform holds a mix.
-        match Identity::read(&path) {
-            Ok(now) if now == recorded => {}
-            _ => return self.changed(f, "during its upload").await,
-        }
         self.store.mark_uploaded(f.id, &sha, f.size).await?;
         metrics::counter!(telemetry::BYTES_UPLOADED, "dataset" => self.dataset.clone())
             .increment(f.size as u64);
         metrics::counter!(telemetry::UPLOAD_SECONDS, "dataset" => self.dataset.clone())
             .increment(started.elapsed().as_secs_f64() as u64);
+        self.progress(f).await?;
         tracing::info!(
             file = %f.rel_path, dataset = %self.dataset, batch = %self.batch,
             bytes = f.size, ms = started.elapsed().as_millis() as u64, "uploaded"
         );
         Ok(())
+    }
+
+    async fn progress(&self, f: &FileRow) -> Result<(), StoreError> {
+        match f.batch_id {
+            Some(id) => self.store.note_progress(id).await,
+            None => Ok(()),
+        }
     }
 
     async fn changed(&self, f: &FileRow, when: &str) -> Result<(), StepError> {
@@ -556,6 +618,9 @@ impl FileJob {
             Err(e) if matches!(e.kind(), ErrorKind::NotFound) => 0,
             Err(e) => return Err(e.into()),
         };
+        if let Some(id) = f.batch_id {
+            self.store.note_answered(id).await?;
+        }
         if offset != f.uploaded_bytes as u64 {
             tracing::info!(
                 file = %f.rel_path, batch = %self.batch,
@@ -611,6 +676,7 @@ impl FileJob {
             crashpoint::hit("chunk-sent");
             offset += len;
             self.store.set_uploaded_bytes(f.id, offset as i64).await?;
+            self.progress(f).await?;
             crashpoint::hit("chunk-recorded");
             tracing::debug!(file = %f.rel_path, batch = %self.batch, offset, total, "chunk acknowledged");
         }
@@ -619,6 +685,37 @@ impl FileJob {
             .await?;
         Ok(finish(hasher))
     }
+}
+
+/// Of two errors of one drive, the one the batch's retry must be scheduled by: a state
+/// database error first, then the transient error with the longest `Retry-After`, so that no
+/// request the platform asked to wait is repeated sooner because another file of the batch
+/// failed differently.
+fn graver(prev: Option<StepError>, e: StepError) -> StepError {
+    fn wait(e: &StepError) -> Option<Duration> {
+        match e {
+            StepError::Api(a) => a.retry_after(),
+            _ => None,
+        }
+    }
+    match prev {
+        None => e,
+        Some(p @ StepError::Store(_)) => p,
+        Some(_) if matches!(e, StepError::Store(_)) => e,
+        Some(p) if wait(&e) > wait(&p) => {
+            let _ = p;
+            e
+        }
+        Some(p) => p,
+    }
+}
+
+fn deleted_while_uploading(f: &FileRow, batch: &str) -> String {
+    format!(
+        "{} was deleted while it was being uploaded into batch {batch}; that batch was given up, \
+         so nothing of it is ingested: drop it again to ingest it",
+        f.rel_path
+    )
 }
 
 fn io_fail(f: &FileRow, e: std::io::Error) -> StepError {

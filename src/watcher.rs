@@ -17,7 +17,7 @@
 //! This module must not upload, batch or move anything: it only writes "ready" (or rejected)
 //! rows.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -103,6 +103,11 @@ pub struct Watcher {
     recorded: HashMap<String, Identity>,
     /// How many files this watcher is waiting on (for `run --once`).
     pub pending: Arc<std::sync::atomic::AtomicUsize>,
+    /// Intake is paused: the state directory is (nearly) full.
+    intake_paused: bool,
+    /// Events can no longer be trusted to mention every new file (a watch could not be
+    /// added, e.g. the inotify watch limit was reached): scanning takes over.
+    events_broken: bool,
 }
 
 impl Watcher {
@@ -123,6 +128,8 @@ impl Watcher {
             sidecars: HashMap::new(),
             recorded: HashMap::new(),
             pending: Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX)),
+            intake_paused: false,
+            events_broken: false,
         }
     }
 
@@ -144,6 +151,12 @@ impl Watcher {
             self.watch.failed_dir = rebase(&self.watch.failed_dir);
             self.watch.path = real;
         }
+        // Without events, scanning is the only source: do it often.
+        let scan_often = self
+            .watch
+            .rescan_interval
+            .min(Duration::from_secs(2))
+            .max(Duration::from_millis(200));
         let (tx, mut rx) = mpsc::unbounded_channel::<notify::Result<notify::Event>>();
         // The notify callback runs on its own thread and only forwards (the rust-analyzer way):
         // all decisions are made here, on the async side.
@@ -163,33 +176,34 @@ impl Watcher {
                     Err(e) => {
                         tracing::warn!(
                             folder = %self.watch.path.display(),
-                            "cannot watch for events ({e}); falling back to scanning every {:?}",
-                            self.watch.rescan_interval
+                            "cannot watch for events ({e}); falling back to scanning every {scan_often:?}"
                         );
                         None
                     }
                 }
             }
         };
-        let rescan_every = match (self.watch.mode, &_watcher) {
+        let mut rescan_every = match (self.watch.mode, &_watcher) {
             (WatchMode::Events, Some(_)) => self.watch.rescan_interval,
-            // Without events, scanning is the only source: do it often.
-            _ => self
-                .watch
-                .rescan_interval
-                .min(Duration::from_secs(2))
-                .max(Duration::from_millis(200)),
+            _ => scan_often,
         };
         let tick =
             (self.watch.settle / 4).clamp(Duration::from_millis(20), Duration::from_millis(500));
 
         self.scan().await?;
         let mut next_scan = Instant::now() + rescan_every;
+        let mut trouble = crate::store::StoreTrouble::new("watcher");
         loop {
-            self.check_candidates().await?;
+            let mut pause = None;
+            match self.check_candidates().await {
+                Ok(()) => trouble.ok(),
+                Err(e) => pause = Some(trouble.failed(&e)),
+            }
             self.pending
                 .store(self.candidates.len(), std::sync::atomic::Ordering::SeqCst);
-            let wait = if self.candidates.is_empty() && self.sidecars.is_empty() {
+            let wait = if let Some(pause) = pause {
+                pause
+            } else if self.candidates.is_empty() && self.sidecars.is_empty() {
                 next_scan.saturating_duration_since(Instant::now())
             } else {
                 tick
@@ -212,6 +226,14 @@ impl Watcher {
                 }
                 _ = tokio::time::sleep(wait) => {}
             }
+            if self.events_broken && rescan_every > scan_often {
+                tracing::warn!(
+                    folder = %self.watch.path.display(),
+                    "events no longer cover the whole folder; falling back to scanning every {scan_often:?}"
+                );
+                rescan_every = scan_often;
+                next_scan = Instant::now();
+            }
             if Instant::now() >= next_scan {
                 self.scan().await?;
                 next_scan = Instant::now() + rescan_every;
@@ -223,7 +245,10 @@ impl Watcher {
         let ev = match ev {
             Ok(ev) => ev,
             Err(e) => {
+                // Typically a sub-folder that could not be watched (the inotify watch limit):
+                // files in it would never be mentioned.
                 tracing::warn!(folder = %self.watch.path.display(), "watch error ({e}); rescanning");
+                self.events_broken = true;
                 return self.scan().await;
             }
         };
@@ -273,20 +298,29 @@ impl Watcher {
     async fn scan(&mut self) -> Result<(), StoreError> {
         metrics::counter!(telemetry::RESCANS).increment(1);
         let root = self.watch.path.clone();
-        self.scan_dir(&root).await
+        let seen = self.scan_dir(&root).await?;
+        // Forget the versions of files no longer in the folder (archived, deleted): the map
+        // stays the size of the folder instead of growing with every file ever seen.
+        self.recorded.retain(|rel, _| seen.contains(rel));
+        Ok(())
     }
 
-    /// Walks `dir` (below the watch root) and considers every regular file in it.
-    async fn scan_dir(&mut self, dir: &Path) -> Result<(), StoreError> {
+    /// Walks `dir` (below the watch root) and considers every regular file in it; returns the
+    /// relative paths of the data files found.
+    async fn scan_dir(&mut self, dir: &Path) -> Result<HashSet<String>, StoreError> {
         let watch = self.watch.clone();
         let dir = dir.to_owned();
         let found = tokio::task::spawn_blocking(move || walk(&watch, &dir))
             .await
             .unwrap_or_default();
+        let mut seen = HashSet::with_capacity(found.len());
         for (path, identity, problem) in found {
+            if let Some(rel) = self.relative(&path) {
+                seen.insert(rel);
+            }
             self.consider(&path, identity, false, problem);
         }
-        Ok(())
+        Ok(seen)
     }
 
     /// Starts (or restarts) the settle clock of a file unless this exact version is known.
@@ -388,6 +422,9 @@ impl Watcher {
         if stable.is_empty() {
             return Ok(());
         }
+        if !self.room_for_new_files() {
+            return Ok(()); // they stay candidates, taken once there is room
+        }
         // Cap on queued files: stable files wait here (on disk, nothing lost) until the queue
         // drains below the cap.
         let queued = self.store.queued_files().await?;
@@ -428,14 +465,67 @@ impl Watcher {
             };
             room -= 1;
             let sidecar = self.sidecars.remove(&rel);
-            self.record(rel, c.identity, c.problem, &c.path, sidecar)
-                .await?;
-            woke = true;
+            let recorded = match self
+                .record(rel.clone(), c.identity, c.problem.clone(), &c.path, sidecar)
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    // Still stable: taken as soon as the database works again.
+                    self.candidates.insert(rel, c);
+                    if woke {
+                        self.wake_batcher.notify_one();
+                    }
+                    return Err(e);
+                }
+            };
+            if recorded {
+                woke = true;
+            } else {
+                // An older version is still in flight: look again after another `settle`.
+                self.candidates.insert(
+                    rel,
+                    Candidate {
+                        since: Instant::now(),
+                        hinted: false,
+                        ..c
+                    },
+                );
+            }
         }
         if woke {
             self.wake_batcher.notify_one();
         }
         Ok(())
+    }
+
+    /// Whether the state directory has room for new work; says so when that changes.
+    fn room_for_new_files(&mut self) -> bool {
+        let free = self.store.free_bytes();
+        let full = free.is_some_and(|f| f < crate::store::MIN_FREE_BYTES);
+        let mib = free.unwrap_or(0) / (1024 * 1024);
+        let dir = self
+            .store
+            .path()
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        if full && !self.intake_paused {
+            tracing::error!(
+                folder = %self.watch.path.display(),
+                "the state directory {dir} has {mib} MiB free, less than the {} MiB batchdrop \
+                 keeps in reserve: not taking new files until space is freed (files already \
+                 taken carry on; nothing is lost: new files wait in the drop folder)",
+                crate::store::MIN_FREE_BYTES / (1024 * 1024)
+            );
+        } else if !full && self.intake_paused {
+            tracing::info!(
+                folder = %self.watch.path.display(),
+                "the state directory {dir} has {mib} MiB free again: taking new files again"
+            );
+        }
+        self.intake_paused = full;
+        !full
     }
 
     /// The store's description of a file of this watch.
@@ -471,7 +561,8 @@ impl Watcher {
         problem: Option<String>,
         path: &Path,
         sidecar: Option<PendingSidecar>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
+        // Returns false when it has to wait for an older version of the same path to finish.
         let w = &self.watch;
         let format = w.format_for(&rel);
         let file = self.new_file(&rel, id, path);
@@ -506,7 +597,7 @@ impl Watcher {
                         }
                     }
                     self.recorded.insert(rel, id);
-                    return Ok(());
+                    return Ok(true);
                 }
             },
             _ => None,
@@ -530,6 +621,10 @@ impl Watcher {
                         "ready"
                     );
                 }
+                Recorded::Deferred => {
+                    tracing::debug!(file = %rel, dataset = %w.dataset, "a new version waits for the one in flight to finish");
+                    return Ok(false);
+                }
                 Recorded::Known => {
                     if let (Some(req), Some(side)) = (&replay, &side_rel)
                         && !self.attach_to_queued(&rel, side, Ok(req.clone())).await?
@@ -540,7 +635,7 @@ impl Watcher {
             }
         }
         self.recorded.insert(rel, id);
-        Ok(())
+        Ok(true)
     }
 
     /// Whether the data file `rel` must wait for a sidecar that is on disk but not settled
@@ -850,6 +945,35 @@ fn follow_link(watch: &Watch, path: &Path) -> Option<(Identity, Option<String>)>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn versions_of_files_gone_from_the_folder_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[[watch]]\npath = {:?}\ndataset = \"d\"\nsettle = \"0\"\n",
+            dir.path().join("drop")
+        );
+        let config = crate::config::Config::parse(&text, &dir.path().join("c.toml")).unwrap();
+        let store = Store::open_shared(&dir.path().join("state")).await.unwrap();
+        let mut w = Watcher::new(
+            config.watches[0].clone(),
+            store,
+            Arc::new(Notify::new()),
+            Arc::default(),
+            1000,
+        );
+        std::fs::create_dir_all(dir.path().join("drop")).unwrap();
+        for i in 0..3 {
+            std::fs::write(dir.path().join(format!("drop/{i}.json")), "{}\n").unwrap();
+        }
+        w.scan().await.unwrap();
+        w.check_candidates().await.unwrap();
+        assert_eq!(w.recorded.len(), 3);
+        std::fs::remove_file(dir.path().join("drop/0.json")).unwrap();
+        std::fs::remove_file(dir.path().join("drop/1.json")).unwrap();
+        w.scan().await.unwrap();
+        assert_eq!(w.recorded.keys().collect::<Vec<_>>(), ["2.json"]);
+    }
 
     #[test]
     fn temp_and_hidden_names_are_ignored() {

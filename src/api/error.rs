@@ -222,6 +222,18 @@ impl ApiError {
         }
     }
 
+    /// True when the platform could not be reached at all (connection refused, no route,
+    /// DNS): nothing about the request itself is in question.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            &self.0.failure,
+            Failure::Transport {
+                what: Transport::Connect,
+                ..
+            }
+        )
+    }
+
     pub fn retry_after(&self) -> Option<Duration> {
         match self.kind() {
             ErrorKind::Transient { retry_after } => retry_after,

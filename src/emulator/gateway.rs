@@ -51,6 +51,8 @@ pub async fn platform_gate(
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     bump(&state.counters.requests);
+    let (req, key) = request_key(req).await;
+    note_early_retry(&state, &key);
 
     let (fault, latency) = draw_faults(&state);
     if let Some(ms) = latency {
@@ -83,6 +85,7 @@ pub async fn platform_gate(
             }
             .into_response();
             set_retry_after(&mut r, state.config.faults.retry_after_secs);
+            hold_off(&state, key, state.config.faults.retry_after_secs);
             Some(r)
         }
         Fault::Http429 => {
@@ -94,6 +97,7 @@ pub async fn platform_gate(
             )
             .into_response();
             set_retry_after(&mut r, state.config.faults.retry_after_secs);
+            hold_off(&state, key, state.config.faults.retry_after_secs);
             Some(r)
         }
         Fault::Reset => {
@@ -155,6 +159,57 @@ pub async fn platform_gate(
         "platform request"
     );
     resp
+}
+
+/// What makes a request "the same request" again: method and URI, plus a digest of the body
+/// for small POSTs (create-batch has one URL for every batch; its body holds the externalId).
+async fn request_key(req: Request) -> (Request, String) {
+    let key = format!("{} {}", req.method(), req.uri());
+    let small = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|n| n > 0 && n <= 64 * 1024);
+    if req.method() != axum::http::Method::POST || !small {
+        return (req, key);
+    }
+    let (parts, body) = req.into_parts();
+    match axum::body::to_bytes(body, 64 * 1024).await {
+        Ok(bytes) => {
+            use sha2::Digest;
+            let digest = super::upload::hex(&sha2::Sha256::digest(&bytes)[..8]);
+            (
+                Request::from_parts(parts, Body::from(bytes)),
+                format!("{key} body:{digest}"),
+            )
+        }
+        // A body that cannot be read: the handler will say so.
+        Err(_) => (Request::from_parts(parts, Body::empty()), key),
+    }
+}
+
+/// Remembers that `key` (method and URI) was told to wait `secs`.
+fn hold_off(state: &AppState, key: String, secs: u64) {
+    let until = Instant::now() + Duration::from_secs(secs);
+    state
+        .retry_after
+        .lock()
+        .expect("retry-after map")
+        .insert(key, until);
+}
+
+/// Counts a request that comes back before the `Retry-After` it was given has passed.
+fn note_early_retry(state: &AppState, key: &str) {
+    let mut map = state.retry_after.lock().expect("retry-after map");
+    let now = Instant::now();
+    if let Some(until) = map.get(key).copied() {
+        if now < until {
+            bump(&state.counters.early_retries);
+            tracing::warn!(request = %key, early_ms = (until - now).as_millis() as u64, "request repeated before its Retry-After passed");
+        }
+        map.remove(key);
+    }
+    map.retain(|_, until| *until > now);
 }
 
 fn set_retry_after(resp: &mut Response, secs: u64) {

@@ -73,6 +73,9 @@ pub(crate) struct AppState {
     pub signer: ims::Signer,
     pub counters: Arc<Counters>,
     pub fault_rng: Mutex<StdRng>,
+    /// Requests answered with `Retry-After` ("METHOD URI" → until when), to count the ones
+    /// repeated too early.
+    pub retry_after: Mutex<HashMap<String, std::time::Instant>>,
     batch_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub work_tx: mpsc::UnboundedSender<String>,
     ids: Mutex<ulid::Generator>,
@@ -153,6 +156,7 @@ impl Emulator {
             schemas,
             signer,
             fault_rng: Mutex::new(StdRng::seed_from_u64(config.faults.seed)),
+            retry_after: Mutex::new(HashMap::new()),
             config,
             counters: Arc::new(Counters::default()),
             batch_locks: Mutex::new(HashMap::new()),

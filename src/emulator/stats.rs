@@ -20,6 +20,10 @@ pub struct EmulatorStats {
     /// bytes (harmless re-sends; a client that records its progress keeps this at 0). A chunk
     /// whose response was lost by fault injection was not acknowledged.
     pub duplicate_acknowledged_chunks: u64,
+    /// Requests repeated (same method and URL) before the `Retry-After` that the emulator
+    /// answered them with had passed. A client that honours `Retry-After` keeps this at 0.
+    #[serde(default)]
+    pub early_retries: u64,
     /// Successful single-request PUT uploads.
     pub puts: u64,
     /// Body bytes stored by PUT and PATCH.
@@ -78,6 +82,7 @@ pub(crate) struct Counters {
     pub fault_batch_failure: AtomicU64,
     pub chunks_received: AtomicU64,
     pub duplicate_acknowledged_chunks: AtomicU64,
+    pub early_retries: AtomicU64,
     pub puts: AtomicU64,
     pub bytes_received: AtomicU64,
     pub batches_created: AtomicU64,
@@ -109,6 +114,7 @@ impl Counters {
             auth_failures: g(&self.auth_failures),
             chunks_received: g(&self.chunks_received),
             duplicate_acknowledged_chunks: g(&self.duplicate_acknowledged_chunks),
+            early_retries: g(&self.early_retries),
             puts: g(&self.puts),
             bytes_received: g(&self.bytes_received),
             batches_created: g(&self.batches_created),
