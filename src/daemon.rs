@@ -411,14 +411,21 @@ async fn probe_platform(
     stop: CancellationToken,
 ) {
     loop {
+        let mut wait = every;
         let ok = match api.get_batch("batchdrop-readiness-probe").await {
             Ok(_) => true,
-            Err(e) => !matches!(e.kind(), ErrorKind::Transient { .. }),
+            Err(e) => {
+                // A throttled platform asked us to wait: the probe obeys like every other call.
+                if let Some(after) = e.retry_after() {
+                    wait = wait.max(after);
+                }
+                !matches!(e.kind(), ErrorKind::Transient { .. })
+            }
         };
         health.platform_result(ok);
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }

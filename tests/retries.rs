@@ -38,12 +38,19 @@ fn stop(mut child: Child) {
     }
 }
 
-/// (attempts, next_attempt_at) of the only batch.
-async fn schedule(state: &Path) -> Option<(i64, i64, Option<String>)> {
+/// (retries recorded, first_error_at, last_error) of the only batch in flight.
+async fn schedule(state: &Path) -> Option<(usize, Option<i64>, Option<String>)> {
     let store = Store::open_shared(state).await.ok()?;
-    let b = store.batches_in_flight().await.ok()?.into_iter().next();
+    let b = store.batches_in_flight().await.ok()?.into_iter().next()?;
+    let retries = store
+        .events_for_batch(b.id)
+        .await
+        .ok()?
+        .iter()
+        .filter(|e| e.kind == "retry")
+        .count();
     store.close().await;
-    b.map(|b| (b.attempts, b.next_attempt_at, b.last_error))
+    Some((retries, b.first_error_at, b.last_error))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,7 +71,7 @@ async fn a_dead_platform_is_retried_on_a_schedule_that_survives_a_restart() {
     write_atomic(&env.drop_dir().join("waiting.json"), jsonl(0, 7).as_bytes());
 
     let first = spawn(&config);
-    let (before, _, err) = eventually(30, "a few failed attempts recorded", || async {
+    let (before, first_error, err) = eventually(30, "a few failed attempts recorded", || async {
         schedule(&env.state_dir()).await.filter(|s| s.0 >= 3)
     })
     .await;
@@ -72,18 +79,24 @@ async fn a_dead_platform_is_retried_on_a_schedule_that_survives_a_restart() {
         err.unwrap_or_default().to_lowercase().contains("connect"),
         "the last error says why"
     );
+    assert!(first_error.is_some());
     stop(first);
     let (after_stop, _, _) = schedule(&env.state_dir()).await.unwrap();
     assert!(after_stop >= before);
 
-    // The restart continues the count instead of starting over.
+    // The restart continues the schedule (same outage, same age) instead of starting over.
     let second = spawn(&config);
-    eventually(30, "more attempts on top of the earlier ones", || async {
-        schedule(&env.state_dir())
-            .await
-            .filter(|s| s.0 > after_stop)
-    })
-    .await;
+    let (_, first_error_after, _) =
+        eventually(30, "more attempts on top of the earlier ones", || async {
+            schedule(&env.state_dir())
+                .await
+                .filter(|s| s.0 > after_stop)
+        })
+        .await;
+    assert_eq!(
+        first_error_after, first_error,
+        "the outage's start is remembered across the restart"
+    );
     assert!(
         receipts(&env.failed()).is_empty(),
         "a dead network is not a reason to quarantine"
