@@ -27,6 +27,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use support::*;
 
+/// These tests each drive a daemon hard (crash loops, thousands of files, a flaky platform);
+/// run in parallel on a 2-core machine they starve each other past their deadlines, so they
+/// take turns.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 // ---- seeds, soak ---------------------------------------------------------------------------
 
 /// The seed of this run: `BATCHDROP_SEED`, or a fresh one. Printed so a failure can be replayed.
@@ -564,6 +569,7 @@ const CRASH_POINTS: &[&str] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_loop_sigkill_at_random_instants_ingests_everything_exactly_once() {
+    let _one_at_a_time = SERIAL.lock().await;
     let seed = seed("crash_loop");
     let mut rng = StdRng::seed_from_u64(seed);
     let env = Env::new().await;
@@ -686,6 +692,7 @@ async fn batch_events(state_dir: &Path) -> Vec<(i64, Vec<batchdrop::store::Event
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flaky_platform_everything_exactly_once_nothing_quarantined_and_retry_after_honoured() {
+    let _one_at_a_time = SERIAL.lock().await;
     let seed = seed("flaky_platform");
     let mut rng = StdRng::seed_from_u64(seed);
     let retry_after_secs = 1;
@@ -811,6 +818,7 @@ fn what_is_wrong(r: &serde_json::Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_files_each_get_a_receipt_saying_what_and_where_and_the_rest_flows() {
+    let _one_at_a_time = SERIAL.lock().await;
     let seed = seed("bad_files");
     let mut rng = StdRng::seed_from_u64(seed);
     // A little latency on every request, so that a file can be changed while it is uploaded.
@@ -1132,6 +1140,7 @@ dataset = "{DATASET}"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn platform_killed_and_restarted_mid_upload_the_daemon_rides_it_out() {
+    let _one_at_a_time = SERIAL.lock().await;
     let seed = seed("platform_restarts");
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
@@ -1267,6 +1276,7 @@ fn fill(path: &Path) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_disk_full_stops_intake_says_why_loses_nothing_and_recovers() {
+    let _one_at_a_time = SERIAL.lock().await;
     let seed = seed("disk_full");
     let mut rng = StdRng::seed_from_u64(seed);
     let env = Env::new().await;
@@ -1368,6 +1378,7 @@ async fn state_disk_full_stops_intake_says_why_loses_nothing_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archive_unwritable_files_wait_in_place_the_rest_flows_and_all_finish_once_it_is_back() {
+    let _one_at_a_time = SERIAL.lock().await;
     let seed = seed("archive_unwritable");
     let mut rng = StdRng::seed_from_u64(seed);
     let env = Env::new().await;
@@ -1445,6 +1456,7 @@ async fn archive_unwritable_files_wait_in_place_the_rest_flows_and_all_finish_on
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_database_locked_by_another_process_the_daemon_waits_says_why_and_loses_nothing() {
+    let _one_at_a_time = SERIAL.lock().await;
     use sqlx::ConnectOptions;
     let seed = seed("sqlite_locked");
     let mut rng = StdRng::seed_from_u64(seed);
@@ -1510,6 +1522,7 @@ fn spawn_with_inotify_limit(config: &Path, limit: u32) -> Option<Proc> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inotify_watch_limit_exhausted_falls_back_to_scanning_and_says_so() {
+    let _one_at_a_time = SERIAL.lock().await;
     let seed = seed("inotify_limit");
     let mut rng = StdRng::seed_from_u64(seed);
     let env = Env::new().await;
@@ -1590,6 +1603,7 @@ fn count_receipts(dir: &Path) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_thousands_of_small_files_dropped_at_once_all_ingested_in_batches_of_at_most_1500() {
+    let _one_at_a_time = SERIAL.lock().await;
     let n: usize = if soak() { 50_000 } else { 5_000 };
     let env = Env::new().await;
     let _keep = KeepOnPanic(env.dir.path().to_owned(), "load");
