@@ -39,7 +39,9 @@ async fn readme_curl_walkthrough_works_as_written() {
     }
     let env = start(EmulatorConfig {
         processing_delay_ms: 20,
-        revert_gc_delay_ms: 300,
+        // Long enough for the script to see `inactive` on a loaded machine, short enough for
+        // its `sleep 2` to see `deleted`.
+        revert_gc_delay_ms: 1000,
         ..EmulatorConfig::default()
     })
     .await;
@@ -71,7 +73,7 @@ async fn readme_curl_walkthrough_works_as_written() {
         "set -euo pipefail\n{}",
         script
             .replace("http://127.0.0.1:8089", &env.base)
-            .replace("sleep 6", "sleep 1")
+            .replace("sleep 6", "sleep 2")
     );
     let cwd = work.path().to_path_buf();
     let out = tokio::task::spawn_blocking(move || {
