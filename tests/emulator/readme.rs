@@ -101,6 +101,9 @@ async fn readme_curl_walkthrough_works_as_written() {
         "ABORT is only allowed while a batch is loading or processing",
         "\"acp_successor\":[",
         "\"duplicate_acknowledged_chunks\":0",
+        // The IMS token opened the gateway.
+        "\nCRM profiles\n",
+        "\"ims_tokens_issued\":1",
     ] {
         assert!(
             stdout.contains(expected),
@@ -157,4 +160,5 @@ async fn readme_curl_walkthrough_works_as_written() {
     let st = env.stats();
     assert_eq!(st.chunks_received as usize, big.len().div_ceil(262_144));
     assert_eq!(st.duplicate_acknowledged_chunks, 0);
+    assert_eq!(st.ims_tokens_issued, 1);
 }
