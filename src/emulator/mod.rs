@@ -128,7 +128,7 @@ impl Emulator {
             path: data_dir.to_path_buf(),
             source,
         })?;
-        let lock = DirLock::acquire(data_dir)?;
+        let lock = DirLock::acquire(data_dir).await?;
         let store = Store::open(data_dir).await?;
         let signer = ims::Signer::open(data_dir)?;
         let schemas = schema::Registry::default();
@@ -511,7 +511,7 @@ struct DirLock {
 }
 
 impl DirLock {
-    fn acquire(dir: &Path) -> Result<DirLock, EmulatorError> {
+    async fn acquire(dir: &Path) -> Result<DirLock, EmulatorError> {
         use std::os::fd::AsRawFd;
         let path: PathBuf = dir.join("emulator.lock");
         let file = std::fs::OpenOptions::new()
@@ -523,13 +523,22 @@ impl DirLock {
                 path: path.clone(),
                 source,
             })?;
-        // SAFETY: flock on a file descriptor we own; no memory is shared.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            return Err(EmulatorError::DataDirLocked {
-                path: dir.to_path_buf(),
-            });
+        // A lock released a moment ago can still be held by a process forked meanwhile (the
+        // descriptor is close-on-exec, but lives until the exec), and an emulator restarted
+        // by a supervisor may come up while the old one exits: wait a little before refusing.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+        loop {
+            // SAFETY: flock on a file descriptor we own; no memory is shared.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc == 0 {
+                return Ok(DirLock { _file: file });
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(EmulatorError::DataDirLocked {
+                    path: dir.to_path_buf(),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        Ok(DirLock { _file: file })
     }
 }

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, SqlitePool};
 
 use super::error::EmulatorError;
 
@@ -35,7 +35,8 @@ const SCHEMA: &[&str] = &[
         ims_org TEXT NOT NULL DEFAULT '',
         sandbox TEXT NOT NULL DEFAULT '',
         created INTEGER NOT NULL,
-        updated INTEGER NOT NULL
+        updated INTEGER NOT NULL,
+        identity_field TEXT
     )",
     "CREATE TABLE IF NOT EXISTS batches (
         id TEXT PRIMARY KEY,
@@ -70,6 +71,7 @@ const SCHEMA: &[&str] = &[
         records INTEGER,
         created INTEGER NOT NULL,
         updated INTEGER NOT NULL,
+        served_size INTEGER,
         UNIQUE (batch_id, path)
     )",
     "CREATE TABLE IF NOT EXISTS chunks (
@@ -90,6 +92,7 @@ const SCHEMA: &[&str] = &[
         code TEXT NOT NULL,
         message TEXT NOT NULL,
         raw TEXT,
+        errors TEXT,
         PRIMARY KEY (batch_id, seq)
     )",
     "CREATE TABLE IF NOT EXISTS schemas (
@@ -110,7 +113,7 @@ const SCHEMA: &[&str] = &[
 ];
 
 /// Columns added after the first release: (table, column, declaration). Added at start when an
-/// older data dir lacks them.
+/// older data dir lacks them (a new one gets them from `SCHEMA`).
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     // All the problems of a failed row, as a JSON array of {code, message, path}.
     ("failed_rows", "errors", "TEXT"),
@@ -277,30 +280,42 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10));
+        // All DDL on one connection, before the pool opens any: a pooled connection that cached
+        // the schema before an ALTER TABLE would prepare `SELECT *` with the old columns, and
+        // SQLite's silent re-prepare would then hand sqlx rows wider than it expects.
+        {
+            let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .map_err(db_err)?;
+            for stmt in SCHEMA {
+                sqlx::query(*stmt)
+                    .execute(&mut conn)
+                    .await
+                    .map_err(db_err)?;
+            }
+            for (table, column, decl) in ADDED_COLUMNS {
+                let cols: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT name FROM pragma_table_info('{table}')"
+                )))
+                .fetch_all(&mut conn)
+                .await
+                .map_err(db_err)?;
+                if !cols.iter().any(|(c,)| c == column) {
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "ALTER TABLE {table} ADD COLUMN {column} {decl}"
+                    )))
+                    .execute(&mut conn)
+                    .await
+                    .map_err(db_err)?;
+                }
+            }
+            conn.close().await.map_err(db_err)?;
+        }
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await
             .map_err(db_err)?;
-        for stmt in SCHEMA {
-            sqlx::query(*stmt).execute(&pool).await.map_err(db_err)?;
-        }
-        for (table, column, decl) in ADDED_COLUMNS {
-            let cols: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT name FROM pragma_table_info('{table}')"
-            )))
-            .fetch_all(&pool)
-            .await
-            .map_err(db_err)?;
-            if !cols.iter().any(|(c,)| c == column) {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "ALTER TABLE {table} ADD COLUMN {column} {decl}"
-                )))
-                .execute(&pool)
-                .await
-                .map_err(db_err)?;
-            }
-        }
         Ok(Store {
             pool,
             root: root.to_path_buf(),

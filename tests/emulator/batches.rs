@@ -339,23 +339,40 @@ async fn failed_replay_leaves_predecessors_alone() {
 #[tokio::test]
 async fn idle_loading_batches_are_abandoned_when_configured() {
     let env = start(batchdrop::emulator::EmulatorConfig {
-        abandon_after_ms: 300,
+        abandon_after_ms: 1500,
         ..cfg()
     })
     .await;
     let ds = env.dataset().await;
     let idle = env.create_batch(&ds, json!({"format": "json"})).await;
     let busy = env.create_batch(&ds, json!({"format": "json"})).await;
-    // Activity (uploads) keeps a batch alive.
-    for i in 0..4 {
-        tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+    let created = std::time::Instant::now();
+    // Activity (uploads, far more often than the limit) keeps a batch alive, until the idle
+    // one is abandoned.
+    let mut i = 0;
+    loop {
         assert_eq!(
             env.put(&busy, &ds, &format!("{i}.json"), b"{}\n".to_vec())
                 .await,
-            StatusCode::CREATED
+            StatusCode::CREATED,
+            "the busy batch, in use, must not be abandoned"
         );
+        i += 1;
+        let status = env.batch(&idle).await["status"].clone();
+        if status == "abandoned" {
+            break;
+        }
+        assert_eq!(status, "loading");
+        assert!(
+            created.elapsed() < std::time::Duration::from_secs(20),
+            "the idle batch was never abandoned"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert_eq!(env.batch(&idle).await["status"], "abandoned");
+    assert!(
+        created.elapsed() >= std::time::Duration::from_millis(1500),
+        "abandoned before abandon_after_ms"
+    );
     assert_eq!(env.batch(&busy).await["status"], "loading");
     let (s, b) = env.action(&idle, "COMPLETE").await;
     assert_service_error(s, &b, 400, &[&idle, "abandoned"]);
@@ -363,4 +380,10 @@ async fn idle_loading_batches_are_abandoned_when_configured() {
         env.put(&idle, &ds, "late.json", b"{}\n".to_vec()).await,
         StatusCode::BAD_REQUEST
     );
+    // Nothing of it is readable.
+    let (s, files) = env
+        .get_json(&format!("{EXPORT}/batches/{idle}/files"))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(files["data"], json!([]));
 }

@@ -39,7 +39,9 @@ async fn readme_curl_walkthrough_works_as_written() {
     }
     let env = start(EmulatorConfig {
         processing_delay_ms: 20,
-        revert_gc_delay_ms: 300,
+        // Long enough for the script to see `inactive` on a loaded machine, short enough for
+        // its `sleep 2` to see `deleted`.
+        revert_gc_delay_ms: 1000,
         ..EmulatorConfig::default()
     })
     .await;
@@ -78,7 +80,7 @@ async fn readme_curl_walkthrough_works_as_written() {
         "set -euo pipefail\n{}",
         script
             .replace("http://127.0.0.1:8089", &env.base)
-            .replace("sleep 6", "sleep 1")
+            .replace("sleep 6", "sleep 2")
     );
     let cwd = work.path().to_path_buf();
     let out = tokio::task::spawn_blocking(move || {
@@ -106,6 +108,9 @@ async fn readme_curl_walkthrough_works_as_written() {
         "ABORT is only allowed while a batch is loading or processing",
         "\"acp_successor\":[",
         "\"duplicate_acknowledged_chunks\":0",
+        // The IMS token opened the gateway.
+        "\nCRM profiles\n",
+        "\"ims_tokens_issued\":1",
     ] {
         assert!(
             stdout.contains(expected),
@@ -162,4 +167,5 @@ async fn readme_curl_walkthrough_works_as_written() {
     let st = env.stats();
     assert_eq!(st.chunks_received as usize, big.len().div_ceil(262_144));
     assert_eq!(st.duplicate_acknowledged_chunks, 0);
+    assert_eq!(st.ims_tokens_issued, 1);
 }
