@@ -1,0 +1,619 @@
+#!/usr/bin/env bash
+# batchdrop benchmarks (issue #9): speed, memory and scale, side by side with the curl script a
+# user would write instead (bench/curl-baseline.sh), against the same emulator in the same run.
+#
+#   bench/run.sh            full sizes; prints the table and writes bench/RESULTS.md
+#   bench/run.sh --quick    small sizes (under a minute after the build); prints the table only
+#
+# Options: --no-build (use the binary already built), --out FILE (also write the table there).
+# Needs only the Rust toolchain and standard Debian tools (bash, coreutils, findutils, awk, curl).
+#
+# Scenarios (sizes from the environment; full default / --quick default):
+#   B1  B1_FILES (20000 / 300) JSON Lines files of ~B1_FILE_BYTES (2048) dropped at once into
+#       a running daemon → all ingested; files/s for batchdrop and the curl script.
+#   B2  one B2_MIB (2048 / 64) MiB JSON Lines file through the chunked path (B2_CHUNK_MIB 64 / 8
+#       MiB chunks, large_file_threshold B2_THRESHOLD_MIB 128 / 16): upload MB/s of batchdrop,
+#       of curl sending the same chunks, and of `cp` of the file on the same disk.
+#   B3  batchdrop's peak RSS (VmHWM) in B2 with a B3_SMALL_MIB (256 / 24) MiB file and with the
+#       B2 file, and in B1.
+#   B4  B4_FILES (100000 / 2000) files present at start-up: time until all are queued; peak RSS.
+#   B5  B5_DROPS (50 / 5) single small files dropped into an idle daemon → receipt of a
+#       successful batch; median and p95, and the same minus the settle wait.
+#   B6  CPU seconds of an idle daemon over B6_SECONDS (60 / 5), with B1's files in its history.
+#   E1  the emulator: a EMU_PUT_MIB (1024 / 64) MiB PUT over loopback vs `cp` of the same file.
+#   E2  the emulator: JSON Lines parsing MB/s (one batch of EMU_JSONL_MIB (256 / 16) MiB, parsed
+#       by one blocking task, i.e. one core), from the Catalog's started/completed times.
+# Other knobs: EMU_DELAY_MS (10, the emulator's processing_delay_ms), BENCH_PROFILE (release;
+# "dev" runs target/debug/batchdrop, for CI), BENCH_TMP (a fresh dir under ${TMPDIR:-/tmp}),
+# BENCH_BIN (run this binary instead of building), BENCH_KEEP=1 (keep the temp dir),
+# BENCH_ONLY="b1 b6" (run only these scenarios; b6 needs b1, b3 compares with b2),
+# BENCH_SKIP_CURL=1 (B1 without its curl run, when re-measuring batchdrop alone), SCENARIO_TIMEOUT (1800 s: a hang guard, not a target).
+set -euo pipefail
+export LC_ALL=C
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+QUICK=0
+BUILD=1
+OUT=
+while (($#)); do
+    case $1 in
+        --quick) QUICK=1 ;;
+        --no-build) BUILD=0 ;;
+        --out)
+            OUT=${2:?--out needs a file}
+            shift
+            ;;
+        -h | --help)
+            sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+            exit 0
+            ;;
+        *)
+            echo "bench/run.sh: unknown argument $1 (try --help)" >&2
+            exit 2
+            ;;
+    esac
+    shift
+done
+if ((QUICK)); then
+    : "${B1_FILES:=300}" "${B2_MIB:=64}" "${B2_CHUNK_MIB:=8}" "${B2_THRESHOLD_MIB:=16}"
+    : "${B3_SMALL_MIB:=24}" "${B4_FILES:=2000}" "${B5_DROPS:=5}" "${B6_SECONDS:=5}"
+    : "${EMU_PUT_MIB:=64}" "${EMU_JSONL_MIB:=16}"
+else
+    : "${B1_FILES:=20000}" "${B2_MIB:=2048}" "${B2_CHUNK_MIB:=64}" "${B2_THRESHOLD_MIB:=128}"
+    : "${B3_SMALL_MIB:=256}" "${B4_FILES:=100000}" "${B5_DROPS:=50}" "${B6_SECONDS:=60}"
+    : "${EMU_PUT_MIB:=1024}" "${EMU_JSONL_MIB:=256}"
+    : "${OUT:=bench/RESULTS.md}"
+fi
+: "${B1_FILE_BYTES:=2048}" "${EMU_DELAY_MS:=10}" "${BENCH_PROFILE:=release}"
+: "${SCENARIO_TIMEOUT:=1800}"
+MIB=1048576
+B5_SETTLE_MS=400
+
+log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+fail() {
+    log "FAILED: $*"
+    exit 1
+}
+
+# ---- the binary -----------------------------------------------------------------------------
+case $BENCH_PROFILE in
+    release)
+        BIN=$ROOT/target/release/batchdrop
+        BUILD_CMD=(cargo build --release)
+        ;;
+    dev)
+        BIN=$ROOT/target/debug/batchdrop
+        BUILD_CMD=(cargo build)
+        ;;
+    *) fail "BENCH_PROFILE must be release or dev" ;;
+esac
+if [[ -n ${BENCH_BIN:-} ]]; then
+    BIN=$BENCH_BIN # a binary built elsewhere (e.g. an older commit, for before/after figures)
+    BUILD=0
+fi
+if ((BUILD)); then
+    log "building: ${BUILD_CMD[*]}"
+    "${BUILD_CMD[@]}" >&2
+fi
+[[ -x $BIN ]] || fail "no binary at $BIN (build it, or drop --no-build)"
+
+# ---- temp dir, processes, cleanup -----------------------------------------------------------
+T=${BENCH_TMP:-$(mktemp -d "${TMPDIR:-/tmp}/batchdrop-bench.XXXXXX")}
+mkdir -p "$T"
+EMU_PID=
+DAEMON_PID=
+cleanup() {
+    local rc=$?
+    local pid
+    for pid in $DAEMON_PID $EMU_PID; do
+        if kill -TERM "$pid" 2>/dev/null; then wait "$pid" 2>/dev/null || true; fi
+    done
+    if [[ ${BENCH_KEEP:-0} == 1 || $rc != 0 ]]; then
+        log "temp dir kept: $T"
+    else
+        rm -rf "$T"
+    fi
+}
+trap cleanup EXIT
+
+# A sleep without a fork: read with a timeout on a FIFO nobody writes to.
+mkfifo "$T/nap"
+exec {NAP_FD}<>"$T/nap"
+nap() { read -r -t "$1" -u "$NAP_FD" _ || true; }
+now_ms() { NOW_MS=$((${EPOCHREALTIME/./} / 1000)); }
+CLK_TCK=$(getconf CLK_TCK)
+peak_rss_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+# Runs "$@" every $POLL seconds until it succeeds; fails the run after `limit` seconds (a hang
+# guard, not a target).
+POLL=0.1
+wait_for() {
+    local what=$1 limit=$2
+    shift 2
+    local deadline=$((${EPOCHREALTIME%.*} + limit))
+    until "$@"; do
+        ((${EPOCHREALTIME%.*} < deadline)) || fail "$what: not done after ${limit}s"
+        [[ -z $DAEMON_PID ]] || kill -0 "$DAEMON_PID" 2>/dev/null || fail "$what: the daemon died"
+        nap "$POLL"
+    done
+}
+
+# ---- the emulator ---------------------------------------------------------------------------
+start_emulator() {
+    local put_limit=$((EMU_PUT_MIB * MIB + MIB))
+    ((put_limit > 268435456)) || put_limit=268435456
+    cat >"$T/emulator.toml" <<EOF
+processing_delay_ms = $EMU_DELAY_MS
+[limits]
+max_put_bytes = $put_limit
+[[datasets]]
+id = "bench"
+name = "bench"
+EOF
+    "$BIN" emulator --listen 127.0.0.1:0 --data-dir "$T/platform" --config "$T/emulator.toml" \
+        >"$T/emulator.out" 2>"$T/emulator.log" &
+    EMU_PID=$!
+    wait_for "emulator start" 60 grep -qs 'listening on' "$T/emulator.out"
+    EMU=$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$T/emulator.out")
+    log "emulator: $EMU (processing_delay_ms = $EMU_DELAY_MS)"
+}
+HEADERS=(-H "Authorization: Bearer bench-token" -H "x-gw-ims-org-id: bench@AdobeOrg"
+    -H "x-api-key: bench" -H "x-sandbox-name: prod")
+emu_create_batch() {
+    curl -sS -f -X POST "$EMU/data/foundation/import/batches" "${HEADERS[@]}" \
+        -H 'Content-Type: application/json' \
+        -d '{"datasetId": "bench", "inputFormat": {"format": "json"}}' |
+        grep -o '"id" *: *"[^"]*"' | head -n 1 | sed 's/.*"\([^"]*\)"$/\1/'
+}
+emu_batch_json() { curl -sS -f "$EMU/data/foundation/catalog/batches/$1" "${HEADERS[@]}"; }
+json_num() { grep -o "\"$1\" *: *[0-9]*" | head -n 1 | grep -o '[0-9]*$'; }
+batch_terminal() { emu_batch_json "$1" | grep -Eq '"status" *: *"(success|failed|aborted)"'; }
+batch_succeeded() { emu_batch_json "$1" | grep -Eq '"status" *: *"success"'; }
+
+# ---- the daemon -----------------------------------------------------------------------------
+printf 'bench-token\n' >"$T/token"
+chmod 600 "$T/token"
+# write_config NAME SETTLE MAX_WAIT → $T/NAME/config.toml watching $T/NAME/drop
+write_config() {
+    local dir=$T/$1
+    mkdir -p "$dir/drop"
+    cat >"$dir/config.toml" <<EOF
+state_dir = "$dir/state"
+log_format = "json"
+shutdown_grace = "5s"
+admin_listen = "127.0.0.1:0"
+[platform]
+endpoint = "$EMU"
+org_id = "bench@AdobeOrg"
+sandbox = "prod"
+api_key = "bench"
+access_token_file = "$T/token"
+[upload]
+large_file_threshold = $((B2_THRESHOLD_MIB * MIB))
+chunk_size = $((B2_CHUNK_MIB * MIB))
+[defaults]
+settle = "$2"
+max_wait = "$3"
+[[watch]]
+path = "$dir/drop"
+dataset = "bench"
+EOF
+}
+# start_daemon NAME: runs the daemon on $T/NAME/config.toml, logs in $T/NAME/daemon.log
+start_daemon() {
+    local dir=$T/$1
+    rm -f "$dir/state/admin-addr"
+    "$BIN" run --config "$dir/config.toml" 2>>"$dir/daemon.log" &
+    DAEMON_PID=$!
+    wait_for "daemon start" 60 test -s "$dir/state/admin-addr"
+    ADMIN=$(<"$dir/state/admin-addr")
+}
+# SIGTERM, then wait: uploads get shutdown_grace (5 s here); a daemon still running 60 s later
+# is noted in the results and killed.
+stop_daemon() {
+    local t0
+    now_ms
+    t0=$NOW_MS
+    kill -TERM "$DAEMON_PID"
+    local pid=$DAEMON_PID
+    DAEMON_PID=
+    POLL=0.05 wait_for_quiet 60 "$pid"
+    if kill -0 "$pid" 2>/dev/null; then
+        NOTES+=("$1: the daemon did not stop within 60 s of SIGTERM (shutdown_grace 5 s); killed.")
+        log "$1: daemon still running 60 s after SIGTERM; killing it"
+        kill -KILL "$pid"
+        wait "$pid" 2>/dev/null || true
+        return
+    fi
+    wait "$pid" || fail "$1: the daemon exited with $?"
+    now_ms
+    STOP_MS=$((NOW_MS - t0))
+}
+# wait_for_quiet LIMIT PID: until PID has exited or LIMIT seconds passed.
+wait_for_quiet() {
+    local deadline=$((${EPOCHREALTIME%.*} + $1))
+    while kill -0 "$2" 2>/dev/null && ((${EPOCHREALTIME%.*} < deadline)); do
+        # A zombie (exited, not yet reaped) counts as stopped.
+        [[ $(awk '{ print $3 }' "/proc/$2/stat" 2>/dev/null) == Z ]] && return
+        nap "$POLL"
+    done
+}
+# The sum of a Prometheus counter's series.
+metric() {
+    curl -sS -f "http://$ADMIN/metrics" |
+        awk -v n="$1" '$1 == n || index($1, n "{") == 1 { s += $NF } END { printf "%d\n", s }'
+}
+# /metrics is polled at most every 0.25 s: each scrape also reads the store (queue gauges).
+ingested_at_least() {
+    local failed
+    failed=$(metric batchdrop_files_failed_total)
+    ((failed == 0)) || fail "$failed file(s) failed; see $T"
+    (($(metric batchdrop_files_ingested_total) >= $1))
+}
+discovered_at_least() { (($(metric batchdrop_files_discovered_total) >= $1)); }
+
+# ---- data -----------------------------------------------------------------------------------
+# gen_small DIR N BYTES PREFIX: N JSON Lines files of about BYTES bytes, each with its own content.
+gen_small() {
+    mkdir -p "$1"
+    awk -v dir="$1" -v n="$2" -v bytes="$3" -v p="$4" 'BEGIN {
+        for (i = 0; i < n; i++) {
+            f = sprintf("%s/%s%07d.json", dir, p, i); s = 0
+            for (j = 0; s < bytes; j++) {
+                line = sprintf("{\"file\":%d,\"row\":%d,\"name\":\"customer %d-%d\",\"email\":\"c%d.%d@example.com\",\"score\":%d,\"active\":true}", i, j, i, j, i, j, (i * 31 + j) % 1000)
+                print line > f; s += length(line) + 1
+            }
+            close(f)
+        }
+    }'
+}
+# gen_big FILE MIB: a JSON Lines file of exactly MIB MiB (lines of 256 bytes).
+gen_big() {
+    if [[ ! -s $T/block64 ]]; then
+        awk 'BEGIN {
+            for (i = 0; i < 4096; i++) {
+                line = sprintf("{\"id\":%d,\"ts\":\"2026-11-29T16:%02d:%02dZ\",\"name\":\"customer %d\",\"email\":\"c%d@example.com\",\"score\":%d.%02d,\"tags\":[\"a\",\"b\"],\"address\":{\"city\":\"Springfield\",\"zip\":\"%05d\"},\"pad\":\"", i, i % 60, i % 60, i, i, i % 1000, i % 100, i)
+                pad = 255 - length(line) - 2; s = ""
+                while (length(s) < pad) s = s "x"
+                printf "%s%s\"}\n", line, s
+            }
+        }' >"$T/block1"
+        [[ $(stat -c %s "$T/block1") == "$MIB" ]] || fail "block generator is off"
+        for _ in $(seq 64); do cat "$T/block1"; done >"$T/block64"
+    fi
+    local left=$2
+    {
+        while ((left >= 64)); do
+            cat "$T/block64"
+            left=$((left - 64))
+        done
+        while ((left > 0)); do
+            cat "$T/block1"
+            left=$((left - 1))
+        done
+    } >"$1"
+}
+# cp_mb_s FILE: median MB/s of three `cp` of FILE on the same disk (page cache warm).
+cp_mb_s() {
+    local bytes runs=() i
+    bytes=$(stat -c %s "$1")
+    for i in 1 2 3; do
+        sync
+        now_ms
+        local t0=$NOW_MS
+        cp "$1" "$T/cp-copy"
+        now_ms
+        runs+=("$(mb_s "$bytes" $((NOW_MS - t0)))")
+        rm -f "$T/cp-copy"
+        ((i == 3)) || nap 0.2
+    done
+    printf '%s\n' "${runs[@]}" | sort -g | sed -n 2p
+}
+mb_s() { awk -v b="$1" -v ms="$2" 'BEGIN { printf "%.0f", (ms > 0 ? b / 1e6 / (ms / 1000) : 0) }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+secs() { awk -v ms="$1" 'BEGIN { printf "%.1f", ms / 1000 }'; }
+cpu_s() { awk -v t="$1" -v hz="$CLK_TCK" 'BEGIN { printf "%.1f", t / hz }'; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+# uploaded_ms LOG FILE: the daemon's own timing of the upload of FILE (its "uploaded" log line).
+uploaded_ms() {
+    grep '"message":"uploaded"' "$1" | grep -F "\"file\":\"$2\"" | tail -n 1 |
+        grep -o '"ms":[0-9]*' | grep -o '[0-9]*$'
+}
+
+# ---- results --------------------------------------------------------------------------------
+RESULTS=$T/results.tsv
+: >"$RESULTS"
+# row ID WHAT BATCHDROP BASELINE RATIO TARGET MET
+row() {
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RESULTS"
+    log "$1 $2: $3 (baseline ${4:--}, ratio ${5:--}; target ${6:--}) ${7:-}"
+}
+met() { awk "BEGIN { exit !($1) }" && echo yes || echo NO; }
+NOTES=()
+
+# ---- scenarios ------------------------------------------------------------------------------
+b1() {
+    log "B1: $B1_FILES files of ~$B1_FILE_BYTES bytes"
+    gen_small "$T/b1-src" "$B1_FILES" "$B1_FILE_BYTES" b1-
+    local curl_ms=0 bd_ms t0 e0 curl_cpu="" curl_emu=""
+    if [[ ${BENCH_SKIP_CURL:-0} != 1 ]]; then
+        log "B1: curl script (create, PUT each, COMPLETE, poll)"
+        e0=$(cpu_ticks "$EMU_PID")
+        "$ROOT/bench/curl-baseline.sh" files "$EMU" bench "$T/b1-src" >"$T/b1-curl.out"
+        curl_emu=$(cpu_s $(($(cpu_ticks "$EMU_PID") - e0)))
+        curl_ms=$(awk '$1 == "total_ms" { print $2 }' "$T/b1-curl.out")
+        curl_cpu=$(awk '$1 == "cpu_ms" { printf "%.1f", $2 / 1000 }' "$T/b1-curl.out")
+    fi
+    write_config b1 1s 1s
+    start_daemon b1
+    log "B1: batchdrop (files moved into the watched folder)"
+    now_ms
+    t0=$NOW_MS
+    e0=$(cpu_ticks "$EMU_PID")
+    find "$T/b1-src" -maxdepth 1 -name '*.json' -print0 | xargs -0 mv -t "$T/b1/drop"
+    POLL=0.25 wait_for "B1 batchdrop" "$SCENARIO_TIMEOUT" ingested_at_least "$B1_FILES"
+    now_ms
+    bd_ms=$((NOW_MS - t0))
+    B1_RSS=$(peak_rss_kib "$DAEMON_PID")
+    local bd_cpu bd_emu
+    bd_cpu=$(cpu_s "$(cpu_ticks "$DAEMON_PID")")
+    bd_emu=$(cpu_s $(($(cpu_ticks "$EMU_PID") - e0)))
+    stop_daemon B1
+    local bd curl r
+    bd=$(awk -v n="$B1_FILES" -v ms="$bd_ms" 'BEGIN { printf "%.0f", n / (ms / 1000) }')
+    curl=$(awk -v n="$B1_FILES" -v ms="$curl_ms" 'BEGIN { printf "%.0f", (ms > 0 ? n / (ms / 1000) : 0) }')
+    r=$(ratio "$bd" "$curl")
+    row B1 "files/s, $B1_FILES small files, drop → all files archived after batch success" \
+        "$bd ($(secs "$bd_ms") s)" "curl $curl ($(secs "$curl_ms") s)" "$r×" "≥ 5× curl" "$(met "$r >= 5")"
+    row B1 "… CPU seconds: client (batchdrop / the curl processes) + emulator" \
+        "$bd_cpu + $bd_emu" "${curl_cpu:--} + ${curl_emu:--}" "-" "-" ""
+}
+
+b2_batchdrop() { # NAME FILE → sets B2_UP_MS B2_E2E_MS B2_RSS
+    local name=$1 file=$2 t0
+    write_config "$name" 1s 1s
+    start_daemon "$name"
+    now_ms
+    t0=$NOW_MS
+    ln "$file" "$T/$name/drop/${file##*/}"
+    POLL=0.25 wait_for "$name batchdrop" "$SCENARIO_TIMEOUT" ingested_at_least 1
+    now_ms
+    B2_E2E_MS=$((NOW_MS - t0))
+    B2_RSS=$(peak_rss_kib "$DAEMON_PID")
+    stop_daemon "$name"
+    B2_UP_MS=$(uploaded_ms "$T/$name/daemon.log" "${file##*/}")
+    [[ -n $B2_UP_MS ]] || fail "$name: no upload timing in the daemon log"
+}
+
+b2() {
+    local bytes=$((B2_MIB * MIB)) big=$T/b2-src/big.json
+    log "B2: one $B2_MIB MiB JSON Lines file, $B2_CHUNK_MIB MiB chunks"
+    mkdir -p "$T/b2-src" "$T/b2-chunks"
+    gen_big "$big" "$B2_MIB"
+    local cp
+    cp=$(cp_mb_s "$big")
+    log "B2: cp: $cp MB/s"
+    split -b $((B2_CHUNK_MIB * MIB)) -d -a 5 "$big" "$T/b2-chunks/part."
+    log "B2: curl script (INITIALIZE, PATCH chunks in sequence, COMPLETE, poll)"
+    "$ROOT/bench/curl-baseline.sh" chunks "$EMU" bench big.json "$bytes" "$T"/b2-chunks/part.* \
+        >"$T/b2-curl.out"
+    rm -rf "$T/b2-chunks"
+    local curl_up curl_total
+    curl_up=$(awk '$1 == "upload_ms" { print $2 }' "$T/b2-curl.out")
+    curl_total=$(awk '$1 == "total_ms" { print $2 }' "$T/b2-curl.out")
+    B2_CURL_BATCH=$(awk '$1 == "batches" { print $2 }' "$T/b2-curl.out")
+    log "B2: batchdrop"
+    b2_batchdrop b2 "$big"
+    rm -f "$big"
+    local bd curl r1 r2
+    bd=$(mb_s "$bytes" "$B2_UP_MS")
+    curl=$(mb_s "$bytes" "$curl_up")
+    r1=$(ratio "$bd" "$curl")
+    r2=$(ratio "$bd" "$cp")
+    row B2 "upload MB/s, one $B2_MIB MiB file in $B2_CHUNK_MIB MiB chunks" \
+        "$bd ($(secs "$B2_UP_MS") s)" "curl $curl ($(secs "$curl_up") s)" "$r1×" "≥ 0.9× curl" \
+        "$(met "$r1 >= 0.9")"
+    row B2 "… against the ceiling: cp of the file on the same disk" \
+        "$bd" "cp $cp" "$r2×" "≥ 0.5× cp" "$(met "$r2 >= 0.5")"
+    row B2 "drop → batch success incl. the emulator's parsing (s)" \
+        "$(secs "$B2_E2E_MS")" "curl $(secs "$curl_total")" "$(ratio "$curl_total" "$B2_E2E_MS")× faster" "-" ""
+    B2_BIG_RSS=$B2_RSS
+    local j parse_ms
+    j=$(emu_batch_json "$B2_CURL_BATCH")
+    parse_ms=$(($(json_num completed <<<"$j") - $(json_num started <<<"$j") - EMU_DELAY_MS))
+    B2_PARSE="$(mb_s "$bytes" "$parse_ms") MB/s over the B2 file ($B2_MIB MiB)"
+}
+
+b3() {
+    local small=$T/b3-src/small.json
+    log "B3: peak RSS with a $B3_SMALL_MIB MiB file"
+    mkdir -p "$T/b3-src"
+    gen_big "$small" "$B3_SMALL_MIB"
+    b2_batchdrop b3 "$small"
+    rm -f "$small"
+    local s b f
+    s=$(mib "$B2_RSS")
+    b=$(mib "${B2_BIG_RSS:-0}")
+    f=$(ratio "${B2_BIG_RSS:-0}" "$B2_RSS")
+    row B3 "peak RSS MiB, $B3_SMALL_MIB MiB file (B2 path)" "$s" "-" "-" "≤ 64" "$(met "$s <= 64")"
+    if [[ -n ${B2_BIG_RSS:-} ]]; then
+        row B3 "peak RSS MiB, $B2_MIB MiB file (B2)" "$b" "$B3_SMALL_MIB MiB file: $s" "$f×" \
+            "≤ 64, flat (≤ 1.25×)" "$(met "$b <= 64 && $f <= 1.25")"
+    fi
+    if [[ -n ${B1_RSS:-} ]]; then
+        row B3 "peak RSS MiB, B1 ($B1_FILES files)" "$(mib "$B1_RSS")" "-" "-" "≤ 64" \
+            "$(met "$(mib "$B1_RSS") <= 64")"
+    fi
+}
+
+b4() {
+    log "B4: $B4_FILES files present at start-up"
+    write_config b4 1s 1s
+    gen_small "$T/b4/drop" "$B4_FILES" 1024 b4-
+    nap 1.2 # every file older than `settle`, as files waiting for a daemon are
+    local t0 ms
+    now_ms
+    t0=$NOW_MS
+    start_daemon b4
+    POLL=0.25 wait_for "B4 discovery" "$SCENARIO_TIMEOUT" discovered_at_least "$B4_FILES"
+    now_ms
+    ms=$((NOW_MS - t0))
+    local rss
+    rss=$(peak_rss_kib "$DAEMON_PID")
+    STOP_MS=60000
+    stop_daemon B4
+    rm -rf "$T/b4"
+    row B4 "s to discover and queue $B4_FILES files present at start-up" "$(secs "$ms")" "-" "-" \
+        "≤ 10 s" "$(met "$ms <= 10000")"
+    row B4 "s from SIGTERM to exit, right after B4 (shutdown_grace 5 s)" "$(secs "${STOP_MS:-0}")" \
+        "-" "-" "-" ""
+    row B4 "peak RSS MiB during B4" "$(mib "$rss")" "-" "-" "-" ""
+}
+
+b5() {
+    log "B5: $B5_DROPS single-file drops into an idle daemon (settle ${B5_SETTLE_MS}ms, max_wait 0)"
+    write_config b5 "${B5_SETTLE_MS}ms" 0
+    start_daemon b5
+    nap 2
+    local i t0 lat=() name
+    for ((i = 0; i < B5_DROPS; i++)); do
+        name=lat-$i.json
+        printf '{"drop":%d,"name":"latency probe","at":"%s"}\n' "$i" "$EPOCHREALTIME" \
+            >"$T/b5/drop/.$name.tmp"
+        now_ms
+        t0=$NOW_MS
+        mv "$T/b5/drop/.$name.tmp" "$T/b5/drop/$name"
+        POLL=0.002 wait_for "B5 drop $i" 120 test -e "$T/b5/drop/_archive/$name.receipt.json"
+        now_ms
+        lat+=($((NOW_MS - t0)))
+        grep -q '"status": *"success"' "$T/b5/drop/_archive/$name.receipt.json" ||
+            fail "B5: $name did not succeed"
+        nap 0.3
+    done
+    stop_daemon B5
+    local sorted med p95 wait=$((B5_SETTLE_MS / 4))
+    sorted=$(printf '%s\n' "${lat[@]}" | sort -n)
+    med=$(awk '{ a[NR] = $1 } END { print (NR % 2 ? a[(NR + 1) / 2] : int((a[NR / 2] + a[NR / 2 + 1]) / 2)) }' <<<"$sorted")
+    p95=$(awk '{ a[NR] = $1 } END { i = int(NR * 0.95 + 0.999); if (i < 1) i = 1; print a[i] }' <<<"$sorted")
+    row B5 "ms, one file → receipt of a successful batch: median / p95" "$med / $p95" "-" "-" "-" ""
+    row B5 "… minus the settle wait ($wait ms: settle/4 for a renamed-in file)" \
+        "$((med - wait)) / $((p95 - wait))" "-" "-" "median ≤ 100 ms" "$(met "$med - $wait <= 100")"
+    NOTES+=("B5 includes the emulator's two processing pauses ($((2 * EMU_DELAY_MS)) ms in all).")
+}
+
+b6() {
+    [[ -f $T/b1/config.toml ]] || fail "B6 runs on B1's state: run b1 first"
+    log "B6: idle daemon for ${B6_SECONDS}s with $B1_FILES files in its history"
+    start_daemon b1
+    nap 5 # start-up: first scan, readiness probe
+    local c0 c1 per_min
+    c0=$(cpu_ticks "$DAEMON_PID")
+    nap "$B6_SECONDS"
+    c1=$(cpu_ticks "$DAEMON_PID")
+    stop_daemon B6
+    per_min=$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v s="$B6_SECONDS" 'BEGIN { printf "%.2f", t / hz * 60 / s }')
+    row B6 "CPU s per minute, idle, $B1_FILES files in history (over ${B6_SECONDS}s)" "$per_min" \
+        "-" "-" "≤ 0.5" "$(met "$per_min <= 0.5")"
+}
+
+e1() {
+    local file=$T/e1.json bytes=$((EMU_PUT_MIB * MIB))
+    log "E1: emulator, $EMU_PUT_MIB MiB PUT over loopback vs cp"
+    gen_big "$file" "$EMU_PUT_MIB"
+    local cp id secs_put put
+    cp=$(cp_mb_s "$file")
+    id=$(emu_create_batch)
+    secs_put=$(curl -sS -f -o /dev/null -w '%{time_total}' -T "$file" -X PUT \
+        "$EMU/data/foundation/import/batches/$id/datasets/bench/files/e1.json" "${HEADERS[@]}" \
+        -H 'content-type: application/octet-stream')
+    curl -sS -f -o /dev/null -X POST "$EMU/data/foundation/import/batches/$id?action=ABORT" \
+        "${HEADERS[@]}"
+    rm -f "$file"
+    put=$(awk -v b="$bytes" -v s="$secs_put" 'BEGIN { printf "%.0f", b / 1e6 / s }')
+    local r
+    r=$(ratio "$put" "$cp")
+    row E1 "emulator: $EMU_PUT_MIB MiB PUT over loopback, MB/s" "$put" "cp $cp" "$r×" "≥ 0.7× cp" \
+        "$(met "$r >= 0.7")"
+}
+
+e2() {
+    local file=$T/e2.json bytes=$((EMU_JSONL_MIB * MIB))
+    log "E2: emulator, JSON Lines parsing of one $EMU_JSONL_MIB MiB file"
+    gen_big "$file" "$EMU_JSONL_MIB"
+    local id
+    id=$(emu_create_batch)
+    curl -sS -f -o /dev/null -T "$file" -X PUT \
+        "$EMU/data/foundation/import/batches/$id/datasets/bench/files/e2.json" "${HEADERS[@]}" \
+        -H 'content-type: application/octet-stream'
+    rm -f "$file"
+    curl -sS -f -o /dev/null -X POST "$EMU/data/foundation/import/batches/$id?action=COMPLETE" \
+        "${HEADERS[@]}"
+    wait_for "E2 processing" "$SCENARIO_TIMEOUT" batch_terminal "$id"
+    batch_succeeded "$id" || fail "E2: the batch did not succeed"
+    local j started completed parse_ms rate
+    j=$(emu_batch_json "$id")
+    started=$(json_num started <<<"$j")
+    completed=$(json_num completed <<<"$j")
+    # `started` is stamped when the batch enters processing; the emulator then pauses
+    # processing_delay_ms before it parses.
+    parse_ms=$((completed - started - EMU_DELAY_MS))
+    rate=$(mb_s "$bytes" "$parse_ms")
+    row E2 "emulator: JSON Lines parsing on one core, MB/s ($EMU_JSONL_MIB MiB, 256-byte records)" \
+        "$rate ($(secs "$parse_ms") s)" "-" "-" "≥ 100" "$(met "$rate >= 100")"
+    row E2 "… the same, measured on the curl batch of B2" "$B2_PARSE" "-" "-" "≥ 100" ""
+}
+
+# ---- run ------------------------------------------------------------------------------------
+avail_kib=$(df -Pk "$T" | awk 'NR == 2 { print $4 }')
+need_kib=$(((B2_MIB * 3 + EMU_PUT_MIB * 2 + EMU_JSONL_MIB * 2 + B3_SMALL_MIB * 2) * 1024 + (B1_FILES * 3 + B4_FILES) * 8))
+((avail_kib > need_kib)) || fail "$T has $((avail_kib / 1024)) MiB free; this run needs about $((need_kib / 1024)) MiB (lower B2_MIB, or set BENCH_TMP)"
+log "temp dir $T ($((avail_kib / 1048576)) GiB free)"
+START=$SECONDS
+start_emulator
+for scenario in b1 b6 b2 b3 b4 b5 e1 e2; do
+    if [[ " ${BENCH_ONLY:-$scenario} " == *" $scenario "* ]]; then "$scenario"; fi
+done
+
+# ---- report ---------------------------------------------------------------------------------
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD 2>/dev/null || COMMIT="$COMMIT (with uncommitted changes)"
+CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+MEM_GIB=$(awk '/^MemTotal:/ { printf "%.1f", $2 / 1048576 }' /proc/meminfo)
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+render() {
+    echo "| | measure | batchdrop | baseline | ratio | target | met |"
+    echo "|---|---|---|---|---|---|---|"
+    awk -F'\t' '{ printf "| %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, ($4 == "" ? "-" : $4), ($5 == "" ? "-" : $5), $6, $7 }' "$RESULTS"
+}
+{
+    echo "Machine: $(nproc) cores ($CPU_MODEL), $MEM_GIB GiB RAM, $(uname -sr); load average at the end: $LOAD"
+    echo "Date: $(date -u '+%Y-%m-%d %H:%M UTC'); commit $COMMIT; profile $BENCH_PROFILE; $( ((QUICK)) && echo 'quick sizes' || echo 'full sizes'); $((SECONDS - START)) s"
+    echo
+    render
+    echo
+    for n in "${NOTES[@]}"; do echo "- $n"; done
+} >"$T/table.md"
+cat "$T/table.md"
+if [[ -n $OUT ]]; then
+    if [[ $OUT == bench/RESULTS.md && -f $OUT ]] && grep -q '^<!-- run.sh table -->' "$OUT"; then
+        # Keep the hand-written analysis; replace only the measured table between the markers.
+        awk -v table="$T/table.md" '
+            /^<!-- run.sh table -->/ { print; while ((getline l < table) > 0) print l; skip = 1; next }
+            /^<!-- end of run.sh table -->/ { skip = 0 }
+            !skip' "$OUT" >"$T/results.new"
+        mv "$T/results.new" "$OUT"
+    else
+        {
+            echo "# batchdrop benchmark results"
+            echo
+            echo "Written by \`bench/run.sh\`."
+            echo
+            echo "<!-- run.sh table -->"
+            cat "$T/table.md"
+            echo "<!-- end of run.sh table -->"
+        } >"$OUT"
+    fi
+    log "written: $OUT"
+fi
