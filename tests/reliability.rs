@@ -1394,19 +1394,37 @@ async fn archive_unwritable_files_wait_in_place_the_rest_flows_and_all_finish_on
     let mut daemon = spawn_daemon(&config, &[]);
     wait_archived(&drop, 5, 60, &mut daemon).await;
 
-    // Root ignores permissions: make the archive folder immutable instead.
+    // Root ignores permissions: make the archive folder immutable instead. Every folder of the
+    // archive tree, not just its root: a file dropped into `sub1/` is archived into the
+    // `_archive/sub1/` that an earlier file may already have created.
     let archive = env.archive();
-    if !run("chattr", &["+i", &archive.to_string_lossy()]) {
-        println!("[archive_unwritable] SKIP: chattr +i is not available on this filesystem");
-        return;
+    let mut folders = vec![archive.clone()];
+    let mut i = 0;
+    while i < folders.len() {
+        for entry in std::fs::read_dir(&folders[i]).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+            }
+        }
+        i += 1;
     }
-    struct Immutable(PathBuf);
+    struct Immutable(Vec<PathBuf>);
     impl Drop for Immutable {
         fn drop(&mut self) {
-            run("chattr", &["-i", &self.0.to_string_lossy()]);
+            for folder in &self.0 {
+                run("chattr", &["-i", &folder.to_string_lossy()]);
+            }
         }
     }
-    let immutable = Immutable(archive.clone());
+    let mut immutable = Immutable(Vec::new());
+    for folder in folders {
+        if !run("chattr", &["+i", &folder.to_string_lossy()]) {
+            println!("[archive_unwritable] SKIP: chattr +i is not available on this filesystem");
+            return;
+        }
+        immutable.0.push(folder);
+    }
     let before = w.files.clone();
     w.small(&mut rng, 10);
     write_atomic(&drop.join("broken.json"), b"{\"id\": 1}\n{not json\n");
