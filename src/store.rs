@@ -565,97 +565,22 @@ impl Store {
         replay: Option<&ReplayRequest>,
     ) -> Result<Recorded, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let same: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM files WHERE watch = ? AND rel_path = ? AND dev = ? AND ino = ?
-               AND size = ? AND mtime_ns = ? AND NOT (state IN ('failed', 'superseded') AND finalized = 1)
-             LIMIT 1",
-        )
-        .bind(&f.watch)
-        .bind(&f.rel_path)
-        .bind(f.dev)
-        .bind(f.ino)
-        .bind(f.size)
-        .bind(f.mtime_ns)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if same.is_some() {
-            return Ok(Recorded::Known);
-        }
-        // A path still in flight under an older identity: the uploader checks identity before
-        // and after sending and restarts or fails that record, so it is left alone here, and
-        // the new version waits (`Deferred`) until the older one is finished.
-        let in_flight: Option<(i64, String)> = sqlx::query_as(
-            "SELECT id, state FROM files WHERE watch = ? AND rel_path = ?
-               AND state IN ('ready', 'batched', 'uploaded') AND finalized = 0 LIMIT 1",
-        )
-        .bind(&f.watch)
-        .bind(&f.rel_path)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let now = now_ms();
-        let id = match in_flight {
-            Some((id, state)) if state == file_state::READY => {
-                sqlx::query(
-                    "UPDATE files SET dev = ?, ino = ?, size = ?, mtime_ns = ?, sha256 = NULL,
-                       format = ?, updated_at = ? WHERE id = ?",
-                )
-                .bind(f.dev)
-                .bind(f.ino)
-                .bind(f.size)
-                .bind(f.mtime_ns)
-                .bind(&f.format)
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-                if let Some(r) = replay {
-                    sqlx::query(
-                        "UPDATE files SET replay_json = ?, replay_reason = ?, sidecar = ? WHERE id = ?",
-                    )
-                    .bind(&r.predecessors_json)
-                    .bind(&r.reason)
-                    .bind(&r.sidecar)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                tx.commit().await?;
-                return Ok(Recorded::Known);
-            }
-            Some(_) => return Ok(Recorded::Deferred),
-            None => {
-                sqlx::query_scalar(
-                    "INSERT INTO files (watch, dataset, format, multiline_json, root, rel_path, dev, ino,
-                       size, mtime_ns, state, discovered_at, updated_at, replay_json, replay_reason, sidecar)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ready', ?, ?, ?, ?, ?) RETURNING id",
-                )
-                .bind(&f.watch)
-                .bind(&f.dataset)
-                .bind(&f.format)
-                .bind(f.multiline_json)
-                .bind(&f.root)
-                .bind(&f.rel_path)
-                .bind(f.dev)
-                .bind(f.ino)
-                .bind(f.size)
-                .bind(f.mtime_ns)
-                .bind(now)
-                .bind(now)
-                .bind(replay.map(|r| &r.predecessors_json))
-                .bind(replay.map(|r| &r.reason))
-                .bind(replay.and_then(|r| r.sidecar.as_deref()))
-                .fetch_one(&mut *tx)
-                .await?
-            }
-        };
-        sqlx::query("INSERT INTO events (at, file_id, kind, detail) VALUES (?, ?, 'ready', ?)")
-            .bind(now)
-            .bind(id)
-            .bind(format!("{} bytes", f.size))
-            .execute(&mut *tx)
-            .await?;
+        let recorded = record_ready_in(&mut tx, f, replay).await?;
         tx.commit().await?;
-        Ok(Recorded::New(id))
+        Ok(recorded)
+    }
+
+    /// [`Store::record_ready`] for many files in one transaction. A commit per file was most
+    /// of the cost of queueing a backlog (a WAL append and a round trip to SQLite's thread
+    /// each); callers pass a bounded slice so that other stages get the database in between.
+    pub async fn record_ready_many(&self, files: &[NewFile]) -> Result<Vec<Recorded>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::with_capacity(files.len());
+        for f in files {
+            out.push(record_ready_in(&mut tx, f, None).await?);
+        }
+        tx.commit().await?;
+        Ok(out)
     }
 
     /// Records a file that cannot be ingested at all (unknown format, bad name...): it goes
@@ -878,6 +803,22 @@ impl Store {
         )
         .bind(now)
         .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The batch `id` as it is now, if it is still in flight and due. A list from
+    /// `batches_due` can be stale by the time a batch is claimed: a drive that ended meanwhile
+    /// may have moved it on, or scheduled its retry for later (re-driving it from the stale
+    /// row would repeat a request before the platform's `Retry-After`).
+    pub async fn batch_if_due(&self, id: i64, now: i64) -> Result<Option<BatchRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM batches WHERE id = ?
+               AND state IN ('sealed', 'creating', 'loading', 'completing', 'processing')
+               AND next_attempt_at <= ?",
+        )
+        .bind(id)
+        .bind(now)
+        .fetch_optional(&self.pool)
         .await?)
     }
 
@@ -1729,4 +1670,101 @@ fn network_fs_kind(path: &Path) -> Option<&'static str> {
 /// not be on one).
 pub fn network_fs(path: &Path) -> Option<&'static str> {
     network_fs_kind(path)
+}
+
+/// The checks and writes of [`Store::record_ready_with`], inside the caller's transaction.
+async fn record_ready_in(
+    conn: &mut sqlx::SqliteConnection,
+    f: &NewFile,
+    replay: Option<&ReplayRequest>,
+) -> Result<Recorded, StoreError> {
+    let same: Option<i64> = sqlx::query_scalar(
+        "SELECT id FROM files WHERE watch = ? AND rel_path = ? AND dev = ? AND ino = ?
+           AND size = ? AND mtime_ns = ? AND NOT (state IN ('failed', 'superseded') AND finalized = 1)
+         LIMIT 1",
+    )
+    .bind(&f.watch)
+    .bind(&f.rel_path)
+    .bind(f.dev)
+    .bind(f.ino)
+    .bind(f.size)
+    .bind(f.mtime_ns)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if same.is_some() {
+        return Ok(Recorded::Known);
+    }
+    // A path still in flight under an older identity: the uploader checks identity before
+    // and after sending and restarts or fails that record, so it is left alone here, and
+    // the new version waits (`Deferred`) until the older one is finished.
+    let in_flight: Option<(i64, String)> = sqlx::query_as(
+        "SELECT id, state FROM files WHERE watch = ? AND rel_path = ?
+           AND state IN ('ready', 'batched', 'uploaded') AND finalized = 0 LIMIT 1",
+    )
+    .bind(&f.watch)
+    .bind(&f.rel_path)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let now = now_ms();
+    let id = match in_flight {
+        Some((id, state)) if state == file_state::READY => {
+            sqlx::query(
+                "UPDATE files SET dev = ?, ino = ?, size = ?, mtime_ns = ?, sha256 = NULL,
+                   format = ?, updated_at = ? WHERE id = ?",
+            )
+            .bind(f.dev)
+            .bind(f.ino)
+            .bind(f.size)
+            .bind(f.mtime_ns)
+            .bind(&f.format)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+            if let Some(r) = replay {
+                sqlx::query(
+                    "UPDATE files SET replay_json = ?, replay_reason = ?, sidecar = ? WHERE id = ?",
+                )
+                .bind(&r.predecessors_json)
+                .bind(&r.reason)
+                .bind(&r.sidecar)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            }
+            return Ok(Recorded::Known);
+        }
+        Some(_) => return Ok(Recorded::Deferred),
+        None => {
+            sqlx::query_scalar(
+                "INSERT INTO files (watch, dataset, format, multiline_json, root, rel_path, dev, ino,
+                   size, mtime_ns, state, discovered_at, updated_at, replay_json, replay_reason, sidecar)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ready', ?, ?, ?, ?, ?) RETURNING id",
+            )
+            .bind(&f.watch)
+            .bind(&f.dataset)
+            .bind(&f.format)
+            .bind(f.multiline_json)
+            .bind(&f.root)
+            .bind(&f.rel_path)
+            .bind(f.dev)
+            .bind(f.ino)
+            .bind(f.size)
+            .bind(f.mtime_ns)
+            .bind(now)
+            .bind(now)
+            .bind(replay.map(|r| &r.predecessors_json))
+            .bind(replay.map(|r| &r.reason))
+            .bind(replay.and_then(|r| r.sidecar.as_deref()))
+            .fetch_one(&mut *conn)
+            .await?
+        }
+    };
+    sqlx::query("INSERT INTO events (at, file_id, kind, detail) VALUES (?, ?, 'ready', ?)")
+        .bind(now)
+        .bind(id)
+        .bind(format!("{} bytes", f.size))
+        .execute(&mut *conn)
+        .await?;
+    Ok(Recorded::New(id))
 }

@@ -106,7 +106,15 @@ impl Uploader {
                     let token = shutdown.clone();
                     tasks.spawn(async move {
                         let id = b.id;
-                        me.drive(b, &token).await;
+                        // Only the row read after claiming the batch counts (see batch_if_due).
+                        match me.store.batch_if_due(id, now_ms()).await {
+                            Ok(Some(fresh)) => me.drive(fresh, &token).await,
+                            Ok(None) => {}
+                            Err(e) => {
+                                tracing::error!(batch = %b.label(), "{}; will retry", e.explain());
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
+                        }
                         me.active.lock().unwrap().remove(&id);
                         me.wake.notify_one();
                     });
@@ -364,56 +372,20 @@ impl Uploader {
         // Re-read: progress made during this drive reset the count of failures in a row.
         let b = &self.store.batch(b.id).await?;
         let label = b.label();
+        // Credentials or set-up trouble (IMS refusing the client secret, a 403, a token the
+        // platform rejects, an unreadable secret file) says nothing about this batch's data:
+        // failing its files would quarantine good data for an operator's mistake. The batch
+        // waits as it would for an unreachable platform, and the error says what to fix.
+        let credentials = e.is_config() || e.http_status() == Some(401);
+        let retry_after = match e.kind() {
+            ErrorKind::Transient { retry_after } => Some(retry_after),
+            _ if credentials => Some(None),
+            _ => None,
+        };
+        if let Some(retry_after) = retry_after {
+            return self.retry_later(b, &e, retry_after, credentials).await;
+        }
         match e.kind() {
-            ErrorKind::Transient { retry_after } => {
-                let age = b.first_error_at.map(|t| now_ms() - t).unwrap_or(0);
-                // A platform that cannot be reached at all (down, restarting) says nothing
-                // about this batch: only max_retry_age applies then, and the waits grow with
-                // the outage's age. max_attempts counts the platform's own refusals.
-                let counts = !e.is_unreachable();
-                if (counts && b.attempts + 1 >= self.upload.max_attempts as i64)
-                    || age >= self.upload.max_retry_age.as_millis() as i64
-                {
-                    let why = format!(
-                        "gave up after {} attempts over {}s: {e}",
-                        b.attempts + 1,
-                        age / 1000
-                    );
-                    return self.fail_batch(b, &why).await;
-                }
-                let attempt = if counts {
-                    b.attempts as u32 + 1
-                } else {
-                    retry::attempt_for_age(
-                        Duration::from_millis(age.max(0) as u64),
-                        self.upload.backoff_initial,
-                    )
-                };
-                let wait = retry::backoff_jittered(
-                    attempt,
-                    self.upload.backoff_initial,
-                    self.upload.backoff_max,
-                    retry_after,
-                );
-                let cause = match e.http_status() {
-                    Some(429) => "throttled",
-                    Some(401) => "unauthorized",
-                    Some(s) if s >= 500 => "server_error",
-                    Some(_) => "other",
-                    None => "network",
-                };
-                metrics::counter!(telemetry::RETRIES, "cause" => cause).increment(1);
-                tracing::warn!(batch = %label, dataset = %b.dataset, attempt, "transient failure, retrying in {wait:?}: {e}");
-                self.store
-                    .schedule_retry(
-                        b.id,
-                        &e.to_string(),
-                        now_ms() + wait.as_millis() as i64,
-                        counts,
-                    )
-                    .await?;
-                Ok(())
-            }
             ErrorKind::NotFound if b.remote_id.is_some() => {
                 self.abandon(
                     b,
@@ -446,6 +418,71 @@ impl Uploader {
             }
             _ => self.fail_batch(b, &e.to_string()).await,
         }
+    }
+
+    /// A failure that says nothing final about the batch's data: schedule the next attempt,
+    /// or fail the batch once `max_attempts` / `max_retry_age` are used up.
+    async fn retry_later(
+        &self,
+        b: &BatchRow,
+        e: &ApiError,
+        retry_after: Option<Duration>,
+        credentials: bool,
+    ) -> Result<(), StoreError> {
+        let label = b.label();
+        let age = b.first_error_at.map(|t| now_ms() - t).unwrap_or(0);
+        // A platform that cannot be reached at all (down, restarting) or that refuses
+        // our credentials says nothing about this batch: only max_retry_age applies
+        // then, and the waits grow with the outage's age. max_attempts counts the
+        // platform's own refusals.
+        let counts = !e.is_unreachable() && !credentials;
+        if (counts && b.attempts + 1 >= self.upload.max_attempts as i64)
+            || age >= self.upload.max_retry_age.as_millis() as i64
+        {
+            let why = format!(
+                "gave up after {} attempts over {}s: {e}",
+                b.attempts + 1,
+                age / 1000
+            );
+            return self.fail_batch(b, &why).await;
+        }
+        let attempt = if counts {
+            b.attempts as u32 + 1
+        } else {
+            retry::attempt_for_age(
+                Duration::from_millis(age.max(0) as u64),
+                self.upload.backoff_initial,
+            )
+        };
+        let wait = retry::backoff_jittered(
+            attempt,
+            self.upload.backoff_initial,
+            self.upload.backoff_max,
+            retry_after,
+        );
+        let cause = match e.http_status() {
+            _ if e.is_config() => "credentials",
+            Some(429) => "throttled",
+            Some(401) => "unauthorized",
+            Some(s) if s >= 500 => "server_error",
+            Some(_) => "other",
+            None => "network",
+        };
+        metrics::counter!(telemetry::RETRIES, "cause" => cause).increment(1);
+        if e.is_config() {
+            tracing::error!(batch = %label, dataset = %b.dataset, attempt, "the platform refuses batchdrop's credentials or set-up; the files wait (nothing is failed for this): fix [platform] / [platform.auth] in the config (client_id, the secret, org_id, sandbox, the token file); retrying in {wait:?}: {e}");
+        } else {
+            tracing::warn!(batch = %label, dataset = %b.dataset, attempt, "transient failure, retrying in {wait:?}: {e}");
+        }
+        self.store
+            .schedule_retry(
+                b.id,
+                &e.to_string(),
+                now_ms() + wait.as_millis() as i64,
+                counts,
+            )
+            .await?;
+        Ok(())
     }
 
     /// The batch cannot be used any more: abort it on the platform (best effort) and send its

@@ -446,6 +446,7 @@ impl Watcher {
         // Sidecars first, so that a data file settling in the same pass finds its sidecar.
         stable.sort_by_key(|rel| replay::data_file_of(rel).is_none());
         let mut woke = false;
+        let mut plain = Vec::new();
         for rel in stable {
             if replay::data_file_of(&rel).is_some() {
                 if let Some(c) = self.candidates.remove(&rel) {
@@ -465,6 +466,14 @@ impl Watcher {
             };
             room -= 1;
             let sidecar = self.sidecars.remove(&rel);
+            if sidecar.is_none() && c.problem.is_none() && self.problem_of(&rel).is_none() {
+                // The common case, recorded with the others in one transaction below.
+                plain.push((rel, c));
+                if plain.len() == RECORD_CHUNK {
+                    woke |= self.record_plain(std::mem::take(&mut plain)).await?;
+                }
+                continue;
+            }
             let recorded = match self
                 .record(rel.clone(), c.identity, c.problem.clone(), &c.path, sidecar)
                 .await
@@ -473,6 +482,7 @@ impl Watcher {
                 Err(e) => {
                     // Still stable: taken as soon as the database works again.
                     self.candidates.insert(rel, c);
+                    self.candidates.extend(plain);
                     if woke {
                         self.wake_batcher.notify_one();
                     }
@@ -493,10 +503,70 @@ impl Watcher {
                 );
             }
         }
+        if !plain.is_empty() {
+            woke |= self.record_plain(plain).await?;
+        }
         if woke {
             self.wake_batcher.notify_one();
         }
         Ok(())
+    }
+
+    /// Records stable files that need nothing but recording (no sidecar, no problem) in one
+    /// transaction; returns whether any was new. On a database error they all stay
+    /// candidates, taken as soon as it works again.
+    async fn record_plain(&mut self, plain: Vec<(String, Candidate)>) -> Result<bool, StoreError> {
+        let files: Vec<NewFile> = plain
+            .iter()
+            .map(|(rel, c)| self.new_file(rel, c.identity, &c.path))
+            .collect();
+        let outcomes = match self.store.record_ready_many(&files).await {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                self.candidates.extend(plain);
+                return Err(e);
+            }
+        };
+        let mut new = false;
+        for (((rel, c), file), outcome) in plain.into_iter().zip(&files).zip(outcomes) {
+            match outcome {
+                Recorded::New(id) => {
+                    new = true;
+                    metrics::counter!(telemetry::FILES_DISCOVERED, "dataset" => file.dataset.clone())
+                        .increment(1);
+                    tracing::info!(file = %rel, dataset = %file.dataset, file_id = id, size = file.size, replaces = "", "ready");
+                }
+                Recorded::Known => {}
+                Recorded::Deferred => {
+                    tracing::debug!(file = %rel, dataset = %file.dataset, "a new version waits for the one in flight to finish");
+                    // An older version is still in flight: look again after another `settle`.
+                    self.candidates.insert(
+                        rel,
+                        Candidate {
+                            since: Instant::now(),
+                            hinted: false,
+                            ..c
+                        },
+                    );
+                    continue;
+                }
+            }
+            self.recorded.insert(rel, c.identity);
+        }
+        Ok(new)
+    }
+
+    /// Why the file `rel` cannot be ingested whatever its content: a name the platform would
+    /// refuse, or a format that cannot be told.
+    fn problem_of(&self, rel: &str) -> Option<String> {
+        name_problem(rel).or_else(|| {
+            self.watch.format_for(rel).is_none().then(|| {
+                format!(
+                    "cannot tell the format of {rel}: name it *.json, *.csv or *.parquet, or set `format` in the [[watch]] for {}",
+                    self.watch.name
+                )
+            })
+        })
     }
 
     /// Whether the state directory has room for new work; says so when that changes.
@@ -563,17 +633,8 @@ impl Watcher {
         sidecar: Option<PendingSidecar>,
     ) -> Result<bool, StoreError> {
         // Returns false when it has to wait for an older version of the same path to finish.
-        let w = &self.watch;
-        let format = w.format_for(&rel);
         let file = self.new_file(&rel, id, path);
-        let problem = problem.or_else(|| name_problem(&rel)).or_else(|| {
-            format.is_none().then(|| {
-                format!(
-                    "cannot tell the format of {rel}: name it *.json, *.csv or *.parquet, or set `format` in the [[watch]] for {}",
-                    w.name
-                )
-            })
-        });
+        let problem = problem.or_else(|| self.problem_of(&rel));
         let w = &self.watch;
         let side_rel = sidecar.as_ref().map(|s| s.rel.clone());
         let replay = match (&problem, sidecar) {
@@ -845,6 +906,9 @@ fn human(d: Duration) -> String {
         format!("{s}s")
     }
 }
+
+/// Files recorded per transaction when many become stable at once.
+const RECORD_CHUNK: usize = 1000;
 
 /// Hard limits on what a drop folder may hold: deeper or longer paths are refused with a
 /// receipt (the platform's URLs are capped at 2000 characters, percent-encoding included).

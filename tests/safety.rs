@@ -8,7 +8,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use batchdrop::emulator::EmulatorConfig;
+use batchdrop::config::Config;
+use batchdrop::emulator::{EmulatorConfig, ImsClient};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,4 +176,177 @@ async fn no_secret_reaches_logs_receipts_or_the_state_database() {
             entry.path().display()
         );
     }
+}
+
+// ---- OAuth server-to-server against the emulator's IMS ---------------------------------------
+
+const CLIENT: &str = "batchdrop-test-client";
+const RIGHT_SECRET: &str = "p8e-right-secret-4f1d";
+const WRONG_SECRET: &str = "p8e-wrong-secret-9c2e";
+
+fn ims_emulator(token_lifetime_secs: u64) -> EmulatorConfig {
+    let mut cfg = EmulatorConfig::default();
+    cfg.ims.clients = vec![ImsClient {
+        client_id: CLIENT.into(),
+        client_secret: RIGHT_SECRET.into(),
+        scopes: vec!["openid".into(), "AdobeID".into()],
+    }];
+    cfg.ims.token_lifetime_secs = token_lifetime_secs;
+    cfg
+}
+
+/// Swaps the test config's static token file for `[platform.auth]` against the emulator's IMS,
+/// with the client secret in the file `secret` (written by the test).
+fn use_oauth(env: &Env, config: &std::path::Path) {
+    let text = std::fs::read_to_string(config).unwrap();
+    let auth = format!(
+        "[platform.auth]\nims_url = \"{}/ims/token/v3\"\nclient_id = \"{CLIENT}\"\nscopes = [\"openid\", \"AdobeID\"]\nclient_secret_file = \"secret\"\n",
+        env.emulator.base_url()
+    );
+    let replaced = text.replace("access_token_file = \"token\"\n", &auth);
+    assert_ne!(replaced, text);
+    std::fs::write(config, replaced).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth_tokens_expiring_every_two_seconds_never_stop_a_multi_chunk_upload() {
+    let mut cfg = ims_emulator(2);
+    // Every platform request takes 100 ms more, so the 64-chunk upload below outlives
+    // several tokens (the token endpoint itself is not slowed).
+    cfg.faults.latency_probability = 1.0;
+    cfg.faults.latency_ms = 100;
+    let env = Env::with_emulator(cfg).await;
+    std::fs::write(env.dir.path().join("secret"), RIGHT_SECRET).unwrap();
+    let chunk = 32 * 1024;
+    let config = env.write_config(
+        &format!("large_file_threshold = {chunk}\nchunk_size = {chunk}"),
+        "",
+    );
+    use_oauth(&env, &config);
+    let large = jsonl(0, 70_000);
+    let large = &large[..large[..64 * chunk].rfind('\n').unwrap() + 1];
+    let records = large.lines().count() as u64;
+    let chunks = large.len().div_ceil(chunk) as u64;
+    assert_eq!(chunks, 64);
+
+    let started = Instant::now();
+    let daemon = Daemon::start(Config::load(&config).unwrap());
+    write_atomic(&env.drop_dir().join("large.json"), large.as_bytes());
+    write_atomic(
+        &env.drop_dir().join("small.json"),
+        jsonl(50_000, 5).as_bytes(),
+    );
+    let ok = wait_receipts(&env.archive(), 2, 120).await;
+    let elapsed = started.elapsed();
+    daemon.stop().await;
+
+    assert!(ok.iter().all(|r| r["status"] == "success"), "{ok:?}");
+    let batch = ok.iter().find(|r| r["file"] == "large.json").unwrap()["batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The small file may share the large one's batch.
+    let small_too = ok
+        .iter()
+        .any(|r| r["file"] == "small.json" && r["batch"] == batch.as_str());
+    assert_eq!(
+        records_in_batch(&env.api, &batch).await,
+        records + if small_too { 5 } else { 0 }
+    );
+    let stats = env.emulator.stats();
+    println!(
+        "[oauth] {:.1}s, {} tokens issued, {} requests refused by the gateway, {} chunks",
+        elapsed.as_secs_f64(),
+        stats.ims_tokens_issued,
+        stats.auth_failures,
+        stats.chunks_received
+    );
+    // The upload really outlived its tokens: 64 chunks at ≥ 100 ms each.
+    assert!(elapsed > Duration::from_secs(6), "{elapsed:?}");
+    assert!(
+        stats.ims_tokens_issued >= 3,
+        "tokens were renewed during the upload: {stats:?}"
+    );
+    // Renewed at 1.5 s of a 2 s life, shared by all uploads: no storm.
+    let bound = (elapsed.as_secs_f64() / 1.5).ceil() as u64 + 2;
+    assert!(
+        stats.ims_tokens_issued <= bound,
+        "{} tokens in {elapsed:?} (at most {bound})",
+        stats.ims_tokens_issued
+    );
+    assert_eq!(stats.ims_refusals, 0);
+    assert_eq!(stats.chunks_received, chunks, "no chunk lost or sent twice");
+    assert_eq!(stats.duplicate_acknowledged_chunks, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_client_credentials_say_so_back_off_fail_nothing_and_a_fixed_secret_is_picked_up() {
+    let env = Env::with_emulator(ims_emulator(3600)).await;
+    let secret = env.dir.path().join("secret");
+    std::fs::write(&secret, WRONG_SECRET).unwrap();
+    let config = env.write_config("max_attempts = 2", "");
+    use_oauth(&env, &config);
+    for i in 0..3 {
+        write_atomic(
+            &env.drop_dir().join(format!("f{i}.json")),
+            jsonl(i * 10, 3).as_bytes(),
+        );
+    }
+    let log_path = env.dir.path().join("daemon.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_batchdrop"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    // Ten seconds of refusals: asked again after 1, 2, 4 s… — a handful of requests, not a
+    // spin, although max_attempts = 2 and the batch retries every second or so.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let refused = env.emulator.stats().ims_refusals;
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the daemon keeps running: {log}"
+    );
+    let mut child = Kill(child);
+    println!("[wrong credentials] {refused} token requests refused in 10 s");
+    assert!(
+        (1..=6).contains(&refused),
+        "{refused} refused token requests"
+    );
+    assert!(
+        receipts(&env.failed()).is_empty(),
+        "wrong credentials are not the data's fault: nothing is failed"
+    );
+    for i in 0..3 {
+        assert!(env.drop_dir().join(format!("f{i}.json")).exists());
+    }
+    let said = log
+        .lines()
+        .find(|l| l.contains("refuses batchdrop's credentials"))
+        .unwrap_or_else(|| panic!("no clear error in the log:\n{log}"));
+    assert!(said.contains("[platform.auth]"), "{said}");
+    assert!(said.contains("invalid_client"), "{said}");
+    for secret in [WRONG_SECRET, RIGHT_SECRET] {
+        assert!(!log.contains(secret), "a secret is in the log");
+    }
+
+    // The operator fixes the secret file: picked up without a restart, everything flows.
+    std::fs::write(&secret, RIGHT_SECRET).unwrap();
+    let ok = wait_receipts(&env.archive(), 3, 90).await;
+    assert!(ok.iter().all(|r| r["status"] == "success"), "{ok:?}");
+    assert!(receipts(&env.failed()).is_empty());
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
 }

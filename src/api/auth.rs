@@ -7,10 +7,12 @@
 use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::client::{read_error, read_json};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorKind};
 use super::wire;
 
 /// A string that never prints: `Debug` and `Display` show `[redacted]`. Read it with
@@ -175,15 +177,36 @@ impl Auth {
 /// The cached token. The lock is held while a new token is fetched: concurrent callers wait
 /// for that one request and share its answer instead of each asking IMS, which throttles
 /// clients that ask too often.
+///
+/// A refusal (wrong client secret, unknown client, unreadable secret file) is remembered too,
+/// for a wait that doubles from one second up to `MAX_REFUSAL_WAIT`: every batch retries on
+/// its own schedule, and without this each of them would ask IMS again with the same bad
+/// secret. Network trouble and IMS's own 5xx are not remembered (the next caller asks again).
 #[derive(Default)]
 pub(crate) struct TokenCache {
-    slot: tokio::sync::Mutex<Option<Cached>>,
+    slot: tokio::sync::Mutex<Slot>,
+}
+
+#[derive(Default)]
+struct Slot {
+    token: Option<Cached>,
+    refused: Option<Refused>,
 }
 
 struct Cached {
     token: Secret,
     renew_at: Instant,
 }
+
+struct Refused {
+    error: ApiError,
+    until: Instant,
+    in_a_row: u32,
+}
+
+/// The longest a refused credential is trusted to stay refused: a rotated secret is picked up
+/// within this time.
+const MAX_REFUSAL_WAIT: Duration = Duration::from_secs(30);
 
 impl TokenCache {
     pub(crate) async fn get_or_fetch<F, Fut>(&self, fetch: F) -> Result<Secret, ApiError>
@@ -192,18 +215,45 @@ impl TokenCache {
         Fut: Future<Output = Result<wire::TokenAnswer, ApiError>>,
     {
         let mut slot = self.slot.lock().await;
-        if let Some(cached) = slot.as_ref()
+        if let Some(cached) = slot.token.as_ref()
             && Instant::now() < cached.renew_at
         {
             return Ok(cached.token.clone());
         }
-        let answer = fetch().await?;
-        let token = Secret::new(answer.access_token);
-        *slot = Some(Cached {
-            token: token.clone(),
-            renew_at: Instant::now() + renew_after(answer.expires_in),
-        });
-        Ok(token)
+        if let Some(refused) = slot.refused.as_ref()
+            && Instant::now() < refused.until
+        {
+            return Err(refused.error.clone());
+        }
+        match fetch().await {
+            Ok(answer) => {
+                let token = Secret::new(answer.access_token);
+                slot.refused = None;
+                slot.token = Some(Cached {
+                    token: token.clone(),
+                    renew_at: Instant::now() + renew_after(answer.expires_in),
+                });
+                Ok(token)
+            }
+            Err(e) => {
+                let refusal = !matches!(e.kind(), ErrorKind::Transient { .. })
+                    || e.http_status() == Some(401);
+                if refusal {
+                    let in_a_row = slot.refused.as_ref().map_or(0, |r| r.in_a_row) + 1;
+                    let wait =
+                        Duration::from_secs(1u64 << (in_a_row - 1).min(10)).min(MAX_REFUSAL_WAIT);
+                    tracing::error!(
+                        "the access token request was refused; asking again in {wait:?} (fix the credentials meanwhile): {e}"
+                    );
+                    slot.refused = Some(Refused {
+                        error: e.clone(),
+                        until: Instant::now() + wait,
+                        in_a_row,
+                    });
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Drops the cached token if it is the one that was rejected. When many requests fail with
@@ -211,8 +261,8 @@ impl TokenCache {
     /// token in the cache and keep it.
     pub(crate) async fn invalidate(&self, rejected: &Secret) {
         let mut slot = self.slot.lock().await;
-        if slot.as_ref().is_some_and(|c| c.token == *rejected) {
-            *slot = None;
+        if slot.token.as_ref().is_some_and(|c| c.token == *rejected) {
+            slot.token = None;
         }
     }
 }
@@ -358,16 +408,49 @@ mod tests {
             .await;
         assert_eq!(t.unwrap().expose(), "t2");
 
-        // A failed fetch leaves nothing cached, so the next caller asks again.
+        // A fetch that failed in the network leaves nothing cached: the next caller asks again.
         cache.invalidate(&Secret::new("t2")).await;
         let e = cache
-            .get_or_fetch(|| async { Err(ApiError::config("get token", "boom")) })
+            .get_or_fetch(|| async { Err(ApiError::status("t", 503, Default::default(), None)) })
             .await;
         assert!(e.is_err());
         let t = cache
             .get_or_fetch(|| async { Ok(answer("t3", 3600)) })
             .await;
         assert_eq!(t.unwrap().expose(), "t3");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_credential_is_not_asked_again_until_its_wait_is_over() {
+        let cache = TokenCache::default();
+        let fetches = AtomicUsize::new(0);
+        let refuse = || async {
+            fetches.fetch_add(1, Ordering::SeqCst);
+            Err(ApiError::status("t", 400, Default::default(), None))
+        };
+        // 1 s, then 2 s, 4 s, … up to 30 s between requests, whatever the number of callers.
+        for _ in 0..100 {
+            assert!(cache.get_or_fetch(refuse).await.is_err());
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        tokio::time::advance(Duration::from_millis(1001)).await;
+        assert!(cache.get_or_fetch(refuse).await.is_err());
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+        tokio::time::advance(Duration::from_millis(1001)).await;
+        assert!(cache.get_or_fetch(refuse).await.is_err());
+        assert_eq!(fetches.load(Ordering::SeqCst), 2, "the second wait is 2 s");
+        for _ in 0..10 {
+            tokio::time::advance(MAX_REFUSAL_WAIT).await;
+            let _ = cache.get_or_fetch(refuse).await;
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 12, "capped at one per 30 s");
+        // Once the secret is fixed, the next request after the wait succeeds and is cached.
+        tokio::time::advance(MAX_REFUSAL_WAIT).await;
+        let t = cache
+            .get_or_fetch(|| async { Ok(answer("ok", 3600)) })
+            .await;
+        assert_eq!(t.unwrap().expose(), "ok");
+        assert!(cache.get_or_fetch(refuse).await.is_ok());
     }
 
     #[tokio::test]
