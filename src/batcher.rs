@@ -129,7 +129,7 @@ impl Batcher {
             let mut wait = tick;
             let inflight = if over { &[][..] } else { &watches[..] };
             for w in inflight {
-                match self.batch_watch(w, flushing).await {
+                match self.batch_watch(w, flushing, &shutdown).await {
                     Ok(s) => {
                         sealed |= s;
                         trouble.ok();
@@ -148,55 +148,133 @@ impl Batcher {
         }
     }
 
-    async fn batch_watch(&self, w: &Watch, flush: bool) -> Result<bool, StoreError> {
-        let mut ready = self.store.ready_files(&w.name).await?;
-        if ready.is_empty() {
-            return Ok(false);
+    /// Seals what is ready in one watch, a page of ready files at a time. Returns whether it
+    /// sealed anything; stops early (sealing nothing more) on shutdown.
+    async fn batch_watch(
+        &self,
+        w: &Watch,
+        flush: bool,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, StoreError> {
+        // Groups are keyed by (format, multiline): with more than GROUP_KEYS x max_files files in
+        // a page, one group at least is full, so every full page seals something.
+        let page = (GROUP_KEYS * w.max_files + 1) as i64;
+        let mut sealed_any = false;
+        loop {
+            let mut ready = self.store.ready_files(&w.name, page).await?;
+            if ready.is_empty() {
+                return Ok(sealed_any);
+            }
+            // A full page may leave files of its partial groups for the next one: only the
+            // last page seals partial groups (when they waited max_wait, or on flush).
+            let more = ready.len() as i64 == page;
+            if !w.allow_duplicates {
+                match self.set_aside_duplicates(ready, shutdown).await? {
+                    Some(keep) => ready = keep,
+                    None => return Ok(sealed_any),
+                }
+            }
+            let mut limits = Limits::of(w);
+            if more {
+                // Never "waited long enough" (and small enough for plan's millisecond sums).
+                limits.max_wait = Duration::from_secs(u32::MAX as u64);
+            }
+            let groups = plan(&ready, limits, now_ms(), flush && !more);
+            for ids in &groups {
+                let first = ready
+                    .iter()
+                    .find(|f| f.id == ids[0])
+                    .expect("planned from this list");
+                let batch = self
+                    .store
+                    .seal_batch(
+                        &w.name,
+                        &w.dataset,
+                        &first.format,
+                        first.multiline_json,
+                        first.replay_json.as_deref(),
+                        ids,
+                    )
+                    .await?;
+                tracing::info!(dataset = %w.dataset, batch = batch, files = ids.len(), "batch sealed");
+            }
+            if !groups.is_empty() {
+                sealed_any = true;
+                // Let the uploader start on these while the next page is prepared.
+                self.wake_uploader.notify_one();
+            }
+            if !more || groups.is_empty() || shutdown.is_cancelled() {
+                return Ok(sealed_any);
+            }
         }
-        if !w.allow_duplicates {
-            ready = self.set_aside_duplicates(ready).await?;
-        }
-        let groups = plan(&ready, Limits::of(w), now_ms(), flush);
-        for ids in &groups {
-            let first = ready
-                .iter()
-                .find(|f| f.id == ids[0])
-                .expect("planned from this list");
-            let batch = self
-                .store
-                .seal_batch(
-                    &w.name,
-                    &w.dataset,
-                    &first.format,
-                    first.multiline_json,
-                    first.replay_json.as_deref(),
-                    ids,
-                )
-                .await?;
-            tracing::info!(dataset = %w.dataset, batch = batch, files = ids.len(), "batch sealed");
-        }
-        Ok(!groups.is_empty())
     }
 
     /// Hashes the files whose size matches content already in the dataset and marks the
-    /// repeats as duplicates; returns the rest.
-    async fn set_aside_duplicates(&self, ready: Vec<FileRow>) -> Result<Vec<FileRow>, StoreError> {
-        let mut keep = Vec::with_capacity(ready.len());
-        for mut f in ready {
+    /// repeats as duplicates; returns the rest, or None if shutdown came first (nothing is
+    /// sealed then: files not checked yet must not go out unchecked).
+    ///
+    /// Costs per page, not per file, where it can: one size query per distinct size, the
+    /// hashing in one blocking task, the hashes recorded in one transaction.
+    async fn set_aside_duplicates(
+        &self,
+        ready: Vec<FileRow>,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Vec<FileRow>>, StoreError> {
+        // Whether another file of that size is in the dataset. Exact per size for the whole
+        // page: the first file asking proves the size to every other file of that size.
+        let mut seen: std::collections::HashMap<(String, i64), bool> = Default::default();
+        let mut to_hash = Vec::new();
+        for (i, f) in ready.iter().enumerate() {
             // A replay replaces what it names: the same content again is its point, not a repeat.
-            if f.replay_json.is_some() {
-                keep.push(f);
+            if f.sha256.is_some() || f.replay_json.is_some() {
                 continue;
             }
-            if f.sha256.is_none() && self.store.size_seen(&f.dataset, f.size, f.id).await? {
-                let path = f.abs_path();
+            let key = (f.dataset.clone(), f.size);
+            let known = match seen.get(&key) {
+                Some(&known) => known,
+                None => {
+                    let known = self.store.size_seen(&f.dataset, f.size, f.id).await?;
+                    seen.insert(key, known);
+                    known
+                }
+            };
+            if known {
+                to_hash.push((i, f.abs_path()));
+            }
+        }
+        let stop = shutdown.clone();
+        let hashed = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::with_capacity(to_hash.len());
+            for (i, path) in to_hash {
+                if stop.is_cancelled() {
+                    return None;
+                }
                 // Unreadable now: the uploader will find out and say why.
-                if let Ok(Ok(sha)) = tokio::task::spawn_blocking(move || sha256_file(&path)).await {
-                    self.store.set_sha(f.id, &sha).await?;
-                    f.sha256 = Some(sha);
+                if let Ok(sha) = sha256_file(&path) {
+                    out.push((i, sha));
                 }
             }
-            if let Some(sha) = &f.sha256
+            Some(out)
+        })
+        .await
+        .unwrap_or(None);
+        let Some(hashed) = hashed else {
+            return Ok(None);
+        };
+        let mut ready = ready;
+        let shas: Vec<(i64, String)> = hashed
+            .into_iter()
+            .map(|(i, sha)| {
+                ready[i].sha256 = Some(sha.clone());
+                (ready[i].id, sha)
+            })
+            .collect();
+        self.store.set_shas(&shas).await?;
+
+        let mut keep = Vec::with_capacity(ready.len());
+        for f in ready {
+            if f.replay_json.is_none()
+                && let Some(sha) = &f.sha256
                 && let Some(earlier) = self.store.find_same_content(&f.dataset, sha, f.id).await?
                 && earlier.id < f.id
             {
@@ -206,9 +284,12 @@ impl Batcher {
             }
             keep.push(f);
         }
-        Ok(keep)
+        Ok(Some(keep))
     }
 }
+
+/// How many groups `plan` can make of one page: one per (format, multiline JSON).
+const GROUP_KEYS: u64 = 6;
 
 pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
     use sha2::{Digest, Sha256};

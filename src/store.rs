@@ -570,17 +570,96 @@ impl Store {
         Ok(recorded)
     }
 
-    /// [`Store::record_ready`] for many files in one transaction. A commit per file was most
-    /// of the cost of queueing a backlog (a WAL append and a round trip to SQLite's thread
-    /// each); callers pass a bounded slice so that other stages get the database in between.
+    /// [`Store::record_ready`] for several files in one transaction: one commit (one WAL
+    /// append) instead of one per file, which was most of the cost of queueing a backlog.
+    /// Outcomes are in the order of `files`.
+    ///
+    /// Paths never seen before (the usual case: a backlog at start-up, a burst of new files) are
+    /// inserted with one multi-row statement per few hundred files; a statement costs a round
+    /// trip to SQLite's thread, which per file was most of the time. Paths with history go
+    /// through the per-file rules.
     pub async fn record_ready_many(&self, files: &[NewFile]) -> Result<Vec<Recorded>, StoreError> {
+        use std::collections::{HashMap, HashSet};
+        const BULK: usize = 500; // 13 values per row, well under SQLite's 32766 variables
         let mut tx = self.pool.begin().await?;
-        let mut out = Vec::with_capacity(files.len());
+        let mut out: Vec<Option<Recorded>> = files.iter().map(|_| None).collect();
+        // Which paths have rows already, in any state.
+        let mut by_watch: HashMap<&str, Vec<&str>> = HashMap::new();
         for f in files {
-            out.push(record_ready_in(&mut tx, f, None).await?);
+            by_watch.entry(&f.watch).or_default().push(&f.rel_path);
+        }
+        let mut known: HashSet<(String, String)> = HashSet::new();
+        for (watch, paths) in by_watch {
+            for part in paths.chunks(BULK) {
+                let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                    "SELECT DISTINCT rel_path FROM files WHERE watch = ",
+                );
+                q.push_bind(watch).push(" AND rel_path IN (");
+                let mut list = q.separated(", ");
+                for p in part {
+                    list.push_bind(*p);
+                }
+                q.push(")");
+                let found: Vec<String> = q.build_query_scalar().fetch_all(&mut *tx).await?;
+                known.extend(found.into_iter().map(|p| (watch.to_owned(), p)));
+            }
+        }
+        let mut first_time = HashSet::new();
+        let fresh: Vec<usize> = (0..files.len())
+            .filter(|&i| {
+                let key = (files[i].watch.clone(), files[i].rel_path.clone());
+                !known.contains(&key) && first_time.insert(key)
+            })
+            .collect();
+        let now = now_ms();
+        for part in fresh.chunks(BULK) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO files (watch, dataset, format, multiline_json, root, rel_path, dev, ino,
+                   size, mtime_ns, state, discovered_at, updated_at) ",
+            );
+            q.push_values(part, |mut row, &i| {
+                let f = &files[i];
+                row.push_bind(&f.watch)
+                    .push_bind(&f.dataset)
+                    .push_bind(&f.format)
+                    .push_bind(f.multiline_json)
+                    .push_bind(&f.root)
+                    .push_bind(&f.rel_path)
+                    .push_bind(f.dev)
+                    .push_bind(f.ino)
+                    .push_bind(f.size)
+                    .push_bind(f.mtime_ns)
+                    .push("'ready'")
+                    .push_bind(now)
+                    .push_bind(now);
+            });
+            q.push(" RETURNING id, watch, rel_path");
+            let rows: Vec<(i64, String, String)> = q.build_query_as().fetch_all(&mut *tx).await?;
+            let ids: HashMap<(String, String), i64> =
+                rows.into_iter().map(|(id, w, p)| ((w, p), id)).collect();
+            let mut events = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO events (at, file_id, kind, detail) ",
+            );
+            events.push_values(part, |mut row, &i| {
+                let f = &files[i];
+                let id = ids[&(f.watch.clone(), f.rel_path.clone())];
+                out[i] = Some(Recorded::New(id));
+                row.push_bind(now)
+                    .push_bind(id)
+                    .push("'ready'")
+                    .push_bind(format!("{} bytes", f.size));
+            });
+            events.build().execute(&mut *tx).await?;
+        }
+        let mut done = Vec::with_capacity(files.len());
+        for (f, o) in files.iter().zip(out) {
+            done.push(match o {
+                Some(o) => o,
+                None => record_ready_in(&mut tx, f, None).await?,
+            });
         }
         tx.commit().await?;
-        Ok(out)
+        Ok(done)
     }
 
     /// Records a file that cannot be ingested at all (unknown format, bad name...): it goes
@@ -661,13 +740,15 @@ impl Store {
 
     // ---- files: batching -------------------------------------------------------------------
 
-    pub async fn ready_files(&self, watch: &str) -> Result<Vec<FileRow>, StoreError> {
-        Ok(
-            sqlx::query_as("SELECT * FROM files WHERE watch = ? AND state = 'ready' ORDER BY id")
-                .bind(watch)
-                .fetch_all(&self.pool)
-                .await?,
+    /// The oldest `limit` files of a watch waiting to be batched.
+    pub async fn ready_files(&self, watch: &str, limit: i64) -> Result<Vec<FileRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM files WHERE watch = ? AND state = 'ready' ORDER BY id LIMIT ?",
         )
+        .bind(watch)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Whether a file of this size was ingested (or is on its way) into the dataset: only then
@@ -710,6 +791,25 @@ impl Store {
         .bind(except)
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    /// Records the hashes of several files in one transaction.
+    pub async fn set_shas(&self, shas: &[(i64, String)]) -> Result<(), StoreError> {
+        if shas.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        for (file_id, sha256) in shas {
+            sqlx::query("UPDATE files SET sha256 = ?, updated_at = ? WHERE id = ?")
+                .bind(sha256)
+                .bind(now)
+                .bind(file_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     pub async fn set_sha(&self, file_id: i64, sha256: &str) -> Result<(), StoreError> {

@@ -80,13 +80,14 @@ async fn json_csv_and_parquet_files_are_ingested_and_archived_with_receipts() {
 async fn many_files_are_grouped_into_batches_within_max_files() {
     let env = Env::new().await;
     let daemon = Daemon::start(env.config("", "max_files = 3\nmax_wait = \"1s\""));
-    for i in 0..7 {
+    // 45 files: more than one page of ready files (6 x max_files + 1 = 19) for the batcher.
+    for i in 0..45 {
         write_atomic(
             &env.drop_dir().join(format!("f{i}.json")),
             jsonl(i * 10, 10).as_bytes(),
         );
     }
-    let receipts = wait_receipts(&env.archive(), 7, 60).await;
+    let receipts = wait_receipts(&env.archive(), 45, 90).await;
     daemon.stop().await;
     let mut per_batch = std::collections::BTreeMap::<String, usize>::new();
     for r in &receipts {
@@ -100,14 +101,14 @@ async fn many_files_are_grouped_into_batches_within_max_files() {
         "no batch over max_files: {per_batch:?}"
     );
     assert!(
-        per_batch.len() >= 3,
-        "7 files need at least 3 batches of 3: {per_batch:?}"
+        per_batch.len() >= 15,
+        "45 files need at least 15 batches of 3: {per_batch:?}"
     );
     let mut total = 0;
     for b in per_batch.keys() {
         total += records_in_batch(&env.api, b).await;
     }
-    assert_eq!(total, 70, "every record exactly once");
+    assert_eq!(total, 450, "every record exactly once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

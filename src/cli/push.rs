@@ -300,7 +300,7 @@ async fn drive(
 
 /// Seals the push's queued files into one batch; `None` when none are queued.
 async fn seal(store: &Store, dataset: &str, format: Format) -> Result<Option<i64>, StoreError> {
-    let ready = store.ready_files(WATCH).await?;
+    let ready = store.ready_files(WATCH, i64::MAX).await?;
     if ready.is_empty() {
         return Ok(None);
     }
