@@ -492,7 +492,7 @@ impl Config {
             poll_initial: dur(
                 "upload.poll_initial",
                 &u.poll_initial,
-                Duration::from_millis(250),
+                Duration::from_millis(25),
             )?,
             poll_max: dur("upload.poll_max", &u.poll_max, Duration::from_secs(30))?,
         };

@@ -108,6 +108,11 @@ pub struct Watcher {
     /// Events can no longer be trusted to mention every new file (a watch could not be
     /// added, e.g. the inotify watch limit was reached): scanning takes over.
     events_broken: bool,
+    /// When the candidates are next looked at: the moment the first of them has waited its
+    /// `settle` (so a quiet file is taken on time, not up to a tick late), and at most a tick
+    /// away. Events do not trigger a look: during a burst that would re-read every candidate
+    /// for each event.
+    next_check: Instant,
 }
 
 impl Watcher {
@@ -128,6 +133,7 @@ impl Watcher {
             sidecars: HashMap::new(),
             recorded: HashMap::new(),
             pending: Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX)),
+            next_check: Instant::now(),
             intake_paused: false,
             events_broken: false,
         }
@@ -195,18 +201,23 @@ impl Watcher {
         let mut trouble = crate::store::StoreTrouble::new("watcher");
         loop {
             let mut pause = None;
-            match self.check_candidates().await {
-                Ok(()) => trouble.ok(),
-                Err(e) => pause = Some(trouble.failed(&e)),
+            if Instant::now() >= self.next_check {
+                // check_candidates brings this closer for a file due sooner.
+                self.next_check = Instant::now() + tick;
+                match self.check_candidates().await {
+                    Ok(()) => trouble.ok(),
+                    Err(e) => pause = Some(trouble.failed(&e)),
+                }
             }
             self.pending
                 .store(self.candidates.len(), std::sync::atomic::Ordering::SeqCst);
             let wait = if let Some(pause) = pause {
+                self.next_check = Instant::now() + pause;
                 pause
             } else if self.candidates.is_empty() && self.sidecars.is_empty() {
                 next_scan.saturating_duration_since(Instant::now())
             } else {
-                tick
+                self.next_check.saturating_duration_since(Instant::now())
             };
             tokio::select! {
                 _ = shutdown.cancelled() => {
@@ -332,7 +343,11 @@ impl Watcher {
             return;
         }
         match self.candidates.get_mut(&rel) {
-            Some(c) if c.identity == identity => c.hinted |= hint,
+            Some(c) if c.identity == identity => {
+                c.hinted |= hint;
+                let due = c.since + needed_wait(&rel, c.hinted, self.watch.settle);
+                self.next_check = self.next_check.min(due);
+            }
             _ => {
                 // A file untouched for longer than `settle` already meets the rule (its mtime
                 // proves no write happened since); only trusted where clocks are one machine's.
@@ -349,6 +364,8 @@ impl Watcher {
                 } else {
                     Instant::now()
                 };
+                let due = since + needed_wait(&rel, hint, self.watch.settle);
+                self.next_check = self.next_check.min(due);
                 self.candidates.insert(
                     rel,
                     Candidate {
@@ -402,16 +419,11 @@ impl Watcher {
                     c.hinted = false;
                 }
                 Ok(_) => {
-                    // A hint only shortens a sidecar's wait: a data file's `settle` is also
-                    // the window for its sidecar to arrive.
-                    let sidecar = replay::data_file_of(rel).is_some();
-                    let needed = if c.hinted && sidecar {
-                        settle / 4
-                    } else {
-                        settle
-                    };
-                    if c.since.elapsed() >= needed {
+                    let due = c.since + needed_wait(rel, c.hinted, settle);
+                    if Instant::now() >= due {
                         stable.push(rel.clone());
+                    } else {
+                        self.next_check = self.next_check.min(due);
                     }
                 }
             }
@@ -904,6 +916,17 @@ fn human(d: Duration) -> String {
         format!("{}m", s / 60.0)
     } else {
         format!("{s}s")
+    }
+}
+
+/// How long a candidate's identity must hold still. A close-write or moved-to hint only
+/// shortens a sidecar's wait: a data file's `settle` is also the window for its sidecar to
+/// arrive.
+fn needed_wait(rel: &str, hinted: bool, settle: Duration) -> Duration {
+    if hinted && replay::data_file_of(rel).is_some() {
+        settle / 4
+    } else {
+        settle
     }
 }
 
