@@ -759,9 +759,10 @@ impl Store {
         size: i64,
         except: i64,
     ) -> Result<bool, StoreError> {
+        // EXISTS, not COUNT: files of a common size are many, and one is enough.
         let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM files WHERE dataset = ? AND size = ? AND id != ?
-               AND state IN ('ready', 'batched', 'uploaded', 'done')",
+            "SELECT EXISTS (SELECT 1 FROM files WHERE dataset = ? AND size = ? AND id != ?
+               AND state IN ('ready', 'batched', 'uploaded', 'done'))",
         )
         .bind(dataset)
         .bind(size)
@@ -798,15 +799,27 @@ impl Store {
         if shas.is_empty() {
             return Ok(());
         }
+        // One statement per few hundred files: a statement is a round trip to SQLite's thread.
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        for (file_id, sha256) in shas {
-            sqlx::query("UPDATE files SET sha256 = ?, updated_at = ? WHERE id = ?")
-                .bind(sha256)
-                .bind(now)
-                .bind(file_id)
-                .execute(&mut *tx)
-                .await?;
+        for part in shas.chunks(400) {
+            let mut q =
+                sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE files SET sha256 = CASE id");
+            for (file_id, sha256) in part {
+                q.push(" WHEN ")
+                    .push_bind(*file_id)
+                    .push(" THEN ")
+                    .push_bind(sha256);
+            }
+            q.push(" END, updated_at = ")
+                .push_bind(now)
+                .push(" WHERE id IN (");
+            let mut ids = q.separated(", ");
+            for (file_id, _) in part {
+                ids.push_bind(*file_id);
+            }
+            q.push(")");
+            q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -869,16 +882,21 @@ impl Store {
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
-        for id in file_ids {
-            sqlx::query(
-                "UPDATE files SET state = 'batched', batch_id = ?, uploaded_bytes = 0, sent = 0, updated_at = ?
-                 WHERE id = ? AND state = 'ready'",
-            )
-            .bind(batch_id)
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        // A statement per few hundred files, not per file (each is a round trip to SQLite).
+        for part in file_ids.chunks(500) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "UPDATE files SET state = 'batched', batch_id = ",
+            );
+            q.push_bind(batch_id)
+                .push(", uploaded_bytes = 0, sent = 0, updated_at = ")
+                .push_bind(now)
+                .push(" WHERE state = 'ready' AND id IN (");
+            let mut ids = q.separated(", ");
+            for id in part {
+                ids.push_bind(*id);
+            }
+            q.push(")");
+            q.build().execute(&mut *tx).await?;
         }
         sqlx::query("INSERT INTO events (at, batch_id, kind, detail) VALUES (?, ?, 'sealed', ?)")
             .bind(now)

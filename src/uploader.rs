@@ -295,7 +295,18 @@ impl Uploader {
             .filter(|f| f.state == file_state::BATCHED)
             .collect();
         let mut set = JoinSet::new();
+        let mut worst: Option<StepError> = None;
+        // Failures are only counted when a drive ends, so a batch with none at its start has
+        // no run of failures for this drive's progress to end: no write per file for it.
+        let failures_to_clear = Arc::new(std::sync::atomic::AtomicBool::new(
+            b.attempts > 0 || b.first_error_at.is_some(),
+        ));
         for f in files {
+            // Finished uploads are reaped as we go: a batch of 1,500 files would otherwise
+            // keep 1,500 finished tasks in memory until the last one is spawned.
+            while let Some(r) = set.try_join_next() {
+                absorb(&mut worst, r.expect("upload task panicked"))?;
+            }
             let permit = self
                 .slots
                 .clone()
@@ -306,6 +317,7 @@ impl Uploader {
                 break;
             }
             let job = FileJob {
+                failures_to_clear: failures_to_clear.clone(),
                 store: self.store.clone(),
                 api: self.api.clone(),
                 upload: self.upload.clone(),
@@ -319,14 +331,8 @@ impl Uploader {
                 r
             });
         }
-        let mut worst: Option<StepError> = None;
         while let Some(r) = set.join_next().await {
-            match r.expect("upload task panicked") {
-                Ok(()) => {}
-                // A file we have sent bytes of changed: nothing else of this batch matters.
-                Err(e @ StepError::Tainted(_)) => return Err(e),
-                Err(e) => worst = Some(graver(worst, e)),
-            }
+            absorb(&mut worst, r.expect("upload task panicked"))?;
         }
         if let Some(e) = worst {
             return Err(e);
@@ -520,6 +526,8 @@ impl Uploader {
 
 /// One file's transfer into one remote batch.
 struct FileJob {
+    /// The batch's run of failures still has to be ended by the first progress of this drive.
+    failures_to_clear: Arc<std::sync::atomic::AtomicBool>,
     store: Store,
     api: ApiClient,
     upload: Upload,
@@ -610,9 +618,16 @@ impl FileJob {
     }
 
     async fn progress(&self, f: &FileRow) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
         match f.batch_id {
-            Some(id) => self.store.note_progress(id).await,
-            None => Ok(()),
+            Some(id) if self.failures_to_clear.swap(false, Ordering::SeqCst) => {
+                let noted = self.store.note_progress(id).await;
+                if noted.is_err() {
+                    self.failures_to_clear.store(true, Ordering::SeqCst);
+                }
+                noted
+            }
+            _ => Ok(()),
         }
     }
 
@@ -721,6 +736,20 @@ impl FileJob {
             .complete_file(&self.batch, &self.dataset, &f.rel_path)
             .await?;
         Ok(finish(hasher))
+    }
+}
+
+/// Folds one file's upload outcome into the batch's: a tainted batch stops at once (a file
+/// we have sent bytes of changed: nothing else of this batch matters); other errors keep the
+/// gravest.
+fn absorb(worst: &mut Option<StepError>, r: Result<(), StepError>) -> Result<(), StepError> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(e @ StepError::Tainted(_)) => Err(e),
+        Err(e) => {
+            *worst = Some(graver(worst.take(), e));
+            Ok(())
+        }
     }
 }
 
