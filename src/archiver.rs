@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AfterSuccess, Watch};
-use crate::store::{BatchRow, FileRow, Store, StoreError, batch_state, file_state};
+use crate::store::{BatchRow, FileRow, Finalized, Store, StoreError, batch_state, file_state};
 use crate::watcher::Identity;
 
 pub struct Archiver {
@@ -95,6 +95,11 @@ impl Archiver {
             };
             after = last.id;
             let mut batches: HashMap<i64, BatchRow> = HashMap::new();
+            // The facts of a page's finished files are recorded together at its end: one
+            // transaction, not a round trip per file. A crash before that repeats their
+            // receipts on the next pass (each move's intent, `final_path`, is already
+            // recorded, and a moved file is recognised there).
+            let mut finished = Vec::new();
             for f in &files {
                 let batch = match f.batch_id {
                     Some(id) => {
@@ -106,23 +111,34 @@ impl Archiver {
                     None => None,
                 };
                 match self.finalize(f, batch).await {
-                    Ok(true) => pass.done += 1,
-                    Ok(false) => {}
-                    Err(FinalizeError::Store(e)) => return Err(e),
+                    Ok(Some(done)) => {
+                        finished.push(done);
+                        pass.done += 1;
+                    }
+                    Ok(None) => {}
+                    Err(FinalizeError::Store(e)) => {
+                        let _ = self.store.mark_finalized_many(&finished).await;
+                        return Err(e);
+                    }
                     Err(FinalizeError::Io(e)) => {
                         tracing::debug!(file = %f.rel_path, dataset = %f.dataset, "cannot finish this file: {e}");
                         pass.stuck.push(format!("{}: {e}", f.rel_path));
                     }
                 }
             }
+            self.store.mark_finalized_many(&finished).await?;
         }
     }
 
-    /// Moves one file and writes its receipt; false when it is left for later (its watch is no
-    /// longer in the config).
-    async fn finalize(&self, f: &FileRow, batch: Option<&BatchRow>) -> Result<bool, FinalizeError> {
+    /// Moves one file and writes its receipt; returns the fact to record, or None when it is
+    /// left for later (its watch is no longer in the config).
+    async fn finalize(
+        &self,
+        f: &FileRow,
+        batch: Option<&BatchRow>,
+    ) -> Result<Option<Finalized>, FinalizeError> {
         let Some(watch) = self.watches.read().unwrap().get(&f.watch).cloned() else {
-            return Ok(false);
+            return Ok(None);
         };
         let watch = &watch;
         let succeeded =
@@ -259,15 +275,12 @@ impl Archiver {
         .map_err(|e| {
             FinalizeError::Io(format!("writing receipt {}: {e}", receipt_path.display()))
         })?;
-        let detail = format!("{status}; receipt {}", receipt_path.display());
-        self.store
-            .mark_finalized(
-                f.id,
-                final_state,
-                dest.as_deref().map(|p| p.to_string_lossy()).as_deref(),
-                &detail,
-            )
-            .await?;
+        let done = Finalized {
+            file_id: f.id,
+            state: final_state.to_owned(),
+            final_path: dest.as_deref().map(|p| p.to_string_lossy().into_owned()),
+            detail: format!("{status}; receipt {}", receipt_path.display()),
+        };
         let counter = match final_state {
             file_state::DONE => crate::telemetry::FILES_INGESTED,
             file_state::DUPLICATE => crate::telemetry::FILES_DUPLICATE,
@@ -278,7 +291,7 @@ impl Archiver {
             file = %f.rel_path, dataset = %f.dataset,
             batch = batch.map(|b| b.label()).unwrap_or_default(), status, "file finished; {}", receipt_path.display()
         );
-        Ok(true)
+        Ok(Some(done))
     }
 
     /// A file that grew after its content was ingested starts with exactly the ingested bytes:

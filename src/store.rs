@@ -281,6 +281,18 @@ pub struct BatchProgress {
     pub bytes_uploaded: i64,
 }
 
+/// A file's end, as the archiver reports it for recording.
+#[derive(Debug, Clone)]
+pub struct Finalized {
+    pub file_id: i64,
+    /// `done`, `failed` or `duplicate`.
+    pub state: String,
+    /// Where it was moved, if it was.
+    pub final_path: Option<String>,
+    /// The event's text (status and receipt path).
+    pub detail: String,
+}
+
 /// What `record_ready` did with a file.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Recorded {
@@ -1318,6 +1330,53 @@ impl Store {
             .execute(&self.pool)
             .await?;
         self.event(Some(file_id), None, "finalized", detail).await
+    }
+
+    /// [`Store::mark_finalized`] for a page of files, in one transaction.
+    pub async fn mark_finalized_many(&self, done: &[Finalized]) -> Result<(), StoreError> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        for part in done.chunks(200) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "UPDATE files SET finalized = 1, updated_at = ",
+            );
+            q.push_bind(now).push(", state = CASE id");
+            for d in part {
+                q.push(" WHEN ")
+                    .push_bind(d.file_id)
+                    .push(" THEN ")
+                    .push_bind(&d.state);
+            }
+            q.push(" END, final_path = CASE id");
+            for d in part {
+                q.push(" WHEN ")
+                    .push_bind(d.file_id)
+                    .push(" THEN ")
+                    .push_bind(&d.final_path);
+            }
+            q.push(" END WHERE id IN (");
+            let mut ids = q.separated(", ");
+            for d in part {
+                ids.push_bind(d.file_id);
+            }
+            q.push(")");
+            q.build().execute(&mut *tx).await?;
+            let mut events = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO events (at, file_id, kind, detail) ",
+            );
+            events.push_values(part, |mut row, d| {
+                row.push_bind(now)
+                    .push_bind(d.file_id)
+                    .push("'finalized'")
+                    .push_bind(&d.detail);
+            });
+            events.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     pub async fn file(&self, id: i64) -> Result<Option<FileRow>, StoreError> {

@@ -57,6 +57,10 @@ fn soak() -> bool {
 struct Proc {
     child: Child,
     log: PathBuf,
+    /// The log's length when this process was started (the log is shared by restarts).
+    log_start: usize,
+    /// The line it logs once it handles signals, if any.
+    ready_line: Option<&'static str>,
 }
 
 impl Proc {
@@ -99,8 +103,22 @@ impl Proc {
         }
     }
 
-    /// SIGTERM, and the graceful exit must be a success.
+    /// SIGTERM, and the graceful exit must be a success. A process that has only just been
+    /// started (everything may be done already) is first let up to where it handles signals:
+    /// a SIGTERM before that kills it, which is not what is being checked.
     async fn stop(mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while let Some(ready) = self.ready_line
+            && self.alive()
+            && Instant::now() < deadline
+        {
+            let log = std::fs::read(&self.log).unwrap_or_default();
+            let ours = String::from_utf8_lossy(log.get(self.log_start..).unwrap_or_default());
+            if ours.contains(ready) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         self.signal(libc::SIGTERM);
         let status = self.wait_exit(60).await;
         assert!(status.success(), "graceful stop exits 0, got {status:?}");
@@ -145,9 +163,12 @@ fn spawn_cmd(mut cmd: Command, config: &Path, env: &[(&str, &str)]) -> Proc {
     for (k, v) in env {
         cmd.env(k, v);
     }
+    let log_start = std::fs::metadata(&log).map_or(0, |m| m.len() as usize);
     Proc {
         child: cmd.spawn().expect("batchdrop binary runs"),
         log,
+        log_start,
+        ready_line: Some("batchdrop running"),
     }
 }
 
@@ -1082,6 +1103,8 @@ impl EmulatorProc {
         self.proc = Some(Proc {
             child: cmd.spawn().unwrap(),
             log,
+            log_start: 0,
+            ready_line: None,
         });
         let http = reqwest::Client::new();
         let url = format!("{}/emulator/stats", self.url());
