@@ -504,15 +504,7 @@ impl Watcher {
             if recorded {
                 woke = true;
             } else {
-                // An older version is still in flight: look again after another `settle`.
-                self.candidates.insert(
-                    rel,
-                    Candidate {
-                        since: Instant::now(),
-                        hinted: false,
-                        ..c
-                    },
-                );
+                self.defer(rel, c);
             }
         }
         if !plain.is_empty() {
@@ -551,21 +543,24 @@ impl Watcher {
                 Recorded::Known => {}
                 Recorded::Deferred => {
                     tracing::debug!(file = %rel, dataset = %file.dataset, "a new version waits for the one in flight to finish");
-                    // An older version is still in flight: look again after another `settle`.
-                    self.candidates.insert(
-                        rel,
-                        Candidate {
-                            since: Instant::now(),
-                            hinted: false,
-                            ..c
-                        },
-                    );
+                    self.defer(rel, c);
                     continue;
                 }
             }
             self.recorded.insert(rel, c.identity);
         }
         Ok(new)
+    }
+
+    /// An older version of `rel` is still in flight: look at this one again after another
+    /// `settle`.
+    fn defer(&mut self, rel: String, c: Candidate) {
+        let c = Candidate {
+            since: Instant::now(),
+            hinted: false,
+            ..c
+        };
+        self.candidates.insert(rel, c);
     }
 
     /// Why the file `rel` cannot be ingested whatever its content: a name the platform would
