@@ -844,8 +844,29 @@ async fn bad_files_each_get_a_receipt_saying_what_and_where_and_the_rest_flows()
     let _one_at_a_time = SERIAL.lock().await;
     let seed = seed("bad_files");
     let mut rng = StdRng::seed_from_u64(seed);
+    // The dataset has a schema (every good file meets it), so that rows violating it are bad
+    // files too.
+    let schema_dir = tempfile::tempdir().unwrap();
+    let schema_file = schema_dir.path().join("people.schema.json");
+    std::fs::write(
+        &schema_file,
+        r#"{"$id": "https://ns.adobe.com/test/schemas/people", "title": "people", "type": "object",
+            "properties": {"id": {"type": "integer", "minimum": 0}, "name": {"type": "string"}},
+            "required": ["id"]}"#,
+    )
+    .unwrap();
     // A little latency on every request, so that a file can be changed while it is uploaded.
     let env = Env::with_emulator(EmulatorConfig {
+        schemas: vec![batchdrop::emulator::SchemaSeed {
+            file: schema_file,
+            ..Default::default()
+        }],
+        datasets: vec![batchdrop::emulator::DatasetSeed {
+            id: DATASET.into(),
+            name: "test dataset".into(),
+            schema: "people".into(),
+            ..Default::default()
+        }],
         processing_delay_ms: 300,
         faults: FaultConfig {
             seed,
@@ -877,6 +898,14 @@ async fn bad_files_each_get_a_receipt_saying_what_and_where_and_the_rest_flows()
             p[..p.len() / 2].to_vec()
         }),
         ("empty.json", Vec::new()),
+        (
+            "schema_type.json",
+            b"{\"id\": 1, \"name\": \"ok\"}\n{\"id\": \"seven\", \"name\": \"x\"}\n".to_vec(),
+        ),
+        (
+            "schema_required.json",
+            b"{\"id\": 2, \"name\": \"ok\"}\n{\"name\": \"no id\"}\n".to_vec(),
+        ),
     ];
 
     // Changed while uploading: large files (chunked) caught mid-upload, one at a time so that
@@ -1008,6 +1037,21 @@ async fn bad_files_each_get_a_receipt_saying_what_and_where_and_the_rest_flows()
             &["truncated.parquet", "not a valid Parquet file"],
         ),
         ("empty.json", &["empty.json", "0 bytes"]),
+        (
+            "schema_type.json",
+            &[
+                "schema_type.json' row 2: /id",
+                "cannot be converted to an integer",
+            ],
+        ),
+        (
+            "schema_required.json",
+            &[
+                "schema_required.json' row 2: /id",
+                "required field is missing",
+                "INGEST-1555",
+            ],
+        ),
         ("deleted.json", &["deleted.json", "deleted"]),
         ("appended.json", &["appended.json", "grew"]),
     ];
