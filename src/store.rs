@@ -564,13 +564,8 @@ impl Store {
 
     /// Records a file that became stable. A version already known (same path and identity, in
     /// any state) is not queued again; a queued-but-unbatched record of the same path whose
-    /// content changed is updated in place.
-    pub async fn record_ready(&self, f: &NewFile) -> Result<Recorded, StoreError> {
-        self.record_ready_with(f, None).await
-    }
-
-    /// [`Store::record_ready`], with the replay its `.replay` sidecar asks for set in the same
-    /// transaction: the batcher can never see the file without it.
+    /// content changed is updated in place. The replay its `.replay` sidecar asks for is set
+    /// in the same transaction: the batcher can never see the file without it.
     pub async fn record_ready_with(
         &self,
         f: &NewFile,
@@ -582,7 +577,7 @@ impl Store {
         Ok(recorded)
     }
 
-    /// [`Store::record_ready`] for several files in one transaction: one commit (one WAL
+    /// [`Store::record_ready_with`] (no replay) for several files in one transaction: one commit (one WAL
     /// append) instead of one per file, which was most of the cost of queueing a backlog.
     /// Outcomes are in the order of `files`.
     ///
@@ -834,16 +829,6 @@ impl Store {
             q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(())
-    }
-
-    pub async fn set_sha(&self, file_id: i64, sha256: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE files SET sha256 = ?, updated_at = ? WHERE id = ?")
-            .bind(sha256)
-            .bind(now_ms())
-            .bind(file_id)
-            .execute(&self.pool)
-            .await?;
         Ok(())
     }
 
