@@ -224,6 +224,7 @@ access_token_file = "$T/token"
 [upload]
 large_file_threshold = $((B2_THRESHOLD_MIB * MIB))
 chunk_size = $((B2_CHUNK_MIB * MIB))
+concurrency = ${UPLOAD_CONCURRENCY:-4}
 [defaults]
 settle = "$2"
 max_wait = "$3"

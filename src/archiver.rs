@@ -89,27 +89,27 @@ impl Archiver {
         let mut pass = Pass::default();
         let mut after = 0;
         loop {
-            let files = self.store.files_to_finalize(after, 200).await?;
+            let mut files = self.store.files_to_finalize(after, 200).await?;
             let Some(last) = files.last() else {
                 return Ok(pass);
             };
             after = last.id;
             let mut batches: HashMap<i64, BatchRow> = HashMap::new();
+            for f in &files {
+                if let Some(id) = f.batch_id
+                    && let std::collections::hash_map::Entry::Vacant(e) = batches.entry(id)
+                {
+                    e.insert(self.store.batch(id).await?);
+                }
+            }
+            self.record_destinations(&mut files, &batches).await?;
             // The facts of a page's finished files are recorded together at its end: one
             // transaction, not a round trip per file. A crash before that repeats their
             // receipts on the next pass (each move's intent, `final_path`, is already
             // recorded, and a moved file is recognised there).
             let mut finished = Vec::new();
             for f in &files {
-                let batch = match f.batch_id {
-                    Some(id) => {
-                        if let std::collections::hash_map::Entry::Vacant(e) = batches.entry(id) {
-                            e.insert(self.store.batch(id).await?);
-                        }
-                        batches.get(&id)
-                    }
-                    None => None,
-                };
+                let batch = f.batch_id.and_then(|id| batches.get(&id));
                 match self.finalize(f, batch).await {
                     Ok(Some(done)) => {
                         finished.push(done);
@@ -130,6 +130,47 @@ impl Archiver {
         }
     }
 
+    /// Records where each file of the page that is to be moved will go (the moves' intents),
+    /// in one statement for the page rather than one per file. Names are chosen as
+    /// [`free_name`] does, and never twice in one page (two versions of one file may end in
+    /// the same page).
+    async fn record_destinations(
+        &self,
+        files: &mut [FileRow],
+        batches: &HashMap<i64, BatchRow>,
+    ) -> Result<(), StoreError> {
+        let watches = self.watches.read().unwrap().clone();
+        let mut claimed = std::collections::HashSet::new();
+        let mut intents = Vec::new();
+        for f in files.iter_mut().filter(|f| f.final_path.is_none()) {
+            let Some(watch) = watches.get(&f.watch) else {
+                continue;
+            };
+            let batch = f.batch_id.and_then(|id| batches.get(&id));
+            let (_, _, Action::Move(dir)) = fate(f, batch, watch) else {
+                continue;
+            };
+            let recorded = Identity {
+                dev: f.dev as u64,
+                ino: f.ino as u64,
+                size: f.size as u64,
+                mtime_ns: f.mtime_ns,
+            };
+            if !Identity::read(&f.abs_path()).is_ok_and(|now| now == recorded) {
+                continue; // not moved (see finalize)
+            }
+            let mut dest = free_name(&dir, &f.rel_path, f.id);
+            if !claimed.insert(dest.clone()) {
+                dest = id_name(&dir.join(&f.rel_path), f.id);
+                claimed.insert(dest.clone());
+            }
+            let dest = dest.to_string_lossy().into_owned();
+            intents.push((f.id, dest.clone()));
+            f.final_path = Some(dest);
+        }
+        self.store.set_final_paths(&intents).await
+    }
+
     /// Moves one file and writes its receipt; returns the fact to record, or None when it is
     /// left for later (its watch is no longer in the config).
     async fn finalize(
@@ -141,23 +182,9 @@ impl Archiver {
             return Ok(None);
         };
         let watch = &watch;
+        let (final_state, status, action) = fate(f, batch, watch);
         let succeeded =
             batch.is_some_and(|b| b.state == batch_state::SUCCESS) && f.state != file_state::FAILED;
-        let (final_state, status) = if f.state == file_state::DUPLICATE {
-            (file_state::DUPLICATE, "duplicate")
-        } else if succeeded {
-            (file_state::DONE, "success")
-        } else {
-            (file_state::FAILED, "failed")
-        };
-        let action = match status {
-            "failed" => Action::Move(watch.failed_dir.clone()),
-            _ => match watch.after_success {
-                AfterSuccess::Archive => Action::Move(watch.archive_dir.clone()),
-                AfterSuccess::Delete => Action::Delete,
-                AfterSuccess::Keep => Action::Keep,
-            },
-        };
         let receipt_dir = match &action {
             Action::Move(dir) => dir.clone(),
             _ => watch.archive_dir.clone(),
@@ -459,6 +486,33 @@ pub struct Pass {
     pub stuck: Vec<String>,
 }
 
+/// What becomes of a file whose batch ended: its final state, the receipt's status, and the
+/// move the watch's settings ask for.
+fn fate(
+    f: &FileRow,
+    batch: Option<&BatchRow>,
+    watch: &Watch,
+) -> (&'static str, &'static str, Action) {
+    let succeeded =
+        batch.is_some_and(|b| b.state == batch_state::SUCCESS) && f.state != file_state::FAILED;
+    let (final_state, status) = if f.state == file_state::DUPLICATE {
+        (file_state::DUPLICATE, "duplicate")
+    } else if succeeded {
+        (file_state::DONE, "success")
+    } else {
+        (file_state::FAILED, "failed")
+    };
+    let action = match status {
+        "failed" => Action::Move(watch.failed_dir.clone()),
+        _ => match watch.after_success {
+            AfterSuccess::Archive => Action::Move(watch.archive_dir.clone()),
+            AfterSuccess::Delete => Action::Delete,
+            AfterSuccess::Keep => Action::Keep,
+        },
+    };
+    (final_state, status, action)
+}
+
 enum Action {
     Move(PathBuf),
     Delete,
@@ -486,6 +540,11 @@ fn free_name(dir: &Path, rel: &str, id: i64) -> PathBuf {
     if !p.exists() {
         return p;
     }
+    id_name(&p, id)
+}
+
+/// `dir/name.ext` → `dir/name.ID.ext`: a name no other file of the store can want.
+fn id_name(p: &Path, id: i64) -> PathBuf {
     let name = p
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

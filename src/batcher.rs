@@ -271,15 +271,29 @@ impl Batcher {
             .collect();
         self.store.set_shas(&shas).await?;
 
+        // One look-up per dataset for the whole page (a page is one watch's, so usually one
+        // dataset). Ready files are not "batched" yet, so it never finds the files asking.
+        let mut shas: std::collections::HashMap<&str, Vec<&str>> = Default::default();
+        for f in ready.iter().filter(|f| f.replay_json.is_none()) {
+            if let Some(sha) = f.sha256.as_deref() {
+                shas.entry(f.dataset.as_str()).or_default().push(sha);
+            }
+        }
+        let mut earliest = std::collections::HashMap::new();
+        for (dataset, shas) in shas {
+            for (sha, f) in self.store.first_with_content(dataset, &shas).await? {
+                earliest.insert((dataset.to_owned(), sha), f);
+            }
+        }
         let mut keep = Vec::with_capacity(ready.len());
         for f in ready {
             if f.replay_json.is_none()
                 && let Some(sha) = &f.sha256
-                && let Some(earlier) = self.store.find_same_content(&f.dataset, sha, f.id).await?
+                && let Some(earlier) = earliest.get(&(f.dataset.clone(), sha.clone()))
                 && earlier.id < f.id
             {
                 tracing::info!(file = %f.rel_path, dataset = %f.dataset, earlier = %earlier.rel_path, "duplicate content, not ingested again");
-                self.store.mark_duplicate(f.id, &earlier).await?;
+                self.store.mark_duplicate(f.id, earlier).await?;
                 continue;
             }
             keep.push(f);

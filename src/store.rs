@@ -281,6 +281,15 @@ pub struct BatchProgress {
     pub bytes_uploaded: i64,
 }
 
+/// A file's transfer acknowledged by the platform, as the uploader reports it for recording.
+#[derive(Debug, Clone)]
+pub struct Uploaded {
+    pub file_id: i64,
+    /// SHA-256 of the bytes sent.
+    pub sha256: String,
+    pub size: i64,
+}
+
 /// A file's end, as the archiver reports it for recording.
 #[derive(Debug, Clone)]
 pub struct Finalized {
@@ -779,26 +788,39 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// The earlier file with this content in this dataset that was ingested or is on its way.
-    pub async fn find_same_content(
+    /// For each of `shas`, the first file of `dataset` (lowest id) whose content it is and
+    /// that counts as ingested or on its way: batched, uploaded or done, in a batch neither
+    /// reverted nor replaced (content of those is no longer in the dataset). One statement per
+    /// few hundred hashes: the batcher asks for a whole page of files at once.
+    pub async fn first_with_content(
         &self,
         dataset: &str,
-        sha256: &str,
-        except: i64,
-    ) -> Result<Option<FileRow>, StoreError> {
-        // Content of a reverted or replaced batch is no longer in the dataset: not a repeat.
-        Ok(sqlx::query_as(
-            "SELECT * FROM files WHERE dataset = ? AND sha256 = ? AND id != ?
-               AND state IN ('batched', 'uploaded', 'done')
-               AND (batch_id IS NULL OR batch_id NOT IN
-                    (SELECT id FROM batches WHERE state = 'reverted' OR replaced_by IS NOT NULL))
-             ORDER BY id LIMIT 1",
-        )
-        .bind(dataset)
-        .bind(sha256)
-        .bind(except)
-        .fetch_optional(&self.pool)
-        .await?)
+        shas: &[&str],
+    ) -> Result<std::collections::HashMap<String, FileRow>, StoreError> {
+        let mut found = std::collections::HashMap::new();
+        for part in shas.chunks(400) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "SELECT * FROM files WHERE id IN (SELECT MIN(id) FROM files WHERE dataset = ",
+            );
+            q.push_bind(dataset).push(" AND sha256 IN (");
+            let mut list = q.separated(", ");
+            for sha in part {
+                list.push_bind(*sha);
+            }
+            q.push(
+                ") AND state IN ('batched', 'uploaded', 'done')
+                   AND (batch_id IS NULL OR batch_id NOT IN
+                        (SELECT id FROM batches WHERE state = 'reverted' OR replaced_by IS NOT NULL))
+                 GROUP BY sha256)",
+            );
+            let rows: Vec<FileRow> = q.build_query_as().fetch_all(&self.pool).await?;
+            for f in rows {
+                if let Some(sha) = f.sha256.clone() {
+                    found.insert(sha, f);
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// Records the hashes of several files in one transaction.
@@ -1096,23 +1118,43 @@ impl Store {
         Ok(())
     }
 
-    pub async fn mark_uploaded(
-        &self,
-        file_id: i64,
-        sha256: &str,
-        size: i64,
-    ) -> Result<(), StoreError> {
+    /// The facts after several files' transfers, in one statement per few hundred files.
+    /// Only a file still `batched` moves on (one failed or superseded meanwhile stays so).
+    /// Deferring these facts a little is safe: a file not recorded as uploaded is PUT again
+    /// after a crash, and a PUT replaces the file on the platform.
+    pub async fn mark_uploaded_many(&self, done: &[Uploaded]) -> Result<(), StoreError> {
+        if done.is_empty() {
+            return Ok(());
+        }
         let now = now_ms();
-        sqlx::query(
-            "UPDATE files SET state = 'uploaded', sha256 = ?, uploaded_bytes = ?, updated_at = ?
-             WHERE id = ? AND state = 'batched'",
-        )
-        .bind(sha256)
-        .bind(size)
-        .bind(now)
-        .bind(file_id)
-        .execute(&self.pool)
-        .await?;
+        let mut tx = self.pool.begin().await?;
+        for part in done.chunks(200) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "UPDATE files SET state = 'uploaded', updated_at = ",
+            );
+            q.push_bind(now).push(", sha256 = CASE id");
+            for d in part {
+                q.push(" WHEN ")
+                    .push_bind(d.file_id)
+                    .push(" THEN ")
+                    .push_bind(&d.sha256);
+            }
+            q.push(" END, uploaded_bytes = CASE id");
+            for d in part {
+                q.push(" WHEN ")
+                    .push_bind(d.file_id)
+                    .push(" THEN ")
+                    .push_bind(d.size);
+            }
+            q.push(" END WHERE state = 'batched' AND id IN (");
+            let mut ids = q.separated(", ");
+            for d in part {
+                ids.push_bind(d.file_id);
+            }
+            q.push(")");
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -1290,6 +1332,33 @@ impl Store {
     }
 
     /// Records where a file is about to be moved (the intent before the move).
+    /// The intents of several moves (file id, destination), in one transaction.
+    pub async fn set_final_paths(&self, intents: &[(i64, String)]) -> Result<(), StoreError> {
+        if intents.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for part in intents.chunks(400) {
+            let mut q =
+                sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE files SET final_path = CASE id");
+            for (file_id, path) in part {
+                q.push(" WHEN ")
+                    .push_bind(*file_id)
+                    .push(" THEN ")
+                    .push_bind(path);
+            }
+            q.push(" END WHERE id IN (");
+            let mut ids = q.separated(", ");
+            for (file_id, _) in part {
+                ids.push_bind(*file_id);
+            }
+            q.push(")");
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub async fn set_final_path(&self, file_id: i64, path: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE files SET final_path = ? WHERE id = ?")
             .bind(path)

@@ -25,7 +25,9 @@ use crate::config::Upload;
 use crate::crashpoint;
 use crate::poller;
 use crate::retry;
-use crate::store::{BatchRow, FileRow, Store, StoreError, batch_state, file_state, now_ms};
+use crate::store::{
+    BatchRow, FileRow, Store, StoreError, Uploaded, batch_state, file_state, now_ms,
+};
 use crate::telemetry;
 use crate::watcher::Identity;
 
@@ -52,6 +54,11 @@ pub struct Uploader {
     pub upload: Upload,
     /// Limits concurrent file transfers across all batches.
     slots: Arc<Semaphore>,
+    /// Limits the batches whose files are being sent at once: the earliest batches get the
+    /// file slots and finish first, so the platform processes and the archiver finishes them
+    /// while later ones upload (sharing the slots among all batches would finish every batch
+    /// at the very end).
+    loading: Arc<Semaphore>,
     /// Batches being driven right now (one task per batch at a time).
     active: Mutex<HashSet<i64>>,
     pub wake: Arc<Notify>,
@@ -68,6 +75,7 @@ impl Uploader {
     ) -> Arc<Uploader> {
         Arc::new(Uploader {
             slots: Arc::new(Semaphore::new(upload.concurrency)),
+            loading: Arc::new(Semaphore::new(BATCHES_LOADING)),
             store,
             api,
             upload,
@@ -294,8 +302,15 @@ impl Uploader {
             .into_iter()
             .filter(|f| f.state == file_state::BATCHED)
             .collect();
+        let _turn = tokio::select! {
+            turn = self.loading.clone().acquire_owned() => turn.expect("never closed"),
+            _ = shutdown.cancelled() => return Err(StepError::Shutdown),
+        };
         let mut set = JoinSet::new();
         let mut worst: Option<StepError> = None;
+        // Acknowledged transfers are recorded a few dozen at a time, and always before this
+        // function returns (so a clean stop never sends a file again).
+        let mut facts: Vec<Uploaded> = Vec::new();
         // Failures are only counted when a drive ends, so a batch with none at its start has
         // no run of failures for this drive's progress to end: no write per file for it.
         let failures_to_clear = Arc::new(std::sync::atomic::AtomicBool::new(
@@ -305,7 +320,7 @@ impl Uploader {
             // Finished uploads are reaped as we go: a batch of 1,500 files would otherwise
             // keep 1,500 finished tasks in memory until the last one is spawned.
             while let Some(r) = set.try_join_next() {
-                absorb(&mut worst, r.expect("upload task panicked"))?;
+                self.reap(r, &mut worst, &mut facts).await?;
             }
             let permit = self
                 .slots
@@ -332,8 +347,9 @@ impl Uploader {
             });
         }
         while let Some(r) = set.join_next().await {
-            absorb(&mut worst, r.expect("upload task panicked"))?;
+            self.reap(r, &mut worst, &mut facts).await?;
         }
+        self.store.mark_uploaded_many(&facts).await?;
         if let Some(e) = worst {
             return Err(e);
         }
@@ -356,6 +372,33 @@ impl Uploader {
         self.store
             .set_batch_state(b.id, batch_state::COMPLETING, None, "COMPLETE sent")
             .await?;
+        Ok(())
+    }
+
+    /// Takes one finished transfer: its fact joins `facts` (written when there are enough),
+    /// its error joins `worst`. A tainted batch stops at once, after writing the facts so far.
+    async fn reap(
+        &self,
+        joined: Result<Result<Option<Uploaded>, StepError>, tokio::task::JoinError>,
+        worst: &mut Option<StepError>,
+        facts: &mut Vec<Uploaded>,
+    ) -> Result<(), StepError> {
+        let r = match joined.expect("upload task panicked") {
+            Ok(Some(fact)) => {
+                facts.push(fact);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = absorb(worst, r) {
+            self.store.mark_uploaded_many(facts).await?;
+            return Err(e);
+        }
+        if facts.len() >= FACTS_PER_WRITE {
+            self.store.mark_uploaded_many(facts).await?;
+            facts.clear();
+        }
         Ok(())
     }
 
@@ -537,7 +580,9 @@ struct FileJob {
 }
 
 impl FileJob {
-    async fn upload(&self, f: &FileRow) -> Result<(), StepError> {
+    /// Sends one file; returns the fact to record once it is acknowledged (None when the
+    /// file was failed or superseded instead, which is recorded here).
+    async fn upload(&self, f: &FileRow) -> Result<Option<Uploaded>, StepError> {
         let path = f.abs_path();
         let recorded = Identity {
             dev: f.dev as u64,
@@ -549,8 +594,8 @@ impl FileJob {
             Ok(now) if now == recorded => {}
             // Bytes of it may be in the batch already (a retry, or a restart): that is a
             // change during its upload.
-            Ok(_) if f.sent => return self.changed(f, "during its upload").await,
-            Ok(_) => return self.changed(f, "before its upload").await,
+            Ok(_) if f.sent => return self.changed(f, "during its upload").await.map(|()| None),
+            Ok(_) => return self.changed(f, "before its upload").await.map(|()| None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if f.sent {
                     let why = deleted_while_uploading(f, &self.batch);
@@ -560,7 +605,7 @@ impl FileJob {
                 self.store
                     .fail_file(f.id, &format!("{} was deleted before it could be uploaded; drop it again to ingest it", f.rel_path))
                     .await?;
-                return Ok(());
+                return Ok(None);
             }
             Err(e) => {
                 self.store
@@ -572,7 +617,7 @@ impl FileJob {
                         ),
                     )
                     .await?;
-                return Ok(());
+                return Ok(None);
             }
         }
         self.store.mark_sent(f.id).await?;
@@ -593,7 +638,7 @@ impl FileJob {
                     self.store.fail_file(f.id, &why).await?;
                     return Err(StepError::Tainted(why));
                 }
-                _ => return self.changed(f, "during its upload").await,
+                _ => return self.changed(f, "during its upload").await.map(|()| None),
             }
         }
         let sha = match sent {
@@ -604,7 +649,6 @@ impl FileJob {
             }
             Err(e) => return Err(e),
         };
-        self.store.mark_uploaded(f.id, &sha, f.size).await?;
         metrics::counter!(telemetry::BYTES_UPLOADED, "dataset" => self.dataset.clone())
             .increment(f.size as u64);
         metrics::counter!(telemetry::UPLOAD_SECONDS, "dataset" => self.dataset.clone())
@@ -614,7 +658,11 @@ impl FileJob {
             file = %f.rel_path, dataset = %self.dataset, batch = %self.batch,
             bytes = f.size, ms = started.elapsed().as_millis() as u64, "uploaded"
         );
-        Ok(())
+        Ok(Some(Uploaded {
+            file_id: f.id,
+            sha256: sha,
+            size: f.size,
+        }))
     }
 
     async fn progress(&self, f: &FileRow) -> Result<(), StoreError> {
@@ -645,6 +693,9 @@ impl FileJob {
     }
 
     async fn put_small(&self, f: &FileRow, path: &Path) -> Result<String, StepError> {
+        if f.size as u64 <= READ_WHOLE {
+            return self.put_from_memory(f, path).await;
+        }
         let hasher = Arc::new(Mutex::new(Sha256::new()));
         let file = tokio::fs::File::open(path)
             .await
@@ -655,6 +706,41 @@ impl FileJob {
             .await?;
         crashpoint::hit("put-sent");
         Ok(finish(hasher))
+    }
+
+    /// A small file is read and hashed in one trip to the blocking pool (a streamed body
+    /// costs a trip per read) and sent from memory.
+    async fn put_from_memory(&self, f: &FileRow, path: &Path) -> Result<String, StepError> {
+        let owned = path.to_owned();
+        let read = tokio::task::spawn_blocking(move || {
+            std::fs::read(owned).map(|bytes| {
+                let sha = format!("{:x}", Sha256::digest(&bytes));
+                (bytes::Bytes::from(bytes), sha)
+            })
+        })
+        .await
+        .expect("file read task panicked");
+        let (bytes, sha) = read.map_err(|e| io_fail(f, e))?;
+        if bytes.len() as u64 != f.size as u64 {
+            // The identity check after the transfer names it a change of the file.
+            return Err(StepError::Unreadable(format!(
+                "{} changed size while it was read ({} bytes, {} recorded)",
+                f.rel_path,
+                bytes.len(),
+                f.size
+            )));
+        }
+        self.api
+            .put_file(
+                &self.batch,
+                &self.dataset,
+                &f.rel_path,
+                memory_body(bytes),
+                f.size as u64,
+            )
+            .await?;
+        crashpoint::hit("put-sent");
+        Ok(sha)
     }
 
     /// INITIALIZE (if nothing arrived yet), then PATCH chunk by chunk from the prefix the
@@ -739,6 +825,13 @@ impl FileJob {
     }
 }
 
+/// Batches whose files are sent at the same time (see `Uploader::loading`): two, so that one
+/// batch's last slow file, or a large file, leaves the slots to the next batch.
+const BATCHES_LOADING: usize = 2;
+
+/// Acknowledged transfers recorded per statement (see `Store::mark_uploaded_many`).
+const FACTS_PER_WRITE: usize = 32;
+
 /// Folds one file's upload outcome into the batch's: a tainted batch stops at once (a file
 /// we have sent bytes of changed: nothing else of this batch matters); other errors keep the
 /// gravest.
@@ -805,6 +898,25 @@ where
             }
             chunk
         });
+    reqwest::Body::wrap_stream(stream)
+}
+
+/// Files up to this size are sent from memory (see `FileJob::put_from_memory`); at most
+/// `[upload] concurrency` of them are held at once.
+const READ_WHOLE: u64 = 1 << 20;
+
+/// A body of bytes already in memory, handed over in the pieces a streamed body would have
+/// (so that a crash in the middle of a body means the same for both).
+fn memory_body(bytes: bytes::Bytes) -> reqwest::Body {
+    const PIECE: usize = 256 * 1024;
+    let pieces: Vec<bytes::Bytes> = (0..bytes.len())
+        .step_by(PIECE)
+        .map(|at| bytes.slice(at..(at + PIECE).min(bytes.len())))
+        .collect();
+    let stream = futures::stream::iter(pieces).map(|piece| {
+        crashpoint::hit("mid-body");
+        Ok::<_, std::io::Error>(piece)
+    });
     reqwest::Body::wrap_stream(stream)
 }
 

@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use axum::body::Body;
-use futures::StreamExt;
 use bytes::Bytes;
+use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
 /// Checks a client's file path (already percent-decoded). Sub-folders are allowed; the path is
