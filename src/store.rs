@@ -1331,7 +1331,6 @@ impl Store {
         .await?)
     }
 
-    /// Records where a file is about to be moved (the intent before the move).
     /// The intents of several moves (file id, destination), in one transaction.
     pub async fn set_final_paths(&self, intents: &[(i64, String)]) -> Result<(), StoreError> {
         if intents.is_empty() {
@@ -1359,6 +1358,7 @@ impl Store {
         Ok(())
     }
 
+    /// Records where a file is about to be moved (the intent before the move).
     pub async fn set_final_path(&self, file_id: i64, path: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE files SET final_path = ? WHERE id = ?")
             .bind(path)

@@ -394,6 +394,31 @@ async fn count_other_files(state: &AppState, batch_id: &str, path: &str) -> ApiR
     Ok((n as u64, bytes as u64))
 }
 
+/// What a batch holds besides one path, and whether it holds that path: one look-up (the
+/// `files_batch_sizes` index covers it) for the limits checked on every PUT.
+struct Usage {
+    others: u64,
+    other_bytes: u64,
+    has_path: bool,
+}
+
+async fn batch_usage(state: &AppState, batch_id: &str, path: &str) -> ApiResult<Usage> {
+    let (others, other_bytes, has_path): (i64, i64, i64) = sqlx::query_as(
+        "SELECT COALESCE(SUM(path != ?1), 0), COALESCE(SUM(CASE WHEN path != ?1 THEN size END), 0),
+                COALESCE(MAX(path = ?1), 0)
+         FROM files WHERE batch_id = ?2",
+    )
+    .bind(path)
+    .bind(batch_id)
+    .fetch_one(&state.store.pool)
+    .await?;
+    Ok(Usage {
+        others: others as u64,
+        other_bytes: other_bytes as u64,
+        has_path: has_path != 0,
+    })
+}
+
 fn check_file_count(state: &AppState, batch_id: &str, others: u64) -> ApiResult<()> {
     let max = state.config.limits.max_files_per_batch;
     if others + 1 > max {
@@ -467,12 +492,16 @@ pub async fn put_file(
         )));
     }
     loading_batch(&state, &t).await?;
-    let (others, other_bytes) = count_other_files(&state, &t.batch_id, &t.path).await?;
-    let existing = state.store.file(&t.batch_id, &t.path).await?;
-    if existing.is_none() {
-        check_file_count(&state, &t.batch_id, others)?;
+    let usage = batch_usage(&state, &t.batch_id, &t.path).await?;
+    if !usage.has_path {
+        check_file_count(&state, &t.batch_id, usage.others)?;
     }
-    check_batch_bytes(&state, &t.batch_id, other_bytes, declared.unwrap_or(0))?;
+    check_batch_bytes(
+        &state,
+        &t.batch_id,
+        usage.other_bytes,
+        declared.unwrap_or(0),
+    )?;
 
     let tmp = state.store.tmp_path();
     let got = receive_to_file(body, &tmp, limit, declared, false)
@@ -504,18 +533,31 @@ pub async fn put_file(
 /// whether the file is new.
 async fn commit_put(state: &AppState, t: &Target, tmp: &PathBuf, len: u64) -> ApiResult<bool> {
     loading_batch(state, t).await?;
-    let (others, other_bytes) = count_other_files(state, &t.batch_id, &t.path).await?;
-    let existing = state.store.file(&t.batch_id, &t.path).await?;
+    let usage = batch_usage(state, &t.batch_id, &t.path).await?;
+    let existing = match usage.has_path {
+        true => state.store.file(&t.batch_id, &t.path).await?,
+        false => None,
+    };
     if existing.is_none() {
-        check_file_count(state, &t.batch_id, others)?;
+        check_file_count(state, &t.batch_id, usage.others)?;
     }
-    check_batch_bytes(state, &t.batch_id, other_bytes, len)?;
+    check_batch_bytes(state, &t.batch_id, usage.other_bytes, len)?;
     let file_id = existing
         .as_ref()
         .map(|f| f.id.clone())
         .unwrap_or_else(|| ulid::Ulid::new().to_string());
-    tokio::fs::create_dir_all(state.store.batch_dir(&t.batch_id)).await?;
-    tokio::fs::rename(tmp, state.store.file_path(&t.batch_id, &file_id)).await?;
+    let (dir, tmp, dest) = (
+        state.store.batch_dir(&t.batch_id),
+        tmp.clone(),
+        state.store.file_path(&t.batch_id, &file_id),
+    );
+    // One trip to the blocking pool for both.
+    tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(dir)?;
+        std::fs::rename(tmp, dest)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("file store task failed: {e}")))??;
     let now = now_ms();
     sqlx::query(
         "INSERT INTO files (id, batch_id, path, kind, state, size, created, updated)

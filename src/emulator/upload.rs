@@ -127,6 +127,11 @@ async fn receive_inner(
     expected: Option<u64>,
     hash: bool,
 ) -> Result<Received, ReceiveError> {
+    if let Some(exp) = expected
+        && exp <= IN_MEMORY.min(limit)
+    {
+        return receive_small(body, dest, exp, hash).await;
+    }
     // The network side and the disk side run on different threads, joined by a short queue of
     // the body's frames (hyper's own buffers, not copies): writing and hashing one frame
     // overlaps receiving the next, and a slow disk holds the client back through the queue
@@ -173,6 +178,43 @@ async fn receive_inner(
             got: len,
         });
     }
+    Ok(Received { len, sha256 })
+}
+
+/// Bodies announced at this size or less are gathered in memory and written in one go: a
+/// writer thread per request costs more than it saves for a few kilobytes.
+const IN_MEMORY: u64 = 256 * 1024;
+
+async fn receive_small(
+    body: Body,
+    dest: &Path,
+    expected: u64,
+    hash: bool,
+) -> Result<Received, ReceiveError> {
+    let mut bytes = Vec::with_capacity(expected as usize);
+    let mut stream = body.into_data_stream();
+    while let Some(frame) = stream.next().await {
+        let frame = frame.map_err(|e| ReceiveError::Client(e.to_string()))?;
+        if (bytes.len() + frame.len()) as u64 > expected {
+            return Err(ReceiveError::Length {
+                expected,
+                got: (bytes.len() + frame.len()) as u64,
+            });
+        }
+        bytes.extend_from_slice(&frame);
+    }
+    let len = bytes.len() as u64;
+    if len != expected {
+        return Err(ReceiveError::Length { expected, got: len });
+    }
+    let path = dest.to_owned();
+    let sha256 = tokio::task::spawn_blocking(move || {
+        std::fs::write(&path, &bytes)?;
+        Ok::<_, std::io::Error>(hash.then(|| hex(&Sha256::digest(&bytes))))
+    })
+    .await
+    .map_err(|e| ReceiveError::Disk(std::io::Error::other(format!("writer task: {e}"))))?
+    .map_err(ReceiveError::Disk)?;
     Ok(Received { len, sha256 })
 }
 
