@@ -20,7 +20,9 @@ use super::stats::bump;
 use super::store::{
     BatchRow, ChunkRow, FILE_COMPLETE, FILE_UPLOADING, FileRow, KIND_LARGE, KIND_PUT, now_ms,
 };
-use super::upload::{ReceiveError, parse_content_range, receive_to_file, validate_file_path};
+use super::upload::{
+    BodyKind, ReceiveError, parse_content_range, receive_to_file, validate_file_path,
+};
 
 pub const LOADING: &str = "loading";
 pub const STAGING: &str = "staging";
@@ -504,7 +506,7 @@ pub async fn put_file(
     )?;
 
     let tmp = state.store.tmp_path();
-    let got = receive_to_file(body, &tmp, limit, declared, false)
+    let got = receive_to_file(body, &tmp, limit, declared, BodyKind::File)
         .await
         .map_err(|e| receive_error(e, &format!("file {}", t.path)))?;
 
@@ -674,17 +676,16 @@ async fn complete_file(state: &AppState, t: &Target) -> ApiResult<Response> {
     let (_, other_bytes) = count_other_files(state, &t.batch_id, &t.path).await?;
     check_batch_bytes(state, &t.batch_id, other_bytes, plan.total)?;
 
-    let parts: Vec<(ChunkRow, PathBuf)> = chunks
-        .iter()
-        .map(|c| (c.clone(), state.store.part_path(&f.id, c.seq)))
-        .collect();
-    let tmp = state.store.tmp_path();
-    let tmp2 = tmp.clone();
-    let assembled = tokio::task::spawn_blocking(move || assemble(&parts, &tmp2))
+    let sources = sources_of(state, &f.id, &chunks);
+    let data = state.store.data_path(&f.id);
+    tokio::fs::create_dir_all(state.store.parts_dir(&f.id)).await?;
+    let data2 = data.clone();
+    let total = plan.total;
+    let assembled = tokio::task::spawn_blocking(move || assemble(&sources, &data2, total))
         .await
         .map_err(|e| ApiError::internal(format!("assembly task failed: {e}")))?;
     if let Err(e) = assembled {
-        let _ = tokio::fs::remove_file(&tmp).await;
+        // Nothing was written: the chunks stay as they are, for a chunk that resolves it.
         return Err(match e {
             AssembleError::Conflict(msg) => ApiError::bad_request(format!(
                 "file {} of batch {}: {msg}; re-send one chunk covering both ranges with the right bytes (it replaces them)",
@@ -694,7 +695,7 @@ async fn complete_file(state: &AppState, t: &Target) -> ApiResult<Response> {
         });
     }
     tokio::fs::create_dir_all(state.store.batch_dir(&t.batch_id)).await?;
-    tokio::fs::rename(&tmp, state.store.file_path(&t.batch_id, &f.id)).await?;
+    tokio::fs::rename(&data, state.store.file_path(&t.batch_id, &f.id)).await?;
     sqlx::query("UPDATE files SET state = ?, size = ?, updated = ? WHERE id = ?")
         .bind(FILE_COMPLETE)
         .bind(plan.total as i64)
@@ -759,48 +760,108 @@ impl From<std::io::Error> for AssembleError {
     }
 }
 
-/// Concatenates the parts (sorted by start) into `dest`, checking that overlapping bytes agree.
-fn assemble(parts: &[(ChunkRow, PathBuf)], dest: &std::path::Path) -> Result<(), AssembleError> {
+/// Where a chunk's bytes are: a file, and the offset in the large file of that file's first
+/// byte (0 for the file's data, where chunks sit at their offsets; the chunk's start for a
+/// part of its own).
+#[derive(Debug, Clone)]
+struct Source {
+    path: PathBuf,
+    origin: u64,
+}
+
+impl Source {
+    /// Opens the source positioned at `pos` (an offset in the large file).
+    fn open_at(&self, pos: u64) -> std::io::Result<std::fs::File> {
+        use std::io::{Seek, SeekFrom};
+        let mut f = std::fs::File::open(&self.path)?;
+        f.seek(SeekFrom::Start(pos - self.origin))?;
+        Ok(f)
+    }
+}
+
+fn sources_of(state: &AppState, file_id: &str, chunks: &[ChunkRow]) -> Vec<(ChunkRow, Source)> {
+    chunks
+        .iter()
+        .map(|c| {
+            let source = match c.in_place {
+                true => Source {
+                    path: state.store.data_path(file_id),
+                    origin: 0,
+                },
+                false => Source {
+                    path: state.store.part_path(file_id, c.seq),
+                    origin: c.start as u64,
+                },
+            };
+            (c.clone(), source)
+        })
+        .collect()
+}
+
+/// Makes `data` the whole file: checks first that overlapping chunks agree (nothing is
+/// written if they do not), then copies the chunks kept in parts to their offsets (the
+/// chunks written in place are there already: the common case copies nothing).
+fn assemble(chunks: &[(ChunkRow, Source)], data: &std::path::Path, total: u64) -> Result<(), AssembleError> {
     use std::io::{Read, Seek, SeekFrom, Write};
-    let mut out = std::fs::File::create(dest)?;
-    let mut next = 0u64; // first byte not yet written
-    let mut prev: Option<&(ChunkRow, PathBuf)> = None;
-    for part in parts {
-        let (c, path) = part;
+    let mut next = 0u64; // first byte no earlier chunk covers (chunks are sorted by start)
+    for (i, (c, source)) in chunks.iter().enumerate() {
         let (s, e) = (c.start as u64, c.end_incl as u64);
-        // Overlap with what is already written: compare it.
         if s < next {
-            let overlap_end = e.min(next - 1);
-            let mut mine = std::fs::File::open(path)?;
-            let mut written = std::fs::File::open(dest)?;
-            written.seek(SeekFrom::Start(s))?;
-            if !same_bytes(&mut mine, &mut written, overlap_end - s + 1)? {
-                let other = prev
-                    .map(|(p, _)| format!("{}-{}", p.start, p.end_incl))
-                    .unwrap_or_default();
+            let upto = e.min(next - 1);
+            if !agrees_with(&chunks[..i], source, s, upto)? {
                 return Err(AssembleError::Conflict(format!(
-                    "chunk {s}-{e} overlaps chunk {other} with different bytes (a conflicting overlap)"
+                    "chunk {s}-{e} overlaps an earlier chunk with different bytes (a conflicting overlap)"
                 )));
             }
         }
-        if e + 1 > next {
-            let mut src = std::fs::File::open(path)?;
-            let skip = next.saturating_sub(s);
-            src.seek(SeekFrom::Start(skip))?;
-            out.seek(SeekFrom::Start(s + skip))?;
-            let n = std::io::copy(&mut (&mut src).take(e + 1 - (s + skip)), &mut out)?;
-            if n != e + 1 - (s + skip) {
-                return Err(AssembleError::Io(std::io::Error::other(format!(
-                    "chunk part {} is shorter than its range",
-                    path.display()
-                ))));
-            }
-            next = e + 1;
-        }
-        prev = Some(part);
+        next = next.max(e + 1);
     }
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(data)?;
+    for (c, source) in chunks.iter().filter(|(c, _)| !c.in_place) {
+        let (s, e) = (c.start as u64, c.end_incl as u64);
+        let mut src = source.open_at(s)?;
+        out.seek(SeekFrom::Start(s))?;
+        let n = std::io::copy(&mut (&mut src).take(e + 1 - s), &mut out)?;
+        if n != e + 1 - s {
+            return Err(AssembleError::Io(std::io::Error::other(format!(
+                "chunk part {} is shorter than its range",
+                source.path.display()
+            ))));
+        }
+    }
+    out.set_len(total)?;
     out.flush()?;
     Ok(())
+}
+
+/// Whether `mine` (a source of bytes `from..=to`) has the same bytes there as the chunks
+/// `earlier`, which cover that range.
+fn agrees_with(
+    earlier: &[(ChunkRow, Source)],
+    mine: &Source,
+    from: u64,
+    to: u64,
+) -> std::io::Result<bool> {
+    let mut pos = from;
+    while pos <= to {
+        let Some((c, theirs)) = earlier
+            .iter()
+            .filter(|(c, _)| c.start as u64 <= pos && c.end_incl as u64 >= pos)
+            .max_by_key(|(c, _)| c.end_incl)
+        else {
+            return Ok(false);
+        };
+        let upto = (c.end_incl as u64).min(to);
+        if !same_bytes(&mut mine.open_at(pos)?, &mut theirs.open_at(pos)?, upto - pos + 1)? {
+            return Ok(false);
+        }
+        pos = upto + 1;
+    }
+    Ok(true)
 }
 
 fn same_bytes(
@@ -871,19 +932,37 @@ pub async fn patch_file(
     check_patchable(&t, &f)?;
     check_total(&state, &f, total).await?;
 
-    let tmp = state.store.tmp_path();
-    let got = receive_to_file(body, &tmp, max, Some(len), true)
-        .await
-        .map_err(|e| receive_error(e, &format!("chunk {start}-{end} of file {}", t.path)))?;
-    let sha = got.sha256.unwrap_or_default();
-
-    let lock = state.batch_lock(&t.batch_id);
-    let guard = lock.lock().await;
     let acked = lost.is_none();
-    let result = commit_chunk(&state, &t, &tmp, (start, end, total), &sha, acked).await;
-    drop(guard);
-    let _ = tokio::fs::remove_file(&tmp).await;
-    let duplicate = result?;
+    let duplicate = match Reservation::take(&state, &t, &f.id, start, end).await? {
+        Some(reserved) => {
+            // The common case (each range once, in any order): straight to its offset.
+            tokio::fs::create_dir_all(state.store.parts_dir(&f.id)).await?;
+            let data = state.store.data_path(&f.id);
+            let got = receive_to_file(body, &data, max, Some(len), BodyKind::At(start))
+                .await
+                .map_err(|e| receive_error(e, &format!("chunk {start}-{end} of file {}", t.path)))?;
+            let lock = state.batch_lock(&t.batch_id);
+            let guard = lock.lock().await;
+            let result = commit_in_place(&state, &t, (start, end, total), got.ino, acked).await;
+            drop(guard);
+            drop(reserved);
+            result?
+        }
+        None => {
+            // It overlaps a stored chunk (a re-send, or a conflict for COMPLETE to find):
+            // kept apart until compared.
+            let tmp = state.store.tmp_path();
+            receive_to_file(body, &tmp, max, Some(len), BodyKind::Chunk)
+                .await
+                .map_err(|e| receive_error(e, &format!("chunk {start}-{end} of file {}", t.path)))?;
+            let lock = state.batch_lock(&t.batch_id);
+            let guard = lock.lock().await;
+            let result = commit_chunk(&state, &t, &tmp, (start, end, total), acked).await;
+            drop(guard);
+            let _ = tokio::fs::remove_file(&tmp).await;
+            result?
+        }
+    };
     bump(&state.counters.chunks_received);
     state
         .counters
@@ -898,6 +977,105 @@ pub async fn patch_file(
         axum::Json(json!({"name": t.path, "sizeInBytes": len})),
     )
         .into_response())
+}
+
+/// A range of a large file claimed for writing in place; given back when dropped.
+struct Reservation {
+    state: Arc<AppState>,
+    file_id: String,
+    range: (u64, u64),
+}
+
+impl Reservation {
+    /// Claims `start..=end` of the file's data if no stored chunk and no chunk being written
+    /// in place overlaps it; None otherwise.
+    async fn take(
+        state: &Arc<AppState>,
+        t: &Target,
+        file_id: &str,
+        start: u64,
+        end: u64,
+    ) -> ApiResult<Option<Reservation>> {
+        let lock = state.batch_lock(&t.batch_id);
+        let _guard = lock.lock().await;
+        let overlaps = |(s, e): (u64, u64)| s <= end && e >= start;
+        let chunks = state.store.chunks_of(file_id).await?;
+        if chunks
+            .iter()
+            .any(|c| overlaps((c.start as u64, c.end_incl as u64)))
+        {
+            return Ok(None);
+        }
+        let mut writing = state.writing_in_place.lock().expect("in-place ranges");
+        let ranges = writing.entry(file_id.to_owned()).or_default();
+        if ranges.iter().any(|r| overlaps(*r)) {
+            return Ok(None);
+        }
+        ranges.push((start, end));
+        Ok(Some(Reservation {
+            state: state.clone(),
+            file_id: file_id.to_owned(),
+            range: (start, end),
+        }))
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut writing = self.state.writing_in_place.lock().expect("in-place ranges");
+        if let Some(ranges) = writing.get_mut(&self.file_id) {
+            ranges.retain(|r| *r != self.range);
+            if ranges.is_empty() {
+                writing.remove(&self.file_id);
+            }
+        }
+    }
+}
+
+/// Under the batch lock: records a chunk written in place. The file's data must still be
+/// the one written to (an INITIALIZE of a new version meanwhile removed it).
+async fn commit_in_place(
+    state: &AppState,
+    t: &Target,
+    (start, end, total): (u64, u64, Option<u64>),
+    ino: u64,
+    acked: bool,
+) -> ApiResult<bool> {
+    use std::os::unix::fs::MetadataExt;
+    loading_batch(state, t).await?;
+    let f = large_file(state, t, "PATCH").await?;
+    check_patchable(t, &f)?;
+    check_total(state, &f, total).await?;
+    let data = state.store.data_path(&f.id);
+    if !tokio::fs::metadata(&data)
+        .await
+        .is_ok_and(|m| m.ino() == ino)
+    {
+        return Err(ApiError::bad_request(format!(
+            "file {} of batch {} was started again while chunk {start}-{end} arrived; send the chunk again",
+            t.path, t.batch_id
+        )));
+    }
+    let chunks = state.store.chunks_of(&f.id).await?;
+    let seq = chunks.iter().map(|c| c.seq).max().unwrap_or(0) + 1;
+    sqlx::query(
+        "INSERT INTO chunks (file_id, seq, start, end_incl, total, sha256, acked, in_place)
+         VALUES (?, ?, ?, ?, ?, '', ?, 1)",
+    )
+    .bind(&f.id)
+    .bind(seq)
+    .bind(start as i64)
+    .bind(end as i64)
+    .bind(total.map(|t| t as i64))
+    .bind(acked)
+    .execute(&state.store.pool)
+    .await?;
+    sqlx::query("UPDATE files SET updated = ? WHERE id = ?")
+        .bind(now_ms())
+        .bind(&f.id)
+        .execute(&state.store.pool)
+        .await?;
+    Ok(false)
 }
 
 fn check_patchable(t: &Target, f: &FileRow) -> ApiResult<()> {
@@ -935,7 +1113,6 @@ async fn commit_chunk(
     t: &Target,
     tmp: &PathBuf,
     (start, end, total): (u64, u64, Option<u64>),
-    sha: &str,
     acked: bool,
 ) -> ApiResult<bool> {
     loading_batch(state, t).await?;
@@ -944,16 +1121,12 @@ async fn commit_chunk(
     check_total(state, &f, total).await?;
     let chunks = state.store.chunks_of(&f.id).await?;
     if covered(&chunks, start, end) {
-        let exact = chunks
-            .iter()
-            .any(|c| c.start as u64 == start && c.end_incl as u64 == end && c.sha256 == sha);
-        let same = exact || {
-            let parts: Vec<(ChunkRow, PathBuf)> = chunks
-                .iter()
-                .map(|c| (c.clone(), state.store.part_path(&f.id, c.seq)))
-                .collect();
+        // Compared byte for byte: re-sent chunks are rare, and hashing every chunk to
+        // recognise them would slow every upload.
+        let same = {
+            let sources = sources_of(state, &f.id, &chunks);
             let tmp = tmp.clone();
-            tokio::task::spawn_blocking(move || range_matches(&tmp, start, end, &parts))
+            tokio::task::spawn_blocking(move || range_matches(&tmp, start, end, &sources))
                 .await
                 .map_err(|e| ApiError::internal(format!("compare task failed: {e}")))??
         };
@@ -987,7 +1160,7 @@ async fn commit_chunk(
     .bind(start as i64)
     .bind(end as i64)
     .bind(total.map(|t| t as i64))
-    .bind(sha)
+    .bind("") // no longer computed: see the comparison above
     .bind(acked)
     .execute(&state.store.pool)
     .await?;
@@ -1033,34 +1206,19 @@ fn covered(chunks: &[ChunkRow], start: u64, end: u64) -> bool {
     }
 }
 
-/// Whether the new chunk in `tmp` (covering start..=end) has the same bytes as the stored parts.
+/// Whether the new chunk in `tmp` (covering start..=end) has the same bytes as the stored
+/// chunks there.
 fn range_matches(
     tmp: &std::path::Path,
     start: u64,
     end: u64,
-    parts: &[(ChunkRow, PathBuf)],
+    chunks: &[(ChunkRow, Source)],
 ) -> std::io::Result<bool> {
-    use std::io::{Seek, SeekFrom};
-    let mut pos = start;
-    while pos <= end {
-        let Some((c, path)) = parts
-            .iter()
-            .filter(|(c, _)| c.start as u64 <= pos && c.end_incl as u64 >= pos)
-            .max_by_key(|(c, _)| c.end_incl)
-        else {
-            return Ok(false);
-        };
-        let upto = (c.end_incl as u64).min(end);
-        let mut mine = std::fs::File::open(tmp)?;
-        mine.seek(SeekFrom::Start(pos - start))?;
-        let mut theirs = std::fs::File::open(path)?;
-        theirs.seek(SeekFrom::Start(pos - c.start as u64))?;
-        if !same_bytes(&mut mine, &mut theirs, upto - pos + 1)? {
-            return Ok(false);
-        }
-        pos = upto + 1;
-    }
-    Ok(true)
+    let mine = Source {
+        path: tmp.to_owned(),
+        origin: start,
+    };
+    agrees_with(chunks, &mine, start, end)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1247,7 +1405,6 @@ mod tests {
             start,
             end_incl,
             total,
-            sha256: String::new(),
             acked: true,
         }
     }

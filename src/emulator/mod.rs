@@ -77,6 +77,9 @@ pub(crate) struct AppState {
     /// repeated too early.
     pub retry_after: Mutex<HashMap<String, std::time::Instant>>,
     batch_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Ranges of large files being written in place right now, by file id: no other chunk
+    /// may be written in place over them meanwhile.
+    pub writing_in_place: Mutex<HashMap<String, Vec<(u64, u64)>>>,
     pub work_tx: mpsc::UnboundedSender<String>,
     ids: Mutex<ulid::Generator>,
     pub shutdown: watch::Receiver<bool>,
@@ -160,6 +163,7 @@ impl Emulator {
             config,
             counters: Arc::new(Counters::default()),
             batch_locks: Mutex::new(HashMap::new()),
+            writing_in_place: Mutex::new(HashMap::new()),
             work_tx,
             ids: Mutex::new(ulid::Generator::new()),
             shutdown: shutdown_rx.clone(),

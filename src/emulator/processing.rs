@@ -41,7 +41,8 @@ pub async fn recover(store: &Store) -> Result<Vec<String>, EmulatorError> {
         }
     }
     // Chunk parts renamed into place but not recorded (stopped between the two): unknown to
-    // clients, so drop them.
+    // clients, so drop them. The file's data (chunks written in place) stays: bytes of a chunk
+    // not recorded there are simply not counted, and are overwritten when it is sent again.
     let parts = store.root.join("parts");
     if let Ok(dirs) = std::fs::read_dir(&parts) {
         for d in dirs.flatten() {
@@ -53,6 +54,9 @@ pub async fn recover(store: &Store) -> Result<Vec<String>, EmulatorError> {
             if let Ok(entries) = std::fs::read_dir(d.path()) {
                 for e in entries.flatten() {
                     let name = e.file_name().to_string_lossy().into_owned();
+                    if name == "data" {
+                        continue;
+                    }
                     let seq = name
                         .strip_suffix(".part")
                         .and_then(|s| s.parse::<i64>().ok());

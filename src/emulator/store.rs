@@ -7,7 +7,8 @@
 //! - `files/{batchId}/{fileId}.good`: its good rows only, when the batch was partially ingested
 //!   (what Data Access serves then).
 //! - `emulator.ims-key`: the key that signs the tokens of `/ims/token/v3` (mode 0600).
-//! - `parts/{fileId}/{seq}.part`: the chunks of a large file being uploaded.
+//! - `parts/{fileId}/data`: a large file being uploaded, each chunk at its offset;
+//!   `parts/{fileId}/{seq}.part`: its chunks that overlapped others, kept apart until COMPLETE.
 //! - `tmp/`: bodies being received; renamed into place when whole, emptied at start.
 //! - `emulator.lock`: held (flock) while an emulator uses the dir.
 //!
@@ -83,7 +84,7 @@ const SCHEMA: &[&str] = &[
         start INTEGER NOT NULL,
         end_incl INTEGER NOT NULL,
         total INTEGER,
-        sha256 TEXT NOT NULL,
+        sha256 TEXT NOT NULL, -- unused since chunks are compared byte for byte ('' now)
         acked INTEGER NOT NULL DEFAULT 1,
         PRIMARY KEY (file_id, seq)
     )",
@@ -124,6 +125,9 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("files", "served_size", "INTEGER"),
     // The identity field of an upsert dataset, when its config names one.
     ("datasets", "identity_field", "TEXT"),
+    // 1: the chunk's bytes are at their offsets in the file's data (`data_path`), not in a
+    // part of their own.
+    ("chunks", "in_place", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -202,7 +206,8 @@ pub struct ChunkRow {
     pub start: i64,
     pub end_incl: i64,
     pub total: Option<i64>,
-    pub sha256: String,
+    /// Whether the bytes are in the file's data at their offsets (else in the chunk's part).
+    pub in_place: bool,
     /// Whether the client was sent the 200 for this chunk.
     pub acked: bool,
 }
@@ -340,6 +345,11 @@ impl Store {
             .join("files")
             .join(batch_id)
             .join(format!("{file_id}.good"))
+    }
+    /// A large file's bytes as they arrive, each chunk at its offset (chunks that overlap
+    /// others wait in parts of their own).
+    pub fn data_path(&self, file_id: &str) -> PathBuf {
+        self.parts_dir(file_id).join("data")
     }
     pub fn part_path(&self, file_id: &str, seq: i64) -> PathBuf {
         self.parts_dir(file_id).join(format!("{seq}.part"))

@@ -6,7 +6,6 @@ use std::path::Path;
 use axum::body::Body;
 use bytes::Bytes;
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
 
 /// Checks a client's file path (already percent-decoded). Sub-folders are allowed; the path is
 /// only metadata (files are stored by id), but it is still held to the platform's rules.
@@ -99,25 +98,60 @@ pub enum ReceiveError {
     Disk(std::io::Error),
 }
 
-pub struct Received {
-    pub len: u64,
-    pub sha256: Option<String>,
+/// Where a body goes, which decides how it is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// A new file PUT whole: kept as it is, so its write-back starts while it arrives.
+    File,
+    /// A chunk kept apart until its file's COMPLETE (it overlaps another chunk).
+    Chunk,
+    /// A chunk written in place, at this offset of its file's data (which may exist already).
+    At(u64),
 }
 
-/// Streams `body` into `dest` (a temp file), counting bytes. On any error the temp file is
-/// removed.
+pub struct Received {
+    pub len: u64,
+    /// The inode written to (a chunk written in place counts only if its file's data is
+    /// still that inode when it is recorded).
+    pub ino: u64,
+}
+
+/// Streams `body` into `dest`, counting bytes. On any error a new file (`File`, `Chunk`) is
+/// removed; data written in place is left (its range is simply not recorded).
 pub async fn receive_to_file(
     body: Body,
     dest: &Path,
     limit: u64,
     expected: Option<u64>,
-    hash: bool,
+    into: BodyKind,
 ) -> Result<Received, ReceiveError> {
-    let result = receive_inner(body, dest, limit, expected, hash).await;
-    if result.is_err() {
+    let result = receive_inner(body, dest, limit, expected, into).await;
+    if result.is_err() && !matches!(into, BodyKind::At(_)) {
         let _ = tokio::fs::remove_file(dest).await;
     }
     result
+}
+
+/// Opens the file a body is written to, positioned where it goes.
+fn open_sink(dest: &Path, into: BodyKind) -> std::io::Result<std::fs::File> {
+    use std::io::{Seek, SeekFrom};
+    match into {
+        BodyKind::File | BodyKind::Chunk => std::fs::File::create(dest),
+        BodyKind::At(offset) => {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(dest)?;
+            file.seek(SeekFrom::Start(offset))?;
+            Ok(file)
+        }
+    }
+}
+
+fn inode(file: &std::fs::File) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(file.metadata()?.ino())
 }
 
 async fn receive_inner(
@@ -125,20 +159,20 @@ async fn receive_inner(
     dest: &Path,
     limit: u64,
     expected: Option<u64>,
-    hash: bool,
+    into: BodyKind,
 ) -> Result<Received, ReceiveError> {
     if let Some(exp) = expected
         && exp <= IN_MEMORY.min(limit)
     {
-        return receive_small(body, dest, exp, hash).await;
+        return receive_small(body, dest, exp, into).await;
     }
     // The network side and the disk side run on different threads, joined by a short queue of
-    // the body's frames (hyper's own buffers, not copies): writing and hashing one frame
-    // overlaps receiving the next, and a slow disk holds the client back through the queue
-    // instead of piling frames up in memory.
+    // the body's frames (hyper's own buffers, not copies): writing one frame overlaps
+    // receiving the next, and a slow disk holds the client back through the queue instead of
+    // piling frames up in memory.
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(QUEUED_FRAMES);
     let path = dest.to_owned();
-    let writer = tokio::task::spawn_blocking(move || write_frames(&path, rx, hash));
+    let writer = tokio::task::spawn_blocking(move || write_frames(&path, rx, into));
     let mut len = 0u64;
     let mut stream = body.into_data_stream();
     let received = async {
@@ -169,7 +203,7 @@ async fn receive_inner(
         .await
         .map_err(|e| ReceiveError::Disk(std::io::Error::other(format!("writer task: {e}"))))?;
     received?;
-    let sha256 = written.map_err(ReceiveError::Disk)?;
+    let ino = written.map_err(ReceiveError::Disk)?;
     if let Some(exp) = expected
         && len != exp
     {
@@ -178,7 +212,7 @@ async fn receive_inner(
             got: len,
         });
     }
-    Ok(Received { len, sha256 })
+    Ok(Received { len, ino })
 }
 
 /// Bodies announced at this size or less are gathered in memory and written in one go: a
@@ -189,7 +223,7 @@ async fn receive_small(
     body: Body,
     dest: &Path,
     expected: u64,
-    hash: bool,
+    into: BodyKind,
 ) -> Result<Received, ReceiveError> {
     let mut bytes = Vec::with_capacity(expected as usize);
     let mut stream = body.into_data_stream();
@@ -208,14 +242,16 @@ async fn receive_small(
         return Err(ReceiveError::Length { expected, got: len });
     }
     let path = dest.to_owned();
-    let sha256 = tokio::task::spawn_blocking(move || {
-        std::fs::write(&path, &bytes)?;
-        Ok::<_, std::io::Error>(hash.then(|| hex(&Sha256::digest(&bytes))))
+    let ino = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut file = open_sink(&path, into)?;
+        file.write_all(&bytes)?;
+        inode(&file)
     })
     .await
     .map_err(|e| ReceiveError::Disk(std::io::Error::other(format!("writer task: {e}"))))?
     .map_err(ReceiveError::Disk)?;
-    Ok(Received { len, sha256 })
+    Ok(Received { len, ino })
 }
 
 /// Frames waiting for the disk at most (hyper's frames are up to a few hundred KiB).
@@ -225,10 +261,9 @@ const QUEUED_FRAMES: usize = 32;
 fn write_frames(
     dest: &Path,
     mut frames: tokio::sync::mpsc::Receiver<Bytes>,
-    hash: bool,
-) -> std::io::Result<Option<String>> {
-    let mut file = std::fs::File::create(dest)?;
-    let mut hasher = hash.then(Sha256::new);
+    into: BodyKind,
+) -> std::io::Result<u64> {
+    let mut file = open_sink(dest, into)?;
     let mut batch: Vec<Bytes> = Vec::with_capacity(QUEUED_FRAMES);
     let mut written = 0u64;
     let mut kicked = 0u64; // bytes handed to write-back so far
@@ -239,20 +274,17 @@ fn write_frames(
         {
             batch.push(next);
         }
-        if let Some(h) = hasher.as_mut() {
-            batch.iter().for_each(|b| h.update(b));
-        }
         write_pieces(&mut file, &batch)?;
         written += batch.iter().map(|b| b.len() as u64).sum::<u64>();
         batch.clear();
-        if written - kicked >= WRITE_BACK_STEP {
+        if into == BodyKind::File && written - kicked >= WRITE_BACK_STEP {
             start_write_back(&file, kicked, written - kicked);
             kicked = written;
         }
     }
     // No fsync: a crash of the emulator process loses nothing once the data is written; only
     // a power loss could, and the client re-uploads what HEAD does not show.
-    Ok(hasher.map(|h| hex(&h.finalize())))
+    inode(&file)
 }
 
 /// Writes the frames in pieces of at most [`WRITE_PIECE`] bytes. Measured here (Linux 6.18,
