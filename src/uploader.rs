@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -699,8 +699,10 @@ impl FileJob {
         let hasher = Arc::new(Mutex::new(Sha256::new()));
         let file = tokio::fs::File::open(path)
             .await
-            .map_err(|e| io_fail(f, e))?;
-        let body = hashing_body(file.take(f.size as u64), hasher.clone());
+            .map_err(|e| io_fail(f, e))?
+            .into_std()
+            .await;
+        let body = file_body(file, 0, f.size as u64, hasher.clone());
         self.api
             .put_file(&self.batch, &self.dataset, &f.rel_path, body, f.size as u64)
             .await?;
@@ -792,14 +794,12 @@ impl FileJob {
                 return Err(StepError::Shutdown);
             }
             let len = self.upload.chunk_size.min(total - offset);
-            let mut chunk = tokio::fs::File::open(path)
+            let chunk = tokio::fs::File::open(path)
                 .await
-                .map_err(|e| io_fail(f, e))?;
-            chunk
-                .seek(SeekFrom::Start(offset))
-                .await
-                .map_err(|e| io_fail(f, e))?;
-            let body = hashing_body(chunk.take(len), hasher.clone());
+                .map_err(|e| io_fail(f, e))?
+                .into_std()
+                .await;
+            let body = file_body(chunk, offset, len, hasher.clone());
             self.api
                 .patch_chunk(
                     &self.batch,
@@ -884,22 +884,51 @@ fn io_fail(f: &FileRow, e: std::io::Error) -> StepError {
     ))
 }
 
-/// A request body that streams `reader` and feeds every byte to `hasher` on the way: the
-/// file's SHA-256 comes from the same read as its upload.
-fn hashing_body<R>(reader: R, hasher: Arc<Mutex<Sha256>>) -> reqwest::Body
-where
-    R: tokio::io::AsyncRead + Send + 'static,
-{
-    let stream =
-        tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024).map(move |chunk| {
-            if let Ok(bytes) = &chunk {
-                hasher.lock().unwrap().update(bytes);
-                crashpoint::hit("mid-body");
+/// A request body of `len` bytes of `file` from `offset`, read by a blocking task that also
+/// feeds every byte to `hasher` (the file's SHA-256 comes from the same read as its upload).
+/// Reading and hashing a piece overlap sending the pieces before it, and at most
+/// [`READ_AHEAD`] pieces wait in memory.
+fn file_body(
+    file: std::fs::File,
+    offset: u64,
+    len: u64,
+    hasher: Arc<Mutex<Sha256>>,
+) -> reqwest::Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(READ_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Seek};
+        let mut file = file;
+        let read = (|| {
+            file.seek(SeekFrom::Start(offset))?;
+            let mut left = len;
+            while left > 0 {
+                let mut piece = vec![0u8; left.min(READ_PIECE) as usize];
+                // A file cut short fails here: the body ends short of its announced length.
+                file.read_exact(&mut piece)?;
+                hasher.lock().unwrap().update(&piece);
+                left -= piece.len() as u64;
+                if tx.blocking_send(Ok(piece.into())).is_err() {
+                    break; // the request was dropped
+                }
             }
-            chunk
-        });
-    reqwest::Body::wrap_stream(stream)
+            Ok(())
+        })();
+        if let Err(e) = read {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    let pieces = futures::stream::unfold(rx, |mut rx| async move {
+        let piece = rx.recv().await?;
+        if piece.is_ok() {
+            crashpoint::hit("mid-body");
+        }
+        Some((piece, rx))
+    });
+    reqwest::Body::wrap_stream(pieces)
 }
+
+const READ_PIECE: u64 = 256 * 1024;
+const READ_AHEAD: usize = 8;
 
 /// Files up to this size are sent from memory (see `FileJob::put_from_memory`); at most
 /// `[upload] concurrency` of them are held at once.

@@ -533,7 +533,12 @@ pub async fn put_file(
 
 /// Under the batch lock: re-checks, renames the temp file into place, records it. Returns
 /// whether the file is new.
-async fn commit_put(state: &AppState, t: &Target, tmp: &PathBuf, len: u64) -> ApiResult<bool> {
+async fn commit_put(
+    state: &AppState,
+    t: &Target,
+    tmp: &std::path::Path,
+    len: u64,
+) -> ApiResult<bool> {
     loading_batch(state, t).await?;
     let usage = batch_usage(state, &t.batch_id, &t.path).await?;
     let existing = match usage.has_path {
@@ -550,7 +555,7 @@ async fn commit_put(state: &AppState, t: &Target, tmp: &PathBuf, len: u64) -> Ap
         .unwrap_or_else(|| ulid::Ulid::new().to_string());
     let (dir, tmp, dest) = (
         state.store.batch_dir(&t.batch_id),
-        tmp.clone(),
+        tmp.to_owned(),
         state.store.file_path(&t.batch_id, &file_id),
     );
     // One trip to the blocking pool for both.
@@ -801,7 +806,11 @@ fn sources_of(state: &AppState, file_id: &str, chunks: &[ChunkRow]) -> Vec<(Chun
 /// Makes `data` the whole file: checks first that overlapping chunks agree (nothing is
 /// written if they do not), then copies the chunks kept in parts to their offsets (the
 /// chunks written in place are there already: the common case copies nothing).
-fn assemble(chunks: &[(ChunkRow, Source)], data: &std::path::Path, total: u64) -> Result<(), AssembleError> {
+fn assemble(
+    chunks: &[(ChunkRow, Source)],
+    data: &std::path::Path,
+    total: u64,
+) -> Result<(), AssembleError> {
     use std::io::{Read, Seek, SeekFrom, Write};
     let mut next = 0u64; // first byte no earlier chunk covers (chunks are sorted by start)
     for (i, (c, source)) in chunks.iter().enumerate() {
@@ -856,7 +865,11 @@ fn agrees_with(
             return Ok(false);
         };
         let upto = (c.end_incl as u64).min(to);
-        if !same_bytes(&mut mine.open_at(pos)?, &mut theirs.open_at(pos)?, upto - pos + 1)? {
+        if !same_bytes(
+            &mut mine.open_at(pos)?,
+            &mut theirs.open_at(pos)?,
+            upto - pos + 1,
+        )? {
             return Ok(false);
         }
         pos = upto + 1;
@@ -940,7 +953,9 @@ pub async fn patch_file(
             let data = state.store.data_path(&f.id);
             let got = receive_to_file(body, &data, max, Some(len), BodyKind::At(start))
                 .await
-                .map_err(|e| receive_error(e, &format!("chunk {start}-{end} of file {}", t.path)))?;
+                .map_err(|e| {
+                    receive_error(e, &format!("chunk {start}-{end} of file {}", t.path))
+                })?;
             let lock = state.batch_lock(&t.batch_id);
             let guard = lock.lock().await;
             let result = commit_in_place(&state, &t, (start, end, total), got.ino, acked).await;
@@ -954,7 +969,9 @@ pub async fn patch_file(
             let tmp = state.store.tmp_path();
             receive_to_file(body, &tmp, max, Some(len), BodyKind::Chunk)
                 .await
-                .map_err(|e| receive_error(e, &format!("chunk {start}-{end} of file {}", t.path)))?;
+                .map_err(|e| {
+                    receive_error(e, &format!("chunk {start}-{end} of file {}", t.path))
+                })?;
             let lock = state.batch_lock(&t.batch_id);
             let guard = lock.lock().await;
             let result = commit_chunk(&state, &t, &tmp, (start, end, total), acked).await;
@@ -1405,6 +1422,7 @@ mod tests {
             start,
             end_incl,
             total,
+            in_place: true,
             acked: true,
         }
     }
