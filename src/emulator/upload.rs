@@ -167,15 +167,18 @@ async fn receive_inner(
         return receive_small(body, dest, exp, into).await;
     }
     // The network side and the disk side run on different threads, joined by a short queue of
-    // the body's frames (hyper's own buffers, not copies): writing one frame overlaps
-    // receiving the next, and a slow disk holds the client back through the queue instead of
-    // piling frames up in memory.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(QUEUED_FRAMES);
+    // the body's frames (hyper's own buffers, not copies) in runs of about RUN_BYTES: writing
+    // one run overlaps receiving the next, the writer wakes once per run rather than once per
+    // frame (frames are often a few KiB), and a slow disk holds the client back through the
+    // queue instead of piling frames up in memory.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(QUEUED_RUNS);
     let path = dest.to_owned();
     let writer = tokio::task::spawn_blocking(move || write_frames(&path, rx, into));
     let mut len = 0u64;
     let mut stream = body.into_data_stream();
     let received = async {
+        let mut run: Vec<Bytes> = Vec::new();
+        let mut run_bytes = 0usize;
         while let Some(frame) = stream.next().await {
             let frame = frame.map_err(|e| ReceiveError::Client(e.to_string()))?;
             len += frame.len() as u64;
@@ -190,10 +193,18 @@ async fn receive_inner(
                     got: len,
                 });
             }
-            if tx.send(frame).await.is_err() {
-                // The writer stopped: its error is the one to report.
-                break;
+            run_bytes += frame.len();
+            run.push(frame);
+            if run_bytes >= RUN_BYTES {
+                run_bytes = 0;
+                if tx.send(std::mem::take(&mut run)).await.is_err() {
+                    // The writer stopped: its error is the one to report.
+                    return Ok(());
+                }
             }
+        }
+        if !run.is_empty() {
+            let _ = tx.send(run).await;
         }
         Ok(())
     }
@@ -254,29 +265,22 @@ async fn receive_small(
     Ok(Received { len, ino })
 }
 
-/// Frames waiting for the disk at most (hyper's frames are up to a few hundred KiB).
-const QUEUED_FRAMES: usize = 32;
+/// Bytes of frames handed to the writer at once, and how many such runs may wait for it.
+const RUN_BYTES: usize = 1 << 20;
+const QUEUED_RUNS: usize = 4;
 
 /// The disk side of [`receive_inner`]: writes the frames as they come.
 fn write_frames(
     dest: &Path,
-    mut frames: tokio::sync::mpsc::Receiver<Bytes>,
+    mut runs: tokio::sync::mpsc::Receiver<Vec<Bytes>>,
     into: BodyKind,
 ) -> std::io::Result<u64> {
     let mut file = open_sink(dest, into)?;
-    let mut batch: Vec<Bytes> = Vec::with_capacity(QUEUED_FRAMES);
     let mut written = 0u64;
     let mut kicked = 0u64; // bytes handed to write-back so far
-    while let Some(first) = frames.blocking_recv() {
-        batch.push(first);
-        while batch.len() < QUEUED_FRAMES
-            && let Ok(next) = frames.try_recv()
-        {
-            batch.push(next);
-        }
-        write_pieces(&mut file, &batch)?;
-        written += batch.iter().map(|b| b.len() as u64).sum::<u64>();
-        batch.clear();
+    while let Some(run) = runs.blocking_recv() {
+        write_pieces(&mut file, &run)?;
+        written += run.iter().map(|b| b.len() as u64).sum::<u64>();
         if into == BodyKind::File && written - kicked >= WRITE_BACK_STEP {
             start_write_back(&file, kicked, written - kicked);
             kicked = written;
