@@ -28,7 +28,8 @@
 # "dev" runs target/debug/batchdrop, for CI), BENCH_TMP (a fresh dir under ${TMPDIR:-/tmp}),
 # BENCH_BIN (run this binary instead of building), BENCH_KEEP=1 (keep the temp dir),
 # BENCH_ONLY="b1 b6" (run only these scenarios; b6 needs b1, b3 compares with b2),
-# BENCH_SKIP_CURL=1 (B1 without its curl run, when re-measuring batchdrop alone), SCENARIO_TIMEOUT (1800 s: a hang guard, not a target).
+# BENCH_SKIP_CURL=1 (B1 without its curl run, when re-measuring batchdrop alone), SCENARIO_TIMEOUT (1800 s: a hang guard, not a target),
+# UPLOAD_CONCURRENCY (the daemon's [upload] concurrency; 4, its default).
 set -euo pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/.."
