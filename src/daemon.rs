@@ -291,8 +291,23 @@ pub async fn run(
     let interrupted = opts.once && shutdown.is_cancelled();
     intake.cancel();
     output.cancel();
-    while let Some(r) = tasks.join_next().await {
-        tracing::debug!("stage ended: {r:?}");
+    // Every stage stops at its next safe point, uploads within `shutdown_grace`; a stage
+    // still running well after that is stuck: say which, and stop waiting (what is recorded
+    // in the store is consistent at any instant; the next start resumes the rest).
+    let limit = config.shutdown_grace + Duration::from_secs(10);
+    let stopped = tokio::time::timeout(limit, async {
+        while let Some(r) = tasks.join_next().await {
+            tracing::debug!("stage ended: {r:?}");
+        }
+    })
+    .await;
+    if stopped.is_err() {
+        tracing::error!(
+            stages_left = tasks.len(),
+            "{} stage(s) did not stop within {limit:?} of the shutdown request; exiting anyway (the next start resumes from the state database)",
+            tasks.len()
+        );
+        tasks.abort_all();
     }
     if let Some(emu) = platform.embedded {
         emu.shutdown().await;

@@ -159,7 +159,11 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(dispatch(cli.command)) {
+    let outcome = runtime.block_on(dispatch(cli.command));
+    // Everything that matters is committed by now: a blocking task that cannot finish (a read
+    // stuck on a dead network mount) must not keep the process from exiting.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    match outcome {
         Ok(code) => ExitCode::from(code),
         Err((code, e)) => {
             eprintln!("batchdrop: {e:#}");
