@@ -832,22 +832,12 @@ impl Store {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         for part in shas.chunks(400) {
-            let mut q =
-                sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE files SET sha256 = CASE id");
-            for (file_id, sha256) in part {
-                q.push(" WHEN ")
-                    .push_bind(*file_id)
-                    .push(" THEN ")
-                    .push_bind(sha256);
-            }
-            q.push(" END, updated_at = ")
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE files SET");
+            push_case(&mut q, "sha256", part, |(id, sha)| (*id, sha));
+            q.push(", updated_at = ")
                 .push_bind(now)
                 .push(" WHERE id IN (");
-            let mut ids = q.separated(", ");
-            for (file_id, _) in part {
-                ids.push_bind(*file_id);
-            }
-            q.push(")");
+            push_ids(&mut q, part.iter().map(|(id, _)| *id));
             q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
@@ -1132,26 +1122,12 @@ impl Store {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "UPDATE files SET state = 'uploaded', updated_at = ",
             );
-            q.push_bind(now).push(", sha256 = CASE id");
-            for d in part {
-                q.push(" WHEN ")
-                    .push_bind(d.file_id)
-                    .push(" THEN ")
-                    .push_bind(&d.sha256);
-            }
-            q.push(" END, uploaded_bytes = CASE id");
-            for d in part {
-                q.push(" WHEN ")
-                    .push_bind(d.file_id)
-                    .push(" THEN ")
-                    .push_bind(d.size);
-            }
-            q.push(" END WHERE state = 'batched' AND id IN (");
-            let mut ids = q.separated(", ");
-            for d in part {
-                ids.push_bind(d.file_id);
-            }
-            q.push(")");
+            q.push_bind(now).push(",");
+            push_case(&mut q, "sha256", part, |d| (d.file_id, &d.sha256));
+            q.push(",");
+            push_case(&mut q, "uploaded_bytes", part, |d| (d.file_id, d.size));
+            q.push(" WHERE state = 'batched' AND id IN (");
+            push_ids(&mut q, part.iter().map(|d| d.file_id));
             q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
@@ -1338,20 +1314,10 @@ impl Store {
         }
         let mut tx = self.pool.begin().await?;
         for part in intents.chunks(400) {
-            let mut q =
-                sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE files SET final_path = CASE id");
-            for (file_id, path) in part {
-                q.push(" WHEN ")
-                    .push_bind(*file_id)
-                    .push(" THEN ")
-                    .push_bind(path);
-            }
-            q.push(" END WHERE id IN (");
-            let mut ids = q.separated(", ");
-            for (file_id, _) in part {
-                ids.push_bind(*file_id);
-            }
-            q.push(")");
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE files SET");
+            push_case(&mut q, "final_path", part, |(id, path)| (*id, path));
+            q.push(" WHERE id IN (");
+            push_ids(&mut q, part.iter().map(|(id, _)| *id));
             q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
@@ -1397,26 +1363,12 @@ impl Store {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "UPDATE files SET finalized = 1, updated_at = ",
             );
-            q.push_bind(now).push(", state = CASE id");
-            for d in part {
-                q.push(" WHEN ")
-                    .push_bind(d.file_id)
-                    .push(" THEN ")
-                    .push_bind(&d.state);
-            }
-            q.push(" END, final_path = CASE id");
-            for d in part {
-                q.push(" WHEN ")
-                    .push_bind(d.file_id)
-                    .push(" THEN ")
-                    .push_bind(&d.final_path);
-            }
-            q.push(" END WHERE id IN (");
-            let mut ids = q.separated(", ");
-            for d in part {
-                ids.push_bind(d.file_id);
-            }
-            q.push(")");
+            q.push_bind(now).push(",");
+            push_case(&mut q, "state", part, |d| (d.file_id, &d.state));
+            q.push(",");
+            push_case(&mut q, "final_path", part, |d| (d.file_id, &d.final_path));
+            q.push(" WHERE id IN (");
+            push_ids(&mut q, part.iter().map(|d| d.file_id));
             q.build().execute(&mut *tx).await?;
             let mut events = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "INSERT INTO events (at, file_id, kind, detail) ",
@@ -1998,4 +1950,34 @@ async fn record_ready_in(
         .execute(&mut *conn)
         .await?;
     Ok(Recorded::New(id))
+}
+
+/// Appends `id1, id2, …)`: the end of a ` WHERE id IN (` list.
+fn push_ids(q: &mut sqlx::QueryBuilder<sqlx::Sqlite>, ids: impl Iterator<Item = i64>) {
+    let mut list = q.separated(", ");
+    for id in ids {
+        list.push_bind(id);
+    }
+    q.push(")");
+}
+
+/// Appends ` col = CASE id WHEN id1 THEN v1 … END` to an UPDATE: one statement sets a
+/// different value per row (see the `*_many` methods).
+fn push_case<'a, T, V>(
+    q: &mut sqlx::QueryBuilder<sqlx::Sqlite>,
+    column: &str,
+    rows: &'a [T],
+    each: impl Fn(&'a T) -> (i64, V),
+) where
+    V: sqlx::Encode<'a, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    q.push(format_args!(" {column} = CASE id"));
+    for row in rows {
+        let (id, value) = each(row);
+        q.push(" WHEN ")
+            .push_bind(id)
+            .push(" THEN ")
+            .push_bind(value);
+    }
+    q.push(" END");
 }

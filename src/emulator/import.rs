@@ -940,46 +940,36 @@ pub async fn patch_file(
             "Content-Length {cl} does not match Content-Range {range} ({len} bytes)"
         )));
     }
-    loading_batch(&state, &t).await?;
-    let f = large_file(&state, &t, "PATCH").await?;
-    check_patchable(&t, &f)?;
-    check_total(&state, &f, total).await?;
+    let f = patchable_file(&state, &t, total).await?;
 
     let acked = lost.is_none();
-    let duplicate = match Reservation::take(&state, &t, &f.id, start, end).await? {
-        Some(reserved) => {
-            // The common case (each range once, in any order): straight to its offset.
+    // The common case (each range once, in any order) goes straight to its offset; a chunk
+    // overlapping a stored one (a re-send, or a conflict for COMPLETE to find) is kept apart
+    // until compared.
+    let reserved = Reservation::take(&state, &t, &f.id, start, end).await?;
+    let (dest, into) = match reserved {
+        Some(_) => {
             tokio::fs::create_dir_all(state.store.parts_dir(&f.id)).await?;
-            let data = state.store.data_path(&f.id);
-            let got = receive_to_file(body, &data, max, Some(len), BodyKind::At(start))
-                .await
-                .map_err(|e| {
-                    receive_error(e, &format!("chunk {start}-{end} of file {}", t.path))
-                })?;
-            let lock = state.batch_lock(&t.batch_id);
-            let guard = lock.lock().await;
-            let result = commit_in_place(&state, &t, (start, end, total), got.ino, acked).await;
-            drop(guard);
-            drop(reserved);
-            result?
+            (state.store.data_path(&f.id), BodyKind::At(start))
         }
-        None => {
-            // It overlaps a stored chunk (a re-send, or a conflict for COMPLETE to find):
-            // kept apart until compared.
-            let tmp = state.store.tmp_path();
-            receive_to_file(body, &tmp, max, Some(len), BodyKind::Chunk)
-                .await
-                .map_err(|e| {
-                    receive_error(e, &format!("chunk {start}-{end} of file {}", t.path))
-                })?;
-            let lock = state.batch_lock(&t.batch_id);
-            let guard = lock.lock().await;
-            let result = commit_chunk(&state, &t, &tmp, (start, end, total), acked).await;
-            drop(guard);
-            let _ = tokio::fs::remove_file(&tmp).await;
-            result?
-        }
+        None => (state.store.tmp_path(), BodyKind::Chunk),
     };
+    let got = receive_to_file(body, &dest, max, Some(len), into)
+        .await
+        .map_err(|e| receive_error(e, &format!("chunk {start}-{end} of file {}", t.path)))?;
+    let lock = state.batch_lock(&t.batch_id);
+    let guard = lock.lock().await;
+    let range = (start, end, total);
+    let result = match reserved {
+        Some(_) => commit_in_place(&state, &t, range, got.ino, acked).await,
+        None => commit_chunk(&state, &t, &dest, range, acked).await,
+    };
+    drop(guard);
+    drop(reserved);
+    if into == BodyKind::Chunk {
+        let _ = tokio::fs::remove_file(&dest).await;
+    }
+    let duplicate = result?;
     bump(&state.counters.chunks_received);
     state
         .counters
@@ -1059,10 +1049,7 @@ async fn commit_in_place(
     acked: bool,
 ) -> ApiResult<bool> {
     use std::os::unix::fs::MetadataExt;
-    loading_batch(state, t).await?;
-    let f = large_file(state, t, "PATCH").await?;
-    check_patchable(t, &f)?;
-    check_total(state, &f, total).await?;
+    let f = patchable_file(state, t, total).await?;
     let data = state.store.data_path(&f.id);
     if !tokio::fs::metadata(&data)
         .await
@@ -1093,6 +1080,16 @@ async fn commit_in_place(
         .execute(&state.store.pool)
         .await?;
     Ok(false)
+}
+
+/// The large file a PATCH goes to, if its batch and it can still take chunks with this
+/// total (checked before a chunk is received, and again under the batch lock).
+async fn patchable_file(state: &AppState, t: &Target, total: Option<u64>) -> ApiResult<FileRow> {
+    loading_batch(state, t).await?;
+    let f = large_file(state, t, "PATCH").await?;
+    check_patchable(t, &f)?;
+    check_total(state, &f, total).await?;
+    Ok(f)
 }
 
 fn check_patchable(t: &Target, f: &FileRow) -> ApiResult<()> {
@@ -1132,10 +1129,7 @@ async fn commit_chunk(
     (start, end, total): (u64, u64, Option<u64>),
     acked: bool,
 ) -> ApiResult<bool> {
-    loading_batch(state, t).await?;
-    let f = large_file(state, t, "PATCH").await?;
-    check_patchable(t, &f)?;
-    check_total(state, &f, total).await?;
+    let f = patchable_file(state, t, total).await?;
     let chunks = state.store.chunks_of(&f.id).await?;
     if covered(&chunks, start, end) {
         // Compared byte for byte: re-sent chunks are rare, and hashing every chunk to
