@@ -132,15 +132,23 @@ impl Archiver {
 
     /// Records where each file of the page that is to be moved will go (the moves' intents),
     /// in one statement for the page rather than one per file. Names are chosen as
-    /// [`free_name`] does, and never twice in one page (two versions of one file may end in
-    /// the same page).
+    /// [`free_name`] does, and never one already promised to another file (two watches may
+    /// share an archive, and a move can fail and wait while the name is free on disk).
     async fn record_destinations(
         &self,
         files: &mut [FileRow],
         batches: &HashMap<i64, BatchRow>,
     ) -> Result<(), StoreError> {
         let watches = self.watches.read().unwrap().clone();
-        let mut claimed = std::collections::HashSet::new();
+        // Names promised to files not moved yet (their move failed, say, while the archive
+        // was unwritable) are taken too: a free name is one nobody is going to.
+        let mut claimed: std::collections::HashSet<PathBuf> = self
+            .store
+            .pending_destinations()
+            .await?
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
         let mut intents = Vec::new();
         for f in files.iter_mut().filter(|f| f.final_path.is_none()) {
             let Some(watch) = watches.get(&f.watch) else {

@@ -225,6 +225,41 @@ async fn a_file_the_platform_rejects_lands_in_the_failed_folder_with_its_errors(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_watches_sharing_an_archive_keep_both_files_of_one_name() {
+    // The archive is blocked (a plain file where its folder should be) until both batches
+    // have succeeded: both files get their destinations (in one archiver pass, or in two)
+    // before either can move there, and must not get the same name.
+    let env = Env::new().await;
+    let shared = env.dir.path().join("shared-archive");
+    std::fs::write(&shared, "not a folder").unwrap();
+    let second = env.dir.path().join("drop2");
+    std::fs::create_dir_all(&second).unwrap();
+    let watch_extra = format!(
+        "archive_dir = {shared:?}\n[[watch]]\npath = {second:?}\ndataset = \"{DATASET}\"\narchive_dir = {shared:?}"
+    );
+    let daemon = Daemon::start(env.config("", &watch_extra));
+    write_atomic(&env.drop_dir().join("same.json"), jsonl(0, 3).as_bytes());
+    write_atomic(&second.join("same.json"), jsonl(100, 5).as_bytes());
+    tokio::time::sleep(Duration::from_secs(4)).await; // both ingested by then, as a rule
+    std::fs::remove_file(&shared).unwrap();
+    let receipts = wait_receipts(&shared, 2, 60).await;
+    daemon.stop().await;
+    let mut archived: Vec<String> = receipts
+        .iter()
+        .map(|r| r["archived_to"].as_str().expect("archived").to_owned())
+        .collect();
+    archived.sort();
+    archived.dedup();
+    assert_eq!(archived.len(), 2, "two destinations: {receipts:?}");
+    let mut lines: Vec<usize> = archived
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap().lines().count())
+        .collect();
+    lines.sort();
+    assert_eq!(lines, [3, 5], "each file kept whole under its own name");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_in_sub_folders_keep_their_relative_path() {
     let env = Env::new().await;
     let daemon = Daemon::start(env.config("", ""));
