@@ -180,7 +180,7 @@ impl Archiver {
     }
 
     /// Moves one file and writes its receipt; returns the fact to record, or None when it is
-    /// left for later (its watch is no longer in the config).
+    /// left for later (its watch is no longer in the config, or it has no destination yet).
     async fn finalize(
         &self,
         f: &FileRow,
@@ -212,17 +212,13 @@ impl Archiver {
                 .await?;
         }
         let dest = match (&action, same_version) {
-            (Action::Move(dir), true) => {
-                let dest = match &f.final_path {
-                    Some(p) => PathBuf::from(p),
-                    None => {
-                        let dest = free_name(dir, &f.rel_path, f.id);
-                        // Intent first: after a crash the next pass finds where it was going.
-                        self.store
-                            .set_final_path(f.id, &dest.to_string_lossy())
-                            .await?;
-                        dest
-                    }
+            (Action::Move(_), true) => {
+                // The intent is recorded before the move (by `record_destinations`), so after
+                // a crash the next pass finds where it was going. A file without one changed
+                // back under us since that look: the next pass records its destination, among
+                // the names already promised, rather than this one picking a name alone.
+                let Some(dest) = f.final_path.as_ref().map(PathBuf::from) else {
+                    return Ok(None);
                 };
                 move_file(&src, &dest).map_err(|e| {
                     FinalizeError::Io(format!(

@@ -154,6 +154,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -169,6 +170,21 @@ fn main() -> ExitCode {
             eprintln!("batchdrop: {e:#}");
             ExitCode::from(code)
         }
+    }
+}
+
+/// Large uploads pass every byte through buffers of a few hundred KiB to 1 MiB (the daemon's
+/// file reads, the emulator's socket reads). glibc's defaults hand such buffers back to the
+/// kernel as soon as a few are free, so each new one was page-faulted and zeroed again (perf:
+/// page faults, `clear_page`, `munmap`). Keeping up to 8 MiB free per heap lets them be
+/// reused; buffers above 4 MiB still get their own mapping, returned at once. Measured on a
+/// 2 GiB upload: daemon CPU -12%, emulator CPU -20%, 10-20% faster; peak RSS +10 MiB.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
     }
 }
 

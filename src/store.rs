@@ -1333,16 +1333,6 @@ impl Store {
         Ok(())
     }
 
-    /// Records where a file is about to be moved (the intent before the move).
-    pub async fn set_final_path(&self, file_id: i64, path: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE files SET final_path = ? WHERE id = ?")
-            .bind(path)
-            .bind(file_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
     pub async fn mark_finalized(
         &self,
         file_id: i64,

@@ -902,9 +902,15 @@ fn file_body(
             file.seek(SeekFrom::Start(offset))?;
             let mut left = len;
             while left > 0 {
-                let mut piece = vec![0u8; left.min(READ_PIECE) as usize];
-                // A file cut short fails here: the body ends short of its announced length.
-                file.read_exact(&mut piece)?;
+                let want = left.min(READ_PIECE);
+                // Read into fresh capacity: `read_to_end` does not zero it first, as a
+                // `vec![0; n]` would (3% of the daemon's CPU in a large upload).
+                let mut piece = Vec::with_capacity(want as usize);
+                (&mut file).take(want).read_to_end(&mut piece)?;
+                if (piece.len() as u64) < want {
+                    // A file cut short: the body ends short of its announced length.
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
                 hasher.lock().unwrap().update(&piece);
                 left -= piece.len() as u64;
                 if tx.blocking_send(Ok(piece.into())).is_err() {
@@ -927,8 +933,10 @@ fn file_body(
     reqwest::Body::wrap_stream(pieces)
 }
 
-const READ_PIECE: u64 = 256 * 1024;
-const READ_AHEAD: usize = 8;
+/// Pieces of 1 MiB: with 256 KiB ones the hand-offs between the reader thread and the
+/// sender cost a 2 GiB upload 10% more daemon CPU (perf: task switches and wake-ups).
+const READ_PIECE: u64 = 1 << 20;
+const READ_AHEAD: usize = 4;
 
 /// Files up to this size are sent from memory (see `FileJob::put_from_memory`); at most
 /// `[upload] concurrency` of them are held at once.

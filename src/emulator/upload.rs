@@ -101,7 +101,7 @@ pub enum ReceiveError {
 /// Where a body goes, which decides how it is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyKind {
-    /// A new file PUT whole: kept as it is, so its write-back starts while it arrives.
+    /// A new file PUT whole.
     File,
     /// A chunk kept apart until its file's COMPLETE (it overlaps another chunk).
     Chunk,
@@ -276,13 +276,23 @@ fn write_frames(
     into: BodyKind,
 ) -> std::io::Result<u64> {
     let mut file = open_sink(dest, into)?;
+    // Where the body starts in the file, for the bodies that stay where they are written. A
+    // chunk kept apart is copied into its file at COMPLETE and removed: putting it on the
+    // disk first would only cost the disk time.
+    let base = match into {
+        BodyKind::File => Some(0),
+        BodyKind::At(offset) => Some(offset),
+        BodyKind::Chunk => None,
+    };
     let mut written = 0u64;
     let mut kicked = 0u64; // bytes handed to write-back so far
     while let Some(run) = runs.blocking_recv() {
         write_pieces(&mut file, &run)?;
         written += run.iter().map(|b| b.len() as u64).sum::<u64>();
-        if into == BodyKind::File && written - kicked >= WRITE_BACK_STEP {
-            start_write_back(&file, kicked, written - kicked);
+        if let Some(base) = base
+            && written - kicked >= WRITE_BACK_STEP
+        {
+            start_write_back(&file, base + kicked, written - kicked);
             kicked = written;
         }
     }
