@@ -1074,12 +1074,18 @@ async fn commit_in_place(
     .bind(acked)
     .execute(&state.store.pool)
     .await?;
+    touch_file(state, &f.id).await?;
+    Ok(false)
+}
+
+/// Records that a large file was just written to (Data Access lists when each file changed).
+async fn touch_file(state: &AppState, id: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE files SET updated = ? WHERE id = ?")
         .bind(now_ms())
-        .bind(&f.id)
+        .bind(id)
         .execute(&state.store.pool)
         .await?;
-    Ok(false)
+    Ok(())
 }
 
 /// The large file a PATCH goes to, if its batch and it can still take chunks with this
@@ -1191,11 +1197,7 @@ async fn commit_chunk(
             .await?;
         let _ = tokio::fs::remove_file(state.store.part_path(&f.id, *old)).await;
     }
-    sqlx::query("UPDATE files SET updated = ? WHERE id = ?")
-        .bind(now_ms())
-        .bind(&f.id)
-        .execute(&state.store.pool)
-        .await?;
+    touch_file(state, &f.id).await?;
     Ok(false)
 }
 
