@@ -702,7 +702,8 @@ impl FileJob {
             .map_err(|e| io_fail(f, e))?
             .into_std()
             .await;
-        let body = file_body(file, 0, f.size as u64, hasher.clone());
+        let size = f.size as u64;
+        let body = body_of(read_ahead(file, 0, size, size, hasher.clone()), size);
         self.api
             .put_file(&self.batch, &self.dataset, &f.rel_path, body, f.size as u64)
             .await?;
@@ -789,17 +790,20 @@ impl FileJob {
                 .await
                 .map_err(|e| io_fail(f, e))?;
         }
+        let chunk_size = self.upload.chunk_size;
+        let pieces = read_ahead(
+            file.into_std().await,
+            offset,
+            total,
+            chunk_size,
+            hasher.clone(),
+        );
         while offset < total {
             if self.shutdown.is_cancelled() {
                 return Err(StepError::Shutdown);
             }
-            let len = self.upload.chunk_size.min(total - offset);
-            let chunk = tokio::fs::File::open(path)
-                .await
-                .map_err(|e| io_fail(f, e))?
-                .into_std()
-                .await;
-            let body = file_body(chunk, offset, len, hasher.clone());
+            let len = chunk_size.min(total - offset);
+            let body = body_of(pieces.clone(), len);
             self.api
                 .patch_chunk(
                     &self.batch,
@@ -884,30 +888,33 @@ fn io_fail(f: &FileRow, e: std::io::Error) -> StepError {
     ))
 }
 
-/// A request body of `len` bytes of `file` from `offset`, read by a blocking task that also
-/// feeds every byte to `hasher` (the file's SHA-256 comes from the same read as its upload).
-/// Reading and hashing a piece overlap sending the pieces before it, and at most
-/// [`READ_AHEAD`] pieces wait in memory.
-fn file_body(
+/// A file's bytes from `offset` to `end`, read by one blocking task that also feeds every
+/// byte to `hasher` (the file's SHA-256 comes from the same read as its upload), in pieces
+/// that never straddle a multiple of `chunk` from `offset`, so that each chunk's body is whole
+/// pieces (see [`body_of`]). Reading and hashing run up to [`READ_AHEAD`] pieces ahead of the
+/// network, across chunks: the next chunk's first pieces are ready while the platform answers
+/// the previous one.
+fn read_ahead(
     file: std::fs::File,
     offset: u64,
-    len: u64,
+    end: u64,
+    chunk: u64,
     hasher: Arc<Mutex<Sha256>>,
-) -> reqwest::Body {
+) -> Pieces {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(READ_AHEAD);
     tokio::task::spawn_blocking(move || {
         use std::io::{Read, Seek};
         let mut file = file;
         // Pieces come back here once sent, to be read into again: a fresh 1 MiB buffer per
-        // piece was page-faulted and zeroed by the kernel each time (perf: 12% of the
-        // daemon's CPU in a 2 GiB upload), and the memory in use stays READ_AHEAD pieces and
-        // the few the connection holds.
+        // piece is page-faulted and zeroed by the kernel each time, and the memory in use
+        // stays READ_AHEAD pieces and the few the connection holds.
         let (returned, spare) = std::sync::mpsc::channel::<Vec<u8>>();
         let read = (|| {
             file.seek(SeekFrom::Start(offset))?;
-            let mut left = len;
-            while left > 0 {
-                let want = left.min(READ_PIECE);
+            let mut at = offset;
+            while at < end {
+                let to_chunk_end = chunk - (at - offset) % chunk;
+                let want = READ_PIECE.min(end - at).min(to_chunk_end);
                 let mut buf = spare
                     .try_recv()
                     .unwrap_or_else(|_| Vec::with_capacity(READ_PIECE as usize));
@@ -919,13 +926,13 @@ fn file_body(
                     return Err(std::io::ErrorKind::UnexpectedEof.into());
                 }
                 hasher.lock().unwrap().update(&buf);
-                left -= want;
+                at += want;
                 let piece = bytes::Bytes::from_owner(Piece {
                     buf,
                     back: returned.clone(),
                 });
                 if tx.blocking_send(Ok(piece)).is_err() {
-                    break; // the request was dropped
+                    break; // the upload was given up
                 }
             }
             Ok(())
@@ -934,14 +941,29 @@ fn file_body(
             let _ = tx.blocking_send(Err(e));
         }
     });
-    let pieces = futures::stream::unfold(rx, |mut rx| async move {
-        let piece = rx.recv().await?;
-        if piece.is_ok() {
-            crashpoint::hit("mid-body");
+    Arc::new(tokio::sync::Mutex::new(rx))
+}
+
+/// The pieces of a file read by [`read_ahead`], shared by the bodies of its chunks in turn.
+type Pieces = Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>>>;
+
+/// A request body of the next `len` bytes of `pieces`.
+fn body_of(pieces: Pieces, len: u64) -> reqwest::Body {
+    let stream = futures::stream::unfold((pieces, len), |(pieces, left)| async move {
+        if left == 0 {
+            return None;
         }
-        Some((piece, rx))
+        let piece = pieces.lock().await.recv().await?;
+        let left = match &piece {
+            Ok(p) => {
+                crashpoint::hit("mid-body");
+                left.saturating_sub(p.len() as u64)
+            }
+            Err(_) => 0, // the body fails with it
+        };
+        Some((piece, (pieces, left)))
     });
-    reqwest::Body::wrap_stream(pieces)
+    reqwest::Body::wrap_stream(stream)
 }
 
 /// A piece of a body being sent; its buffer goes back to the reader when the piece is dropped.
