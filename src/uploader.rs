@@ -893,7 +893,7 @@ fn io_fail(f: &FileRow, e: std::io::Error) -> StepError {
 /// that never straddle a multiple of `chunk` from `offset`, so that each chunk's body is whole
 /// pieces (see [`body_of`]). Reading and hashing run up to [`READ_AHEAD`] pieces ahead of the
 /// network, across chunks: the next chunk's first pieces are ready while the platform answers
-/// the previous one.
+/// the previous one. What it has read of a large file leaves the page cache ([`drop_cached`]).
 fn read_ahead(
     file: std::fs::File,
     offset: u64,
@@ -912,6 +912,7 @@ fn read_ahead(
         let read = (|| {
             file.seek(SeekFrom::Start(offset))?;
             let mut at = offset;
+            let mut dropped_to = offset;
             while at < end {
                 let to_chunk_end = chunk - (at - offset) % chunk;
                 let want = READ_PIECE.min(end - at).min(to_chunk_end);
@@ -927,6 +928,10 @@ fn read_ahead(
                 }
                 hasher.lock().unwrap().update(&buf);
                 at += want;
+                if end - offset >= DROP_BEHIND && (at - dropped_to >= DROP_BEHIND || at == end) {
+                    drop_cached(&file, dropped_to, at);
+                    dropped_to = at;
+                }
                 let piece = bytes::Bytes::from_owner(Piece {
                     buf,
                     back: returned.clone(),
@@ -942,6 +947,29 @@ fn read_ahead(
         }
     });
     Arc::new(tokio::sync::Mutex::new(rx))
+}
+
+/// Tells the kernel that bytes `from..to` of `file` will not be read again, so their pages in
+/// the page cache can go now (advice: an error changes nothing and is ignored).
+///
+/// A dropped file is read once; a retry or a resume after a restart reads it again, from
+/// the disk. Caching it would push pages other programs use out of the host's cache, and in a
+/// container it counts against the memory limit. On a VM that gives memory the guest has not
+/// used for a while back to the host (this bench machine does), the pages freed here are also
+/// the ones the next writes on the host get, without a round trip to the hypervisor: with the
+/// local emulator, B2's 2 GiB upload went from 525–540 to 700–770 MB/s (interleaved runs).
+fn drop_cached(file: &std::fs::File, from: u64, to: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let (Ok(from), Ok(len)) = (i64::try_from(from), i64::try_from(to - from)) else {
+            return;
+        };
+        // SAFETY: advice about a range of a file we hold open; no memory is involved.
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), from, len, libc::POSIX_FADV_DONTNEED) };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, from, to);
 }
 
 /// The pieces of a file read by [`read_ahead`], shared by the bodies of its chunks in turn.
@@ -989,6 +1017,9 @@ impl Drop for Piece {
 /// sender cost a 2 GiB upload 10% more daemon CPU (perf: task switches and wake-ups).
 const READ_PIECE: u64 = 1 << 20;
 const READ_AHEAD: usize = 4;
+/// Files (or what is left of them) this large leave the page cache as they are read, in
+/// spans of this size (see [`drop_cached`]); smaller ones are not worth a system call.
+const DROP_BEHIND: u64 = 8 << 20;
 
 /// Files up to this size are sent from memory (see `FileJob::put_from_memory`); at most
 /// `[upload] concurrency` of them are held at once.
@@ -1033,4 +1064,109 @@ async fn hash_prefix(
 fn finish(hasher: Arc<Mutex<Sha256>>) -> String {
     let h = std::mem::take(&mut *hasher.lock().unwrap());
     format!("{:x}", h.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 20 MiB of bytes that differ from piece to piece, written to disk and read back once,
+    /// so that all its pages are cached and clean.
+    fn cached_file(dir: &Path) -> (std::path::PathBuf, Vec<u8>) {
+        let data: Vec<u8> = (0..20u32 << 20).map(|i| (i % 251) as u8).collect();
+        let path = dir.join("big.json");
+        std::fs::write(&path, &data).unwrap();
+        std::fs::File::open(&path).unwrap().sync_all().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+        (path, data)
+    }
+
+    async fn read_all(path: &Path, offset: u64, chunk: u64) -> (Vec<bytes::Bytes>, String) {
+        let file = std::fs::File::open(path).unwrap();
+        let end = file.metadata().unwrap().len();
+        let hasher = Arc::new(Mutex::new(Sha256::new()));
+        let pieces = read_ahead(file, offset, end, chunk, hasher.clone());
+        let mut got = Vec::new();
+        while let Some(piece) = pieces.lock().await.recv().await {
+            got.push(piece.unwrap());
+        }
+        (got, finish(hasher))
+    }
+
+    #[tokio::test]
+    async fn read_ahead_gives_every_byte_from_the_offset_in_pieces_within_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, data) = cached_file(dir.path());
+        let (offset, chunk) = (3u64 << 20, (5u64 << 20) + 12345);
+        let (pieces, sha) = read_all(&path, offset, chunk).await;
+
+        let mut at = offset;
+        for p in &pieces {
+            let next = at + p.len() as u64;
+            assert!(
+                (next - offset).div_ceil(chunk) == (at - offset) / chunk + 1,
+                "the piece {at}..{next} straddles a chunk boundary"
+            );
+            assert_eq!(&p[..], &data[at as usize..next as usize]);
+            at = next;
+        }
+        assert_eq!(at, data.len() as u64);
+        assert_eq!(
+            sha,
+            format!("{:x}", Sha256::digest(&data[offset as usize..]))
+        );
+    }
+
+    /// Pages of `path` in the page cache, counted with mincore(2) over a read-only mapping.
+    #[cfg(target_os = "linux")]
+    fn cached_pages(path: &Path, from: u64, to: u64) -> usize {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open(path).unwrap();
+        let len = file.metadata().unwrap().len() as usize;
+        let page = 4096;
+        // SAFETY: a shared read-only mapping of a file we hold open, unmapped before return;
+        // mincore writes one byte per page into a vector of that many bytes.
+        unsafe {
+            let map = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            );
+            assert_ne!(map, libc::MAP_FAILED);
+            let mut resident = vec![0u8; len.div_ceil(page)];
+            assert_eq!(libc::mincore(map, len, resident.as_mut_ptr()), 0);
+            libc::munmap(map, len);
+            resident[from as usize / page..(to as usize).div_ceil(page)]
+                .iter()
+                .filter(|&&r| r & 1 == 1)
+                .count()
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_large_file_leaves_the_page_cache_as_it_is_read_for_upload() {
+        // Beside the test binary rather than in /tmp: a tmpfs /tmp (Fedora, Arch) keeps its
+        // files in memory and can never drop them.
+        let exe = std::env::current_exe().unwrap();
+        let dir = tempfile::tempdir_in(exe.parent().unwrap()).unwrap();
+        let (path, data) = cached_file(dir.path());
+        let (offset, end) = (4u64 << 20, data.len() as u64);
+        let before = cached_pages(&path, offset, end);
+        assert!(before > 0, "the test file should start in the page cache");
+
+        let (pieces, _) = read_all(&path, offset, 8 << 20).await;
+        assert_eq!(
+            pieces.iter().map(|p| p.len() as u64).sum::<u64>(),
+            end - offset
+        );
+        assert_eq!(
+            cached_pages(&path, offset, end),
+            0,
+            "{before} pages of the uploaded range were cached before; none should be after"
+        );
+    }
 }
