@@ -952,8 +952,8 @@ fn read_ahead(
 /// Tells the kernel that bytes `from..to` of `file` will not be read again, so their pages in
 /// the page cache can go now (advice: an error changes nothing and is ignored).
 ///
-/// A dropped file is read once; a retry or a resume after a restart reads it again, from
-/// the disk. Caching it would push pages other programs use out of the host's cache, and in a
+/// batchdrop reads a file from a drop folder once (only a retried upload, or one resumed after
+/// a restart, reads it again, then from the disk). Caching it would push pages other programs use out of the host's cache, and in a
 /// container it counts against the memory limit. On a VM that gives memory the guest has not
 /// used for a while back to the host (this bench machine does), the pages freed here are also
 /// the ones the next writes on the host get, without a round trip to the hypervisor: with the
