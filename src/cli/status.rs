@@ -4,7 +4,8 @@
 //! failures with their reasons. With a file or batch: its whole history.
 //!
 //! The `--json` shape is a stable interface (documented in docs/commands.md, "status --json";
-//! changes go to CHANGELOG.md): keys are only ever added. This module must not change the state or talk to the platform.
+//! changes go to CHANGELOG.md): keys are only ever added. This module must not change the
+//! state or talk to the platform.
 
 use std::collections::BTreeMap;
 
