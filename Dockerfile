@@ -10,7 +10,7 @@
 #       -p 127.0.0.1:9187:9187 batchdrop
 #
 # The default config (examples/docker/config.toml) targets the embedded emulator; mount your
-# own at /etc/batchdrop/config.toml for the real platform. See examples/README-operating.md.
+# own at /etc/batchdrop/config.toml for the real platform. See docs/operating.md, "Docker".
 
 # ---- build stage: the release binary ---------------------------------------------------------
 # Official Rust image on Debian 12, the same glibc as the runtime stage below.

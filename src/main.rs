@@ -79,7 +79,7 @@ enum Command {
             default_value = "/etc/batchdrop/config.toml"
         )]
         config: PathBuf,
-        /// Print JSON (a stable shape, documented in the README).
+        /// Print JSON (a stable shape, documented in docs/commands.md).
         #[arg(long)]
         json: bool,
         /// Only this dataset.

@@ -1,9 +1,9 @@
 //! The platform's API client: the only module that speaks HTTP to Adobe Experience Platform
-//! (Batch Ingestion, Catalog, Data Access, and IMS for tokens), following the contract in
-//! `batch-ingestion-api.md`. It must not import anything from `crate::emulator` (the emulator
-//! has its own wire types, so that a contract test between them means something), must not
-//! touch the store or the file system beyond the CA and secret files, and must never log or
-//! return a credential.
+//! (Batch Ingestion, Catalog, Data Access, and IMS for tokens), following the platform's public
+//! guides and API references (linked from docs/emulator.md). It must not import anything from
+//! `crate::emulator` (the emulator has its own wire types, so that a contract test between them
+//! means something), must not touch the store or the file system beyond the CA and secret
+//! files, and must never log or return a credential.
 //!
 //! - `client.rs`: `ApiClient`, one fn per endpoint, URLs and headers.
 //! - `wire.rs`: JSON bodies and tolerant response readers.

@@ -3,8 +3,9 @@
 //! batches in flight with their upload progress, the latest batches that ended and the latest
 //! failures with their reasons. With a file or batch: its whole history.
 //!
-//! The `--json` shape is a stable interface (documented in README, "Commands"): keys are only
-//! ever added. This module must not change the state or talk to the platform.
+//! The `--json` shape is a stable interface (documented in docs/commands.md, "status --json";
+//! changes go to CHANGELOG.md): keys are only ever added. This module must not change the
+//! state or talk to the platform.
 
 use std::collections::BTreeMap;
 

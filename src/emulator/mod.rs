@@ -1,9 +1,11 @@
 //! A local, on-disk emulator of the platform's Batch Ingestion, Catalog and Data Access APIs.
 //!
-//! It implements the contract in `batch-ingestion-api.md` (the real paths under
-//! `/data/foundation/{import,catalog,export}`, the gateway's authentication checks, the batch
-//! lifecycle with asynchronous processing that really parses JSON, CSV and Parquet), keeps its
-//! state in a data dir (SQLite metadata + files) so it survives restarts, and can inject faults.
+//! It implements the platform's public contract, as its guides and API references describe it
+//! (linked from docs/emulator.md, which also says what the emulator does not do): the real paths
+//! under `/data/foundation/{import,catalog,export}`, the gateway's authentication checks, the
+//! batch lifecycle with asynchronous processing that really parses JSON, CSV and Parquet. It
+//! keeps its state in a data dir (SQLite metadata + files) so it survives restarts, and can
+//! inject faults.
 //! It shares no code with batchdrop's API client on purpose: a test of one against the other
 //! checks both against the contract.
 //!

@@ -1,5 +1,5 @@
-//! The README walkthrough (README.md, "The platform emulator") runs as written, with curl and jq,
-//! against a running emulator.
+//! The emulator's walkthrough (docs/emulator.md, "Walkthrough: the platform guide's calls,
+//! against the emulator") runs as written, with curl and jq, against a running emulator.
 
 use std::process::Command;
 
@@ -35,7 +35,7 @@ async fn readme_curl_walkthrough_works_as_written() {
             .arg("--version")
             .output()
             .is_ok_and(|o| o.status.success());
-        assert!(ok, "the README walkthrough needs {tool} on PATH");
+        assert!(ok, "the emulator walkthrough needs {tool} on PATH");
     }
     let env = start(EmulatorConfig {
         processing_delay_ms: 20,
@@ -61,17 +61,18 @@ async fn readme_curl_walkthrough_works_as_written() {
     assert!(big.len() > 3 * 262_144, "several chunks");
     std::fs::write(work.path().join("big.parquet"), &big).unwrap();
 
-    let readme =
-        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-            .unwrap();
-    // The emulator's section: from its heading to the next top-level one.
-    let start = readme
-        .find("## The platform emulator")
-        .expect("README has the emulator section");
-    let end = readme[start + 3..]
+    let page = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/emulator.md"),
+    )
+    .unwrap();
+    // The walkthrough's section: from its heading to the next one of the same level.
+    let start = page
+        .find("\n## Walkthrough: the platform guide's calls")
+        .expect("docs/emulator.md has the walkthrough section");
+    let end = page[start + 4..]
         .find("\n## ")
-        .map_or(readme.len(), |i| start + 3 + i);
-    let md = readme[start..end].to_owned();
+        .map_or(page.len(), |i| start + 4 + i);
+    let md = page[start..end].to_owned();
     assert!(md.contains("batchdrop emulator --listen 127.0.0.1:8089 --data-dir ./var/platform"));
     let script = shell_blocks(&md);
     assert!(script.contains("action=REVERT") && script.contains("replay"));
