@@ -417,10 +417,14 @@ impl Dir {
         self.stat_self()
     }
 
-    /// Sets the mtime of `name` (a regular file below this folder, not followed) to now.
+    /// Sets the mtime of `name` in this folder to now; a symlink is left as it is (what it
+    /// points to is never touched).
     pub fn touch(&self, name: &OsStr) -> io::Result<()> {
-        let opened = self.open_file(Path::new(single(name)?), Links::Refuse)?;
-        opened.file.set_modified(std::time::SystemTime::now())
+        match self.open_file(Path::new(single(name)?), Links::Refuse) {
+            Ok(opened) => opened.file.set_modified(std::time::SystemTime::now()),
+            Err(e) if is_symlink_refusal(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -664,6 +668,17 @@ pub fn folder_of<'p>(
     Ok((dir, name))
 }
 
+/// Opens `path`, a file below the drop folder `root`, for reading (see [`Dir::open_file`]).
+pub fn open_below(root: &Path, path: &Path, links: Links) -> io::Result<Opened> {
+    let below = path.strip_prefix(root).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not below {}", path.display(), root.display()),
+        )
+    })?;
+    Dir::anchor(root)?.open_file(below, links)
+}
+
 /// SHA-256 of the first `len` bytes of an opened file (an error if it has fewer).
 pub fn sha256(file: &File, len: u64) -> io::Result<String> {
     let mut hasher = Sha256::new();
@@ -731,7 +746,8 @@ pub fn is_escape(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::EXDEV)
 }
 
-fn effective_uid() -> u32 {
+/// The user batchdrop runs as.
+pub fn effective_uid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
 }
@@ -809,7 +825,7 @@ mod tests {
                 openat2,
             )
             .unwrap_err();
-            assert!(is_symlink_refusal(&err.into()), "openat2 {openat2}");
+            assert!(is_symlink_refusal(&err), "openat2 {openat2}");
             assert!(
                 open_beneath(
                     root.fd.as_fd(),
