@@ -260,7 +260,7 @@ impl Archiver {
                 (None, Action::Delete) => None,
                 (None, _) => Some(free_name(&receipt_dir, Path::new(side), f.id, anchors)),
             };
-            let there = |p: &Path, anchors: &[&Path]| stat_at(p, anchors, Links::Refuse).is_ok();
+            let there = |p: &Path, anchors: &[&Path]| name_taken(p, anchors);
             match side_dest {
                 Some(to) => {
                     if there(&side_src, &root) && !there(&to, anchors) {
@@ -642,11 +642,17 @@ fn real_destination(recorded: &str, f: &FileRow) -> PathBuf {
 /// earlier file of the same name.
 fn free_name(dir: &Path, rel: &Path, id: i64, anchors: &[&Path]) -> PathBuf {
     let p = dir.join(rel);
-    if stat_at(&p, anchors, Links::Refuse).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
-    {
+    if !name_taken(&p, anchors) {
         return p;
     }
     id_name(&p, id)
+}
+
+/// Whether something (of any kind, a symlink too) has the name `path`; its folder is reached
+/// without following symlinks. A folder that cannot be reached (not made yet, or a symlink in
+/// its place) holds nothing: the move there says what is wrong.
+fn name_taken(path: &Path, anchors: &[&Path]) -> bool {
+    disk::folder_of(path, anchors, Create::No).is_ok_and(|(dir, name)| dir.stat(name).is_ok())
 }
 
 /// `dir/name.ext` → `dir/name.ID.ext`: a name no other file of the store can want.
@@ -683,8 +689,16 @@ impl Archiver {
         anchors: &[&Path],
     ) -> Result<PathBuf, FinalizeError> {
         let failed = |dest: &Path, e: std::io::Error| {
+            let why = if disk::is_symlink_refusal(&e) {
+                "a folder on the way is a symbolic link, which batchdrop never writes through; \
+                 remove it (batchdrop then makes its own folder; to keep files elsewhere, set \
+                 archive_dir or failed_dir)"
+                    .to_owned()
+            } else {
+                e.to_string()
+            };
             FinalizeError::Io(format!(
-                "moving {} to {}: {e}",
+                "moving {} to {}: {why}",
                 src.display(),
                 dest.display()
             ))

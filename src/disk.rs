@@ -408,11 +408,13 @@ impl Dir {
         Ok(rustix::fs::fsync(&self.fd)?)
     }
 
-    /// Takes group and others' write permission away from this folder, if batchdrop owns it.
-    pub fn close_to_writers(&self) -> io::Result<FileStat> {
+    /// Narrows this folder to `mode` at most (keeping its setgid bit), if batchdrop owns it;
+    /// returns what it is then.
+    pub fn narrow_to(&self, mode: u32) -> io::Result<FileStat> {
         let st = self.stat_self()?;
-        if st.uid == effective_uid() && st.mode & 0o022 != 0 {
-            rustix::fs::fchmod(&self.fd, Mode::from_raw_mode((st.mode & !0o022) as _))?;
+        let narrowed = st.mode & (mode | 0o2000);
+        if st.uid == effective_uid() && narrowed != st.mode {
+            rustix::fs::fchmod(&self.fd, Mode::from_raw_mode(narrowed as _))?;
         }
         self.stat_self()
     }

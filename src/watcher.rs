@@ -262,7 +262,7 @@ impl Watcher {
 
     /// Creates the archive and failed folders that lie inside the drop folder, as batchdrop's
     /// own (mode 0750: producers may read them, not rename, replace or plant anything in
-    /// them), takes group write away from ones it made earlier, and says what it cannot fix: a
+    /// them), narrows ones it made earlier to that, and says what it cannot fix: a
     /// symlink in their place, or a folder a producer created first.
     fn prepare_own_folders(&self) {
         for dir in [&self.watch.archive_dir, &self.watch.failed_dir] {
@@ -271,7 +271,7 @@ impl Watcher {
             };
             let made = Dir::anchor(&self.watch.path)
                 .and_then(|root| root.sub_created(rel, Some(OWN_FOLDER_MODE)))
-                .and_then(|own| own.close_to_writers());
+                .and_then(|own| own.narrow_to(OWN_FOLDER_MODE));
             match made {
                 Ok(st) if st.uid != disk::effective_uid() && st.uid != 0 => tracing::warn!(
                     folder = %dir.display(),
