@@ -312,6 +312,22 @@ impl Dir {
                         NO_OPENAT2.store(true, Ordering::Relaxed);
                         self.open_link(folder, rel, name, links, flags)
                     }
+                    // RESOLVE_BENEATH refuses every absolute symlink: one that names a place
+                    // inside this folder by its absolute path is resolved again from here.
+                    Err(Errno::XDEV) => {
+                        let target = rustix::fs::readlinkat(&folder.fd, name, Vec::new())?;
+                        let target = Path::new(OsStr::from_bytes(target.as_bytes()));
+                        let real = std::fs::canonicalize(&self.path)?;
+                        match target.strip_prefix(&real) {
+                            Ok(inside) if target.is_absolute() => Ok(openat2_retrying(
+                                self.fd.as_fd(),
+                                inside,
+                                flags,
+                                ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+                            )?),
+                            _ => Err(Errno::XDEV.into()),
+                        }
+                    }
                     r => Ok(r?),
                 }
             }
@@ -808,6 +824,11 @@ mod tests {
         symlink(tmp.path().join("outside"), tmp.path().join("root/link")).unwrap();
         symlink("sub/a.json", tmp.path().join("root/alias.json")).unwrap();
         symlink(
+            tmp.path().join("root/sub/a.json"),
+            tmp.path().join("root/absolute.json"),
+        )
+        .unwrap();
+        symlink(
             tmp.path().join("outside/secret.json"),
             tmp.path().join("root/escape.json"),
         )
@@ -857,6 +878,10 @@ mod tests {
             .unwrap();
         assert_eq!(inside.stat.kind, Kind::File);
         assert_eq!(inside.stat.identity.size, 3);
+        let absolute = root
+            .open_file(Path::new("absolute.json"), Links::Beneath)
+            .unwrap();
+        assert_eq!(absolute.stat.identity, inside.stat.identity);
         let err = root
             .open_file(Path::new("escape.json"), Links::Beneath)
             .unwrap_err();

@@ -1293,6 +1293,48 @@ mod tests {
         assert_eq!(w.recorded.keys().collect::<Vec<_>>(), ["2.json"]);
     }
 
+    #[tokio::test]
+    async fn waiting_files_are_not_looked_at_while_intake_is_paused() {
+        let dir = tempfile::tempdir().unwrap();
+        let drop = dir.path().join("drop");
+        let text = format!("[[watch]]\npath = {drop:?}\ndataset = \"d\"\nsettle = \"0\"\n");
+        let config = crate::config::Config::parse(&text, &dir.path().join("c.toml")).unwrap();
+        let store = Store::open_shared(&dir.path().join("state")).await.unwrap();
+        let mut w = Watcher::new(
+            config.watches[0].clone(),
+            store.clone(),
+            Arc::new(Notify::new()),
+            Arc::default(),
+            1,
+        );
+        std::fs::create_dir_all(&drop).unwrap();
+        for i in 0..3 {
+            std::fs::write(drop.join(format!("{i}.json")), "{}\n").unwrap();
+        }
+        w.scan().await.unwrap();
+        w.check_candidates().await.unwrap();
+        assert_eq!(w.recorded.len(), 1, "max_queued_files = 1");
+        assert!(w.queue_full);
+        let mut waiting: Vec<String> = w.candidates.keys().cloned().collect();
+        waiting.sort();
+        assert_eq!(waiting.len(), 2);
+
+        // Removed while intake is paused: nobody looks, so nobody notices.
+        std::fs::remove_file(drop.join(&waiting[0])).unwrap();
+        w.check_candidates().await.unwrap();
+        assert_eq!(w.candidates.len(), 2, "the waiting files were not re-read");
+
+        // The queue drains: they are looked at again, the removed one forgotten.
+        let taken = w.recorded.keys().next().unwrap().clone();
+        let id = store.files_by_path(&taken).await.unwrap()[0].id;
+        store.fail_file(id, "test: out of the queue").await.unwrap();
+        w.check_candidates().await.unwrap();
+        assert!(!w.queue_full);
+        assert!(w.candidates.is_empty(), "{:?}", w.candidates.keys());
+        assert!(w.recorded.contains_key(&waiting[1]));
+        assert!(!w.recorded.contains_key(&waiting[0]));
+    }
+
     #[test]
     fn temp_and_hidden_names_are_ignored() {
         for n in [
