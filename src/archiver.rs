@@ -115,16 +115,21 @@ impl Archiver {
             // receipts on the next pass (each move's intent, `final_path`, is already
             // recorded, and a moved file is recognised there).
             let mut finished = Vec::new();
+            // Receipts are made durable a page at a time, before the page's facts are
+            // recorded: one sync per filesystem instead of two per file (12 ms each here).
+            let mut unsynced = disk::PendingSync::default();
             for f in &files {
                 let batch = f.batch_id.and_then(|id| batches.get(&id));
-                match self.finalize(f, batch).await {
+                match self.finalize(f, batch, &mut unsynced).await {
                     Ok(Some(done)) => {
                         finished.push(done);
                         pass.done += 1;
                     }
                     Ok(None) => {}
                     Err(FinalizeError::Store(e)) => {
-                        let _ = self.store.mark_finalized_many(&finished).await;
+                        if self.synced(&mut unsynced, &mut finished, &mut pass) {
+                            let _ = self.store.mark_finalized_many(&finished).await;
+                        }
                         return Err(e);
                     }
                     Err(FinalizeError::Io(e)) => {
@@ -133,7 +138,32 @@ impl Archiver {
                     }
                 }
             }
-            self.store.mark_finalized_many(&finished).await?;
+            if self.synced(&mut unsynced, &mut finished, &mut pass) {
+                self.store.mark_finalized_many(&finished).await?;
+            }
+        }
+    }
+
+    /// Makes the page's receipts durable; when that fails, its files are not recorded as
+    /// finished (the next pass writes their receipts again) and the pass says why.
+    fn synced(
+        &self,
+        unsynced: &mut disk::PendingSync,
+        finished: &mut Vec<Finalized>,
+        pass: &mut Pass,
+    ) -> bool {
+        match unsynced.sync() {
+            Ok(()) => true,
+            Err(e) => {
+                pass.done -= finished.len();
+                pass.stuck.extend(finished.drain(..).map(|f| {
+                    format!(
+                        "file #{}: its receipt cannot be synced to disk: {e}",
+                        f.file_id
+                    )
+                }));
+                false
+            }
         }
     }
 
@@ -187,6 +217,7 @@ impl Archiver {
         &self,
         f: &FileRow,
         batch: Option<&BatchRow>,
+        unsynced: &mut disk::PendingSync,
     ) -> Result<Option<Finalized>, FinalizeError> {
         let Some(watch) = self.watches.read().unwrap().get(&f.watch).cloned() else {
             return Ok(None);
@@ -308,10 +339,11 @@ impl Archiver {
             Create::Mode(crate::watcher::OWN_FOLDER_MODE),
         )
         .map_err(io(writing.clone()))?;
-        dir.write_atomically(
+        dir.write_atomically_deferred(
             name,
             &serde_json::to_vec_pretty(&receipt).expect("json"),
             RECEIPT_MODE,
+            unsynced,
         )
         .map_err(io(writing))?;
         let done = Finalized {

@@ -375,18 +375,51 @@ impl Dir {
     /// an unpredictable name, mode `mode` whatever the umask), synced, renamed over `name`
     /// (a symlink there is replaced, never followed), and the folder synced.
     pub fn write_atomically(&self, name: &OsStr, bytes: &[u8], mode: u32) -> io::Result<()> {
+        self.write_replacing(name, bytes, mode, None)
+    }
+
+    /// The same, but durable only once `later` is synced: for many files at a time, where a
+    /// sync per file and folder (about 12 ms each here) would cost more than the rest.
+    pub fn write_atomically_deferred(
+        &self,
+        name: &OsStr,
+        bytes: &[u8],
+        mode: u32,
+        later: &mut PendingSync,
+    ) -> io::Result<()> {
+        self.write_replacing(name, bytes, mode, Some(later))
+    }
+
+    fn write_replacing(
+        &self,
+        name: &OsStr,
+        bytes: &[u8],
+        mode: u32,
+        later: Option<&mut PendingSync>,
+    ) -> io::Result<()> {
         let name = single(name)?;
         let (tmp, mut file) = self.create_temp(mode)?;
+        let now = later.is_none();
         let written = (|| {
             file.write_all(bytes)?;
-            file.sync_all()?;
+            if now {
+                file.sync_all()?;
+            }
             rustix::fs::renameat(&self.fd, &tmp, &self.fd, name)?;
-            self.sync()
+            if now { self.sync() } else { Ok(()) }
         })();
-        if written.is_err() {
-            let _ = rustix::fs::unlinkat(&self.fd, &tmp, AtFlags::empty());
+        match written {
+            Ok(()) => {
+                if let Some(later) = later {
+                    later.note(self)?;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let _ = rustix::fs::unlinkat(&self.fd, &tmp, AtFlags::empty());
+                Err(e)
+            }
         }
-        written
     }
 
     /// Creates a new file under a name nobody can predict (hidden: the watcher ignores it).
@@ -443,6 +476,37 @@ impl Dir {
             Err(e) if is_symlink_refusal(&e) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// Files written with [`Dir::write_atomically_deferred`] (and moves made meanwhile) that are
+/// not durable yet: [`PendingSync::sync`] makes them so with one `syncfs` per filesystem.
+#[derive(Debug, Default)]
+pub struct PendingSync {
+    /// One open folder per filesystem (by device).
+    filesystems: std::collections::HashMap<u64, OwnedFd>,
+}
+
+impl PendingSync {
+    fn note(&mut self, dir: &Dir) -> io::Result<()> {
+        let dev = dir.stat_self()?.identity.dev;
+        if let std::collections::hash_map::Entry::Vacant(e) = self.filesystems.entry(dev) {
+            e.insert(rustix::io::fcntl_dupfd_cloexec(&dir.fd, 0)?);
+        }
+        Ok(())
+    }
+
+    /// Whether anything waits to be synced.
+    pub fn is_empty(&self) -> bool {
+        self.filesystems.is_empty()
+    }
+
+    /// Makes everything written so far durable (the file systems' data and folders).
+    pub fn sync(&mut self) -> io::Result<()> {
+        for (_, fd) in self.filesystems.drain() {
+            rustix::fs::syncfs(&fd)?;
+        }
+        Ok(())
     }
 }
 
