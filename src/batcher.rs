@@ -353,6 +353,36 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_queued_file_is_hashed_only_as_the_version_queued_and_only_up_to_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.json");
+        std::fs::write(&path, "{\"a\": 1}\n").unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        let queued = disk::Identity::of(&meta);
+        let mut f = file(1, "json", queued.size as i64, 0);
+        f.root = dir.path().to_string_lossy().into_owned();
+        f.rel_path = "a.json".into();
+        (f.dev, f.ino, f.mtime_ns) = (queued.dev as i64, queued.ino as i64, queued.mtime_ns);
+        use sha2::Digest;
+        let expected = format!("{:x}", sha2::Sha256::digest(b"{\"a\": 1}\n"));
+        assert_eq!(sha256_queued(&f), Some(expected));
+
+        // Grown since it was queued: not hashed (reading to EOF would hash the new bytes).
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"b\": 2}\n")
+            .unwrap();
+        assert_eq!(sha256_queued(&f), None);
+        // Replaced by another file: not hashed either.
+        std::fs::write(dir.path().join("b.json"), "{\"a\": 1}\n").unwrap();
+        std::fs::rename(dir.path().join("b.json"), &path).unwrap();
+        assert_eq!(sha256_queued(&f), None);
+    }
+
     const L: Limits = Limits {
         max_files: 3,
         max_bytes: 100,
