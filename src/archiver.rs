@@ -248,7 +248,11 @@ impl Archiver {
                 // a crash the next pass finds where it was going. A file without one changed
                 // back under us since that look: the next pass records its destination, among
                 // the names already promised, rather than this one picking a name alone.
-                let Some(dest) = f.final_path.as_deref().map(|p| real_destination(p, f)) else {
+                let Some(dest) = f
+                    .final_path
+                    .as_deref()
+                    .map(|p| real_destination(p, &rel_below_root(f)))
+                else {
                     return Ok(None);
                 };
                 let dest = self.move_to(f, &src, dest, anchors).await?;
@@ -261,7 +265,7 @@ impl Archiver {
                 let moved = f
                     .final_path
                     .as_deref()
-                    .map(|p| real_destination(p, f))
+                    .map(|p| real_destination(p, &rel_below_root(f)))
                     .filter(|d| {
                         stat_at(d, anchors, Links::Anywhere)
                             .is_ok_and(|st| is_the_file(&st, &recorded))
@@ -291,10 +295,9 @@ impl Archiver {
                 (None, Action::Delete) => None,
                 (None, _) => Some(free_name(&receipt_dir, Path::new(side), f.id, anchors)),
             };
-            let there = |p: &Path, anchors: &[&Path]| name_taken(p, anchors);
             match side_dest {
                 Some(to) => {
-                    if there(&side_src, &root) && !there(&to, anchors) {
+                    if name_taken(&side_src, &root) && !name_taken(&to, anchors) {
                         let moving =
                             format!("moving sidecar {} to {}", side_src.display(), to.display());
                         let (from_dir, from_name) = disk::folder_of(&side_src, &root, Create::No)
@@ -308,12 +311,12 @@ impl Archiver {
                         disk::move_file(&from_dir, from_name, &to_dir, to_name)
                             .map_err(io(moving))?;
                     }
-                    if there(&to, anchors) {
+                    if name_taken(&to, anchors) {
                         receipt["sidecar_archived_to"] = json!(to.to_string_lossy());
                     }
                 }
                 None => {
-                    if there(&side_src, &root) {
+                    if name_taken(&side_src, &root) {
                         let deleting = format!("deleting sidecar {}", side_src.display());
                         let (dir, name) = disk::folder_of(&side_src, &root, Create::No)
                             .map_err(io(deleting.clone()))?;
@@ -628,16 +631,16 @@ fn rel_below_root(f: &FileRow) -> PathBuf {
         .unwrap_or_else(|_| PathBuf::from(&f.rel_path))
 }
 
-/// The real path of a recorded destination. `final_path` is text: for a name that is not
-/// UTF-8 it holds a lossy rendering, and the real name is rebuilt from the file's own bytes
-/// (a destination differs from the file's name only by what `id_name` and `move_to` insert
-/// after its stem, which is ASCII).
-fn real_destination(recorded: &str, f: &FileRow) -> PathBuf {
+/// The real path of a recorded destination of the file at `rel` (its real path below its
+/// drop folder). `final_path` is text: for a name that is not UTF-8 it holds a lossy
+/// rendering, and the real name is rebuilt from the file's own bytes (a destination differs
+/// from the file's name only by what `id_name` and `move_to` insert after its stem, which is
+/// ASCII).
+fn real_destination(recorded: &str, rel: &Path) -> PathBuf {
     let recorded_path = PathBuf::from(recorded);
-    if f.raw_path.is_none() {
+    if rel.to_str().is_some() {
         return recorded_path;
     }
-    let rel = rel_below_root(f);
     let depth = rel.components().count();
     let parts: Vec<_> = recorded_path.components().collect();
     let (Some(name), Some(recorded_name)) = (rel.file_name(), recorded_path.file_name()) else {
@@ -796,53 +799,19 @@ fn receipt_for(file: &Path, id: i64) -> PathBuf {
 mod tests {
     use super::*;
 
-    fn row(root: &str, rel: &str, raw: Option<&[u8]>) -> FileRow {
-        FileRow {
-            id: 7,
-            watch: "w".into(),
-            dataset: "d".into(),
-            format: "json".into(),
-            multiline_json: false,
-            root: root.into(),
-            rel_path: rel.into(),
-            dev: 1,
-            ino: 1,
-            size: 1,
-            mtime_ns: 0,
-            sha256: None,
-            state: "failed".into(),
-            batch_id: None,
-            uploaded_bytes: 0,
-            sent: false,
-            duplicate_of: None,
-            replay_json: None,
-            sidecar: None,
-            reason: None,
-            final_path: None,
-            finalized: false,
-            discovered_at: 0,
-            updated_at: 0,
-            raw_path: raw.map(<[u8]>::to_vec),
-        }
-    }
-
     #[test]
     fn a_name_that_is_not_utf8_keeps_its_bytes_in_the_failed_folder() {
-        let raw = b"/d/sub/latin1-\xe9t\xe9.json";
-        let f = row("/d", "sub/latin1-\u{FFFD}t\u{FFFD}.json", Some(raw));
+        let rel = Path::new(OsStr::from_bytes(b"sub/latin1-\xe9t\xe9.json"));
         let failed = Path::new("/d/_failed");
         let real = |name: &[u8]| failed.join("sub").join(OsStr::from_bytes(name));
         for (chosen, expected) in [
+            (failed.join(rel), real(b"latin1-\xe9t\xe9.json")),
             (
-                failed.join(rel_below_root(&f)),
-                real(b"latin1-\xe9t\xe9.json"),
-            ),
-            (
-                id_name(&failed.join(rel_below_root(&f)), 7),
+                id_name(&failed.join(rel), 7),
                 real(b"latin1-\xe9t\xe9.7.json"),
             ),
             (
-                insert_after_stem(&failed.join(rel_below_root(&f)), ".7.0000abcd"),
+                insert_after_stem(&failed.join(rel), ".7.0000abcd"),
                 real(b"latin1-\xe9t\xe9.7.0000abcd.json"),
             ),
         ] {
@@ -852,15 +821,14 @@ mod tests {
                 recorded.contains('\u{FFFD}'),
                 "what the store holds is lossy"
             );
-            assert_eq!(real_destination(&recorded, &f), expected);
+            assert_eq!(real_destination(&recorded, rel), expected);
         }
         assert_eq!(
             receipt_for(&real(b"latin1-\xe9t\xe9.json"), 7),
             real(b"latin1-\xe9t\xe9.json.receipt.json")
         );
-        let plain = row("/d", "a.json", None);
         assert_eq!(
-            real_destination("/d/_archive/a.7.json", &plain),
+            real_destination("/d/_archive/a.7.json", Path::new("a.json")),
             Path::new("/d/_archive/a.7.json")
         );
     }
