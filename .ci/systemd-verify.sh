@@ -75,7 +75,7 @@ grep -q '^batchdrop:' "$root/etc/passwd" || { echo "FAIL: $sysusers made no user
 systemd-tmpfiles --root="$root" --create "$PWD/$tmpfiles"
 uid=$(awk -F: '$1 == "batchdrop" { print $3 }' "$root/etc/passwd")
 perms=$(stat -c '%a %u' "$root/srv/drop")
-[ "$perms" = "2770 $uid" ] || { echo "FAIL: /srv/drop is '$perms', expected '2770 $uid'" >&2; exit 1; }
+[ "$perms" = "3770 $uid" ] || { echo "FAIL: /srv/drop is '$perms', expected '3770 $uid'" >&2; exit 1; }
 echo "ok: $sysusers, $tmpfiles"
 
 echo "systemd-verify: all checks passed"

@@ -8,6 +8,7 @@
 //! This module must not talk to the platform or move files.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Watch;
+use crate::disk::{self, Links};
 use crate::store::{FileRow, Store, StoreError, now_ms};
 
 /// The limits one watch asks for.
@@ -239,18 +241,19 @@ impl Batcher {
                 }
             };
             if known {
-                to_hash.push((i, f.abs_path()));
+                to_hash.push((i, f.clone()));
             }
         }
         let stop = shutdown.clone();
         let hashed = tokio::task::spawn_blocking(move || {
             let mut out = Vec::with_capacity(to_hash.len());
-            for (i, path) in to_hash {
+            for (i, f) in to_hash {
                 if stop.is_cancelled() {
                     return None;
                 }
-                // Unreadable now: the uploader will find out and say why.
-                if let Ok(sha) = sha256_file(&path) {
+                // Unreadable now, or no longer the version queued: the uploader will find out
+                // and say why.
+                if let Some(sha) = sha256_queued(&f) {
                     out.push((i, sha));
                 }
             }
@@ -305,20 +308,15 @@ impl Batcher {
 /// How many groups `plan` can make of one page: one per (format, multiline JSON).
 const GROUP_KEYS: u64 = 6;
 
-pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
-    use sha2::{Digest, Sha256};
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
+/// SHA-256 of a queued file, read from one descriptor whose identity is the one queued and
+/// bounded by the size queued (a file replaced or grown since is not hashed at all).
+fn sha256_queued(f: &FileRow) -> Option<String> {
+    let opened = disk::open_below(Path::new(&f.root), &f.abs_path(), Links::Anywhere).ok()?;
+    let queued = f.identity();
+    if opened.stat.kind != disk::Kind::File || opened.stat.identity != queued {
+        return None;
     }
-    Ok(format!("{:x}", hasher.finalize()))
+    disk::sha256(&opened.file, queued.size).ok()
 }
 
 #[cfg(test)]
@@ -353,6 +351,36 @@ mod tests {
             updated_at: at,
             raw_path: None,
         }
+    }
+
+    #[test]
+    fn a_queued_file_is_hashed_only_as_the_version_queued_and_only_up_to_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.json");
+        std::fs::write(&path, "{\"a\": 1}\n").unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        let queued = disk::Identity::of(&meta);
+        let mut f = file(1, "json", queued.size as i64, 0);
+        f.root = dir.path().to_string_lossy().into_owned();
+        f.rel_path = "a.json".into();
+        (f.dev, f.ino, f.mtime_ns) = (queued.dev as i64, queued.ino as i64, queued.mtime_ns);
+        use sha2::Digest;
+        let expected = format!("{:x}", sha2::Sha256::digest(b"{\"a\": 1}\n"));
+        assert_eq!(sha256_queued(&f), Some(expected));
+
+        // Grown since it was queued: not hashed (reading to EOF would hash the new bytes).
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"b\": 2}\n")
+            .unwrap();
+        assert_eq!(sha256_queued(&f), None);
+        // Replaced by another file: not hashed either.
+        std::fs::write(dir.path().join("b.json"), "{\"a\": 1}\n").unwrap();
+        std::fs::rename(dir.path().join("b.json"), &path).unwrap();
+        assert_eq!(sha256_queued(&f), None);
     }
 
     const L: Limits = Limits {

@@ -229,6 +229,10 @@ pub struct Watch {
     pub follow_symlinks: bool,
     /// How long a `.replay` sidecar waits for its data file before it is failed.
     pub sidecar_timeout: Duration,
+    /// Larger files are refused with a receipt instead of being uploaded.
+    pub max_file_bytes: u64,
+    /// Refuse sparse files (far fewer bytes on disk than their length) with a receipt.
+    pub refuse_sparse: bool,
 }
 
 impl Watch {
@@ -323,6 +327,8 @@ struct RawWatchSettings {
     allow_duplicates: Option<bool>,
     follow_symlinks: Option<bool>,
     sidecar_timeout: Option<String>,
+    max_file_bytes: Option<u64>,
+    refuse_sparse: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -576,6 +582,11 @@ impl Config {
                     &s.sidecar_timeout.clone().or(d.sidecar_timeout.clone()),
                     Duration::from_secs(600),
                 )?,
+                max_file_bytes: s
+                    .max_file_bytes
+                    .or(d.max_file_bytes)
+                    .unwrap_or(PLATFORM_MAX_BYTES),
+                refuse_sparse: s.refuse_sparse.or(d.refuse_sparse).unwrap_or(false),
             };
             if watch.max_files == 0 || watch.max_files > PLATFORM_MAX_FILES {
                 return Err(invalid(format!(
@@ -585,6 +596,11 @@ impl Config {
             if watch.max_bytes == 0 || watch.max_bytes > PLATFORM_MAX_BYTES {
                 return Err(invalid(format!(
                     "[[watch]] {name}: max_bytes must be between 1 and {PLATFORM_MAX_BYTES} (100 GB, the platform's limit per batch)"
+                )));
+            }
+            if watch.max_file_bytes == 0 || watch.max_file_bytes > PLATFORM_MAX_BYTES {
+                return Err(invalid(format!(
+                    "[[watch]] {name}: max_file_bytes must be between 1 and {PLATFORM_MAX_BYTES} (100 GB, the platform's limit per batch)"
                 )));
             }
             watches.push(watch);
@@ -691,6 +707,22 @@ mod tests {
         assert_eq!(config.upload.chunk_size, 64 * 1024 * 1024);
         assert!(w.path.ends_with("var/drop") && w.path.is_absolute());
         assert_eq!(w.archive_dir, w.path.join("_archive"));
+        assert_eq!(w.max_file_bytes, PLATFORM_MAX_BYTES);
+        assert!(!w.refuse_sparse);
+    }
+
+    #[test]
+    fn the_file_size_cap_and_sparse_refusal_are_per_watch() {
+        let p = Path::new("/etc/batchdrop.toml");
+        let text = "[defaults]\nmax_file_bytes = 1000\n[[watch]]\npath='a'\ndataset='d'\n[[watch]]\npath='b'\ndataset='d'\nmax_file_bytes = 10\nrefuse_sparse = true\n";
+        let c = Config::parse(text, p).unwrap();
+        assert_eq!(c.watches[0].max_file_bytes, 1000);
+        assert!(!c.watches[0].refuse_sparse);
+        assert_eq!(c.watches[1].max_file_bytes, 10);
+        assert!(c.watches[1].refuse_sparse);
+        let err =
+            Config::parse("[[watch]]\npath='a'\ndataset='d'\nmax_file_bytes=0\n", p).unwrap_err();
+        assert!(err.to_string().contains("max_file_bytes"), "{err}");
     }
 
     #[test]

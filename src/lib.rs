@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod crashpoint;
 pub mod daemon;
+pub mod disk;
 pub mod emulator;
 pub mod poller;
 pub mod replay;

@@ -54,6 +54,15 @@ pub enum ReplayError {
         file: String,
         message: String,
     },
+    /// The sidecar is not something batchdrop reads (a FIFO, a symlink, a device, too long).
+    #[error(
+        "{origin} was not read: {why}. Write the sidecar as a regular file of a few lines beside {file}, then drop {file} and its sidecar again (or drop {file} alone to ingest it as new data)"
+    )]
+    Refused {
+        origin: String,
+        file: String,
+        why: String,
+    },
     #[error(
         "{origin} asks to replace the earlier ingestion of {file}, but no data of a file named {file} is in dataset {dataset} now (never ingested, or already replaced or reverted). Delete the sidecar to ingest {file} as new data, or name the batch to replace in it (replaces = [\"BATCH_ID\"]); then drop {file} again (or run `batchdrop retry {file}`, which brings back the sidecar too if it is still beside the failed file)"
     )]

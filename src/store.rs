@@ -202,6 +202,16 @@ pub struct FileRow {
 }
 
 impl FileRow {
+    /// The identity the watcher recorded when it took the file.
+    pub fn identity(&self) -> crate::disk::Identity {
+        crate::disk::Identity {
+            dev: self.dev as u64,
+            ino: self.ino as u64,
+            size: self.size as u64,
+            mtime_ns: self.mtime_ns,
+        }
+    }
+
     pub fn abs_path(&self) -> PathBuf {
         use std::os::unix::ffi::OsStrExt;
         match &self.raw_path {

@@ -9,13 +9,12 @@
 
 use std::collections::HashSet;
 use std::io::SeekFrom;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -23,13 +22,14 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{ApiClient, ApiError, BatchAction, BatchStatus, CreateBatch, ErrorKind, Replay};
 use crate::config::Upload;
 use crate::crashpoint;
+use crate::disk::Identity;
+use crate::disk::{self, Kind, Links};
 use crate::poller;
 use crate::retry;
 use crate::store::{
     BatchRow, FileRow, Store, StoreError, Uploaded, batch_state, file_state, now_ms,
 };
 use crate::telemetry;
-use crate::watcher::Identity;
 
 /// Why a step stopped before its batch reached the next state.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +44,10 @@ pub enum StepError {
     /// The file cannot be read; it fails with this reason (and taints its batch if sent).
     #[error("{0}")]
     Unreadable(String),
+    /// The process ran out of descriptors or memory while opening or reading a file: nothing
+    /// is wrong with the file or the batch, which is driven again shortly. Nothing is failed.
+    #[error("{0}")]
+    Busy(String),
     #[error("stopping for shutdown")]
     Shutdown,
 }
@@ -167,6 +171,12 @@ impl Uploader {
                 }
             }
             Err(StepError::Api(e)) => self.on_api_error(&b, e).await,
+            Err(StepError::Busy(why)) => {
+                tracing::warn!(batch = %label, dataset = %b.dataset, "{why}; trying again in {BUSY_WAIT:?} (nothing is failed for this)");
+                self.store
+                    .delay_batch(b.id, now_ms() + BUSY_WAIT.as_millis() as i64)
+                    .await
+            }
             Err(StepError::Store(e)) => Err(e),
         };
         if let Err(e) = outcome {
@@ -584,27 +594,40 @@ impl FileJob {
     /// file was failed or superseded instead, which is recorded here).
     async fn upload(&self, f: &FileRow) -> Result<Option<Uploaded>, StepError> {
         let path = f.abs_path();
-        let recorded = Identity {
-            dev: f.dev as u64,
-            ino: f.ino as u64,
-            size: f.size as u64,
-            mtime_ns: f.mtime_ns,
+        let recorded = f.identity();
+        // Opened once, no folder on its way followed; it is uploaded only if the descriptor
+        // is the version the watcher queued, and every byte sent and hashed is read from it.
+        let opened = {
+            let (root, path) = (PathBuf::from(&f.root), path.clone());
+            tokio::task::spawn_blocking(move || disk::open_below(&root, &path, Links::Anywhere))
+                .await
+                .expect("file open task panicked")
         };
-        match Identity::read(&path) {
-            Ok(now) if now == recorded => {}
+        let file = match opened {
+            Ok(o) if o.stat.kind == Kind::File && o.stat.identity == recorded => o.file,
             // Bytes of it may be in the batch already (a retry, or a restart): that is a
             // change during its upload.
             Ok(_) if f.sent => return self.changed(f, "during its upload").await.map(|()| None),
             Ok(_) => return self.changed(f, "before its upload").await.map(|()| None),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if disk::is_transient(&e) => return Err(busy(f, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound || disk::is_symlink_refusal(&e) => {
                 if f.sent {
                     let why = deleted_while_uploading(f, &self.batch);
                     self.store.fail_file(f.id, &why).await?;
                     return Err(StepError::Tainted(why));
                 }
-                self.store
-                    .fail_file(f.id, &format!("{} was deleted before it could be uploaded; drop it again to ingest it", f.rel_path))
-                    .await?;
+                let why = if disk::is_symlink_refusal(&e) {
+                    format!(
+                        "{} is no longer in its drop folder: a folder on its way is now a symbolic link, which batchdrop never follows; nothing was uploaded",
+                        f.rel_path
+                    )
+                } else {
+                    format!(
+                        "{} was deleted before it could be uploaded; drop it again to ingest it",
+                        f.rel_path
+                    )
+                };
+                self.store.fail_file(f.id, &why).await?;
                 return Ok(None);
             }
             Err(e) => {
@@ -619,25 +642,41 @@ impl FileJob {
                     .await?;
                 return Ok(None);
             }
-        }
+        };
+        // The reader takes a duplicate; this one stays to look at the file afterwards.
+        let reader = file.try_clone().map_err(|e| {
+            if disk::is_transient(&e) {
+                busy(f, e)
+            } else {
+                io_fail(f, e)
+            }
+        })?;
         self.store.mark_sent(f.id).await?;
         let started = std::time::Instant::now();
         let sent = if (f.size as u64) <= self.upload.large_file_threshold {
-            self.put_small(f, &path).await
+            self.put_small(f, reader).await
         } else {
-            self.put_large(f, &path).await
+            self.put_large(f, reader).await
         };
-        // The file must be exactly the version we started with, or the platform holds a mix.
-        // Checked whatever the transfer's outcome: a file cut short while it was read makes a
-        // body shorter than announced, which is a change of the file, not a platform failure.
+        // The file must be exactly the version we started with, or the platform holds a mix:
+        // not written in place since (its descriptor's size and mtime), and still the file at
+        // its name (not deleted or replaced). Checked whatever the transfer's outcome: a file
+        // cut short while it was read makes a body shorter than announced, which is a change
+        // of the file, not a platform failure.
         if !matches!(sent, Err(StepError::Shutdown)) {
-            match Identity::read(&path) {
-                Ok(now) if now == recorded => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let held = file.metadata().map(|m| Identity::of(&m));
+            let named = disk::Dir::anchor(Path::new(&f.root)).and_then(|root| {
+                let below = path.strip_prefix(&f.root).map_err(std::io::Error::other)?;
+                root.stat_file(below, Links::Anywhere)
+            });
+            match (held, named) {
+                (Ok(held), Ok(named)) if held == recorded && named.identity == recorded => {}
+                (_, Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                     let why = deleted_while_uploading(f, &self.batch);
                     self.store.fail_file(f.id, &why).await?;
                     return Err(StepError::Tainted(why));
                 }
+                (Err(e), _) | (_, Err(e)) if disk::is_transient(&e) => return Err(busy(f, e)),
                 _ => return self.changed(f, "during its upload").await.map(|()| None),
             }
         }
@@ -692,16 +731,11 @@ impl FileJob {
         Ok(())
     }
 
-    async fn put_small(&self, f: &FileRow, path: &Path) -> Result<String, StepError> {
+    async fn put_small(&self, f: &FileRow, file: std::fs::File) -> Result<String, StepError> {
         if f.size as u64 <= READ_WHOLE {
-            return self.put_from_memory(f, path).await;
+            return self.put_from_memory(f, file).await;
         }
         let hasher = Arc::new(Mutex::new(Sha256::new()));
-        let file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| io_fail(f, e))?
-            .into_std()
-            .await;
         let size = f.size as u64;
         let body = body_of(read_ahead(file, 0, size, size, hasher.clone()), size);
         self.api
@@ -713,18 +747,25 @@ impl FileJob {
 
     /// A small file is read and hashed in one trip to the blocking pool (a streamed body
     /// costs a trip per read) and sent from memory.
-    async fn put_from_memory(&self, f: &FileRow, path: &Path) -> Result<String, StepError> {
-        let owned = path.to_owned();
+    async fn put_from_memory(&self, f: &FileRow, file: std::fs::File) -> Result<String, StepError> {
+        let size = f.size as u64;
         let read = tokio::task::spawn_blocking(move || {
-            std::fs::read(owned).map(|bytes| {
+            // One byte more than recorded: a file that grew is a change, not a shorter body.
+            disk::read_capped(&file, size).map(|bytes| {
                 let sha = format!("{:x}", Sha256::digest(&bytes));
                 (bytes::Bytes::from(bytes), sha)
             })
         })
         .await
         .expect("file read task panicked");
-        let (bytes, sha) = read.map_err(|e| io_fail(f, e))?;
-        if bytes.len() as u64 != f.size as u64 {
+        let (bytes, sha) = read.map_err(|e| {
+            if disk::is_transient(&e) {
+                busy(f, e)
+            } else {
+                io_fail(f, e)
+            }
+        })?;
+        if bytes.len() as u64 != size {
             // The identity check after the transfer names it a change of the file.
             return Err(StepError::Unreadable(format!(
                 "{} changed size while it was read ({} bytes, {} recorded)",
@@ -748,7 +789,7 @@ impl FileJob {
 
     /// INITIALIZE (if nothing arrived yet), then PATCH chunk by chunk from the prefix the
     /// platform says it holds, then file COMPLETE.
-    async fn put_large(&self, f: &FileRow, path: &Path) -> Result<String, StepError> {
+    async fn put_large(&self, f: &FileRow, file: std::fs::File) -> Result<String, StepError> {
         let total = f.size as u64;
         let mut offset = match self
             .api
@@ -781,23 +822,20 @@ impl FileJob {
                 .await?;
         }
         let hasher = Arc::new(Mutex::new(Sha256::new()));
-        let mut file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| io_fail(f, e))?;
-        if offset > 0 {
+        let file = if offset > 0 {
             // Only after a restart: the hash must cover the bytes sent before it.
-            hash_prefix(&mut file, offset, &hasher)
-                .await
-                .map_err(|e| io_fail(f, e))?;
-        }
+            let prefix = hasher.clone();
+            tokio::task::spawn_blocking(move || {
+                disk::hash_into(&file, offset, &mut prefix.lock().unwrap()).map(|()| file)
+            })
+            .await
+            .expect("hashing task panicked")
+            .map_err(|e| io_fail(f, e))?
+        } else {
+            file
+        };
         let chunk_size = self.upload.chunk_size;
-        let pieces = read_ahead(
-            file.into_std().await,
-            offset,
-            total,
-            chunk_size,
-            hasher.clone(),
-        );
+        let pieces = read_ahead(file, offset, total, chunk_size, hasher.clone());
         while offset < total {
             if self.shutdown.is_cancelled() {
                 return Err(StepError::Shutdown);
@@ -879,6 +917,16 @@ fn deleted_while_uploading(f: &FileRow, batch: &str) -> String {
          so nothing of it is ingested: drop it again to ingest it",
         f.rel_path
     )
+}
+
+/// How long a batch waits when the process ran out of descriptors or memory.
+const BUSY_WAIT: Duration = Duration::from_secs(2);
+
+fn busy(f: &FileRow, e: std::io::Error) -> StepError {
+    StepError::Busy(format!(
+        "cannot open or read {} now ({e}): batchdrop is out of file descriptors or memory",
+        f.rel_path
+    ))
 }
 
 fn io_fail(f: &FileRow, e: std::io::Error) -> StepError {
@@ -1039,27 +1087,6 @@ fn memory_body(bytes: bytes::Bytes) -> reqwest::Body {
         Ok::<_, std::io::Error>(piece)
     });
     reqwest::Body::wrap_stream(stream)
-}
-
-async fn hash_prefix(
-    file: &mut tokio::fs::File,
-    len: u64,
-    hasher: &Mutex<Sha256>,
-) -> std::io::Result<()> {
-    let mut left = len;
-    let mut buf = vec![0u8; 256 * 1024];
-    while left > 0 {
-        let n = file.read(&mut buf[..left.min(256 * 1024) as usize]).await?;
-        if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "file shorter than recorded",
-            ));
-        }
-        hasher.lock().unwrap().update(&buf[..n]);
-        left -= n as u64;
-    }
-    Ok(())
 }
 
 fn finish(hasher: Arc<Mutex<Sha256>>) -> String {

@@ -18,7 +18,6 @@
 //! rows.
 
 use std::collections::{HashMap, HashSet};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -28,35 +27,13 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Watch, WatchMode};
+use crate::disk::{self, Dir, Kind, Links};
 use crate::replay::{self, ReplayError, Sidecar};
 use crate::store::{NewFile, Recorded, Store, StoreError};
 use crate::telemetry::{self, Health};
 
-/// What a file looks like on disk; a change in any of these means it is still being written
-/// (or was replaced).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Identity {
-    pub dev: u64,
-    pub ino: u64,
-    pub size: u64,
-    pub mtime_ns: i64,
-}
-
-impl Identity {
-    pub fn of(meta: &std::fs::Metadata) -> Identity {
-        Identity {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.len(),
-            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-        }
-    }
-
-    /// The identity of what `path` names (a symlink's target: that is what gets uploaded).
-    pub fn read(path: &Path) -> std::io::Result<Identity> {
-        std::fs::metadata(path).map(|m| Identity::of(&m))
-    }
-}
+/// What a file looks like on disk (now in `disk`, where every file is judged).
+pub use crate::disk::Identity;
 
 /// Why a name in a drop folder is not a data file.
 pub fn is_ignored_name(name: &str) -> bool {
@@ -74,7 +51,7 @@ struct Candidate {
     since: Instant,
     /// A close-write or moved-to event was seen for the current identity.
     hinted: bool,
-    /// Why it must not be uploaded (a symlink leading out of the folder), if so.
+    /// Why it must not be uploaded (found when it is admitted, see `Watcher::admit`), if so.
     problem: Option<String>,
     /// The real path (the key is a '/'-joined, possibly lossy, rendering of it).
     path: PathBuf,
@@ -105,6 +82,10 @@ pub struct Watcher {
     pub pending: Arc<std::sync::atomic::AtomicUsize>,
     /// Intake is paused: the state directory is (nearly) full.
     intake_paused: bool,
+    /// Symlinks to folders already named in the log (they are never followed).
+    folder_links: HashSet<PathBuf>,
+    /// Intake is paused: `max_queued_files` files are queued (see `check_candidates`).
+    queue_full: bool,
     /// Events can no longer be trusted to mention every new file (a watch could not be
     /// added, e.g. the inotify watch limit was reached): scanning takes over.
     events_broken: bool,
@@ -135,14 +116,32 @@ impl Watcher {
             pending: Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX)),
             next_check: Instant::now(),
             intake_paused: false,
+            queue_full: false,
+            folder_links: HashSet::new(),
             events_broken: false,
         }
     }
 
     /// Runs until `shutdown`: scan, then react to events and rescans, checking candidates often.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), StoreError> {
-        if let Err(e) = std::fs::create_dir_all(&self.watch.path) {
-            tracing::error!(folder = %self.watch.path.display(), "cannot create the drop folder: {e}");
+        let created = !self.watch.path.exists();
+        match std::fs::create_dir_all(&self.watch.path) {
+            Err(e) => {
+                tracing::error!(folder = %self.watch.path.display(), "cannot create the drop folder: {e}")
+            }
+            // Sticky: a producer may rename or remove only their own files in it, not others'
+            // and not batchdrop's _archive/ and _failed/ (see docs/security-files.md).
+            Ok(()) if created => {
+                use std::os::unix::fs::PermissionsExt;
+                if let Ok(meta) = std::fs::metadata(&self.watch.path) {
+                    let mode = meta.permissions().mode() | 0o1000;
+                    let _ = std::fs::set_permissions(
+                        &self.watch.path,
+                        std::fs::Permissions::from_mode(mode),
+                    );
+                }
+            }
+            Ok(()) => {}
         }
         // Events name files by their real path: compare against the real root (the configured
         // one may go through a symlink).
@@ -157,6 +156,10 @@ impl Watcher {
             self.watch.failed_dir = rebase(&self.watch.failed_dir);
             self.watch.path = real;
         }
+        self.prepare_own_folders();
+        for loose in disk::loose_folders(&self.watch.path) {
+            tracing::warn!(folder = %self.watch.path.display(), "{loose}");
+        }
         // Without events, scanning is the only source: do it often.
         let scan_often = self
             .watch
@@ -170,9 +173,14 @@ impl Watcher {
             WatchMode::Poll => None,
             WatchMode::Events => {
                 let tx = tx.clone();
-                let started = notify::recommended_watcher(move |ev| {
-                    let _ = tx.send(ev);
-                })
+                // A symlink to a folder is never followed: notify would otherwise watch (and
+                // report) a folder outside the drop folder as if it were in it.
+                let started = notify::RecommendedWatcher::new(
+                    move |ev| {
+                        let _ = tx.send(ev);
+                    },
+                    notify::Config::default().with_follow_symlinks(false),
+                )
                 .and_then(|mut w| {
                     w.watch(&self.watch.path, RecursiveMode::Recursive)
                         .map(|_| w)
@@ -252,6 +260,42 @@ impl Watcher {
         }
     }
 
+    /// Creates the archive and failed folders that lie inside the drop folder, as batchdrop's
+    /// own (mode 0750: producers may read them, not rename, replace or plant anything in
+    /// them), narrows ones it made earlier to that, and says what it cannot fix: a
+    /// symlink in their place, or a folder a producer created first.
+    fn prepare_own_folders(&self) {
+        for dir in [&self.watch.archive_dir, &self.watch.failed_dir] {
+            let Ok(rel) = dir.strip_prefix(&self.watch.path) else {
+                continue; // a folder of the operator's, elsewhere: theirs to set up
+            };
+            let made = Dir::anchor(&self.watch.path)
+                .and_then(|root| root.sub_created(rel, Some(OWN_FOLDER_MODE)))
+                .and_then(|own| own.narrow_to(OWN_FOLDER_MODE));
+            match made {
+                Ok(st) if st.uid != disk::effective_uid() && st.uid != 0 => tracing::warn!(
+                    folder = %dir.display(),
+                    "{} belongs to uid {}, not to batchdrop: whoever owns it can rename or \
+                     replace what batchdrop moves there. Move it away: batchdrop creates its own",
+                    dir.display(),
+                    st.uid
+                ),
+                Ok(_) => {}
+                Err(e) if disk::is_symlink_refusal(&e) => tracing::error!(
+                    folder = %dir.display(),
+                    "{} is a symbolic link (or reached through one); batchdrop never writes \
+                     through one, so files wait in the drop folder until it is a real folder \
+                     again: remove the link (to keep files elsewhere, set archive_dir or \
+                     failed_dir in the [[watch]])",
+                    dir.display()
+                ),
+                Err(e) => {
+                    tracing::warn!(folder = %dir.display(), "cannot create {}: {e}", dir.display())
+                }
+            }
+        }
+    }
+
     async fn on_event(&mut self, ev: notify::Result<notify::Event>) -> Result<(), StoreError> {
         let ev = match ev {
             Ok(ev) => ev,
@@ -294,12 +338,14 @@ impl Watcher {
                     // A folder moved in whole brings files no event will mention.
                     self.scan_dir(&path).await?;
                 }
-                Ok(m) if m.is_file() => self.consider(&path, Identity::of(&m), hint, None),
-                Ok(m) if m.is_symlink() => {
-                    if let Some((identity, problem)) = follow_link(&self.watch, &path) {
-                        self.consider(&path, identity, hint, problem);
+                Ok(m) if m.is_file() => self.consider(&path, Identity::of(&m), hint),
+                Ok(m) if m.is_symlink() => match std::fs::metadata(&path) {
+                    Ok(target) if target.is_file() => {
+                        self.consider(&path, Identity::of(&target), hint)
                     }
-                }
+                    Ok(target) if target.is_dir() => self.name_folder_link(&path),
+                    _ => {}
+                },
                 _ => {}
             }
         }
@@ -309,33 +355,53 @@ impl Watcher {
     async fn scan(&mut self) -> Result<(), StoreError> {
         metrics::counter!(telemetry::RESCANS).increment(1);
         let root = self.watch.path.clone();
-        let seen = self.scan_dir(&root).await?;
+        let (seen, links) = self.scan_dir(&root).await?;
         // Forget the versions of files no longer in the folder (archived, deleted): the map
         // stays the size of the folder instead of growing with every file ever seen.
         self.recorded.retain(|rel, _| seen.contains(rel));
+        self.folder_links.retain(|link| links.contains(link));
         Ok(())
     }
 
     /// Walks `dir` (below the watch root) and considers every regular file in it; returns the
-    /// relative paths of the data files found.
-    async fn scan_dir(&mut self, dir: &Path) -> Result<HashSet<String>, StoreError> {
+    /// relative paths of the data files found, and the symlinks to folders.
+    async fn scan_dir(
+        &mut self,
+        dir: &Path,
+    ) -> Result<(HashSet<String>, HashSet<PathBuf>), StoreError> {
         let watch = self.watch.clone();
         let dir = dir.to_owned();
         let found = tokio::task::spawn_blocking(move || walk(&watch, &dir))
             .await
             .unwrap_or_default();
-        let mut seen = HashSet::with_capacity(found.len());
-        for (path, identity, problem) in found {
+        let mut seen = HashSet::with_capacity(found.files.len());
+        for (path, identity) in found.files {
             if let Some(rel) = self.relative(&path) {
                 seen.insert(rel);
             }
-            self.consider(&path, identity, false, problem);
+            self.consider(&path, identity, false);
         }
-        Ok(seen)
+        for link in &found.folder_links {
+            self.name_folder_link(link);
+        }
+        Ok((seen, found.folder_links.into_iter().collect()))
+    }
+
+    /// Says once per link that a symlink to a folder is not followed: its files are someone
+    /// else's (or a producer's way to have batchdrop read what they cannot).
+    fn name_folder_link(&mut self, link: &Path) {
+        if self.relative(link).is_some() && self.folder_links.insert(link.to_owned()) {
+            tracing::warn!(
+                folder = %self.watch.path.display(), link = %link.display(),
+                "{} is a symbolic link to a folder; batchdrop never follows one, so nothing in it \
+                 is taken. Move the files themselves into the drop folder",
+                link.display()
+            );
+        }
     }
 
     /// Starts (or restarts) the settle clock of a file unless this exact version is known.
-    fn consider(&mut self, path: &Path, identity: Identity, hint: bool, problem: Option<String>) {
+    fn consider(&mut self, path: &Path, identity: Identity, hint: bool) {
         let Some(rel) = self.relative(path) else {
             return;
         };
@@ -372,7 +438,7 @@ impl Watcher {
                         identity,
                         since,
                         hinted: hint,
-                        problem,
+                        problem: None,
                         path: path.to_owned(),
                     },
                 );
@@ -405,6 +471,12 @@ impl Watcher {
     async fn check_candidates(&mut self) -> Result<(), StoreError> {
         self.check_sidecars().await?;
         if self.candidates.is_empty() {
+            return Ok(());
+        }
+        // While intake is paused the candidates are not looked at, only whether there is room
+        // again: re-reading 50,000 waiting files every tick kept a core busy for nothing. A
+        // file that changed meanwhile is seen changed when they are looked at again.
+        if (self.intake_paused || self.queue_full) && !self.room_again().await? {
             return Ok(());
         }
         let settle = self.watch.settle;
@@ -446,6 +518,7 @@ impl Watcher {
             .filter(|r| replay::data_file_of(r).is_none())
             .count() as i64;
         let full = data_files > room;
+        self.queue_full = full;
         if full
             != self
                 .health
@@ -462,7 +535,7 @@ impl Watcher {
         for rel in stable {
             if replay::data_file_of(&rel).is_some() {
                 if let Some(c) = self.candidates.remove(&rel) {
-                    self.take_sidecar(rel, c.identity).await?;
+                    self.take_sidecar(rel, c.identity, &c.path).await?;
                     woke = true;
                 }
                 continue;
@@ -473,9 +546,17 @@ impl Watcher {
             if room == 0 {
                 break; // the rest wait on disk, as candidates, until the queue drains
             }
-            let Some(c) = self.candidates.remove(&rel) else {
+            let Some(mut c) = self.candidates.remove(&rel) else {
                 continue;
             };
+            match self.admit(&rel, &mut c) {
+                Admission::Take => {}
+                Admission::Later => {
+                    self.candidates.insert(rel, c);
+                    continue;
+                }
+                Admission::Gone => continue,
+            }
             room -= 1;
             let sidecar = self.sidecars.remove(&rel);
             if sidecar.is_none() && c.problem.is_none() && self.problem_of(&rel).is_none() {
@@ -514,6 +595,80 @@ impl Watcher {
             self.wake_batcher.notify_one();
         }
         Ok(())
+    }
+
+    /// Whether intake, paused, can go on: the state directory has room again, and fewer than
+    /// `max_queued_files` files are queued.
+    async fn room_again(&mut self) -> Result<bool, StoreError> {
+        if !self.room_for_new_files() {
+            return Ok(false);
+        }
+        if self.queue_full {
+            let queued = self.store.queued_files().await?;
+            if queued >= self.max_queued_files as i64 {
+                return Ok(false);
+            }
+            self.queue_full = false;
+        }
+        Ok(true)
+    }
+
+    /// Judges a stable data file on what opening it finds, not on its path: no folder on its
+    /// way is a symlink, a symlinked file stays inside the watch folder (unless
+    /// `follow_symlinks`), it is still the version that settled, and it is within the watch's
+    /// size rules. Sets `c.problem` when it is to be refused with a receipt.
+    fn admit(&self, rel: &str, c: &mut Candidate) -> Admission {
+        let links = if self.watch.follow_symlinks {
+            Links::Anywhere
+        } else {
+            Links::Beneath
+        };
+        let Ok(below) = c.path.strip_prefix(&self.watch.path) else {
+            return Admission::Gone;
+        };
+        let judged = Dir::anchor(&self.watch.path).and_then(|root| root.stat_file(below, links));
+        let st = match judged {
+            Ok(st) => st,
+            // Out of descriptors or memory: nothing is wrong with the file; next tick.
+            Err(e) if disk::is_transient(&e) => {
+                tracing::debug!(file = %rel, "cannot look at it now ({e}); trying again");
+                return Admission::Later;
+            }
+            Err(e) if disk::is_escape(&e) => {
+                let target = std::fs::read_link(&c.path)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_else(|_| "a file".into());
+                c.problem = Some(format!(
+                    "{} is a symlink to {target}, outside the watch folder; batchdrop does not follow it (copy the file in, or set follow_symlinks = true for this watch)",
+                    c.path.display()
+                ));
+                return Admission::Take;
+            }
+            // Gone, or a folder on its way is (now) a symlink: not a file of this folder.
+            Err(_) => return Admission::Gone,
+        };
+        if st.kind != Kind::File {
+            return Admission::Gone;
+        }
+        if st.identity != c.identity {
+            c.identity = st.identity;
+            c.since = Instant::now();
+            c.hinted = false;
+            return Admission::Later;
+        }
+        let size = st.identity.size;
+        if size > self.watch.max_file_bytes {
+            c.problem = Some(format!(
+                "{rel} is {size} bytes, more than max_file_bytes ({}) for this folder; split it into smaller files, or raise max_file_bytes in the [[watch]] for {}",
+                self.watch.max_file_bytes, self.watch.name
+            ));
+        } else if self.watch.refuse_sparse && is_sparse(size, st.allocated) {
+            c.problem = Some(format!(
+                "{rel} is a sparse file: {size} bytes long but only {} bytes on disk, and this folder refuses sparse files (refuse_sparse = true in the [[watch]] for {}); write it out in full (e.g. `cp --sparse=never`), or set refuse_sparse = false",
+                st.allocated, self.watch.name
+            ));
+        }
+        Admission::Take
     }
 
     /// Records stable files that need nothing but recording (no sidecar, no problem) in one
@@ -719,7 +874,7 @@ impl Watcher {
         let path = self.watch.path.join(&side);
         match Identity::read(&path) {
             Ok(id) if self.recorded.get(&side) != Some(&id) => {
-                self.consider(&path, id, false, None);
+                self.consider(&path, id, false);
                 true
             }
             _ => false,
@@ -728,20 +883,33 @@ impl Watcher {
 
     /// A sidecar settled: attach it to its file if that is queued, else keep it until the file
     /// comes (or until `sidecar_timeout`).
-    async fn take_sidecar(&mut self, rel: String, id: Identity) -> Result<(), StoreError> {
+    async fn take_sidecar(
+        &mut self,
+        rel: String,
+        id: Identity,
+        path: &Path,
+    ) -> Result<(), StoreError> {
         let data = replay::data_file_of(&rel).expect("a sidecar").to_owned();
         self.recorded.insert(rel.clone(), id);
         if self.store.sidecar_claimed(&self.watch.name, &rel).await? {
             return Ok(()); // attached before a restart: nothing new
         }
-        let text = match std::fs::read(self.watch.path.join(&rel)) {
-            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-            Err(_) => {
+        let origin = format!("the sidecar {rel}");
+        let parsed = match read_sidecar(&self.watch.path, path) {
+            Ok(text) => replay::parse(&origin, &data, &text),
+            Err(SidecarRead::Refused(why)) => {
+                tracing::warn!(sidecar = %rel, file = %data, dataset = %self.watch.dataset, "sidecar refused: {why}");
+                Err(ReplayError::Refused {
+                    origin,
+                    file: data.clone(),
+                    why,
+                })
+            }
+            Err(SidecarRead::Later) => {
                 self.recorded.remove(&rel); // gone or unreadable for now: the next scan sees
                 return Ok(());
             }
         };
-        let parsed = replay::parse(&format!("the sidecar {rel}"), &data, &text);
         tracing::info!(sidecar = %rel, file = %data, dataset = %self.watch.dataset, "replay sidecar found");
         let queued = self.store.unfinished_file(&self.watch.name, &data).await?;
         match queued {
@@ -925,6 +1093,73 @@ fn needed_wait(rel: &str, hinted: bool, settle: Duration) -> Duration {
     }
 }
 
+/// batchdrop's own folders inside a drop folder (`_archive/`, `_failed/` and the folders in
+/// them): the group may read, only batchdrop may change them.
+pub const OWN_FOLDER_MODE: u32 = 0o750;
+
+/// A sidecar is a few lines of TOML: anything longer is refused unread.
+pub const MAX_SIDECAR_BYTES: u64 = 64 * 1024;
+
+/// Why a sidecar's text could not be had.
+enum SidecarRead {
+    /// Gone, unreadable for now, or the process is out of descriptors: the next scan sees.
+    Later,
+    /// Never to be read: the receipt says why.
+    Refused(String),
+}
+
+/// The text of the sidecar at `path` (below `root`): a regular file, judged on its descriptor
+/// (opened `O_NOFOLLOW | O_NONBLOCK`, so that neither a symlink to `/dev/zero` nor a FIFO is
+/// read), of at most [`MAX_SIDECAR_BYTES`] (a sparse 3 GiB sidecar is never read).
+fn read_sidecar(root: &Path, path: &Path) -> Result<String, SidecarRead> {
+    let below = path.strip_prefix(root).map_err(|_| SidecarRead::Later)?;
+    let opened = match Dir::anchor(root).and_then(|r| r.open_file(below, Links::Refuse)) {
+        Ok(opened) => opened,
+        Err(e) if disk::is_symlink_refusal(&e) => {
+            return Err(SidecarRead::Refused(
+                "it is a symbolic link (or reached through one), and a sidecar is read only from a regular file in the drop folder itself".into(),
+            ));
+        }
+        Err(_) => return Err(SidecarRead::Later),
+    };
+    if opened.stat.kind != Kind::File {
+        return Err(SidecarRead::Refused(format!(
+            "it is {}, and a sidecar is read only from a regular file",
+            opened.stat.kind.describe()
+        )));
+    }
+    let too_long = || {
+        SidecarRead::Refused(format!(
+            "it is {} bytes long, and a sidecar is at most {MAX_SIDECAR_BYTES} bytes",
+            opened.stat.identity.size
+        ))
+    };
+    if opened.stat.identity.size > MAX_SIDECAR_BYTES {
+        return Err(too_long());
+    }
+    match disk::read_capped(&opened.file, MAX_SIDECAR_BYTES) {
+        Ok(bytes) if bytes.len() as u64 > MAX_SIDECAR_BYTES => Err(too_long()),
+        Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(_) => Err(SidecarRead::Later),
+    }
+}
+
+/// What becomes of a stable data file once it is opened and judged (see `Watcher::admit`).
+enum Admission {
+    /// Recorded: as ready, or refused with the reason in its `problem`.
+    Take,
+    /// Looked at again later: it changed, or the process is out of descriptors.
+    Later,
+    /// Not a file of this folder (any more): forgotten until a scan finds it again.
+    Gone,
+}
+
+/// A file with fewer than a sixteenth of its bytes on disk, and at least 1 MiB of holes: a
+/// `truncate -s 1T` file, not one with a few unwritten blocks.
+fn is_sparse(size: u64, allocated: u64) -> bool {
+    size.saturating_sub(allocated) >= 1 << 20 && allocated < size / 16
+}
+
 /// Files recorded per transaction when many become stable at once.
 const RECORD_CHUNK: usize = 1000;
 
@@ -970,58 +1205,59 @@ pub fn name_problem(rel: &str) -> Option<String> {
     None
 }
 
-/// Regular files below `dir`, skipping hidden and temp names and the watch's own archive and
-/// failed folders; symlinks to files are followed when they stay inside the watch folder (or
-/// when `follow_symlinks` says so), and reported otherwise. Runs on a blocking thread.
-fn walk(watch: &Watch, dir: &Path) -> Vec<(PathBuf, Identity, Option<String>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
+/// Regular files below `dir` (below the watch root), skipping hidden and temp names and the
+/// watch's own archive and failed folders. Folders are opened one by one relative to their
+/// parent and never through a symlink: a symlink to a folder is not walked into, wherever it
+/// points. Symlinks to files are listed with their target's identity (for the settle clock
+/// only: the file is judged on its opened descriptor before it is taken, see `admit`). Runs on
+/// a blocking thread.
+fn walk(watch: &Watch, dir: &Path) -> Walked {
+    let mut walked = Walked::default();
+    let start = dir
+        .strip_prefix(&watch.path)
+        .map_err(|_| std::io::Error::other("outside the watch folder"))
+        .and_then(|rel| Dir::anchor(&watch.path)?.sub(rel));
+    let Ok(start) = start else {
+        return walked;
+    };
+    let mut stack = vec![start];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
+        let Ok(entries) = d.entries() else {
             continue;
         };
-        for e in entries.flatten() {
-            let path = e.path();
-            let name = e.file_name();
+        for (name, st) in entries {
             if is_ignored_name(&name.to_string_lossy()) {
                 continue;
             }
-            let Ok(meta) = std::fs::symlink_metadata(&path) else {
-                continue;
-            };
-            if meta.is_dir() {
-                if path != watch.archive_dir && path != watch.failed_dir {
-                    stack.push(path);
+            let path = d.path().join(&name);
+            match st.kind {
+                Kind::Dir if path != watch.archive_dir && path != watch.failed_dir => {
+                    if let Ok(sub) = d.sub(Path::new(&name)) {
+                        stack.push(sub);
+                    }
                 }
-            } else if meta.is_file() {
-                out.push((path, Identity::of(&meta), None));
-            } else if meta.is_symlink()
-                && let Some((identity, problem)) = follow_link(watch, &path)
-            {
-                out.push((path, identity, problem));
+                Kind::File => walked.files.push((path, st.identity)),
+                Kind::Symlink => match std::fs::metadata(&path) {
+                    Ok(target) if target.is_file() => {
+                        walked.files.push((path, Identity::of(&target)))
+                    }
+                    Ok(target) if target.is_dir() => walked.folder_links.push(path),
+                    _ => {}
+                },
+                _ => {}
             }
         }
     }
-    out
+    walked
 }
 
-/// A symlink to a file: its target's identity, and a problem when the target lies outside
-/// the watch folder and `follow_symlinks` is off. Links to folders are not followed (loops).
-fn follow_link(watch: &Watch, path: &Path) -> Option<(Identity, Option<String>)> {
-    let target = std::fs::canonicalize(path).ok()?;
-    let meta = std::fs::metadata(&target).ok()?;
-    if !meta.is_file() {
-        return None;
-    }
-    let root = std::fs::canonicalize(&watch.path).unwrap_or_else(|_| watch.path.clone());
-    let problem = (!watch.follow_symlinks && !target.starts_with(&root)).then(|| {
-        format!(
-            "{} is a symlink to {}, outside the watch folder; batchdrop does not follow it (copy the file in, or set follow_symlinks = true for this watch)",
-            path.display(),
-            target.display()
-        )
-    });
-    Some((Identity::of(&meta), problem))
+/// What one walk found.
+#[derive(Default)]
+struct Walked {
+    /// Data files (and symlinks to files), with the identity the settle clock starts from.
+    files: Vec<(PathBuf, Identity)>,
+    /// Symlinks to folders: never followed, named once in the log.
+    folder_links: Vec<PathBuf>,
 }
 
 #[cfg(test)]
@@ -1055,6 +1291,48 @@ mod tests {
         std::fs::remove_file(dir.path().join("drop/1.json")).unwrap();
         w.scan().await.unwrap();
         assert_eq!(w.recorded.keys().collect::<Vec<_>>(), ["2.json"]);
+    }
+
+    #[tokio::test]
+    async fn waiting_files_are_not_looked_at_while_intake_is_paused() {
+        let dir = tempfile::tempdir().unwrap();
+        let drop = dir.path().join("drop");
+        let text = format!("[[watch]]\npath = {drop:?}\ndataset = \"d\"\nsettle = \"0\"\n");
+        let config = crate::config::Config::parse(&text, &dir.path().join("c.toml")).unwrap();
+        let store = Store::open_shared(&dir.path().join("state")).await.unwrap();
+        let mut w = Watcher::new(
+            config.watches[0].clone(),
+            store.clone(),
+            Arc::new(Notify::new()),
+            Arc::default(),
+            1,
+        );
+        std::fs::create_dir_all(&drop).unwrap();
+        for i in 0..3 {
+            std::fs::write(drop.join(format!("{i}.json")), "{}\n").unwrap();
+        }
+        w.scan().await.unwrap();
+        w.check_candidates().await.unwrap();
+        assert_eq!(w.recorded.len(), 1, "max_queued_files = 1");
+        assert!(w.queue_full);
+        let mut waiting: Vec<String> = w.candidates.keys().cloned().collect();
+        waiting.sort();
+        assert_eq!(waiting.len(), 2);
+
+        // Removed while intake is paused: nobody looks, so nobody notices.
+        std::fs::remove_file(drop.join(&waiting[0])).unwrap();
+        w.check_candidates().await.unwrap();
+        assert_eq!(w.candidates.len(), 2, "the waiting files were not re-read");
+
+        // The queue drains: they are looked at again, the removed one forgotten.
+        let taken = w.recorded.keys().next().unwrap().clone();
+        let id = store.files_by_path(&taken).await.unwrap()[0].id;
+        store.fail_file(id, "test: out of the queue").await.unwrap();
+        w.check_candidates().await.unwrap();
+        assert!(!w.queue_full);
+        assert!(w.candidates.is_empty(), "{:?}", w.candidates.keys());
+        assert!(w.recorded.contains_key(&waiting[1]));
+        assert!(!w.recorded.contains_key(&waiting[0]));
     }
 
     #[test]

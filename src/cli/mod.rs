@@ -262,10 +262,3 @@ pub fn human_bytes(n: i64) -> String {
     }
     format!("{n} B")
 }
-
-/// Writes `bytes` to `path` through a temp file and a rename.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
-}

@@ -7,10 +7,10 @@
 //! owns (one not yet moved to the failed folder).
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use super::{CommandError, Target, find_target, not_found, open_state};
 use crate::config::Config;
+use crate::disk::{self, Create, Links};
 use crate::store::{FileRow, batch_state, file_state};
 
 pub async fn run(config: &Config, target: &str) -> Result<u8, CommandError> {
@@ -62,7 +62,12 @@ pub async fn run(config: &Config, target: &str) -> Result<u8, CommandError> {
     };
     let mut problems = Vec::new();
     for f in &files {
-        match requeue(f) {
+        let watch = config.watches.iter().find(|w| w.name == f.watch);
+        let anchors = match watch {
+            Some(w) => crate::archiver::anchors(w, f).to_vec(),
+            None => vec![Path::new(&f.root)],
+        };
+        match requeue(f, &anchors) {
             Ok(to) => {
                 store
                     .mark_requeued(
@@ -99,7 +104,9 @@ pub async fn run(config: &Config, target: &str) -> Result<u8, CommandError> {
 }
 
 /// Moves one failed file (and its sidecar) back to where it was dropped; returns that path.
-fn requeue(f: &FileRow) -> Result<PathBuf, String> {
+/// Everything goes through `disk`: no folder on the way is followed if it is a symlink, and
+/// nothing at the drop folder's end is ever replaced.
+fn requeue(f: &FileRow, anchors: &[&Path]) -> Result<PathBuf, String> {
     if !f.finalized {
         return Err(format!(
             "{} is still being moved to the failed folder; try again in a moment",
@@ -112,7 +119,13 @@ fn requeue(f: &FileRow) -> Result<PathBuf, String> {
             f.rel_path, f.root
         ));
     };
-    if !from.exists() {
+    let there = |p: &Path| {
+        disk::anchored(p, anchors)
+            .ok_or_else(|| std::io::Error::other("not below a folder of the config"))
+            .and_then(|(anchor, rest)| disk::Dir::anchor(&anchor)?.stat_file(rest, Links::Refuse))
+            .is_ok()
+    };
+    if !there(&from) {
         return Err(format!(
             "{} is no longer at {} (moved or deleted since it failed); drop it again into {}",
             f.rel_path,
@@ -121,7 +134,7 @@ fn requeue(f: &FileRow) -> Result<PathBuf, String> {
         ));
     }
     let to = Path::new(&f.root).join(&f.rel_path);
-    if to.exists() {
+    if there(&to) {
         return Err(format!(
             "cannot requeue {}: {} already exists (a newer version?); move it away first, or leave the old one in {}",
             f.rel_path,
@@ -136,7 +149,7 @@ fn requeue(f: &FileRow) -> Result<PathBuf, String> {
         )
     });
     if let Some((_, side_to)) = &side
-        && side_to.exists()
+        && there(side_to)
     {
         return Err(format!(
             "cannot requeue {}: its sidecar's place {} is taken; move that file away first",
@@ -146,12 +159,12 @@ fn requeue(f: &FileRow) -> Result<PathBuf, String> {
     }
     // The sidecar first: the data file must never be back without it.
     if let Some((side_from, side_to)) = &side
-        && side_from.exists()
+        && there(side_from)
     {
-        move_back(side_from, side_to)
+        move_back(side_from, side_to, anchors)
             .map_err(|e| format!("cannot move {} back: {e}", side_from.display()))?;
     }
-    move_back(&from, &to).map_err(|e| {
+    move_back(&from, &to, anchors).map_err(|e| {
         format!(
             "cannot move {} back to {}: {e}; check the folder's permissions",
             from.display(),
@@ -159,23 +172,17 @@ fn requeue(f: &FileRow) -> Result<PathBuf, String> {
         )
     })?;
     let receipt = PathBuf::from(format!("{}.receipt.json", from.display()));
-    let _ = std::fs::remove_file(receipt);
+    if let Ok((dir, name)) = disk::folder_of(&receipt, anchors, Create::No) {
+        let _ = dir.remove(name);
+    }
     Ok(to)
 }
 
-/// Renames (or copies across filesystems) and gives the file a new mtime: to the watcher it is
-/// a new version, whatever it remembers of the old one.
-fn move_back(from: &Path, to: &Path) -> std::io::Result<()> {
-    if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    match std::fs::rename(from, to) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            std::fs::copy(from, to)?;
-            std::fs::remove_file(from)?;
-        }
-        Err(e) => return Err(e),
-    }
-    std::fs::File::open(to)?.set_modified(SystemTime::now())
+/// Moves (or copies across filesystems) without replacing anything, and gives the file a new
+/// mtime: to the watcher it is a new version, whatever it remembers of the old one.
+fn move_back(from: &Path, to: &Path, anchors: &[&Path]) -> std::io::Result<()> {
+    let (from_dir, from_name) = disk::folder_of(from, anchors, Create::No)?;
+    let (to_dir, to_name) = disk::folder_of(to, anchors, Create::Shared)?;
+    disk::move_file(&from_dir, from_name, &to_dir, to_name)?;
+    to_dir.touch(to_name)
 }

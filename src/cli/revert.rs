@@ -9,11 +9,10 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::{
-    CommandError, Connection, iso, looks_like_batch_id, not_found, open_state, write_atomically,
-};
+use super::{CommandError, Connection, iso, looks_like_batch_id, not_found, open_state};
 use crate::api::BatchAction;
 use crate::config::Config;
+use crate::disk;
 use crate::store::{batch_state, file_state, now_ms};
 
 pub async fn run(config: &Config, arg: &str) -> Result<u8, CommandError> {
@@ -88,7 +87,12 @@ pub async fn run(config: &Config, arg: &str) -> Result<u8, CommandError> {
             missing.push(f.rel_path.clone());
             continue;
         };
-        match update_receipt(Path::new(&path), &remote, &b.dataset, &at) {
+        let watch = config.watches.iter().find(|w| w.name == f.watch);
+        let anchors = match watch {
+            Some(w) => crate::archiver::anchors(w, f).to_vec(),
+            None => vec![Path::new(&f.root)],
+        };
+        match update_receipt(Path::new(&path), &anchors, &remote, &b.dataset, &at) {
             Ok(()) => updated += 1,
             Err(e) => missing.push(format!("{} ({path}: {e})", f.rel_path)),
         }
@@ -107,13 +111,45 @@ pub async fn run(config: &Config, arg: &str) -> Result<u8, CommandError> {
     Ok(0)
 }
 
-fn update_receipt(path: &Path, batch: &str, dataset: &str, at: &str) -> Result<(), String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+/// Rewrites one receipt in place, through `disk`: read from a regular file reached without
+/// following a symlink, written back atomically (0640).
+fn update_receipt(
+    path: &Path,
+    anchors: &[&Path],
+    batch: &str,
+    dataset: &str,
+    at: &str,
+) -> Result<(), String> {
+    let (dir, name) =
+        disk::folder_of(path, anchors, disk::Create::No).map_err(|e| e.to_string())?;
+    let opened = dir
+        .open_file(Path::new(name), disk::Links::Refuse)
+        .map_err(|e| e.to_string())?;
+    if opened.stat.kind != disk::Kind::File {
+        return Err(format!(
+            "it is {}, not a receipt",
+            opened.stat.kind.describe()
+        ));
+    }
+    let bytes = disk::read_capped(&opened.file, MAX_RECEIPT_BYTES).map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_RECEIPT_BYTES {
+        return Err(format!(
+            "it is longer than a receipt can be ({MAX_RECEIPT_BYTES} bytes)"
+        ));
+    }
     let mut r: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
     r["status"] = json!("reverted");
     r["reverted_at"] = json!(at);
     r["note"] = json!(format!(
         "batch {batch} was reverted (`batchdrop revert`): its data is no longer in dataset {dataset}; the file itself was left where it is"
     ));
-    write_atomically(path, &serde_json::to_vec_pretty(&r).expect("json")).map_err(|e| e.to_string())
+    dir.write_atomically(
+        name,
+        &serde_json::to_vec_pretty(&r).expect("json"),
+        crate::archiver::RECEIPT_MODE,
+    )
+    .map_err(|e| e.to_string())
 }
+
+/// Far more than any receipt batchdrop writes (a few kB, with a batch's errors).
+const MAX_RECEIPT_BYTES: u64 = 16 << 20;
