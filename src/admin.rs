@@ -2,25 +2,53 @@
 //! `/readyz` (watchers running, state database writable, platform reached on the last probe,
 //! intake not paused). Loopback by default.
 //!
-//! It only reads state; it must never change the queue or talk to the platform itself.
+//! `/metrics` and `/readyz` serve facts read from the store by one task, at most every
+//! `FACTS_MAX_AGE` and only when asked: a flood of requests costs the state database nothing
+//! more. It only reads state; it must never change the queue or talk to the platform itself.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{Store, now_ms};
+use crate::http_server::{self, Limits};
+use crate::store::{Store, StoreError, now_ms};
 use crate::telemetry::{self, Health};
+
+/// Scrapers and health checks need a handful of connections; each must send its request
+/// within 10 s (a hostile local client cannot hold the daemon's descriptors).
+const LIMITS: Limits = Limits {
+    max_connections: 64,
+    header_read_timeout: Duration::from_secs(10),
+};
+
+/// How old the store's facts may be when served: however often `/metrics` and `/readyz` are
+/// called, the store is asked at most once per this period.
+const FACTS_MAX_AGE: Duration = Duration::from_secs(2);
+
+/// What the store said the last time it was asked.
+#[derive(Debug)]
+struct Facts {
+    at: Instant,
+    /// Files per (dataset, state), and when the oldest unfinished one was found (unix ms).
+    queue: Result<(Vec<(String, String, i64)>, Option<i64>), String>,
+    /// Whether a write to the state database succeeded.
+    writable: Result<(), String>,
+}
 
 #[derive(Clone)]
 struct Admin {
-    store: Store,
     health: Arc<Health>,
+    facts: watch::Receiver<Option<Arc<Facts>>>,
+    /// Wakes the task that asks the store.
+    stale: Arc<Notify>,
 }
 
 /// Binds `addr` and serves until `shutdown`; returns the bound address (port 0 allowed).
@@ -32,27 +60,98 @@ pub async fn serve(
 ) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
+    let (facts_tx, facts) = watch::channel(None);
+    let stale = Arc::new(Notify::new());
+    tokio::spawn(refresh_facts(
+        store,
+        facts_tx,
+        stale.clone(),
+        shutdown.clone(),
+    ));
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(Admin { store, health });
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-    });
+        .with_state(Admin {
+            health,
+            facts,
+            stale,
+        });
+    tokio::spawn(http_server::serve(
+        listener,
+        app,
+        LIMITS,
+        |stream, _| (stream, ()),
+        async move { shutdown.cancelled().await },
+    ));
     Ok(bound)
 }
 
-async fn metrics(State(a): State<Admin>) -> Result<String, (StatusCode, String)> {
-    // Queue gauges are read from the store at scrape time: the store is the truth.
-    let err = |e: crate::store::StoreError| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
-    for (dataset, state, n) in a.store.file_counts().await.map_err(err)? {
-        metrics::gauge!(telemetry::QUEUE_DEPTH, "dataset" => dataset, "state" => state)
-            .set(n as f64);
+/// The one task that asks the store, when a request finds the facts older than
+/// `FACTS_MAX_AGE` (never while nobody asks: an idle daemon stays idle).
+async fn refresh_facts(
+    store: Store,
+    facts: watch::Sender<Option<Arc<Facts>>>,
+    stale: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = stale.notified() => {}
+            () = stop.cancelled() => return,
+        }
+        if facts.borrow().as_ref().is_some_and(|f| fresh(f)) {
+            // Refreshed since that request looked: it has been told already.
+            continue;
+        }
+        let queue = async {
+            Ok::<_, StoreError>((store.file_counts().await?, store.oldest_pending_ms().await?))
+        }
+        .await
+        .map_err(|e| e.to_string());
+        let writable = store.ping_write().await.map_err(|e| e.to_string());
+        facts.send_replace(Some(Arc::new(Facts {
+            at: Instant::now(),
+            queue,
+            writable,
+        })));
     }
-    let oldest = a.store.oldest_pending_ms().await.map_err(err)?;
+}
+
+fn fresh(facts: &Facts) -> bool {
+    facts.at.elapsed() < FACTS_MAX_AGE
+}
+
+impl Admin {
+    /// The store's facts, at most `FACTS_MAX_AGE` old; `None` while shutting down.
+    async fn facts(&self) -> Option<Arc<Facts>> {
+        let mut facts = self.facts.clone();
+        if let Some(f) = facts.borrow_and_update().as_ref()
+            && fresh(f)
+        {
+            return Some(f.clone());
+        }
+        self.stale.notify_one();
+        facts.changed().await.ok()?;
+        facts.borrow().clone()
+    }
+}
+
+const SHUTTING_DOWN: &str = "batchdrop is shutting down\n";
+
+async fn metrics(State(a): State<Admin>) -> Result<String, (StatusCode, String)> {
+    let Some(facts) = a.facts().await else {
+        return Err((StatusCode::SERVICE_UNAVAILABLE, SHUTTING_DOWN.into()));
+    };
+    let (counts, oldest) = facts
+        .queue
+        .as_ref()
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.clone()))?;
+    // Queue gauges come from the store (the truth), as it was at most FACTS_MAX_AGE ago.
+    for (dataset, state, n) in counts {
+        metrics::gauge!(telemetry::QUEUE_DEPTH, "dataset" => dataset.clone(), "state" => state.clone())
+            .set(*n as f64);
+    }
     let age = oldest
         .map(|t| (now_ms() - t).max(0) as f64 / 1000.0)
         .unwrap_or(0.0);
@@ -63,11 +162,14 @@ async fn metrics(State(a): State<Admin>) -> Result<String, (StatusCode, String)>
 }
 
 async fn readyz(State(a): State<Admin>) -> (StatusCode, String) {
+    let Some(facts) = a.facts().await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, SHUTTING_DOWN.into());
+    };
     let mut problems = Vec::new();
     if !a.health.watchers_up.load(Ordering::SeqCst) {
         problems.push("watchers are not running yet".to_owned());
     }
-    if let Err(e) = a.store.ping_write().await {
+    if let Err(e) = &facts.writable {
         problems.push(format!("state database is not writable: {e}"));
     }
     if !a.health.platform_reachable() {

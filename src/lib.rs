@@ -14,6 +14,7 @@ pub mod config;
 pub mod crashpoint;
 pub mod daemon;
 pub mod emulator;
+pub mod http_server;
 pub mod poller;
 pub mod replay;
 pub mod retry;
