@@ -37,10 +37,17 @@ const FACTS_MAX_AGE: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 struct Facts {
     at: Instant,
-    /// Files per (dataset, state), and when the oldest unfinished one was found (unix ms).
-    queue: Result<(Vec<(String, String, i64)>, Option<i64>), String>,
+    queue: Result<Queue, String>,
     /// Whether a write to the state database succeeded.
     writable: Result<(), String>,
+}
+
+#[derive(Debug)]
+struct Queue {
+    /// Files per (dataset, state).
+    counts: Vec<(String, String, i64)>,
+    /// When the oldest unfinished file was found (unix ms).
+    oldest_pending_ms: Option<i64>,
 }
 
 #[derive(Clone)]
@@ -105,7 +112,10 @@ async fn refresh_facts(
             continue;
         }
         let queue = async {
-            Ok::<_, StoreError>((store.file_counts().await?, store.oldest_pending_ms().await?))
+            Ok::<_, StoreError>(Queue {
+                counts: store.file_counts().await?,
+                oldest_pending_ms: store.oldest_pending_ms().await?,
+            })
         }
         .await
         .map_err(|e| e.to_string());
@@ -143,16 +153,17 @@ async fn metrics(State(a): State<Admin>) -> Result<String, (StatusCode, String)>
     let Some(facts) = a.facts().await else {
         return Err((StatusCode::SERVICE_UNAVAILABLE, SHUTTING_DOWN.into()));
     };
-    let (counts, oldest) = facts
+    let queue = facts
         .queue
         .as_ref()
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.clone()))?;
     // Queue gauges come from the store (the truth), as it was at most FACTS_MAX_AGE ago.
-    for (dataset, state, n) in counts {
+    for (dataset, state, n) in &queue.counts {
         metrics::gauge!(telemetry::QUEUE_DEPTH, "dataset" => dataset.clone(), "state" => state.clone())
             .set(*n as f64);
     }
-    let age = oldest
+    let age = queue
+        .oldest_pending_ms
         .map(|t| (now_ms() - t).max(0) as f64 / 1000.0)
         .unwrap_or(0.0);
     metrics::gauge!(telemetry::OLDEST_PENDING).set(age);

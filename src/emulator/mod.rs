@@ -33,6 +33,7 @@ mod gateway;
 mod import;
 mod ims;
 mod net;
+mod parquet_pages;
 mod processing;
 mod schema;
 mod stats;
