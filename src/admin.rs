@@ -9,13 +9,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::http_server::{self, Limits};
@@ -53,6 +54,8 @@ struct Queue {
 #[derive(Clone)]
 struct Admin {
     health: Arc<Health>,
+    /// `FACTS_MAX_AGE`, but for tests.
+    max_age: Duration,
     facts: watch::Receiver<Option<Arc<Facts>>>,
     /// Wakes the task that asks the store.
     stale: Arc<Notify>,
@@ -71,6 +74,7 @@ pub async fn serve(
     let stale = Arc::new(Notify::new());
     tokio::spawn(refresh_facts(
         store,
+        FACTS_MAX_AGE,
         facts_tx,
         stale.clone(),
         shutdown.clone(),
@@ -81,6 +85,7 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .with_state(Admin {
             health,
+            max_age: FACTS_MAX_AGE,
             facts,
             stale,
         });
@@ -98,6 +103,7 @@ pub async fn serve(
 /// `FACTS_MAX_AGE` (never while nobody asks: an idle daemon stays idle).
 async fn refresh_facts(
     store: Store,
+    max_age: Duration,
     facts: watch::Sender<Option<Arc<Facts>>>,
     stale: Arc<Notify>,
     stop: CancellationToken,
@@ -107,7 +113,7 @@ async fn refresh_facts(
             () = stale.notified() => {}
             () = stop.cancelled() => return,
         }
-        if facts.borrow().as_ref().is_some_and(|f| fresh(f)) {
+        if facts.borrow().as_ref().is_some_and(|f| f.fresh(max_age)) {
             // Refreshed since that request looked: it has been told already.
             continue;
         }
@@ -128,8 +134,10 @@ async fn refresh_facts(
     }
 }
 
-fn fresh(facts: &Facts) -> bool {
-    facts.at.elapsed() < FACTS_MAX_AGE
+impl Facts {
+    fn fresh(&self, max_age: Duration) -> bool {
+        self.at.elapsed() < max_age
+    }
 }
 
 impl Admin {
@@ -137,7 +145,7 @@ impl Admin {
     async fn facts(&self) -> Option<Arc<Facts>> {
         let mut facts = self.facts.clone();
         if let Some(f) = facts.borrow_and_update().as_ref()
-            && fresh(f)
+            && f.fresh(self.max_age)
         {
             return Some(f.clone());
         }
@@ -193,5 +201,66 @@ async fn readyz(State(a): State<Admin>) -> (StatusCode, String) {
         (StatusCode::OK, "ready\n".into())
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, problems.join("\n") + "\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    async fn admin(dir: &Path, max_age: Duration) -> (Admin, CancellationToken) {
+        let store = Store::open_exclusive(dir, false).await.unwrap();
+        let (facts_tx, facts) = watch::channel(None);
+        let stale = Arc::new(Notify::new());
+        let stop = CancellationToken::new();
+        tokio::spawn(refresh_facts(
+            store,
+            max_age,
+            facts_tx,
+            stale.clone(),
+            stop.clone(),
+        ));
+        let admin = Admin {
+            health: Arc::new(Health::default()),
+            max_age,
+            facts,
+            stale,
+        };
+        (admin, stop)
+    }
+
+    #[tokio::test]
+    async fn the_store_is_asked_once_however_many_requests_come_within_the_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let (admin, stop) = admin(dir.path(), Duration::from_secs(3600)).await;
+        let burst: Vec<_> = futures::future::join_all((0..50).map(|_| admin.facts()))
+            .await
+            .into_iter()
+            .map(|f| f.expect("facts"))
+            .collect();
+        let first = burst[0].clone();
+        assert!(
+            burst.iter().all(|f| Arc::ptr_eq(f, &first)),
+            "one read for the burst"
+        );
+        assert!(first.writable.is_ok() && first.queue.is_ok(), "{first:?}");
+        for _ in 0..20 {
+            let later = admin.facts().await.unwrap();
+            assert!(Arc::ptr_eq(&later, &first), "still fresh: not asked again");
+        }
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn stale_facts_are_read_again_and_none_come_after_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let (admin, stop) = admin(dir.path(), Duration::ZERO).await;
+        let first = admin.facts().await.unwrap();
+        let second = admin.facts().await.unwrap();
+        assert!(!Arc::ptr_eq(&first, &second), "stale: asked again");
+        assert!(second.at >= first.at);
+        stop.cancel();
+        assert!(admin.facts().await.is_none(), "shutting down: 503");
     }
 }
