@@ -110,8 +110,9 @@ async fn refresh_facts(
 ) {
     loop {
         tokio::select! {
-            () = stale.notified() => {}
+            biased;
             () = stop.cancelled() => return,
+            () = stale.notified() => {}
         }
         if facts.borrow().as_ref().is_some_and(|f| f.fresh(max_age)) {
             // Refreshed since that request looked: it has been told already.
