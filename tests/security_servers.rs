@@ -304,21 +304,24 @@ async fn a_slow_upload_outlives_the_connection_cap_and_the_header_timeout() {
     tx.unbounded_send(Ok(rest.to_vec())).unwrap();
     drop(tx);
     upload.await.unwrap().expect("the slow upload completes");
-    api.batch_action(&batch.id, BatchAction::Complete)
-        .await
-        .unwrap();
-    let done = eventually(30, "the batch is processed", || {
-        let api = api.clone();
-        let id = batch.id.clone();
-        async move {
-            let b = api.get_batch(&id).await.ok()??;
-            matches!(b.status, BatchStatus::Success | BatchStatus::Failed).then_some(b)
-        }
-    })
-    .await;
+    let done = complete_and_wait(&api, &batch.id, 30).await;
     assert_eq!(done.status, BatchStatus::Success, "{:?}", done.errors);
     assert_eq!(records_in_batch(&api, &batch.id).await, 2000);
     emu.shutdown().await;
+}
+
+/// Completes a batch and waits (up to `secs`) until it succeeded or failed.
+async fn complete_and_wait(
+    api: &batchdrop::api::ApiClient,
+    id: &str,
+    secs: u64,
+) -> batchdrop::api::BatchInfo {
+    api.batch_action(id, BatchAction::Complete).await.unwrap();
+    eventually(secs, "the batch is processed", || async move {
+        let b = api.get_batch(id).await.ok()??;
+        matches!(b.status, BatchStatus::Success | BatchStatus::Failed).then_some(b)
+    })
+    .await
 }
 
 fn no_umask() {
@@ -645,18 +648,7 @@ async fn a_gigabyte_record_without_a_newline_fails_its_row_in_flat_memory() {
     api.put_file(&batch.id, DATASET, "huge.json", body, SIZE)
         .await
         .unwrap();
-    api.batch_action(&batch.id, BatchAction::Complete)
-        .await
-        .unwrap();
-    let done = eventually(300, "the batch is processed", || {
-        let api = api.clone();
-        let id = batch.id.clone();
-        async move {
-            let b = api.get_batch(&id).await.ok()??;
-            matches!(b.status, BatchStatus::Success | BatchStatus::Failed).then_some(b)
-        }
-    })
-    .await;
+    let done = complete_and_wait(&api, &batch.id, 300).await;
     let failed = api.failed_rows(&batch.id).await.unwrap();
     let peak = peak_rss(pid);
     eprintln!("emulator peak RSS: {before} bytes at start, {peak} after the 1 GiB record");
