@@ -209,7 +209,7 @@ impl EmulatorConfig {
 
 /// Which credentials the gateway accepts. An empty list accepts any non-empty value (the
 /// permissive default, handy for demos; the daemon's embedded mode lists its own token).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GatewayConfig {
     /// Valid bearer tokens (`Authorization: Bearer {token}`). When set, a token issued by
@@ -226,6 +226,19 @@ pub struct GatewayConfig {
     pub orgs: Vec<String>,
     /// Valid `x-sandbox-name` values.
     pub sandboxes: Vec<String>,
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The tokens are secrets (the embedded platform's, for one): count them only.
+        f.debug_struct("GatewayConfig")
+            .field("tokens", &format_args!("<{} redacted>", self.tokens.len()))
+            .field("accept_issued_tokens", &self.accept_issued_tokens)
+            .field("api_keys", &self.api_keys)
+            .field("orgs", &self.orgs)
+            .field("sandboxes", &self.sandboxes)
+            .finish()
+    }
 }
 
 /// Connection limits of the HTTP server, so that a client cannot hold every descriptor of the
@@ -396,5 +409,24 @@ impl Default for FaultConfig {
             latency_ms: 0,
             batch_failure_probability: 0.0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_tokens_never_print() {
+        let config = EmulatorConfig {
+            gateway: GatewayConfig {
+                tokens: vec!["0123456789abcdef-embedded-token".into()],
+                ..GatewayConfig::default()
+            },
+            ..EmulatorConfig::default()
+        };
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("0123456789abcdef"), "{printed}");
+        assert!(printed.contains("<1 redacted>"), "{printed}");
     }
 }
