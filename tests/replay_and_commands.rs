@@ -579,6 +579,8 @@ fn embedded_config(dir: &Path) -> std::path::PathBuf {
         format!(
             r#"
 state_dir = "estate"
+# Not the default 9187, which another daemon on this machine may hold.
+admin_listen = "127.0.0.1:0"
 [platform]
 endpoint = "embedded"
 [upload]
