@@ -7,6 +7,7 @@
 //! and whatever was cut is resumed from the store on the next start.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -20,7 +21,7 @@ use crate::api::{ApiClient, ClientConfig, ClientSecret, ErrorKind, OAuth, Secret
 use crate::archiver::Archiver;
 use crate::batcher::Batcher;
 use crate::config::{Config, Endpoint, SecretSource, Watch};
-use crate::emulator::{Emulator, EmulatorConfig};
+use crate::emulator::{Emulator, EmulatorConfig, GatewayConfig};
 use crate::store::{Store, StoreError, now_ms};
 use crate::telemetry::Health;
 use crate::uploader::Uploader;
@@ -49,6 +50,77 @@ pub enum DaemonError {
 
 /// File in the state dir holding the embedded platform's base URL while a daemon runs it.
 pub const EMBEDDED_URL_FILE: &str = "embedded-url";
+
+/// File in the state dir holding the bearer token the embedded platform accepts (mode 0600):
+/// made at the first start, the only token its gateway lets through, read by `push`, `abort`
+/// and `revert` to reach a running daemon's platform.
+pub const EMBEDDED_TOKEN_FILE: &str = "embedded-token";
+
+/// The embedded platform's token, from the state dir; a new random one (kept 0600) when there
+/// is none yet, or when the one there is unusable (not a regular file of ours, readable by
+/// others, empty).
+pub fn embedded_token(state_dir: &Path) -> std::io::Result<Secret> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = state_dir.join(EMBEDDED_TOKEN_FILE);
+    match read_embedded_token(state_dir) {
+        Ok(token) => return Ok(token),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            tracing::warn!(file = %path.display(), "replacing the embedded platform's token: {e}");
+        }
+        Err(e) => return Err(e),
+    }
+    let token: String = rand::random::<[u8; 32]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let tmp = state_dir.join(format!(
+        ".{EMBEDDED_TOKEN_FILE}.{:016x}.tmp",
+        rand::random::<u64>()
+    ));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    file.write_all(token.as_bytes())
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })?;
+    Ok(Secret::new(token))
+}
+
+/// The embedded platform's token as the daemon keeps it. `InvalidData` when the file is not a
+/// regular file owned by this user, is readable by others, or is empty.
+pub fn read_embedded_token(state_dir: &Path) -> std::io::Result<Secret> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let invalid = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_owned());
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(state_dir.join(EMBEDDED_TOKEN_FILE))?;
+    let meta = file.metadata()?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_file() || meta.uid() != me {
+        return Err(invalid("it is not a regular file owned by this user"));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(invalid("other users could read it (its mode is not 0600)"));
+    }
+    let mut token = String::new();
+    file.take(1024).read_to_string(&mut token)?;
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    Ok(Secret::new(token))
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -80,16 +152,29 @@ impl Platform {
         let p = &config.platform;
         let (endpoint, token, embedded) = match &p.endpoint {
             Endpoint::Embedded { data_dir } => {
-                let emu = Emulator::start(
-                    ([127, 0, 0, 1], 0).into(),
-                    data_dir,
-                    EmulatorConfig::default(),
-                )
-                .await
-                .map_err(|e| DaemonError::Embedded {
-                    dir: data_dir.display().to_string(),
-                    message: e.to_string(),
-                })?;
+                // Only the daemon's user can read this token: other local users cannot use
+                // the platform's loopback port.
+                let token =
+                    embedded_token(&config.state_dir).map_err(|e| DaemonError::Embedded {
+                        dir: data_dir.display().to_string(),
+                        message: format!(
+                            "cannot keep its token in {}: {e}",
+                            config.state_dir.join(EMBEDDED_TOKEN_FILE).display()
+                        ),
+                    })?;
+                let emulator_config = EmulatorConfig {
+                    gateway: GatewayConfig {
+                        tokens: vec![token.expose().to_owned()],
+                        ..GatewayConfig::default()
+                    },
+                    ..EmulatorConfig::default()
+                };
+                let emu = Emulator::start(([127, 0, 0, 1], 0).into(), data_dir, emulator_config)
+                    .await
+                    .map_err(|e| DaemonError::Embedded {
+                        dir: data_dir.display().to_string(),
+                        message: e.to_string(),
+                    })?;
                 for w in &config.watches {
                     emu.ensure_dataset(&w.dataset, &w.name).await.map_err(|e| {
                         DaemonError::Embedded {
@@ -99,8 +184,7 @@ impl Platform {
                     })?;
                 }
                 tracing::info!(url = %emu.base_url(), data = %data_dir.display(), "embedded platform started");
-                let token = TokenSource::Static(Secret::new("embedded"));
-                (emu.base_url(), token, Some(emu))
+                (emu.base_url(), TokenSource::Static(token), Some(emu))
             }
             Endpoint::Url(url) => {
                 let token = match (&p.auth, &p.access_token_file) {

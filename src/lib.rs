@@ -15,6 +15,7 @@ pub mod crashpoint;
 pub mod daemon;
 pub mod disk;
 pub mod emulator;
+pub mod http_server;
 pub mod poller;
 pub mod replay;
 pub mod retry;

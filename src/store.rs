@@ -354,7 +354,7 @@ impl Store {
         state_dir: &Path,
         allow_network_fs: bool,
     ) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::CreateDir {
+        create_state_dir(state_dir).map_err(|source| StoreError::CreateDir {
             path: state_dir.to_owned(),
             source,
         })?;
@@ -373,7 +373,7 @@ impl Store {
     /// Opens the state without the daemon lock: for `status` and the other commands that run
     /// beside a daemon. Writes are still serialised by SQLite.
     pub async fn open_shared(state_dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::CreateDir {
+        create_state_dir(state_dir).map_err(|source| StoreError::CreateDir {
             path: state_dir.to_owned(),
             source,
         })?;
@@ -1779,6 +1779,19 @@ impl Store {
 
 /// Takes the daemon lock of a state dir: an exclusive `flock` on `batchdrop.lock`, with the
 /// holder's pid written in it so a refused second daemon can say who holds it.
+/// Creates the state dir readable by its owner only (0700, whatever the umask: it holds the
+/// queue and the embedded platform's token); missing parents get the usual mode.
+fn create_state_dir(state_dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(parent) = state_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(state_dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && state_dir.is_dir() => Ok(()),
+        other => other,
+    }
+}
+
 fn take_lock(state_dir: &Path) -> Result<File, StoreError> {
     let path = state_dir.join("batchdrop.lock");
     let mut file = std::fs::OpenOptions::new()

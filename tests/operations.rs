@@ -320,20 +320,28 @@ async fn intake_pauses_at_max_queued_files_says_so_and_resumes() {
     })
     .await;
     assert!(body.contains("paused"), "{body}");
-    let metrics = reqwest::get(format!("{url}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // /metrics reads the store at most every 2 s: poll until it shows the queue at its cap.
+    let metrics = eventually(30, "metrics show the queue at its cap", || {
+        let url = url.clone();
+        async move {
+            let text = reqwest::get(format!("{url}/metrics"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let queued = metric(&text, &["batchdrop_queue_files", "state=\"batched\""])
+                + metric(&text, &["batchdrop_queue_files", "state=\"ready\""]);
+            assert!(queued <= 2.0, "more than the cap is queued: {text}");
+            (queued == 2.0).then_some(text)
+        }
+    })
+    .await;
     assert_eq!(
         metric(&metrics, &["batchdrop_intake_paused"]),
         1.0,
         "{metrics}"
     );
-    let queued = metric(&metrics, &["batchdrop_queue_files", "state=\"batched\""])
-        + metric(&metrics, &["batchdrop_queue_files", "state=\"ready\""]);
-    assert_eq!(queued, 2.0, "no more than the cap is queued: {metrics}");
 
     // The platform comes up: the queue drains and the waiting files follow.
     let emu = Emulator::start(

@@ -1182,6 +1182,8 @@ fn config_for(dir: &Path, url: &str, upload_extra: &str, watch_extra: &str) -> P
         r#"
 state_dir = "state"
 shutdown_grace = "5s"
+# Not the default 9187, which another daemon on this machine may hold.
+admin_listen = "127.0.0.1:0"
 [platform]
 endpoint = "{url}"
 access_token_file = "token"

@@ -579,6 +579,8 @@ fn embedded_config(dir: &Path) -> std::path::PathBuf {
         format!(
             r#"
 state_dir = "estate"
+# Not the default 9187, which another daemon on this machine may hold.
+admin_listen = "127.0.0.1:0"
 [platform]
 endpoint = "embedded"
 [upload]
@@ -652,7 +654,12 @@ async fn push_and_revert_reach_the_embedded_platform_with_or_without_a_daemon() 
     let pushed = text(&o);
     let o2 = bd(&["revert", &first, "--config", c]).await;
     let reverted = text(&o2);
-    let api = client(std::fs::read_to_string(&url_file).unwrap().trim());
+    // The embedded platform accepts only the daemon's own token.
+    let token = std::fs::read_to_string(dir.path().join("estate/embedded-token")).unwrap();
+    let api = client_with_token(
+        std::fs::read_to_string(&url_file).unwrap().trim(),
+        token.trim(),
+    );
     let first_status = api.get_batch(&first).await.unwrap().map(|b| b.status);
     // SAFETY: stopping our own child.
     unsafe {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::client::{read_error, read_json};
+use super::client::{Answer, read_error, read_json};
 use super::error::{ApiError, ErrorKind};
 use super::wire;
 
@@ -313,7 +313,7 @@ async fn fetch_token(http: &reqwest::Client, cfg: &OAuth) -> Result<wire::TokenA
     if !resp.status().is_success() {
         return Err(read_error(OP, resp, &[secret.expose()]).await);
     }
-    let answer = read_json(OP, resp).await?;
+    let answer = read_json(OP, resp, Answer::Ims).await?;
     wire::token_answer(&answer).map_err(|msg| ApiError::invalid_response(OP, msg))
 }
 

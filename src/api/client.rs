@@ -53,7 +53,10 @@ pub struct ApiClient {
 }
 
 struct Inner {
+    /// For the platform's endpoint.
     http: reqwest::Client,
+    /// For the IMS token URL: the same client, unless only one of the two is on loopback.
+    ims_http: reqwest::Client,
     /// Without a trailing slash.
     endpoint: String,
     /// x-api-key, x-gw-ims-org-id, x-sandbox-name: sent on every platform call (not to IMS).
@@ -90,6 +93,29 @@ const ENCODE: &AsciiSet = &NON_ALPHANUMERIC
 /// The most of an error body that is read: platform errors are small, and a proxy's HTML page
 /// need not be read to the end.
 const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// What an answer holds, which bounds how much of it is read and whether it may be quoted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// A platform JSON document (a Catalog listing, failed rows...): up to 64 MiB, and the
+    /// start of one that is not JSON is quoted in the error (a proxy's page says what is
+    /// wrong).
+    Platform,
+    /// A dataset file from Data Access, kept in memory by the caller: up to 1 GiB.
+    Download,
+    /// An IMS token answer: up to 64 KiB, and never quoted, since it may hold a token.
+    Ims,
+}
+
+impl Answer {
+    fn max_bytes(self) -> usize {
+        match self {
+            Answer::Platform => 64 * 1024 * 1024,
+            Answer::Download => 1024 * 1024 * 1024,
+            Answer::Ims => 64 * 1024,
+        }
+    }
+}
 
 /// The slowest upload rate that is still not a stall. A whole 256 MB file at this rate takes
 /// about 17 minutes; a fixed timeout sized for JSON calls would cut every large upload.
@@ -140,38 +166,61 @@ impl ApiClient {
             }
         }
 
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("batchdrop/", env!("CARGO_PKG_VERSION")))
-            .timeout(cfg.request_timeout)
-            .connect_timeout(cfg.connect_timeout)
-            // A redirect would replay neither a streamed body nor, across hosts, the token:
-            // treat it as an error the operator sees.
-            .redirect(reqwest::redirect::Policy::none())
-            .tcp_keepalive(Duration::from_secs(30));
-        if let Some(path) = &cfg.extra_ca_file {
-            let pem = std::fs::read(path).map_err(|e| {
-                ApiError::config(
-                    OP,
-                    format!("cannot read extra_ca_file {}: {e}", path.display()),
-                )
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                ApiError::config(OP, format!("extra_ca_file {}: {e}", path.display()))
-            })?;
-            if certs.is_empty() {
-                return Err(ApiError::config(
-                    OP,
-                    format!("extra_ca_file {} holds no PEM certificate", path.display()),
-                ));
+        let extra_roots = match &cfg.extra_ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    ApiError::config(
+                        OP,
+                        format!("cannot read extra_ca_file {}: {e}", path.display()),
+                    )
+                })?;
+                let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                    ApiError::config(OP, format!("extra_ca_file {}: {e}", path.display()))
+                })?;
+                if certs.is_empty() {
+                    return Err(ApiError::config(
+                        OP,
+                        format!("extra_ca_file {} holds no PEM certificate", path.display()),
+                    ));
+                }
+                certs
             }
-            builder = builder.tls_certs_merge(certs);
-        }
-        let http = builder
-            .build()
-            .map_err(|e| ApiError::config(OP, format!("cannot build the HTTP client: {e}")))?;
+            None => Vec::new(),
+        };
+        let build = |route: Route| {
+            let mut builder = reqwest::Client::builder()
+                .user_agent(concat!("batchdrop/", env!("CARGO_PKG_VERSION")))
+                .timeout(cfg.request_timeout)
+                .connect_timeout(cfg.connect_timeout)
+                // A redirect would replay neither a streamed body nor, across hosts, the
+                // token: treat it as an error the operator sees.
+                .redirect(reqwest::redirect::Policy::none())
+                .tcp_keepalive(Duration::from_secs(30))
+                // Below the emulator's 30 s idle timeout, so a pooled connection is not
+                // reused at the moment the server closes it.
+                .pool_idle_timeout(Duration::from_secs(20));
+            if route == Route::Direct {
+                builder = builder.no_proxy();
+            }
+            if !extra_roots.is_empty() {
+                builder = builder.tls_certs_merge(extra_roots.clone());
+            }
+            builder
+                .build()
+                .map_err(|e| ApiError::config(OP, format!("cannot build the HTTP client: {e}")))
+        };
+        let platform_route = Route::to(&endpoint);
+        let http = build(platform_route)?;
+        let ims_http = match &cfg.token {
+            TokenSource::ClientCredentials(o) if Route::to(&o.token_url) != platform_route => {
+                build(Route::to(&o.token_url))?
+            }
+            _ => http.clone(),
+        };
         Ok(ApiClient {
             inner: Arc::new(Inner {
                 http,
+                ims_http,
                 endpoint,
                 headers,
                 auth: Auth::new(cfg.token),
@@ -203,7 +252,7 @@ impl ApiClient {
             .request(Method::POST, url)
             .json(&wire::CreateBatchBody::new(req));
         let resp = self.execute(&op, builder).await?;
-        let v = read_json(&op, resp).await?;
+        let v = read_json(&op, resp, Answer::Platform).await?;
         wire::batch_from_response(&v)
             .and_then(|b| b.ok_or_else(|| "no batch in the answer".to_string()))
             .map_err(|msg| ApiError::invalid_response(op, msg))
@@ -363,7 +412,7 @@ impl ApiClient {
         let op = format!("list batches in Catalog ({})", described.join(", "));
         let url = self.url(Service::Catalog, "batches", &params);
         let resp = self.execute(&op, self.request(Method::GET, url)).await?;
-        let v = read_json(&op, resp).await?;
+        let v = read_json(&op, resp, Answer::Platform).await?;
         let mut batches =
             wire::batches_from_map(&v).map_err(|msg| ApiError::invalid_response(&op, msg))?;
         if let Some(order) = &query.order_by {
@@ -413,7 +462,7 @@ impl ApiClient {
         let resp = self
             .execute(&op, self.request(Method::POST, url).json(&body))
             .await?;
-        let v = read_json(&op, resp).await?;
+        let v = read_json(&op, resp, Answer::Platform).await?;
         wire::dataset_id_from_create(&v).map_err(|msg| ApiError::invalid_response(op, msg))
     }
 
@@ -442,7 +491,7 @@ impl ApiClient {
             &[],
         );
         let resp = self.execute(&op, self.request(Method::GET, url)).await?;
-        let v = read_json(&op, resp).await?;
+        let v = read_json(&op, resp, Answer::Platform).await?;
         wire::dataset_files(&v).map_err(|msg| ApiError::invalid_response(op, msg))
     }
 
@@ -482,7 +531,7 @@ impl ApiClient {
             &[],
         );
         let resp = self.execute(&op, self.request(Method::GET, url)).await?;
-        read_json(&op, resp).await
+        read_json(&op, resp, Answer::Platform).await
     }
 
     // ---- plumbing -------------------------------------------------------------------------
@@ -552,7 +601,7 @@ impl ApiClient {
 
     async fn get_json_or_none(&self, op: &str, url: String) -> Result<Option<Value>, ApiError> {
         match self.execute(op, self.request(Method::GET, url)).await {
-            Ok(resp) => read_json(op, resp).await.map(Some),
+            Ok(resp) => read_json(op, resp, Answer::Platform).await.map(Some),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
@@ -560,7 +609,7 @@ impl ApiClient {
 
     async fn get_bytes(&self, op: &str, url: String) -> Result<bytes::Bytes, ApiError> {
         let resp = self.execute(op, self.request(Method::GET, url)).await?;
-        resp.bytes().await.map_err(|e| ApiError::transport(op, &e))
+        read_body(op, resp, Answer::Download).await
     }
 
     /// Sends with a token and returns a 2xx answer, or the error. A 401 to an OAuth token drops
@@ -569,7 +618,7 @@ impl ApiClient {
     /// comes back as a transient error and the caller's retry gets the fresh token.
     async fn execute(&self, op: &str, builder: RequestBuilder) -> Result<Response, ApiError> {
         let auth = &self.inner.auth;
-        let mut token_used = auth.token(&self.inner.http, op).await?;
+        let mut token_used = auth.token(&self.inner.ims_http, op).await?;
         let replay = if auth.renewable() {
             builder.try_clone()
         } else {
@@ -580,7 +629,7 @@ impl ApiClient {
             auth.invalidate(&token_used).await;
             if let Some(again) = replay {
                 discard(resp).await;
-                token_used = auth.token(&self.inner.http, op).await?;
+                token_used = auth.token(&self.inner.ims_http, op).await?;
                 resp = self.send_once(op, again, &token_used).await?;
             }
         }
@@ -662,20 +711,62 @@ pub(crate) async fn read_error(op: &str, mut resp: Response, secrets: &[&str]) -
     )
 }
 
-pub(crate) async fn read_json(op: &str, resp: Response) -> Result<Value, ApiError> {
-    let body = resp
-        .bytes()
+/// Reads a 2xx answer's body, refusing one larger than `answer` allows.
+pub(crate) async fn read_body(
+    op: &str,
+    mut resp: Response,
+    answer: Answer,
+) -> Result<bytes::Bytes, ApiError> {
+    let max = answer.max_bytes();
+    let too_large = |n: String| {
+        ApiError::invalid_response(
+            op,
+            format!("the answer is {n} bytes long, more than the {max} expected of it"),
+        )
+    };
+    if let Some(len) = resp.content_length()
+        && len > max as u64
+    {
+        return Err(too_large(len.to_string()));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
         .await
-        .map_err(|e| ApiError::transport(op, &e))?;
+        .map_err(|e| ApiError::transport(op, &e))?
+    {
+        if body.len() + chunk.len() > max {
+            return Err(too_large(format!("over {max}")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.into())
+}
+
+pub(crate) async fn read_json(op: &str, resp: Response, answer: Answer) -> Result<Value, ApiError> {
+    let body = read_body(op, resp, answer).await?;
     serde_json::from_slice(&body).map_err(|e| {
-        let start = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-        ApiError::invalid_response(op, format!("not JSON ({e}): {start:?}"))
+        let what = match answer {
+            Answer::Ims => format!("not JSON ({e}; its content is not shown, it may hold a token)"),
+            Answer::Platform | Answer::Download => {
+                let start = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+                format!("not JSON ({e}): {start:?}")
+            }
+        };
+        ApiError::invalid_response(op, what)
     })
 }
 
-/// Reads an ignored body to its end so the connection goes back to the pool.
-async fn discard(resp: Response) {
-    let _ = resp.bytes().await;
+/// Reads an ignored body to its end so the connection goes back to the pool, keeping none of
+/// it; past `MAX_ERROR_BODY` the connection is dropped instead.
+async fn discard(mut resp: Response) {
+    let mut read = 0;
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        read += chunk.len();
+        if read > MAX_ERROR_BODY {
+            break;
+        }
+    }
 }
 
 /// Rejects a body whose length is known and differs from `len`: the server would see a
@@ -707,6 +798,30 @@ fn check_url(op: &str, what: &str, url: &str) -> Result<(), ApiError> {
             op,
             format!("{what} {url:?}: unsupported scheme {other:?} (use https)"),
         )),
+    }
+}
+
+/// How a URL is reached. The environment's proxies (`HTTPS_PROXY`, `HTTP_PROXY`,
+/// `ALL_PROXY`) would otherwise also take plain-http loopback traffic, bearer token included,
+/// to whoever runs the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// Loopback: always directly, whatever the environment says.
+    Direct,
+    /// Elsewhere: through the environment's proxy, if any (`NO_PROXY` honoured).
+    EnvironmentProxy,
+}
+
+impl Route {
+    fn to(url: &str) -> Route {
+        let host = reqwest::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned));
+        if host.is_some_and(|h| is_loopback(&h)) {
+            Route::Direct
+        } else {
+            Route::EnvironmentProxy
+        }
     }
 }
 
@@ -1006,5 +1121,70 @@ mod tests {
         sort_batches(&mut list, "desc:name");
         let ids: Vec<_> = list.iter().map(|b| b.id.as_str()).collect();
         assert_eq!(ids, ["C", "A", "B"], "unknown fields leave the order alone");
+    }
+
+    fn answer(body: Vec<u8>) -> Response {
+        Response::from(axum::http::Response::new(body))
+    }
+
+    #[tokio::test]
+    async fn an_ims_answer_that_is_not_json_is_never_quoted() {
+        let body = b"access_token=eyJ-part-of-a-real-token&expires_in=86399".to_vec();
+        let err = read_json("get a token", answer(body.clone()), Answer::Ims)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not JSON"), "{err}");
+        assert!(!err.contains("eyJ"), "the body leaked: {err}");
+        // A platform answer is quoted: a proxy's page says what went wrong.
+        let err = read_json("list batches", answer(body), Answer::Platform)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("access_token=eyJ"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn answers_larger_than_their_bound_are_refused() {
+        let max = Answer::Ims.max_bytes();
+        let big = format!("{{\"access_token\": \"{}\"}}", "x".repeat(max));
+        let err = read_json("get a token", answer(big.into_bytes()), Answer::Ims)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("more than the 65536 expected"), "{err}");
+        assert!(!err.contains("xxxx"), "{err}");
+        let fits = format!("{{\"access_token\": \"{}\"}}", "x".repeat(max - 100));
+        let v = read_json("get a token", answer(fits.into_bytes()), Answer::Ims)
+            .await
+            .unwrap();
+        assert_eq!(v["access_token"].as_str().unwrap().len(), max - 100);
+        // A body without a Content-Length is cut as it arrives.
+        let chunks = futures::stream::iter(
+            (0..80).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b' '; 1024]))),
+        );
+        let streamed = Response::from(axum::http::Response::new(reqwest::Body::wrap_stream(
+            chunks,
+        )));
+        let err = read_body("get a token", streamed, Answer::Ims)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("more than the 65536 expected"), "{err}");
+    }
+
+    #[test]
+    fn loopback_is_reached_directly_whatever_the_proxies() {
+        for url in [
+            "http://127.0.0.1:8089",
+            "http://127.3.2.1/x",
+            "http://localhost:1",
+            "http://[::1]:8089/ims/token/v3",
+        ] {
+            assert_eq!(Route::to(url), Route::Direct, "{url}");
+        }
+        for url in ["https://platform.adobe.io", "https://127.0.0.1.example.com"] {
+            assert_eq!(Route::to(url), Route::EnvironmentProxy, "{url}");
+        }
     }
 }

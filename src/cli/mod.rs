@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use crate::api::{ApiClient, ApiError, ClientConfig, Secret, TokenSource};
 use crate::config::{Config, ConfigError, Endpoint};
-use crate::daemon::{EMBEDDED_URL_FILE, Platform};
+use crate::daemon::{EMBEDDED_TOKEN_FILE, EMBEDDED_URL_FILE, Platform, read_embedded_token};
 use crate::emulator::Emulator;
 use crate::store::{BatchRow, FileRow, Store, StoreError};
 
@@ -117,7 +117,14 @@ impl Connection {
                         config.state_dir.join(EMBEDDED_URL_FILE).display()
                     ))
                 })?;
-                let api = client(config, &url, "embedded".into())?;
+                let token = read_embedded_token(&config.state_dir).map_err(|e| {
+                    CommandError::Platform(format!(
+                        "the daemon using {} ({holder}) runs the embedded platform, but its token cannot be read from {}: {e}; run this command as the daemon's user",
+                        config.state_dir.display(),
+                        config.state_dir.join(EMBEDDED_TOKEN_FILE).display()
+                    ))
+                })?;
+                let api = client(config, &url, token)?;
                 Ok(Connection {
                     api,
                     embedded: None,
@@ -155,14 +162,14 @@ async fn embedded_url(state_dir: &Path) -> std::io::Result<String> {
     }
 }
 
-fn client(config: &Config, endpoint: &str, token: String) -> Result<ApiClient, CommandError> {
+fn client(config: &Config, endpoint: &str, token: Secret) -> Result<ApiClient, CommandError> {
     let p = &config.platform;
     ApiClient::new(ClientConfig {
         endpoint: endpoint.to_owned(),
         org_id: p.org_id.clone(),
         sandbox: p.sandbox.clone(),
         api_key: p.api_key.clone(),
-        token: TokenSource::Static(Secret::new(token)),
+        token: TokenSource::Static(token),
         request_timeout: p.request_timeout,
         connect_timeout: Duration::from_secs(10),
         extra_ca_file: None,

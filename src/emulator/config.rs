@@ -16,7 +16,8 @@ use super::error::EmulatorError;
 /// abandon_after_ms = 0           # loading with no activity this long → abandoned (0 = never)
 ///
 /// [gateway]                      # empty list = accept any non-empty value
-/// tokens = ["secret-token"]
+/// tokens = ["secret-token"]      # set: IMS-issued tokens pass only with [ims] clients
+/// accept_issued_tokens = false   # true: they pass even with [ims] clients empty
 /// api_keys = ["my-client-id"]
 /// orgs = ["ABC123@AdobeOrg"]
 /// sandboxes = ["prod"]
@@ -37,6 +38,10 @@ use super::error::EmulatorError;
 /// name = "orders"
 /// schema = "https://ns.adobe.com/tenant/schemas/profile"   # a schema's id or name
 /// tags = { unifiedProfile = ["enabled:true", "isUpsert:true"] }
+///
+/// [server]                       # what one client can hold
+/// max_connections = 256          # more: the oldest connection is asked to close
+/// header_read_timeout_secs = 30  # for a request's headers, and idle keep-alive connections
 ///
 /// [ims]                          # POST /ims/token/v3; empty clients = any non-empty pair
 /// clients = [{ client_id = "my-client-id", client_secret = "s3cret" }]
@@ -70,6 +75,8 @@ pub struct EmulatorConfig {
     pub abandon_after_ms: u64,
     /// Size and count limits.
     pub limits: LimitsConfig,
+    /// Connection limits of the HTTP server.
+    pub server: ServerConfig,
     /// Schemas to register at start (datasets reference them by id or name).
     pub schemas: Vec<SchemaSeed>,
     /// Datasets to create at start (with exactly these ids) if they do not exist yet.
@@ -91,6 +98,7 @@ impl Default for EmulatorConfig {
             revert_gc_delay_ms: 5000,
             abandon_after_ms: 0,
             limits: LimitsConfig::default(),
+            server: ServerConfig::default(),
             schemas: Vec::new(),
             datasets: Vec::new(),
             ims: ImsConfig::default(),
@@ -189,23 +197,71 @@ impl EmulatorConfig {
         if l.max_put_bytes == 0 || l.max_chunk_bytes == 0 || l.max_files_per_batch == 0 {
             return Err("limits must be greater than 0".into());
         }
+        if self.server.max_connections == 0 || self.server.header_read_timeout_secs == 0 {
+            return Err(
+                "server.max_connections and server.header_read_timeout_secs must be at least 1"
+                    .into(),
+            );
+        }
         Ok(())
     }
 }
 
 /// Which credentials the gateway accepts. An empty list accepts any non-empty value (the
-/// permissive default, handy for demos and for the daemon's embedded mode).
-#[derive(Debug, Clone, Default, Deserialize)]
+/// permissive default, handy for demos; the daemon's embedded mode lists its own token).
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GatewayConfig {
-    /// Valid bearer tokens (`Authorization: Bearer {token}`).
+    /// Valid bearer tokens (`Authorization: Bearer {token}`). When set, a token issued by
+    /// `POST /ims/token/v3` passes only if `[ims] clients` lists credentials (so that issuing
+    /// one takes a secret) or `accept_issued_tokens` is true; expired or forged issued tokens
+    /// never pass.
     pub tokens: Vec<String>,
+    /// With `tokens` set and `[ims] clients` empty, accept the tokens IMS issues to anyone
+    /// anyway (the allowlist then guards nothing: for demos only). Default false.
+    pub accept_issued_tokens: bool,
     /// Valid `x-api-key` values.
     pub api_keys: Vec<String>,
     /// Valid `x-gw-ims-org-id` values.
     pub orgs: Vec<String>,
     /// Valid `x-sandbox-name` values.
     pub sandboxes: Vec<String>,
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The tokens are secrets (the embedded platform's, for one): count them only.
+        f.debug_struct("GatewayConfig")
+            .field("tokens", &format_args!("<{} redacted>", self.tokens.len()))
+            .field("accept_issued_tokens", &self.accept_issued_tokens)
+            .field("api_keys", &self.api_keys)
+            .field("orgs", &self.orgs)
+            .field("sandboxes", &self.sandboxes)
+            .finish()
+    }
+}
+
+/// Connection limits of the HTTP server, so that a client cannot hold every descriptor of the
+/// process (in embedded mode, the daemon's). Request bodies have no timeout: a slow upload is
+/// never cut.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Connections open at once (default 256). One more asks the oldest to close: at once if
+    /// it is idle, after its current request otherwise.
+    pub max_connections: usize,
+    /// Seconds a connection has to send a request's headers, from its opening or from its
+    /// previous response (so also how long an idle keep-alive connection stays). Default 30.
+    pub header_read_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_connections: 256,
+            header_read_timeout_secs: 30,
+        }
+    }
 }
 
 /// Size and count limits; the defaults are the platform's documented ones.
@@ -353,5 +409,24 @@ impl Default for FaultConfig {
             latency_ms: 0,
             batch_failure_probability: 0.0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_tokens_never_print() {
+        let config = EmulatorConfig {
+            gateway: GatewayConfig {
+                tokens: vec!["0123456789abcdef-embedded-token".into()],
+                ..GatewayConfig::default()
+            },
+            ..EmulatorConfig::default()
+        };
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("0123456789abcdef"), "{printed}");
+        assert!(printed.contains("<1 redacted>"), "{printed}");
     }
 }

@@ -14,6 +14,15 @@ use arrow_array::RecordBatch;
 use serde::de::{DeserializeSeed, SeqAccess, Visitor};
 use serde_json::Value;
 
+/// The largest record read: a JSON Lines line, one element (or object) of a multi-line JSON
+/// file, one CSV row. The platform's own records are far smaller (about 100 KB for Profile);
+/// a bigger one is refused as one failed row, without ever being held in memory whole.
+pub const MAX_RECORD_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The largest Parquet page read, compressed or not: pages are read one at a time, so this
+/// bounds what a Parquet file can make the reader hold (writers use about 1 MiB).
+pub const MAX_PARQUET_PAGE_BYTES: u64 = 32 * 1024 * 1024;
+
 pub const CODE_EMPTY_FILE: &str = "106";
 pub const CODE_CSV_EMPTY_HEADER: &str = "118";
 pub const CODE_NOT_PARQUET: &str = "200";
@@ -489,13 +498,23 @@ impl Reader<'_> {
         let mut line = Vec::with_capacity(4096);
         let mut line_no = 0u64;
         loop {
-            line.clear();
-            if r.read_until(b'\n', &mut line)? == 0 {
+            let read = next_line(&mut r, &mut line)?;
+            if read == Line::End {
                 break;
             }
             line_no += 1;
             if line_no.is_multiple_of(4096) && self.cancelled() {
                 return Err(ReadStop::Cancelled);
+            }
+            if let Line::TooLong { bytes } = read {
+                out.records += 1;
+                self.fail(
+                    out,
+                    Some(line_no),
+                    too_large(name, &format!("row {line_no}"), bytes),
+                    None,
+                );
+                continue;
             }
             let mut bytes = line.as_slice();
             if line_no == 1 {
@@ -555,7 +574,13 @@ impl Reader<'_> {
         name: &str,
         out: &mut FileOutcome,
     ) -> Result<(), ReadStop> {
-        let mut r = BufReader::with_capacity(1 << 20, File::open(path)?);
+        const BUFFER: usize = 1 << 20;
+        let budget = RecordBudget::new(MAX_RECORD_BYTES);
+        let file = Capped {
+            inner: File::open(path)?,
+            budget: &budget,
+        };
+        let mut r = BufReader::with_capacity(BUFFER, file);
         // Skip a BOM and whitespace to see how the document starts.
         let first = loop {
             let buf = r.fill_buf()?;
@@ -575,6 +600,7 @@ impl Reader<'_> {
         match first {
             None => Ok(()),
             Some(b'[') => {
+                budget.mark();
                 let mut de = serde_json::Deserializer::from_reader(r);
                 let mut index = 0u64;
                 let res = ArraySeed {
@@ -582,6 +608,7 @@ impl Reader<'_> {
                     out,
                     name,
                     index: &mut index,
+                    budget: &budget,
                 }
                 .deserialize(&mut de)
                 .and_then(|()| de.end());
@@ -591,12 +618,17 @@ impl Reader<'_> {
                     Err(e) => {
                         out.records += 1;
                         let row = index + 1;
+                        let message = if budget.tripped() {
+                            too_large(name, &format!("row {row} (array element {row})"), 0)
+                        } else {
+                            format!(
+                                "file '{name}' row {row} (array element {row}): unparsable JSON: {e}"
+                            )
+                        };
                         self.fail(
                             out,
                             Some(row),
-                            format!(
-                                "file '{name}' row {row} (array element {row}): unparsable JSON: {e}; the rest of the file was not read"
-                            ),
+                            format!("{message}; the rest of the file was not read"),
                             None,
                         );
                         Ok(())
@@ -605,9 +637,11 @@ impl Reader<'_> {
             }
             Some(_) => {
                 // Pretty-printed objects one after another (also multi-line JSON).
-                let stream = serde_json::Deserializer::from_reader(r).into_iter::<Value>();
+                let mut stream = serde_json::Deserializer::from_reader(r).into_iter::<Value>();
                 let mut row = 0u64;
-                for item in stream {
+                loop {
+                    budget.mark();
+                    let Some(item) = stream.next() else { break };
                     row += 1;
                     if row.is_multiple_of(4096) && self.cancelled() {
                         return Err(ReadStop::Cancelled);
@@ -634,10 +668,15 @@ impl Reader<'_> {
                         }
                         Err(e) => {
                             out.records += 1;
+                            let message = if budget.tripped() {
+                                too_large(name, &format!("row {row}"), 0)
+                            } else {
+                                format!("file '{name}' row {row}: unparsable JSON: {e}")
+                            };
                             self.fail(
                                 out,
                                 Some(row),
-                                format!("file '{name}' row {row}: unparsable JSON: {e}; the rest of the file was not read"),
+                                format!("{message}; the rest of the file was not read"),
                                 None,
                             );
                             break;
@@ -658,7 +697,18 @@ impl Reader<'_> {
     ) -> Result<(), ReadStop> {
         let mut r = BufReader::with_capacity(1 << 20, File::open(path)?);
         let mut first_line = Vec::new();
-        r.read_until(b'\n', &mut first_line)?;
+        if let Line::TooLong { bytes } = next_line(&mut r, &mut first_line)? {
+            let message = too_large(name, "row 1", bytes);
+            if fmt.header {
+                out.file_error = Some((
+                    CODE_CSV_EMPTY_HEADER.into(),
+                    format!("CSV file '{name}': the header row cannot be read: {message}"),
+                ));
+                return Ok(());
+            }
+            out.records += 1;
+            self.fail(out, Some(1), message, None);
+        }
         let mut head: &[u8] = &first_line;
         head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
         let blank = head
@@ -683,11 +733,16 @@ impl Reader<'_> {
         if let Some(e) = fmt.escape {
             builder.escape(Some(e)).double_quote(false);
         }
-        let mut csv = builder.from_reader(std::io::Cursor::new(head).chain(r));
+        let budget = RecordBudget::new(MAX_RECORD_BYTES);
+        let mut csv = builder.from_reader(Capped {
+            inner: std::io::Cursor::new(head).chain(r),
+            budget: &budget,
+        });
         let mut headers: Vec<String> = Vec::new();
         let mut record = csv::StringRecord::new();
         let mut first = true;
         loop {
+            budget.mark();
             match csv.read_record(&mut record) {
                 Ok(false) => break,
                 Ok(true) => {
@@ -736,6 +791,19 @@ impl Reader<'_> {
                 Err(e) => {
                     let line = e.position().map(|p| p.line());
                     match e.kind() {
+                        csv::ErrorKind::Io(_) if budget.tripped() => {
+                            // Where a record ends is unknown past this point: stop here.
+                            let row = csv.position().line();
+                            out.records += 1;
+                            let message = too_large(name, &format!("row {row}"), 0);
+                            self.fail(
+                                out,
+                                Some(row),
+                                format!("{message}; the rest of the file was not read"),
+                                None,
+                            );
+                            return Ok(());
+                        }
                         csv::ErrorKind::Io(_) => {
                             return Err(ReadStop::Io(std::io::Error::other(e.to_string())));
                         }
@@ -781,6 +849,12 @@ impl Reader<'_> {
                 format!("file '{name}' is not a valid Parquet file: {detail}"),
             )
         };
+        let too_big = |detail: String| {
+            (
+                CODE_NOT_PARQUET.to_owned(),
+                format!("Parquet file '{name}' cannot be read in bounded memory: {detail}"),
+            )
+        };
         if size < 12 {
             out.file_error = Some(bad(format!("only {size} bytes (bad magic)")));
             return Ok(());
@@ -796,9 +870,10 @@ impl Reader<'_> {
             ));
             return Ok(());
         }
-        f.seek(SeekFrom::Start(0))?;
+        let file = super::parquet_pages::CheckedFile::new(f, size);
+        let pages = file.check.clone();
         let builder =
-            match parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f) {
+            match parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file) {
                 Ok(b) => b,
                 Err(e) => {
                     out.file_error = Some(bad(format!("cannot read its metadata: {e}")));
@@ -809,10 +884,21 @@ impl Reader<'_> {
             out.file_error = Some(refusal);
             return Ok(());
         }
-        let reader = match builder.with_batch_size(8192).build() {
+        let batch_size = match pages.plan(builder.metadata()) {
+            Ok(rows) => rows,
+            Err(why) => {
+                out.file_error = Some(too_big(why));
+                return Ok(());
+            }
+        };
+        let reader = match builder.with_batch_size(batch_size).build() {
             Ok(r) => r,
             Err(e) => {
-                out.file_error = Some(bad(format!("cannot read it: {e}")));
+                out.file_error = Some(
+                    pages
+                        .refusal()
+                        .map_or_else(|| bad(format!("cannot read it: {e}")), too_big),
+                );
                 return Ok(());
             }
         };
@@ -824,7 +910,10 @@ impl Reader<'_> {
             let batch = match batch {
                 Ok(b) => b,
                 Err(e) => {
-                    out.file_error = Some(bad(format!("corrupt data after row {row}: {e}")));
+                    out.file_error = Some(pages.refusal().map_or_else(
+                        || bad(format!("corrupt data after row {row}: {e}")),
+                        too_big,
+                    ));
                     return Ok(());
                 }
             };
@@ -852,6 +941,122 @@ impl Reader<'_> {
         }
         Ok(())
     }
+}
+
+/// What [`next_line`] read.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// Nothing: the end of the file.
+    End,
+    /// A line (with its `\n`, if any), in the buffer.
+    Read,
+    /// A line of this many bytes (without its `\n`) beyond `MAX_RECORD_BYTES`: read to its
+    /// end, not kept.
+    TooLong { bytes: u64 },
+}
+
+/// Reads the next line into `line`, keeping at most `MAX_RECORD_BYTES` of it.
+fn next_line(r: &mut impl BufRead, line: &mut Vec<u8>) -> std::io::Result<Line> {
+    line.clear();
+    let mut total = 0u64;
+    let mut kept = true;
+    let mut ended = false;
+    while !ended {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            break;
+        }
+        let take = match memchr::memchr(b'\n', buf) {
+            Some(i) => {
+                ended = true;
+                i + 1
+            }
+            None => buf.len(),
+        };
+        total += take as u64;
+        if kept && total - u64::from(ended) > MAX_RECORD_BYTES {
+            kept = false;
+            line.clear();
+        }
+        if kept {
+            line.extend_from_slice(&buf[..take]);
+        }
+        r.consume(take);
+    }
+    Ok(match (total, kept) {
+        (0, _) => Line::End,
+        (_, true) => Line::Read,
+        (bytes, false) => Line::TooLong {
+            bytes: bytes - u64::from(ended),
+        },
+    })
+}
+
+/// How much one record may read: reads through [`Capped`] fail once more than `limit` bytes
+/// were read since the last `mark` (set at each record's start), so a parser never holds more
+/// of one record than that. A buffer above `Capped` has read ahead when the mark is set, so a
+/// record of up to `limit` bytes always passes, and one longer than `limit` plus the buffer
+/// never does.
+struct RecordBudget {
+    limit: u64,
+    read: std::cell::Cell<u64>,
+    mark: std::cell::Cell<u64>,
+    tripped: std::cell::Cell<bool>,
+}
+
+impl RecordBudget {
+    fn new(limit: u64) -> RecordBudget {
+        RecordBudget {
+            limit,
+            read: 0.into(),
+            mark: 0.into(),
+            tripped: false.into(),
+        }
+    }
+
+    /// A record starts here.
+    fn mark(&self) {
+        self.mark.set(self.read.get());
+    }
+
+    /// A read failed because the record went past the limit.
+    fn tripped(&self) -> bool {
+        self.tripped.get()
+    }
+}
+
+/// A reader that stops one record at its [`RecordBudget`].
+struct Capped<'b, R> {
+    inner: R,
+    budget: &'b RecordBudget,
+}
+
+impl<R: Read> Read for Capped<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let b = self.budget;
+        if b.read.get() - b.mark.get() > b.limit {
+            b.tripped.set(true);
+            return Err(std::io::Error::other(format!(
+                "a record is longer than {MAX_RECORD_BYTES} bytes"
+            )));
+        }
+        let n = self.inner.read(buf)?;
+        b.read.set(b.read.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// The failure message of a record beyond `MAX_RECORD_BYTES` (`bytes`, when known).
+fn too_large(name: &str, row: &str, bytes: u64) -> String {
+    let size = if bytes > MAX_RECORD_BYTES {
+        format!("{bytes} bytes long")
+    } else {
+        "too long".to_owned()
+    };
+    format!(
+        "file '{name}' {row}: the record is {size}, over the {MAX_RECORD_BYTES} bytes (16 MiB) one record may take; \
+         split it into smaller records (the platform's own limits are far lower, e.g. 100 KB per Profile record)"
+    )
 }
 
 enum ReadStop {
@@ -882,6 +1087,8 @@ struct ArraySeed<'r, 'a, 'o> {
     out: &'o mut FileOutcome,
     name: &'o str,
     index: &'o mut u64,
+    /// Marked before each element.
+    budget: &'o RecordBudget,
 }
 
 impl<'de> DeserializeSeed<'de> for ArraySeed<'_, '_, '_> {
@@ -897,7 +1104,10 @@ impl<'de> Visitor<'de> for ArraySeed<'_, '_, '_> {
         f.write_str("a JSON array of objects")
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(v) = seq.next_element::<Value>()? {
+        while let Some(v) = {
+            self.budget.mark();
+            seq.next_element::<Value>()?
+        } {
             *self.index += 1;
             let row = *self.index;
             if row.is_multiple_of(4096) && self.reader.cancelled() {
@@ -1117,4 +1327,153 @@ pub fn preview_rows(files: &[std::path::PathBuf], fmt: &InputFormat, limit: usiz
         let _ = reader.read_file(f, "preview", fmt);
     }
     collect.rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BIG: usize = MAX_RECORD_BYTES as usize + 2 * 1024 * 1024;
+
+    /// Reads `content` as `fmt` with no schema: (outcome, failures).
+    fn read(content: &[u8], fmt: &InputFormat) -> (FileOutcome, Vec<RowFailure>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("file");
+        std::fs::write(&path, content).unwrap();
+        let cancel = AtomicBool::new(false);
+        let mut failures = Vec::new();
+        let mut on_failure = |f: RowFailure| failures.push(f);
+        let mut check = AcceptAll;
+        let out = Reader {
+            check: &mut check,
+            cancel: &cancel,
+            on_failure: &mut on_failure,
+            good: None,
+        }
+        .read_file(&path, "f", fmt)
+        .ok()
+        .unwrap();
+        (out, failures)
+    }
+
+    fn format(v: Value) -> InputFormat {
+        InputFormat::from_json(&v)
+    }
+
+    fn huge_object() -> Vec<u8> {
+        let mut v = b"{\"a\": \"".to_vec();
+        v.resize(BIG, b'x');
+        v.extend_from_slice(b"\"}");
+        v
+    }
+
+    #[test]
+    fn a_json_line_over_the_cap_is_one_failed_row_and_the_next_lines_are_read() {
+        let mut content = b"{\"id\": 1}\n".to_vec();
+        content.extend_from_slice(&huge_object());
+        content.extend_from_slice(b"\n{\"id\": 3}\n");
+        let (out, failures) = read(&content, &format(serde_json::json!({"format": "json"})));
+        assert_eq!((out.records, out.failed), (3, 1));
+        assert_eq!(failures[0].row, Some(2));
+        let msg = &failures[0].first().message;
+        assert!(msg.contains("row 2") && msg.contains("16777216"), "{msg}");
+        assert_eq!(failures[0].first().code, CODE_UNPARSABLE_ROW);
+        // At the cap exactly, a line is read.
+        let mut at_cap = b"{\"a\": \"".to_vec();
+        at_cap.resize(MAX_RECORD_BYTES as usize - 2, b'y');
+        at_cap.extend_from_slice(b"\"}\n");
+        let (out, failures) = read(&at_cap, &format(serde_json::json!({"format": "json"})));
+        assert_eq!((out.records, out.failed), (1, 0), "{failures:?}");
+    }
+
+    #[test]
+    fn a_multi_line_json_record_over_the_cap_fails_its_row() {
+        let fmt = format(serde_json::json!({"format": "json", "isMultiLineJson": true}));
+        let mut array = b"[{\"id\": 1},\n".to_vec();
+        array.extend_from_slice(&huge_object());
+        array.extend_from_slice(b"]");
+        let (out, failures) = read(&array, &fmt);
+        assert_eq!((out.records, out.failed), (2, 1));
+        let msg = &failures[0].first().message;
+        assert!(msg.contains("row 2 (array element 2)"), "{msg}");
+        assert!(msg.contains("16777216"), "{msg}");
+        let mut objects = b"{\"id\": 1}\n".to_vec();
+        objects.extend_from_slice(&huge_object());
+        let (out, failures) = read(&objects, &fmt);
+        assert_eq!((out.records, out.failed), (2, 1));
+        assert!(failures[0].first().message.contains("16777216"));
+        // Big records under the cap, many of them: each has its own allowance.
+        let element = format!("{{\"a\": \"{}\"}}", "z".repeat(4 * 1024 * 1024));
+        let many = format!("[{}]", vec![element; 6].join(",\n"));
+        let (out, failures) = read(many.as_bytes(), &fmt);
+        assert_eq!((out.records, out.failed), (6, 0), "{failures:?}");
+    }
+
+    #[test]
+    fn a_csv_row_or_header_over_the_cap_is_refused() {
+        let fmt = format(serde_json::json!({"format": "csv"}));
+        let mut content = b"id,name\n1,a\n2,\"".to_vec();
+        content.resize(BIG, b'n');
+        content.extend_from_slice(b"\"\n3,c\n");
+        let (out, failures) = read(&content, &fmt);
+        assert_eq!((out.records, out.failed), (2, 1), "{failures:?}");
+        let msg = &failures[0].first().message;
+        assert!(msg.contains("row 3") && msg.contains("16777216"), "{msg}");
+        let mut header = b"id,".to_vec();
+        header.resize(BIG, b'h');
+        header.extend_from_slice(b"\n1,2\n");
+        let (out, _) = read(&header, &fmt);
+        let (code, msg) = out.file_error.unwrap();
+        assert_eq!(code, CODE_CSV_EMPTY_HEADER);
+        assert!(
+            msg.contains("header row") && msg.contains("16777216"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn parquet_pages_over_the_cap_are_refused_before_they_are_inflated() {
+        use arrow_array::{ArrayRef, Int64Array, StringArray};
+        use parquet::basic::{Compression, ZstdLevel};
+        use parquet::file::properties::WriterProperties;
+        let write = |value: String| {
+            let batch = RecordBatch::try_from_iter([
+                (
+                    "id",
+                    std::sync::Arc::new(Int64Array::from(vec![1])) as ArrayRef,
+                ),
+                (
+                    "blob",
+                    std::sync::Arc::new(StringArray::from(vec![value])) as ArrayRef,
+                ),
+            ])
+            .unwrap();
+            let props = WriterProperties::builder()
+                .set_compression(Compression::ZSTD(ZstdLevel::default()))
+                .set_dictionary_enabled(false)
+                .build();
+            let mut bytes = Vec::new();
+            let mut w =
+                parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props))
+                    .unwrap();
+            w.write(&batch).unwrap();
+            w.close().unwrap();
+            bytes
+        };
+        let fmt = format(serde_json::json!({"format": "parquet"}));
+        // 40 MiB of one letter: a few KiB compressed, a page of 40 MiB inflated.
+        let bomb = write("b".repeat(40 * 1024 * 1024));
+        assert!(bomb.len() < 1024 * 1024, "{} bytes", bomb.len());
+        let (out, _) = read(&bomb, &fmt);
+        let (code, msg) = out.file_error.expect("refused");
+        assert_eq!(code, CODE_NOT_PARQUET);
+        assert!(
+            msg.contains("33554432") && msg.contains("smaller pages"),
+            "{msg}"
+        );
+        // A page under the cap reads.
+        let (out, _) = read(&write("s".repeat(1024 * 1024)), &fmt);
+        assert!(out.file_error.is_none(), "{:?}", out.file_error);
+        assert_eq!((out.records, out.failed), (1, 0));
+    }
 }

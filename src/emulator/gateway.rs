@@ -13,7 +13,7 @@ use futures::StreamExt;
 use rand::Rng;
 
 use super::AppState;
-use super::config::GatewayConfig;
+use super::config::{EmulatorConfig, GatewayConfig};
 use super::error::ApiError;
 use super::ims::{Signer, Verdict};
 use super::net::ConnHandle;
@@ -124,7 +124,8 @@ pub async fn platform_gate(
         }
         .into_response()
     } else {
-        match check_auth(&state.config.gateway, &state.signer, req.headers()) {
+        let issued = IssuedTokens::from_config(&state.config);
+        match check_auth(&state.config.gateway, issued, &state.signer, req.headers()) {
             Err(e) => {
                 bump(&state.counters.auth_failures);
                 // What was wrong, never the values themselves.
@@ -283,11 +284,37 @@ fn allowed(list: &[String], value: &str) -> bool {
     list.is_empty() || list.iter().any(|v| v == value)
 }
 
+/// Whether a valid token issued by the emulator's `POST /ims/token/v3` passes the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssuedTokens {
+    /// `[gateway] tokens` is empty (any token passes anyway), `[ims] clients` makes IMS ask
+    /// for a secret before it issues one, or `[gateway] accept_issued_tokens` says so.
+    Accepted,
+    /// `[gateway] tokens` is set and IMS issues tokens to anyone who asks: accepting them
+    /// would let anyone past the allowlist.
+    Refused,
+}
+
+impl IssuedTokens {
+    pub fn from_config(config: &EmulatorConfig) -> IssuedTokens {
+        let gateway = &config.gateway;
+        if gateway.tokens.is_empty()
+            || !config.ims.clients.is_empty()
+            || gateway.accept_issued_tokens
+        {
+            IssuedTokens::Accepted
+        } else {
+            IssuedTokens::Refused
+        }
+    }
+}
+
 /// The gateway's checks, in the platform's order. The token value is never logged. A token
-/// issued by the emulator's IMS endpoint is accepted while valid (whatever `tokens` lists) and
+/// issued by the emulator's IMS endpoint is accepted while valid if `issued` says so, and
 /// refused once expired.
 pub fn check_auth(
     cfg: &GatewayConfig,
+    issued: IssuedTokens,
     signer: &Signer,
     headers: &HeaderMap,
 ) -> Result<Caller, ApiError> {
@@ -310,7 +337,12 @@ pub fn check_auth(
         ))
     };
     match signer.verify(token, super::store::now_ms()) {
-        Verdict::Valid => {}
+        Verdict::Valid if issued == IssuedTokens::Accepted => {}
+        Verdict::Valid => {
+            return invalid(
+                ": tokens from POST /ims/token/v3 are not accepted here, because [gateway] tokens is set and [ims] clients is empty (anyone could get one); use a token of [gateway] tokens, or list [ims] clients",
+            );
+        }
         Verdict::Expired(at) => {
             let when = chrono::DateTime::from_timestamp_millis(at)
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))

@@ -4,8 +4,9 @@
 //! Tokens are shaped like IMS's (three base64url parts, a JSON payload with `client_id`,
 //! `created_at` and `expires_in` in milliseconds) and signed with HMAC-SHA256 by a key kept in
 //! the data dir, so they stay valid across restarts and need no table. The gateway accepts a
-//! valid issued token whatever `[gateway] tokens` says, and refuses an expired one with its
-//! 401 `401013`.
+//! valid issued token when `[gateway] tokens` is empty, when `[ims] clients` lists credentials
+//! (issuing then takes a secret), or when `[gateway] accept_issued_tokens` is set (see
+//! `gateway::IssuedTokens`), and refuses an expired one with its 401 `401013`.
 
 use std::path::Path;
 use std::sync::Arc;

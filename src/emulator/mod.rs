@@ -11,7 +11,9 @@
 //!
 //! `GET /emulator/stats` (outside the platform's paths, no authentication, never faulted)
 //! returns [`EmulatorStats`] as JSON. `POST /ims/token/v3` (also outside the gateway) issues
-//! OAuth server-to-server tokens that the gateway then accepts until they expire.
+//! OAuth server-to-server tokens that the gateway then accepts until they expire, unless a
+//! `[gateway] tokens` allowlist is set while IMS issues tokens to anyone. Connections are
+//! bounded (`[server]`, see `crate::http_server`).
 //!
 //! Module map: `gateway` (request counting, faults, authentication), `ims` (the token
 //! endpoint and the check of its tokens), `import` (E1–E7), `catalog`, `export` (Data Access,
@@ -21,8 +23,8 @@
 //! and Parquet, with a per-record check and a copy of the good rows), `schema` (XDM JSON
 //! Schemas: compile, check a record with the platform's conversions, registry), `validate`
 //! (the per-record check of each format against a schema, upsert capture), `upload` (names,
-//! ranges, streaming bodies to disk), `store` (SQLite and the data dir's layout), `net` (a
-//! listener whose connections can be cut, for the reset faults).
+//! ranges, streaming bodies to disk), `store` (SQLite and the data dir's layout), `net`
+//! (connections that can be cut, for the reset faults).
 
 mod catalog;
 mod config;
@@ -33,6 +35,7 @@ mod gateway;
 mod import;
 mod ims;
 mod net;
+mod parquet_pages;
 mod processing;
 mod schema;
 mod stats;
@@ -56,7 +59,7 @@ use tokio::task::JoinHandle;
 
 pub use config::{
     DatasetSeed, EmulatorConfig, FaultConfig, GatewayConfig, ImsClient, ImsConfig, LimitsConfig,
-    SchemaSeed,
+    SchemaSeed, ServerConfig,
 };
 pub use error::EmulatorError;
 pub use stats::{EmulatorStats, FaultCounts};
@@ -129,7 +132,7 @@ impl Emulator {
         config: EmulatorConfig,
     ) -> Result<Emulator, EmulatorError> {
         config.validate().map_err(EmulatorError::Config)?;
-        std::fs::create_dir_all(data_dir).map_err(|source| EmulatorError::DataDir {
+        create_private_dir(data_dir).map_err(|source| EmulatorError::DataDir {
             path: data_dir.to_path_buf(),
             source,
         })?;
@@ -176,20 +179,21 @@ impl Emulator {
 
         let app = router(state.clone());
         let mut stop = shutdown_rx.clone();
-        let server = tokio::spawn(async move {
-            let listener = net::KillableListener { inner: listener };
-            let result = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<net::ConnHandle>(),
-            )
-            .with_graceful_shutdown(async move {
+        let limits = crate::http_server::Limits {
+            max_connections: state.config.server.max_connections,
+            header_read_timeout: std::time::Duration::from_secs(
+                state.config.server.header_read_timeout_secs,
+            ),
+        };
+        let server = tokio::spawn(crate::http_server::serve(
+            listener,
+            app,
+            limits,
+            net::wrap,
+            async move {
                 let _ = stop.wait_for(|s| *s).await;
-            })
-            .await;
-            if let Err(e) = result {
-                tracing::error!(error = %e, "emulator server stopped with an error");
-            }
-        });
+            },
+        ));
         let background = vec![
             tokio::spawn(processing::worker(state.clone(), work_rx)),
             tokio::spawn(processing::gc_loop(state.clone())),
@@ -329,6 +333,19 @@ pub async fn serve_until_signal(
     }
     emulator.shutdown().await;
     Ok(())
+}
+
+/// Creates the data dir readable by its owner only (0700, whatever the umask: it holds the
+/// uploaded data and the IMS signing key); parents that are missing get the usual mode.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        other => other,
+    }
 }
 
 /// A dataset's `schemaRef` naming a registered schema.

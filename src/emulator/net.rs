@@ -1,4 +1,4 @@
-//! A TCP listener whose connections can be cut from inside a request (the `connection_reset`
+//! TCP connections that can be cut from inside a request (the `connection_reset`
 //! fault): once killed, the socket answers every read and write with an error, so hyper drops
 //! the connection without sending a response, and the close is a TCP reset.
 
@@ -10,44 +10,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener};
+use axum::extract::ConnectInfo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-pub struct KillableListener {
-    pub inner: TcpListener,
-}
-
-impl Listener for KillableListener {
-    type Io = KillableStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.inner.accept().await {
-                Ok((stream, addr)) => {
-                    let _ = stream.set_nodelay(true);
-                    return (
-                        KillableStream {
-                            inner: stream,
-                            kill: Arc::new(AtomicBool::new(false)),
-                            lingered: false,
-                        },
-                        addr,
-                    );
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "emulator accept failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
+/// What the server makes of each accepted connection: a stream that can be cut, and the
+/// handle to cut it, given to handlers as `ConnectInfo<ConnHandle>`.
+pub fn wrap(stream: TcpStream, remote: SocketAddr) -> (KillableStream, ConnectInfo<ConnHandle>) {
+    let _ = stream.set_nodelay(true);
+    let kill = Arc::new(AtomicBool::new(false));
+    let handle = ConnHandle {
+        kill: kill.clone(),
+        remote,
+    };
+    (
+        KillableStream {
+            inner: stream,
+            kill,
+            lingered: false,
+        },
+        ConnectInfo(handle),
+    )
 }
 
 pub struct KillableStream {
@@ -125,14 +108,5 @@ impl ConnHandle {
     /// Cuts the connection: no response will be sent.
     pub fn reset(&self) {
         self.kill.store(true, Ordering::Release);
-    }
-}
-
-impl Connected<IncomingStream<'_, KillableListener>> for ConnHandle {
-    fn connect_info(stream: IncomingStream<'_, KillableListener>) -> Self {
-        ConnHandle {
-            kill: stream.io().kill.clone(),
-            remote: *stream.remote_addr(),
-        }
     }
 }

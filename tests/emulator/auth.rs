@@ -28,6 +28,7 @@ fn strict() -> EmulatorConfig {
             api_keys: vec!["good-key".into()],
             orgs: vec!["GOOD@AdobeOrg".into()],
             sandboxes: vec!["prod".into()],
+            accept_issued_tokens: false,
         },
         ..cfg()
     }

@@ -19,6 +19,7 @@ fn ims_config(lifetime: u64) -> EmulatorConfig {
             api_keys: vec![CLIENT.into()],
             orgs: vec![],
             sandboxes: vec![],
+            accept_issued_tokens: false,
         },
         ims: ImsConfig {
             clients: vec![ImsClient {

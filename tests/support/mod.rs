@@ -119,12 +119,17 @@ dataset = "{DATASET}"
 }
 
 pub fn client(url: &str) -> ApiClient {
+    client_with_token(url, "test-token")
+}
+
+/// A client of the platform at `url` that sends this bearer token.
+pub fn client_with_token(url: &str, token: &str) -> ApiClient {
     ApiClient::new(ClientConfig {
         endpoint: url.to_owned(),
         org_id: "test@AdobeOrg".into(),
         sandbox: "prod".into(),
         api_key: "test".into(),
-        token: TokenSource::Static(Secret::new("test-token".to_owned())),
+        token: TokenSource::Static(Secret::new(token.to_owned())),
         request_timeout: Duration::from_secs(30),
         connect_timeout: Duration::from_secs(5),
         extra_ca_file: None,
