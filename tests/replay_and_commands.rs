@@ -318,8 +318,20 @@ async fn status_json_follows_a_file_through_the_states_of_a_running_daemon() {
 
     std::fs::write(env.drop_dir().join("bad.json"), "{broken\n").unwrap();
     wait_receipts(&env.failed(), 1, 30).await;
-    let s = status_json(&config, None).await;
-    assert_eq!(s["datasets"][0]["files"]["failed"], 1);
+    // The receipt is written (and synced) before the archiver records the file as finished:
+    // wait for the record, which follows within a pass.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let s = loop {
+        let s = status_json(&config, None).await;
+        if s["datasets"][0]["files"]["failed"] == 1 {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never counted as failed: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let f = &s["recent_failures"][0];
     assert_eq!(f["file"], "bad.json");
     assert!(
