@@ -2,8 +2,10 @@
 //!
 //! `plan` is the pure decision (which ready files go together, and whether a group is ready to
 //! seal); `Batcher::run` applies it against the store. Before sealing, files that may repeat
-//! content already ingested into the dataset (same size as an earlier file) are hashed and
-//! duplicates are set aside; every other file is hashed only while it is uploaded.
+//! content (the same size as another file of the dataset, ingested, on its way or ready beside
+//! them) are hashed; the store's seal keeps one copy of any content per dataset (the others
+//! wait for its outcome or become duplicates of it). Every other file is hashed only while it
+//! is uploaded. Watches whose dataset is blocked (see `blocked`) are skipped.
 //!
 //! This module must not talk to the platform or move files.
 
@@ -15,7 +17,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Watch;
-use crate::store::{FileRow, Store, StoreError, now_ms};
+use crate::store::{Dedupe, FileRow, Store, StoreError, now_ms};
 
 /// The limits one watch asks for.
 #[derive(Debug, Clone, Copy)]
@@ -127,8 +129,29 @@ impl Batcher {
             }
             let mut sealed = false;
             let mut wait = tick;
-            let inflight = if over { &[][..] } else { &watches[..] };
-            for w in inflight {
+            // A watch whose dataset the platform does not know takes no new batch until it
+            // does (see `blocked`): its files stay queued where they were dropped.
+            let blocked = match self.store.blocked_datasets().await {
+                Ok(b) => b.into_iter().map(|b| b.dataset).collect(),
+                Err(e) => {
+                    wait = trouble.failed(&e);
+                    Vec::new()
+                }
+            };
+            let open: Vec<&Watch> = if over {
+                Vec::new()
+            } else {
+                watches
+                    .iter()
+                    .filter(|w| !blocked.contains(&w.dataset))
+                    .collect()
+            };
+            if !open.is_empty()
+                && let Err(e) = self.store.release_waiting().await
+            {
+                wait = trouble.failed(&e);
+            }
+            for w in open {
                 match self.batch_watch(w, flushing, &shutdown).await {
                     Ok(s) => {
                         sealed |= s;
@@ -159,6 +182,11 @@ impl Batcher {
         // Groups are keyed by (format, multiline): with more than GROUP_KEYS x max_files files in
         // a page, one group at least is full, so every full page seals something.
         let page = (GROUP_KEYS * w.max_files + 1) as i64;
+        let dedupe = if w.allow_duplicates {
+            Dedupe::AllowDuplicates
+        } else {
+            Dedupe::OneCopy
+        };
         let mut sealed_any = false;
         loop {
             let mut ready = self.store.ready_files(&w.name, page).await?;
@@ -168,9 +196,9 @@ impl Batcher {
             // A full page may leave files of its partial groups for the next one: only the
             // last page seals partial groups (when they waited max_wait, or on flush).
             let more = ready.len() as i64 == page;
-            if !w.allow_duplicates {
-                match self.set_aside_duplicates(ready, shutdown).await? {
-                    Some(keep) => ready = keep,
+            if dedupe == Dedupe::OneCopy {
+                match self.hash_where_needed(&w.dataset, ready, shutdown).await? {
+                    Some(hashed) => ready = hashed,
                     None => return Ok(sealed_any),
                 }
             }
@@ -180,12 +208,13 @@ impl Batcher {
                 limits.max_wait = Duration::from_secs(u32::MAX as u64);
             }
             let groups = plan(&ready, limits, now_ms(), flush && !more);
+            let mut progress = false;
             for ids in &groups {
                 let first = ready
                     .iter()
                     .find(|f| f.id == ids[0])
                     .expect("planned from this list");
-                let batch = self
+                let sealed = self
                     .store
                     .seal_batch(
                         &w.name,
@@ -194,53 +223,75 @@ impl Batcher {
                         first.multiline_json,
                         first.replay_json.as_deref(),
                         ids,
+                        dedupe,
                     )
                     .await?;
-                tracing::info!(dataset = %w.dataset, batch = batch, files = ids.len(), "batch sealed");
+                let name = |id: i64| {
+                    ready
+                        .iter()
+                        .find(|f| f.id == id)
+                        .map(|f| f.rel_path.as_str())
+                        .unwrap_or_default()
+                };
+                for d in &sealed.duplicates {
+                    tracing::info!(file = %name(d.file), dataset = %w.dataset, earlier = %d.carrier_path, "duplicate content, not ingested again");
+                }
+                for d in &sealed.waiting {
+                    tracing::info!(file = %name(d.file), dataset = %w.dataset, carrier = %d.carrier_path, "waits for the outcome of a file that may carry the same content");
+                }
+                progress |= sealed.to_hash.len() < ids.len();
+                if let Some(batch) = sealed.batch_id {
+                    sealed_any = true;
+                    tracing::info!(dataset = %w.dataset, batch = batch, files = sealed.files.len(), "batch sealed");
+                }
             }
-            if !groups.is_empty() {
-                sealed_any = true;
+            if sealed_any {
                 // Let the uploader start on these while the next page is prepared.
                 self.wake_uploader.notify_one();
             }
-            if !more || groups.is_empty() || shutdown.is_cancelled() {
+            if !more || !progress || shutdown.is_cancelled() {
                 return Ok(sealed_any);
             }
         }
     }
 
-    /// Hashes the files whose size matches content already in the dataset and marks the
-    /// repeats as duplicates; returns the rest, or None if shutdown came first (nothing is
-    /// sealed then: files not checked yet must not go out unchecked).
+    /// Hashes the ready files whose size matches another file of the dataset (ingested, on its
+    /// way, or ready beside them): only those can repeat content, and `Store::seal_batch`
+    /// needs their content to keep one copy of it. Every other file is hashed only while it is
+    /// uploaded. Returns the page with the hashes filled in, or None if shutdown came first
+    /// (nothing is sealed then: files not checked yet must not go out unchecked).
     ///
     /// Costs per page, not per file, where it can: one size query per distinct size, the
     /// hashing in one blocking task, the hashes recorded in one transaction.
-    async fn set_aside_duplicates(
+    async fn hash_where_needed(
         &self,
+        dataset: &str,
         ready: Vec<FileRow>,
         shutdown: &CancellationToken,
     ) -> Result<Option<Vec<FileRow>>, StoreError> {
         // Whether another file of that size is in the dataset. Exact per size for the whole
         // page: the first file asking proves the size to every other file of that size.
-        let mut seen: std::collections::HashMap<(String, i64), bool> = Default::default();
+        let mut seen: std::collections::HashMap<i64, bool> = Default::default();
         let mut to_hash = Vec::new();
         for (i, f) in ready.iter().enumerate() {
             // A replay replaces what it names: the same content again is its point, not a repeat.
             if f.sha256.is_some() || f.replay_json.is_some() {
                 continue;
             }
-            let key = (f.dataset.clone(), f.size);
-            let known = match seen.get(&key) {
+            let known = match seen.get(&f.size) {
                 Some(&known) => known,
                 None => {
-                    let known = self.store.size_seen(&f.dataset, f.size, f.id).await?;
-                    seen.insert(key, known);
+                    let known = self.store.size_seen(dataset, f.size, f.id).await?;
+                    seen.insert(f.size, known);
                     known
                 }
             };
             if known {
                 to_hash.push((i, f.abs_path()));
             }
+        }
+        if to_hash.is_empty() {
+            return Ok(Some(ready));
         }
         let stop = shutdown.clone();
         let hashed = tokio::task::spawn_blocking(move || {
@@ -270,35 +321,7 @@ impl Batcher {
             })
             .collect();
         self.store.set_shas(&shas).await?;
-
-        // One look-up per dataset for the whole page (a page is one watch's, so usually one
-        // dataset). Ready files are not "batched" yet, so it never finds the files asking.
-        let mut shas: std::collections::HashMap<&str, Vec<&str>> = Default::default();
-        for f in ready.iter().filter(|f| f.replay_json.is_none()) {
-            if let Some(sha) = f.sha256.as_deref() {
-                shas.entry(f.dataset.as_str()).or_default().push(sha);
-            }
-        }
-        let mut earliest = std::collections::HashMap::new();
-        for (dataset, shas) in shas {
-            for (sha, f) in self.store.first_with_content(dataset, &shas).await? {
-                earliest.insert((dataset.to_owned(), sha), f);
-            }
-        }
-        let mut keep = Vec::with_capacity(ready.len());
-        for f in ready {
-            if f.replay_json.is_none()
-                && let Some(sha) = &f.sha256
-                && let Some(earlier) = earliest.get(&(f.dataset.clone(), sha.clone()))
-                && earlier.id < f.id
-            {
-                tracing::info!(file = %f.rel_path, dataset = %f.dataset, earlier = %earlier.rel_path, "duplicate content, not ingested again");
-                self.store.mark_duplicate(f.id, earlier).await?;
-                continue;
-            }
-            keep.push(f);
-        }
-        Ok(Some(keep))
+        Ok(Some(ready))
     }
 }
 
@@ -352,6 +375,8 @@ mod tests {
             discovered_at: at,
             updated_at: at,
             raw_path: None,
+            waits_for: None,
+            records: None,
         }
     }
 

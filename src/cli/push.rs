@@ -26,7 +26,9 @@ use tokio_util::sync::CancellationToken;
 use super::{CommandError, Connection, human_bytes};
 use crate::config::{Config, Format, PLATFORM_MAX_FILES};
 use crate::replay::{self, Sidecar};
-use crate::store::{BatchProgress, BatchRow, NewFile, Store, StoreError, batch_state, file_state};
+use crate::store::{
+    BatchProgress, BatchRow, Dedupe, NewFile, Store, StoreError, batch_state, file_state,
+};
 use crate::uploader::Uploader;
 use crate::watcher::{Identity, name_problem};
 
@@ -306,18 +308,18 @@ async fn seal(store: &Store, dataset: &str, format: Format) -> Result<Option<i64
     }
     let ids: Vec<i64> = ready.iter().map(|f| f.id).collect();
     let replay = ready.iter().find_map(|f| f.replay_json.clone());
-    Ok(Some(
-        store
-            .seal_batch(
-                WATCH,
-                dataset,
-                format.as_str(),
-                false,
-                replay.as_deref(),
-                &ids,
-            )
-            .await?,
-    ))
+    Ok(store
+        .seal_batch(
+            WATCH,
+            dataset,
+            format.as_str(),
+            false,
+            replay.as_deref(),
+            &ids,
+            Dedupe::AllowDuplicates,
+        )
+        .await?
+        .batch_id)
 }
 
 fn inputs(files: &[PathBuf]) -> Result<Vec<Input>, CommandError> {
