@@ -1,6 +1,6 @@
 //! The admin HTTP listener: `/metrics` (Prometheus text), `/healthz` (the process answers) and
 //! `/readyz` (watchers running, state database writable, platform reached on the last probe,
-//! intake not paused). Loopback by default.
+//! intake not paused, no watch blocked on a missing dataset). Loopback by default.
 //!
 //! It only reads state; it must never change the queue or talk to the platform itself.
 
@@ -75,6 +75,10 @@ async fn readyz(State(a): State<Admin>) -> (StatusCode, String) {
     }
     if a.health.paused() {
         problems.push("intake is paused: a resource cap is reached".to_owned());
+    }
+    match a.store.blocked_datasets().await {
+        Ok(blocked) => problems.extend(blocked.iter().map(crate::blocked::describe)),
+        Err(e) => problems.push(format!("cannot read the blocked watches: {e}")),
     }
     if problems.is_empty() {
         (StatusCode::OK, "ready\n".into())

@@ -1523,6 +1523,19 @@ impl Store {
         .await?)
     }
 
+    /// [`Store::pending_work`] outside the blocked datasets (`run --once` cannot finish what
+    /// only waits for a block to be lifted).
+    pub async fn pending_work_unblocked(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM files WHERE finalized = 0
+                       AND dataset NOT IN (SELECT dataset FROM blocked_datasets))
+                  + (SELECT COUNT(*) FROM batches WHERE state IN ('sealed','creating','loading','completing','processing')
+                       AND dataset NOT IN (SELECT dataset FROM blocked_datasets))",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// Files that ended failed (not duplicates), for `run --once`'s exit code.
     pub async fn failed_count_since(&self, since_ms: i64) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(

@@ -114,3 +114,213 @@ async fn when_the_first_copy_fails_a_later_copy_is_ingested_after_all() {
         .expect("the third copy is a duplicate");
     assert_eq!(dup["duplicate_of"]["batch"], batch.as_str(), "{dup}");
 }
+
+/// `batchdrop status --json` run beside the daemon, as an operator would.
+async fn status_json(config: &std::path::Path) -> serde_json::Value {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_batchdrop"))
+        .arg("status")
+        .arg("--json")
+        .arg("--config")
+        .arg(config)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "status: {out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `/readyz`: its status code and body.
+async fn readyz(state_dir: &std::path::Path) -> (u16, String) {
+    let path = state_dir.join("admin-addr");
+    let addr = eventually(30, "the admin listener", || {
+        let a = std::fs::read_to_string(&path).ok();
+        async move { a }
+    })
+    .await;
+    let resp = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+/// The daemon in-process with a reload signal the test can send.
+fn start_reloadable(
+    config: batchdrop::config::Config,
+) -> (
+    std::sync::Arc<tokio::sync::Notify>,
+    Daemon,
+) {
+    let reload = std::sync::Arc::new(tokio::sync::Notify::new());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let handle = tokio::spawn(batchdrop::daemon::run(
+        config,
+        batchdrop::daemon::RunOptions {
+            once: false,
+            reload: Some(reload.clone()),
+        },
+        shutdown.clone(),
+    ));
+    (reload, Daemon { shutdown, handle })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dataset_deleted_while_the_daemon_runs_blocks_its_watch_until_it_is_back() {
+    let env = Env::new().await;
+    let config_path = env.write_config("", "");
+    let daemon = Daemon::start(batchdrop::config::Config::load(&config_path).unwrap());
+    write_atomic(&env.drop_dir().join("before.json"), jsonl(0, 3).as_bytes());
+    wait_receipts(&env.archive(), 1, 60).await;
+    assert_eq!(readyz(&env.state_dir()).await.0, 200);
+
+    env.api.delete_dataset(DATASET).await.unwrap();
+    let names = ["during-1.json", "during-2.json"];
+    for (i, name) in names.iter().enumerate() {
+        write_atomic(&env.drop_dir().join(name), jsonl(100 * (i + 1), 4).as_bytes());
+    }
+    let blocked = eventually(60, "status shows the watch as blocked", || async {
+        let s = status_json(&config_path).await;
+        let b = s["blocked"].as_array().cloned().unwrap_or_default();
+        (!b.is_empty()).then_some(b)
+    })
+    .await;
+    assert_eq!(blocked.len(), 1, "{blocked:#?}");
+    assert_eq!(blocked[0]["dataset"], DATASET);
+    assert_eq!(blocked[0]["watches"], serde_json::json!(["drop"]));
+    let (code, body) = readyz(&env.state_dir()).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("watch drop is blocked") && body.contains(DATASET),
+        "{body}"
+    );
+    // Nothing failed, nothing moved: the files wait where they were dropped.
+    for name in names {
+        assert!(env.drop_dir().join(name).exists(), "{name} stays in place");
+    }
+    assert!(support::receipts(&env.failed()).is_empty());
+    assert_eq!(support::receipts(&env.archive()).len(), 1);
+
+    env.emulator
+        .ensure_dataset(DATASET, "test dataset")
+        .await
+        .unwrap();
+    let receipts = wait_receipts(&env.archive(), 3, 90).await;
+    let (code, body) = eventually(30, "readyz is ready again", || async {
+        let r = readyz(&env.state_dir()).await;
+        (r.0 == 200).then_some(r)
+    })
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(status_json(&config_path).await["blocked"], serde_json::json!([]));
+    daemon.stop().await;
+
+    let mut batches = std::collections::BTreeSet::new();
+    for name in names {
+        let r = receipts.iter().find(|r| r["file"] == name).unwrap();
+        assert_eq!(r["status"], "success", "{r}");
+        assert_eq!(r["file_records"], 4, "{r}");
+        batches.insert(r["batch"].as_str().unwrap().to_owned());
+    }
+    let mut records = 0;
+    for b in &batches {
+        records += records_in_batch(&env.api, b).await;
+    }
+    assert_eq!(records, 8, "both files are in the platform, once");
+    assert!(support::receipts(&env.failed()).is_empty(), "nothing in _failed/");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_on_a_missing_dataset_resumes_when_the_config_is_fixed_and_reloaded() {
+    let env = Env::new().await;
+    let wrong = "0000000000000000000000ff";
+    let config_path = env.write_config("", "");
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(&config_path, text.replace(DATASET, wrong)).unwrap();
+    let (reload, daemon) =
+        start_reloadable(batchdrop::config::Config::load(&config_path).unwrap());
+    for i in 0..2 {
+        write_atomic(
+            &env.drop_dir().join(format!("f{i}.json")),
+            jsonl(10 * i, 3).as_bytes(),
+        );
+    }
+    eventually(60, "the watch is blocked", || async {
+        let s = status_json(&config_path).await;
+        (s["blocked"][0]["dataset"] == wrong).then_some(())
+    })
+    .await;
+    assert!(support::receipts(&env.failed()).is_empty());
+
+    std::fs::write(&config_path, text).unwrap();
+    reload.notify_one();
+    let receipts = wait_receipts(&env.archive(), 2, 60).await;
+    daemon.stop().await;
+    for r in &receipts {
+        assert_eq!(r["status"], "success", "{r}");
+        assert_eq!(r["dataset"], DATASET, "ingested where the fixed config says: {r}");
+        assert_eq!(
+            records_in_batch(&env.api, r["batch"].as_str().unwrap()).await,
+            if receipts[0]["batch"] == receipts[1]["batch"] { 6 } else { 3 }
+        );
+    }
+    assert!(support::receipts(&env.failed()).is_empty());
+    assert_eq!(status_json(&config_path).await["blocked"], serde_json::json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_added_by_sighup_on_the_embedded_platform_ingests_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("embedded.toml");
+    let first = format!(
+        r#"
+state_dir = "state"
+[platform]
+endpoint = "embedded"
+[upload]
+poll_initial = "50ms"
+poll_max = "200ms"
+[defaults]
+settle = "300ms"
+max_wait = "200ms"
+[[watch]]
+path = "a"
+dataset = "{DATASET}"
+"#
+    );
+    std::fs::write(&config, &first).unwrap();
+    std::fs::create_dir_all(dir.path().join("a")).unwrap();
+    let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_batchdrop"))
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "batchdrop=info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let url_file = dir.path().join("state/embedded-url");
+    let url = eventually(60, "the embedded platform", || {
+        let u = std::fs::read_to_string(&url_file).ok();
+        async move { u }
+    })
+    .await;
+
+    // As a new user would: append a watch on dataset `b` and send SIGHUP.
+    std::fs::write(
+        &config,
+        format!("{first}\n[[watch]]\npath = \"b\"\ndataset = \"b\"\n"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("b")).unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    write_atomic(&dir.path().join("b/new.json"), jsonl(0, 7).as_bytes());
+    let receipts = wait_receipts(&dir.path().join("b/_archive"), 1, 60).await;
+    let api = client(&url);
+    let records = records_in_batch(&api, receipts[0]["batch"].as_str().unwrap()).await;
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap();
+    assert!(status.success(), "{log}");
+    assert_eq!(receipts[0]["status"], "success", "{}\n{log}", receipts[0]);
+    assert_eq!(receipts[0]["dataset"], "b");
+    assert_eq!(records, 7);
+    assert!(support::receipts(&dir.path().join("b/_failed")).is_empty(), "{log}");
+}
