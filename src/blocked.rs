@@ -53,7 +53,8 @@ pub async fn check(api: &ApiClient, dataset: &str) -> Result<DatasetCheck, ApiEr
 }
 
 /// Blocks `dataset`, found missing by a batch of `watch` that the platform refused with
-/// `refusal`; says so (once per block) with what to do.
+/// `refusal`. Whoever runs the stages says so: the daemon's [`recheck`] (with what to do), a
+/// push in its own words.
 pub async fn block(
     store: &Store,
     dataset: &str,
@@ -62,17 +63,25 @@ pub async fn block(
 ) -> Result<(), StoreError> {
     let next = now_ms() + FIRST_CHECK_AFTER.as_millis() as i64;
     if store.block_dataset(dataset, watch, refusal, next).await? {
-        tracing::error!(
-            watch, dataset,
-            "watch {watch} is blocked: dataset {dataset} does not exist (or is not visible in the configured sandbox); \
-             its files stay where they were dropped and nothing is failed. Create the dataset, or set the watch's \
-             `dataset` to one that exists and reload the config (SIGHUP); batchdrop checks again every {}s to {}s \
-             and resumes by itself. The platform said: {refusal}",
-            FIRST_CHECK_AFTER.as_secs(),
-            LAST_CHECK_EVERY.as_secs()
-        );
+        tracing::debug!(watch, dataset, "dataset blocked: {refusal}");
     }
     Ok(())
+}
+
+/// The daemon's ERROR about a block: which watch, which dataset, what to do.
+fn announce(b: &BlockedDataset) {
+    tracing::error!(
+        watch = %b.watch, dataset = %b.dataset,
+        "watch {} is blocked: dataset {} does not exist (or is not visible in the configured sandbox); \
+         its files stay where they were dropped and nothing is failed. Create the dataset, or set the watch's \
+         `dataset` to one that exists and reload the config (SIGHUP); batchdrop checks again every {}s to {}s \
+         and resumes by itself. The platform said: {}",
+        b.watch,
+        b.dataset,
+        FIRST_CHECK_AFTER.as_secs(),
+        LAST_CHECK_EVERY.as_secs(),
+        b.reason
+    );
 }
 
 /// The wait before the check after `checks` checks that found the dataset missing.
@@ -94,24 +103,32 @@ pub fn describe(b: &BlockedDataset) -> String {
     )
 }
 
-/// Checks the blocked datasets when their time comes and lifts the blocks of those that exist
-/// again, waking the stages that wait for them. Runs until `stop`.
+/// Says which watches are blocked (each block once, and again after a restart), checks the
+/// blocked datasets when their time comes and lifts the blocks of those that exist again,
+/// waking the stages that wait for them. Runs until `stop`.
 pub async fn recheck(api: ApiClient, store: Store, wake: Vec<Arc<Notify>>, stop: CancellationToken) {
+    let mut announced = std::collections::HashSet::new();
     loop {
-        let mut wait = Duration::from_secs(1);
+        // Idle (nothing blocked), a look every few seconds is enough: the first check of a new
+        // block is due only FIRST_CHECK_AFTER after it anyway.
+        let mut wait = FIRST_CHECK_AFTER;
         match store.blocked_datasets().await {
             Ok(blocked) => {
+                announced.retain(|d| blocked.iter().any(|b| &b.dataset == d));
+                for b in &blocked {
+                    if announced.insert(b.dataset.clone()) {
+                        announce(b);
+                    }
+                }
                 let now = now_ms();
                 for b in blocked.iter().filter(|b| b.next_check_at <= now) {
                     recheck_one(&api, &store, b, &wake).await;
                 }
+                if !blocked.is_empty() {
+                    wait = Duration::from_secs(1);
+                }
             }
             Err(e) => tracing::debug!("cannot read the blocked datasets now: {e}"),
-        }
-        if let Ok(blocked) = store.blocked_datasets().await
-            && let Some(next) = blocked.iter().map(|b| b.next_check_at).min()
-        {
-            wait = Duration::from_millis((next - now_ms()).clamp(100, 1000) as u64);
         }
         tokio::select! {
             _ = stop.cancelled() => return,

@@ -276,6 +276,18 @@ pub struct Sealed {
     pub to_hash: Vec<i64>,
 }
 
+/// Content a dataset holds or is about to hold, as [`Store::carried`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Carried {
+    /// The file that carries it (or, while `ingested` is false, may: a file in flight of the
+    /// same size whose content is not known yet).
+    pub file: String,
+    /// In a successful batch (else on its way).
+    pub ingested: bool,
+    /// That batch's platform id.
+    pub batch: Option<String>,
+}
+
 /// A file left out of a batch because of another one (see [`Sealed`]).
 #[derive(Debug, Clone)]
 pub struct LeftOut {
@@ -907,6 +919,65 @@ impl Store {
         .rows_affected())
     }
 
+    /// How `dataset` holds each of `contents` (SHA-256, size), as this state knows it, read
+    /// only: for a push beside the daemon (see `cli::push`). A content absent from the answer
+    /// is carried by none of this state's files.
+    pub async fn carried(
+        &self,
+        dataset: &str,
+        contents: &[(String, i64)],
+    ) -> Result<std::collections::HashMap<String, Carried>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let shas: Vec<&str> = contents.iter().map(|(sha, _)| sha.as_str()).collect();
+        let sizes: Vec<i64> = contents.iter().map(|(_, size)| *size).collect();
+        let (carriers, _) = carriers_of(&mut conn, dataset, &shas).await?;
+        let unknown = unknown_by_size(&mut conn, dataset, &sizes).await?;
+        let mut out = std::collections::HashMap::new();
+        for (sha, size) in contents {
+            let Some(c) = carriers.get(sha).or_else(|| unknown.get(size)) else {
+                continue;
+            };
+            let batch: Option<String> = if c.ingested {
+                sqlx::query_scalar(
+                    "SELECT b.remote_id FROM files f JOIN batches b ON b.id = f.batch_id WHERE f.id = ?",
+                )
+                .bind(c.id)
+                .fetch_optional(&mut *conn)
+                .await?
+                .flatten()
+            } else {
+                None
+            };
+            out.insert(
+                sha.clone(),
+                Carried {
+                    file: c.rel_path.clone(),
+                    ingested: c.ingested,
+                    batch,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// Takes a ready file out as a duplicate of content that another state (the daemon's,
+    /// for a push) says is in the dataset; `reason` says where.
+    pub async fn mark_duplicate_elsewhere(
+        &self,
+        file_id: i64,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE files SET state = 'duplicate', reason = ?, updated_at = ? WHERE id = ? AND state = 'ready'",
+        )
+        .bind(reason)
+        .bind(now_ms())
+        .bind(file_id)
+        .execute(&self.pool)
+        .await?;
+        self.event(Some(file_id), None, "duplicate", reason).await
+    }
+
     /// Seals a batch: the batch row and its files' assignment are one transaction, so a file is
     /// never in two batches and never in none. With [`Dedupe::OneCopy`] the same transaction
     /// keeps a second copy of any content out of the dataset (see [`Sealed`] for what happens
@@ -1502,6 +1573,21 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    /// The files of a watch in one state, oldest first.
+    pub async fn files_in_state(
+        &self,
+        watch: &str,
+        state: &str,
+    ) -> Result<Vec<FileRow>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM files WHERE watch = ? AND state = ? ORDER BY id")
+                .bind(watch)
+                .bind(state)
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn recent_failures(&self, limit: i64) -> Result<Vec<FileRow>, StoreError> {
@@ -2126,6 +2212,123 @@ async fn record_ready_in(
 /// The batch states in flight, for queries (`IN` + this).
 const IN_FLIGHT: &str = "('sealed', 'creating', 'loading', 'completing', 'processing')";
 
+/// Files of `dataset` in flight whose content is not known yet, by size (the first of each):
+/// a file of one of these sizes cannot be told apart from them yet.
+async fn unknown_by_size(
+    conn: &mut sqlx::SqliteConnection,
+    dataset: &str,
+    sizes: &[i64],
+) -> Result<std::collections::HashMap<i64, Carrier>, StoreError> {
+    use std::collections::HashMap;
+    let mut unknown: HashMap<i64, Carrier> = HashMap::new();
+    for part in sizes.chunks(400) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT f.size, f.id, f.rel_path FROM files f JOIN batches b ON b.id = f.batch_id
+             WHERE f.dataset = ",
+        );
+        q.push_bind(dataset)
+            .push(" AND f.sha256 IS NULL AND f.state IN ('batched', 'uploaded') AND b.state IN ")
+            .push(IN_FLIGHT)
+            .push(" AND f.size IN (");
+        let mut list = q.separated(", ");
+        for size in part {
+            list.push_bind(*size);
+        }
+        q.push(") ORDER BY f.id");
+        let rows: Vec<(i64, i64, String)> = q.build_query_as().fetch_all(&mut *conn).await?;
+        for (size, id, rel_path) in rows {
+            unknown.entry(size).or_insert(Carrier {
+                id,
+                rel_path,
+                ingested: false,
+            });
+        }
+    }
+    Ok(unknown)
+}
+
+/// Who carries each of `shas` into `dataset` now: the claim's holder while it is alive (ready
+/// to travel again, in a batch in flight, or ingested), else any file ingested or on its way
+/// with that content. Also returns the claims to record for the latter.
+#[allow(clippy::type_complexity)]
+async fn carriers_of(
+    conn: &mut sqlx::SqliteConnection,
+    dataset: &str,
+    shas: &[&str],
+) -> Result<(std::collections::HashMap<String, Carrier>, Vec<(String, i64)>), StoreError> {
+    use std::collections::HashMap;
+    let mut carriers: HashMap<String, Carrier> = HashMap::new();
+    let mut claims: Vec<(String, i64)> = Vec::new();
+    for part in shas.chunks(400) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT c.sha256, h.id, h.rel_path, b.state = 'success' FROM content_claims c
+               JOIN files h ON h.id = c.file_id LEFT JOIN batches b ON b.id = h.batch_id
+             WHERE c.dataset = ",
+        );
+        q.push_bind(dataset)
+            .push(" AND h.sha256 = c.sha256 AND (h.state = 'ready' OR (h.state IN ('batched', 'uploaded') AND b.state IN ")
+            .push(IN_FLIGHT)
+            .push(") OR (h.state IN ('batched', 'uploaded', 'done') AND b.state = 'success' AND b.replaced_by IS NULL))")
+            .push(" AND c.sha256 IN (");
+        let mut list = q.separated(", ");
+        for sha in part {
+            list.push_bind(*sha);
+        }
+        q.push(")");
+        let rows: Vec<(String, i64, String, Option<bool>)> =
+            q.build_query_as().fetch_all(&mut *conn).await?;
+        for (sha, id, rel_path, ingested) in rows {
+            let ingested = ingested.unwrap_or(false);
+            carriers.insert(
+                sha,
+                Carrier {
+                    id,
+                    rel_path,
+                    ingested,
+                },
+            );
+        }
+    }
+    let unclaimed: Vec<&str> = shas
+        .iter()
+        .copied()
+        .filter(|sha| !carriers.contains_key(*sha))
+        .collect();
+    for part in unclaimed.chunks(400) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT f.sha256, f.id, f.rel_path, b.state = 'success' AS ingested
+             FROM files f JOIN batches b ON b.id = f.batch_id WHERE f.dataset = ",
+        );
+        q.push_bind(dataset)
+            .push(" AND ((f.state IN ('batched', 'uploaded') AND b.state IN ")
+            .push(IN_FLIGHT)
+            .push(") OR (f.state IN ('batched', 'uploaded', 'done') AND b.state = 'success' AND b.replaced_by IS NULL))")
+            .push(" AND f.sha256 IN (");
+        let mut list = q.separated(", ");
+        for sha in part {
+            list.push_bind(*sha);
+        }
+        // An ingested carrier first: it settles the question at once.
+        q.push(") ORDER BY ingested DESC, f.id");
+        let rows: Vec<(String, i64, String, bool)> =
+            q.build_query_as().fetch_all(&mut *conn).await?;
+        for (sha, id, rel_path, ingested) in rows {
+            if !carriers.contains_key(&sha) {
+                claims.push((sha.clone(), id));
+                carriers.insert(
+                    sha,
+                    Carrier {
+                        id,
+                        rel_path,
+                        ingested,
+                    },
+                );
+            }
+        }
+    }
+    Ok((carriers, claims))
+}
+
 /// The [`Dedupe::OneCopy`] rule of [`Store::seal_batch`], inside its transaction: of the ready
 /// files `ids`, returns those that may be sealed, and records what becomes of the others in
 /// `out` (and in the store). A file may be sealed when
@@ -2207,115 +2410,20 @@ async fn one_copy_in(
         return Ok(sealable);
     }
 
-    // Files in flight whose content is not known yet, by size: a file of that size waits.
     let sizes: Vec<i64> = hashed
         .iter()
         .map(|c| c.size)
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let mut unknown: HashMap<i64, Carrier> = HashMap::new();
-    for part in sizes.chunks(400) {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "SELECT f.size, f.id, f.rel_path FROM files f JOIN batches b ON b.id = f.batch_id
-             WHERE f.dataset = ",
-        );
-        q.push_bind(dataset)
-            .push(" AND f.sha256 IS NULL AND f.state IN ('batched', 'uploaded') AND b.state IN ")
-            .push(IN_FLIGHT)
-            .push(" AND f.size IN (");
-        let mut list = q.separated(", ");
-        for size in part {
-            list.push_bind(*size);
-        }
-        q.push(") ORDER BY f.id");
-        let rows: Vec<(i64, i64, String)> = q.build_query_as().fetch_all(&mut *conn).await?;
-        for (size, id, rel_path) in rows {
-            unknown.entry(size).or_insert(Carrier {
-                id,
-                rel_path,
-                ingested: false,
-            });
-        }
-    }
-
-    // Who carries each content now: the claim's holder while it is alive, else any file
-    // ingested or on its way with that content (which then gets the claim).
+    let unknown = unknown_by_size(conn, dataset, &sizes).await?;
     let shas: Vec<&str> = hashed
         .iter()
         .filter_map(|c| c.sha256.as_deref())
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let mut carriers: HashMap<String, Carrier> = HashMap::new();
-    let mut claims: Vec<(String, i64)> = Vec::new();
-    for part in shas.chunks(400) {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "SELECT c.sha256, h.id, h.rel_path, b.state = 'success' FROM content_claims c
-               JOIN files h ON h.id = c.file_id LEFT JOIN batches b ON b.id = h.batch_id
-             WHERE c.dataset = ",
-        );
-        q.push_bind(dataset)
-            .push(" AND h.sha256 = c.sha256 AND (h.state = 'ready' OR (h.state IN ('batched', 'uploaded') AND b.state IN ")
-            .push(IN_FLIGHT)
-            .push(") OR (h.state IN ('batched', 'uploaded', 'done') AND b.state = 'success' AND b.replaced_by IS NULL))")
-            .push(" AND c.sha256 IN (");
-        let mut list = q.separated(", ");
-        for sha in part {
-            list.push_bind(*sha);
-        }
-        q.push(")");
-        let rows: Vec<(String, i64, String, Option<bool>)> =
-            q.build_query_as().fetch_all(&mut *conn).await?;
-        for (sha, id, rel_path, ingested) in rows {
-            let ingested = ingested.unwrap_or(false);
-            carriers.insert(
-                sha,
-                Carrier {
-                    id,
-                    rel_path,
-                    ingested,
-                },
-            );
-        }
-    }
-    let unclaimed: Vec<&str> = shas
-        .iter()
-        .copied()
-        .filter(|sha| !carriers.contains_key(*sha))
-        .collect();
-    for part in unclaimed.chunks(400) {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "SELECT f.sha256, f.id, f.rel_path, b.state = 'success' AS ingested
-             FROM files f JOIN batches b ON b.id = f.batch_id WHERE f.dataset = ",
-        );
-        q.push_bind(dataset)
-            .push(" AND ((f.state IN ('batched', 'uploaded') AND b.state IN ")
-            .push(IN_FLIGHT)
-            .push(") OR (f.state IN ('batched', 'uploaded', 'done') AND b.state = 'success' AND b.replaced_by IS NULL))")
-            .push(" AND f.sha256 IN (");
-        let mut list = q.separated(", ");
-        for sha in part {
-            list.push_bind(*sha);
-        }
-        // An ingested carrier first: it settles the question at once.
-        q.push(") ORDER BY ingested DESC, f.id");
-        let rows: Vec<(String, i64, String, bool)> =
-            q.build_query_as().fetch_all(&mut *conn).await?;
-        for (sha, id, rel_path, ingested) in rows {
-            if !carriers.contains_key(&sha) {
-                claims.push((sha.clone(), id));
-                carriers.insert(
-                    sha,
-                    Carrier {
-                        id,
-                        rel_path,
-                        ingested,
-                    },
-                );
-            }
-        }
-    }
+    let (mut carriers, mut claims) = carriers_of(conn, dataset, &shas).await?;
 
     let mut duplicates: Vec<(i64, Carrier)> = Vec::new();
     let mut waiting: Vec<(i64, Carrier, &'static str)> = Vec::new();

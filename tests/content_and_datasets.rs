@@ -324,3 +324,97 @@ dataset = "{DATASET}"
     assert_eq!(records, 7);
     assert!(support::receipts(&dir.path().join("b/_failed")).is_empty(), "{log}");
 }
+
+/// Runs `batchdrop push FILES --dataset D --config C`.
+async fn push(config: &std::path::Path, dataset: &str, files: &[&std::path::Path]) -> std::process::Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_batchdrop"));
+    cmd.arg("push");
+    for f in files {
+        cmd.arg(f);
+    }
+    cmd.args(["--dataset", dataset, "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_beside_the_daemon_sends_no_content_twice() {
+    let env = Env::new().await;
+    let config = env.write_config("", "");
+    let daemon = Daemon::start(batchdrop::config::Config::load(&config).unwrap());
+    write_atomic(&env.drop_dir().join("dropped.json"), jsonl(0, 3).as_bytes());
+    let dropped = wait_receipts(&env.archive(), 1, 60).await;
+    let daemons_batch = dropped[0]["batch"].as_str().unwrap().to_owned();
+
+    let outside = env.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let again = outside.join("again.json");
+    std::fs::write(&again, jsonl(0, 3)).unwrap();
+    let (new1, new2) = (outside.join("new-1.json"), outside.join("new-2.json"));
+    std::fs::write(&new1, jsonl(50, 4)).unwrap();
+    std::fs::write(&new2, jsonl(50, 4)).unwrap();
+    let o = push(&config, DATASET, &[&again, &new1, &new2]).await;
+    daemon.stop().await;
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    eprintln!("{stdout}");
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("a line for {name}: {stdout}"))
+            .to_owned()
+    };
+    let again_line = line("again.json");
+    assert!(
+        again_line.contains("duplicate") && again_line.contains(&daemons_batch),
+        "names the daemon's batch: {again_line}"
+    );
+    assert!(line("new-2.json").contains("duplicate"), "{stdout}");
+    let pushed = stdout
+        .lines()
+        .find(|l| l.contains(" success: "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("a success line: {stdout}"));
+    assert_eq!(
+        records_in_batch(&env.api, pushed).await,
+        4,
+        "one copy of new-*.json, nothing of again.json"
+    );
+    let batches = successful_batches(&env).await;
+    assert_eq!(batches.len(), 2, "the daemon's and the push's: {batches:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_to_a_missing_dataset_fails_nothing_and_says_what_to_do() {
+    let env = Env::new().await;
+    let config = env.write_config("", "");
+    let file = env.dir.path().join("p.json");
+    std::fs::write(&file, jsonl(0, 2)).unwrap();
+    let missing = "0000000000000000000000aa";
+    let o = push(&config, missing, &[&file]).await;
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    eprintln!("{stderr}");
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(
+        stderr.contains(&format!("dataset {missing} does not exist")) && stderr.contains("run the same push again"),
+        "{stderr}"
+    );
+    assert!(file.exists());
+
+    // Created meanwhile: the same push again goes through.
+    env.emulator.ensure_dataset(missing, "late").await.unwrap();
+    let o = push(&config, missing, &[&file]).await;
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let batch = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(records_in_batch(&env.api, &batch).await, 2);
+}
