@@ -106,7 +106,12 @@ pub fn describe(b: &BlockedDataset) -> String {
 /// Says which watches are blocked (each block once, and again after a restart), checks the
 /// blocked datasets when their time comes and lifts the blocks of those that exist again,
 /// waking the stages that wait for them. Runs until `stop`.
-pub async fn recheck(api: ApiClient, store: Store, wake: Vec<Arc<Notify>>, stop: CancellationToken) {
+pub async fn recheck(
+    api: ApiClient,
+    store: Store,
+    wake: Vec<Arc<Notify>>,
+    stop: CancellationToken,
+) {
     let mut announced = std::collections::HashSet::new();
     loop {
         // Idle (nothing blocked), a look every few seconds is enough: the first check of a new

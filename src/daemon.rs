@@ -447,7 +447,10 @@ async fn lift_blocks(store: &Store, config: &Config) {
     let blocked = match store.blocked_datasets().await {
         Ok(b) => b,
         Err(e) => {
-            tracing::error!("cannot read the blocked datasets after the reload: {}", e.explain());
+            tracing::error!(
+                "cannot read the blocked datasets after the reload: {}",
+                e.explain()
+            );
             return;
         }
     };
@@ -467,8 +470,12 @@ async fn lift_blocks(store: &Store, config: &Config) {
             store.unblock_dataset(&b.dataset).await
         };
         match lifted.await {
-            Ok(_) => tracing::info!(dataset = %b.dataset, watch = %b.watch, "config reloaded: dataset {} is no longer blocked; it is checked again on its next batch", b.dataset),
-            Err(e) => tracing::error!(dataset = %b.dataset, "cannot lift the block after the reload: {}", e.explain()),
+            Ok(_) => {
+                tracing::info!(dataset = %b.dataset, watch = %b.watch, "config reloaded: dataset {} is no longer blocked; it is checked again on its next batch", b.dataset)
+            }
+            Err(e) => {
+                tracing::error!(dataset = %b.dataset, "cannot lift the block after the reload: {}", e.explain())
+            }
         }
     }
 }

@@ -133,9 +133,11 @@ pub fn records_per_file(files: &[(i64, String)], listing: &[DataSetFile]) -> Vec
             .sum::<i64>()
     };
     let named = !listing.is_empty()
-        && listing
-            .iter()
-            .all(|d| d.name.as_ref().is_some_and(|n| files.iter().any(|(_, p)| p == n)));
+        && listing.iter().all(|d| {
+            d.name
+                .as_ref()
+                .is_some_and(|n| files.iter().any(|(_, p)| p == n))
+        });
     if named {
         return files
             .iter()

@@ -1934,11 +1934,7 @@ impl Store {
     }
 
     /// Records a check that found the dataset still missing, and when to check again.
-    pub async fn still_blocked(
-        &self,
-        dataset: &str,
-        next_check_at: i64,
-    ) -> Result<(), StoreError> {
+    pub async fn still_blocked(&self, dataset: &str, next_check_at: i64) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE blocked_datasets SET checks = checks + 1, next_check_at = ? WHERE dataset = ?",
         )
@@ -2255,7 +2251,13 @@ async fn carriers_of(
     conn: &mut sqlx::SqliteConnection,
     dataset: &str,
     shas: &[&str],
-) -> Result<(std::collections::HashMap<String, Carrier>, Vec<(String, i64)>), StoreError> {
+) -> Result<
+    (
+        std::collections::HashMap<String, Carrier>,
+        Vec<(String, i64)>,
+    ),
+    StoreError,
+> {
     use std::collections::HashMap;
     let mut carriers: HashMap<String, Carrier> = HashMap::new();
     let mut claims: Vec<(String, i64)> = Vec::new();
@@ -2313,16 +2315,13 @@ async fn carriers_of(
         let rows: Vec<(String, i64, String, bool)> =
             q.build_query_as().fetch_all(&mut *conn).await?;
         for (sha, id, rel_path, ingested) in rows {
-            if !carriers.contains_key(&sha) {
-                claims.push((sha.clone(), id));
-                carriers.insert(
-                    sha,
-                    Carrier {
-                        id,
-                        rel_path,
-                        ingested,
-                    },
-                );
+            if let std::collections::hash_map::Entry::Vacant(e) = carriers.entry(sha) {
+                claims.push((e.key().clone(), id));
+                e.insert(Carrier {
+                    id,
+                    rel_path,
+                    ingested,
+                });
             }
         }
     }
@@ -2358,7 +2357,11 @@ async fn one_copy_in(
              WHERE state = 'ready' AND id IN (",
         );
         push_ids(&mut q, part.iter().copied());
-        candidates.extend(q.build_query_as::<Candidate>().fetch_all(&mut *conn).await?);
+        candidates.extend(
+            q.build_query_as::<Candidate>()
+                .fetch_all(&mut *conn)
+                .await?,
+        );
     }
     candidates.sort_by_key(|c| c.id);
     let mut sealable = Vec::new();
@@ -2383,9 +2386,8 @@ async fn one_copy_in(
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "SELECT size, MIN(id), MAX(id) FROM files WHERE dataset = ",
             );
-            q.push_bind(dataset).push(
-                " AND state IN ('ready', 'batched', 'uploaded', 'done') AND size IN (",
-            );
+            q.push_bind(dataset)
+                .push(" AND state IN ('ready', 'batched', 'uploaded', 'done') AND size IN (");
             let mut list = q.separated(", ");
             for size in part {
                 list.push_bind(*size);
@@ -2432,9 +2434,11 @@ async fn one_copy_in(
         match carriers.get(&sha) {
             Some(h) if h.id == c.id => sealable.push(c.id),
             Some(h) if h.ingested => duplicates.push((c.id, h.clone())),
-            _ if unknown.contains_key(&c.size) => {
-                waiting.push((c.id, unknown[&c.size].clone(), "same size, content not known yet"))
-            }
+            _ if unknown.contains_key(&c.size) => waiting.push((
+                c.id,
+                unknown[&c.size].clone(),
+                "same size, content not known yet",
+            )),
             Some(h) => waiting.push((c.id, h.clone(), "same content")),
             None => {
                 sealable.push(c.id);
@@ -2469,8 +2473,9 @@ async fn one_copy_in(
         q.push(" WHERE state = 'ready' AND id IN (");
         push_ids(&mut q, part.iter().map(|(id, _)| *id));
         q.build().execute(&mut *conn).await?;
-        let mut events =
-            sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO events (at, file_id, kind, detail) ");
+        let mut events = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO events (at, file_id, kind, detail) ",
+        );
         events.push_values(part, |mut row, (id, h)| {
             row.push_bind(now)
                 .push_bind(*id)
@@ -2486,8 +2491,9 @@ async fn one_copy_in(
         q.push(" WHERE state = 'ready' AND id IN (");
         push_ids(&mut q, part.iter().map(|(id, _, _)| *id));
         q.build().execute(&mut *conn).await?;
-        let mut events =
-            sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO events (at, file_id, kind, detail) ");
+        let mut events = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO events (at, file_id, kind, detail) ",
+        );
         events.push_values(part, |mut row, (id, h, why)| {
             row.push_bind(now)
                 .push_bind(*id)
@@ -2501,8 +2507,14 @@ async fn one_copy_in(
         carrier: h.id,
         carrier_path: h.rel_path,
     };
-    out.duplicates = duplicates.into_iter().map(|(id, h)| left_out(id, h)).collect();
-    out.waiting = waiting.into_iter().map(|(id, h, _)| left_out(id, h)).collect();
+    out.duplicates = duplicates
+        .into_iter()
+        .map(|(id, h)| left_out(id, h))
+        .collect();
+    out.waiting = waiting
+        .into_iter()
+        .map(|(id, h, _)| left_out(id, h))
+        .collect();
     Ok(sealable)
 }
 

@@ -440,8 +440,7 @@ impl Uploader {
         if blocked::may_mean_missing_dataset(&e) {
             match blocked::check(&self.api, &b.dataset).await {
                 Ok(DatasetCheck::Missing) => {
-                    return blocked::block(&self.store, &b.dataset, &b.watch, &e.to_string())
-                        .await;
+                    return blocked::block(&self.store, &b.dataset, &b.watch, &e.to_string()).await;
                 }
                 Ok(DatasetCheck::Exists) => {}
                 Err(check) => {

@@ -50,7 +50,10 @@ async fn identical_files_dropped_together_are_ingested_once_and_the_rest_name_th
     );
     let (batch, records) = &ingested[0];
     assert_eq!(*records, 2, "its two records, once");
-    let success: Vec<_> = receipts.iter().filter(|r| r["status"] == "success").collect();
+    let success: Vec<_> = receipts
+        .iter()
+        .filter(|r| r["status"] == "success")
+        .collect();
     assert_eq!(success.len(), 1, "{receipts:#?}");
     assert_eq!(success[0]["batch"], batch.as_str());
     assert_eq!(success[0]["file_records"], 2, "{}", success[0]);
@@ -104,7 +107,10 @@ async fn when_the_first_copy_fails_a_later_copy_is_ingested_after_all() {
         batch.as_str(),
         "the failed copy's batch is not the one that ingested the content"
     );
-    let success: Vec<_> = archived.iter().filter(|r| r["status"] == "success").collect();
+    let success: Vec<_> = archived
+        .iter()
+        .filter(|r| r["status"] == "success")
+        .collect();
     assert_eq!(success.len(), 1, "{archived:#?}");
     assert_eq!(success[0]["batch"], batch.as_str());
     assert_ne!(success[0]["file"], failed[0]["file"]);
@@ -144,10 +150,7 @@ async fn readyz(state_dir: &std::path::Path) -> (u16, String) {
 /// The daemon in-process with a reload signal the test can send.
 fn start_reloadable(
     config: batchdrop::config::Config,
-) -> (
-    std::sync::Arc<tokio::sync::Notify>,
-    Daemon,
-) {
+) -> (std::sync::Arc<tokio::sync::Notify>, Daemon) {
     let reload = std::sync::Arc::new(tokio::sync::Notify::new());
     let shutdown = tokio_util::sync::CancellationToken::new();
     let handle = tokio::spawn(batchdrop::daemon::run(
@@ -173,7 +176,10 @@ async fn a_dataset_deleted_while_the_daemon_runs_blocks_its_watch_until_it_is_ba
     env.api.delete_dataset(DATASET).await.unwrap();
     let names = ["during-1.json", "during-2.json"];
     for (i, name) in names.iter().enumerate() {
-        write_atomic(&env.drop_dir().join(name), jsonl(100 * (i + 1), 4).as_bytes());
+        write_atomic(
+            &env.drop_dir().join(name),
+            jsonl(100 * (i + 1), 4).as_bytes(),
+        );
     }
     let blocked = eventually(60, "status shows the watch as blocked", || async {
         let s = status_json(&config_path).await;
@@ -208,7 +214,10 @@ async fn a_dataset_deleted_while_the_daemon_runs_blocks_its_watch_until_it_is_ba
     })
     .await;
     assert_eq!(code, 200, "{body}");
-    assert_eq!(status_json(&config_path).await["blocked"], serde_json::json!([]));
+    assert_eq!(
+        status_json(&config_path).await["blocked"],
+        serde_json::json!([])
+    );
     daemon.stop().await;
 
     let mut batches = std::collections::BTreeSet::new();
@@ -223,7 +232,10 @@ async fn a_dataset_deleted_while_the_daemon_runs_blocks_its_watch_until_it_is_ba
         records += records_in_batch(&env.api, b).await;
     }
     assert_eq!(records, 8, "both files are in the platform, once");
-    assert!(support::receipts(&env.failed()).is_empty(), "nothing in _failed/");
+    assert!(
+        support::receipts(&env.failed()).is_empty(),
+        "nothing in _failed/"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,8 +245,7 @@ async fn a_watch_on_a_missing_dataset_resumes_when_the_config_is_fixed_and_reloa
     let config_path = env.write_config("", "");
     let text = std::fs::read_to_string(&config_path).unwrap();
     std::fs::write(&config_path, text.replace(DATASET, wrong)).unwrap();
-    let (reload, daemon) =
-        start_reloadable(batchdrop::config::Config::load(&config_path).unwrap());
+    let (reload, daemon) = start_reloadable(batchdrop::config::Config::load(&config_path).unwrap());
     for i in 0..2 {
         write_atomic(
             &env.drop_dir().join(format!("f{i}.json")),
@@ -254,14 +265,24 @@ async fn a_watch_on_a_missing_dataset_resumes_when_the_config_is_fixed_and_reloa
     daemon.stop().await;
     for r in &receipts {
         assert_eq!(r["status"], "success", "{r}");
-        assert_eq!(r["dataset"], DATASET, "ingested where the fixed config says: {r}");
+        assert_eq!(
+            r["dataset"], DATASET,
+            "ingested where the fixed config says: {r}"
+        );
         assert_eq!(
             records_in_batch(&env.api, r["batch"].as_str().unwrap()).await,
-            if receipts[0]["batch"] == receipts[1]["batch"] { 6 } else { 3 }
+            if receipts[0]["batch"] == receipts[1]["batch"] {
+                6
+            } else {
+                3
+            }
         );
     }
     assert!(support::receipts(&env.failed()).is_empty());
-    assert_eq!(status_json(&config_path).await["blocked"], serde_json::json!([]));
+    assert_eq!(
+        status_json(&config_path).await["blocked"],
+        serde_json::json!([])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -322,11 +343,18 @@ dataset = "{DATASET}"
     assert_eq!(receipts[0]["status"], "success", "{}\n{log}", receipts[0]);
     assert_eq!(receipts[0]["dataset"], "b");
     assert_eq!(records, 7);
-    assert!(support::receipts(&dir.path().join("b/_failed")).is_empty(), "{log}");
+    assert!(
+        support::receipts(&dir.path().join("b/_failed")).is_empty(),
+        "{log}"
+    );
 }
 
 /// Runs `batchdrop push FILES --dataset D --config C`.
-async fn push(config: &std::path::Path, dataset: &str, files: &[&std::path::Path]) -> std::process::Output {
+async fn push(
+    config: &std::path::Path,
+    dataset: &str,
+    files: &[&std::path::Path],
+) -> std::process::Output {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_batchdrop"));
     cmd.arg("push");
     for f in files {
@@ -402,7 +430,8 @@ async fn a_push_to_a_missing_dataset_fails_nothing_and_says_what_to_do() {
     eprintln!("{stderr}");
     assert_eq!(o.status.code(), Some(1), "{o:?}");
     assert!(
-        stderr.contains(&format!("dataset {missing} does not exist")) && stderr.contains("run the same push again"),
+        stderr.contains(&format!("dataset {missing} does not exist"))
+            && stderr.contains("run the same push again"),
         "{stderr}"
     );
     assert!(file.exists());

@@ -200,7 +200,8 @@ async fn drive(
     };
     let mut failures = Vec::new();
     loop {
-        let Some(batch_ended) = follow(config, store, conn, dataset, format, batch, no_wait).await?
+        let Some(batch_ended) =
+            follow(config, store, conn, dataset, format, batch, no_wait).await?
         else {
             return Ok(0); // --no-wait: the platform accepted the batch
         };
@@ -489,7 +490,9 @@ async fn print_duplicates(store: &Store) -> Result<usize, CommandError> {
                 format!(
                     "the same content as {} of this push{}; not pushed twice",
                     earlier.map(|e| e.rel_path).unwrap_or_default(),
-                    batch.map(|b| format!(", ingested in batch {b}")).unwrap_or_default()
+                    batch
+                        .map(|b| format!(", ingested in batch {b}"))
+                        .unwrap_or_default()
                 )
             }
             (None, None) => "the same content is already in the dataset".into(),
