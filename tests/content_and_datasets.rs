@@ -292,6 +292,7 @@ async fn a_watch_added_by_sighup_on_the_embedded_platform_ingests_its_files() {
     let first = format!(
         r#"
 state_dir = "state"
+admin_listen = "off"
 [platform]
 endpoint = "embedded"
 [upload]
@@ -333,7 +334,17 @@ dataset = "{DATASET}"
     std::fs::create_dir_all(dir.path().join("b")).unwrap();
     unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
     write_atomic(&dir.path().join("b/new.json"), jsonl(0, 7).as_bytes());
-    let receipts = wait_receipts(&dir.path().join("b/_archive"), 1, 60).await;
+    let receipts = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        wait_receipts(&dir.path().join("b/_archive"), 1, 120),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "no receipt for b/new.json; the daemon's log:\n{}",
+            std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default()
+        )
+    });
     let api = client(&url);
     let records = records_in_batch(&api, receipts[0]["batch"].as_str().unwrap()).await;
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
