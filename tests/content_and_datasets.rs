@@ -285,6 +285,24 @@ async fn a_watch_on_a_missing_dataset_resumes_when_the_config_is_fixed_and_reloa
     );
 }
 
+/// A daemon process that is killed if the test ends before it stopped it.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl KillOnDrop {
+    fn id(&self) -> u32 {
+        self.0.as_ref().unwrap().id()
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_added_by_sighup_on_the_embedded_platform_ingests_its_files() {
     let dir = tempfile::tempdir().unwrap();
@@ -309,15 +327,17 @@ dataset = "{DATASET}"
     std::fs::write(&config, &first).unwrap();
     std::fs::create_dir_all(dir.path().join("a")).unwrap();
     let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_batchdrop"))
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "batchdrop=info")
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(Some(
+        std::process::Command::new(env!("CARGO_BIN_EXE_batchdrop"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "batchdrop=info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    ));
     let url_file = dir.path().join("state/embedded-url");
     let url = eventually(60, "the embedded platform", || {
         let u = std::fs::read_to_string(&url_file).ok();
@@ -347,6 +367,7 @@ dataset = "{DATASET}"
     });
     let api = client(&url);
     let records = records_in_batch(&api, receipts[0]["batch"].as_str().unwrap()).await;
+    let mut child = child.0.take().unwrap();
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
     let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap();
