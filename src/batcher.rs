@@ -300,10 +300,7 @@ impl Batcher {
                 if stop.is_cancelled() {
                     return None;
                 }
-                // Unreadable now: the uploader will find out and say why.
-                if let Ok(sha) = sha256_file(&path) {
-                    out.push((i, sha));
-                }
+                out.push((i, sha256_file(&path)));
             }
             Some(out)
         })
@@ -313,13 +310,35 @@ impl Batcher {
             return Ok(None);
         };
         let mut ready = ready;
-        let shas: Vec<(i64, String)> = hashed
-            .into_iter()
-            .map(|(i, sha)| {
-                ready[i].sha256 = Some(sha.clone());
-                (ready[i].id, sha)
-            })
-            .collect();
+        let mut shas: Vec<(i64, String)> = Vec::with_capacity(hashed.len());
+        let mut unreadable = std::collections::HashSet::new();
+        for (i, sha) in hashed {
+            let f = &mut ready[i];
+            match sha {
+                Ok(sha) => {
+                    f.sha256 = Some(sha.clone());
+                    shas.push((f.id, sha));
+                }
+                // It cannot be checked for repeated content, so it cannot go: say why.
+                Err(e) => {
+                    let why = if e.kind() == std::io::ErrorKind::NotFound {
+                        format!(
+                            "{} was deleted before it could be uploaded; drop it again to ingest it",
+                            f.rel_path
+                        )
+                    } else {
+                        format!(
+                            "cannot read {} to check it for repeated content: {e}; fix the file or its permissions and drop it again",
+                            f.abs_path().display()
+                        )
+                    };
+                    tracing::warn!(file = %f.rel_path, dataset, "{why}");
+                    self.store.fail_file(f.id, &why).await?;
+                    unreadable.insert(f.id);
+                }
+            }
+        }
+        ready.retain(|f| !unreadable.contains(&f.id));
         self.store.set_shas(&shas).await?;
         Ok(Some(ready))
     }
@@ -424,5 +443,65 @@ mod tests {
         f.replay_json = Some("[\"X\"]".into());
         let files = vec![file(1, "json", 1, 0), f, file(3, "json", 1, 0)];
         assert_eq!(plan(&files, L, 10_000, false), vec![vec![2], vec![1, 3]]);
+    }
+
+    /// A file that cannot be read when it must be hashed (here: a folder now has its name)
+    /// fails with a reason, rather than waiting unsealed for ever; the others go on.
+    #[tokio::test]
+    async fn a_file_that_cannot_be_hashed_fails_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("drop");
+        std::fs::create_dir_all(root.join("gone.json")).unwrap();
+        std::fs::write(root.join("ok.json"), b"{\"id\": 1}\n").unwrap();
+        let store = Store::open_exclusive(&dir.path().join("state"), false)
+            .await
+            .unwrap();
+        let new = |rel: &str, ino: i64| crate::store::NewFile {
+            watch: "w".into(),
+            dataset: "d".into(),
+            format: "json".into(),
+            multiline_json: false,
+            root: root.to_string_lossy().into_owned(),
+            rel_path: rel.into(),
+            dev: 1,
+            ino,
+            size: 11,
+            mtime_ns: 0,
+            raw_path: None,
+        };
+        store
+            .record_ready_many(&[new("ok.json", 1), new("gone.json", 2)])
+            .await
+            .unwrap();
+        let batcher = Batcher {
+            watches: Default::default(),
+            store: store.clone(),
+            health: Default::default(),
+            max_inflight_bytes: u64::MAX,
+            wake: Default::default(),
+            wake_uploader: Default::default(),
+        };
+        let ready = store.ready_files("w", 10).await.unwrap();
+        let kept = batcher
+            .hash_where_needed("d", ready, &CancellationToken::new())
+            .await
+            .unwrap()
+            .expect("not shut down");
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].rel_path, "ok.json");
+        assert!(
+            kept[0].sha256.is_some(),
+            "a file of a size seen twice is hashed"
+        );
+        let failed = store.files_in_state("w", "failed").await.unwrap();
+        assert_eq!(failed.len(), 1);
+        assert!(
+            failed[0]
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains("cannot read") && r.contains("gone.json")),
+            "{:?}",
+            failed[0].reason
+        );
     }
 }

@@ -2547,3 +2547,139 @@ fn push_case<'a, T, V>(
     }
     q.push(" END");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_file(rel: &str, size: i64) -> NewFile {
+        NewFile {
+            watch: "w".into(),
+            dataset: "d".into(),
+            format: "json".into(),
+            multiline_json: false,
+            root: "/nowhere".into(),
+            rel_path: rel.into(),
+            dev: 1,
+            ino: rel.len() as i64 + size,
+            size,
+            mtime_ns: 0,
+            raw_path: None,
+        }
+    }
+
+    async fn ready(store: &Store, files: &[(&str, i64, Option<&str>)]) -> Vec<i64> {
+        let new: Vec<NewFile> = files.iter().map(|(r, s, _)| new_file(r, *s)).collect();
+        let ids: Vec<i64> = store
+            .record_ready_many(&new)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| match r {
+                Recorded::New(id) => id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let shas: Vec<(i64, String)> = ids
+            .iter()
+            .zip(files)
+            .filter_map(|(id, (_, _, sha))| sha.map(|s| (*id, s.to_owned())))
+            .collect();
+        store.set_shas(&shas).await.unwrap();
+        ids
+    }
+
+    async fn seal(store: &Store, ids: &[i64]) -> Sealed {
+        store
+            .seal_batch("w", "d", "json", false, None, ids, Dedupe::OneCopy)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_copy_per_content_waits_for_the_first_and_follows_its_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_exclusive(dir.path(), false).await.unwrap();
+        let ids = ready(
+            &store,
+            &[
+                ("a", 5, Some("X")),
+                ("b", 5, Some("X")),
+                ("c", 5, Some("X")),
+            ],
+        )
+        .await;
+        let first = seal(&store, &ids).await;
+        assert_eq!(first.files, vec![ids[0]]);
+        let waiting: Vec<(i64, i64)> = first.waiting.iter().map(|w| (w.file, w.carrier)).collect();
+        assert_eq!(waiting, vec![(ids[1], ids[0]), (ids[2], ids[0])]);
+        assert!(
+            store.ready_files("w", 10).await.unwrap().is_empty(),
+            "waiting files are out of the way"
+        );
+        assert_eq!(
+            store.release_waiting().await.unwrap(),
+            0,
+            "the first is still in flight"
+        );
+
+        // Its batch fails: the next copy goes after all, the last one waits for it.
+        let batch = first.batch_id.unwrap();
+        store
+            .finish_batch(batch, batch_state::FAILED, "{}", "failed")
+            .await
+            .unwrap();
+        assert_eq!(store.release_waiting().await.unwrap(), 2);
+        let second = seal(&store, &ids[1..]).await;
+        assert_eq!(second.files, vec![ids[1]]);
+        assert_eq!(second.waiting.len(), 1);
+
+        // That one succeeds: the last copy is its duplicate.
+        let batch = second.batch_id.unwrap();
+        store
+            .finish_batch(batch, batch_state::SUCCESS, "{}", "ok")
+            .await
+            .unwrap();
+        assert_eq!(store.release_waiting().await.unwrap(), 1);
+        let third = seal(&store, &ids[2..]).await;
+        assert_eq!(third.batch_id, None);
+        assert_eq!(third.duplicates.len(), 1);
+        assert_eq!(third.duplicates[0].carrier, ids[1]);
+        let dup = store.file(ids[2]).await.unwrap().unwrap();
+        assert_eq!(
+            (dup.state.as_str(), dup.duplicate_of),
+            ("duplicate", Some(ids[1]))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_of_the_size_of_one_in_flight_with_no_hash_yet_waits_for_its_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_exclusive(dir.path(), false).await.unwrap();
+        let first = ready(&store, &[("big", 9, None)]).await;
+        let sealed = seal(&store, &first).await;
+        assert_eq!(
+            sealed.files, first,
+            "alone with its size: sealed without a hash"
+        );
+
+        // Same size: unhashed, it must be hashed first; hashed, it waits for the first's hash.
+        let second = ready(&store, &[("twin", 9, None)]).await;
+        assert_eq!(seal(&store, &second).await.to_hash, second);
+        store.set_shas(&[(second[0], "Y".into())]).await.unwrap();
+        let waits = seal(&store, &second).await;
+        assert_eq!(waits.waiting[0].carrier, first[0]);
+
+        // The first one's upload tells its content: another one, so the twin goes.
+        store
+            .mark_uploaded_many(&[Uploaded {
+                file_id: first[0],
+                sha256: "Z".into(),
+                size: 9,
+            }])
+            .await
+            .unwrap();
+        assert_eq!(store.release_waiting().await.unwrap(), 1);
+        assert_eq!(seal(&store, &second).await.files, second);
+    }
+}
