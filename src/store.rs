@@ -2208,6 +2208,12 @@ async fn record_ready_in(
 /// The batch states in flight, for queries (`IN` + this).
 const IN_FLIGHT: &str = "('sealed', 'creating', 'loading', 'completing', 'processing')";
 
+/// A file `f` whose batch `b` carries its content into the dataset: in flight, or successful
+/// and neither replaced nor reverted (content of those is no longer in the dataset).
+const CARRIES: &str = "((f.state IN ('batched', 'uploaded')
+      AND b.state IN ('sealed', 'creating', 'loading', 'completing', 'processing'))
+   OR (f.state IN ('batched', 'uploaded', 'done') AND b.state = 'success' AND b.replaced_by IS NULL))";
+
 /// Files of `dataset` in flight whose content is not known yet, by size (the first of each):
 /// a file of one of these sizes cannot be told apart from them yet.
 async fn unknown_by_size(
@@ -2226,11 +2232,8 @@ async fn unknown_by_size(
             .push(" AND f.sha256 IS NULL AND f.state IN ('batched', 'uploaded') AND b.state IN ")
             .push(IN_FLIGHT)
             .push(" AND f.size IN (");
-        let mut list = q.separated(", ");
-        for size in part {
-            list.push_bind(*size);
-        }
-        q.push(") ORDER BY f.id");
+        push_binds(&mut q, part.iter().copied());
+        q.push(" ORDER BY f.id");
         let rows: Vec<(i64, i64, String)> = q.build_query_as().fetch_all(&mut *conn).await?;
         for (size, id, rel_path) in rows {
             unknown.entry(size).or_insert(Carrier {
@@ -2263,20 +2266,16 @@ async fn carriers_of(
     let mut claims: Vec<(String, i64)> = Vec::new();
     for part in shas.chunks(400) {
         let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "SELECT c.sha256, h.id, h.rel_path, b.state = 'success' FROM content_claims c
-               JOIN files h ON h.id = c.file_id LEFT JOIN batches b ON b.id = h.batch_id
+            "SELECT c.sha256, f.id, f.rel_path, b.state = 'success' FROM content_claims c
+               JOIN files f ON f.id = c.file_id LEFT JOIN batches b ON b.id = f.batch_id
              WHERE c.dataset = ",
         );
+        // A claim's holder waiting to travel again (its batch was given up) still carries it.
         q.push_bind(dataset)
-            .push(" AND h.sha256 = c.sha256 AND (h.state = 'ready' OR (h.state IN ('batched', 'uploaded') AND b.state IN ")
-            .push(IN_FLIGHT)
-            .push(") OR (h.state IN ('batched', 'uploaded', 'done') AND b.state = 'success' AND b.replaced_by IS NULL))")
-            .push(" AND c.sha256 IN (");
-        let mut list = q.separated(", ");
-        for sha in part {
-            list.push_bind(*sha);
-        }
-        q.push(")");
+            .push(" AND f.sha256 = c.sha256 AND (f.state = 'ready' OR ")
+            .push(CARRIES)
+            .push(") AND c.sha256 IN (");
+        push_binds(&mut q, part.iter().copied());
         let rows: Vec<(String, i64, String, Option<bool>)> =
             q.build_query_as().fetch_all(&mut *conn).await?;
         for (sha, id, rel_path, ingested) in rows {
@@ -2302,16 +2301,12 @@ async fn carriers_of(
              FROM files f JOIN batches b ON b.id = f.batch_id WHERE f.dataset = ",
         );
         q.push_bind(dataset)
-            .push(" AND ((f.state IN ('batched', 'uploaded') AND b.state IN ")
-            .push(IN_FLIGHT)
-            .push(") OR (f.state IN ('batched', 'uploaded', 'done') AND b.state = 'success' AND b.replaced_by IS NULL))")
+            .push(" AND ")
+            .push(CARRIES)
             .push(" AND f.sha256 IN (");
-        let mut list = q.separated(", ");
-        for sha in part {
-            list.push_bind(*sha);
-        }
+        push_binds(&mut q, part.iter().copied());
         // An ingested carrier first: it settles the question at once.
-        q.push(") ORDER BY ingested DESC, f.id");
+        q.push(" ORDER BY ingested DESC, f.id");
         let rows: Vec<(String, i64, String, bool)> =
             q.build_query_as().fetch_all(&mut *conn).await?;
         for (sha, id, rel_path, ingested) in rows {
@@ -2388,11 +2383,8 @@ async fn one_copy_in(
             );
             q.push_bind(dataset)
                 .push(" AND state IN ('ready', 'batched', 'uploaded', 'done') AND size IN (");
-            let mut list = q.separated(", ");
-            for size in part {
-                list.push_bind(*size);
-            }
-            q.push(") GROUP BY size");
+            push_binds(&mut q, part.iter().copied());
+            q.push(" GROUP BY size");
             let rows: Vec<(i64, i64, i64)> = q.build_query_as().fetch_all(&mut *conn).await?;
             known.extend(rows.into_iter().map(|(size, lo, hi)| (size, (lo, hi))));
         }
@@ -2520,9 +2512,17 @@ async fn one_copy_in(
 
 /// Appends `id1, id2, …)`: the end of a ` WHERE id IN (` list.
 fn push_ids(q: &mut sqlx::QueryBuilder<sqlx::Sqlite>, ids: impl Iterator<Item = i64>) {
+    push_binds(q, ids);
+}
+
+/// Appends `v1, v2, …)`: the end of an ` IN (` list of bound values.
+fn push_binds<'a, V>(q: &mut sqlx::QueryBuilder<sqlx::Sqlite>, values: impl Iterator<Item = V>)
+where
+    V: 'a + sqlx::Encode<'a, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
     let mut list = q.separated(", ");
-    for id in ids {
-        list.push_bind(id);
+    for v in values {
+        list.push_bind(v);
     }
     q.push(")");
 }
