@@ -78,6 +78,8 @@ pub(crate) struct AppState {
     pub signer: ims::Signer,
     pub counters: Arc<Counters>,
     pub fault_rng: Mutex<StdRng>,
+    /// Batches whose processing ended since start (for `faults.fail_first_batches`).
+    pub batches_processed: std::sync::atomic::AtomicU64,
     /// Requests answered with `Retry-After` ("METHOD URI" → until when), to count the ones
     /// repeated too early.
     pub retry_after: Mutex<HashMap<String, std::time::Instant>>,
@@ -164,6 +166,7 @@ impl Emulator {
             schemas,
             signer,
             fault_rng: Mutex::new(StdRng::seed_from_u64(config.faults.seed)),
+            batches_processed: std::sync::atomic::AtomicU64::new(0),
             retry_after: Mutex::new(HashMap::new()),
             config,
             counters: Arc::new(Counters::default()),
@@ -483,7 +486,7 @@ fn router(state: Arc<AppState>) -> Router {
         )
         .route(
             &format!("{CATALOG}/dataSets/{{dataset_id}}"),
-            get(catalog::get_dataset),
+            get(catalog::get_dataset).delete(catalog::delete_dataset),
         )
         .route(
             &format!("{EXPORT}/batches/{{batch_id}}/files"),

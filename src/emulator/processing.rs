@@ -441,13 +441,17 @@ async fn process_batch(state: &Arc<AppState>, id: &str) -> Result<(), sqlx::Erro
     }
     let forced = {
         let p = state.config.faults.batch_failure_probability;
-        p > 0.0 && state.fault_rng.lock().expect("fault rng").random_bool(p)
+        let nth = state
+            .batches_processed
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        nth < state.config.faults.fail_first_batches
+            || p > 0.0 && state.fault_rng.lock().expect("fault rng").random_bool(p)
     };
     if forced {
         bump(&state.counters.fault_batch_failure);
         errors.push(json!({
             "code": "EMULATOR-FAULT-500",
-            "description": format!("batch {id} failed by fault injection (faults.batch_failure_probability); retry with a new batch"),
+            "description": format!("batch {id} failed by fault injection (faults.batch_failure_probability or fail_first_batches); retry with a new batch"),
             "recordCount": 0,
         }));
     }
