@@ -555,7 +555,15 @@ async fn abort_retry_and_revert_work_while_the_daemon_runs() {
         text(&o)
     );
 
-    // revert: the data leaves the dataset; the receipt, still in the archive, says so.
+    // revert: the data leaves the dataset; the receipt, still in the archive, says so. The
+    // archiver writes and syncs receipts before it records the files as finished, and revert
+    // waits for that record: wait for it too.
+    eventually(30, "slow.json recorded as done", || async {
+        let s = status_json(&config, Some(&again)).await;
+        let files = s["files"].as_array().cloned().unwrap_or_default();
+        files.iter().all(|f| f["state"] == "done").then_some(())
+    })
+    .await;
     let o = bd(&["revert", &again, "--config", c]).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(platform_status(&env, &again).await, BatchStatus::Inactive);
