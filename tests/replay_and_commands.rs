@@ -47,6 +47,17 @@ async fn status_json(config: &Path, target: Option<&str>) -> Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)))
 }
 
+/// Waits until the latest record of `file` is in `state`. The archiver writes and syncs a
+/// page of receipts before it records those files as finished, and the commands act on the
+/// record: a test that saw a receipt waits for the record before it runs one.
+async fn recorded(config: &Path, file: &str, state: &str) {
+    eventually(30, &format!("{file} recorded as {state}"), || async {
+        let s = status_json(config, Some(file)).await;
+        (s["records"][0]["state"] == state).then_some(())
+    })
+    .await
+}
+
 fn receipt_for<'a>(receipts: &'a [Value], file: &str) -> &'a Value {
     receipts
         .iter()
@@ -522,6 +533,7 @@ async fn abort_retry_and_revert_work_while_the_daemon_runs() {
     assert_eq!(platform_status(&env, &batch).await, BatchStatus::Aborted);
     let rs = wait_receipts(&env.failed(), 1, 30).await;
     let r = receipt_for(&rs, "slow.json");
+    recorded(&config, "slow.json", "failed").await;
     assert!(
         r["reason"]
             .as_str()
@@ -558,12 +570,7 @@ async fn abort_retry_and_revert_work_while_the_daemon_runs() {
     // revert: the data leaves the dataset; the receipt, still in the archive, says so. The
     // archiver writes and syncs receipts before it records the files as finished, and revert
     // waits for that record: wait for it too.
-    eventually(30, "slow.json recorded as done", || async {
-        let s = status_json(&config, Some(&again)).await;
-        let files = s["files"].as_array().cloned().unwrap_or_default();
-        files.iter().all(|f| f["state"] == "done").then_some(())
-    })
-    .await;
+    recorded(&config, "slow.json", "done").await;
     let o = bd(&["revert", &again, "--config", c]).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(platform_status(&env, &again).await, BatchStatus::Inactive);
@@ -583,6 +590,7 @@ async fn abort_retry_and_revert_work_while_the_daemon_runs() {
     // retry FILE: a rejected file, fixed in the failed folder, comes back by its name.
     std::fs::write(env.drop_dir().join("bad.json"), "{broken\n").unwrap();
     wait_receipts(&env.failed(), 1, 30).await;
+    recorded(&config, "bad.json", "failed").await;
     std::fs::write(env.failed().join("bad.json"), jsonl(0, 2)).unwrap();
     let o = bd(&["retry", "bad.json", "--config", c]).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
