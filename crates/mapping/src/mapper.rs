@@ -79,33 +79,35 @@ impl Mapper {
         self.schema.as_deref()
     }
 
-    /// Destinations the schema does not have: the platform ignores such fields in JSON and
-    /// refuses them as Parquet columns, so they are worth a warning before anything is
-    /// written.
+    /// Destinations the schema does not have, one warning per missing field (with the
+    /// mappings that write inside it): the platform ignores such fields in JSON and refuses
+    /// them as Parquet columns, so they are worth saying before anything is written.
     pub fn warnings(&self) -> Vec<String> {
         let Some(schema) = &self.schema else {
             return Vec::new();
         };
         let id = schema.id.as_deref().unwrap_or("the schema");
-        self.set
-            .mappings
-            .iter()
-            .filter_map(|m| match schema.field(&m.destination) {
-                FieldLookup::Missing { at } => {
-                    let known = FieldPath {
-                        segments: m.destination.segments[..at].to_vec(),
-                    };
-                    let parent = if at == 0 {
-                        "at the top level".to_owned()
-                    } else {
-                        format!("under {known}")
-                    };
-                    Some(format!(
-                        "mappings[{}] writes {}, which {id} does not have ({parent}): the platform ignores it in JSON and refuses it as a Parquet column; add it to the schema or drop the mapping",
-                        m.index, m.destination
-                    ))
+        // (the first field the schema lacks, the mappings writing it or inside it)
+        let mut missing: Vec<(FieldPath, Vec<usize>)> = Vec::new();
+        for mapping in &self.set.mappings {
+            if let FieldLookup::Missing { at } = schema.field(&mapping.destination) {
+                let field = FieldPath {
+                    segments: mapping.destination.segments[..=at].to_vec(),
+                };
+                match missing.iter_mut().find(|(f, _)| *f == field) {
+                    Some((_, indices)) => indices.push(mapping.index),
+                    None => missing.push((field, vec![mapping.index])),
                 }
-                _ => None,
+            }
+        }
+        missing
+            .into_iter()
+            .map(|(field, indices)| {
+                let by: Vec<String> = indices.iter().map(|i| format!("mappings[{i}]")).collect();
+                format!(
+                    "{id} has no field {field} (written by {}): the platform ignores it in JSON and refuses it as a Parquet column; add it to the schema or drop those mappings",
+                    by.join(", ")
+                )
             })
             .collect()
     }
