@@ -32,7 +32,7 @@ pub(crate) enum Column {
     Timestamp(TimestampMicrosecondBuilder),
     Struct {
         fields: Fields,
-        names: Vec<String>,
+        names: Vec<Arc<str>>,
         children: Vec<Column>,
         validity: NullBufferBuilder,
     },
@@ -132,8 +132,9 @@ impl Column {
                 ..
             } => match value {
                 Some(record @ Datum::Object(_)) => {
+                    let mut cursor = 0;
                     for (name, child) in names.iter().zip(children.iter_mut()) {
-                        child.append(record.field(name));
+                        child.append(record.field_at(name, &mut cursor));
                     }
                     validity.append_non_null();
                 }

@@ -129,21 +129,29 @@ impl<'a> Datum<'a> {
         format!("{cut}...")
     }
 
-    /// A field of an object.
-    pub fn field(&self, name: &str) -> Option<&Datum<'a>> {
-        match self {
-            Datum::Object(fields) => fields.iter().find(|(k, _)| k == name).map(|(_, v)| v),
-            _ => None,
-        }
+    /// A field of an object, looked for at `*cursor` first (a record lists its fields in the
+    /// order its columns expect them), then anywhere; moves the cursor past it.
+    pub(crate) fn field_at(&self, name: &str, cursor: &mut usize) -> Option<&Datum<'a>> {
+        let Datum::Object(fields) = self else {
+            return None;
+        };
+        let at = match fields.get(*cursor) {
+            Some((k, _)) if same_name(k, name) => *cursor,
+            _ => fields.iter().position(|(k, _)| same_name(k, name))?,
+        };
+        *cursor = at + 1;
+        Some(&fields[at].1)
     }
+}
 
-    /// A field of an object, to change it.
-    pub fn field_mut(&mut self, name: &str) -> Option<&mut Datum<'a>> {
-        match self {
-            Datum::Object(fields) => fields.iter_mut().find(|(k, _)| k == name).map(|(_, v)| v),
-            _ => None,
-        }
-    }
+/// Whether two names are the same string in memory (interned names: no byte compare).
+pub(crate) fn same_address(a: &str, b: &str) -> bool {
+    std::ptr::eq(a.as_ptr(), b.as_ptr()) && a.len() == b.len()
+}
+
+/// Whether two names are equal: by address first, then by content.
+pub(crate) fn same_name(a: &str, b: &str) -> bool {
+    same_address(a, b) || a == b
 }
 
 /// `YYYY-MM-DD`.

@@ -560,7 +560,7 @@ impl Parser<'_> {
                 })?;
             return Ok(Expr::Call(function, args));
         }
-        self.field_path(vec![Segment::Key(word)])
+        self.field_path(vec![Segment::Key(word.into())])
     }
 
     /// The rest of a field path: (.name)*([n])*, stopping before `.method(`.
@@ -570,7 +570,7 @@ impl Parser<'_> {
                 match (self.tokens.get(self.at + 1), self.tokens.get(self.at + 2)) {
                     (Some(Token::Ident(_)), Some(Token::Sym("("))) => break,
                     (Some(Token::Ident(name)), _) => {
-                        segments.push(Segment::Key(name.clone()));
+                        segments.push(Segment::Key(name.as_str().into()));
                         self.at += 2;
                     }
                     (Some(Token::Wrapped(name)), _) => {

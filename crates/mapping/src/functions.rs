@@ -202,7 +202,7 @@ pub fn prepare_call(function: Function, mut args: Vec<Expr>) -> Result<Vec<Expr>
         args[i] = Expr::Pattern(Arc::new(JavaPattern::compile(pattern)?));
     }
     match (function, args.first()) {
-        (Function::ToObject, _) if n % 2 != 0 => {
+        (Function::ToObject, _) if !n.is_multiple_of(2) => {
             return Err(format!(
                 "takes key/value pairs (an even number of arguments), {n} given"
             ));

@@ -11,6 +11,9 @@
 //! is refused. This module must not read records (`mapper.rs` applies the set).
 
 use serde_json::Value;
+use std::collections::HashSet;
+use std::sync::Arc;
+
 use sha2::Digest;
 
 use crate::datum::Datum;
@@ -156,6 +159,7 @@ impl MappingSet {
             mappings.push(compile(index, entry, &mut fields)?);
         }
         check_collisions(&mappings)?;
+        intern_names(&mut mappings);
         Ok(MappingSet {
             name,
             digest,
@@ -314,6 +318,25 @@ fn compile(
         destination,
         source,
     })
+}
+
+/// Makes every destination name one shared string per distinct name, so that records built
+/// from the destinations find their fields by address (`datum::same_address`) rather than by
+/// comparing bytes, once per field per row.
+fn intern_names(mappings: &mut [Mapping]) {
+    let mut names: HashSet<Arc<str>> = HashSet::new();
+    for mapping in mappings {
+        for segment in &mut mapping.destination.segments {
+            if let Segment::Key(name) = segment {
+                match names.get(&**name) {
+                    Some(shared) => *name = shared.clone(),
+                    None => {
+                        names.insert(name.clone());
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Two mappings must not write the same field, nor one inside what another writes whole, nor

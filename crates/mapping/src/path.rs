@@ -5,12 +5,13 @@
 //! mapper (`mapper.rs`) and the schema (`xdm.rs`).
 
 use std::fmt;
+use std::sync::Arc;
 
 /// One step of a path.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Segment {
-    /// A field of an object.
-    Key(String),
+    /// A field of an object (shared: a mapping set interns its names, see `mapping_set.rs`).
+    Key(Arc<str>),
     /// A fixed element of an array (`[0]`).
     Index(usize),
     /// Every element of an array (`[*]`).
@@ -53,14 +54,14 @@ impl FieldPath {
                         ));
                     }
                     if had_key {
-                        segments.push(Segment::Key(std::mem::take(&mut key)));
+                        segments.push(Segment::Key(std::mem::take(&mut key).into()));
                     }
                     had_key = false;
                     after_bracket = false;
                 }
                 '[' => {
                     if had_key {
-                        segments.push(Segment::Key(std::mem::take(&mut key)));
+                        segments.push(Segment::Key(std::mem::take(&mut key).into()));
                         had_key = false;
                     }
                     let mut inside = String::new();
@@ -96,7 +97,7 @@ impl FieldPath {
             }
         }
         if had_key {
-            segments.push(Segment::Key(key));
+            segments.push(Segment::Key(key.into()));
         } else if !after_bracket {
             return Err(if text.is_empty() {
                 "the path is empty".to_owned()
@@ -110,7 +111,10 @@ impl FieldPath {
     /// A path of plain names (no array steps).
     pub fn from_keys<I: IntoIterator<Item = S>, S: Into<String>>(keys: I) -> FieldPath {
         FieldPath {
-            segments: keys.into_iter().map(|k| Segment::Key(k.into())).collect(),
+            segments: keys
+                .into_iter()
+                .map(|k| Segment::Key(Arc::from(k.into())))
+                .collect(),
         }
     }
 
@@ -133,7 +137,7 @@ impl FieldPath {
         self.segments
             .iter()
             .map(|s| match s {
-                Segment::Key(k) => Some(k.as_str()),
+                Segment::Key(k) => Some(&**k),
                 _ => None,
             })
             .collect()

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Fields, TimeUnit};
 
-use crate::datum::Datum;
+use crate::datum::{Datum, same_name};
 use crate::mapping_set::MappingSet;
 use crate::path::Segment;
 use crate::xdm::{self, Additional, IntWidth, Kind, Node, Scalar};
@@ -35,7 +35,8 @@ pub(crate) enum Shape {
     Float64,
     Date32,
     Timestamp,
-    Struct(Vec<(String, Shape)>),
+    /// Names shared with the mapping set's destinations where they come from there.
+    Struct(Vec<(Arc<str>, Shape)>),
     List(Box<Shape>),
     Map(Box<Shape>),
 }
@@ -68,7 +69,7 @@ impl Shape {
                     *self = Shape::Struct(Vec::new());
                 }
                 if let Shape::Struct(fields) = self {
-                    field_entry(fields, name).add_path(rest);
+                    field_entry(fields, name, Some(name)).add_path(rest);
                 }
             }
             Segment::Index(_) | Segment::Each => {
@@ -103,7 +104,7 @@ impl Shape {
                 match self {
                     Shape::Struct(fields) => {
                         for (name, v) in entries {
-                            field_entry(fields, name).observe(v);
+                            field_entry(fields, name, None).observe(v);
                         }
                     }
                     Shape::Map(values) => {
@@ -242,9 +243,19 @@ impl Shape {
                         value.excerpt()
                     )));
                 };
+                // A record lists its fields in the columns' order: look where the last one
+                // was found first.
+                let mut cursor = 0;
                 for (name, v) in entries.iter_mut() {
-                    match fields.iter().find(|(n, _)| n == name) {
-                        Some((_, shape)) => shape.fit(v).map_err(|e| e.inside(name))?,
+                    let at = match fields.get(cursor) {
+                        Some((n, _)) if same_name(n, name) => Some(cursor),
+                        _ => fields.iter().position(|(n, _)| same_name(n, name)),
+                    };
+                    match at {
+                        Some(i) => {
+                            cursor = i + 1;
+                            fields[i].1.fit(v).map_err(|e| e.inside(name))?
+                        }
                         None if v.is_null() || matches!(v, Datum::Object(o) if o.is_empty()) => {}
                         None => {
                             return Err(Misfit {
@@ -336,10 +347,10 @@ impl Shape {
     }
 }
 
-pub(crate) fn struct_fields(fields: &[(String, Shape)]) -> Fields {
+pub(crate) fn struct_fields(fields: &[(Arc<str>, Shape)]) -> Fields {
     fields
         .iter()
-        .map(|(name, shape)| Field::new(name, shape.data_type(), true))
+        .map(|(name, shape)| Field::new(name.as_ref(), shape.data_type(), true))
         .collect()
 }
 
@@ -384,11 +395,18 @@ impl Misfit {
     }
 }
 
-fn field_entry<'s>(fields: &'s mut Vec<(String, Shape)>, name: &str) -> &'s mut Shape {
-    let i = match fields.iter().position(|(n, _)| n == name) {
+/// The shape of a struct's field, added if new (with `shared` as its name when given, so that
+/// records built from the destinations find it by address).
+fn field_entry<'s>(
+    fields: &'s mut Vec<(Arc<str>, Shape)>,
+    name: &str,
+    shared: Option<&Arc<str>>,
+) -> &'s mut Shape {
+    let i = match fields.iter().position(|(n, _)| same_name(n, name)) {
         Some(i) => i,
         None => {
-            fields.push((name.to_owned(), Shape::Unknown));
+            let name = shared.cloned().unwrap_or_else(|| Arc::from(name));
+            fields.push((name, Shape::Unknown));
             fields.len() - 1
         }
     };
@@ -418,7 +436,7 @@ fn merge(a: Shape, b: Shape) -> Shape {
         (Shape::Unknown, x) | (x, Shape::Unknown) => x,
         (Shape::Struct(mut x), Shape::Struct(y)) => {
             for (name, shape) in y {
-                let slot = field_entry(&mut x, &name);
+                let slot = field_entry(&mut x, &name, Some(&name));
                 *slot = merge(std::mem::replace(slot, Shape::Unknown), shape);
             }
             Shape::Struct(x)

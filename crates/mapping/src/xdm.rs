@@ -17,6 +17,7 @@
 //! `$ref`s, and `meta:xdmType` for the width of integers (`byte`, `short`, `int`, `long`).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
@@ -100,16 +101,26 @@ pub enum Format {
 pub struct Object {
     /// In the schema's order.
     pub properties: Vec<(String, Node)>,
+    /// Where each property is in `properties`, for objects with many (an XDM profile's top
+    /// level has dozens): looked up for every field of every row.
+    index: Option<HashMap<String, usize>>,
     required: Vec<String>,
     pub additional: Additional,
 }
 
+/// Objects with more properties than this are looked up by hash.
+const INDEXED_PROPERTIES: usize = 8;
+
 impl Object {
     pub fn property(&self, name: &str) -> Option<&Node> {
-        self.properties
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, n)| n)
+        match &self.index {
+            Some(index) => index.get(name).map(|&i| &self.properties[i].1),
+            None => self
+                .properties
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, n)| n),
+        }
     }
 }
 
@@ -393,6 +404,16 @@ impl<'a> Compiler<'a> {
                     object
                         .properties
                         .push((name.clone(), self.node(child, &child_at, depth + 1)?));
+                }
+                if object.properties.len() > INDEXED_PROPERTIES {
+                    object.index = Some(
+                        object
+                            .properties
+                            .iter()
+                            .enumerate()
+                            .map(|(i, (name, _))| (name.clone(), i))
+                            .collect(),
+                    );
                 }
                 object.additional = match additional {
                     Some(Value::Bool(false)) => Additional::Forbidden,
