@@ -29,7 +29,7 @@
 #   M1  `batchdrop map` (issue #24): a MAP_MIB (1024 / 16) MiB CSV of the guide's CRM rows (each
 #       copy with its own CRMID) mapped to Parquet with tests/fixtures/CRM_profiles.mapping.json
 #       and its schema: MB/s of input per CPU-second (the command uses one core) and wall-clock;
-#       peak RSS, against a MAP_SMALL_MIB (64 / 4) MiB CSV (flat).
+#       peak RSS, against a MAP_SMALL_MIB (256 / 4) MiB CSV (flat).
 # Other knobs: EMU_DELAY_MS (10, the emulator's processing_delay_ms), BENCH_PROFILE (release;
 # "dev" runs target/debug/batchdrop, for CI), BENCH_TMP (a fresh dir under ${TMPDIR:-/tmp}),
 # BENCH_BIN (run this binary instead of building), BENCH_KEEP=1 (keep the temp dir),
@@ -70,7 +70,7 @@ if ((QUICK)); then
 else
     : "${B1_FILES:=20000}" "${B2_MIB:=2048}" "${B2_CHUNK_MIB:=64}" "${B2_THRESHOLD_MIB:=128}"
     : "${B3_SMALL_MIB:=256}" "${B4_FILES:=100000}" "${B5_DROPS:=50}" "${B6_SECONDS:=60}"
-    : "${EMU_PUT_MIB:=1024}" "${EMU_JSONL_MIB:=256}" "${MAP_MIB:=1024}" "${MAP_SMALL_MIB:=64}"
+    : "${EMU_PUT_MIB:=1024}" "${EMU_JSONL_MIB:=256}" "${MAP_MIB:=1024}" "${MAP_SMALL_MIB:=256}"
     : "${OUT:=bench/RESULTS.md}"
 fi
 : "${B1_FILE_BYTES:=2048}" "${EMU_DELAY_MS:=10}" "${BENCH_PROFILE:=release}"

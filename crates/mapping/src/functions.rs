@@ -498,17 +498,21 @@ fn items<'v, 'a>(args: &'v [Datum<'a>]) -> &'v [Datum<'a>] {
     }
 }
 
-fn call<'a>(function: Function, args: &[Expr], fields: &[Datum<'a>]) -> Result<Datum<'a>, String> {
-    let name = SUPPORTED
+/// The function's name, for messages.
+fn name_of(function: Function) -> &'static str {
+    SUPPORTED
         .iter()
         .find(|(_, f, ..)| *f == function)
         .map(|(n, ..)| *n)
-        .unwrap_or("?");
+        .unwrap_or("?")
+}
+
+fn call<'a>(function: Function, args: &[Expr], fields: &[Datum<'a>]) -> Result<Datum<'a>, String> {
     // The branching functions evaluate only what they return.
     match function {
         Function::Iif => {
             let condition = eval(&args[0], fields)?;
-            let chosen = if truthy(&condition).map_err(|e| format!("{name}: {e}"))? {
+            let chosen = if truthy(&condition).map_err(|e| format!("iif: {e}"))? {
                 &args[1]
             } else {
                 &args[2]
@@ -530,7 +534,7 @@ fn call<'a>(function: Function, args: &[Expr], fields: &[Datum<'a>]) -> Result<D
         .iter()
         .map(|arg| eval(arg, fields))
         .collect::<Result<_, _>>()?;
-    apply(function, args, values).map_err(|e| format!("{name}: {e}"))
+    apply(function, args, values).map_err(|e| format!("{}: {e}", name_of(function)))
 }
 
 fn apply<'a>(

@@ -315,7 +315,7 @@ fn place<'a>(node: &mut Datum<'a>, path: &'a [Segment], value: Datum<'a>) -> Res
     match first {
         Segment::Key(name) => {
             if node.is_null() {
-                *node = Datum::Object(Vec::new());
+                *node = Datum::Object(Vec::with_capacity(4));
             }
             let Datum::Object(fields) = node else {
                 return Err(format!(

@@ -33,7 +33,7 @@ pub const INFERENCE_ROWS: usize = 1000;
 /// Rows per record batch handed to the Parquet writer.
 const BATCH_ROWS: usize = 8192;
 /// A row group is closed once its encoded data reaches this size.
-const ROW_GROUP_BYTES: usize = 64 << 20;
+const ROW_GROUP_BYTES: usize = 32 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {

@@ -621,29 +621,42 @@ impl Walk<'_> {
             _ => None,
         };
         if let Some(f) = number {
-            let shown = value.excerpt();
+            // Messages are made only for values that break a rule (this runs for every field
+            // of every row).
             if let Some(min) = node.minimum.filter(|min| f < *min) {
                 self.issue(
                     IssueKind::Constraint,
-                    format!("{shown} is below the minimum {}", float_short(min)),
+                    format!(
+                        "{} is below the minimum {}",
+                        value.excerpt(),
+                        float_short(min)
+                    ),
                 );
             }
             if let Some(max) = node.maximum.filter(|max| f > *max) {
                 self.issue(
                     IssueKind::Constraint,
-                    format!("{shown} is above the maximum {}", float_short(max)),
+                    format!(
+                        "{} is above the maximum {}",
+                        value.excerpt(),
+                        float_short(max)
+                    ),
                 );
             }
             if let Some(min) = node.exclusive_minimum.filter(|min| f <= *min) {
                 self.issue(
                     IssueKind::Constraint,
-                    format!("{shown} must be greater than {}", float_short(min)),
+                    format!(
+                        "{} must be greater than {}",
+                        value.excerpt(),
+                        float_short(min)
+                    ),
                 );
             }
             if let Some(max) = node.exclusive_maximum.filter(|max| f >= *max) {
                 self.issue(
                     IssueKind::Constraint,
-                    format!("{shown} must be less than {}", float_short(max)),
+                    format!("{} must be less than {}", value.excerpt(), float_short(max)),
                 );
             }
             if let Kind::Integer(width) = node.kind {
@@ -659,7 +672,12 @@ impl Walk<'_> {
             }
         }
         if let Datum::Str(s) = value {
-            let n = s.chars().count() as u64;
+            // Counting characters walks the text: only for fields with a length rule.
+            let n = if node.min_length.is_some() || node.max_length.is_some() {
+                s.chars().count() as u64
+            } else {
+                0
+            };
             if let Some(min) = node.min_length.filter(|min| n < *min) {
                 self.issue(
                     IssueKind::Constraint,
