@@ -105,8 +105,9 @@ pub fn run(args: &MapArgs) -> Result<u8, CommandError> {
                     args.mapping.display(),
                     args.file.display()
                 )),
-                MapError::Input { .. } => CommandError::Usage(e.to_string()),
-                MapError::Read { .. } | MapError::Write { .. } => CommandError::Io(e.to_string()),
+                MapError::Input { .. } | MapError::Read { .. } | MapError::Write { .. } => {
+                    CommandError::Io(e.to_string())
+                }
             });
         }
     };

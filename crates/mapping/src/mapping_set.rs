@@ -59,6 +59,8 @@ pub enum MappingError {
         "the mapping set has no \"mappings\" array: expected {{\"mappings\": [{{\"sourceType\": \"ATTRIBUTE\", \"source\": \"F_NAME\", \"destination\": \"person.name.firstName\"}}, ...]}}"
     )]
     NoMappings,
+    #[error("the mapping set's \"mappings\" list is empty: add at least one mapping")]
+    Empty,
     #[error(
         "mappings[{index}] (destination {destination}): unknown function '{function}': it is not a Data Prep function; check its spelling (supported functions are listed in docs/mapping.md)"
     )]
@@ -153,6 +155,9 @@ impl MappingSet {
             }
             _ => return Err(MappingError::NoMappings),
         };
+        if entries.is_empty() {
+            return Err(MappingError::Empty);
+        }
         let mut fields = Vec::new();
         let mut mappings = Vec::with_capacity(entries.len());
         for (index, entry) in entries.iter().enumerate() {
@@ -218,6 +223,11 @@ fn compile(
     }
     let destination = FieldPath::parse(&destination_text)
         .map_err(|e| invalid(format!("bad destination: {e}")))?;
+    if !matches!(destination.segments.first(), Some(Segment::Key(_))) {
+        return Err(invalid(
+            "a destination starts with a field name (a record is an object, not an array)".into(),
+        ));
+    }
     let source_value = entry.get("source").or_else(|| entry.get("sourceAttribute"));
     let source_type = match entry.get("sourceType") {
         None | Some(Value::Null) => "ATTRIBUTE".to_owned(),
@@ -462,6 +472,7 @@ mod tests {
         for (text, expected) in [
             ("{", "not valid JSON"),
             (r#"{"mapping": []}"#, "no \"mappings\""),
+            (r#"{"mappings": []}"#, "is empty"),
             (
                 r#"{"transformScript": "x", "mappings": []}"#,
                 "transformScript",
@@ -485,6 +496,10 @@ mod tests {
             (
                 r#"{"mappings": [{"sourceType": "ATTRIBUTE", "source": "a", "destination": "b[*]"}]}"#,
                 "has 0",
+            ),
+            (
+                r#"{"mappings": [{"sourceType": "ATTRIBUTE", "source": "a", "destination": "[0]"}]}"#,
+                "starts with a field name",
             ),
             (
                 r#"{"mappings": [{"sourceType": "STATIC", "source": "x", "destination": "b[*]"}]}"#,

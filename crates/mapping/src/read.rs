@@ -415,15 +415,9 @@ fn read_parquet<E>(
     Ok(())
 }
 
+/// What a JSON value is, for messages.
 fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
+    crate::datum::Datum::from_json(v).kind()
 }
 
 /// Arrow values as JSON, for Parquet input: structs are objects, lists arrays, maps objects,
