@@ -718,7 +718,7 @@ children_cpu_ms() {
 # map_run FILE: `batchdrop map FILE` to Parquet with the CRM mapping set and schema; sets MAP_MS
 # (wall), MAP_CPU_MS (user + system, from `times` around it) and MAP_RSS (peak, KiB).
 map_run() {
-    local cpu0 pid rc=0 rss=0 r
+    local cpu0 pid rc=0 rss=0
     times >"$T/m1.times"
     cpu0=$(children_cpu_ms <"$T/m1.times")
     now_ms
@@ -727,10 +727,16 @@ map_run() {
         --schema "$ROOT/tests/fixtures/CRM_profiles.schema.json" --out "$T/m1.parquet" \
         --preview 0 >"$T/m1.log" 2>&1 &
     pid=$!
-    while running "$pid"; do
-        r=$(peak_rss_kib "$pid" 2>/dev/null) && [[ -n $r ]] && rss=$r
-        nap 0.05
-    done
+    # Polled without forking: a child's CPU time would count in `times` with the command's.
+    local stat state key value
+    while kill -0 "$pid" 2>/dev/null && read -r stat <"/proc/$pid/stat"; do
+        state=${stat##*) }
+        [[ ${state%% *} != Z ]] || break
+        while read -r key value _; do
+            [[ $key != VmHWM: ]] || rss=$value
+        done <"/proc/$pid/status"
+        nap 0.1
+    done 2>/dev/null
     wait "$pid" || rc=$?
     now_ms
     MAP_MS=$((NOW_MS - t0))
