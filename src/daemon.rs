@@ -19,7 +19,7 @@ use crate::admin;
 use crate::api::{ApiClient, ClientConfig, ClientSecret, ErrorKind, OAuth, Secret, TokenSource};
 use crate::archiver::Archiver;
 use crate::batcher::Batcher;
-use crate::config::{Config, Endpoint, SecretSource, Watch};
+use crate::config::{Config, Credentials, Endpoint, SecretSource, Watch};
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::store::{Store, StoreError, now_ms};
 use crate::telemetry::Health;
@@ -102,9 +102,9 @@ impl Platform {
                 let token = TokenSource::Static(Secret::new("embedded"));
                 (emu.base_url(), token, Some(emu))
             }
-            Endpoint::Url(url) => {
-                let token = match (&p.auth, &p.access_token_file) {
-                    (Some(a), _) => TokenSource::ClientCredentials(OAuth {
+            Endpoint::Url { url, credentials } => {
+                let token = match credentials {
+                    Credentials::OAuth(a) => TokenSource::ClientCredentials(OAuth {
                         token_url: a.ims_url.clone(),
                         client_id: a.client_id.clone(),
                         scope: a.scopes.clone(),
@@ -117,8 +117,7 @@ impl Platform {
                             )),
                         },
                     }),
-                    (None, Some(path)) => TokenSource::File(path.clone()),
-                    (None, None) => unreachable!("validated: a URL endpoint has credentials"),
+                    Credentials::TokenFile(path) => TokenSource::File(path.clone()),
                 };
                 (url.clone(), token, None)
             }
