@@ -19,8 +19,10 @@ build=(--codegen-units 16)
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
     mapfile -t targets < <(cargo fuzz list)
+    cargo fuzz build "${build[@]}"
+else
+    for target in "${targets[@]}"; do cargo fuzz build "${build[@]}" "$target"; done
 fi
-cargo fuzz build "${build[@]}"
 for target in "${targets[@]}"; do
     mkdir -p "work/$target"
     log="work/$target.log"
