@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use batchdrop::cli::{self, CommandError, exit};
 use batchdrop::config::{Config, LogFormat};
 use batchdrop::daemon::{self, Outcome, RunOptions};
+use batchdrop::telemetry::EscapedFields;
 
 /// Exit codes: distinct for each kind of trouble, so scripts can tell them apart (2 is clap's,
 /// for usage errors).
@@ -358,6 +359,7 @@ fn init_command_logs() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .fmt_fields(EscapedFields)
         .init();
 }
 
@@ -370,7 +372,7 @@ fn init_logs(format: LogFormat) {
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none());
     match format {
         LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder.fmt_fields(EscapedFields).init(),
     }
 }
 
