@@ -10,6 +10,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::envsubst::{self, InterpolateError};
+pub use crate::patterns::Patterns;
+use crate::units::Size;
+pub use crate::units::{MAX_DURATION, parse_duration};
+
 /// The platform's hard limits (reference §7); a configuration may only ask for less.
 pub const PLATFORM_MAX_FILES: u64 = 1500;
 pub const PLATFORM_MAX_BYTES: u64 = 100 * 1000 * 1000 * 1000;
@@ -27,6 +32,11 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("config file {path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    #[error("config file {path}: {source}")]
+    Environment {
+        path: PathBuf,
+        source: InterpolateError,
+    },
 }
 
 /// Input file format, as the platform names it.
@@ -238,6 +248,9 @@ pub struct Watch {
     pub max_file_bytes: u64,
     /// Refuse sparse files (far fewer bytes on disk than their length) with a receipt.
     pub refuse_sparse: bool,
+    /// Which files below the folder are this watch's (`include` / `exclude`); the others are
+    /// never touched.
+    pub patterns: Patterns,
 }
 
 impl Watch {
@@ -300,14 +313,14 @@ struct RawAuth {
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     max_queued_files: Option<u64>,
-    max_inflight_bytes: Option<u64>,
+    max_inflight_bytes: Option<Size>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawUpload {
-    large_file_threshold: Option<u64>,
-    chunk_size: Option<u64>,
+    large_file_threshold: Option<Size>,
+    chunk_size: Option<Size>,
     concurrency: Option<usize>,
     max_attempts: Option<u32>,
     max_retry_age: Option<String>,
@@ -317,34 +330,50 @@ struct RawUpload {
     poll_max: Option<String>,
 }
 
-#[derive(Deserialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
-struct RawWatchSettings {
-    format: Option<Format>,
-    multiline_json: Option<bool>,
-    mode: Option<WatchMode>,
-    settle: Option<String>,
-    rescan_interval: Option<String>,
-    max_files: Option<u64>,
-    max_bytes: Option<u64>,
-    max_wait: Option<String>,
-    after_success: Option<AfterSuccess>,
-    allow_duplicates: Option<bool>,
-    follow_symlinks: Option<bool>,
-    sidecar_timeout: Option<String>,
-    max_file_bytes: Option<u64>,
-    refuse_sparse: Option<bool>,
+/// Declares a struct holding the per-watch settings (those `[defaults]` may also set) plus
+/// `$extra` fields. `[[watch]]` lists them all itself rather than through `#[serde(flatten)]`,
+/// whose buffering loses the position of an unknown key: a typo then points at the key, not at
+/// the `[[watch]]` header.
+macro_rules! watch_settings {
+    ($(#[$meta:meta])* struct $name:ident { $($extra:ident: $extra_type:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Deserialize, Default, Clone)]
+        #[serde(deny_unknown_fields)]
+        struct $name {
+            $($extra: $extra_type,)*
+            format: Option<Format>,
+            multiline_json: Option<bool>,
+            mode: Option<WatchMode>,
+            settle: Option<String>,
+            rescan_interval: Option<String>,
+            max_files: Option<u64>,
+            max_bytes: Option<Size>,
+            max_wait: Option<String>,
+            after_success: Option<AfterSuccess>,
+            allow_duplicates: Option<bool>,
+            follow_symlinks: Option<bool>,
+            sidecar_timeout: Option<String>,
+            max_file_bytes: Option<Size>,
+            refuse_sparse: Option<bool>,
+            include: Option<Vec<String>>,
+            exclude: Option<Vec<String>>,
+        }
+    };
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawWatch {
-    path: PathBuf,
-    dataset: String,
-    archive_dir: Option<PathBuf>,
-    failed_dir: Option<PathBuf>,
-    #[serde(flatten)]
-    settings: RawWatchSettings,
+watch_settings! {
+    /// `[defaults]`.
+    struct RawWatchSettings {}
+}
+
+watch_settings! {
+    /// One `[[watch]]`: its own keys, then any setting that overrides `[defaults]`.
+    struct RawWatch {
+        path: PathBuf,
+        dataset: String,
+        archive_dir: Option<PathBuf>,
+        failed_dir: Option<PathBuf>,
+    }
 }
 
 impl Config {
@@ -358,8 +387,15 @@ impl Config {
 
     /// Parses `text`; relative paths in it are taken relative to the config file's folder, so a
     /// config means the same thing whatever the current directory of the process.
+    /// `${VAR}` references are replaced from the environment first.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let text = envsubst::interpolate(text, |name| std::env::var(name).ok()).map_err(|source| {
+            ConfigError::Environment {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
@@ -462,8 +498,8 @@ impl Config {
 
         let u = &raw.upload;
         let upload = Upload {
-            large_file_threshold: u.large_file_threshold.unwrap_or(PLATFORM_MAX_PUT),
-            chunk_size: u.chunk_size.unwrap_or(64 * 1024 * 1024),
+            large_file_threshold: u.large_file_threshold.map_or(PLATFORM_MAX_PUT, |s| s.0),
+            chunk_size: u.chunk_size.map_or(64 * 1024 * 1024, |s| s.0),
             concurrency: u.concurrency.unwrap_or(4),
             max_attempts: u.max_attempts.unwrap_or(10),
             max_retry_age: dur(
@@ -514,7 +550,7 @@ impl Config {
         let mut names = BTreeSet::new();
         for w in &raw.watch {
             let d = &raw.defaults;
-            let s = &w.settings;
+            let s = w;
             let name = w.path.to_string_lossy().into_owned();
             if !names.insert(name.clone()) {
                 return Err(invalid(format!("the folder {name} is watched twice")));
@@ -551,7 +587,7 @@ impl Config {
                     Duration::from_secs(60),
                 )?,
                 max_files: s.max_files.or(d.max_files).unwrap_or(PLATFORM_MAX_FILES),
-                max_bytes: s.max_bytes.or(d.max_bytes).unwrap_or(PLATFORM_MAX_BYTES),
+                max_bytes: s.max_bytes.or(d.max_bytes).map_or(PLATFORM_MAX_BYTES, |s| s.0),
                 max_wait: dur(
                     "max_wait",
                     &s.max_wait.clone().or(d.max_wait.clone()),
@@ -571,8 +607,13 @@ impl Config {
                 max_file_bytes: s
                     .max_file_bytes
                     .or(d.max_file_bytes)
-                    .unwrap_or(PLATFORM_MAX_BYTES),
+                    .map_or(PLATFORM_MAX_BYTES, |s| s.0),
                 refuse_sparse: s.refuse_sparse.or(d.refuse_sparse).unwrap_or(false),
+                patterns: Patterns::new(
+                    s.include.as_ref().or(d.include.as_ref()).map_or(&[], Vec::as_slice),
+                    s.exclude.as_ref().or(d.exclude.as_ref()).map_or(&[], Vec::as_slice),
+                )
+                .map_err(|e| invalid(format!("[[watch]] {name}: {e}")))?,
             };
             if watch.max_files == 0 || watch.max_files > PLATFORM_MAX_FILES {
                 return Err(invalid(format!(
@@ -605,7 +646,7 @@ impl Config {
             max_inflight_bytes: raw
                 .limits
                 .max_inflight_bytes
-                .unwrap_or(500 * 1000 * 1000 * 1000),
+                .map_or(500 * 1000 * 1000 * 1000, |s| s.0),
         };
         // The queue counts in SQLite's signed 64-bit integers.
         for (key, value) in [
@@ -702,32 +743,6 @@ fn refuse_if_shared(
         )));
     }
     Ok(())
-}
-
-/// The longest duration any key may be set to. Longer is a typo, and a value near
-/// `Duration::MAX` overflows where it is added to an instant.
-pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86400);
-
-/// "250ms", "2s", "1.5s", "5m", "1h", "0" → Duration, at most [`MAX_DURATION`].
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    if s == "0" {
-        return Some(Duration::ZERO);
-    }
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let secs = match unit.trim() {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        "d" => n * 86400.0,
-        _ => return None,
-    };
-    Duration::try_from_secs_f64(secs)
-        .ok()
-        .filter(|d| *d <= MAX_DURATION)
 }
 
 #[cfg(test)]
@@ -835,18 +850,99 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
-        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
-        assert_eq!(parse_duration("5"), None);
-        assert_eq!(parse_duration("-1s"), None);
-        assert_eq!(parse_duration("365d"), Some(MAX_DURATION));
-        // Beyond what a Duration holds (this panicked), and merely absurd.
-        assert_eq!(parse_duration("99999999999999999999999h"), None);
-        assert_eq!(parse_duration("366d"), None);
-        assert_eq!(parse_duration(&format!("{}s", u64::MAX)), None);
+    fn a_typo_inside_a_watch_points_at_the_key() {
+        let p = Path::new("/etc/batchdrop.toml");
+        let text = "[defaults]\nsettle = \"1s\"\n\n[[watch]]\npath = 'a'\ndataset = 'd'\nmax_filez = 3\n";
+        let err = Config::parse(text, p).unwrap_err().to_string();
+        assert!(err.contains("line 7") && err.contains("max_filez"), "{err}");
+        let err = Config::parse("[defaults]\nsetle = \"1s\"\n[[watch]]\npath='a'\ndataset='d'\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("setle"), "{err}");
+    }
+
+    #[test]
+    fn durations_and_sizes_take_units_and_integers_stay_bytes() {
+        let p = Path::new("/etc/batchdrop.toml");
+        let text = r#"
+            [limits]
+            max_inflight_bytes = "2TB"
+            [upload]
+            chunk_size = "64MiB"
+            large_file_threshold = 1000
+            max_retry_age = "1h30m"
+            [defaults]
+            max_bytes = "100GB"
+            [[watch]]
+            path = "a"
+            dataset = "d"
+            max_file_bytes = "1.5 GB"
+            settle = "1m 30s"
+        "#;
+        let c = Config::parse(text, p).unwrap();
+        assert_eq!(c.limits.max_inflight_bytes, 2_000_000_000_000);
+        assert_eq!(c.upload.chunk_size, 64 * 1024 * 1024);
+        assert_eq!(c.upload.large_file_threshold, 1000);
+        assert_eq!(c.upload.max_retry_age, Duration::from_secs(5400));
+        assert_eq!(c.watches[0].max_bytes, PLATFORM_MAX_BYTES);
+        assert_eq!(c.watches[0].max_file_bytes, 1_500_000_000);
+        assert_eq!(c.watches[0].settle, Duration::from_secs(90));
+        // Above the platform's limit, in units: still refused with the key.
+        let err = Config::parse("[[watch]]\npath='a'\ndataset='d'\nmax_bytes='101GB'\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_bytes"), "{err}");
+        let err = Config::parse("[upload]\nchunk_size = 'big'\n[[watch]]\npath='a'\ndataset='d'\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("\"big\" is not a size"), "{err}");
+    }
+
+    #[test]
+    fn include_and_exclude_are_per_watch_over_defaults() {
+        let p = Path::new("/etc/batchdrop.toml");
+        let text = r#"
+            [defaults]
+            exclude = ["*.bak"]
+            [[watch]]
+            path = "a"
+            dataset = "d"
+            [[watch]]
+            path = "b"
+            dataset = "d"
+            include = ["*.csv"]
+            exclude = []
+        "#;
+        let c = Config::parse(text, p).unwrap();
+        assert!(!c.watches[0].patterns.selects("x/y.bak"));
+        assert!(c.watches[0].patterns.selects("y.json"));
+        assert!(c.watches[1].patterns.selects("y.bak.csv"));
+        assert!(!c.watches[1].patterns.selects("y.json"));
+        let err = Config::parse("[[watch]]\npath='a'\ndataset='d'\ninclude=['a[']\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[[watch]] a: include pattern \"a[\""), "{err}");
+    }
+
+    #[test]
+    fn environment_variables_are_interpolated_and_a_missing_one_is_named() {
+        let p = Path::new("/etc/batchdrop.toml");
+        // PATH is set wherever tests run; the other name is set nowhere.
+        let path = std::env::var("PATH").unwrap();
+        let text = "[[watch]]\npath = 'a'\ndataset = \"${PATH}\"\nformat = \"${BATCHDROP_TEST_UNSET_VARIABLE:-csv}\"\n";
+        let c = Config::parse(text, p).unwrap();
+        assert_eq!(c.watches[0].dataset, path);
+        assert_eq!(c.watches[0].format, Some(Format::Csv));
+        let text = "[[watch]]\npath = 'a'\n\ndataset = \"${BATCHDROP_TEST_UNSET_VARIABLE}\"\n";
+        let err = Config::parse(text, p).unwrap_err();
+        assert!(matches!(err, ConfigError::Environment { .. }), "{err:?}");
+        let err = err.to_string();
+        assert!(
+            err.contains("/etc/batchdrop.toml")
+                && err.contains("line 4")
+                && err.contains("BATCHDROP_TEST_UNSET_VARIABLE"),
+            "{err}"
+        );
     }
 
     #[test]
