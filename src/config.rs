@@ -389,12 +389,13 @@ impl Config {
     /// config means the same thing whatever the current directory of the process.
     /// `${VAR}` references are replaced from the environment first.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let text = envsubst::interpolate(text, |name| std::env::var(name).ok()).map_err(|source| {
-            ConfigError::Environment {
-                path: path.to_owned(),
-                source,
-            }
-        })?;
+        let text =
+            envsubst::interpolate(text, |name| std::env::var(name).ok()).map_err(|source| {
+                ConfigError::Environment {
+                    path: path.to_owned(),
+                    source,
+                }
+            })?;
         let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string(),
@@ -587,7 +588,10 @@ impl Config {
                     Duration::from_secs(60),
                 )?,
                 max_files: s.max_files.or(d.max_files).unwrap_or(PLATFORM_MAX_FILES),
-                max_bytes: s.max_bytes.or(d.max_bytes).map_or(PLATFORM_MAX_BYTES, |s| s.0),
+                max_bytes: s
+                    .max_bytes
+                    .or(d.max_bytes)
+                    .map_or(PLATFORM_MAX_BYTES, |s| s.0),
                 max_wait: dur(
                     "max_wait",
                     &s.max_wait.clone().or(d.max_wait.clone()),
@@ -610,8 +614,14 @@ impl Config {
                     .map_or(PLATFORM_MAX_BYTES, |s| s.0),
                 refuse_sparse: s.refuse_sparse.or(d.refuse_sparse).unwrap_or(false),
                 patterns: Patterns::new(
-                    s.include.as_ref().or(d.include.as_ref()).map_or(&[], Vec::as_slice),
-                    s.exclude.as_ref().or(d.exclude.as_ref()).map_or(&[], Vec::as_slice),
+                    s.include
+                        .as_ref()
+                        .or(d.include.as_ref())
+                        .map_or(&[], Vec::as_slice),
+                    s.exclude
+                        .as_ref()
+                        .or(d.exclude.as_ref())
+                        .map_or(&[], Vec::as_slice),
                 )
                 .map_err(|e| invalid(format!("[[watch]] {name}: {e}")))?,
             };
@@ -852,12 +862,16 @@ mod tests {
     #[test]
     fn a_typo_inside_a_watch_points_at_the_key() {
         let p = Path::new("/etc/batchdrop.toml");
-        let text = "[defaults]\nsettle = \"1s\"\n\n[[watch]]\npath = 'a'\ndataset = 'd'\nmax_filez = 3\n";
+        let text =
+            "[defaults]\nsettle = \"1s\"\n\n[[watch]]\npath = 'a'\ndataset = 'd'\nmax_filez = 3\n";
         let err = Config::parse(text, p).unwrap_err().to_string();
         assert!(err.contains("line 7") && err.contains("max_filez"), "{err}");
-        let err = Config::parse("[defaults]\nsetle = \"1s\"\n[[watch]]\npath='a'\ndataset='d'\n", p)
-            .unwrap_err()
-            .to_string();
+        let err = Config::parse(
+            "[defaults]\nsetle = \"1s\"\n[[watch]]\npath='a'\ndataset='d'\n",
+            p,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("line 2") && err.contains("setle"), "{err}");
     }
 
@@ -892,10 +906,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("max_bytes"), "{err}");
-        let err = Config::parse("[upload]\nchunk_size = 'big'\n[[watch]]\npath='a'\ndataset='d'\n", p)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("line 2") && err.contains("\"big\" is not a size"), "{err}");
+        let err = Config::parse(
+            "[upload]\nchunk_size = 'big'\n[[watch]]\npath='a'\ndataset='d'\n",
+            p,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("\"big\" is not a size"),
+            "{err}"
+        );
     }
 
     #[test]

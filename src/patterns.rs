@@ -54,9 +54,7 @@ fn compile(key: &str, patterns: &[String]) -> Result<GlobSet, String> {
             .literal_separator(true)
             .backslash_escape(true)
             .build()
-            .map_err(|e| {
-                format!("{key} pattern \"{pattern}\" is not a glob: {}", e.kind())
-            })?;
+            .map_err(|e| format!("{key} pattern \"{pattern}\" is not a glob: {}", e.kind()))?;
         set.add(glob);
     }
     set.build()
@@ -95,7 +93,10 @@ mod tests {
 
     #[test]
     fn includes_and_excludes_match_the_relative_path() {
-        let p = patterns(&["*.json", "orders/**/*.csv"], &["**/draft-*", "orders/old/**"]);
+        let p = patterns(
+            &["*.json", "orders/**/*.csv"],
+            &["**/draft-*", "orders/old/**"],
+        );
         assert!(p.selects("a.json"));
         assert!(p.selects("deep/er/a.json"), "no `/`: any depth");
         assert!(p.selects("orders/2026/x.csv"));
@@ -106,7 +107,10 @@ mod tests {
         assert!(!p.selects("orders/old/x.csv"));
         let anchored = patterns(&["top/*.json"], &[]);
         assert!(anchored.selects("top/a.json"));
-        assert!(!anchored.selects("top/sub/a.json"), "`*` stays in one folder");
+        assert!(
+            !anchored.selects("top/sub/a.json"),
+            "`*` stays in one folder"
+        );
     }
 
     #[test]

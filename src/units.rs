@@ -96,7 +96,10 @@ mod tests {
         assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
         assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
         assert_eq!(parse_duration("1h 30m 5s"), Some(Duration::from_secs(5405)));
-        assert_eq!(parse_duration("2days"), Some(Duration::from_secs(2 * 86400)));
+        assert_eq!(
+            parse_duration("2days"),
+            Some(Duration::from_secs(2 * 86400))
+        );
         assert_eq!(parse_duration("0"), Some(Duration::ZERO));
         assert_eq!(parse_duration("5"), None);
         assert_eq!(parse_duration("-1s"), None);
@@ -133,8 +136,14 @@ mod tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(err.contains("line 2") && err.contains("\"2 parsecs\" is not a size"), "{err}");
-        let err = toml::from_str::<Keys>("a = -1\nb = 1").err().unwrap().to_string();
+        assert!(
+            err.contains("line 2") && err.contains("\"2 parsecs\" is not a size"),
+            "{err}"
+        );
+        let err = toml::from_str::<Keys>("a = -1\nb = 1")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("negative"), "{err}");
     }
 }

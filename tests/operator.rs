@@ -94,8 +94,8 @@ async fn excluded_files_are_never_touched_and_get_no_receipt() {
     }
     for (name, before) in left.iter().zip(before) {
         let path = drop.join(name);
-        let meta = std::fs::metadata(&path)
-            .unwrap_or_else(|e| panic!("{name} was moved or deleted: {e}"));
+        let meta =
+            std::fs::metadata(&path).unwrap_or_else(|e| panic!("{name} was moved or deleted: {e}"));
         assert_eq!(
             (meta.ino(), meta.mtime_nsec(), meta.mode()),
             before,
@@ -145,7 +145,11 @@ fn a_missing_environment_variable_is_a_config_error_naming_it_and_its_line() {
         60,
     );
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("ds-from-env"), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("ds-from-env"),
+        "{stdout}{}",
+        text(&out.stderr)
+    );
     assert!(
         stdout.contains(&dir.path().join("drop/in").display().to_string()),
         "{stdout}"
@@ -162,4 +166,276 @@ fn embedded_config(dir: &Path) -> std::path::PathBuf {
     )
     .unwrap();
     config
+}
+
+#[test]
+fn config_is_a_global_flag_before_or_after_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = embedded_config(dir.path());
+    for args in [
+        vec!["--config", config.to_str().unwrap(), "status"],
+        vec!["status", "-c", config.to_str().unwrap()],
+    ] {
+        let out = run_for(batchdrop().args(&args), 60);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).contains(&dir.path().join("state").display().to_string()),
+            "{args:?}: {}",
+            text(&out.stdout)
+        );
+    }
+    // From the environment too; and a wrong one is a config error.
+    let out = run_for(
+        batchdrop()
+            .arg("check-config")
+            .env("BATCHDROP_CONFIG", &config),
+        60,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run_for(
+        batchdrop().args(["--config", "/nonexistent/batchdrop.toml", "check-config"]),
+        60,
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stderr).contains("/nonexistent/batchdrop.toml"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_batch_dataset_and_file_at_the_top_level() {
+    let env = Env::new().await;
+    let config = env.write_config("", "");
+    write_atomic(&env.drop_dir().join("a.json"), jsonl(0, 3).as_bytes());
+    let out = run_for(
+        batchdrop()
+            .args(["run", "--once", "--config"])
+            .arg(&config)
+            .env("BATCHDROP_LOG_FORMAT", "json")
+            .env_remove("RUST_LOG"),
+        120,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> = text(&out.stderr)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        assert!(
+            line["level"].is_string() && line["message"].is_string(),
+            "{line}"
+        );
+        assert!(line.get("fields").is_none(), "fields are flattened: {line}");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["batch"].is_string() && l["dataset"] == DATASET),
+        "no line with batch and dataset at the top level: {lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l["file"] == "a.json"),
+        "no line with file at the top level: {lines:#?}"
+    );
+
+    // -q: warnings and errors only; the flag wins over the environment.
+    write_atomic(&env.drop_dir().join("b.json"), jsonl(10, 3).as_bytes());
+    let out = run_for(
+        batchdrop()
+            .args(["run", "--once", "-q", "--log-format", "text", "--config"])
+            .arg(&config)
+            .env("BATCHDROP_LOG_FORMAT", "json")
+            .env_remove("RUST_LOG"),
+        120,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        !stderr.contains("INFO") && !stderr.contains('{'),
+        "{stderr}"
+    );
+    assert_eq!(wait_receipts(&env.archive(), 2, 30).await.len(), 2);
+}
+
+#[test]
+fn completions_are_generated_and_bash_loads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_for(batchdrop().args(["completions", "bash"]), 60);
+    assert!(out.status.success());
+    let script = dir.path().join("batchdrop.bash");
+    std::fs::write(&script, &out.stdout).unwrap();
+    // Loaded by bash, registered for batchdrop, and it completes a command and a flag.
+    let check = format!(
+        "source {}; complete -p batchdrop; COMP_WORDS=(batchdrop heal); COMP_CWORD=1; _batchdrop batchdrop heal batchdrop; echo \"words: ${{COMPREPLY[*]}}\"; COMP_WORDS=(batchdrop run --wat); COMP_CWORD=2; _batchdrop batchdrop --wat run; echo \"flags: ${{COMPREPLY[*]}}\"",
+        script.display()
+    );
+    let out = run_for(Command::new("bash").args(["--norc", "-c", &check]), 60);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("-F _batchdrop batchdrop"), "{stdout}");
+    assert!(stdout.contains("words: healthcheck"), "{stdout}");
+    assert!(stdout.contains("flags: --watch-config"), "{stdout}");
+    for (shell, marker) in [
+        ("zsh", "#compdef batchdrop"),
+        ("fish", "complete -c batchdrop"),
+    ] {
+        let out = run_for(batchdrop().args(["completions", shell]), 60);
+        assert!(out.status.success());
+        let script = text(&out.stdout);
+        assert!(
+            script.contains(marker) && script.contains("healthcheck"),
+            "{shell}"
+        );
+    }
+    let out = run_for(batchdrop().args(["completions", "tcsh"]), 60);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn man_pages_are_rendered_for_every_command() {
+    let out = run_for(batchdrop().args(["man", "run"]), 60);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let page = text(&out.stdout);
+    assert!(page.contains(".TH batchdrop-run 1"), "{page}");
+    assert!(
+        page.contains("\\-\\-once") && page.contains("\\-\\-watch\\-config"),
+        "{page}"
+    );
+    assert!(page.contains(env!("CARGO_PKG_VERSION")), "{page}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_for(batchdrop().args(["man", "--out"]).arg(dir.path()), 60);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for page in [
+        "batchdrop.1",
+        "batchdrop-run.1",
+        "batchdrop-healthcheck.1",
+        "batchdrop-status.1",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(page)).unwrap_or_default();
+        assert!(
+            text.starts_with(".ie") && text.contains(".SH NAME"),
+            "{page}: {text}"
+        );
+    }
+    let out = run_for(batchdrop().args(["man", "nosuchcommand"]), 60);
+    assert_eq!(out.status.code(), Some(2));
+    // Where groff is installed, the page renders without a warning.
+    if Command::new("groff").arg("--version").output().is_ok() {
+        let out = run_for(
+            Command::new("groff")
+                .args(["-man", "-Tutf8", "-ww", "-z"])
+                .arg(dir.path().join("batchdrop-run.1")),
+            60,
+        );
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn version_names_the_commit_and_the_build_date() {
+    let out = run_for(batchdrop().arg("--version"), 60);
+    let line = text(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        line.starts_with(&format!("batchdrop {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{line}"
+    );
+    let date = line
+        .split(", built ")
+        .nth(1)
+        .and_then(|rest| rest.get(..10))
+        .and_then(|date| chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").ok());
+    assert!(date.is_some(), "no build date: {line}");
+    // In a git checkout, the commit is HEAD's (rebuilt when HEAD moves).
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output();
+    if let Some(head) = head.ok().filter(|h| h.status.success()) {
+        let head = text(&head.stdout);
+        assert!(line.contains(head.trim()), "{line} vs HEAD {head}");
+    }
+}
+
+/// A server on 127.0.0.1 answering every request with `status`; its address.
+async fn answering(status: &'static str) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf).await;
+            let body = "not ready: testing\n";
+            let _ = conn
+                .write_all(
+                    format!(
+                        "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                )
+                .await;
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = embedded_config(dir.path());
+    let healthcheck = |args: &[&str]| {
+        let mut cmd = batchdrop();
+        cmd.arg("healthcheck")
+            .args(args)
+            .arg("--config")
+            .arg(&config);
+        let out = run_for(&mut cmd, 60);
+        (out.status.code(), text(&out.stderr))
+    };
+    // Nobody listens on a port just freed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (code, stderr) = healthcheck(&["--url", &format!("http://{closed}")]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("did not answer"), "{stderr}");
+    let unready = answering("503 Service Unavailable").await;
+    let (code, stderr) = healthcheck(&["--ready", "--url", &format!("http://{unready}")]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("503") && stderr.contains("not ready: testing"),
+        "{stderr}"
+    );
+    let ok = answering("200 OK").await;
+    assert_eq!(healthcheck(&["--url", &format!("http://{ok}/")]).0, Some(0));
+    assert_eq!(healthcheck(&["--url", "not a url"]).0, Some(2));
+    // Before the daemon ran, its address is unknown.
+    assert_eq!(healthcheck(&[]).0, Some(1));
+
+    // The daemon itself, found through the config (admin_listen on port 0: its state dir).
+    let mut daemon = batchdrop()
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let answered = eventually(60, "healthcheck --ready passes", || {
+        let result = healthcheck(&["--ready"]);
+        async move { (result.0 == Some(0)).then_some(result) }
+    })
+    .await;
+    assert_eq!(answered.0, Some(0));
+    assert_eq!(healthcheck(&[]).0, Some(0));
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    daemon.wait().unwrap();
+
+    std::fs::write(&config, "[[watch]]\npath = 1\n").unwrap();
+    assert_eq!(healthcheck(&[]).0, Some(3));
 }
