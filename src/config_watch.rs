@@ -20,6 +20,9 @@ use tokio_util::sync::CancellationToken;
 /// How long the folder must stay quiet before the file is looked at.
 pub const DEBOUNCE: Duration = Duration::from_millis(500);
 
+/// The longest a change waits for the folder to go quiet.
+const MAX_DELAY: Duration = Duration::from_secs(5);
+
 /// Why the config file cannot be watched.
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -42,9 +45,9 @@ pub fn spawn(
         .map(Path::to_owned)
         .unwrap_or_else(|| PathBuf::from("/"));
     let (events_tx, mut events) = mpsc::unbounded_channel();
+    let watched = file.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        // Access events (someone read a file) change nothing.
-        if event.is_ok_and(|e| !e.kind.is_access()) {
+        if event.is_ok_and(|e| may_change(&e, &watched)) {
             let _ = events_tx.send(());
         }
     })
@@ -64,8 +67,15 @@ pub fn spawn(
                 _ = shutdown.cancelled() => break,
                 event = events.recv() => if event.is_none() { break },
             }
-            // Debounce: wait until the folder stayed quiet for DEBOUNCE.
-            while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, events.recv()).await {}
+            // Debounce: wait until the folder stayed quiet for DEBOUNCE (at most MAX_DELAY,
+            // so that a busy folder cannot put a change off for ever).
+            let deadline = tokio::time::Instant::now() + MAX_DELAY;
+            while tokio::time::Instant::now() < deadline {
+                match tokio::time::timeout(DEBOUNCE, events.recv()).await {
+                    Ok(Some(())) => continue,
+                    _ => break,
+                }
+            }
             let now = digest(&file);
             if now != last {
                 tracing::info!(file = %file.display(), "the config file changed: reloading");
@@ -76,6 +86,25 @@ pub fn spawn(
         let _ = watcher.unwatch(&folder);
     });
     Ok(())
+}
+
+/// Whether `event` may have changed what `file` reads: anything done to `file` itself, and
+/// files or links appearing, going or renamed in its folder (an editor's or Kubernetes'
+/// replacement), but not reads, nor writes to other files (a log file beside the config).
+fn may_change(event: &notify::Event, file: &Path) -> bool {
+    use notify::EventKind;
+    match event.kind {
+        // Reading the file (this module does, to compare it) must not count as a change.
+        EventKind::Access(notify::event::AccessKind::Close(notify::event::AccessMode::Write)) => {
+            event.paths.iter().any(|p| p == file)
+        }
+        EventKind::Access(_) => false,
+        EventKind::Modify(notify::event::ModifyKind::Data(_))
+        | EventKind::Modify(notify::event::ModifyKind::Metadata(_)) => {
+            event.paths.iter().any(|p| p == file)
+        }
+        _ => true,
+    }
 }
 
 /// The file's content digest; `None` while it cannot be read (mid-replacement): a file that

@@ -439,3 +439,172 @@ async fn healthcheck_exit_codes() {
     std::fs::write(&config, "[[watch]]\npath = 1\n").unwrap();
     assert_eq!(healthcheck(&[]).0, Some(3));
 }
+
+/// Notifications received on a systemd-style notify socket, in order.
+struct NotifySocket {
+    socket: std::os::unix::net::UnixDatagram,
+    path: std::path::PathBuf,
+}
+
+impl NotifySocket {
+    fn bind(dir: &Path) -> NotifySocket {
+        let path = dir.join("notify.sock");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        NotifySocket { socket, path }
+    }
+
+    /// The next notification containing `needle` (others are skipped), within 60 s.
+    fn wait_for(&self, needle: &str) -> String {
+        let mut buf = [0u8; 512];
+        loop {
+            let n = self
+                .socket
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("no {needle} within 60 s: {e}"));
+            let message = text(&buf[..n]);
+            if message.contains(needle) {
+                return message;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_config_reloads_on_change_and_a_bad_file_keeps_the_old_config() {
+    let env = Env::new().await;
+    let config = env.write_config("", "");
+    let notify = NotifySocket::bind(env.dir.path());
+    let log = env.dir.path().join("daemon.log");
+    let mut daemon = batchdrop()
+        .args(["run", "--watch-config", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("RUST_LOG", "batchdrop=info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    notify.wait_for("READY=1");
+    let good = std::fs::read_to_string(&config).unwrap();
+
+    // A bad file, written as editors do (a new file renamed over the old one): rejected, and
+    // the running config stays in force. systemd hears RELOADING=1 (with the clock), READY=1.
+    write_atomic(&config, b"this is = = not toml");
+    let reloading = notify.wait_for("RELOADING=1");
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    notify.wait_for("READY=1");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("the config file changed") && logged.contains("config reload rejected"),
+        "{logged}"
+    );
+    write_atomic(&env.drop_dir().join("first.json"), jsonl(0, 5).as_bytes());
+    wait_receipts(&env.archive(), 1, 60).await;
+
+    // A good one, written in place: the watch moves to drop2.
+    let other = env.dir.path().join("drop2");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(&config, good.replace("path = \"drop\"", "path = \"drop2\"")).unwrap();
+    notify.wait_for("RELOADING=1");
+    notify.wait_for("READY=1");
+    write_atomic(&other.join("new.json"), jsonl(100, 5).as_bytes());
+    let got = wait_receipts(&other.join("_archive"), 1, 60).await;
+    assert_eq!(got[0]["status"], "success");
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    daemon.wait().unwrap();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        logged.matches("the config file changed").count(),
+        2,
+        "one reload per change, none for reads or the log beside it:\n{logged}"
+    );
+}
+
+/// A pseudo-terminal: (master, slave).
+fn pty() -> (std::fs::File, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two descriptors, which we then own.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    unsafe {
+        (
+            std::fs::File::from_raw_fd(master),
+            std::os::fd::OwnedFd::from_raw_fd(slave),
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_watch_redraws_in_place_on_a_terminal() {
+    let env = Env::new().await;
+    let config = env.write_config("", "");
+    let mut daemon = batchdrop()
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (master, slave) = pty();
+    let mut watch = batchdrop()
+        .args(["status", "--watch=200ms", "--config"])
+        .arg(&config)
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave)
+        .spawn()
+        .unwrap();
+    let screen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = {
+        let screen = screen.clone();
+        let mut master = master;
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            // Ends with EIO once the last writer (the child) is gone.
+            while let Ok(n) = master.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                screen.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let shown = || text(&screen.lock().unwrap());
+    eventually(60, "two frames", || {
+        let frames = shown().matches("\x1b[H\x1b[J").count();
+        async move { (frames >= 2).then_some(()) }
+    })
+    .await;
+    write_atomic(&env.drop_dir().join("live.json"), jsonl(0, 4).as_bytes());
+    eventually(60, "a frame showing the file done", || {
+        let last = shown()
+            .rsplit("\x1b[H\x1b[J")
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        async move { (last.contains(DATASET) && last.contains("1 done")).then_some(()) }
+    })
+    .await;
+    let last_frame = shown().rsplit("\x1b[H\x1b[J").next().unwrap().to_owned();
+    assert!(last_frame.contains("throughput:"), "{last_frame}");
+    assert!(last_frame.contains("daemon running"), "{last_frame}");
+    unsafe { libc::kill(watch.id() as i32, libc::SIGINT) };
+    let status = watch.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", shown());
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    daemon.wait().unwrap();
+    drop(reader);
+}
