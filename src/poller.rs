@@ -118,6 +118,8 @@ pub async fn poll(
             store
                 .finish_batch_requeueing(b.id, state, &outcome, &detail, &ids, &why)
                 .await?;
+            // It failed all the same, whoever travels again.
+            metrics::counter!(crate::telemetry::BATCHES, "outcome" => state).increment(1);
             return Ok(());
         }
     }

@@ -24,6 +24,89 @@ pub const RESCANS: &str = "batchdrop_watcher_rescans_total";
 pub const OVERFLOWS: &str = "batchdrop_watcher_overflows_total";
 pub const INTAKE_PAUSED: &str = "batchdrop_intake_paused";
 pub const PLATFORM_UP: &str = "batchdrop_platform_reachable";
+pub const BUILD_INFO: &str = "batchdrop_build_info";
+
+/// Every metric with its kind and the `# HELP` text Prometheus shows for it.
+pub const METRICS: &[(&str, Kind, &str)] = &[
+    (
+        FILES_DISCOVERED,
+        Kind::Counter,
+        "Files found ready in a drop folder and recorded, by dataset.",
+    ),
+    (
+        FILES_INGESTED,
+        Kind::Counter,
+        "Files whose batch succeeded, by dataset.",
+    ),
+    (
+        FILES_FAILED,
+        Kind::Counter,
+        "Files that ended failed (receipt in the failed folder), by dataset.",
+    ),
+    (
+        FILES_DUPLICATE,
+        Kind::Counter,
+        "Files not ingested because the same content already was, by dataset.",
+    ),
+    (
+        BYTES_UPLOADED,
+        Kind::Counter,
+        "Bytes the platform acknowledged, by dataset.",
+    ),
+    (
+        BATCHES,
+        Kind::Counter,
+        "Batches that ended, by outcome (success, failed, abandoned...).",
+    ),
+    (
+        RETRIES,
+        Kind::Counter,
+        "Platform calls retried after a transient failure.",
+    ),
+    (
+        QUEUE_DEPTH,
+        Kind::Gauge,
+        "Files in the state database, by dataset and state.",
+    ),
+    (
+        OLDEST_PENDING,
+        Kind::Gauge,
+        "Age in seconds of the oldest file found but not finished (0 when none).",
+    ),
+    (
+        UPLOAD_SECONDS,
+        Kind::Counter,
+        "Seconds spent uploading files, by dataset.",
+    ),
+    (RESCANS, Kind::Counter, "Full scans of drop folders."),
+    (
+        OVERFLOWS,
+        Kind::Counter,
+        "inotify event queue overflows (each causes a rescan).",
+    ),
+    (
+        INTAKE_PAUSED,
+        Kind::Gauge,
+        "1 while intake is paused at a [limits] cap, else 0.",
+    ),
+    (
+        PLATFORM_UP,
+        Kind::Gauge,
+        "1 when the last call to the platform succeeded, 0 when it failed.",
+    ),
+    (
+        BUILD_INFO,
+        Kind::Gauge,
+        "Always 1; its labels name the version and git commit running.",
+    ),
+];
+
+/// What kind of metric a name is (for its `# HELP` line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+}
 
 /// The process-wide Prometheus recorder (the `metrics` facade allows one per process; several
 /// in-process daemons in tests share it).
@@ -34,8 +117,25 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let handle = recorder.handle();
         // Fails only if another recorder was installed first; then ours just stays unused.
         let _ = metrics::set_global_recorder(recorder);
+        describe();
+        metrics::gauge!(
+            BUILD_INFO,
+            "version" => crate::build_info::VERSION,
+            "commit" => crate::build_info::COMMIT
+        )
+        .set(1.0);
         handle
     })
+}
+
+/// Gives every metric its help text (the recorder prints it as `# HELP`).
+fn describe() {
+    for &(name, kind, help) in METRICS {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(name, help),
+            Kind::Gauge => metrics::describe_gauge!(name, help),
+        }
+    }
 }
 
 /// Liveness and readiness facts, updated by the stages and read by `/readyz`.

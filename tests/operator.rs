@@ -608,3 +608,92 @@ async fn status_watch_redraws_in_place_on_a_terminal() {
     daemon.wait().unwrap();
     drop(reader);
 }
+
+/// `/metrics` of the daemon using `state_dir`, once its admin listener wrote its address.
+async fn scrape(state_dir: &Path) -> String {
+    let file = state_dir.join("admin-addr");
+    let addr = eventually(60, "the admin listener", || {
+        let addr = std::fs::read_to_string(&file).ok();
+        async move { addr }
+    })
+    .await;
+    reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of the sample line of `name` whose labels contain every `label`.
+fn sample(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .find(|l| labels.iter().all(|label| l.contains(label)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_has_help_build_info_and_a_batch_whose_innocent_files_travel_again_counts() {
+    let env = Env::new().await;
+    // Both files in one batch: sealed at 2 files, long before max_wait.
+    let config = env.write_config("", "max_files = 2\nmax_wait = \"1m\"");
+    write_atomic(&env.drop_dir().join("good.json"), jsonl(0, 3).as_bytes());
+    write_atomic(&env.drop_dir().join("bad.json"), b"{\"id\": 1}\n{broken\n");
+    let mut daemon = batchdrop()
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "batchdrop=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The failed batch names bad.json; good.json goes again, alone, and waits max_wait (1 m)
+    // unless more files come: one more fills its batch.
+    wait_receipts(&env.failed(), 1, 60).await;
+    write_atomic(&env.drop_dir().join("more.json"), jsonl(10, 3).as_bytes());
+    let archived = wait_receipts(&env.archive(), 2, 120).await;
+    assert!(
+        archived.iter().all(|r| r["status"] == "success"),
+        "{archived:#?}"
+    );
+    let metrics = scrape(&env.state_dir()).await;
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    daemon.wait().unwrap();
+
+    assert_eq!(
+        sample(&metrics, "batchdrop_batches_total", &["outcome=\"failed\""]),
+        Some(1.0),
+        "the failed batch counts though its innocent file travelled again:\n{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "batchdrop_batches_total",
+            &["outcome=\"success\""]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    let build = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        sample(&metrics, "batchdrop_build_info", &[&build, "commit=\""]),
+        Some(1.0),
+        "{metrics}"
+    );
+    // Every metric exposed has its help text and type.
+    let names: std::collections::BTreeSet<&str> = metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.split(['{', ' ']).next().unwrap())
+        .collect();
+    assert!(names.len() >= 10, "{metrics}");
+    for name in names {
+        assert!(
+            metrics.contains(&format!("# HELP {name} ")),
+            "{name} has no HELP line:\n{metrics}"
+        );
+        assert!(metrics.contains(&format!("# TYPE {name} ")), "{name}");
+    }
+}
