@@ -63,8 +63,9 @@ STOPSIGNAL SIGTERM
 # probe command, so bash (always present in Debian) speaks HTTP/1.0 over its /dev/tcp: no
 # extra package, no extra attack surface. Healthy (0) = the status line says 200; anything
 # else, a refused connection or no answer within 4 s exits 1 (unhealthy).
+# `batchdrop healthcheck` asks the admin listener of the config's daemon (no curl needed).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9187 && printf 'GET /healthz HTTP/1.0\\r\\nHost: 127.0.0.1\\r\\n\\r\\n' >&3 && read -r -t 4 line <&3 && [[ $line == 'HTTP/1.'?' 200'* ]] || exit 1"]
+    CMD ["batchdrop", "healthcheck", "--timeout", "4s"]
 # `docker run IMAGE check-config --config ...` etc. run the other subcommands.
 ENTRYPOINT ["batchdrop"]
 # The daemon on the default (or mounted) config.

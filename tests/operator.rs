@@ -697,3 +697,161 @@ async fn every_metric_has_help_build_info_and_a_batch_whose_innocent_files_trave
         assert!(metrics.contains(&format!("# TYPE {name} ")), "{name}");
     }
 }
+
+/// The `batchdrop_*` metric names an expression (or any text) mentions.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("batchdrop_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[at + name.len()..];
+        names.insert(name);
+    }
+    names
+}
+
+fn known_metrics() -> std::collections::BTreeSet<String> {
+    batchdrop::telemetry::METRICS
+        .iter()
+        .map(|(name, _, _)| name.to_string())
+        .collect()
+}
+
+fn repo_file(path: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn the_grafana_dashboard_parses_and_shows_only_metrics_that_exist() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&repo_file("examples/monitoring/grafana-dashboard.json")).unwrap();
+    assert_eq!(dashboard["uid"], "batchdrop");
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 10);
+    let known = known_metrics();
+    let mut shown = std::collections::BTreeSet::new();
+    let mut cells = std::collections::HashSet::new();
+    for panel in panels {
+        let title = panel["title"].as_str().unwrap();
+        assert_eq!(panel["datasource"]["uid"], "${datasource}", "{title}");
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{title} has no query");
+        for target in targets {
+            let expr = target["expr"].as_str().unwrap();
+            let names = metric_names(expr);
+            assert!(!names.is_empty(), "{title}: {expr}");
+            for name in &names {
+                assert!(known.contains(name), "{title}: no metric {name}");
+            }
+            shown.extend(names);
+            for variable in ["$instance", "$dataset"] {
+                if expr.contains(variable) {
+                    assert!(
+                        variables.contains(&&variable[1..]),
+                        "{variable} is not defined"
+                    );
+                }
+            }
+        }
+        // No two panels on the same grid cell.
+        let grid = &panel["gridPos"];
+        let (x, y, w, h) = (
+            grid["x"].as_u64().unwrap(),
+            grid["y"].as_u64().unwrap(),
+            grid["w"].as_u64().unwrap(),
+            grid["h"].as_u64().unwrap(),
+        );
+        assert!(x + w <= 24, "{title} is wider than the grid");
+        for cx in x..x + w {
+            for cy in y..y + h {
+                assert!(cells.insert((cx, cy)), "{title} overlaps another panel");
+            }
+        }
+    }
+    for name in &known {
+        if name != "batchdrop_files_discovered_total" {
+            assert!(shown.contains(name), "the dashboard does not show {name}");
+        }
+    }
+}
+
+#[test]
+fn the_alert_rules_name_only_metrics_that_exist_and_promtool_accepts_them() {
+    // The structure is promtool's to check (CI runs `promtool check rules` and `test rules`);
+    // without a YAML parser among the dependencies, this test checks what promtool cannot:
+    // that every metric named is one batchdrop exports.
+    let rules = repo_file("examples/monitoring/alerts.yml");
+    let known = known_metrics();
+    let named = metric_names(&rules);
+    assert!(named.len() >= 6, "{named:?}");
+    for name in &named {
+        assert!(
+            known.contains(name),
+            "alerts.yml names no such metric: {name}"
+        );
+    }
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    for wanted in [
+        "BatchdropBatchesStuck",
+        "BatchdropFilesFailed",
+        "BatchdropIntakePaused",
+        "BatchdropPlatformUnreachable",
+        "BatchdropQueueOld",
+    ] {
+        assert!(alerts.contains(&wanted), "no alert {wanted}");
+    }
+    let tests = repo_file("examples/monitoring/alerts.test.yml");
+    for tested in tests
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("alertname: "))
+    {
+        assert!(
+            alerts.contains(&tested),
+            "alerts.test.yml tests no such alert: {tested}"
+        );
+    }
+    // Where promtool is (CI installs it: PROMTOOL), it checks and unit-tests the rules too.
+    let promtool = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/monitoring");
+    match Command::new(&promtool).arg("--version").output() {
+        Ok(_) => {
+            for args in [
+                ["check", "rules", "alerts.yml"],
+                ["test", "rules", "alerts.test.yml"],
+            ] {
+                let out = run_for(Command::new(&promtool).args(args).current_dir(&dir), 120);
+                assert!(
+                    out.status.success(),
+                    "promtool {args:?}: {}{}",
+                    text(&out.stdout),
+                    text(&out.stderr)
+                );
+            }
+        }
+        Err(_) => eprintln!("promtool not found ({promtool}): its checks run in .ci/run"),
+    }
+}
+
+#[test]
+fn every_metric_is_documented_for_operators() {
+    let operating = repo_file("docs/operating.md");
+    for name in known_metrics() {
+        assert!(
+            operating.contains(&format!("`{name}`")),
+            "docs/operating.md lacks {name}"
+        );
+    }
+}
