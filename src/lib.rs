@@ -23,6 +23,7 @@ pub mod http_server;
 pub mod logging;
 pub mod patterns;
 pub mod poller;
+pub mod process_metrics;
 pub mod replay;
 pub mod retry;
 pub mod store;

@@ -47,6 +47,7 @@ pub async fn poll(
         }
     };
     let m = &info.metrics;
+    crate::telemetry::batch_ended(b, state, m);
     let detail = format!(
         "{:?}: {} records in, {} out, {} failed",
         info.status,

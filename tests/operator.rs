@@ -682,14 +682,50 @@ async fn every_metric_has_help_build_info_and_a_batch_whose_innocent_files_trave
         Some(1.0),
         "{metrics}"
     );
+    // Histograms of latency, upload and processing time; record counts; the process.
+    let data = format!("dataset=\"{DATASET}\"");
+    assert_eq!(
+        sample(&metrics, "batchdrop_file_latency_seconds_count", &[&data]),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert!(
+        sample(
+            &metrics,
+            "batchdrop_file_latency_seconds_bucket",
+            &[&data, "le=\"+Inf\""]
+        ) == Some(2.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "batchdrop_upload_duration_seconds_count",
+            &[&data]
+        ),
+        Some(4.0),
+        "good.json twice (its batch failed once), bad.json and more.json: {metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "batchdrop_batch_processing_seconds_count",
+            &["outcome=\"failed\""]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "batchdrop_records_ingested_total", &[&data]),
+        Some(6.0),
+        "{metrics}"
+    );
+    assert!(sample(&metrics, "process_resident_memory_bytes", &[]).unwrap_or(0.0) > 1e6);
+    assert!(sample(&metrics, "process_open_fds", &[]).unwrap_or(0.0) >= 3.0);
     // Every metric exposed has its help text and type.
-    let names: std::collections::BTreeSet<&str> = metrics
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| l.split(['{', ' ']).next().unwrap())
-        .collect();
-    assert!(names.len() >= 10, "{metrics}");
-    for name in names {
+    let names = metric_names(&metrics);
+    assert!(names.len() >= 15, "{metrics}");
+    for name in &names {
         assert!(
             metrics.contains(&format!("# HELP {name} ")),
             "{name} has no HELP line:\n{metrics}"
@@ -698,17 +734,29 @@ async fn every_metric_has_help_build_info_and_a_batch_whose_innocent_files_trave
     }
 }
 
-/// The `batchdrop_*` metric names an expression (or any text) mentions.
+/// The `batchdrop_*` and `process_*` metric names an expression (or any text) mentions, a
+/// histogram's series (`_bucket`, `_sum`, `_count`) by the histogram's name.
 fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let histograms: Vec<&str> = batchdrop::telemetry::METRICS
+        .iter()
+        .filter(|(_, kind, _)| matches!(kind, batchdrop::telemetry::Kind::Histogram(_)))
+        .map(|(name, _, _)| *name)
+        .collect();
     let mut names = std::collections::BTreeSet::new();
-    let mut rest = text;
-    while let Some(at) = rest.find("batchdrop_") {
-        let name: String = rest[at..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        rest = &rest[at + name.len()..];
-        names.insert(name);
+    for prefix in ["batchdrop_", "process_"] {
+        let mut rest = text;
+        while let Some(at) = rest.find(prefix) {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .filter(|base| histograms.contains(base));
+            names.insert(base.map_or(name.clone(), str::to_owned));
+        }
     }
     names
 }
@@ -717,6 +765,11 @@ fn known_metrics() -> std::collections::BTreeSet<String> {
     batchdrop::telemetry::METRICS
         .iter()
         .map(|(name, _, _)| name.to_string())
+        .chain(
+            batchdrop::process_metrics::PROCESS_METRICS
+                .iter()
+                .map(|(name, _, _)| name.to_string()),
+        )
         .collect()
 }
 
