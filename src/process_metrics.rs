@@ -117,7 +117,7 @@ fn max_fds() -> Option<u64> {
     };
     // SAFETY: getrlimit writes into the struct we own.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    (rc == 0).then_some(limit.rlim_cur as u64)
+    (rc == 0).then_some(limit.rlim_cur)
 }
 
 /// When the machine booted (Unix seconds), from `btime` in `/proc/stat`.
