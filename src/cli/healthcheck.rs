@@ -21,7 +21,7 @@ pub struct HealthcheckArgs {
 }
 
 /// Exit 0 when the endpoint answered 200, 1 when it answered otherwise or not at all (the
-/// reason on stderr), 3 when the config needed to find it is bad.
+/// reason on stderr), 3 when the config needed to find it is bad or turns the listener off.
 pub async fn run(args: &HealthcheckArgs) -> Result<u8, CommandError> {
     let path = if args.ready { "/readyz" } else { "/healthz" };
     let url = match &args.url {
@@ -80,7 +80,7 @@ fn with_path(url: &str, path: &str) -> Result<String, CommandError> {
 fn admin_address(path: &std::path::Path) -> Result<SocketAddr, CommandError> {
     let config = Config::load(path)?;
     let Some(listen) = config.admin_listen else {
-        return Err(CommandError::Usage(format!(
+        return Err(CommandError::ConfigProblems(format!(
             "admin_listen is \"off\" in {}: there is no /healthz to ask; turn it on, or give --url",
             config.path.display()
         )));
