@@ -39,6 +39,27 @@ fn run_for(cmd: &mut Command, secs: u64) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// The daemon (`batchdrop run` on `config`, plus `extra` arguments), its output discarded.
+fn spawn_daemon(config: &Path, extra: &[&str]) -> std::process::Child {
+    batchdrop()
+        .arg("run")
+        .args(extra)
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "batchdrop=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// SIGTERM, then wait for the daemon to end.
+fn stop_daemon(mut daemon: std::process::Child) {
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    daemon.wait().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn excluded_files_are_never_touched_and_get_no_receipt() {
     let env = Env::new().await;
@@ -419,13 +440,7 @@ async fn healthcheck_exit_codes() {
     assert_eq!(healthcheck(&[]).0, Some(1));
 
     // The daemon itself, found through the config (admin_listen on port 0: its state dir).
-    let mut daemon = batchdrop()
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let daemon = spawn_daemon(&config, &[]);
     let answered = eventually(60, "healthcheck --ready passes", || {
         let result = healthcheck(&["--ready"]);
         async move { (result.0 == Some(0)).then_some(result) }
@@ -433,8 +448,7 @@ async fn healthcheck_exit_codes() {
     .await;
     assert_eq!(answered.0, Some(0));
     assert_eq!(healthcheck(&[]).0, Some(0));
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    daemon.wait().unwrap();
+    stop_daemon(daemon);
 
     std::fs::write(&config, "[[watch]]\npath = 1\n").unwrap();
     assert_eq!(healthcheck(&[]).0, Some(3));
@@ -478,7 +492,7 @@ async fn watch_config_reloads_on_change_and_a_bad_file_keeps_the_old_config() {
     let config = env.write_config("", "");
     let notify = NotifySocket::bind(env.dir.path());
     let log = env.dir.path().join("daemon.log");
-    let mut daemon = batchdrop()
+    let daemon = batchdrop()
         .args(["run", "--watch-config", "--config"])
         .arg(&config)
         .env("NOTIFY_SOCKET", &notify.path)
@@ -513,8 +527,7 @@ async fn watch_config_reloads_on_change_and_a_bad_file_keeps_the_old_config() {
     write_atomic(&other.join("new.json"), jsonl(100, 5).as_bytes());
     let got = wait_receipts(&other.join("_archive"), 1, 60).await;
     assert_eq!(got[0]["status"], "success");
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    daemon.wait().unwrap();
+    stop_daemon(daemon);
     let logged = std::fs::read_to_string(&log).unwrap();
     assert_eq!(
         logged.matches("the config file changed").count(),
@@ -550,13 +563,7 @@ fn pty() -> (std::fs::File, std::os::fd::OwnedFd) {
 async fn status_watch_redraws_in_place_on_a_terminal() {
     let env = Env::new().await;
     let config = env.write_config("", "");
-    let mut daemon = batchdrop()
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let daemon = spawn_daemon(&config, &[]);
     let (master, slave) = pty();
     let mut watch = batchdrop()
         .args(["status", "--watch=200ms", "--config"])
@@ -604,8 +611,7 @@ async fn status_watch_redraws_in_place_on_a_terminal() {
     unsafe { libc::kill(watch.id() as i32, libc::SIGINT) };
     let status = watch.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{}", shown());
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    daemon.wait().unwrap();
+    stop_daemon(daemon);
     drop(reader);
 }
 
@@ -641,14 +647,7 @@ async fn every_metric_has_help_build_info_and_a_batch_whose_innocent_files_trave
     let config = env.write_config("", "max_files = 2\nmax_wait = \"1m\"");
     write_atomic(&env.drop_dir().join("good.json"), jsonl(0, 3).as_bytes());
     write_atomic(&env.drop_dir().join("bad.json"), b"{\"id\": 1}\n{broken\n");
-    let mut daemon = batchdrop()
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "batchdrop=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let daemon = spawn_daemon(&config, &[]);
     // The failed batch names bad.json; good.json goes again, alone, and waits max_wait (1 m)
     // unless more files come: one more fills its batch.
     wait_receipts(&env.failed(), 1, 60).await;
@@ -659,8 +658,7 @@ async fn every_metric_has_help_build_info_and_a_batch_whose_innocent_files_trave
         "{archived:#?}"
     );
     let metrics = scrape(&env.state_dir()).await;
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    daemon.wait().unwrap();
+    stop_daemon(daemon);
 
     assert_eq!(
         sample(&metrics, "batchdrop_batches_total", &["outcome=\"failed\""]),

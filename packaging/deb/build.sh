@@ -72,25 +72,10 @@ root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 dpkg-deb -x "$deb" "$root"
 "$root/usr/bin/batchdrop" --version
-unit="$root/usr/lib/systemd/system/batchdrop.service"
-grep -q '^ExecStart=/usr/bin/batchdrop run --config /etc/batchdrop/config.toml$' "$unit" || {
-    echo "FAIL: the installed unit does not start /usr/bin/batchdrop" >&2
-    exit 1
-}
-# verify needs the unit's programs to exist: the installed unit, its binary path pointed into
-# the scratch root (the rest is checked against this system's targets and /bin/kill).
-mkdir -p "$root/check"
-sed "s#/usr/bin/batchdrop#$root/usr/bin/batchdrop#g" "$unit" >"$root/check/batchdrop.service"
-set +e
-out=$(systemd-analyze verify --man=no "$root/check/batchdrop.service" 2>&1)
-rc=$?
-set -e
-[ -n "$out" ] && printf '%s\n' "$out"
-if [ $rc -ne 0 ] || grep -q batchdrop <<<"$out"; then
-    echo "FAIL: systemd-analyze verify of the installed unit (exit $rc)" >&2
-    exit 1
-fi
-echo "ok: the installed unit verifies, ExecStart=/usr/bin/batchdrop"
+# The installed unit, its /usr/bin/batchdrop pointed at the unpacked binary (the rest is
+# checked against this system's targets and /bin/kill).
+bash .ci/verify-unit.sh "$root/usr/lib/systemd/system/batchdrop.service" \
+    /usr/bin/batchdrop "$root/usr/bin/batchdrop"
 systemd-sysusers --root="$root" batchdrop.conf
 systemd-tmpfiles --root="$root" --create batchdrop.conf
 grep -q '^batchdrop:' "$root/etc/passwd" && [ -d "$root/srv/drop" ] || {
