@@ -2,7 +2,7 @@
 # batchdrop container image.
 #
 # NOT BUILT HERE: these machines have no Docker engine. This file was reviewed line by line and
-# linted (hadolint); its HEALTHCHECK command was run against a local HTTP server.
+# linted (hadolint); its HEALTHCHECK is `batchdrop healthcheck`, tested in tests/operator.rs.
 #
 #   docker build -t batchdrop .
 #   docker run -d --name batchdrop --stop-timeout 45 \
@@ -28,7 +28,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && cp target/release/batchdrop /usr/local/bin/batchdrop
 
 # ---- runtime stage ---------------------------------------------------------------------------
-# Debian 12 slim: glibc for the binary, and bash for the HEALTHCHECK below.
+# Debian 12 slim: glibc for the binary (the HEALTHCHECK is the binary itself).
 FROM debian:bookworm-slim
 # CA certificates for HTTPS to the platform (rustls reads the system store); nothing else.
 # hadolint ignore=DL3008

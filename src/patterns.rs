@@ -67,6 +67,22 @@ impl PartialEq for Patterns {
     }
 }
 
+/// `include *.json, orders/**; exclude **/draft-*`, as `check-config` prints it.
+impl std::fmt::Display for Patterns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let include = if self.include.is_empty() {
+            "every file".to_owned()
+        } else {
+            self.include.join(", ")
+        };
+        write!(f, "include {include}")?;
+        if !self.exclude.is_empty() {
+            write!(f, "; exclude {}", self.exclude.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
 impl std::fmt::Debug for Patterns {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Patterns")
@@ -125,6 +141,18 @@ mod tests {
     fn a_bad_pattern_is_named() {
         let err = Patterns::new(&["a[".into()], &[]).unwrap_err();
         assert!(err.contains("include pattern \"a[\""), "{err}");
+    }
+
+    #[test]
+    fn patterns_print_as_written() {
+        assert_eq!(
+            patterns(&["*.json", "a/**"], &["x*"]).to_string(),
+            "include *.json, a/**; exclude x*"
+        );
+        assert_eq!(
+            patterns(&[], &["x*"]).to_string(),
+            "include every file; exclude x*"
+        );
     }
 
     #[test]

@@ -140,7 +140,7 @@ fn a_missing_environment_variable_is_a_config_error_naming_it_and_its_line() {
     let config = dir.path().join("config.toml");
     std::fs::write(
         &config,
-        "state_dir = \"state\"\n\n[[watch]]\npath = \"${DROP_ROOT:-drop}/in\"\ndataset = \"${BATCHDROP_TEST_DATASET}\"\n",
+        "state_dir = \"state\"\n\n[[watch]]\npath = \"${DROP_ROOT:-drop}/in\"\ndataset = \"${BATCHDROP_TEST_DATASET}\"\ninclude = [\"*.json\"]\nexclude = [\"tmp/**\"]\n",
     )
     .unwrap();
     let out = run_for(
@@ -170,6 +170,10 @@ fn a_missing_environment_variable_is_a_config_error_naming_it_and_its_line() {
         stdout.contains("ds-from-env"),
         "{stdout}{}",
         text(&out.stderr)
+    );
+    assert!(
+        stdout.contains("files taken: include *.json; exclude tmp/**"),
+        "{stdout}"
     );
     assert!(
         stdout.contains(&dir.path().join("drop/in").display().to_string()),
