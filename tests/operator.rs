@@ -910,3 +910,53 @@ fn every_metric_is_documented_for_operators() {
         );
     }
 }
+
+#[test]
+fn the_emulator_logs_json_and_takes_its_config_only_from_the_command_line() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    // BATCHDROP_CONFIG names the daemon's config: the emulator must not read it as its own.
+    let mut emulator = batchdrop()
+        .args([
+            "--log-format",
+            "json",
+            "emulator",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("platform"))
+        .env("BATCHDROP_CONFIG", "/nonexistent/daemon.toml")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(emulator.stderr.take().unwrap()).lines();
+    let first = lines.next().expect("a log line").unwrap();
+    let _ = emulator.kill();
+    emulator.wait().unwrap();
+    let line: serde_json::Value =
+        serde_json::from_str(&first).unwrap_or_else(|e| panic!("not JSON ({e}): {first}"));
+    assert_eq!(line["message"], "emulator started", "{line}");
+    assert!(
+        line["addr"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{line}"
+    );
+    // Given on the command line, --config is the emulator's file (here: one that is not there).
+    let out = run_for(
+        batchdrop()
+            .args([
+                "emulator",
+                "--listen",
+                "127.0.0.1:0",
+                "--config",
+                "/nonexistent/emu.toml",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path().join("platform")),
+        60,
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("/nonexistent/emu.toml"));
+}
