@@ -389,14 +389,28 @@ impl Config {
     /// config means the same thing whatever the current directory of the process.
     /// `${VAR}` references are replaced from the environment first.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let text =
+        let interpolated =
             envsubst::interpolate(text, |name| std::env::var(name).ok()).map_err(|source| {
                 ConfigError::Environment {
                     path: path.to_owned(),
                     source,
                 }
             })?;
-        let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        Config::parse_interpolated(&interpolated.text, path).map_err(|e| match e {
+            ConfigError::Parse { path, message } => ConfigError::Parse {
+                path,
+                message: interpolated.redact(&message),
+            },
+            ConfigError::Invalid { path, message } => ConfigError::Invalid {
+                path,
+                message: interpolated.redact(&message),
+            },
+            other => other,
+        })
+    }
+
+    fn parse_interpolated(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
@@ -963,6 +977,10 @@ mod tests {
                 && err.contains("BATCHDROP_TEST_UNSET_VARIABLE"),
             "{err}"
         );
+        // A value that breaks the TOML is not quoted back in the error: it may be a secret.
+        let text = "[[watch]]\npath = 'a'\ndataset = 'd'\nmax_files = ${PATH}\n";
+        let err = Config::parse(text, p).unwrap_err().to_string();
+        assert!(!err.contains(&path) && err.contains("${PATH}"), "{err}");
     }
 
     #[test]

@@ -49,12 +49,45 @@ enum Context {
     Comment,
 }
 
+/// The text after substitution, and what was substituted (to keep values out of messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interpolated {
+    pub text: String,
+    /// Each variable used, with its value.
+    values: Vec<(String, String)>,
+}
+
+/// Values shorter than this are left in messages: they are not secrets, and replacing a short
+/// one would mangle unrelated words.
+const REDACT_MIN_LEN: usize = 8;
+
+impl Interpolated {
+    /// `message` (an error about the substituted text) with every substituted value of at least
+    /// 8 characters written back as `${NAME}`: a variable may hold a secret, and a parse error
+    /// quotes the line it is on.
+    pub fn redact(&self, message: &str) -> String {
+        let mut message = message.to_owned();
+        let mut values: Vec<&(String, String)> = self
+            .values
+            .iter()
+            .filter(|(_, value)| value.len() >= REDACT_MIN_LEN)
+            .collect();
+        // Longest first, so a value containing another is replaced whole.
+        values.sort_by_key(|(_, value)| std::cmp::Reverse(value.len()));
+        for (name, value) in values {
+            message = message.replace(value.as_str(), &format!("${{{name}}}"));
+        }
+        message
+    }
+}
+
 /// `text` with every `${...}` outside comments replaced using `lookup`; `$${` is a literal
 /// `${`. Outside strings a value is inserted as is (so `max_files = ${N}` works).
 pub fn interpolate(
     text: &str,
     lookup: impl Fn(&str) -> Option<String>,
-) -> Result<String, InterpolateError> {
+) -> Result<Interpolated, InterpolateError> {
+    let mut values = Vec::new();
     let mut out = String::with_capacity(text.len());
     let mut context = Context::Bare;
     let mut line = 1;
@@ -75,6 +108,7 @@ pub fn interpolate(
                 }
                 let (name, value) = expand(expr, line, &lookup)?;
                 out.push_str(&quote(&value, context, name, line)?);
+                values.push((name.to_owned(), value));
                 rest = &after[end + 1..];
                 continue;
             }
@@ -85,7 +119,7 @@ pub fn interpolate(
         out.push_str(token);
         rest = &rest[token.len()..];
     }
-    Ok(out)
+    Ok(Interpolated { text: out, values })
 }
 
 /// The next token of `rest` in `context` (a delimiter, an escape pair, or one character) and
@@ -221,7 +255,7 @@ mod tests {
         let vars = env(&[("DATASET", "ds1"), ("EMPTY", ""), ("N", "10")]);
         let text = "dataset = \"${DATASET}\"\nmax_files = ${N}\nsandbox = \"${SANDBOX:-dev}\"\nx = \"${EMPTY:-fallback}\"\ny = \"${EMPTY}\"\n";
         assert_eq!(
-            interpolate(text, &vars).unwrap(),
+            interpolate(text, &vars).unwrap().text,
             "dataset = \"ds1\"\nmax_files = 10\nsandbox = \"dev\"\nx = \"fallback\"\ny = \"\"\n"
         );
         let err = interpolate("a = 1\n\nb = \"${MISSING}\"\n", &vars).unwrap_err();
@@ -245,27 +279,51 @@ mod tests {
         let vars = env(&[("A", "x")]);
         let text = "# uses ${NOT_SET}\nk = \"# ${A}\" # ${ALSO_NOT_SET}\nm = \"$${A}\"\n";
         assert_eq!(
-            interpolate(text, &vars).unwrap(),
+            interpolate(text, &vars).unwrap().text,
             "# uses ${NOT_SET}\nk = \"# x\" # ${ALSO_NOT_SET}\nm = \"${A}\"\n"
         );
         // A quote inside a string does not end it, so the comment rule does not start there.
         let text = "k = \"a \\\" # ${A}\"\n";
-        assert_eq!(interpolate(text, &vars).unwrap(), "k = \"a \\\" # x\"\n");
+        assert_eq!(
+            interpolate(text, &vars).unwrap().text,
+            "k = \"a \\\" # x\"\n"
+        );
     }
 
     #[test]
     fn a_value_inside_quotes_stays_one_string() {
         let vars = env(&[("V", "a\"b\\c\nd"), ("Q", "it's")]);
         let text = "k = \"${V}\"\n";
-        let out = interpolate(text, &vars).unwrap();
+        let out = interpolate(text, &vars).unwrap().text;
         let parsed: toml::Table = toml::from_str(&out).unwrap();
         assert_eq!(parsed["k"].as_str(), Some("a\"b\\c\nd"));
         let err = interpolate("k = '${Q}'", &vars).unwrap_err();
         assert!(matches!(err, InterpolateError::UnquotableValue { .. }));
         assert!(err.to_string().contains("double quotes"), "{err}");
-        let out = interpolate("k = \"\"\"\n${Q}\"\"\"\n", &vars).unwrap();
+        let out = interpolate("k = \"\"\"\n${Q}\"\"\"\n", &vars).unwrap().text;
         let parsed: toml::Table = toml::from_str(&out).unwrap();
         assert_eq!(parsed["k"].as_str(), Some("it's"));
+    }
+
+    #[test]
+    fn substituted_values_are_kept_out_of_messages() {
+        let vars = env(&[("SECRET", "s3cr3t-token-value"), ("SHORT", "prod")]);
+        let done = interpolate("a = ${SECRET}\nb = \"${SHORT}\"\n", &vars).unwrap();
+        let err = toml::from_str::<toml::Table>(&done.text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("s3cr3t-token-value"),
+            "the parser quotes it: {err}"
+        );
+        let redacted = done.redact(&err);
+        assert!(!redacted.contains("s3cr3t"), "{redacted}");
+        assert!(redacted.contains("${SECRET}"), "{redacted}");
+        assert_eq!(
+            done.redact("sandbox prod"),
+            "sandbox prod",
+            "short values stay"
+        );
     }
 
     #[test]
@@ -288,6 +346,9 @@ mod tests {
             InterpolateError::BadName { .. }
         ));
         // A lone `$` is just a character.
-        assert_eq!(interpolate("p = \"a$b\"", &vars).unwrap(), "p = \"a$b\"");
+        assert_eq!(
+            interpolate("p = \"a$b\"", &vars).unwrap().text,
+            "p = \"a$b\""
+        );
     }
 }
