@@ -1,6 +1,6 @@
 //! E2: single-request PUT uploads, names, limits and states.
 
-use batchdrop::emulator::{EmulatorConfig, LimitsConfig};
+use batchdrop_emulator::{EmulatorConfig, LimitsConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

@@ -1,6 +1,11 @@
 //! Serving an axum `Router` over HTTP/1.1 within bounds that a local client cannot push past
-//! (the admin listener and the emulator both use it; the emulator adds its per-connection
-//! handle through `wrap`).
+//! (the emulator and the daemon's admin listener both use it; the emulator adds its
+//! per-connection handle through `wrap`).
+//!
+//! It lives in the emulator crate, public, because that is the one crate both servers reach:
+//! the daemon depends on the emulator (embedded mode), and the emulator must not depend on
+//! the daemon. One copy, rather than one per crate, keeps the two servers' limits behaving
+//! alike.
 //!
 //! - At most `max_connections` connections are open at once. When one more arrives, the
 //!   oldest is asked to close: at once if it is between requests (or has sent nothing), after

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use batchdrop::emulator::{EmulatorConfig, FaultConfig, GatewayConfig, ImsClient, ImsConfig};
+use batchdrop_emulator::{EmulatorConfig, FaultConfig, GatewayConfig, ImsClient, ImsConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 

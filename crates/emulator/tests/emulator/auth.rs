@@ -1,6 +1,6 @@
 //! Gateway authentication: each refusal with its code and body.
 
-use batchdrop::emulator::{EmulatorConfig, GatewayConfig};
+use batchdrop_emulator::{EmulatorConfig, GatewayConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 

@@ -1,6 +1,6 @@
 //! E3–E5: large files in chunks (INITIALIZE, PATCH with Content-Range, HEAD, COMPLETE).
 
-use batchdrop::emulator::{EmulatorConfig, LimitsConfig};
+use batchdrop_emulator::{EmulatorConfig, LimitsConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

@@ -10,7 +10,7 @@ use arrow_array::{
     ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, StructArray,
 };
 use arrow_schema::Field;
-use batchdrop::emulator::{DatasetSeed, Emulator, EmulatorConfig, SchemaSeed};
+use batchdrop_emulator::{DatasetSeed, Emulator, EmulatorConfig, SchemaSeed};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

@@ -4,19 +4,22 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use batchdrop::emulator::{Emulator, EmulatorConfig, EmulatorStats};
+use batchdrop_emulator::{Emulator, EmulatorConfig, EmulatorStats};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The workspace's top folder (this crate is `crates/emulator` in it).
+pub const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
 /// Copies of the real sample files from shared/fixtures (see tests/fixtures/README.md).
-pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
 
 pub fn fixture(name: &str) -> PathBuf {
     // The fixtures live in shared/ beside the work tree.
     let candidates = [
         PathBuf::from(FIXTURES).join(name),
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        PathBuf::from(WORKSPACE)
             .join("../shared/fixtures")
             .join(name),
     ];

@@ -177,7 +177,7 @@ async fn batch_actions_follow_the_lifecycle() {
 
 #[tokio::test]
 async fn intermediate_states_are_visible_and_abort_stops_processing() {
-    let env = start(batchdrop::emulator::EmulatorConfig {
+    let env = start(batchdrop_emulator::EmulatorConfig {
         processing_delay_ms: 400,
         ..cfg()
     })
@@ -338,7 +338,7 @@ async fn failed_replay_leaves_predecessors_alone() {
 
 #[tokio::test]
 async fn idle_loading_batches_are_abandoned_when_configured() {
-    let env = start(batchdrop::emulator::EmulatorConfig {
+    let env = start(batchdrop_emulator::EmulatorConfig {
         abandon_after_ms: 1500,
         ..cfg()
     })

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use batchdrop::emulator::{EmulatorConfig, FaultConfig};
+use batchdrop_emulator::{EmulatorConfig, FaultConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

@@ -1,7 +1,7 @@
 //! State survives a restart: metadata, files, chunked uploads in progress, batches cut
 //! mid-processing.
 
-use batchdrop::emulator::{Emulator, EmulatorConfig, EmulatorError};
+use batchdrop_emulator::{Emulator, EmulatorConfig, EmulatorError};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -261,7 +261,7 @@ async fn serve_until_signal_serves_then_stops_gracefully_on_sigterm() {
     let data = dir.path().to_path_buf();
     let server =
         tokio::spawn(
-            async move { batchdrop::emulator::serve_until_signal(addr, &data, cfg()).await },
+            async move { batchdrop_emulator::serve_until_signal(addr, &data, cfg()).await },
         );
     let client = reqwest::Client::new();
     let mut up = false;
@@ -337,7 +337,7 @@ async fn child_emulator_process() {
         processing_delay_ms: 60_000,
         ..cfg()
     };
-    batchdrop::emulator::serve_until_signal(
+    batchdrop_emulator::serve_until_signal(
         "127.0.0.1:0".parse().unwrap(),
         std::path::Path::new(&dir),
         cfg,

@@ -13,7 +13,7 @@
 //! returns [`EmulatorStats`] as JSON. `POST /ims/token/v3` (also outside the gateway) issues
 //! OAuth server-to-server tokens that the gateway then accepts until they expire, unless a
 //! `[gateway] tokens` allowlist is set while IMS issues tokens to anyone. Connections are
-//! bounded (`[server]`, see `crate::http_server`).
+//! bounded (`[server]`, see [`http_server`]).
 //!
 //! Module map: `gateway` (request counting, faults, authentication), `ims` (the token
 //! endpoint and the check of its tokens), `import` (E1–E7), `catalog`, `export` (Data Access,
@@ -32,6 +32,7 @@ mod error;
 mod export;
 mod formats;
 mod gateway;
+pub mod http_server;
 mod import;
 mod ims;
 mod net;
@@ -179,13 +180,13 @@ impl Emulator {
 
         let app = router(state.clone());
         let mut stop = shutdown_rx.clone();
-        let limits = crate::http_server::Limits {
+        let limits = http_server::Limits {
             max_connections: state.config.server.max_connections,
             header_read_timeout: std::time::Duration::from_secs(
                 state.config.server.header_read_timeout_secs,
             ),
         };
-        let server = tokio::spawn(crate::http_server::serve(
+        let server = tokio::spawn(http_server::serve(
             listener,
             app,
             limits,
