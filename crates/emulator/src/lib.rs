@@ -38,7 +38,7 @@ mod ims;
 mod net;
 mod parquet_pages;
 mod processing;
-mod schema;
+mod schemas;
 mod stats;
 mod store;
 mod upload;
@@ -74,7 +74,7 @@ pub(crate) struct AppState {
     pub store: Store,
     pub config: EmulatorConfig,
     /// Registered schemas.
-    pub schemas: schema::Registry,
+    pub schemas: schemas::Registry,
     /// Signs and checks the tokens of `/ims/token/v3`.
     pub signer: ims::Signer,
     pub counters: Arc<Counters>,
@@ -140,8 +140,8 @@ impl Emulator {
         let lock = DirLock::acquire(data_dir).await?;
         let store = Store::open(data_dir).await?;
         let signer = ims::Signer::open(data_dir)?;
-        let schemas = schema::Registry::default();
-        setup_schemas(&store, &schemas, &config).await?;
+        let schemas = schemas::Registry::default();
+        schemas::setup_schemas(&store, &schemas, &config).await?;
         setup_datasets(&store, &schemas, &config).await?;
         let pending = processing::recover(&store).await?;
 
@@ -244,7 +244,7 @@ impl Emulator {
         schema: &serde_json::Value,
     ) -> Result<(), EmulatorError> {
         let compiled =
-            schema::Schema::compile(schema, Some(id), None, None).map_err(|message| {
+            batchdrop_xdm::Schema::compile(schema, Some(id), None, None).map_err(|message| {
                 EmulatorError::Schema {
                     id: id.to_owned(),
                     message,
@@ -275,7 +275,7 @@ impl Emulator {
         self.ensure_dataset(id, name).await?;
         self.state
             .store
-            .update_dataset_setup(id, Some(&schema_ref_json(&schema.id)), None, None)
+            .update_dataset_setup(id, Some(&schemas::schema_ref_json(&schema.id)), None, None)
             .await?;
         Ok(())
     }
@@ -349,70 +349,11 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     }
 }
 
-/// A dataset's `schemaRef` naming a registered schema.
-fn schema_ref_json(id: &str) -> String {
-    serde_json::json!({"id": id, "contentType": "application/vnd.adobe.xed-full+json;version=1"})
-        .to_string()
-}
-
-/// Registers the schemas kept in the data dir, then those of the config (which win and are
-/// kept in turn).
-async fn setup_schemas(
-    store: &Store,
-    registry: &schema::Registry,
-    config: &EmulatorConfig,
-) -> Result<(), EmulatorError> {
-    for (id, name, body, identity) in store.saved_schemas().await? {
-        let compiled = serde_json::from_str(&body)
-            .map_err(|e| e.to_string())
-            .and_then(|v| schema::Schema::compile(&v, Some(&id), Some(&name), identity.as_deref()));
-        match compiled {
-            Ok(s) => {
-                registry.insert(s);
-            }
-            Err(e) => {
-                tracing::warn!(schema = %id, error = %e, "stored schema no longer compiles; register it again")
-            }
-        }
-    }
-    for (i, seed) in config.schemas.iter().enumerate() {
-        let path = match &config.base_dir {
-            Some(base) if seed.file.is_relative() => base.join(&seed.file),
-            _ => seed.file.clone(),
-        };
-        let bad = |what: String| {
-            EmulatorError::Config(format!("schemas[{i}] (file {}): {what}", path.display()))
-        };
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| bad(format!("cannot be read: {e}; check the path (relative paths start at the config file's directory)")))?;
-        let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| bad(format!("is not JSON: {e}")))?;
-        let compiled = schema::Schema::compile(
-            &json,
-            Some(&seed.id),
-            Some(&seed.name),
-            Some(&seed.identity_field),
-        )
-        .map_err(bad)?;
-        store
-            .save_schema(
-                &compiled.id,
-                &compiled.name,
-                &json.to_string(),
-                compiled.identity_field.as_deref(),
-            )
-            .await?;
-        tracing::info!(schema = %compiled.id, name = %compiled.name, "schema registered");
-        registry.insert(compiled);
-    }
-    Ok(())
-}
-
 /// Creates the config's datasets, and gives them the schema, tags and identity field the
 /// config names.
 async fn setup_datasets(
     store: &Store,
-    registry: &schema::Registry,
+    registry: &schemas::Registry,
     config: &EmulatorConfig,
 ) -> Result<(), EmulatorError> {
     for d in &config.datasets {
@@ -428,11 +369,11 @@ async fn setup_datasets(
                     registry.ids().join(", ")
                 ))
             })?;
-            Some(schema_ref_json(&s.id))
+            Some(schemas::schema_ref_json(&s.id))
         };
         let tags = (!d.tags.is_empty()).then(|| serde_json::json!(d.tags).to_string());
-        let identity =
-            (!d.identity_field.is_empty()).then(|| schema::normalize_pointer(&d.identity_field));
+        let identity = (!d.identity_field.is_empty())
+            .then(|| batchdrop_xdm::normalize_pointer(&d.identity_field));
         store
             .insert_dataset_if_missing(store::NewDataset::bare(&d.id, name))
             .await?;

@@ -21,10 +21,10 @@ use super::import::{
     ABANDONED, DELETED, FAILED, INACTIVE, LOADING, PROCESSING, STAGING, SUCCESS,
     discard_batch_files,
 };
-use super::schema::{CODE_CONSTRAINT, CODE_REQUIRED, CODE_TYPE, Schema, Source};
 use super::stats::bump;
 use super::store::{FILE_COMPLETE, Store, now_ms};
 use super::validate::{SchemaCheck, UpsertCapture, merge};
+use batchdrop_xdm::{IssueCode, Schema, Source};
 
 /// How many failed rows are kept per batch for `GET /export/batches/{id}/failed`.
 const MAX_STORED_FAILED_ROWS: usize = 1000;
@@ -188,21 +188,13 @@ struct Input {
 
 /// The platform's description of an error code (first sentence of a batch error entry).
 fn code_text(code: &str) -> &'static str {
-    match code {
-        CODE_UNPARSABLE_ROW => {
-            "The row has corrupted data and cannot be read or parsed. Fix the corrupted data and try again."
-        }
-        CODE_REQUIRED => {
-            "A required field is either missing or has a value of null. Add the required field to the input row and try again."
-        }
-        CODE_TYPE => {
-            "A value has a type that cannot be converted to its field's type. Send values of the field's type and try again."
-        }
-        CODE_CONSTRAINT => {
-            "A value breaks a rule of its field (enum, format, range or length). Fix the value and try again."
-        }
-        _ => "The row was refused.",
+    if code == CODE_UNPARSABLE_ROW {
+        return "The row has corrupted data and cannot be read or parsed. Fix the corrupted data and try again.";
     }
+    IssueCode::ALL
+        .iter()
+        .find(|c| c.code() == code)
+        .map_or("The row was refused.", |c| c.description())
 }
 
 async fn process_batch(state: &Arc<AppState>, id: &str) -> Result<(), sqlx::Error> {

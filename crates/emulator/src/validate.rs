@@ -1,10 +1,10 @@
 //! The per-record check of a dataset with a schema (or an upsert dataset): every format is
-//! turned into a JSON object and checked by [`Schema::check`].
+//! turned into a JSON object and checked by `batchdrop_xdm` (which owns the rules, the
+//! conversions and the codes; this module only adapts the formats' records to it).
 //!
 //! - JSON records are checked as they are.
-//! - CSV rows map their columns to fields by header; a header `a.b` names the nested field
-//!   `/a/b` unless the schema has a top-level field spelled `a.b`. An empty cell is an absent
-//!   value; cells are text and convert like JSON strings (and to booleans from true/false).
+//! - CSV rows become records by header ([`CsvColumns`]: `a.b` names the nested field `/a/b`
+//!   unless the schema spells a top-level field `a.b`); cells are text.
 //! - Parquet columns must be fields of the schema (a file may carry a subset of them; a column
 //!   the schema lacks refuses the file); each row is checked like a JSON object.
 //!
@@ -14,17 +14,17 @@
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use batchdrop_xdm::{CheckMode, CsvColumns, Issue, IssueCode, Schema, Source};
 use serde_json::{Map, Value, json};
 
 use super::formats::{Record, RecordCheck, RowIssue, parquet_row_json};
-use super::schema::{CODE_REQUIRED, CODE_TYPE, CheckMode, Issue, Schema, Source, value_at};
 
 /// Checks the records of one file.
 pub struct SchemaCheck<'a> {
     schema: Option<&'a Schema>,
     mode: CheckMode,
-    /// For CSV: each column's path of field names (computed at the first row).
-    csv_paths: Option<Vec<Vec<String>>>,
+    /// For CSV: how the columns map to fields (made at the first row).
+    csv_columns: Option<CsvColumns>,
     upsert: Option<&'a mut UpsertCapture>,
     issues: Vec<Issue>,
 }
@@ -41,8 +41,10 @@ impl<'a> SchemaCheck<'a> {
                 source,
                 // Upsert rows carry only the fields they change.
                 skip_required: upsert.is_some(),
+                // As the platform's batch ingestion, which does not check them.
+                patterns: false,
             },
-            csv_paths: None,
+            csv_columns: None,
             upsert,
             issues: Vec::new(),
         }
@@ -50,27 +52,9 @@ impl<'a> SchemaCheck<'a> {
 
     fn csv_object(&mut self, headers: &[String], fields: &csv::StringRecord) -> Map<String, Value> {
         let schema = self.schema;
-        let paths = self.csv_paths.get_or_insert_with(|| {
-            headers
-                .iter()
-                .map(|h| {
-                    let literal = schema.is_none_or(|s| s.has_top_field(h));
-                    if literal || !h.contains('.') {
-                        vec![h.clone()]
-                    } else {
-                        h.split('.').map(str::to_owned).collect()
-                    }
-                })
-                .collect()
-        });
-        let mut root = Map::new();
-        for (path, cell) in paths.iter().zip(fields.iter()) {
-            if cell.is_empty() {
-                continue;
-            }
-            insert_path(&mut root, path, Value::String(cell.to_owned()));
-        }
-        root
+        self.csv_columns
+            .get_or_insert_with(|| CsvColumns::new(schema, headers))
+            .record(fields.iter())
     }
 
     fn finish(&mut self, record: &Map<String, Value>) -> Result<(), Vec<RowIssue>> {
@@ -79,32 +63,10 @@ impl<'a> SchemaCheck<'a> {
             schema.check(record, self.mode, &mut self.issues);
         }
         if let Some(up) = self.upsert.as_deref_mut() {
-            match value_at(record, &up.identity) {
-                Some(v @ (Value::String(_) | Value::Number(_))) if !is_blank(v) => {
-                    if self.issues.is_empty() {
-                        let id = match v {
-                            Value::String(s) => s.clone(),
-                            other => other.to_string(),
-                        };
-                        up.write(&id, record);
-                    }
-                }
-                Some(Value::Null) | None => self.issues.push(Issue {
-                    code: CODE_REQUIRED,
-                    pointer: up.identity.clone(),
-                    message: format!(
-                        "{}: the identity field is missing or null: every row of an upsert dataset must carry its identity",
-                        up.identity
-                    ),
-                }),
-                Some(_) => self.issues.push(Issue {
-                    code: CODE_TYPE,
-                    pointer: up.identity.clone(),
-                    message: format!(
-                        "{}: the identity must be a non-empty string or a number",
-                        up.identity
-                    ),
-                }),
+            match batchdrop_xdm::identity(record, &up.identity) {
+                Ok(id) if self.issues.is_empty() => up.write(&id, record),
+                Ok(_) => {}
+                Err(issue) => self.issues.push(issue),
             }
         }
         if self.issues.is_empty() {
@@ -114,33 +76,12 @@ impl<'a> SchemaCheck<'a> {
             .issues
             .drain(..)
             .map(|i| RowIssue {
-                code: i.code.to_owned(),
+                code: i.code.code().to_owned(),
                 message: i.message,
                 pointer: Some(i.pointer),
             })
             .collect())
     }
-}
-
-fn is_blank(v: &Value) -> bool {
-    matches!(v, Value::String(s) if s.trim().is_empty())
-}
-
-fn insert_path(root: &mut Map<String, Value>, path: &[String], v: Value) {
-    let (last, parents) = path
-        .split_last()
-        .expect("a header has at least one segment");
-    let mut cur = root;
-    for p in parents {
-        let slot = cur
-            .entry(p.clone())
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !slot.is_object() {
-            *slot = Value::Object(Map::new());
-        }
-        cur = slot.as_object_mut().expect("just made an object");
-    }
-    cur.insert(last.clone(), v);
 }
 
 impl RecordCheck for SchemaCheck<'_> {
@@ -179,7 +120,7 @@ impl RecordCheck for SchemaCheck<'_> {
                     format!("'{}' has no field '{}'", path[..at].join("."), path[at])
                 };
                 return Err((
-                    CODE_TYPE.to_owned(),
+                    IssueCode::Type.code().to_owned(),
                     format!(
                         "Parquet column '{column}' is not a field of schema {} ('{field}' is unknown; {where_}): a Parquet file must carry a subset of the dataset's fields; rename or drop the column",
                         schema.id
@@ -293,38 +234,5 @@ mod tests {
             cur,
             json!({"id": "1", "name": {"first": "C", "last": "B"}, "tags": [3], "n": 1, "new": true})
         );
-    }
-
-    #[test]
-    fn csv_headers_map_to_nested_fields() {
-        let schema = Schema::compile(
-            &json!({"type": "object", "properties": {
-                "a.b": {"type": "integer"},
-                "person": {"type": "object", "properties": {"age": {"type": "integer"}}}}}),
-            Some("s"),
-            None,
-            None,
-        )
-        .unwrap();
-        let mut check = SchemaCheck::new(Some(&schema), Source::Csv, None);
-        let headers = vec!["a.b".to_owned(), "person.age".to_owned(), "x".to_owned()];
-        let ok = csv::StringRecord::from(vec!["1", "2", ""]);
-        assert!(
-            check
-                .check(Record::Csv {
-                    headers: &headers,
-                    fields: &ok
-                })
-                .is_ok()
-        );
-        let bad = csv::StringRecord::from(vec!["x", "y", "z"]);
-        let issues = check
-            .check(Record::Csv {
-                headers: &headers,
-                fields: &bad,
-            })
-            .unwrap_err();
-        let ptrs: Vec<_> = issues.iter().map(|i| i.pointer.clone().unwrap()).collect();
-        assert_eq!(ptrs, vec!["/a.b", "/person/age"]);
     }
 }

@@ -1199,6 +1199,19 @@ async fn schemas_come_from_the_config_the_catalog_and_the_embedded_api() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("urn:bad") && err.contains("root"), "{err}");
+    // A keyword of the wrong JSON type would silently check nothing: refused, by name.
+    let err = emu
+        .register_schema(
+            "urn:loose",
+            &json!({"type": "object", "required": "id", "properties": {"id": {"type": "string"}}}),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("urn:loose") && err.contains("required must be a list of strings"),
+        "{err}"
+    );
     let (_, b) = env
         .ingest_into(
             "folder-tiny",
