@@ -13,7 +13,9 @@ use serde_json::{Map, Value, json};
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::gateway::Caller;
-use super::store::{BatchRow, DatasetRow, NewDataset, new_dataset_id};
+use super::store::{
+    BatchFilter, BatchRow, DatasetRow, NewDataset, Order, OrderField, Page, new_dataset_id,
+};
 
 fn parse_obj(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or_else(|_| json!({}))
@@ -25,7 +27,7 @@ pub fn batch_json(b: &BatchRow) -> Value {
     o.insert("id".into(), json!(b.id));
     o.insert("imsOrg".into(), json!(b.ims_org));
     o.insert("sandboxName".into(), json!(b.sandbox));
-    o.insert("status".into(), json!(b.status));
+    o.insert("status".into(), json!(b.status.as_str()));
     o.insert("created".into(), json!(b.created));
     o.insert("updated".into(), json!(b.updated));
     if let Some(s) = b.started {
@@ -101,14 +103,8 @@ pub async fn get_batch(
 }
 
 /// `limit` (default 20, at most 100), `start` (offset) and `orderBy` (`desc:created`, `created`,
-/// `asc:updated`...).
-struct Page {
-    limit: i64,
-    start: i64,
-    order: String,
-}
-
-fn page(q: &HashMap<String, String>, fields: &[&str]) -> ApiResult<Page> {
+/// `asc:updated`...) over `fields`.
+fn page(q: &HashMap<String, String>, fields: &[OrderField]) -> ApiResult<Page> {
     let limit = match q.get("limit") {
         None => 20,
         Some(v) => v
@@ -127,29 +123,8 @@ fn page(q: &HashMap<String, String>, fields: &[&str]) -> ApiResult<Page> {
         })?,
     };
     let order = match q.get("orderBy") {
-        None => "created DESC, id DESC".to_owned(),
-        Some(v) => {
-            let (dir, field) = match v.split_once(':') {
-                Some((d, f)) => (d.to_ascii_lowercase(), f),
-                None => ("asc".to_owned(), v.as_str()),
-            };
-            let dir = match dir.as_str() {
-                "asc" => "ASC",
-                "desc" => "DESC",
-                _ => {
-                    return Err(ApiError::bad_request(format!(
-                        "orderBy {v:?}: the direction must be asc or desc"
-                    )));
-                }
-            };
-            if !fields.contains(&field) {
-                return Err(ApiError::bad_request(format!(
-                    "orderBy {v:?}: can order by {} only",
-                    fields.join(", ")
-                )));
-            }
-            format!("{field} {dir}, id {dir}")
-        }
+        None => None,
+        Some(v) => Some(order_by(v, fields)?),
     };
     Ok(Page {
         limit,
@@ -158,48 +133,67 @@ fn page(q: &HashMap<String, String>, fields: &[&str]) -> ApiResult<Page> {
     })
 }
 
+fn order_by(v: &str, fields: &[OrderField]) -> ApiResult<Order> {
+    let (dir, field) = match v.split_once(':') {
+        Some((d, f)) => (d.to_ascii_lowercase(), f),
+        None => ("asc".to_owned(), v),
+    };
+    let descending = match dir.as_str() {
+        "asc" => false,
+        "desc" => true,
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "orderBy {v:?}: the direction must be asc or desc"
+            )));
+        }
+    };
+    let Some(field) = fields.iter().find(|f| f.name() == field) else {
+        let names: Vec<&str> = fields.iter().map(|f| f.name()).collect();
+        return Err(ApiError::bad_request(format!(
+            "orderBy {v:?}: can order by {} only",
+            names.join(", ")
+        )));
+    };
+    Ok(Order {
+        field: *field,
+        descending,
+    })
+}
+
 pub async fn list_batches(
     State(state): State<Arc<AppState>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    let p = page(&q, &["created", "updated", "id", "status"])?;
-    let mut sql = String::from("SELECT * FROM batches WHERE 1 = 1");
-    let mut binds: Vec<String> = Vec::new();
-    for (param, column) in [
-        ("dataSet", "dataset_id"),
-        ("status", "status"),
-        ("externalId", "external_id"),
-    ] {
-        if let Some(v) = q.get(param) {
-            // Catalog accepts comma-separated values.
-            let vals: Vec<&str> = v.split(',').filter(|s| !s.is_empty()).collect();
-            if vals.is_empty() {
-                continue;
-            }
-            sql.push_str(&format!(
-                " AND {column} IN ({})",
-                vec!["?"; vals.len()].join(",")
-            ));
-            binds.extend(vals.into_iter().map(str::to_owned));
-        }
-    }
-    for (param, op) in [("createdAfter", ">"), ("createdBefore", "<")] {
-        if let Some(v) = q.get(param) {
-            let n: i64 = v.parse().map_err(|_| {
-                ApiError::bad_request(format!("{param} must be epoch milliseconds"))
-            })?;
-            sql.push_str(&format!(" AND created {op} {n}"));
-        }
-    }
-    sql.push_str(&format!(
-        " ORDER BY {} LIMIT {} OFFSET {}",
-        p.order, p.limit, p.start
-    ));
-    let mut query = sqlx::query_as::<_, BatchRow>(sqlx::AssertSqlSafe(sql));
-    for b in &binds {
-        query = query.bind(b.clone());
-    }
-    let rows = query.fetch_all(&state.store.pool).await?;
+    use OrderField::*;
+    let page = page(&q, &[Created, Updated, Id, Status])?;
+    // Catalog accepts comma-separated values.
+    let list = |param: &str| -> Vec<String> {
+        q.get(param)
+            .map(|v| {
+                v.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let millis = |param: &str| -> ApiResult<Option<i64>> {
+        q.get(param)
+            .map(|v| {
+                v.parse().map_err(|_| {
+                    ApiError::bad_request(format!("{param} must be epoch milliseconds"))
+                })
+            })
+            .transpose()
+    };
+    let filter = BatchFilter {
+        datasets: list("dataSet"),
+        statuses: list("status"),
+        external_ids: list("externalId"),
+        created_after: millis("createdAfter")?,
+        created_before: millis("createdBefore")?,
+    };
+    let rows = state.store.list_batches(&filter, &page).await?;
     Ok(ordered_map(
         rows.iter().map(|b| (b.id.as_str(), batch_json(b))),
     ))
@@ -328,21 +322,12 @@ pub async fn list_datasets(
     State(state): State<Arc<AppState>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    let p = page(&q, &["created", "updated", "id", "name"])?;
-    let mut sql = String::from("SELECT * FROM datasets WHERE 1 = 1");
-    let name = q.get("name").cloned();
-    if name.is_some() {
-        sql.push_str(" AND name = ?");
-    }
-    sql.push_str(&format!(
-        " ORDER BY {} LIMIT {} OFFSET {}",
-        p.order, p.limit, p.start
-    ));
-    let mut query = sqlx::query_as::<_, DatasetRow>(sqlx::AssertSqlSafe(sql));
-    if let Some(n) = name {
-        query = query.bind(n);
-    }
-    let rows = query.fetch_all(&state.store.pool).await?;
+    use OrderField::*;
+    let page = page(&q, &[Created, Updated, Id, Name])?;
+    let rows = state
+        .store
+        .list_datasets(q.get("name").map(String::as_str), &page)
+        .await?;
     Ok(ordered_map(
         rows.iter().map(|d| (d.id.as_str(), dataset_json(d))),
     ))

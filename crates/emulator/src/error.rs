@@ -8,6 +8,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::codes::GatewayCode;
+use crate::store::DbError;
+
 /// Why the emulator could not start, stop or do what its owner asked.
 #[derive(Debug, thiserror::Error)]
 pub enum EmulatorError {
@@ -45,12 +48,12 @@ pub enum EmulatorError {
     Database {
         path: PathBuf,
         #[source]
-        source: sqlx::Error,
+        source: DbError,
     },
     #[error(
         "emulator metadata query failed: {0}; check that the data dir is writable and its disk not full"
     )]
-    Query(#[from] sqlx::Error),
+    Query(#[from] DbError),
     #[error("invalid dataset id {id:?}: {reason}")]
     InvalidDatasetId { id: String, reason: String },
     #[error("schema {id:?} cannot be used: {message}")]
@@ -111,7 +114,8 @@ impl ApiError {
             detail: detail.into(),
         }
     }
-    pub fn gateway(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn gateway(code: GatewayCode, message: impl Into<String>) -> Self {
+        let (status, code) = code.status_and_code();
         ApiError::Gateway {
             status,
             code,
@@ -120,8 +124,8 @@ impl ApiError {
     }
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(e: sqlx::Error) -> Self {
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
         tracing::error!(error = %e, "emulator metadata query failed");
         ApiError::internal(format!("emulator metadata query failed: {e}"))
     }

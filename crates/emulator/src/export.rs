@@ -12,8 +12,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::formats::InputFormat;
-use super::import::SUCCESS;
-use super::store::{FailedRow, FileRow};
+use super::store::{BatchStatus, FileRow, FileState};
 
 /// The base URL the client used (for `_links`).
 fn base(headers: &HeaderMap) -> String {
@@ -32,7 +31,7 @@ async fn readable_files(state: &AppState, batch_id: &str) -> ApiResult<Vec<FileR
         .batch(batch_id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("batch {batch_id} does not exist")))?;
-    if batch.status != SUCCESS {
+    if batch.status != BatchStatus::Success {
         return Ok(Vec::new());
     }
     Ok(state.store.files_of(batch_id).await?)
@@ -77,17 +76,13 @@ pub async fn download(
     State(state): State<Arc<AppState>>,
     Path(file_id): Path<String>,
 ) -> ApiResult<Response> {
-    let f: Option<FileRow> = sqlx::query_as("SELECT * FROM files WHERE id = ?")
-        .bind(&file_id)
-        .fetch_optional(&state.store.pool)
-        .await?;
     let not_found = || ApiError::not_found(format!("dataset file {file_id} does not exist"));
-    let f = f.ok_or_else(not_found)?;
-    let status: Option<(String,)> = sqlx::query_as("SELECT status FROM batches WHERE id = ?")
-        .bind(&f.batch_id)
-        .fetch_optional(&state.store.pool)
-        .await?;
-    if status.map(|(s,)| s).as_deref() != Some(SUCCESS) {
+    let f = state
+        .store
+        .file_by_id(&file_id)
+        .await?
+        .ok_or_else(not_found)?;
+    if state.store.batch_status(&f.batch_id).await? != Some(BatchStatus::Success) {
         return Err(not_found());
     }
     // A partially ingested file is served as its good rows.
@@ -120,15 +115,10 @@ pub async fn batch_failed(
         .batch(&batch_id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("batch {batch_id} does not exist")))?;
-    if matches!(batch.status.as_str(), "inactive" | "deleted") {
+    if matches!(batch.status, BatchStatus::Inactive | BatchStatus::Deleted) {
         return Ok(axum::Json(json!({"data": []})).into_response());
     }
-    let rows: Vec<FailedRow> = sqlx::query_as(
-        "SELECT file_path, row_no, code, message, raw, errors FROM failed_rows WHERE batch_id = ? ORDER BY seq",
-    )
-    .bind(&batch_id)
-    .fetch_all(&state.store.pool)
-    .await?;
+    let rows = state.store.failed_rows(&batch_id).await?;
     let data: Vec<Value> = rows
         .iter()
         .map(|r| {
@@ -181,40 +171,19 @@ pub async fn current_view(
     };
     let limit = num("limit", 100, 1000)?.max(1);
     let start = num("start", 0, i64::MAX)?;
-    let rows: Vec<(String, String, String, i64)> = match q.get("identity") {
-        Some(identity) => {
-            sqlx::query_as(
-                "SELECT identity, record, batch_id, updated FROM upsert_rows WHERE dataset_id = ? AND identity = ?",
-            )
-            .bind(&dataset_id)
-            .bind(identity)
-            .fetch_all(&state.store.pool)
-            .await?
-        }
-        None => {
-            sqlx::query_as(
-                "SELECT identity, record, batch_id, updated FROM upsert_rows WHERE dataset_id = ?
-                 ORDER BY identity LIMIT ? OFFSET ?",
-            )
-            .bind(&dataset_id)
-            .bind(limit)
-            .bind(start)
-            .fetch_all(&state.store.pool)
-            .await?
-        }
+    let rows = match q.get("identity") {
+        Some(identity) => state.store.current_record(&dataset_id, identity).await?,
+        None => state.store.current_view(&dataset_id, limit, start).await?,
     };
-    let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM upsert_rows WHERE dataset_id = ?")
-        .bind(&dataset_id)
-        .fetch_one(&state.store.pool)
-        .await?;
+    let total = state.store.current_view_size(&dataset_id).await?;
     let data: Vec<Value> = rows
         .into_iter()
-        .map(|(identity, record, batch, updated)| {
+        .map(|row| {
             json!({
-                "identity": identity,
-                "record": serde_json::from_str::<Value>(&record).unwrap_or(Value::Null),
-                "lastBatchId": batch,
-                "updated": updated,
+                "identity": row.identity,
+                "record": serde_json::from_str::<Value>(&row.record).unwrap_or(Value::Null),
+                "lastBatchId": row.batch_id,
+                "updated": row.updated,
             })
         })
         .collect();
@@ -259,7 +228,7 @@ pub async fn preview(
         .files_of(&batch_id)
         .await?
         .into_iter()
-        .filter(|f| f.state == super::store::FILE_COMPLETE)
+        .filter(|f| f.state == FileState::Complete)
         .map(|f| state.store.file_path(&batch_id, &f.id))
         .collect();
     let rows =

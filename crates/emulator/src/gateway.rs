@@ -13,6 +13,7 @@ use futures::StreamExt;
 use rand::Rng;
 
 use super::AppState;
+use super::codes::GatewayCode;
 use super::config::{EmulatorConfig, GatewayConfig};
 use super::error::ApiError;
 use super::ims::{Signer, Verdict};
@@ -91,8 +92,7 @@ pub async fn platform_gate(
         Fault::Http429 => {
             bump(&state.counters.fault_429);
             let mut r = ApiError::gateway(
-                StatusCode::TOO_MANY_REQUESTS,
-                "429001",
+            GatewayCode::TooManyRequests,
                 "Too many requests (injected fault, faults.http_429_probability); retry after the Retry-After delay",
             )
             .into_response();
@@ -320,8 +320,7 @@ pub fn check_auth(
 ) -> Result<Caller, ApiError> {
     let Some(auth) = header_str(headers, "authorization") else {
         return Err(ApiError::gateway(
-            StatusCode::FORBIDDEN,
-            "403010",
+            GatewayCode::TokenMissing,
             "Oauth token is missing.",
         ));
     };
@@ -331,8 +330,7 @@ pub fn check_auth(
     };
     let invalid = |why: &str| {
         Err(ApiError::gateway(
-            StatusCode::UNAUTHORIZED,
-            "401013",
+            GatewayCode::TokenInvalid,
             format!("Oauth token is not valid{why}"),
         ))
     };
@@ -364,29 +362,25 @@ pub fn check_auth(
     }
     let Some(api_key) = header_str(headers, "x-api-key") else {
         return Err(ApiError::gateway(
-            StatusCode::FORBIDDEN,
-            "403000",
+            GatewayCode::ApiKeyMissing,
             "Api Key is required",
         ));
     };
     if !allowed(&cfg.api_keys, api_key) {
         return Err(ApiError::gateway(
-            StatusCode::FORBIDDEN,
-            "403003",
+            GatewayCode::ApiKeyInvalid,
             "Api Key is invalid",
         ));
     }
     let Some(org) = header_str(headers, "x-gw-ims-org-id") else {
         return Err(ApiError::gateway(
-            StatusCode::BAD_REQUEST,
-            "400003",
+            GatewayCode::OrgMissing,
             "Missing x-gw-ims-org-id header: the organization id is required",
         ));
     };
     if !allowed(&cfg.orgs, org) {
         return Err(ApiError::gateway(
-            StatusCode::FORBIDDEN,
-            "403025",
+            GatewayCode::OrgInvalid,
             "Profile is not valid: the x-gw-ims-org-id is not an organization of this credential",
         ));
     }

@@ -27,6 +27,7 @@
 //! (connections that can be cut, for the reset faults).
 
 mod catalog;
+mod codes;
 mod config;
 mod error;
 mod export;
@@ -36,7 +37,6 @@ pub mod http_server;
 mod import;
 mod ims;
 mod net;
-mod parquet_pages;
 mod processing;
 mod schemas;
 mod stats;
@@ -295,7 +295,7 @@ impl Emulator {
         for task in self.background.drain(..) {
             let _ = task.await;
         }
-        self.state.store.pool.close().await;
+        self.state.store.close().await;
         tracing::info!(addr = %self.addr, "emulator stopped");
     }
 }

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use batchdrop_xdm::{CheckMode, CsvColumns, Issue, IssueCode, Schema, Source};
 use serde_json::{Map, Value, json};
 
+use super::codes::Code;
 use super::formats::{Record, RecordCheck, RowIssue, parquet_row_json};
 
 /// Checks the records of one file.
@@ -76,7 +77,7 @@ impl<'a> SchemaCheck<'a> {
             .issues
             .drain(..)
             .map(|i| RowIssue {
-                code: i.code.code().to_owned(),
+                code: i.code.into(),
                 message: i.message,
                 pointer: Some(i.pointer),
             })
@@ -100,7 +101,7 @@ impl RecordCheck for SchemaCheck<'_> {
         }
     }
 
-    fn parquet_columns(&mut self, arrow: &arrow_schema::Schema) -> Result<(), (String, String)> {
+    fn parquet_columns(&mut self, arrow: &arrow_schema::Schema) -> Result<(), (Code, String)> {
         let Some(schema) = self.schema else {
             return Ok(());
         };
@@ -120,7 +121,7 @@ impl RecordCheck for SchemaCheck<'_> {
                     format!("'{}' has no field '{}'", path[..at].join("."), path[at])
                 };
                 return Err((
-                    IssueCode::Type.code().to_owned(),
+                    IssueCode::Type.into(),
                     format!(
                         "Parquet column '{column}' is not a field of schema {} ('{field}' is unknown; {where_}): a Parquet file must carry a subset of the dataset's fields; rename or drop the column",
                         schema.id

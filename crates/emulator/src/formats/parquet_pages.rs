@@ -5,7 +5,7 @@
 //! declares, so the declared sizes can be trusted; a row group may declare at most
 //! `MAX_ROW_GROUP_BYTES`; and rows are decoded in batches sized from their declared width.
 //!
-//! It reads only page headers and metadata; decoding rows is `formats`' business.
+//! It reads only page headers and metadata; decoding rows is `parquet`'s business.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -17,7 +17,7 @@ use parquet::errors::ParquetError;
 use parquet::file::metadata::ParquetMetaData;
 use parquet::file::reader::{ChunkReader, Length};
 
-use super::formats::MAX_PARQUET_PAGE_BYTES;
+use super::MAX_PARQUET_PAGE_BYTES;
 
 /// The most a row group may declare, uncompressed, over all its columns.
 pub const MAX_ROW_GROUP_BYTES: u64 = 1024 * 1024 * 1024;
