@@ -10,9 +10,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::gateway::Caller;
+use super::state::AppState;
 use super::store::{
     BatchFilter, BatchRow, DatasetRow, NewDataset, Order, OrderField, Page, new_dataset_id,
 };
@@ -258,20 +258,7 @@ pub async fn create_dataset(
             state.schemas.ids().join(", ")
         )));
     }
-    let tags = match req.remove("tags") {
-        None | Some(Value::Null) => json!({}),
-        Some(Value::Object(m)) => {
-            for (k, v) in &m {
-                if !matches!(v, Value::Array(a) if a.iter().all(Value::is_string)) {
-                    return Err(ApiError::bad_request(format!(
-                        "tags.{k} must be an array of strings"
-                    )));
-                }
-            }
-            Value::Object(m)
-        }
-        Some(_) => return Err(ApiError::bad_request("tags must be an object")),
-    };
+    let tags = dataset_tags(req.remove("tags"))?;
     for k in [
         "id",
         "created",
@@ -302,6 +289,24 @@ pub async fn create_dataset(
         axum::Json(json!([format!("@/dataSets/{id}")])),
     )
         .into_response())
+}
+
+/// A new dataset's tags: an object of arrays of strings.
+fn dataset_tags(tags: Option<Value>) -> ApiResult<Value> {
+    match tags {
+        None | Some(Value::Null) => Ok(json!({})),
+        Some(Value::Object(m)) => {
+            for (k, v) in &m {
+                if !matches!(v, Value::Array(a) if a.iter().all(Value::is_string)) {
+                    return Err(ApiError::bad_request(format!(
+                        "tags.{k} must be an array of strings"
+                    )));
+                }
+            }
+            Ok(Value::Object(m))
+        }
+        Some(_) => Err(ApiError::bad_request("tags must be an object")),
+    }
 }
 
 pub async fn get_dataset(

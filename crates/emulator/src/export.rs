@@ -9,9 +9,9 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::formats::InputFormat;
+use super::state::AppState;
 use super::store::{BatchStatus, FileRow, FileState};
 
 /// The base URL the client used (for `_links`).

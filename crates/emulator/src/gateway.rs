@@ -12,12 +12,12 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use rand::Rng;
 
-use super::AppState;
 use super::codes::GatewayCode;
 use super::config::{EmulatorConfig, GatewayConfig};
 use super::error::ApiError;
 use super::ims::{Signer, Verdict};
 use super::net::ConnHandle;
+use super::state::AppState;
 use super::stats::bump;
 
 /// Who called: taken from the gateway headers, stored with what the call creates.
@@ -28,13 +28,23 @@ pub struct Caller {
     pub api_key: String,
 }
 
+/// What fault injection does to one request.
 enum Fault {
     None,
+    /// Answered with an error, not applied.
+    Refuse(Refusal),
+    /// The connection is cut while the request body arrives.
+    Reset,
+    /// Applied, then the connection is cut before the response.
+    LostResponse,
+}
+
+/// An error answer instead of the request's.
+#[derive(Clone, Copy)]
+enum Refusal {
     Http500,
     Http503,
     Http429,
-    Reset,
-    LostResponse,
 }
 
 /// Put in a request's extensions when its response will be lost (the `lost_response` fault):
@@ -61,44 +71,13 @@ pub async fn platform_gate(
         tracing::info!(%method, %path, latency_ms = ms, "fault injected: latency");
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    let mut lose_response = false;
-    let faulted = match fault {
-        Fault::None => None,
-        Fault::LostResponse => {
-            lose_response = conn.is_some();
-            None
-        }
-        Fault::Http500 => {
-            bump(&state.counters.fault_500);
-            Some(
-                ApiError::internal(
-                    "injected fault (faults.http_500_probability): the request was not processed; retry it",
-                )
-                .into_response(),
-            )
-        }
-        Fault::Http503 => {
-            bump(&state.counters.fault_503);
-            let mut r = ApiError::Service {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                title: "Service Unavailable",
-                detail: "injected fault (faults.http_503_probability): the request was not processed; retry it later".into(),
-            }
-            .into_response();
-            set_retry_after(&mut r, state.config.faults.retry_after_secs);
-            hold_off(&state, key, state.config.faults.retry_after_secs);
-            Some(r)
-        }
-        Fault::Http429 => {
-            bump(&state.counters.fault_429);
-            let mut r = ApiError::gateway(
-            GatewayCode::TooManyRequests,
-                "Too many requests (injected fault, faults.http_429_probability); retry after the Retry-After delay",
-            )
-            .into_response();
-            set_retry_after(&mut r, state.config.faults.retry_after_secs);
-            hold_off(&state, key, state.config.faults.retry_after_secs);
-            Some(r)
+    let lose_response = match fault {
+        Fault::None => false,
+        Fault::LostResponse => conn.is_some(),
+        Fault::Refuse(refusal) => {
+            let resp = refused(&state, refusal, key);
+            tracing::info!(%method, %path, status = resp.status().as_u16(), "fault injected");
+            return resp;
         }
         Fault::Reset => {
             bump(&state.counters.fault_reset);
@@ -110,42 +89,7 @@ pub async fn platform_gate(
             return ApiError::internal("connection reset by fault injection").into_response();
         }
     };
-    if let Some(resp) = faulted {
-        tracing::info!(%method, %path, status = resp.status().as_u16(), "fault injected");
-        return resp;
-    }
-
-    let uri_len = req.uri().to_string().len();
-    let resp = if uri_len > 2000 {
-        ApiError::Service {
-            status: StatusCode::URI_TOO_LONG,
-            title: "URI Too Long",
-            detail: format!("the request URL is {uri_len} characters long; the limit is 2000"),
-        }
-        .into_response()
-    } else {
-        let issued = IssuedTokens::from_config(&state.config);
-        match check_auth(&state.config.gateway, issued, &state.signer, req.headers()) {
-            Err(e) => {
-                bump(&state.counters.auth_failures);
-                // What was wrong, never the values themselves.
-                let reason = match &e {
-                    ApiError::Gateway { code, message, .. } => format!("{code}: {message}"),
-                    ApiError::Service { detail, .. } => detail.clone(),
-                };
-                tracing::info!(%method, %path, %reason, "gateway refused the request");
-                e.into_response()
-            }
-            Ok(caller) => {
-                let mut req = req;
-                req.extensions_mut().insert(caller);
-                if lose_response {
-                    req.extensions_mut().insert(ResponseWillBeLost);
-                }
-                next.run(req).await
-            }
-        }
-    };
+    let resp = admit(&state, req, next, lose_response).await;
     if lose_response && let Some(ConnectInfo(conn)) = &conn {
         bump(&state.counters.fault_lost_response);
         tracing::info!(%method, %path, status = resp.status().as_u16(), "fault injected: request applied, response lost");
@@ -160,6 +104,73 @@ pub async fn platform_gate(
         "platform request"
     );
     resp
+}
+
+/// The answer of an injected refusal (503 and 429 say when to come back, and remember it).
+fn refused(state: &AppState, refusal: Refusal, key: String) -> Response {
+    let retry_after = state.config.faults.retry_after_secs;
+    let mut resp = match refusal {
+        Refusal::Http500 => {
+            bump(&state.counters.fault_500);
+            return ApiError::internal(
+                "injected fault (faults.http_500_probability): the request was not processed; retry it",
+            )
+            .into_response();
+        }
+        Refusal::Http503 => {
+            bump(&state.counters.fault_503);
+            ApiError::Service {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                title: "Service Unavailable",
+                detail: "injected fault (faults.http_503_probability): the request was not processed; retry it later".into(),
+            }
+            .into_response()
+        }
+        Refusal::Http429 => {
+            bump(&state.counters.fault_429);
+            ApiError::gateway(
+                GatewayCode::TooManyRequests,
+                "Too many requests (injected fault, faults.http_429_probability); retry after the Retry-After delay",
+            )
+            .into_response()
+        }
+    };
+    set_retry_after(&mut resp, retry_after);
+    hold_off(state, key, retry_after);
+    resp
+}
+
+/// The URL length limit and the gateway's checks; the handler's answer if they pass.
+async fn admit(state: &AppState, mut req: Request, next: Next, lose_response: bool) -> Response {
+    let uri_len = req.uri().to_string().len();
+    if uri_len > 2000 {
+        return ApiError::Service {
+            status: StatusCode::URI_TOO_LONG,
+            title: "URI Too Long",
+            detail: format!("the request URL is {uri_len} characters long; the limit is 2000"),
+        }
+        .into_response();
+    }
+    let issued = IssuedTokens::from_config(&state.config);
+    match check_auth(&state.config.gateway, issued, &state.signer, req.headers()) {
+        Err(e) => {
+            bump(&state.counters.auth_failures);
+            // What was wrong, never the values themselves.
+            let reason = match &e {
+                ApiError::Gateway { code, message, .. } => format!("{code}: {message}"),
+                ApiError::Service { detail, .. } => detail.clone(),
+            };
+            tracing::info!(method = %req.method(), path = %req.uri().path(), %reason, "gateway refused the request");
+            e.into_response()
+        }
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            if lose_response {
+                req.extensions_mut().insert(ResponseWillBeLost);
+            }
+            next.run(req).await
+        }
+    }
 }
 
 /// What makes a request "the same request" again: method and URI, plus a digest of the body
@@ -237,9 +248,9 @@ fn draw_faults(state: &AppState) -> (Fault, Option<u64>) {
     let mut acc = 0.0;
     let mut fault = Fault::None;
     for (p, kind) in [
-        (f.http_500_probability, Fault::Http500),
-        (f.http_503_probability, Fault::Http503),
-        (f.http_429_probability, Fault::Http429),
+        (f.http_500_probability, Fault::Refuse(Refusal::Http500)),
+        (f.http_503_probability, Fault::Refuse(Refusal::Http503)),
+        (f.http_429_probability, Fault::Refuse(Refusal::Http429)),
         (f.connection_reset_probability, Fault::Reset),
         (f.lost_response_probability, Fault::LostResponse),
     ] {
@@ -318,6 +329,56 @@ pub fn check_auth(
     signer: &Signer,
     headers: &HeaderMap,
 ) -> Result<Caller, ApiError> {
+    check_token(cfg, issued, signer, headers)?;
+    let Some(api_key) = header_str(headers, "x-api-key") else {
+        return Err(ApiError::gateway(
+            GatewayCode::ApiKeyMissing,
+            "Api Key is required",
+        ));
+    };
+    if !allowed(&cfg.api_keys, api_key) {
+        return Err(ApiError::gateway(
+            GatewayCode::ApiKeyInvalid,
+            "Api Key is invalid",
+        ));
+    }
+    let Some(org) = header_str(headers, "x-gw-ims-org-id") else {
+        return Err(ApiError::gateway(
+            GatewayCode::OrgMissing,
+            "Missing x-gw-ims-org-id header: the organization id is required",
+        ));
+    };
+    if !allowed(&cfg.orgs, org) {
+        return Err(ApiError::gateway(
+            GatewayCode::OrgInvalid,
+            "Profile is not valid: the x-gw-ims-org-id is not an organization of this credential",
+        ));
+    }
+    let Some(sandbox) = header_str(headers, "x-sandbox-name") else {
+        return Err(ApiError::bad_request(
+            "the x-sandbox-name header is missing: every call must name its sandbox (e.g. prod)",
+        ));
+    };
+    if !allowed(&cfg.sandboxes, sandbox) {
+        return Err(ApiError::forbidden(format!(
+            "sandbox {sandbox:?} does not exist or this credential has no access to it"
+        )));
+    }
+    Ok(Caller {
+        org: org.to_owned(),
+        sandbox: sandbox.to_owned(),
+        api_key: api_key.to_owned(),
+    })
+}
+
+/// The `Authorization` header: a token of `[gateway] tokens` (any, when none is listed), or a
+/// valid token of this emulator's IMS when `issued` accepts them.
+fn check_token(
+    cfg: &GatewayConfig,
+    issued: IssuedTokens,
+    signer: &Signer,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
     let Some(auth) = header_str(headers, "authorization") else {
         return Err(ApiError::gateway(
             GatewayCode::TokenMissing,
@@ -360,43 +421,5 @@ pub fn check_auth(
             }
         }
     }
-    let Some(api_key) = header_str(headers, "x-api-key") else {
-        return Err(ApiError::gateway(
-            GatewayCode::ApiKeyMissing,
-            "Api Key is required",
-        ));
-    };
-    if !allowed(&cfg.api_keys, api_key) {
-        return Err(ApiError::gateway(
-            GatewayCode::ApiKeyInvalid,
-            "Api Key is invalid",
-        ));
-    }
-    let Some(org) = header_str(headers, "x-gw-ims-org-id") else {
-        return Err(ApiError::gateway(
-            GatewayCode::OrgMissing,
-            "Missing x-gw-ims-org-id header: the organization id is required",
-        ));
-    };
-    if !allowed(&cfg.orgs, org) {
-        return Err(ApiError::gateway(
-            GatewayCode::OrgInvalid,
-            "Profile is not valid: the x-gw-ims-org-id is not an organization of this credential",
-        ));
-    }
-    let Some(sandbox) = header_str(headers, "x-sandbox-name") else {
-        return Err(ApiError::bad_request(
-            "the x-sandbox-name header is missing: every call must name its sandbox (e.g. prod)",
-        ));
-    };
-    if !allowed(&cfg.sandboxes, sandbox) {
-        return Err(ApiError::forbidden(format!(
-            "sandbox {sandbox:?} does not exist or this credential has no access to it"
-        )));
-    }
-    Ok(Caller {
-        org: org.to_owned(),
-        sandbox: sandbox.to_owned(),
-        api_key: api_key.to_owned(),
-    })
+    Ok(())
 }

@@ -106,25 +106,10 @@ pub async fn serve<Io, Ext, W, S>(
     let mut shutdown = pin!(shutdown);
     let mut last_accept_warning: Option<Instant> = None;
     for id in 0u64.. {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = &mut shutdown => break,
-        };
-        let (stream, remote) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                // Out of descriptors (EMFILE) or a connection reset before it was accepted:
-                // the waiting connection stays queued; try again shortly, without flooding
-                // the log.
-                if last_accept_warning.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
-                    tracing::warn!(addr = ?listener.local_addr().ok(), error = %e, "cannot accept a connection; retrying");
-                    last_accept_warning = Some(Instant::now());
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(50)) => continue,
-                    () = &mut shutdown => break,
-                }
-            }
+        let Some((stream, remote)) =
+            next_connection(&listener, shutdown.as_mut(), &mut last_accept_warning).await
+        else {
+            break;
         };
         let permit = tokio::select! {
             permit = room(&permits, &connections) => permit,
@@ -181,6 +166,35 @@ pub async fn serve<Io, Ext, W, S>(
     let _ = stop_tx.send(true);
     drop(done_rx);
     done_tx.closed().await;
+}
+
+/// The next connection, or `None` once `shutdown` completes. An accept that fails (out of
+/// descriptors, EMFILE, or a connection reset before it was accepted) leaves the waiting
+/// connection queued: it is tried again shortly, with a warning at most every 10 s.
+async fn next_connection<S: Future<Output = ()>>(
+    listener: &TcpListener,
+    mut shutdown: std::pin::Pin<&mut S>,
+    last_warning: &mut Option<Instant>,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.as_mut() => return None,
+        };
+        match accepted {
+            Ok(pair) => return Some(pair),
+            Err(e) => {
+                if last_warning.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
+                    tracing::warn!(addr = ?listener.local_addr().ok(), error = %e, "cannot accept a connection; retrying");
+                    *last_warning = Some(Instant::now());
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    () = shutdown.as_mut() => return None,
+                }
+            }
+        }
+    }
 }
 
 /// A slot for one more connection: asks the oldest ones to close until one frees its slot.

@@ -18,8 +18,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::AppState;
+use super::config::ImsClient;
 use super::error::EmulatorError;
+use super::state::AppState;
 use super::stats::bump;
 use super::store::now_ms;
 
@@ -235,6 +236,28 @@ fn ims_error(status: StatusCode, error: &str, description: String) -> Response {
     r
 }
 
+/// Why IMS refuses a token request (always a 400): its OAuth `error`, and what to do.
+struct Refusal {
+    error: &'static str,
+    description: String,
+}
+
+impl Refusal {
+    fn new(error: &'static str, description: impl Into<String>) -> Refusal {
+        Refusal {
+            error,
+            description: description.into(),
+        }
+    }
+}
+
+/// What a token request asks for.
+struct TokenRequest<'f> {
+    client_id: &'f str,
+    secret: &'f str,
+    scope: &'f str,
+}
+
 /// `POST /ims/token/v3`: form fields `grant_type=client_credentials`, `client_id`,
 /// `client_secret`, `scope` (the client id may also come in the query string, as IMS allows).
 pub async fn token(State(state): State<Arc<AppState>>, uri: Uri, body: Bytes) -> Response {
@@ -242,103 +265,31 @@ pub async fn token(State(state): State<Arc<AppState>>, uri: Uri, body: Bytes) ->
     if let Some(q) = uri.query() {
         fields.extend(form_pairs(q));
     }
-    let get = |k: &str| {
-        fields
-            .iter()
-            .find(|(fk, _)| fk == k)
-            .map(|(_, v)| v.trim())
-            .filter(|v| !v.is_empty())
-    };
-    let refuse = |status, error: &str, description: String| {
-        bump(&state.counters.ims_refusals);
-        tracing::info!(error, %description, "IMS token request refused");
-        ims_error(status, error, description)
-    };
-    match get("grant_type") {
-        None => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "grant_type is missing: send the form field grant_type=client_credentials (Content-Type: application/x-www-form-urlencoded)".into(),
-            );
+    let checked = token_request(&fields).and_then(|request| {
+        check_client(&state.config.ims.clients, &request)?;
+        Ok(request)
+    });
+    let request = match checked {
+        Ok(request) => request,
+        Err(Refusal { error, description }) => {
+            bump(&state.counters.ims_refusals);
+            tracing::info!(error, %description, "IMS token request refused");
+            return ims_error(StatusCode::BAD_REQUEST, error, description);
         }
-        Some("client_credentials") => {}
-        Some(other) => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                "unsupported_grant_type",
-                format!(
-                    "grant_type {other:?} is not supported: OAuth server-to-server credentials use grant_type=client_credentials (the JWT exchange is end-of-life)"
-                ),
-            );
-        }
-    }
-    let Some(client_id) = get("client_id") else {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "client_id is missing: send the credential's client id (form field client_id)".into(),
-        );
     };
-    let Some(secret) = get("client_secret") else {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "client_secret is missing: send the credential's client secret (form field client_secret)".into(),
-        );
-    };
-    let scope = get("scope").unwrap_or("").to_owned();
-    let clients = &state.config.ims.clients;
-    if !clients.is_empty() {
-        let Some(client) = clients.iter().find(|c| c.client_id == client_id) else {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                "invalid_client",
-                "invalid client_id parameter: no credential has this client id; check the client id of your OAuth server-to-server credential".into(),
-            );
-        };
-        let same = client.client_secret.len() == secret.len()
-            && client
-                .client_secret
-                .bytes()
-                .zip(secret.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        if !same {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                "invalid_client",
-                format!(
-                    "invalid client_secret parameter for client {client_id}: the secret does not match; use the credential's current secret (it may have been rotated)"
-                ),
-            );
-        }
-        if !client.scopes.is_empty()
-            && let Some(bad) = scope
-                .split([',', ' '])
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .find(|s| !client.scopes.iter().any(|a| a == s))
-        {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                "invalid_scope",
-                format!(
-                    "scope {bad:?} is not granted to client {client_id}: ask only for {}",
-                    client.scopes.join(",")
-                ),
-            );
-        }
-    }
     let lifetime_secs = state.config.ims.token_lifetime_secs;
     let token = state.signer.issue(
-        client_id,
-        &scope,
+        request.client_id,
+        request.scope,
         now_ms(),
         (lifetime_secs as i64).saturating_mul(1000),
     );
     bump(&state.counters.ims_tokens_issued);
-    tracing::info!(client_id, lifetime_secs, "IMS token issued");
+    tracing::info!(
+        client_id = request.client_id,
+        lifetime_secs,
+        "IMS token issued"
+    );
     let mut r = (
         StatusCode::OK,
         json!({"access_token": token, "token_type": "bearer", "expires_in": lifetime_secs})
@@ -352,6 +303,98 @@ pub async fn token(State(state): State<Arc<AppState>>, uri: Uri, body: Bytes) ->
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
+}
+
+/// The request's fields: a client-credentials grant, with a client id and a secret.
+fn token_request(fields: &[(String, String)]) -> Result<TokenRequest<'_>, Refusal> {
+    let get = |k: &str| {
+        fields
+            .iter()
+            .find(|(fk, _)| fk == k)
+            .map(|(_, v)| v.trim())
+            .filter(|v| !v.is_empty())
+    };
+    match get("grant_type") {
+        None => {
+            return Err(Refusal::new(
+                "invalid_request",
+                "grant_type is missing: send the form field grant_type=client_credentials (Content-Type: application/x-www-form-urlencoded)",
+            ));
+        }
+        Some("client_credentials") => {}
+        Some(other) => {
+            return Err(Refusal::new(
+                "unsupported_grant_type",
+                format!(
+                    "grant_type {other:?} is not supported: OAuth server-to-server credentials use grant_type=client_credentials (the JWT exchange is end-of-life)"
+                ),
+            ));
+        }
+    }
+    let client_id = get("client_id").ok_or_else(|| {
+        Refusal::new(
+            "invalid_request",
+            "client_id is missing: send the credential's client id (form field client_id)",
+        )
+    })?;
+    let secret = get("client_secret").ok_or_else(|| {
+        Refusal::new(
+            "invalid_request",
+            "client_secret is missing: send the credential's client secret (form field client_secret)",
+        )
+    })?;
+    Ok(TokenRequest {
+        client_id,
+        secret,
+        scope: get("scope").unwrap_or(""),
+    })
+}
+
+/// With `[ims] clients` listed, only their credentials get tokens, for their scopes.
+fn check_client(clients: &[ImsClient], request: &TokenRequest<'_>) -> Result<(), Refusal> {
+    if clients.is_empty() {
+        return Ok(());
+    }
+    let client_id = request.client_id;
+    let Some(client) = clients.iter().find(|c| c.client_id == client_id) else {
+        return Err(Refusal::new(
+            "invalid_client",
+            "invalid client_id parameter: no credential has this client id; check the client id of your OAuth server-to-server credential",
+        ));
+    };
+    let secret = request.secret;
+    let same = client.client_secret.len() == secret.len()
+        && client
+            .client_secret
+            .bytes()
+            .zip(secret.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if !same {
+        return Err(Refusal::new(
+            "invalid_client",
+            format!(
+                "invalid client_secret parameter for client {client_id}: the secret does not match; use the credential's current secret (it may have been rotated)"
+            ),
+        ));
+    }
+    if !client.scopes.is_empty()
+        && let Some(bad) = request
+            .scope
+            .split([',', ' '])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .find(|s| !client.scopes.iter().any(|a| a == s))
+    {
+        return Err(Refusal::new(
+            "invalid_scope",
+            format!(
+                "scope {bad:?} is not granted to client {client_id}: ask only for {}",
+                client.scopes.join(",")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

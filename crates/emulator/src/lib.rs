@@ -7,7 +7,8 @@
 //! keeps its state in a data dir (SQLite metadata + files) so it survives restarts, and can
 //! inject faults.
 //! It shares no code with batchdrop's API client on purpose: a test of one against the other
-//! checks both against the contract.
+//! checks both against the contract. As its own crate (`batchdrop-emulator`) it imports
+//! nothing of the daemon; the daemon depends on it (embedded mode, the `emulator` command).
 //!
 //! `GET /emulator/stats` (outside the platform's paths, no authentication, never faulted)
 //! returns [`EmulatorStats`] as JSON. `POST /ims/token/v3` (also outside the gateway) issues
@@ -15,16 +16,22 @@
 //! `[gateway] tokens` allowlist is set while IMS issues tokens to anyone. Connections are
 //! bounded (`[server]`, see [`http_server`]).
 //!
-//! Module map: `gateway` (request counting, faults, authentication), `ims` (the token
-//! endpoint and the check of its tokens), `import` (E1–E7), `catalog`, `export` (Data Access,
-//! failed rows, the current view of upsert datasets, preview), `processing` (the batch
-//! lifecycle in the background: validation, partial ingestion, upsert merge, replay, garbage
-//! collection, recovery at start), `formats` (streaming readers of JSON Lines, JSON arrays, CSV
-//! and Parquet, with a per-record check and a copy of the good rows), `schema` (XDM JSON
-//! Schemas: compile, check a record with the platform's conversions, registry), `validate`
-//! (the per-record check of each format against a schema, upsert capture), `upload` (names,
-//! ranges, streaming bodies to disk), `store` (SQLite and the data dir's layout), `net`
-//! (connections that can be cut, for the reset faults).
+//! Module map:
+//! - Serving: `routes` (the paths, and serving them), `http_server` (connection-capped
+//!   serving, also used by the daemon's admin listener), `net` (connections that can be cut,
+//!   for the reset faults), `gateway` (request counting, faults, authentication), `ims` (the
+//!   token endpoint and the check of its tokens), `codes` (every error code it answers with).
+//! - Endpoints: `import` (Batch Ingestion E1–E7, one module per endpoint group), `catalog`,
+//!   `export` (Data Access, failed rows, the current view of upsert datasets, preview),
+//!   `upload` (file names, ranges, streaming bodies to disk).
+//! - Processing: `processing` (the batch lifecycle in the background: plan, parse, summarize,
+//!   record; upkeep: recovery at start, abandoning, garbage collection), `formats` (streaming
+//!   readers of JSON Lines, JSON arrays, CSV and Parquet, with a per-record check and a copy
+//!   of the good rows), `validate` (the formats' records checked by `batchdrop_xdm`, upsert
+//!   capture and merge), `schemas` (the registered schemas).
+//! - State: `store` (the only SQL: SQLite metadata and the data dir's layout), `state` (what
+//!   handlers share), `setup` (the data dir and the config's datasets at start), `config`,
+//!   `stats`, `error`.
 
 mod catalog;
 mod codes;
@@ -38,23 +45,19 @@ mod import;
 mod ims;
 mod net;
 mod processing;
+mod routes;
 mod schemas;
+mod setup;
+mod state;
 mod stats;
 mod store;
 mod upload;
 mod validate;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 
-use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -65,53 +68,9 @@ pub use config::{
 pub use error::EmulatorError;
 pub use stats::{EmulatorStats, FaultCounts};
 
-use error::ApiError;
-use stats::Counters;
+use setup::DirLock;
+use state::AppState;
 use store::Store;
-
-/// Shared by every handler and background task.
-pub(crate) struct AppState {
-    pub store: Store,
-    pub config: EmulatorConfig,
-    /// Registered schemas.
-    pub schemas: schemas::Registry,
-    /// Signs and checks the tokens of `/ims/token/v3`.
-    pub signer: ims::Signer,
-    pub counters: Arc<Counters>,
-    pub fault_rng: Mutex<StdRng>,
-    /// Requests answered with `Retry-After` ("METHOD URI" → until when), to count the ones
-    /// repeated too early.
-    pub retry_after: Mutex<HashMap<String, std::time::Instant>>,
-    batch_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Ranges of large files being written in place right now, by file id: no other chunk
-    /// may be written in place over them meanwhile.
-    pub writing_in_place: Mutex<HashMap<String, Vec<(u64, u64)>>>,
-    pub work_tx: mpsc::UnboundedSender<String>,
-    ids: Mutex<ulid::Generator>,
-    pub shutdown: watch::Receiver<bool>,
-}
-
-impl AppState {
-    /// A new ULID, strictly greater than the previous ones (so ids sort by creation).
-    pub fn new_id(&self) -> String {
-        let mut g = self.ids.lock().expect("id generator");
-        g.generate()
-            .unwrap_or_else(|_| ulid::Ulid::new())
-            .to_string()
-    }
-
-    /// The lock that serializes state changes of one batch (file commits, actions).
-    pub fn batch_lock(&self, batch_id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = self.batch_locks.lock().expect("batch lock map");
-        if map.len() > 4096 {
-            // Forget locks nobody holds (ids of finished requests, unknown ids).
-            map.retain(|_, lock| Arc::strong_count(lock) > 1);
-        }
-        map.entry(batch_id.to_owned())
-            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
-            .clone()
-    }
-}
 
 /// A running emulator. Dropping it without [`Emulator::shutdown`] stops accepting connections
 /// but does not wait for anything.
@@ -133,7 +92,7 @@ impl Emulator {
         config: EmulatorConfig,
     ) -> Result<Emulator, EmulatorError> {
         config.validate().map_err(EmulatorError::Config)?;
-        create_private_dir(data_dir).map_err(|source| EmulatorError::DataDir {
+        setup::create_private_dir(data_dir).map_err(|source| EmulatorError::DataDir {
             path: data_dir.to_path_buf(),
             source,
         })?;
@@ -142,7 +101,7 @@ impl Emulator {
         let signer = ims::Signer::open(data_dir)?;
         let schemas = schemas::Registry::default();
         schemas::setup_schemas(&store, &schemas, &config).await?;
-        setup_datasets(&store, &schemas, &config).await?;
+        setup::setup_datasets(&store, &schemas, &config).await?;
         let pending = processing::recover(&store).await?;
 
         let listener = tokio::net::TcpListener::bind(listen)
@@ -160,41 +119,18 @@ impl Emulator {
 
         let (work_tx, work_rx) = mpsc::unbounded_channel();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let state = Arc::new(AppState {
+        let state = Arc::new(AppState::new(
             store,
             schemas,
             signer,
-            fault_rng: Mutex::new(StdRng::seed_from_u64(config.faults.seed)),
-            retry_after: Mutex::new(HashMap::new()),
             config,
-            counters: Arc::new(Counters::default()),
-            batch_locks: Mutex::new(HashMap::new()),
-            writing_in_place: Mutex::new(HashMap::new()),
             work_tx,
-            ids: Mutex::new(ulid::Generator::new()),
-            shutdown: shutdown_rx.clone(),
-        });
+            shutdown_rx.clone(),
+        ));
         for id in pending {
             let _ = state.work_tx.send(id);
         }
-
-        let app = router(state.clone());
-        let mut stop = shutdown_rx.clone();
-        let limits = http_server::Limits {
-            max_connections: state.config.server.max_connections,
-            header_read_timeout: std::time::Duration::from_secs(
-                state.config.server.header_read_timeout_secs,
-            ),
-        };
-        let server = tokio::spawn(http_server::serve(
-            listener,
-            app,
-            limits,
-            net::wrap,
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            },
-        ));
+        let server = routes::serve(state.clone(), listener, shutdown_rx);
         let background = vec![
             tokio::spawn(processing::worker(state.clone(), work_rx)),
             tokio::spawn(processing::gc_loop(state.clone())),
@@ -334,176 +270,4 @@ pub async fn serve_until_signal(
     }
     emulator.shutdown().await;
     Ok(())
-}
-
-/// Creates the data dir readable by its owner only (0700, whatever the umask: it holds the
-/// uploaded data and the IMS signing key); parents that are missing get the usual mode.
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
-    }
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
-        other => other,
-    }
-}
-
-/// Creates the config's datasets, and gives them the schema, tags and identity field the
-/// config names.
-async fn setup_datasets(
-    store: &Store,
-    registry: &schemas::Registry,
-    config: &EmulatorConfig,
-) -> Result<(), EmulatorError> {
-    for d in &config.datasets {
-        let name = if d.name.is_empty() { &d.id } else { &d.name };
-        let schema_ref = if d.schema.is_empty() {
-            None
-        } else {
-            let s = registry.get(&d.schema).ok_or_else(|| {
-                EmulatorError::Config(format!(
-                    "datasets: id {:?}: schema {:?} is not registered; add it under [[schemas]] (registered: {})",
-                    d.id,
-                    d.schema,
-                    registry.ids().join(", ")
-                ))
-            })?;
-            Some(schemas::schema_ref_json(&s.id))
-        };
-        let tags = (!d.tags.is_empty()).then(|| serde_json::json!(d.tags).to_string());
-        let identity = (!d.identity_field.is_empty())
-            .then(|| batchdrop_xdm::normalize_pointer(&d.identity_field));
-        store
-            .insert_dataset_if_missing(store::NewDataset::bare(&d.id, name))
-            .await?;
-        if schema_ref.is_none() && tags.is_none() && identity.is_none() {
-            continue;
-        }
-        store
-            .update_dataset_setup(
-                &d.id,
-                schema_ref.as_deref(),
-                tags.as_deref(),
-                identity.as_deref(),
-            )
-            .await?;
-    }
-    Ok(())
-}
-
-fn router(state: Arc<AppState>) -> Router {
-    const IMPORT: &str = "/data/foundation/import";
-    const CATALOG: &str = "/data/foundation/catalog";
-    const EXPORT: &str = "/data/foundation/export";
-    let file_route = axum::routing::put(import::put_file)
-        .post(import::post_file)
-        .patch(import::patch_file)
-        .head(import::head_file);
-    let platform = Router::new()
-        .route(&format!("{IMPORT}/batches"), post(import::create_batch))
-        .route(
-            &format!("{IMPORT}/batches/{{batch_id}}"),
-            post(import::batch_action),
-        )
-        .route(
-            &format!("{IMPORT}/batches/{{batch_id}}/datasets/{{dataset_id}}/files/{{*path}}"),
-            file_route,
-        )
-        .route(
-            &format!("{IMPORT}/batches/{{batch_id}}/datasets/{{dataset_id}}/preview"),
-            get(export::preview),
-        )
-        .route(&format!("{CATALOG}/batches"), get(catalog::list_batches))
-        .route(
-            &format!("{CATALOG}/batches/{{batch_id}}"),
-            get(catalog::get_batch),
-        )
-        .route(
-            &format!("{CATALOG}/dataSets"),
-            get(catalog::list_datasets).post(catalog::create_dataset),
-        )
-        .route(
-            &format!("{CATALOG}/dataSets/{{dataset_id}}"),
-            get(catalog::get_dataset),
-        )
-        .route(
-            &format!("{EXPORT}/batches/{{batch_id}}/files"),
-            get(export::batch_files),
-        )
-        .route(
-            &format!("{EXPORT}/batches/{{batch_id}}/failed"),
-            get(export::batch_failed),
-        )
-        .route(
-            &format!("{EXPORT}/files/{{file_id}}"),
-            get(export::download),
-        )
-        .route(
-            &format!("{EXPORT}/dataSets/{{dataset_id}}/current"),
-            get(export::current_view),
-        )
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            gateway::platform_gate,
-        ))
-        .layer(DefaultBodyLimit::max(16 * 1024 * 1024));
-    Router::new()
-        .route("/emulator/stats", get(stats_handler))
-        .route(
-            "/ims/token/v3",
-            post(ims::token).layer(DefaultBodyLimit::max(64 * 1024)),
-        )
-        .merge(platform)
-        .with_state(state)
-}
-
-async fn not_found(uri: axum::http::Uri, method: axum::http::Method) -> ApiError {
-    ApiError::not_found(format!(
-        "no platform endpoint {method} {}: see the Batch Ingestion, Catalog and Data Access API paths",
-        uri.path()
-    ))
-}
-
-async fn stats_handler(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    axum::Json(state.counters.snapshot())
-}
-
-/// An exclusive lock on the data dir (flock on `emulator.lock`), held while the emulator runs.
-struct DirLock {
-    _file: std::fs::File,
-}
-
-impl DirLock {
-    async fn acquire(dir: &Path) -> Result<DirLock, EmulatorError> {
-        use std::os::fd::AsRawFd;
-        let path: PathBuf = dir.join("emulator.lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|source| EmulatorError::DataDir {
-                path: path.clone(),
-                source,
-            })?;
-        // A lock released a moment ago can still be held by a process forked meanwhile (the
-        // descriptor is close-on-exec, but lives until the exec), and an emulator restarted
-        // by a supervisor may come up while the old one exits: wait a little before refusing.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
-        loop {
-            // SAFETY: flock on a file descriptor we own; no memory is shared.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if rc == 0 {
-                return Ok(DirLock { _file: file });
-            }
-            if std::time::Instant::now() >= deadline {
-                return Err(EmulatorError::DataDirLocked {
-                    path: dir.to_path_buf(),
-                });
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    }
 }
