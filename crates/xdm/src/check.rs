@@ -431,7 +431,8 @@ impl<'a> Cx<'a, '_> {
     }
 }
 
-fn kind(v: &Value) -> &'static str {
+/// What kind of JSON value `v` is, as messages name it ("a string", "an object").
+pub fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -23,7 +23,7 @@ mod record;
 mod schema;
 mod text;
 
-pub use check::{CheckMode, Source};
+pub use check::{CheckMode, Source, kind as json_kind};
 pub use issue::{Issue, IssueCode};
 pub use pointer::{normalize_pointer, value_at};
 pub use record::{CsvColumns, identity};

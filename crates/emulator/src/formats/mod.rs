@@ -14,6 +14,7 @@ use arrow_array::RecordBatch;
 use serde_json::Value;
 
 use crate::codes::Code;
+pub(crate) use batchdrop_xdm::json_kind;
 
 mod csv;
 mod good;
@@ -297,17 +298,6 @@ enum ReadStop {
 impl From<std::io::Error> for ReadStop {
     fn from(e: std::io::Error) -> Self {
         ReadStop::Io(e)
-    }
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

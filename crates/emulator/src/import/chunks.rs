@@ -21,7 +21,7 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::gateway::ResponseWillBeLost;
 use crate::stats::bump;
-use crate::store::{ChunkRow, FileKind, FileRow, FileState, NewChunk};
+use crate::store::{ChunkPlace, ChunkRow, FileKind, FileRow, FileState};
 use crate::upload::{BodyKind, parse_content_range, receive_to_file};
 
 pub async fn patch_file(
@@ -202,15 +202,7 @@ async fn commit_in_place(
     let seq = chunks.iter().map(|c| c.seq).max().unwrap_or(0) + 1;
     state
         .store
-        .insert_chunk(NewChunk {
-            file_id: &f.id,
-            seq,
-            start,
-            end_incl: end,
-            total,
-            in_place: true,
-            acked,
-        })
+        .insert_chunk(&f.id, seq, (start, end, total), ChunkPlace::InPlace, acked)
         .await?;
     state.store.touch_file(&f.id).await?;
     Ok(false)
@@ -285,15 +277,7 @@ async fn commit_chunk(
     tokio::fs::rename(tmp, state.store.part_path(&f.id, seq)).await?;
     state
         .store
-        .insert_chunk(NewChunk {
-            file_id: &f.id,
-            seq,
-            start,
-            end_incl: end,
-            total,
-            in_place: false,
-            acked,
-        })
+        .insert_chunk(&f.id, seq, (start, end, total), ChunkPlace::Part, acked)
         .await?;
     // The new chunk supersedes earlier chunks that lie wholly inside its range (a re-sent
     // range with new bytes replaces the old ones); partial overlaps stay and are compared at

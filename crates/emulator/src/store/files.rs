@@ -1,7 +1,7 @@
 //! A batch's files, and the chunks of its large files. The bytes are on disk (paths in
 //! `mod.rs`); these rows say which bytes arrived and what they are.
 
-use super::rows::{ChunkRow, FileKind, FileRow, FileState, NewChunk, Usage};
+use super::rows::{ChunkPlace, ChunkRow, FileKind, FileRow, FileState, Usage};
 use super::{DbError, Store, now_ms};
 
 impl Store {
@@ -157,18 +157,27 @@ impl Store {
         Ok(seqs.into_iter().map(|(s,)| s).collect())
     }
 
-    pub async fn insert_chunk(&self, c: NewChunk<'_>) -> Result<(), DbError> {
+    /// Records chunk `seq` of a file: bytes `start..=end` (of `total`, if announced), where
+    /// they were written, and whether the client is sent the 200 for it.
+    pub async fn insert_chunk(
+        &self,
+        file_id: &str,
+        seq: i64,
+        (start, end, total): (u64, u64, Option<u64>),
+        place: ChunkPlace,
+        acked: bool,
+    ) -> Result<(), DbError> {
         sqlx::query(
             "INSERT INTO chunks (file_id, seq, start, end_incl, total, sha256, acked, in_place)
              VALUES (?, ?, ?, ?, ?, '', ?, ?)",
         )
-        .bind(c.file_id)
-        .bind(c.seq)
-        .bind(c.start as i64)
-        .bind(c.end_incl as i64)
-        .bind(c.total.map(|t| t as i64))
-        .bind(c.acked)
-        .bind(c.in_place)
+        .bind(file_id)
+        .bind(seq)
+        .bind(start as i64)
+        .bind(end as i64)
+        .bind(total.map(|t| t as i64))
+        .bind(acked)
+        .bind(place == ChunkPlace::InPlace)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -195,17 +195,13 @@ pub struct NewBatch<'a> {
     pub created_user: &'a str,
 }
 
-/// A chunk of a large file to record.
-pub struct NewChunk<'a> {
-    pub file_id: &'a str,
-    pub seq: i64,
-    pub start: u64,
-    pub end_incl: u64,
-    pub total: Option<u64>,
-    /// Whether the bytes were written at their offsets in the file's data.
-    pub in_place: bool,
-    /// Whether the client is sent the 200 for it.
-    pub acked: bool,
+/// Where a chunk's bytes were written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkPlace {
+    /// At their offsets in the file's data.
+    InPlace,
+    /// In a part of their own, until COMPLETE compares and copies them.
+    Part,
 }
 
 /// What a batch holds besides one path, and whether it holds that path.
