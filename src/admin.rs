@@ -1,6 +1,6 @@
 //! The admin HTTP listener: `/metrics` (Prometheus text), `/healthz` (the process answers) and
 //! `/readyz` (watchers running, state database writable, platform reached on the last probe,
-//! intake not paused). Loopback by default.
+//! intake not paused, no watch blocked on a missing dataset). Loopback by default.
 //!
 //! `/metrics` and `/readyz` serve facts read from the store by one task, at most every
 //! `FACTS_MAX_AGE` and only when asked: a flood of requests costs the state database nothing
@@ -41,6 +41,8 @@ struct Facts {
     queue: Result<Queue, String>,
     /// Whether a write to the state database succeeded.
     writable: Result<(), String>,
+    /// What `/readyz` says of each watch blocked on a missing dataset.
+    blocked: Result<Vec<String>, String>,
 }
 
 #[derive(Debug)]
@@ -127,10 +129,16 @@ async fn refresh_facts(
         .await
         .map_err(|e| e.to_string());
         let writable = store.ping_write().await.map_err(|e| e.to_string());
+        let blocked = store
+            .blocked_datasets()
+            .await
+            .map(|blocked| blocked.iter().map(crate::blocked::describe).collect())
+            .map_err(|e| e.to_string());
         facts.send_replace(Some(Arc::new(Facts {
             at: Instant::now(),
             queue,
             writable,
+            blocked,
         })));
     }
 }
@@ -197,6 +205,10 @@ async fn readyz(State(a): State<Admin>) -> (StatusCode, String) {
     }
     if a.health.paused() {
         problems.push("intake is paused: a resource cap is reached".to_owned());
+    }
+    match &facts.blocked {
+        Ok(blocked) => problems.extend(blocked.iter().cloned()),
+        Err(e) => problems.push(format!("cannot read the blocked watches: {e}")),
     }
     if problems.is_empty() {
         (StatusCode::OK, "ready\n".into())

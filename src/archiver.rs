@@ -486,7 +486,10 @@ impl Archiver {
             "format": f.format,
             "size": f.size,
             "sha256": f.sha256,
-            "records": metrics,
+            // The batch's metrics (kept under `records`, its first name, for compatibility).
+            "records": metrics.clone(),
+            "batch_records": metrics,
+            "file_records": f.records,
             "partial_ingestion": status == "success" && failed_records > 0,
             "errors": errors,
             "discovered_at": iso(f.discovered_at),

@@ -2,8 +2,10 @@
 //!
 //! `plan` is the pure decision (which ready files go together, and whether a group is ready to
 //! seal); `Batcher::run` applies it against the store. Before sealing, files that may repeat
-//! content already ingested into the dataset (same size as an earlier file) are hashed and
-//! duplicates are set aside; every other file is hashed only while it is uploaded.
+//! content (the same size as another file of the dataset, ingested, on its way or ready beside
+//! them) are hashed; the store's seal keeps one copy of any content per dataset (the others
+//! wait for its outcome or become duplicates of it). Every other file is hashed only while it
+//! is uploaded. Watches whose dataset is blocked (see `blocked`) are skipped.
 //!
 //! This module must not talk to the platform or move files.
 
@@ -17,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Watch;
 use crate::disk::{self, Links};
-use crate::store::{FileRow, Store, StoreError, now_ms};
+use crate::store::{Dedupe, FileRow, Store, StoreError, now_ms};
 
 /// The limits one watch asks for.
 #[derive(Debug, Clone, Copy)]
@@ -129,8 +131,29 @@ impl Batcher {
             }
             let mut sealed = false;
             let mut wait = tick;
-            let inflight = if over { &[][..] } else { &watches[..] };
-            for w in inflight {
+            // A watch whose dataset the platform does not know takes no new batch until it
+            // does (see `blocked`): its files stay queued where they were dropped.
+            let blocked = match self.store.blocked_datasets().await {
+                Ok(b) => b.into_iter().map(|b| b.dataset).collect(),
+                Err(e) => {
+                    wait = trouble.failed(&e);
+                    Vec::new()
+                }
+            };
+            let open: Vec<&Watch> = if over {
+                Vec::new()
+            } else {
+                watches
+                    .iter()
+                    .filter(|w| !blocked.contains(&w.dataset))
+                    .collect()
+            };
+            if !open.is_empty()
+                && let Err(e) = self.store.release_waiting().await
+            {
+                wait = trouble.failed(&e);
+            }
+            for w in open {
                 match self.batch_watch(w, flushing, &shutdown).await {
                     Ok(s) => {
                         sealed |= s;
@@ -161,6 +184,11 @@ impl Batcher {
         // Groups are keyed by (format, multiline): with more than GROUP_KEYS x max_files files in
         // a page, one group at least is full, so every full page seals something.
         let page = (GROUP_KEYS * w.max_files + 1) as i64;
+        let dedupe = if w.allow_duplicates {
+            Dedupe::AllowDuplicates
+        } else {
+            Dedupe::OneCopy
+        };
         let mut sealed_any = false;
         loop {
             let mut ready = self.store.ready_files(&w.name, page).await?;
@@ -170,9 +198,9 @@ impl Batcher {
             // A full page may leave files of its partial groups for the next one: only the
             // last page seals partial groups (when they waited max_wait, or on flush).
             let more = ready.len() as i64 == page;
-            if !w.allow_duplicates {
-                match self.set_aside_duplicates(ready, shutdown).await? {
-                    Some(keep) => ready = keep,
+            if dedupe == Dedupe::OneCopy {
+                match self.hash_where_needed(&w.dataset, ready, shutdown).await? {
+                    Some(hashed) => ready = hashed,
                     None => return Ok(sealed_any),
                 }
             }
@@ -182,12 +210,13 @@ impl Batcher {
                 limits.max_wait = Duration::from_secs(u32::MAX as u64);
             }
             let groups = plan(&ready, limits, now_ms(), flush && !more);
+            let mut progress = false;
             for ids in &groups {
                 let first = ready
                     .iter()
                     .find(|f| f.id == ids[0])
                     .expect("planned from this list");
-                let batch = self
+                let sealed = self
                     .store
                     .seal_batch(
                         &w.name,
@@ -196,53 +225,75 @@ impl Batcher {
                         first.multiline_json,
                         first.replay_json.as_deref(),
                         ids,
+                        dedupe,
                     )
                     .await?;
-                tracing::info!(dataset = %w.dataset, batch = batch, files = ids.len(), "batch sealed");
+                let name = |id: i64| {
+                    ready
+                        .iter()
+                        .find(|f| f.id == id)
+                        .map(|f| f.rel_path.as_str())
+                        .unwrap_or_default()
+                };
+                for d in &sealed.duplicates {
+                    tracing::info!(file = %name(d.file), dataset = %w.dataset, earlier = %d.carrier_path, "duplicate content, not ingested again");
+                }
+                for d in &sealed.waiting {
+                    tracing::info!(file = %name(d.file), dataset = %w.dataset, carrier = %d.carrier_path, "waits for the outcome of a file that may carry the same content");
+                }
+                progress |= sealed.to_hash.len() < ids.len();
+                if let Some(batch) = sealed.batch_id {
+                    sealed_any = true;
+                    tracing::info!(dataset = %w.dataset, batch = batch, files = sealed.files.len(), "batch sealed");
+                }
             }
-            if !groups.is_empty() {
-                sealed_any = true;
+            if sealed_any {
                 // Let the uploader start on these while the next page is prepared.
                 self.wake_uploader.notify_one();
             }
-            if !more || groups.is_empty() || shutdown.is_cancelled() {
+            if !more || !progress || shutdown.is_cancelled() {
                 return Ok(sealed_any);
             }
         }
     }
 
-    /// Hashes the files whose size matches content already in the dataset and marks the
-    /// repeats as duplicates; returns the rest, or None if shutdown came first (nothing is
-    /// sealed then: files not checked yet must not go out unchecked).
+    /// Hashes the ready files whose size matches another file of the dataset (ingested, on its
+    /// way, or ready beside them): only those can repeat content, and `Store::seal_batch`
+    /// needs their content to keep one copy of it. Every other file is hashed only while it is
+    /// uploaded. Returns the page with the hashes filled in, or None if shutdown came first
+    /// (nothing is sealed then: files not checked yet must not go out unchecked).
     ///
     /// Costs per page, not per file, where it can: one size query per distinct size, the
     /// hashing in one blocking task, the hashes recorded in one transaction.
-    async fn set_aside_duplicates(
+    async fn hash_where_needed(
         &self,
+        dataset: &str,
         ready: Vec<FileRow>,
         shutdown: &CancellationToken,
     ) -> Result<Option<Vec<FileRow>>, StoreError> {
         // Whether another file of that size is in the dataset. Exact per size for the whole
         // page: the first file asking proves the size to every other file of that size.
-        let mut seen: std::collections::HashMap<(String, i64), bool> = Default::default();
+        let mut seen: std::collections::HashMap<i64, bool> = Default::default();
         let mut to_hash = Vec::new();
         for (i, f) in ready.iter().enumerate() {
             // A replay replaces what it names: the same content again is its point, not a repeat.
             if f.sha256.is_some() || f.replay_json.is_some() {
                 continue;
             }
-            let key = (f.dataset.clone(), f.size);
-            let known = match seen.get(&key) {
+            let known = match seen.get(&f.size) {
                 Some(&known) => known,
                 None => {
-                    let known = self.store.size_seen(&f.dataset, f.size, f.id).await?;
-                    seen.insert(key, known);
+                    let known = self.store.size_seen(dataset, f.size, f.id).await?;
+                    seen.insert(f.size, known);
                     known
                 }
             };
             if known {
                 to_hash.push((i, f.clone()));
             }
+        }
+        if to_hash.is_empty() {
+            return Ok(Some(ready));
         }
         let stop = shutdown.clone();
         let hashed = tokio::task::spawn_blocking(move || {
@@ -251,11 +302,7 @@ impl Batcher {
                 if stop.is_cancelled() {
                     return None;
                 }
-                // Unreadable now, or no longer the version queued: the uploader will find out
-                // and say why.
-                if let Some(sha) = sha256_queued(&f) {
-                    out.push((i, sha));
-                }
+                out.push((i, sha256_queued(&f)));
             }
             Some(out)
         })
@@ -265,43 +312,42 @@ impl Batcher {
             return Ok(None);
         };
         let mut ready = ready;
-        let shas: Vec<(i64, String)> = hashed
-            .into_iter()
-            .map(|(i, sha)| {
-                ready[i].sha256 = Some(sha.clone());
-                (ready[i].id, sha)
-            })
-            .collect();
+        let mut shas: Vec<(i64, String)> = Vec::with_capacity(hashed.len());
+        let mut held_back = std::collections::HashSet::new();
+        for (i, sha) in hashed {
+            let f = &mut ready[i];
+            match sha {
+                Ok(Some(sha)) => {
+                    f.sha256 = Some(sha.clone());
+                    shas.push((f.id, sha));
+                }
+                // No longer the version queued (the watcher records the new one), or a
+                // transient shortage of descriptors or memory: not now, and not failed.
+                Ok(None) => {
+                    held_back.insert(f.id);
+                }
+                // It cannot be checked for repeated content, so it cannot go: say why.
+                Err(e) => {
+                    let why = if e.kind() == std::io::ErrorKind::NotFound {
+                        format!(
+                            "{} was deleted before it could be uploaded; drop it again to ingest it",
+                            f.rel_path
+                        )
+                    } else {
+                        format!(
+                            "cannot read {} to check it for repeated content: {e}; fix the file or its permissions and drop it again",
+                            f.abs_path().display()
+                        )
+                    };
+                    tracing::warn!(file = %f.rel_path, dataset, "{why}");
+                    self.store.fail_file(f.id, &why).await?;
+                    held_back.insert(f.id);
+                }
+            }
+        }
+        ready.retain(|f| !held_back.contains(&f.id));
         self.store.set_shas(&shas).await?;
-
-        // One look-up per dataset for the whole page (a page is one watch's, so usually one
-        // dataset). Ready files are not "batched" yet, so it never finds the files asking.
-        let mut shas: std::collections::HashMap<&str, Vec<&str>> = Default::default();
-        for f in ready.iter().filter(|f| f.replay_json.is_none()) {
-            if let Some(sha) = f.sha256.as_deref() {
-                shas.entry(f.dataset.as_str()).or_default().push(sha);
-            }
-        }
-        let mut earliest = std::collections::HashMap::new();
-        for (dataset, shas) in shas {
-            for (sha, f) in self.store.first_with_content(dataset, &shas).await? {
-                earliest.insert((dataset.to_owned(), sha), f);
-            }
-        }
-        let mut keep = Vec::with_capacity(ready.len());
-        for f in ready {
-            if f.replay_json.is_none()
-                && let Some(sha) = &f.sha256
-                && let Some(earlier) = earliest.get(&(f.dataset.clone(), sha.clone()))
-                && earlier.id < f.id
-            {
-                tracing::info!(file = %f.rel_path, dataset = %f.dataset, earlier = %earlier.rel_path, "duplicate content, not ingested again");
-                self.store.mark_duplicate(f.id, earlier).await?;
-                continue;
-            }
-            keep.push(f);
-        }
-        Ok(Some(keep))
+        Ok(Some(ready))
     }
 }
 
@@ -310,13 +356,29 @@ const GROUP_KEYS: u64 = 6;
 
 /// SHA-256 of a queued file, read from one descriptor whose identity is the one queued and
 /// bounded by the size queued (a file replaced or grown since is not hashed at all).
-fn sha256_queued(f: &FileRow) -> Option<String> {
-    let opened = disk::open_below(Path::new(&f.root), &f.abs_path(), Links::Anywhere).ok()?;
+/// The SHA-256 of a queued file, read from a descriptor checked against the queued identity:
+/// `Ok(None)` when what is there now is not the version queued, or when the system is short of
+/// descriptors or memory (both pass: try again later); `Err` when it cannot be read.
+pub fn sha256_queued(f: &FileRow) -> std::io::Result<Option<String>> {
+    let not_now = |e: std::io::Error| {
+        if disk::is_transient(&e) {
+            Ok(None)
+        } else {
+            Err(e)
+        }
+    };
+    let opened = match disk::open_below(Path::new(&f.root), &f.abs_path(), Links::Anywhere) {
+        Ok(opened) => opened,
+        Err(e) => return not_now(e),
+    };
     let queued = f.identity();
     if opened.stat.kind != disk::Kind::File || opened.stat.identity != queued {
-        return None;
+        return Ok(None);
     }
-    disk::sha256(&opened.file, queued.size).ok()
+    match disk::sha256(&opened.file, queued.size) {
+        Ok(sha) => Ok(Some(sha)),
+        Err(e) => not_now(e),
+    }
 }
 
 #[cfg(test)]
@@ -350,6 +412,8 @@ mod tests {
             discovered_at: at,
             updated_at: at,
             raw_path: None,
+            waits_for: None,
+            records: None,
         }
     }
 
@@ -366,7 +430,7 @@ mod tests {
         (f.dev, f.ino, f.mtime_ns) = (queued.dev as i64, queued.ino as i64, queued.mtime_ns);
         use sha2::Digest;
         let expected = format!("{:x}", sha2::Sha256::digest(b"{\"a\": 1}\n"));
-        assert_eq!(sha256_queued(&f), Some(expected));
+        assert_eq!(sha256_queued(&f).unwrap(), Some(expected));
 
         // Grown since it was queued: not hashed (reading to EOF would hash the new bytes).
         use std::io::Write;
@@ -376,11 +440,11 @@ mod tests {
             .unwrap()
             .write_all(b"{\"b\": 2}\n")
             .unwrap();
-        assert_eq!(sha256_queued(&f), None);
+        assert_eq!(sha256_queued(&f).unwrap(), None);
         // Replaced by another file: not hashed either.
         std::fs::write(dir.path().join("b.json"), "{\"a\": 1}\n").unwrap();
         std::fs::rename(dir.path().join("b.json"), &path).unwrap();
-        assert_eq!(sha256_queued(&f), None);
+        assert_eq!(sha256_queued(&f).unwrap(), None);
     }
 
     const L: Limits = Limits {
@@ -427,5 +491,71 @@ mod tests {
         f.replay_json = Some("[\"X\"]".into());
         let files = vec![file(1, "json", 1, 0), f, file(3, "json", 1, 0)];
         assert_eq!(plan(&files, L, 10_000, false), vec![vec![2], vec![1, 3]]);
+    }
+
+    /// A file that cannot be read when it must be hashed (here: a folder now has its name)
+    /// fails with a reason, rather than waiting unsealed for ever; the others go on.
+    #[tokio::test]
+    async fn a_file_that_cannot_be_hashed_fails_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("drop");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("ok.json"), b"{\"id\": 1}\n").unwrap();
+        // Hashed only from a descriptor that is the version queued: take its real identity.
+        let ok = crate::disk::Identity::of(&std::fs::metadata(root.join("ok.json")).unwrap());
+        let store = Store::open_exclusive(&dir.path().join("state"), false)
+            .await
+            .unwrap();
+        let new = |rel: &str, ino: i64, mtime_ns: i64| crate::store::NewFile {
+            watch: "w".into(),
+            dataset: "d".into(),
+            format: "json".into(),
+            multiline_json: false,
+            root: root.to_string_lossy().into_owned(),
+            rel_path: rel.into(),
+            dev: ok.dev as i64,
+            ino,
+            size: ok.size as i64,
+            mtime_ns,
+            raw_path: None,
+        };
+        // gone.json was deleted after it was queued.
+        store
+            .record_ready_many(&[
+                new("ok.json", ok.ino as i64, ok.mtime_ns),
+                new("gone.json", 2, 0),
+            ])
+            .await
+            .unwrap();
+        let batcher = Batcher {
+            watches: Default::default(),
+            store: store.clone(),
+            health: Default::default(),
+            max_inflight_bytes: u64::MAX,
+            wake: Default::default(),
+            wake_uploader: Default::default(),
+        };
+        let ready = store.ready_files("w", 10).await.unwrap();
+        let kept = batcher
+            .hash_where_needed("d", ready, &CancellationToken::new())
+            .await
+            .unwrap()
+            .expect("not shut down");
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].rel_path, "ok.json");
+        assert!(
+            kept[0].sha256.is_some(),
+            "a file of a size seen twice is hashed"
+        );
+        let failed = store.files_in_state("w", "failed").await.unwrap();
+        assert_eq!(failed.len(), 1);
+        assert!(
+            failed[0]
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains("was deleted") && r.contains("gone.json")),
+            "{:?}",
+            failed[0].reason
+        );
     }
 }

@@ -39,6 +39,11 @@ pub enum DaemonError {
     SecretEnv { var: String },
     #[error("cannot set up the platform client: {0}")]
     Client(String),
+    /// `--once` cannot finish: the work left is all for datasets the platform does not know.
+    #[error(
+        "--once cannot finish: {0}. The files stay where they were dropped; run again once that is fixed"
+    )]
+    Blocked(String),
     #[error(
         "cannot serve the admin listener on {addr}: {source}; set admin_listen to a free address, or \"off\""
     )]
@@ -284,7 +289,7 @@ pub async fn run(
         store.clone(),
         platform.api.clone(),
         config.upload.clone(),
-        wake_uploader,
+        wake_uploader.clone(),
         wake_archiver.clone(),
     )
     .run(output.clone(), config.shutdown_grace);
@@ -305,6 +310,14 @@ pub async fn run(
     .run(output.clone());
     tasks.spawn(async move { ("archiver", archiver.await) });
 
+    // Blocked datasets (see `blocked`) are checked again on a backoff; a lifted block wakes
+    // the stages that wait for it.
+    tokio::spawn(crate::blocked::recheck(
+        platform.api.clone(),
+        store.clone(),
+        vec![wake_batcher.clone(), wake_uploader.clone()],
+        output.clone(),
+    ));
     tokio::spawn(probe_platform(
         platform.api.clone(),
         health.clone(),
@@ -324,6 +337,7 @@ pub async fn run(
 
     let mut config = config;
     let mut failed: Option<StoreError> = None;
+    let mut stuck: Option<String> = None;
     let reload = opts.reload.clone().unwrap_or_default();
     loop {
         health
@@ -345,6 +359,16 @@ pub async fn run(
                     Err(e) => tracing::error!("config reload rejected, the previous config stays in force: {e}"),
                     Ok(new) => {
                         warn_unreloadable(&config, &new);
+                        if let Some(emu) = &platform.embedded {
+                            // As at start: the embedded platform has a dataset for every watch.
+                            for w in &new.watches {
+                                if let Err(e) = emu.ensure_dataset(&w.dataset, &w.name).await {
+                                    tracing::error!(watch = %w.name, dataset = %w.dataset, "the embedded platform cannot create dataset {} for watch {}: {e}; fix the watch's dataset and reload", w.dataset, w.name);
+                                }
+                            }
+                        }
+                        lift_blocks(&store, &new).await;
+                        wake_uploader.notify_one();
                         for w in watchers.reconcile(&new.watches) {
                             watchers.start(&w, &mut tasks, &store, &wake_batcher, &health, &new, &intake);
                         }
@@ -366,8 +390,16 @@ pub async fn run(
             // `--once`'s end. Not otherwise: ten wake-ups a second were a third of an idle
             // daemon's CPU (B6).
             _ = tokio::time::sleep(Duration::from_millis(100)), if opts.once || !watchers.all_scanned() => {
-                if opts.once && watchers.all_settled() && store.pending_work().await? == 0 {
-                    break;
+                if opts.once && watchers.all_settled() {
+                    if store.pending_work().await? == 0 {
+                        break;
+                    }
+                    let blocked = store.blocked_datasets().await?;
+                    if !blocked.is_empty() && store.pending_work_unblocked().await? == 0 {
+                        let what: Vec<String> = blocked.iter().map(crate::blocked::describe).collect();
+                        stuck = Some(what.join("; "));
+                        break;
+                    }
                 }
             }
         }
@@ -401,6 +433,10 @@ pub async fn run(
     if let Some(e) = failed {
         store.close().await;
         return Err(e.into());
+    }
+    if let Some(why) = stuck {
+        store.close().await;
+        return Err(DaemonError::Blocked(why));
     }
     let failures = if opts.once {
         store.failed_count_since(started).await?
@@ -484,6 +520,47 @@ impl Watchers {
         self.running
             .values()
             .all(|(_, _, p)| p.load(Ordering::SeqCst) == 0)
+    }
+}
+
+/// A reload may have fixed what blocked a watch (see `blocked`): every block is lifted, and a
+/// dataset still missing is found again on its next use. Batches the platform never created
+/// for a dataset no watch names any more give their files back to their watch's queue, to
+/// travel to the dataset the config names now.
+async fn lift_blocks(store: &Store, config: &Config) {
+    let blocked = match store.blocked_datasets().await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(
+                "cannot read the blocked datasets after the reload: {}",
+                e.explain()
+            );
+            return;
+        }
+    };
+    for b in blocked {
+        let named = config.watches.iter().any(|w| w.dataset == b.dataset);
+        let lifted = async {
+            if !named {
+                let why = format!(
+                    "dataset {} does not exist and no watch names it since the config was reloaded; the files go to their watch's dataset",
+                    b.dataset
+                );
+                let n = store.requeue_unsent_batches(&b.dataset, &why).await?;
+                if n > 0 {
+                    tracing::info!(dataset = %b.dataset, batches = n, "{why}");
+                }
+            }
+            store.unblock_dataset(&b.dataset).await
+        };
+        match lifted.await {
+            Ok(_) => {
+                tracing::info!(dataset = %b.dataset, watch = %b.watch, "config reloaded: dataset {} is no longer blocked; it is checked again on its next batch", b.dataset)
+            }
+            Err(e) => {
+                tracing::error!(dataset = %b.dataset, "cannot lift the block after the reload: {}", e.explain())
+            }
+        }
     }
 }
 

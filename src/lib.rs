@@ -10,6 +10,7 @@ pub mod admin;
 pub mod api;
 pub mod archiver;
 pub mod batcher;
+pub mod blocked;
 pub mod cli;
 pub mod config;
 pub mod crashpoint;

@@ -3,7 +3,7 @@
 //!
 //! This module must not move files (archiver) or send anything but Catalog reads.
 
-use crate::api::{ApiClient, BatchStatus};
+use crate::api::{ApiClient, BatchStatus, DataSetFile};
 use crate::config::Upload;
 use crate::store::{BatchRow, Store, batch_state, file_state, now_ms};
 use crate::uploader::StepError;
@@ -56,6 +56,25 @@ pub async fn poll(
     );
     if state == batch_state::SUCCESS {
         tracing::info!(batch = %remote, dataset = %b.dataset, "batch succeeded ({detail})");
+        // Each file's own count, for its receipt (the Catalog's metrics are the batch's).
+        // Only a nicety: the batch's outcome does not wait for it if Data Access fails.
+        match api.list_batch_files(remote).await {
+            Ok(listing) => {
+                let files: Vec<(i64, String)> = store
+                    .batch_files(b.id)
+                    .await?
+                    .into_iter()
+                    .filter(|f| f.state == file_state::UPLOADED)
+                    .map(|f| (f.id, f.rel_path))
+                    .collect();
+                store
+                    .set_file_records(&records_per_file(&files, &listing))
+                    .await?;
+            }
+            Err(e) => {
+                tracing::debug!(batch = %remote, "no per-file record counts for the receipts: {e}")
+            }
+        }
         if let Some(preds) = &b.replay_json {
             let preds: Vec<String> = serde_json::from_str(preds).unwrap_or_default();
             store.mark_replaced(&preds, remote).await?;
@@ -103,6 +122,41 @@ pub async fn poll(
     Ok(())
 }
 
+/// Each uploaded file's own record count from a successful batch's Data Access listing: by
+/// the listing's names where it gives the uploaded names, else all of it for the batch's only
+/// file. Files it cannot tell about are left out (their receipts say null).
+pub fn records_per_file(files: &[(i64, String)], listing: &[DataSetFile]) -> Vec<(i64, i64)> {
+    let total = || {
+        listing
+            .iter()
+            .map(|d| d.records.unwrap_or(0) as i64)
+            .sum::<i64>()
+    };
+    let named = !listing.is_empty()
+        && listing.iter().all(|d| {
+            d.name
+                .as_ref()
+                .is_some_and(|n| files.iter().any(|(_, p)| p == n))
+        });
+    if named {
+        return files
+            .iter()
+            .map(|(id, path)| {
+                let n = listing
+                    .iter()
+                    .filter(|d| d.name.as_deref() == Some(path))
+                    .map(|d| d.records.unwrap_or(0) as i64)
+                    .sum();
+                (*id, n)
+            })
+            .collect();
+    }
+    match files {
+        [(id, _)] => vec![(*id, total())],
+        _ => Vec::new(),
+    }
+}
+
 /// Whether a platform error description is about the file uploaded as `rel_path`: the
 /// platform quotes file names (`file 'a/b.json': ...`).
 pub fn error_names_file(description: &str, rel_path: &str) -> bool {
@@ -113,6 +167,31 @@ pub fn error_names_file(description: &str, rel_path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn listed(name: Option<&str>, records: u64) -> DataSetFile {
+        DataSetFile {
+            id: "F".into(),
+            dataset_id: None,
+            name: name.map(str::to_owned),
+            records: Some(records),
+            size: None,
+        }
+    }
+
+    #[test]
+    fn records_per_file_by_name_or_for_a_batch_of_one() {
+        let files = vec![(1, "a.json".to_owned()), (2, "b.json".to_owned())];
+        let by_name = [listed(Some("b.json"), 3), listed(Some("a.json"), 2)];
+        assert_eq!(records_per_file(&files, &by_name), vec![(1, 2), (2, 3)]);
+        // The platform's own listing names no input file: only a batch of one can be told.
+        let unnamed = [listed(None, 3), listed(None, 2)];
+        assert_eq!(records_per_file(&files, &unnamed), vec![]);
+        assert_eq!(records_per_file(&files[..1], &unnamed), vec![(1, 5)]);
+        // Names that are not the uploaded ones (output parts) say nothing per file.
+        let parts = [listed(Some("part-0.parquet"), 5)];
+        assert_eq!(records_per_file(&files, &parts), vec![]);
+        assert_eq!(records_per_file(&files[1..], &parts), vec![(2, 5)]);
+    }
 
     #[test]
     fn errors_name_files_only_when_quoted_whole() {

@@ -199,6 +199,10 @@ pub struct FileRow {
     pub discovered_at: i64,
     pub updated_at: i64,
     pub raw_path: Option<Vec<u8>>,
+    /// Another file whose outcome this ready file waits for (see [`Sealed::waiting`]).
+    pub waits_for: Option<i64>,
+    /// The file's own record count, when the platform gave one (Data Access, after success).
+    pub records: Option<i64>,
 }
 
 impl FileRow {
@@ -250,6 +254,93 @@ impl BatchRow {
             None => format!("local batch #{}", self.id),
         }
     }
+}
+
+/// Whether a batch may carry content already in its dataset (or on its way there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dedupe {
+    /// The default: one copy of any content per dataset (see [`Store::seal_batch`]).
+    OneCopy,
+    /// `allow_duplicates = true`: every file is sealed as it is.
+    AllowDuplicates,
+}
+
+/// What [`Store::seal_batch`] did with the files it was given. Every file given is in exactly
+/// one of these lists (or was no longer ready).
+#[derive(Debug, Default)]
+pub struct Sealed {
+    /// The new batch, when a file went into it.
+    pub batch_id: Option<i64>,
+    /// The files sealed into it.
+    pub files: Vec<i64>,
+    /// Files whose content the dataset already holds, now `duplicate` of the file whose batch
+    /// ingested it.
+    pub duplicates: Vec<LeftOut>,
+    /// Files left ready, out of the batcher's way until the file they wait for is out of
+    /// flight ([`Store::release_waiting`]). It carries the same content, or has the same size
+    /// and a content not known yet. Once released, a file whose content went in becomes a
+    /// duplicate of it; otherwise it is sealed after all.
+    pub waiting: Vec<LeftOut>,
+    /// Files left ready because another file of their size is in the dataset (or arrived with
+    /// them): they must be hashed before they can be sealed.
+    pub to_hash: Vec<i64>,
+}
+
+/// Content a dataset holds or is about to hold, as [`Store::carried`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Carried {
+    /// The file that carries it (or, while `ingested` is false, may: a file in flight of the
+    /// same size whose content is not known yet).
+    pub file: String,
+    /// In a successful batch (else on its way).
+    pub ingested: bool,
+    /// That batch's platform id.
+    pub batch: Option<String>,
+}
+
+/// A file left out of a batch because of another one (see [`Sealed`]).
+#[derive(Debug, Clone)]
+pub struct LeftOut {
+    pub file: i64,
+    /// The file that carries (or may carry) the same content.
+    pub carrier: i64,
+    pub carrier_path: String,
+}
+
+/// A file that carries some content into a dataset: on its way (ready to travel again, or in
+/// a batch in flight), or ingested (in a successful batch not replaced nor reverted).
+#[derive(Debug, Clone)]
+struct Carrier {
+    id: i64,
+    rel_path: String,
+    ingested: bool,
+}
+
+/// A file being sealed under [`Dedupe::OneCopy`].
+#[derive(Debug, FromRow)]
+struct Candidate {
+    id: i64,
+    rel_path: String,
+    size: i64,
+    sha256: Option<String>,
+    replay_json: Option<String>,
+}
+
+/// A dataset the platform said does not exist (or is not visible in the configured sandbox):
+/// its watches take no new batch and its batches wait, until a check finds it again.
+#[derive(Debug, Clone, FromRow)]
+pub struct BlockedDataset {
+    pub dataset: String,
+    /// The watch whose batch found it missing.
+    pub watch: String,
+    /// The platform's refusal.
+    pub reason: String,
+    /// Unix ms.
+    pub since: i64,
+    /// Checks since then that found it still missing.
+    pub checks: i64,
+    /// Unix ms.
+    pub next_check_at: i64,
 }
 
 /// A file that became ready in a drop folder.
@@ -766,10 +857,12 @@ impl Store {
 
     // ---- files: batching -------------------------------------------------------------------
 
-    /// The oldest `limit` files of a watch waiting to be batched.
+    /// The oldest `limit` files of a watch waiting to be batched (not those waiting for another
+    /// file's outcome: see [`Sealed::waiting`]).
     pub async fn ready_files(&self, watch: &str, limit: i64) -> Result<Vec<FileRow>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT * FROM files WHERE watch = ? AND state = 'ready' ORDER BY id LIMIT ?",
+            "SELECT * FROM files WHERE watch = ? AND state = 'ready' AND waits_for IS NULL
+             ORDER BY id LIMIT ?",
         )
         .bind(watch)
         .bind(limit)
@@ -798,41 +891,6 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// For each of `shas`, the first file of `dataset` (lowest id) whose content it is and
-    /// that counts as ingested or on its way: batched, uploaded or done, in a batch neither
-    /// reverted nor replaced (content of those is no longer in the dataset). One statement per
-    /// few hundred hashes: the batcher asks for a whole page of files at once.
-    pub async fn first_with_content(
-        &self,
-        dataset: &str,
-        shas: &[&str],
-    ) -> Result<std::collections::HashMap<String, FileRow>, StoreError> {
-        let mut found = std::collections::HashMap::new();
-        for part in shas.chunks(400) {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "SELECT * FROM files WHERE id IN (SELECT MIN(id) FROM files WHERE dataset = ",
-            );
-            q.push_bind(dataset).push(" AND sha256 IN (");
-            let mut list = q.separated(", ");
-            for sha in part {
-                list.push_bind(*sha);
-            }
-            q.push(
-                ") AND state IN ('batched', 'uploaded', 'done')
-                   AND (batch_id IS NULL OR batch_id NOT IN
-                        (SELECT id FROM batches WHERE state = 'reverted' OR replaced_by IS NOT NULL))
-                 GROUP BY sha256)",
-            );
-            let rows: Vec<FileRow> = q.build_query_as().fetch_all(&self.pool).await?;
-            for f in rows {
-                if let Some(sha) = f.sha256.clone() {
-                    found.insert(sha, f);
-                }
-            }
-        }
-        Ok(found)
-    }
-
     /// Records the hashes of several files in one transaction.
     pub async fn set_shas(&self, shas: &[(i64, String)]) -> Result<(), StoreError> {
         if shas.is_empty() {
@@ -854,26 +912,87 @@ impl Store {
         Ok(())
     }
 
-    pub async fn mark_duplicate(&self, file_id: i64, of: &FileRow) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE files SET state = 'duplicate', duplicate_of = ?, updated_at = ? WHERE id = ?",
+    /// Lets waiting files go back to the batcher once their reason to wait is over: the file
+    /// they wait for left flight (its batch ended, or it failed or changed), or its content,
+    /// once known, differs from theirs. Returns how many went back.
+    pub async fn release_waiting(&self) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE files SET waits_for = NULL WHERE waits_for IS NOT NULL AND (state != 'ready'
+               OR NOT EXISTS (SELECT 1 FROM files h LEFT JOIN batches b ON b.id = h.batch_id
+                 WHERE h.id = files.waits_for
+                   AND (h.state = 'ready' OR (h.state IN ('batched', 'uploaded') AND b.state IN
+                        ('sealed', 'creating', 'loading', 'completing', 'processing')))
+                   AND (h.sha256 IS NULL OR h.sha256 = files.sha256)))",
         )
-        .bind(of.id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    /// How `dataset` holds each of `contents` (SHA-256, size), as this state knows it, read
+    /// only: for a push beside the daemon (see `cli::push`). A content absent from the answer
+    /// is carried by none of this state's files.
+    pub async fn carried(
+        &self,
+        dataset: &str,
+        contents: &[(String, i64)],
+    ) -> Result<std::collections::HashMap<String, Carried>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let shas: Vec<&str> = contents.iter().map(|(sha, _)| sha.as_str()).collect();
+        let sizes: Vec<i64> = contents.iter().map(|(_, size)| *size).collect();
+        let (carriers, _) = carriers_of(&mut conn, dataset, &shas).await?;
+        let unknown = unknown_by_size(&mut conn, dataset, &sizes).await?;
+        let mut out = std::collections::HashMap::new();
+        for (sha, size) in contents {
+            let Some(c) = carriers.get(sha).or_else(|| unknown.get(size)) else {
+                continue;
+            };
+            let batch: Option<String> = if c.ingested {
+                sqlx::query_scalar(
+                    "SELECT b.remote_id FROM files f JOIN batches b ON b.id = f.batch_id WHERE f.id = ?",
+                )
+                .bind(c.id)
+                .fetch_optional(&mut *conn)
+                .await?
+                .flatten()
+            } else {
+                None
+            };
+            out.insert(
+                sha.clone(),
+                Carried {
+                    file: c.rel_path.clone(),
+                    ingested: c.ingested,
+                    batch,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// Takes a ready file out as a duplicate of content that another state (the daemon's,
+    /// for a push) says is in the dataset; `reason` says where.
+    pub async fn mark_duplicate_elsewhere(
+        &self,
+        file_id: i64,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE files SET state = 'duplicate', reason = ?, updated_at = ? WHERE id = ? AND state = 'ready'",
+        )
+        .bind(reason)
         .bind(now_ms())
         .bind(file_id)
         .execute(&self.pool)
         .await?;
-        self.event(
-            Some(file_id),
-            None,
-            "duplicate",
-            &format!("same content as {}", of.rel_path),
-        )
-        .await
+        self.event(Some(file_id), None, "duplicate", reason).await
     }
 
     /// Seals a batch: the batch row and its files' assignment are one transaction, so a file is
-    /// never in two batches and never in none.
+    /// never in two batches and never in none. With [`Dedupe::OneCopy`] the same transaction
+    /// keeps a second copy of any content out of the dataset (see [`Sealed`] for what happens
+    /// to the files left out); a batch is created only when a file remains for it.
+    #[allow(clippy::too_many_arguments)] // one per column of the batch, plus the rule
     pub async fn seal_batch(
         &self,
         watch: &str,
@@ -882,9 +1001,19 @@ impl Store {
         multiline_json: bool,
         replay_json: Option<&str>,
         file_ids: &[i64],
-    ) -> Result<i64, StoreError> {
+        dedupe: Dedupe,
+    ) -> Result<Sealed, StoreError> {
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
+        let mut sealed = Sealed::default();
+        let ids = match dedupe {
+            Dedupe::AllowDuplicates => file_ids.to_vec(),
+            Dedupe::OneCopy => one_copy_in(&mut tx, dataset, file_ids, now, &mut sealed).await?,
+        };
+        if ids.is_empty() {
+            tx.commit().await?;
+            return Ok(sealed);
+        }
         let external_id = uuid::Uuid::now_v7().to_string();
         let batch_id: i64 = sqlx::query_scalar(
             "INSERT INTO batches (external_id, watch, dataset, format, multiline_json, replay_json, state,
@@ -902,41 +1031,42 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         // A statement per few hundred files, not per file (each is a round trip to SQLite).
-        for part in file_ids.chunks(500) {
+        // The files take the batch's dataset: a reload may have pointed their watch elsewhere
+        // since they were queued, and their receipts must name where they went.
+        for part in ids.chunks(500) {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "UPDATE files SET state = 'batched', batch_id = ",
             );
             q.push_bind(batch_id)
+                .push(", dataset = ")
+                .push_bind(dataset)
                 .push(", uploaded_bytes = 0, sent = 0, updated_at = ")
                 .push_bind(now)
                 .push(" WHERE state = 'ready' AND id IN (");
-            let mut ids = q.separated(", ");
-            for id in part {
-                ids.push_bind(*id);
-            }
-            q.push(")");
+            push_ids(&mut q, part.iter().copied());
             q.build().execute(&mut *tx).await?;
         }
         sqlx::query("INSERT INTO events (at, batch_id, kind, detail) VALUES (?, ?, 'sealed', ?)")
             .bind(now)
             .bind(batch_id)
-            .bind(format!(
-                "{} files, externalId {external_id}",
-                file_ids.len()
-            ))
+            .bind(format!("{} files, externalId {external_id}", ids.len()))
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(batch_id)
+        sealed.batch_id = Some(batch_id);
+        sealed.files = ids;
+        Ok(sealed)
     }
 
     // ---- batches: upload -------------------------------------------------------------------
 
-    /// Batches with remote work to do whose retry time has come.
+    /// Batches with remote work to do whose retry time has come (not those of a blocked
+    /// dataset: they wait for the block to be lifted).
     pub async fn batches_due(&self, now: i64) -> Result<Vec<BatchRow>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT * FROM batches WHERE state IN ('sealed', 'creating', 'loading', 'completing', 'processing')
-               AND next_attempt_at <= ? ORDER BY id",
+               AND next_attempt_at <= ? AND dataset NOT IN (SELECT dataset FROM blocked_datasets)
+             ORDER BY id",
         )
         .bind(now)
         .fetch_all(&self.pool)
@@ -951,7 +1081,7 @@ impl Store {
         Ok(sqlx::query_as(
             "SELECT * FROM batches WHERE id = ?
                AND state IN ('sealed', 'creating', 'loading', 'completing', 'processing')
-               AND next_attempt_at <= ?",
+               AND next_attempt_at <= ? AND dataset NOT IN (SELECT dataset FROM blocked_datasets)",
         )
         .bind(id)
         .bind(now)
@@ -963,7 +1093,8 @@ impl Store {
     pub async fn next_due(&self) -> Result<Option<i64>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT MIN(next_attempt_at) FROM batches
-             WHERE state IN ('sealed', 'creating', 'loading', 'completing', 'processing')",
+             WHERE state IN ('sealed', 'creating', 'loading', 'completing', 'processing')
+               AND dataset NOT IN (SELECT dataset FROM blocked_datasets)",
         )
         .fetch_one(&self.pool)
         .await?)
@@ -1454,6 +1585,21 @@ impl Store {
         .await?)
     }
 
+    /// The files of a watch in one state, oldest first.
+    pub async fn files_in_state(
+        &self,
+        watch: &str,
+        state: &str,
+    ) -> Result<Vec<FileRow>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM files WHERE watch = ? AND state = ? ORDER BY id")
+                .bind(watch)
+                .bind(state)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
     pub async fn recent_failures(&self, limit: i64) -> Result<Vec<FileRow>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT * FROM files WHERE state = 'failed' ORDER BY updated_at DESC LIMIT ?",
@@ -1468,6 +1614,19 @@ impl Store {
         Ok(sqlx::query_scalar(
             "SELECT (SELECT COUNT(*) FROM files WHERE finalized = 0)
                   + (SELECT COUNT(*) FROM batches WHERE state IN ('sealed','creating','loading','completing','processing'))",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// [`Store::pending_work`] outside the blocked datasets (`run --once` cannot finish what
+    /// only waits for a block to be lifted).
+    pub async fn pending_work_unblocked(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM files WHERE finalized = 0
+                       AND dataset NOT IN (SELECT dataset FROM blocked_datasets))
+                  + (SELECT COUNT(*) FROM batches WHERE state IN ('sealed','creating','loading','completing','processing')
+                       AND dataset NOT IN (SELECT dataset FROM blocked_datasets))",
         )
         .fetch_one(&self.pool)
         .await?)
@@ -1750,6 +1909,101 @@ impl Store {
         Ok(n > 0)
     }
 
+    // ---- blocked datasets (see `blocked`) ---------------------------------------------------
+
+    /// Blocks a dataset the platform does not know. Returns false when it was blocked already
+    /// (the first watch and reason to find it stay).
+    pub async fn block_dataset(
+        &self,
+        dataset: &str,
+        watch: &str,
+        reason: &str,
+        next_check_at: i64,
+    ) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            "INSERT INTO blocked_datasets (dataset, watch, reason, since, next_check_at)
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (dataset) DO NOTHING",
+        )
+        .bind(dataset)
+        .bind(watch)
+        .bind(reason)
+        .bind(now_ms())
+        .bind(next_check_at)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
+    }
+
+    pub async fn blocked_datasets(&self) -> Result<Vec<BlockedDataset>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM blocked_datasets ORDER BY since, dataset")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Records a check that found the dataset still missing, and when to check again.
+    pub async fn still_blocked(&self, dataset: &str, next_check_at: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE blocked_datasets SET checks = checks + 1, next_check_at = ? WHERE dataset = ?",
+        )
+        .bind(next_check_at)
+        .bind(dataset)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Lifts a block; its batches are due again at once. Returns whether it was blocked.
+    pub async fn unblock_dataset(&self, dataset: &str) -> Result<bool, StoreError> {
+        let n = sqlx::query("DELETE FROM blocked_datasets WHERE dataset = ?")
+            .bind(dataset)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
+    /// Gives up the batches of `dataset` that the platform never created (it refused to:
+    /// the dataset does not exist), sending their files back to the queue of their watch, which
+    /// a reload pointed at another dataset. Returns how many batches.
+    pub async fn requeue_unsent_batches(
+        &self,
+        dataset: &str,
+        reason: &str,
+    ) -> Result<usize, StoreError> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM batches WHERE dataset = ? AND state IN ('sealed', 'creating')
+               AND remote_id IS NULL",
+        )
+        .bind(dataset)
+        .fetch_all(&self.pool)
+        .await?;
+        for id in &ids {
+            self.abandon_batch(*id, reason).await?;
+        }
+        Ok(ids.len())
+    }
+
+    /// Records each file's own record count, as the platform listed it after its batch
+    /// succeeded.
+    pub async fn set_file_records(&self, counts: &[(i64, i64)]) -> Result<(), StoreError> {
+        if counts.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for part in counts.chunks(400) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE files SET");
+            push_case(&mut q, "records", part, |(id, n)| (*id, *n));
+            q.push(" WHERE id IN (");
+            push_ids(&mut q, part.iter().map(|(id, _)| *id));
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Where the archiver wrote a finished file's receipt (from its `finalized` event).
     pub async fn receipt_path(&self, file_id: i64) -> Result<Option<String>, StoreError> {
         let detail: Option<Option<String>> = sqlx::query_scalar(
@@ -1915,7 +2169,7 @@ async fn record_ready_in(
         Some((id, state)) if state == file_state::READY => {
             sqlx::query(
                 "UPDATE files SET dev = ?, ino = ?, size = ?, mtime_ns = ?, sha256 = NULL,
-                   format = ?, updated_at = ? WHERE id = ?",
+                   waits_for = NULL, format = ?, updated_at = ? WHERE id = ?",
             )
             .bind(f.dev)
             .bind(f.ino)
@@ -1974,11 +2228,324 @@ async fn record_ready_in(
     Ok(Recorded::New(id))
 }
 
+/// The batch states in flight, for queries (`IN` + this).
+const IN_FLIGHT: &str = "('sealed', 'creating', 'loading', 'completing', 'processing')";
+
+/// A file `f` whose batch `b` carries its content into the dataset: in flight, or successful
+/// and neither replaced nor reverted (content of those is no longer in the dataset).
+const CARRIES: &str = "((f.state IN ('batched', 'uploaded')
+      AND b.state IN ('sealed', 'creating', 'loading', 'completing', 'processing'))
+   OR (f.state IN ('batched', 'uploaded', 'done') AND b.state = 'success' AND b.replaced_by IS NULL))";
+
+/// Files of `dataset` in flight whose content is not known yet, by size (the first of each):
+/// a file of one of these sizes cannot be told apart from them yet.
+async fn unknown_by_size(
+    conn: &mut sqlx::SqliteConnection,
+    dataset: &str,
+    sizes: &[i64],
+) -> Result<std::collections::HashMap<i64, Carrier>, StoreError> {
+    use std::collections::HashMap;
+    let mut unknown: HashMap<i64, Carrier> = HashMap::new();
+    for part in sizes.chunks(400) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT f.size, f.id, f.rel_path FROM files f JOIN batches b ON b.id = f.batch_id
+             WHERE f.dataset = ",
+        );
+        q.push_bind(dataset)
+            .push(" AND f.sha256 IS NULL AND f.state IN ('batched', 'uploaded') AND b.state IN ")
+            .push(IN_FLIGHT)
+            .push(" AND f.size IN (");
+        push_binds(&mut q, part.iter().copied());
+        q.push(" ORDER BY f.id");
+        let rows: Vec<(i64, i64, String)> = q.build_query_as().fetch_all(&mut *conn).await?;
+        for (size, id, rel_path) in rows {
+            unknown.entry(size).or_insert(Carrier {
+                id,
+                rel_path,
+                ingested: false,
+            });
+        }
+    }
+    Ok(unknown)
+}
+
+/// Who carries each of `shas` into `dataset` now: the claim's holder while it is alive (ready
+/// to travel again, in a batch in flight, or ingested), else any file ingested or on its way
+/// with that content. Also returns the claims to record for the latter.
+#[allow(clippy::type_complexity)]
+async fn carriers_of(
+    conn: &mut sqlx::SqliteConnection,
+    dataset: &str,
+    shas: &[&str],
+) -> Result<
+    (
+        std::collections::HashMap<String, Carrier>,
+        Vec<(String, i64)>,
+    ),
+    StoreError,
+> {
+    use std::collections::HashMap;
+    let mut carriers: HashMap<String, Carrier> = HashMap::new();
+    let mut claims: Vec<(String, i64)> = Vec::new();
+    for part in shas.chunks(400) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT c.sha256, f.id, f.rel_path, b.state = 'success' FROM content_claims c
+               JOIN files f ON f.id = c.file_id LEFT JOIN batches b ON b.id = f.batch_id
+             WHERE c.dataset = ",
+        );
+        // A claim's holder waiting to travel again (its batch was given up) still carries it.
+        q.push_bind(dataset)
+            .push(" AND f.sha256 = c.sha256 AND (f.state = 'ready' OR ")
+            .push(CARRIES)
+            .push(") AND c.sha256 IN (");
+        push_binds(&mut q, part.iter().copied());
+        let rows: Vec<(String, i64, String, Option<bool>)> =
+            q.build_query_as().fetch_all(&mut *conn).await?;
+        for (sha, id, rel_path, ingested) in rows {
+            let ingested = ingested.unwrap_or(false);
+            carriers.insert(
+                sha,
+                Carrier {
+                    id,
+                    rel_path,
+                    ingested,
+                },
+            );
+        }
+    }
+    let unclaimed: Vec<&str> = shas
+        .iter()
+        .copied()
+        .filter(|sha| !carriers.contains_key(*sha))
+        .collect();
+    for part in unclaimed.chunks(400) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT f.sha256, f.id, f.rel_path, b.state = 'success' AS ingested
+             FROM files f JOIN batches b ON b.id = f.batch_id WHERE f.dataset = ",
+        );
+        q.push_bind(dataset)
+            .push(" AND ")
+            .push(CARRIES)
+            .push(" AND f.sha256 IN (");
+        push_binds(&mut q, part.iter().copied());
+        // An ingested carrier first: it settles the question at once.
+        q.push(" ORDER BY ingested DESC, f.id");
+        let rows: Vec<(String, i64, String, bool)> =
+            q.build_query_as().fetch_all(&mut *conn).await?;
+        for (sha, id, rel_path, ingested) in rows {
+            if let std::collections::hash_map::Entry::Vacant(e) = carriers.entry(sha) {
+                claims.push((e.key().clone(), id));
+                e.insert(Carrier {
+                    id,
+                    rel_path,
+                    ingested,
+                });
+            }
+        }
+    }
+    Ok((carriers, claims))
+}
+
+/// The [`Dedupe::OneCopy`] rule of [`Store::seal_batch`], inside its transaction: of the ready
+/// files `ids`, returns those that may be sealed, and records what becomes of the others in
+/// `out` (and in the store). A file may be sealed when
+/// - it is a replay (the same content again is its point), or
+/// - its content is not known and no other file of the dataset has its size (a file that
+///   does must be hashed first), or
+/// - its content is known and nobody else carries it into the dataset: it then takes the
+///   claim on (dataset, content). A carrier that is ingested makes it a duplicate of that
+///   carrier; one on its way makes it wait for that carrier's outcome; so does a file in
+///   flight of its size whose content is not known yet.
+///
+/// The claim row (the primary key of `content_claims`) is what makes a second carrier
+/// impossible for any writer; carriers found without one (older rows, replays, files of
+/// watches that allow duplicates) are given it here.
+async fn one_copy_in(
+    conn: &mut sqlx::SqliteConnection,
+    dataset: &str,
+    ids: &[i64],
+    now: i64,
+    out: &mut Sealed,
+) -> Result<Vec<i64>, StoreError> {
+    use std::collections::{HashMap, HashSet};
+    let mut candidates: Vec<Candidate> = Vec::new();
+    for part in ids.chunks(400) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT id, rel_path, size, sha256, replay_json FROM files
+             WHERE state = 'ready' AND id IN (",
+        );
+        push_ids(&mut q, part.iter().copied());
+        candidates.extend(
+            q.build_query_as::<Candidate>()
+                .fetch_all(&mut *conn)
+                .await?,
+        );
+    }
+    candidates.sort_by_key(|c| c.id);
+    let mut sealable = Vec::new();
+    let (mut hashed, mut unhashed) = (Vec::new(), Vec::new());
+    for c in candidates {
+        match (&c.replay_json, &c.sha256) {
+            (Some(_), _) => sealable.push(c.id),
+            (None, Some(_)) => hashed.push(c),
+            (None, None) => unhashed.push(c),
+        }
+    }
+
+    // Content not known: only a file alone with its size in the dataset goes as it is.
+    if !unhashed.is_empty() {
+        let mut here: HashMap<i64, usize> = HashMap::new();
+        for c in &unhashed {
+            *here.entry(c.size).or_default() += 1;
+        }
+        let sizes: Vec<i64> = here.keys().copied().collect();
+        let mut known: HashMap<i64, (i64, i64)> = HashMap::new();
+        for part in sizes.chunks(400) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "SELECT size, MIN(id), MAX(id) FROM files WHERE dataset = ",
+            );
+            q.push_bind(dataset)
+                .push(" AND state IN ('ready', 'batched', 'uploaded', 'done') AND size IN (");
+            push_binds(&mut q, part.iter().copied());
+            q.push(" GROUP BY size");
+            let rows: Vec<(i64, i64, i64)> = q.build_query_as().fetch_all(&mut *conn).await?;
+            known.extend(rows.into_iter().map(|(size, lo, hi)| (size, (lo, hi))));
+        }
+        for c in unhashed {
+            let alone = here[&c.size] == 1
+                && known
+                    .get(&c.size)
+                    .is_none_or(|&(lo, hi)| lo == c.id && hi == c.id);
+            if alone {
+                sealable.push(c.id);
+            } else {
+                out.to_hash.push(c.id);
+            }
+        }
+    }
+    if hashed.is_empty() {
+        return Ok(sealable);
+    }
+
+    let sizes: Vec<i64> = hashed
+        .iter()
+        .map(|c| c.size)
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let unknown = unknown_by_size(conn, dataset, &sizes).await?;
+    let shas: Vec<&str> = hashed
+        .iter()
+        .filter_map(|c| c.sha256.as_deref())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let (mut carriers, mut claims) = carriers_of(conn, dataset, &shas).await?;
+
+    let mut duplicates: Vec<(i64, Carrier)> = Vec::new();
+    let mut waiting: Vec<(i64, Carrier, &'static str)> = Vec::new();
+    for c in hashed {
+        let sha = c.sha256.clone().expect("hashed");
+        match carriers.get(&sha) {
+            Some(h) if h.id == c.id => sealable.push(c.id),
+            Some(h) if h.ingested => duplicates.push((c.id, h.clone())),
+            _ if unknown.contains_key(&c.size) => waiting.push((
+                c.id,
+                unknown[&c.size].clone(),
+                "same size, content not known yet",
+            )),
+            Some(h) => waiting.push((c.id, h.clone(), "same content")),
+            None => {
+                sealable.push(c.id);
+                claims.push((sha.clone(), c.id));
+                carriers.insert(
+                    sha,
+                    Carrier {
+                        id: c.id,
+                        rel_path: c.rel_path,
+                        ingested: false,
+                    },
+                );
+            }
+        }
+    }
+    for part in claims.chunks(300) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO content_claims (dataset, sha256, file_id) ",
+        );
+        q.push_values(part, |mut row, (sha, id)| {
+            row.push_bind(dataset).push_bind(sha).push_bind(*id);
+        });
+        q.push(" ON CONFLICT (dataset, sha256) DO UPDATE SET file_id = excluded.file_id");
+        q.build().execute(&mut *conn).await?;
+    }
+    for part in duplicates.chunks(200) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "UPDATE files SET state = 'duplicate', waits_for = NULL, updated_at = ",
+        );
+        q.push_bind(now).push(",");
+        push_case(&mut q, "duplicate_of", part, |(id, h)| (*id, h.id));
+        q.push(" WHERE state = 'ready' AND id IN (");
+        push_ids(&mut q, part.iter().map(|(id, _)| *id));
+        q.build().execute(&mut *conn).await?;
+        let mut events = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO events (at, file_id, kind, detail) ",
+        );
+        events.push_values(part, |mut row, (id, h)| {
+            row.push_bind(now)
+                .push_bind(*id)
+                .push("'duplicate'")
+                .push_bind(format!("same content as {}", h.rel_path));
+        });
+        events.build().execute(&mut *conn).await?;
+    }
+    for part in waiting.chunks(200) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE files SET updated_at = ");
+        q.push_bind(now).push(",");
+        push_case(&mut q, "waits_for", part, |(id, h, _)| (*id, h.id));
+        q.push(" WHERE state = 'ready' AND id IN (");
+        push_ids(&mut q, part.iter().map(|(id, _, _)| *id));
+        q.build().execute(&mut *conn).await?;
+        let mut events = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO events (at, file_id, kind, detail) ",
+        );
+        events.push_values(part, |mut row, (id, h, why)| {
+            row.push_bind(now)
+                .push_bind(*id)
+                .push("'waiting'")
+                .push_bind(format!("waits for the outcome of {} ({why})", h.rel_path));
+        });
+        events.build().execute(&mut *conn).await?;
+    }
+    let left_out = |id: i64, h: Carrier| LeftOut {
+        file: id,
+        carrier: h.id,
+        carrier_path: h.rel_path,
+    };
+    out.duplicates = duplicates
+        .into_iter()
+        .map(|(id, h)| left_out(id, h))
+        .collect();
+    out.waiting = waiting
+        .into_iter()
+        .map(|(id, h, _)| left_out(id, h))
+        .collect();
+    Ok(sealable)
+}
+
 /// Appends `id1, id2, …)`: the end of a ` WHERE id IN (` list.
 fn push_ids(q: &mut sqlx::QueryBuilder<sqlx::Sqlite>, ids: impl Iterator<Item = i64>) {
+    push_binds(q, ids);
+}
+
+/// Appends `v1, v2, …)`: the end of an ` IN (` list of bound values.
+fn push_binds<'a, V>(q: &mut sqlx::QueryBuilder<sqlx::Sqlite>, values: impl Iterator<Item = V>)
+where
+    V: 'a + sqlx::Encode<'a, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
     let mut list = q.separated(", ");
-    for id in ids {
-        list.push_bind(id);
+    for v in values {
+        list.push_bind(v);
     }
     q.push(")");
 }
@@ -2002,4 +2569,140 @@ fn push_case<'a, T, V>(
             .push_bind(value);
     }
     q.push(" END");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_file(rel: &str, size: i64) -> NewFile {
+        NewFile {
+            watch: "w".into(),
+            dataset: "d".into(),
+            format: "json".into(),
+            multiline_json: false,
+            root: "/nowhere".into(),
+            rel_path: rel.into(),
+            dev: 1,
+            ino: rel.len() as i64 + size,
+            size,
+            mtime_ns: 0,
+            raw_path: None,
+        }
+    }
+
+    async fn ready(store: &Store, files: &[(&str, i64, Option<&str>)]) -> Vec<i64> {
+        let new: Vec<NewFile> = files.iter().map(|(r, s, _)| new_file(r, *s)).collect();
+        let ids: Vec<i64> = store
+            .record_ready_many(&new)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| match r {
+                Recorded::New(id) => id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let shas: Vec<(i64, String)> = ids
+            .iter()
+            .zip(files)
+            .filter_map(|(id, (_, _, sha))| sha.map(|s| (*id, s.to_owned())))
+            .collect();
+        store.set_shas(&shas).await.unwrap();
+        ids
+    }
+
+    async fn seal(store: &Store, ids: &[i64]) -> Sealed {
+        store
+            .seal_batch("w", "d", "json", false, None, ids, Dedupe::OneCopy)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_copy_per_content_waits_for_the_first_and_follows_its_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_exclusive(dir.path(), false).await.unwrap();
+        let ids = ready(
+            &store,
+            &[
+                ("a", 5, Some("X")),
+                ("b", 5, Some("X")),
+                ("c", 5, Some("X")),
+            ],
+        )
+        .await;
+        let first = seal(&store, &ids).await;
+        assert_eq!(first.files, vec![ids[0]]);
+        let waiting: Vec<(i64, i64)> = first.waiting.iter().map(|w| (w.file, w.carrier)).collect();
+        assert_eq!(waiting, vec![(ids[1], ids[0]), (ids[2], ids[0])]);
+        assert!(
+            store.ready_files("w", 10).await.unwrap().is_empty(),
+            "waiting files are out of the way"
+        );
+        assert_eq!(
+            store.release_waiting().await.unwrap(),
+            0,
+            "the first is still in flight"
+        );
+
+        // Its batch fails: the next copy goes after all, the last one waits for it.
+        let batch = first.batch_id.unwrap();
+        store
+            .finish_batch(batch, batch_state::FAILED, "{}", "failed")
+            .await
+            .unwrap();
+        assert_eq!(store.release_waiting().await.unwrap(), 2);
+        let second = seal(&store, &ids[1..]).await;
+        assert_eq!(second.files, vec![ids[1]]);
+        assert_eq!(second.waiting.len(), 1);
+
+        // That one succeeds: the last copy is its duplicate.
+        let batch = second.batch_id.unwrap();
+        store
+            .finish_batch(batch, batch_state::SUCCESS, "{}", "ok")
+            .await
+            .unwrap();
+        assert_eq!(store.release_waiting().await.unwrap(), 1);
+        let third = seal(&store, &ids[2..]).await;
+        assert_eq!(third.batch_id, None);
+        assert_eq!(third.duplicates.len(), 1);
+        assert_eq!(third.duplicates[0].carrier, ids[1]);
+        let dup = store.file(ids[2]).await.unwrap().unwrap();
+        assert_eq!(
+            (dup.state.as_str(), dup.duplicate_of),
+            ("duplicate", Some(ids[1]))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_of_the_size_of_one_in_flight_with_no_hash_yet_waits_for_its_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_exclusive(dir.path(), false).await.unwrap();
+        let first = ready(&store, &[("big", 9, None)]).await;
+        let sealed = seal(&store, &first).await;
+        assert_eq!(
+            sealed.files, first,
+            "alone with its size: sealed without a hash"
+        );
+
+        // Same size: unhashed, it must be hashed first; hashed, it waits for the first's hash.
+        let second = ready(&store, &[("twin", 9, None)]).await;
+        assert_eq!(seal(&store, &second).await.to_hash, second);
+        store.set_shas(&[(second[0], "Y".into())]).await.unwrap();
+        let waits = seal(&store, &second).await;
+        assert_eq!(waits.waiting[0].carrier, first[0]);
+
+        // The first one's upload tells its content: another one, so the twin goes.
+        store
+            .mark_uploaded_many(&[Uploaded {
+                file_id: first[0],
+                sha256: "Z".into(),
+                size: 9,
+            }])
+            .await
+            .unwrap();
+        assert_eq!(store.release_waiting().await.unwrap(), 1);
+        assert_eq!(seal(&store, &second).await.files, second);
+    }
 }

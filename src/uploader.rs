@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiClient, ApiError, BatchAction, BatchStatus, CreateBatch, ErrorKind, Replay};
+use crate::blocked::{self, DatasetCheck};
 use crate::config::Upload;
 use crate::crashpoint;
 use crate::disk::Identity;
@@ -443,6 +444,21 @@ impl Uploader {
         };
         if let Some(retry_after) = retry_after {
             return self.retry_later(b, &e, retry_after, credentials).await;
+        }
+        // A refusal that could mean the dataset is gone is a configuration problem, never the
+        // files' fault: the Catalog decides (see `blocked`), and nothing fails meanwhile.
+        if blocked::may_mean_missing_dataset(&e) {
+            match blocked::check(&self.api, &b.dataset).await {
+                Ok(DatasetCheck::Missing) => {
+                    return blocked::block(&self.store, &b.dataset, &b.watch, &e.to_string()).await;
+                }
+                Ok(DatasetCheck::Exists) => {}
+                Err(check) => {
+                    return self
+                        .retry_later(b, &check, check.retry_after(), false)
+                        .await;
+                }
+            }
         }
         match e.kind() {
             ErrorKind::NotFound if b.remote_id.is_some() => {

@@ -47,6 +47,17 @@ async fn status_json(config: &Path, target: Option<&str>) -> Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)))
 }
 
+/// Waits until the latest record of `file` is in `state`. The archiver writes and syncs a
+/// page of receipts before it records those files as finished, and the commands act on the
+/// record: a test that saw a receipt waits for the record before it runs one.
+async fn recorded(config: &Path, file: &str, state: &str) {
+    eventually(30, &format!("{file} recorded as {state}"), || async {
+        let s = status_json(config, Some(file)).await;
+        (s["records"][0]["state"] == state).then_some(())
+    })
+    .await
+}
+
 fn receipt_for<'a>(receipts: &'a [Value], file: &str) -> &'a Value {
     receipts
         .iter()
@@ -318,8 +329,20 @@ async fn status_json_follows_a_file_through_the_states_of_a_running_daemon() {
 
     std::fs::write(env.drop_dir().join("bad.json"), "{broken\n").unwrap();
     wait_receipts(&env.failed(), 1, 30).await;
-    let s = status_json(&config, None).await;
-    assert_eq!(s["datasets"][0]["files"]["failed"], 1);
+    // The receipt is written (and synced) before the archiver records the file as finished:
+    // wait for the record, which follows within a pass.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let s = loop {
+        let s = status_json(&config, None).await;
+        if s["datasets"][0]["files"]["failed"] == 1 {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never counted as failed: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let f = &s["recent_failures"][0];
     assert_eq!(f["file"], "bad.json");
     assert!(
@@ -510,6 +533,7 @@ async fn abort_retry_and_revert_work_while_the_daemon_runs() {
     assert_eq!(platform_status(&env, &batch).await, BatchStatus::Aborted);
     let rs = wait_receipts(&env.failed(), 1, 30).await;
     let r = receipt_for(&rs, "slow.json");
+    recorded(&config, "slow.json", "failed").await;
     assert!(
         r["reason"]
             .as_str()
@@ -543,7 +567,10 @@ async fn abort_retry_and_revert_work_while_the_daemon_runs() {
         text(&o)
     );
 
-    // revert: the data leaves the dataset; the receipt, still in the archive, says so.
+    // revert: the data leaves the dataset; the receipt, still in the archive, says so. The
+    // archiver writes and syncs receipts before it records the files as finished, and revert
+    // waits for that record: wait for it too.
+    recorded(&config, "slow.json", "done").await;
     let o = bd(&["revert", &again, "--config", c]).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(platform_status(&env, &again).await, BatchStatus::Inactive);
@@ -563,6 +590,7 @@ async fn abort_retry_and_revert_work_while_the_daemon_runs() {
     // retry FILE: a rejected file, fixed in the failed folder, comes back by its name.
     std::fs::write(env.drop_dir().join("bad.json"), "{broken\n").unwrap();
     wait_receipts(&env.failed(), 1, 30).await;
+    recorded(&config, "bad.json", "failed").await;
     std::fs::write(env.failed().join("bad.json"), jsonl(0, 2)).unwrap();
     let o = bd(&["retry", "bad.json", "--config", c]).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));

@@ -127,22 +127,22 @@ async fn a_dead_platform_is_retried_on_a_schedule_that_survives_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_permanent_error_fails_fast_with_the_platforms_message() {
-    let env = Env::new().await;
-    let config = env.config("", "").clone();
-    // The watch points at a dataset the platform does not have.
-    let text = std::fs::read_to_string(&config.path)
-        .unwrap()
-        .replace(DATASET, "000000000000000000000bad");
-    std::fs::write(&config.path, text).unwrap();
-    let config = batchdrop::config::Config::load(&config.path).unwrap();
+    // A platform that takes one file per batch, and a watch that seals two together: the
+    // second PUT is refused (400) for good. (A refused dataset is another matter: it blocks
+    // the watch instead, see tests/content_and_datasets.rs.)
+    let mut cfg = EmulatorConfig::default();
+    cfg.limits.max_files_per_batch = 1;
+    let env = Env::with_emulator(cfg).await;
+    let config = env.config("", "max_files = 2\nmax_wait = \"30s\"");
     let daemon = Daemon::start(config);
-    write_atomic(&env.drop_dir().join("orphan.json"), jsonl(0, 2).as_bytes());
-    let failed = wait_receipts(&env.failed(), 1, 30).await;
+    write_atomic(&env.drop_dir().join("one.json"), jsonl(0, 2).as_bytes());
+    write_atomic(&env.drop_dir().join("two.json"), jsonl(2, 2).as_bytes());
+    let failed = wait_receipts(&env.failed(), 2, 30).await;
     daemon.stop().await;
     let errors = failed[0]["errors"].to_string();
     assert!(
-        errors.contains("000000000000000000000bad"),
-        "names the dataset: {errors}"
+        errors.contains("at most 1 files per batch"),
+        "carries the platform's message: {errors}"
     );
     assert!(
         errors.contains("400"),

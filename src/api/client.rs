@@ -480,6 +480,20 @@ impl ApiClient {
         wire::dataset_from_response(&v).map_err(|msg| ApiError::invalid_response(op, msg))
     }
 
+    /// `DELETE {catalog}/dataSets/{id}`. batchdrop never deletes a dataset itself; operators'
+    /// tools and tests do.
+    pub async fn delete_dataset(&self, dataset_id: &str) -> Result<(), ApiError> {
+        let op = format!("DELETE dataset {dataset_id} from Catalog");
+        let url = self.url(
+            Service::Catalog,
+            &format!("dataSets/{}", segment(dataset_id)),
+            &[],
+        );
+        let resp = self.execute(&op, self.request(Method::DELETE, url)).await?;
+        discard(resp).await;
+        Ok(())
+    }
+
     // ---- Data Access ----------------------------------------------------------------------
 
     /// `GET {export}/batches/{id}/files`: the dataset files a batch produced.

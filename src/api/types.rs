@@ -259,6 +259,9 @@ pub struct Dataset {
 pub struct DataSetFile {
     pub id: String,
     pub dataset_id: Option<String>,
+    /// The name the platform gives it, when it gives one (the emulator: the uploaded file's
+    /// path; the platform's documented listing has none).
+    pub name: Option<String>,
     pub records: Option<u64>,
     pub size: Option<u64>,
 }

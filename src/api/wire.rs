@@ -248,6 +248,7 @@ pub(crate) fn dataset_files(v: &Value) -> Result<Vec<DataSetFile>, String> {
             Ok(DataSetFile {
                 id: str_field(o, "dataSetFileId").ok_or("dataset file without dataSetFileId")?,
                 dataset_id: str_field(o, "dataSetId"),
+                name: str_field(o, "name"),
                 records: o.get("records").and_then(lenient_u64),
                 size: o.get("size").and_then(lenient_u64),
             })
@@ -518,6 +519,7 @@ mod tests {
             vec![DataSetFile {
                 id: "F1".into(),
                 dataset_id: Some("D1".into()),
+                name: None,
                 records: Some(519),
                 size: Some(568),
             }]

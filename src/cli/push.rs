@@ -9,8 +9,17 @@
 //! continued, a successful one is reported, failed files are tried again. The files stay where
 //! they are: a push reads them and never moves them.
 //!
-//! Exit status: 0 when the batch succeeded with every file, 4 when it (or a file) failed.
-//! This module must not touch the daemon's queue (it only reads it to resolve `--replaces`).
+//! No content goes twice into the dataset (docs/duplicates.md): a file whose content the
+//! daemon ingested is reported as a duplicate (naming the daemon's batch) and not sent; one
+//! whose content is in a batch of the daemon's in flight waits for that batch's outcome; of
+//! several files of this push with the same content, one is sent and the others wait for its
+//! outcome (then duplicates of it, or sent after all if it failed). The daemon learns nothing
+//! of pushes: a push reads the daemon's state, and the daemon reads no push's.
+//!
+//! Exit status: 0 when every file was ingested (or is a duplicate), 4 when a batch (or a
+//! file) failed, 1 when the dataset does not exist (nothing is failed then: the same push
+//! again resumes). This module must not write to the daemon's state: it only reads it, to
+//! resolve `--replaces` and to hold back content the daemon holds.
 
 use std::io::IsTerminal;
 use std::os::unix::fs::MetadataExt;
@@ -26,7 +35,9 @@ use tokio_util::sync::CancellationToken;
 use super::{CommandError, Connection, human_bytes};
 use crate::config::{Config, Format, PLATFORM_MAX_FILES};
 use crate::replay::{self, Sidecar};
-use crate::store::{BatchProgress, BatchRow, NewFile, Store, StoreError, batch_state, file_state};
+use crate::store::{
+    BatchProgress, BatchRow, Dedupe, NewFile, Store, StoreError, batch_state, file_state,
+};
 use crate::uploader::Uploader;
 use crate::watcher::{Identity, name_problem};
 
@@ -94,9 +105,23 @@ pub async fn run(config: &Config, args: PushArgs) -> Result<u8, CommandError> {
     if let Some(emu) = &conn.embedded {
         let _ = emu.ensure_dataset(&dataset, &dataset).await;
     }
+    // A block left by an earlier run of this push (the dataset was missing) is checked again.
+    store.unblock_dataset(&dataset).await?;
+    // The daemon's state, read only: what it ingested, or is ingesting, is not pushed again.
+    let beside = match Store::open_for_command(&config.state_dir).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "warning: cannot read the daemon's state in {} ({e}); this push is not checked against the content the daemon ingested",
+                config.state_dir.display()
+            );
+            None
+        }
+    };
     let result = drive(
         config,
         &store,
+        beside.as_ref(),
         &conn,
         &dataset,
         format,
@@ -105,6 +130,9 @@ pub async fn run(config: &Config, args: PushArgs) -> Result<u8, CommandError> {
         args.no_wait,
     )
     .await;
+    if let Some(b) = beside {
+        b.close().await;
+    }
     conn.close().await;
     store.close().await;
     result
@@ -114,6 +142,7 @@ pub async fn run(config: &Config, args: PushArgs) -> Result<u8, CommandError> {
 async fn drive(
     config: &Config,
     store: &Store,
+    beside: Option<&Store>,
     conn: &Connection,
     dataset: &str,
     format: Format,
@@ -142,6 +171,9 @@ async fn drive(
         };
         store.record_ready_with(&f, replay.as_ref()).await?;
     }
+    if replay.is_none() {
+        hold_back_repeats(store, beside, dataset).await?;
+    }
     let mut batch = match seal(store, dataset, format).await? {
         Some(id) => store.batch(id).await?,
         None => match store.latest_batch().await? {
@@ -152,10 +184,12 @@ async fn drive(
                         b.label(),
                         store.path().display()
                     );
+                    print_duplicates(store).await?;
                     return Ok(0);
                 }
                 b
             }
+            None if print_duplicates(store).await? > 0 => return Ok(0),
             None => {
                 return Err(CommandError::Refused(format!(
                     "nothing to push: the push state {} knows these files but has no batch for them; delete that folder and push again",
@@ -164,7 +198,44 @@ async fn drive(
             }
         },
     };
+    let mut failures = Vec::new();
+    loop {
+        let Some(batch_ended) =
+            follow(config, store, conn, dataset, format, batch, no_wait).await?
+        else {
+            return Ok(0); // --no-wait: the platform accepted the batch
+        };
+        if let Err(e) = report(store, dataset, &batch_ended).await? {
+            failures.push(e);
+        }
+        // Copies of its content in this push waited for its outcome (see `Sealed::waiting`):
+        // duplicates of it now, or a batch of their own if it failed.
+        store.release_waiting().await?;
+        match seal(store, dataset, format).await? {
+            Some(id) => batch = store.batch(id).await?,
+            None => break,
+        }
+    }
+    print_duplicates(store).await?;
+    if failures.is_empty() {
+        Ok(0)
+    } else {
+        Err(CommandError::IngestFailed(failures.join("\n")))
+    }
+}
 
+/// Drives one batch until it ends (`None` when `--no-wait` let go of it once the platform
+/// accepted it).
+#[allow(clippy::too_many_arguments)]
+async fn follow(
+    config: &Config,
+    store: &Store,
+    conn: &Connection,
+    dataset: &str,
+    format: Format,
+    mut batch: BatchRow,
+    no_wait: bool,
+) -> Result<Option<BatchRow>, CommandError> {
     let wake = Arc::new(Notify::new());
     let uploader = Uploader::new(
         store.clone(),
@@ -199,6 +270,16 @@ async fn drive(
             batch_state::PROCESSING if no_wait => break false,
             _ => {}
         }
+        if let Some(b) = store.blocked_datasets().await?.first() {
+            // Nobody lifts a push's block: say what to do, and let a later run resume.
+            token.cancel();
+            let _ = task.await;
+            progress.finish();
+            return Err(CommandError::Platform(format!(
+                "dataset {dataset} does not exist (or is not visible in the configured sandbox), so nothing was pushed and nothing failed: create it or pass the right --dataset, then run the same push again. The platform said: {}",
+                b.reason
+            )));
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
         batch = store.batch(batch.id).await?;
     };
@@ -212,7 +293,7 @@ async fn drive(
             println!(
                 "{label} processing: the platform accepted the batch; run the same push again to wait for its outcome"
             );
-            return Ok(0);
+            return Ok(None);
         }
         return Err(CommandError::IngestFailed(format!(
             "batch {label} ended {} without its files; see `{}`",
@@ -220,6 +301,16 @@ async fn drive(
             store.path().display()
         )));
     }
+    Ok(Some(batch))
+}
+
+/// Records the end of a batch's files and prints its line; `Err` holds what failed.
+async fn report(
+    store: &Store,
+    dataset: &str,
+    batch: &BatchRow,
+) -> Result<Result<(), String>, CommandError> {
+    let label = batch.label();
     let files = store.batch_files(batch.id).await?;
     let succeeded = batch.state == batch_state::SUCCESS;
     for f in &files {
@@ -240,6 +331,7 @@ async fn drive(
                 .await?;
         }
     }
+    let files = store.batch_files(batch.id).await?;
     let outcome: serde_json::Value = batch
         .outcome_json
         .as_deref()
@@ -271,7 +363,7 @@ async fn drive(
                 .map(|r| format!("; replaces {r}"))
                 .unwrap_or_default()
         );
-        return Ok(0);
+        return Ok(Ok(()));
     }
     let errors: Vec<String> = outcome["errors"]
         .as_array()
@@ -295,7 +387,121 @@ async fn drive(
     }
     msg += "\nfix the files and push again (`batchdrop status` does not list pushes; this push's state is in ";
     msg += &format!("{})", store.path().display());
-    Err(CommandError::IngestFailed(msg))
+    Ok(Err(msg))
+}
+
+/// Keeps content the daemon holds out of this push. The daemon's state is read, never
+/// written: a file whose content it ingested becomes a duplicate here (with the daemon's
+/// batch in its line); one whose content is in a batch of the daemon's in flight waits for
+/// that batch's outcome. Files are hashed first where a file of the same size exists (another
+/// file of this push, or one of the daemon's), as the daemon does.
+async fn hold_back_repeats(
+    store: &Store,
+    beside: Option<&Store>,
+    dataset: &str,
+) -> Result<(), CommandError> {
+    let ready = store.ready_files(WATCH, i64::MAX).await?;
+    let mut to_hash = Vec::new();
+    for f in ready.iter().filter(|f| f.sha256.is_none()) {
+        let twin = ready.iter().any(|g| g.id != f.id && g.size == f.size);
+        let seen = match beside {
+            Some(daemon) => daemon.size_seen(dataset, f.size, 0).await?,
+            None => false,
+        };
+        if twin || seen {
+            to_hash.push(f.clone());
+        }
+    }
+    let hashed = tokio::task::spawn_blocking(move || {
+        to_hash
+            .into_iter()
+            .map(|f| match crate::batcher::sha256_queued(&f) {
+                Ok(Some(sha)) => Ok((f.id, sha)),
+                Ok(None) => Err(CommandError::Io(format!(
+                    "{} changed while the push read it (or the system is short of descriptors); run the push again once it is complete",
+                    f.abs_path().display()
+                ))),
+                Err(e) => Err(CommandError::Io(format!(
+                    "cannot read {}: {e}; check the file",
+                    f.abs_path().display()
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .expect("hashing task panicked")?;
+    store.set_shas(&hashed).await?;
+    let Some(daemon) = beside else {
+        return Ok(());
+    };
+    let mut said = std::collections::HashSet::new();
+    loop {
+        let ready = store.ready_files(WATCH, i64::MAX).await?;
+        let contents: Vec<(String, i64)> = ready
+            .iter()
+            .filter_map(|f| f.sha256.clone().map(|sha| (sha, f.size)))
+            .collect();
+        let carried = daemon.carried(dataset, &contents).await?;
+        let mut waiting = false;
+        for f in &ready {
+            let Some(c) = f.sha256.as_ref().and_then(|sha| carried.get(sha)) else {
+                continue;
+            };
+            if c.ingested {
+                let reason = format!(
+                    "the same content was already ingested into dataset {dataset} from {} by the daemon{}; not pushed again",
+                    c.file,
+                    c.batch
+                        .as_deref()
+                        .map(|b| format!(" in batch {b}"))
+                        .unwrap_or_default()
+                );
+                store.mark_duplicate_elsewhere(f.id, &reason).await?;
+            } else {
+                waiting = true;
+                if said.insert(f.id) {
+                    eprintln!(
+                        "{}: waits for the daemon's batch of {} (it may carry the same content) to end",
+                        f.abs_path().display(),
+                        c.file
+                    );
+                }
+            }
+        }
+        if !waiting {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Prints a line per duplicate of this push (on stdout, like the batches' lines); returns how
+/// many.
+async fn print_duplicates(store: &Store) -> Result<usize, CommandError> {
+    let mut n = 0;
+    for f in store.files_in_state(WATCH, file_state::DUPLICATE).await? {
+        let why = match (&f.reason, f.duplicate_of) {
+            (Some(reason), _) => reason.clone(),
+            (None, Some(of)) => {
+                let earlier = store.file(of).await?;
+                let batch = match earlier.as_ref().and_then(|e| e.batch_id) {
+                    Some(id) => Some(store.batch(id).await?.label()),
+                    None => None,
+                };
+                format!(
+                    "the same content as {} of this push{}; not pushed twice",
+                    earlier.map(|e| e.rel_path).unwrap_or_default(),
+                    batch
+                        .map(|b| format!(", ingested in batch {b}"))
+                        .unwrap_or_default()
+                )
+            }
+            (None, None) => "the same content is already in the dataset".into(),
+        };
+        println!("{} duplicate: {why}", f.abs_path().display());
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// Seals the push's queued files into one batch; `None` when none are queued.
@@ -306,18 +512,18 @@ async fn seal(store: &Store, dataset: &str, format: Format) -> Result<Option<i64
     }
     let ids: Vec<i64> = ready.iter().map(|f| f.id).collect();
     let replay = ready.iter().find_map(|f| f.replay_json.clone());
-    Ok(Some(
-        store
-            .seal_batch(
-                WATCH,
-                dataset,
-                format.as_str(),
-                false,
-                replay.as_deref(),
-                &ids,
-            )
-            .await?,
-    ))
+    Ok(store
+        .seal_batch(
+            WATCH,
+            dataset,
+            format.as_str(),
+            false,
+            replay.as_deref(),
+            &ids,
+            Dedupe::OneCopy,
+        )
+        .await?
+        .batch_id)
 }
 
 fn inputs(files: &[PathBuf]) -> Result<Vec<Input>, CommandError> {

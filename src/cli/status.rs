@@ -36,6 +36,23 @@ pub struct Overview {
     pub in_flight: Vec<BatchJson>,
     pub recent_batches: Vec<BatchJson>,
     pub recent_failures: Vec<FailureJson>,
+    /// Watches that take no files because the platform does not know their dataset.
+    pub blocked: Vec<BlockedJson>,
+}
+
+#[derive(Serialize)]
+pub struct BlockedJson {
+    pub dataset: String,
+    /// The configured watches (folder names) of that dataset, else the one that found it.
+    pub watches: Vec<String>,
+    /// The platform's refusal.
+    pub reason: String,
+    pub since: String,
+    /// Catalog checks since, that found it still missing.
+    pub checks: i64,
+    pub next_check_at: String,
+    /// What to do, in words.
+    pub message: String,
 }
 
 #[derive(Serialize)]
@@ -193,6 +210,7 @@ pub async fn overview(
         in_flight: Vec::new(),
         recent_batches: Vec::new(),
         recent_failures: Vec::new(),
+        blocked: Vec::new(),
     };
     let keep = |d: &str| dataset.is_none_or(|x| x == d);
     let mut datasets: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
@@ -226,6 +244,29 @@ pub async fn overview(
     let Some(store) = store else {
         return Ok(o);
     };
+    for b in store.blocked_datasets().await? {
+        if !keep(&b.dataset) {
+            continue;
+        }
+        let mut watches: Vec<String> = config
+            .watches
+            .iter()
+            .filter(|w| w.dataset == b.dataset)
+            .map(|w| w.name.clone())
+            .collect();
+        if watches.is_empty() {
+            watches.push(b.watch.clone());
+        }
+        o.blocked.push(BlockedJson {
+            message: crate::blocked::describe(&b),
+            dataset: b.dataset,
+            watches,
+            reason: b.reason,
+            since: iso(b.since),
+            checks: b.checks,
+            next_check_at: iso(b.next_check_at),
+        });
+    }
     for b in store.batches_in_flight().await? {
         if keep(&b.dataset) {
             o.in_flight.push(batch_json(store, &b).await?);
@@ -461,6 +502,15 @@ fn render_overview(o: &Overview) -> String {
             } else {
                 counts.join(", ")
             }
+        );
+    }
+    for b in &o.blocked {
+        out += &format!(
+            "BLOCKED since {}: {} (watches: {}). The platform said: {}\n",
+            b.since,
+            b.message,
+            b.watches.join(", "),
+            b.reason
         );
     }
     out += &format!("in flight: {}\n", o.in_flight.len());

@@ -323,6 +323,19 @@ pub async fn get_dataset(
     Ok(axum::Json(Value::Object(map)).into_response())
 }
 
+/// `DELETE /dataSets/{id}`: 200 with `["@/dataSets/{id}"]`, as the platform answers; 404 when
+/// there is no such dataset. Creating a batch for it is refused from then on.
+pub async fn delete_dataset(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    if !state.store.delete_dataset(&id).await? {
+        return Err(ApiError::not_found(format!("dataset {id} does not exist")));
+    }
+    tracing::info!(dataset = %id, "dataset deleted");
+    Ok(axum::Json(json!([format!("@/dataSets/{id}")])).into_response())
+}
+
 pub async fn list_datasets(
     State(state): State<Arc<AppState>>,
     Query(q): Query<HashMap<String, String>>,

@@ -58,6 +58,7 @@ use super::error::EmulatorError;
 /// latency_probability = 0.0
 /// latency_ms = 0
 /// batch_failure_probability = 0.0
+/// fail_first_batches = 0
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -393,6 +394,9 @@ pub struct FaultConfig {
     pub latency_ms: u64,
     /// Probability that a completed batch fails in processing whatever its content.
     pub batch_failure_probability: f64,
+    /// The first this many batches to be processed after start fail whatever their content
+    /// (the same error as `batch_failure_probability`): a failure that comes for sure.
+    pub fail_first_batches: u64,
 }
 
 impl Default for FaultConfig {
@@ -408,6 +412,7 @@ impl Default for FaultConfig {
             latency_probability: 0.0,
             latency_ms: 0,
             batch_failure_probability: 0.0,
+            fail_first_batches: 0,
         }
     }
 }

@@ -69,7 +69,7 @@ fn router(state: Arc<AppState>) -> Router {
         )
         .route(
             &format!("{CATALOG}/dataSets/{{dataset_id}}"),
-            get(catalog::get_dataset),
+            get(catalog::get_dataset).delete(catalog::delete_dataset),
         )
         .route(
             &format!("{EXPORT}/batches/{{batch_id}}/files"),

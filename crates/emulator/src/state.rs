@@ -3,6 +3,7 @@
 //! being written in place, `Retry-After` promises).
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use rand::SeedableRng;
@@ -25,6 +26,8 @@ pub(crate) struct AppState {
     pub signer: Signer,
     pub counters: Arc<Counters>,
     pub fault_rng: Mutex<StdRng>,
+    /// Batches whose processing ended since start (for `faults.fail_first_batches`).
+    pub batches_processed: AtomicU64,
     /// Requests answered with `Retry-After` ("METHOD URI" → until when), to count the ones
     /// repeated too early.
     pub retry_after: Mutex<HashMap<String, std::time::Instant>>,
@@ -51,6 +54,7 @@ impl AppState {
             schemas,
             signer,
             fault_rng: Mutex::new(StdRng::seed_from_u64(config.faults.seed)),
+            batches_processed: AtomicU64::new(0),
             retry_after: Mutex::new(HashMap::new()),
             config,
             counters: Arc::new(Counters::default()),

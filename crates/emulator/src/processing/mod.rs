@@ -13,6 +13,7 @@ mod summarize;
 mod upkeep;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rand::Rng;
@@ -102,10 +103,13 @@ async fn process_batch(state: &Arc<AppState>, id: &str) -> Result<(), DbError> {
     record::record(state, &batch, &results, &outcome).await
 }
 
-/// Whether fault injection fails this batch whatever its content.
+/// Whether fault injection fails this batch whatever its content: one of the first
+/// `fail_first_batches` processed since start, or by `batch_failure_probability`.
 fn fault_forced(state: &AppState) -> bool {
     let p = state.config.faults.batch_failure_probability;
-    let forced = p > 0.0 && state.fault_rng.lock().expect("fault rng").random_bool(p);
+    let nth = state.batches_processed.fetch_add(1, Ordering::SeqCst);
+    let forced = nth < state.config.faults.fail_first_batches
+        || p > 0.0 && state.fault_rng.lock().expect("fault rng").random_bool(p);
     if forced {
         bump(&state.counters.fault_batch_failure);
     }

@@ -93,7 +93,7 @@ pub(super) fn summarize(
     if forced {
         errors.push(BatchError::new(
             Code::Fault,
-            format!("batch {id} failed by fault injection (faults.batch_failure_probability); retry with a new batch"),
+            format!("batch {id} failed by fault injection (faults.batch_failure_probability or fail_first_batches); retry with a new batch"),
             Some(0),
         ));
     }

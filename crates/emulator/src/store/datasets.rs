@@ -12,6 +12,23 @@ impl Store {
             .await
     }
 
+    /// Deletes a dataset and the current view of its rows (returns whether it existed). Its
+    /// batches stay, as history: the Catalog still answers about them.
+    pub async fn delete_dataset(&self, id: &str) -> Result<bool, DbError> {
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query("DELETE FROM datasets WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM upsert_rows WHERE dataset_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
     /// Creates a dataset with exactly this id if it does not exist (returns whether it did).
     pub async fn insert_dataset_if_missing(&self, d: NewDataset<'_>) -> Result<bool, DbError> {
         let now = now_ms();

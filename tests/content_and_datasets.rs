@@ -1,0 +1,488 @@
+//! One copy of any content per dataset (issue #26) and watches whose dataset the platform
+//! does not know (issue #25), end to end against the real emulator: what the platform holds is
+//! read back over its Catalog and Data Access APIs, what the operator sees from receipts,
+//! `/readyz` and `batchdrop status`.
+
+mod support;
+
+use batchdrop::api::{BatchQuery, BatchStatus};
+use batchdrop_emulator::{EmulatorConfig, FaultConfig};
+use support::*;
+
+/// The successful batches of the dataset, as the Catalog lists them, with the records Data
+/// Access holds for each.
+async fn successful_batches(env: &Env) -> Vec<(String, u64)> {
+    let batches = env
+        .api
+        .find_batches(&BatchQuery {
+            dataset_id: Some(DATASET.into()),
+            status: Some(BatchStatus::Success),
+            limit: Some(100),
+            ..BatchQuery::default()
+        })
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for b in batches {
+        let records = records_in_batch(&env.api, &b.id).await;
+        out.push((b.id, records));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_files_dropped_together_are_ingested_once_and_the_rest_name_that_batch() {
+    let env = Env::new().await;
+    let daemon = Daemon::start(env.config("", ""));
+    let content = jsonl(0, 2);
+    let names: Vec<String> = (0..5).map(|i| format!("copy-{i}.json")).collect();
+    for name in &names {
+        write_atomic(&env.drop_dir().join(name), content.as_bytes());
+    }
+    let receipts = wait_receipts(&env.archive(), names.len(), 60).await;
+    daemon.stop().await;
+
+    let ingested = successful_batches(&env).await;
+    assert_eq!(
+        ingested.len(),
+        1,
+        "the content is in exactly one successful batch: {ingested:?}"
+    );
+    let (batch, records) = &ingested[0];
+    assert_eq!(*records, 2, "its two records, once");
+    let success: Vec<_> = receipts
+        .iter()
+        .filter(|r| r["status"] == "success")
+        .collect();
+    assert_eq!(success.len(), 1, "{receipts:#?}");
+    assert_eq!(success[0]["batch"], batch.as_str());
+    assert_eq!(success[0]["file_records"], 2, "{}", success[0]);
+    let dups: Vec<_> = receipts
+        .iter()
+        .filter(|r| r["status"] == "duplicate")
+        .collect();
+    assert_eq!(dups.len(), names.len() - 1, "{receipts:#?}");
+    for d in dups {
+        assert_eq!(d["duplicate_of"]["batch"], batch.as_str(), "{d}");
+        assert_eq!(d["duplicate_of"]["file"], success[0]["file"], "{d}");
+        assert!(d["batch"].is_null(), "a duplicate is in no batch: {d}");
+    }
+    assert!(
+        support::receipts(&env.failed()).is_empty(),
+        "nothing in the failed folder"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_first_copy_fails_a_later_copy_is_ingested_after_all() {
+    // The first batch processed fails whatever it holds: the one with the first copy.
+    let env = Env::with_emulator(EmulatorConfig {
+        faults: FaultConfig {
+            fail_first_batches: 1,
+            ..FaultConfig::default()
+        },
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let daemon = Daemon::start(env.config("", ""));
+    let content = jsonl(10, 2);
+    for i in 0..3 {
+        write_atomic(
+            &env.drop_dir().join(format!("copy-{i}.json")),
+            content.as_bytes(),
+        );
+    }
+    let failed = wait_receipts(&env.failed(), 1, 60).await;
+    let archived = wait_receipts(&env.archive(), 2, 60).await;
+    daemon.stop().await;
+
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    assert_eq!(failed[0]["status"], "failed", "{}", failed[0]);
+    let ingested = successful_batches(&env).await;
+    assert_eq!(ingested.len(), 1, "{ingested:?}");
+    let (batch, records) = &ingested[0];
+    assert_eq!(*records, 2);
+    assert_ne!(
+        failed[0]["batch"],
+        batch.as_str(),
+        "the failed copy's batch is not the one that ingested the content"
+    );
+    let success: Vec<_> = archived
+        .iter()
+        .filter(|r| r["status"] == "success")
+        .collect();
+    assert_eq!(success.len(), 1, "{archived:#?}");
+    assert_eq!(success[0]["batch"], batch.as_str());
+    assert_ne!(success[0]["file"], failed[0]["file"]);
+    let dup = archived
+        .iter()
+        .find(|r| r["status"] == "duplicate")
+        .expect("the third copy is a duplicate");
+    assert_eq!(dup["duplicate_of"]["batch"], batch.as_str(), "{dup}");
+}
+
+/// `batchdrop status --json` run beside the daemon, as an operator would.
+async fn status_json(config: &std::path::Path) -> serde_json::Value {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_batchdrop"))
+        .arg("status")
+        .arg("--json")
+        .arg("--config")
+        .arg(config)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "status: {out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `/readyz`: its status code and body.
+async fn readyz(state_dir: &std::path::Path) -> (u16, String) {
+    let path = state_dir.join("admin-addr");
+    let addr = eventually(30, "the admin listener", || {
+        let a = std::fs::read_to_string(&path).ok();
+        async move { a }
+    })
+    .await;
+    let resp = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+/// The daemon in-process with a reload signal the test can send.
+fn start_reloadable(
+    config: batchdrop::config::Config,
+) -> (std::sync::Arc<tokio::sync::Notify>, Daemon) {
+    let reload = std::sync::Arc::new(tokio::sync::Notify::new());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let handle = tokio::spawn(batchdrop::daemon::run(
+        config,
+        batchdrop::daemon::RunOptions {
+            once: false,
+            reload: Some(reload.clone()),
+        },
+        shutdown.clone(),
+    ));
+    (reload, Daemon { shutdown, handle })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dataset_deleted_while_the_daemon_runs_blocks_its_watch_until_it_is_back() {
+    let env = Env::new().await;
+    let config_path = env.write_config("", "");
+    let daemon = Daemon::start(batchdrop::config::Config::load(&config_path).unwrap());
+    write_atomic(&env.drop_dir().join("before.json"), jsonl(0, 3).as_bytes());
+    wait_receipts(&env.archive(), 1, 60).await;
+    assert_eq!(readyz(&env.state_dir()).await.0, 200);
+
+    env.api.delete_dataset(DATASET).await.unwrap();
+    let names = ["during-1.json", "during-2.json"];
+    for (i, name) in names.iter().enumerate() {
+        write_atomic(
+            &env.drop_dir().join(name),
+            jsonl(100 * (i + 1), 4).as_bytes(),
+        );
+    }
+    let blocked = eventually(60, "status shows the watch as blocked", || async {
+        let s = status_json(&config_path).await;
+        let b = s["blocked"].as_array().cloned().unwrap_or_default();
+        (!b.is_empty()).then_some(b)
+    })
+    .await;
+    assert_eq!(blocked.len(), 1, "{blocked:#?}");
+    assert_eq!(blocked[0]["dataset"], DATASET);
+    assert_eq!(blocked[0]["watches"], serde_json::json!(["drop"]));
+    // /readyz serves facts at most a couple of seconds old: the block shows within that.
+    let (code, body) = eventually(30, "readyz reports the block", || async {
+        let r = readyz(&env.state_dir()).await;
+        (r.0 == 503).then_some(r)
+    })
+    .await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("watch drop is blocked") && body.contains(DATASET),
+        "{body}"
+    );
+    // Nothing failed, nothing moved: the files wait where they were dropped.
+    for name in names {
+        assert!(env.drop_dir().join(name).exists(), "{name} stays in place");
+    }
+    assert!(support::receipts(&env.failed()).is_empty());
+    assert_eq!(support::receipts(&env.archive()).len(), 1);
+
+    env.emulator
+        .ensure_dataset(DATASET, "test dataset")
+        .await
+        .unwrap();
+    let receipts = wait_receipts(&env.archive(), 3, 90).await;
+    let (code, body) = eventually(30, "readyz is ready again", || async {
+        let r = readyz(&env.state_dir()).await;
+        (r.0 == 200).then_some(r)
+    })
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        status_json(&config_path).await["blocked"],
+        serde_json::json!([])
+    );
+    daemon.stop().await;
+
+    let mut batches = std::collections::BTreeSet::new();
+    for name in names {
+        let r = receipts.iter().find(|r| r["file"] == name).unwrap();
+        assert_eq!(r["status"], "success", "{r}");
+        assert_eq!(r["file_records"], 4, "{r}");
+        batches.insert(r["batch"].as_str().unwrap().to_owned());
+    }
+    let mut records = 0;
+    for b in &batches {
+        records += records_in_batch(&env.api, b).await;
+    }
+    assert_eq!(records, 8, "both files are in the platform, once");
+    assert!(
+        support::receipts(&env.failed()).is_empty(),
+        "nothing in _failed/"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_on_a_missing_dataset_resumes_when_the_config_is_fixed_and_reloaded() {
+    let env = Env::new().await;
+    let wrong = "0000000000000000000000ff";
+    let config_path = env.write_config("", "");
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(&config_path, text.replace(DATASET, wrong)).unwrap();
+    let (reload, daemon) = start_reloadable(batchdrop::config::Config::load(&config_path).unwrap());
+    for i in 0..2 {
+        write_atomic(
+            &env.drop_dir().join(format!("f{i}.json")),
+            jsonl(10 * i, 3).as_bytes(),
+        );
+    }
+    eventually(60, "the watch is blocked", || async {
+        let s = status_json(&config_path).await;
+        (s["blocked"][0]["dataset"] == wrong).then_some(())
+    })
+    .await;
+    assert!(support::receipts(&env.failed()).is_empty());
+
+    std::fs::write(&config_path, text).unwrap();
+    reload.notify_one();
+    let receipts = wait_receipts(&env.archive(), 2, 60).await;
+    daemon.stop().await;
+    for r in &receipts {
+        assert_eq!(r["status"], "success", "{r}");
+        assert_eq!(
+            r["dataset"], DATASET,
+            "ingested where the fixed config says: {r}"
+        );
+        assert_eq!(
+            records_in_batch(&env.api, r["batch"].as_str().unwrap()).await,
+            if receipts[0]["batch"] == receipts[1]["batch"] {
+                6
+            } else {
+                3
+            }
+        );
+    }
+    assert!(support::receipts(&env.failed()).is_empty());
+    assert_eq!(
+        status_json(&config_path).await["blocked"],
+        serde_json::json!([])
+    );
+}
+
+/// A daemon process that is killed if the test ends before it stopped it.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl KillOnDrop {
+    fn id(&self) -> u32 {
+        self.0.as_ref().unwrap().id()
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_added_by_sighup_on_the_embedded_platform_ingests_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("embedded.toml");
+    let first = format!(
+        r#"
+state_dir = "state"
+admin_listen = "off"
+[platform]
+endpoint = "embedded"
+[upload]
+poll_initial = "50ms"
+poll_max = "200ms"
+[defaults]
+settle = "300ms"
+max_wait = "200ms"
+[[watch]]
+path = "a"
+dataset = "{DATASET}"
+"#
+    );
+    std::fs::write(&config, &first).unwrap();
+    std::fs::create_dir_all(dir.path().join("a")).unwrap();
+    let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
+    let mut child = KillOnDrop(Some(
+        std::process::Command::new(env!("CARGO_BIN_EXE_batchdrop"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "batchdrop=info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    ));
+    let url_file = dir.path().join("state/embedded-url");
+    let url = eventually(60, "the embedded platform", || {
+        let u = std::fs::read_to_string(&url_file).ok();
+        async move { u }
+    })
+    .await;
+
+    // As a new user would: append a watch on dataset `b` and send SIGHUP.
+    std::fs::write(
+        &config,
+        format!("{first}\n[[watch]]\npath = \"b\"\ndataset = \"b\"\n"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("b")).unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    write_atomic(&dir.path().join("b/new.json"), jsonl(0, 7).as_bytes());
+    let receipts = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        wait_receipts(&dir.path().join("b/_archive"), 1, 120),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "no receipt for b/new.json; the daemon's log:\n{}",
+            std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default()
+        )
+    });
+    // The embedded platform takes only its own token (state_dir/embedded-token).
+    let token = std::fs::read_to_string(dir.path().join("state/embedded-token")).unwrap();
+    let api = client_with_token(&url, token.trim());
+    let records = records_in_batch(&api, receipts[0]["batch"].as_str().unwrap()).await;
+    let mut child = child.0.take().unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap();
+    assert!(status.success(), "{log}");
+    assert_eq!(receipts[0]["status"], "success", "{}\n{log}", receipts[0]);
+    assert_eq!(receipts[0]["dataset"], "b");
+    assert_eq!(records, 7);
+    assert!(
+        support::receipts(&dir.path().join("b/_failed")).is_empty(),
+        "{log}"
+    );
+}
+
+/// Runs `batchdrop push FILES --dataset D --config C`.
+async fn push(
+    config: &std::path::Path,
+    dataset: &str,
+    files: &[&std::path::Path],
+) -> std::process::Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_batchdrop"));
+    cmd.arg("push");
+    for f in files {
+        cmd.arg(f);
+    }
+    cmd.args(["--dataset", dataset, "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_beside_the_daemon_sends_no_content_twice() {
+    let env = Env::new().await;
+    let config = env.write_config("", "");
+    let daemon = Daemon::start(batchdrop::config::Config::load(&config).unwrap());
+    write_atomic(&env.drop_dir().join("dropped.json"), jsonl(0, 3).as_bytes());
+    let dropped = wait_receipts(&env.archive(), 1, 60).await;
+    let daemons_batch = dropped[0]["batch"].as_str().unwrap().to_owned();
+
+    let outside = env.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let again = outside.join("again.json");
+    std::fs::write(&again, jsonl(0, 3)).unwrap();
+    let (new1, new2) = (outside.join("new-1.json"), outside.join("new-2.json"));
+    std::fs::write(&new1, jsonl(50, 4)).unwrap();
+    std::fs::write(&new2, jsonl(50, 4)).unwrap();
+    let o = push(&config, DATASET, &[&again, &new1, &new2]).await;
+    daemon.stop().await;
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    eprintln!("{stdout}");
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("a line for {name}: {stdout}"))
+            .to_owned()
+    };
+    let again_line = line("again.json");
+    assert!(
+        again_line.contains("duplicate") && again_line.contains(&daemons_batch),
+        "names the daemon's batch: {again_line}"
+    );
+    assert!(line("new-2.json").contains("duplicate"), "{stdout}");
+    let pushed = stdout
+        .lines()
+        .find(|l| l.contains(" success: "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("a success line: {stdout}"));
+    assert_eq!(
+        records_in_batch(&env.api, pushed).await,
+        4,
+        "one copy of new-*.json, nothing of again.json"
+    );
+    let batches = successful_batches(&env).await;
+    assert_eq!(batches.len(), 2, "the daemon's and the push's: {batches:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_to_a_missing_dataset_fails_nothing_and_says_what_to_do() {
+    let env = Env::new().await;
+    let config = env.write_config("", "");
+    let file = env.dir.path().join("p.json");
+    std::fs::write(&file, jsonl(0, 2)).unwrap();
+    let missing = "0000000000000000000000aa";
+    let o = push(&config, missing, &[&file]).await;
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    eprintln!("{stderr}");
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(
+        stderr.contains(&format!("dataset {missing} does not exist"))
+            && stderr.contains("run the same push again"),
+        "{stderr}"
+    );
+    assert!(file.exists());
+
+    // Created meanwhile: the same push again goes through.
+    env.emulator.ensure_dataset(missing, "late").await.unwrap();
+    let o = push(&config, missing, &[&file]).await;
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let batch = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(records_in_batch(&env.api, &batch).await, 2);
+}
