@@ -25,5 +25,5 @@ mod processing;
 mod readme;
 #[path = "emulator/restart.rs"]
 mod restart;
-#[path = "emulator/schema.rs"]
+#[path = "emulator/schema/mod.rs"]
 mod schema;
