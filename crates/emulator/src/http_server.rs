@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::HttpService;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -99,7 +101,7 @@ pub async fn serve<Io, Ext, W, S>(
     let (stop_tx, stop_rx) = watch::channel(false);
     // Every connection task holds a receiver: `closed()` resolves once all have ended.
     let (done_tx, done_rx) = watch::channel(());
-    let mut builder = hyper::server::conn::http1::Builder::new();
+    let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
@@ -128,37 +130,11 @@ pub async fn serve<Io, Ext, W, S>(
         });
         let conn = builder.serve_connection(TokioIo::new(io), service);
         let connections = connections.clone();
-        let mut stop = stop_rx.clone();
-        let done = done_rx.clone();
+        let stop = stop_rx.clone();
+        let slot = (permit, done_rx.clone());
         tokio::spawn(async move {
-            let _slot = (permit, done);
-            let mut conn = pin!(conn);
-            let mut closing = false;
-            loop {
-                tokio::select! {
-                    result = conn.as_mut() => {
-                        if let Err(e) = result {
-                            tracing::debug!(error = %e, "connection ended with an error");
-                        }
-                        break;
-                    }
-                    () = close.notified(), if !closing => {
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
-                        // Idle or untouched: it ends on this very poll. Otherwise a request is
-                        // in flight and finishes first; the accept loop asks the next oldest.
-                        if futures::poll!(conn.as_mut()).is_ready() {
-                            break;
-                        }
-                        connections.busy.notify_one();
-                    }
-                    // Sent once, at shutdown (after this receiver was cloned).
-                    _ = stop.changed(), if !closing => {
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                }
-            }
+            let _slot = slot;
+            drive(conn, &close, stop, &connections.busy).await;
             connections.remove(id);
         });
     }
@@ -166,6 +142,50 @@ pub async fn serve<Io, Ext, W, S>(
     let _ = stop_tx.send(true);
     drop(done_rx);
     done_tx.closed().await;
+}
+
+/// Serves one connection to its end. Asked to `close` (by the accept loop, to make room) or
+/// stopped (at shutdown), it ends gracefully: at once if idle, after the request in flight
+/// otherwise, in which case `busy` tells the accept loop to ask the next oldest.
+async fn drive<Io, Svc>(
+    conn: http1::Connection<Io, Svc>,
+    close: &Notify,
+    mut stop: watch::Receiver<bool>,
+    busy: &Notify,
+) where
+    Io: hyper::rt::Read + hyper::rt::Write + Unpin,
+    Svc: HttpService<Incoming>,
+    Svc::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    Svc::ResBody: hyper::body::Body + 'static,
+    <Svc::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut conn = pin!(conn);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            () = close.notified(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+                // Idle or untouched: it ends on this very poll. Otherwise a request is in
+                // flight and finishes first; the accept loop asks the next oldest.
+                if futures::poll!(conn.as_mut()).is_ready() {
+                    return;
+                }
+                busy.notify_one();
+            }
+            // Sent once, at shutdown (after this receiver was cloned).
+            _ = stop.changed(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
 }
 
 /// The next connection, or `None` once `shutdown` completes. An accept that fails (out of
