@@ -48,34 +48,13 @@ pub(super) fn summarize(
     captured: Option<io::Result<PathBuf>>,
     forced: bool,
 ) -> Outcome {
+    let totals = Totals::of(results);
     let mut errors = plan.refusals.clone();
-    let (mut bytes, mut records, mut ok, mut failed) = (0u64, 0u64, 0u64, 0u64);
-    for r in results {
-        bytes += r.size;
-        records += r.records;
-        ok += r.ok;
-        failed += r.failed;
-        if let Some((code, desc)) = &r.file_error {
-            errors.push(BatchError::new(*code, desc.clone(), Some(0)));
-        }
-    }
-    if results.is_empty() {
-        errors.push(BatchError::new(
-            Code::NoReadableFiles,
-            format!("batch {id} has no readable files"),
-            Some(0),
-        ));
-    }
+    errors.extend(file_errors(id, results));
     errors.extend(storage_errors(results));
     let capture = match captured {
         Some(Err(e)) => {
-            // Storage trouble with the upsert rows fails the batch (it would merge the wrong
-            // rows otherwise).
-            errors.push(BatchError::new(
-                Code::Storage,
-                format!("the emulator could not store the upsert rows of batch {id}: {e}; free disk space and send the batch again"),
-                Some(0),
-            ));
+            errors.push(capture_error(id, &e));
             None
         }
         Some(Ok(p)) => Some(p),
@@ -83,12 +62,12 @@ pub(super) fn summarize(
     };
     let whole_batch_ok = errors.is_empty();
     let partial_ok = whole_batch_ok
-        && failed > 0
+        && totals.failed > 0
         && plan
             .partial_pct
-            .is_some_and(|p| (failed as f64) * 100.0 <= p * records as f64);
-    if failed > 0 {
-        errors.extend(row_errors(id, plan, results, partial_ok, ok, failed));
+            .is_some_and(|p| (totals.failed as f64) * 100.0 <= p * totals.records as f64);
+    if totals.failed > 0 {
+        errors.extend(row_errors(id, plan, results, partial_ok, &totals));
     }
     if forced {
         errors.push(BatchError::new(
@@ -97,14 +76,7 @@ pub(super) fn summarize(
             Some(0),
         ));
     }
-    let success = !forced && whole_batch_ok && (failed == 0 || partial_ok);
-    let metrics = json!({
-        "inputFileCount": results.len(),
-        "inputByteSize": bytes,
-        "inputRecordCount": records,
-        "outputRecordCount": if success { ok } else { 0 },
-        "failedRecordCount": failed,
-    });
+    let success = !forced && whole_batch_ok && (totals.failed == 0 || partial_ok);
     let (served, unserved) = good_copies(results, success);
     Outcome {
         status: if success {
@@ -112,14 +84,80 @@ pub(super) fn summarize(
         } else {
             BatchStatus::Failed
         },
-        metrics,
+        metrics: totals.metrics(results.len(), success),
         errors,
-        records,
-        failed,
+        records: totals.records,
+        failed: totals.failed,
         capture,
         served,
         unserved,
     }
+}
+
+/// What a batch's files hold, summed.
+struct Totals {
+    bytes: u64,
+    records: u64,
+    ok: u64,
+    failed: u64,
+}
+
+impl Totals {
+    fn of(results: &[FileResult]) -> Totals {
+        let mut totals = Totals {
+            bytes: 0,
+            records: 0,
+            ok: 0,
+            failed: 0,
+        };
+        for r in results {
+            totals.bytes += r.size;
+            totals.records += r.records;
+            totals.ok += r.ok;
+            totals.failed += r.failed;
+        }
+        totals
+    }
+
+    /// The batch's `metrics` (a failed batch outputs no record).
+    fn metrics(&self, files: usize, success: bool) -> Value {
+        json!({
+            "inputFileCount": files,
+            "inputByteSize": self.bytes,
+            "inputRecordCount": self.records,
+            "outputRecordCount": if success { self.ok } else { 0 },
+            "failedRecordCount": self.failed,
+        })
+    }
+}
+
+/// Files that could not be read as a whole, or no file at all.
+fn file_errors(id: &str, results: &[FileResult]) -> Vec<BatchError> {
+    let mut errors: Vec<BatchError> = results
+        .iter()
+        .filter_map(|r| r.file_error.as_ref())
+        .map(|(code, desc)| BatchError::new(*code, desc.clone(), Some(0)))
+        .collect();
+    if results.is_empty() {
+        errors.push(BatchError::new(
+            Code::NoReadableFiles,
+            format!("batch {id} has no readable files"),
+            Some(0),
+        ));
+    }
+    errors
+}
+
+/// Storage trouble with the upsert rows fails the batch (it would merge the wrong rows
+/// otherwise).
+fn capture_error(id: &str, e: &io::Error) -> BatchError {
+    BatchError::new(
+        Code::Storage,
+        format!(
+            "the emulator could not store the upsert rows of batch {id}: {e}; free disk space and send the batch again"
+        ),
+        Some(0),
+    )
 }
 
 /// Storage trouble with the good-rows copies fails the batch (it would serve the wrong rows
@@ -150,9 +188,9 @@ fn row_errors(
     plan: &Plan,
     results: &[FileResult],
     partial_ok: bool,
-    ok: u64,
-    failed: u64,
+    totals: &Totals,
 ) -> Vec<BatchError> {
+    let (ok, failed) = (totals.ok, totals.failed);
     let mut errors = Vec::new();
     if !plan.diagnostics {
         let seen: Vec<String> = results
