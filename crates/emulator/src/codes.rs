@@ -1,6 +1,6 @@
 //! Every error code the emulator answers with, in one place: the codes of a batch's errors and
-//! failed rows ([`Code`]), and the gateway's (`error_code`, [`GatewayCode`]), each with where it
-//! comes from. The codes of a record's problems are `batchdrop_xdm`'s ([`IssueCode`]); they
+//! failed rows ([`Code`]), the gateway's (`error_code`, [`GatewayCode`]) and IMS's (the OAuth
+//! `error` of a refused token request, [`ImsCode`]), each with where it comes from. The codes of a record's problems are `batchdrop_xdm`'s ([`IssueCode`]); they
 //! are listed here through [`Code::Record`].
 //!
 //! Codes the platform's public documentation names are the platform's; the others are the
@@ -111,6 +111,31 @@ impl GatewayCode {
             GatewayCode::OrgMissing => (StatusCode::BAD_REQUEST, "400003"),
             GatewayCode::OrgInvalid => (StatusCode::FORBIDDEN, "403025"),
             GatewayCode::TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, "429001"),
+        }
+    }
+}
+
+/// The OAuth `error` of a token request IMS refuses (RFC 6749, section 5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImsCode {
+    /// A form field is missing.
+    InvalidRequest,
+    /// A grant other than `client_credentials`.
+    UnsupportedGrantType,
+    /// An unknown client id, or a secret that does not match.
+    InvalidClient,
+    /// A scope not granted to the client.
+    InvalidScope,
+}
+
+impl ImsCode {
+    /// The `error` as IMS answers it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImsCode::InvalidRequest => "invalid_request",
+            ImsCode::UnsupportedGrantType => "unsupported_grant_type",
+            ImsCode::InvalidClient => "invalid_client",
+            ImsCode::InvalidScope => "invalid_scope",
         }
     }
 }

@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::codes::ImsCode;
 use super::config::ImsClient;
 use super::error::EmulatorError;
 use super::state::AppState;
@@ -223,10 +224,10 @@ fn form_pairs(s: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn ims_error(status: StatusCode, error: &str, description: String) -> Response {
+fn ims_error(status: StatusCode, error: ImsCode, description: String) -> Response {
     let mut r = (
         status,
-        json!({"error": error, "error_description": description}).to_string(),
+        json!({"error": error.as_str(), "error_description": description}).to_string(),
     )
         .into_response();
     r.headers_mut().insert(
@@ -238,12 +239,12 @@ fn ims_error(status: StatusCode, error: &str, description: String) -> Response {
 
 /// Why IMS refuses a token request (always a 400): its OAuth `error`, and what to do.
 struct Refusal {
-    error: &'static str,
+    error: ImsCode,
     description: String,
 }
 
 impl Refusal {
-    fn new(error: &'static str, description: impl Into<String>) -> Refusal {
+    fn new(error: ImsCode, description: impl Into<String>) -> Refusal {
         Refusal {
             error,
             description: description.into(),
@@ -273,7 +274,7 @@ pub async fn token(State(state): State<Arc<AppState>>, uri: Uri, body: Bytes) ->
         Ok(request) => request,
         Err(Refusal { error, description }) => {
             bump(&state.counters.ims_refusals);
-            tracing::info!(error, %description, "IMS token request refused");
+            tracing::info!(error = error.as_str(), %description, "IMS token request refused");
             return ims_error(StatusCode::BAD_REQUEST, error, description);
         }
     };
@@ -317,14 +318,14 @@ fn token_request(fields: &[(String, String)]) -> Result<TokenRequest<'_>, Refusa
     match get("grant_type") {
         None => {
             return Err(Refusal::new(
-                "invalid_request",
+                ImsCode::InvalidRequest,
                 "grant_type is missing: send the form field grant_type=client_credentials (Content-Type: application/x-www-form-urlencoded)",
             ));
         }
         Some("client_credentials") => {}
         Some(other) => {
             return Err(Refusal::new(
-                "unsupported_grant_type",
+                ImsCode::UnsupportedGrantType,
                 format!(
                     "grant_type {other:?} is not supported: OAuth server-to-server credentials use grant_type=client_credentials (the JWT exchange is end-of-life)"
                 ),
@@ -333,13 +334,13 @@ fn token_request(fields: &[(String, String)]) -> Result<TokenRequest<'_>, Refusa
     }
     let client_id = get("client_id").ok_or_else(|| {
         Refusal::new(
-            "invalid_request",
+            ImsCode::InvalidRequest,
             "client_id is missing: send the credential's client id (form field client_id)",
         )
     })?;
     let secret = get("client_secret").ok_or_else(|| {
         Refusal::new(
-            "invalid_request",
+            ImsCode::InvalidRequest,
             "client_secret is missing: send the credential's client secret (form field client_secret)",
         )
     })?;
@@ -358,7 +359,7 @@ fn check_client(clients: &[ImsClient], request: &TokenRequest<'_>) -> Result<(),
     let client_id = request.client_id;
     let Some(client) = clients.iter().find(|c| c.client_id == client_id) else {
         return Err(Refusal::new(
-            "invalid_client",
+            ImsCode::InvalidClient,
             "invalid client_id parameter: no credential has this client id; check the client id of your OAuth server-to-server credential",
         ));
     };
@@ -372,7 +373,7 @@ fn check_client(clients: &[ImsClient], request: &TokenRequest<'_>) -> Result<(),
             == 0;
     if !same {
         return Err(Refusal::new(
-            "invalid_client",
+            ImsCode::InvalidClient,
             format!(
                 "invalid client_secret parameter for client {client_id}: the secret does not match; use the credential's current secret (it may have been rotated)"
             ),
@@ -387,7 +388,7 @@ fn check_client(clients: &[ImsClient], request: &TokenRequest<'_>) -> Result<(),
             .find(|s| !client.scopes.iter().any(|a| a == s))
     {
         return Err(Refusal::new(
-            "invalid_scope",
+            ImsCode::InvalidScope,
             format!(
                 "scope {bad:?} is not granted to client {client_id}: ask only for {}",
                 client.scopes.join(",")
