@@ -749,3 +749,65 @@ dataset = "d3"
     let o = bd(&["check-config", "--config", "/nonexistent.toml"]).await;
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
 }
+
+/// The systemd unit runs check-config before every start: an OAuth config must pass it (it
+/// panicked with exit 101), and a client secret the daemon could not read must fail it.
+#[tokio::test]
+async fn check_config_passes_an_oauth_config_and_names_an_unreadable_client_secret_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("drop")).unwrap();
+    let secret_value = "s3cr3t-of-check-config";
+    std::fs::write(dir.path().join("secret"), secret_value).unwrap();
+    let config = dir.path().join("config.toml");
+    let write = |secret_file: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+state_dir = "state"
+[platform]
+endpoint = "https://platform.example.com"
+[platform.auth]
+client_id = "batchdrop-client"
+scopes = ["openid", "AdobeID"]
+client_secret_file = "{secret_file}"
+[[watch]]
+path = "drop"
+dataset = "{DATASET}"
+"#
+            ),
+        )
+        .unwrap()
+    };
+    let args = ["check-config", "--config", config.to_str().unwrap()];
+
+    write("secret");
+    let o = bd(&args).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        !text(&o).contains(secret_value),
+        "the secret is never shown"
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("OAuth client batchdrop-client"), "{out}");
+    assert!(out.contains("is valid"), "{out}");
+
+    // Missing, a folder, empty: each one is named with what to do.
+    std::fs::create_dir(dir.path().join("a-folder")).unwrap();
+    std::fs::write(dir.path().join("empty"), "\n").unwrap();
+    for (file, says) in [
+        ("missing", "cannot be read"),
+        ("a-folder", "cannot be read"),
+        ("empty", "is empty"),
+    ] {
+        write(file);
+        let o = bd(&args).await;
+        assert_eq!(o.status.code(), Some(3), "{file}: {}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("[platform.auth] client_secret_file")
+                && err.contains(&format!("{file} {says}")),
+            "{file}: {err}"
+        );
+    }
+}

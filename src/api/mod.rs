@@ -20,6 +20,9 @@ mod wire;
 pub use auth::{ClientSecret, OAuth, Secret, TokenSource};
 pub use client::{ApiClient, ClientConfig};
 pub use error::{ApiError, ErrorKind, PlatformError};
+// For the fuzz target of the one header the client parses (`fuzz/`).
+#[doc(hidden)]
+pub use error::{MAX_RETRY_AFTER, parse_retry_after};
 pub use types::{
     BatchAction, BatchError, BatchInfo, BatchMetrics, BatchQuery, BatchStatus, CreateBatch,
     DataSetFile, Dataset, Format, Replay, SchemaRef,

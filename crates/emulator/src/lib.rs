@@ -32,6 +32,7 @@
 //! - State: `store` (the only SQL: SQLite metadata and the data dir's layout), `state` (what
 //!   handlers share), `setup` (the data dir and the config's datasets at start), `config`,
 //!   `stats`, `error`.
+//! - `fuzzing`: the private parsers reached by the fuzz targets in `fuzz/` (nothing calls it).
 
 mod catalog;
 mod codes;
@@ -39,6 +40,8 @@ mod config;
 mod error;
 mod export;
 mod formats;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gateway;
 pub mod http_server;
 mod import;

@@ -149,6 +149,31 @@ impl PageCheck {
     }
 }
 
+/// Every column chunk the metadata describes lies within the file's `size` bytes. Checked
+/// before anything else reads the metadata's offsets: the Parquet crate asserts on a negative
+/// offset or length (`byte_range`), and would seek past the end.
+pub fn column_chunks_within(metadata: &ParquetMetaData, size: u64) -> Result<(), String> {
+    for (g, group) in metadata.row_groups().iter().enumerate() {
+        for (c, chunk) in group.columns().iter().enumerate() {
+            let start = chunk
+                .dictionary_page_offset()
+                .unwrap_or(chunk.data_page_offset());
+            let len = chunk.compressed_size();
+            let within = u64::try_from(start)
+                .ok()
+                .zip(u64::try_from(len).ok())
+                .and_then(|(start, len)| start.checked_add(len))
+                .is_some_and(|end| end <= size);
+            if !within {
+                return Err(format!(
+                    "column {c} of row group {g} claims bytes {start}+{len}, outside the file's {size} bytes"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// (uncompressed, compressed) page sizes from the start of a Thrift compact `PageHeader`:
 /// fields 1 (type), 2 and 3, all i32, which writers put first and in order. `None` for any
 /// other layout.

@@ -9,19 +9,24 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The workspace's top folder (this crate is `crates/emulator` in it).
-pub const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-
-/// Copies of the real sample files from shared/fixtures (see tests/fixtures/README.md).
-pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
+/// The workspace's top folder. This file is compiled in `crates/emulator`'s tests and, through
+/// `#[path]`, in the top package's `tests/mapping.rs` (the binary's `map` with the emulator),
+/// whose manifest is the workspace's own.
+pub fn workspace() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if manifest.join("crates/emulator").is_dir() {
+        manifest.to_path_buf()
+    } else {
+        manifest.join("../..")
+    }
+}
 
 pub fn fixture(name: &str) -> PathBuf {
-    // The fixtures live in shared/ beside the work tree.
+    // Copies of the real sample files from shared/fixtures (see tests/fixtures/README.md),
+    // which also live in shared/ beside the work tree.
     let candidates = [
-        PathBuf::from(FIXTURES).join(name),
-        PathBuf::from(WORKSPACE)
-            .join("../shared/fixtures")
-            .join(name),
+        workspace().join("tests/fixtures").join(name),
+        workspace().join("../shared/fixtures").join(name),
     ];
     candidates
         .iter()

@@ -61,8 +61,7 @@ async fn readme_curl_walkthrough_works_as_written() {
     assert!(big.len() > 3 * 262_144, "several chunks");
     std::fs::write(work.path().join("big.parquet"), &big).unwrap();
 
-    let page =
-        std::fs::read_to_string(std::path::Path::new(WORKSPACE).join("docs/emulator.md")).unwrap();
+    let page = std::fs::read_to_string(workspace().join("docs/emulator.md")).unwrap();
     // The walkthrough's section: from its heading to the next one of the same level.
     let start = page
         .find("\n## Walkthrough: the platform guide's calls")
