@@ -71,7 +71,47 @@ pub fn read_file(
 ) {
     let input = dir.join("input");
     std::fs::write(&input, bytes).expect("the fuzz input is written to its temp dir");
-    let (fmt, source) = match format {
+    let (fmt, source) = reader_format(format);
+    let mut good = keep_good
+        .then(|| GoodWriter::create(&dir.join("good"), &fmt))
+        .transpose()
+        .expect("the good-rows copy is created in the temp dir");
+    let mut failures = 0u64;
+    let mut on_failure = |f: RowFailure| {
+        assert!(!f.issues.is_empty(), "a failed row says why");
+        failures += 1;
+    };
+    let cancel = AtomicBool::new(false);
+    // As processing does: without a schema every well-formed record passes, on the fast path.
+    let mut accept = AcceptAll;
+    let mut schema_check;
+    let check: &mut dyn RecordCheck = match schema {
+        Some(schema) => {
+            schema_check = SchemaCheck::new(Some(schema), source, None);
+            &mut schema_check
+        }
+        None => &mut accept,
+    };
+    let mut reader = Reader {
+        check,
+        cancel: &cancel,
+        on_failure: &mut on_failure,
+        good: good.as_mut(),
+    };
+    let out: FileOutcome = reader
+        .read_file(&input, "fuzz-input", &fmt)
+        .unwrap_or_else(|_| panic!("nothing cancelled the read"));
+    assert!(out.failed <= out.records, "{out:?}");
+    assert_eq!(out.failed, failures, "every failed row was reported");
+    if let Some(good) = good {
+        // A write error is the disk's; the fuzz input may only make rows fail.
+        let _ = good.finish();
+    }
+}
+
+/// The batch's `inputFormat` that picks `format`'s reader, and how its records convert.
+fn reader_format(format: Format) -> (InputFormat, Source) {
+    match format {
         Format::JsonLines | Format::JsonArray => (
             InputFormat {
                 format: "json".into(),
@@ -110,40 +150,5 @@ pub fn read_file(
             },
             Source::Parquet,
         ),
-    };
-    let mut good = keep_good
-        .then(|| GoodWriter::create(&dir.join("good"), &fmt))
-        .transpose()
-        .expect("the good-rows copy is created in the temp dir");
-    let mut failures = 0u64;
-    let mut on_failure = |f: RowFailure| {
-        assert!(!f.issues.is_empty(), "a failed row says why");
-        failures += 1;
-    };
-    let cancel = AtomicBool::new(false);
-    // As processing does: without a schema every well-formed record passes, on the fast path.
-    let mut accept = AcceptAll;
-    let mut schema_check;
-    let check: &mut dyn RecordCheck = match schema {
-        Some(schema) => {
-            schema_check = SchemaCheck::new(Some(schema), source, None);
-            &mut schema_check
-        }
-        None => &mut accept,
-    };
-    let mut reader = Reader {
-        check,
-        cancel: &cancel,
-        on_failure: &mut on_failure,
-        good: good.as_mut(),
-    };
-    let out: FileOutcome = reader
-        .read_file(&input, "fuzz-input", &fmt)
-        .unwrap_or_else(|_| panic!("nothing cancelled the read"));
-    assert!(out.failed <= out.records, "{out:?}");
-    assert_eq!(out.failed, failures, "every failed row was reported");
-    if let Some(good) = good {
-        // A write error is the disk's; the fuzz input may only make rows fail.
-        let _ = good.finish();
     }
 }
