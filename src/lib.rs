@@ -2,8 +2,9 @@
 //! exactly once, or quarantined with a receipt that says why.
 //!
 //! Data flows one way: watcher → store (queue) → batcher → uploader → API client → store.
-//! `daemon::run` wires those stages; the emulator (`emulator`) is a separate module tree that
-//! implements the platform and shares no types with the client (`api`).
+//! `daemon::run` wires those stages; the emulator is a separate crate (`batchdrop-emulator`, in
+//! `crates/emulator`) that implements the platform and imports nothing of this one, so it
+//! cannot share types with the client (`api`).
 
 pub mod admin;
 pub mod api;
@@ -17,9 +18,7 @@ pub mod config_watch;
 pub mod crashpoint;
 pub mod daemon;
 pub mod disk;
-pub mod emulator;
 pub mod envsubst;
-pub mod http_server;
 pub mod logging;
 pub mod patterns;
 pub mod poller;

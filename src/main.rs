@@ -118,11 +118,11 @@ async fn dispatch(
         Command::Emulator { listen, data_dir } => {
             logging::init(log_format.unwrap_or(LogFormat::Text), verbosity, "info");
             let cfg = match emulator_config {
-                Some(p) => batchdrop::emulator::EmulatorConfig::from_file(&p)
+                Some(p) => batchdrop_emulator::EmulatorConfig::from_file(&p)
                     .map_err(|e| (EXIT_CONFIG, e.into()))?,
                 None => Default::default(),
             };
-            batchdrop::emulator::serve_until_signal(listen, &data_dir, cfg)
+            batchdrop_emulator::serve_until_signal(listen, &data_dir, cfg)
                 .await
                 .map_err(|e| (EXIT_RUNTIME, e.into()))?;
             Ok(0)
