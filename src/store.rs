@@ -567,6 +567,7 @@ impl Store {
         use std::os::unix::ffi::OsStrExt;
         let dir = self.path.parent()?;
         let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+        // SAFETY: statvfs is plain old data, for which all-zero bytes are a valid value.
         let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
         // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
         if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
@@ -2109,6 +2110,7 @@ async fn migration_lock(state_dir: &Path) -> Result<File, StoreError> {
 fn network_fs_kind(path: &Path) -> Option<&'static str> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statfs is plain old data, for which all-zero bytes are a valid value.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {

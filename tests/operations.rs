@@ -32,6 +32,7 @@ fn spawn(config: &Path, envs: &[(&str, &str)]) -> Child {
 }
 
 fn stop(mut child: Child) {
+    // SAFETY: kill(2) on the pid of a child this test spawned; no memory is involved.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(30);
     while child.try_wait().unwrap().is_none() {
@@ -41,6 +42,7 @@ fn stop(mut child: Child) {
 }
 
 fn hup(child: &Child) {
+    // SAFETY: kill(2) on the pid of a child this test spawned; no memory is involved.
     unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
 }
 
@@ -281,6 +283,7 @@ async fn a_relative_config_path_works_from_the_config_folder() {
     // Dropped after start-up, so only an event (not the start-up scan) can find it soon.
     write_atomic(&env.drop_dir().join("late.json"), jsonl(0, 2).as_bytes());
     let got = wait_receipts(&env.archive(), 1, 30).await;
+    // SAFETY: kill(2) on the pid of a child this test spawned; no memory is involved.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     child.wait().unwrap();
     assert_eq!(got[0]["status"], "success");

@@ -593,8 +593,8 @@ fn set_fd_limit(pid: i32, soft: u64) -> u64 {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: reading the current limit into a valid struct.
     assert_eq!(
+        // SAFETY: reading the current limit into a valid struct.
         unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) },
         0
     );
@@ -602,8 +602,8 @@ fn set_fd_limit(pid: i32, soft: u64) -> u64 {
         rlim_cur: soft,
         rlim_max: old.rlim_max,
     };
-    // SAFETY: setting a limit from a valid struct; only the soft limit moves.
     assert_eq!(
+        // SAFETY: setting a limit from a valid struct; only the soft limit moves.
         unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) },
         0,
         "prlimit: {}",
