@@ -29,39 +29,7 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
 }
 
-/// Input file format, as the platform names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    Json,
-    Csv,
-    Parquet,
-}
-
-impl Format {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Json => "json",
-            Format::Csv => "csv",
-            Format::Parquet => "parquet",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Format> {
-        match s.to_ascii_lowercase().as_str() {
-            "json" | "jsonl" | "ndjson" => Some(Format::Json),
-            "csv" => Some(Format::Csv),
-            "parquet" => Some(Format::Parquet),
-            _ => None,
-        }
-    }
-
-    /// The format a file name implies, if any.
-    pub fn from_extension(name: &str) -> Option<Format> {
-        let ext = name.rsplit_once('.')?.1;
-        Format::parse(ext)
-    }
-}
+pub use crate::format::Format;
 
 /// What happens to a file once its batch succeeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -20,6 +20,7 @@ pub mod disk;
 // Its own crate will set its own lints (issue #17, part A).
 #[allow(unreachable_pub)]
 pub mod emulator;
+pub mod format;
 pub mod http_server;
 pub mod poller;
 pub mod replay;
