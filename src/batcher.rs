@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Watch;
 use crate::disk::{self, Links};
-use crate::store::{Dedupe, FileRow, Store, StoreError, now_ms};
+use crate::store::{Dedupe, FileRow, NewBatch, Store, StoreError, now_ms};
 
 /// The limits one watch asks for.
 #[derive(Debug, Clone, Copy)]
@@ -43,15 +43,15 @@ impl Limits {
 /// oldest file waited `max_wait`, or when `flush` (shutdown, `--once`). Files carrying a replay
 /// request travel alone: a replay batch replaces exactly what its sidecar names.
 pub fn plan(files: &[FileRow], limits: Limits, now_ms: i64, flush: bool) -> Vec<Vec<i64>> {
-    let mut groups: BTreeMap<(String, bool), Vec<&FileRow>> = BTreeMap::new();
+    let mut groups: BTreeMap<(&str, bool), Vec<&FileRow>> = BTreeMap::new();
     let mut out = Vec::new();
     for f in files {
-        if f.replay_json.is_some() {
+        if f.replay.is_some() {
             out.push(vec![f.id]);
             continue;
         }
         groups
-            .entry((f.format.clone(), f.multiline_json))
+            .entry((f.format.as_str(), f.multiline_json))
             .or_default()
             .push(f);
     }
@@ -219,11 +219,13 @@ impl Batcher {
                 let sealed = self
                     .store
                     .seal_batch(
-                        &w.name,
-                        &w.dataset,
-                        &first.format,
-                        first.multiline_json,
-                        first.replay_json.as_deref(),
+                        &NewBatch {
+                            watch: &w.name,
+                            dataset: &w.dataset,
+                            format: first.format,
+                            multiline_json: first.multiline_json,
+                            replay: first.replay.as_ref(),
+                        },
                         ids,
                         dedupe,
                     )
@@ -277,7 +279,7 @@ impl Batcher {
         let mut to_hash = Vec::new();
         for (i, f) in ready.iter().enumerate() {
             // A replay replaces what it names: the same content again is its point, not a repeat.
-            if f.sha256.is_some() || f.replay_json.is_some() {
+            if f.sha256.is_some() || f.replay.is_some() {
                 continue;
             }
             let known = match seen.get(&f.size) {
@@ -390,7 +392,7 @@ mod tests {
             id,
             watch: "w".into(),
             dataset: "d".into(),
-            format: format.into(),
+            format: crate::format::Format::parse(format).unwrap(),
             multiline_json: false,
             root: "/r".into(),
             rel_path: format!("f{id}"),
@@ -399,12 +401,12 @@ mod tests {
             size,
             mtime_ns: 0,
             sha256: None,
-            state: "ready".into(),
+            state: crate::store::FileState::Ready,
             batch_id: None,
             uploaded_bytes: 0,
             sent: false,
             duplicate_of: None,
-            replay_json: None,
+            replay: None,
             sidecar: None,
             reason: None,
             final_path: None,
@@ -414,6 +416,7 @@ mod tests {
             raw_path: None,
             waits_for: None,
             records: None,
+            receipt_path: None,
         }
     }
 
@@ -488,7 +491,7 @@ mod tests {
     #[test]
     fn replay_files_travel_alone() {
         let mut f = file(2, "json", 1, 0);
-        f.replay_json = Some("[\"X\"]".into());
+        f.replay = Some(crate::store::Predecessors(vec!["X".into()]));
         let files = vec![file(1, "json", 1, 0), f, file(3, "json", 1, 0)];
         assert_eq!(plan(&files, L, 10_000, false), vec![vec![2], vec![1, 3]]);
     }
@@ -509,7 +512,7 @@ mod tests {
         let new = |rel: &str, ino: i64, mtime_ns: i64| crate::store::NewFile {
             watch: "w".into(),
             dataset: "d".into(),
-            format: "json".into(),
+            format: crate::format::Format::Json,
             multiline_json: false,
             root: root.to_string_lossy().into_owned(),
             rel_path: rel.into(),
@@ -547,7 +550,10 @@ mod tests {
             kept[0].sha256.is_some(),
             "a file of a size seen twice is hashed"
         );
-        let failed = store.files_in_state("w", "failed").await.unwrap();
+        let failed = store
+            .files_in_state("w", crate::store::FileState::Failed)
+            .await
+            .unwrap();
         assert_eq!(failed.len(), 1);
         assert!(
             failed[0]

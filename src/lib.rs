@@ -23,6 +23,7 @@ pub mod emulator;
 pub mod format;
 pub mod http_server;
 pub mod poller;
+pub mod receipt;
 pub mod replay;
 pub mod retry;
 pub mod store;

@@ -5,7 +5,7 @@
 
 use crate::api::{ApiClient, BatchStatus, DataSetFile};
 use crate::config::Upload;
-use crate::store::{BatchRow, Store, batch_state, file_state, now_ms};
+use crate::store::{BatchOutcome, BatchRow, FileState, Store, Verdict, now_ms};
 use crate::uploader::StepError;
 
 /// One look at a processing batch. Records the outcome when terminal; otherwise schedules the
@@ -15,21 +15,18 @@ pub async fn poll(
     api: &ApiClient,
     upload: &Upload,
     b: &BatchRow,
+    remote: &str,
 ) -> Result<(), StepError> {
-    let remote = b
-        .remote_id
-        .as_deref()
-        .expect("a processing batch has a remote id");
     crate::crashpoint::hit("polling");
     let Some(info) = api.get_batch(remote).await? else {
         return Err(StepError::Tainted(format!(
             "the platform lost batch {remote} after it was completed"
         )));
     };
-    let outcome = info.raw.to_string();
-    let state = match info.status {
-        BatchStatus::Success | BatchStatus::Inactive | BatchStatus::Deleted => batch_state::SUCCESS,
-        BatchStatus::Failed => batch_state::FAILED,
+    let outcome = BatchOutcome(info.raw.clone());
+    let verdict = match info.status {
+        BatchStatus::Success | BatchStatus::Inactive | BatchStatus::Deleted => Verdict::Success,
+        BatchStatus::Failed => Verdict::Failed,
         BatchStatus::Aborted | BatchStatus::Abandoned => {
             return Err(StepError::Tainted(format!(
                 "batch {remote} was {:?} on the platform before it finished",
@@ -54,7 +51,7 @@ pub async fn poll(
         m.output_record_count.unwrap_or(0),
         m.failed_record_count.unwrap_or(0)
     );
-    if state == batch_state::SUCCESS {
+    if verdict == Verdict::Success {
         tracing::info!(batch = %remote, dataset = %b.dataset, "batch succeeded ({detail})");
         // Each file's own count, for its receipt (the Catalog's metrics are the batch's).
         // Only a nicety: the batch's outcome does not wait for it if Data Access fails.
@@ -64,7 +61,7 @@ pub async fn poll(
                     .batch_files(b.id)
                     .await?
                     .into_iter()
-                    .filter(|f| f.state == file_state::UPLOADED)
+                    .filter(|f| f.state == FileState::Uploaded)
                     .map(|f| (f.id, f.rel_path))
                     .collect();
                 store
@@ -75,9 +72,8 @@ pub async fn poll(
                 tracing::debug!(batch = %remote, "no per-file record counts for the receipts: {e}")
             }
         }
-        if let Some(preds) = &b.replay_json {
-            let preds: Vec<String> = serde_json::from_str(preds).unwrap_or_default();
-            store.mark_replaced(&preds, remote).await?;
+        if let Some(preds) = &b.replay {
+            store.mark_replaced(&preds.0, remote).await?;
         }
     } else {
         let errors: Vec<String> = info
@@ -92,7 +88,7 @@ pub async fn poll(
             .batch_files(b.id)
             .await?
             .into_iter()
-            .filter(|f| f.state == file_state::BATCHED || f.state == file_state::UPLOADED)
+            .filter(|f| f.state.in_batch())
             .collect();
         let (named, innocent): (Vec<_>, Vec<_>) = files.iter().partition(|f| {
             info.errors
@@ -112,13 +108,14 @@ pub async fn poll(
             );
             let ids: Vec<i64> = innocent.iter().map(|f| f.id).collect();
             store
-                .finish_batch_requeueing(b.id, state, &outcome, &detail, &ids, &why)
+                .finish_batch_requeueing(b.id, &outcome, &detail, &ids, &why)
                 .await?;
             return Ok(());
         }
     }
-    store.finish_batch(b.id, state, &outcome, &detail).await?;
-    metrics::counter!(crate::telemetry::BATCHES, "outcome" => state).increment(1);
+    store.finish_batch(b.id, verdict, &outcome, &detail).await?;
+    metrics::counter!(crate::telemetry::BATCHES, "outcome" => verdict.state().as_str())
+        .increment(1);
     Ok(())
 }
 
@@ -162,6 +159,22 @@ pub fn records_per_file(files: &[(i64, String)], listing: &[DataSetFile]) -> Vec
 pub fn error_names_file(description: &str, rel_path: &str) -> bool {
     description.contains(&format!("'{rel_path}'"))
         || description.contains(&format!("\"{rel_path}\""))
+}
+
+/// Of a batch's errors (`all`, the platform's array), those about the file uploaded as
+/// `rel_path`, or all of them when none names it (the platform does not always name files).
+pub fn errors_about(all: &serde_json::Value, rel_path: &str) -> Vec<serde_json::Value> {
+    let all = all.as_array().map(Vec::as_slice).unwrap_or_default();
+    let mine: Vec<serde_json::Value> = all
+        .iter()
+        .filter(|e| {
+            e["description"]
+                .as_str()
+                .is_some_and(|d| error_names_file(d, rel_path))
+        })
+        .cloned()
+        .collect();
+    if mine.is_empty() { all.to_vec() } else { mine }
 }
 
 #[cfg(test)]

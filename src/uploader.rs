@@ -28,7 +28,8 @@ use crate::disk::{self, Kind, Links};
 use crate::poller;
 use crate::retry;
 use crate::store::{
-    BatchRow, FileRow, Store, StoreError, Uploaded, batch_state, file_state, now_ms,
+    BatchOutcome, BatchPhase, BatchRow, FileRow, FileState, Step, Store, StoreError, Uploaded,
+    Verdict, now_ms,
 };
 use crate::telemetry;
 
@@ -191,16 +192,16 @@ impl Uploader {
             if shutdown.is_cancelled() {
                 return Err(StepError::Shutdown);
             }
-            match b.state.as_str() {
-                batch_state::SEALED | batch_state::CREATING => self.create(&b).await?,
-                batch_state::LOADING => self.load(&b, shutdown).await?,
-                batch_state::COMPLETING => self.complete(&b).await?,
-                batch_state::PROCESSING => {
-                    poller::poll(&self.store, &self.api, &self.upload, &b).await?;
+            match &b.phase {
+                BatchPhase::Sealed | BatchPhase::Creating => self.create(&b).await?,
+                BatchPhase::Loading { remote_id } => self.load(&b, remote_id, shutdown).await?,
+                BatchPhase::Completing { remote_id } => self.complete(&b, remote_id).await?,
+                BatchPhase::Processing { remote_id } => {
+                    poller::poll(&self.store, &self.api, &self.upload, &b, remote_id).await?;
                     self.wake_archiver.notify_one();
                     return Ok(());
                 }
-                _ => return Ok(()),
+                BatchPhase::Ended { .. } => return Ok(()),
             }
             b = self.store.batch(b.id).await?;
         }
@@ -209,7 +210,7 @@ impl Uploader {
     /// sealed/creating → loading. The external id was chosen when the batch was sealed; a
     /// batch in `creating` may exist on the platform already, so it is looked up first.
     async fn create(&self, b: &BatchRow) -> Result<(), StepError> {
-        let found = if b.state == batch_state::CREATING {
+        let found = if b.phase == BatchPhase::Creating {
             let found = self
                 .api
                 .find_batch_by_external_id(&b.dataset, &b.external_id)
@@ -222,13 +223,11 @@ impl Uploader {
         if let Some(found) = found {
             if found.status == BatchStatus::Loading {
                 tracing::info!(batch = %found.id, dataset = %b.dataset, "found the batch created before the restart");
+                let step = Step::Loading {
+                    remote_id: &found.id,
+                };
                 self.store
-                    .set_batch_state(
-                        b.id,
-                        batch_state::LOADING,
-                        Some(&found.id),
-                        "recovered by externalId",
-                    )
+                    .advance_batch(b.id, step, "recovered by externalId")
                     .await?;
                 return Ok(());
             }
@@ -237,42 +236,43 @@ impl Uploader {
                 found.id, b.external_id, found.status
             )));
         }
-        if b.state == batch_state::SEALED {
+        if b.phase == BatchPhase::Sealed {
             self.store
-                .set_batch_state(b.id, batch_state::CREATING, None, "create-batch sent")
+                .advance_batch(b.id, Step::Creating, "create-batch sent")
                 .await?;
         }
-        let reason = match b.replay_json {
+        let reason = match b.replay {
             Some(_) => self.store.replay_reason(b.id).await?,
             None => None,
         };
-        let replay = b.replay_json.as_deref().map(|j| Replay {
-            predecessors: serde_json::from_str(j).unwrap_or_default(),
+        let replay = b.replay.as_ref().map(|predecessors| Replay {
+            predecessors: predecessors.0.clone(),
             reason: reason.unwrap_or_else(|| crate::replay::DEFAULT_REASON.into()),
         });
-        let format = crate::api::Format::parse(&b.format).unwrap_or(crate::api::Format::Json);
-        let mut req = CreateBatch::new(&b.dataset, format);
+        let mut req = CreateBatch::new(&b.dataset, b.format);
         req.multiline_json = b.multiline_json;
         req.external_id = Some(b.external_id.clone());
         req.replay = replay;
         let created = self.api.create_batch(&req).await?;
         crashpoint::hit("create-sent");
         tracing::info!(batch = %created.id, dataset = %b.dataset, "batch created");
-        self.store
-            .set_batch_state(b.id, batch_state::LOADING, Some(&created.id), "created")
-            .await?;
+        let step = Step::Loading {
+            remote_id: &created.id,
+        };
+        self.store.advance_batch(b.id, step, "created").await?;
         Ok(())
     }
 
     /// loading → completing: uploads every file of the batch not acknowledged yet.
-    async fn load(&self, b: &BatchRow, shutdown: &CancellationToken) -> Result<(), StepError> {
-        let remote = b
-            .remote_id
-            .clone()
-            .expect("a loading batch has a remote id");
+    async fn load(
+        &self,
+        b: &BatchRow,
+        remote: &str,
+        shutdown: &CancellationToken,
+    ) -> Result<(), StepError> {
         // The platform may have moved on while we were away (completed before a crash, aborted
         // by someone, expired): believe it over our record.
-        let info = self.api.get_batch(&remote).await?;
+        let info = self.api.get_batch(remote).await?;
         self.store.note_answered(b.id).await?;
         match info {
             None => {
@@ -289,12 +289,7 @@ impl Uploader {
                     && !matches!(info.status, BatchStatus::Aborted | BatchStatus::Abandoned) =>
             {
                 self.store
-                    .set_batch_state(
-                        b.id,
-                        batch_state::PROCESSING,
-                        None,
-                        "already completed on the platform",
-                    )
+                    .advance_batch(b.id, Step::Processing, "already completed on the platform")
                     .await?;
                 return Ok(());
             }
@@ -311,7 +306,7 @@ impl Uploader {
             .batch_files(b.id)
             .await?
             .into_iter()
-            .filter(|f| f.state == file_state::BATCHED)
+            .filter(|f| f.state == FileState::Batched)
             .collect();
         let _turn = tokio::select! {
             turn = self.loading.clone().acquire_owned() => turn.expect("never closed"),
@@ -347,7 +342,7 @@ impl Uploader {
                 store: self.store.clone(),
                 api: self.api.clone(),
                 upload: self.upload.clone(),
-                batch: remote.clone(),
+                batch: remote.to_owned(),
                 dataset: b.dataset.clone(),
                 shutdown: shutdown.clone(),
             };
@@ -368,20 +363,20 @@ impl Uploader {
             return Err(StepError::Shutdown);
         }
         let files = self.store.batch_files(b.id).await?;
-        if files.iter().any(|f| f.state == file_state::BATCHED) {
+        if files.iter().any(|f| f.state == FileState::Batched) {
             return Ok(()); // more to do on the next drive
         }
-        if !files.iter().any(|f| f.state == file_state::UPLOADED) {
+        if !files.iter().any(|f| f.state == FileState::Uploaded) {
             // Nothing left to ingest (every file failed or changed): completing would fail it
             // with "empty batch", so abort it and say why in the files' receipts.
-            let _ = self.api.batch_action(&remote, BatchAction::Abort).await;
+            let _ = self.api.batch_action(remote, BatchAction::Abort).await;
             self.store
                 .abandon_batch(b.id, "no file of this batch could be uploaded")
                 .await?;
             return Ok(());
         }
         self.store
-            .set_batch_state(b.id, batch_state::COMPLETING, None, "COMPLETE sent")
+            .advance_batch(b.id, Step::Completing, "COMPLETE sent")
             .await?;
         Ok(())
     }
@@ -414,16 +409,12 @@ impl Uploader {
     }
 
     /// completing → processing. COMPLETE is idempotent, so after a crash it is simply sent again.
-    async fn complete(&self, b: &BatchRow) -> Result<(), StepError> {
-        let remote = b
-            .remote_id
-            .as_deref()
-            .expect("completing batch has a remote id");
+    async fn complete(&self, b: &BatchRow, remote: &str) -> Result<(), StepError> {
         self.api.batch_action(remote, BatchAction::Complete).await?;
         crashpoint::hit("complete-sent");
         tracing::info!(batch = %remote, dataset = %b.dataset, "batch completed; waiting for the platform");
         self.store
-            .set_batch_state(b.id, batch_state::PROCESSING, None, "COMPLETE accepted")
+            .advance_batch(b.id, Step::Processing, "COMPLETE accepted")
             .await?;
         Ok(())
     }
@@ -461,14 +452,14 @@ impl Uploader {
             }
         }
         match e.kind() {
-            ErrorKind::NotFound if b.remote_id.is_some() => {
+            ErrorKind::NotFound if b.remote_id().is_some() => {
                 self.abandon(
                     b,
                     &format!("the platform no longer knows batch {label}: {e}"),
                 )
                 .await
             }
-            _ if b.replay_json.is_some() && b.remote_id.is_none() => {
+            _ if b.replay.is_some() && b.remote_id().is_none() => {
                 // The platform refused the replay itself (a predecessor it does not know, or
                 // of another dataset): say which sidecar asked for it and what to do.
                 let asked_by = self
@@ -486,7 +477,7 @@ impl Uploader {
                 };
                 let why = format!(
                     "the platform refused the replay of {} asked by {}: {e}. Name in `replaces` a batch of this dataset that exists, {again}",
-                    b.replay_json.as_deref().unwrap_or("[]"),
+                    b.replay.clone().unwrap_or_default(),
                     asked_by.as_deref().unwrap_or("--replaces"),
                 );
                 self.fail_batch(b, &why).await
@@ -564,7 +555,7 @@ impl Uploader {
     /// files, untouched, into a new batch.
     async fn abandon(&self, b: &BatchRow, why: &str) -> Result<(), StoreError> {
         tracing::warn!(batch = %b.label(), dataset = %b.dataset, "abandoning batch, its files go into a new one: {why}");
-        if let Some(remote) = &b.remote_id {
+        if let Some(remote) = b.remote_id() {
             let _ = self.api.batch_action(remote, BatchAction::Abort).await;
         }
         metrics::counter!(telemetry::BATCHES, "outcome" => "abandoned").increment(1);
@@ -574,18 +565,17 @@ impl Uploader {
     /// A permanent failure: the batch's files go to the failed folder with `why`.
     async fn fail_batch(&self, b: &BatchRow, why: &str) -> Result<(), StoreError> {
         tracing::error!(batch = %b.label(), dataset = %b.dataset, "batch failed: {why}");
-        if let Some(remote) = &b.remote_id {
+        if let Some(remote) = b.remote_id() {
             let _ = self.api.batch_action(remote, BatchAction::Abort).await;
         }
         for f in self.store.batch_files(b.id).await? {
-            if f.state == file_state::BATCHED || f.state == file_state::UPLOADED {
+            if f.state.in_batch() {
                 self.store.fail_file(f.id, why).await?;
             }
         }
-        let outcome =
-            serde_json::json!({ "errors": [{ "code": "batchdrop", "description": why }] });
+        let outcome = BatchOutcome::local_error(why);
         self.store
-            .finish_batch(b.id, batch_state::FAILED, &outcome.to_string(), why)
+            .finish_batch(b.id, Verdict::Failed, &outcome, why)
             .await?;
         metrics::counter!(telemetry::BATCHES, "outcome" => "failed").increment(1);
         self.wake_archiver.notify_one();

@@ -28,8 +28,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Watch, WatchMode};
 use crate::disk::{self, Dir, Kind, Links};
+use crate::format::Format;
 use crate::replay::{self, ReplayError, Sidecar};
-use crate::store::{NewFile, Recorded, Store, StoreError};
+use crate::store::{FileState, NewFile, Recorded, Store, StoreError};
 use crate::telemetry::{self, Health};
 
 /// What a file looks like on disk (now in `disk`, where every file is judged).
@@ -767,11 +768,7 @@ impl Watcher {
         NewFile {
             watch: w.name.clone(),
             dataset: w.dataset.clone(),
-            format: w
-                .format_for(rel)
-                .map(|f| f.as_str())
-                .unwrap_or("json")
-                .to_owned(),
+            format: w.format_for(rel).unwrap_or(Format::Json),
             multiline_json: w.multiline_json,
             root: w.path.to_string_lossy().into_owned(),
             rel_path: rel.to_owned(),
@@ -840,7 +837,7 @@ impl Watcher {
                         .increment(1);
                     tracing::info!(
                         file = %rel, dataset = %w.dataset, file_id = id, size = file.size,
-                        replaces = replay.as_ref().map(|r| r.predecessors_json.as_str()).unwrap_or(""),
+                        replaces = replay.as_ref().map(|r| r.predecessors.to_string()).unwrap_or_default(),
                         "ready"
                     );
                 }
@@ -913,7 +910,7 @@ impl Watcher {
         tracing::info!(sidecar = %rel, file = %data, dataset = %self.watch.dataset, "replay sidecar found");
         let queued = self.store.unfinished_file(&self.watch.name, &data).await?;
         match queued {
-            Some(f) if f.sidecar.is_none() && f.state == crate::store::file_state::READY => {
+            Some(f) if f.sidecar.is_none() && f.state == FileState::Ready => {
                 // The file came first and is still queued: it takes the sidecar now.
                 let pending = PendingSidecar {
                     rel: rel.clone(),
@@ -926,13 +923,7 @@ impl Watcher {
                     self.reject_late_sidecar(&data, &rel).await?;
                 }
             }
-            Some(f)
-                if f.sidecar.is_none()
-                    && matches!(
-                        f.state.as_str(),
-                        crate::store::file_state::BATCHED | crate::store::file_state::UPLOADED
-                    ) =>
-            {
+            Some(f) if f.sidecar.is_none() && f.state.in_batch() => {
                 self.reject_late_sidecar(&data, &rel).await?;
             }
             _ => {
@@ -965,7 +956,7 @@ impl Watcher {
             Ok(req) => {
                 let done = self.store.attach_replay(f.id, &req).await?;
                 if done {
-                    tracing::info!(file = %data, sidecar = %side, replaces = %req.predecessors_json, "replay attached to the queued file");
+                    tracing::info!(file = %data, sidecar = %side, replaces = %req.predecessors, "replay attached to the queued file");
                 }
                 Ok(done)
             }

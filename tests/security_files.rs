@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use batchdrop::emulator::EmulatorConfig;
-use batchdrop::store::Store;
+use batchdrop::store::{FileState, Store};
 use sha2::{Digest, Sha256};
 use support::*;
 
@@ -511,7 +511,9 @@ async fn a_file_swapped_after_it_was_queued_is_not_uploaded_as_the_queued_versio
         let store = store.clone();
         async move {
             let rows = store.files_by_path("swap.json").await.ok()?;
-            rows.iter().any(|f| f.state == "batched").then_some(())
+            rows.iter()
+                .any(|f| f.state == FileState::Batched)
+                .then_some(())
         }
     })
     .await;
@@ -526,7 +528,7 @@ async fn a_file_swapped_after_it_was_queued_is_not_uploaded_as_the_queued_versio
     let rows = store.files_by_path("swap.json").await.unwrap();
     store.close().await;
     let first = rows.iter().min_by_key(|f| f.id).unwrap();
-    assert_eq!(first.state, "superseded", "{first:?}");
+    assert_eq!(first.state, FileState::Superseded, "{first:?}");
     assert!(
         first
             .reason

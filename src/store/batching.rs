@@ -2,19 +2,22 @@
 //! (`content_claims`, `files.waits_for`: see migration 0030). The rule lives here, in the
 //! transaction that seals, so that it holds for every writer of the database.
 
-use super::{
-    Carried, Conn, Dedupe, FileRow, LeftOut, QueryBuilder, Sealed, Store, StoreError, now_ms,
-    push_binds, push_case, push_ids,
-};
 use sqlx::FromRow;
+
+use super::events::{Event, Kind, insert_event, insert_events};
+use super::values::IN_FLIGHT;
+use super::{
+    Carried, Conn, Dedupe, FileRow, LeftOut, NewBatch, QueryBuilder, Sealed, Store, StoreError,
+    now_ms, push_binds, push_case, push_ids,
+};
 
 impl Store {
     /// The oldest `limit` files of a watch waiting to be batched (not those waiting for another
     /// file's outcome: see [`Sealed::waiting`]).
     pub async fn ready_files(&self, watch: &str, limit: i64) -> Result<Vec<FileRow>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT * FROM files WHERE watch = ? AND state = 'ready' AND waits_for IS NULL
-             ORDER BY id LIMIT ?",
+            "SELECT * FROM files WHERE watch = $1 AND state = 'ready' AND waits_for IS NULL
+             ORDER BY id LIMIT $2",
         )
         .bind(watch)
         .bind(limit)
@@ -31,16 +34,15 @@ impl Store {
         except: i64,
     ) -> Result<bool, StoreError> {
         // EXISTS, not COUNT: files of a common size are many, and one is enough.
-        let n: i64 = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM files WHERE dataset = ? AND size = ? AND id != ?
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM files WHERE dataset = $1 AND size = $2 AND id != $3
                AND state IN ('ready', 'batched', 'uploaded', 'done'))",
         )
         .bind(dataset)
         .bind(size)
         .bind(except)
         .fetch_one(&self.pool)
-        .await?;
-        Ok(n > 0)
+        .await?)
     }
 
     /// Records the hashes of several files in one transaction.
@@ -101,7 +103,7 @@ impl Store {
             };
             let batch: Option<String> = if c.ingested {
                 sqlx::query_scalar(
-                    "SELECT b.remote_id FROM files f JOIN batches b ON b.id = f.batch_id WHERE f.id = ?",
+                    "SELECT b.remote_id FROM files f JOIN batches b ON b.id = f.batch_id WHERE f.id = $1",
                 )
                 .bind(c.id)
                 .fetch_optional(&mut *conn)
@@ -129,32 +131,35 @@ impl Store {
         file_id: i64,
         reason: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE files SET state = 'duplicate', reason = ?, updated_at = ? WHERE id = ? AND state = 'ready'",
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query(
+            "UPDATE files SET state = 'duplicate', reason = $1, updated_at = $2 WHERE id = $3 AND state = 'ready'",
         )
         .bind(reason)
-        .bind(now_ms())
+        .bind(now)
         .bind(file_id)
-        .execute(&self.pool)
-        .await?;
-        self.event(Some(file_id), None, "duplicate", reason).await
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n > 0 {
+            insert_event(&mut *tx, now, Event::file(file_id, Kind::Duplicate, reason)).await?;
+            tx.commit().await?;
+        }
+        Ok(())
     }
 
     /// Seals a batch: the batch row and its files' assignment are one transaction, so a file is
     /// never in two batches and never in none. With [`Dedupe::OneCopy`] the same transaction
     /// keeps a second copy of any content out of the dataset (see [`Sealed`] for what happens
     /// to the files left out); a batch is created only when a file remains for it.
-    #[allow(clippy::too_many_arguments)] // one per column of the batch, plus the rule
     pub async fn seal_batch(
         &self,
-        watch: &str,
-        dataset: &str,
-        format: &str,
-        multiline_json: bool,
-        replay_json: Option<&str>,
+        batch: &NewBatch<'_>,
         file_ids: &[i64],
         dedupe: Dedupe,
     ) -> Result<Sealed, StoreError> {
+        let dataset = batch.dataset;
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
         let mut sealed = Sealed::default();
@@ -170,14 +175,14 @@ impl Store {
         let batch_id: i64 = sqlx::query_scalar(
             "INSERT INTO batches (external_id, watch, dataset, format, multiline_json, replay_json, state,
                created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, 'sealed', ?, ?) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, 'sealed', $7, $8) RETURNING id",
         )
         .bind(&external_id)
-        .bind(watch)
+        .bind(batch.watch)
         .bind(dataset)
-        .bind(format)
-        .bind(multiline_json)
-        .bind(replay_json)
+        .bind(batch.format)
+        .bind(batch.multiline_json)
+        .bind(batch.replay)
         .bind(now)
         .bind(now)
         .fetch_one(&mut *tx)
@@ -196,12 +201,8 @@ impl Store {
             push_ids(&mut q, part.iter().copied());
             q.build().execute(&mut *tx).await?;
         }
-        sqlx::query("INSERT INTO events (at, batch_id, kind, detail) VALUES (?, ?, 'sealed', ?)")
-            .bind(now)
-            .bind(batch_id)
-            .bind(format!("{} files, externalId {external_id}", ids.len()))
-            .execute(&mut *tx)
-            .await?;
+        let detail = format!("{} files, externalId {external_id}", ids.len());
+        insert_event(&mut *tx, now, Event::batch(batch_id, Kind::Sealed, &detail)).await?;
         tx.commit().await?;
         sealed.batch_id = Some(batch_id);
         sealed.files = ids;
@@ -219,9 +220,6 @@ impl Store {
         .await?)
     }
 }
-
-/// The batch states in flight, for queries (`IN` + this).
-const IN_FLIGHT: &str = "('sealed', 'creating', 'loading', 'completing', 'processing')";
 
 /// A file `f` whose batch `b` carries its content into the dataset: in flight, or successful
 /// and neither replaced nor reverted (content of those is no longer in the dataset).
@@ -496,14 +494,15 @@ async fn one_copy_in(
         q.push(" WHERE state = 'ready' AND id IN (");
         push_ids(&mut q, part.iter().map(|(id, _)| *id));
         q.build().execute(&mut *conn).await?;
-        let mut events = QueryBuilder::new("INSERT INTO events (at, file_id, kind, detail) ");
-        events.push_values(part, |mut row, (id, h)| {
-            row.push_bind(now)
-                .push_bind(*id)
-                .push("'duplicate'")
-                .push_bind(format!("same content as {}", h.rel_path));
-        });
-        events.build().execute(&mut *conn).await?;
+        let details: Vec<(i64, String)> = part
+            .iter()
+            .map(|(id, h)| (*id, format!("same content as {}", h.rel_path)))
+            .collect();
+        let events = details
+            .iter()
+            .map(|(id, detail)| Event::file(*id, Kind::Duplicate, detail))
+            .collect::<Vec<_>>();
+        insert_events(&mut *conn, now, &events).await?;
     }
     for part in waiting.chunks(200) {
         let mut q = QueryBuilder::new("UPDATE files SET updated_at = ");
@@ -512,14 +511,20 @@ async fn one_copy_in(
         q.push(" WHERE state = 'ready' AND id IN (");
         push_ids(&mut q, part.iter().map(|(id, _, _)| *id));
         q.build().execute(&mut *conn).await?;
-        let mut events = QueryBuilder::new("INSERT INTO events (at, file_id, kind, detail) ");
-        events.push_values(part, |mut row, (id, h, why)| {
-            row.push_bind(now)
-                .push_bind(*id)
-                .push("'waiting'")
-                .push_bind(format!("waits for the outcome of {} ({why})", h.rel_path));
-        });
-        events.build().execute(&mut *conn).await?;
+        let details: Vec<(i64, String)> = part
+            .iter()
+            .map(|(id, h, why)| {
+                (
+                    *id,
+                    format!("waits for the outcome of {} ({why})", h.rel_path),
+                )
+            })
+            .collect();
+        let events = details
+            .iter()
+            .map(|(id, detail)| Event::file(*id, Kind::Waiting, detail))
+            .collect::<Vec<_>>();
+        insert_events(&mut *conn, now, &events).await?;
     }
     let left_out = |id: i64, h: Carrier| LeftOut {
         file: id,
@@ -539,57 +544,12 @@ async fn one_copy_in(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::store::{NewFile, Recorded, Uploaded, batch_state};
-
-    fn new_file(rel: &str, size: i64) -> NewFile {
-        NewFile {
-            watch: "w".into(),
-            dataset: "d".into(),
-            format: "json".into(),
-            multiline_json: false,
-            root: "/nowhere".into(),
-            rel_path: rel.into(),
-            dev: 1,
-            ino: rel.len() as i64 + size,
-            size,
-            mtime_ns: 0,
-            raw_path: None,
-        }
-    }
-
-    async fn ready(store: &Store, files: &[(&str, i64, Option<&str>)]) -> Vec<i64> {
-        let new: Vec<NewFile> = files.iter().map(|(r, s, _)| new_file(r, *s)).collect();
-        let ids: Vec<i64> = store
-            .record_ready_many(&new)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| match r {
-                Recorded::New(id) => id,
-                other => panic!("{other:?}"),
-            })
-            .collect();
-        let shas: Vec<(i64, String)> = ids
-            .iter()
-            .zip(files)
-            .filter_map(|(id, (_, _, sha))| sha.map(|s| (*id, s.to_owned())))
-            .collect();
-        store.set_shas(&shas).await.unwrap();
-        ids
-    }
-
-    async fn seal(store: &Store, ids: &[i64]) -> Sealed {
-        store
-            .seal_batch("w", "d", "json", false, None, ids, Dedupe::OneCopy)
-            .await
-            .unwrap()
-    }
+    use crate::store::testing::{ready, seal, temp_store};
+    use crate::store::{BatchOutcome, FileState, Uploaded, Verdict};
 
     #[tokio::test]
     async fn one_copy_per_content_waits_for_the_first_and_follows_its_outcome() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_exclusive(dir.path(), false).await.unwrap();
+        let (_dir, store) = temp_store().await;
         let ids = ready(
             &store,
             &[
@@ -616,7 +576,7 @@ mod tests {
         // Its batch fails: the next copy goes after all, the last one waits for it.
         let batch = first.batch_id.unwrap();
         store
-            .finish_batch(batch, batch_state::FAILED, "{}", "failed")
+            .finish_batch(batch, Verdict::Failed, &BatchOutcome::default(), "failed")
             .await
             .unwrap();
         assert_eq!(store.release_waiting().await.unwrap(), 2);
@@ -627,7 +587,7 @@ mod tests {
         // That one succeeds: the last copy is its duplicate.
         let batch = second.batch_id.unwrap();
         store
-            .finish_batch(batch, batch_state::SUCCESS, "{}", "ok")
+            .finish_batch(batch, Verdict::Success, &BatchOutcome::default(), "ok")
             .await
             .unwrap();
         assert_eq!(store.release_waiting().await.unwrap(), 1);
@@ -637,15 +597,14 @@ mod tests {
         assert_eq!(third.duplicates[0].carrier, ids[1]);
         let dup = store.file(ids[2]).await.unwrap().unwrap();
         assert_eq!(
-            (dup.state.as_str(), dup.duplicate_of),
-            ("duplicate", Some(ids[1]))
+            (dup.state, dup.duplicate_of),
+            (FileState::Duplicate, Some(ids[1]))
         );
     }
 
     #[tokio::test]
     async fn a_file_of_the_size_of_one_in_flight_with_no_hash_yet_waits_for_its_hash() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_exclusive(dir.path(), false).await.unwrap();
+        let (_dir, store) = temp_store().await;
         let first = ready(&store, &[("big", 9, None)]).await;
         let sealed = seal(&store, &first).await;
         assert_eq!(

@@ -15,7 +15,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let n = sqlx::query(
             "INSERT INTO blocked_datasets (dataset, watch, reason, since, next_check_at)
-             VALUES (?, ?, ?, ?, ?) ON CONFLICT (dataset) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (dataset) DO NOTHING",
         )
         .bind(dataset)
         .bind(watch)
@@ -39,7 +39,7 @@ impl Store {
     /// Records a check that found the dataset still missing, and when to check again.
     pub async fn still_blocked(&self, dataset: &str, next_check_at: i64) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE blocked_datasets SET checks = checks + 1, next_check_at = ? WHERE dataset = ?",
+            "UPDATE blocked_datasets SET checks = checks + 1, next_check_at = $1 WHERE dataset = $2",
         )
         .bind(next_check_at)
         .bind(dataset)
@@ -50,7 +50,7 @@ impl Store {
 
     /// Lifts a block; its batches are due again at once. Returns whether it was blocked.
     pub async fn unblock_dataset(&self, dataset: &str) -> Result<bool, StoreError> {
-        let n = sqlx::query("DELETE FROM blocked_datasets WHERE dataset = ?")
+        let n = sqlx::query("DELETE FROM blocked_datasets WHERE dataset = $1")
             .bind(dataset)
             .execute(&self.pool)
             .await?
@@ -67,7 +67,7 @@ impl Store {
         reason: &str,
     ) -> Result<usize, StoreError> {
         let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM batches WHERE dataset = ? AND state IN ('sealed', 'creating')
+            "SELECT id FROM batches WHERE dataset = $1 AND state IN ('sealed', 'creating')
                AND remote_id IS NULL",
         )
         .bind(dataset)

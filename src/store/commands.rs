@@ -1,11 +1,12 @@
 //! What the operator's commands (`status`, `retry`, `abort`, `revert`, `push`), `run --once`
 //! and `/metrics` read, and the few facts the commands record (an abort, a revert, a requeue).
 
-use super::{BatchProgress, BatchRow, FileRow, Store, StoreError, now_ms};
+use super::events::{Event, Kind, insert_event};
+use super::{BatchProgress, BatchRow, BatchState, FileRow, FileState, Store, StoreError, now_ms};
 
 impl Store {
     pub async fn file(&self, id: i64) -> Result<Option<FileRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM files WHERE id = ?")
+        Ok(sqlx::query_as("SELECT * FROM files WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?)
@@ -14,7 +15,7 @@ impl Store {
     /// Files last recorded under this relative path (any watch), newest first.
     pub async fn files_by_path(&self, rel_path: &str) -> Result<Vec<FileRow>, StoreError> {
         Ok(
-            sqlx::query_as("SELECT * FROM files WHERE rel_path = ? ORDER BY id DESC")
+            sqlx::query_as("SELECT * FROM files WHERE rel_path = $1 ORDER BY id DESC")
                 .bind(rel_path)
                 .fetch_all(&self.pool)
                 .await?,
@@ -30,7 +31,7 @@ impl Store {
     ) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT DISTINCT b.remote_id FROM files f JOIN batches b ON b.id = f.batch_id
-             WHERE f.dataset = ? AND f.rel_path = ? AND f.state IN ('uploaded', 'done')
+             WHERE f.dataset = $1 AND f.rel_path = $2 AND f.state IN ('uploaded', 'done')
                AND b.state = 'success' AND b.replaced_by IS NULL AND b.remote_id IS NOT NULL
              ORDER BY b.id",
         )
@@ -43,7 +44,7 @@ impl Store {
     /// Whether any file of this name was ever recorded for the dataset.
     pub async fn name_known(&self, dataset: &str, rel_path: &str) -> Result<bool, StoreError> {
         let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM files WHERE dataset = ? AND rel_path = ?")
+            sqlx::query_scalar("SELECT COUNT(*) FROM files WHERE dataset = $1 AND rel_path = $2")
                 .bind(dataset)
                 .bind(rel_path)
                 .fetch_one(&self.pool)
@@ -57,7 +58,7 @@ impl Store {
         if let Some(n) = name.strip_prefix('#')
             && let Ok(id) = n.parse::<i64>()
         {
-            return Ok(sqlx::query_as("SELECT * FROM batches WHERE id = ?")
+            return Ok(sqlx::query_as("SELECT * FROM batches WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await?);
@@ -68,13 +69,13 @@ impl Store {
     /// Upload progress of one batch.
     pub async fn batch_progress(&self, batch_id: i64) -> Result<BatchProgress, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT ? AS id, COUNT(id) AS files,
-                    COALESCE(SUM(state IN ('uploaded', 'done')), 0) AS files_uploaded,
-                    COALESCE(SUM(state = 'failed'), 0) AS files_failed,
+            "SELECT $1 AS id, COUNT(id) AS files,
+                    COALESCE(SUM(CASE WHEN state IN ('uploaded', 'done') THEN 1 ELSE 0 END), 0) AS files_uploaded,
+                    COALESCE(SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END), 0) AS files_failed,
                     COALESCE(SUM(size), 0) AS bytes,
                     COALESCE(SUM(CASE WHEN state IN ('uploaded', 'done') THEN size
                                       ELSE uploaded_bytes END), 0) AS bytes_uploaded
-             FROM files WHERE batch_id = ?",
+             FROM files WHERE batch_id = $2",
         )
         .bind(batch_id)
         .bind(batch_id)
@@ -87,7 +88,7 @@ impl Store {
         Ok(sqlx::query_as(
             "SELECT * FROM batches
              WHERE state NOT IN ('sealed', 'creating', 'loading', 'completing', 'processing')
-             ORDER BY updated_at DESC, id DESC LIMIT ?",
+             ORDER BY updated_at DESC, id DESC LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)
@@ -106,7 +107,7 @@ impl Store {
     /// Every file recorded whose final place is `path` (archived or failed).
     pub async fn files_by_final_path(&self, path: &str) -> Result<Vec<FileRow>, StoreError> {
         Ok(
-            sqlx::query_as("SELECT * FROM files WHERE final_path = ? ORDER BY id DESC")
+            sqlx::query_as("SELECT * FROM files WHERE final_path = $1 ORDER BY id DESC")
                 .bind(path)
                 .fetch_all(&self.pool)
                 .await?,
@@ -121,7 +122,7 @@ impl Store {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let moved = sqlx::query(
-            "UPDATE batches SET state = 'aborted', last_error = ?, updated_at = ? WHERE id = ?
+            "UPDATE batches SET state = 'aborted', last_error = $1, updated_at = $2 WHERE id = $3
                AND state IN ('sealed', 'creating', 'loading', 'completing', 'processing')",
         )
         .bind(reason)
@@ -134,36 +135,36 @@ impl Store {
             return Ok(false);
         }
         sqlx::query(
-            "UPDATE files SET state = 'failed', reason = ?, updated_at = ?
-             WHERE batch_id = ? AND state IN ('ready', 'batched', 'uploaded') AND finalized = 0",
+            "UPDATE files SET state = 'failed', reason = $1, updated_at = $2
+             WHERE batch_id = $3 AND state IN ('ready', 'batched', 'uploaded') AND finalized = 0",
         )
         .bind(reason)
         .bind(now)
         .bind(batch_id)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("INSERT INTO events (at, batch_id, kind, detail) VALUES (?, ?, 'aborted', ?)")
-            .bind(now)
-            .bind(batch_id)
-            .bind(reason)
-            .execute(&mut *tx)
-            .await?;
+        let event = Event::batch(batch_id, Kind::Batch(BatchState::Aborted), reason);
+        insert_event(&mut *tx, now, event).await?;
         tx.commit().await?;
         Ok(true)
     }
 
     /// Records that a successful batch was reverted on the platform (`batchdrop revert`).
     pub async fn mark_reverted(&self, batch_id: i64, detail: &str) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
         let n = sqlx::query(
-            "UPDATE batches SET state = 'reverted', updated_at = ? WHERE id = ? AND state = 'success'",
+            "UPDATE batches SET state = 'reverted', updated_at = $1 WHERE id = $2 AND state = 'success'",
         )
-        .bind(now_ms())
+        .bind(now)
         .bind(batch_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
         if n > 0 {
-            self.event(None, Some(batch_id), "reverted", detail).await?;
+            let event = Event::batch(batch_id, Kind::Batch(BatchState::Reverted), detail);
+            insert_event(&mut *tx, now, event).await?;
+            tx.commit().await?;
         }
         Ok(n > 0)
     }
@@ -171,18 +172,22 @@ impl Store {
     /// Retires a failed file's record because `batchdrop retry` put the file back in its drop
     /// folder: the watcher records it anew, and this record stays as history.
     pub async fn mark_requeued(&self, file_id: i64, detail: &str) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "UPDATE files SET state = 'superseded', updated_at = ? WHERE id = ? AND state = 'failed'",
+            "UPDATE files SET state = 'superseded', updated_at = $1 WHERE id = $2 AND state = 'failed'",
         )
-        .bind(now_ms())
+        .bind(now)
         .bind(file_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        self.event(Some(file_id), None, "requeued", detail).await
+        insert_event(&mut *tx, now, Event::file(file_id, Kind::Requeued, detail)).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Counts of files per (dataset, state).
-    pub async fn file_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+    pub async fn file_counts(&self) -> Result<Vec<(String, FileState, i64)>, StoreError> {
         Ok(sqlx::query_as("SELECT dataset, state, COUNT(*) FROM files GROUP BY dataset, state ORDER BY dataset, state")
             .fetch_all(&self.pool)
             .await?)
@@ -200,10 +205,10 @@ impl Store {
     pub async fn files_in_state(
         &self,
         watch: &str,
-        state: &str,
+        state: FileState,
     ) -> Result<Vec<FileRow>, StoreError> {
         Ok(
-            sqlx::query_as("SELECT * FROM files WHERE watch = ? AND state = ? ORDER BY id")
+            sqlx::query_as("SELECT * FROM files WHERE watch = $1 AND state = $2 ORDER BY id")
                 .bind(watch)
                 .bind(state)
                 .fetch_all(&self.pool)
@@ -213,7 +218,7 @@ impl Store {
 
     pub async fn recent_failures(&self, limit: i64) -> Result<Vec<FileRow>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT * FROM files WHERE state = 'failed' ORDER BY updated_at DESC LIMIT ?",
+            "SELECT * FROM files WHERE state = 'failed' ORDER BY updated_at DESC LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)
@@ -246,7 +251,7 @@ impl Store {
     /// Files that ended failed (not duplicates), for `run --once`'s exit code.
     pub async fn failed_count_since(&self, since_ms: i64) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM files WHERE state = 'failed' AND updated_at >= ?",
+            "SELECT COUNT(*) FROM files WHERE state = 'failed' AND updated_at >= $1",
         )
         .bind(since_ms)
         .fetch_one(&self.pool)

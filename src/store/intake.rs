@@ -1,8 +1,9 @@
 //! Files becoming ready: recorded by the watcher (or `push`), or rejected with a reason; the
 //! replay a `.replay` sidecar asks for, attached to its file while it is still queued.
 
+use super::events::{Event, Kind, insert_event, insert_events};
 use super::{
-    Conn, FileRow, NewFile, QueryBuilder, Recorded, ReplayRequest, Store, StoreError, file_state,
+    Conn, FileRow, FileState, NewFile, QueryBuilder, Recorded, ReplayRequest, Store, StoreError,
     now_ms,
 };
 
@@ -71,7 +72,7 @@ impl Store {
                 let f = &files[i];
                 row.push_bind(&f.watch)
                     .push_bind(&f.dataset)
-                    .push_bind(&f.format)
+                    .push_bind(f.format)
                     .push_bind(f.multiline_json)
                     .push_bind(&f.root)
                     .push_bind(&f.rel_path)
@@ -87,17 +88,20 @@ impl Store {
             let rows: Vec<(i64, String, String)> = q.build_query_as().fetch_all(&mut *tx).await?;
             let ids: HashMap<(String, String), i64> =
                 rows.into_iter().map(|(id, w, p)| ((w, p), id)).collect();
-            let mut events = QueryBuilder::new("INSERT INTO events (at, file_id, kind, detail) ");
-            events.push_values(part, |mut row, &i| {
-                let f = &files[i];
-                let id = ids[&(f.watch.clone(), f.rel_path.clone())];
-                out[i] = Some(Recorded::New(id));
-                row.push_bind(now)
-                    .push_bind(id)
-                    .push("'ready'")
-                    .push_bind(format!("{} bytes", f.size));
-            });
-            events.build().execute(&mut *tx).await?;
+            let details: Vec<(i64, String)> = part
+                .iter()
+                .map(|&i| {
+                    let f = &files[i];
+                    let id = ids[&(f.watch.clone(), f.rel_path.clone())];
+                    out[i] = Some(Recorded::New(id));
+                    (id, format!("{} bytes", f.size))
+                })
+                .collect();
+            let events = details
+                .iter()
+                .map(|(id, detail)| Event::file(*id, Kind::Ready, detail))
+                .collect::<Vec<_>>();
+            insert_events(&mut tx, now, &events).await?;
         }
         let mut done = Vec::with_capacity(files.len());
         for (f, o) in files.iter().zip(out) {
@@ -128,9 +132,10 @@ impl Store {
         reason: &str,
         sidecar: Option<&str>,
     ) -> Result<Option<i64>, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let known: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM files WHERE watch = ? AND rel_path = ? AND dev = ? AND ino = ? AND size = ?
-               AND mtime_ns = ? LIMIT 1",
+            "SELECT id FROM files WHERE watch = $1 AND rel_path = $2 AND dev = $3 AND ino = $4 AND size = $5
+               AND mtime_ns = $6 LIMIT 1",
         )
         .bind(&f.watch)
         .bind(&f.rel_path)
@@ -138,7 +143,7 @@ impl Store {
         .bind(f.ino)
         .bind(f.size)
         .bind(f.mtime_ns)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
         if known.is_some() {
             return Ok(None);
@@ -147,11 +152,11 @@ impl Store {
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO files (watch, dataset, format, multiline_json, root, rel_path, dev, ino, size,
                mtime_ns, state, reason, discovered_at, updated_at, sidecar, raw_path)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'failed', ?, ?, ?, ?, ?) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'failed', $11, $12, $13, $14, $15) RETURNING id",
         )
         .bind(&f.watch)
         .bind(&f.dataset)
-        .bind(&f.format)
+        .bind(f.format)
         .bind(f.multiline_json)
         .bind(&f.root)
         .bind(&f.rel_path)
@@ -164,9 +169,10 @@ impl Store {
         .bind(now)
         .bind(sidecar)
         .bind(&f.raw_path)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
-        self.event(Some(id), None, "rejected", reason).await?;
+        insert_event(&mut *tx, now, Event::file(id, Kind::Rejected, reason)).await?;
+        tx.commit().await?;
         Ok(Some(id))
     }
 
@@ -177,30 +183,28 @@ impl Store {
         file_id: i64,
         replay: &ReplayRequest,
     ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
         let n = sqlx::query(
-            "UPDATE files SET replay_json = ?, replay_reason = ?, sidecar = ?, updated_at = ?
-             WHERE id = ? AND state = 'ready' AND sidecar IS NULL",
+            "UPDATE files SET replay_json = $1, replay_reason = $2, sidecar = $3, updated_at = $4
+             WHERE id = $5 AND state = 'ready' AND sidecar IS NULL",
         )
-        .bind(&replay.predecessors_json)
+        .bind(&replay.predecessors)
         .bind(&replay.reason)
         .bind(&replay.sidecar)
-        .bind(now_ms())
+        .bind(now)
         .bind(file_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
         if n > 0 {
-            self.event(
-                Some(file_id),
-                None,
-                "replay",
-                &format!(
-                    "{} replaces {}",
-                    replay.sidecar.as_deref().unwrap_or("replay"),
-                    replay.predecessors_json
-                ),
-            )
-            .await?;
+            let detail = format!(
+                "{} replaces {}",
+                replay.sidecar.as_deref().unwrap_or("replay"),
+                replay.predecessors
+            );
+            insert_event(&mut *tx, now, Event::file(file_id, Kind::Replay, &detail)).await?;
+            tx.commit().await?;
         }
         Ok(n > 0)
     }
@@ -213,19 +217,22 @@ impl Store {
         reason: &str,
         sidecar: &str,
     ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
         let n = sqlx::query(
-            "UPDATE files SET state = 'failed', reason = ?, sidecar = ?, updated_at = ?
-             WHERE id = ? AND state = 'ready' AND sidecar IS NULL",
+            "UPDATE files SET state = 'failed', reason = $1, sidecar = $2, updated_at = $3
+             WHERE id = $4 AND state = 'ready' AND sidecar IS NULL",
         )
         .bind(reason)
         .bind(sidecar)
-        .bind(now_ms())
+        .bind(now)
         .bind(file_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
         if n > 0 {
-            self.event(Some(file_id), None, "failed", reason).await?;
+            insert_event(&mut *tx, now, Event::file(file_id, Kind::Failed, reason)).await?;
+            tx.commit().await?;
         }
         Ok(n > 0)
     }
@@ -233,7 +240,7 @@ impl Store {
     /// Whether a sidecar at this path already belongs to a file still in the pipeline.
     pub async fn sidecar_claimed(&self, watch: &str, sidecar: &str) -> Result<bool, StoreError> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM files WHERE watch = ? AND sidecar = ? AND finalized = 0",
+            "SELECT COUNT(*) FROM files WHERE watch = $1 AND sidecar = $2 AND finalized = 0",
         )
         .bind(watch)
         .bind(sidecar)
@@ -249,7 +256,7 @@ impl Store {
         rel_path: &str,
     ) -> Result<Option<FileRow>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT * FROM files WHERE watch = ? AND rel_path = ? AND finalized = 0
+            "SELECT * FROM files WHERE watch = $1 AND rel_path = $2 AND finalized = 0
              ORDER BY id DESC LIMIT 1",
         )
         .bind(watch)
@@ -275,8 +282,8 @@ async fn record_ready_in(
     replay: Option<&ReplayRequest>,
 ) -> Result<Recorded, StoreError> {
     let same: Option<i64> = sqlx::query_scalar(
-        "SELECT id FROM files WHERE watch = ? AND rel_path = ? AND dev = ? AND ino = ?
-           AND size = ? AND mtime_ns = ? AND NOT (state IN ('failed', 'superseded') AND finalized = 1)
+        "SELECT id FROM files WHERE watch = $1 AND rel_path = $2 AND dev = $3 AND ino = $4
+           AND size = $5 AND mtime_ns = $6 AND NOT (state IN ('failed', 'superseded') AND finalized = 1)
          LIMIT 1",
     )
     .bind(&f.watch)
@@ -293,8 +300,8 @@ async fn record_ready_in(
     // A path still in flight under an older identity: the uploader checks identity before
     // and after sending and restarts or fails that record, so it is left alone here, and
     // the new version waits (`Deferred`) until the older one is finished.
-    let in_flight: Option<(i64, String)> = sqlx::query_as(
-        "SELECT id, state FROM files WHERE watch = ? AND rel_path = ?
+    let in_flight: Option<(i64, FileState)> = sqlx::query_as(
+        "SELECT id, state FROM files WHERE watch = $1 AND rel_path = $2
            AND state IN ('ready', 'batched', 'uploaded') AND finalized = 0 LIMIT 1",
     )
     .bind(&f.watch)
@@ -303,25 +310,25 @@ async fn record_ready_in(
     .await?;
     let now = now_ms();
     let id = match in_flight {
-        Some((id, state)) if state == file_state::READY => {
+        Some((id, FileState::Ready)) => {
             sqlx::query(
-                "UPDATE files SET dev = ?, ino = ?, size = ?, mtime_ns = ?, sha256 = NULL,
-                   waits_for = NULL, format = ?, updated_at = ? WHERE id = ?",
+                "UPDATE files SET dev = $1, ino = $2, size = $3, mtime_ns = $4, sha256 = NULL,
+                   waits_for = NULL, format = $5, updated_at = $6 WHERE id = $7",
             )
             .bind(f.dev)
             .bind(f.ino)
             .bind(f.size)
             .bind(f.mtime_ns)
-            .bind(&f.format)
+            .bind(f.format)
             .bind(now)
             .bind(id)
             .execute(&mut *conn)
             .await?;
             if let Some(r) = replay {
                 sqlx::query(
-                    "UPDATE files SET replay_json = ?, replay_reason = ?, sidecar = ? WHERE id = ?",
+                    "UPDATE files SET replay_json = $1, replay_reason = $2, sidecar = $3 WHERE id = $4",
                 )
-                .bind(&r.predecessors_json)
+                .bind(&r.predecessors)
                 .bind(&r.reason)
                 .bind(&r.sidecar)
                 .bind(id)
@@ -335,11 +342,11 @@ async fn record_ready_in(
             sqlx::query_scalar(
                 "INSERT INTO files (watch, dataset, format, multiline_json, root, rel_path, dev, ino,
                    size, mtime_ns, state, discovered_at, updated_at, replay_json, replay_reason, sidecar)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ready', ?, ?, ?, ?, ?) RETURNING id",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'ready', $11, $12, $13, $14, $15) RETURNING id",
             )
             .bind(&f.watch)
             .bind(&f.dataset)
-            .bind(&f.format)
+            .bind(f.format)
             .bind(f.multiline_json)
             .bind(&f.root)
             .bind(&f.rel_path)
@@ -349,18 +356,14 @@ async fn record_ready_in(
             .bind(f.mtime_ns)
             .bind(now)
             .bind(now)
-            .bind(replay.map(|r| &r.predecessors_json))
+            .bind(replay.map(|r| &r.predecessors))
             .bind(replay.map(|r| &r.reason))
             .bind(replay.and_then(|r| r.sidecar.as_deref()))
             .fetch_one(&mut *conn)
             .await?
         }
     };
-    sqlx::query("INSERT INTO events (at, file_id, kind, detail) VALUES (?, ?, 'ready', ?)")
-        .bind(now)
-        .bind(id)
-        .bind(format!("{} bytes", f.size))
-        .execute(&mut *conn)
-        .await?;
+    let detail = format!("{} bytes", f.size);
+    insert_event(&mut *conn, now, Event::file(id, Kind::Ready, &detail)).await?;
     Ok(Recorded::New(id))
 }

@@ -29,6 +29,14 @@
 //! - One connection for writes: SQLite has one writer anyway, and a single connection makes
 //!   in-process write contention (and `SQLITE_BUSY`) impossible.
 
+/// The batch states in flight as an SQL list, for `concat!` (`state IN ` + this); a test
+/// holds it to [`BatchState::in_flight`].
+macro_rules! in_flight {
+    () => {
+        "('sealed', 'creating', 'loading', 'completing', 'processing')"
+    };
+}
+
 mod batching;
 mod blocked;
 mod commands;
@@ -37,7 +45,10 @@ mod intake;
 mod model;
 mod outcome;
 mod sqlite;
+#[cfg(test)]
+mod testing;
 mod upload;
+mod values;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -47,6 +58,7 @@ use sqlite::{Db, Pool};
 
 pub use model::*;
 pub use sqlite::network_fs;
+pub use values::{BatchOutcome, BatchPhase, BatchState, FileState, Predecessors, Step, Verdict};
 
 /// A statement built piece by piece (lists of values, one `CASE` per row): its placeholders
 /// are the backend's own.
@@ -202,7 +214,7 @@ impl Store {
         sqlx::query("DELETE FROM health_probe")
             .execute(&self.pool)
             .await?;
-        sqlx::query("INSERT INTO health_probe (at) VALUES (?)")
+        sqlx::query("INSERT INTO health_probe (at) VALUES ($1)")
             .bind(now_ms())
             .execute(&self.pool)
             .await?;

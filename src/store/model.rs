@@ -3,40 +3,18 @@
 
 use std::path::{Path, PathBuf};
 
-use sqlx::FromRow;
+use sqlx::{Database, FromRow};
 
-/// File states. `ready` → `batched` → `uploaded` → `done`; or `failed` / `duplicate`.
-pub mod file_state {
-    pub const READY: &str = "ready";
-    pub const BATCHED: &str = "batched";
-    pub const UPLOADED: &str = "uploaded";
-    pub const DONE: &str = "done";
-    pub const FAILED: &str = "failed";
-    pub const DUPLICATE: &str = "duplicate";
-    /// The file changed on disk after it was queued; its new version is a new record.
-    pub const SUPERSEDED: &str = "superseded";
-}
-
-/// Batch states, in order. The first five are "in flight"; the rest are terminal.
-pub mod batch_state {
-    pub const SEALED: &str = "sealed";
-    pub const CREATING: &str = "creating";
-    pub const LOADING: &str = "loading";
-    pub const COMPLETING: &str = "completing";
-    pub const PROCESSING: &str = "processing";
-    pub const SUCCESS: &str = "success";
-    pub const FAILED: &str = "failed";
-    pub const ABORTED: &str = "aborted";
-    pub const ABANDONED: &str = "abandoned";
-    pub const REVERTED: &str = "reverted";
-}
+use super::sqlite::Db;
+use super::{BatchOutcome, BatchPhase, BatchState, FileState, Predecessors};
+use crate::format::Format;
 
 #[derive(Debug, Clone, FromRow)]
 pub struct FileRow {
     pub id: i64,
     pub watch: String,
     pub dataset: String,
-    pub format: String,
+    pub format: Format,
     pub multiline_json: bool,
     pub root: String,
     pub rel_path: String,
@@ -45,12 +23,14 @@ pub struct FileRow {
     pub size: i64,
     pub mtime_ns: i64,
     pub sha256: Option<String>,
-    pub state: String,
+    pub state: FileState,
     pub batch_id: Option<i64>,
     pub uploaded_bytes: i64,
     pub sent: bool,
     pub duplicate_of: Option<i64>,
-    pub replay_json: Option<String>,
+    /// The batches a `.replay` sidecar (or `push --replaces`) asked this file to replace.
+    #[sqlx(rename = "replay_json")]
+    pub replay: Option<Predecessors>,
     pub sidecar: Option<String>,
     pub reason: Option<String>,
     pub final_path: Option<String>,
@@ -62,6 +42,8 @@ pub struct FileRow {
     pub waits_for: Option<i64>,
     /// The file's own record count, when the platform gave one (Data Access, after success).
     pub records: Option<i64>,
+    /// Where the archiver wrote its receipt, once it did.
+    pub receipt_path: Option<String>,
 }
 
 impl FileRow {
@@ -84,34 +66,97 @@ impl FileRow {
     }
 }
 
-#[derive(Debug, Clone, FromRow)]
+/// A batch as the store holds it; its phase carries what each state knows.
+#[derive(Debug, Clone)]
 pub struct BatchRow {
     pub id: i64,
+    /// The idempotency key, chosen when the batch was sealed, before create-batch.
     pub external_id: String,
-    pub remote_id: Option<String>,
+    pub phase: BatchPhase,
     pub watch: String,
     pub dataset: String,
-    pub format: String,
+    pub format: Format,
     pub multiline_json: bool,
-    pub replay_json: Option<String>,
-    pub state: String,
+    /// The batches this one replaces once it succeeds.
+    pub replay: Option<Predecessors>,
+    /// Consecutive transient failures.
     pub attempts: i64,
+    /// Unix ms: when it is due again.
     pub next_attempt_at: i64,
     pub first_error_at: Option<i64>,
     pub last_error: Option<String>,
-    pub outcome_json: Option<String>,
+    /// The Catalog's final view, once it ended.
+    pub outcome: Option<BatchOutcome>,
+    /// The platform id of the replay batch that replaced this one.
     pub replaced_by: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
 impl BatchRow {
+    pub fn state(&self) -> BatchState {
+        self.phase.state()
+    }
+
+    /// The platform's id of the batch, once it created it.
+    pub fn remote_id(&self) -> Option<&str> {
+        self.phase.remote_id()
+    }
+
     /// The name operators see: the platform's id once known, else the local one.
     pub fn label(&self) -> String {
-        match &self.remote_id {
-            Some(id) => id.clone(),
+        match self.remote_id() {
+            Some(id) => id.to_owned(),
             None => format!("local batch #{}", self.id),
         }
+    }
+}
+
+/// The `batches` row as it is stored, before its state and remote id become a phase.
+#[derive(FromRow)]
+struct BatchRecord {
+    id: i64,
+    external_id: String,
+    remote_id: Option<String>,
+    watch: String,
+    dataset: String,
+    format: Format,
+    multiline_json: bool,
+    replay_json: Option<Predecessors>,
+    state: BatchState,
+    attempts: i64,
+    next_attempt_at: i64,
+    first_error_at: Option<i64>,
+    last_error: Option<String>,
+    outcome_json: Option<BatchOutcome>,
+    replaced_by: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl<'r> FromRow<'r, <Db as Database>::Row> for BatchRow {
+    fn from_row(row: &'r <Db as Database>::Row) -> Result<BatchRow, sqlx::Error> {
+        let r = BatchRecord::from_row(row)?;
+        let phase = BatchPhase::of(r.state, r.remote_id)
+            .map_err(|message| sqlx::Error::Decode(format!("batch #{}: {message}", r.id).into()))?;
+        Ok(BatchRow {
+            id: r.id,
+            external_id: r.external_id,
+            phase,
+            watch: r.watch,
+            dataset: r.dataset,
+            format: r.format,
+            multiline_json: r.multiline_json,
+            replay: r.replay_json,
+            attempts: r.attempts,
+            next_attempt_at: r.next_attempt_at,
+            first_error_at: r.first_error_at,
+            last_error: r.last_error,
+            outcome: r.outcome_json,
+            replaced_by: r.replaced_by,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
     }
 }
 
@@ -122,6 +167,17 @@ pub enum Dedupe {
     OneCopy,
     /// `allow_duplicates = true`: every file is sealed as it is.
     AllowDuplicates,
+}
+
+/// A batch to seal: the columns it takes from its files' watch ([`Store::seal_batch`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NewBatch<'a> {
+    pub watch: &'a str,
+    pub dataset: &'a str,
+    pub format: Format,
+    pub multiline_json: bool,
+    /// What its one file replaces (a replay travels alone).
+    pub replay: Option<&'a Predecessors>,
 }
 
 /// What [`Store::seal_batch`] did with the files it was given. Every file given is in exactly
@@ -188,7 +244,7 @@ pub struct BlockedDataset {
 pub struct NewFile {
     pub watch: String,
     pub dataset: String,
-    pub format: String,
+    pub format: Format,
     pub multiline_json: bool,
     pub root: String,
     pub rel_path: String,
@@ -203,8 +259,8 @@ pub struct NewFile {
 /// The replay a `.replay` sidecar asks for, resolved to the platform's batch ids.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplayRequest {
-    /// JSON array of predecessor remote batch ids (without the `$` prefix).
-    pub predecessors_json: String,
+    /// The platform ids of the batches to replace.
+    pub predecessors: Predecessors,
     /// `replay.reason` sent to the platform.
     pub reason: String,
     /// The sidecar's path below the watch root (`None` for `batchdrop push --replaces`).
@@ -235,12 +291,14 @@ pub struct Uploaded {
 #[derive(Debug, Clone)]
 pub struct Finalized {
     pub file_id: i64,
-    /// `done`, `failed` or `duplicate`.
-    pub state: String,
+    /// `Done`, `Failed` or `Duplicate`.
+    pub state: FileState,
     /// Where it was moved, if it was.
     pub final_path: Option<String>,
     /// The event's text (status and receipt path).
     pub detail: String,
+    /// Where its receipt was written, if one was.
+    pub receipt: Option<String>,
 }
 
 /// What `record_ready` did with a file.

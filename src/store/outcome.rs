@@ -2,25 +2,59 @@
 //! blame requeued), each file's record count, the archiver's intents (destinations) and facts
 //! (finalized, with the receipt's place).
 
-use super::{FileRow, Finalized, QueryBuilder, Store, StoreError, now_ms, push_case, push_ids};
+use super::events::{Event, Kind, insert_event, insert_events};
+use super::{
+    BatchOutcome, FileRow, FileState, Finalized, QueryBuilder, Store, StoreError, Verdict, now_ms,
+    push_case, push_ids,
+};
 
 impl Store {
-    /// Records a batch's terminal outcome from the Catalog.
+    /// Records a batch's terminal outcome. Only a batch in flight ends so: one an operator
+    /// aborted meanwhile stays aborted.
     pub async fn finish_batch(
         &self,
         batch_id: i64,
-        state: &str,
-        outcome_json: &str,
+        verdict: Verdict,
+        outcome: &BatchOutcome,
         detail: &str,
+    ) -> Result<(), StoreError> {
+        self.finish(batch_id, verdict, outcome, detail, &[], "")
+            .await
+    }
+
+    /// [`Store::finish_batch`] for a failed batch whose other files, `requeue` (those the
+    /// platform's errors do not blame), go back to the queue for a new batch, in the same
+    /// transaction, with `why` in their history.
+    pub async fn finish_batch_requeueing(
+        &self,
+        batch_id: i64,
+        outcome: &BatchOutcome,
+        detail: &str,
+        requeue: &[i64],
+        why: &str,
+    ) -> Result<(), StoreError> {
+        self.finish(batch_id, Verdict::Failed, outcome, detail, requeue, why)
+            .await
+    }
+
+    async fn finish(
+        &self,
+        batch_id: i64,
+        verdict: Verdict,
+        outcome: &BatchOutcome,
+        detail: &str,
+        requeue: &[i64],
+        why: &str,
     ) -> Result<(), StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let moved = sqlx::query(
-            "UPDATE batches SET state = ?, outcome_json = ?, updated_at = ? WHERE id = ?
-               AND state IN ('sealed', 'creating', 'loading', 'completing', 'processing')",
-        )
-        .bind(state)
-        .bind(outcome_json)
+        let moved = sqlx::query(concat!(
+            "UPDATE batches SET state = $1, outcome_json = $2, updated_at = $3 WHERE id = $4
+               AND state IN ",
+            in_flight!()
+        ))
+        .bind(verdict.state())
+        .bind(outcome)
         .bind(now)
         .bind(batch_id)
         .execute(&mut *tx)
@@ -29,63 +63,29 @@ impl Store {
         if moved == 0 {
             return Ok(());
         }
-        sqlx::query("INSERT INTO events (at, batch_id, kind, detail) VALUES (?, ?, ?, ?)")
-            .bind(now)
-            .bind(batch_id)
-            .bind(state)
-            .bind(detail)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Records a failed batch's outcome and, in the same transaction, sends `requeue` (files of
-    /// it that the platform's errors do not blame) back to the queue for a new batch.
-    pub async fn finish_batch_requeueing(
-        &self,
-        batch_id: i64,
-        state: &str,
-        outcome_json: &str,
-        detail: &str,
-        requeue: &[i64],
-        why: &str,
-    ) -> Result<(), StoreError> {
-        let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE batches SET state = ?, outcome_json = ?, updated_at = ? WHERE id = ?")
-            .bind(state)
-            .bind(outcome_json)
-            .bind(now)
-            .bind(batch_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("INSERT INTO events (at, batch_id, kind, detail) VALUES (?, ?, ?, ?)")
-            .bind(now)
-            .bind(batch_id)
-            .bind(state)
-            .bind(detail)
-            .execute(&mut *tx)
-            .await?;
-        for id in requeue {
-            sqlx::query(
+        let event = Event::batch(batch_id, Kind::Batch(verdict.state()), detail);
+        insert_event(&mut *tx, now, event).await?;
+        for part in requeue.chunks(400) {
+            let mut q = QueryBuilder::new(
                 "UPDATE files SET state = 'ready', batch_id = NULL, uploaded_bytes = 0, sent = 0,
-                   updated_at = ? WHERE id = ? AND batch_id = ? AND state IN ('batched', 'uploaded')",
-            )
-            .bind(now)
-            .bind(id)
-            .bind(batch_id)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO events (at, file_id, batch_id, kind, detail) VALUES (?, ?, ?, 'requeued', ?)",
-            )
-            .bind(now)
-            .bind(id)
-            .bind(batch_id)
-            .bind(why)
-            .execute(&mut *tx)
-            .await?;
+                   updated_at = ",
+            );
+            q.push_bind(now)
+                .push(" WHERE batch_id = ")
+                .push_bind(batch_id)
+                .push(" AND state IN ('batched', 'uploaded') AND id IN (");
+            push_ids(&mut q, part.iter().copied());
+            q.build().execute(&mut *tx).await?;
+            let events: Vec<Event> = part
+                .iter()
+                .map(|&file| Event {
+                    file: Some(file),
+                    batch: Some(batch_id),
+                    kind: Kind::Requeued,
+                    detail: why,
+                })
+                .collect();
+            insert_events(&mut tx, now, &events).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -111,12 +111,14 @@ impl Store {
 
     pub async fn mark_replaced(&self, remote_ids: &[String], by: &str) -> Result<(), StoreError> {
         for id in remote_ids {
-            sqlx::query("UPDATE batches SET replaced_by = ?, updated_at = ? WHERE remote_id = ?")
-                .bind(by)
-                .bind(now_ms())
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
+            sqlx::query(
+                "UPDATE batches SET replaced_by = $1, updated_at = $2 WHERE remote_id = $3",
+            )
+            .bind(by)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         }
         Ok(())
     }
@@ -130,10 +132,10 @@ impl Store {
     ) -> Result<Vec<FileRow>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT f.* FROM files f LEFT JOIN batches b ON b.id = f.batch_id
-             WHERE f.finalized = 0 AND f.id > ? AND (
+             WHERE f.finalized = 0 AND f.id > $1 AND (
                    f.state IN ('failed', 'duplicate')
                 OR (f.state IN ('batched', 'uploaded') AND b.state IN ('success', 'failed', 'aborted')))
-             ORDER BY f.id LIMIT ?",
+             ORDER BY f.id LIMIT $2",
         )
         .bind(after)
         .bind(limit)
@@ -167,22 +169,22 @@ impl Store {
         Ok(())
     }
 
+    /// Records that a file ended in `state` without being moved (`push` leaves its files
+    /// where they are).
     pub async fn mark_finalized(
         &self,
         file_id: i64,
-        state: &str,
-        final_path: Option<&str>,
+        state: FileState,
         detail: &str,
     ) -> Result<(), StoreError> {
-        let now = now_ms();
-        sqlx::query("UPDATE files SET state = ?, finalized = 1, final_path = ?, updated_at = ? WHERE id = ?")
-            .bind(state)
-            .bind(final_path)
-            .bind(now)
-            .bind(file_id)
-            .execute(&self.pool)
-            .await?;
-        self.event(Some(file_id), None, "finalized", detail).await
+        let done = Finalized {
+            file_id,
+            state,
+            final_path: None,
+            detail: detail.to_owned(),
+            receipt: None,
+        };
+        self.mark_finalized_many(&[done]).await
     }
 
     /// [`Store::mark_finalized`] for a page of files, in one transaction.
@@ -198,32 +200,18 @@ impl Store {
             push_case(&mut q, "state", part, |d| (d.file_id, &d.state));
             q.push(",");
             push_case(&mut q, "final_path", part, |d| (d.file_id, &d.final_path));
+            q.push(",");
+            push_case(&mut q, "receipt_path", part, |d| (d.file_id, &d.receipt));
             q.push(" WHERE id IN (");
             push_ids(&mut q, part.iter().map(|d| d.file_id));
             q.build().execute(&mut *tx).await?;
-            let mut events = QueryBuilder::new("INSERT INTO events (at, file_id, kind, detail) ");
-            events.push_values(part, |mut row, d| {
-                row.push_bind(now)
-                    .push_bind(d.file_id)
-                    .push("'finalized'")
-                    .push_bind(&d.detail);
-            });
-            events.build().execute(&mut *tx).await?;
+            let events = part
+                .iter()
+                .map(|d| Event::file(d.file_id, Kind::Finalized, &d.detail))
+                .collect::<Vec<_>>();
+            insert_events(&mut tx, now, &events).await?;
         }
         tx.commit().await?;
         Ok(())
-    }
-
-    /// Where the archiver wrote a finished file's receipt (from its `finalized` event).
-    pub async fn receipt_path(&self, file_id: i64) -> Result<Option<String>, StoreError> {
-        let detail: Option<Option<String>> = sqlx::query_scalar(
-            "SELECT detail FROM events WHERE file_id = ? AND kind = 'finalized' ORDER BY id DESC LIMIT 1",
-        )
-        .bind(file_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(detail
-            .flatten()
-            .and_then(|d| d.split_once("; receipt ").map(|(_, p)| p.to_owned())))
     }
 }
