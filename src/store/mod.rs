@@ -47,6 +47,8 @@ mod outcome;
 mod sqlite;
 #[cfg(test)]
 mod testing;
+#[cfg(test)]
+mod transitions;
 mod upload;
 mod values;
 
