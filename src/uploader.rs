@@ -19,7 +19,9 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ApiClient, ApiError, BatchAction, BatchStatus, CreateBatch, ErrorKind, Replay};
+use crate::api::{
+    ApiClient, ApiError, BatchAction, BatchStatus, Body, CreateBatch, ErrorKind, Replay,
+};
 use crate::blocked::{self, DatasetCheck};
 use crate::config::Upload;
 use crate::crashpoint;
@@ -1031,7 +1033,7 @@ fn drop_cached(file: &std::fs::File, from: u64, to: u64) {
 type Pieces = Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>>>;
 
 /// A request body of the next `len` bytes of `pieces`.
-fn body_of(pieces: Pieces, len: u64) -> reqwest::Body {
+fn body_of(pieces: Pieces, len: u64) -> Body {
     let stream = futures::stream::unfold((pieces, len), |(pieces, left)| async move {
         if left == 0 {
             return None;
@@ -1046,7 +1048,7 @@ fn body_of(pieces: Pieces, len: u64) -> reqwest::Body {
         };
         Some((piece, (pieces, left)))
     });
-    reqwest::Body::wrap_stream(stream)
+    Body::stream(stream)
 }
 
 /// A piece of a body being sent; its buffer goes back to the reader when the piece is dropped.
@@ -1082,7 +1084,7 @@ const READ_WHOLE: u64 = 1 << 20;
 
 /// A body of bytes already in memory, handed over in the pieces a streamed body would have
 /// (so that a crash in the middle of a body means the same for both).
-fn memory_body(bytes: bytes::Bytes) -> reqwest::Body {
+fn memory_body(bytes: bytes::Bytes) -> Body {
     const PIECE: usize = 256 * 1024;
     let pieces: Vec<bytes::Bytes> = (0..bytes.len())
         .step_by(PIECE)
@@ -1092,7 +1094,7 @@ fn memory_body(bytes: bytes::Bytes) -> reqwest::Body {
         crashpoint::hit("mid-body");
         Ok::<_, std::io::Error>(piece)
     });
-    reqwest::Body::wrap_stream(stream)
+    Body::stream(stream)
 }
 
 fn finish(hasher: Arc<Mutex<Sha256>>) -> String {

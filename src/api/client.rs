@@ -18,6 +18,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::Value;
 
 use super::auth::{Auth, Secret, TokenSource};
+use super::body::Body;
 use super::error::{ApiError, ErrorKind, PlatformError, parse_retry_after};
 use super::types::{
     BatchAction, BatchInfo, BatchQuery, CreateBatch, DataSetFile, Dataset, SchemaRef,
@@ -265,7 +266,7 @@ impl ApiClient {
         batch_id: &str,
         dataset_id: &str,
         file_path: &str,
-        body: reqwest::Body,
+        body: Body,
         len: u64,
     ) -> Result<(), ApiError> {
         let op = format!("PUT file {file_path} into batch {batch_id}");
@@ -278,7 +279,7 @@ impl ApiClient {
             // send it chunked.
             .header(CONTENT_LENGTH, len)
             .timeout(self.upload_timeout(len))
-            .body(body);
+            .body(body.into_inner());
         let resp = self.execute(&op, builder).await?;
         discard(resp).await;
         Ok(())
@@ -307,7 +308,7 @@ impl ApiClient {
         start: u64,
         len: u64,
         total: u64,
-        body: reqwest::Body,
+        body: Body,
     ) -> Result<(), ApiError> {
         let op =
             format!("PATCH bytes {start}+{len} of {total} of file {file_path} in batch {batch_id}");
@@ -321,7 +322,7 @@ impl ApiClient {
             .header(CONTENT_LENGTH, len)
             .header("content-range", range)
             .timeout(self.upload_timeout(len))
-            .body(body);
+            .body(body.into_inner());
         // The answer ({"name", "sizeInBytes"}) adds nothing to the 200 itself.
         let resp = self.execute(&op, builder).await?;
         discard(resp).await;
@@ -785,11 +786,11 @@ async fn discard(mut resp: Response) {
 
 /// Rejects a body whose length is known and differs from `len`: the server would see a
 /// Content-Length that lies.
-fn check_body_len(op: &str, body: &reqwest::Body, len: u64) -> Result<(), ApiError> {
-    match body.as_bytes() {
-        Some(b) if b.len() as u64 != len => Err(ApiError::invalid_request(
+fn check_body_len(op: &str, body: &Body, len: u64) -> Result<(), ApiError> {
+    match body.known_len() {
+        Some(known) if known != len => Err(ApiError::invalid_request(
             op,
-            format!("the body holds {} bytes but {len} were announced", b.len()),
+            format!("the body holds {known} bytes but {len} were announced"),
         )),
         _ => Ok(()),
     }
@@ -1090,11 +1091,10 @@ mod tests {
 
     #[test]
     fn body_length_must_match() {
-        let body = reqwest::Body::from(vec![0u8; 10]);
+        let body = Body::from(vec![0u8; 10]);
         assert!(check_body_len("op", &body, 10).is_ok());
         assert!(check_body_len("op", &body, 11).is_err());
-        let stream =
-            reqwest::Body::wrap_stream(futures::stream::empty::<Result<Vec<u8>, std::io::Error>>());
+        let stream = Body::stream(futures::stream::empty::<Result<Vec<u8>, std::io::Error>>());
         assert!(
             check_body_len("op", &stream, 11).is_ok(),
             "a stream's length is unknown"

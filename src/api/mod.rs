@@ -8,16 +8,19 @@
 //! - `client.rs`: `ApiClient`, one fn per endpoint, URLs and headers.
 //! - `wire.rs`: JSON bodies and tolerant response readers.
 //! - `types.rs`: what callers pass in and get back.
+//! - `body.rs`: `Body`, what an upload sends (bytes in memory or a stream of them).
 //! - `error.rs`: `ApiError` and its classification.
 //! - `auth.rs`: `Secret`, token sources, the IMS token cache.
 
 mod auth;
+mod body;
 mod client;
 mod error;
 mod types;
 mod wire;
 
 pub use auth::{ClientSecret, OAuth, Secret, TokenSource};
+pub use body::Body;
 pub use client::{ApiClient, ClientConfig};
 pub use error::{ApiError, ErrorKind, PlatformError};
 pub use types::{
