@@ -60,7 +60,8 @@ pub enum Endpoint {
     Url(String),
 }
 
-#[derive(Debug, Clone)]
+/// Compared by value on reload (`PartialEq`), never through `Debug`, which hides secrets.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub path: PathBuf,
     pub state_dir: PathBuf,
@@ -80,7 +81,7 @@ pub struct Config {
 
 /// Caps that keep the daemon bounded: when one is reached, intake pauses (and `/readyz` and
 /// the `batchdrop_intake_paused` metric say so) until work drains below it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Files recorded but not finished yet.
     pub max_queued_files: u64,
@@ -95,7 +96,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct Platform {
     pub endpoint: Endpoint,
     pub org_id: String,
@@ -111,7 +112,7 @@ pub struct Platform {
 }
 
 /// `[platform.auth]`: the client asks IMS for tokens with `client_credentials`.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct OAuthConfig {
     pub ims_url: String,
     pub client_id: String,
@@ -120,7 +121,7 @@ pub struct OAuthConfig {
 }
 
 /// Where the client secret is read from. Never printed.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub enum SecretSource {
     /// Re-read at every token request, so a rotated (mounted) secret is picked up.
     File(PathBuf),
@@ -160,7 +161,7 @@ impl std::fmt::Debug for Platform {
 }
 
 /// Upload, retry and polling behaviour (global).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Upload {
     pub large_file_threshold: u64,
     pub chunk_size: u64,

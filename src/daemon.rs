@@ -566,19 +566,26 @@ async fn lift_blocks(store: &Store, config: &Config) {
 
 /// Settings a reload cannot apply to a running daemon: say so instead of ignoring them.
 fn warn_unreloadable(old: &Config, new: &Config) {
+    for message in unreloadable(old, new) {
+        tracing::warn!("{message}");
+    }
+}
+
+/// What changed in the config that only a restart applies. Values are compared, not their
+/// `Debug` text: that hides the API key and secrets, whose change must be noticed too.
+fn unreloadable(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
     if old.state_dir != new.state_dir {
-        tracing::warn!("state_dir changed in the config: restart batchdrop to apply it");
+        changed.push("state_dir changed in the config: restart batchdrop to apply it");
     }
-    if format!("{:?}", old.platform) != format!("{:?}", new.platform) {
-        tracing::warn!("[platform] changed in the config: restart batchdrop to apply it");
+    if old.platform != new.platform {
+        changed.push("[platform] changed in the config: restart batchdrop to apply it");
     }
-    if format!("{:?}", old.upload) != format!("{:?}", new.upload)
-        || old.admin_listen != new.admin_listen
-    {
-        tracing::warn!(
-            "[upload] or admin_listen changed in the config: restart batchdrop to apply it"
-        );
+    if old.upload != new.upload || old.admin_listen != new.admin_listen {
+        changed
+            .push("[upload] or admin_listen changed in the config: restart batchdrop to apply it");
     }
+    changed
 }
 
 /// Asks the platform a cheap question every `every`, so `/readyz` knows whether it is reachable.
@@ -611,4 +618,60 @@ async fn probe_platform(
 /// Half the watchdog period systemd asked for (`WatchdogSec=`), if it asked.
 fn sd_watchdog_interval() -> Option<Duration> {
     sd_notify::watchdog_enabled().map(|d| d / 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A config whose `[platform]` table ends with `extra`.
+    fn config(extra: &str) -> Config {
+        let text = format!(
+            "[platform]\nendpoint = \"https://platform.example\"\n{extra}\n[[watch]]\npath = 'a'\ndataset = 'd'\n"
+        );
+        // Not a file: an inline secret is then allowed (no mode to check).
+        Config::parse(&text, Path::new("/nonexistent/batchdrop.toml")).unwrap()
+    }
+
+    #[test]
+    fn a_changed_api_key_or_secret_is_a_change_though_debug_hides_it() {
+        let token = "access_token_file = 'token'";
+        let old = config(&format!("api_key = 'one'\n{token}"));
+        assert!(unreloadable(&old, &old.clone()).is_empty());
+        let new = config(&format!("api_key = 'two'\n{token}"));
+        assert_eq!(
+            format!("{old:?}"),
+            format!("{new:?}"),
+            "Debug hides the key"
+        );
+        assert_eq!(
+            unreloadable(&old, &new),
+            ["[platform] changed in the config: restart batchdrop to apply it"]
+        );
+
+        let oauth = |secret: &str| {
+            config(&format!(
+                "[platform.auth]\nclient_id = 'id'\nclient_secret = '{secret}'"
+            ))
+        };
+        let (old, new) = (oauth("first"), oauth("rotated"));
+        assert_eq!(format!("{old:?}"), format!("{new:?}"), "Debug hides it");
+        assert_eq!(unreloadable(&old, &new).len(), 1);
+        assert!(unreloadable(&old, &oauth("first")).is_empty());
+    }
+
+    #[test]
+    fn upload_settings_and_the_state_dir_need_a_restart_too() {
+        let token = "access_token_file = 'token'";
+        let old = config(token);
+        let mut new = old.clone();
+        new.upload.concurrency += 1;
+        assert_eq!(unreloadable(&old, &new).len(), 1);
+        let mut new = old.clone();
+        new.state_dir = new.state_dir.join("elsewhere");
+        assert_eq!(unreloadable(&old, &new).len(), 1);
+        let mut new = old.clone();
+        new.watches[0].dataset = "other".into();
+        assert!(unreloadable(&old, &new).is_empty(), "watches do reload");
+    }
 }

@@ -231,6 +231,34 @@ async fn sighup_adds_a_watch_and_removes_another_and_a_bad_config_keeps_the_old_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_with_a_new_api_key_says_a_restart_applies_it() {
+    let env = Env::new().await;
+    let config = env.write_config("", "");
+    let daemon = spawn(&config, &[]);
+    admin_url(&env).await;
+    let text = std::fs::read_to_string(&config).unwrap();
+    // The key never shows in the config's Debug text, which reload used to compare.
+    std::fs::write(
+        &config,
+        text.replace("[platform]\n", "[platform]\napi_key = \"rotated-key\"\n"),
+    )
+    .unwrap();
+    hup(&daemon);
+    let log_path = config.with_file_name("daemon.log");
+    let log = eventually(30, "the reload's warning", || {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        async move { log.contains("[platform] changed").then_some(log) }
+    })
+    .await;
+    stop(daemon);
+    assert!(log.contains("restart batchdrop to apply it"), "{log}");
+    assert!(
+        !log.contains("rotated-key"),
+        "the key is never logged: {log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn systemd_hears_ready_watchdog_and_stopping() {
     let env = Env::new().await;
     let config = env.write_config("", "");
