@@ -303,12 +303,9 @@ impl Archiver {
                             format!("moving sidecar {} to {}", side_src.display(), to.display());
                         let (from_dir, from_name) = disk::folder_of(&side_src, &root, Create::No)
                             .map_err(io(moving.clone()))?;
-                        let (to_dir, to_name) = disk::folder_of(
-                            &to,
-                            anchors,
-                            Create::Mode(crate::watcher::OWN_FOLDER_MODE),
-                        )
-                        .map_err(io(moving.clone()))?;
+                        let (to_dir, to_name) =
+                            disk::folder_of(&to, anchors, Create::Mode(disk::OWN_FOLDER_MODE))
+                                .map_err(io(moving.clone()))?;
                         disk::move_file(&from_dir, from_name, &to_dir, to_name)
                             .map_err(io(moving))?;
                     }
@@ -337,12 +334,9 @@ impl Archiver {
             receipt.archived_to = Some(d.to_string_lossy().into_owned());
         }
         let writing = format!("writing receipt {}", receipt_path.display());
-        let (dir, name) = disk::folder_of(
-            &receipt_path,
-            anchors,
-            Create::Mode(crate::watcher::OWN_FOLDER_MODE),
-        )
-        .map_err(io(writing.clone()))?;
+        let (dir, name) =
+            disk::folder_of(&receipt_path, anchors, Create::Mode(disk::OWN_FOLDER_MODE))
+                .map_err(io(writing.clone()))?;
         dir.write_atomically_deferred(name, &receipt.to_json(), receipt::MODE, unsynced)
             .map_err(io(writing))?;
         let done = Finalized {
@@ -674,12 +668,9 @@ impl Archiver {
         let (from, from_name) = disk::folder_of(src, &[Path::new(&f.root)], Create::No)
             .map_err(|e| failed(&dest, e))?;
         for _ in 0..3 {
-            let (to, to_name) = disk::folder_of(
-                &dest,
-                anchors,
-                Create::Mode(crate::watcher::OWN_FOLDER_MODE),
-            )
-            .map_err(|e| failed(&dest, e))?;
+            let (to, to_name) =
+                disk::folder_of(&dest, anchors, Create::Mode(disk::OWN_FOLDER_MODE))
+                    .map_err(|e| failed(&dest, e))?;
             match disk::move_file(&from, from_name, &to, to_name) {
                 Ok(()) => return Ok(dest),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {

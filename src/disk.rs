@@ -710,6 +710,10 @@ pub fn anchored<'p>(path: &'p Path, anchors: &[&Path]) -> Option<(PathBuf, &'p P
         .map(|(a, rest)| (a.to_path_buf(), rest))
 }
 
+/// batchdrop's own folders inside a drop folder (`_archive/`, `_failed/` and the folders in
+/// them): the group may read, only batchdrop may change them.
+pub const OWN_FOLDER_MODE: u32 = 0o750;
+
 /// Whether [`folder_of`] creates the folders that are missing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Create {

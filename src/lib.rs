@@ -22,6 +22,7 @@ pub mod disk;
 pub mod emulator;
 pub mod format;
 pub mod http_server;
+pub mod outcome;
 pub mod poller;
 pub mod receipt;
 pub mod replay;

@@ -1,12 +1,26 @@
 //! Completed batch → terminal status: asks the Catalog, with a growing interval, until the
 //! platform says `success` or `failed` (or that the batch is gone), and records the outcome.
 //!
-//! This module must not move files (archiver) or send anything but Catalog reads.
+//! This module must not move files (archiver) or send anything but Catalog and Data Access
+//! reads; what an end means for each file is `outcome`'s decision. It is the uploader's last
+//! step and imports nothing of it: its errors are its own.
 
-use crate::api::{ApiClient, BatchStatus, DataSetFile};
+use crate::api::{ApiClient, ApiError};
 use crate::config::Upload;
-use crate::store::{BatchOutcome, BatchRow, FileState, Store, Verdict, now_ms};
-use crate::uploader::StepError;
+use crate::outcome::{self, Ending};
+use crate::store::{BatchOutcome, BatchRow, FileState, Store, StoreError, Verdict, now_ms};
+
+/// Why a look at a processing batch did not record its end.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The platform lost the batch, or stopped it before it finished: it can never succeed.
+    #[error("{0}")]
+    Lost(String),
+}
 
 /// One look at a processing batch. Records the outcome when terminal; otherwise schedules the
 /// next look (interval doubling from `poll_initial` up to `poll_max`).
@@ -16,24 +30,23 @@ pub async fn poll(
     upload: &Upload,
     b: &BatchRow,
     remote: &str,
-) -> Result<(), StepError> {
+) -> Result<(), PollError> {
     crate::crashpoint::hit("polling");
     let Some(info) = api.get_batch(remote).await? else {
-        return Err(StepError::Tainted(format!(
+        return Err(PollError::Lost(format!(
             "the platform lost batch {remote} after it was completed"
         )));
     };
     let outcome = BatchOutcome(info.raw.clone());
-    let verdict = match info.status {
-        BatchStatus::Success | BatchStatus::Inactive | BatchStatus::Deleted => Verdict::Success,
-        BatchStatus::Failed => Verdict::Failed,
-        BatchStatus::Aborted | BatchStatus::Abandoned => {
-            return Err(StepError::Tainted(format!(
+    let verdict = match outcome::ending(&info.status) {
+        Ending::Ended(verdict) => verdict,
+        Ending::Stopped => {
+            return Err(PollError::Lost(format!(
                 "batch {remote} was {:?} on the platform before it finished",
                 info.status
             )));
         }
-        _ => {
+        Ending::Pending => {
             let waited = (now_ms() - b.updated_at).max(0) as u64;
             let next = (waited / 2).clamp(
                 upload.poll_initial.as_millis() as u64,
@@ -65,7 +78,7 @@ pub async fn poll(
                     .map(|f| (f.id, f.rel_path))
                     .collect();
                 store
-                    .set_file_records(&records_per_file(&files, &listing))
+                    .set_file_records(&outcome::records_per_file(&files, &listing))
                     .await?;
             }
             Err(e) => {
@@ -82,19 +95,15 @@ pub async fn poll(
             .map(|e| format!("{}: {}", e.code, e.description))
             .collect();
         tracing::warn!(batch = %remote, dataset = %b.dataset, "batch failed ({detail}): {}", errors.join("; "));
-        // A batch fails whole for one bad file. When the platform's errors name the culprits,
-        // only they fail; the others travel again in a new batch.
+        // When the platform's errors name the culprits, only they fail; the others travel
+        // again in a new batch.
         let files: Vec<_> = store
             .batch_files(b.id)
             .await?
             .into_iter()
             .filter(|f| f.state.in_batch())
             .collect();
-        let (named, innocent): (Vec<_>, Vec<_>) = files.iter().partition(|f| {
-            info.errors
-                .iter()
-                .any(|e| error_names_file(&e.description, &f.rel_path))
-        });
+        let (named, innocent) = outcome::blame(&files, &info.errors);
         if !named.is_empty() && !innocent.is_empty() {
             let culprits: Vec<&str> = named.iter().map(|f| f.rel_path.as_str()).collect();
             let why = format!(
@@ -117,107 +126,4 @@ pub async fn poll(
     metrics::counter!(crate::telemetry::BATCHES, "outcome" => verdict.state().as_str())
         .increment(1);
     Ok(())
-}
-
-/// Each uploaded file's own record count from a successful batch's Data Access listing: by
-/// the listing's names where it gives the uploaded names, else all of it for the batch's only
-/// file. Files it cannot tell about are left out (their receipts say null).
-pub fn records_per_file(files: &[(i64, String)], listing: &[DataSetFile]) -> Vec<(i64, i64)> {
-    let total = || {
-        listing
-            .iter()
-            .map(|d| d.records.unwrap_or(0) as i64)
-            .sum::<i64>()
-    };
-    let named = !listing.is_empty()
-        && listing.iter().all(|d| {
-            d.name
-                .as_ref()
-                .is_some_and(|n| files.iter().any(|(_, p)| p == n))
-        });
-    if named {
-        return files
-            .iter()
-            .map(|(id, path)| {
-                let n = listing
-                    .iter()
-                    .filter(|d| d.name.as_deref() == Some(path))
-                    .map(|d| d.records.unwrap_or(0) as i64)
-                    .sum();
-                (*id, n)
-            })
-            .collect();
-    }
-    match files {
-        [(id, _)] => vec![(*id, total())],
-        _ => Vec::new(),
-    }
-}
-
-/// Whether a platform error description is about the file uploaded as `rel_path`: the
-/// platform quotes file names (`file 'a/b.json': ...`).
-pub fn error_names_file(description: &str, rel_path: &str) -> bool {
-    description.contains(&format!("'{rel_path}'"))
-        || description.contains(&format!("\"{rel_path}\""))
-}
-
-/// Of a batch's errors (`all`, the platform's array), those about the file uploaded as
-/// `rel_path`, or all of them when none names it (the platform does not always name files).
-pub fn errors_about(all: &serde_json::Value, rel_path: &str) -> Vec<serde_json::Value> {
-    let all = all.as_array().map(Vec::as_slice).unwrap_or_default();
-    let mine: Vec<serde_json::Value> = all
-        .iter()
-        .filter(|e| {
-            e["description"]
-                .as_str()
-                .is_some_and(|d| error_names_file(d, rel_path))
-        })
-        .cloned()
-        .collect();
-    if mine.is_empty() { all.to_vec() } else { mine }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn listed(name: Option<&str>, records: u64) -> DataSetFile {
-        DataSetFile {
-            id: "F".into(),
-            dataset_id: None,
-            name: name.map(str::to_owned),
-            records: Some(records),
-            size: None,
-        }
-    }
-
-    #[test]
-    fn records_per_file_by_name_or_for_a_batch_of_one() {
-        let files = vec![(1, "a.json".to_owned()), (2, "b.json".to_owned())];
-        let by_name = [listed(Some("b.json"), 3), listed(Some("a.json"), 2)];
-        assert_eq!(records_per_file(&files, &by_name), vec![(1, 2), (2, 3)]);
-        // The platform's own listing names no input file: only a batch of one can be told.
-        let unnamed = [listed(None, 3), listed(None, 2)];
-        assert_eq!(records_per_file(&files, &unnamed), vec![]);
-        assert_eq!(records_per_file(&files[..1], &unnamed), vec![(1, 5)]);
-        // Names that are not the uploaded ones (output parts) say nothing per file.
-        let parts = [listed(Some("part-0.parquet"), 5)];
-        assert_eq!(records_per_file(&files, &parts), vec![]);
-        assert_eq!(records_per_file(&files[1..], &parts), vec![(2, 5)]);
-    }
-
-    #[test]
-    fn errors_name_files_only_when_quoted_whole() {
-        let d = "file 'data.json': 1 record(s) could not be ingested; first: row 2";
-        assert!(error_names_file(d, "data.json"));
-        assert!(!error_names_file(d, "a.json"), "a suffix is not the name");
-        assert!(error_names_file(
-            "CSV file \"x/y.csv\" has an empty header",
-            "x/y.csv"
-        ));
-        assert!(!error_names_file(
-            "batch failed by fault injection",
-            "data.json"
-        ));
-    }
 }

@@ -92,7 +92,7 @@ impl Receipt {
         let outcome = batch.and_then(|b| b.outcome.clone()).unwrap_or_default();
         let metrics = outcome.metrics();
         let all = outcome.errors();
-        let mut errors = crate::poller::errors_about(&all, &f.rel_path);
+        let mut errors = crate::outcome::errors_about(&all, &f.rel_path);
         if errors.is_empty()
             && let Some(b) = batch
             && b.state() != BatchState::Success

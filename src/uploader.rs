@@ -56,6 +56,17 @@ pub enum StepError {
     Shutdown,
 }
 
+impl From<poller::PollError> for StepError {
+    fn from(e: poller::PollError) -> StepError {
+        match e {
+            poller::PollError::Api(e) => StepError::Api(e),
+            poller::PollError::Store(e) => StepError::Store(e),
+            // Its end can no longer be a success: handled like a batch tainted by a change.
+            poller::PollError::Lost(why) => StepError::Tainted(why),
+        }
+    }
+}
+
 pub struct Uploader {
     pub store: Store,
     pub api: ApiClient,

@@ -271,8 +271,8 @@ impl Watcher {
                 continue; // a folder of the operator's, elsewhere: theirs to set up
             };
             let made = Dir::anchor(&self.watch.path)
-                .and_then(|root| root.sub_created(rel, Some(OWN_FOLDER_MODE)))
-                .and_then(|own| own.narrow_to(OWN_FOLDER_MODE));
+                .and_then(|root| root.sub_created(rel, Some(disk::OWN_FOLDER_MODE)))
+                .and_then(|own| own.narrow_to(disk::OWN_FOLDER_MODE));
             match made {
                 Ok(st) if st.uid != disk::effective_uid() && st.uid != 0 => tracing::warn!(
                     folder = %dir.display(),
@@ -1083,10 +1083,6 @@ fn needed_wait(rel: &str, hinted: bool, settle: Duration) -> Duration {
         settle
     }
 }
-
-/// batchdrop's own folders inside a drop folder (`_archive/`, `_failed/` and the folders in
-/// them): the group may read, only batchdrop may change them.
-pub const OWN_FOLDER_MODE: u32 = 0o750;
 
 /// A sidecar is a few lines of TOML: anything longer is refused unread.
 pub const MAX_SIDECAR_BYTES: u64 = 64 * 1024;
