@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{AfterSuccess, Watch};
 use crate::disk::{self, Create, Dir, FileStat, Identity, Kind, Links};
 use crate::receipt::{self, DuplicateOf, Receipt, Status};
+use crate::stage::{self, Next, Stage};
 use crate::store::{BatchRow, BatchState, FileRow, FileState, Finalized, Store, StoreError};
 
 pub struct Archiver {
@@ -38,31 +39,14 @@ pub struct Archiver {
 }
 
 impl Archiver {
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), StoreError> {
-        let mut trouble = crate::store::StoreTrouble::new("archiver");
-        let mut said: Option<(usize, std::time::Instant)> = None;
-        loop {
-            let wait = match self.pass().await {
-                Ok(p) => {
-                    trouble.ok();
-                    self.report_stuck(&p.stuck, &mut said);
-                    if p.done > 0 {
-                        continue;
-                    }
-                    if p.stuck.is_empty() {
-                        Duration::from_millis(500)
-                    } else {
-                        Duration::from_secs(2)
-                    }
-                }
-                Err(e) => trouble.failed(&e),
-            };
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
-            }
-        }
+    /// Finishes files until `shutdown` (see `stage::run`).
+    pub async fn run(self, shutdown: CancellationToken) {
+        let wake = self.wake.clone();
+        let mut stage = Archiving {
+            archiver: self,
+            said: None,
+        };
+        stage::run(&mut stage, &wake, &shutdown).await;
     }
 
     /// Says which files cannot be finished (when that changes, then every 30 s), and when
@@ -477,6 +461,28 @@ pub struct Pass {
     pub done: usize,
     /// Files that could not be finished now, with why.
     pub stuck: Vec<String>,
+}
+
+/// The archiver as a stage: a pass, with what it last said about files it cannot finish.
+struct Archiving {
+    archiver: Archiver,
+    said: Option<(usize, std::time::Instant)>,
+}
+
+impl Stage for Archiving {
+    const NAME: &'static str = "archiver";
+
+    async fn pass(&mut self) -> Result<Next, StoreError> {
+        let pass = self.archiver.pass().await?;
+        self.archiver.report_stuck(&pass.stuck, &mut self.said);
+        Ok(if pass.done > 0 {
+            Next::Now
+        } else if pass.stuck.is_empty() {
+            Next::After(Duration::from_millis(500))
+        } else {
+            Next::After(Duration::from_secs(2))
+        })
+    }
 }
 
 /// What becomes of a file whose batch ended: its final state, the receipt's status, and the

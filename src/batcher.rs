@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Watch;
 use crate::disk::{self, Links};
+use crate::stage::{self, Next, Stage};
 use crate::store::{Dedupe, FileRow, NewBatch, Store, StoreError, now_ms};
 
 /// The limits one watch asks for.
@@ -98,78 +100,80 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    pub async fn run(
-        self,
-        shutdown: CancellationToken,
-        flush: Arc<std::sync::atomic::AtomicBool>,
-    ) -> Result<(), StoreError> {
-        let mut trouble = crate::store::StoreTrouble::new("batcher");
-        loop {
-            let watches = self.watches.read().unwrap().clone();
-            let tick = watches
-                .iter()
-                .map(|w| w.max_wait)
-                .min()
-                .unwrap_or(Duration::from_secs(1))
-                .clamp(Duration::from_millis(20), Duration::from_secs(1));
-            let flushing = flush.load(std::sync::atomic::Ordering::SeqCst);
-            // Cap on bytes in flight: sealing waits until earlier batches finish.
-            let inflight = self.store.inflight_bytes().await.unwrap_or(0);
-            let over = inflight >= self.max_inflight_bytes as i64;
-            if over
-                != self
-                    .health
-                    .batching_paused
-                    .swap(over, std::sync::atomic::Ordering::SeqCst)
-                && over
-            {
-                tracing::warn!(
-                    inflight,
-                    cap = self.max_inflight_bytes,
-                    "intake paused: max_inflight_bytes reached; batches resume as earlier ones finish"
-                );
-            }
-            let mut sealed = false;
-            let mut wait = tick;
-            // A watch whose dataset the platform does not know takes no new batch until it
-            // does (see `blocked`): its files stay queued where they were dropped.
-            let blocked = match self.store.blocked_datasets().await {
-                Ok(b) => b.into_iter().map(|b| b.dataset).collect(),
-                Err(e) => {
-                    wait = trouble.failed(&e);
-                    Vec::new()
-                }
-            };
-            let open: Vec<&Watch> = if over {
+    pub async fn run(self, shutdown: CancellationToken, flush: Arc<AtomicBool>) {
+        let wake = self.wake.clone();
+        let mut stage = Batching {
+            batcher: self,
+            shutdown: shutdown.clone(),
+            flush,
+        };
+        stage::run(&mut stage, &wake, &shutdown).await;
+    }
+
+    /// One pass over every watch: seals what is due in each that may take a batch (not while
+    /// the bytes in flight are over the cap, nor for a dataset the platform does not know).
+    /// A state database error in one watch does not keep the others from their pass; the
+    /// first is returned once they had it. `flush` seals partial groups (shutdown, `--once`).
+    pub async fn pass(
+        &self,
+        flush: bool,
+        shutdown: &CancellationToken,
+    ) -> Result<Next, StoreError> {
+        let watches = self.watches.read().unwrap().clone();
+        let tick = watches
+            .iter()
+            .map(|w| w.max_wait)
+            .min()
+            .unwrap_or(Duration::from_secs(1))
+            .clamp(Duration::from_millis(20), Duration::from_secs(1));
+        // Cap on bytes in flight: sealing waits until earlier batches finish.
+        let inflight = self.store.inflight_bytes().await.unwrap_or(0);
+        let over = inflight >= self.max_inflight_bytes as i64;
+        if over != self.health.batching_paused.swap(over, Ordering::SeqCst) && over {
+            tracing::warn!(
+                inflight,
+                cap = self.max_inflight_bytes,
+                "intake paused: max_inflight_bytes reached; batches resume as earlier ones finish"
+            );
+        }
+        let mut sealed = false;
+        let mut first_error = None;
+        // A watch whose dataset the platform does not know takes no new batch until it
+        // does (see `blocked`): its files stay queued where they were dropped.
+        let blocked = match self.store.blocked_datasets().await {
+            Ok(b) => b.into_iter().map(|b| b.dataset).collect(),
+            Err(e) => {
+                first_error.get_or_insert(e);
                 Vec::new()
-            } else {
-                watches
-                    .iter()
-                    .filter(|w| !blocked.contains(&w.dataset))
-                    .collect()
-            };
-            if !open.is_empty()
-                && let Err(e) = self.store.release_waiting().await
-            {
-                wait = trouble.failed(&e);
             }
-            for w in open {
-                match self.batch_watch(w, flushing, &shutdown).await {
-                    Ok(s) => {
-                        sealed |= s;
-                        trouble.ok();
-                    }
-                    Err(e) => wait = trouble.failed(&e),
+        };
+        let open: Vec<&Watch> = if over {
+            Vec::new()
+        } else {
+            watches
+                .iter()
+                .filter(|w| !blocked.contains(&w.dataset))
+                .collect()
+        };
+        if !open.is_empty()
+            && let Err(e) = self.store.release_waiting().await
+        {
+            first_error.get_or_insert(e);
+        }
+        for w in open {
+            match self.batch_watch(w, flush, shutdown).await {
+                Ok(s) => sealed |= s,
+                Err(e) => {
+                    first_error.get_or_insert(e);
                 }
             }
-            if sealed {
-                self.wake_uploader.notify_one();
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = self.wake.notified(), if wait == tick => {}
-                _ = tokio::time::sleep(wait) => {}
-            }
+        }
+        if sealed {
+            self.wake_uploader.notify_one();
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(Next::After(tick)),
         }
     }
 
@@ -380,6 +384,23 @@ pub fn sha256_queued(f: &FileRow) -> std::io::Result<Option<String>> {
     match disk::sha256(&opened.file, queued.size) {
         Ok(sha) => Ok(Some(sha)),
         Err(e) => not_now(e),
+    }
+}
+
+/// The batcher as a stage, with what its passes need.
+struct Batching {
+    batcher: Batcher,
+    shutdown: CancellationToken,
+    /// Set for `--once` (and never cleared): seal partial groups without waiting.
+    flush: Arc<AtomicBool>,
+}
+
+impl Stage for Batching {
+    const NAME: &'static str = "batcher";
+
+    async fn pass(&mut self) -> Result<Next, StoreError> {
+        let flush = self.flush.load(Ordering::SeqCst);
+        self.batcher.pass(flush, &self.shutdown).await
     }
 }
 

@@ -22,6 +22,7 @@ use crate::archiver::Archiver;
 use crate::batcher::Batcher;
 use crate::config::{Config, Endpoint, SecretSource, Watch};
 use crate::emulator::{Emulator, EmulatorConfig, GatewayConfig};
+use crate::stage::{self, Ended};
 use crate::store::{Store, StoreError, now_ms};
 use crate::telemetry::Health;
 use crate::uploader::Uploader;
@@ -44,6 +45,12 @@ pub enum DaemonError {
         "--once cannot finish: {0}. The files stay where they were dropped; run again once that is fixed"
     )]
     Blocked(String),
+    /// A stage ended on its own (it failed, panicked or returned): the daemon does not run on
+    /// without it.
+    #[error(
+        "{0}; batchdrop stopped rather than run on without it (what was done is in the state database: a restart resumes from there)"
+    )]
+    Stage(String),
     #[error(
         "cannot serve the admin listener on {addr}: {source}; set admin_listen to a free address, or \"off\""
     )]
@@ -257,7 +264,8 @@ pub async fn run(
     // Intake (watchers, batcher) stops first; the uploader and archiver get the grace period.
     let intake = shutdown.child_token();
     let output = CancellationToken::new();
-    let mut tasks: JoinSet<(&'static str, Result<(), StoreError>)> = JoinSet::new();
+    // Every stage runs supervised: one that ends without being asked stops the daemon.
+    let mut tasks: JoinSet<Ended> = JoinSet::new();
 
     // watchers → store
     let mut watchers = Watchers::default();
@@ -283,7 +291,10 @@ pub async fn run(
         wake_uploader: wake_uploader.clone(),
     }
     .run(intake.clone(), flush.clone());
-    tasks.spawn(async move { ("batcher", batcher.await) });
+    tasks.spawn(stage::supervise("batcher", intake.clone(), async {
+        batcher.await;
+        Ok(())
+    }));
     // store → uploader → api → poller → store
     let uploader = Uploader::new(
         store.clone(),
@@ -293,7 +304,10 @@ pub async fn run(
         wake_archiver.clone(),
     )
     .run(output.clone(), config.shutdown_grace);
-    tasks.spawn(async move { ("uploader", uploader.await) });
+    tasks.spawn(stage::supervise("uploader", output.clone(), async {
+        uploader.await;
+        Ok(())
+    }));
     // store → archiver → folders
     let archive_watches = Arc::new(RwLock::new(
         config
@@ -308,7 +322,10 @@ pub async fn run(
         wake: wake_archiver,
     }
     .run(output.clone());
-    tasks.spawn(async move { ("archiver", archiver.await) });
+    tasks.spawn(stage::supervise("archiver", output.clone(), async {
+        archiver.await;
+        Ok(())
+    }));
 
     // Blocked datasets (see `blocked`) are checked again on a backoff; a lifted block wakes
     // the stages that wait for it.
@@ -336,7 +353,7 @@ pub async fn run(
     let mut watchdog = sd_watchdog_interval().map(tokio::time::interval);
 
     let mut config = config;
-    let mut failed: Option<StoreError> = None;
+    let mut failed: Option<String> = None;
     let mut stuck: Option<String> = None;
     let reload = opts.reload.clone().unwrap_or_default();
     loop {
@@ -345,11 +362,10 @@ pub async fn run(
             .store(watchers.all_scanned(), Ordering::SeqCst);
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            r = tasks.join_next() => {
-                // A stage only returns early on a state database error: stop everything.
-                if let Some(Ok((stage, Err(e)))) = r {
-                    tracing::error!("stopping: the {stage} stopped on {e}");
-                    failed = Some(e);
+            Some(ended) = tasks.join_next() => {
+                if let Some(why) = unexpected(ended) {
+                    tracing::error!("stopping: {why}");
+                    failed = Some(why);
                     shutdown.cancel();
                     break;
                 }
@@ -414,8 +430,11 @@ pub async fn run(
     // in the store is consistent at any instant; the next start resumes the rest).
     let limit = config.shutdown_grace + Duration::from_secs(10);
     let stopped = tokio::time::timeout(limit, async {
-        while let Some(r) = tasks.join_next().await {
-            tracing::debug!("stage ended: {r:?}");
+        while let Some(ended) = tasks.join_next().await {
+            if let Some(why) = unexpected(ended) {
+                tracing::error!("{why}");
+                failed.get_or_insert(why);
+            }
         }
     })
     .await;
@@ -430,9 +449,9 @@ pub async fn run(
     if let Some(emu) = platform.embedded {
         emu.shutdown().await;
     }
-    if let Some(e) = failed {
+    if let Some(why) = failed {
         store.close().await;
-        return Err(e.into());
+        return Err(DaemonError::Stage(why));
     }
     if let Some(why) = stuck {
         store.close().await;
@@ -465,7 +484,7 @@ impl Watchers {
     fn start(
         &mut self,
         w: &Watch,
-        tasks: &mut JoinSet<(&'static str, Result<(), StoreError>)>,
+        tasks: &mut JoinSet<Ended>,
         store: &Store,
         wake_batcher: &Arc<Notify>,
         health: &Arc<Health>,
@@ -484,8 +503,9 @@ impl Watchers {
             w.name.clone(),
             (w.clone(), token.clone(), watcher.pending.clone()),
         );
-        let run = watcher.run(token);
-        tasks.spawn(async move { ("watcher", run.await) });
+        let run = watcher.run(token.clone());
+        let name = format!("watcher of {}", w.path.display());
+        tasks.spawn(async move { stage::supervise(&name, token, run).await });
     }
 
     /// Stops the watchers that are gone or changed; returns the watches to (re)start.
@@ -561,6 +581,17 @@ async fn lift_blocks(store: &Store, config: &Config) {
                 tracing::error!(dataset = %b.dataset, "cannot lift the block after the reload: {}", e.explain())
             }
         }
+    }
+}
+
+/// Why a stage task's end stops the daemon, if it does.
+fn unexpected(ended: Result<Ended, tokio::task::JoinError>) -> Option<String> {
+    match ended {
+        Ok(Ended::Stopped) => None,
+        Ok(Ended::Unexpectedly(why)) => Some(why),
+        // `supervise` catches panics: only an abort (at the end of a shutdown) is left.
+        Err(e) if e.is_cancelled() => None,
+        Err(e) => Some(format!("a stage ended: {e}")),
     }
 }
 

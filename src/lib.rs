@@ -27,6 +27,7 @@ pub mod poller;
 pub mod receipt;
 pub mod replay;
 pub mod retry;
+pub mod stage;
 pub mod store;
 pub mod telemetry;
 pub mod uploader;

@@ -7,7 +7,7 @@
 //! This module decides nothing about grouping (batcher) or where files go afterwards
 //! (archiver), and it never builds an HTTP request itself (api).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -29,6 +29,7 @@ use crate::disk::Identity;
 use crate::disk::{self, Kind, Links};
 use crate::poller;
 use crate::retry;
+use crate::stage::{self, Next, Stage};
 use crate::store::{
     BatchOutcome, BatchPhase, BatchRow, FileRow, FileState, Step, Store, StoreError, Uploaded,
     Verdict, now_ms,
@@ -106,58 +107,14 @@ impl Uploader {
 
     /// Drives every due batch until `shutdown`; then lets running steps reach a safe point
     /// (a chunk or file boundary) within `grace`.
-    pub async fn run(
-        self: Arc<Self>,
-        shutdown: CancellationToken,
-        grace: Duration,
-    ) -> Result<(), StoreError> {
-        let mut tasks = JoinSet::new();
-        let mut trouble = crate::store::StoreTrouble::new("uploader");
-        loop {
-            let due = match self.store.batches_due(now_ms()).await {
-                Ok(due) => {
-                    trouble.ok();
-                    due
-                }
-                Err(e) => {
-                    let wait = trouble.failed(&e);
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(wait) => continue,
-                    }
-                }
-            };
-            for b in due {
-                if self.active.lock().unwrap().insert(b.id) {
-                    let me = self.clone();
-                    let token = shutdown.clone();
-                    tasks.spawn(async move {
-                        let id = b.id;
-                        // Only the row read after claiming the batch counts (see batch_if_due).
-                        match me.store.batch_if_due(id, now_ms()).await {
-                            Ok(Some(fresh)) => me.drive(fresh, &token).await,
-                            Ok(None) => {}
-                            Err(e) => {
-                                tracing::error!(batch = %b.label(), "{}; will retry", e.explain());
-                                tokio::time::sleep(Duration::from_secs(1)).await;
-                            }
-                        }
-                        me.active.lock().unwrap().remove(&id);
-                        me.wake.notify_one();
-                    });
-                }
-            }
-            while tasks.try_join_next().is_some() {}
-            let sleep = match self.store.next_due().await {
-                Ok(Some(at)) => Duration::from_millis((at - now_ms()).clamp(10, 1000) as u64),
-                _ => Duration::from_secs(1),
-            };
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(sleep) => {}
-            }
-        }
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken, grace: Duration) {
+        let mut stage = Uploading {
+            uploader: self.clone(),
+            tasks: Tasks::default(),
+            shutdown: shutdown.clone(),
+        };
+        stage::run(&mut stage, &self.wake, &shutdown).await;
+        let mut tasks = stage.tasks.running;
         if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
             .await
             .is_err()
@@ -167,7 +124,63 @@ impl Uploader {
             );
             tasks.abort_all();
         }
-        Ok(())
+    }
+
+    /// One pass: a task for every due batch not being driven already; the tasks that ended
+    /// are collected. Asks for the next pass when the next batch is due (at most 1 s away).
+    pub async fn pass(
+        self: &Arc<Self>,
+        tasks: &mut Tasks,
+        shutdown: &CancellationToken,
+    ) -> Result<Next, StoreError> {
+        let due = self.store.batches_due(now_ms()).await?;
+        for b in due {
+            if self.active.lock().unwrap().insert(b.id) {
+                let driving_id = b.id;
+                let driving = Driving {
+                    uploader: self.clone(),
+                    batch: b.id,
+                };
+                let token = shutdown.clone();
+                let task = tasks.running.spawn(async move {
+                    let me = &driving.uploader;
+                    // Only the row read after claiming the batch counts (see batch_if_due).
+                    match me.store.batch_if_due(driving.batch, now_ms()).await {
+                        Ok(Some(fresh)) => me.drive(fresh, &token).await,
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::error!(batch = %b.label(), "{}; will retry", e.explain());
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                });
+                tasks.batches.insert(task.id(), driving_id);
+            }
+        }
+        while let Some(ended) = tasks.running.try_join_next_with_id() {
+            let (id, panic) = match ended {
+                Ok((id, ())) => (id, None),
+                Err(e) => (e.id(), e.try_into_panic().ok()),
+            };
+            let batch = tasks.batches.remove(&id);
+            if let (Some(panic), Some(batch)) = (panic, batch) {
+                // A bug, not the batch's fault: it is driven again (its record says where it
+                // was), after a pause so that a panic that repeats does not spin.
+                tracing::error!(
+                    batch,
+                    "the task driving batch #{batch} panicked: {}; it is driven again in {BUSY_WAIT:?}",
+                    stage::panic_message(&*panic)
+                );
+                self.store
+                    .delay_batch(batch, now_ms() + BUSY_WAIT.as_millis() as i64)
+                    .await?;
+            }
+        }
+        let sleep = match self.store.next_due().await {
+            Ok(Some(at)) => Duration::from_millis((at - now_ms()).clamp(10, 1000) as u64),
+            _ => Duration::from_secs(1),
+        };
+        Ok(Next::After(sleep))
     }
 
     /// Moves one batch as far as it can go now; on failure records the retry schedule.
@@ -1111,6 +1124,49 @@ fn memory_body(bytes: bytes::Bytes) -> Body {
 fn finish(hasher: Arc<Mutex<Sha256>>) -> String {
     let h = std::mem::take(&mut *hasher.lock().unwrap());
     format!("{:x}", h.finalize())
+}
+
+/// The tasks driving batches, one per batch, and which batch each drives.
+#[derive(Default)]
+pub struct Tasks {
+    running: JoinSet<()>,
+    batches: HashMap<tokio::task::Id, i64>,
+}
+
+/// The uploader as a stage.
+struct Uploading {
+    uploader: Arc<Uploader>,
+    tasks: Tasks,
+    shutdown: CancellationToken,
+}
+
+impl Stage for Uploading {
+    const NAME: &'static str = "uploader";
+
+    async fn pass(&mut self) -> Result<Next, StoreError> {
+        self.uploader.pass(&mut self.tasks, &self.shutdown).await
+    }
+}
+
+/// A batch being driven by a task: released when the task ends, however it ends (a task that
+/// panicked must not keep its batch from being driven again).
+struct Driving {
+    uploader: Arc<Uploader>,
+    batch: i64,
+}
+
+impl Drop for Driving {
+    fn drop(&mut self) {
+        // Never a second panic while unwinding from one: a poisoned set is still the set.
+        let mut active = self
+            .uploader
+            .active
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        active.remove(&self.batch);
+        drop(active);
+        self.uploader.wake.notify_one();
+    }
 }
 
 #[cfg(test)]

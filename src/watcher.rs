@@ -207,7 +207,7 @@ impl Watcher {
 
         self.scan().await?;
         let mut next_scan = Instant::now() + rescan_every;
-        let mut trouble = crate::store::StoreTrouble::new("watcher");
+        let mut trouble = crate::stage::StoreTrouble::new("watcher");
         loop {
             let mut pause = None;
             if Instant::now() >= self.next_check {

@@ -54,7 +54,6 @@ mod values;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use sqlite::{Db, Pool};
 
@@ -124,63 +123,6 @@ impl StoreError {
             _ => "the state database failed",
         };
         format!("{what}: {self}")
-    }
-}
-
-/// Keeps a stage running through state database errors (a lock held by another process, a
-/// full disk): says why once, then every 30 s while it lasts, and when it is over; tells the
-/// stage how long to wait before trying again (1 s, doubling to 10 s). Nothing is lost by
-/// waiting: every stage starts over from what the database holds.
-pub struct StoreTrouble {
-    stage: &'static str,
-    since: Option<std::time::Instant>,
-    last_said: Option<std::time::Instant>,
-    failures: u32,
-}
-
-impl StoreTrouble {
-    pub fn new(stage: &'static str) -> StoreTrouble {
-        StoreTrouble {
-            stage,
-            since: None,
-            last_said: None,
-            failures: 0,
-        }
-    }
-
-    /// Records a failure; returns how long to wait before the next try.
-    pub fn failed(&mut self, e: &StoreError) -> Duration {
-        let now = std::time::Instant::now();
-        self.since.get_or_insert(now);
-        self.failures += 1;
-        if self
-            .last_said
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(30))
-        {
-            self.last_said = Some(now);
-            tracing::error!(
-                stage = self.stage,
-                "{}; the {} waits and tries again (nothing is lost)",
-                e.explain(),
-                self.stage
-            );
-        }
-        Duration::from_secs(1 << self.failures.min(4).saturating_sub(1))
-            .min(Duration::from_secs(10))
-    }
-
-    /// Records a success; says so if it ends a run of failures.
-    pub fn ok(&mut self) {
-        if let Some(since) = self.since.take() {
-            tracing::info!(
-                stage = self.stage,
-                "the state database works again after {:.0?}; the {} carries on",
-                since.elapsed(),
-                self.stage
-            );
-            self.last_said = None;
-            self.failures = 0;
-        }
     }
 }
 
