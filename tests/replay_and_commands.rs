@@ -561,8 +561,15 @@ async fn abort_retry_and_revert_work_while_the_daemon_runs() {
         text(&o)
     );
 
-    // revert: the data leaves the dataset; the receipt, still in the archive, says so.
-    let o = bd(&["revert", &again, "--config", c]).await;
+    // revert: the data leaves the dataset; the receipt, still in the archive, says so. The
+    // receipt is on disk a moment before the archiver records it; revert says so and is
+    // run again, as an operator would.
+    let o = eventually(30, "the archiver to record the receipt", || async {
+        let o = bd(&["revert", &again, "--config", c]).await;
+        let archiving = String::from_utf8_lossy(&o.stderr).contains("still being archived");
+        (!archiving).then_some(o)
+    })
+    .await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(platform_status(&env, &again).await, BatchStatus::Inactive);
     assert!(env.api.list_batch_files(&again).await.unwrap().is_empty());
@@ -582,7 +589,13 @@ async fn abort_retry_and_revert_work_while_the_daemon_runs() {
     std::fs::write(env.drop_dir().join("bad.json"), "{broken\n").unwrap();
     wait_receipts(&env.failed(), 1, 30).await;
     std::fs::write(env.failed().join("bad.json"), jsonl(0, 2)).unwrap();
-    let o = bd(&["retry", "bad.json", "--config", c]).await;
+    // As for revert: its receipt is on disk a moment before its record says `failed`.
+    let o = eventually(30, "the archiver to record bad.json failed", || async {
+        let o = bd(&["retry", "bad.json", "--config", c]).await;
+        let recording = String::from_utf8_lossy(&o.stderr).contains("not failed");
+        (!recording).then_some(o)
+    })
+    .await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let rs = wait_receipts(&env.archive(), 2, 30).await;
     assert_eq!(receipt_for(&rs, "bad.json")["status"], "success");
