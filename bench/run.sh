@@ -26,6 +26,10 @@
 #   E3  the same with a 20-field XDM schema (issue #5): MB/s, and seconds per GiB.
 #   E2  the emulator: JSON Lines parsing MB/s (one batch of EMU_JSONL_MIB (256 / 16) MiB, parsed
 #       by one blocking task, i.e. one core), from the Catalog's started/completed times.
+#   M1  `batchdrop map` (issue #24): a MAP_MIB (1024 / 16) MiB CSV of the guide's CRM rows (each
+#       copy with its own CRMID) mapped to Parquet with tests/fixtures/CRM_profiles.mapping.json
+#       and its schema: MB/s of input per CPU-second (the command uses one core) and wall-clock;
+#       peak RSS, against a MAP_SMALL_MIB (256 / 4) MiB CSV (flat).
 # Other knobs: EMU_DELAY_MS (10, the emulator's processing_delay_ms), BENCH_PROFILE (release;
 # "dev" runs target/debug/batchdrop, for CI), BENCH_TMP (a fresh dir under ${TMPDIR:-/tmp}),
 # BENCH_BIN (run this binary instead of building), BENCH_KEEP=1 (keep the temp dir),
@@ -62,11 +66,11 @@ done
 if ((QUICK)); then
     : "${B1_FILES:=300}" "${B2_MIB:=64}" "${B2_CHUNK_MIB:=8}" "${B2_THRESHOLD_MIB:=16}"
     : "${B3_SMALL_MIB:=24}" "${B4_FILES:=2000}" "${B5_DROPS:=5}" "${B6_SECONDS:=5}"
-    : "${EMU_PUT_MIB:=64}" "${EMU_JSONL_MIB:=16}"
+    : "${EMU_PUT_MIB:=64}" "${EMU_JSONL_MIB:=16}" "${MAP_MIB:=16}" "${MAP_SMALL_MIB:=4}"
 else
     : "${B1_FILES:=20000}" "${B2_MIB:=2048}" "${B2_CHUNK_MIB:=64}" "${B2_THRESHOLD_MIB:=128}"
     : "${B3_SMALL_MIB:=256}" "${B4_FILES:=100000}" "${B5_DROPS:=50}" "${B6_SECONDS:=60}"
-    : "${EMU_PUT_MIB:=1024}" "${EMU_JSONL_MIB:=256}"
+    : "${EMU_PUT_MIB:=1024}" "${EMU_JSONL_MIB:=256}" "${MAP_MIB:=1024}" "${MAP_SMALL_MIB:=256}"
     : "${OUT:=bench/RESULTS.md}"
 fi
 : "${B1_FILE_BYTES:=2048}" "${EMU_DELAY_MS:=10}" "${BENCH_PROFILE:=release}"
@@ -693,14 +697,85 @@ e3() {
     row E3 "… the same, seconds per GiB" "$per_gib" "-" "-" "well under 60" "$(met "$per_gib < 60")"
 }
 
+# gen_crm FILE MIB: the guide's CRM_profiles.csv (header and rows) repeated to MIB MiB, each
+# copy of a row with its own CRMID (ID1, the 9th column), so no two rows are alike.
+gen_crm() {
+    awk -v target=$(($2 * MIB)) 'BEGIN { FS = OFS = "\",\"" }
+        NR == 1 { print; bytes = length($0) + 1; next }
+        { rows[++n] = $0 }
+        END {
+            for (copy = 0; bytes < target; copy++)
+                for (r = 1; r <= n && bytes < target; r++) {
+                    $0 = rows[r]; $9 = $9 "-" copy; print; bytes += length($0) + 1
+                }
+        }' "$ROOT/tests/fixtures/CRM_profiles.csv" >"$1"
+}
+# children_cpu_ms: user + system ms of this shell's reaped children, from `times` on stdin.
+children_cpu_ms() {
+    awk 'NR == 2 { for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] } }
+        END { printf "%d", t * 1000 }'
+}
+# map_run FILE: `batchdrop map FILE` to Parquet with the CRM mapping set and schema; sets MAP_MS
+# (wall), MAP_CPU_MS (user + system, from `times` around it) and MAP_RSS (peak, KiB).
+map_run() {
+    local cpu0 pid rc=0 rss=0
+    times >"$T/m1.times"
+    cpu0=$(children_cpu_ms <"$T/m1.times")
+    now_ms
+    local t0=$NOW_MS
+    "$BIN" map "$1" --mapping "$ROOT/tests/fixtures/CRM_profiles.mapping.json" \
+        --schema "$ROOT/tests/fixtures/CRM_profiles.schema.json" --out "$T/m1.parquet" \
+        --preview 0 >"$T/m1.log" 2>&1 &
+    pid=$!
+    # Polled without forking: a child's CPU time would count in `times` with the command's.
+    local stat state key value
+    while kill -0 "$pid" 2>/dev/null && read -r stat <"/proc/$pid/stat"; do
+        state=${stat##*) }
+        [[ ${state%% *} != Z ]] || break
+        while read -r key value _; do
+            [[ $key != VmHWM: ]] || rss=$value
+        done <"/proc/$pid/status"
+        nap 0.1
+    done 2>/dev/null
+    wait "$pid" || rc=$?
+    now_ms
+    MAP_MS=$((NOW_MS - t0))
+    # 4: the rows whose firstName breaks the schema's length limits are rejected, as they should.
+    ((rc == 0 || rc == 4)) || fail "batchdrop map exited $rc: $(tail -n 3 "$T/m1.log")"
+    times >"$T/m1.times"
+    MAP_CPU_MS=$(($(children_cpu_ms <"$T/m1.times") - cpu0))
+    MAP_RSS=$rss
+    rm -f "$T/m1.parquet"
+}
+
+m1() {
+    local csv=$T/m1.csv bytes small_rss rate wall f
+    log "M1: batchdrop map, CSV → Parquet ($MAP_SMALL_MIB MiB, then $MAP_MIB MiB)"
+    gen_crm "$csv" "$MAP_SMALL_MIB"
+    map_run "$csv"
+    small_rss=$MAP_RSS
+    gen_crm "$csv" "$MAP_MIB"
+    bytes=$(stat -c %s "$csv")
+    map_run "$csv"
+    rm -f "$csv"
+    rate=$(mb_s "$bytes" "$MAP_CPU_MS")
+    wall=$(mb_s "$bytes" "$MAP_MS")
+    row M1 "map CSV → Parquet (CRM mapping + schema, $MAP_MIB MiB), MB/s of input per CPU-second" \
+        "$rate ($(secs "$MAP_CPU_MS") CPU-s)" "-" "-" "≥ 50" "$(met "$rate >= 50")"
+    row M1 "… wall-clock MB/s (the machine's load included)" "$wall ($(secs "$MAP_MS") s)" "-" "-" "-" ""
+    f=$(ratio "$MAP_RSS" "$small_rss")
+    row M1 "peak RSS MiB, $MAP_MIB MiB CSV" "$(mib "$MAP_RSS")" "$MAP_SMALL_MIB MiB CSV: $(mib "$small_rss")" \
+        "$f×" "flat (≤ 1.25×)" "$(met "$f <= 1.25")"
+}
+
 # ---- run ------------------------------------------------------------------------------------
 avail_kib=$(df -Pk "$T" | awk 'NR == 2 { print $4 }')
-need_kib=$(((B2_MIB * 3 + EMU_PUT_MIB * 2 + EMU_JSONL_MIB * 2 + B3_SMALL_MIB * 2) * 1024 + (B1_FILES * 3 + B4_FILES) * 8))
+need_kib=$(((B2_MIB * 3 + EMU_PUT_MIB * 2 + EMU_JSONL_MIB * 2 + B3_SMALL_MIB * 2 + MAP_MIB * 2) * 1024 + (B1_FILES * 3 + B4_FILES) * 8))
 ((avail_kib > need_kib)) || fail "$T has $((avail_kib / 1024)) MiB free; this run needs about $((need_kib / 1024)) MiB (lower B2_MIB, or set BENCH_TMP)"
 log "temp dir $T ($((avail_kib / 1048576)) GiB free)"
 START=$SECONDS
 start_emulator
-for scenario in b1 b6 b2 b3 b4 b5 e1 e2 e3; do
+for scenario in b1 b6 b2 b3 b4 b5 e1 e2 e3 m1; do
     if [[ " ${BENCH_ONLY:-$scenario} " == *" $scenario "* ]]; then "$scenario"; fi
 done
 

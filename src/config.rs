@@ -50,14 +50,25 @@ pub enum WatchMode {
     Poll,
 }
 
-/// Where the daemon sends batches.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the daemon sends batches. The platform at a URL always comes with credentials; the
+/// embedded one never needs any.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Endpoint {
     /// Start the emulator in-process on loopback, storing its data in `data_dir`.
-    Embedded {
-        data_dir: PathBuf,
+    Embedded { data_dir: PathBuf },
+    Url {
+        url: String,
+        credentials: Credentials,
     },
-    Url(String),
+}
+
+/// How batchdrop proves who it is to the platform at a URL.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Credentials {
+    /// A file holding a bearer token (re-read when it changes), kept fresh by someone else.
+    TokenFile(PathBuf),
+    /// OAuth server-to-server (`[platform.auth]`): batchdrop asks IMS for its own tokens.
+    OAuth(OAuthConfig),
 }
 
 /// Compared by value on reload (`PartialEq`), never through `Debug`, which hides secrets.
@@ -102,10 +113,6 @@ pub struct Platform {
     pub org_id: String,
     pub sandbox: String,
     pub api_key: String,
-    /// File holding a bearer token (re-read when it changes); `None` with the embedded platform.
-    pub access_token_file: Option<PathBuf>,
-    /// OAuth server-to-server credentials (`[platform.auth]`), instead of a token file.
-    pub auth: Option<OAuthConfig>,
     pub request_timeout: Duration,
     /// A PEM file of extra trusted roots (a TLS-inspecting proxy); verification stays on.
     pub extra_ca_file: Option<PathBuf>,
@@ -154,8 +161,6 @@ impl std::fmt::Debug for Platform {
             .field("endpoint", &self.endpoint)
             .field("org_id", &self.org_id)
             .field("sandbox", &self.sandbox)
-            .field("access_token_file", &self.access_token_file)
-            .field("auth", &self.auth)
             .finish_non_exhaustive()
     }
 }
@@ -353,7 +358,7 @@ impl Config {
                 None => Ok(default),
                 Some(s) => parse_duration(s).ok_or_else(|| {
                     invalid(format!(
-                        "`{key} = \"{s}\"` is not a duration: write e.g. \"500ms\", \"2s\", \"5m\", \"1h\""
+                        "`{key} = \"{s}\"` is not a duration of at most 365 days: write e.g. \"500ms\", \"2s\", \"5m\", \"1h\", \"7d\""
                     ))
                 }),
             }
@@ -362,62 +367,49 @@ impl Config {
         let state_dir = resolve(raw.state_dir.as_deref().unwrap_or(Path::new("var/state")));
 
         let p = &raw.platform;
-        let endpoint = match p.endpoint.as_deref().unwrap_or("embedded") {
-            "embedded" => Endpoint::Embedded {
+        let credentials = match (&p.access_token_file, &p.auth) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "[platform] has both access_token_file and [platform.auth]: keep one".into(),
+                ));
+            }
+            (Some(file), None) => Some(Credentials::TokenFile(resolve(file))),
+            (None, Some(auth)) => Some(Credentials::OAuth(oauth(auth, path, &resolve, &invalid)?)),
+            (None, None) => None,
+        };
+        let endpoint = match (p.endpoint.as_deref().unwrap_or("embedded"), credentials) {
+            ("embedded", None) => Endpoint::Embedded {
                 data_dir: p
                     .data_dir
                     .as_deref()
                     .map(resolve)
                     .unwrap_or_else(|| state_dir.join("platform")),
             },
-            url if url.starts_with("http://") || url.starts_with("https://") => {
-                Endpoint::Url(url.trim_end_matches('/').to_owned())
+            ("embedded", Some(_)) => {
+                return Err(invalid(
+                    "[platform] endpoint is \"embedded\", which needs no credentials, but access_token_file or [platform.auth] is set: set endpoint to the platform's URL, or remove the credentials".into(),
+                ));
             }
-            other => {
+            (url, Some(credentials))
+                if url.starts_with("http://") || url.starts_with("https://") =>
+            {
+                Endpoint::Url {
+                    url: url.trim_end_matches('/').to_owned(),
+                    credentials,
+                }
+            }
+            (url, None) if url.starts_with("http://") || url.starts_with("https://") => {
+                return Err(invalid(
+                    "[platform] endpoint is a URL but neither `access_token_file` nor [platform.auth] is set: the platform needs credentials".into(),
+                ));
+            }
+            (other, _) => {
                 return Err(invalid(format!(
                     "[platform] endpoint = \"{other}\" is neither \"embedded\" nor an http(s) URL"
                 )));
             }
         };
-        let embedded = matches!(endpoint, Endpoint::Embedded { .. });
-        let auth = match &p.auth {
-            None => None,
-            Some(a) => {
-                let secret = match (
-                    &a.client_secret_file,
-                    &a.client_secret_env,
-                    &a.client_secret,
-                ) {
-                    (Some(f), None, None) => SecretSource::File(resolve(f)),
-                    (None, Some(v), None) => SecretSource::Env(v.clone()),
-                    (None, None, Some(s)) => {
-                        refuse_if_shared(path, &invalid)?;
-                        SecretSource::Inline(s.clone())
-                    }
-                    _ => {
-                        return Err(invalid(
-                            "[platform.auth] needs exactly one of client_secret_file (recommended), client_secret_env or client_secret".into(),
-                        ));
-                    }
-                };
-                Some(OAuthConfig {
-                    ims_url: a
-                        .ims_url
-                        .clone()
-                        .unwrap_or_else(|| "https://ims-na1.adobelogin.com/ims/token/v3".into()),
-                    client_id: a.client_id.clone(),
-                    scopes: a.scopes.join(","),
-                    secret,
-                })
-            }
-        };
-        if auth.is_some() && p.access_token_file.is_some() {
-            return Err(invalid(
-                "[platform] has both access_token_file and [platform.auth]: keep one".into(),
-            ));
-        }
         let platform = Platform {
-            auth,
             extra_ca_file: p.extra_ca_file.as_deref().map(resolve),
             endpoint,
             org_id: p
@@ -430,18 +422,12 @@ impl Config {
                 .clone()
                 .or_else(|| p.auth.as_ref().map(|a| a.client_id.clone()))
                 .unwrap_or_else(|| "batchdrop".into()),
-            access_token_file: p.access_token_file.as_deref().map(resolve),
             request_timeout: dur(
                 "platform.request_timeout",
                 &p.request_timeout,
                 Duration::from_secs(300),
             )?,
         };
-        if !embedded && platform.access_token_file.is_none() && platform.auth.is_none() {
-            return Err(invalid(
-                "[platform] endpoint is a URL but neither `access_token_file` nor [platform.auth] is set: the platform needs credentials".into(),
-            ));
-        }
 
         let u = &raw.upload;
         let upload = Upload {
@@ -590,6 +576,18 @@ impl Config {
                 .max_inflight_bytes
                 .unwrap_or(500 * 1000 * 1000 * 1000),
         };
+        // The queue counts in SQLite's signed 64-bit integers.
+        for (key, value) in [
+            ("max_queued_files", limits.max_queued_files),
+            ("max_inflight_bytes", limits.max_inflight_bytes),
+        ] {
+            if value == 0 || value > i64::MAX as u64 {
+                return Err(invalid(format!(
+                    "[limits] {key} = {value} is out of range: it must be between 1 and {}",
+                    i64::MAX
+                )));
+            }
+        }
         Ok(Config {
             allow_network_state_dir: raw.allow_network_state_dir.unwrap_or(false),
             admin_listen,
@@ -614,6 +612,47 @@ impl Config {
     }
 }
 
+/// `[platform.auth]` of the config file at `path` → [`OAuthConfig`].
+fn oauth(
+    auth: &RawAuth,
+    path: &Path,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    invalid: &dyn Fn(String) -> ConfigError,
+) -> Result<OAuthConfig, ConfigError> {
+    let secret = match (
+        &auth.client_secret_file,
+        &auth.client_secret_env,
+        &auth.client_secret,
+    ) {
+        (Some(f), None, None) => SecretSource::File(resolve(f)),
+        (None, Some(v), None) => SecretSource::Env(v.clone()),
+        (None, None, Some(s)) => {
+            refuse_if_shared(path, invalid)?;
+            SecretSource::Inline(s.clone())
+        }
+        _ => {
+            return Err(invalid(
+                "[platform.auth] needs exactly one of client_secret_file (recommended), client_secret_env or client_secret".into(),
+            ));
+        }
+    };
+    let ims_url = auth
+        .ims_url
+        .clone()
+        .unwrap_or_else(|| "https://ims-na1.adobelogin.com/ims/token/v3".into());
+    if !(ims_url.starts_with("https://") || ims_url.starts_with("http://")) {
+        return Err(invalid(format!(
+            "[platform.auth] ims_url = \"{ims_url}\" is not an http(s) URL: write the token endpoint's URL, e.g. \"https://ims-na1.adobelogin.com/ims/token/v3\""
+        )));
+    }
+    Ok(OAuthConfig {
+        ims_url,
+        client_id: auth.client_id.clone(),
+        scopes: auth.scopes.join(","),
+        secret,
+    })
+}
+
 /// A config file holding a secret must not be readable by group or others.
 fn refuse_if_shared(
     path: &Path,
@@ -634,7 +673,11 @@ fn refuse_if_shared(
     Ok(())
 }
 
-/// "250ms", "2s", "1.5s", "5m", "1h", "0" → Duration.
+/// The longest duration any key may be set to. Longer is a typo, and a value near
+/// `Duration::MAX` overflows where it is added to an instant.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86400);
+
+/// "250ms", "2s", "1.5s", "5m", "1h", "0" → Duration, at most [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     if s == "0" {
@@ -651,7 +694,9 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         "d" => n * 86400.0,
         _ => return None,
     };
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| *d <= MAX_DURATION)
 }
 
 #[cfg(test)]
@@ -766,5 +811,197 @@ mod tests {
         assert_eq!(parse_duration("0"), Some(Duration::ZERO));
         assert_eq!(parse_duration("5"), None);
         assert_eq!(parse_duration("-1s"), None);
+        assert_eq!(parse_duration("365d"), Some(MAX_DURATION));
+        // Beyond what a Duration holds (this panicked), and merely absurd.
+        assert_eq!(parse_duration("99999999999999999999999h"), None);
+        assert_eq!(parse_duration("366d"), None);
+        assert_eq!(parse_duration(&format!("{}s", u64::MAX)), None);
+    }
+
+    #[test]
+    fn an_out_of_range_value_is_refused_with_its_key() {
+        let p = Path::new("/etc/batchdrop.toml");
+        let err = Config::parse(
+            "[[watch]]\npath='a'\ndataset='d'\nmax_wait='99999999999999999999999h'\n",
+            p,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("max_wait") && err.contains("365 days"),
+            "{err}"
+        );
+        let err = Config::parse(
+            "shutdown_grace = '18446744073709551615s'\n[[watch]]\npath='a'\ndataset='d'\n",
+            p,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("shutdown_grace"), "{err}");
+        let err = Config::parse(
+            "[limits]\nmax_queued_files = 18446744073709551615\n[[watch]]\npath='a'\ndataset='d'\n",
+            p,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("max_queued_files"), "{err}");
+    }
+
+    const WATCH: &str = "[[watch]]\npath = \"d\"\ndataset = \"x\"\n";
+
+    #[test]
+    fn a_url_endpoint_carries_exactly_one_kind_of_credentials() {
+        let p = Path::new("/etc/bd/config.toml");
+        let url = "[platform]\nendpoint = \"https://platform.example/\"\n";
+        let c = Config::parse(&format!("{url}access_token_file = \"token\"\n{WATCH}"), p).unwrap();
+        match c.platform.endpoint {
+            Endpoint::Url {
+                url,
+                credentials: Credentials::TokenFile(file),
+            } => {
+                assert_eq!(url, "https://platform.example");
+                assert_eq!(file, Path::new("/etc/bd/token"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let auth = "[platform.auth]\nclient_id = \"id\"\nscopes = [\"openid\", \"AdobeID\"]\nclient_secret_file = \"secret\"\n";
+        let c = Config::parse(&format!("{url}{auth}{WATCH}"), p).unwrap();
+        match &c.platform.endpoint {
+            Endpoint::Url {
+                credentials: Credentials::OAuth(o),
+                ..
+            } => {
+                assert_eq!(o.scopes, "openid,AdobeID");
+                assert!(
+                    matches!(&o.secret, SecretSource::File(f) if f == Path::new("/etc/bd/secret"))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.platform.api_key, "id", "api_key defaults to client_id");
+
+        let err = |text: String| Config::parse(&text, p).unwrap_err().to_string();
+        let both = err(format!("{url}access_token_file = \"t\"\n{auth}{WATCH}"));
+        assert!(both.contains("keep one"), "{both}");
+        let none = err(format!("{url}{WATCH}"));
+        assert!(none.contains("needs credentials"), "{none}");
+        let embedded = err(format!("[platform]\naccess_token_file = \"t\"\n{WATCH}"));
+        assert!(embedded.contains("needs no credentials"), "{embedded}");
+        let ims = err(format!(
+            "{url}[platform.auth]\nclient_id = \"id\"\nims_url = \"ims.example\"\nclient_secret_file = \"s\"\n{WATCH}"
+        ));
+        assert!(ims.contains("ims_url"), "{ims}");
+        let scopes_as_text = err(format!(
+            "{url}[platform.auth]\nclient_id = \"id\"\nscopes = \"openid\"\nclient_secret_file = \"s\"\n{WATCH}"
+        ));
+        assert!(scopes_as_text.contains("scopes"), "{scopes_as_text}");
+    }
+
+    /// `text` with the commented-out lines `# LINE` made live, for each LINE starting with one
+    /// of `starts` (each must be there: an example that changes is looked at again).
+    fn uncomment(text: &str, starts: &[&str]) -> String {
+        let mut out = text.to_owned();
+        for start in starts {
+            let line = text
+                .lines()
+                .find(|l| l.strip_prefix("# ").is_some_and(|l| l.starts_with(start)))
+                .unwrap_or_else(|| panic!("no commented line `# {start}...`"));
+            out = out.replace(line, &line[2..]);
+        }
+        out
+    }
+
+    /// The TOML held by a `key: |` block of a YAML file.
+    fn yaml_block(yaml: &str, key: &str) -> String {
+        let mut lines = yaml.lines().skip_while(|l| l.trim() != format!("{key}: |"));
+        assert!(lines.next().is_some(), "no `{key}: |` block");
+        lines
+            .take_while(|l| l.trim().is_empty() || l.starts_with("    "))
+            .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+            .collect()
+    }
+
+    #[test]
+    fn every_config_example_in_the_repo_parses_and_so_do_their_commented_variants() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let read = |rel: &str| std::fs::read_to_string(root.join(rel)).unwrap();
+        let example = read("config.example.toml");
+        let systemd = read("systemd/config.toml");
+        let docker = read("examples/docker/config.toml");
+        let k8s = read("examples/kubernetes/configmap.yaml");
+        let token_line = |text: &str| {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("access_token_file = "))
+                .unwrap()
+                .to_owned();
+            text.replace(&line, "")
+        };
+        let cases: Vec<(&str, String)> = vec![
+            ("config.example.toml", example.clone()),
+            (
+                "config.example.toml with [platform.auth]",
+                uncomment(
+                    &example.replace(
+                        "endpoint = \"embedded\"",
+                        "endpoint = \"https://platform.adobe.io\"",
+                    ),
+                    &[
+                        "[platform.auth]",
+                        "ims_url = ",
+                        "client_id = ",
+                        "scopes = ",
+                        "client_secret_file = ",
+                    ],
+                ),
+            ),
+            ("systemd/config.toml", systemd.clone()),
+            (
+                "systemd/config.toml with [platform.auth]",
+                uncomment(
+                    &token_line(&systemd),
+                    &[
+                        "[platform.auth]",
+                        "client_id = ",
+                        "scopes = ",
+                        "client_secret_file = ",
+                    ],
+                ),
+            ),
+            ("examples/docker/config.toml", docker.clone()),
+            (
+                "examples/docker/config.toml for the real platform",
+                uncomment(
+                    &docker.replace("[platform]\nendpoint = \"embedded\"\n", ""),
+                    &[
+                        "[platform]",
+                        "endpoint = ",
+                        "org_id = ",
+                        "sandbox = ",
+                        "api_key = ",
+                        "access_token_file = ",
+                    ],
+                ),
+            ),
+            (
+                "configmap.yaml sidecar.toml",
+                yaml_block(&k8s, "sidecar.toml"),
+            ),
+            ("configmap.yaml job.toml", yaml_block(&k8s, "job.toml")),
+        ];
+        for (name, text) in &cases {
+            let config = Config::parse(text, Path::new("/etc/batchdrop/config.toml"))
+                .unwrap_or_else(|e| panic!("{name} does not parse: {e}\n{text}"));
+            let expect_oauth = name.contains("[platform.auth]");
+            let is_oauth = matches!(
+                config.platform.endpoint,
+                Endpoint::Url {
+                    credentials: Credentials::OAuth(_),
+                    ..
+                }
+            );
+            assert_eq!(is_oauth, expect_oauth, "{name}: {:?}", config.platform);
+            assert!(!config.watches.is_empty(), "{name}");
+        }
     }
 }

@@ -20,7 +20,7 @@ use crate::admin;
 use crate::api::{ApiClient, ClientConfig, ClientSecret, ErrorKind, OAuth, Secret, TokenSource};
 use crate::archiver::Archiver;
 use crate::batcher::Batcher;
-use crate::config::{Config, Endpoint, SecretSource, Watch};
+use crate::config::{Config, Credentials, Endpoint, SecretSource, Watch};
 use crate::emulator::{Emulator, EmulatorConfig, GatewayConfig};
 use crate::stage::{self, Ended};
 use crate::store::{Store, StoreError, now_ms};
@@ -198,9 +198,9 @@ impl Platform {
                 tracing::info!(url = %emu.base_url(), data = %data_dir.display(), "embedded platform started");
                 (emu.base_url(), TokenSource::Static(token), Some(emu))
             }
-            Endpoint::Url(url) => {
-                let token = match (&p.auth, &p.access_token_file) {
-                    (Some(a), _) => TokenSource::ClientCredentials(OAuth {
+            Endpoint::Url { url, credentials } => {
+                let token = match credentials {
+                    Credentials::OAuth(a) => TokenSource::ClientCredentials(OAuth {
                         token_url: a.ims_url.clone(),
                         client_id: a.client_id.clone(),
                         scope: a.scopes.clone(),
@@ -213,8 +213,7 @@ impl Platform {
                             )),
                         },
                     }),
-                    (None, Some(path)) => TokenSource::File(path.clone()),
-                    (None, None) => unreachable!("validated: a URL endpoint has credentials"),
+                    Credentials::TokenFile(path) => TokenSource::File(path.clone()),
                 };
                 (url.clone(), token, None)
             }

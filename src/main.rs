@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use batchdrop::cli::{self, CommandError, exit};
 use batchdrop::config::{Config, LogFormat};
 use batchdrop::daemon::{self, Outcome, RunOptions};
+use batchdrop::telemetry::EscapedFields;
 
 /// Exit codes: distinct for each kind of trouble, so scripts can tell them apart (2 is clap's,
 /// for usage errors).
@@ -139,6 +140,31 @@ enum Command {
         /// The platform's batch id, or #N.
         batch: String,
     },
+    /// Map a file with a Data Prep mapping set (CSV, JSON or Parquet in; Parquet or JSON Lines
+    /// out): prints the first mapped rows and the rejected ones (exit 0 when every row mapped,
+    /// 4 when some were rejected, 3 for a mapping set or schema that cannot be used).
+    Map {
+        /// The file to map (.csv, .tsv, .json, .jsonl, .parquet).
+        file: PathBuf,
+        /// The mapping set (the platform's Data Prep JSON: {"mappings": [...]}).
+        #[arg(long)]
+        mapping: PathBuf,
+        /// The dataset whose schema types and validates the rows (needs the daemon's
+        /// pre-flight, coming; use --schema for now).
+        #[arg(long)]
+        dataset: Option<String>,
+        /// The dataset's XDM schema as the Schema Registry exports it (xed-full JSON).
+        #[arg(long)]
+        schema: Option<PathBuf>,
+        /// Where to write the mapped records (without it, nothing is written).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = MapFormat::Parquet)]
+        format: MapFormat,
+        /// How many mapped rows to print.
+        #[arg(long, default_value_t = 5)]
+        preview: usize,
+    },
     /// Revert a successful batch: its data leaves the dataset; its files' receipts say so.
     Revert {
         #[arg(
@@ -151,6 +177,13 @@ enum Command {
         /// The platform's batch id, or #N.
         batch: String,
     },
+}
+
+/// The output formats of `map`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum MapFormat {
+    Parquet,
+    Json,
 }
 
 fn main() -> ExitCode {
@@ -278,6 +311,29 @@ async fn dispatch(command: Command) -> Result<u8, (u8, anyhow::Error)> {
             init_command_logs();
             outcome(cli::abort::run(&config, &batch).await)
         }
+        Command::Map {
+            file,
+            mapping,
+            dataset,
+            schema,
+            out,
+            format,
+            preview,
+        } => {
+            let args = cli::map::MapArgs {
+                file,
+                mapping,
+                dataset,
+                schema,
+                out,
+                format: match format {
+                    MapFormat::Parquet => batchdrop_mapping::OutputFormat::Parquet,
+                    MapFormat::Json => batchdrop_mapping::OutputFormat::JsonLines,
+                },
+                preview,
+            };
+            outcome(cli::map::run(&args))
+        }
         Command::Revert { config, batch } => {
             let config = load(&config)?;
             init_command_logs();
@@ -303,6 +359,7 @@ fn init_command_logs() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .fmt_fields(EscapedFields)
         .init();
 }
 
@@ -315,7 +372,7 @@ fn init_logs(format: LogFormat) {
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none());
     match format {
         LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder.fmt_fields(EscapedFields).init(),
     }
 }
 

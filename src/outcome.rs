@@ -32,16 +32,20 @@ pub fn ending(status: &BatchStatus) -> Ending {
 
 /// The files of a failed batch, split into those its errors name (they fail) and the others.
 /// A batch fails whole for one bad file: when the errors name culprits, only they need fail,
-/// and the others (returned second) can travel again in a new batch.
+/// and the others (returned second) can travel again in a new batch. Each error is read
+/// against every name of the batch at once (see [`files_named`]).
 pub fn blame<'a>(
     files: &'a [FileRow],
     errors: &[BatchError],
 ) -> (Vec<&'a FileRow>, Vec<&'a FileRow>) {
-    files.iter().partition(|f| {
-        errors
-            .iter()
-            .any(|e| error_names_file(&e.description, &f.rel_path))
-    })
+    let names: Vec<&str> = files.iter().map(|f| f.rel_path.as_str()).collect();
+    let culprits: Vec<&str> = errors
+        .iter()
+        .flat_map(|e| files_named(&e.description, &names))
+        .collect();
+    files
+        .iter()
+        .partition(|f| culprits.contains(&f.rel_path.as_str()))
 }
 
 /// Each uploaded file's own record count from a successful batch's Data Access listing: by
@@ -82,8 +86,37 @@ pub fn records_per_file(files: &[(i64, String)], listing: &[DataSetFile]) -> Vec
 /// Whether a platform error description is about the file uploaded as `rel_path`: the
 /// platform quotes file names (`file 'a/b.json': ...`).
 pub fn error_names_file(description: &str, rel_path: &str) -> bool {
-    description.contains(&format!("'{rel_path}'"))
-        || description.contains(&format!("\"{rel_path}\""))
+    !files_named(description, &[rel_path]).is_empty()
+}
+
+/// The files of one batch, among `names`, that a platform error description quotes. A name may
+/// contain quotes itself (`b.json' x` quoted holds a quoted `b.json`): where quoted names
+/// overlap, the one that starts first and, at the same start, the longest wins, so that one
+/// file's name can never make another file of its batch a culprit.
+pub fn files_named<'a>(description: &str, names: &[&'a str]) -> Vec<&'a str> {
+    let mut found: Vec<(usize, usize, &'a str)> = Vec::new();
+    for &name in names {
+        for quote in ['\'', '"'] {
+            let quoted = format!("{quote}{name}{quote}");
+            found.extend(
+                description
+                    .match_indices(&quoted)
+                    .map(|(at, _)| (at, at + quoted.len(), name)),
+            );
+        }
+    }
+    found.sort_by_key(|&(start, end, _)| (start, std::cmp::Reverse(end)));
+    let mut named = Vec::new();
+    let mut covered = 0;
+    for (start, end, name) in found {
+        if start >= covered {
+            covered = end;
+            if !named.contains(&name) {
+                named.push(name);
+            }
+        }
+    }
+    named
 }
 
 /// Of a batch's errors (`all`, the platform's array), those about the file uploaded as
@@ -184,5 +217,26 @@ mod tests {
             "batch failed by fault injection",
             "data.json"
         ));
+    }
+
+    #[test]
+    fn a_name_holding_a_quote_cannot_make_a_co_batched_file_a_culprit() {
+        let names = ["b.json", "b.json' x", "c.json"];
+        // The platform's error about the hostile file quotes its whole name.
+        let d = "file 'b.json' x': 1 record(s) could not be ingested; first: row 1";
+        assert_eq!(files_named(d, &names), ["b.json' x"]);
+        // A name that spells out a second quoted name inside it, in either quote.
+        let names = ["b.json", "x.json': row 1; file 'b.json"];
+        let d = "file 'x.json': row 1; file 'b.json': unparsable JSON";
+        assert_eq!(files_named(d, &names), ["x.json': row 1; file 'b.json"]);
+        let names = ["b.json", "y\" and \"b.json"];
+        assert_eq!(
+            files_named("CSV file \"y\" and \"b.json\" has an empty header", &names),
+            ["y\" and \"b.json"]
+        );
+        // Two files really named, each once, in order of appearance.
+        let names = ["a.json", "b.json"];
+        let d = "file 'b.json' row 2: bad; file 'a.json' row 1: bad";
+        assert_eq!(files_named(d, &names), ["b.json", "a.json"]);
     }
 }

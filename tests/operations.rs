@@ -230,6 +230,83 @@ async fn sighup_adds_a_watch_and_removes_another_and_a_bad_config_keeps_the_old_
     assert!(finished || env.drop_dir().join("in-flight.json").exists());
 }
 
+/// Issue #16, L1: a duration beyond what the daemon can hold panicked it on reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_an_out_of_range_duration_is_rejected_and_the_daemon_keeps_running() {
+    let env = Env::new().await;
+    let config = env.write_config("", "");
+    let good = std::fs::read_to_string(&config).unwrap();
+    let overflow = good.replace(
+        "max_wait = \"200ms\"",
+        "max_wait = \"99999999999999999999999h\"",
+    );
+    assert_ne!(overflow, good);
+    let mut daemon = spawn(&config, &[]);
+    admin_url(&env).await;
+
+    std::fs::write(&config, &overflow).unwrap();
+    hup(&daemon);
+    let log_path = config.with_file_name("daemon.log");
+    let rejected = eventually(30, "the reload rejected in the log", || {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        async move {
+            log.lines()
+                .find(|l| l.contains("config reload rejected"))
+                .map(str::to_owned)
+        }
+    })
+    .await;
+    assert!(
+        rejected.contains("max_wait") && rejected.contains("365 days"),
+        "{rejected}"
+    );
+    assert!(daemon.try_wait().unwrap().is_none(), "the daemon runs on");
+    // ...with the old config: files still flow.
+    write_atomic(&env.drop_dir().join("after.json"), jsonl(0, 5).as_bytes());
+    let got = wait_receipts(&env.archive(), 1, 60).await;
+    assert_eq!(got[0]["status"], "success");
+    stop(daemon);
+
+    // The same value at start-up: a clear refusal (exit 3), not a panic (101).
+    for command in ["run", "check-config"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_batchdrop"))
+            .args([command, "--config"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{command}: {err}");
+        assert!(err.contains("max_wait"), "{command}: {err}");
+    }
+}
+
+/// Issue #16, L3: producers name the files, and a name holding a newline wrote a log line of
+/// its own into the text logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_name_with_a_newline_cannot_inject_a_log_line() {
+    let env = Env::new().await;
+    let config = env.write_config("", "");
+    let daemon = spawn(&config, &[]);
+    admin_url(&env).await;
+    write_atomic(
+        &env.drop_dir().join("a\nFAKE LOG LINE.json"),
+        jsonl(0, 3).as_bytes(),
+    );
+    // Ingested or refused, it gets a receipt; by then its name was logged.
+    wait_receipts(&env.drop_dir(), 1, 60).await;
+    stop(daemon);
+    let log = std::fs::read_to_string(config.with_file_name("daemon.log")).unwrap();
+    assert!(
+        log.contains("a\\nFAKE LOG LINE.json"),
+        "the name is logged, escaped:\n{log}"
+    );
+    assert!(
+        !log.lines().any(|l| l.starts_with("FAKE")),
+        "a line was injected:\n{log}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_with_a_new_api_key_says_a_restart_applies_it() {
     let env = Env::new().await;

@@ -47,6 +47,17 @@ async fn status_json(config: &Path, target: Option<&str>) -> Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)))
 }
 
+/// Waits until the latest record of `file` is in `state`. The archiver writes and syncs a
+/// page of receipts before it records those files as finished, and the commands act on the
+/// record: a test that saw a receipt waits for the record before it runs one.
+async fn recorded(config: &Path, file: &str, state: &str) {
+    eventually(30, &format!("{file} recorded as {state}"), || async {
+        let s = status_json(config, Some(file)).await;
+        (s["records"][0]["state"] == state).then_some(())
+    })
+    .await
+}
+
 fn receipt_for<'a>(receipts: &'a [Value], file: &str) -> &'a Value {
     receipts
         .iter()
@@ -528,6 +539,7 @@ async fn abort_retry_and_revert_work_while_the_daemon_runs() {
     assert_eq!(platform_status(&env, &batch).await, BatchStatus::Aborted);
     let rs = wait_receipts(&env.failed(), 1, 30).await;
     let r = receipt_for(&rs, "slow.json");
+    recorded(&config, "slow.json", "failed").await;
     assert!(
         r["reason"]
             .as_str()
@@ -562,14 +574,10 @@ async fn abort_retry_and_revert_work_while_the_daemon_runs() {
     );
 
     // revert: the data leaves the dataset; the receipt, still in the archive, says so. The
-    // receipt is on disk a moment before the archiver records it; revert says so and is
-    // run again, as an operator would.
-    let o = eventually(30, "the archiver to record the receipt", || async {
-        let o = bd(&["revert", &again, "--config", c]).await;
-        let archiving = String::from_utf8_lossy(&o.stderr).contains("still being archived");
-        (!archiving).then_some(o)
-    })
-    .await;
+    // archiver writes and syncs receipts before it records the files as finished, and revert
+    // waits for that record: wait for it too.
+    recorded(&config, "slow.json", "done").await;
+    let o = bd(&["revert", &again, "--config", c]).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(platform_status(&env, &again).await, BatchStatus::Inactive);
     assert!(env.api.list_batch_files(&again).await.unwrap().is_empty());
@@ -588,14 +596,9 @@ async fn abort_retry_and_revert_work_while_the_daemon_runs() {
     // retry FILE: a rejected file, fixed in the failed folder, comes back by its name.
     std::fs::write(env.drop_dir().join("bad.json"), "{broken\n").unwrap();
     wait_receipts(&env.failed(), 1, 30).await;
+    recorded(&config, "bad.json", "failed").await;
     std::fs::write(env.failed().join("bad.json"), jsonl(0, 2)).unwrap();
-    // As for revert: its receipt is on disk a moment before its record says `failed`.
-    let o = eventually(30, "the archiver to record bad.json failed", || async {
-        let o = bd(&["retry", "bad.json", "--config", c]).await;
-        let recording = String::from_utf8_lossy(&o.stderr).contains("not failed");
-        (!recording).then_some(o)
-    })
-    .await;
+    let o = bd(&["retry", "bad.json", "--config", c]).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let rs = wait_receipts(&env.archive(), 2, 30).await;
     assert_eq!(receipt_for(&rs, "bad.json")["status"], "success");
@@ -751,4 +754,66 @@ dataset = "d3"
 
     let o = bd(&["check-config", "--config", "/nonexistent.toml"]).await;
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+}
+
+/// The systemd unit runs check-config before every start: an OAuth config must pass it (it
+/// panicked with exit 101), and a client secret the daemon could not read must fail it.
+#[tokio::test]
+async fn check_config_passes_an_oauth_config_and_names_an_unreadable_client_secret_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("drop")).unwrap();
+    let secret_value = "s3cr3t-of-check-config";
+    std::fs::write(dir.path().join("secret"), secret_value).unwrap();
+    let config = dir.path().join("config.toml");
+    let write = |secret_file: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+state_dir = "state"
+[platform]
+endpoint = "https://platform.example.com"
+[platform.auth]
+client_id = "batchdrop-client"
+scopes = ["openid", "AdobeID"]
+client_secret_file = "{secret_file}"
+[[watch]]
+path = "drop"
+dataset = "{DATASET}"
+"#
+            ),
+        )
+        .unwrap()
+    };
+    let args = ["check-config", "--config", config.to_str().unwrap()];
+
+    write("secret");
+    let o = bd(&args).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        !text(&o).contains(secret_value),
+        "the secret is never shown"
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("OAuth client batchdrop-client"), "{out}");
+    assert!(out.contains("is valid"), "{out}");
+
+    // Missing, a folder, empty: each one is named with what to do.
+    std::fs::create_dir(dir.path().join("a-folder")).unwrap();
+    std::fs::write(dir.path().join("empty"), "\n").unwrap();
+    for (file, says) in [
+        ("missing", "cannot be read"),
+        ("a-folder", "cannot be read"),
+        ("empty", "is empty"),
+    ] {
+        write(file);
+        let o = bd(&args).await;
+        assert_eq!(o.status.code(), Some(3), "{file}: {}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("[platform.auth] client_secret_file")
+                && err.contains(&format!("{file} {says}")),
+            "{file}: {err}"
+        );
+    }
 }

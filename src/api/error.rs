@@ -34,7 +34,7 @@ const MAX_BODY_TEXT: usize = 500;
 
 /// Retry-After values beyond this are clamped: a misconfigured proxy must not park the daemon
 /// for days.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 impl PlatformError {
     /// Parses an error body. `secrets` (the token and client secret that were sent) are
@@ -382,7 +382,7 @@ impl ApiError {
 
 /// `Retry-After` as delta-seconds or an HTTP-date (IMF-fixdate, RFC 850 or asctime), relative
 /// to `now`. A date in the past means "now" (zero); anything unparsable is ignored.
-pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     let wait = if let Ok(secs) = value.parse::<u64>() {
         Duration::from_secs(secs)

@@ -29,6 +29,9 @@ pub use auth::{ClientSecret, OAuth, Secret, TokenSource};
 pub use body::Body;
 pub use client::ApiClient;
 pub use error::{ApiError, ErrorKind, PlatformError};
+// For the fuzz target of the one header the client parses (`fuzz/`).
+#[doc(hidden)]
+pub use error::{MAX_RETRY_AFTER, parse_retry_after};
 pub use setup::ClientConfig;
 pub use types::{
     BatchAction, BatchError, BatchInfo, BatchMetrics, BatchQuery, BatchStatus, CreateBatch,

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use super::CommandError;
-use crate::config::{Config, Endpoint};
+use crate::config::{Config, Credentials, Endpoint, SecretSource};
 
 pub fn run(config: &Config) -> Result<u8, CommandError> {
     let mut problems = Vec::new();
@@ -27,22 +27,31 @@ pub fn run(config: &Config) -> Result<u8, CommandError> {
         Endpoint::Embedded { data_dir } => {
             check_dir("[platform] data_dir", data_dir, &mut problems, &mut notes);
         }
-        Endpoint::Url(_) => {
-            let path = config
-                .platform
-                .access_token_file
-                .as_ref()
-                .expect("validated: a URL endpoint has a token file");
-            match std::fs::read_to_string(path) {
-                Ok(t) if t.trim().is_empty() => problems.push(format!(
-                    "[platform] access_token_file {} is empty: write the bearer token into it",
-                    path.display()
-                )),
-                Ok(_) => {}
-                Err(e) => problems.push(format!(
-                    "[platform] access_token_file {} cannot be read ({e}): create it with the bearer token, readable by the daemon's user",
-                    path.display()
-                )),
+        Endpoint::Url { credentials, .. } => {
+            match credentials {
+                Credentials::TokenFile(path) => check_secret_file(
+                    "[platform] access_token_file",
+                    "the bearer token",
+                    path,
+                    &mut problems,
+                ),
+                Credentials::OAuth(auth) => match &auth.secret {
+                    SecretSource::File(path) => check_secret_file(
+                        "[platform.auth] client_secret_file",
+                        "the client secret",
+                        path,
+                        &mut problems,
+                    ),
+                    SecretSource::Env(var) => {
+                        if std::env::var_os(var).is_none_or(|v| v.is_empty()) {
+                            problems.push(format!(
+                                "[platform.auth] client_secret_env names {var}, which is not set (or empty) in this environment: set it where the daemon runs (systemd: Environment= or EnvironmentFile=), or use client_secret_file"
+                            ));
+                        }
+                    }
+                    // Already held to the config file's mode by `Config::load`.
+                    SecretSource::Inline(_) => {}
+                },
             }
             for (key, v) in [
                 ("org_id", &config.platform.org_id),
@@ -95,16 +104,23 @@ pub fn run(config: &Config) -> Result<u8, CommandError> {
                 data_dir.display()
             )
         }
-        Endpoint::Url(url) => println!(
-            "platform: {url} (org {}, sandbox {}, token from {})",
+        Endpoint::Url { url, credentials } => println!(
+            "platform: {url} (org {}, sandbox {}, {})",
             config.platform.org_id,
             config.platform.sandbox,
-            config
-                .platform
-                .access_token_file
-                .as_deref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default()
+            match credentials {
+                Credentials::TokenFile(path) => format!("token from {}", path.display()),
+                Credentials::OAuth(auth) => format!(
+                    "OAuth client {} through {}, secret from {}",
+                    auth.client_id,
+                    auth.ims_url,
+                    match &auth.secret {
+                        SecretSource::File(path) => format!("file {}", path.display()),
+                        SecretSource::Env(var) => format!("environment variable {var}"),
+                        SecretSource::Inline(_) => "the config file".to_owned(),
+                    }
+                ),
+            }
         ),
     }
     for w in &config.watches {
@@ -137,6 +153,21 @@ pub fn run(config: &Config) -> Result<u8, CommandError> {
         problems.len(),
         problems.join("\n  ")
     )))
+}
+
+/// A file holding a credential must be readable and not empty; its content is never shown.
+fn check_secret_file(key: &str, what: &str, path: &Path, problems: &mut Vec<String>) {
+    match std::fs::read(path) {
+        Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => problems.push(format!(
+            "{key} {} is empty: write {what} into it",
+            path.display()
+        )),
+        Ok(_) => {}
+        Err(e) => problems.push(format!(
+            "{key} {} cannot be read ({e}): create it with {what}, readable by the daemon's user",
+            path.display()
+        )),
+    }
 }
 
 /// A folder must be a writable directory, or creatable (its nearest existing ancestor is a

@@ -10,6 +10,7 @@
 
 pub mod abort;
 pub mod check_config;
+pub mod map;
 pub mod push;
 pub mod retry;
 pub mod revert;

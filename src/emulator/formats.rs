@@ -872,14 +872,23 @@ impl Reader<'_> {
         }
         let file = super::parquet_pages::CheckedFile::new(f, size);
         let pages = file.check.clone();
-        let builder =
-            match parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file) {
-                Ok(b) => b,
-                Err(e) => {
-                    out.file_error = Some(bad(format!("cannot read its metadata: {e}")));
-                    return Ok(());
-                }
-            };
+        let builder = match unpanicked(|| {
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        }) {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                out.file_error = Some(bad(format!("cannot read its metadata: {e}")));
+                return Ok(());
+            }
+            Err(panic) => {
+                out.file_error = Some(bad(format!("its metadata broke the reader: {panic}")));
+                return Ok(());
+            }
+        };
+        if let Err(detail) = column_chunks_within(builder.metadata(), size) {
+            out.file_error = Some(bad(detail));
+            return Ok(());
+        }
         if let Err(refusal) = self.check.parquet_columns(builder.schema()) {
             out.file_error = Some(refusal);
             return Ok(());
@@ -891,7 +900,7 @@ impl Reader<'_> {
                 return Ok(());
             }
         };
-        let reader = match builder.with_batch_size(batch_size).build() {
+        let mut reader = match builder.with_batch_size(batch_size).build() {
             Ok(r) => r,
             Err(e) => {
                 out.file_error = Some(
@@ -903,17 +912,24 @@ impl Reader<'_> {
             }
         };
         let mut row = 0u64;
-        for batch in reader {
+        loop {
             if self.cancelled() {
                 return Err(ReadStop::Cancelled);
             }
-            let batch = match batch {
-                Ok(b) => b,
-                Err(e) => {
+            let batch = match unpanicked(|| reader.next()) {
+                Ok(None) => break,
+                Ok(Some(Ok(b))) => b,
+                Ok(Some(Err(e))) => {
                     out.file_error = Some(pages.refusal().map_or_else(
                         || bad(format!("corrupt data after row {row}: {e}")),
                         too_big,
                     ));
+                    return Ok(());
+                }
+                Err(panic) => {
+                    out.file_error = Some(bad(format!(
+                        "its data after row {row} broke the reader: {panic}"
+                    )));
                     return Ok(());
                 }
             };
@@ -1057,6 +1073,46 @@ fn too_large(name: &str, row: &str, bytes: u64) -> String {
         "file '{name}' {row}: the record is {size}, over the {MAX_RECORD_BYTES} bytes (16 MiB) one record may take; \
          split it into smaller records (the platform's own limits are far lower, e.g. 100 KB per Profile record)"
     )
+}
+
+/// Runs a step of the Parquet crate, turning its panic into an error. The crate still asserts
+/// on some malformed files (found by `fuzz/`, target `parquet`), and a producer's file must
+/// not take the batch's processing down.
+fn unpanicked<T>(step: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)).map_err(|panic| {
+        panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into())
+    })
+}
+
+/// Every column chunk the metadata describes lies within the file's `size` bytes (the Parquet
+/// crate asserts on a negative offset or length, and would seek past the end).
+fn column_chunks_within(
+    metadata: &parquet::file::metadata::ParquetMetaData,
+    size: u64,
+) -> Result<(), String> {
+    for (g, group) in metadata.row_groups().iter().enumerate() {
+        for (c, chunk) in group.columns().iter().enumerate() {
+            let start = chunk
+                .dictionary_page_offset()
+                .unwrap_or(chunk.data_page_offset());
+            let len = chunk.compressed_size();
+            let within = u64::try_from(start)
+                .ok()
+                .zip(u64::try_from(len).ok())
+                .and_then(|(start, len)| start.checked_add(len))
+                .is_some_and(|end| end <= size);
+            if !within {
+                return Err(format!(
+                    "column {c} of row group {g} claims bytes {start}+{len}, outside the file's {size} bytes"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 enum ReadStop {
@@ -1475,5 +1531,36 @@ mod tests {
         let (out, _) = read(&write("s".repeat(1024 * 1024)), &fmt);
         assert!(out.file_error.is_none(), "{:?}", out.file_error);
         assert_eq!((out.records, out.failed), (1, 0));
+    }
+
+    /// Reads `input` (a fuzz target's input: its first byte holds the target's options) as a
+    /// file of `format`, accepting every well-formed record.
+    fn read_fuzz_input(input: &[u8], format: &str) -> FileOutcome {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("input");
+        std::fs::write(&path, &input[1..]).unwrap();
+        let fmt = InputFormat::from_json(&serde_json::json!({ "format": format }));
+        let cancel = AtomicBool::new(false);
+        let mut reader = Reader {
+            check: &mut AcceptAll,
+            cancel: &cancel,
+            on_failure: &mut |_| {},
+            good: None,
+        };
+        reader
+            .read_file(&path, "input", &fmt)
+            .unwrap_or_else(|_| panic!("not cancelled"))
+    }
+
+    /// Found by `fuzz/` (target `parquet`): a column chunk with a negative offset made the
+    /// Parquet crate assert, and the batch's processing panicked.
+    #[test]
+    fn a_parquet_column_chunk_outside_the_file_is_refused_without_a_panic() {
+        let input = include_bytes!("../../fuzz/corpus/parquet/regression-negative-column-offset");
+        let out = read_fuzz_input(input, "parquet");
+        let (code, description) = out.file_error.expect("the file is refused");
+        assert_eq!(code, CODE_NOT_PARQUET);
+        assert!(description.contains("outside the file"), "{description}");
+        assert_eq!(out.records, 0);
     }
 }

@@ -31,6 +31,8 @@ mod config;
 mod error;
 mod export;
 mod formats;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gateway;
 mod import;
 mod ims;
