@@ -70,14 +70,16 @@ impl Store {
     /// they wait for left flight (its batch ended, or it failed or changed), or its content,
     /// once known, differs from theirs. Returns how many went back.
     pub async fn release_waiting(&self) -> Result<u64, StoreError> {
-        Ok(sqlx::query(
+        Ok(sqlx::query(concat!(
             "UPDATE files SET waits_for = NULL WHERE waits_for IS NOT NULL AND (state != 'ready'
                OR NOT EXISTS (SELECT 1 FROM files h LEFT JOIN batches b ON b.id = h.batch_id
                  WHERE h.id = files.waits_for
                    AND (h.state = 'ready' OR (h.state IN ('batched', 'uploaded') AND b.state IN
-                        ('sealed', 'creating', 'loading', 'completing', 'processing')))
-                   AND (h.sha256 IS NULL OR h.sha256 = files.sha256)))",
-        )
+                        ",
+            in_flight!(),
+            "))
+                   AND (h.sha256 IS NULL OR h.sha256 = files.sha256)))"
+        ))
         .execute(&self.pool)
         .await?
         .rows_affected())
@@ -211,11 +213,13 @@ impl Store {
 
     /// Bytes of the files in batches sealed but not finished.
     pub async fn inflight_bytes(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(sqlx::query_scalar(concat!(
             "SELECT COALESCE(SUM(f.size), 0) FROM files f JOIN batches b ON b.id = f.batch_id
-             WHERE b.state IN ('sealed', 'creating', 'loading', 'completing', 'processing')
-               AND f.state IN ('batched', 'uploaded')",
-        )
+             WHERE b.state IN ",
+            in_flight!(),
+            "
+               AND f.state IN ('batched', 'uploaded')"
+        ))
         .fetch_one(&self.pool)
         .await?)
     }
@@ -223,9 +227,9 @@ impl Store {
 
 /// A file `f` whose batch `b` carries its content into the dataset: in flight, or successful
 /// and neither replaced nor reverted (content of those is no longer in the dataset).
-const CARRIES: &str = "((f.state IN ('batched', 'uploaded')
-      AND b.state IN ('sealed', 'creating', 'loading', 'completing', 'processing'))
-   OR (f.state IN ('batched', 'uploaded', 'done') AND b.state = 'success' AND b.replaced_by IS NULL))";
+const CARRIES: &str = concat!("((f.state IN ('batched', 'uploaded')
+      AND b.state IN ", in_flight!(), ")
+   OR (f.state IN ('batched', 'uploaded', 'done') AND b.state = 'success' AND b.replaced_by IS NULL))");
 
 /// A file that carries some content into a dataset: on its way (ready to travel again, or in
 /// a batch in flight), or ingested (in a successful batch not replaced nor reverted).

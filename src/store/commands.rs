@@ -85,11 +85,13 @@ impl Store {
 
     /// The latest batches that ended (any terminal state), newest first.
     pub async fn recent_batches(&self, limit: i64) -> Result<Vec<BatchRow>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(sqlx::query_as(concat!(
             "SELECT * FROM batches
-             WHERE state NOT IN ('sealed', 'creating', 'loading', 'completing', 'processing')
-             ORDER BY updated_at DESC, id DESC LIMIT $1",
-        )
+             WHERE state NOT IN ",
+            in_flight!(),
+            "
+             ORDER BY updated_at DESC, id DESC LIMIT $1"
+        ))
         .bind(limit)
         .fetch_all(&self.pool)
         .await?)
@@ -121,10 +123,11 @@ impl Store {
     pub async fn abort_batch(&self, batch_id: i64, reason: &str) -> Result<bool, StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let moved = sqlx::query(
+        let moved = sqlx::query(concat!(
             "UPDATE batches SET state = 'aborted', last_error = $1, updated_at = $2 WHERE id = $3
-               AND state IN ('sealed', 'creating', 'loading', 'completing', 'processing')",
-        )
+               AND state IN ",
+            in_flight!()
+        ))
         .bind(reason)
         .bind(now)
         .bind(batch_id)
@@ -194,9 +197,11 @@ impl Store {
     }
 
     pub async fn batches_in_flight(&self) -> Result<Vec<BatchRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT * FROM batches WHERE state IN ('sealed', 'creating', 'loading', 'completing', 'processing') ORDER BY id",
-        )
+        Ok(sqlx::query_as(concat!(
+            "SELECT * FROM batches WHERE state IN ",
+            in_flight!(),
+            " ORDER BY id"
+        ))
         .fetch_all(&self.pool)
         .await?)
     }

@@ -12,11 +12,13 @@ impl Store {
     /// Batches with remote work to do whose retry time has come (not those of a blocked
     /// dataset: they wait for the block to be lifted).
     pub async fn batches_due(&self, now: i64) -> Result<Vec<BatchRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT * FROM batches WHERE state IN ('sealed', 'creating', 'loading', 'completing', 'processing')
+        Ok(sqlx::query_as(concat!(
+            "SELECT * FROM batches WHERE state IN ",
+            in_flight!(),
+            "
                AND next_attempt_at <= $1 AND dataset NOT IN (SELECT dataset FROM blocked_datasets)
-             ORDER BY id",
-        )
+             ORDER BY id"
+        ))
         .bind(now)
         .fetch_all(&self.pool)
         .await?)
@@ -27,11 +29,13 @@ impl Store {
     /// may have moved it on, or scheduled its retry for later (re-driving it from the stale
     /// row would repeat a request before the platform's `Retry-After`).
     pub async fn batch_if_due(&self, id: i64, now: i64) -> Result<Option<BatchRow>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(sqlx::query_as(concat!(
             "SELECT * FROM batches WHERE id = $1
-               AND state IN ('sealed', 'creating', 'loading', 'completing', 'processing')
-               AND next_attempt_at <= $2 AND dataset NOT IN (SELECT dataset FROM blocked_datasets)",
-        )
+               AND state IN ",
+            in_flight!(),
+            "
+               AND next_attempt_at <= $2 AND dataset NOT IN (SELECT dataset FROM blocked_datasets)"
+        ))
         .bind(id)
         .bind(now)
         .fetch_optional(&self.pool)
@@ -40,11 +44,13 @@ impl Store {
 
     /// The earliest retry time among in-flight batches, to sleep until it.
     pub async fn next_due(&self) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(sqlx::query_scalar(concat!(
             "SELECT MIN(next_attempt_at) FROM batches
-             WHERE state IN ('sealed', 'creating', 'loading', 'completing', 'processing')
-               AND dataset NOT IN (SELECT dataset FROM blocked_datasets)",
-        )
+             WHERE state IN ",
+            in_flight!(),
+            "
+               AND dataset NOT IN (SELECT dataset FROM blocked_datasets)"
+        ))
         .fetch_one(&self.pool)
         .await?)
     }
@@ -88,11 +94,12 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         // Only a batch in flight moves on: one an operator aborted (`batchdrop abort`) while a
         // step was under way stays aborted.
-        let moved = sqlx::query(
+        let moved = sqlx::query(concat!(
             "UPDATE batches SET state = $1, remote_id = COALESCE($2, remote_id), attempts = 0,
                next_attempt_at = 0, first_error_at = NULL, updated_at = $3 WHERE id = $4
-               AND state IN ('sealed', 'creating', 'loading', 'completing', 'processing')",
-        )
+               AND state IN ",
+            in_flight!()
+        ))
         .bind(step.state())
         .bind(remote_id)
         .bind(now)
@@ -263,10 +270,11 @@ impl Store {
     pub async fn abandon_batch(&self, batch_id: i64, reason: &str) -> Result<(), StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let moved = sqlx::query(
+        let moved = sqlx::query(concat!(
             "UPDATE batches SET state = 'abandoned', last_error = $1, updated_at = $2 WHERE id = $3
-               AND state IN ('sealed', 'creating', 'loading', 'completing', 'processing')",
-        )
+               AND state IN ",
+            in_flight!()
+        ))
         .bind(reason)
         .bind(now)
         .bind(batch_id)
