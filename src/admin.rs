@@ -19,9 +19,9 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::http_server::{self, Limits};
 use crate::store::{FileState, Store, StoreError, now_ms};
 use crate::telemetry::{self, Health};
+use batchdrop_emulator::http_server::{self, Limits};
 
 /// Scrapers and health checks need a handful of connections; each must send its request
 /// within 10 s (a hostile local client cannot hold the daemon's descriptors).

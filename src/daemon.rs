@@ -21,12 +21,12 @@ use crate::api::{ApiClient, ClientConfig, ClientSecret, ErrorKind, OAuth, Secret
 use crate::archiver::Archiver;
 use crate::batcher::Batcher;
 use crate::config::{Config, Credentials, Endpoint, SecretSource, Watch};
-use crate::emulator::{Emulator, EmulatorConfig, GatewayConfig};
 use crate::stage::{self, Ended};
 use crate::store::{Store, StoreError, now_ms};
 use crate::telemetry::Health;
 use crate::uploader::Uploader;
 use crate::watcher::Watcher;
+use batchdrop_emulator::{Emulator, EmulatorConfig, GatewayConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {

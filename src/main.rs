@@ -261,11 +261,11 @@ async fn dispatch(command: Command) -> Result<u8, (u8, anyhow::Error)> {
         } => {
             init_logs(LogFormat::Text);
             let cfg = match config {
-                Some(p) => batchdrop::emulator::EmulatorConfig::from_file(&p)
+                Some(p) => batchdrop_emulator::EmulatorConfig::from_file(&p)
                     .map_err(|e| (EXIT_CONFIG, e.into()))?,
                 None => Default::default(),
             };
-            batchdrop::emulator::serve_until_signal(listen, &data_dir, cfg)
+            batchdrop_emulator::serve_until_signal(listen, &data_dir, cfg)
                 .await
                 .map_err(|e| (EXIT_RUNTIME, e.into()))?;
             Ok(0)

@@ -6,7 +6,7 @@
 mod support;
 
 use batchdrop::api::{BatchQuery, BatchStatus};
-use batchdrop::emulator::{EmulatorConfig, FaultConfig};
+use batchdrop_emulator::{EmulatorConfig, FaultConfig};
 use support::*;
 
 /// The successful batches of the dataset, as the Catalog lists them, with the records Data

@@ -1,7 +1,8 @@
 //! `batchdrop map` (the real binary) on the guide's CRM pair, and the emulator taking what it
 //! wrote: the mapped Parquet uploaded in a batch, ingested, and read back through Data Access.
 
-#[path = "emulator/common.rs"]
+// The emulator tests' HTTP helpers (a test kit shared by both is issue #17's part C).
+#[path = "../crates/emulator/tests/emulator/common.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int16Type};
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
-use batchdrop::emulator::{DatasetSeed, EmulatorConfig, SchemaSeed};
+use batchdrop_emulator::{DatasetSeed, EmulatorConfig, SchemaSeed};
 use batchdrop_mapping::{InputFormat, Mapper, MappingSet, Options, Output, OutputFormat};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use batchdrop::emulator::{Emulator, EmulatorConfig};
+use batchdrop_emulator::{Emulator, EmulatorConfig};
 use support::*;
 
 fn spawn(config: &Path, envs: &[(&str, &str)]) -> Child {

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use arrow_array::{Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use batchdrop::api::{BatchQuery, BatchStatus};
-use batchdrop::emulator::{EmulatorConfig, FaultConfig};
 use batchdrop::store::{FileState, Store};
+use batchdrop_emulator::{EmulatorConfig, FaultConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use support::*;
@@ -862,11 +862,11 @@ async fn bad_files_each_get_a_receipt_saying_what_and_where_and_the_rest_flows()
     .unwrap();
     // A little latency on every request, so that a file can be changed while it is uploaded.
     let env = Env::with_emulator(EmulatorConfig {
-        schemas: vec![batchdrop::emulator::SchemaSeed {
+        schemas: vec![batchdrop_emulator::SchemaSeed {
             file: schema_file,
             ..Default::default()
         }],
-        datasets: vec![batchdrop::emulator::DatasetSeed {
+        datasets: vec![batchdrop_emulator::DatasetSeed {
             id: DATASET.into(),
             name: "test dataset".into(),
             schema: "people".into(),
@@ -1165,7 +1165,7 @@ impl EmulatorProc {
         .await;
     }
 
-    async fn stats(&self) -> batchdrop::emulator::EmulatorStats {
+    async fn stats(&self) -> batchdrop_emulator::EmulatorStats {
         reqwest::get(format!("{}/emulator/stats", self.url()))
             .await
             .unwrap()

@@ -11,7 +11,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use batchdrop::api::{BatchStatus, CreateBatch, Format};
-use batchdrop::emulator::EmulatorConfig;
+use batchdrop_emulator::EmulatorConfig;
 use serde_json::Value;
 use support::*;
 

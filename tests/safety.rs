@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use batchdrop::config::Config;
-use batchdrop::emulator::{EmulatorConfig, ImsClient};
+use batchdrop_emulator::{EmulatorConfig, ImsClient};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

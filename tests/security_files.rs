@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use batchdrop::emulator::EmulatorConfig;
 use batchdrop::store::{FileState, Store};
+use batchdrop_emulator::EmulatorConfig;
 use sha2::{Digest, Sha256};
 use support::*;
 

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use batchdrop::api::{BatchAction, BatchStatus, CreateBatch, Format};
-use batchdrop::emulator::{
+use batchdrop_emulator::{
     Emulator, EmulatorConfig, GatewayConfig, ImsClient, ImsConfig, ServerConfig,
 };
 use support::*;

@@ -1,7 +1,7 @@
 //! The emulator's `Content-Range` parser and file-path check, on any header text.
 #![no_main]
 
-use batchdrop::emulator::fuzzing;
+use batchdrop_emulator::fuzzing;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,7 +1,7 @@
 //! The emulator's Parquet reader, with and without a schema, on any uploaded file.
 #![no_main]
 
-use batchdrop::emulator::fuzzing::Format;
+use batchdrop_emulator::fuzzing::Format;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| batchdrop_fuzz::read(data, |_| Format::Parquet));

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use batchdrop::emulator::fuzzing::{self, Format, Schema};
+use batchdrop_emulator::fuzzing::{self, Format, Schema};
 
 /// A schema with a field of every kind and constraint the emulator checks.
 const EVERY_KIND: &str = r#"{

@@ -1,7 +1,7 @@
 //! The platform's API client: the only module that speaks HTTP to Adobe Experience Platform
 //! (Batch Ingestion, Catalog, Data Access, and IMS for tokens), following the platform's public
 //! guides and API references (linked from docs/emulator.md). It must not import anything from
-//! `crate::emulator` (the emulator has its own wire types, so that a contract test between them
+//! the emulator crate (the emulator has its own wire types, so that a contract test between them
 //! means something), must not touch the store or the file system beyond the CA and secret
 //! files, and must never log or return a credential.
 //!

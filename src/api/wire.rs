@@ -1,7 +1,7 @@
 //! What the platform's JSON looks like, both ways: request bodies (serde structs) and tolerant
 //! readers that turn responses into `types.rs` values. It owns every wire quirk: the `$` on
 //! replay predecessors, Catalog's maps keyed by id, numbers that arrive as strings, statuses
-//! with aliases. It does no I/O and must not share types with `crate::emulator`, so that a
+//! with aliases. It does no I/O and must not share types with the emulator crate, so that a
 //! contract test between the two means something.
 
 use std::collections::BTreeMap;

@@ -22,8 +22,8 @@ use std::time::Duration;
 use crate::api::{ApiClient, ApiError, ClientConfig, Secret, TokenSource};
 use crate::config::{Config, ConfigError, Endpoint};
 use crate::daemon::{EMBEDDED_TOKEN_FILE, EMBEDDED_URL_FILE, Platform, read_embedded_token};
-use crate::emulator::Emulator;
 use crate::store::{BatchRow, FileRow, Store, StoreError};
+use batchdrop_emulator::Emulator;
 
 /// Exit codes, distinct for each kind of trouble so scripts can tell them apart.
 pub mod exit {

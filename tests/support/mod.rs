@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use batchdrop::api::{ApiClient, ClientConfig, Secret, TokenSource};
 use batchdrop::config::Config;
 use batchdrop::daemon::{self, Outcome, RunOptions};
-use batchdrop::emulator::{Emulator, EmulatorConfig};
+use batchdrop_emulator::{Emulator, EmulatorConfig};
 use tokio_util::sync::CancellationToken;
 
 pub const DATASET: &str = "5deac2648a19d218a888d2b1";

@@ -4,7 +4,7 @@
 //!
 //! This is the one module a shared `xdm` crate will replace; the rest of the crate uses only
 //! [`Schema::compile`], [`Schema::field`], [`Schema::conform`] and [`Schema::validate_json`].
-//! It follows the rules of the emulator's validator (`src/emulator/schema.rs`), without
+//! It follows the rules of the emulator's validator (now the `batchdrop-xdm` crate), without
 //! importing it: strings convert to numbers, booleans (Data Prep's `y`/`yes`/`on`/`true`...),
 //! dates and date-times; integers and doubles convert among themselves (a double with a
 //! fraction is not an integer); a long converts to a date or date-time (epoch milliseconds);

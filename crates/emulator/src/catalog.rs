@@ -1,0 +1,352 @@
+//! The Catalog endpoints: batches and datasets, as maps keyed by id.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use super::error::{ApiError, ApiResult};
+use super::gateway::Caller;
+use super::state::AppState;
+use super::store::{
+    BatchFilter, BatchRow, DatasetRow, NewDataset, Order, OrderField, Page, new_dataset_id,
+};
+
+fn parse_obj(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|_| json!({}))
+}
+
+/// A batch as the Catalog shows it.
+pub fn batch_json(b: &BatchRow) -> Value {
+    let mut o = Map::new();
+    o.insert("id".into(), json!(b.id));
+    o.insert("imsOrg".into(), json!(b.ims_org));
+    o.insert("sandboxName".into(), json!(b.sandbox));
+    o.insert("status".into(), json!(b.status.as_str()));
+    o.insert("created".into(), json!(b.created));
+    o.insert("updated".into(), json!(b.updated));
+    if let Some(s) = b.started {
+        o.insert("started".into(), json!(s));
+    }
+    if let Some(c) = b.completed {
+        o.insert("completed".into(), json!(c));
+    }
+    o.insert(
+        "relatedObjects".into(),
+        json!([{"type": "dataSet", "id": b.dataset_id}]),
+    );
+    o.insert("inputFormat".into(), parse_obj(&b.input_format));
+    o.insert("version".into(), json!("1.0.0"));
+    o.insert("tags".into(), parse_obj(&b.tags));
+    o.insert("createdUser".into(), json!(b.created_user));
+    o.insert("updatedUser".into(), json!(b.created_user));
+    if let Some(e) = &b.external_id {
+        o.insert("externalId".into(), json!(e));
+    }
+    if let Some(r) = &b.replay {
+        o.insert("replay".into(), parse_obj(r));
+    }
+    if let Value::Object(opts) = parse_obj(&b.options) {
+        for (k, v) in opts {
+            o.insert(k, v);
+        }
+    }
+    if let Some(m) = &b.metrics {
+        o.insert("metrics".into(), parse_obj(m));
+    }
+    if let Some(e) = &b.errors {
+        let errors: Value = serde_json::from_str(e).unwrap_or_else(|_| json!([]));
+        if errors.as_array().is_some_and(|a| !a.is_empty()) {
+            o.insert("errors".into(), errors);
+        }
+    }
+    Value::Object(o)
+}
+
+/// A JSON object keyed by id whose keys keep the order of the query (`orderBy`), as the
+/// Catalog sends them (serde_json's own map would sort them).
+fn ordered_map<'a>(items: impl Iterator<Item = (&'a str, Value)>) -> Response {
+    let mut body = String::from("{");
+    for (i, (id, v)) in items.enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&Value::String(id.to_owned()).to_string());
+        body.push(':');
+        body.push_str(&v.to_string());
+    }
+    body.push('}');
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+pub async fn get_batch(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let b = state
+        .store
+        .batch(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("batch {id} does not exist")))?;
+    let mut map = Map::new();
+    map.insert(b.id.clone(), batch_json(&b));
+    Ok(axum::Json(Value::Object(map)).into_response())
+}
+
+/// `limit` (default 20, at most 100), `start` (offset) and `orderBy` (`desc:created`, `created`,
+/// `asc:updated`...) over `fields`.
+fn page(q: &HashMap<String, String>, fields: &[OrderField]) -> ApiResult<Page> {
+    let limit = match q.get("limit") {
+        None => 20,
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("limit {v:?} must be a positive integer"))
+            })?
+            .min(100),
+    };
+    let start = match q.get("start") {
+        None => 0,
+        Some(v) => v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+            ApiError::bad_request(format!("start {v:?} must be a non-negative integer"))
+        })?,
+    };
+    let order = match q.get("orderBy") {
+        None => None,
+        Some(v) => Some(order_by(v, fields)?),
+    };
+    Ok(Page {
+        limit,
+        start,
+        order,
+    })
+}
+
+fn order_by(v: &str, fields: &[OrderField]) -> ApiResult<Order> {
+    let (dir, field) = match v.split_once(':') {
+        Some((d, f)) => (d.to_ascii_lowercase(), f),
+        None => ("asc".to_owned(), v),
+    };
+    let descending = match dir.as_str() {
+        "asc" => false,
+        "desc" => true,
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "orderBy {v:?}: the direction must be asc or desc"
+            )));
+        }
+    };
+    let Some(field) = fields.iter().find(|f| f.name() == field) else {
+        let names: Vec<&str> = fields.iter().map(|f| f.name()).collect();
+        return Err(ApiError::bad_request(format!(
+            "orderBy {v:?}: can order by {} only",
+            names.join(", ")
+        )));
+    };
+    Ok(Order {
+        field: *field,
+        descending,
+    })
+}
+
+pub async fn list_batches(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    use OrderField::*;
+    let page = page(&q, &[Created, Updated, Id, Status])?;
+    // Catalog accepts comma-separated values.
+    let list = |param: &str| -> Vec<String> {
+        q.get(param)
+            .map(|v| {
+                v.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let millis = |param: &str| -> ApiResult<Option<i64>> {
+        q.get(param)
+            .map(|v| {
+                v.parse().map_err(|_| {
+                    ApiError::bad_request(format!("{param} must be epoch milliseconds"))
+                })
+            })
+            .transpose()
+    };
+    let filter = BatchFilter {
+        datasets: list("dataSet"),
+        statuses: list("status"),
+        external_ids: list("externalId"),
+        created_after: millis("createdAfter")?,
+        created_before: millis("createdBefore")?,
+    };
+    let rows = state.store.list_batches(&filter, &page).await?;
+    Ok(ordered_map(
+        rows.iter().map(|b| (b.id.as_str(), batch_json(b))),
+    ))
+}
+
+pub fn dataset_json(d: &DatasetRow) -> Value {
+    let mut o = match parse_obj(&d.extra) {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    o.insert("id".into(), json!(d.id));
+    o.insert("name".into(), json!(d.name));
+    o.insert("imsOrg".into(), json!(d.ims_org));
+    o.insert("sandboxName".into(), json!(d.sandbox));
+    o.insert("tags".into(), parse_obj(&d.tags));
+    if let Some(s) = &d.schema_ref {
+        o.insert("schemaRef".into(), parse_obj(s));
+    }
+    o.insert("created".into(), json!(d.created));
+    o.insert("updated".into(), json!(d.updated));
+    o.insert("version".into(), json!("1.0.0"));
+    Value::Object(o)
+}
+
+pub async fn create_dataset(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let req: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+    let Value::Object(mut req) = req else {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object with name and schemaRef",
+        ));
+    };
+    let name = match req.remove("name") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s,
+        _ => {
+            return Err(ApiError::bad_request(
+                "name is required (a non-empty string)",
+            ));
+        }
+    };
+    let schema_ref = match req.remove("schemaRef") {
+        Some(v @ Value::Object(_)) if v.get("id").and_then(Value::as_str).is_some() => v,
+        _ => {
+            return Err(ApiError::bad_request(
+                "schemaRef is required: {\"id\": \"https://ns.adobe.com/{TENANT}/schemas/{ID}\", \"contentType\": \"application/vnd.adobe.xed+json;version=1\"}",
+            ));
+        }
+    };
+    // With schemas registered, a dataset must name one of them (a permissive emulator without
+    // schemas takes any reference, and its datasets accept any well-formed record).
+    let ref_id = schema_ref
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if !state.schemas.is_empty() && state.schemas.get(ref_id).is_none() {
+        return Err(ApiError::bad_request(format!(
+            "schemaRef.id {ref_id:?} is not a schema of this sandbox: register it first (emulator config [[schemas]]); registered: {}",
+            state.schemas.ids().join(", ")
+        )));
+    }
+    let tags = dataset_tags(req.remove("tags"))?;
+    for k in [
+        "id",
+        "created",
+        "updated",
+        "imsOrg",
+        "sandboxName",
+        "version",
+    ] {
+        req.remove(k);
+    }
+    let id = new_dataset_id();
+    state
+        .store
+        .insert_dataset_if_missing(NewDataset {
+            id: &id,
+            name: &name,
+            schema_ref: Some(&schema_ref.to_string()),
+            tags: &tags.to_string(),
+            extra: &Value::Object(req).to_string(),
+            ims_org: &caller.org,
+            sandbox: &caller.sandbox,
+            identity_field: None,
+        })
+        .await?;
+    tracing::info!(dataset = %id, %name, "dataset created");
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!([format!("@/dataSets/{id}")])),
+    )
+        .into_response())
+}
+
+/// A new dataset's tags: an object of arrays of strings.
+fn dataset_tags(tags: Option<Value>) -> ApiResult<Value> {
+    match tags {
+        None | Some(Value::Null) => Ok(json!({})),
+        Some(Value::Object(m)) => {
+            for (k, v) in &m {
+                if !matches!(v, Value::Array(a) if a.iter().all(Value::is_string)) {
+                    return Err(ApiError::bad_request(format!(
+                        "tags.{k} must be an array of strings"
+                    )));
+                }
+            }
+            Ok(Value::Object(m))
+        }
+        Some(_) => Err(ApiError::bad_request("tags must be an object")),
+    }
+}
+
+pub async fn get_dataset(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let d = state
+        .store
+        .dataset(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("dataset {id} does not exist")))?;
+    let mut map = Map::new();
+    map.insert(d.id.clone(), dataset_json(&d));
+    Ok(axum::Json(Value::Object(map)).into_response())
+}
+
+/// `DELETE /dataSets/{id}`: 200 with `["@/dataSets/{id}"]`, as the platform answers; 404 when
+/// there is no such dataset. Creating a batch for it is refused from then on.
+pub async fn delete_dataset(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    if !state.store.delete_dataset(&id).await? {
+        return Err(ApiError::not_found(format!("dataset {id} does not exist")));
+    }
+    tracing::info!(dataset = %id, "dataset deleted");
+    Ok(axum::Json(json!([format!("@/dataSets/{id}")])).into_response())
+}
+
+pub async fn list_datasets(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    use OrderField::*;
+    let page = page(&q, &[Created, Updated, Id, Name])?;
+    let rows = state
+        .store
+        .list_datasets(q.get("name").map(String::as_str), &page)
+        .await?;
+    Ok(ordered_map(
+        rows.iter().map(|d| (d.id.as_str(), dataset_json(d))),
+    ))
+}

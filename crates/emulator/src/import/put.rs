@@ -1,0 +1,118 @@
+//! E2: PUT a whole file into a loading batch (a new one, or a new version of a path), within
+//! the limits of a PUT, of a batch's file count and of its bytes.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+
+use super::{
+    Target, check_batch_bytes, check_file_count, content_length, file_target, loading_batch,
+    receive_error, refuse_multipart, remove_parts,
+};
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::stats::bump;
+use crate::store::FileKind;
+use crate::upload::{BodyKind, receive_to_file};
+
+pub async fn put_file(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let t = file_target(&uri)?;
+    refuse_multipart(&headers, &t.path)?;
+    let limit = state.config.limits.max_put_bytes;
+    let declared = content_length(&headers);
+    if let Some(n) = declared
+        && n > limit
+    {
+        return Err(ApiError::too_large(format!(
+            "file {} is {n} bytes: a single PUT takes at most {limit} bytes; use the large-file calls (INITIALIZE, PATCH chunks, COMPLETE)",
+            t.path
+        )));
+    }
+    loading_batch(&state, &t).await?;
+    let usage = state.store.batch_usage(&t.batch_id, &t.path).await?;
+    if !usage.has_path {
+        check_file_count(&state, &t.batch_id, usage.others)?;
+    }
+    check_batch_bytes(
+        &state,
+        &t.batch_id,
+        usage.other_bytes,
+        declared.unwrap_or(0),
+    )?;
+
+    let tmp = state.store.tmp_path();
+    let got = receive_to_file(body, &tmp, limit, declared, BodyKind::File)
+        .await
+        .map_err(|e| receive_error(e, &format!("file {}", t.path)))?;
+
+    let lock = state.batch_lock(&t.batch_id);
+    let _guard = lock.lock().await;
+    let result = commit_put(&state, &t, &tmp, got.len).await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    let created = result?;
+    bump(&state.counters.puts);
+    state
+        .counters
+        .bytes_received
+        .fetch_add(got.len, Ordering::Relaxed);
+    tracing::info!(batch = %t.batch_id, path = %t.path, bytes = got.len, created, "file stored");
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(status.into_response())
+}
+
+/// Under the batch lock: re-checks, renames the temp file into place, records it. Returns
+/// whether the file is new.
+async fn commit_put(state: &AppState, t: &Target, tmp: &Path, len: u64) -> ApiResult<bool> {
+    loading_batch(state, t).await?;
+    let usage = state.store.batch_usage(&t.batch_id, &t.path).await?;
+    let existing = match usage.has_path {
+        true => state.store.file(&t.batch_id, &t.path).await?,
+        false => None,
+    };
+    if existing.is_none() {
+        check_file_count(state, &t.batch_id, usage.others)?;
+    }
+    check_batch_bytes(state, &t.batch_id, usage.other_bytes, len)?;
+    let file_id = existing
+        .as_ref()
+        .map(|f| f.id.clone())
+        .unwrap_or_else(|| ulid::Ulid::new().to_string());
+    let (dir, tmp, dest) = (
+        state.store.batch_dir(&t.batch_id),
+        tmp.to_owned(),
+        state.store.file_path(&t.batch_id, &file_id),
+    );
+    // One trip to the blocking pool for both.
+    tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(dir)?;
+        std::fs::rename(tmp, dest)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("file store task failed: {e}")))??;
+    state
+        .store
+        .put_file(&file_id, &t.batch_id, &t.path, len)
+        .await?;
+    if let Some(f) = &existing
+        && f.kind == FileKind::Large
+    {
+        remove_parts(state, &f.id).await?;
+    }
+    Ok(existing.is_none())
+}

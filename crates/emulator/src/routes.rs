@@ -1,0 +1,115 @@
+//! The emulator's routes: the platform's paths (behind the gateway), and its own (`/emulator/
+//! stats`, `/ims/token/v3`); and serving them within the `[server]` limits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::error::ApiError;
+use crate::{AppState, catalog, export, gateway, http_server, import, ims, net};
+
+/// Serves the routes on `listener` until `stop` says true.
+pub fn serve(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let limits = http_server::Limits {
+        max_connections: state.config.server.max_connections,
+        header_read_timeout: Duration::from_secs(state.config.server.header_read_timeout_secs),
+    };
+    tokio::spawn(http_server::serve(
+        listener,
+        router(state),
+        limits,
+        net::wrap,
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        },
+    ))
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    const IMPORT: &str = "/data/foundation/import";
+    const CATALOG: &str = "/data/foundation/catalog";
+    const EXPORT: &str = "/data/foundation/export";
+    let file_route = axum::routing::put(import::put_file)
+        .post(import::post_file)
+        .patch(import::patch_file)
+        .head(import::head_file);
+    let platform = Router::new()
+        .route(&format!("{IMPORT}/batches"), post(import::create_batch))
+        .route(
+            &format!("{IMPORT}/batches/{{batch_id}}"),
+            post(import::batch_action),
+        )
+        .route(
+            &format!("{IMPORT}/batches/{{batch_id}}/datasets/{{dataset_id}}/files/{{*path}}"),
+            file_route,
+        )
+        .route(
+            &format!("{IMPORT}/batches/{{batch_id}}/datasets/{{dataset_id}}/preview"),
+            get(export::preview),
+        )
+        .route(&format!("{CATALOG}/batches"), get(catalog::list_batches))
+        .route(
+            &format!("{CATALOG}/batches/{{batch_id}}"),
+            get(catalog::get_batch),
+        )
+        .route(
+            &format!("{CATALOG}/dataSets"),
+            get(catalog::list_datasets).post(catalog::create_dataset),
+        )
+        .route(
+            &format!("{CATALOG}/dataSets/{{dataset_id}}"),
+            get(catalog::get_dataset).delete(catalog::delete_dataset),
+        )
+        .route(
+            &format!("{EXPORT}/batches/{{batch_id}}/files"),
+            get(export::batch_files),
+        )
+        .route(
+            &format!("{EXPORT}/batches/{{batch_id}}/failed"),
+            get(export::batch_failed),
+        )
+        .route(
+            &format!("{EXPORT}/files/{{file_id}}"),
+            get(export::download),
+        )
+        .route(
+            &format!("{EXPORT}/dataSets/{{dataset_id}}/current"),
+            get(export::current_view),
+        )
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            gateway::platform_gate,
+        ))
+        .layer(DefaultBodyLimit::max(16 * 1024 * 1024));
+    Router::new()
+        .route("/emulator/stats", get(stats_handler))
+        .route(
+            "/ims/token/v3",
+            post(ims::token).layer(DefaultBodyLimit::max(64 * 1024)),
+        )
+        .merge(platform)
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri, method: axum::http::Method) -> ApiError {
+    ApiError::not_found(format!(
+        "no platform endpoint {method} {}: see the Batch Ingestion, Catalog and Data Access API paths",
+        uri.path()
+    ))
+}
+
+async fn stats_handler(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    axum::Json(state.counters.snapshot())
+}

@@ -1,0 +1,221 @@
+//! Persistent state: metadata in SQLite (WAL) and file contents on disk under the data dir.
+//!
+//! Layout of the data dir:
+//! - `emulator.sqlite` (+ `-wal`, `-shm`): datasets, batches, files, chunks, failed rows,
+//!   registered schemas, the current view of upsert datasets.
+//! - `files/{batchId}/{fileId}`: the content of a finished file (PUT, or a completed large file).
+//! - `files/{batchId}/{fileId}.good`: its good rows only, when the batch was partially ingested
+//!   (what Data Access serves then).
+//! - `emulator.ims-key`: the key that signs the tokens of `/ims/token/v3` (mode 0600).
+//! - `parts/{fileId}/data`: a large file being uploaded, each chunk at its offset;
+//!   `parts/{fileId}/{seq}.part`: its chunks that overlapped others, kept apart until COMPLETE.
+//! - `tmp/`: bodies being received; renamed into place when whole, emptied at start.
+//! - `emulator.lock`: held (flock) while an emulator uses the dir.
+//!
+//! File names given by clients never become paths on disk: files are stored by generated id
+//! and the client's path is metadata, so no name can escape the data dir.
+//!
+//! This module is the emulator's only SQL: `ddl` (tables, and upgrading an older data dir),
+//! `datasets` (and the registered schemas' JSON), `batches` (statuses as compare-and-set),
+//! `files` (and the chunks of large files), `outcome` (what processing records, and what Data
+//! Access reads of it), `rows` (the row types and states). It must not decide what a request
+//! or a batch's processing means: its callers do.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, SqlitePool};
+
+use super::error::EmulatorError;
+
+mod batches;
+mod datasets;
+mod ddl;
+mod files;
+mod outcome;
+mod rows;
+
+pub use batches::BatchFilter;
+pub use outcome::OutcomeTx;
+pub use rows::{
+    BatchRow, BatchStatus, ChunkPlace, ChunkRow, DatasetRow, FileKind, FileRow, FileState,
+    NewBatch, NewDataset, NewFailedRow,
+};
+/// What a metadata query fails with (outside this module, no code names the database crate).
+pub use sqlx::Error as DbError;
+
+pub const DB_FILE: &str = "emulator.sqlite";
+
+/// The data dir and the metadata pool.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+    pub root: PathBuf,
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Store {
+    pub async fn open(root: &Path) -> Result<Store, EmulatorError> {
+        for sub in ["files", "parts", "tmp"] {
+            let dir = root.join(sub);
+            std::fs::create_dir_all(&dir).map_err(|source| EmulatorError::DataDir {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let db_path = root.join(DB_FILE);
+        let db_err = |source| EmulatorError::Database {
+            path: db_path.clone(),
+            source,
+        };
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(db_err)?
+            .filename(&db_path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10));
+        let conn = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .map_err(db_err)?;
+        ddl::create(conn).await.map_err(db_err)?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(db_err)?;
+        Ok(Store {
+            pool,
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// Closes the metadata database (at shutdown).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub fn file_path(&self, batch_id: &str, file_id: &str) -> PathBuf {
+        self.root.join("files").join(batch_id).join(file_id)
+    }
+    pub fn batch_dir(&self, batch_id: &str) -> PathBuf {
+        self.root.join("files").join(batch_id)
+    }
+    pub fn parts_dir(&self, file_id: &str) -> PathBuf {
+        self.root.join("parts").join(file_id)
+    }
+    /// The good rows of a partially ingested file.
+    pub fn good_path(&self, batch_id: &str, file_id: &str) -> PathBuf {
+        self.root
+            .join("files")
+            .join(batch_id)
+            .join(format!("{file_id}.good"))
+    }
+    /// A large file's bytes as they arrive, each chunk at its offset (chunks that overlap
+    /// others wait in parts of their own).
+    pub fn data_path(&self, file_id: &str) -> PathBuf {
+        self.parts_dir(file_id).join("data")
+    }
+    pub fn part_path(&self, file_id: &str, seq: i64) -> PathBuf {
+        self.parts_dir(file_id).join(format!("{seq}.part"))
+    }
+    /// Where the good rows of an upsert batch wait, during its processing, to be merged.
+    pub fn upsert_capture_path(&self, batch_id: &str) -> PathBuf {
+        self.root
+            .join("tmp")
+            .join(format!("upsert-{batch_id}.jsonl"))
+    }
+    /// A fresh temp file name in `tmp/` (same filesystem as the final places, so rename works).
+    pub fn tmp_path(&self) -> PathBuf {
+        self.root
+            .join("tmp")
+            .join(format!("{}.tmp", ulid::Ulid::new()))
+    }
+}
+
+/// A page of a Catalog list: `limit` items from the `start`th, in `order`.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub limit: i64,
+    pub start: i64,
+    /// `None`: newest first.
+    pub order: Option<Order>,
+}
+
+/// What a Catalog list is ordered by (`orderBy=desc:created`); ties are ordered by id.
+#[derive(Debug, Clone, Copy)]
+pub struct Order {
+    pub field: OrderField,
+    pub descending: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderField {
+    Created,
+    Updated,
+    Id,
+    Status,
+    Name,
+}
+
+impl OrderField {
+    /// The `orderBy` spelling (and column name).
+    pub fn name(self) -> &'static str {
+        match self {
+            OrderField::Created => "created",
+            OrderField::Updated => "updated",
+            OrderField::Id => "id",
+            OrderField::Status => "status",
+            OrderField::Name => "name",
+        }
+    }
+}
+
+impl Page {
+    /// ` ORDER BY ... LIMIT ... OFFSET ...`
+    fn clause(&self) -> String {
+        let order = self.order.unwrap_or(Order {
+            field: OrderField::Created,
+            descending: true,
+        });
+        let dir = if order.descending { "DESC" } else { "ASC" };
+        format!(
+            " ORDER BY {} {dir}, id {dir} LIMIT {} OFFSET {}",
+            order.field.name(),
+            self.limit,
+            self.start
+        )
+    }
+}
+
+/// Dataset ids are used as given (the daemon picks them in embedded mode), so they must be safe
+/// in a URL path segment.
+pub fn validate_dataset_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("it is empty".into());
+    }
+    if id.len() > 255 {
+        return Err("it is longer than 255 bytes".into());
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@' | ':')))
+    {
+        return Err(format!(
+            "it contains {c:?}; use letters, digits and - _ . @ : only"
+        ));
+    }
+    Ok(())
+}
+
+/// A new dataset id: 24 lowercase hex digits, like the platform's.
+pub fn new_dataset_id() -> String {
+    use rand::Rng;
+    let bytes: [u8; 12] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

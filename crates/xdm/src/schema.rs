@@ -1,0 +1,505 @@
+//! Compiling a dataset's schema: the JSON Schema form that the platform's Schema Registry
+//! exports for an XDM schema, turned once into a tree of [`Node`]s that `check` walks for
+//! every record.
+//!
+//! Understood: `type` (a name or a list, `"null"` allowed), `properties`, `required`, `enum`,
+//! `format` (`date-time`, `date`, `email`, `uri`), `pattern`, `minimum`/`maximum` (and the
+//! exclusive forms), `minLength`/`maxLength`, `items`, `minItems`/`maxItems`,
+//! `additionalProperties` (`false`, or a schema for map-like objects such as `identityMap`),
+//! `allOf` and local `$ref`s (`#/definitions/...`). `meta:` keys, titles and descriptions are
+//! ignored. A keyword of the wrong JSON type refuses the schema (`meta`).
+//!
+//! It owns the tree and how keywords map onto it; it must not look at records.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+
+use crate::meta;
+use crate::pattern::Pattern;
+use crate::pointer::{escape_segment, normalize_pointer, unescape_segment};
+use crate::text::Format;
+
+/// `$ref`/`allOf` nesting deeper than this is refused (a cycle, most likely).
+const MAX_DEPTH: usize = 64;
+
+/// A compiled schema.
+#[derive(Debug)]
+pub struct Schema {
+    /// The id datasets reference it by (`schemaRef.id`): the given id, else the schema's `$id`.
+    pub id: String,
+    /// Its title (or the given name): the emulator's config may reference it by name.
+    pub name: String,
+    /// JSON pointer of the field that identifies a row in upsert datasets, if given.
+    pub identity_field: Option<String>,
+    /// What the schema asks that is not checked (a `pattern` this crate cannot run), one
+    /// sentence each, for the owner to log.
+    pub warnings: Vec<String>,
+    root: Node,
+}
+
+/// One field's rules.
+#[derive(Debug, Default)]
+pub(crate) struct Node {
+    pub(crate) ty: Ty,
+    pub(crate) format: Option<Format>,
+    pub(crate) pattern: Option<Pattern>,
+    pub(crate) enumeration: Option<Vec<Value>>,
+    pub(crate) minimum: Option<f64>,
+    pub(crate) maximum: Option<f64>,
+    pub(crate) exclusive_minimum: Option<f64>,
+    pub(crate) exclusive_maximum: Option<f64>,
+    pub(crate) min_length: Option<u64>,
+    pub(crate) max_length: Option<u64>,
+    pub(crate) min_items: Option<u64>,
+    pub(crate) max_items: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) enum Ty {
+    /// No `type`: anything goes.
+    #[default]
+    Any,
+    Object(Box<Obj>),
+    Array(Option<Box<Node>>),
+    String,
+    Integer,
+    Number,
+    Boolean,
+    Null,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Obj {
+    pub(crate) props: HashMap<String, Node>,
+    pub(crate) required: Vec<String>,
+    pub(crate) additional: Additional,
+}
+
+#[derive(Debug, Default)]
+pub(crate) enum Additional {
+    /// Unknown fields are ignored.
+    #[default]
+    Ignored,
+    /// `additionalProperties: false`.
+    Forbidden,
+    /// `additionalProperties: {schema}`: a map whose values follow the schema.
+    Schema(Box<Node>),
+}
+
+impl Schema {
+    /// Compiles a schema from its JSON form. `id`/`name` override the schema's `$id`/`title`;
+    /// `identity_field` (a JSON pointer, or dotted: `person.crmId`) must name a scalar field.
+    pub fn compile(
+        json: &Value,
+        id: Option<&str>,
+        name: Option<&str>,
+        identity_field: Option<&str>,
+    ) -> Result<Schema, String> {
+        let Value::Object(top) = json else {
+            return Err(
+                "a schema must be a JSON object (the Schema Registry's JSON Schema export)".into(),
+            );
+        };
+        let id = id
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .or_else(|| top.get("$id").and_then(Value::as_str).map(str::to_owned))
+            .ok_or(
+                "the schema has no $id: give it an id (in the config: [[schemas]] id = \"...\")",
+            )?;
+        let name = name
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .or_else(|| top.get("title").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_else(|| id.clone());
+        let mut compiler = Compiler {
+            top,
+            warnings: Vec::new(),
+        };
+        let root = compiler.node(json, "", 0)?;
+        if !matches!(root.ty, Ty::Object(_)) {
+            return Err(
+                "the schema's root is not an object: an XDM schema describes records (type: object, properties: ...)"
+                    .into(),
+            );
+        }
+        let schema = Schema {
+            id,
+            name,
+            identity_field: identity_field
+                .filter(|s| !s.is_empty())
+                .map(normalize_pointer),
+            warnings: compiler.warnings,
+            root,
+        };
+        schema.check_identity_field()?;
+        Ok(schema)
+    }
+
+    fn check_identity_field(&self) -> Result<(), String> {
+        let Some(p) = &self.identity_field else {
+            return Ok(());
+        };
+        match self.node_at(p) {
+            None => Err(format!(
+                "identity field {p} is not a field of the schema: name a field of it (a JSON pointer such as /person/crmId, or dotted: person.crmId)"
+            )),
+            Some(n) if !matches!(n.ty, Ty::String | Ty::Integer | Ty::Number | Ty::Any) => {
+                Err(format!(
+                    "identity field {p} is not a string or a number: an identity must be a scalar"
+                ))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    pub(crate) fn root_obj(&self) -> &Obj {
+        match &self.root.ty {
+            Ty::Object(o) => o,
+            _ => unreachable!("compile checks that the root is an object"),
+        }
+    }
+
+    /// Whether the record level names this field.
+    pub fn has_top_field(&self, name: &str) -> bool {
+        self.root_obj().props.contains_key(name)
+    }
+
+    /// The names of the record's fields, for messages.
+    pub fn top_fields(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.root_obj().props.keys().map(String::as_str).collect();
+        v.sort_unstable();
+        v
+    }
+
+    fn node_at(&self, pointer: &str) -> Option<&Node> {
+        let mut node = &self.root;
+        for seg in pointer.split('/').skip(1) {
+            node = match &node.ty {
+                Ty::Object(o) => o.props.get(&unescape_segment(seg))?,
+                _ => return None,
+            };
+        }
+        Some(node)
+    }
+
+    /// Whether a nested path of field names (a CSV header `a.b.c`, a Parquet struct) exists,
+    /// and where it stops existing. `Ok(())` also when it enters a map or an untyped object.
+    pub fn check_path(&self, path: &[&str]) -> Result<(), usize> {
+        let mut node = &self.root;
+        for (i, seg) in path.iter().enumerate() {
+            while let Ty::Array(Some(items)) = &node.ty {
+                node = items;
+            }
+            match &node.ty {
+                Ty::Object(o) => match o.props.get(*seg) {
+                    Some(n) => node = n,
+                    // A map (additionalProperties: {schema}) takes any key; otherwise the
+                    // field must exist (Parquet carries a subset of the schema's fields).
+                    None if matches!(o.additional, Additional::Schema(_)) => return Ok(()),
+                    None => return Err(i),
+                },
+                _ => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a field's keywords are read from: the field's object and the parts of its `allOf`.
+struct Compiler<'a> {
+    top: &'a Map<String, Value>,
+    warnings: Vec<String>,
+}
+
+/// The keywords of a field's parts that decide its type and its children.
+#[derive(Default)]
+struct Shape<'a> {
+    type_name: Option<&'a str>,
+    props: Vec<(&'a String, &'a Value)>,
+    required: Vec<String>,
+    additional: Option<&'a Value>,
+    items: Option<&'a Value>,
+}
+
+impl<'a> Shape<'a> {
+    fn read(&mut self, part: &'a Map<String, Value>) {
+        match part.get("type") {
+            Some(Value::String(t)) => self.type_name = Some(t),
+            Some(Value::Array(ts)) => {
+                if let Some(t) = ts.iter().filter_map(Value::as_str).find(|t| *t != "null") {
+                    self.type_name = Some(t);
+                } else if self.type_name.is_none() && !ts.is_empty() {
+                    self.type_name = Some("null");
+                }
+            }
+            _ => {}
+        }
+        if let Some(Value::Object(ps)) = part.get("properties") {
+            self.props.extend(ps.iter());
+        }
+        if let Some(Value::Array(r)) = part.get("required") {
+            self.required
+                .extend(r.iter().filter_map(Value::as_str).map(str::to_owned));
+        }
+        if let Some(a) = part.get("additionalProperties") {
+            self.additional = Some(a);
+        }
+        if let Some(i) = part.get("items") {
+            self.items = Some(i);
+        }
+    }
+}
+
+impl<'a> Compiler<'a> {
+    fn resolve(&self, v: &'a Value, at: &str) -> Result<&'a Value, String> {
+        let mut v = v;
+        for _ in 0..MAX_DEPTH {
+            let Some(r) = v.get("$ref").and_then(Value::as_str) else {
+                return Ok(v);
+            };
+            let Some(local) = r.strip_prefix("#/") else {
+                return Err(format!(
+                    "{}: $ref {r:?} points outside the schema: export it fully resolved (Schema Registry: Accept: application/vnd.adobe.xed-full+json; version=1)",
+                    display_at(at)
+                ));
+            };
+            let mut target: Option<&'a Value> = None;
+            for (i, seg) in local.split('/').enumerate() {
+                let seg = unescape_segment(seg);
+                target = if i == 0 {
+                    self.top.get(&seg)
+                } else {
+                    target.and_then(|t| t.get(&seg))
+                };
+            }
+            v = target.ok_or_else(|| {
+                format!("{}: $ref {r:?} names nothing in the schema", display_at(at))
+            })?;
+        }
+        Err(format!(
+            "{}: $ref chain too deep (a cycle?)",
+            display_at(at)
+        ))
+    }
+
+    /// The field's object and the parts its `allOf` merges in (one level of nested `allOf`
+    /// too, as registry exports have).
+    fn parts(
+        &self,
+        field: &'a Map<String, Value>,
+        at: &str,
+    ) -> Result<Vec<&'a Map<String, Value>>, String> {
+        let mut parts = vec![field];
+        let Some(all) = field.get("allOf").and_then(Value::as_array) else {
+            return Ok(parts);
+        };
+        for part in all {
+            if let Value::Object(p) = self.resolve(part, at)? {
+                parts.push(p);
+                if let Some(inner) = p.get("allOf").and_then(Value::as_array) {
+                    for ip in inner {
+                        if let Value::Object(ipo) = self.resolve(ip, at)? {
+                            parts.push(ipo);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(parts)
+    }
+
+    fn node(&mut self, v: &'a Value, at: &str, depth: usize) -> Result<Node, String> {
+        if depth > MAX_DEPTH {
+            return Err(format!(
+                "{}: the schema nests deeper than {MAX_DEPTH} levels (a $ref cycle?)",
+                display_at(at)
+            ));
+        }
+        let v = self.resolve(v, at)?;
+        let Value::Object(o) = v else {
+            // `true` / `{}`-like: anything goes.
+            return Ok(Node::default());
+        };
+        let mut node = Node::default();
+        let mut shape = Shape::default();
+        for part in self.parts(o, at)? {
+            meta::check_keywords(part, &display_at(at))?;
+            shape.read(part);
+            self.read_rules(part, at, &mut node);
+        }
+        node.ty = self.ty(shape, at, depth)?;
+        Ok(node)
+    }
+
+    /// The value rules of one part; later parts override earlier ones.
+    fn read_rules(&mut self, part: &Map<String, Value>, at: &str, node: &mut Node) {
+        let num = |k: &str| part.get(k).and_then(Value::as_f64);
+        let uint = |k: &str| part.get(k).and_then(Value::as_u64);
+        node.minimum = num("minimum").or(node.minimum);
+        node.maximum = num("maximum").or(node.maximum);
+        // draft-06 numbers, or draft-04 booleans that make minimum/maximum exclusive.
+        match part.get("exclusiveMinimum") {
+            Some(Value::Bool(true)) => node.exclusive_minimum = node.minimum.take(),
+            Some(Value::Number(n)) => node.exclusive_minimum = n.as_f64(),
+            _ => {}
+        }
+        match part.get("exclusiveMaximum") {
+            Some(Value::Bool(true)) => node.exclusive_maximum = node.maximum.take(),
+            Some(Value::Number(n)) => node.exclusive_maximum = n.as_f64(),
+            _ => {}
+        }
+        node.min_length = uint("minLength").or(node.min_length);
+        node.max_length = uint("maxLength").or(node.max_length);
+        node.min_items = uint("minItems").or(node.min_items);
+        node.max_items = uint("maxItems").or(node.max_items);
+        if let Some(Value::Array(e)) = part.get("enum") {
+            node.enumeration = Some(e.clone());
+        }
+        if let Some(f) = part.get("format").and_then(Value::as_str) {
+            node.format = Format::from_keyword(f).or(node.format);
+        }
+        if let Some(p) = part.get("pattern").and_then(Value::as_str) {
+            match Pattern::compile(p) {
+                Ok(pattern) => node.pattern = Some(pattern),
+                Err(why) => self.warnings.push(format!(
+                    "{}: pattern {p:?} is not checked: {why}",
+                    display_at(at)
+                )),
+            }
+        }
+    }
+
+    fn ty(&mut self, shape: Shape<'a>, at: &str, depth: usize) -> Result<Ty, String> {
+        let type_name = shape.type_name.or_else(|| {
+            if !shape.props.is_empty() || shape.additional.is_some() {
+                Some("object")
+            } else if shape.items.is_some() {
+                Some("array")
+            } else {
+                None
+            }
+        });
+        Ok(match type_name {
+            None => Ty::Any,
+            Some("object") => Ty::Object(Box::new(self.object(shape, at, depth)?)),
+            Some("array") => match shape.items {
+                Some(i @ Value::Object(_)) => Ty::Array(Some(Box::new(self.node(
+                    i,
+                    &format!("{at}/items"),
+                    depth + 1,
+                )?))),
+                _ => Ty::Array(None),
+            },
+            Some("string") => Ty::String,
+            Some("integer") => Ty::Integer,
+            Some("number") => Ty::Number,
+            Some("boolean") => Ty::Boolean,
+            Some("null") => Ty::Null,
+            Some(other) => {
+                return Err(format!(
+                    "{}: unknown type {other:?}: use object, array, string, integer, number, boolean or null",
+                    display_at(at)
+                ));
+            }
+        })
+    }
+
+    fn object(&mut self, shape: Shape<'a>, at: &str, depth: usize) -> Result<Obj, String> {
+        let mut obj = Obj {
+            required: shape.required,
+            ..Obj::default()
+        };
+        for (k, pv) in shape.props {
+            let child = self.node(pv, &format!("{at}/{}", escape_segment(k)), depth + 1)?;
+            obj.props.insert(k.clone(), child);
+        }
+        obj.additional = match shape.additional {
+            None | Some(Value::Bool(true)) => Additional::Ignored,
+            Some(Value::Bool(false)) => Additional::Forbidden,
+            Some(s @ Value::Object(_)) => {
+                Additional::Schema(Box::new(self.node(s, &format!("{at}/*"), depth + 1)?))
+            }
+            Some(_) => Additional::Ignored,
+        };
+        Ok(obj)
+    }
+}
+
+fn display_at(at: &str) -> String {
+    if at.is_empty() {
+        "the schema's root".into()
+    } else {
+        format!("field {at}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn compile_errors_say_what_to_do() {
+        let e = Schema::compile(&json!({"type": "string"}), Some("x"), None, None).unwrap_err();
+        assert!(e.contains("root"), "{e}");
+        let e = Schema::compile(
+            &json!({"type": "object", "properties": {"a": {"$ref": "https://ns.adobe.com/xdm/context/profile"}}}),
+            Some("x"),
+            None,
+            None,
+        )
+        .unwrap_err();
+        assert!(e.contains("xed-full") && e.contains("/a"), "{e}");
+        let e = Schema::compile(&json!({"type": "object"}), None, None, None).unwrap_err();
+        assert!(e.contains("$id"), "{e}");
+        let e = Schema::compile(
+            &json!({"type": "object", "properties": {"a": {"type": "string"}}}),
+            Some("x"),
+            None,
+            Some("b"),
+        )
+        .unwrap_err();
+        assert!(e.contains("/b"), "{e}");
+    }
+
+    #[test]
+    fn keywords_of_the_wrong_type_refuse_the_schema_and_unrunnable_patterns_warn() {
+        let e = Schema::compile(
+            &json!({"type": "object", "properties": {"person": {"type": "object",
+                "properties": {"age": {"type": "integer", "minimum": "0"}}}}}),
+            Some("x"),
+            None,
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("field /person/age: minimum must be a number"),
+            "{e}"
+        );
+        let e = Schema::compile(
+            &json!({"type": "object", "required": "id"}),
+            Some("x"),
+            None,
+            None,
+        )
+        .unwrap_err();
+        assert!(e.starts_with("the schema's root: required"), "{e}");
+        let s = Schema::compile(
+            &json!({"type": "object", "properties": {
+                "zip": {"type": "string", "pattern": "^[0-9]{5}$"},
+                "odd": {"type": "string", "pattern": "^(?!x)"}}}),
+            Some("x"),
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+        assert!(
+            s.warnings[0].starts_with("field /odd: pattern"),
+            "{:?}",
+            s.warnings
+        );
+    }
+}
