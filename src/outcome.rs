@@ -186,7 +186,7 @@ mod tests {
     }
 
     #[test]
-    fn a_file_is_blamed_when_an_error_names_it_and_all_errors_are_its_when_none_does() {
+    fn a_files_errors_are_those_naming_it_or_all_when_none_does() {
         let error = |description: &str| BatchError {
             code: "X".into(),
             description: description.into(),
