@@ -17,7 +17,8 @@
 FROM rust:1-bookworm AS build
 # Sources go here.
 WORKDIR /src
-# The whole tree minus .dockerignore (target/, var/, .git); .cargo/config.toml sets SQLX_OFFLINE.
+# The whole tree minus .dockerignore (target/, var/, .git). No database is needed to build:
+# the queries are checked at run time, and `sqlx::migrate!` only reads migrations/.
 COPY . .
 # --locked: exactly Cargo.lock's versions. The cache mounts (BuildKit) keep downloaded crates
 # and compiled dependencies between builds; target/ is a cache mount, so the binary is copied

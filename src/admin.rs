@@ -19,7 +19,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{Store, StoreError, now_ms};
+use crate::store::{FileState, Store, StoreError, now_ms};
 use crate::telemetry::{self, Health};
 use batchdrop_emulator::http_server::{self, Limits};
 
@@ -48,7 +48,7 @@ struct Facts {
 #[derive(Debug)]
 struct Queue {
     /// Files per (dataset, state).
-    counts: Vec<(String, String, i64)>,
+    counts: Vec<(String, FileState, i64)>,
     /// When the oldest unfinished file was found (unix ms).
     oldest_pending_ms: Option<i64>,
 }
@@ -176,7 +176,7 @@ async fn metrics(State(a): State<Admin>) -> Result<String, (StatusCode, String)>
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.clone()))?;
     // Queue gauges come from the store (the truth), as it was at most FACTS_MAX_AGE ago.
     for (dataset, state, n) in &queue.counts {
-        metrics::gauge!(telemetry::QUEUE_DEPTH, "dataset" => dataset.clone(), "state" => state.clone())
+        metrics::gauge!(telemetry::QUEUE_DEPTH, "dataset" => dataset.clone(), "state" => state.as_str())
             .set(*n as f64);
     }
     let age = queue

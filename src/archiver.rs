@@ -21,13 +21,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AfterSuccess, Watch};
 use crate::disk::{self, Create, Dir, FileStat, Identity, Kind, Links};
-use crate::store::{BatchRow, FileRow, Finalized, Store, StoreError, batch_state, file_state};
+use crate::receipt::{self, DuplicateOf, Receipt, Status};
+use crate::stage::{self, Next, Stage};
+use crate::store::{BatchRow, BatchState, FileRow, FileState, Finalized, Store, StoreError};
 
 pub struct Archiver {
     /// Shared with the daemon; a reload adds and updates watches but never removes one, so
@@ -38,31 +39,14 @@ pub struct Archiver {
 }
 
 impl Archiver {
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), StoreError> {
-        let mut trouble = crate::store::StoreTrouble::new("archiver");
-        let mut said: Option<(usize, std::time::Instant)> = None;
-        loop {
-            let wait = match self.pass().await {
-                Ok(p) => {
-                    trouble.ok();
-                    self.report_stuck(&p.stuck, &mut said);
-                    if p.done > 0 {
-                        continue;
-                    }
-                    if p.stuck.is_empty() {
-                        Duration::from_millis(500)
-                    } else {
-                        Duration::from_secs(2)
-                    }
-                }
-                Err(e) => trouble.failed(&e),
-            };
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
-            }
-        }
+    /// Finishes files until `shutdown` (see `stage::run`).
+    pub async fn run(self, shutdown: CancellationToken) {
+        let wake = self.wake.clone();
+        let mut stage = Archiving {
+            archiver: self,
+            said: None,
+        };
+        stage::run(&mut stage, &wake, &shutdown).await;
     }
 
     /// Says which files cannot be finished (when that changes, then every 30 s), and when
@@ -225,7 +209,7 @@ impl Archiver {
         let watch = &watch;
         let (final_state, status, action) = fate(f, batch, watch);
         let succeeded =
-            batch.is_some_and(|b| b.state == batch_state::SUCCESS) && f.state != file_state::FAILED;
+            batch.is_some_and(|b| b.state() == BatchState::Success) && f.state != FileState::Failed;
         let receipt_dir = match &action {
             Action::Move(dir) => dir.clone(),
             _ => watch.archive_dir.clone(),
@@ -270,9 +254,10 @@ impl Archiver {
                         stat_at(d, anchors, Links::Anywhere)
                             .is_ok_and(|st| is_the_file(&st, &recorded))
                     });
-                if moved.is_none() && receipt.get("note").is_none() {
-                    receipt["note"] = json!(
+                if moved.is_none() && receipt.note.is_none() {
+                    receipt.note = Some(
                         "the file was no longer in the drop folder (or had changed) when its batch ended; nothing was moved"
+                            .into(),
                     );
                 }
                 moved
@@ -302,17 +287,14 @@ impl Archiver {
                             format!("moving sidecar {} to {}", side_src.display(), to.display());
                         let (from_dir, from_name) = disk::folder_of(&side_src, &root, Create::No)
                             .map_err(io(moving.clone()))?;
-                        let (to_dir, to_name) = disk::folder_of(
-                            &to,
-                            anchors,
-                            Create::Mode(crate::watcher::OWN_FOLDER_MODE),
-                        )
-                        .map_err(io(moving.clone()))?;
+                        let (to_dir, to_name) =
+                            disk::folder_of(&to, anchors, Create::Mode(disk::OWN_FOLDER_MODE))
+                                .map_err(io(moving.clone()))?;
                         disk::move_file(&from_dir, from_name, &to_dir, to_name)
                             .map_err(io(moving))?;
                     }
                     if name_taken(&to, anchors) {
-                        receipt["sidecar_archived_to"] = json!(to.to_string_lossy());
+                        receipt.sidecar_archived_to = Some(to.to_string_lossy().into_owned());
                     }
                 }
                 None => {
@@ -326,47 +308,40 @@ impl Archiver {
             }
         }
         let receipt_path = match &dest {
-            Some(d) => receipt_for(d, f.id),
-            None => receipt_for(
+            Some(d) => receipt::path_for(d, f.id),
+            None => receipt::path_for(
                 &free_name(&receipt_dir, &rel_below_root(f), f.id, anchors),
                 f.id,
             ),
         };
         if let Some(d) = &dest {
-            receipt["archived_to"] = json!(d.to_string_lossy());
+            receipt.archived_to = Some(d.to_string_lossy().into_owned());
         }
         let writing = format!("writing receipt {}", receipt_path.display());
-        let (dir, name) = disk::folder_of(
-            &receipt_path,
-            anchors,
-            Create::Mode(crate::watcher::OWN_FOLDER_MODE),
-        )
-        .map_err(io(writing.clone()))?;
-        dir.write_atomically_deferred(
-            name,
-            &serde_json::to_vec_pretty(&receipt).expect("json"),
-            RECEIPT_MODE,
-            unsynced,
-        )
-        .map_err(io(writing))?;
+        let (dir, name) =
+            disk::folder_of(&receipt_path, anchors, Create::Mode(disk::OWN_FOLDER_MODE))
+                .map_err(io(writing.clone()))?;
+        dir.write_atomically_deferred(name, &receipt.to_json(), receipt::MODE, unsynced)
+            .map_err(io(writing))?;
         let done = Finalized {
             file_id: f.id,
-            state: final_state.to_owned(),
+            state: final_state,
             final_path: dest.as_deref().map(|p| p.to_string_lossy().into_owned()),
-            detail: format!("{status}; receipt {}", receipt_path.display()),
+            detail: format!("{}; receipt {}", status.as_str(), receipt_path.display()),
+            receipt: Some(receipt_path.to_string_lossy().into_owned()),
         };
         let counter = match final_state {
-            file_state::DONE => crate::telemetry::FILES_INGESTED,
-            file_state::DUPLICATE => crate::telemetry::FILES_DUPLICATE,
+            FileState::Done => crate::telemetry::FILES_INGESTED,
+            FileState::Duplicate => crate::telemetry::FILES_DUPLICATE,
             _ => crate::telemetry::FILES_FAILED,
         };
         metrics::counter!(counter, "dataset" => f.dataset.clone()).increment(1);
-        if final_state == file_state::DONE {
+        if final_state == FileState::Done {
             crate::telemetry::file_succeeded(f);
         }
         tracing::info!(
             file = %f.rel_path, dataset = %f.dataset,
-            batch = batch.map(|b| b.label()).unwrap_or_default(), status, "file finished; {}", receipt_path.display()
+            batch = batch.map(|b| b.label()).unwrap_or_default(), status = status.as_str(), "file finished; {}", receipt_path.display()
         );
         Ok(Some(done))
     }
@@ -379,7 +354,7 @@ impl Archiver {
         &self,
         f: &FileRow,
         batch: Option<&BatchRow>,
-        receipt: &mut serde_json::Value,
+        receipt: &mut Receipt,
     ) -> Result<(), FinalizeError> {
         let Some(sha) = f.sha256.clone() else {
             return Ok(());
@@ -418,7 +393,7 @@ impl Archiver {
         let grown = crate::store::NewFile {
             watch: f.watch.clone(),
             dataset: f.dataset.clone(),
-            format: f.format.clone(),
+            format: f.format,
             multiline_json: f.multiline_json,
             root: f.root.clone(),
             rel_path: f.rel_path.clone(),
@@ -431,106 +406,52 @@ impl Archiver {
         if self.store.record_rejected(&grown, &reason).await?.is_some() {
             tracing::warn!(file = %f.rel_path, dataset = %f.dataset, "{reason}");
         }
-        receipt["note"] = json!(format!(
+        receipt.note = Some(format!(
             "{} grew after it was ingested; the grown file was set aside in the failed folder (see its receipt)",
             f.rel_path
         ));
         Ok(())
     }
 
+    /// The file's receipt, with what other rows tell: its replay's reason, the file its
+    /// content repeats.
     async fn receipt(
         &self,
         f: &FileRow,
         batch: Option<&BatchRow>,
-        status: &str,
-    ) -> Result<serde_json::Value, StoreError> {
-        let outcome: serde_json::Value = batch
-            .and_then(|b| b.outcome_json.as_deref())
-            .and_then(|s| serde_json::from_str(s).ok())
-            .unwrap_or(serde_json::Value::Null);
-        let metrics = outcome
-            .get("metrics")
-            .cloned()
-            .unwrap_or(serde_json::Value::Null);
-        let failed_records = metrics
-            .get("failedRecordCount")
-            .and_then(|v| v.as_u64())
-            .unwrap_or(0);
-        let mut errors = outcome.get("errors").cloned().unwrap_or(json!([]));
-        // Of a batch's errors, the ones about this file (when the platform names files).
-        if let Some(all) = errors.as_array() {
-            let mine: Vec<serde_json::Value> = all
-                .iter()
-                .filter(|e| {
-                    e["description"]
-                        .as_str()
-                        .is_some_and(|d| crate::poller::error_names_file(d, &f.rel_path))
-                })
-                .cloned()
-                .collect();
-            if !mine.is_empty() {
-                errors = serde_json::Value::Array(mine);
-            }
-        }
-        if errors.as_array().is_none_or(|a| a.is_empty())
-            && let Some(b) = batch
-            && b.state != batch_state::SUCCESS
-            && let Some(e) = &b.last_error
-            && f.reason.as_deref() != Some(e.as_str())
-        {
-            errors = json!([{ "code": "batchdrop", "description": e }]);
-        }
-        let mut r = json!({
-            "file": f.rel_path,
-            "folder": f.root,
-            "dataset": f.dataset,
-            "status": status,
-            "batch": batch.and_then(|b| b.remote_id.clone()),
-            "format": f.format,
-            "size": f.size,
-            "sha256": f.sha256,
-            // The batch's metrics (kept under `records`, its first name, for compatibility).
-            "records": metrics.clone(),
-            "batch_records": metrics,
-            "file_records": f.records,
-            "partial_ingestion": status == "success" && failed_records > 0,
-            "errors": errors,
-            "discovered_at": iso(f.discovered_at),
-            "finished_at": iso(crate::store::now_ms()),
-        });
-        if let Some(reason) = &f.reason {
-            r["reason"] = json!(reason);
-        }
+        status: Status,
+    ) -> Result<Receipt, StoreError> {
+        let mut r = Receipt::new(f, batch, status, crate::store::now_ms());
         if let Some(b) = batch
-            && let Some(p) = &b.replay_json
+            && b.replay.is_some()
         {
-            r["replaces"] = serde_json::from_str(p).unwrap_or(json!([]));
-            r["replay_reason"] = json!(
+            r.replay_reason = Some(
                 self.store
                     .replay_reason(b.id)
                     .await?
-                    .unwrap_or_else(|| crate::replay::DEFAULT_REASON.into())
+                    .unwrap_or_else(|| crate::replay::DEFAULT_REASON.into()),
             );
-        }
-        if let Some(s) = &f.sidecar {
-            r["sidecar"] = json!(s);
         }
         if let Some(of) = f.duplicate_of
             && let Some(earlier) = self.store.file(of).await?
         {
             let earlier_batch = match earlier.batch_id {
-                Some(id) => self.store.batch(id).await?.remote_id,
+                Some(id) => self.store.batch(id).await?.remote_id().map(str::to_owned),
                 None => None,
             };
-            r["duplicate_of"] = json!({ "file": earlier.rel_path, "batch": earlier_batch });
-            r["reason"] = json!(format!(
+            r.reason = Some(format!(
                 "the same content was already ingested into dataset {} from {}{}; not ingested again (set allow_duplicates = true to ingest repeats)",
                 f.dataset,
                 earlier.rel_path,
                 earlier_batch
+                    .as_ref()
                     .map(|b| format!(" in batch {b}"))
                     .unwrap_or_default()
             ));
+            r.duplicate_of = Some(DuplicateOf {
+                batch: earlier_batch,
+                file: earlier.rel_path,
+            });
         }
         Ok(r)
     }
@@ -545,25 +466,43 @@ pub struct Pass {
     pub stuck: Vec<String>,
 }
 
+/// The archiver as a stage: a pass, with what it last said about files it cannot finish.
+struct Archiving {
+    archiver: Archiver,
+    said: Option<(usize, std::time::Instant)>,
+}
+
+impl Stage for Archiving {
+    const NAME: &'static str = "archiver";
+
+    async fn pass(&mut self) -> Result<Next, StoreError> {
+        let pass = self.archiver.pass().await?;
+        self.archiver.report_stuck(&pass.stuck, &mut self.said);
+        Ok(if pass.done > 0 {
+            Next::Now
+        } else if pass.stuck.is_empty() {
+            Next::After(Duration::from_millis(500))
+        } else {
+            Next::After(Duration::from_secs(2))
+        })
+    }
+}
+
 /// What becomes of a file whose batch ended: its final state, the receipt's status, and the
 /// move the watch's settings ask for.
-fn fate(
-    f: &FileRow,
-    batch: Option<&BatchRow>,
-    watch: &Watch,
-) -> (&'static str, &'static str, Action) {
+fn fate(f: &FileRow, batch: Option<&BatchRow>, watch: &Watch) -> (FileState, Status, Action) {
     let succeeded =
-        batch.is_some_and(|b| b.state == batch_state::SUCCESS) && f.state != file_state::FAILED;
-    let (final_state, status) = if f.state == file_state::DUPLICATE {
-        (file_state::DUPLICATE, "duplicate")
+        batch.is_some_and(|b| b.state() == BatchState::Success) && f.state != FileState::Failed;
+    let (final_state, status) = if f.state == FileState::Duplicate {
+        (FileState::Duplicate, Status::Duplicate)
     } else if succeeded {
-        (file_state::DONE, "success")
+        (FileState::Done, Status::Success)
     } else {
-        (file_state::FAILED, "failed")
+        (FileState::Failed, Status::Failed)
     };
     let action = match status {
-        "failed" => Action::Move(watch.failed_dir.clone()),
-        _ => match watch.after_success {
+        Status::Failed => Action::Move(watch.failed_dir.clone()),
+        Status::Success | Status::Duplicate => match watch.after_success {
             AfterSuccess::Archive => Action::Move(watch.archive_dir.clone()),
             AfterSuccess::Delete => Action::Delete,
             AfterSuccess::Keep => Action::Keep,
@@ -585,15 +524,6 @@ enum FinalizeError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
-
-fn iso(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
-}
-
-/// Receipts: read by the group (producers see why their file failed), written by batchdrop only.
-pub const RECEIPT_MODE: u32 = 0o640;
 
 /// The folders a path of this file may lie below: its drop folder as recorded and as
 /// configured, and the watch's archive and failed folders (see `disk::anchored`).
@@ -747,12 +677,9 @@ impl Archiver {
         let (from, from_name) = disk::folder_of(src, &[Path::new(&f.root)], Create::No)
             .map_err(|e| failed(&dest, e))?;
         for _ in 0..3 {
-            let (to, to_name) = disk::folder_of(
-                &dest,
-                anchors,
-                Create::Mode(crate::watcher::OWN_FOLDER_MODE),
-            )
-            .map_err(|e| failed(&dest, e))?;
+            let (to, to_name) =
+                disk::folder_of(&dest, anchors, Create::Mode(disk::OWN_FOLDER_MODE))
+                    .map_err(|e| failed(&dest, e))?;
             match disk::move_file(&from, from_name, &to, to_name) {
                 Ok(()) => return Ok(dest),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -780,25 +707,6 @@ impl Archiver {
             dest.display()
         )))
     }
-}
-
-/// `NAME.receipt.json` beside `file`; a name too long for that (file names stop at 255 bytes)
-/// keeps its first 200 bytes and gets the file's id.
-fn receipt_for(file: &Path, id: i64) -> PathBuf {
-    let name = file.file_name().map(OsStr::as_bytes).unwrap_or_default();
-    let mut receipt = name.to_vec();
-    if name.len() + ".receipt.json.tmp".len() > 255 {
-        let mut cut = 200;
-        if let Ok(text) = std::str::from_utf8(name) {
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-        }
-        receipt.truncate(cut);
-        receipt.extend_from_slice(format!("~{id}").as_bytes());
-    }
-    receipt.extend_from_slice(b".receipt.json");
-    file.with_file_name(OsString::from_vec(receipt))
 }
 
 #[cfg(test)]
@@ -829,10 +737,6 @@ mod tests {
             );
             assert_eq!(real_destination(&recorded, rel), expected);
         }
-        assert_eq!(
-            receipt_for(&real(b"latin1-\xe9t\xe9.json"), 7),
-            real(b"latin1-\xe9t\xe9.json.receipt.json")
-        );
         assert_eq!(
             real_destination("/d/_archive/a.7.json", Path::new("a.json")),
             Path::new("/d/_archive/a.7.json")

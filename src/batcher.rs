@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -19,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Watch;
 use crate::disk::{self, Links};
-use crate::store::{Dedupe, FileRow, Store, StoreError, now_ms};
+use crate::stage::{self, Next, Stage};
+use crate::store::{Dedupe, FileRow, NewBatch, Store, StoreError, now_ms};
 
 /// The limits one watch asks for.
 #[derive(Debug, Clone, Copy)]
@@ -43,15 +45,15 @@ impl Limits {
 /// oldest file waited `max_wait`, or when `flush` (shutdown, `--once`). Files carrying a replay
 /// request travel alone: a replay batch replaces exactly what its sidecar names.
 pub fn plan(files: &[FileRow], limits: Limits, now_ms: i64, flush: bool) -> Vec<Vec<i64>> {
-    let mut groups: BTreeMap<(String, bool), Vec<&FileRow>> = BTreeMap::new();
+    let mut groups: BTreeMap<(&str, bool), Vec<&FileRow>> = BTreeMap::new();
     let mut out = Vec::new();
     for f in files {
-        if f.replay_json.is_some() {
+        if f.replay.is_some() {
             out.push(vec![f.id]);
             continue;
         }
         groups
-            .entry((f.format.clone(), f.multiline_json))
+            .entry((f.format.as_str(), f.multiline_json))
             .or_default()
             .push(f);
     }
@@ -98,78 +100,80 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    pub async fn run(
-        self,
-        shutdown: CancellationToken,
-        flush: Arc<std::sync::atomic::AtomicBool>,
-    ) -> Result<(), StoreError> {
-        let mut trouble = crate::store::StoreTrouble::new("batcher");
-        loop {
-            let watches = self.watches.read().unwrap().clone();
-            let tick = watches
-                .iter()
-                .map(|w| w.max_wait)
-                .min()
-                .unwrap_or(Duration::from_secs(1))
-                .clamp(Duration::from_millis(20), Duration::from_secs(1));
-            let flushing = flush.load(std::sync::atomic::Ordering::SeqCst);
-            // Cap on bytes in flight: sealing waits until earlier batches finish.
-            let inflight = self.store.inflight_bytes().await.unwrap_or(0);
-            let over = inflight >= self.max_inflight_bytes as i64;
-            if over
-                != self
-                    .health
-                    .batching_paused
-                    .swap(over, std::sync::atomic::Ordering::SeqCst)
-                && over
-            {
-                tracing::warn!(
-                    inflight,
-                    cap = self.max_inflight_bytes,
-                    "intake paused: max_inflight_bytes reached; batches resume as earlier ones finish"
-                );
-            }
-            let mut sealed = false;
-            let mut wait = tick;
-            // A watch whose dataset the platform does not know takes no new batch until it
-            // does (see `blocked`): its files stay queued where they were dropped.
-            let blocked = match self.store.blocked_datasets().await {
-                Ok(b) => b.into_iter().map(|b| b.dataset).collect(),
-                Err(e) => {
-                    wait = trouble.failed(&e);
-                    Vec::new()
-                }
-            };
-            let open: Vec<&Watch> = if over {
+    pub async fn run(self, shutdown: CancellationToken, flush: Arc<AtomicBool>) {
+        let wake = self.wake.clone();
+        let mut stage = Batching {
+            batcher: self,
+            shutdown: shutdown.clone(),
+            flush,
+        };
+        stage::run(&mut stage, &wake, &shutdown).await;
+    }
+
+    /// One pass over every watch: seals what is due in each that may take a batch (not while
+    /// the bytes in flight are over the cap, nor for a dataset the platform does not know).
+    /// A state database error in one watch does not keep the others from their pass; the
+    /// first is returned once they had it. `flush` seals partial groups (shutdown, `--once`).
+    pub async fn pass(
+        &self,
+        flush: bool,
+        shutdown: &CancellationToken,
+    ) -> Result<Next, StoreError> {
+        let watches = self.watches.read().unwrap().clone();
+        let tick = watches
+            .iter()
+            .map(|w| w.max_wait)
+            .min()
+            .unwrap_or(Duration::from_secs(1))
+            .clamp(Duration::from_millis(20), Duration::from_secs(1));
+        // Cap on bytes in flight: sealing waits until earlier batches finish.
+        let inflight = self.store.inflight_bytes().await.unwrap_or(0);
+        let over = inflight >= self.max_inflight_bytes as i64;
+        if over != self.health.batching_paused.swap(over, Ordering::SeqCst) && over {
+            tracing::warn!(
+                inflight,
+                cap = self.max_inflight_bytes,
+                "intake paused: max_inflight_bytes reached; batches resume as earlier ones finish"
+            );
+        }
+        let mut sealed = false;
+        let mut first_error = None;
+        // A watch whose dataset the platform does not know takes no new batch until it
+        // does (see `blocked`): its files stay queued where they were dropped.
+        let blocked = match self.store.blocked_datasets().await {
+            Ok(b) => b.into_iter().map(|b| b.dataset).collect(),
+            Err(e) => {
+                first_error.get_or_insert(e);
                 Vec::new()
-            } else {
-                watches
-                    .iter()
-                    .filter(|w| !blocked.contains(&w.dataset))
-                    .collect()
-            };
-            if !open.is_empty()
-                && let Err(e) = self.store.release_waiting().await
-            {
-                wait = trouble.failed(&e);
             }
-            for w in open {
-                match self.batch_watch(w, flushing, &shutdown).await {
-                    Ok(s) => {
-                        sealed |= s;
-                        trouble.ok();
-                    }
-                    Err(e) => wait = trouble.failed(&e),
+        };
+        let open: Vec<&Watch> = if over {
+            Vec::new()
+        } else {
+            watches
+                .iter()
+                .filter(|w| !blocked.contains(&w.dataset))
+                .collect()
+        };
+        if !open.is_empty()
+            && let Err(e) = self.store.release_waiting().await
+        {
+            first_error.get_or_insert(e);
+        }
+        for w in open {
+            match self.batch_watch(w, flush, shutdown).await {
+                Ok(s) => sealed |= s,
+                Err(e) => {
+                    first_error.get_or_insert(e);
                 }
             }
-            if sealed {
-                self.wake_uploader.notify_one();
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = self.wake.notified(), if wait == tick => {}
-                _ = tokio::time::sleep(wait) => {}
-            }
+        }
+        if sealed {
+            self.wake_uploader.notify_one();
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(Next::After(tick)),
         }
     }
 
@@ -219,11 +223,13 @@ impl Batcher {
                 let sealed = self
                     .store
                     .seal_batch(
-                        &w.name,
-                        &w.dataset,
-                        &first.format,
-                        first.multiline_json,
-                        first.replay_json.as_deref(),
+                        &NewBatch {
+                            watch: &w.name,
+                            dataset: &w.dataset,
+                            format: first.format,
+                            multiline_json: first.multiline_json,
+                            replay: first.replay.as_ref(),
+                        },
                         ids,
                         dedupe,
                     )
@@ -277,7 +283,7 @@ impl Batcher {
         let mut to_hash = Vec::new();
         for (i, f) in ready.iter().enumerate() {
             // A replay replaces what it names: the same content again is its point, not a repeat.
-            if f.sha256.is_some() || f.replay_json.is_some() {
+            if f.sha256.is_some() || f.replay.is_some() {
                 continue;
             }
             let known = match seen.get(&f.size) {
@@ -381,6 +387,23 @@ pub fn sha256_queued(f: &FileRow) -> std::io::Result<Option<String>> {
     }
 }
 
+/// The batcher as a stage, with what its passes need.
+struct Batching {
+    batcher: Batcher,
+    shutdown: CancellationToken,
+    /// Set for `--once` (and never cleared): seal partial groups without waiting.
+    flush: Arc<AtomicBool>,
+}
+
+impl Stage for Batching {
+    const NAME: &'static str = "batcher";
+
+    async fn pass(&mut self) -> Result<Next, StoreError> {
+        let flush = self.flush.load(Ordering::SeqCst);
+        self.batcher.pass(flush, &self.shutdown).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,7 +413,7 @@ mod tests {
             id,
             watch: "w".into(),
             dataset: "d".into(),
-            format: format.into(),
+            format: crate::format::Format::parse(format).unwrap(),
             multiline_json: false,
             root: "/r".into(),
             rel_path: format!("f{id}"),
@@ -399,12 +422,12 @@ mod tests {
             size,
             mtime_ns: 0,
             sha256: None,
-            state: "ready".into(),
+            state: crate::store::FileState::Ready,
             batch_id: None,
             uploaded_bytes: 0,
             sent: false,
             duplicate_of: None,
-            replay_json: None,
+            replay: None,
             sidecar: None,
             reason: None,
             final_path: None,
@@ -414,6 +437,7 @@ mod tests {
             raw_path: None,
             waits_for: None,
             records: None,
+            receipt_path: None,
         }
     }
 
@@ -488,7 +512,7 @@ mod tests {
     #[test]
     fn replay_files_travel_alone() {
         let mut f = file(2, "json", 1, 0);
-        f.replay_json = Some("[\"X\"]".into());
+        f.replay = Some(crate::store::Predecessors(vec!["X".into()]));
         let files = vec![file(1, "json", 1, 0), f, file(3, "json", 1, 0)];
         assert_eq!(plan(&files, L, 10_000, false), vec![vec![2], vec![1, 3]]);
     }
@@ -509,7 +533,7 @@ mod tests {
         let new = |rel: &str, ino: i64, mtime_ns: i64| crate::store::NewFile {
             watch: "w".into(),
             dataset: "d".into(),
-            format: "json".into(),
+            format: crate::format::Format::Json,
             multiline_json: false,
             root: root.to_string_lossy().into_owned(),
             rel_path: rel.into(),
@@ -547,7 +571,10 @@ mod tests {
             kept[0].sha256.is_some(),
             "a file of a size seen twice is hashed"
         );
-        let failed = store.files_in_state("w", "failed").await.unwrap();
+        let failed = store
+            .files_in_state("w", crate::store::FileState::Failed)
+            .await
+            .unwrap();
         assert_eq!(failed.len(), 1);
         assert!(
             failed[0]

@@ -21,6 +21,7 @@ use crate::api::{ApiClient, ClientConfig, ClientSecret, ErrorKind, OAuth, Secret
 use crate::archiver::Archiver;
 use crate::batcher::Batcher;
 use crate::config::{Config, Credentials, Endpoint, SecretSource, Watch};
+use crate::stage::{self, Ended};
 use crate::store::{Store, StoreError, now_ms};
 use crate::telemetry::Health;
 use crate::uploader::Uploader;
@@ -44,6 +45,12 @@ pub enum DaemonError {
         "--once cannot finish: {0}. The files stay where they were dropped; run again once that is fixed"
     )]
     Blocked(String),
+    /// A stage ended on its own (it failed, panicked or returned): the daemon does not run on
+    /// without it.
+    #[error(
+        "{0}; batchdrop stopped rather than run on without it (what was done is in the state database: a restart resumes from there)"
+    )]
+    Stage(String),
     #[error(
         "cannot serve the admin listener on {addr}: {source}; set admin_listen to a free address, or \"off\""
     )]
@@ -256,7 +263,8 @@ pub async fn run(
     // Intake (watchers, batcher) stops first; the uploader and archiver get the grace period.
     let intake = shutdown.child_token();
     let output = CancellationToken::new();
-    let mut tasks: JoinSet<(&'static str, Result<(), StoreError>)> = JoinSet::new();
+    // Every stage runs supervised: one that ends without being asked stops the daemon.
+    let mut tasks: JoinSet<Ended> = JoinSet::new();
 
     // watchers → store
     let mut watchers = Watchers::default();
@@ -282,7 +290,10 @@ pub async fn run(
         wake_uploader: wake_uploader.clone(),
     }
     .run(intake.clone(), flush.clone());
-    tasks.spawn(async move { ("batcher", batcher.await) });
+    tasks.spawn(stage::supervise("batcher", intake.clone(), async {
+        batcher.await;
+        Ok(())
+    }));
     // store → uploader → api → poller → store
     let uploader = Uploader::new(
         store.clone(),
@@ -292,7 +303,10 @@ pub async fn run(
         wake_archiver.clone(),
     )
     .run(output.clone(), config.shutdown_grace);
-    tasks.spawn(async move { ("uploader", uploader.await) });
+    tasks.spawn(stage::supervise("uploader", output.clone(), async {
+        uploader.await;
+        Ok(())
+    }));
     // store → archiver → folders
     let archive_watches = Arc::new(RwLock::new(
         config
@@ -307,7 +321,10 @@ pub async fn run(
         wake: wake_archiver,
     }
     .run(output.clone());
-    tasks.spawn(async move { ("archiver", archiver.await) });
+    tasks.spawn(stage::supervise("archiver", output.clone(), async {
+        archiver.await;
+        Ok(())
+    }));
 
     // Blocked datasets (see `blocked`) are checked again on a backoff; a lifted block wakes
     // the stages that wait for it.
@@ -335,7 +352,7 @@ pub async fn run(
     let mut watchdog = sd_watchdog_interval().map(tokio::time::interval);
 
     let mut config = config;
-    let mut failed: Option<StoreError> = None;
+    let mut failed: Option<String> = None;
     let mut stuck: Option<String> = None;
     let reload = opts.reload.clone().unwrap_or_default();
     loop {
@@ -344,11 +361,10 @@ pub async fn run(
             .store(watchers.all_scanned(), Ordering::SeqCst);
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            r = tasks.join_next() => {
-                // A stage only returns early on a state database error: stop everything.
-                if let Some(Ok((stage, Err(e)))) = r {
-                    tracing::error!("stopping: the {stage} stopped on {e}");
-                    failed = Some(e);
+            Some(ended) = tasks.join_next() => {
+                if let Some(why) = unexpected(ended) {
+                    tracing::error!("stopping: {why}");
+                    failed = Some(why);
                     shutdown.cancel();
                     break;
                 }
@@ -416,8 +432,11 @@ pub async fn run(
     // in the store is consistent at any instant; the next start resumes the rest).
     let limit = config.shutdown_grace + Duration::from_secs(10);
     let stopped = tokio::time::timeout(limit, async {
-        while let Some(r) = tasks.join_next().await {
-            tracing::debug!("stage ended: {r:?}");
+        while let Some(ended) = tasks.join_next().await {
+            if let Some(why) = unexpected(ended) {
+                tracing::error!("{why}");
+                failed.get_or_insert(why);
+            }
         }
     })
     .await;
@@ -432,9 +451,9 @@ pub async fn run(
     if let Some(emu) = platform.embedded {
         emu.shutdown().await;
     }
-    if let Some(e) = failed {
+    if let Some(why) = failed {
         store.close().await;
-        return Err(e.into());
+        return Err(DaemonError::Stage(why));
     }
     if let Some(why) = stuck {
         store.close().await;
@@ -475,7 +494,7 @@ impl Watchers {
     fn start(
         &mut self,
         w: &Watch,
-        tasks: &mut JoinSet<(&'static str, Result<(), StoreError>)>,
+        tasks: &mut JoinSet<Ended>,
         store: &Store,
         wake_batcher: &Arc<Notify>,
         health: &Arc<Health>,
@@ -494,8 +513,9 @@ impl Watchers {
             w.name.clone(),
             (w.clone(), token.clone(), watcher.pending.clone()),
         );
-        let run = watcher.run(token);
-        tasks.spawn(async move { ("watcher", run.await) });
+        let run = watcher.run(token.clone());
+        let name = format!("watcher of {}", w.path.display());
+        tasks.spawn(async move { stage::supervise(&name, token, run).await });
     }
 
     /// Stops the watchers that are gone or changed; returns the watches to (re)start.
@@ -574,21 +594,39 @@ async fn lift_blocks(store: &Store, config: &Config) {
     }
 }
 
+/// Why a stage task's end stops the daemon, if it does.
+fn unexpected(ended: Result<Ended, tokio::task::JoinError>) -> Option<String> {
+    match ended {
+        Ok(Ended::Stopped) => None,
+        Ok(Ended::Unexpectedly(why)) => Some(why),
+        // `supervise` catches panics: only an abort (at the end of a shutdown) is left.
+        Err(e) if e.is_cancelled() => None,
+        Err(e) => Some(format!("a stage ended: {e}")),
+    }
+}
+
 /// Settings a reload cannot apply to a running daemon: say so instead of ignoring them.
 fn warn_unreloadable(old: &Config, new: &Config) {
+    for message in unreloadable(old, new) {
+        tracing::warn!("{message}");
+    }
+}
+
+/// What changed in the config that only a restart applies. Values are compared, not their
+/// `Debug` text: that hides the API key and secrets, whose change must be noticed too.
+fn unreloadable(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
     if old.state_dir != new.state_dir {
-        tracing::warn!("state_dir changed in the config: restart batchdrop to apply it");
+        changed.push("state_dir changed in the config: restart batchdrop to apply it");
     }
-    if format!("{:?}", old.platform) != format!("{:?}", new.platform) {
-        tracing::warn!("[platform] changed in the config: restart batchdrop to apply it");
+    if old.platform != new.platform {
+        changed.push("[platform] changed in the config: restart batchdrop to apply it");
     }
-    if format!("{:?}", old.upload) != format!("{:?}", new.upload)
-        || old.admin_listen != new.admin_listen
-    {
-        tracing::warn!(
-            "[upload] or admin_listen changed in the config: restart batchdrop to apply it"
-        );
+    if old.upload != new.upload || old.admin_listen != new.admin_listen {
+        changed
+            .push("[upload] or admin_listen changed in the config: restart batchdrop to apply it");
     }
+    changed
 }
 
 /// Asks the platform a cheap question every `every`, so `/readyz` knows whether it is reachable.
@@ -621,4 +659,60 @@ async fn probe_platform(
 /// Half the watchdog period systemd asked for (`WatchdogSec=`), if it asked.
 fn sd_watchdog_interval() -> Option<Duration> {
     sd_notify::watchdog_enabled().map(|d| d / 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A config whose `[platform]` table ends with `extra`.
+    fn config(extra: &str) -> Config {
+        let text = format!(
+            "[platform]\nendpoint = \"https://platform.example\"\n{extra}\n[[watch]]\npath = 'a'\ndataset = 'd'\n"
+        );
+        // Not a file: an inline secret is then allowed (no mode to check).
+        Config::parse(&text, Path::new("/nonexistent/batchdrop.toml")).unwrap()
+    }
+
+    #[test]
+    fn a_changed_api_key_or_secret_is_a_change_though_debug_hides_it() {
+        let token = "access_token_file = 'token'";
+        let old = config(&format!("api_key = 'one'\n{token}"));
+        assert!(unreloadable(&old, &old.clone()).is_empty());
+        let new = config(&format!("api_key = 'two'\n{token}"));
+        assert_eq!(
+            format!("{old:?}"),
+            format!("{new:?}"),
+            "Debug hides the key"
+        );
+        assert_eq!(
+            unreloadable(&old, &new),
+            ["[platform] changed in the config: restart batchdrop to apply it"]
+        );
+
+        let oauth = |secret: &str| {
+            config(&format!(
+                "[platform.auth]\nclient_id = 'id'\nclient_secret = '{secret}'"
+            ))
+        };
+        let (old, new) = (oauth("first"), oauth("rotated"));
+        assert_eq!(format!("{old:?}"), format!("{new:?}"), "Debug hides it");
+        assert_eq!(unreloadable(&old, &new).len(), 1);
+        assert!(unreloadable(&old, &oauth("first")).is_empty());
+    }
+
+    #[test]
+    fn upload_settings_and_the_state_dir_need_a_restart_too() {
+        let token = "access_token_file = 'token'";
+        let old = config(token);
+        let mut new = old.clone();
+        new.upload.concurrency += 1;
+        assert_eq!(unreloadable(&old, &new).len(), 1);
+        let mut new = old.clone();
+        new.state_dir = new.state_dir.join("elsewhere");
+        assert_eq!(unreloadable(&old, &new).len(), 1);
+        let mut new = old.clone();
+        new.watches[0].dataset = "other".into();
+        assert!(unreloadable(&old, &new).is_empty(), "watches do reload");
+    }
 }

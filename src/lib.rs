@@ -6,6 +6,8 @@
 //! `crates/emulator`) that implements the platform and imports nothing of this one, so it
 //! cannot share types with the client (`api`).
 
+#![warn(unreachable_pub)]
+
 pub mod admin;
 pub mod api;
 pub mod archiver;
@@ -19,12 +21,16 @@ pub mod crashpoint;
 pub mod daemon;
 pub mod disk;
 pub mod envsubst;
+pub mod format;
 pub mod logging;
+pub mod outcome;
 pub mod patterns;
 pub mod poller;
 pub mod process_metrics;
+pub mod receipt;
 pub mod replay;
 pub mod retry;
+pub mod stage;
 pub mod store;
 pub mod telemetry;
 pub mod units;

@@ -13,7 +13,7 @@
 
 use serde::Deserialize;
 
-use crate::store::{ReplayRequest, Store, StoreError};
+use crate::store::{Predecessors, ReplayRequest, Store, StoreError};
 
 /// The suffix that makes a file a sidecar.
 pub const SUFFIX: &str = ".replay";
@@ -239,7 +239,7 @@ pub async fn resolve(
         }
     }
     Ok(ReplayRequest {
-        predecessors_json: serde_json::to_string(&unique).expect("strings"),
+        predecessors: Predecessors(unique),
         reason: sc
             .reason
             .clone()

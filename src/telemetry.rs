@@ -191,16 +191,17 @@ pub fn file_succeeded(file: &crate::store::FileRow) {
     metrics::histogram!(FILE_LATENCY, "dataset" => file.dataset.clone()).record(waited);
 }
 
-/// The platform ended a completed batch (`state`, with its counts): how long it processed it
+/// The platform ended a completed batch (`verdict`, with its counts): how long it processed it
 /// (since the batch was last updated, when it was completed) and the records in and refused.
 pub fn batch_ended(
     batch: &crate::store::BatchRow,
-    state: &'static str,
+    verdict: crate::store::Verdict,
     counts: &crate::api::BatchMetrics,
 ) {
     let processing = (crate::store::now_ms() - batch.updated_at).max(0) as f64 / 1000.0;
-    metrics::histogram!(PROCESSING_DURATION, "outcome" => state).record(processing);
-    if state == crate::store::batch_state::SUCCESS {
+    metrics::histogram!(PROCESSING_DURATION, "outcome" => verdict.state().as_str())
+        .record(processing);
+    if verdict == crate::store::Verdict::Success {
         metrics::counter!(RECORDS_INGESTED, "dataset" => batch.dataset.clone())
             .increment(counts.output_record_count.unwrap_or(0));
     }

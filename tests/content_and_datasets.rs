@@ -357,6 +357,7 @@ dataset = "{DATASET}"
     )
     .unwrap();
     std::fs::create_dir_all(dir.path().join("b")).unwrap();
+    // SAFETY: kill(2) on the pid of a child this test spawned; no memory is involved.
     unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
     write_atomic(&dir.path().join("b/new.json"), jsonl(0, 7).as_bytes());
     let receipts = tokio::time::timeout(
@@ -375,6 +376,7 @@ dataset = "{DATASET}"
     let api = client_with_token(&url, token.trim());
     let records = records_in_batch(&api, receipts[0]["batch"].as_str().unwrap()).await;
     let mut child = child.0.take().unwrap();
+    // SAFETY: kill(2) on the pid of a child this test spawned; no memory is involved.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
     let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap();

@@ -12,6 +12,15 @@ use batchdrop::api::{BatchQuery, BatchStatus};
 use support::*;
 
 fn spawn(config: &Path, crash_at: Option<&str>, once: bool) -> Child {
+    spawn_with(
+        config,
+        crash_at.map(|point| ("BATCHDROP_CRASH_AT", point)),
+        once,
+    )
+}
+
+/// [`spawn`], with one test hook set (`BATCHDROP_CRASH_AT` or `BATCHDROP_PANIC_AT`).
+fn spawn_with(config: &Path, hook: Option<(&str, &str)>, once: bool) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_batchdrop"));
     cmd.arg("run").arg("--config").arg(config);
     if once {
@@ -25,11 +34,12 @@ fn spawn(config: &Path, crash_at: Option<&str>, once: bool) -> Child {
         .unwrap();
     cmd.env("RUST_LOG", "batchdrop=debug")
         .env_remove("BATCHDROP_CRASH_AT")
+        .env_remove("BATCHDROP_PANIC_AT")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
-    if let Some(point) = crash_at {
-        cmd.env("BATCHDROP_CRASH_AT", point);
+    if let Some((hook, point)) = hook {
+        cmd.env(hook, point);
     }
     cmd.spawn().expect("batchdrop binary runs")
 }
@@ -166,6 +176,51 @@ async fn killed_while_polling() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_after_a_file_was_archived_but_before_it_was_recorded() {
     crash_and_recover("archive-moved", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_stage_stops_the_daemon_with_exit_1_and_a_restart_finishes_its_work() {
+    let env = Env::new().await;
+    let config = env.write_config("", "");
+    write_atomic(&env.drop_dir().join("a.json"), jsonl(0, 150).as_bytes());
+    write_atomic(&env.drop_dir().join("b.json"), jsonl(1000, 20).as_bytes());
+
+    // The archiver panics once it moved its first file, before it recorded that.
+    let mut first = spawn_with(
+        &config,
+        Some(("BATCHDROP_PANIC_AT", "archive-moved")),
+        false,
+    );
+    let status = wait_exit(&mut first, 60);
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    let log = std::fs::read_to_string(config.with_file_name("daemon.log")).unwrap();
+    assert!(log.contains("the archiver panicked"), "{log}");
+    assert!(
+        log.contains("batchdrop stopped rather than run on"),
+        "{log}"
+    );
+
+    let mut second = spawn(&config, None, false);
+    assert_exactly_once(&env, &[("a.json", 150), ("b.json", 20)]).await;
+    signal(&second, libc::SIGTERM);
+    assert!(wait_exit(&mut second, 30).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_task_panics_is_driven_again_by_the_running_daemon() {
+    let env = Env::new().await;
+    let config = env.write_config("", "");
+    write_atomic(&env.drop_dir().join("a.json"), jsonl(0, 150).as_bytes());
+
+    // The task driving the first batch panics right after create-batch was sent.
+    let mut daemon = spawn_with(&config, Some(("BATCHDROP_PANIC_AT", "create-sent")), false);
+    assert_exactly_once(&env, &[("a.json", 150)]).await;
+    assert_eq!(daemon.try_wait().unwrap(), None, "the daemon runs on");
+    signal(&daemon, libc::SIGTERM);
+    assert!(wait_exit(&mut daemon, 30).success());
+    let log = std::fs::read_to_string(config.with_file_name("daemon.log")).unwrap();
+    assert!(log.contains("panicked"), "{log}");
+    assert!(log.contains("it is driven again"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

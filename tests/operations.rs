@@ -32,6 +32,7 @@ fn spawn(config: &Path, envs: &[(&str, &str)]) -> Child {
 }
 
 fn stop(mut child: Child) {
+    // SAFETY: kill(2) on the pid of a child this test spawned; no memory is involved.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(30);
     while child.try_wait().unwrap().is_none() {
@@ -41,6 +42,7 @@ fn stop(mut child: Child) {
 }
 
 fn hup(child: &Child) {
+    // SAFETY: kill(2) on the pid of a child this test spawned; no memory is involved.
     unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
 }
 
@@ -306,6 +308,34 @@ async fn a_file_name_with_a_newline_cannot_inject_a_log_line() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_with_a_new_api_key_says_a_restart_applies_it() {
+    let env = Env::new().await;
+    let config = env.write_config("", "");
+    let daemon = spawn(&config, &[]);
+    admin_url(&env).await;
+    let text = std::fs::read_to_string(&config).unwrap();
+    // The key never shows in the config's Debug text, which reload used to compare.
+    std::fs::write(
+        &config,
+        text.replace("[platform]\n", "[platform]\napi_key = \"rotated-key\"\n"),
+    )
+    .unwrap();
+    hup(&daemon);
+    let log_path = config.with_file_name("daemon.log");
+    let log = eventually(30, "the reload's warning", || {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        async move { log.contains("[platform] changed").then_some(log) }
+    })
+    .await;
+    stop(daemon);
+    assert!(log.contains("restart batchdrop to apply it"), "{log}");
+    assert!(
+        !log.contains("rotated-key"),
+        "the key is never logged: {log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn systemd_hears_ready_watchdog_and_stopping() {
     let env = Env::new().await;
     let config = env.write_config("", "");
@@ -358,6 +388,7 @@ async fn a_relative_config_path_works_from_the_config_folder() {
     // Dropped after start-up, so only an event (not the start-up scan) can find it soon.
     write_atomic(&env.drop_dir().join("late.json"), jsonl(0, 2).as_bytes());
     let got = wait_receipts(&env.archive(), 1, 30).await;
+    // SAFETY: kill(2) on the pid of a child this test spawned; no memory is involved.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     child.wait().unwrap();
     assert_eq!(got[0]["status"], "success");

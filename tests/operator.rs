@@ -555,6 +555,7 @@ fn pty() -> (std::fs::File, std::os::fd::OwnedFd) {
         )
     };
     assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened by openpty and nothing else owns them.
     unsafe {
         (
             std::fs::File::from_raw_fd(master),
@@ -612,6 +613,7 @@ async fn status_watch_redraws_in_place_on_a_terminal() {
     let last_frame = shown().rsplit("\x1b[H\x1b[J").next().unwrap().to_owned();
     assert!(last_frame.contains("throughput:"), "{last_frame}");
     assert!(last_frame.contains("daemon running"), "{last_frame}");
+    // SAFETY: a signal to our own child.
     unsafe { libc::kill(watch.id() as i32, libc::SIGINT) };
     let status = watch.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{}", shown());

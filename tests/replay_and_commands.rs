@@ -188,7 +188,13 @@ async fn every_sidecar_error_ends_in_the_failed_folder_with_a_receipt_saying_wha
     let body = jsonl(0, 2);
     let len = body.len() as u64;
     env.api
-        .put_file(&other, OTHER, "x.json", reqwest::Body::from(body), len)
+        .put_file(
+            &other,
+            OTHER,
+            "x.json",
+            batchdrop::api::Body::from(body),
+            len,
+        )
         .await
         .unwrap();
     env.api

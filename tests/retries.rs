@@ -30,6 +30,7 @@ fn spawn(config: &Path) -> Child {
 }
 
 fn stop(mut child: Child) {
+    // SAFETY: kill(2) on the pid of a child this test spawned; no memory is involved.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(30);
     while child.try_wait().unwrap().is_none() {

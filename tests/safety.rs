@@ -364,6 +364,7 @@ async fn wrong_client_credentials_say_so_back_off_fail_nothing_and_a_fixed_secre
     let ok = wait_receipts(&env.archive(), 3, 90).await;
     assert!(ok.iter().all(|r| r["status"] == "success"), "{ok:?}");
     assert!(receipts(&env.failed()).is_empty());
+    // SAFETY: kill(2) on the pid of a child this test spawned; no memory is involved.
     unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
     let status = child.0.wait().unwrap();
     assert!(status.success(), "{status:?}");

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use batchdrop::store::Store;
+use batchdrop::store::{FileState, Store};
 use batchdrop_emulator::EmulatorConfig;
 use sha2::{Digest, Sha256};
 use support::*;
@@ -511,7 +511,9 @@ async fn a_file_swapped_after_it_was_queued_is_not_uploaded_as_the_queued_versio
         let store = store.clone();
         async move {
             let rows = store.files_by_path("swap.json").await.ok()?;
-            rows.iter().any(|f| f.state == "batched").then_some(())
+            rows.iter()
+                .any(|f| f.state == FileState::Batched)
+                .then_some(())
         }
     })
     .await;
@@ -526,7 +528,7 @@ async fn a_file_swapped_after_it_was_queued_is_not_uploaded_as_the_queued_versio
     let rows = store.files_by_path("swap.json").await.unwrap();
     store.close().await;
     let first = rows.iter().min_by_key(|f| f.id).unwrap();
-    assert_eq!(first.state, "superseded", "{first:?}");
+    assert_eq!(first.state, FileState::Superseded, "{first:?}");
     assert!(
         first
             .reason
@@ -593,8 +595,8 @@ fn set_fd_limit(pid: i32, soft: u64) -> u64 {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: reading the current limit into a valid struct.
     assert_eq!(
+        // SAFETY: reading the current limit into a valid struct.
         unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) },
         0
     );
@@ -602,8 +604,8 @@ fn set_fd_limit(pid: i32, soft: u64) -> u64 {
         rlim_cur: soft,
         rlim_max: old.rlim_max,
     };
-    // SAFETY: setting a limit from a valid struct; only the soft limit moves.
     assert_eq!(
+        // SAFETY: setting a limit from a valid struct; only the soft limit moves.
         unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) },
         0,
         "prlimit: {}",

@@ -264,7 +264,7 @@ async fn a_slow_upload_outlives_the_connection_cap_and_the_header_timeout() {
                 &id,
                 DATASET,
                 "slow.json",
-                reqwest::Body::wrap_stream(rx),
+                batchdrop::api::Body::stream(rx),
                 len,
             )
             .await
@@ -644,7 +644,7 @@ async fn a_gigabyte_record_without_a_newline_fails_its_row_in_flat_memory() {
         }
     }));
     let body =
-        reqwest::Body::wrap_stream(futures::stream::iter(parts.map(Ok::<_, std::io::Error>)));
+        batchdrop::api::Body::stream(futures::stream::iter(parts.map(Ok::<_, std::io::Error>)));
     api.put_file(&batch.id, DATASET, "huge.json", body, SIZE)
         .await
         .unwrap();

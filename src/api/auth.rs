@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::client::{Answer, read_error, read_json};
+use super::answer::{Answer, read_error, read_json};
 use super::error::{ApiError, ErrorKind};
 use super::wire;
 

@@ -7,22 +7,35 @@
 //!
 //! - `client.rs`: `ApiClient`, one fn per endpoint, URLs and headers.
 //! - `wire.rs`: JSON bodies and tolerant response readers.
+//! - `answer.rs`: reading answers within their bounds, errors from non-2xx answers.
+//! - `paths.rs`: percent-encoding of ids and file paths, ranges.
+//! - `setup.rs`: `ClientConfig`, the checks before any call, the HTTP clients and their routes.
 //! - `types.rs`: what callers pass in and get back.
+//! - `body.rs`: `Body`, what an upload sends (bytes in memory or a stream of them).
 //! - `error.rs`: `ApiError` and its classification.
 //! - `auth.rs`: `Secret`, token sources, the IMS token cache.
+//! - `probe.rs`: one GET of batchdrop's own admin listener (`batchdrop healthcheck`).
 
+mod answer;
 mod auth;
+mod body;
 mod client;
 mod error;
+mod paths;
+mod probe;
+mod setup;
 mod types;
 mod wire;
 
 pub use auth::{ClientSecret, OAuth, Secret, TokenSource};
-pub use client::{ApiClient, ClientConfig};
+pub use body::Body;
+pub use client::ApiClient;
 pub use error::{ApiError, ErrorKind, PlatformError};
 // For the fuzz target of the one header the client parses (`fuzz/`).
 #[doc(hidden)]
 pub use error::{MAX_RETRY_AFTER, parse_retry_after};
+pub use probe::{ProbeAnswer, probe, url_path};
+pub use setup::ClientConfig;
 pub use types::{
     BatchAction, BatchError, BatchInfo, BatchMetrics, BatchQuery, BatchStatus, CreateBatch,
     DataSetFile, Dataset, Format, Replay, SchemaRef,

@@ -6,39 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// Input format of a batch. Sent in lower case, as the platform documents it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Format {
-    Json,
-    Csv,
-    Parquet,
-}
-
-impl Format {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Json => "json",
-            Format::Csv => "csv",
-            Format::Parquet => "parquet",
-        }
-    }
-
-    /// Case-insensitive, because the platform accepts any case and echoes what it was given.
-    pub fn parse(s: &str) -> Option<Format> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "json" => Some(Format::Json),
-            "csv" => Some(Format::Csv),
-            "parquet" => Some(Format::Parquet),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Format {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::format::Format;
 
 /// A replay: the new batch replaces its predecessors once it succeeds. Predecessor ids are
 /// kept bare here; the client adds the `$` the platform wants in requests.
@@ -322,10 +290,7 @@ mod tests {
     }
 
     #[test]
-    fn formats_and_actions_are_spelled_as_the_platform_wants() {
-        assert_eq!(Format::Parquet.as_str(), "parquet");
-        assert_eq!(Format::parse("CSV"), Some(Format::Csv));
-        assert_eq!(Format::parse("xml"), None);
+    fn actions_are_spelled_as_the_platform_wants() {
         assert_eq!(BatchAction::Complete.as_str(), "COMPLETE");
         assert_eq!(BatchAction::Revert.to_string(), "REVERT");
     }

@@ -8,7 +8,7 @@
 use super::{CommandError, Connection, looks_like_batch_id, not_found, open_state};
 use crate::api::{BatchAction, BatchStatus};
 use crate::config::Config;
-use crate::store::batch_state;
+use crate::store::BatchState;
 
 pub async fn run(config: &Config, arg: &str) -> Result<u8, CommandError> {
     let state = open_state(config).await?;
@@ -32,26 +32,18 @@ pub async fn run(config: &Config, arg: &str) -> Result<u8, CommandError> {
     };
     let store = state.expect("the batch was found in it");
     let label = b.label();
-    match b.state.as_str() {
-        batch_state::SUCCESS => {
+    match b.state() {
+        BatchState::Success => {
             return Err(CommandError::Refused(format!(
                 "batch {label} already succeeded: abort only stops a batch in flight; to take its data back out of dataset {}, run `batchdrop revert {label}`",
                 b.dataset
             )));
         }
-        batch_state::ABORTED => {
+        BatchState::Aborted => {
             println!("batch {label} was already aborted");
             return Ok(0);
         }
-        s if !matches!(
-            s,
-            batch_state::SEALED
-                | batch_state::CREATING
-                | batch_state::LOADING
-                | batch_state::COMPLETING
-                | batch_state::PROCESSING
-        ) =>
-        {
+        s if !s.in_flight() => {
             return Err(CommandError::Refused(format!(
                 "batch {label} already ended ({s}): there is nothing to abort; `batchdrop status {label}` shows its history"
             )));
@@ -61,7 +53,7 @@ pub async fn run(config: &Config, arg: &str) -> Result<u8, CommandError> {
     let conn = Connection::open(config).await?;
     // The platform may have finished it a moment ago: then there is nothing to abort, and the
     // daemon records the outcome itself.
-    if let Some(remote) = &b.remote_id {
+    if let Some(remote) = b.remote_id() {
         match conn.api.get_batch(remote).await {
             Ok(Some(info)) if info.status.is_terminal() => {
                 conn.close().await;
@@ -86,8 +78,8 @@ pub async fn run(config: &Config, arg: &str) -> Result<u8, CommandError> {
     }
     let reason = format!(
         "batch {label} was aborted by the operator (`batchdrop abort`); run `batchdrop retry {}` to ingest its files again",
-        match &b.remote_id {
-            Some(r) => r.clone(),
+        match b.remote_id() {
+            Some(r) => r.to_owned(),
             None => format!("#{}", b.id),
         }
     );
@@ -96,12 +88,12 @@ pub async fn run(config: &Config, arg: &str) -> Result<u8, CommandError> {
         let now = store.batch(b.id).await?;
         return Err(CommandError::Refused(format!(
             "batch {label} ended ({}) before the abort could be recorded; see `batchdrop status {label}`",
-            now.state
+            now.state()
         )));
     }
     // A batch being created has no id here yet: find it by its externalId.
-    let remote = match &b.remote_id {
-        Some(r) => Some(r.clone()),
+    let remote = match b.remote_id() {
+        Some(r) => Some(r.to_owned()),
         None => match conn
             .api
             .find_batch_by_external_id(&b.dataset, &b.external_id)

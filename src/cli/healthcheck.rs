@@ -3,8 +3,9 @@
 //! Kubernetes `exec` probes).
 //!
 //! It finds the admin listener from `--url`, or from the config (its `admin_listen`, or the
-//! address the running daemon wrote into its state dir when that is port 0). It only asks: it
-//! never opens the state database and never talks to the platform.
+//! address the running daemon wrote into its state dir when that is port 0). It only asks
+//! (through `api::probe`, the process's one HTTP client): it never opens the state database and
+//! never talks to the platform.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,23 +29,16 @@ pub async fn run(args: &HealthcheckArgs) -> Result<u8, CommandError> {
         Some(url) => with_path(url, path)?,
         None => format!("http://{}{path}", admin_address(&args.config)?),
     };
-    let client = reqwest::Client::builder()
-        .timeout(args.timeout)
-        .no_proxy()
-        .build()
-        .map_err(|e| CommandError::Io(format!("cannot set up an HTTP client: {e}")))?;
-    let answer = client.get(&url).send().await;
-    match answer {
-        Ok(response) if response.status() == reqwest::StatusCode::OK => {
-            println!("{url}: {}", response.status());
+    match crate::api::probe(&url, args.timeout).await {
+        Ok(answer) if answer.status == 200 => {
+            println!("{url}: 200 OK");
             Ok(0)
         }
-        Ok(response) => {
-            let status = response.status();
-            let body = response.text().await.unwrap_or_default();
+        Ok(answer) => {
             eprintln!(
-                "batchdrop: {url} answered {status}: {}",
-                crate::telemetry::escape_controls(body.trim())
+                "batchdrop: {url} answered {}: {}",
+                answer.status,
+                crate::telemetry::escape_controls(answer.body.trim())
             );
             Ok(exit::RUNTIME)
         }
@@ -59,17 +53,12 @@ pub async fn run(args: &HealthcheckArgs) -> Result<u8, CommandError> {
 
 /// `url`, with `path` added when it has none.
 fn with_path(url: &str, path: &str) -> Result<String, CommandError> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| {
+    let url_path = crate::api::url_path(url).map_err(|e| {
         CommandError::Usage(format!(
-            "--url {url:?} is not a URL ({e}): write e.g. http://127.0.0.1:9187"
+            "--url {url:?} is not an http(s) URL ({e}): write e.g. http://127.0.0.1:9187"
         ))
     })?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(CommandError::Usage(format!(
-            "--url {url:?} is not an http(s) URL: write e.g. http://127.0.0.1:9187"
-        )));
-    }
-    Ok(if parsed.path() == "/" {
+    Ok(if url_path == "/" {
         format!("{}{path}", url.trim_end_matches('/'))
     } else {
         url.to_owned()

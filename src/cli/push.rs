@@ -36,7 +36,7 @@ use super::{CommandError, Connection, human_bytes};
 use crate::config::{Config, Format, PLATFORM_MAX_FILES};
 use crate::replay::{self, Sidecar};
 use crate::store::{
-    BatchProgress, BatchRow, Dedupe, NewFile, Store, StoreError, batch_state, file_state,
+    BatchProgress, BatchRow, BatchState, Dedupe, FileState, NewBatch, NewFile, Store, StoreError,
 };
 use crate::uploader::Uploader;
 use crate::watcher::{Identity, name_problem};
@@ -87,7 +87,10 @@ pub async fn run(config: &Config, args: PushArgs) -> Result<u8, CommandError> {
     let key = push_key(
         &dataset,
         format,
-        replay.as_ref().map(|r| r.predecessors_json.as_str()),
+        replay
+            .as_ref()
+            .map(|r| r.predecessors.to_string())
+            .as_deref(),
         &inputs,
     );
     let dir = config.state_dir.join("push").join(&key);
@@ -159,7 +162,7 @@ async fn drive(
         let f = NewFile {
             watch: WATCH.into(),
             dataset: dataset.into(),
-            format: format.as_str().into(),
+            format,
             multiline_json: false,
             root,
             rel_path: i.name.clone(),
@@ -178,7 +181,7 @@ async fn drive(
         Some(id) => store.batch(id).await?,
         None => match store.latest_batch().await? {
             Some(b) => {
-                if b.state == batch_state::SUCCESS {
+                if b.state() == BatchState::Success {
                     println!(
                         "{} success: these files were already ingested into dataset {dataset} by an earlier push (state {})",
                         b.label(),
@@ -250,8 +253,8 @@ async fn follow(
     let ended = loop {
         let p = store.batch_progress(batch.id).await?;
         progress.show(&batch, &p);
-        match batch.state.as_str() {
-            batch_state::ABANDONED => {
+        match batch.state() {
+            BatchState::Abandoned => {
                 // The platform lost or refused the batch midway: the uploader put its files
                 // back in the queue; they travel in a new batch, as in the daemon.
                 match seal(store, dataset, format).await? {
@@ -263,11 +266,11 @@ async fn follow(
                     None => break false,
                 }
             }
-            batch_state::SUCCESS
-            | batch_state::FAILED
-            | batch_state::ABORTED
-            | batch_state::REVERTED => break true,
-            batch_state::PROCESSING if no_wait => break false,
+            BatchState::Success
+            | BatchState::Failed
+            | BatchState::Aborted
+            | BatchState::Reverted => break true,
+            BatchState::Processing if no_wait => break false,
             _ => {}
         }
         if let Some(b) = store.blocked_datasets().await?.first() {
@@ -289,7 +292,7 @@ async fn follow(
 
     let label = batch.label();
     if !ended {
-        if no_wait && batch.state == batch_state::PROCESSING {
+        if no_wait && batch.state() == BatchState::Processing {
             println!(
                 "{label} processing: the platform accepted the batch; run the same push again to wait for its outcome"
             );
@@ -297,7 +300,7 @@ async fn follow(
         }
         return Err(CommandError::IngestFailed(format!(
             "batch {label} ended {} without its files; see `{}`",
-            batch.state,
+            batch.state(),
             store.path().display()
         )));
     }
@@ -312,36 +315,34 @@ async fn report(
 ) -> Result<Result<(), String>, CommandError> {
     let label = batch.label();
     let files = store.batch_files(batch.id).await?;
-    let succeeded = batch.state == batch_state::SUCCESS;
+    let succeeded = batch.state() == BatchState::Success;
     for f in &files {
         if !f.finalized {
-            let ok =
-                succeeded && matches!(f.state.as_str(), file_state::UPLOADED | file_state::DONE);
+            let ok = succeeded && matches!(f.state, FileState::Uploaded | FileState::Done);
             store
                 .mark_finalized(
                     f.id,
                     if ok {
-                        file_state::DONE
+                        FileState::Done
                     } else {
-                        file_state::FAILED
+                        FileState::Failed
                     },
-                    None,
-                    &format!("push ended: batch {label} {}", batch.state),
+                    &format!("push ended: batch {label} {}", batch.state()),
                 )
                 .await?;
         }
     }
     let files = store.batch_files(batch.id).await?;
     let outcome: serde_json::Value = batch
-        .outcome_json
-        .as_deref()
-        .and_then(|s| serde_json::from_str(s).ok())
+        .outcome
+        .as_ref()
+        .map(|o| o.0.clone())
         .unwrap_or_default();
     let m = &outcome["metrics"];
     let count = |k: &str| m[k].as_u64().unwrap_or(0);
     let failed_files: Vec<String> = files
         .iter()
-        .filter(|f| f.state == file_state::FAILED)
+        .filter(|f| f.state == FileState::Failed)
         .map(|f| {
             format!(
                 "{}: {}",
@@ -358,8 +359,8 @@ async fn report(
             count("outputRecordCount"),
             count("failedRecordCount"),
             batch
-                .replay_json
-                .as_deref()
+                .replay
+                .as_ref()
                 .map(|r| format!("; replaces {r}"))
                 .unwrap_or_default()
         );
@@ -378,7 +379,7 @@ async fn report(
         })
         .chain(batch.last_error.clone().filter(|_| !succeeded))
         .collect();
-    let mut msg = format!("batch {label} {} (dataset {dataset})", batch.state);
+    let mut msg = format!("batch {label} {} (dataset {dataset})", batch.state());
     if !errors.is_empty() {
         msg += &format!(": {}", errors.join("; "));
     }
@@ -479,7 +480,7 @@ async fn hold_back_repeats(
 /// many.
 async fn print_duplicates(store: &Store) -> Result<usize, CommandError> {
     let mut n = 0;
-    for f in store.files_in_state(WATCH, file_state::DUPLICATE).await? {
+    for f in store.files_in_state(WATCH, FileState::Duplicate).await? {
         let why = match (&f.reason, f.duplicate_of) {
             (Some(reason), _) => reason.clone(),
             (None, Some(of)) => {
@@ -511,17 +512,15 @@ async fn seal(store: &Store, dataset: &str, format: Format) -> Result<Option<i64
         return Ok(None);
     }
     let ids: Vec<i64> = ready.iter().map(|f| f.id).collect();
-    let replay = ready.iter().find_map(|f| f.replay_json.clone());
+    let batch = NewBatch {
+        watch: WATCH,
+        dataset,
+        format,
+        multiline_json: false,
+        replay: ready.iter().find_map(|f| f.replay.as_ref()),
+    };
     Ok(store
-        .seal_batch(
-            WATCH,
-            dataset,
-            format.as_str(),
-            false,
-            replay.as_deref(),
-            &ids,
-            Dedupe::OneCopy,
-        )
+        .seal_batch(&batch, &ids, Dedupe::OneCopy)
         .await?
         .batch_id)
 }
@@ -655,7 +654,7 @@ impl Progress {
         let line = format!(
             "batch {}: {}, {}/{} files, {} of {}",
             b.label(),
-            b.state,
+            b.state(),
             p.files_uploaded,
             p.files,
             human_bytes(p.bytes_uploaded),
@@ -664,7 +663,7 @@ impl Progress {
         if self.tty {
             self.bar.set_length(p.bytes.max(0) as u64);
             self.bar.set_position(p.bytes_uploaded.max(0) as u64);
-            self.bar.set_message(format!("{} {}", b.label(), b.state));
+            self.bar.set_message(format!("{} {}", b.label(), b.state()));
         } else if line != self.last {
             eprintln!("{line}");
         }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use super::{CommandError, Target, find_target, not_found, open_state};
 use crate::config::Config;
 use crate::disk::{self, Create, Links};
-use crate::store::{FileRow, batch_state, file_state};
+use crate::store::{BatchState, FileRow, FileState};
 
 pub async fn run(config: &Config, target: &str) -> Result<u8, CommandError> {
     let Some(store) = open_state(config).await? else {
@@ -20,15 +20,15 @@ pub async fn run(config: &Config, target: &str) -> Result<u8, CommandError> {
     let files = match find_target(&store, config, target, None).await? {
         None => return Err(not_found(config, target)),
         Some(Target::Batch(b)) => {
-            if ![batch_state::FAILED, batch_state::ABORTED].contains(&b.state.as_str()) {
+            if ![BatchState::Failed, BatchState::Aborted].contains(&b.state()) {
                 return Err(CommandError::Refused(format!(
                     "batch {} is {}: only a failed or aborted batch can be retried{}",
                     b.label(),
-                    b.state,
-                    match b.state.as_str() {
-                        batch_state::SUCCESS | batch_state::REVERTED =>
+                    b.state(),
+                    match b.state() {
+                        BatchState::Success | BatchState::Reverted =>
                             "; its data was ingested (use `batchdrop revert` to take it back)",
-                        batch_state::ABANDONED =>
+                        BatchState::Abandoned =>
                             "; the files of an abandoned batch already went into a new batch by themselves",
                         _ => "; it is still in flight (`batchdrop abort` stops it)",
                     }
@@ -38,7 +38,7 @@ pub async fn run(config: &Config, target: &str) -> Result<u8, CommandError> {
                 .batch_files(b.id)
                 .await?
                 .into_iter()
-                .filter(|f| f.state == file_state::FAILED)
+                .filter(|f| f.state == FileState::Failed)
                 .collect();
             if failed.is_empty() {
                 return Err(CommandError::Refused(format!(
@@ -51,7 +51,7 @@ pub async fn run(config: &Config, target: &str) -> Result<u8, CommandError> {
         }
         Some(Target::File { name, rows }) => {
             let newest = &rows[0];
-            if newest.state != file_state::FAILED {
+            if newest.state != FileState::Failed {
                 return Err(CommandError::Refused(format!(
                     "{name} is {} (its latest record, #{}), not failed: nothing to retry",
                     newest.state, newest.id
@@ -171,7 +171,12 @@ fn requeue(f: &FileRow, anchors: &[&Path]) -> Result<PathBuf, String> {
             to.display()
         )
     })?;
-    let receipt = PathBuf::from(format!("{}.receipt.json", from.display()));
+    // Where the archiver wrote it (the same rule finds it for files finished before the
+    // store kept the place).
+    let receipt = match &f.receipt_path {
+        Some(path) => PathBuf::from(path),
+        None => crate::receipt::path_for(&from, f.id),
+    };
     if let Ok((dir, name)) = disk::folder_of(&receipt, anchors, Create::No) {
         let _ = dir.remove(name);
     }

@@ -7,13 +7,12 @@
 
 use std::path::Path;
 
-use serde_json::json;
-
 use super::{CommandError, Connection, iso, looks_like_batch_id, not_found, open_state};
 use crate::api::BatchAction;
 use crate::config::Config;
 use crate::disk;
-use crate::store::{batch_state, file_state, now_ms};
+use crate::receipt;
+use crate::store::{BatchState, FileState, now_ms};
 
 pub async fn run(config: &Config, arg: &str) -> Result<u8, CommandError> {
     let state = open_state(config).await?;
@@ -37,15 +36,15 @@ pub async fn run(config: &Config, arg: &str) -> Result<u8, CommandError> {
     };
     let store = state.expect("the batch was found in it");
     let label = b.label();
-    if b.state == batch_state::REVERTED {
+    if b.state() == BatchState::Reverted {
         println!("batch {label} was already reverted");
         return Ok(0);
     }
-    if b.state != batch_state::SUCCESS {
+    if b.state() != BatchState::Success {
         return Err(CommandError::Refused(format!(
             "batch {label} is {}: only a successful batch can be reverted{}",
-            b.state,
-            if b.state == batch_state::PROCESSING || b.state == batch_state::LOADING {
+            b.state(),
+            if matches!(b.state(), BatchState::Processing | BatchState::Loading) {
                 format!(" (to stop it while in flight, run `batchdrop abort {label}`)")
             } else {
                 String::new()
@@ -58,7 +57,7 @@ pub async fn run(config: &Config, arg: &str) -> Result<u8, CommandError> {
             b.dataset
         )));
     }
-    let Some(remote) = b.remote_id.clone() else {
+    let Some(remote) = b.remote_id().map(str::to_owned) else {
         return Err(CommandError::Refused(format!(
             "batch {label} has no platform id; there is nothing to revert"
         )));
@@ -81,9 +80,9 @@ pub async fn run(config: &Config, arg: &str) -> Result<u8, CommandError> {
     let mut missing = Vec::new();
     for f in files
         .iter()
-        .filter(|f| f.state == file_state::DONE || f.state == file_state::UPLOADED)
+        .filter(|f| matches!(f.state, FileState::Done | FileState::Uploaded))
     {
-        let Some(path) = store.receipt_path(f.id).await? else {
+        let Some(path) = f.receipt_path.clone() else {
             missing.push(f.rel_path.clone());
             continue;
         };
@@ -137,18 +136,9 @@ fn update_receipt(
             "it is longer than a receipt can be ({MAX_RECEIPT_BYTES} bytes)"
         ));
     }
-    let mut r: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-    r["status"] = json!("reverted");
-    r["reverted_at"] = json!(at);
-    r["note"] = json!(format!(
-        "batch {batch} was reverted (`batchdrop revert`): its data is no longer in dataset {dataset}; the file itself was left where it is"
-    ));
-    dir.write_atomically(
-        name,
-        &serde_json::to_vec_pretty(&r).expect("json"),
-        crate::archiver::RECEIPT_MODE,
-    )
-    .map_err(|e| e.to_string())
+    let text = receipt::reverted(&bytes, batch, dataset, at)?;
+    dir.write_atomically(name, &text, receipt::MODE)
+        .map_err(|e| e.to_string())
 }
 
 /// Far more than any receipt batchdrop writes (a few kB, with a batch's errors).

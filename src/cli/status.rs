@@ -13,20 +13,11 @@ use serde::Serialize;
 
 use super::{CommandError, Target, find_target, human_bytes, iso, not_found, open_state};
 use crate::config::Config;
-use crate::store::{BatchRow, EventRow, FileRow, Store, file_state};
+use crate::format::Format;
+use crate::store::{BatchRow, BatchState, EventRow, FileRow, FileState, Store};
 
 /// How many failures and ended batches the overview lists.
 const RECENT: i64 = 10;
-
-const FILE_STATES: [&str; 7] = [
-    file_state::READY,
-    file_state::BATCHED,
-    file_state::UPLOADED,
-    file_state::DONE,
-    file_state::FAILED,
-    file_state::DUPLICATE,
-    file_state::SUPERSEDED,
-];
 
 #[derive(Serialize)]
 pub struct Overview {
@@ -75,8 +66,8 @@ pub struct BatchJson {
     /// Our id (`#N` on the command line).
     pub local_id: i64,
     pub dataset: String,
-    pub format: String,
-    pub state: String,
+    pub format: Format,
+    pub state: BatchState,
     pub files: i64,
     pub files_uploaded: i64,
     pub files_failed: i64,
@@ -106,7 +97,7 @@ pub struct FileJson {
     pub file: String,
     pub folder: String,
     pub dataset: String,
-    pub state: String,
+    pub state: FileState,
     pub size: i64,
     pub sha256: Option<String>,
     pub batch: Option<String>,
@@ -148,7 +139,7 @@ pub struct FileHistory {
 pub struct FileRecord {
     #[serde(flatten)]
     pub file: FileJson,
-    pub batch_state: Option<String>,
+    pub batch_state: Option<BatchState>,
     pub replaced_by: Option<String>,
     pub events: Vec<EventJson>,
 }
@@ -229,14 +220,18 @@ pub async fn overview(
     };
     for (d, state, n) in counts {
         if keep(&d) {
-            *datasets.entry(d).or_default().entry(state).or_default() += n;
+            *datasets
+                .entry(d)
+                .or_default()
+                .entry(state.as_str().to_owned())
+                .or_default() += n;
         }
     }
     o.datasets = datasets
         .into_iter()
         .map(|(dataset, mut files)| {
-            for s in FILE_STATES {
-                files.entry(s.to_owned()).or_insert(0);
+            for s in FileState::ALL {
+                files.entry(s.as_str().to_owned()).or_insert(0);
             }
             DatasetCounts { dataset, files }
         })
@@ -286,7 +281,9 @@ pub async fn overview(
             o.recent_failures.push(FailureJson {
                 file: f.rel_path.clone(),
                 dataset: f.dataset.clone(),
-                batch: batch.as_ref().and_then(|b| b.remote_id.clone()),
+                batch: batch
+                    .as_ref()
+                    .and_then(|b| b.remote_id().map(str::to_owned)),
                 reason: f
                     .reason
                     .clone()
@@ -302,12 +299,9 @@ pub async fn overview(
 /// A failed batch's errors as the platform reported them (or our last error), for a file that
 /// failed with its batch and has no reason of its own.
 fn batch_errors(b: &BatchRow) -> Option<String> {
-    let outcome: serde_json::Value = b
-        .outcome_json
-        .as_deref()
-        .and_then(|o| serde_json::from_str(o).ok())
-        .unwrap_or_default();
-    let errors: Vec<String> = outcome["errors"]
+    let outcome = b.outcome.clone().unwrap_or_default();
+    let errors: Vec<String> = outcome
+        .errors()
         .as_array()
         .into_iter()
         .flatten()
@@ -339,11 +333,11 @@ fn daemon_info(config: &Config) -> Daemon {
 pub async fn batch_json(store: &Store, b: &BatchRow) -> Result<BatchJson, CommandError> {
     let p = store.batch_progress(b.id).await?;
     Ok(BatchJson {
-        batch: b.remote_id.clone(),
+        batch: b.remote_id().map(str::to_owned),
         local_id: b.id,
         dataset: b.dataset.clone(),
-        format: b.format.clone(),
-        state: b.state.clone(),
+        format: b.format,
+        state: b.state(),
         files: p.files,
         files_uploaded: p.files_uploaded,
         files_failed: p.files_failed,
@@ -351,10 +345,7 @@ pub async fn batch_json(store: &Store, b: &BatchRow) -> Result<BatchJson, Comman
         bytes_uploaded: p.bytes_uploaded,
         attempts: b.attempts,
         last_error: b.last_error.clone(),
-        replaces: b
-            .replay_json
-            .as_deref()
-            .and_then(|j| serde_json::from_str(j).ok()),
+        replaces: b.replay.as_ref().map(|p| p.0.clone()),
         replaced_by: b.replaced_by.clone(),
         created_at: iso(b.created_at),
         updated_at: iso(b.updated_at),
@@ -367,17 +358,14 @@ fn file_json(f: &FileRow, batch: Option<&BatchRow>) -> FileJson {
         file: f.rel_path.clone(),
         folder: f.root.clone(),
         dataset: f.dataset.clone(),
-        state: f.state.clone(),
+        state: f.state,
         size: f.size,
         sha256: f.sha256.clone(),
-        batch: batch.and_then(|b| b.remote_id.clone()),
+        batch: batch.and_then(|b| b.remote_id().map(str::to_owned)),
         local_batch: f.batch_id,
         reason: f.reason.clone(),
         sidecar: f.sidecar.clone(),
-        replaces: f
-            .replay_json
-            .as_deref()
-            .and_then(|j| serde_json::from_str(j).ok()),
+        replaces: f.replay.as_ref().map(|p| p.0.clone()),
         path: f.final_path.clone(),
         discovered_at: iso(f.discovered_at),
         updated_at: iso(f.updated_at),
@@ -434,7 +422,7 @@ pub async fn file_history(
             .collect();
         records.push(FileRecord {
             file: file_json(&f, batch.as_ref()),
-            batch_state: batch.as_ref().map(|b| b.state.clone()),
+            batch_state: batch.as_ref().map(|b| b.state()),
             replaced_by: batch.as_ref().and_then(|b| b.replaced_by.clone()),
             events,
         });
@@ -471,7 +459,7 @@ fn batch_line(b: &BatchJson) -> String {
         s += &format!(", attempt {}", b.attempts + 1);
     }
     if let Some(e) = &b.last_error
-        && b.state != "success"
+        && b.state != BatchState::Success
     {
         s += &format!("\n      last error: {e}");
     }
@@ -591,7 +579,10 @@ fn render_file(h: &FileHistory) -> String {
             f.state,
             f.batch
                 .as_deref()
-                .map(|b| format!(", batch {b} ({})", r.batch_state.as_deref().unwrap_or("?")))
+                .map(|b| format!(
+                    ", batch {b} ({})",
+                    r.batch_state.map(BatchState::as_str).unwrap_or("?")
+                ))
                 .unwrap_or_default(),
             r.replaced_by
                 .as_deref()

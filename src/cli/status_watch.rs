@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::status::{Overview, overview, render_overview};
 use super::{CommandError, open_state};
 use crate::config::Config;
-use crate::store::file_state;
+use crate::store::FileState;
 
 /// Home the cursor and clear the screen below it: the next frame replaces the last.
 const REDRAW: &str = "\x1b[H\x1b[J";
@@ -79,9 +79,9 @@ fn finished_files(view: &Overview) -> i64 {
     view.datasets
         .iter()
         .flat_map(|d| {
-            [file_state::DONE, file_state::FAILED, file_state::DUPLICATE]
+            [FileState::Done, FileState::Failed, FileState::Duplicate]
                 .into_iter()
-                .map(|s| d.files.get(s).copied().unwrap_or(0))
+                .map(|s| d.files.get(s.as_str()).copied().unwrap_or(0))
         })
         .sum()
 }

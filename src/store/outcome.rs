@@ -1,0 +1,217 @@
+//! Terminal batches and finished files: the Catalog's outcome of a batch (files it does not
+//! blame requeued), each file's record count, the archiver's intents (destinations) and facts
+//! (finalized, with the receipt's place).
+
+use super::events::{Event, Kind, insert_event, insert_events};
+use super::{
+    BatchOutcome, FileRow, FileState, Finalized, QueryBuilder, Store, StoreError, Verdict, now_ms,
+    push_case, push_ids,
+};
+
+impl Store {
+    /// Records a batch's terminal outcome. Only a batch in flight ends so: one an operator
+    /// aborted meanwhile stays aborted.
+    pub async fn finish_batch(
+        &self,
+        batch_id: i64,
+        verdict: Verdict,
+        outcome: &BatchOutcome,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        self.finish(batch_id, verdict, outcome, detail, &[], "")
+            .await
+    }
+
+    /// [`Store::finish_batch`] for a failed batch whose other files, `requeue` (those the
+    /// platform's errors do not blame), go back to the queue for a new batch, in the same
+    /// transaction, with `why` in their history.
+    pub async fn finish_batch_requeueing(
+        &self,
+        batch_id: i64,
+        outcome: &BatchOutcome,
+        detail: &str,
+        requeue: &[i64],
+        why: &str,
+    ) -> Result<(), StoreError> {
+        self.finish(batch_id, Verdict::Failed, outcome, detail, requeue, why)
+            .await
+    }
+
+    async fn finish(
+        &self,
+        batch_id: i64,
+        verdict: Verdict,
+        outcome: &BatchOutcome,
+        detail: &str,
+        requeue: &[i64],
+        why: &str,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let moved = sqlx::query(concat!(
+            "UPDATE batches SET state = $1, outcome_json = $2, updated_at = $3 WHERE id = $4
+               AND state IN ",
+            in_flight!()
+        ))
+        .bind(verdict.state())
+        .bind(outcome)
+        .bind(now)
+        .bind(batch_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved == 0 {
+            return Ok(());
+        }
+        let event = Event::batch(batch_id, Kind::Batch(verdict.state()), detail);
+        insert_event(&mut *tx, now, event).await?;
+        for part in requeue.chunks(400) {
+            let mut q = QueryBuilder::new(
+                "UPDATE files SET state = 'ready', batch_id = NULL, uploaded_bytes = 0, sent = 0,
+                   updated_at = ",
+            );
+            q.push_bind(now)
+                .push(" WHERE batch_id = ")
+                .push_bind(batch_id)
+                .push(" AND state IN ('batched', 'uploaded') AND id IN (");
+            push_ids(&mut q, part.iter().copied());
+            q.build().execute(&mut *tx).await?;
+            let events: Vec<Event> = part
+                .iter()
+                .map(|&file| Event {
+                    file: Some(file),
+                    batch: Some(batch_id),
+                    kind: Kind::Requeued,
+                    detail: why,
+                })
+                .collect();
+            insert_events(&mut tx, now, &events).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records each file's own record count, as the platform listed it after its batch
+    /// succeeded.
+    pub async fn set_file_records(&self, counts: &[(i64, i64)]) -> Result<(), StoreError> {
+        if counts.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for part in counts.chunks(400) {
+            let mut q = QueryBuilder::new("UPDATE files SET");
+            push_case(&mut q, "records", part, |(id, n)| (*id, *n));
+            q.push(" WHERE id IN (");
+            push_ids(&mut q, part.iter().map(|(id, _)| *id));
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn mark_replaced(&self, remote_ids: &[String], by: &str) -> Result<(), StoreError> {
+        for id in remote_ids {
+            sqlx::query(
+                "UPDATE batches SET replaced_by = $1, updated_at = $2 WHERE remote_id = $3",
+            )
+            .bind(by)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Files whose fate is known but who have not been moved and given a receipt yet, after
+    /// file id `after` (a page at a time).
+    pub async fn files_to_finalize(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<FileRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT f.* FROM files f LEFT JOIN batches b ON b.id = f.batch_id
+             WHERE f.finalized = 0 AND f.id > $1 AND (
+                   f.state IN ('failed', 'duplicate')
+                OR (f.state IN ('batched', 'uploaded') AND b.state IN ('success', 'failed', 'aborted')))
+             ORDER BY f.id LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Where files not finished yet are about to be moved (their recorded intents).
+    pub async fn pending_destinations(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT final_path FROM files WHERE finalized = 0 AND final_path IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The intents of several moves (file id, destination), in one transaction.
+    pub async fn set_final_paths(&self, intents: &[(i64, String)]) -> Result<(), StoreError> {
+        if intents.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for part in intents.chunks(400) {
+            let mut q = QueryBuilder::new("UPDATE files SET");
+            push_case(&mut q, "final_path", part, |(id, path)| (*id, path));
+            q.push(" WHERE id IN (");
+            push_ids(&mut q, part.iter().map(|(id, _)| *id));
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records that a file ended in `state` without being moved (`push` leaves its files
+    /// where they are).
+    pub async fn mark_finalized(
+        &self,
+        file_id: i64,
+        state: FileState,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        let done = Finalized {
+            file_id,
+            state,
+            final_path: None,
+            detail: detail.to_owned(),
+            receipt: None,
+        };
+        self.mark_finalized_many(&[done]).await
+    }
+
+    /// [`Store::mark_finalized`] for a page of files, in one transaction.
+    pub async fn mark_finalized_many(&self, done: &[Finalized]) -> Result<(), StoreError> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        for part in done.chunks(200) {
+            let mut q = QueryBuilder::new("UPDATE files SET finalized = 1, updated_at = ");
+            q.push_bind(now).push(",");
+            push_case(&mut q, "state", part, |d| (d.file_id, &d.state));
+            q.push(",");
+            push_case(&mut q, "final_path", part, |d| (d.file_id, &d.final_path));
+            q.push(",");
+            push_case(&mut q, "receipt_path", part, |d| (d.file_id, &d.receipt));
+            q.push(" WHERE id IN (");
+            push_ids(&mut q, part.iter().map(|d| d.file_id));
+            q.build().execute(&mut *tx).await?;
+            let events = part
+                .iter()
+                .map(|d| Event::file(d.file_id, Kind::Finalized, &d.detail))
+                .collect::<Vec<_>>();
+            insert_events(&mut tx, now, &events).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

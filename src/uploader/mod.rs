@@ -1,0 +1,534 @@
+//! Sealed batch → platform: create it, upload its files, complete it; then hand it to the
+//! poller. Each step is recorded in the store before the remote call (the intent) and after it
+//! (the fact), so that a crash anywhere is resolved on the next start by asking the platform:
+//! a batch found by its `externalId`, a large file resumed from the prefix HEAD reports, a small
+//! file PUT again, COMPLETE repeated. All three are idempotent on the platform.
+//!
+//! This module is the batch's state machine; `transfer` sends one file, `read` reads a file
+//! ahead of the network (and out of the page cache).
+//!
+//! This module decides nothing about grouping (batcher) or where files go afterwards
+//! (archiver), and it never builds an HTTP request itself (api).
+
+mod failure;
+mod read;
+mod transfer;
+
+use transfer::FileJob;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ApiClient, ApiError, BatchAction, BatchStatus, CreateBatch, Replay};
+use crate::config::Upload;
+use crate::crashpoint;
+use crate::poller;
+use crate::stage::{self, Next, Stage};
+use crate::store::{
+    BatchPhase, BatchRow, FileRow, FileState, Step, Store, StoreError, Uploaded, now_ms,
+};
+
+/// Why a step stopped before its batch reached the next state.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Bytes of a file that has since changed may be in the batch: it cannot be completed.
+    #[error("{0}")]
+    Tainted(String),
+    /// The file cannot be read; it fails with this reason (and taints its batch if sent).
+    #[error("{0}")]
+    Unreadable(String),
+    /// The process ran out of descriptors or memory while opening or reading a file: nothing
+    /// is wrong with the file or the batch, which is driven again shortly. Nothing is failed.
+    #[error("{0}")]
+    Busy(String),
+    #[error("stopping for shutdown")]
+    Shutdown,
+}
+
+impl From<poller::PollError> for StepError {
+    fn from(e: poller::PollError) -> StepError {
+        match e {
+            poller::PollError::Api(e) => StepError::Api(e),
+            poller::PollError::Store(e) => StepError::Store(e),
+            // Its end can no longer be a success: handled like a batch tainted by a change.
+            poller::PollError::Lost(why) => StepError::Tainted(why),
+        }
+    }
+}
+
+pub struct Uploader {
+    pub store: Store,
+    pub api: ApiClient,
+    pub upload: Upload,
+    /// Limits concurrent file transfers across all batches.
+    slots: Arc<Semaphore>,
+    /// Limits the batches whose files are being sent at once: the earliest batches get the
+    /// file slots and finish first, so the platform processes and the archiver finishes them
+    /// while later ones upload (sharing the slots among all batches would finish every batch
+    /// at the very end).
+    loading: Arc<Semaphore>,
+    /// Batches being driven right now (one task per batch at a time).
+    active: Mutex<HashSet<i64>>,
+    pub wake: Arc<Notify>,
+    pub wake_archiver: Arc<Notify>,
+}
+
+impl Uploader {
+    pub fn new(
+        store: Store,
+        api: ApiClient,
+        upload: Upload,
+        wake: Arc<Notify>,
+        wake_archiver: Arc<Notify>,
+    ) -> Arc<Uploader> {
+        Arc::new(Uploader {
+            slots: Arc::new(Semaphore::new(upload.concurrency)),
+            loading: Arc::new(Semaphore::new(BATCHES_LOADING)),
+            store,
+            api,
+            upload,
+            active: Mutex::new(HashSet::new()),
+            wake,
+            wake_archiver,
+        })
+    }
+
+    /// Drives every due batch until `shutdown`; then lets running steps reach a safe point
+    /// (a chunk or file boundary) within `grace`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken, grace: Duration) {
+        let mut stage = Uploading {
+            uploader: self.clone(),
+            tasks: Tasks::default(),
+            shutdown: shutdown.clone(),
+        };
+        stage::run(&mut stage, &self.wake, &shutdown).await;
+        let mut tasks = stage.tasks.running;
+        if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "shutdown grace of {grace:?} ran out; in-flight requests are cut, the next start resumes them"
+            );
+            tasks.abort_all();
+        }
+    }
+
+    /// One pass: a task for every due batch not being driven already; the tasks that ended
+    /// are collected. Asks for the next pass when the next batch is due (at most 1 s away).
+    pub async fn pass(
+        self: &Arc<Self>,
+        tasks: &mut Tasks,
+        shutdown: &CancellationToken,
+    ) -> Result<Next, StoreError> {
+        let due = self.store.batches_due(now_ms()).await?;
+        for b in due {
+            if self.active.lock().unwrap().insert(b.id) {
+                let driving_id = b.id;
+                let driving = Driving {
+                    uploader: self.clone(),
+                    batch: b.id,
+                };
+                let token = shutdown.clone();
+                let task = tasks.running.spawn(async move {
+                    let me = &driving.uploader;
+                    // Only the row read after claiming the batch counts (see batch_if_due).
+                    match me.store.batch_if_due(driving.batch, now_ms()).await {
+                        Ok(Some(fresh)) => me.drive(fresh, &token).await,
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::error!(batch = %b.label(), "{}; will retry", e.explain());
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                });
+                tasks.batches.insert(task.id(), driving_id);
+            }
+        }
+        while let Some(ended) = tasks.running.try_join_next_with_id() {
+            let (id, panic) = match ended {
+                Ok((id, ())) => (id, None),
+                Err(e) => (e.id(), e.try_into_panic().ok()),
+            };
+            let batch = tasks.batches.remove(&id);
+            if let (Some(panic), Some(batch)) = (panic, batch) {
+                // A bug, not the batch's fault: it is driven again (its record says where it
+                // was), after a pause so that a panic that repeats does not spin.
+                tracing::error!(
+                    batch,
+                    "the task driving batch #{batch} panicked: {}; it is driven again in {BUSY_WAIT:?}",
+                    stage::panic_message(&*panic)
+                );
+                self.store
+                    .delay_batch(batch, now_ms() + BUSY_WAIT.as_millis() as i64)
+                    .await?;
+            }
+        }
+        let sleep = match self.store.next_due().await {
+            Ok(Some(at)) => Duration::from_millis((at - now_ms()).clamp(10, 1000) as u64),
+            _ => Duration::from_secs(1),
+        };
+        Ok(Next::After(sleep))
+    }
+
+    /// Moves one batch as far as it can go now; on failure records the retry schedule.
+    async fn drive(&self, b: BatchRow, shutdown: &CancellationToken) {
+        let label = b.label();
+        let result = self.step(b.clone(), shutdown).await;
+        let outcome = match result {
+            Ok(()) => Ok(()),
+            Err(StepError::Shutdown) => Ok(()),
+            Err(StepError::Unreadable(why)) | Err(StepError::Tainted(why)) => {
+                // Re-read: this drive may have created the batch, and only the fresh row
+                // knows its remote id (without it the batch is never aborted on the platform).
+                match self.store.batch(b.id).await {
+                    Ok(fresh) => self.abandon(&fresh, &why).await,
+                    Err(e) => Err(e),
+                }
+            }
+            Err(StepError::Api(e)) => self.on_api_error(&b, e).await,
+            Err(StepError::Busy(why)) => {
+                tracing::warn!(batch = %label, dataset = %b.dataset, "{why}; trying again in {BUSY_WAIT:?} (nothing is failed for this)");
+                self.store
+                    .delay_batch(b.id, now_ms() + BUSY_WAIT.as_millis() as i64)
+                    .await
+            }
+            Err(StepError::Store(e)) => Err(e),
+        };
+        if let Err(e) = outcome {
+            tracing::error!(batch = %label, dataset = %b.dataset, "{}; will retry", e.explain());
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn step(&self, mut b: BatchRow, shutdown: &CancellationToken) -> Result<(), StepError> {
+        loop {
+            if shutdown.is_cancelled() {
+                return Err(StepError::Shutdown);
+            }
+            match &b.phase {
+                BatchPhase::Sealed | BatchPhase::Creating => self.create(&b).await?,
+                BatchPhase::Loading { remote_id } => self.load(&b, remote_id, shutdown).await?,
+                BatchPhase::Completing { remote_id } => self.complete(&b, remote_id).await?,
+                BatchPhase::Processing { remote_id } => {
+                    poller::poll(&self.store, &self.api, &self.upload, &b, remote_id).await?;
+                    self.wake_archiver.notify_one();
+                    return Ok(());
+                }
+                BatchPhase::Ended { .. } => return Ok(()),
+            }
+            b = self.store.batch(b.id).await?;
+        }
+    }
+
+    /// sealed/creating → loading. The external id was chosen when the batch was sealed; a
+    /// batch in `creating` may exist on the platform already, so it is looked up first.
+    async fn create(&self, b: &BatchRow) -> Result<(), StepError> {
+        let found = if b.phase == BatchPhase::Creating {
+            let found = self
+                .api
+                .find_batch_by_external_id(&b.dataset, &b.external_id)
+                .await?;
+            self.store.note_answered(b.id).await?;
+            found
+        } else {
+            None
+        };
+        if let Some(found) = found {
+            if found.status == BatchStatus::Loading {
+                tracing::info!(batch = %found.id, dataset = %b.dataset, "found the batch created before the restart");
+                let step = Step::Loading {
+                    remote_id: &found.id,
+                };
+                self.store
+                    .advance_batch(b.id, step, "recovered by externalId")
+                    .await?;
+                return Ok(());
+            }
+            return Err(StepError::Tainted(format!(
+                "batch {} (externalId {}) is {:?} on the platform and can no longer take files",
+                found.id, b.external_id, found.status
+            )));
+        }
+        if b.phase == BatchPhase::Sealed {
+            self.store
+                .advance_batch(b.id, Step::Creating, "create-batch sent")
+                .await?;
+        }
+        let reason = match b.replay {
+            Some(_) => self.store.replay_reason(b.id).await?,
+            None => None,
+        };
+        let replay = b.replay.as_ref().map(|predecessors| Replay {
+            predecessors: predecessors.0.clone(),
+            reason: reason.unwrap_or_else(|| crate::replay::DEFAULT_REASON.into()),
+        });
+        let mut req = CreateBatch::new(&b.dataset, b.format);
+        req.multiline_json = b.multiline_json;
+        req.external_id = Some(b.external_id.clone());
+        req.replay = replay;
+        let created = self.api.create_batch(&req).await?;
+        crashpoint::hit("create-sent");
+        tracing::info!(batch = %created.id, dataset = %b.dataset, "batch created");
+        let step = Step::Loading {
+            remote_id: &created.id,
+        };
+        self.store.advance_batch(b.id, step, "created").await?;
+        Ok(())
+    }
+
+    /// loading → completing: uploads every file of the batch not acknowledged yet.
+    async fn load(
+        &self,
+        b: &BatchRow,
+        remote: &str,
+        shutdown: &CancellationToken,
+    ) -> Result<(), StepError> {
+        // The platform may have moved on while we were away (completed before a crash, aborted
+        // by someone, expired): believe it over our record.
+        let info = self.api.get_batch(remote).await?;
+        self.store.note_answered(b.id).await?;
+        match info {
+            None => {
+                return Err(StepError::Tainted(format!(
+                    "the platform no longer knows batch {remote}"
+                )));
+            }
+            Some(info) if info.status == BatchStatus::Loading => {}
+            Some(info)
+                if matches!(
+                    info.status,
+                    BatchStatus::Staging | BatchStatus::Processing | BatchStatus::Retrying
+                ) || info.status.is_terminal()
+                    && !matches!(info.status, BatchStatus::Aborted | BatchStatus::Abandoned) =>
+            {
+                self.store
+                    .advance_batch(b.id, Step::Processing, "already completed on the platform")
+                    .await?;
+                return Ok(());
+            }
+            Some(info) => {
+                return Err(StepError::Tainted(format!(
+                    "batch {remote} is {:?} on the platform and can no longer take files",
+                    info.status
+                )));
+            }
+        }
+
+        let files: Vec<FileRow> = self
+            .store
+            .batch_files(b.id)
+            .await?
+            .into_iter()
+            .filter(|f| f.state == FileState::Batched)
+            .collect();
+        let _turn = tokio::select! {
+            turn = self.loading.clone().acquire_owned() => turn.expect("never closed"),
+            _ = shutdown.cancelled() => return Err(StepError::Shutdown),
+        };
+        let mut set = JoinSet::new();
+        let mut worst: Option<StepError> = None;
+        // Acknowledged transfers are recorded a few dozen at a time, and always before this
+        // function returns (so a clean stop never sends a file again).
+        let mut facts: Vec<Uploaded> = Vec::new();
+        // Failures are only counted when a drive ends, so a batch with none at its start has
+        // no run of failures for this drive's progress to end: no write per file for it.
+        let failures_to_clear = Arc::new(std::sync::atomic::AtomicBool::new(
+            b.attempts > 0 || b.first_error_at.is_some(),
+        ));
+        for f in files {
+            // Finished uploads are reaped as we go: a batch of 1,500 files would otherwise
+            // keep 1,500 finished tasks in memory until the last one is spawned.
+            while let Some(r) = set.try_join_next() {
+                self.reap(r, &mut worst, &mut facts).await?;
+            }
+            let permit = self
+                .slots
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("never closed");
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let job = FileJob {
+                failures_to_clear: failures_to_clear.clone(),
+                store: self.store.clone(),
+                api: self.api.clone(),
+                upload: self.upload.clone(),
+                batch: remote.to_owned(),
+                dataset: b.dataset.clone(),
+                shutdown: shutdown.clone(),
+            };
+            set.spawn(async move {
+                let r = job.upload(&f).await;
+                drop(permit);
+                r
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            self.reap(r, &mut worst, &mut facts).await?;
+        }
+        self.store.mark_uploaded_many(&facts).await?;
+        if let Some(e) = worst {
+            return Err(e);
+        }
+        if shutdown.is_cancelled() {
+            return Err(StepError::Shutdown);
+        }
+        let files = self.store.batch_files(b.id).await?;
+        if files.iter().any(|f| f.state == FileState::Batched) {
+            return Ok(()); // more to do on the next drive
+        }
+        if !files.iter().any(|f| f.state == FileState::Uploaded) {
+            // Nothing left to ingest (every file failed or changed): completing would fail it
+            // with "empty batch", so abort it and say why in the files' receipts.
+            let _ = self.api.batch_action(remote, BatchAction::Abort).await;
+            self.store
+                .abandon_batch(b.id, "no file of this batch could be uploaded")
+                .await?;
+            return Ok(());
+        }
+        self.store
+            .advance_batch(b.id, Step::Completing, "COMPLETE sent")
+            .await?;
+        Ok(())
+    }
+
+    /// Takes one finished transfer: its fact joins `facts` (written when there are enough),
+    /// its error joins `worst`. A tainted batch stops at once, after writing the facts so far.
+    async fn reap(
+        &self,
+        joined: Result<Result<Option<Uploaded>, StepError>, tokio::task::JoinError>,
+        worst: &mut Option<StepError>,
+        facts: &mut Vec<Uploaded>,
+    ) -> Result<(), StepError> {
+        let r = match joined.expect("upload task panicked") {
+            Ok(Some(fact)) => {
+                facts.push(fact);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = absorb(worst, r) {
+            self.store.mark_uploaded_many(facts).await?;
+            return Err(e);
+        }
+        if facts.len() >= FACTS_PER_WRITE {
+            self.store.mark_uploaded_many(facts).await?;
+            facts.clear();
+        }
+        Ok(())
+    }
+
+    /// completing → processing. COMPLETE is idempotent, so after a crash it is simply sent again.
+    async fn complete(&self, b: &BatchRow, remote: &str) -> Result<(), StepError> {
+        self.api.batch_action(remote, BatchAction::Complete).await?;
+        crashpoint::hit("complete-sent");
+        tracing::info!(batch = %remote, dataset = %b.dataset, "batch completed; waiting for the platform");
+        self.store
+            .advance_batch(b.id, Step::Processing, "COMPLETE accepted")
+            .await?;
+        Ok(())
+    }
+}
+
+/// Batches whose files are sent at the same time (see `Uploader::loading`): two, so that one
+/// batch's last slow file, or a large file, leaves the slots to the next batch.
+const BATCHES_LOADING: usize = 2;
+
+/// Acknowledged transfers recorded per statement (see `Store::mark_uploaded_many`).
+const FACTS_PER_WRITE: usize = 32;
+
+/// Folds one file's upload outcome into the batch's: a tainted batch stops at once (a file
+/// we have sent bytes of changed: nothing else of this batch matters); other errors keep the
+/// gravest.
+fn absorb(worst: &mut Option<StepError>, r: Result<(), StepError>) -> Result<(), StepError> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(e @ StepError::Tainted(_)) => Err(e),
+        Err(e) => {
+            *worst = Some(graver(worst.take(), e));
+            Ok(())
+        }
+    }
+}
+
+/// Of two errors of one drive, the one the batch's retry must be scheduled by: a state
+/// database error first, then the transient error with the longest `Retry-After`, so that no
+/// request the platform asked to wait is repeated sooner because another file of the batch
+/// failed differently.
+fn graver(prev: Option<StepError>, e: StepError) -> StepError {
+    fn wait(e: &StepError) -> Option<Duration> {
+        match e {
+            StepError::Api(a) => a.retry_after(),
+            _ => None,
+        }
+    }
+    match prev {
+        None => e,
+        Some(p @ StepError::Store(_)) => p,
+        Some(_) if matches!(e, StepError::Store(_)) => e,
+        Some(p) if wait(&e) > wait(&p) => {
+            let _ = p;
+            e
+        }
+        Some(p) => p,
+    }
+}
+
+/// How long a batch waits when the process ran out of descriptors or memory.
+const BUSY_WAIT: Duration = Duration::from_secs(2);
+
+/// The tasks driving batches, one per batch, and which batch each drives.
+#[derive(Default)]
+pub struct Tasks {
+    running: JoinSet<()>,
+    batches: HashMap<tokio::task::Id, i64>,
+}
+
+/// The uploader as a stage.
+struct Uploading {
+    uploader: Arc<Uploader>,
+    tasks: Tasks,
+    shutdown: CancellationToken,
+}
+
+impl Stage for Uploading {
+    const NAME: &'static str = "uploader";
+
+    async fn pass(&mut self) -> Result<Next, StoreError> {
+        self.uploader.pass(&mut self.tasks, &self.shutdown).await
+    }
+}
+
+/// A batch being driven by a task: released when the task ends, however it ends (a task that
+/// panicked must not keep its batch from being driven again).
+struct Driving {
+    uploader: Arc<Uploader>,
+    batch: i64,
+}
+
+impl Drop for Driving {
+    fn drop(&mut self) {
+        // Never a second panic while unwinding from one: a poisoned set is still the set.
+        let mut active = self
+            .uploader
+            .active
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        active.remove(&self.batch);
+        drop(active);
+        self.uploader.wake.notify_one();
+    }
+}

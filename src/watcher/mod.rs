@@ -1,0 +1,528 @@
+//! Drop folder → store: finds files, waits until each is completely written, records it.
+//!
+//! Sources of truth, in order of trust: a full scan (at start-up and every `rescan_interval`),
+//! then inotify events, which only make a scan of one path happen sooner. Events are lost on
+//! queue overflow and never arrive for writes made by other hosts on network filesystems, so
+//! nothing here depends on them. A file is ready when its size and mtime stayed the same for
+//! `settle`; close-write and moved-to events shorten that wait for `.replay` sidecars, never for
+//! data files: `settle` is also the window in which a data file's sidecar may still arrive.
+//!
+//! `.replay` sidecars (see `replay`) are settled like data files and attached to theirs before
+//! it is recorded: a data file whose sidecar is on disk but not settled yet is held; a sidecar
+//! that comes first waits (up to the watch's `sidecar_timeout`) for its data file; one that
+//! comes while its file is still queued is attached to it. A sidecar that cannot be honoured
+//! (malformed, unknown predecessor, too late, or whose data file never came) sends its file, or
+//! itself, to the failed folder with the reason.
+//!
+//! `mod.rs` runs the watch (events, scans, the look at candidates); `scan` finds files,
+//! `settle` decides when one is stable (pure), `intake` judges and records stable files,
+//! `sidecars` handles `.replay` sidecars, `names` says which paths are data files.
+//!
+//! This module must not upload, batch or move anything: it only writes "ready" (or rejected)
+//! rows.
+
+mod intake;
+mod names;
+mod scan;
+mod settle;
+mod sidecars;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use notify::{RecursiveMode, Watcher as _};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Watch, WatchMode};
+use crate::disk::{self, Dir};
+use crate::replay::{self, ReplayError, Sidecar};
+use crate::store::{Store, StoreError};
+use crate::telemetry::Health;
+use intake::{Admission, RECORD_CHUNK};
+use settle::Look;
+
+/// What a file looks like on disk (now in `disk`, where every file is judged).
+pub use crate::disk::Identity;
+
+pub use names::{MAX_DEPTH, MAX_PATH_BYTES, is_ignored_name, name_problem};
+pub use sidecars::MAX_SIDECAR_BYTES;
+
+/// A file seen on disk but not yet judged stable.
+struct Candidate {
+    identity: Identity,
+    since: Instant,
+    /// A close-write or moved-to event was seen for the current identity.
+    hinted: bool,
+    /// Why it must not be uploaded (found when it is admitted, see `Watcher::admit`), if so.
+    problem: Option<String>,
+    /// The real path (the key is a '/'-joined, possibly lossy, rendering of it).
+    path: PathBuf,
+}
+
+/// A settled sidecar waiting for its data file.
+struct PendingSidecar {
+    /// The sidecar's own path below the root.
+    rel: String,
+    identity: Identity,
+    /// When it settled: the start of its `sidecar_timeout`.
+    since: Instant,
+    parsed: Result<Sidecar, ReplayError>,
+}
+
+pub struct Watcher {
+    watch: Watch,
+    store: Store,
+    wake_batcher: Arc<Notify>,
+    health: Arc<Health>,
+    max_queued_files: u64,
+    candidates: HashMap<String, Candidate>,
+    /// Settled sidecars by the path of their data file.
+    sidecars: HashMap<String, PendingSidecar>,
+    /// Versions already handed to the store, so rescans do not ask it again.
+    recorded: HashMap<String, Identity>,
+    /// How many files this watcher is waiting on (for `run --once`).
+    pub pending: Arc<std::sync::atomic::AtomicUsize>,
+    /// Intake is paused: the state directory is (nearly) full.
+    intake_paused: bool,
+    /// Symlinks to folders already named in the log (they are never followed).
+    folder_links: HashSet<PathBuf>,
+    /// Intake is paused: `max_queued_files` files are queued (see `check_candidates`).
+    queue_full: bool,
+    /// Events can no longer be trusted to mention every new file (a watch could not be
+    /// added, e.g. the inotify watch limit was reached): scanning takes over.
+    events_broken: bool,
+    /// When the candidates are next looked at: the moment the first of them has waited its
+    /// `settle` (so a quiet file is taken on time, not up to a tick late), and at most a tick
+    /// away. Events do not trigger a look: during a burst that would re-read every candidate
+    /// for each event.
+    next_check: Instant,
+}
+
+impl Watcher {
+    pub fn new(
+        watch: Watch,
+        store: Store,
+        wake_batcher: Arc<Notify>,
+        health: Arc<Health>,
+        max_queued_files: u64,
+    ) -> Watcher {
+        Watcher {
+            watch,
+            store,
+            wake_batcher,
+            health,
+            max_queued_files,
+            candidates: HashMap::new(),
+            sidecars: HashMap::new(),
+            recorded: HashMap::new(),
+            pending: Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX)),
+            next_check: Instant::now(),
+            intake_paused: false,
+            queue_full: false,
+            folder_links: HashSet::new(),
+            events_broken: false,
+        }
+    }
+
+    /// Runs until `shutdown`: scan, then react to events and rescans, checking candidates often.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), StoreError> {
+        let created = !self.watch.path.exists();
+        match std::fs::create_dir_all(&self.watch.path) {
+            Err(e) => {
+                tracing::error!(folder = %self.watch.path.display(), "cannot create the drop folder: {e}")
+            }
+            // Sticky: a producer may rename or remove only their own files in it, not others'
+            // and not batchdrop's _archive/ and _failed/ (see docs/security-files.md).
+            Ok(()) if created => {
+                use std::os::unix::fs::PermissionsExt;
+                if let Ok(meta) = std::fs::metadata(&self.watch.path) {
+                    let mode = meta.permissions().mode() | 0o1000;
+                    let _ = std::fs::set_permissions(
+                        &self.watch.path,
+                        std::fs::Permissions::from_mode(mode),
+                    );
+                }
+            }
+            Ok(()) => {}
+        }
+        // Events name files by their real path: compare against the real root (the configured
+        // one may go through a symlink).
+        if let Ok(real) = std::fs::canonicalize(&self.watch.path)
+            && real != self.watch.path
+        {
+            let rebase = |p: &Path| match p.strip_prefix(&self.watch.path) {
+                Ok(rest) => real.join(rest),
+                Err(_) => p.to_owned(),
+            };
+            self.watch.archive_dir = rebase(&self.watch.archive_dir);
+            self.watch.failed_dir = rebase(&self.watch.failed_dir);
+            self.watch.path = real;
+        }
+        self.prepare_own_folders();
+        for loose in disk::loose_folders(&self.watch.path) {
+            tracing::warn!(folder = %self.watch.path.display(), "{loose}");
+        }
+        // Without events, scanning is the only source: do it often.
+        let scan_often = self
+            .watch
+            .rescan_interval
+            .min(Duration::from_secs(2))
+            .max(Duration::from_millis(200));
+        let (tx, mut rx) = mpsc::unbounded_channel::<notify::Result<notify::Event>>();
+        // The notify callback runs on its own thread and only forwards (the rust-analyzer way):
+        // all decisions are made here, on the async side.
+        let _watcher = match self.watch.mode {
+            WatchMode::Poll => None,
+            WatchMode::Events => {
+                let tx = tx.clone();
+                // A symlink to a folder is never followed: notify would otherwise watch (and
+                // report) a folder outside the drop folder as if it were in it.
+                let started = notify::RecommendedWatcher::new(
+                    move |ev| {
+                        let _ = tx.send(ev);
+                    },
+                    notify::Config::default().with_follow_symlinks(false),
+                )
+                .and_then(|mut w| {
+                    w.watch(&self.watch.path, RecursiveMode::Recursive)
+                        .map(|_| w)
+                });
+                match started {
+                    Ok(w) => Some(w),
+                    Err(e) => {
+                        tracing::warn!(
+                            folder = %self.watch.path.display(),
+                            "cannot watch for events ({e}); falling back to scanning every {scan_often:?}"
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        let mut rescan_every = match (self.watch.mode, &_watcher) {
+            (WatchMode::Events, Some(_)) => self.watch.rescan_interval,
+            _ => scan_often,
+        };
+        let tick =
+            (self.watch.settle / 4).clamp(Duration::from_millis(20), Duration::from_millis(500));
+
+        self.scan().await?;
+        let mut next_scan = Instant::now() + rescan_every;
+        let mut trouble = crate::stage::StoreTrouble::new("watcher");
+        loop {
+            let mut pause = None;
+            if Instant::now() >= self.next_check {
+                // check_candidates brings this closer for a file due sooner.
+                self.next_check = Instant::now() + tick;
+                match self.check_candidates().await {
+                    Ok(()) => trouble.ok(),
+                    Err(e) => pause = Some(trouble.failed(&e)),
+                }
+            }
+            self.pending
+                .store(self.candidates.len(), std::sync::atomic::Ordering::SeqCst);
+            let wait = if let Some(pause) = pause {
+                self.next_check = Instant::now() + pause;
+                pause
+            } else if self.candidates.is_empty() && self.sidecars.is_empty() {
+                next_scan.saturating_duration_since(Instant::now())
+            } else {
+                self.next_check.saturating_duration_since(Instant::now())
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    tracing::debug!(folder = %self.watch.path.display(), "watcher stopping");
+                    drop(_watcher);
+                    tracing::debug!(folder = %self.watch.path.display(), "watcher stopped");
+                    return Ok(());
+                }
+                ev = rx.recv() => {
+                    if let Some(ev) = ev {
+                        self.on_event(ev).await?;
+                        // Drain what else is queued so a burst costs one pass.
+                        while let Ok(ev) = rx.try_recv() {
+                            self.on_event(ev).await?;
+                        }
+                    }
+                }
+                _ = tokio::time::sleep(wait) => {}
+            }
+            if self.events_broken && rescan_every > scan_often {
+                tracing::warn!(
+                    folder = %self.watch.path.display(),
+                    "events no longer cover the whole folder; falling back to scanning every {scan_often:?}"
+                );
+                rescan_every = scan_often;
+                next_scan = Instant::now();
+            }
+            if Instant::now() >= next_scan {
+                self.scan().await?;
+                next_scan = Instant::now() + rescan_every;
+            }
+        }
+    }
+
+    /// Creates the archive and failed folders that lie inside the drop folder, as batchdrop's
+    /// own (mode 0750: producers may read them, not rename, replace or plant anything in
+    /// them), narrows ones it made earlier to that, and says what it cannot fix: a
+    /// symlink in their place, or a folder a producer created first.
+    fn prepare_own_folders(&self) {
+        for dir in [&self.watch.archive_dir, &self.watch.failed_dir] {
+            let Ok(rel) = dir.strip_prefix(&self.watch.path) else {
+                continue; // a folder of the operator's, elsewhere: theirs to set up
+            };
+            let made = Dir::anchor(&self.watch.path)
+                .and_then(|root| root.sub_created(rel, Some(disk::OWN_FOLDER_MODE)))
+                .and_then(|own| own.narrow_to(disk::OWN_FOLDER_MODE));
+            match made {
+                Ok(st) if st.uid != disk::effective_uid() && st.uid != 0 => tracing::warn!(
+                    folder = %dir.display(),
+                    "{} belongs to uid {}, not to batchdrop: whoever owns it can rename or \
+                     replace what batchdrop moves there. Move it away: batchdrop creates its own",
+                    dir.display(),
+                    st.uid
+                ),
+                Ok(_) => {}
+                Err(e) if disk::is_symlink_refusal(&e) => tracing::error!(
+                    folder = %dir.display(),
+                    "{} is a symbolic link (or reached through one); batchdrop never writes \
+                     through one, so files wait in the drop folder until it is a real folder \
+                     again: remove the link (to keep files elsewhere, set archive_dir or \
+                     failed_dir in the [[watch]])",
+                    dir.display()
+                ),
+                Err(e) => {
+                    tracing::warn!(folder = %dir.display(), "cannot create {}: {e}", dir.display())
+                }
+            }
+        }
+    }
+
+    /// Re-reads each candidate; records those whose identity held still for `settle`.
+    async fn check_candidates(&mut self) -> Result<(), StoreError> {
+        self.check_sidecars().await?;
+        if self.candidates.is_empty() {
+            return Ok(());
+        }
+        // While intake is paused the candidates are not looked at, only whether there is room
+        // again: re-reading 50,000 waiting files every tick kept a core busy for nothing. A
+        // file that changed meanwhile is seen changed when they are looked at again.
+        if (self.intake_paused || self.queue_full) && !self.room_again().await? {
+            return Ok(());
+        }
+        let settle = self.watch.settle;
+        let mut stable = Vec::new();
+        let mut gone = Vec::new();
+        for (rel, c) in self.candidates.iter_mut() {
+            let seen = Identity::read(&c.path).ok();
+            match settle::look(
+                rel,
+                c.identity,
+                c.since,
+                c.hinted,
+                settle,
+                seen,
+                Instant::now(),
+            ) {
+                Look::Gone => gone.push(rel.clone()),
+                Look::Changed(now) => {
+                    c.identity = now;
+                    c.since = Instant::now();
+                    c.hinted = false;
+                }
+                Look::Settled => stable.push(rel.clone()),
+                Look::Due(due) => self.next_check = self.next_check.min(due),
+            }
+        }
+        for rel in gone {
+            self.candidates.remove(&rel);
+        }
+        if stable.is_empty() {
+            return Ok(());
+        }
+        if !self.room_for_new_files() {
+            return Ok(()); // they stay candidates, taken once there is room
+        }
+        // Cap on queued files: stable files wait here (on disk, nothing lost) until the queue
+        // drains below the cap.
+        let queued = self.store.queued_files().await?;
+        let mut room = (self.max_queued_files as i64 - queued).max(0);
+        let data_files = stable
+            .iter()
+            .filter(|r| replay::data_file_of(r).is_none())
+            .count() as i64;
+        let full = data_files > room;
+        self.queue_full = full;
+        if full
+            != self
+                .health
+                .intake_paused
+                .swap(full, std::sync::atomic::Ordering::SeqCst)
+            && full
+        {
+            tracing::warn!(folder = %self.watch.path.display(), queued, cap = self.max_queued_files, "intake paused: max_queued_files reached; new files wait in the folder");
+        }
+        // Sidecars first, so that a data file settling in the same pass finds its sidecar.
+        stable.sort_by_key(|rel| replay::data_file_of(rel).is_none());
+        let mut woke = false;
+        let mut plain = Vec::new();
+        for rel in stable {
+            if replay::data_file_of(&rel).is_some() {
+                if let Some(c) = self.candidates.remove(&rel) {
+                    self.take_sidecar(rel, c.identity, &c.path).await?;
+                    woke = true;
+                }
+                continue;
+            }
+            if self.sidecar_unsettled(&rel) {
+                continue; // held (still a candidate) until its sidecar settles
+            }
+            if room == 0 {
+                break; // the rest wait on disk, as candidates, until the queue drains
+            }
+            let Some(mut c) = self.candidates.remove(&rel) else {
+                continue;
+            };
+            match self.admit(&rel, &mut c) {
+                Admission::Take => {}
+                Admission::Later => {
+                    self.candidates.insert(rel, c);
+                    continue;
+                }
+                Admission::Gone => continue,
+            }
+            room -= 1;
+            let sidecar = self.sidecars.remove(&rel);
+            if sidecar.is_none() && c.problem.is_none() && self.problem_of(&rel).is_none() {
+                // The common case, recorded with the others in one transaction below.
+                plain.push((rel, c));
+                if plain.len() == RECORD_CHUNK {
+                    woke |= self.record_plain(std::mem::take(&mut plain)).await?;
+                }
+                continue;
+            }
+            let recorded = match self
+                .record(rel.clone(), c.identity, c.problem.clone(), &c.path, sidecar)
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    // Still stable: taken as soon as the database works again.
+                    self.candidates.insert(rel, c);
+                    self.candidates.extend(plain);
+                    if woke {
+                        self.wake_batcher.notify_one();
+                    }
+                    return Err(e);
+                }
+            };
+            if recorded {
+                woke = true;
+            } else {
+                self.defer(rel, c);
+            }
+        }
+        if !plain.is_empty() {
+            woke |= self.record_plain(plain).await?;
+        }
+        if woke {
+            self.wake_batcher.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Whether intake, paused, can go on: the state directory has room again, and fewer than
+    /// `max_queued_files` files are queued.
+    async fn room_again(&mut self) -> Result<bool, StoreError> {
+        if !self.room_for_new_files() {
+            return Ok(false);
+        }
+        if self.queue_full {
+            let queued = self.store.queued_files().await?;
+            if queued >= self.max_queued_files as i64 {
+                return Ok(false);
+            }
+            self.queue_full = false;
+        }
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn versions_of_files_gone_from_the_folder_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[[watch]]\npath = {:?}\ndataset = \"d\"\nsettle = \"0\"\n",
+            dir.path().join("drop")
+        );
+        let config = crate::config::Config::parse(&text, &dir.path().join("c.toml")).unwrap();
+        let store = Store::open_shared(&dir.path().join("state")).await.unwrap();
+        let mut w = Watcher::new(
+            config.watches[0].clone(),
+            store,
+            Arc::new(Notify::new()),
+            Arc::default(),
+            1000,
+        );
+        std::fs::create_dir_all(dir.path().join("drop")).unwrap();
+        for i in 0..3 {
+            std::fs::write(dir.path().join(format!("drop/{i}.json")), "{}\n").unwrap();
+        }
+        w.scan().await.unwrap();
+        w.check_candidates().await.unwrap();
+        assert_eq!(w.recorded.len(), 3);
+        std::fs::remove_file(dir.path().join("drop/0.json")).unwrap();
+        std::fs::remove_file(dir.path().join("drop/1.json")).unwrap();
+        w.scan().await.unwrap();
+        assert_eq!(w.recorded.keys().collect::<Vec<_>>(), ["2.json"]);
+    }
+
+    #[tokio::test]
+    async fn waiting_files_are_not_looked_at_while_intake_is_paused() {
+        let dir = tempfile::tempdir().unwrap();
+        let drop = dir.path().join("drop");
+        let text = format!("[[watch]]\npath = {drop:?}\ndataset = \"d\"\nsettle = \"0\"\n");
+        let config = crate::config::Config::parse(&text, &dir.path().join("c.toml")).unwrap();
+        let store = Store::open_shared(&dir.path().join("state")).await.unwrap();
+        let mut w = Watcher::new(
+            config.watches[0].clone(),
+            store.clone(),
+            Arc::new(Notify::new()),
+            Arc::default(),
+            1,
+        );
+        std::fs::create_dir_all(&drop).unwrap();
+        for i in 0..3 {
+            std::fs::write(drop.join(format!("{i}.json")), "{}\n").unwrap();
+        }
+        w.scan().await.unwrap();
+        w.check_candidates().await.unwrap();
+        assert_eq!(w.recorded.len(), 1, "max_queued_files = 1");
+        assert!(w.queue_full);
+        let mut waiting: Vec<String> = w.candidates.keys().cloned().collect();
+        waiting.sort();
+        assert_eq!(waiting.len(), 2);
+
+        // Removed while intake is paused: nobody looks, so nobody notices.
+        std::fs::remove_file(drop.join(&waiting[0])).unwrap();
+        w.check_candidates().await.unwrap();
+        assert_eq!(w.candidates.len(), 2, "the waiting files were not re-read");
+
+        // The queue drains: they are looked at again, the removed one forgotten.
+        let taken = w.recorded.keys().next().unwrap().clone();
+        let id = store.files_by_path(&taken).await.unwrap()[0].id;
+        store.fail_file(id, "test: out of the queue").await.unwrap();
+        w.check_candidates().await.unwrap();
+        assert!(!w.queue_full);
+        assert!(w.candidates.is_empty(), "{:?}", w.candidates.keys());
+        assert!(w.recorded.contains_key(&waiting[1]));
+        assert!(!w.recorded.contains_key(&waiting[0]));
+    }
+}
