@@ -2,7 +2,7 @@
 # batchdrop container image.
 #
 # NOT BUILT HERE: these machines have no Docker engine. This file was reviewed line by line and
-# linted (hadolint); its HEALTHCHECK command was run against a local HTTP server.
+# linted (hadolint); its HEALTHCHECK is `batchdrop healthcheck`, tested in tests/operator.rs.
 #
 #   docker build -t batchdrop .
 #   docker run -d --name batchdrop --stop-timeout 45 \
@@ -29,7 +29,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && cp target/release/batchdrop /usr/local/bin/batchdrop
 
 # ---- runtime stage ---------------------------------------------------------------------------
-# Debian 12 slim: glibc for the binary, and bash for the HEALTHCHECK below.
+# Debian 12 slim: glibc for the binary (the HEALTHCHECK is the binary itself).
 FROM debian:bookworm-slim
 # CA certificates for HTTPS to the platform (rustls reads the system store); nothing else.
 # hadolint ignore=DL3008
@@ -64,8 +64,9 @@ STOPSIGNAL SIGTERM
 # probe command, so bash (always present in Debian) speaks HTTP/1.0 over its /dev/tcp: no
 # extra package, no extra attack surface. Healthy (0) = the status line says 200; anything
 # else, a refused connection or no answer within 4 s exits 1 (unhealthy).
+# `batchdrop healthcheck` asks the admin listener of the config's daemon (no curl needed).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9187 && printf 'GET /healthz HTTP/1.0\\r\\nHost: 127.0.0.1\\r\\n\\r\\n' >&3 && read -r -t 4 line <&3 && [[ $line == 'HTTP/1.'?' 200'* ]] || exit 1"]
+    CMD ["batchdrop", "healthcheck", "--timeout", "4s"]
 # `docker run IMAGE check-config --config ...` etc. run the other subcommands.
 ENTRYPOINT ["batchdrop"]
 # The daemon on the default (or mounted) config.

@@ -186,7 +186,7 @@ async fn metrics(State(a): State<Admin>) -> Result<String, (StatusCode, String)>
     metrics::gauge!(telemetry::OLDEST_PENDING).set(age);
     let paused = a.health.paused();
     metrics::gauge!(telemetry::INTAKE_PAUSED).set(if paused { 1.0 } else { 0.0 });
-    Ok(telemetry::prometheus().render())
+    Ok(telemetry::prometheus().render() + &crate::process_metrics::render())
 }
 
 async fn readyz(State(a): State<Admin>) -> (StatusCode, String) {

@@ -336,6 +336,9 @@ impl Archiver {
             _ => crate::telemetry::FILES_FAILED,
         };
         metrics::counter!(counter, "dataset" => f.dataset.clone()).increment(1);
+        if final_state == FileState::Done {
+            crate::telemetry::file_succeeded(f);
+        }
         tracing::info!(
             file = %f.rel_path, dataset = %f.dataset,
             batch = batch.map(|b| b.label()).unwrap_or_default(), status = status.as_str(), "file finished; {}", receipt_path.display()

@@ -370,6 +370,8 @@ pub async fn run(
                 }
             }
             _ = reload.notified() => {
+                // systemd's notify-reload protocol: RELOADING=1 (with the clock) … READY=1.
+                let _ = sd_notify::notify(&reload_started());
                 match Config::load(&config.path) {
                     Err(e) => tracing::error!("config reload rejected, the previous config stays in force: {e}"),
                     Ok(new) => {
@@ -397,6 +399,7 @@ pub async fn run(
                         config = new;
                     }
                 }
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
             }
             _ = async { watchdog.as_mut().unwrap().tick().await }, if watchdog.is_some() => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
@@ -469,6 +472,14 @@ pub async fn run(
     } else {
         Outcome::Done
     })
+}
+
+/// What systemd hears when a reload starts: `RELOADING=1` and `MONOTONIC_USEC`, which
+/// `Type=notify-reload` requires (without the clock, only `RELOADING=1`).
+fn reload_started() -> Vec<sd_notify::NotifyState<'static>> {
+    let mut states = vec![sd_notify::NotifyState::Reloading];
+    states.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
+    states
 }
 
 /// The running watchers, by watch name, each with its own stop token (a reload stops one

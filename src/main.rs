@@ -1,21 +1,20 @@
 //! The command line: parse arguments, load the config, set up logs and signals, dispatch.
 //! This is the only place that uses `anyhow` and decides exit codes.
 
-use std::io::IsTerminal;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::FromArgMatches;
+use clap::parser::ValueSource;
 use futures::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use batchdrop::cli::args::{Cli, Command, LogFormatArg, MapFormat};
 use batchdrop::cli::{self, CommandError, exit};
 use batchdrop::config::{Config, LogFormat};
 use batchdrop::daemon::{self, Outcome, RunOptions};
-use batchdrop::telemetry::EscapedFields;
+use batchdrop::logging::{self, Verbosity};
 
 /// Exit codes: distinct for each kind of trouble, so scripts can tell them apart (2 is clap's,
 /// for usage errors).
@@ -23,171 +22,14 @@ const EXIT_RUNTIME: u8 = exit::RUNTIME;
 const EXIT_CONFIG: u8 = exit::CONFIG;
 const EXIT_INGEST_FAILED: u8 = exit::INGEST_FAILED;
 
-#[derive(Parser)]
-#[command(
-    name = "batchdrop",
-    version,
-    about = "Drop a file into a folder; batchdrop ingests it through the Batch Ingestion API, exactly once."
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Watch the configured drop folders and ingest what lands in them.
-    Run {
-        #[arg(
-            long,
-            short,
-            env = "BATCHDROP_CONFIG",
-            default_value = "/etc/batchdrop/config.toml"
-        )]
-        config: PathBuf,
-        /// Process the files present, wait for their batches to end, and exit
-        /// (0 when all succeeded, 4 when some failed).
-        #[arg(long)]
-        once: bool,
-    },
-    /// Serve the local emulator of the platform (Batch Ingestion, Catalog, Data Access).
-    Emulator {
-        #[arg(long, default_value = "127.0.0.1:8089")]
-        listen: SocketAddr,
-        #[arg(long, default_value = "./var/platform")]
-        data_dir: PathBuf,
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
-    /// Validate a config file (folders writable, credentials present, limits) and print what
-    /// would be watched (exit 3 when something is wrong).
-    CheckConfig {
-        #[arg(
-            long,
-            short,
-            env = "BATCHDROP_CONFIG",
-            default_value = "/etc/batchdrop/config.toml"
-        )]
-        config: PathBuf,
-    },
-    /// Show counts per dataset, batches in flight, recent failures; or one file's or batch's
-    /// history. Works while the daemon runs.
-    Status {
-        #[arg(
-            long,
-            short,
-            env = "BATCHDROP_CONFIG",
-            default_value = "/etc/batchdrop/config.toml"
-        )]
-        config: PathBuf,
-        /// Print JSON (a stable shape, documented in docs/commands.md).
-        #[arg(long)]
-        json: bool,
-        /// Only this dataset.
-        #[arg(long)]
-        dataset: Option<String>,
-        /// A file (its path below the drop folder, or in the archive or failed folder) or a
-        /// batch (the platform's id, or #N).
-        target: Option<String>,
-    },
-    /// Ingest files once, in one batch, and wait for the outcome (exit 0 on success, 4 on
-    /// failure). Running the same push again resumes it.
-    Push {
-        #[arg(
-            long,
-            short,
-            env = "BATCHDROP_CONFIG",
-            default_value = "/etc/batchdrop/config.toml"
-        )]
-        config: PathBuf,
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-        #[arg(long)]
-        dataset: String,
-        /// json, csv or parquet (default: from the files' extension).
-        #[arg(long)]
-        format: Option<String>,
-        /// Make this a replay batch replacing a batch (its id) or the batches that ingested a
-        /// file (its name); repeatable.
-        #[arg(long = "replaces", value_name = "BATCH_OR_FILE")]
-        replaces: Vec<String>,
-        /// Exit once the platform accepted the batch (after COMPLETE), without waiting for it
-        /// to be processed.
-        #[arg(long)]
-        no_wait: bool,
-    },
-    /// Requeue a failed file, or the failed files of a failed or aborted batch.
-    Retry {
-        #[arg(
-            long,
-            short,
-            env = "BATCHDROP_CONFIG",
-            default_value = "/etc/batchdrop/config.toml"
-        )]
-        config: PathBuf,
-        /// A file (path below its drop folder, or in the failed folder) or a batch (id or #N).
-        target: String,
-    },
-    /// Abort a batch in flight; its files go to the failed folder (`retry` requeues them).
-    Abort {
-        #[arg(
-            long,
-            short,
-            env = "BATCHDROP_CONFIG",
-            default_value = "/etc/batchdrop/config.toml"
-        )]
-        config: PathBuf,
-        /// The platform's batch id, or #N.
-        batch: String,
-    },
-    /// Map a file with a Data Prep mapping set (CSV, JSON or Parquet in; Parquet or JSON Lines
-    /// out): prints the first mapped rows and the rejected ones (exit 0 when every row mapped,
-    /// 4 when some were rejected, 3 for a mapping set or schema that cannot be used).
-    Map {
-        /// The file to map (.csv, .tsv, .json, .jsonl, .parquet).
-        file: PathBuf,
-        /// The mapping set (the platform's Data Prep JSON: {"mappings": [...]}).
-        #[arg(long)]
-        mapping: PathBuf,
-        /// The dataset whose schema types and validates the rows (needs the daemon's
-        /// pre-flight, coming; use --schema for now).
-        #[arg(long)]
-        dataset: Option<String>,
-        /// The dataset's XDM schema as the Schema Registry exports it (xed-full JSON).
-        #[arg(long)]
-        schema: Option<PathBuf>,
-        /// Where to write the mapped records (without it, nothing is written).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        #[arg(long, value_enum, default_value_t = MapFormat::Parquet)]
-        format: MapFormat,
-        /// How many mapped rows to print.
-        #[arg(long, default_value_t = 5)]
-        preview: usize,
-    },
-    /// Revert a successful batch: its data leaves the dataset; its files' receipts say so.
-    Revert {
-        #[arg(
-            long,
-            short,
-            env = "BATCHDROP_CONFIG",
-            default_value = "/etc/batchdrop/config.toml"
-        )]
-        config: PathBuf,
-        /// The platform's batch id, or #N.
-        batch: String,
-    },
-}
-
-/// The output formats of `map`.
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum MapFormat {
-    Parquet,
-    Json,
-}
-
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = cli::args::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // The emulator's --config is its own file: never the daemon's from BATCHDROP_CONFIG.
+    let emulator_config = matches
+        .subcommand_matches("emulator")
+        .filter(|m| m.value_source("config") == Some(ValueSource::CommandLine))
+        .and(cli.config.clone());
     if matches!(cli.command, Command::Emulator { .. }) {
         keep_freed_memory();
     }
@@ -195,7 +37,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let outcome = runtime.block_on(dispatch(cli.command));
+    let outcome = runtime.block_on(dispatch(cli, emulator_config));
     // Everything that matters is committed by now: a blocking task that cannot finish (a read
     // stuck on a dead network mount) must not keep the process from exiting.
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
@@ -224,15 +66,34 @@ fn keep_freed_memory() {
     }
 }
 
-async fn dispatch(command: Command) -> Result<u8, (u8, anyhow::Error)> {
-    match command {
-        Command::Run { config, once } => {
-            let config = Config::load(&config).map_err(|e| (EXIT_CONFIG, e.into()))?;
-            init_logs(config.log_format);
+async fn dispatch(
+    cli: Cli,
+    emulator_config: Option<std::path::PathBuf>,
+) -> Result<u8, (u8, anyhow::Error)> {
+    let config_path = cli.config_path();
+    let verbosity = Verbosity {
+        verbose: cli.verbose,
+        quiet: cli.quiet,
+    };
+    let log_format = cli.log_format.map(|f| match f {
+        LogFormatArg::Text => LogFormat::Text,
+        LogFormatArg::Json => LogFormat::Json,
+    });
+    // The commands that reach the platform log only warnings by default, so that their own
+    // output stays readable.
+    let command_logs = || logging::init(log_format.unwrap_or(LogFormat::Text), verbosity, "warn");
+    match cli.command {
+        Command::Run { once, watch_config } => {
+            let config = load(&config_path)?;
+            logging::init(log_format.unwrap_or(config.log_format), verbosity, "info");
             let shutdown = CancellationToken::new();
             let reload = Arc::new(Notify::new());
             spawn_signal_handler(shutdown.clone(), reload.clone())
                 .map_err(|e| (EXIT_RUNTIME, e))?;
+            if watch_config {
+                batchdrop::config_watch::spawn(&config.path, reload.clone(), shutdown.clone())
+                    .map_err(|e| (EXIT_RUNTIME, e.into()))?;
+            }
             let opts = RunOptions {
                 once,
                 reload: Some(reload),
@@ -254,13 +115,9 @@ async fn dispatch(command: Command) -> Result<u8, (u8, anyhow::Error)> {
                 Err(e) => Err((EXIT_RUNTIME, e.into())),
             }
         }
-        Command::Emulator {
-            listen,
-            data_dir,
-            config,
-        } => {
-            init_logs(LogFormat::Text);
-            let cfg = match config {
+        Command::Emulator { listen, data_dir } => {
+            logging::init(log_format.unwrap_or(LogFormat::Text), verbosity, "info");
+            let cfg = match emulator_config {
                 Some(p) => batchdrop_emulator::EmulatorConfig::from_file(&p)
                     .map_err(|e| (EXIT_CONFIG, e.into()))?,
                 None => Default::default(),
@@ -270,29 +127,41 @@ async fn dispatch(command: Command) -> Result<u8, (u8, anyhow::Error)> {
                 .map_err(|e| (EXIT_RUNTIME, e.into()))?;
             Ok(0)
         }
-        Command::CheckConfig { config } => {
-            let config = load(&config)?;
+        Command::CheckConfig => {
+            let config = load(&config_path)?;
             outcome(cli::check_config::run(&config))
         }
         Command::Status {
-            config,
             json,
             dataset,
+            watch,
             target,
         } => {
-            let config = load(&config)?;
-            outcome(cli::status::run(&config, json, dataset.as_deref(), target.as_deref()).await)
+            let config = load(&config_path)?;
+            match watch {
+                Some(interval) => outcome(
+                    cli::status_watch::run(
+                        &config,
+                        dataset.as_deref(),
+                        target.as_deref(),
+                        interval,
+                    )
+                    .await,
+                ),
+                None => outcome(
+                    cli::status::run(&config, json, dataset.as_deref(), target.as_deref()).await,
+                ),
+            }
         }
         Command::Push {
-            config,
             files,
             dataset,
             format,
             replaces,
             no_wait,
         } => {
-            let config = load(&config)?;
-            init_command_logs();
+            let config = load(&config_path)?;
+            command_logs();
             let args = cli::push::PushArgs {
                 files,
                 dataset,
@@ -302,13 +171,13 @@ async fn dispatch(command: Command) -> Result<u8, (u8, anyhow::Error)> {
             };
             outcome(cli::push::run(&config, args).await)
         }
-        Command::Retry { config, target } => {
-            let config = load(&config)?;
+        Command::Retry { target } => {
+            let config = load(&config_path)?;
             outcome(cli::retry::run(&config, &target).await)
         }
-        Command::Abort { config, batch } => {
-            let config = load(&config)?;
-            init_command_logs();
+        Command::Abort { batch } => {
+            let config = load(&config_path)?;
+            command_logs();
             outcome(cli::abort::run(&config, &batch).await)
         }
         Command::Map {
@@ -334,11 +203,29 @@ async fn dispatch(command: Command) -> Result<u8, (u8, anyhow::Error)> {
             };
             outcome(cli::map::run(&args))
         }
-        Command::Revert { config, batch } => {
-            let config = load(&config)?;
-            init_command_logs();
+        Command::Revert { batch } => {
+            let config = load(&config_path)?;
+            command_logs();
             outcome(cli::revert::run(&config, &batch).await)
         }
+        Command::Healthcheck {
+            url,
+            ready,
+            timeout,
+        } => {
+            let args = cli::healthcheck::HealthcheckArgs {
+                url,
+                ready,
+                timeout,
+                config: config_path,
+            };
+            outcome(cli::healthcheck::run(&args).await)
+        }
+        Command::Completions { shell } => {
+            cli::completions::write(shell, &mut std::io::stdout().lock());
+            Ok(0)
+        }
+        Command::Man { command, out } => outcome(cli::man::run(command.as_deref(), out.as_deref())),
     }
 }
 
@@ -349,31 +236,6 @@ fn load(path: &std::path::Path) -> Result<Config, (u8, anyhow::Error)> {
 /// A command's result as `dispatch` wants it: the exit code, or the code and the error.
 fn outcome(r: Result<u8, CommandError>) -> Result<u8, (u8, anyhow::Error)> {
     r.map_err(|e| (e.exit_code(), e.into()))
-}
-
-/// The commands that reach the platform log only warnings (RUST_LOG overrides), so their own
-/// output stays readable.
-fn init_command_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .fmt_fields(EscapedFields)
-        .init();
-}
-
-fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none());
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.fmt_fields(EscapedFields).init(),
-    }
 }
 
 /// First SIGTERM/SIGINT: graceful shutdown. Second: exit at once (the state stays consistent:

@@ -57,6 +57,7 @@ pub async fn poll(
         }
     };
     let m = &info.metrics;
+    crate::telemetry::batch_ended(b, verdict, m);
     let detail = format!(
         "{:?}: {} records in, {} out, {} failed",
         info.status,
@@ -119,6 +120,9 @@ pub async fn poll(
             store
                 .finish_batch_requeueing(b.id, &outcome, &detail, &ids, &why)
                 .await?;
+            // It failed all the same, whoever travels again.
+            metrics::counter!(crate::telemetry::BATCHES, "outcome" => verdict.state().as_str())
+                .increment(1);
             return Ok(());
         }
     }

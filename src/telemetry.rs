@@ -8,7 +8,7 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const FILES_DISCOVERED: &str = "batchdrop_files_discovered_total";
 pub const FILES_INGESTED: &str = "batchdrop_files_ingested_total";
@@ -24,18 +24,189 @@ pub const RESCANS: &str = "batchdrop_watcher_rescans_total";
 pub const OVERFLOWS: &str = "batchdrop_watcher_overflows_total";
 pub const INTAKE_PAUSED: &str = "batchdrop_intake_paused";
 pub const PLATFORM_UP: &str = "batchdrop_platform_reachable";
+pub const BUILD_INFO: &str = "batchdrop_build_info";
+pub const RECORDS_INGESTED: &str = "batchdrop_records_ingested_total";
+pub const RECORDS_FAILED: &str = "batchdrop_records_failed_total";
+pub const FILE_LATENCY: &str = "batchdrop_file_latency_seconds";
+pub const UPLOAD_DURATION: &str = "batchdrop_upload_duration_seconds";
+pub const PROCESSING_DURATION: &str = "batchdrop_batch_processing_seconds";
+
+/// Every metric with its kind and the `# HELP` text Prometheus shows for it.
+pub const METRICS: &[(&str, Kind, &str)] = &[
+    (
+        FILES_DISCOVERED,
+        Kind::Counter,
+        "Files found ready in a drop folder and recorded, by dataset.",
+    ),
+    (
+        FILES_INGESTED,
+        Kind::Counter,
+        "Files whose batch succeeded, by dataset.",
+    ),
+    (
+        FILES_FAILED,
+        Kind::Counter,
+        "Files that ended failed (receipt in the failed folder), by dataset.",
+    ),
+    (
+        FILES_DUPLICATE,
+        Kind::Counter,
+        "Files not ingested because the same content already was, by dataset.",
+    ),
+    (
+        BYTES_UPLOADED,
+        Kind::Counter,
+        "Bytes the platform acknowledged, by dataset.",
+    ),
+    (
+        BATCHES,
+        Kind::Counter,
+        "Batches that ended, by outcome (success, failed, abandoned...).",
+    ),
+    (
+        RETRIES,
+        Kind::Counter,
+        "Platform calls retried after a transient failure.",
+    ),
+    (
+        QUEUE_DEPTH,
+        Kind::Gauge,
+        "Files in the state database, by dataset and state.",
+    ),
+    (
+        OLDEST_PENDING,
+        Kind::Gauge,
+        "Age in seconds of the oldest file found but not finished (0 when none).",
+    ),
+    (
+        UPLOAD_SECONDS,
+        Kind::Counter,
+        "Seconds spent uploading files, by dataset.",
+    ),
+    (RESCANS, Kind::Counter, "Full scans of drop folders."),
+    (
+        OVERFLOWS,
+        Kind::Counter,
+        "inotify event queue overflows (each causes a rescan).",
+    ),
+    (
+        INTAKE_PAUSED,
+        Kind::Gauge,
+        "1 while intake is paused at a [limits] cap, else 0.",
+    ),
+    (
+        PLATFORM_UP,
+        Kind::Gauge,
+        "1 when the last call to the platform succeeded, 0 when it failed.",
+    ),
+    (
+        BUILD_INFO,
+        Kind::Gauge,
+        "Always 1; its labels name the version and git commit running.",
+    ),
+    (
+        RECORDS_INGESTED,
+        Kind::Counter,
+        "Records the platform ingested from successful batches, by dataset.",
+    ),
+    (
+        RECORDS_FAILED,
+        Kind::Counter,
+        "Records the platform refused in its batches (failed, or left out of a partial ingestion), by dataset.",
+    ),
+    (
+        FILE_LATENCY,
+        Kind::Histogram(&[
+            1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0,
+            86400.0,
+        ]),
+        "Seconds from a file being found ready to its batch's success, by dataset.",
+    ),
+    (
+        UPLOAD_DURATION,
+        Kind::Histogram(&[
+            0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+        ]),
+        "Seconds to upload one file, by dataset.",
+    ),
+    (
+        PROCESSING_DURATION,
+        Kind::Histogram(&[
+            0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0,
+        ]),
+        "Seconds the platform took to process a completed batch, by outcome.",
+    ),
+];
+
+/// What kind of metric a name is (for its `# HELP` line, and a histogram's buckets).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram(&'static [f64]),
+}
 
 /// The process-wide Prometheus recorder (the `metrics` facade allows one per process; several
 /// in-process daemons in tests share it).
 pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        let mut builder = PrometheusBuilder::new();
+        for &(name, kind, _) in METRICS {
+            if let Kind::Histogram(buckets) = kind {
+                builder = builder
+                    .set_buckets_for_metric(Matcher::Full(name.to_owned()), buckets)
+                    .expect("every histogram of METRICS has buckets");
+            }
+        }
+        let recorder = builder.build_recorder();
         let handle = recorder.handle();
         // Fails only if another recorder was installed first; then ours just stays unused.
         let _ = metrics::set_global_recorder(recorder);
+        describe();
+        metrics::gauge!(
+            BUILD_INFO,
+            "version" => crate::build_info::VERSION,
+            "commit" => crate::build_info::COMMIT
+        )
+        .set(1.0);
         handle
     })
+}
+
+/// Gives every metric its help text (the recorder prints it as `# HELP`).
+fn describe() {
+    for &(name, kind, help) in METRICS {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(name, help),
+            Kind::Gauge => metrics::describe_gauge!(name, help),
+            Kind::Histogram(_) => metrics::describe_histogram!(name, help),
+        }
+    }
+}
+
+/// A file's batch succeeded: how long since it was found.
+pub fn file_succeeded(file: &crate::store::FileRow) {
+    let waited = (crate::store::now_ms() - file.discovered_at).max(0) as f64 / 1000.0;
+    metrics::histogram!(FILE_LATENCY, "dataset" => file.dataset.clone()).record(waited);
+}
+
+/// The platform ended a completed batch (`verdict`, with its counts): how long it processed it
+/// (since the batch was last updated, when it was completed) and the records in and refused.
+pub fn batch_ended(
+    batch: &crate::store::BatchRow,
+    verdict: crate::store::Verdict,
+    counts: &crate::api::BatchMetrics,
+) {
+    let processing = (crate::store::now_ms() - batch.updated_at).max(0) as f64 / 1000.0;
+    metrics::histogram!(PROCESSING_DURATION, "outcome" => verdict.state().as_str())
+        .record(processing);
+    if verdict == crate::store::Verdict::Success {
+        metrics::counter!(RECORDS_INGESTED, "dataset" => batch.dataset.clone())
+            .increment(counts.output_record_count.unwrap_or(0));
+    }
+    metrics::counter!(RECORDS_FAILED, "dataset" => batch.dataset.clone())
+        .increment(counts.failed_record_count.unwrap_or(0));
 }
 
 /// Liveness and readiness facts, updated by the stages and read by `/readyz`.

@@ -14,6 +14,7 @@
 //! - `body.rs`: `Body`, what an upload sends (bytes in memory or a stream of them).
 //! - `error.rs`: `ApiError` and its classification.
 //! - `auth.rs`: `Secret`, token sources, the IMS token cache.
+//! - `probe.rs`: one GET of batchdrop's own admin listener (`batchdrop healthcheck`).
 
 mod answer;
 mod auth;
@@ -21,6 +22,7 @@ mod body;
 mod client;
 mod error;
 mod paths;
+mod probe;
 mod setup;
 mod types;
 mod wire;
@@ -32,6 +34,7 @@ pub use error::{ApiError, ErrorKind, PlatformError};
 // For the fuzz target of the one header the client parses (`fuzz/`).
 #[doc(hidden)]
 pub use error::{MAX_RETRY_AFTER, parse_retry_after};
+pub use probe::{ProbeAnswer, probe, url_path};
 pub use setup::ClientConfig;
 pub use types::{
     BatchAction, BatchError, BatchInfo, BatchMetrics, BatchQuery, BatchStatus, CreateBatch,

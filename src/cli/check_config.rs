@@ -139,6 +139,9 @@ pub fn run(config: &Config) -> Result<u8, CommandError> {
             w.failed_dir.display(),
             w.sidecar_timeout,
         );
+        if !w.patterns.is_empty() {
+            println!("  files taken: {}", w.patterns);
+        }
     }
     for n in &notes {
         println!("note: {n}");

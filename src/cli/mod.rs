@@ -9,12 +9,17 @@
 //! daemon's watcher, an aborted batch is left alone by its uploader.
 
 pub mod abort;
+pub mod args;
 pub mod check_config;
+pub mod completions;
+pub mod healthcheck;
+pub mod man;
 pub mod map;
 pub mod push;
 pub mod retry;
 pub mod revert;
 pub mod status;
+pub mod status_watch;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -466,7 +466,7 @@ fn batch_line(b: &BatchJson) -> String {
     s
 }
 
-fn render_overview(o: &Overview) -> String {
+pub fn render_overview(o: &Overview) -> String {
     let mut out = format!(
         "state {}: daemon {}\n",
         o.state_dir,

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use parse::{MAX_DURATION, parse_duration};
+pub use crate::patterns::Patterns;
+pub use crate::units::{MAX_DURATION, parse_duration};
 
 /// The platform's hard limits (reference §7); a configuration may only ask for less.
 pub const PLATFORM_MAX_FILES: u64 = 1500;
@@ -34,6 +35,11 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("config file {path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    #[error("config file {path}: {source}")]
+    Environment {
+        path: PathBuf,
+        source: crate::envsubst::InterpolateError,
+    },
 }
 
 pub use crate::format::Format;
@@ -214,6 +220,9 @@ pub struct Watch {
     pub max_file_bytes: u64,
     /// Refuse sparse files (far fewer bytes on disk than their length) with a receipt.
     pub refuse_sparse: bool,
+    /// Which files below the folder are this watch's (`include` / `exclude`); the others are
+    /// never touched.
+    pub patterns: Patterns,
 }
 
 impl Watch {

@@ -13,6 +13,8 @@ use super::{
     PLATFORM_MAX_BYTES, PLATFORM_MAX_CHUNK, PLATFORM_MAX_FILES, PLATFORM_MAX_PUT, Platform,
     SecretSource, Upload, Watch, WatchMode,
 };
+use super::{Patterns, parse_duration};
+use crate::envsubst;
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -25,7 +27,29 @@ impl Config {
 
     /// Parses `text`; relative paths in it are taken relative to the config file's folder, so a
     /// config means the same thing whatever the current directory of the process.
+    /// `${VAR}` references are replaced from the environment first.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let interpolated =
+            envsubst::interpolate(text, |name| std::env::var(name).ok()).map_err(|source| {
+                ConfigError::Environment {
+                    path: path.to_owned(),
+                    source,
+                }
+            })?;
+        Config::parse_interpolated(&interpolated.text, path).map_err(|e| match e {
+            ConfigError::Parse { path, message } => ConfigError::Parse {
+                path,
+                message: interpolated.redact(&message),
+            },
+            ConfigError::Invalid { path, message } => ConfigError::Invalid {
+                path,
+                message: interpolated.redact(&message),
+            },
+            other => other,
+        })
+    }
+
+    fn parse_interpolated(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string(),
@@ -129,8 +153,8 @@ impl Config {
 
         let u = &raw.upload;
         let upload = Upload {
-            large_file_threshold: u.large_file_threshold.unwrap_or(PLATFORM_MAX_PUT),
-            chunk_size: u.chunk_size.unwrap_or(64 * 1024 * 1024),
+            large_file_threshold: u.large_file_threshold.map_or(PLATFORM_MAX_PUT, |s| s.0),
+            chunk_size: u.chunk_size.map_or(64 * 1024 * 1024, |s| s.0),
             concurrency: u.concurrency.unwrap_or(4),
             max_attempts: u.max_attempts.unwrap_or(10),
             max_retry_age: dur(
@@ -181,7 +205,7 @@ impl Config {
         let mut names = BTreeSet::new();
         for w in &raw.watch {
             let d = &raw.defaults;
-            let s = &w.settings;
+            let s = w;
             let name = w.path.to_string_lossy().into_owned();
             if !names.insert(name.clone()) {
                 return Err(invalid(format!("the folder {name} is watched twice")));
@@ -218,7 +242,10 @@ impl Config {
                     Duration::from_secs(60),
                 )?,
                 max_files: s.max_files.or(d.max_files).unwrap_or(PLATFORM_MAX_FILES),
-                max_bytes: s.max_bytes.or(d.max_bytes).unwrap_or(PLATFORM_MAX_BYTES),
+                max_bytes: s
+                    .max_bytes
+                    .or(d.max_bytes)
+                    .map_or(PLATFORM_MAX_BYTES, |s| s.0),
                 max_wait: dur(
                     "max_wait",
                     &s.max_wait.clone().or(d.max_wait.clone()),
@@ -238,8 +265,19 @@ impl Config {
                 max_file_bytes: s
                     .max_file_bytes
                     .or(d.max_file_bytes)
-                    .unwrap_or(PLATFORM_MAX_BYTES),
+                    .map_or(PLATFORM_MAX_BYTES, |s| s.0),
                 refuse_sparse: s.refuse_sparse.or(d.refuse_sparse).unwrap_or(false),
+                patterns: Patterns::new(
+                    s.include
+                        .as_ref()
+                        .or(d.include.as_ref())
+                        .map_or(&[], Vec::as_slice),
+                    s.exclude
+                        .as_ref()
+                        .or(d.exclude.as_ref())
+                        .map_or(&[], Vec::as_slice),
+                )
+                .map_err(|e| invalid(format!("[[watch]] {name}: {e}")))?,
             };
             if watch.max_files == 0 || watch.max_files > PLATFORM_MAX_FILES {
                 return Err(invalid(format!(
@@ -272,7 +310,7 @@ impl Config {
             max_inflight_bytes: raw
                 .limits
                 .max_inflight_bytes
-                .unwrap_or(500 * 1000 * 1000 * 1000),
+                .map_or(500 * 1000 * 1000 * 1000, |s| s.0),
         };
         // The queue counts in SQLite's signed 64-bit integers.
         for (key, value) in [
@@ -369,32 +407,6 @@ fn refuse_if_shared(
         )));
     }
     Ok(())
-}
-
-/// The longest duration any key may be set to. Longer is a typo, and a value near
-/// `Duration::MAX` overflows where it is added to an instant.
-pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86400);
-
-/// "250ms", "2s", "1.5s", "5m", "1h", "0" → Duration, at most [`MAX_DURATION`].
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    if s == "0" {
-        return Some(Duration::ZERO);
-    }
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let secs = match unit.trim() {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        "d" => n * 86400.0,
-        _ => return None,
-    };
-    Duration::try_from_secs_f64(secs)
-        .ok()
-        .filter(|d| *d <= MAX_DURATION)
 }
 
 #[cfg(test)]
@@ -503,18 +515,113 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
-        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
-        assert_eq!(parse_duration("5"), None);
-        assert_eq!(parse_duration("-1s"), None);
-        assert_eq!(parse_duration("365d"), Some(MAX_DURATION));
-        // Beyond what a Duration holds (this panicked), and merely absurd.
-        assert_eq!(parse_duration("99999999999999999999999h"), None);
-        assert_eq!(parse_duration("366d"), None);
-        assert_eq!(parse_duration(&format!("{}s", u64::MAX)), None);
+    fn a_typo_inside_a_watch_points_at_the_key() {
+        let p = Path::new("/etc/batchdrop.toml");
+        let text =
+            "[defaults]\nsettle = \"1s\"\n\n[[watch]]\npath = 'a'\ndataset = 'd'\nmax_filez = 3\n";
+        let err = Config::parse(text, p).unwrap_err().to_string();
+        assert!(err.contains("line 7") && err.contains("max_filez"), "{err}");
+        let err = Config::parse(
+            "[defaults]\nsetle = \"1s\"\n[[watch]]\npath='a'\ndataset='d'\n",
+            p,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("line 2") && err.contains("setle"), "{err}");
+    }
+
+    #[test]
+    fn durations_and_sizes_take_units_and_integers_stay_bytes() {
+        let p = Path::new("/etc/batchdrop.toml");
+        let text = r#"
+            [limits]
+            max_inflight_bytes = "2TB"
+            [upload]
+            chunk_size = "64MiB"
+            large_file_threshold = 1000
+            max_retry_age = "1h30m"
+            [defaults]
+            max_bytes = "100GB"
+            [[watch]]
+            path = "a"
+            dataset = "d"
+            max_file_bytes = "1.5 GB"
+            settle = "1m 30s"
+        "#;
+        let c = Config::parse(text, p).unwrap();
+        assert_eq!(c.limits.max_inflight_bytes, 2_000_000_000_000);
+        assert_eq!(c.upload.chunk_size, 64 * 1024 * 1024);
+        assert_eq!(c.upload.large_file_threshold, 1000);
+        assert_eq!(c.upload.max_retry_age, Duration::from_secs(5400));
+        assert_eq!(c.watches[0].max_bytes, PLATFORM_MAX_BYTES);
+        assert_eq!(c.watches[0].max_file_bytes, 1_500_000_000);
+        assert_eq!(c.watches[0].settle, Duration::from_secs(90));
+        // Above the platform's limit, in units: still refused with the key.
+        let err = Config::parse("[[watch]]\npath='a'\ndataset='d'\nmax_bytes='101GB'\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_bytes"), "{err}");
+        let err = Config::parse(
+            "[upload]\nchunk_size = 'big'\n[[watch]]\npath='a'\ndataset='d'\n",
+            p,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("\"big\" is not a size"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn include_and_exclude_are_per_watch_over_defaults() {
+        let p = Path::new("/etc/batchdrop.toml");
+        let text = r#"
+            [defaults]
+            exclude = ["*.bak"]
+            [[watch]]
+            path = "a"
+            dataset = "d"
+            [[watch]]
+            path = "b"
+            dataset = "d"
+            include = ["*.csv"]
+            exclude = []
+        "#;
+        let c = Config::parse(text, p).unwrap();
+        assert!(!c.watches[0].patterns.selects("x/y.bak"));
+        assert!(c.watches[0].patterns.selects("y.json"));
+        assert!(c.watches[1].patterns.selects("y.bak.csv"));
+        assert!(!c.watches[1].patterns.selects("y.json"));
+        let err = Config::parse("[[watch]]\npath='a'\ndataset='d'\ninclude=['a[']\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[[watch]] a: include pattern \"a[\""), "{err}");
+    }
+
+    #[test]
+    fn environment_variables_are_interpolated_and_a_missing_one_is_named() {
+        let p = Path::new("/etc/batchdrop.toml");
+        // PATH is set wherever tests run; the other name is set nowhere.
+        let path = std::env::var("PATH").unwrap();
+        let text = "[[watch]]\npath = 'a'\ndataset = \"${PATH}\"\nformat = \"${BATCHDROP_TEST_UNSET_VARIABLE:-csv}\"\n";
+        let c = Config::parse(text, p).unwrap();
+        assert_eq!(c.watches[0].dataset, path);
+        assert_eq!(c.watches[0].format, Some(Format::Csv));
+        let text = "[[watch]]\npath = 'a'\n\ndataset = \"${BATCHDROP_TEST_UNSET_VARIABLE}\"\n";
+        let err = Config::parse(text, p).unwrap_err();
+        assert!(matches!(err, ConfigError::Environment { .. }), "{err:?}");
+        let err = err.to_string();
+        assert!(
+            err.contains("/etc/batchdrop.toml")
+                && err.contains("line 4")
+                && err.contains("BATCHDROP_TEST_UNSET_VARIABLE"),
+            "{err}"
+        );
+        // A value that breaks the TOML is not quoted back in the error: it may be a secret.
+        let text = "[[watch]]\npath = 'a'\ndataset = 'd'\nmax_files = ${PATH}\n";
+        let err = Config::parse(text, p).unwrap_err().to_string();
+        assert!(!err.contains(&path) && err.contains("${PATH}"), "{err}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::{AfterSuccess, Format, LogFormat, WatchMode};
+use crate::units::Size;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,14 +61,14 @@ pub(super) struct RawAuth {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLimits {
     pub(super) max_queued_files: Option<u64>,
-    pub(super) max_inflight_bytes: Option<u64>,
+    pub(super) max_inflight_bytes: Option<Size>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUpload {
-    pub(super) large_file_threshold: Option<u64>,
-    pub(super) chunk_size: Option<u64>,
+    pub(super) large_file_threshold: Option<Size>,
+    pub(super) chunk_size: Option<Size>,
     pub(super) concurrency: Option<usize>,
     pub(super) max_attempts: Option<u32>,
     pub(super) max_retry_age: Option<String>,
@@ -77,32 +78,48 @@ pub(super) struct RawUpload {
     pub(super) poll_max: Option<String>,
 }
 
-#[derive(Deserialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawWatchSettings {
-    pub(super) format: Option<Format>,
-    pub(super) multiline_json: Option<bool>,
-    pub(super) mode: Option<WatchMode>,
-    pub(super) settle: Option<String>,
-    pub(super) rescan_interval: Option<String>,
-    pub(super) max_files: Option<u64>,
-    pub(super) max_bytes: Option<u64>,
-    pub(super) max_wait: Option<String>,
-    pub(super) after_success: Option<AfterSuccess>,
-    pub(super) allow_duplicates: Option<bool>,
-    pub(super) follow_symlinks: Option<bool>,
-    pub(super) sidecar_timeout: Option<String>,
-    pub(super) max_file_bytes: Option<u64>,
-    pub(super) refuse_sparse: Option<bool>,
+/// Declares a struct holding the per-watch settings (those `[defaults]` may also set) plus
+/// `$extra` fields. `[[watch]]` lists them all itself rather than through `#[serde(flatten)]`,
+/// whose buffering loses the position of an unknown key: a typo then points at the key, not at
+/// the `[[watch]]` header.
+macro_rules! watch_settings {
+    ($(#[$meta:meta])* struct $name:ident { $($extra:ident: $extra_type:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Deserialize, Default, Clone)]
+        #[serde(deny_unknown_fields)]
+        pub(super) struct $name {
+            $(pub(super) $extra: $extra_type,)*
+            pub(super) format: Option<Format>,
+            pub(super) multiline_json: Option<bool>,
+            pub(super) mode: Option<WatchMode>,
+            pub(super) settle: Option<String>,
+            pub(super) rescan_interval: Option<String>,
+            pub(super) max_files: Option<u64>,
+            pub(super) max_bytes: Option<Size>,
+            pub(super) max_wait: Option<String>,
+            pub(super) after_success: Option<AfterSuccess>,
+            pub(super) allow_duplicates: Option<bool>,
+            pub(super) follow_symlinks: Option<bool>,
+            pub(super) sidecar_timeout: Option<String>,
+            pub(super) max_file_bytes: Option<Size>,
+            pub(super) refuse_sparse: Option<bool>,
+            pub(super) include: Option<Vec<String>>,
+            pub(super) exclude: Option<Vec<String>>,
+        }
+    };
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawWatch {
-    pub(super) path: PathBuf,
-    pub(super) dataset: String,
-    pub(super) archive_dir: Option<PathBuf>,
-    pub(super) failed_dir: Option<PathBuf>,
-    #[serde(flatten)]
-    pub(super) settings: RawWatchSettings,
+watch_settings! {
+    /// `[defaults]`.
+    struct RawWatchSettings {}
+}
+
+watch_settings! {
+    /// One `[[watch]]`: its own keys, then any setting that overrides `[defaults]`.
+    struct RawWatch {
+        path: PathBuf,
+        dataset: String,
+        archive_dir: Option<PathBuf>,
+        failed_dir: Option<PathBuf>,
+    }
 }

@@ -135,6 +135,8 @@ impl FileJob {
             .increment(f.size as u64);
         metrics::counter!(telemetry::UPLOAD_SECONDS, "dataset" => self.dataset.clone())
             .increment(started.elapsed().as_secs_f64() as u64);
+        metrics::histogram!(telemetry::UPLOAD_DURATION, "dataset" => self.dataset.clone())
+            .record(started.elapsed().as_secs_f64());
         self.progress(f).await?;
         tracing::info!(
             file = %f.rel_path, dataset = %self.dataset, batch = %self.batch,

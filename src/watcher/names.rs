@@ -62,7 +62,8 @@ pub fn name_problem(rel: &str) -> Option<String> {
 
 impl Watcher {
     /// The '/'-separated path of `path` below the watch root, if it is a data file of this
-    /// watch (not in the archive or failed folders, not a temp or hidden name).
+    /// watch (not in the archive or failed folders, not a temp or hidden name, selected by its
+    /// patterns).
     pub(super) fn relative(&self, path: &Path) -> Option<String> {
         if path.starts_with(&self.watch.archive_dir) || path.starts_with(&self.watch.failed_dir) {
             return None;
@@ -79,7 +80,9 @@ impl Watcher {
         if parts.is_empty() {
             return None;
         }
-        Some(parts.join("/"))
+        let rel = parts.join("/");
+        // Not this watch's (`include` / `exclude`): never touched, never given a receipt.
+        self.watch.patterns.selects(&rel).then_some(rel)
     }
 }
 

@@ -1,0 +1,964 @@
+//! What operators expect of a daemon (issue #21), with the real binary: environment variables
+//! in the config, per-watch include/exclude patterns, global flags, log formats, shell
+//! completions, man pages, `--version`, `healthcheck`, metric help and build info.
+
+mod support;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn batchdrop() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_batchdrop"));
+    cmd.stdin(Stdio::null()).env_remove("BATCHDROP_CONFIG");
+    cmd
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs `cmd` to its end (at most `secs`), killing it if it takes longer.
+fn run_for(cmd: &mut Command, secs: u64) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("batchdrop did not exit within {secs}s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// The daemon (`batchdrop run` on `config`, plus `extra` arguments), its output discarded.
+fn spawn_daemon(config: &Path, extra: &[&str]) -> std::process::Child {
+    batchdrop()
+        .arg("run")
+        .args(extra)
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "batchdrop=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// SIGTERM, then wait for the daemon to end.
+fn stop_daemon(mut daemon: std::process::Child) {
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    daemon.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn excluded_files_are_never_touched_and_get_no_receipt() {
+    let env = Env::new().await;
+    let config = env.write_config(
+        "",
+        "include = [\"*.json\", \"orders/**\"]\nexclude = [\"**/draft-*\", \"*.keep.json\"]",
+    );
+    let drop = env.drop_dir();
+    let taken = ["a.json", "sub/b.json", "orders/2026/c.csv"];
+    let left = [
+        "notes.csv",
+        "draft-a.json",
+        "sub/draft-b.json",
+        "x.keep.json",
+        "orders/draft-z.csv",
+    ];
+    for (i, name) in taken.into_iter().enumerate() {
+        let body = if name.ends_with(".csv") {
+            "id,name\n1,a\n".to_owned()
+        } else {
+            jsonl(i * 10, 2)
+        };
+        write_atomic(&drop.join(name), body.as_bytes());
+    }
+    // Content that the platform would refuse: were one taken, it would fail with a receipt.
+    for name in left {
+        write_atomic(&drop.join(name), b"{not data");
+    }
+    let before: Vec<_> = left
+        .iter()
+        .map(|name| {
+            let meta = std::fs::metadata(drop.join(name)).unwrap();
+            (meta.ino(), meta.mtime_nsec(), meta.mode())
+        })
+        .collect();
+    let out = run_for(
+        batchdrop()
+            .args(["run", "--once", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "batchdrop=info"),
+        120,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let receipts = receipts(&drop);
+    let mut named: Vec<String> = receipts
+        .iter()
+        .map(|r| r["file"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    named.sort();
+    assert_eq!(receipts.len(), taken.len(), "{receipts:#?}");
+    for r in &receipts {
+        assert_eq!(r["status"], "success", "{r}");
+    }
+    for (name, before) in left.iter().zip(before) {
+        let path = drop.join(name);
+        let meta =
+            std::fs::metadata(&path).unwrap_or_else(|e| panic!("{name} was moved or deleted: {e}"));
+        assert_eq!(
+            (meta.ino(), meta.mtime_nsec(), meta.mode()),
+            before,
+            "{name} was changed"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"{not data");
+        assert!(
+            !named.iter().any(|n| n.ends_with(name)),
+            "{name} has a receipt: {named:?}"
+        );
+    }
+    let stderr = text(&out.stderr);
+    for name in left {
+        assert!(!stderr.contains(name), "{name} is in the log:\n{stderr}");
+    }
+}
+
+#[test]
+fn a_missing_environment_variable_is_a_config_error_naming_it_and_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "state_dir = \"state\"\n\n[[watch]]\npath = \"${DROP_ROOT:-drop}/in\"\ndataset = \"${BATCHDROP_TEST_DATASET}\"\ninclude = [\"*.json\"]\nexclude = [\"tmp/**\"]\n",
+    )
+    .unwrap();
+    let out = run_for(
+        batchdrop()
+            .args(["check-config", "--config"])
+            .arg(&config)
+            .env_remove("BATCHDROP_TEST_DATASET"),
+        60,
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("BATCHDROP_TEST_DATASET") && stderr.contains("line 5"),
+        "{stderr}"
+    );
+    // Set, it is the dataset; the default fills the folder.
+    std::fs::create_dir_all(dir.path().join("drop/in")).unwrap();
+    let out = run_for(
+        batchdrop()
+            .args(["check-config", "--config"])
+            .arg(&config)
+            .env("BATCHDROP_TEST_DATASET", "ds-from-env"),
+        60,
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("ds-from-env"),
+        "{stdout}{}",
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.contains("files taken: include *.json; exclude tmp/**"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&dir.path().join("drop/in").display().to_string()),
+        "{stdout}"
+    );
+}
+
+/// Writes a config with an embedded platform and one watch below `dir`.
+fn embedded_config(dir: &Path) -> std::path::PathBuf {
+    let config = dir.join("config.toml");
+    std::fs::create_dir_all(dir.join("drop")).unwrap();
+    std::fs::write(
+        &config,
+        "state_dir = \"state\"\nadmin_listen = \"127.0.0.1:0\"\n[[watch]]\npath = \"drop\"\ndataset = \"demo\"\n",
+    )
+    .unwrap();
+    config
+}
+
+#[test]
+fn config_is_a_global_flag_before_or_after_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = embedded_config(dir.path());
+    for args in [
+        vec!["--config", config.to_str().unwrap(), "status"],
+        vec!["status", "-c", config.to_str().unwrap()],
+    ] {
+        let out = run_for(batchdrop().args(&args), 60);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).contains(&dir.path().join("state").display().to_string()),
+            "{args:?}: {}",
+            text(&out.stdout)
+        );
+    }
+    // From the environment too; and a wrong one is a config error.
+    let out = run_for(
+        batchdrop()
+            .arg("check-config")
+            .env("BATCHDROP_CONFIG", &config),
+        60,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run_for(
+        batchdrop().args(["--config", "/nonexistent/batchdrop.toml", "check-config"]),
+        60,
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stderr).contains("/nonexistent/batchdrop.toml"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_batch_dataset_and_file_at_the_top_level() {
+    let env = Env::new().await;
+    let config = env.write_config("", "");
+    write_atomic(&env.drop_dir().join("a.json"), jsonl(0, 3).as_bytes());
+    let out = run_for(
+        batchdrop()
+            .args(["run", "--once", "--config"])
+            .arg(&config)
+            .env("BATCHDROP_LOG_FORMAT", "json")
+            .env_remove("RUST_LOG"),
+        120,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> = text(&out.stderr)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        assert!(
+            line["level"].is_string() && line["message"].is_string(),
+            "{line}"
+        );
+        assert!(line.get("fields").is_none(), "fields are flattened: {line}");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["batch"].is_string() && l["dataset"] == DATASET),
+        "no line with batch and dataset at the top level: {lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l["file"] == "a.json"),
+        "no line with file at the top level: {lines:#?}"
+    );
+
+    // -q: warnings and errors only; the flag wins over the environment.
+    write_atomic(&env.drop_dir().join("b.json"), jsonl(10, 3).as_bytes());
+    let out = run_for(
+        batchdrop()
+            .args(["run", "--once", "-q", "--log-format", "text", "--config"])
+            .arg(&config)
+            .env("BATCHDROP_LOG_FORMAT", "json")
+            .env_remove("RUST_LOG"),
+        120,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        !stderr.contains("INFO") && !stderr.contains('{'),
+        "{stderr}"
+    );
+    assert_eq!(wait_receipts(&env.archive(), 2, 30).await.len(), 2);
+}
+
+#[test]
+fn completions_are_generated_and_bash_loads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_for(batchdrop().args(["completions", "bash"]), 60);
+    assert!(out.status.success());
+    let script = dir.path().join("batchdrop.bash");
+    std::fs::write(&script, &out.stdout).unwrap();
+    // Loaded by bash, registered for batchdrop, and it completes a command and a flag.
+    let check = format!(
+        "source {}; complete -p batchdrop; COMP_WORDS=(batchdrop heal); COMP_CWORD=1; _batchdrop batchdrop heal batchdrop; echo \"words: ${{COMPREPLY[*]}}\"; COMP_WORDS=(batchdrop run --wat); COMP_CWORD=2; _batchdrop batchdrop --wat run; echo \"flags: ${{COMPREPLY[*]}}\"",
+        script.display()
+    );
+    let out = run_for(Command::new("bash").args(["--norc", "-c", &check]), 60);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("-F _batchdrop batchdrop"), "{stdout}");
+    assert!(stdout.contains("words: healthcheck"), "{stdout}");
+    assert!(stdout.contains("flags: --watch-config"), "{stdout}");
+    for (shell, marker) in [
+        ("zsh", "#compdef batchdrop"),
+        ("fish", "complete -c batchdrop"),
+    ] {
+        let out = run_for(batchdrop().args(["completions", shell]), 60);
+        assert!(out.status.success());
+        let script = text(&out.stdout);
+        assert!(
+            script.contains(marker) && script.contains("healthcheck"),
+            "{shell}"
+        );
+    }
+    let out = run_for(batchdrop().args(["completions", "tcsh"]), 60);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn man_pages_are_rendered_for_every_command() {
+    let out = run_for(batchdrop().args(["man", "run"]), 60);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let page = text(&out.stdout);
+    assert!(page.contains(".TH batchdrop-run 1"), "{page}");
+    assert!(
+        page.contains("\\-\\-once") && page.contains("\\-\\-watch\\-config"),
+        "{page}"
+    );
+    assert!(page.contains(env!("CARGO_PKG_VERSION")), "{page}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_for(batchdrop().args(["man", "--out"]).arg(dir.path()), 60);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for page in [
+        "batchdrop.1",
+        "batchdrop-run.1",
+        "batchdrop-healthcheck.1",
+        "batchdrop-status.1",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(page)).unwrap_or_default();
+        assert!(
+            text.starts_with(".ie") && text.contains(".SH NAME"),
+            "{page}: {text}"
+        );
+    }
+    let out = run_for(batchdrop().args(["man", "nosuchcommand"]), 60);
+    assert_eq!(out.status.code(), Some(2));
+    // Where groff is installed, the page renders without a warning.
+    if Command::new("groff").arg("--version").output().is_ok() {
+        let out = run_for(
+            Command::new("groff")
+                .args(["-man", "-Tutf8", "-ww", "-z"])
+                .arg(dir.path().join("batchdrop-run.1")),
+            60,
+        );
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn version_names_the_commit_and_the_build_date() {
+    let out = run_for(batchdrop().arg("--version"), 60);
+    let line = text(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        line.starts_with(&format!("batchdrop {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{line}"
+    );
+    let date = line
+        .split(", built ")
+        .nth(1)
+        .and_then(|rest| rest.get(..10))
+        .and_then(|date| chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").ok());
+    assert!(date.is_some(), "no build date: {line}");
+    // In a git checkout, the commit is HEAD's (rebuilt when HEAD moves).
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output();
+    if let Some(head) = head.ok().filter(|h| h.status.success()) {
+        let head = text(&head.stdout);
+        assert!(line.contains(head.trim()), "{line} vs HEAD {head}");
+    }
+}
+
+/// A server on 127.0.0.1 answering every request with `status`; its address.
+async fn answering(status: &'static str) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf).await;
+            let body = "not ready: testing\n";
+            let _ = conn
+                .write_all(
+                    format!(
+                        "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                )
+                .await;
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = embedded_config(dir.path());
+    let healthcheck = |args: &[&str]| {
+        let mut cmd = batchdrop();
+        cmd.arg("healthcheck")
+            .args(args)
+            .arg("--config")
+            .arg(&config);
+        let out = run_for(&mut cmd, 60);
+        (out.status.code(), text(&out.stderr))
+    };
+    // Nobody listens on a port just freed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (code, stderr) = healthcheck(&["--url", &format!("http://{closed}")]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("did not answer"), "{stderr}");
+    let unready = answering("503 Service Unavailable").await;
+    let (code, stderr) = healthcheck(&["--ready", "--url", &format!("http://{unready}")]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("503") && stderr.contains("not ready: testing"),
+        "{stderr}"
+    );
+    let ok = answering("200 OK").await;
+    assert_eq!(healthcheck(&["--url", &format!("http://{ok}/")]).0, Some(0));
+    assert_eq!(healthcheck(&["--url", "not a url"]).0, Some(2));
+    // Before the daemon ran, its address is unknown.
+    assert_eq!(healthcheck(&[]).0, Some(1));
+
+    // The daemon itself, found through the config (admin_listen on port 0: its state dir).
+    let daemon = spawn_daemon(&config, &[]);
+    let answered = eventually(60, "healthcheck --ready passes", || {
+        let result = healthcheck(&["--ready"]);
+        async move { (result.0 == Some(0)).then_some(result) }
+    })
+    .await;
+    assert_eq!(answered.0, Some(0));
+    assert_eq!(healthcheck(&[]).0, Some(0));
+    stop_daemon(daemon);
+
+    std::fs::write(&config, "[[watch]]\npath = 1\n").unwrap();
+    assert_eq!(healthcheck(&[]).0, Some(3));
+}
+
+/// Notifications received on a systemd-style notify socket, in order.
+struct NotifySocket {
+    socket: std::os::unix::net::UnixDatagram,
+    path: std::path::PathBuf,
+}
+
+impl NotifySocket {
+    fn bind(dir: &Path) -> NotifySocket {
+        let path = dir.join("notify.sock");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        NotifySocket { socket, path }
+    }
+
+    /// The next notification containing `needle` (others are skipped), within 60 s.
+    fn wait_for(&self, needle: &str) -> String {
+        let mut buf = [0u8; 512];
+        loop {
+            let n = self
+                .socket
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("no {needle} within 60 s: {e}"));
+            let message = text(&buf[..n]);
+            if message.contains(needle) {
+                return message;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_config_reloads_on_change_and_a_bad_file_keeps_the_old_config() {
+    let env = Env::new().await;
+    let config = env.write_config("", "");
+    let notify = NotifySocket::bind(env.dir.path());
+    let log = env.dir.path().join("daemon.log");
+    let daemon = batchdrop()
+        .args(["run", "--watch-config", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("RUST_LOG", "batchdrop=info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    notify.wait_for("READY=1");
+    let good = std::fs::read_to_string(&config).unwrap();
+
+    // A bad file, written as editors do (a new file renamed over the old one): rejected, and
+    // the running config stays in force. systemd hears RELOADING=1 (with the clock), READY=1.
+    write_atomic(&config, b"this is = = not toml");
+    let reloading = notify.wait_for("RELOADING=1");
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    notify.wait_for("READY=1");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("the config file changed") && logged.contains("config reload rejected"),
+        "{logged}"
+    );
+    write_atomic(&env.drop_dir().join("first.json"), jsonl(0, 5).as_bytes());
+    wait_receipts(&env.archive(), 1, 60).await;
+
+    // A good one, written in place: the watch moves to drop2.
+    let other = env.dir.path().join("drop2");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(&config, good.replace("path = \"drop\"", "path = \"drop2\"")).unwrap();
+    notify.wait_for("RELOADING=1");
+    notify.wait_for("READY=1");
+    write_atomic(&other.join("new.json"), jsonl(100, 5).as_bytes());
+    let got = wait_receipts(&other.join("_archive"), 1, 60).await;
+    assert_eq!(got[0]["status"], "success");
+    stop_daemon(daemon);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        logged.matches("the config file changed").count(),
+        2,
+        "one reload per change, none for reads or the log beside it:\n{logged}"
+    );
+}
+
+/// A pseudo-terminal: (master, slave).
+fn pty() -> (std::fs::File, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two descriptors, which we then own.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened by openpty and nothing else owns them.
+    unsafe {
+        (
+            std::fs::File::from_raw_fd(master),
+            std::os::fd::OwnedFd::from_raw_fd(slave),
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_watch_redraws_in_place_on_a_terminal() {
+    let env = Env::new().await;
+    let config = env.write_config("", "");
+    let daemon = spawn_daemon(&config, &[]);
+    let (master, slave) = pty();
+    let mut watch = batchdrop()
+        .args(["status", "--watch=200ms", "--config"])
+        .arg(&config)
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave)
+        .spawn()
+        .unwrap();
+    let screen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = {
+        let screen = screen.clone();
+        let mut master = master;
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            // Ends with EIO once the last writer (the child) is gone.
+            while let Ok(n) = master.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                screen.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let shown = || text(&screen.lock().unwrap());
+    eventually(60, "two frames", || {
+        let frames = shown().matches("\x1b[H\x1b[J").count();
+        async move { (frames >= 2).then_some(()) }
+    })
+    .await;
+    write_atomic(&env.drop_dir().join("live.json"), jsonl(0, 4).as_bytes());
+    eventually(60, "a frame showing the file done", || {
+        let last = shown()
+            .rsplit("\x1b[H\x1b[J")
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        async move { (last.contains(DATASET) && last.contains("1 done")).then_some(()) }
+    })
+    .await;
+    let last_frame = shown().rsplit("\x1b[H\x1b[J").next().unwrap().to_owned();
+    assert!(last_frame.contains("throughput:"), "{last_frame}");
+    assert!(last_frame.contains("daemon running"), "{last_frame}");
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(watch.id() as i32, libc::SIGINT) };
+    let status = watch.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", shown());
+    stop_daemon(daemon);
+    drop(reader);
+}
+
+/// `/metrics` of the daemon using `state_dir`, once its admin listener wrote its address.
+async fn scrape(state_dir: &Path) -> String {
+    let file = state_dir.join("admin-addr");
+    let addr = eventually(60, "the admin listener", || {
+        let addr = std::fs::read_to_string(&file).ok();
+        async move { addr }
+    })
+    .await;
+    reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of the sample line of `name` whose labels contain every `label`.
+fn sample(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .find(|l| labels.iter().all(|label| l.contains(label)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_has_help_build_info_and_a_batch_whose_innocent_files_travel_again_counts() {
+    let env = Env::new().await;
+    // Both files in one batch: sealed at 2 files, long before max_wait.
+    let config = env.write_config("", "max_files = 2\nmax_wait = \"1m\"");
+    write_atomic(&env.drop_dir().join("good.json"), jsonl(0, 3).as_bytes());
+    write_atomic(&env.drop_dir().join("bad.json"), b"{\"id\": 1}\n{broken\n");
+    let daemon = spawn_daemon(&config, &[]);
+    // The failed batch names bad.json; good.json goes again, alone, and waits max_wait (1 m)
+    // unless more files come: one more fills its batch.
+    wait_receipts(&env.failed(), 1, 60).await;
+    write_atomic(&env.drop_dir().join("more.json"), jsonl(10, 3).as_bytes());
+    let archived = wait_receipts(&env.archive(), 2, 120).await;
+    assert!(
+        archived.iter().all(|r| r["status"] == "success"),
+        "{archived:#?}"
+    );
+    let metrics = scrape(&env.state_dir()).await;
+    stop_daemon(daemon);
+
+    assert_eq!(
+        sample(&metrics, "batchdrop_batches_total", &["outcome=\"failed\""]),
+        Some(1.0),
+        "the failed batch counts though its innocent file travelled again:\n{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "batchdrop_batches_total",
+            &["outcome=\"success\""]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    let build = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        sample(&metrics, "batchdrop_build_info", &[&build, "commit=\""]),
+        Some(1.0),
+        "{metrics}"
+    );
+    // Histograms of latency, upload and processing time; record counts; the process.
+    let data = format!("dataset=\"{DATASET}\"");
+    assert_eq!(
+        sample(&metrics, "batchdrop_file_latency_seconds_count", &[&data]),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert!(
+        sample(
+            &metrics,
+            "batchdrop_file_latency_seconds_bucket",
+            &[&data, "le=\"+Inf\""]
+        ) == Some(2.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "batchdrop_upload_duration_seconds_count",
+            &[&data]
+        ),
+        Some(4.0),
+        "good.json twice (its batch failed once), bad.json and more.json: {metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "batchdrop_batch_processing_seconds_count",
+            &["outcome=\"failed\""]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "batchdrop_records_ingested_total", &[&data]),
+        Some(6.0),
+        "{metrics}"
+    );
+    assert!(sample(&metrics, "process_resident_memory_bytes", &[]).unwrap_or(0.0) > 1e6);
+    assert!(sample(&metrics, "process_open_fds", &[]).unwrap_or(0.0) >= 3.0);
+    // Every metric exposed has its help text and type.
+    let names = metric_names(&metrics);
+    assert!(names.len() >= 15, "{metrics}");
+    for name in &names {
+        assert!(
+            metrics.contains(&format!("# HELP {name} ")),
+            "{name} has no HELP line:\n{metrics}"
+        );
+        assert!(metrics.contains(&format!("# TYPE {name} ")), "{name}");
+    }
+}
+
+/// The `batchdrop_*` and `process_*` metric names an expression (or any text) mentions, a
+/// histogram's series (`_bucket`, `_sum`, `_count`) by the histogram's name.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let histograms: Vec<&str> = batchdrop::telemetry::METRICS
+        .iter()
+        .filter(|(_, kind, _)| matches!(kind, batchdrop::telemetry::Kind::Histogram(_)))
+        .map(|(name, _, _)| *name)
+        .collect();
+    let mut names = std::collections::BTreeSet::new();
+    for prefix in ["batchdrop_", "process_"] {
+        let mut rest = text;
+        while let Some(at) = rest.find(prefix) {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .filter(|base| histograms.contains(base));
+            names.insert(base.map_or(name.clone(), str::to_owned));
+        }
+    }
+    names
+}
+
+fn known_metrics() -> std::collections::BTreeSet<String> {
+    batchdrop::telemetry::METRICS
+        .iter()
+        .map(|(name, _, _)| name.to_string())
+        .chain(
+            batchdrop::process_metrics::PROCESS_METRICS
+                .iter()
+                .map(|(name, _, _)| name.to_string()),
+        )
+        .collect()
+}
+
+fn repo_file(path: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn the_grafana_dashboard_parses_and_shows_only_metrics_that_exist() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&repo_file("examples/monitoring/grafana-dashboard.json")).unwrap();
+    assert_eq!(dashboard["uid"], "batchdrop");
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 10);
+    let known = known_metrics();
+    let mut shown = std::collections::BTreeSet::new();
+    let mut cells = std::collections::HashSet::new();
+    for panel in panels {
+        let title = panel["title"].as_str().unwrap();
+        assert_eq!(panel["datasource"]["uid"], "${datasource}", "{title}");
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{title} has no query");
+        for target in targets {
+            let expr = target["expr"].as_str().unwrap();
+            let names = metric_names(expr);
+            assert!(!names.is_empty(), "{title}: {expr}");
+            for name in &names {
+                assert!(known.contains(name), "{title}: no metric {name}");
+            }
+            shown.extend(names);
+            for variable in ["$instance", "$dataset"] {
+                if expr.contains(variable) {
+                    assert!(
+                        variables.contains(&&variable[1..]),
+                        "{variable} is not defined"
+                    );
+                }
+            }
+        }
+        // No two panels on the same grid cell.
+        let grid = &panel["gridPos"];
+        let (x, y, w, h) = (
+            grid["x"].as_u64().unwrap(),
+            grid["y"].as_u64().unwrap(),
+            grid["w"].as_u64().unwrap(),
+            grid["h"].as_u64().unwrap(),
+        );
+        assert!(x + w <= 24, "{title} is wider than the grid");
+        for cx in x..x + w {
+            for cy in y..y + h {
+                assert!(cells.insert((cx, cy)), "{title} overlaps another panel");
+            }
+        }
+    }
+    for name in &known {
+        if name != "batchdrop_files_discovered_total" {
+            assert!(shown.contains(name), "the dashboard does not show {name}");
+        }
+    }
+}
+
+#[test]
+fn the_alert_rules_name_only_metrics_that_exist_and_promtool_accepts_them() {
+    // The structure is promtool's to check (CI runs `promtool check rules` and `test rules`);
+    // without a YAML parser among the dependencies, this test checks what promtool cannot:
+    // that every metric named is one batchdrop exports.
+    let rules = repo_file("examples/monitoring/alerts.yml");
+    let known = known_metrics();
+    let named = metric_names(&rules);
+    assert!(named.len() >= 6, "{named:?}");
+    for name in &named {
+        assert!(
+            known.contains(name),
+            "alerts.yml names no such metric: {name}"
+        );
+    }
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    for wanted in [
+        "BatchdropBatchesStuck",
+        "BatchdropFilesFailed",
+        "BatchdropIntakePaused",
+        "BatchdropPlatformUnreachable",
+        "BatchdropQueueOld",
+    ] {
+        assert!(alerts.contains(&wanted), "no alert {wanted}");
+    }
+    let tests = repo_file("examples/monitoring/alerts.test.yml");
+    for tested in tests
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("alertname: "))
+    {
+        assert!(
+            alerts.contains(&tested),
+            "alerts.test.yml tests no such alert: {tested}"
+        );
+    }
+    // Where promtool is (CI installs it: PROMTOOL), it checks and unit-tests the rules too.
+    let promtool = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/monitoring");
+    match Command::new(&promtool).arg("--version").output() {
+        Ok(_) => {
+            for args in [
+                ["check", "rules", "alerts.yml"],
+                ["test", "rules", "alerts.test.yml"],
+            ] {
+                let out = run_for(Command::new(&promtool).args(args).current_dir(&dir), 120);
+                assert!(
+                    out.status.success(),
+                    "promtool {args:?}: {}{}",
+                    text(&out.stdout),
+                    text(&out.stderr)
+                );
+            }
+        }
+        Err(_) => eprintln!("promtool not found ({promtool}): its checks run in .ci/run"),
+    }
+}
+
+#[test]
+fn every_metric_is_documented_for_operators() {
+    let operating = repo_file("docs/operating.md");
+    for name in known_metrics() {
+        assert!(
+            operating.contains(&format!("`{name}`")),
+            "docs/operating.md lacks {name}"
+        );
+    }
+}
+
+#[test]
+fn the_emulator_logs_json_and_takes_its_config_only_from_the_command_line() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    // BATCHDROP_CONFIG names the daemon's config: the emulator must not read it as its own.
+    let mut emulator = batchdrop()
+        .args([
+            "--log-format",
+            "json",
+            "emulator",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("platform"))
+        .env("BATCHDROP_CONFIG", "/nonexistent/daemon.toml")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(emulator.stderr.take().unwrap()).lines();
+    let first = lines.next().expect("a log line").unwrap();
+    let _ = emulator.kill();
+    emulator.wait().unwrap();
+    let line: serde_json::Value =
+        serde_json::from_str(&first).unwrap_or_else(|e| panic!("not JSON ({e}): {first}"));
+    assert_eq!(line["message"], "emulator started", "{line}");
+    assert!(
+        line["addr"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{line}"
+    );
+    // Given on the command line, --config is the emulator's file (here: one that is not there).
+    let out = run_for(
+        batchdrop()
+            .args([
+                "emulator",
+                "--listen",
+                "127.0.0.1:0",
+                "--config",
+                "/nonexistent/emu.toml",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path().join("platform")),
+        60,
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("/nonexistent/emu.toml"));
+}
