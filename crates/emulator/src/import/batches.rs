@@ -311,7 +311,13 @@ pub async fn batch_action(
         Action::Revert => revert(&state, &batch).await?,
         Action::Fail => fail(&state, &batch).await?,
     }
-    Ok(StatusCode::OK.into_response())
+    // The spec answers an action with the batch as it now is.
+    let row = state
+        .store
+        .batch(&batch_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("batch {batch_id} does not exist")))?;
+    Ok((StatusCode::OK, axum::Json(batch_json(&row))).into_response())
 }
 
 /// The refusal of an action a batch's status does not allow.
