@@ -24,6 +24,16 @@ impl Store {
             .await
     }
 
+    /// The dataset's most recently created batch (the Catalog's `lastBatchId`).
+    pub async fn last_batch_of(&self, dataset_id: &str) -> Result<Option<BatchRow>, DbError> {
+        sqlx::query_as::<_, BatchRow>(
+            "SELECT * FROM batches WHERE dataset_id = ? ORDER BY created DESC, id DESC LIMIT 1",
+        )
+        .bind(dataset_id)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
     /// Just the status of a batch.
     pub async fn batch_status(&self, id: &str) -> Result<Option<BatchStatus>, DbError> {
         let row: Option<(BatchStatus,)> = sqlx::query_as("SELECT status FROM batches WHERE id = ?")

@@ -82,15 +82,17 @@ impl DatasetRow {
         v.get("id")?.as_str().map(str::to_owned)
     }
 
-    /// Tagged `unifiedProfile: ["enabled:true", "isUpsert:true"]`.
+    /// Tagged `unifiedProfile: ["enabled:true", "isUpsert:true"]`, spelled with or without the
+    /// space after the colon (the docs and the spec's examples write `"isUpsert: true"`).
     pub fn is_upsert(&self) -> bool {
         let tags: serde_json::Value = serde_json::from_str(&self.tags).unwrap_or_default();
         tags.get("unifiedProfile")
             .and_then(serde_json::Value::as_array)
             .is_some_and(|a| {
-                a.iter()
-                    .filter_map(serde_json::Value::as_str)
-                    .any(|t| t.eq_ignore_ascii_case("isUpsert:true"))
+                a.iter().filter_map(serde_json::Value::as_str).any(|t| {
+                    let t: String = t.chars().filter(|c| !c.is_whitespace()).collect();
+                    t.eq_ignore_ascii_case("isUpsert:true")
+                })
             })
     }
 }

@@ -200,3 +200,84 @@ async fn batches_are_listed_with_filters_and_pages() {
         StatusCode::NOT_FOUND
     );
 }
+
+/// Issue #18 item 3: the fields clients read on batches and datasets.
+#[tokio::test]
+async fn batches_and_datasets_carry_the_fields_clients_read() {
+    let env = start(cfg()).await;
+    let r = env
+        .req(Method::POST, &format!("{CATALOG}/dataSets"))
+        .json(&json!({
+            "name": "spelled as the docs do",
+            "schemaRef": {"id": "https://ns.adobe.com/tenant/schemas/abc", "contentType": "application/vnd.adobe.xed+json;version=1"},
+            "tags": {"unifiedProfile": ["enabled: true", "isUpsert: true"]},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.unwrap();
+    let ds = v[0]
+        .as_str()
+        .unwrap()
+        .strip_prefix("@/dataSets/")
+        .unwrap()
+        .to_owned();
+
+    let (_, v) = get_json(&env, &format!("{CATALOG}/dataSets/{ds}")).await;
+    let d = &v[&ds];
+    assert_eq!(d["createdClient"], "test-key", "{d}");
+    assert_eq!(d["createdUser"], "test-key@AdobeID", "{d}");
+    assert_eq!(d["classification"]["managedBy"], "CUSTOMER", "{d}");
+    assert!(d["classification"]["dataBehavior"].is_string(), "{d}");
+    assert_eq!(d["viewId"].as_str().map(str::len), Some(24), "{d}");
+    assert_eq!(d["files"], format!("@/dataSetFiles?dataSetId={ds}"), "{d}");
+    assert!(d.get("lastBatchId").is_none(), "no batch yet: {d}");
+
+    // Upsert tags with the space are recognised: a JSON batch is refused as it is for
+    // the spelling without the space.
+    let (status, created) = env
+        .create_batch_raw(json!({"datasetId": ds, "inputFormat": {"format": "json"}}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let batch = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["externalId"], batch.as_str(), "defaults to the id");
+    assert_eq!(created["createdClient"], "test-key");
+    assert!(
+        created["sandboxId"].as_str().is_some_and(|s| s.len() == 36),
+        "{created}"
+    );
+    let first_version = created["version"].clone();
+    assert_eq!(
+        env.put(&batch, &ds, "a.json", b"{\"a\":1}\n".to_vec())
+            .await,
+        StatusCode::OK
+    );
+    let (s, _) = env.action(&batch, "COMPLETE").await;
+    assert_eq!(s, StatusCode::OK);
+    let b = env.wait_status(&batch, &["success", "failed"]).await;
+    assert_eq!(
+        b["status"], "failed",
+        "an upsert dataset takes Parquet only: {b}"
+    );
+    assert!(b["errors"].to_string().contains("upsert"), "{b}");
+    assert_ne!(b["version"], first_version, "the version moves: {b}");
+
+    let (_, v) = get_json(&env, &format!("{CATALOG}/dataSets/{ds}")).await;
+    assert_eq!(v[&ds]["lastBatchId"], batch.as_str());
+    assert_eq!(v[&ds]["lastBatchStatus"], "failed");
+    let (_, listed) = get_json(&env, &format!("{CATALOG}/dataSets")).await;
+    assert_eq!(listed[&ds]["lastBatchId"], batch.as_str());
+
+    // A client's own externalId is kept.
+    let (_, own) = env
+        .create_batch_raw(
+            json!({"datasetId": ds, "inputFormat": {"format": "parquet"}, "externalId": "mine"}),
+        )
+        .await;
+    assert_eq!(own["externalId"], "mine");
+    assert_eq!(
+        own["sandboxId"], created["sandboxId"],
+        "one sandbox, one id"
+    );
+}
