@@ -209,11 +209,50 @@ fn order_by(v: &str, fields: &[OrderField]) -> ApiResult<Order> {
     })
 }
 
+/// The query parameters a Catalog list of batches understands here. The platform documents more
+/// (filters on any field, `property=`, `properties=`, `tags=`): a list that ignored one would
+/// answer the whole collection as if it were the filtered one, so what is not here is refused.
+const BATCH_PARAMS: &[&str] = &[
+    "dataSet",
+    "status",
+    "externalId",
+    "createdAfter",
+    "createdBefore",
+    "limit",
+    "start",
+    "orderBy",
+];
+const DATASET_PARAMS: &[&str] = &["name", "limit", "start", "orderBy"];
+
+/// Refuses, with 400, a parameter this list does not support and a `!` negation (which an
+/// exact match would turn into an empty answer).
+fn supported_only(q: &HashMap<String, String>, what: &str, known: &[&str]) -> ApiResult<()> {
+    let mut names: Vec<&String> = q.keys().collect();
+    names.sort();
+    for name in names {
+        if !known.contains(&name.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "the emulator's Catalog cannot filter {what} by {name:?}: it supports {} only; \
+                 drop the parameter or filter the answer yourself",
+                known.join(", ")
+            )));
+        }
+        if q[name].split(',').any(|v| v.starts_with('!')) && name != "orderBy" {
+            return Err(ApiError::bad_request(format!(
+                "the emulator's Catalog cannot negate a filter ({name}={}): list the values wanted instead",
+                q[name]
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub async fn list_batches(
     State(state): State<Arc<AppState>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
     use OrderField::*;
+    supported_only(&q, "batches", BATCH_PARAMS)?;
     let page = page(&q, &[Created, Updated, Id, Status])?;
     // Catalog accepts comma-separated values.
     let list = |param: &str| -> Vec<String> {
@@ -421,6 +460,7 @@ pub async fn list_datasets(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
     use OrderField::*;
+    supported_only(&q, "dataSets", DATASET_PARAMS)?;
     let page = page(&q, &[Created, Updated, Id, Name])?;
     let rows = state
         .store

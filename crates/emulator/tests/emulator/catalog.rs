@@ -281,3 +281,37 @@ async fn batches_and_datasets_carry_the_fields_clients_read() {
         "one sandbox, one id"
     );
 }
+
+/// Issue #18 item 4, in part: a filter the emulator does not support is refused, never ignored
+/// (ignoring it would answer the whole collection as if it were the filtered one).
+#[tokio::test]
+async fn unsupported_catalog_filters_are_refused_not_ignored() {
+    let env = start(cfg()).await;
+    let ds = env.dataset().await;
+    env.create_batch(&ds, json!({"format": "json"})).await;
+    for query in [
+        "batches?createdUser=someone@AdobeID",
+        "batches?property=status==failed",
+        "batches?properties=status",
+        "batches?status=!failed",
+        "batches?dataSet=!{ds}",
+        "dataSets?tags=unifiedProfile:*",
+        "dataSets?property=name==x",
+    ] {
+        let query = query.replace("{ds}", &ds);
+        let (s, v) = get_json(&env, &format!("{CATALOG}/{query}")).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{query}: {v}");
+        assert!(
+            v["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{query}: {v}"
+        );
+    }
+    // The supported ones still answer.
+    let (s, v) = get_json(
+        &env,
+        &format!("{CATALOG}/batches?dataSet={ds}&status=loading"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v.as_object().map(|o| o.len()), Some(1), "{v}");
+}
