@@ -410,7 +410,7 @@ pub async fn create_dataset(
 }
 
 /// A new dataset's tags: an object of arrays of strings.
-fn dataset_tags(tags: Option<Value>) -> ApiResult<Value> {
+pub(crate) fn dataset_tags(tags: Option<Value>) -> ApiResult<Value> {
     match tags {
         None | Some(Value::Null) => Ok(json!({})),
         Some(Value::Object(m)) => {

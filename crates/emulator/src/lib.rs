@@ -37,6 +37,7 @@
 mod catalog;
 mod codes;
 mod config;
+mod dataset_patch;
 mod error;
 mod export;
 mod formats;

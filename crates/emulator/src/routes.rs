@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::error::ApiError;
-use crate::{AppState, catalog, export, gateway, http_server, import, ims, net};
+use crate::{AppState, catalog, dataset_patch, export, gateway, http_server, import, ims, net};
 
 /// Serves the routes on `listener` until `stop` says true.
 pub fn serve(
@@ -69,7 +69,9 @@ fn router(state: Arc<AppState>) -> Router {
         )
         .route(
             &format!("{CATALOG}/dataSets/{{dataset_id}}"),
-            get(catalog::get_dataset).delete(catalog::delete_dataset),
+            get(catalog::get_dataset)
+                .delete(catalog::delete_dataset)
+                .patch(dataset_patch::patch_dataset),
         )
         .route(
             &format!("{EXPORT}/batches/{{batch_id}}/files"),

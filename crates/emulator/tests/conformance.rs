@@ -483,6 +483,37 @@ async fn scripted_calls_answer_as_the_specs_document() {
         tally.check(&op(&catalog, "GET", "/dataSets/{DATASET_ID}"), &reply);
     }
 
+    let reply = call(
+        &env,
+        Method::GET,
+        &format!("{}/batches?property=status==failed", catalog.base),
+        None,
+    )
+    .await;
+    tally.check(&op(&catalog, "GET", "/batches"), &reply);
+    let patch = op(&catalog, "PATCH", "/dataSets/{DATASET_ID}");
+    let reply = call(
+        &env,
+        Method::PATCH,
+        &format!("{}/dataSets/{ds}", catalog.base),
+        Some((
+            "application/json-patch+json",
+            json!([{"op": "add", "path": "/tags/unifiedIdentity", "value": ["enabled:true"]}])
+                .to_string()
+                .into_bytes(),
+        )),
+    )
+    .await;
+    tally.check(&patch, &reply);
+    let reply = call(
+        &env,
+        Method::PATCH,
+        &format!("{}/dataSets/{ds}", catalog.base),
+        Some(("application/json", b"{\"id\": \"other\"}".to_vec())),
+    )
+    .await;
+    tally.check(&patch, &reply);
+
     // Data Access.
     let reply = call(
         &env,

@@ -315,3 +315,94 @@ async fn unsupported_catalog_filters_are_refused_not_ignored() {
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v.as_object().map(|o| o.len()), Some(1), "{v}");
 }
+
+/// Issue #18 item 4: `PATCH /catalog/dataSets/{id}`, as JSON Patch (the docs' way of switching
+/// Profile and upsert on) and as a merge.
+#[tokio::test]
+async fn datasets_are_patched_with_json_patch_and_merge() {
+    let env = start(cfg()).await;
+    let ds = env.dataset().await;
+    let patch = |content_type: &'static str, body: Value| {
+        env.req(Method::PATCH, &format!("{CATALOG}/dataSets/{ds}"))
+            .header("Content-Type", content_type)
+            .body(body.to_string())
+            .send()
+    };
+    // The spec's own example.
+    let r = patch(
+        "application/json-patch+json",
+        json!([
+            {"op": "add", "path": "/tags/unifiedProfile", "value": ["enabled: true", "isUpsert: true"]},
+            {"op": "add", "path": "/tags/unifiedIdentity", "value": ["enabled:true"]},
+        ]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v, json!([format!("@/dataSets/{ds}")]));
+    let (_, v) = get_json(&env, &format!("{CATALOG}/dataSets/{ds}")).await;
+    assert_eq!(
+        v[&ds]["tags"]["unifiedProfile"],
+        json!(["enabled: true", "isUpsert: true"])
+    );
+    // Upsert is now on: a JSON batch is refused at processing.
+    let (batch, b) = env
+        .ingest_into(
+            &ds,
+            json!({"format": "json"}),
+            json!({}),
+            &[("a.json", b"{\"a\":1}\n".to_vec())],
+        )
+        .await;
+    assert_eq!(b["status"], "failed", "{batch}: {b}");
+    assert!(b["errors"].to_string().contains("upsert"), "{b}");
+
+    // A merge: the name changes, a field goes, the tags merge by namespace.
+    let r = patch(
+        "application/json",
+        json!({"name": "renamed", "description": "d", "tags": {"unifiedIdentity": null}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let (_, v) = get_json(&env, &format!("{CATALOG}/dataSets/{ds}")).await;
+    let d = &v[&ds];
+    assert_eq!(d["name"], "renamed");
+    assert_eq!(d["description"], "d");
+    assert!(d["tags"].get("unifiedIdentity").is_none(), "{d}");
+    assert!(d["tags"].get("unifiedProfile").is_some(), "{d}");
+
+    // Refused: what cannot change, what cannot be done, what does not exist.
+    for (content_type, body) in [
+        ("application/json", json!({"schemaRef": {"id": "x"}})),
+        ("application/json", json!({"name": ""})),
+        (
+            "application/json-patch+json",
+            json!([{"op": "move", "from": "/name", "path": "/x"}]),
+        ),
+        (
+            "application/json-patch+json",
+            json!([{"op": "replace", "path": "/nothing", "value": 1}]),
+        ),
+        ("application/json-patch+json", json!({"op": "add"})),
+        ("application/json", json!({"tags": {"x": "not a list"}})),
+    ] {
+        let r = patch(content_type, body.clone()).await.unwrap();
+        let s = r.status();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert!(v["detail"].as_str().unwrap().contains(&ds), "{v}");
+    }
+    let r = env
+        .req(
+            Method::PATCH,
+            &format!("{CATALOG}/dataSets/0123456789abcdef01234567"),
+        )
+        .header("Content-Type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
