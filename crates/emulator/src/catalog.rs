@@ -86,12 +86,13 @@ pub fn batch_json(b: &BatchRow) -> Value {
 fn batch_version(status: BatchStatus) -> String {
     let step = match status {
         BatchStatus::Loading => 0,
-        BatchStatus::Staging => 1,
-        BatchStatus::Processing => 2,
+        BatchStatus::Staging | BatchStatus::Queued => 1,
+        BatchStatus::Processing | BatchStatus::Retrying => 2,
         BatchStatus::Success
         | BatchStatus::Failed
         | BatchStatus::Aborted
-        | BatchStatus::Abandoned => 3,
+        | BatchStatus::Abandoned
+        | BatchStatus::Stalled => 3,
         BatchStatus::Inactive => 4,
         BatchStatus::Deleted => 5,
     };

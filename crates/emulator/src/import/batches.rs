@@ -330,7 +330,8 @@ async fn complete(state: &AppState, batch: &BatchRow) -> ApiResult<()> {
     use BatchStatus::*;
     match batch.status {
         Loading => {}
-        Staging | Processing | Success | Failed | Inactive | Deleted => return Ok(()),
+        Staging | Queued | Processing | Retrying | Success | Failed | Inactive | Deleted
+        | Stalled => return Ok(()),
         Aborted | Abandoned => {
             return Err(refuse(
                 batch,
@@ -365,7 +366,7 @@ async fn complete(state: &AppState, batch: &BatchRow) -> ApiResult<()> {
 async fn abort(state: &AppState, batch: &BatchRow) -> ApiResult<()> {
     use BatchStatus::*;
     match batch.status {
-        Loading | Staging | Processing => {
+        Loading | Staging | Queued | Processing | Retrying | Stalled => {
             state.store.abort_batch(&batch.id).await?;
             discard_batch_files(state, &batch.id).await;
             tracing::info!(batch = %batch.id, "batch aborted");

@@ -132,17 +132,18 @@ impl Store {
         Ok(q.execute(&self.pool).await?.rows_affected() == 1)
     }
 
-    /// A batch's processing starts (`staging → processing`, unless it was aborted meanwhile);
-    /// returns whether it did.
+    /// A batch's processing starts (`staging` or `queued` → `processing`, unless it was aborted
+    /// meanwhile); returns whether it did.
     pub async fn start_processing(&self, id: &str) -> Result<bool, DbError> {
         let moved = sqlx::query(
-            "UPDATE batches SET status = ?, updated = ?, started = COALESCE(started, ?) WHERE id = ? AND status = ?",
+            "UPDATE batches SET status = ?, updated = ?, started = COALESCE(started, ?) WHERE id = ? AND status IN (?, ?)",
         )
         .bind(BatchStatus::Processing)
         .bind(now_ms())
         .bind(now_ms())
         .bind(id)
         .bind(BatchStatus::Staging)
+        .bind(BatchStatus::Queued)
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -211,9 +212,11 @@ impl Store {
 
     /// At start: batches cut mid-processing go back to `staging`.
     pub async fn restage_processing(&self) -> Result<(), DbError> {
-        sqlx::query("UPDATE batches SET status = ? WHERE status = ?")
+        sqlx::query("UPDATE batches SET status = ? WHERE status IN (?, ?, ?)")
             .bind(BatchStatus::Staging)
             .bind(BatchStatus::Processing)
+            .bind(BatchStatus::Queued)
+            .bind(BatchStatus::Retrying)
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -18,6 +18,13 @@ pub enum BatchStatus {
     Deleted,
     /// Loading without activity for too long (`abandon_after_ms`).
     Abandoned,
+    /// Waiting for the platform to start processing it (fault knob `queued_probability`).
+    Queued,
+    /// Processing hit a problem the platform retries on its own (`retrying_probability`);
+    /// processing goes on afterwards.
+    Retrying,
+    /// All the platform's retries were exhausted (`stalled_probability`): it stays so.
+    Stalled,
 }
 
 impl BatchStatus {
@@ -32,6 +39,9 @@ impl BatchStatus {
             BatchStatus::Inactive => "inactive",
             BatchStatus::Deleted => "deleted",
             BatchStatus::Abandoned => "abandoned",
+            BatchStatus::Queued => "queued",
+            BatchStatus::Retrying => "retrying",
+            BatchStatus::Stalled => "stalled",
         }
     }
 }
