@@ -50,6 +50,7 @@ mod ims;
 mod net;
 mod processing;
 mod routes;
+mod schema_lookup;
 mod schemas;
 mod setup;
 mod state;

@@ -13,7 +13,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::error::ApiError;
-use crate::{AppState, catalog, dataset_patch, export, gateway, http_server, import, ims, net};
+use crate::{
+    AppState, catalog, dataset_patch, export, gateway, http_server, import, ims, net, schema_lookup,
+};
 
 /// Serves the routes on `listener` until `stop` says true.
 pub fn serve(
@@ -88,6 +90,10 @@ fn router(state: Arc<AppState>) -> Router {
         .route(
             &format!("{EXPORT}/dataSets/{{dataset_id}}/current"),
             get(export::current_view),
+        )
+        .route(
+            "/data/foundation/schemaregistry/{container}/schemas/{schema_id}",
+            get(schema_lookup::lookup),
         )
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

@@ -397,9 +397,7 @@ async fn batches_are_queued_retried_and_stalled_on_demand() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("emulator.toml");
     std::fs::write(&path, "[faults]\nstalled_probability = 2.0\n").unwrap();
-    let refused = EmulatorConfig::from_file(&path)
-        .err()
-        .expect("2.0 is refused");
+    let refused = EmulatorConfig::from_file(&path).expect_err("2.0 is refused");
     assert!(
         refused.to_string().contains("stalled_probability"),
         "{refused}"
