@@ -96,6 +96,7 @@ fn router(state: Arc<AppState>) -> Router {
             get(schema_lookup::lookup),
         )
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             gateway::platform_gate,
@@ -116,6 +117,18 @@ async fn not_found(uri: axum::http::Uri, method: axum::http::Method) -> ApiError
         "no platform endpoint {method} {}: see the Batch Ingestion, Catalog and Data Access API paths",
         uri.path()
     ))
+}
+
+/// A known path with a method it does not take: the platform's JSON error, not an empty 405.
+async fn method_not_allowed(uri: axum::http::Uri, method: axum::http::Method) -> ApiError {
+    ApiError::Service {
+        status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        title: "Method Not Allowed",
+        detail: format!(
+            "{method} is not supported on {}: see the API reference for the methods of this path",
+            uri.path()
+        ),
+    }
 }
 
 async fn stats_handler(State(state): State<Arc<AppState>>) -> impl IntoResponse {

@@ -406,3 +406,30 @@ async fn datasets_are_patched_with_json_patch_and_merge() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
+
+/// Issue #18 item 8, in part: a method a known path does not take answers the platform's JSON
+/// error shape, not an empty 405.
+#[tokio::test]
+async fn an_unsupported_method_answers_a_json_error() {
+    let env = start(cfg()).await;
+    let ds = env.dataset().await;
+    for (method, path) in [
+        (Method::PUT, format!("{CATALOG}/dataSets/{ds}")),
+        (Method::DELETE, format!("{CATALOG}/batches")),
+        (Method::GET, format!("{IMPORT}/batches")),
+    ] {
+        let r = env.req(method.clone(), &path).send().await.unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["status"], 405, "{v}");
+        assert!(
+            v["detail"].as_str().unwrap().contains(method.as_str()),
+            "{v}"
+        );
+        assert!(v["title"].is_string() && v["type"].is_string(), "{v}");
+    }
+}
