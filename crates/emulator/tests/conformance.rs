@@ -297,6 +297,29 @@ async fn call(env: &Env, method: Method, path: &str, body: Option<(&str, Vec<u8>
     answer(request.send().await.unwrap()).await
 }
 
+/// `POST /batches` for the dataset in this format, checked; the new batch's id.
+async fn create_batch(
+    env: &Env,
+    tally: &mut Tally,
+    create: &Check<'_>,
+    ds: &str,
+    format: &str,
+) -> String {
+    let body = json!({"datasetId": ds, "inputFormat": {"format": format}});
+    let reply = call(
+        env,
+        Method::POST,
+        &format!("{}/batches", create.spec.base),
+        Some(("application/json", body.to_string().into_bytes())),
+    )
+    .await;
+    tally.check(create, &reply);
+    serde_json::from_str::<Value>(&reply.body).unwrap()["id"]
+        .as_str()
+        .expect("a batch id")
+        .to_owned()
+}
+
 #[tokio::test]
 async fn scripted_calls_answer_as_the_specs_document() {
     let import = load("batch-ingestion");
@@ -313,23 +336,7 @@ async fn scripted_calls_answer_as_the_specs_document() {
 
     let ds = env.dataset().await;
     let create = op(&import, "POST", "/batches");
-    let reply = call(
-        &env,
-        Method::POST,
-        &format!("{}/batches", import.base),
-        Some((
-            "application/json",
-            json!({"datasetId": ds, "inputFormat": {"format": "json"}})
-                .to_string()
-                .into_bytes(),
-        )),
-    )
-    .await;
-    tally.check(&create, &reply);
-    let batch = serde_json::from_str::<Value>(&reply.body).unwrap()["id"]
-        .as_str()
-        .expect("a batch id")
-        .to_owned();
+    let batch = create_batch(&env, &mut tally, &create, &ds, "json").await;
     let file = |name: &str| format!("{}/batches/{batch}/datasets/{ds}/files/{name}", import.base);
     let file_op = |method| {
         op(
@@ -425,23 +432,7 @@ async fn scripted_calls_answer_as_the_specs_document() {
     tally.check(&action, &reply);
 
     // A second batch, aborted.
-    let reply = call(
-        &env,
-        Method::POST,
-        &format!("{}/batches", import.base),
-        Some((
-            "application/json",
-            json!({"datasetId": ds, "inputFormat": {"format": "parquet"}})
-                .to_string()
-                .into_bytes(),
-        )),
-    )
-    .await;
-    tally.check(&create, &reply);
-    let aborted = serde_json::from_str::<Value>(&reply.body).unwrap()["id"]
-        .as_str()
-        .expect("a batch id")
-        .to_owned();
+    let aborted = create_batch(&env, &mut tally, &create, &ds, "parquet").await;
     let reply = call(
         &env,
         Method::POST,
