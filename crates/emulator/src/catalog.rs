@@ -224,6 +224,7 @@ const BATCH_PARAMS: &[&str] = &[
     "orderBy",
 ];
 const DATASET_PARAMS: &[&str] = &["name", "limit", "start", "orderBy"];
+const LAST_BATCHES_PARAMS: &[&str] = &["dataSetId", "limit", "start"];
 
 /// Refuses, with 400, a parameter this list does not support and a `!` negation (which an
 /// exact match would turn into an empty answer).
@@ -473,4 +474,58 @@ pub async fn list_datasets(
         shown.push((d.id.as_str(), dataset_json(d, last.as_ref())));
     }
     Ok(ordered_map(shown.into_iter()))
+}
+
+/// `GET /lastBatches`: per dataset (keyed by its id), its last batch, last successful and last
+/// failed one. Datasets without a batch are left out.
+pub async fn last_batches(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    supported_only(&q, "lastBatches", LAST_BATCHES_PARAMS)?;
+    let page = page(&q, &[])?;
+    let wanted: Vec<&str> = q
+        .get("dataSetId")
+        .map(|v| v.split(',').filter(|s| !s.is_empty()).collect())
+        .unwrap_or_default();
+    let mut shown = Vec::new();
+    let mut datasets = state
+        .store
+        .list_datasets(
+            None,
+            &Page {
+                limit: 100_000,
+                start: 0,
+                order: None,
+            },
+        )
+        .await?;
+    datasets.retain(|d| wanted.is_empty() || wanted.contains(&d.id.as_str()));
+    for d in &datasets {
+        let Some(last) = state.store.last_batch_in(&d.id, None).await? else {
+            continue;
+        };
+        let mut o = Map::new();
+        o.insert("lastBatchId".into(), json!(last.id));
+        o.insert("lastBatchStatus".into(), json!(last.status.as_str()));
+        for (field, status) in [
+            ("lastSuccessfulBatchId", BatchStatus::Success),
+            ("lastFailedBatchId", BatchStatus::Failed),
+        ] {
+            if let Some(b) = state.store.last_batch_in(&d.id, Some(status)).await? {
+                o.insert(field.into(), json!(b.id));
+            }
+        }
+        o.insert("imsOrg".into(), json!(last.ims_org));
+        o.insert(
+            "sandboxId".into(),
+            json!(sandbox_id(&last.ims_org, &last.sandbox)),
+        );
+        o.insert("created".into(), json!(last.created));
+        o.insert("updated".into(), json!(last.updated));
+        shown.push((d.id.as_str(), Value::Object(o)));
+    }
+    let start = usize::try_from(page.start).unwrap_or(usize::MAX);
+    let limit = usize::try_from(page.limit).unwrap_or(usize::MAX);
+    Ok(ordered_map(shown.into_iter().skip(start).take(limit)))
 }

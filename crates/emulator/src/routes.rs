@@ -66,6 +66,10 @@ fn router(state: Arc<AppState>) -> Router {
             get(catalog::get_batch),
         )
         .route(
+            &format!("{CATALOG}/lastBatches"),
+            get(catalog::last_batches),
+        )
+        .route(
             &format!("{CATALOG}/dataSets"),
             get(catalog::list_datasets).post(catalog::create_dataset),
         )

@@ -490,6 +490,14 @@ async fn scripted_calls_answer_as_the_specs_document() {
     )
     .await;
     tally.check(&op(&catalog, "GET", "/batches"), &reply);
+    let reply = call(
+        &env,
+        Method::GET,
+        &format!("{}/lastBatches", catalog.base),
+        None,
+    )
+    .await;
+    tally.check(&op(&catalog, "GET", "/lastBatches"), &reply);
     let patch = op(&catalog, "PATCH", "/dataSets/{DATASET_ID}");
     let reply = call(
         &env,

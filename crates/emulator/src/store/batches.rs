@@ -26,10 +26,23 @@ impl Store {
 
     /// The dataset's most recently created batch (the Catalog's `lastBatchId`).
     pub async fn last_batch_of(&self, dataset_id: &str) -> Result<Option<BatchRow>, DbError> {
+        self.last_batch_in(dataset_id, None).await
+    }
+
+    /// The dataset's most recently created batch, of this status if one is given
+    /// (`lastSuccessfulBatchId`, `lastFailedBatchId`).
+    pub async fn last_batch_in(
+        &self,
+        dataset_id: &str,
+        status: Option<BatchStatus>,
+    ) -> Result<Option<BatchRow>, DbError> {
         sqlx::query_as::<_, BatchRow>(
-            "SELECT * FROM batches WHERE dataset_id = ? ORDER BY created DESC, id DESC LIMIT 1",
+            "SELECT * FROM batches WHERE dataset_id = ? AND (? IS NULL OR status = ?)
+             ORDER BY created DESC, id DESC LIMIT 1",
         )
         .bind(dataset_id)
+        .bind(status)
+        .bind(status)
         .fetch_optional(&self.pool)
         .await
     }

@@ -433,3 +433,57 @@ async fn an_unsupported_method_answers_a_json_error() {
         assert!(v["title"].is_string() && v["type"].is_string(), "{v}");
     }
 }
+
+/// Issue #18 item 4: `/catalog/lastBatches`, per dataset its last, last successful and last
+/// failed batch.
+#[tokio::test]
+async fn last_batches_name_each_datasets_last_good_and_bad_batch() {
+    let env = start(cfg()).await;
+    let ds = env.dataset().await;
+    let idle = env.dataset().await;
+    let (good, b) = env
+        .ingest_into(
+            &ds,
+            json!({"format": "json"}),
+            json!({}),
+            &[("a.json", b"{\"a\":1}\n".to_vec())],
+        )
+        .await;
+    assert_eq!(b["status"], "success", "{b}");
+    let (bad, b) = env
+        .ingest_into(
+            &ds,
+            json!({"format": "json"}),
+            json!({}),
+            &[("b.json", b"not json\n".to_vec())],
+        )
+        .await;
+    assert_eq!(b["status"], "failed", "{b}");
+    let loading = env.create_batch(&ds, json!({"format": "json"})).await;
+
+    let (s, v) = get_json(&env, &format!("{CATALOG}/lastBatches")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let last = &v[&ds];
+    assert_eq!(last["lastBatchId"], loading.as_str(), "{v}");
+    assert_eq!(last["lastBatchStatus"], "loading", "{v}");
+    assert_eq!(last["lastSuccessfulBatchId"], good.as_str(), "{v}");
+    assert_eq!(last["lastFailedBatchId"], bad.as_str(), "{v}");
+    assert!(
+        v.get(&idle).is_none(),
+        "a dataset without batches is left out: {v}"
+    );
+
+    let (s, v) = get_json(&env, &format!("{CATALOG}/lastBatches?dataSetId={idle}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v, json!({}));
+    let (s, _) = get_json(
+        &env,
+        &format!("{CATALOG}/lastBatches?lastBatchStatus=failed"),
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::BAD_REQUEST,
+        "an unsupported filter is refused"
+    );
+}
