@@ -381,7 +381,8 @@ impl Platform {
                 (
                     f["name"].as_str().unwrap().to_owned(),
                     f["dataSetFileId"].as_str().unwrap().to_owned(),
-                    f["records"].as_u64().unwrap(),
+                    // Data Access writes counts as strings (its spec's dataSetFiles schema).
+                    f["records"].as_str().unwrap().parse::<u64>().unwrap(),
                 )
             })
             .collect()

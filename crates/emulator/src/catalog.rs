@@ -14,7 +14,8 @@ use super::error::{ApiError, ApiResult};
 use super::gateway::Caller;
 use super::state::AppState;
 use super::store::{
-    BatchFilter, BatchRow, DatasetRow, NewDataset, Order, OrderField, Page, new_dataset_id,
+    BatchFilter, BatchRow, BatchStatus, DatasetRow, NewDataset, Order, OrderField, Page,
+    new_dataset_id,
 };
 
 fn parse_obj(s: &str) -> Value {
@@ -41,13 +42,25 @@ pub fn batch_json(b: &BatchRow) -> Value {
         json!([{"type": "dataSet", "id": b.dataset_id}]),
     );
     o.insert("inputFormat".into(), parse_obj(&b.input_format));
-    o.insert("version".into(), json!("1.0.0"));
+    o.insert("version".into(), json!(batch_version(b.status)));
     o.insert("tags".into(), parse_obj(&b.tags));
     o.insert("createdUser".into(), json!(b.created_user));
     o.insert("updatedUser".into(), json!(b.created_user));
-    if let Some(e) = &b.external_id {
-        o.insert("externalId".into(), json!(e));
-    }
+    // The API key the batch was made with (its creator is `{key}@AdobeID`).
+    let client = b
+        .created_user
+        .strip_suffix("@AdobeID")
+        .unwrap_or(&b.created_user);
+    o.insert("createdClient".into(), json!(client));
+    o.insert(
+        "sandboxId".into(),
+        json!(sandbox_id(&b.ims_org, &b.sandbox)),
+    );
+    // The platform fills externalId with the batch id when the client sent none.
+    o.insert(
+        "externalId".into(),
+        json!(b.external_id.as_deref().unwrap_or(&b.id)),
+    );
     if let Some(r) = &b.replay {
         o.insert("replay".into(), parse_obj(r));
     }
@@ -66,6 +79,43 @@ pub fn batch_json(b: &BatchRow) -> Value {
         }
     }
     Value::Object(o)
+}
+
+/// A batch's `version`, which moves on as its status does (the platform's moves with every
+/// change of the object; the status is what changes an emulator batch).
+fn batch_version(status: BatchStatus) -> String {
+    let step = match status {
+        BatchStatus::Loading => 0,
+        BatchStatus::Staging | BatchStatus::Queued => 1,
+        BatchStatus::Processing | BatchStatus::Retrying => 2,
+        BatchStatus::Success
+        | BatchStatus::Failed
+        | BatchStatus::Aborted
+        | BatchStatus::Abandoned
+        | BatchStatus::Stalled => 3,
+        BatchStatus::Inactive => 4,
+        BatchStatus::Deleted => 5,
+    };
+    format!("1.0.{step}")
+}
+
+/// A stable identifier of the sandbox (the platform's are UUIDs; this one is derived from the
+/// organisation and the sandbox name, so the same sandbox always has the same id).
+pub fn sandbox_id(org: &str, sandbox: &str) -> String {
+    uuid_like(&format!("{org}/{sandbox}"))
+}
+
+fn uuid_like(seed: &str) -> String {
+    use sha2::Digest;
+    let hex = crate::upload::hex(&sha2::Sha256::digest(seed.as_bytes())[..16]);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
 }
 
 /// A JSON object keyed by id whose keys keep the order of the query (`orderBy`), as the
@@ -160,11 +210,51 @@ fn order_by(v: &str, fields: &[OrderField]) -> ApiResult<Order> {
     })
 }
 
+/// The query parameters a Catalog list of batches understands here. The platform documents more
+/// (filters on any field, `property=`, `properties=`, `tags=`): a list that ignored one would
+/// answer the whole collection as if it were the filtered one, so what is not here is refused.
+const BATCH_PARAMS: &[&str] = &[
+    "dataSet",
+    "status",
+    "externalId",
+    "createdAfter",
+    "createdBefore",
+    "limit",
+    "start",
+    "orderBy",
+];
+const DATASET_PARAMS: &[&str] = &["name", "limit", "start", "orderBy"];
+const LAST_BATCHES_PARAMS: &[&str] = &["dataSetId", "limit", "start"];
+
+/// Refuses, with 400, a parameter this list does not support and a `!` negation (which an
+/// exact match would turn into an empty answer).
+fn supported_only(q: &HashMap<String, String>, what: &str, known: &[&str]) -> ApiResult<()> {
+    let mut names: Vec<&String> = q.keys().collect();
+    names.sort();
+    for name in names {
+        if !known.contains(&name.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "the emulator's Catalog cannot filter {what} by {name:?}: it supports {} only; \
+                 drop the parameter or filter the answer yourself",
+                known.join(", ")
+            )));
+        }
+        if q[name].split(',').any(|v| v.starts_with('!')) && name != "orderBy" {
+            return Err(ApiError::bad_request(format!(
+                "the emulator's Catalog cannot negate a filter ({name}={}): list the values wanted instead",
+                q[name]
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub async fn list_batches(
     State(state): State<Arc<AppState>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
     use OrderField::*;
+    supported_only(&q, "batches", BATCH_PARAMS)?;
     let page = page(&q, &[Created, Updated, Id, Status])?;
     // Catalog accepts comma-separated values.
     let list = |param: &str| -> Vec<String> {
@@ -199,7 +289,8 @@ pub async fn list_batches(
     ))
 }
 
-pub fn dataset_json(d: &DatasetRow) -> Value {
+/// A dataset as the Catalog shows it, with its most recent batch (`last`).
+pub fn dataset_json(d: &DatasetRow, last: Option<&BatchRow>) -> Value {
     let mut o = match parse_obj(&d.extra) {
         Value::Object(m) => m,
         _ => Map::new(),
@@ -215,6 +306,31 @@ pub fn dataset_json(d: &DatasetRow) -> Value {
     o.insert("created".into(), json!(d.created));
     o.insert("updated".into(), json!(d.updated));
     o.insert("version".into(), json!("1.0.0"));
+    // Fields a client reads unconditionally; what the dataset was created with wins.
+    let defaults = [
+        ("createdClient", json!("batchdrop-emulator")),
+        ("createdUser", json!("batchdrop-emulator@AdobeID")),
+        ("updatedUser", json!("batchdrop-emulator@AdobeID")),
+        (
+            "classification",
+            json!({"dataBehavior": "record", "managedBy": "CUSTOMER"}),
+        ),
+    ];
+    for (key, value) in defaults {
+        o.entry(key).or_insert(value);
+    }
+    o.insert(
+        "viewId".into(),
+        json!(&uuid_like(&d.id).replace('-', "")[..24]),
+    );
+    o.insert(
+        "files".into(),
+        json!(format!("@/dataSetFiles?dataSetId={}", d.id)),
+    );
+    if let Some(batch) = last {
+        o.insert("lastBatchId".into(), json!(batch.id));
+        o.insert("lastBatchStatus".into(), json!(batch.status.as_str()));
+    }
     Value::Object(o)
 }
 
@@ -259,6 +375,10 @@ pub async fn create_dataset(
         )));
     }
     let tags = dataset_tags(req.remove("tags"))?;
+    let creator = format!("{}@AdobeID", caller.api_key);
+    req.insert("createdClient".into(), json!(caller.api_key));
+    req.insert("createdUser".into(), json!(creator));
+    req.insert("updatedUser".into(), json!(creator));
     for k in [
         "id",
         "created",
@@ -292,7 +412,7 @@ pub async fn create_dataset(
 }
 
 /// A new dataset's tags: an object of arrays of strings.
-fn dataset_tags(tags: Option<Value>) -> ApiResult<Value> {
+pub(crate) fn dataset_tags(tags: Option<Value>) -> ApiResult<Value> {
     match tags {
         None | Some(Value::Null) => Ok(json!({})),
         Some(Value::Object(m)) => {
@@ -319,7 +439,8 @@ pub async fn get_dataset(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("dataset {id} does not exist")))?;
     let mut map = Map::new();
-    map.insert(d.id.clone(), dataset_json(&d));
+    let last = state.store.last_batch_of(&d.id).await?;
+    map.insert(d.id.clone(), dataset_json(&d, last.as_ref()));
     Ok(axum::Json(Value::Object(map)).into_response())
 }
 
@@ -341,12 +462,70 @@ pub async fn list_datasets(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
     use OrderField::*;
+    supported_only(&q, "dataSets", DATASET_PARAMS)?;
     let page = page(&q, &[Created, Updated, Id, Name])?;
     let rows = state
         .store
         .list_datasets(q.get("name").map(String::as_str), &page)
         .await?;
-    Ok(ordered_map(
-        rows.iter().map(|d| (d.id.as_str(), dataset_json(d))),
-    ))
+    let mut shown = Vec::with_capacity(rows.len());
+    for d in &rows {
+        let last = state.store.last_batch_of(&d.id).await?;
+        shown.push((d.id.as_str(), dataset_json(d, last.as_ref())));
+    }
+    Ok(ordered_map(shown.into_iter()))
+}
+
+/// `GET /lastBatches`: per dataset (keyed by its id), its last batch, last successful and last
+/// failed one. Datasets without a batch are left out.
+pub async fn last_batches(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    supported_only(&q, "lastBatches", LAST_BATCHES_PARAMS)?;
+    let page = page(&q, &[])?;
+    let wanted: Vec<&str> = q
+        .get("dataSetId")
+        .map(|v| v.split(',').filter(|s| !s.is_empty()).collect())
+        .unwrap_or_default();
+    let mut shown = Vec::new();
+    let mut datasets = state
+        .store
+        .list_datasets(
+            None,
+            &Page {
+                limit: 100_000,
+                start: 0,
+                order: None,
+            },
+        )
+        .await?;
+    datasets.retain(|d| wanted.is_empty() || wanted.contains(&d.id.as_str()));
+    for d in &datasets {
+        let Some(last) = state.store.last_batch_in(&d.id, None).await? else {
+            continue;
+        };
+        let mut o = Map::new();
+        o.insert("lastBatchId".into(), json!(last.id));
+        o.insert("lastBatchStatus".into(), json!(last.status.as_str()));
+        for (field, status) in [
+            ("lastSuccessfulBatchId", BatchStatus::Success),
+            ("lastFailedBatchId", BatchStatus::Failed),
+        ] {
+            if let Some(b) = state.store.last_batch_in(&d.id, Some(status)).await? {
+                o.insert(field.into(), json!(b.id));
+            }
+        }
+        o.insert("imsOrg".into(), json!(last.ims_org));
+        o.insert(
+            "sandboxId".into(),
+            json!(sandbox_id(&last.ims_org, &last.sandbox)),
+        );
+        o.insert("created".into(), json!(last.created));
+        o.insert("updated".into(), json!(last.updated));
+        shown.push((d.id.as_str(), Value::Object(o)));
+    }
+    let start = usize::try_from(page.start).unwrap_or(usize::MAX);
+    let limit = usize::try_from(page.limit).unwrap_or(usize::MAX);
+    Ok(ordered_map(shown.into_iter().skip(start).take(limit)))
 }

@@ -59,6 +59,9 @@ use super::error::EmulatorError;
 /// latency_ms = 0
 /// batch_failure_probability = 0.0
 /// fail_first_batches = 0
+/// queued_probability = 0.0      # a completed batch waits in `queued` first
+/// retrying_probability = 0.0     # processing passes through `retrying`
+/// stalled_probability = 0.0      # processing ends in `stalled` (retries exhausted)
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -147,6 +150,9 @@ impl EmulatorConfig {
                 "faults.batch_failure_probability",
                 f.batch_failure_probability,
             ),
+            ("faults.queued_probability", f.queued_probability),
+            ("faults.retrying_probability", f.retrying_probability),
+            ("faults.stalled_probability", f.stalled_probability),
         ] {
             if !(0.0..=1.0).contains(&p) || p.is_nan() {
                 return Err(format!(
@@ -397,6 +403,15 @@ pub struct FaultConfig {
     /// The first this many batches to be processed after start fail whatever their content
     /// (the same error as `batch_failure_probability`): a failure that comes for sure.
     pub fail_first_batches: u64,
+    /// Probability that a completed batch waits in `queued` (for `processing_delay_ms`) before
+    /// its processing starts.
+    pub queued_probability: f64,
+    /// Probability that a batch in processing passes through `retrying` (for
+    /// `processing_delay_ms`) and then goes on as usual.
+    pub retrying_probability: f64,
+    /// Probability that a batch in processing ends in `stalled` ("all retries have been
+    /// exhausted"), where it stays until aborted.
+    pub stalled_probability: f64,
 }
 
 impl Default for FaultConfig {
@@ -413,6 +428,9 @@ impl Default for FaultConfig {
             latency_ms: 0,
             batch_failure_probability: 0.0,
             fail_first_batches: 0,
+            queued_probability: 0.0,
+            retrying_probability: 0.0,
+            stalled_probability: 0.0,
         }
     }
 }

@@ -56,11 +56,12 @@ pub async fn batch_files(
                 "dataSetFileId": f.id,
                 "dataSetId": batch.dataset_id,
                 "name": f.path,
-                "records": f.records.unwrap_or(0),
-                "size": f.served_size.unwrap_or(f.size),
+                // The spec's dataSetFiles schema writes these numbers as strings.
+                "records": f.records.unwrap_or(0).to_string(),
+                "size": f.served_size.unwrap_or(f.size).to_string(),
                 "isValid": true,
-                "created": f.created,
-                "updated": f.updated,
+                "created": f.created.to_string(),
+                "updated": f.updated.to_string(),
                 "_links": {"self": {"href": format!("{base}/data/foundation/export/files/{}", f.id)}},
             })
         })

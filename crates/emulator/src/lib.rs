@@ -37,6 +37,7 @@
 mod catalog;
 mod codes;
 mod config;
+mod dataset_patch;
 mod error;
 mod export;
 mod formats;
@@ -49,6 +50,7 @@ mod ims;
 mod net;
 mod processing;
 mod routes;
+mod schema_lookup;
 mod schemas;
 mod setup;
 mod state;

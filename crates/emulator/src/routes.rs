@@ -13,7 +13,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::error::ApiError;
-use crate::{AppState, catalog, export, gateway, http_server, import, ims, net};
+use crate::{
+    AppState, catalog, dataset_patch, export, gateway, http_server, import, ims, net, schema_lookup,
+};
 
 /// Serves the routes on `listener` until `stop` says true.
 pub fn serve(
@@ -64,12 +66,18 @@ fn router(state: Arc<AppState>) -> Router {
             get(catalog::get_batch),
         )
         .route(
+            &format!("{CATALOG}/lastBatches"),
+            get(catalog::last_batches),
+        )
+        .route(
             &format!("{CATALOG}/dataSets"),
             get(catalog::list_datasets).post(catalog::create_dataset),
         )
         .route(
             &format!("{CATALOG}/dataSets/{{dataset_id}}"),
-            get(catalog::get_dataset).delete(catalog::delete_dataset),
+            get(catalog::get_dataset)
+                .delete(catalog::delete_dataset)
+                .patch(dataset_patch::patch_dataset),
         )
         .route(
             &format!("{EXPORT}/batches/{{batch_id}}/files"),
@@ -87,7 +95,12 @@ fn router(state: Arc<AppState>) -> Router {
             &format!("{EXPORT}/dataSets/{{dataset_id}}/current"),
             get(export::current_view),
         )
+        .route(
+            "/data/foundation/schemaregistry/{container}/schemas/{schema_id}",
+            get(schema_lookup::lookup),
+        )
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             gateway::platform_gate,
@@ -108,6 +121,18 @@ async fn not_found(uri: axum::http::Uri, method: axum::http::Method) -> ApiError
         "no platform endpoint {method} {}: see the Batch Ingestion, Catalog and Data Access API paths",
         uri.path()
     ))
+}
+
+/// A known path with a method it does not take: the platform's JSON error, not an empty 405.
+async fn method_not_allowed(uri: axum::http::Uri, method: axum::http::Method) -> ApiError {
+    ApiError::Service {
+        status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        title: "Method Not Allowed",
+        detail: format!(
+            "{method} is not supported on {}: see the API reference for the methods of this path",
+            uri.path()
+        ),
+    }
 }
 
 async fn stats_handler(State(state): State<Arc<AppState>>) -> impl IntoResponse {

@@ -311,7 +311,13 @@ pub async fn batch_action(
         Action::Revert => revert(&state, &batch).await?,
         Action::Fail => fail(&state, &batch).await?,
     }
-    Ok(StatusCode::OK.into_response())
+    // The spec answers an action with the batch as it now is.
+    let row = state
+        .store
+        .batch(&batch_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("batch {batch_id} does not exist")))?;
+    Ok((StatusCode::OK, axum::Json(batch_json(&row))).into_response())
 }
 
 /// The refusal of an action a batch's status does not allow.
@@ -324,7 +330,8 @@ async fn complete(state: &AppState, batch: &BatchRow) -> ApiResult<()> {
     use BatchStatus::*;
     match batch.status {
         Loading => {}
-        Staging | Processing | Success | Failed | Inactive | Deleted => return Ok(()),
+        Staging | Queued | Processing | Retrying | Success | Failed | Inactive | Deleted
+        | Stalled => return Ok(()),
         Aborted | Abandoned => {
             return Err(refuse(
                 batch,
@@ -359,7 +366,7 @@ async fn complete(state: &AppState, batch: &BatchRow) -> ApiResult<()> {
 async fn abort(state: &AppState, batch: &BatchRow) -> ApiResult<()> {
     use BatchStatus::*;
     match batch.status {
-        Loading | Staging | Processing => {
+        Loading | Staging | Queued | Processing | Retrying | Stalled => {
             state.store.abort_batch(&batch.id).await?;
             discard_batch_files(state, &batch.id).await;
             tracing::info!(batch = %batch.id, "batch aborted");

@@ -50,7 +50,7 @@ async fn initialize_file(state: &AppState, t: &Target) -> ApiResult<Response> {
             tracing::info!(batch = %t.batch_id, path = %t.path, "finished file re-initialized as a new large upload");
         }
     }
-    Ok(StatusCode::CREATED.into_response())
+    Ok(file_answer(t, 0))
 }
 
 async fn complete_file(state: &AppState, t: &Target) -> ApiResult<Response> {
@@ -60,7 +60,7 @@ async fn complete_file(state: &AppState, t: &Target) -> ApiResult<Response> {
     loading_batch(state, t).await?;
     let f = large_file(state, t, "COMPLETE").await?;
     if f.state == FileState::Complete {
-        return Ok(StatusCode::CREATED.into_response());
+        return Ok(file_answer(t, f.size as u64));
     }
     let chunks = state.store.chunks_of(&f.id).await?;
     if chunks.is_empty() {
@@ -78,7 +78,17 @@ async fn complete_file(state: &AppState, t: &Target) -> ApiResult<Response> {
     state.store.complete_file(&f.id, plan.total).await?;
     remove_parts(state, &f.id).await?;
     tracing::info!(batch = %t.batch_id, path = %t.path, bytes = plan.total, "large file completed");
-    Ok(StatusCode::CREATED.into_response())
+    Ok(file_answer(t, plan.total))
+}
+
+/// INITIALIZE's and COMPLETE's answer: the guide's `201 Created` with the spec's `File` body
+/// (`{"name", "sizeInBytes"}`), so that a client written against either accepts it.
+fn file_answer(t: &Target, size: u64) -> Response {
+    (
+        StatusCode::CREATED,
+        axum::Json(serde_json::json!({"name": t.path, "sizeInBytes": size})),
+    )
+        .into_response()
 }
 
 /// Makes the file of its chunks, in place of its data, and moves it among the batch's files.

@@ -68,12 +68,9 @@ pub async fn put_file(
         .bytes_received
         .fetch_add(got.len, Ordering::Relaxed);
     tracing::info!(batch = %t.batch_id, path = %t.path, bytes = got.len, created, "file stored");
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok(status.into_response())
+    // The guide answers 200 for a new file as for a replaced one, and a public client takes
+    // anything else as an error; the spec documents both 200 and 201.
+    Ok(StatusCode::OK.into_response())
 }
 
 /// Under the batch lock: re-checks, renames the temp file into place, records it. Returns

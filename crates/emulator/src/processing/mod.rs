@@ -65,12 +65,35 @@ async fn pause(state: &AppState, ms: u64) -> bool {
 }
 
 async fn process_batch(state: &Arc<AppState>, id: &str) -> Result<(), DbError> {
+    use crate::store::BatchStatus::{Processing, Queued, Retrying, Staging, Stalled};
     let delay = state.config.processing_delay_ms;
     if !pause(state, delay).await {
         return Ok(());
     }
+    let faults = &state.config.faults;
+    if fault_roll(state, faults.queued_probability)
+        && state.store.transition(id, &[Staging], Queued).await?
+        && !pause(state, delay).await
+    {
+        return Ok(());
+    }
     if !state.store.start_processing(id).await? {
         return Ok(()); // aborted meanwhile
+    }
+    if fault_roll(state, faults.stalled_probability) {
+        state.store.transition(id, &[Processing], Stalled).await?;
+        tracing::info!(batch = %id, "batch stalled by fault injection (faults.stalled_probability)");
+        return Ok(());
+    }
+    if fault_roll(state, faults.retrying_probability)
+        && state.store.transition(id, &[Processing], Retrying).await?
+    {
+        if !pause(state, delay).await {
+            return Ok(());
+        }
+        if !state.store.transition(id, &[Retrying], Processing).await? {
+            return Ok(()); // aborted meanwhile
+        }
     }
     if !pause(state, delay).await {
         return Ok(());
@@ -101,6 +124,17 @@ async fn process_batch(state: &Arc<AppState>, id: &str) -> Result<(), DbError> {
     let forced = fault_forced(state);
     let outcome = summarize::summarize(id, &plan, &results, captured, forced);
     record::record(state, &batch, &results, &outcome).await
+}
+
+/// One draw of the seeded fault RNG (none when the knob is off, so a run without these knobs
+/// replays the same faults as before they existed).
+fn fault_roll(state: &AppState, probability: f64) -> bool {
+    probability > 0.0
+        && state
+            .fault_rng
+            .lock()
+            .expect("fault rng")
+            .random_bool(probability)
 }
 
 /// Whether fault injection fails this batch whatever its content: one of the first

@@ -24,6 +24,29 @@ impl Store {
             .await
     }
 
+    /// The dataset's most recently created batch (the Catalog's `lastBatchId`).
+    pub async fn last_batch_of(&self, dataset_id: &str) -> Result<Option<BatchRow>, DbError> {
+        self.last_batch_in(dataset_id, None).await
+    }
+
+    /// The dataset's most recently created batch, of this status if one is given
+    /// (`lastSuccessfulBatchId`, `lastFailedBatchId`).
+    pub async fn last_batch_in(
+        &self,
+        dataset_id: &str,
+        status: Option<BatchStatus>,
+    ) -> Result<Option<BatchRow>, DbError> {
+        sqlx::query_as::<_, BatchRow>(
+            "SELECT * FROM batches WHERE dataset_id = ? AND (? IS NULL OR status = ?)
+             ORDER BY created DESC, id DESC LIMIT 1",
+        )
+        .bind(dataset_id)
+        .bind(status)
+        .bind(status)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
     /// Just the status of a batch.
     pub async fn batch_status(&self, id: &str) -> Result<Option<BatchStatus>, DbError> {
         let row: Option<(BatchStatus,)> = sqlx::query_as("SELECT status FROM batches WHERE id = ?")
@@ -122,17 +145,18 @@ impl Store {
         Ok(q.execute(&self.pool).await?.rows_affected() == 1)
     }
 
-    /// A batch's processing starts (`staging → processing`, unless it was aborted meanwhile);
-    /// returns whether it did.
+    /// A batch's processing starts (`staging` or `queued` → `processing`, unless it was aborted
+    /// meanwhile); returns whether it did.
     pub async fn start_processing(&self, id: &str) -> Result<bool, DbError> {
         let moved = sqlx::query(
-            "UPDATE batches SET status = ?, updated = ?, started = COALESCE(started, ?) WHERE id = ? AND status = ?",
+            "UPDATE batches SET status = ?, updated = ?, started = COALESCE(started, ?) WHERE id = ? AND status IN (?, ?)",
         )
         .bind(BatchStatus::Processing)
         .bind(now_ms())
         .bind(now_ms())
         .bind(id)
         .bind(BatchStatus::Staging)
+        .bind(BatchStatus::Queued)
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -201,9 +225,11 @@ impl Store {
 
     /// At start: batches cut mid-processing go back to `staging`.
     pub async fn restage_processing(&self) -> Result<(), DbError> {
-        sqlx::query("UPDATE batches SET status = ? WHERE status = ?")
+        sqlx::query("UPDATE batches SET status = ? WHERE status IN (?, ?, ?)")
             .bind(BatchStatus::Staging)
             .bind(BatchStatus::Processing)
+            .bind(BatchStatus::Queued)
+            .bind(BatchStatus::Retrying)
             .execute(&self.pool)
             .await?;
         Ok(())

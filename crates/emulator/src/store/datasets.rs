@@ -74,6 +74,25 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces what a client's PATCH may change: the name, the tags and the other fields.
+    pub async fn update_dataset(
+        &self,
+        id: &str,
+        name: &str,
+        tags: &str,
+        extra: &str,
+    ) -> Result<(), DbError> {
+        sqlx::query("UPDATE datasets SET name = ?, tags = ?, extra = ?, updated = ? WHERE id = ?")
+            .bind(name)
+            .bind(tags)
+            .bind(extra)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Stores a schema's JSON so it is registered again at the next start.
     pub async fn save_schema(
         &self,

@@ -18,6 +18,13 @@ pub enum BatchStatus {
     Deleted,
     /// Loading without activity for too long (`abandon_after_ms`).
     Abandoned,
+    /// Waiting for the platform to start processing it (fault knob `queued_probability`).
+    Queued,
+    /// Processing hit a problem the platform retries on its own (`retrying_probability`);
+    /// processing goes on afterwards.
+    Retrying,
+    /// All the platform's retries were exhausted (`stalled_probability`): it stays so.
+    Stalled,
 }
 
 impl BatchStatus {
@@ -32,6 +39,9 @@ impl BatchStatus {
             BatchStatus::Inactive => "inactive",
             BatchStatus::Deleted => "deleted",
             BatchStatus::Abandoned => "abandoned",
+            BatchStatus::Queued => "queued",
+            BatchStatus::Retrying => "retrying",
+            BatchStatus::Stalled => "stalled",
         }
     }
 }
@@ -82,15 +92,17 @@ impl DatasetRow {
         v.get("id")?.as_str().map(str::to_owned)
     }
 
-    /// Tagged `unifiedProfile: ["enabled:true", "isUpsert:true"]`.
+    /// Tagged `unifiedProfile: ["enabled:true", "isUpsert:true"]`, spelled with or without the
+    /// space after the colon (the docs and the spec's examples write `"isUpsert: true"`).
     pub fn is_upsert(&self) -> bool {
         let tags: serde_json::Value = serde_json::from_str(&self.tags).unwrap_or_default();
         tags.get("unifiedProfile")
             .and_then(serde_json::Value::as_array)
             .is_some_and(|a| {
-                a.iter()
-                    .filter_map(serde_json::Value::as_str)
-                    .any(|t| t.eq_ignore_ascii_case("isUpsert:true"))
+                a.iter().filter_map(serde_json::Value::as_str).any(|t| {
+                    let t: String = t.chars().filter(|c| !c.is_whitespace()).collect();
+                    t.eq_ignore_ascii_case("isUpsert:true")
+                })
             })
     }
 }

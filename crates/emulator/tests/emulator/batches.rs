@@ -136,7 +136,7 @@ async fn batch_actions_follow_the_lifecycle() {
     assert_eq!(
         env.put(&batch, &ds, "a.json", b"{\"a\":1}\n".to_vec())
             .await,
-        StatusCode::CREATED
+        StatusCode::OK
     );
     assert_eq!(env.action(&batch, "complete").await.0, StatusCode::OK);
     assert_eq!(env.action(&batch, "Complete").await.0, StatusCode::OK);
@@ -156,7 +156,7 @@ async fn batch_actions_follow_the_lifecycle() {
     let b2 = env.create_batch(&ds, json!({"format": "json"})).await;
     assert_eq!(
         env.put(&b2, &ds, "x.json", b"{}\n".to_vec()).await,
-        StatusCode::CREATED
+        StatusCode::OK
     );
     assert_eq!(env.action(&b2, "abort").await.0, StatusCode::OK);
     assert_eq!(env.action(&b2, "ABORT").await.0, StatusCode::OK);
@@ -187,7 +187,7 @@ async fn intermediate_states_are_visible_and_abort_stops_processing() {
     assert_eq!(
         env.put(&batch, &ds, "a.json", b"{\"a\":1}\n".to_vec())
             .await,
-        StatusCode::CREATED
+        StatusCode::OK
     );
     assert_eq!(env.action(&batch, "COMPLETE").await.0, StatusCode::OK);
     assert_eq!(env.batch(&batch).await["status"], "staging");
@@ -199,7 +199,7 @@ async fn intermediate_states_are_visible_and_abort_stops_processing() {
     let b2 = env.create_batch(&ds, json!({"format": "json"})).await;
     assert_eq!(
         env.put(&b2, &ds, "a.json", b"{\"a\":1}\n".to_vec()).await,
-        StatusCode::CREATED
+        StatusCode::OK
     );
     assert_eq!(env.action(&b2, "COMPLETE").await.0, StatusCode::OK);
     env.wait_status(&b2, &["processing"]).await;
@@ -247,7 +247,7 @@ async fn replay_replaces_predecessors_when_it_succeeds() {
     assert_eq!(
         env.put(&second, &ds, "b.json", b"{\"a\":2}\n".to_vec())
             .await,
-        StatusCode::CREATED
+        StatusCode::OK
     );
     assert_eq!(env.action(&second, "COMPLETE").await.0, StatusCode::OK);
     env.wait_status(&second, &["success"]).await;
@@ -269,7 +269,7 @@ async fn replay_replaces_predecessors_when_it_succeeds() {
     assert_eq!(
         env.put(&replay, &ds, "c.json", b"{\"a\":3}\n".to_vec())
             .await,
-        StatusCode::CREATED
+        StatusCode::OK
     );
     // Not replaced until the replay succeeds.
     assert_eq!(env.batch(&first).await["status"], "success");
@@ -327,7 +327,7 @@ async fn failed_replay_leaves_predecessors_alone() {
     assert_eq!(
         env.put(&replay, &ds, "bad.json", b"not json\n".to_vec())
             .await,
-        StatusCode::CREATED
+        StatusCode::OK
     );
     env.action(&replay, "COMPLETE").await;
     env.wait_status(&replay, &["failed"]).await;
@@ -354,7 +354,7 @@ async fn idle_loading_batches_are_abandoned_when_configured() {
         assert_eq!(
             env.put(&busy, &ds, &format!("{i}.json"), b"{}\n".to_vec())
                 .await,
-            StatusCode::CREATED,
+            StatusCode::OK,
             "the busy batch, in use, must not be abandoned"
         );
         i += 1;

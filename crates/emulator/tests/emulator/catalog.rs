@@ -200,3 +200,290 @@ async fn batches_are_listed_with_filters_and_pages() {
         StatusCode::NOT_FOUND
     );
 }
+
+/// Issue #18 item 3: the fields clients read on batches and datasets.
+#[tokio::test]
+async fn batches_and_datasets_carry_the_fields_clients_read() {
+    let env = start(cfg()).await;
+    let r = env
+        .req(Method::POST, &format!("{CATALOG}/dataSets"))
+        .json(&json!({
+            "name": "spelled as the docs do",
+            "schemaRef": {"id": "https://ns.adobe.com/tenant/schemas/abc", "contentType": "application/vnd.adobe.xed+json;version=1"},
+            "tags": {"unifiedProfile": ["enabled: true", "isUpsert: true"]},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.unwrap();
+    let ds = v[0]
+        .as_str()
+        .unwrap()
+        .strip_prefix("@/dataSets/")
+        .unwrap()
+        .to_owned();
+
+    let (_, v) = get_json(&env, &format!("{CATALOG}/dataSets/{ds}")).await;
+    let d = &v[&ds];
+    assert_eq!(d["createdClient"], "test-key", "{d}");
+    assert_eq!(d["createdUser"], "test-key@AdobeID", "{d}");
+    assert_eq!(d["classification"]["managedBy"], "CUSTOMER", "{d}");
+    assert!(d["classification"]["dataBehavior"].is_string(), "{d}");
+    assert_eq!(d["viewId"].as_str().map(str::len), Some(24), "{d}");
+    assert_eq!(d["files"], format!("@/dataSetFiles?dataSetId={ds}"), "{d}");
+    assert!(d.get("lastBatchId").is_none(), "no batch yet: {d}");
+
+    // Upsert tags with the space are recognised: a JSON batch is refused as it is for
+    // the spelling without the space.
+    let (status, created) = env
+        .create_batch_raw(json!({"datasetId": ds, "inputFormat": {"format": "json"}}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let batch = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["externalId"], batch.as_str(), "defaults to the id");
+    assert_eq!(created["createdClient"], "test-key");
+    assert!(
+        created["sandboxId"].as_str().is_some_and(|s| s.len() == 36),
+        "{created}"
+    );
+    let first_version = created["version"].clone();
+    assert_eq!(
+        env.put(&batch, &ds, "a.json", b"{\"a\":1}\n".to_vec())
+            .await,
+        StatusCode::OK
+    );
+    let (s, _) = env.action(&batch, "COMPLETE").await;
+    assert_eq!(s, StatusCode::OK);
+    let b = env.wait_status(&batch, &["success", "failed"]).await;
+    assert_eq!(
+        b["status"], "failed",
+        "an upsert dataset takes Parquet only: {b}"
+    );
+    assert!(b["errors"].to_string().contains("upsert"), "{b}");
+    assert_ne!(b["version"], first_version, "the version moves: {b}");
+
+    let (_, v) = get_json(&env, &format!("{CATALOG}/dataSets/{ds}")).await;
+    assert_eq!(v[&ds]["lastBatchId"], batch.as_str());
+    assert_eq!(v[&ds]["lastBatchStatus"], "failed");
+    let (_, listed) = get_json(&env, &format!("{CATALOG}/dataSets")).await;
+    assert_eq!(listed[&ds]["lastBatchId"], batch.as_str());
+
+    // A client's own externalId is kept.
+    let (_, own) = env
+        .create_batch_raw(
+            json!({"datasetId": ds, "inputFormat": {"format": "parquet"}, "externalId": "mine"}),
+        )
+        .await;
+    assert_eq!(own["externalId"], "mine");
+    assert_eq!(
+        own["sandboxId"], created["sandboxId"],
+        "one sandbox, one id"
+    );
+}
+
+/// Issue #18 item 4, in part: a filter the emulator does not support is refused, never ignored
+/// (ignoring it would answer the whole collection as if it were the filtered one).
+#[tokio::test]
+async fn unsupported_catalog_filters_are_refused_not_ignored() {
+    let env = start(cfg()).await;
+    let ds = env.dataset().await;
+    env.create_batch(&ds, json!({"format": "json"})).await;
+    for query in [
+        "batches?createdUser=someone@AdobeID",
+        "batches?property=status==failed",
+        "batches?properties=status",
+        "batches?status=!failed",
+        "batches?dataSet=!{ds}",
+        "dataSets?tags=unifiedProfile:*",
+        "dataSets?property=name==x",
+    ] {
+        let query = query.replace("{ds}", &ds);
+        let (s, v) = get_json(&env, &format!("{CATALOG}/{query}")).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{query}: {v}");
+        assert!(
+            v["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{query}: {v}"
+        );
+    }
+    // The supported ones still answer.
+    let (s, v) = get_json(
+        &env,
+        &format!("{CATALOG}/batches?dataSet={ds}&status=loading"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v.as_object().map(|o| o.len()), Some(1), "{v}");
+}
+
+/// Issue #18 item 4: `PATCH /catalog/dataSets/{id}`, as JSON Patch (the docs' way of switching
+/// Profile and upsert on) and as a merge.
+#[tokio::test]
+async fn datasets_are_patched_with_json_patch_and_merge() {
+    let env = start(cfg()).await;
+    let ds = env.dataset().await;
+    let patch = |content_type: &'static str, body: Value| {
+        env.req(Method::PATCH, &format!("{CATALOG}/dataSets/{ds}"))
+            .header("Content-Type", content_type)
+            .body(body.to_string())
+            .send()
+    };
+    // The spec's own example.
+    let r = patch(
+        "application/json-patch+json",
+        json!([
+            {"op": "add", "path": "/tags/unifiedProfile", "value": ["enabled: true", "isUpsert: true"]},
+            {"op": "add", "path": "/tags/unifiedIdentity", "value": ["enabled:true"]},
+        ]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v, json!([format!("@/dataSets/{ds}")]));
+    let (_, v) = get_json(&env, &format!("{CATALOG}/dataSets/{ds}")).await;
+    assert_eq!(
+        v[&ds]["tags"]["unifiedProfile"],
+        json!(["enabled: true", "isUpsert: true"])
+    );
+    // Upsert is now on: a JSON batch is refused at processing.
+    let (batch, b) = env
+        .ingest_into(
+            &ds,
+            json!({"format": "json"}),
+            json!({}),
+            &[("a.json", b"{\"a\":1}\n".to_vec())],
+        )
+        .await;
+    assert_eq!(b["status"], "failed", "{batch}: {b}");
+    assert!(b["errors"].to_string().contains("upsert"), "{b}");
+
+    // A merge: the name changes, a field goes, the tags merge by namespace.
+    let r = patch(
+        "application/json",
+        json!({"name": "renamed", "description": "d", "tags": {"unifiedIdentity": null}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let (_, v) = get_json(&env, &format!("{CATALOG}/dataSets/{ds}")).await;
+    let d = &v[&ds];
+    assert_eq!(d["name"], "renamed");
+    assert_eq!(d["description"], "d");
+    assert!(d["tags"].get("unifiedIdentity").is_none(), "{d}");
+    assert!(d["tags"].get("unifiedProfile").is_some(), "{d}");
+
+    // Refused: what cannot change, what cannot be done, what does not exist.
+    for (content_type, body) in [
+        ("application/json", json!({"schemaRef": {"id": "x"}})),
+        ("application/json", json!({"name": ""})),
+        (
+            "application/json-patch+json",
+            json!([{"op": "move", "from": "/name", "path": "/x"}]),
+        ),
+        (
+            "application/json-patch+json",
+            json!([{"op": "replace", "path": "/nothing", "value": 1}]),
+        ),
+        ("application/json-patch+json", json!({"op": "add"})),
+        ("application/json", json!({"tags": {"x": "not a list"}})),
+    ] {
+        let r = patch(content_type, body.clone()).await.unwrap();
+        let s = r.status();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert!(v["detail"].as_str().unwrap().contains(&ds), "{v}");
+    }
+    let r = env
+        .req(
+            Method::PATCH,
+            &format!("{CATALOG}/dataSets/0123456789abcdef01234567"),
+        )
+        .header("Content-Type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+/// Issue #18 item 8, in part: a method a known path does not take answers the platform's JSON
+/// error shape, not an empty 405.
+#[tokio::test]
+async fn an_unsupported_method_answers_a_json_error() {
+    let env = start(cfg()).await;
+    let ds = env.dataset().await;
+    for (method, path) in [
+        (Method::PUT, format!("{CATALOG}/dataSets/{ds}")),
+        (Method::DELETE, format!("{CATALOG}/batches")),
+        (Method::GET, format!("{IMPORT}/batches")),
+    ] {
+        let r = env.req(method.clone(), &path).send().await.unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["status"], 405, "{v}");
+        assert!(
+            v["detail"].as_str().unwrap().contains(method.as_str()),
+            "{v}"
+        );
+        assert!(v["title"].is_string() && v["type"].is_string(), "{v}");
+    }
+}
+
+/// Issue #18 item 4: `/catalog/lastBatches`, per dataset its last, last successful and last
+/// failed batch.
+#[tokio::test]
+async fn last_batches_name_each_datasets_last_good_and_bad_batch() {
+    let env = start(cfg()).await;
+    let ds = env.dataset().await;
+    let idle = env.dataset().await;
+    let (good, b) = env
+        .ingest_into(
+            &ds,
+            json!({"format": "json"}),
+            json!({}),
+            &[("a.json", b"{\"a\":1}\n".to_vec())],
+        )
+        .await;
+    assert_eq!(b["status"], "success", "{b}");
+    let (bad, b) = env
+        .ingest_into(
+            &ds,
+            json!({"format": "json"}),
+            json!({}),
+            &[("b.json", b"not json\n".to_vec())],
+        )
+        .await;
+    assert_eq!(b["status"], "failed", "{b}");
+    let loading = env.create_batch(&ds, json!({"format": "json"})).await;
+
+    let (s, v) = get_json(&env, &format!("{CATALOG}/lastBatches")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let last = &v[&ds];
+    assert_eq!(last["lastBatchId"], loading.as_str(), "{v}");
+    assert_eq!(last["lastBatchStatus"], "loading", "{v}");
+    assert_eq!(last["lastSuccessfulBatchId"], good.as_str(), "{v}");
+    assert_eq!(last["lastFailedBatchId"], bad.as_str(), "{v}");
+    assert!(
+        v.get(&idle).is_none(),
+        "a dataset without batches is left out: {v}"
+    );
+
+    let (s, v) = get_json(&env, &format!("{CATALOG}/lastBatches?dataSetId={idle}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v, json!({}));
+    let (s, _) = get_json(
+        &env,
+        &format!("{CATALOG}/lastBatches?lastBatchStatus=failed"),
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::BAD_REQUEST,
+        "an unsupported filter is refused"
+    );
+}

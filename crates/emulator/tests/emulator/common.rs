@@ -224,7 +224,7 @@ impl Env {
         for (name, data) in files {
             assert_eq!(
                 self.put(&batch, ds, name, data.clone()).await,
-                StatusCode::CREATED
+                StatusCode::OK
             );
         }
         let (s, _) = self.action(&batch, "COMPLETE").await;

@@ -336,3 +336,70 @@ async fn lost_response_applies_the_request_but_the_client_never_hears_of_it() {
     );
     assert_eq!(env.stats().duplicate_acknowledged_chunks, 1);
 }
+
+/// Issue #18 item 9: batches reach `queued`, `retrying` and `stalled`, so that clients'
+/// handling of them can be tested. A processing delay long enough to be seen by polling.
+#[tokio::test]
+async fn batches_are_queued_retried_and_stalled_on_demand() {
+    let slow = |f: FaultConfig| EmulatorConfig {
+        faults: f,
+        processing_delay_ms: 400,
+        ..cfg()
+    };
+    async fn run(env: &Env) -> String {
+        let ds = env.dataset().await;
+        let batch = env.create_batch(&ds, json!({"format": "json"})).await;
+        assert_eq!(
+            env.put(&batch, &ds, "a.json", b"{\"a\":1}\n".to_vec())
+                .await,
+            StatusCode::OK
+        );
+        assert_eq!(env.action(&batch, "COMPLETE").await.0, StatusCode::OK);
+        batch
+    }
+
+    let env = start(slow(FaultConfig {
+        queued_probability: 1.0,
+        ..FaultConfig::default()
+    }))
+    .await;
+    let batch = run(&env).await;
+    env.wait_status(&batch, &["queued"]).await;
+    let b = env.wait_status(&batch, &["success", "failed"]).await;
+    assert_eq!(b["status"], "success", "{b}");
+
+    let env = start(slow(FaultConfig {
+        retrying_probability: 1.0,
+        ..FaultConfig::default()
+    }))
+    .await;
+    let batch = run(&env).await;
+    env.wait_status(&batch, &["retrying"]).await;
+    let b = env.wait_status(&batch, &["success", "failed"]).await;
+    assert_eq!(b["status"], "success", "{b}");
+
+    let env = start(slow(FaultConfig {
+        stalled_probability: 1.0,
+        ..FaultConfig::default()
+    }))
+    .await;
+    let batch = run(&env).await;
+    env.wait_status(&batch, &["stalled"]).await;
+    // Stalled stays stalled: a later batch of the same emulator ends, this one does not move.
+    let other = run(&env).await;
+    env.wait_status(&other, &["stalled"]).await;
+    assert_eq!(env.batch(&batch).await["status"], "stalled");
+    // A stalled batch can be aborted.
+    assert_eq!(env.action(&batch, "ABORT").await.0, StatusCode::OK);
+    assert_eq!(env.batch(&batch).await["status"], "aborted");
+
+    // The knobs are probabilities, checked like the others.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("emulator.toml");
+    std::fs::write(&path, "[faults]\nstalled_probability = 2.0\n").unwrap();
+    let refused = EmulatorConfig::from_file(&path).expect_err("2.0 is refused");
+    assert!(
+        refused.to_string().contains("stalled_probability"),
+        "{refused}"
+    );
+}

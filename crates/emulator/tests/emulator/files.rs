@@ -14,7 +14,7 @@ async fn put_creates_then_replaces_and_keeps_sub_folders() {
     let name = "date=2026-11-29/orders.json";
     assert_eq!(
         env.put(&batch, &ds, name, b"{\"a\":1}\n".to_vec()).await,
-        StatusCode::CREATED
+        StatusCode::OK
     );
     assert_eq!(
         env.put(&batch, &ds, name, b"{\"a\":1}\n{\"a\":2}\n".to_vec())
@@ -35,7 +35,7 @@ async fn put_creates_then_replaces_and_keeps_sub_folders() {
     assert_eq!(
         env.put(&batch, &ds, "other.json", b"{\"b\":1}\n".to_vec())
             .await,
-        StatusCode::CREATED
+        StatusCode::OK
     );
     assert_eq!(env.stats().puts, 4);
     // HEAD on a PUT file gives its full range.
@@ -103,7 +103,7 @@ async fn put_refuses_bad_names_without_escaping_the_data_dir() {
     let ok = "b".repeat(250) + ".json";
     assert_eq!(
         env.put(&batch, &ds, &ok, b"{}\n".to_vec()).await,
-        StatusCode::CREATED
+        StatusCode::OK
     );
     // Nothing was written outside the data dir's own places.
     let parent = env.dir.path().parent().unwrap();
@@ -170,7 +170,7 @@ async fn put_counts_streamed_bytes_against_the_limit() {
     // Exactly at the limit is fine.
     assert_eq!(
         env.put(&batch, &ds, "ok.json", vec![b' '; 1000]).await,
-        StatusCode::CREATED
+        StatusCode::OK
     );
     // Nothing left behind in tmp/.
     assert_eq!(
@@ -198,7 +198,7 @@ async fn put_enforces_files_and_bytes_per_batch() {
         assert_eq!(
             env.put(&batch, &ds, &format!("{i}.json"), vec![b' '; 10])
                 .await,
-            StatusCode::CREATED
+            StatusCode::OK
         );
     }
     let r = env
@@ -273,7 +273,7 @@ async fn put_only_while_loading_into_a_known_batch_of_that_dataset() {
 
     assert_eq!(
         env.put(&batch, &ds, "a.json", b"{}\n".to_vec()).await,
-        StatusCode::CREATED
+        StatusCode::OK
     );
     assert_eq!(env.action(&batch, "COMPLETE").await.0, StatusCode::OK);
     let r = env
@@ -323,10 +323,7 @@ async fn put_streams_bodies_larger_than_any_in_memory_limit() {
         data.extend_from_slice(b"{\"payload\":\"0123456789abcdef0123456789abcdef\"}\n");
     }
     let len = data.len();
-    assert_eq!(
-        env.put(&batch, &ds, "big.json", data).await,
-        StatusCode::CREATED
-    );
+    assert_eq!(env.put(&batch, &ds, "big.json", data).await, StatusCode::OK);
     let r = env
         .req(Method::HEAD, &env.file_url(&batch, &ds, "big.json"))
         .send()

@@ -102,7 +102,7 @@ async fn readme_curl_walkthrough_works_as_written() {
         "{\"name\":\"big.parquet\",\"sizeInBytes\":262144}",
         &format!("range: bytes=0-{}", big.len() - 1),
         "downloaded file is identical",
-        "\"records\": 259",
+        "\"records\": \"259\"",
         "ABORT is only allowed while a batch is loading or processing",
         "\"acp_successor\":[",
         "\"duplicate_acknowledged_chunks\":0",

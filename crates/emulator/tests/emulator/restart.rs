@@ -20,7 +20,7 @@ async fn batches_files_and_chunked_uploads_survive_a_restart() {
     assert_eq!(
         env.put(&batch, &ds, "small.json", b"{\"s\":1}\n".to_vec())
             .await,
-        StatusCode::CREATED
+        StatusCode::OK
     );
     let big: Vec<u8> = (0..300)
         .flat_map(|i| format!("{{\"i\":{i}}}\n").into_bytes())
@@ -143,7 +143,7 @@ async fn a_batch_cut_mid_processing_is_processed_at_the_next_start() {
     assert_eq!(
         env.put(&batch, &ds, "a.json", b"{\"a\":1}\n{\"a\":2}\n".to_vec())
             .await,
-        StatusCode::CREATED
+        StatusCode::OK
     );
     assert_eq!(env.action(&batch, "COMPLETE").await.0, StatusCode::OK);
     assert_eq!(env.batch(&batch).await["status"], "staging");
@@ -231,7 +231,7 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     tx.send(Ok(b"{\"a\":2}\n".to_vec())).await.unwrap();
     drop(tx);
     let status = upload.await.unwrap().unwrap();
-    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(status, StatusCode::OK);
     shutdown.await.unwrap();
     let env = start_in(dir, cfg()).await;
     assert_eq!(
@@ -312,7 +312,7 @@ async fn a_batch_stopped_while_processing_is_processed_again() {
     assert_eq!(
         env.put(&batch, &ds, "a.csv", read(&fixture("CRM_profiles.csv")))
             .await,
-        StatusCode::CREATED
+        StatusCode::OK
     );
     assert_eq!(env.action(&batch, "COMPLETE").await.0, StatusCode::OK);
     env.wait_status(&batch, &["processing"]).await;
@@ -414,7 +414,7 @@ async fn state_survives_a_hard_kill() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(r.status(), StatusCode::OK);
     let r = req(
         Method::POST,
         format!("{IMPORT}/batches/{processed}?action=COMPLETE"),
@@ -430,7 +430,7 @@ async fn state_survives_a_hard_kill() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(r.status(), StatusCode::OK);
     let r = req(
         Method::POST,
         format!("{}?action=INITIALIZE", file(&loading, "big.json")),

@@ -232,3 +232,61 @@ async fn a_data_dir_of_an_older_emulator_gets_the_new_columns() {
     let files = download_files(&env, &batch).await;
     assert_eq!(files[0].1, b"{\"a\": 1}\n{\"a\": 3}\n");
 }
+
+/// Issue #18 item 7: a registered schema is fetched as the Schema Registry's lookup answers
+/// it, with the `xed-full` Accept header (the daemon's pre-flight validation will do so).
+#[tokio::test]
+async fn a_registered_schema_is_looked_up_with_the_xed_full_accept() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = start(schema_config(dir.path())).await;
+    let encoded: String = PROFILE_ID
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect();
+    let path = format!("/data/foundation/schemaregistry/tenant/schemas/{encoded}");
+    let lookup = |accept: Option<&'static str>, path: String| {
+        let mut request = env.req(Method::GET, &path);
+        if let Some(accept) = accept {
+            request = request.header("Accept", accept);
+        }
+        request.send()
+    };
+    let r = lookup(
+        Some("application/vnd.adobe.xed-full+json; version=1"),
+        path.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let schema: Value = r.json().await.unwrap();
+    assert_eq!(schema["$id"], PROFILE_ID);
+    assert_eq!(schema["meta:altId"], "_batchdrop.schemas.crm-profile");
+    // The document registered, whole: its rules are there to check records against.
+    assert_eq!(
+        schema["properties"]["person"]["properties"]["name"]["required"],
+        json!(["lastName"])
+    );
+
+    // Without a registry media type: 406; an unknown schema or container: 404.
+    let r = lookup(None, path.clone()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_ACCEPTABLE);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["detail"].as_str().unwrap().contains("xed-full"), "{v}");
+    let r = lookup(
+        Some("application/vnd.adobe.xed-full+json; version=1"),
+        "/data/foundation/schemaregistry/tenant/schemas/https%3A%2F%2Fns.adobe.com%2Fx%2Fschemas%2Fnone".into(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = lookup(
+        Some("application/vnd.adobe.xed-full+json; version=1"),
+        path.replace("/tenant/", "/global/"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}

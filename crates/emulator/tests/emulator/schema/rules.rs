@@ -489,9 +489,9 @@ async fn partial_ingestion_under_and_over_its_threshold() {
     // Data Access serves the good rows: records and content.
     let files = download_files(&env, &batch).await;
     assert_eq!(files.len(), 1);
-    assert_eq!(files[0].0["records"], 97);
+    assert_eq!(files[0].0["records"], "97");
     let served = String::from_utf8(files[0].1.clone()).unwrap();
-    assert_eq!(files[0].0["size"], served.len());
+    assert_eq!(files[0].0["size"], served.len().to_string());
     assert_eq!(served.lines().count(), 97);
     assert!(!served.contains("robot"));
     assert!(served.contains("\"c0\"") && served.contains("\"c99\""));
@@ -556,7 +556,7 @@ async fn partial_ingestion_under_and_over_its_threshold() {
         .await;
     assert_eq!(b["status"], "success", "{b:#}");
     let files = download_files(&env, &batch).await;
-    assert_eq!(files[0].0["records"], 2);
+    assert_eq!(files[0].0["records"], "2");
     assert_eq!(
         String::from_utf8(files[0].1.clone()).unwrap(),
         "crmId,person.name.lastName,person.gender\nc1,Doe,male\nc3,\"Poe, Jr\",female\n"
@@ -594,7 +594,7 @@ async fn partial_ingestion_under_and_over_its_threshold() {
     assert_eq!(b["status"], "success", "{b:#}");
     assert_eq!(b["metrics"]["outputRecordCount"], 2);
     let files = download_files(&env, &batch).await;
-    assert_eq!(files[0].0["records"], 2);
+    assert_eq!(files[0].0["records"], "2");
     assert_eq!(parquet_rows(files[0].1.clone()), 2);
     // A multi-line JSON array is served as an array of its good elements.
     let arr = serde_json::to_vec_pretty(&rows[..34]).unwrap();
