@@ -4,7 +4,7 @@
 //! guide, "Date function conversions").
 //!
 //! A date without a time is midnight; a date-time without an offset is UTC. This module only
-//! parses and prints; which value becomes which is decided by `functions.rs` and `xdm.rs`.
+//! parses and prints; which value becomes which is decided by `functions/` and `xdm/`.
 
 use std::sync::OnceLock;
 

@@ -3,7 +3,7 @@
 //! few allocations.
 //!
 //! This module owns the value type and its JSON forms; it must not decide conversions between
-//! types (the schema's conversions are in `xdm.rs`, the functions' in `functions.rs`).
+//! types (the schema's conversions are in `xdm/`, the functions' in `functions/`).
 
 use std::borrow::Cow;
 

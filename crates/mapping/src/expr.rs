@@ -3,14 +3,14 @@
 //!
 //! Understood: string literals (`"..."` or `'...'`), numbers, `true`, `false`, `null`, field
 //! references (`name.firstName`, `items[0].sku`, `${First Name}`, `${First\.Name}`), function
-//! calls with Data Prep's names (see `functions.rs`), `.equals(...)` and
+//! calls with Data Prep's names (see `functions/`), `.equals(...)` and
 //! `.equalsIgnoreCase(...)`, `!`/`not`, `&&`/`and`, `||`/`or`, `==`/`eq`, `!=`/`ne`,
 //! `<`/`lt`, `<=`/`le`, `>`/`gt`, `>=`/`ge`, `+` (numbers, or text when either side is text),
 //! `-`, `*`, `/`/`div`, `%`/`mod`, parentheses and array literals (`['a', 'b']`).
 //!
 //! Refused at parse time, by name: the ternary `?:` (use `iif`), regex matches (`=~`), bitwise
 //! operators, assignments, and the statements of the underlying language (`var`, `if`, `for`,
-//! `while`, `new`, `return`...). This module must not evaluate functions (`functions.rs` does).
+//! `while`, `new`, `return`...). This module must not evaluate functions (`functions/` does).
 
 use crate::datum::Datum;
 use crate::functions::{self, Function, Lookup};

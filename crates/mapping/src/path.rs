@@ -2,7 +2,7 @@
 //! name), `identityMap.CRMID[0].id` (a fixed array index), `emails[*].address` (every element).
 //!
 //! This module only parses and prints paths; what a path reads or writes is decided by the
-//! mapper (`mapper.rs`) and the schema (`xdm.rs`).
+//! mapper (`mapper.rs`) and the schema (`xdm/`).
 
 use std::fmt;
 use std::sync::Arc;
