@@ -15,16 +15,17 @@ pub const SAMPLE_ROWS: usize = 10;
 /// Characters of a failing row's text kept in a sample.
 const SAMPLE_RECORD_CHARS: usize = 500;
 
-/// What the platform's diagnostics say about one batch.
+/// What the platform's diagnostics say about one batch (fields in the alphabetical order
+/// receipts list their keys in).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Diagnostics {
     /// Each error code of the batch with the records it concerns (when the platform counts).
     pub error_codes: Vec<CodeCount>,
-    /// The first failing rows, at most [`SAMPLE_ROWS`].
-    pub failed_rows_sample: Vec<SampleRow>,
     /// The diagnostics files (`GET /data/foundation/export/batches/{batch}/meta?path=
     /// row_errors/{name}` downloads one; the platform keeps them 30 days).
     pub error_files: Vec<String>,
+    /// The first failing rows, at most [`SAMPLE_ROWS`].
+    pub failed_rows_sample: Vec<SampleRow>,
 }
 
 /// One error code of a batch.

@@ -30,4 +30,16 @@ impl Store {
         .fetch_all(&self.pool)
         .await?)
     }
+
+    /// Since when batch `batch_id` is stuck (unix ms), if it is marked so and still in flight.
+    pub async fn stuck_since(&self, batch_id: i64) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(concat!(
+            "SELECT stuck_since FROM batches WHERE id = $1 AND state IN ",
+            in_flight!()
+        ))
+        .bind(batch_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .flatten())
+    }
 }
