@@ -178,9 +178,6 @@ mod tests {
         assert_eq!(halves(&[1]), None);
         assert_eq!(halves(&[]), None);
         assert_eq!(halves(&[1, 2]), Some([vec![1], vec![2]]));
-        assert_eq!(
-            halves(&[1, 2, 3, 4, 5]),
-            Some([vec![1, 2], vec![3, 4, 5]])
-        );
+        assert_eq!(halves(&[1, 2, 3, 4, 5]), Some([vec![1, 2], vec![3, 4, 5]]));
     }
 }

@@ -238,7 +238,7 @@ async fn stuck(
     if store.mark_stuck(b.id, now).await? {
         tracing::error!(
             batch = %remote, dataset = %b.dataset,
-            "batch {remote} is {what}; its files stay until `batchdrop abort {remote}` (they fail) or `batchdrop retry` (they are sent again), or until give_up_after ({}) passes",
+            "batch {remote} is {what}; its files stay in it until `batchdrop abort {remote}` fails them (`batchdrop retry {remote}` then sends them again), or until give_up_after ({}) passes",
             human(upload.give_up_after)
         );
     }

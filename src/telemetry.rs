@@ -77,7 +77,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     (
         BATCHES_STUCK,
         Kind::Gauge,
-        "Batches stalled on the platform or processing past max_processing_age, waiting for `batchdrop abort` or `retry` (or give_up_after).",
+        "Batches stalled on the platform or processing past max_processing_age, waiting for `batchdrop abort` (or give_up_after).",
     ),
     (
         OLDEST_PENDING,

@@ -7,7 +7,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Output;
 
 use batchdrop_emulator::{EmulatorConfig, FaultConfig};
 use serde_json::{Value, json};
@@ -80,9 +79,8 @@ async fn with_fail_every_file_of_the_batch_fails_with_its_codes_counts_and_sampl
 async fn with_isolate_nine_files_succeed_and_only_the_bad_one_fails_within_the_cap() {
     let env = Env::new().await;
     ten_files_one_with_two_bad_rows(&env);
-    let extra = format!(
-        "{ONE_BATCH}\non_batch_failure = \"isolate\"\nisolate_max_extra_batches = 8"
-    );
+    let extra =
+        format!("{ONE_BATCH}\non_batch_failure = \"isolate\"\nisolate_max_extra_batches = 8");
     let daemon = Daemon::start(env.config("", &extra));
     let failed = wait_receipts(&env.failed(), 1, 90).await;
     let archived = wait_receipts(&env.archive(), 9, 90).await;
@@ -102,9 +100,8 @@ async fn with_isolate_nine_files_succeed_and_only_the_bad_one_fails_within_the_c
 async fn with_isolate_the_files_left_together_at_the_cap_fail_together() {
     let env = Env::new().await;
     ten_files_one_with_two_bad_rows(&env);
-    let extra = format!(
-        "{ONE_BATCH}\non_batch_failure = \"isolate\"\nisolate_max_extra_batches = 2"
-    );
+    let extra =
+        format!("{ONE_BATCH}\non_batch_failure = \"isolate\"\nisolate_max_extra_batches = 2");
     let daemon = Daemon::start(env.config("", &extra));
     // One halving (two extra batches): the bad half's five files fail together.
     let failed = wait_receipts(&env.failed(), 5, 90).await;
@@ -152,7 +149,10 @@ async fn an_empty_file_never_reaches_the_platform() {
     assert_eq!(failed[0]["file"], "empty.json");
     assert_eq!(failed[0]["batch"], Value::Null, "{:#}", failed[0]);
     let reason = failed[0]["reason"].as_str().unwrap();
-    assert!(reason.contains("empty") && reason.contains("exclude"), "{reason}");
+    assert!(
+        reason.contains("empty") && reason.contains("exclude"),
+        "{reason}"
+    );
     assert_eq!(archived[0]["file"], "data.json");
     assert_eq!(env.emulator.stats().puts, 1, "only data.json was sent");
 }
@@ -165,17 +165,6 @@ fn stalling_emulator() -> EmulatorConfig {
         },
         ..EmulatorConfig::default()
     }
-}
-
-async fn bd(args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_batchdrop"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .env_remove("BATCHDROP_CONFIG")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .expect("batchdrop binary runs")
 }
 
 async fn status_json(config: &Path) -> Value {
@@ -227,4 +216,30 @@ async fn a_stalled_batch_is_given_up_after_give_up_after_with_a_receipt_that_say
         errors.contains("stalled") && errors.contains("give_up_after") && errors.contains("retry"),
         "{r:#}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_processing_past_max_processing_age_is_reported_and_still_finishes() {
+    // Processing takes a few seconds; one second is the most the config allows.
+    let env = Env::with_emulator(EmulatorConfig {
+        processing_delay_ms: 2500,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let config = env.write_config("max_processing_age = \"1s\"", "");
+    let daemon = Daemon::start(batchdrop::config::Config::load(&config).unwrap());
+    write_atomic(&env.drop_dir().join("slow.json"), jsonl(0, 3).as_bytes());
+    eventually(60, "the slow batch reported stuck in `status`", || {
+        let config = config.clone();
+        async move {
+            let s = status_json(&config).await;
+            s["in_flight"][0]["stuck_since"].as_str().map(str::to_owned)
+        }
+    })
+    .await;
+    let archived = wait_receipts(&env.archive(), 1, 60).await;
+    let s = status_json(&config).await;
+    daemon.stop().await;
+    assert_eq!(archived[0]["status"], "success");
+    assert_eq!(s["in_flight"], json!([]), "no longer stuck: {s:#}");
 }

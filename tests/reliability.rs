@@ -1051,7 +1051,10 @@ async fn bad_files_each_get_a_receipt_saying_what_and_where_and_the_rest_flows()
     let expect_failed: &[(&str, &[&str])] = &[
         ("malformed.json", &["[INGEST-1401-400]", "oops"]),
         ("array.json", &["[INGEST-1401-400]", "array"]),
-        ("ragged.csv", &["[INGEST-1401-400]", "fields where the header has"]),
+        (
+            "ragged.csv",
+            &["[INGEST-1401-400]", "fields where the header has"],
+        ),
         ("empty_header.csv", &["[118]", "header"]),
         ("text.parquet", &["[200]", "not a valid Parquet file"]),
         ("truncated.parquet", &["[200]", "not a valid Parquet file"]),

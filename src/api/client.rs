@@ -17,12 +17,12 @@ use super::answer::{Answer, discard, read_body, read_error, read_json};
 use super::auth::{Auth, Secret};
 use super::body::Body;
 use super::error::{ApiError, ErrorKind};
+use super::meta::{self, MetaDir, MetaFile, RowError};
 use super::paths::{ENCODE, content_range, encode_file_path, received_from_range, segment};
 use super::setup::{self, ClientConfig, check_url};
 use super::types::{
     BatchAction, BatchInfo, BatchQuery, CreateBatch, DataSetFile, Dataset, SchemaRef,
 };
-use super::meta::{self, MetaDir, MetaFile, RowError};
 use super::wire;
 
 /// The platform's API. Cheap to clone: clones share one connection pool and one token cache.
@@ -435,7 +435,9 @@ impl ApiClient {
         batch_id: &str,
         name: &str,
     ) -> Result<Vec<RowError>, ApiError> {
-        let text = self.batch_meta_file(batch_id, MetaDir::RowErrors, name).await?;
+        let text = self
+            .batch_meta_file(batch_id, MetaDir::RowErrors, name)
+            .await?;
         Ok(meta::row_errors(&text))
     }
 
@@ -445,7 +447,9 @@ impl ApiClient {
         batch_id: &str,
         name: &str,
     ) -> Result<Vec<String>, ApiError> {
-        let text = self.batch_meta_file(batch_id, MetaDir::InputFiles, name).await?;
+        let text = self
+            .batch_meta_file(batch_id, MetaDir::InputFiles, name)
+            .await?;
         Ok(meta::input_paths(&text))
     }
 

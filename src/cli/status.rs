@@ -473,7 +473,7 @@ fn batch_line(b: &BatchJson) -> String {
     }
     if let Some(since) = &b.stuck_since {
         s += &format!(
-            "\n      STUCK on the platform since {since}: `batchdrop abort {}` fails its files, `batchdrop retry` sends them again",
+            "\n      STUCK on the platform since {since}: `batchdrop abort {0}` fails its files, then `batchdrop retry {0}` sends them again",
             b.batch.as_deref().unwrap_or("?")
         );
     }

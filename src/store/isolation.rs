@@ -3,7 +3,7 @@
 //! bisection started from (`isolation_root`), so the extra batches one failure costs stay
 //! within the watch's cap. It decides nothing about which files to split: the poller does.
 
-use super::events::{Event, Kind, insert_event, insert_events};
+use super::events::{Event, Kind, insert_event, insert_requeued};
 use super::outcome::end_batch;
 use super::{BatchOutcome, QueryBuilder, Store, StoreError, Verdict, now_ms, push_ids};
 
@@ -33,12 +33,11 @@ impl Store {
     ) -> Result<Split, StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let root: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(isolation_root, id) FROM batches WHERE id = $1",
-        )
-        .bind(batch_id)
-        .fetch_one(&mut *tx)
-        .await?;
+        let root: i64 =
+            sqlx::query_scalar("SELECT COALESCE(isolation_root, id) FROM batches WHERE id = $1")
+                .bind(batch_id)
+                .fetch_one(&mut *tx)
+                .await?;
         let spent: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM batches WHERE isolation_root = $1")
                 .bind(root)
@@ -80,16 +79,7 @@ impl Store {
                 part.len()
             );
             insert_event(&mut *tx, now, Event::batch(new_id, Kind::Sealed, &detail)).await?;
-            let events: Vec<Event> = part
-                .iter()
-                .map(|&file| Event {
-                    file: Some(file),
-                    batch: Some(batch_id),
-                    kind: Kind::Requeued,
-                    detail: why,
-                })
-                .collect();
-            insert_events(&mut tx, now, &events).await?;
+            insert_requeued(&mut tx, now, batch_id, part, why).await?;
             made.push(new_id);
         }
         tx.commit().await?;

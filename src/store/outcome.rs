@@ -2,7 +2,7 @@
 //! blame requeued), each file's record count, the archiver's intents (destinations) and facts
 //! (finalized, with the receipt's place).
 
-use super::events::{Event, Kind, insert_event, insert_events};
+use super::events::{Event, Kind, insert_event, insert_events, insert_requeued};
 use super::{
     BatchOutcome, FileRow, FileState, Finalized, QueryBuilder, Store, StoreError, Verdict, now_ms,
     push_case, push_ids,
@@ -62,16 +62,7 @@ impl Store {
                 .push(" AND state IN ('batched', 'uploaded') AND id IN (");
             push_ids(&mut q, part.iter().copied());
             q.build().execute(&mut *tx).await?;
-            let events: Vec<Event> = part
-                .iter()
-                .map(|&file| Event {
-                    file: Some(file),
-                    batch: Some(batch_id),
-                    kind: Kind::Requeued,
-                    detail: why,
-                })
-                .collect();
-            insert_events(&mut tx, now, &events).await?;
+            insert_requeued(&mut tx, now, batch_id, part, why).await?;
         }
         tx.commit().await?;
         Ok(())

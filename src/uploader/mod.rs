@@ -247,8 +247,15 @@ impl Uploader {
                 BatchPhase::Completing { remote_id } => self.complete(&b, remote_id).await?,
                 BatchPhase::Processing { remote_id } => {
                     let outcomes = self.outcomes_of(&b.watch);
-                    poller::poll(&self.store, &self.api, &self.upload, &outcomes, &b, remote_id)
-                        .await?;
+                    poller::poll(
+                        &self.store,
+                        &self.api,
+                        &self.upload,
+                        &outcomes,
+                        &b,
+                        remote_id,
+                    )
+                    .await?;
                     self.wake_archiver.notify_one();
                     return Ok(());
                 }
