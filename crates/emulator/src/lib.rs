@@ -42,6 +42,7 @@ mod dataset_patch;
 mod diagnostics;
 mod error;
 mod export;
+mod file_access;
 mod formats;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -413,7 +413,10 @@ fn outcome_settings_are_per_watch_over_defaults_and_checked() {
         p,
     )
     .unwrap_err();
-    assert!(err.to_string().contains("partial_ingestion_percent"), "{err}");
+    assert!(
+        err.to_string().contains("partial_ingestion_percent"),
+        "{err}"
+    );
     let err = Config::parse(
         "[[watch]]\npath='a'\ndataset='d'\non_batch_failure = \"guess\"\n",
         p,
