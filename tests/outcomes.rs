@@ -8,6 +8,7 @@ mod support;
 
 use std::path::Path;
 
+use batchdrop::api::MetaDir;
 use batchdrop_emulator::{EmulatorConfig, FaultConfig};
 use serde_json::{Value, json};
 use support::*;
@@ -73,6 +74,24 @@ async fn with_fail_every_file_of_the_batch_fails_with_its_codes_counts_and_sampl
         assert!(r["errors"].to_string().contains("INGEST-1401-400"), "{r:#}");
     }
     assert_eq!(env.emulator.stats().batches_created, 1);
+    // The client reads the batch's input files too: the ten sent, and nothing else.
+    let batch = batch.as_str().unwrap();
+    let listed = env
+        .api
+        .batch_meta_listing(batch, MetaDir::InputFiles)
+        .await
+        .unwrap();
+    let mut paths = Vec::new();
+    for file in &listed {
+        paths.extend(env.api.batch_input_paths(batch, &file.name).await.unwrap());
+    }
+    paths.sort();
+    let mut sent: Vec<String> = failed
+        .iter()
+        .map(|r| r["file"].as_str().unwrap().to_owned())
+        .collect();
+    sent.sort();
+    assert_eq!(paths, sent);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,6 +210,25 @@ async fn a_stalled_batch_is_reported_and_abort_clears_it() {
     let o = bd(&["status", "--config", config.to_str().unwrap()]).await;
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("STUCK"), "{text}");
+    let admin = std::fs::read_to_string(env.state_dir().join("admin-addr")).unwrap();
+    eventually(30, "batchdrop_batches_stuck 1 on /metrics", || {
+        let url = format!("http://{admin}/metrics");
+        async move {
+            let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+            text.lines()
+                .any(|l| l == "batchdrop_batches_stuck 1")
+                .then_some(())
+        }
+    })
+    .await;
+    let ready = reqwest::get(format!("http://{admin}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(
+        ready.status(),
+        200,
+        "a stuck batch does not make the daemon unready"
+    );
 
     let o = bd(&["abort", &batch, "--config", config.to_str().unwrap()]).await;
     assert_eq!(o.status.code(), Some(0), "{o:?}");
