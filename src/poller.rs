@@ -1,5 +1,8 @@
 //! Completed batch → terminal status: asks the Catalog, with a growing interval, until the
-//! platform says `success` or `failed` (or that the batch is gone), and records the outcome.
+//! platform says `success` or `failed` (or that the batch is gone), and records the outcome
+//! with the batch's error diagnostics (Data Access `row_errors`). A failed batch's files fail,
+//! or travel again in halves (`on_batch_failure = "isolate"`); a batch stuck on the platform
+//! is reported once and given up after `give_up_after`.
 //!
 //! This module must not move files (archiver) or send anything but Catalog and Data Access
 //! reads; what an end means for each file is `outcome`'s decision. It is the uploader's last
