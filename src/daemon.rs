@@ -295,12 +295,16 @@ pub async fn run(
         Ok(())
     }));
     // store → uploader → api → poller → store
+    let upload_outcomes = Arc::new(RwLock::new(crate::uploader::outcomes_by_watch(
+        &config.watches,
+    )));
     let uploader = Uploader::new(
         store.clone(),
         platform.api.clone(),
         config.upload.clone(),
         wake_uploader.clone(),
         wake_archiver.clone(),
+        upload_outcomes.clone(),
     )
     .run(output.clone(), config.shutdown_grace);
     tasks.spawn(stage::supervise("uploader", output.clone(), async {
@@ -390,6 +394,8 @@ pub async fn run(
                             watchers.start(&w, &mut tasks, &store, &wake_batcher, &health, &new, &intake);
                         }
                         *batch_watches.write().unwrap() = new.watches.clone();
+                        *upload_outcomes.write().unwrap() =
+                            crate::uploader::outcomes_by_watch(&new.watches);
                         let mut archive = archive_watches.write().unwrap();
                         for w in &new.watches {
                             archive.insert(w.name.clone(), w.clone());

@@ -19,6 +19,7 @@ pub mod config;
 pub mod config_watch;
 pub mod crashpoint;
 pub mod daemon;
+pub mod diagnostics;
 pub mod disk;
 pub mod envsubst;
 pub mod format;

@@ -17,6 +17,7 @@ use super::answer::{Answer, discard, read_body, read_error, read_json};
 use super::auth::{Auth, Secret};
 use super::body::Body;
 use super::error::{ApiError, ErrorKind};
+use super::meta::{self, MetaDir, MetaFile, RowError};
 use super::paths::{ENCODE, content_range, encode_file_path, received_from_range, segment};
 use super::setup::{self, ClientConfig, check_url};
 use super::types::{
@@ -423,6 +424,67 @@ impl ApiClient {
         );
         let resp = self.execute(&op, self.request(Method::GET, url)).await?;
         read_json(&op, resp, Answer::Platform).await
+    }
+
+    /// `GET {export}/batches/{id}/meta?path={dir}`: the files of one of the batch's meta
+    /// directories (error diagnostics, input files); none when the platform has none.
+    pub async fn batch_meta_listing(
+        &self,
+        batch_id: &str,
+        dir: MetaDir,
+    ) -> Result<Vec<MetaFile>, ApiError> {
+        let op = format!("list the {} of batch {batch_id}", dir.as_str());
+        let url = self.url(
+            Service::Export,
+            &format!("batches/{}/meta", segment(batch_id)),
+            &[("path", dir.as_str())],
+        );
+        match self.get_json_or_none(&op, url).await? {
+            None => Ok(Vec::new()),
+            Some(v) => meta::meta_listing(&v).map_err(|msg| ApiError::invalid_response(op, msg)),
+        }
+    }
+
+    /// `GET {export}/batches/{id}/meta?path={dir}/{name}`: the failed rows of one diagnostics
+    /// file (`dir` row_errors).
+    pub async fn batch_row_errors(
+        &self,
+        batch_id: &str,
+        name: &str,
+    ) -> Result<Vec<RowError>, ApiError> {
+        let text = self
+            .batch_meta_file(batch_id, MetaDir::RowErrors, name)
+            .await?;
+        Ok(meta::row_errors(&text))
+    }
+
+    /// `GET {export}/batches/{id}/meta?path=input_files/{name}`: the input paths it names.
+    pub async fn batch_input_paths(
+        &self,
+        batch_id: &str,
+        name: &str,
+    ) -> Result<Vec<String>, ApiError> {
+        let text = self
+            .batch_meta_file(batch_id, MetaDir::InputFiles, name)
+            .await?;
+        Ok(meta::input_paths(&text))
+    }
+
+    async fn batch_meta_file(
+        &self,
+        batch_id: &str,
+        dir: MetaDir,
+        name: &str,
+    ) -> Result<String, ApiError> {
+        let op = format!("download {}/{name} of batch {batch_id}", dir.as_str());
+        let path = format!("{}/{name}", dir.as_str());
+        let url = self.url(
+            Service::Export,
+            &format!("batches/{}/meta", segment(batch_id)),
+            &[("path", &path)],
+        );
+        let bytes = self.get_bytes(&op, url).await?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     // ---- plumbing -------------------------------------------------------------------------

@@ -21,6 +21,7 @@ mod auth;
 mod body;
 mod client;
 mod error;
+mod meta;
 mod paths;
 mod probe;
 mod setup;
@@ -31,6 +32,7 @@ pub use auth::{ClientSecret, OAuth, Secret, TokenSource};
 pub use body::Body;
 pub use client::ApiClient;
 pub use error::{ApiError, ErrorKind, PlatformError};
+pub use meta::{MetaDir, MetaFile, RowError, RowIssue};
 // For the fuzz target of the one header the client parses (`fuzz/`).
 #[doc(hidden)]
 pub use error::{MAX_RETRY_AFTER, parse_retry_after};

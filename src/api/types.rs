@@ -82,6 +82,12 @@ pub enum BatchStatus {
     Staging,
     Processing,
     Retrying,
+    /// Waiting for the platform to start processing it.
+    Queued,
+    /// Loaded, not yet promoted (in progress).
+    Loaded,
+    /// All the platform's retries were exhausted: it will not move on by itself.
+    Stalled,
     Success,
     Failed,
     Aborted,
@@ -99,6 +105,9 @@ impl BatchStatus {
             "staging" | "staged" => BatchStatus::Staging,
             "processing" => BatchStatus::Processing,
             "retrying" => BatchStatus::Retrying,
+            "queued" => BatchStatus::Queued,
+            "loaded" => BatchStatus::Loaded,
+            "stalled" => BatchStatus::Stalled,
             "success" | "active" => BatchStatus::Success,
             "failed" | "failure" => BatchStatus::Failed,
             "aborted" => BatchStatus::Aborted,
@@ -116,6 +125,9 @@ impl BatchStatus {
             BatchStatus::Staging => "staging",
             BatchStatus::Processing => "processing",
             BatchStatus::Retrying => "retrying",
+            BatchStatus::Queued => "queued",
+            BatchStatus::Loaded => "loaded",
+            BatchStatus::Stalled => "stalled",
             BatchStatus::Success => "success",
             BatchStatus::Failed => "failed",
             BatchStatus::Aborted => "aborted",
@@ -256,9 +268,11 @@ mod tests {
         ] {
             assert_eq!(BatchStatus::parse(text), status, "{text}");
         }
+        assert_eq!(BatchStatus::parse("Queued"), BatchStatus::Queued);
+        assert_eq!(BatchStatus::parse(" stalled"), BatchStatus::Stalled);
         assert_eq!(
-            BatchStatus::parse("Queued"),
-            BatchStatus::Other("Queued".into())
+            BatchStatus::parse("Mystery"),
+            BatchStatus::Other("Mystery".into())
         );
         assert_eq!(BatchStatus::parse("active").as_str(), "success");
     }

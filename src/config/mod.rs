@@ -53,6 +53,39 @@ pub enum AfterSuccess {
     Keep,
 }
 
+/// What a failed batch means for its files, when the platform does not say which file held
+/// the bad rows (it never does: see docs/outcomes.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBatchFailure {
+    /// Every file of the batch fails with the batch's errors.
+    Fail,
+    /// The files are sent again in halves (bisection) until the culprits are alone, within
+    /// `isolate_max_extra_batches`; what is left when the cap is reached fails.
+    Isolate,
+}
+
+/// How a watch's batches end on the platform: what may fail, and what a failure does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcomes {
+    /// The share of a batch's rows (percent, 0–100) that may fail while its good rows land
+    /// (`partialIngestionPercentage`); 0: any bad row fails the batch.
+    pub partial_ingestion_percent: u8,
+    pub on_batch_failure: OnBatchFailure,
+    /// With `isolate`: the most extra batches one failed batch may cost.
+    pub isolate_max_extra_batches: u32,
+}
+
+impl Default for Outcomes {
+    fn default() -> Outcomes {
+        Outcomes {
+            partial_ingestion_percent: 0,
+            on_batch_failure: OnBatchFailure::Fail,
+            isolate_max_extra_batches: 16,
+        }
+    }
+}
+
 /// How a folder learns about new files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -190,6 +223,10 @@ pub struct Upload {
     pub backoff_max: Duration,
     pub poll_initial: Duration,
     pub poll_max: Duration,
+    /// A batch still processing on the platform after this long is reported stuck.
+    pub max_processing_age: Duration,
+    /// A stuck (or `stalled`) batch older than this is given up: its files fail.
+    pub give_up_after: Duration,
 }
 
 /// One drop folder and everything that applies to it (defaults already merged in).
@@ -223,6 +260,7 @@ pub struct Watch {
     /// Which files below the folder are this watch's (`include` / `exclude`); the others are
     /// never touched.
     pub patterns: Patterns,
+    pub outcomes: Outcomes,
 }
 
 impl Watch {

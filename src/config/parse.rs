@@ -13,7 +13,7 @@ use super::{
     PLATFORM_MAX_BYTES, PLATFORM_MAX_CHUNK, PLATFORM_MAX_FILES, PLATFORM_MAX_PUT, Platform,
     SecretSource, Upload, Watch, WatchMode,
 };
-use super::{Patterns, parse_duration};
+use super::{OnBatchFailure, Outcomes, Patterns, parse_duration};
 use crate::envsubst;
 
 impl Config {
@@ -178,6 +178,16 @@ impl Config {
                 Duration::from_millis(25),
             )?,
             poll_max: dur("upload.poll_max", &u.poll_max, Duration::from_secs(30))?,
+            max_processing_age: dur(
+                "upload.max_processing_age",
+                &u.max_processing_age,
+                Duration::from_secs(6 * 3600),
+            )?,
+            give_up_after: dur(
+                "upload.give_up_after",
+                &u.give_up_after,
+                Duration::from_secs(72 * 3600),
+            )?,
         };
         if upload.large_file_threshold == 0 || upload.large_file_threshold > PLATFORM_MAX_PUT {
             return Err(invalid(format!(
@@ -278,7 +288,26 @@ impl Config {
                         .map_or(&[], Vec::as_slice),
                 )
                 .map_err(|e| invalid(format!("[[watch]] {name}: {e}")))?,
+                outcomes: Outcomes {
+                    partial_ingestion_percent: s
+                        .partial_ingestion_percent
+                        .or(d.partial_ingestion_percent)
+                        .unwrap_or(0),
+                    on_batch_failure: s
+                        .on_batch_failure
+                        .or(d.on_batch_failure)
+                        .unwrap_or(OnBatchFailure::Fail),
+                    isolate_max_extra_batches: s
+                        .isolate_max_extra_batches
+                        .or(d.isolate_max_extra_batches)
+                        .unwrap_or(Outcomes::default().isolate_max_extra_batches),
+                },
             };
+            if watch.outcomes.partial_ingestion_percent > 100 {
+                return Err(invalid(format!(
+                    "[[watch]] {name}: partial_ingestion_percent must be between 0 and 100 (the share of a batch's rows that may fail)"
+                )));
+            }
             if watch.max_files == 0 || watch.max_files > PLATFORM_MAX_FILES {
                 return Err(invalid(format!(
                     "[[watch]] {name}: max_files must be between 1 and {PLATFORM_MAX_FILES} (the platform's limit per batch)"

@@ -42,9 +42,11 @@ mod blocked;
 mod commands;
 mod events;
 mod intake;
+mod isolation;
 mod model;
 mod outcome;
 mod sqlite;
+mod stuck;
 #[cfg(test)]
 mod testing;
 #[cfg(test)]
@@ -57,6 +59,7 @@ use std::path::{Path, PathBuf};
 
 use sqlite::{Db, Pool};
 
+pub use isolation::Split;
 pub use model::*;
 pub use sqlite::network_fs;
 pub use values::{BatchOutcome, BatchPhase, BatchState, FileState, Predecessors, Step, Verdict};

@@ -50,12 +50,26 @@ pub async fn create_batch(
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => return Err(ApiError::bad_request("externalId must be a string")),
     };
-    let tags = match req.get("tags") {
+    let mut tags = match req.get("tags") {
         None | Some(Value::Null) => Map::new(),
         Some(v) => validate_tags(v)?,
     };
 
     let options = batch_options(&req)?;
+    // The platform hands the processing options back as tags on the Catalog batch; the docs
+    // show bare values, the spec's tags are arrays of strings: the spec's shape is sent.
+    if let Some(on) = options.get("enableErrorDiagnostics") {
+        tags.insert("acp_enableErrorDiagnostics".into(), json!([on.to_string()]));
+    }
+    if let Some(p) = options
+        .get("partialIngestionPercentage")
+        .and_then(Value::as_f64)
+    {
+        tags.insert(
+            "acp_partialIngestionPercent".into(),
+            json!([format!("{p}")]),
+        );
+    }
     let replay = match req.get("replay") {
         None | Some(Value::Null) => None,
         Some(v) => Some(validate_replay(&state, v, &dataset_id).await?),
