@@ -255,6 +255,12 @@ pub async fn run(
         }
     }
 
+    // Pre-flight: a watch that cannot work is refused, one whose dataset is missing blocked.
+    let mut config = config;
+    config.watches = crate::preflight::gate::admit(&platform.api, &store, &config)
+        .await
+        .watches;
+
     let health = Arc::new(Health::default());
     let wake_batcher = Arc::new(Notify::new());
     let wake_uploader = Arc::new(Notify::new());
@@ -351,7 +357,6 @@ pub async fn run(
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let mut watchdog = sd_watchdog_interval().map(tokio::time::interval);
 
-    let mut config = config;
     let mut failed: Option<String> = None;
     let mut stuck: Option<String> = None;
     let reload = opts.reload.clone().unwrap_or_default();
@@ -374,7 +379,7 @@ pub async fn run(
                 let _ = sd_notify::notify(&reload_started());
                 match Config::load(&config.path) {
                     Err(e) => tracing::error!("config reload rejected, the previous config stays in force: {e}"),
-                    Ok(new) => {
+                    Ok(mut new) => {
                         warn_unreloadable(&config, &new);
                         if let Some(emu) = &platform.embedded {
                             // As at start: the embedded platform has a dataset for every watch.
@@ -385,6 +390,9 @@ pub async fn run(
                             }
                         }
                         lift_blocks(&store, &new).await;
+                        new.watches = crate::preflight::gate::admit(&platform.api, &store, &new)
+                            .await
+                            .watches;
                         wake_uploader.notify_one();
                         for w in watchers.reconcile(&new.watches) {
                             watchers.start(&w, &mut tasks, &store, &wake_batcher, &health, &new, &intake);

@@ -127,9 +127,14 @@ async fn dispatch(
                 .map_err(|e| (EXIT_RUNTIME, e.into()))?;
             Ok(0)
         }
-        Command::CheckConfig => {
+        Command::CheckConfig { online } => {
             let config = load(&config_path)?;
-            outcome(cli::check_config::run(&config))
+            if online {
+                command_logs();
+                outcome(cli::check_online::run(&config).await)
+            } else {
+                outcome(cli::check_config::run(&config))
+            }
         }
         Command::Status {
             json,

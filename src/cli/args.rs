@@ -90,7 +90,12 @@ pub enum Command {
     },
     /// Validate a config file (folders writable, credentials present, limits) and print what
     /// would be watched (exit 3 when something is wrong).
-    CheckConfig,
+    CheckConfig {
+        /// Also ask the platform: credentials, sandbox, every watch's dataset (exists in the
+        /// sandbox, fits the watch's format) and its schema. One line per check.
+        #[arg(long)]
+        online: bool,
+    },
     /// Show counts per dataset, batches in flight, recent failures; or one file's or batch's
     /// history. Works while the daemon runs.
     Status {

@@ -11,6 +11,7 @@
 pub mod abort;
 pub mod args;
 pub mod check_config;
+pub mod check_online;
 pub mod completions;
 pub mod healthcheck;
 pub mod man;

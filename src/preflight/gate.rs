@@ -1,0 +1,78 @@
+//! What the daemon does with pre-flight's verdicts, at start and on every reload: a watch that
+//! cannot work is refused (left out, with an ERROR saying what to change), a watch whose
+//! dataset is not in the sandbox is blocked as `crate::blocked` does (its files wait, nothing
+//! is failed), warnings are logged, and the others run.
+//!
+//! It must not move files; the store is touched only through `crate::blocked`.
+
+use std::collections::BTreeMap;
+
+use super::{Verdict, WatchReport, check_watch};
+use crate::api::{ApiClient, RegistrySchema};
+use crate::config::{Config, Watch};
+use crate::store::Store;
+
+/// The watches that may run, and the schema of each (by watch name) where one is known.
+#[derive(Debug, Default)]
+pub struct Admitted {
+    pub watches: Vec<Watch>,
+    pub schemas: BTreeMap<String, RegistrySchema>,
+    /// The Profile-enabled datasets among the admitted watches' (by watch name).
+    pub profile: BTreeMap<String, bool>,
+}
+
+/// Checks every watch of `config` and says which may run.
+pub async fn admit(api: &ApiClient, store: &Store, config: &Config) -> Admitted {
+    let mut admitted = Admitted::default();
+    for watch in &config.watches {
+        let report = check_watch(api, &config.state_dir, &config.platform.sandbox, watch).await;
+        log(watch, &report);
+        match report.worst() {
+            Verdict::Refuse => continue,
+            Verdict::Missing => {
+                let why = report
+                    .checks
+                    .iter()
+                    .find(|c| c.verdict == Verdict::Missing)
+                    .map(|c| c.message.clone())
+                    .unwrap_or_default();
+                if let Err(e) =
+                    crate::blocked::block(store, &watch.dataset, &watch.name, &why).await
+                {
+                    tracing::error!(watch = %watch.name, "cannot record the block of dataset {}: {}", watch.dataset, e.explain());
+                }
+            }
+            Verdict::Pass | Verdict::Warn | Verdict::Unchecked => {}
+        }
+        if let Some(dataset) = &report.dataset {
+            admitted
+                .profile
+                .insert(watch.name.clone(), dataset.is_profile_enabled());
+        }
+        if let Some(schema) = report.schema {
+            admitted.schemas.insert(watch.name.clone(), schema);
+        }
+        admitted.watches.push(watch.clone());
+    }
+    admitted
+}
+
+fn log(watch: &Watch, report: &WatchReport) {
+    for check in &report.checks {
+        let line = format!("{}: {}", check.subject, check.message);
+        match check.verdict {
+            Verdict::Pass => tracing::debug!(watch = %watch.name, "pre-flight: {line}"),
+            Verdict::Warn | Verdict::Unchecked => {
+                tracing::warn!(watch = %watch.name, dataset = %watch.dataset, "pre-flight: {line}")
+            }
+            Verdict::Missing => {
+                tracing::error!(watch = %watch.name, dataset = %watch.dataset, "pre-flight: {line}")
+            }
+            Verdict::Refuse => tracing::error!(
+                watch = %watch.name, dataset = %watch.dataset,
+                "pre-flight: watch {} is refused and does not run (the other watches do): {line}; fix the config and reload (SIGHUP)",
+                watch.name
+            ),
+        }
+    }
+}
