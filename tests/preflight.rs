@@ -1,0 +1,174 @@
+//! Pre-flight (issue #20) end to end against the real emulator, over real HTTP: datasets in two
+//! sandboxes, an upsert dataset, the daemon in-process and `check-config --online` as the real
+//! binary.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use batchdrop::api::{BatchQuery, SchemaRef};
+use support::*;
+
+/// The organisation of the test config (`org_id` is left to its default there).
+fn config_org(env: &Env) -> String {
+    env.config("", "").platform.org_id
+}
+
+/// A dataset made through the Catalog in `sandbox` of the config's organisation (as a user of
+/// that sandbox would), with these `unifiedProfile` tags.
+async fn dataset_in(env: &Env, sandbox: &str, name: &str, profile_tags: &[&str]) -> String {
+    let api = batchdrop::api::ApiClient::new(batchdrop::api::ClientConfig {
+        endpoint: env.emulator.base_url(),
+        org_id: config_org(env),
+        sandbox: sandbox.into(),
+        api_key: "test".into(),
+        token: batchdrop::api::TokenSource::Static(batchdrop::api::Secret::new(
+            "test-token".to_owned(),
+        )),
+        request_timeout: std::time::Duration::from_secs(30),
+        connect_timeout: std::time::Duration::from_secs(5),
+        extra_ca_file: None,
+    })
+    .unwrap();
+    let mut tags = std::collections::BTreeMap::new();
+    if !profile_tags.is_empty() {
+        tags.insert(
+            "unifiedProfile".to_owned(),
+            profile_tags.iter().map(|t| (*t).to_owned()).collect(),
+        );
+    }
+    let schema = SchemaRef {
+        id: "https://ns.adobe.com/tenant/schemas/unregistered".into(),
+        content_type: "application/vnd.adobe.xed-full+json;version=1".into(),
+    };
+    api.create_dataset(name, Some(&schema), &tags)
+        .await
+        .unwrap()
+}
+
+/// The test config with a second watch on `dataset` in folder `second` (format `format`).
+fn config_with_second_watch(env: &Env, dataset: &str, format: &str) -> PathBuf {
+    let path = env.write_config("", "");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "\n[[watch]]\npath = \"second\"\ndataset = \"{dataset}\"\nformat = \"{format}\"\n"
+    ));
+    std::fs::write(&path, text).unwrap();
+    std::fs::create_dir_all(env.dir.path().join("second")).unwrap();
+    path
+}
+
+/// `batchdrop check-config --online`: exit code and the lines of its online checks.
+async fn check_online(config: &Path) -> (i32, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_batchdrop"))
+        .args(["check-config", "--online", "--config"])
+        .arg(config)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let online = stdout
+        .split_once("online checks:\n")
+        .unwrap_or_else(|| panic!("no online checks printed: {stdout}"))
+        .1;
+    (out.status.code().unwrap_or(-1), online.to_owned())
+}
+
+async fn batches_of(env: &Env, dataset: &str) -> usize {
+    env.api
+        .find_batches(&BatchQuery {
+            dataset_id: Some(dataset.into()),
+            limit: Some(100),
+            ..BatchQuery::default()
+        })
+        .await
+        .unwrap()
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_on_a_dataset_of_another_sandbox_is_held_at_start_naming_both() {
+    let env = Env::new().await;
+    let dev_only = dataset_in(&env, "dev", "dev profiles", &[]).await;
+    let config_path = config_with_second_watch(&env, &dev_only, "json");
+
+    let (code, out) = check_online(&config_path).await;
+    assert_eq!(code, 3, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains(&dev_only))
+        .unwrap_or_else(|| panic!("a line names {dev_only}: {out}"));
+    assert!(
+        line.starts_with("FAILED") && line.contains("sandbox prod"),
+        "{line}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("ok") && l.contains(support::DATASET)),
+        "the other watch's dataset is fine: {out}"
+    );
+
+    let daemon = Daemon::start(batchdrop::config::Config::load(&config_path).unwrap());
+    write_atomic(
+        &env.dir.path().join("second").join("held.json"),
+        jsonl(0, 2).as_bytes(),
+    );
+    write_atomic(&env.drop_dir().join("fine.json"), jsonl(10, 2).as_bytes());
+    let receipts = wait_receipts(&env.archive(), 1, 60).await;
+    assert_eq!(
+        receipts[0]["dataset"],
+        support::DATASET,
+        "the other watch runs"
+    );
+    let store = batchdrop::store::Store::open_shared(&env.state_dir())
+        .await
+        .unwrap();
+    let blocked = store.blocked_datasets().await.unwrap();
+    daemon.stop().await;
+    assert_eq!(blocked.len(), 1, "{blocked:?}");
+    assert_eq!(blocked[0].dataset, dev_only);
+    assert!(
+        blocked[0].reason.contains("sandbox prod"),
+        "{}",
+        blocked[0].reason
+    );
+    assert!(
+        env.dir.path().join("second").join("held.json").exists(),
+        "its file stays where it was dropped"
+    );
+    assert_eq!(batches_of(&env, &dev_only).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_watch_on_an_upsert_dataset_is_refused_and_the_others_run() {
+    let env = Env::new().await;
+    let upsert = dataset_in(
+        &env,
+        "prod",
+        "upsert profiles",
+        &["enabled: true", "isUpsert: true"],
+    )
+    .await;
+    let config_path = config_with_second_watch(&env, &upsert, "json");
+
+    let (code, out) = check_online(&config_path).await;
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("FAILED")
+            && l.contains(&upsert)
+            && l.contains("set format = \"parquet\"")),
+        "{out}"
+    );
+
+    let daemon = Daemon::start(batchdrop::config::Config::load(&config_path).unwrap());
+    write_atomic(
+        &env.dir.path().join("second").join("refused.json"),
+        jsonl(0, 2).as_bytes(),
+    );
+    write_atomic(&env.drop_dir().join("fine.json"), jsonl(10, 2).as_bytes());
+    let receipts = wait_receipts(&env.archive(), 1, 60).await;
+    daemon.stop().await;
+    assert_eq!(receipts[0]["dataset"], support::DATASET);
+    assert!(env.dir.path().join("second").join("refused.json").exists());
+    assert_eq!(batches_of(&env, &upsert).await, 0, "no batch spent on it");
+}
