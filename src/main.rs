@@ -208,6 +208,31 @@ async fn dispatch(
             };
             outcome(cli::map::run(&args))
         }
+        Command::Validate {
+            files,
+            dataset,
+            schema,
+            format,
+            multiline_json,
+            json,
+        } => {
+            let args = cli::validate::ValidateArgs {
+                files,
+                dataset,
+                schema,
+                format,
+                multiline_json,
+                json,
+            };
+            match args.schema {
+                Some(_) => outcome(cli::validate::run(None, &args).await),
+                None => {
+                    let config = load(&config_path)?;
+                    command_logs();
+                    outcome(cli::validate::run(Some(&config), &args).await)
+                }
+            }
+        }
         Command::Revert { batch } => {
             let config = load(&config_path)?;
             command_logs();

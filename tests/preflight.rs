@@ -172,3 +172,83 @@ async fn a_json_watch_on_an_upsert_dataset_is_refused_and_the_others_run() {
     assert!(env.dir.path().join("second").join("refused.json").exists());
     assert_eq!(batches_of(&env, &upsert).await, 0, "no batch spent on it");
 }
+
+/// `batchdrop validate --json` as the real binary: exit code and its report per file.
+async fn validate_json(
+    config: &Path,
+    dataset: &str,
+    files: &[PathBuf],
+) -> (i32, serde_json::Value) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_batchdrop"))
+        .args(["validate", "--json", "--dataset", dataset, "--config"])
+        .arg(config)
+        .args(files)
+        .output()
+        .await
+        .unwrap();
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("validate --json prints JSON ({e}): {out:?}"));
+    (out.status.code().unwrap_or(-1), report)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_agrees_with_the_platforms_processing_row_for_row_on_the_shared_fixtures() {
+    let env = Env::new().await;
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let schema: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures.join("objectXDM.schema.json")).unwrap())
+            .unwrap();
+    let schema_id = "https://ns.adobe.com/tenant/schemas/objectxdm";
+    env.emulator
+        .register_schema(schema_id, &schema)
+        .await
+        .unwrap();
+    let profiles = "5deac2648a19d218a888d2c0";
+    env.emulator
+        .ensure_dataset_with_schema(profiles, "CRM profiles", schema_id)
+        .await
+        .unwrap();
+    let config_path = env.write_config("", "validate = \"off\"");
+    let text = std::fs::read_to_string(&config_path)
+        .unwrap()
+        .replace(support::DATASET, profiles);
+    std::fs::write(&config_path, format!("{text}multiline_json = true\n")).unwrap();
+
+    let json = fixtures.join("CRM_profiles.json");
+    let (code, local) = validate_json(&config_path, profiles, std::slice::from_ref(&json)).await;
+    assert_eq!(code, 4, "{local}");
+    let mut local_rows: Vec<(u64, String, String)> = local[0]["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["row"].as_u64().unwrap(),
+                p["code"].as_str().unwrap().to_owned(),
+                p["field"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    local_rows.sort();
+    assert!(!local_rows.is_empty());
+
+    // The platform's side: the same file through the daemon, without the local check.
+    let daemon = Daemon::start(batchdrop::config::Config::load(&config_path).unwrap());
+    std::fs::copy(&json, env.drop_dir().join("CRM_profiles.json")).unwrap();
+    let receipts = wait_receipts(&env.failed(), 1, 60).await;
+    daemon.stop().await;
+    let batch = receipts[0]["batch"].as_str().unwrap();
+    let failed = env.api.failed_rows(batch).await.unwrap();
+    let mut platform_rows: Vec<(u64, String, String)> = Vec::new();
+    for row in failed["data"].as_array().unwrap() {
+        for e in row["errors"].as_array().unwrap() {
+            platform_rows.push((
+                row["row"].as_u64().unwrap(),
+                e["code"].as_str().unwrap().to_owned(),
+                e["path"].as_str().unwrap_or_default().to_owned(),
+            ));
+        }
+    }
+    platform_rows.sort();
+    assert_eq!(local_rows, platform_rows, "{failed}");
+}

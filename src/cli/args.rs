@@ -177,6 +177,30 @@ pub enum Command {
         #[arg(long, default_value_t = 5)]
         preview: usize,
     },
+    /// Check files against a dataset's schema as the platform would, without uploading:
+    /// file, row, field, code and message for each problem (exit 0 when every row passes, 4
+    /// when some would be refused).
+    Validate {
+        /// The files (.json, .jsonl, .csv; Parquet is not checked locally).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The dataset whose schema (Schema Registry, xed-full) the rows are checked against.
+        #[arg(long, required_unless_present = "schema")]
+        dataset: Option<String>,
+        /// A schema file (xed-full JSON) instead of asking the platform.
+        #[arg(long, conflicts_with = "dataset")]
+        schema: Option<PathBuf>,
+        /// json, csv or parquet (default: each file's extension).
+        #[arg(long)]
+        format: Option<String>,
+        /// Read JSON as one document (an array of objects, or objects one after another);
+        /// a file starting with `[` is read so anyway.
+        #[arg(long)]
+        multiline_json: bool,
+        /// Print JSON (one object per file) instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Revert a successful batch: its data leaves the dataset; its files' receipts say so.
     Revert {
         /// The platform's batch id, or #N.

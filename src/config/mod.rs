@@ -53,6 +53,20 @@ pub enum AfterSuccess {
     Keep,
 }
 
+/// What the local check of records against the dataset's schema does (when a schema is known;
+/// without one nothing is checked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Validate {
+    /// No local check: the platform finds bad rows.
+    Off,
+    /// Checked; a file with bad rows is uploaded anyway and its receipt says what the platform
+    /// will likely refuse.
+    Warn,
+    /// Checked; a file with bad rows is refused with a receipt and not uploaded.
+    Reject,
+}
+
 /// How a folder learns about new files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -220,6 +234,8 @@ pub struct Watch {
     pub max_file_bytes: u64,
     /// Refuse sparse files (far fewer bytes on disk than their length) with a receipt.
     pub refuse_sparse: bool,
+    /// The local check of records against the dataset's schema, before upload.
+    pub validate: Validate,
     /// Which files below the folder are this watch's (`include` / `exclude`); the others are
     /// never touched.
     pub patterns: Patterns,

@@ -11,7 +11,7 @@ use super::raw::{RawAuth, RawConfig};
 use super::{
     AfterSuccess, Config, ConfigError, Credentials, Endpoint, Limits, LogFormat, OAuthConfig,
     PLATFORM_MAX_BYTES, PLATFORM_MAX_CHUNK, PLATFORM_MAX_FILES, PLATFORM_MAX_PUT, Platform,
-    SecretSource, Upload, Watch, WatchMode,
+    SecretSource, Upload, Validate, Watch, WatchMode,
 };
 use super::{Patterns, parse_duration};
 use crate::envsubst;
@@ -267,6 +267,7 @@ impl Config {
                     .or(d.max_file_bytes)
                     .map_or(PLATFORM_MAX_BYTES, |s| s.0),
                 refuse_sparse: s.refuse_sparse.or(d.refuse_sparse).unwrap_or(false),
+                validate: s.validate.or(d.validate).unwrap_or(Validate::Reject),
                 patterns: Patterns::new(
                     s.include
                         .as_ref()

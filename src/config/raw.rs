@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{AfterSuccess, Format, LogFormat, WatchMode};
+use super::{AfterSuccess, Format, LogFormat, Validate, WatchMode};
 use crate::units::Size;
 
 #[derive(Deserialize)]
@@ -103,6 +103,7 @@ macro_rules! watch_settings {
             pub(super) sidecar_timeout: Option<String>,
             pub(super) max_file_bytes: Option<Size>,
             pub(super) refuse_sparse: Option<bool>,
+            pub(super) validate: Option<Validate>,
             pub(super) include: Option<Vec<String>>,
             pub(super) exclude: Option<Vec<String>>,
         }
