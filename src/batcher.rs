@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Watch;
+use crate::config::{Validate, Watch};
 use crate::disk::{self, Links};
 use crate::stage::{self, Next, Stage};
 use crate::store::{Dedupe, FileRow, NewBatch, Store, StoreError, now_ms};
@@ -92,12 +92,25 @@ pub fn plan(files: &[FileRow], limits: Limits, now_ms: i64, flush: bool) -> Vec<
 pub struct Batcher {
     /// Shared with the daemon, which swaps it on a config reload.
     pub watches: Arc<std::sync::RwLock<Vec<Watch>>>,
+    /// The local check of each watch's records (by watch name), where its dataset's schema
+    /// is known; swapped with `watches`.
+    pub validators: Validators,
+    /// Files whose records were checked already (and kept): a file waiting for its group is
+    /// not read again at every pass.
+    pub checked: Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
     pub store: Store,
     pub health: Arc<crate::telemetry::Health>,
     pub max_inflight_bytes: u64,
     pub wake: Arc<Notify>,
     pub wake_uploader: Arc<Notify>,
 }
+
+/// The local checks of records, by watch name (see `preflight::gate`).
+pub type Validators = Arc<
+    std::sync::RwLock<
+        std::collections::BTreeMap<String, Arc<crate::preflight::validate::Validator>>,
+    >,
+>;
 
 impl Batcher {
     pub async fn run(self, shutdown: CancellationToken, flush: Arc<AtomicBool>) {
@@ -202,6 +215,16 @@ impl Batcher {
             // A full page may leave files of its partial groups for the next one: only the
             // last page seals partial groups (when they waited max_wait, or on flush).
             let more = ready.len() as i64 == page;
+            let validator = self.validators.read().unwrap().get(&w.name).cloned();
+            if let Some(validator) = validator.filter(|_| w.validate != Validate::Off) {
+                match self.check_locally(w, ready, validator, shutdown).await? {
+                    Some(kept) => ready = kept,
+                    None => return Ok(sealed_any),
+                }
+                if ready.is_empty() {
+                    return Ok(sealed_any);
+                }
+            }
             if dedupe == Dedupe::OneCopy {
                 match self.hash_where_needed(&w.dataset, ready, shutdown).await? {
                     Some(hashed) => ready = hashed,
@@ -261,6 +284,90 @@ impl Batcher {
                 return Ok(sealed_any);
             }
         }
+    }
+
+    /// Reads each ready file not checked yet once, hashing it and checking its records against
+    /// the dataset's schema: a file with bad rows is failed with the platform's codes, rows
+    /// and fields (`validate = "reject"`) or goes on with a warning (`"warn"`); clean files are
+    /// recorded as such. Returns the files that go on, or None if shutdown came first.
+    async fn check_locally(
+        &self,
+        w: &Watch,
+        ready: Vec<FileRow>,
+        validator: Arc<crate::preflight::validate::Validator>,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Vec<FileRow>>, StoreError> {
+        let to_check: Vec<(usize, FileRow)> = {
+            let checked = self.checked.lock().unwrap();
+            ready
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| !checked.contains(&f.id))
+                .map(|(i, f)| (i, f.clone()))
+                .collect()
+        };
+        if to_check.is_empty() {
+            return Ok(Some(ready));
+        }
+        let stop = shutdown.clone();
+        let results = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::with_capacity(to_check.len());
+            for (i, f) in to_check {
+                if stop.is_cancelled() {
+                    return None;
+                }
+                out.push((i, crate::preflight::local::check_queued(&validator, &f)));
+            }
+            Some(out)
+        })
+        .await
+        .unwrap_or(None);
+        let Some(results) = results else {
+            return Ok(None);
+        };
+        let mut ready = ready;
+        let mut shas = Vec::new();
+        let mut clean = Vec::new();
+        let mut dropped = std::collections::HashSet::new();
+        for (i, result) in results {
+            let f = &mut ready[i];
+            match result {
+                Ok(Some(c)) => {
+                    if !c.check.is_clean() {
+                        let why = crate::preflight::local::refusal(f, &c.check);
+                        if w.validate == Validate::Reject {
+                            tracing::warn!(file = %f.rel_path, dataset = %w.dataset, "{why}");
+                            self.store.fail_file(f.id, &why).await?;
+                            dropped.insert(f.id);
+                            continue;
+                        }
+                        tracing::warn!(file = %f.rel_path, dataset = %w.dataset, "uploaded anyway (validate = \"warn\"): {why}");
+                    } else {
+                        clean.push(f.id);
+                    }
+                    self.checked.lock().unwrap().insert(f.id);
+                    f.sha256 = Some(c.sha256.clone());
+                    shas.push((f.id, c.sha256));
+                }
+                // Not the version queued, or short of descriptors: later.
+                Ok(None) => {
+                    dropped.insert(f.id);
+                }
+                Err(e) => {
+                    let why = format!(
+                        "cannot read {} to check its records: {e}; fix the file or its permissions and drop it again",
+                        f.abs_path().display()
+                    );
+                    tracing::warn!(file = %f.rel_path, dataset = %w.dataset, "{why}");
+                    self.store.fail_file(f.id, &why).await?;
+                    dropped.insert(f.id);
+                }
+            }
+        }
+        self.store.set_shas(&shas).await?;
+        self.store.mark_validated(&clean).await?;
+        ready.retain(|f| !dropped.contains(&f.id));
+        Ok(Some(ready))
     }
 
     /// Hashes the ready files whose size matches another file of the dataset (ingested, on its
@@ -553,6 +660,8 @@ mod tests {
             .unwrap();
         let batcher = Batcher {
             watches: Default::default(),
+            validators: Default::default(),
+            checked: Default::default(),
             store: store.clone(),
             health: Default::default(),
             max_inflight_bytes: u64::MAX,

@@ -257,9 +257,9 @@ pub async fn run(
 
     // Pre-flight: a watch that cannot work is refused, one whose dataset is missing blocked.
     let mut config = config;
-    config.watches = crate::preflight::gate::admit(&platform.api, &store, &config)
-        .await
-        .watches;
+    let admitted = crate::preflight::gate::admit(&platform.api, &store, &config).await;
+    config.watches = admitted.watches;
+    let validators: crate::batcher::Validators = Arc::new(RwLock::new(admitted.validators));
 
     let health = Arc::new(Health::default());
     let wake_batcher = Arc::new(Notify::new());
@@ -289,6 +289,8 @@ pub async fn run(
     let batch_watches = Arc::new(RwLock::new(config.watches.clone()));
     let batcher = Batcher {
         watches: batch_watches.clone(),
+        validators: validators.clone(),
+        checked: Default::default(),
         store: store.clone(),
         health: health.clone(),
         max_inflight_bytes: config.limits.max_inflight_bytes,
@@ -390,9 +392,9 @@ pub async fn run(
                             }
                         }
                         lift_blocks(&store, &new).await;
-                        new.watches = crate::preflight::gate::admit(&platform.api, &store, &new)
-                            .await
-                            .watches;
+                        let admitted = crate::preflight::gate::admit(&platform.api, &store, &new).await;
+                        new.watches = admitted.watches;
+                        *validators.write().unwrap() = admitted.validators;
                         wake_uploader.notify_one();
                         for w in watchers.reconcile(&new.watches) {
                             watchers.start(&w, &mut tasks, &store, &wake_batcher, &health, &new, &intake);

@@ -252,3 +252,60 @@ async fn validate_agrees_with_the_platforms_processing_row_for_row_on_the_shared
     platform_rows.sort();
     assert_eq!(local_rows, platform_rows, "{failed}");
 }
+
+/// The test config on a dataset checked against objectXDM (registered in the emulator).
+async fn objectxdm_dataset(env: &Env, watch_extra: &str) -> (&'static str, PathBuf) {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let schema: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures.join("objectXDM.schema.json")).unwrap())
+            .unwrap();
+    let schema_id = "https://ns.adobe.com/tenant/schemas/objectxdm";
+    env.emulator
+        .register_schema(schema_id, &schema)
+        .await
+        .unwrap();
+    let dataset = "5deac2648a19d218a888d2c1";
+    env.emulator
+        .ensure_dataset_with_schema(dataset, "CRM profiles", schema_id)
+        .await
+        .unwrap();
+    let path = env.write_config("", watch_extra);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(support::DATASET, dataset);
+    std::fs::write(&path, text).unwrap();
+    (dataset, path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_with_a_bad_row_is_refused_locally_with_the_platforms_code_and_never_uploaded() {
+    let env = Env::new().await;
+    let (_, config_path) = objectxdm_dataset(&env, "").await;
+    let good = r#"{"person": {"name": {"firstName": "Anna"}}}"#;
+    let bad = r#"{"person": {"name": {"firstName": "Friederike"}}}"#;
+    let daemon = Daemon::start(batchdrop::config::Config::load(&config_path).unwrap());
+    let before = env.emulator.stats();
+    write_atomic(
+        &env.drop_dir().join("people.json"),
+        format!("{good}\n{bad}\n").as_bytes(),
+    );
+    let receipts = wait_receipts(&env.failed(), 1, 60).await;
+    daemon.stop().await;
+    let reason = receipts[0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let receipt = &receipts[0];
+    assert!(
+        reason.contains("row 2 /person/name/firstName INGEST-1543-400"),
+        "{receipt}"
+    );
+    assert!(reason.contains("1 of 2 records"), "{receipt}");
+    let after = env.emulator.stats();
+    assert_eq!(
+        after.batches_created, before.batches_created,
+        "no batch spent"
+    );
+    assert_eq!(after.puts, before.puts, "nothing uploaded");
+    assert_eq!(after.bytes_received, before.bytes_received);
+}

@@ -6,17 +6,20 @@
 //! It must not move files; the store is touched only through `crate::blocked`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use super::validate::Validator;
 use super::{Verdict, WatchReport, check_watch};
-use crate::api::{ApiClient, RegistrySchema};
+use crate::api::{ApiClient, Dataset};
 use crate::config::{Config, Watch};
 use crate::store::Store;
 
-/// The watches that may run, and the schema of each (by watch name) where one is known.
-#[derive(Debug, Default)]
+/// The watches that may run, and the check of their records (by watch name) where their
+/// dataset's schema is known.
+#[derive(Default)]
 pub struct Admitted {
     pub watches: Vec<Watch>,
-    pub schemas: BTreeMap<String, RegistrySchema>,
+    pub validators: BTreeMap<String, Arc<Validator>>,
     /// The Profile-enabled datasets among the admitted watches' (by watch name).
     pub profile: BTreeMap<String, bool>,
 }
@@ -49,8 +52,16 @@ pub async fn admit(api: &ApiClient, store: &Store, config: &Config) -> Admitted 
                 .profile
                 .insert(watch.name.clone(), dataset.is_profile_enabled());
         }
-        if let Some(schema) = report.schema {
-            admitted.schemas.insert(watch.name.clone(), schema);
+        let upsert = report.dataset.as_ref().is_some_and(Dataset::is_upsert);
+        if let Some(schema) = &report.schema {
+            match Validator::new(schema, upsert) {
+                Ok(v) => {
+                    admitted.validators.insert(watch.name.clone(), Arc::new(v));
+                }
+                Err(why) => {
+                    tracing::warn!(watch = %watch.name, "schema {} cannot check records ({why}); files are not checked locally", schema.id)
+                }
+            }
         }
         admitted.watches.push(watch.clone());
     }
