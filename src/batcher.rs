@@ -95,6 +95,9 @@ pub struct Batcher {
     /// The local check of each watch's records (by watch name), where its dataset's schema
     /// is known; swapped with `watches`.
     pub validators: Validators,
+    /// The daily batch budget of each watch that has one (by watch name); swapped with
+    /// `watches`.
+    pub budgets: Arc<std::sync::RwLock<std::collections::BTreeMap<String, u32>>>,
     /// Files whose records were checked already (and kept): a file waiting for its group is
     /// not read again at every pass.
     pub checked: Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
@@ -236,7 +239,18 @@ impl Batcher {
                 // Never "waited long enough" (and small enough for plan's millisecond sums).
                 limits.max_wait = Duration::from_secs(u32::MAX as u64);
             }
-            let groups = plan(&ready, limits, now_ms(), flush && !more);
+            let mut groups = plan(&ready, limits, now_ms(), flush && !more);
+            let budget = self.budgets.read().unwrap().get(&w.name).copied();
+            if let Some(budget) = budget
+                && !groups.is_empty()
+            {
+                if !self.budget_allows(w, budget, flush).await? {
+                    // The files wait (and their batch grows) until the next one is due.
+                    return Ok(sealed_any);
+                }
+                // One batch per turn: the next waits its own spacing.
+                groups.truncate(1);
+            }
             let mut progress = false;
             for ids in &groups {
                 let first = ready
@@ -284,6 +298,24 @@ impl Batcher {
                 return Ok(sealed_any);
             }
         }
+    }
+
+    /// Whether a watch with a daily budget of `budget` batches may seal one now: fewer than
+    /// `budget` in the last 24 hours, and the last one at least 24 h / `budget` ago, so the
+    /// batches are spaced across the day. `flush` (shutdown, `--once`) still honours the count.
+    async fn budget_allows(&self, w: &Watch, budget: u32, flush: bool) -> Result<bool, StoreError> {
+        const DAY_MS: i64 = 86_400_000;
+        let now = now_ms();
+        let (today, last) = self
+            .store
+            .batches_sealed_since(&w.name, now - DAY_MS)
+            .await?;
+        if today >= i64::from(budget) {
+            tracing::debug!(watch = %w.name, budget, "daily batch budget used up; files wait");
+            return Ok(false);
+        }
+        let spacing = DAY_MS / i64::from(budget);
+        Ok(flush || last.is_none_or(|last| now - last >= spacing))
     }
 
     /// Reads each ready file not checked yet once, hashing it and checking its records against
@@ -661,6 +693,7 @@ mod tests {
         let batcher = Batcher {
             watches: Default::default(),
             validators: Default::default(),
+            budgets: Default::default(),
             checked: Default::default(),
             store: store.clone(),
             health: Default::default(),

@@ -260,6 +260,7 @@ pub async fn run(
     let admitted = crate::preflight::gate::admit(&platform.api, &store, &config).await;
     config.watches = admitted.watches;
     let validators: crate::batcher::Validators = Arc::new(RwLock::new(admitted.validators));
+    let budgets = Arc::new(RwLock::new(admitted.budgets));
 
     let health = Arc::new(Health::default());
     let wake_batcher = Arc::new(Notify::new());
@@ -290,6 +291,7 @@ pub async fn run(
     let batcher = Batcher {
         watches: batch_watches.clone(),
         validators: validators.clone(),
+        budgets: budgets.clone(),
         checked: Default::default(),
         store: store.clone(),
         health: health.clone(),
@@ -395,6 +397,7 @@ pub async fn run(
                         let admitted = crate::preflight::gate::admit(&platform.api, &store, &new).await;
                         new.watches = admitted.watches;
                         *validators.write().unwrap() = admitted.validators;
+                        *budgets.write().unwrap() = admitted.budgets;
                         wake_uploader.notify_one();
                         for w in watchers.reconcile(&new.watches) {
                             watchers.start(&w, &mut tasks, &store, &wake_batcher, &health, &new, &intake);

@@ -297,7 +297,8 @@ async fn a_file_with_a_bad_row_is_refused_locally_with_the_platforms_code_and_ne
         .to_owned();
     let receipt = &receipts[0];
     assert!(
-        reason.contains("row 2 /person/name/firstName INGEST-1543-400"),
+        reason.contains("file 'people.json' row 2: /person/name/firstName: ")
+            && reason.contains("(INGEST-1543-400)"),
         "{receipt}"
     );
     assert!(reason.contains("1 of 2 records"), "{receipt}");
@@ -308,4 +309,43 @@ async fn a_file_with_a_bad_row_is_refused_locally_with_the_platforms_code_and_ne
     );
     assert_eq!(after.puts, before.puts, "nothing uploaded");
     assert_eq!(after.bytes_received, before.bytes_received);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_fed_every_100ms_makes_no_more_batches_than_its_daily_budget_allows() {
+    let env = Env::new().await;
+    // 86400 / 2: one batch every 2 s at most.
+    let config = env.config("", "max_batches_per_day = 43200");
+    let daemon = Daemon::start(config);
+    let started = std::time::Instant::now();
+    let files = 40;
+    for i in 0..files {
+        write_atomic(
+            &env.drop_dir().join(format!("tick-{i}.json")),
+            jsonl(i, 1).as_bytes(),
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let receipts = wait_receipts(&env.archive(), files, 120).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    daemon.stop().await;
+    let batches: std::collections::BTreeSet<&str> = receipts
+        .iter()
+        .map(|r| r["batch"].as_str().unwrap())
+        .collect();
+    let allowed = (elapsed / 2.0).floor() as usize + 1;
+    println!(
+        "{} files in {} batches over {elapsed:.1} s (budget allows {allowed})",
+        receipts.len(),
+        batches.len()
+    );
+    assert!(
+        batches.len() <= allowed,
+        "{} batches in {elapsed:.1} s: more than one per 2 s",
+        batches.len()
+    );
+    assert!(
+        batches.len() >= 2,
+        "the files did not wait for one batch at the end"
+    );
 }

@@ -268,6 +268,7 @@ impl Config {
                     .map_or(PLATFORM_MAX_BYTES, |s| s.0),
                 refuse_sparse: s.refuse_sparse.or(d.refuse_sparse).unwrap_or(false),
                 validate: s.validate.or(d.validate).unwrap_or(Validate::Reject),
+                max_batches_per_day: s.max_batches_per_day.or(d.max_batches_per_day),
                 patterns: Patterns::new(
                     s.include
                         .as_ref()
@@ -280,6 +281,11 @@ impl Config {
                 )
                 .map_err(|e| invalid(format!("[[watch]] {name}: {e}")))?,
             };
+            if watch.max_batches_per_day == Some(0) {
+                return Err(invalid(format!(
+                    "[[watch]] {name}: max_batches_per_day must be at least 1 (leave it out for the default: 90 on Profile-enabled datasets, unlimited otherwise)"
+                )));
+            }
             if watch.max_files == 0 || watch.max_files > PLATFORM_MAX_FILES {
                 return Err(invalid(format!(
                     "[[watch]] {name}: max_files must be between 1 and {PLATFORM_MAX_FILES} (the platform's limit per batch)"

@@ -104,6 +104,7 @@ macro_rules! watch_settings {
             pub(super) max_file_bytes: Option<Size>,
             pub(super) refuse_sparse: Option<bool>,
             pub(super) validate: Option<Validate>,
+            pub(super) max_batches_per_day: Option<u32>,
             pub(super) include: Option<Vec<String>>,
             pub(super) exclude: Option<Vec<String>>,
         }

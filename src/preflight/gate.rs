@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::validate::Validator;
 use super::{Verdict, WatchReport, check_watch};
 use crate::api::{ApiClient, Dataset};
-use crate::config::{Config, Watch};
+use crate::config::{Config, PROFILE_BATCHES_PER_DAY, Watch};
 use crate::store::Store;
 
 /// The watches that may run, and the check of their records (by watch name) where their
@@ -20,8 +20,9 @@ use crate::store::Store;
 pub struct Admitted {
     pub watches: Vec<Watch>,
     pub validators: BTreeMap<String, Arc<Validator>>,
-    /// The Profile-enabled datasets among the admitted watches' (by watch name).
-    pub profile: BTreeMap<String, bool>,
+    /// The daily batch budget of each watch that has one (by watch name): its own
+    /// `max_batches_per_day`, or the guardrail's 90 when its dataset is Profile-enabled.
+    pub budgets: BTreeMap<String, u32>,
 }
 
 /// Checks every watch of `config` and says which may run.
@@ -47,10 +48,15 @@ pub async fn admit(api: &ApiClient, store: &Store, config: &Config) -> Admitted 
             }
             Verdict::Pass | Verdict::Warn | Verdict::Unchecked => {}
         }
-        if let Some(dataset) = &report.dataset {
-            admitted
-                .profile
-                .insert(watch.name.clone(), dataset.is_profile_enabled());
+        let profile = report
+            .dataset
+            .as_ref()
+            .is_some_and(Dataset::is_profile_enabled);
+        if let Some(budget) = watch
+            .max_batches_per_day
+            .or(profile.then_some(PROFILE_BATCHES_PER_DAY))
+        {
+            admitted.budgets.insert(watch.name.clone(), budget);
         }
         let upsert = report.dataset.as_ref().is_some_and(Dataset::is_upsert);
         if let Some(schema) = &report.schema {

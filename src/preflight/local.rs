@@ -90,11 +90,8 @@ pub fn refusal(file: &FileRow, check: &FileCheck) -> String {
         .take(SHOWN)
         .map(|p| {
             format!(
-                "row {} {} {}: {}",
-                p.row,
-                p.field.as_deref().unwrap_or("-"),
-                p.code,
-                p.message
+                "file '{}' row {}: {} ({})",
+                file.rel_path, p.row, p.message, p.code
             )
         })
         .collect();

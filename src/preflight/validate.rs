@@ -131,7 +131,7 @@ impl Validator {
                 out.unparsable(
                     row,
                     format!(
-                        "row {row}: expected a JSON object, found {}",
+                        "expected a JSON object, found {}",
                         batchdrop_xdm::json_kind(&other)
                     ),
                 );
@@ -160,10 +160,7 @@ impl Validator {
                     sink.clear();
                 }
                 out.records += 1;
-                out.unparsable(
-                    row,
-                    format!("row {row}: longer than {MAX_RECORD_BYTES} bytes"),
-                );
+                out.unparsable(row, format!("longer than {MAX_RECORD_BYTES} bytes"));
                 continue;
             }
             let mut bytes = line.as_slice();
@@ -177,7 +174,7 @@ impl Validator {
                 Ok(v) => self.value(out, row, v),
                 Err(e) => {
                     out.records += 1;
-                    out.unparsable(row, format!("row {row}: unparsable JSON: {e}"));
+                    out.unparsable(row, format!("unparsable JSON: {e}"));
                 }
             }
         }
@@ -228,7 +225,7 @@ impl Validator {
             let row = row + 1;
             out.unparsable(
                 row,
-                format!("row {row}: unparsable JSON: {e}; the rest of the file was not read"),
+                format!("unparsable JSON: {e}; the rest of the file was not read"),
             );
         }
         Ok(())
@@ -251,7 +248,7 @@ impl Validator {
                     }
                     let row = e.position().map(|p| p.line()).unwrap_or(0);
                     out.records += 1;
-                    out.unparsable(row, format!("row {row}: unparsable CSV: {e}"));
+                    out.unparsable(row, format!("unparsable CSV: {e}"));
                     continue;
                 }
             }
@@ -278,7 +275,7 @@ impl Validator {
                 out.unparsable(
                     row,
                     format!(
-                        "row {row}: {} fields where the header has {}",
+                        "{} fields where the header has {}",
                         record.len(),
                         headers.len()
                     ),

@@ -66,6 +66,22 @@ impl Store {
         Ok(())
     }
 
+    /// How many batches of `watch` were sealed since `since` (unix ms), and when the last of
+    /// them was: the daily batch budget's bookkeeping.
+    pub async fn batches_sealed_since(
+        &self,
+        watch: &str,
+        since: i64,
+    ) -> Result<(i64, Option<i64>), StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT COUNT(*), MAX(created_at) FROM batches WHERE watch = $1 AND created_at >= $2",
+        )
+        .bind(watch)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// Records that these files' records passed the local check against the dataset's schema.
     pub async fn mark_validated(&self, ids: &[i64]) -> Result<(), StoreError> {
         if ids.is_empty() {
