@@ -310,3 +310,79 @@ impl<'de> Visitor<'de> for Elements<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn validator() -> Validator {
+        let schema = RegistrySchema {
+            id: "https://ns.adobe.com/test/schemas/people".into(),
+            version: "1.0".into(),
+            document: serde_json::json!({
+                "type": "object",
+                "properties": {"id": {"type": "integer"}, "name": {"type": "string", "maxLength": 5}},
+                "required": ["id"]
+            }),
+        };
+        Validator::new(&schema, false).unwrap()
+    }
+
+    fn rows(check: &FileCheck) -> Vec<(u64, &str, Option<&str>)> {
+        check
+            .problems
+            .iter()
+            .map(|p| (p.row, p.code.as_str(), p.field.as_deref()))
+            .collect()
+    }
+
+    #[test]
+    fn json_lines_rows_are_lines_blank_ones_counted_and_skipped() {
+        let text =
+            "{\"id\": 1}\n\n{\"id\": \"x\"}\n{oops\n[1]\n{\"name\": \"toolong\", \"id\": 2}\n";
+        let check = validator()
+            .check(text.as_bytes(), Format::Json, false)
+            .unwrap();
+        assert_eq!(check.records, 5);
+        assert_eq!(check.bad_rows, 4);
+        let found = rows(&check);
+        assert_eq!(found[0].0, 3);
+        assert_eq!(found[0].2, Some("/id"));
+        assert_eq!((found[1].0, found[1].1, found[1].2), (4, UNPARSABLE, None));
+        assert_eq!((found[2].0, found[2].1), (5, UNPARSABLE));
+        assert_eq!((found[3].0, found[3].2), (6, Some("/name")));
+    }
+
+    #[test]
+    fn a_json_array_numbers_its_elements_and_stops_at_a_syntax_error() {
+        let text = "[\n {\"id\": 1},\n {\"name\": \"a\"},\n {\"id\": 3}, {oops}]";
+        let check = validator()
+            .check(text.as_bytes(), Format::Json, true)
+            .unwrap();
+        let found = rows(&check);
+        assert_eq!(found[0].0, 2, "the element missing its required id");
+        assert_eq!((found[1].0, found[1].1), (4, UNPARSABLE));
+        assert_eq!(check.records, 4);
+    }
+
+    #[test]
+    fn csv_rows_are_file_lines_and_ragged_rows_fail() {
+        let text = "id,name\n1,a\n2\nseven,b\n4,d\n";
+        let check = validator()
+            .check(text.as_bytes(), Format::Csv, false)
+            .unwrap();
+        assert_eq!(check.records, 4);
+        let found = rows(&check);
+        assert_eq!((found[0].0, found[0].1), (3, UNPARSABLE));
+        assert_eq!((found[1].0, found[1].2), (4, Some("/id")));
+        assert_eq!(found.len(), 2);
+    }
+
+    #[test]
+    fn parquet_is_not_read() {
+        let check = validator()
+            .check(&b"PAR1"[..], Format::Parquet, false)
+            .unwrap();
+        assert!(check.skipped.is_some() && check.is_clean());
+    }
+}
