@@ -83,7 +83,21 @@ async fn dispatch(
     // output stays readable.
     let command_logs = || logging::init(log_format.unwrap_or(LogFormat::Text), verbosity, "warn");
     match cli.command {
-        Command::Run { once, watch_config } => {
+        Command::Plan
+        | Command::Run {
+            once: true,
+            dry_run: true,
+            ..
+        } => {
+            let config = load(&config_path)?;
+            command_logs();
+            outcome(cli::plan::run(&config).await)
+        }
+        Command::Run {
+            once,
+            watch_config,
+            dry_run: _,
+        } => {
             let config = load(&config_path)?;
             logging::init(log_format.unwrap_or(config.log_format), verbosity, "info");
             let shutdown = CancellationToken::new();

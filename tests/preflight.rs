@@ -349,3 +349,60 @@ async fn a_watch_fed_every_100ms_makes_no_more_batches_than_its_daily_budget_all
         "the files did not wait for one batch at the end"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_lists_batches_and_refusals_and_moves_and_uploads_nothing() {
+    let env = Env::new().await;
+    let (_, config_path) = objectxdm_dataset(&env, "max_files = 2").await;
+    let drop = env.drop_dir();
+    let good =
+        |name: &str| format!("{{\"person\": {{\"name\": {{\"firstName\": \"{name}\"}}}}}}\n");
+    let files: Vec<(&str, String)> = vec![
+        ("a.json", good("Anna")),
+        ("b.json", good("Bert")),
+        ("c.json", good("Carl")),
+        ("copy-of-a.json", good("Anna")),
+        ("empty.json", String::new()),
+        ("notes.txt", "hello\n".to_owned()),
+        ("bad.json", good("Friederike")),
+    ];
+    for (name, content) in &files {
+        write_atomic(&drop.join(name), content.as_bytes());
+    }
+    let before = env.emulator.stats();
+    for args in [&["plan"][..], &["run", "--once", "--dry-run"][..]] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_batchdrop"))
+            .args(args)
+            .arg("--config")
+            .arg(&config_path)
+            .output()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        assert!(text.contains("batch 1 (json, 2 files"), "{text}");
+        assert!(text.contains("batch 2 (json, 1 files"), "{text}");
+        for (file, why) in [
+            ("copy-of-a.json", "the same content as a.json"),
+            ("empty.json", "empty"),
+            ("notes.txt", "format is not known"),
+            ("bad.json", "INGEST-1543-400"),
+        ] {
+            assert!(
+                text.lines()
+                    .any(|l| l.contains(&format!("refused {file}: ")) && l.contains(why)),
+                "{file} refused because {why}: {text}"
+            );
+        }
+    }
+    for (name, _) in &files {
+        assert!(
+            drop.join(name).exists(),
+            "{name} stays where it was dropped"
+        );
+    }
+    assert!(!env.archive().exists() && !env.failed().exists());
+    let after = env.emulator.stats();
+    assert_eq!(after.batches_created, before.batches_created);
+    assert_eq!(after.puts, before.puts);
+}

@@ -78,7 +78,14 @@ pub enum Command {
         /// config and says so), as SIGHUP does: for Kubernetes ConfigMaps.
         #[arg(long)]
         watch_config: bool,
+        /// With --once: say what would be taken, in which batches, and what refused and why;
+        /// move and upload nothing (as `batchdrop plan`).
+        #[arg(long, requires = "once")]
+        dry_run: bool,
     },
+    /// Say what a run would do with the files present now: per watch, the batches it would
+    /// make and the files it would refuse, and why. Moves and uploads nothing.
+    Plan,
     /// Serve the local emulator of the platform (Batch Ingestion, Catalog, Data Access).
     Emulator {
         /// The address to listen on (port 0 picks a free one).

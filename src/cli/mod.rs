@@ -1,5 +1,5 @@
 //! The operator's commands (`status`, `push`, `retry`, `abort`, `revert`, `check-config`,
-//! `validate`):
+//! `validate`, `plan`):
 //! one file each, plus what they share here: their error type and exit codes, reaching the
 //! platform from outside the daemon, and finding a file or batch by the name an operator gives.
 //!
@@ -17,6 +17,7 @@ pub mod completions;
 pub mod healthcheck;
 pub mod man;
 pub mod map;
+pub mod plan;
 pub mod push;
 pub mod retry;
 pub mod revert;
