@@ -505,24 +505,34 @@ const GROUP_KEYS: u64 = 6;
 /// `Ok(None)` when what is there now is not the version queued, or when the system is short of
 /// descriptors or memory (both pass: try again later); `Err` when it cannot be read.
 pub fn sha256_queued(f: &FileRow) -> std::io::Result<Option<String>> {
-    let not_now = |e: std::io::Error| {
-        if disk::is_transient(&e) {
-            Ok(None)
-        } else {
-            Err(e)
-        }
+    let Some(opened) = open_queued(f)? else {
+        return Ok(None);
     };
+    match disk::sha256(&opened.file, f.identity().size) {
+        Ok(sha) => Ok(Some(sha)),
+        Err(e) => not_now(e),
+    }
+}
+
+/// The queued version of a file, opened as it was queued: `Ok(None)` when what is there now
+/// is another version, or when the system is short of descriptors or memory (try later).
+pub fn open_queued(f: &FileRow) -> std::io::Result<Option<disk::Opened>> {
     let opened = match disk::open_below(Path::new(&f.root), &f.abs_path(), Links::Anywhere) {
         Ok(opened) => opened,
         Err(e) => return not_now(e),
     };
-    let queued = f.identity();
-    if opened.stat.kind != disk::Kind::File || opened.stat.identity != queued {
+    if opened.stat.kind != disk::Kind::File || opened.stat.identity != f.identity() {
         return Ok(None);
     }
-    match disk::sha256(&opened.file, queued.size) {
-        Ok(sha) => Ok(Some(sha)),
-        Err(e) => not_now(e),
+    Ok(Some(opened))
+}
+
+/// A transient shortage is "not now" (`Ok(None)`); any other error stays one.
+fn not_now<T>(e: std::io::Error) -> std::io::Result<Option<T>> {
+    if disk::is_transient(&e) {
+        Ok(None)
+    } else {
+        Err(e)
     }
 }
 

@@ -195,24 +195,9 @@ async fn validate_json(
 async fn validate_agrees_with_the_platforms_processing_row_for_row_on_the_shared_fixtures() {
     let env = Env::new().await;
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let schema: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(fixtures.join("objectXDM.schema.json")).unwrap())
-            .unwrap();
-    let schema_id = "https://ns.adobe.com/tenant/schemas/objectxdm";
-    env.emulator
-        .register_schema(schema_id, &schema)
-        .await
-        .unwrap();
-    let profiles = "5deac2648a19d218a888d2c0";
-    env.emulator
-        .ensure_dataset_with_schema(profiles, "CRM profiles", schema_id)
-        .await
-        .unwrap();
-    let config_path = env.write_config("", "validate = \"off\"");
-    let text = std::fs::read_to_string(&config_path)
-        .unwrap()
-        .replace(support::DATASET, profiles);
-    std::fs::write(&config_path, format!("{text}multiline_json = true\n")).unwrap();
+    // The platform's side runs without the local check, on multi-line JSON.
+    let (profiles, config_path) =
+        objectxdm_dataset(&env, "validate = \"off\"\nmultiline_json = true").await;
 
     let json = fixtures.join("CRM_profiles.json");
     let (code, local) = validate_json(&config_path, profiles, std::slice::from_ref(&json)).await;

@@ -7,12 +7,10 @@
 //! the watch), recording it the store's.
 
 use std::io::{self, Read};
-use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
 use super::validate::{FileCheck, Validator};
-use crate::disk::{self, Links};
 use crate::store::FileRow;
 
 /// What one read of a queued file gave.
@@ -26,21 +24,10 @@ pub struct Checked {
 /// what is there now is not the version queued (or the system is short of descriptors): try
 /// again later.
 pub fn check_queued(validator: &Validator, file: &FileRow) -> io::Result<Option<Checked>> {
-    let not_now = |e: io::Error| {
-        if disk::is_transient(&e) {
-            Ok(None)
-        } else {
-            Err(e)
-        }
-    };
-    let opened = match disk::open_below(Path::new(&file.root), &file.abs_path(), Links::Anywhere) {
-        Ok(opened) => opened,
-        Err(e) => return not_now(e),
+    let Some(opened) = crate::batcher::open_queued(file)? else {
+        return Ok(None);
     };
     let queued = file.identity();
-    if opened.stat.kind != disk::Kind::File || opened.stat.identity != queued {
-        return Ok(None);
-    }
     let mut reader = Hashing {
         inner: (&opened.file).take(queued.size),
         hasher: Sha256::new(),
