@@ -27,6 +27,7 @@ pub mod logging;
 pub mod outcome;
 pub mod patterns;
 pub mod poller;
+pub mod preflight;
 pub mod process_metrics;
 pub mod receipt;
 pub mod replay;

@@ -1,4 +1,5 @@
-//! `ApiClient`: one async fn per platform endpoint (Import, Catalog, Data Access), over one
+//! `ApiClient`: one async fn per platform endpoint (Import, Catalog, Data Access; the Schema
+//! Registry's lookup is `registry.rs`'s), over one
 //! pooled `reqwest::Client`. It owns URLs (percent-encoding every path segment), the common
 //! headers, token renewal on 401, per-request debug logs and turning answers into
 //! `ApiError`s. It does not retry (apart from the single retry after a token renewal) and
@@ -45,10 +46,11 @@ struct Inner {
 }
 
 #[derive(Clone, Copy)]
-enum Service {
+pub(super) enum Service {
     Import,
     Catalog,
     Export,
+    SchemaRegistry,
 }
 
 impl Service {
@@ -57,6 +59,7 @@ impl Service {
             Service::Import => "/data/foundation/import",
             Service::Catalog => "/data/foundation/catalog",
             Service::Export => "/data/foundation/export",
+            Service::SchemaRegistry => "/data/foundation/schemaregistry",
         }
     }
 }
@@ -491,7 +494,7 @@ impl ApiClient {
 
     /// `{endpoint}{service base}/{path}?{query}`; `path` is already encoded, query values are
     /// encoded here.
-    fn url(&self, service: Service, path: &str, query: &[(&str, &str)]) -> String {
+    pub(super) fn url(&self, service: Service, path: &str, query: &[(&str, &str)]) -> String {
         let mut url = format!("{}{}/{path}", self.inner.endpoint, service.base());
         for (i, (k, v)) in query.iter().enumerate() {
             url.push(if i == 0 { '?' } else { '&' });
@@ -541,7 +544,7 @@ impl ApiClient {
         Ok(())
     }
 
-    fn request(&self, method: Method, url: String) -> RequestBuilder {
+    pub(super) fn request(&self, method: Method, url: String) -> RequestBuilder {
         self.inner
             .http
             .request(method, url)
@@ -569,7 +572,11 @@ impl ApiClient {
     /// it from the cache; a request whose body can be replayed (JSON, none, in-memory bytes) is
     /// then sent once more with a fresh token. A streamed body cannot be replayed: that 401
     /// comes back as a transient error and the caller's retry gets the fresh token.
-    async fn execute(&self, op: &str, builder: RequestBuilder) -> Result<Response, ApiError> {
+    pub(super) async fn execute(
+        &self,
+        op: &str,
+        builder: RequestBuilder,
+    ) -> Result<Response, ApiError> {
         let auth = &self.inner.auth;
         let mut token_used = auth.token(&self.inner.ims_http, op).await?;
         let replay = if auth.renewable() {

@@ -234,6 +234,42 @@ pub struct Dataset {
     pub raw: serde_json::Value,
 }
 
+impl Dataset {
+    /// Tagged `unifiedProfile: ["enabled:true", …]`: Profile-enabled, so its batches count
+    /// against the sandbox's daily batch guardrail.
+    pub fn is_profile_enabled(&self) -> bool {
+        self.unified_profile_flag("enabled")
+    }
+
+    /// Tagged `unifiedProfile: [… "isUpsert:true"]`: its batches update profiles (Parquet only).
+    pub fn is_upsert(&self) -> bool {
+        self.unified_profile_flag("isUpsert")
+    }
+
+    /// `name:true` among the `unifiedProfile` tags, spelled with or without the space after the
+    /// colon (the platform's docs and spec examples write `"isUpsert: true"`).
+    fn unified_profile_flag(&self, name: &str) -> bool {
+        self.tags.get("unifiedProfile").is_some_and(|values| {
+            values.iter().any(|v| {
+                v.split_once(':').is_some_and(|(key, value)| {
+                    key.trim() == name && value.trim().eq_ignore_ascii_case("true")
+                })
+            })
+        })
+    }
+}
+
+/// A schema as the Schema Registry resolves it (`xed-full`): the JSON Schema records are
+/// checked against, and the version it had when it was fetched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistrySchema {
+    /// Its `$id` (what a dataset's `schemaRef.id` names).
+    pub id: String,
+    /// Its `version` (`meta:...` revisions move it on), or empty when the answer has none.
+    pub version: String,
+    pub document: serde_json::Value,
+}
+
 /// A dataset file produced by a batch (Data Access).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataSetFile {

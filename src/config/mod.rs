@@ -21,6 +21,9 @@ pub use crate::units::{MAX_DURATION, parse_duration};
 /// The platform's hard limits (reference §7); a configuration may only ask for less.
 pub const PLATFORM_MAX_FILES: u64 = 1500;
 pub const PLATFORM_MAX_BYTES: u64 = 100 * 1000 * 1000 * 1000;
+/// The daily batch budget of a Profile-enabled dataset when the watch sets none (the
+/// platform's guardrail: about 90 batches a day per sandbox).
+pub const PROFILE_BATCHES_PER_DAY: u32 = 90;
 pub const PLATFORM_MAX_PUT: u64 = 268_435_456;
 pub const PLATFORM_MAX_CHUNK: u64 = 512_000_000;
 
@@ -84,6 +87,20 @@ impl Default for Outcomes {
             isolate_max_extra_batches: 16,
         }
     }
+}
+
+/// What the local check of records against the dataset's schema does (when a schema is known;
+/// without one nothing is checked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Validate {
+    /// No local check: the platform finds bad rows.
+    Off,
+    /// Checked; a file with bad rows is uploaded anyway and its receipt says what the platform
+    /// will likely refuse.
+    Warn,
+    /// Checked; a file with bad rows is refused with a receipt and not uploaded.
+    Reject,
 }
 
 /// How a folder learns about new files.
@@ -257,6 +274,11 @@ pub struct Watch {
     pub max_file_bytes: u64,
     /// Refuse sparse files (far fewer bytes on disk than their length) with a receipt.
     pub refuse_sparse: bool,
+    /// The local check of records against the dataset's schema, before upload.
+    pub validate: Validate,
+    /// At most this many batches a day, spaced evenly (`None`: 90 for a Profile-enabled
+    /// dataset, unlimited otherwise; see `preflight::gate`).
+    pub max_batches_per_day: Option<u32>,
     /// Which files below the folder are this watch's (`include` / `exclude`); the others are
     /// never touched.
     pub patterns: Patterns,

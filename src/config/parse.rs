@@ -11,7 +11,7 @@ use super::raw::{RawAuth, RawConfig};
 use super::{
     AfterSuccess, Config, ConfigError, Credentials, Endpoint, Limits, LogFormat, OAuthConfig,
     PLATFORM_MAX_BYTES, PLATFORM_MAX_CHUNK, PLATFORM_MAX_FILES, PLATFORM_MAX_PUT, Platform,
-    SecretSource, Upload, Watch, WatchMode,
+    SecretSource, Upload, Validate, Watch, WatchMode,
 };
 use super::{OnBatchFailure, Outcomes, Patterns, parse_duration};
 use crate::envsubst;
@@ -277,6 +277,8 @@ impl Config {
                     .or(d.max_file_bytes)
                     .map_or(PLATFORM_MAX_BYTES, |s| s.0),
                 refuse_sparse: s.refuse_sparse.or(d.refuse_sparse).unwrap_or(false),
+                validate: s.validate.or(d.validate).unwrap_or(Validate::Reject),
+                max_batches_per_day: s.max_batches_per_day.or(d.max_batches_per_day),
                 patterns: Patterns::new(
                     s.include
                         .as_ref()
@@ -306,6 +308,11 @@ impl Config {
             if watch.outcomes.partial_ingestion_percent > 100 {
                 return Err(invalid(format!(
                     "[[watch]] {name}: partial_ingestion_percent must be between 0 and 100 (the share of a batch's rows that may fail)"
+                )));
+            }
+            if watch.max_batches_per_day == Some(0) {
+                return Err(invalid(format!(
+                    "[[watch]] {name}: max_batches_per_day must be at least 1 (leave it out for the default: 90 on Profile-enabled datasets, unlimited otherwise)"
                 )));
             }
             if watch.max_files == 0 || watch.max_files > PLATFORM_MAX_FILES {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{AfterSuccess, Format, LogFormat, OnBatchFailure, WatchMode};
+use super::{AfterSuccess, Format, LogFormat, OnBatchFailure, Validate, WatchMode};
 use crate::units::Size;
 
 #[derive(Deserialize)]
@@ -105,6 +105,8 @@ macro_rules! watch_settings {
             pub(super) sidecar_timeout: Option<String>,
             pub(super) max_file_bytes: Option<Size>,
             pub(super) refuse_sparse: Option<bool>,
+            pub(super) validate: Option<Validate>,
+            pub(super) max_batches_per_day: Option<u32>,
             pub(super) include: Option<Vec<String>>,
             pub(super) exclude: Option<Vec<String>>,
             pub(super) partial_ingestion_percent: Option<u8>,

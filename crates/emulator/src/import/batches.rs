@@ -38,9 +38,15 @@ pub async fn create_batch(
         .filter(|s| !s.is_empty())
         .ok_or_else(|| ApiError::bad_request("datasetId is required (a string)"))?
         .to_owned();
-    if state.store.dataset(&dataset_id).await?.is_none() {
+    if state
+        .store
+        .visible_dataset(&dataset_id, caller.scope())
+        .await?
+        .is_none()
+    {
         return Err(ApiError::bad_request(format!(
-            "dataset {dataset_id} does not exist: create it with POST /data/foundation/catalog/dataSets first"
+            "dataset {dataset_id} does not exist in sandbox {}: create it there with POST /data/foundation/catalog/dataSets first, or send the x-sandbox-name of its sandbox",
+            caller.sandbox
         )));
     }
     let input_format = normalize_input_format(req.get("inputFormat"))?;

@@ -38,6 +38,7 @@ mod outcome;
 mod rows;
 
 pub use batches::BatchFilter;
+pub use datasets::Scope;
 pub use outcome::OutcomeTx;
 pub use rows::{
     BatchRow, BatchStatus, ChunkPlace, ChunkRow, DatasetRow, FailedRow, FileKind, FileRow,
