@@ -41,8 +41,9 @@ pub fn ending(status: &BatchStatus) -> Ending {
 pub enum Vetting {
     /// Nothing is known: it may hold the bad rows.
     Unvetted,
-    /// batchdrop validated every record against the dataset's schema before sending it: the
-    /// batch's errors cannot be its own. (Pre-flight validation, #20, is what will say so.)
+    /// batchdrop validated every record against the dataset's schema before sending it
+    /// (pre-flight validation, `validate = "reject"` or `"warn"`): the batch's errors cannot be
+    /// its own.
     ValidatedClean,
 }
 

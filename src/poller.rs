@@ -171,9 +171,24 @@ async fn failed(
             }
         }
     }
-    // Pre-flight validation (#20) will vouch for files it validated clean against the
-    // dataset's schema; until it does, no file is vetted.
-    let vetted: Vec<(&FileRow, Vetting)> = files.iter().map(|f| (f, Vetting::Unvetted)).collect();
+    // Pre-flight validation (#20) vouches for the files it checked clean against the
+    // dataset's schema: the bad rows cannot be theirs, so they travel again. When every file
+    // was checked clean, the platform refused something the local check does not see: none
+    // can be cleared, and all fail (sending them again would fail again, forever).
+    let mut vetted: Vec<(&FileRow, Vetting)> = Vec::with_capacity(files.len());
+    for file in &files {
+        let vetting = if store.validated(file.id).await? {
+            Vetting::ValidatedClean
+        } else {
+            Vetting::Unvetted
+        };
+        vetted.push((file, vetting));
+    }
+    if vetted.iter().all(|(_, v)| *v == Vetting::ValidatedClean) {
+        for (_, vetting) in &mut vetted {
+            *vetting = Vetting::Unvetted;
+        }
+    }
     let (_fail, again) = outcome::attribute(vetted);
     if again.is_empty() {
         store

@@ -391,3 +391,43 @@ async fn a_dry_run_lists_batches_and_refusals_and_moves_and_uploads_nothing() {
     assert_eq!(after.batches_created, before.batches_created);
     assert_eq!(after.puts, before.puts);
 }
+
+/// Files validated clean travel again when their batch fails (the bad rows were someone
+/// else's); when every file of the failed batch was validated clean, the platform refused
+/// something the local check cannot see, and sending them again would fail again forever:
+/// they fail, once, with the batch's errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_batch_of_files_all_validated_clean_fails_once_instead_of_looping() {
+    let env = Env::with_emulator(batchdrop_emulator::EmulatorConfig {
+        faults: batchdrop_emulator::FaultConfig {
+            batch_failure_probability: 1.0,
+            ..batchdrop_emulator::FaultConfig::default()
+        },
+        ..batchdrop_emulator::EmulatorConfig::default()
+    })
+    .await;
+    let (_, config_path) = objectxdm_dataset(&env, "").await;
+    // Present before the daemon starts, so that they travel in one batch.
+    for name in ["a.json", "b.json"] {
+        write_atomic(
+            &env.drop_dir().join(name),
+            br#"{"person": {"name": {"firstName": "Anna"}}}
+"#,
+        );
+    }
+    let daemon = Daemon::start(batchdrop::config::Config::load(&config_path).unwrap());
+    let receipts = wait_receipts(&env.failed(), 2, 60).await;
+    daemon.stop().await;
+    let batches: std::collections::BTreeSet<&str> = receipts
+        .iter()
+        .map(|r| {
+            assert_eq!(r["status"], "failed", "{r}");
+            r["batch"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        env.emulator.stats().batches_created,
+        batches.len() as u64,
+        "one batch spent per failure, not one per round of sending the same files again"
+    );
+}
