@@ -225,17 +225,17 @@ async fn validate_agrees_with_the_platforms_processing_row_for_row_on_the_shared
     let batch = receipts[0]["batch"].as_str().unwrap();
     let failed = env.api.failed_rows(batch).await.unwrap();
     let mut platform_rows: Vec<(u64, String, String)> = Vec::new();
-    for row in failed["data"].as_array().unwrap() {
-        for e in row["errors"].as_array().unwrap() {
+    for row in &failed {
+        for e in row["_errors"].as_array().unwrap() {
             platform_rows.push((
-                row["row"].as_u64().unwrap(),
+                row["_row"].as_u64().unwrap(),
                 e["code"].as_str().unwrap().to_owned(),
                 e["path"].as_str().unwrap_or_default().to_owned(),
             ));
         }
     }
     platform_rows.sort();
-    assert_eq!(local_rows, platform_rows, "{failed}");
+    assert_eq!(local_rows, platform_rows, "{failed:?}");
 }
 
 /// The test config on a dataset checked against objectXDM (registered in the emulator).

@@ -655,7 +655,7 @@ async fn a_gigabyte_record_without_a_newline_fails_its_row_in_flat_memory() {
     stop(emulator);
 
     assert_eq!(done.status, BatchStatus::Failed, "{:?}", done.raw);
-    let text = failed.to_string();
+    let text = serde_json::Value::from(failed).to_string();
     assert!(
         text.contains("row 1") && text.contains("1073741824 bytes long"),
         "{text}"

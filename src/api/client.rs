@@ -417,16 +417,40 @@ impl ApiClient {
         self.get_bytes(&op, url).await
     }
 
-    /// `GET {export}/batches/{id}/failed`: the rows that failed, with their errors.
-    pub async fn failed_rows(&self, batch_id: &str) -> Result<Value, ApiError> {
-        let op = format!("GET failed rows of batch {batch_id}");
+    /// `GET {export}/batches/{id}/failed`, then each listed file by `?path=`: the failed
+    /// records, one JSON object per line as the platform writes them (`_corrupt_record`,
+    /// `_errors` and so on), in the listing's order.
+    pub async fn failed_rows(&self, batch_id: &str) -> Result<Vec<Value>, ApiError> {
+        let op = format!("list the failed files of batch {batch_id}");
         let url = self.url(
             Service::Export,
             &format!("batches/{}/failed", segment(batch_id)),
-            &[],
+            &[("limit", "100")],
         );
         let resp = self.execute(&op, self.request(Method::GET, url)).await?;
-        read_json(&op, resp, Answer::Platform).await
+        let listing = read_json(&op, resp, Answer::Platform).await?;
+        let mut rows = Vec::new();
+        for file in listing["data"].as_array().into_iter().flatten() {
+            let Some(name) = file["name"].as_str() else {
+                continue;
+            };
+            let op = format!("download failed file {name} of batch {batch_id}");
+            let url = self.url(
+                Service::Export,
+                &format!("batches/{}/failed", segment(batch_id)),
+                &[("path", name)],
+            );
+            let bytes = self.get_bytes(&op, url).await?;
+            for line in String::from_utf8_lossy(&bytes).lines() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let row = serde_json::from_str::<Value>(line)
+                    .map_err(|e| ApiError::invalid_response(op.clone(), e.to_string()))?;
+                rows.push(row);
+            }
+        }
+        Ok(rows)
     }
 
     /// `GET {export}/batches/{id}/meta?path={dir}`: the files of one of the batch's meta

@@ -110,9 +110,17 @@ pub async fn batch_files(
     .into_response())
 }
 
+/// `GET /export/batches/{id}/failed`: the platform's listing of the batch's failed files
+/// (`{"data": [{"name", "length", "_links"}], "_page"}`, the spec's `files` schema), one per
+/// input file with failed rows; `?path=NAME` downloads that file's failed records as JSON Lines,
+/// each with its errors attached: `{"_corrupt_record", "_errors": [{"code", "message"}],
+/// "_filename", "_row"}` (`_row`, the row's number in the input file, is the emulator's own
+/// addition; a client of the platform cannot count on it).
 pub async fn batch_failed(
     State(state): State<Arc<AppState>>,
     Path(batch_id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
 ) -> ApiResult<Response> {
     // Unknown, inactive and deleted batches have no failed rows to show (the spec documents
     // 200, 401 and 500 here, not 404).
@@ -121,27 +129,70 @@ pub async fn batch_failed(
         .batch(&batch_id)
         .await?
         .is_some_and(|b| !matches!(b.status, BatchStatus::Inactive | BatchStatus::Deleted));
-    if !shown {
-        return Ok(axum::Json(json!({"data": []})).into_response());
+    let rows = if shown {
+        state.store.failed_rows(&batch_id).await?
+    } else {
+        Vec::new()
+    };
+    // The failed records of each file, in the order they failed, as JSON Lines.
+    let mut files: Vec<(String, String)> = Vec::new();
+    for row in &rows {
+        let errors = row
+            .errors
+            .as_deref()
+            .and_then(|e| serde_json::from_str::<Value>(e).ok())
+            .unwrap_or_else(|| json!([{"code": row.code, "message": row.message}]));
+        let line = json!({
+            "_corrupt_record": row.raw.as_deref().map(|raw| raw.trim_end_matches(['\n', '\r'])),
+            "_errors": errors,
+            "_filename": row.file_path,
+            "_row": row.row_no,
+        });
+        match files.iter_mut().find(|(name, _)| *name == row.file_path) {
+            Some((_, text)) => {
+                text.push_str(&line.to_string());
+                text.push('\n');
+            }
+            None => files.push((row.file_path.clone(), format!("{line}\n"))),
+        }
     }
-    let rows = state.store.failed_rows(&batch_id).await?;
-    let data: Vec<Value> = rows
+    if let Some(wanted) = q.get("path") {
+        let Some((_, text)) = files.iter().find(|(name, _)| name == wanted) else {
+            return Err(ApiError::not_found(format!(
+                "batch {batch_id} has no failed file {wanted:?}: GET /failed without ?path= lists them"
+            )));
+        };
+        return Ok((
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            text.clone(),
+        )
+            .into_response());
+    }
+    let (start, limit) = page(&q);
+    let here = format!(
+        "{}/data/foundation/export/batches/{batch_id}/failed",
+        base(&headers)
+    );
+    let data: Vec<Value> = files
         .iter()
-        .map(|r| {
-            let errors = r
-                .errors
-                .as_deref()
-                .and_then(|e| serde_json::from_str::<Value>(e).ok())
-                .unwrap_or_else(|| json!([{"code": r.code, "message": r.message}]));
+        .skip(start)
+        .take(limit)
+        .map(|(name, text)| {
             json!({
-                "name": r.file_path,
-                "row": r.row_no,
-                "record": r.raw,
-                "errors": errors,
+                "name": name,
+                "length": text.len().to_string(),
+                "_links": {"self": {"href": format!(
+                    "{here}?path={}",
+                    percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC)
+                )}},
             })
         })
         .collect();
-    Ok(axum::Json(json!({"data": data})).into_response())
+    let count = data.len();
+    Ok(
+        axum::Json(json!({"data": data, "_page": {"limit": limit, "count": count}}))
+            .into_response(),
+    )
 }
 
 /// The current view of an upsert dataset: one record per identity, each the merge of every

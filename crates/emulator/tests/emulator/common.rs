@@ -244,16 +244,31 @@ impl Env {
         (batch, b)
     }
 
-    /// `GET /export/batches/{id}/failed` → its `data`.
+    /// The failed rows of a batch, through `GET /export/batches/{id}/failed` (the listing of
+    /// failed files) and each file's JSON Lines, as `{name, row, record, errors}` objects (the
+    /// wire's `_filename`, `_row`, `_corrupt_record`, `_errors`), in order.
     pub async fn failed_rows(&self, batch: &str) -> Vec<Value> {
-        let r = self
-            .req(Method::GET, &format!("{EXPORT}/batches/{batch}/failed"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        let v: Value = r.json().await.unwrap();
-        v["data"].as_array().cloned().unwrap_or_default()
+        let (status, listing) = self
+            .get_json(&format!("{EXPORT}/batches/{batch}/failed?limit=100"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{listing}");
+        let mut rows = Vec::new();
+        for file in listing["data"].as_array().unwrap() {
+            let href = file["_links"]["self"]["href"].as_str().unwrap();
+            let path = href.strip_prefix(&self.base).unwrap_or(href);
+            let r = self.req(Method::GET, path).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "{href}");
+            for line in r.text().await.unwrap().lines() {
+                let line: Value = serde_json::from_str(line).unwrap();
+                rows.push(json!({
+                    "name": line["_filename"],
+                    "row": line["_row"],
+                    "record": line["_corrupt_record"],
+                    "errors": line["_errors"],
+                }));
+            }
+        }
+        rows
     }
 
     /// A dataset file's bytes as a Data Access client reads them: the listing of its parts,

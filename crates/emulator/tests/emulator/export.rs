@@ -115,7 +115,11 @@ async fn files_are_listed_downloaded_and_disappear_after_revert() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let (s, v) = get_json(&env, &format!("{EXPORT}/batches/{batch}/failed")).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(v["data"], json!([]));
+    assert_eq!(
+        v["data"],
+        json!([]),
+        "a successful batch without failed rows"
+    );
 
     // Unknown batches: no files and no failed rows (the spec documents no 404 for these lists);
     // an unknown dataset file is 404.
@@ -163,15 +167,41 @@ async fn failed_batches_expose_no_files_but_their_failed_rows() {
     let (s, v) = get_json(&env, &format!("{EXPORT}/batches/{batch}/files")).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["data"], json!([]));
-    let (_, v) = get_json(&env, &format!("{EXPORT}/batches/{batch}/failed")).await;
-    assert_eq!(v["data"].as_array().unwrap().len(), 1);
-    assert_eq!(v["data"][0]["row"], 2);
-    assert!(
-        v["data"][0]["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("a.json")
+    // /failed lists the failed files (the spec's `files` shape); ?path= gives each one's failed
+    // records as JSON Lines with their errors attached.
+    let (s, v) = get_json(&env, &format!("{EXPORT}/batches/{batch}/failed")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["data"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["data"][0]["name"], "a.json");
+    assert_eq!(v["_page"]["count"], 1);
+    let href = v["data"][0]["_links"]["self"]["href"].as_str().unwrap();
+    assert_eq!(
+        href,
+        format!("{}{EXPORT}/batches/{batch}/failed?path=a%2Ejson", env.base)
     );
+    let r = env
+        .req(Method::GET, href.strip_prefix(&env.base).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = r.text().await.unwrap();
+    assert_eq!(v["data"][0]["length"], text.len().to_string());
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert_eq!(lines[0]["_row"], 2);
+    assert_eq!(lines[0]["_corrupt_record"], "{oops");
+    assert_eq!(lines[0]["_filename"], "a.json");
+    assert!(lines[0]["_errors"][0]["code"].as_str().is_some(), "{text}");
+    let (s, _) = get_json(
+        &env,
+        &format!("{EXPORT}/batches/{batch}/failed?path=other.json"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

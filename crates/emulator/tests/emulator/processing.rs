@@ -1,8 +1,7 @@
 //! Asynchronous processing: real parsing of JSON Lines, multi-line JSON, CSV and Parquet, with
 //! metrics, and the failure codes.
 
-use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::common::*;
 
@@ -47,15 +46,8 @@ async fn multi_line_json_fixture_succeeds_with_is_multi_line_json() {
         .await;
     assert_eq!(b["status"], "failed", "{b}");
     assert_eq!(b["errors"][0]["code"], "INGEST-1401-400");
-    let failed: Value = env
-        .req(Method::GET, &format!("{EXPORT}/batches/{batch}/failed"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(failed["data"].as_array().unwrap().len() > 100);
+    let failed = env.failed_rows(&batch).await;
+    assert!(failed.len() > 100);
 }
 
 #[tokio::test]
@@ -227,19 +219,12 @@ async fn unparsable_rows_fail_the_batch_with_ingest_1401() {
     let d = details(e);
     assert!(d.contains("rows.json") && d.contains("row 2"), "{d}");
     // The failed rows are listed with their errors.
-    let failed: Value = env
-        .req(Method::GET, &format!("{EXPORT}/batches/{batch}/failed"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let rows = failed["data"].as_array().unwrap();
+    let failed = env.failed_rows(&batch).await;
+    let rows = &failed;
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["name"], "rows.json");
     assert_eq!(rows[0]["row"], 2);
-    assert_eq!(rows[0]["record"], "not json\n");
+    assert_eq!(rows[0]["record"], "not json");
     assert_eq!(rows[0]["errors"][0]["code"], "INGEST-1401-400");
     assert_eq!(rows[1]["row"], 5);
 
@@ -296,17 +281,6 @@ async fn every_file_with_bad_rows_is_reported_even_past_the_stored_rows_cap() {
     assert!(details[0].as_str().unwrap().contains("'a.json'"));
     assert!(details[0].as_str().unwrap().contains("1500 record(s)"));
     assert!(details[1].as_str().unwrap().contains("'b.json'"));
-    let failed: Value = env
-        .req(Method::GET, &format!("{EXPORT}/batches/{batch}/failed"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        failed["data"].as_array().unwrap().len(),
-        1000,
-        "stored rows are capped"
-    );
+    let failed = env.failed_rows(&batch).await;
+    assert_eq!(failed.len(), 1000, "stored rows are capped");
 }
