@@ -1059,16 +1059,21 @@ async fn bad_files_each_get_a_receipt_saying_what_and_where_and_the_rest_flows()
         }
     }
 
-    // Each bad file failed alone, with a receipt saying what is wrong: the platform's codes and
-    // generic descriptions, and its diagnostics' sample rows (which never name the file).
+    // Each bad file failed alone, with a receipt saying what is wrong: the platform's codes,
+    // the rows at fault. Pre-flight validation (#20) refuses the files with bad rows before
+    // they are sent, naming the row and the code the platform would give; files it cannot
+    // check (Parquet) fail on the platform with its codes.
     let expect_failed: &[(&str, &[&str])] = &[
-        ("malformed.json", &["[INGEST-1401-400]", "oops"]),
-        ("array.json", &["[INGEST-1401-400]", "array"]),
+        (
+            "malformed.json",
+            &["INGEST-1401-400", "row 2", "not uploaded"],
+        ),
+        ("array.json", &["INGEST-1401-400", "array"]),
         (
             "ragged.csv",
-            &["[INGEST-1401-400]", "fields where the header has"],
+            &["INGEST-1401-400", "fields where the header has"],
         ),
-        ("empty_header.csv", &["[118]", "header"]),
+        ("empty_header.csv", &["(118)", "header row is empty"]),
         ("text.parquet", &["[200]", "not a valid Parquet file"]),
         ("truncated.parquet", &["[200]", "not a valid Parquet file"]),
         ("empty.json", &["empty.json", "0 bytes", "never sent"]),

@@ -18,6 +18,8 @@ use crate::config::Format;
 
 /// The platform's code of a row that cannot be read or parsed.
 pub const UNPARSABLE: &str = "INGEST-1401-400";
+/// The platform's code for a CSV file whose header row is empty (the whole file fails).
+pub const EMPTY_HEADER: &str = "118";
 /// The largest record read, as the platform's emulator bounds it; larger ones fail the row.
 pub const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
 /// Row problems kept per file (the rest are counted in `FileCheck::bad_rows`).
@@ -231,7 +233,30 @@ impl Validator {
         Ok(())
     }
 
-    fn csv(&self, reader: impl Read, out: &mut FileCheck) -> io::Result<()> {
+    fn csv(&self, mut reader: impl BufRead, out: &mut FileCheck) -> io::Result<()> {
+        // An empty header row fails the whole file on the platform (118), whatever the rows
+        // below hold; the csv reader would skip a blank first line and take the next row for
+        // the header, so the first line is looked at before it reads anything.
+        let head = reader.fill_buf()?;
+        let first_line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+        let first_line = first_line
+            .strip_prefix(b"\xEF\xBB\xBF")
+            .unwrap_or(first_line);
+        if !head.is_empty()
+            && first_line
+                .iter()
+                .all(|b| b.is_ascii_whitespace() || *b == b',' || *b == b'"')
+        {
+            out.records += 1;
+            out.fail([RowProblem {
+                row: 1,
+                code: EMPTY_HEADER.to_owned(),
+                field: None,
+                message: "the CSV header row is empty: the first row must name the columns"
+                    .to_owned(),
+            }]);
+            return Ok(());
+        }
         let mut csv = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
@@ -376,6 +401,18 @@ mod tests {
         assert_eq!((found[0].0, found[0].1), (3, UNPARSABLE));
         assert_eq!((found[1].0, found[1].2), (4, Some("/id")));
         assert_eq!(found.len(), 2);
+    }
+
+    #[test]
+    fn a_csv_file_with_an_empty_header_row_fails_as_a_whole_with_118() {
+        for text in ["\n1,a\n2,b\n", ",\n1,a\n"] {
+            let check = validator()
+                .check(text.as_bytes(), Format::Csv, false)
+                .unwrap();
+            let found = rows(&check);
+            assert_eq!(found.len(), 1, "{text:?}: {found:?}");
+            assert_eq!((found[0].0, found[0].1), (1, EMPTY_HEADER), "{text:?}");
+        }
     }
 
     #[test]
