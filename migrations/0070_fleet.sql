@@ -1,7 +1,7 @@
 -- Fleet mode (issue #22): several daemons sharing one PostgreSQL database take work through
 -- it. These tables and columns are used by the PostgreSQL backend only (src/store/fleet.rs);
 -- a single daemon on SQLite holds everything by its state-dir lock and leaves them empty.
--- They are here too so that both backends describe one schema (tests/fleet_schema.rs).
+-- They are here too so that both backends describe one schema (tests/fleet.rs).
 --
 -- * `instances`: one row per running daemon, its heartbeat in database-clock unix ms.
 -- * `file_claims`: a file version is taken by exactly one instance: the primary key is the

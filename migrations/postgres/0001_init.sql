@@ -1,6 +1,6 @@
 -- batchdrop's state in PostgreSQL (fleet mode): the same tables, columns and state lists as
 -- the SQLite schema in migrations/*.sql, one file per SQLite migration of the same number, so
--- that the store's queries are one text for both (tests/fleet_schema.rs holds them equal).
+-- that the store's queries are one text for both (tests/fleet.rs holds them equal).
 -- Every integer is BIGINT (SQLite's INTEGER is 64-bit), flags stay 0/1 integers, and ids are
 -- identity columns (SQLite's INTEGER PRIMARY KEY); `batches` comes first because PostgreSQL
 -- checks the REFERENCES of `files` when it is created.

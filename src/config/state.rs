@@ -83,9 +83,8 @@ pub(super) fn parse(
             "[state] has an unknown key `{unknown}`: the keys are url, password_file, password_env and lease"
         ));
     }
-    let url = text("url")?.ok_or(
-        "[state] needs `url`, e.g. url = \"postgres://batchdrop@db.internal/batchdrop\"",
-    )?;
+    let url = text("url")?
+        .ok_or("[state] needs `url`, e.g. url = \"postgres://batchdrop@db.internal/batchdrop\"")?;
     let password = match (text("password_file")?, text("password_env")?) {
         (Some(file), None) => Some(PasswordSource::File(resolve(Path::new(file)))),
         (None, Some(var)) => Some(PasswordSource::Env(var.to_owned())),
@@ -99,7 +98,9 @@ pub(super) fn parse(
         Some(s) => parse_duration(s)
             .filter(|d| *d >= MIN_LEASE)
             .ok_or_else(|| {
-                format!("[state] lease = \"{s}\" is not a duration of at least 2s: write e.g. \"10s\"")
+                format!(
+                    "[state] lease = \"{s}\" is not a duration of at least 2s: write e.g. \"10s\""
+                )
             })?,
     };
     Ok(StateBackend::Postgres(PostgresState {
@@ -216,12 +217,18 @@ mod tests {
             ("state = \"mysql://db/bd\"", "not a postgres:// URL"),
             ("state = 3", "must be a postgres:// URL"),
             ("[state]\npassword_env = \"PW\"", "needs `url`"),
-            ("[state]\nurl = \"postgres://db\"\nuser = \"x\"", "unknown key `user`"),
+            (
+                "[state]\nurl = \"postgres://db\"\nuser = \"x\"",
+                "unknown key `user`",
+            ),
             (
                 "[state]\nurl = \"postgres://db\"\npassword_env = \"A\"\npassword_file = \"b\"",
                 "keep one",
             ),
-            ("[state]\nurl = \"postgres://db\"\nlease = \"1s\"", "at least 2s"),
+            (
+                "[state]\nurl = \"postgres://db\"\nlease = \"1s\"",
+                "at least 2s",
+            ),
         ] {
             let err = parse(Some(&value(text)), &resolve).unwrap_err();
             assert!(err.contains(expected), "{text}: {err}");

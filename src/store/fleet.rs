@@ -127,7 +127,11 @@ impl Fleet {
     /// Joins the fleet as a new instance on `host` (the id is new at every start: a restarted
     /// daemon takes its old batches over like any other instance, after their leases expire).
     pub async fn join(&self, host: &str) -> Result<Member, StoreError> {
-        let id = format!("{host}-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+        let id = format!(
+            "{host}-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        );
         sqlx::query(concat!(
             "INSERT INTO instances (id, host, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, ",
             db_now!(),
@@ -334,26 +338,30 @@ impl Member {
     /// conditioned in the database (moving a file to the archive, writing its receipt).
     pub async fn holds(&self, lease: &Lease) -> Result<bool, StoreError> {
         let held: i64 = match &lease.on {
-            LeaseOn::Batch(batch_id) => sqlx::query_scalar(concat!(
-                "SELECT COUNT(*) FROM batches WHERE id = $1 AND lease_owner = $2
+            LeaseOn::Batch(batch_id) => {
+                sqlx::query_scalar(concat!(
+                    "SELECT COUNT(*) FROM batches WHERE id = $1 AND lease_owner = $2
                    AND lease_epoch = $3 AND lease_expires_at > ",
-                db_now!()
-            ))
-            .bind(batch_id)
-            .bind(&self.id)
-            .bind(lease.epoch)
-            .fetch_one(&self.fleet.pool)
-            .await?,
-            LeaseOn::Scan(watch) => sqlx::query_scalar(concat!(
-                "SELECT COUNT(*) FROM scan_leases WHERE watch = $1 AND owner = $2
+                    db_now!()
+                ))
+                .bind(batch_id)
+                .bind(&self.id)
+                .bind(lease.epoch)
+                .fetch_one(&self.fleet.pool)
+                .await?
+            }
+            LeaseOn::Scan(watch) => {
+                sqlx::query_scalar(concat!(
+                    "SELECT COUNT(*) FROM scan_leases WHERE watch = $1 AND owner = $2
                    AND epoch = $3 AND expires_at > ",
-                db_now!()
-            ))
-            .bind(watch)
-            .bind(&self.id)
-            .bind(lease.epoch)
-            .fetch_one(&self.fleet.pool)
-            .await?,
+                    db_now!()
+                ))
+                .bind(watch)
+                .bind(&self.id)
+                .bind(lease.epoch)
+                .fetch_one(&self.fleet.pool)
+                .await?
+            }
         };
         Ok(held == 1)
     }

@@ -48,11 +48,16 @@ fn read_password(source: &PasswordSource) -> Result<String, StoreError> {
     match source {
         PasswordSource::File(path) => {
             std::fs::read_to_string(path).map_err(|error| StoreError::Password {
-                what: format!("cannot read the database password file {}: {error}", path.display()),
+                what: format!(
+                    "cannot read the database password file {}: {error}",
+                    path.display()
+                ),
             })
         }
         PasswordSource::Env(var) => std::env::var(var).map_err(|_| StoreError::Password {
-            what: format!("the environment variable {var} (named by [state] password_env) is not set"),
+            what: format!(
+                "the environment variable {var} (named by [state] password_env) is not set"
+            ),
         }),
     }
 }
