@@ -9,7 +9,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use batchdrop::store::{BatchState, Claim, FileKey, FileState, Fleet, Guarded, Store};
+use batchdrop::store::{BatchState, Claim, FileKey, FileState, Fleet, Guarded, Member, Store};
 use sqlx::Row;
 use support::eventually;
 use support::postgres::Postgres;
@@ -389,7 +389,11 @@ async fn the_password_comes_from_its_file_and_status_lists_the_instances() {
         Ok(_) => panic!("the cluster asks for a password"),
         Err(e) => e.to_string(),
     };
-    assert!(err.contains("password"), "{err}");
+    assert!(err.contains(&pg.url()), "names the database: {err}");
+    assert!(
+        err.contains("[state] password"),
+        "says what to check: {err}"
+    );
 
     let fleet = Fleet::connect(&pg.state(LEASE)).await.unwrap();
     let a = fleet.join("host-a").await.unwrap();
@@ -516,5 +520,55 @@ async fn coordination_pauses_while_the_database_is_down_and_resumes_after() {
         }
     );
     assert_eq!(fleet.instances().await.unwrap().len(), 1);
+    fleet.close().await;
+}
+
+/// Every member tries to lease every batch at once: the epochs each batch was leased at.
+async fn race(members: &[Member], batches: &[i64]) -> BTreeMap<i64, Vec<i64>> {
+    let tries = futures::future::join_all(members.iter().flat_map(|member| {
+        batches
+            .iter()
+            .map(move |&batch| async move { (batch, member.acquire_batch(batch).await.unwrap()) })
+    }))
+    .await;
+    let mut won: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for (batch, lease) in tries {
+        if let Some(lease) = lease {
+            won.entry(batch).or_default().push(lease.epoch());
+        }
+    }
+    won
+}
+
+#[tokio::test]
+async fn racing_instances_get_one_lease_per_batch_and_one_taker_after_expiry() {
+    let pg = Postgres::start();
+    let fleet = Fleet::connect(&pg.state(LEASE)).await.unwrap();
+    let pool = admin_pool(&pg).await;
+    let mut batches = Vec::new();
+    for i in 0..30 {
+        batches.push(insert_batch(&pool, &format!("race-{i}")).await);
+    }
+    let members = [
+        fleet.join("host-a").await.unwrap(),
+        fleet.join("host-b").await.unwrap(),
+        fleet.join("host-c").await.unwrap(),
+    ];
+    // Every instance tries every batch at once; then, with nobody renewing (all "lost"),
+    // they race again for the takeover.
+    let first = race(&members, &batches).await;
+    assert_eq!(first.len(), batches.len(), "every batch leased");
+    assert!(first.values().all(|epochs| epochs == &vec![1]), "{first:?}");
+
+    eventually(15, "every lease to expire", || async {
+        (members[0].batches_to_take_over().await.unwrap().len() == batches.len()).then_some(())
+    })
+    .await;
+    let second = race(&members, &batches).await;
+    assert_eq!(second.len(), batches.len(), "every batch taken over");
+    assert!(
+        second.values().all(|epochs| epochs == &vec![2]),
+        "one taker per batch: {second:?}"
+    );
     fleet.close().await;
 }
