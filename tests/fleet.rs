@@ -380,6 +380,17 @@ async fn one_instance_scans_each_watch_and_the_role_fails_over() {
     fleet.close().await;
 }
 
+/// The real binary with `--config config` and `args`, run to its end.
+async fn batchdrop(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_batchdrop"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn the_password_comes_from_its_file_and_status_lists_the_instances() {
     let pg = Postgres::start();
@@ -417,13 +428,7 @@ async fn the_password_comes_from_its_file_and_status_lists_the_instances() {
         ),
     )
     .unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_batchdrop"))
-        .arg("--config")
-        .arg(&config)
-        .args(["status", "--json"])
-        .output()
-        .await
-        .unwrap();
+    let out = batchdrop(&config, &["status", "--json"]).await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -448,13 +453,7 @@ async fn the_password_comes_from_its_file_and_status_lists_the_instances() {
     assert_eq!(by_id(b.id())["lost"], false);
 
     // The daemon itself does not run on this database yet: it says so instead of starting.
-    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_batchdrop"))
-        .arg("--config")
-        .arg(&config)
-        .args(["run", "--once"])
-        .output()
-        .await
-        .unwrap();
+    let run = batchdrop(&config, &["run", "--once"]).await;
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success());
     assert!(err.contains("runs its queue on SQLite only"), "{err}");

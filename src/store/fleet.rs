@@ -337,32 +337,26 @@ impl Member {
     /// Whether this instance still holds `lease`, asked right before a step that cannot be
     /// conditioned in the database (moving a file to the archive, writing its receipt).
     pub async fn holds(&self, lease: &Lease) -> Result<bool, StoreError> {
-        let held: i64 = match &lease.on {
-            LeaseOn::Batch(batch_id) => {
-                sqlx::query_scalar(concat!(
-                    "SELECT COUNT(*) FROM batches WHERE id = $1 AND lease_owner = $2
-                   AND lease_epoch = $3 AND lease_expires_at > ",
-                    db_now!()
-                ))
-                .bind(batch_id)
-                .bind(&self.id)
-                .bind(lease.epoch)
-                .fetch_one(&self.fleet.pool)
-                .await?
-            }
-            LeaseOn::Scan(watch) => {
-                sqlx::query_scalar(concat!(
-                    "SELECT COUNT(*) FROM scan_leases WHERE watch = $1 AND owner = $2
-                   AND epoch = $3 AND expires_at > ",
-                    db_now!()
-                ))
-                .bind(watch)
-                .bind(&self.id)
-                .bind(lease.epoch)
-                .fetch_one(&self.fleet.pool)
-                .await?
-            }
+        // One statement for both kinds: the side whose key is NULL counts nothing.
+        let (batch_id, watch) = match &lease.on {
+            LeaseOn::Batch(batch_id) => (Some(*batch_id), None),
+            LeaseOn::Scan(watch) => (None, Some(watch.as_str())),
         };
+        let held: i64 = sqlx::query_scalar(concat!(
+            "SELECT (SELECT COUNT(*) FROM batches WHERE id = $1 AND lease_owner = $3
+                       AND lease_epoch = $4 AND lease_expires_at > ",
+            db_now!(),
+            ") + (SELECT COUNT(*) FROM scan_leases WHERE watch = $2 AND owner = $3
+                       AND epoch = $4 AND expires_at > ",
+            db_now!(),
+            ")"
+        ))
+        .bind(batch_id)
+        .bind(watch)
+        .bind(&self.id)
+        .bind(lease.epoch)
+        .fetch_one(&self.fleet.pool)
+        .await?;
         Ok(held == 1)
     }
 
