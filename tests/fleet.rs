@@ -102,7 +102,8 @@ async fn postgres_schema(pool: &sqlx::PgPool) -> Schema {
     };
     for r in rows {
         let class = match r.get::<String, _>("ty").as_str() {
-            "bigint" => "integer",
+            // SQLite has no boolean: it keeps a bound `bool` as a 0/1 INTEGER.
+            "bigint" | "boolean" => "integer",
             "text" => "text",
             "bytea" => "bytes",
             other => panic!("PostgreSQL type {other}: not one SQLite's INTEGER/TEXT/BLOB mirror"),

@@ -1,7 +1,10 @@
 -- batchdrop's state in PostgreSQL (fleet mode): the same tables, columns and state lists as
--- the SQLite schema in migrations/*.sql, one file per SQLite migration of the same number, so
+-- the SQLite schema in migrations/*.sql, one file per SQLite migration of the same number
+-- (those that only fix up SQLite, like 0071's index predicates, have none here), so
 -- that the store's queries are one text for both (tests/fleet.rs holds them equal).
--- Every integer is BIGINT (SQLite's INTEGER is 64-bit), flags stay 0/1 integers, and ids are
+-- Every integer is BIGINT (SQLite's INTEGER is 64-bit); the flags the code binds as `bool`
+-- (multiline_json, sent, finalized) are BOOLEAN, which SQLite stores as 0/1 INTEGER (so the
+-- queries must compare them to FALSE/TRUE, which both read alike, not to 0/1); ids are
 -- identity columns (SQLite's INTEGER PRIMARY KEY); `batches` comes first because PostgreSQL
 -- checks the REFERENCES of `files` when it is created.
 
@@ -12,7 +15,7 @@ CREATE TABLE batches (
     watch           TEXT    NOT NULL,
     dataset         TEXT    NOT NULL,
     format          TEXT    NOT NULL,
-    multiline_json  BIGINT  NOT NULL DEFAULT 0,
+    multiline_json  BOOLEAN NOT NULL DEFAULT FALSE,
     replay_json     TEXT,
     state           TEXT    NOT NULL CHECK (state IN
                        ('sealed', 'creating', 'loading', 'completing', 'processing',
@@ -33,7 +36,7 @@ CREATE TABLE files (
     watch           TEXT    NOT NULL,
     dataset         TEXT    NOT NULL,
     format          TEXT    NOT NULL CHECK (format IN ('json', 'csv', 'parquet')),
-    multiline_json  BIGINT  NOT NULL DEFAULT 0,
+    multiline_json  BOOLEAN NOT NULL DEFAULT FALSE,
     root            TEXT    NOT NULL,
     rel_path        TEXT    NOT NULL,
     dev             BIGINT  NOT NULL,
@@ -45,13 +48,13 @@ CREATE TABLE files (
                        ('ready', 'batched', 'uploaded', 'done', 'failed', 'duplicate', 'superseded')),
     batch_id        BIGINT  REFERENCES batches(id),
     uploaded_bytes  BIGINT  NOT NULL DEFAULT 0,
-    sent            BIGINT  NOT NULL DEFAULT 0,
+    sent            BOOLEAN NOT NULL DEFAULT FALSE,
     duplicate_of    BIGINT  REFERENCES files(id),
     replay_json     TEXT,
     sidecar         TEXT,
     reason          TEXT,
     final_path      TEXT,
-    finalized       BIGINT  NOT NULL DEFAULT 0,
+    finalized       BOOLEAN NOT NULL DEFAULT FALSE,
     discovered_at   BIGINT  NOT NULL,
     updated_at      BIGINT  NOT NULL
 );

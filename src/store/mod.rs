@@ -48,6 +48,8 @@ mod fleet;
 mod intake;
 mod model;
 mod outcome;
+#[cfg(test)]
+mod plans;
 mod postgres;
 mod sqlite;
 #[cfg(test)]
