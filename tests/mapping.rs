@@ -14,10 +14,10 @@ use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
 use batchdrop_emulator::{DatasetSeed, EmulatorConfig, SchemaSeed};
 use batchdrop_mapping::{InputFormat, Mapper, MappingSet, Options, Output, OutputFormat};
-use reqwest::{Method, StatusCode};
+
 use serde_json::{Value, json};
 
-use common::{EXPORT, fixture};
+use common::fixture;
 
 const PROFILE_SCHEMA: &str = "https://ns.adobe.com/batchdrop/schemas/crm-profile";
 const PROFILES: &str = "crm-profiles";
@@ -286,21 +286,10 @@ async fn start_emulator(dir: &Path) -> common::Env {
 
 /// The files of a batch, downloaded through Data Access.
 async fn download(env: &common::Env, batch: &str, dir: &Path) -> Vec<PathBuf> {
-    let (status, files) = env
-        .get_json(&format!("{EXPORT}/batches/{batch}/files"))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{files}");
     let mut paths = Vec::new();
-    for (i, file) in files["data"].as_array().unwrap().iter().enumerate() {
-        let id = file["dataSetFileId"].as_str().unwrap();
-        let r = env
-            .req(Method::GET, &format!("{EXPORT}/files/{id}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
+    for (i, (_, bytes)) in env.batch_downloads(batch).await.into_iter().enumerate() {
         let path = dir.join(format!("download-{i}.parquet"));
-        std::fs::write(&path, r.bytes().await.unwrap()).unwrap();
+        std::fs::write(&path, bytes).unwrap();
         paths.push(path);
     }
     paths

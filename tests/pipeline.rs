@@ -76,6 +76,43 @@ async fn json_csv_and_parquet_files_are_ingested_and_archived_with_receipts() {
     }
 }
 
+/// Data Access lists a batch's files 100 at a time: each receipt's own record count comes from
+/// that listing, so a batch of more than 100 files needs every page of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_of_a_batch_over_one_listing_page_each_carry_their_own_record_count() {
+    let env = Env::new().await;
+    let drop = env.drop_dir();
+    // Present before the daemon starts, so that its first scan puts them in one batch.
+    for i in 0..130 {
+        write_atomic(
+            &drop.join(format!("f{i:03}.json")),
+            jsonl(i * 10, 1 + i % 7).as_bytes(),
+        );
+    }
+    let daemon = Daemon::start(env.config("", "max_wait = \"3s\""));
+    let receipts = wait_receipts(&env.archive(), 130, 120).await;
+    daemon.stop().await;
+    let mut batches = std::collections::BTreeMap::<String, usize>::new();
+    for r in &receipts {
+        let name = r["file"].as_str().unwrap();
+        let i: usize = name[1..4].parse().unwrap();
+        assert_eq!(r["status"], "success", "{r}");
+        assert_eq!(r["file_records"], 1 + i % 7, "{name}: {r}");
+        *batches
+            .entry(r["batch"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    let mut total = 0;
+    for batch in batches.keys() {
+        total += records_in_batch(&env.api, batch).await;
+    }
+    assert_eq!(total, (0..130).map(|i| 1 + i % 7).sum::<usize>() as u64);
+    assert!(
+        batches.values().any(|&files| files > 100),
+        "at least one batch of over 100 files (one listing page): {batches:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_files_are_grouped_into_batches_within_max_files() {
     let env = Env::new().await;

@@ -365,36 +365,49 @@ impl Platform {
         }
     }
 
-    /// (name, dataSetFileId, records) of each file of a successful batch.
+    /// (name, dataSetFileId, records) of each file of a successful batch, every page.
     async fn batch_files(&self, batch: &str) -> Vec<(String, String, u64)> {
-        let v: serde_json::Value = self
-            .get(&format!("/data/foundation/export/batches/{batch}/files"))
-            .await
-            .json()
-            .await
-            .unwrap();
-        v["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| {
+        let mut files = Vec::new();
+        loop {
+            let v: serde_json::Value = self
+                .get(&format!(
+                    "/data/foundation/export/batches/{batch}/files?start={}&limit=100",
+                    files.len()
+                ))
+                .await
+                .json()
+                .await
+                .unwrap();
+            let page = v["data"].as_array().unwrap();
+            files.extend(page.iter().map(|f| {
                 (
                     f["name"].as_str().unwrap().to_owned(),
                     f["dataSetFileId"].as_str().unwrap().to_owned(),
                     // Data Access writes counts as strings (its spec's dataSetFiles schema).
                     f["records"].as_str().unwrap().parse::<u64>().unwrap(),
                 )
-            })
-            .collect()
+            }));
+            if v["_links"]["next"].is_null() {
+                return files;
+            }
+        }
     }
 
+    /// A dataset file's bytes: its listing of parts, then each part by `?path=`.
     async fn download(&self, file_id: &str) -> Vec<u8> {
-        self.get(&format!("/data/foundation/export/files/{file_id}"))
+        let listing: serde_json::Value = self
+            .get(&format!("/data/foundation/export/files/{file_id}"))
             .await
-            .bytes()
+            .json()
             .await
-            .unwrap()
-            .to_vec()
+            .unwrap();
+        let mut bytes = Vec::new();
+        for part in listing["data"].as_array().unwrap() {
+            let href = part["_links"]["self"]["href"].as_str().unwrap();
+            let path = &href[href.find("/data/foundation/").unwrap()..];
+            bytes.extend_from_slice(&self.get(path).await.bytes().await.unwrap());
+        }
+        bytes
     }
 
     /// What the dataset holds: file name → [(batch, dataSetFileId, records)], over every

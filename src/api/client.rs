@@ -356,17 +356,34 @@ impl ApiClient {
 
     // ---- Data Access ----------------------------------------------------------------------
 
-    /// `GET {export}/batches/{id}/files`: the dataset files a batch produced.
+    /// `GET {export}/batches/{id}/files`: the dataset files a batch produced, every page of
+    /// them (Data Access answers at most 100 per request).
     pub async fn list_batch_files(&self, batch_id: &str) -> Result<Vec<DataSetFile>, ApiError> {
-        let op = format!("list the dataset files of batch {batch_id}");
-        let url = self.url(
-            Service::Export,
-            &format!("batches/{}/files", segment(batch_id)),
-            &[],
-        );
-        let resp = self.execute(&op, self.request(Method::GET, url)).await?;
-        let v = read_json(&op, resp, Answer::Platform).await?;
-        wire::dataset_files(&v).map_err(|msg| ApiError::invalid_response(op, msg))
+        const PAGE: usize = 100;
+        // A batch holds at most 25,000 files: more pages than that is a server looping.
+        const MAX_PAGES: usize = 25_000 / PAGE + 1;
+        let mut files = Vec::new();
+        for page in 0..MAX_PAGES {
+            let start = (page * PAGE).to_string();
+            let op = format!("list the dataset files of batch {batch_id} (from {start})");
+            let url = self.url(
+                Service::Export,
+                &format!("batches/{}/files", segment(batch_id)),
+                &[("start", &start), ("limit", "100")],
+            );
+            let resp = self.execute(&op, self.request(Method::GET, url)).await?;
+            let v = read_json(&op, resp, Answer::Platform).await?;
+            let got = wire::dataset_files(&v).map_err(|msg| ApiError::invalid_response(op, msg))?;
+            let full = got.len() >= PAGE;
+            files.extend(got);
+            if !full {
+                return Ok(files);
+            }
+        }
+        Err(ApiError::invalid_response(
+            format!("list the dataset files of batch {batch_id}"),
+            format!("more than {MAX_PAGES} pages of {PAGE} files, beyond a batch's limit"),
+        ))
     }
 
     /// `GET {export}/files/{id}`: the file's content as the platform sends it (the data, or a

@@ -99,6 +99,12 @@ fn batch_version(status: BatchStatus) -> String {
     format!("1.0.{step}")
 }
 
+/// The id of a dataset's view (the platform's `viewId`, which Data Access repeats as each
+/// file's `dataSetViewId`): stable per dataset.
+pub fn view_id(dataset_id: &str) -> String {
+    uuid_like(dataset_id).replace('-', "")[..24].to_owned()
+}
+
 /// A stable identifier of the sandbox (the platform's are UUIDs; this one is derived from the
 /// organisation and the sandbox name, so the same sandbox always has the same id).
 pub fn sandbox_id(org: &str, sandbox: &str) -> String {
@@ -319,10 +325,7 @@ pub fn dataset_json(d: &DatasetRow, last: Option<&BatchRow>) -> Value {
     for (key, value) in defaults {
         o.entry(key).or_insert(value);
     }
-    o.insert(
-        "viewId".into(),
-        json!(&uuid_like(&d.id).replace('-', "")[..24]),
-    );
+    o.insert("viewId".into(), json!(view_id(&d.id)));
     o.insert(
         "files".into(),
         json!(format!("@/dataSetFiles?dataSetId={}", d.id)),

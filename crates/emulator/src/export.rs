@@ -3,19 +3,19 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::catalog::view_id;
 use super::error::{ApiError, ApiResult};
 use super::formats::InputFormat;
 use super::state::AppState;
 use super::store::{BatchStatus, FileRow, FileState};
 
 /// The base URL the client used (for `_links`).
-fn base(headers: &HeaderMap) -> String {
+pub(crate) fn base(headers: &HeaderMap) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -37,11 +37,33 @@ async fn readable_files(state: &AppState, batch_id: &str) -> ApiResult<Vec<FileR
     Ok(state.store.files_of(batch_id).await?)
 }
 
+/// `start`/`limit` of a Data Access list: `limit` defaults to and is capped at 100 (the spec:
+/// "100 dataset files is the maximum number ... in a single API request"); capped rather than
+/// refused, as the Catalog does, so a client asking for more still gets a page.
+fn page(q: &HashMap<String, String>) -> ApiResult<(usize, usize)> {
+    let number = |key: &str, default: usize| -> ApiResult<usize> {
+        match q.get(key) {
+            None => Ok(default),
+            Some(v) => v.parse::<usize>().map_err(|_| {
+                ApiError::bad_request(format!("{key} {v:?} must be a non-negative integer"))
+            }),
+        }
+    };
+    let limit = number("limit", 100)?;
+    if limit == 0 {
+        return Err(ApiError::bad_request("limit must be from 1 to 100"));
+    }
+    Ok((number("start", 0)?, limit.min(100)))
+}
+
+/// A batch's dataset files, a page at a time (`_links.next` while more remain).
 pub async fn batch_files(
     State(state): State<Arc<AppState>>,
     Path(batch_id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    let (start, limit) = page(&q)?;
     let batch = state
         .store
         .batch(&batch_id)
@@ -49,12 +71,17 @@ pub async fn batch_files(
         .ok_or_else(|| ApiError::not_found(format!("batch {batch_id} does not exist")))?;
     let files = readable_files(&state, &batch_id).await?;
     let base = base(&headers);
+    let view = view_id(&batch.dataset_id);
     let data: Vec<Value> = files
         .iter()
+        .skip(start)
+        .take(limit)
         .map(|f| {
             json!({
                 "dataSetFileId": f.id,
                 "dataSetId": batch.dataset_id,
+                "dataSetViewId": view,
+                "version": "1.0.0",
                 "name": f.path,
                 // The spec's dataSetFiles schema writes these numbers as strings.
                 "records": f.records.unwrap_or(0).to_string(),
@@ -67,44 +94,24 @@ pub async fn batch_files(
         })
         .collect();
     let count = data.len();
-    Ok(
-        axum::Json(json!({"data": data, "_page": {"limit": count, "count": count}}))
-            .into_response(),
-    )
-}
-
-pub async fn download(
-    State(state): State<Arc<AppState>>,
-    Path(file_id): Path<String>,
-) -> ApiResult<Response> {
-    let not_found = || ApiError::not_found(format!("dataset file {file_id} does not exist"));
-    let f = state
-        .store
-        .file_by_id(&file_id)
-        .await?
-        .ok_or_else(not_found)?;
-    if state.store.batch_status(&f.batch_id).await? != Some(BatchStatus::Success) {
-        return Err(not_found());
+    let here = format!("{base}/data/foundation/export/batches/{batch_id}/files");
+    let mut links = serde_json::Map::new();
+    if start + count < files.len() {
+        links.insert(
+            "next".into(),
+            json!({"href": format!("{here}?start={}&limit={limit}", start + count)}),
+        );
     }
-    // A partially ingested file is served as its good rows.
-    let (disk, size) = match f.served_size {
-        Some(n) => (state.store.good_path(&f.batch_id, &f.id), n),
-        None => (state.store.file_path(&f.batch_id, &f.id), f.size),
-    };
-    let file = tokio::fs::File::open(disk).await.map_err(|_| not_found())?;
-    let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
-    let mut resp = Body::from_stream(stream).into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
+    links.insert(
+        "page".into(),
+        json!({"href": format!("{here}?start={{start}}&limit={{limit}}"), "templated": true}),
     );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(size as u64));
-    let name = f.path.rsplit('/').next().unwrap_or("file").replace('"', "");
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
-        h.insert(header::CONTENT_DISPOSITION, v);
-    }
-    Ok(resp)
+    Ok(axum::Json(json!({
+        "data": data,
+        "_page": {"limit": limit, "count": count},
+        "_links": links,
+    }))
+    .into_response())
 }
 
 pub async fn batch_failed(
@@ -196,7 +203,29 @@ pub async fn current_view(
     .into_response())
 }
 
-/// E6: the first `nrow` records (default 5) of a batch's files, as JSON.
+/// How many rows a preview shows when `nrow` is absent or 0 (the spec's default is 0, "the
+/// number of rows to parse", without saying what 0 means: here, the default).
+const PREVIEW_ROWS: usize = 5;
+
+/// The `nrow` of a preview: 0 or absent is the default, at most 1000.
+fn preview_rows_wanted(q: &HashMap<String, String>) -> ApiResult<usize> {
+    match q.get("nrow") {
+        None => Ok(PREVIEW_ROWS),
+        Some(v) => match v.parse::<usize>() {
+            Ok(0) => Ok(PREVIEW_ROWS),
+            Ok(n) if n <= 1000 => Ok(n),
+            _ => Err(ApiError::bad_request(format!(
+                "nrow {v:?} must be an integer from 0 (the default, {PREVIEW_ROWS} rows) to 1000"
+            ))),
+        },
+    }
+}
+
+/// E6: the first `nrow` records of a batch's files, in the spec's `PreviewResponse` shape:
+/// the format parameters used (the batch's `inputFormat`, overridden by the query's
+/// `format`, `isMultiLineJson`, `delimiter`, `quote`, `escape`, `header`), the columns (the
+/// records' top-level fields in order of appearance, `cid` counting from 0) and the rows (one
+/// object per record, keyed by `cid`, values as text: nested values as their JSON).
 pub async fn preview(
     State(state): State<Arc<AppState>>,
     Path((batch_id, dataset_id)): Path<(String, String)>,
@@ -213,17 +242,25 @@ pub async fn preview(
             batch.dataset_id
         )));
     }
-    let nrow: usize = match q.get("nrow") {
-        None => 5,
-        Some(v) => v
-            .parse()
-            .ok()
-            .filter(|n| *n >= 1 && *n <= 1000)
-            .ok_or_else(|| ApiError::bad_request("nrow must be an integer from 1 to 1000"))?,
-    };
-    let fmt = InputFormat::from_json(
-        &serde_json::from_str::<Value>(&batch.input_format).unwrap_or(json!({})),
-    );
+    let nrow = preview_rows_wanted(&q)?;
+    let mut params = serde_json::from_str::<Value>(&batch.input_format).unwrap_or(json!({}));
+    if !params.is_object() {
+        params = json!({});
+    }
+    for key in ["format", "delimiter", "quote", "escape", "charset"] {
+        if let Some(v) = q.get(key) {
+            params[key] = json!(v);
+        }
+    }
+    for key in ["isMultiLineJson", "header"] {
+        if let Some(v) = q.get(key) {
+            let flag = v
+                .parse::<bool>()
+                .map_err(|_| ApiError::bad_request(format!("{key} {v:?} must be true or false")))?;
+            params[key] = json!(flag);
+        }
+    }
+    let fmt = InputFormat::from_json(&params);
     let files: Vec<_> = state
         .store
         .files_of(&batch_id)
@@ -232,9 +269,104 @@ pub async fn preview(
         .filter(|f| f.state == FileState::Complete)
         .map(|f| state.store.file_path(&batch_id, &f.id))
         .collect();
-    let rows =
+    let records =
         tokio::task::spawn_blocking(move || super::formats::preview_rows(&files, &fmt, nrow))
             .await
             .map_err(|e| ApiError::internal(format!("preview task failed: {e}")))?;
+    let format_params = json!({
+        "format": params.get("format").and_then(Value::as_str).unwrap_or("json").to_ascii_lowercase(),
+        "delimiter": params.get("delimiter").and_then(Value::as_str).unwrap_or(","),
+        "quote": params.get("quote").and_then(Value::as_str).unwrap_or("\""),
+        "escape": params.get("escape").and_then(Value::as_str).unwrap_or("\\"),
+        "charset": params.get("charset").and_then(Value::as_str).unwrap_or("UTF-8"),
+        "header": params.get("header").and_then(Value::as_bool).unwrap_or(true),
+    });
+    Ok(axum::Json(json!({
+        "formatParams": format_params,
+        "preview": as_columns(&records),
+    }))
+    .into_response())
+}
+
+/// Records as the spec's `Preview`: `columns` `[{cid, name}]` and `rows` keyed by `cid`.
+fn as_columns(records: &[Value]) -> Value {
+    let mut names: Vec<&str> = Vec::new();
+    for record in records {
+        for key in record.as_object().into_iter().flat_map(|o| o.keys()) {
+            if !names.contains(&key.as_str()) {
+                names.push(key);
+            }
+        }
+    }
+    let columns: Vec<Value> = names
+        .iter()
+        .enumerate()
+        .map(|(cid, name)| json!({"cid": cid.to_string(), "name": name}))
+        .collect();
+    let rows: Vec<Value> = records
+        .iter()
+        .map(|record| {
+            let mut row = serde_json::Map::new();
+            for (cid, name) in names.iter().enumerate() {
+                let text = match record.get(*name) {
+                    None | Some(Value::Null) => continue,
+                    Some(Value::String(s)) => s.clone(),
+                    Some(other) => other.to_string(),
+                };
+                row.insert(cid.to_string(), json!(text));
+            }
+            Value::Object(row)
+        })
+        .collect();
+    json!({"columns": columns, "rows": rows})
+}
+
+/// `GET /export/datasets/{id}/preview`: the dataset's first rows (at most 100, as the spec
+/// says), read from its successful batches' files, oldest batch first.
+pub async fn dataset_preview(
+    State(state): State<Arc<AppState>>,
+    Path(dataset_id): Path<String>,
+) -> ApiResult<Response> {
+    const ROWS: usize = 100;
+    state
+        .store
+        .dataset(&dataset_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("dataset {dataset_id} does not exist")))?;
+    // At most ROWS files can each contribute a row.
+    let files = state
+        .store
+        .readable_files_of_dataset(&dataset_id, ROWS as i64)
+        .await?;
+    let paths: Vec<(std::path::PathBuf, InputFormat)> = files
+        .into_iter()
+        .map(|(file, input_format)| {
+            let path = match file.served_size {
+                Some(_) => state.store.good_path(&file.batch_id, &file.id),
+                None => state.store.file_path(&file.batch_id, &file.id),
+            };
+            let fmt = InputFormat::from_json(
+                &serde_json::from_str::<Value>(&input_format).unwrap_or(json!({})),
+            );
+            (path, fmt)
+        })
+        .collect();
+    let rows = tokio::task::spawn_blocking(move || {
+        let mut rows = Vec::new();
+        for (path, fmt) in paths {
+            if rows.len() >= ROWS {
+                break;
+            }
+            let left = ROWS - rows.len();
+            rows.extend(super::formats::preview_rows(
+                std::slice::from_ref(&path),
+                &fmt,
+                left,
+            ));
+        }
+        rows
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("preview task failed: {e}")))?;
     Ok(axum::Json(json!({"data": rows})).into_response())
 }

@@ -163,6 +163,15 @@ async fn admit(state: &AppState, mut req: Request, next: Next, lose_response: bo
             tracing::info!(method = %req.method(), path = %req.uri().path(), %reason, "gateway refused the request");
             e.into_response()
         }
+        Ok(_) if !content_type_is_valid(&req) => {
+            tracing::info!(method = %req.method(), path = %req.uri().path(), "gateway refused the request: a body without a valid Content-Type");
+            ApiError::Service {
+                status: StatusCode::BAD_REQUEST,
+                title: "BadRequestError",
+                detail: "A valid content-type must be specified".into(),
+            }
+            .into_response()
+        }
         Ok(caller) => {
             req.extensions_mut().insert(caller);
             if lose_response {
@@ -171,6 +180,38 @@ async fn admit(state: &AppState, mut req: Request, next: Next, lose_response: bo
             next.run(req).await
         }
     }
+}
+
+/// The platform's gateway refuses a POST, PUT or PATCH whose body comes without a valid
+/// `Content-Type` (`type/subtype`). Requests without a body (the guide's `?action=` POSTs,
+/// sent by curl with no `Content-Type`) pass: refusing them would fail the guide's own calls.
+fn content_type_is_valid(req: &Request) -> bool {
+    use axum::http::Method;
+    if !matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) {
+        return true;
+    }
+    let headers = req.headers();
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > 0);
+    if !has_body {
+        return true;
+    }
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim();
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    matches!(essence.split_once('/'), Some((kind, sub)) if token(kind) && token(sub))
 }
 
 /// What makes a request "the same request" again: method and URI, plus a digest of the body

@@ -40,6 +40,7 @@ mod config;
 mod dataset_patch;
 mod error;
 mod export;
+mod file_access;
 mod formats;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -14,7 +14,8 @@ use tokio::task::JoinHandle;
 
 use crate::error::ApiError;
 use crate::{
-    AppState, catalog, dataset_patch, export, gateway, http_server, import, ims, net, schema_lookup,
+    AppState, catalog, dataset_patch, export, file_access, gateway, http_server, import, ims, net,
+    schema_lookup,
 };
 
 /// Serves the routes on `listener` until `stop` says true.
@@ -89,7 +90,11 @@ fn router(state: Arc<AppState>) -> Router {
         )
         .route(
             &format!("{EXPORT}/files/{{file_id}}"),
-            get(export::download),
+            get(file_access::file).head(file_access::file),
+        )
+        .route(
+            &format!("{EXPORT}/datasets/{{dataset_id}}/preview"),
+            get(export::dataset_preview),
         )
         .route(
             &format!("{EXPORT}/dataSets/{{dataset_id}}/current"),

@@ -32,8 +32,8 @@ pub async fn patch_file(
     body: Body,
 ) -> ApiResult<Response> {
     let t = file_target(&uri)?;
-    refuse_multipart(&headers, &t.path)?;
-    let (start, end, total) = chunk_range(&state, &t, &headers)?;
+    let boundary = form_boundary(&headers, &t)?;
+    let (start, end, total) = chunk_range(&state, &t, &headers, boundary.is_none())?;
     let len = end - start + 1;
     let max = state.config.limits.max_chunk_bytes;
     let f = patchable_file(&state, &t, total).await?;
@@ -49,6 +49,10 @@ pub async fn patch_file(
             (state.store.data_path(&f.id), BodyKind::At(start))
         }
         None => (state.store.tmp_path(), BodyKind::Chunk),
+    };
+    let body = match boundary {
+        None => body,
+        Some(boundary) => form_file_part(body, boundary, &t).await?,
     };
     let got = receive_to_file(body, &dest, max, Some(len), into)
         .await
@@ -82,12 +86,63 @@ pub async fn patch_file(
         .into_response())
 }
 
+/// The boundary of a `multipart/form-data` chunk (the spec and the public Postman collection
+/// send the chunk as a form's file field; the guide sends raw bytes: both are taken). Other
+/// multipart kinds are refused.
+fn form_boundary(headers: &HeaderMap, t: &Target) -> ApiResult<Option<String>> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data")
+    {
+        refuse_multipart(headers, &t.path)?;
+        return Ok(None);
+    }
+    multer::parse_boundary(content_type).map(Some).map_err(|e| {
+        ApiError::bad_request(format!(
+            "PATCH of file {}: multipart/form-data without a usable boundary ({e}); send the chunk as raw bytes with Content-Type: application/octet-stream, or as a form's file field (curl -F file=@chunk)",
+            t.path
+        ))
+    })
+}
+
+/// The bytes of a form's file part: the first field with a file name, or the field `file`.
+async fn form_file_part(body: Body, boundary: String, t: &Target) -> ApiResult<Body> {
+    let mut form = multer::Multipart::new(body.into_data_stream(), boundary);
+    loop {
+        match form.next_field().await {
+            Ok(Some(field)) if field.file_name().is_some() || field.name() == Some("file") => {
+                return Ok(Body::from_stream(field));
+            }
+            Ok(Some(_)) => continue,
+            Ok(None) => {
+                return Err(ApiError::bad_request(format!(
+                    "PATCH of file {}: the multipart body has no file field; send the chunk as a field with a file name (curl -F file=@chunk)",
+                    t.path
+                )));
+            }
+            Err(e) => {
+                return Err(ApiError::bad_request(format!(
+                    "PATCH of file {}: the multipart body cannot be read ({e}); check the boundary and the form's framing",
+                    t.path
+                )));
+            }
+        }
+    }
+}
+
 /// The chunk's range from its `Content-Range` (start, end inclusive, total if announced),
-/// within the limits of a chunk and of a batch, and matching its `Content-Length`.
+/// within the limits of a chunk and of a batch, and matching its `Content-Length` when the
+/// body is the raw chunk (`raw`; a form's length includes its framing).
 fn chunk_range(
     state: &AppState,
     t: &Target,
     headers: &HeaderMap,
+    raw: bool,
 ) -> ApiResult<(u64, u64, Option<u64>)> {
     let range = headers
         .get(header::CONTENT_RANGE)
@@ -114,7 +169,8 @@ fn chunk_range(
             t.path
         )));
     }
-    if let Some(cl) = content_length(headers)
+    if raw
+        && let Some(cl) = content_length(headers)
         && cl != len
     {
         return Err(ApiError::bad_request(format!(

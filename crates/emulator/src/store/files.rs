@@ -27,6 +27,31 @@ impl Store {
             .await
     }
 
+    /// The first `limit` files of a dataset's successful batches, oldest batch first, each
+    /// with its batch's `inputFormat` (for the dataset preview).
+    pub async fn readable_files_of_dataset(
+        &self,
+        dataset_id: &str,
+        limit: i64,
+    ) -> Result<Vec<(FileRow, String)>, DbError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT f.id, b.input_format FROM files f JOIN batches b ON b.id = f.batch_id \
+             WHERE b.dataset_id = ? AND b.status = 'success' \
+             ORDER BY b.created, b.id, f.path LIMIT ?",
+        )
+        .bind(dataset_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut files = Vec::with_capacity(rows.len());
+        for (id, input_format) in rows {
+            if let Some(file) = self.file_by_id(&id).await? {
+                files.push((file, input_format));
+            }
+        }
+        Ok(files)
+    }
+
     /// How many files a batch holds besides `path`, and their bytes.
     pub async fn other_files(&self, batch_id: &str, path: &str) -> Result<(u64, u64), DbError> {
         let (n, bytes): (i64, i64) = sqlx::query_as(

@@ -245,6 +245,37 @@ impl Env {
         v["data"].as_array().cloned().unwrap_or_default()
     }
 
+    /// A dataset file's bytes as a Data Access client reads them: the listing of its parts,
+    /// then each part by its `?path=` link.
+    pub async fn download(&self, file_id: &str) -> Vec<u8> {
+        let (status, listing) = self.get_json(&format!("{EXPORT}/files/{file_id}")).await;
+        assert_eq!(status, StatusCode::OK, "listing of {file_id}: {listing}");
+        let mut bytes = Vec::new();
+        for part in listing["data"].as_array().expect("a listing of parts") {
+            let href = part["_links"]["self"]["href"].as_str().unwrap();
+            let path = href.strip_prefix(&self.base).unwrap_or(href);
+            let r = self.req(Method::GET, path).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "part {href}");
+            bytes.extend_from_slice(&r.bytes().await.unwrap());
+        }
+        bytes
+    }
+
+    /// Every dataset file of a successful batch, as listed (`dataSetFileId`, `name`,
+    /// `records`...), with its bytes.
+    pub async fn batch_downloads(&self, batch: &str) -> Vec<(Value, Vec<u8>)> {
+        let (status, files) = self
+            .get_json(&format!("{EXPORT}/batches/{batch}/files"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{files}");
+        let mut out = Vec::new();
+        for file in files["data"].as_array().unwrap() {
+            let id = file["dataSetFileId"].as_str().unwrap();
+            out.push((file.clone(), self.download(id).await));
+        }
+        out
+    }
+
     /// GET a path with the permissive headers → (status, JSON body or Null).
     pub async fn get_json(&self, path: &str) -> (StatusCode, Value) {
         let r = self.req(Method::GET, path).send().await.unwrap();

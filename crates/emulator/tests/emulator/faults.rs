@@ -101,6 +101,7 @@ async fn connection_reset_drops_the_request_mid_body_without_effect() {
             Method::PUT,
             &env.file_url("01HZZZZZZZZZZZZZZZZZZZZZZZ", &ds, "a.json"),
         )
+        .header("Content-Type", "application/octet-stream")
         .body(vec![b' '; 4 << 20])
         .send()
         .await;
@@ -311,6 +312,7 @@ async fn lost_response_applies_the_request_but_the_client_never_hears_of_it() {
     let sent = env
         .req(Method::PATCH, &path)
         .header("Content-Range", "bytes 0-9/20")
+        .header("Content-Type", "application/octet-stream")
         .body(vec![b' '; 10])
         .send()
         .await;

@@ -132,7 +132,7 @@ async fn put_over_256_mb_is_refused_up_front_with_413() {
     assert!(resp.contains("268435456"), "{resp}");
     // Exactly 256 MB announced is not refused up front (the emulator waits for the body).
     let req = format!(
-        "PUT {path} HTTP/1.1\r\nHost: x\r\n{AUTH_HEADERS}Content-Length: 268435456\r\n\r\n"
+        "PUT {path} HTTP/1.1\r\nHost: x\r\n{AUTH_HEADERS}Content-Type: application/octet-stream\r\nContent-Length: 268435456\r\n\r\n"
     );
     let mut s = tokio::net::TcpStream::connect(env.addr()).await.unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -162,6 +162,7 @@ async fn put_counts_streamed_bytes_against_the_limit() {
     let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
     let r = env
         .req(Method::PUT, &env.file_url(&batch, &ds, "big.json"))
+        .header("Content-Type", "application/octet-stream")
         .body(body)
         .send()
         .await
@@ -203,6 +204,7 @@ async fn put_enforces_files_and_bytes_per_batch() {
     }
     let r = env
         .req(Method::PUT, &env.file_url(&batch, &ds, "3.json"))
+        .header("Content-Type", "application/octet-stream")
         .body(vec![b' '; 10])
         .send()
         .await
@@ -220,6 +222,7 @@ async fn put_enforces_files_and_bytes_per_batch() {
     );
     let r = env
         .req(Method::PUT, &env.file_url(&batch, &ds, "1.json"))
+        .header("Content-Type", "application/octet-stream")
         .body(vec![b' '; 20])
         .send()
         .await
@@ -255,6 +258,7 @@ async fn put_only_while_loading_into_a_known_batch_of_that_dataset() {
             Method::PUT,
             &env.file_url("01HZZZZZZZZZZZZZZZZZZZZZZZ", &ds, "a.json"),
         )
+        .header("Content-Type", "application/octet-stream")
         .body("{}")
         .send()
         .await
@@ -263,6 +267,7 @@ async fn put_only_while_loading_into_a_known_batch_of_that_dataset() {
     let batch = env.create_batch(&ds, json!({"format": "json"})).await;
     let r = env
         .req(Method::PUT, &env.file_url(&batch, &other, "a.json"))
+        .header("Content-Type", "application/octet-stream")
         .body("{}")
         .send()
         .await
@@ -278,6 +283,7 @@ async fn put_only_while_loading_into_a_known_batch_of_that_dataset() {
     assert_eq!(env.action(&batch, "COMPLETE").await.0, StatusCode::OK);
     let r = env
         .req(Method::PUT, &env.file_url(&batch, &ds, "late.json"))
+        .header("Content-Type", "application/octet-stream")
         .body("{}")
         .send()
         .await
@@ -355,4 +361,27 @@ async fn multipart_uploads_are_refused() {
         "{v}"
     );
     assert_eq!(env.stats().puts, 0);
+}
+
+#[tokio::test]
+async fn a_body_without_a_valid_content_type_is_refused_by_the_gateway() {
+    let env = start(cfg()).await;
+    let ds = env.dataset().await;
+    let batch = env.create_batch(&ds, json!({"format": "json"})).await;
+    let url = env.file_url(&batch, &ds, "a.json");
+    for content_type in [None, Some("json"), Some("")] {
+        let mut put = env.req(Method::PUT, &url).body("{}\n");
+        if let Some(value) = content_type {
+            put = put.header("Content-Type", value);
+        }
+        let r = put.send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{content_type:?}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["title"], "BadRequestError", "{v}");
+        assert_eq!(v["detail"], "A valid content-type must be specified", "{v}");
+    }
+    assert_eq!(env.stats().puts, 0);
+    // The guide's body-less action POSTs carry no Content-Type, and pass.
+    let (status, _) = env.action(&batch, "ABORT").await;
+    assert_eq!(status, StatusCode::OK);
 }

@@ -188,21 +188,9 @@ async fn chunked_upload_with_head_resume_and_gap_detection() {
         .json()
         .await
         .unwrap();
-    let href = files["data"][0]["_links"]["self"]["href"].as_str().unwrap();
-    let got = env
-        .client
-        .get(href)
-        .header("Authorization", "Bearer t")
-        .header("x-api-key", "k")
-        .header("x-gw-ims-org-id", "O@AdobeOrg")
-        .header("x-sandbox-name", "prod")
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert_eq!(got.as_ref(), body.as_slice());
+    let id = files["data"][0]["dataSetFileId"].as_str().unwrap();
+    let got = env.download(id).await;
+    assert_eq!(got, body);
     let st = env.stats();
     assert_eq!(st.chunks_received, 3);
     assert_eq!(st.duplicate_acknowledged_chunks, 0);
@@ -403,6 +391,7 @@ async fn patch_refusals() {
     // No Content-Range.
     let r = env
         .req(Method::PATCH, &env.file_url(&batch, &ds, "x.json"))
+        .header("Content-Type", "application/octet-stream")
         .body(vec![b' '; 10])
         .send()
         .await
@@ -566,15 +555,8 @@ async fn a_replaced_chunk_is_what_gets_assembled() {
         .await
         .unwrap();
     let id = files["data"][0]["dataSetFileId"].as_str().unwrap();
-    let got = env
-        .req(Method::GET, &format!("{EXPORT}/files/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert_eq!(got.as_ref(), b"{\"c\":3}\n{\"b\":2}\n");
+    let got = env.download(id).await;
+    assert_eq!(got, b"{\"c\":3}\n{\"b\":2}\n");
     // The superseded part is gone from disk.
     assert_eq!(
         std::fs::read_dir(env.dir.path().join("parts"))
@@ -643,4 +625,85 @@ async fn parallel_uploads_into_one_batch() {
     assert_eq!(b["metrics"]["inputRecordCount"], 40 + records);
     assert_eq!(env.stats().puts, 40);
     assert_eq!(env.stats().chunks_received, 16);
+}
+
+/// A multipart/form-data body of one file field holding `data`.
+fn form(boundary: &str, data: &[u8]) -> Vec<u8> {
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nignored\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"chunk\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(data);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    body
+}
+
+#[tokio::test]
+async fn a_chunk_sent_as_a_form_file_field_is_stored_as_its_bytes() {
+    let env = start(cfg()).await;
+    let ds = env.dataset().await;
+    let batch = env.create_batch(&ds, json!({"format": "json"})).await;
+    assert_eq!(
+        initialize(&env, &batch, &ds, "f.json").await,
+        StatusCode::CREATED
+    );
+    // The first chunk raw (the guide), the second as a form (the spec and Postman).
+    let first = b"{\"a\":1}\n";
+    let second = b"{\"a\":2}\n{\"a\":3}\n";
+    let total = first.len() + second.len();
+    let (s, v) = patch(
+        &env,
+        &batch,
+        &ds,
+        "f.json",
+        &format!("bytes 0-{}/{total}", first.len() - 1),
+        first,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let r = env
+        .req(Method::PATCH, &env.file_url(&batch, &ds, "f.json"))
+        .header("Content-Type", "multipart/form-data; boundary=b0undary")
+        .header(
+            "Content-Range",
+            format!("bytes {}-{}/{total}", first.len(), total - 1),
+        )
+        .body(form("b0undary", second))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["sizeInBytes"], second.len());
+    // A form without a file field, or with a broken frame, is refused and stores nothing.
+    for (body, what) in [
+        (
+            b"--b0undary\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nx\r\n--b0undary--\r\n".to_vec(),
+            "no file field",
+        ),
+        (b"not a form at all".to_vec(), "no framing"),
+    ] {
+        let r = env
+            .req(Method::PATCH, &env.file_url(&batch, &ds, "f.json"))
+            .header("Content-Type", "multipart/form-data; boundary=b0undary")
+            .header("Content-Range", format!("bytes 0-{}/{total}", first.len() - 1))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{what}");
+    }
+    assert_eq!(
+        complete_file(&env, &batch, &ds, "f.json").await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(env.action(&batch, "COMPLETE").await.0, StatusCode::OK);
+    let b = env.wait_status(&batch, &["success", "failed"]).await;
+    assert_eq!(b["status"], "success", "{b}");
+    assert_eq!(b["metrics"]["inputRecordCount"], 3);
+    let id = env.batch_downloads(&batch).await;
+    let expected: Vec<u8> = [first.as_slice(), second.as_slice()].concat();
+    assert_eq!(id[0].1, expected);
 }

@@ -120,15 +120,8 @@ async fn batches_files_and_chunked_uploads_survive_a_restart() {
         .await
         .unwrap();
     let id = files["data"][0]["dataSetFileId"].as_str().unwrap();
-    let got = env
-        .req(Method::GET, &format!("{EXPORT}/files/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert_eq!(got.as_ref(), crm_jsonl().as_slice());
+    let got = env.download(id).await;
+    assert_eq!(got, crm_jsonl());
 }
 
 #[tokio::test]
@@ -218,6 +211,7 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
             .header("x-api-key", "k")
             .header("x-gw-ims-org-id", "O@AdobeOrg")
             .header("x-sandbox-name", "prod")
+            .header("Content-Type", "application/octet-stream")
             .body(reqwest::Body::wrap_stream(tokio_stream(rx)))
             .send()
             .await
@@ -410,6 +404,7 @@ async fn state_survives_a_hard_kill() {
     let processed = v["id"].as_str().unwrap().to_owned();
     let file = |b: &str, p: &str| format!("{IMPORT}/batches/{b}/datasets/{ds}/files/{p}");
     let r = req(Method::PUT, file(&processed, "a.json"))
+        .header("Content-Type", "application/octet-stream")
         .body("{\"a\":1}\n")
         .send()
         .await
@@ -426,6 +421,7 @@ async fn state_survives_a_hard_kill() {
     let v: Value = create("json").await.unwrap().json().await.unwrap();
     let loading = v["id"].as_str().unwrap().to_owned();
     let r = req(Method::PUT, file(&loading, "small.json"))
+        .header("Content-Type", "application/octet-stream")
         .body("{\"s\":1}\n")
         .send()
         .await
@@ -441,6 +437,7 @@ async fn state_survives_a_hard_kill() {
     assert_eq!(r.status(), StatusCode::CREATED);
     let r = req(Method::PATCH, file(&loading, "big.json"))
         .header("Content-Range", "bytes 0-7/24")
+        .header("Content-Type", "application/octet-stream")
         .body("{\"b\":1}\n")
         .send()
         .await

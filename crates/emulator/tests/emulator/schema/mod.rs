@@ -278,20 +278,5 @@ fn parquet_rows(bytes: Vec<u8>) -> usize {
 }
 
 async fn download_files(env: &Env, batch: &str) -> Vec<(Value, Vec<u8>)> {
-    let (s, files) = env
-        .get_json(&format!("{EXPORT}/batches/{batch}/files"))
-        .await;
-    assert_eq!(s, StatusCode::OK);
-    let mut out = Vec::new();
-    for f in files["data"].as_array().unwrap() {
-        let id = f["dataSetFileId"].as_str().unwrap();
-        let r = env
-            .req(Method::GET, &format!("{EXPORT}/files/{id}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        out.push((f.clone(), r.bytes().await.unwrap().to_vec()));
-    }
-    out
+    env.batch_downloads(batch).await
 }
