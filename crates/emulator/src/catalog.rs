@@ -10,12 +10,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+use super::catalog_query::{CatalogQuery, Collection};
 use super::error::{ApiError, ApiResult};
 use super::gateway::Caller;
 use super::state::AppState;
 use super::store::{
-    BatchFilter, BatchRow, BatchStatus, DatasetRow, NewDataset, Order, OrderField, Page,
-    new_dataset_id,
+    BatchFilter, BatchRow, BatchStatus, DatasetRow, NewDataset, Page, new_dataset_id,
 };
 
 fn parse_obj(s: &str) -> Value {
@@ -158,9 +158,8 @@ pub async fn get_batch(
     Ok(axum::Json(Value::Object(map)).into_response())
 }
 
-/// `limit` (default 20, at most 100), `start` (offset) and `orderBy` (`desc:created`, `created`,
-/// `asc:updated`...) over `fields`.
-fn page(q: &HashMap<String, String>, fields: &[OrderField]) -> ApiResult<Page> {
+/// `limit` (default 20, at most 100) and `start` (offset) of `/lastBatches`.
+fn page(q: &HashMap<String, String>) -> ApiResult<Page> {
     let limit = match q.get("limit") {
         None => 20,
         Some(v) => v
@@ -178,58 +177,11 @@ fn page(q: &HashMap<String, String>, fields: &[OrderField]) -> ApiResult<Page> {
             ApiError::bad_request(format!("start {v:?} must be a non-negative integer"))
         })?,
     };
-    let order = match q.get("orderBy") {
-        None => None,
-        Some(v) => Some(order_by(v, fields)?),
-    };
-    Ok(Page {
-        limit,
-        start,
-        order,
-    })
+    Ok(Page { limit, start })
 }
 
-fn order_by(v: &str, fields: &[OrderField]) -> ApiResult<Order> {
-    let (dir, field) = match v.split_once(':') {
-        Some((d, f)) => (d.to_ascii_lowercase(), f),
-        None => ("asc".to_owned(), v),
-    };
-    let descending = match dir.as_str() {
-        "asc" => false,
-        "desc" => true,
-        _ => {
-            return Err(ApiError::bad_request(format!(
-                "orderBy {v:?}: the direction must be asc or desc"
-            )));
-        }
-    };
-    let Some(field) = fields.iter().find(|f| f.name() == field) else {
-        let names: Vec<&str> = fields.iter().map(|f| f.name()).collect();
-        return Err(ApiError::bad_request(format!(
-            "orderBy {v:?}: can order by {} only",
-            names.join(", ")
-        )));
-    };
-    Ok(Order {
-        field: *field,
-        descending,
-    })
-}
-
-/// The query parameters a Catalog list of batches understands here. The platform documents more
-/// (filters on any field, `property=`, `properties=`, `tags=`): a list that ignored one would
-/// answer the whole collection as if it were the filtered one, so what is not here is refused.
-const BATCH_PARAMS: &[&str] = &[
-    "dataSet",
-    "status",
-    "externalId",
-    "createdAfter",
-    "createdBefore",
-    "limit",
-    "start",
-    "orderBy",
-];
-const DATASET_PARAMS: &[&str] = &["name", "limit", "start", "orderBy"];
+/// `/lastBatches` takes these parameters; its other documented filters are refused (ignoring
+/// one would answer the whole collection as if it were the filtered one).
 const LAST_BATCHES_PARAMS: &[&str] = &["dataSetId", "limit", "start"];
 
 /// Refuses, with 400, a parameter this list does not support and a `!` negation (which an
@@ -257,41 +209,35 @@ fn supported_only(q: &HashMap<String, String>, what: &str, known: &[&str]) -> Ap
 
 pub async fn list_batches(
     State(state): State<Arc<AppState>>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> ApiResult<Response> {
-    use OrderField::*;
-    supported_only(&q, "batches", BATCH_PARAMS)?;
-    let page = page(&q, &[Created, Updated, Id, Status])?;
-    // Catalog accepts comma-separated values.
-    let list = |param: &str| -> Vec<String> {
-        q.get(param)
-            .map(|v| {
-                v.split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let millis = |param: &str| -> ApiResult<Option<i64>> {
-        q.get(param)
-            .map(|v| {
-                v.parse().map_err(|_| {
-                    ApiError::bad_request(format!("{param} must be epoch milliseconds"))
-                })
-            })
-            .transpose()
+    let query = CatalogQuery::parse(&pairs, Collection::Batches)?;
+    // Only a narrowing for the store: the query itself decides what is shown.
+    let datasets: Vec<String> = match pairs
+        .iter()
+        .filter(|(k, _)| k == "dataSet")
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [(_, v)] if !v.contains('!') => v
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
     };
     let filter = BatchFilter {
-        datasets: list("dataSet"),
-        statuses: list("status"),
-        external_ids: list("externalId"),
-        created_after: millis("createdAfter")?,
-        created_before: millis("createdBefore")?,
+        datasets,
+        ..BatchFilter::default()
     };
-    let rows = state.store.list_batches(&filter, &page).await?;
+    let rows = state
+        .store
+        .list_batches(&filter, &Page::everything())
+        .await?;
+    let objects = rows.iter().map(|b| (b.id.clone(), batch_json(b))).collect();
+    let shown = query.apply(objects);
     Ok(ordered_map(
-        rows.iter().map(|b| (b.id.as_str(), batch_json(b))),
+        shown.iter().map(|(id, v)| (id.as_str(), v.clone())),
     ))
 }
 
@@ -462,21 +408,67 @@ pub async fn delete_dataset(
 
 pub async fn list_datasets(
     State(state): State<Arc<AppState>>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> ApiResult<Response> {
-    use OrderField::*;
-    supported_only(&q, "dataSets", DATASET_PARAMS)?;
-    let page = page(&q, &[Created, Updated, Id, Name])?;
-    let rows = state
-        .store
-        .list_datasets(q.get("name").map(String::as_str), &page)
-        .await?;
-    let mut shown = Vec::with_capacity(rows.len());
+    let query = CatalogQuery::parse(&pairs, Collection::Datasets)?;
+    let rows = state.store.list_datasets(None, &Page::everything()).await?;
+    let mut objects = Vec::with_capacity(rows.len());
     for d in &rows {
         let last = state.store.last_batch_of(&d.id).await?;
-        shown.push((d.id.as_str(), dataset_json(d, last.as_ref())));
+        objects.push((d.id.clone(), dataset_json(d, last.as_ref())));
     }
-    Ok(ordered_map(shown.into_iter()))
+    let shown = query.apply(objects);
+    Ok(ordered_map(
+        shown.iter().map(|(id, v)| (id.as_str(), v.clone())),
+    ))
+}
+
+/// `GET /dataSetFiles`: the files of successful batches as Catalog objects keyed by id
+/// (`dataSetId`, `batchId`, `name`, `records`, `size`...), with the list query language of the
+/// other Catalog lists. The dataset objects' `files` link (`@/dataSetFiles?dataSetId=ID`)
+/// points here.
+pub async fn list_dataset_files(
+    State(state): State<Arc<AppState>>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> ApiResult<Response> {
+    let query = CatalogQuery::parse(&pairs, Collection::DatasetFiles)?;
+    let datasets: Vec<String> = match pairs
+        .iter()
+        .filter(|(k, _)| k == "dataSetId")
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [(_, v)] if !v.contains('!') => v
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let files = state.store.readable_files(&datasets).await?;
+    let objects = files
+        .into_iter()
+        .map(|(file, dataset)| {
+            let object = json!({
+                "id": file.id,
+                "dataSetId": dataset,
+                "dataSetViewId": view_id(&dataset),
+                "batchId": file.batch_id,
+                "name": file.path,
+                "records": file.records.unwrap_or(0),
+                "size": file.served_size.unwrap_or(file.size),
+                "isValid": true,
+                "created": file.created,
+                "updated": file.updated,
+                "version": "1.0.0",
+            });
+            (file.id, object)
+        })
+        .collect();
+    let shown = query.apply(objects);
+    Ok(ordered_map(
+        shown.iter().map(|(id, v)| (id.as_str(), v.clone())),
+    ))
 }
 
 /// `GET /lastBatches`: per dataset (keyed by its id), its last batch, last successful and last
@@ -486,23 +478,13 @@ pub async fn last_batches(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
     supported_only(&q, "lastBatches", LAST_BATCHES_PARAMS)?;
-    let page = page(&q, &[])?;
+    let page = page(&q)?;
     let wanted: Vec<&str> = q
         .get("dataSetId")
         .map(|v| v.split(',').filter(|s| !s.is_empty()).collect())
         .unwrap_or_default();
     let mut shown = Vec::new();
-    let mut datasets = state
-        .store
-        .list_datasets(
-            None,
-            &Page {
-                limit: 100_000,
-                start: 0,
-                order: None,
-            },
-        )
-        .await?;
+    let mut datasets = state.store.list_datasets(None, &Page::everything()).await?;
     datasets.retain(|d| wanted.is_empty() || wanted.contains(&d.id.as_str()));
     for d in &datasets {
         let Some(last) = state.store.last_batch_in(&d.id, None).await? else {

@@ -35,6 +35,7 @@
 //! - `fuzzing`: the private parsers reached by the fuzz targets in `fuzz/` (nothing calls it).
 
 mod catalog;
+mod catalog_query;
 mod codes;
 mod config;
 mod dataset_patch;

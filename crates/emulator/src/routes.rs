@@ -67,6 +67,10 @@ fn router(state: Arc<AppState>) -> Router {
             get(catalog::get_batch),
         )
         .route(
+            &format!("{CATALOG}/dataSetFiles"),
+            get(catalog::list_dataset_files),
+        )
+        .route(
             &format!("{CATALOG}/lastBatches"),
             get(catalog::last_batches),
         )

@@ -52,6 +52,35 @@ impl Store {
         Ok(files)
     }
 
+    /// The files of successful batches (of the given datasets, or all), with their batch's
+    /// dataset: the Catalog's `dataSetFiles`.
+    pub async fn readable_files(
+        &self,
+        datasets: &[String],
+    ) -> Result<Vec<(FileRow, String)>, DbError> {
+        let mut sql = String::from(
+            "SELECT f.id, b.dataset_id FROM files f JOIN batches b ON b.id = f.batch_id \
+             WHERE b.status = 'success'",
+        );
+        if !datasets.is_empty() {
+            sql.push_str(&format!(
+                " AND b.dataset_id IN ({})",
+                vec!["?"; datasets.len()].join(",")
+            ));
+        }
+        let mut query = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
+        for dataset in datasets {
+            query = query.bind(dataset.clone());
+        }
+        let mut files = Vec::new();
+        for (id, dataset) in query.fetch_all(&self.pool).await? {
+            if let Some(file) = self.file_by_id(&id).await? {
+                files.push((file, dataset));
+            }
+        }
+        Ok(files)
+    }
+
     /// How many files a batch holds besides `path`, and their bytes.
     pub async fn other_files(&self, batch_id: &str, path: &str) -> Result<(u64, u64), DbError> {
         let (n, bytes): (i64, i64) = sqlx::query_as(

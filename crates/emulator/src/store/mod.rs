@@ -138,57 +138,27 @@ impl Store {
     }
 }
 
-/// A page of a Catalog list: `limit` items from the `start`th, in `order`.
+/// A page of a Catalog list: `limit` items from the `start`th, newest first.
 #[derive(Debug, Clone, Copy)]
 pub struct Page {
     pub limit: i64,
     pub start: i64,
-    /// `None`: newest first.
-    pub order: Option<Order>,
-}
-
-/// What a Catalog list is ordered by (`orderBy=desc:created`); ties are ordered by id.
-#[derive(Debug, Clone, Copy)]
-pub struct Order {
-    pub field: OrderField,
-    pub descending: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OrderField {
-    Created,
-    Updated,
-    Id,
-    Status,
-    Name,
-}
-
-impl OrderField {
-    /// The `orderBy` spelling (and column name).
-    pub fn name(self) -> &'static str {
-        match self {
-            OrderField::Created => "created",
-            OrderField::Updated => "updated",
-            OrderField::Id => "id",
-            OrderField::Status => "status",
-            OrderField::Name => "name",
-        }
-    }
 }
 
 impl Page {
-    /// ` ORDER BY ... LIMIT ... OFFSET ...`
+    /// Every row (for lists whose query is applied to the objects afterwards).
+    pub fn everything() -> Page {
+        Page {
+            limit: i64::MAX,
+            start: 0,
+        }
+    }
+
+    /// ` ORDER BY ... LIMIT ... OFFSET ...`: newest first, ties by id.
     fn clause(&self) -> String {
-        let order = self.order.unwrap_or(Order {
-            field: OrderField::Created,
-            descending: true,
-        });
-        let dir = if order.descending { "DESC" } else { "ASC" };
         format!(
-            " ORDER BY {} {dir}, id {dir} LIMIT {} OFFSET {}",
-            order.field.name(),
-            self.limit,
-            self.start
+            " ORDER BY created DESC, id DESC LIMIT {} OFFSET {}",
+            self.limit, self.start
         )
     }
 }
