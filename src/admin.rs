@@ -51,6 +51,8 @@ struct Queue {
     counts: Vec<(String, FileState, i64)>,
     /// When the oldest unfinished file was found (unix ms).
     oldest_pending_ms: Option<i64>,
+    /// Batches stuck on the platform (not a readiness matter: the daemon works on).
+    stuck_batches: usize,
 }
 
 #[derive(Clone)]
@@ -124,6 +126,7 @@ async fn refresh_facts(
             Ok::<_, StoreError>(Queue {
                 counts: store.file_counts().await?,
                 oldest_pending_ms: store.oldest_pending_ms().await?,
+                stuck_batches: store.stuck_batches().await?.len(),
             })
         }
         .await
@@ -184,6 +187,7 @@ async fn metrics(State(a): State<Admin>) -> Result<String, (StatusCode, String)>
         .map(|t| (now_ms() - t).max(0) as f64 / 1000.0)
         .unwrap_or(0.0);
     metrics::gauge!(telemetry::OLDEST_PENDING).set(age);
+    metrics::gauge!(telemetry::BATCHES_STUCK).set(queue.stuck_batches as f64);
     let paused = a.health.paused();
     metrics::gauge!(telemetry::INTAKE_PAUSED).set(if paused { 1.0 } else { 0.0 });
     Ok(telemetry::prometheus().render() + &crate::process_metrics::render())

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Watch;
+use crate::config::{Validate, Watch};
 use crate::disk::{self, Links};
 use crate::stage::{self, Next, Stage};
 use crate::store::{Dedupe, FileRow, NewBatch, Store, StoreError, now_ms};
@@ -92,12 +92,28 @@ pub fn plan(files: &[FileRow], limits: Limits, now_ms: i64, flush: bool) -> Vec<
 pub struct Batcher {
     /// Shared with the daemon, which swaps it on a config reload.
     pub watches: Arc<std::sync::RwLock<Vec<Watch>>>,
+    /// The local check of each watch's records (by watch name), where its dataset's schema
+    /// is known; swapped with `watches`.
+    pub validators: Validators,
+    /// The daily batch budget of each watch that has one (by watch name); swapped with
+    /// `watches`.
+    pub budgets: Arc<std::sync::RwLock<std::collections::BTreeMap<String, u32>>>,
+    /// Files whose records were checked already (and kept): a file waiting for its group is
+    /// not read again at every pass.
+    pub checked: Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
     pub store: Store,
     pub health: Arc<crate::telemetry::Health>,
     pub max_inflight_bytes: u64,
     pub wake: Arc<Notify>,
     pub wake_uploader: Arc<Notify>,
 }
+
+/// The local checks of records, by watch name (see `preflight::gate`).
+pub type Validators = Arc<
+    std::sync::RwLock<
+        std::collections::BTreeMap<String, Arc<crate::preflight::validate::Validator>>,
+    >,
+>;
 
 impl Batcher {
     pub async fn run(self, shutdown: CancellationToken, flush: Arc<AtomicBool>) {
@@ -202,6 +218,16 @@ impl Batcher {
             // A full page may leave files of its partial groups for the next one: only the
             // last page seals partial groups (when they waited max_wait, or on flush).
             let more = ready.len() as i64 == page;
+            let validator = self.validators.read().unwrap().get(&w.name).cloned();
+            if let Some(validator) = validator.filter(|_| w.validate != Validate::Off) {
+                match self.check_locally(w, ready, validator, shutdown).await? {
+                    Some(kept) => ready = kept,
+                    None => return Ok(sealed_any),
+                }
+                if ready.is_empty() {
+                    return Ok(sealed_any);
+                }
+            }
             if dedupe == Dedupe::OneCopy {
                 match self.hash_where_needed(&w.dataset, ready, shutdown).await? {
                     Some(hashed) => ready = hashed,
@@ -213,7 +239,18 @@ impl Batcher {
                 // Never "waited long enough" (and small enough for plan's millisecond sums).
                 limits.max_wait = Duration::from_secs(u32::MAX as u64);
             }
-            let groups = plan(&ready, limits, now_ms(), flush && !more);
+            let mut groups = plan(&ready, limits, now_ms(), flush && !more);
+            let budget = self.budgets.read().unwrap().get(&w.name).copied();
+            if let Some(budget) = budget
+                && !groups.is_empty()
+            {
+                if !self.budget_allows(w, budget, flush).await? {
+                    // The files wait (and their batch grows) until the next one is due.
+                    return Ok(sealed_any);
+                }
+                // One batch per turn: the next waits its own spacing.
+                groups.truncate(1);
+            }
             let mut progress = false;
             for ids in &groups {
                 let first = ready
@@ -261,6 +298,108 @@ impl Batcher {
                 return Ok(sealed_any);
             }
         }
+    }
+
+    /// Whether a watch with a daily budget of `budget` batches may seal one now: fewer than
+    /// `budget` in the last 24 hours, and the last one at least 24 h / `budget` ago, so the
+    /// batches are spaced across the day. `flush` (shutdown, `--once`) still honours the count.
+    async fn budget_allows(&self, w: &Watch, budget: u32, flush: bool) -> Result<bool, StoreError> {
+        const DAY_MS: i64 = 86_400_000;
+        let now = now_ms();
+        let (today, last) = self
+            .store
+            .batches_sealed_since(&w.name, now - DAY_MS)
+            .await?;
+        if today >= i64::from(budget) {
+            tracing::debug!(watch = %w.name, budget, "daily batch budget used up; files wait");
+            return Ok(false);
+        }
+        let spacing = DAY_MS / i64::from(budget);
+        Ok(flush || last.is_none_or(|last| now - last >= spacing))
+    }
+
+    /// Reads each ready file not checked yet once, hashing it and checking its records against
+    /// the dataset's schema: a file with bad rows is failed with the platform's codes, rows
+    /// and fields (`validate = "reject"`) or goes on with a warning (`"warn"`); clean files are
+    /// recorded as such. Returns the files that go on, or None if shutdown came first.
+    async fn check_locally(
+        &self,
+        w: &Watch,
+        ready: Vec<FileRow>,
+        validator: Arc<crate::preflight::validate::Validator>,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Vec<FileRow>>, StoreError> {
+        let to_check: Vec<(usize, FileRow)> = {
+            let checked = self.checked.lock().unwrap();
+            ready
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| !checked.contains(&f.id))
+                .map(|(i, f)| (i, f.clone()))
+                .collect()
+        };
+        if to_check.is_empty() {
+            return Ok(Some(ready));
+        }
+        let stop = shutdown.clone();
+        let results = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::with_capacity(to_check.len());
+            for (i, f) in to_check {
+                if stop.is_cancelled() {
+                    return None;
+                }
+                out.push((i, crate::preflight::local::check_queued(&validator, &f)));
+            }
+            Some(out)
+        })
+        .await
+        .unwrap_or(None);
+        let Some(results) = results else {
+            return Ok(None);
+        };
+        let mut ready = ready;
+        let mut shas = Vec::new();
+        let mut clean = Vec::new();
+        let mut dropped = std::collections::HashSet::new();
+        for (i, result) in results {
+            let f = &mut ready[i];
+            match result {
+                Ok(Some(c)) => {
+                    if !c.check.is_clean() {
+                        let why = crate::preflight::local::refusal(f, &c.check);
+                        if w.validate == Validate::Reject {
+                            tracing::warn!(file = %f.rel_path, dataset = %w.dataset, "{why}");
+                            self.store.fail_file(f.id, &why).await?;
+                            dropped.insert(f.id);
+                            continue;
+                        }
+                        tracing::warn!(file = %f.rel_path, dataset = %w.dataset, "uploaded anyway (validate = \"warn\"): {why}");
+                    } else {
+                        clean.push(f.id);
+                    }
+                    self.checked.lock().unwrap().insert(f.id);
+                    f.sha256 = Some(c.sha256.clone());
+                    shas.push((f.id, c.sha256));
+                }
+                // Not the version queued, or short of descriptors: later.
+                Ok(None) => {
+                    dropped.insert(f.id);
+                }
+                Err(e) => {
+                    let why = format!(
+                        "cannot read {} to check its records: {e}; fix the file or its permissions and drop it again",
+                        f.abs_path().display()
+                    );
+                    tracing::warn!(file = %f.rel_path, dataset = %w.dataset, "{why}");
+                    self.store.fail_file(f.id, &why).await?;
+                    dropped.insert(f.id);
+                }
+            }
+        }
+        self.store.set_shas(&shas).await?;
+        self.store.mark_validated(&clean).await?;
+        ready.retain(|f| !dropped.contains(&f.id));
+        Ok(Some(ready))
     }
 
     /// Hashes the ready files whose size matches another file of the dataset (ingested, on its
@@ -366,24 +505,34 @@ const GROUP_KEYS: u64 = 6;
 /// `Ok(None)` when what is there now is not the version queued, or when the system is short of
 /// descriptors or memory (both pass: try again later); `Err` when it cannot be read.
 pub fn sha256_queued(f: &FileRow) -> std::io::Result<Option<String>> {
-    let not_now = |e: std::io::Error| {
-        if disk::is_transient(&e) {
-            Ok(None)
-        } else {
-            Err(e)
-        }
+    let Some(opened) = open_queued(f)? else {
+        return Ok(None);
     };
+    match disk::sha256(&opened.file, f.identity().size) {
+        Ok(sha) => Ok(Some(sha)),
+        Err(e) => not_now(e),
+    }
+}
+
+/// The queued version of a file, opened as it was queued: `Ok(None)` when what is there now
+/// is another version, or when the system is short of descriptors or memory (try later).
+pub fn open_queued(f: &FileRow) -> std::io::Result<Option<disk::Opened>> {
     let opened = match disk::open_below(Path::new(&f.root), &f.abs_path(), Links::Anywhere) {
         Ok(opened) => opened,
         Err(e) => return not_now(e),
     };
-    let queued = f.identity();
-    if opened.stat.kind != disk::Kind::File || opened.stat.identity != queued {
+    if opened.stat.kind != disk::Kind::File || opened.stat.identity != f.identity() {
         return Ok(None);
     }
-    match disk::sha256(&opened.file, queued.size) {
-        Ok(sha) => Ok(Some(sha)),
-        Err(e) => not_now(e),
+    Ok(Some(opened))
+}
+
+/// A transient shortage is "not now" (`Ok(None)`); any other error stays one.
+fn not_now<T>(e: std::io::Error) -> std::io::Result<Option<T>> {
+    if disk::is_transient(&e) {
+        Ok(None)
+    } else {
+        Err(e)
     }
 }
 
@@ -553,6 +702,9 @@ mod tests {
             .unwrap();
         let batcher = Batcher {
             watches: Default::default(),
+            validators: Default::default(),
+            budgets: Default::default(),
+            checked: Default::default(),
             store: store.clone(),
             health: Default::default(),
             max_inflight_bytes: u64::MAX,

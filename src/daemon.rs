@@ -266,6 +266,13 @@ pub async fn run(
         }
     }
 
+    // Pre-flight: a watch that cannot work is refused, one whose dataset is missing blocked.
+    let mut config = config;
+    let admitted = crate::preflight::gate::admit(&platform.api, &store, &config).await;
+    config.watches = admitted.watches;
+    let validators: crate::batcher::Validators = Arc::new(RwLock::new(admitted.validators));
+    let budgets = Arc::new(RwLock::new(admitted.budgets));
+
     let health = Arc::new(Health::default());
     let wake_batcher = Arc::new(Notify::new());
     let wake_uploader = Arc::new(Notify::new());
@@ -294,6 +301,9 @@ pub async fn run(
     let batch_watches = Arc::new(RwLock::new(config.watches.clone()));
     let batcher = Batcher {
         watches: batch_watches.clone(),
+        validators: validators.clone(),
+        budgets: budgets.clone(),
+        checked: Default::default(),
         store: store.clone(),
         health: health.clone(),
         max_inflight_bytes: config.limits.max_inflight_bytes,
@@ -306,12 +316,16 @@ pub async fn run(
         Ok(())
     }));
     // store → uploader → api → poller → store
+    let upload_outcomes = Arc::new(RwLock::new(crate::uploader::outcomes_by_watch(
+        &config.watches,
+    )));
     let uploader = Uploader::new(
         store.clone(),
         platform.api.clone(),
         config.upload.clone(),
         wake_uploader.clone(),
         wake_archiver.clone(),
+        upload_outcomes.clone(),
     )
     .run(output.clone(), config.shutdown_grace);
     tasks.spawn(stage::supervise("uploader", output.clone(), async {
@@ -362,7 +376,6 @@ pub async fn run(
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let mut watchdog = sd_watchdog_interval().map(tokio::time::interval);
 
-    let mut config = config;
     let mut failed: Option<String> = None;
     let mut stuck: Option<String> = None;
     let reload = opts.reload.clone().unwrap_or_default();
@@ -385,7 +398,7 @@ pub async fn run(
                 let _ = sd_notify::notify(&reload_started());
                 match Config::load(&config.path) {
                     Err(e) => tracing::error!("config reload rejected, the previous config stays in force: {e}"),
-                    Ok(new) => {
+                    Ok(mut new) => {
                         warn_unreloadable(&config, &new);
                         if let Some(emu) = &platform.embedded {
                             // As at start: the embedded platform has a dataset for every watch.
@@ -396,11 +409,17 @@ pub async fn run(
                             }
                         }
                         lift_blocks(&store, &new).await;
+                        let admitted = crate::preflight::gate::admit(&platform.api, &store, &new).await;
+                        new.watches = admitted.watches;
+                        *validators.write().unwrap() = admitted.validators;
+                        *budgets.write().unwrap() = admitted.budgets;
                         wake_uploader.notify_one();
                         for w in watchers.reconcile(&new.watches) {
                             watchers.start(&w, &mut tasks, &store, &wake_batcher, &health, &new, &intake);
                         }
                         *batch_watches.write().unwrap() = new.watches.clone();
+                        *upload_outcomes.write().unwrap() =
+                            crate::uploader::outcomes_by_watch(&new.watches);
                         let mut archive = archive_watches.write().unwrap();
                         for w in &new.watches {
                             archive.insert(w.name.clone(), w.clone());

@@ -83,7 +83,21 @@ async fn dispatch(
     // output stays readable.
     let command_logs = || logging::init(log_format.unwrap_or(LogFormat::Text), verbosity, "warn");
     match cli.command {
-        Command::Run { once, watch_config } => {
+        Command::Plan
+        | Command::Run {
+            once: true,
+            dry_run: true,
+            ..
+        } => {
+            let config = load(&config_path)?;
+            command_logs();
+            outcome(cli::plan::run(&config).await)
+        }
+        Command::Run {
+            once,
+            watch_config,
+            dry_run: _,
+        } => {
             let config = load(&config_path)?;
             logging::init(log_format.unwrap_or(config.log_format), verbosity, "info");
             let shutdown = CancellationToken::new();
@@ -127,9 +141,14 @@ async fn dispatch(
                 .map_err(|e| (EXIT_RUNTIME, e.into()))?;
             Ok(0)
         }
-        Command::CheckConfig => {
+        Command::CheckConfig { online } => {
             let config = load(&config_path)?;
-            outcome(cli::check_config::run(&config))
+            if online {
+                command_logs();
+                outcome(cli::check_online::run(&config).await)
+            } else {
+                outcome(cli::check_config::run(&config))
+            }
         }
         Command::Status {
             json,
@@ -202,6 +221,31 @@ async fn dispatch(
                 preview,
             };
             outcome(cli::map::run(&args))
+        }
+        Command::Validate {
+            files,
+            dataset,
+            schema,
+            format,
+            multiline_json,
+            json,
+        } => {
+            let args = cli::validate::ValidateArgs {
+                files,
+                dataset,
+                schema,
+                format,
+                multiline_json,
+                json,
+            };
+            match args.schema {
+                Some(_) => outcome(cli::validate::run(None, &args).await),
+                None => {
+                    let config = load(&config_path)?;
+                    command_logs();
+                    outcome(cli::validate::run(Some(&config), &args).await)
+                }
+            }
         }
         Command::Revert { batch } => {
             let config = load(&config_path)?;

@@ -1,14 +1,21 @@
 //! Completed batch → terminal status: asks the Catalog, with a growing interval, until the
-//! platform says `success` or `failed` (or that the batch is gone), and records the outcome.
+//! platform says `success` or `failed` (or that the batch is gone), and records the outcome
+//! with the batch's error diagnostics (Data Access `row_errors`). A failed batch's files fail,
+//! or travel again in halves (`on_batch_failure = "isolate"`); a batch stuck on the platform
+//! is reported once and given up after `give_up_after`.
 //!
 //! This module must not move files (archiver) or send anything but Catalog and Data Access
 //! reads; what an end means for each file is `outcome`'s decision. It is the uploader's last
 //! step and imports nothing of it: its errors are its own.
 
+use std::time::Duration;
+
 use crate::api::{ApiClient, ApiError};
-use crate::config::Upload;
-use crate::outcome::{self, Ending};
-use crate::store::{BatchOutcome, BatchRow, FileState, Store, StoreError, Verdict, now_ms};
+use crate::config::{OnBatchFailure, Outcomes, Upload};
+use crate::outcome::{self, Ending, Vetting};
+use crate::store::{
+    BatchOutcome, BatchRow, FileRow, FileState, Split, Store, StoreError, Verdict, now_ms,
+};
 
 /// Why a look at a processing batch did not record its end.
 #[derive(Debug, thiserror::Error)]
@@ -23,11 +30,13 @@ pub enum PollError {
 }
 
 /// One look at a processing batch. Records the outcome when terminal; otherwise schedules the
-/// next look (interval doubling from `poll_initial` up to `poll_max`).
+/// next look (interval doubling from `poll_initial` up to `poll_max`), and reports a batch
+/// stuck on the platform. What a failure means for the files follows the watch's `outcomes`.
 pub async fn poll(
     store: &Store,
     api: &ApiClient,
     upload: &Upload,
+    outcomes: &Outcomes,
     b: &BatchRow,
     remote: &str,
 ) -> Result<(), PollError> {
@@ -37,7 +46,7 @@ pub async fn poll(
             "the platform lost batch {remote} after it was completed"
         )));
     };
-    let outcome = BatchOutcome(info.raw.clone());
+    let mut outcome = BatchOutcome(info.raw.clone());
     let verdict = match outcome::ending(&info.status) {
         Ending::Ended(verdict) => verdict,
         Ending::Stopped => {
@@ -46,8 +55,12 @@ pub async fn poll(
                 info.status
             )));
         }
+        Ending::Stalled => return stuck(store, upload, b, remote, Stuck::Stalled).await,
         Ending::Pending => {
             let waited = (now_ms() - b.updated_at).max(0) as u64;
+            if waited > upload.max_processing_age.as_millis() as u64 {
+                return stuck(store, upload, b, remote, Stuck::Slow).await;
+            }
             let next = (waited / 2).clamp(
                 upload.poll_initial.as_millis() as u64,
                 upload.poll_max.as_millis() as u64,
@@ -58,6 +71,10 @@ pub async fn poll(
     };
     let m = &info.metrics;
     crate::telemetry::batch_ended(b, verdict, m);
+    if verdict == Verdict::Failed || m.failed_record_count.unwrap_or(0) > 0 {
+        let diagnostics = crate::diagnostics::read(api, remote, &info.errors).await;
+        outcome = outcome.with_diagnostics(&diagnostics);
+    }
     let detail = format!(
         "{:?}: {} records in, {} out, {} failed",
         info.status,
@@ -96,38 +113,150 @@ pub async fn poll(
             .map(|e| format!("{}: {}", e.code, e.description))
             .collect();
         tracing::warn!(batch = %remote, dataset = %b.dataset, "batch failed ({detail}): {}", errors.join("; "));
-        // When the platform's errors name the culprits, only they fail; the others travel
-        // again in a new batch.
-        let files: Vec<_> = store
-            .batch_files(b.id)
-            .await?
-            .into_iter()
-            .filter(|f| f.state.in_batch())
-            .collect();
-        let (named, innocent) = outcome::blame(&files, &info.errors);
-        if !named.is_empty() && !innocent.is_empty() {
-            let culprits: Vec<&str> = named.iter().map(|f| f.rel_path.as_str()).collect();
-            let why = format!(
-                "batch {remote} failed because of {}; this file was not at fault and goes into a new batch",
-                culprits.join(", ")
-            );
-            tracing::warn!(
-                batch = %remote, dataset = %b.dataset,
-                "the platform's errors name {} of its {} files; the other {} go into a new batch",
-                named.len(), files.len(), innocent.len()
-            );
-            let ids: Vec<i64> = innocent.iter().map(|f| f.id).collect();
-            store
-                .finish_batch_requeueing(b.id, &outcome, &detail, &ids, &why)
-                .await?;
-            // It failed all the same, whoever travels again.
-            metrics::counter!(crate::telemetry::BATCHES, "outcome" => verdict.state().as_str())
-                .increment(1);
-            return Ok(());
-        }
+        failed(store, outcomes, b, remote, &outcome, &detail).await?;
+        metrics::counter!(crate::telemetry::BATCHES, "outcome" => verdict.state().as_str())
+            .increment(1);
+        return Ok(());
     }
     store.finish_batch(b.id, verdict, &outcome, &detail).await?;
     metrics::counter!(crate::telemetry::BATCHES, "outcome" => verdict.state().as_str())
         .increment(1);
     Ok(())
+}
+
+/// What a failed batch means for its files. The platform never says which file held the bad
+/// rows, so: with `isolate`, the files travel again in halves until each culprit is alone,
+/// within the watch's cap on extra batches; otherwise (and once the cap is reached) every file
+/// fails with the batch's errors, except files validated clean, which travel again.
+async fn failed(
+    store: &Store,
+    outcomes: &Outcomes,
+    b: &BatchRow,
+    remote: &str,
+    outcome: &BatchOutcome,
+    detail: &str,
+) -> Result<(), PollError> {
+    let files: Vec<FileRow> = store
+        .batch_files(b.id)
+        .await?
+        .into_iter()
+        .filter(|f| f.state.in_batch())
+        .collect();
+    // A replay batch is not split: its halves could not each replace the predecessors.
+    if outcomes.on_batch_failure == OnBatchFailure::Isolate && b.replay.is_none() {
+        let ids: Vec<i64> = files.iter().map(|f| f.id).collect();
+        if let Some(halves) = outcome::halves(&ids) {
+            let why = format!(
+                "batch {remote} failed and the platform does not say which file held the bad rows; this file travels again in a smaller batch (on_batch_failure = \"isolate\")"
+            );
+            let cap = outcomes.isolate_max_extra_batches;
+            match store
+                .split_failed_batch(b.id, outcome, detail, &halves, cap, &why)
+                .await?
+            {
+                Split::Into(batches) => {
+                    tracing::info!(
+                        batch = %remote, dataset = %b.dataset,
+                        "batch failed; its {} files travel again in {} smaller batches to find the culprits",
+                        files.len(), batches.len()
+                    );
+                    return Ok(());
+                }
+                Split::OverCap { spent } => tracing::warn!(
+                    batch = %remote, dataset = %b.dataset,
+                    "batch failed and {spent} extra batches were already spent isolating its files (isolate_max_extra_batches = {cap}): its {} files fail together",
+                    files.len()
+                ),
+                Split::NotInFlight => return Ok(()),
+            }
+        }
+    }
+    // Pre-flight validation (#20) will vouch for files it validated clean against the
+    // dataset's schema; until it does, no file is vetted.
+    let vetted: Vec<(&FileRow, Vetting)> = files.iter().map(|f| (f, Vetting::Unvetted)).collect();
+    let (_fail, again) = outcome::attribute(vetted);
+    if again.is_empty() {
+        store
+            .finish_batch(b.id, Verdict::Failed, outcome, detail)
+            .await?;
+    } else {
+        let why = format!(
+            "batch {remote} failed; this file was validated clean before it was sent and goes into a new batch"
+        );
+        let ids: Vec<i64> = again.iter().map(|f| f.id).collect();
+        store
+            .finish_batch_requeueing(b.id, outcome, detail, &ids, &why)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Why a batch is stuck on the platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stuck {
+    /// `stalled`: the platform exhausted its retries.
+    Stalled,
+    /// Still processing past `max_processing_age`.
+    Slow,
+}
+
+/// A batch stuck on the platform: reported once (ERROR log, the stuck gauge, `status`), then
+/// looked at every `poll_max` (a stalled batch may still be aborted or retried by someone) until
+/// an operator acts or it is older than `give_up_after`, when its files fail with a receipt
+/// that says what happened and what to do.
+async fn stuck(
+    store: &Store,
+    upload: &Upload,
+    b: &BatchRow,
+    remote: &str,
+    why: Stuck,
+) -> Result<(), PollError> {
+    let now = now_ms();
+    let age = Duration::from_millis((now - b.updated_at).max(0) as u64);
+    let what = match why {
+        Stuck::Stalled => "stalled on the platform (it exhausted its retries)".to_owned(),
+        Stuck::Slow => format!(
+            "still processing on the platform after {}, past max_processing_age",
+            human(age)
+        ),
+    };
+    if age >= upload.give_up_after {
+        let reason = format!(
+            "batch {remote} was {what} and batchdrop gave up on it after give_up_after ({}); check the batch on the platform (its data may still land), then put the file back in the folder or run `batchdrop retry FILE` to send it again",
+            human(upload.give_up_after)
+        );
+        tracing::error!(batch = %remote, dataset = %b.dataset, "{reason}");
+        store
+            .finish_batch(
+                b.id,
+                Verdict::Failed,
+                &BatchOutcome::local_error(&reason),
+                &reason,
+            )
+            .await?;
+        metrics::counter!(crate::telemetry::BATCHES, "outcome" => Verdict::Failed.state().as_str())
+            .increment(1);
+        return Ok(());
+    }
+    if store.mark_stuck(b.id, now).await? {
+        tracing::error!(
+            batch = %remote, dataset = %b.dataset,
+            "batch {remote} is {what}; its files stay in it until `batchdrop abort {remote}` fails them (`batchdrop retry {remote}` then sends them again), or until give_up_after ({}) passes",
+            human(upload.give_up_after)
+        );
+    }
+    store
+        .delay_batch(b.id, now + upload.poll_max.as_millis() as i64)
+        .await?;
+    Ok(())
+}
+
+/// A duration as operators write it in the config (`6h`, `90s`).
+fn human(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }

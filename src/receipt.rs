@@ -46,10 +46,15 @@ pub struct Receipt {
     /// The platform's metrics of the batch (null without them).
     pub batch_records: Value,
     pub dataset: String,
+    /// The batch's error codes with their record counts, a sample of its failing rows and its
+    /// diagnostics files, when it failed or lost rows (the platform does not say which file a
+    /// row came from: these are the batch's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diagnostics: Option<crate::diagnostics::Diagnostics>,
     pub discovered_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duplicate_of: Option<DuplicateOf>,
-    /// The platform's errors that name this file, or all of the batch's when none does.
+    /// The platform's errors of the batch (the platform's errors never say which file).
     pub errors: Vec<Value>,
     pub file: String,
     /// The file's own record count, where the platform tells it.
@@ -92,7 +97,7 @@ impl Receipt {
         let outcome = batch.and_then(|b| b.outcome.clone()).unwrap_or_default();
         let metrics = outcome.metrics();
         let all = outcome.errors();
-        let mut errors = crate::outcome::errors_about(&all, &f.rel_path);
+        let mut errors = all.as_array().cloned().unwrap_or_default();
         if errors.is_empty()
             && let Some(b) = batch
             && b.state() != BatchState::Success
@@ -106,6 +111,7 @@ impl Receipt {
             batch: batch.and_then(|b| b.remote_id()).map(str::to_owned),
             batch_records: metrics.clone(),
             dataset: f.dataset.clone(),
+            diagnostics: outcome.diagnostics().filter(|d| !d.is_empty()),
             discovered_at: iso(f.discovered_at),
             duplicate_of: None,
             errors,
@@ -215,6 +221,10 @@ mod tests {
             batch: Some("B".into()),
             batch_records: serde_json::json!({ "inputRecordCount": 2 }),
             dataset: "demo".into(),
+            diagnostics: Some(crate::diagnostics::Diagnostics {
+                error_files: vec!["parsing_errors_0.json".into()],
+                ..Default::default()
+            }),
             discovered_at: iso(0),
             duplicate_of: None,
             errors: Vec::new(),

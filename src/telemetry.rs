@@ -30,6 +30,7 @@ pub const RECORDS_FAILED: &str = "batchdrop_records_failed_total";
 pub const FILE_LATENCY: &str = "batchdrop_file_latency_seconds";
 pub const UPLOAD_DURATION: &str = "batchdrop_upload_duration_seconds";
 pub const PROCESSING_DURATION: &str = "batchdrop_batch_processing_seconds";
+pub const BATCHES_STUCK: &str = "batchdrop_batches_stuck";
 
 /// Every metric with its kind and the `# HELP` text Prometheus shows for it.
 pub const METRICS: &[(&str, Kind, &str)] = &[
@@ -72,6 +73,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         QUEUE_DEPTH,
         Kind::Gauge,
         "Files in the state database, by dataset and state.",
+    ),
+    (
+        BATCHES_STUCK,
+        Kind::Gauge,
+        "Batches stalled on the platform or processing past max_processing_age, waiting for `batchdrop abort` (or give_up_after).",
     ),
     (
         OLDEST_PENDING,

@@ -138,6 +138,8 @@ async fn readyz_flips_when_the_platform_is_unreachable_and_back() {
     let emu = Emulator::start(([127, 0, 0, 1], 0).into(), &data, EmulatorConfig::default())
         .await
         .unwrap();
+    // The watch's dataset exists there: pre-flight blocks (not ready) a watch whose does not.
+    emu.ensure_dataset(DATASET, "test dataset").await.unwrap();
     let addr = emu.local_addr();
     let config = env.write_config_for(&emu.base_url(), "", "");
     let daemon = spawn(&config, &[]);

@@ -647,29 +647,28 @@ fn sample(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_metric_has_help_build_info_and_a_batch_whose_innocent_files_travel_again_counts() {
+async fn every_metric_has_help_build_info_and_an_isolated_batch_failure_counts() {
     let env = Env::new().await;
-    // Both files in one batch: sealed at 2 files, long before max_wait.
-    let config = env.write_config("", "max_files = 2\nmax_wait = \"1m\"");
+    // Both files in one batch: sealed at 2 files, long before max_wait. When it fails, the
+    // platform does not say which file held the bad row: `isolate` sends each file again alone.
+    let config = env.write_config(
+        "",
+        "max_files = 2\nmax_wait = \"1m\"\non_batch_failure = \"isolate\"",
+    );
     write_atomic(&env.drop_dir().join("good.json"), jsonl(0, 3).as_bytes());
     write_atomic(&env.drop_dir().join("bad.json"), b"{\"id\": 1}\n{broken\n");
     let daemon = spawn_daemon(&config, &[]);
-    // The failed batch names bad.json; good.json goes again, alone, and waits max_wait (1 m)
-    // unless more files come: one more fills its batch.
-    wait_receipts(&env.failed(), 1, 60).await;
-    write_atomic(&env.drop_dir().join("more.json"), jsonl(10, 3).as_bytes());
-    let archived = wait_receipts(&env.archive(), 2, 120).await;
-    assert!(
-        archived.iter().all(|r| r["status"] == "success"),
-        "{archived:#?}"
-    );
+    let failed = wait_receipts(&env.failed(), 1, 60).await;
+    let archived = wait_receipts(&env.archive(), 1, 120).await;
+    assert_eq!(failed[0]["file"], "bad.json", "{failed:#?}");
+    assert_eq!(archived[0]["file"], "good.json", "{archived:#?}");
     let metrics = scrape(&env.state_dir()).await;
     stop_daemon(daemon);
 
     assert_eq!(
         sample(&metrics, "batchdrop_batches_total", &["outcome=\"failed\""]),
-        Some(1.0),
-        "the failed batch counts though its innocent file travelled again:\n{metrics}"
+        Some(2.0),
+        "the batch of both files, then bad.json's own:\n{metrics}"
     );
     assert_eq!(
         sample(
@@ -690,6 +689,11 @@ async fn every_metric_has_help_build_info_and_a_batch_whose_innocent_files_trave
     let data = format!("dataset=\"{DATASET}\"");
     assert_eq!(
         sample(&metrics, "batchdrop_file_latency_seconds_count", &[&data]),
+        Some(1.0),
+        "good.json, the one file ingested: {metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "batchdrop_records_failed_total", &[&data]),
         Some(2.0),
         "{metrics}"
     );
@@ -698,7 +702,7 @@ async fn every_metric_has_help_build_info_and_a_batch_whose_innocent_files_trave
             &metrics,
             "batchdrop_file_latency_seconds_bucket",
             &[&data, "le=\"+Inf\""]
-        ) == Some(2.0),
+        ) == Some(1.0),
         "{metrics}"
     );
     assert_eq!(
@@ -708,7 +712,7 @@ async fn every_metric_has_help_build_info_and_a_batch_whose_innocent_files_trave
             &[&data]
         ),
         Some(4.0),
-        "good.json twice (its batch failed once), bad.json and more.json: {metrics}"
+        "good.json and bad.json twice each (their batch failed once): {metrics}"
     );
     assert_eq!(
         sample(
@@ -716,12 +720,12 @@ async fn every_metric_has_help_build_info_and_a_batch_whose_innocent_files_trave
             "batchdrop_batch_processing_seconds_count",
             &["outcome=\"failed\""]
         ),
-        Some(1.0),
+        Some(2.0),
         "{metrics}"
     );
     assert_eq!(
         sample(&metrics, "batchdrop_records_ingested_total", &[&data]),
-        Some(6.0),
+        Some(3.0),
         "{metrics}"
     );
     assert!(sample(&metrics, "process_resident_memory_bytes", &[]).unwrap_or(0.0) > 1e6);

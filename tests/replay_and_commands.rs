@@ -15,18 +15,6 @@ use batchdrop_emulator::EmulatorConfig;
 use serde_json::Value;
 use support::*;
 
-/// Runs the real binary with `args`; logs go to stderr (kept in the output for messages).
-async fn bd(args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_batchdrop"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .env_remove("BATCHDROP_CONFIG")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .expect("batchdrop binary runs")
-}
-
 fn text(o: &Output) -> String {
     format!(
         "exit {:?}\nstdout:\n{}\nstderr:\n{}",

@@ -1,4 +1,5 @@
-//! `ApiClient`: one async fn per platform endpoint (Import, Catalog, Data Access), over one
+//! `ApiClient`: one async fn per platform endpoint (Import, Catalog, Data Access; the Schema
+//! Registry's lookup is `registry.rs`'s), over one
 //! pooled `reqwest::Client`. It owns URLs (percent-encoding every path segment), the common
 //! headers, token renewal on 401, per-request debug logs and turning answers into
 //! `ApiError`s. It does not retry (apart from the single retry after a token renewal) and
@@ -17,6 +18,7 @@ use super::answer::{Answer, discard, read_body, read_error, read_json};
 use super::auth::{Auth, Secret};
 use super::body::Body;
 use super::error::{ApiError, ErrorKind};
+use super::meta::{self, MetaDir, MetaFile, RowError};
 use super::paths::{ENCODE, content_range, encode_file_path, received_from_range, segment};
 use super::setup::{self, ClientConfig, check_url};
 use super::types::{
@@ -44,10 +46,11 @@ struct Inner {
 }
 
 #[derive(Clone, Copy)]
-enum Service {
+pub(super) enum Service {
     Import,
     Catalog,
     Export,
+    SchemaRegistry,
 }
 
 impl Service {
@@ -56,6 +59,7 @@ impl Service {
             Service::Import => "/data/foundation/import",
             Service::Catalog => "/data/foundation/catalog",
             Service::Export => "/data/foundation/export",
+            Service::SchemaRegistry => "/data/foundation/schemaregistry",
         }
     }
 }
@@ -425,11 +429,72 @@ impl ApiClient {
         read_json(&op, resp, Answer::Platform).await
     }
 
+    /// `GET {export}/batches/{id}/meta?path={dir}`: the files of one of the batch's meta
+    /// directories (error diagnostics, input files); none when the platform has none.
+    pub async fn batch_meta_listing(
+        &self,
+        batch_id: &str,
+        dir: MetaDir,
+    ) -> Result<Vec<MetaFile>, ApiError> {
+        let op = format!("list the {} of batch {batch_id}", dir.as_str());
+        let url = self.url(
+            Service::Export,
+            &format!("batches/{}/meta", segment(batch_id)),
+            &[("path", dir.as_str())],
+        );
+        match self.get_json_or_none(&op, url).await? {
+            None => Ok(Vec::new()),
+            Some(v) => meta::meta_listing(&v).map_err(|msg| ApiError::invalid_response(op, msg)),
+        }
+    }
+
+    /// `GET {export}/batches/{id}/meta?path={dir}/{name}`: the failed rows of one diagnostics
+    /// file (`dir` row_errors).
+    pub async fn batch_row_errors(
+        &self,
+        batch_id: &str,
+        name: &str,
+    ) -> Result<Vec<RowError>, ApiError> {
+        let text = self
+            .batch_meta_file(batch_id, MetaDir::RowErrors, name)
+            .await?;
+        Ok(meta::row_errors(&text))
+    }
+
+    /// `GET {export}/batches/{id}/meta?path=input_files/{name}`: the input paths it names.
+    pub async fn batch_input_paths(
+        &self,
+        batch_id: &str,
+        name: &str,
+    ) -> Result<Vec<String>, ApiError> {
+        let text = self
+            .batch_meta_file(batch_id, MetaDir::InputFiles, name)
+            .await?;
+        Ok(meta::input_paths(&text))
+    }
+
+    async fn batch_meta_file(
+        &self,
+        batch_id: &str,
+        dir: MetaDir,
+        name: &str,
+    ) -> Result<String, ApiError> {
+        let op = format!("download {}/{name} of batch {batch_id}", dir.as_str());
+        let path = format!("{}/{name}", dir.as_str());
+        let url = self.url(
+            Service::Export,
+            &format!("batches/{}/meta", segment(batch_id)),
+            &[("path", &path)],
+        );
+        let bytes = self.get_bytes(&op, url).await?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
     // ---- plumbing -------------------------------------------------------------------------
 
     /// `{endpoint}{service base}/{path}?{query}`; `path` is already encoded, query values are
     /// encoded here.
-    fn url(&self, service: Service, path: &str, query: &[(&str, &str)]) -> String {
+    pub(super) fn url(&self, service: Service, path: &str, query: &[(&str, &str)]) -> String {
         let mut url = format!("{}{}/{path}", self.inner.endpoint, service.base());
         for (i, (k, v)) in query.iter().enumerate() {
             url.push(if i == 0 { '?' } else { '&' });
@@ -479,7 +544,7 @@ impl ApiClient {
         Ok(())
     }
 
-    fn request(&self, method: Method, url: String) -> RequestBuilder {
+    pub(super) fn request(&self, method: Method, url: String) -> RequestBuilder {
         self.inner
             .http
             .request(method, url)
@@ -507,7 +572,11 @@ impl ApiClient {
     /// it from the cache; a request whose body can be replayed (JSON, none, in-memory bytes) is
     /// then sent once more with a fresh token. A streamed body cannot be replayed: that 401
     /// comes back as a transient error and the caller's retry gets the fresh token.
-    async fn execute(&self, op: &str, builder: RequestBuilder) -> Result<Response, ApiError> {
+    pub(super) async fn execute(
+        &self,
+        op: &str,
+        builder: RequestBuilder,
+    ) -> Result<Response, ApiError> {
         let auth = &self.inner.auth;
         let mut token_used = auth.token(&self.inner.ims_http, op).await?;
         let replay = if auth.renewable() {

@@ -14,6 +14,7 @@
 //! - `body.rs`: `Body`, what an upload sends (bytes in memory or a stream of them).
 //! - `error.rs`: `ApiError` and its classification.
 //! - `auth.rs`: `Secret`, token sources, the IMS token cache.
+//! - `registry.rs`: the Schema Registry's lookup of a dataset's schema (`xed-full`).
 //! - `probe.rs`: one GET of batchdrop's own admin listener (`batchdrop healthcheck`).
 
 mod answer;
@@ -21,8 +22,10 @@ mod auth;
 mod body;
 mod client;
 mod error;
+mod meta;
 mod paths;
 mod probe;
+mod registry;
 mod setup;
 mod types;
 mod wire;
@@ -31,12 +34,14 @@ pub use auth::{ClientSecret, OAuth, Secret, TokenSource};
 pub use body::Body;
 pub use client::ApiClient;
 pub use error::{ApiError, ErrorKind, PlatformError};
+pub use meta::{MetaDir, MetaFile, RowError, RowIssue};
 // For the fuzz target of the one header the client parses (`fuzz/`).
 #[doc(hidden)]
 pub use error::{MAX_RETRY_AFTER, parse_retry_after};
 pub use probe::{ProbeAnswer, probe, url_path};
+pub use registry::XED_FULL;
 pub use setup::ClientConfig;
 pub use types::{
     BatchAction, BatchError, BatchInfo, BatchMetrics, BatchQuery, BatchStatus, CreateBatch,
-    DataSetFile, Dataset, Format, Replay, SchemaRef,
+    DataSetFile, Dataset, Format, RegistrySchema, Replay, SchemaRef,
 };

@@ -82,6 +82,12 @@ pub enum BatchStatus {
     Staging,
     Processing,
     Retrying,
+    /// Waiting for the platform to start processing it.
+    Queued,
+    /// Loaded, not yet promoted (in progress).
+    Loaded,
+    /// All the platform's retries were exhausted: it will not move on by itself.
+    Stalled,
     Success,
     Failed,
     Aborted,
@@ -99,6 +105,9 @@ impl BatchStatus {
             "staging" | "staged" => BatchStatus::Staging,
             "processing" => BatchStatus::Processing,
             "retrying" => BatchStatus::Retrying,
+            "queued" => BatchStatus::Queued,
+            "loaded" => BatchStatus::Loaded,
+            "stalled" => BatchStatus::Stalled,
             "success" | "active" => BatchStatus::Success,
             "failed" | "failure" => BatchStatus::Failed,
             "aborted" => BatchStatus::Aborted,
@@ -116,6 +125,9 @@ impl BatchStatus {
             BatchStatus::Staging => "staging",
             BatchStatus::Processing => "processing",
             BatchStatus::Retrying => "retrying",
+            BatchStatus::Queued => "queued",
+            BatchStatus::Loaded => "loaded",
+            BatchStatus::Stalled => "stalled",
             BatchStatus::Success => "success",
             BatchStatus::Failed => "failed",
             BatchStatus::Aborted => "aborted",
@@ -222,6 +234,42 @@ pub struct Dataset {
     pub raw: serde_json::Value,
 }
 
+impl Dataset {
+    /// Tagged `unifiedProfile: ["enabled:true", …]`: Profile-enabled, so its batches count
+    /// against the sandbox's daily batch guardrail.
+    pub fn is_profile_enabled(&self) -> bool {
+        self.unified_profile_flag("enabled")
+    }
+
+    /// Tagged `unifiedProfile: [… "isUpsert:true"]`: its batches update profiles (Parquet only).
+    pub fn is_upsert(&self) -> bool {
+        self.unified_profile_flag("isUpsert")
+    }
+
+    /// `name:true` among the `unifiedProfile` tags, spelled with or without the space after the
+    /// colon (the platform's docs and spec examples write `"isUpsert: true"`).
+    fn unified_profile_flag(&self, name: &str) -> bool {
+        self.tags.get("unifiedProfile").is_some_and(|values| {
+            values.iter().any(|v| {
+                v.split_once(':').is_some_and(|(key, value)| {
+                    key.trim() == name && value.trim().eq_ignore_ascii_case("true")
+                })
+            })
+        })
+    }
+}
+
+/// A schema as the Schema Registry resolves it (`xed-full`): the JSON Schema records are
+/// checked against, and the version it had when it was fetched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistrySchema {
+    /// Its `$id` (what a dataset's `schemaRef.id` names).
+    pub id: String,
+    /// Its `version` (`meta:...` revisions move it on), or empty when the answer has none.
+    pub version: String,
+    pub document: serde_json::Value,
+}
+
 /// A dataset file produced by a batch (Data Access).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataSetFile {
@@ -256,9 +304,11 @@ mod tests {
         ] {
             assert_eq!(BatchStatus::parse(text), status, "{text}");
         }
+        assert_eq!(BatchStatus::parse("Queued"), BatchStatus::Queued);
+        assert_eq!(BatchStatus::parse(" stalled"), BatchStatus::Stalled);
         assert_eq!(
-            BatchStatus::parse("Queued"),
-            BatchStatus::Other("Queued".into())
+            BatchStatus::parse("Mystery"),
+            BatchStatus::Other("Mystery".into())
         );
         assert_eq!(BatchStatus::parse("active").as_str(), "success");
     }

@@ -78,7 +78,14 @@ pub enum Command {
         /// config and says so), as SIGHUP does: for Kubernetes ConfigMaps.
         #[arg(long)]
         watch_config: bool,
+        /// With --once: say what would be taken, in which batches, and what refused and why;
+        /// move and upload nothing (as `batchdrop plan`).
+        #[arg(long, requires = "once")]
+        dry_run: bool,
     },
+    /// Say what a run would do with the files present now: per watch, the batches it would
+    /// make and the files it would refuse, and why. Moves and uploads nothing.
+    Plan,
     /// Serve the local emulator of the platform (Batch Ingestion, Catalog, Data Access).
     Emulator {
         /// The address to listen on (port 0 picks a free one).
@@ -90,7 +97,12 @@ pub enum Command {
     },
     /// Validate a config file (folders writable, credentials present, limits) and print what
     /// would be watched (exit 3 when something is wrong).
-    CheckConfig,
+    CheckConfig {
+        /// Also ask the platform: credentials, sandbox, every watch's dataset (exists in the
+        /// sandbox, fits the watch's format) and its schema. One line per check.
+        #[arg(long)]
+        online: bool,
+    },
     /// Show counts per dataset, batches in flight, recent failures; or one file's or batch's
     /// history. Works while the daemon runs.
     Status {
@@ -171,6 +183,30 @@ pub enum Command {
         /// How many mapped rows to print.
         #[arg(long, default_value_t = 5)]
         preview: usize,
+    },
+    /// Check files against a dataset's schema as the platform would, without uploading:
+    /// file, row, field, code and message for each problem (exit 0 when every row passes, 4
+    /// when some would be refused).
+    Validate {
+        /// The files (.json, .jsonl, .csv; Parquet is not checked locally).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The dataset whose schema (Schema Registry, xed-full) the rows are checked against.
+        #[arg(long, required_unless_present = "schema")]
+        dataset: Option<String>,
+        /// A schema file (xed-full JSON) instead of asking the platform.
+        #[arg(long, conflicts_with = "dataset")]
+        schema: Option<PathBuf>,
+        /// json, csv or parquet (default: each file's extension).
+        #[arg(long)]
+        format: Option<String>,
+        /// Read JSON as one document (an array of objects, or objects one after another);
+        /// a file starting with `[` is read so anyway.
+        #[arg(long)]
+        multiline_json: bool,
+        /// Print JSON (one object per file) instead of lines.
+        #[arg(long)]
+        json: bool,
     },
     /// Revert a successful batch: its data leaves the dataset; its files' receipts say so.
     Revert {

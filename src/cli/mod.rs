@@ -1,4 +1,5 @@
-//! The operator's commands (`status`, `push`, `retry`, `abort`, `revert`, `check-config`):
+//! The operator's commands (`status`, `push`, `retry`, `abort`, `revert`, `check-config`,
+//! `validate`, `plan`):
 //! one file each, plus what they share here: their error type and exit codes, reaching the
 //! platform from outside the daemon, and finding a file or batch by the name an operator gives.
 //!
@@ -11,16 +12,19 @@
 pub mod abort;
 pub mod args;
 pub mod check_config;
+pub mod check_online;
 pub mod completions;
 pub mod healthcheck;
 pub mod man;
 pub mod map;
+pub mod plan;
 pub mod push;
 pub mod retry;
 pub mod revert;
 pub mod status;
 pub mod status_fleet;
 pub mod status_watch;
+pub mod validate;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -246,6 +246,9 @@ async fn follow(
         config.upload.clone(),
         wake.clone(),
         Arc::new(Notify::new()),
+        Arc::new(std::sync::RwLock::new(crate::uploader::outcomes_by_watch(
+            &config.watches,
+        ))),
     );
     let token = CancellationToken::new();
     let task = tokio::spawn(uploader.run(token.clone(), config.shutdown_grace));

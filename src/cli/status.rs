@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::{CommandError, Target, find_target, human_bytes, iso, not_found, open_state};
 use crate::config::{Config, StateBackend};
+use crate::diagnostics::Diagnostics;
 use crate::format::Format;
 use crate::store::{BatchRow, BatchState, EventRow, FileRow, FileState, Store};
 
@@ -77,6 +78,10 @@ pub struct BatchJson {
     pub last_error: Option<String>,
     pub replaces: Option<Vec<String>>,
     pub replaced_by: Option<String>,
+    /// Since when the batch is stuck on the platform (`stalled`, or processing past
+    /// `max_processing_age`), when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stuck_since: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -141,6 +146,9 @@ pub struct FileRecord {
     pub file: FileJson,
     pub batch_state: Option<BatchState>,
     pub replaced_by: Option<String>,
+    /// What the platform's diagnostics said about the file's batch (as in its receipt).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diagnostics: Option<Diagnostics>,
     pub events: Vec<EventJson>,
 }
 
@@ -362,6 +370,7 @@ pub async fn batch_json(store: &Store, b: &BatchRow) -> Result<BatchJson, Comman
         last_error: b.last_error.clone(),
         replaces: b.replay.as_ref().map(|p| p.0.clone()),
         replaced_by: b.replaced_by.clone(),
+        stuck_since: store.stuck_since(b.id).await?.map(iso),
         created_at: iso(b.created_at),
         updated_at: iso(b.updated_at),
     })
@@ -439,6 +448,10 @@ pub async fn file_history(
             file: file_json(&f, batch.as_ref()),
             batch_state: batch.as_ref().map(|b| b.state()),
             replaced_by: batch.as_ref().and_then(|b| b.replaced_by.clone()),
+            diagnostics: batch
+                .as_ref()
+                .and_then(|b| b.outcome.as_ref()?.diagnostics())
+                .filter(|d| !d.is_empty()),
             events,
         });
     }
@@ -472,6 +485,12 @@ fn batch_line(b: &BatchJson) -> String {
     }
     if b.attempts > 0 {
         s += &format!(", attempt {}", b.attempts + 1);
+    }
+    if let Some(since) = &b.stuck_since {
+        s += &format!(
+            "\n      STUCK on the platform since {since}: `batchdrop abort {0}` fails its files, then `batchdrop retry {0}` sends them again",
+            b.batch.as_deref().unwrap_or("?")
+        );
     }
     if let Some(e) = &b.last_error
         && b.state != BatchState::Success
@@ -578,6 +597,38 @@ fn render_batch(h: &BatchHistory) -> String {
     out.trim_end().to_owned()
 }
 
+/// A batch's diagnostics under one of its files: codes, sample rows, the files with the rest.
+fn render_diagnostics(out: &mut String, d: &Diagnostics) {
+    let codes: Vec<String> = d
+        .error_codes
+        .iter()
+        .map(|c| match c.records {
+            Some(n) => format!("{} ({n} records)", c.code),
+            None => c.code.clone(),
+        })
+        .collect();
+    if !codes.is_empty() {
+        *out += &format!("    batch errors: {}\n", codes.join(", "));
+    }
+    for row in &d.failed_rows_sample {
+        *out += &format!(
+            "    failing row: {} {}{}\n",
+            row.code,
+            row.message,
+            row.record
+                .as_deref()
+                .map(|r| format!(" in {r:?}"))
+                .unwrap_or_default()
+        );
+    }
+    if !d.error_files.is_empty() {
+        *out += &format!(
+            "    error files (the platform's, all rows): {}\n",
+            d.error_files.join(", ")
+        );
+    }
+}
+
 fn render_file(h: &FileHistory) -> String {
     let mut out = format!(
         "file {}: {} record(s), newest first\n",
@@ -609,6 +660,9 @@ fn render_file(h: &FileHistory) -> String {
         }
         if let Some(p) = &f.path {
             out += &format!("    now at: {p}\n");
+        }
+        if let Some(d) = &r.diagnostics {
+            render_diagnostics(&mut out, d);
         }
         if let Some(s) = &f.sidecar {
             out += &format!(

@@ -23,6 +23,9 @@ pub use state::{DEFAULT_LEASE, PasswordSource, PostgresState, StateBackend};
 /// The platform's hard limits (reference §7); a configuration may only ask for less.
 pub const PLATFORM_MAX_FILES: u64 = 1500;
 pub const PLATFORM_MAX_BYTES: u64 = 100 * 1000 * 1000 * 1000;
+/// The daily batch budget of a Profile-enabled dataset when the watch sets none (the
+/// platform's guardrail: about 90 batches a day per sandbox).
+pub const PROFILE_BATCHES_PER_DAY: u32 = 90;
 pub const PLATFORM_MAX_PUT: u64 = 268_435_456;
 pub const PLATFORM_MAX_CHUNK: u64 = 512_000_000;
 
@@ -53,6 +56,53 @@ pub enum AfterSuccess {
     Archive,
     Delete,
     Keep,
+}
+
+/// What a failed batch means for its files, when the platform does not say which file held
+/// the bad rows (it never does: see docs/outcomes.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBatchFailure {
+    /// Every file of the batch fails with the batch's errors.
+    Fail,
+    /// The files are sent again in halves (bisection) until the culprits are alone, within
+    /// `isolate_max_extra_batches`; what is left when the cap is reached fails.
+    Isolate,
+}
+
+/// How a watch's batches end on the platform: what may fail, and what a failure does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcomes {
+    /// The share of a batch's rows (percent, 0–100) that may fail while its good rows land
+    /// (`partialIngestionPercentage`); 0: any bad row fails the batch.
+    pub partial_ingestion_percent: u8,
+    pub on_batch_failure: OnBatchFailure,
+    /// With `isolate`: the most extra batches one failed batch may cost.
+    pub isolate_max_extra_batches: u32,
+}
+
+impl Default for Outcomes {
+    fn default() -> Outcomes {
+        Outcomes {
+            partial_ingestion_percent: 0,
+            on_batch_failure: OnBatchFailure::Fail,
+            isolate_max_extra_batches: 16,
+        }
+    }
+}
+
+/// What the local check of records against the dataset's schema does (when a schema is known;
+/// without one nothing is checked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Validate {
+    /// No local check: the platform finds bad rows.
+    Off,
+    /// Checked; a file with bad rows is uploaded anyway and its receipt says what the platform
+    /// will likely refuse.
+    Warn,
+    /// Checked; a file with bad rows is refused with a receipt and not uploaded.
+    Reject,
 }
 
 /// How a folder learns about new files.
@@ -194,6 +244,10 @@ pub struct Upload {
     pub backoff_max: Duration,
     pub poll_initial: Duration,
     pub poll_max: Duration,
+    /// A batch still processing on the platform after this long is reported stuck.
+    pub max_processing_age: Duration,
+    /// A stuck (or `stalled`) batch older than this is given up: its files fail.
+    pub give_up_after: Duration,
 }
 
 /// One drop folder and everything that applies to it (defaults already merged in).
@@ -224,9 +278,15 @@ pub struct Watch {
     pub max_file_bytes: u64,
     /// Refuse sparse files (far fewer bytes on disk than their length) with a receipt.
     pub refuse_sparse: bool,
+    /// The local check of records against the dataset's schema, before upload.
+    pub validate: Validate,
+    /// At most this many batches a day, spaced evenly (`None`: 90 for a Profile-enabled
+    /// dataset, unlimited otherwise; see `preflight::gate`).
+    pub max_batches_per_day: Option<u32>,
     /// Which files below the folder are this watch's (`include` / `exclude`); the others are
     /// never touched.
     pub patterns: Patterns,
+    pub outcomes: Outcomes,
 }
 
 impl Watch {

@@ -11,9 +11,9 @@ use super::raw::{RawAuth, RawConfig};
 use super::{
     AfterSuccess, Config, ConfigError, Credentials, Endpoint, Limits, LogFormat, OAuthConfig,
     PLATFORM_MAX_BYTES, PLATFORM_MAX_CHUNK, PLATFORM_MAX_FILES, PLATFORM_MAX_PUT, Platform,
-    SecretSource, Upload, Watch, WatchMode,
+    SecretSource, Upload, Validate, Watch, WatchMode,
 };
-use super::{Patterns, parse_duration};
+use super::{OnBatchFailure, Outcomes, Patterns, parse_duration};
 use crate::envsubst;
 
 impl Config {
@@ -179,6 +179,16 @@ impl Config {
                 Duration::from_millis(25),
             )?,
             poll_max: dur("upload.poll_max", &u.poll_max, Duration::from_secs(30))?,
+            max_processing_age: dur(
+                "upload.max_processing_age",
+                &u.max_processing_age,
+                Duration::from_secs(6 * 3600),
+            )?,
+            give_up_after: dur(
+                "upload.give_up_after",
+                &u.give_up_after,
+                Duration::from_secs(72 * 3600),
+            )?,
         };
         if upload.large_file_threshold == 0 || upload.large_file_threshold > PLATFORM_MAX_PUT {
             return Err(invalid(format!(
@@ -268,6 +278,8 @@ impl Config {
                     .or(d.max_file_bytes)
                     .map_or(PLATFORM_MAX_BYTES, |s| s.0),
                 refuse_sparse: s.refuse_sparse.or(d.refuse_sparse).unwrap_or(false),
+                validate: s.validate.or(d.validate).unwrap_or(Validate::Reject),
+                max_batches_per_day: s.max_batches_per_day.or(d.max_batches_per_day),
                 patterns: Patterns::new(
                     s.include
                         .as_ref()
@@ -279,7 +291,31 @@ impl Config {
                         .map_or(&[], Vec::as_slice),
                 )
                 .map_err(|e| invalid(format!("[[watch]] {name}: {e}")))?,
+                outcomes: Outcomes {
+                    partial_ingestion_percent: s
+                        .partial_ingestion_percent
+                        .or(d.partial_ingestion_percent)
+                        .unwrap_or(0),
+                    on_batch_failure: s
+                        .on_batch_failure
+                        .or(d.on_batch_failure)
+                        .unwrap_or(OnBatchFailure::Fail),
+                    isolate_max_extra_batches: s
+                        .isolate_max_extra_batches
+                        .or(d.isolate_max_extra_batches)
+                        .unwrap_or(Outcomes::default().isolate_max_extra_batches),
+                },
             };
+            if watch.outcomes.partial_ingestion_percent > 100 {
+                return Err(invalid(format!(
+                    "[[watch]] {name}: partial_ingestion_percent must be between 0 and 100 (the share of a batch's rows that may fail)"
+                )));
+            }
+            if watch.max_batches_per_day == Some(0) {
+                return Err(invalid(format!(
+                    "[[watch]] {name}: max_batches_per_day must be at least 1 (leave it out for the default: 90 on Profile-enabled datasets, unlimited otherwise)"
+                )));
+            }
             if watch.max_files == 0 || watch.max_files > PLATFORM_MAX_FILES {
                 return Err(invalid(format!(
                     "[[watch]] {name}: max_files must be between 1 and {PLATFORM_MAX_FILES} (the platform's limit per batch)"

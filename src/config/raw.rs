@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{AfterSuccess, Format, LogFormat, WatchMode};
+use super::{AfterSuccess, Format, LogFormat, OnBatchFailure, Validate, WatchMode};
 use crate::units::Size;
 
 #[derive(Deserialize)]
@@ -78,6 +78,8 @@ pub(super) struct RawUpload {
     pub(super) backoff_max: Option<String>,
     pub(super) poll_initial: Option<String>,
     pub(super) poll_max: Option<String>,
+    pub(super) max_processing_age: Option<String>,
+    pub(super) give_up_after: Option<String>,
 }
 
 /// Declares a struct holding the per-watch settings (those `[defaults]` may also set) plus
@@ -105,8 +107,13 @@ macro_rules! watch_settings {
             pub(super) sidecar_timeout: Option<String>,
             pub(super) max_file_bytes: Option<Size>,
             pub(super) refuse_sparse: Option<bool>,
+            pub(super) validate: Option<Validate>,
+            pub(super) max_batches_per_day: Option<u32>,
             pub(super) include: Option<Vec<String>>,
             pub(super) exclude: Option<Vec<String>>,
+            pub(super) partial_ingestion_percent: Option<u8>,
+            pub(super) on_batch_failure: Option<OnBatchFailure>,
+            pub(super) isolate_max_extra_batches: Option<u32>,
         }
     };
 }

@@ -66,6 +66,46 @@ impl Store {
         Ok(())
     }
 
+    /// How many batches of `watch` were sealed since `since` (unix ms), and when the last of
+    /// them was: the daily batch budget's bookkeeping.
+    pub async fn batches_sealed_since(
+        &self,
+        watch: &str,
+        since: i64,
+    ) -> Result<(i64, Option<i64>), StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT COUNT(*), MAX(created_at) FROM batches WHERE watch = $1 AND created_at >= $2",
+        )
+        .bind(watch)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Records that these files' records passed the local check against the dataset's schema.
+    pub async fn mark_validated(&self, ids: &[i64]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for part in ids.chunks(400) {
+            let mut q = QueryBuilder::new("UPDATE files SET validated = 1 WHERE id IN (");
+            push_ids(&mut q, part.iter().copied());
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Whether a file's records passed the local check (see [`Store::mark_validated`]).
+    pub async fn validated(&self, id: i64) -> Result<bool, StoreError> {
+        let v: Option<i64> = sqlx::query_scalar("SELECT validated FROM files WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(v == Some(1))
+    }
+
     /// Lets waiting files go back to the batcher once their reason to wait is over: the file
     /// they wait for left flight (its batch ended, or it failed or changed), or its content,
     /// once known, differs from theirs. Returns how many went back.

@@ -120,6 +120,27 @@ pub(super) async fn insert_events(
     Ok(())
 }
 
+/// Records that `files` left batch `batch` to travel again, with `why` (a page of a few
+/// hundred at most, as [`insert_events`]).
+pub(super) async fn insert_requeued(
+    conn: &mut Conn,
+    at: i64,
+    batch: i64,
+    files: &[i64],
+    why: &str,
+) -> Result<(), StoreError> {
+    let events: Vec<Event> = files
+        .iter()
+        .map(|&file| Event {
+            file: Some(file),
+            batch: Some(batch),
+            kind: Kind::Requeued,
+            detail: why,
+        })
+        .collect();
+    insert_events(conn, at, &events).await
+}
+
 impl Store {
     /// A file's events, and those of the batch it is (or was last) in.
     pub async fn events_for_file(&self, file_id: i64) -> Result<Vec<EventRow>, StoreError> {

@@ -46,12 +46,14 @@ mod commands;
 mod events;
 mod fleet;
 mod intake;
+mod isolation;
 mod model;
 mod outcome;
 #[cfg(test)]
 mod plans;
 mod postgres;
 mod sqlite;
+mod stuck;
 #[cfg(test)]
 mod testing;
 #[cfg(test)]
@@ -65,6 +67,7 @@ use std::path::{Path, PathBuf};
 use sqlite::{Db, Pool};
 
 pub use fleet::{Claim, FileKey, Fleet, Guarded, InstanceRow, Lease, LeaseOn, Member};
+pub use isolation::Split;
 pub use model::*;
 pub use sqlite::network_fs;
 pub use values::{BatchOutcome, BatchPhase, BatchState, FileState, Predecessors, Step, Verdict};

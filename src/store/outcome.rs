@@ -2,7 +2,7 @@
 //! blame requeued), each file's record count, the archiver's intents (destinations) and facts
 //! (finalized, with the receipt's place).
 
-use super::events::{Event, Kind, insert_event, insert_events};
+use super::events::{Event, Kind, insert_event, insert_events, insert_requeued};
 use super::{
     BatchOutcome, FileRow, FileState, Finalized, QueryBuilder, Store, StoreError, Verdict, now_ms,
     push_case, push_ids,
@@ -48,23 +48,9 @@ impl Store {
     ) -> Result<(), StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let moved = sqlx::query(concat!(
-            "UPDATE batches SET state = $1, outcome_json = $2, updated_at = $3 WHERE id = $4
-               AND state IN ",
-            in_flight!()
-        ))
-        .bind(verdict.state())
-        .bind(outcome)
-        .bind(now)
-        .bind(batch_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if moved == 0 {
+        if !end_batch(&mut tx, batch_id, verdict, outcome, detail, now).await? {
             return Ok(());
         }
-        let event = Event::batch(batch_id, Kind::Batch(verdict.state()), detail);
-        insert_event(&mut *tx, now, event).await?;
         for part in requeue.chunks(400) {
             let mut q = QueryBuilder::new(
                 "UPDATE files SET state = 'ready', batch_id = NULL, uploaded_bytes = 0, sent = FALSE,
@@ -76,16 +62,7 @@ impl Store {
                 .push(" AND state IN ('batched', 'uploaded') AND id IN (");
             push_ids(&mut q, part.iter().copied());
             q.build().execute(&mut *tx).await?;
-            let events: Vec<Event> = part
-                .iter()
-                .map(|&file| Event {
-                    file: Some(file),
-                    batch: Some(batch_id),
-                    kind: Kind::Requeued,
-                    detail: why,
-                })
-                .collect();
-            insert_events(&mut tx, now, &events).await?;
+            insert_requeued(&mut tx, now, batch_id, part, why).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -214,4 +191,34 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Ends batch `batch_id` with `verdict` in `tx`, if it is still in flight (an operator may
+/// have aborted it meanwhile): false when it was not.
+pub(super) async fn end_batch(
+    tx: &mut sqlx::Transaction<'_, super::Db>,
+    batch_id: i64,
+    verdict: Verdict,
+    outcome: &BatchOutcome,
+    detail: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let moved = sqlx::query(concat!(
+        "UPDATE batches SET state = $1, outcome_json = $2, updated_at = $3 WHERE id = $4
+           AND state IN ",
+        in_flight!()
+    ))
+    .bind(verdict.state())
+    .bind(outcome)
+    .bind(now)
+    .bind(batch_id)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if moved == 0 {
+        return Ok(false);
+    }
+    let event = Event::batch(batch_id, Kind::Batch(verdict.state()), detail);
+    insert_event(&mut **tx, now, event).await?;
+    Ok(true)
 }

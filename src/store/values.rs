@@ -297,7 +297,29 @@ impl BatchOutcome {
     pub fn failed_records(&self) -> u64 {
         self.0["metrics"]["failedRecordCount"].as_u64().unwrap_or(0)
     }
+
+    /// Records the platform ingested (0 when it did not say).
+    pub fn ingested_records(&self) -> u64 {
+        self.0["metrics"]["outputRecordCount"].as_u64().unwrap_or(0)
+    }
+
+    /// The platform's view with batchdrop's reading of its error diagnostics beside it (under
+    /// a key of batchdrop's own, next to the Catalog's fields).
+    pub fn with_diagnostics(mut self, diagnostics: &crate::diagnostics::Diagnostics) -> Self {
+        if let (Some(map), Ok(v)) = (self.0.as_object_mut(), serde_json::to_value(diagnostics)) {
+            map.insert(DIAGNOSTICS_KEY.into(), v);
+        }
+        self
+    }
+
+    /// The error diagnostics read when the batch ended, if any.
+    pub fn diagnostics(&self) -> Option<crate::diagnostics::Diagnostics> {
+        serde_json::from_value(self.0.get(DIAGNOSTICS_KEY)?.clone()).ok()
+    }
 }
+
+/// Where [`BatchOutcome::with_diagnostics`] keeps them.
+const DIAGNOSTICS_KEY: &str = "batchdrop_diagnostics";
 
 /// JSON columns: TEXT holding the value's JSON.
 macro_rules! json_column {

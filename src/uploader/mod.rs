@@ -17,7 +17,7 @@ mod transfer;
 use transfer::FileJob;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore};
@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiClient, ApiError, BatchAction, BatchStatus, CreateBatch, Replay};
-use crate::config::Upload;
+use crate::config::{Outcomes, Upload};
 use crate::crashpoint;
 use crate::poller;
 use crate::stage::{self, Next, Stage};
@@ -80,6 +80,20 @@ pub struct Uploader {
     active: Mutex<HashSet<i64>>,
     pub wake: Arc<Notify>,
     pub wake_archiver: Arc<Notify>,
+    /// Each watch's outcome settings, by watch name (a reload replaces them); batches of a
+    /// watch not listed (`push`, a watch removed since) get the defaults.
+    pub outcomes: OutcomesByWatch,
+}
+
+/// Each watch's [`Outcomes`], by watch name, shared with the daemon's reload.
+pub type OutcomesByWatch = Arc<RwLock<HashMap<String, Outcomes>>>;
+
+/// The outcome settings of each of `watches`, to share with an [`Uploader`].
+pub fn outcomes_by_watch(watches: &[crate::config::Watch]) -> HashMap<String, Outcomes> {
+    watches
+        .iter()
+        .map(|w| (w.name.clone(), w.outcomes))
+        .collect()
 }
 
 impl Uploader {
@@ -89,6 +103,7 @@ impl Uploader {
         upload: Upload,
         wake: Arc<Notify>,
         wake_archiver: Arc<Notify>,
+        outcomes: OutcomesByWatch,
     ) -> Arc<Uploader> {
         Arc::new(Uploader {
             slots: Arc::new(Semaphore::new(upload.concurrency)),
@@ -99,7 +114,18 @@ impl Uploader {
             active: Mutex::new(HashSet::new()),
             wake,
             wake_archiver,
+            outcomes,
         })
+    }
+
+    /// The outcome settings of `watch`'s batches.
+    pub fn outcomes_of(&self, watch: &str) -> Outcomes {
+        self.outcomes
+            .read()
+            .unwrap()
+            .get(watch)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Drives every due batch until `shutdown`; then lets running steps reach a safe point
@@ -220,7 +246,16 @@ impl Uploader {
                 BatchPhase::Loading { remote_id } => self.load(&b, remote_id, shutdown).await?,
                 BatchPhase::Completing { remote_id } => self.complete(&b, remote_id).await?,
                 BatchPhase::Processing { remote_id } => {
-                    poller::poll(&self.store, &self.api, &self.upload, &b, remote_id).await?;
+                    let outcomes = self.outcomes_of(&b.watch);
+                    poller::poll(
+                        &self.store,
+                        &self.api,
+                        &self.upload,
+                        &outcomes,
+                        &b,
+                        remote_id,
+                    )
+                    .await?;
                     self.wake_archiver.notify_one();
                     return Ok(());
                 }
@@ -276,6 +311,12 @@ impl Uploader {
         req.multiline_json = b.multiline_json;
         req.external_id = Some(b.external_id.clone());
         req.replay = replay;
+        // Always: without diagnostics the platform says only "resend with diagnostics
+        // enabled", and nothing a user can act on.
+        req.enable_error_diagnostics = true;
+        let outcomes = self.outcomes_of(&b.watch);
+        req.partial_ingestion_percent =
+            (outcomes.partial_ingestion_percent > 0).then_some(outcomes.partial_ingestion_percent);
         let created = self.api.create_batch(&req).await?;
         crashpoint::hit("create-sent");
         tracing::info!(batch = %created.id, dataset = %b.dataset, "batch created");
@@ -307,7 +348,12 @@ impl Uploader {
             Some(info)
                 if matches!(
                     info.status,
-                    BatchStatus::Staging | BatchStatus::Processing | BatchStatus::Retrying
+                    BatchStatus::Staging
+                        | BatchStatus::Processing
+                        | BatchStatus::Retrying
+                        | BatchStatus::Queued
+                        | BatchStatus::Loaded
+                        | BatchStatus::Stalled
                 ) || info.status.is_terminal()
                     && !matches!(info.status, BatchStatus::Aborted | BatchStatus::Abandoned) =>
             {

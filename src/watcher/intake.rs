@@ -59,7 +59,13 @@ impl Watcher {
             return Admission::Later;
         }
         let size = st.identity.size;
-        if size > self.watch.max_file_bytes {
+        if size == 0 {
+            // The platform fails the whole batch for one empty file (code 106).
+            c.problem = Some(format!(
+                "{rel} is empty (0 bytes): the platform fails a whole batch for an empty file (106 \"Dataset file is empty\"), so it was never sent; write the data into it and drop it again, or skip such markers with an `exclude` pattern (e.g. \"_SUCCESS\") in the [[watch]] for {}",
+                self.watch.name
+            ));
+        } else if size > self.watch.max_file_bytes {
             c.problem = Some(format!(
                 "{rel} is {size} bytes, more than max_file_bytes ({}) for this folder; split it into smaller files, or raise max_file_bytes in the [[watch]] for {}",
                 self.watch.max_file_bytes, self.watch.name

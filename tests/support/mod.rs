@@ -175,6 +175,18 @@ where
 }
 
 /// Every receipt below `dir`, parsed.
+/// Runs the real binary with `args`; logs go to stderr (kept in the output for messages).
+pub async fn bd(args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_batchdrop"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("BATCHDROP_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("batchdrop binary runs")
+}
+
 pub fn receipts(dir: &Path) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];

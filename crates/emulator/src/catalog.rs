@@ -378,15 +378,25 @@ pub(crate) fn dataset_tags(tags: Option<Value>) -> ApiResult<Value> {
     }
 }
 
+/// The 404 of a dataset that does not exist or belongs to another sandbox (the platform does
+/// not tell the two apart).
+pub(crate) fn not_in_sandbox(id: &str, caller: &Caller) -> ApiError {
+    ApiError::not_found(format!(
+        "dataset {id} does not exist in sandbox {} of organization {}",
+        caller.sandbox, caller.org
+    ))
+}
+
 pub async fn get_dataset(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let d = state
         .store
-        .dataset(&id)
+        .visible_dataset(&id, caller.scope())
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("dataset {id} does not exist")))?;
+        .ok_or_else(|| not_in_sandbox(&id, &caller))?;
     let mut map = Map::new();
     let last = state.store.last_batch_of(&d.id).await?;
     map.insert(d.id.clone(), dataset_json(&d, last.as_ref()));
@@ -397,10 +407,17 @@ pub async fn get_dataset(
 /// there is no such dataset. Creating a batch for it is refused from then on.
 pub async fn delete_dataset(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    if !state.store.delete_dataset(&id).await? {
-        return Err(ApiError::not_found(format!("dataset {id} does not exist")));
+    if state
+        .store
+        .visible_dataset(&id, caller.scope())
+        .await?
+        .is_none()
+        || !state.store.delete_dataset(&id).await?
+    {
+        return Err(not_in_sandbox(&id, &caller));
     }
     tracing::info!(dataset = %id, "dataset deleted");
     Ok(axum::Json(json!([format!("@/dataSets/{id}")])).into_response())
@@ -408,10 +425,14 @@ pub async fn delete_dataset(
 
 pub async fn list_datasets(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> ApiResult<Response> {
     let query = CatalogQuery::parse(&pairs, Collection::Datasets)?;
-    let rows = state.store.list_datasets(None, &Page::everything()).await?;
+    let rows = state
+        .store
+        .list_datasets(caller.scope(), None, &Page::everything())
+        .await?;
     let mut objects = Vec::with_capacity(rows.len());
     for d in &rows {
         let last = state.store.last_batch_of(&d.id).await?;
@@ -475,6 +496,7 @@ pub async fn list_dataset_files(
 /// failed one. Datasets without a batch are left out.
 pub async fn last_batches(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
     supported_only(&q, "lastBatches", LAST_BATCHES_PARAMS)?;
@@ -484,7 +506,10 @@ pub async fn last_batches(
         .map(|v| v.split(',').filter(|s| !s.is_empty()).collect())
         .unwrap_or_default();
     let mut shown = Vec::new();
-    let mut datasets = state.store.list_datasets(None, &Page::everything()).await?;
+    let mut datasets = state
+        .store
+        .list_datasets(caller.scope(), None, &Page::everything())
+        .await?;
     datasets.retain(|d| wanted.is_empty() || wanted.contains(&d.id.as_str()));
     for d in &datasets {
         let Some(last) = state.store.last_batch_in(&d.id, None).await? else {

@@ -66,6 +66,20 @@ impl Code {
             _ => "The row was refused.",
         }
     }
+
+    /// The generic description of a batch error entry of this code: the platform's where its
+    /// documentation gives one. It never names a file or a row (the platform's do not).
+    pub fn description(self) -> &'static str {
+        match self {
+            Code::EmptyFile => "Dataset file is empty.",
+            Code::CsvEmptyHeader => "The CSV file has an empty header row.",
+            Code::NotParquet => "The file is not a valid Parquet file.",
+            Code::ErrorsNoDiagnostics => {
+                "Encountered errors while parsing, converting or otherwise validating the data. Please resend the data with error diagnostics enabled to collect additional information on failure types"
+            }
+            other => other.row_description(),
+        }
+    }
 }
 
 impl From<IssueCode> for Code {
@@ -172,5 +186,11 @@ mod tests {
                 .contains("required field")
         );
         assert_eq!(Code::Fault.row_description(), "The row was refused.");
+        assert!(
+            Code::ErrorsNoDiagnostics
+                .description()
+                .contains("error diagnostics enabled")
+        );
+        assert_eq!(Code::EmptyFile.description(), "Dataset file is empty.");
     }
 }

@@ -38,6 +38,7 @@ use super::error::EmulatorError;
 /// name = "orders"
 /// schema = "https://ns.adobe.com/tenant/schemas/profile"   # a schema's id or name
 /// tags = { unifiedProfile = ["enabled:true", "isUpsert:true"] }
+/// sandbox = "dev"               # default: seen from every sandbox
 ///
 /// [server]                       # what one client can hold
 /// max_connections = 256          # more: the oldest connection is asked to close
@@ -313,6 +314,9 @@ pub struct DatasetSeed {
     /// The field that identifies a row of an upsert dataset (a JSON pointer such as `/crmId`,
     /// or dotted `person.crmId`); default: the schema's `identity_field`.
     pub identity_field: String,
+    /// The sandbox it belongs to: calls naming another sandbox get 404 for it and do not see
+    /// it in lists. Empty (the default): seen from every sandbox.
+    pub sandbox: String,
 }
 
 /// A schema to register at start.

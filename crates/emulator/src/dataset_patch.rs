@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -13,6 +14,7 @@ use serde_json::{Map, Value, json};
 
 use crate::catalog::dataset_tags;
 use crate::error::{ApiError, ApiResult};
+use crate::gateway::Caller;
 use crate::state::AppState;
 
 /// Fields the platform sets and a client cannot change.
@@ -32,15 +34,16 @@ const READ_ONLY: &[&str] = &[
 
 pub async fn patch_dataset(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
     let dataset = state
         .store
-        .dataset(&id)
+        .visible_dataset(&id, caller.scope())
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("dataset {id} does not exist")))?;
+        .ok_or_else(|| crate::catalog::not_in_sandbox(&id, &caller))?;
     let change: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
             "dataset {id}: the PATCH body is not valid JSON: {e}"

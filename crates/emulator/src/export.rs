@@ -12,7 +12,7 @@ use super::catalog::view_id;
 use super::error::{ApiError, ApiResult};
 use super::formats::InputFormat;
 use super::state::AppState;
-use super::store::{BatchStatus, FileRow, FileState};
+use super::store::{BatchRow, BatchStatus, FileRow, FileState};
 
 /// The base URL the client used (for `_links`).
 pub(crate) fn base(headers: &HeaderMap) -> String {
@@ -25,35 +25,28 @@ pub(crate) fn base(headers: &HeaderMap) -> String {
 
 /// Files of a successful batch are readable; nothing else is (inactive and deleted batches
 /// disappear from Data Access).
-async fn readable_files(state: &AppState, batch_id: &str) -> ApiResult<Vec<FileRow>> {
-    let batch = state
-        .store
-        .batch(batch_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("batch {batch_id} does not exist")))?;
+async fn readable_files(state: &AppState, batch: &BatchRow) -> ApiResult<Vec<FileRow>> {
     if batch.status != BatchStatus::Success {
         return Ok(Vec::new());
     }
-    Ok(state.store.files_of(batch_id).await?)
+    Ok(state.store.files_of(&batch.id).await?)
 }
 
 /// `start`/`limit` of a Data Access list: `limit` defaults to and is capped at 100 (the spec:
-/// "100 dataset files is the maximum number ... in a single API request"); capped rather than
-/// refused, as the Catalog does, so a client asking for more still gets a page.
-fn page(q: &HashMap<String, String>) -> ApiResult<(usize, usize)> {
-    let number = |key: &str, default: usize| -> ApiResult<usize> {
-        match q.get(key) {
-            None => Ok(default),
-            Some(v) => v.parse::<usize>().map_err(|_| {
-                ApiError::bad_request(format!("{key} {v:?} must be a non-negative integer"))
-            }),
-        }
-    };
-    let limit = number("limit", 100)?;
-    if limit == 0 {
-        return Err(ApiError::bad_request("limit must be from 1 to 100"));
-    }
-    Ok((number("start", 0)?, limit.min(100)))
+/// "100 dataset files is the maximum number ... in a single API request"). The spec documents
+/// no 400 for these lists, so a `limit` that is not a positive number is the default and a
+/// `start` that is not a number is 0, rather than an error.
+fn page(q: &HashMap<String, String>) -> (usize, usize) {
+    let limit = q
+        .get("limit")
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n >= 1)
+        .map_or(100, |n| n.min(100));
+    let start = q
+        .get("start")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    (start, limit)
 }
 
 /// A batch's dataset files, a page at a time (`_links.next` while more remain).
@@ -63,13 +56,16 @@ pub async fn batch_files(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let (start, limit) = page(&q)?;
-    let batch = state
-        .store
-        .batch(&batch_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("batch {batch_id} does not exist")))?;
-    let files = readable_files(&state, &batch_id).await?;
+    let (start, limit) = page(&q);
+    // An unknown batch has no files to read: the spec documents 200, 401 and 500 here, not
+    // 404, so it is an empty page, as for a batch that has not succeeded.
+    let Some(batch) = state.store.batch(&batch_id).await? else {
+        return Ok(axum::Json(
+            json!({"data": [], "_page": {"limit": limit, "count": 0}, "_links": {}}),
+        )
+        .into_response());
+    };
+    let files = readable_files(&state, &batch).await?;
     let base = base(&headers);
     let view = view_id(&batch.dataset_id);
     let data: Vec<Value> = files
@@ -118,12 +114,14 @@ pub async fn batch_failed(
     State(state): State<Arc<AppState>>,
     Path(batch_id): Path<String>,
 ) -> ApiResult<Response> {
-    let batch = state
+    // Unknown, inactive and deleted batches have no failed rows to show (the spec documents
+    // 200, 401 and 500 here, not 404).
+    let shown = state
         .store
         .batch(&batch_id)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("batch {batch_id} does not exist")))?;
-    if matches!(batch.status, BatchStatus::Inactive | BatchStatus::Deleted) {
+        .is_some_and(|b| !matches!(b.status, BatchStatus::Inactive | BatchStatus::Deleted));
+    if !shown {
         return Ok(axum::Json(json!({"data": []})).into_response());
     }
     let rows = state.store.failed_rows(&batch_id).await?;

@@ -28,6 +28,16 @@ pub struct Caller {
     pub api_key: String,
 }
 
+impl Caller {
+    /// The datasets this caller may see: those of its organisation and sandbox.
+    pub fn scope(&self) -> crate::store::Scope<'_> {
+        crate::store::Scope {
+            org: &self.org,
+            sandbox: &self.sandbox,
+        }
+    }
+}
+
 /// What fault injection does to one request.
 enum Fault {
     None,

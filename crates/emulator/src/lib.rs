@@ -23,6 +23,7 @@
 //!   token endpoint and the check of its tokens), `codes` (every error code it answers with).
 //! - Endpoints: `import` (Batch Ingestion E1–E7, one module per endpoint group), `catalog`,
 //!   `export` (Data Access, failed rows, the current view of upsert datasets, preview),
+//!   `diagnostics` (a batch's `meta?path=row_errors|input_files`),
 //!   `upload` (file names, ranges, streaming bodies to disk).
 //! - Processing: `processing` (the batch lifecycle in the background: plan, parse, summarize,
 //!   record; upkeep: recovery at start, abandoning, garbage collection), `formats` (streaming
@@ -39,6 +40,7 @@ mod catalog_query;
 mod codes;
 mod config;
 mod dataset_patch;
+mod diagnostics;
 mod error;
 mod export;
 mod file_access;

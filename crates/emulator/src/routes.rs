@@ -14,8 +14,8 @@ use tokio::task::JoinHandle;
 
 use crate::error::ApiError;
 use crate::{
-    AppState, catalog, dataset_patch, export, file_access, gateway, http_server, import, ims, net,
-    schema_lookup,
+    AppState, catalog, dataset_patch, diagnostics, export, file_access, gateway, http_server,
+    import, ims, net, schema_lookup,
 };
 
 /// Serves the routes on `listener` until `stop` says true.
@@ -91,6 +91,10 @@ fn router(state: Arc<AppState>) -> Router {
         .route(
             &format!("{EXPORT}/batches/{{batch_id}}/failed"),
             get(export::batch_failed),
+        )
+        .route(
+            &format!("{EXPORT}/batches/{{batch_id}}/meta"),
+            get(diagnostics::batch_meta),
         )
         .route(
             &format!("{EXPORT}/files/{{file_id}}"),

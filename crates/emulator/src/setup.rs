@@ -47,7 +47,10 @@ pub async fn setup_datasets(
         let identity = (!d.identity_field.is_empty())
             .then(|| batchdrop_xdm::normalize_pointer(&d.identity_field));
         store
-            .insert_dataset_if_missing(NewDataset::bare(&d.id, name))
+            .insert_dataset_if_missing(NewDataset {
+                sandbox: &d.sandbox,
+                ..NewDataset::bare(&d.id, name)
+            })
             .await?;
         if schema_ref.is_none() && tags.is_none() && identity.is_none() {
             continue;

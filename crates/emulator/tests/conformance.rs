@@ -543,6 +543,23 @@ async fn scripted_calls_answer_as_the_specs_document() {
     )
     .await;
     tally.check(&op(&export, "GET", "/batches/{batchId}/failed"), &reply);
+    // The batch's meta directory: listings, a download, a path that is not there.
+    for path in [
+        "",
+        "?path=row_errors",
+        "?path=input_files",
+        "?path=input_files/input_file_0.json",
+        "?path=row_errors/parsing_errors_9.json",
+    ] {
+        let reply = call(
+            &env,
+            Method::GET,
+            &format!("{}/batches/{batch}/meta{path}", export.base),
+            None,
+        )
+        .await;
+        tally.check(&op(&export, "GET", "/batches/{batchId}/meta"), &reply);
+    }
     for id in files["data"]
         .as_array()
         .into_iter()

@@ -25,5 +25,7 @@ mod processing;
 mod readme;
 #[path = "emulator/restart.rs"]
 mod restart;
+#[path = "emulator/sandboxes.rs"]
+mod sandboxes;
 #[path = "emulator/schema/mod.rs"]
 mod schema;

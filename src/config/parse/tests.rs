@@ -392,3 +392,35 @@ fn every_config_example_in_the_repo_parses_and_so_do_their_commented_variants() 
         assert!(!config.watches.is_empty(), "{name}");
     }
 }
+
+#[test]
+fn outcome_settings_are_per_watch_over_defaults_and_checked() {
+    let p = Path::new("/etc/batchdrop.toml");
+    let text = "[upload]\nmax_processing_age = \"2h\"\n[defaults]\non_batch_failure = \"isolate\"\nisolate_max_extra_batches = 4\n[[watch]]\npath='a'\ndataset='d'\n[[watch]]\npath='b'\ndataset='d'\non_batch_failure = \"fail\"\npartial_ingestion_percent = 5\n";
+    let c = Config::parse(text, p).unwrap();
+    let (a, b) = (c.watches[0].outcomes, c.watches[1].outcomes);
+    assert_eq!(a.on_batch_failure, OnBatchFailure::Isolate);
+    assert_eq!(a.isolate_max_extra_batches, 4);
+    assert_eq!(a.partial_ingestion_percent, 0);
+    assert_eq!(b.on_batch_failure, OnBatchFailure::Fail);
+    assert_eq!(b.partial_ingestion_percent, 5);
+    assert_eq!(c.upload.max_processing_age, Duration::from_secs(7200));
+    assert_eq!(c.upload.give_up_after, Duration::from_secs(72 * 3600));
+    let plain = Config::parse("[[watch]]\npath='a'\ndataset='d'\n", p).unwrap();
+    assert_eq!(plain.watches[0].outcomes, Outcomes::default());
+    let err = Config::parse(
+        "[[watch]]\npath='a'\ndataset='d'\npartial_ingestion_percent = 101\n",
+        p,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("partial_ingestion_percent"),
+        "{err}"
+    );
+    let err = Config::parse(
+        "[[watch]]\npath='a'\ndataset='d'\non_batch_failure = \"guess\"\n",
+        p,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("on_batch_failure"), "{err}");
+}

@@ -38,9 +38,15 @@ pub async fn create_batch(
         .filter(|s| !s.is_empty())
         .ok_or_else(|| ApiError::bad_request("datasetId is required (a string)"))?
         .to_owned();
-    if state.store.dataset(&dataset_id).await?.is_none() {
+    if state
+        .store
+        .visible_dataset(&dataset_id, caller.scope())
+        .await?
+        .is_none()
+    {
         return Err(ApiError::bad_request(format!(
-            "dataset {dataset_id} does not exist: create it with POST /data/foundation/catalog/dataSets first"
+            "dataset {dataset_id} does not exist in sandbox {}: create it there with POST /data/foundation/catalog/dataSets first, or send the x-sandbox-name of its sandbox",
+            caller.sandbox
         )));
     }
     let input_format = normalize_input_format(req.get("inputFormat"))?;
@@ -50,12 +56,26 @@ pub async fn create_batch(
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => return Err(ApiError::bad_request("externalId must be a string")),
     };
-    let tags = match req.get("tags") {
+    let mut tags = match req.get("tags") {
         None | Some(Value::Null) => Map::new(),
         Some(v) => validate_tags(v)?,
     };
 
     let options = batch_options(&req)?;
+    // The platform hands the processing options back as tags on the Catalog batch; the docs
+    // show bare values, the spec's tags are arrays of strings: the spec's shape is sent.
+    if let Some(on) = options.get("enableErrorDiagnostics") {
+        tags.insert("acp_enableErrorDiagnostics".into(), json!([on.to_string()]));
+    }
+    if let Some(p) = options
+        .get("partialIngestionPercentage")
+        .and_then(Value::as_f64)
+    {
+        tags.insert(
+            "acp_partialIngestionPercent".into(),
+            json!([format!("{p}")]),
+        );
+    }
     let replay = match req.get("replay") {
         None | Some(Value::Null) => None,
         Some(v) => Some(validate_replay(&state, v, &dataset_id).await?),

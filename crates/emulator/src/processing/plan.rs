@@ -21,6 +21,10 @@ pub(super) struct BatchError {
     pub description: String,
     /// How many records it concerns; the summaries the platform sends carry none.
     pub record_count: Option<u64>,
+    /// The emulator's own explanations (which file, which row, which field), sent as
+    /// `emulatorDetails`: a field no client of the real platform reads, since the platform's
+    /// descriptions are generic.
+    pub details: Vec<String>,
 }
 
 impl BatchError {
@@ -29,7 +33,14 @@ impl BatchError {
             code,
             description,
             record_count,
+            details: Vec::new(),
         }
+    }
+
+    /// This entry with the emulator's own explanations added.
+    pub fn with_details(mut self, details: Vec<String>) -> BatchError {
+        self.details = details;
+        self
     }
 
     pub fn to_json(&self) -> Value {
@@ -37,6 +48,9 @@ impl BatchError {
             serde_json::json!({"code": self.code.as_str(), "description": self.description});
         if let Some(n) = self.record_count {
             e["recordCount"] = n.into();
+        }
+        if !self.details.is_empty() {
+            e["emulatorDetails"] = self.details.clone().into();
         }
         e
     }

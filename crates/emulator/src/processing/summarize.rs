@@ -67,7 +67,7 @@ pub(super) fn summarize(
             .partial_pct
             .is_some_and(|p| (totals.failed as f64) * 100.0 <= p * totals.records as f64);
     if totals.failed > 0 {
-        errors.extend(row_errors(id, plan, results, partial_ok, &totals));
+        errors.extend(row_errors(plan, results, partial_ok, &totals));
     }
     if forced {
         errors.push(BatchError::new(
@@ -136,7 +136,10 @@ fn file_errors(id: &str, results: &[FileResult]) -> Vec<BatchError> {
     let mut errors: Vec<BatchError> = results
         .iter()
         .filter_map(|r| r.file_error.as_ref())
-        .map(|(code, desc)| BatchError::new(*code, desc.clone(), Some(0)))
+        .map(|(code, detail)| {
+            BatchError::new(*code, code.description().to_owned(), Some(0))
+                .with_details(vec![detail.clone()])
+        })
         .collect();
     if results.is_empty() {
         errors.push(BatchError::new(
@@ -180,18 +183,17 @@ fn storage_errors(results: &[FileResult]) -> Vec<BatchError> {
         .collect()
 }
 
-/// The entries about refused records: with diagnostics, a partial-ingestion summary (when it
-/// applies) and one entry per file, code and field; without, the platform's one summary, to
-/// which the emulator adds where it saw the problems.
+/// The entries about refused records, as generic as the platform's: without diagnostics its
+/// one summary; with them a partial-ingestion summary (when it applies) and one entry per code
+/// with its record count. Which file, row and field stay in `emulatorDetails` (and in the
+/// batch's `row_errors` files).
 fn row_errors(
-    id: &str,
     plan: &Plan,
     results: &[FileResult],
     partial_ok: bool,
     totals: &Totals,
 ) -> Vec<BatchError> {
     let (ok, failed) = (totals.ok, totals.failed);
-    let mut errors = Vec::new();
     if !plan.diagnostics {
         let seen: Vec<String> = results
             .iter()
@@ -203,25 +205,22 @@ fn row_errors(
                     .map(|g| format!("{} ({})", g.first, g.code))
             })
             .collect();
-        errors.push(BatchError::new(
-            Code::ErrorsNoDiagnostics,
-            format!(
-                "Encountered errors while parsing, converting or otherwise validating the data. Please resend the data with error diagnostics enabled to collect additional information on failure types. The emulator saw {failed} failed record(s): {}",
-                seen.join("; ")
-            ),
-            None,
-        ));
-        return errors;
+        let summary = Code::ErrorsNoDiagnostics;
+        return vec![
+            BatchError::new(summary, summary.description().to_owned(), None).with_details(seen),
+        ];
     }
+    let mut errors = Vec::new();
     if partial_ok {
         errors.push(BatchError::new(
             Code::PartialSummary,
             format!(
-                "Encountered {failed} errors in the data. Successfully ingested {ok} rows. Please review the associated diagnostic files for more details (GET /data/foundation/export/batches/{id}/failed)."
+                "Encountered {failed} errors in the data. Successfully ingested {ok} rows. Please review the associated diagnostic files for more details."
             ),
             None,
         ));
     }
+    let mut per_code: Vec<BatchError> = Vec::new();
     for r in results {
         for g in &r.groups {
             let field = match &g.pointer {
@@ -230,19 +229,23 @@ fn row_errors(
                 None if g.code == Code::UnparsableRow => String::new(),
                 None => ", other fields".into(),
             };
-            errors.push(BatchError::new(
-                g.code,
-                format!(
-                    "{} file '{}'{field}: {} record(s); first: {}",
-                    g.code.row_description(),
-                    r.path,
-                    g.count,
-                    g.first
+            let detail = format!(
+                "file '{}'{field}: {} record(s); first: {}",
+                r.path, g.count, g.first
+            );
+            match per_code.iter_mut().find(|e| e.code == g.code) {
+                Some(entry) => {
+                    entry.record_count = Some(entry.record_count.unwrap_or(0) + g.count);
+                    entry.details.push(detail);
+                }
+                None => per_code.push(
+                    BatchError::new(g.code, g.code.row_description().to_owned(), Some(g.count))
+                        .with_details(vec![detail]),
                 ),
-                Some(g.count),
-            ));
+            }
         }
     }
+    errors.extend(per_code);
     errors
 }
 
@@ -321,11 +324,9 @@ mod tests {
         assert_eq!(o.metrics["outputRecordCount"], 0);
         assert_eq!(o.errors.len(), 1);
         assert_eq!(o.errors[0].code, Code::ErrorsNoDiagnostics);
-        assert!(
-            o.errors[0]
-                .description
-                .contains("/age: expected an integer (INGEST-1542-400)")
-        );
+        assert!(o.errors[0].description.ends_with("on failure types"));
+        assert!(!o.errors[0].description.contains("p.json"));
+        assert!(o.errors[0].details[0].contains("/age: expected an integer (INGEST-1542-400)"));
         assert_eq!(o.errors[0].to_json().get("recordCount"), None);
 
         let o = summarize(
@@ -342,11 +343,9 @@ mod tests {
             codes,
             vec![Code::PartialSummary, Code::Record(IssueCode::Type)]
         );
-        assert!(
-            o.errors[1]
-                .description
-                .contains("file 'p.json', field /age: 1 record(s)")
-        );
+        assert!(!o.errors[1].description.contains("p.json"));
+        assert_eq!(o.errors[1].record_count, Some(1));
+        assert!(o.errors[1].details[0].contains("file 'p.json', field /age: 1 record(s)"));
         assert_eq!(o.served, vec![("f1".to_owned(), 90)]);
         assert!(o.unserved.is_empty());
 

@@ -2,6 +2,13 @@
 //! schemas' JSON, kept so that they are registered again at the next start.
 
 use super::rows::{DatasetRow, NewDataset};
+
+/// Whose datasets a call may see: the caller's organisation and sandbox.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    pub org: &'a str,
+    pub sandbox: &'a str,
+}
 use super::{DbError, Page, Store, now_ms};
 
 impl Store {
@@ -10,6 +17,26 @@ impl Store {
             .bind(id)
             .fetch_optional(&self.pool)
             .await
+    }
+
+    /// The dataset if the caller's organisation and sandbox can see it: datasets belong to
+    /// the sandbox (and organisation) they were created in, and are 404 from any other. Those
+    /// the emulator's owner set up without naming one (`ensure_dataset`, config seeds without
+    /// `sandbox`) are seen from every sandbox.
+    pub async fn visible_dataset(
+        &self,
+        id: &str,
+        scope: Scope<'_>,
+    ) -> Result<Option<DatasetRow>, DbError> {
+        sqlx::query_as::<_, DatasetRow>(
+            "SELECT * FROM datasets WHERE id = ?
+               AND (sandbox = '' OR sandbox = ?) AND (ims_org = '' OR ims_org = ?)",
+        )
+        .bind(id)
+        .bind(scope.sandbox)
+        .bind(scope.org)
+        .fetch_optional(&self.pool)
+        .await
     }
 
     /// Deletes a dataset and the current view of its rows (returns whether it existed). Its
@@ -125,18 +152,24 @@ impl Store {
             .await
     }
 
-    /// A page of datasets, optionally only those with this name.
+    /// A page of the datasets the caller can see (see [`Store::visible_dataset`]),
+    /// optionally only those with this name.
     pub async fn list_datasets(
         &self,
+        scope: Scope<'_>,
         name: Option<&str>,
         page: &Page,
     ) -> Result<Vec<DatasetRow>, DbError> {
-        let mut sql = String::from("SELECT * FROM datasets WHERE 1 = 1");
+        let mut sql = String::from(
+            "SELECT * FROM datasets WHERE (sandbox = '' OR sandbox = ?) AND (ims_org = '' OR ims_org = ?)",
+        );
         if name.is_some() {
             sql.push_str(" AND name = ?");
         }
         sql.push_str(&page.clause());
-        let mut query = sqlx::query_as::<_, DatasetRow>(sqlx::AssertSqlSafe(sql));
+        let mut query = sqlx::query_as::<_, DatasetRow>(sqlx::AssertSqlSafe(sql))
+            .bind(scope.sandbox.to_owned())
+            .bind(scope.org.to_owned());
         if let Some(n) = name {
             query = query.bind(n.to_owned());
         }

@@ -38,10 +38,11 @@ mod outcome;
 mod rows;
 
 pub use batches::BatchFilter;
+pub use datasets::Scope;
 pub use outcome::OutcomeTx;
 pub use rows::{
-    BatchRow, BatchStatus, ChunkPlace, ChunkRow, DatasetRow, FileKind, FileRow, FileState,
-    NewBatch, NewDataset, NewFailedRow,
+    BatchRow, BatchStatus, ChunkPlace, ChunkRow, DatasetRow, FailedRow, FileKind, FileRow,
+    FileState, NewBatch, NewDataset, NewFailedRow,
 };
 /// What a metadata query fails with (outside this module, no code names the database crate).
 pub use sqlx::Error as DbError;

@@ -39,7 +39,12 @@ async fn create_batch_returns_the_batch_object() {
     assert_eq!(b["relatedObjects"], json!([{"type": "dataSet", "id": ds}]));
     assert_eq!(b["version"], "1.0.0");
     assert_eq!(b["externalId"], "ext-1");
-    assert_eq!(b["tags"], json!({"team": ["growth"]}));
+    // The processing options come back as tags, in the spec's shape (arrays of strings).
+    assert_eq!(
+        b["tags"],
+        json!({"team": ["growth"], "acp_enableErrorDiagnostics": ["true"],
+               "acp_partialIngestionPercent": ["5"]})
+    );
     assert_eq!(
         b["inputFormat"],
         json!({"format": "json", "isMultiLineJson": true})

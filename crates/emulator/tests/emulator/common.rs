@@ -12,6 +12,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// The workspace's top folder. This file is compiled in `crates/emulator`'s tests and, through
 /// `#[path]`, in the top package's `tests/mapping.rs` (the binary's `map` with the emulator),
 /// whose manifest is the workspace's own.
+/// A batch error entry's generic description and the emulator's own explanations
+/// (`emulatorDetails`: which file, row and field), in one text.
+pub fn details(error: &Value) -> String {
+    let mut text = error["description"].as_str().unwrap_or_default().to_owned();
+    for d in error["emulatorDetails"].as_array().into_iter().flatten() {
+        text.push_str(" | ");
+        text.push_str(d.as_str().unwrap_or_default());
+    }
+    text
+}
+
 pub fn workspace() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     if manifest.join("crates/emulator").is_dir() {

@@ -117,25 +117,17 @@ async fn files_are_listed_downloaded_and_disappear_after_revert() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["data"], json!([]));
 
-    // Unknown ids.
-    assert_eq!(
-        get_json(
+    // Unknown batches: no files and no failed rows (the spec documents no 404 for these lists);
+    // an unknown dataset file is 404.
+    for list in ["files", "failed"] {
+        let (s, v) = get_json(
             &env,
-            &format!("{EXPORT}/batches/01HZZZZZZZZZZZZZZZZZZZZZZZ/files")
+            &format!("{EXPORT}/batches/01HZZZZZZZZZZZZZZZZZZZZZZZ/{list}"),
         )
-        .await
-        .0,
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        get_json(
-            &env,
-            &format!("{EXPORT}/batches/01HZZZZZZZZZZZZZZZZZZZZZZZ/failed")
-        )
-        .await
-        .0,
-        StatusCode::NOT_FOUND
-    );
+        .await;
+        assert_eq!(s, StatusCode::OK, "{list}: {v}");
+        assert_eq!(v["data"], json!([]), "{list}");
+    }
     assert_eq!(
         get_json(&env, &format!("{EXPORT}/files/nope")).await.0,
         StatusCode::NOT_FOUND
@@ -235,6 +227,84 @@ async fn preview_shows_the_first_rows() {
     );
 }
 
+/// The text of a `meta?path=` download.
+async fn get_text(env: &Env, path: &str) -> (StatusCode, String) {
+    let r = env.req(Method::GET, path).send().await.unwrap();
+    (r.status(), r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn row_errors_and_input_files_live_in_the_batch_meta_without_input_names() {
+    let env = start(cfg()).await;
+    let rows = b"{\"a\":1}\nnot json\n{\"a\":3}\n".to_vec();
+    let (_, batch, b) = env
+        .ingest_with(
+            json!({"format": "json"}),
+            json!({"enableErrorDiagnostics": true, "partialIngestionPercentage": 50}),
+            &[
+                ("secret-name.json", rows.clone()),
+                ("ok.json", b"{\"a\":1}\n".to_vec()),
+            ],
+        )
+        .await;
+    assert_eq!(b["status"], "success", "{b}");
+    assert_eq!(b["errors"][0]["code"], "INGEST-1212-400");
+    assert_eq!(
+        b["errors"][0]["description"],
+        "Encountered 1 errors in the data. Successfully ingested 3 rows. Please review the associated diagnostic files for more details."
+    );
+    let meta = format!("{EXPORT}/batches/{batch}/meta");
+    let (s, v) = get_json(&env, &format!("{meta}?path=row_errors")).await;
+    assert_eq!(s, StatusCode::OK);
+    let listed = v["data"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{v}");
+    assert_eq!(listed[0]["name"], "parsing_errors_0.json");
+    let (_, text) = get_text(
+        &env,
+        &format!("{meta}?path=row_errors/parsing_errors_0.json"),
+    )
+    .await;
+    assert_eq!(listed[0]["length"], text.len().to_string());
+    assert!(
+        listed[0]["_links"]["self"]["href"]
+            .as_str()
+            .unwrap()
+            .ends_with("meta?path=row_errors%2Fparsing_errors_0.json")
+    );
+    let record: Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(record["_corrupt_record"], "not json");
+    assert_eq!(record["_errors"][0]["code"], "1401");
+    assert_eq!(record["_filename"], "parsing_errors_0.json");
+    assert!(!text.contains("secret-name"), "{text}");
+    // The input files, one metadata file each.
+    let (_, v) = get_json(&env, &format!("{meta}?path=input_files")).await;
+    assert_eq!(v["data"].as_array().unwrap().len(), 2, "{v}");
+    let (_, text) = get_text(&env, &format!("{meta}?path=input_files/input_file_1.json")).await;
+    assert_eq!(text, "{\"path\":\"secret-name.json\"}\n");
+    // A path that is not there.
+    let (s, _) = get_json(&env, &format!("{meta}?path=nothing")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = get_json(&env, &format!("{meta}?path=row_errors/x.json")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Without diagnostics there are no row errors, and one terse error.
+    let (_, batch, b) = env
+        .ingest(json!({"format": "json"}), &[("secret-name.json", rows)])
+        .await;
+    assert_eq!(b["status"], "failed");
+    assert!(
+        !b["errors"][0]["description"]
+            .to_string()
+            .contains("secret-name")
+    );
+    let (_, v) = get_json(
+        &env,
+        &format!("{EXPORT}/batches/{batch}/meta?path=row_errors"),
+    )
+    .await;
+    assert_eq!(v["data"], json!([]));
+}
+
 #[tokio::test]
 async fn batch_file_lists_page_and_datasets_preview_their_rows() {
     let env = start(cfg()).await;
@@ -273,13 +343,24 @@ async fn batch_file_lists_page_and_datasets_preview_their_rows() {
         seen,
         ["f0.json", "f1.json", "f2.json", "f3.json", "f4.json"]
     );
-    // A limit over 100 is capped; 0 and garbage are refused.
-    let (_, v) = get_json(&env, &format!("{EXPORT}/batches/{batch}/files?limit=500")).await;
-    assert_eq!(v["_page"]["limit"], 100);
-    for bad in ["limit=0", "limit=x", "start=-1"] {
-        let (s, _) = get_json(&env, &format!("{EXPORT}/batches/{batch}/files?{bad}")).await;
-        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
+    // A limit over 100 is capped; 0 and garbage are the default (the spec documents no 400).
+    for (query, limit) in [
+        ("limit=500", 100),
+        ("limit=0", 100),
+        ("limit=x", 100),
+        ("limit=3", 3),
+    ] {
+        let (s, v) = get_json(&env, &format!("{EXPORT}/batches/{batch}/files?{query}")).await;
+        assert_eq!(s, StatusCode::OK, "{query}");
+        assert_eq!(v["_page"]["limit"], limit, "{query}");
     }
+    let (s, v) = get_json(&env, &format!("{EXPORT}/batches/{batch}/files?start=-1")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        v["data"].as_array().unwrap().len(),
+        5,
+        "start=-1 reads from the first"
+    );
 
     // The dataset preview: the dataset's rows, from its successful batches.
     let (s, v) = get_json(&env, &format!("{EXPORT}/datasets/{ds}/preview")).await;

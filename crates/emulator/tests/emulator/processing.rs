@@ -117,11 +117,9 @@ async fn empty_file_fails_with_106() {
             .iter()
             .find(|e| e["code"] == "106")
             .unwrap_or_else(|| panic!("{b}"));
-        let d = e["description"].as_str().unwrap();
-        assert!(
-            d.contains("Dataset file is empty") && d.contains("empty.dat"),
-            "{d}"
-        );
+        assert_eq!(e["description"], "Dataset file is empty.", "no file named");
+        let d = details(e);
+        assert!(d.contains("empty.dat"), "{d}");
         assert_eq!(b["metrics"]["outputRecordCount"], 0);
     }
 }
@@ -137,12 +135,8 @@ async fn csv_with_empty_header_row_fails_with_118() {
         .await;
     assert_eq!(b["status"], "failed");
     assert_eq!(b["errors"][0]["code"], "118", "{b}");
-    assert!(
-        b["errors"][0]["description"]
-            .as_str()
-            .unwrap()
-            .contains("x.csv")
-    );
+    assert!(!b["errors"][0]["description"].to_string().contains("x.csv"));
+    assert!(details(&b["errors"][0]).contains("x.csv"));
     let (_, _, b) = env
         .ingest(
             json!({"format": "csv"}),
@@ -164,11 +158,11 @@ async fn non_parquet_fails_with_200() {
     assert_eq!(b["status"], "failed");
     assert_eq!(b["errors"][0]["code"], "200", "{b}");
     assert!(
-        b["errors"][0]["description"]
-            .as_str()
-            .unwrap()
+        !b["errors"][0]["description"]
+            .to_string()
             .contains("x.parquet")
     );
+    assert!(details(&b["errors"][0]).contains("x.parquet"));
     // Right magic, broken inside.
     let mut broken = parquet_bytes(100);
     let mid = broken.len() / 2;
@@ -192,7 +186,8 @@ async fn unparsable_rows_fail_the_batch_with_ingest_1401() {
     let data = b"{\"a\":1}\nnot json\n{\"a\":3}\n\n[1,2]\n{\"a\":6}\n".to_vec();
     let size = data.len();
     let diag = json!({"enableErrorDiagnostics": true});
-    // Diagnostics off: the platform's one summary (the emulator says where it looked).
+    // Diagnostics off: the platform's one summary, word for word (the emulator says where it
+    // looked in a field of its own).
     let (_, _, b) = env
         .ingest(json!({"format": "json"}), &[("rows.json", data.clone())])
         .await;
@@ -201,11 +196,12 @@ async fn unparsable_rows_fail_the_batch_with_ingest_1401() {
     assert_eq!(errors.len(), 1, "{b}");
     assert_eq!(errors[0]["code"], "INGEST-1211-400");
     assert!(errors[0].get("recordCount").is_none(), "{b}");
-    let d = errors[0]["description"].as_str().unwrap();
-    assert!(
-        d.contains("error diagnostics enabled") && d.contains("rows.json") && d.contains("row 2"),
-        "{d}"
+    assert_eq!(
+        errors[0]["description"],
+        "Encountered errors while parsing, converting or otherwise validating the data. Please resend the data with error diagnostics enabled to collect additional information on failure types"
     );
+    let d = details(&errors[0]);
+    assert!(d.contains("rows.json") && d.contains("row 2"), "{d}");
     assert_eq!(b["metrics"]["failedRecordCount"], 2);
     // Diagnostics on: each code with its record count.
     let (_, batch, b) = env
@@ -224,7 +220,11 @@ async fn unparsable_rows_fail_the_batch_with_ingest_1401() {
     let e = &b["errors"][0];
     assert_eq!(e["code"], "INGEST-1401-400");
     assert_eq!(e["recordCount"], 2);
-    let d = e["description"].as_str().unwrap();
+    assert_eq!(
+        e["description"],
+        "The row has corrupted data and cannot be read or parsed. Fix the corrupted data and try again."
+    );
+    let d = details(e);
     assert!(d.contains("rows.json") && d.contains("row 2"), "{d}");
     // The failed rows are listed with their errors.
     let failed: Value = env
@@ -253,13 +253,7 @@ async fn unparsable_rows_fail_the_batch_with_ingest_1401() {
         .await;
     assert_eq!(b["status"], "failed");
     assert_eq!(b["metrics"]["failedRecordCount"], 1);
-    assert!(
-        b["errors"][0]["description"]
-            .as_str()
-            .unwrap()
-            .contains("row 3"),
-        "{b}"
-    );
+    assert!(details(&b["errors"][0]).contains("row 3"), "{b}");
 
     // A broken multi-line JSON array.
     let (_, _, b) = env
@@ -272,13 +266,7 @@ async fn unparsable_rows_fail_the_batch_with_ingest_1401() {
     assert_eq!(b["status"], "failed");
     assert_eq!(b["errors"][0]["code"], "INGEST-1401-400");
     assert_eq!(b["metrics"]["inputRecordCount"], 3);
-    assert!(
-        b["errors"][0]["description"]
-            .as_str()
-            .unwrap()
-            .contains("row 3"),
-        "{b}"
-    );
+    assert!(details(&b["errors"][0]).contains("row 3"), "{b}");
 }
 
 #[tokio::test]
@@ -300,22 +288,14 @@ async fn every_file_with_bad_rows_is_reported_even_past_the_stored_rows_cap() {
     assert_eq!(b["status"], "failed");
     assert_eq!(b["metrics"]["failedRecordCount"], 1501);
     assert_eq!(b["metrics"]["inputRecordCount"], 1502);
+    // One entry per code, as the platform sends; each file in the emulator's own details.
     let errors = b["errors"].as_array().unwrap();
-    assert_eq!(errors.len(), 2, "{errors:?}");
-    assert_eq!(errors[0]["recordCount"], 1500);
-    assert!(
-        errors[0]["description"]
-            .as_str()
-            .unwrap()
-            .contains("'a.json'")
-    );
-    assert_eq!(errors[1]["recordCount"], 1);
-    assert!(
-        errors[1]["description"]
-            .as_str()
-            .unwrap()
-            .contains("'b.json'")
-    );
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0]["recordCount"], 1501);
+    let details = errors[0]["emulatorDetails"].as_array().unwrap();
+    assert!(details[0].as_str().unwrap().contains("'a.json'"));
+    assert!(details[0].as_str().unwrap().contains("1500 record(s)"));
+    assert!(details[1].as_str().unwrap().contains("'b.json'"));
     let failed: Value = env
         .req(Method::GET, &format!("{EXPORT}/batches/{batch}/failed"))
         .send()

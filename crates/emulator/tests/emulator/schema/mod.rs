@@ -233,16 +233,23 @@ fn errors_with<'a>(b: &'a Value, code: &str) -> Vec<&'a Value> {
         .unwrap_or_default()
 }
 
-/// The error entry of this code whose description names this field.
-fn error_for<'a>(b: &'a Value, code: &str, pointer: &str) -> &'a Value {
+/// The emulator's own explanation (in `emulatorDetails`) of the records of this code at this
+/// field: `file 'NAME', field P: N record(s); first: ...` (the platform's descriptions are
+/// generic).
+fn error_for(b: &Value, code: &str, pointer: &str) -> String {
     errors_with(b, code)
         .into_iter()
-        .find(|e| {
-            e["description"]
-                .as_str()
-                .is_some_and(|d| d.contains(&format!("field {pointer}:")))
-        })
+        .flat_map(|e| e["emulatorDetails"].as_array().cloned().unwrap_or_default())
+        .filter_map(|d| d.as_str().map(str::to_owned))
+        .find(|d| d.contains(&format!("field {pointer}:")))
         .unwrap_or_else(|| panic!("no {code} error for {pointer} in {b:#}"))
+}
+
+/// How many records of this code failed at this field, as the emulator's explanation counts them.
+fn count_for(b: &Value, code: &str, pointer: &str) -> u64 {
+    let d = error_for(b, code, pointer);
+    let (_, after) = d.split_once(": ").unwrap();
+    after.split_once(' ').unwrap().0.parse().unwrap()
 }
 
 fn parquet_of(columns: Vec<(&str, ArrayRef)>) -> Vec<u8> {

@@ -1,0 +1,99 @@
+//! The local check of a queued file before it is batched: one read of the version queued
+//! (opened as the batcher opens it for hashing, checked against the queued identity, bounded
+//! by the queued size) feeds both the SHA-256 and the record check, streaming, so memory stays
+//! flat and the file is read once.
+//!
+//! It reads; deciding what happens to a file with bad rows is the batcher's (`validate` of
+//! the watch), recording it the store's.
+
+use std::io::{self, Read};
+
+use sha2::{Digest, Sha256};
+
+use super::validate::{FileCheck, Validator};
+use crate::store::FileRow;
+
+/// What one read of a queued file gave.
+#[derive(Debug)]
+pub struct Checked {
+    pub sha256: String,
+    pub check: FileCheck,
+}
+
+/// Reads the queued version of `file` once: its hash and its records' check. `Ok(None)` when
+/// what is there now is not the version queued (or the system is short of descriptors): try
+/// again later.
+pub fn check_queued(validator: &Validator, file: &FileRow) -> io::Result<Option<Checked>> {
+    let Some(opened) = crate::batcher::open_queued(file)? else {
+        return Ok(None);
+    };
+    let queued = file.identity();
+    let mut reader = Hashing {
+        inner: (&opened.file).take(queued.size),
+        hasher: Sha256::new(),
+        read: 0,
+    };
+    let check = validator.check(&mut reader, file.format, file.multiline_json)?;
+    // A check that stopped early (a syntax error) leaves bytes to hash.
+    io::copy(&mut reader, &mut io::sink())?;
+    if reader.read != queued.size {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "the file ends after {} of the {} bytes recorded",
+                reader.read, queued.size
+            ),
+        ));
+    }
+    Ok(Some(Checked {
+        sha256: format!("{:x}", reader.hasher.finalize()),
+        check,
+    }))
+}
+
+/// A reader that hashes what passes through it.
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+    read: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+/// The reason a file with bad rows carries (its receipt's `reason`): the platform's codes,
+/// rows and fields, the first few of them, and what to do.
+pub fn refusal(file: &FileRow, check: &FileCheck) -> String {
+    const SHOWN: usize = 5;
+    let listed: Vec<String> = check
+        .problems
+        .iter()
+        .take(SHOWN)
+        .map(|p| {
+            format!(
+                "file '{}' row {}: {} ({})",
+                file.rel_path, p.row, p.message, p.code
+            )
+        })
+        .collect();
+    let more = check.problems.len().saturating_sub(SHOWN);
+    format!(
+        "{} of {} records of {} break the dataset's schema and would be refused by the platform, so it was not uploaded: {}{}; \
+         fix those rows and drop the file again (see them all with `batchdrop validate`), or set validate = \"warn\" or \"off\" on the watch",
+        check.bad_rows,
+        check.records,
+        file.rel_path,
+        listed.join("; "),
+        if more > 0 {
+            format!("; and {more} more")
+        } else {
+            String::new()
+        }
+    )
+}

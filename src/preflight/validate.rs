@@ -1,0 +1,388 @@
+//! The local check of a file's records against its dataset's schema, before upload: the same
+//! rules, conversions and codes as the platform's (`batchdrop_xdm`), and the same row numbers
+//! (the line for JSON Lines and CSV, the element for a multi-line JSON array or a sequence of
+//! objects). It reads from any `Read`, streaming, one record held at a time, so the caller can
+//! feed it the bytes it hashes in the same pass.
+//!
+//! It reads; it must not open, move or upload files, and knows nothing of receipts. Parquet
+//! is not read here (the platform checks its columns itself).
+
+use std::io::{self, BufRead, BufReader, Read};
+
+use batchdrop_xdm::{CheckMode, CsvColumns, Issue, Schema, Source};
+use serde::de::{Deserializer as _, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+use crate::api::RegistrySchema;
+use crate::config::Format;
+
+/// The platform's code of a row that cannot be read or parsed.
+pub const UNPARSABLE: &str = "INGEST-1401-400";
+/// The largest record read, as the platform's emulator bounds it; larger ones fail the row.
+pub const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
+/// Row problems kept per file (the rest are counted in `FileCheck::bad_rows`).
+pub const MAX_PROBLEMS_KEPT: usize = 100;
+
+/// One problem of one row.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RowProblem {
+    /// 1-based, as the platform numbers rows.
+    pub row: u64,
+    pub code: String,
+    /// JSON pointer of the field at fault (none when the row cannot be parsed).
+    pub field: Option<String>,
+    pub message: String,
+}
+
+/// What checking one file found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FileCheck {
+    pub records: u64,
+    /// Rows with at least one problem.
+    pub bad_rows: u64,
+    /// The first [`MAX_PROBLEMS_KEPT`] problems.
+    pub problems: Vec<RowProblem>,
+    /// Not checked at all (Parquet), and why.
+    pub skipped: Option<String>,
+}
+
+impl FileCheck {
+    pub fn is_clean(&self) -> bool {
+        self.bad_rows == 0
+    }
+
+    fn fail(&mut self, problems: impl IntoIterator<Item = RowProblem>) {
+        self.bad_rows += 1;
+        let room = MAX_PROBLEMS_KEPT.saturating_sub(self.problems.len());
+        self.problems.extend(problems.into_iter().take(room));
+    }
+
+    fn unparsable(&mut self, row: u64, message: String) {
+        self.fail([RowProblem {
+            row,
+            code: UNPARSABLE.to_owned(),
+            field: None,
+            message,
+        }]);
+    }
+}
+
+/// A compiled schema and how to check records against it.
+pub struct Validator {
+    schema: Schema,
+    upsert: bool,
+}
+
+impl Validator {
+    /// `upsert`: rows carry only the fields they change, so required fields are not checked.
+    pub fn new(schema: &RegistrySchema, upsert: bool) -> Result<Validator, String> {
+        let schema = Schema::compile(&schema.document, Some(&schema.id), None, None)?;
+        Ok(Validator { schema, upsert })
+    }
+
+    /// Checks every record `reader` holds, read as `format`.
+    pub fn check(
+        &self,
+        reader: impl Read,
+        format: Format,
+        multiline_json: bool,
+    ) -> io::Result<FileCheck> {
+        let mut out = FileCheck::default();
+        let reader = BufReader::with_capacity(1 << 16, reader);
+        match format {
+            Format::Json if multiline_json => self.json_document(reader, &mut out)?,
+            Format::Json => self.json_lines(reader, &mut out)?,
+            Format::Csv => self.csv(reader, &mut out)?,
+            Format::Parquet => {
+                out.skipped = Some("Parquet files are not checked locally".to_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    fn mode(&self, source: Source) -> CheckMode {
+        CheckMode {
+            source,
+            skip_required: self.upsert,
+            // As the platform's batch ingestion, which does not check them.
+            patterns: false,
+        }
+    }
+
+    fn record(&self, out: &mut FileCheck, row: u64, record: &Map<String, Value>, source: Source) {
+        out.records += 1;
+        let mut issues: Vec<Issue> = Vec::new();
+        self.schema.check(record, self.mode(source), &mut issues);
+        if !issues.is_empty() {
+            out.fail(issues.into_iter().map(|i| RowProblem {
+                row,
+                code: i.code.code().to_owned(),
+                field: Some(i.pointer),
+                message: i.message,
+            }));
+        }
+    }
+
+    fn value(&self, out: &mut FileCheck, row: u64, value: Value) {
+        match value {
+            Value::Object(record) => self.record(out, row, &record, Source::Json),
+            other => {
+                out.records += 1;
+                out.unparsable(
+                    row,
+                    format!(
+                        "expected a JSON object, found {}",
+                        batchdrop_xdm::json_kind(&other)
+                    ),
+                );
+            }
+        }
+    }
+
+    fn json_lines(&self, mut reader: impl BufRead, out: &mut FileCheck) -> io::Result<()> {
+        let mut line = Vec::new();
+        let mut row = 0u64;
+        loop {
+            line.clear();
+            let n = (&mut reader)
+                .take(MAX_RECORD_BYTES as u64 + 1)
+                .read_until(b'\n', &mut line)?;
+            if n == 0 {
+                return Ok(());
+            }
+            row += 1;
+            if line.len() > MAX_RECORD_BYTES && line.last() != Some(&b'\n') {
+                // Skip the rest of this line without holding it.
+                let mut sink = Vec::new();
+                while (&mut reader).take(1 << 20).read_until(b'\n', &mut sink)? > 0
+                    && sink.last() != Some(&b'\n')
+                {
+                    sink.clear();
+                }
+                out.records += 1;
+                out.unparsable(row, format!("longer than {MAX_RECORD_BYTES} bytes"));
+                continue;
+            }
+            let mut bytes = line.as_slice();
+            if row == 1 {
+                bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+            }
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match serde_json::from_slice::<Value>(bytes) {
+                Ok(v) => self.value(out, row, v),
+                Err(e) => {
+                    out.records += 1;
+                    out.unparsable(row, format!("unparsable JSON: {e}"));
+                }
+            }
+        }
+    }
+
+    /// Multi-line JSON: one array of objects, or objects one after another.
+    fn json_document(&self, mut reader: impl BufRead, out: &mut FileCheck) -> io::Result<()> {
+        let first = loop {
+            let buf = reader.fill_buf()?;
+            let Some(&b) = buf.first() else {
+                return Ok(());
+            };
+            if b.is_ascii_whitespace() || buf.starts_with(b"\xEF\xBB\xBF") {
+                let skip = if b.is_ascii_whitespace() { 1 } else { 3 };
+                reader.consume(skip);
+                continue;
+            }
+            break b;
+        };
+        let mut de = serde_json::Deserializer::from_reader(reader);
+        let mut row = 0u64;
+        let result = if first == b'[' {
+            de.deserialize_seq(Elements {
+                validator: self,
+                out,
+                row: &mut row,
+            })
+            .and_then(|()| de.end())
+        } else {
+            let mut stream = de.into_iter::<Value>();
+            loop {
+                match stream.next() {
+                    None => break Ok(()),
+                    Some(Ok(v)) => {
+                        row += 1;
+                        self.value(out, row, v);
+                    }
+                    Some(Err(e)) => break Err(e),
+                }
+            }
+        };
+        if let Err(e) = result {
+            if e.is_io() {
+                return Err(io::Error::other(e));
+            }
+            // Where the next record starts is unknown past a syntax error.
+            out.records += 1;
+            let row = row + 1;
+            out.unparsable(
+                row,
+                format!("unparsable JSON: {e}; the rest of the file was not read"),
+            );
+        }
+        Ok(())
+    }
+
+    fn csv(&self, reader: impl Read, out: &mut FileCheck) -> io::Result<()> {
+        let mut csv = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(reader);
+        let mut record = csv::StringRecord::new();
+        let mut columns: Option<(Vec<String>, CsvColumns)> = None;
+        loop {
+            match csv.read_record(&mut record) {
+                Ok(false) => return Ok(()),
+                Ok(true) => {}
+                Err(e) => {
+                    if let csv::ErrorKind::Io(_) = e.kind() {
+                        return Err(io::Error::other(e.to_string()));
+                    }
+                    let row = e.position().map(|p| p.line()).unwrap_or(0);
+                    out.records += 1;
+                    out.unparsable(row, format!("unparsable CSV: {e}"));
+                    continue;
+                }
+            }
+            let row = record.position().map(|p| p.line()).unwrap_or(0);
+            let Some((headers, fields)) = &columns else {
+                let headers: Vec<String> = record
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| {
+                        if i == 0 {
+                            h.trim_start_matches('\u{feff}')
+                        } else {
+                            h
+                        }
+                        .to_owned()
+                    })
+                    .collect();
+                let fields = CsvColumns::new(Some(&self.schema), &headers);
+                columns = Some((headers, fields));
+                continue;
+            };
+            if record.len() != headers.len() {
+                out.records += 1;
+                out.unparsable(
+                    row,
+                    format!(
+                        "{} fields where the header has {}",
+                        record.len(),
+                        headers.len()
+                    ),
+                );
+                continue;
+            }
+            let object = fields.record(record.iter());
+            self.record(out, row, &object, Source::Csv);
+        }
+    }
+}
+
+/// The elements of a top-level array, each checked as soon as it is parsed.
+struct Elements<'a> {
+    validator: &'a Validator,
+    out: &'a mut FileCheck,
+    row: &'a mut u64,
+}
+
+impl<'de> Visitor<'de> for Elements<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON array of objects")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(v) = seq.next_element::<Value>()? {
+            *self.row += 1;
+            self.validator.value(self.out, *self.row, v);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn validator() -> Validator {
+        let schema = RegistrySchema {
+            id: "https://ns.adobe.com/test/schemas/people".into(),
+            version: "1.0".into(),
+            document: serde_json::json!({
+                "type": "object",
+                "properties": {"id": {"type": "integer"}, "name": {"type": "string", "maxLength": 5}},
+                "required": ["id"]
+            }),
+        };
+        Validator::new(&schema, false).unwrap()
+    }
+
+    fn rows(check: &FileCheck) -> Vec<(u64, &str, Option<&str>)> {
+        check
+            .problems
+            .iter()
+            .map(|p| (p.row, p.code.as_str(), p.field.as_deref()))
+            .collect()
+    }
+
+    #[test]
+    fn json_lines_rows_are_lines_blank_ones_counted_and_skipped() {
+        let text =
+            "{\"id\": 1}\n\n{\"id\": \"x\"}\n{oops\n[1]\n{\"name\": \"toolong\", \"id\": 2}\n";
+        let check = validator()
+            .check(text.as_bytes(), Format::Json, false)
+            .unwrap();
+        assert_eq!(check.records, 5);
+        assert_eq!(check.bad_rows, 4);
+        let found = rows(&check);
+        assert_eq!(found[0].0, 3);
+        assert_eq!(found[0].2, Some("/id"));
+        assert_eq!((found[1].0, found[1].1, found[1].2), (4, UNPARSABLE, None));
+        assert_eq!((found[2].0, found[2].1), (5, UNPARSABLE));
+        assert_eq!((found[3].0, found[3].2), (6, Some("/name")));
+    }
+
+    #[test]
+    fn a_json_array_numbers_its_elements_and_stops_at_a_syntax_error() {
+        let text = "[\n {\"id\": 1},\n {\"name\": \"a\"},\n {\"id\": 3}, {oops}]";
+        let check = validator()
+            .check(text.as_bytes(), Format::Json, true)
+            .unwrap();
+        let found = rows(&check);
+        assert_eq!(found[0].0, 2, "the element missing its required id");
+        assert_eq!((found[1].0, found[1].1), (4, UNPARSABLE));
+        assert_eq!(check.records, 4);
+    }
+
+    #[test]
+    fn csv_rows_are_file_lines_and_ragged_rows_fail() {
+        let text = "id,name\n1,a\n2\nseven,b\n4,d\n";
+        let check = validator()
+            .check(text.as_bytes(), Format::Csv, false)
+            .unwrap();
+        assert_eq!(check.records, 4);
+        let found = rows(&check);
+        assert_eq!((found[0].0, found[0].1), (3, UNPARSABLE));
+        assert_eq!((found[1].0, found[1].2), (4, Some("/id")));
+        assert_eq!(found.len(), 2);
+    }
+
+    #[test]
+    fn parquet_is_not_read() {
+        let check = validator()
+            .check(&b"PAR1"[..], Format::Parquet, false)
+            .unwrap();
+        assert!(check.skipped.is_some() && check.is_clean());
+    }
+}
