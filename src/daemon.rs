@@ -20,7 +20,7 @@ use crate::admin;
 use crate::api::{ApiClient, ClientConfig, ClientSecret, ErrorKind, OAuth, Secret, TokenSource};
 use crate::archiver::Archiver;
 use crate::batcher::Batcher;
-use crate::config::{Config, Credentials, Endpoint, SecretSource, Watch};
+use crate::config::{Config, Credentials, Endpoint, SecretSource, StateBackend, Watch};
 use crate::stage::{self, Ended};
 use crate::store::{Store, StoreError, now_ms};
 use crate::telemetry::Health;
@@ -51,6 +51,12 @@ pub enum DaemonError {
         "{0}; batchdrop stopped rather than run on without it (what was done is in the state database: a restart resumes from there)"
     )]
     Stage(String),
+    /// Fleet mode's database holds the fleet's coordination, but the queue itself does not
+    /// run on PostgreSQL yet (issue #22; docs/fleet.md).
+    #[error(
+        "`state` names the PostgreSQL database {url} (fleet mode), but this version of batchdrop runs its queue on SQLite only: the fleet's database, claims, leases and `batchdrop status` work, the daemon does not yet (docs/fleet.md). Remove `state` to run with state_dir"
+    )]
+    FleetQueue { url: String },
     #[error(
         "cannot serve the admin listener on {addr}: {source}; set admin_listen to a free address, or \"off\""
     )]
@@ -241,6 +247,11 @@ pub async fn run(
     opts: RunOptions,
     shutdown: CancellationToken,
 ) -> Result<Outcome, DaemonError> {
+    if let StateBackend::Postgres(pg) = &config.state {
+        return Err(DaemonError::FleetQueue {
+            url: pg.url.clone(),
+        });
+    }
     let started = now_ms();
     // Installed before any stage counts anything.
     crate::telemetry::prometheus();

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use super::CommandError;
-use crate::config::{Config, Credentials, Endpoint, SecretSource};
+use crate::config::{Config, Credentials, Endpoint, PasswordSource, SecretSource, StateBackend};
 
 pub fn run(config: &Config) -> Result<u8, CommandError> {
     let mut problems = Vec::new();
@@ -22,6 +22,24 @@ pub fn run(config: &Config) -> Result<u8, CommandError> {
             "state_dir {} is on a network filesystem ({fs}), where SQLite's locking is unreliable: put it on a local disk",
             config.state_dir.display()
         ));
+    }
+    if let StateBackend::Postgres(pg) = &config.state {
+        match &pg.password {
+            Some(PasswordSource::File(path)) => check_secret_file(
+                "[state] password_file",
+                "the database password",
+                path,
+                &mut problems,
+            ),
+            Some(PasswordSource::Env(var))
+                if std::env::var_os(var).is_none_or(|v| v.is_empty()) =>
+            {
+                problems.push(format!(
+                    "[state] password_env names {var}, which is not set (or empty) in this environment: set it where the daemon runs, or use password_file"
+                ));
+            }
+            Some(PasswordSource::Env(_)) | None => {}
+        }
     }
     match &config.platform.endpoint {
         Endpoint::Embedded { data_dir } => {
@@ -97,6 +115,13 @@ pub fn run(config: &Config) -> Result<u8, CommandError> {
 
     println!("config {}", config.path.display());
     println!("state_dir: {}", config.state_dir.display());
+    if let StateBackend::Postgres(pg) = &config.state {
+        println!(
+            "state: fleet mode, PostgreSQL {} (lease {} s; not reached by this check)",
+            pg.url,
+            pg.lease.as_secs_f64()
+        );
+    }
     match &config.platform.endpoint {
         Endpoint::Embedded { data_dir } => {
             println!(

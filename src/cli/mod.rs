@@ -22,6 +22,7 @@ pub mod push;
 pub mod retry;
 pub mod revert;
 pub mod status;
+pub mod status_fleet;
 pub mod status_watch;
 pub mod validate;
 

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::{CommandError, Target, find_target, human_bytes, iso, not_found, open_state};
-use crate::config::Config;
+use crate::config::{Config, StateBackend};
 use crate::diagnostics::Diagnostics;
 use crate::format::Format;
 use crate::store::{BatchRow, BatchState, EventRow, FileRow, FileState, Store};
@@ -162,10 +162,25 @@ pub async fn run(
     let out = match (target, &state) {
         (None, _) => {
             let o = overview(state.as_ref(), config, dataset).await?;
-            if json {
-                serde_json::to_string_pretty(&o).expect("json")
-            } else {
-                render_overview(&o)
+            // Fleet mode: the instances sharing the database, beside this state dir's view.
+            let fleet = match &config.state {
+                StateBackend::Postgres(pg) => Some(super::status_fleet::fleet(pg).await?),
+                StateBackend::Sqlite => None,
+            };
+            match (json, fleet) {
+                (true, None) => serde_json::to_string_pretty(&o).expect("json"),
+                (true, Some(fleet)) => serde_json::to_string_pretty(
+                    &serde_json::json!({ "overview": o, "fleet": fleet }),
+                )
+                .expect("json"),
+                (false, None) => render_overview(&o),
+                (false, Some(fleet)) => {
+                    format!(
+                        "{}\n{}",
+                        render_overview(&o),
+                        super::status_fleet::render(&fleet)
+                    )
+                }
             }
         }
         (Some(arg), None) => return Err(not_found(config, arg)),

@@ -9,6 +9,7 @@
 
 mod parse;
 mod raw;
+mod state;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use serde::Deserialize;
 
 pub use crate::patterns::Patterns;
 pub use crate::units::{MAX_DURATION, parse_duration};
+pub use state::{DEFAULT_LEASE, PasswordSource, PostgresState, StateBackend};
 
 /// The platform's hard limits (reference §7); a configuration may only ask for less.
 pub const PLATFORM_MAX_FILES: u64 = 1500;
@@ -139,6 +141,8 @@ pub enum Credentials {
 pub struct Config {
     pub path: PathBuf,
     pub state_dir: PathBuf,
+    /// Where the queue lives: SQLite in `state_dir`, or fleet mode's PostgreSQL.
+    pub state: StateBackend,
     /// Let the state dir live on NFS/SMB/CIFS anyway (SQLite's locking is unreliable there).
     pub allow_network_state_dir: bool,
     pub log_format: LogFormat,

@@ -87,6 +87,7 @@ impl Config {
         };
 
         let state_dir = resolve(raw.state_dir.as_deref().unwrap_or(Path::new("var/state")));
+        let state = super::state::parse(raw.state.as_ref(), &resolve).map_err(invalid)?;
 
         let p = &raw.platform;
         let credentials = match (&p.access_token_file, &p.auth) {
@@ -360,7 +361,9 @@ impl Config {
                 )));
             }
         }
+        super::state::check_fleet(&state, &platform.endpoint, &watches).map_err(invalid)?;
         Ok(Config {
+            state,
             allow_network_state_dir: raw.allow_network_state_dir.unwrap_or(false),
             admin_listen,
             probe_interval: dur(

@@ -14,6 +14,8 @@ use crate::units::Size;
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     pub(super) state_dir: Option<PathBuf>,
+    /// A URL or a table: `state.rs` reads it, with its own messages.
+    pub(super) state: Option<toml::Value>,
     pub(super) allow_network_state_dir: Option<bool>,
     pub(super) log_format: Option<LogFormat>,
     pub(super) shutdown_grace: Option<String>,

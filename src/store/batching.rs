@@ -237,7 +237,7 @@ impl Store {
             q.push_bind(batch_id)
                 .push(", dataset = ")
                 .push_bind(dataset)
-                .push(", uploaded_bytes = 0, sent = 0, updated_at = ")
+                .push(", uploaded_bytes = 0, sent = FALSE, updated_at = ")
                 .push_bind(now)
                 .push(" WHERE state = 'ready' AND id IN (");
             push_ids(&mut q, part.iter().copied());

@@ -139,7 +139,7 @@ impl Store {
         }
         sqlx::query(
             "UPDATE files SET state = 'failed', reason = $1, updated_at = $2
-             WHERE batch_id = $3 AND state IN ('ready', 'batched', 'uploaded') AND finalized = 0",
+             WHERE batch_id = $3 AND state IN ('ready', 'batched', 'uploaded') AND finalized = FALSE",
         )
         .bind(reason)
         .bind(now)
@@ -233,7 +233,7 @@ impl Store {
     /// Whether any work is left: files not yet finalized or batches not terminal.
     pub async fn pending_work(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT (SELECT COUNT(*) FROM files WHERE finalized = 0)
+            "SELECT (SELECT COUNT(*) FROM files WHERE finalized = FALSE)
                   + (SELECT COUNT(*) FROM batches WHERE state IN ('sealed','creating','loading','completing','processing'))",
         )
         .fetch_one(&self.pool)
@@ -244,7 +244,7 @@ impl Store {
     /// only waits for a block to be lifted).
     pub async fn pending_work_unblocked(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT (SELECT COUNT(*) FROM files WHERE finalized = 0
+            "SELECT (SELECT COUNT(*) FROM files WHERE finalized = FALSE
                        AND dataset NOT IN (SELECT dataset FROM blocked_datasets))
                   + (SELECT COUNT(*) FROM batches WHERE state IN ('sealed','creating','loading','completing','processing')
                        AND dataset NOT IN (SELECT dataset FROM blocked_datasets))",
@@ -266,7 +266,7 @@ impl Store {
     /// When the oldest file still waiting for its outcome was found (unix ms).
     pub async fn oldest_pending_ms(&self) -> Result<Option<i64>, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT MIN(discovered_at) FROM files WHERE finalized = 0")
+            sqlx::query_scalar("SELECT MIN(discovered_at) FROM files WHERE finalized = FALSE")
                 .fetch_one(&self.pool)
                 .await?,
         )

@@ -240,7 +240,7 @@ impl Store {
     /// Whether a sidecar at this path already belongs to a file still in the pipeline.
     pub async fn sidecar_claimed(&self, watch: &str, sidecar: &str) -> Result<bool, StoreError> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM files WHERE watch = $1 AND sidecar = $2 AND finalized = 0",
+            "SELECT COUNT(*) FROM files WHERE watch = $1 AND sidecar = $2 AND finalized = FALSE",
         )
         .bind(watch)
         .bind(sidecar)
@@ -256,7 +256,7 @@ impl Store {
         rel_path: &str,
     ) -> Result<Option<FileRow>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT * FROM files WHERE watch = $1 AND rel_path = $2 AND finalized = 0
+            "SELECT * FROM files WHERE watch = $1 AND rel_path = $2 AND finalized = FALSE
              ORDER BY id DESC LIMIT 1",
         )
         .bind(watch)
@@ -268,7 +268,7 @@ impl Store {
     /// Files queued but not finished (the resource cap on intake counts these).
     pub async fn queued_files(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM files WHERE finalized = 0 AND state IN ('ready', 'batched', 'uploaded')",
+            "SELECT COUNT(*) FROM files WHERE finalized = FALSE AND state IN ('ready', 'batched', 'uploaded')",
         )
         .fetch_one(&self.pool)
         .await?)
@@ -283,7 +283,7 @@ async fn record_ready_in(
 ) -> Result<Recorded, StoreError> {
     let same: Option<i64> = sqlx::query_scalar(
         "SELECT id FROM files WHERE watch = $1 AND rel_path = $2 AND dev = $3 AND ino = $4
-           AND size = $5 AND mtime_ns = $6 AND NOT (state IN ('failed', 'superseded') AND finalized = 1)
+           AND size = $5 AND mtime_ns = $6 AND NOT (state IN ('failed', 'superseded') AND finalized = TRUE)
          LIMIT 1",
     )
     .bind(&f.watch)
@@ -302,7 +302,7 @@ async fn record_ready_in(
     // the new version waits (`Deferred`) until the older one is finished.
     let in_flight: Option<(i64, FileState)> = sqlx::query_as(
         "SELECT id, state FROM files WHERE watch = $1 AND rel_path = $2
-           AND state IN ('ready', 'batched', 'uploaded') AND finalized = 0 LIMIT 1",
+           AND state IN ('ready', 'batched', 'uploaded') AND finalized = FALSE LIMIT 1",
     )
     .bind(&f.watch)
     .bind(&f.rel_path)

@@ -67,7 +67,7 @@ impl Store {
             .await?;
             let mut q = QueryBuilder::new("UPDATE files SET state = 'batched', batch_id = ");
             q.push_bind(new_id)
-                .push(", uploaded_bytes = 0, sent = 0, updated_at = ")
+                .push(", uploaded_bytes = 0, sent = FALSE, updated_at = ")
                 .push_bind(now)
                 .push(" WHERE batch_id = ")
                 .push_bind(batch_id)

@@ -16,6 +16,9 @@
 //! - `outcome.rs`: terminal batches and finished files (the poller and the archiver).
 //! - `blocked.rs`: datasets the platform does not know.
 //! - `commands.rs`: what the operator's commands and `/metrics` read and record.
+//! - `postgres.rs`, `fleet.rs`: fleet mode's shared PostgreSQL database (connection and
+//!   migrations; the instances, claims and leases that coordinate a fleet). The queue's own
+//!   queries do not run on it yet (docs/fleet.md says what works).
 //!
 //! Durability, chosen on purpose:
 //! - `journal_mode = WAL`: readers (`batchdrop status`) never block the daemon, and a commit is
@@ -41,10 +44,14 @@ mod batching;
 mod blocked;
 mod commands;
 mod events;
+mod fleet;
 mod intake;
 mod isolation;
 mod model;
 mod outcome;
+#[cfg(test)]
+mod plans;
+mod postgres;
 mod sqlite;
 mod stuck;
 #[cfg(test)]
@@ -59,6 +66,7 @@ use std::path::{Path, PathBuf};
 
 use sqlite::{Db, Pool};
 
+pub use fleet::{Claim, FileKey, Fleet, Guarded, InstanceRow, Lease, LeaseOn, Member};
 pub use isolation::Split;
 pub use model::*;
 pub use sqlite::network_fs;
@@ -93,6 +101,17 @@ pub enum StoreError {
         "the state database in {path} is not ready: the daemon ({holder}) is still setting it up, or is an older version of batchdrop; try again in a moment, or restart the daemon with this version"
     )]
     NotReady { path: PathBuf, holder: String },
+    #[error(
+        "fleet database {url}: {source}; check that PostgreSQL runs there and that the URL's user, database and [state] password are right"
+    )]
+    Postgres { url: String, source: sqlx::Error },
+    #[error("migrating the fleet database {url}: {source}")]
+    PostgresMigrate {
+        url: String,
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("fleet database password: {what}")]
+    Password { what: String },
     #[error("migrating state database {path}: {source}")]
     Migrate {
         path: PathBuf,

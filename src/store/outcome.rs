@@ -53,7 +53,7 @@ impl Store {
         }
         for part in requeue.chunks(400) {
             let mut q = QueryBuilder::new(
-                "UPDATE files SET state = 'ready', batch_id = NULL, uploaded_bytes = 0, sent = 0,
+                "UPDATE files SET state = 'ready', batch_id = NULL, uploaded_bytes = 0, sent = FALSE,
                    updated_at = ",
             );
             q.push_bind(now)
@@ -109,7 +109,7 @@ impl Store {
     ) -> Result<Vec<FileRow>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT f.* FROM files f LEFT JOIN batches b ON b.id = f.batch_id
-             WHERE f.finalized = 0 AND f.id > $1 AND (
+             WHERE f.finalized = FALSE AND f.id > $1 AND (
                    f.state IN ('failed', 'duplicate')
                 OR (f.state IN ('batched', 'uploaded') AND b.state IN ('success', 'failed', 'aborted')))
              ORDER BY f.id LIMIT $2",
@@ -123,7 +123,7 @@ impl Store {
     /// Where files not finished yet are about to be moved (their recorded intents).
     pub async fn pending_destinations(&self) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT final_path FROM files WHERE finalized = 0 AND final_path IS NOT NULL",
+            "SELECT final_path FROM files WHERE finalized = FALSE AND final_path IS NOT NULL",
         )
         .fetch_all(&self.pool)
         .await?)
@@ -172,7 +172,7 @@ impl Store {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         for part in done.chunks(200) {
-            let mut q = QueryBuilder::new("UPDATE files SET finalized = 1, updated_at = ");
+            let mut q = QueryBuilder::new("UPDATE files SET finalized = TRUE, updated_at = ");
             q.push_bind(now).push(",");
             push_case(&mut q, "state", part, |d| (d.file_id, &d.state));
             q.push(",");

@@ -186,7 +186,7 @@ impl Store {
     /// The intent before the first PUT or INITIALIZE of a file: from now on its batch may hold
     /// bytes of it, so a change of the file on disk taints the whole batch.
     pub async fn mark_sent(&self, file_id: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE files SET sent = 1, updated_at = $1 WHERE id = $2 AND sent = 0")
+        sqlx::query("UPDATE files SET sent = TRUE, updated_at = $1 WHERE id = $2 AND sent = FALSE")
             .bind(now_ms())
             .bind(file_id)
             .execute(&self.pool)
@@ -253,7 +253,7 @@ impl Store {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "UPDATE files SET state = 'superseded', finalized = 1, reason = $1, updated_at = $2 WHERE id = $3",
+            "UPDATE files SET state = 'superseded', finalized = TRUE, reason = $1, updated_at = $2 WHERE id = $3",
         )
         .bind(why)
         .bind(now)
@@ -286,7 +286,7 @@ impl Store {
             return Ok(());
         }
         sqlx::query(
-            "UPDATE files SET state = 'ready', batch_id = NULL, uploaded_bytes = 0, sent = 0, updated_at = $1
+            "UPDATE files SET state = 'ready', batch_id = NULL, uploaded_bytes = 0, sent = FALSE, updated_at = $1
              WHERE batch_id = $2 AND state IN ('batched', 'uploaded')",
         )
         .bind(now)

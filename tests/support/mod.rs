@@ -242,3 +242,4 @@ pub fn write_atomic(path: &Path, content: &[u8]) {
     std::fs::write(&tmp, content).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
+pub mod postgres;

@@ -1,0 +1,410 @@
+//! Fleet mode's coordination in the shared PostgreSQL database (issue #22): which instances
+//! run, which instance took each file (a claim, once), and which one drives each batch and
+//! scans each watch (a lease: owner, epoch, expiry, renewed by heartbeat). A change guarded by
+//! a lease happens only `WHERE owner = me AND epoch = mine AND` the lease has not expired, and
+//! a takeover bumps the epoch: an instance that was paused (`SIGSTOP`, a long GC-like stall) or
+//! cut off from the database can change nothing once its lease passed to another.
+//!
+//! Every time here is the database's clock (`clock_timestamp()`), never the instance's: the
+//! instances of a fleet run on different machines, and a skewed clock must not make one of
+//! them believe a lease is still its own.
+//!
+//! This module must not hold the queue's queries (files, batches and their states are the
+//! store's, one text for both backends), nor do I/O on folders or talk to the platform.
+
+use std::time::Duration;
+
+use super::postgres::{self, PgPool};
+use super::{BatchState, StoreError};
+use crate::config::PostgresState;
+
+/// The database clock in unix ms, for `concat!`.
+macro_rules! db_now {
+    () => {
+        "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+    };
+}
+
+/// A fleet's shared database, for coordination. `status` reads it without joining.
+#[derive(Clone)]
+pub struct Fleet {
+    pool: PgPool,
+    lease_ms: i64,
+}
+
+/// One running instance of the fleet: what it claims and leases is held in its name.
+#[derive(Clone)]
+pub struct Member {
+    fleet: Fleet,
+    id: String,
+}
+
+/// A file version as found in a watched folder: the unique key of its claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileKey {
+    pub watch: String,
+    pub rel_path: String,
+    pub dev: i64,
+    pub ino: i64,
+    pub size: i64,
+    pub mtime_ns: i64,
+}
+
+/// The answer to a claim on a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This instance took it: it is the only one that records, uploads and moves it.
+    Won,
+    /// Another instance (or this one, earlier) took it first.
+    Held { owner: String },
+}
+
+/// What a lease is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseOn {
+    Batch(i64),
+    Scan(String),
+}
+
+/// A lease this instance took: valid while the database says this instance still holds it at
+/// this epoch (see [`Member::holds`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    on: LeaseOn,
+    epoch: i64,
+}
+
+impl Lease {
+    pub fn on(&self) -> &LeaseOn {
+        &self.on
+    }
+
+    /// Bumped at every change of owner: a former owner's epoch is stale forever.
+    pub fn epoch(&self) -> i64 {
+        self.epoch
+    }
+}
+
+/// The result of a change guarded by a lease.
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guarded {
+    Done,
+    /// The lease expired or passed to another instance: nothing was changed, and the caller
+    /// must drop the work (its new owner resumes it from the platform's state).
+    LeaseLost,
+}
+
+/// One instance, as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct InstanceRow {
+    pub id: String,
+    pub host: String,
+    pub pid: i64,
+    pub started_at: i64,
+    /// Database clock, unix ms.
+    pub heartbeat_at: i64,
+    /// Leases held now (unexpired) on batches and on watch scans.
+    pub batch_leases: i64,
+    pub scan_leases: i64,
+    /// The database clock when this was read, to judge `heartbeat_at` by.
+    pub now: i64,
+}
+
+impl Fleet {
+    /// Connects to fleet mode's database (migrating it) without joining the fleet.
+    pub async fn connect(state: &PostgresState) -> Result<Fleet, StoreError> {
+        Ok(Fleet {
+            pool: postgres::connect(state).await?,
+            lease_ms: i64::try_from(state.lease.as_millis()).unwrap_or(i64::MAX),
+        })
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms.unsigned_abs())
+    }
+
+    /// Joins the fleet as a new instance on `host` (the id is new at every start: a restarted
+    /// daemon takes its old batches over like any other instance, after their leases expire).
+    pub async fn join(&self, host: &str) -> Result<Member, StoreError> {
+        let id = format!(
+            "{host}-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        );
+        sqlx::query(concat!(
+            "INSERT INTO instances (id, host, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, ",
+            db_now!(),
+            ", ",
+            db_now!(),
+            ")"
+        ))
+        .bind(&id)
+        .bind(host)
+        .bind(i64::from(std::process::id()))
+        .execute(&self.pool)
+        .await?;
+        Ok(Member {
+            fleet: self.clone(),
+            id,
+        })
+    }
+
+    /// Every instance that ever joined and did not leave, with the leases it holds now; one
+    /// whose heartbeat is older than a lease is lost (its leases are there for the taking).
+    pub async fn instances(&self) -> Result<Vec<InstanceRow>, StoreError> {
+        Ok(sqlx::query_as(concat!(
+            "SELECT i.id, i.host, i.pid, i.started_at, i.heartbeat_at,
+               (SELECT COUNT(*) FROM batches b
+                 WHERE b.lease_owner = i.id AND b.lease_expires_at > ",
+            db_now!(),
+            ") AS batch_leases,
+               (SELECT COUNT(*) FROM scan_leases s
+                 WHERE s.owner = i.id AND s.expires_at > ",
+            db_now!(),
+            ") AS scan_leases, ",
+            db_now!(),
+            " AS now
+             FROM instances i ORDER BY i.started_at, i.id"
+        ))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Readiness: the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+impl Member {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+
+    /// Proves this instance alive and renews every lease it still holds; returns how many.
+    /// A lease another instance took meanwhile is not this instance's any more and stays lost.
+    pub async fn heartbeat(&self) -> Result<u64, StoreError> {
+        let mut tx = self.fleet.pool.begin().await?;
+        sqlx::query(concat!(
+            "UPDATE instances SET heartbeat_at = ",
+            db_now!(),
+            " WHERE id = $1"
+        ))
+        .bind(&self.id)
+        .execute(&mut *tx)
+        .await?;
+        let batches = sqlx::query(concat!(
+            "UPDATE batches SET lease_expires_at = ",
+            db_now!(),
+            " + $2 WHERE lease_owner = $1"
+        ))
+        .bind(&self.id)
+        .bind(self.fleet.lease_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let scans = sqlx::query(concat!(
+            "UPDATE scan_leases SET expires_at = ",
+            db_now!(),
+            " + $2 WHERE owner = $1"
+        ))
+        .bind(&self.id)
+        .bind(self.fleet.lease_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(batches + scans)
+    }
+
+    /// Claims a file version for this instance; the primary key makes a second owner
+    /// impossible, whichever instance's scan or event saw it.
+    pub async fn claim_file(&self, file: &FileKey) -> Result<Claim, StoreError> {
+        let won = sqlx::query(concat!(
+            "INSERT INTO file_claims (watch, rel_path, dev, ino, size, mtime_ns, owner, claimed_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, ",
+            db_now!(),
+            ") ON CONFLICT DO NOTHING"
+        ))
+        .bind(&file.watch)
+        .bind(&file.rel_path)
+        .bind(file.dev)
+        .bind(file.ino)
+        .bind(file.size)
+        .bind(file.mtime_ns)
+        .bind(&self.id)
+        .execute(&self.fleet.pool)
+        .await?
+        .rows_affected();
+        if won == 1 {
+            return Ok(Claim::Won);
+        }
+        let owner: String = sqlx::query_scalar(
+            "SELECT owner FROM file_claims WHERE watch = $1 AND rel_path = $2 AND dev = $3
+               AND ino = $4 AND size = $5 AND mtime_ns = $6",
+        )
+        .bind(&file.watch)
+        .bind(&file.rel_path)
+        .bind(file.dev)
+        .bind(file.ino)
+        .bind(file.size)
+        .bind(file.mtime_ns)
+        .fetch_one(&self.fleet.pool)
+        .await?;
+        Ok(Claim::Held { owner })
+    }
+
+    /// Takes the lease on a batch that no instance holds (never leased, released, or expired:
+    /// its owner was lost). `None` while another instance holds it.
+    pub async fn acquire_batch(&self, batch_id: i64) -> Result<Option<Lease>, StoreError> {
+        let epoch: Option<i64> = sqlx::query_scalar(concat!(
+            "UPDATE batches SET lease_owner = $2, lease_epoch = lease_epoch + 1,
+               lease_expires_at = ",
+            db_now!(),
+            " + $3
+             WHERE id = $1 AND (lease_owner IS NULL OR lease_expires_at <= ",
+            db_now!(),
+            ") RETURNING lease_epoch"
+        ))
+        .bind(batch_id)
+        .bind(&self.id)
+        .bind(self.fleet.lease_ms)
+        .fetch_optional(&self.fleet.pool)
+        .await?;
+        Ok(epoch.map(|epoch| Lease {
+            on: LeaseOn::Batch(batch_id),
+            epoch,
+        }))
+    }
+
+    /// Batches in flight that no instance drives: leased by a lost instance (expired) or never
+    /// leased. Each is resumed from the platform's state by whoever leases it, as after a crash.
+    pub async fn batches_to_take_over(&self) -> Result<Vec<i64>, StoreError> {
+        Ok(sqlx::query_scalar(concat!(
+            "SELECT id FROM batches WHERE state IN ",
+            in_flight!(),
+            " AND (lease_owner IS NULL OR lease_expires_at <= ",
+            db_now!(),
+            ") ORDER BY id"
+        ))
+        .fetch_all(&self.fleet.pool)
+        .await?)
+    }
+
+    /// Moves a leased batch to `state`, only while this instance still holds its lease at its
+    /// epoch; a batch no longer in flight does not move either (an operator aborted it).
+    pub async fn advance_batch(
+        &self,
+        lease: &Lease,
+        state: BatchState,
+    ) -> Result<Guarded, StoreError> {
+        let LeaseOn::Batch(batch_id) = lease.on else {
+            return Ok(Guarded::LeaseLost);
+        };
+        let moved = sqlx::query(concat!(
+            "UPDATE batches SET state = $4, updated_at = ",
+            db_now!(),
+            "
+             WHERE id = $1 AND lease_owner = $2 AND lease_epoch = $3 AND lease_expires_at > ",
+            db_now!(),
+            " AND state IN ",
+            in_flight!()
+        ))
+        .bind(batch_id)
+        .bind(&self.id)
+        .bind(lease.epoch)
+        .bind(state.as_str())
+        .execute(&self.fleet.pool)
+        .await?
+        .rows_affected();
+        Ok(if moved == 1 {
+            Guarded::Done
+        } else {
+            Guarded::LeaseLost
+        })
+    }
+
+    /// Whether this instance still holds `lease`, asked right before a step that cannot be
+    /// conditioned in the database (moving a file to the archive, writing its receipt).
+    pub async fn holds(&self, lease: &Lease) -> Result<bool, StoreError> {
+        // One statement for both kinds: the side whose key is NULL counts nothing.
+        let (batch_id, watch) = match &lease.on {
+            LeaseOn::Batch(batch_id) => (Some(*batch_id), None),
+            LeaseOn::Scan(watch) => (None, Some(watch.as_str())),
+        };
+        let held: i64 = sqlx::query_scalar(concat!(
+            "SELECT (SELECT COUNT(*) FROM batches WHERE id = $1 AND lease_owner = $3
+                       AND lease_epoch = $4 AND lease_expires_at > ",
+            db_now!(),
+            ") + (SELECT COUNT(*) FROM scan_leases WHERE watch = $2 AND owner = $3
+                       AND epoch = $4 AND expires_at > ",
+            db_now!(),
+            ")"
+        ))
+        .bind(batch_id)
+        .bind(watch)
+        .bind(&self.id)
+        .bind(lease.epoch)
+        .fetch_one(&self.fleet.pool)
+        .await?;
+        Ok(held == 1)
+    }
+
+    /// Takes (or keeps) the scanner role of `watch`: `None` while another instance holds it.
+    /// Keeping it does not bump the epoch; taking it from a lost instance does.
+    pub async fn acquire_scan(&self, watch: &str) -> Result<Option<Lease>, StoreError> {
+        let epoch: Option<i64> = sqlx::query_scalar(concat!(
+            "INSERT INTO scan_leases (watch, owner, epoch, expires_at) VALUES ($1, $2, 1, ",
+            db_now!(),
+            " + $3)
+             ON CONFLICT (watch) DO UPDATE SET owner = excluded.owner,
+               epoch = CASE WHEN scan_leases.owner = excluded.owner THEN scan_leases.epoch
+                            ELSE scan_leases.epoch + 1 END,
+               expires_at = excluded.expires_at
+             WHERE scan_leases.owner = excluded.owner OR scan_leases.expires_at <= ",
+            db_now!(),
+            " RETURNING epoch"
+        ))
+        .bind(watch)
+        .bind(&self.id)
+        .bind(self.fleet.lease_ms)
+        .fetch_optional(&self.fleet.pool)
+        .await?;
+        Ok(epoch.map(|epoch| Lease {
+            on: LeaseOn::Scan(watch.to_owned()),
+            epoch,
+        }))
+    }
+
+    /// Leaves the fleet on a clean shutdown: every lease is released at once (the others need
+    /// not wait for expiry) and the instance is no longer listed.
+    pub async fn leave(&self) -> Result<(), StoreError> {
+        let mut tx = self.fleet.pool.begin().await?;
+        sqlx::query(
+            "UPDATE batches SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = $1",
+        )
+        .bind(&self.id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM scan_leases WHERE owner = $1")
+            .bind(&self.id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM instances WHERE id = $1")
+            .bind(&self.id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

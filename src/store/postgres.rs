@@ -1,0 +1,63 @@
+//! Everything PostgreSQL-specific about fleet mode's database: connecting with the password
+//! read from its file or environment variable (never logged, never in the URL), the pool, and
+//! the migrations of `migrations/postgres/` (PostgreSQL's migrator serialises concurrent
+//! instances itself, with an advisory lock, so a fleet starting at once migrates once).
+//!
+//! This module must not hold queries of the queue or of the fleet's coordination.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use super::StoreError;
+use crate::config::{PasswordSource, PostgresState};
+
+pub(super) type PgPool = sqlx::PgPool;
+
+/// Connects to the database of `state` and brings its schema up to date.
+pub(super) async fn connect(state: &PostgresState) -> Result<PgPool, StoreError> {
+    let db_error = |source| StoreError::Postgres {
+        url: state.url.clone(),
+        source,
+    };
+    let mut options = PgConnectOptions::from_str(&state.url).map_err(db_error)?;
+    if let Some(source) = &state.password {
+        options = options.password(read_password(source)?.trim_end_matches(['\r', '\n']));
+    }
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        // A database that does not answer pauses the caller's stage for this long, then the
+        // stage reports it and tries again (a database outage pauses work, it loses none).
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+        .map_err(db_error)?;
+    sqlx::migrate!("./migrations/postgres")
+        .run(&pool)
+        .await
+        .map_err(|source| StoreError::PostgresMigrate {
+            url: state.url.clone(),
+            source,
+        })?;
+    Ok(pool)
+}
+
+/// The password, read now (a rotated file is picked up by the next connection).
+fn read_password(source: &PasswordSource) -> Result<String, StoreError> {
+    match source {
+        PasswordSource::File(path) => {
+            std::fs::read_to_string(path).map_err(|error| StoreError::Password {
+                what: format!(
+                    "cannot read the database password file {}: {error}",
+                    path.display()
+                ),
+            })
+        }
+        PasswordSource::Env(var) => std::env::var(var).map_err(|_| StoreError::Password {
+            what: format!(
+                "the environment variable {var} (named by [state] password_env) is not set"
+            ),
+        }),
+    }
+}
