@@ -103,6 +103,9 @@ async fn readme_curl_walkthrough_works_as_written() {
         &format!("range: bytes=0-{}", big.len() - 1),
         "downloaded file is identical",
         "\"records\": \"259\"",
+        "{\"status\":\"success\",\"failed\":1,",
+        "[\"parsing_errors_0.json\"]",
+        "{\"_corrupt_record\":\"{oops\",\"code\":",
         "ABORT is only allowed while a batch is loading or processing",
         "\"acp_successor\":[",
         "\"duplicate_acknowledged_chunks\":0",
@@ -122,7 +125,8 @@ async fn readme_curl_walkthrough_works_as_written() {
     assert_eq!(
         statuses,
         vec![
-            "success", "success", "success", "success", "aborted", "inactive", "deleted", "success"
+            "success", "success", "success", "success", "success", "aborted", "inactive",
+            "deleted", "success"
         ],
         "{stdout}"
     );
@@ -150,7 +154,7 @@ async fn readme_curl_walkthrough_works_as_written() {
             )
         })
         .collect();
-    assert_eq!(got.len(), 6, "{got:?}");
+    assert_eq!(got.len(), 7, "{got:?}");
     assert_eq!(got[0], ("json", "deleted"));
     assert_eq!(got[1], ("parquet", "success"));
     assert_eq!(got[2], ("parquet", "success"));
@@ -158,8 +162,9 @@ async fn readme_curl_walkthrough_works_as_written() {
         got[3] == ("csv", "inactive") || got[3] == ("csv", "deleted"),
         "{got:?}"
     );
-    assert_eq!(got[4], ("json", "aborted"));
-    assert_eq!(got[5], ("csv", "success"));
+    assert_eq!(got[4], ("json", "success"), "the partial-ingestion batch");
+    assert_eq!(got[5], ("json", "aborted"));
+    assert_eq!(got[6], ("csv", "success"));
     assert_eq!(batches[2]["metrics"]["inputRecordCount"], 100_000);
     assert_eq!(batches[2]["metrics"]["inputByteSize"], big.len());
     let st = env.stats();
