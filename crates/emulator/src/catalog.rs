@@ -207,15 +207,12 @@ fn supported_only(q: &HashMap<String, String>, what: &str, known: &[&str]) -> Ap
     Ok(())
 }
 
-pub async fn list_batches(
-    State(state): State<Arc<AppState>>,
-    Query(pairs): Query<Vec<(String, String)>>,
-) -> ApiResult<Response> {
-    let query = CatalogQuery::parse(&pairs, Collection::Batches)?;
-    // Only a narrowing for the store: the query itself decides what is shown.
-    let datasets: Vec<String> = match pairs
+/// The values of a filter the store can narrow a list by before the query runs: those of
+/// `key` when it is given once and without a negation; none (no narrowing) otherwise.
+fn narrowing(pairs: &[(String, String)], key: &str) -> Vec<String> {
+    match pairs
         .iter()
-        .filter(|(k, _)| k == "dataSet")
+        .filter(|(k, _)| k == key)
         .collect::<Vec<_>>()
         .as_slice()
     {
@@ -225,7 +222,16 @@ pub async fn list_batches(
             .map(str::to_owned)
             .collect(),
         _ => Vec::new(),
-    };
+    }
+}
+
+pub async fn list_batches(
+    State(state): State<Arc<AppState>>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> ApiResult<Response> {
+    let query = CatalogQuery::parse(&pairs, Collection::Batches)?;
+    // Only a narrowing for the store: the query itself decides what is shown.
+    let datasets = narrowing(&pairs, "dataSet");
     let filter = BatchFilter {
         datasets,
         ..BatchFilter::default()
@@ -453,19 +459,7 @@ pub async fn list_dataset_files(
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> ApiResult<Response> {
     let query = CatalogQuery::parse(&pairs, Collection::DatasetFiles)?;
-    let datasets: Vec<String> = match pairs
-        .iter()
-        .filter(|(k, _)| k == "dataSetId")
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
-        [(_, v)] if !v.contains('!') => v
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        _ => Vec::new(),
-    };
+    let datasets = narrowing(&pairs, "dataSetId");
     let files = state.store.readable_files(&datasets).await?;
     let objects = files
         .into_iter()
