@@ -318,25 +318,33 @@ pub async fn batch_action(
             "action {action:?} is not supported: use ?action=COMPLETE, ABORT, REVERT or FAIL"
         )));
     };
-    let lock = state.batch_lock(&batch_id);
-    let _guard = lock.lock().await;
-    let batch = state
-        .store
-        .batch(&batch_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("batch {batch_id} does not exist")))?;
-    match action {
-        Action::Complete => complete(&state, &batch).await?,
-        Action::Abort => abort(&state, &batch).await?,
-        Action::Revert => revert(&state, &batch).await?,
-        Action::Fail => fail(&state, &batch).await?,
-    }
-    // The spec answers an action with the batch as it now is.
-    let row = state
-        .store
-        .batch(&batch_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("batch {batch_id} does not exist")))?;
+    // In a task of its own: a client that goes away mid-request (a daemon killed while it
+    // waits for the answer) drops the request's future, and a COMPLETE cut between its status
+    // change and the processing queue would leave the batch in `staging` forever.
+    let work = tokio::spawn(async move {
+        let lock = state.batch_lock(&batch_id);
+        let _guard = lock.lock().await;
+        let batch = state
+            .store
+            .batch(&batch_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("batch {batch_id} does not exist")))?;
+        match action {
+            Action::Complete => complete(&state, &batch).await?,
+            Action::Abort => abort(&state, &batch).await?,
+            Action::Revert => revert(&state, &batch).await?,
+            Action::Fail => fail(&state, &batch).await?,
+        }
+        // The spec answers an action with the batch as it now is.
+        state
+            .store
+            .batch(&batch_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("batch {batch_id} does not exist")))
+    });
+    let row = work
+        .await
+        .map_err(|e| ApiError::internal(format!("the batch action stopped: {e}")))??;
     Ok((StatusCode::OK, axum::Json(batch_json(&row))).into_response())
 }
 
