@@ -157,16 +157,14 @@ pub async fn batch_failed(
         }
     }
     if let Some(wanted) = q.get("path") {
-        let Some((_, text)) = files.iter().find(|(name, _)| name == wanted) else {
-            return Err(ApiError::not_found(format!(
-                "batch {batch_id} has no failed file {wanted:?}: GET /failed without ?path= lists them"
-            )));
-        };
-        return Ok((
-            [(header::CONTENT_TYPE, "application/octet-stream")],
-            text.clone(),
-        )
-            .into_response());
+        // A name the listing does not have holds no failed records: an empty download (the
+        // spec documents 200, 401 and 500 here, not 404).
+        let text = files
+            .iter()
+            .find(|(name, _)| name == wanted)
+            .map(|(_, text)| text.clone())
+            .unwrap_or_default();
+        return Ok(([(header::CONTENT_TYPE, "application/octet-stream")], text).into_response());
     }
     let (start, limit) = page(&q);
     let here = format!(
