@@ -15,6 +15,7 @@
 //! - `upload.rs`: a batch's way to the platform: its states, retries, each file's transfer.
 //! - `outcome.rs`: terminal batches and finished files (the poller and the archiver).
 //! - `blocked.rs`: datasets the platform does not know.
+//! - `budgets.rs`: the daily batch budget each watch runs under, for `status`.
 //! - `commands.rs`: what the operator's commands and `/metrics` read and record.
 //! - `postgres.rs`, `fleet.rs`: fleet mode's shared PostgreSQL database (connection and
 //!   migrations; the instances, claims and leases that coordinate a fleet). The queue's own
@@ -42,6 +43,7 @@ macro_rules! in_flight {
 
 mod batching;
 mod blocked;
+mod budgets;
 mod commands;
 mod events;
 mod fleet;
@@ -66,6 +68,7 @@ use std::path::{Path, PathBuf};
 
 use sqlite::{Db, Pool};
 
+pub use budgets::WatchBudget;
 pub use fleet::{Claim, FileKey, Fleet, Guarded, InstanceRow, Lease, LeaseOn, Member};
 pub use isolation::Split;
 pub use model::*;

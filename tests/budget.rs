@@ -1,0 +1,121 @@
+//! Guardrail-aware batching (issue #20) end to end: `min_batch_bytes` holds small batches for
+//! more files, and `batchdrop status` (the real binary) shows per watch the next batch due
+//! and why, and the daily batch budget used, while the daemon runs against the real emulator.
+
+mod support;
+
+use std::path::Path;
+
+use serde_json::Value;
+use support::*;
+
+/// `batchdrop status --json` of the config at `config`.
+async fn status_json(config: &Path) -> Value {
+    let out = bd(&["status", "--json", "--config", config.to_str().unwrap()]).await;
+    assert!(out.status.success(), "status: {out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The `schedule` entry of the one watch of the test config.
+async fn schedule(config: &Path) -> Value {
+    let status = status_json(config).await;
+    let all = status["schedule"].as_array().cloned().unwrap_or_default();
+    assert_eq!(all.len(), 1, "one watch: {status}");
+    all[0].clone()
+}
+
+/// Milliseconds since the epoch of an RFC 3339 time `status` printed.
+fn ms(time: &Value) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(time.as_str().unwrap())
+        .unwrap_or_else(|e| panic!("{time}: {e}"))
+        .timestamp_millis()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_below_min_batch_bytes_is_held_for_more_files_and_status_says_so() {
+    let env = Env::new().await;
+    // max_wait is 200 ms in the test config: without the hold, the first file would go alone.
+    let config_path = env.write_config("", "min_batch_bytes = 400\nmax_hold = \"1h\"");
+    let daemon = Daemon::start(batchdrop::config::Config::load(&config_path).unwrap());
+    let small = jsonl(0, 1);
+    write_atomic(&env.drop_dir().join("small.json"), small.as_bytes());
+    let held = eventually(30, "status shows the small file held", || {
+        let path = config_path.clone();
+        async move {
+            let s = schedule(&path).await;
+            (s["ready_files"] == 1 && s["next_batch"]["why"] == "hold").then_some(s)
+        }
+    })
+    .await;
+    assert_eq!(held["next_batch"]["bytes"], small.len() as u64, "{held}");
+    assert_eq!(held["next_batch"]["due_now"], false, "{held}");
+    // Held until max_hold (1 h) after the file came, at the latest.
+    let due_in = ms(&held["next_batch"]["due_at"]) - chrono::Utc::now().timestamp_millis();
+    assert!(
+        (3_000_000..=3_600_000).contains(&due_in),
+        "due in {due_in} ms: {held}"
+    );
+    let text = bd(&["status", "--config", config_path.to_str().unwrap()]).await;
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(text.contains("held for min_batch_bytes"), "{text}");
+
+    // Enough bytes: the batch goes, with both files.
+    write_atomic(&env.drop_dir().join("large.json"), jsonl(1, 20).as_bytes());
+    let receipts = wait_receipts(&env.archive(), 2, 60).await;
+    daemon.stop().await;
+    let batches: std::collections::BTreeSet<&str> = receipts
+        .iter()
+        .map(|r| r["batch"].as_str().unwrap())
+        .collect();
+    assert_eq!(batches.len(), 1, "one batch of both files: {receipts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_the_next_batch_held_by_the_daily_budget_and_the_budget_used() {
+    let env = Env::new().await;
+    // Two a day: one every 12 hours.
+    let config_path = env.write_config("", "max_batches_per_day = 2");
+    let daemon = Daemon::start(batchdrop::config::Config::load(&config_path).unwrap());
+    write_atomic(&env.drop_dir().join("first.json"), jsonl(0, 2).as_bytes());
+    wait_receipts(&env.archive(), 1, 60).await;
+    write_atomic(&env.drop_dir().join("second.json"), jsonl(2, 2).as_bytes());
+    let waiting = eventually(30, "status shows the second file waiting", || {
+        let path = config_path.clone();
+        async move {
+            let s = schedule(&path).await;
+            (s["ready_files"] == 1).then_some(s)
+        }
+    })
+    .await;
+    let status = status_json(&config_path).await;
+    daemon.stop().await;
+    let first_batch = status["recent_batches"]
+        .as_array()
+        .and_then(|b| b.first())
+        .unwrap_or_else(|| panic!("the first batch is listed: {status}"));
+    let sealed = ms(&first_batch["created_at"]);
+    let next = &waiting["next_batch"];
+    assert_eq!(next["why"], "budget", "{waiting}");
+    assert_eq!(next["due_now"], false, "{waiting}");
+    let spacing = 12 * 3600 * 1000;
+    assert!(
+        (ms(&next["due_at"]) - (sealed + spacing)).abs() < 2_000,
+        "due 12 h after the first batch ({}): {waiting}",
+        first_batch["created_at"]
+    );
+    let budget = &waiting["budget"];
+    assert_eq!(budget["used"], 1, "{waiting}");
+    assert_eq!(budget["max_batches_per_day"], 2, "{waiting}");
+    assert_eq!(budget["spacing_seconds"], 43_200, "{waiting}");
+    assert!(
+        (ms(&budget["next_frees_at"]) - (sealed + 2 * spacing)).abs() < 2_000,
+        "{waiting}"
+    );
+    let text = bd(&["status", "--config", config_path.to_str().unwrap()]).await;
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(
+        text.contains("budget 1 of 2 batches in the last 24 h")
+            && text.contains("the daily batch budget (max_batches_per_day) spaces batches"),
+        "{text}"
+    );
+}
