@@ -1,6 +1,7 @@
-//! Guardrail-aware batching (issue #20) end to end: `min_batch_bytes` holds small batches for
-//! more files, and `batchdrop status` (the real binary) shows per watch the next batch due
-//! and why, and the daily batch budget used, while the daemon runs against the real emulator.
+//! The platform's guardrails (issue #20) end to end, against the real emulator: batching
+//! (`min_batch_bytes` holds small batches for more files; `batchdrop status`, the real binary,
+//! shows per watch the next batch due and why, and the daily batch budget used) and the
+//! record-size limits of Profile-enabled datasets, caught before upload.
 
 mod support;
 
@@ -118,4 +119,98 @@ async fn status_shows_the_next_batch_held_by_the_daily_budget_and_the_budget_use
             && text.contains("the daily batch budget (max_batches_per_day) spaces batches"),
         "{text}"
     );
+}
+
+/// A Profile-enabled dataset of an ExperienceEvent schema (10 KB records at most), made
+/// through the Catalog as a user of the config's sandbox would; the config points at it.
+async fn profile_event_dataset(env: &Env) -> std::path::PathBuf {
+    let schema_id = "https://ns.adobe.com/tenant/schemas/visits";
+    let schema = serde_json::json!({
+        "meta:class": "https://ns.adobe.com/xdm/context/experienceevent",
+        "type": "object",
+        "properties": {"id": {"type": "integer"}, "note": {"type": "string"}},
+    });
+    env.emulator
+        .register_schema(schema_id, &schema)
+        .await
+        .unwrap();
+    let path = env.write_config("", "");
+    let config = batchdrop::config::Config::load(&path).unwrap();
+    let api = batchdrop::api::ApiClient::new(batchdrop::api::ClientConfig {
+        endpoint: env.emulator.base_url(),
+        org_id: config.platform.org_id.clone(),
+        sandbox: config.platform.sandbox.clone(),
+        api_key: "test".into(),
+        token: batchdrop::api::TokenSource::Static(batchdrop::api::Secret::new(
+            "test-token".to_owned(),
+        )),
+        request_timeout: std::time::Duration::from_secs(30),
+        connect_timeout: std::time::Duration::from_secs(5),
+        extra_ca_file: None,
+    })
+    .unwrap();
+    let tags = [("unifiedProfile".to_owned(), vec!["enabled:true".to_owned()])].into();
+    let schema_ref = batchdrop::api::SchemaRef {
+        id: schema_id.into(),
+        content_type: "application/vnd.adobe.xed-full+json;version=1".into(),
+    };
+    let dataset = api
+        .create_dataset("visits", Some(&schema_ref), &tags)
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(support::DATASET, &dataset);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_experience_event_over_10_kb_is_refused_before_upload_naming_its_row_and_size() {
+    let env = Env::new().await;
+    let config_path = profile_event_dataset(&env).await;
+    let big = format!("{{\"id\": 2, \"note\": \"{}\"}}", "x".repeat(12_000));
+    let content = format!("{{\"id\": 1}}\n{big}\n");
+    let daemon = Daemon::start(batchdrop::config::Config::load(&config_path).unwrap());
+    let before = env.emulator.stats();
+    write_atomic(&env.drop_dir().join("visits.json"), content.as_bytes());
+    let receipts = wait_receipts(&env.failed(), 1, 60).await;
+    // The same check from the command line agrees.
+    let copy = env.dir.path().join("visits-copy.json");
+    std::fs::write(&copy, &content).unwrap();
+    let out = bd(&[
+        "validate",
+        copy.to_str().unwrap(),
+        "--dataset",
+        &batchdrop::config::Config::load(&config_path)
+            .unwrap()
+            .watches[0]
+            .dataset,
+        "--config",
+        config_path.to_str().unwrap(),
+    ])
+    .await;
+    daemon.stop().await;
+    let receipt = &receipts[0];
+    let reason = receipt["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains(&format!(
+            "file 'visits.json' row 2: the record is {} bytes",
+            big.len()
+        )) && reason.contains("(BATCHDROP-RECORD-SIZE-400)")
+            && reason.contains("10 KB for an ExperienceEvent"),
+        "{receipt}"
+    );
+    let after = env.emulator.stats();
+    assert_eq!(
+        after.batches_created, before.batches_created,
+        "no batch spent"
+    );
+    assert_eq!(
+        after.bytes_received, before.bytes_received,
+        "nothing uploaded"
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert!(printed.contains("BATCHDROP-RECORD-SIZE-400"), "{printed}");
 }

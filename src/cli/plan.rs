@@ -63,12 +63,11 @@ pub async fn run(config: &Config) -> Result<u8, CommandError> {
                 }
                 _ => {}
             }
-            let upsert = report.dataset.as_ref().is_some_and(|d| d.is_upsert());
             validator = report
                 .schema
                 .as_ref()
                 .filter(|_| watch.validate != crate::config::Validate::Off)
-                .and_then(|s| Validator::new(s, upsert).ok());
+                .and_then(|s| Validator::new(s, report.dataset.as_ref()).ok());
         }
         let (found, mut refused) = list(watch);
         let taken = judge(watch, found, validator.as_ref(), &mut refused);

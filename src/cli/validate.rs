@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{CommandError, Connection};
-use crate::api::RegistrySchema;
+use crate::api::{Dataset, RegistrySchema};
 use crate::config::{Config, Format};
 use crate::preflight::cache;
 use crate::preflight::validate::{FileCheck, Validator};
@@ -30,8 +30,8 @@ pub async fn run(config: Option<&Config>, args: &ValidateArgs) -> Result<u8, Com
             CommandError::Usage(format!("--format {f:?}: use json, csv or parquet"))
         })?),
     };
-    let (schema, upsert) = match (&args.schema, config, &args.dataset) {
-        (Some(path), _, _) => (schema_file(path)?, false),
+    let (schema, dataset) = match (&args.schema, config, &args.dataset) {
+        (Some(path), _, _) => (schema_file(path)?, None),
         (None, Some(config), Some(dataset)) => dataset_schema(config, dataset).await?,
         _ => {
             return Err(CommandError::Usage(
@@ -39,7 +39,7 @@ pub async fn run(config: Option<&Config>, args: &ValidateArgs) -> Result<u8, Com
             ));
         }
     };
-    let validator = Validator::new(&schema, upsert).map_err(|why| {
+    let validator = Validator::new(&schema, dataset.as_ref()).map_err(|why| {
         CommandError::Refused(format!(
             "schema {} cannot be used to check records: {why}",
             schema.id
@@ -167,12 +167,12 @@ fn schema_file(path: &Path) -> Result<RegistrySchema, CommandError> {
     })
 }
 
-/// The dataset's schema from the registry (or the copy kept in the state dir), and whether the
-/// dataset is an upsert one.
+/// The dataset's schema from the registry (or the copy kept in the state dir), and the dataset
+/// (its tags say whether it is an upsert one, and Profile-enabled).
 async fn dataset_schema(
     config: &Config,
     dataset: &str,
-) -> Result<(RegistrySchema, bool), CommandError> {
+) -> Result<(RegistrySchema, Option<Dataset>), CommandError> {
     let connection = Connection::open(config).await?;
     let api = &connection.api;
     let sandbox = &config.platform.sandbox;
@@ -207,5 +207,5 @@ async fn dataset_schema(
     if let Some(emulator) = connection.embedded {
         emulator.shutdown().await;
     }
-    Ok((schema, found.is_upsert()))
+    Ok((schema, Some(found)))
 }

@@ -66,9 +66,8 @@ pub async fn admit(api: &ApiClient, store: &Store, config: &Config) -> Admitted 
             max_batches_per_day: budget.map(i64::from),
             profile: i64::from(profile),
         });
-        let upsert = report.dataset.as_ref().is_some_and(Dataset::is_upsert);
         if let Some(schema) = &report.schema {
-            match Validator::new(schema, upsert) {
+            match Validator::new(schema, report.dataset.as_ref()) {
                 Ok(v) => {
                     admitted.validators.insert(watch.name.clone(), Arc::new(v));
                 }

@@ -10,6 +10,7 @@
 pub mod cache;
 pub mod fit;
 pub mod gate;
+pub mod guardrails;
 pub mod local;
 pub mod validate;
 
