@@ -214,3 +214,89 @@ async fn an_experience_event_over_10_kb_is_refused_before_upload_naming_its_row_
     assert_eq!(out.status.code(), Some(4), "{out:?}");
     assert!(printed.contains("BATCHDROP-RECORD-SIZE-400"), "{printed}");
 }
+
+/// A Parquet file of `ids` and `names`, one row each.
+fn parquet_file(ids: Vec<i64>, names: Vec<&str>) -> Vec<u8> {
+    use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    use std::sync::Arc;
+    let batch = RecordBatch::try_from_iter([
+        ("id", Arc::new(Int64Array::from(ids)) as ArrayRef),
+        ("name", Arc::new(StringArray::from(names)) as ArrayRef),
+    ])
+    .unwrap();
+    let mut bytes = Vec::new();
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parquet_file_with_a_bad_row_is_refused_locally_and_validate_names_the_row() {
+    let env = Env::new().await;
+    let schema_id = "https://ns.adobe.com/tenant/schemas/people";
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {"id": {"type": "integer"}, "name": {"type": "string", "maxLength": 5}},
+    });
+    env.emulator
+        .register_schema(schema_id, &schema)
+        .await
+        .unwrap();
+    let dataset = "5deac2648a19d218a888d2c2";
+    env.emulator
+        .ensure_dataset_with_schema(dataset, "people", schema_id)
+        .await
+        .unwrap();
+    let config_path = env.write_config("", "format = \"parquet\"");
+    let text = std::fs::read_to_string(&config_path)
+        .unwrap()
+        .replace(support::DATASET, dataset);
+    std::fs::write(&config_path, text).unwrap();
+    let content = parquet_file(vec![1, 2, 3], vec!["Anna", "Friederike", "Bo"]);
+
+    let copy = env.dir.path().join("people.parquet");
+    std::fs::write(&copy, &content).unwrap();
+    let out = bd(&[
+        "validate",
+        copy.to_str().unwrap(),
+        "--dataset",
+        dataset,
+        "--json",
+        "--config",
+        config_path.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let reports: Value =
+        serde_json::from_str(&printed).unwrap_or_else(|e| panic!("{e}: {printed}"));
+    let report = &reports[0];
+    assert_eq!(report["records"], 3, "{report}");
+    assert_eq!(report["problems"][0]["row"], 2, "{report}");
+    assert_eq!(report["problems"][0]["code"], "INGEST-1543-400", "{report}");
+    assert_eq!(report["problems"][0]["field"], "/name", "{report}");
+
+    let daemon = Daemon::start(batchdrop::config::Config::load(&config_path).unwrap());
+    let before = env.emulator.stats();
+    write_atomic(&env.drop_dir().join("people.parquet"), &content);
+    let receipts = wait_receipts(&env.failed(), 1, 60).await;
+    daemon.stop().await;
+    let reason = receipts[0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("file 'people.parquet' row 2: /name: ")
+            && reason.contains("(INGEST-1543-400)"),
+        "{}",
+        receipts[0]
+    );
+    let after = env.emulator.stats();
+    assert_eq!(
+        after.batches_created, before.batches_created,
+        "no batch spent"
+    );
+    assert_eq!(
+        after.bytes_received, before.bytes_received,
+        "nothing uploaded"
+    );
+}

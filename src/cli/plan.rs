@@ -204,7 +204,7 @@ fn judge(
         }
         if let Some(validator) = validator
             && let Ok(file) = std::fs::File::open(&f.path)
-            && let Ok(check) = validator.check(file, f.format, watch.multiline_json)
+            && let Ok(check) = validator.check_file(file, f.format, watch.multiline_json)
             && !check.is_clean()
             && watch.validate == crate::config::Validate::Reject
         {

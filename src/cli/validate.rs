@@ -96,7 +96,7 @@ fn check_file(
     };
     let document = multiline_json || starts_with_bracket(&mut open()?);
     validator
-        .check(open()?, format, document)
+        .check_file(open()?, format, document)
         .map_err(|e| CommandError::Io(format!("cannot read {name}: {e}")))
 }
 
@@ -124,9 +124,13 @@ fn print_file(file: &Path, checked: &FileCheck) {
         checked.bad_rows, checked.records
     );
     for p in &checked.problems {
+        // Row 0: the file as a whole (a Parquet file the platform would refuse).
+        let row = match p.row {
+            0 => "(whole file)".to_owned(),
+            row => row.to_string(),
+        };
         println!(
-            "{name}: row {} field {} {}: {}",
-            p.row,
+            "{name}: row {row} field {} {}: {}",
             p.field.as_deref().unwrap_or("-"),
             p.code,
             p.message

@@ -12,6 +12,7 @@ pub mod fit;
 pub mod gate;
 pub mod guardrails;
 pub mod local;
+pub mod parquet;
 pub mod validate;
 
 use std::path::Path;

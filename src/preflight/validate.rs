@@ -6,8 +6,9 @@
 //!
 //! Records over the platform's size guardrail (`guardrails`) fail their row too.
 //!
-//! It reads; it must not open, move or upload files, and knows nothing of receipts. Parquet
-//! is not read here (the platform checks its columns itself).
+//! Parquet files are read by `parquet` (from a file: their footer comes first).
+//!
+//! It reads; it must not open, move or upload files, and knows nothing of receipts.
 
 use std::io::{self, BufRead, BufReader, Read};
 
@@ -47,7 +48,7 @@ pub struct FileCheck {
     pub bad_rows: u64,
     /// The first [`MAX_PROBLEMS_KEPT`] problems.
     pub problems: Vec<RowProblem>,
-    /// Not checked at all (Parquet), and why.
+    /// Not checked at all (a Parquet file too large to check locally), and why.
     pub skipped: Option<String>,
 }
 
@@ -138,10 +139,30 @@ impl Validator {
             Format::Json => self.json_lines(reader, &mut out)?,
             Format::Csv => self.csv(reader, &mut out)?,
             Format::Parquet => {
-                out.skipped = Some("Parquet files are not checked locally".to_owned());
+                out.skipped = Some(
+                    "a Parquet file is checked from a file (Validator::check_file), not a stream"
+                        .to_owned(),
+                );
             }
         }
         Ok(out)
+    }
+
+    /// Checks every record of `file`, read as `format` (Parquet from its footer first).
+    pub fn check_file(
+        &self,
+        file: std::fs::File,
+        format: Format,
+        multiline_json: bool,
+    ) -> io::Result<FileCheck> {
+        match format {
+            Format::Parquet => self.check_parquet(file),
+            _ => self.check(file, format, multiline_json),
+        }
+    }
+
+    pub(super) fn schema(&self) -> &Schema {
+        &self.schema
     }
 
     fn mode(&self, source: Source) -> CheckMode {
@@ -153,7 +174,13 @@ impl Validator {
         }
     }
 
-    fn record(&self, out: &mut FileCheck, row: u64, record: &Map<String, Value>, source: Source) {
+    pub(super) fn record(
+        &self,
+        out: &mut FileCheck,
+        row: u64,
+        record: &Map<String, Value>,
+        source: Source,
+    ) {
         out.records += 1;
         let mut issues: Vec<Issue> = Vec::new();
         self.schema.check(record, self.mode(source), &mut issues);
@@ -538,11 +565,79 @@ mod tests {
         );
     }
 
+    /// A Parquet file with the given columns of one row each.
+    fn parquet(columns: Vec<(&str, arrow_array::ArrayRef)>) -> std::fs::File {
+        let batch = arrow_array::RecordBatch::try_from_iter(columns).unwrap();
+        let mut file = tempfile::tempfile().unwrap();
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(&mut file, batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        use std::io::Seek;
+        file.rewind().unwrap();
+        file
+    }
+
     #[test]
-    fn parquet_is_not_read() {
+    fn parquet_columns_and_rows_are_checked_and_a_file_that_is_not_parquet_is_refused() {
+        use arrow_array::{ArrayRef, Int64Array, StringArray};
+        use std::sync::Arc;
+        let ids = |v: Vec<i64>| Arc::new(Int64Array::from(v)) as ArrayRef;
+        let names = |v: Vec<&str>| Arc::new(StringArray::from(v)) as ArrayRef;
+        let good = parquet(vec![
+            ("id", ids(vec![1, 2])),
+            ("name", names(vec!["a", "b"])),
+        ]);
         let check = validator()
-            .check(&b"PAR1"[..], Format::Parquet, false)
+            .check_file(good, Format::Parquet, false)
             .unwrap();
-        assert!(check.skipped.is_some() && check.is_clean());
+        assert_eq!((check.records, check.bad_rows), (2, 0), "{check:?}");
+        // A value the schema refuses, on its row.
+        let long = parquet(vec![
+            ("id", ids(vec![1, 2])),
+            ("name", names(vec!["a", "toolong"])),
+        ]);
+        let check = validator()
+            .check_file(long, Format::Parquet, false)
+            .unwrap();
+        assert_eq!(rows(&check), vec![(2, "INGEST-1543-400", Some("/name"))]);
+        // A column of a type the field cannot take: every row.
+        let typed = parquet(vec![("id", names(vec!["x", "y"]))]);
+        let check = validator()
+            .check_file(typed, Format::Parquet, false)
+            .unwrap();
+        assert_eq!(check.bad_rows, 2, "{check:?}");
+        assert!(
+            check
+                .problems
+                .iter()
+                .all(|p| p.field.as_deref() == Some("/id"))
+        );
+        // A column the schema lacks: the whole file, as the platform refuses it.
+        let unknown = parquet(vec![("id", ids(vec![1])), ("nickname", names(vec!["n"]))]);
+        let check = validator()
+            .check_file(unknown, Format::Parquet, false)
+            .unwrap();
+        let found = rows(&check);
+        assert_eq!(
+            (found[0].0, found[0].1),
+            (0, "INGEST-1542-400"),
+            "{check:?}"
+        );
+        assert!(
+            check.problems[0].message.contains("'nickname'"),
+            "{check:?}"
+        );
+        let mut text = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut text, b"{\"id\": 1}\n").unwrap();
+        use std::io::Seek;
+        text.rewind().unwrap();
+        let check = validator()
+            .check_file(text, Format::Parquet, false)
+            .unwrap();
+        assert_eq!(
+            rows(&check),
+            vec![(0, super::super::parquet::NOT_PARQUET, None)]
+        );
     }
 }
