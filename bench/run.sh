@@ -26,6 +26,9 @@
 #   E3  the same with a 20-field XDM schema (issue #5): MB/s, and seconds per GiB.
 #   E2  the emulator: JSON Lines parsing MB/s (one batch of EMU_JSONL_MIB (256 / 16) MiB, parsed
 #       by one blocking task, i.e. one core), from the Catalog's started/completed times.
+#   V1  validation before upload (issue #20): B1 (V1_FILES, default B1_FILES, files) and B2
+#       (V1_MIB, default B2_MIB) again on the 20-field XDM dataset of E3, with validate = "off"
+#       and "reject"; the throughput ratio on/off (the issue's bound: at most 20 % slower).
 #   M1  `batchdrop map` (issue #24): a MAP_MIB (1024 / 16) MiB CSV of the guide's CRM rows (each
 #       copy with its own CRMID) mapped to Parquet with tests/fixtures/CRM_profiles.mapping.json
 #       and its schema: MB/s of input per CPU-second (the command uses one core) and wall-clock;
@@ -768,6 +771,10 @@ m1() {
         "$f×" "flat (≤ 1.25×)" "$(met "$f <= 1.25")"
 }
 
+# V1 (validation on vs off) lives in its own file; it uses the helpers above.
+# shellcheck source=bench/validation.sh
+source "$ROOT/bench/validation.sh"
+
 # ---- run ------------------------------------------------------------------------------------
 avail_kib=$(df -Pk "$T" | awk 'NR == 2 { print $4 }')
 need_kib=$(((B2_MIB * 3 + EMU_PUT_MIB * 2 + EMU_JSONL_MIB * 2 + B3_SMALL_MIB * 2 + MAP_MIB * 2) * 1024 + (B1_FILES * 3 + B4_FILES) * 8))
@@ -775,7 +782,7 @@ need_kib=$(((B2_MIB * 3 + EMU_PUT_MIB * 2 + EMU_JSONL_MIB * 2 + B3_SMALL_MIB * 2
 log "temp dir $T ($((avail_kib / 1048576)) GiB free)"
 START=$SECONDS
 start_emulator
-for scenario in b1 b6 b2 b3 b4 b5 e1 e2 e3 m1; do
+for scenario in b1 b6 b2 b3 b4 b5 e1 e2 e3 v1 m1; do
     if [[ " ${BENCH_ONLY:-$scenario} " == *" $scenario "* ]]; then "$scenario"; fi
 done
 
