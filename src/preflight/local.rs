@@ -92,6 +92,14 @@ pub fn refusal(file: &FileRow, check: &FileCheck) -> String {
         })
         .collect();
     let more = check.problems.len().saturating_sub(SHOWN);
+    if check.problems.first().is_some_and(|p| p.row == 0) {
+        return format!(
+            "{} would be refused by the platform as a whole, so it was not uploaded: {}; \
+             fix the file and drop it again (check it with `batchdrop validate`), or set validate = \"warn\" or \"off\" on the watch",
+            file.rel_path,
+            listed.join("; ")
+        );
+    }
     format!(
         "{} of {} records of {} break the dataset's schema and would be refused by the platform, so it was not uploaded: {}{}; \
          fix those rows and drop the file again (see them all with `batchdrop validate`), or set validate = \"warn\" or \"off\" on the watch",
