@@ -322,14 +322,18 @@ ingested_at_least() {
 discovered_at_least() { (($(metric batchdrop_files_discovered_total) >= $1)); }
 
 # ---- data -----------------------------------------------------------------------------------
-# gen_small DIR N BYTES PREFIX: N JSON Lines files of about BYTES bytes, each with its own content.
+# gen_small DIR N BYTES PREFIX [xdm]: N JSON Lines files of about BYTES bytes, each with its own
+# content; with "xdm", records that pass E3's bench-xdm schema (gen_big's fields).
 gen_small() {
     mkdir -p "$1"
-    awk -v dir="$1" -v n="$2" -v bytes="$3" -v p="$4" 'BEGIN {
+    awk -v dir="$1" -v n="$2" -v bytes="$3" -v p="$4" -v xdm="${5:-}" 'BEGIN {
         for (i = 0; i < n; i++) {
             f = sprintf("%s/%s%07d.json", dir, p, i); s = 0
             for (j = 0; s < bytes; j++) {
-                line = sprintf("{\"file\":%d,\"row\":%d,\"name\":\"customer %d-%d\",\"email\":\"c%d.%d@example.com\",\"score\":%d,\"active\":true}", i, j, i, j, i, j, (i * 31 + j) % 1000)
+                if (xdm != "")
+                    line = sprintf("{\"id\":%d,\"ts\":\"2026-11-29T16:%02d:%02dZ\",\"name\":\"customer %d-%d\",\"email\":\"c%d.%d@example.com\",\"score\":%d.%02d,\"tags\":[\"a\",\"b\"],\"address\":{\"city\":\"Springfield\",\"zip\":\"%05d\"}}", i * 1000 + j, j % 60, i % 60, i, j, i, j, (i + j) % 1000, j % 100, i % 100000)
+                else
+                    line = sprintf("{\"file\":%d,\"row\":%d,\"name\":\"customer %d-%d\",\"email\":\"c%d.%d@example.com\",\"score\":%d,\"active\":true}", i, j, i, j, i, j, (i * 31 + j) % 1000)
                 print line > f; s += length(line) + 1
             }
             close(f)

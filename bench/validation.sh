@@ -3,21 +3,6 @@
 # 20 % of the throughput. Sourced by bench/run.sh (it uses its helpers: write_config,
 # start_daemon, stop_daemon, wait_for, wait_logged, gen_big, row, ...); not run on its own.
 
-# gen_small_xdm DIR N BYTES PREFIX: N JSON Lines files of about BYTES bytes of records that pass
-# the bench-xdm schema (gen_big's lines), each file with its own content.
-gen_small_xdm() {
-    mkdir -p "$1"
-    awk -v dir="$1" -v n="$2" -v bytes="$3" -v p="$4" 'BEGIN {
-        for (i = 0; i < n; i++) {
-            f = sprintf("%s/%s%07d.json", dir, p, i); s = 0
-            for (j = 0; s < bytes; j++) {
-                line = sprintf("{\"id\":%d,\"ts\":\"2026-11-29T16:%02d:%02dZ\",\"name\":\"customer %d-%d\",\"email\":\"c%d.%d@example.com\",\"score\":%d.%02d,\"tags\":[\"a\",\"b\"],\"address\":{\"city\":\"Springfield\",\"zip\":\"%05d\"}}", i * 1000 + j, j % 60, i % 60, i, j, i, j, (i + j) % 1000, j % 100, i % 100000)
-                print line > f; s += length(line) + 1
-            }
-            close(f)
-        }
-    }'
-}
 # v1_config NAME VALIDATE: B1's config on the bench-xdm dataset, with `validate = VALIDATE`.
 v1_config() {
     write_config "$1" 1s 1s
@@ -31,7 +16,7 @@ v1_checked() {
 # v1_b1 VALIDATE: sets V1_MS, drop → all V1_FILES files ingested.
 v1_b1() {
     local name=v1-b1-$1 t0
-    gen_small_xdm "$T/$name-src" "$V1_FILES" "$B1_FILE_BYTES" "v1$1-"
+    gen_small "$T/$name-src" "$V1_FILES" "$B1_FILE_BYTES" "v1$1-" xdm
     v1_config "$name" "$1"
     start_daemon "$name"
     now_ms

@@ -25,6 +25,21 @@ async fn schedule(config: &Path) -> Value {
     all[0].clone()
 }
 
+/// No batch was created and no byte uploaded between the two snapshots of the emulator.
+fn nothing_spent(
+    before: &batchdrop_emulator::EmulatorStats,
+    after: &batchdrop_emulator::EmulatorStats,
+) {
+    assert_eq!(
+        after.batches_created, before.batches_created,
+        "no batch spent"
+    );
+    assert_eq!(
+        after.bytes_received, before.bytes_received,
+        "nothing uploaded"
+    );
+}
+
 /// Milliseconds since the epoch of an RFC 3339 time `status` printed.
 fn ms(time: &Value) -> i64 {
     chrono::DateTime::parse_from_rfc3339(time.as_str().unwrap())
@@ -201,15 +216,7 @@ async fn an_experience_event_over_10_kb_is_refused_before_upload_naming_its_row_
             && reason.contains("10 KB for an ExperienceEvent"),
         "{receipt}"
     );
-    let after = env.emulator.stats();
-    assert_eq!(
-        after.batches_created, before.batches_created,
-        "no batch spent"
-    );
-    assert_eq!(
-        after.bytes_received, before.bytes_received,
-        "nothing uploaded"
-    );
+    nothing_spent(&before, &env.emulator.stats());
     let printed = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(4), "{out:?}");
     assert!(printed.contains("BATCHDROP-RECORD-SIZE-400"), "{printed}");
@@ -240,20 +247,10 @@ async fn a_parquet_file_with_a_bad_row_is_refused_locally_and_validate_names_the
         "type": "object",
         "properties": {"id": {"type": "integer"}, "name": {"type": "string", "maxLength": 5}},
     });
-    env.emulator
-        .register_schema(schema_id, &schema)
-        .await
-        .unwrap();
     let dataset = "5deac2648a19d218a888d2c2";
-    env.emulator
-        .ensure_dataset_with_schema(dataset, "people", schema_id)
-        .await
-        .unwrap();
-    let config_path = env.write_config("", "format = \"parquet\"");
-    let text = std::fs::read_to_string(&config_path)
-        .unwrap()
-        .replace(support::DATASET, dataset);
-    std::fs::write(&config_path, text).unwrap();
+    let config_path = env
+        .config_on_schema(dataset, schema_id, &schema, "format = \"parquet\"")
+        .await;
     let content = parquet_file(vec![1, 2, 3], vec!["Anna", "Friederike", "Bo"]);
 
     let copy = env.dir.path().join("people.parquet");
@@ -290,13 +287,5 @@ async fn a_parquet_file_with_a_bad_row_is_refused_locally_and_validate_names_the
         "{}",
         receipts[0]
     );
-    let after = env.emulator.stats();
-    assert_eq!(
-        after.batches_created, before.batches_created,
-        "no batch spent"
-    );
-    assert_eq!(
-        after.bytes_received, before.bytes_received,
-        "nothing uploaded"
-    );
+    nothing_spent(&before, &env.emulator.stats());
 }

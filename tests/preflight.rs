@@ -299,20 +299,10 @@ async fn objectxdm_dataset(env: &Env, watch_extra: &str) -> (&'static str, PathB
         serde_json::from_slice(&std::fs::read(fixtures.join("objectXDM.schema.json")).unwrap())
             .unwrap();
     let schema_id = "https://ns.adobe.com/tenant/schemas/objectxdm";
-    env.emulator
-        .register_schema(schema_id, &schema)
-        .await
-        .unwrap();
     let dataset = "5deac2648a19d218a888d2c1";
-    env.emulator
-        .ensure_dataset_with_schema(dataset, "CRM profiles", schema_id)
-        .await
-        .unwrap();
-    let path = env.write_config("", watch_extra);
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace(support::DATASET, dataset);
-    std::fs::write(&path, text).unwrap();
+    let path = env
+        .config_on_schema(dataset, schema_id, &schema, watch_extra)
+        .await;
     (dataset, path)
 }
 
