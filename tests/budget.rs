@@ -150,20 +150,11 @@ async fn profile_event_dataset(env: &Env) -> std::path::PathBuf {
         .await
         .unwrap();
     let path = env.write_config("", "");
-    let config = batchdrop::config::Config::load(&path).unwrap();
-    let api = batchdrop::api::ApiClient::new(batchdrop::api::ClientConfig {
-        endpoint: env.emulator.base_url(),
-        org_id: config.platform.org_id.clone(),
-        sandbox: config.platform.sandbox.clone(),
-        api_key: "test".into(),
-        token: batchdrop::api::TokenSource::Static(batchdrop::api::Secret::new(
-            "test-token".to_owned(),
-        )),
-        request_timeout: std::time::Duration::from_secs(30),
-        connect_timeout: std::time::Duration::from_secs(5),
-        extra_ca_file: None,
-    })
-    .unwrap();
+    let sandbox = batchdrop::config::Config::load(&path)
+        .unwrap()
+        .platform
+        .sandbox;
+    let api = env.client_in(&sandbox);
     let tags = [("unifiedProfile".to_owned(), vec!["enabled:true".to_owned()])].into();
     let schema_ref = batchdrop::api::SchemaRef {
         id: schema_id.into(),

@@ -120,6 +120,21 @@ dataset = "{DATASET}"
         Config::load(&self.write_config(upload_extra, watch_extra)).unwrap()
     }
 
+    /// A client of the emulator calling as the test config's organisation, into `sandbox`.
+    pub fn client_in(&self, sandbox: &str) -> ApiClient {
+        ApiClient::new(ClientConfig {
+            endpoint: self.emulator.base_url(),
+            org_id: self.config("", "").platform.org_id,
+            sandbox: sandbox.into(),
+            api_key: "test".into(),
+            token: TokenSource::Static(Secret::new("test-token".to_owned())),
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            extra_ca_file: None,
+        })
+        .unwrap()
+    }
+
     /// Registers `schema` as `schema_id` in the emulator, makes `dataset` of it, and writes the
     /// test config (with `watch_extra`) on that dataset.
     pub async fn config_on_schema(
