@@ -1,10 +1,11 @@
 //! Ready files → sealed batches: grouping per (dataset, format) within the limits.
 //!
 //! `schedule` is the pure decision (which ready files go together, whether a group is ready to
-//! seal, whether the daily budget lets it); `Batcher::run` applies it against the store. Before sealing, files that may repeat
-//! content (the same size as another file of the dataset, ingested, on its way or ready beside
-//! them) are hashed; the store's seal keeps one copy of any content per dataset (the others
-//! wait for its outcome or become duplicates of it). Every other file is hashed only while it
+//! seal, whether the daily budget lets it); `Batcher::run` applies it against the store.
+//! Before sealing, files that may repeat content (the same size as another file of the
+//! dataset, ingested, on its way or ready beside them) are hashed; the store's seal keeps one
+//! copy of any content per dataset (the others wait for its outcome or become duplicates of
+//! it). Every other file is hashed only while it
 //! is uploaded. Watches whose dataset is blocked (see `blocked`) are skipped.
 //!
 //! This module must not talk to the platform or move files.
