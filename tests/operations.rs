@@ -91,9 +91,12 @@ async fn metrics_count_what_happened() {
         .unwrap();
     stop(daemon);
     assert_eq!(
-        metric(&text, &["batchdrop_files_ingested_total", DATASET]),
+        metric(
+            &text,
+            &["batchdrop_files_ingested_total", DATASET, "watch=\"drop\""]
+        ),
         3.0,
-        "{text}"
+        "by dataset and by watch (the folder as written in the config): {text}"
     );
     assert_eq!(
         metric(&text, &["batchdrop_files_failed_total", DATASET]),
