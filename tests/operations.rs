@@ -197,14 +197,13 @@ async fn sighup_adds_a_watch_and_removes_another_and_a_bad_config_keeps_the_old_
     let good = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, "this is = = not toml").unwrap();
     hup(&daemon);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let log_path = config.with_file_name("daemon.log");
+    wait_log_count(&log_path, "config reload rejected", 1, 30).await;
     write_atomic(
         &env.drop_dir().join("second.json"),
         jsonl(100, 5).as_bytes(),
     );
     wait_receipts(&env.archive(), 2, 60).await;
-    let log = std::fs::read_to_string(config.with_file_name("daemon.log")).unwrap();
-    assert!(log.contains("config reload rejected"), "{log}");
 
     // Now replace the watch on `drop` by one on `drop2`.
     let other = env.dir.path().join("drop2");
@@ -215,13 +214,15 @@ async fn sighup_adds_a_watch_and_removes_another_and_a_bad_config_keeps_the_old_
         jsonl(200, 5).as_bytes(),
     );
     hup(&daemon);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_log_count(&log_path, "config reloaded", 1, 30).await;
     write_atomic(&other.join("new.json"), jsonl(300, 5).as_bytes());
     let got = wait_receipts(&other.join("_archive"), 1, 60).await;
     assert_eq!(got[0]["file"], "new.json");
     assert_eq!(got[0]["status"], "success");
     write_atomic(&env.drop_dir().join("after.json"), jsonl(400, 5).as_bytes());
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    write_atomic(&other.join("later.json"), jsonl(500, 5).as_bytes());
+    wait_receipts(&other.join("_archive"), 2, 60).await;
+    // after.json was dropped before later.json, which has been taken and ingested since.
     assert!(
         env.drop_dir().join("after.json").exists(),
         "the removed watch takes nothing new"

@@ -219,6 +219,22 @@ pub async fn wait_receipts(dir: &Path, n: usize, secs: u64) -> Vec<serde_json::V
     .await
 }
 
+/// Waits until the log file at `path` holds `needle` at least `count` times (a daemon's log
+/// line is the observable event for what has no other outcome: a reload, a refusal); panics
+/// after `secs` with what the log holds.
+pub async fn wait_log_count(path: &Path, needle: &str, count: usize, secs: u64) -> String {
+    eventually(
+        secs,
+        &format!("{count}× {needle:?} in {}", path.display()),
+        || async {
+            let log =
+                String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned();
+            (log.matches(needle).count() >= count).then_some(log)
+        },
+    )
+    .await
+}
+
 /// Records ingested by a batch, counted through Data Access (the platform's own view).
 pub async fn records_in_batch(api: &ApiClient, batch: &str) -> u64 {
     api.list_batch_files(batch)
