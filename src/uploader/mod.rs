@@ -418,6 +418,7 @@ impl Uploader {
                 upload: self.upload.clone(),
                 batch: remote.to_owned(),
                 dataset: b.dataset.clone(),
+                watch: b.watch.clone(),
                 shutdown: shutdown.clone(),
             };
             set.spawn(async move {
