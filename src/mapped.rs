@@ -195,6 +195,8 @@ pub fn stage(watch: &WatchMapper, file: &FileRow, state_dir: &Path) -> io::Resul
         let _ = std::fs::remove_file(&partial);
         return Ok(Staging::NotNow);
     }
+    // A crash here leaves a partial staged file that nothing records: mapped again at start.
+    crate::crashpoint::hit("mapped-unsynced");
     let writer = shared
         .0
         .lock()
@@ -207,6 +209,7 @@ pub fn stage(watch: &WatchMapper, file: &FileRow, state_dir: &Path) -> io::Resul
     drop(staged_file);
     std::fs::rename(&partial, &final_path)?;
     crate::disk::Dir::anchor(&folder)?.sync()?;
+    crate::crashpoint::hit("staged-unrecorded");
     let identity = crate::disk::Identity::read(&final_path)?;
     rejected_rows.sort_by_key(|r| r.row);
     let staged = StagedFile {

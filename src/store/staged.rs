@@ -180,7 +180,6 @@ impl Store {
         }
         let mut q = sqlx::QueryBuilder::new("SELECT * FROM staged_files WHERE file_id IN (");
         super::push_ids(&mut q, file_ids.iter().copied());
-        q.push(")");
         let rows: Vec<Row> = q.build_query_as().fetch_all(&self.pool).await?;
         rows.into_iter()
             .map(|r| r.into_staged().map(|s| (s.file_id, s)))
@@ -197,7 +196,6 @@ impl Store {
         }
         let mut q = sqlx::QueryBuilder::new("SELECT file_id FROM staged_files WHERE file_id IN (");
         super::push_ids(&mut q, file_ids.iter().copied());
-        q.push(")");
         let ids: Vec<i64> = q.build_query_scalar().fetch_all(&self.pool).await?;
         Ok(ids.into_iter().collect())
     }
