@@ -406,3 +406,41 @@ async fn a_mapping_with_an_unknown_function_refuses_its_watch_at_start_naming_it
     );
     assert!(support::receipts(&env.drop_dir()).is_empty());
 }
+
+/// `batchdrop map --dataset D` takes the dataset's schema from the config's platform, as the
+/// daemon's pre-flight does: the same 32 rows are rejected as in a watch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn map_with_dataset_fetches_the_schema_from_the_platform() {
+    let env = Env::new().await;
+    let config = profile_watch(&env, &fixture("CRM_profiles.mapping.json"), "").await;
+    let csv = fixture("CRM_profiles.csv");
+    let mapping = fixture("CRM_profiles.mapping.json");
+    let out = bd(&[
+        "--config",
+        config.to_str().unwrap(),
+        "map",
+        csv.to_str().unwrap(),
+        "--mapping",
+        mapping.to_str().unwrap(),
+        "--dataset",
+        PROFILES,
+    ])
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stdout}\n{stderr}");
+    assert!(stdout.contains("rejected rows (32):"), "{stdout}");
+    assert!(
+        stdout.contains("row 4 (line 5): person.name.firstName: \"Friederike\" has 10 characters"),
+        "{stdout}"
+    );
+    // The preview is the mapped records.
+    let first: Value = serde_json::from_str(
+        stdout
+            .lines()
+            .find(|l| l.starts_with('{'))
+            .expect("a preview row"),
+    )
+    .unwrap();
+    assert_eq!(first["person"]["birthYear"], json!(2004));
+}

@@ -424,3 +424,43 @@ fn outcome_settings_are_per_watch_over_defaults_and_checked() {
     .unwrap_err();
     assert!(err.to_string().contains("on_batch_failure"), "{err}");
 }
+
+#[test]
+fn a_mapping_resolves_against_the_config_and_output_format_needs_one() {
+    let p = Path::new("/etc/batchdrop/batchdrop.toml");
+    let text = "[[watch]]\npath='a'\ndataset='d'\nmapping='crm.mapping.json'\n[[watch]]\npath='b'\ndataset='d'\nmapping='/srv/m.json'\noutput_format='json'\n[[watch]]\npath='c'\ndataset='d'\n";
+    let c = Config::parse(text, p).unwrap();
+    assert_eq!(
+        c.watches[0].mapping,
+        Some(WatchMapping {
+            path: PathBuf::from("/etc/batchdrop/crm.mapping.json"),
+            output: crate::config::MappedFormat::Parquet,
+        })
+    );
+    assert_eq!(
+        c.watches[1].mapping.as_ref().map(|m| m.output.format()),
+        Some(Format::Json)
+    );
+    assert_eq!(c.watches[2].mapping, None);
+    let err = Config::parse(
+        "[[watch]]\npath='a'\ndataset='d'\noutput_format='json'\n",
+        p,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("output_format applies only"),
+        "{err}"
+    );
+    let err = Config::parse(
+        "[[watch]]\npath='a'\ndataset='d'\nmapping='m.json'\noutput_format='csv'\n",
+        p,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("output_format"), "{err}");
+    let err = Config::parse(
+        "[defaults]\nmapping='m.json'\n[[watch]]\npath='a'\ndataset='d'\n",
+        p,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("mapping"), "per watch only: {err}");
+}
