@@ -34,7 +34,11 @@ impl Uploader {
         // A refusal that could mean the dataset is gone is a configuration problem, never the
         // files' fault: the Catalog decides (see `blocked`), and nothing fails meanwhile.
         if blocked::may_mean_missing_dataset(&e) {
-            match blocked::check(&self.api, &b.dataset).await {
+            let check = match self.api_for(b) {
+                Ok(api) => blocked::check(&api, &b.dataset).await,
+                Err(e) => Err(e),
+            };
+            match check {
                 Ok(DatasetCheck::Missing) => {
                     return blocked::block(&self.store, &b.dataset, &b.watch, &e.to_string()).await;
                 }
@@ -150,8 +154,10 @@ impl Uploader {
     /// files, untouched, into a new batch.
     pub(super) async fn abandon(&self, b: &BatchRow, why: &str) -> Result<(), StoreError> {
         tracing::warn!(batch = %b.label(), dataset = %b.dataset, "abandoning batch, its files go into a new one: {why}");
-        if let Some(remote) = b.remote_id() {
-            let _ = self.api.batch_action(remote, BatchAction::Abort).await;
+        if let Some(remote) = b.remote_id()
+            && let Ok(api) = self.api_for(b)
+        {
+            let _ = api.batch_action(remote, BatchAction::Abort).await;
         }
         metrics::counter!(telemetry::BATCHES, "outcome" => "abandoned").increment(1);
         self.store.abandon_batch(b.id, why).await
@@ -160,8 +166,10 @@ impl Uploader {
     /// A permanent failure: the batch's files go to the failed folder with `why`.
     pub(super) async fn fail_batch(&self, b: &BatchRow, why: &str) -> Result<(), StoreError> {
         tracing::error!(batch = %b.label(), dataset = %b.dataset, "batch failed: {why}");
-        if let Some(remote) = b.remote_id() {
-            let _ = self.api.batch_action(remote, BatchAction::Abort).await;
+        if let Some(remote) = b.remote_id()
+            && let Ok(api) = self.api_for(b)
+        {
+            let _ = api.batch_action(remote, BatchAction::Abort).await;
         }
         for f in self.store.batch_files(b.id).await? {
             if f.state.in_batch() {

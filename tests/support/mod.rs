@@ -13,6 +13,9 @@ use batchdrop_emulator::{Emulator, EmulatorConfig};
 use tokio_util::sync::CancellationToken;
 
 pub const DATASET: &str = "5deac2648a19d218a888d2b1";
+/// The organisation the test configs leave to its default: the platform (and the emulator)
+/// shows a batch only to callers of the organisation and sandbox it was created in.
+pub const ORG: &str = "batchdrop@AdobeOrg";
 
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -126,7 +129,7 @@ pub fn client(url: &str) -> ApiClient {
 pub fn client_with_token(url: &str, token: &str) -> ApiClient {
     ApiClient::new(ClientConfig {
         endpoint: url.to_owned(),
-        org_id: "test@AdobeOrg".into(),
+        org_id: ORG.into(),
         sandbox: "prod".into(),
         api_key: "test".into(),
         token: TokenSource::Static(Secret::new(token.to_owned())),
