@@ -408,3 +408,123 @@ impl Write for SharedWriter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CSV: &str = "ID,F_NAME,YOB\n1,Anna,1980\n2,Bo,x\n";
+
+    fn mapper(mappings: serde_json::Value) -> WatchMapper {
+        let set = MappingSet::from_json(mappings.to_string().as_bytes()).unwrap();
+        WatchMapper {
+            mapper: Mapper::new(set, None),
+            path: "m.json".into(),
+            sha256: "m".into(),
+            output: MappedFormat::Json,
+        }
+    }
+
+    /// `name` with `content` dropped into `dir/drop` and queued; its ready row.
+    async fn queued(dir: &Path, name: &str, content: &str) -> (Store, FileRow) {
+        let root = dir.join("drop");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join(name), content).unwrap();
+        let id = crate::disk::Identity::read(&root.join(name)).unwrap();
+        let store = Store::open_exclusive(&dir.join("state"), false)
+            .await
+            .unwrap();
+        store
+            .record_ready_many(&[crate::store::NewFile {
+                watch: "w".into(),
+                dataset: "d".into(),
+                format: Format::Csv,
+                multiline_json: false,
+                root: root.to_string_lossy().into_owned(),
+                rel_path: name.into(),
+                dev: id.dev as i64,
+                ino: id.ino as i64,
+                size: id.size as i64,
+                mtime_ns: id.mtime_ns,
+                raw_path: None,
+            }])
+            .await
+            .unwrap();
+        let file = store.ready_files("w", 10).await.unwrap().remove(0);
+        (store, file)
+    }
+
+    #[tokio::test]
+    async fn a_file_is_staged_whole_with_its_hashes_and_rejected_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, file) = queued(dir.path(), "people.csv", CSV).await;
+        let watch = mapper(serde_json::json!({"mappings": [
+            {"sourceType": "ATTRIBUTE", "source": "F_NAME", "destination": "name"},
+            {"sourceType": "EXPRESSION", "source": "to_integer(YOB)", "destination": "year"}
+        ]}));
+        let Staging::Staged(staged) = stage(&watch, &file, &dir.path().join("state")).unwrap()
+        else {
+            panic!("staged");
+        };
+        let bytes = std::fs::read(&staged.path).unwrap();
+        assert_eq!(bytes, b"{\"name\":\"Anna\",\"year\":1980}\n");
+        assert_eq!(staged.sha256, format!("{:x}", Sha256::digest(&bytes)));
+        assert_eq!(
+            staged.original_sha256,
+            format!("{:x}", Sha256::digest(CSV.as_bytes()))
+        );
+        assert_eq!(
+            (staged.records_in, staged.records_out, staged.rejected),
+            (2, 1, 1)
+        );
+        assert_eq!(staged.rejected_rows[0].row, 2);
+        assert!(
+            staged.rejected_rows[0].reasons[0].contains("to_integer"),
+            "{:?}",
+            staged.rejected_rows
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("state").join(FOLDER))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            left,
+            vec![std::ffi::OsString::from(format!("{}.json", file.id))]
+        );
+        // Recorded once; a second record of the same file is refused.
+        assert!(store.record_staged(&staged).await.unwrap());
+        assert!(!store.record_staged(&staged).await.unwrap());
+        assert_eq!(store.staged_file(file.id).await.unwrap(), Some(staged));
+        let row = store.file(file.id).await.unwrap().unwrap();
+        assert_eq!(row.format, Format::Json, "batched as the staged format");
+    }
+
+    #[tokio::test]
+    async fn a_missing_column_refuses_the_file_and_a_changed_one_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, file) = queued(dir.path(), "people.csv", CSV).await;
+        let state = dir.path().join("state");
+        let watch = mapper(serde_json::json!({"mappings": [
+            {"sourceType": "ATTRIBUTE", "source": "EMAIL", "destination": "mail"}
+        ]}));
+        match stage(&watch, &file, &state).unwrap() {
+            Staging::Refused(why, None) => {
+                assert!(why.contains("EMAIL") && why.contains("people.csv"), "{why}")
+            }
+            other => panic!("refused: {other:?}"),
+        }
+        // Written to since it was queued: not the version queued, mapped later.
+        std::fs::write(
+            dir.path().join("drop/people.csv"),
+            format!("{CSV}3,Cleo,1990\n"),
+        )
+        .unwrap();
+        let watch = mapper(serde_json::json!({"mappings": [
+            {"sourceType": "ATTRIBUTE", "source": "F_NAME", "destination": "name"}
+        ]}));
+        assert!(matches!(
+            stage(&watch, &file, &state).unwrap(),
+            Staging::NotNow
+        ));
+    }
+}
