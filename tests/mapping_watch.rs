@@ -7,7 +7,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use batchdrop::api::{BatchQuery, BatchStatus};
@@ -267,29 +267,15 @@ async fn a_mapped_watch_ingests_the_csv_as_parquet_and_serves_the_mapped_records
     assert_eq!(records_ingested(&env).await, CSV_ROWS - REJECTED);
 }
 
-/// The real binary with `BATCHDROP_CRASH_AT` (or none), logging beside the config.
+/// The daemon binary, with `BATCHDROP_CRASH_AT` set to `crash_at` if given.
 fn spawn(config: &Path, crash_at: Option<&str>) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(config.with_file_name("daemon.log"))
-        .unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_batchdrop"));
-    cmd.arg("run")
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "batchdrop=info")
-        .env_remove("BATCHDROP_CRASH_AT")
-        .env_remove("BATCHDROP_PANIC_AT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
-    if let Some(point) = crash_at {
-        cmd.env("BATCHDROP_CRASH_AT", point);
+    match crash_at {
+        Some(point) => spawn_daemon(config, &[], &[("BATCHDROP_CRASH_AT", point)]),
+        None => spawn_daemon(config, &[], &[]),
     }
-    cmd.spawn().expect("batchdrop binary runs")
 }
 
+/// Waits for a daemon that kills itself to be gone.
 fn wait_exit(child: &mut Child, secs: u64) -> std::process::ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
@@ -304,12 +290,8 @@ fn wait_exit(child: &mut Child, secs: u64) -> std::process::ExitStatus {
     }
 }
 
-fn terminate(mut child: Child) {
-    // SAFETY: a signal to our own child process.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    assert!(wait_exit(&mut child, 30).success());
+fn terminate(child: Child) {
+    assert!(stop_daemon(child).success());
 }
 
 async fn killed_while_mapping_then_restarted(point: &str) {

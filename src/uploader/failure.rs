@@ -133,7 +133,8 @@ impl Uploader {
             Some(_) => "other",
             None => "network",
         };
-        metrics::counter!(telemetry::RETRIES, "cause" => cause).increment(1);
+        metrics::counter!(telemetry::RETRIES, "cause" => cause, "watch" => b.watch.clone())
+            .increment(1);
         if e.is_config() {
             tracing::error!(batch = %label, dataset = %b.dataset, attempt, "the platform refuses batchdrop's credentials or set-up; the files wait (nothing is failed for this): fix [platform] / [platform.auth] in the config (client_id, the secret, org_id, sandbox, the token file); retrying in {wait:?}: {e}");
         } else {
@@ -159,7 +160,8 @@ impl Uploader {
         {
             let _ = api.batch_action(remote, BatchAction::Abort).await;
         }
-        metrics::counter!(telemetry::BATCHES, "outcome" => "abandoned").increment(1);
+        metrics::counter!(telemetry::BATCHES, "outcome" => "abandoned", "watch" => b.watch.clone())
+            .increment(1);
         self.store.abandon_batch(b.id, why).await
     }
 
@@ -180,7 +182,8 @@ impl Uploader {
         self.store
             .finish_batch(b.id, Verdict::Failed, &outcome, why)
             .await?;
-        metrics::counter!(telemetry::BATCHES, "outcome" => "failed").increment(1);
+        metrics::counter!(telemetry::BATCHES, "outcome" => "failed", "watch" => b.watch.clone())
+            .increment(1);
         self.wake_archiver.notify_one();
         Ok(())
     }

@@ -426,6 +426,7 @@ impl Uploader {
                 upload: self.upload.clone(),
                 batch: remote.to_owned(),
                 dataset: b.dataset.clone(),
+                watch: b.watch.clone(),
                 shutdown: shutdown.clone(),
             };
             let staged = staged.remove(&f.id);
