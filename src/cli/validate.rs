@@ -173,7 +173,7 @@ fn schema_file(path: &Path) -> Result<RegistrySchema, CommandError> {
 
 /// The dataset's schema from the registry (or the copy kept in the state dir), and the dataset
 /// (its tags say whether it is an upsert one, and Profile-enabled).
-async fn dataset_schema(
+pub(super) async fn dataset_schema(
     config: &Config,
     dataset: &str,
 ) -> Result<(RegistrySchema, Option<Dataset>), CommandError> {
