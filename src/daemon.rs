@@ -20,7 +20,7 @@ use crate::admin;
 use crate::api::{ApiClient, ClientConfig, ClientSecret, ErrorKind, OAuth, Secret, TokenSource};
 use crate::archiver::Archiver;
 use crate::batcher::Batcher;
-use crate::config::{Config, Credentials, Endpoint, SecretSource, StateBackend, Watch};
+use crate::config::{Config, Credentials, Endpoint, SecretSource, Watch};
 use crate::stage::{self, Ended};
 use crate::store::{Store, StoreError, now_ms};
 use crate::telemetry::Health;
@@ -51,12 +51,6 @@ pub enum DaemonError {
         "{0}; batchdrop stopped rather than run on without it (what was done is in the state database: a restart resumes from there)"
     )]
     Stage(String),
-    /// Fleet mode's database holds the fleet's coordination, but the queue itself does not
-    /// run on PostgreSQL yet (issue #22; docs/fleet.md).
-    #[error(
-        "`state` names the PostgreSQL database {url} (fleet mode), but this version of batchdrop runs its queue on SQLite only: the fleet's database, claims, leases and `batchdrop status` work, the daemon does not yet (docs/fleet.md). Remove `state` to run with state_dir"
-    )]
-    FleetQueue { url: String },
     #[error(
         "cannot serve the admin listener on {addr}: {source}; set admin_listen to a free address, or \"off\""
     )]
@@ -247,15 +241,10 @@ pub async fn run(
     opts: RunOptions,
     shutdown: CancellationToken,
 ) -> Result<Outcome, DaemonError> {
-    if let StateBackend::Postgres(pg) = &config.state {
-        return Err(DaemonError::FleetQueue {
-            url: pg.url.clone(),
-        });
-    }
     let started = now_ms();
     // Installed before any stage counts anything.
     crate::telemetry::prometheus();
-    let store = Store::open_exclusive(&config.state_dir, config.allow_network_state_dir).await?;
+    let crate::membership::State { store, member } = crate::membership::open(&config).await?;
     let platform = Platform::connect(&config).await?;
     if let Some(emu) = &platform.embedded {
         // The operator's commands (`push`, `abort`, `revert`) reach the embedded platform,
@@ -283,6 +272,11 @@ pub async fn run(
     let output = CancellationToken::new();
     // Every stage runs supervised: one that ends without being asked stops the daemon.
     let mut tasks: JoinSet<Ended> = JoinSet::new();
+    // In a fleet, the leases live as long as the stages that use them.
+    let beat = CancellationToken::new();
+    if let Some(member) = &member {
+        tokio::spawn(crate::membership::heartbeat(member.clone(), beat.clone()));
+    }
 
     // watchers → store
     let mut watchers = Watchers::default();
@@ -477,6 +471,10 @@ pub async fn run(
             tasks.len()
         );
         tasks.abort_all();
+    }
+    beat.cancel();
+    if let Some(member) = &member {
+        crate::membership::leave(member).await;
     }
     if let Some(emu) = platform.embedded {
         emu.shutdown().await;

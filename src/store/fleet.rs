@@ -29,6 +29,7 @@ macro_rules! db_now {
 #[derive(Clone)]
 pub struct Fleet {
     pool: PgPool,
+    url: String,
     lease_ms: i64,
 }
 
@@ -116,8 +117,19 @@ impl Fleet {
     pub async fn connect(state: &PostgresState) -> Result<Fleet, StoreError> {
         Ok(Fleet {
             pool: postgres::connect(state).await?,
+            url: state.url.clone(),
             lease_ms: i64::try_from(state.lease.as_millis()).unwrap_or(i64::MAX),
         })
+    }
+
+    /// The database's URL (never with the password), for messages.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The pool the queue shares (see [`super::Store::on_fleet`]).
+    pub(super) fn pool(&self) -> &PgPool {
+        &self.pool
     }
 
     pub fn lease(&self) -> Duration {

@@ -3,9 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use sqlx::{Database, FromRow};
+use sqlx::FromRow;
 
-use super::sqlite::Db;
 use super::{BatchOutcome, BatchPhase, BatchState, FileState, Predecessors};
 use crate::format::Format;
 
@@ -134,8 +133,11 @@ struct BatchRecord {
     updated_at: i64,
 }
 
-impl<'r> FromRow<'r, <Db as Database>::Row> for BatchRow {
-    fn from_row(row: &'r <Db as Database>::Row) -> Result<BatchRow, sqlx::Error> {
+impl<'r, R: sqlx::Row> FromRow<'r, R> for BatchRow
+where
+    BatchRecord: FromRow<'r, R>,
+{
+    fn from_row(row: &'r R) -> Result<BatchRow, sqlx::Error> {
         let r = BatchRecord::from_row(row)?;
         let phase = BatchPhase::of(r.state, r.remote_id)
             .map_err(|message| sqlx::Error::Decode(format!("batch #{}: {message}", r.id).into()))?;
@@ -320,4 +322,15 @@ pub struct EventRow {
     pub batch_id: Option<i64>,
     pub kind: String,
     pub detail: Option<String>,
+}
+
+/// What became of a failed batch offered for bisection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Split {
+    /// Its files travel again in these new batches.
+    Into(Vec<i64>),
+    /// The cap on extra batches would be passed: nothing changed.
+    OverCap { spent: i64 },
+    /// The batch was no longer in flight (aborted meanwhile): nothing changed.
+    NotInFlight,
 }

@@ -1,0 +1,85 @@
+//! Where this daemon's queue lives, and its place in a fleet (issue #22): SQLite in
+//! `state_dir` under the one-daemon lock, or fleet mode's shared PostgreSQL database, which the
+//! instance joins, renews its leases in by a heartbeat (every third of the lease), and leaves
+//! on a clean exit so that the others need not wait for its leases to expire.
+//!
+//! This module must not hold SQL (`store::fleet` does) nor decide about files or batches (the
+//! stages do).
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, StateBackend};
+use crate::store::{Fleet, Member, Store, StoreError};
+
+/// The daemon's queue, and its membership when the queue is a fleet's.
+pub struct State {
+    pub store: Store,
+    pub member: Option<Member>,
+}
+
+/// Opens the queue the config names; in fleet mode, joins the fleet.
+pub async fn open(config: &Config) -> Result<State, StoreError> {
+    match &config.state {
+        StateBackend::Sqlite => Ok(State {
+            store: Store::open_exclusive(&config.state_dir, config.allow_network_state_dir).await?,
+            member: None,
+        }),
+        StateBackend::Postgres(pg) => {
+            // The state dir still holds this instance's own files (the admin address).
+            std::fs::create_dir_all(&config.state_dir).map_err(|source| StoreError::CreateDir {
+                path: config.state_dir.clone(),
+                source,
+            })?;
+            let fleet = Fleet::connect(pg).await?;
+            let member = fleet.join(&host_name()).await?;
+            tracing::info!(instance = member.id(), database = fleet.url(), lease = ?fleet.lease(), "joined the fleet");
+            Ok(State {
+                store: Store::on_fleet(&fleet),
+                member: Some(member),
+            })
+        }
+    }
+}
+
+/// Renews this instance's heartbeat and leases every third of the lease until `stop`; a
+/// failed renewal is reported and tried again at the next beat (a database outage pauses the
+/// fleet's work; the leases it costs are taken over like a lost instance's).
+pub async fn heartbeat(member: Member, stop: CancellationToken) {
+    let every = member.fleet().lease() / 3;
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {
+                if let Err(e) = member.heartbeat().await {
+                    tracing::warn!(instance = member.id(), "heartbeat failed: {}; trying again in {every:?}", e.explain());
+                }
+            }
+        }
+    }
+}
+
+/// Leaves the fleet on a clean exit (its leases free at once).
+pub async fn leave(member: &Member) {
+    if let Err(e) = member.leave().await {
+        tracing::warn!(
+            instance = member.id(),
+            "cannot leave the fleet cleanly: {}; its leases free when they expire",
+            e.explain()
+        );
+    }
+    member.fleet().close().await;
+}
+
+/// The machine's name, as `status` lists the instances by (Linux: the kernel's hostname).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown-host".into())
+}
