@@ -277,9 +277,13 @@ pub async fn run(
     if let Some(member) = &member {
         tokio::spawn(crate::membership::heartbeat(member.clone(), beat.clone()));
     }
+    let leases = member.clone().map(crate::membership::Leases::new);
 
     // watchers → store
-    let mut watchers = Watchers::default();
+    let mut watchers = Watchers {
+        leases: leases.clone(),
+        ..Watchers::default()
+    };
     for w in &config.watches {
         watchers.start(
             w,
@@ -303,6 +307,7 @@ pub async fn run(
         max_inflight_bytes: config.limits.max_inflight_bytes,
         wake: wake_batcher.clone(),
         wake_uploader: wake_uploader.clone(),
+        leases: leases.clone(),
     }
     .run(intake.clone(), flush.clone());
     tasks.spawn(stage::supervise("batcher", intake.clone(), async {
@@ -320,6 +325,7 @@ pub async fn run(
         wake_uploader.clone(),
         wake_archiver.clone(),
         upload_outcomes.clone(),
+        leases.clone(),
     )
     .run(output.clone(), config.shutdown_grace);
     tasks.spawn(stage::supervise("uploader", output.clone(), async {
@@ -338,6 +344,7 @@ pub async fn run(
         watches: archive_watches.clone(),
         store: store.clone(),
         wake: wake_archiver,
+        leases: leases.clone(),
     }
     .run(output.clone());
     tasks.spawn(stage::supervise("archiver", output.clone(), async {
@@ -515,6 +522,8 @@ fn reload_started() -> Vec<sd_notify::NotifyState<'static>> {
 #[derive(Default)]
 struct Watchers {
     running: HashMap<String, (Watch, CancellationToken, Arc<AtomicUsize>)>,
+    /// In a fleet: each watcher scans only while its instance holds the watch's scan lease.
+    leases: Option<crate::membership::Leases>,
 }
 
 impl Watchers {
@@ -530,13 +539,14 @@ impl Watchers {
         intake: &CancellationToken,
     ) {
         let token = intake.child_token();
-        let watcher = Watcher::new(
+        let mut watcher = Watcher::new(
             w.clone(),
             store.clone(),
             wake_batcher.clone(),
             health.clone(),
             config.limits.max_queued_files,
         );
+        watcher.leases = self.leases.clone();
         self.running.insert(
             w.name.clone(),
             (w.clone(), token.clone(), watcher.pending.clone()),

@@ -6,12 +6,14 @@
 //! This module must not hold SQL (`store::fleet` does) nor decide about files or batches (the
 //! stages do).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, StateBackend};
-use crate::store::{Fleet, Member, Store, StoreError};
+use crate::store::{Fleet, Lease, LeaseOn, Member, Store, StoreError};
 
 /// The daemon's queue, and its membership when the queue is a fleet's.
 pub struct State {
@@ -32,11 +34,11 @@ pub async fn open(config: &Config) -> Result<State, StoreError> {
                 path: config.state_dir.clone(),
                 source,
             })?;
-            let fleet = Fleet::connect(pg).await?;
-            let member = fleet.join(&host_name()).await?;
+            let member = Fleet::join_as_daemon(pg, &host_name()).await?;
+            let fleet = member.fleet();
             tracing::info!(instance = member.id(), database = fleet.url(), lease = ?fleet.lease(), "joined the fleet");
             Ok(State {
-                store: Store::on_fleet(&fleet),
+                store: Store::on_fleet(fleet),
                 member: Some(member),
             })
         }
@@ -82,4 +84,77 @@ fn host_name() -> String {
         .filter(|name| !name.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "unknown-host".into())
+}
+
+/// The leases this instance holds, as its stages ask for them: the uploader drives a batch,
+/// and the archiver finishes its files, only under the batch's lease; the watcher scans, the
+/// batcher seals, and the archiver finishes the files that never had a batch, only under the
+/// watch's scan lease. What the database refuses to a lost lease (migration 0090) makes the
+/// rest safe; these checks keep the instances from stepping on each other's work at all.
+#[derive(Clone)]
+pub struct Leases {
+    member: Member,
+    held: Arc<Mutex<HashMap<LeaseOn, Lease>>>,
+}
+
+impl Leases {
+    pub fn new(member: Member) -> Leases {
+        Leases {
+            member,
+            held: Default::default(),
+        }
+    }
+
+    pub fn member(&self) -> &Member {
+        &self.member
+    }
+
+    /// How long a stage leaves work another instance holds before asking again.
+    pub fn retry_after(&self) -> Duration {
+        self.member.fleet().lease() / 2
+    }
+
+    /// Whether this instance may drive batch `batch_id` now: it still holds its lease, or it
+    /// took it (never leased, released, or expired: its owner was lost). Taking it over is all
+    /// a resumption needs: the batch's record says where it was, and the platform the rest.
+    pub async fn batch(&self, batch_id: i64) -> Result<bool, StoreError> {
+        self.hold(LeaseOn::Batch(batch_id)).await
+    }
+
+    /// Whether this instance is the scanner of `watch` now (it kept or took the role).
+    pub async fn scan(&self, watch: &str) -> Result<bool, StoreError> {
+        self.hold(LeaseOn::Scan(watch.to_owned())).await
+    }
+
+    async fn hold(&self, on: LeaseOn) -> Result<bool, StoreError> {
+        let known = self.held.lock().unwrap().get(&on).cloned();
+        if let Some(lease) = &known {
+            if self.member.holds(lease).await? {
+                return Ok(true);
+            }
+            self.held.lock().unwrap().remove(&on);
+            tracing::warn!(
+                instance = self.member.id(),
+                "lost the lease on {on:?} (this instance was paused or cut off past it); its new owner carries on"
+            );
+        }
+        let taken = match &on {
+            LeaseOn::Batch(batch_id) => self.member.acquire_batch(*batch_id).await?,
+            LeaseOn::Scan(watch) => self.member.acquire_scan(watch).await?,
+        };
+        match taken {
+            Some(lease) => {
+                if known.is_some() || matches!(on, LeaseOn::Batch(_)) {
+                    tracing::debug!(
+                        instance = self.member.id(),
+                        epoch = lease.epoch(),
+                        "took the lease on {on:?}"
+                    );
+                }
+                self.held.lock().unwrap().insert(on, lease);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
 }

@@ -168,6 +168,11 @@ fn sqlite_cause(code: Option<i64>) -> &'static str {
 /// PostgreSQL's SQLSTATE in words.
 fn postgres_cause(sqlstate: &str) -> &'static str {
     match sqlstate {
+        "BD001" => {
+            "this instance no longer holds the batch's lease (it was paused or cut off past it, \
+             and another instance took the batch over): the change was refused and the batch is \
+             left to its new owner"
+        }
         "53100" => "the fleet database's disk is full",
         "25006" => "the fleet database is read-only (a standby, or default_transaction_read_only?)",
         "40001" | "40P01" => {
