@@ -34,8 +34,12 @@ pub async fn open(config: &Config) -> Result<State, StoreError> {
                 path: config.state_dir.clone(),
                 source,
             })?;
-            let member = Fleet::join_as_daemon(pg, &host_name()).await?;
+            let host = host_name();
+            let member = Fleet::join_as_daemon(pg, &host).await?;
             let fleet = member.fleet();
+            // Scrapes of several instances are told apart by this (and by `instance` in status).
+            metrics::gauge!(crate::telemetry::INSTANCE_INFO, "instance" => member.id().to_owned(), "host" => host)
+                .set(1.0);
             tracing::info!(instance = member.id(), database = fleet.url(), lease = ?fleet.lease(), "joined the fleet");
             Ok(State {
                 store: Store::on_fleet(fleet),
