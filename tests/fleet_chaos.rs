@@ -9,7 +9,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use batchdrop::api::{BatchQuery, BatchStatus};
@@ -42,29 +42,9 @@ fn instance_config(env: &Env, pg: &Postgres, i: usize) -> PathBuf {
     path
 }
 
+/// Instance `config`, as the real binary (its log beside the config, shared by the three).
 fn spawn(config: &Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(config.with_extension("log"))
-        .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_batchdrop"))
-        .arg("run")
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "batchdrop=info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("batchdrop binary runs")
-}
-
-fn signal(child: &Child, sig: i32) {
-    // SAFETY: sending a signal to our own child process.
-    unsafe {
-        libc::kill(child.id() as i32, sig);
-    }
+    spawn_daemon(config, &[], &[("RUST_LOG", "batchdrop=info")])
 }
 
 async fn admin_pool(pg: &Postgres) -> sqlx::PgPool {
