@@ -38,7 +38,7 @@ pub async fn open(config: &Config) -> Result<State, StoreError> {
             let member = Fleet::join_as_daemon(pg, &host).await?;
             let fleet = member.fleet();
             // Scrapes of several instances are told apart by this (and by `instance` in status).
-            metrics::gauge!(crate::telemetry::INSTANCE_INFO, "instance" => member.id().to_owned(), "host" => host)
+            metrics::gauge!(crate::telemetry::INSTANCE_INFO, "id" => member.id().to_owned(), "host" => host)
                 .set(1.0);
             tracing::info!(instance = member.id(), database = fleet.url(), lease = ?fleet.lease(), "joined the fleet");
             Ok(State {

@@ -114,7 +114,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     (
         INSTANCE_INFO,
         Kind::Gauge,
-        "Fleet mode: always 1; its labels name this instance in the fleet and its host.",
+        "Fleet mode: always 1; its labels name this instance in the fleet (id) and its host.",
     ),
     (
         RECORDS_INGESTED,
