@@ -5,12 +5,12 @@
 //! This module must not hold SQL or any logic: a method of the queue that is not listed here
 //! is not part of the API.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::{
     Backend, BatchOutcome, BatchProgress, BatchRow, BlockedDataset, Carried, Dedupe, EventRow,
-    FileRow, FileState, Finalized, NewBatch, NewFile, Recorded, ReplayRequest, Sealed, Split, Step,
-    Store, StoreError, Uploaded, Verdict,
+    FileRow, FileState, Finalized, NewBatch, NewFile, Recorded, ReplayRequest, Sealed, Split,
+    StagedFile, Step, Store, StoreError, Uploaded, Verdict,
 };
 
 /// Writes each `pub async fn name(&self, arg: Type, …) -> Ret;` as a method of `Store` that
@@ -118,6 +118,12 @@ dispatch! {
     pub async fn requeue_unsent_batches(&self, dataset: &str, reason: &str,) -> Result<usize, StoreError>;
     // isolation.rs
     pub async fn split_failed_batch(&self, batch_id: i64, outcome: &BatchOutcome, detail: &str, parts: &[Vec<i64>], max_extra: u32, why: &str,) -> Result<Split, StoreError>;
+    // staged.rs
+    pub async fn record_staged(&self, staged: &StagedFile) -> Result<bool, StoreError>;
+    pub async fn staged_file(&self, file_id: i64) -> Result<Option<StagedFile>, StoreError>;
+    pub async fn staged_of_batch(&self, batch_id: i64) -> Result<Vec<StagedFile>, StoreError>;
+    pub async fn staged_of_files(&self, file_ids: &[i64]) -> Result<HashMap<i64, StagedFile>, StoreError>;
+    pub async fn staged_among(&self, file_ids: &[i64]) -> Result<HashSet<i64>, StoreError>;
     // stuck.rs
     pub async fn mark_stuck(&self, batch_id: i64, now: i64) -> Result<bool, StoreError>;
     pub async fn stuck_batches(&self) -> Result<Vec<(i64, i64)>, StoreError>;

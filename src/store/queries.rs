@@ -34,6 +34,8 @@ mod intake;
 mod isolation;
 #[path = "outcome.rs"]
 mod outcome;
+#[path = "staged.rs"]
+mod staged;
 #[path = "stuck.rs"]
 mod stuck;
 #[path = "upload.rs"]

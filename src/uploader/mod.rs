@@ -420,6 +420,14 @@ impl Uploader {
         let failures_to_clear = Arc::new(std::sync::atomic::AtomicBool::new(
             b.attempts > 0 || b.first_error_at.is_some(),
         ));
+        // Files of a watch that maps its files are sent as their staged files.
+        let mut staged: HashMap<i64, crate::store::StagedFile> = self
+            .store
+            .staged_of_batch(b.id)
+            .await?
+            .into_iter()
+            .map(|s| (s.file_id, s))
+            .collect();
         for f in files {
             // Finished uploads are reaped as we go: a batch of 1,500 files would otherwise
             // keep 1,500 finished tasks in memory until the last one is spawned.
@@ -445,8 +453,9 @@ impl Uploader {
                 watch: b.watch.clone(),
                 shutdown: shutdown.clone(),
             };
+            let staged = staged.remove(&f.id);
             set.spawn(async move {
-                let r = job.upload(&f).await;
+                let r = job.upload(&f, staged.as_ref()).await;
                 drop(permit);
                 r
             });
