@@ -1,19 +1,9 @@
 //! The daily batch budget each watch runs under, as the daemon settled it (`preflight::gate`,
 //! at start and on every reload), for `batchdrop status` to read without asking the platform.
-//! What counts against a budget is the batches table itself (`Store::batches_sealed_since`).
+//! What counts against a budget is the batches table itself (`Store::batches_sealed_since`);
+//! the row is `WatchBudget` (`model.rs`).
 
-use super::{Store, StoreError, now_ms};
-
-/// One watch's budget as the daemon settled it.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct WatchBudget {
-    pub watch: String,
-    pub dataset: String,
-    /// `None`: no budget (unlimited).
-    pub max_batches_per_day: Option<i64>,
-    /// 1 when the Catalog tags the dataset Profile-enabled (the default of 90 comes from it).
-    pub profile: i64,
-}
+use super::{Store, StoreError, WatchBudget, now_ms};
 
 impl Store {
     /// Replaces the recorded budgets with these (the watches that run now).
