@@ -17,12 +17,13 @@ async fn status_json(config: &Path) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// The `schedule` entry of the one watch of the test config.
+/// The `schedule` entry of the one watch of the test config (an empty one while the daemon
+/// has not made its state database yet).
 async fn schedule(config: &Path) -> Value {
     let status = status_json(config).await;
     let all = status["schedule"].as_array().cloned().unwrap_or_default();
-    assert_eq!(all.len(), 1, "one watch: {status}");
-    all[0].clone()
+    assert!(all.len() <= 1, "one watch: {status}");
+    all.first().cloned().unwrap_or(Value::Null)
 }
 
 /// No batch was created and no byte uploaded between the two snapshots of the emulator.
