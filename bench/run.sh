@@ -26,6 +26,9 @@
 #   E3  the same with a 20-field XDM schema (issue #5): MB/s, and seconds per GiB.
 #   E2  the emulator: JSON Lines parsing MB/s (one batch of EMU_JSONL_MIB (256 / 16) MiB, parsed
 #       by one blocking task, i.e. one core), from the Catalog's started/completed times.
+#   V1  validation before upload (issue #20): B1 (V1_FILES, default B1_FILES, files) and B2
+#       (V1_MIB, default B2_MIB) again on the 20-field XDM dataset of E3, with validate = "off"
+#       and "reject"; the throughput ratio on/off (the issue's bound: at most 20 % slower).
 #   M1  `batchdrop map` (issue #24): a MAP_MIB (1024 / 16) MiB CSV of the guide's CRM rows (each
 #       copy with its own CRMID) mapped to Parquet with tests/fixtures/CRM_profiles.mapping.json
 #       and its schema: MB/s of input per CPU-second (the command uses one core) and wall-clock;
@@ -319,14 +322,18 @@ ingested_at_least() {
 discovered_at_least() { (($(metric batchdrop_files_discovered_total) >= $1)); }
 
 # ---- data -----------------------------------------------------------------------------------
-# gen_small DIR N BYTES PREFIX: N JSON Lines files of about BYTES bytes, each with its own content.
+# gen_small DIR N BYTES PREFIX [xdm]: N JSON Lines files of about BYTES bytes, each with its own
+# content; with "xdm", records that pass E3's bench-xdm schema (gen_big's fields).
 gen_small() {
     mkdir -p "$1"
-    awk -v dir="$1" -v n="$2" -v bytes="$3" -v p="$4" 'BEGIN {
+    awk -v dir="$1" -v n="$2" -v bytes="$3" -v p="$4" -v xdm="${5:-}" 'BEGIN {
         for (i = 0; i < n; i++) {
             f = sprintf("%s/%s%07d.json", dir, p, i); s = 0
             for (j = 0; s < bytes; j++) {
-                line = sprintf("{\"file\":%d,\"row\":%d,\"name\":\"customer %d-%d\",\"email\":\"c%d.%d@example.com\",\"score\":%d,\"active\":true}", i, j, i, j, i, j, (i * 31 + j) % 1000)
+                if (xdm != "")
+                    line = sprintf("{\"id\":%d,\"ts\":\"2026-11-29T16:%02d:%02dZ\",\"name\":\"customer %d-%d\",\"email\":\"c%d.%d@example.com\",\"score\":%d.%02d,\"tags\":[\"a\",\"b\"],\"address\":{\"city\":\"Springfield\",\"zip\":\"%05d\"}}", i * 1000 + j, j % 60, i % 60, i, j, i, j, (i + j) % 1000, j % 100, i % 100000)
+                else
+                    line = sprintf("{\"file\":%d,\"row\":%d,\"name\":\"customer %d-%d\",\"email\":\"c%d.%d@example.com\",\"score\":%d,\"active\":true}", i, j, i, j, i, j, (i * 31 + j) % 1000)
                 print line > f; s += length(line) + 1
             }
             close(f)
@@ -768,6 +775,10 @@ m1() {
         "$f×" "flat (≤ 1.25×)" "$(met "$f <= 1.25")"
 }
 
+# V1 (validation on vs off) lives in its own file; it uses the helpers above.
+# shellcheck source=bench/validation.sh
+source "$ROOT/bench/validation.sh"
+
 # ---- run ------------------------------------------------------------------------------------
 avail_kib=$(df -Pk "$T" | awk 'NR == 2 { print $4 }')
 need_kib=$(((B2_MIB * 3 + EMU_PUT_MIB * 2 + EMU_JSONL_MIB * 2 + B3_SMALL_MIB * 2 + MAP_MIB * 2) * 1024 + (B1_FILES * 3 + B4_FILES) * 8))
@@ -775,7 +786,7 @@ need_kib=$(((B2_MIB * 3 + EMU_PUT_MIB * 2 + EMU_JSONL_MIB * 2 + B3_SMALL_MIB * 2
 log "temp dir $T ($((avail_kib / 1048576)) GiB free)"
 START=$SECONDS
 start_emulator
-for scenario in b1 b6 b2 b3 b4 b5 e1 e2 e3 m1; do
+for scenario in b1 b6 b2 b3 b4 b5 e1 e2 e3 v1 m1; do
     if [[ " ${BENCH_ONLY:-$scenario} " == *" $scenario "* ]]; then "$scenario"; fi
 done
 

@@ -1,15 +1,15 @@
 //! Ready files → sealed batches: grouping per (dataset, format) within the limits.
 //!
-//! `plan` is the pure decision (which ready files go together, and whether a group is ready to
-//! seal); `Batcher::run` applies it against the store. Before sealing, files that may repeat
-//! content (the same size as another file of the dataset, ingested, on its way or ready beside
-//! them) are hashed; the store's seal keeps one copy of any content per dataset (the others
-//! wait for its outcome or become duplicates of it). Every other file is hashed only while it
+//! `schedule` is the pure decision (which ready files go together, whether a group is ready to
+//! seal, whether the daily budget lets it); `Batcher::run` applies it against the store.
+//! Before sealing, files that may repeat content (the same size as another file of the
+//! dataset, ingested, on its way or ready beside them) are hashed; the store's seal keeps one
+//! copy of any content per dataset (the others wait for its outcome or become duplicates of
+//! it). Every other file is hashed only while it
 //! is uploaded. Watches whose dataset is blocked (see `blocked`) are skipped.
 //!
 //! This module must not talk to the platform or move files.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,74 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Validate, Watch};
 use crate::disk::{self, Links};
+use crate::schedule::{self, Limits};
 use crate::stage::{self, Next, Stage};
 use crate::store::{Dedupe, FileRow, NewBatch, Store, StoreError, now_ms};
-
-/// The limits one watch asks for.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_files: u64,
-    pub max_bytes: u64,
-    pub max_wait: Duration,
-}
-
-impl Limits {
-    pub fn of(w: &Watch) -> Limits {
-        Limits {
-            max_files: w.max_files,
-            max_bytes: w.max_bytes,
-            max_wait: w.max_wait,
-        }
-    }
-}
-
-/// Groups ready files into batches. A group is sealed when full (files or bytes), when its
-/// oldest file waited `max_wait`, or when `flush` (shutdown, `--once`). Files carrying a replay
-/// request travel alone: a replay batch replaces exactly what its sidecar names.
-pub fn plan(files: &[FileRow], limits: Limits, now_ms: i64, flush: bool) -> Vec<Vec<i64>> {
-    let mut groups: BTreeMap<(&str, bool), Vec<&FileRow>> = BTreeMap::new();
-    let mut out = Vec::new();
-    for f in files {
-        if f.replay.is_some() {
-            out.push(vec![f.id]);
-            continue;
-        }
-        groups
-            .entry((f.format.as_str(), f.multiline_json))
-            .or_default()
-            .push(f);
-    }
-    for (_, group) in groups {
-        let mut current: Vec<&FileRow> = Vec::new();
-        let mut bytes = 0u64;
-        for f in group {
-            let size = f.size.max(0) as u64;
-            if !current.is_empty()
-                && (current.len() as u64 >= limits.max_files || bytes + size > limits.max_bytes)
-            {
-                out.push(current.iter().map(|f| f.id).collect());
-                current.clear();
-                bytes = 0;
-            }
-            current.push(f);
-            bytes += size;
-        }
-        if current.is_empty() {
-            continue;
-        }
-        let oldest = current
-            .iter()
-            .map(|f| f.discovered_at)
-            .min()
-            .unwrap_or(now_ms);
-        let full = current.len() as u64 >= limits.max_files || bytes >= limits.max_bytes;
-        let waited = now_ms - oldest >= limits.max_wait.as_millis() as i64;
-        if flush || full || waited {
-            out.push(current.iter().map(|f| f.id).collect());
-        }
-    }
-    out
-}
 
 pub struct Batcher {
     /// Shared with the daemon, which swaps it on a config reload.
@@ -269,7 +204,7 @@ impl Batcher {
                 // Never "waited long enough" (and small enough for plan's millisecond sums).
                 limits.max_wait = Duration::from_secs(u32::MAX as u64);
             }
-            let mut groups = plan(&ready, limits, now_ms(), flush && !more);
+            let mut groups = schedule::plan(&ready, limits, now_ms(), flush && !more);
             let budget = self.budgets.read().unwrap().get(&w.name).copied();
             if let Some(budget) = budget
                 && !groups.is_empty()
@@ -331,22 +266,19 @@ impl Batcher {
         }
     }
 
-    /// Whether a watch with a daily budget of `budget` batches may seal one now: fewer than
-    /// `budget` in the last 24 hours, and the last one at least 24 h / `budget` ago, so the
-    /// batches are spaced across the day. `flush` (shutdown, `--once`) still honours the count.
+    /// Whether a watch with a daily budget of `budget` batches may seal one now (see
+    /// `schedule::budget_allows`).
     async fn budget_allows(&self, w: &Watch, budget: u32, flush: bool) -> Result<bool, StoreError> {
-        const DAY_MS: i64 = 86_400_000;
         let now = now_ms();
-        let (today, last) = self
+        let sealed = self
             .store
-            .batches_sealed_since(&w.name, now - DAY_MS)
+            .batches_sealed_since(&w.name, now - schedule::DAY_MS)
             .await?;
-        if today >= i64::from(budget) {
+        let allowed = schedule::budget_allows(budget, sealed, now, flush);
+        if !allowed && sealed.count >= i64::from(budget) {
             tracing::debug!(watch = %w.name, budget, "daily batch budget used up; files wait");
-            return Ok(false);
         }
-        let spacing = DAY_MS / i64::from(budget);
-        Ok(flush || last.is_none_or(|last| now - last >= spacing))
+        Ok(allowed)
     }
 
     /// Reads each ready file not checked yet once, hashing it and checking its records against
@@ -588,38 +520,7 @@ impl Stage for Batching {
 mod tests {
     use super::*;
 
-    fn file(id: i64, format: &str, size: i64, at: i64) -> FileRow {
-        FileRow {
-            id,
-            watch: "w".into(),
-            dataset: "d".into(),
-            format: crate::format::Format::parse(format).unwrap(),
-            multiline_json: false,
-            root: "/r".into(),
-            rel_path: format!("f{id}"),
-            dev: 1,
-            ino: id,
-            size,
-            mtime_ns: 0,
-            sha256: None,
-            state: crate::store::FileState::Ready,
-            batch_id: None,
-            uploaded_bytes: 0,
-            sent: false,
-            duplicate_of: None,
-            replay: None,
-            sidecar: None,
-            reason: None,
-            final_path: None,
-            finalized: false,
-            discovered_at: at,
-            updated_at: at,
-            raw_path: None,
-            waits_for: None,
-            records: None,
-            receipt_path: None,
-        }
-    }
+    use crate::schedule::tests::file;
 
     #[test]
     fn a_queued_file_is_hashed_only_as_the_version_queued_and_only_up_to_its_size() {
@@ -649,52 +550,6 @@ mod tests {
         std::fs::write(dir.path().join("b.json"), "{\"a\": 1}\n").unwrap();
         std::fs::rename(dir.path().join("b.json"), &path).unwrap();
         assert_eq!(sha256_queued(&f).unwrap(), None);
-    }
-
-    const L: Limits = Limits {
-        max_files: 3,
-        max_bytes: 100,
-        max_wait: Duration::from_secs(5),
-    };
-
-    #[test]
-    fn a_young_partial_group_waits() {
-        let files = vec![file(1, "json", 10, 1000)];
-        assert!(plan(&files, L, 2000, false).is_empty());
-        assert_eq!(plan(&files, L, 6000, false), vec![vec![1]]);
-        assert_eq!(plan(&files, L, 2000, true), vec![vec![1]]);
-    }
-
-    #[test]
-    fn groups_split_on_file_count_and_bytes_and_never_mix_formats() {
-        let files: Vec<_> = (1..=7).map(|i| file(i, "json", 10, 1000)).collect();
-        assert_eq!(
-            plan(&files, L, 1000, false),
-            vec![vec![1, 2, 3], vec![4, 5, 6]]
-        );
-        let files = vec![
-            file(1, "json", 60, 0),
-            file(2, "json", 60, 0),
-            file(3, "csv", 1, 0),
-        ];
-        assert_eq!(
-            plan(&files, L, 10_000, false),
-            vec![vec![3], vec![1], vec![2]]
-        );
-    }
-
-    #[test]
-    fn a_file_larger_than_max_bytes_still_travels_alone() {
-        let files = vec![file(1, "json", 500, 0), file(2, "json", 5, 0)];
-        assert_eq!(plan(&files, L, 0, false), vec![vec![1]]);
-    }
-
-    #[test]
-    fn replay_files_travel_alone() {
-        let mut f = file(2, "json", 1, 0);
-        f.replay = Some(crate::store::Predecessors(vec!["X".into()]));
-        let files = vec![file(1, "json", 1, 0), f, file(3, "json", 1, 0)];
-        assert_eq!(plan(&files, L, 10_000, false), vec![vec![2], vec![1, 3]]);
     }
 
     /// A file that cannot be read when it must be hashed (here: a folder now has its name)

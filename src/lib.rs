@@ -34,6 +34,7 @@ pub mod process_metrics;
 pub mod receipt;
 pub mod replay;
 pub mod retry;
+pub mod schedule;
 pub mod stage;
 pub mod store;
 pub mod telemetry;

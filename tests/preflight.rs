@@ -9,15 +9,10 @@ use std::path::{Path, PathBuf};
 use batchdrop::api::{BatchQuery, SchemaRef};
 use support::*;
 
-/// The organisation of the test config (`org_id` is left to its default there).
-fn config_org(env: &Env) -> String {
-    env.config("", "").platform.org_id
-}
-
 /// A dataset made through the Catalog in `sandbox` of the config's organisation (as a user of
 /// that sandbox would), with these `unifiedProfile` tags.
 async fn dataset_in(env: &Env, sandbox: &str, name: &str, profile_tags: &[&str]) -> String {
-    let api = client_in(env, sandbox);
+    let api = env.client_in(sandbox);
     let mut tags = std::collections::BTreeMap::new();
     if !profile_tags.is_empty() {
         tags.insert(
@@ -32,23 +27,6 @@ async fn dataset_in(env: &Env, sandbox: &str, name: &str, profile_tags: &[&str])
     api.create_dataset(name, Some(&schema), &tags)
         .await
         .unwrap()
-}
-
-/// A client of the emulator calling as the config's organisation, into `sandbox`.
-fn client_in(env: &Env, sandbox: &str) -> batchdrop::api::ApiClient {
-    batchdrop::api::ApiClient::new(batchdrop::api::ClientConfig {
-        endpoint: env.emulator.base_url(),
-        org_id: config_org(env),
-        sandbox: sandbox.into(),
-        api_key: "test".into(),
-        token: batchdrop::api::TokenSource::Static(batchdrop::api::Secret::new(
-            "test-token".to_owned(),
-        )),
-        request_timeout: std::time::Duration::from_secs(30),
-        connect_timeout: std::time::Duration::from_secs(5),
-        extra_ca_file: None,
-    })
-    .unwrap()
 }
 
 /// The test config with a second watch on `dataset` in folder `second` (format `format`).
@@ -173,7 +151,7 @@ async fn a_watch_with_its_own_sandbox_ingests_there_and_its_batches_are_followed
 
     // The dev watch's batch exists in dev only: created, completed and polled to success there.
     let dev_batch = dev_receipts[0]["batch"].as_str().unwrap().to_owned();
-    let dev = client_in(&env, "dev");
+    let dev = env.client_in("dev");
     let found = dev.get_batch(&dev_batch).await.unwrap();
     assert_eq!(
         found.map(|b| b.status.to_string()).as_deref(),
@@ -299,20 +277,10 @@ async fn objectxdm_dataset(env: &Env, watch_extra: &str) -> (&'static str, PathB
         serde_json::from_slice(&std::fs::read(fixtures.join("objectXDM.schema.json")).unwrap())
             .unwrap();
     let schema_id = "https://ns.adobe.com/tenant/schemas/objectxdm";
-    env.emulator
-        .register_schema(schema_id, &schema)
-        .await
-        .unwrap();
     let dataset = "5deac2648a19d218a888d2c1";
-    env.emulator
-        .ensure_dataset_with_schema(dataset, "CRM profiles", schema_id)
-        .await
-        .unwrap();
-    let path = env.write_config("", watch_extra);
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace(support::DATASET, dataset);
-    std::fs::write(&path, text).unwrap();
+    let path = env
+        .config_on_schema(dataset, schema_id, &schema, watch_extra)
+        .await;
     (dataset, path)
 }
 

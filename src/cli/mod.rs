@@ -23,6 +23,7 @@ pub mod retry;
 pub mod revert;
 pub mod status;
 pub mod status_fleet;
+pub mod status_schedule;
 pub mod status_watch;
 pub mod validate;
 

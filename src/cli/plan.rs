@@ -57,12 +57,11 @@ pub async fn run(config: &Config) -> Result<u8, CommandError> {
                 }
                 _ => {}
             }
-            let upsert = report.dataset.as_ref().is_some_and(|d| d.is_upsert());
             validator = report
                 .schema
                 .as_ref()
                 .filter(|_| watch.validate != crate::config::Validate::Off)
-                .and_then(|s| Validator::new(s, upsert).ok());
+                .and_then(|s| Validator::new(s, report.dataset.as_ref()).ok());
         }
         let (found, mut refused) = list(watch);
         let taken = judge(watch, found, validator.as_ref(), &mut refused);
@@ -199,7 +198,7 @@ fn judge(
         }
         if let Some(validator) = validator
             && let Ok(file) = std::fs::File::open(&f.path)
-            && let Ok(check) = validator.check(file, f.format, watch.multiline_json)
+            && let Ok(check) = validator.check_file(file, f.format, watch.multiline_json)
             && !check.is_clean()
             && watch.validate == crate::config::Validate::Reject
         {

@@ -33,7 +33,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{CommandError, Connection, human_bytes};
-use crate::config::{Config, Format, PLATFORM_MAX_FILES};
+use crate::config::{Config, Format, RECOMMENDED_MAX_FILES};
 use crate::replay::{self, Sidecar};
 use crate::store::{
     BatchProgress, BatchRow, BatchState, Dedupe, FileState, NewBatch, NewFile, Store, StoreError,
@@ -537,9 +537,9 @@ async fn seal(
 }
 
 fn inputs(files: &[PathBuf]) -> Result<Vec<Input>, CommandError> {
-    if files.len() as u64 > PLATFORM_MAX_FILES {
+    if files.len() as u64 > RECOMMENDED_MAX_FILES {
         return Err(CommandError::Usage(format!(
-            "{} files in one push: a batch holds at most {PLATFORM_MAX_FILES}; push them in several runs",
+            "{} files in one push: a pushed batch holds at most {RECOMMENDED_MAX_FILES} (the platform's recommended limit); push them in several runs",
             files.len()
         )));
     }

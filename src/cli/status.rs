@@ -30,6 +30,8 @@ pub struct Overview {
     pub recent_failures: Vec<FailureJson>,
     /// Watches that take no files because the platform does not know their dataset.
     pub blocked: Vec<BlockedJson>,
+    /// Per watch: the next batch due (when, why) and the daily batch budget used.
+    pub schedule: Vec<super::status_schedule::ScheduleJson>,
 }
 
 #[derive(Serialize)]
@@ -225,6 +227,7 @@ pub async fn overview(
         recent_batches: Vec::new(),
         recent_failures: Vec::new(),
         blocked: Vec::new(),
+        schedule: Vec::new(),
     };
     let keep = |d: &str| dataset.is_none_or(|x| x == d);
     let mut datasets: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
@@ -285,6 +288,7 @@ pub async fn overview(
             next_check_at: iso(b.next_check_at),
         });
     }
+    o.schedule = super::status_schedule::schedule(store, &config.watches, dataset).await?;
     for b in store.batches_in_flight().await? {
         if keep(&b.dataset) {
             o.in_flight.push(batch_json(store, &b).await?);
@@ -525,6 +529,9 @@ pub fn render_overview(o: &Overview) -> String {
                 counts.join(", ")
             }
         );
+        for s in o.schedule.iter().filter(|s| s.dataset == d.dataset) {
+            out += &super::status_schedule::render(s);
+        }
     }
     for b in &o.blocked {
         out += &format!(

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{CommandError, Connection};
-use crate::api::RegistrySchema;
+use crate::api::{Dataset, RegistrySchema};
 use crate::config::{Config, Format};
 use crate::preflight::cache;
 use crate::preflight::validate::{FileCheck, Validator};
@@ -30,8 +30,8 @@ pub async fn run(config: Option<&Config>, args: &ValidateArgs) -> Result<u8, Com
             CommandError::Usage(format!("--format {f:?}: use json, csv or parquet"))
         })?),
     };
-    let (schema, upsert) = match (&args.schema, config, &args.dataset) {
-        (Some(path), _, _) => (schema_file(path)?, false),
+    let (schema, dataset) = match (&args.schema, config, &args.dataset) {
+        (Some(path), _, _) => (schema_file(path)?, None),
         (None, Some(config), Some(dataset)) => dataset_schema(config, dataset).await?,
         _ => {
             return Err(CommandError::Usage(
@@ -39,7 +39,7 @@ pub async fn run(config: Option<&Config>, args: &ValidateArgs) -> Result<u8, Com
             ));
         }
     };
-    let validator = Validator::new(&schema, upsert).map_err(|why| {
+    let validator = Validator::new(&schema, dataset.as_ref()).map_err(|why| {
         CommandError::Refused(format!(
             "schema {} cannot be used to check records: {why}",
             schema.id
@@ -96,7 +96,7 @@ fn check_file(
     };
     let document = multiline_json || starts_with_bracket(&mut open()?);
     validator
-        .check(open()?, format, document)
+        .check_file(open()?, format, document)
         .map_err(|e| CommandError::Io(format!("cannot read {name}: {e}")))
 }
 
@@ -124,9 +124,13 @@ fn print_file(file: &Path, checked: &FileCheck) {
         checked.bad_rows, checked.records
     );
     for p in &checked.problems {
+        // Row 0: the file as a whole (a Parquet file the platform would refuse).
+        let row = match p.row {
+            0 => "(whole file)".to_owned(),
+            row => row.to_string(),
+        };
         println!(
-            "{name}: row {} field {} {}: {}",
-            p.row,
+            "{name}: row {row} field {} {}: {}",
             p.field.as_deref().unwrap_or("-"),
             p.code,
             p.message
@@ -167,12 +171,12 @@ fn schema_file(path: &Path) -> Result<RegistrySchema, CommandError> {
     })
 }
 
-/// The dataset's schema from the registry (or the copy kept in the state dir), and whether the
-/// dataset is an upsert one.
+/// The dataset's schema from the registry (or the copy kept in the state dir), and the dataset
+/// (its tags say whether it is an upsert one, and Profile-enabled).
 pub(super) async fn dataset_schema(
     config: &Config,
     dataset: &str,
-) -> Result<(RegistrySchema, bool), CommandError> {
+) -> Result<(RegistrySchema, Option<Dataset>), CommandError> {
     let connection = Connection::open(config).await?;
     let sandbox = config.sandbox_of(dataset);
     let api = &connection
@@ -210,5 +214,5 @@ pub(super) async fn dataset_schema(
     if let Some(emulator) = connection.embedded {
         emulator.shutdown().await;
     }
-    Ok((schema, found.is_upsert()))
+    Ok((schema, Some(found)))
 }

@@ -20,9 +20,16 @@ pub use crate::patterns::Patterns;
 pub use crate::units::{MAX_DURATION, parse_duration};
 pub use state::{DEFAULT_LEASE, PasswordSource, PostgresState, StateBackend};
 
-/// The platform's hard limits (reference §7); a configuration may only ask for less.
-pub const PLATFORM_MAX_FILES: u64 = 1500;
-pub const PLATFORM_MAX_BYTES: u64 = 100 * 1000 * 1000 * 1000;
+/// The platform's hard limits per batch (its guardrails page: 25,000 files / 1 TB); a
+/// configuration may ask for less, never more.
+pub const PLATFORM_MAX_FILES: u64 = 25_000;
+pub const PLATFORM_MAX_BYTES: u64 = 1000 * 1000 * 1000 * 1000;
+/// The recommended limits per batch, the defaults (the developer guide's 1,500 files; 100 GB
+/// on both the guide and the guardrails page).
+pub const RECOMMENDED_MAX_FILES: u64 = 1500;
+pub const RECOMMENDED_MAX_BYTES: u64 = 100 * 1000 * 1000 * 1000;
+/// How long a batch below `min_batch_bytes` is held for more files when `max_hold` is not set.
+pub const DEFAULT_MAX_HOLD: Duration = Duration::from_secs(3600);
 /// The daily batch budget of a Profile-enabled dataset when the watch sets none (the
 /// platform's guardrail: about 90 batches a day per sandbox).
 pub const PROFILE_BATCHES_PER_DAY: u32 = 90;
@@ -298,6 +305,9 @@ pub struct Watch {
     pub max_files: u64,
     pub max_bytes: u64,
     pub max_wait: Duration,
+    /// A batch smaller than this is held for more files (0: never held), at most `max_hold`.
+    pub min_batch_bytes: u64,
+    pub max_hold: Duration,
     pub after_success: AfterSuccess,
     pub archive_dir: PathBuf,
     pub failed_dir: PathBuf,

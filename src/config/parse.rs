@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use super::raw::{RawAuth, RawConfig};
 use super::{
-    AfterSuccess, Config, ConfigError, Credentials, Endpoint, Limits, LogFormat, OAuthConfig,
-    PLATFORM_MAX_BYTES, PLATFORM_MAX_CHUNK, PLATFORM_MAX_FILES, PLATFORM_MAX_PUT, Platform,
-    SecretSource, Upload, Validate, Watch, WatchMode,
+    AfterSuccess, Config, ConfigError, Credentials, DEFAULT_MAX_HOLD, Endpoint, Limits, LogFormat,
+    OAuthConfig, PLATFORM_MAX_BYTES, PLATFORM_MAX_CHUNK, PLATFORM_MAX_FILES, PLATFORM_MAX_PUT,
+    Platform, RECOMMENDED_MAX_BYTES, RECOMMENDED_MAX_FILES, SecretSource, Upload, Validate, Watch,
+    WatchMode,
 };
 use super::{OnBatchFailure, Outcomes, Patterns, WatchMapping, parse_duration};
 use crate::envsubst;
@@ -265,15 +266,21 @@ impl Config {
                     &s.rescan_interval.clone().or(d.rescan_interval.clone()),
                     Duration::from_secs(60),
                 )?,
-                max_files: s.max_files.or(d.max_files).unwrap_or(PLATFORM_MAX_FILES),
+                max_files: s.max_files.or(d.max_files).unwrap_or(RECOMMENDED_MAX_FILES),
                 max_bytes: s
                     .max_bytes
                     .or(d.max_bytes)
-                    .map_or(PLATFORM_MAX_BYTES, |s| s.0),
+                    .map_or(RECOMMENDED_MAX_BYTES, |s| s.0),
                 max_wait: dur(
                     "max_wait",
                     &s.max_wait.clone().or(d.max_wait.clone()),
                     Duration::from_secs(5),
+                )?,
+                min_batch_bytes: s.min_batch_bytes.or(d.min_batch_bytes).map_or(0, |s| s.0),
+                max_hold: dur(
+                    "max_hold",
+                    &s.max_hold.clone().or(d.max_hold.clone()),
+                    DEFAULT_MAX_HOLD,
                 )?,
                 after_success: s
                     .after_success
@@ -289,7 +296,7 @@ impl Config {
                 max_file_bytes: s
                     .max_file_bytes
                     .or(d.max_file_bytes)
-                    .map_or(PLATFORM_MAX_BYTES, |s| s.0),
+                    .map_or(RECOMMENDED_MAX_BYTES, |s| s.0),
                 refuse_sparse: s.refuse_sparse.or(d.refuse_sparse).unwrap_or(false),
                 validate: s.validate.or(d.validate).unwrap_or(Validate::Reject),
                 max_batches_per_day: s.max_batches_per_day.or(d.max_batches_per_day),
@@ -355,17 +362,32 @@ impl Config {
             }
             if watch.max_files == 0 || watch.max_files > PLATFORM_MAX_FILES {
                 return Err(invalid(format!(
-                    "[[watch]] {name}: max_files must be between 1 and {PLATFORM_MAX_FILES} (the platform's limit per batch)"
+                    "[[watch]] {name}: max_files = {} is out of range: it must be between 1 and {PLATFORM_MAX_FILES} (the platform's hard limit per batch; {RECOMMENDED_MAX_FILES} is recommended)",
+                    watch.max_files
                 )));
             }
             if watch.max_bytes == 0 || watch.max_bytes > PLATFORM_MAX_BYTES {
                 return Err(invalid(format!(
-                    "[[watch]] {name}: max_bytes must be between 1 and {PLATFORM_MAX_BYTES} (100 GB, the platform's limit per batch)"
+                    "[[watch]] {name}: max_bytes = {} is out of range: it must be between 1 and {PLATFORM_MAX_BYTES} (1 TB, the platform's hard limit per batch; 100 GB is recommended)",
+                    watch.max_bytes
                 )));
             }
             if watch.max_file_bytes == 0 || watch.max_file_bytes > PLATFORM_MAX_BYTES {
                 return Err(invalid(format!(
-                    "[[watch]] {name}: max_file_bytes must be between 1 and {PLATFORM_MAX_BYTES} (100 GB, the platform's limit per batch)"
+                    "[[watch]] {name}: max_file_bytes = {} is out of range: it must be between 1 and {PLATFORM_MAX_BYTES} (1 TB, the platform's hard limit per batch)",
+                    watch.max_file_bytes
+                )));
+            }
+            if watch.min_batch_bytes > watch.max_bytes {
+                return Err(invalid(format!(
+                    "[[watch]] {name}: min_batch_bytes ({}) is larger than max_bytes ({}): a batch could never reach it; lower min_batch_bytes or raise max_bytes",
+                    watch.min_batch_bytes, watch.max_bytes
+                )));
+            }
+            if watch.min_batch_bytes > 0 && watch.max_hold < watch.max_wait {
+                return Err(invalid(format!(
+                    "[[watch]] {name}: max_hold ({:?}) is shorter than max_wait ({:?}): a batch below min_batch_bytes is held at least max_wait; raise max_hold",
+                    watch.max_hold, watch.max_wait
                 )));
             }
             watches.push(watch);

@@ -101,6 +101,8 @@ macro_rules! watch_settings {
             pub(super) max_files: Option<u64>,
             pub(super) max_bytes: Option<Size>,
             pub(super) max_wait: Option<String>,
+            pub(super) min_batch_bytes: Option<Size>,
+            pub(super) max_hold: Option<String>,
             pub(super) after_success: Option<AfterSuccess>,
             pub(super) allow_duplicates: Option<bool>,
             pub(super) follow_symlinks: Option<bool>,

@@ -3,7 +3,8 @@
 //! dataset is not in the sandbox is blocked as `crate::blocked` does (its files wait, nothing
 //! is failed), warnings are logged, and the others run.
 //!
-//! It must not move files; the store is touched only through `crate::blocked`.
+//! It must not move files; the store is touched only through `crate::blocked` and to record
+//! the budgets it settled (for `batchdrop status`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use super::validate::Validator;
 use super::{Verdict, WatchReport, check_watch};
 use crate::api::{ApiClient, Dataset};
 use crate::config::{Config, PROFILE_BATCHES_PER_DAY, Watch};
-use crate::store::Store;
+use crate::store::{Store, WatchBudget};
 
 /// The watches that may run, and the check of their records (by watch name) where their
 /// dataset's schema is known.
@@ -30,6 +31,7 @@ pub struct Admitted {
 /// Checks every watch of `config` and says which may run.
 pub async fn admit(api: &ApiClient, store: &Store, config: &Config) -> Admitted {
     let mut admitted = Admitted::default();
+    let mut recorded = Vec::new();
     for watch in &config.watches {
         let report = check_watch(api, &config.state_dir, watch).await;
         log(watch, &report);
@@ -74,15 +76,20 @@ pub async fn admit(api: &ApiClient, store: &Store, config: &Config) -> Admitted 
             .dataset
             .as_ref()
             .is_some_and(Dataset::is_profile_enabled);
-        if let Some(budget) = watch
+        let budget = watch
             .max_batches_per_day
-            .or(profile.then_some(PROFILE_BATCHES_PER_DAY))
-        {
+            .or(profile.then_some(PROFILE_BATCHES_PER_DAY));
+        if let Some(budget) = budget {
             admitted.budgets.insert(watch.name.clone(), budget);
         }
-        let upsert = report.dataset.as_ref().is_some_and(Dataset::is_upsert);
+        recorded.push(WatchBudget {
+            watch: watch.name.clone(),
+            dataset: watch.dataset.clone(),
+            max_batches_per_day: budget.map(i64::from),
+            profile: i64::from(profile),
+        });
         if let Some(schema) = &report.schema {
-            match Validator::new(schema, upsert) {
+            match Validator::new(schema, report.dataset.as_ref()) {
                 Ok(v) => {
                     admitted.validators.insert(watch.name.clone(), Arc::new(v));
                 }
@@ -92,6 +99,13 @@ pub async fn admit(api: &ApiClient, store: &Store, config: &Config) -> Admitted 
             }
         }
         admitted.watches.push(watch.clone());
+    }
+    if let Err(e) = store.record_budgets(&recorded).await {
+        // Only `status` reads them: the batcher goes by `budgets`.
+        tracing::warn!(
+            "cannot record the daily batch budgets for `batchdrop status`: {}",
+            e.explain()
+        );
     }
     admitted
 }

@@ -1,7 +1,7 @@
 //! The local check of a queued file before it is batched: one read of the version queued
 //! (opened as the batcher opens it for hashing, checked against the queued identity, bounded
 //! by the queued size) feeds both the SHA-256 and the record check, streaming, so memory stays
-//! flat and the file is read once.
+//! flat and the file is read once (a Parquet file twice: its footer comes first).
 //!
 //! It reads; deciding what happens to a file with bad rows is the batcher's (`validate` of
 //! the watch), recording it the store's.
@@ -11,6 +11,7 @@ use std::io::{self, Read};
 use sha2::{Digest, Sha256};
 
 use super::validate::{FileCheck, Validator};
+use crate::format::Format;
 use crate::store::FileRow;
 
 /// What one read of a queued file gave.
@@ -33,7 +34,13 @@ pub fn check_queued(validator: &Validator, file: &FileRow) -> io::Result<Option<
         hasher: Sha256::new(),
         read: 0,
     };
-    let check = validator.check(&mut reader, file.format, file.multiline_json)?;
+    let check = if file.format == Format::Parquet {
+        // Its footer comes first: hashed in a pass of its own, then read from the file.
+        io::copy(&mut reader, &mut io::sink())?;
+        validator.check_parquet(opened.file.try_clone()?)?
+    } else {
+        validator.check(&mut reader, file.format, file.multiline_json)?
+    };
     // A check that stopped early (a syntax error) leaves bytes to hash.
     io::copy(&mut reader, &mut io::sink())?;
     if reader.read != queued.size {
@@ -75,14 +82,24 @@ pub fn refusal(file: &FileRow, check: &FileCheck) -> String {
         .problems
         .iter()
         .take(SHOWN)
-        .map(|p| {
-            format!(
-                "file '{}' row {}: {} ({})",
-                file.rel_path, p.row, p.message, p.code
-            )
+        .map(|p| match p.row {
+            // The file as a whole (a Parquet file the platform would refuse).
+            0 => format!("file '{}': {} ({})", file.rel_path, p.message, p.code),
+            row => format!(
+                "file '{}' row {row}: {} ({})",
+                file.rel_path, p.message, p.code
+            ),
         })
         .collect();
     let more = check.problems.len().saturating_sub(SHOWN);
+    if check.problems.first().is_some_and(|p| p.row == 0) {
+        return format!(
+            "{} would be refused by the platform as a whole, so it was not uploaded: {}; \
+             fix the file and drop it again (check it with `batchdrop validate`), or set validate = \"warn\" or \"off\" on the watch",
+            file.rel_path,
+            listed.join("; ")
+        );
+    }
     format!(
         "{} of {} records of {} break the dataset's schema and would be refused by the platform, so it was not uploaded: {}{}; \
          fix those rows and drop the file again (see them all with `batchdrop validate`), or set validate = \"warn\" or \"off\" on the watch",

@@ -10,7 +10,9 @@
 pub mod cache;
 pub mod fit;
 pub mod gate;
+pub mod guardrails;
 pub mod local;
+pub mod parquet;
 pub mod validate;
 
 use std::path::Path;

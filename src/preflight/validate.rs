@@ -4,8 +4,11 @@
 //! objects). It reads from any `Read`, streaming, one record held at a time, so the caller can
 //! feed it the bytes it hashes in the same pass.
 //!
-//! It reads; it must not open, move or upload files, and knows nothing of receipts. Parquet
-//! is not read here (the platform checks its columns itself).
+//! Records over the platform's size guardrail (`guardrails`) fail their row too.
+//!
+//! Parquet files are read by `parquet` (from a file: their footer comes first).
+//!
+//! It reads; it must not open, move or upload files, and knows nothing of receipts.
 
 use std::io::{self, BufRead, BufReader, Read};
 
@@ -13,7 +16,8 @@ use batchdrop_xdm::{CheckMode, CsvColumns, Issue, Schema, Source};
 use serde::de::{Deserializer as _, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use crate::api::RegistrySchema;
+use super::guardrails::{self, RecordKind};
+use crate::api::{Dataset, RegistrySchema};
 use crate::config::Format;
 
 /// The platform's code of a row that cannot be read or parsed.
@@ -44,7 +48,7 @@ pub struct FileCheck {
     pub bad_rows: u64,
     /// The first [`MAX_PROBLEMS_KEPT`] problems.
     pub problems: Vec<RowProblem>,
-    /// Not checked at all (Parquet), and why.
+    /// Not checked at all (a Parquet file too large to check locally), and why.
     pub skipped: Option<String>,
 }
 
@@ -72,14 +76,53 @@ impl FileCheck {
 /// A compiled schema and how to check records against it.
 pub struct Validator {
     schema: Schema,
+    /// Rows of an upsert dataset carry only the fields they change: required fields are not
+    /// checked.
     upsert: bool,
+    /// The record-size guardrail of a Profile-enabled dataset.
+    record_kind: Option<RecordKind>,
 }
 
 impl Validator {
-    /// `upsert`: rows carry only the fields they change, so required fields are not checked.
-    pub fn new(schema: &RegistrySchema, upsert: bool) -> Result<Validator, String> {
-        let schema = Schema::compile(&schema.document, Some(&schema.id), None, None)?;
-        Ok(Validator { schema, upsert })
+    /// The check of records of `dataset` (when known: its tags decide upsert and the record
+    /// size guardrail) against `schema`.
+    pub fn new(schema: &RegistrySchema, dataset: Option<&Dataset>) -> Result<Validator, String> {
+        let record_kind = dataset.and_then(|d| guardrails::record_kind(schema, d));
+        let upsert = dataset.is_some_and(Dataset::is_upsert);
+        let compiled = Schema::compile(&schema.document, Some(&schema.id), None, None)?;
+        Ok(Validator {
+            schema: compiled,
+            upsert,
+            record_kind,
+        })
+    }
+
+    /// Whether a record of `bytes` bytes is over the guardrail: then its row fails (and its
+    /// fields are not checked: the platform drops it whole).
+    fn too_large(&self, out: &mut FileCheck, row: u64, bytes: usize) -> bool {
+        let Some(kind) = self.record_kind.filter(|k| bytes > k.max_bytes()) else {
+            return false;
+        };
+        out.records += 1;
+        out.fail([RowProblem {
+            row,
+            code: guardrails::RECORD_TOO_LARGE.to_owned(),
+            field: None,
+            message: kind.message(bytes),
+        }]);
+        true
+    }
+
+    /// The compact JSON size of a record, counted without holding it, only when a
+    /// guardrail needs it.
+    fn json_size(&self, value: &Value) -> usize {
+        if self.record_kind.is_none() {
+            return 0;
+        }
+        let mut counter = Counter(0);
+        // Writing to a counter cannot fail.
+        let _ = serde_json::to_writer(&mut counter, value);
+        counter.0
     }
 
     /// Checks every record `reader` holds, read as `format`.
@@ -96,10 +139,30 @@ impl Validator {
             Format::Json => self.json_lines(reader, &mut out)?,
             Format::Csv => self.csv(reader, &mut out)?,
             Format::Parquet => {
-                out.skipped = Some("Parquet files are not checked locally".to_owned());
+                out.skipped = Some(
+                    "a Parquet file is checked from a file (Validator::check_file), not a stream"
+                        .to_owned(),
+                );
             }
         }
         Ok(out)
+    }
+
+    /// Checks every record of `file`, read as `format` (Parquet from its footer first).
+    pub fn check_file(
+        &self,
+        file: std::fs::File,
+        format: Format,
+        multiline_json: bool,
+    ) -> io::Result<FileCheck> {
+        match format {
+            Format::Parquet => self.check_parquet(file),
+            _ => self.check(file, format, multiline_json),
+        }
+    }
+
+    pub(super) fn schema(&self) -> &Schema {
+        &self.schema
     }
 
     fn mode(&self, source: Source) -> CheckMode {
@@ -111,7 +174,13 @@ impl Validator {
         }
     }
 
-    fn record(&self, out: &mut FileCheck, row: u64, record: &Map<String, Value>, source: Source) {
+    pub(super) fn record(
+        &self,
+        out: &mut FileCheck,
+        row: u64,
+        record: &Map<String, Value>,
+        source: Source,
+    ) {
         out.records += 1;
         let mut issues: Vec<Issue> = Vec::new();
         self.schema.check(record, self.mode(source), &mut issues);
@@ -138,6 +207,13 @@ impl Validator {
                     ),
                 );
             }
+        }
+    }
+
+    /// A record of a multi-line JSON file: its size is measured as compact JSON.
+    fn sized_value(&self, out: &mut FileCheck, row: u64, value: Value) {
+        if !self.too_large(out, row, self.json_size(&value)) {
+            self.value(out, row, value);
         }
     }
 
@@ -170,6 +246,9 @@ impl Validator {
                 bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
             }
             if bytes.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            if self.too_large(out, row, bytes.trim_ascii().len()) {
                 continue;
             }
             match serde_json::from_slice::<Value>(bytes) {
@@ -212,7 +291,7 @@ impl Validator {
                     None => break Ok(()),
                     Some(Ok(v)) => {
                         row += 1;
-                        self.value(out, row, v);
+                        self.sized_value(out, row, v);
                     }
                     Some(Err(e)) => break Err(e),
                 }
@@ -307,9 +386,28 @@ impl Validator {
                 );
                 continue;
             }
+            // The row's fields and the commas between them.
+            let bytes = record.as_slice().len() + record.len().saturating_sub(1);
+            if self.too_large(out, row, bytes) {
+                continue;
+            }
             let object = fields.record(record.iter());
             self.record(out, row, &object, Source::Csv);
         }
+    }
+}
+
+/// Counts the bytes written to it.
+struct Counter(usize);
+
+impl io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -330,7 +428,7 @@ impl<'de> Visitor<'de> for Elements<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         while let Some(v) = seq.next_element::<Value>()? {
             *self.row += 1;
-            self.validator.value(self.out, *self.row, v);
+            self.validator.sized_value(self.out, *self.row, v);
         }
         Ok(())
     }
@@ -350,7 +448,7 @@ mod tests {
                 "required": ["id"]
             }),
         };
-        Validator::new(&schema, false).unwrap()
+        Validator::new(&schema, None).unwrap()
     }
 
     fn rows(check: &FileCheck) -> Vec<(u64, &str, Option<&str>)> {
@@ -416,10 +514,130 @@ mod tests {
     }
 
     #[test]
-    fn parquet_is_not_read() {
+    fn records_over_the_profile_guardrail_fail_their_row_with_their_size_in_every_format() {
+        let schema = RegistrySchema {
+            id: "https://ns.adobe.com/test/schemas/events".into(),
+            version: "1.0".into(),
+            document: serde_json::json!({
+                "meta:class": "https://ns.adobe.com/xdm/context/experienceevent",
+                "type": "object",
+                "properties": {"id": {"type": "integer"}, "note": {"type": "string"}},
+            }),
+        };
+        let dataset = Dataset {
+            id: "d".into(),
+            name: None,
+            schema_ref: None,
+            tags: [("unifiedProfile".to_owned(), vec!["enabled:true".to_owned()])].into(),
+            raw: Value::Null,
+        };
+        let events = Validator::new(&schema, Some(&dataset)).unwrap();
+        let long = "x".repeat(11_000);
+        let big = format!("{{\"id\":2,\"note\":\"{long}\"}}");
+        let big_len = big.len();
+        let lines = format!("{{\"id\": 1}}\n{big}\n");
+        let array = format!("[{{\"id\": 1}},\n {big}]");
+        let csv = format!("id,note\n1,a\n2,{long}\n");
+        for (text, format, multiline, row, size) in [
+            (lines, Format::Json, false, 2, big_len),
+            (array, Format::Json, true, 2, big_len),
+            (csv, Format::Csv, false, 3, long.len() + 2),
+        ] {
+            let check = events.check(text.as_bytes(), format, multiline).unwrap();
+            assert_eq!((check.records, check.bad_rows), (2, 1), "{format:?}");
+            let problem = &check.problems[0];
+            assert_eq!(problem.row, row, "{format:?}");
+            assert_eq!(problem.code, guardrails::RECORD_TOO_LARGE);
+            assert!(
+                problem.message.contains(&format!("{size} bytes"))
+                    && problem.message.contains("10240"),
+                "{format:?}: {}",
+                problem.message
+            );
+        }
+        // Not Profile-enabled: no guardrail.
+        let lake = Validator::new(&schema, None).unwrap();
+        let text = format!("{big}\n");
+        assert!(
+            lake.check(text.as_bytes(), Format::Json, false)
+                .unwrap()
+                .is_clean()
+        );
+    }
+
+    /// A Parquet file with the given columns of one row each.
+    fn parquet(columns: Vec<(&str, arrow_array::ArrayRef)>) -> std::fs::File {
+        let batch = arrow_array::RecordBatch::try_from_iter(columns).unwrap();
+        let mut file = tempfile::tempfile().unwrap();
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(&mut file, batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        use std::io::Seek;
+        file.rewind().unwrap();
+        file
+    }
+
+    #[test]
+    fn parquet_columns_and_rows_are_checked_and_a_file_that_is_not_parquet_is_refused() {
+        use arrow_array::{ArrayRef, Int64Array, StringArray};
+        use std::sync::Arc;
+        let ids = |v: Vec<i64>| Arc::new(Int64Array::from(v)) as ArrayRef;
+        let names = |v: Vec<&str>| Arc::new(StringArray::from(v)) as ArrayRef;
+        let good = parquet(vec![
+            ("id", ids(vec![1, 2])),
+            ("name", names(vec!["a", "b"])),
+        ]);
         let check = validator()
-            .check(&b"PAR1"[..], Format::Parquet, false)
+            .check_file(good, Format::Parquet, false)
             .unwrap();
-        assert!(check.skipped.is_some() && check.is_clean());
+        assert_eq!((check.records, check.bad_rows), (2, 0), "{check:?}");
+        // A value the schema refuses, on its row.
+        let long = parquet(vec![
+            ("id", ids(vec![1, 2])),
+            ("name", names(vec!["a", "toolong"])),
+        ]);
+        let check = validator()
+            .check_file(long, Format::Parquet, false)
+            .unwrap();
+        assert_eq!(rows(&check), vec![(2, "INGEST-1543-400", Some("/name"))]);
+        // A column of a type the field cannot take: every row.
+        let typed = parquet(vec![("id", names(vec!["x", "y"]))]);
+        let check = validator()
+            .check_file(typed, Format::Parquet, false)
+            .unwrap();
+        assert_eq!(check.bad_rows, 2, "{check:?}");
+        assert!(
+            check
+                .problems
+                .iter()
+                .all(|p| p.field.as_deref() == Some("/id"))
+        );
+        // A column the schema lacks: the whole file, as the platform refuses it.
+        let unknown = parquet(vec![("id", ids(vec![1])), ("nickname", names(vec!["n"]))]);
+        let check = validator()
+            .check_file(unknown, Format::Parquet, false)
+            .unwrap();
+        let found = rows(&check);
+        assert_eq!(
+            (found[0].0, found[0].1),
+            (0, "INGEST-1542-400"),
+            "{check:?}"
+        );
+        assert!(
+            check.problems[0].message.contains("'nickname'"),
+            "{check:?}"
+        );
+        let mut text = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut text, b"{\"id\": 1}\n").unwrap();
+        use std::io::Seek;
+        text.rewind().unwrap();
+        let check = validator()
+            .check_file(text, Format::Parquet, false)
+            .unwrap();
+        assert_eq!(
+            rows(&check),
+            vec![(0, super::super::parquet::NOT_PARQUET, None)]
+        );
     }
 }

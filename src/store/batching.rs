@@ -66,20 +66,26 @@ impl Store {
         Ok(())
     }
 
-    /// How many batches of `watch` were sealed since `since` (unix ms), and when the last of
-    /// them was: the daily batch budget's bookkeeping.
+    /// How many batches of `watch` were sealed since `since` (unix ms), and when the first
+    /// and the last of them were: the daily batch budget's bookkeeping.
     pub async fn batches_sealed_since(
         &self,
         watch: &str,
         since: i64,
-    ) -> Result<(i64, Option<i64>), StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT COUNT(*), MAX(created_at) FROM batches WHERE watch = $1 AND created_at >= $2",
+    ) -> Result<crate::schedule::Sealed, StoreError> {
+        let (count, first_ms, last_ms) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(created_at), MAX(created_at) FROM batches
+              WHERE watch = $1 AND created_at >= $2",
         )
         .bind(watch)
         .bind(since)
         .fetch_one(&self.pool)
-        .await?)
+        .await?;
+        Ok(crate::schedule::Sealed {
+            count,
+            first_ms,
+            last_ms,
+        })
     }
 
     /// Records that these files' records passed the local check against the dataset's schema.

@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use super::{
     Backend, BatchOutcome, BatchProgress, BatchRow, BlockedDataset, Carried, Dedupe, EventRow,
     FileRow, FileState, Finalized, NewBatch, NewFile, Recorded, ReplayRequest, Sealed, Split,
-    StagedFile, Step, Store, StoreError, Uploaded, Verdict,
+    StagedFile, Step, Store, StoreError, Uploaded, Verdict, WatchBudget,
 };
 
 /// Writes each `pub async fn name(&self, arg: Type, …) -> Ret;` as a method of `Store` that
@@ -49,7 +49,7 @@ dispatch! {
     pub async fn ready_files(&self, watch: &str, limit: i64) -> Result<Vec<FileRow>, StoreError>;
     pub async fn size_seen(&self, dataset: &str, size: i64, except: i64,) -> Result<bool, StoreError>;
     pub async fn set_shas(&self, shas: &[(i64, String)]) -> Result<(), StoreError>;
-    pub async fn batches_sealed_since(&self, watch: &str, since: i64,) -> Result<(i64, Option<i64>), StoreError>;
+    pub async fn batches_sealed_since(&self, watch: &str, since: i64,) -> Result<crate::schedule::Sealed, StoreError>;
     pub async fn mark_validated(&self, ids: &[i64]) -> Result<(), StoreError>;
     pub async fn validated(&self, id: i64) -> Result<bool, StoreError>;
     pub async fn release_waiting(&self) -> Result<u64, StoreError>;
@@ -116,6 +116,9 @@ dispatch! {
     pub async fn still_blocked(&self, dataset: &str, next_check_at: i64) -> Result<(), StoreError>;
     pub async fn unblock_dataset(&self, dataset: &str) -> Result<bool, StoreError>;
     pub async fn requeue_unsent_batches(&self, dataset: &str, reason: &str,) -> Result<usize, StoreError>;
+    // budgets.rs
+    pub async fn record_budgets(&self, budgets: &[WatchBudget]) -> Result<(), StoreError>;
+    pub async fn watch_budgets(&self) -> Result<Vec<WatchBudget>, StoreError>;
     // isolation.rs
     pub async fn split_failed_batch(&self, batch_id: i64, outcome: &BatchOutcome, detail: &str, parts: &[Vec<i64>], max_extra: u32, why: &str,) -> Result<Split, StoreError>;
     // staged.rs

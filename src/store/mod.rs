@@ -15,6 +15,7 @@
 //! - `upload.rs`: a batch's way to the platform: its states, retries, each file's transfer.
 //! - `outcome.rs`: terminal batches and finished files (the poller and the archiver).
 //! - `blocked.rs`: datasets the platform does not know.
+//! - `budgets.rs`: the daily batch budget each watch runs under, for `status`.
 //! - `staged.rs`: the staged files of watches that map their files.
 //! - `commands.rs`: what the operator's commands and `/metrics` read and record.
 //! - `postgres.rs`, `fleet.rs`: fleet mode's shared PostgreSQL database (connection and

@@ -378,3 +378,14 @@ pub struct StagedFile {
     pub rejected: i64,
     pub rejected_rows: Vec<RejectedRow>,
 }
+
+/// One watch's budget as the daemon settled it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct WatchBudget {
+    pub watch: String,
+    pub dataset: String,
+    /// `None`: no budget (unlimited).
+    pub max_batches_per_day: Option<i64>,
+    /// 1 when the Catalog tags the dataset Profile-enabled (the default of 90 comes from it).
+    pub profile: i64,
+}

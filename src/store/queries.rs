@@ -24,6 +24,8 @@ type Conn = <Db as sqlx::Database>::Connection;
 mod batching;
 #[path = "blocked.rs"]
 mod blocked;
+#[path = "budgets.rs"]
+mod budgets;
 #[path = "commands.rs"]
 mod commands;
 #[path = "events.rs"]

@@ -119,6 +119,46 @@ dataset = "{DATASET}"
     pub fn config(&self, upload_extra: &str, watch_extra: &str) -> Config {
         Config::load(&self.write_config(upload_extra, watch_extra)).unwrap()
     }
+
+    /// A client of the emulator calling as the test config's organisation, into `sandbox`.
+    pub fn client_in(&self, sandbox: &str) -> ApiClient {
+        ApiClient::new(ClientConfig {
+            endpoint: self.emulator.base_url(),
+            org_id: self.config("", "").platform.org_id,
+            sandbox: sandbox.into(),
+            api_key: "test".into(),
+            token: TokenSource::Static(Secret::new("test-token".to_owned())),
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            extra_ca_file: None,
+        })
+        .unwrap()
+    }
+
+    /// Registers `schema` as `schema_id` in the emulator, makes `dataset` of it, and writes the
+    /// test config (with `watch_extra`) on that dataset.
+    pub async fn config_on_schema(
+        &self,
+        dataset: &str,
+        schema_id: &str,
+        schema: &serde_json::Value,
+        watch_extra: &str,
+    ) -> PathBuf {
+        self.emulator
+            .register_schema(schema_id, schema)
+            .await
+            .unwrap();
+        self.emulator
+            .ensure_dataset_with_schema(dataset, "test dataset with a schema", schema_id)
+            .await
+            .unwrap();
+        let path = self.write_config("", watch_extra);
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace(DATASET, dataset);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
 }
 
 pub fn client(url: &str) -> ApiClient {

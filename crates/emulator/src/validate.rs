@@ -14,7 +14,7 @@
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use batchdrop_xdm::{CheckMode, CsvColumns, Issue, IssueCode, Schema, Source};
+use batchdrop_xdm::{CheckMode, CsvColumns, Issue, Schema, Source};
 use serde_json::{Map, Value, json};
 
 use super::codes::Code;
@@ -102,52 +102,11 @@ impl RecordCheck for SchemaCheck<'_> {
     }
 
     fn parquet_columns(&mut self, arrow: &arrow_schema::Schema) -> Result<(), (Code, String)> {
-        let Some(schema) = self.schema else {
-            return Ok(());
-        };
-        let mut paths: Vec<Vec<String>> = Vec::new();
-        for f in arrow.fields() {
-            collect_paths(f, Vec::new(), &mut paths);
+        match self.schema {
+            Some(schema) => batchdrop_xdm::parquet::check_columns(schema, arrow)
+                .map_err(|(issue, message)| (issue.into(), message)),
+            None => Ok(()),
         }
-        for path in &paths {
-            let segs: Vec<&str> = path.iter().map(String::as_str).collect();
-            if let Err(at) = schema.check_path(&segs) {
-                let column = path.join(".");
-                let field = path[..=at].join(".");
-                let fields = schema.top_fields().join(", ");
-                let where_ = if at == 0 {
-                    format!("the schema's record fields are: {fields}")
-                } else {
-                    format!("'{}' has no field '{}'", path[..at].join("."), path[at])
-                };
-                return Err((
-                    IssueCode::Type.into(),
-                    format!(
-                        "Parquet column '{column}' is not a field of schema {} ('{field}' is unknown; {where_}): a Parquet file must carry a subset of the dataset's fields; rename or drop the column",
-                        schema.id
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The leaf paths of a Parquet column (through structs and lists of structs).
-fn collect_paths(f: &arrow_schema::Field, mut prefix: Vec<String>, out: &mut Vec<Vec<String>>) {
-    use arrow_schema::DataType;
-    prefix.push(f.name().clone());
-    let mut dt = f.data_type();
-    while let DataType::List(inner) | DataType::LargeList(inner) = dt {
-        dt = inner.data_type();
-    }
-    match dt {
-        DataType::Struct(children) if !children.is_empty() => {
-            for c in children {
-                collect_paths(c, prefix.clone(), out);
-            }
-        }
-        _ => out.push(prefix),
     }
 }
 

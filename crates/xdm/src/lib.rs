@@ -12,11 +12,12 @@
 //! meta-schema check of a schema's keywords), `check` (one record against a compiled schema:
 //! conversions and rules), `text` (the string formats: date, date-time, email, URI),
 //! `pattern` (the `pattern` keyword), `record` (CSV rows as records, the identity of upsert
-//! rows), `pointer` (JSON pointers), `issue` (issues and their codes).
+//! rows), `parquet` (Parquet rows as records, a file's columns against the schema), `pointer` (JSON pointers), `issue` (issues and their codes).
 
 mod check;
 mod issue;
 mod meta;
+pub mod parquet;
 mod pattern;
 mod pointer;
 mod record;

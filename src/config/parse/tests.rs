@@ -19,8 +19,9 @@ fn the_example_config_parses_with_documented_defaults() {
     assert_eq!(config.upload.chunk_size, 64 * 1024 * 1024);
     assert!(w.path.ends_with("var/drop") && w.path.is_absolute());
     assert_eq!(w.archive_dir, w.path.join("_archive"));
-    assert_eq!(w.max_file_bytes, PLATFORM_MAX_BYTES);
+    assert_eq!(w.max_file_bytes, RECOMMENDED_MAX_BYTES);
     assert!(!w.refuse_sparse);
+    assert_eq!((w.min_batch_bytes, w.max_hold), (0, DEFAULT_MAX_HOLD));
 }
 
 #[test]
@@ -41,8 +42,11 @@ fn unknown_keys_and_limits_beyond_the_platform_are_refused() {
     let p = Path::new("/etc/batchdrop.toml");
     let err = Config::parse("[[watch]]\npath='a'\ndataset='d'\nmax_filez=3\n", p).unwrap_err();
     assert!(err.to_string().contains("max_filez"), "{err}");
-    let err = Config::parse("[[watch]]\npath='a'\ndataset='d'\nmax_files=1501\n", p).unwrap_err();
-    assert!(err.to_string().contains("1500"), "{err}");
+    let err = Config::parse("[[watch]]\npath='a'\ndataset='d'\nmax_files=25001\n", p).unwrap_err();
+    assert!(
+        err.to_string().contains("max_files = 25001") && err.to_string().contains("25000"),
+        "{err}"
+    );
     let err = Config::parse("[[watch]]\npath='a'\ndataset='d'\nsettle='soon'\n", p).unwrap_err();
     assert!(err.to_string().contains("not a duration"), "{err}");
     let err = Config::parse("", p).unwrap_err();
@@ -137,11 +141,11 @@ fn durations_and_sizes_take_units_and_integers_stay_bytes() {
     assert_eq!(c.upload.chunk_size, 64 * 1024 * 1024);
     assert_eq!(c.upload.large_file_threshold, 1000);
     assert_eq!(c.upload.max_retry_age, Duration::from_secs(5400));
-    assert_eq!(c.watches[0].max_bytes, PLATFORM_MAX_BYTES);
+    assert_eq!(c.watches[0].max_bytes, RECOMMENDED_MAX_BYTES);
     assert_eq!(c.watches[0].max_file_bytes, 1_500_000_000);
     assert_eq!(c.watches[0].settle, Duration::from_secs(90));
     // Above the platform's limit, in units: still refused with the key.
-    let err = Config::parse("[[watch]]\npath='a'\ndataset='d'\nmax_bytes='101GB'\n", p)
+    let err = Config::parse("[[watch]]\npath='a'\ndataset='d'\nmax_bytes='1001GB'\n", p)
         .unwrap_err()
         .to_string();
     assert!(err.contains("max_bytes"), "{err}");
@@ -423,6 +427,50 @@ fn outcome_settings_are_per_watch_over_defaults_and_checked() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("on_batch_failure"), "{err}");
+}
+
+#[test]
+fn batch_limits_go_up_to_the_platforms_hard_limits_and_no_further() {
+    let p = Path::new("/etc/batchdrop.toml");
+    let text = "[[watch]]\npath='a'\ndataset='d'\nmax_files=25000\nmax_bytes='1TB'\nmin_batch_bytes='200MB'\nmax_hold='2h'\n";
+    let c = Config::parse(text, p).unwrap();
+    let w = &c.watches[0];
+    assert_eq!(
+        (w.max_files, w.max_bytes),
+        (PLATFORM_MAX_FILES, PLATFORM_MAX_BYTES)
+    );
+    assert_eq!(w.min_batch_bytes, 200_000_000);
+    assert_eq!(w.max_hold, Duration::from_secs(7200));
+    for (line, key, limit) in [
+        ("max_bytes='1.1TB'", "max_bytes", "1000000000000"),
+        ("max_file_bytes='2TB'", "max_file_bytes", "1000000000000"),
+        ("max_files=0", "max_files", "25000"),
+    ] {
+        let err = Config::parse(&format!("[[watch]]\npath='a'\ndataset='d'\n{line}\n"), p)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key) && err.contains(limit), "{line}: {err}");
+    }
+    let err = Config::parse(
+        "[[watch]]\npath='a'\ndataset='d'\nmax_bytes='1GB'\nmin_batch_bytes='2GB'\n",
+        p,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("min_batch_bytes") && err.contains("max_bytes"),
+        "{err}"
+    );
+    let err = Config::parse(
+        "[[watch]]\npath='a'\ndataset='d'\nmin_batch_bytes=10\nmax_wait='2h'\nmax_hold='1h'\n",
+        p,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("max_hold") && err.contains("max_wait"),
+        "{err}"
+    );
 }
 
 #[test]
