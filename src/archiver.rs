@@ -335,7 +335,8 @@ impl Archiver {
             FileState::Duplicate => crate::telemetry::FILES_DUPLICATE,
             _ => crate::telemetry::FILES_FAILED,
         };
-        metrics::counter!(counter, "dataset" => f.dataset.clone()).increment(1);
+        metrics::counter!(counter, "dataset" => f.dataset.clone(), "watch" => f.watch.clone())
+            .increment(1);
         if final_state == FileState::Done {
             crate::telemetry::file_succeeded(f);
         }

@@ -263,6 +263,7 @@ impl Batcher {
                         &NewBatch {
                             watch: &w.name,
                             dataset: &w.dataset,
+                            sandbox: &w.sandbox,
                             format: first.format,
                             multiline_json: first.multiline_json,
                             replay: first.replay.as_ref(),

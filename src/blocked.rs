@@ -13,13 +13,15 @@
 //! This module decides and reports; the store keeps the block, the stages honour it. It must
 //! not move files or build HTTP requests itself.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiClient, ApiError, ErrorKind};
+use crate::config::Watch;
 use crate::store::{BlockedDataset, Store, StoreError, now_ms};
 
 /// The first check after a block, then doubling up to [`LAST_CHECK_EVERY`].
@@ -108,6 +110,7 @@ pub fn describe(b: &BlockedDataset) -> String {
 /// waking the stages that wait for them. Runs until `stop`.
 pub async fn recheck(
     api: ApiClient,
+    watches: Arc<RwLock<HashMap<String, Watch>>>,
     store: Store,
     wake: Vec<Arc<Notify>>,
     stop: CancellationToken,
@@ -127,7 +130,19 @@ pub async fn recheck(
                 }
                 let now = now_ms();
                 for b in blocked.iter().filter(|b| b.next_check_at <= now) {
-                    recheck_one(&api, &store, b, &wake).await;
+                    // Asked in the sandbox of the watch that met the block (a `push`, or a
+                    // watch removed since, in `[platform] sandbox`).
+                    let sandbox = watches
+                        .read()
+                        .unwrap()
+                        .get(&b.watch)
+                        .map(|w| w.sandbox.clone());
+                    match api.in_sandbox(sandbox.as_deref()) {
+                        Ok(api) => recheck_one(&api, &store, b, &wake).await,
+                        Err(e) => {
+                            tracing::error!(watch = %b.watch, dataset = %b.dataset, "cannot check dataset {} again: {e}", b.dataset)
+                        }
+                    }
                 }
                 if !blocked.is_empty() {
                     wait = Duration::from_secs(1);

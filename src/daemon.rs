@@ -355,6 +355,7 @@ pub async fn run(
     // the stages that wait for it.
     tokio::spawn(crate::blocked::recheck(
         platform.api.clone(),
+        archive_watches.clone(),
         store.clone(),
         vec![wake_batcher.clone(), wake_uploader.clone()],
         output.clone(),

@@ -114,12 +114,12 @@ pub async fn poll(
             .collect();
         tracing::warn!(batch = %remote, dataset = %b.dataset, "batch failed ({detail}): {}", errors.join("; "));
         failed(store, outcomes, b, remote, &outcome, &detail).await?;
-        metrics::counter!(crate::telemetry::BATCHES, "outcome" => verdict.state().as_str())
+        metrics::counter!(crate::telemetry::BATCHES, "outcome" => verdict.state().as_str(), "watch" => b.watch.clone())
             .increment(1);
         return Ok(());
     }
     store.finish_batch(b.id, verdict, &outcome, &detail).await?;
-    metrics::counter!(crate::telemetry::BATCHES, "outcome" => verdict.state().as_str())
+    metrics::counter!(crate::telemetry::BATCHES, "outcome" => verdict.state().as_str(), "watch" => b.watch.clone())
         .increment(1);
     Ok(())
 }
@@ -249,7 +249,7 @@ async fn stuck(
                 &reason,
             )
             .await?;
-        metrics::counter!(crate::telemetry::BATCHES, "outcome" => Verdict::Failed.state().as_str())
+        metrics::counter!(crate::telemetry::BATCHES, "outcome" => Verdict::Failed.state().as_str(), "watch" => b.watch.clone())
             .increment(1);
         return Ok(());
     }

@@ -37,37 +37,37 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     (
         FILES_DISCOVERED,
         Kind::Counter,
-        "Files found ready in a drop folder and recorded, by dataset.",
+        "Files found ready in a drop folder and recorded, by dataset and watch.",
     ),
     (
         FILES_INGESTED,
         Kind::Counter,
-        "Files whose batch succeeded, by dataset.",
+        "Files whose batch succeeded, by dataset and watch.",
     ),
     (
         FILES_FAILED,
         Kind::Counter,
-        "Files that ended failed (receipt in the failed folder), by dataset.",
+        "Files that ended failed (receipt in the failed folder), by dataset and watch.",
     ),
     (
         FILES_DUPLICATE,
         Kind::Counter,
-        "Files not ingested because the same content already was, by dataset.",
+        "Files not ingested because the same content already was, by dataset and watch.",
     ),
     (
         BYTES_UPLOADED,
         Kind::Counter,
-        "Bytes the platform acknowledged, by dataset.",
+        "Bytes the platform acknowledged, by dataset and watch.",
     ),
     (
         BATCHES,
         Kind::Counter,
-        "Batches that ended, by outcome (success, failed, abandoned...).",
+        "Batches that ended, by outcome (success, failed, abandoned...) and watch.",
     ),
     (
         RETRIES,
         Kind::Counter,
-        "Platform calls retried after a transient failure.",
+        "Platform calls retried after a transient failure, by cause and watch.",
     ),
     (
         QUEUE_DEPTH,
@@ -87,7 +87,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     (
         UPLOAD_SECONDS,
         Kind::Counter,
-        "Seconds spent uploading files, by dataset.",
+        "Seconds spent uploading files, by dataset and watch.",
     ),
     (RESCANS, Kind::Counter, "Full scans of drop folders."),
     (
@@ -113,12 +113,12 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     (
         RECORDS_INGESTED,
         Kind::Counter,
-        "Records the platform ingested from successful batches, by dataset.",
+        "Records the platform ingested from successful batches, by dataset and watch.",
     ),
     (
         RECORDS_FAILED,
         Kind::Counter,
-        "Records the platform refused in its batches (failed, or left out of a partial ingestion), by dataset.",
+        "Records the platform refused in its batches (failed, or left out of a partial ingestion), by dataset and watch.",
     ),
     (
         FILE_LATENCY,
@@ -126,14 +126,14 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
             1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0,
             86400.0,
         ]),
-        "Seconds from a file being found ready to its batch's success, by dataset.",
+        "Seconds from a file being found ready to its batch's success, by dataset and watch.",
     ),
     (
         UPLOAD_DURATION,
         Kind::Histogram(&[
             0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
         ]),
-        "Seconds to upload one file, by dataset.",
+        "Seconds to upload one file, by dataset and watch.",
     ),
     (
         PROCESSING_DURATION,
@@ -194,7 +194,8 @@ fn describe() {
 /// A file's batch succeeded: how long since it was found.
 pub fn file_succeeded(file: &crate::store::FileRow) {
     let waited = (crate::store::now_ms() - file.discovered_at).max(0) as f64 / 1000.0;
-    metrics::histogram!(FILE_LATENCY, "dataset" => file.dataset.clone()).record(waited);
+    metrics::histogram!(FILE_LATENCY, "dataset" => file.dataset.clone(), "watch" => file.watch.clone())
+        .record(waited);
 }
 
 /// The platform ended a completed batch (`verdict`, with its counts): how long it processed it
@@ -205,13 +206,13 @@ pub fn batch_ended(
     counts: &crate::api::BatchMetrics,
 ) {
     let processing = (crate::store::now_ms() - batch.updated_at).max(0) as f64 / 1000.0;
-    metrics::histogram!(PROCESSING_DURATION, "outcome" => verdict.state().as_str())
+    metrics::histogram!(PROCESSING_DURATION, "outcome" => verdict.state().as_str(), "watch" => batch.watch.clone())
         .record(processing);
     if verdict == crate::store::Verdict::Success {
-        metrics::counter!(RECORDS_INGESTED, "dataset" => batch.dataset.clone())
+        metrics::counter!(RECORDS_INGESTED, "dataset" => batch.dataset.clone(), "watch" => batch.watch.clone())
             .increment(counts.output_record_count.unwrap_or(0));
     }
-    metrics::counter!(RECORDS_FAILED, "dataset" => batch.dataset.clone())
+    metrics::counter!(RECORDS_FAILED, "dataset" => batch.dataset.clone(), "watch" => batch.watch.clone())
         .increment(counts.failed_record_count.unwrap_or(0));
 }
 

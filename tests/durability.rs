@@ -5,7 +5,7 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
 use batchdrop::api::{BatchQuery, BatchStatus};
@@ -21,27 +21,9 @@ fn spawn(config: &Path, crash_at: Option<&str>, once: bool) -> Child {
 
 /// [`spawn`], with one test hook set (`BATCHDROP_CRASH_AT` or `BATCHDROP_PANIC_AT`).
 fn spawn_with(config: &Path, hook: Option<(&str, &str)>, once: bool) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_batchdrop"));
-    cmd.arg("run").arg("--config").arg(config);
-    if once {
-        cmd.arg("--once");
-    }
-    // Logs go to a file beside the config (a pipe nobody reads would fill up and block it).
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(config.with_file_name("daemon.log"))
-        .unwrap();
-    cmd.env("RUST_LOG", "batchdrop=debug")
-        .env_remove("BATCHDROP_CRASH_AT")
-        .env_remove("BATCHDROP_PANIC_AT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
-    if let Some((hook, point)) = hook {
-        cmd.env(hook, point);
-    }
-    cmd.spawn().expect("batchdrop binary runs")
+    let args: &[&str] = if once { &["--once"] } else { &[] };
+    let envs: Vec<(&str, &str)> = hook.into_iter().collect();
+    spawn_daemon(config, args, &envs)
 }
 
 /// Waits for the process to end on its own within `secs`.
@@ -56,13 +38,6 @@ fn wait_exit(child: &mut Child, secs: u64) -> ExitStatus {
             panic!("batchdrop did not exit within {secs}s");
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn signal(child: &Child, sig: i32) {
-    // SAFETY: sending a signal to our own child process.
-    unsafe {
-        libc::kill(child.id() as i32, sig);
     }
 }
 

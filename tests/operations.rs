@@ -4,57 +4,11 @@
 mod support;
 
 use std::os::unix::net::UnixDatagram;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use batchdrop_emulator::{Emulator, EmulatorConfig};
 use support::*;
-
-fn spawn(config: &Path, envs: &[(&str, &str)]) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(config.with_file_name("daemon.log"))
-        .unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_batchdrop"));
-    cmd.arg("run")
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "batchdrop=info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    cmd.spawn().unwrap()
-}
-
-fn stop(mut child: Child) {
-    // SAFETY: kill(2) on the pid of a child this test spawned; no memory is involved.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "daemon did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn hup(child: &Child) {
-    // SAFETY: kill(2) on the pid of a child this test spawned; no memory is involved.
-    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
-}
-
-async fn admin_url(env: &Env) -> String {
-    let path = env.state_dir().join("admin-addr");
-    let addr = eventually(30, "the admin listener", || {
-        let a = std::fs::read_to_string(&path).ok();
-        async move { a }
-    })
-    .await;
-    format!("http://{addr}")
-}
 
 /// The value of a metric line `name{labels} value` whose name and labels contain `needle`s.
 fn metric(text: &str, needles: &[&str]) -> f64 {
@@ -70,8 +24,8 @@ fn metric(text: &str, needles: &[&str]) -> f64 {
 async fn metrics_count_what_happened() {
     let env = Env::new().await;
     let config = env.write_config("", "");
-    let daemon = spawn(&config, &[]);
-    let url = admin_url(&env).await;
+    let daemon = spawn_daemon(&config, &[], &[]);
+    let url = admin_url(&env.state_dir()).await;
     let mut bytes = 0;
     for i in 0..3 {
         let body = jsonl(i * 10, 10);
@@ -89,11 +43,14 @@ async fn metrics_count_what_happened() {
         .text()
         .await
         .unwrap();
-    stop(daemon);
+    stop_daemon(daemon);
     assert_eq!(
-        metric(&text, &["batchdrop_files_ingested_total", DATASET]),
+        metric(
+            &text,
+            &["batchdrop_files_ingested_total", DATASET, "watch=\"drop\""]
+        ),
         3.0,
-        "{text}"
+        "by dataset and by watch (the folder as written in the config): {text}"
     );
     assert_eq!(
         metric(&text, &["batchdrop_files_failed_total", DATASET]),
@@ -142,8 +99,8 @@ async fn readyz_flips_when_the_platform_is_unreachable_and_back() {
     emu.ensure_dataset(DATASET, "test dataset").await.unwrap();
     let addr = emu.local_addr();
     let config = env.write_config_for(&emu.base_url(), "", "");
-    let daemon = spawn(&config, &[]);
-    let url = admin_url(&env).await;
+    let daemon = spawn_daemon(&config, &[], &[]);
+    let url = admin_url(&env.state_dir()).await;
     let ready = |expect: u16| {
         let url = url.clone();
         async move {
@@ -178,7 +135,7 @@ async fn readyz_flips_when_the_platform_is_unreachable_and_back() {
         .await
         .unwrap();
     eventually(30, "ready again once the platform is back", || ready(200)).await;
-    stop(daemon);
+    stop_daemon(daemon);
     emu.shutdown().await;
 }
 
@@ -186,22 +143,21 @@ async fn readyz_flips_when_the_platform_is_unreachable_and_back() {
 async fn sighup_adds_a_watch_and_removes_another_and_a_bad_config_keeps_the_old_one() {
     let env = Env::new().await;
     let config = env.write_config("", "");
-    let daemon = spawn(&config, &[]);
-    admin_url(&env).await;
+    let daemon = spawn_daemon(&config, &[], &[]);
+    admin_url(&env.state_dir()).await;
     write_atomic(&env.drop_dir().join("first.json"), jsonl(0, 5).as_bytes());
 
     // An invalid config is rejected; the old one stays in force.
     let good = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, "this is = = not toml").unwrap();
-    hup(&daemon);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(&daemon, libc::SIGHUP);
+    let log_path = config.with_file_name("daemon.log");
+    wait_log_count(&log_path, "config reload rejected", 1, 30).await;
     write_atomic(
         &env.drop_dir().join("second.json"),
         jsonl(100, 5).as_bytes(),
     );
     wait_receipts(&env.archive(), 2, 60).await;
-    let log = std::fs::read_to_string(config.with_file_name("daemon.log")).unwrap();
-    assert!(log.contains("config reload rejected"), "{log}");
 
     // Now replace the watch on `drop` by one on `drop2`.
     let other = env.dir.path().join("drop2");
@@ -211,19 +167,21 @@ async fn sighup_adds_a_watch_and_removes_another_and_a_bad_config_keeps_the_old_
         &env.drop_dir().join("in-flight.json"),
         jsonl(200, 5).as_bytes(),
     );
-    hup(&daemon);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(&daemon, libc::SIGHUP);
+    wait_log_count(&log_path, "config reloaded", 1, 30).await;
     write_atomic(&other.join("new.json"), jsonl(300, 5).as_bytes());
     let got = wait_receipts(&other.join("_archive"), 1, 60).await;
     assert_eq!(got[0]["file"], "new.json");
     assert_eq!(got[0]["status"], "success");
     write_atomic(&env.drop_dir().join("after.json"), jsonl(400, 5).as_bytes());
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    write_atomic(&other.join("later.json"), jsonl(500, 5).as_bytes());
+    wait_receipts(&other.join("_archive"), 2, 60).await;
+    // after.json was dropped before later.json, which has been taken and ingested since.
     assert!(
         env.drop_dir().join("after.json").exists(),
         "the removed watch takes nothing new"
     );
-    stop(daemon);
+    stop_daemon(daemon);
     // The file dropped just before the reload was either taken before it (and finished) or is
     // still in the folder: never lost.
     let finished = receipts(&env.archive())
@@ -243,11 +201,11 @@ async fn a_reload_with_an_out_of_range_duration_is_rejected_and_the_daemon_keeps
         "max_wait = \"99999999999999999999999h\"",
     );
     assert_ne!(overflow, good);
-    let mut daemon = spawn(&config, &[]);
-    admin_url(&env).await;
+    let mut daemon = spawn_daemon(&config, &[], &[]);
+    admin_url(&env.state_dir()).await;
 
     std::fs::write(&config, &overflow).unwrap();
-    hup(&daemon);
+    signal(&daemon, libc::SIGHUP);
     let log_path = config.with_file_name("daemon.log");
     let rejected = eventually(30, "the reload rejected in the log", || {
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
@@ -267,14 +225,13 @@ async fn a_reload_with_an_out_of_range_duration_is_rejected_and_the_daemon_keeps
     write_atomic(&env.drop_dir().join("after.json"), jsonl(0, 5).as_bytes());
     let got = wait_receipts(&env.archive(), 1, 60).await;
     assert_eq!(got[0]["status"], "success");
-    stop(daemon);
+    stop_daemon(daemon);
 
     // The same value at start-up: a clear refusal (exit 3), not a panic (101).
     for command in ["run", "check-config"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_batchdrop"))
+        let out = batchdrop()
             .args([command, "--config"])
             .arg(&config)
-            .stdin(Stdio::null())
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
@@ -289,15 +246,15 @@ async fn a_reload_with_an_out_of_range_duration_is_rejected_and_the_daemon_keeps
 async fn a_file_name_with_a_newline_cannot_inject_a_log_line() {
     let env = Env::new().await;
     let config = env.write_config("", "");
-    let daemon = spawn(&config, &[]);
-    admin_url(&env).await;
+    let daemon = spawn_daemon(&config, &[], &[]);
+    admin_url(&env.state_dir()).await;
     write_atomic(
         &env.drop_dir().join("a\nFAKE LOG LINE.json"),
         jsonl(0, 3).as_bytes(),
     );
     // Ingested or refused, it gets a receipt; by then its name was logged.
     wait_receipts(&env.drop_dir(), 1, 60).await;
-    stop(daemon);
+    stop_daemon(daemon);
     let log = std::fs::read_to_string(config.with_file_name("daemon.log")).unwrap();
     assert!(
         log.contains("a\\nFAKE LOG LINE.json"),
@@ -313,8 +270,8 @@ async fn a_file_name_with_a_newline_cannot_inject_a_log_line() {
 async fn sighup_with_a_new_api_key_says_a_restart_applies_it() {
     let env = Env::new().await;
     let config = env.write_config("", "");
-    let daemon = spawn(&config, &[]);
-    admin_url(&env).await;
+    let daemon = spawn_daemon(&config, &[], &[]);
+    admin_url(&env.state_dir()).await;
     let text = std::fs::read_to_string(&config).unwrap();
     // The key never shows in the config's Debug text, which reload used to compare.
     std::fs::write(
@@ -322,14 +279,14 @@ async fn sighup_with_a_new_api_key_says_a_restart_applies_it() {
         text.replace("[platform]\n", "[platform]\napi_key = \"rotated-key\"\n"),
     )
     .unwrap();
-    hup(&daemon);
+    signal(&daemon, libc::SIGHUP);
     let log_path = config.with_file_name("daemon.log");
     let log = eventually(30, "the reload's warning", || {
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
         async move { log.contains("[platform] changed").then_some(log) }
     })
     .await;
-    stop(daemon);
+    stop_daemon(daemon);
     assert!(log.contains("restart batchdrop to apply it"), "{log}");
     assert!(
         !log.contains("rotated-key"),
@@ -345,8 +302,9 @@ async fn systemd_hears_ready_watchdog_and_stopping() {
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    let daemon = spawn(
+    let daemon = spawn_daemon(
         &config,
+        &[],
         &[
             ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
             ("WATCHDOG_USEC", "200000"),
@@ -360,7 +318,7 @@ async fn systemd_hears_ready_watchdog_and_stopping() {
         let n = sock.recv(&mut buf).expect("a notification within 30 s");
         seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
     }
-    stop(daemon);
+    stop_daemon(daemon);
     let mut stopping = false;
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     while let Ok(n) = sock.recv(&mut buf) {
@@ -378,20 +336,18 @@ async fn a_relative_config_path_works_from_the_config_folder() {
     // root taken from a relative config path did not match.
     let env = Env::new().await;
     env.write_config("", "rescan_interval = \"10m\"");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_batchdrop"))
+    let mut child = batchdrop()
         .args(["run", "--config", "config.toml"])
         .current_dir(env.dir.path())
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    admin_url(&env).await;
+    admin_url(&env.state_dir()).await;
     // Dropped after start-up, so only an event (not the start-up scan) can find it soon.
     write_atomic(&env.drop_dir().join("late.json"), jsonl(0, 2).as_bytes());
     let got = wait_receipts(&env.archive(), 1, 30).await;
-    // SAFETY: kill(2) on the pid of a child this test spawned; no memory is involved.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    signal(&child, libc::SIGTERM);
     child.wait().unwrap();
     assert_eq!(got[0]["status"], "success");
 }
@@ -418,8 +374,8 @@ async fn intake_pauses_at_max_queued_files_says_so_and_resumes() {
             jsonl(i * 10, 3).as_bytes(),
         );
     }
-    let daemon = spawn(&config, &[]);
-    let url = admin_url(&env).await;
+    let daemon = spawn_daemon(&config, &[], &[]);
+    let url = admin_url(&env.state_dir()).await;
     let body = eventually(30, "readyz says intake is paused", || {
         let url = url.clone();
         async move {
@@ -463,7 +419,7 @@ async fn intake_pauses_at_max_queued_files_says_so_and_resumes() {
     .unwrap();
     emu.ensure_dataset(DATASET, "late").await.unwrap();
     let got = wait_receipts(&env.archive(), 5, 90).await;
-    stop(daemon);
+    stop_daemon(daemon);
     assert!(got.iter().all(|r| r["status"] == "success"));
     emu.shutdown().await;
 }

@@ -11,12 +11,6 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-fn batchdrop() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_batchdrop"));
-    cmd.stdin(Stdio::null()).env_remove("BATCHDROP_CONFIG");
-    cmd
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -37,27 +31,6 @@ fn run_for(cmd: &mut Command, secs: u64) -> Output {
         std::thread::sleep(Duration::from_millis(50));
     }
     child.wait_with_output().unwrap()
-}
-
-/// The daemon (`batchdrop run` on `config`, plus `extra` arguments), its output discarded.
-fn spawn_daemon(config: &Path, extra: &[&str]) -> std::process::Child {
-    batchdrop()
-        .arg("run")
-        .args(extra)
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "batchdrop=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-/// SIGTERM, then wait for the daemon to end.
-fn stop_daemon(mut daemon: std::process::Child) {
-    // SAFETY: a signal to our own child.
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    daemon.wait().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -444,7 +417,7 @@ async fn healthcheck_exit_codes() {
     assert_eq!(healthcheck(&[]).0, Some(1));
 
     // The daemon itself, found through the config (admin_listen on port 0: its state dir).
-    let daemon = spawn_daemon(&config, &[]);
+    let daemon = spawn_daemon(&config, &[], &[]);
     let answered = eventually(60, "healthcheck --ready passes", || {
         let result = healthcheck(&["--ready"]);
         async move { (result.0 == Some(0)).then_some(result) }
@@ -568,7 +541,7 @@ fn pty() -> (std::fs::File, std::os::fd::OwnedFd) {
 async fn status_watch_redraws_in_place_on_a_terminal() {
     let env = Env::new().await;
     let config = env.write_config("", "");
-    let daemon = spawn_daemon(&config, &[]);
+    let daemon = spawn_daemon(&config, &[], &[]);
     let (master, slave) = pty();
     let mut watch = batchdrop()
         .args(["status", "--watch=200ms", "--config"])
@@ -657,7 +630,7 @@ async fn every_metric_has_help_build_info_and_an_isolated_batch_failure_counts()
     );
     write_atomic(&env.drop_dir().join("good.json"), jsonl(0, 3).as_bytes());
     write_atomic(&env.drop_dir().join("bad.json"), b"{\"id\": 1}\n{broken\n");
-    let daemon = spawn_daemon(&config, &[]);
+    let daemon = spawn_daemon(&config, &[], &[]);
     let failed = wait_receipts(&env.failed(), 1, 60).await;
     let archived = wait_receipts(&env.archive(), 1, 120).await;
     assert_eq!(failed[0]["file"], "bad.json", "{failed:#?}");

@@ -180,14 +180,19 @@ async fn a_file_renamed_into_the_folder_is_taken_and_temp_names_are_not() {
     let daemon = Daemon::start(env.config("", ""));
     let tmp = env.drop_dir().join("incoming.json.part");
     std::fs::write(&tmp, jsonl(0, 3)).unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(tmp.exists(), "a .part file is never taken");
-    assert!(support::receipts(&env.archive()).is_empty());
-    std::fs::rename(&tmp, env.drop_dir().join("incoming.json")).unwrap();
+    // A file written after it is ingested: the .part file was seen by then, and left alone.
+    write_atomic(&env.drop_dir().join("later.json"), jsonl(10, 3).as_bytes());
     let receipts = wait_receipts(&env.archive(), 1, 60).await;
+    assert_eq!(receipts[0]["file"], "later.json");
+    assert!(tmp.exists(), "a .part file is never taken");
+    std::fs::rename(&tmp, env.drop_dir().join("incoming.json")).unwrap();
+    let receipts = wait_receipts(&env.archive(), 2, 60).await;
     daemon.stop().await;
-    assert_eq!(receipts[0]["file"], "incoming.json");
-    assert_eq!(receipts[0]["status"], "success");
+    let incoming = receipts
+        .iter()
+        .find(|r| r["file"] == "incoming.json")
+        .expect("taken once renamed");
+    assert_eq!(incoming["status"], "success");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,7 +282,21 @@ async fn two_watches_sharing_an_archive_keep_both_files_of_one_name() {
     let daemon = Daemon::start(env.config("", &watch_extra));
     write_atomic(&env.drop_dir().join("same.json"), jsonl(0, 3).as_bytes());
     write_atomic(&second.join("same.json"), jsonl(100, 5).as_bytes());
-    tokio::time::sleep(Duration::from_secs(4)).await; // both ingested by then, as a rule
+    // Both batches succeed; their files cannot be archived while `shared` is a file.
+    eventually(60, "both batches succeed", || async {
+        let batches = env
+            .api
+            .find_batches(&batchdrop::api::BatchQuery {
+                dataset_id: Some(DATASET.into()),
+                status: Some(batchdrop::api::BatchStatus::Success),
+                limit: Some(10),
+                ..Default::default()
+            })
+            .await
+            .ok()?;
+        (batches.len() == 2).then_some(())
+    })
+    .await;
     std::fs::remove_file(&shared).unwrap();
     let receipts = wait_receipts(&shared, 2, 60).await;
     daemon.stop().await;
@@ -319,7 +338,14 @@ async fn a_second_daemon_on_the_same_state_dir_refuses_to_start() {
     let env = Env::new().await;
     let config = env.config("", "");
     let first = Daemon::start(config.clone());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let lock = config.state_dir.join("batchdrop.lock");
+    let me = format!("pid {}", std::process::id());
+    eventually(30, "the first daemon holds the state dir", || async {
+        std::fs::read_to_string(&lock)
+            .ok()
+            .filter(|held| held.trim() == me)
+    })
+    .await;
     let second = batchdrop::daemon::run(config, Default::default(), Default::default()).await;
     let err = second.expect_err("the state dir is taken").to_string();
     assert!(

@@ -17,19 +17,7 @@ fn config_org(env: &Env) -> String {
 /// A dataset made through the Catalog in `sandbox` of the config's organisation (as a user of
 /// that sandbox would), with these `unifiedProfile` tags.
 async fn dataset_in(env: &Env, sandbox: &str, name: &str, profile_tags: &[&str]) -> String {
-    let api = batchdrop::api::ApiClient::new(batchdrop::api::ClientConfig {
-        endpoint: env.emulator.base_url(),
-        org_id: config_org(env),
-        sandbox: sandbox.into(),
-        api_key: "test".into(),
-        token: batchdrop::api::TokenSource::Static(batchdrop::api::Secret::new(
-            "test-token".to_owned(),
-        )),
-        request_timeout: std::time::Duration::from_secs(30),
-        connect_timeout: std::time::Duration::from_secs(5),
-        extra_ca_file: None,
-    })
-    .unwrap();
+    let api = client_in(env, sandbox);
     let mut tags = std::collections::BTreeMap::new();
     if !profile_tags.is_empty() {
         tags.insert(
@@ -44,6 +32,23 @@ async fn dataset_in(env: &Env, sandbox: &str, name: &str, profile_tags: &[&str])
     api.create_dataset(name, Some(&schema), &tags)
         .await
         .unwrap()
+}
+
+/// A client of the emulator calling as the config's organisation, into `sandbox`.
+fn client_in(env: &Env, sandbox: &str) -> batchdrop::api::ApiClient {
+    batchdrop::api::ApiClient::new(batchdrop::api::ClientConfig {
+        endpoint: env.emulator.base_url(),
+        org_id: config_org(env),
+        sandbox: sandbox.into(),
+        api_key: "test".into(),
+        token: batchdrop::api::TokenSource::Static(batchdrop::api::Secret::new(
+            "test-token".to_owned(),
+        )),
+        request_timeout: std::time::Duration::from_secs(30),
+        connect_timeout: std::time::Duration::from_secs(5),
+        extra_ca_file: None,
+    })
+    .unwrap()
 }
 
 /// The test config with a second watch on `dataset` in folder `second` (format `format`).
@@ -137,6 +142,55 @@ async fn a_watch_on_a_dataset_of_another_sandbox_is_held_at_start_naming_both() 
         "its file stays where it was dropped"
     );
     assert_eq!(batches_of(&env, &dev_only).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_with_its_own_sandbox_ingests_there_and_its_batches_are_followed_there() {
+    let env = Env::new().await;
+    let dev_only = dataset_in(&env, "dev", "dev profiles", &[]).await;
+    let config_path = config_with_second_watch(&env, &dev_only, "json");
+    let mut text = std::fs::read_to_string(&config_path).unwrap();
+    text.push_str("sandbox = \"dev\"\n");
+    std::fs::write(&config_path, text).unwrap();
+
+    // Both datasets are found, each in its sandbox (check-config still exits 3: the test
+    // dataset's schema is not registered).
+    let (_, out) = check_online(&config_path).await;
+    assert!(!out.contains("does not exist"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("ok") && l.contains(&dev_only) && l.contains("sandbox dev")),
+        "{out}"
+    );
+
+    let daemon = Daemon::start(batchdrop::config::Config::load(&config_path).unwrap());
+    let second = env.dir.path().join("second");
+    write_atomic(&second.join("dev.json"), jsonl(0, 2).as_bytes());
+    write_atomic(&env.drop_dir().join("prod.json"), jsonl(10, 2).as_bytes());
+    let dev_receipts = wait_receipts(&second.join("_archive"), 1, 60).await;
+    let prod_receipts = wait_receipts(&env.archive(), 1, 60).await;
+    daemon.stop().await;
+
+    // The dev watch's batch exists in dev only: created, completed and polled to success there.
+    let dev_batch = dev_receipts[0]["batch"].as_str().unwrap().to_owned();
+    let dev = client_in(&env, "dev");
+    let found = dev.get_batch(&dev_batch).await.unwrap();
+    assert_eq!(
+        found.map(|b| b.status.to_string()).as_deref(),
+        Some("success")
+    );
+    assert!(
+        env.api.get_batch(&dev_batch).await.unwrap().is_none(),
+        "unknown in prod"
+    );
+    assert_eq!(records_in_batch(&dev, &dev_batch).await, 2);
+    // The other watch still uses [platform] sandbox.
+    let prod_batch = prod_receipts[0]["batch"].as_str().unwrap();
+    assert!(
+        dev.get_batch(prod_batch).await.unwrap().is_none(),
+        "unknown in dev"
+    );
+    assert_eq!(records_in_batch(&env.api, prod_batch).await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -313,7 +313,7 @@ impl Platform {
                 .get(format!("{}{path}", self.base))
                 .bearer_auth("test-token")
                 .header("x-api-key", "test")
-                .header("x-gw-ims-org-id", "test@AdobeOrg")
+                .header("x-gw-ims-org-id", support::ORG)
                 .header("x-sandbox-name", "prod")
                 .send()
                 .await;

@@ -535,8 +535,10 @@ async fn abort_retry_and_revert_work_while_the_daemon_runs() {
             .contains("aborted by the operator"),
         "{r}"
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(receipts(&env.archive()).is_empty(), "not re-batched");
+    // A file dropped after the abort is ingested: the aborted one was not sent again meanwhile.
+    write_atomic(&env.drop_dir().join("probe.json"), jsonl(900, 2).as_bytes());
+    let rs = wait_receipts(&env.archive(), 1, 30).await;
+    assert_eq!(rs[0]["file"], "probe.json", "not re-batched: {rs:?}");
     assert_eq!(
         status_json(&config, Some(&batch)).await["batch"]["state"],
         "aborted"
@@ -546,7 +548,7 @@ async fn abort_retry_and_revert_work_while_the_daemon_runs() {
     let o = bd(&["retry", &batch, "--config", c]).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(!env.failed().join("slow.json").exists());
-    let rs = wait_receipts(&env.archive(), 1, 30).await;
+    let rs = wait_receipts(&env.archive(), 2, 30).await;
     let again = receipt_for(&rs, "slow.json")["batch"]
         .as_str()
         .unwrap()
@@ -588,7 +590,7 @@ async fn abort_retry_and_revert_work_while_the_daemon_runs() {
     std::fs::write(env.failed().join("bad.json"), jsonl(0, 2)).unwrap();
     let o = bd(&["retry", "bad.json", "--config", c]).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let rs = wait_receipts(&env.archive(), 2, 30).await;
+    let rs = wait_receipts(&env.archive(), 3, 30).await;
     assert_eq!(receipt_for(&rs, "bad.json")["status"], "success");
     assert!(!env.failed().join("bad.json.receipt.json").exists());
     daemon.stop().await;

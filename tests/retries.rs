@@ -5,39 +5,10 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use batchdrop::store::Store;
 use batchdrop_emulator::{Emulator, EmulatorConfig};
 use support::*;
-
-fn spawn(config: &Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(config.with_file_name("daemon.log"))
-        .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_batchdrop"))
-        .args(["run", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "batchdrop=debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
-}
-
-fn stop(mut child: Child) {
-    // SAFETY: kill(2) on the pid of a child this test spawned; no memory is involved.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "daemon did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// (retries recorded, first_error_at, last_error) of the only batch in flight.
 async fn schedule(state: &Path) -> Option<(usize, Option<i64>, Option<String>)> {
@@ -71,7 +42,7 @@ async fn a_dead_platform_is_retried_on_a_schedule_that_survives_a_restart() {
     );
     write_atomic(&env.drop_dir().join("waiting.json"), jsonl(0, 7).as_bytes());
 
-    let first = spawn(&config);
+    let first = spawn_daemon(&config, &[], &[]);
     let (before, first_error, err) = eventually(30, "a few failed attempts recorded", || async {
         schedule(&env.state_dir()).await.filter(|s| s.0 >= 3)
     })
@@ -81,12 +52,12 @@ async fn a_dead_platform_is_retried_on_a_schedule_that_survives_a_restart() {
         "the last error says why"
     );
     assert!(first_error.is_some());
-    stop(first);
+    stop_daemon(first);
     let (after_stop, _, _) = schedule(&env.state_dir()).await.unwrap();
     assert!(after_stop >= before);
 
     // The restart continues the schedule (same outage, same age) instead of starting over.
-    let second = spawn(&config);
+    let second = spawn_daemon(&config, &[], &[]);
     let (_, first_error_after, _) =
         eventually(30, "more attempts on top of the earlier ones", || async {
             schedule(&env.state_dir())
@@ -113,7 +84,7 @@ async fn a_dead_platform_is_retried_on_a_schedule_that_survives_a_restart() {
     .unwrap();
     emu.ensure_dataset(DATASET, "late").await.unwrap();
     let got = wait_receipts(&env.archive(), 1, 60).await;
-    stop(second);
+    stop_daemon(second);
     assert_eq!(got[0]["status"], "success");
     assert_eq!(
         records_in_batch(

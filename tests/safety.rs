@@ -133,8 +133,14 @@ async fn a_rotated_token_file_is_picked_up_without_a_restart() {
     std::fs::write(env.dir.path().join("token"), "token-one\n").unwrap();
     let daemon = Daemon::start(env.config("max_attempts = 100", ""));
     write_atomic(&env.drop_dir().join("a.json"), jsonl(0, 3).as_bytes());
-    // Refused (401) for a while: nothing fails, it is retried.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Refused (401) again and again: nothing fails, it is retried.
+    let emulator = &env.emulator;
+    eventually(
+        60,
+        "the emulator refused the old token three times",
+        || async { (emulator.stats().auth_failures >= 3).then_some(()) },
+    )
+    .await;
     assert!(
         receipts(&env.failed()).is_empty(),
         "a 401 is not a reason to quarantine"

@@ -51,10 +51,15 @@ pub async fn run(config: &Config, arg: &str) -> Result<u8, CommandError> {
         _ => {}
     }
     let conn = Connection::open(config).await?;
+    // Every call about the batch goes to the sandbox it was created in.
+    let api = conn
+        .api
+        .in_sandbox(b.sandbox.as_deref())
+        .map_err(|e| CommandError::api(&format!("abort batch {label}"), e))?;
     // The platform may have finished it a moment ago: then there is nothing to abort, and the
     // daemon records the outcome itself.
     if let Some(remote) = b.remote_id() {
-        match conn.api.get_batch(remote).await {
+        match api.get_batch(remote).await {
             Ok(Some(info)) if info.status.is_terminal() => {
                 conn.close().await;
                 return Err(CommandError::Refused(format!(
@@ -94,8 +99,7 @@ pub async fn run(config: &Config, arg: &str) -> Result<u8, CommandError> {
     // A batch being created has no id here yet: find it by its externalId.
     let remote = match b.remote_id() {
         Some(r) => Some(r.to_owned()),
-        None => match conn
-            .api
+        None => match api
             .find_batch_by_external_id(&b.dataset, &b.external_id)
             .await
         {
@@ -113,7 +117,7 @@ pub async fn run(config: &Config, arg: &str) -> Result<u8, CommandError> {
         },
     };
     let sent = match &remote {
-        Some(r) => conn.api.batch_action(r, BatchAction::Abort).await,
+        Some(r) => api.batch_action(r, BatchAction::Abort).await,
         None => Ok(()),
     };
     conn.close().await;

@@ -167,6 +167,9 @@ pub fn run(config: &Config) -> Result<u8, CommandError> {
         if !w.patterns.is_empty() {
             println!("  files taken: {}", w.patterns);
         }
+        if w.sandbox != config.platform.sandbox {
+            println!("  sandbox: {} (its own, not [platform] sandbox)", w.sandbox);
+        }
     }
     for n in &notes {
         println!("note: {n}");

@@ -40,7 +40,7 @@ pub async fn run(config: &Config) -> Result<u8, CommandError> {
                         "reachable (the Catalog answered)",
                     ));
                     for watch in &config.watches {
-                        let report = check_watch(api, &config.state_dir, sandbox, watch).await;
+                        let report = check_watch(api, &config.state_dir, watch).await;
                         checks.extend(report.checks);
                     }
                 }

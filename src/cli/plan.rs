@@ -42,13 +42,7 @@ pub async fn run(config: &Config) -> Result<u8, CommandError> {
         );
         let mut validator = None;
         if let Some(connection) = &connection {
-            let report = check_watch(
-                &connection.api,
-                &config.state_dir,
-                &config.platform.sandbox,
-                watch,
-            )
-            .await;
+            let report = check_watch(&connection.api, &config.state_dir, watch).await;
             for c in report.checks.iter().filter(|c| c.verdict != Verdict::Pass) {
                 println!("  {} {}: {}", c.verdict.label(), c.subject, c.message);
             }

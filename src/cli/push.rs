@@ -177,7 +177,7 @@ async fn drive(
     if replay.is_none() {
         hold_back_repeats(store, beside, dataset).await?;
     }
-    let mut batch = match seal(store, dataset, format).await? {
+    let mut batch = match seal(store, config.sandbox_of(dataset), dataset, format).await? {
         Some(id) => store.batch(id).await?,
         None => match store.latest_batch().await? {
             Some(b) => {
@@ -214,7 +214,7 @@ async fn drive(
         // Copies of its content in this push waited for its outcome (see `Sealed::waiting`):
         // duplicates of it now, or a batch of their own if it failed.
         store.release_waiting().await?;
-        match seal(store, dataset, format).await? {
+        match seal(store, config.sandbox_of(dataset), dataset, format).await? {
             Some(id) => batch = store.batch(id).await?,
             None => break,
         }
@@ -260,7 +260,7 @@ async fn follow(
             BatchState::Abandoned => {
                 // The platform lost or refused the batch midway: the uploader put its files
                 // back in the queue; they travel in a new batch, as in the daemon.
-                match seal(store, dataset, format).await? {
+                match seal(store, config.sandbox_of(dataset), dataset, format).await? {
                     Some(id) => {
                         batch = store.batch(id).await?;
                         wake.notify_one();
@@ -509,7 +509,12 @@ async fn print_duplicates(store: &Store) -> Result<usize, CommandError> {
 }
 
 /// Seals the push's queued files into one batch; `None` when none are queued.
-async fn seal(store: &Store, dataset: &str, format: Format) -> Result<Option<i64>, StoreError> {
+async fn seal(
+    store: &Store,
+    sandbox: &str,
+    dataset: &str,
+    format: Format,
+) -> Result<Option<i64>, StoreError> {
     let ready = store.ready_files(WATCH, i64::MAX).await?;
     if ready.is_empty() {
         return Ok(None);
@@ -518,6 +523,7 @@ async fn seal(store: &Store, dataset: &str, format: Format) -> Result<Option<i64
     let batch = NewBatch {
         watch: WATCH,
         dataset,
+        sandbox,
         format,
         multiline_json: false,
         replay: ready.iter().find_map(|f| f.replay.as_ref()),

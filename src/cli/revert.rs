@@ -69,7 +69,11 @@ pub async fn run(config: &Config, arg: &str) -> Result<u8, CommandError> {
         )));
     }
     let conn = Connection::open(config).await?;
-    let sent = conn.api.batch_action(&remote, BatchAction::Revert).await;
+    // Asked in the sandbox the batch was created in.
+    let sent = match conn.api.in_sandbox(b.sandbox.as_deref()) {
+        Ok(api) => api.batch_action(&remote, BatchAction::Revert).await,
+        Err(e) => Err(e),
+    };
     conn.close().await;
     sent.map_err(|e| CommandError::api(&format!("revert batch {label}"), e))?;
     let at = iso(now_ms());

@@ -174,15 +174,18 @@ async fn dataset_schema(
     dataset: &str,
 ) -> Result<(RegistrySchema, bool), CommandError> {
     let connection = Connection::open(config).await?;
-    let api = &connection.api;
-    let sandbox = &config.platform.sandbox;
+    let sandbox = config.sandbox_of(dataset);
+    let api = &connection
+        .api
+        .in_sandbox(Some(sandbox))
+        .map_err(|e| CommandError::api(&format!("look up dataset {dataset}"), e))?;
     let found = api
         .get_dataset(dataset)
         .await
         .map_err(|e| CommandError::api(&format!("look up dataset {dataset}"), e))?
         .ok_or_else(|| {
             CommandError::NotFound(format!(
-                "dataset {dataset} does not exist in sandbox {sandbox}: check the id and [platform] sandbox"
+                "dataset {dataset} does not exist in sandbox {sandbox}: check the id, and the sandbox (a watch's `sandbox`, else [platform] sandbox)"
             ))
         })?;
     let schema_id = found

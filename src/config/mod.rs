@@ -257,6 +257,9 @@ pub struct Watch {
     pub name: String,
     pub path: PathBuf,
     pub dataset: String,
+    /// The sandbox of the dataset: the watch's `sandbox`, else `[platform] sandbox`. Every
+    /// call about its batches names it.
+    pub sandbox: String,
     pub format: Option<Format>,
     pub multiline_json: bool,
     pub mode: WatchMode,

@@ -17,6 +17,15 @@ use super::{OnBatchFailure, Outcomes, Patterns, parse_duration};
 use crate::envsubst;
 
 impl Config {
+    /// The sandbox of `dataset`: that of the watch feeding it (a dataset belongs to one
+    /// sandbox, which parsing holds the watches to), else `[platform] sandbox`.
+    pub fn sandbox_of(&self, dataset: &str) -> &str {
+        self.watches
+            .iter()
+            .find(|w| w.dataset == dataset)
+            .map_or(&self.platform.sandbox, |w| &w.sandbox)
+    }
+
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
@@ -239,6 +248,10 @@ impl Config {
                     .unwrap_or_else(|| path.join("_failed")),
                 path,
                 dataset: w.dataset.clone(),
+                sandbox: w
+                    .sandbox
+                    .clone()
+                    .unwrap_or_else(|| platform.sandbox.clone()),
                 format: s.format.or(d.format),
                 multiline_json: s.multiline_json.or(d.multiline_json).unwrap_or(false),
                 mode: s.mode.or(d.mode).unwrap_or(WatchMode::Events),
@@ -306,6 +319,21 @@ impl Config {
                         .unwrap_or(Outcomes::default().isolate_max_extra_batches),
                 },
             };
+            if !is_header_token(&watch.sandbox) {
+                return Err(invalid(format!(
+                    "[[watch]] {name}: sandbox {:?} is not a sandbox name (letters, digits, '-' and '_', as the platform names them)",
+                    watch.sandbox
+                )));
+            }
+            if let Some(other) = watches
+                .iter()
+                .find(|o: &&Watch| o.dataset == watch.dataset && o.sandbox != watch.sandbox)
+            {
+                return Err(invalid(format!(
+                    "[[watch]] {name}: dataset {} is in sandbox {} here but in sandbox {} for watch {}: a dataset belongs to one sandbox; correct the `sandbox` of one of them",
+                    watch.dataset, watch.sandbox, other.sandbox, other.name
+                )));
+            }
             if watch.outcomes.partial_ingestion_percent > 100 {
                 return Err(invalid(format!(
                     "[[watch]] {name}: partial_ingestion_percent must be between 0 and 100 (the share of a batch's rows that may fail)"
@@ -446,6 +474,14 @@ fn refuse_if_shared(
         )));
     }
     Ok(())
+}
+
+/// A sandbox name as the platform makes them (it goes into the `x-sandbox-name` header).
+fn is_header_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 #[cfg(test)]

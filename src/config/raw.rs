@@ -128,6 +128,7 @@ watch_settings! {
     struct RawWatch {
         path: PathBuf,
         dataset: String,
+        sandbox: Option<String>,
         archive_dir: Option<PathBuf>,
         failed_dir: Option<PathBuf>,
     }

@@ -29,7 +29,7 @@ pub struct Admitted {
 pub async fn admit(api: &ApiClient, store: &Store, config: &Config) -> Admitted {
     let mut admitted = Admitted::default();
     for watch in &config.watches {
-        let report = check_watch(api, &config.state_dir, &config.platform.sandbox, watch).await;
+        let report = check_watch(api, &config.state_dir, watch).await;
         log(watch, &report);
         match report.worst() {
             Verdict::Refuse => continue,

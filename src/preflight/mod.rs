@@ -102,20 +102,26 @@ impl WatchReport {
     }
 }
 
-/// Checks one watch against the platform: its dataset exists in `sandbox`, fits the watch,
-/// and its schema is fetched (and kept in `state_dir`).
-pub async fn check_watch(
-    api: &ApiClient,
-    state_dir: &Path,
-    sandbox: &str,
-    watch: &Watch,
-) -> WatchReport {
+/// Checks one watch against the platform: its dataset exists in the watch's sandbox, fits the
+/// watch, and its schema is fetched (and kept in `state_dir`).
+pub async fn check_watch(api: &ApiClient, state_dir: &Path, watch: &Watch) -> WatchReport {
     let subject = format!("watch {}: dataset {}", watch.name, watch.dataset);
+    let sandbox = watch.sandbox.as_str();
     let mut report = WatchReport {
         checks: Vec::new(),
         dataset: None,
         schema: None,
     };
+    let api = match api.in_sandbox(Some(sandbox)) {
+        Ok(api) => api,
+        Err(e) => {
+            report
+                .checks
+                .push(Check::new(&subject, Verdict::Refuse, &e.to_string()));
+            return report;
+        }
+    };
+    let api = &api;
     let dataset = match api.get_dataset(&watch.dataset).await {
         Ok(Some(d)) => d,
         Ok(None) => {
@@ -156,8 +162,8 @@ fn missing(subject: &str, watch: &Watch, sandbox: &str) -> Check {
         Verdict::Missing,
         &format!(
             "dataset {} does not exist in sandbox {sandbox} (the Catalog answered 404; a dataset of another \
-             sandbox is invisible from this one): set [platform] sandbox to the dataset's sandbox, or the \
-             `dataset` of watch {} to a dataset of sandbox {sandbox}",
+             sandbox is invisible from this one): set the watch's `sandbox` (or [platform] sandbox) to the \
+             dataset's sandbox, or the `dataset` of watch {} to a dataset of sandbox {sandbox}",
             watch.dataset, watch.name
         ),
     )

@@ -215,13 +215,14 @@ impl Store {
         }
         let external_id = uuid::Uuid::now_v7().to_string();
         let batch_id: i64 = sqlx::query_scalar(
-            "INSERT INTO batches (external_id, watch, dataset, format, multiline_json, replay_json, state,
-               created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, 'sealed', $7, $8) RETURNING id",
+            "INSERT INTO batches (external_id, watch, dataset, sandbox, format, multiline_json,
+               replay_json, state, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'sealed', $8, $9) RETURNING id",
         )
         .bind(&external_id)
         .bind(batch.watch)
         .bind(dataset)
+        .bind(batch.sandbox)
         .bind(batch.format)
         .bind(batch.multiline_json)
         .bind(batch.replay)

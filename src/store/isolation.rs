@@ -53,9 +53,9 @@ impl Store {
         for part in parts.iter().filter(|p| !p.is_empty()) {
             let external_id = uuid::Uuid::now_v7().to_string();
             let new_id: i64 = sqlx::query_scalar(
-                "INSERT INTO batches (external_id, watch, dataset, format, multiline_json, state,
-                   isolation_root, created_at, updated_at)
-                 SELECT $1, watch, dataset, format, multiline_json, 'sealed', $2, $3, $4
+                "INSERT INTO batches (external_id, watch, dataset, sandbox, format, multiline_json,
+                   state, isolation_root, created_at, updated_at)
+                 SELECT $1, watch, dataset, sandbox, format, multiline_json, 'sealed', $2, $3, $4
                  FROM batches WHERE id = $5 RETURNING id",
             )
             .bind(&external_id)

@@ -75,6 +75,9 @@ pub struct BatchRow {
     pub phase: BatchPhase,
     pub watch: String,
     pub dataset: String,
+    /// The sandbox it was created in, which every call about it must name (`None`: sealed by
+    /// a batchdrop that did not record it, so the `[platform]` sandbox).
+    pub sandbox: Option<String>,
     pub format: Format,
     pub multiline_json: bool,
     /// The batches this one replaces once it succeeds.
@@ -120,6 +123,7 @@ struct BatchRecord {
     remote_id: Option<String>,
     watch: String,
     dataset: String,
+    sandbox: Option<String>,
     format: Format,
     multiline_json: bool,
     replay_json: Option<Predecessors>,
@@ -145,6 +149,7 @@ impl<'r> FromRow<'r, <Db as Database>::Row> for BatchRow {
             phase,
             watch: r.watch,
             dataset: r.dataset,
+            sandbox: r.sandbox,
             format: r.format,
             multiline_json: r.multiline_json,
             replay: r.replay_json,
@@ -174,6 +179,8 @@ pub enum Dedupe {
 pub struct NewBatch<'a> {
     pub watch: &'a str,
     pub dataset: &'a str,
+    /// The watch's sandbox: the batch is created, followed and changed in it.
+    pub sandbox: &'a str,
     pub format: Format,
     pub multiline_json: bool,
     /// What its one file replaces (a replay travels alone).

@@ -55,6 +55,7 @@ pub(super) fn batch_of_w() -> NewBatch<'static> {
     NewBatch {
         watch: "w",
         dataset: "d",
+        sandbox: "prod",
         format: Format::Json,
         multiline_json: false,
         replay: None,

@@ -34,7 +34,11 @@ impl Uploader {
         // A refusal that could mean the dataset is gone is a configuration problem, never the
         // files' fault: the Catalog decides (see `blocked`), and nothing fails meanwhile.
         if blocked::may_mean_missing_dataset(&e) {
-            match blocked::check(&self.api, &b.dataset).await {
+            let check = match self.api_for(b) {
+                Ok(api) => blocked::check(&api, &b.dataset).await,
+                Err(e) => Err(e),
+            };
+            match check {
                 Ok(DatasetCheck::Missing) => {
                     return blocked::block(&self.store, &b.dataset, &b.watch, &e.to_string()).await;
                 }
@@ -129,7 +133,8 @@ impl Uploader {
             Some(_) => "other",
             None => "network",
         };
-        metrics::counter!(telemetry::RETRIES, "cause" => cause).increment(1);
+        metrics::counter!(telemetry::RETRIES, "cause" => cause, "watch" => b.watch.clone())
+            .increment(1);
         if e.is_config() {
             tracing::error!(batch = %label, dataset = %b.dataset, attempt, "the platform refuses batchdrop's credentials or set-up; the files wait (nothing is failed for this): fix [platform] / [platform.auth] in the config (client_id, the secret, org_id, sandbox, the token file); retrying in {wait:?}: {e}");
         } else {
@@ -150,18 +155,23 @@ impl Uploader {
     /// files, untouched, into a new batch.
     pub(super) async fn abandon(&self, b: &BatchRow, why: &str) -> Result<(), StoreError> {
         tracing::warn!(batch = %b.label(), dataset = %b.dataset, "abandoning batch, its files go into a new one: {why}");
-        if let Some(remote) = b.remote_id() {
-            let _ = self.api.batch_action(remote, BatchAction::Abort).await;
+        if let Some(remote) = b.remote_id()
+            && let Ok(api) = self.api_for(b)
+        {
+            let _ = api.batch_action(remote, BatchAction::Abort).await;
         }
-        metrics::counter!(telemetry::BATCHES, "outcome" => "abandoned").increment(1);
+        metrics::counter!(telemetry::BATCHES, "outcome" => "abandoned", "watch" => b.watch.clone())
+            .increment(1);
         self.store.abandon_batch(b.id, why).await
     }
 
     /// A permanent failure: the batch's files go to the failed folder with `why`.
     pub(super) async fn fail_batch(&self, b: &BatchRow, why: &str) -> Result<(), StoreError> {
         tracing::error!(batch = %b.label(), dataset = %b.dataset, "batch failed: {why}");
-        if let Some(remote) = b.remote_id() {
-            let _ = self.api.batch_action(remote, BatchAction::Abort).await;
+        if let Some(remote) = b.remote_id()
+            && let Ok(api) = self.api_for(b)
+        {
+            let _ = api.batch_action(remote, BatchAction::Abort).await;
         }
         for f in self.store.batch_files(b.id).await? {
             if f.state.in_batch() {
@@ -172,7 +182,8 @@ impl Uploader {
         self.store
             .finish_batch(b.id, Verdict::Failed, &outcome, why)
             .await?;
-        metrics::counter!(telemetry::BATCHES, "outcome" => "failed").increment(1);
+        metrics::counter!(telemetry::BATCHES, "outcome" => "failed", "watch" => b.watch.clone())
+            .increment(1);
         self.wake_archiver.notify_one();
         Ok(())
     }

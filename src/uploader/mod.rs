@@ -118,6 +118,11 @@ impl Uploader {
         })
     }
 
+    /// The client for calls about `batch`: in the sandbox it was created in.
+    pub(super) fn api_for(&self, batch: &BatchRow) -> Result<ApiClient, ApiError> {
+        self.api.in_sandbox(batch.sandbox.as_deref())
+    }
+
     /// The outcome settings of `watch`'s batches.
     pub fn outcomes_of(&self, watch: &str) -> Outcomes {
         self.outcomes
@@ -249,7 +254,7 @@ impl Uploader {
                     let outcomes = self.outcomes_of(&b.watch);
                     poller::poll(
                         &self.store,
-                        &self.api,
+                        &self.api_for(&b)?,
                         &self.upload,
                         &outcomes,
                         &b,
@@ -270,7 +275,7 @@ impl Uploader {
     async fn create(&self, b: &BatchRow) -> Result<(), StepError> {
         let found = if b.phase == BatchPhase::Creating {
             let found = self
-                .api
+                .api_for(b)?
                 .find_batch_by_external_id(&b.dataset, &b.external_id)
                 .await?;
             self.store.note_answered(b.id).await?;
@@ -317,7 +322,7 @@ impl Uploader {
         let outcomes = self.outcomes_of(&b.watch);
         req.partial_ingestion_percent =
             (outcomes.partial_ingestion_percent > 0).then_some(outcomes.partial_ingestion_percent);
-        let created = self.api.create_batch(&req).await?;
+        let created = self.api_for(b)?.create_batch(&req).await?;
         crashpoint::hit("create-sent");
         tracing::info!(batch = %created.id, dataset = %b.dataset, "batch created");
         let step = Step::Loading {
@@ -336,7 +341,7 @@ impl Uploader {
     ) -> Result<(), StepError> {
         // The platform may have moved on while we were away (completed before a crash, aborted
         // by someone, expired): believe it over our record.
-        let info = self.api.get_batch(remote).await?;
+        let info = self.api_for(b)?.get_batch(remote).await?;
         self.store.note_answered(b.id).await?;
         match info {
             None => {
@@ -418,10 +423,11 @@ impl Uploader {
                 let job = FileJob {
                     failures_to_clear: failures_to_clear.clone(),
                     store: self.store.clone(),
-                    api: self.api.clone(),
+                    api: self.api_for(b)?,
                     upload: self.upload.clone(),
                     batch: remote.to_owned(),
                     dataset: b.dataset.clone(),
+                    watch: b.watch.clone(),
                     shutdown: shutdown.clone(),
                 };
                 set.spawn(async move {
@@ -448,7 +454,10 @@ impl Uploader {
         if !files.iter().any(|f| f.state == FileState::Uploaded) {
             // Nothing left to ingest (every file failed or changed): completing would fail it
             // with "empty batch", so abort it and say why in the files' receipts.
-            let _ = self.api.batch_action(remote, BatchAction::Abort).await;
+            let _ = self
+                .api_for(b)?
+                .batch_action(remote, BatchAction::Abort)
+                .await;
             self.store
                 .abandon_batch(b.id, "no file of this batch could be uploaded")
                 .await?;
@@ -489,7 +498,9 @@ impl Uploader {
 
     /// completing → processing. COMPLETE is idempotent, so after a crash it is simply sent again.
     async fn complete(&self, b: &BatchRow, remote: &str) -> Result<(), StepError> {
-        self.api.batch_action(remote, BatchAction::Complete).await?;
+        self.api_for(b)?
+            .batch_action(remote, BatchAction::Complete)
+            .await?;
         crashpoint::hit("complete-sent");
         tracing::info!(batch = %remote, dataset = %b.dataset, "batch completed; waiting for the platform");
         self.store

@@ -30,6 +30,7 @@ pub(super) struct FileJob {
     pub(super) upload: Upload,
     pub(super) batch: String,
     pub(super) dataset: String,
+    pub(super) watch: String,
     pub(super) shutdown: CancellationToken,
 }
 
@@ -132,11 +133,11 @@ impl FileJob {
             }
             Err(e) => return Err(e),
         };
-        metrics::counter!(telemetry::BYTES_UPLOADED, "dataset" => self.dataset.clone())
+        metrics::counter!(telemetry::BYTES_UPLOADED, "dataset" => self.dataset.clone(), "watch" => self.watch.clone())
             .increment(f.size as u64);
-        metrics::counter!(telemetry::UPLOAD_SECONDS, "dataset" => self.dataset.clone())
+        metrics::counter!(telemetry::UPLOAD_SECONDS, "dataset" => self.dataset.clone(), "watch" => self.watch.clone())
             .increment(started.elapsed().as_secs_f64() as u64);
-        metrics::histogram!(telemetry::UPLOAD_DURATION, "dataset" => self.dataset.clone())
+        metrics::histogram!(telemetry::UPLOAD_DURATION, "dataset" => self.dataset.clone(), "watch" => self.watch.clone())
             .record(started.elapsed().as_secs_f64());
         self.progress(f).await?;
         tracing::info!(

@@ -102,7 +102,7 @@ impl Watcher {
             match outcome {
                 Recorded::New(id) => {
                     new = true;
-                    metrics::counter!(telemetry::FILES_DISCOVERED, "dataset" => file.dataset.clone())
+                    metrics::counter!(telemetry::FILES_DISCOVERED, "dataset" => file.dataset.clone(), "watch" => file.watch.clone())
                         .increment(1);
                     tracing::info!(file = %rel, dataset = %file.dataset, file_id = id, size = file.size, replaces = "", "ready");
                 }
@@ -243,7 +243,7 @@ impl Watcher {
         } else {
             match self.store.record_ready_with(&file, replay.as_ref()).await? {
                 Recorded::New(id) => {
-                    metrics::counter!(telemetry::FILES_DISCOVERED, "dataset" => w.dataset.clone())
+                    metrics::counter!(telemetry::FILES_DISCOVERED, "dataset" => w.dataset.clone(), "watch" => w.name.clone())
                         .increment(1);
                     tracing::info!(
                         file = %rel, dataset = %w.dataset, file_id = id, size = file.size,

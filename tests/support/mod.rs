@@ -13,6 +13,9 @@ use batchdrop_emulator::{Emulator, EmulatorConfig};
 use tokio_util::sync::CancellationToken;
 
 pub const DATASET: &str = "5deac2648a19d218a888d2b1";
+/// The organisation the test configs leave to its default: the platform (and the emulator)
+/// shows a batch only to callers of the organisation and sandbox it was created in.
+pub const ORG: &str = "batchdrop@AdobeOrg";
 
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -126,7 +129,7 @@ pub fn client(url: &str) -> ApiClient {
 pub fn client_with_token(url: &str, token: &str) -> ApiClient {
     ApiClient::new(ClientConfig {
         endpoint: url.to_owned(),
-        org_id: "test@AdobeOrg".into(),
+        org_id: ORG.into(),
         sandbox: "prod".into(),
         api_key: "test".into(),
         token: TokenSource::Static(Secret::new(token.to_owned())),
@@ -154,6 +157,73 @@ impl Daemon {
         self.shutdown.cancel();
         self.handle.await.unwrap().expect("daemon ends cleanly")
     }
+}
+
+/// The real binary, for a command or a daemon: stdin closed, and what a test must not inherit
+/// from the environment removed (a config path, the crash and panic hooks).
+pub fn batchdrop() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_batchdrop"));
+    cmd.stdin(std::process::Stdio::null())
+        .env_remove("BATCHDROP_CONFIG")
+        .env_remove("BATCHDROP_CRASH_AT")
+        .env_remove("BATCHDROP_PANIC_AT");
+    cmd
+}
+
+/// The daemon as the real binary: `batchdrop run ARGS --config CONFIG` with `envs` (`RUST_LOG`
+/// is `batchdrop=debug` unless given), its log appended to `daemon.log` beside the config (a
+/// pipe nobody reads would fill up and block it).
+pub fn spawn_daemon(config: &Path, args: &[&str], envs: &[(&str, &str)]) -> std::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(config.with_file_name("daemon.log"))
+        .unwrap();
+    let mut cmd = batchdrop();
+    cmd.arg("run")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "batchdrop=debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    for (key, value) in envs {
+        cmd.env(key, value);
+    }
+    cmd.spawn().expect("the batchdrop binary runs")
+}
+
+/// Sends `signal` (`libc::SIGTERM`, `SIGHUP`...) to a process this test spawned.
+pub fn signal(child: &std::process::Child, signal: i32) {
+    // SAFETY: kill(2) on the pid of a child this test spawned; no memory is involved.
+    unsafe { libc::kill(child.id() as i32, signal) };
+}
+
+/// SIGTERM, then waits for the daemon to exit; panics if it is still running after 30 s.
+pub fn stop_daemon(mut child: std::process::Child) -> std::process::ExitStatus {
+    signal(&child, libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not stop within 30 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The base URL of the admin listener of the daemon on `state_dir`, once it has written it.
+pub async fn admin_url(state_dir: &Path) -> String {
+    let path = state_dir.join("admin-addr");
+    let addr = eventually(30, "the admin listener", || {
+        let addr = std::fs::read_to_string(&path).ok();
+        async move { addr }
+    })
+    .await;
+    format!("http://{addr}")
 }
 
 /// Waits until `f` returns Some, or panics after `secs` with `what`.
@@ -213,6 +283,22 @@ pub async fn wait_receipts(dir: &Path, n: usize, secs: u64) -> Vec<serde_json::V
         let r = receipts(&dir);
         async move { (r.len() >= n).then_some(r) }
     })
+    .await
+}
+
+/// Waits until the log file at `path` holds `needle` at least `count` times (a daemon's log
+/// line is the observable event for what has no other outcome: a reload, a refusal); panics
+/// after `secs` with what the log holds.
+pub async fn wait_log_count(path: &Path, needle: &str, count: usize, secs: u64) -> String {
+    eventually(
+        secs,
+        &format!("{count}× {needle:?} in {}", path.display()),
+        || async {
+            let log =
+                String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned();
+            (log.matches(needle).count() >= count).then_some(log)
+        },
+    )
     .await
 }
 

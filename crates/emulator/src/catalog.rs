@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 use super::catalog_query::{CatalogQuery, Collection};
 use super::error::{ApiError, ApiResult};
 use super::gateway::Caller;
+use super::scope;
 use super::state::AppState;
 use super::store::{
     BatchFilter, BatchRow, BatchStatus, DatasetRow, NewDataset, Page, new_dataset_id,
@@ -146,13 +147,10 @@ fn ordered_map<'a>(items: impl Iterator<Item = (&'a str, Value)>) -> Response {
 
 pub async fn get_batch(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let b = state
-        .store
-        .batch(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("batch {id} does not exist")))?;
+    let b = scope::batch(&state, &caller, &id).await?;
     let mut map = Map::new();
     map.insert(b.id.clone(), batch_json(&b));
     Ok(axum::Json(Value::Object(map)).into_response())
@@ -227,6 +225,7 @@ fn narrowing(pairs: &[(String, String)], key: &str) -> Vec<String> {
 
 pub async fn list_batches(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> ApiResult<Response> {
     let query = CatalogQuery::parse(&pairs, Collection::Batches)?;
@@ -238,7 +237,7 @@ pub async fn list_batches(
     };
     let rows = state
         .store
-        .list_batches(&filter, &Page::everything())
+        .list_batches(&filter, caller.scope(), &Page::everything())
         .await?;
     let objects = rows.iter().map(|b| (b.id.clone(), batch_json(b))).collect();
     let shown = query.apply(objects);
@@ -384,27 +383,14 @@ pub(crate) fn dataset_tags(tags: Option<Value>) -> ApiResult<Value> {
     }
 }
 
-/// The 404 of a dataset that does not exist or belongs to another sandbox (the platform does
-/// not tell the two apart).
-pub(crate) fn not_in_sandbox(id: &str, caller: &Caller) -> ApiError {
-    ApiError::not_found(format!(
-        "dataset {id} does not exist in sandbox {} of organization {}",
-        caller.sandbox, caller.org
-    ))
-}
-
 pub async fn get_dataset(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let d = state
-        .store
-        .visible_dataset(&id, caller.scope())
-        .await?
-        .ok_or_else(|| not_in_sandbox(&id, &caller))?;
+    let d = scope::dataset(&state, &caller, &id).await?;
     let mut map = Map::new();
-    let last = state.store.last_batch_of(&d.id).await?;
+    let last = state.store.last_batch_of(&d.id, caller.scope()).await?;
     map.insert(d.id.clone(), dataset_json(&d, last.as_ref()));
     Ok(axum::Json(Value::Object(map)).into_response())
 }
@@ -423,7 +409,7 @@ pub async fn delete_dataset(
         .is_none()
         || !state.store.delete_dataset(&id).await?
     {
-        return Err(not_in_sandbox(&id, &caller));
+        return Err(scope::dataset_not_found(&id, &caller));
     }
     tracing::info!(dataset = %id, "dataset deleted");
     Ok(axum::Json(json!([format!("@/dataSets/{id}")])).into_response())
@@ -441,7 +427,7 @@ pub async fn list_datasets(
         .await?;
     let mut objects = Vec::with_capacity(rows.len());
     for d in &rows {
-        let last = state.store.last_batch_of(&d.id).await?;
+        let last = state.store.last_batch_of(&d.id, caller.scope()).await?;
         objects.push((d.id.clone(), dataset_json(d, last.as_ref())));
     }
     let shown = query.apply(objects);
@@ -456,11 +442,15 @@ pub async fn list_datasets(
 /// points here.
 pub async fn list_dataset_files(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> ApiResult<Response> {
     let query = CatalogQuery::parse(&pairs, Collection::DatasetFiles)?;
     let datasets = narrowing(&pairs, "dataSetId");
-    let files = state.store.readable_files(&datasets).await?;
+    let files = state
+        .store
+        .readable_files(&datasets, caller.scope())
+        .await?;
     let objects = files
         .into_iter()
         .map(|(file, dataset)| {
@@ -506,7 +496,11 @@ pub async fn last_batches(
         .await?;
     datasets.retain(|d| wanted.is_empty() || wanted.contains(&d.id.as_str()));
     for d in &datasets {
-        let Some(last) = state.store.last_batch_in(&d.id, None).await? else {
+        let Some(last) = state
+            .store
+            .last_batch_in(&d.id, caller.scope(), None)
+            .await?
+        else {
             continue;
         };
         let mut o = Map::new();
@@ -516,7 +510,11 @@ pub async fn last_batches(
             ("lastSuccessfulBatchId", BatchStatus::Success),
             ("lastFailedBatchId", BatchStatus::Failed),
         ] {
-            if let Some(b) = state.store.last_batch_in(&d.id, Some(status)).await? {
+            if let Some(b) = state
+                .store
+                .last_batch_in(&d.id, caller.scope(), Some(status))
+                .await?
+            {
                 o.insert(field.into(), json!(b.id));
             }
         }

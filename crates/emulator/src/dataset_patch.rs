@@ -39,11 +39,7 @@ pub async fn patch_dataset(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let dataset = state
-        .store
-        .visible_dataset(&id, caller.scope())
-        .await?
-        .ok_or_else(|| crate::catalog::not_in_sandbox(&id, &caller))?;
+    let dataset = crate::scope::dataset(&state, &caller, &id).await?;
     let change: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
             "dataset {id}: the PATCH body is not valid JSON: {e}"

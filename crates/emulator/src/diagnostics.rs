@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -18,6 +19,8 @@ use serde_json::{Value, json};
 
 use crate::codes::Code;
 use crate::error::{ApiError, ApiResult};
+use crate::gateway::Caller;
+use crate::scope;
 use crate::state::AppState;
 use crate::store::{BatchStatus, FailedRow};
 
@@ -118,15 +121,12 @@ fn listing(base: &str, batch_id: &str, dir: &str, files: &[(String, String)]) ->
 
 pub async fn batch_meta(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(batch_id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let batch = state
-        .store
-        .batch(&batch_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("batch {batch_id} does not exist")))?;
+    let batch = scope::batch(&state, &caller, &batch_id).await?;
     let path = q.get("path").map(String::as_str).unwrap_or_default();
     let (dir, file) = match path.split_once('/') {
         Some((dir, file)) => (dir, Some(file)),

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
@@ -11,6 +12,8 @@ use serde_json::{Value, json};
 use super::catalog::view_id;
 use super::error::{ApiError, ApiResult};
 use super::formats::InputFormat;
+use super::gateway::Caller;
+use super::scope;
 use super::state::AppState;
 use super::store::{BatchRow, BatchStatus, FileRow, FileState};
 
@@ -52,6 +55,7 @@ fn page(q: &HashMap<String, String>) -> (usize, usize) {
 /// A batch's dataset files, a page at a time (`_links.next` while more remain).
 pub async fn batch_files(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(batch_id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
@@ -59,7 +63,7 @@ pub async fn batch_files(
     let (start, limit) = page(&q);
     // An unknown batch has no files to read: the spec documents 200, 401 and 500 here, not
     // 404, so it is an empty page, as for a batch that has not succeeded.
-    let Some(batch) = state.store.batch(&batch_id).await? else {
+    let Some(batch) = scope::shown_batch(&state, &caller, &batch_id).await? else {
         return Ok(axum::Json(
             json!({"data": [], "_page": {"limit": limit, "count": 0}, "_links": {}}),
         )
@@ -118,18 +122,15 @@ pub async fn batch_files(
 /// addition; a client of the platform cannot count on it).
 pub async fn batch_failed(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(batch_id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     // Unknown, inactive and deleted batches have no failed rows to show (the spec documents
     // 200, 401 and 500 here, not 404).
-    let shown = state
-        .store
-        .batch(&batch_id)
-        .await?
-        .is_some_and(|b| !matches!(b.status, BatchStatus::Inactive | BatchStatus::Deleted));
-    let rows = if shown {
+    let shown = scope::shown_batch(&state, &caller, &batch_id).await?;
+    let rows = if shown.is_some() {
         state.store.failed_rows(&batch_id).await?
     } else {
         Vec::new()
@@ -198,14 +199,11 @@ pub async fn batch_failed(
 /// 1000) and `start` page through the rest, ordered by identity.
 pub async fn current_view(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(dataset_id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    let d = state
-        .store
-        .dataset(&dataset_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("dataset {dataset_id} does not exist")))?;
+    let d = scope::dataset(&state, &caller, &dataset_id).await?;
     if !d.is_upsert() {
         return Err(ApiError::bad_request(format!(
             "dataset {dataset_id} is not an upsert dataset (tags unifiedProfile: [\"enabled:true\", \"isUpsert:true\"]): \
@@ -275,14 +273,11 @@ fn preview_rows_wanted(q: &HashMap<String, String>) -> ApiResult<usize> {
 /// object per record, keyed by `cid`, values as text: nested values as their JSON).
 pub async fn preview(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path((batch_id, dataset_id)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    let batch = state
-        .store
-        .batch(&batch_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("batch {batch_id} does not exist")))?;
+    let batch = scope::batch(&state, &caller, &batch_id).await?;
     if batch.dataset_id != dataset_id {
         return Err(ApiError::bad_request(format!(
             "the URL names dataset {dataset_id} but batch {batch_id} belongs to dataset {}",
@@ -372,18 +367,15 @@ fn as_columns(records: &[Value]) -> Value {
 /// says), read from its successful batches' files, oldest batch first.
 pub async fn dataset_preview(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(dataset_id): Path<String>,
 ) -> ApiResult<Response> {
     const ROWS: usize = 100;
-    state
-        .store
-        .dataset(&dataset_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("dataset {dataset_id} does not exist")))?;
+    scope::dataset(&state, &caller, &dataset_id).await?;
     // At most ROWS files can each contribute a row.
     let files = state
         .store
-        .readable_files_of_dataset(&dataset_id, ROWS as i64)
+        .readable_files_of_dataset(&dataset_id, caller.scope(), ROWS as i64)
         .await?;
     let paths: Vec<(std::path::PathBuf, InputFormat)> = files
         .into_iter()

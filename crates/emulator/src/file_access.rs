@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, header};
@@ -23,6 +24,7 @@ use tower_http::services::ServeFile;
 
 use super::error::{ApiError, ApiResult};
 use super::export::base;
+use super::gateway::Caller;
 use super::state::AppState;
 use super::store::{BatchStatus, FileRow};
 
@@ -41,14 +43,19 @@ struct Served {
     size: u64,
 }
 
-async fn served(state: &AppState, file_id: &str) -> ApiResult<Served> {
+async fn served(state: &AppState, caller: &Caller, file_id: &str) -> ApiResult<Served> {
     let not_found = || ApiError::not_found(format!("dataset file {file_id} does not exist"));
     let file = state
         .store
         .file_by_id(file_id)
         .await?
         .ok_or_else(not_found)?;
-    if state.store.batch_status(&file.batch_id).await? != Some(BatchStatus::Success) {
+    // A file is read through its batch: one of another sandbox does not exist for the caller.
+    let batch = state
+        .store
+        .visible_batch(&file.batch_id, caller.scope())
+        .await?;
+    if batch.map(|b| b.status) != Some(BatchStatus::Success) {
         return Err(not_found());
     }
     // A partially ingested file is served as its good rows.
@@ -66,11 +73,12 @@ async fn served(state: &AppState, file_id: &str) -> ApiResult<Served> {
 /// `GET` and `HEAD` of one dataset file: the listing, or with `?path=` one part's bytes.
 pub async fn file(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(file_id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     request: Request,
 ) -> ApiResult<Response> {
-    let served = served(&state, &file_id).await?;
+    let served = served(&state, &caller, &file_id).await?;
     match query.get("path") {
         None if request.method() == Method::HEAD => Err(ApiError::bad_request(format!(
             "HEAD of dataset file {file_id} needs ?path=PART: the part whose headers you want (GET without path lists the parts)"

@@ -56,6 +56,7 @@ mod processing;
 mod routes;
 mod schema_lookup;
 mod schemas;
+mod scope;
 mod setup;
 mod state;
 mod stats;

@@ -424,3 +424,46 @@ fn outcome_settings_are_per_watch_over_defaults_and_checked() {
     .unwrap_err();
     assert!(err.to_string().contains("on_batch_failure"), "{err}");
 }
+
+#[test]
+fn a_watch_may_name_its_own_sandbox_and_the_others_use_the_platforms() {
+    let p = Path::new("/etc/batchdrop.toml");
+    let text = "[platform]\nsandbox = 'stage'\n[[watch]]\npath='a'\ndataset='d1'\nsandbox='dev'\n[[watch]]\npath='b'\ndataset='d2'\n";
+    let c = Config::parse(text, p).unwrap();
+    assert_eq!(c.watches[0].sandbox, "dev");
+    assert_eq!(c.watches[1].sandbox, "stage");
+    assert_eq!(c.sandbox_of("d1"), "dev");
+    assert_eq!(c.sandbox_of("d2"), "stage");
+    assert_eq!(
+        c.sandbox_of("pushed-only"),
+        "stage",
+        "no watch: [platform]'s"
+    );
+}
+
+#[test]
+fn a_sandbox_that_is_no_sandbox_name_or_splits_a_dataset_is_refused_naming_the_watch() {
+    let p = Path::new("/etc/batchdrop.toml");
+    let err = Config::parse(
+        "[[watch]]\npath='a'\ndataset='d'\nsandbox='my sandbox'\n",
+        p,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("[[watch]] a") && err.contains("my sandbox"),
+        "{err}"
+    );
+    let text =
+        "[[watch]]\npath='a'\ndataset='d'\nsandbox='dev'\n[[watch]]\npath='b'\ndataset='d'\n";
+    let err = Config::parse(text, p).unwrap_err().to_string();
+    assert!(
+        err.contains("dataset d") && err.contains("dev") && err.contains("prod"),
+        "{err}"
+    );
+    let text = "[[watch]]\npath='a'\ndataset='d'\nsandbox='dev'\n[[watch]]\npath='b'\ndataset='d'\nsandbox='dev'\n";
+    assert!(
+        Config::parse(text, p).is_ok(),
+        "two folders into one dataset, one sandbox"
+    );
+}

@@ -17,6 +17,7 @@ use crate::AppState;
 use crate::catalog::batch_json;
 use crate::error::{ApiError, ApiResult};
 use crate::gateway::Caller;
+use crate::scope;
 use crate::stats::bump;
 use crate::store::{BatchRow, BatchStatus, FileState, NewBatch, now_ms};
 
@@ -78,7 +79,7 @@ pub async fn create_batch(
     }
     let replay = match req.get("replay") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(validate_replay(&state, v, &dataset_id).await?),
+        Some(v) => Some(validate_replay(&state, &caller, v, &dataset_id).await?),
     };
 
     let id = state.new_id();
@@ -239,7 +240,12 @@ fn validate_tags(v: &Value) -> ApiResult<Map<String, Value>> {
     Ok(map.clone())
 }
 
-async fn validate_replay(state: &AppState, v: &Value, dataset_id: &str) -> ApiResult<Value> {
+async fn validate_replay(
+    state: &AppState,
+    caller: &Caller,
+    v: &Value,
+    dataset_id: &str,
+) -> ApiResult<Value> {
     let Value::Object(obj) = v else {
         return Err(ApiError::bad_request(
             "replay must be an object {\"predecessors\": [\"$batchId\"], \"reason\": \"replace\"}",
@@ -258,7 +264,7 @@ async fn validate_replay(state: &AppState, v: &Value, dataset_id: &str) -> ApiRe
             .as_str()
             .ok_or_else(|| ApiError::bad_request("replay.predecessors must hold strings"))?;
         let id = raw.strip_prefix('$').unwrap_or(raw);
-        let Some(pred) = state.store.batch(id).await? else {
+        let Some(pred) = state.store.visible_batch(id, caller.scope()).await? else {
             return Err(ApiError::bad_request(format!(
                 "replay predecessor {raw} does not exist: a replay can only replace existing batches"
             )));
@@ -305,6 +311,7 @@ impl Action {
 
 pub async fn batch_action(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     axum::extract::Path(batch_id): axum::extract::Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
@@ -324,11 +331,7 @@ pub async fn batch_action(
     let work = tokio::spawn(async move {
         let lock = state.batch_lock(&batch_id);
         let _guard = lock.lock().await;
-        let batch = state
-            .store
-            .batch(&batch_id)
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("batch {batch_id} does not exist")))?;
+        let batch = scope::batch(&state, &caller, &batch_id).await?;
         match action {
             Action::Complete => complete(&state, &batch).await?,
             Action::Abort => abort(&state, &batch).await?,

@@ -19,6 +19,7 @@ use super::{
 };
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
+use crate::gateway::Caller;
 use crate::gateway::ResponseWillBeLost;
 use crate::stats::bump;
 use crate::store::{ChunkPlace, ChunkRow, FileKind, FileRow, FileState};
@@ -26,12 +27,13 @@ use crate::upload::{BodyKind, parse_content_range, receive_to_file};
 
 pub async fn patch_file(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     lost: Option<Extension<ResponseWillBeLost>>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let t = file_target(&uri)?;
+    let t = file_target(&uri, caller)?;
     let boundary = form_boundary(&headers, &t)?;
     let (start, end, total) = chunk_range(&state, &t, &headers, boundary.is_none())?;
     let len = end - start + 1;

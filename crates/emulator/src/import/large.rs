@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -14,10 +15,15 @@ use super::{
 };
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
+use crate::gateway::Caller;
 use crate::store::{ChunkRow, FileKind, FileRow, FileState};
 
-pub async fn post_file(State(state): State<Arc<AppState>>, uri: Uri) -> ApiResult<Response> {
-    let t = file_target(&uri)?;
+pub async fn post_file(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    uri: Uri,
+) -> ApiResult<Response> {
+    let t = file_target(&uri, caller)?;
     match action_of(&uri).as_deref() {
         Some("INITIALIZE") => initialize_file(&state, &t).await,
         Some("COMPLETE") => complete_file(&state, &t).await,
@@ -123,8 +129,12 @@ async fn assemble_file(
 
 // E5: HEAD, which bytes arrived
 
-pub async fn head_file(State(state): State<Arc<AppState>>, uri: Uri) -> ApiResult<Response> {
-    let t = file_target(&uri)?;
+pub async fn head_file(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    uri: Uri,
+) -> ApiResult<Response> {
+    let t = file_target(&uri, caller)?;
     target_batch(&state, &t).await?;
     let f = state
         .store

@@ -8,6 +8,8 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
+use crate::gateway::Caller;
+use crate::scope;
 use crate::store::{BatchRow, BatchStatus, FileRow};
 use crate::upload::{ReceiveError, validate_file_path};
 
@@ -22,17 +24,18 @@ pub use chunks::patch_file;
 pub use large::{head_file, post_file};
 pub use put::put_file;
 
-/// What a file endpoint's URL names.
+/// What a file endpoint's URL names, and who asks (a batch is only seen from its sandbox).
 struct Target {
     batch_id: String,
     dataset_id: String,
     path: String,
+    caller: Caller,
 }
 
 /// Parses `/data/foundation/import/batches/{batch}/datasets/{dataset}/files/{path...}` from the
 /// raw URI and percent-decodes each part (so encoded slashes or dots are checked like plain
 /// ones).
-fn file_target(uri: &Uri) -> ApiResult<Target> {
+fn file_target(uri: &Uri, caller: Caller) -> ApiResult<Target> {
     let raw = uri.path();
     let rest = raw
         .strip_prefix("/data/foundation/import/batches/")
@@ -59,16 +62,14 @@ fn file_target(uri: &Uri) -> ApiResult<Target> {
         batch_id: decode(batch, "batch id")?,
         dataset_id: decode(dataset, "dataset id")?,
         path,
+        caller,
     })
 }
 
-/// The batch of a file endpoint: exists (404), belongs to the dataset of the URL (400).
+/// The batch of a file endpoint: exists in the caller's sandbox (404), belongs to the dataset
+/// of the URL (400).
 async fn target_batch(state: &AppState, t: &Target) -> ApiResult<BatchRow> {
-    let batch = state
-        .store
-        .batch(&t.batch_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("batch {} does not exist", t.batch_id)))?;
+    let batch = scope::batch(state, &t.caller, &t.batch_id).await?;
     if batch.dataset_id != t.dataset_id {
         return Err(ApiError::bad_request(format!(
             "the URL names dataset {} but batch {} belongs to dataset {}",

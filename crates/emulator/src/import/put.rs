@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -16,17 +17,19 @@ use super::{
 };
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
+use crate::gateway::Caller;
 use crate::stats::bump;
 use crate::store::FileKind;
 use crate::upload::{BodyKind, receive_to_file};
 
 pub async fn put_file(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let t = file_target(&uri)?;
+    let t = file_target(&uri, caller)?;
     refuse_multipart(&headers, &t.path)?;
     let limit = state.config.limits.max_put_bytes;
     let declared = content_length(&headers);

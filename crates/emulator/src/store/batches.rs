@@ -2,6 +2,7 @@
 //! compare-and-set on the status it leaves, so that two requests (or a request and the
 //! background processing) cannot both move one batch.
 
+use super::datasets::{IN_SCOPE, Scope};
 use super::rows::{BatchRow, BatchStatus, NewBatch};
 use super::{DbError, Page, Store, now_ms};
 
@@ -24,36 +25,53 @@ impl Store {
             .await
     }
 
-    /// The dataset's most recently created batch (the Catalog's `lastBatchId`).
-    pub async fn last_batch_of(&self, dataset_id: &str) -> Result<Option<BatchRow>, DbError> {
-        self.last_batch_in(dataset_id, None).await
+    /// The batch if the caller's organisation and sandbox can see it: a batch belongs to the
+    /// sandbox (and organisation) it was created in, and is unknown from any other.
+    pub async fn visible_batch(
+        &self,
+        id: &str,
+        scope: Scope<'_>,
+    ) -> Result<Option<BatchRow>, DbError> {
+        let sql = format!("SELECT * FROM batches WHERE id = ? AND {IN_SCOPE}");
+        sqlx::query_as::<_, BatchRow>(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(scope.sandbox)
+            .bind(scope.org)
+            .fetch_optional(&self.pool)
+            .await
     }
 
-    /// The dataset's most recently created batch, of this status if one is given
-    /// (`lastSuccessfulBatchId`, `lastFailedBatchId`).
+    /// The dataset's most recently created batch the caller can see (the Catalog's
+    /// `lastBatchId`).
+    pub async fn last_batch_of(
+        &self,
+        dataset_id: &str,
+        scope: Scope<'_>,
+    ) -> Result<Option<BatchRow>, DbError> {
+        self.last_batch_in(dataset_id, scope, None).await
+    }
+
+    /// The dataset's most recently created batch the caller can see, of this status if one
+    /// is given (`lastSuccessfulBatchId`, `lastFailedBatchId`). A dataset the emulator's owner
+    /// set up is seen from every sandbox; each sees only its own batches of it.
     pub async fn last_batch_in(
         &self,
         dataset_id: &str,
+        scope: Scope<'_>,
         status: Option<BatchStatus>,
     ) -> Result<Option<BatchRow>, DbError> {
-        sqlx::query_as::<_, BatchRow>(
-            "SELECT * FROM batches WHERE dataset_id = ? AND (? IS NULL OR status = ?)
-             ORDER BY created DESC, id DESC LIMIT 1",
-        )
-        .bind(dataset_id)
-        .bind(status)
-        .bind(status)
-        .fetch_optional(&self.pool)
-        .await
-    }
-
-    /// Just the status of a batch.
-    pub async fn batch_status(&self, id: &str) -> Result<Option<BatchStatus>, DbError> {
-        let row: Option<(BatchStatus,)> = sqlx::query_as("SELECT status FROM batches WHERE id = ?")
-            .bind(id)
+        let sql = format!(
+            "SELECT * FROM batches WHERE dataset_id = ? AND (? IS NULL OR status = ?) AND {IN_SCOPE}
+             ORDER BY created DESC, id DESC LIMIT 1"
+        );
+        sqlx::query_as::<_, BatchRow>(sqlx::AssertSqlSafe(sql))
+            .bind(dataset_id)
+            .bind(status)
+            .bind(status)
+            .bind(scope.sandbox)
+            .bind(scope.org)
             .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|(s,)| s))
+            .await
     }
 
     /// Creates a batch, `loading`.
@@ -82,14 +100,16 @@ impl Store {
         Ok(())
     }
 
-    /// A page of batches that pass the filter.
+    /// A page of the batches the caller can see (see [`Store::visible_batch`]) that pass the
+    /// filter.
     pub async fn list_batches(
         &self,
         filter: &BatchFilter,
+        scope: Scope<'_>,
         page: &Page,
     ) -> Result<Vec<BatchRow>, DbError> {
-        let mut sql = String::from("SELECT * FROM batches WHERE 1 = 1");
-        let mut binds: Vec<&str> = Vec::new();
+        let mut sql = format!("SELECT * FROM batches WHERE {IN_SCOPE}");
+        let mut binds: Vec<&str> = vec![scope.sandbox, scope.org];
         for (column, values) in [
             ("dataset_id", &filter.datasets),
             ("status", &filter.statuses),

@@ -3,12 +3,16 @@
 
 use super::rows::{DatasetRow, NewDataset};
 
-/// Whose datasets a call may see: the caller's organisation and sandbox.
+/// Whose datasets and batches a call may see: the caller's organisation and sandbox.
 #[derive(Debug, Clone, Copy)]
 pub struct Scope<'a> {
     pub org: &'a str,
     pub sandbox: &'a str,
 }
+
+/// The rows (datasets or batches) a [`Scope`] sees, for a `WHERE`: binds the sandbox, then
+/// the organisation. Rows the emulator's owner set up without either are seen from everywhere.
+pub(super) const IN_SCOPE: &str = "(sandbox = '' OR sandbox = ?) AND (ims_org = '' OR ims_org = ?)";
 use super::{DbError, Page, Store, now_ms};
 
 impl Store {
@@ -28,15 +32,13 @@ impl Store {
         id: &str,
         scope: Scope<'_>,
     ) -> Result<Option<DatasetRow>, DbError> {
-        sqlx::query_as::<_, DatasetRow>(
-            "SELECT * FROM datasets WHERE id = ?
-               AND (sandbox = '' OR sandbox = ?) AND (ims_org = '' OR ims_org = ?)",
-        )
-        .bind(id)
-        .bind(scope.sandbox)
-        .bind(scope.org)
-        .fetch_optional(&self.pool)
-        .await
+        let sql = format!("SELECT * FROM datasets WHERE id = ? AND {IN_SCOPE}");
+        sqlx::query_as::<_, DatasetRow>(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(scope.sandbox)
+            .bind(scope.org)
+            .fetch_optional(&self.pool)
+            .await
     }
 
     /// Deletes a dataset and the current view of its rows (returns whether it existed). Its
@@ -160,9 +162,7 @@ impl Store {
         name: Option<&str>,
         page: &Page,
     ) -> Result<Vec<DatasetRow>, DbError> {
-        let mut sql = String::from(
-            "SELECT * FROM datasets WHERE (sandbox = '' OR sandbox = ?) AND (ims_org = '' OR ims_org = ?)",
-        );
+        let mut sql = format!("SELECT * FROM datasets WHERE {IN_SCOPE}");
         if name.is_some() {
             sql.push_str(" AND name = ?");
         }

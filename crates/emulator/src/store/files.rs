@@ -1,6 +1,7 @@
 //! A batch's files, and the chunks of its large files. The bytes are on disk (paths in
 //! `mod.rs`); these rows say which bytes arrived and what they are.
 
+use super::datasets::Scope;
 use super::rows::{ChunkPlace, ChunkRow, FileKind, FileRow, FileState, Usage};
 use super::{DbError, Store, now_ms};
 
@@ -27,19 +28,23 @@ impl Store {
             .await
     }
 
-    /// The first `limit` files of a dataset's successful batches, oldest batch first, each
-    /// with its batch's `inputFormat` (for the dataset preview).
+    /// The first `limit` files of the dataset's successful batches the caller can see,
+    /// oldest batch first, each with its batch's `inputFormat` (for the dataset preview).
     pub async fn readable_files_of_dataset(
         &self,
         dataset_id: &str,
+        scope: Scope<'_>,
         limit: i64,
     ) -> Result<Vec<(FileRow, String)>, DbError> {
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT f.id, b.input_format FROM files f JOIN batches b ON b.id = f.batch_id \
              WHERE b.dataset_id = ? AND b.status = 'success' \
+               AND (b.sandbox = '' OR b.sandbox = ?) AND (b.ims_org = '' OR b.ims_org = ?) \
              ORDER BY b.created, b.id, f.path LIMIT ?",
         )
         .bind(dataset_id)
+        .bind(scope.sandbox)
+        .bind(scope.org)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
@@ -52,15 +57,17 @@ impl Store {
         Ok(files)
     }
 
-    /// The files of successful batches (of the given datasets, or all), with their batch's
-    /// dataset: the Catalog's `dataSetFiles`.
+    /// The files of the successful batches the caller can see (of the given datasets, or
+    /// all), with their batch's dataset: the Catalog's `dataSetFiles`.
     pub async fn readable_files(
         &self,
         datasets: &[String],
+        scope: Scope<'_>,
     ) -> Result<Vec<(FileRow, String)>, DbError> {
         let mut sql = String::from(
             "SELECT f.id, b.dataset_id FROM files f JOIN batches b ON b.id = f.batch_id \
-             WHERE b.status = 'success'",
+             WHERE b.status = 'success' \
+               AND (b.sandbox = '' OR b.sandbox = ?) AND (b.ims_org = '' OR b.ims_org = ?)",
         );
         if !datasets.is_empty() {
             sql.push_str(&format!(
@@ -68,7 +75,9 @@ impl Store {
                 vec!["?"; datasets.len()].join(",")
             ));
         }
-        let mut query = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
+        let mut query = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql))
+            .bind(scope.sandbox.to_owned())
+            .bind(scope.org.to_owned());
         for dataset in datasets {
             query = query.bind(dataset.clone());
         }

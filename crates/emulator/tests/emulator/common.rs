@@ -353,7 +353,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-pub const AUTH_HEADERS: &str = "Authorization: Bearer t\r\nx-api-key: k\r\nx-gw-ims-org-id: O@AdobeOrg\r\nx-sandbox-name: prod\r\n";
+pub const AUTH_HEADERS: &str = "Authorization: Bearer t\r\nx-api-key: k\r\nx-gw-ims-org-id: TEST@AdobeOrg\r\nx-sandbox-name: prod\r\n";
 
 /// A small Parquet file with `rows` rows (id: int64, name: utf8).
 pub fn parquet_bytes(rows: usize) -> Vec<u8> {

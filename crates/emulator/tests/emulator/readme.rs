@@ -4,7 +4,6 @@
 use std::process::Command;
 
 use batchdrop_emulator::EmulatorConfig;
-use reqwest::Method;
 use serde_json::Value;
 
 use crate::common::*;
@@ -132,11 +131,18 @@ async fn readme_curl_walkthrough_works_as_written() {
     );
 
     // What the emulator holds afterwards.
+    // Asked as the walkthrough's caller: batches are seen only from their organisation and
+    // sandbox.
     let all: Value = env
-        .req(
-            Method::GET,
-            &format!("{CATALOG}/batches?limit=100&orderBy=asc:created"),
-        )
+        .client
+        .get(format!(
+            "{}{CATALOG}/batches?limit=100&orderBy=asc:created",
+            env.base
+        ))
+        .header("Authorization", "Bearer demo-token")
+        .header("x-api-key", "demo-key")
+        .header("x-gw-ims-org-id", "DEMO@AdobeOrg")
+        .header("x-sandbox-name", "prod")
         .send()
         .await
         .unwrap()

@@ -209,7 +209,7 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
             .put(url)
             .header("Authorization", "Bearer t")
             .header("x-api-key", "k")
-            .header("x-gw-ims-org-id", "O@AdobeOrg")
+            .header("x-gw-ims-org-id", "TEST@AdobeOrg")
             .header("x-sandbox-name", "prod")
             .header("Content-Type", "application/octet-stream")
             .body(reqwest::Body::wrap_stream(tokio_stream(rx)))
@@ -380,7 +380,7 @@ async fn state_survives_a_hard_kill() {
             .request(m, format!("{base}{path}"))
             .header("Authorization", "Bearer t")
             .header("x-api-key", "k")
-            .header("x-gw-ims-org-id", "O@AdobeOrg")
+            .header("x-gw-ims-org-id", "TEST@AdobeOrg")
             .header("x-sandbox-name", "prod")
     };
     // A dataset, a batch being processed, a batch loading with a PUT file and a chunked file.
