@@ -38,7 +38,7 @@
 # "dev" runs target/debug/batchdrop, for CI), BENCH_TMP (a fresh dir under ${TMPDIR:-/tmp}),
 # BENCH_BIN (run this binary instead of building), BENCH_KEEP=1 (keep the temp dir),
 # BENCH_ONLY="b1 b6" (run only these scenarios; b6 needs b1, b3 compares with b2),
-# BENCH_SKIP_CURL=1 (B1 without its curl and keep-alive runs, when re-measuring batchdrop alone), SCENARIO_TIMEOUT (1800 s: a hang guard, not a target),
+# BENCH_SKIP_CURL=1 / BENCH_SKIP_KEEPALIVE=1 (B1 without its curl / keep-alive run), SCENARIO_TIMEOUT (1800 s: a hang guard, not a target),
 # UPLOAD_CONCURRENCY (the daemon's [upload] concurrency; 4, its default).
 set -euo pipefail
 export LC_ALL=C
@@ -433,12 +433,14 @@ b1() {
     if [[ ${BENCH_SKIP_CURL:-0} != 1 ]]; then
         b1_baseline curl "$ROOT/bench/curl-baseline.sh" files
         curl_ms=$BASE_MS curl_cpu=$BASE_CPU curl_emu=$BASE_EMU
-        if command -v python3 >/dev/null; then
-            b1_baseline keepalive python3 "$ROOT/bench/keepalive-baseline.py"
-            ka_ms=$BASE_MS ka_cpu=$BASE_CPU ka_emu=$BASE_EMU ka_client=$BASE_CLIENT
-        else
-            NOTES+=("B1: no python3 here: the keep-alive baseline did not run.")
-        fi
+    fi
+    if [[ ${BENCH_SKIP_KEEPALIVE:-0} == 1 ]]; then
+        :
+    elif command -v python3 >/dev/null; then
+        b1_baseline keepalive python3 "$ROOT/bench/keepalive-baseline.py"
+        ka_ms=$BASE_MS ka_cpu=$BASE_CPU ka_emu=$BASE_EMU ka_client=$BASE_CLIENT
+    else
+        NOTES+=("B1: no python3 here: the keep-alive baseline did not run.")
     fi
     write_config b1 1s 1s
     start_daemon b1
