@@ -94,6 +94,9 @@ impl Archiver {
                 }
             }
             self.record_destinations(&mut files, &batches).await?;
+            // Files a watch mapped: their receipts name the staged file too.
+            let ids: Vec<i64> = files.iter().map(|f| f.id).collect();
+            let staged = self.store.staged_of_files(&ids).await?;
             // The facts of a page's finished files are recorded together at its end: one
             // transaction, not a round trip per file. A crash before that repeats their
             // receipts on the next pass (each move's intent, `final_path`, is already
@@ -104,7 +107,10 @@ impl Archiver {
             let mut unsynced = disk::PendingSync::default();
             for f in &files {
                 let batch = f.batch_id.and_then(|id| batches.get(&id));
-                match self.finalize(f, batch, &mut unsynced).await {
+                match self
+                    .finalize(f, batch, staged.get(&f.id), &mut unsynced)
+                    .await
+                {
                     Ok(Some(done)) => {
                         finished.push(done);
                         pass.done += 1;
@@ -201,6 +207,7 @@ impl Archiver {
         &self,
         f: &FileRow,
         batch: Option<&BatchRow>,
+        staged: Option<&crate::store::StagedFile>,
         unsynced: &mut disk::PendingSync,
     ) -> Result<Option<Finalized>, FinalizeError> {
         let Some(watch) = self.watches.read().unwrap().get(&f.watch).cloned() else {
@@ -215,6 +222,13 @@ impl Archiver {
             _ => watch.archive_dir.clone(),
         };
         let mut receipt = self.receipt(f, batch, status).await?;
+        if let Some(staged) = staged {
+            receipt.mapping = Some(receipt::Mapping::of(staged));
+            // Its batch is over: the staged bytes are not needed again.
+            if let Err(e) = crate::mapped::remove(staged) {
+                tracing::warn!(file = %f.rel_path, staged = %staged.path, "cannot remove the staged file ({e}); remove it by hand");
+            }
+        }
 
         let anchors = anchors(watch, f);
         let anchors = &anchors[..];

@@ -98,6 +98,12 @@ pub struct Batcher {
     /// The daily batch budget of each watch that has one (by watch name); swapped with
     /// `watches`.
     pub budgets: Arc<std::sync::RwLock<std::collections::BTreeMap<String, u32>>>,
+    /// The mapping set of each watch that maps its files (by watch name); swapped with
+    /// `watches`. Such a watch's files are mapped into staged files (`crate::mapped`), which
+    /// the mapping checks against the schema itself.
+    pub mappers: crate::mapped::Mappers,
+    /// Where staged files are written (below it).
+    pub state_dir: std::path::PathBuf,
     /// Files whose records were checked already (and kept): a file waiting for its group is
     /// not read again at every pass.
     pub checked: Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
@@ -219,7 +225,24 @@ impl Batcher {
             // last page seals partial groups (when they waited max_wait, or on flush).
             let more = ready.len() as i64 == page;
             let validator = self.validators.read().unwrap().get(&w.name).cloned();
-            if let Some(validator) = validator.filter(|_| w.validate != Validate::Off) {
+            let mapper = self.mappers.read().unwrap().get(&w.name).cloned();
+            if let Some(mapper) = mapper {
+                let staged = crate::mapped::stage_ready(
+                    &self.store,
+                    mapper,
+                    &self.state_dir,
+                    ready,
+                    shutdown,
+                )
+                .await?;
+                match staged {
+                    Some(kept) => ready = kept,
+                    None => return Ok(sealed_any),
+                }
+                if ready.is_empty() {
+                    return Ok(sealed_any);
+                }
+            } else if let Some(validator) = validator.filter(|_| w.validate != Validate::Off) {
                 match self.check_locally(w, ready, validator, shutdown).await? {
                     Some(kept) => ready = kept,
                     None => return Ok(sealed_any),
@@ -705,6 +728,8 @@ mod tests {
             watches: Default::default(),
             validators: Default::default(),
             budgets: Default::default(),
+            mappers: Default::default(),
+            state_dir: dir.path().join("state"),
             checked: Default::default(),
             store: store.clone(),
             health: Default::default(),

@@ -272,6 +272,7 @@ pub async fn run(
     config.watches = admitted.watches;
     let validators: crate::batcher::Validators = Arc::new(RwLock::new(admitted.validators));
     let budgets = Arc::new(RwLock::new(admitted.budgets));
+    let mappers: crate::mapped::Mappers = Arc::new(RwLock::new(admitted.mappers));
 
     let health = Arc::new(Health::default());
     let wake_batcher = Arc::new(Notify::new());
@@ -303,6 +304,8 @@ pub async fn run(
         watches: batch_watches.clone(),
         validators: validators.clone(),
         budgets: budgets.clone(),
+        mappers: mappers.clone(),
+        state_dir: config.state_dir.clone(),
         checked: Default::default(),
         store: store.clone(),
         health: health.clone(),
@@ -414,6 +417,7 @@ pub async fn run(
                         new.watches = admitted.watches;
                         *validators.write().unwrap() = admitted.validators;
                         *budgets.write().unwrap() = admitted.budgets;
+                        *mappers.write().unwrap() = admitted.mappers;
                         wake_uploader.notify_one();
                         for w in watchers.reconcile(&new.watches) {
                             watchers.start(&w, &mut tasks, &store, &wake_batcher, &health, &new, &intake);

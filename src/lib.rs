@@ -24,6 +24,7 @@ pub mod disk;
 pub mod envsubst;
 pub mod format;
 pub mod logging;
+pub mod mapped;
 pub mod outcome;
 pub mod patterns;
 pub mod poller;

@@ -220,7 +220,14 @@ async fn dispatch(
                 },
                 preview,
             };
-            outcome(cli::map::run(&args))
+            match (&args.dataset, &args.schema) {
+                (Some(_), None) => {
+                    let config = load(&config_path)?;
+                    command_logs();
+                    outcome(cli::map::run(Some(&config), &args).await)
+                }
+                _ => outcome(cli::map::run(None, &args).await),
+            }
         }
         Command::Validate {
             files,

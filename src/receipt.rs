@@ -62,6 +62,11 @@ pub struct Receipt {
     pub finished_at: String,
     pub folder: String,
     pub format: Format,
+    /// What the watch's mapping set made of the file, when its watch maps files: the staged
+    /// file that was uploaded instead of it. `size` and `sha256` stay the dropped file's;
+    /// `format` is what was sent (the staged file's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mapping: Option<Mapping>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
     /// The batch succeeded with failed records.
@@ -81,6 +86,46 @@ pub struct Receipt {
     pub sidecar_archived_to: Option<String>,
     pub size: i64,
     pub status: Status,
+}
+
+/// A mapped file's part of its receipt (keys in alphabetical order, as the receipt's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mapping {
+    /// The mapping set's file, and the SHA-256 of the bytes the file was mapped with.
+    pub mapping_set: String,
+    pub mapping_sha256: String,
+    pub original_format: Format,
+    pub original_sha256: String,
+    pub records_in: i64,
+    pub records_out: i64,
+    /// Rows the mapping or the schema rejected (not uploaded): how many, and the first
+    /// [`crate::mapped::MAX_REJECTED_KEPT`] with their row numbers and reasons.
+    pub rejected: i64,
+    pub rejected_rows: Vec<crate::store::RejectedRow>,
+    /// The name the staged file was uploaded under.
+    pub staged_file: String,
+    pub staged_format: Format,
+    pub staged_sha256: String,
+    pub staged_size: u64,
+}
+
+impl Mapping {
+    pub fn of(staged: &crate::store::StagedFile) -> Mapping {
+        Mapping {
+            mapping_set: staged.mapping_path.clone(),
+            mapping_sha256: staged.mapping_sha256.clone(),
+            original_format: staged.original_format,
+            original_sha256: staged.original_sha256.clone(),
+            records_in: staged.records_in,
+            records_out: staged.records_out,
+            rejected: staged.rejected,
+            rejected_rows: staged.rejected_rows.clone(),
+            staged_file: staged.name.clone(),
+            staged_format: staged.format,
+            staged_sha256: staged.sha256.clone(),
+            staged_size: staged.identity.size,
+        }
+    }
 }
 
 /// The earlier file whose content a duplicate repeats.
@@ -120,6 +165,7 @@ impl Receipt {
             finished_at: iso(now_ms),
             folder: f.root.clone(),
             format: f.format,
+            mapping: None,
             note: None,
             partial_ingestion: status == Status::Success && outcome.failed_records() > 0,
             reason: f.reason.clone(),
@@ -232,7 +278,25 @@ mod tests {
             file_records: Some(2),
             finished_at: iso(1),
             folder: "/d".into(),
-            format: Format::Json,
+            format: Format::Parquet,
+            mapping: Some(Mapping {
+                mapping_set: "/etc/crm.mapping.json".into(),
+                mapping_sha256: "m".into(),
+                original_format: Format::Csv,
+                original_sha256: "o".into(),
+                records_in: 3,
+                records_out: 2,
+                rejected: 1,
+                rejected_rows: vec![crate::store::RejectedRow {
+                    row: 2,
+                    line: Some(3),
+                    reasons: vec!["person.name.firstName: too long".into()],
+                }],
+                staged_file: "a.csv.parquet".into(),
+                staged_format: Format::Parquet,
+                staged_sha256: "s".into(),
+                staged_size: 5,
+            }),
             note: None,
             partial_ingestion: false,
             reason: None,

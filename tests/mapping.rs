@@ -192,7 +192,11 @@ fn map_exits_0_when_every_row_maps_3_for_a_bad_mapping_set_2_for_usage() {
     );
     assert!(!dir.path().join("never.parquet").exists());
 
+    // --dataset reaches the platform through the config: one that is not there is named.
+    let missing = dir.path().join("missing.toml");
     let (code, _, stderr) = batchdrop(&[
+        "--config",
+        arg(&missing),
         "map",
         arg(&fixture("CRM_profiles.csv")),
         "--mapping",
@@ -200,8 +204,8 @@ fn map_exits_0_when_every_row_maps_3_for_a_bad_mapping_set_2_for_usage() {
         "--dataset",
         "5deac2648a19d218a888d2b1",
     ]);
-    assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("--schema FILE"), "{stderr}");
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains(arg(&missing)), "{stderr}");
     let (code, _, _) = batchdrop(&["map", arg(&fixture("CRM_profiles.csv"))]);
     assert_eq!(code, 2, "--mapping is required");
 }

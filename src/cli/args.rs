@@ -167,8 +167,8 @@ pub enum Command {
         /// The mapping set (the platform's Data Prep JSON: {"mappings": [...]}).
         #[arg(long)]
         mapping: PathBuf,
-        /// The dataset whose schema types and validates the rows (needs the daemon's
-        /// pre-flight, coming; use --schema for now).
+        /// The dataset whose schema types and validates the rows, fetched from the Schema
+        /// Registry of the config's platform (or the copy the daemon keeps).
         #[arg(long)]
         dataset: Option<String>,
         /// The dataset's XDM schema as the Schema Registry exports it (xed-full JSON).

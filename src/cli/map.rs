@@ -7,8 +7,9 @@
 //!
 //! The output is written beside its final name and renamed once complete, so an interrupted
 //! run leaves no half file under that name. Without `--out` nothing is written (a dry run).
-//! This module must not map anything itself (the `batchdrop-mapping` crate does) and must not
-//! reach the platform (`--dataset` waits for the daemon's pre-flight, which fetches schemas).
+//! `--dataset D` takes the dataset's schema as `validate --dataset` does (the Schema Registry
+//! of the config's platform, or the copy the daemon keeps). This module must not map anything
+//! itself (the `batchdrop-mapping` crate does) nor call the platform other than that way.
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,7 @@ use batchdrop_mapping::{
 };
 
 use super::{CommandError, exit};
+use crate::config::Config;
 
 /// At most this many rejected rows are printed (all are counted).
 const MAX_PRINTED_REJECTIONS: usize = 1000;
@@ -31,12 +33,8 @@ pub struct MapArgs {
     pub preview: usize,
 }
 
-pub fn run(args: &MapArgs) -> Result<u8, CommandError> {
-    if let Some(dataset) = &args.dataset {
-        return Err(CommandError::Usage(format!(
-            "--dataset {dataset}: fetching the dataset's schema needs the daemon's pre-flight (coming); for now give the schema with --schema FILE (the Schema Registry's export, Accept: application/vnd.adobe.xed-full+json; version=1)"
-        )));
-    }
+/// `config` is needed only for `--dataset` (without `--schema`).
+pub async fn run(config: Option<&Config>, args: &MapArgs) -> Result<u8, CommandError> {
     let set_bytes = std::fs::read(&args.mapping).map_err(|e| {
         CommandError::ConfigProblems(format!(
             "mapping set {}: cannot be read ({e})",
@@ -47,16 +45,30 @@ pub fn run(args: &MapArgs) -> Result<u8, CommandError> {
     let set = MappingSet::from_json(&set_bytes).map_err(|e| {
         CommandError::ConfigProblems(format!("mapping set {}: {e}", args.mapping.display()))
     })?;
-    let schema = match &args.schema {
-        None => None,
-        Some(path) => Some(load_schema(path)?),
+    let schema = match (&args.schema, &args.dataset, config) {
+        (Some(path), _, _) => Some(load_schema(path)?),
+        (None, Some(dataset), Some(config)) => {
+            let (schema, _) = super::validate::dataset_schema(config, dataset).await?;
+            Some(Schema::compile(&schema.document).map_err(|e| {
+                CommandError::ConfigProblems(format!(
+                    "schema {} of dataset {dataset}: {e}",
+                    schema.id
+                ))
+            })?)
+        }
+        (None, Some(dataset), None) => {
+            return Err(CommandError::Usage(format!(
+                "--dataset {dataset} needs a config (--config FILE) to reach the platform; or give the schema with --schema FILE"
+            )));
+        }
+        (None, None, _) => None,
     };
     let format = InputFormat::detect(&args.file).map_err(CommandError::Usage)?;
     let mapper = Mapper::new(set, schema);
     for warning in mapper.warnings() {
         eprintln!("warning: {warning}");
     }
-    if args.schema.is_none() {
+    if args.schema.is_none() && args.dataset.is_none() {
         eprintln!(
             "note: no --schema: values stay as the mapping makes them (text unless an expression converts it), and rows are not validated"
         );

@@ -169,7 +169,7 @@ fn schema_file(path: &Path) -> Result<RegistrySchema, CommandError> {
 
 /// The dataset's schema from the registry (or the copy kept in the state dir), and whether the
 /// dataset is an upsert one.
-async fn dataset_schema(
+pub(super) async fn dataset_schema(
     config: &Config,
     dataset: &str,
 ) -> Result<(RegistrySchema, bool), CommandError> {

@@ -105,6 +105,36 @@ pub enum Validate {
     Reject,
 }
 
+/// What a watch's mapped records are written as (`output_format`), staged and uploaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MappedFormat {
+    /// The platform's preferred format (and the only one upsert datasets take).
+    #[default]
+    Parquet,
+    /// JSON Lines.
+    Json,
+}
+
+impl MappedFormat {
+    /// The format the staged file is sent as.
+    pub fn format(self) -> Format {
+        match self {
+            MappedFormat::Parquet => Format::Parquet,
+            MappedFormat::Json => Format::Json,
+        }
+    }
+}
+
+/// A watch's Data Prep mapping set (`mapping`): each file is mapped into a staged file, which is
+/// what gets uploaded (see `crate::mapped`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchMapping {
+    /// The mapping set's file, resolved against the config file's folder.
+    pub path: PathBuf,
+    pub output: MappedFormat,
+}
+
 /// How a folder learns about new files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -290,6 +320,8 @@ pub struct Watch {
     /// never touched.
     pub patterns: Patterns,
     pub outcomes: Outcomes,
+    /// Map each file with a Data Prep mapping set before upload (`mapping`, `output_format`).
+    pub mapping: Option<WatchMapping>,
 }
 
 impl Watch {

@@ -13,7 +13,7 @@ use super::{
     PLATFORM_MAX_BYTES, PLATFORM_MAX_CHUNK, PLATFORM_MAX_FILES, PLATFORM_MAX_PUT, Platform,
     SecretSource, Upload, Validate, Watch, WatchMode,
 };
-use super::{OnBatchFailure, Outcomes, Patterns, parse_duration};
+use super::{OnBatchFailure, Outcomes, Patterns, WatchMapping, parse_duration};
 use crate::envsubst;
 
 impl Config {
@@ -318,7 +318,16 @@ impl Config {
                         .or(d.isolate_max_extra_batches)
                         .unwrap_or(Outcomes::default().isolate_max_extra_batches),
                 },
+                mapping: w.mapping.as_deref().map(|m| WatchMapping {
+                    path: resolve(m),
+                    output: w.output_format.unwrap_or_default(),
+                }),
             };
+            if w.output_format.is_some() && w.mapping.is_none() {
+                return Err(invalid(format!(
+                    "[[watch]] {name}: output_format applies only to a watch with a `mapping` (the format its mapped files are uploaded as); add mapping = \"FILE.mapping.json\" or remove output_format"
+                )));
+            }
             if !is_header_token(&watch.sandbox) {
                 return Err(invalid(format!(
                     "[[watch]] {name}: sandbox {:?} is not a sandbox name (letters, digits, '-' and '_', as the platform names them)",

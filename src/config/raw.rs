@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{AfterSuccess, Format, LogFormat, OnBatchFailure, Validate, WatchMode};
+use super::{AfterSuccess, Format, LogFormat, MappedFormat, OnBatchFailure, Validate, WatchMode};
 use crate::units::Size;
 
 #[derive(Deserialize)]
@@ -131,5 +131,7 @@ watch_settings! {
         sandbox: Option<String>,
         archive_dir: Option<PathBuf>,
         failed_dir: Option<PathBuf>,
+        mapping: Option<PathBuf>,
+        output_format: Option<MappedFormat>,
     }
 }

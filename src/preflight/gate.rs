@@ -23,6 +23,8 @@ pub struct Admitted {
     /// The daily batch budget of each watch that has one (by watch name): its own
     /// `max_batches_per_day`, or the guardrail's 90 when its dataset is Profile-enabled.
     pub budgets: BTreeMap<String, u32>,
+    /// The loaded mapping set of each watch that has one (by watch name).
+    pub mappers: BTreeMap<String, Arc<crate::mapped::WatchMapper>>,
 }
 
 /// Checks every watch of `config` and says which may run.
@@ -47,6 +49,26 @@ pub async fn admit(api: &ApiClient, store: &Store, config: &Config) -> Admitted 
                 }
             }
             Verdict::Pass | Verdict::Warn | Verdict::Unchecked => {}
+        }
+        if let Some(mapping) = &watch.mapping {
+            match crate::mapped::load(mapping, report.schema.as_ref()) {
+                Ok((mapper, warnings)) => {
+                    for warning in warnings {
+                        tracing::warn!(watch = %watch.name, mapping = %mapping.path.display(), "{warning}");
+                    }
+                    admitted
+                        .mappers
+                        .insert(watch.name.clone(), Arc::new(mapper));
+                }
+                Err(e) => {
+                    tracing::error!(
+                        watch = %watch.name, dataset = %watch.dataset,
+                        "watch {} is refused and does not run (the other watches do): {e}",
+                        watch.name
+                    );
+                    continue;
+                }
+            }
         }
         let profile = report
             .dataset

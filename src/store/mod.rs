@@ -15,6 +15,7 @@
 //! - `upload.rs`: a batch's way to the platform: its states, retries, each file's transfer.
 //! - `outcome.rs`: terminal batches and finished files (the poller and the archiver).
 //! - `blocked.rs`: datasets the platform does not know.
+//! - `staged.rs`: the staged files of watches that map their files.
 //! - `commands.rs`: what the operator's commands and `/metrics` read and record.
 //! - `postgres.rs`, `fleet.rs`: fleet mode's shared PostgreSQL database (connection and
 //!   migrations; the instances, claims and leases that coordinate a fleet). The queue's own
@@ -53,6 +54,7 @@ mod outcome;
 mod plans;
 mod postgres;
 mod sqlite;
+mod staged;
 mod stuck;
 #[cfg(test)]
 mod testing;
@@ -70,6 +72,7 @@ pub use fleet::{Claim, FileKey, Fleet, Guarded, InstanceRow, Lease, LeaseOn, Mem
 pub use isolation::Split;
 pub use model::*;
 pub use sqlite::network_fs;
+pub use staged::{RejectedRow, StagedFile};
 pub use values::{BatchOutcome, BatchPhase, BatchState, FileState, Predecessors, Step, Verdict};
 
 /// A statement built piece by piece (lists of values, one `CASE` per row): its placeholders

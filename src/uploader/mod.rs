@@ -396,6 +396,14 @@ impl Uploader {
         let failures_to_clear = Arc::new(std::sync::atomic::AtomicBool::new(
             b.attempts > 0 || b.first_error_at.is_some(),
         ));
+        // Files of a watch that maps its files are sent as their staged files.
+        let mut staged: HashMap<i64, crate::store::StagedFile> = self
+            .store
+            .staged_of_batch(b.id)
+            .await?
+            .into_iter()
+            .map(|s| (s.file_id, s))
+            .collect();
         let mut files = files.into_iter().peekable();
         'windows: while files.peek().is_some() {
             // The intents (`sent`) of a window of files in one statement before any of them is
@@ -430,8 +438,9 @@ impl Uploader {
                     watch: b.watch.clone(),
                     shutdown: shutdown.clone(),
                 };
+                let staged = staged.remove(&f.id);
                 set.spawn(async move {
-                    let r = job.upload(&f).await;
+                    let r = job.upload(&f, staged.as_ref()).await;
                     drop(permit);
                     r
                 });

@@ -18,7 +18,7 @@ use crate::api::{ApiClient, ErrorKind};
 use crate::config::Upload;
 use crate::crashpoint;
 use crate::disk::{self, Identity, Kind, Links};
-use crate::store::{FileRow, Store, StoreError, Uploaded};
+use crate::store::{FileRow, StagedFile, Store, StoreError, Uploaded};
 use crate::telemetry;
 
 /// One file's transfer into one remote batch.
@@ -35,9 +35,40 @@ pub(super) struct FileJob {
 }
 
 impl FileJob {
-    /// Sends one file; returns the fact to record once it is acknowledged (None when the
-    /// file was failed or superseded instead, which is recorded here).
-    pub(super) async fn upload(&self, f: &FileRow) -> Result<Option<Uploaded>, StepError> {
+    /// Sends one file, or its staged file when its watch maps it (`crate::mapped`); returns the
+    /// fact to record once it is acknowledged (None when the file was failed or superseded
+    /// instead, which is recorded here).
+    pub(super) async fn upload(
+        &self,
+        f: &FileRow,
+        staged: Option<&StagedFile>,
+    ) -> Result<Option<Uploaded>, StepError> {
+        let Some(staged) = staged else {
+            return self.upload_file(f).await;
+        };
+        let Some(mut fact) = self
+            .upload_file(&crate::mapped::upload_view(f, staged))
+            .await?
+        else {
+            return Ok(None);
+        };
+        if fact.sha256 != staged.sha256 {
+            // The platform holds bytes that are not the staged file recorded: its batch
+            // cannot be completed.
+            let why = format!(
+                "the staged file {} of {} changed after it was written (SHA-256 {} sent, {} recorded); \
+                 its batch was given up: drop {} again to ingest it",
+                staged.path, f.rel_path, fact.sha256, staged.sha256, f.rel_path
+            );
+            self.store.fail_file(f.id, &why).await?;
+            return Err(StepError::Tainted(why));
+        }
+        // The file's hash stays the dropped file's (what the receipt and duplicates go by).
+        fact.sha256 = staged.original_sha256.clone();
+        Ok(Some(fact))
+    }
+
+    async fn upload_file(&self, f: &FileRow) -> Result<Option<Uploaded>, StepError> {
         let path = f.abs_path();
         let recorded = f.identity();
         // Opened once, no folder on its way followed; it is uploaded only if the descriptor

@@ -23,7 +23,7 @@
 //!
 //! The parts: `mapping_set` loads and checks a set; `expr` and `functions` are Data Prep's
 //! expression language; `mapper` applies a set to one record; `xdm` is the schema (types,
-//! conversions, checks; to be replaced by a shared crate); `shape`, `columns` and `write`
+//! conversions, checks, walking the tree `batchdrop-xdm` compiles); `shape`, `columns` and `write`
 //! make the output; `read` reads inputs; `run` ties them for a whole file. The format and
 //! every rule are described in `docs/mapping.md`.
 
@@ -45,6 +45,6 @@ pub use functions::{UNSUPPORTED as UNSUPPORTED_FUNCTIONS, supported_names as sup
 pub use mapper::{CsvBinding, Mapper, Reason, ReasonKind, Rejection};
 pub use mapping_set::{MappingError, MappingSet};
 pub use read::{CsvOptions, InputFormat};
-pub use run::{MapError, Options, Output, Summary, map_file};
+pub use run::{MapError, Options, Output, Summary, map_file, map_opened};
 pub use write::{INFERENCE_ROWS, OutputFormat, WriteError};
 pub use xdm::{Schema, SchemaError};

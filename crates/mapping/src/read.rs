@@ -120,26 +120,27 @@ impl<E> From<std::io::Error> for ReadError<E> {
     }
 }
 
-/// Reads a file, handing each record to `on_event`; an `Err` from it stops the reading.
+/// Reads an opened file from its start, handing each record to `on_event`; an `Err` from it
+/// stops the reading.
 pub(crate) fn read<E>(
-    path: &Path,
+    file: File,
     format: &InputFormat,
     on_event: &mut dyn FnMut(Event<'_>) -> Result<(), E>,
 ) -> Result<(), ReadError<E>> {
     match format {
-        InputFormat::Csv(options) => read_csv(path, options, on_event),
-        InputFormat::JsonLines => read_json_lines(path, on_event),
-        InputFormat::JsonMultiLine => read_json_multi(path, on_event),
-        InputFormat::Parquet => read_parquet(path, on_event),
+        InputFormat::Csv(options) => read_csv(file, options, on_event),
+        InputFormat::JsonLines => read_json_lines(file, on_event),
+        InputFormat::JsonMultiLine => read_json_multi(file, on_event),
+        InputFormat::Parquet => read_parquet(file, on_event),
     }
 }
 
 fn read_csv<E>(
-    path: &Path,
+    file: File,
     options: &CsvOptions,
     on_event: &mut dyn FnMut(Event<'_>) -> Result<(), E>,
 ) -> Result<(), ReadError<E>> {
-    let file = BufReader::with_capacity(1 << 20, File::open(path)?);
+    let file = BufReader::with_capacity(1 << 20, file);
     let mut builder = csv::ReaderBuilder::new();
     builder
         .has_headers(false)
@@ -211,10 +212,10 @@ fn read_csv<E>(
 }
 
 fn read_json_lines<E>(
-    path: &Path,
+    file: File,
     on_event: &mut dyn FnMut(Event<'_>) -> Result<(), E>,
 ) -> Result<(), ReadError<E>> {
-    let mut reader = BufReader::with_capacity(1 << 20, File::open(path)?);
+    let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut line = Vec::with_capacity(4096);
     let (mut line_no, mut row) = (0u64, 0u64);
     loop {
@@ -250,10 +251,10 @@ fn read_json_lines<E>(
 }
 
 fn read_json_multi<E>(
-    path: &Path,
+    file: File,
     on_event: &mut dyn FnMut(Event<'_>) -> Result<(), E>,
 ) -> Result<(), ReadError<E>> {
-    let mut reader = BufReader::with_capacity(1 << 20, File::open(path)?);
+    let mut reader = BufReader::with_capacity(1 << 20, file);
     // Skip a BOM and whitespace to see how the document starts.
     let first = loop {
         let buf = reader.fill_buf()?;
@@ -373,10 +374,9 @@ impl<'de, E> Visitor<'de> for Elements<'_, '_, E> {
 }
 
 fn read_parquet<E>(
-    path: &Path,
+    file: File,
     on_event: &mut dyn FnMut(Event<'_>) -> Result<(), E>,
 ) -> Result<(), ReadError<E>> {
-    let file = File::open(path)?;
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
         .and_then(|b| b.with_batch_size(8192).build())
         .map_err(|e| ReadError::File(format!("not a readable Parquet file: {e}")))?;

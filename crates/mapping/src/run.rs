@@ -64,6 +64,24 @@ pub fn map_file<W: Write + Send>(
     options: &Options,
     on_rejected: &mut dyn FnMut(Rejection),
 ) -> Result<Summary, MapError> {
+    let file = std::fs::File::open(input).map_err(|source| MapError::Read {
+        path: input.to_path_buf(),
+        source,
+    })?;
+    map_opened(mapper, file, input, format, output, options, on_rejected)
+}
+
+/// Maps a file the caller opened (and checked), read from its start; `input` names it in
+/// errors. Otherwise as [`map_file`].
+pub fn map_opened<W: Write + Send>(
+    mapper: &Mapper,
+    file: std::fs::File,
+    input: &Path,
+    format: &InputFormat,
+    output: Option<Output<W>>,
+    options: &Options,
+    on_rejected: &mut dyn FnMut(Rejection),
+) -> Result<Summary, MapError> {
     let mut summary = Summary::default();
     let mut sink = match output {
         Some(out) => Sink::new(out.format, out.writer, mapper),
@@ -80,7 +98,7 @@ pub fn map_file<W: Write + Send>(
         source,
     };
     let result = read::read(
-        input,
+        file,
         format,
         &mut |event: Event<'_>| -> Result<(), MapError> {
             match event {

@@ -27,5 +27,5 @@ pub use check::{CheckMode, Source, kind as json_kind};
 pub use issue::{Issue, IssueCode};
 pub use pointer::{normalize_pointer, value_at};
 pub use record::{CsvColumns, identity};
-pub use schema::Schema;
-pub use text::{is_date, is_date_time, is_email, is_uri};
+pub use schema::{Additional, IntWidth, Node, Obj, Schema, Ty};
+pub use text::{Format, is_date, is_date_time, is_email, is_uri};

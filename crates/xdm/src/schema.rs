@@ -9,7 +9,9 @@
 //! `allOf` and local `$ref`s (`#/definitions/...`). `meta:` keys, titles and descriptions are
 //! ignored. A keyword of the wrong JSON type refuses the schema (`meta`).
 //!
-//! It owns the tree and how keywords map onto it; it must not look at records.
+//! It owns the tree and how keywords map onto it; it must not look at records. The tree is
+//! public, read-only, for the other walkers of the same schema (the mapping engine converts
+//! and shapes mapped records by it): there is one compiler of XDM schemas.
 
 use std::collections::HashMap;
 
@@ -40,23 +42,35 @@ pub struct Schema {
 
 /// One field's rules.
 #[derive(Debug, Default)]
-pub(crate) struct Node {
-    pub(crate) ty: Ty,
-    pub(crate) format: Option<Format>,
+pub struct Node {
+    pub ty: Ty,
+    pub format: Option<Format>,
     pub(crate) pattern: Option<Pattern>,
-    pub(crate) enumeration: Option<Vec<Value>>,
-    pub(crate) minimum: Option<f64>,
-    pub(crate) maximum: Option<f64>,
-    pub(crate) exclusive_minimum: Option<f64>,
-    pub(crate) exclusive_maximum: Option<f64>,
-    pub(crate) min_length: Option<u64>,
-    pub(crate) max_length: Option<u64>,
-    pub(crate) min_items: Option<u64>,
-    pub(crate) max_items: Option<u64>,
+    pub enumeration: Option<Vec<Value>>,
+    pub minimum: Option<f64>,
+    pub maximum: Option<f64>,
+    pub exclusive_minimum: Option<f64>,
+    pub exclusive_maximum: Option<f64>,
+    pub min_length: Option<u64>,
+    pub max_length: Option<u64>,
+    pub min_items: Option<u64>,
+    pub max_items: Option<u64>,
+    /// An integer's width (`meta:xdmType`); plain `integer` is a long.
+    pub width: IntWidth,
+}
+
+/// XDM's integer types (`meta:xdmType` `byte`, `short`, `int`, `long`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IntWidth {
+    Byte,
+    Short,
+    Int,
+    #[default]
+    Long,
 }
 
 #[derive(Debug, Default)]
-pub(crate) enum Ty {
+pub enum Ty {
     /// No `type`: anything goes.
     #[default]
     Any,
@@ -70,14 +84,16 @@ pub(crate) enum Ty {
 }
 
 #[derive(Debug, Default)]
-pub(crate) struct Obj {
-    pub(crate) props: HashMap<String, Node>,
-    pub(crate) required: Vec<String>,
-    pub(crate) additional: Additional,
+pub struct Obj {
+    pub props: HashMap<String, Node>,
+    /// The names of `props` in the schema's order (Parquet columns follow it).
+    pub order: Vec<String>,
+    pub required: Vec<String>,
+    pub additional: Additional,
 }
 
 #[derive(Debug, Default)]
-pub(crate) enum Additional {
+pub enum Additional {
     /// Unknown fields are ignored.
     #[default]
     Ignored,
@@ -152,6 +168,11 @@ impl Schema {
             }
             Some(_) => Ok(()),
         }
+    }
+
+    /// The record's node (an object).
+    pub fn root(&self) -> &Node {
+        &self.root
     }
 
     pub(crate) fn root_obj(&self) -> &Obj {
@@ -360,6 +381,13 @@ impl<'a> Compiler<'a> {
         if let Some(f) = part.get("format").and_then(Value::as_str) {
             node.format = Format::from_keyword(f).or(node.format);
         }
+        match part.get("meta:xdmType").and_then(Value::as_str) {
+            Some("byte") => node.width = IntWidth::Byte,
+            Some("short") => node.width = IntWidth::Short,
+            Some("int") => node.width = IntWidth::Int,
+            Some("long") => node.width = IntWidth::Long,
+            _ => {}
+        }
         if let Some(p) = part.get("pattern").and_then(Value::as_str) {
             match Pattern::compile(p) {
                 Ok(pattern) => node.pattern = Some(pattern),
@@ -413,7 +441,9 @@ impl<'a> Compiler<'a> {
         };
         for (k, pv) in shape.props {
             let child = self.node(pv, &format!("{at}/{}", escape_segment(k)), depth + 1)?;
-            obj.props.insert(k.clone(), child);
+            if obj.props.insert(k.clone(), child).is_none() {
+                obj.order.push(k.clone());
+            }
         }
         obj.additional = match shape.additional {
             None | Some(Value::Bool(true)) => Additional::Ignored,

@@ -3,7 +3,7 @@
 
 /// A `format` keyword the checks understand (others are ignored, as JSON Schema allows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Format {
+pub enum Format {
     DateTime,
     Date,
     Email,

@@ -426,6 +426,46 @@ fn outcome_settings_are_per_watch_over_defaults_and_checked() {
 }
 
 #[test]
+fn a_mapping_resolves_against_the_config_and_output_format_needs_one() {
+    let p = Path::new("/etc/batchdrop/batchdrop.toml");
+    let text = "[[watch]]\npath='a'\ndataset='d'\nmapping='crm.mapping.json'\n[[watch]]\npath='b'\ndataset='d'\nmapping='/srv/m.json'\noutput_format='json'\n[[watch]]\npath='c'\ndataset='d'\n";
+    let c = Config::parse(text, p).unwrap();
+    assert_eq!(
+        c.watches[0].mapping,
+        Some(WatchMapping {
+            path: PathBuf::from("/etc/batchdrop/crm.mapping.json"),
+            output: crate::config::MappedFormat::Parquet,
+        })
+    );
+    assert_eq!(
+        c.watches[1].mapping.as_ref().map(|m| m.output.format()),
+        Some(Format::Json)
+    );
+    assert_eq!(c.watches[2].mapping, None);
+    let err = Config::parse(
+        "[[watch]]\npath='a'\ndataset='d'\noutput_format='json'\n",
+        p,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("output_format applies only"),
+        "{err}"
+    );
+    let err = Config::parse(
+        "[[watch]]\npath='a'\ndataset='d'\nmapping='m.json'\noutput_format='csv'\n",
+        p,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("output_format"), "{err}");
+    let err = Config::parse(
+        "[defaults]\nmapping='m.json'\n[[watch]]\npath='a'\ndataset='d'\n",
+        p,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("mapping"), "per watch only: {err}");
+}
+
+#[test]
 fn a_watch_may_name_its_own_sandbox_and_the_others_use_the_platforms() {
     let p = Path::new("/etc/batchdrop.toml");
     let text = "[platform]\nsandbox = 'stage'\n[[watch]]\npath='a'\ndataset='d1'\nsandbox='dev'\n[[watch]]\npath='b'\ndataset='d2'\n";

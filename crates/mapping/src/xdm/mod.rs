@@ -2,10 +2,10 @@
 //! type each field has, the platform's conversions into that type, and the platform's checks
 //! (lengths, ranges, enums, formats, required fields).
 //!
-//! This is the one module a shared `xdm` crate will replace; the rest of the crate uses only
-//! [`Schema::compile`], [`Schema::field`], [`Schema::conform`] and [`Schema::validate_json`].
-//! It follows the rules of the emulator's validator (now the `batchdrop-xdm` crate), without
-//! importing it: strings convert to numbers, booleans (Data Prep's `y`/`yes`/`on`/`true`...),
+//! The schema is compiled by the `batchdrop-xdm` crate (the emulator's validator: one
+//! compiler, so both read a schema alike) and taken over into this module's nodes (`compile`);
+//! the rest of the crate uses only [`Schema::compile`], [`Schema::field`], [`Schema::conform`]
+//! and [`Schema::validate_json`]. Its conversions follow the platform's rules: strings convert to numbers, booleans (Data Prep's `y`/`yes`/`on`/`true`...),
 //! dates and date-times; integers and doubles convert among themselves (a double with a
 //! fraction is not an integer); a long converts to a date or date-time (epoch milliseconds);
 //! numbers convert to strings; booleans, arrays and objects never convert. A null is an absent
@@ -19,7 +19,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::dates;
 use crate::datum::Datum;
@@ -32,14 +32,11 @@ mod convert;
 mod tests;
 mod walk;
 
-use compile::Compiler;
 pub use convert::{Scalar, convert_scalar};
 use walk::Walk;
 
 /// At most this many issues are reported per record.
 const MAX_ISSUES: usize = 16;
-/// `$ref`/`allOf` nesting deeper than this is refused (a cycle, most likely).
-const MAX_DEPTH: usize = 64;
 
 /// A compiled schema.
 #[derive(Debug)]
@@ -193,15 +190,18 @@ impl Schema {
                 "a schema must be a JSON object (the Schema Registry's export: Accept: application/vnd.adobe.xed-full+json; version=1)".into(),
             ));
         };
-        let root = Compiler { top }.node(json, "", 0)?;
-        if !matches!(root.kind, Kind::Object(_)) {
-            return Err(SchemaError(
-                "the schema's root is not an object: an XDM schema describes records (type: object, properties: ...)".into(),
-            ));
-        }
+        let id = top.get("$id").and_then(Value::as_str).map(str::to_owned);
+        // The shared compiler wants an id to name the schema by; a mapping names it by none.
+        let compiled = batchdrop_xdm::Schema::compile(
+            json,
+            Some(id.as_deref().unwrap_or("(the mapping's schema)")),
+            None,
+            None,
+        )
+        .map_err(SchemaError)?;
         Ok(Schema {
-            id: top.get("$id").and_then(Value::as_str).map(str::to_owned),
-            root,
+            id,
+            root: compile::node(compiled.root()),
         })
     }
 
