@@ -131,7 +131,8 @@ async fn refresh_facts(
         }
         .await
         .map_err(|e| e.to_string());
-        let writable = store.ping_write().await.map_err(|e| e.to_string());
+        // In words: in fleet mode this is the shared database's reachability too.
+        let writable = store.ping_write().await.map_err(|e| e.explain());
         let blocked = store
             .blocked_datasets()
             .await

@@ -36,6 +36,9 @@ pub struct Archiver {
     pub watches: Arc<std::sync::RwLock<HashMap<String, Watch>>>,
     pub store: Store,
     pub wake: Arc<Notify>,
+    /// In a fleet: a file is finished only under its batch's lease (or, without a batch, its
+    /// watch's scan lease), so that no instance moves a file another owns.
+    pub leases: Option<crate::membership::Leases>,
 }
 
 impl Archiver {
@@ -85,6 +88,9 @@ impl Archiver {
                 return Ok(pass);
             };
             after = last.id;
+            if let Some(leases) = &self.leases {
+                files = self.own(leases, files).await?;
+            }
             let mut batches: HashMap<i64, BatchRow> = HashMap::new();
             for f in &files {
                 if let Some(id) = f.batch_id
@@ -132,6 +138,38 @@ impl Archiver {
                 self.store.mark_finalized_many(&finished).await?;
             }
         }
+    }
+
+    /// The files of `page` this instance may finish: those of batches whose lease it holds
+    /// or takes, and those without a batch of watches it scans.
+    async fn own(
+        &self,
+        leases: &crate::membership::Leases,
+        page: Vec<FileRow>,
+    ) -> Result<Vec<FileRow>, StoreError> {
+        let mut mine = Vec::with_capacity(page.len());
+        let mut answers: HashMap<String, bool> = HashMap::new();
+        for file in page {
+            let key = match file.batch_id {
+                Some(batch) => format!("batch {batch}"),
+                None => format!("scan {}", file.watch),
+            };
+            let ours = match answers.get(&key) {
+                Some(ours) => *ours,
+                None => {
+                    let ours = match file.batch_id {
+                        Some(batch) => leases.batch(batch).await?,
+                        None => leases.scan(&file.watch).await?,
+                    };
+                    answers.insert(key, ours);
+                    ours
+                }
+            };
+            if ours {
+                mine.push(file);
+            }
+        }
+        Ok(mine)
     }
 
     /// Makes the page's receipts durable; when that fails, its files are not recorded as

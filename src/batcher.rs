@@ -112,6 +112,8 @@ pub struct Batcher {
     pub max_inflight_bytes: u64,
     pub wake: Arc<Notify>,
     pub wake_uploader: Arc<Notify>,
+    /// In a fleet: a watch's files are sealed by its scanner only (one sealer per watch).
+    pub leases: Option<crate::membership::Leases>,
 }
 
 /// The local checks of records, by watch name (see `preflight::gate`).
@@ -183,6 +185,11 @@ impl Batcher {
             first_error.get_or_insert(e);
         }
         for w in open {
+            if let Some(leases) = &self.leases
+                && !leases.scan(&w.name).await.unwrap_or(false)
+            {
+                continue;
+            }
             match self.batch_watch(w, flush, shutdown).await {
                 Ok(s) => sealed |= s,
                 Err(e) => {
@@ -736,6 +743,7 @@ mod tests {
             max_inflight_bytes: u64::MAX,
             wake: Default::default(),
             wake_uploader: Default::default(),
+            leases: None,
         };
         let ready = store.ready_files("w", 10).await.unwrap();
         let kept = batcher

@@ -20,7 +20,7 @@ use crate::admin;
 use crate::api::{ApiClient, ClientConfig, ClientSecret, ErrorKind, OAuth, Secret, TokenSource};
 use crate::archiver::Archiver;
 use crate::batcher::Batcher;
-use crate::config::{Config, Credentials, Endpoint, SecretSource, StateBackend, Watch};
+use crate::config::{Config, Credentials, Endpoint, SecretSource, Watch};
 use crate::stage::{self, Ended};
 use crate::store::{Store, StoreError, now_ms};
 use crate::telemetry::Health;
@@ -51,12 +51,6 @@ pub enum DaemonError {
         "{0}; batchdrop stopped rather than run on without it (what was done is in the state database: a restart resumes from there)"
     )]
     Stage(String),
-    /// Fleet mode's database holds the fleet's coordination, but the queue itself does not
-    /// run on PostgreSQL yet (issue #22; docs/fleet.md).
-    #[error(
-        "`state` names the PostgreSQL database {url} (fleet mode), but this version of batchdrop runs its queue on SQLite only: the fleet's database, claims, leases and `batchdrop status` work, the daemon does not yet (docs/fleet.md). Remove `state` to run with state_dir"
-    )]
-    FleetQueue { url: String },
     #[error(
         "cannot serve the admin listener on {addr}: {source}; set admin_listen to a free address, or \"off\""
     )]
@@ -247,15 +241,10 @@ pub async fn run(
     opts: RunOptions,
     shutdown: CancellationToken,
 ) -> Result<Outcome, DaemonError> {
-    if let StateBackend::Postgres(pg) = &config.state {
-        return Err(DaemonError::FleetQueue {
-            url: pg.url.clone(),
-        });
-    }
     let started = now_ms();
     // Installed before any stage counts anything.
     crate::telemetry::prometheus();
-    let store = Store::open_exclusive(&config.state_dir, config.allow_network_state_dir).await?;
+    let crate::membership::State { store, member } = crate::membership::open(&config).await?;
     let platform = Platform::connect(&config).await?;
     if let Some(emu) = &platform.embedded {
         // The operator's commands (`push`, `abort`, `revert`) reach the embedded platform,
@@ -284,9 +273,18 @@ pub async fn run(
     let output = CancellationToken::new();
     // Every stage runs supervised: one that ends without being asked stops the daemon.
     let mut tasks: JoinSet<Ended> = JoinSet::new();
+    // In a fleet, the leases live as long as the stages that use them.
+    let beat = CancellationToken::new();
+    if let Some(member) = &member {
+        tokio::spawn(crate::membership::heartbeat(member.clone(), beat.clone()));
+    }
+    let leases = member.clone().map(crate::membership::Leases::new);
 
     // watchers → store
-    let mut watchers = Watchers::default();
+    let mut watchers = Watchers {
+        leases: leases.clone(),
+        ..Watchers::default()
+    };
     for w in &config.watches {
         watchers.start(
             w,
@@ -312,6 +310,7 @@ pub async fn run(
         max_inflight_bytes: config.limits.max_inflight_bytes,
         wake: wake_batcher.clone(),
         wake_uploader: wake_uploader.clone(),
+        leases: leases.clone(),
     }
     .run(intake.clone(), flush.clone());
     tasks.spawn(stage::supervise("batcher", intake.clone(), async {
@@ -329,6 +328,7 @@ pub async fn run(
         wake_uploader.clone(),
         wake_archiver.clone(),
         upload_outcomes.clone(),
+        leases.clone(),
     )
     .run(output.clone(), config.shutdown_grace);
     tasks.spawn(stage::supervise("uploader", output.clone(), async {
@@ -347,6 +347,7 @@ pub async fn run(
         watches: archive_watches.clone(),
         store: store.clone(),
         wake: wake_archiver,
+        leases: leases.clone(),
     }
     .run(output.clone());
     tasks.spawn(stage::supervise("archiver", output.clone(), async {
@@ -483,6 +484,10 @@ pub async fn run(
         );
         tasks.abort_all();
     }
+    beat.cancel();
+    if let Some(member) = &member {
+        crate::membership::leave(member).await;
+    }
     if let Some(emu) = platform.embedded {
         emu.shutdown().await;
     }
@@ -522,6 +527,8 @@ fn reload_started() -> Vec<sd_notify::NotifyState<'static>> {
 #[derive(Default)]
 struct Watchers {
     running: HashMap<String, (Watch, CancellationToken, Arc<AtomicUsize>)>,
+    /// In a fleet: each watcher scans only while its instance holds the watch's scan lease.
+    leases: Option<crate::membership::Leases>,
 }
 
 impl Watchers {
@@ -537,13 +544,14 @@ impl Watchers {
         intake: &CancellationToken,
     ) {
         let token = intake.child_token();
-        let watcher = Watcher::new(
+        let mut watcher = Watcher::new(
             w.clone(),
             store.clone(),
             wake_batcher.clone(),
             health.clone(),
             config.limits.max_queued_files,
         );
+        watcher.leases = self.leases.clone();
         self.running.insert(
             w.name.clone(),
             (w.clone(), token.clone(), watcher.pending.clone()),

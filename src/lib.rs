@@ -25,6 +25,7 @@ pub mod envsubst;
 pub mod format;
 pub mod logging;
 pub mod mapped;
+pub mod membership;
 pub mod outcome;
 pub mod patterns;
 pub mod poller;

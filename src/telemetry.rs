@@ -25,6 +25,7 @@ pub const OVERFLOWS: &str = "batchdrop_watcher_overflows_total";
 pub const INTAKE_PAUSED: &str = "batchdrop_intake_paused";
 pub const PLATFORM_UP: &str = "batchdrop_platform_reachable";
 pub const BUILD_INFO: &str = "batchdrop_build_info";
+pub const INSTANCE_INFO: &str = "batchdrop_instance_info";
 pub const RECORDS_INGESTED: &str = "batchdrop_records_ingested_total";
 pub const RECORDS_FAILED: &str = "batchdrop_records_failed_total";
 pub const FILE_LATENCY: &str = "batchdrop_file_latency_seconds";
@@ -109,6 +110,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         BUILD_INFO,
         Kind::Gauge,
         "Always 1; its labels name the version and git commit running.",
+    ),
+    (
+        INSTANCE_INFO,
+        Kind::Gauge,
+        "Fleet mode: always 1; its labels name this instance in the fleet (id) and its host.",
     ),
     (
         RECORDS_INGESTED,

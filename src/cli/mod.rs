@@ -195,6 +195,10 @@ pub fn load_config(path: &Path) -> Result<Config, CommandError> {
 
 /// The daemon's state, opened beside it; `None` when no daemon ever ran with this state dir.
 pub async fn open_state(config: &Config) -> Result<Option<Store>, CommandError> {
+    if let crate::config::StateBackend::Postgres(pg) = &config.state {
+        let fleet = crate::store::Fleet::connect(pg).await?;
+        return Ok(Some(Store::on_fleet(&fleet)));
+    }
     Ok(Store::open_for_command(&config.state_dir).await?)
 }
 

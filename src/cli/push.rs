@@ -249,6 +249,8 @@ async fn follow(
         Arc::new(std::sync::RwLock::new(crate::uploader::outcomes_by_watch(
             &config.watches,
         ))),
+        // `push` drives its own batch in its own SQLite state, never a fleet's.
+        None,
     );
     let token = CancellationToken::new();
     let task = tokio::spawn(uploader.run(token.clone(), config.shutdown_grace));

@@ -255,7 +255,7 @@ impl Store {
     /// Bytes of the files in batches sealed but not finished.
     pub async fn inflight_bytes(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(concat!(
-            "SELECT COALESCE(SUM(f.size), 0) FROM files f JOIN batches b ON b.id = f.batch_id
+            "SELECT CAST(COALESCE(SUM(f.size), 0) AS BIGINT) FROM files f JOIN batches b ON b.id = f.batch_id
              WHERE b.state IN ",
             in_flight!(),
             "

@@ -67,14 +67,15 @@ impl Store {
     }
 
     /// Upload progress of one batch.
+    // PostgreSQL sums BIGINTs into NUMERIC: the casts keep the sums 64-bit on both backends.
     pub async fn batch_progress(&self, batch_id: i64) -> Result<BatchProgress, StoreError> {
         Ok(sqlx::query_as(
             "SELECT $1 AS id, COUNT(id) AS files,
                     COALESCE(SUM(CASE WHEN state IN ('uploaded', 'done') THEN 1 ELSE 0 END), 0) AS files_uploaded,
                     COALESCE(SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END), 0) AS files_failed,
-                    COALESCE(SUM(size), 0) AS bytes,
-                    COALESCE(SUM(CASE WHEN state IN ('uploaded', 'done') THEN size
-                                      ELSE uploaded_bytes END), 0) AS bytes_uploaded
+                    CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes,
+                    CAST(COALESCE(SUM(CASE WHEN state IN ('uploaded', 'done') THEN size
+                                      ELSE uploaded_bytes END), 0) AS BIGINT) AS bytes_uploaded
              FROM files WHERE batch_id = $2",
         )
         .bind(batch_id)

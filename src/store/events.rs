@@ -2,8 +2,7 @@
 //! Every other part of the store records its events through [`insert_event`] (one) or
 //! [`insert_events`] (a page of them, one statement), inside its own transaction.
 
-use super::sqlite::Db;
-use super::{BatchState, Conn, EventRow, QueryBuilder, Store, StoreError};
+use super::{BatchState, Conn, Db, EventRow, QueryBuilder, Store, StoreError};
 
 /// What happened. Written as the `kind` column's text; `status` shows it as it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

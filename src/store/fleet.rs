@@ -29,6 +29,7 @@ macro_rules! db_now {
 #[derive(Clone)]
 pub struct Fleet {
     pool: PgPool,
+    url: String,
     lease_ms: i64,
 }
 
@@ -37,6 +38,15 @@ pub struct Fleet {
 pub struct Member {
     fleet: Fleet,
     id: String,
+}
+
+/// A new instance's id: new at every start, so a restarted daemon is a new instance.
+fn new_instance_id(host: &str) -> String {
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    )
 }
 
 /// A file version as found in a watched folder: the unique key of its claim.
@@ -60,7 +70,7 @@ pub enum Claim {
 }
 
 /// What a lease is on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum LeaseOn {
     Batch(i64),
     Scan(String),
@@ -114,10 +124,30 @@ pub struct InstanceRow {
 impl Fleet {
     /// Connects to fleet mode's database (migrating it) without joining the fleet.
     pub async fn connect(state: &PostgresState) -> Result<Fleet, StoreError> {
+        Fleet::connect_as(state, None).await
+    }
+
+    /// Connects as `instance`: its changes to batches are refused by the database once it no
+    /// longer holds their lease (see [`Fleet::join_as_daemon`]).
+    async fn connect_as(
+        state: &PostgresState,
+        instance: Option<&str>,
+    ) -> Result<Fleet, StoreError> {
         Ok(Fleet {
-            pool: postgres::connect(state).await?,
+            pool: postgres::connect(state, instance).await?,
+            url: state.url.clone(),
             lease_ms: i64::try_from(state.lease.as_millis()).unwrap_or(i64::MAX),
         })
+    }
+
+    /// The database's URL (never with the password), for messages.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The pool the queue shares (see [`super::Store::on_fleet`]).
+    pub(super) fn pool(&self) -> &PgPool {
+        &self.pool
     }
 
     pub fn lease(&self) -> Duration {
@@ -127,11 +157,19 @@ impl Fleet {
     /// Joins the fleet as a new instance on `host` (the id is new at every start: a restarted
     /// daemon takes its old batches over like any other instance, after their leases expire).
     pub async fn join(&self, host: &str) -> Result<Member, StoreError> {
-        let id = format!(
-            "{host}-{}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        );
+        self.join_with_id(new_instance_id(host), host).await
+    }
+
+    /// Connects and joins as a daemon: every change the daemon's queue makes through this
+    /// fleet's pool is refused once its batch's lease passed to another instance or expired
+    /// (migration 0090), so no statement of the queue needs a lease clause of its own.
+    pub async fn join_as_daemon(state: &PostgresState, host: &str) -> Result<Member, StoreError> {
+        let id = new_instance_id(host);
+        let fleet = Fleet::connect_as(state, Some(&id)).await?;
+        fleet.join_with_id(id, host).await
+    }
+
+    async fn join_with_id(&self, id: String, host: &str) -> Result<Member, StoreError> {
         sqlx::query(concat!(
             "INSERT INTO instances (id, host, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, ",
             db_now!(),
@@ -228,13 +266,21 @@ impl Member {
     }
 
     /// Claims a file version for this instance; the primary key makes a second owner
-    /// impossible, whichever instance's scan or event saw it.
+    /// impossible, whichever instance's scan or event saw it. The claim of a lost instance
+    /// (gone from the fleet, or silent for a lease) passes to the next claimant: it may have
+    /// died between claiming a file and recording it, and the file must not wait forever.
     pub async fn claim_file(&self, file: &FileKey) -> Result<Claim, StoreError> {
         let won = sqlx::query(concat!(
             "INSERT INTO file_claims (watch, rel_path, dev, ino, size, mtime_ns, owner, claimed_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, ",
             db_now!(),
-            ") ON CONFLICT DO NOTHING"
+            ") ON CONFLICT (watch, rel_path, dev, ino, size, mtime_ns) DO UPDATE
+               SET owner = EXCLUDED.owner, claimed_at = EXCLUDED.claimed_at
+             WHERE file_claims.owner <> EXCLUDED.owner
+               AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = file_claims.owner
+                                 AND i.heartbeat_at > ",
+            db_now!(),
+            " - $8)"
         ))
         .bind(&file.watch)
         .bind(&file.rel_path)
@@ -243,6 +289,7 @@ impl Member {
         .bind(file.size)
         .bind(file.mtime_ns)
         .bind(&self.id)
+        .bind(self.fleet.lease_ms)
         .execute(&self.fleet.pool)
         .await?
         .rows_affected();

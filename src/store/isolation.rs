@@ -5,18 +5,7 @@
 
 use super::events::{Event, Kind, insert_event, insert_requeued};
 use super::outcome::end_batch;
-use super::{BatchOutcome, QueryBuilder, Store, StoreError, Verdict, now_ms, push_ids};
-
-/// What became of a failed batch offered for bisection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Split {
-    /// Its files travel again in these new batches.
-    Into(Vec<i64>),
-    /// The cap on extra batches would be passed: nothing changed.
-    OverCap { spent: i64 },
-    /// The batch was no longer in flight (aborted meanwhile): nothing changed.
-    NotInFlight,
-}
+use super::{BatchOutcome, QueryBuilder, Split, Store, StoreError, Verdict, now_ms, push_ids};
 
 impl Store {
     /// Ends failed batch `batch_id` and seals each of `parts` (its files' ids) into a new

@@ -41,45 +41,47 @@ macro_rules! in_flight {
     };
 }
 
-mod batching;
-mod blocked;
-mod commands;
-mod events;
+mod dispatch;
 mod fleet;
-mod intake;
-mod isolation;
 mod model;
-mod outcome;
 #[cfg(test)]
 mod plans;
 mod postgres;
 mod sqlite;
-mod staged;
-mod stuck;
 #[cfg(test)]
 mod testing;
 #[cfg(test)]
 mod transitions;
-mod upload;
 mod values;
+
+/// The queue's queries on SQLite: `queries.rs` with `Db` = SQLite (the `path` keeps its files
+/// in this directory).
+#[path = "."]
+mod on_sqlite {
+    type Db = sqlx::Sqlite;
+    // The queries stay `pub` in their files: `dispatch.rs` is what makes them the API. Loading
+    // them twice, once per `Db`, is the point.
+    #[allow(unreachable_pub, clippy::duplicate_mod)]
+    #[path = "queries.rs"]
+    mod queries;
+}
+
+/// The same queries on PostgreSQL (fleet mode).
+#[path = "."]
+mod on_postgres {
+    type Db = sqlx::Postgres;
+    #[allow(unreachable_pub, clippy::duplicate_mod)]
+    #[path = "queries.rs"]
+    mod queries;
+}
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use sqlite::{Db, Pool};
-
 pub use fleet::{Claim, FileKey, Fleet, Guarded, InstanceRow, Lease, LeaseOn, Member};
-pub use isolation::Split;
 pub use model::*;
 pub use sqlite::network_fs;
-pub use staged::{RejectedRow, StagedFile};
 pub use values::{BatchOutcome, BatchPhase, BatchState, FileState, Predecessors, Step, Verdict};
-
-/// A statement built piece by piece (lists of values, one `CASE` per row): its placeholders
-/// are the backend's own.
-type QueryBuilder = sqlx::QueryBuilder<Db>;
-/// One connection of the backend, for the steps of a transaction.
-type Conn = <Db as sqlx::Database>::Connection;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -124,30 +126,70 @@ pub enum StoreError {
 
 impl StoreError {
     /// What an operator should know about an error met while running: the usual causes
-    /// (another process holding the lock, a full disk) in words, then SQLite's own message.
+    /// (another process holding a lock, a full disk, fleet mode's database out of reach) in
+    /// words, for the backend that raised it, then the database's own message.
     pub fn explain(&self) -> String {
-        let code = match self {
-            StoreError::Query(sqlx::Error::Database(db))
-            | StoreError::Db {
-                source: sqlx::Error::Database(db),
-                ..
-            } => db
-                .code()
-                .and_then(|c| c.parse::<i64>().ok())
-                .map(|c| c & 0xff),
+        let source = match self {
+            StoreError::Query(source)
+            | StoreError::Db { source, .. }
+            | StoreError::Postgres { source, .. } => Some(source),
             _ => None,
         };
-        let what = match code {
-            Some(5) | Some(6) => {
-                "the state database is locked by another process (a `sqlite3` shell or a backup \
-                 holding a transaction?)"
+        let what = match source {
+            Some(sqlx::Error::Database(db)) => {
+                match db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                    Some(pg) => postgres_cause(pg.code()),
+                    None => sqlite_cause(db.code().and_then(|c| c.parse::<i64>().ok())),
+                }
             }
-            Some(13) => "the state directory's disk is full",
-            Some(8) => "the state database is read-only",
-            Some(10) => "the state database cannot be read or written (I/O error)",
+            Some(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed) => {
+                "the state database does not answer (fleet mode: is PostgreSQL running and \
+                 reachable from this machine?)"
+            }
             _ => "the state database failed",
         };
         format!("{what}: {self}")
+    }
+}
+
+/// SQLite's primary result code (the low byte of its extended code) in words.
+fn sqlite_cause(code: Option<i64>) -> &'static str {
+    match code.map(|c| c & 0xff) {
+        Some(5) | Some(6) => {
+            "the state database is locked by another process (a `sqlite3` shell or a backup \
+             holding a transaction?)"
+        }
+        Some(13) => "the state directory's disk is full",
+        Some(8) => "the state database is read-only",
+        Some(10) => "the state database cannot be read or written (I/O error)",
+        _ => "the state database failed",
+    }
+}
+
+/// PostgreSQL's SQLSTATE in words.
+fn postgres_cause(sqlstate: &str) -> &'static str {
+    match sqlstate {
+        "BD001" => {
+            "this instance no longer holds the batch's lease (it was paused or cut off past it, \
+             and another instance took the batch over): the change was refused and the batch is \
+             left to its new owner"
+        }
+        "53100" => "the fleet database's disk is full",
+        "25006" => "the fleet database is read-only (a standby, or default_transaction_read_only?)",
+        "40001" | "40P01" => {
+            "two instances changed the same rows at once and PostgreSQL gave up on one"
+        }
+        "55P03" => "a row or table of the fleet database is locked by another session",
+        code if code.starts_with("53") => {
+            "the fleet database is out of resources (memory, connections)"
+        }
+        code if code.starts_with("57P") || code.starts_with("08") => {
+            "the fleet database is shutting down, restarting or unreachable"
+        }
+        code if code.starts_with("28") => {
+            "the fleet database refused this user or password (see [state] password_file or password_env)"
+        }
+        _ => "the fleet database failed",
     }
 }
 
@@ -162,11 +204,34 @@ pub fn now_ms() -> i64 {
 /// Handle to the state database. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    pool: Pool,
+    backend: Backend,
+    /// Where the state lives, for messages: the SQLite file, or fleet mode's database URL
+    /// (which never holds the password).
     path: PathBuf,
     // Held for the life of the daemon: the OS drops the lock when the process dies, even by
     // SIGKILL, so a stale lock can never keep a restarted daemon out.
     _lock: Option<std::sync::Arc<File>>,
+}
+
+/// The database the queue runs on; every call of the API goes to the same queries
+/// (`queries.rs`) compiled for it (see `dispatch.rs`).
+#[derive(Clone)]
+enum Backend {
+    Sqlite(Queue<sqlx::Sqlite>),
+    Postgres(Queue<sqlx::Postgres>),
+}
+
+/// The queue on one backend: the query files add their methods to it once per backend.
+struct Queue<DB: sqlx::Database> {
+    pool: sqlx::Pool<DB>,
+}
+
+impl<DB: sqlx::Database> Clone for Queue<DB> {
+    fn clone(&self) -> Self {
+        Queue {
+            pool: self.pool.clone(),
+        }
+    }
 }
 
 impl Store {
@@ -174,57 +239,20 @@ impl Store {
         &self.path
     }
 
-    pub async fn close(&self) {
-        self.pool.close().await;
+    /// Opens the queue in fleet mode's shared database, on a pool [`Fleet::connect`] opened
+    /// (and migrated): the instances of a fleet share one queue, so no lock is taken.
+    pub fn on_fleet(fleet: &Fleet) -> Store {
+        Store {
+            backend: Backend::Postgres(Queue {
+                pool: fleet.pool().clone(),
+            }),
+            path: PathBuf::from(fleet.url()),
+            _lock: None,
+        }
     }
 
-    /// Readiness: the database takes a write (a full disk or a read-only mount fails it).
-    pub async fn ping_write(&self) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM health_probe")
-            .execute(&self.pool)
-            .await?;
-        sqlx::query("INSERT INTO health_probe (at) VALUES ($1)")
-            .bind(now_ms())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    /// Whether the queue is fleet mode's shared database.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
     }
-}
-
-/// Appends `id1, id2, …)`: the end of a ` WHERE id IN (` list.
-fn push_ids(q: &mut QueryBuilder, ids: impl Iterator<Item = i64>) {
-    push_binds(q, ids);
-}
-
-/// Appends `v1, v2, …)`: the end of an ` IN (` list of bound values.
-fn push_binds<'a, V>(q: &mut QueryBuilder, values: impl Iterator<Item = V>)
-where
-    V: 'a + sqlx::Encode<'a, Db> + sqlx::Type<Db>,
-{
-    let mut list = q.separated(", ");
-    for v in values {
-        list.push_bind(v);
-    }
-    q.push(")");
-}
-
-/// Appends ` col = CASE id WHEN id1 THEN v1 … END` to an UPDATE: one statement sets a
-/// different value per row (see the `*_many` methods).
-fn push_case<'a, T, V>(
-    q: &mut QueryBuilder,
-    column: &str,
-    rows: &'a [T],
-    each: impl Fn(&'a T) -> (i64, V),
-) where
-    V: sqlx::Encode<'a, Db> + sqlx::Type<Db>,
-{
-    q.push(format_args!(" {column} = CASE id"));
-    for row in rows {
-        let (id, value) = each(row);
-        q.push(" WHEN ")
-            .push_bind(id)
-            .push(" THEN ")
-            .push_bind(value);
-    }
-    q.push(" END");
 }

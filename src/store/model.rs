@@ -3,9 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use sqlx::{Database, FromRow};
+use sqlx::FromRow;
 
-use super::sqlite::Db;
 use super::{BatchOutcome, BatchPhase, BatchState, FileState, Predecessors};
 use crate::format::Format;
 
@@ -138,8 +137,11 @@ struct BatchRecord {
     updated_at: i64,
 }
 
-impl<'r> FromRow<'r, <Db as Database>::Row> for BatchRow {
-    fn from_row(row: &'r <Db as Database>::Row) -> Result<BatchRow, sqlx::Error> {
+impl<'r, R: sqlx::Row> FromRow<'r, R> for BatchRow
+where
+    BatchRecord: FromRow<'r, R>,
+{
+    fn from_row(row: &'r R) -> Result<BatchRow, sqlx::Error> {
         let r = BatchRecord::from_row(row)?;
         let phase = BatchPhase::of(r.state, r.remote_id)
             .map_err(|message| sqlx::Error::Decode(format!("batch #{}: {message}", r.id).into()))?;
@@ -327,4 +329,52 @@ pub struct EventRow {
     pub batch_id: Option<i64>,
     pub kind: String,
     pub detail: Option<String>,
+}
+
+/// What became of a failed batch offered for bisection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Split {
+    /// Its files travel again in these new batches.
+    Into(Vec<i64>),
+    /// The cap on extra batches would be passed: nothing changed.
+    OverCap { spent: i64 },
+    /// The batch was no longer in flight (aborted meanwhile): nothing changed.
+    NotInFlight,
+}
+
+/// A row the mapping or the schema rejected, as the receipt lists it (keys in alphabetical
+/// order, as the receipt's).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RejectedRow {
+    /// Its line in the dropped file, where the format has lines (CSV, JSON Lines).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    pub reasons: Vec<String>,
+    /// 1-based record number in the dropped file.
+    pub row: u64,
+}
+
+/// The record of one staged file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedFile {
+    pub file_id: i64,
+    /// The staged file (absolute).
+    pub path: String,
+    /// The name it is uploaded under.
+    pub name: String,
+    pub format: Format,
+    /// The staged file's identity as it was written.
+    pub identity: crate::disk::Identity,
+    pub sha256: String,
+    /// The dropped file's SHA-256, of the bytes that were mapped.
+    pub original_sha256: String,
+    /// What the dropped file was read as.
+    pub original_format: Format,
+    pub mapping_path: String,
+    pub mapping_sha256: String,
+    pub records_in: i64,
+    pub records_out: i64,
+    /// Rows rejected (all of them; `rejected_rows` keeps the first).
+    pub rejected: i64,
+    pub rejected_rows: Vec<RejectedRow>,
 }

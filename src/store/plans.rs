@@ -11,7 +11,7 @@ async fn plan(sql: &str) -> String {
     let (_dir, store) = temp_store().await;
     let rows: Vec<(i64, i64, i64, String)> =
         sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
-            .fetch_all(&store.pool)
+            .fetch_all(super::testing::sqlite_pool(&store))
             .await
             .unwrap();
     rows.into_iter()

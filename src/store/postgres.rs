@@ -15,8 +15,13 @@ use crate::config::{PasswordSource, PostgresState};
 
 pub(super) type PgPool = sqlx::PgPool;
 
-/// Connects to the database of `state` and brings its schema up to date.
-pub(super) async fn connect(state: &PostgresState) -> Result<PgPool, StoreError> {
+/// Connects to the database of `state` and brings its schema up to date. The connections of
+/// an `instance` of the fleet carry its id, by which the database refuses that instance's
+/// changes to batches leased to another (migration 0090).
+pub(super) async fn connect(
+    state: &PostgresState,
+    instance: Option<&str>,
+) -> Result<PgPool, StoreError> {
     let db_error = |source| StoreError::Postgres {
         url: state.url.clone(),
         source,
@@ -24,6 +29,9 @@ pub(super) async fn connect(state: &PostgresState) -> Result<PgPool, StoreError>
     let mut options = PgConnectOptions::from_str(&state.url).map_err(db_error)?;
     if let Some(source) = &state.password {
         options = options.password(read_password(source)?.trim_end_matches(['\r', '\n']));
+    }
+    if let Some(id) = instance {
+        options = options.options([("batchdrop.instance", id)]);
     }
     let pool = PgPoolOptions::new()
         .max_connections(4)

@@ -3,7 +3,7 @@
 //! one-daemon-per-state-dir lock, migrations (serialised between processes), and the refusal of
 //! network filesystems, where SQLite's locks are unreliable.
 //!
-//! A second backend (fleet mode's shared database) would replace this file, not the queries.
+//! Fleet mode's shared database has its own such file (`postgres.rs`); the queries are shared.
 //! This module must not hold queries of the queue itself.
 
 use std::fs::File;
@@ -14,11 +14,9 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use super::{Store, StoreError};
+use super::{Backend, Queue, Store, StoreError};
 
-/// The database the queries run on (a second backend would name its own).
-pub(super) type Db = sqlx::Sqlite;
-pub(super) type Pool = sqlx::Pool<Db>;
+type Pool = sqlx::SqlitePool;
 
 impl Store {
     /// Opens the daemon's state: takes the exclusive lock, refuses network filesystems unless
@@ -65,7 +63,7 @@ impl Store {
                 source,
             })?;
         Ok(Store {
-            pool,
+            backend: Backend::Sqlite(Queue { pool }),
             path,
             _lock: None,
         })
@@ -91,7 +89,7 @@ impl Store {
                     .unwrap_or(0);
             if applied >= sqlx::migrate!("./migrations").iter().count() as i64 {
                 return Ok(Some(Store {
-                    pool,
+                    backend: Backend::Sqlite(Queue { pool }),
                     path,
                     _lock: None,
                 }));
@@ -110,8 +108,12 @@ impl Store {
         }
     }
 
-    /// Bytes free for the state database on its filesystem, if the OS says.
+    /// Bytes free for the state database on its filesystem, if the OS says (fleet mode's
+    /// database server keeps its own disk: `None`).
     pub fn free_bytes(&self) -> Option<u64> {
+        if self.is_shared() {
+            return None;
+        }
         let st = rustix::fs::statvfs(self.path.parent()?).ok()?;
         Some(st.f_bavail.saturating_mul(st.f_frsize))
     }

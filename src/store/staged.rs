@@ -3,47 +3,8 @@
 //! record is never replaced while its file may have been sent: a restart uploads the same
 //! staged bytes, whatever the mapping set says by then.
 
-use serde::{Deserialize, Serialize};
-
-use super::{Store, StoreError, now_ms};
+use super::{StagedFile, Store, StoreError, now_ms};
 use crate::format::Format;
-
-/// A row the mapping or the schema rejected, as the receipt lists it (keys in alphabetical
-/// order, as the receipt's).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RejectedRow {
-    /// Its line in the dropped file, where the format has lines (CSV, JSON Lines).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub line: Option<u64>,
-    pub reasons: Vec<String>,
-    /// 1-based record number in the dropped file.
-    pub row: u64,
-}
-
-/// The record of one staged file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StagedFile {
-    pub file_id: i64,
-    /// The staged file (absolute).
-    pub path: String,
-    /// The name it is uploaded under.
-    pub name: String,
-    pub format: Format,
-    /// The staged file's identity as it was written.
-    pub identity: crate::disk::Identity,
-    pub sha256: String,
-    /// The dropped file's SHA-256, of the bytes that were mapped.
-    pub original_sha256: String,
-    /// What the dropped file was read as.
-    pub original_format: Format,
-    pub mapping_path: String,
-    pub mapping_sha256: String,
-    pub records_in: i64,
-    pub records_out: i64,
-    /// Rows rejected (all of them; `rejected_rows` keeps the first).
-    pub rejected: i64,
-    pub rejected_rows: Vec<RejectedRow>,
-}
 
 #[derive(sqlx::FromRow)]
 struct Row {

@@ -11,6 +11,14 @@ pub(super) async fn temp_store() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
+/// The SQLite pool of a store from [`temp_store`], for tests that look under the API.
+pub(super) fn sqlite_pool(store: &Store) -> &sqlx::SqlitePool {
+    match &store.backend {
+        super::Backend::Sqlite(queue) => &queue.pool,
+        super::Backend::Postgres(_) => panic!("temp_store is SQLite"),
+    }
+}
+
 /// A JSON file of watch `w`, dataset `d`, with an identity of its own.
 pub(super) fn new_file(rel: &str, size: i64) -> NewFile {
     NewFile {

@@ -549,7 +549,10 @@ async fn files_finished_before_the_receipt_column_get_it_from_their_history() {
     // What an older batchdrop left: no column value, the place in the event's text only.
     let migration = include_str!("../../migrations/0040_receipt_path.sql");
     let backfill = &migration[migration.find("UPDATE files").unwrap()..];
-    sqlx::query(backfill).execute(&store.pool).await.unwrap();
+    sqlx::query(backfill)
+        .execute(super::testing::sqlite_pool(&store))
+        .await
+        .unwrap();
     let row = store.file(ids[0]).await.unwrap().unwrap();
     assert_eq!(
         row.receipt_path.as_deref(),

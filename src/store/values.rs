@@ -8,7 +8,6 @@ use sqlx::Database;
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 
-use super::sqlite::Db;
 use crate::format::Format;
 
 /// Where a file is on its way: `Ready` → `Batched` → `Uploaded` → `Done`; or it ends
@@ -321,32 +320,36 @@ impl BatchOutcome {
 /// Where [`BatchOutcome::with_diagnostics`] keeps them.
 const DIAGNOSTICS_KEY: &str = "batchdrop_diagnostics";
 
-/// JSON columns: TEXT holding the value's JSON.
+/// JSON columns: TEXT holding the value's JSON, on each backend.
 macro_rules! json_column {
     ($type:ty) => {
-        impl sqlx::Type<Db> for $type {
-            fn type_info() -> <Db as Database>::TypeInfo {
-                <str as sqlx::Type<Db>>::type_info()
+        json_column!($type, sqlx::Sqlite);
+        json_column!($type, sqlx::Postgres);
+    };
+    ($type:ty, $db:ty) => {
+        impl sqlx::Type<$db> for $type {
+            fn type_info() -> <$db as Database>::TypeInfo {
+                <str as sqlx::Type<$db>>::type_info()
             }
 
-            fn compatible(ty: &<Db as Database>::TypeInfo) -> bool {
-                <&str as sqlx::Type<Db>>::compatible(ty)
+            fn compatible(ty: &<$db as Database>::TypeInfo) -> bool {
+                <&str as sqlx::Type<$db>>::compatible(ty)
             }
         }
 
-        impl sqlx::Encode<'_, Db> for $type {
+        impl sqlx::Encode<'_, $db> for $type {
             fn encode_by_ref(
                 &self,
-                buf: &mut <Db as Database>::ArgumentBuffer,
+                buf: &mut <$db as Database>::ArgumentBuffer,
             ) -> Result<IsNull, BoxDynError> {
                 let text = serde_json::to_string(self)?;
-                <String as sqlx::Encode<Db>>::encode(text, buf)
+                <String as sqlx::Encode<$db>>::encode(text, buf)
             }
         }
 
-        impl<'r> sqlx::Decode<'r, Db> for $type {
-            fn decode(value: <Db as Database>::ValueRef<'r>) -> Result<Self, BoxDynError> {
-                let text = <&str as sqlx::Decode<Db>>::decode(value)?;
+        impl<'r> sqlx::Decode<'r, $db> for $type {
+            fn decode(value: <$db as Database>::ValueRef<'r>) -> Result<Self, BoxDynError> {
+                let text = <&str as sqlx::Decode<$db>>::decode(value)?;
                 Ok(serde_json::from_str(text)?)
             }
         }
@@ -356,31 +359,39 @@ macro_rules! json_column {
 json_column!(Predecessors);
 json_column!(BatchOutcome);
 
-impl sqlx::Type<Db> for Format {
-    fn type_info() -> <Db as Database>::TypeInfo {
-        <str as sqlx::Type<Db>>::type_info()
-    }
+/// `Format` is TEXT holding its name, on each backend.
+macro_rules! format_column {
+    ($db:ty) => {
+        impl sqlx::Type<$db> for Format {
+            fn type_info() -> <$db as Database>::TypeInfo {
+                <str as sqlx::Type<$db>>::type_info()
+            }
 
-    fn compatible(ty: &<Db as Database>::TypeInfo) -> bool {
-        <&str as sqlx::Type<Db>>::compatible(ty)
-    }
+            fn compatible(ty: &<$db as Database>::TypeInfo) -> bool {
+                <&str as sqlx::Type<$db>>::compatible(ty)
+            }
+        }
+
+        impl sqlx::Encode<'_, $db> for Format {
+            fn encode_by_ref(
+                &self,
+                buf: &mut <$db as Database>::ArgumentBuffer,
+            ) -> Result<IsNull, BoxDynError> {
+                <&str as sqlx::Encode<$db>>::encode(self.as_str(), buf)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, $db> for Format {
+            fn decode(value: <$db as Database>::ValueRef<'r>) -> Result<Self, BoxDynError> {
+                let text = <&str as sqlx::Decode<$db>>::decode(value)?;
+                Format::parse(text).ok_or_else(|| format!("unknown format {text:?}").into())
+            }
+        }
+    };
 }
 
-impl sqlx::Encode<'_, Db> for Format {
-    fn encode_by_ref(
-        &self,
-        buf: &mut <Db as Database>::ArgumentBuffer,
-    ) -> Result<IsNull, BoxDynError> {
-        <&str as sqlx::Encode<Db>>::encode(self.as_str(), buf)
-    }
-}
-
-impl<'r> sqlx::Decode<'r, Db> for Format {
-    fn decode(value: <Db as Database>::ValueRef<'r>) -> Result<Self, BoxDynError> {
-        let text = <&str as sqlx::Decode<Db>>::decode(value)?;
-        Format::parse(text).ok_or_else(|| format!("unknown format {text:?}").into())
-    }
-}
+format_column!(sqlx::Sqlite);
+format_column!(sqlx::Postgres);
 
 #[cfg(test)]
 mod tests {

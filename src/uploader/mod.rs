@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{ApiClient, ApiError, BatchAction, BatchStatus, CreateBatch, Replay};
 use crate::config::{Outcomes, Upload};
 use crate::crashpoint;
+use crate::membership::Leases;
 use crate::poller;
 use crate::stage::{self, Next, Stage};
 use crate::store::{
@@ -83,6 +84,8 @@ pub struct Uploader {
     /// Each watch's outcome settings, by watch name (a reload replaces them); batches of a
     /// watch not listed (`push`, a watch removed since) get the defaults.
     pub outcomes: OutcomesByWatch,
+    /// In a fleet: a batch is driven only under its lease.
+    pub leases: Option<Leases>,
 }
 
 /// Each watch's [`Outcomes`], by watch name, shared with the daemon's reload.
@@ -104,6 +107,7 @@ impl Uploader {
         wake: Arc<Notify>,
         wake_archiver: Arc<Notify>,
         outcomes: OutcomesByWatch,
+        leases: Option<Leases>,
     ) -> Arc<Uploader> {
         Arc::new(Uploader {
             slots: Arc::new(Semaphore::new(upload.concurrency)),
@@ -115,6 +119,7 @@ impl Uploader {
             wake,
             wake_archiver,
             outcomes,
+            leases,
         })
     }
 
@@ -172,6 +177,25 @@ impl Uploader {
                 let token = shutdown.clone();
                 let task = tasks.running.spawn(async move {
                     let me = &driving.uploader;
+                    if let Some(leases) = &me.leases {
+                        match leases.batch(driving.batch).await {
+                            Ok(true) => {}
+                            // Another instance drives it: asked again after a while (the
+                            // batch stays marked active meanwhile, so no pass spins on it).
+                            Ok(false) => {
+                                tokio::select! {
+                                    _ = token.cancelled() => {}
+                                    _ = tokio::time::sleep(leases.retry_after()) => {}
+                                }
+                                return;
+                            }
+                            Err(e) => {
+                                tracing::error!(batch = %b.label(), "cannot take the batch's lease: {}; will retry", e.explain());
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                                return;
+                            }
+                        }
+                    }
                     // Only the row read after claiming the batch counts (see batch_if_due).
                     match me.store.batch_if_due(driving.batch, now_ms()).await {
                         Ok(Some(fresh)) => me.drive(fresh, &token).await,

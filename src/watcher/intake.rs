@@ -11,7 +11,7 @@ use std::time::Instant;
 use super::{Candidate, PendingSidecar, Watcher, name_problem};
 use crate::disk::{self, Dir, Identity, Kind, Links};
 use crate::format::Format;
-use crate::store::{NewFile, Recorded, StoreError};
+use crate::store::{Claim, FileKey, Member, NewFile, Recorded, StoreError};
 use crate::telemetry;
 
 impl Watcher {
@@ -86,6 +86,10 @@ impl Watcher {
         &mut self,
         plain: Vec<(String, Candidate)>,
     ) -> Result<bool, StoreError> {
+        let plain = match &self.leases {
+            Some(leases) => self.claimed(leases.member().clone(), plain).await?,
+            None => plain,
+        };
         let files: Vec<NewFile> = plain
             .iter()
             .map(|(rel, c)| self.new_file(rel, c.identity, &c.path))
@@ -116,6 +120,43 @@ impl Watcher {
             self.recorded.insert(rel, c.identity);
         }
         Ok(new)
+    }
+
+    /// In a fleet: the files of `plain` this instance claimed (or had claimed); one another
+    /// instance claimed is left to it, and not looked at again while its version stays.
+    async fn claimed(
+        &mut self,
+        member: Member,
+        plain: Vec<(String, Candidate)>,
+    ) -> Result<Vec<(String, Candidate)>, StoreError> {
+        let mut mine = Vec::with_capacity(plain.len());
+        let mut rest = plain.into_iter();
+        while let Some((rel, c)) = rest.next() {
+            let key = FileKey {
+                watch: self.watch.name.clone(),
+                rel_path: rel.clone(),
+                dev: c.identity.dev as i64,
+                ino: c.identity.ino as i64,
+                size: c.identity.size as i64,
+                mtime_ns: c.identity.mtime_ns,
+            };
+            match member.claim_file(&key).await {
+                Ok(Claim::Won) => mine.push((rel, c)),
+                Ok(Claim::Held { owner }) if owner == member.id() => mine.push((rel, c)),
+                Ok(Claim::Held { owner }) => {
+                    tracing::debug!(file = %rel, %owner, "claimed by another instance");
+                    self.recorded.insert(rel, c.identity);
+                }
+                Err(e) => {
+                    // Nothing recorded: they all stay candidates, as on any database error.
+                    self.candidates.extend(mine);
+                    self.candidates.insert(rel, c);
+                    self.candidates.extend(rest);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(mine)
     }
 
     /// An older version of `rel` is still in flight: look at this one again after another

@@ -99,6 +99,11 @@ pub struct Watcher {
     /// away. Events do not trigger a look: during a burst that would re-read every candidate
     /// for each event.
     next_check: Instant,
+    /// In a fleet: this watcher scans and records only while its instance is the watch's
+    /// scanner (the others upload and archive).
+    pub leases: Option<crate::membership::Leases>,
+    /// Until when the scanner role was last confirmed (asked again a few times per lease).
+    scanner_until: Option<Instant>,
 }
 
 impl Watcher {
@@ -124,7 +129,40 @@ impl Watcher {
             queue_full: false,
             folder_links: HashSet::new(),
             events_broken: false,
+            leases: None,
+            scanner_until: None,
         }
+    }
+
+    /// Whether this watcher may scan and record now: always, but in a fleet only while its
+    /// instance holds the watch's scan lease. A watcher that is not the scanner forgets its
+    /// candidates: the scanner finds them itself.
+    async fn scanner(&mut self) -> bool {
+        let Some(leases) = &self.leases else {
+            return true;
+        };
+        if self
+            .scanner_until
+            .is_some_and(|until| Instant::now() < until)
+        {
+            return true;
+        }
+        let confirmed = match leases.scan(&self.watch.name).await {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(watch = %self.watch.name, "cannot confirm the scanner role: {}; not scanning until it can", e.explain());
+                false
+            }
+        };
+        if confirmed {
+            self.scanner_until = Some(Instant::now() + leases.member().fleet().lease() / 4);
+        } else {
+            self.scanner_until = None;
+            self.candidates.clear();
+            self.sidecars.clear();
+            self.recorded.clear();
+        }
+        confirmed
     }
 
     /// Runs until `shutdown`: scan, then react to events and rescans, checking candidates often.
@@ -209,10 +247,25 @@ impl Watcher {
         let tick =
             (self.watch.settle / 4).clamp(Duration::from_millis(20), Duration::from_millis(500));
 
-        self.scan().await?;
-        let mut next_scan = Instant::now() + rescan_every;
+        let mut next_scan = Instant::now();
         let mut trouble = crate::stage::StoreTrouble::new("watcher");
         loop {
+            if !self.scanner().await {
+                // Another instance scans this watch: nothing waits on this one.
+                self.pending.store(0, std::sync::atomic::Ordering::SeqCst);
+                let retry = self.leases.as_ref().map_or(tick, |l| l.retry_after());
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(retry) => {}
+                }
+                while rx.try_recv().is_ok() {}
+                next_scan = Instant::now();
+                continue;
+            }
+            if Instant::now() >= next_scan {
+                self.scan().await?;
+                next_scan = Instant::now() + rescan_every;
+            }
             let mut pause = None;
             if Instant::now() >= self.next_check {
                 // check_candidates brings this closer for a file due sooner.

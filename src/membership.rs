@@ -1,0 +1,164 @@
+//! Where this daemon's queue lives, and its place in a fleet (issue #22): SQLite in
+//! `state_dir` under the one-daemon lock, or fleet mode's shared PostgreSQL database, which the
+//! instance joins, renews its leases in by a heartbeat (every third of the lease), and leaves
+//! on a clean exit so that the others need not wait for its leases to expire.
+//!
+//! This module must not hold SQL (`store::fleet` does) nor decide about files or batches (the
+//! stages do).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, StateBackend};
+use crate::store::{Fleet, Lease, LeaseOn, Member, Store, StoreError};
+
+/// The daemon's queue, and its membership when the queue is a fleet's.
+pub struct State {
+    pub store: Store,
+    pub member: Option<Member>,
+}
+
+/// Opens the queue the config names; in fleet mode, joins the fleet.
+pub async fn open(config: &Config) -> Result<State, StoreError> {
+    match &config.state {
+        StateBackend::Sqlite => Ok(State {
+            store: Store::open_exclusive(&config.state_dir, config.allow_network_state_dir).await?,
+            member: None,
+        }),
+        StateBackend::Postgres(pg) => {
+            // The state dir still holds this instance's own files (the admin address).
+            std::fs::create_dir_all(&config.state_dir).map_err(|source| StoreError::CreateDir {
+                path: config.state_dir.clone(),
+                source,
+            })?;
+            let host = host_name();
+            let member = Fleet::join_as_daemon(pg, &host).await?;
+            let fleet = member.fleet();
+            // Scrapes of several instances are told apart by this (and by `instance` in status).
+            metrics::gauge!(crate::telemetry::INSTANCE_INFO, "id" => member.id().to_owned(), "host" => host)
+                .set(1.0);
+            tracing::info!(instance = member.id(), database = fleet.url(), lease = ?fleet.lease(), "joined the fleet");
+            Ok(State {
+                store: Store::on_fleet(fleet),
+                member: Some(member),
+            })
+        }
+    }
+}
+
+/// Renews this instance's heartbeat and leases every third of the lease until `stop`; a
+/// failed renewal is reported and tried again at the next beat (a database outage pauses the
+/// fleet's work; the leases it costs are taken over like a lost instance's).
+pub async fn heartbeat(member: Member, stop: CancellationToken) {
+    let every = member.fleet().lease() / 3;
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {
+                if let Err(e) = member.heartbeat().await {
+                    tracing::warn!(instance = member.id(), "heartbeat failed: {}; trying again in {every:?}", e.explain());
+                }
+            }
+        }
+    }
+}
+
+/// Leaves the fleet on a clean exit (its leases free at once).
+pub async fn leave(member: &Member) {
+    if let Err(e) = member.leave().await {
+        tracing::warn!(
+            instance = member.id(),
+            "cannot leave the fleet cleanly: {}; its leases free when they expire",
+            e.explain()
+        );
+    }
+    member.fleet().close().await;
+}
+
+/// The machine's name, as `status` lists the instances by (Linux: the kernel's hostname).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown-host".into())
+}
+
+/// The leases this instance holds, as its stages ask for them: the uploader drives a batch,
+/// and the archiver finishes its files, only under the batch's lease; the watcher scans, the
+/// batcher seals, and the archiver finishes the files that never had a batch, only under the
+/// watch's scan lease. What the database refuses to a lost lease (migration 0090) makes the
+/// rest safe; these checks keep the instances from stepping on each other's work at all.
+#[derive(Clone)]
+pub struct Leases {
+    member: Member,
+    held: Arc<Mutex<HashMap<LeaseOn, Lease>>>,
+}
+
+impl Leases {
+    pub fn new(member: Member) -> Leases {
+        Leases {
+            member,
+            held: Default::default(),
+        }
+    }
+
+    pub fn member(&self) -> &Member {
+        &self.member
+    }
+
+    /// How long a stage leaves work another instance holds before asking again.
+    pub fn retry_after(&self) -> Duration {
+        self.member.fleet().lease() / 2
+    }
+
+    /// Whether this instance may drive batch `batch_id` now: it still holds its lease, or it
+    /// took it (never leased, released, or expired: its owner was lost). Taking it over is all
+    /// a resumption needs: the batch's record says where it was, and the platform the rest.
+    pub async fn batch(&self, batch_id: i64) -> Result<bool, StoreError> {
+        self.hold(LeaseOn::Batch(batch_id)).await
+    }
+
+    /// Whether this instance is the scanner of `watch` now (it kept or took the role).
+    pub async fn scan(&self, watch: &str) -> Result<bool, StoreError> {
+        self.hold(LeaseOn::Scan(watch.to_owned())).await
+    }
+
+    async fn hold(&self, on: LeaseOn) -> Result<bool, StoreError> {
+        let known = self.held.lock().unwrap().get(&on).cloned();
+        if let Some(lease) = &known {
+            if self.member.holds(lease).await? {
+                return Ok(true);
+            }
+            self.held.lock().unwrap().remove(&on);
+            tracing::warn!(
+                instance = self.member.id(),
+                "lost the lease on {on:?} (this instance was paused or cut off past it); its new owner carries on"
+            );
+        }
+        let taken = match &on {
+            LeaseOn::Batch(batch_id) => self.member.acquire_batch(*batch_id).await?,
+            LeaseOn::Scan(watch) => self.member.acquire_scan(watch).await?,
+        };
+        match taken {
+            Some(lease) => {
+                if known.is_some() || matches!(on, LeaseOn::Batch(_)) {
+                    tracing::debug!(
+                        instance = self.member.id(),
+                        epoch = lease.epoch(),
+                        "took the lease on {on:?}"
+                    );
+                }
+                self.held.lock().unwrap().insert(on, lease);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Fleet mode under failure (issue #22): three real `batchdrop` daemons on one shared drop
+//! folder, one emulator, one PostgreSQL cluster of the test's own. Files keep arriving while
+//! instances are SIGKILLed at random and restarted, and one is SIGSTOPped past its lease and
+//! then continued. At the end, checked from the platform's side: every record is in exactly
+//! one successful batch, no batch is left open, every file has exactly one receipt and left
+//! the drop folder, and nothing went to the failed folder. Prints the failover figure: how
+//! long the in-flight batches of a killed instance stayed with it before another took them.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use batchdrop::api::{BatchQuery, BatchStatus};
+use support::postgres::Postgres;
+use support::*;
+
+const INSTANCES: usize = 3;
+const FILES: usize = 200;
+const RECORDS_PER_FILE: usize = 5;
+const KILLS: usize = 22;
+/// The shortest lease the config allows, so that takeovers happen within the test's time.
+const LEASE: Duration = Duration::from_secs(2);
+
+/// Instance `i`'s config: the shared drop folder, database and platform; a state dir (admin
+/// address, logs) of its own.
+fn instance_config(env: &Env, pg: &Postgres, i: usize) -> PathBuf {
+    let shared = env.write_config("", "mode = \"poll\"");
+    let text = std::fs::read_to_string(&shared).unwrap().replace(
+        "state_dir = \"state\"",
+        &format!("state_dir = \"state-{i}\""),
+    );
+    let state = format!(
+        "state = {{ url = \"{}\", password_file = \"{}\", lease = \"{}s\" }}\n",
+        pg.url(),
+        pg.password_file().display(),
+        LEASE.as_secs()
+    );
+    let path = shared.with_file_name(format!("config-{i}.toml"));
+    std::fs::write(&path, format!("{state}{text}")).unwrap();
+    path
+}
+
+/// Instance `config`, as the real binary (its log beside the config, shared by the three).
+fn spawn(config: &Path) -> Child {
+    spawn_daemon(config, &[], &[("RUST_LOG", "batchdrop=info")])
+}
+
+async fn admin_pool(pg: &Postgres) -> sqlx::PgPool {
+    let options = pg
+        .url()
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .unwrap()
+        .password(pg.password());
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await
+        .unwrap()
+}
+
+/// The fleet id of the instance running as `pid`, once it joined.
+async fn instance_of(pool: &sqlx::PgPool, pid: u32) -> Option<String> {
+    sqlx::query_scalar("SELECT id FROM instances WHERE pid = $1")
+        .bind(i64::from(pid))
+        .fetch_optional(pool)
+        .await
+        .unwrap()
+}
+
+/// Batches in flight leased to `instance`.
+async fn leased_to(pool: &sqlx::PgPool, instance: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM batches WHERE lease_owner = $1
+           AND state IN ('sealed', 'creating', 'loading', 'completing', 'processing')",
+    )
+    .bind(instance)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Every batch of the test's dataset, as the platform lists them.
+async fn platform_batches(env: &Env) -> Vec<batchdrop::api::BatchInfo> {
+    let mut all = Vec::new();
+    loop {
+        let page = env
+            .api
+            .find_batches(&BatchQuery {
+                dataset_id: Some(DATASET.into()),
+                limit: Some(100),
+                start: Some(all.len() as u64),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let last = page.len() < 100;
+        all.extend(page);
+        if last {
+            return all;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_survive_kills_and_a_pause_with_every_record_once() {
+    let pg = Postgres::start();
+    let env = Env::new().await;
+    let pool = admin_pool(&pg).await;
+    let configs: Vec<PathBuf> = (0..INSTANCES)
+        .map(|i| instance_config(&env, &pg, i))
+        .collect();
+    let mut children: Vec<Child> = configs.iter().map(|c| spawn(c)).collect();
+
+    // Files arrive all along, one every 250 ms.
+    let drop = env.drop_dir();
+    let writer = tokio::spawn(async move {
+        for n in 0..FILES {
+            let body = jsonl(n * RECORDS_PER_FILE, RECORDS_PER_FILE);
+            write_atomic(&drop.join(format!("in/{n:04}.json")), body.as_bytes());
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+
+    // Kill one instance at random every 2 s and start it again; measure how long the batches
+    // it held stayed leased to it (the failover).
+    let mut failovers: Vec<Duration> = Vec::new();
+    let mut watching = tokio::task::JoinSet::new();
+    let mut seed = 0x9e37_79b9_u64;
+    for kill in 0..KILLS {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let victim = (seed % INSTANCES as u64) as usize;
+        if kill == KILLS / 2 {
+            // A pause past the lease: its batches pass to the others, and when it wakes it
+            // must change nothing of theirs.
+            signal(&children[victim], libc::SIGSTOP);
+            tokio::time::sleep(LEASE * 3).await;
+            signal(&children[victim], libc::SIGCONT);
+            continue;
+        }
+        let instance = instance_of(&pool, children[victim].id()).await;
+        signal(&children[victim], libc::SIGKILL);
+        let killed_at = Instant::now();
+        let _ = children[victim].wait();
+        children[victim] = spawn(&configs[victim]);
+        if let Some(instance) = instance
+            && leased_to(&pool, &instance).await > 0
+        {
+            let pool = pool.clone();
+            watching.spawn(async move {
+                loop {
+                    if leased_to(&pool, &instance).await == 0 {
+                        return killed_at.elapsed();
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            });
+        }
+    }
+    writer.await.unwrap();
+    while let Some(failover) = watching.join_next().await {
+        failovers.push(failover.unwrap());
+    }
+
+    let receipts = wait_receipts(&env.archive(), FILES, 120).await;
+    for child in &children {
+        signal(child, libc::SIGTERM);
+    }
+    for child in &mut children {
+        let status = child.wait().unwrap();
+        assert!(
+            status.success(),
+            "an instance exits cleanly on SIGTERM: {status:?}"
+        );
+    }
+
+    // Every file: exactly one receipt, a success, gone from the drop folder.
+    let mut names: Vec<String> = receipts
+        .iter()
+        .map(|r| {
+            assert_eq!(r["status"], "success", "{r}");
+            r["file"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    names.sort();
+    let expected: Vec<String> = (0..FILES).map(|n| format!("in/{n:04}.json")).collect();
+    assert_eq!(names, expected, "one receipt per file, no more");
+    for name in &expected {
+        assert!(
+            !env.drop_dir().join(name).exists(),
+            "{name} left the drop folder"
+        );
+    }
+    assert!(
+        support::receipts(&env.failed()).is_empty(),
+        "nothing failed"
+    );
+
+    // The platform's side: no batch open, every record in exactly one successful batch.
+    let batches = platform_batches(&env).await;
+    let mut ingested = 0;
+    for batch in &batches {
+        assert!(
+            matches!(
+                batch.status,
+                BatchStatus::Success | BatchStatus::Failed | BatchStatus::Aborted
+            ),
+            "batch {} left {:?}",
+            batch.id,
+            batch.status
+        );
+        if batch.status == BatchStatus::Success {
+            ingested += records_in_batch(&env.api, &batch.id).await;
+        }
+    }
+    assert_eq!(
+        ingested,
+        (FILES * RECORDS_PER_FILE) as u64,
+        "every record exactly once in the platform"
+    );
+    // The queue agrees: each file done once, no batch left leased in flight.
+    let done: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM files WHERE state = 'done'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(done, FILES as i64);
+
+    failovers.sort();
+    let median = failovers
+        .get(failovers.len() / 2)
+        .copied()
+        .unwrap_or_default();
+    let max = failovers.last().copied().unwrap_or_default();
+    println!(
+        "fleet chaos: {} SIGKILLs and one {:?} SIGSTOP, {} batches on the platform; failover \
+         (a killed instance's in-flight batches taken over) with a {LEASE:?} lease: {} \
+         measured, median {median:?}, max {max:?}",
+        KILLS - 1,
+        LEASE * 3,
+        batches.len(),
+        failovers.len()
+    );
+    pool.close().await;
+}
