@@ -70,6 +70,7 @@ dispatch! {
     pub async fn note_answered(&self, batch_id: i64) -> Result<(), StoreError>;
     pub async fn note_progress(&self, batch_id: i64) -> Result<(), StoreError>;
     pub async fn mark_sent(&self, file_id: i64) -> Result<(), StoreError>;
+    pub async fn mark_sent_many(&self, file_ids: &[i64]) -> Result<(), StoreError>;
     pub async fn set_uploaded_bytes(&self, file_id: i64, bytes: i64) -> Result<(), StoreError>;
     pub async fn mark_uploaded_many(&self, done: &[Uploaded]) -> Result<(), StoreError>;
     pub async fn fail_file(&self, file_id: i64, reason: &str) -> Result<(), StoreError>;

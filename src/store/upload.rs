@@ -194,6 +194,20 @@ impl Store {
         Ok(())
     }
 
+    /// The intents of several files' transfers in one statement, recorded before the first
+    /// byte of any of them leaves (see `mark_sent`).
+    pub async fn mark_sent_many(&self, file_ids: &[i64]) -> Result<(), StoreError> {
+        if file_ids.is_empty() {
+            return Ok(());
+        }
+        let mut q = QueryBuilder::new("UPDATE files SET sent = TRUE, updated_at = ");
+        q.push_bind(now_ms());
+        q.push(" WHERE sent = FALSE AND id IN (");
+        push_ids(&mut q, file_ids.iter().copied());
+        q.build().execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// Records acknowledged bytes of a file (after a 2xx, never before).
     pub async fn set_uploaded_bytes(&self, file_id: i64, bytes: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE files SET uploaded_bytes = $1, updated_at = $2 WHERE id = $3")

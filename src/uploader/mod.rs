@@ -428,37 +428,47 @@ impl Uploader {
             .into_iter()
             .map(|s| (s.file_id, s))
             .collect();
-        for f in files {
-            // Finished uploads are reaped as we go: a batch of 1,500 files would otherwise
-            // keep 1,500 finished tasks in memory until the last one is spawned.
-            while let Some(r) = set.try_join_next() {
-                self.reap(r, &mut worst, &mut facts).await?;
+        let mut files = files.into_iter().peekable();
+        'windows: while files.peek().is_some() {
+            // The intents (`sent`) of a window of files in one statement before any of them is
+            // sent, not one per file. A file of the window not sent yet when the process stops
+            // is only treated as sent on the next start: its change taints the batch instead of
+            // superseding the file alone, which is safe.
+            let window: Vec<FileRow> = files.by_ref().take(SENT_AHEAD).collect();
+            let unsent: Vec<i64> = window.iter().filter(|f| !f.sent).map(|f| f.id).collect();
+            self.store.mark_sent_many(&unsent).await?;
+            for f in window {
+                // Finished uploads are reaped as we go: a batch of 1,500 files would otherwise
+                // keep 1,500 finished tasks in memory until the last one is spawned.
+                while let Some(r) = set.try_join_next() {
+                    self.reap(r, &mut worst, &mut facts).await?;
+                }
+                let permit = self
+                    .slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("never closed");
+                if shutdown.is_cancelled() {
+                    break 'windows;
+                }
+                let job = FileJob {
+                    failures_to_clear: failures_to_clear.clone(),
+                    store: self.store.clone(),
+                    api: self.api_for(b)?,
+                    upload: self.upload.clone(),
+                    batch: remote.to_owned(),
+                    dataset: b.dataset.clone(),
+                    watch: b.watch.clone(),
+                    shutdown: shutdown.clone(),
+                };
+                let staged = staged.remove(&f.id);
+                set.spawn(async move {
+                    let r = job.upload(&f, staged.as_ref()).await;
+                    drop(permit);
+                    r
+                });
             }
-            let permit = self
-                .slots
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("never closed");
-            if shutdown.is_cancelled() {
-                break;
-            }
-            let job = FileJob {
-                failures_to_clear: failures_to_clear.clone(),
-                store: self.store.clone(),
-                api: self.api_for(b)?,
-                upload: self.upload.clone(),
-                batch: remote.to_owned(),
-                dataset: b.dataset.clone(),
-                watch: b.watch.clone(),
-                shutdown: shutdown.clone(),
-            };
-            let staged = staged.remove(&f.id);
-            set.spawn(async move {
-                let r = job.upload(&f, staged.as_ref()).await;
-                drop(permit);
-                r
-            });
         }
         while let Some(r) = set.join_next().await {
             self.reap(r, &mut worst, &mut facts).await?;
@@ -539,6 +549,10 @@ const BATCHES_LOADING: usize = 2;
 
 /// Acknowledged transfers recorded per statement (see `Store::mark_uploaded_many`).
 const FACTS_PER_WRITE: usize = 32;
+
+/// Files whose intents are recorded in one statement ahead of their transfers (see `load`):
+/// few, so that a stop leaves few files recorded as sent that were not.
+const SENT_AHEAD: usize = 32;
 
 /// Folds one file's upload outcome into the batch's: a tainted batch stops at once (a file
 /// we have sent bytes of changed: nothing else of this batch matters); other errors keep the

@@ -3,7 +3,8 @@
 //! (INITIALIZE, PATCH from the prefix the platform holds, COMPLETE), hashed as it is read.
 //!
 //! This module must not change a batch's state (the state machine in `mod.rs` does): it
-//! records only this file's facts (sent, bytes acknowledged, failed, superseded).
+//! records only this file's facts (bytes acknowledged, failed, superseded; its intent, `sent`,
+//! is recorded ahead by `mod.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -126,7 +127,7 @@ impl FileJob {
                 io_fail(f, e)
             }
         })?;
-        self.store.mark_sent(f.id).await?;
+        // Its intent (`sent`) was recorded with its window's (`Uploader::load`).
         let started = std::time::Instant::now();
         let sent = if (f.size as u64) <= self.upload.large_file_threshold {
             self.put_small(f, reader).await

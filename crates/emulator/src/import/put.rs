@@ -41,17 +41,22 @@ pub async fn put_file(
             t.path
         )));
     }
-    loading_batch(&state, &t).await?;
-    let usage = state.store.batch_usage(&t.batch_id, &t.path).await?;
-    if !usage.has_path {
-        check_file_count(&state, &t.batch_id, usage.others)?;
+    // Checked before the body is received only when that saves receiving a large one: the
+    // checks under the batch lock (`commit_put`) decide, and each costs a read of the batch's
+    // file list, which for a batch of small files was most of a PUT's work.
+    if declared.is_none_or(|n| n > CHECK_FIRST_BYTES) {
+        loading_batch(&state, &t).await?;
+        let usage = state.store.batch_usage(&t.batch_id, &t.path).await?;
+        if !usage.has_path {
+            check_file_count(&state, &t.batch_id, usage.others)?;
+        }
+        check_batch_bytes(
+            &state,
+            &t.batch_id,
+            usage.other_bytes,
+            declared.unwrap_or(0),
+        )?;
     }
-    check_batch_bytes(
-        &state,
-        &t.batch_id,
-        usage.other_bytes,
-        declared.unwrap_or(0),
-    )?;
 
     let tmp = state.store.tmp_path();
     let got = receive_to_file(body, &tmp, limit, declared, BodyKind::File)
@@ -75,6 +80,10 @@ pub async fn put_file(
     // anything else as an error; the spec documents both 200 and 201.
     Ok(StatusCode::OK.into_response())
 }
+
+/// A PUT announcing more bytes than this is checked against its batch before its body is
+/// received, as well as after.
+const CHECK_FIRST_BYTES: u64 = 1 << 20;
 
 /// Under the batch lock: re-checks, renames the temp file into place, records it. Returns
 /// whether the file is new.
