@@ -10,9 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use percent_encoding::utf8_percent_encode;
-use reqwest::header::{
-    AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RANGE,
-};
+use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue, RANGE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::Value;
 
@@ -31,14 +29,14 @@ use super::wire;
 /// The platform's API. Cheap to clone: clones share one connection pool and one token cache.
 #[derive(Clone)]
 pub struct ApiClient {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
     /// x-api-key, x-gw-ims-org-id, x-sandbox-name: sent on every platform call (not to IMS).
     /// Apart from `inner` so that a client for another sandbox shares the connections and
     /// the token ([`ApiClient::in_sandbox`]).
-    headers: Arc<HeaderMap>,
+    pub(super) headers: Arc<HeaderMap>,
 }
 
-struct Inner {
+pub(super) struct Inner {
     /// For the platform's endpoint.
     http: reqwest::Client,
     /// For the IMS token URL: the same client, unless only one of the two is on loopback.
@@ -93,38 +91,6 @@ impl ApiClient {
                 auth: Auth::new(cfg.token),
                 request_timeout: cfg.request_timeout,
             }),
-            headers: Arc::new(headers),
-        })
-    }
-
-    /// The same client (connections, token) calling into `sandbox`; itself when `None` or
-    /// when it already does. A batch is only known in the sandbox it was created in, so every
-    /// call about it goes through the client of its sandbox.
-    pub fn in_sandbox(&self, sandbox: Option<&str>) -> Result<ApiClient, ApiError> {
-        let Some(sandbox) = sandbox else {
-            return Ok(self.clone());
-        };
-        if self
-            .headers
-            .get("x-sandbox-name")
-            .and_then(|v| v.to_str().ok())
-            == Some(sandbox)
-        {
-            return Ok(self.clone());
-        }
-        let value = HeaderValue::from_str(sandbox.trim())
-            .ok()
-            .filter(|_| !sandbox.trim().is_empty())
-            .ok_or_else(|| {
-                ApiError::config(
-                    "set up the platform client",
-                    format!("sandbox {sandbox:?} is not a valid sandbox name"),
-                )
-            })?;
-        let mut headers = (*self.headers).clone();
-        headers.insert(HeaderName::from_static("x-sandbox-name"), value);
-        Ok(ApiClient {
-            inner: Arc::clone(&self.inner),
             headers: Arc::new(headers),
         })
     }

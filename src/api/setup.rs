@@ -1,15 +1,18 @@
 //! Setting up the client: its configuration, the checks made before any call (headers,
 //! token source, https off loopback, a CA file that holds certificates), and the HTTP clients
-//! (loopback reached directly whatever the proxies say; redirects refused).
+//! (loopback reached directly whatever the proxies say; redirects refused), and the same client
+//! set up for another sandbox.
 //!
 //! This module must not send anything.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::auth::TokenSource;
+use super::client::ApiClient;
 use super::error::ApiError;
 
 /// How to reach and authenticate to the platform.
@@ -203,6 +206,41 @@ pub(super) fn config(endpoint: &str) -> ClientConfig {
         request_timeout: Duration::from_secs(30),
         connect_timeout: Duration::from_secs(5),
         extra_ca_file: None,
+    }
+}
+
+/// Clients for other sandboxes: a per-watch `sandbox` (issue #21).
+impl ApiClient {
+    /// The same client (connections, token) calling into `sandbox`; itself when `None` or
+    /// when it already does. A batch is only known in the sandbox it was created in, so every
+    /// call about it goes through the client of its sandbox.
+    pub fn in_sandbox(&self, sandbox: Option<&str>) -> Result<ApiClient, ApiError> {
+        let Some(sandbox) = sandbox else {
+            return Ok(self.clone());
+        };
+        if self
+            .headers
+            .get("x-sandbox-name")
+            .and_then(|v| v.to_str().ok())
+            == Some(sandbox)
+        {
+            return Ok(self.clone());
+        }
+        let value = HeaderValue::from_str(sandbox.trim())
+            .ok()
+            .filter(|_| !sandbox.trim().is_empty())
+            .ok_or_else(|| {
+                ApiError::config(
+                    "set up the platform client",
+                    format!("sandbox {sandbox:?} is not a valid sandbox name"),
+                )
+            })?;
+        let mut headers = (*self.headers).clone();
+        headers.insert(HeaderName::from_static("x-sandbox-name"), value);
+        Ok(ApiClient {
+            inner: Arc::clone(&self.inner),
+            headers: Arc::new(headers),
+        })
     }
 }
 
