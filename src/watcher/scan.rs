@@ -63,9 +63,8 @@ impl Watcher {
             match std::fs::symlink_metadata(&path) {
                 Ok(m) if m.is_dir() => {
                     // A folder moved in whole brings files no event will mention.
-                    if !self.scan_dir(&path).await?.complete {
-                        self.missed = true;
-                    }
+                    let scanned = self.scan_dir(&path).await?;
+                    self.missed |= !scanned.complete;
                 }
                 Ok(m) if m.is_file() => self.consider(&path, Identity::of(&m), hint),
                 Ok(m) if m.is_symlink() => match std::fs::metadata(&path) {
