@@ -230,16 +230,25 @@ impl Watcher {
             .max(Duration::from_millis(200));
         let (tx, mut rx) = mpsc::unbounded_channel::<notify::Result<notify::Event>>();
         // The notify callback runs on its own thread and only forwards (the rust-analyzer way):
-        // all decisions are made here, on the async side.
+        // all decisions are made here, on the async side. It leaves out what is never news
+        // (reads, batchdrop's own folders): the queue holds every event until the watch loop
+        // reads it, and during a long scan of a backlog the uploads and moves of the files
+        // already taken made it grow by several events per file.
         let _watcher = match self.watch.mode {
             WatchMode::Poll => None,
             WatchMode::Events => {
                 let tx = tx.clone();
+                let own = [
+                    self.watch.archive_dir.clone(),
+                    self.watch.failed_dir.clone(),
+                ];
                 // A symlink to a folder is never followed: notify would otherwise watch (and
                 // report) a folder outside the drop folder as if it were in it.
                 let started = notify::RecommendedWatcher::new(
                     move |ev| {
-                        let _ = tx.send(ev);
+                        if scan::may_be_news(&ev, &own) {
+                            let _ = tx.send(ev);
+                        }
                     },
                     notify::Config::default().with_follow_symlinks(false),
                 )

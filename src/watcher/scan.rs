@@ -39,16 +39,7 @@ impl Watcher {
             tracing::warn!(folder = %self.watch.path.display(), "event queue overflowed; rescanning");
             return self.scan().await;
         }
-        // Opening or reading a file (or listing a folder, as scans do) is not news; reacting
-        // to those would make every scan trigger the next one.
-        let relevant = match ev.kind {
-            EventKind::Access(notify::event::AccessKind::Close(
-                notify::event::AccessMode::Write,
-            )) => true,
-            EventKind::Access(_) | EventKind::Remove(_) => false,
-            _ => true,
-        };
-        if !relevant {
+        if !is_relevant(ev.kind) {
             return Ok(());
         }
         let hint = matches!(
@@ -251,6 +242,36 @@ impl Watcher {
             }
         }
     }
+}
+
+/// Opening or reading a file (or listing a folder, as scans do) is not news; reacting to those
+/// would make every scan trigger the next one.
+fn is_relevant(kind: EventKind) -> bool {
+    match kind {
+        EventKind::Access(notify::event::AccessKind::Close(notify::event::AccessMode::Write)) => {
+            true
+        }
+        EventKind::Access(_) | EventKind::Remove(_) => false,
+        _ => true,
+    }
+}
+
+/// Whether an event is worth queueing for the watch loop (decided on notify's thread): errors
+/// and overflows always are; reads, removals and events about batchdrop's own folders
+/// (`own`: the archive and failed folders) never are.
+pub(super) fn may_be_news(ev: &notify::Result<notify::Event>, own: &[PathBuf]) -> bool {
+    let Ok(ev) = ev else {
+        return true;
+    };
+    if ev.need_rescan() {
+        return true;
+    }
+    is_relevant(ev.kind)
+        && (ev.paths.is_empty()
+            || ev
+                .paths
+                .iter()
+                .any(|path| !own.iter().any(|dir| path.starts_with(dir))))
 }
 
 /// Regular files below `dir` (below the watch root), skipping hidden and temp names and the
@@ -456,6 +477,45 @@ mod tests {
                 .len();
         }
         assert_eq!(every, 1300, "each file recorded exactly once");
+    }
+
+    #[test]
+    fn only_events_that_may_be_news_are_queued() {
+        use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
+        let own = [
+            PathBuf::from("/drop/_archive"),
+            PathBuf::from("/drop/_failed"),
+        ];
+        let event = |kind, paths: &[&str]| {
+            let mut ev = notify::Event::new(kind);
+            for path in paths {
+                ev = ev.add_path(PathBuf::from(path));
+            }
+            Ok(ev)
+        };
+        let created = EventKind::Create(CreateKind::File);
+        assert!(may_be_news(&event(created, &["/drop/a.json"]), &own));
+        assert!(!may_be_news(
+            &event(created, &["/drop/_archive/a.json.receipt.json"]),
+            &own
+        ));
+        assert!(!may_be_news(
+            &event(created, &["/drop/_failed/b.json"]),
+            &own
+        ));
+        let moved = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
+        assert!(may_be_news(
+            &event(moved, &["/drop/_archive/a.json", "/drop/a.json"]),
+            &own
+        ));
+        let read = EventKind::Access(AccessKind::Close(AccessMode::Read));
+        assert!(!may_be_news(&event(read, &["/drop/a.json"]), &own));
+        let written = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        assert!(may_be_news(&event(written, &["/drop/a.json"]), &own));
+        assert!(may_be_news(
+            &Err(notify::Error::generic("watch limit")),
+            &own
+        ));
     }
 
     #[tokio::test]
