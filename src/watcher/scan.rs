@@ -266,10 +266,16 @@ pub(super) fn may_be_news(ev: &notify::Result<notify::Event>, own: &[PathBuf]) -
     if ev.need_rescan() {
         return true;
     }
+    use notify::event::{ModifyKind, RenameMode};
+    // What a rename left is gone: only where it went can hold a file.
+    let paths = match ev.kind {
+        EventKind::Modify(ModifyKind::Name(RenameMode::From)) => return false,
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => &ev.paths[ev.paths.len().min(1)..],
+        _ => &ev.paths[..],
+    };
     is_relevant(ev.kind)
         && (ev.paths.is_empty()
-            || ev
-                .paths
+            || paths
                 .iter()
                 .any(|path| !own.iter().any(|dir| path.starts_with(dir))))
 }
@@ -508,6 +514,12 @@ mod tests {
             &event(moved, &["/drop/_archive/a.json", "/drop/a.json"]),
             &own
         ));
+        let archived = event(moved, &["/drop/a.json", "/drop/_archive/a.json"]);
+        assert!(!may_be_news(&archived, &own));
+        let left = EventKind::Modify(ModifyKind::Name(RenameMode::From));
+        assert!(!may_be_news(&event(left, &["/drop/a.json"]), &own));
+        let came = EventKind::Modify(ModifyKind::Name(RenameMode::To));
+        assert!(may_be_news(&event(came, &["/drop/a.json"]), &own));
         let read = EventKind::Access(AccessKind::Close(AccessMode::Read));
         assert!(!may_be_news(&event(read, &["/drop/a.json"]), &own));
         let written = EventKind::Access(AccessKind::Close(AccessMode::Write));
