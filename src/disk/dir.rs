@@ -217,6 +217,19 @@ impl Dir {
     /// symlink). A name that vanished while listed is left out.
     pub fn entries(&self) -> io::Result<Vec<(OsString, FileStat)>> {
         let mut out = Vec::new();
+        self.each_entry(|name, st| {
+            out.push((name.to_owned(), st));
+            std::ops::ControlFlow::Continue(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`Dir::entries`] one at a time, as they are read, until `each` breaks: a folder of a
+    /// million files is never held in memory at once.
+    pub fn each_entry(
+        &self,
+        mut each: impl FnMut(&OsStr, FileStat) -> std::ops::ControlFlow<()>,
+    ) -> io::Result<()> {
         let listing = rustix::fs::Dir::read_from(&self.fd)?;
         for entry in listing {
             let entry = entry?;
@@ -225,12 +238,16 @@ impl Dir {
                 continue;
             }
             match self.stat(name) {
-                Ok(st) => out.push((name.to_owned(), st)),
+                Ok(st) => {
+                    if each(name, st).is_break() {
+                        return Ok(());
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Writes `bytes` as `name` in this folder, all or nothing: into a new temp file (`O_EXCL`,

@@ -45,6 +45,7 @@ dispatch! {
     pub async fn sidecar_claimed(&self, watch: &str, sidecar: &str) -> Result<bool, StoreError>;
     pub async fn unfinished_file(&self, watch: &str, rel_path: &str,) -> Result<Option<FileRow>, StoreError>;
     pub async fn queued_files(&self) -> Result<i64, StoreError>;
+    pub async fn known_versions(&self, watch: &str, versions: &[(&str, crate::disk::Identity)],) -> Result<Vec<bool>, StoreError>;
     // batching.rs
     pub async fn ready_files(&self, watch: &str, limit: i64) -> Result<Vec<FileRow>, StoreError>;
     pub async fn size_seen(&self, dataset: &str, size: i64, except: i64,) -> Result<bool, StoreError>;

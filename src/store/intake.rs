@@ -114,6 +114,47 @@ impl Store {
         Ok(done)
     }
 
+    /// Which of these versions of files of `watch` (a path and its identity) the store knows
+    /// already, in the order given: a scan asks this a page at a time instead of remembering
+    /// every path it handed over, so its memory does not grow with the folder. A version
+    /// failed and moved away counts as unknown, as `record_ready_with` sees it: the same file
+    /// dropped again is taken again.
+    pub async fn known_versions(
+        &self,
+        watch: &str,
+        versions: &[(&str, crate::disk::Identity)],
+    ) -> Result<Vec<bool>, StoreError> {
+        use std::collections::HashSet;
+        const BULK: usize = 1000;
+        let mut known: HashSet<(String, i64, i64, i64, i64)> = HashSet::new();
+        for part in versions.chunks(BULK) {
+            let mut q = QueryBuilder::new(
+                "SELECT rel_path, dev, ino, size, mtime_ns FROM files WHERE watch = ",
+            );
+            q.push_bind(watch).push(" AND rel_path IN (");
+            let mut list = q.separated(", ");
+            for (rel, _) in part {
+                list.push_bind(*rel);
+            }
+            q.push(") AND NOT (state IN ('failed', 'superseded') AND finalized = TRUE)");
+            let rows: Vec<(String, i64, i64, i64, i64)> =
+                q.build_query_as().fetch_all(&self.pool).await?;
+            known.extend(rows);
+        }
+        Ok(versions
+            .iter()
+            .map(|(rel, id)| {
+                known.contains(&(
+                    (*rel).to_owned(),
+                    id.dev as i64,
+                    id.ino as i64,
+                    id.size as i64,
+                    id.mtime_ns,
+                ))
+            })
+            .collect())
+    }
+
     /// Records a file that cannot be ingested at all (unknown format, bad name...): it goes
     /// straight to the failed folder with `reason` in its receipt.
     pub async fn record_rejected(

@@ -117,7 +117,7 @@ impl Watcher {
                     continue;
                 }
             }
-            self.recorded.insert(rel, c.identity);
+            self.remember(rel, c.identity);
         }
         Ok(new)
     }
@@ -145,7 +145,7 @@ impl Watcher {
                 Ok(Claim::Held { owner }) if owner == member.id() => mine.push((rel, c)),
                 Ok(Claim::Held { owner }) => {
                     tracing::debug!(file = %rel, %owner, "claimed by another instance");
-                    self.recorded.insert(rel, c.identity);
+                    self.remember(rel, c.identity);
                 }
                 Err(e) => {
                     // Nothing recorded: they all stay candidates, as on any database error.
@@ -267,7 +267,7 @@ impl Watcher {
                             }
                         }
                     }
-                    self.recorded.insert(rel, id);
+                    self.remember(rel, id);
                     return Ok(true);
                 }
             },
@@ -305,8 +305,16 @@ impl Watcher {
                 }
             }
         }
-        self.recorded.insert(rel, id);
+        self.remember(rel, id);
         Ok(true)
+    }
+
+    /// Remembers a version handed to the store, while there is room: past `recorded_cap`,
+    /// scans ask the store instead.
+    pub(super) fn remember(&mut self, rel: String, identity: Identity) {
+        if self.recorded.len() < self.recorded_cap || self.recorded.contains_key(&rel) {
+            self.recorded.insert(rel, identity);
+        }
     }
 }
 

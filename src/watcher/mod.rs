@@ -50,6 +50,14 @@ pub use crate::disk::Identity;
 pub use names::{MAX_DEPTH, MAX_PATH_BYTES, is_ignored_name, name_problem};
 pub use sidecars::MAX_SIDECAR_BYTES;
 
+/// Candidates held at most: about 200 bytes each. Beyond it files wait on disk for the next
+/// scan, so a backlog of a million files costs what one of 20,000 does.
+const CANDIDATE_CAP: usize = 20_000;
+
+/// Recorded data files remembered at most (about 100 bytes each); rescans ask the store
+/// about the others, a page at a time.
+const RECORDED_CAP: usize = 50_000;
+
 /// A file seen on disk but not yet judged stable.
 struct Candidate {
     identity: Identity,
@@ -79,10 +87,18 @@ pub struct Watcher {
     health: Arc<Health>,
     max_queued_files: u64,
     candidates: HashMap<String, Candidate>,
+    /// At most this many candidates (`CANDIDATE_CAP`; smaller in tests).
+    candidate_cap: usize,
+    /// A file was left on disk unconsidered (candidates at their cap, a walk stopped early):
+    /// a scan runs again as soon as the candidates are down to half their cap.
+    missed: bool,
     /// Settled sidecars by the path of their data file.
     sidecars: HashMap<String, PendingSidecar>,
-    /// Versions already handed to the store, so rescans do not ask it again.
+    /// Versions already handed to the store, so rescans do not ask it again: a cache of at
+    /// most `recorded_cap` data files (sidecars always), the store answers for the rest.
     recorded: HashMap<String, Identity>,
+    /// `RECORDED_CAP`, smaller in tests.
+    recorded_cap: usize,
     /// How many files this watcher is waiting on (for `run --once`).
     pub pending: Arc<std::sync::atomic::AtomicUsize>,
     /// Intake is paused: the state directory is (nearly) full.
@@ -121,8 +137,11 @@ impl Watcher {
             health,
             max_queued_files,
             candidates: HashMap::new(),
+            candidate_cap: CANDIDATE_CAP,
+            missed: false,
             sidecars: HashMap::new(),
             recorded: HashMap::new(),
+            recorded_cap: RECORDED_CAP,
             pending: Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX)),
             next_check: Instant::now(),
             intake_paused: false,
@@ -211,16 +230,25 @@ impl Watcher {
             .max(Duration::from_millis(200));
         let (tx, mut rx) = mpsc::unbounded_channel::<notify::Result<notify::Event>>();
         // The notify callback runs on its own thread and only forwards (the rust-analyzer way):
-        // all decisions are made here, on the async side.
+        // all decisions are made here, on the async side. It leaves out what is never news
+        // (reads, batchdrop's own folders): the queue holds every event until the watch loop
+        // reads it, and during a long scan of a backlog the uploads and moves of the files
+        // already taken made it grow by several events per file.
         let _watcher = match self.watch.mode {
             WatchMode::Poll => None,
             WatchMode::Events => {
                 let tx = tx.clone();
+                let own = [
+                    self.watch.archive_dir.clone(),
+                    self.watch.failed_dir.clone(),
+                ];
                 // A symlink to a folder is never followed: notify would otherwise watch (and
                 // report) a folder outside the drop folder as if it were in it.
                 let started = notify::RecommendedWatcher::new(
                     move |ev| {
-                        let _ = tx.send(ev);
+                        if scan::may_be_news(&ev, &own) {
+                            let _ = tx.send(ev);
+                        }
                     },
                     notify::Config::default().with_follow_symlinks(false),
                 )
@@ -275,8 +303,14 @@ impl Watcher {
                     Err(e) => pause = Some(trouble.failed(&e)),
                 }
             }
-            self.pending
-                .store(self.candidates.len(), std::sync::atomic::Ordering::SeqCst);
+            if self.missed && self.candidates.len() <= self.candidate_cap / 2 {
+                next_scan = Instant::now();
+            }
+            // A file left on disk for the next scan is waited on too (`run --once`).
+            self.pending.store(
+                self.candidates.len() + usize::from(self.missed),
+                std::sync::atomic::Ordering::SeqCst,
+            );
             let wait = if let Some(pause) = pause {
                 self.next_check = Instant::now() + pause;
                 pause
