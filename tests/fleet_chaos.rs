@@ -1,7 +1,8 @@
 //! Fleet mode under failure (issue #22): three real `batchdrop` daemons on one shared drop
 //! folder, one emulator, one PostgreSQL cluster of the test's own. Files keep arriving while
-//! instances are SIGKILLed at random and restarted, and one is SIGSTOPped past its lease and
-//! then continued. At the end, checked from the platform's side: every record is in exactly
+//! instances are SIGKILLed at random and restarted, one is SIGSTOPped past its lease and then
+//! continued, and the database is stopped for longer than a lease and started again under the
+//! three (each says it is not ready meanwhile, and none exits). At the end, checked from the platform's side: every record is in exactly
 //! one successful batch, no batch is left open, every file has exactly one receipt and left
 //! the drop folder, and nothing went to the failed folder. Prints the failover figure: how
 //! long the in-flight batches of a killed instance stayed with it before another took them.
@@ -19,9 +20,14 @@ use support::*;
 const INSTANCES: usize = 3;
 const FILES: usize = 200;
 const RECORDS_PER_FILE: usize = 5;
-const KILLS: usize = 22;
+/// Every 2 s one step: a SIGKILL and restart of a random instance, except one SIGSTOP and one
+/// database outage (so 21 SIGKILLs).
+const STEPS: usize = 23;
 /// The shortest lease the config allows, so that takeovers happen within the test's time.
 const LEASE: Duration = Duration::from_secs(2);
+/// How long the database stays down: past every lease, so that all are up for the taking
+/// when it comes back.
+const OUTAGE: Duration = Duration::from_secs(5);
 
 /// Instance `i`'s config: the shared drop folder, database and platform; a state dir (admin
 /// address, logs) of its own.
@@ -69,8 +75,8 @@ async fn instance_of(pool: &sqlx::PgPool, pid: u32) -> Option<String> {
         .unwrap()
 }
 
-/// Batches in flight leased to `instance`.
-async fn leased_to(pool: &sqlx::PgPool, instance: &str) -> i64 {
+/// Batches in flight leased to `instance`; `None` while the database does not answer.
+async fn leased_to(pool: &sqlx::PgPool, instance: &str) -> Option<i64> {
     sqlx::query_scalar(
         "SELECT COUNT(*) FROM batches WHERE lease_owner = $1
            AND state IN ('sealed', 'creating', 'loading', 'completing', 'processing')",
@@ -78,7 +84,64 @@ async fn leased_to(pool: &sqlx::PgPool, instance: &str) -> i64 {
     .bind(instance)
     .fetch_one(pool)
     .await
-    .unwrap()
+    .ok()
+}
+
+/// The `/readyz` status of instance `i`, at the admin address it wrote last; `None` while it
+/// does not answer (starting, or the address is a killed predecessor's).
+async fn readyz(env: &Env, i: usize) -> Option<u16> {
+    let state_dir = env.state_dir().with_file_name(format!("state-{i}"));
+    let addr = std::fs::read_to_string(state_dir.join("admin-addr")).ok()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let resp = client
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .await
+        .ok()?;
+    Some(resp.status().as_u16())
+}
+
+/// Waits until every instance answers `/readyz` with `status`.
+async fn all_say(env: &Env, status: u16, what: &str) {
+    eventually(60, what, || async {
+        for i in 0..INSTANCES {
+            if readyz(env, i).await != Some(status) {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+}
+
+/// Stops the database under the running fleet for [`OUTAGE`] and starts it again: every
+/// instance says it is not ready meanwhile, none exits, and all are ready again after.
+/// Returns how long the fleet took to be ready again once the database was back.
+async fn database_outage(env: &Env, pg: &Postgres, children: &mut [Child]) -> Duration {
+    all_say(env, 200, "every instance ready before the outage").await;
+    pg.stop_server();
+    let stopped = Instant::now();
+    all_say(env, 503, "every instance not ready while the database is down").await;
+    tokio::time::sleep(OUTAGE.saturating_sub(stopped.elapsed())).await;
+    for child in children.iter_mut() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "an instance rides out a database outage"
+        );
+    }
+    pg.start_server();
+    let started = Instant::now();
+    all_say(env, 200, "every instance ready again after the outage").await;
+    for child in children.iter_mut() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "an instance stays up after a database outage"
+        );
+    }
+    started.elapsed()
 }
 
 /// Every batch of the test's dataset, as the platform lists them.
@@ -104,7 +167,7 @@ async fn platform_batches(env: &Env) -> Vec<batchdrop::api::BatchInfo> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_instances_survive_kills_and_a_pause_with_every_record_once() {
+async fn three_instances_survive_kills_a_pause_and_a_database_restart_with_every_record_once() {
     let pg = Postgres::start();
     let env = Env::new().await;
     let pool = admin_pool(&pg).await;
@@ -128,18 +191,27 @@ async fn three_instances_survive_kills_and_a_pause_with_every_record_once() {
     let mut failovers: Vec<Duration> = Vec::new();
     let mut watching = tokio::task::JoinSet::new();
     let mut seed = 0x9e37_79b9_u64;
-    for kill in 0..KILLS {
+    let mut back_after = None;
+    for step in 0..STEPS {
         tokio::time::sleep(Duration::from_secs(2)).await;
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let victim = (seed % INSTANCES as u64) as usize;
-        if kill == KILLS / 2 {
+        if step == STEPS / 2 {
             // A pause past the lease: its batches pass to the others, and when it wakes it
             // must change nothing of theirs.
             signal(&children[victim], libc::SIGSTOP);
             tokio::time::sleep(LEASE * 3).await;
             signal(&children[victim], libc::SIGCONT);
+            continue;
+        }
+        if step == STEPS / 4 {
+            // The failovers measured so far end first: the outage would stretch them.
+            while let Some(failover) = watching.join_next().await {
+                failovers.push(failover.unwrap());
+            }
+            back_after = Some(database_outage(&env, &pg, &mut children).await);
             continue;
         }
         let instance = instance_of(&pool, children[victim].id()).await;
@@ -148,12 +220,12 @@ async fn three_instances_survive_kills_and_a_pause_with_every_record_once() {
         let _ = children[victim].wait();
         children[victim] = spawn(&configs[victim]);
         if let Some(instance) = instance
-            && leased_to(&pool, &instance).await > 0
+            && leased_to(&pool, &instance).await.unwrap() > 0
         {
             let pool = pool.clone();
             watching.spawn(async move {
                 loop {
-                    if leased_to(&pool, &instance).await == 0 {
+                    if leased_to(&pool, &instance).await == Some(0) {
                         return killed_at.elapsed();
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -236,11 +308,13 @@ async fn three_instances_survive_kills_and_a_pause_with_every_record_once() {
         .unwrap_or_default();
     let max = failovers.last().copied().unwrap_or_default();
     println!(
-        "fleet chaos: {} SIGKILLs and one {:?} SIGSTOP, {} batches on the platform; failover \
-         (a killed instance's in-flight batches taken over) with a {LEASE:?} lease: {} \
-         measured, median {median:?}, max {max:?}",
-        KILLS - 1,
+        "fleet chaos: {} SIGKILLs, one {:?} SIGSTOP, one {OUTAGE:?} database outage (all \
+         ready again {:?} after it ended), {} batches on the platform; failover (a killed \
+         instance's in-flight batches taken over) with a {LEASE:?} lease: {} measured, \
+         median {median:?}, max {max:?}",
+        STEPS - 2,
         LEASE * 3,
+        back_after.expect("the outage happened"),
         batches.len(),
         failovers.len()
     );
