@@ -124,7 +124,12 @@ async fn database_outage(env: &Env, pg: &Postgres, children: &mut [Child]) -> Du
     all_say(env, 200, "every instance ready before the outage").await;
     pg.stop_server();
     let stopped = Instant::now();
-    all_say(env, 503, "every instance not ready while the database is down").await;
+    all_say(
+        env,
+        503,
+        "every instance not ready while the database is down",
+    )
+    .await;
     tokio::time::sleep(OUTAGE.saturating_sub(stopped.elapsed())).await;
     for child in children.iter_mut() {
         assert!(
