@@ -325,3 +325,84 @@ async fn three_instances_survive_kills_a_pause_and_a_database_restart_with_every
     );
     pool.close().await;
 }
+
+/// The last lines of the instances' shared log, but for debug lines, for a failure's message.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.contains("DEBUG")).collect();
+    lines[lines.len().saturating_sub(80)..].join("\n")
+}
+
+/// Whether process `pid` is stopped (by SIGSTOP), as /proc tells.
+fn stopped(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the command name, which is in parentheses.
+    stat.rsplit_once(')')
+        .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scanner_paused_between_its_check_and_its_write_records_nothing_its_successor_did() {
+    let pg = Postgres::start();
+    let env = Env::new().await;
+    let pool = admin_pool(&pg).await;
+    let configs: Vec<PathBuf> = (0..2).map(|i| instance_config(&env, &pg, i)).collect();
+    // The first instance scans, finds the file new, and stops itself right before writing it.
+    let mut first = spawn_daemon(
+        &configs[0],
+        &[],
+        &[
+            ("RUST_LOG", "batchdrop=info"),
+            ("BATCHDROP_PAUSE_AT", "record-ready-checked"),
+        ],
+    );
+    eventually(60, "the first instance ready", || async {
+        (readyz(&env, 0).await == Some(200)).then_some(())
+    })
+    .await;
+    let drop = env.drop_dir();
+    write_atomic(&drop.join("in/once.json"), jsonl(0, 7).as_bytes());
+    eventually(60, "the first instance paused before recording", || async {
+        stopped(first.id()).then_some(())
+    })
+    .await;
+
+    // Its scan lease passes to the second, which records, sends and archives the file.
+    let mut second = spawn(&configs[1]);
+    let log = configs[0].with_file_name("daemon.log");
+    let receipts = tokio::time::timeout(
+        Duration::from_secs(90),
+        wait_receipts(&env.archive(), 1, 90),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("no receipt; the instances' log:\n{}", log_tail(&log)));
+    assert_eq!(receipts[0]["status"], "success", "{}", receipts[0]);
+
+    // Woken, the first finds its write refused, and records nothing.
+    signal(&first, libc::SIGCONT);
+    wait_log_count(&log, "no longer the scanner", 1, 60).await;
+    for child in [&mut first, &mut second] {
+        signal(child, libc::SIGTERM);
+        let status = child.wait().unwrap();
+        assert!(status.success(), "an instance exits cleanly: {status:?}");
+    }
+    let records: Vec<(String, String)> =
+        sqlx::query_as("SELECT rel_path, state FROM files ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        records,
+        [("in/once.json".to_owned(), "done".to_owned())],
+        "one record of the file"
+    );
+    let mut ingested = 0;
+    for batch in platform_batches(&env).await {
+        if batch.status == BatchStatus::Success {
+            ingested += records_in_batch(&env.api, &batch.id).await;
+        }
+    }
+    assert_eq!(ingested, 7, "the file's records once in the platform");
+    assert_eq!(support::receipts(&env.archive()).len(), 1);
+    pool.close().await;
+}
