@@ -116,7 +116,8 @@ async fn sweep_claims(member: &Member) {
     }
 }
 
-/// Leaves the fleet on a clean exit (its leases free at once).
+/// Leaves the fleet on a clean exit (its leases free at once). The pool stays open: the
+/// store shares it, reads from it after this (`run --once` counts the failures), and closes it.
 pub async fn leave(member: &Member) {
     if let Err(e) = member.leave().await {
         tracing::warn!(
@@ -125,7 +126,6 @@ pub async fn leave(member: &Member) {
             e.explain()
         );
     }
-    member.fleet().close().await;
 }
 
 /// The machine's name, as `status` lists the instances by (Linux: the kernel's hostname).

@@ -32,20 +32,7 @@ const OUTAGE: Duration = Duration::from_secs(5);
 /// Instance `i`'s config: the shared drop folder, database and platform; a state dir (admin
 /// address, logs) of its own.
 fn instance_config(env: &Env, pg: &Postgres, i: usize) -> PathBuf {
-    let shared = env.write_config("", "mode = \"poll\"");
-    let text = std::fs::read_to_string(&shared).unwrap().replace(
-        "state_dir = \"state\"",
-        &format!("state_dir = \"state-{i}\""),
-    );
-    let state = format!(
-        "state = {{ url = \"{}\", password_file = \"{}\", lease = \"{}s\" }}\n",
-        pg.url(),
-        pg.password_file().display(),
-        LEASE.as_secs()
-    );
-    let path = shared.with_file_name(format!("config-{i}.toml"));
-    std::fs::write(&path, format!("{state}{text}")).unwrap();
-    path
+    pg.instance_config(&env.write_config("", "mode = \"poll\""), i, LEASE)
 }
 
 /// Instance `config`, as the real binary (its log beside the config, shared by the three).

@@ -81,6 +81,25 @@ impl Postgres {
         }
     }
 
+    /// Instance `i` of a fleet on this cluster, as a config file beside `shared` (a config of a
+    /// single daemon): the same drop folders and platform, the database in `state` with the
+    /// password in its file, and a state dir (admin address) of its own, `state-{i}`.
+    pub fn instance_config(&self, shared: &Path, i: usize, lease: Duration) -> PathBuf {
+        let text = std::fs::read_to_string(shared).unwrap().replace(
+            "state_dir = \"state\"",
+            &format!("state_dir = \"state-{i}\""),
+        );
+        let state = format!(
+            "state = {{ url = \"{}\", password_file = \"{}\", lease = \"{}ms\" }}\n",
+            self.url(),
+            self.password_file().display(),
+            lease.as_millis()
+        );
+        let path = shared.with_file_name(format!("config-{i}.toml"));
+        std::fs::write(&path, format!("{state}{text}")).unwrap();
+        path
+    }
+
     /// The URL, without its password.
     pub fn url(&self) -> String {
         self.database_url("postgres")
