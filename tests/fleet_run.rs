@@ -153,20 +153,29 @@ async fn instances_running_once_share_a_backfill_and_all_exit_cleanly() {
             jsonl(n * 4, 4).as_bytes(),
         );
     }
-    // Both instances work through the backfill on the one database, and each exits once the
-    // fleet's work is done (their leases and the pool handed back in order).
+    // Both instances work through the backfill on the one database, and each exits only once
+    // the fleet's work is done: not the one that is not the scanner as soon as it finds the
+    // queue empty, before the scanner recorded anything. Exiting, each hands its leases and
+    // the pool back in order.
+    let archive = env.archive();
     let runs = (0..2).map(|i| {
         let config = pg.instance_config(&shared, i, Duration::from_secs(2));
+        let archive = archive.clone();
         async move {
             let config = config.display().to_string();
-            support::bd(&["run", "--once", "--config", &config]).await
+            let out = support::bd(&["run", "--once", "--config", &config]).await;
+            (out, support::receipts(&archive).len())
         }
     });
-    for out in futures::future::join_all(runs).await {
+    for (out, receipts_at_exit) in futures::future::join_all(runs).await {
         assert!(
             out.status.success(),
             "run --once in a fleet exits 0: {}",
             String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            receipts_at_exit, 30,
+            "an instance exits when the backfill is done"
         );
     }
     let receipts = support::receipts(&env.archive());

@@ -468,6 +468,22 @@ impl Member {
         }))
     }
 
+    /// Whether another live instance is the scanner of any of `watches`. A fleet's `run
+    /// --once` ends only when none is: until its scanner leaves (done), files it found may not
+    /// be recorded yet, and the queue looks empty when the backfill has not started.
+    pub async fn scanned_elsewhere(&self, watches: &[String]) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar(concat!(
+            "SELECT EXISTS (SELECT 1 FROM scan_leases WHERE watch = ANY($1) AND owner <> $2
+               AND expires_at > ",
+            db_now!(),
+            ")"
+        ))
+        .bind(watches)
+        .bind(&self.id)
+        .fetch_one(&self.fleet.pool)
+        .await?)
+    }
+
     /// Leaves the fleet on a clean shutdown: every lease is released at once (the others need
     /// not wait for expiry) and the instance is no longer listed.
     pub async fn leave(&self) -> Result<(), StoreError> {
