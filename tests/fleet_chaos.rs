@@ -320,6 +320,18 @@ fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(80)..].join("\n")
 }
 
+/// An instance killed if the test fails before it stopped it: one left SIGSTOPped would stay.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Whether process `pid` is stopped (by SIGSTOP), as /proc tells.
 fn stopped(pid: u32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -335,14 +347,14 @@ async fn a_scanner_paused_between_its_check_and_its_write_records_nothing_its_su
     let pool = admin_pool(&pg).await;
     let configs: Vec<PathBuf> = (0..2).map(|i| instance_config(&env, &pg, i)).collect();
     // The first instance scans, finds the file new, and stops itself right before writing it.
-    let mut first = spawn_daemon(
+    let mut first = KillOnDrop(spawn_daemon(
         &configs[0],
         &[],
         &[
             ("RUST_LOG", "batchdrop=info"),
             ("BATCHDROP_PAUSE_AT", "record-ready-checked"),
         ],
-    );
+    ));
     eventually(60, "the first instance ready", || async {
         (readyz(&env, 0).await == Some(200)).then_some(())
     })
@@ -350,12 +362,12 @@ async fn a_scanner_paused_between_its_check_and_its_write_records_nothing_its_su
     let drop = env.drop_dir();
     write_atomic(&drop.join("in/once.json"), jsonl(0, 7).as_bytes());
     eventually(60, "the first instance paused before recording", || async {
-        stopped(first.id()).then_some(())
+        stopped(first.0.id()).then_some(())
     })
     .await;
 
     // Its scan lease passes to the second, which records, sends and archives the file.
-    let mut second = spawn(&configs[1]);
+    let mut second = KillOnDrop(spawn(&configs[1]));
     let log = configs[0].with_file_name("daemon.log");
     let receipts = tokio::time::timeout(
         Duration::from_secs(90),
@@ -366,9 +378,9 @@ async fn a_scanner_paused_between_its_check_and_its_write_records_nothing_its_su
     assert_eq!(receipts[0]["status"], "success", "{}", receipts[0]);
 
     // Woken, the first finds its write refused, and records nothing.
-    signal(&first, libc::SIGCONT);
+    signal(&first.0, libc::SIGCONT);
     wait_log_count(&log, "no longer the scanner", 1, 60).await;
-    for child in [&mut first, &mut second] {
+    for KillOnDrop(child) in [&mut first, &mut second] {
         signal(child, libc::SIGTERM);
         let status = child.wait().unwrap();
         assert!(status.success(), "an instance exits cleanly: {status:?}");
