@@ -2,8 +2,10 @@
 //! durability tests: `BATCHDROP_CRASH_AT=chunk-sent:3` kills the daemon right after the third
 //! chunk was acknowledged by the platform and before the store recorded it.
 //! `BATCHDROP_PANIC_AT=point[:n]` panics there instead, for the tests of what a panicking
-//! stage or batch task does. Unset (always, in production), `hit` is one relaxed load of a
-//! cached value.
+//! stage or batch task does; `BATCHDROP_PAUSE_AT=point[:n]` stops the whole process there with
+//! SIGSTOP (a test continues it with SIGCONT), for fleet mode's tests of an instance paused
+//! past its lease at the worst moment. Unset (always, in production), `hit` is one relaxed
+//! load of a cached value.
 //!
 //! This module must not be used for anything but that: it changes no behaviour when unset.
 
@@ -12,28 +14,38 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 struct Target {
     point: String,
-    /// Panic instead of SIGKILL.
-    panic: bool,
+    action: Action,
     nth: u64,
     seen: AtomicU64,
 }
 
+/// What the process does at its target point.
+#[derive(Clone, Copy)]
+enum Action {
+    Kill,
+    Panic,
+    Pause,
+}
+
 static TARGET: OnceLock<Option<Target>> = OnceLock::new();
 
-/// Marks that the process is at `point`; dies here if told to.
+/// Marks that the process is at `point`; dies or stops here if told to.
 pub fn hit(point: &str) {
     let target = TARGET.get_or_init(|| {
-        let (spec, panic) = match std::env::var("BATCHDROP_CRASH_AT") {
-            Ok(spec) => (spec, false),
-            Err(_) => (std::env::var("BATCHDROP_PANIC_AT").ok()?, true),
-        };
+        let (spec, action) = [
+            ("BATCHDROP_CRASH_AT", Action::Kill),
+            ("BATCHDROP_PANIC_AT", Action::Panic),
+            ("BATCHDROP_PAUSE_AT", Action::Pause),
+        ]
+        .into_iter()
+        .find_map(|(var, action)| Some((std::env::var(var).ok()?, action)))?;
         let (point, nth) = match spec.split_once(':') {
             Some((p, n)) => (p.to_owned(), n.parse().unwrap_or(1)),
             None => (spec, 1),
         };
         Some(Target {
             point,
-            panic,
+            action,
             nth,
             seen: AtomicU64::new(0),
         })
@@ -42,13 +54,20 @@ pub fn hit(point: &str) {
         && t.point == point
         && t.seen.fetch_add(1, Ordering::SeqCst) + 1 == t.nth
     {
-        if t.panic {
-            panic!("crash point {point} reached (BATCHDROP_PANIC_AT)");
-        }
-        eprintln!("batchdrop: crash point {point} reached: killing myself with SIGKILL");
+        let signal = match t.action {
+            Action::Panic => panic!("crash point {point} reached (BATCHDROP_PANIC_AT)"),
+            Action::Kill => {
+                eprintln!("batchdrop: crash point {point} reached: killing myself with SIGKILL");
+                libc::SIGKILL
+            }
+            Action::Pause => {
+                eprintln!("batchdrop: pause point {point} reached: stopping myself with SIGSTOP");
+                libc::SIGSTOP
+            }
+        };
         // SAFETY: plain libc calls on our own pid.
         unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
+            libc::kill(libc::getpid(), signal);
         }
     }
 }

@@ -450,6 +450,14 @@ pub async fn run(
             // daemon's CPU (B6).
             _ = tokio::time::sleep(Duration::from_millis(100)), if opts.once || !watchers.all_scanned() => {
                 if opts.once && watchers.all_settled() {
+                    // In a fleet, the instance scanning a watch may not have recorded what it
+                    // found yet: the work is not known to be done before it is.
+                    let names: Vec<String> = config.watches.iter().map(|w| w.name.clone()).collect();
+                    if let Some(member) = &member
+                        && member.scanned_elsewhere(&names).await?
+                    {
+                        continue;
+                    }
                     if store.pending_work().await? == 0 {
                         break;
                     }

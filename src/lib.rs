@@ -8,6 +8,11 @@
 
 #![warn(unreachable_pub)]
 
+// The store's unit tests share `tests/support/postgres.rs` with the integration tests, which
+// name this crate `batchdrop`.
+#[cfg(test)]
+extern crate self as batchdrop;
+
 pub mod admin;
 pub mod api;
 pub mod archiver;

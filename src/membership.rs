@@ -49,13 +49,27 @@ pub async fn open(config: &Config) -> Result<State, StoreError> {
     }
 }
 
+/// How often an instance sweeps the claims of finished files, how old a claim must be to go
+/// (a listing of a shared folder taken before the file was archived may still name it for a
+/// while; a claim is cheap to keep), and how many one statement deletes, in at most
+/// `CLAIM_SWEEP_ROUNDS` statements per sweep: about a million an hour at most, in small
+/// transactions, whatever the backlog.
+const CLAIM_SWEEP_EVERY: Duration = Duration::from_secs(60);
+const CLAIM_KEEP: Duration = Duration::from_secs(10 * 60);
+const CLAIM_SWEEP_LIMIT: i64 = 1000;
+const CLAIM_SWEEP_ROUNDS: usize = 20;
+
 /// Renews this instance's heartbeat and leases every third of the lease until `stop`; a
 /// failed renewal is reported and tried again at the next beat (a database outage pauses the
-/// fleet's work; the leases it costs are taken over like a lost instance's).
+/// fleet's work; the leases it costs are taken over like a lost instance's). Every
+/// [`CLAIM_SWEEP_EVERY`], it also deletes claims of files long finished, so that
+/// `file_claims` does not grow with every file the fleet ever took.
 pub async fn heartbeat(member: Member, stop: CancellationToken) {
     let every = member.fleet().lease() / 3;
     let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sweep = tokio::time::interval(CLAIM_SWEEP_EVERY);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -64,11 +78,46 @@ pub async fn heartbeat(member: Member, stop: CancellationToken) {
                     tracing::warn!(instance = member.id(), "heartbeat failed: {}; trying again in {every:?}", e.explain());
                 }
             }
+            _ = sweep.tick() => sweep_claims(&member).await,
         }
     }
 }
 
-/// Leaves the fleet on a clean exit (its leases free at once).
+/// One sweep of the claims of finished files (see [`CLAIM_SWEEP_EVERY`]).
+async fn sweep_claims(member: &Member) {
+    let mut forgotten = 0;
+    for _ in 0..CLAIM_SWEEP_ROUNDS {
+        match member
+            .forget_finished_claims(CLAIM_KEEP, CLAIM_SWEEP_LIMIT)
+            .await
+        {
+            Ok(n) => {
+                forgotten += n;
+                if n < CLAIM_SWEEP_LIMIT.unsigned_abs() {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(
+                    instance = member.id(),
+                    "cannot delete the claims of finished files: {}; trying again in {CLAIM_SWEEP_EVERY:?}",
+                    e.explain()
+                );
+                break;
+            }
+        }
+    }
+    if forgotten > 0 {
+        tracing::debug!(
+            instance = member.id(),
+            forgotten,
+            "deleted the claims of files finished over {CLAIM_KEEP:?} ago"
+        );
+    }
+}
+
+/// Leaves the fleet on a clean exit (its leases free at once). The pool stays open: the
+/// store shares it, reads from it after this (`run --once` counts the failures), and closes it.
 pub async fn leave(member: &Member) {
     if let Err(e) = member.leave().await {
         tracing::warn!(
@@ -77,7 +126,6 @@ pub async fn leave(member: &Member) {
             e.explain()
         );
     }
-    member.fleet().close().await;
 }
 
 /// The machine's name, as `status` lists the instances by (Linux: the kernel's hostname).

@@ -2,14 +2,17 @@
 //! own: both backends' schemas describe one state; a file is claimed by one instance; a batch
 //! lease passes to another instance only after it expired, and the former owner (paused, as by
 //! SIGSTOP) can change nothing after; one scanner per watch; the password comes from its file
-//! and never shows; `status` lists the instances; the coordination survives a database restart.
+//! and never shows; `status` lists the instances; the coordination survives a database restart;
+//! claims of finished files are swept without changing how a file dropped again is judged.
 
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use batchdrop::store::{BatchState, Claim, FileKey, FileState, Fleet, Guarded, Member, Store};
+use batchdrop::store::{
+    BatchState, Claim, FileKey, FileState, Fleet, Guarded, Member, NewFile, Recorded, Store,
+};
 use sqlx::Row;
 use support::eventually;
 use support::postgres::Postgres;
@@ -564,5 +567,125 @@ async fn racing_instances_get_one_lease_per_batch_and_one_taker_after_expiry() {
         second.values().all(|epochs| epochs == &vec![2]),
         "one taker per batch: {second:?}"
     );
+    fleet.close().await;
+}
+
+/// The claim of `key`'s file version, and the store's description of that file.
+fn file_version(rel_path: &str, ino: i64) -> (FileKey, NewFile) {
+    let key = FileKey {
+        watch: "drop".into(),
+        rel_path: rel_path.into(),
+        dev: 1,
+        ino,
+        size: 10,
+        mtime_ns: 7,
+    };
+    let file = NewFile {
+        watch: key.watch.clone(),
+        dataset: "ds".into(),
+        format: batchdrop::format::Format::Json,
+        multiline_json: false,
+        root: "/drop".into(),
+        rel_path: key.rel_path.clone(),
+        dev: key.dev,
+        ino: key.ino,
+        size: key.size,
+        mtime_ns: key.mtime_ns,
+        raw_path: None,
+    };
+    (key, file)
+}
+
+async fn claims(pool: &sqlx::PgPool) -> Vec<String> {
+    sqlx::query_scalar("SELECT rel_path FROM file_claims ORDER BY rel_path")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn claims_of_finished_files_are_swept_and_a_file_dropped_again_is_judged_as_before() {
+    let pg = Postgres::start();
+    let fleet = Fleet::connect(&pg.state(LEASE)).await.unwrap();
+    let store = Store::on_fleet(&fleet);
+    let pool = admin_pool(&pg).await;
+    let first = fleet.join("host-a").await.unwrap();
+    // Archived after success, quarantined after failure, and one still in flight.
+    let (archived, quarantined, queued) = (
+        file_version("archived.json", 1),
+        file_version("quarantined.json", 2),
+        file_version("queued.json", 3),
+    );
+    for (version, finished) in [
+        (&archived, Some(FileState::Done)),
+        (&quarantined, Some(FileState::Failed)),
+        (&queued, None),
+    ] {
+        assert_eq!(first.claim_file(&version.0).await.unwrap(), Claim::Won);
+        let Recorded::New(id) = store.record_ready_with(&version.1, None).await.unwrap() else {
+            panic!("{} is new", version.0.rel_path);
+        };
+        if let Some(state) = finished {
+            store.mark_finalized(id, state, "moved").await.unwrap();
+        }
+    }
+
+    // Claims younger than `keep` stay; older ones of finished files go, `limit` at a time.
+    let keep = Duration::from_secs(3600);
+    assert_eq!(first.forget_finished_claims(keep, 10).await.unwrap(), 0);
+    assert_eq!(claims(&pool).await.len(), 3);
+    assert_eq!(
+        first
+            .forget_finished_claims(Duration::ZERO, 1)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        first
+            .forget_finished_claims(Duration::ZERO, 10)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        first
+            .forget_finished_claims(Duration::ZERO, 10)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        claims(&pool).await,
+        ["queued.json"],
+        "the file in flight keeps its claim"
+    );
+
+    // The same versions dropped again, seen by another (live) instance: the swept ones are
+    // claimed anew and judged by the queue as on SQLite (an ingested version is known and not
+    // queued again; a quarantined one is taken again); the one in flight stays its owner's.
+    let second = fleet.join("host-b").await.unwrap();
+    assert_eq!(second.claim_file(&archived.0).await.unwrap(), Claim::Won);
+    assert!(matches!(
+        store.record_ready_with(&archived.1, None).await.unwrap(),
+        Recorded::Known
+    ));
+    assert_eq!(second.claim_file(&quarantined.0).await.unwrap(), Claim::Won);
+    assert!(matches!(
+        store.record_ready_with(&quarantined.1, None).await.unwrap(),
+        Recorded::New(_)
+    ));
+    assert_eq!(
+        second.claim_file(&queued.0).await.unwrap(),
+        Claim::Held {
+            owner: first.id().to_owned()
+        }
+    );
+    assert_eq!(
+        store.queued_files().await.unwrap(),
+        2,
+        "queued and the retried one"
+    );
+    pool.close().await;
     fleet.close().await;
 }

@@ -1,7 +1,8 @@
 //! Fleet mode under failure (issue #22): three real `batchdrop` daemons on one shared drop
 //! folder, one emulator, one PostgreSQL cluster of the test's own. Files keep arriving while
-//! instances are SIGKILLed at random and restarted, and one is SIGSTOPped past its lease and
-//! then continued. At the end, checked from the platform's side: every record is in exactly
+//! instances are SIGKILLed at random and restarted, one is SIGSTOPped past its lease and then
+//! continued, and the database is stopped for longer than a lease and started again under the
+//! three (each says it is not ready meanwhile, and none exits). At the end, checked from the platform's side: every record is in exactly
 //! one successful batch, no batch is left open, every file has exactly one receipt and left
 //! the drop folder, and nothing went to the failed folder. Prints the failover figure: how
 //! long the in-flight batches of a killed instance stayed with it before another took them.
@@ -19,27 +20,19 @@ use support::*;
 const INSTANCES: usize = 3;
 const FILES: usize = 200;
 const RECORDS_PER_FILE: usize = 5;
-const KILLS: usize = 22;
+/// Every 2 s one step: a SIGKILL and restart of a random instance, except one SIGSTOP and one
+/// database outage (so 21 SIGKILLs).
+const STEPS: usize = 23;
 /// The shortest lease the config allows, so that takeovers happen within the test's time.
 const LEASE: Duration = Duration::from_secs(2);
+/// How long the database stays down: past every lease, so that all are up for the taking
+/// when it comes back.
+const OUTAGE: Duration = Duration::from_secs(5);
 
 /// Instance `i`'s config: the shared drop folder, database and platform; a state dir (admin
 /// address, logs) of its own.
 fn instance_config(env: &Env, pg: &Postgres, i: usize) -> PathBuf {
-    let shared = env.write_config("", "mode = \"poll\"");
-    let text = std::fs::read_to_string(&shared).unwrap().replace(
-        "state_dir = \"state\"",
-        &format!("state_dir = \"state-{i}\""),
-    );
-    let state = format!(
-        "state = {{ url = \"{}\", password_file = \"{}\", lease = \"{}s\" }}\n",
-        pg.url(),
-        pg.password_file().display(),
-        LEASE.as_secs()
-    );
-    let path = shared.with_file_name(format!("config-{i}.toml"));
-    std::fs::write(&path, format!("{state}{text}")).unwrap();
-    path
+    pg.instance_config(&env.write_config("", "mode = \"poll\""), i, LEASE)
 }
 
 /// Instance `config`, as the real binary (its log beside the config, shared by the three).
@@ -69,8 +62,8 @@ async fn instance_of(pool: &sqlx::PgPool, pid: u32) -> Option<String> {
         .unwrap()
 }
 
-/// Batches in flight leased to `instance`.
-async fn leased_to(pool: &sqlx::PgPool, instance: &str) -> i64 {
+/// Batches in flight leased to `instance`; `None` while the database does not answer.
+async fn leased_to(pool: &sqlx::PgPool, instance: &str) -> Option<i64> {
     sqlx::query_scalar(
         "SELECT COUNT(*) FROM batches WHERE lease_owner = $1
            AND state IN ('sealed', 'creating', 'loading', 'completing', 'processing')",
@@ -78,7 +71,69 @@ async fn leased_to(pool: &sqlx::PgPool, instance: &str) -> i64 {
     .bind(instance)
     .fetch_one(pool)
     .await
-    .unwrap()
+    .ok()
+}
+
+/// The `/readyz` status of instance `i`, at the admin address it wrote last; `None` while it
+/// does not answer (starting, or the address is a killed predecessor's).
+async fn readyz(env: &Env, i: usize) -> Option<u16> {
+    let state_dir = env.state_dir().with_file_name(format!("state-{i}"));
+    let addr = std::fs::read_to_string(state_dir.join("admin-addr")).ok()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let resp = client
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .await
+        .ok()?;
+    Some(resp.status().as_u16())
+}
+
+/// Waits until every instance answers `/readyz` with `status`.
+async fn all_say(env: &Env, status: u16, what: &str) {
+    eventually(60, what, || async {
+        for i in 0..INSTANCES {
+            if readyz(env, i).await != Some(status) {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+}
+
+/// Stops the database under the running fleet for [`OUTAGE`] and starts it again: every
+/// instance says it is not ready meanwhile, none exits, and all are ready again after.
+/// Returns how long the fleet took to be ready again once the database was back.
+async fn database_outage(env: &Env, pg: &Postgres, children: &mut [Child]) -> Duration {
+    all_say(env, 200, "every instance ready before the outage").await;
+    pg.stop_server();
+    let stopped = Instant::now();
+    all_say(
+        env,
+        503,
+        "every instance not ready while the database is down",
+    )
+    .await;
+    tokio::time::sleep(OUTAGE.saturating_sub(stopped.elapsed())).await;
+    for child in children.iter_mut() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "an instance rides out a database outage"
+        );
+    }
+    pg.start_server();
+    let started = Instant::now();
+    all_say(env, 200, "every instance ready again after the outage").await;
+    for child in children.iter_mut() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "an instance stays up after a database outage"
+        );
+    }
+    started.elapsed()
 }
 
 /// Every batch of the test's dataset, as the platform lists them.
@@ -104,7 +159,7 @@ async fn platform_batches(env: &Env) -> Vec<batchdrop::api::BatchInfo> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_instances_survive_kills_and_a_pause_with_every_record_once() {
+async fn three_instances_survive_kills_a_pause_and_a_database_restart_with_every_record_once() {
     let pg = Postgres::start();
     let env = Env::new().await;
     let pool = admin_pool(&pg).await;
@@ -128,18 +183,27 @@ async fn three_instances_survive_kills_and_a_pause_with_every_record_once() {
     let mut failovers: Vec<Duration> = Vec::new();
     let mut watching = tokio::task::JoinSet::new();
     let mut seed = 0x9e37_79b9_u64;
-    for kill in 0..KILLS {
+    let mut back_after = None;
+    for step in 0..STEPS {
         tokio::time::sleep(Duration::from_secs(2)).await;
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let victim = (seed % INSTANCES as u64) as usize;
-        if kill == KILLS / 2 {
+        if step == STEPS / 2 {
             // A pause past the lease: its batches pass to the others, and when it wakes it
             // must change nothing of theirs.
             signal(&children[victim], libc::SIGSTOP);
             tokio::time::sleep(LEASE * 3).await;
             signal(&children[victim], libc::SIGCONT);
+            continue;
+        }
+        if step == STEPS / 4 {
+            // The failovers measured so far end first: the outage would stretch them.
+            while let Some(failover) = watching.join_next().await {
+                failovers.push(failover.unwrap());
+            }
+            back_after = Some(database_outage(&env, &pg, &mut children).await);
             continue;
         }
         let instance = instance_of(&pool, children[victim].id()).await;
@@ -148,12 +212,12 @@ async fn three_instances_survive_kills_and_a_pause_with_every_record_once() {
         let _ = children[victim].wait();
         children[victim] = spawn(&configs[victim]);
         if let Some(instance) = instance
-            && leased_to(&pool, &instance).await > 0
+            && leased_to(&pool, &instance).await.unwrap() > 0
         {
             let pool = pool.clone();
             watching.spawn(async move {
                 loop {
-                    if leased_to(&pool, &instance).await == 0 {
+                    if leased_to(&pool, &instance).await == Some(0) {
                         return killed_at.elapsed();
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -236,13 +300,106 @@ async fn three_instances_survive_kills_and_a_pause_with_every_record_once() {
         .unwrap_or_default();
     let max = failovers.last().copied().unwrap_or_default();
     println!(
-        "fleet chaos: {} SIGKILLs and one {:?} SIGSTOP, {} batches on the platform; failover \
-         (a killed instance's in-flight batches taken over) with a {LEASE:?} lease: {} \
-         measured, median {median:?}, max {max:?}",
-        KILLS - 1,
+        "fleet chaos: {} SIGKILLs, one {:?} SIGSTOP, one {OUTAGE:?} database outage (all \
+         ready again {:?} after it ended), {} batches on the platform; failover (a killed \
+         instance's in-flight batches taken over) with a {LEASE:?} lease: {} measured, \
+         median {median:?}, max {max:?}",
+        STEPS - 2,
         LEASE * 3,
+        back_after.expect("the outage happened"),
         batches.len(),
         failovers.len()
     );
+    pool.close().await;
+}
+
+/// The last lines of the instances' shared log, but for debug lines, for a failure's message.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.contains("DEBUG")).collect();
+    lines[lines.len().saturating_sub(80)..].join("\n")
+}
+
+/// An instance killed if the test fails before it stopped it: one left SIGSTOPped would stay.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Whether process `pid` is stopped (by SIGSTOP), as /proc tells.
+fn stopped(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the command name, which is in parentheses.
+    stat.rsplit_once(')')
+        .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scanner_paused_between_its_check_and_its_write_records_nothing_its_successor_did() {
+    let pg = Postgres::start();
+    let env = Env::new().await;
+    let pool = admin_pool(&pg).await;
+    let configs: Vec<PathBuf> = (0..2).map(|i| instance_config(&env, &pg, i)).collect();
+    // The first instance scans, finds the file new, and stops itself right before writing it.
+    let mut first = KillOnDrop(spawn_daemon(
+        &configs[0],
+        &[],
+        &[
+            ("RUST_LOG", "batchdrop=info"),
+            ("BATCHDROP_PAUSE_AT", "record-ready-checked"),
+        ],
+    ));
+    eventually(60, "the first instance ready", || async {
+        (readyz(&env, 0).await == Some(200)).then_some(())
+    })
+    .await;
+    let drop = env.drop_dir();
+    write_atomic(&drop.join("in/once.json"), jsonl(0, 7).as_bytes());
+    eventually(60, "the first instance paused before recording", || async {
+        stopped(first.0.id()).then_some(())
+    })
+    .await;
+
+    // Its scan lease passes to the second, which records, sends and archives the file.
+    let mut second = KillOnDrop(spawn(&configs[1]));
+    let log = configs[0].with_file_name("daemon.log");
+    let receipts = tokio::time::timeout(
+        Duration::from_secs(90),
+        wait_receipts(&env.archive(), 1, 90),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("no receipt; the instances' log:\n{}", log_tail(&log)));
+    assert_eq!(receipts[0]["status"], "success", "{}", receipts[0]);
+
+    // Woken, the first finds its write refused, and records nothing.
+    signal(&first.0, libc::SIGCONT);
+    wait_log_count(&log, "no longer the scanner", 1, 60).await;
+    for KillOnDrop(child) in [&mut first, &mut second] {
+        signal(child, libc::SIGTERM);
+        let status = child.wait().unwrap();
+        assert!(status.success(), "an instance exits cleanly: {status:?}");
+    }
+    let records: Vec<(String, String)> =
+        sqlx::query_as("SELECT rel_path, state FROM files ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        records,
+        [("in/once.json".to_owned(), "done".to_owned())],
+        "one record of the file"
+    );
+    assert_eq!(
+        records_ingested(&env.api, DATASET).await,
+        7,
+        "the file's records once in the platform"
+    );
+    assert_eq!(support::receipts(&env.archive()).len(), 1);
     pool.close().await;
 }

@@ -1,7 +1,8 @@
 //! The daemon on fleet mode's PostgreSQL (issue #22), against a real cluster of the test's own
 //! and the real emulator: the queue runs there exactly as on SQLite (drop → batch → success →
 //! archive with receipts), and what it recorded is in the shared database; `/metrics` names
-//! the instance, `/readyz` fails while the database is down, and nothing is lost meanwhile.
+//! the instance, `/readyz` fails while the database is down, and nothing is lost meanwhile;
+//! instances running `run --once` together share a backfill and exit cleanly.
 
 mod support;
 
@@ -138,4 +139,54 @@ async fn the_daemon_runs_its_queue_on_postgresql_as_on_sqlite() {
         .unwrap();
     assert_eq!(instances, 0, "a clean exit leaves the fleet");
     pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_running_once_share_a_backfill_and_all_exit_cleanly() {
+    let pg = Postgres::start();
+    let env = Env::new().await;
+    let shared = env.write_config("", "mode = \"poll\"");
+    let drop = env.drop_dir();
+    for n in 0..30 {
+        write_atomic(
+            &drop.join(format!("in/{n:02}.json")),
+            jsonl(n * 4, 4).as_bytes(),
+        );
+    }
+    // Both instances work through the backfill on the one database, and each exits only once
+    // the fleet's work is done: not the one that is not the scanner as soon as it finds the
+    // queue empty, before the scanner recorded anything. Exiting, each hands its leases and
+    // the pool back in order.
+    let archive = env.archive();
+    let runs = (0..2).map(|i| {
+        let config = pg.instance_config(&shared, i, Duration::from_secs(2));
+        let archive = archive.clone();
+        async move {
+            let config = config.display().to_string();
+            let out = support::bd(&["run", "--once", "--config", &config]).await;
+            (out, support::receipts(&archive).len())
+        }
+    });
+    for (out, receipts_at_exit) in futures::future::join_all(runs).await {
+        assert!(
+            out.status.success(),
+            "run --once in a fleet exits 0: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            receipts_at_exit, 30,
+            "an instance exits when the backfill is done"
+        );
+    }
+    let receipts = support::receipts(&env.archive());
+    assert_eq!(receipts.len(), 30, "one receipt per file");
+    let mut records = 0;
+    let batches: std::collections::BTreeSet<String> = receipts
+        .iter()
+        .map(|r| r["batch"].as_str().unwrap().to_owned())
+        .collect();
+    for batch in &batches {
+        records += records_in_batch(&env.api, batch).await;
+    }
+    assert_eq!(records, 30 * 4, "every record once, in {batches:?}");
 }

@@ -595,12 +595,16 @@ async fn one_copy_in(
 
 #[cfg(test)]
 mod tests {
-    use crate::store::testing::{ready, seal, temp_store};
+    use crate::store::Store;
+    use crate::store::testing::{on_both_backends, ready, seal};
     use crate::store::{BatchOutcome, FileState, Uploaded, Verdict};
 
-    #[tokio::test]
-    async fn one_copy_per_content_waits_for_the_first_and_follows_its_outcome() {
-        let (_dir, store) = temp_store().await;
+    on_both_backends!(
+        one_copy_per_content_waits_for_the_first_and_follows_its_outcome,
+        a_file_of_the_size_of_one_in_flight_with_no_hash_yet_waits_for_its_hash,
+    );
+
+    async fn one_copy_per_content_waits_for_the_first_and_follows_its_outcome(store: Store) {
         let ids = ready(
             &store,
             &[
@@ -653,9 +657,7 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_file_of_the_size_of_one_in_flight_with_no_hash_yet_waits_for_its_hash() {
-        let (_dir, store) = temp_store().await;
+    async fn a_file_of_the_size_of_one_in_flight_with_no_hash_yet_waits_for_its_hash(store: Store) {
         let first = ready(&store, &[("big", 9, None)]).await;
         let sealed = seal(&store, &first).await;
         assert_eq!(

@@ -311,6 +311,41 @@ impl Member {
         Ok(Claim::Held { owner })
     }
 
+    /// Deletes up to `limit` claims of files finished at least `keep` ago (by the claim's age,
+    /// on the database's clock), oldest first; returns how many. Finished: every record of
+    /// that file version is finalized, so the file was archived or quarantined (moved out of
+    /// the drop folder) or superseded (its version no longer exists). Without its claim, a
+    /// version dropped again is claimed anew by whichever instance sees it, and the queue's own
+    /// rules decide as on SQLite: a version ingested is known and not queued again, one that
+    /// failed is taken again. Several instances sweeping at once skip each other's rows.
+    pub async fn forget_finished_claims(
+        &self,
+        keep: Duration,
+        limit: i64,
+    ) -> Result<u64, StoreError> {
+        let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+        Ok(sqlx::query(concat!(
+            "DELETE FROM file_claims WHERE (watch, rel_path, dev, ino, size, mtime_ns) IN (
+               SELECT c.watch, c.rel_path, c.dev, c.ino, c.size, c.mtime_ns FROM file_claims c
+                WHERE c.claimed_at <= ",
+            db_now!(),
+            " - $1
+                  AND EXISTS (SELECT 1 FROM files f WHERE f.watch = c.watch
+                                AND f.rel_path = c.rel_path AND f.dev = c.dev AND f.ino = c.ino
+                                AND f.size = c.size AND f.mtime_ns = c.mtime_ns AND f.finalized)
+                  AND NOT EXISTS (SELECT 1 FROM files f WHERE f.watch = c.watch
+                                AND f.rel_path = c.rel_path AND f.dev = c.dev AND f.ino = c.ino
+                                AND f.size = c.size AND f.mtime_ns = c.mtime_ns
+                                AND NOT f.finalized)
+                ORDER BY c.claimed_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+        ))
+        .bind(keep_ms)
+        .bind(limit)
+        .execute(&self.fleet.pool)
+        .await?
+        .rows_affected())
+    }
+
     /// Takes the lease on a batch that no instance holds (never leased, released, or expired:
     /// its owner was lost). `None` while another instance holds it.
     pub async fn acquire_batch(&self, batch_id: i64) -> Result<Option<Lease>, StoreError> {
@@ -431,6 +466,22 @@ impl Member {
             on: LeaseOn::Scan(watch.to_owned()),
             epoch,
         }))
+    }
+
+    /// Whether another live instance is the scanner of any of `watches`. A fleet's `run
+    /// --once` ends only when none is: until its scanner leaves (done), files it found may not
+    /// be recorded yet, and the queue looks empty when the backfill has not started.
+    pub async fn scanned_elsewhere(&self, watches: &[String]) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar(concat!(
+            "SELECT EXISTS (SELECT 1 FROM scan_leases WHERE watch = ANY($1) AND owner <> $2
+               AND expires_at > ",
+            db_now!(),
+            ")"
+        ))
+        .bind(watches)
+        .bind(&self.id)
+        .fetch_one(&self.fleet.pool)
+        .await?)
     }
 
     /// Leaves the fleet on a clean shutdown: every lease is released at once (the others need

@@ -62,6 +62,11 @@ impl Store {
                 !known.contains(&key) && first_time.insert(key)
             })
             .collect();
+        if !fresh.is_empty() {
+            // Fleet mode's tests pause an instance here, past its scan lease, between what it
+            // read and what it writes (PostgreSQL migration 0161 refuses the write).
+            crate::crashpoint::hit("record-ready-checked");
+        }
         let now = now_ms();
         for part in fresh.chunks(BULK) {
             let mut q = QueryBuilder::new(

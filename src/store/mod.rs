@@ -175,6 +175,11 @@ fn postgres_cause(sqlstate: &str) -> &'static str {
              and another instance took the batch over): the change was refused and the batch is \
              left to its new owner"
         }
+        "BD002" => {
+            "this instance is no longer the scanner of the file's watch (it was paused or cut off \
+             past its scan lease, and another instance took the role over): the file was not \
+             recorded by this instance, and the new scanner records it"
+        }
         "53100" => "the fleet database's disk is full",
         "25006" => "the fleet database is read-only (a standby, or default_transaction_read_only?)",
         "40001" | "40P01" => {

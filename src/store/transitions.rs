@@ -1,5 +1,6 @@
-//! Unit tests of every state transition the store records, each on a store of its own in a
-//! temp SQLite file, driven through the store's public API only: what each transition moves,
+//! Unit tests of every state transition the store records, each on a store of its own on both
+//! backends (a temp SQLite file; a database of its own on PostgreSQL, see `on_both_backends!`),
+//! driven through the store's public API only: what each transition moves,
 //! what it leaves alone (a file or batch no longer in the state it applies to), and the event
 //! it leaves in the history. The one-copy rule's transitions are tested in `batching`, the
 //! steps of a batch in flight in `upload`.
@@ -7,7 +8,9 @@
 //! This module must not reach into the tables behind the API, except to stage what only an
 //! older version of batchdrop could have written (migration 0040's backfill).
 
-use super::testing::{batch_of_w, loading_batch, new_file, ready, seal, temp_store};
+use super::testing::{
+    batch_of_w, loading_batch, new_file, on_both_backends, ready, seal, temp_store,
+};
 use super::{
     BatchOutcome, BatchState, Dedupe, FileState, Finalized, Predecessors, Recorded, ReplayRequest,
     Step, Store, Uploaded, Verdict,
@@ -39,9 +42,28 @@ fn replay_of(batch: &str) -> ReplayRequest {
     }
 }
 
-#[tokio::test]
-async fn a_new_file_is_ready_once_and_a_known_version_is_not_queued_again() {
-    let (_dir, store) = temp_store().await;
+on_both_backends!(
+    a_new_file_is_ready_once_and_a_known_version_is_not_queued_again,
+    a_rejected_file_is_failed_with_its_reason_once,
+    a_replay_attaches_to_a_ready_file_only_once,
+    a_ready_file_fails_with_its_sidecar_but_a_batched_one_does_not,
+    a_ready_file_whose_content_is_elsewhere_becomes_a_duplicate,
+    sealing_batches_ready_files_and_skips_those_no_longer_ready,
+    an_acknowledged_file_is_uploaded_unless_it_left_its_batch_meanwhile,
+    a_changed_file_is_superseded_and_finished,
+    an_abandoned_batch_sends_its_files_back_to_the_queue_untouched,
+    a_batch_that_ends_gives_its_files_to_the_archiver,
+    a_failed_batch_requeues_the_files_its_errors_do_not_blame,
+    an_aborted_batch_fails_its_files_and_only_a_batch_in_flight_aborts,
+    only_a_successful_batch_is_reverted,
+    a_replaced_batch_names_its_replacement,
+    a_finished_file_keeps_its_place_and_its_receipts,
+    a_failed_file_put_back_by_retry_is_superseded_and_only_a_failed_one,
+    a_transient_failure_is_counted_and_progress_resets_the_count,
+    a_blocked_dataset_holds_its_batches_and_sends_unsent_ones_back,
+);
+
+async fn a_new_file_is_ready_once_and_a_known_version_is_not_queued_again(store: Store) {
     let file = new_file("a.json", 10);
     let Recorded::New(id) = store.record_ready_with(&file, None).await.unwrap() else {
         panic!("a first version is new");
@@ -55,9 +77,7 @@ async fn a_new_file_is_ready_once_and_a_known_version_is_not_queued_again() {
     assert_eq!(store.queued_files().await.unwrap(), 1);
 }
 
-#[tokio::test]
-async fn a_rejected_file_is_failed_with_its_reason_once() {
-    let (_dir, store) = temp_store().await;
+async fn a_rejected_file_is_failed_with_its_reason_once(store: Store) {
     let file = new_file("a.xml", 10);
     let id = store
         .record_rejected(&file, "unknown format")
@@ -71,9 +91,7 @@ async fn a_rejected_file_is_failed_with_its_reason_once() {
     assert_eq!(store.record_rejected(&file, "again").await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn a_replay_attaches_to_a_ready_file_only_once() {
-    let (_dir, store) = temp_store().await;
+async fn a_replay_attaches_to_a_ready_file_only_once(store: Store) {
     let id = ready(&store, &[("a.json", 10, None)]).await[0];
     assert!(store.attach_replay(id, &replay_of("OLD")).await.unwrap());
     let row = store.file(id).await.unwrap().unwrap();
@@ -99,9 +117,7 @@ async fn a_replay_attaches_to_a_ready_file_only_once() {
     );
 }
 
-#[tokio::test]
-async fn a_ready_file_fails_with_its_sidecar_but_a_batched_one_does_not() {
-    let (_dir, store) = temp_store().await;
+async fn a_ready_file_fails_with_its_sidecar_but_a_batched_one_does_not(store: Store) {
     let ids = ready(&store, &[("a.json", 10, None), ("b.json", 11, None)]).await;
     assert!(
         store
@@ -129,9 +145,7 @@ async fn a_ready_file_fails_with_its_sidecar_but_a_batched_one_does_not() {
     assert_eq!(state_of(&store, ids[1]).await, FileState::Batched);
 }
 
-#[tokio::test]
-async fn a_ready_file_whose_content_is_elsewhere_becomes_a_duplicate() {
-    let (_dir, store) = temp_store().await;
+async fn a_ready_file_whose_content_is_elsewhere_becomes_a_duplicate(store: Store) {
     let ids = ready(&store, &[("a.json", 10, None), ("b.json", 11, None)]).await;
     store
         .mark_duplicate_elsewhere(ids[0], "already in the dataset")
@@ -154,9 +168,7 @@ async fn a_ready_file_whose_content_is_elsewhere_becomes_a_duplicate() {
     assert_eq!(kinds(&store, ids[1]).await, ["ready", "sealed"]);
 }
 
-#[tokio::test]
-async fn sealing_batches_ready_files_and_skips_those_no_longer_ready() {
-    let (_dir, store) = temp_store().await;
+async fn sealing_batches_ready_files_and_skips_those_no_longer_ready(store: Store) {
     let ids = ready(&store, &[("a.json", 10, None), ("b.json", 11, None)]).await;
     store.fail_file(ids[1], "gone").await.unwrap();
     let sealed = seal(&store, &ids).await;
@@ -176,9 +188,7 @@ async fn sealing_batches_ready_files_and_skips_those_no_longer_ready() {
     assert_eq!(none.batch_id, None, "no batch without a file for it");
 }
 
-#[tokio::test]
-async fn an_acknowledged_file_is_uploaded_unless_it_left_its_batch_meanwhile() {
-    let (_dir, store) = temp_store().await;
+async fn an_acknowledged_file_is_uploaded_unless_it_left_its_batch_meanwhile(store: Store) {
     let (_, file) = loading_batch(&store, "a.json", "B1").await;
     let (_, failed) = loading_batch(&store, "b.json", "B2").await;
     store.mark_sent(file).await.unwrap();
@@ -204,9 +214,7 @@ async fn an_acknowledged_file_is_uploaded_unless_it_left_its_batch_meanwhile() {
     assert!(kinds(&store, failed).await.contains(&"failed".to_owned()));
 }
 
-#[tokio::test]
-async fn a_changed_file_is_superseded_and_finished() {
-    let (_dir, store) = temp_store().await;
+async fn a_changed_file_is_superseded_and_finished(store: Store) {
     let (_, file) = loading_batch(&store, "a.json", "B1").await;
     store.supersede(file, "it changed").await.unwrap();
     let row = store.file(file).await.unwrap().unwrap();
@@ -216,9 +224,7 @@ async fn a_changed_file_is_superseded_and_finished() {
     assert_eq!(kinds(&store, file).await.last().unwrap(), "superseded");
 }
 
-#[tokio::test]
-async fn an_abandoned_batch_sends_its_files_back_to_the_queue_untouched() {
-    let (_dir, store) = temp_store().await;
+async fn an_abandoned_batch_sends_its_files_back_to_the_queue_untouched(store: Store) {
     let (batch, file) = loading_batch(&store, "a.json", "B1").await;
     store.mark_sent(file).await.unwrap();
     store.set_uploaded_bytes(file, 4).await.unwrap();
@@ -242,9 +248,7 @@ async fn an_abandoned_batch_sends_its_files_back_to_the_queue_untouched() {
     assert_eq!(row.last_error.as_deref(), Some("expired"));
 }
 
-#[tokio::test]
-async fn a_batch_that_ends_gives_its_files_to_the_archiver() {
-    let (_dir, store) = temp_store().await;
+async fn a_batch_that_ends_gives_its_files_to_the_archiver(store: Store) {
     let (batch, file) = loading_batch(&store, "a.json", "B1").await;
     store.mark_uploaded_many(&[uploaded(file)]).await.unwrap();
     assert!(store.files_to_finalize(0, 10).await.unwrap().is_empty());
@@ -294,9 +298,7 @@ async fn a_batch_that_ends_gives_its_files_to_the_archiver() {
     );
 }
 
-#[tokio::test]
-async fn a_failed_batch_requeues_the_files_its_errors_do_not_blame() {
-    let (_dir, store) = temp_store().await;
+async fn a_failed_batch_requeues_the_files_its_errors_do_not_blame(store: Store) {
     let ids = ready(&store, &[("a.json", 10, None), ("b.json", 11, None)]).await;
     let batch = store
         .seal_batch(&batch_of_w(), &ids, Dedupe::AllowDuplicates)
@@ -343,9 +345,7 @@ async fn a_failed_batch_requeues_the_files_its_errors_do_not_blame() {
     assert_eq!(due, [ids[0]], "the blamed file goes to the failed folder");
 }
 
-#[tokio::test]
-async fn an_aborted_batch_fails_its_files_and_only_a_batch_in_flight_aborts() {
-    let (_dir, store) = temp_store().await;
+async fn an_aborted_batch_fails_its_files_and_only_a_batch_in_flight_aborts(store: Store) {
     let (batch, file) = loading_batch(&store, "a.json", "B1").await;
     assert!(store.abort_batch(batch, "by the operator").await.unwrap());
     let row = store.batch(batch).await.unwrap();
@@ -369,9 +369,7 @@ async fn an_aborted_batch_fails_its_files_and_only_a_batch_in_flight_aborts() {
     );
 }
 
-#[tokio::test]
-async fn only_a_successful_batch_is_reverted() {
-    let (_dir, store) = temp_store().await;
+async fn only_a_successful_batch_is_reverted(store: Store) {
     let (batch, _) = loading_batch(&store, "a.json", "B1").await;
     assert!(!store.mark_reverted(batch, "in flight").await.unwrap());
     store
@@ -392,9 +390,7 @@ async fn only_a_successful_batch_is_reverted() {
     );
 }
 
-#[tokio::test]
-async fn a_replaced_batch_names_its_replacement() {
-    let (_dir, store) = temp_store().await;
+async fn a_replaced_batch_names_its_replacement(store: Store) {
     let (batch, _) = loading_batch(&store, "a.json", "OLD").await;
     store
         .finish_batch(batch, Verdict::Success, &BatchOutcome::default(), "ok")
@@ -406,9 +402,7 @@ async fn a_replaced_batch_names_its_replacement() {
     assert_eq!(row.state(), BatchState::Success);
 }
 
-#[tokio::test]
-async fn a_finished_file_keeps_its_place_and_its_receipts() {
-    let (_dir, store) = temp_store().await;
+async fn a_finished_file_keeps_its_place_and_its_receipts(store: Store) {
     let ids = ready(&store, &[("a.json", 10, None), ("b.json", 11, None)]).await;
     store.fail_file(ids[0], "bad").await.unwrap();
     store
@@ -454,9 +448,7 @@ async fn a_finished_file_keeps_its_place_and_its_receipts() {
     );
 }
 
-#[tokio::test]
-async fn a_failed_file_put_back_by_retry_is_superseded_and_only_a_failed_one() {
-    let (_dir, store) = temp_store().await;
+async fn a_failed_file_put_back_by_retry_is_superseded_and_only_a_failed_one(store: Store) {
     let ids = ready(&store, &[("a.json", 10, None), ("b.json", 11, None)]).await;
     store.fail_file(ids[0], "bad").await.unwrap();
     store.mark_requeued(ids[0], "retry").await.unwrap();
@@ -466,9 +458,7 @@ async fn a_failed_file_put_back_by_retry_is_superseded_and_only_a_failed_one() {
     assert_eq!(state_of(&store, ids[1]).await, FileState::Ready);
 }
 
-#[tokio::test]
-async fn a_transient_failure_is_counted_and_progress_resets_the_count() {
-    let (_dir, store) = temp_store().await;
+async fn a_transient_failure_is_counted_and_progress_resets_the_count(store: Store) {
     let (batch, _) = loading_batch(&store, "a.json", "B1").await;
     let (attempts, first) = store
         .schedule_retry(batch, "timeout", i64::MAX, true)
@@ -504,9 +494,7 @@ async fn a_transient_failure_is_counted_and_progress_resets_the_count() {
     assert_eq!(retries.iter().filter(|e| e.kind == "retry").count(), 3);
 }
 
-#[tokio::test]
-async fn a_blocked_dataset_holds_its_batches_and_sends_unsent_ones_back() {
-    let (_dir, store) = temp_store().await;
+async fn a_blocked_dataset_holds_its_batches_and_sends_unsent_ones_back(store: Store) {
     let ids = ready(&store, &[("a.json", 10, None)]).await;
     let batch = store
         .seal_batch(&batch_of_w(), &ids, Dedupe::AllowDuplicates)
@@ -527,6 +515,7 @@ async fn a_blocked_dataset_holds_its_batches_and_sends_unsent_ones_back() {
     assert!(!store.unblock_dataset("d").await.unwrap());
 }
 
+/// SQLite only: the backfill is SQLite's migration text.
 #[tokio::test]
 async fn files_finished_before_the_receipt_column_get_it_from_their_history() {
     let (_dir, store) = temp_store().await;

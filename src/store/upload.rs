@@ -328,12 +328,16 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::store::testing::{batch_of_w, loading_batch, ready, temp_store};
+    use crate::store::Store;
+    use crate::store::testing::{batch_of_w, loading_batch, on_both_backends, ready};
     use crate::store::{BatchPhase, BatchState, Dedupe, Step};
 
-    #[tokio::test]
-    async fn a_batch_is_created_then_loading_with_its_platform_id() {
-        let (_dir, store) = temp_store().await;
+    on_both_backends!(
+        a_batch_is_created_then_loading_with_its_platform_id,
+        later_steps_keep_the_platform_id_and_an_aborted_batch_stays_aborted,
+    );
+
+    async fn a_batch_is_created_then_loading_with_its_platform_id(store: Store) {
         let file = ready(&store, &[("a.json", 10, None)]).await[0];
         let sealed = store
             .seal_batch(&batch_of_w(), &[file], Dedupe::AllowDuplicates)
@@ -364,9 +368,7 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn later_steps_keep_the_platform_id_and_an_aborted_batch_stays_aborted() {
-        let (_dir, store) = temp_store().await;
+    async fn later_steps_keep_the_platform_id_and_an_aborted_batch_stays_aborted(store: Store) {
         let (batch, _) = loading_batch(&store, "a.json", "B1").await;
         store
             .advance_batch(batch, Step::Completing, "COMPLETE sent")

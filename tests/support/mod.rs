@@ -200,13 +200,14 @@ impl Daemon {
 }
 
 /// The real binary, for a command or a daemon: stdin closed, and what a test must not inherit
-/// from the environment removed (a config path, the crash and panic hooks).
+/// from the environment removed (a config path, the crash, panic and pause hooks).
 pub fn batchdrop() -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_batchdrop"));
     cmd.stdin(std::process::Stdio::null())
         .env_remove("BATCHDROP_CONFIG")
         .env_remove("BATCHDROP_CRASH_AT")
-        .env_remove("BATCHDROP_PANIC_AT");
+        .env_remove("BATCHDROP_PANIC_AT")
+        .env_remove("BATCHDROP_PAUSE_AT");
     cmd
 }
 

@@ -3,9 +3,12 @@
 //! socket in that dir only (no port to collide with a neighbour), password authentication
 //! (scram) so that the password file path of `[state]` is exercised, and `pg_ctl stop -m
 //! immediate` on drop. Needs nothing set up beforehand: the same in CI from a fresh clone.
+//!
+//! The library's store tests include this file too (`src/store/testing.rs`), to run on one
+//! cluster shared by their test binary, which never drops it: [`Postgres::stop_with_this_process`].
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use batchdrop::config::{PasswordSource, PostgresState};
@@ -70,10 +73,42 @@ impl Postgres {
         }
     }
 
+    /// The same, for `database` of the cluster (which the caller created).
+    pub fn database_state(&self, database: &str, lease: Duration) -> PostgresState {
+        PostgresState {
+            url: self.database_url(database),
+            ..self.state(lease)
+        }
+    }
+
+    /// Instance `i` of a fleet on this cluster, as a config file beside `shared` (a config of a
+    /// single daemon): the same drop folders and platform, the database in `state` with the
+    /// password in its file, and a state dir (admin address) of its own, `state-{i}`.
+    pub fn instance_config(&self, shared: &Path, i: usize, lease: Duration) -> PathBuf {
+        let text = std::fs::read_to_string(shared).unwrap().replace(
+            "state_dir = \"state\"",
+            &format!("state_dir = \"state-{i}\""),
+        );
+        let state = format!(
+            "state = {{ url = \"{}\", password_file = \"{}\", lease = \"{}ms\" }}\n",
+            self.url(),
+            self.password_file().display(),
+            lease.as_millis()
+        );
+        let path = shared.with_file_name(format!("config-{i}.toml"));
+        std::fs::write(&path, format!("{state}{text}")).unwrap();
+        path
+    }
+
     /// The URL, without its password.
     pub fn url(&self) -> String {
+        self.database_url("postgres")
+    }
+
+    /// The URL of `database` of the cluster, without its password.
+    pub fn database_url(&self, database: &str) -> String {
         format!(
-            "postgres://postgres@localhost/postgres?host={}",
+            "postgres://postgres@localhost/{database}?host={}",
             self.dir.path().display()
         )
     }
@@ -117,6 +152,36 @@ impl Postgres {
                 "start",
             ],
         );
+    }
+
+    /// For a cluster that is never dropped (a `static` shared by the tests of one binary): a
+    /// watchdog that stops the cluster and deletes its directory when this process ends, however
+    /// it ends. It waits for the end of its stdin, whose other end only the returned `Child`
+    /// holds (Rust opens pipes close-on-exec, so no other child inherits it): keep it as long
+    /// as the cluster.
+    pub fn stop_with_this_process(&self) -> Child {
+        let pg_ctl = Path::new(BIN).join("pg_ctl");
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(r#"cat > /dev/null; dir="$1"; shift; "$@"; rm -rf "$dir""#)
+            .arg("watchdog")
+            .arg(self.dir.path());
+        if self.as_postgres_user {
+            cmd.args(["runuser", "-u", "postgres", "--"]);
+        }
+        cmd.arg(pg_ctl)
+            .args([
+                "-D",
+                &self.data().display().to_string(),
+                "-m",
+                "immediate",
+                "stop",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the cluster's watchdog")
     }
 
     fn data(&self) -> PathBuf {
