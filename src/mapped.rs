@@ -122,7 +122,9 @@ pub fn stage(watch: &WatchMapper, file: &FileRow, state_dir: &Path) -> io::Resul
         return Ok(Staging::NotNow);
     };
     let queued = file.identity();
-    let original_sha256 = crate::disk::sha256(&opened.file, queued.size)?;
+    // The original is hashed by the read that maps it.
+    let mut original = Sha256::new();
+    let mut original_bytes = 0u64;
     let input = match file.format {
         Format::Csv => InputFormat::Csv(Default::default()),
         Format::Json if file.multiline_json => InputFormat::JsonMultiLine,
@@ -149,7 +151,7 @@ pub fn stage(watch: &WatchMapper, file: &FileRow, state_dir: &Path) -> io::Resul
         }
     };
     let shared = SharedWriter(Arc::new(std::sync::Mutex::new(Some(writer))));
-    let mapped = batchdrop_mapping::map_opened(
+    let mapped = batchdrop_mapping::map_seeing(
         &watch.mapper,
         opened.file.try_clone()?,
         &file.abs_path(),
@@ -163,6 +165,10 @@ pub fn stage(watch: &WatchMapper, file: &FileRow, state_dir: &Path) -> io::Resul
         }),
         &Options::default(),
         &mut on_rejected,
+        Some(&mut |bytes: &[u8]| {
+            original.update(bytes);
+            original_bytes += bytes.len() as u64;
+        }),
     );
     let summary = match mapped {
         Ok(summary) => summary,
@@ -191,7 +197,9 @@ pub fn stage(watch: &WatchMapper, file: &FileRow, state_dir: &Path) -> io::Resul
     };
     // The file must still be the version queued: one written to while it was mapped is
     // mapped again once the watcher queues its new version.
-    if crate::disk::Identity::of(&opened.file.metadata()?) != queued {
+    if crate::disk::Identity::of(&opened.file.metadata()?) != queued
+        || original_bytes != queued.size
+    {
         let _ = std::fs::remove_file(&partial);
         return Ok(Staging::NotNow);
     }
@@ -204,6 +212,7 @@ pub fn stage(watch: &WatchMapper, file: &FileRow, state_dir: &Path) -> io::Resul
         .take()
         .expect("the writer is handed back once");
     let sha256 = format!("{:x}", writer.hasher.finalize());
+    let original_sha256 = format!("{:x}", original.finalize());
     let staged_file = writer.inner.into_inner().map_err(|e| e.into_error())?;
     staged_file.sync_all()?;
     drop(staged_file);
