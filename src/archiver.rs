@@ -15,8 +15,6 @@
 //! This module must not talk to the platform.
 
 use std::collections::HashMap;
-use std::ffi::{OsStr, OsString};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,10 +23,17 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AfterSuccess, Watch};
-use crate::disk::{self, Create, Dir, FileStat, Identity, Kind, Links};
+use crate::disk::{self, Create, Dir, Folders, Kind, Links};
 use crate::receipt::{self, DuplicateOf, Receipt, Status};
 use crate::stage::{self, Next, Stage};
 use crate::store::{BatchRow, BatchState, FileRow, FileState, Finalized, Store, StoreError};
+
+mod names;
+
+use names::{
+    free_name, id_name, insert_after_stem, is_the_file, name_taken, real_destination,
+    rel_below_root, stat_now, with_suffix,
+};
 
 pub struct Archiver {
     /// Shared with the daemon; a reload adds and updates watches but never removes one, so
@@ -99,7 +104,10 @@ impl Archiver {
                     e.insert(self.store.batch(id).await?);
                 }
             }
-            self.record_destinations(&mut files, &batches).await?;
+            // The page's folders are opened once, for all its files.
+            let mut folders = Folders::default();
+            self.record_destinations(&mut files, &batches, &mut folders)
+                .await?;
             // Files a watch mapped: their receipts name the staged file too.
             let ids: Vec<i64> = files.iter().map(|f| f.id).collect();
             let staged = self.store.staged_of_files(&ids).await?;
@@ -114,7 +122,7 @@ impl Archiver {
             for f in &files {
                 let batch = f.batch_id.and_then(|id| batches.get(&id));
                 match self
-                    .finalize(f, batch, staged.get(&f.id), &mut unsynced)
+                    .finalize(f, batch, staged.get(&f.id), &mut unsynced, &mut folders)
                     .await
                 {
                     Ok(Some(done)) => {
@@ -203,6 +211,7 @@ impl Archiver {
         &self,
         files: &mut [FileRow],
         batches: &HashMap<i64, BatchRow>,
+        folders: &mut Folders,
     ) -> Result<(), StoreError> {
         let watches = self.watches.read().unwrap().clone();
         // Names promised to files not moved yet (their move failed, say, while the archive
@@ -222,12 +231,12 @@ impl Archiver {
             let (_, _, Action::Move(dir)) = fate(f, batch, watch) else {
                 continue;
             };
-            if !stat_now(f).is_ok_and(|now| now.identity == f.identity()) {
+            if !stat_now(f, folders).is_ok_and(|now| now.identity == f.identity()) {
                 continue; // not moved (see finalize)
             }
             let anchors = anchors(watch, f);
             let rel = rel_below_root(f);
-            let mut dest = free_name(&dir, &rel, f.id, &anchors);
+            let mut dest = free_name(&dir, &rel, f.id, &anchors, folders);
             if !claimed.insert(dest.to_string_lossy().into_owned()) {
                 dest = id_name(&dir.join(&rel), f.id);
                 claimed.insert(dest.to_string_lossy().into_owned());
@@ -247,6 +256,7 @@ impl Archiver {
         batch: Option<&BatchRow>,
         staged: Option<&crate::store::StagedFile>,
         unsynced: &mut disk::PendingSync,
+        folders: &mut Folders,
     ) -> Result<Option<Finalized>, FinalizeError> {
         let Some(watch) = self.watches.read().unwrap().get(&f.watch).cloned() else {
             return Ok(None);
@@ -273,7 +283,7 @@ impl Archiver {
         let root = [Path::new(&f.root)];
         let src = f.abs_path();
         let recorded = f.identity();
-        let same_version = stat_now(f).is_ok_and(|now| now.identity == recorded);
+        let same_version = stat_now(f, folders).is_ok_and(|now| now.identity == recorded);
         if succeeded && !same_version {
             self.set_aside_if_appended(f, batch, &mut receipt).await?;
         }
@@ -291,7 +301,7 @@ impl Archiver {
                 else {
                     return Ok(None);
                 };
-                let dest = self.move_to(f, &src, dest, anchors).await?;
+                let dest = self.move_to(f, &src, dest, anchors, folders).await?;
                 crate::crashpoint::hit("archive-moved");
                 Some(dest)
             }
@@ -303,7 +313,8 @@ impl Archiver {
                     .as_deref()
                     .map(|p| real_destination(p, &rel_below_root(f)))
                     .filter(|d| {
-                        stat_at(d, anchors, Links::Anywhere)
+                        folders
+                            .stat_file(d, anchors, Links::Anywhere)
                             .is_ok_and(|st| is_the_file(&st, &recorded))
                     });
                 if moved.is_none() && receipt.note.is_none() {
@@ -315,7 +326,8 @@ impl Archiver {
                 moved
             }
             (Action::Delete, true) => {
-                let (dir, name) = disk::folder_of(&src, &root, Create::No)
+                let (dir, name) = folders
+                    .folder_of(&src, &root, Create::No)
                     .map_err(io(format!("deleting {}", src.display())))?;
                 dir.remove(name)
                     .map_err(io(format!("deleting {}", src.display())))?;
@@ -330,29 +342,37 @@ impl Archiver {
             let side_dest = match (&dest, &action) {
                 (Some(d), _) => Some(with_suffix(d, crate::replay::SUFFIX)),
                 (None, Action::Delete) => None,
-                (None, _) => Some(free_name(&receipt_dir, Path::new(side), f.id, anchors)),
+                (None, _) => Some(free_name(
+                    &receipt_dir,
+                    Path::new(side),
+                    f.id,
+                    anchors,
+                    folders,
+                )),
             };
             match side_dest {
                 Some(to) => {
-                    if name_taken(&side_src, &root) && !name_taken(&to, anchors) {
+                    if name_taken(&side_src, &root, folders) && !name_taken(&to, anchors, folders) {
                         let moving =
                             format!("moving sidecar {} to {}", side_src.display(), to.display());
-                        let (from_dir, from_name) = disk::folder_of(&side_src, &root, Create::No)
+                        let (from_dir, from_name) = folders
+                            .folder_of(&side_src, &root, Create::No)
                             .map_err(io(moving.clone()))?;
-                        let (to_dir, to_name) =
-                            disk::folder_of(&to, anchors, Create::Mode(disk::OWN_FOLDER_MODE))
-                                .map_err(io(moving.clone()))?;
+                        let (to_dir, to_name) = folders
+                            .folder_of(&to, anchors, Create::Mode(disk::OWN_FOLDER_MODE))
+                            .map_err(io(moving.clone()))?;
                         disk::move_file(&from_dir, from_name, &to_dir, to_name)
                             .map_err(io(moving))?;
                     }
-                    if name_taken(&to, anchors) {
+                    if name_taken(&to, anchors, folders) {
                         receipt.sidecar_archived_to = Some(to.to_string_lossy().into_owned());
                     }
                 }
                 None => {
-                    if name_taken(&side_src, &root) {
+                    if name_taken(&side_src, &root, folders) {
                         let deleting = format!("deleting sidecar {}", side_src.display());
-                        let (dir, name) = disk::folder_of(&side_src, &root, Create::No)
+                        let (dir, name) = folders
+                            .folder_of(&side_src, &root, Create::No)
                             .map_err(io(deleting.clone()))?;
                         dir.remove(name).map_err(io(deleting))?;
                     }
@@ -362,7 +382,7 @@ impl Archiver {
         let receipt_path = match &dest {
             Some(d) => receipt::path_for(d, f.id),
             None => receipt::path_for(
-                &free_name(&receipt_dir, &rel_below_root(f), f.id, anchors),
+                &free_name(&receipt_dir, &rel_below_root(f), f.id, anchors, folders),
                 f.id,
             ),
         };
@@ -370,9 +390,9 @@ impl Archiver {
             receipt.archived_to = Some(d.to_string_lossy().into_owned());
         }
         let writing = format!("writing receipt {}", receipt_path.display());
-        let (dir, name) =
-            disk::folder_of(&receipt_path, anchors, Create::Mode(disk::OWN_FOLDER_MODE))
-                .map_err(io(writing.clone()))?;
+        let (dir, name) = folders
+            .folder_of(&receipt_path, anchors, Create::Mode(disk::OWN_FOLDER_MODE))
+            .map_err(io(writing.clone()))?;
         dir.write_atomically_deferred(name, &receipt.to_json(), receipt::MODE, unsynced)
             .map_err(io(writing))?;
         let done = Finalized {
@@ -589,118 +609,6 @@ pub fn anchors<'a>(watch: &'a Watch, f: &'a FileRow) -> [&'a Path; 4] {
     ]
 }
 
-/// What is at the file's place in its drop folder now (a symlink's target: that is what the
-/// watcher recorded), reached without following any folder symlink.
-fn stat_now(f: &FileRow) -> std::io::Result<FileStat> {
-    stat_at(&f.abs_path(), &[Path::new(&f.root)], Links::Anywhere)
-}
-
-/// What is at `path` (below one of `anchors`), folders on the way never followed.
-fn stat_at(path: &Path, anchors: &[&Path], links: Links) -> std::io::Result<FileStat> {
-    let (anchor, rest) = disk::anchored(path, anchors)
-        .ok_or_else(|| std::io::Error::other("not below a folder of the config"))?;
-    Dir::anchor(&anchor)?.stat_file(rest, links)
-}
-
-/// Whether `st` is the recorded file: the same inode, or (copied across filesystems, which
-/// keeps both) the same size and mtime.
-fn is_the_file(st: &FileStat, recorded: &Identity) -> bool {
-    st.identity == *recorded
-        || (st.kind == Kind::File
-            && st.identity.size == recorded.size
-            && st.identity.mtime_ns == recorded.mtime_ns)
-}
-
-/// The file's path below its drop folder, in its name's own bytes (`rel_path` is a lossy
-/// rendering of a name that is not UTF-8).
-fn rel_below_root(f: &FileRow) -> PathBuf {
-    let abs = f.abs_path();
-    abs.strip_prefix(&f.root)
-        .map(Path::to_owned)
-        .unwrap_or_else(|_| PathBuf::from(&f.rel_path))
-}
-
-/// The real path of a recorded destination of the file at `rel` (its real path below its
-/// drop folder). `final_path` is text: for a name that is not UTF-8 it holds a lossy
-/// rendering, and the real name is rebuilt from the file's own bytes (a destination differs
-/// from the file's name only by what `id_name` and `move_to` insert after its stem, which is
-/// ASCII).
-fn real_destination(recorded: &str, rel: &Path) -> PathBuf {
-    let recorded_path = PathBuf::from(recorded);
-    if rel.to_str().is_some() {
-        return recorded_path;
-    }
-    let depth = rel.components().count();
-    let parts: Vec<_> = recorded_path.components().collect();
-    let (Some(name), Some(recorded_name)) = (rel.file_name(), recorded_path.file_name()) else {
-        return recorded_path;
-    };
-    if parts.len() < depth {
-        return recorded_path;
-    }
-    let base: PathBuf = parts[..parts.len() - depth].iter().collect();
-    let raw = name.as_bytes();
-    let stem_len = raw.iter().position(|&b| b == b'.').unwrap_or(raw.len());
-    let (stem, ext) = raw.split_at(stem_len);
-    let (stem_text, ext_text) = (String::from_utf8_lossy(stem), String::from_utf8_lossy(ext));
-    let recorded_name = recorded_name.to_string_lossy();
-    let Some(inserted) = recorded_name
-        .strip_prefix(stem_text.as_ref())
-        .and_then(|rest| rest.strip_suffix(ext_text.as_ref()))
-    else {
-        return recorded_path;
-    };
-    let mut real = stem.to_vec();
-    real.extend_from_slice(inserted.as_bytes());
-    real.extend_from_slice(ext);
-    let parent = rel.parent().unwrap_or(Path::new(""));
-    let real = base.join(parent).join(OsString::from_vec(real));
-    if real.to_string_lossy() == recorded {
-        real
-    } else {
-        recorded_path
-    }
-}
-
-/// `dir/rel`, or `dir/stem.ID.ext` when that name is taken: an archive never overwrites an
-/// earlier file of the same name.
-fn free_name(dir: &Path, rel: &Path, id: i64, anchors: &[&Path]) -> PathBuf {
-    let p = dir.join(rel);
-    if !name_taken(&p, anchors) {
-        return p;
-    }
-    id_name(&p, id)
-}
-
-/// Whether something (of any kind, a symlink too) has the name `path`; its folder is reached
-/// without following symlinks. A folder that cannot be reached (not made yet, or a symlink in
-/// its place) holds nothing: the move there says what is wrong.
-fn name_taken(path: &Path, anchors: &[&Path]) -> bool {
-    disk::folder_of(path, anchors, Create::No).is_ok_and(|(dir, name)| dir.stat(name).is_ok())
-}
-
-/// `dir/name.ext` → `dir/name.ID.ext`: a name no other file of the store can want.
-fn id_name(p: &Path, id: i64) -> PathBuf {
-    insert_after_stem(p, &format!(".{id}"))
-}
-
-/// `dir/name.ext` → `dir/name{insert}.ext`, in the name's own bytes.
-fn insert_after_stem(p: &Path, insert: &str) -> PathBuf {
-    let name = p.file_name().map(OsStr::as_bytes).unwrap_or_default();
-    let stem_len = name.iter().position(|&b| b == b'.').unwrap_or(name.len());
-    let mut renamed = name[..stem_len].to_vec();
-    renamed.extend_from_slice(insert.as_bytes());
-    renamed.extend_from_slice(&name[stem_len..]);
-    p.with_file_name(OsString::from_vec(renamed))
-}
-
-/// `path` with `suffix` appended to its name.
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_owned();
-    name.push(suffix);
-    path.with_file_name(name)
-}
-
 impl Archiver {
     /// Moves the file at `src` to `dest` (both through `disk`). A destination that something
     /// took since it was recorded (a name is checked at the moment of the move, never
@@ -711,6 +619,7 @@ impl Archiver {
         src: &Path,
         mut dest: PathBuf,
         anchors: &[&Path],
+        folders: &mut Folders,
     ) -> Result<PathBuf, FinalizeError> {
         let failed = |dest: &Path, e: std::io::Error| {
             let why = if disk::is_symlink_refusal(&e) {
@@ -727,12 +636,13 @@ impl Archiver {
                 dest.display()
             ))
         };
-        let (from, from_name) = disk::folder_of(src, &[Path::new(&f.root)], Create::No)
+        let (from, from_name) = folders
+            .folder_of(src, &[Path::new(&f.root)], Create::No)
             .map_err(|e| failed(&dest, e))?;
         for _ in 0..3 {
-            let (to, to_name) =
-                disk::folder_of(&dest, anchors, Create::Mode(disk::OWN_FOLDER_MODE))
-                    .map_err(|e| failed(&dest, e))?;
+            let (to, to_name) = folders
+                .folder_of(&dest, anchors, Create::Mode(disk::OWN_FOLDER_MODE))
+                .map_err(|e| failed(&dest, e))?;
             match disk::move_file(&from, from_name, &to, to_name) {
                 Ok(()) => return Ok(dest),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -759,40 +669,5 @@ impl Archiver {
             src.display(),
             dest.display()
         )))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_name_that_is_not_utf8_keeps_its_bytes_in_the_failed_folder() {
-        let rel = Path::new(OsStr::from_bytes(b"sub/latin1-\xe9t\xe9.json"));
-        let failed = Path::new("/d/_failed");
-        let real = |name: &[u8]| failed.join("sub").join(OsStr::from_bytes(name));
-        for (chosen, expected) in [
-            (failed.join(rel), real(b"latin1-\xe9t\xe9.json")),
-            (
-                id_name(&failed.join(rel), 7),
-                real(b"latin1-\xe9t\xe9.7.json"),
-            ),
-            (
-                insert_after_stem(&failed.join(rel), ".7.0000abcd"),
-                real(b"latin1-\xe9t\xe9.7.0000abcd.json"),
-            ),
-        ] {
-            assert_eq!(chosen, expected);
-            let recorded = chosen.to_string_lossy().into_owned();
-            assert!(
-                recorded.contains('\u{FFFD}'),
-                "what the store holds is lossy"
-            );
-            assert_eq!(real_destination(&recorded, rel), expected);
-        }
-        assert_eq!(
-            real_destination("/d/_archive/a.7.json", Path::new("a.json")),
-            Path::new("/d/_archive/a.7.json")
-        );
     }
 }

@@ -15,8 +15,8 @@
 //! destination.
 //!
 //! `mod.rs` holds what a file is (identity, kind) and the helpers every caller uses;
-//! `dir.rs` open folders and what is done in them; `moving.rs` moves; `content.rs` hashing and
-//! capped reads.
+//! `dir.rs` open folders and what is done in them; `folders.rs` folders kept open for many
+//! files; `moving.rs` moves; `content.rs` hashing and capped reads.
 //!
 //! This module decides nothing: which file goes where is the archiver's, when a file is stable
 //! the watcher's, what is uploaded the uploader's.
@@ -159,10 +159,12 @@ pub struct Dir {
 
 mod content;
 mod dir;
+mod folders;
 mod moving;
 
 pub use content::{hash_into, read_capped, sha256};
 pub use dir::PendingSync;
+pub use folders::Folders;
 pub use moving::move_file;
 
 /// `rel` → (its folder, its name).
@@ -209,14 +211,7 @@ pub fn folder_of<'p>(
     create: Create,
 ) -> io::Result<(Dir, &'p OsStr)> {
     let Some((anchor, rest)) = anchored(path, anchors) else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "{} is not below a folder of the config (a drop, archive or failed folder); \
-                 put the config back as it was when the file was taken, or move the file by hand",
-                path.display()
-            ),
-        ));
+        return Err(not_anchored(path));
     };
     let (parent, name) = split(rest)?;
     if create != Create::No {
@@ -229,6 +224,18 @@ pub fn folder_of<'p>(
         Create::Mode(mode) => base.sub_created(parent, Some(mode))?,
     };
     Ok((dir, name))
+}
+
+/// The error of a path below none of the folders it should be below.
+fn not_anchored(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "{} is not below a folder of the config (a drop, archive or failed folder); \
+             put the config back as it was when the file was taken, or move the file by hand",
+            path.display()
+        ),
+    )
 }
 
 /// Opens `path`, a file below the drop folder `root`, for reading (see [`Dir::open_file`]).

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::api::Body;
 use crate::crashpoint;
+use crate::disk;
 
 /// A file's bytes from `offset` to `end`, read by one blocking task that also feeds every
 /// byte to `hasher` (the file's SHA-256 comes from the same read as its upload), in pieces
@@ -96,6 +97,36 @@ fn drop_cached(file: &std::fs::File, from: u64, to: u64) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = (file, from, to);
+}
+
+/// A file opened for its upload (see [`open_for_upload`]), and its content when it was read
+/// in the same trip.
+pub(super) struct ForUpload {
+    pub opened: disk::Opened,
+    /// The whole file and its SHA-256 (or why it could not be read), when it was small and is
+    /// the version queued.
+    pub content: Option<std::io::Result<(bytes::Bytes, String)>>,
+}
+
+/// Opens `path` below `root` (see [`disk::open_below`]) and, when `read_whole` and it is the
+/// `recorded` version, reads and hashes it whole, one byte beyond `recorded.size` at most (a
+/// file that grew is a change, not a shorter body): a small file's open, read and hash are one
+/// trip to the blocking pool, not one each. Blocking: call it on a blocking thread.
+pub(super) fn open_for_upload(
+    root: &std::path::Path,
+    path: &std::path::Path,
+    recorded: disk::Identity,
+    read_whole: bool,
+) -> std::io::Result<ForUpload> {
+    let opened = disk::open_below(root, path, disk::Links::Anywhere)?;
+    let wanted = opened.stat.kind == disk::Kind::File && opened.stat.identity == recorded;
+    let content = (read_whole && wanted).then(|| {
+        disk::read_capped(&opened.file, recorded.size).map(|bytes| {
+            let sha = format!("{:x}", Sha256::digest(&bytes));
+            (bytes::Bytes::from(bytes), sha)
+        })
+    });
+    Ok(ForUpload { opened, content })
 }
 
 /// The pieces of a file read by [`read_ahead`], shared by the bodies of its chunks in turn.

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::StepError;
-use super::read::{body_of, finish, memory_body, read_ahead};
+use super::read::{body_of, finish, memory_body, open_for_upload, read_ahead};
 use crate::api::{ApiClient, ErrorKind};
 use crate::config::Upload;
 use crate::crashpoint;
@@ -73,14 +73,20 @@ impl FileJob {
         let recorded = f.identity();
         // Opened once, no folder on its way followed; it is uploaded only if the descriptor
         // is the version the watcher queued, and every byte sent and hashed is read from it.
+        let size = f.size as u64;
+        let from_memory = size <= READ_WHOLE && size <= self.upload.large_file_threshold;
         let opened = {
             let (root, path) = (PathBuf::from(&f.root), path.clone());
-            tokio::task::spawn_blocking(move || disk::open_below(&root, &path, Links::Anywhere))
-                .await
-                .expect("file open task panicked")
+            tokio::task::spawn_blocking(move || {
+                open_for_upload(&root, &path, recorded, from_memory)
+            })
+            .await
+            .expect("file open task panicked")
         };
-        let file = match opened {
-            Ok(o) if o.stat.kind == Kind::File && o.stat.identity == recorded => o.file,
+        let (file, content) = match opened {
+            Ok(o) if o.opened.stat.kind == Kind::File && o.opened.stat.identity == recorded => {
+                (o.opened.file, o.content)
+            }
             // Bytes of it may be in the batch already (a retry, or a restart): that is a
             // change during its upload.
             Ok(_) if f.sent => return self.changed(f, "during its upload").await.map(|()| None),
@@ -119,20 +125,25 @@ impl FileJob {
                 return Ok(None);
             }
         };
-        // The reader takes a duplicate; this one stays to look at the file afterwards.
-        let reader = file.try_clone().map_err(|e| {
-            if disk::is_transient(&e) {
-                busy(f, e)
-            } else {
-                io_fail(f, e)
-            }
-        })?;
         // Its intent (`sent`) was recorded with its window's (`Uploader::load`).
         let started = std::time::Instant::now();
-        let sent = if (f.size as u64) <= self.upload.large_file_threshold {
-            self.put_small(f, reader).await
-        } else {
-            self.put_large(f, reader).await
+        let sent = match content {
+            Some(read) => self.put_from_memory(f, read).await,
+            None => {
+                // The reader takes a duplicate; this one stays to look at the file afterwards.
+                let reader = file.try_clone().map_err(|e| {
+                    if disk::is_transient(&e) {
+                        busy(f, e)
+                    } else {
+                        io_fail(f, e)
+                    }
+                })?;
+                if size <= self.upload.large_file_threshold {
+                    self.put_small(f, reader).await
+                } else {
+                    self.put_large(f, reader).await
+                }
+            }
         };
         // The file must be exactly the version we started with, or the platform holds a mix:
         // not written in place since (its descriptor's size and mtime), and still the file at
@@ -210,9 +221,6 @@ impl FileJob {
     }
 
     async fn put_small(&self, f: &FileRow, file: std::fs::File) -> Result<String, StepError> {
-        if f.size as u64 <= READ_WHOLE {
-            return self.put_from_memory(f, file).await;
-        }
         let hasher = Arc::new(Mutex::new(Sha256::new()));
         let size = f.size as u64;
         let body = body_of(read_ahead(file, 0, size, size, hasher.clone()), size);
@@ -223,19 +231,14 @@ impl FileJob {
         Ok(finish(hasher))
     }
 
-    /// A small file is read and hashed in one trip to the blocking pool (a streamed body
-    /// costs a trip per read) and sent from memory.
-    async fn put_from_memory(&self, f: &FileRow, file: std::fs::File) -> Result<String, StepError> {
+    /// A small file, read and hashed when it was opened (one trip to the blocking pool for
+    /// all three: a streamed body costs a trip per read), sent from memory.
+    async fn put_from_memory(
+        &self,
+        f: &FileRow,
+        read: std::io::Result<(bytes::Bytes, String)>,
+    ) -> Result<String, StepError> {
         let size = f.size as u64;
-        let read = tokio::task::spawn_blocking(move || {
-            // One byte more than recorded: a file that grew is a change, not a shorter body.
-            disk::read_capped(&file, size).map(|bytes| {
-                let sha = format!("{:x}", Sha256::digest(&bytes));
-                (bytes::Bytes::from(bytes), sha)
-            })
-        })
-        .await
-        .expect("file read task panicked");
         let (bytes, sha) = read.map_err(|e| {
             if disk::is_transient(&e) {
                 busy(f, e)

@@ -19,6 +19,8 @@ mod files;
 mod ims;
 #[path = "emulator/large.rs"]
 mod large;
+#[path = "emulator/limits.rs"]
+mod limits;
 #[path = "emulator/processing.rs"]
 mod processing;
 #[path = "emulator/readme.rs"]

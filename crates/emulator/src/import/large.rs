@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use super::assembly::{AssembleError, assemble, contiguous_prefix, plan_assembly, sources_of};
 use super::{
     Target, action_of, check_batch_bytes, check_file_count, file_target, large_file, loading_batch,
-    remove_parts, target_batch,
+    loading_batch_at, remove_parts, target_batch,
 };
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
@@ -38,11 +38,10 @@ async fn initialize_file(state: &AppState, t: &Target) -> ApiResult<Response> {
     loading_batch(state, t).await?;
     let lock = state.batch_lock(&t.batch_id);
     let _guard = lock.lock().await;
-    loading_batch(state, t).await?;
+    let at = loading_batch_at(state, t).await?;
     match state.store.file(&t.batch_id, &t.path).await? {
         None => {
-            let (others, _) = state.store.other_files(&t.batch_id, &t.path).await?;
-            check_file_count(state, &t.batch_id, others)?;
+            check_file_count(state, &t.batch_id, at.other_files())?;
             state.store.insert_large_file(&t.batch_id, &t.path).await?;
             tracing::info!(batch = %t.batch_id, path = %t.path, "large file initialized");
         }
@@ -63,7 +62,7 @@ async fn complete_file(state: &AppState, t: &Target) -> ApiResult<Response> {
     loading_batch(state, t).await?;
     let lock = state.batch_lock(&t.batch_id);
     let _guard = lock.lock().await;
-    loading_batch(state, t).await?;
+    let at = loading_batch_at(state, t).await?;
     let f = large_file(state, t, "COMPLETE").await?;
     if f.state == FileState::Complete {
         return Ok(file_answer(t, f.size as u64));
@@ -78,8 +77,7 @@ async fn complete_file(state: &AppState, t: &Target) -> ApiResult<Response> {
     let plan = plan_assembly(&chunks).map_err(|e| {
         ApiError::bad_request(format!("file {} of batch {}: {e}", t.path, t.batch_id))
     })?;
-    let (_, other_bytes) = state.store.other_files(&t.batch_id, &t.path).await?;
-    check_batch_bytes(state, &t.batch_id, other_bytes, plan.total)?;
+    check_batch_bytes(state, &t.batch_id, at.other_bytes(), plan.total)?;
     assemble_file(state, t, &f, &chunks, plan.total).await?;
     state.store.complete_file(&f.id, plan.total).await?;
     remove_parts(state, &f.id).await?;

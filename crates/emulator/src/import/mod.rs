@@ -10,7 +10,7 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::gateway::Caller;
 use crate::scope;
-use crate::store::{BatchRow, BatchStatus, FileRow};
+use crate::store::{BatchAtPath, BatchRow, BatchStatus, FileRow};
 use crate::upload::{ReceiveError, validate_file_path};
 
 mod assembly;
@@ -70,13 +70,18 @@ fn file_target(uri: &Uri, caller: Caller) -> ApiResult<Target> {
 /// of the URL (400).
 async fn target_batch(state: &AppState, t: &Target) -> ApiResult<BatchRow> {
     let batch = scope::batch(state, &t.caller, &t.batch_id).await?;
+    same_dataset(&batch, t)?;
+    Ok(batch)
+}
+
+fn same_dataset(batch: &BatchRow, t: &Target) -> ApiResult<()> {
     if batch.dataset_id != t.dataset_id {
         return Err(ApiError::bad_request(format!(
             "the URL names dataset {} but batch {} belongs to dataset {}",
             t.dataset_id, batch.id, batch.dataset_id
         )));
     }
-    Ok(batch)
+    Ok(())
 }
 
 fn require_loading(batch: &BatchRow) -> ApiResult<()> {
@@ -93,6 +98,19 @@ async fn loading_batch(state: &AppState, t: &Target) -> ApiResult<BatchRow> {
     let batch = target_batch(state, t).await?;
     require_loading(&batch)?;
     Ok(batch)
+}
+
+/// [`loading_batch`], with what the batch holds and the file at the target's path, in one
+/// look-up (see [`crate::store::Store::batch_at_path`]).
+async fn loading_batch_at(state: &AppState, t: &Target) -> ApiResult<BatchAtPath> {
+    let found = state
+        .store
+        .batch_at_path(&t.batch_id, &t.path, t.caller.scope())
+        .await?
+        .ok_or_else(|| scope::batch_not_found(&t.batch_id, &t.caller))?;
+    same_dataset(&found.batch, t)?;
+    require_loading(&found.batch)?;
+    Ok(found)
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {

@@ -12,14 +12,14 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 use super::{
-    Target, check_batch_bytes, check_file_count, content_length, file_target, loading_batch,
+    Target, check_batch_bytes, check_file_count, content_length, file_target, loading_batch_at,
     receive_error, refuse_multipart, remove_parts,
 };
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::gateway::Caller;
 use crate::stats::bump;
-use crate::store::FileKind;
+use crate::store::{BatchAtPath, FileKind};
 use crate::upload::{BodyKind, receive_to_file};
 
 pub async fn put_file(
@@ -42,20 +42,11 @@ pub async fn put_file(
         )));
     }
     // Checked before the body is received only when that saves receiving a large one: the
-    // checks under the batch lock (`commit_put`) decide, and each costs a read of the batch's
-    // file list, which for a batch of small files was most of a PUT's work.
+    // checks under the batch lock (`commit_put`) decide, and a small PUT's look-up there is
+    // its only one.
     if declared.is_none_or(|n| n > CHECK_FIRST_BYTES) {
-        loading_batch(&state, &t).await?;
-        let usage = state.store.batch_usage(&t.batch_id, &t.path).await?;
-        if !usage.has_path {
-            check_file_count(&state, &t.batch_id, usage.others)?;
-        }
-        check_batch_bytes(
-            &state,
-            &t.batch_id,
-            usage.other_bytes,
-            declared.unwrap_or(0),
-        )?;
+        let at = loading_batch_at(&state, &t).await?;
+        check_limits(&state, &t, &at, declared.unwrap_or(0))?;
     }
 
     let tmp = state.store.tmp_path();
@@ -81,6 +72,15 @@ pub async fn put_file(
     Ok(StatusCode::OK.into_response())
 }
 
+/// The batch's file-count and bytes limits, for `len` bytes at the target's path (a new file,
+/// or one replacing the file there).
+fn check_limits(state: &AppState, t: &Target, at: &BatchAtPath, len: u64) -> ApiResult<()> {
+    if at.file().is_none() {
+        check_file_count(state, &t.batch_id, at.other_files())?;
+    }
+    check_batch_bytes(state, &t.batch_id, at.other_bytes(), len)
+}
+
 /// A PUT announcing more bytes than this is checked against its batch before its body is
 /// received, as well as after.
 const CHECK_FIRST_BYTES: u64 = 1 << 20;
@@ -88,16 +88,9 @@ const CHECK_FIRST_BYTES: u64 = 1 << 20;
 /// Under the batch lock: re-checks, renames the temp file into place, records it. Returns
 /// whether the file is new.
 async fn commit_put(state: &AppState, t: &Target, tmp: &Path, len: u64) -> ApiResult<bool> {
-    loading_batch(state, t).await?;
-    let usage = state.store.batch_usage(&t.batch_id, &t.path).await?;
-    let existing = match usage.has_path {
-        true => state.store.file(&t.batch_id, &t.path).await?,
-        false => None,
-    };
-    if existing.is_none() {
-        check_file_count(state, &t.batch_id, usage.others)?;
-    }
-    check_batch_bytes(state, &t.batch_id, usage.other_bytes, len)?;
+    let at = loading_batch_at(state, t).await?;
+    check_limits(state, t, &at, len)?;
+    let existing = at.file();
     let file_id = existing
         .as_ref()
         .map(|f| f.id.clone())

@@ -3,7 +3,7 @@
 //! background processing) cannot both move one batch.
 
 use super::datasets::{IN_SCOPE, Scope};
-use super::rows::{BatchRow, BatchStatus, NewBatch};
+use super::rows::{BatchAtPath, BatchRow, BatchStatus, NewBatch};
 use super::{DbError, Page, Store, now_ms};
 
 /// What `GET /catalog/batches` filters by (each list: any of its values).
@@ -34,6 +34,29 @@ impl Store {
     ) -> Result<Option<BatchRow>, DbError> {
         let sql = format!("SELECT * FROM batches WHERE id = ? AND {IN_SCOPE}");
         sqlx::query_as::<_, BatchRow>(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(scope.sandbox)
+            .bind(scope.org)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// The batch as [`Store::visible_batch`] finds it, with what it holds and the file at
+    /// `path`: everything a PUT checks, in one look-up whatever the batch's size.
+    pub async fn batch_at_path(
+        &self,
+        id: &str,
+        path: &str,
+        scope: Scope<'_>,
+    ) -> Result<Option<BatchAtPath>, DbError> {
+        // IN_SCOPE's columns are the batch's: `files` has none of those names.
+        let sql = format!(
+            "SELECT b.*, f.id AS path_file_id, f.kind AS path_file_kind, f.size AS path_file_size
+             FROM batches b LEFT JOIN files f ON f.batch_id = b.id AND f.path = ?
+             WHERE b.id = ? AND {IN_SCOPE}"
+        );
+        sqlx::query_as::<_, BatchAtPath>(sqlx::AssertSqlSafe(sql))
+            .bind(path)
             .bind(id)
             .bind(scope.sandbox)
             .bind(scope.org)

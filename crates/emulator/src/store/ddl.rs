@@ -51,9 +51,9 @@ const SCHEMA: &[&str] = &[
         served_size INTEGER,
         UNIQUE (batch_id, path)
     )",
-    // Covers the per-PUT count and size of a batch's other files (the 1,500-file and 100 GB
-    // limits) without a table lookup per file: that lookup was most of a PUT's database time.
-    "CREATE INDEX IF NOT EXISTS files_batch_sizes ON files(batch_id, path, size)",
+    // It covered the per-PUT count and size of a batch's other files; the batch's counters
+    // (`FILE_COUNTERS`) answer that now, and every PUT would still pay for its upkeep.
+    "DROP INDEX IF EXISTS files_batch_sizes",
     "CREATE TABLE IF NOT EXISTS chunks (
         file_id TEXT NOT NULL,
         seq INTEGER NOT NULL,
@@ -106,6 +106,36 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("chunks", "in_place", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
+/// Each batch's file count and bytes (what its limits are checked against on every PUT, in
+/// `batch_at_path`), kept by triggers in the transaction of every change to `files`: a PUT
+/// reads two columns instead of summing the batch's file list (O(files in the batch) per PUT,
+/// O(n²) per batch), and the figures cannot drift from the rows, whatever writes them, across
+/// restarts and concurrent requests alike. Added to an older data dir with its figures
+/// counted once, in the same transaction.
+const FILE_COUNTERS: &[&str] = &[
+    "ALTER TABLE batches ADD COLUMN file_count INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE batches ADD COLUMN file_bytes INTEGER NOT NULL DEFAULT 0",
+    "UPDATE batches SET
+        file_count = (SELECT COUNT(*) FROM files f WHERE f.batch_id = batches.id),
+        file_bytes = (SELECT COALESCE(SUM(size), 0) FROM files f WHERE f.batch_id = batches.id)",
+    "CREATE TRIGGER files_counted_in AFTER INSERT ON files BEGIN
+        UPDATE batches SET file_count = file_count + 1, file_bytes = file_bytes + NEW.size
+        WHERE id = NEW.batch_id;
+    END",
+    // An upsert that finds its row fires this one, not the INSERT's.
+    "CREATE TRIGGER files_counted_again AFTER UPDATE OF size, batch_id ON files
+    WHEN OLD.size IS NOT NEW.size OR OLD.batch_id IS NOT NEW.batch_id BEGIN
+        UPDATE batches SET file_count = file_count - 1, file_bytes = file_bytes - OLD.size
+        WHERE id = OLD.batch_id;
+        UPDATE batches SET file_count = file_count + 1, file_bytes = file_bytes + NEW.size
+        WHERE id = NEW.batch_id;
+    END",
+    "CREATE TRIGGER files_counted_out AFTER DELETE ON files BEGIN
+        UPDATE batches SET file_count = file_count - 1, file_bytes = file_bytes - OLD.size
+        WHERE id = OLD.batch_id;
+    END",
+];
+
 /// Creates the tables, and the columns an older data dir lacks, on one connection that is then
 /// closed: a pooled connection that cached the schema before an ALTER TABLE would prepare
 /// `SELECT *` with the old columns, and SQLite's silent re-prepare would then hand sqlx rows
@@ -115,12 +145,7 @@ pub(super) async fn create(mut conn: SqliteConnection) -> Result<(), sqlx::Error
         sqlx::query(*stmt).execute(&mut conn).await?;
     }
     for (table, column, decl) in ADDED_COLUMNS {
-        let cols: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT name FROM pragma_table_info('{table}')"
-        )))
-        .fetch_all(&mut conn)
-        .await?;
-        if !cols.iter().any(|(c,)| c == column) {
+        if !has_column(&mut conn, table, column).await? {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "ALTER TABLE {table} ADD COLUMN {column} {decl}"
             )))
@@ -128,5 +153,25 @@ pub(super) async fn create(mut conn: SqliteConnection) -> Result<(), sqlx::Error
             .await?;
         }
     }
+    if !has_column(&mut conn, "batches", "file_count").await? {
+        let mut tx = conn.begin().await?;
+        for stmt in FILE_COUNTERS {
+            sqlx::query(*stmt).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+    }
     conn.close().await
+}
+
+async fn has_column(
+    conn: &mut SqliteConnection,
+    table: &str,
+    column: &str,
+) -> Result<bool, sqlx::Error> {
+    let cols: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT name FROM pragma_table_info('{table}')"
+    )))
+    .fetch_all(conn)
+    .await?;
+    Ok(cols.iter().any(|(c,)| c == column))
 }

@@ -2,7 +2,7 @@
 //! `mod.rs`); these rows say which bytes arrived and what they are.
 
 use super::datasets::Scope;
-use super::rows::{ChunkPlace, ChunkRow, FileKind, FileRow, FileState, Usage};
+use super::rows::{ChunkPlace, ChunkRow, FileKind, FileRow, FileState};
 use super::{DbError, Store, now_ms};
 
 impl Store {
@@ -88,37 +88,6 @@ impl Store {
             }
         }
         Ok(files)
-    }
-
-    /// How many files a batch holds besides `path`, and their bytes.
-    pub async fn other_files(&self, batch_id: &str, path: &str) -> Result<(u64, u64), DbError> {
-        let (n, bytes): (i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files WHERE batch_id = ? AND path != ?",
-        )
-        .bind(batch_id)
-        .bind(path)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok((n as u64, bytes as u64))
-    }
-
-    /// What a batch holds besides one path, and whether it holds that path: one look-up (the
-    /// `files_batch_sizes` index covers it) for the limits checked on every PUT.
-    pub async fn batch_usage(&self, batch_id: &str, path: &str) -> Result<Usage, DbError> {
-        let (others, other_bytes, has_path): (i64, i64, i64) = sqlx::query_as(
-            "SELECT COALESCE(SUM(path != ?1), 0), COALESCE(SUM(CASE WHEN path != ?1 THEN size END), 0),
-                    COALESCE(MAX(path = ?1), 0)
-             FROM files WHERE batch_id = ?2",
-        )
-        .bind(path)
-        .bind(batch_id)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(Usage {
-            others: others as u64,
-            other_bytes: other_bytes as u64,
-            has_path: has_path != 0,
-        })
     }
 
     /// Records a whole file that a PUT stored (new, or replacing the file at its path).

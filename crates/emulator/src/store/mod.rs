@@ -41,8 +41,8 @@ pub use batches::BatchFilter;
 pub use datasets::Scope;
 pub use outcome::OutcomeTx;
 pub use rows::{
-    BatchRow, BatchStatus, ChunkPlace, ChunkRow, DatasetRow, FailedRow, FileKind, FileRow,
-    FileState, NewBatch, NewDataset, NewFailedRow,
+    BatchAtPath, BatchRow, BatchStatus, ChunkPlace, ChunkRow, DatasetRow, FailedRow, FileKind,
+    FileRow, FileState, NewBatch, NewDataset, NewFailedRow,
 };
 /// What a metadata query fails with (outside this module, no code names the database crate).
 pub use sqlx::Error as DbError;

@@ -216,11 +216,44 @@ pub enum ChunkPlace {
     Part,
 }
 
-/// What a batch holds besides one path, and whether it holds that path.
-pub struct Usage {
-    pub others: u64,
-    pub other_bytes: u64,
-    pub has_path: bool,
+/// A batch as a file endpoint sees it: the batch, what it holds (kept by triggers, see
+/// `ddl::FILE_COUNTERS`), and the file at the endpoint's path, if there is one.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BatchAtPath {
+    #[sqlx(flatten)]
+    pub batch: BatchRow,
+    file_count: i64,
+    file_bytes: i64,
+    path_file_id: Option<String>,
+    path_file_kind: Option<FileKind>,
+    path_file_size: Option<i64>,
+}
+
+/// The file at a batch's path, as [`BatchAtPath`] found it.
+#[derive(Debug, Clone)]
+pub struct FileAtPath {
+    pub id: String,
+    pub kind: FileKind,
+}
+
+impl BatchAtPath {
+    pub fn file(&self) -> Option<FileAtPath> {
+        Some(FileAtPath {
+            id: self.path_file_id.clone()?,
+            kind: self.path_file_kind?,
+        })
+    }
+
+    /// How many files the batch holds besides the one at the path.
+    pub fn other_files(&self) -> u64 {
+        let at_path = i64::from(self.path_file_id.is_some());
+        (self.file_count - at_path).max(0) as u64
+    }
+
+    /// The bytes of the batch's files besides the one at the path.
+    pub fn other_bytes(&self) -> u64 {
+        (self.file_bytes - self.path_file_size.unwrap_or(0)).max(0) as u64
+    }
 }
 
 /// A failed row to keep for `GET /export/batches/{id}/failed`.
