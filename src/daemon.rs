@@ -262,6 +262,11 @@ pub async fn run(
     let validators: crate::batcher::Validators = Arc::new(RwLock::new(admitted.validators));
     let budgets = Arc::new(RwLock::new(admitted.budgets));
     let mappers: crate::mapped::Mappers = Arc::new(RwLock::new(admitted.mappers));
+    if let Err(e) = crate::mapped::sweep(&store, &config.state_dir).await {
+        tracing::warn!(
+            "cannot look for staged files no file needs ({e}); they stay until the next start"
+        );
+    }
 
     let health = Arc::new(Health::default());
     let wake_batcher = Arc::new(Notify::new());

@@ -122,7 +122,9 @@ pub fn stage(watch: &WatchMapper, file: &FileRow, state_dir: &Path) -> io::Resul
         return Ok(Staging::NotNow);
     };
     let queued = file.identity();
-    let original_sha256 = crate::disk::sha256(&opened.file, queued.size)?;
+    // The original is hashed by the read that maps it.
+    let mut original = Sha256::new();
+    let mut original_bytes = 0u64;
     let input = match file.format {
         Format::Csv => InputFormat::Csv(Default::default()),
         Format::Json if file.multiline_json => InputFormat::JsonMultiLine,
@@ -149,7 +151,7 @@ pub fn stage(watch: &WatchMapper, file: &FileRow, state_dir: &Path) -> io::Resul
         }
     };
     let shared = SharedWriter(Arc::new(std::sync::Mutex::new(Some(writer))));
-    let mapped = batchdrop_mapping::map_opened(
+    let mapped = batchdrop_mapping::map_seeing(
         &watch.mapper,
         opened.file.try_clone()?,
         &file.abs_path(),
@@ -163,6 +165,10 @@ pub fn stage(watch: &WatchMapper, file: &FileRow, state_dir: &Path) -> io::Resul
         }),
         &Options::default(),
         &mut on_rejected,
+        Some(&mut |bytes: &[u8]| {
+            original.update(bytes);
+            original_bytes += bytes.len() as u64;
+        }),
     );
     let summary = match mapped {
         Ok(summary) => summary,
@@ -191,7 +197,9 @@ pub fn stage(watch: &WatchMapper, file: &FileRow, state_dir: &Path) -> io::Resul
     };
     // The file must still be the version queued: one written to while it was mapped is
     // mapped again once the watcher queues its new version.
-    if crate::disk::Identity::of(&opened.file.metadata()?) != queued {
+    if crate::disk::Identity::of(&opened.file.metadata()?) != queued
+        || original_bytes != queued.size
+    {
         let _ = std::fs::remove_file(&partial);
         return Ok(Staging::NotNow);
     }
@@ -204,6 +212,7 @@ pub fn stage(watch: &WatchMapper, file: &FileRow, state_dir: &Path) -> io::Resul
         .take()
         .expect("the writer is handed back once");
     let sha256 = format!("{:x}", writer.hasher.finalize());
+    let original_sha256 = format!("{:x}", original.finalize());
     let staged_file = writer.inner.into_inner().map_err(|e| e.into_error())?;
     staged_file.sync_all()?;
     drop(staged_file);
@@ -300,7 +309,9 @@ pub async fn stage_ready(
         match result {
             Ok(Staging::Staged(staged)) => {
                 if !store.record_staged(&staged).await? {
-                    // No longer ready (or staged by an earlier pass): not this pass's to seal.
+                    // No longer ready (or staged by an earlier pass): not this pass's to seal,
+                    // and its staged bytes are nobody's.
+                    forget_unrecorded(store, &staged).await?;
                     dropped.insert(f.id);
                     continue;
                 }
@@ -322,8 +333,10 @@ pub async fn stage_ready(
             }
             Ok(Staging::Refused(why, staged)) => {
                 tracing::warn!(file = %f.rel_path, "{why}");
-                if let Some(staged) = staged {
-                    store.record_staged(&staged).await?;
+                if let Some(staged) = staged
+                    && !store.record_staged(&staged).await?
+                {
+                    forget_unrecorded(store, &staged).await?;
                 }
                 store.fail_file(f.id, &why).await?;
                 dropped.insert(f.id);
@@ -337,6 +350,55 @@ pub async fn stage_ready(
     store.mark_validated(&clean).await?;
     ready.retain(|f| !dropped.contains(&f.id));
     Ok(Some(ready))
+}
+
+/// Removes a staged file that could not be recorded, unless the record its file already has
+/// names the same path (the bytes that record describes).
+async fn forget_unrecorded(store: &Store, staged: &StagedFile) -> Result<(), StoreError> {
+    let recorded = store.staged_file(staged.file_id).await?;
+    if recorded.is_some_and(|r| r.path == staged.path) {
+        return Ok(());
+    }
+    if let Err(e) = remove(staged) {
+        tracing::warn!(staged = %staged.path, "cannot remove an unrecorded staged file ({e}); remove it by hand");
+    }
+    Ok(())
+}
+
+/// Removes what the staged folder holds that no unfinished file needs: partial files and
+/// unrecorded staged files of a crash, and the staged files of files superseded or finished
+/// while their removal failed. Called at start, before the batcher runs: while it runs, a
+/// staged file is briefly on disk before its record, and must not be taken for litter.
+pub async fn sweep(store: &Store, state_dir: &Path) -> Result<usize, StoreError> {
+    let folder = state_dir.join(FOLDER);
+    let Ok(entries) = std::fs::read_dir(&folder) else {
+        return Ok(0);
+    };
+    // By name: every staged file lives in this one folder, and the state dir may be spelled
+    // differently (relative, through a symlink) than when a path was recorded.
+    let in_use: std::collections::HashSet<std::ffi::OsString> = store
+        .staged_paths_in_use()
+        .await?
+        .iter()
+        .filter_map(|path| Path::new(path).file_name().map(|name| name.to_owned()))
+        .collect();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if in_use.contains(&entry.file_name()) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => removed += 1,
+            Err(e) => {
+                tracing::warn!(staged = %path.display(), "cannot remove a staged file no file needs ({e}); remove it by hand")
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::info!(folder = %folder.display(), removed, "removed staged files no file needs");
+    }
+    Ok(removed)
 }
 
 /// The file a staged file is uploaded as: the staged bytes under the staged name, with the

@@ -341,6 +341,38 @@ async fn killed_with_the_staged_file_written_but_unrecorded_ingests_once() {
     killed_while_mapping_then_restarted("staged-unrecorded").await;
 }
 
+/// A staged file written but not recorded when the daemon died, whose original is then taken
+/// away, is nobody's: the next start removes it, and nothing is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unrecorded_staged_file_whose_original_is_gone_is_removed_at_start() {
+    let env = Env::new().await;
+    let config = profile_watch(&env, &fixture("CRM_profiles.mapping.json"), "").await;
+    let dropped = env.drop_dir().join("CRM_profiles.csv");
+    write_atomic(
+        &dropped,
+        &std::fs::read(fixture("CRM_profiles.csv")).unwrap(),
+    );
+    let mut first = spawn(&config, Some("staged-unrecorded"));
+    wait_exit(&mut first, 60);
+    let staged_dir = env.state_dir().join("staged");
+    let litter: Vec<_> = std::fs::read_dir(&staged_dir).unwrap().flatten().collect();
+    assert_eq!(litter.len(), 1, "the unrecorded staged file: {litter:?}");
+    std::fs::remove_file(&dropped).unwrap();
+
+    let second = spawn(&config, None);
+    let log = wait_log_count(
+        &config.with_file_name("daemon.log"),
+        "removed staged files no file needs",
+        1,
+        60,
+    )
+    .await;
+    terminate(second);
+    let left: Vec<_> = std::fs::read_dir(&staged_dir).unwrap().flatten().collect();
+    assert!(left.is_empty(), "staged files left: {left:?}\n{log}");
+    assert_eq!(env.emulator.stats().puts, 0, "nothing was sent");
+}
+
 /// A mapping set naming a function batchdrop does not know refuses its watch at start, naming
 /// the function; the other watch runs; the refused watch's file stays where it was dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -128,6 +128,7 @@ dispatch! {
     pub async fn staged_of_batch(&self, batch_id: i64) -> Result<Vec<StagedFile>, StoreError>;
     pub async fn staged_of_files(&self, file_ids: &[i64]) -> Result<HashMap<i64, StagedFile>, StoreError>;
     pub async fn staged_among(&self, file_ids: &[i64]) -> Result<HashSet<i64>, StoreError>;
+    pub async fn staged_paths_in_use(&self) -> Result<Vec<String>, StoreError>;
     // stuck.rs
     pub async fn mark_stuck(&self, batch_id: i64, now: i64) -> Result<bool, StoreError>;
     pub async fn stuck_batches(&self) -> Result<Vec<(i64, i64)>, StoreError>;

@@ -160,4 +160,15 @@ impl Store {
         let ids: Vec<i64> = q.build_query_scalar().fetch_all(&self.pool).await?;
         Ok(ids.into_iter().collect())
     }
+
+    /// The paths of the staged files still needed: those of files not finished yet (a
+    /// superseded file's staged bytes will never be sent).
+    pub async fn staged_paths_in_use(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT s.path FROM staged_files s JOIN files f ON f.id = s.file_id
+             WHERE f.finalized = FALSE AND f.state <> 'superseded'",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
 }

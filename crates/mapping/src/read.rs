@@ -120,23 +120,67 @@ impl<E> From<std::io::Error> for ReadError<E> {
     }
 }
 
+/// Every byte of a file, once and in order, for a caller that wants them as they pass (to hash
+/// the file in the same read that maps it).
+pub type OnBytes<'a> = &'a mut dyn FnMut(&[u8]);
+
 /// Reads an opened file from its start, handing each record to `on_event`; an `Err` from it
-/// stops the reading.
+/// stops the reading. With `on_bytes`, a file read to its end has handed it every byte: a
+/// text file's as they are read, a Parquet file's in one sequential pass before its records
+/// (which are read by seeking).
 pub(crate) fn read<E>(
     file: File,
     format: &InputFormat,
     on_event: &mut dyn FnMut(Event<'_>) -> Result<(), E>,
+    on_bytes: Option<OnBytes<'_>>,
 ) -> Result<(), ReadError<E>> {
+    let Some(on_bytes) = on_bytes else {
+        return match format {
+            InputFormat::Csv(options) => read_csv(file, options, on_event),
+            InputFormat::JsonLines => read_json_lines(file, on_event),
+            InputFormat::JsonMultiLine => read_json_multi(file, on_event),
+            InputFormat::Parquet => read_parquet(file, on_event),
+        };
+    };
+    if *format == InputFormat::Parquet {
+        std::io::copy(&mut Tap::new(&file, on_bytes), &mut std::io::sink())?;
+        std::io::Seek::rewind(&mut &file)?;
+        return read_parquet(file, on_event);
+    }
+    let mut tapped = Tap::new(file, on_bytes);
     match format {
-        InputFormat::Csv(options) => read_csv(file, options, on_event),
-        InputFormat::JsonLines => read_json_lines(file, on_event),
-        InputFormat::JsonMultiLine => read_json_multi(file, on_event),
-        InputFormat::Parquet => read_parquet(file, on_event),
+        InputFormat::Csv(options) => read_csv(&mut tapped, options, on_event)?,
+        InputFormat::JsonLines => read_json_lines(&mut tapped, on_event)?,
+        InputFormat::JsonMultiLine => read_json_multi(&mut tapped, on_event)?,
+        InputFormat::Parquet => unreachable!("read above"),
+    }
+    // What a reader left after the last record (trailing whitespace) is the file's too.
+    std::io::copy(&mut tapped, &mut std::io::sink())?;
+    Ok(())
+}
+
+/// A reader that hands what it reads to `on_bytes`.
+struct Tap<'a, R> {
+    inner: R,
+    on_bytes: OnBytes<'a>,
+}
+
+impl<'a, R: Read> Tap<'a, R> {
+    fn new(inner: R, on_bytes: OnBytes<'a>) -> Self {
+        Tap { inner, on_bytes }
+    }
+}
+
+impl<R: Read> Read for Tap<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        (self.on_bytes)(&buf[..read]);
+        Ok(read)
     }
 }
 
 fn read_csv<E>(
-    file: File,
+    file: impl Read,
     options: &CsvOptions,
     on_event: &mut dyn FnMut(Event<'_>) -> Result<(), E>,
 ) -> Result<(), ReadError<E>> {
@@ -212,7 +256,7 @@ fn read_csv<E>(
 }
 
 fn read_json_lines<E>(
-    file: File,
+    file: impl Read,
     on_event: &mut dyn FnMut(Event<'_>) -> Result<(), E>,
 ) -> Result<(), ReadError<E>> {
     let mut reader = BufReader::with_capacity(1 << 20, file);
@@ -251,7 +295,7 @@ fn read_json_lines<E>(
 }
 
 fn read_json_multi<E>(
-    file: File,
+    file: impl Read,
     on_event: &mut dyn FnMut(Event<'_>) -> Result<(), E>,
 ) -> Result<(), ReadError<E>> {
     let mut reader = BufReader::with_capacity(1 << 20, file);

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::mapper::{CsvBinding, Mapper, Reason, ReasonKind, Rejection};
 use crate::mapping_set::MappingError;
-use crate::read::{self, Event, InputFormat, ReadError, RowData};
+use crate::read::{self, Event, InputFormat, OnBytes, ReadError, RowData};
 use crate::write::{OutputFormat, Sink, WriteError};
 
 /// Where the mapped records go.
@@ -82,6 +82,32 @@ pub fn map_opened<W: Write + Send>(
     options: &Options,
     on_rejected: &mut dyn FnMut(Rejection),
 ) -> Result<Summary, MapError> {
+    map_seeing(
+        mapper,
+        file,
+        input,
+        format,
+        output,
+        options,
+        on_rejected,
+        None,
+    )
+}
+
+/// As [`map_opened`], handing every byte of the file to `on_bytes` as it is read (once, in
+/// order; see [`OnBytes`]), so that one read both maps and hashes it. Parquet is the
+/// exception: its records are read by seeking, so its bytes are read once more, first.
+#[allow(clippy::too_many_arguments)]
+pub fn map_seeing<W: Write + Send>(
+    mapper: &Mapper,
+    file: std::fs::File,
+    input: &Path,
+    format: &InputFormat,
+    output: Option<Output<W>>,
+    options: &Options,
+    on_rejected: &mut dyn FnMut(Rejection),
+    on_bytes: Option<OnBytes<'_>>,
+) -> Result<Summary, MapError> {
     let mut summary = Summary::default();
     let mut sink = match output {
         Some(out) => Sink::new(out.format, out.writer, mapper),
@@ -145,6 +171,7 @@ pub fn map_opened<W: Write + Send>(
                 }
             }
         },
+        on_bytes,
     );
     match result {
         Ok(()) => {}

@@ -408,3 +408,77 @@ fn rows_that_cannot_be_read_or_mapped_are_reported_and_the_rest_written() {
         .collect();
     assert_eq!(first_names, vec!["Anna", "Emma"]);
 }
+
+/// `map_seeing` hands over every byte of the file, once and in order, whatever the format
+/// (trailing blank lines of JSON Lines, whitespace after a multi-line array, Parquet read by
+/// seeking), with the same records as `map_file`.
+#[test]
+fn map_seeing_sees_every_byte_of_the_file_in_every_format() {
+    let mapper = Mapper::new(mapping_set(), None);
+    let dir = tempfile::tempdir().unwrap();
+    let csv = fixture("CRM_profiles.csv");
+    let (_, parquet, _) = map(&mapper, &csv, OutputFormat::Parquet);
+    let rows: Vec<String> = std::fs::read_to_string(&csv)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .take(5)
+        .map(|_| r#"{"F_NAME":"Ann","ID1":"1"}"#.to_owned())
+        .collect();
+    let inputs: Vec<(PathBuf, InputFormat, Vec<u8>)> = vec![
+        (
+            csv.clone(),
+            InputFormat::detect(&csv).unwrap(),
+            std::fs::read(&csv).unwrap(),
+        ),
+        (
+            dir.path().join("rows.json"),
+            InputFormat::JsonLines,
+            format!("{}\n\n  \n", rows.join("\n")).into_bytes(),
+        ),
+        (
+            dir.path().join("array.json"),
+            InputFormat::JsonMultiLine,
+            format!("[\n{}\n]\n\n   ", rows.join(",\n")).into_bytes(),
+        ),
+        (
+            dir.path().join("mapped.parquet"),
+            InputFormat::Parquet,
+            parquet,
+        ),
+    ];
+    for (path, format, bytes) in inputs {
+        if path.parent() == Some(dir.path()) {
+            std::fs::write(&path, &bytes).unwrap();
+        }
+        let mut seen = Vec::new();
+        let summary = batchdrop_mapping::map_seeing::<Vec<u8>>(
+            &mapper,
+            std::fs::File::open(&path).unwrap(),
+            &path,
+            &format,
+            None,
+            &Options::default(),
+            &mut |_| {},
+            Some(&mut |chunk: &[u8]| seen.extend_from_slice(chunk)),
+        )
+        .unwrap();
+        assert!(
+            seen == bytes,
+            "{}: every byte, once, in order",
+            path.display()
+        );
+        let plain = map_file::<Vec<u8>>(
+            &mapper,
+            &path,
+            &format,
+            None,
+            &Options::default(),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert!(summary.rows_in > 0, "{}: records were read", path.display());
+        assert_eq!(summary.rows_in, plain.rows_in, "{}", path.display());
+        assert_eq!(summary.rows_out, plain.rows_out, "{}", path.display());
+    }
+}
