@@ -169,20 +169,7 @@ fn merge(out: &mut FileCheck, next: FileCheck) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::RegistrySchema;
-
-    fn validator() -> Validator {
-        let schema = RegistrySchema {
-            id: "https://ns.adobe.com/test/schemas/people".into(),
-            version: "1.0".into(),
-            document: serde_json::json!({
-                "type": "object",
-                "properties": {"id": {"type": "integer"}, "name": {"type": "string", "maxLength": 5}},
-                "required": ["id"]
-            }),
-        };
-        Validator::new(&schema, None).unwrap()
-    }
+    use crate::preflight::validate::tests::validator;
 
     /// One pass over the whole stream, on this thread: what the blocks must add up to.
     fn one_pass(text: &[u8]) -> FileCheck {

@@ -447,10 +447,11 @@ impl<'de> Visitor<'de> for Elements<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn validator() -> Validator {
+    /// The people schema (`id` integer, required; `name` at most 5 characters).
+    pub(in crate::preflight) fn validator() -> Validator {
         let schema = RegistrySchema {
             id: "https://ns.adobe.com/test/schemas/people".into(),
             version: "1.0".into(),
