@@ -8,7 +8,6 @@ use std::path::Path;
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
-use batchdrop::api::{BatchQuery, BatchStatus};
 use support::*;
 
 fn spawn(config: &Path, crash_at: Option<&str>, once: bool) -> Child {
@@ -58,27 +57,7 @@ async fn assert_exactly_once(env: &Env, files: &[(&str, u64)]) {
     }
     // Count what the platform holds across every successful batch of the dataset, not only
     // the ones the receipts name: a doubled file would hide in another batch.
-    let all = env
-        .api
-        .find_batches(&BatchQuery {
-            dataset_id: Some(DATASET.into()),
-            limit: Some(100),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut ingested = 0;
-    for b in &all {
-        assert_ne!(
-            b.status,
-            BatchStatus::Loading,
-            "batch {} left loading",
-            b.id
-        );
-        if b.status == BatchStatus::Success {
-            ingested += records_in_batch(&env.api, &b.id).await;
-        }
-    }
+    let ingested = records_ingested(&env.api, DATASET).await;
     assert_eq!(ingested, total, "every record exactly once in the platform");
     assert_eq!(
         env.emulator.stats().duplicate_acknowledged_chunks,

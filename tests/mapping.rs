@@ -4,6 +4,8 @@
 // The emulator tests' HTTP helpers (a test kit shared by both is issue #17's part C).
 #[path = "../crates/emulator/tests/emulator/common.rs"]
 mod common;
+#[path = "support/records.rs"]
+mod records;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,11 +15,11 @@ use arrow_array::types::{Float64Type, Int16Type};
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
 use batchdrop_emulator::{DatasetSeed, EmulatorConfig, SchemaSeed};
-use batchdrop_mapping::{InputFormat, Mapper, MappingSet, Options, Output, OutputFormat};
 
 use serde_json::{Value, json};
 
 use common::fixture;
+use records::{json_lines, parquet_as_json};
 
 const PROFILE_SCHEMA: &str = "https://ns.adobe.com/batchdrop/schemas/crm-profile";
 const PROFILES: &str = "crm-profiles";
@@ -231,44 +233,6 @@ fn map_with(dir: &Path, schema: Option<&str>, format: &str, name: &str) -> PathB
     let (code, stdout, stderr) = batchdrop(&args);
     assert!(code == 0 || code == 4, "{stdout}\n{stderr}");
     out
-}
-
-/// Every record of a Parquet file as JSON, read by the mapping crate's own Parquet reader with
-/// a mapping that copies the top-level fields.
-fn parquet_as_json(path: &Path) -> Vec<Value> {
-    let copy: Vec<Value> = [
-        "person",
-        "identityMap",
-        "homePhone",
-        "personalEmail",
-        "homeAddress",
-    ]
-    .iter()
-    .map(|f| json!({"sourceType": "ATTRIBUTE", "source": f, "destination": f}))
-    .collect();
-    let set = MappingSet::from_json(json!({ "mappings": copy }).to_string().as_bytes()).unwrap();
-    let mut out = Vec::new();
-    batchdrop_mapping::map_file(
-        &Mapper::new(set, None),
-        path,
-        &InputFormat::Parquet,
-        Some(Output {
-            format: OutputFormat::JsonLines,
-            writer: &mut out,
-        }),
-        &Options::default(),
-        &mut |r| panic!("{r:?}"),
-    )
-    .unwrap();
-    json_lines(&out)
-}
-
-fn json_lines(bytes: &[u8]) -> Vec<Value> {
-    bytes
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_slice(l).unwrap())
-        .collect()
 }
 
 async fn start_emulator(dir: &Path) -> common::Env {

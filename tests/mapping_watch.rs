@@ -10,8 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use batchdrop::api::{BatchQuery, BatchStatus};
-use batchdrop_mapping::{InputFormat, Mapper, MappingSet, Options, Output, OutputFormat};
 use serde_json::{Value, json};
 use support::*;
 
@@ -56,95 +54,6 @@ async fn profile_watch(env: &Env, mapping: &Path, watch_extra: &str) -> PathBuf 
 fn sha256_of(path: &Path) -> String {
     use sha2::Digest;
     format!("{:x}", sha2::Sha256::digest(std::fs::read(path).unwrap()))
-}
-
-/// Every record of a downloaded Parquet file as JSON, read by the mapping crate's Parquet
-/// reader with a mapping that copies the top-level fields.
-fn parquet_as_json(bytes: &[u8], dir: &Path) -> Vec<Value> {
-    let path = dir.join("download.parquet");
-    std::fs::write(&path, bytes).unwrap();
-    let copy: Vec<Value> = [
-        "person",
-        "identityMap",
-        "homePhone",
-        "personalEmail",
-        "homeAddress",
-    ]
-    .iter()
-    .map(|f| json!({"sourceType": "ATTRIBUTE", "source": f, "destination": f}))
-    .collect();
-    let set = MappingSet::from_json(json!({ "mappings": copy }).to_string().as_bytes()).unwrap();
-    let mut out = Vec::new();
-    batchdrop_mapping::map_file(
-        &Mapper::new(set, None),
-        &path,
-        &InputFormat::Parquet,
-        Some(Output {
-            format: OutputFormat::JsonLines,
-            writer: &mut out,
-        }),
-        &Options::default(),
-        &mut |r| panic!("{r:?}"),
-    )
-    .unwrap();
-    out.split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_slice(l).unwrap())
-        .collect()
-}
-
-/// Field for field, doubles within 1e-6 (the sample rounds some coordinates differently).
-fn assert_same(expected: &Value, actual: &Value, at: &str) {
-    match (expected, actual) {
-        (Value::Object(e), Value::Object(a)) => {
-            let (mut ek, mut ak): (Vec<&String>, Vec<&String>) =
-                (e.keys().collect(), a.keys().collect());
-            ek.sort();
-            ak.sort();
-            assert_eq!(ek, ak, "{at}: the same fields");
-            for (k, v) in e {
-                assert_same(v, &a[k], &format!("{at}.{k}"));
-            }
-        }
-        (Value::Array(e), Value::Array(a)) => {
-            assert_eq!(e.len(), a.len(), "{at}");
-            for (i, (e, a)) in e.iter().zip(a).enumerate() {
-                assert_same(e, a, &format!("{at}[{i}]"));
-            }
-        }
-        (Value::Number(e), Value::Number(a)) if e.is_f64() || a.is_f64() => {
-            let (e, a) = (e.as_f64().unwrap(), a.as_f64().unwrap());
-            assert!((e - a).abs() < 1e-6, "{at}: {e} against {a}");
-        }
-        _ => assert_eq!(expected, actual, "{at}"),
-    }
-}
-
-/// Records the platform holds for the dataset, over every successful batch (a doubled file
-/// would hide in another batch), and whether any batch was left loading.
-async fn records_ingested(env: &Env) -> u64 {
-    let batches = env
-        .api
-        .find_batches(&BatchQuery {
-            dataset_id: Some(PROFILES.into()),
-            limit: Some(100),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut ingested = 0;
-    for b in &batches {
-        assert_ne!(
-            b.status,
-            BatchStatus::Loading,
-            "batch {} left loading",
-            b.id
-        );
-        if b.status == BatchStatus::Success {
-            ingested += records_in_batch(&env.api, &b.id).await;
-        }
-    }
-    ingested
 }
 
 /// The mapped CSV is ingested as Parquet; Data Access serves the mapped records. Compared with
@@ -243,7 +152,9 @@ async fn a_mapped_watch_ingests_the_csv_as_parquet_and_serves_the_mapped_records
                 .unwrap(),
         );
     }
-    let served = parquet_as_json(&bytes, env.dir.path());
+    let download = env.dir.path().join("download.parquet");
+    std::fs::write(&download, &bytes).unwrap();
+    let served = records::parquet_as_json(&download);
     assert_eq!(served.len() as u64, CSV_ROWS - REJECTED);
     let sample: Vec<Value> =
         serde_json::from_slice(&std::fs::read(fixture("CRM_profiles.json")).unwrap()).unwrap();
@@ -254,7 +165,7 @@ async fn a_mapped_watch_ingests_the_csv_as_parquet_and_serves_the_mapped_records
             .as_object_mut()
             .unwrap()
             .remove("Email");
-        assert_same(
+        records::assert_same(
             &expected,
             &served[served_at],
             &format!(
@@ -264,7 +175,10 @@ async fn a_mapped_watch_ingests_the_csv_as_parquet_and_serves_the_mapped_records
             ),
         );
     }
-    assert_eq!(records_ingested(&env).await, CSV_ROWS - REJECTED);
+    assert_eq!(
+        records_ingested(&env.api, PROFILES).await,
+        CSV_ROWS - REJECTED
+    );
 }
 
 /// The daemon binary, with `BATCHDROP_CRASH_AT` set to `crash_at` if given.
@@ -321,7 +235,7 @@ async fn killed_while_mapping_then_restarted(point: &str) {
     assert_eq!(receipts[0]["status"], "success", "{:#}", receipts[0]);
     assert_eq!(receipts[0]["mapping"]["records_out"], CSV_ROWS - REJECTED);
     assert_eq!(
-        records_ingested(&env).await,
+        records_ingested(&env.api, PROFILES).await,
         CSV_ROWS - REJECTED,
         "every mapped record exactly once in the platform"
     );

@@ -5,32 +5,15 @@
 //!
 //! This module must not move files (the daemon's archiver moves them to the failed folder).
 
-use super::{CommandError, Connection, looks_like_batch_id, not_found, open_state};
+use super::{CommandError, Connection, batch_or_platform_only};
 use crate::api::{BatchAction, BatchStatus};
 use crate::config::Config;
 use crate::store::BatchState;
 
 pub async fn run(config: &Config, arg: &str) -> Result<u8, CommandError> {
-    let state = open_state(config).await?;
-    let found = match &state {
-        Some(s) => s.find_batch(arg).await?,
-        None => None,
-    };
-    let Some(b) = found else {
-        if !looks_like_batch_id(arg) {
-            return Err(not_found(config, arg));
-        }
-        let conn = Connection::open(config).await?;
-        let sent = conn.api.batch_action(arg, BatchAction::Abort).await;
-        conn.close().await;
-        sent.map_err(|e| CommandError::api(&format!("abort batch {arg}"), e))?;
-        println!(
-            "batch {arg} is not one of this daemon's (state dir {}); the platform was asked to abort it",
-            config.state_dir.display()
-        );
+    let Some((store, b)) = batch_or_platform_only(config, arg, BatchAction::Abort).await? else {
         return Ok(0);
     };
-    let store = state.expect("the batch was found in it");
     let label = b.label();
     match b.state() {
         BatchState::Success => {

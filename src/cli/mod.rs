@@ -203,6 +203,35 @@ pub async fn open_state(config: &Config) -> Result<Option<Store>, CommandError> 
     Ok(Store::open_for_command(&config.state_dir).await?)
 }
 
+/// The batch `arg` names in this daemon's state, with the state. A batch id the state does not
+/// know (or no state at all) is sent `action` on the platform only, which is said, and gives
+/// None; anything else that names nothing is [`not_found`].
+pub async fn batch_or_platform_only(
+    config: &Config,
+    arg: &str,
+    action: crate::api::BatchAction,
+) -> Result<Option<(Store, BatchRow)>, CommandError> {
+    if let Some(store) = open_state(config).await? {
+        if let Some(batch) = store.find_batch(arg).await? {
+            return Ok(Some((store, batch)));
+        }
+        store.close().await;
+    }
+    if !looks_like_batch_id(arg) {
+        return Err(not_found(config, arg));
+    }
+    let verb = action.as_str().to_lowercase();
+    let conn = Connection::open(config).await?;
+    let sent = conn.api.batch_action(arg, action).await;
+    conn.close().await;
+    sent.map_err(|e| CommandError::api(&format!("{verb} batch {arg}"), e))?;
+    println!(
+        "batch {arg} is not one of this daemon's (state dir {}); the platform was asked to {verb} it",
+        config.state_dir.display()
+    );
+    Ok(None)
+}
+
 /// What an operator's FILE|BATCH argument names.
 pub enum Target {
     Batch(Box<BatchRow>),

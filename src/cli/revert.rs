@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use super::{CommandError, Connection, iso, looks_like_batch_id, not_found, open_state};
+use super::{CommandError, Connection, batch_or_platform_only, iso};
 use crate::api::BatchAction;
 use crate::config::Config;
 use crate::disk;
@@ -15,26 +15,9 @@ use crate::receipt;
 use crate::store::{BatchState, FileState, now_ms};
 
 pub async fn run(config: &Config, arg: &str) -> Result<u8, CommandError> {
-    let state = open_state(config).await?;
-    let found = match &state {
-        Some(s) => s.find_batch(arg).await?,
-        None => None,
-    };
-    let Some(b) = found else {
-        if !looks_like_batch_id(arg) {
-            return Err(not_found(config, arg));
-        }
-        let conn = Connection::open(config).await?;
-        let sent = conn.api.batch_action(arg, BatchAction::Revert).await;
-        conn.close().await;
-        sent.map_err(|e| CommandError::api(&format!("revert batch {arg}"), e))?;
-        println!(
-            "batch {arg} is not one of this daemon's (state dir {}); the platform was asked to revert it",
-            config.state_dir.display()
-        );
+    let Some((store, b)) = batch_or_platform_only(config, arg, BatchAction::Revert).await? else {
         return Ok(0);
     };
-    let store = state.expect("the batch was found in it");
     let label = b.label();
     if b.state() == BatchState::Reverted {
         println!("batch {label} was already reverted");

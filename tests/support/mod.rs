@@ -352,6 +352,32 @@ pub async fn records_in_batch(api: &ApiClient, batch: &str) -> u64 {
         .sum()
 }
 
+/// The records the platform holds for `dataset`, over every successful batch (a doubled file
+/// would hide in another batch than its receipt names); fails if any batch was left loading.
+pub async fn records_ingested(api: &ApiClient, dataset: &str) -> u64 {
+    let batches = api
+        .find_batches(&batchdrop::api::BatchQuery {
+            dataset_id: Some(dataset.into()),
+            limit: Some(100),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut ingested = 0;
+    for batch in &batches {
+        assert_ne!(
+            batch.status,
+            batchdrop::api::BatchStatus::Loading,
+            "batch {} left loading",
+            batch.id
+        );
+        if batch.status == batchdrop::api::BatchStatus::Success {
+            ingested += records_in_batch(api, &batch.id).await;
+        }
+    }
+    ingested
+}
+
 /// Writes `n` JSON Lines records with ids starting at `first`.
 pub fn jsonl(first: usize, n: usize) -> String {
     (first..first + n)
@@ -369,3 +395,4 @@ pub fn write_atomic(path: &Path, content: &[u8]) {
     std::fs::rename(&tmp, path).unwrap();
 }
 pub mod postgres;
+pub mod records;

@@ -3,7 +3,9 @@
 //! `CRM_profiles.json`, the schema's length rules, the Parquet output read back, and the other
 //! input formats.
 
-use std::collections::BTreeSet;
+#[path = "../../../tests/support/records.rs"]
+mod records;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -15,6 +17,7 @@ use batchdrop_mapping::{
     InputFormat, Mapper, MappingSet, Options, Output, OutputFormat, ReasonKind, Rejection, Schema,
     Summary, map_file,
 };
+use records::{assert_same, json_lines};
 use serde_json::{Value, json};
 
 fn fixture(name: &str) -> PathBuf {
@@ -53,38 +56,6 @@ fn map(
     )
     .unwrap();
     (summary, out, rejections)
-}
-
-fn json_lines(bytes: &[u8]) -> Vec<Value> {
-    bytes
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_slice(l).unwrap())
-        .collect()
-}
-
-/// Equal field for field; numbers where either side is a double within 1e-6.
-fn assert_same(expected: &Value, actual: &Value, at: &str) {
-    match (expected, actual) {
-        (Value::Object(e), Value::Object(a)) => {
-            let (ek, ak): (BTreeSet<_>, BTreeSet<_>) = (e.keys().collect(), a.keys().collect());
-            assert_eq!(ek, ak, "the fields of {at}");
-            for (k, v) in e {
-                assert_same(v, &a[k], &format!("{at}.{k}"));
-            }
-        }
-        (Value::Array(e), Value::Array(a)) => {
-            assert_eq!(e.len(), a.len(), "the items of {at}");
-            for (i, (x, y)) in e.iter().zip(a).enumerate() {
-                assert_same(x, y, &format!("{at}[{i}]"));
-            }
-        }
-        (Value::Number(e), Value::Number(a)) if e.is_f64() || a.is_f64() => {
-            let (x, y) = (e.as_f64().unwrap(), a.as_f64().unwrap());
-            assert!((x - y).abs() <= 1e-6, "{at}: {x} vs {y}");
-        }
-        _ => assert_eq!(expected, actual, "{at}"),
-    }
 }
 
 /// Compares every field of the sample's first five records: person (name, gender, birth
