@@ -11,6 +11,7 @@ pub mod cache;
 pub mod fit;
 pub mod gate;
 pub mod guardrails;
+mod lines;
 pub mod local;
 pub mod parquet;
 pub mod validate;

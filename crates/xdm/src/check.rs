@@ -10,7 +10,7 @@
 
 use std::borrow::Cow;
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Number, Value};
 
 use crate::issue::{Issue, IssueCode};
 use crate::pointer::escape_segment;
@@ -44,15 +44,11 @@ pub struct CheckMode {
 impl Schema {
     /// Checks one record, appending its issues to `out`.
     pub fn check(&self, record: &Map<String, Value>, mode: CheckMode, out: &mut Vec<Issue>) {
-        let mut cx = Cx {
-            mode,
-            path: Vec::with_capacity(8),
-            out,
-            dropped: 0,
-        };
+        let mut cx = Cx::new(mode, Keep::Issues(out));
         cx.object(self.root_obj(), record);
-        if cx.dropped > 0
-            && let Some(last) = cx.out.last_mut()
+        if let Keep::Issues(out) = cx.keep
+            && cx.dropped > 0
+            && let Some(last) = out.last_mut()
         {
             last.message.push_str(&format!(
                 " (and {} more problems in this record)",
@@ -67,11 +63,68 @@ enum Seg<'a> {
     Index(usize),
 }
 
-struct Cx<'a, 'o> {
-    mode: CheckMode,
+/// What a check keeps of the problems it finds.
+pub(crate) enum Keep<'o> {
+    /// Every issue, with its field and message.
+    Issues(&'o mut Vec<Issue>),
+    /// Only whether there was one (the check while a record is parsed, `stream`: a record
+    /// with a problem is checked again, held, to learn its issues).
+    Whether(&'o mut bool),
+}
+
+pub(crate) struct Cx<'a, 'o> {
+    pub(crate) mode: CheckMode,
     path: Vec<Seg<'a>>,
-    out: &'o mut Vec<Issue>,
+    keep: Keep<'o>,
     dropped: usize,
+}
+
+/// A value as the rules see it: a scalar by value, a container by its kind only, so that a
+/// record held as a `Value` and one checked while it is parsed (`stream`) share the rules.
+#[derive(Debug, Clone)]
+pub(crate) enum Seen<'v> {
+    Null,
+    Bool(bool),
+    Num(Number),
+    Str(&'v str),
+    Array,
+    Object,
+}
+
+impl<'v> Seen<'v> {
+    fn of(v: &'v Value) -> Seen<'v> {
+        match v {
+            Value::Null => Seen::Null,
+            Value::Bool(b) => Seen::Bool(*b),
+            Value::Number(n) => Seen::Num(n.clone()),
+            Value::String(s) => Seen::Str(s),
+            Value::Array(_) => Seen::Array,
+            Value::Object(_) => Seen::Object,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Seen::Null => "null",
+            Seen::Bool(_) => "a boolean",
+            Seen::Num(_) => "a number",
+            Seen::Str(_) => "a string",
+            Seen::Array => "an array",
+            Seen::Object => "an object",
+        }
+    }
+
+    /// As [`excerpt`] of the value.
+    fn excerpt(&self) -> String {
+        excerpt(&match self {
+            Seen::Null => Value::Null,
+            Seen::Bool(b) => Value::Bool(*b),
+            Seen::Num(n) => Value::Number(n.clone()),
+            Seen::Str(s) => Value::String((*s).to_owned()),
+            Seen::Array => Value::Array(Vec::new()),
+            Seen::Object => Value::Object(Map::new()),
+        })
+    }
 }
 
 /// A scalar after conversion to the field's type.
@@ -82,7 +135,16 @@ enum Conv<'v> {
     Checked,
 }
 
-impl<'a> Cx<'a, '_> {
+impl<'a, 'o> Cx<'a, 'o> {
+    pub(crate) fn new(mode: CheckMode, keep: Keep<'o>) -> Self {
+        Cx {
+            mode,
+            path: Vec::with_capacity(8),
+            keep,
+            dropped: 0,
+        }
+    }
+
     fn pointer(&self) -> String {
         let mut s = String::new();
         for seg in &self.path {
@@ -95,18 +157,28 @@ impl<'a> Cx<'a, '_> {
         s
     }
 
-    fn issue(&mut self, code: IssueCode, message: String) {
-        if self.out.len() >= MAX_ISSUES_PER_RECORD {
-            self.dropped += 1;
-            return;
+    pub(crate) fn issue(&mut self, code: IssueCode, message: String) {
+        match &mut self.keep {
+            Keep::Whether(found) => {
+                **found = true;
+                return;
+            }
+            Keep::Issues(out) if out.len() >= MAX_ISSUES_PER_RECORD => {
+                self.dropped += 1;
+                return;
+            }
+            Keep::Issues(_) => {}
         }
         let pointer = self.pointer();
         let at = if pointer.is_empty() { "/" } else { &pointer };
-        self.out.push(Issue {
+        let issue = Issue {
             code,
             message: format!("{at}: {message}"),
             pointer,
-        });
+        };
+        if let Keep::Issues(out) = &mut self.keep {
+            out.push(issue);
+        }
     }
 
     fn object(&mut self, o: &'a Obj, m: &'a Map<String, Value>) {
@@ -153,22 +225,26 @@ impl<'a> Cx<'a, '_> {
     }
 
     fn value(&mut self, node: &'a Node, v: &'a Value) {
-        if v.is_null() {
+        match (&node.ty, v) {
+            (Ty::Object(o), Value::Object(m)) => self.object(o, m),
+            (Ty::Array(items), Value::Array(a)) => self.array(node, items.as_deref(), a),
+            _ => self.leaf(node, &Seen::of(v)),
+        }
+    }
+
+    /// A value that is not a container of the node's kind (an object for an object node, an
+    /// array for an array node): a scalar's conversions and rules, or a type issue.
+    pub(crate) fn leaf(&mut self, node: &Node, v: &Seen<'_>) {
+        if matches!(v, Seen::Null) {
             return;
         }
         match &node.ty {
             Ty::Any | Ty::Null => {}
-            Ty::Object(o) => match v {
-                Value::Object(m) => self.object(o, m),
-                _ => self.type_issue(v, "an object"),
-            },
-            Ty::Array(items) => match v {
-                Value::Array(a) => self.array(node, items.as_deref(), a),
-                _ => self.type_issue(v, "an array (arrays never convert)"),
-            },
+            Ty::Object(_) => self.type_issue(v, "an object"),
+            Ty::Array(_) => self.type_issue(v, "an array (arrays never convert)"),
             Ty::Boolean => match v {
-                Value::Bool(_) => {}
-                Value::String(s)
+                Seen::Bool(_) => {}
+                Seen::Str(s)
                     if self.mode.source == Source::Csv
                         && (s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false")) => {}
                 _ if self.mode.source == Source::Csv => {
@@ -185,7 +261,18 @@ impl<'a> Cx<'a, '_> {
     }
 
     fn array(&mut self, node: &Node, items: Option<&'a Node>, a: &'a [Value]) {
-        let n = a.len() as u64;
+        self.array_length(node, a.len() as u64);
+        if let Some(item) = items {
+            for (i, it) in a.iter().enumerate() {
+                self.path.push(Seg::Index(i));
+                self.value(item, it);
+                self.path.pop();
+            }
+        }
+    }
+
+    /// The rules on an array's number of items.
+    pub(crate) fn array_length(&mut self, node: &Node, n: u64) {
         if let Some(min) = node.min_items
             && n < min
         {
@@ -202,30 +289,23 @@ impl<'a> Cx<'a, '_> {
                 format!("the array has {n} items; at most {max} are allowed"),
             );
         }
-        if let Some(item) = items {
-            for (i, it) in a.iter().enumerate() {
-                self.path.push(Seg::Index(i));
-                self.value(item, it);
-                self.path.pop();
-            }
-        }
     }
 
-    fn type_issue(&mut self, v: &Value, wanted: &str) {
+    fn type_issue(&mut self, v: &Seen<'_>, wanted: &str) {
         self.issue(
             IssueCode::Type,
             format!(
                 "expected {wanted}, found {} {}; send a value of the field's type",
-                kind(v),
-                excerpt(v)
+                v.kind(),
+                v.excerpt()
             ),
         );
     }
 
     /// Converts a value to the field's scalar type, or reports why it cannot.
-    fn convert<'v>(&mut self, node: &Node, v: &'v Value) -> Option<Conv<'v>> {
+    fn convert<'v>(&mut self, node: &Node, v: &Seen<'v>) -> Option<Conv<'v>> {
         match (&node.ty, v) {
-            (_, Value::Bool(_)) | (_, Value::Array(_)) | (_, Value::Object(_)) => {
+            (_, Seen::Bool(_)) | (_, Seen::Array) | (_, Seen::Object) => {
                 let wanted = match (&node.ty, node.format) {
                     (Ty::Integer, _) => "an integer",
                     (Ty::Number, _) => "a number",
@@ -234,32 +314,32 @@ impl<'a> Cx<'a, '_> {
                     _ => "a string",
                 };
                 let why = match v {
-                    Value::Bool(_) => " (booleans never convert)",
-                    Value::Array(_) => " (arrays never convert)",
+                    Seen::Bool(_) => " (booleans never convert)",
+                    Seen::Array => " (arrays never convert)",
                     _ => "",
                 };
                 self.type_issue(v, &format!("{wanted}{why}"));
                 None
             }
-            (Ty::Integer, Value::Number(n)) => self.integer_from_number(n),
-            (Ty::Integer, Value::String(s)) => self.integer_from_text(v, s),
-            (Ty::Number, Value::Number(n)) => Some(Conv::Num(n.as_f64().unwrap_or(0.0))),
-            (Ty::Number, Value::String(s)) => match s.trim().parse::<f64>() {
+            (Ty::Integer, Seen::Num(n)) => self.integer_from_number(n),
+            (Ty::Integer, Seen::Str(s)) => self.integer_from_text(v, s),
+            (Ty::Number, Seen::Num(n)) => Some(Conv::Num(n.as_f64().unwrap_or(0.0))),
+            (Ty::Number, Seen::Str(s)) => match s.trim().parse::<f64>() {
                 Ok(f) if f.is_finite() => Some(Conv::Num(f)),
                 _ => {
                     self.issue(
                         IssueCode::Type,
-                        format!("{} cannot be converted to a number", excerpt(v)),
+                        format!("{} cannot be converted to a number", v.excerpt()),
                     );
                     None
                 }
             },
-            (Ty::String, Value::Number(n)) => match node.format {
+            (Ty::String, Seen::Num(n)) => match node.format {
                 Some(Format::DateTime) | Some(Format::Date) => self.date_from_number(n),
                 _ => Some(Conv::Text(Cow::Owned(n.to_string()))),
             },
-            (Ty::String, Value::String(s)) => Some(Conv::Text(Cow::Borrowed(s))),
-            (_, Value::Null) => None,
+            (Ty::String, Seen::Str(s)) => Some(Conv::Text(Cow::Borrowed(s))),
+            (_, Seen::Null) => None,
             _ => None,
         }
     }
@@ -283,7 +363,7 @@ impl<'a> Cx<'a, '_> {
         }
     }
 
-    fn integer_from_text<'v>(&mut self, v: &Value, s: &str) -> Option<Conv<'v>> {
+    fn integer_from_text<'v>(&mut self, v: &Seen<'_>, s: &str) -> Option<Conv<'v>> {
         let t = s.trim();
         if let Ok(i) = t.parse::<i64>() {
             Some(Conv::Num(i as f64))
@@ -295,7 +375,7 @@ impl<'a> Cx<'a, '_> {
         } else {
             self.issue(
                 IssueCode::Type,
-                format!("{} cannot be converted to an integer", excerpt(v)),
+                format!("{} cannot be converted to an integer", v.excerpt()),
             );
             None
         }
@@ -324,7 +404,7 @@ impl<'a> Cx<'a, '_> {
         }
     }
 
-    fn number_rules(&mut self, node: &Node, v: &Value, f: f64) {
+    fn number_rules(&mut self, node: &Node, v: &Seen<'_>, f: f64) {
         let broken = [
             (node.minimum.filter(|min| f < *min), "is below the minimum"),
             (node.maximum.filter(|max| f > *max), "is above the maximum"),
@@ -341,7 +421,7 @@ impl<'a> Cx<'a, '_> {
             if let Some(bound) = bound {
                 self.issue(
                     IssueCode::Constraint,
-                    format!("{} {rule} {}", excerpt(v), num(bound)),
+                    format!("{} {rule} {}", v.excerpt(), num(bound)),
                 );
             }
         }
@@ -352,13 +432,13 @@ impl<'a> Cx<'a, '_> {
         }
     }
 
-    fn text_rules(&mut self, node: &Node, v: &Value, s: &str) {
+    fn text_rules(&mut self, node: &Node, v: &Seen<'_>, s: &str) {
         if let Some(format) = node.format
             && !format.accepts(s)
         {
             self.issue(
                 IssueCode::Constraint,
-                format!("{} {}", excerpt(v), format.refusal()),
+                format!("{} {}", v.excerpt(), format.refusal()),
             );
         }
         if node.min_length.is_some() || node.max_length.is_some() {
@@ -370,7 +450,7 @@ impl<'a> Cx<'a, '_> {
                     IssueCode::Constraint,
                     format!(
                         "{} has {n} characters; at least {min} are required",
-                        excerpt(v)
+                        v.excerpt()
                     ),
                 );
             }
@@ -381,7 +461,7 @@ impl<'a> Cx<'a, '_> {
                     IssueCode::Constraint,
                     format!(
                         "{} has {n} characters; at most {max} are allowed",
-                        excerpt(v)
+                        v.excerpt()
                     ),
                 );
             }
@@ -394,7 +474,7 @@ impl<'a> Cx<'a, '_> {
                 IssueCode::Constraint,
                 format!(
                     "{} does not match the field's pattern {}",
-                    excerpt(v),
+                    v.excerpt(),
                     excerpt(&Value::String(pattern.source().to_owned()))
                 ),
             );
@@ -410,7 +490,7 @@ impl<'a> Cx<'a, '_> {
         }
     }
 
-    fn enum_issue(&mut self, v: &Value, allowed: &[Value]) {
+    fn enum_issue(&mut self, v: &Seen<'_>, allowed: &[Value]) {
         let list: Vec<String> = allowed
             .iter()
             .take(20)
@@ -424,7 +504,7 @@ impl<'a> Cx<'a, '_> {
             IssueCode::Constraint,
             format!(
                 "{} is not one of the allowed values: {}{more}",
-                excerpt(v),
+                v.excerpt(),
                 list.join(", ")
             ),
         );
@@ -433,14 +513,7 @@ impl<'a> Cx<'a, '_> {
 
 /// What kind of JSON value `v` is, as messages name it ("a string", "an object").
 pub fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
+    Seen::of(v).kind()
 }
 
 pub(crate) fn excerpt(v: &Value) -> String {

@@ -10,7 +10,8 @@
 //!
 //! Module map: `schema` (compiling: the keywords understood, `$ref`s and `allOf`), `meta` (the
 //! meta-schema check of a schema's keywords), `check` (one record against a compiled schema:
-//! conversions and rules), `text` (the string formats: date, date-time, email, URI),
+//! conversions and rules), `stream` (the quick verdict on a JSON record
+//! checked while it is parsed, holding nothing), `text` (the string formats: date, date-time, email, URI),
 //! `pattern` (the `pattern` keyword), `record` (CSV rows as records, the identity of upsert
 //! rows), `parquet` (Parquet rows as records, a file's columns against the schema), `pointer` (JSON pointers), `issue` (issues and their codes).
 
@@ -22,6 +23,7 @@ mod pattern;
 mod pointer;
 mod record;
 mod schema;
+mod stream;
 mod text;
 
 pub use check::{CheckMode, Source, kind as json_kind};
