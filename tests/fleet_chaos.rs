@@ -231,6 +231,9 @@ async fn three_instances_survive_kills_a_pause_and_a_database_restart_with_every
     }
 
     let receipts = wait_receipts(&env.archive(), FILES, 120).await;
+    // An instance restarted by the last step may still be starting, before it handles
+    // SIGTERM (which then kills it, as it would any process): each must be up first.
+    all_say(&env, 200, "every instance ready before it is asked to stop").await;
     for child in &children {
         signal(child, libc::SIGTERM);
     }
