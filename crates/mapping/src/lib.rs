@@ -45,6 +45,6 @@ pub use functions::{UNSUPPORTED as UNSUPPORTED_FUNCTIONS, supported_names as sup
 pub use mapper::{CsvBinding, Mapper, Reason, ReasonKind, Rejection};
 pub use mapping_set::{MappingError, MappingSet};
 pub use read::{CsvOptions, InputFormat, OnBytes};
-pub use run::{MapError, Options, Output, Summary, map_file, map_opened, map_seeing};
+pub use run::{MapError, Options, Output, Summary, map_file, map_seeing};
 pub use write::{INFERENCE_ROWS, OutputFormat, WriteError};
 pub use xdm::{Schema, SchemaError};

@@ -68,20 +68,6 @@ pub fn map_file<W: Write + Send>(
         path: input.to_path_buf(),
         source,
     })?;
-    map_opened(mapper, file, input, format, output, options, on_rejected)
-}
-
-/// Maps a file the caller opened (and checked), read from its start; `input` names it in
-/// errors. Otherwise as [`map_file`].
-pub fn map_opened<W: Write + Send>(
-    mapper: &Mapper,
-    file: std::fs::File,
-    input: &Path,
-    format: &InputFormat,
-    output: Option<Output<W>>,
-    options: &Options,
-    on_rejected: &mut dyn FnMut(Rejection),
-) -> Result<Summary, MapError> {
     map_seeing(
         mapper,
         file,
@@ -94,9 +80,10 @@ pub fn map_opened<W: Write + Send>(
     )
 }
 
-/// As [`map_opened`], handing every byte of the file to `on_bytes` as it is read (once, in
-/// order; see [`OnBytes`]), so that one read both maps and hashes it. Parquet is the
-/// exception: its records are read by seeking, so its bytes are read once more, first.
+/// Maps a file the caller opened (and checked), read from its start; `input` names it in
+/// errors. Otherwise as [`map_file`]. With `on_bytes`, every byte of the file is handed to it
+/// as it is read (once, in order; see [`OnBytes`]), so that one read both maps and hashes it;
+/// a Parquet file's records are read by seeking, so its bytes are read once more, first.
 #[allow(clippy::too_many_arguments)]
 pub fn map_seeing<W: Write + Send>(
     mapper: &Mapper,
