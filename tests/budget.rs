@@ -3,7 +3,7 @@
 //! shows per watch the next batch due and why, and the daily batch budget used) and the
 //! record-size limits of Profile-enabled datasets, caught before upload.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

@@ -3,7 +3,7 @@
 //! read back over its Catalog and Data Access APIs, what the operator sees from receipts,
 //! `/readyz` and `batchdrop status`.
 
-mod support;
+use crate::support;
 
 use batchdrop::api::{BatchQuery, BatchStatus};
 use batchdrop_emulator::{EmulatorConfig, FaultConfig};

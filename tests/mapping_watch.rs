@@ -4,7 +4,7 @@
 //! while mapping (the real binary) then a restart, ingesting exactly once; a mapping set with
 //! an unknown function refusing its watch at start.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Child;

@@ -1,7 +1,7 @@
 //! Operating batchdrop: metrics that count what happened, readiness that follows the platform,
 //! live reload on SIGHUP, and systemd notifications — all with the real binary.
 
-mod support;
+use crate::support;
 
 use std::os::unix::net::UnixDatagram;
 use std::process::Stdio;

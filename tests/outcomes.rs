@@ -4,7 +4,7 @@
 //! The real daemon (in-process, or the binary for `status` and `abort`), the real emulator over
 //! HTTP on 127.0.0.1.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

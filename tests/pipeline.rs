@@ -1,7 +1,7 @@
 //! The daemon end to end, as an operator sees it: files dropped into a real folder end up in
 //! the (emulated) platform, checked through Data Access, and archived with receipts.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! sandboxes, an upsert dataset, the daemon in-process and `check-config --online` as the real
 //! binary.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 

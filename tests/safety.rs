@@ -1,7 +1,7 @@
 //! Safety: odd and hostile file names, symlinks out of the folder, rotated credentials, and no
 //! secret in logs or state — against the real emulator and the real binary.
 
-mod support;
+use crate::support;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;

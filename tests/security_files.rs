@@ -8,7 +8,7 @@
 //! not depend on permissions (following symlinks, file types, sizes, identities) and check the
 //! modes batchdrop sets where that is what a defence is made of.
 
-mod support;
+use crate::support;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;

@@ -4,7 +4,7 @@
 //! from the emulator's own IMS past a gateway allowlist, proxies in the environment, and a
 //! 1 GiB record without a newline.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
