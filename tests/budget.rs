@@ -165,11 +165,10 @@ async fn profile_event_dataset(env: &Env) -> std::path::PathBuf {
         .create_dataset("visits", Some(&schema_ref), &tags)
         .await
         .unwrap();
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace(support::DATASET, &dataset);
-    std::fs::write(&path, text).unwrap();
-    path
+    env.write(
+        &env.config_file()
+            .last_watch(|watch| watch.set("dataset", dataset.as_str())),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -272,13 +272,10 @@ async fn sighup_with_a_new_api_key_says_a_restart_applies_it() {
     let config = env.write_config("", "");
     let daemon = spawn_daemon(&config, &[], &[]);
     admin_url(&env.state_dir()).await;
-    let text = std::fs::read_to_string(&config).unwrap();
     // The key never shows in the config's Debug text, which reload used to compare.
-    std::fs::write(
-        &config,
-        text.replace("[platform]\n", "[platform]\napi_key = \"rotated-key\"\n"),
-    )
-    .unwrap();
+    env.write(&env.config_file().section("platform", |platform| {
+        platform.set("api_key", "rotated-key")
+    }));
     signal(&daemon, libc::SIGHUP);
     let log_path = config.with_file_name("daemon.log");
     let log = eventually(30, "the reload's warning", || {
@@ -361,13 +358,11 @@ async fn intake_pauses_at_max_queued_files_says_so_and_resumes() {
         .local_addr()
         .unwrap()
         .port();
-    let config = env.write_config_for(
-        &format!("http://127.0.0.1:{port}"),
-        "max_attempts = 1000",
-        "",
+    let config = env.write(
+        &ConfigFile::fast(&format!("http://127.0.0.1:{port}"))
+            .section("upload", |upload| upload.set("max_attempts", 1000))
+            .section("limits", |limits| limits.set("max_queued_files", 2)),
     );
-    let text = std::fs::read_to_string(&config).unwrap() + "\n[limits]\nmax_queued_files = 2\n";
-    std::fs::write(&config, text).unwrap();
     for i in 0..5 {
         write_atomic(
             &env.drop_dir().join(format!("f{i}.json")),

@@ -158,14 +158,12 @@ fn a_missing_environment_variable_is_a_config_error_naming_it_and_its_line() {
 
 /// Writes a config with an embedded platform and one watch below `dir`.
 fn embedded_config(dir: &Path) -> std::path::PathBuf {
-    let config = dir.join("config.toml");
     std::fs::create_dir_all(dir.join("drop")).unwrap();
-    std::fs::write(
-        &config,
-        "state_dir = \"state\"\nadmin_listen = \"127.0.0.1:0\"\n[[watch]]\npath = \"drop\"\ndataset = \"demo\"\n",
-    )
-    .unwrap();
-    config
+    ConfigFile::empty()
+        .set("state_dir", "state")
+        .set("admin_listen", "127.0.0.1:0")
+        .watch("drop", "demo", |watch| watch)
+        .write_to(&dir.join("config.toml"))
 }
 
 #[test]

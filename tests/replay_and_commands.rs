@@ -420,30 +420,10 @@ async fn abort_retry_and_revert_work_while_the_daemon_runs() {
 }
 
 fn embedded_config(dir: &Path) -> std::path::PathBuf {
-    let path = dir.join("embedded.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-state_dir = "estate"
-# Not the default 9187, which another daemon on this machine may hold.
-admin_listen = "127.0.0.1:0"
-[platform]
-endpoint = "embedded"
-[upload]
-poll_initial = "50ms"
-poll_max = "200ms"
-[defaults]
-settle = "300ms"
-max_wait = "200ms"
-[[watch]]
-path = "edrop"
-dataset = "{DATASET}"
-"#
-        ),
-    )
-    .unwrap();
-    path
+    ConfigFile::embedded()
+        .set("state_dir", "estate")
+        .watch("edrop", DATASET, |watch| watch)
+        .write_to(&dir.join("embedded.toml"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -531,27 +511,16 @@ async fn check_config_reports_what_is_wrong_with_exit_3_and_what_is_watched_with
 
     let blocker = env.dir.path().join("not-a-folder");
     std::fs::write(&blocker, "x").unwrap();
-    let bad = env.dir.path().join("bad.toml");
-    std::fs::write(
-        &bad,
-        format!(
-            r#"
-[platform]
-endpoint = "https://platform.example.com"
-access_token_file = "missing-token"
-[[watch]]
-path = "not-a-folder"
-dataset = "{DATASET}"
-[[watch]]
-path = "drop"
-dataset = "d2"
-[[watch]]
-path = "drop/inner"
-dataset = "d3"
-"#
-        ),
-    )
-    .unwrap();
+    let bad = ConfigFile::empty()
+        .section("platform", |platform| {
+            platform
+                .set("endpoint", "https://platform.example.com")
+                .set("access_token_file", "missing-token")
+        })
+        .watch("not-a-folder", DATASET, |watch| watch)
+        .watch("drop", "d2", |watch| watch)
+        .watch("drop/inner", "d3", |watch| watch)
+        .write_to(&env.dir.path().join("bad.toml"));
     let o = bd(&["check-config", "--config", bad.to_str().unwrap()]).await;
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
@@ -579,24 +548,18 @@ async fn check_config_passes_an_oauth_config_and_names_an_unreadable_client_secr
     std::fs::write(dir.path().join("secret"), secret_value).unwrap();
     let config = dir.path().join("config.toml");
     let write = |secret_file: &str| {
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-state_dir = "state"
-[platform]
-endpoint = "https://platform.example.com"
-[platform.auth]
-client_id = "batchdrop-client"
-scopes = ["openid", "AdobeID"]
-client_secret_file = "{secret_file}"
-[[watch]]
-path = "drop"
-dataset = "{DATASET}"
-"#
-            ),
-        )
-        .unwrap()
+        ConfigFile::empty()
+            .set("state_dir", "state")
+            .section("platform", |platform| {
+                platform.set("endpoint", "https://platform.example.com")
+            })
+            .section("platform.auth", |auth| {
+                auth.set("client_id", "batchdrop-client")
+                    .set("scopes", vec!["openid", "AdobeID"])
+                    .set("client_secret_file", secret_file)
+            })
+            .watch("drop", DATASET, |watch| watch)
+            .write_to(&config)
     };
     let args = ["check-config", "--config", config.to_str().unwrap()];
 

@@ -182,35 +182,12 @@ impl EmulatorProc {
 /// A daemon config for a platform at `url` (the `support` one points at the in-process emulator).
 fn config_for(dir: &Path, url: &str, upload_extra: &str, watch_extra: &str) -> PathBuf {
     std::fs::write(dir.join("token"), "test-token\n").unwrap();
-    let text = format!(
-        r#"
-state_dir = "state"
-shutdown_grace = "5s"
-# Not the default 9187, which another daemon on this machine may hold.
-admin_listen = "127.0.0.1:0"
-[platform]
-endpoint = "{url}"
-access_token_file = "token"
-[upload]
-backoff_initial = "100ms"
-backoff_max = "1s"
-poll_initial = "50ms"
-poll_max = "200ms"
-{upload_extra}
-[defaults]
-settle = "300ms"
-max_wait = "200ms"
-rescan_interval = "1s"
-[[watch]]
-path = "drop"
-dataset = "{DATASET}"
-{watch_extra}
-"#
-    );
-    let path = dir.join("config.toml");
-    std::fs::write(&path, text).unwrap();
     std::fs::create_dir_all(dir.join("drop")).unwrap();
-    path
+    ConfigFile::fast(url)
+        .unset("probe_interval")
+        .merge_text("upload", upload_extra)
+        .merge_text("watch", watch_extra)
+        .write_to(&dir.join("config.toml"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
