@@ -36,5 +36,6 @@ mod fleet_run;
 // The reliability suite (kills, faults, bad files, resources, load).
 mod reliability;
 
-// The repository's Markdown links.
+// The repository's Markdown links, and this binary's own layout.
 mod docs;
+mod layout;
