@@ -137,14 +137,10 @@ async fn status_json(config: &std::path::Path) -> serde_json::Value {
 
 /// `/readyz`: its status code and body.
 async fn readyz(state_dir: &std::path::Path) -> (u16, String) {
-    let path = state_dir.join("admin-addr");
-    let addr = eventually(30, "the admin listener", || {
-        let a = std::fs::read_to_string(&path).ok();
-        async move { a }
-    })
-    .await;
-    let resp = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
-    (resp.status().as_u16(), resp.text().await.unwrap())
+    let url = admin_url(state_dir).await;
+    http_get(&format!("{url}/readyz"))
+        .await
+        .expect("/readyz answers")
 }
 
 /// The daemon in-process with a reload signal the test can send.

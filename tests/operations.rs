@@ -37,12 +37,9 @@ async fn metrics_count_what_happened() {
     write_atomic(&env.drop_dir().join("bad.json"), b"{nope\n");
     bytes += 6;
     wait_receipts(&env.failed(), 1, 60).await;
-    let text = reqwest::get(format!("{url}/metrics"))
+    let (_, text) = http_get(&format!("{url}/metrics"))
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .expect("/metrics answers");
     stop_daemon(daemon);
     assert_eq!(
         metric(
@@ -104,29 +101,18 @@ async fn readyz_flips_when_the_platform_is_unreachable_and_back() {
     let ready = |expect: u16| {
         let url = url.clone();
         async move {
-            let r = reqwest::get(format!("{url}/readyz")).await.ok()?;
-            let status = r.status().as_u16();
-            let body = r.text().await.ok()?;
+            let (status, body) = http_get(&format!("{url}/readyz")).await?;
             (status == expect).then_some(body)
         }
     };
     eventually(30, "ready with the platform up", || ready(200)).await;
-    assert_eq!(
-        reqwest::get(format!("{url}/healthz"))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(http_get(&format!("{url}/healthz")).await.unwrap().0, 200);
 
     emu.shutdown().await;
     let body = eventually(30, "not ready with the platform down", || ready(503)).await;
     assert!(body.contains("platform"), "says why: {body}");
     assert_eq!(
-        reqwest::get(format!("{url}/healthz"))
-            .await
-            .unwrap()
-            .status(),
+        http_get(&format!("{url}/healthz")).await.unwrap().0,
         200,
         "still alive"
     );
@@ -374,8 +360,7 @@ async fn intake_pauses_at_max_queued_files_says_so_and_resumes() {
     let body = eventually(30, "readyz says intake is paused", || {
         let url = url.clone();
         async move {
-            let r = reqwest::get(format!("{url}/readyz")).await.ok()?;
-            let body = r.text().await.ok()?;
+            let (_, body) = http_get(&format!("{url}/readyz")).await?;
             body.contains("intake is paused").then_some(body)
         }
     })
@@ -385,12 +370,7 @@ async fn intake_pauses_at_max_queued_files_says_so_and_resumes() {
     let metrics = eventually(30, "metrics show the queue at its cap", || {
         let url = url.clone();
         async move {
-            let text = reqwest::get(format!("{url}/metrics"))
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
+            let (_, text) = http_get(&format!("{url}/metrics")).await?;
             let queued = metric(&text, &["batchdrop_queue_files", "state=\"batched\""])
                 + metric(&text, &["batchdrop_queue_files", "state=\"ready\""]);
             assert!(queued <= 2.0, "more than the cap is queued: {text}");

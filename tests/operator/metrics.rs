@@ -6,18 +6,11 @@ use super::*;
 
 /// `/metrics` of the daemon using `state_dir`, once its admin listener wrote its address.
 async fn scrape(state_dir: &Path) -> String {
-    let file = state_dir.join("admin-addr");
-    let addr = eventually(60, "the admin listener", || {
-        let addr = std::fs::read_to_string(&file).ok();
-        async move { addr }
-    })
-    .await;
-    reqwest::get(format!("http://{addr}/metrics"))
+    let url = admin_url(state_dir).await;
+    http_get(&format!("{url}/metrics"))
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+        .expect("/metrics answers")
+        .1
 }
 
 /// The value of the sample line of `name` whose labels contain every `label`.

@@ -251,6 +251,14 @@ pub async fn admin_url(state_dir: &Path) -> String {
     format!("http://{addr}")
 }
 
+/// GET `url` (an admin listener's `/metrics`, `/readyz`, `/healthz`): its status and body, or
+/// `None` while nothing answers there.
+pub async fn http_get(url: &str) -> Option<(u16, String)> {
+    let response = reqwest::get(url).await.ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.ok()?))
+}
+
 /// Waits until `f` returns Some, or panics after `secs` with `what`.
 pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
 where
