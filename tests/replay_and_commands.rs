@@ -92,12 +92,15 @@ fn keep_replaced_batches() -> EmulatorConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_json_follows_a_file_through_the_states_of_a_running_daemon() {
+    // Each state lasts a few seconds (the file ready until max_wait seals it, the batch in
+    // processing), so that a `status` sample lands in each even when starting the binary
+    // takes seconds on a loaded machine.
     let env = Env::with_emulator(EmulatorConfig {
-        processing_delay_ms: 500,
+        processing_delay_ms: 3000,
         ..EmulatorConfig::default()
     })
     .await;
-    let config = env.write_config("", "max_wait = \"1500ms\"");
+    let config = env.write_config("", "max_wait = \"4s\"");
     let daemon = Daemon::start(batchdrop::config::Config::load(&config).unwrap());
 
     // Right from the start (the daemon may still be creating its state).
