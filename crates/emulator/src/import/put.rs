@@ -70,7 +70,10 @@ pub async fn put_file(
     let _guard = lock.lock().await;
     let created = commit_put(&state, &t, arrived).await?;
     bump(&state.counters.puts);
-    state.counters.bytes_received.fetch_add(len, Ordering::Relaxed);
+    state
+        .counters
+        .bytes_received
+        .fetch_add(len, Ordering::Relaxed);
     tracing::info!(batch = %t.batch_id, path = %t.path, bytes = len, created, "file stored");
     // The guide answers 200 for a new file as for a replaced one, and a public client takes
     // anything else as an error; the spec documents both 200 and 201.
