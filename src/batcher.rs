@@ -304,20 +304,8 @@ impl Batcher {
         if to_check.is_empty() {
             return Ok(Some(ready));
         }
-        let stop = shutdown.clone();
-        let results = tokio::task::spawn_blocking(move || {
-            let mut out = Vec::with_capacity(to_check.len());
-            for (i, f) in to_check {
-                if stop.is_cancelled() {
-                    return None;
-                }
-                out.push((i, crate::preflight::local::check_queued(&validator, &f)));
-            }
-            Some(out)
-        })
-        .await
-        .unwrap_or(None);
-        let Some(results) = results else {
+        let check = move |f: &FileRow| crate::preflight::local::check_queued(&validator, f);
+        let Some(results) = each_blocking(to_check, shutdown, check).await else {
             return Ok(None);
         };
         let mut ready = ready;
@@ -475,6 +463,29 @@ pub fn sha256_queued(f: &FileRow) -> std::io::Result<Option<String>> {
         Ok(sha) => Ok(Some(sha)),
         Err(e) => not_now(e),
     }
+}
+
+/// `work` on each `(index, file)` in turn, on one blocking thread (the checks and the mappings
+/// read whole files). `None` as soon as `shutdown` is cancelled, or if the thread panicked: a
+/// stop does not wait for the rest of the page, and the caller seals none of it.
+pub(crate) async fn each_blocking<R: Send + 'static>(
+    files: Vec<(usize, FileRow)>,
+    shutdown: &CancellationToken,
+    work: impl Fn(&FileRow) -> R + Send + 'static,
+) -> Option<Vec<(usize, R)>> {
+    let stop = shutdown.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::with_capacity(files.len());
+        for (i, file) in files {
+            if stop.is_cancelled() {
+                return None;
+            }
+            out.push((i, work(&file)));
+        }
+        Some(out)
+    })
+    .await
+    .unwrap_or(None)
 }
 
 /// The queued version of a file, opened as it was queued: `Ok(None)` when what is there now

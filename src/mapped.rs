@@ -283,22 +283,10 @@ pub async fn stage_ready(
     if to_map.is_empty() {
         return Ok(Some(ready));
     }
-    let stop = shutdown.clone();
     let dir = state_dir.to_path_buf();
     let mapper = watch.clone();
-    let results = tokio::task::spawn_blocking(move || {
-        let mut out = Vec::with_capacity(to_map.len());
-        for (i, f) in to_map {
-            if stop.is_cancelled() {
-                return None;
-            }
-            out.push((i, stage(&mapper, &f, &dir)));
-        }
-        Some(out)
-    })
-    .await
-    .unwrap_or(None);
-    let Some(results) = results else {
+    let map = move |f: &FileRow| stage(&mapper, f, &dir);
+    let Some(results) = crate::batcher::each_blocking(to_map, shutdown, map).await else {
         return Ok(None);
     };
     let mut ready = ready;

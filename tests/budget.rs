@@ -3,7 +3,7 @@
 //! shows per watch the next batch due and why, and the daily batch budget used) and the
 //! record-size limits of Profile-enabled datasets, caught before upload.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 
@@ -165,11 +165,10 @@ async fn profile_event_dataset(env: &Env) -> std::path::PathBuf {
         .create_dataset("visits", Some(&schema_ref), &tags)
         .await
         .unwrap();
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace(support::DATASET, &dataset);
-    std::fs::write(&path, text).unwrap();
-    path
+    env.write(
+        &env.config_file()
+            .last_watch(|watch| watch.set("dataset", dataset.as_str())),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 //! read back over its Catalog and Data Access APIs, what the operator sees from receipts,
 //! `/readyz` and `batchdrop status`.
 
-mod support;
+use crate::support;
 
 use batchdrop::api::{BatchQuery, BatchStatus};
 use batchdrop_emulator::{EmulatorConfig, FaultConfig};
@@ -137,14 +137,10 @@ async fn status_json(config: &std::path::Path) -> serde_json::Value {
 
 /// `/readyz`: its status code and body.
 async fn readyz(state_dir: &std::path::Path) -> (u16, String) {
-    let path = state_dir.join("admin-addr");
-    let addr = eventually(30, "the admin listener", || {
-        let a = std::fs::read_to_string(&path).ok();
-        async move { a }
-    })
-    .await;
-    let resp = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
-    (resp.status().as_u16(), resp.text().await.unwrap())
+    let url = admin_url(state_dir).await;
+    http_get(&format!("{url}/readyz"))
+        .await
+        .expect("/readyz answers")
 }
 
 /// The daemon in-process with a reload signal the test can send.
@@ -247,9 +243,10 @@ async fn a_dataset_deleted_while_the_daemon_runs_blocks_its_watch_until_it_is_ba
 async fn a_watch_on_a_missing_dataset_resumes_when_the_config_is_fixed_and_reloaded() {
     let env = Env::new().await;
     let wrong = "0000000000000000000000ff";
-    let config_path = env.write_config("", "");
-    let text = std::fs::read_to_string(&config_path).unwrap();
-    std::fs::write(&config_path, text.replace(DATASET, wrong)).unwrap();
+    let config_path = env.write(
+        &env.config_file()
+            .last_watch(|watch| watch.set("dataset", wrong)),
+    );
     let (reload, daemon) = start_reloadable(batchdrop::config::Config::load(&config_path).unwrap());
     for i in 0..2 {
         write_atomic(
@@ -264,7 +261,7 @@ async fn a_watch_on_a_missing_dataset_resumes_when_the_config_is_fixed_and_reloa
     .await;
     assert!(support::receipts(&env.failed()).is_empty());
 
-    std::fs::write(&config_path, text).unwrap();
+    env.write(&env.config_file());
     reload.notify_one();
     let receipts = wait_receipts(&env.archive(), 2, 60).await;
     daemon.stop().await;
@@ -312,24 +309,10 @@ impl Drop for KillOnDrop {
 async fn a_watch_added_by_sighup_on_the_embedded_platform_ingests_its_files() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("embedded.toml");
-    let first = format!(
-        r#"
-state_dir = "state"
-admin_listen = "off"
-[platform]
-endpoint = "embedded"
-[upload]
-poll_initial = "50ms"
-poll_max = "200ms"
-[defaults]
-settle = "300ms"
-max_wait = "200ms"
-[[watch]]
-path = "a"
-dataset = "{DATASET}"
-"#
-    );
-    std::fs::write(&config, &first).unwrap();
+    let first = ConfigFile::embedded()
+        .set("admin_listen", "off")
+        .watch("a", DATASET, |watch| watch);
+    first.write_to(&config);
     std::fs::create_dir_all(dir.path().join("a")).unwrap();
     let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
     let mut child = KillOnDrop(Some(
@@ -351,11 +334,7 @@ dataset = "{DATASET}"
     .await;
 
     // As a new user would: append a watch on dataset `b` and send SIGHUP.
-    std::fs::write(
-        &config,
-        format!("{first}\n[[watch]]\npath = \"b\"\ndataset = \"b\"\n"),
-    )
-    .unwrap();
+    first.watch("b", "b", |watch| watch).write_to(&config);
     std::fs::create_dir_all(dir.path().join("b")).unwrap();
     // SAFETY: kill(2) on the pid of a child this test spawned; no memory is involved.
     unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };

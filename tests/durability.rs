@@ -2,7 +2,7 @@
 //! restarted, it ends with every record in the platform exactly once, no batch left `loading`,
 //! and no acknowledged chunk sent twice. Also: SIGTERM during a large upload, `--once`.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::{Child, ExitStatus};

@@ -5,7 +5,7 @@
 //! and never shows; `status` lists the instances; the coordination survives a database restart;
 //! claims of finished files are swept without changing how a file dropped again is judged.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

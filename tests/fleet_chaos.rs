@@ -7,7 +7,7 @@
 //! the drop folder, and nothing went to the failed folder. Prints the failover figure: how
 //! long the in-flight batches of a killed instance stayed with it before another took them.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Child;

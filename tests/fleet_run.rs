@@ -4,7 +4,7 @@
 //! the instance, `/readyz` fails while the database is down, and nothing is lost meanwhile;
 //! instances running `run --once` together share a backfill and exit cleanly.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

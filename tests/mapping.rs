@@ -4,8 +4,6 @@
 // The emulator tests' HTTP helpers (a test kit shared by both is issue #17's part C).
 #[path = "../crates/emulator/tests/emulator/common.rs"]
 mod common;
-#[path = "support/records.rs"]
-mod records;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,6 +16,7 @@ use batchdrop_emulator::{DatasetSeed, EmulatorConfig, SchemaSeed};
 
 use serde_json::{Value, json};
 
+use crate::support::records;
 use common::fixture;
 use records::{json_lines, parquet_as_json};
 

@@ -4,7 +4,7 @@
 //! while mapping (the real binary) then a restart, ingesting exactly once; a mapping set with
 //! an unknown function refusing its watch at start.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -25,9 +25,15 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The CRM profile dataset (its schema registered), and the test config written with one watch
+/// on it that maps with `mapping`.
+async fn profile_watch(env: &Env, mapping: &Path) -> PathBuf {
+    env.write(&profile_config(env, mapping).await)
+}
+
 /// The CRM profile dataset (its schema registered), and the test config with one watch on it
-/// that maps with `mapping` plus `watch_extra`.
-async fn profile_watch(env: &Env, mapping: &Path, watch_extra: &str) -> PathBuf {
+/// that maps with `mapping`.
+async fn profile_config(env: &Env, mapping: &Path) -> ConfigFile {
     let schema: Value =
         serde_json::from_slice(&std::fs::read(fixture("CRM_profiles.schema.json")).unwrap())
             .unwrap();
@@ -39,16 +45,11 @@ async fn profile_watch(env: &Env, mapping: &Path, watch_extra: &str) -> PathBuf 
         .ensure_dataset_with_schema(PROFILES, "CRM profiles", PROFILE_SCHEMA)
         .await
         .unwrap();
-    let extra = format!(
-        "mapping = {:?}\n{watch_extra}",
-        mapping.display().to_string()
-    );
-    let path = env.write_config("", &extra);
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace(support::DATASET, PROFILES);
-    std::fs::write(&path, text).unwrap();
-    path
+    env.config_file().last_watch(|watch| {
+        watch
+            .set("dataset", PROFILES)
+            .set("mapping", mapping.to_str().unwrap())
+    })
 }
 
 fn sha256_of(path: &Path) -> String {
@@ -65,7 +66,7 @@ fn sha256_of(path: &Path) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mapped_watch_ingests_the_csv_as_parquet_and_serves_the_mapped_records() {
     let env = Env::new().await;
-    let config = profile_watch(&env, &fixture("CRM_profiles.mapping.json"), "").await;
+    let config = profile_watch(&env, &fixture("CRM_profiles.mapping.json")).await;
     let daemon = Daemon::start(batchdrop::config::Config::load(&config).unwrap());
     let dropped = env.drop_dir().join("CRM_profiles.csv");
     write_atomic(
@@ -210,7 +211,7 @@ fn terminate(child: Child) {
 
 async fn killed_while_mapping_then_restarted(point: &str) {
     let env = Env::new().await;
-    let config = profile_watch(&env, &fixture("CRM_profiles.mapping.json"), "").await;
+    let config = profile_watch(&env, &fixture("CRM_profiles.mapping.json")).await;
     write_atomic(
         &env.drop_dir().join("CRM_profiles.csv"),
         &std::fs::read(fixture("CRM_profiles.csv")).unwrap(),
@@ -260,7 +261,7 @@ async fn killed_with_the_staged_file_written_but_unrecorded_ingests_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unrecorded_staged_file_whose_original_is_gone_is_removed_at_start() {
     let env = Env::new().await;
-    let config = profile_watch(&env, &fixture("CRM_profiles.mapping.json"), "").await;
+    let config = profile_watch(&env, &fixture("CRM_profiles.mapping.json")).await;
     let dropped = env.drop_dir().join("CRM_profiles.csv");
     write_atomic(
         &dropped,
@@ -297,13 +298,11 @@ async fn a_mapping_with_an_unknown_function_refuses_its_watch_at_start_naming_it
         .unwrap()
         .replace("to_decimal(LAT)", "to_double(LAT)");
     std::fs::write(&bad, text).unwrap();
-    let config = profile_watch(&env, &bad, "").await;
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!(
-        "\n[[watch]]\npath = \"plain\"\ndataset = \"{}\"\n",
-        support::DATASET
+    let config = env.write(&profile_config(&env, &bad).await.watch(
+        "plain",
+        support::DATASET,
+        |watch| watch,
     ));
-    std::fs::write(&config, text).unwrap();
     let plain = env.dir.path().join("plain");
     std::fs::create_dir_all(&plain).unwrap();
     let dropped = env.drop_dir().join("CRM_profiles.csv");
@@ -340,7 +339,7 @@ async fn a_mapping_with_an_unknown_function_refuses_its_watch_at_start_naming_it
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn map_with_dataset_fetches_the_schema_from_the_platform() {
     let env = Env::new().await;
-    let config = profile_watch(&env, &fixture("CRM_profiles.mapping.json"), "").await;
+    let config = profile_watch(&env, &fixture("CRM_profiles.mapping.json")).await;
     let csv = fixture("CRM_profiles.csv");
     let mapping = fixture("CRM_profiles.mapping.json");
     let out = bd(&[

@@ -1,7 +1,7 @@
 //! Operating batchdrop: metrics that count what happened, readiness that follows the platform,
 //! live reload on SIGHUP, and systemd notifications — all with the real binary.
 
-mod support;
+use crate::support;
 
 use std::os::unix::net::UnixDatagram;
 use std::process::Stdio;
@@ -37,12 +37,9 @@ async fn metrics_count_what_happened() {
     write_atomic(&env.drop_dir().join("bad.json"), b"{nope\n");
     bytes += 6;
     wait_receipts(&env.failed(), 1, 60).await;
-    let text = reqwest::get(format!("{url}/metrics"))
+    let (_, text) = http_get(&format!("{url}/metrics"))
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .expect("/metrics answers");
     stop_daemon(daemon);
     assert_eq!(
         metric(
@@ -104,29 +101,18 @@ async fn readyz_flips_when_the_platform_is_unreachable_and_back() {
     let ready = |expect: u16| {
         let url = url.clone();
         async move {
-            let r = reqwest::get(format!("{url}/readyz")).await.ok()?;
-            let status = r.status().as_u16();
-            let body = r.text().await.ok()?;
+            let (status, body) = http_get(&format!("{url}/readyz")).await?;
             (status == expect).then_some(body)
         }
     };
     eventually(30, "ready with the platform up", || ready(200)).await;
-    assert_eq!(
-        reqwest::get(format!("{url}/healthz"))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(http_get(&format!("{url}/healthz")).await.unwrap().0, 200);
 
     emu.shutdown().await;
     let body = eventually(30, "not ready with the platform down", || ready(503)).await;
     assert!(body.contains("platform"), "says why: {body}");
     assert_eq!(
-        reqwest::get(format!("{url}/healthz"))
-            .await
-            .unwrap()
-            .status(),
+        http_get(&format!("{url}/healthz")).await.unwrap().0,
         200,
         "still alive"
     );
@@ -272,13 +258,10 @@ async fn sighup_with_a_new_api_key_says_a_restart_applies_it() {
     let config = env.write_config("", "");
     let daemon = spawn_daemon(&config, &[], &[]);
     admin_url(&env.state_dir()).await;
-    let text = std::fs::read_to_string(&config).unwrap();
     // The key never shows in the config's Debug text, which reload used to compare.
-    std::fs::write(
-        &config,
-        text.replace("[platform]\n", "[platform]\napi_key = \"rotated-key\"\n"),
-    )
-    .unwrap();
+    env.write(&env.config_file().section("platform", |platform| {
+        platform.set("api_key", "rotated-key")
+    }));
     signal(&daemon, libc::SIGHUP);
     let log_path = config.with_file_name("daemon.log");
     let log = eventually(30, "the reload's warning", || {
@@ -361,13 +344,11 @@ async fn intake_pauses_at_max_queued_files_says_so_and_resumes() {
         .local_addr()
         .unwrap()
         .port();
-    let config = env.write_config_for(
-        &format!("http://127.0.0.1:{port}"),
-        "max_attempts = 1000",
-        "",
+    let config = env.write(
+        &ConfigFile::fast(&format!("http://127.0.0.1:{port}"))
+            .section("upload", |upload| upload.set("max_attempts", 1000))
+            .section("limits", |limits| limits.set("max_queued_files", 2)),
     );
-    let text = std::fs::read_to_string(&config).unwrap() + "\n[limits]\nmax_queued_files = 2\n";
-    std::fs::write(&config, text).unwrap();
     for i in 0..5 {
         write_atomic(
             &env.drop_dir().join(format!("f{i}.json")),
@@ -379,8 +360,7 @@ async fn intake_pauses_at_max_queued_files_says_so_and_resumes() {
     let body = eventually(30, "readyz says intake is paused", || {
         let url = url.clone();
         async move {
-            let r = reqwest::get(format!("{url}/readyz")).await.ok()?;
-            let body = r.text().await.ok()?;
+            let (_, body) = http_get(&format!("{url}/readyz")).await?;
             body.contains("intake is paused").then_some(body)
         }
     })
@@ -390,12 +370,7 @@ async fn intake_pauses_at_max_queued_files_says_so_and_resumes() {
     let metrics = eventually(30, "metrics show the queue at its cap", || {
         let url = url.clone();
         async move {
-            let text = reqwest::get(format!("{url}/metrics"))
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
+            let (_, text) = http_get(&format!("{url}/metrics")).await?;
             let queued = metric(&text, &["batchdrop_queue_files", "state=\"batched\""])
                 + metric(&text, &["batchdrop_queue_files", "state=\"ready\""]);
             assert!(queued <= 2.0, "more than the cap is queued: {text}");

@@ -4,7 +4,7 @@
 //! The real daemon (in-process, or the binary for `status` and `abort`), the real emulator over
 //! HTTP on 127.0.0.1.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 
@@ -214,21 +214,15 @@ async fn a_stalled_batch_is_reported_and_abort_clears_it() {
     eventually(30, "batchdrop_batches_stuck 1 on /metrics", || {
         let url = format!("http://{admin}/metrics");
         async move {
-            let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+            let (_, text) = http_get(&url).await?;
             text.lines()
                 .any(|l| l == "batchdrop_batches_stuck 1")
                 .then_some(())
         }
     })
     .await;
-    let ready = reqwest::get(format!("http://{admin}/readyz"))
-        .await
-        .unwrap();
-    assert_eq!(
-        ready.status(),
-        200,
-        "a stuck batch does not make the daemon unready"
-    );
+    let (ready, _) = http_get(&format!("http://{admin}/readyz")).await.unwrap();
+    assert_eq!(ready, 200, "a stuck batch does not make the daemon unready");
 
     let o = bd(&["abort", &batch, "--config", config.to_str().unwrap()]).await;
     assert_eq!(o.status.code(), Some(0), "{o:?}");

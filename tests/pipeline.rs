@@ -1,7 +1,7 @@
 //! The daemon end to end, as an operator sees it: files dropped into a real folder end up in
 //! the (emulated) platform, checked through Data Access, and archived with receipts.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -276,10 +276,14 @@ async fn two_watches_sharing_an_archive_keep_both_files_of_one_name() {
     std::fs::write(&shared, "not a folder").unwrap();
     let second = env.dir.path().join("drop2");
     std::fs::create_dir_all(&second).unwrap();
-    let watch_extra = format!(
-        "archive_dir = {shared:?}\n[[watch]]\npath = {second:?}\ndataset = \"{DATASET}\"\narchive_dir = {shared:?}"
-    );
-    let daemon = Daemon::start(env.config("", &watch_extra));
+    let shared_text = shared.to_str().unwrap();
+    let config = env
+        .config_file()
+        .last_watch(|watch| watch.set("archive_dir", shared_text))
+        .watch(second.to_str().unwrap(), DATASET, |watch| {
+            watch.set("archive_dir", shared_text)
+        });
+    let daemon = Daemon::start(batchdrop::config::Config::load(&env.write(&config)).unwrap());
     write_atomic(&env.drop_dir().join("same.json"), jsonl(0, 3).as_bytes());
     write_atomic(&second.join("same.json"), jsonl(100, 5).as_bytes());
     // Both batches succeed; their files cannot be archived while `shared` is a file.

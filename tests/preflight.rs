@@ -2,7 +2,7 @@
 //! sandboxes, an upsert dataset, the daemon in-process and `check-config --online` as the real
 //! binary.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 
@@ -31,14 +31,21 @@ async fn dataset_in(env: &Env, sandbox: &str, name: &str, profile_tags: &[&str])
 
 /// The test config with a second watch on `dataset` in folder `second` (format `format`).
 fn config_with_second_watch(env: &Env, dataset: &str, format: &str) -> PathBuf {
-    let path = env.write_config("", "");
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    text.push_str(&format!(
-        "\n[[watch]]\npath = \"second\"\ndataset = \"{dataset}\"\nformat = \"{format}\"\n"
-    ));
-    std::fs::write(&path, text).unwrap();
+    write_with_second_watch(env, dataset, format, |watch| watch)
+}
+
+/// The same, with whatever else `edit` sets on the second watch.
+fn write_with_second_watch(
+    env: &Env,
+    dataset: &str,
+    format: &str,
+    edit: impl FnOnce(support::config::Section) -> support::config::Section,
+) -> PathBuf {
     std::fs::create_dir_all(env.dir.path().join("second")).unwrap();
-    path
+    env.write(
+        &env.config_file()
+            .watch("second", dataset, |watch| edit(watch.set("format", format))),
+    )
 }
 
 /// `batchdrop check-config --online`: exit code and the lines of its online checks.
@@ -126,10 +133,8 @@ async fn a_watch_on_a_dataset_of_another_sandbox_is_held_at_start_naming_both() 
 async fn a_watch_with_its_own_sandbox_ingests_there_and_its_batches_are_followed_there() {
     let env = Env::new().await;
     let dev_only = dataset_in(&env, "dev", "dev profiles", &[]).await;
-    let config_path = config_with_second_watch(&env, &dev_only, "json");
-    let mut text = std::fs::read_to_string(&config_path).unwrap();
-    text.push_str("sandbox = \"dev\"\n");
-    std::fs::write(&config_path, text).unwrap();
+    let config_path =
+        write_with_second_watch(&env, &dev_only, "json", |watch| watch.set("sandbox", "dev"));
 
     // Both datasets are found, each in its sandbox (check-config still exits 3: the test
     // dataset's schema is not registered).

@@ -2,7 +2,7 @@
 //! it), permanent errors fail fast with the platform's message, and `max_attempts` ends in a
 //! receipt.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

@@ -1,7 +1,7 @@
 //! Safety: odd and hostile file names, symlinks out of the folder, rotated credentials, and no
 //! secret in logs or state — against the real emulator and the real binary.
 
-mod support;
+use crate::support;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -219,17 +219,20 @@ fn ims_emulator(token_lifetime_secs: u64) -> EmulatorConfig {
     cfg
 }
 
-/// Swaps the test config's static token file for `[platform.auth]` against the emulator's IMS,
-/// with the client secret in the file `secret` (written by the test).
-fn use_oauth(env: &Env, config: &std::path::Path) {
-    let text = std::fs::read_to_string(config).unwrap();
-    let auth = format!(
-        "[platform.auth]\nims_url = \"{}/ims/token/v3\"\nclient_id = \"{CLIENT}\"\nscopes = [\"openid\", \"AdobeID\"]\nclient_secret_file = \"secret\"\n",
-        env.emulator.base_url()
-    );
-    let replaced = text.replace("access_token_file = \"token\"\n", &auth);
-    assert_ne!(replaced, text);
-    std::fs::write(config, replaced).unwrap();
+/// The test config with its static token file swapped for `[platform.auth]` against the
+/// emulator's IMS, with the client secret in the file `secret` (written by the test).
+fn with_oauth(env: &Env, config: ConfigFile) -> ConfigFile {
+    config
+        .section("platform", |platform| platform.unset("access_token_file"))
+        .section("platform.auth", |auth| {
+            auth.set(
+                "ims_url",
+                format!("{}/ims/token/v3", env.emulator.base_url()),
+            )
+            .set("client_id", CLIENT)
+            .set("scopes", vec!["openid", "AdobeID"])
+            .set("client_secret_file", "secret")
+        })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,11 +245,14 @@ async fn oauth_tokens_expiring_every_two_seconds_never_stop_a_multi_chunk_upload
     let env = Env::with_emulator(cfg).await;
     std::fs::write(env.dir.path().join("secret"), RIGHT_SECRET).unwrap();
     let chunk = 32 * 1024;
-    let config = env.write_config(
-        &format!("large_file_threshold = {chunk}\nchunk_size = {chunk}"),
-        "",
-    );
-    use_oauth(&env, &config);
+    let config = env.write(&with_oauth(
+        &env,
+        env.config_file().section("upload", |upload| {
+            upload
+                .set("large_file_threshold", chunk as i64)
+                .set("chunk_size", chunk as i64)
+        }),
+    ));
     let large = jsonl(0, 70_000);
     let large = &large[..large[..64 * chunk].rfind('\n').unwrap() + 1];
     let records = large.lines().count() as u64;
@@ -308,8 +314,11 @@ async fn wrong_client_credentials_say_so_back_off_fail_nothing_and_a_fixed_secre
     let env = Env::with_emulator(ims_emulator(3600)).await;
     let secret = env.dir.path().join("secret");
     std::fs::write(&secret, WRONG_SECRET).unwrap();
-    let config = env.write_config("max_attempts = 2", "");
-    use_oauth(&env, &config);
+    let config = env.write(&with_oauth(
+        &env,
+        env.config_file()
+            .section("upload", |upload| upload.set("max_attempts", 2)),
+    ));
     for i in 0..3 {
         write_atomic(
             &env.drop_dir().join(format!("f{i}.json")),

@@ -8,7 +8,7 @@
 //! not depend on permissions (following symlinks, file types, sizes, identities) and check the
 //! modes batchdrop sets where that is what a defence is made of.
 
-mod support;
+use crate::support;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -104,17 +104,11 @@ impl Drop for Proc {
 
 /// The daemon still answers on its admin listener.
 async fn serving(env: &Env) {
-    let path = env.state_dir().join("admin-addr");
-    let addr = eventually(30, "the admin listener", || {
-        let a = std::fs::read_to_string(&path).ok();
-        async move { a }
-    })
-    .await;
-    let status = reqwest::get(format!("http://{addr}/healthz"))
+    let url = admin_url(&env.state_dir()).await;
+    let (status, body) = http_get(&format!("{url}/healthz"))
         .await
-        .expect("the daemon answers /healthz")
-        .status();
-    assert!(status.is_success(), "/healthz: {status}");
+        .expect("the daemon answers /healthz");
+    assert!((200..300).contains(&status), "/healthz: {status} {body}");
 }
 
 /// The receipt below `dir` for `file`, once it is there. Planted symlinks with receipt names

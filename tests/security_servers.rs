@@ -4,7 +4,7 @@
 //! from the emulator's own IMS past a gateway allowlist, proxies in the environment, and a
 //! 1 GiB record without a newline.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -71,31 +71,11 @@ fn stop(mut child: Child) {
 
 /// A daemon config in `dir` with the embedded platform and the admin listener.
 fn embedded_config(dir: &Path) -> PathBuf {
-    let path = dir.join("config.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-state_dir = "state"
-admin_listen = "127.0.0.1:0"
-probe_interval = "300ms"
-[platform]
-endpoint = "embedded"
-[upload]
-poll_initial = "50ms"
-poll_max = "200ms"
-[defaults]
-settle = "300ms"
-max_wait = "200ms"
-[[watch]]
-path = "drop"
-dataset = "{DATASET}"
-"#
-        ),
-    )
-    .unwrap();
     std::fs::create_dir_all(dir.join("drop")).unwrap();
-    path
+    ConfigFile::embedded()
+        .set("probe_interval", "300ms")
+        .watch("drop", DATASET, |watch| watch)
+        .write_to(&dir.join("config.toml"))
 }
 
 /// Waits for a file the daemon writes, and returns its content.

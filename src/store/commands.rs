@@ -2,6 +2,7 @@
 //! and `/metrics` read, and the few facts the commands record (an abort, a revert, a requeue).
 
 use super::events::{Event, Kind, insert_event};
+use super::upload::end_in_flight;
 use super::{BatchProgress, BatchRow, BatchState, FileRow, FileState, Store, StoreError, now_ms};
 
 impl Store {
@@ -124,18 +125,7 @@ impl Store {
     pub async fn abort_batch(&self, batch_id: i64, reason: &str) -> Result<bool, StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let moved = sqlx::query(concat!(
-            "UPDATE batches SET state = 'aborted', last_error = $1, updated_at = $2 WHERE id = $3
-               AND state IN ",
-            in_flight!()
-        ))
-        .bind(reason)
-        .bind(now)
-        .bind(batch_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if moved == 0 {
+        if !end_in_flight(&mut tx, batch_id, BatchState::Aborted, reason, now).await? {
             return Ok(false);
         }
         sqlx::query(
@@ -147,8 +137,6 @@ impl Store {
         .bind(batch_id)
         .execute(&mut *tx)
         .await?;
-        let event = Event::batch(batch_id, Kind::Batch(BatchState::Aborted), reason);
-        insert_event(&mut *tx, now, event).await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -195,28 +195,7 @@ impl Store {
             return Ok(None);
         }
         let now = now_ms();
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO files (watch, dataset, format, multiline_json, root, rel_path, dev, ino, size,
-               mtime_ns, state, reason, discovered_at, updated_at, sidecar, raw_path)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'failed', $11, $12, $13, $14, $15) RETURNING id",
-        )
-        .bind(&f.watch)
-        .bind(&f.dataset)
-        .bind(f.format)
-        .bind(f.multiline_json)
-        .bind(&f.root)
-        .bind(&f.rel_path)
-        .bind(f.dev)
-        .bind(f.ino)
-        .bind(f.size)
-        .bind(f.mtime_ns)
-        .bind(reason)
-        .bind(now)
-        .bind(now)
-        .bind(sidecar)
-        .bind(&f.raw_path)
-        .fetch_one(&mut *tx)
-        .await?;
+        let id = insert_file(&mut tx, f, Entry::Rejected { reason, sidecar }, now).await?;
         insert_event(&mut *tx, now, Event::file(id, Kind::Rejected, reason)).await?;
         tx.commit().await?;
         Ok(Some(id))
@@ -384,32 +363,74 @@ async fn record_ready_in(
             return Ok(Recorded::Known);
         }
         Some(_) => return Ok(Recorded::Deferred),
-        None => {
-            sqlx::query_scalar(
-                "INSERT INTO files (watch, dataset, format, multiline_json, root, rel_path, dev, ino,
-                   size, mtime_ns, state, discovered_at, updated_at, replay_json, replay_reason, sidecar)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'ready', $11, $12, $13, $14, $15) RETURNING id",
-            )
-            .bind(&f.watch)
-            .bind(&f.dataset)
-            .bind(f.format)
-            .bind(f.multiline_json)
-            .bind(&f.root)
-            .bind(&f.rel_path)
-            .bind(f.dev)
-            .bind(f.ino)
-            .bind(f.size)
-            .bind(f.mtime_ns)
-            .bind(now)
-            .bind(now)
-            .bind(replay.map(|r| &r.predecessors))
-            .bind(replay.map(|r| &r.reason))
-            .bind(replay.and_then(|r| r.sidecar.as_deref()))
-            .fetch_one(&mut *conn)
-            .await?
-        }
+        None => insert_file(conn, f, Entry::Ready { replay }, now).await?,
     };
     let detail = format!("{} bytes", f.size);
     insert_event(&mut *conn, now, Event::file(id, Kind::Ready, &detail)).await?;
     Ok(Recorded::New(id))
+}
+
+/// How a new file's record starts.
+enum Entry<'a> {
+    /// Queued for a batch, with the replay its `.replay` sidecar asked for.
+    Ready { replay: Option<&'a ReplayRequest> },
+    /// Failed at once (the archiver moves it, and `sidecar` with it) with `reason`.
+    Rejected {
+        reason: &'a str,
+        sidecar: Option<&'a str>,
+    },
+}
+
+/// Inserts `f`'s record as `entry` says; returns its id.
+async fn insert_file(
+    conn: &mut Conn,
+    f: &NewFile,
+    entry: Entry<'_>,
+    now: i64,
+) -> Result<i64, StoreError> {
+    // Only a rejected record keeps the raw bytes of its path (a name that is not UTF-8 can be
+    // why it was rejected); ready records never stored them, here or in `record_ready_many`.
+    let (state, reason, replay, sidecar, raw_path) = match entry {
+        Entry::Ready { replay } => (
+            FileState::Ready,
+            None,
+            replay,
+            replay.and_then(|r| r.sidecar.as_deref()),
+            None,
+        ),
+        Entry::Rejected { reason, sidecar } => (
+            FileState::Failed,
+            Some(reason),
+            None,
+            sidecar,
+            f.raw_path.as_ref(),
+        ),
+    };
+    Ok(sqlx::query_scalar(
+        "INSERT INTO files (watch, dataset, format, multiline_json, root, rel_path, dev, ino, size,
+           mtime_ns, state, reason, discovered_at, updated_at, replay_json, replay_reason, sidecar,
+           raw_path)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+         RETURNING id",
+    )
+    .bind(&f.watch)
+    .bind(&f.dataset)
+    .bind(f.format)
+    .bind(f.multiline_json)
+    .bind(&f.root)
+    .bind(&f.rel_path)
+    .bind(f.dev)
+    .bind(f.ino)
+    .bind(f.size)
+    .bind(f.mtime_ns)
+    .bind(state)
+    .bind(reason)
+    .bind(now)
+    .bind(now)
+    .bind(replay.map(|r| &r.predecessors))
+    .bind(replay.map(|r| &r.reason))
+    .bind(sidecar)
+    .bind(raw_path)
+    .fetch_one(&mut *conn)
+    .await?)
 }

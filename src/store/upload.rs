@@ -4,7 +4,7 @@
 
 use super::events::{Event, Kind, insert_event};
 use super::{
-    BatchRow, BatchState, FileRow, QueryBuilder, Step, Store, StoreError, Uploaded, now_ms,
+    BatchRow, BatchState, Conn, FileRow, QueryBuilder, Step, Store, StoreError, Uploaded, now_ms,
     push_case, push_ids,
 };
 
@@ -245,36 +245,27 @@ impl Store {
 
     /// Takes a file out of the pipeline for good; the archiver moves it with `reason`.
     pub async fn fail_file(&self, file_id: i64, reason: &str) -> Result<(), StoreError> {
-        let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE files SET state = 'failed', reason = $1, updated_at = $2 WHERE id = $3",
-        )
-        .bind(reason)
-        .bind(now)
-        .bind(file_id)
-        .execute(&mut *tx)
-        .await?;
-        insert_event(&mut *tx, now, Event::file(file_id, Kind::Failed, reason)).await?;
-        tx.commit().await?;
-        Ok(())
+        self.end_file(file_id, FileEnd::Failed, reason).await
     }
 
     /// Retires the record of a file that changed on disk after it was queued. Its current
     /// version is left where it is for the watcher to pick up as a new record once it is stable
     /// again, so old and new bytes are never mixed in one upload.
     pub async fn supersede(&self, file_id: i64, why: &str) -> Result<(), StoreError> {
+        self.end_file(file_id, FileEnd::Superseded, why).await
+    }
+
+    /// Ends file `file_id` as `end` says, with `reason`, and records the event.
+    async fn end_file(&self, file_id: i64, end: FileEnd, reason: &str) -> Result<(), StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE files SET state = 'superseded', finalized = TRUE, reason = $1, updated_at = $2 WHERE id = $3",
-        )
-        .bind(why)
-        .bind(now)
-        .bind(file_id)
-        .execute(&mut *tx)
-        .await?;
-        insert_event(&mut *tx, now, Event::file(file_id, Kind::Superseded, why)).await?;
+        sqlx::query(end.update())
+            .bind(reason)
+            .bind(now)
+            .bind(file_id)
+            .execute(&mut *tx)
+            .await?;
+        insert_event(&mut *tx, now, Event::file(file_id, end.kind(), reason)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -284,18 +275,7 @@ impl Store {
     pub async fn abandon_batch(&self, batch_id: i64, reason: &str) -> Result<(), StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let moved = sqlx::query(concat!(
-            "UPDATE batches SET state = 'abandoned', last_error = $1, updated_at = $2 WHERE id = $3
-               AND state IN ",
-            in_flight!()
-        ))
-        .bind(reason)
-        .bind(now)
-        .bind(batch_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if moved == 0 {
+        if !end_in_flight(&mut tx, batch_id, BatchState::Abandoned, reason, now).await? {
             // Ended meanwhile (an operator's abort): its files are not requeued.
             return Ok(());
         }
@@ -307,8 +287,6 @@ impl Store {
         .bind(batch_id)
         .execute(&mut *tx)
         .await?;
-        let event = Event::batch(batch_id, Kind::Batch(BatchState::Abandoned), reason);
-        insert_event(&mut *tx, now, event).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -324,6 +302,70 @@ impl Store {
         .await?
         .flatten())
     }
+}
+
+/// How [`Store::end_file`] takes a file out of the pipeline.
+#[derive(Clone, Copy)]
+enum FileEnd {
+    /// For good: the archiver moves it to the failed folder.
+    Failed,
+    /// Its record only (the file changed on disk): finalized, nothing to move.
+    Superseded,
+}
+
+impl FileEnd {
+    /// The update, with `$1` the reason, `$2` the time and `$3` the file's id.
+    fn update(self) -> &'static str {
+        match self {
+            FileEnd::Failed => {
+                "UPDATE files SET state = 'failed', reason = $1, updated_at = $2 WHERE id = $3"
+            }
+            FileEnd::Superseded => {
+                "UPDATE files SET state = 'superseded', finalized = TRUE, reason = $1, updated_at = $2
+                 WHERE id = $3"
+            }
+        }
+    }
+
+    fn kind(self) -> Kind {
+        match self {
+            FileEnd::Failed => Kind::Failed,
+            FileEnd::Superseded => Kind::Superseded,
+        }
+    }
+}
+
+/// Ends batch `batch_id` as `end` (abandoned, aborted) with `reason` and records the event, if
+/// it is still in flight; false when it had ended already, and then nothing is written.
+pub(super) async fn end_in_flight(
+    conn: &mut Conn,
+    batch_id: i64,
+    end: BatchState,
+    reason: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let moved = sqlx::query(concat!(
+        "UPDATE batches SET state = $1, last_error = $2, updated_at = $3 WHERE id = $4
+           AND state IN ",
+        in_flight!()
+    ))
+    .bind(end)
+    .bind(reason)
+    .bind(now)
+    .bind(batch_id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if moved == 0 {
+        return Ok(false);
+    }
+    insert_event(
+        &mut *conn,
+        now,
+        Event::batch(batch_id, Kind::Batch(end), reason),
+    )
+    .await?;
+    Ok(true)
 }
 
 #[cfg(test)]

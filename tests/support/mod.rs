@@ -12,6 +12,8 @@ use batchdrop::daemon::{self, Outcome, RunOptions};
 use batchdrop_emulator::{Emulator, EmulatorConfig};
 use tokio_util::sync::CancellationToken;
 
+pub use config::ConfigFile;
+
 pub const DATASET: &str = "5deac2648a19d218a888d2b1";
 /// The organisation the test configs leave to its default: the platform (and the emulator)
 /// shows a batch only to callers of the organisation and sandbox it was created in.
@@ -70,50 +72,32 @@ impl Env {
         self.dir.path().join("state")
     }
 
-    /// Writes a config with fast test timings plus `extra` lines appended to the [[watch]].
+    /// The tests' usual config against this emulator (`ConfigFile::fast`), to add to and
+    /// `write`.
+    pub fn config_file(&self) -> ConfigFile {
+        ConfigFile::fast(&self.emulator.base_url())
+    }
+
+    /// Writes `config` as `config.toml` in the test's dir (where its relative paths point) and
+    /// makes the drop folder.
+    pub fn write(&self, config: &ConfigFile) -> PathBuf {
+        std::fs::create_dir_all(self.drop_dir()).unwrap();
+        config.write_to(&self.dir.path().join("config.toml"))
+    }
+
+    /// Writes the usual config with `upload_extra` merged into `[upload]` and `watch_extra`
+    /// into the `[[watch]]` (TOML text, parsed on the way).
     pub fn write_config(&self, upload_extra: &str, watch_extra: &str) -> PathBuf {
         self.write_config_for(&self.emulator.base_url(), upload_extra, watch_extra)
     }
 
     /// The same, against the platform at `url`.
     pub fn write_config_for(&self, url: &str, upload_extra: &str, watch_extra: &str) -> PathBuf {
-        // Fast test timings, unless the test sets its own.
-        let mut upload = upload_extra.to_owned();
-        for (key, value) in [
-            ("backoff_initial", "\"100ms\""),
-            ("backoff_max", "\"1s\""),
-            ("poll_initial", "\"50ms\""),
-            ("poll_max", "\"200ms\""),
-        ] {
-            if !upload_extra.contains(key) {
-                upload.push_str(&format!("\n{key} = {value}"));
-            }
-        }
-        let text = format!(
-            r#"
-state_dir = "state"
-shutdown_grace = "5s"
-admin_listen = "127.0.0.1:0"
-probe_interval = "300ms"
-[platform]
-endpoint = "{url}"
-access_token_file = "token"
-[upload]
-{upload}
-[defaults]
-settle = "300ms"
-max_wait = "200ms"
-rescan_interval = "1s"
-[[watch]]
-path = "drop"
-dataset = "{DATASET}"
-{watch_extra}
-"#
-        );
-        let path = self.dir.path().join("config.toml");
-        std::fs::write(&path, text).unwrap();
-        std::fs::create_dir_all(self.drop_dir()).unwrap();
-        path
+        self.write(
+            &ConfigFile::fast(url)
+                .merge_text("upload", upload_extra)
+                .merge_text("watch", watch_extra),
+        )
     }
 
     pub fn config(&self, upload_extra: &str, watch_extra: &str) -> Config {
@@ -152,12 +136,12 @@ dataset = "{DATASET}"
             .ensure_dataset_with_schema(dataset, "test dataset with a schema", schema_id)
             .await
             .unwrap();
-        let path = self.write_config("", watch_extra);
-        let text = std::fs::read_to_string(&path)
-            .unwrap()
-            .replace(DATASET, dataset);
-        std::fs::write(&path, text).unwrap();
-        path
+        self.write(
+            &self
+                .config_file()
+                .merge_text("watch", watch_extra)
+                .last_watch(|watch| watch.set("dataset", dataset)),
+        )
     }
 }
 
@@ -265,6 +249,14 @@ pub async fn admin_url(state_dir: &Path) -> String {
     })
     .await;
     format!("http://{addr}")
+}
+
+/// GET `url` (an admin listener's `/metrics`, `/readyz`, `/healthz`): its status and body, or
+/// `None` while nothing answers there.
+pub async fn http_get(url: &str) -> Option<(u16, String)> {
+    let response = reqwest::get(url).await.ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.ok()?))
 }
 
 /// Waits until `f` returns Some, or panics after `secs` with `what`.
@@ -395,5 +387,6 @@ pub fn write_atomic(path: &Path, content: &[u8]) {
     std::fs::write(&tmp, content).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
+pub mod config;
 pub mod postgres;
 pub mod records;

@@ -2,8 +2,8 @@
 //! (through the mapping crate's own reader), and field-for-field equality with doubles within
 //! 1e-6 (the guide's sample rounds some coordinates differently from its CSV).
 //!
-//! Shared by the daemon's tests (`support::records`), tests/mapping.rs and the mapping
-//! crate's own tests (both by `#[path]`): it may use only serde_json and batchdrop_mapping.
+//! Shared by the daemon's tests (`support::records`) and the mapping crate's own tests (by
+//! `#[path]`): it may use only serde_json and batchdrop_mapping.
 #![allow(dead_code)]
 
 use std::path::Path;

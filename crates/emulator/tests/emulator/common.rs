@@ -287,13 +287,19 @@ impl Env {
         bytes
     }
 
-    /// Every dataset file of a successful batch, as listed (`dataSetFileId`, `name`,
-    /// `records`...), with its bytes.
-    pub async fn batch_downloads(&self, batch: &str) -> Vec<(Value, Vec<u8>)> {
+    /// Data Access's listing of a batch's dataset files (`data`: `dataSetFileId`, `name`,
+    /// `records`...).
+    pub async fn batch_files(&self, batch: &str) -> Value {
         let (status, files) = self
             .get_json(&format!("{EXPORT}/batches/{batch}/files"))
             .await;
-        assert_eq!(status, StatusCode::OK, "{files}");
+        assert_eq!(status, StatusCode::OK, "files of {batch}: {files}");
+        files
+    }
+
+    /// Every dataset file of a successful batch, as listed, with its bytes.
+    pub async fn batch_downloads(&self, batch: &str) -> Vec<(Value, Vec<u8>)> {
+        let files = self.batch_files(batch).await;
         let mut out = Vec::new();
         for file in files["data"].as_array().unwrap() {
             let id = file["dataSetFileId"].as_str().unwrap();
@@ -372,6 +378,25 @@ pub fn parquet_bytes(rows: usize) -> Vec<u8> {
 }
 
 /// The multi-line JSON fixture as JSON Lines.
+/// Runs `statements` on the emulator's SQLite file in `data_dir` (made if missing) while no
+/// emulator runs there: how a test makes the data dir an older release left behind. The only
+/// SQL in the emulator's tests; everything else goes through the HTTP API.
+pub async fn rewrite_data_dir(data_dir: &Path, statements: &[&'static str]) {
+    use sqlx::Connection;
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        data_dir.join("emulator.sqlite").display()
+    );
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    for statement in statements {
+        sqlx::query(*statement)
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+    conn.close().await.unwrap();
+}
+
 pub fn crm_jsonl() -> Vec<u8> {
     let arr: Vec<Value> =
         serde_json::from_slice(&std::fs::read(fixture("CRM_profiles.json")).unwrap()).unwrap();

@@ -51,14 +51,7 @@ async fn put_creates_then_replaces_and_keeps_sub_folders() {
     let b = env.wait_status(&batch, &["success"]).await;
     assert_eq!(b["metrics"]["inputFileCount"], 2);
     assert_eq!(b["metrics"]["inputRecordCount"], 4);
-    let files: Value = env
-        .req(Method::GET, &format!("{EXPORT}/batches/{batch}/files"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let files = env.batch_files(&batch).await;
     let names: Vec<&str> = files["data"]
         .as_array()
         .unwrap()

@@ -180,16 +180,7 @@ async fn chunked_upload_with_head_resume_and_gap_detection() {
     assert_eq!(b["metrics"]["inputRecordCount"], records);
     assert_eq!(b["metrics"]["inputByteSize"], total);
     // The assembled file is byte-identical.
-    let files: Value = env
-        .req(Method::GET, &format!("{EXPORT}/batches/{batch}/files"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = files["data"][0]["dataSetFileId"].as_str().unwrap();
-    let got = env.download(id).await;
+    let got = env.batch_downloads(&batch).await.remove(0).1;
     assert_eq!(got, body);
     let st = env.stats();
     assert_eq!(st.chunks_received, 3);
@@ -546,16 +537,7 @@ async fn a_replaced_chunk_is_what_gets_assembled() {
     );
     assert_eq!(env.action(&batch, "COMPLETE").await.0, StatusCode::OK);
     env.wait_status(&batch, &["success"]).await;
-    let files: Value = env
-        .req(Method::GET, &format!("{EXPORT}/batches/{batch}/files"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = files["data"][0]["dataSetFileId"].as_str().unwrap();
-    let got = env.download(id).await;
+    let got = env.batch_downloads(&batch).await.remove(0).1;
     assert_eq!(got, b"{\"c\":3}\n{\"b\":2}\n");
     // The superseded part is gone from disk.
     assert_eq!(

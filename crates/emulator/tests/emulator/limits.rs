@@ -154,7 +154,6 @@ async fn concurrent_puts_into_one_batch_stop_at_its_file_limit() {
 
 #[tokio::test]
 async fn a_data_dir_from_before_the_counters_has_its_batches_counted() {
-    use sqlx::Connection;
     let env = start(limited(3, 1000)).await;
     let ds = env.dataset().await;
     let batch = env.create_batch(&ds, json!({"format": "json"})).await;
@@ -166,24 +165,18 @@ async fn a_data_dir_from_before_the_counters_has_its_batches_counted() {
     }
     let mut env = env;
     env.emu.take().unwrap().shutdown().await;
-    {
-        // What the emulator's data dir held before the counters: no triggers, no columns.
-        let url = format!(
-            "sqlite://{}",
-            env.dir.path().join("emulator.sqlite").display()
-        );
-        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-        for stmt in [
+    // What the emulator's data dir held before the counters: no triggers, no columns.
+    rewrite_data_dir(
+        env.dir.path(),
+        &[
             "DROP TRIGGER files_counted_in",
             "DROP TRIGGER files_counted_again",
             "DROP TRIGGER files_counted_out",
             "ALTER TABLE batches DROP COLUMN file_count",
             "ALTER TABLE batches DROP COLUMN file_bytes",
-        ] {
-            sqlx::query(stmt).execute(&mut conn).await.unwrap();
-        }
-        conn.close().await.unwrap();
-    }
+        ],
+    )
+    .await;
     let env = start_in(env.dir, limited(3, 1000)).await;
     let (status, detail) = put_detail(&env, &batch, &ds, "c.json", 201).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);

@@ -111,16 +111,7 @@ async fn batches_files_and_chunked_uploads_survive_a_restart() {
     assert_eq!(b["status"], "success", "{b}");
     assert_eq!(b["metrics"]["inputRecordCount"], 301);
     // Downloads work after the restart.
-    let files: Value = env
-        .req(Method::GET, &format!("{EXPORT}/batches/{done}/files"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = files["data"][0]["dataSetFileId"].as_str().unwrap();
-    let got = env.download(id).await;
+    let got = env.batch_downloads(&done).await.remove(0).1;
     assert_eq!(got, crm_jsonl());
 }
 

@@ -185,33 +185,26 @@ async fn bad_schema_configs_stop_the_start_with_what_to_fix() {
 
 #[tokio::test]
 async fn a_data_dir_of_an_older_emulator_gets_the_new_columns() {
-    use sqlx::Connection;
     let dir = tempfile::tempdir().unwrap();
-    {
-        // The tables as the first release made them (without the columns added since).
-        let url = format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("emulator.sqlite").display()
-        );
-        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-        for stmt in [
+    // The tables as the first release made them (without the columns added since).
+    rewrite_data_dir(
+        dir.path(),
+        &[
             "CREATE TABLE datasets (id TEXT PRIMARY KEY, name TEXT NOT NULL, schema_ref TEXT,
-                tags TEXT NOT NULL DEFAULT '{}', extra TEXT NOT NULL DEFAULT '{}',
-                ims_org TEXT NOT NULL DEFAULT '', sandbox TEXT NOT NULL DEFAULT '',
-                created INTEGER NOT NULL, updated INTEGER NOT NULL)",
+            tags TEXT NOT NULL DEFAULT '{}', extra TEXT NOT NULL DEFAULT '{}',
+            ims_org TEXT NOT NULL DEFAULT '', sandbox TEXT NOT NULL DEFAULT '',
+            created INTEGER NOT NULL, updated INTEGER NOT NULL)",
             "CREATE TABLE files (id TEXT PRIMARY KEY, batch_id TEXT NOT NULL, path TEXT NOT NULL,
-                kind TEXT NOT NULL, state TEXT NOT NULL, size INTEGER NOT NULL DEFAULT 0,
-                records INTEGER, created INTEGER NOT NULL, updated INTEGER NOT NULL,
-                UNIQUE (batch_id, path))",
+            kind TEXT NOT NULL, state TEXT NOT NULL, size INTEGER NOT NULL DEFAULT 0,
+            records INTEGER, created INTEGER NOT NULL, updated INTEGER NOT NULL,
+            UNIQUE (batch_id, path))",
             "CREATE TABLE failed_rows (batch_id TEXT NOT NULL, seq INTEGER NOT NULL,
-                file_path TEXT NOT NULL, row_no INTEGER, code TEXT NOT NULL, message TEXT NOT NULL,
-                raw TEXT, PRIMARY KEY (batch_id, seq))",
+            file_path TEXT NOT NULL, row_no INTEGER, code TEXT NOT NULL, message TEXT NOT NULL,
+            raw TEXT, PRIMARY KEY (batch_id, seq))",
             "INSERT INTO datasets (id, name, created, updated) VALUES ('old', 'old one', 1, 1)",
-        ] {
-            sqlx::query(stmt).execute(&mut conn).await.unwrap();
-        }
-        conn.close().await.unwrap();
-    }
+        ],
+    )
+    .await;
     let env = start_in(dir, cfg()).await;
     let (s, d) = env.get_json(&format!("{CATALOG}/dataSets/old")).await;
     assert_eq!(s, StatusCode::OK, "{d}");
