@@ -406,3 +406,103 @@ async fn a_scanner_paused_between_its_check_and_its_write_records_nothing_its_su
     assert_eq!(support::receipts(&env.archive()).len(), 1);
     pool.close().await;
 }
+
+/// Every file below `dir`, with its bytes (the receipts' too).
+fn tree(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                out.insert(path.strip_prefix(dir).unwrap().to_owned(), bytes);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archiver_paused_between_its_check_and_its_moves_undoes_nothing_its_successor_did() {
+    let pg = Postgres::start();
+    let env = Env::new().await;
+    let pool = admin_pool(&pg).await;
+    let configs: Vec<PathBuf> = (0..2).map(|i| instance_config(&env, &pg, i)).collect();
+    // The first instance ingests the file, checks that it still holds the batch's lease, and
+    // stops itself right before moving the file and writing its receipt.
+    let mut first = KillOnDrop(spawn_daemon(
+        &configs[0],
+        &[],
+        &[
+            ("RUST_LOG", "batchdrop=info"),
+            ("BATCHDROP_PAUSE_AT", "archive-owned"),
+        ],
+    ));
+    eventually(60, "the first instance ready", || async {
+        (readyz(&env, 0).await == Some(200)).then_some(())
+    })
+    .await;
+    let drop = env.drop_dir();
+    write_atomic(&drop.join("in/once.json"), jsonl(0, 7).as_bytes());
+    eventually(90, "the first instance paused before archiving", || async {
+        stopped(first.0.id()).then_some(())
+    })
+    .await;
+    assert!(drop.join("in/once.json").exists(), "paused before the move");
+
+    // Its batch's lease expires and passes to the second, which archives the file.
+    let mut second = KillOnDrop(spawn(&configs[1]));
+    let log = configs[0].with_file_name("daemon.log");
+    let receipts = tokio::time::timeout(
+        Duration::from_secs(90),
+        wait_receipts(&env.archive(), 1, 90),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("no receipt; the instances' log:\n{}", log_tail(&log)));
+    assert_eq!(receipts[0]["status"], "success", "{}", receipts[0]);
+    // The successor's work, as it left it: the archived file and its receipt.
+    let finished = tree(&env.archive());
+    assert_eq!(finished.len(), 2, "the file and its receipt: {finished:?}");
+    let finished_at: i64 = sqlx::query_scalar("SELECT updated_at FROM files")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+
+    // Woken, the first finds the file finished, and leaves everything as it is.
+    signal(&first.0, libc::SIGCONT);
+    wait_log_count(&log, "already finished by another instance", 1, 60).await;
+    for KillOnDrop(child) in [&mut first, &mut second] {
+        signal(child, libc::SIGTERM);
+        let status = child.wait().unwrap();
+        assert!(status.success(), "an instance exits cleanly: {status:?}");
+    }
+    assert_eq!(
+        tree(&env.archive()),
+        finished,
+        "one receipt, the successor's, intact; the file archived once"
+    );
+    assert!(
+        !drop.join("in/once.json").exists(),
+        "the file left the drop folder"
+    );
+    assert!(tree(&env.failed()).is_empty(), "nothing failed");
+    let row: (String, bool, i64) = sqlx::query_as("SELECT state, finalized, updated_at FROM files")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(row, ("done".to_owned(), true, finished_at), "recorded once");
+    let finalized: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE kind = 'finalized'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(finalized, 1, "one 'finalized' in the file's history");
+    assert_eq!(
+        records_ingested(&env.api, DATASET).await,
+        7,
+        "the file's records once in the platform"
+    );
+    pool.close().await;
+}

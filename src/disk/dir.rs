@@ -301,6 +301,46 @@ impl Dir {
         }
     }
 
+    /// Writes `bytes` as `name` in this folder only if nothing has that name: like
+    /// [`Dir::write_atomically_deferred`], but the temp file is put in place with
+    /// `renameat2(RENAME_NOREPLACE)` (or `link(2)`, which fails just as atomically on NFS too),
+    /// so what another process put there is never replaced: `AlreadyExists` then.
+    pub fn write_new_deferred(
+        &self,
+        name: &OsStr,
+        bytes: &[u8],
+        mode: u32,
+        later: &mut PendingSync,
+    ) -> io::Result<()> {
+        let name = single(name)?;
+        let (tmp, mut file) = self.create_temp(mode)?;
+        let written = file
+            .write_all(bytes)
+            .and_then(|()| super::move_file(self, &tmp, self, name));
+        match written {
+            Ok(()) => later.note(self),
+            Err(e) => {
+                let _ = rustix::fs::unlinkat(&self.fd, &tmp, AtFlags::empty());
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes `name` if it is still the file `seen` (its identity): it is first renamed to a
+    /// hidden temp name, which only one process can do, and put back (never over anything)
+    /// when it turns out to be something else that took the name since. Whether it was removed.
+    pub fn remove_if_still(&self, name: &OsStr, seen: &super::Identity) -> io::Result<bool> {
+        let name = single(name)?;
+        let aside = OsString::from(format!(".batchdrop-{:016x}.tmp", rand::random::<u64>()));
+        super::move_file(self, name, self, &aside)?;
+        if self.stat(&aside)?.identity == *seen {
+            rustix::fs::unlinkat(&self.fd, &aside, AtFlags::empty())?;
+            return Ok(true);
+        }
+        super::move_file(self, &aside, self, name)?;
+        Ok(false)
+    }
+
     /// Creates a new file under a name nobody can predict (hidden: the watcher ignores it).
     pub(super) fn create_temp(&self, mode: u32) -> io::Result<(OsString, File)> {
         let mut tries = 0;
