@@ -9,6 +9,7 @@
 
 mod support;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -408,8 +409,8 @@ async fn a_scanner_paused_between_its_check_and_its_write_records_nothing_its_su
 }
 
 /// Every file below `dir`, with its bytes (the receipts' too).
-fn tree(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = std::collections::BTreeMap::new();
+fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
         for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
@@ -503,6 +504,84 @@ async fn an_archiver_paused_between_its_check_and_its_moves_undoes_nothing_its_s
         records_ingested(&env.api, DATASET).await,
         7,
         "the file's records once in the platform"
+    );
+    pool.close().await;
+}
+
+/// Which instance drove each batch, as the database shows it (a batch's lease stays with its
+/// driver, renewed by heartbeat, until that instance leaves), with every instance in the
+/// fleet; `None` before the first instance made the schema.
+async fn drivers(pool: &sqlx::PgPool) -> Option<(BTreeMap<i64, String>, Vec<String>)> {
+    let leased: Vec<(i64, String)> =
+        sqlx::query_as("SELECT id, lease_owner FROM batches WHERE lease_owner IS NOT NULL")
+            .fetch_all(pool)
+            .await
+            .ok()?;
+    let instances = sqlx::query_scalar("SELECT id FROM instances ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .ok()?;
+    Some((leased.into_iter().collect(), instances))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_spread_a_backlog_of_batches_over_all_of_them() {
+    const FILES: usize = 36;
+    let pg = Postgres::start();
+    let env = Env::new().await;
+    let pool = admin_pool(&pg).await;
+    let shared = env.write_config("", "mode = \"poll\"\nmax_files = 4");
+    let mut children: Vec<KillOnDrop> = (0..INSTANCES)
+        .map(|i| KillOnDrop(spawn(&pg.instance_config(&shared, i, LEASE))))
+        .collect();
+    eventually(60, "every instance joined", || async {
+        drivers(&pool)
+            .await
+            .filter(|(_, instances)| instances.len() == INSTANCES)
+    })
+    .await;
+
+    // A backlog: the scanner finds it at once and seals it into nine batches of four files.
+    let drop = env.drop_dir();
+    for n in 0..FILES {
+        write_atomic(
+            &drop.join(format!("in/{n:02}.json")),
+            jsonl(n * RECORDS_PER_FILE, RECORDS_PER_FILE).as_bytes(),
+        );
+    }
+    let receipts = wait_receipts(&env.archive(), FILES, 120).await;
+    let (driven, instances) = drivers(&pool).await.expect("the fleet's schema");
+    for KillOnDrop(child) in &mut children {
+        signal(child, libc::SIGTERM);
+        let status = child.wait().unwrap();
+        assert!(status.success(), "an instance exits cleanly: {status:?}");
+    }
+
+    let batches: BTreeSet<&str> = receipts
+        .iter()
+        .map(|r| r["batch"].as_str().unwrap())
+        .collect();
+    assert_eq!(receipts.len(), FILES, "one receipt per file");
+    assert_eq!(driven.len(), batches.len(), "every batch had a driver");
+    let mut spread: BTreeMap<&str, usize> = instances.iter().map(|i| (i.as_str(), 0)).collect();
+    for driver in driven.values() {
+        *spread
+            .get_mut(driver.as_str())
+            .expect("a driver of the fleet") += 1;
+    }
+    println!(
+        "{} batches driven per instance: {:?}",
+        driven.len(),
+        spread.values().collect::<Vec<_>>()
+    );
+    assert!(
+        spread.values().all(|&n| n > 0),
+        "every instance drove a batch of the backlog: {spread:?}"
+    );
+    assert_eq!(
+        records_ingested(&env.api, DATASET).await,
+        (FILES * RECORDS_PER_FILE) as u64,
+        "every record once"
     );
     pool.close().await;
 }

@@ -95,6 +95,16 @@ impl Lease {
     }
 }
 
+/// The answer to [`Member::acquire_batch_fairly`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acquired {
+    Took(Lease),
+    /// Another instance holds it (or it is gone).
+    HeldElsewhere,
+    /// Nobody holds it, but this instance already drives its share: left to the others.
+    OverShare,
+}
+
 /// The result of a change guarded by a lease.
 #[must_use]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -367,6 +377,60 @@ impl Member {
             on: LeaseOn::Batch(batch_id),
             epoch,
         }))
+    }
+
+    /// Takes the lease on a batch that no instance holds, as [`Member::acquire_batch`], but
+    /// only while this instance drives fewer than its fair share of the fleet's batches in
+    /// flight (their number over the live instances'), unless `anyway`. Without the share,
+    /// the scanner's instance, which sees each batch first (it sealed it), would drive most
+    /// of them. Lost instances do not count (their heartbeat is older than a lease), so the
+    /// share of the survivors grows at once.
+    pub async fn acquire_batch_fairly(
+        &self,
+        batch_id: i64,
+        anyway: bool,
+    ) -> Result<Acquired, StoreError> {
+        let (free, epoch): (Option<bool>, Option<i64>) = sqlx::query_as(concat!(
+            "WITH batch AS (
+               SELECT (lease_owner IS NULL OR lease_expires_at <= ",
+            db_now!(),
+            ") AS free FROM batches WHERE id = $1),
+             share AS (
+               SELECT (SELECT COUNT(*) FROM batches WHERE lease_owner = $2 AND lease_expires_at > ",
+            db_now!(),
+            " AND state IN ",
+            in_flight!(),
+            ") * GREATEST(1, (SELECT COUNT(*) FROM instances WHERE heartbeat_at > ",
+            db_now!(),
+            " - $3))
+                 < (SELECT COUNT(*) FROM batches WHERE state IN ",
+            in_flight!(),
+            ") AS under),
+             took AS (
+               UPDATE batches SET lease_owner = $2, lease_epoch = lease_epoch + 1,
+                 lease_expires_at = ",
+            db_now!(),
+            " + $3
+               WHERE id = $1 AND (lease_owner IS NULL OR lease_expires_at <= ",
+            db_now!(),
+            ") AND ($4 OR (SELECT under FROM share))
+               RETURNING lease_epoch)
+             SELECT (SELECT free FROM batch), (SELECT lease_epoch FROM took)"
+        ))
+        .bind(batch_id)
+        .bind(&self.id)
+        .bind(self.fleet.lease_ms)
+        .bind(anyway)
+        .fetch_one(&self.fleet.pool)
+        .await?;
+        Ok(match (epoch, free) {
+            (Some(epoch), _) => Acquired::Took(Lease {
+                on: LeaseOn::Batch(batch_id),
+                epoch,
+            }),
+            (None, Some(true)) => Acquired::OverShare,
+            (None, _) => Acquired::HeldElsewhere,
+        })
     }
 
     /// Batches in flight that no instance drives: leased by a lost instance (expired) or never
