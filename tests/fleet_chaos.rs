@@ -452,11 +452,15 @@ async fn an_archiver_paused_between_its_check_and_its_moves_undoes_nothing_its_s
         stopped(first.0.id()).then_some(())
     })
     .await;
-    assert!(drop.join("in/once.json").exists(), "paused before the move");
+    let log = configs[0].with_file_name("daemon.log");
+    assert!(
+        drop.join("in/once.json").exists(),
+        "paused before the move; the log:\n{}",
+        log_tail(&log)
+    );
 
     // Its batch's lease expires and passes to the second, which archives the file.
     let mut second = KillOnDrop(spawn(&configs[1]));
-    let log = configs[0].with_file_name("daemon.log");
     let receipts = tokio::time::timeout(
         Duration::from_secs(90),
         wait_receipts(&env.archive(), 1, 90),
@@ -467,10 +471,14 @@ async fn an_archiver_paused_between_its_check_and_its_moves_undoes_nothing_its_s
     // The successor's work, as it left it: the archived file and its receipt.
     let finished = tree(&env.archive());
     assert_eq!(finished.len(), 2, "the file and its receipt: {finished:?}");
-    let finished_at: i64 = sqlx::query_scalar("SELECT updated_at FROM files")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    // Its receipt is written before the file is recorded as finished.
+    let finished_at = eventually(60, "the successor recorded the file finished", || async {
+        sqlx::query_scalar::<_, i64>("SELECT updated_at FROM files WHERE finalized")
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+    })
+    .await;
 
     // Woken, the first finds the file finished, and leaves everything as it is.
     signal(&first.0, libc::SIGCONT);
