@@ -1,7 +1,8 @@
 //! Where this daemon's queue lives, and its place in a fleet (issue #22): SQLite in
 //! `state_dir` under the one-daemon lock, or fleet mode's shared PostgreSQL database, which the
 //! instance joins, renews its leases in by a heartbeat (every third of the lease), and leaves
-//! on a clean exit so that the others need not wait for its leases to expire.
+//! on a clean exit so that the others need not wait for its leases to expire; and how many
+//! batches it takes on (its fair share of the fleet's).
 //!
 //! This module must not hold SQL (`store::fleet` does) nor decide about files or batches (the
 //! stages do).
@@ -138,8 +139,9 @@ fn host_name() -> String {
         .unwrap_or_else(|| "unknown-host".into())
 }
 
-/// The leases this instance holds, as its stages ask for them: the uploader drives a batch,
-/// and the archiver finishes its files, only under the batch's lease; the watcher scans, the
+/// The leases this instance holds, as its stages ask for them: the uploader drives a batch
+/// (taking only its fair share of them, see [`Leases::drive`]), and the archiver finishes its
+/// files, only under the batch's lease; the watcher scans, the
 /// batcher seals, and the archiver finishes the files that never had a batch, only under the
 /// watch's scan lease. What the database refuses to a lost lease (migration 0090) makes the
 /// rest safe; these checks keep the instances from stepping on each other's work at all.

@@ -344,6 +344,31 @@ fn stopped(pid: u32) -> bool {
         .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
 }
 
+/// Starts instance `config` told to stop itself at pause point `point`, drops `in/once.json`
+/// (7 records) once it is ready, and waits until it stopped there.
+async fn once_json_with_an_instance_paused_at(env: &Env, config: &Path, point: &str) -> KillOnDrop {
+    let first = KillOnDrop(spawn_daemon(
+        config,
+        &[],
+        &[
+            ("RUST_LOG", "batchdrop=info"),
+            ("BATCHDROP_PAUSE_AT", point),
+        ],
+    ));
+    eventually(60, "the first instance ready", || async {
+        (readyz(env, 0).await == Some(200)).then_some(())
+    })
+    .await;
+    write_atomic(&env.drop_dir().join("in/once.json"), jsonl(0, 7).as_bytes());
+    eventually(
+        90,
+        &format!("the first instance paused at {point}"),
+        || async { stopped(first.0.id()).then_some(()) },
+    )
+    .await;
+    first
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scanner_paused_between_its_check_and_its_write_records_nothing_its_successor_did() {
     let pg = Postgres::start();
@@ -351,24 +376,8 @@ async fn a_scanner_paused_between_its_check_and_its_write_records_nothing_its_su
     let pool = admin_pool(&pg).await;
     let configs: Vec<PathBuf> = (0..2).map(|i| instance_config(&env, &pg, i)).collect();
     // The first instance scans, finds the file new, and stops itself right before writing it.
-    let mut first = KillOnDrop(spawn_daemon(
-        &configs[0],
-        &[],
-        &[
-            ("RUST_LOG", "batchdrop=info"),
-            ("BATCHDROP_PAUSE_AT", "record-ready-checked"),
-        ],
-    ));
-    eventually(60, "the first instance ready", || async {
-        (readyz(&env, 0).await == Some(200)).then_some(())
-    })
-    .await;
-    let drop = env.drop_dir();
-    write_atomic(&drop.join("in/once.json"), jsonl(0, 7).as_bytes());
-    eventually(60, "the first instance paused before recording", || async {
-        stopped(first.0.id()).then_some(())
-    })
-    .await;
+    let mut first =
+        once_json_with_an_instance_paused_at(&env, &configs[0], "record-ready-checked").await;
 
     // Its scan lease passes to the second, which records, sends and archives the file.
     let mut second = KillOnDrop(spawn(&configs[1]));
@@ -434,24 +443,8 @@ async fn an_archiver_paused_between_its_check_and_its_moves_undoes_nothing_its_s
     let configs: Vec<PathBuf> = (0..2).map(|i| instance_config(&env, &pg, i)).collect();
     // The first instance ingests the file, checks that it still holds the batch's lease, and
     // stops itself right before moving the file and writing its receipt.
-    let mut first = KillOnDrop(spawn_daemon(
-        &configs[0],
-        &[],
-        &[
-            ("RUST_LOG", "batchdrop=info"),
-            ("BATCHDROP_PAUSE_AT", "archive-owned"),
-        ],
-    ));
-    eventually(60, "the first instance ready", || async {
-        (readyz(&env, 0).await == Some(200)).then_some(())
-    })
-    .await;
+    let mut first = once_json_with_an_instance_paused_at(&env, &configs[0], "archive-owned").await;
     let drop = env.drop_dir();
-    write_atomic(&drop.join("in/once.json"), jsonl(0, 7).as_bytes());
-    eventually(90, "the first instance paused before archiving", || async {
-        stopped(first.0.id()).then_some(())
-    })
-    .await;
     let log = configs[0].with_file_name("daemon.log");
     assert!(
         drop.join("in/once.json").exists(),

@@ -254,7 +254,7 @@ impl Dir {
     /// an unpredictable name, mode `mode` whatever the umask), synced, renamed over `name`
     /// (a symlink there is replaced, never followed), and the folder synced.
     pub fn write_atomically(&self, name: &OsStr, bytes: &[u8], mode: u32) -> io::Result<()> {
-        self.write_replacing(name, bytes, mode, None)
+        self.write_through_temp(name, bytes, mode, None, Put::Replacing)
     }
 
     /// The same, but durable only once `later` is synced: for many files at a time, where a
@@ -266,39 +266,7 @@ impl Dir {
         mode: u32,
         later: &mut PendingSync,
     ) -> io::Result<()> {
-        self.write_replacing(name, bytes, mode, Some(later))
-    }
-
-    pub(super) fn write_replacing(
-        &self,
-        name: &OsStr,
-        bytes: &[u8],
-        mode: u32,
-        later: Option<&mut PendingSync>,
-    ) -> io::Result<()> {
-        let name = single(name)?;
-        let (tmp, mut file) = self.create_temp(mode)?;
-        let now = later.is_none();
-        let written = (|| {
-            file.write_all(bytes)?;
-            if now {
-                file.sync_all()?;
-            }
-            rustix::fs::renameat(&self.fd, &tmp, &self.fd, name)?;
-            if now { self.sync() } else { Ok(()) }
-        })();
-        match written {
-            Ok(()) => {
-                if let Some(later) = later {
-                    later.note(self)?;
-                }
-                Ok(())
-            }
-            Err(e) => {
-                let _ = rustix::fs::unlinkat(&self.fd, &tmp, AtFlags::empty());
-                Err(e)
-            }
-        }
+        self.write_through_temp(name, bytes, mode, Some(later), Put::Replacing)
     }
 
     /// Writes `bytes` as `name` in this folder only if nothing has that name: like
@@ -312,13 +280,38 @@ impl Dir {
         mode: u32,
         later: &mut PendingSync,
     ) -> io::Result<()> {
+        self.write_through_temp(name, bytes, mode, Some(later), Put::New)
+    }
+
+    pub(super) fn write_through_temp(
+        &self,
+        name: &OsStr,
+        bytes: &[u8],
+        mode: u32,
+        later: Option<&mut PendingSync>,
+        put: Put,
+    ) -> io::Result<()> {
         let name = single(name)?;
         let (tmp, mut file) = self.create_temp(mode)?;
-        let written = file
-            .write_all(bytes)
-            .and_then(|()| super::move_file(self, &tmp, self, name));
+        let now = later.is_none();
+        let written = (|| {
+            file.write_all(bytes)?;
+            if now {
+                file.sync_all()?;
+            }
+            match put {
+                Put::Replacing => rustix::fs::renameat(&self.fd, &tmp, &self.fd, name)?,
+                Put::New => super::move_file(self, &tmp, self, name)?,
+            }
+            if now { self.sync() } else { Ok(()) }
+        })();
         match written {
-            Ok(()) => later.note(self),
+            Ok(()) => {
+                if let Some(later) = later {
+                    later.note(self)?;
+                }
+                Ok(())
+            }
             Err(e) => {
                 let _ = rustix::fs::unlinkat(&self.fd, &tmp, AtFlags::empty());
                 Err(e)
@@ -396,6 +389,15 @@ impl Dir {
             Err(e) => Err(e),
         }
     }
+}
+
+/// How a file written through a temp file takes its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Put {
+    /// Over whatever has the name (a symlink is replaced, never followed).
+    Replacing,
+    /// Only where nothing has the name.
+    New,
 }
 
 /// Files written with [`Dir::write_atomically_deferred`] (and moves made meanwhile) that are
