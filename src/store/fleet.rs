@@ -95,13 +95,19 @@ impl Lease {
     }
 }
 
+/// How far back the batches an instance drove count towards its share (see
+/// [`Member::acquire_batch_fairly`]): long enough to even out a backfill, short enough that
+/// an instance that joins a long-running fleet does not take every new batch until it has
+/// driven as many as the others ever did.
+const SHARE_WINDOW: Duration = Duration::from_secs(10 * 60);
+
 /// The answer to [`Member::acquire_batch_fairly`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Acquired {
     Took(Lease),
     /// Another instance holds it (or it is gone).
     HeldElsewhere,
-    /// Nobody holds it, but this instance already drives its share: left to the others.
+    /// Nobody holds it, but another instance drove fewer lately: left to the others.
     OverShare,
 }
 
@@ -380,11 +386,13 @@ impl Member {
     }
 
     /// Takes the lease on a batch that no instance holds, as [`Member::acquire_batch`], but
-    /// only while this instance drives fewer than its fair share of the fleet's batches in
-    /// flight (their number over the live instances'), unless `anyway`. Without the share,
-    /// the scanner's instance, which sees each batch first (it sealed it), would drive most
-    /// of them. Lost instances do not count (their heartbeat is older than a lease), so the
-    /// share of the survivors grows at once.
+    /// only while no other live instance (heartbeat younger than a lease) drove fewer batches
+    /// lately (in flight, or ended within [`SHARE_WINDOW`]), unless `anyway`. Without that,
+    /// the scanner's instance, which seals each batch and sees it first, drives most of them:
+    /// counting only the batches in flight is not enough, since a backfill's batches are
+    /// often sealed one at a time and done before the next. A lost instance stops counting at
+    /// once, so its survivors take its batches over without waiting for one another; alone,
+    /// an instance takes everything.
     pub async fn acquire_batch_fairly(
         &self,
         batch_id: i64,
@@ -395,17 +403,20 @@ impl Member {
                SELECT (lease_owner IS NULL OR lease_expires_at <= ",
             db_now!(),
             ") AS free FROM batches WHERE id = $1),
+             driven AS (
+               SELECT i.id, (SELECT COUNT(*) FROM batches b WHERE b.lease_owner = i.id
+                               AND (b.state IN ",
+            in_flight!(),
+            " OR b.updated_at > ",
+            db_now!(),
+            " - $5)) AS n
+                 FROM instances i WHERE i.id = $2 OR i.heartbeat_at > ",
+            db_now!(),
+            " - $3),
              share AS (
-               SELECT (SELECT COUNT(*) FROM batches WHERE lease_owner = $2 AND lease_expires_at > ",
-            db_now!(),
-            " AND state IN ",
-            in_flight!(),
-            ") * GREATEST(1, (SELECT COUNT(*) FROM instances WHERE heartbeat_at > ",
-            db_now!(),
-            " - $3))
-                 < (SELECT COUNT(*) FROM batches WHERE state IN ",
-            in_flight!(),
-            ") AS under),
+               SELECT COALESCE((SELECT n FROM driven WHERE id = $2), 0)
+                   <= COALESCE((SELECT MIN(n) FROM driven WHERE id <> $2), 9223372036854775807)
+                 AS under),
              took AS (
                UPDATE batches SET lease_owner = $2, lease_epoch = lease_epoch + 1,
                  lease_expires_at = ",
@@ -421,6 +432,7 @@ impl Member {
         .bind(&self.id)
         .bind(self.fleet.lease_ms)
         .bind(anyway)
+        .bind(i64::try_from(SHARE_WINDOW.as_millis()).unwrap_or(i64::MAX))
         .fetch_one(&self.fleet.pool)
         .await?;
         Ok(match (epoch, free) {
