@@ -171,7 +171,7 @@ sql() { as_pg "$PGBIN/psql" -h "$T/pg" -U postgres -d failover -Atqc "$1"; }
 declare -A RUNNING=()
 start_instance() { # I
     sed "s|$EMU|$EMU2|; s|/run[0-9]*?host|/failover?host|; s|state-$1\"|failover-state-$1\"|; s|$T/run[0-9]*/drop|$run/drop|; s|^settle = .*|settle = \"300ms\"\nmax_wait = \"1s\"|" \
-        "$T/run1/config-1.toml" >"$run/config-$1.toml"
+        "$T/run${COUNTS%% *}/config-1.toml" >"$run/config-$1.toml"
     "$BIN" run --config "$run/config-$1.toml" 2>>"$run/daemon-$1.log" &
     RUNNING[$1]=$!
     PIDS+=($!)

@@ -29,6 +29,7 @@ use crate::stage::{self, Next, Stage};
 use crate::store::{BatchRow, BatchState, FileRow, FileState, Finalized, Store, StoreError};
 
 mod names;
+mod receipts;
 
 use names::{
     free_name, id_name, insert_after_stem, is_the_file, name_taken, real_destination,
@@ -95,6 +96,11 @@ impl Archiver {
             after = last.id;
             if let Some(leases) = &self.leases {
                 files = self.own(leases, files).await?;
+                if !files.is_empty() {
+                    // After the lease check, before any move: what the file system fences
+                    // (see `receipts`), as the database cannot.
+                    crate::crashpoint::hit("archive-owned");
+                }
             }
             let mut batches: HashMap<i64, BatchRow> = HashMap::new();
             for f in &files {
@@ -242,10 +248,20 @@ impl Archiver {
                 claimed.insert(dest.to_string_lossy().into_owned());
             }
             let dest = dest.to_string_lossy().into_owned();
-            intents.push((f.id, dest.clone()));
-            f.final_path = Some(dest);
+            intents.push((f.id, dest));
         }
-        self.store.set_final_paths(&intents).await
+        // The first intent recorded stands: another instance that finishes these files too (in
+        // a fleet, a paused one woken past its lease) moves them to the same place.
+        let recorded: HashMap<i64, String> = self
+            .store
+            .record_final_paths(&intents)
+            .await?
+            .into_iter()
+            .collect();
+        for f in files.iter_mut().filter(|f| f.final_path.is_none()) {
+            f.final_path = recorded.get(&f.id).cloned();
+        }
+        Ok(())
     }
 
     /// Moves one file and writes its receipt; returns the fact to record, or None when it is
@@ -306,17 +322,30 @@ impl Archiver {
                 Some(dest)
             }
             (Action::Move(_), false) => {
-                // Moved already (crash after the move), deleted by someone, or replaced by a
+                // Moved already (crash after the move, or by another instance that took the
+                // batch over since this page was read), deleted by someone, or replaced by a
                 // newer version that the watcher will take: write the receipt only.
-                let moved = f
-                    .final_path
-                    .as_deref()
-                    .map(|p| real_destination(p, &rel_below_root(f)))
-                    .filter(|d| {
-                        folders
-                            .stat_file(d, anchors, Links::Anywhere)
-                            .is_ok_and(|st| is_the_file(&st, &recorded))
-                    });
+                let found_at = |path: &str, folders: &mut Folders| {
+                    let dest = real_destination(path, &rel_below_root(f));
+                    folders
+                        .stat_file(&dest, anchors, Links::Anywhere)
+                        .is_ok_and(|st| is_the_file(&st, &recorded))
+                        .then_some(dest)
+                };
+                let mut moved = f.final_path.as_deref().and_then(|p| found_at(p, folders));
+                if moved.is_none() {
+                    // What this page says may be stale: the file's row says where it went.
+                    match self.store.file(f.id).await? {
+                        Some(now) if now.finalized => {
+                            tracing::info!(file = %f.rel_path, dataset = %f.dataset, "already finished by another instance; left as it is");
+                            return Ok(None);
+                        }
+                        Some(now) => {
+                            moved = now.final_path.as_deref().and_then(|p| found_at(p, folders));
+                        }
+                        None => return Ok(None),
+                    }
+                }
                 if moved.is_none() && receipt.note.is_none() {
                     receipt.note = Some(
                         "the file was no longer in the drop folder (or had changed) when its batch ended; nothing was moved"
@@ -393,8 +422,7 @@ impl Archiver {
         let (dir, name) = folders
             .folder_of(&receipt_path, anchors, Create::Mode(disk::OWN_FOLDER_MODE))
             .map_err(io(writing.clone()))?;
-        dir.write_atomically_deferred(name, &receipt.to_json(), receipt::MODE, unsynced)
-            .map_err(io(writing))?;
+        let written = receipts::write(&dir, name, &receipt, unsynced).map_err(io(writing))?;
         let done = Finalized {
             file_id: f.id,
             state: final_state,
@@ -402,6 +430,16 @@ impl Archiver {
             detail: format!("{}; receipt {}", status.as_str(), receipt_path.display()),
             receipt: Some(receipt_path.to_string_lossy().into_owned()),
         };
+        if written == receipts::Written::AlreadyThere {
+            // Recorded as finished (if it is not yet) but not counted: whoever wrote the
+            // receipt counted it.
+            tracing::info!(
+                file = %f.rel_path, dataset = %f.dataset,
+                "already finished by another instance (or by this one before a restart): its receipt {} is left as it is",
+                receipt_path.display()
+            );
+            return Ok(Some(done));
+        }
         let counter = match final_state {
             FileState::Done => crate::telemetry::FILES_INGESTED,
             FileState::Duplicate => crate::telemetry::FILES_DUPLICATE,

@@ -65,9 +65,12 @@ pub fn hit(point: &str) {
                 libc::SIGSTOP
             }
         };
-        // SAFETY: plain libc calls on our own pid.
+        // To this thread (`raise`, not `kill` of the pid): a signal sent to the process may be
+        // taken by another thread, and this one would run on, past the point, until that one
+        // got the CPU and stopped them all (the move a test stops before could happen).
+        // SAFETY: a plain libc call on this thread.
         unsafe {
-            libc::kill(libc::getpid(), signal);
+            libc::raise(signal);
         }
     }
 }

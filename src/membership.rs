@@ -1,19 +1,20 @@
 //! Where this daemon's queue lives, and its place in a fleet (issue #22): SQLite in
 //! `state_dir` under the one-daemon lock, or fleet mode's shared PostgreSQL database, which the
 //! instance joins, renews its leases in by a heartbeat (every third of the lease), and leaves
-//! on a clean exit so that the others need not wait for its leases to expire.
+//! on a clean exit so that the others need not wait for its leases to expire; and how many
+//! batches it takes on (its fair share of the fleet's).
 //!
 //! This module must not hold SQL (`store::fleet` does) nor decide about files or batches (the
 //! stages do).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, StateBackend};
-use crate::store::{Fleet, Lease, LeaseOn, Member, Store, StoreError};
+use crate::store::{Acquired, Fleet, Lease, LeaseOn, Member, Store, StoreError};
 
 /// The daemon's queue, and its membership when the queue is a fleet's.
 pub struct State {
@@ -138,8 +139,9 @@ fn host_name() -> String {
         .unwrap_or_else(|| "unknown-host".into())
 }
 
-/// The leases this instance holds, as its stages ask for them: the uploader drives a batch,
-/// and the archiver finishes its files, only under the batch's lease; the watcher scans, the
+/// The leases this instance holds, as its stages ask for them: the uploader drives a batch
+/// (taking only its fair share of them, see [`Leases::drive`]), and the archiver finishes its
+/// files, only under the batch's lease; the watcher scans, the
 /// batcher seals, and the archiver finishes the files that never had a batch, only under the
 /// watch's scan lease. What the database refuses to a lost lease (migration 0090) makes the
 /// rest safe; these checks keep the instances from stepping on each other's work at all.
@@ -147,13 +149,35 @@ fn host_name() -> String {
 pub struct Leases {
     member: Member,
     held: Arc<Mutex<HashMap<LeaseOn, Lease>>>,
+    /// Batches nobody held that this instance left to the others (it drove its share), and
+    /// since when: see [`Leases::drive`].
+    left: Arc<Mutex<HashMap<i64, Instant>>>,
 }
+
+/// Whether the uploader drives a batch now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drive {
+    /// This instance holds its lease.
+    Mine,
+    /// Another instance drives it.
+    Elsewhere,
+    /// Nobody drives it, but this instance drives its share of the fleet's batches: another
+    /// instance takes it, or this one after [`LEFT_FOR`].
+    LeftToOthers,
+}
+
+/// How long a batch that this instance left to the others (see [`Drive::LeftToOthers`]) may
+/// stay undriven before this instance takes it anyway: longer than an idle uploader waits
+/// between two looks at the queue (at most 1 s), so that the others see it first, and short
+/// enough that a busy or stalled peer costs little.
+pub const LEFT_FOR: Duration = Duration::from_secs(3);
 
 impl Leases {
     pub fn new(member: Member) -> Leases {
         Leases {
             member,
             held: Default::default(),
+            left: Default::default(),
         }
     }
 
@@ -171,6 +195,56 @@ impl Leases {
     /// a resumption needs: the batch's record says where it was, and the platform the rest.
     pub async fn batch(&self, batch_id: i64) -> Result<bool, StoreError> {
         self.hold(LeaseOn::Batch(batch_id)).await
+    }
+
+    /// Whether the uploader drives batch `batch_id` now: as [`Leases::batch`], but a batch
+    /// nobody holds is taken only while this instance drives less than its fair share of the
+    /// fleet's batches in flight, so that batches spread evenly over the instances (the
+    /// scanner's, which seals them, would otherwise drive most). A batch left to the others
+    /// that none took within [`LEFT_FOR`] is taken anyway: the share never leaves a batch
+    /// undriven.
+    pub async fn drive(&self, batch_id: i64) -> Result<Drive, StoreError> {
+        let on = LeaseOn::Batch(batch_id);
+        let known = self.held.lock().unwrap().get(&on).cloned();
+        if let Some(lease) = &known {
+            if self.member.holds(lease).await? {
+                return Ok(Drive::Mine);
+            }
+            self.held.lock().unwrap().remove(&on);
+            tracing::warn!(
+                instance = self.member.id(),
+                "lost the lease on {on:?} (this instance was paused or cut off past it); its new owner carries on"
+            );
+        }
+        let anyway = self
+            .left
+            .lock()
+            .unwrap()
+            .get(&batch_id)
+            .is_some_and(|since| since.elapsed() >= LEFT_FOR);
+        let acquired = self.member.acquire_batch_fairly(batch_id, anyway).await?;
+        let mut left = self.left.lock().unwrap();
+        Ok(match acquired {
+            Acquired::Took(lease) => {
+                left.remove(&batch_id);
+                tracing::debug!(
+                    instance = self.member.id(),
+                    epoch = lease.epoch(),
+                    anyway,
+                    "took the lease on {on:?}"
+                );
+                self.held.lock().unwrap().insert(on, lease);
+                Drive::Mine
+            }
+            Acquired::HeldElsewhere => {
+                left.remove(&batch_id);
+                Drive::Elsewhere
+            }
+            Acquired::OverShare => {
+                left.entry(batch_id).or_insert_with(Instant::now);
+                Drive::LeftToOthers
+            }
+        })
     }
 
     /// Whether this instance is the scanner of `watch` now (it kept or took the role).

@@ -9,6 +9,7 @@
 
 use crate::support;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -343,6 +344,31 @@ fn stopped(pid: u32) -> bool {
         .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
 }
 
+/// Starts instance `config` told to stop itself at pause point `point`, drops `in/once.json`
+/// (7 records) once it is ready, and waits until it stopped there.
+async fn once_json_with_an_instance_paused_at(env: &Env, config: &Path, point: &str) -> KillOnDrop {
+    let first = KillOnDrop(spawn_daemon(
+        config,
+        &[],
+        &[
+            ("RUST_LOG", "batchdrop=info"),
+            ("BATCHDROP_PAUSE_AT", point),
+        ],
+    ));
+    eventually(60, "the first instance ready", || async {
+        (readyz(env, 0).await == Some(200)).then_some(())
+    })
+    .await;
+    write_atomic(&env.drop_dir().join("in/once.json"), jsonl(0, 7).as_bytes());
+    eventually(
+        90,
+        &format!("the first instance paused at {point}"),
+        || async { stopped(first.0.id()).then_some(()) },
+    )
+    .await;
+    first
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scanner_paused_between_its_check_and_its_write_records_nothing_its_successor_did() {
     let pg = Postgres::start();
@@ -350,24 +376,8 @@ async fn a_scanner_paused_between_its_check_and_its_write_records_nothing_its_su
     let pool = admin_pool(&pg).await;
     let configs: Vec<PathBuf> = (0..2).map(|i| instance_config(&env, &pg, i)).collect();
     // The first instance scans, finds the file new, and stops itself right before writing it.
-    let mut first = KillOnDrop(spawn_daemon(
-        &configs[0],
-        &[],
-        &[
-            ("RUST_LOG", "batchdrop=info"),
-            ("BATCHDROP_PAUSE_AT", "record-ready-checked"),
-        ],
-    ));
-    eventually(60, "the first instance ready", || async {
-        (readyz(&env, 0).await == Some(200)).then_some(())
-    })
-    .await;
-    let drop = env.drop_dir();
-    write_atomic(&drop.join("in/once.json"), jsonl(0, 7).as_bytes());
-    eventually(60, "the first instance paused before recording", || async {
-        stopped(first.0.id()).then_some(())
-    })
-    .await;
+    let mut first =
+        once_json_with_an_instance_paused_at(&env, &configs[0], "record-ready-checked").await;
 
     // Its scan lease passes to the second, which records, sends and archives the file.
     let mut second = KillOnDrop(spawn(&configs[1]));
@@ -404,5 +414,175 @@ async fn a_scanner_paused_between_its_check_and_its_write_records_nothing_its_su
         "the file's records once in the platform"
     );
     assert_eq!(support::receipts(&env.archive()).len(), 1);
+    pool.close().await;
+}
+
+/// Every file below `dir`, with its bytes (the receipts' too).
+fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                out.insert(path.strip_prefix(dir).unwrap().to_owned(), bytes);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archiver_paused_between_its_check_and_its_moves_undoes_nothing_its_successor_did() {
+    let pg = Postgres::start();
+    let env = Env::new().await;
+    let pool = admin_pool(&pg).await;
+    let configs: Vec<PathBuf> = (0..2).map(|i| instance_config(&env, &pg, i)).collect();
+    // The first instance ingests the file, checks that it still holds the batch's lease, and
+    // stops itself right before moving the file and writing its receipt.
+    let mut first = once_json_with_an_instance_paused_at(&env, &configs[0], "archive-owned").await;
+    let drop = env.drop_dir();
+    let log = configs[0].with_file_name("daemon.log");
+    assert!(
+        drop.join("in/once.json").exists(),
+        "paused before the move; the log:\n{}",
+        log_tail(&log)
+    );
+
+    // Its batch's lease expires and passes to the second, which archives the file.
+    let mut second = KillOnDrop(spawn(&configs[1]));
+    let receipts = tokio::time::timeout(
+        Duration::from_secs(90),
+        wait_receipts(&env.archive(), 1, 90),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("no receipt; the instances' log:\n{}", log_tail(&log)));
+    assert_eq!(receipts[0]["status"], "success", "{}", receipts[0]);
+    // The successor's work, as it left it: the archived file and its receipt.
+    let finished = tree(&env.archive());
+    assert_eq!(finished.len(), 2, "the file and its receipt: {finished:?}");
+    // Its receipt is written before the file is recorded as finished.
+    let finished_at = eventually(60, "the successor recorded the file finished", || async {
+        sqlx::query_scalar::<_, i64>("SELECT updated_at FROM files WHERE finalized")
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+    })
+    .await;
+
+    // Woken, the first finds the file finished, and leaves everything as it is.
+    signal(&first.0, libc::SIGCONT);
+    wait_log_count(&log, "already finished by another instance", 1, 60).await;
+    for KillOnDrop(child) in [&mut first, &mut second] {
+        signal(child, libc::SIGTERM);
+        let status = child.wait().unwrap();
+        assert!(status.success(), "an instance exits cleanly: {status:?}");
+    }
+    assert_eq!(
+        tree(&env.archive()),
+        finished,
+        "one receipt, the successor's, intact; the file archived once"
+    );
+    assert!(
+        !drop.join("in/once.json").exists(),
+        "the file left the drop folder"
+    );
+    assert!(tree(&env.failed()).is_empty(), "nothing failed");
+    let row: (String, bool, i64) = sqlx::query_as("SELECT state, finalized, updated_at FROM files")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(row, ("done".to_owned(), true, finished_at), "recorded once");
+    let finalized: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE kind = 'finalized'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(finalized, 1, "one 'finalized' in the file's history");
+    assert_eq!(
+        records_ingested(&env.api, DATASET).await,
+        7,
+        "the file's records once in the platform"
+    );
+    pool.close().await;
+}
+
+/// Which instance drove each batch, as the database shows it (a batch's lease stays with its
+/// driver, renewed by heartbeat, until that instance leaves), with every instance in the
+/// fleet; `None` before the first instance made the schema.
+async fn drivers(pool: &sqlx::PgPool) -> Option<(BTreeMap<i64, String>, Vec<String>)> {
+    let leased: Vec<(i64, String)> =
+        sqlx::query_as("SELECT id, lease_owner FROM batches WHERE lease_owner IS NOT NULL")
+            .fetch_all(pool)
+            .await
+            .ok()?;
+    let instances = sqlx::query_scalar("SELECT id FROM instances ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .ok()?;
+    Some((leased.into_iter().collect(), instances))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_spread_a_backlog_of_batches_over_all_of_them() {
+    const FILES: usize = 36;
+    let pg = Postgres::start();
+    let env = Env::new().await;
+    let pool = admin_pool(&pg).await;
+    let shared = env.write_config("", "mode = \"poll\"\nmax_files = 4");
+    let mut children: Vec<KillOnDrop> = (0..INSTANCES)
+        .map(|i| KillOnDrop(spawn(&pg.instance_config(&shared, i, LEASE))))
+        .collect();
+    eventually(60, "every instance joined", || async {
+        drivers(&pool)
+            .await
+            .filter(|(_, instances)| instances.len() == INSTANCES)
+    })
+    .await;
+
+    // A backlog: the scanner finds it at once and seals it into nine batches of four files.
+    let drop = env.drop_dir();
+    for n in 0..FILES {
+        write_atomic(
+            &drop.join(format!("in/{n:02}.json")),
+            jsonl(n * RECORDS_PER_FILE, RECORDS_PER_FILE).as_bytes(),
+        );
+    }
+    let receipts = wait_receipts(&env.archive(), FILES, 120).await;
+    let (driven, instances) = drivers(&pool).await.expect("the fleet's schema");
+    for KillOnDrop(child) in &mut children {
+        signal(child, libc::SIGTERM);
+        let status = child.wait().unwrap();
+        assert!(status.success(), "an instance exits cleanly: {status:?}");
+    }
+
+    let batches: BTreeSet<&str> = receipts
+        .iter()
+        .map(|r| r["batch"].as_str().unwrap())
+        .collect();
+    assert_eq!(receipts.len(), FILES, "one receipt per file");
+    assert_eq!(driven.len(), batches.len(), "every batch had a driver");
+    let mut spread: BTreeMap<&str, usize> = instances.iter().map(|i| (i.as_str(), 0)).collect();
+    for driver in driven.values() {
+        *spread
+            .get_mut(driver.as_str())
+            .expect("a driver of the fleet") += 1;
+    }
+    println!(
+        "{} batches driven per instance: {:?}",
+        driven.len(),
+        spread.values().collect::<Vec<_>>()
+    );
+    assert!(
+        spread.values().all(|&n| n > 0),
+        "every instance drove a batch of the backlog: {spread:?}"
+    );
+    assert_eq!(
+        records_ingested(&env.api, DATASET).await,
+        (FILES * RECORDS_PER_FILE) as u64,
+        "every record once"
+    );
     pool.close().await;
 }

@@ -254,7 +254,7 @@ impl Dir {
     /// an unpredictable name, mode `mode` whatever the umask), synced, renamed over `name`
     /// (a symlink there is replaced, never followed), and the folder synced.
     pub fn write_atomically(&self, name: &OsStr, bytes: &[u8], mode: u32) -> io::Result<()> {
-        self.write_replacing(name, bytes, mode, None)
+        self.write_through_temp(name, bytes, mode, None, Put::Replacing)
     }
 
     /// The same, but durable only once `later` is synced: for many files at a time, where a
@@ -266,15 +266,30 @@ impl Dir {
         mode: u32,
         later: &mut PendingSync,
     ) -> io::Result<()> {
-        self.write_replacing(name, bytes, mode, Some(later))
+        self.write_through_temp(name, bytes, mode, Some(later), Put::Replacing)
     }
 
-    pub(super) fn write_replacing(
+    /// Writes `bytes` as `name` in this folder only if nothing has that name: like
+    /// [`Dir::write_atomically_deferred`], but the temp file is put in place with
+    /// `renameat2(RENAME_NOREPLACE)` (or `link(2)`, which fails just as atomically on NFS too),
+    /// so what another process put there is never replaced: `AlreadyExists` then.
+    pub fn write_new_deferred(
+        &self,
+        name: &OsStr,
+        bytes: &[u8],
+        mode: u32,
+        later: &mut PendingSync,
+    ) -> io::Result<()> {
+        self.write_through_temp(name, bytes, mode, Some(later), Put::New)
+    }
+
+    pub(super) fn write_through_temp(
         &self,
         name: &OsStr,
         bytes: &[u8],
         mode: u32,
         later: Option<&mut PendingSync>,
+        put: Put,
     ) -> io::Result<()> {
         let name = single(name)?;
         let (tmp, mut file) = self.create_temp(mode)?;
@@ -284,7 +299,10 @@ impl Dir {
             if now {
                 file.sync_all()?;
             }
-            rustix::fs::renameat(&self.fd, &tmp, &self.fd, name)?;
+            match put {
+                Put::Replacing => rustix::fs::renameat(&self.fd, &tmp, &self.fd, name)?,
+                Put::New => super::move_file(self, &tmp, self, name)?,
+            }
             if now { self.sync() } else { Ok(()) }
         })();
         match written {
@@ -299,6 +317,21 @@ impl Dir {
                 Err(e)
             }
         }
+    }
+
+    /// Removes `name` if it is still the file `seen` (its identity): it is first renamed to a
+    /// hidden temp name, which only one process can do, and put back (never over anything)
+    /// when it turns out to be something else that took the name since. Whether it was removed.
+    pub fn remove_if_still(&self, name: &OsStr, seen: &super::Identity) -> io::Result<bool> {
+        let name = single(name)?;
+        let aside = OsString::from(format!(".batchdrop-{:016x}.tmp", rand::random::<u64>()));
+        super::move_file(self, name, self, &aside)?;
+        if self.stat(&aside)?.identity == *seen {
+            rustix::fs::unlinkat(&self.fd, &aside, AtFlags::empty())?;
+            return Ok(true);
+        }
+        super::move_file(self, &aside, self, name)?;
+        Ok(false)
     }
 
     /// Creates a new file under a name nobody can predict (hidden: the watcher ignores it).
@@ -356,6 +389,15 @@ impl Dir {
             Err(e) => Err(e),
         }
     }
+}
+
+/// How a file written through a temp file takes its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Put {
+    /// Over whatever has the name (a symlink is replaced, never followed).
+    Replacing,
+    /// Only where nothing has the name.
+    New,
 }
 
 /// Files written with [`Dir::write_atomically_deferred`] (and moves made meanwhile) that are

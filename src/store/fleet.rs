@@ -95,6 +95,22 @@ impl Lease {
     }
 }
 
+/// How far back the batches an instance drove count towards its share (see
+/// [`Member::acquire_batch_fairly`]): long enough to even out a backfill, short enough that
+/// an instance that joins a long-running fleet does not take every new batch until it has
+/// driven as many as the others ever did.
+const SHARE_WINDOW: Duration = Duration::from_secs(10 * 60);
+
+/// The answer to [`Member::acquire_batch_fairly`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acquired {
+    Took(Lease),
+    /// Another instance holds it (or it is gone).
+    HeldElsewhere,
+    /// Nobody holds it, but another instance drove fewer lately: left to the others.
+    OverShare,
+}
+
 /// The result of a change guarded by a lease.
 #[must_use]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -367,6 +383,66 @@ impl Member {
             on: LeaseOn::Batch(batch_id),
             epoch,
         }))
+    }
+
+    /// Takes the lease on a batch that no instance holds, as [`Member::acquire_batch`], but
+    /// only while no other live instance (heartbeat younger than a lease) drove fewer batches
+    /// lately (in flight, or ended within [`SHARE_WINDOW`]), unless `anyway`. Without that,
+    /// the scanner's instance, which seals each batch and sees it first, drives most of them:
+    /// counting only the batches in flight is not enough, since a backfill's batches are
+    /// often sealed one at a time and done before the next. A lost instance stops counting at
+    /// once, so its survivors take its batches over without waiting for one another; alone,
+    /// an instance takes everything.
+    pub async fn acquire_batch_fairly(
+        &self,
+        batch_id: i64,
+        anyway: bool,
+    ) -> Result<Acquired, StoreError> {
+        let (free, epoch): (Option<bool>, Option<i64>) = sqlx::query_as(concat!(
+            "WITH batch AS (
+               SELECT (lease_owner IS NULL OR lease_expires_at <= ",
+            db_now!(),
+            ") AS free FROM batches WHERE id = $1),
+             driven AS (
+               SELECT i.id, (SELECT COUNT(*) FROM batches b WHERE b.lease_owner = i.id
+                               AND (b.state IN ",
+            in_flight!(),
+            " OR b.updated_at > ",
+            db_now!(),
+            " - $5)) AS n
+                 FROM instances i WHERE i.id = $2 OR i.heartbeat_at > ",
+            db_now!(),
+            " - $3),
+             share AS (
+               SELECT COALESCE((SELECT n FROM driven WHERE id = $2), 0)
+                   <= COALESCE((SELECT MIN(n) FROM driven WHERE id <> $2), 9223372036854775807)
+                 AS under),
+             took AS (
+               UPDATE batches SET lease_owner = $2, lease_epoch = lease_epoch + 1,
+                 lease_expires_at = ",
+            db_now!(),
+            " + $3
+               WHERE id = $1 AND (lease_owner IS NULL OR lease_expires_at <= ",
+            db_now!(),
+            ") AND ($4 OR (SELECT under FROM share))
+               RETURNING lease_epoch)
+             SELECT (SELECT free FROM batch), (SELECT lease_epoch FROM took)"
+        ))
+        .bind(batch_id)
+        .bind(&self.id)
+        .bind(self.fleet.lease_ms)
+        .bind(anyway)
+        .bind(i64::try_from(SHARE_WINDOW.as_millis()).unwrap_or(i64::MAX))
+        .fetch_one(&self.fleet.pool)
+        .await?;
+        Ok(match (epoch, free) {
+            (Some(epoch), _) => Acquired::Took(Lease {
+                on: LeaseOn::Batch(batch_id),
+                epoch,
+            }),
+            (None, Some(true)) => Acquired::OverShare,
+            (None, _) => Acquired::HeldElsewhere,
+        })
     }
 
     /// Batches in flight that no instance drives: leased by a lost instance (expired) or never

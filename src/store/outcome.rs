@@ -146,6 +146,35 @@ impl Store {
         Ok(())
     }
 
+    /// The intents of several moves, each recorded only where none is yet: two archivers on
+    /// one file (in a fleet, one paused past its lease and its successor) then agree on the
+    /// first one's. Returns each file's recorded destination after it.
+    pub async fn record_final_paths(
+        &self,
+        intents: &[(i64, String)],
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        let mut recorded = Vec::with_capacity(intents.len());
+        let mut tx = self.pool.begin().await?;
+        for part in intents.chunks(400) {
+            let mut q = QueryBuilder::new("UPDATE files SET");
+            push_case(&mut q, "final_path", part, |(id, path)| (*id, path));
+            q.push(" WHERE final_path IS NULL AND id IN (");
+            push_ids(&mut q, part.iter().map(|(id, _)| *id));
+            q.build().execute(&mut *tx).await?;
+            let mut q = QueryBuilder::new(
+                "SELECT id, final_path FROM files WHERE final_path IS NOT NULL AND id IN (",
+            );
+            push_ids(&mut q, part.iter().map(|(id, _)| *id));
+            recorded.extend(
+                q.build_query_as::<(i64, String)>()
+                    .fetch_all(&mut *tx)
+                    .await?,
+            );
+        }
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
     /// Records that a file ended in `state` without being moved (`push` leaves its files
     /// where they are).
     pub async fn mark_finalized(
@@ -179,11 +208,15 @@ impl Store {
             push_case(&mut q, "final_path", part, |d| (d.file_id, &d.final_path));
             q.push(",");
             push_case(&mut q, "receipt_path", part, |d| (d.file_id, &d.receipt));
+            // A file is finished once: another instance that finished it too (one paused past
+            // its lease, woken after its successor did) records nothing over it.
             q.push(" WHERE id IN (");
             push_ids(&mut q, part.iter().map(|d| d.file_id));
-            q.build().execute(&mut *tx).await?;
+            q.push(" AND finalized = FALSE RETURNING id");
+            let updated: Vec<i64> = q.build_query_scalar().fetch_all(&mut *tx).await?;
             let events = part
                 .iter()
+                .filter(|d| updated.contains(&d.file_id))
                 .map(|d| Event::file(d.file_id, Kind::Finalized, &d.detail))
                 .collect::<Vec<_>>();
             insert_events(&mut tx, now, &events).await?;

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{ApiClient, ApiError, BatchAction, BatchStatus, CreateBatch, Replay};
 use crate::config::{Outcomes, Upload};
 use crate::crashpoint;
-use crate::membership::Leases;
+use crate::membership::{Drive, Leases};
 use crate::poller;
 use crate::stage::{self, Next, Stage};
 use crate::store::{
@@ -178,22 +178,25 @@ impl Uploader {
                 let task = tasks.running.spawn(async move {
                     let me = &driving.uploader;
                     if let Some(leases) = &me.leases {
-                        match leases.batch(driving.batch).await {
-                            Ok(true) => {}
+                        let wait = match leases.drive(driving.batch).await {
+                            Ok(Drive::Mine) => None,
                             // Another instance drives it: asked again after a while (the
                             // batch stays marked active meanwhile, so no pass spins on it).
-                            Ok(false) => {
-                                tokio::select! {
-                                    _ = token.cancelled() => {}
-                                    _ = tokio::time::sleep(leases.retry_after()) => {}
-                                }
-                                return;
-                            }
+                            Ok(Drive::Elsewhere) => Some(leases.retry_after()),
+                            // Left for an instance with less to drive: asked again soon, in
+                            // case none takes it.
+                            Ok(Drive::LeftToOthers) => Some(LEFT_TO_OTHERS_WAIT),
                             Err(e) => {
                                 tracing::error!(batch = %b.label(), "cannot take the batch's lease: {}; will retry", e.explain());
-                                tokio::time::sleep(Duration::from_secs(1)).await;
-                                return;
+                                Some(Duration::from_secs(1))
                             }
+                        };
+                        if let Some(wait) = wait {
+                            tokio::select! {
+                                _ = token.cancelled() => {}
+                                _ = tokio::time::sleep(wait) => {}
+                            }
+                            return;
                         }
                     }
                     // Only the row read after claiming the batch counts (see batch_if_due).
@@ -599,6 +602,10 @@ fn graver(prev: Option<StepError>, e: StepError) -> StepError {
 
 /// How long a batch waits when the process ran out of descriptors or memory.
 const BUSY_WAIT: Duration = Duration::from_secs(2);
+
+/// How long a batch this instance left to the fleet's others (it drives its share) waits
+/// before it is asked about again (see `membership::Leases::drive`).
+const LEFT_TO_OTHERS_WAIT: Duration = Duration::from_millis(500);
 
 /// The tasks driving batches, one per batch, and which batch each drives.
 #[derive(Default)]
