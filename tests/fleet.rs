@@ -350,6 +350,62 @@ async fn a_paused_owner_changes_nothing_once_its_batch_was_taken_over() {
 }
 
 #[tokio::test]
+async fn a_heartbeat_renews_only_the_leases_that_still_guard_work() {
+    let pg = Postgres::start();
+    let fleet = Fleet::connect(&pg.state(LEASE)).await.unwrap();
+    let pool = admin_pool(&pg).await;
+    let member = fleet.join("host-a").await.unwrap();
+    let in_flight = insert_batch(&pool, "ext-flying").await;
+    let ended = insert_batch(&pool, "ext-ended").await;
+    for batch in [in_flight, ended] {
+        member.acquire_batch(batch).await.unwrap().expect("free");
+    }
+    sqlx::query("UPDATE batches SET state = 'success' WHERE id = $1")
+        .bind(ended)
+        .execute(&pool)
+        .await
+        .unwrap();
+    // The ended batch still has a file to archive: its lease guards that.
+    let file: i64 = sqlx::query_scalar(
+        "INSERT INTO files (watch, dataset, format, root, rel_path, dev, ino, size, mtime_ns,
+                            state, batch_id, discovered_at, updated_at)
+         VALUES ('drop', 'ds', 'json', '/drop', 'a.json', 1, 1, 1, 1, 'uploaded', $1, 0, 0)
+         RETURNING id",
+    )
+    .bind(ended)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        member.heartbeat().await.unwrap(),
+        2,
+        "both leases guard work"
+    );
+
+    sqlx::query("UPDATE files SET state = 'done', finalized = TRUE WHERE id = $1")
+        .bind(file)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        member.heartbeat().await.unwrap(),
+        1,
+        "a batch whose files are all finished is not renewed any more"
+    );
+    let owner: Option<String> = sqlx::query_scalar("SELECT lease_owner FROM batches WHERE id = $1")
+        .bind(ended)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        owner.as_deref(),
+        Some(member.id()),
+        "who drove it stays known (the fair share counts it)"
+    );
+    fleet.close().await;
+}
+
+#[tokio::test]
 async fn one_instance_scans_each_watch_and_the_role_fails_over() {
     let pg = Postgres::start();
     let fleet = Fleet::connect(&pg.state(LEASE)).await.unwrap();

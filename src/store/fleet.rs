@@ -257,10 +257,17 @@ impl Member {
         .bind(&self.id)
         .execute(&mut *tx)
         .await?;
+        // Only the leases that still guard work: a batch in flight, or an ended one whose
+        // files are not all finished (the archiver moves them under its lease). An instance
+        // keeps the owner's name on every batch it drove (the fair share counts them), so
+        // renewing them all would make each heartbeat write its whole history.
         let batches = sqlx::query(concat!(
             "UPDATE batches SET lease_expires_at = ",
             db_now!(),
-            " + $2 WHERE lease_owner = $1"
+            " + $2 WHERE lease_owner = $1 AND (state IN ",
+            in_flight!(),
+            " OR EXISTS (SELECT 1 FROM files f WHERE f.batch_id = batches.id
+                            AND f.finalized = FALSE))"
         ))
         .bind(&self.id)
         .bind(self.fleet.lease_ms)
