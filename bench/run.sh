@@ -40,6 +40,11 @@
 #       copy with its own CRMID) mapped to Parquet with tests/fixtures/CRM_profiles.mapping.json
 #       and its schema: MB/s of input per CPU-second (the command uses one core) and wall-clock;
 #       peak RSS, against a MAP_SMALL_MIB (256 / 4) MiB CSV (flat).
+#   B8  a mixed day (issue #23): B8_FILES (50000 / 60) files of B8_MIN_BYTES (1000) to
+#       B8_MAX_BYTES (50000000 / 2000000) bytes, log-uniform, written in place by B8_WRITERS (4)
+#       writers pausing B8_GAP_MS (20) ms on average between files, while B8_READERS (2) run
+#       `status --json` every second: throughput, drop → batch success p50/p99 per size class,
+#       peak RSS (bench/mixed-day.sh; fewer files when the disk cannot hold them, noted).
 # Other knobs: EMU_DELAY_MS (10, the emulator's processing_delay_ms), BENCH_PROFILE (release;
 # "dev" runs target/debug/batchdrop, for CI), BENCH_TMP (a fresh dir under ${TMPDIR:-/tmp}),
 # BENCH_BIN (run this binary instead of building), BENCH_KEEP=1 (keep the temp dir),
@@ -85,14 +90,17 @@ if ((QUICK)); then
     : "${B1_FILES:=300}" "${B2_MIB:=64}" "${B2_CHUNK_MIB:=8}" "${B2_THRESHOLD_MIB:=16}"
     : "${B3_SMALL_MIB:=24}" "${B4_FILES:=2000}" "${B5_DROPS:=5}" "${B6_SECONDS:=5}"
     : "${EMU_PUT_MIB:=64}" "${EMU_JSONL_MIB:=16}" "${MAP_MIB:=16}" "${MAP_SMALL_MIB:=4}"
+    : "${B8_FILES:=60}" "${B8_MAX_BYTES:=2000000}"
 else
     : "${B1_FILES:=20000}" "${B2_MIB:=2048}" "${B2_CHUNK_MIB:=64}" "${B2_THRESHOLD_MIB:=128}"
     : "${B3_SMALL_MIB:=256}" "${B4_FILES:=100000}" "${B5_DROPS:=50}" "${B6_SECONDS:=60}"
     : "${EMU_PUT_MIB:=1024}" "${EMU_JSONL_MIB:=256}" "${MAP_MIB:=1024}" "${MAP_SMALL_MIB:=256}"
+    : "${B8_FILES:=50000}" "${B8_MAX_BYTES:=50000000}"
     : "${OUT:=bench/RESULTS.md}"
 fi
 : "${B1_FILE_BYTES:=2048}" "${EMU_DELAY_MS:=10}" "${BENCH_PROFILE:=release}"
 : "${SCENARIO_TIMEOUT:=1800}"
+: "${B8_MIN_BYTES:=1000}" "${B8_WRITERS:=4}" "${B8_READERS:=2}" "${B8_GAP_MS:=20}"
 MIB=1048576
 B5_SETTLE_MS=400
 
@@ -847,6 +855,9 @@ m1() {
 # V1 (validation on vs off) lives in its own file; it uses the helpers above.
 # shellcheck source=bench/validation.sh
 source "$ROOT/bench/validation.sh"
+# B8 (the mixed day) too.
+# shellcheck source=bench/mixed-day.sh
+source "$ROOT/bench/mixed-day.sh"
 
 # ---- run ------------------------------------------------------------------------------------
 avail_kib=$(df -Pk "$T" | awk 'NR == 2 { print $4 }')
@@ -855,7 +866,7 @@ need_kib=$(((B2_MIB * 3 + EMU_PUT_MIB * 2 + EMU_JSONL_MIB * 2 + B3_SMALL_MIB * 2
 log "temp dir $T ($((avail_kib / 1048576)) GiB free)"
 START=$SECONDS
 start_emulator
-for scenario in b1 b6 b2 b3 b4 b5 e1 e2 e3 v1 m1; do
+for scenario in b1 b6 b2 b3 b4 b5 e1 e2 e3 v1 m1 b8; do
     if [[ " ${BENCH_ONLY:-$scenario} " == *" $scenario "* ]]; then "$scenario"; fi
 done
 
