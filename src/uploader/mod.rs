@@ -440,6 +440,11 @@ impl Uploader {
             let window: Vec<FileRow> = files.by_ref().take(SENT_AHEAD).collect();
             let unsent: Vec<i64> = window.iter().filter(|f| !f.sent).map(|f| f.id).collect();
             self.store.mark_sent_many(&unsent).await?;
+            let plain: Vec<&FileRow> = window
+                .iter()
+                .filter(|f| !staged.contains_key(&f.id))
+                .collect();
+            let mut opened = transfer::open_ahead(&plain, &self.upload).await;
             for f in window {
                 // Finished uploads are reaped as we go: a batch of 1,500 files would otherwise
                 // keep 1,500 finished tasks in memory until the last one is spawned.
@@ -466,8 +471,9 @@ impl Uploader {
                     shutdown: shutdown.clone(),
                 };
                 let staged = staged.remove(&f.id);
+                let opened = opened.remove(&f.id);
                 set.spawn(async move {
-                    let r = job.upload(&f, staged.as_ref()).await;
+                    let r = job.upload(&f, staged.as_ref(), opened).await;
                     drop(permit);
                     r
                 });

@@ -6,6 +6,7 @@
 //! records only this file's facts (bytes acknowledged, failed, superseded; its intent, `sent`,
 //! is recorded ahead by `mod.rs`).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -13,7 +14,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::StepError;
-use super::read::{body_of, finish, memory_body, open_for_upload, read_ahead};
+use super::read::{ForUpload, body_of, finish, memory_body, open_for_upload, read_ahead};
 use crate::api::{ApiClient, ErrorKind};
 use crate::config::Upload;
 use crate::crashpoint;
@@ -38,16 +39,20 @@ impl FileJob {
     /// Sends one file, or its staged file when its watch maps it (`crate::mapped`); returns the
     /// fact to record once it is acknowledged (None when the file was failed or superseded
     /// instead, which is recorded here).
+    ///
+    /// `opened` is the file opened (and read, when small) ahead by [`open_ahead`]; without it
+    /// the file is opened here. It is not used for a staged file.
     pub(super) async fn upload(
         &self,
         f: &FileRow,
         staged: Option<&StagedFile>,
+        opened: Option<std::io::Result<ForUpload>>,
     ) -> Result<Option<Uploaded>, StepError> {
         let Some(staged) = staged else {
-            return self.upload_file(f).await;
+            return self.upload_file(f, opened).await;
         };
         let Some(mut fact) = self
-            .upload_file(&crate::mapped::upload_view(f, staged))
+            .upload_file(&crate::mapped::upload_view(f, staged), None)
             .await?
         else {
             return Ok(None);
@@ -68,20 +73,27 @@ impl FileJob {
         Ok(Some(fact))
     }
 
-    async fn upload_file(&self, f: &FileRow) -> Result<Option<Uploaded>, StepError> {
+    async fn upload_file(
+        &self,
+        f: &FileRow,
+        opened: Option<std::io::Result<ForUpload>>,
+    ) -> Result<Option<Uploaded>, StepError> {
         let path = f.abs_path();
         let recorded = f.identity();
         // Opened once, no folder on its way followed; it is uploaded only if the descriptor
         // is the version the watcher queued, and every byte sent and hashed is read from it.
         let size = f.size as u64;
-        let from_memory = size <= READ_WHOLE && size <= self.upload.large_file_threshold;
-        let opened = {
-            let (root, path) = (PathBuf::from(&f.root), path.clone());
-            tokio::task::spawn_blocking(move || {
-                open_for_upload(&root, &path, recorded, from_memory)
-            })
-            .await
-            .expect("file open task panicked")
+        let opened = match opened {
+            Some(opened) => opened,
+            None => {
+                let from_memory = sent_from_memory(size, &self.upload);
+                let (root, path) = (PathBuf::from(&f.root), path.clone());
+                tokio::task::spawn_blocking(move || {
+                    open_for_upload(&root, &path, recorded, from_memory)
+                })
+                .await
+                .expect("file open task panicked")
+            }
         };
         let (file, content) = match opened {
             Ok(o) if o.opened.stat.kind == Kind::File && o.opened.stat.identity == recorded => {
@@ -371,5 +383,119 @@ fn io_fail(f: &FileRow, e: std::io::Error) -> StepError {
 }
 
 /// Files up to this size are sent from memory (see `FileJob::put_from_memory`); at most
-/// `[upload] concurrency` of them are held at once.
+/// `[upload] concurrency` of them are held at once, and [`AHEAD_BYTES`] of those read ahead.
 const READ_WHOLE: u64 = 1 << 20;
+
+/// Whether a file of `size` bytes is read whole when it is opened and sent from memory.
+fn sent_from_memory(size: u64, upload: &Upload) -> bool {
+    size <= READ_WHOLE && size <= upload.large_file_threshold
+}
+
+/// Opens, reads and hashes the small files of `files` (those sent from memory, up to
+/// [`AHEAD_BYTES`] of them in all) on one trip to the blocking pool, by file id; the others are
+/// opened by their own transfer. One trip per file cost a hand-off to a blocking thread and
+/// back per small file. Each result is what that file's own trip would have given, and is
+/// judged by its transfer the same way.
+pub(super) async fn open_ahead(
+    files: &[&FileRow],
+    upload: &Upload,
+) -> HashMap<i64, std::io::Result<ForUpload>> {
+    let mut budget = AHEAD_BYTES;
+    let mut wanted = Vec::new();
+    for f in files {
+        let size = f.size as u64;
+        if sent_from_memory(size, upload) && size <= budget {
+            budget -= size;
+            wanted.push((f.id, PathBuf::from(&f.root), f.abs_path(), f.identity()));
+        }
+    }
+    if wanted.len() < 2 {
+        return HashMap::new(); // no trip saved
+    }
+    tokio::task::spawn_blocking(move || {
+        wanted
+            .into_iter()
+            .map(|(id, root, path, recorded)| (id, open_for_upload(&root, &path, recorded, true)))
+            .collect()
+    })
+    .await
+    .expect("file open task panicked")
+}
+
+/// Bytes of small files read ahead of their transfers at once (see [`open_ahead`]).
+const AHEAD_BYTES: u64 = 4 << 20;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn upload(large_file_threshold: u64) -> Upload {
+        let s = Duration::from_secs(1);
+        Upload {
+            large_file_threshold,
+            chunk_size: large_file_threshold,
+            concurrency: 4,
+            max_attempts: 1,
+            max_retry_age: s,
+            backoff_initial: s,
+            backoff_max: s,
+            poll_initial: s,
+            poll_max: s,
+            max_processing_age: s,
+            give_up_after: s,
+        }
+    }
+
+    /// A row for the file `name` of `root` as it is on disk now.
+    fn queued(id: i64, root: &Path, name: &str) -> FileRow {
+        let meta = std::fs::metadata(root.join(name)).unwrap();
+        let now = Identity::of(&meta);
+        let mut f = crate::schedule::tests::file(id, "json", meta.len() as i64, 0);
+        f.root = root.to_string_lossy().into_owned();
+        f.rel_path = name.into();
+        f.dev = now.dev as i64;
+        f.ino = now.ino as i64;
+        f.mtime_ns = now.mtime_ns;
+        f
+    }
+
+    #[tokio::test]
+    async fn files_opened_ahead_get_the_verdict_their_own_trip_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for (name, bytes) in [
+            ("same.json", &b"{\"a\":1}\n"[..]),
+            ("grown.json", b"{\"b\":2}\n"),
+            ("gone.json", b"{\"c\":3}\n"),
+            ("large.json", &[b'x'; 64][..]),
+        ] {
+            std::fs::write(root.join(name), bytes).unwrap();
+        }
+        let rows: Vec<FileRow> = ["same.json", "grown.json", "gone.json", "large.json"]
+            .iter()
+            .zip(1..)
+            .map(|(name, id)| queued(id, root, name))
+            .collect();
+        std::fs::write(root.join("grown.json"), b"{\"b\":2}\n{\"b\":3}\n").unwrap();
+        std::fs::remove_file(root.join("gone.json")).unwrap();
+
+        // A 32-byte threshold: large.json is sent streamed, so it is not read ahead.
+        let mut opened = open_ahead(&rows.iter().collect::<Vec<_>>(), &upload(32)).await;
+        assert_eq!(opened.len(), 3, "the small files only");
+        let same = opened.remove(&1).unwrap().unwrap();
+        assert_eq!(same.opened.stat.identity, rows[0].identity());
+        let (bytes, sha) = same.content.unwrap().unwrap();
+        assert_eq!(&bytes[..], b"{\"a\":1}\n");
+        assert_eq!(sha, format!("{:x}", Sha256::digest(b"{\"a\":1}\n")));
+        let grown = opened.remove(&2).unwrap().unwrap();
+        assert_ne!(grown.opened.stat.identity, rows[1].identity());
+        assert!(grown.content.is_none(), "a changed file is not read");
+        let gone = opened.remove(&3).unwrap().err().unwrap();
+        assert_eq!(gone.kind(), std::io::ErrorKind::NotFound);
+
+        // One small file saves no trip: it is opened by its own transfer.
+        assert!(open_ahead(&[&rows[0]], &upload(32)).await.is_empty());
+    }
+}

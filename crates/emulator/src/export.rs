@@ -26,13 +26,26 @@ pub(crate) fn base(headers: &HeaderMap) -> String {
     format!("http://{host}")
 }
 
-/// Files of a successful batch are readable; nothing else is (inactive and deleted batches
-/// disappear from Data Access).
-async fn readable_files(state: &AppState, batch: &BatchRow) -> ApiResult<Vec<FileRow>> {
+/// The readable files of `batch` from the `start`-th, `limit` of them at most, and whether
+/// more follow. Files of a successful batch are readable; nothing else is (inactive and
+/// deleted batches disappear from Data Access).
+async fn readable_page(
+    state: &AppState,
+    batch: &BatchRow,
+    start: usize,
+    limit: usize,
+) -> ApiResult<(Vec<FileRow>, bool)> {
     if batch.status != BatchStatus::Success {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), false));
     }
-    Ok(state.store.files_of(&batch.id).await?)
+    // One more than the page, to know whether there is a next one.
+    let mut files = state
+        .store
+        .files_page(&batch.id, start as u64, limit as u64 + 1)
+        .await?;
+    let more = files.len() > limit;
+    files.truncate(limit);
+    Ok((files, more))
 }
 
 /// `start`/`limit` of a Data Access list: `limit` defaults to and is capped at 100 (the spec:
@@ -69,13 +82,11 @@ pub async fn batch_files(
         )
         .into_response());
     };
-    let files = readable_files(&state, &batch).await?;
+    let (files, more) = readable_page(&state, &batch, start, limit).await?;
     let base = base(&headers);
     let view = view_id(&batch.dataset_id);
     let data: Vec<Value> = files
         .iter()
-        .skip(start)
-        .take(limit)
         .map(|f| {
             json!({
                 "dataSetFileId": f.id,
@@ -96,7 +107,7 @@ pub async fn batch_files(
     let count = data.len();
     let here = format!("{base}/data/foundation/export/batches/{batch_id}/files");
     let mut links = serde_json::Map::new();
-    if start + count < files.len() {
+    if more {
         links.insert(
             "next".into(),
             json!({"href": format!("{here}?start={}&limit={limit}", start + count)}),

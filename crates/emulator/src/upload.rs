@@ -162,7 +162,7 @@ async fn receive_inner(
     into: BodyKind,
 ) -> Result<Received, ReceiveError> {
     if let Some(exp) = expected
-        && exp <= IN_MEMORY.min(limit)
+        && fits_in_memory(expected, limit)
     {
         return receive_small(body, dest, exp, into).await;
     }
@@ -230,12 +230,15 @@ async fn receive_inner(
 /// writer thread per request costs more than it saves for a few kilobytes.
 const IN_MEMORY: u64 = 256 * 1024;
 
-async fn receive_small(
-    body: Body,
-    dest: &Path,
-    expected: u64,
-    into: BodyKind,
-) -> Result<Received, ReceiveError> {
+/// Whether a body announced as `expected` bytes (under a PUT limit of `limit`) is gathered in
+/// memory (see [`receive_in_memory`]) rather than streamed to disk.
+pub fn fits_in_memory(expected: Option<u64>, limit: u64) -> bool {
+    expected.is_some_and(|exp| exp <= IN_MEMORY.min(limit))
+}
+
+/// Gathers a small body of exactly `expected` bytes in memory (see [`fits_in_memory`]); the
+/// caller writes it where it goes.
+pub async fn receive_in_memory(body: Body, expected: u64) -> Result<Vec<u8>, ReceiveError> {
     let mut bytes = Vec::with_capacity(expected as usize);
     let mut stream = body.into_data_stream();
     while let Some(frame) = stream.next().await {
@@ -252,6 +255,17 @@ async fn receive_small(
     if len != expected {
         return Err(ReceiveError::Length { expected, got: len });
     }
+    Ok(bytes)
+}
+
+async fn receive_small(
+    body: Body,
+    dest: &Path,
+    expected: u64,
+    into: BodyKind,
+) -> Result<Received, ReceiveError> {
+    let bytes = receive_in_memory(body, expected).await?;
+    let len = bytes.len() as u64;
     let path = dest.to_owned();
     let ino = tokio::task::spawn_blocking(move || {
         use std::io::Write;

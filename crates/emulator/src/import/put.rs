@@ -1,7 +1,7 @@
 //! E2: PUT a whole file into a loading batch (a new one, or a new version of a path), within
 //! the limits of a PUT, of a batch's file count and of its bytes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -20,7 +20,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::gateway::Caller;
 use crate::stats::bump;
 use crate::store::{BatchAtPath, FileKind};
-use crate::upload::{BodyKind, receive_to_file};
+use crate::upload::{BodyKind, fits_in_memory, receive_in_memory, receive_to_file};
 
 pub async fn put_file(
     State(state): State<Arc<AppState>>,
@@ -49,24 +49,32 @@ pub async fn put_file(
         check_limits(&state, &t, &at, declared.unwrap_or(0))?;
     }
 
-    let tmp = state.store.tmp_path();
-    let got = receive_to_file(body, &tmp, limit, declared, BodyKind::File)
-        .await
-        .map_err(|e| receive_error(e, &format!("file {}", t.path)))?;
+    let what = || format!("file {}", t.path);
+    let arrived = match declared {
+        Some(n) if fits_in_memory(declared, limit) => Arrived::InMemory(
+            receive_in_memory(body, n)
+                .await
+                .map_err(|e| receive_error(e, &what()))?,
+        ),
+        _ => {
+            let tmp = state.store.tmp_path();
+            let got = receive_to_file(body, &tmp, limit, declared, BodyKind::File)
+                .await
+                .map_err(|e| receive_error(e, &what()))?;
+            Arrived::OnDisk { tmp, len: got.len }
+        }
+    };
+    let len = arrived.len();
 
     let lock = state.batch_lock(&t.batch_id);
     let _guard = lock.lock().await;
-    let result = commit_put(&state, &t, &tmp, got.len).await;
-    if result.is_err() {
-        let _ = tokio::fs::remove_file(&tmp).await;
-    }
-    let created = result?;
+    let created = commit_put(&state, &t, arrived).await?;
     bump(&state.counters.puts);
     state
         .counters
         .bytes_received
-        .fetch_add(got.len, Ordering::Relaxed);
-    tracing::info!(batch = %t.batch_id, path = %t.path, bytes = got.len, created, "file stored");
+        .fetch_add(len, Ordering::Relaxed);
+    tracing::info!(batch = %t.batch_id, path = %t.path, bytes = len, created, "file stored");
     // The guide answers 200 for a new file as for a replaced one, and a public client takes
     // anything else as an error; the spec documents both 200 and 201.
     Ok(StatusCode::OK.into_response())
@@ -85,9 +93,46 @@ fn check_limits(state: &AppState, t: &Target, at: &BatchAtPath, len: u64) -> Api
 /// received, as well as after.
 const CHECK_FIRST_BYTES: u64 = 1 << 20;
 
-/// Under the batch lock: re-checks, renames the temp file into place, records it. Returns
-/// whether the file is new.
-async fn commit_put(state: &AppState, t: &Target, tmp: &Path, len: u64) -> ApiResult<bool> {
+/// A PUT's body once received, waiting to be put in place under its batch's lock.
+enum Arrived {
+    /// A small body (see [`fits_in_memory`]): written to disk on the same trip to the blocking
+    /// pool as its move into place, so that a small PUT costs one trip, not two.
+    InMemory(Vec<u8>),
+    /// A larger body, streamed to this temp file as it arrived.
+    OnDisk { tmp: PathBuf, len: u64 },
+}
+
+impl Arrived {
+    fn len(&self) -> u64 {
+        match self {
+            Arrived::InMemory(bytes) => bytes.len() as u64,
+            Arrived::OnDisk { len, .. } => *len,
+        }
+    }
+}
+
+/// Under the batch lock: re-checks, puts the body in place (through a temp file, renamed: a
+/// new version replaces the file at its path whole), records it. Returns whether the file is
+/// new. The temp file is gone when this fails.
+async fn commit_put(state: &AppState, t: &Target, arrived: Arrived) -> ApiResult<bool> {
+    let tmp = match &arrived {
+        Arrived::InMemory(_) => state.store.tmp_path(),
+        Arrived::OnDisk { tmp, .. } => tmp.clone(),
+    };
+    let result = place_and_record(state, t, &tmp, arrived).await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    result
+}
+
+async fn place_and_record(
+    state: &AppState,
+    t: &Target,
+    tmp: &Path,
+    arrived: Arrived,
+) -> ApiResult<bool> {
+    let len = arrived.len();
     let at = loading_batch_at(state, t).await?;
     check_limits(state, t, &at, len)?;
     let existing = at.file();
@@ -100,8 +145,11 @@ async fn commit_put(state: &AppState, t: &Target, tmp: &Path, len: u64) -> ApiRe
         tmp.to_owned(),
         state.store.file_path(&t.batch_id, &file_id),
     );
-    // One trip to the blocking pool for both.
+    // One trip to the blocking pool for all of it.
     tokio::task::spawn_blocking(move || {
+        if let Arrived::InMemory(bytes) = &arrived {
+            std::fs::write(&tmp, bytes)?;
+        }
         std::fs::create_dir_all(dir)?;
         std::fs::rename(tmp, dest)
     })

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::stats::bump;
-use crate::store::{BatchRow, BatchStatus, DbError, NewFailedRow, OutcomeTx, now_ms};
+use crate::store::{BatchRow, BatchStatus, DbError, FileOutcome, NewFailedRow, OutcomeTx, now_ms};
 use crate::validate::merge;
 
 use super::parse::FileResult;
@@ -45,14 +45,19 @@ pub(super) async fn record(
         }
         return Ok(());
     }
-    for r in results {
-        let served = outcome
-            .served
-            .iter()
-            .find(|(file_id, _)| *file_id == r.file_id)
-            .map(|(_, size)| *size);
-        tx.set_file_outcome(&r.file_id, r.ok, served).await?;
-    }
+    let files: Vec<FileOutcome<'_>> = results
+        .iter()
+        .map(|r| FileOutcome {
+            file_id: &r.file_id,
+            records: r.ok,
+            served_size: outcome
+                .served
+                .iter()
+                .find(|(file_id, _)| *file_id == r.file_id)
+                .map(|(_, size)| *size),
+        })
+        .collect();
+    tx.set_file_outcomes(&files).await?;
     tx.replace_failed_rows(id, failed_rows(results)).await?;
     if outcome.succeeded() {
         if let Some(path) = &outcome.capture {

@@ -13,6 +13,27 @@ impl Store {
             .await
     }
 
+    /// At most `limit` of a batch's files from the `start`-th, in the order of [`files_of`]
+    /// (Data Access lists a batch a page at a time: loading every file for each page made
+    /// listing a batch of n files O(n²)).
+    ///
+    /// [`files_of`]: Store::files_of
+    pub async fn files_page(
+        &self,
+        batch_id: &str,
+        start: u64,
+        limit: u64,
+    ) -> Result<Vec<FileRow>, DbError> {
+        sqlx::query_as::<_, FileRow>(
+            "SELECT * FROM files WHERE batch_id = ? ORDER BY path LIMIT ? OFFSET ?",
+        )
+        .bind(batch_id)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(i64::try_from(start).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+    }
+
     pub async fn file(&self, batch_id: &str, path: &str) -> Result<Option<FileRow>, DbError> {
         sqlx::query_as::<_, FileRow>("SELECT * FROM files WHERE batch_id = ? AND path = ?")
             .bind(batch_id)

@@ -39,7 +39,7 @@ mod rows;
 
 pub use batches::BatchFilter;
 pub use datasets::Scope;
-pub use outcome::OutcomeTx;
+pub use outcome::{FileOutcome, OutcomeTx};
 pub use rows::{
     BatchAtPath, BatchRow, BatchStatus, ChunkPlace, ChunkRow, DatasetRow, FailedRow, FileKind,
     FileRow, FileState, NewBatch, NewDataset, NewFailedRow,

@@ -9,6 +9,17 @@ use super::rows::{BatchStatus, CurrentRow, FailedRow, NewFailedRow};
 use super::{DbError, Store};
 
 /// One batch's outcome being recorded: nothing of it is visible until [`OutcomeTx::commit`].
+/// A file's outcome, for [`OutcomeTx::set_file_outcomes`].
+pub struct FileOutcome<'a> {
+    pub file_id: &'a str,
+    pub records: u64,
+    pub served_size: Option<u64>,
+}
+
+/// Files per statement of [`OutcomeTx::set_file_outcomes`] (three parameters each, well under
+/// SQLite's limit of 32,766).
+const OUTCOMES_PER_STATEMENT: usize = 500;
+
 pub struct OutcomeTx {
     tx: Transaction<'static, Sqlite>,
 }
@@ -102,20 +113,26 @@ impl OutcomeTx {
         Ok(changed == 1)
     }
 
-    /// A file's good records, and whether Data Access serves a good-rows copy of `size` bytes
-    /// instead of the file (`None`: the file itself).
-    pub async fn set_file_outcome(
-        &mut self,
-        file_id: &str,
-        records: u64,
-        served_size: Option<u64>,
-    ) -> Result<(), DbError> {
-        sqlx::query("UPDATE files SET records = ?, served_size = ? WHERE id = ?")
-            .bind(records as i64)
-            .bind(served_size.map(|n| n as i64))
-            .bind(file_id)
-            .execute(&mut *self.tx)
-            .await?;
+    /// Each file's good records, and whether Data Access serves a good-rows copy of `size`
+    /// bytes instead of the file (`None`: the file itself). A few hundred files per statement:
+    /// each statement is a round trip to SQLite's worker thread, which one per file made most
+    /// of the cost of recording a batch of small files.
+    pub async fn set_file_outcomes(&mut self, files: &[FileOutcome<'_>]) -> Result<(), DbError> {
+        for part in files.chunks(OUTCOMES_PER_STATEMENT) {
+            let values = vec!["(?, ?, ?)"; part.len()].join(", ");
+            let sql = format!(
+                "UPDATE files SET records = o.column2, served_size = o.column3 \
+                 FROM (VALUES {values}) AS o WHERE files.id = o.column1"
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for f in part {
+                query = query
+                    .bind(f.file_id)
+                    .bind(f.records as i64)
+                    .bind(f.served_size.map(|n| n as i64));
+            }
+            query.execute(&mut *self.tx).await?;
+        }
         Ok(())
     }
 

@@ -378,6 +378,18 @@ async fn batch_file_lists_page_and_datasets_preview_their_rows() {
         seen,
         ["f0.json", "f1.json", "f2.json", "f3.json", "f4.json"]
     );
+    // A page that ends exactly at the last file has no next; one that ends before it does.
+    for (query, names, next) in [
+        ("limit=5", 5, false),
+        ("limit=4", 4, true),
+        ("start=4&limit=1", 1, false),
+        ("start=5", 0, false),
+    ] {
+        let (s, v) = get_json(&env, &format!("{EXPORT}/batches/{batch}/files?{query}")).await;
+        assert_eq!(s, StatusCode::OK, "{query}");
+        assert_eq!(v["data"].as_array().unwrap().len(), names, "{query}: {v}");
+        assert_eq!(v["_links"]["next"].is_object(), next, "{query}: {v}");
+    }
     // A limit over 100 is capped; 0 and garbage are the default (the spec documents no 400).
     for (query, limit) in [
         ("limit=500", 100),
