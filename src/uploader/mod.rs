@@ -402,6 +402,13 @@ impl Uploader {
             }
         }
 
+        // The turn first, the files after: every sealed batch has a task here, and a backlog
+        // of a million files is hundreds of them; read while waiting, their rows (~600 bytes
+        // a file) made memory grow with the backlog (issue #23, B4 at 300,000 files).
+        let _turn = tokio::select! {
+            turn = self.loading.clone().acquire_owned() => turn.expect("never closed"),
+            _ = shutdown.cancelled() => return Err(StepError::Shutdown),
+        };
         let files: Vec<FileRow> = self
             .store
             .batch_files(b.id)
@@ -409,10 +416,6 @@ impl Uploader {
             .into_iter()
             .filter(|f| f.state == FileState::Batched)
             .collect();
-        let _turn = tokio::select! {
-            turn = self.loading.clone().acquire_owned() => turn.expect("never closed"),
-            _ = shutdown.cancelled() => return Err(StepError::Shutdown),
-        };
         let mut set = JoinSet::new();
         let mut worst: Option<StepError> = None;
         // Acknowledged transfers are recorded a few dozen at a time, and always before this

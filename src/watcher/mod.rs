@@ -41,7 +41,7 @@ use crate::disk::{self, Dir};
 use crate::replay::{self, ReplayError, Sidecar};
 use crate::store::{Store, StoreError};
 use crate::telemetry::Health;
-use intake::{Admission, RECORD_CHUNK};
+use intake::{Admission, QueueCount, RECORD_CHUNK};
 use settle::Look;
 
 /// What a file looks like on disk (now in `disk`, where every file is judged).
@@ -107,6 +107,9 @@ pub struct Watcher {
     folder_links: HashSet<PathBuf>,
     /// Intake is paused: `max_queued_files` files are queued (see `check_candidates`).
     queue_full: bool,
+    /// The queue's size as last counted, plus what this watcher recorded since (counting
+    /// reads every queued row: see `QueueCount`).
+    queue_count: QueueCount,
     /// Events can no longer be trusted to mention every new file (a watch could not be
     /// added, e.g. the inotify watch limit was reached): scanning takes over.
     events_broken: bool,
@@ -146,6 +149,7 @@ impl Watcher {
             next_check: Instant::now(),
             intake_paused: false,
             queue_full: false,
+            queue_count: QueueCount::default(),
             folder_links: HashSet::new(),
             events_broken: false,
             leases: None,
@@ -435,12 +439,15 @@ impl Watcher {
         }
         // Cap on queued files: stable files wait here (on disk, nothing lost) until the queue
         // drains below the cap.
-        let queued = self.store.queued_files().await?;
-        let mut room = (self.max_queued_files as i64 - queued).max(0);
         let data_files = stable
             .iter()
             .filter(|r| replay::data_file_of(r).is_none())
             .count() as i64;
+        let queued = self
+            .queue_count
+            .queued(&self.store, self.max_queued_files, data_files)
+            .await?;
+        let mut room = (self.max_queued_files as i64 - queued).max(0);
         let full = data_files > room;
         self.queue_full = full;
         if full
@@ -528,7 +535,7 @@ impl Watcher {
             return Ok(false);
         }
         if self.queue_full {
-            let queued = self.store.queued_files().await?;
+            let queued = self.queue_count.recount(&self.store).await?;
             if queued >= self.max_queued_files as i64 {
                 return Ok(false);
             }
@@ -569,6 +576,44 @@ mod tests {
         std::fs::remove_file(dir.path().join("drop/1.json")).unwrap();
         w.scan().await.unwrap();
         assert_eq!(w.recorded.keys().collect::<Vec<_>>(), ["2.json"]);
+    }
+
+    #[tokio::test]
+    async fn the_queue_is_counted_again_only_when_its_room_could_run_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let drop = dir.path().join("drop");
+        let text = format!("[[watch]]\npath = {drop:?}\ndataset = \"d\"\nsettle = \"0\"\n");
+        let config = crate::config::Config::parse(&text, &dir.path().join("c.toml")).unwrap();
+        let store = Store::open_shared(&dir.path().join("state")).await.unwrap();
+        let w = Watcher::new(
+            config.watches[0].clone(),
+            store.clone(),
+            Arc::new(Notify::new()),
+            Arc::default(),
+            10,
+        );
+        let mut count = QueueCount::default();
+        assert_eq!(count.queued(&store, 10, 1).await.unwrap(), 0);
+        // Another writer (a second watch, `push`) queues five files behind its back.
+        let others: Vec<_> = (0..5)
+            .map(|i| {
+                let identity = Identity {
+                    dev: 1,
+                    ino: i,
+                    size: 3,
+                    mtime_ns: 1,
+                };
+                let rel = format!("other-{i}.json");
+                w.new_file(&rel, identity, &drop.join(&rel))
+            })
+            .collect();
+        store.record_ready_many(&others).await.unwrap();
+        // Room enough by the last count: not counted again; its own files are added to it.
+        assert_eq!(count.queued(&store, 10, 1).await.unwrap(), 0);
+        count.added(4);
+        assert_eq!(count.queued(&store, 10, 6).await.unwrap(), 4);
+        // Taking 7 could reach the cap by the last count: counted again, the others seen.
+        assert_eq!(count.queued(&store, 10, 7).await.unwrap(), 5);
     }
 
     #[tokio::test]
