@@ -21,7 +21,11 @@
 #       MiB chunks, large_file_threshold B2_THRESHOLD_MIB 128 / 16): upload MB/s of batchdrop,
 #       of curl sending the same chunks, and of `cp` of the file on the same disk (both timed
 #       until on disk, by a `sync` after each; and cp into the page cache alone), cp measured
-#       right before each upload (the ceiling is the faster of the two).
+#       right before each upload (the ceiling is the faster of the two); drop → batch success
+#       against the curl script, and where batchdrop's time went (bench/b2-breakdown.py).
+#       The file is linked into the drop folder whole, written well before (its mtime older
+#       than settle: taken at once, as a finished file renamed in later would be; one renamed
+#       in right after it was written waits settle, 1 s); max_wait (1 s) is waited in full.
 #   B3  batchdrop's peak RSS (VmHWM) in B2 with a B3_SMALL_MIB (256 / 24) MiB file and with the
 #       B2 file, and in B1.
 #   B4  B4_FILES (100000 / 2000) files present at start-up: time until all are queued; peak RSS.
@@ -516,13 +520,24 @@ b2_batchdrop() { # NAME FILE → sets B2_UP_MS B2_SYNC_MS B2_E2E_MS B2_RSS
     sync
     now_ms
     B2_SYNC_MS=$((NOW_MS - s0))
-    POLL=0.25 wait_for "$name batchdrop" "$SCENARIO_TIMEOUT" ingested_at_least 1
+    # Batch success as the daemon sees it (its log line), as the curl script's poll sees it:
+    # reading /metrics every 0.25 s added up to 0.25 s that was the bench's, not the daemon's.
+    wait_logged "$name batchdrop" "$SCENARIO_TIMEOUT" "$T/$name/daemon.log" '"message":"batch succeeded'
     now_ms
     B2_E2E_MS=$((NOW_MS - t0))
+    POLL=0.05 wait_for "$name archived" "$SCENARIO_TIMEOUT" ingested_at_least 1
     B2_RSS=$(peak_rss_kib "$DAEMON_PID")
     stop_daemon "$name"
     B2_UP_MS=$(uploaded_ms "$T/$name/daemon.log" "${file##*/}")
     [[ -n $B2_UP_MS ]] || fail "$name: no upload timing in the daemon log"
+    # Where the end-to-end time went (bench/b2-breakdown.py): one line per phase, in the log.
+    local remote
+    remote=$(grep '"message":"batch created"' "$T/$name/daemon.log" | head -n 1 |
+        grep -o '"batch":"[^"]*"' | sed 's/.*:"\(.*\)"/\1/')
+    emu_batch_json "$remote" >"$T/$name/catalog.json" || :
+    B2_PHASES=$(python3 "$ROOT/bench/b2-breakdown.py" "$T/$name/daemon.log" "$t0" "$T/$name/catalog.json" |
+        paste -sd ' ') || B2_PHASES="-"
+    log "$name: phases (ms): $B2_PHASES"
 }
 
 b2() {
@@ -547,6 +562,10 @@ b2() {
     curl_up=$(awk '$1 == "upload_ms" { print $2 }' "$T/b2-curl.out")
     curl_total=$(awk '$1 == "total_ms" { print $2 }' "$T/b2-curl.out")
     B2_CURL_BATCH=$(awk '$1 == "batches" { print $2 }' "$T/b2-curl.out")
+    local cj
+    cj=$(emu_batch_json "$B2_CURL_BATCH")
+    B2_CURL_PROC=$(($(json_num completed <<<"$cj") - $(json_num started <<<"$cj")))
+    log "B2: curl script: upload $curl_up ms, total $curl_total ms, the platform's processing $B2_CURL_PROC ms"
     local cp2 cp2_disk
     cp2=$(cp_mb_s "$big")
     cp2_disk=$(cp_mb_s "$big" durable)
@@ -567,11 +586,15 @@ b2() {
         "$bd ($(secs "$B2_UP_MS") s)" "curl $curl ($(secs "$curl_up") s)" "$r1×" "≥ 0.9× curl" \
         "$(met "$r1 >= 0.9")"
     row B2 "… against the ceiling: cp of the file on the same disk, both until on disk (upload then sync; cp then sync)" \
-        "$bd_disk (sync $(secs "$B2_SYNC_MS") s)" "cp $cp_disk" "$r2×" "≥ 0.5× cp" "$(met "$r2 >= 0.5")"
+        "$bd_disk (sync $(secs "$B2_SYNC_MS") s)" "cp $cp_disk" "$r2×" "≥ 0.8× cp" "$(met "$r2 >= 0.8")"
     row B2 "… against cp into the page cache (one in-kernel copy_file_range: no network, no hash, no disk)" \
         "$bd" "cp $cp" "$r3×" "-" ""
-    row B2 "drop → batch success incl. the emulator's parsing (s)" \
-        "$(secs "$B2_E2E_MS")" "curl $(secs "$curl_total")" "$(ratio "$curl_total" "$B2_E2E_MS")× faster" "-" ""
+    local r4
+    r4=$(ratio "$curl_total" "$B2_E2E_MS")
+    row B2 "drop → batch success incl. the emulator's parsing (s; settle and max_wait 1 s)" \
+        "$(secs "$B2_E2E_MS")" "curl $(secs "$curl_total")" "$r4× faster" "≥ 1.2× faster" "$(met "$r4 >= 1.2")"
+    row B2 "… where batchdrop's time went (ms, each phase from the end of the one before; bench/b2-breakdown.py)" \
+        "$B2_PHASES" "curl: upload $curl_up, processing $B2_CURL_PROC" "-" "-" ""
     B2_BIG_RSS=$B2_RSS
     local j parse_ms
     j=$(emu_batch_json "$B2_CURL_BATCH")

@@ -30,7 +30,7 @@ pub enum PollError {
 }
 
 /// One look at a processing batch. Records the outcome when terminal; otherwise schedules the
-/// next look (interval doubling from `poll_initial` up to `poll_max`), and reports a batch
+/// next look (see [`next_look`]), and reports a batch
 /// stuck on the platform. What a failure means for the files follows the watch's `outcomes`.
 pub async fn poll(
     store: &Store,
@@ -61,10 +61,7 @@ pub async fn poll(
             if waited > upload.max_processing_age.as_millis() as u64 {
                 return stuck(store, upload, b, remote, Stuck::Slow).await;
             }
-            let next = (waited / 2).clamp(
-                upload.poll_initial.as_millis() as u64,
-                upload.poll_max.as_millis() as u64,
-            );
+            let next = next_look(waited, upload);
             store.delay_batch(b.id, now_ms() + next as i64).await?;
             return Ok(());
         }
@@ -122,6 +119,17 @@ pub async fn poll(
     metrics::counter!(crate::telemetry::BATCHES, "outcome" => verdict.state().as_str(), "watch" => b.watch.clone())
         .increment(1);
     Ok(())
+}
+
+/// In how many ms to look again at a batch that has been processing for `waited` ms: a quarter
+/// of that, within `poll_initial` and `poll_max`. The end of a long processing (a large batch)
+/// is then seen at most a quarter of its time late, for a few more looks: about 30 until the
+/// interval reaches a 30 s `poll_max`, each one Catalog read.
+fn next_look(waited: u64, upload: &Upload) -> u64 {
+    (waited / 4).clamp(
+        upload.poll_initial.as_millis() as u64,
+        upload.poll_max.as_millis() as u64,
+    )
 }
 
 /// What a failed batch means for its files. The platform never says which file held the bad
@@ -273,5 +281,53 @@ fn human(d: Duration) -> String {
         s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
         s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
         s => format!("{s}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upload(initial_ms: u64, max_ms: u64) -> Upload {
+        let s = Duration::from_secs(1);
+        Upload {
+            large_file_threshold: 1,
+            chunk_size: 1,
+            concurrency: 1,
+            max_attempts: 1,
+            max_retry_age: s,
+            backoff_initial: s,
+            backoff_max: s,
+            poll_initial: Duration::from_millis(initial_ms),
+            poll_max: Duration::from_millis(max_ms),
+            max_processing_age: s,
+            give_up_after: s,
+        }
+    }
+
+    #[test]
+    fn the_next_look_is_a_quarter_of_the_wait_within_the_bounds() {
+        let u = upload(25, 30_000);
+        assert_eq!(next_look(0, &u), 25, "at once after COMPLETE: poll_initial");
+        assert_eq!(next_look(60, &u), 25);
+        assert_eq!(next_look(4_000, &u), 1_000);
+        assert_eq!(next_look(3_600_000, &u), 30_000, "never beyond poll_max");
+    }
+
+    #[test]
+    fn an_end_is_seen_at_most_a_quarter_of_its_processing_late() {
+        let u = upload(25, 30_000);
+        for done in [30u64, 500, 3_600, 3_900, 61_000, 600_000] {
+            let (mut at, mut looks) = (0u64, 0);
+            while at < done {
+                at += next_look(at, &u);
+                looks += 1;
+            }
+            assert!(
+                at - done <= (done / 4).max(25),
+                "a batch done after {done} ms was seen at {at} ms"
+            );
+            assert!(looks <= 60, "{looks} looks for {done} ms");
+        }
     }
 }

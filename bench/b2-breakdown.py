@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""B2's end-to-end time, phase by phase, from the daemon's JSON log (issue #23).
+
+    b2-breakdown.py DAEMON_LOG DROP_UNIX_MS [CATALOG_JSON]
+
+DROP_UNIX_MS is when the bench linked the file into the drop folder; CATALOG_JSON (optional)
+is the emulator's Catalog answer for the batch, whose `started` and `completed` times (unix ms)
+give its processing. Prints one `phase ms` line per phase, each from the end of the one before:
+
+    ready      drop → the file recorded as settled ("ready")
+    sealed     → its batch sealed (the batcher's max_wait, or a full group)
+    created    → the batch created on the platform
+    uploaded   → the file's last byte acknowledged and the file COMPLETE ("uploaded")
+    completed  → the batch COMPLETE accepted
+    started    → the platform's processing started (Catalog `started`; with CATALOG_JSON)
+    processed  → the platform's processing done (Catalog `completed`)
+    seen       → the daemon's poll that saw the success ("batch succeeded")
+"""
+import datetime
+import json
+import sys
+
+
+def when(line):
+    stamp = line["timestamp"].replace("Z", "+00:00")
+    return datetime.datetime.fromisoformat(stamp).timestamp() * 1000
+
+
+def main():
+    log, drop = sys.argv[1], float(sys.argv[2])
+    catalog = json.load(open(sys.argv[3])) if len(sys.argv) > 3 else None
+    marks = {}
+    wanted = [
+        ("ready", lambda m: m == "ready"),
+        ("sealed", lambda m: m == "batch sealed"),
+        ("created", lambda m: m == "batch created"),
+        ("uploaded", lambda m: m == "uploaded"),
+        ("completed", lambda m: m.startswith("batch completed")),
+        ("seen", lambda m: m.startswith("batch succeeded")),
+    ]
+    for raw in open(log):
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            continue
+        message = line.get("fields", {}).get("message", line.get("message", ""))
+        for name, matches in wanted:
+            if name not in marks and matches(message):
+                marks[name] = when(line)
+    if catalog is not None:
+        # The Catalog's batch object, alone or keyed by its id.
+        batch = catalog if "completed" in catalog else next(iter(catalog.values()))
+        marks["started"] = float(batch["started"])
+        marks["processed"] = float(batch["completed"])
+    order = ["ready", "sealed", "created", "uploaded", "completed", "started", "processed", "seen"]
+    before = drop
+    for name in order:
+        if name in marks:
+            print(f"{name} {marks[name] - before:.0f}")
+            before = marks[name]
+    if "seen" in marks:
+        print(f"total {marks['seen'] - drop:.0f}")
+
+
+main()
