@@ -17,7 +17,7 @@ use super::{Candidate, Watcher, is_ignored_name};
 use crate::config::Watch;
 use crate::disk::{Dir, Identity, Kind};
 use crate::store::StoreError;
-use crate::telemetry;
+use crate::telemetry::{self, BacklogScan};
 
 impl Watcher {
     pub(super) async fn on_event(
@@ -75,7 +75,11 @@ impl Watcher {
         metrics::counter!(telemetry::RESCANS).increment(1);
         self.missed = false;
         let root = self.watch.path.clone();
+        // Until it ends, however it ends: a backlog present at start-up is recorded first.
+        let _backlog = (!self.scanned_once)
+            .then(|| BacklogScan::start(&self.health, &self.watch.name, &self.wake_batcher));
         let scanned = self.scan_dir(&root).await?;
+        self.scanned_once = true;
         if scanned.complete {
             // Forget the versions of files no longer in the folder (archived, deleted). Only
             // after a whole walk: a walk stopped early has not seen the rest.
