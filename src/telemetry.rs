@@ -1,6 +1,7 @@
 //! What the daemon tells operators about itself: the Prometheus metrics (names live here, so
-//! the list is in one place), the health state behind `/healthz` and `/readyz`, and how fields
-//! are written in text logs ([`EscapedFields`]).
+//! the list is in one place), the health state behind `/healthz` and `/readyz` (with the
+//! watches still recording a start-up backlog, which the batcher leaves alone: [`BacklogScan`]),
+//! and how fields are written in text logs ([`EscapedFields`]).
 //!
 //! Stages record through the small functions below; they never format metrics output or serve
 //! HTTP (that is `admin`).

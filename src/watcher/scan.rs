@@ -429,6 +429,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn only_the_first_scan_holds_back_the_batcher_and_only_while_it_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, store) = watcher(dir.path(), 1_000_000).await;
+        write_files(&dir.path().join("drop"), 50);
+        let health = w.health.clone();
+        let name = w.watch.name.clone();
+        for first in [true, false] {
+            {
+                let mut scan = std::pin::pin!(w.scan());
+                // One poll: the scan has started and waits for its walk (a thread) and the store.
+                let pending = tokio::select! {
+                    biased;
+                    done = &mut scan => {
+                        done.unwrap();
+                        false
+                    }
+                    _ = std::future::ready(()) => true,
+                };
+                if pending {
+                    assert_eq!(health.scanning_backlog(&name), first, "first scan: {first}");
+                    scan.await.unwrap();
+                }
+            }
+            assert!(!health.scanning_backlog(&name));
+            w.check_candidates().await.unwrap();
+        }
+        assert_eq!(store.queued_files().await.unwrap(), 50);
+    }
+
+    #[tokio::test]
     async fn a_full_queue_leaves_the_rest_of_a_backlog_on_disk_for_later_scans() {
         let dir = tempfile::tempdir().unwrap();
         let (mut w, store) = watcher(dir.path(), 50).await;
