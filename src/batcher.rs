@@ -106,12 +106,14 @@ impl Batcher {
                 Vec::new()
             }
         };
+        // Nor for a watch whose first scan is still recording a backlog (`BacklogScan`).
         let open: Vec<&Watch> = if over {
             Vec::new()
         } else {
             watches
                 .iter()
                 .filter(|w| !blocked.contains(&w.dataset))
+                .filter(|w| !self.health.scanning_backlog(&w.name))
                 .collect()
         };
         if !open.is_empty()
@@ -636,5 +638,71 @@ mod tests {
             "{:?}",
             failed[0].reason
         );
+    }
+
+    /// While a watch's first scan runs, its files wait in the queue unsealed, even on a
+    /// flush; once the scan ends they are sealed as usual.
+    #[tokio::test]
+    async fn a_watch_seals_nothing_while_its_first_scan_records_a_backlog() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("drop");
+        std::fs::create_dir_all(&root).unwrap();
+        let text = format!(
+            "[[watch]]\npath = {root:?}\ndataset = \"d\"\nsettle = \"0\"\nmax_wait = \"0\"\n"
+        );
+        let config = crate::config::Config::parse(&text, &dir.path().join("c.toml")).unwrap();
+        let watch = config.watches[0].clone();
+        let store = Store::open_exclusive(&dir.path().join("state"), false)
+            .await
+            .unwrap();
+        let mut files = Vec::new();
+        for i in 0..3 {
+            let rel = format!("{i}.json");
+            // Sizes of their own: none needs hashing before it is sealed.
+            std::fs::write(root.join(&rel), "{}\n".repeat(i + 1)).unwrap();
+            let identity = crate::disk::Identity::of(&std::fs::metadata(root.join(&rel)).unwrap());
+            files.push(crate::store::NewFile {
+                watch: watch.name.clone(),
+                dataset: "d".into(),
+                format: crate::format::Format::Json,
+                multiline_json: false,
+                root: root.to_string_lossy().into_owned(),
+                rel_path: rel,
+                dev: identity.dev as i64,
+                ino: identity.ino as i64,
+                size: identity.size as i64,
+                mtime_ns: identity.mtime_ns,
+                raw_path: None,
+            });
+        }
+        store.record_ready_many(&files).await.unwrap();
+        let health = Arc::new(crate::telemetry::Health::default());
+        let batcher = Batcher {
+            watches: Arc::new(std::sync::RwLock::new(vec![watch.clone()])),
+            validators: Default::default(),
+            budgets: Default::default(),
+            mappers: Default::default(),
+            state_dir: dir.path().join("state"),
+            checked: Default::default(),
+            store: store.clone(),
+            health: health.clone(),
+            // (The cap is compared as a signed count of bytes.)
+            max_inflight_bytes: i64::MAX as u64,
+            wake: Default::default(),
+            wake_uploader: Default::default(),
+            leases: None,
+        };
+        let shutdown = CancellationToken::new();
+
+        let scan = crate::telemetry::BacklogScan::start(&health, &watch.name, &batcher.wake);
+        assert!(health.scanning_backlog(&watch.name));
+        batcher.pass(true, &shutdown).await.unwrap();
+        assert_eq!(store.ready_files(&watch.name, 10).await.unwrap().len(), 3);
+
+        drop(scan);
+        assert!(!health.scanning_backlog(&watch.name));
+        batcher.pass(true, &shutdown).await.unwrap();
+        assert!(store.ready_files(&watch.name, 10).await.unwrap().is_empty());
+        assert_eq!(store.batches_in_flight().await.unwrap().len(), 1);
     }
 }

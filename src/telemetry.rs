@@ -1,12 +1,14 @@
 //! What the daemon tells operators about itself: the Prometheus metrics (names live here, so
-//! the list is in one place), the health state behind `/healthz` and `/readyz`, and how fields
-//! are written in text logs ([`EscapedFields`]).
+//! the list is in one place), the health state behind `/healthz` and `/readyz` (with the
+//! watches still recording a start-up backlog, which the batcher leaves alone: [`BacklogScan`]),
+//! and how fields are written in text logs ([`EscapedFields`]).
 //!
 //! Stages record through the small functions below; they never format metrics output or serve
 //! HTTP (that is `admin`).
 
-use std::sync::OnceLock;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -234,6 +236,8 @@ pub struct Health {
     pub intake_paused: AtomicBool,
     /// Sealing paused because `max_inflight_bytes` was reached.
     pub batching_paused: AtomicBool,
+    /// Watches whose first scan is running (see [`BacklogScan`]).
+    backlog_scans: Mutex<HashSet<String>>,
 }
 
 impl Health {
@@ -249,6 +253,12 @@ impl Health {
 
     pub fn paused(&self) -> bool {
         self.intake_paused.load(Ordering::SeqCst) || self.batching_paused.load(Ordering::SeqCst)
+    }
+
+    /// Whether the first scan of `watch` is running: the batcher seals none of its files
+    /// meanwhile (see [`BacklogScan`]).
+    pub fn scanning_backlog(&self, watch: &str) -> bool {
+        self.backlog_scans.lock().unwrap().contains(watch)
     }
 
     /// Whether the platform answered last time it was asked.
@@ -294,6 +304,49 @@ pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     out.into()
+}
+
+/// A watch's first scan, while it runs: files present at start-up (a backlog, possibly of
+/// millions) are all recorded before any of them is sealed. The state database has one
+/// connection; sealing, hashing, uploading and archiving the first files found would share it
+/// with the scan and slow it down, for no gain: a backlog's uploads take far longer than
+/// its scan. A scan stopped early (the queue at its cap, files
+/// still being written) ends this too, so the queue always drains. Dropping it (the scan
+/// ended, failed or was cancelled) wakes the batcher.
+pub struct BacklogScan {
+    health: Arc<Health>,
+    watch: String,
+    wake_batcher: Arc<tokio::sync::Notify>,
+}
+
+impl BacklogScan {
+    pub fn start(
+        health: &Arc<Health>,
+        watch: &str,
+        wake_batcher: &Arc<tokio::sync::Notify>,
+    ) -> BacklogScan {
+        health
+            .backlog_scans
+            .lock()
+            .unwrap()
+            .insert(watch.to_owned());
+        BacklogScan {
+            health: health.clone(),
+            watch: watch.to_owned(),
+            wake_batcher: wake_batcher.clone(),
+        }
+    }
+}
+
+impl Drop for BacklogScan {
+    fn drop(&mut self) {
+        self.health
+            .backlog_scans
+            .lock()
+            .unwrap()
+            .remove(&self.watch);
+        self.wake_batcher.notify_one();
+    }
 }
 
 #[cfg(test)]

@@ -246,7 +246,7 @@ impl Store {
                 .push_bind(dataset)
                 .push(", uploaded_bytes = 0, sent = FALSE, updated_at = ")
                 .push_bind(now)
-                .push(" WHERE state = 'ready' AND id IN (");
+                .push(concat!(" WHERE ", row_state!(), " = 'ready' AND id IN ("));
             push_ids(&mut q, part.iter().copied());
             q.build().execute(&mut *tx).await?;
         }
@@ -430,10 +430,12 @@ async fn one_copy_in(
     use std::collections::{HashMap, HashSet};
     let mut candidates: Vec<Candidate> = Vec::new();
     for part in ids.chunks(400) {
-        let mut q = QueryBuilder::new(
+        let mut q = QueryBuilder::new(concat!(
             "SELECT id, rel_path, size, sha256, replay_json FROM files
-             WHERE state = 'ready' AND id IN (",
-        );
+             WHERE ",
+            row_state!(),
+            " = 'ready' AND id IN ("
+        ));
         push_ids(&mut q, part.iter().copied());
         candidates.extend(
             q.build_query_as::<Candidate>()
@@ -542,7 +544,7 @@ async fn one_copy_in(
         );
         q.push_bind(now).push(",");
         push_case(&mut q, "duplicate_of", part, |(id, h)| (*id, h.id));
-        q.push(" WHERE state = 'ready' AND id IN (");
+        q.push(concat!(" WHERE ", row_state!(), " = 'ready' AND id IN ("));
         push_ids(&mut q, part.iter().map(|(id, _)| *id));
         q.build().execute(&mut *conn).await?;
         let details: Vec<(i64, String)> = part
@@ -559,7 +561,7 @@ async fn one_copy_in(
         let mut q = QueryBuilder::new("UPDATE files SET updated_at = ");
         q.push_bind(now).push(",");
         push_case(&mut q, "waits_for", part, |(id, h, _)| (*id, h.id));
-        q.push(" WHERE state = 'ready' AND id IN (");
+        q.push(concat!(" WHERE ", row_state!(), " = 'ready' AND id IN ("));
         push_ids(&mut q, part.iter().map(|(id, _, _)| *id));
         q.build().execute(&mut *conn).await?;
         let details: Vec<(i64, String)> = part

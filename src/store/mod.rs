@@ -42,6 +42,18 @@ macro_rules! in_flight {
     };
 }
 
+/// A file row's `state` as a value to check, not an index key to search by: for
+/// `WHERE {row_state!()} = 'ready' AND id IN (…)`. SQLite's planner has no statistics and
+/// takes `state = …` for a rare value, so it would walk every file of that state in
+/// `files_state` to find the few listed (all the queue's ready files, each time); behind the
+/// cast the listed ids are looked up by their key and only their state is checked.
+/// PostgreSQL reads the cast as the plain column.
+macro_rules! row_state {
+    () => {
+        "CAST(state AS TEXT)"
+    };
+}
+
 mod dispatch;
 mod fleet;
 mod model;

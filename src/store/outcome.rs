@@ -102,17 +102,25 @@ impl Store {
 
     /// Files whose fate is known but who have not been moved and given a receipt yet, after
     /// file id `after` (a page at a time).
+    ///
+    /// Looked up by state, and per terminal batch (the batches first: `CROSS JOIN` keeps
+    /// SQLite to that order), through the partial index `files_unfinished_by_state`: a pass
+    /// costs what it finds and the number of batches, not the length of the queue (ready
+    /// files and batches still in flight are never read).
     pub async fn files_to_finalize(
         &self,
         after: i64,
         limit: i64,
     ) -> Result<Vec<FileRow>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT f.* FROM files f LEFT JOIN batches b ON b.id = f.batch_id
-             WHERE f.finalized = FALSE AND f.id > $1 AND (
-                   f.state IN ('failed', 'duplicate')
-                OR (f.state IN ('batched', 'uploaded') AND b.state IN ('success', 'failed', 'aborted')))
-             ORDER BY f.id LIMIT $2",
+            "SELECT * FROM (
+                SELECT f.* FROM files f
+                 WHERE f.finalized = FALSE AND f.state IN ('failed', 'duplicate') AND f.id > $1
+                UNION ALL
+                SELECT f.* FROM batches b CROSS JOIN files f
+                 WHERE b.state IN ('success', 'failed', 'aborted') AND f.batch_id = b.id
+                   AND f.finalized = FALSE AND f.state IN ('batched', 'uploaded') AND f.id > $1
+             ) AS due ORDER BY id LIMIT $2",
         )
         .bind(after)
         .bind(limit)
@@ -120,7 +128,8 @@ impl Store {
         .await?)
     }
 
-    /// Where files not finished yet are about to be moved (their recorded intents).
+    /// Where files not finished yet are about to be moved (their recorded intents), from the
+    /// partial index `files_pending_destinations` alone.
     pub async fn pending_destinations(&self) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT final_path FROM files WHERE finalized = FALSE AND final_path IS NOT NULL",

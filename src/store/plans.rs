@@ -1,6 +1,7 @@
 //! Unit tests of SQLite's query plans for the queue's hot questions about unfinished files: the
-//! partial indexes of migration 0071 must stay usable for them (the planner matches a partial
-//! index only when the query spells its condition the same way, `finalized = FALSE`).
+//! partial indexes of migrations 0021 and 0180 must stay usable for them (the planner matches a
+//! partial index only when the query spells its condition the same way, `finalized = FALSE`),
+//! and a statement about a list of files must look them up by id, whatever their state.
 //!
 //! This module must not test behaviour (the other test modules do), only plans.
 
@@ -28,18 +29,60 @@ async fn the_oldest_pending_file_is_found_through_its_partial_index() {
 }
 
 #[tokio::test]
-async fn the_archivers_pass_can_walk_the_unfinished_files_only() {
-    // `Store::files_to_finalize`, at every pass of the archiver. Which index the planner picks
-    // depends on the data; `INDEXED BY` makes it an error ("no query solution") if the partial
-    // index cannot serve this spelling of the condition at all.
+async fn the_archivers_pass_reads_only_files_whose_fate_is_known() {
+    // `Store::files_to_finalize`, at every page of the archiver's pass: both halves go through
+    // the partial index by state (the second per terminal batch), never through an index that
+    // holds the ready files or the batches' finished ones.
     let plan = plan(
-        "SELECT f.* FROM files f INDEXED BY files_unfinalized
-           LEFT JOIN batches b ON b.id = f.batch_id
-         WHERE f.finalized = FALSE AND f.id > 0 AND (
-               f.state IN ('failed', 'duplicate')
-            OR (f.state IN ('batched', 'uploaded') AND b.state IN ('success', 'failed', 'aborted')))
-         ORDER BY f.id LIMIT 10",
+        "SELECT * FROM (
+            SELECT f.* FROM files f
+             WHERE f.finalized = FALSE AND f.state IN ('failed', 'duplicate') AND f.id > 0
+            UNION ALL
+            SELECT f.* FROM batches b CROSS JOIN files f
+             WHERE b.state IN ('success', 'failed', 'aborted') AND f.batch_id = b.id
+               AND f.finalized = FALSE AND f.state IN ('batched', 'uploaded') AND f.id > 0
+         ) AS due ORDER BY id LIMIT 200",
     )
     .await;
-    assert!(plan.contains("files_unfinalized"), "{plan}");
+    assert_eq!(
+        plan.matches("files_unfinished_by_state").count(),
+        2,
+        "{plan}"
+    );
+    assert!(
+        plan.contains("files_unfinished_by_state (state=? AND batch_id=?"),
+        "{plan}"
+    );
+    assert!(!plan.contains("SCAN f"), "{plan}");
+}
+
+#[tokio::test]
+async fn promised_destinations_come_from_their_own_partial_index() {
+    // `Store::pending_destinations`, at every page of the archiver's pass.
+    let plan =
+        plan("SELECT final_path FROM files WHERE finalized = FALSE AND final_path IS NOT NULL")
+            .await;
+    assert!(plan.contains("files_pending_destinations"), "{plan}");
+}
+
+#[tokio::test]
+async fn listed_files_are_looked_up_by_id_whatever_their_state() {
+    // The batcher's and the uploader's statements about a list of files (`row_state!`): with
+    // `state = 'ready'` the planner walks every ready file in `files_state` instead.
+    for sql in [
+        concat!(
+            "SELECT id, rel_path, size, sha256, replay_json FROM files WHERE ",
+            row_state!(),
+            " = 'ready' AND id IN (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)"
+        ),
+        concat!(
+            "UPDATE files SET state = 'uploaded', updated_at = 1 WHERE ",
+            row_state!(),
+            " = 'batched' AND id IN (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)"
+        ),
+    ] {
+        let plan = plan(sql).await;
+        assert!(plan.contains("INTEGER PRIMARY KEY"), "{sql}\n{plan}");
+        assert!(!plan.contains("files_state"), "{sql}\n{plan}");
+    }
 }

@@ -235,7 +235,7 @@ impl Store {
             push_case(&mut q, "sha256", part, |d| (d.file_id, &d.sha256));
             q.push(",");
             push_case(&mut q, "uploaded_bytes", part, |d| (d.file_id, d.size));
-            q.push(" WHERE state = 'batched' AND id IN (");
+            q.push(concat!(" WHERE ", row_state!(), " = 'batched' AND id IN ("));
             push_ids(&mut q, part.iter().map(|d| d.file_id));
             q.build().execute(&mut *tx).await?;
         }

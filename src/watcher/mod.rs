@@ -123,6 +123,8 @@ pub struct Watcher {
     pub leases: Option<crate::membership::Leases>,
     /// Until when the scanner role was last confirmed (asked again a few times per lease).
     scanner_until: Option<Instant>,
+    /// The first scan ended (see `BacklogScan`).
+    scanned_once: bool,
 }
 
 impl Watcher {
@@ -154,6 +156,7 @@ impl Watcher {
             events_broken: false,
             leases: None,
             scanner_until: None,
+            scanned_once: false,
         }
     }
 

@@ -17,7 +17,7 @@ use super::{Candidate, Watcher, is_ignored_name};
 use crate::config::Watch;
 use crate::disk::{Dir, Identity, Kind};
 use crate::store::StoreError;
-use crate::telemetry;
+use crate::telemetry::{self, BacklogScan};
 
 impl Watcher {
     pub(super) async fn on_event(
@@ -75,7 +75,11 @@ impl Watcher {
         metrics::counter!(telemetry::RESCANS).increment(1);
         self.missed = false;
         let root = self.watch.path.clone();
+        // Until it ends, however it ends: a backlog present at start-up is recorded first.
+        let _backlog = (!self.scanned_once)
+            .then(|| BacklogScan::start(&self.health, &self.watch.name, &self.wake_batcher));
         let scanned = self.scan_dir(&root).await?;
+        self.scanned_once = true;
         if scanned.complete {
             // Forget the versions of files no longer in the folder (archived, deleted). Only
             // after a whole walk: a walk stopped early has not seen the rest.
@@ -422,6 +426,36 @@ mod tests {
         assert!(w.candidates.is_empty());
         // Taken while walking: the walk only stops when candidates cannot be taken.
         assert_eq!(scans, 1);
+    }
+
+    #[tokio::test]
+    async fn only_the_first_scan_holds_back_the_batcher_and_only_while_it_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, store) = watcher(dir.path(), 1_000_000).await;
+        write_files(&dir.path().join("drop"), 50);
+        let health = w.health.clone();
+        let name = w.watch.name.clone();
+        for first in [true, false] {
+            {
+                let mut scan = std::pin::pin!(w.scan());
+                // One poll: the scan has started and waits for its walk (a thread) and the store.
+                let pending = tokio::select! {
+                    biased;
+                    done = &mut scan => {
+                        done.unwrap();
+                        false
+                    }
+                    _ = std::future::ready(()) => true,
+                };
+                if pending {
+                    assert_eq!(health.scanning_backlog(&name), first, "first scan: {first}");
+                    scan.await.unwrap();
+                }
+            }
+            assert!(!health.scanning_backlog(&name));
+            w.check_candidates().await.unwrap();
+        }
+        assert_eq!(store.queued_files().await.unwrap(), 50);
     }
 
     #[tokio::test]
