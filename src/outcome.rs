@@ -83,23 +83,22 @@ pub fn records_per_file(files: &[(i64, String)], listing: &[DataSetFile]) -> Vec
             .map(|d| d.records.unwrap_or(0) as i64)
             .sum::<i64>()
     };
+    // By name, each listed count summed: a look-up per file, not a walk of the listing
+    // (a batch holds thousands of files).
+    let mut by_name: std::collections::HashMap<&str, i64> =
+        files.iter().map(|(_, path)| (path.as_str(), 0)).collect();
     let named = !listing.is_empty()
         && listing.iter().all(|d| {
             d.name
-                .as_ref()
-                .is_some_and(|n| files.iter().any(|(_, p)| p == n))
+                .as_deref()
+                .and_then(|n| by_name.get_mut(n))
+                .map(|sum| *sum += d.records.unwrap_or(0) as i64)
+                .is_some()
         });
     if named {
         return files
             .iter()
-            .map(|(id, path)| {
-                let n = listing
-                    .iter()
-                    .filter(|d| d.name.as_deref() == Some(path))
-                    .map(|d| d.records.unwrap_or(0) as i64)
-                    .sum();
-                (*id, n)
-            })
+            .map(|(id, path)| (*id, by_name[path.as_str()]))
             .collect();
     }
     match files {
@@ -127,6 +126,12 @@ mod tests {
         let files = vec![(1, "a.json".to_owned()), (2, "b.json".to_owned())];
         let by_name = [listed(Some("b.json"), 3), listed(Some("a.json"), 2)];
         assert_eq!(records_per_file(&files, &by_name), vec![(1, 2), (2, 3)]);
+        // A file listed in several parts gets their sum; a file not listed, none.
+        let parts_of_b = [listed(Some("b.json"), 3), listed(Some("b.json"), 4)];
+        assert_eq!(records_per_file(&files, &parts_of_b), vec![(1, 0), (2, 7)]);
+        // One name that is not an uploaded file's: nothing per file.
+        let stray = [listed(Some("a.json"), 2), listed(Some("c.json"), 1)];
+        assert_eq!(records_per_file(&files, &stray), vec![]);
         // The platform's own listing names no input file: only a batch of one can be told.
         let unnamed = [listed(None, 3), listed(None, 2)];
         assert_eq!(records_per_file(&files, &unnamed), vec![]);

@@ -85,13 +85,7 @@ pub async fn poll(
         // Only a nicety: the batch's outcome does not wait for it if Data Access fails.
         match api.list_batch_files(remote).await {
             Ok(listing) => {
-                let files: Vec<(i64, String)> = store
-                    .batch_files(b.id)
-                    .await?
-                    .into_iter()
-                    .filter(|f| f.state == FileState::Uploaded)
-                    .map(|f| (f.id, f.rel_path))
-                    .collect();
+                let files = store.batch_file_paths(b.id, FileState::Uploaded).await?;
                 store
                     .set_file_records(&outcome::records_per_file(&files, &listing))
                     .await?;

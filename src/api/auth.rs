@@ -50,7 +50,7 @@ pub enum TokenSource {
     /// OAuth server-to-server: the client asks IMS for tokens itself.
     ClientCredentials(OAuth),
     /// A token kept in a file by someone else (a sidecar, a cron job, systemd credentials):
-    /// read again whenever the file changes and after a 401, so a rotated token is used
+    /// read again within a second of a change and after a 401, so a rotated token is used
     /// without a restart.
     File(PathBuf),
 }
@@ -90,7 +90,7 @@ pub(crate) enum Auth {
     },
     File {
         path: PathBuf,
-        cache: tokio::sync::Mutex<Option<(std::time::SystemTime, Secret)>>,
+        cache: tokio::sync::Mutex<Option<FileToken>>,
     },
 }
 
@@ -129,14 +129,22 @@ impl Auth {
                 .map_err(|e| e.during_token_for(operation)),
             Auth::File { path, cache } => {
                 let mut slot = cache.lock().await;
+                // The file is looked at again at most every `TOKEN_FILE_RECHECK`: a stat per
+                // request was a trip to the blocking pool for every small file uploaded.
+                if let Some(held) = slot.as_ref()
+                    && held.checked_at.elapsed() < TOKEN_FILE_RECHECK
+                {
+                    return Ok(held.token.clone());
+                }
                 let mtime = tokio::fs::metadata(path)
                     .await
                     .and_then(|m| m.modified())
                     .ok();
-                if let (Some((seen, token)), Some(now)) = (slot.as_ref(), mtime)
-                    && *seen == now
+                if let (Some(held), Some(now)) = (slot.as_mut(), mtime)
+                    && held.mtime == now
                 {
-                    return Ok(token.clone());
+                    held.checked_at = Instant::now();
+                    return Ok(held.token.clone());
                 }
                 let text = tokio::fs::read_to_string(path).await.map_err(|e| {
                     ApiError::config(
@@ -151,9 +159,11 @@ impl Auth {
                         format!("the access token file {} is empty", path.display()),
                     ));
                 }
-                if let Some(m) = mtime {
-                    *slot = Some((m, token.clone()));
-                }
+                *slot = mtime.map(|mtime| FileToken {
+                    mtime,
+                    token: token.clone(),
+                    checked_at: Instant::now(),
+                });
                 Ok(token)
             }
         }
@@ -165,7 +175,7 @@ impl Auth {
             Auth::Ims { cache, .. } => cache.invalidate(rejected).await,
             Auth::File { cache, .. } => {
                 let mut slot = cache.lock().await;
-                if slot.as_ref().is_some_and(|(_, t)| t == rejected) {
+                if slot.as_ref().is_some_and(|held| held.token == *rejected) {
                     *slot = None;
                 }
             }
@@ -173,6 +183,19 @@ impl Auth {
         }
     }
 }
+
+/// A token read from a token file, with the file's modification time when it was read and
+/// when that time was last compared with the file's.
+pub(crate) struct FileToken {
+    mtime: std::time::SystemTime,
+    token: Secret,
+    checked_at: Instant,
+}
+
+/// How long a token read from a file is used before the file's modification time is looked
+/// at again. A rotated file is picked up at most this much later, and at once after a 401
+/// (which forgets the token).
+const TOKEN_FILE_RECHECK: Duration = Duration::from_secs(1);
 
 /// The cached token. The lock is held while a new token is fetched: concurrent callers wait
 /// for that one request and share its answer instead of each asking IMS, which throttles
@@ -336,6 +359,32 @@ mod tests {
         });
         assert!(!format!("{src:?}").contains("SECRET"));
         assert!(!format!("{:?}", TokenSource::Static(s)).contains("secret"));
+    }
+
+    #[tokio::test]
+    async fn a_token_file_is_read_again_after_a_401() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "token-one\n").unwrap();
+        let auth = Auth::new(TokenSource::File(path.clone()));
+        let http = reqwest::Client::new();
+        let first = auth.token(&http, "test").await.unwrap();
+        assert_eq!(first.expose(), "token-one");
+        assert_eq!(auth.token(&http, "test").await.unwrap(), first);
+        // Rotated: the token held may still be used for up to `TOKEN_FILE_RECHECK`, but not
+        // once the platform refused it.
+        std::fs::write(&path, "token-two\n").unwrap();
+        auth.invalidate(&first).await;
+        let second = auth.token(&http, "test").await.unwrap();
+        assert_eq!(second.expose(), "token-two");
+        // A refusal of a token no longer held forgets nothing.
+        auth.invalidate(&first).await;
+        std::fs::remove_file(&path).unwrap();
+        let kept = auth.token(&http, "test").await;
+        assert!(
+            kept.is_err() || kept.unwrap() == second,
+            "a token is never one that was refused"
+        );
     }
 
     #[test]

@@ -65,6 +65,9 @@ dispatch! {
     pub async fn batch(&self, id: i64) -> Result<BatchRow, StoreError>;
     pub async fn batch_by_remote(&self, remote_id: &str) -> Result<Option<BatchRow>, StoreError>;
     pub async fn batch_files(&self, batch_id: i64) -> Result<Vec<FileRow>, StoreError>;
+    pub async fn batch_files_in_state(&self, batch_id: i64, state: FileState,) -> Result<Vec<FileRow>, StoreError>;
+    pub async fn batch_file_states(&self, batch_id: i64) -> Result<Vec<(FileState, i64)>, StoreError>;
+    pub async fn batch_file_paths(&self, batch_id: i64, state: FileState,) -> Result<Vec<(i64, String)>, StoreError>;
     pub async fn advance_batch(&self, batch_id: i64, step: Step<'_>, detail: &str,) -> Result<(), StoreError>;
     pub async fn schedule_retry(&self, batch_id: i64, error: &str, next_at: i64, counts: bool,) -> Result<(i64, i64), StoreError>;
     pub async fn delay_batch(&self, batch_id: i64, next_at: i64) -> Result<(), StoreError>;

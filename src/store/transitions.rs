@@ -50,6 +50,7 @@ on_both_backends!(
     a_ready_file_whose_content_is_elsewhere_becomes_a_duplicate,
     sealing_batches_ready_files_and_skips_those_no_longer_ready,
     an_acknowledged_file_is_uploaded_unless_it_left_its_batch_meanwhile,
+    a_batch_lists_its_files_by_state_and_counts_them,
     a_changed_file_is_superseded_and_finished,
     an_abandoned_batch_sends_its_files_back_to_the_queue_untouched,
     a_batch_that_ends_gives_its_files_to_the_archiver,
@@ -212,6 +213,55 @@ async fn an_acknowledged_file_is_uploaded_unless_it_left_its_batch_meanwhile(sto
         (FileState::Failed, Some("unreadable"))
     );
     assert!(kinds(&store, failed).await.contains(&"failed".to_owned()));
+}
+
+async fn a_batch_lists_its_files_by_state_and_counts_them(store: Store) {
+    let ids = ready(
+        &store,
+        &[
+            ("a.json", 10, None),
+            ("b.json", 11, None),
+            ("c.json", 12, None),
+        ],
+    )
+    .await;
+    let batch = store
+        .seal_batch(&batch_of_w(), &ids, Dedupe::AllowDuplicates)
+        .await
+        .unwrap()
+        .batch_id
+        .unwrap();
+    let (other, _) = loading_batch(&store, "d.json", "B2").await;
+    store.mark_uploaded_many(&[uploaded(ids[1])]).await.unwrap();
+    store.fail_file(ids[2], "unreadable").await.unwrap();
+
+    let batched = store
+        .batch_files_in_state(batch, FileState::Batched)
+        .await
+        .unwrap();
+    assert_eq!(batched.iter().map(|f| f.id).collect::<Vec<_>>(), [ids[0]]);
+    assert_eq!(
+        store
+            .batch_file_paths(batch, FileState::Uploaded)
+            .await
+            .unwrap(),
+        [(ids[1], "b.json".to_owned())]
+    );
+    let mut states = store.batch_file_states(batch).await.unwrap();
+    states.sort();
+    assert_eq!(
+        states,
+        [
+            (FileState::Batched, 1),
+            (FileState::Uploaded, 1),
+            (FileState::Failed, 1)
+        ]
+    );
+    // Each batch counts its own files only.
+    assert_eq!(
+        store.batch_file_states(other).await.unwrap(),
+        [(FileState::Batched, 1)]
+    );
 }
 
 async fn a_changed_file_is_superseded_and_finished(store: Store) {

@@ -4,8 +4,8 @@
 
 use super::events::{Event, Kind, insert_event};
 use super::{
-    BatchRow, BatchState, Conn, FileRow, QueryBuilder, Step, Store, StoreError, Uploaded, now_ms,
-    push_case, push_ids,
+    BatchRow, BatchState, Conn, FileRow, FileState, QueryBuilder, Step, Store, StoreError,
+    Uploaded, now_ms, push_case, push_ids,
 };
 
 impl Store {
@@ -76,6 +76,50 @@ impl Store {
                 .fetch_all(&self.pool)
                 .await?,
         )
+    }
+
+    /// The files of a batch in `state`, in id order: a drive needs only those it still has
+    /// to send, not the batch's whole list.
+    pub async fn batch_files_in_state(
+        &self,
+        batch_id: i64,
+        state: FileState,
+    ) -> Result<Vec<FileRow>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM files WHERE batch_id = $1 AND state = $2 ORDER BY id")
+                .bind(batch_id)
+                .bind(state)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// How many files of a batch are in each state (states with none are left out).
+    pub async fn batch_file_states(
+        &self,
+        batch_id: i64,
+    ) -> Result<Vec<(FileState, i64)>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT state, COUNT(*) FROM files WHERE batch_id = $1 GROUP BY state")
+                .bind(batch_id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// The id and path of each file of a batch in `state`, in id order.
+    pub async fn batch_file_paths(
+        &self,
+        batch_id: i64,
+        state: FileState,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, rel_path FROM files WHERE batch_id = $1 AND state = $2 ORDER BY id",
+        )
+        .bind(batch_id)
+        .bind(state)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Records a step of a batch in flight (and the platform's id, once it created the

@@ -411,11 +411,8 @@ impl Uploader {
         };
         let files: Vec<FileRow> = self
             .store
-            .batch_files(b.id)
-            .await?
-            .into_iter()
-            .filter(|f| f.state == FileState::Batched)
-            .collect();
+            .batch_files_in_state(b.id, FileState::Batched)
+            .await?;
         let mut set = JoinSet::new();
         let mut worst: Option<StepError> = None;
         // Acknowledged transfers are recorded a few dozen at a time, and always before this
@@ -492,11 +489,13 @@ impl Uploader {
         if shutdown.is_cancelled() {
             return Err(StepError::Shutdown);
         }
-        let files = self.store.batch_files(b.id).await?;
-        if files.iter().any(|f| f.state == FileState::Batched) {
+        // Counts by state are all the end of a drive needs (not the batch's rows again).
+        let states = self.store.batch_file_states(b.id).await?;
+        let any_in = |state: FileState| states.iter().any(|(s, n)| *s == state && *n > 0);
+        if any_in(FileState::Batched) {
             return Ok(()); // more to do on the next drive
         }
-        if !files.iter().any(|f| f.state == FileState::Uploaded) {
+        if !any_in(FileState::Uploaded) {
             // Nothing left to ingest (every file failed or changed): completing would fail it
             // with "empty batch", so abort it and say why in the files' receipts.
             let _ = self

@@ -260,8 +260,18 @@ impl Watcher {
                     notify::Config::default().with_follow_symlinks(false),
                 )
                 .and_then(|mut w| {
-                    w.watch(&self.watch.path, RecursiveMode::Recursive)
-                        .map(|_| w)
+                    w.watch(&self.watch.path, RecursiveMode::Recursive)?;
+                    // Batchdrop's own folders inside the drop folder are not watched at all:
+                    // the archiver's moves and receipts there would otherwise cost the kernel
+                    // and notify's thread several events per file, each only to be dropped by
+                    // `may_be_news`. (One recreated while the daemon runs is watched again;
+                    // the filter still drops its events.)
+                    for own in [&self.watch.archive_dir, &self.watch.failed_dir] {
+                        if own.starts_with(&self.watch.path) && own != &self.watch.path {
+                            let _ = w.unwatch(own);
+                        }
+                    }
+                    Ok(w)
                 });
                 match started {
                     Ok(w) => Some(w),
