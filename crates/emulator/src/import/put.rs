@@ -145,13 +145,19 @@ async fn place_and_record(
         tmp.to_owned(),
         state.store.file_path(&t.batch_id, &file_id),
     );
-    // One trip to the blocking pool for all of it.
+    // One trip to the blocking pool for all of it. The batch's folder exists after its first
+    // file: created only when the move finds it missing, not asked for on every PUT.
     tokio::task::spawn_blocking(move || {
         if let Arrived::InMemory(bytes) = &arrived {
             std::fs::write(&tmp, bytes)?;
         }
-        std::fs::create_dir_all(dir)?;
-        std::fs::rename(tmp, dest)
+        match std::fs::rename(&tmp, &dest) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir)?;
+                std::fs::rename(tmp, dest)
+            }
+            moved => moved,
+        }
     })
     .await
     .map_err(|e| ApiError::internal(format!("file store task failed: {e}")))??;

@@ -42,7 +42,8 @@ impl Store {
     }
 
     /// The batch as [`Store::visible_batch`] finds it, with what it holds and the file at
-    /// `path`: everything a PUT checks, in one look-up whatever the batch's size.
+    /// `path`: everything a PUT checks, in one look-up whatever the batch's size. On the PUT
+    /// path's connection.
     pub async fn batch_at_path(
         &self,
         id: &str,
@@ -55,12 +56,13 @@ impl Store {
              FROM batches b LEFT JOIN files f ON f.batch_id = b.id AND f.path = ?
              WHERE b.id = ? AND {IN_SCOPE}"
         );
+        let mut conn = self.put_conn().await?;
         sqlx::query_as::<_, BatchAtPath>(sqlx::AssertSqlSafe(sql))
             .bind(path)
             .bind(id)
             .bind(scope.sandbox)
             .bind(scope.org)
-            .fetch_optional(&self.pool)
+            .fetch_optional(conn.get())
             .await
     }
 

@@ -111,7 +111,8 @@ impl Store {
         Ok(files)
     }
 
-    /// Records a whole file that a PUT stored (new, or replacing the file at its path).
+    /// Records a whole file that a PUT stored (new, or replacing the file at its path), on the
+    /// PUT path's connection.
     pub async fn put_file(
         &self,
         file_id: &str,
@@ -134,7 +135,7 @@ impl Store {
         .bind(len as i64)
         .bind(now)
         .bind(now)
-        .execute(&self.pool)
+        .execute(self.put_conn().await?.get())
         .await?;
         Ok(())
     }

@@ -15,6 +15,12 @@
 //! File names given by clients never become paths on disk: files are stored by generated id
 //! and the client's path is metadata, so no name can escape the data dir.
 //!
+//! Each PUT's two statements (its look-up and its record) run on a connection of their own,
+//! outside the pool (`Store::put_conn`): a pooled query costs an extra trip to its
+//! connection's thread (sqlx pings each connection that returns to the pool), and the
+//! connection that writes most rows keeps its page cache warm, where each write by another
+//! connection makes the others read their pages again.
+//!
 //! This module is the emulator's only SQL: `ddl` (tables, and upgrading an older data dir),
 //! `datasets` (and the registered schemas' JSON), `batches` (statuses as compare-and-set),
 //! `files` (and the chunks of large files), `outcome` (what processing records, and what Data
@@ -23,10 +29,12 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, SqlitePool};
+use sqlx::{Connection, SqliteConnection, SqlitePool};
+use tokio::sync::{Mutex, MutexGuard};
 
 use super::error::EmulatorError;
 
@@ -53,6 +61,8 @@ pub const DB_FILE: &str = "emulator.sqlite";
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// The PUT path's connection (see the module's doc); `None` once closed.
+    put_conn: Arc<Mutex<Option<SqliteConnection>>>,
     pub root: PathBuf,
 }
 
@@ -85,20 +95,41 @@ impl Store {
             .await
             .map_err(db_err)?;
         ddl::create(conn).await.map_err(db_err)?;
+        let put_conn = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .map_err(db_err)?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            // The ping before each query is a trip to the connection's thread for every
+            // statement; the one sqlx makes when a connection returns to the pool still finds
+            // a broken connection.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(db_err)?;
         Ok(Store {
             pool,
+            put_conn: Arc::new(Mutex::new(Some(put_conn))),
             root: root.to_path_buf(),
         })
     }
 
     /// Closes the metadata database (at shutdown).
     pub async fn close(&self) {
+        if let Some(conn) = self.put_conn.lock().await.take() {
+            let _ = conn.close().await;
+        }
         self.pool.close().await;
+    }
+
+    /// The PUT path's connection, for one statement at a time: requests for different batches
+    /// take turns on it (SQLite runs one write at a time in any case).
+    async fn put_conn(&self) -> Result<PutConn<'_>, DbError> {
+        let guard = self.put_conn.lock().await;
+        if guard.is_none() {
+            return Err(DbError::PoolClosed);
+        }
+        Ok(PutConn(guard))
     }
 
     pub fn file_path(&self, batch_id: &str, file_id: &str) -> PathBuf {
@@ -136,6 +167,17 @@ impl Store {
         self.root
             .join("tmp")
             .join(format!("{}.tmp", ulid::Ulid::new()))
+    }
+}
+
+/// The PUT path's connection while a statement uses it.
+struct PutConn<'a>(MutexGuard<'a, Option<SqliteConnection>>);
+
+impl PutConn<'_> {
+    fn get(&mut self) -> &mut SqliteConnection {
+        self.0
+            .as_mut()
+            .expect("checked open when taken, and only `close` empties it")
     }
 }
 

@@ -378,3 +378,57 @@ async fn a_body_without_a_valid_content_type_is_refused_by_the_gateway() {
     let (status, _) = env.action(&batch, "ABORT").await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// PUTs share one connection to the database while COMPLETE and processing write through
+/// others: every PUT of several batches sent at once, some replacing a file just stored, while
+/// the batches before them are completed and processed, is recorded once, with its last bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_puts_across_batches_are_each_recorded_while_others_are_processed() {
+    const BATCHES: usize = 4;
+    const FILES: usize = 20;
+    let env = start(cfg()).await;
+    let ds = env.dataset().await;
+    let mut batches = Vec::new();
+    for _ in 0..BATCHES {
+        batches.push(env.create_batch(&ds, json!({"format": "json"})).await);
+    }
+    let content = |batch: usize, file: usize| format!("{{\"batch\":{batch},\"file\":{file}}}\n");
+    let load_and_complete = |index: usize| {
+        let (env, ds, batch) = (&env, &ds, &batches[index]);
+        async move {
+            let puts = (0..FILES).map(|file| async move {
+                let name = format!("{file}.json");
+                // Every third file is sent twice: the second PUT replaces the first.
+                if file % 3 == 0 {
+                    let first = env.put(batch, ds, &name, b"{\"old\":1}\n".to_vec()).await;
+                    assert_eq!(first, StatusCode::OK, "batch {index}, file {name}");
+                }
+                let last = env.put(batch, ds, &name, content(index, file).into_bytes());
+                assert_eq!(last.await, StatusCode::OK, "batch {index}, file {name}");
+            });
+            futures::future::join_all(puts).await;
+            assert_eq!(env.action(batch, "COMPLETE").await.0, StatusCode::OK);
+        }
+    };
+    futures::future::join_all((0..BATCHES).map(load_and_complete)).await;
+    for (index, batch) in batches.iter().enumerate() {
+        let done = env.wait_status(batch, &["success", "failed"]).await;
+        assert_eq!(done["status"], "success", "{done:#}");
+        assert_eq!(done["metrics"]["inputFileCount"], FILES, "{done:#}");
+        assert_eq!(done["metrics"]["inputRecordCount"], FILES, "{done:#}");
+        let mut downloads = env.batch_downloads(batch).await;
+        downloads.sort_by_key(|(file, _)| file["name"].as_str().unwrap().to_owned());
+        let mut expected: Vec<(String, String)> = (0..FILES)
+            .map(|file| (format!("{file}.json"), content(index, file)))
+            .collect();
+        expected.sort();
+        let got: Vec<(String, String)> = downloads
+            .iter()
+            .map(|(file, bytes)| {
+                let name = file["name"].as_str().unwrap().to_owned();
+                (name, String::from_utf8(bytes.clone()).unwrap())
+            })
+            .collect();
+        assert_eq!(got, expected, "batch {index}");
+    }
+}
