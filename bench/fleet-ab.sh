@@ -62,6 +62,8 @@ PG_OPTS="-k $T/pg -c listen_addresses='' -c max_connections=200"
 [[ ${FLEET_AB_PG_LOG:-0} != 1 ]] || PG_OPTS+=" -c log_min_duration_statement=0"
 as_pg "$PGBIN/pg_ctl" -D "$T/pg/data" -l "$T/pg/server.log" -w -o "$PG_OPTS" start >/dev/null
 PG_PID=$(head -n 1 "$T/pg/data/postmaster.pid")
+sleep 1 # its background processes start
+PG_AUX=$(pgrep -c -P "$PG_PID")
 log "PostgreSQL on $T/pg (postmaster $PG_PID)"
 
 # ---- the emulator ---------------------------------------------------------------------------
@@ -94,6 +96,17 @@ pg_ticks() {
         sum=$((sum + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)))
     done
     echo "$sum"
+}
+# Waits (up to 10 s) until the postmaster has no more children than its background processes
+# had at start: every backend of the run before has exited and been reaped, so that its CPU is
+# in the postmaster's reaped children's (a backend still exiting is in neither).
+pg_quiet() {
+    local i
+    for i in $(seq 200); do
+        (($(pgrep -c -P "$PG_PID") <= PG_AUX)) && return
+        sleep 0.05
+    done
+    log "PostgreSQL still has $(pgrep -c -P "$PG_PID") children (at start: $PG_AUX); its CPU figure may be off"
 }
 emu_ticks() { awk '{ print $14 + $15 }' "/proc/$EMU_PID/stat"; }
 ticks_ms() { awk -v t="$1" -v hz="$CLK_TCK" 'BEGIN { printf "%d", t * 1000 / hz }'; }
@@ -150,6 +163,7 @@ run() {
     cp -al "$src/." "$T/$name/drop/"
     sync
     local p0 e0 t0 t1
+    pg_quiet
     p0=$(pg_ticks)
     e0=$(emu_ticks)
     t0=$EPOCHREALTIME
@@ -158,6 +172,7 @@ run() {
         fail "$name: the instance failed (see $T/$name/daemon.log)"
     t1=$EPOCHREALTIME
     local pg emu cpu secs archived left load
+    pg_quiet
     pg=$(ticks_ms $(($(pg_ticks) - p0)))
     emu=$(ticks_ms $(($(emu_ticks) - e0)))
     cpu=$(awk '{ printf "%d", ($1 + $2) * 1000 }' "$T/$name/time")
