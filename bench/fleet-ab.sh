@@ -16,7 +16,8 @@
 # the ranges and the ratio on/off of the medians.
 #
 # Knobs: FLEET_AB_B1 ("3000 20000": B1 sizes; "" for none), FLEET_AB_B2_MIB (2048; 0 for none),
-# FLEET_AB_PAIRS (2), B1_FILE_BYTES (2048), EMU_DELAY_MS (10), FLEET_LEASE (10s), BENCH_BIN
+# FLEET_AB_PAIRS (2), FLEET_AB_MODES ("off on": the runs of each pair; "on" alone times fleet
+# mode only, e.g. to compare two builds run one after the other), B1_FILE_BYTES (2048), EMU_DELAY_MS (10), FLEET_LEASE (10s), BENCH_BIN
 # (the binary; default target/release/batchdrop, not built here), BENCH_KEEP=1 (keep the temp
 # dir), FLEET_AB_PG_LOG=1 (log every statement with its duration: log_min_duration_statement=0;
 # slows the on runs, for profiling only). Both configs use mode = "poll" (fleet mode requires
@@ -28,6 +29,7 @@ cd "$(dirname "$0")/.."
 B1_SIZES=${FLEET_AB_B1-"3000 20000"}
 B2_MIB=${FLEET_AB_B2_MIB:-2048}
 PAIRS=${FLEET_AB_PAIRS:-2}
+MODES=${FLEET_AB_MODES:-"off on"}
 LEASE=${FLEET_LEASE:-10s}
 BIN=${BENCH_BIN:-$PWD/target/release/batchdrop}
 PGBIN=/usr/lib/postgresql/15/bin
@@ -205,8 +207,9 @@ summary() {
         }
         END {
             unit = bytes > 0 ? "MB/s" : "files/s"; cu = bytes > 0 ? "CPU ms" : "CPU ms/file"
-            for (m = 0; m < 2; m++) { k = m ? "on" : "off"
+            for (m = 0; m < 2; m++) { k = m ? "on" : "off"; if (!c[k]) continue
                 printf "%s fleet %-3s | %d runs | %s %s | daemon %s %s | postgres %s %s | load %s–%s\n", sc, k, c[k], unit, rng(s, k, "rate"), cu, rng(d, k, "cpu"), cu, rng(p, k, "cpu"), l[k, 1], l[k, c[k]] }
+            if (!c["on"] || !c["off"]) exit
             printf "%s ratio on/off (medians): wall-clock time %.2f, throughput %.2f; daemon CPU %.2f; daemon + postgres CPU %.2f\n", sc,
                 med(s, "on") / med(s, "off"), med(s, "off") / med(s, "on"), med(d, "on") / med(d, "off"),
                 (med(d, "on") + med(p, "on")) / (med(d, "off") + med(p, "off"))
@@ -232,8 +235,7 @@ for files in $B1_SIZES; do
     sleep 1.1
     log "B1: $files files"
     for _ in $(seq "$PAIRS"); do
-        run "b1-$files" off "$src" "$files" 0
-        run "b1-$files" on "$src" "$files" 0
+        for mode in $MODES; do run "b1-$files" "$mode" "$src" "$files" 0; done
     done
     rm -rf "$src"
 done
@@ -252,8 +254,7 @@ if ((B2_MIB > 0)); then
     sleep 1.1
     log "B2: one $B2_MIB MiB file"
     for _ in $(seq "$PAIRS"); do
-        run b2 off "$src" 1 $((B2_MIB * MIB))
-        run b2 on "$src" 1 $((B2_MIB * MIB))
+        for mode in $MODES; do run b2 "$mode" "$src" 1 $((B2_MIB * MIB)); done
     done
     rm -rf "$src"
 fi
