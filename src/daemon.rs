@@ -280,10 +280,10 @@ pub async fn run(
     let mut tasks: JoinSet<Ended> = JoinSet::new();
     // In a fleet, the leases live as long as the stages that use them.
     let beat = CancellationToken::new();
-    if let Some(member) = &member {
-        tokio::spawn(crate::membership::heartbeat(member.clone(), beat.clone()));
-    }
     let leases = member.clone().map(crate::membership::Leases::new);
+    if let Some(leases) = &leases {
+        tokio::spawn(crate::membership::heartbeat(leases.clone(), beat.clone()));
+    }
 
     // watchers → store
     let mut watchers = Watchers {

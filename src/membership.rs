@@ -7,7 +7,7 @@
 //! This module must not hold SQL (`store::fleet` does) nor decide about files or batches (the
 //! stages do).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -60,12 +60,14 @@ const CLAIM_KEEP: Duration = Duration::from_secs(10 * 60);
 const CLAIM_SWEEP_LIMIT: i64 = 1000;
 const CLAIM_SWEEP_ROUNDS: usize = 20;
 
-/// Renews this instance's heartbeat and leases every third of the lease until `stop`; a
-/// failed renewal is reported and tried again at the next beat (a database outage pauses the
-/// fleet's work; the leases it costs are taken over like a lost instance's). Every
-/// [`CLAIM_SWEEP_EVERY`], it also deletes claims of files long finished, so that
-/// `file_claims` does not grow with every file the fleet ever took.
-pub async fn heartbeat(member: Member, stop: CancellationToken) {
+/// Renews this instance's heartbeat and leases every third of the lease until `stop`, and
+/// forgets the batch leases it did not renew (see [`Leases::renew`]); a failed renewal is
+/// reported and tried again at the next beat (a database outage pauses the fleet's work; the
+/// leases it costs are taken over like a lost instance's). Every [`CLAIM_SWEEP_EVERY`], it
+/// also deletes claims of files long finished, so that `file_claims` does not grow with every
+/// file the fleet ever took.
+pub async fn heartbeat(leases: Leases, stop: CancellationToken) {
+    let member = leases.member().clone();
     let every = member.fleet().lease() / 3;
     let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -75,7 +77,7 @@ pub async fn heartbeat(member: Member, stop: CancellationToken) {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {
-                if let Err(e) = member.heartbeat().await {
+                if let Err(e) = leases.renew().await {
                     tracing::warn!(instance = member.id(), "heartbeat failed: {}; trying again in {every:?}", e.explain());
                 }
             }
@@ -148,10 +150,18 @@ fn host_name() -> String {
 #[derive(Clone)]
 pub struct Leases {
     member: Member,
-    held: Arc<Mutex<HashMap<LeaseOn, Lease>>>,
+    held: Arc<Mutex<HashMap<LeaseOn, Held>>>,
     /// Batches nobody held that this instance left to the others (it drove its share), and
     /// since when: see [`Leases::drive`].
     left: Arc<Mutex<HashMap<i64, Instant>>>,
+}
+
+/// A lease this instance took, and when: a heartbeat that began before it was taken cannot
+/// have renewed it, so it does not forget it (see [`Leases::renew`]).
+#[derive(Clone)]
+struct Held {
+    lease: Lease,
+    taken: Instant,
 }
 
 /// Whether the uploader drives a batch now.
@@ -185,6 +195,39 @@ impl Leases {
         &self.member
     }
 
+    /// Renews this instance's heartbeat and leases ([`Member::renew`]), and forgets the batch
+    /// leases the renewal passed over, taken before it began: their batches ended and their
+    /// files are finished, or another instance took them over. Were they kept, this map would
+    /// grow with every batch the instance ever drove. A batch asked about again is leased
+    /// anew. Batches left to the others that no stage asked about again for a lease past
+    /// [`LEFT_FOR`] are forgotten too (an uploader still after one takes it at its next look).
+    /// Returns how many leases it renewed.
+    pub async fn renew(&self) -> Result<u64, StoreError> {
+        let began = Instant::now();
+        let renewed = self.member.renew().await?;
+        let kept: HashSet<i64> = renewed.batches.iter().copied().collect();
+        self.held.lock().unwrap().retain(|on, held| match on {
+            LeaseOn::Batch(batch_id) => kept.contains(batch_id) || held.taken >= began,
+            LeaseOn::Scan(_) => true,
+        });
+        let stale = LEFT_FOR + self.member.fleet().lease();
+        self.left
+            .lock()
+            .unwrap()
+            .retain(|_, since| since.elapsed() < stale);
+        Ok(renewed.batches.len() as u64 + renewed.scans)
+    }
+
+    /// How many batch leases this instance remembers holding (see [`Leases::renew`]).
+    pub fn batches_held(&self) -> usize {
+        self.held
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|on| matches!(on, LeaseOn::Batch(_)))
+            .count()
+    }
+
     /// How long a stage leaves work another instance holds before asking again.
     pub fn retry_after(&self) -> Duration {
         self.member.fleet().lease() / 2
@@ -205,7 +248,12 @@ impl Leases {
     /// undriven.
     pub async fn drive(&self, batch_id: i64) -> Result<Drive, StoreError> {
         let on = LeaseOn::Batch(batch_id);
-        let known = self.held.lock().unwrap().get(&on).cloned();
+        let known = self
+            .held
+            .lock()
+            .unwrap()
+            .get(&on)
+            .map(|held| held.lease.clone());
         if let Some(lease) = &known {
             if self.member.holds(lease).await? {
                 return Ok(Drive::Mine);
@@ -233,7 +281,13 @@ impl Leases {
                     anyway,
                     "took the lease on {on:?}"
                 );
-                self.held.lock().unwrap().insert(on, lease);
+                self.held.lock().unwrap().insert(
+                    on,
+                    Held {
+                        lease,
+                        taken: Instant::now(),
+                    },
+                );
                 Drive::Mine
             }
             Acquired::HeldElsewhere => {
@@ -253,7 +307,12 @@ impl Leases {
     }
 
     async fn hold(&self, on: LeaseOn) -> Result<bool, StoreError> {
-        let known = self.held.lock().unwrap().get(&on).cloned();
+        let known = self
+            .held
+            .lock()
+            .unwrap()
+            .get(&on)
+            .map(|held| held.lease.clone());
         if let Some(lease) = &known {
             if self.member.holds(lease).await? {
                 return Ok(true);
@@ -277,7 +336,13 @@ impl Leases {
                         "took the lease on {on:?}"
                     );
                 }
-                self.held.lock().unwrap().insert(on, lease);
+                self.held.lock().unwrap().insert(
+                    on,
+                    Held {
+                        lease,
+                        taken: Instant::now(),
+                    },
+                );
                 Ok(true)
             }
             None => Ok(false),

@@ -10,6 +10,7 @@ use crate::support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use batchdrop::membership::{Drive, Leases};
 use batchdrop::store::{
     BatchState, Claim, FileKey, FileState, Fleet, Guarded, Member, NewFile, Recorded, Store,
 };
@@ -258,6 +259,66 @@ async fn a_file_is_claimed_by_exactly_one_instance() {
 }
 
 #[tokio::test]
+async fn files_claimed_together_get_the_answers_each_would_get_alone() {
+    let pg = Postgres::start();
+    let fleet = Fleet::connect(&pg.state(LEASE)).await.unwrap();
+    let members = [
+        fleet.join("host-a").await.unwrap(),
+        fleet.join("host-b").await.unwrap(),
+    ];
+    let keys: Vec<FileKey> = (0..30)
+        .map(|i| FileKey {
+            watch: "drop".into(),
+            rel_path: format!("in/{i}.json"),
+            dev: 1,
+            ino: 2000 + i,
+            size: 10,
+            mtime_ns: 7,
+        })
+        .collect();
+    // Both instances claim overlapping lists at once, as two scanners listing one folder.
+    let (first, second) = futures::future::join(
+        members[0].claim_files(&keys[..20]),
+        members[1].claim_files(&keys[10..]),
+    )
+    .await;
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert_eq!((first.len(), second.len()), (20, 20), "one answer per file");
+    for (i, key) in keys.iter().enumerate() {
+        let answers: Vec<(&Member, &Claim)> = [(0, &first, 0), (1, &second, 10)]
+            .into_iter()
+            .filter_map(|(m, claims, from)| {
+                i.checked_sub(from)
+                    .and_then(|at| claims.get(at))
+                    .map(|claim| (&members[m], claim))
+            })
+            .collect();
+        let won: Vec<&str> = answers
+            .iter()
+            .filter(|(_, claim)| **claim == Claim::Won)
+            .map(|(member, _)| member.id())
+            .collect();
+        assert_eq!(won.len(), 1, "{}: won by {won:?}", key.rel_path);
+        for (member, claim) in &answers {
+            if let Claim::Held { owner } = claim {
+                assert_ne!(owner.as_str(), member.id(), "a loser is told the winner");
+                assert_eq!(owner.as_str(), won[0]);
+            }
+        }
+    }
+    // Asked again, an owner is told it holds its files; a new version is a new claim.
+    let mut again = keys[..2].to_vec();
+    again[1].mtime_ns += 1;
+    let owner_of_first = members[0].claim_file(&keys[0]).await.unwrap();
+    assert_eq!(
+        members[0].claim_files(&again).await.unwrap(),
+        vec![owner_of_first, Claim::Won]
+    );
+    assert_eq!(members[0].claim_files(&[]).await.unwrap(), Vec::new());
+    fleet.close().await;
+}
+
+#[tokio::test]
 async fn a_paused_owner_changes_nothing_once_its_batch_was_taken_over() {
     let pg = Postgres::start();
     let fleet = Fleet::connect(&pg.state(LEASE)).await.unwrap();
@@ -401,6 +462,53 @@ async fn a_heartbeat_renews_only_the_leases_that_still_guard_work() {
         owner.as_deref(),
         Some(member.id()),
         "who drove it stays known (the fair share counts it)"
+    );
+    fleet.close().await;
+}
+
+#[tokio::test]
+async fn leases_forget_the_batches_a_heartbeat_no_longer_renews() {
+    let pg = Postgres::start();
+    let fleet = Fleet::connect(&pg.state(LEASE)).await.unwrap();
+    let pool = admin_pool(&pg).await;
+    let member = fleet.join("host-a").await.unwrap();
+    let leases = Leases::new(member.clone());
+    let in_flight = insert_batch(&pool, "ext-flying").await;
+    let ended = insert_batch(&pool, "ext-ended").await;
+    let taken_over = insert_batch(&pool, "ext-taken").await;
+    for batch in [in_flight, ended, taken_over] {
+        assert_eq!(
+            leases.drive(batch).await.unwrap(),
+            Drive::Mine,
+            "alone, it drives all"
+        );
+    }
+    assert_eq!(leases.batches_held(), 3);
+    assert_eq!(leases.renew().await.unwrap(), 3, "all three guard work");
+    assert_eq!(leases.batches_held(), 3, "a renewed lease is kept");
+
+    // One batch ends with no file left to archive; another passes to another instance (its
+    // lease expired while this one was cut off, say).
+    sqlx::query("UPDATE batches SET state = 'success' WHERE id = $1")
+        .bind(ended)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE batches SET lease_owner = 'someone-else' WHERE id = $1")
+        .bind(taken_over)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(leases.renew().await.unwrap(), 1, "only the batch in flight");
+    assert_eq!(
+        leases.batches_held(),
+        1,
+        "the lease of the ended batch and the lost one are forgotten"
+    );
+    assert_eq!(
+        leases.drive(in_flight).await.unwrap(),
+        Drive::Mine,
+        "the batch in flight is still driven under the lease it kept"
     );
     fleet.close().await;
 }

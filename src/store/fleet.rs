@@ -50,7 +50,7 @@ fn new_instance_id(host: &str) -> String {
 }
 
 /// A file version as found in a watched folder: the unique key of its claim.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FileKey {
     pub watch: String,
     pub rel_path: String,
@@ -119,6 +119,15 @@ pub enum Guarded {
     /// The lease expired or passed to another instance: nothing was changed, and the caller
     /// must drop the work (its new owner resumes it from the platform's state).
     LeaseLost,
+}
+
+/// What a heartbeat renewed ([`Member::renew`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Renewed {
+    /// The batches whose leases it renewed.
+    pub batches: Vec<i64>,
+    /// How many scan leases it renewed.
+    pub scans: u64,
 }
 
 /// One instance, as `status` shows it.
@@ -248,6 +257,13 @@ impl Member {
     /// Proves this instance alive and renews every lease it still holds; returns how many.
     /// A lease another instance took meanwhile is not this instance's any more and stays lost.
     pub async fn heartbeat(&self) -> Result<u64, StoreError> {
+        let renewed = self.renew().await?;
+        Ok(renewed.batches.len() as u64 + renewed.scans)
+    }
+
+    /// [`Member::heartbeat`], saying which batches' leases it renewed: the others are not this
+    /// instance's to drive or archive any more (ended and finished, or taken over).
+    pub async fn renew(&self) -> Result<Renewed, StoreError> {
         let mut tx = self.fleet.pool.begin().await?;
         sqlx::query(concat!(
             "UPDATE instances SET heartbeat_at = ",
@@ -261,19 +277,18 @@ impl Member {
         // files are not all finished (the archiver moves them under its lease). An instance
         // keeps the owner's name on every batch it drove (the fair share counts them), so
         // renewing them all would make each heartbeat write its whole history.
-        let batches = sqlx::query(concat!(
+        let batches: Vec<i64> = sqlx::query_scalar(concat!(
             "UPDATE batches SET lease_expires_at = ",
             db_now!(),
             " + $2 WHERE lease_owner = $1 AND (state IN ",
             in_flight!(),
             " OR EXISTS (SELECT 1 FROM files f WHERE f.batch_id = batches.id
-                            AND f.finalized = FALSE))"
+                            AND f.finalized = FALSE)) RETURNING id"
         ))
         .bind(&self.id)
         .bind(self.fleet.lease_ms)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .fetch_all(&mut *tx)
+        .await?;
         let scans = sqlx::query(concat!(
             "UPDATE scan_leases SET expires_at = ",
             db_now!(),
@@ -285,7 +300,7 @@ impl Member {
         .await?
         .rows_affected();
         tx.commit().await?;
-        Ok(batches + scans)
+        Ok(Renewed { batches, scans })
     }
 
     /// Claims a file version for this instance; the primary key makes a second owner
@@ -332,6 +347,90 @@ impl Member {
         .fetch_one(&self.fleet.pool)
         .await?;
         Ok(Claim::Held { owner })
+    }
+
+    /// [`Member::claim_file`] for many files: one statement and one commit for them all,
+    /// where a claim each would cost a commit (a flush of the database's log) per file, most
+    /// of a backlog's intake. Returns each file's claim, in order. `files` must not name one
+    /// version twice (a scan's listing does not).
+    pub async fn claim_files(&self, files: &[FileKey]) -> Result<Vec<Claim>, StoreError> {
+        if files.is_empty() {
+            return Ok(Vec::new());
+        }
+        let watch: Vec<&str> = files.iter().map(|f| f.watch.as_str()).collect();
+        let rel_path: Vec<&str> = files.iter().map(|f| f.rel_path.as_str()).collect();
+        let dev: Vec<i64> = files.iter().map(|f| f.dev).collect();
+        let ino: Vec<i64> = files.iter().map(|f| f.ino).collect();
+        let size: Vec<i64> = files.iter().map(|f| f.size).collect();
+        let mtime_ns: Vec<i64> = files.iter().map(|f| f.mtime_ns).collect();
+        let won: Vec<(String, String, i64, i64, i64, i64)> = sqlx::query_as(concat!(
+            "INSERT INTO file_claims (watch, rel_path, dev, ino, size, mtime_ns, owner, claimed_at)
+             SELECT k.watch, k.rel_path, k.dev, k.ino, k.size, k.mtime_ns, $7, ",
+            db_now!(),
+            " FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[],
+                         $6::bigint[]) AS k(watch, rel_path, dev, ino, size, mtime_ns)
+             ON CONFLICT (watch, rel_path, dev, ino, size, mtime_ns) DO UPDATE
+               SET owner = EXCLUDED.owner, claimed_at = EXCLUDED.claimed_at
+             WHERE file_claims.owner <> EXCLUDED.owner
+               AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = file_claims.owner
+                                 AND i.heartbeat_at > ",
+            db_now!(),
+            " - $8)
+             RETURNING watch, rel_path, dev, ino, size, mtime_ns"
+        ))
+        .bind(&watch)
+        .bind(&rel_path)
+        .bind(&dev)
+        .bind(&ino)
+        .bind(&size)
+        .bind(&mtime_ns)
+        .bind(&self.id)
+        .bind(self.fleet.lease_ms)
+        .fetch_all(&self.fleet.pool)
+        .await?;
+        let key = |(watch, rel_path, dev, ino, size, mtime_ns)| FileKey {
+            watch,
+            rel_path,
+            dev,
+            ino,
+            size,
+            mtime_ns,
+        };
+        let won: std::collections::HashSet<FileKey> = won.into_iter().map(key).collect();
+        let mut owners = std::collections::HashMap::new();
+        if won.len() < files.len() {
+            let held: Vec<(String, String, i64, i64, i64, i64, String)> = sqlx::query_as(
+                "SELECT c.watch, c.rel_path, c.dev, c.ino, c.size, c.mtime_ns, c.owner
+                   FROM file_claims c
+                   JOIN UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[],
+                               $6::bigint[]) AS k(watch, rel_path, dev, ino, size, mtime_ns)
+                  USING (watch, rel_path, dev, ino, size, mtime_ns)",
+            )
+            .bind(&watch)
+            .bind(&rel_path)
+            .bind(&dev)
+            .bind(&ino)
+            .bind(&size)
+            .bind(&mtime_ns)
+            .fetch_all(&self.fleet.pool)
+            .await?;
+            for (watch, rel_path, dev, ino, size, mtime_ns, owner) in held {
+                owners.insert(key((watch, rel_path, dev, ino, size, mtime_ns)), owner);
+            }
+        }
+        let mut claims = Vec::with_capacity(files.len());
+        for file in files {
+            claims.push(if won.contains(file) {
+                Claim::Won
+            } else if let Some(owner) = owners.remove(file) {
+                Claim::Held { owner }
+            } else {
+                // Its claim went between the two statements (swept, or its owner's passed
+                // on): claimed on its own, as a single file is.
+                self.claim_file(file).await?
+            });
+        }
+        Ok(claims)
     }
 
     /// Deletes up to `limit` claims of files finished at least `keep` ago (by the claim's age,

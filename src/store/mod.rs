@@ -91,7 +91,9 @@ mod on_postgres {
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-pub use fleet::{Acquired, Claim, FileKey, Fleet, Guarded, InstanceRow, Lease, LeaseOn, Member};
+pub use fleet::{
+    Acquired, Claim, FileKey, Fleet, Guarded, InstanceRow, Lease, LeaseOn, Member, Renewed,
+};
 pub use model::*;
 pub use sqlite::network_fs;
 pub use values::{BatchOutcome, BatchPhase, BatchState, FileState, Predecessors, Step, Verdict};

@@ -131,29 +131,39 @@ impl Watcher {
         plain: Vec<(String, Candidate)>,
     ) -> Result<Vec<(String, Candidate)>, StoreError> {
         let mut mine = Vec::with_capacity(plain.len());
-        let mut rest = plain.into_iter();
-        while let Some((rel, c)) = rest.next() {
-            let key = FileKey {
-                watch: self.watch.name.clone(),
-                rel_path: rel.clone(),
-                dev: c.identity.dev as i64,
-                ino: c.identity.ino as i64,
-                size: c.identity.size as i64,
-                mtime_ns: c.identity.mtime_ns,
-            };
-            match member.claim_file(&key).await {
-                Ok(Claim::Won) => mine.push((rel, c)),
-                Ok(Claim::Held { owner }) if owner == member.id() => mine.push((rel, c)),
-                Ok(Claim::Held { owner }) => {
-                    tracing::debug!(file = %rel, %owner, "claimed by another instance");
-                    self.remember(rel, c.identity);
-                }
+        let mut rest = plain.into_iter().peekable();
+        while rest.peek().is_some() {
+            // In pages: one statement (and commit) per page, each short.
+            let page: Vec<(String, Candidate)> = rest.by_ref().take(CLAIM_PAGE).collect();
+            let keys: Vec<FileKey> = page
+                .iter()
+                .map(|(rel, c)| FileKey {
+                    watch: self.watch.name.clone(),
+                    rel_path: rel.clone(),
+                    dev: c.identity.dev as i64,
+                    ino: c.identity.ino as i64,
+                    size: c.identity.size as i64,
+                    mtime_ns: c.identity.mtime_ns,
+                })
+                .collect();
+            let claims = match member.claim_files(&keys).await {
+                Ok(claims) => claims,
                 Err(e) => {
                     // Nothing recorded: they all stay candidates, as on any database error.
                     self.candidates.extend(mine);
-                    self.candidates.insert(rel, c);
+                    self.candidates.extend(page);
                     self.candidates.extend(rest);
                     return Err(e);
+                }
+            };
+            for ((rel, c), claim) in page.into_iter().zip(claims) {
+                match claim {
+                    Claim::Won => mine.push((rel, c)),
+                    Claim::Held { owner } if owner == member.id() => mine.push((rel, c)),
+                    Claim::Held { owner } => {
+                        tracing::debug!(file = %rel, %owner, "claimed by another instance");
+                        self.remember(rel, c.identity);
+                    }
                 }
             }
         }
@@ -338,6 +348,9 @@ fn is_sparse(size: u64, allocated: u64) -> bool {
 
 /// Files recorded per transaction when many become stable at once.
 pub(super) const RECORD_CHUNK: usize = 1000;
+
+/// Files claimed per statement in a fleet (see `Watcher::claimed`).
+const CLAIM_PAGE: usize = RECORD_CHUNK;
 
 /// How many files are queued, for `max_queued_files`, without counting them each time: a
 /// count reads every queued row, and asked at each look at the candidates it made the cost of
