@@ -46,46 +46,22 @@ fail() {
 T=$(mktemp -d "${TMPDIR:-/tmp}/batchdrop-fleet-ab.XXXXXX")
 chmod 755 "$T"
 EMU_PID=
-as_pg() { # the cluster's tools, as the postgres user when root
-    if ((EUID == 0)); then runuser -u postgres -- "$@"; else "$@"; fi
-}
+# shellcheck source=bench/fleet-common.sh
+source bench/fleet-common.sh
 cleanup() {
     [[ -z $EMU_PID ]] || kill "$EMU_PID" 2>/dev/null || true
-    [[ -f $T/pg/data/postmaster.pid ]] && as_pg "$PGBIN/pg_ctl" -D "$T/pg/data" -m immediate stop >/dev/null 2>&1
+    stop_postgres
     if [[ ${BENCH_KEEP:-0} == 1 ]]; then log "kept $T"; else rm -rf "$T"; fi
 }
 trap cleanup EXIT
 
-# ---- the database: trust on its own Unix socket only (as bench/fleet.sh) ---------------------
-mkdir -p "$T/pg"
-((EUID == 0)) && chown postgres "$T/pg"
-as_pg "$PGBIN/initdb" -D "$T/pg/data" -U postgres --auth=trust --no-sync -E UTF8 >"$T/initdb.log"
-PG_OPTS="-k $T/pg -c listen_addresses='' -c max_connections=200"
-[[ ${FLEET_AB_PG_LOG:-0} != 1 ]] || PG_OPTS+=" -c log_min_duration_statement=0"
-as_pg "$PGBIN/pg_ctl" -D "$T/pg/data" -l "$T/pg/server.log" -w -o "$PG_OPTS" start >/dev/null
-PG_PID=$(head -n 1 "$T/pg/data/postmaster.pid")
+PG_OPTS=""
+[[ ${FLEET_AB_PG_LOG:-0} != 1 ]] || PG_OPTS="-c log_min_duration_statement=0"
+start_postgres "$PG_OPTS"
 sleep 1 # its background processes start
 PG_AUX=$(pgrep -c -P "$PG_PID")
-log "PostgreSQL on $T/pg (postmaster $PG_PID)"
-
-# ---- the emulator ---------------------------------------------------------------------------
-cat >"$T/emulator.toml" <<TOML
-processing_delay_ms = ${EMU_DELAY_MS:-10}
-[limits]
-max_put_bytes = $((256 * MIB))
-[[datasets]]
-id = "bench"
-name = "bench"
-TOML
-"$BIN" emulator --listen 127.0.0.1:0 --data-dir "$T/platform" --config "$T/emulator.toml" \
-    >"$T/emulator.out" 2>"$T/emulator.log" &
-EMU_PID=$!
-for _ in $(seq 600); do grep -qs 'listening on' "$T/emulator.out" && break; sleep 0.1; done
-EMU=$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$T/emulator.out")
-[[ -n $EMU ]] || fail "the emulator did not start (see $T/emulator.log)"
-printf 'bench-token\n' >"$T/token"
-chmod 600 "$T/token"
-log "emulator: $EMU"
+start_emulator "[limits]
+max_put_bytes = $((256 * MIB))"
 
 # ---- CPU ------------------------------------------------------------------------------------
 CLK_TCK=$(getconf CLK_TCK)

@@ -48,40 +48,18 @@ fi
 T=$(mktemp -d "${TMPDIR:-/tmp}/batchdrop-fleet.XXXXXX")
 chmod 755 "$T"
 PIDS=()
-as_pg() { # the cluster's tools, as the postgres user when root
-    if ((EUID == 0)); then runuser -u postgres -- "$@"; else "$@"; fi
-}
+# shellcheck source=bench/fleet-common.sh
+source bench/fleet-common.sh
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    [[ -f $T/pg/data/postmaster.pid ]] && as_pg "$PGBIN/pg_ctl" -D "$T/pg/data" -m immediate stop >/dev/null 2>&1
+    stop_postgres
     if [[ ${BENCH_KEEP:-0} == 1 ]]; then log "kept $T"; else rm -rf "$T"; fi
 }
 trap cleanup EXIT
 
-# ---- the database: trust on its own Unix socket only ----------------------------------------
-mkdir -p "$T/pg"
-((EUID == 0)) && chown postgres "$T/pg"
-as_pg "$PGBIN/initdb" -D "$T/pg/data" -U postgres --auth=trust --no-sync -E UTF8 >"$T/initdb.log"
-as_pg "$PGBIN/pg_ctl" -D "$T/pg/data" -l "$T/pg/server.log" -w \
-    -o "-k $T/pg -c listen_addresses='' -c max_connections=200" start >/dev/null
-log "PostgreSQL on $T/pg"
-
-# ---- the emulator ---------------------------------------------------------------------------
-cat >"$T/emulator.toml" <<TOML
-processing_delay_ms = ${EMU_DELAY_MS:-10}
-[[datasets]]
-id = "bench"
-name = "bench"
-TOML
-"$BIN" emulator --listen 127.0.0.1:0 --data-dir "$T/platform" --config "$T/emulator.toml" \
-    >"$T/emulator.out" 2>"$T/emulator.log" &
-PIDS+=($!)
-for _ in $(seq 600); do grep -qs 'listening on' "$T/emulator.out" && break; sleep 0.1; done
-EMU=$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$T/emulator.out")
-[[ -n $EMU ]] || fail "the emulator did not start (see $T/emulator.log)"
-printf 'bench-token\n' >"$T/token"
-chmod 600 "$T/token"
-log "emulator: $EMU"
+start_postgres
+start_emulator
+PIDS+=("$EMU_PID")
 
 # ---- one backfill per instance count --------------------------------------------------------
 RESULTS=()
