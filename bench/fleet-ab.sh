@@ -102,15 +102,7 @@ config() {
     cat >"$dir/config.toml" <<TOML
 $state
 state_dir = "$dir/state"
-log_format = "json"
-shutdown_grace = "5s"
-admin_listen = "127.0.0.1:0"
-[platform]
-endpoint = "$EMU"
-org_id = "bench@AdobeOrg"
-sandbox = "prod"
-api_key = "bench"
-access_token_file = "$T/token"
+$(platform_toml)
 [upload]
 large_file_threshold = $((128 * MIB))
 chunk_size = $((64 * MIB))

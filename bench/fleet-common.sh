@@ -46,3 +46,19 @@ TOML
     chmod 600 "$T/token"
     log "emulator: $EMU"
 }
+
+# The part of a daemon's config both benches share: logs, admin, and the platform (the
+# emulator started above, its token file).
+platform_toml() {
+    cat <<TOML
+log_format = "json"
+shutdown_grace = "5s"
+admin_listen = "127.0.0.1:0"
+[platform]
+endpoint = "$EMU"
+org_id = "bench@AdobeOrg"
+sandbox = "prod"
+api_key = "bench"
+access_token_file = "$T/token"
+TOML
+}

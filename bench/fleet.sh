@@ -82,15 +82,7 @@ PY
         cat >"$run/config-$i.toml" <<TOML
 state = { url = "postgres://postgres@localhost/run$n?host=$T/pg", lease = "$LEASE" }
 state_dir = "$run/state-$i"
-log_format = "json"
-shutdown_grace = "5s"
-admin_listen = "127.0.0.1:0"
-[platform]
-endpoint = "$EMU"
-org_id = "bench@AdobeOrg"
-sandbox = "prod"
-api_key = "bench"
-access_token_file = "$T/token"
+$(platform_toml)
 [[watch]]
 path = "$run/drop"
 dataset = "bench"
