@@ -164,6 +164,17 @@ struct Held {
     taken: Instant,
 }
 
+/// What became of a lease this instance took (see [`Leases::known`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Known {
+    /// It took none on this.
+    None,
+    /// It still holds it.
+    Held,
+    /// Another instance holds it now.
+    Lost,
+}
+
 /// Whether the uploader drives a batch now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Drive {
@@ -248,21 +259,8 @@ impl Leases {
     /// undriven.
     pub async fn drive(&self, batch_id: i64) -> Result<Drive, StoreError> {
         let on = LeaseOn::Batch(batch_id);
-        let known = self
-            .held
-            .lock()
-            .unwrap()
-            .get(&on)
-            .map(|held| held.lease.clone());
-        if let Some(lease) = &known {
-            if self.member.holds(lease).await? {
-                return Ok(Drive::Mine);
-            }
-            self.held.lock().unwrap().remove(&on);
-            tracing::warn!(
-                instance = self.member.id(),
-                "lost the lease on {on:?} (this instance was paused or cut off past it); its new owner carries on"
-            );
+        if self.known(&on).await? == Known::Held {
+            return Ok(Drive::Mine);
         }
         let anyway = self
             .left
@@ -306,22 +304,33 @@ impl Leases {
         self.hold(LeaseOn::Scan(watch.to_owned())).await
     }
 
-    async fn hold(&self, on: LeaseOn) -> Result<bool, StoreError> {
-        let known = self
+    /// Whether the lease this instance took on `on` is still its own. One it lost (this
+    /// instance was paused or cut off past it, and another took it) is forgotten, and said.
+    async fn known(&self, on: &LeaseOn) -> Result<Known, StoreError> {
+        let lease = self
             .held
             .lock()
             .unwrap()
-            .get(&on)
+            .get(on)
             .map(|held| held.lease.clone());
-        if let Some(lease) = &known {
-            if self.member.holds(lease).await? {
-                return Ok(true);
-            }
-            self.held.lock().unwrap().remove(&on);
-            tracing::warn!(
-                instance = self.member.id(),
-                "lost the lease on {on:?} (this instance was paused or cut off past it); its new owner carries on"
-            );
+        let Some(lease) = lease else {
+            return Ok(Known::None);
+        };
+        if self.member.holds(&lease).await? {
+            return Ok(Known::Held);
+        }
+        self.held.lock().unwrap().remove(on);
+        tracing::warn!(
+            instance = self.member.id(),
+            "lost the lease on {on:?} (this instance was paused or cut off past it); its new owner carries on"
+        );
+        Ok(Known::Lost)
+    }
+
+    async fn hold(&self, on: LeaseOn) -> Result<bool, StoreError> {
+        let known = self.known(&on).await?;
+        if known == Known::Held {
+            return Ok(true);
         }
         let taken = match &on {
             LeaseOn::Batch(batch_id) => self.member.acquire_batch(*batch_id).await?,
@@ -329,7 +338,7 @@ impl Leases {
         };
         match taken {
             Some(lease) => {
-                if known.is_some() || matches!(on, LeaseOn::Batch(_)) {
+                if known == Known::Lost || matches!(on, LeaseOn::Batch(_)) {
                     tracing::debug!(
                         instance = self.member.id(),
                         epoch = lease.epoch(),
