@@ -75,6 +75,7 @@ mod values;
 mod on_sqlite {
     type Db = sqlx::Sqlite;
     use super::per_row::sqlite::push_per_row;
+    use super::sqlite::commit_without_flush;
     // The queries stay `pub` in their files: `dispatch.rs` is what makes them the API. Loading
     // them twice, once per `Db`, is the point.
     #[allow(unreachable_pub, clippy::duplicate_mod)]
@@ -87,6 +88,7 @@ mod on_sqlite {
 mod on_postgres {
     type Db = sqlx::Postgres;
     use super::per_row::postgres::push_per_row;
+    use super::postgres::commit_without_flush;
     #[allow(unreachable_pub, clippy::duplicate_mod)]
     #[path = "queries.rs"]
     mod queries;

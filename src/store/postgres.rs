@@ -69,3 +69,15 @@ fn read_password(source: &PasswordSource) -> Result<String, StoreError> {
         }),
     }
 }
+
+/// Lets the transaction on `conn` commit without waiting for its WAL to reach the disk, for
+/// facts whose loss costs a repeated idempotent call (see the callers), as SQLite's
+/// `synchronous = NORMAL` commits every transaction. Only a crash of the database server can
+/// lose such a commit, and never alone: any later commit that waits (the next intent) writes
+/// the WAL up to itself, this one included.
+pub(super) async fn commit_without_flush(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -10,7 +10,7 @@
 #[allow(unused_imports)] // the files below take their names from here
 use crate::store::*;
 
-use super::{Db, push_per_row};
+use super::{Db, commit_without_flush, push_per_row};
 use crate::store::per_row::PerRow;
 
 /// The queue on this backend: the files below say `impl Store`.
