@@ -236,9 +236,11 @@ mod tests {
             file_id: id,
             state: [FileState::Done, FileState::Failed, FileState::Duplicate][n % 3],
             // Every other file has no place (left where it is) and no receipt.
-            final_path: (n % 2 == 0).then(|| format!("/{tag}/{id}")),
+            final_path: n.is_multiple_of(2).then(|| format!("/{tag}/{id}")),
             detail: format!("{tag} {id}"),
-            receipt: (n % 2 == 0).then(|| format!("/{tag}/{id}.receipt.json")),
+            receipt: n
+                .is_multiple_of(2)
+                .then(|| format!("/{tag}/{id}.receipt.json")),
         };
         store
             .mark_finalized_many(&[finished(ids[4], 4, "early")])
