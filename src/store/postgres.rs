@@ -1,7 +1,8 @@
 //! Everything PostgreSQL-specific about fleet mode's database: connecting with the password
 //! read from its file or environment variable (never logged, never in the URL), the pool, and
 //! the migrations of `migrations/postgres/` (PostgreSQL's migrator serialises concurrent
-//! instances itself, with an advisory lock, so a fleet starting at once migrates once).
+//! instances itself, with an advisory lock, so a fleet starting at once migrates once), and
+//! the commit that need not wait for the disk (`commit_without_flush`).
 //!
 //! This module must not hold queries of the queue or of the fleet's coordination.
 
