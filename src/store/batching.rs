@@ -7,8 +7,8 @@ use sqlx::FromRow;
 use super::events::{Event, Kind, insert_event, insert_events};
 use super::values::IN_FLIGHT;
 use super::{
-    Carried, Conn, Dedupe, FileRow, LeftOut, NewBatch, QueryBuilder, Sealed, Store, StoreError,
-    now_ms, push_binds, push_case, push_ids,
+    Carried, Conn, Dedupe, FileRow, LeftOut, NewBatch, PerRow, QueryBuilder, Sealed, Store,
+    StoreError, now_ms, push_binds, push_ids, push_per_row,
 };
 
 impl Store {
@@ -54,12 +54,11 @@ impl Store {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         for part in shas.chunks(400) {
-            let mut q = QueryBuilder::new("UPDATE files SET");
-            push_case(&mut q, "sha256", part, |(id, sha)| (*id, sha));
-            q.push(", updated_at = ")
-                .push_bind(now)
-                .push(" WHERE id IN (");
-            push_ids(&mut q, part.iter().map(|(id, _)| *id));
+            let rows = PerRow::new(part.iter().map(|(id, _)| *id))
+                .text("sha256", part.iter().map(|(_, sha)| Some(sha.as_str())));
+            let mut q = QueryBuilder::new("UPDATE files SET updated_at = ");
+            q.push_bind(now).push(",");
+            push_per_row(&mut q, &rows);
             q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
@@ -543,9 +542,10 @@ async fn one_copy_in(
             "UPDATE files SET state = 'duplicate', waits_for = NULL, updated_at = ",
         );
         q.push_bind(now).push(",");
-        push_case(&mut q, "duplicate_of", part, |(id, h)| (*id, h.id));
-        q.push(concat!(" WHERE ", row_state!(), " = 'ready' AND id IN ("));
-        push_ids(&mut q, part.iter().map(|(id, _)| *id));
+        let rows = PerRow::new(part.iter().map(|(id, _)| *id))
+            .int("duplicate_of", part.iter().map(|(_, h)| h.id));
+        push_per_row(&mut q, &rows);
+        q.push(concat!(" AND ", row_state!(), " = 'ready'"));
         q.build().execute(&mut *conn).await?;
         let details: Vec<(i64, String)> = part
             .iter()
@@ -560,9 +560,10 @@ async fn one_copy_in(
     for part in waiting.chunks(200) {
         let mut q = QueryBuilder::new("UPDATE files SET updated_at = ");
         q.push_bind(now).push(",");
-        push_case(&mut q, "waits_for", part, |(id, h, _)| (*id, h.id));
-        q.push(concat!(" WHERE ", row_state!(), " = 'ready' AND id IN ("));
-        push_ids(&mut q, part.iter().map(|(id, _, _)| *id));
+        let rows = PerRow::new(part.iter().map(|(id, _, _)| *id))
+            .int("waits_for", part.iter().map(|(_, h, _)| h.id));
+        push_per_row(&mut q, &rows);
+        q.push(concat!(" AND ", row_state!(), " = 'ready'"));
         q.build().execute(&mut *conn).await?;
         let details: Vec<(i64, String)> = part
             .iter()

@@ -18,6 +18,7 @@
 //! - `budgets.rs`: the daily batch budget each watch runs under, for `status`.
 //! - `staged.rs`: the staged files of watches that map their files.
 //! - `commands.rs`: what the operator's commands and `/metrics` read and record.
+//! - `per_row.rs`: how one statement gives each row of a page its own values, per backend.
 //! - `postgres.rs`, `fleet.rs`: fleet mode's shared PostgreSQL database (connection and
 //!   migrations; the instances, claims and leases that coordinate a fleet). The queue's own
 //!   queries do not run on it yet (docs/fleet.md says what works).
@@ -57,6 +58,7 @@ macro_rules! row_state {
 mod dispatch;
 mod fleet;
 mod model;
+mod per_row;
 #[cfg(test)]
 mod plans;
 mod postgres;
@@ -72,6 +74,8 @@ mod values;
 #[path = "."]
 mod on_sqlite {
     type Db = sqlx::Sqlite;
+    use super::per_row::sqlite::push_per_row;
+    use super::sqlite::commit_without_flush;
     // The queries stay `pub` in their files: `dispatch.rs` is what makes them the API. Loading
     // them twice, once per `Db`, is the point.
     #[allow(unreachable_pub, clippy::duplicate_mod)]
@@ -83,6 +87,8 @@ mod on_sqlite {
 #[path = "."]
 mod on_postgres {
     type Db = sqlx::Postgres;
+    use super::per_row::postgres::push_per_row;
+    use super::postgres::commit_without_flush;
     #[allow(unreachable_pub, clippy::duplicate_mod)]
     #[path = "queries.rs"]
     mod queries;

@@ -4,8 +4,8 @@
 
 use super::events::{Event, Kind, insert_event, insert_events, insert_requeued};
 use super::{
-    BatchOutcome, FileRow, FileState, Finalized, QueryBuilder, Store, StoreError, Verdict, now_ms,
-    push_case, push_ids,
+    BatchOutcome, FileRow, FileState, Finalized, PerRow, QueryBuilder, Store, StoreError, Verdict,
+    now_ms, push_ids, push_per_row,
 };
 
 impl Store {
@@ -76,10 +76,10 @@ impl Store {
         }
         let mut tx = self.pool.begin().await?;
         for part in counts.chunks(400) {
+            let rows = PerRow::new(part.iter().map(|(id, _)| *id))
+                .int("records", part.iter().map(|(_, n)| *n));
             let mut q = QueryBuilder::new("UPDATE files SET");
-            push_case(&mut q, "records", part, |(id, n)| (*id, *n));
-            q.push(" WHERE id IN (");
-            push_ids(&mut q, part.iter().map(|(id, _)| *id));
+            push_per_row(&mut q, &rows);
             q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
@@ -145,10 +145,12 @@ impl Store {
         }
         let mut tx = self.pool.begin().await?;
         for part in intents.chunks(400) {
+            let rows = PerRow::new(part.iter().map(|(id, _)| *id)).text(
+                "final_path",
+                part.iter().map(|(_, path)| Some(path.as_str())),
+            );
             let mut q = QueryBuilder::new("UPDATE files SET");
-            push_case(&mut q, "final_path", part, |(id, path)| (*id, path));
-            q.push(" WHERE id IN (");
-            push_ids(&mut q, part.iter().map(|(id, _)| *id));
+            push_per_row(&mut q, &rows);
             q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
@@ -165,10 +167,13 @@ impl Store {
         let mut recorded = Vec::with_capacity(intents.len());
         let mut tx = self.pool.begin().await?;
         for part in intents.chunks(400) {
+            let rows = PerRow::new(part.iter().map(|(id, _)| *id)).text(
+                "final_path",
+                part.iter().map(|(_, path)| Some(path.as_str())),
+            );
             let mut q = QueryBuilder::new("UPDATE files SET");
-            push_case(&mut q, "final_path", part, |(id, path)| (*id, path));
-            q.push(" WHERE final_path IS NULL AND id IN (");
-            push_ids(&mut q, part.iter().map(|(id, _)| *id));
+            push_per_row(&mut q, &rows);
+            q.push(" AND final_path IS NULL");
             q.build().execute(&mut *tx).await?;
             let mut q = QueryBuilder::new(
                 "SELECT id, final_path FROM files WHERE final_path IS NOT NULL AND id IN (",
@@ -210,17 +215,15 @@ impl Store {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         for part in done.chunks(200) {
+            let rows = PerRow::new(part.iter().map(|d| d.file_id))
+                .text("state", part.iter().map(|d| Some(d.state.as_str())))
+                .text("final_path", part.iter().map(|d| d.final_path.as_deref()))
+                .text("receipt_path", part.iter().map(|d| d.receipt.as_deref()));
             let mut q = QueryBuilder::new("UPDATE files SET finalized = TRUE, updated_at = ");
             q.push_bind(now).push(",");
-            push_case(&mut q, "state", part, |d| (d.file_id, &d.state));
-            q.push(",");
-            push_case(&mut q, "final_path", part, |d| (d.file_id, &d.final_path));
-            q.push(",");
-            push_case(&mut q, "receipt_path", part, |d| (d.file_id, &d.receipt));
+            push_per_row(&mut q, &rows);
             // A file is finished once: another instance that finished it too (one paused past
             // its lease, woken after its successor did) records nothing over it.
-            q.push(" WHERE id IN (");
-            push_ids(&mut q, part.iter().map(|d| d.file_id));
             q.push(" AND finalized = FALSE RETURNING id");
             let updated: Vec<i64> = q.build_query_scalar().fetch_all(&mut *tx).await?;
             let events = part

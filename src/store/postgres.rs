@@ -1,7 +1,8 @@
 //! Everything PostgreSQL-specific about fleet mode's database: connecting with the password
 //! read from its file or environment variable (never logged, never in the URL), the pool, and
 //! the migrations of `migrations/postgres/` (PostgreSQL's migrator serialises concurrent
-//! instances itself, with an advisory lock, so a fleet starting at once migrates once).
+//! instances itself, with an advisory lock, so a fleet starting at once migrates once), and
+//! the commit that need not wait for the disk (`commit_without_flush`).
 //!
 //! This module must not hold queries of the queue or of the fleet's coordination.
 
@@ -68,4 +69,16 @@ fn read_password(source: &PasswordSource) -> Result<String, StoreError> {
             ),
         }),
     }
+}
+
+/// Lets the transaction on `conn` commit without waiting for its WAL to reach the disk, for
+/// facts whose loss costs a repeated idempotent call (see the callers), as SQLite's
+/// `synchronous = NORMAL` commits every transaction. Only a crash of the database server can
+/// lose such a commit, and never alone: any later commit that waits (the next intent) writes
+/// the WAL up to itself, this one included.
+pub(super) async fn commit_without_flush(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(conn)
+        .await?;
+    Ok(())
 }

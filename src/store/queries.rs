@@ -10,12 +10,13 @@
 #[allow(unused_imports)] // the files below take their names from here
 use crate::store::*;
 
-use super::Db;
+use super::{Db, commit_without_flush, push_per_row};
+use crate::store::per_row::PerRow;
 
 /// The queue on this backend: the files below say `impl Store`.
 type Store = crate::store::Queue<Db>;
-/// A statement built piece by piece (lists of values, one `CASE` per row): its placeholders
-/// are the backend's own.
+/// A statement built piece by piece (lists of values, values per row): its placeholders are
+/// the backend's own.
 type QueryBuilder = sqlx::QueryBuilder<Db>;
 /// One connection of the backend, for the steps of a transaction.
 type Conn = <Db as sqlx::Database>::Connection;
@@ -76,25 +77,4 @@ where
         list.push_bind(v);
     }
     q.push(")");
-}
-
-/// Appends ` col = CASE id WHEN id1 THEN v1 … END` to an UPDATE: one statement sets a
-/// different value per row (see the `*_many` methods).
-fn push_case<'a, T, V>(
-    q: &mut QueryBuilder,
-    column: &str,
-    rows: &'a [T],
-    each: impl Fn(&'a T) -> (i64, V),
-) where
-    V: sqlx::Encode<'a, Db> + sqlx::Type<Db>,
-{
-    q.push(format_args!(" {column} = CASE id"));
-    for row in rows {
-        let (id, value) = each(row);
-        q.push(" WHEN ")
-            .push_bind(id)
-            .push(" THEN ")
-            .push_bind(value);
-    }
-    q.push(" END");
 }

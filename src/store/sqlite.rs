@@ -231,3 +231,11 @@ async fn connect(path: &Path, create: bool, busy: Duration) -> Result<Pool, Stor
             source,
         })
 }
+
+/// SQLite's twin of `postgres::commit_without_flush`: nothing to do, `synchronous = NORMAL`
+/// already commits every transaction without a flush.
+pub(super) async fn commit_without_flush(
+    _: &mut sqlx::SqliteConnection,
+) -> Result<(), sqlx::Error> {
+    Ok(())
+}

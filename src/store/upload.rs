@@ -4,8 +4,8 @@
 
 use super::events::{Event, Kind, insert_event};
 use super::{
-    BatchRow, BatchState, Conn, FileRow, FileState, QueryBuilder, Step, Store, StoreError,
-    Uploaded, now_ms, push_case, push_ids,
+    BatchRow, BatchState, Conn, FileRow, FileState, PerRow, QueryBuilder, Step, Store, StoreError,
+    Uploaded, commit_without_flush, now_ms, push_ids, push_per_row,
 };
 
 impl Store {
@@ -266,21 +266,23 @@ impl Store {
     /// The facts after several files' transfers, in one statement per few hundred files.
     /// Only a file still `batched` moves on (one failed or superseded meanwhile stays so).
     /// Deferring these facts a little is safe: a file not recorded as uploaded is PUT again
-    /// after a crash, and a PUT replaces the file on the platform.
+    /// after a crash, and a PUT replaces the file on the platform; so their commit does not
+    /// wait for the disk either.
     pub async fn mark_uploaded_many(&self, done: &[Uploaded]) -> Result<(), StoreError> {
         if done.is_empty() {
             return Ok(());
         }
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
+        commit_without_flush(&mut tx).await?;
         for part in done.chunks(200) {
+            let rows = PerRow::new(part.iter().map(|d| d.file_id))
+                .text("sha256", part.iter().map(|d| Some(d.sha256.as_str())))
+                .int("uploaded_bytes", part.iter().map(|d| d.size));
             let mut q = QueryBuilder::new("UPDATE files SET state = 'uploaded', updated_at = ");
             q.push_bind(now).push(",");
-            push_case(&mut q, "sha256", part, |d| (d.file_id, &d.sha256));
-            q.push(",");
-            push_case(&mut q, "uploaded_bytes", part, |d| (d.file_id, d.size));
-            q.push(concat!(" WHERE ", row_state!(), " = 'batched' AND id IN ("));
-            push_ids(&mut q, part.iter().map(|d| d.file_id));
+            push_per_row(&mut q, &rows);
+            q.push(concat!(" AND ", row_state!(), " = 'batched'"));
             q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
