@@ -8,7 +8,7 @@ is the emulator's Catalog answer for the batch, whose `started` and `completed` 
 give its processing. Prints one `phase ms` line per phase, each from the end of the one before:
 
     ready      drop → the file recorded as settled ("ready")
-    sealed     → its batch sealed (the batcher's max_wait, or a full group)
+    sealed     → its batch sealed (the batcher's max_wait, or at once: full, or seal_bytes reached)
     created    → the batch created on the platform
     uploaded   → the file's last byte acknowledged and the file COMPLETE ("uploaded")
     completed  → the batch COMPLETE accepted

@@ -115,12 +115,13 @@ pub async fn poll(
     Ok(())
 }
 
-/// In how many ms to look again at a batch that has been processing for `waited` ms: a quarter
-/// of that, within `poll_initial` and `poll_max`. The end of a long processing (a large batch)
-/// is then seen at most a quarter of its time late, for a few more looks: about 30 until the
-/// interval reaches a 30 s `poll_max`, each one Catalog read.
+/// In how many ms to look again at a batch that has been processing for `waited` ms: an
+/// eighth of that, within `poll_initial` and `poll_max`. The end of a long processing (a large
+/// batch) is then seen at most an eighth of its time late, for a few more looks: about 70
+/// until the interval reaches a 30 s `poll_max` (at 240 s), each one Catalog read; from then
+/// on one every `poll_max`.
 fn next_look(waited: u64, upload: &Upload) -> u64 {
-    (waited / 4).clamp(
+    (waited / 8).clamp(
         upload.poll_initial.as_millis() as u64,
         upload.poll_max.as_millis() as u64,
     )
@@ -300,28 +301,37 @@ mod tests {
     }
 
     #[test]
-    fn the_next_look_is_a_quarter_of_the_wait_within_the_bounds() {
+    fn the_next_look_is_an_eighth_of_the_wait_within_the_bounds() {
         let u = upload(25, 30_000);
         assert_eq!(next_look(0, &u), 25, "at once after COMPLETE: poll_initial");
         assert_eq!(next_look(60, &u), 25);
-        assert_eq!(next_look(4_000, &u), 1_000);
+        assert_eq!(next_look(4_000, &u), 500);
         assert_eq!(next_look(3_600_000, &u), 30_000, "never beyond poll_max");
     }
 
     #[test]
-    fn an_end_is_seen_at_most_a_quarter_of_its_processing_late() {
+    fn an_end_is_seen_at_most_an_eighth_of_its_processing_late_in_few_looks() {
         let u = upload(25, 30_000);
-        for done in [30u64, 500, 3_600, 3_900, 61_000, 600_000] {
+        // The bound on looks: up to the interval reaching poll_max (8 x poll_max of waiting),
+        // then one per poll_max.
+        for (done, most) in [
+            (30u64, 2),
+            (500, 20),
+            (3_600, 40),
+            (61_000, 60),
+            (600_000, 90),
+            (3_600_000, 190),
+        ] {
             let (mut at, mut looks) = (0u64, 0);
             while at < done {
                 at += next_look(at, &u);
                 looks += 1;
             }
             assert!(
-                at - done <= (done / 4).max(25),
+                at - done <= (done / 8).clamp(25, 30_000),
                 "a batch done after {done} ms was seen at {at} ms"
             );
-            assert!(looks <= 60, "{looks} looks for {done} ms");
+            assert!(looks <= most, "{looks} looks for {done} ms");
         }
     }
 }

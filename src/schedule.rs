@@ -1,6 +1,7 @@
 //! When a watch's next batch is due, and why: how ready files group into batches (one format
-//! each, within `max_files` / `max_bytes`), when a group may be sealed (full, `max_wait`
-//! waited, `min_batch_bytes` reached or `max_hold` over), and the spacing of the daily batch
+//! each, within `max_files` / `max_bytes`), when a group may be sealed (full, big enough to
+//! go at once (`seal_bytes`), `max_wait` waited, `min_batch_bytes` reached or `max_hold`
+//! over), and the spacing of the daily batch
 //! budget (`max_batches_per_day`) over a rolling 24 hours. Pure functions of what is ready,
 //! what was sealed and the time: the batcher seals by them, `batchdrop status` shows them, so
 //! the two cannot disagree.
@@ -26,6 +27,8 @@ pub struct Limits {
     pub min_batch_bytes: u64,
     /// ...until its oldest file waited this long.
     pub max_hold: Duration,
+    /// A group of at least this many bytes is sealed without waiting out `max_wait` (0: never).
+    pub seal_bytes: u64,
 }
 
 impl Limits {
@@ -36,6 +39,7 @@ impl Limits {
             max_wait: watch.max_wait,
             min_batch_bytes: watch.min_batch_bytes,
             max_hold: watch.max_hold,
+            seal_bytes: watch.seal_bytes,
         }
     }
 }
@@ -46,6 +50,8 @@ impl Limits {
 pub enum Why {
     /// The group reached `max_files` or `max_bytes`.
     Size,
+    /// The group reached `seal_bytes`: big enough that waiting for more files only delays it.
+    Big,
     /// Its oldest file waited `max_wait` (and the group holds `min_batch_bytes`).
     Wait,
     /// The group is below `min_batch_bytes`: it is held for more files, sealed when it
@@ -61,6 +67,7 @@ impl Why {
     pub fn describe(self) -> &'static str {
         match self {
             Why::Size => "full (max_files or max_bytes)",
+            Why::Big => "big enough to go at once (seal_bytes)",
             Why::Wait => "its oldest file waited max_wait",
             Why::Hold => "held for min_batch_bytes, at most max_hold",
             Why::Budget => "the daily batch budget (max_batches_per_day) spaces batches",
@@ -80,8 +87,8 @@ pub struct Group {
 }
 
 /// When `group` may be sealed (unix ms; at or before now: it may now) and why. Reaching
-/// `min_batch_bytes` while held makes it `Wait` from then on, so more files can only make a
-/// group due sooner.
+/// `min_batch_bytes` while held makes it `Wait` from then on, and reaching `seal_bytes` makes
+/// it due at once (`Big`), so more files can only make a group due sooner.
 pub fn group_due(group: Group, limits: Limits) -> (i64, Why) {
     let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     if group.closed || group.files >= limits.max_files || group.bytes >= limits.max_bytes {
@@ -90,6 +97,12 @@ pub fn group_due(group: Group, limits: Limits) -> (i64, Why) {
     if group.bytes < limits.min_batch_bytes {
         let hold = ms(limits.max_hold.max(limits.max_wait));
         return (group.oldest_ms.saturating_add(hold), Why::Hold);
+    }
+    // Not a cap: max_files / max_bytes alone decide how files split into groups; this only
+    // decides when a group may go. The platform ingests batches of hundreds of MB
+    // efficiently: holding one that big for company only delays it.
+    if limits.seal_bytes > 0 && group.bytes >= limits.seal_bytes {
+        return (group.oldest_ms, Why::Big);
     }
     (
         group.oldest_ms.saturating_add(ms(limits.max_wait)),
@@ -266,6 +279,7 @@ pub(crate) mod tests {
         max_wait: Duration::from_secs(5),
         min_batch_bytes: 0,
         max_hold: Duration::from_secs(3600),
+        seal_bytes: 0,
     };
 
     #[test]
@@ -330,6 +344,65 @@ pub(crate) mod tests {
             next_due(&enough, held, None).map(|d| (d.at_ms, d.why)),
             Some((5_000, Why::Wait))
         );
+    }
+
+    #[test]
+    fn a_group_that_reaches_seal_bytes_is_due_at_once_and_keeps_the_hard_caps() {
+        let big = Limits {
+            seal_bytes: 50,
+            ..L
+        };
+        // Below seal_bytes: it waits max_wait as before.
+        let small = vec![file(1, "json", 49, 1_000)];
+        assert!(plan(&small, big, 1_000, false).is_empty());
+        assert_eq!(
+            next_due(&small, big, None).map(|d| (d.at_ms, d.why)),
+            Some((6_000, Why::Wait))
+        );
+        // One file of seal_bytes, or files adding up to it: due as soon as they are ready.
+        let one = vec![file(1, "json", 50, 1_000)];
+        assert_eq!(plan(&one, big, 1_000, false), vec![vec![1]]);
+        assert_eq!(
+            next_due(&one, big, None).map(|d| (d.at_ms, d.why)),
+            Some((1_000, Why::Big))
+        );
+        let two = vec![file(1, "json", 20, 1_000), file(2, "json", 30, 1_500)];
+        assert_eq!(plan(&two, big, 1_500, false), vec![vec![1, 2]]);
+        // Off (0): the same file waits max_wait.
+        assert!(plan(&one, L, 1_000, false).is_empty());
+        // max_files and max_bytes still split groups: the big rule seals what they leave.
+        let files = vec![
+            file(1, "json", 60, 0),
+            file(2, "json", 60, 0),
+            file(3, "json", 10, 0),
+        ];
+        assert_eq!(plan(&files, big, 0, false), vec![vec![1], vec![2, 3]]);
+        assert_eq!(
+            groups(&files, big)
+                .into_iter()
+                .map(|(_, g)| group_due(g, big).1)
+                .collect::<Vec<_>>(),
+            vec![Why::Size, Why::Big]
+        );
+        // With min_batch_bytes (at most seal_bytes, as the config requires): held below it,
+        // at once from seal_bytes.
+        let held = Limits {
+            min_batch_bytes: 50,
+            ..big
+        };
+        assert_eq!(
+            next_due(&small, held, None).map(|d| (d.at_ms, d.why)),
+            Some((3_601_000, Why::Hold))
+        );
+        assert_eq!(plan(&two, held, 1_500, false), vec![vec![1, 2]]);
+        // The daily budget still spaces a big batch.
+        let one_sealed = Sealed {
+            count: 1,
+            first_ms: Some(0),
+            last_ms: Some(0),
+        };
+        let due = next_due(&one, big, Some((4, one_sealed))).unwrap();
+        assert_eq!((due.at_ms, due.why), (DAY_MS / 4, Why::Budget));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The platform's guardrails (issue #20) end to end, against the real emulator: batching
-//! (`min_batch_bytes` holds small batches for more files; `batchdrop status`, the real binary,
+//! (`min_batch_bytes` holds small batches for more files, `seal_bytes` sends big ones without
+//! waiting out `max_wait`; `batchdrop status`, the real binary,
 //! shows per watch the next batch due and why, and the daily batch budget used) and the
 //! record-size limits of Profile-enabled datasets, caught before upload.
 
@@ -85,6 +86,59 @@ async fn a_batch_below_min_batch_bytes_is_held_for_more_files_and_status_says_so
         .map(|r| r["batch"].as_str().unwrap())
         .collect();
     assert_eq!(batches.len(), 1, "one batch of both files: {receipts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_reaches_seal_bytes_goes_without_waiting_out_max_wait() {
+    let env = Env::new().await;
+    // max_wait is an hour: only seal_bytes can send a batch within this test.
+    let config_path = env.write_config("", "max_wait = \"1h\"\nseal_bytes = 400");
+    let daemon = Daemon::start(batchdrop::config::Config::load(&config_path).unwrap());
+    let small = jsonl(0, 1);
+    assert!(small.len() < 400);
+    write_atomic(&env.drop_dir().join("small.json"), small.as_bytes());
+    let waiting = eventually(30, "status shows the small file waiting max_wait", || {
+        let path = config_path.clone();
+        async move {
+            let s = schedule(&path).await;
+            (s["ready_files"] == 1 && s["next_batch"]["why"] == "wait").then_some(s)
+        }
+    })
+    .await;
+    assert_eq!(waiting["next_batch"]["due_now"], false, "{waiting}");
+    let before = env.emulator.stats();
+
+    // The group reaches seal_bytes: it goes now, with both files, an hour before max_wait.
+    let large = jsonl(1, 20);
+    assert!(small.len() + large.len() >= 400);
+    write_atomic(&env.drop_dir().join("large.json"), large.as_bytes());
+    let receipts = wait_receipts(&env.archive(), 2, 60).await;
+    let after = env.emulator.stats();
+    let status = status_json(&config_path).await;
+    daemon.stop().await;
+    assert!(
+        receipts.iter().all(|r| r["status"] == "success"),
+        "{receipts:?}"
+    );
+    let batches: std::collections::BTreeSet<&str> = receipts
+        .iter()
+        .map(|r| r["batch"].as_str().unwrap())
+        .collect();
+    assert_eq!(batches.len(), 1, "one batch of both files: {receipts:?}");
+    assert_eq!(
+        after.batches_created,
+        before.batches_created + 1,
+        "{status}"
+    );
+    let first_batch = status["recent_batches"]
+        .as_array()
+        .and_then(|b| b.first())
+        .unwrap_or_else(|| panic!("the batch is listed: {status}"));
+    // Sealed well inside the hour the small file would have waited.
+    assert!(
+        ms(&first_batch["created_at"]) < ms(&waiting["next_batch"]["due_at"]),
+        "{status}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

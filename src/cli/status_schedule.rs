@@ -1,5 +1,6 @@
 //! `batchdrop status`'s view of what comes next, per watch: when its next batch is due and
-//! why (full, `max_wait`, held for `min_batch_bytes`, or the daily batch budget), and how much
+//! why (full, big enough (`seal_bytes`), `max_wait`, held for `min_batch_bytes`, or the daily
+//! batch budget), and how much
 //! of its budget the last 24 hours used, by the same rules the batcher seals by
 //! (`crate::schedule`).
 //!

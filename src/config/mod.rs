@@ -30,6 +30,10 @@ pub const RECOMMENDED_MAX_FILES: u64 = 1500;
 pub const RECOMMENDED_MAX_BYTES: u64 = 100 * 1000 * 1000 * 1000;
 /// How long a batch below `min_batch_bytes` is held for more files when `max_hold` is not set.
 pub const DEFAULT_MAX_HOLD: Duration = Duration::from_secs(3600);
+/// A batch this big is sealed without waiting out `max_wait` when `seal_bytes` is not set (or
+/// `min_batch_bytes`, when that is larger): the platform's guardrails call batches of hundreds
+/// of MB efficient, and one of a GiB gains nothing from waiting for company.
+pub const DEFAULT_SEAL_BYTES: u64 = 1024 * 1024 * 1024;
 /// The daily batch budget of a Profile-enabled dataset when the watch sets none (the
 /// platform's guardrail: about 90 batches a day per sandbox).
 pub const PROFILE_BATCHES_PER_DAY: u32 = 90;
@@ -308,6 +312,9 @@ pub struct Watch {
     /// A batch smaller than this is held for more files (0: never held), at most `max_hold`.
     pub min_batch_bytes: u64,
     pub max_hold: Duration,
+    /// A batch of at least this many bytes is sealed at once, without waiting out `max_wait`
+    /// (0: never; it stays within `max_files` / `max_bytes`).
+    pub seal_bytes: u64,
     pub after_success: AfterSuccess,
     pub archive_dir: PathBuf,
     pub failed_dir: PathBuf,

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use super::raw::{RawAuth, RawConfig};
 use super::{
-    AfterSuccess, Config, ConfigError, Credentials, DEFAULT_MAX_HOLD, Endpoint, Limits, LogFormat,
-    OAuthConfig, PLATFORM_MAX_BYTES, PLATFORM_MAX_CHUNK, PLATFORM_MAX_FILES, PLATFORM_MAX_PUT,
-    Platform, RECOMMENDED_MAX_BYTES, RECOMMENDED_MAX_FILES, SecretSource, Upload, Validate, Watch,
-    WatchMode,
+    AfterSuccess, Config, ConfigError, Credentials, DEFAULT_MAX_HOLD, DEFAULT_SEAL_BYTES, Endpoint,
+    Limits, LogFormat, OAuthConfig, PLATFORM_MAX_BYTES, PLATFORM_MAX_CHUNK, PLATFORM_MAX_FILES,
+    PLATFORM_MAX_PUT, Platform, RECOMMENDED_MAX_BYTES, RECOMMENDED_MAX_FILES, SecretSource, Upload,
+    Validate, Watch, WatchMode,
 };
 use super::{OnBatchFailure, Outcomes, Patterns, WatchMapping, parse_duration};
 use crate::envsubst;
@@ -235,6 +235,7 @@ impl Config {
                 return Err(invalid(format!("[[watch]] {name}: `dataset` is empty")));
             }
             let path = resolve(&w.path);
+            let min_batch_bytes = s.min_batch_bytes.or(d.min_batch_bytes).map_or(0, |s| s.0);
             let watch = Watch {
                 name: name.clone(),
                 archive_dir: w
@@ -276,12 +277,18 @@ impl Config {
                     &s.max_wait.clone().or(d.max_wait.clone()),
                     Duration::from_secs(5),
                 )?,
-                min_batch_bytes: s.min_batch_bytes.or(d.min_batch_bytes).map_or(0, |s| s.0),
+                min_batch_bytes,
                 max_hold: dur(
                     "max_hold",
                     &s.max_hold.clone().or(d.max_hold.clone()),
                     DEFAULT_MAX_HOLD,
                 )?,
+                seal_bytes: s.seal_bytes.or(d.seal_bytes).map_or(
+                    // A configured min_batch_bytes above the default must not become an
+                    // error by an upgrade: the default then seals at min_batch_bytes.
+                    DEFAULT_SEAL_BYTES.max(min_batch_bytes),
+                    |s| s.0,
+                ),
                 after_success: s
                     .after_success
                     .or(d.after_success)
@@ -382,6 +389,12 @@ impl Config {
                 return Err(invalid(format!(
                     "[[watch]] {name}: min_batch_bytes ({}) is larger than max_bytes ({}): a batch could never reach it; lower min_batch_bytes or raise max_bytes",
                     watch.min_batch_bytes, watch.max_bytes
+                )));
+            }
+            if watch.seal_bytes > 0 && watch.min_batch_bytes > watch.seal_bytes {
+                return Err(invalid(format!(
+                    "[[watch]] {name}: min_batch_bytes ({}) is larger than seal_bytes ({}): a batch is sealed at once from seal_bytes but held below min_batch_bytes; lower min_batch_bytes, raise seal_bytes or set seal_bytes = 0 (off)",
+                    watch.min_batch_bytes, watch.seal_bytes
                 )));
             }
             if watch.min_batch_bytes > 0 && watch.max_hold < watch.max_wait {

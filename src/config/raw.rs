@@ -103,6 +103,7 @@ macro_rules! watch_settings {
             pub(super) max_wait: Option<String>,
             pub(super) min_batch_bytes: Option<Size>,
             pub(super) max_hold: Option<String>,
+            pub(super) seal_bytes: Option<Size>,
             pub(super) after_success: Option<AfterSuccess>,
             pub(super) allow_duplicates: Option<bool>,
             pub(super) follow_symlinks: Option<bool>,

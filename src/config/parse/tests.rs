@@ -22,6 +22,7 @@ fn the_example_config_parses_with_documented_defaults() {
     assert_eq!(w.max_file_bytes, RECOMMENDED_MAX_BYTES);
     assert!(!w.refuse_sparse);
     assert_eq!((w.min_batch_bytes, w.max_hold), (0, DEFAULT_MAX_HOLD));
+    assert_eq!(w.seal_bytes, DEFAULT_SEAL_BYTES);
 }
 
 #[test]
@@ -470,6 +471,43 @@ fn batch_limits_go_up_to_the_platforms_hard_limits_and_no_further() {
     assert!(
         err.contains("max_hold") && err.contains("max_wait"),
         "{err}"
+    );
+}
+
+#[test]
+fn seal_bytes_defaults_to_a_gib_may_be_off_and_never_undercuts_min_batch_bytes() {
+    let p = Path::new("/etc/batchdrop.toml");
+    let parse =
+        |keys: &str| Config::parse(&format!("[[watch]]\npath='a'\ndataset='d'\n{keys}\n"), p);
+    assert_eq!(parse("").unwrap().watches[0].seal_bytes, 1 << 30);
+    assert_eq!(parse("seal_bytes = 0").unwrap().watches[0].seal_bytes, 0);
+    let w = &parse("seal_bytes = '300MB'\nmin_batch_bytes = '300MB'")
+        .unwrap()
+        .watches[0];
+    assert_eq!(
+        (w.seal_bytes, w.min_batch_bytes),
+        (300_000_000, 300_000_000)
+    );
+    // Off, min_batch_bytes may be anything up to max_bytes.
+    assert!(parse("seal_bytes = 0\nmin_batch_bytes = '2GB'").is_ok());
+    // Left at its default, it rises to a larger min_batch_bytes (a config that parsed before
+    // seal_bytes existed still does).
+    let w = &parse("min_batch_bytes = '2GB'").unwrap().watches[0];
+    assert_eq!(w.seal_bytes, 2_000_000_000);
+    let err = parse("seal_bytes = '100MB'\nmin_batch_bytes = '200MB'")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("min_batch_bytes (200000000)")
+            && err.contains("seal_bytes (100000000)")
+            && err.contains("seal_bytes = 0"),
+        "{err}"
+    );
+    // Through [defaults] too.
+    let text = "[defaults]\nseal_bytes = '64MiB'\n[[watch]]\npath='a'\ndataset='d'\n";
+    assert_eq!(
+        Config::parse(text, p).unwrap().watches[0].seal_bytes,
+        64 << 20
     );
 }
 
