@@ -310,9 +310,13 @@ wait_for_quiet() {
 }
 # running PID: whether PID has not exited. A zombie (exited, not yet reaped by this shell)
 # has: `kill -0` alone says it is alive, which once reported a daemon that had stopped at
-# once as "did not stop within 60 s".
+# once as "did not stop within 60 s". The state is read from /proc alone: bash reaps an exited
+# child between two commands, so a zombie seen by `kill -0` may have no /proc entry a moment
+# later (an empty state is "gone", not "running").
 running() {
-    kill -0 "$1" 2>/dev/null && [[ $(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) != Z ]]
+    local state
+    state=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) || true
+    [[ -n $state && $state != Z ]]
 }
 # The sum of a Prometheus counter's series.
 metric() {

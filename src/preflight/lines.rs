@@ -123,7 +123,7 @@ impl Validator {
                 }
             };
             let next = pending.split_off(cut);
-            let rows = pending.iter().filter(|b| **b == b'\n').count() as u64;
+            let rows = count_lines(&pending);
             if !pending.is_empty() {
                 let block = Block {
                     index,
@@ -156,6 +156,20 @@ fn fill(reader: &mut impl Read, buf: &mut Vec<u8>, upto: usize) -> io::Result<bo
         }
     }
     Ok(false)
+}
+
+/// The line ends in `bytes`. The reading thread counts every byte of the file (it numbers the
+/// blocks' rows before they are checked), so this must keep up with the read: the bytes are
+/// compared in runs of 255, whose matches a `u8` can add up, which the compiler turns into
+/// wide vector compares.
+fn count_lines(bytes: &[u8]) -> u64 {
+    bytes
+        .chunks(255)
+        .map(|run| {
+            let ends: u8 = run.iter().map(|b| u8::from(*b == b'\n')).sum();
+            u64::from(ends)
+        })
+        .sum()
 }
 
 /// Adds the findings of the next rows to `out`, keeping the first problems in row order.
@@ -198,6 +212,19 @@ mod tests {
         }
         text.extend_from_slice(b"{\"name\": \"last\"}");
         text
+    }
+
+    #[test]
+    fn line_ends_are_counted_across_runs() {
+        for len in [0, 1, 254, 255, 256, 510, 511, 4096 + 7] {
+            for every in [1, 2, 3, 255, 1000] {
+                let bytes: Vec<u8> = (0..len)
+                    .map(|i| if i % every == 0 { b'\n' } else { b'x' })
+                    .collect();
+                let naive = bytes.iter().filter(|b| **b == b'\n').count() as u64;
+                assert_eq!(count_lines(&bytes), naive, "len {len}, every {every}");
+            }
+        }
     }
 
     #[test]

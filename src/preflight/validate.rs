@@ -490,6 +490,36 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn json_lines_rows_that_are_not_utf8_fail_as_unparsable_where_they_break() {
+        let mut text = b"{\"id\": 1, \"name\": \"a\xffb\"}\n{\"id\": 2}\n".to_vec();
+        text.extend_from_slice(b"{\"id\": 3, \"other\": \"\xfe\"}\n");
+        let check = validator()
+            .check(text.as_slice(), Format::Json, false)
+            .unwrap();
+        assert_eq!((check.records, check.bad_rows), (3, 2));
+        let found: Vec<(u64, &str, &str)> = check
+            .problems
+            .iter()
+            .map(|p| (p.row, p.code.as_str(), p.message.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                (
+                    1,
+                    UNPARSABLE,
+                    "unparsable JSON: invalid unicode code point at line 1 column 21"
+                ),
+                (
+                    3,
+                    UNPARSABLE,
+                    "unparsable JSON: invalid unicode code point at line 1 column 21"
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn a_json_array_numbers_its_elements_and_stops_at_a_syntax_error() {
         let text = "[\n {\"id\": 1},\n {\"name\": \"a\"},\n {\"id\": 3}, {oops}]";
         let check = validator()

@@ -30,5 +30,5 @@ pub use check::{CheckMode, Source, kind as json_kind};
 pub use issue::{Issue, IssueCode};
 pub use pointer::{normalize_pointer, value_at};
 pub use record::{CsvColumns, identity};
-pub use schema::{Additional, IntWidth, Node, Obj, Schema, Ty};
+pub use schema::{Additional, IntWidth, KeyHasher, Node, Obj, Props, Schema, Ty};
 pub use text::{Format, is_date, is_date_time, is_email, is_uri};

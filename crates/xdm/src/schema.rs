@@ -14,6 +14,7 @@
 //! and shapes mapped records by it): there is one compiler of XDM schemas.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use serde_json::{Map, Value};
 
@@ -85,11 +86,87 @@ pub enum Ty {
 
 #[derive(Debug, Default)]
 pub struct Obj {
-    pub props: HashMap<String, Node>,
+    pub props: Props,
     /// The names of `props` in the schema's order (Parquet columns follow it).
     pub order: Vec<String>,
     pub required: Vec<String>,
     pub additional: Additional,
+}
+
+/// An object's fields by name. Every key of every record is looked up here, so the hash is a
+/// quick one ([`KeyHasher`]) rather than the standard SipHash: the map is
+/// built once from the schema and never grows from input, so a record's keys cannot flood it
+/// (a key crafted to collide costs one probe sequence over a map of the schema's size).
+pub type Props = HashMap<String, Node, BuildHasherDefault<KeyHasher>>;
+
+/// The hash of [`Props`]: a field name is mixed in one folded multiply (as `foldhash` does for
+/// short strings) from its first and last 8 bytes and its length; a longer name adds its
+/// middle 8 bytes at a time.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+/// Arbitrary odd constants (digits of pi), so that no input folds to zero by itself.
+const MIX: [u64; 3] = [
+    0x243f_6a88_85a3_08d3,
+    0x1319_8a2e_0370_7344,
+    0xa409_3822_299f_31d1,
+];
+
+/// The high and low halves of the full product, folded together.
+fn fold(a: u64, b: u64) -> u64 {
+    let product = u128::from(a) * u128::from(b);
+    (product as u64) ^ ((product >> 64) as u64)
+}
+
+fn word(bytes: &[u8], at: usize) -> u64 {
+    let mut eight = [0u8; 8];
+    eight.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(eight)
+}
+
+fn half(bytes: &[u8], at: usize) -> u64 {
+    let mut four = [0u8; 4];
+    four.copy_from_slice(&bytes[at..at + 4]);
+    u64::from(u32::from_le_bytes(four))
+}
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let len = bytes.len();
+        let (first, last) = match len {
+            0 => (0, 0),
+            1..=3 => (
+                u64::from(bytes[0])
+                    | u64::from(bytes[len / 2]) << 8
+                    | u64::from(bytes[len - 1]) << 16,
+                0,
+            ),
+            4..=7 => (half(bytes, 0), half(bytes, len - 4)),
+            _ => {
+                let mut state = self.0;
+                let mut at = 8;
+                while at + 8 < len {
+                    state = fold(state ^ word(bytes, at) ^ MIX[0], MIX[1]);
+                    at += 8;
+                }
+                self.0 = state;
+                (word(bytes, 0), word(bytes, len - 8))
+            }
+        };
+        self.0 = fold(
+            self.0 ^ first ^ MIX[0],
+            last ^ MIX[1] ^ (len as u64).rotate_left(32),
+        );
+    }
+
+    fn write_u8(&mut self, byte: u8) {
+        // `str` ends its bytes with 0xff: constant, so it needs no mixing of its own.
+        self.0 ^= u64::from(byte).wrapping_mul(MIX[2]);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 #[derive(Debug, Default)]
@@ -469,6 +546,69 @@ fn display_at(at: &str) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Names of every length up to past two words, and names that differ only in their
+    /// middle, their length or a trailing NUL: each is found as itself, and the hashes spread.
+    #[test]
+    fn field_names_of_every_length_are_found_and_spread() {
+        let mut names: Vec<String> = (0..40)
+            .map(|n| "abcdefghijklmnopqrstuvwxyz0123456789ABCD"[..n].to_owned())
+            .collect();
+        names.extend(
+            [
+                "personalEmail",
+                "personalEmaim",
+                "a\0",
+                "a",
+                "xdm:homeAddress.city",
+                "xdm:homeAddress.cit\0",
+                "_tenant_id_longer_field",
+            ]
+            .map(str::to_owned),
+        );
+        names.extend((0..200).map(|i| format!("field{i}")));
+        names.extend((0..50).map(|i| format!("prefix_same_{i:02}_suffix_same")));
+        names.sort();
+        names.dedup();
+        let mut props = Props::default();
+        for (i, name) in names.iter().enumerate() {
+            props.insert(
+                name.clone(),
+                Node {
+                    min_items: Some(i as u64),
+                    ..Node::default()
+                },
+            );
+        }
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(
+                props.get(name.as_str()).and_then(|n| n.min_items),
+                Some(i as u64),
+                "{name:?}"
+            );
+        }
+        assert!(
+            !props.contains_key("field200")
+                && !props.contains_key("abcdefghijklmnopqrstuvwxyz0123456789ABCDE")
+        );
+        let hash = |name: &str| {
+            std::hash::BuildHasher::hash_one(&BuildHasherDefault::<KeyHasher>::default(), name)
+        };
+        let mut hashes: Vec<u64> = names.iter().map(|n| hash(n)).collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        assert_eq!(hashes.len(), names.len(), "two names hash alike");
+        // The low bits pick the bucket: they must spread too (at most a few names share them).
+        let mut low: Vec<u64> = names.iter().map(|n| hash(n) & 0x3ff).collect();
+        low.sort_unstable();
+        low.dedup();
+        assert!(
+            low.len() * 10 > names.len() * 8,
+            "{} of {} low bits distinct",
+            low.len(),
+            names.len()
+        );
+    }
 
     #[test]
     fn compile_errors_say_what_to_do() {
