@@ -52,7 +52,12 @@ impl Dir {
         if rel.as_os_str().is_empty() {
             return self.reopen();
         }
-        let fd = open_beneath(self.fd.as_fd(), rel, HELD, !NO_OPENAT2.load(Ordering::Relaxed))?;
+        let fd = open_beneath(
+            self.fd.as_fd(),
+            rel,
+            HELD,
+            !NO_OPENAT2.load(Ordering::Relaxed),
+        )?;
         Ok(Dir {
             fd,
             path: self.path.join(rel),
@@ -95,12 +100,7 @@ impl Dir {
     /// This folder really opened (read-only), for what an `O_PATH` descriptor cannot do:
     /// list it, `fsync` or `syncfs` it, `fchmod` it.
     pub(super) fn opened(&self) -> io::Result<OwnedFd> {
-        Ok(rustix::fs::openat(
-            &self.fd,
-            ".",
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?)
+        opened(self.fd.as_fd())
     }
 
     /// What this folder itself is.
@@ -411,7 +411,7 @@ pub(super) enum Put {
 /// not durable yet: [`PendingSync::sync`] makes them so with one `syncfs` per filesystem.
 #[derive(Debug, Default)]
 pub struct PendingSync {
-    /// One open folder per filesystem (by device).
+    /// One folder per filesystem (by device), held `O_PATH` until the sync.
     filesystems: std::collections::HashMap<u64, OwnedFd>,
 }
 
@@ -419,7 +419,7 @@ impl PendingSync {
     pub(super) fn note(&mut self, dir: &Dir) -> io::Result<()> {
         let dev = dir.stat_self()?.identity.dev;
         if let std::collections::hash_map::Entry::Vacant(e) = self.filesystems.entry(dev) {
-            e.insert(dir.opened()?);
+            e.insert(rustix::io::fcntl_dupfd_cloexec(&dir.fd, 0)?);
         }
         Ok(())
     }
@@ -432,10 +432,20 @@ impl PendingSync {
     /// Makes everything written so far durable (the file systems' data and folders).
     pub fn sync(&mut self) -> io::Result<()> {
         for (_, fd) in self.filesystems.drain() {
-            rustix::fs::syncfs(&fd)?;
+            rustix::fs::syncfs(opened(fd.as_fd())?)?;
         }
         Ok(())
     }
+}
+
+/// The folder `dir` (held `O_PATH`) really opened, read-only.
+fn opened(dir: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
 }
 
 /// Opens the folder `rel` below `dir` with nothing on the way followed.
