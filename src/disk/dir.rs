@@ -2,6 +2,12 @@
 //! symlinks (`openat2`, or `O_NOFOLLOW` at every component where the kernel lacks it); what
 //! is done in them (stat, open, create, write atomically, remove), and the deferred syncs.
 //!
+//! Folders are held as `O_PATH` descriptors: they name a folder for the `*at` calls without
+//! opening it, so holding one is no "open" to inotify. Every `IN_OPEN` of a watched folder
+//! wakes each watcher of it (batchdrop's own, for one), and the uploader and the archiver
+//! reach the drop folder several times per file. What needs the folder really open (listing
+//! it, `fsync`, `syncfs`, `fchmod`) opens it for that call alone ([`Dir::opened`]).
+//!
 //! This module must not decide which file goes where (see the module above).
 
 use std::ffi::{OsStr, OsString};
@@ -21,15 +27,14 @@ use super::{Dir, FileStat, Kind, Links, Opened, effective_uid, is_symlink_refusa
 /// does not know it): components are then opened one by one with `O_NOFOLLOW`.
 static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 
+/// How a [`Dir`] holds its folder: `O_PATH` (see the module's comment).
+const HELD: OFlags = OFlags::PATH.union(OFlags::DIRECTORY);
+
 impl Dir {
-    /// A folder named in the config, opened as written (the operator may route it through a
+    /// A folder named in the config, reached as written (the operator may route it through a
     /// symlink).
     pub fn anchor(path: &Path) -> io::Result<Dir> {
-        let fd = rustix::fs::open(
-            path,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
+        let fd = rustix::fs::open(path, HELD | OFlags::CLOEXEC, Mode::empty())?;
         Ok(Dir {
             fd,
             path: path.to_owned(),
@@ -50,7 +55,7 @@ impl Dir {
         let fd = open_beneath(
             self.fd.as_fd(),
             rel,
-            OFlags::RDONLY | OFlags::DIRECTORY,
+            HELD,
             !NO_OPENAT2.load(Ordering::Relaxed),
         )?;
         Ok(Dir {
@@ -77,7 +82,7 @@ impl Dir {
             };
             let next = dir.sub(Path::new(name))?;
             if created && let Some(mode) = mode {
-                rustix::fs::fchmod(&next.fd, Mode::from_raw_mode(mode as _))?;
+                rustix::fs::fchmod(next.opened()?, Mode::from_raw_mode(mode as _))?;
             }
             dir = next;
         }
@@ -85,16 +90,17 @@ impl Dir {
     }
 
     pub(super) fn reopen(&self) -> io::Result<Dir> {
-        let fd = rustix::fs::openat(
-            &self.fd,
-            ".",
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
+        let fd = rustix::fs::openat(&self.fd, ".", HELD | OFlags::CLOEXEC, Mode::empty())?;
         Ok(Dir {
             fd,
             path: self.path.clone(),
         })
+    }
+
+    /// This folder really opened (read-only), for what an `O_PATH` descriptor cannot do:
+    /// list it, `fsync` or `syncfs` it, `fchmod` it.
+    pub(super) fn opened(&self) -> io::Result<OwnedFd> {
+        opened(self.fd.as_fd())
     }
 
     /// What this folder itself is.
@@ -230,7 +236,8 @@ impl Dir {
         &self,
         mut each: impl FnMut(&OsStr, FileStat) -> std::ops::ControlFlow<()>,
     ) -> io::Result<()> {
-        let listing = rustix::fs::Dir::read_from(&self.fd)?;
+        // Not `read_from`: it reopens the folder with the descriptor's own flags (`O_PATH`).
+        let listing = rustix::fs::Dir::new(self.opened()?)?;
         for entry in listing {
             let entry = entry?;
             let name = OsStr::from_bytes(entry.file_name().to_bytes());
@@ -366,7 +373,7 @@ impl Dir {
 
     /// Makes the folder's entries durable.
     pub fn sync(&self) -> io::Result<()> {
-        Ok(rustix::fs::fsync(&self.fd)?)
+        Ok(rustix::fs::fsync(self.opened()?)?)
     }
 
     /// Narrows this folder to `mode` at most (keeping its setgid bit), if batchdrop owns it;
@@ -375,7 +382,7 @@ impl Dir {
         let st = self.stat_self()?;
         let narrowed = st.mode & (mode | 0o2000);
         if st.uid == effective_uid() && narrowed != st.mode {
-            rustix::fs::fchmod(&self.fd, Mode::from_raw_mode(narrowed as _))?;
+            rustix::fs::fchmod(self.opened()?, Mode::from_raw_mode(narrowed as _))?;
         }
         self.stat_self()
     }
@@ -404,7 +411,7 @@ pub(super) enum Put {
 /// not durable yet: [`PendingSync::sync`] makes them so with one `syncfs` per filesystem.
 #[derive(Debug, Default)]
 pub struct PendingSync {
-    /// One open folder per filesystem (by device).
+    /// One folder per filesystem (by device), held `O_PATH` until the sync.
     filesystems: std::collections::HashMap<u64, OwnedFd>,
 }
 
@@ -425,10 +432,20 @@ impl PendingSync {
     /// Makes everything written so far durable (the file systems' data and folders).
     pub fn sync(&mut self) -> io::Result<()> {
         for (_, fd) in self.filesystems.drain() {
-            rustix::fs::syncfs(&fd)?;
+            rustix::fs::syncfs(opened(fd.as_fd())?)?;
         }
         Ok(())
     }
+}
+
+/// The folder `dir` (held `O_PATH`) really opened, read-only.
+fn opened(dir: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
 }
 
 /// Opens the folder `rel` below `dir` with nothing on the way followed.
@@ -454,11 +471,7 @@ pub(super) fn open_beneath(
     while let Some(part) = parts.next() {
         let last = parts.peek().is_none();
         let at = current.as_ref().map(|fd| fd.as_fd()).unwrap_or(dir);
-        let want = if last {
-            flags
-        } else {
-            OFlags::RDONLY | OFlags::DIRECTORY
-        };
+        let want = if last { flags } else { HELD };
         let opened = rustix::fs::openat(
             at,
             part.as_os_str(),

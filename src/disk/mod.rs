@@ -432,6 +432,103 @@ mod tests {
         assert!(left.is_empty(), "no temp file left: {left:?}");
     }
 
+    /// Collects the watch's events up to the creation of `marker` (written here), and says
+    /// whether any of them was an open of `folders`.
+    fn opened_before(
+        events: &std::sync::mpsc::Receiver<notify::Result<notify::Event>>,
+        marker: &Path,
+        folders: &[&Path],
+    ) -> bool {
+        use notify::event::{AccessKind, EventKind};
+        std::fs::write(marker, "").unwrap();
+        let mut opened = false;
+        loop {
+            let event = events
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .expect("the marker's event (inotify)")
+                .unwrap();
+            if matches!(event.kind, EventKind::Access(AccessKind::Open(_)))
+                && event.paths.iter().any(|p| folders.contains(&p.as_path()))
+            {
+                opened = true;
+            }
+            if event.paths.iter().any(|p| p == marker) {
+                return opened;
+            }
+        }
+    }
+
+    #[test]
+    fn reaching_a_folder_is_no_open_to_inotify_and_what_needs_it_open_still_works() {
+        use notify::Watcher as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let root_path = tmp.path().join("root");
+        let sub_path = root_path.join("sub");
+        std::fs::create_dir_all(&sub_path).unwrap();
+        std::fs::write(sub_path.join("a.json"), "{}\n").unwrap();
+        let (tx, events) = std::sync::mpsc::channel();
+        let mut watch = notify::recommended_watcher(move |event| {
+            let _ = tx.send(event);
+        })
+        .unwrap();
+        watch
+            .watch(&root_path, notify::RecursiveMode::Recursive)
+            .unwrap();
+        let folders = [root_path.as_path(), sub_path.as_path()];
+        // Setting the watch up lists the folders (opens): those events are not the test's.
+        opened_before(&events, &root_path.join("marker-0"), &folders);
+
+        // What the uploader and the archiver do per file: reach the folders, look, read a
+        // file, write one through a temp file, move it.
+        let root = Dir::anchor(&root_path).unwrap();
+        let sub = root.sub(Path::new("sub")).unwrap();
+        let again = sub.reopen().unwrap();
+        assert_eq!(again.stat_self().unwrap().kind, Kind::Dir);
+        root.stat_file(Path::new("sub/a.json"), Links::Refuse)
+            .unwrap();
+        let mut read = String::new();
+        std::io::Read::read_to_string(
+            &mut root
+                .open_file(Path::new("sub/a.json"), Links::Refuse)
+                .unwrap()
+                .file,
+            &mut read,
+        )
+        .unwrap();
+        assert_eq!(read, "{}\n");
+        let mut later = PendingSync::default();
+        sub.write_new_deferred(OsStr::new("b.json"), b"[]", 0o640, &mut later)
+            .unwrap();
+        move_file(&sub, OsStr::new("b.json"), &root, OsStr::new("b.json")).unwrap();
+        assert!(
+            !opened_before(&events, &root_path.join("marker-1"), &folders),
+            "a folder was opened"
+        );
+
+        // What needs a folder really open still works (and the watch does see such opens).
+        let mut names: Vec<_> = root
+            .entries()
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        names.sort();
+        assert_eq!(names, ["b.json", "marker-0", "marker-1", "sub"]);
+        assert!(opened_before(
+            &events,
+            &root_path.join("marker-2"),
+            &folders
+        ));
+        later.sync().unwrap();
+        sub.sync().unwrap();
+        std::fs::set_permissions(&sub_path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(sub.narrow_to(0o750).unwrap().mode & 0o777, 0o750);
+        let made = root
+            .sub_created(Path::new("new/deeper"), Some(0o700))
+            .unwrap();
+        assert_eq!(made.stat_self().unwrap().mode & 0o777, 0o700);
+    }
+
     #[test]
     fn a_move_never_replaces_what_is_at_its_destination() {
         let (tmp, root) = tree();
