@@ -1,11 +1,12 @@
 //! A file's bytes on their way to the platform: read by one blocking task, ahead of the
-//! network, in pieces that never straddle a chunk, hashed as they are read, and dropped from
-//! the page cache behind the read; and the request bodies made of them.
+//! network, in pieces that never straddle a chunk, hashed by a second blocking task as they
+//! are read, and dropped from the page cache behind the read; and the request bodies made of
+//! them.
 //!
 //! This module must not talk to the platform or the store: it only reads.
 
 use std::io::SeekFrom;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
@@ -14,26 +15,43 @@ use crate::api::Body;
 use crate::crashpoint;
 use crate::disk;
 
-/// A file's bytes from `offset` to `end`, read by one blocking task that also feeds every
-/// byte to `hasher` (the file's SHA-256 comes from the same read as its upload), in pieces
-/// that never straddle a multiple of `chunk` from `offset`, so that each chunk's body is whole
-/// pieces (see [`body_of`]). Reading and hashing run up to [`READ_AHEAD`] pieces ahead of the
-/// network, across chunks: the next chunk's first pieces are ready while the platform answers
-/// the previous one. What it has read of a large file leaves the page cache ([`drop_cached`]).
+/// A file's bytes from `offset` to `end`, read by one blocking task in pieces that never
+/// straddle a multiple of `chunk` from `offset`, so that each chunk's body is whole pieces (see
+/// [`body_of`]). Reading runs up to [`READ_AHEAD`] pieces ahead of the network, across chunks:
+/// the next chunk's first pieces are ready while the platform answers the previous one. The
+/// same pieces go to a second blocking task that adds them to `prefix` (the hash of the bytes
+/// before `offset`), so the file's SHA-256 comes from the same read as its upload without
+/// holding the read back: hashing costs several times the read's copy, and done by the reader
+/// it would set the pace of the whole upload. What it has read of a large file leaves the page
+/// cache ([`drop_cached`]).
 pub(super) fn read_ahead(
     file: std::fs::File,
     offset: u64,
     end: u64,
     chunk: u64,
-    hasher: Arc<Mutex<Sha256>>,
-) -> Pieces {
+    prefix: Sha256,
+) -> (Pieces, Hashing) {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(READ_AHEAD);
+    // Bounded, so that a hasher slower than the network holds the reader back instead of
+    // letting pieces pile up in memory.
+    let (to_hasher, to_hash) = std::sync::mpsc::sync_channel::<ToHash>(HASH_AHEAD);
+    let hashing = tokio::task::spawn_blocking(move || {
+        let mut hasher = prefix;
+        for message in to_hash {
+            match message {
+                ToHash::Piece(piece) => hasher.update(&piece),
+                ToHash::End => return Some(hasher),
+            }
+        }
+        None // the reader stopped short of the end: an error or a given-up upload
+    });
     tokio::task::spawn_blocking(move || {
         use std::io::{Read, Seek};
         let mut file = file;
-        // Pieces come back here once sent, to be read into again: a fresh 1 MiB buffer per
-        // piece is page-faulted and zeroed by the kernel each time, and the memory in use
-        // stays READ_AHEAD pieces and the few the connection holds.
+        // Pieces come back here once both the network and the hasher dropped them, to be read
+        // into again: a fresh 1 MiB buffer per piece is page-faulted and zeroed by the kernel
+        // each time, and the memory in use stays the few pieces read ahead, being hashed, and
+        // held by the connection.
         let (returned, spare) = std::sync::mpsc::channel::<Vec<u8>>();
         let read = (|| {
             file.seek(SeekFrom::Start(offset))?;
@@ -52,7 +70,6 @@ pub(super) fn read_ahead(
                     // A file cut short: the body ends short of its announced length.
                     return Err(std::io::ErrorKind::UnexpectedEof.into());
                 }
-                hasher.lock().unwrap().update(&buf);
                 at += want;
                 if end - offset >= DROP_BEHIND && (at - dropped_to >= DROP_BEHIND || at == end) {
                     drop_cached(&file, dropped_to, at);
@@ -62,17 +79,44 @@ pub(super) fn read_ahead(
                     buf,
                     back: returned.clone(),
                 });
-                if tx.blocking_send(Ok(piece)).is_err() {
-                    break; // the upload was given up
+                // To the hasher first: a body never holds a byte the hash has not been given.
+                if to_hasher.send(ToHash::Piece(piece.clone())).is_err()
+                    || tx.blocking_send(Ok(piece)).is_err()
+                {
+                    return Ok(()); // the upload was given up
                 }
             }
+            let _ = to_hasher.send(ToHash::End);
             Ok(())
         })();
         if let Err(e) = read {
             let _ = tx.blocking_send(Err(e));
         }
     });
-    Arc::new(tokio::sync::Mutex::new(rx))
+    (Arc::new(tokio::sync::Mutex::new(rx)), Hashing(hashing))
+}
+
+/// What the reader hands the hasher: a piece, or the word that every byte was read.
+enum ToHash {
+    Piece(bytes::Bytes),
+    End,
+}
+
+/// The SHA-256 of the bytes [`read_ahead`] reads (after its `prefix`), being computed.
+pub(super) struct Hashing(tokio::task::JoinHandle<Option<Sha256>>);
+
+impl Hashing {
+    /// The hex SHA-256 once every byte up to the end was read and hashed; an error when the
+    /// read stopped before (a read error or a file cut short, which also fail its body).
+    pub(super) async fn finish(self) -> std::io::Result<String> {
+        match self.0.await.expect("hashing task panicked") {
+            Some(hasher) => Ok(format!("{:x}", hasher.finalize())),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file's read stopped before its end, so its hash is not known",
+            )),
+        }
+    }
 }
 
 /// Tells the kernel that bytes `from..to` of `file` will not be read again, so their pages in
@@ -175,6 +219,8 @@ impl Drop for Piece {
 /// sender cost a 2 GiB upload 10% more daemon CPU (perf: task switches and wake-ups).
 const READ_PIECE: u64 = 1 << 20;
 const READ_AHEAD: usize = 4;
+/// Pieces the hasher may lag behind the reader.
+const HASH_AHEAD: usize = 4;
 /// Files (or what is left of them) this large leave the page cache as they are read, in
 /// spans of this size (see [`drop_cached`]); smaller ones are not worth a system call.
 const DROP_BEHIND: u64 = 8 << 20;
@@ -192,11 +238,6 @@ pub(super) fn memory_body(bytes: bytes::Bytes) -> Body {
         Ok::<_, std::io::Error>(piece)
     });
     Body::stream(stream)
-}
-
-pub(super) fn finish(hasher: Arc<Mutex<Sha256>>) -> String {
-    let h = std::mem::take(&mut *hasher.lock().unwrap());
-    format!("{:x}", h.finalize())
 }
 
 #[cfg(test)]
@@ -219,13 +260,12 @@ mod tests {
     async fn read_all(path: &Path, offset: u64, chunk: u64) -> (Vec<bytes::Bytes>, String) {
         let file = std::fs::File::open(path).unwrap();
         let end = file.metadata().unwrap().len();
-        let hasher = Arc::new(Mutex::new(Sha256::new()));
-        let pieces = read_ahead(file, offset, end, chunk, hasher.clone());
+        let (pieces, hashing) = read_ahead(file, offset, end, chunk, Sha256::new());
         let mut got = Vec::new();
         while let Some(piece) = pieces.lock().await.recv().await {
             got.push(piece.unwrap());
         }
-        (got, finish(hasher))
+        (got, hashing.finish().await.unwrap())
     }
 
     #[tokio::test]
@@ -250,6 +290,64 @@ mod tests {
             sha,
             format!("{:x}", Sha256::digest(&data[offset as usize..]))
         );
+    }
+
+    #[tokio::test]
+    async fn a_resumed_read_of_many_chunks_hashes_to_the_whole_files_sha256() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, data) = cached_file(dir.path());
+        let offset = (2u64 << 20) + 777;
+        let file = std::fs::File::open(&path).unwrap();
+        let mut prefix = Sha256::new();
+        disk::hash_into(&file, offset, &mut prefix).unwrap();
+        let (pieces, hashing) = read_ahead(file, offset, data.len() as u64, 3 << 20, prefix);
+        // Each piece is dropped once checked, so its buffer is read into again while the
+        // hasher may still be behind: a buffer reused too early would change the hash.
+        let mut at = offset as usize;
+        while let Some(piece) = pieces.lock().await.recv().await {
+            let piece = piece.unwrap();
+            assert_eq!(&piece[..], &data[at..at + piece.len()]);
+            at += piece.len();
+        }
+        assert_eq!(at, data.len());
+        assert_eq!(
+            hashing.finish().await.unwrap(),
+            format!("{:x}", Sha256::digest(&data))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_cut_short_ends_its_pieces_with_an_error_and_gives_no_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, data) = cached_file(dir.path());
+        let file = std::fs::File::open(&path).unwrap();
+        // Announced 3 MiB longer than it is: a file truncated after it was recorded.
+        let announced = data.len() as u64 + (3 << 20);
+        let (pieces, hashing) = read_ahead(file, 0, announced, 8 << 20, Sha256::new());
+        let mut sent = 0u64;
+        let error = loop {
+            match pieces.lock().await.recv().await {
+                Some(Ok(piece)) => sent += piece.len() as u64,
+                Some(Err(e)) => break e,
+                None => panic!("the pieces ended after {sent} bytes without an error"),
+            }
+        };
+        assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof);
+        assert_eq!(sent, data.len() as u64);
+        assert!(hashing.finish().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_read_given_up_ends_its_hasher_without_a_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, data) = cached_file(dir.path());
+        let file = std::fs::File::open(&path).unwrap();
+        let (pieces, hashing) = read_ahead(file, 0, data.len() as u64, 1 << 30, Sha256::new());
+        let first = pieces.lock().await.recv().await.unwrap().unwrap();
+        assert_eq!(&first[..], &data[..first.len()]);
+        drop(pieces); // the upload is given up after its first piece
+        // Returns only once the hasher's thread has ended: the reader stopped and let it go.
+        assert!(hashing.finish().await.is_err());
     }
 
     /// Pages of `path` in the page cache, counted with mincore(2) over a read-only mapping.

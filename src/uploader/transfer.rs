@@ -8,13 +8,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::StepError;
-use super::read::{ForUpload, body_of, finish, memory_body, open_for_upload, read_ahead};
+use super::read::{ForUpload, body_of, memory_body, open_for_upload, read_ahead};
 use crate::api::{ApiClient, ErrorKind};
 use crate::config::Upload;
 use crate::crashpoint;
@@ -233,14 +233,14 @@ impl FileJob {
     }
 
     async fn put_small(&self, f: &FileRow, file: std::fs::File) -> Result<String, StepError> {
-        let hasher = Arc::new(Mutex::new(Sha256::new()));
         let size = f.size as u64;
-        let body = body_of(read_ahead(file, 0, size, size, hasher.clone()), size);
+        let (pieces, hashing) = read_ahead(file, 0, size, size, Sha256::new());
+        let body = body_of(pieces, size);
         self.api
             .put_file(&self.batch, &self.dataset, &f.rel_path, body, size)
             .await?;
         crashpoint::hit("put-sent");
-        Ok(finish(hasher))
+        hashing.finish().await.map_err(|e| io_fail(f, e))
     }
 
     /// A small file, read and hashed when it was opened (one trip to the blocking pool for
@@ -314,21 +314,20 @@ impl FileJob {
                 .initialize_file(&self.batch, &self.dataset, &f.rel_path)
                 .await?;
         }
-        let hasher = Arc::new(Mutex::new(Sha256::new()));
-        let file = if offset > 0 {
+        let (file, prefix) = if offset > 0 {
             // Only after a restart: the hash must cover the bytes sent before it.
-            let prefix = hasher.clone();
             tokio::task::spawn_blocking(move || {
-                disk::hash_into(&file, offset, &mut prefix.lock().unwrap()).map(|()| file)
+                let mut prefix = Sha256::new();
+                disk::hash_into(&file, offset, &mut prefix).map(|()| (file, prefix))
             })
             .await
             .expect("hashing task panicked")
             .map_err(|e| io_fail(f, e))?
         } else {
-            file
+            (file, Sha256::new())
         };
         let chunk_size = self.upload.chunk_size;
-        let pieces = read_ahead(file, offset, total, chunk_size, hasher.clone());
+        let (pieces, hashing) = read_ahead(file, offset, total, chunk_size, prefix);
         while offset < total {
             if self.shutdown.is_cancelled() {
                 return Err(StepError::Shutdown);
@@ -356,7 +355,7 @@ impl FileJob {
         self.api
             .complete_file(&self.batch, &self.dataset, &f.rel_path)
             .await?;
-        Ok(finish(hasher))
+        hashing.finish().await.map_err(|e| io_fail(f, e))
     }
 }
 
