@@ -565,6 +565,26 @@ mod tests {
         assert_eq!(sha256_queued(&f).unwrap(), None);
     }
 
+    /// A batcher of `watches` alone on `store`: no checks, budgets, mappings or fleet, and no
+    /// cap on the bytes in flight.
+    fn batcher_of(store: &Store, state_dir: &Path, watches: Vec<Watch>) -> Batcher {
+        Batcher {
+            watches: Arc::new(std::sync::RwLock::new(watches)),
+            validators: Default::default(),
+            budgets: Default::default(),
+            mappers: Default::default(),
+            state_dir: state_dir.to_path_buf(),
+            checked: Default::default(),
+            store: store.clone(),
+            health: Default::default(),
+            // (The cap is compared as a signed count of bytes.)
+            max_inflight_bytes: i64::MAX as u64,
+            wake: Default::default(),
+            wake_uploader: Default::default(),
+            leases: None,
+        }
+    }
+
     /// A file that cannot be read when it must be hashed (here: a folder now has its name)
     /// fails with a reason, rather than waiting unsealed for ever; the others go on.
     #[tokio::test]
@@ -599,20 +619,7 @@ mod tests {
             ])
             .await
             .unwrap();
-        let batcher = Batcher {
-            watches: Default::default(),
-            validators: Default::default(),
-            budgets: Default::default(),
-            mappers: Default::default(),
-            state_dir: dir.path().join("state"),
-            checked: Default::default(),
-            store: store.clone(),
-            health: Default::default(),
-            max_inflight_bytes: u64::MAX,
-            wake: Default::default(),
-            wake_uploader: Default::default(),
-            leases: None,
-        };
+        let batcher = batcher_of(&store, &dir.path().join("state"), Vec::new());
         let ready = store.ready_files("w", 10).await.unwrap();
         let kept = batcher
             .hash_where_needed("d", ready, &CancellationToken::new())
@@ -676,22 +683,8 @@ mod tests {
             });
         }
         store.record_ready_many(&files).await.unwrap();
-        let health = Arc::new(crate::telemetry::Health::default());
-        let batcher = Batcher {
-            watches: Arc::new(std::sync::RwLock::new(vec![watch.clone()])),
-            validators: Default::default(),
-            budgets: Default::default(),
-            mappers: Default::default(),
-            state_dir: dir.path().join("state"),
-            checked: Default::default(),
-            store: store.clone(),
-            health: health.clone(),
-            // (The cap is compared as a signed count of bytes.)
-            max_inflight_bytes: i64::MAX as u64,
-            wake: Default::default(),
-            wake_uploader: Default::default(),
-            leases: None,
-        };
+        let batcher = batcher_of(&store, &dir.path().join("state"), vec![watch.clone()]);
+        let health = batcher.health.clone();
         let shutdown = CancellationToken::new();
 
         let scan = crate::telemetry::BacklogScan::start(&health, &watch.name, &batcher.wake);
