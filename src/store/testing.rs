@@ -153,15 +153,21 @@ pub(super) async fn seal(store: &Store, ids: &[i64]) -> Sealed {
         .unwrap()
 }
 
+/// Seals these files of watch `w` as one batch, duplicates allowed; returns its id.
+pub(super) async fn sealed_batch(store: &Store, ids: &[i64]) -> i64 {
+    store
+        .seal_batch(&batch_of_w(), ids, Dedupe::AllowDuplicates)
+        .await
+        .unwrap()
+        .batch_id
+        .expect("the files were ready: a batch was sealed")
+}
+
 /// A batch of one new file, sealed and driven to `loading` as the platform's batch `remote`;
 /// returns (batch id, file id).
 pub(super) async fn loading_batch(store: &Store, rel: &str, remote: &str) -> (i64, i64) {
     let file = ready(store, &[(rel, 10, None)]).await[0];
-    let sealed = store
-        .seal_batch(&batch_of_w(), &[file], Dedupe::AllowDuplicates)
-        .await
-        .unwrap();
-    let batch = sealed.batch_id.unwrap();
+    let batch = sealed_batch(store, &[file]).await;
     store
         .advance_batch(batch, Step::Creating, "create-batch sent")
         .await

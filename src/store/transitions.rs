@@ -9,7 +9,7 @@
 //! older version of batchdrop could have written (migration 0040's backfill).
 
 use super::testing::{
-    batch_of_w, loading_batch, new_file, on_both_backends, ready, seal, temp_store,
+    batch_of_w, loading_batch, new_file, on_both_backends, ready, seal, sealed_batch, temp_store,
 };
 use super::{
     BatchOutcome, BatchState, Dedupe, FileState, Finalized, Predecessors, Recorded, ReplayRequest,
@@ -225,12 +225,7 @@ async fn a_batch_lists_its_files_by_state_and_counts_them(store: Store) {
         ],
     )
     .await;
-    let batch = store
-        .seal_batch(&batch_of_w(), &ids, Dedupe::AllowDuplicates)
-        .await
-        .unwrap()
-        .batch_id
-        .unwrap();
+    let batch = sealed_batch(&store, &ids).await;
     let (other, _) = loading_batch(&store, "d.json", "B2").await;
     store.mark_uploaded_many(&[uploaded(ids[1])]).await.unwrap();
     store.fail_file(ids[2], "unreadable").await.unwrap();
@@ -350,12 +345,7 @@ async fn a_batch_that_ends_gives_its_files_to_the_archiver(store: Store) {
 
 async fn a_failed_batch_requeues_the_files_its_errors_do_not_blame(store: Store) {
     let ids = ready(&store, &[("a.json", 10, None), ("b.json", 11, None)]).await;
-    let batch = store
-        .seal_batch(&batch_of_w(), &ids, Dedupe::AllowDuplicates)
-        .await
-        .unwrap()
-        .batch_id
-        .unwrap();
+    let batch = sealed_batch(&store, &ids).await;
     store
         .advance_batch(batch, Step::Creating, "sent")
         .await
@@ -546,12 +536,7 @@ async fn a_transient_failure_is_counted_and_progress_resets_the_count(store: Sto
 
 async fn a_blocked_dataset_holds_its_batches_and_sends_unsent_ones_back(store: Store) {
     let ids = ready(&store, &[("a.json", 10, None)]).await;
-    let batch = store
-        .seal_batch(&batch_of_w(), &ids, Dedupe::AllowDuplicates)
-        .await
-        .unwrap()
-        .batch_id
-        .unwrap();
+    let batch = sealed_batch(&store, &ids).await;
     assert!(store.block_dataset("d", "w", "unknown", 0).await.unwrap());
     assert!(!store.block_dataset("d", "w", "again", 0).await.unwrap());
     assert!(store.batches_due(i64::MAX).await.unwrap().is_empty());

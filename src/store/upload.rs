@@ -417,8 +417,8 @@ pub(super) async fn end_in_flight(
 #[cfg(test)]
 mod tests {
     use crate::store::Store;
-    use crate::store::testing::{batch_of_w, loading_batch, on_both_backends, ready};
-    use crate::store::{BatchPhase, BatchState, Dedupe, Step};
+    use crate::store::testing::{loading_batch, on_both_backends, ready, sealed_batch};
+    use crate::store::{BatchPhase, BatchState, Step};
 
     on_both_backends!(
         a_batch_is_created_then_loading_with_its_platform_id,
@@ -427,11 +427,7 @@ mod tests {
 
     async fn a_batch_is_created_then_loading_with_its_platform_id(store: Store) {
         let file = ready(&store, &[("a.json", 10, None)]).await[0];
-        let sealed = store
-            .seal_batch(&batch_of_w(), &[file], Dedupe::AllowDuplicates)
-            .await
-            .unwrap();
-        let batch = sealed.batch_id.unwrap();
+        let batch = sealed_batch(&store, &[file]).await;
         assert_eq!(store.batch(batch).await.unwrap().phase, BatchPhase::Sealed);
         store
             .advance_batch(batch, Step::Creating, "create-batch sent")
