@@ -47,18 +47,6 @@ TOML
     log "emulator: $EMU"
 }
 
-# The part of a daemon's config both benches share: logs, admin, and the platform (the
-# emulator started above, its token file).
-platform_toml() {
-    cat <<TOML
-log_format = "json"
-shutdown_grace = "5s"
-admin_listen = "127.0.0.1:0"
-[platform]
-endpoint = "$EMU"
-org_id = "bench@AdobeOrg"
-sandbox = "prod"
-api_key = "bench"
-access_token_file = "$T/token"
-TOML
-}
+# platform_toml: the config head every bench shares.
+# shellcheck source=bench/platform-toml.sh
+source "$(dirname "${BASH_SOURCE[0]}")/platform-toml.sh"

@@ -248,17 +248,10 @@ chmod 600 "$T/token"
 write_config() {
     local dir=$T/$1
     mkdir -p "$dir/drop"
-    cat >"$dir/config.toml" <<EOF
-state_dir = "$dir/state"
-log_format = "json"
-shutdown_grace = "5s"
-admin_listen = "127.0.0.1:0"
-[platform]
-endpoint = "$EMU"
-org_id = "bench@AdobeOrg"
-sandbox = "prod"
-api_key = "bench"
-access_token_file = "$T/token"
+    {
+        echo "state_dir = \"$dir/state\""
+        platform_toml
+        cat <<EOF
 [upload]
 large_file_threshold = $((B2_THRESHOLD_MIB * MIB))
 chunk_size = $((B2_CHUNK_MIB * MIB))
@@ -270,6 +263,7 @@ max_wait = "$3"
 path = "$dir/drop"
 dataset = "bench"
 EOF
+    } >"$dir/config.toml"
 }
 # start_daemon NAME: runs the daemon on $T/NAME/config.toml, logs in $T/NAME/daemon.log
 start_daemon() {
@@ -438,6 +432,10 @@ row() {
 }
 met() { awk "BEGIN { exit !($1) }" && echo yes || echo NO; }
 NOTES=()
+
+# platform_toml, the config head every bench shares (write_config's, fleet-common.sh's).
+# shellcheck source=bench/platform-toml.sh
+source "$ROOT/bench/platform-toml.sh"
 
 # ---- scenarios ------------------------------------------------------------------------------
 # b1_baseline NAME COMMAND...: runs a baseline script (curl-baseline.sh's output format) on the
