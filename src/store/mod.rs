@@ -34,6 +34,9 @@
 //!   per commit for no gain in that model.
 //! - One connection for writes: SQLite has one writer anyway, and a single connection makes
 //!   in-process write contention (and `SQLITE_BUSY`) impossible.
+//! - `temp_store = MEMORY`: statement journals (which undo one failed statement inside a
+//!   transaction) stay in memory instead of temporary files; what a commit makes durable is
+//!   the WAL's business alone, so durability is unchanged.
 
 /// The batch states in flight as an SQL list, for `concat!` (`state IN ` + this); a test
 /// holds it to [`BatchState::in_flight`].

@@ -212,7 +212,8 @@ pub fn network_fs(path: &Path) -> Option<&'static str> {
 const DB_FILE: &str = "batchdrop.db";
 
 /// One connection (see the durability notes of the store): WAL, `synchronous = NORMAL`,
-/// foreign keys on; `busy` is how long a statement waits for another process's lock.
+/// foreign keys on, temporary storage in memory; `busy` is how long a statement waits for
+/// another process's lock.
 async fn connect(path: &Path, create: bool, busy: Duration) -> Result<Pool, StoreError> {
     let opts = SqliteConnectOptions::from_str("sqlite:")
         .expect("static URL")
@@ -221,6 +222,12 @@ async fn connect(path: &Path, create: bool, busy: Duration) -> Result<Pool, Stor
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
+        // A statement of a multi-statement transaction keeps the pages it changes in a
+        // statement journal (to undo it alone if it fails); beyond 64 KiB SQLite moves that
+        // journal to a temporary file, which every page of the queue's multi-row updates was
+        // then written to and deleted. In memory it costs at most the pages one statement
+        // changes (a page of a few hundred files).
+        .pragma("temp_store", "MEMORY")
         .busy_timeout(busy);
     SqlitePoolOptions::new()
         .max_connections(1)
@@ -238,4 +245,21 @@ pub(super) async fn commit_without_flush(
     _: &mut sqlx::SqliteConnection,
 ) -> Result<(), sqlx::Error> {
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::testing::{sqlite_pool, temp_store};
+
+    #[tokio::test]
+    async fn the_connection_keeps_temporary_storage_in_memory() {
+        // 2 is MEMORY; the bundled SQLite's default (1, FILE) spills statement journals over
+        // 64 KiB to temporary files.
+        let (_dir, store) = temp_store().await;
+        let (mode,): (i64,) = sqlx::query_as("PRAGMA temp_store")
+            .fetch_one(sqlite_pool(&store))
+            .await
+            .unwrap();
+        assert_eq!(mode, 2);
+    }
 }

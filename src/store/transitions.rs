@@ -50,6 +50,7 @@ on_both_backends!(
     a_ready_file_whose_content_is_elsewhere_becomes_a_duplicate,
     sealing_batches_ready_files_and_skips_those_no_longer_ready,
     an_acknowledged_file_is_uploaded_unless_it_left_its_batch_meanwhile,
+    facts_of_more_files_than_one_statement_takes_are_all_recorded,
     a_batch_lists_its_files_by_state_and_counts_them,
     a_changed_file_is_superseded_and_finished,
     an_abandoned_batch_sends_its_files_back_to_the_queue_untouched,
@@ -213,6 +214,29 @@ async fn an_acknowledged_file_is_uploaded_unless_it_left_its_batch_meanwhile(sto
         (FileState::Failed, Some("unreadable"))
     );
     assert!(kinds(&store, failed).await.contains(&"failed".to_owned()));
+}
+
+async fn facts_of_more_files_than_one_statement_takes_are_all_recorded(store: Store) {
+    // 450 facts: more than one statement records (a few hundred each); every file of each
+    // statement moves on, in one call.
+    let names: Vec<String> = (0..450).map(|n| format!("f{n}.json")).collect();
+    // Sizes apart, so that each file has an identity of its own.
+    let files: Vec<(&str, i64, Option<&str>)> = names
+        .iter()
+        .enumerate()
+        .map(|(k, n)| (n.as_str(), 1000 + 10 * k as i64, None))
+        .collect();
+    let ids = ready(&store, &files).await;
+    let batch = sealed_batch(&store, &ids).await;
+    let facts: Vec<Uploaded> = ids.iter().map(|id| uploaded(*id)).collect();
+    store.mark_uploaded_many(&facts).await.unwrap();
+    let states = store.batch_file_states(batch).await.unwrap();
+    assert_eq!(states, vec![(FileState::Uploaded, 450)]);
+    // A single fact.
+    let (other, file) = loading_batch(&store, "g.json", "B2").await;
+    store.mark_uploaded_many(&[uploaded(file)]).await.unwrap();
+    let states = store.batch_file_states(other).await.unwrap();
+    assert_eq!(states, vec![(FileState::Uploaded, 1)]);
 }
 
 async fn a_batch_lists_its_files_by_state_and_counts_them(store: Store) {
