@@ -25,8 +25,8 @@ use super::plan::Plan;
 const MAX_STORED_FAILED_ROWS: usize = 1000;
 /// Distinct (code, field) error entries kept per file; further fields are counted per code.
 const MAX_GROUPS_PER_FILE: usize = 50;
-/// At most this many threads read one file: beyond a few, the disk and the merge gain little,
-/// and two batches are processed at once.
+/// At most this many threads read one file, whatever the machine: two batches are processed
+/// at once, and the emulator shares its host with the client it serves.
 const MAX_THREADS_PER_FILE: usize = 4;
 /// A file is read in parts of at least this size: a smaller file stays on one thread (starting
 /// threads and merging their results is not worth it).
