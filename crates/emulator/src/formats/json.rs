@@ -66,7 +66,20 @@ impl Reader<'_> {
         name: &str,
         out: &mut FileOutcome,
     ) -> Result<(), ReadStop> {
-        let mut r = BufReader::with_capacity(1 << 20, File::open(path)?);
+        let r = BufReader::with_capacity(1 << 20, File::open(path)?);
+        self.json_lines(r, true, name, out).map(|_lines| ())
+    }
+
+    /// The lines of `r` (the whole file, or a part of it that starts at a line's start, see
+    /// [`Reader::read_part`]), numbered from 1; `file_start`: `r` starts at the file's first
+    /// byte (where a byte order mark may be). Returns how many lines it read.
+    pub(super) fn json_lines(
+        &mut self,
+        mut r: impl BufRead,
+        file_start: bool,
+        name: &str,
+        out: &mut FileOutcome,
+    ) -> Result<u64, ReadStop> {
         let mut line = Vec::with_capacity(4096);
         let mut line_no = 0u64;
         loop {
@@ -89,14 +102,14 @@ impl Reader<'_> {
                 continue;
             }
             let mut bytes = line.as_slice();
-            if line_no == 1 {
+            if line_no == 1 && file_start {
                 bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
             }
             if !bytes.iter().all(u8::is_ascii_whitespace) {
                 self.json_line(out, name, line_no, bytes);
             }
         }
-        Ok(())
+        Ok(line_no)
     }
 
     /// One line of JSON Lines that is not blank.

@@ -5,7 +5,7 @@
 //! is reported to the caller per record, and the good records can be copied, in the file's own
 //! format, to a [`GoodWriter`] (`good`: what Data Access serves of a partially ingested file).
 //! `limits` bounds what one record may make a reader hold; `preview` reads the first records
-//! of a batch for E6.
+//! of a batch for E6; `parts` cuts a big JSON Lines file into parts read on their own.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,10 +22,12 @@ mod json;
 mod limits;
 mod parquet;
 mod parquet_pages;
+mod parts;
 mod preview;
 
 pub use good::GoodWriter;
 pub use parquet::parquet_row_json;
+pub use parts::{PartOutcome, line_parts, renumber, splits};
 pub use preview::preview_rows;
 
 /// The largest record read: a JSON Lines line, one element (or object) of a multi-line JSON
@@ -207,10 +209,7 @@ impl Reader<'_> {
         let size = match std::fs::metadata(path) {
             Ok(m) => m.len(),
             Err(e) => {
-                out.file_error = Some((
-                    Code::UnparsableRow,
-                    format!("file '{display_name}' cannot be read: {e}"),
-                ));
+                out.file_error = Some(unreadable(display_name, &e));
                 return Ok(out);
             }
         };
@@ -231,10 +230,7 @@ impl Reader<'_> {
             Ok(()) => Ok(out),
             Err(ReadStop::Cancelled) => Err(Cancelled),
             Err(ReadStop::Io(e)) => {
-                out.file_error = Some((
-                    Code::UnparsableRow,
-                    format!("file '{display_name}' cannot be read: {e}"),
-                ));
+                out.file_error = Some(unreadable(display_name, &e));
                 Ok(out)
             }
         }
@@ -287,6 +283,14 @@ impl Reader<'_> {
             }
         }
     }
+}
+
+/// A file that cannot be read (as `FileOutcome::file_error`).
+fn unreadable(display_name: &str, e: &std::io::Error) -> (Code, String) {
+    (
+        Code::UnparsableRow,
+        format!("file '{display_name}' cannot be read: {e}"),
+    )
 }
 
 /// Why a reader stopped before the end of a file.

@@ -1,16 +1,21 @@
 //! The second step of processing a batch: reading its files, off the async threads, every
 //! record through the plan's check; failures grouped per code and field, good rows copied
-//! (partial ingestion) and upsert rows captured. It reads files and writes the copies; it must
-//! not touch the database (that is `record`).
+//! (partial ingestion) and upsert rows captured. A big JSON Lines file is read in parts on
+//! several threads, their results merged in order into what reading it whole gives. It reads
+//! files and writes the copies; it must not touch the database (that is `record`).
 
 use std::io;
-use std::path::PathBuf;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::AppState;
 use crate::codes::Code;
-use crate::formats::{AcceptAll, Cancelled, GoodWriter, Reader, RecordCheck, RowFailure};
+use crate::formats::{
+    AcceptAll, Cancelled, GoodWriter, PartOutcome, Reader, RecordCheck, RowFailure, line_parts,
+    renumber, splits,
+};
 use crate::store::{FileRow, FileState, Store};
 use crate::validate::{SchemaCheck, UpsertCapture};
 
@@ -20,6 +25,38 @@ use super::plan::Plan;
 const MAX_STORED_FAILED_ROWS: usize = 1000;
 /// Distinct (code, field) error entries kept per file; further fields are counted per code.
 const MAX_GROUPS_PER_FILE: usize = 50;
+/// At most this many threads read one file, whatever the machine: two batches are processed
+/// at once, and the emulator shares its host with the client it serves.
+const MAX_THREADS_PER_FILE: usize = 4;
+/// A file is read in parts of at least this size: a smaller file stays on one thread (starting
+/// threads and merging their results is not worth it).
+const MIN_PART_BYTES: u64 = 32 * 1024 * 1024;
+
+/// How a big file is read in parts, each on its own thread.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Split {
+    /// The most threads (and parts) one file is read on.
+    pub threads: usize,
+    /// The least one part holds.
+    pub min_part_bytes: u64,
+}
+
+impl Split {
+    /// As many threads as the machine has cores, up to `MAX_THREADS_PER_FILE`.
+    pub fn of_machine() -> Split {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Split {
+            threads: cores.clamp(1, MAX_THREADS_PER_FILE),
+            min_part_bytes: MIN_PART_BYTES,
+        }
+    }
+
+    /// How many parts a file of `size` bytes is read in.
+    fn parts(self, size: u64) -> usize {
+        let parts = size / self.min_part_bytes.max(1);
+        parts.clamp(1, self.threads.max(1) as u64) as usize
+    }
+}
 
 /// A file to read.
 pub(super) struct Input {
@@ -112,7 +149,9 @@ pub(super) async fn parse(
         cancel_at_shutdown.store(true, Ordering::Relaxed);
     });
     let plan = plan.clone();
-    let parsed = tokio::task::spawn_blocking(move || parse_all(&inputs, &plan, &cancel)).await;
+    let split = Split::of_machine();
+    let parsed =
+        tokio::task::spawn_blocking(move || parse_all(&inputs, &plan, split, &cancel)).await;
     watcher.abort();
     match parsed {
         Ok(parsed) => parsed,
@@ -123,7 +162,12 @@ pub(super) async fn parse(
     }
 }
 
-fn parse_all(inputs: &[Input], plan: &Plan, cancel: &AtomicBool) -> Result<Parsed, Cancelled> {
+fn parse_all(
+    inputs: &[Input],
+    plan: &Plan,
+    split: Split,
+    cancel: &AtomicBool,
+) -> Result<Parsed, Cancelled> {
     let mut capture = match &plan.upsert {
         Some(up) => match UpsertCapture::create(&up.capture, &up.identity) {
             Ok(c) => Some(c),
@@ -134,13 +178,18 @@ fn parse_all(inputs: &[Input], plan: &Plan, cancel: &AtomicBool) -> Result<Parse
     let mut results = Vec::with_capacity(inputs.len());
     let mut stored = 0usize;
     for input in inputs {
-        results.push(parse_file(
-            input,
-            plan,
-            capture.as_mut(),
-            &mut stored,
-            cancel,
-        )?);
+        let parts = if capture.is_some() {
+            // The rows an upsert batch captures go to one file, in order: read whole.
+            Vec::new()
+        } else {
+            parts_of(input, plan, split)
+        };
+        let result = if parts.len() > 1 {
+            parse_in_parts(input, plan, &parts, &mut stored, cancel)?
+        } else {
+            parse_file(input, plan, capture.as_mut(), &mut stored, cancel)?
+        };
+        results.push(result);
     }
     let captured = capture.map(UpsertCapture::finish);
     Ok((results, captured))
@@ -158,15 +207,7 @@ fn parse_file(
         failures: Vec::new(),
         stored,
     };
-    let mut good = if plan.keeps_good_rows() {
-        GoodWriter::create(&input.good, &plan.fmt)
-            .inspect_err(|e| {
-                tracing::warn!(file = %input.good.display(), error = %e, "cannot create the good-rows copy");
-            })
-            .ok()
-    } else {
-        None
-    };
+    let mut good = good_copy(input, plan);
     let mut accept = AcceptAll;
     let mut schema_check;
     let check: &mut dyn RecordCheck = if plan.validates() {
@@ -213,30 +254,13 @@ struct Tally<'s> {
 impl Tally<'_> {
     fn add(&mut self, f: RowFailure) {
         for issue in &f.issues {
-            let mut pointer = issue.pointer.clone();
-            let known = self
-                .groups
-                .iter()
-                .position(|g| g.code == issue.code && g.pointer == pointer);
-            let idx = match known {
-                Some(i) => Some(i),
-                None if self.groups.len() >= MAX_GROUPS_PER_FILE => {
-                    pointer = None;
-                    self.groups
-                        .iter()
-                        .position(|g| g.code == issue.code && g.pointer.is_none())
-                }
-                None => None,
-            };
-            match idx {
-                Some(i) => self.groups[i].count += 1,
-                None => self.groups.push(Group {
-                    code: issue.code,
-                    pointer,
-                    count: 1,
-                    first: issue.message.clone(),
-                }),
-            }
+            count_in(
+                &mut self.groups,
+                issue.code,
+                issue.pointer.clone(),
+                1,
+                || issue.message.clone(),
+            );
         }
         if *self.stored < MAX_STORED_FAILED_ROWS {
             *self.stored += 1;
@@ -245,11 +269,309 @@ impl Tally<'_> {
     }
 }
 
+/// Counts `count` records that failed with `code` at `pointer` (the first of them saying
+/// `first`) in a file's `groups`: its own group, or once the file has `MAX_GROUPS_PER_FILE`
+/// groups, a new field's records go to the code's (code, None) group. Counting a part's
+/// groups (all its distinct pairs, in the order first met) in order into the file's gives the
+/// groups of the whole file read at once: whether a pair has its own group is decided where
+/// it is first met, and a (code, None) group is created by the first pair that needs it.
+fn count_in(
+    groups: &mut Vec<Group>,
+    code: Code,
+    mut pointer: Option<String>,
+    count: u64,
+    first: impl FnOnce() -> String,
+) {
+    let known = groups
+        .iter()
+        .position(|g| g.code == code && g.pointer == pointer);
+    let idx = match known {
+        Some(i) => Some(i),
+        None if groups.len() >= MAX_GROUPS_PER_FILE => {
+            pointer = None;
+            groups
+                .iter()
+                .position(|g| g.code == code && g.pointer.is_none())
+        }
+        None => None,
+    };
+    match idx {
+        Some(i) => groups[i].count += count,
+        None => groups.push(Group {
+            code,
+            pointer,
+            count,
+            first: first(),
+        }),
+    }
+}
+
+/// The good-rows copy of a file, if partial ingestion keeps one and it can be created.
+fn good_copy(input: &Input, plan: &Plan) -> Option<GoodWriter> {
+    if !plan.keeps_good_rows() {
+        return None;
+    }
+    GoodWriter::create(&input.good, &plan.fmt)
+        .inspect_err(|e| {
+            tracing::warn!(file = %input.good.display(), error = %e, "cannot create the good-rows copy");
+        })
+        .ok()
+}
+
+/// The parts a file is read in: one (or none) unless its format can be cut and it is big.
+fn parts_of(input: &Input, plan: &Plan, split: Split) -> Vec<Range<u64>> {
+    if !splits(&plan.fmt) {
+        return Vec::new();
+    }
+    let Ok(size) = std::fs::metadata(&input.disk).map(|m| m.len()) else {
+        return Vec::new(); // the reader of the whole file says why
+    };
+    let parts = split.parts(size);
+    if parts < 2 {
+        return Vec::new();
+    }
+    line_parts(&input.disk, size, parts).unwrap_or_default()
+}
+
+/// Where part `k` (from 1) of a file's good-rows copy is written before it is appended to the
+/// copy (part 0 is written to the copy itself).
+fn part_copy_path(good: &Path, k: usize) -> PathBuf {
+    let mut name = good.as_os_str().to_owned();
+    name.push(format!(".part{k}"));
+    PathBuf::from(name)
+}
+
+/// What reading one part of a file gave, its rows numbered from the part's start.
+struct PartResult {
+    read: PartOutcome,
+    tally: PartTally,
+    /// Its good rows, when they are kept (or why they cannot be).
+    good: Option<io::Result<GoodWriter>>,
+}
+
+/// The most distinct (code, field) pairs one part counts. A part cannot cap its groups as the
+/// file does: a field beyond its own first `MAX_GROUPS_PER_FILE` may be one of the file's
+/// groups (met in an earlier part), counted apart. Pointers hold array indices, so the pairs
+/// are not bounded by the schema: past this many, the file is read again whole.
+const MAX_GROUPS_PER_PART: usize = 10_000;
+
+/// The failures of one part: every distinct (code, field) in the order met (up to
+/// `MAX_GROUPS_PER_PART`), and the failures the batch's allowance may still keep.
+struct PartTally {
+    groups: Vec<Group>,
+    /// Where each field's groups are in `groups`.
+    index: std::collections::HashMap<Option<String>, Vec<usize>>,
+    failures: Vec<RowFailure>,
+    /// How many failures the batch had kept when the file was started, and this part since.
+    stored: usize,
+    /// More distinct pairs than `MAX_GROUPS_PER_PART`: the groups are incomplete.
+    overflowed: bool,
+}
+
+impl PartTally {
+    fn add(&mut self, f: RowFailure) {
+        for issue in &f.issues {
+            let at = self.index.entry(issue.pointer.clone()).or_default();
+            match at.iter().find(|&&i| self.groups[i].code == issue.code) {
+                Some(&i) => self.groups[i].count += 1,
+                None if self.groups.len() >= MAX_GROUPS_PER_PART => self.overflowed = true,
+                None => {
+                    at.push(self.groups.len());
+                    self.groups.push(Group {
+                        code: issue.code,
+                        pointer: issue.pointer.clone(),
+                        count: 1,
+                        first: issue.message.clone(),
+                    });
+                }
+            }
+        }
+        if self.stored < MAX_STORED_FAILED_ROWS {
+            self.stored += 1;
+            self.failures.push(f);
+        }
+    }
+}
+
+/// Reads a file in `parts` (of `line_parts`), each on its own thread, and merges their results
+/// in order: what `parse_file` gives for the whole file, with the same row numbers, failures
+/// (and the batch's allowance of them, `stored`), groups and good-rows copy.
+fn parse_in_parts(
+    input: &Input,
+    plan: &Plan,
+    parts: &[Range<u64>],
+    stored: &mut usize,
+    cancel: &AtomicBool,
+) -> Result<FileResult, Cancelled> {
+    let allowance_used = *stored;
+    let first_copy = good_copy(input, plan).map(Ok);
+    let read = std::thread::scope(|scope| {
+        let others: Vec<_> = parts
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(k, range)| {
+                let copy = plan
+                    .keeps_good_rows()
+                    .then(|| GoodWriter::create(&part_copy_path(&input.good, k), &plan.fmt));
+                let range = range.clone();
+                scope.spawn(move || parse_part(input, plan, range, allowance_used, copy, cancel))
+            })
+            .collect();
+        let first = parse_part(
+            input,
+            plan,
+            parts[0].clone(),
+            allowance_used,
+            first_copy,
+            cancel,
+        );
+        let mut read = vec![first];
+        for part in others {
+            read.push(
+                part.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            );
+        }
+        read
+    });
+    let overflowed = read
+        .iter()
+        .any(|part| part.as_ref().is_ok_and(|part| part.tally.overflowed));
+    let merged = if overflowed {
+        drop(read);
+        tracing::info!(file = %input.path, "too many distinct failing fields to read in parts; reading the file whole");
+        parse_file(input, plan, None, stored, cancel)
+    } else {
+        merge_parts(input, read, stored)
+    };
+    for k in 1..parts.len() {
+        let _ = std::fs::remove_file(part_copy_path(&input.good, k));
+    }
+    merged
+}
+
+fn parse_part(
+    input: &Input,
+    plan: &Plan,
+    range: Range<u64>,
+    allowance_used: usize,
+    good: Option<io::Result<GoodWriter>>,
+    cancel: &AtomicBool,
+) -> Result<PartResult, Cancelled> {
+    let mut tally = PartTally {
+        groups: Vec::new(),
+        index: Default::default(),
+        failures: Vec::new(),
+        stored: allowance_used,
+        overflowed: false,
+    };
+    let mut good = good;
+    let mut accept = AcceptAll;
+    let mut schema_check;
+    let check: &mut dyn RecordCheck = if plan.validates() {
+        schema_check = SchemaCheck::new(plan.schema.as_deref(), plan.source(), None);
+        &mut schema_check
+    } else {
+        &mut accept
+    };
+    let mut on_failure = |f: RowFailure| tally.add(f);
+    let mut reader = Reader {
+        check,
+        cancel,
+        on_failure: &mut on_failure,
+        good: good.as_mut().and_then(|g| g.as_mut().ok()),
+    };
+    let read = reader.read_part(&input.disk, &input.path, range)?;
+    Ok(PartResult { read, tally, good })
+}
+
+/// The parts' results put together in order, as if the file had been read whole: reading
+/// stops at the first part that could not be read to its end (an I/O error).
+fn merge_parts(
+    input: &Input,
+    read: Vec<Result<PartResult, Cancelled>>,
+    stored: &mut usize,
+) -> Result<FileResult, Cancelled> {
+    let mut result = FileResult {
+        file_id: input.file_id.clone(),
+        path: input.path.clone(),
+        size: std::fs::metadata(&input.disk).map(|m| m.len()).unwrap_or(0),
+        records: 0,
+        ok: 0,
+        failed: 0,
+        file_error: None,
+        failures: Vec::new(),
+        groups: Vec::new(),
+        good: None,
+    };
+    let mut copies = Vec::new();
+    let mut lines_before = 0u64;
+    for part in read {
+        let part = part?;
+        copies.push(part.good);
+        let out = part.read.outcome;
+        result.records += out.records;
+        result.ok += out.ok_records();
+        result.failed += out.failed;
+        for group in part.tally.groups {
+            count_in(
+                &mut result.groups,
+                group.code,
+                group.pointer,
+                group.count,
+                || {
+                    let mut first = group.first;
+                    renumber(&mut first, &input.path, lines_before);
+                    first
+                },
+            );
+        }
+        for mut failure in part.tally.failures {
+            if *stored < MAX_STORED_FAILED_ROWS {
+                *stored += 1;
+                failure.renumber(&input.path, lines_before);
+                result.failures.push(failure);
+            }
+        }
+        lines_before += part.read.lines;
+        if out.file_error.is_some() {
+            result.file_error = out.file_error;
+            break;
+        }
+    }
+    result.good = join_copies(&input.good, copies);
+    Ok(result)
+}
+
+/// The parts' good-rows copies, in order, appended to the first (the file's copy): its path
+/// and size, or why it is incomplete. None when no copy is kept.
+fn join_copies(
+    path: &Path,
+    copies: Vec<Option<io::Result<GoodWriter>>>,
+) -> Option<(PathBuf, io::Result<u64>)> {
+    let mut copies = copies.into_iter();
+    let first = copies.next().flatten()?;
+    let joined = (|| -> io::Result<u64> {
+        first?.finish()?;
+        let mut out = std::fs::OpenOptions::new().append(true).open(path)?;
+        for copy in copies {
+            let copy = copy.ok_or_else(|| io::Error::other("a part's copy is missing"))??;
+            let part = copy.path().to_path_buf();
+            copy.finish()?;
+            io::copy(&mut std::fs::File::open(&part)?, &mut out)?;
+        }
+        Ok(std::fs::metadata(path)?.len())
+    })();
+    Some((path.to_path_buf(), joined))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::RowIssue;
-    use batchdrop_xdm::IssueCode;
+    use crate::formats::{InputFormat, RowIssue};
+    use batchdrop_xdm::{IssueCode, Schema};
+    use serde_json::json;
 
     fn failure(pointer: &str) -> RowFailure {
         RowFailure {
@@ -286,5 +608,241 @@ mod tests {
         // Whole failures are kept up to the batch's allowance only.
         assert_eq!(tally.failures.len(), 2);
         assert_eq!(stored, MAX_STORED_FAILED_ROWS);
+    }
+
+    /// A JSON Lines plan: with a schema of 60 integer fields or none, keeping good rows or not.
+    fn lines_plan(schema: bool, keep_good: bool) -> Plan {
+        let fields: serde_json::Map<String, serde_json::Value> = (0..60)
+            .map(|i| (format!("f{i}"), json!({"type": "integer"})))
+            .collect();
+        let schema = schema.then(|| {
+            let json = json!({"type": "object", "properties": fields});
+            Arc::new(Schema::compile(&json, Some("t"), None, None).unwrap())
+        });
+        Plan {
+            fmt: InputFormat::from_json(&json!({"format": "json"})),
+            diagnostics: true,
+            partial_pct: keep_good.then_some(50.0),
+            schema,
+            upsert: None,
+            refusals: Vec::new(),
+        }
+    }
+
+    /// `lines` lines of JSON Lines after a byte order mark, with bad rows of every kind spread
+    /// all over (a wrong field among 60, unparsable, not an object), blank and CRLF lines, and
+    /// a last line without a newline.
+    fn messy_lines(lines: usize) -> Vec<u8> {
+        let mut out = b"\xEF\xBB\xBF".to_vec();
+        for i in 0..lines {
+            let line = match i % 11 {
+                0 => format!("{{\"f{}\": \"not a number\"}}\n", (i * 7) % 60),
+                3 => "{not json\n".to_owned(),
+                5 => "[1, 2]\n".to_owned(),
+                6 => "\n".to_owned(),
+                7 => format!("{{\"f1\": {i}}}\r\n"),
+                _ => format!("{{\"f0\": {i}, \"f2\": 2}}\n"),
+            };
+            out.extend_from_slice(line.as_bytes());
+        }
+        out.extend_from_slice(b"{\"f3\": \"last, no newline\"}");
+        out
+    }
+
+    /// What reading a batch gave: its results, each file's good-rows copy, and the files left
+    /// in its folder.
+    struct Read {
+        results: Vec<FileResult>,
+        copies: Vec<Option<Vec<u8>>>,
+        left: Vec<String>,
+    }
+
+    /// Reads `files` as one batch planned as `plan`, each read in at most `threads` parts of
+    /// at least a byte (one: read whole).
+    fn read_batch(files: &[Vec<u8>], plan: &Plan, threads: usize) -> Read {
+        let dir = tempfile::tempdir().unwrap();
+        let inputs: Vec<Input> = files
+            .iter()
+            .enumerate()
+            .map(|(k, content)| {
+                let disk = dir.path().join(format!("f{k}"));
+                std::fs::write(&disk, content).unwrap();
+                Input {
+                    file_id: format!("f{k}"),
+                    path: format!("in/file {k}.json"),
+                    disk,
+                    good: dir.path().join(format!("f{k}.good")),
+                }
+            })
+            .collect();
+        let split = Split {
+            threads,
+            min_part_bytes: 1,
+        };
+        for input in &inputs {
+            let parts = parts_of(input, plan, split).len().max(1);
+            assert_eq!(parts, threads, "{} is read in {threads} parts", input.path);
+        }
+        let (results, captured) = parse_all(&inputs, plan, split, &AtomicBool::new(false)).unwrap();
+        assert!(captured.is_none());
+        let copies = results
+            .iter()
+            .map(|r| {
+                r.good.as_ref().map(|(path, size)| {
+                    let bytes = std::fs::read(path).unwrap();
+                    assert_eq!(*size.as_ref().unwrap(), bytes.len() as u64);
+                    bytes
+                })
+            })
+            .collect();
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        Read {
+            results,
+            copies,
+            left,
+        }
+    }
+
+    fn assert_same(parts: &Read, whole: &Read, what: &str) {
+        assert_eq!(parts.results.len(), whole.results.len());
+        for (p, w) in parts.results.iter().zip(&whole.results) {
+            let counts = |r: &FileResult| (r.size, r.records, r.ok, r.failed, r.file_error.clone());
+            assert_eq!(counts(p), counts(w), "{what}: counts of {}", w.path);
+            assert_eq!(p.groups, w.groups, "{what}: groups of {}", w.path);
+            assert_eq!(
+                format!("{:?}", p.failures),
+                format!("{:?}", w.failures),
+                "{what}: failures of {}",
+                w.path
+            );
+        }
+        assert!(parts.copies == whole.copies, "{what}: good-rows copies");
+        assert_eq!(parts.left, whole.left, "{what}: files left");
+    }
+
+    #[test]
+    fn files_read_in_parts_give_what_they_give_read_whole() {
+        // Two files: the first takes part of the batch's allowance of stored failures, the
+        // second reaches it, and the 60 fields reach the cap of groups per file.
+        let files = vec![messy_lines(900), messy_lines(3000)];
+        for (schema, keep_good) in [(true, true), (false, false), (false, true), (true, false)] {
+            let plan = lines_plan(schema, keep_good);
+            let whole = read_batch(&files, &plan, 1);
+            let first = &whole.results[1].failures[0];
+            let failures = |r: &Read| r.results.iter().map(|r| r.failures.len()).sum::<usize>();
+            let failed: u64 = whole.results.iter().map(|r| r.failed).sum();
+            assert_eq!(
+                failures(&whole),
+                MAX_STORED_FAILED_ROWS.min(failed as usize)
+            );
+            assert!(!schema || failed as usize > MAX_STORED_FAILED_ROWS);
+            let blank = (0..3000).filter(|i| i % 11 == 6).count() as u64;
+            assert_eq!(whole.results[1].records, 3000 - blank + 1);
+            if schema {
+                // Row 1 is the second file's first (after the byte order mark).
+                assert_eq!(first.row, Some(1));
+                assert!(
+                    first.issues[0]
+                        .message
+                        .starts_with("file 'in/file 1.json' row 1: ")
+                );
+                assert!(whole.results[1].groups.len() > MAX_GROUPS_PER_FILE);
+            }
+            assert_eq!(
+                whole.copies.iter().flatten().count(),
+                usize::from(keep_good) * 2
+            );
+            for threads in [2, 3, 4, 7] {
+                let parts = read_batch(&files, &plan, threads);
+                let what = format!("schema {schema}, good rows {keep_good}, {threads} parts");
+                assert_same(&parts, &whole, &what);
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_cut_after_any_of_its_lines_gives_what_it_gives_read_whole() {
+        let content = messy_lines(60);
+        let dir = tempfile::tempdir().unwrap();
+        let input = Input {
+            file_id: "f".into(),
+            path: "f.json".into(),
+            disk: dir.path().join("f"),
+            good: dir.path().join("f.good"),
+        };
+        std::fs::write(&input.disk, &content).unwrap();
+        let plan = lines_plan(true, true);
+        let cancel = AtomicBool::new(false);
+        let summary = |r: &FileResult| {
+            let copy = r.good.as_ref().map(|(p, _)| std::fs::read(p).unwrap());
+            let failures = format!("{:?}", r.failures);
+            (r.records, r.ok, r.failed, failures, copy)
+        };
+        let mut stored = 0;
+        let whole = parse_file(&input, &plan, None, &mut stored, &cancel).unwrap();
+        let whole = (summary(&whole), whole.groups, stored);
+        assert_eq!(whole.0.2, 6 * 3);
+        let size = content.len() as u64;
+        let cuts = memchr::memchr_iter(b'\n', &content).map(|i| i as u64 + 1);
+        for cut in cuts.filter(|&c| c < size) {
+            let mut stored = 0;
+            let parts = [0..cut, cut..size];
+            let read = parse_in_parts(&input, &plan, &parts, &mut stored, &cancel).unwrap();
+            let read = (summary(&read), read.groups, stored);
+            assert!(read == whole, "cut at byte {cut}: {read:?} != {whole:?}");
+        }
+    }
+
+    #[test]
+    fn small_files_stay_on_one_thread_and_big_ones_use_the_threads_there_are() {
+        let split = Split {
+            threads: 2,
+            min_part_bytes: MIN_PART_BYTES,
+        };
+        assert_eq!(split.parts(0), 1);
+        assert_eq!(split.parts(2 * MIN_PART_BYTES - 1), 1);
+        assert_eq!(split.parts(2 * MIN_PART_BYTES), 2);
+        assert_eq!(split.parts(100 * MIN_PART_BYTES), 2);
+        // CSV and multi-line JSON are read whole whatever their size.
+        let dir = tempfile::tempdir().unwrap();
+        let input = Input {
+            file_id: "f".into(),
+            path: "f".into(),
+            disk: dir.path().join("f"),
+            good: dir.path().join("f.good"),
+        };
+        std::fs::write(&input.disk, "a\nb\nc\nd\n").unwrap();
+        let split = Split {
+            threads: 4,
+            min_part_bytes: 1,
+        };
+        let mut plan = lines_plan(false, false);
+        assert_eq!(parts_of(&input, &plan, split).len(), 4);
+        plan.fmt = InputFormat::from_json(&json!({"format": "csv"}));
+        assert!(parts_of(&input, &plan, split).is_empty());
+        plan.fmt = InputFormat::from_json(&json!({"format": "json", "isMultiLineJson": true}));
+        assert!(parts_of(&input, &plan, split).is_empty());
+    }
+
+    #[test]
+    fn a_part_with_too_many_distinct_failing_fields_is_read_again_whole() {
+        // Each row has a field of its own that the schema does not allow: as many groups.
+        let json = json!({"type": "object", "additionalProperties": false,
+            "properties": {"id": {"type": "integer"}}});
+        let mut plan = lines_plan(false, true);
+        plan.schema = Some(Arc::new(
+            Schema::compile(&json, Some("t"), None, None).unwrap(),
+        ));
+        let rows = 2 * MAX_GROUPS_PER_PART + 100;
+        let content: String = (0..rows).map(|i| format!("{{\"x{i}\": 1}}\n")).collect();
+        let files = vec![content.into_bytes()];
+        let whole = read_batch(&files, &plan, 1);
+        assert_eq!(whole.results[0].failed, rows as u64);
+        assert_eq!(whole.results[0].groups.len(), MAX_GROUPS_PER_FILE + 1);
+        assert_same(&read_batch(&files, &plan, 2), &whole, "2 parts");
     }
 }
