@@ -315,9 +315,11 @@ fn write_frames(
     inode(&file)
 }
 
-/// Writes the frames in pieces of at most [`WRITE_PIECE`] bytes. Measured here (Linux 6.18,
-/// ext4): `write()` calls of 1 MiB into the page cache run 3× slower than the same bytes in
-/// 64–128 KiB calls, so neither a large buffer nor one `writev` of many frames is used.
+/// Writes the frames in pieces of at most [`WRITE_PIECE`] bytes: a frame of a large body (hyper
+/// reads a few hundred KiB at a time) is then one `write()`, not several, while no single call
+/// grows to the megabyte writes that ran slower into this host's page cache than smaller
+/// ones (see bench/RESULTS.md), so neither a large buffer nor one `writev` of many frames is
+/// used.
 fn write_pieces(file: &mut std::fs::File, bufs: &[Bytes]) -> std::io::Result<()> {
     use std::io::Write;
     for buf in bufs {
@@ -354,7 +356,7 @@ fn start_write_back(file: &std::fs::File, offset: u64, len: u64) {
 #[cfg(not(target_os = "linux"))]
 fn start_write_back(_file: &std::fs::File, _offset: u64, _len: u64) {}
 
-const WRITE_PIECE: usize = 128 * 1024;
+const WRITE_PIECE: usize = 512 * 1024;
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -381,6 +383,41 @@ mod tests {
         ] {
             assert!(parse_content_range(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn frames_written_in_place_land_at_their_offset_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("data");
+        std::fs::write(&dest, vec![b'.'; 100]).unwrap();
+        // Frames below, at and above WRITE_PIECE, in runs as the receiver hands them over.
+        let frames: Vec<Bytes> = [7, WRITE_PIECE, WRITE_PIECE + 3, 2 * WRITE_PIECE + 1, 1]
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| {
+                Bytes::from(
+                    (0..len)
+                        .map(|j| (i * 31 + j % 251) as u8)
+                        .collect::<Vec<u8>>(),
+                )
+            })
+            .collect();
+        let (tx, rx) = tokio::sync::mpsc::channel(QUEUED_RUNS);
+        tx.try_send(frames[..2].to_vec()).unwrap();
+        tx.try_send(frames[2..].to_vec()).unwrap();
+        drop(tx);
+        write_frames(&dest, rx, BodyKind::At(40)).unwrap();
+
+        let mut expected = vec![b'.'; 40];
+        for frame in &frames {
+            expected.extend_from_slice(frame);
+        }
+        let got = std::fs::read(&dest).unwrap();
+        assert_eq!(got.len(), expected.len());
+        assert!(
+            got == expected,
+            "the file differs from the frames written at offset 40"
+        );
     }
 
     #[test]
