@@ -14,7 +14,8 @@ the end of the one before:
     uploaded    → the last file uploaded (its PUT answered)
     completed   → the last batch COMPLETE accepted
     succeeded   → the last batch seen succeeded ("batch succeeded")
-    first_done  → the first file finished (archived, receipt written)
+    first_done  → the first file finished (archived, receipt written); left out when files were
+                  finished before the last batch succeeded (more batches than run at once)
     archived    → the last file finished
     noticed     → the bench's poll saw them all (with NOTICED_UNIX_MS): the measuring lag
 
@@ -55,7 +56,10 @@ def main():
                 first.setdefault(name, at)
                 last[name] = at
                 break
-    if "archived" in first:
+    # With more batches than run at once, files of the first batches are finished while later
+    # ones still upload: a "first finished" before the last success is no phase of the chain
+    # (it printed a negative span); the archiving then counts from the last success.
+    if "archived" in first and first["archived"] >= last.get("succeeded", 0):
         first["first_done"] = first["archived"]
         last["first_done"] = first["archived"]
     order = [
