@@ -21,14 +21,9 @@ the end of the one before:
 
 then `total` (drop → last file finished) and, with NOTICED_UNIX_MS, `total_noticed`.
 """
-import datetime
-import json
 import sys
 
-
-def when(line):
-    stamp = line["timestamp"].replace("Z", "+00:00")
-    return datetime.datetime.fromisoformat(stamp).timestamp() * 1000
+from daemon_log import events
 
 
 def main():
@@ -44,15 +39,9 @@ def main():
         ("archived", lambda m: m.startswith("file finished")),
     ]
     first, last = {}, {}
-    for raw in open(log):
-        try:
-            line = json.loads(raw)
-        except ValueError:
-            continue
-        message = line.get("fields", {}).get("message", line.get("message", ""))
+    for message, at in events(log):
         for name, matches in wanted:
             if matches(message):
-                at = when(line)
                 first.setdefault(name, at)
                 last[name] = at
                 break

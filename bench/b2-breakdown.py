@@ -16,14 +16,10 @@ give its processing. Prints one `phase ms` line per phase, each from the end of 
     processed  → the platform's processing done (Catalog `completed`)
     seen       → the daemon's poll that saw the success ("batch succeeded")
 """
-import datetime
 import json
 import sys
 
-
-def when(line):
-    stamp = line["timestamp"].replace("Z", "+00:00")
-    return datetime.datetime.fromisoformat(stamp).timestamp() * 1000
+from daemon_log import events
 
 
 def main():
@@ -38,15 +34,10 @@ def main():
         ("completed", lambda m: m.startswith("batch completed")),
         ("seen", lambda m: m.startswith("batch succeeded")),
     ]
-    for raw in open(log):
-        try:
-            line = json.loads(raw)
-        except ValueError:
-            continue
-        message = line.get("fields", {}).get("message", line.get("message", ""))
+    for message, at in events(log):
         for name, matches in wanted:
             if name not in marks and matches(message):
-                marks[name] = when(line)
+                marks[name] = at
     if catalog is not None:
         # The Catalog's batch object, alone or keyed by its id.
         batch = catalog if "completed" in catalog else next(iter(catalog.values()))
