@@ -37,9 +37,24 @@ async fn metrics_count_what_happened() {
     write_atomic(&env.drop_dir().join("bad.json"), b"{nope\n");
     bytes += 6;
     wait_receipts(&env.failed(), 1, 60).await;
-    let (_, text) = http_get(&format!("{url}/metrics"))
-        .await
-        .expect("/metrics answers");
+    // A receipt is written before its file is counted, and the queue gauges are the store's
+    // counts as they were up to two seconds ago: wait for both to catch up, then check every
+    // figure exactly (a count that overshoots still fails).
+    let metrics = format!("{url}/metrics");
+    let text = eventually(
+        30,
+        "the failed file counted and the queue gauges fresh",
+        || {
+            let metrics = metrics.clone();
+            async move {
+                let (_, text) = http_get(&metrics).await?;
+                let caught_up = metric(&text, &["batchdrop_files_failed_total", DATASET]) >= 1.0
+                    && metric(&text, &["batchdrop_queue_files", "state=\"done\""]) >= 3.0;
+                caught_up.then_some(text)
+            }
+        },
+    )
+    .await;
     stop_daemon(daemon);
     assert_eq!(
         metric(

@@ -574,18 +574,21 @@ async fn status_watch_redraws_in_place_on_a_terminal() {
     })
     .await;
     write_atomic(&env.drop_dir().join("live.json"), jsonl(0, 4).as_bytes());
-    eventually(60, "a frame showing the file done", || {
-        let last = shown()
-            .rsplit("\x1b[H\x1b[J")
-            .next()
-            .unwrap_or("")
-            .to_owned();
-        async move { (last.contains(DATASET) && last.contains("1 done")).then_some(()) }
+    // Only a frame that another one follows is known whole: the last may still be arriving.
+    let done_frame = eventually(60, "a whole frame showing the file done", || {
+        let screen = shown();
+        let mut frames: Vec<&str> = screen.split("\x1b[H\x1b[J").collect();
+        frames.pop();
+        let done = frames
+            .into_iter()
+            .rev()
+            .find(|frame| frame.contains(DATASET) && frame.contains("1 done"))
+            .map(str::to_owned);
+        async move { done }
     })
     .await;
-    let last_frame = shown().rsplit("\x1b[H\x1b[J").next().unwrap().to_owned();
-    assert!(last_frame.contains("throughput:"), "{last_frame}");
-    assert!(last_frame.contains("daemon running"), "{last_frame}");
+    assert!(done_frame.contains("throughput:"), "{done_frame}");
+    assert!(done_frame.contains("daemon running"), "{done_frame}");
     // SAFETY: a signal to our own child.
     unsafe { libc::kill(watch.id() as i32, libc::SIGINT) };
     let status = watch.wait().unwrap();
