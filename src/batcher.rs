@@ -5,8 +5,9 @@
 //! Before sealing, files that may repeat content (the same size as another file of the
 //! dataset, ingested, on its way or ready beside them) are hashed; the store's seal keeps one
 //! copy of any content per dataset (the others wait for its outcome or become duplicates of
-//! it). Every other file is hashed only while it
-//! is uploaded. Watches whose dataset is blocked (see `blocked`) are skipped.
+//! it); so is a file in flight that was sealed unhashed before a twin of its size came. Every
+//! other file is hashed only while it is uploaded. Watches whose dataset is blocked (see
+//! `blocked`) are skipped.
 //!
 //! This module must not talk to the platform or move files.
 
@@ -393,6 +394,23 @@ impl Batcher {
         if to_hash.is_empty() {
             return Ok(Some(ready));
         }
+        // A file of these sizes already in flight, sealed before its twin was queued (a
+        // fleet's scanner seals page by page while it claims), has no hash until its upload
+        // records one: the seal would make this page's file wait for it and go in a later
+        // batch of its own. Hashed here, the seal compares the contents at once. A big one is
+        // left to its upload: hashing it twice would cost more than its twin's wait.
+        let sizes: Vec<i64> = seen
+            .iter()
+            .filter(|(_, known)| **known)
+            .map(|(size, _)| *size)
+            .collect();
+        let carriers: Vec<FileRow> = self
+            .store
+            .unhashed_in_flight(dataset, &sizes)
+            .await?
+            .into_iter()
+            .filter(|f| f.size <= CARRIER_HASH_MAX)
+            .collect();
         let stop = shutdown.clone();
         let hashed = tokio::task::spawn_blocking(move || {
             let mut out = Vec::with_capacity(to_hash.len());
@@ -402,13 +420,25 @@ impl Batcher {
                 }
                 out.push((i, sha256_queued(&f)));
             }
-            Some(out)
+            // Not the page's own: one that cannot be hashed now (archived meanwhile, replaced)
+            // is simply left to its upload.
+            let mut carried = Vec::new();
+            for f in carriers {
+                if stop.is_cancelled() {
+                    return None;
+                }
+                if let Ok(Some(sha)) = sha256_queued(&f) {
+                    carried.push((f.id, sha));
+                }
+            }
+            Some((out, carried))
         })
         .await
         .unwrap_or(None);
-        let Some(hashed) = hashed else {
+        let Some((hashed, carried)) = hashed else {
             return Ok(None);
         };
+        self.store.set_unknown_shas(&carried).await?;
         let mut ready = ready;
         let mut shas: Vec<(i64, String)> = Vec::with_capacity(hashed.len());
         let mut held_back = std::collections::HashSet::new();
@@ -448,6 +478,10 @@ impl Batcher {
         Ok(Some(ready))
     }
 }
+
+/// The largest file in flight that the batcher hashes for its twins (see
+/// `Batcher::hash_where_needed`): 64 MiB, a fraction of a second.
+const CARRIER_HASH_MAX: i64 = 64 << 20;
 
 /// How many groups `plan` can make of one page: one per (format, multiline JSON).
 const GROUP_KEYS: u64 = 6;
@@ -697,5 +731,91 @@ mod tests {
         batcher.pass(true, &shutdown).await.unwrap();
         assert!(store.ready_files(&watch.name, 10).await.unwrap().is_empty());
         assert_eq!(store.batches_in_flight().await.unwrap().len(), 1);
+    }
+
+    /// A file queued after another of its size was sealed (unhashed: alone with its size
+    /// then) does not wait for that one's upload: the batcher hashes the one in flight, and
+    /// the seal compares contents at once. Another content goes now; the same content waits.
+    #[tokio::test]
+    async fn a_twin_of_a_file_in_flight_is_sealed_at_once_when_their_contents_differ() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("drop");
+        std::fs::create_dir_all(&root).unwrap();
+        let text = format!(
+            "[[watch]]\npath = {root:?}\ndataset = \"d\"\nsettle = \"0\"\nmax_wait = \"0\"\n"
+        );
+        let config = crate::config::Config::parse(&text, &dir.path().join("c.toml")).unwrap();
+        let watch = config.watches[0].clone();
+        let store = Store::open_exclusive(&dir.path().join("state"), false)
+            .await
+            .unwrap();
+        let queue = |rel: &str, body: &str| {
+            std::fs::write(root.join(rel), body).unwrap();
+            let identity = crate::disk::Identity::of(&std::fs::metadata(root.join(rel)).unwrap());
+            crate::store::NewFile {
+                watch: watch.name.clone(),
+                dataset: "d".into(),
+                format: crate::format::Format::Json,
+                multiline_json: false,
+                root: root.to_string_lossy().into_owned(),
+                rel_path: rel.into(),
+                dev: identity.dev as i64,
+                ino: identity.ino as i64,
+                size: identity.size as i64,
+                mtime_ns: identity.mtime_ns,
+                raw_path: None,
+            }
+        };
+        let new_id = |recorded: &[crate::store::Recorded]| match recorded {
+            [crate::store::Recorded::New(id)] => *id,
+            other => panic!("not recorded as new: {other:?}"),
+        };
+        let batcher = batcher_of(&store, &dir.path().join("state"), vec![watch.clone()]);
+        let shutdown = CancellationToken::new();
+
+        let first = new_id(
+            &store
+                .record_ready_many(&[queue("first.json", "{\"a\":1}\n")])
+                .await
+                .unwrap(),
+        );
+        batcher.pass(true, &shutdown).await.unwrap();
+        let first_row = store.file(first).await.unwrap().unwrap();
+        assert_eq!(first_row.state, crate::store::FileState::Batched);
+        assert_eq!(
+            first_row.sha256, None,
+            "alone with its size: sealed unhashed"
+        );
+
+        // Same size, other content; then same size, same content as the first.
+        let other = new_id(
+            &store
+                .record_ready_many(&[queue("other.json", "{\"a\":2}\n")])
+                .await
+                .unwrap(),
+        );
+        batcher.pass(true, &shutdown).await.unwrap();
+        assert_eq!(
+            store.file(other).await.unwrap().unwrap().state,
+            crate::store::FileState::Batched,
+            "another content does not wait for the first one's upload"
+        );
+        assert!(store.file(first).await.unwrap().unwrap().sha256.is_some());
+        assert_eq!(store.batches_in_flight().await.unwrap().len(), 2);
+
+        let copy = new_id(
+            &store
+                .record_ready_many(&[queue("copy.json", "{\"a\":1}\n")])
+                .await
+                .unwrap(),
+        );
+        batcher.pass(true, &shutdown).await.unwrap();
+        let copy_row = store.file(copy).await.unwrap().unwrap();
+        assert_eq!(copy_row.state, crate::store::FileState::Ready);
+        assert_eq!(
+            copy_row.waits_for,
+            Some(first),
+            "the same content waits for it"
+        );
     }
 }
