@@ -730,6 +730,7 @@ mod tests {
                 file_id: first[0],
                 sha256: "Z".into(),
                 size: 9,
+                hash_stored: false,
             }])
             .await
             .unwrap();

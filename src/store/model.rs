@@ -294,6 +294,10 @@ pub struct Uploaded {
     /// SHA-256 of the bytes sent.
     pub sha256: String,
     pub size: i64,
+    /// The file's row already holds this same `sha256` (the batcher hashed it before sealing):
+    /// it is not written again, which would rewrite the file's entry in the hash index for
+    /// nothing.
+    pub hash_stored: bool,
 }
 
 /// A file's end, as the archiver reports it for recording.

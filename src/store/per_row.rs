@@ -132,6 +132,7 @@ mod tests {
         each_file_gets_its_own_hash_record_count_and_destination,
         a_destination_is_recorded_only_where_none_is_yet,
         each_uploaded_file_gets_its_own_hash_and_size_and_only_a_batched_one,
+        a_hash_the_row_holds_is_not_written_again,
         each_finished_file_gets_its_own_state_place_and_receipt_once,
         each_copy_waits_for_and_is_the_duplicate_of_its_own_carrier,
     );
@@ -214,6 +215,7 @@ mod tests {
                 file_id: *id,
                 sha256: format!("sha-{id}"),
                 size: 100 + id,
+                hash_stored: false,
             })
             .collect();
         store.mark_uploaded_many(&done).await.unwrap();
@@ -227,6 +229,41 @@ mod tests {
                 assert_eq!(row.sha256, Some(format!("sha-{id}")), "file {id}");
                 assert_eq!(row.uploaded_bytes, 100 + id, "file {id}");
             }
+        }
+    }
+
+    async fn a_hash_the_row_holds_is_not_written_again(store: Store) {
+        // Every other file was hashed before sealing; one page mixes both kinds of facts.
+        let ids = five(&store).await;
+        let hashed: Vec<(i64, String)> = ids
+            .iter()
+            .step_by(2)
+            .map(|id| (*id, format!("batcher-{id}")))
+            .collect();
+        store.set_shas(&hashed).await.unwrap();
+        let mut sealed = seal(&store, &ids).await.files;
+        sealed.sort();
+        assert_eq!(sealed, ids);
+        let done: Vec<Uploaded> = ids
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(n, id)| Uploaded {
+                file_id: *id,
+                // A fact that says its hash is stored is not written: were it written, this
+                // different text would show in the row.
+                sha256: format!("uploader-{id}"),
+                size: 100 + id,
+                hash_stored: n % 2 == 0,
+            })
+            .collect();
+        store.mark_uploaded_many(&done).await.unwrap();
+        for (n, id) in ids.iter().enumerate() {
+            let row = store.file(*id).await.unwrap().unwrap();
+            assert_eq!(row.state, FileState::Uploaded, "file {id}");
+            assert_eq!(row.uploaded_bytes, 100 + id, "file {id}");
+            let who = if n % 2 == 0 { "batcher" } else { "uploader" };
+            assert_eq!(row.sha256, Some(format!("{who}-{id}")), "file {id}");
         }
     }
 

@@ -31,6 +31,7 @@ fn uploaded(file: i64) -> Uploaded {
         file_id: file,
         sha256: "ab".repeat(32),
         size: 10,
+        hash_stored: false,
     }
 }
 

@@ -275,10 +275,18 @@ impl Store {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         commit_without_flush(&mut tx).await?;
-        for part in done.chunks(200) {
-            let rows = PerRow::new(part.iter().map(|d| d.file_id))
-                .text("sha256", part.iter().map(|d| Some(d.sha256.as_str())))
-                .int("uploaded_bytes", part.iter().map(|d| d.size));
+        // Files whose row holds their hash already go in statements that leave `sha256` out:
+        // naming a column in `SET` rewrites its index entries even for the same value.
+        let (stored, to_write): (Vec<&Uploaded>, Vec<&Uploaded>) =
+            done.iter().partition(|d| d.hash_stored);
+        for (part, with_hash) in (stored.chunks(200).map(|part| (part, false)))
+            .chain(to_write.chunks(200).map(|part| (part, true)))
+        {
+            let mut rows = PerRow::new(part.iter().map(|d| d.file_id));
+            if with_hash {
+                rows = rows.text("sha256", part.iter().map(|d| Some(d.sha256.as_str())));
+            }
+            let rows = rows.int("uploaded_bytes", part.iter().map(|d| d.size));
             let mut q = QueryBuilder::new("UPDATE files SET state = 'uploaded', updated_at = ");
             q.push_bind(now).push(",");
             push_per_row(&mut q, &rows);

@@ -70,6 +70,7 @@ impl FileJob {
         }
         // The file's hash stays the dropped file's (what the receipt and duplicates go by).
         fact.sha256 = staged.original_sha256.clone();
+        fact.hash_stored = f.sha256.as_deref() == Some(fact.sha256.as_str());
         Ok(Some(fact))
     }
 
@@ -200,6 +201,7 @@ impl FileJob {
         );
         Ok(Some(Uploaded {
             file_id: f.id,
+            hash_stored: f.sha256.as_deref() == Some(sha.as_str()),
             sha256: sha,
             size: f.size,
         }))
