@@ -79,25 +79,7 @@ pub async fn poll(
         m.output_record_count.unwrap_or(0),
         m.failed_record_count.unwrap_or(0)
     );
-    if verdict == Verdict::Success {
-        tracing::info!(batch = %remote, dataset = %b.dataset, "batch succeeded ({detail})");
-        // Each file's own count, for its receipt (the Catalog's metrics are the batch's).
-        // Only a nicety: the batch's outcome does not wait for it if Data Access fails.
-        match api.list_batch_files(remote).await {
-            Ok(listing) => {
-                let files = store.batch_file_paths(b.id, FileState::Uploaded).await?;
-                store
-                    .set_file_records(&outcome::records_per_file(&files, &listing))
-                    .await?;
-            }
-            Err(e) => {
-                tracing::debug!(batch = %remote, "no per-file record counts for the receipts: {e}")
-            }
-        }
-        if let Some(preds) = &b.replay {
-            store.mark_replaced(&preds.0, remote).await?;
-        }
-    } else {
+    if verdict != Verdict::Success {
         let errors: Vec<String> = info
             .errors
             .iter()
@@ -109,7 +91,29 @@ pub async fn poll(
             .increment(1);
         return Ok(());
     }
-    store.finish_batch(b.id, verdict, &outcome, &detail).await?;
+    tracing::info!(batch = %remote, dataset = %b.dataset, "batch succeeded ({detail})");
+    // Each file's own count, for its receipt (the Catalog's metrics are the batch's), is
+    // recorded with the ending, so that the archiver, woken by it, writes every receipt at
+    // once; the batch's files are read from the store while Data Access lists them. Only a
+    // nicety: the batch's outcome does not wait for it if Data Access fails.
+    let (listing, files) = tokio::join!(
+        api.list_batch_files(remote),
+        store.batch_file_paths(b.id, FileState::Uploaded)
+    );
+    let files = files?;
+    let counts = match listing {
+        Ok(listing) => outcome::records_per_file(&files, &listing),
+        Err(e) => {
+            tracing::debug!(batch = %remote, "no per-file record counts for the receipts: {e}");
+            Vec::new()
+        }
+    };
+    if let Some(preds) = &b.replay {
+        store.mark_replaced(&preds.0, remote).await?;
+    }
+    store
+        .finish_succeeded_batch(b.id, &outcome, &detail, &counts)
+        .await?;
     metrics::counter!(crate::telemetry::BATCHES, "outcome" => verdict.state().as_str(), "watch" => b.watch.clone())
         .increment(1);
     Ok(())

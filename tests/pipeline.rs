@@ -113,6 +113,44 @@ async fn receipts_of_a_batch_over_one_listing_page_each_carry_their_own_record_c
     );
 }
 
+/// The listing of a large batch is asked several pages at a time (`list_batch_files`): every
+/// page must be read once and none dropped, past the first wave of pages too, or a file's
+/// count in its receipt is doubled or missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_of_a_batch_listed_in_several_waves_of_pages_carry_their_own_record_count() {
+    const FILES: usize = 1_050;
+    let env = Env::new().await;
+    let drop = env.drop_dir();
+    // Present before the daemon starts, so that its first scan puts them in one batch.
+    for i in 0..FILES {
+        write_atomic(
+            &drop.join(format!("f{i:04}.json")),
+            jsonl(i * 10, 1 + i % 5).as_bytes(),
+        );
+    }
+    let daemon = Daemon::start(env.config("", "max_wait = \"3s\""));
+    let receipts = wait_receipts(&env.archive(), FILES, 300).await;
+    daemon.stop().await;
+    let mut batches = std::collections::BTreeSet::new();
+    for r in &receipts {
+        let name = r["file"].as_str().unwrap();
+        let i: usize = name[1..5].parse().unwrap();
+        assert_eq!(r["status"], "success", "{r}");
+        assert_eq!(r["file_records"], 1 + i % 5, "{name}: {r}");
+        batches.insert(r["batch"].as_str().unwrap().to_owned());
+    }
+    let mut listed = Vec::new();
+    for batch in &batches {
+        for file in env.api.list_batch_files(batch).await.unwrap() {
+            listed.push(file.name.unwrap());
+        }
+    }
+    listed.sort();
+    let expected: Vec<String> = (0..FILES).map(|i| format!("f{i:04}.json")).collect();
+    assert_eq!(listed, expected, "each file listed once");
+    assert_eq!(batches.len(), 1, "one batch of {FILES} files: {batches:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_files_are_grouped_into_batches_within_max_files() {
     let env = Env::new().await;

@@ -143,4 +143,6 @@ dispatch! {
     // queries.rs
     pub async fn close(&self) -> ();
     pub async fn ping_write(&self) -> Result<(), StoreError>;
+    // outcome.rs
+    pub async fn finish_succeeded_batch(&self, batch_id: i64, outcome: &BatchOutcome, detail: &str, counts: &[(i64, i64)],) -> Result<(), StoreError>;
 }

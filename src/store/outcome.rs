@@ -267,3 +267,97 @@ pub(super) async fn end_batch(
     insert_event(&mut **tx, now, event).await?;
     Ok(true)
 }
+
+impl Store {
+    /// [`Store::finish_batch`] for a successful batch, with each file's record count
+    /// ([`Store::set_file_records`]) in the same transaction: a receipt that needs a count
+    /// finds it recorded as soon as the batch is seen ended, and the ending costs one commit.
+    /// The counts are kept even when the batch is not in flight any more (an operator aborted
+    /// it meanwhile), as when they were recorded on their own before the ending.
+    pub async fn finish_succeeded_batch(
+        &self,
+        batch_id: i64,
+        outcome: &BatchOutcome,
+        detail: &str,
+        counts: &[(i64, i64)],
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        for part in counts.chunks(400) {
+            let rows = PerRow::new(part.iter().map(|(id, _)| *id))
+                .int("records", part.iter().map(|(_, n)| *n));
+            let mut q = QueryBuilder::new("UPDATE files SET");
+            push_per_row(&mut q, &rows);
+            q.build().execute(&mut *tx).await?;
+        }
+        end_batch(&mut tx, batch_id, Verdict::Success, outcome, detail, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::Store;
+    use crate::store::testing::{on_both_backends, ready, sealed_batch};
+    use crate::store::{BatchOutcome, BatchState, Step};
+
+    on_both_backends!(
+        a_succeeded_batch_ends_with_each_files_own_record_count,
+        an_aborted_batch_stays_aborted_and_keeps_the_record_counts,
+    );
+
+    /// A batch of three files, processing on the platform as `remote`; its id and the files'.
+    async fn processing(store: &Store, remote: &str) -> (i64, Vec<i64>) {
+        let files = ready(store, &[("a", 10, None), ("b", 11, None), ("c", 12, None)]).await;
+        let batch = sealed_batch(store, &files).await;
+        for step in [
+            Step::Creating,
+            Step::Loading { remote_id: remote },
+            Step::Completing,
+            Step::Processing,
+        ] {
+            store.advance_batch(batch, step, "step").await.unwrap();
+        }
+        (batch, files)
+    }
+
+    async fn a_succeeded_batch_ends_with_each_files_own_record_count(store: Store) {
+        let (batch, files) = processing(&store, "B1").await;
+        let counts: Vec<(i64, i64)> = files.iter().rev().map(|id| (*id, id * 3)).collect();
+        let outcome = BatchOutcome(serde_json::json!({"status": "success"}));
+        store
+            .finish_succeeded_batch(batch, &outcome, "Success", &counts)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.batch(batch).await.unwrap().state(),
+            BatchState::Success
+        );
+        // What the archiver reads for the receipts once the batch has ended.
+        let due = store.files_to_finalize(0, 10).await.unwrap();
+        assert_eq!(due.len(), 3, "{due:?}");
+        for file in due {
+            assert_eq!(file.records, Some(file.id * 3), "file {}", file.id);
+        }
+    }
+
+    async fn an_aborted_batch_stays_aborted_and_keeps_the_record_counts(store: Store) {
+        let (batch, files) = processing(&store, "B1").await;
+        assert!(store.abort_batch(batch, "operator").await.unwrap());
+        let counts: Vec<(i64, i64)> = files.iter().map(|id| (*id, 5)).collect();
+        let outcome = BatchOutcome(serde_json::json!({"status": "success"}));
+        store
+            .finish_succeeded_batch(batch, &outcome, "Success", &counts)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.batch(batch).await.unwrap().state(),
+            BatchState::Aborted,
+            "a success seen after the operator aborted does not end it again"
+        );
+        for id in files {
+            assert_eq!(store.file(id).await.unwrap().unwrap().records, Some(5));
+        }
+    }
+}
