@@ -86,7 +86,6 @@ dispatch! {
     // outcome.rs
     pub async fn finish_batch(&self, batch_id: i64, verdict: Verdict, outcome: &BatchOutcome, detail: &str,) -> Result<(), StoreError>;
     pub async fn finish_batch_requeueing(&self, batch_id: i64, outcome: &BatchOutcome, detail: &str, requeue: &[i64], why: &str,) -> Result<(), StoreError>;
-    pub async fn set_file_records(&self, counts: &[(i64, i64)]) -> Result<(), StoreError>;
     pub async fn mark_replaced(&self, remote_ids: &[String], by: &str) -> Result<(), StoreError>;
     pub async fn files_to_finalize(&self, after: i64, limit: i64,) -> Result<Vec<FileRow>, StoreError>;
     pub async fn pending_destinations(&self) -> Result<Vec<String>, StoreError>;

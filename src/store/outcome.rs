@@ -68,24 +68,6 @@ impl Store {
         Ok(())
     }
 
-    /// Records each file's own record count, as the platform listed it after its batch
-    /// succeeded.
-    pub async fn set_file_records(&self, counts: &[(i64, i64)]) -> Result<(), StoreError> {
-        if counts.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.pool.begin().await?;
-        for part in counts.chunks(400) {
-            let rows = PerRow::new(part.iter().map(|(id, _)| *id))
-                .int("records", part.iter().map(|(_, n)| *n));
-            let mut q = QueryBuilder::new("UPDATE files SET");
-            push_per_row(&mut q, &rows);
-            q.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
     pub async fn mark_replaced(&self, remote_ids: &[String], by: &str) -> Result<(), StoreError> {
         for id in remote_ids {
             sqlx::query(
@@ -269,8 +251,8 @@ pub(super) async fn end_batch(
 }
 
 impl Store {
-    /// [`Store::finish_batch`] for a successful batch, with each file's record count
-    /// ([`Store::set_file_records`]) in the same transaction: a receipt that needs a count
+    /// [`Store::finish_batch`] for a successful batch, with each file's own record count (as
+    /// the platform listed it) in the same transaction: a receipt that needs a count
     /// finds it recorded as soon as the batch is seen ended, and the ending costs one commit.
     /// The counts are kept even when the batch is not in flight any more (an operator aborted
     /// it meanwhile), as when they were recorded on their own before the ending.

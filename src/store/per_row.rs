@@ -129,7 +129,7 @@ mod tests {
     use crate::store::{BatchOutcome, FileState, Finalized, Store, Uploaded, Verdict};
 
     on_both_backends!(
-        each_file_gets_its_own_hash_record_count_and_destination,
+        each_file_gets_its_own_hash_and_destination,
         a_destination_is_recorded_only_where_none_is_yet,
         each_uploaded_file_gets_its_own_hash_and_size_and_only_a_batched_one,
         a_hash_the_row_holds_is_not_written_again,
@@ -148,7 +148,7 @@ mod tests {
         ready(store, &files).await
     }
 
-    async fn each_file_gets_its_own_hash_record_count_and_destination(store: Store) {
+    async fn each_file_gets_its_own_hash_and_destination(store: Store) {
         let ids = five(&store).await;
         let backwards: Vec<i64> = ids.iter().rev().copied().collect();
         let shas: Vec<(i64, String)> = backwards
@@ -156,8 +156,6 @@ mod tests {
             .map(|id| (*id, format!("sha-{id}")))
             .collect();
         store.set_shas(&shas).await.unwrap();
-        let counts: Vec<(i64, i64)> = backwards.iter().map(|id| (*id, id * 7)).collect();
-        store.set_file_records(&counts).await.unwrap();
         let places: Vec<(i64, String)> = backwards
             .iter()
             .map(|id| (*id, format!("/d/_done/{id}")))
@@ -166,7 +164,6 @@ mod tests {
         for id in &ids {
             let row = store.file(*id).await.unwrap().unwrap();
             assert_eq!(row.sha256, Some(format!("sha-{id}")), "file {id}");
-            assert_eq!(row.records, Some(id * 7), "file {id}");
             assert_eq!(row.final_path, Some(format!("/d/_done/{id}")), "file {id}");
             assert_eq!(row.state, FileState::Ready, "file {id}");
         }
