@@ -5,7 +5,7 @@
 //! Before sealing, files that may repeat content (the same size as another file of the
 //! dataset, ingested, on its way or ready beside them) are hashed; the store's seal keeps one
 //! copy of any content per dataset (the others wait for its outcome or become duplicates of
-//! it); so is a file in flight that was sealed unhashed before a twin of its size came. Every
+//! it); so is a file in flight that was sealed unhashed when a twin of its size waits for it. Every
 //! other file is hashed only while it is uploaded. Watches whose dataset is blocked (see
 //! `blocked`) are skipped.
 //!
@@ -23,7 +23,7 @@ use crate::config::{Validate, Watch};
 use crate::disk::{self, Links};
 use crate::schedule::{self, Limits};
 use crate::stage::{self, Next, Stage};
-use crate::store::{Dedupe, FileRow, NewBatch, Store, StoreError, now_ms};
+use crate::store::{Dedupe, FileRow, FileState, NewBatch, Store, StoreError, now_ms};
 
 pub struct Batcher {
     /// Shared with the daemon, which swaps it on a config reload.
@@ -161,6 +161,8 @@ impl Batcher {
             Dedupe::OneCopy
         };
         let mut sealed_any = false;
+        // Files this watch's seals left waiting for another file's outcome.
+        let mut carriers = Vec::new();
         loop {
             let mut ready = self.store.ready_files(&w.name, page).await?;
             if ready.is_empty() {
@@ -252,6 +254,7 @@ impl Batcher {
                 }
                 for d in &sealed.waiting {
                     tracing::info!(file = %name(d.file), dataset = %w.dataset, carrier = %d.carrier_path, "waits for the outcome of a file that may carry the same content");
+                    carriers.push(d.carrier);
                 }
                 progress |= sealed.to_hash.len() < ids.len();
                 if let Some(batch) = sealed.batch_id {
@@ -264,9 +267,53 @@ impl Batcher {
                 self.wake_uploader.notify_one();
             }
             if !more || !progress || shutdown.is_cancelled() {
+                self.hash_carriers(carriers, shutdown).await?;
                 return Ok(sealed_any);
             }
         }
+    }
+
+    /// A file sealed alone with its size goes unhashed (its upload hashes it); a file of the
+    /// same size queued after that seal waits for it ("same size, content not known yet")
+    /// until its upload records its hash, and then goes in a later batch of its own. In a
+    /// fleet this is common: the scanner seals the first pages while it still claims the
+    /// rest. So the batcher hashes such `carriers` (those in flight with no hash yet) now:
+    /// the next pass releases the files whose content differs, and seals them. A big one is
+    /// left to its upload (hashing it twice would cost more than its twin's wait), as is one
+    /// that cannot be read now (archived meanwhile, replaced).
+    async fn hash_carriers(
+        &self,
+        mut carriers: Vec<i64>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), StoreError> {
+        carriers.sort_unstable();
+        carriers.dedup();
+        let mut unknown = Vec::new();
+        for id in carriers.into_iter().take(CARRIERS_PER_PASS) {
+            if let Some(f) = self.store.file(id).await?
+                && f.sha256.is_none()
+                && f.size <= CARRIER_HASH_MAX
+                && matches!(f.state, FileState::Batched | FileState::Uploaded)
+            {
+                unknown.push((unknown.len(), f));
+            }
+        }
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = unknown.iter().map(|(_, f)| f.id).collect();
+        let Some(hashed) = each_blocking(unknown, shutdown, sha256_queued).await else {
+            return Ok(());
+        };
+        let shas: Vec<(i64, String)> = hashed
+            .into_iter()
+            .filter_map(|(i, sha)| Some((ids[i], sha.ok()??)))
+            .collect();
+        self.store.set_unknown_shas(&shas).await?;
+        if !shas.is_empty() {
+            self.wake.notify_one();
+        }
+        Ok(())
     }
 
     /// Whether a watch with a daily budget of `budget` batches may seal one now (see
@@ -394,23 +441,6 @@ impl Batcher {
         if to_hash.is_empty() {
             return Ok(Some(ready));
         }
-        // A file of these sizes already in flight, sealed before its twin was queued (a
-        // fleet's scanner seals page by page while it claims), has no hash until its upload
-        // records one: the seal would make this page's file wait for it and go in a later
-        // batch of its own. Hashed here, the seal compares the contents at once. A big one is
-        // left to its upload: hashing it twice would cost more than its twin's wait.
-        let sizes: Vec<i64> = seen
-            .iter()
-            .filter(|(_, known)| **known)
-            .map(|(size, _)| *size)
-            .collect();
-        let carriers: Vec<FileRow> = self
-            .store
-            .unhashed_in_flight(dataset, &sizes)
-            .await?
-            .into_iter()
-            .filter(|f| f.size <= CARRIER_HASH_MAX)
-            .collect();
         let stop = shutdown.clone();
         let hashed = tokio::task::spawn_blocking(move || {
             let mut out = Vec::with_capacity(to_hash.len());
@@ -420,25 +450,13 @@ impl Batcher {
                 }
                 out.push((i, sha256_queued(&f)));
             }
-            // Not the page's own: one that cannot be hashed now (archived meanwhile, replaced)
-            // is simply left to its upload.
-            let mut carried = Vec::new();
-            for f in carriers {
-                if stop.is_cancelled() {
-                    return None;
-                }
-                if let Ok(Some(sha)) = sha256_queued(&f) {
-                    carried.push((f.id, sha));
-                }
-            }
-            Some((out, carried))
+            Some(out)
         })
         .await
         .unwrap_or(None);
-        let Some((hashed, carried)) = hashed else {
+        let Some(hashed) = hashed else {
             return Ok(None);
         };
-        self.store.set_unknown_shas(&carried).await?;
         let mut ready = ready;
         let mut shas: Vec<(i64, String)> = Vec::with_capacity(hashed.len());
         let mut held_back = std::collections::HashSet::new();
@@ -480,8 +498,12 @@ impl Batcher {
 }
 
 /// The largest file in flight that the batcher hashes for its twins (see
-/// `Batcher::hash_where_needed`): 64 MiB, a fraction of a second.
+/// `Batcher::hash_carriers`): 64 MiB, a fraction of a second.
 const CARRIER_HASH_MAX: i64 = 64 << 20;
+
+/// At most this many such files are hashed per watch and pass (a fraction of a second for
+/// small files); the others' twins wait for the next pass, or for the upload's hash.
+const CARRIERS_PER_PASS: usize = 64;
 
 /// How many groups `plan` can make of one page: one per (format, multiline JSON).
 const GROUP_KEYS: u64 = 6;
@@ -735,9 +757,9 @@ mod tests {
 
     /// A file queued after another of its size was sealed (unhashed: alone with its size
     /// then) does not wait for that one's upload: the batcher hashes the one in flight, and
-    /// the seal compares contents at once. Another content goes now; the same content waits.
+    /// its next pass compares contents. Another content goes then; the same content waits.
     #[tokio::test]
-    async fn a_twin_of_a_file_in_flight_is_sealed_at_once_when_their_contents_differ() {
+    async fn a_twin_of_a_file_in_flight_does_not_wait_for_its_upload_when_contents_differ() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("drop");
         std::fs::create_dir_all(&root).unwrap();
@@ -794,13 +816,15 @@ mod tests {
                 .await
                 .unwrap(),
         );
+        // This pass leaves it waiting, and hashes the first one; the next seals it.
+        batcher.pass(true, &shutdown).await.unwrap();
+        assert!(store.file(first).await.unwrap().unwrap().sha256.is_some());
         batcher.pass(true, &shutdown).await.unwrap();
         assert_eq!(
             store.file(other).await.unwrap().unwrap().state,
             crate::store::FileState::Batched,
             "another content does not wait for the first one's upload"
         );
-        assert!(store.file(first).await.unwrap().unwrap().sha256.is_some());
         assert_eq!(store.batches_in_flight().await.unwrap().len(), 2);
 
         let copy = new_id(

@@ -65,33 +65,6 @@ impl Store {
         Ok(())
     }
 
-    /// The files of `dataset` in a batch in flight whose content is not known yet (sealed
-    /// alone with their size, hashed only as they upload), of any of `sizes`: until their hash
-    /// is known, a ready file of the same size must wait for their outcome (see
-    /// `one_copy_in`), so the batcher hashes them first.
-    pub async fn unhashed_in_flight(
-        &self,
-        dataset: &str,
-        sizes: &[i64],
-    ) -> Result<Vec<FileRow>, StoreError> {
-        let mut out = Vec::new();
-        for part in sizes.chunks(400) {
-            let mut q = QueryBuilder::new(
-                "SELECT f.* FROM files f JOIN batches b ON b.id = f.batch_id WHERE f.dataset = ",
-            );
-            q.push_bind(dataset)
-                .push(
-                    " AND f.sha256 IS NULL AND f.state IN ('batched', 'uploaded') AND b.state IN ",
-                )
-                .push(IN_FLIGHT)
-                .push(" AND f.size IN (");
-            push_binds(&mut q, part.iter().copied());
-            q.push(" ORDER BY f.id");
-            out.extend(q.build_query_as::<FileRow>().fetch_all(&self.pool).await?);
-        }
-        Ok(out)
-    }
-
     /// Records the hashes of several files whose content is not known yet; a file whose
     /// hash was recorded meanwhile (its upload hashes what it sends) keeps that one.
     pub async fn set_unknown_shas(&self, shas: &[(i64, String)]) -> Result<(), StoreError> {
@@ -647,13 +620,13 @@ async fn one_copy_in(
 #[cfg(test)]
 mod tests {
     use crate::store::Store;
-    use crate::store::testing::{on_both_backends, ready, seal, sealed_batch};
+    use crate::store::testing::{on_both_backends, ready, seal};
     use crate::store::{BatchOutcome, FileState, Uploaded, Verdict};
 
     on_both_backends!(
         one_copy_per_content_waits_for_the_first_and_follows_its_outcome,
         a_file_of_the_size_of_one_in_flight_with_no_hash_yet_waits_for_its_hash,
-        files_in_flight_without_a_hash_are_found_by_size_and_keep_a_hash_recorded_meanwhile,
+        a_late_hash_leaves_the_one_recorded_meanwhile,
     );
 
     async fn one_copy_per_content_waits_for_the_first_and_follows_its_outcome(store: Store) {
@@ -738,33 +711,10 @@ mod tests {
         assert_eq!(seal(&store, &second).await.files, second);
     }
 
-    async fn files_in_flight_without_a_hash_are_found_by_size_and_keep_a_hash_recorded_meanwhile(
-        store: Store,
-    ) {
-        // In flight: a (size 9) and b (size 7) unhashed, c (size 9) hashed; ready: d (size 9).
-        let mut sealed = ready(&store, &[("a", 9, None), ("b", 7, None)]).await;
+    async fn a_late_hash_leaves_the_one_recorded_meanwhile(store: Store) {
+        // Two files in flight, sealed unhashed (alone with their sizes).
+        let sealed = ready(&store, &[("a", 9, None), ("b", 7, None)]).await;
         assert_eq!(seal(&store, &sealed).await.files, sealed);
-        let c = ready(&store, &[("c", 9, Some("C"))]).await;
-        sealed_batch(&store, &c).await;
-        sealed.extend(c);
-        ready(&store, &[("d", 9, None)]).await;
-        let ids = |rows: Vec<crate::store::FileRow>| rows.iter().map(|f| f.id).collect::<Vec<_>>();
-        assert_eq!(
-            ids(store.unhashed_in_flight("d", &[9]).await.unwrap()),
-            vec![sealed[0]]
-        );
-        assert_eq!(
-            ids(store.unhashed_in_flight("d", &[7, 9]).await.unwrap()),
-            sealed[..2]
-        );
-        assert!(
-            store
-                .unhashed_in_flight("other", &[9])
-                .await
-                .unwrap()
-                .is_empty()
-        );
-
         // b's upload recorded its hash first: the batcher's late one leaves it as it is.
         store.set_shas(&[(sealed[1], "B".into())]).await.unwrap();
         store
@@ -777,12 +727,5 @@ mod tests {
         };
         assert_eq!(sha(sealed[0]).await.as_deref(), Some("A"));
         assert_eq!(sha(sealed[1]).await.as_deref(), Some("B"));
-        assert!(
-            store
-                .unhashed_in_flight("d", &[7, 9])
-                .await
-                .unwrap()
-                .is_empty()
-        );
     }
 }

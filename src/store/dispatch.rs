@@ -50,7 +50,6 @@ dispatch! {
     pub async fn ready_files(&self, watch: &str, limit: i64) -> Result<Vec<FileRow>, StoreError>;
     pub async fn size_seen(&self, dataset: &str, size: i64, except: i64,) -> Result<bool, StoreError>;
     pub async fn set_shas(&self, shas: &[(i64, String)]) -> Result<(), StoreError>;
-    pub async fn unhashed_in_flight(&self, dataset: &str, sizes: &[i64],) -> Result<Vec<FileRow>, StoreError>;
     pub async fn set_unknown_shas(&self, shas: &[(i64, String)]) -> Result<(), StoreError>;
     pub async fn batches_sealed_since(&self, watch: &str, since: i64,) -> Result<crate::schedule::Sealed, StoreError>;
     pub async fn mark_validated(&self, ids: &[i64]) -> Result<(), StoreError>;
