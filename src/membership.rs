@@ -61,7 +61,8 @@ const CLAIM_SWEEP_LIMIT: i64 = 1000;
 const CLAIM_SWEEP_ROUNDS: usize = 20;
 
 /// Renews this instance's heartbeat and leases every third of the lease until `stop`, and
-/// forgets the batch leases it did not renew (see [`Leases::renew`]); a failed renewal is
+/// forgets the batch leases it did not renew (see [`Leases::renew`]), and refreshes the
+/// planner's statistics where the queue changed much (see [`Member::refresh_statistics`]); a failed renewal is
 /// reported and tried again at the next beat (a database outage pauses the fleet's work; the
 /// leases it costs are taken over like a lost instance's). Every [`CLAIM_SWEEP_EVERY`], it
 /// also deletes claims of files long finished, so that `file_claims` does not grow with every
@@ -73,12 +74,24 @@ pub async fn heartbeat(leases: Leases, stop: CancellationToken) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sweep = tokio::time::interval(CLAIM_SWEEP_EVERY);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Said once at warn (a database user that may not ANALYZE the tables says so at every
+    // beat), then at debug.
+    let mut statistics_failed = false;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {
                 if let Err(e) = leases.renew().await {
                     tracing::warn!(instance = member.id(), "heartbeat failed: {}; trying again in {every:?}", e.explain());
+                }
+                match member.refresh_statistics().await {
+                    Ok(true) => tracing::debug!(instance = member.id(), "the queue's table statistics gathered again"),
+                    Ok(false) => {}
+                    Err(e) if !statistics_failed => {
+                        statistics_failed = true;
+                        tracing::warn!(instance = member.id(), "cannot gather the queue's table statistics (ANALYZE): {}; queries may be slow while autovacuum has not; give the fleet's database user ownership of its tables", e.explain());
+                    }
+                    Err(e) => tracing::debug!(instance = member.id(), "cannot gather the queue's table statistics: {}", e.explain()),
                 }
             }
             _ = sweep.tick() => sweep_claims(&member).await,

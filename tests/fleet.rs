@@ -767,6 +767,39 @@ async fn claims(pool: &sqlx::PgPool) -> Vec<String> {
         .unwrap()
 }
 
+/// A fleet that starts on a backlog must not plan with the statistics of empty tables until
+/// autovacuum's next round: the heartbeat's refresh gathers them once the queue changed much.
+#[tokio::test]
+async fn the_queues_statistics_are_gathered_once_it_changed_much() {
+    let pg = Postgres::start();
+    let fleet = Fleet::connect(&pg.state(LEASE)).await.unwrap();
+    let store = Store::on_fleet(&fleet);
+    let pool = admin_pool(&pg).await;
+    let member = fleet.join("host-a").await.unwrap();
+    let estimate = || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, f32>(
+                "SELECT reltuples FROM pg_class WHERE oid = 'files'::regclass",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert!(estimate().await < 0.0, "never gathered on a new database");
+    let files: Vec<NewFile> = (0..2000)
+        .map(|i| file_version(&format!("backlog-{i}.json"), i).1)
+        .collect();
+    store.record_ready_many(&files).await.unwrap();
+    assert!(member.refresh_statistics().await.unwrap());
+    assert_eq!(
+        estimate().await,
+        2000.0,
+        "the planner now knows the backlog"
+    );
+}
+
 #[tokio::test]
 async fn claims_of_finished_files_are_swept_and_a_file_dropped_again_is_judged_as_before() {
     let pg = Postgres::start();
