@@ -621,6 +621,41 @@ mod tests {
         assert_eq!(sha256_queued(&f).unwrap(), None);
     }
 
+    /// One watch of dataset "d" on `dir`/drop that seals at once, and its store in
+    /// `dir`/state.
+    async fn one_watch(dir: &Path) -> (Watch, Store) {
+        let root = dir.join("drop");
+        std::fs::create_dir_all(&root).unwrap();
+        let text = format!(
+            "[[watch]]\npath = {root:?}\ndataset = \"d\"\nsettle = \"0\"\nmax_wait = \"0\"\n"
+        );
+        let config = crate::config::Config::parse(&text, &dir.join("c.toml")).unwrap();
+        let store = Store::open_exclusive(&dir.join("state"), false)
+            .await
+            .unwrap();
+        (config.watches[0].clone(), store)
+    }
+
+    /// Writes `body` to `rel` in `watch`'s folder; the file as the watcher would queue it.
+    fn queued(watch: &Watch, rel: &str, body: &str) -> crate::store::NewFile {
+        let path = watch.path.join(rel);
+        std::fs::write(&path, body).unwrap();
+        let identity = crate::disk::Identity::of(&std::fs::metadata(&path).unwrap());
+        crate::store::NewFile {
+            watch: watch.name.clone(),
+            dataset: watch.dataset.clone(),
+            format: crate::format::Format::Json,
+            multiline_json: false,
+            root: watch.path.to_string_lossy().into_owned(),
+            rel_path: rel.into(),
+            dev: identity.dev as i64,
+            ino: identity.ino as i64,
+            size: identity.size as i64,
+            mtime_ns: identity.mtime_ns,
+            raw_path: None,
+        }
+    }
+
     /// A batcher of `watches` alone on `store`: no checks, budgets, mappings or fleet, and no
     /// cap on the bytes in flight.
     fn batcher_of(store: &Store, state_dir: &Path, watches: Vec<Watch>) -> Batcher {
@@ -708,36 +743,11 @@ mod tests {
     #[tokio::test]
     async fn a_watch_seals_nothing_while_its_first_scan_records_a_backlog() {
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("drop");
-        std::fs::create_dir_all(&root).unwrap();
-        let text = format!(
-            "[[watch]]\npath = {root:?}\ndataset = \"d\"\nsettle = \"0\"\nmax_wait = \"0\"\n"
-        );
-        let config = crate::config::Config::parse(&text, &dir.path().join("c.toml")).unwrap();
-        let watch = config.watches[0].clone();
-        let store = Store::open_exclusive(&dir.path().join("state"), false)
-            .await
-            .unwrap();
-        let mut files = Vec::new();
-        for i in 0..3 {
-            let rel = format!("{i}.json");
-            // Sizes of their own: none needs hashing before it is sealed.
-            std::fs::write(root.join(&rel), "{}\n".repeat(i + 1)).unwrap();
-            let identity = crate::disk::Identity::of(&std::fs::metadata(root.join(&rel)).unwrap());
-            files.push(crate::store::NewFile {
-                watch: watch.name.clone(),
-                dataset: "d".into(),
-                format: crate::format::Format::Json,
-                multiline_json: false,
-                root: root.to_string_lossy().into_owned(),
-                rel_path: rel,
-                dev: identity.dev as i64,
-                ino: identity.ino as i64,
-                size: identity.size as i64,
-                mtime_ns: identity.mtime_ns,
-                raw_path: None,
-            });
-        }
+        let (watch, store) = one_watch(dir.path()).await;
+        // Sizes of their own: none needs hashing before it is sealed.
+        let files: Vec<_> = (0..3)
+            .map(|i| queued(&watch, &format!("{i}.json"), &"{}\n".repeat(i + 1)))
+            .collect();
         store.record_ready_many(&files).await.unwrap();
         let batcher = batcher_of(&store, &dir.path().join("state"), vec![watch.clone()]);
         let health = batcher.health.clone();
@@ -761,33 +771,8 @@ mod tests {
     #[tokio::test]
     async fn a_twin_of_a_file_in_flight_does_not_wait_for_its_upload_when_contents_differ() {
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("drop");
-        std::fs::create_dir_all(&root).unwrap();
-        let text = format!(
-            "[[watch]]\npath = {root:?}\ndataset = \"d\"\nsettle = \"0\"\nmax_wait = \"0\"\n"
-        );
-        let config = crate::config::Config::parse(&text, &dir.path().join("c.toml")).unwrap();
-        let watch = config.watches[0].clone();
-        let store = Store::open_exclusive(&dir.path().join("state"), false)
-            .await
-            .unwrap();
-        let queue = |rel: &str, body: &str| {
-            std::fs::write(root.join(rel), body).unwrap();
-            let identity = crate::disk::Identity::of(&std::fs::metadata(root.join(rel)).unwrap());
-            crate::store::NewFile {
-                watch: watch.name.clone(),
-                dataset: "d".into(),
-                format: crate::format::Format::Json,
-                multiline_json: false,
-                root: root.to_string_lossy().into_owned(),
-                rel_path: rel.into(),
-                dev: identity.dev as i64,
-                ino: identity.ino as i64,
-                size: identity.size as i64,
-                mtime_ns: identity.mtime_ns,
-                raw_path: None,
-            }
-        };
+        let (watch, store) = one_watch(dir.path()).await;
+        let queue = |rel: &str, body: &str| queued(&watch, rel, body);
         let new_id = |recorded: &[crate::store::Recorded]| match recorded {
             [crate::store::Recorded::New(id)] => *id,
             other => panic!("not recorded as new: {other:?}"),

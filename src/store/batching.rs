@@ -47,6 +47,22 @@ impl Store {
 
     /// Records the hashes of several files in one transaction.
     pub async fn set_shas(&self, shas: &[(i64, String)]) -> Result<(), StoreError> {
+        self.write_shas(shas, "").await
+    }
+
+    /// Records the hashes of several files whose content is not known yet; a file whose
+    /// hash was recorded meanwhile (its upload hashes what it sends) keeps that one.
+    pub async fn set_unknown_shas(&self, shas: &[(i64, String)]) -> Result<(), StoreError> {
+        self.write_shas(shas, " AND files.sha256 IS NULL").await
+    }
+
+    /// `shas` in one transaction, on the rows that also meet `condition` (SQL after `WHERE
+    /// id IN (…)`).
+    async fn write_shas(
+        &self,
+        shas: &[(i64, String)],
+        condition: &'static str,
+    ) -> Result<(), StoreError> {
         if shas.is_empty() {
             return Ok(());
         }
@@ -59,27 +75,7 @@ impl Store {
             let mut q = QueryBuilder::new("UPDATE files SET updated_at = ");
             q.push_bind(now).push(",");
             push_per_row(&mut q, &rows);
-            q.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Records the hashes of several files whose content is not known yet; a file whose
-    /// hash was recorded meanwhile (its upload hashes what it sends) keeps that one.
-    pub async fn set_unknown_shas(&self, shas: &[(i64, String)]) -> Result<(), StoreError> {
-        if shas.is_empty() {
-            return Ok(());
-        }
-        let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        for part in shas.chunks(400) {
-            let rows = PerRow::new(part.iter().map(|(id, _)| *id))
-                .text("sha256", part.iter().map(|(_, sha)| Some(sha.as_str())));
-            let mut q = QueryBuilder::new("UPDATE files SET updated_at = ");
-            q.push_bind(now).push(",");
-            push_per_row(&mut q, &rows);
-            q.push(" AND files.sha256 IS NULL");
+            q.push(condition);
             q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
