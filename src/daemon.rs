@@ -458,11 +458,11 @@ pub async fn run(
                     {
                         continue;
                     }
-                    if store.pending_work().await? == 0 {
+                    if !store.work_left().await? {
                         break;
                     }
                     let blocked = store.blocked_datasets().await?;
-                    if !blocked.is_empty() && store.pending_work_unblocked().await? == 0 {
+                    if !blocked.is_empty() && !store.work_left_unblocked().await? {
                         let what: Vec<String> = blocked.iter().map(crate::blocked::describe).collect();
                         stuck = Some(what.join("; "));
                         break;

@@ -219,25 +219,30 @@ impl Store {
         .await?)
     }
 
-    /// Whether any work is left: files not yet finalized or batches not terminal.
-    pub async fn pending_work(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT (SELECT COUNT(*) FROM files WHERE finalized = FALSE)
-                  + (SELECT COUNT(*) FROM batches WHERE state IN ('sealed','creating','loading','completing','processing'))",
-        )
+    /// Whether any work is left: a file not yet finalized or a batch not terminal. Asked ten
+    /// times a second by `run --once`: EXISTS stops at the first row (a count read every
+    /// unfinished file each time, 23 ms at 20,000 files in fleet mode).
+    pub async fn work_left(&self) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar(concat!(
+            "SELECT EXISTS (SELECT 1 FROM files WHERE finalized = FALSE)
+                 OR EXISTS (SELECT 1 FROM batches WHERE state IN ",
+            in_flight!(),
+            ")"
+        ))
         .fetch_one(&self.pool)
         .await?)
     }
 
-    /// [`Store::pending_work`] outside the blocked datasets (`run --once` cannot finish what
+    /// [`Store::work_left`] outside the blocked datasets (`run --once` cannot finish what
     /// only waits for a block to be lifted).
-    pub async fn pending_work_unblocked(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT (SELECT COUNT(*) FROM files WHERE finalized = FALSE
-                       AND dataset NOT IN (SELECT dataset FROM blocked_datasets))
-                  + (SELECT COUNT(*) FROM batches WHERE state IN ('sealed','creating','loading','completing','processing')
-                       AND dataset NOT IN (SELECT dataset FROM blocked_datasets))",
-        )
+    pub async fn work_left_unblocked(&self) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar(concat!(
+            "SELECT EXISTS (SELECT 1 FROM files WHERE finalized = FALSE
+                              AND dataset NOT IN (SELECT dataset FROM blocked_datasets))
+                 OR EXISTS (SELECT 1 FROM batches WHERE state IN ",
+            in_flight!(),
+            "             AND dataset NOT IN (SELECT dataset FROM blocked_datasets))"
+        ))
         .fetch_one(&self.pool)
         .await?)
     }
@@ -259,5 +264,42 @@ impl Store {
                 .fetch_one(&self.pool)
                 .await?,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::testing::{on_both_backends, ready, sealed_batch};
+    use crate::store::{FileState, Store};
+
+    on_both_backends!(work_is_left_while_a_file_is_unfinished_or_a_batch_in_flight,);
+
+    async fn work_is_left_while_a_file_is_unfinished_or_a_batch_in_flight(store: Store) {
+        assert!(!store.work_left().await.unwrap(), "an empty queue");
+        let file = ready(&store, &[("a", 10, None)]).await[0];
+        assert!(store.work_left().await.unwrap(), "a file queued");
+        assert!(store.work_left_unblocked().await.unwrap());
+        store.block_dataset("d", "w", "gone", 0).await.unwrap();
+        assert!(
+            !store.work_left_unblocked().await.unwrap(),
+            "its dataset is blocked"
+        );
+        store
+            .mark_finalized(file, FileState::Failed, "moved")
+            .await
+            .unwrap();
+        assert!(!store.work_left().await.unwrap(), "the file finished");
+
+        let other = ready(&store, &[("b", 11, None)]).await;
+        let batch = sealed_batch(&store, &other).await;
+        store
+            .mark_finalized(other[0], FileState::Failed, "moved")
+            .await
+            .unwrap();
+        assert!(
+            store.work_left().await.unwrap(),
+            "batch {batch} is still in flight"
+        );
+        assert!(!store.work_left_unblocked().await.unwrap());
     }
 }

@@ -109,8 +109,8 @@ dispatch! {
     pub async fn batches_in_flight(&self) -> Result<Vec<BatchRow>, StoreError>;
     pub async fn files_in_state(&self, watch: &str, state: FileState,) -> Result<Vec<FileRow>, StoreError>;
     pub async fn recent_failures(&self, limit: i64) -> Result<Vec<FileRow>, StoreError>;
-    pub async fn pending_work(&self) -> Result<i64, StoreError>;
-    pub async fn pending_work_unblocked(&self) -> Result<i64, StoreError>;
+    pub async fn work_left(&self) -> Result<bool, StoreError>;
+    pub async fn work_left_unblocked(&self) -> Result<bool, StoreError>;
     pub async fn failed_count_since(&self, since_ms: i64) -> Result<i64, StoreError>;
     pub async fn oldest_pending_ms(&self) -> Result<Option<i64>, StoreError>;
     // events.rs
