@@ -1,0 +1,241 @@
+//! The batcher's tests: hashing before the seal, first scans, twins of files in flight.
+
+use super::*;
+
+use crate::schedule::tests::file;
+
+#[test]
+fn a_queued_file_is_hashed_only_as_the_version_queued_and_only_up_to_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.json");
+    std::fs::write(&path, "{\"a\": 1}\n").unwrap();
+    let meta = std::fs::metadata(&path).unwrap();
+    let queued = disk::Identity::of(&meta);
+    let mut f = file(1, "json", queued.size as i64, 0);
+    f.root = dir.path().to_string_lossy().into_owned();
+    f.rel_path = "a.json".into();
+    (f.dev, f.ino, f.mtime_ns) = (queued.dev as i64, queued.ino as i64, queued.mtime_ns);
+    use sha2::Digest;
+    let expected = format!("{:x}", sha2::Sha256::digest(b"{\"a\": 1}\n"));
+    assert_eq!(sha256_queued(&f).unwrap(), Some(expected));
+
+    // Grown since it was queued: not hashed (reading to EOF would hash the new bytes).
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(b"{\"b\": 2}\n")
+        .unwrap();
+    assert_eq!(sha256_queued(&f).unwrap(), None);
+    // Replaced by another file: not hashed either.
+    std::fs::write(dir.path().join("b.json"), "{\"a\": 1}\n").unwrap();
+    std::fs::rename(dir.path().join("b.json"), &path).unwrap();
+    assert_eq!(sha256_queued(&f).unwrap(), None);
+}
+
+/// One watch of dataset "d" on `dir`/drop that seals at once, and its store in
+/// `dir`/state.
+async fn one_watch(dir: &Path) -> (Watch, Store) {
+    let root = dir.join("drop");
+    std::fs::create_dir_all(&root).unwrap();
+    let text =
+        format!("[[watch]]\npath = {root:?}\ndataset = \"d\"\nsettle = \"0\"\nmax_wait = \"0\"\n");
+    let config = crate::config::Config::parse(&text, &dir.join("c.toml")).unwrap();
+    let store = Store::open_exclusive(&dir.join("state"), false)
+        .await
+        .unwrap();
+    (config.watches[0].clone(), store)
+}
+
+/// Writes `body` to `rel` in `watch`'s folder; the file as the watcher would queue it.
+fn queued(watch: &Watch, rel: &str, body: &str) -> crate::store::NewFile {
+    let path = watch.path.join(rel);
+    std::fs::write(&path, body).unwrap();
+    let identity = crate::disk::Identity::of(&std::fs::metadata(&path).unwrap());
+    crate::store::NewFile {
+        watch: watch.name.clone(),
+        dataset: watch.dataset.clone(),
+        format: crate::format::Format::Json,
+        multiline_json: false,
+        root: watch.path.to_string_lossy().into_owned(),
+        rel_path: rel.into(),
+        dev: identity.dev as i64,
+        ino: identity.ino as i64,
+        size: identity.size as i64,
+        mtime_ns: identity.mtime_ns,
+        raw_path: None,
+    }
+}
+
+/// A batcher of `watches` alone on `store`: no checks, budgets, mappings or fleet, and no
+/// cap on the bytes in flight.
+fn batcher_of(store: &Store, state_dir: &Path, watches: Vec<Watch>) -> Batcher {
+    Batcher {
+        watches: Arc::new(std::sync::RwLock::new(watches)),
+        validators: Default::default(),
+        budgets: Default::default(),
+        mappers: Default::default(),
+        state_dir: state_dir.to_path_buf(),
+        checked: Default::default(),
+        store: store.clone(),
+        health: Default::default(),
+        // (The cap is compared as a signed count of bytes.)
+        max_inflight_bytes: i64::MAX as u64,
+        wake: Default::default(),
+        wake_uploader: Default::default(),
+        leases: None,
+    }
+}
+
+/// A file that cannot be read when it must be hashed (here: a folder now has its name)
+/// fails with a reason, rather than waiting unsealed for ever; the others go on.
+#[tokio::test]
+async fn a_file_that_cannot_be_hashed_fails_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("drop");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("ok.json"), b"{\"id\": 1}\n").unwrap();
+    // Hashed only from a descriptor that is the version queued: take its real identity.
+    let ok = crate::disk::Identity::of(&std::fs::metadata(root.join("ok.json")).unwrap());
+    let store = Store::open_exclusive(&dir.path().join("state"), false)
+        .await
+        .unwrap();
+    let new = |rel: &str, ino: i64, mtime_ns: i64| crate::store::NewFile {
+        watch: "w".into(),
+        dataset: "d".into(),
+        format: crate::format::Format::Json,
+        multiline_json: false,
+        root: root.to_string_lossy().into_owned(),
+        rel_path: rel.into(),
+        dev: ok.dev as i64,
+        ino,
+        size: ok.size as i64,
+        mtime_ns,
+        raw_path: None,
+    };
+    // gone.json was deleted after it was queued.
+    store
+        .record_ready_many(&[
+            new("ok.json", ok.ino as i64, ok.mtime_ns),
+            new("gone.json", 2, 0),
+        ])
+        .await
+        .unwrap();
+    let batcher = batcher_of(&store, &dir.path().join("state"), Vec::new());
+    let ready = store.ready_files("w", 10).await.unwrap();
+    let kept = batcher
+        .hash_where_needed("d", ready, &CancellationToken::new())
+        .await
+        .unwrap()
+        .expect("not shut down");
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].rel_path, "ok.json");
+    assert!(
+        kept[0].sha256.is_some(),
+        "a file of a size seen twice is hashed"
+    );
+    let failed = store
+        .files_in_state("w", crate::store::FileState::Failed)
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 1);
+    assert!(
+        failed[0]
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("was deleted") && r.contains("gone.json")),
+        "{:?}",
+        failed[0].reason
+    );
+}
+
+/// While a watch's first scan runs, its files wait in the queue unsealed, even on a
+/// flush; once the scan ends they are sealed as usual.
+#[tokio::test]
+async fn a_watch_seals_nothing_while_its_first_scan_records_a_backlog() {
+    let dir = tempfile::tempdir().unwrap();
+    let (watch, store) = one_watch(dir.path()).await;
+    // Sizes of their own: none needs hashing before it is sealed.
+    let files: Vec<_> = (0..3)
+        .map(|i| queued(&watch, &format!("{i}.json"), &"{}\n".repeat(i + 1)))
+        .collect();
+    store.record_ready_many(&files).await.unwrap();
+    let batcher = batcher_of(&store, &dir.path().join("state"), vec![watch.clone()]);
+    let health = batcher.health.clone();
+    let shutdown = CancellationToken::new();
+
+    let scan = crate::telemetry::BacklogScan::start(&health, &watch.name, &batcher.wake);
+    assert!(health.scanning_backlog(&watch.name));
+    batcher.pass(true, &shutdown).await.unwrap();
+    assert_eq!(store.ready_files(&watch.name, 10).await.unwrap().len(), 3);
+
+    drop(scan);
+    assert!(!health.scanning_backlog(&watch.name));
+    batcher.pass(true, &shutdown).await.unwrap();
+    assert!(store.ready_files(&watch.name, 10).await.unwrap().is_empty());
+    assert_eq!(store.batches_in_flight().await.unwrap().len(), 1);
+}
+
+/// A file queued after another of its size was sealed (unhashed: alone with its size
+/// then) does not wait for that one's upload: the batcher hashes the one in flight, and
+/// its next pass compares contents. Another content goes then; the same content waits.
+#[tokio::test]
+async fn a_twin_of_a_file_in_flight_does_not_wait_for_its_upload_when_contents_differ() {
+    let dir = tempfile::tempdir().unwrap();
+    let (watch, store) = one_watch(dir.path()).await;
+    let queue = |rel: &str, body: &str| queued(&watch, rel, body);
+    let new_id = |recorded: &[crate::store::Recorded]| match recorded {
+        [crate::store::Recorded::New(id)] => *id,
+        other => panic!("not recorded as new: {other:?}"),
+    };
+    let batcher = batcher_of(&store, &dir.path().join("state"), vec![watch.clone()]);
+    let shutdown = CancellationToken::new();
+
+    let first = new_id(
+        &store
+            .record_ready_many(&[queue("first.json", "{\"a\":1}\n")])
+            .await
+            .unwrap(),
+    );
+    batcher.pass(true, &shutdown).await.unwrap();
+    let first_row = store.file(first).await.unwrap().unwrap();
+    assert_eq!(first_row.state, crate::store::FileState::Batched);
+    assert_eq!(
+        first_row.sha256, None,
+        "alone with its size: sealed unhashed"
+    );
+
+    // Same size, other content; then same size, same content as the first.
+    let other = new_id(
+        &store
+            .record_ready_many(&[queue("other.json", "{\"a\":2}\n")])
+            .await
+            .unwrap(),
+    );
+    // This pass leaves it waiting, and hashes the first one; the next seals it.
+    batcher.pass(true, &shutdown).await.unwrap();
+    assert!(store.file(first).await.unwrap().unwrap().sha256.is_some());
+    batcher.pass(true, &shutdown).await.unwrap();
+    assert_eq!(
+        store.file(other).await.unwrap().unwrap().state,
+        crate::store::FileState::Batched,
+        "another content does not wait for the first one's upload"
+    );
+    assert_eq!(store.batches_in_flight().await.unwrap().len(), 2);
+
+    let copy = new_id(
+        &store
+            .record_ready_many(&[queue("copy.json", "{\"a\":1}\n")])
+            .await
+            .unwrap(),
+    );
+    batcher.pass(true, &shutdown).await.unwrap();
+    let copy_row = store.file(copy).await.unwrap().unwrap();
+    assert_eq!(copy_row.state, crate::store::FileState::Ready);
+    assert_eq!(
+        copy_row.waits_for,
+        Some(first),
+        "the same content waits for it"
+    );
+}
