@@ -56,8 +56,8 @@ impl Store {
         self.write_shas(shas, " AND files.sha256 IS NULL").await
     }
 
-    /// `shas` in one transaction, on the rows that also meet `condition` (SQL after `WHERE
-    /// id IN (…)`).
+    /// `shas` in one transaction, on the rows that also meet `condition` (SQL after the rows'
+    /// own `WHERE`, see `per_row.rs`).
     async fn write_shas(
         &self,
         shas: &[(i64, String)],

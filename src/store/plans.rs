@@ -86,3 +86,40 @@ async fn listed_files_are_looked_up_by_id_whatever_their_state() {
         assert!(!plan.contains("files_state"), "{sql}\n{plan}");
     }
 }
+
+#[tokio::test]
+async fn a_page_of_rows_with_their_own_values_is_looked_up_by_id() {
+    // `per_row.rs`: every row of the page found by its key from the joined values, whatever
+    // the statement adds after them (the conditions its callers add), never a walk of
+    // `files` or of a partial index that holds every unfinished file.
+    use super::per_row::{PerRow, sqlite::push_per_row};
+    for condition in [
+        "",
+        " AND files.sha256 IS NULL",
+        concat!(" AND ", row_state!(), " = 'ready'"),
+        concat!(" AND ", row_state!(), " = 'batched'"),
+        " AND final_path IS NULL",
+        " AND finalized = FALSE RETURNING id",
+    ] {
+        let ids = 1..=12;
+        let rows = PerRow::new(ids.clone())
+            .text("final_path", ids.clone().map(|_| Some("p")))
+            .int("records", ids.clone());
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE files SET updated_at = 1,");
+        push_per_row(&mut q, &rows);
+        q.push(condition);
+        let plan = plan(q.sql().as_str()).await;
+        // By the key itself, or by the key in the partial index of unfinished files (that
+        // index's entries carry it) when the condition is that index's.
+        let lookups = plan
+            .lines()
+            .filter(|line| line.contains("files"))
+            .all(|line| {
+                line.starts_with("SEARCH files")
+                    && (line.contains("INTEGER PRIMARY KEY") || line.contains("(id=? AND rowid=?)"))
+            });
+        assert!(lookups, "{condition}\n{plan}");
+        assert!(plan.contains("SEARCH files"), "{condition}\n{plan}");
+        assert!(!plan.contains("SCAN files"), "{condition}\n{plan}");
+    }
+}

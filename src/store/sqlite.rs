@@ -228,9 +228,18 @@ async fn connect(path: &Path, create: bool, busy: Duration) -> Result<Pool, Stor
         // then written to and deleted. In memory it costs at most the pages one statement
         // changes (a page of a few hundred files).
         .pragma("temp_store", "MEMORY")
+        // Rows cross from SQLite's worker thread in a bounded channel: once it is full, every
+        // row taken wakes the worker to send one more, two thread switches a row. The queue's
+        // reads are pages of a few hundred rows (a batch's files: up to its `max_files`),
+        // which `fetch_all` holds whole anyway.
+        .row_buffer_size(1024)
         .busy_timeout(busy);
     SqlitePoolOptions::new()
         .max_connections(1)
+        // The default ping before each use is one more round trip to that thread per
+        // statement or transaction; a local file's connection does not drop like a socket's,
+        // and a broken one fails the statement itself.
+        .test_before_acquire(false)
         .connect_with(opts)
         .await
         .map_err(|source| StoreError::Db {
@@ -261,5 +270,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(mode, 2);
+    }
+
+    #[tokio::test]
+    async fn the_pool_sends_no_ping_before_each_statement() {
+        let (_dir, store) = temp_store().await;
+        assert!(!sqlite_pool(&store).options().get_test_before_acquire());
     }
 }

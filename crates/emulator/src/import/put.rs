@@ -93,10 +93,14 @@ fn check_limits(state: &AppState, t: &Target, at: &BatchAtPath, len: u64) -> Api
 /// received, as well as after.
 const CHECK_FIRST_BYTES: u64 = 1 << 20;
 
+/// A PUT of at most this many bytes is written and moved into place on the request's own
+/// thread; a larger one on the blocking pool.
+const PLACED_IN_PLACE_BYTES: u64 = 16 * 1024;
+
 /// A PUT's body once received, waiting to be put in place under its batch's lock.
 enum Arrived {
-    /// A small body (see [`fits_in_memory`]): written to disk on the same trip to the blocking
-    /// pool as its move into place, so that a small PUT costs one trip, not two.
+    /// A small body (see [`fits_in_memory`]): written to disk together with its move into
+    /// place, so that a small PUT costs one trip to the blocking pool at most, not two.
     InMemory(Vec<u8>),
     /// A larger body, streamed to this temp file as it arrived.
     OnDisk { tmp: PathBuf, len: u64 },
@@ -145,9 +149,9 @@ async fn place_and_record(
         tmp.to_owned(),
         state.store.file_path(&t.batch_id, &file_id),
     );
-    // One trip to the blocking pool for all of it. The batch's folder exists after its first
-    // file: created only when the move finds it missing, not asked for on every PUT.
-    tokio::task::spawn_blocking(move || {
+    // The batch's folder exists after its first file: created only when the move finds it
+    // missing, not asked for on every PUT.
+    let place = move || {
         if let Arrived::InMemory(bytes) = &arrived {
             std::fs::write(&tmp, bytes)?;
         }
@@ -158,9 +162,17 @@ async fn place_and_record(
             }
             moved => moved,
         }
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("file store task failed: {e}")))??;
+    };
+    if len <= PLACED_IN_PLACE_BYTES {
+        // A few kilobytes into the page cache and a rename take less than the two thread
+        // switches of a trip to the blocking pool and back.
+        place()?;
+    } else {
+        // One trip to the blocking pool for all of it.
+        tokio::task::spawn_blocking(place)
+            .await
+            .map_err(|e| ApiError::internal(format!("file store task failed: {e}")))??;
+    }
     state
         .store
         .put_file(&file_id, &t.batch_id, &t.path, len)
