@@ -21,7 +21,8 @@
 # (the binary; default target/release/batchdrop, not built here), BENCH_KEEP=1 (keep the temp
 # dir), FLEET_AB_PG_LOG=1 (log every statement with its duration: log_min_duration_statement=0;
 # slows the on runs, for profiling only), FLEET_AB_PG_STATS=1 (after each on run, each table's
-# rows inserted, updated, of which HOT, and dead, from pg_stat_user_tables). Both configs use mode = "poll" (fleet mode requires
+# rows inserted, updated, of which HOT, and dead, from pg_stat_user_tables; per file, the WAL
+# written and the buffers touched). Both configs use mode = "poll" (fleet mode requires
 # it), settle and max_wait 1 s, and run.sh's B2 chunking (64 MiB chunks above 128 MiB).
 set -euo pipefail
 export LC_ALL=C
@@ -135,6 +136,10 @@ run() {
     sync
     local p0 e0 t0 t1
     pg_quiet
+    local lsn0=""
+    if [[ $mode == on && ${FLEET_AB_PG_STATS:-0} == 1 ]]; then
+        lsn0=$(as_pg "$PGBIN/psql" -h "$T/pg" -U postgres -XAtc "SELECT pg_current_wal_lsn()" postgres)
+    fi
     p0=$(pg_ticks)
     e0=$(emu_ticks)
     t0=$EPOCHREALTIME
@@ -164,6 +169,11 @@ run() {
             n_tup_hot_upd, n_dead_tup FROM pg_stat_user_tables WHERE relname IN ('files', 'batches',
             'events', 'file_claims', 'content_claims') ORDER BY relname" "$name" |
             while read -r rel ins upd hot dead; do log "$name: $rel: $ins inserted, $upd updated ($hot HOT), $dead dead"; done
+        # Load-independent measures of the server's work: WAL written, buffers touched.
+        as_pg "$PGBIN/psql" -h "$T/pg" -U postgres -XAtF' ' -c "SELECT
+            pg_wal_lsn_diff(pg_current_wal_lsn(), '$lsn0')::bigint / $files, (blks_hit + blks_read) / $files,
+            xact_commit FROM pg_stat_database WHERE datname = '$name'" postgres |
+            while read -r wal blks commits; do log "$name: per file: $wal WAL bytes, $blks buffers touched; $commits commits"; done
     fi
     rm -rf "$T/$name/drop"
 }

@@ -313,12 +313,43 @@ impl Store {
 mod tests {
     use crate::store::Store;
     use crate::store::testing::{on_both_backends, ready, sealed_batch};
-    use crate::store::{BatchOutcome, BatchState, Step};
+    use crate::store::{BatchOutcome, BatchState, FileState, Finalized, Step};
 
     on_both_backends!(
         a_succeeded_batch_ends_with_each_files_own_record_count,
         an_aborted_batch_stays_aborted_and_keeps_the_record_counts,
+        of_the_names_asked_only_those_promised_to_unfinished_files_are_taken,
     );
+
+    async fn of_the_names_asked_only_those_promised_to_unfinished_files_are_taken(store: Store) {
+        let ids = ready(&store, &[("a", 10, None), ("b", 11, None), ("c", 12, None)]).await;
+        for id in &ids {
+            store.fail_file(*id, "bad").await.unwrap();
+        }
+        let intents: Vec<(i64, String)> = ids.iter().map(|id| (*id, format!("/f/{id}"))).collect();
+        store.set_final_paths(&intents[..2]).await.unwrap();
+        // The second file is finished: its name is its own now, no longer a promise.
+        store
+            .mark_finalized_many(&[Finalized {
+                file_id: ids[1],
+                state: FileState::Failed,
+                final_path: Some(intents[1].1.clone()),
+                detail: "failed".into(),
+                receipt: None,
+            }])
+            .await
+            .unwrap();
+        let asked: Vec<String> = intents
+            .iter()
+            .map(|(_, path)| path.clone())
+            .chain(["/f/elsewhere".to_owned()])
+            .collect();
+        assert_eq!(
+            store.promised_among(&asked).await.unwrap(),
+            [intents[0].1.clone()]
+        );
+        assert!(store.promised_among(&[]).await.unwrap().is_empty());
+    }
 
     /// A batch of three files, processing on the platform as `remote`; its id and the files'.
     async fn processing(store: &Store, remote: &str) -> (i64, Vec<i64>) {
