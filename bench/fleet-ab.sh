@@ -20,7 +20,9 @@
 # mode only, e.g. to compare two builds run one after the other), B1_FILE_BYTES (2048), EMU_DELAY_MS (10), FLEET_LEASE (10s), BENCH_BIN
 # (the binary; default target/release/batchdrop, not built here), BENCH_KEEP=1 (keep the temp
 # dir), FLEET_AB_PG_LOG=1 (log every statement with its duration: log_min_duration_statement=0;
-# slows the on runs, for profiling only). Both configs use mode = "poll" (fleet mode requires
+# slows the on runs, for profiling only), FLEET_AB_PG_STATS=1 (after each on run, each table's
+# rows inserted, updated, of which HOT, and dead, from pg_stat_user_tables; per file, the WAL
+# written and the buffers touched). Both configs use mode = "poll" (fleet mode requires
 # it), settle and max_wait 1 s, and run.sh's B2 chunking (64 MiB chunks above 128 MiB).
 set -euo pipefail
 export LC_ALL=C
@@ -134,6 +136,10 @@ run() {
     sync
     local p0 e0 t0 t1
     pg_quiet
+    local lsn0=""
+    if [[ $mode == on && ${FLEET_AB_PG_STATS:-0} == 1 ]]; then
+        lsn0=$(as_pg "$PGBIN/psql" -h "$T/pg" -U postgres -XAtc "SELECT pg_current_wal_lsn()" postgres)
+    fi
     p0=$(pg_ticks)
     e0=$(emu_ticks)
     t0=$EPOCHREALTIME
@@ -156,6 +162,18 @@ run() {
         log "$name: $secs s, $(awk -v b="$bytes" -v s="$secs" 'BEGIN { printf "%.0f", b / 1e6 / s }') MB/s; CPU ms: daemon $cpu, postgres $pg, emulator $emu; load $load"
     else
         log "$name: $secs s, $(awk -v n="$files" -v s="$secs" 'BEGIN { printf "%.0f", n / s }') files/s; CPU ms/file: daemon $(awk -v c="$cpu" -v n="$files" 'BEGIN { printf "%.3f", c / n }'), postgres $(awk -v c="$pg" -v n="$files" 'BEGIN { printf "%.3f", c / n }'), emulator $(awk -v c="$emu" -v n="$files" 'BEGIN { printf "%.3f", c / n }'); load $load"
+    fi
+    if [[ $mode == on && ${FLEET_AB_PG_STATS:-0} == 1 ]]; then
+        # How the run's writes went: HOT updates add no index entries (see docs/fleet.md).
+        as_pg "$PGBIN/psql" -h "$T/pg" -U postgres -XAtF' ' -c "SELECT relname, n_tup_ins, n_tup_upd,
+            n_tup_hot_upd, n_dead_tup FROM pg_stat_user_tables WHERE relname IN ('files', 'batches',
+            'events', 'file_claims', 'content_claims') ORDER BY relname" "$name" |
+            while read -r rel ins upd hot dead; do log "$name: $rel: $ins inserted, $upd updated ($hot HOT), $dead dead"; done
+        # Load-independent measures of the server's work: WAL written, buffers touched.
+        as_pg "$PGBIN/psql" -h "$T/pg" -U postgres -XAtF' ' -c "SELECT
+            pg_wal_lsn_diff(pg_current_wal_lsn(), '$lsn0')::bigint / $files, (blks_hit + blks_read) / $files,
+            xact_commit FROM pg_stat_database WHERE datname = '$name'" postgres |
+            while read -r wal blks commits; do log "$name: per file: $wal WAL bytes, $blks buffers touched; $commits commits"; done
     fi
     rm -rf "$T/$name/drop"
 }

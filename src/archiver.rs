@@ -220,15 +220,7 @@ impl Archiver {
         folders: &mut Folders,
     ) -> Result<(), StoreError> {
         let watches = self.watches.read().unwrap().clone();
-        // Names promised to files not moved yet (their move failed, say, while the archive
-        // was unwritable) are taken too: a free name is one nobody is going to.
-        let mut claimed: std::collections::HashSet<String> = self
-            .store
-            .pending_destinations()
-            .await?
-            .into_iter()
-            .collect();
-        let mut intents = Vec::new();
+        let mut chosen = Vec::new();
         for f in files.iter_mut().filter(|f| f.final_path.is_none()) {
             let Some(watch) = watches.get(&f.watch) else {
                 continue;
@@ -242,13 +234,29 @@ impl Archiver {
             }
             let anchors = anchors(watch, f);
             let rel = rel_below_root(f);
-            let mut dest = free_name(&dir, &rel, f.id, &anchors, folders);
-            if !claimed.insert(dest.to_string_lossy().into_owned()) {
-                dest = id_name(&dir.join(&rel), f.id);
-                claimed.insert(dest.to_string_lossy().into_owned());
-            }
-            let dest = dest.to_string_lossy().into_owned();
-            intents.push((f.id, dest));
+            let dest = free_name(&dir, &rel, f.id, &anchors, folders);
+            chosen.push((f.id, dir.join(&rel), dest.to_string_lossy().into_owned()));
+        }
+        // Names promised to files not moved yet (their move failed, say, while the archive
+        // was unwritable) are taken too: a free name is one nobody is going to. Only the
+        // names chosen here are looked up.
+        let names: Vec<String> = chosen.iter().map(|(_, _, dest)| dest.clone()).collect();
+        let mut claimed: std::collections::HashSet<String> = self
+            .store
+            .promised_among(&names)
+            .await?
+            .into_iter()
+            .collect();
+        let mut intents = Vec::with_capacity(chosen.len());
+        for (id, at, dest) in chosen {
+            let dest = if claimed.insert(dest.clone()) {
+                dest
+            } else {
+                let dest = id_name(&at, id).to_string_lossy().into_owned();
+                claimed.insert(dest.clone());
+                dest
+            };
+            intents.push((id, dest));
         }
         // The first intent recorded stands: another instance that finishes these files too (in
         // a fleet, a paused one woken past its lease) moves them to the same place.

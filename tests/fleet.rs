@@ -800,6 +800,53 @@ async fn the_queues_statistics_are_gathered_once_it_changed_much() {
     );
 }
 
+/// The heartbeat may beat while the instance leaves (a clean exit). Both take the instance's
+/// row first, so the leave waits for the beat; in another order each held a row the other
+/// waited for, PostgreSQL failed one of them, and the instance stayed listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaving_while_a_heartbeat_beats_waits_for_it_instead_of_deadlocking() {
+    let pg = Postgres::start();
+    let fleet = Fleet::connect(&pg.state(LEASE)).await.unwrap();
+    let member = fleet.join("host-a").await.unwrap();
+    member.acquire_scan("drop").await.unwrap().expect("free");
+    let id = member.id().to_owned();
+    let pool = admin_pool(&pg).await;
+    // A beat half done: it took the instance's row, as `renew` does first.
+    let mut beat = pool.begin().await.unwrap();
+    sqlx::query("UPDATE instances SET heartbeat_at = heartbeat_at WHERE id = $1")
+        .bind(&id)
+        .execute(&mut *beat)
+        .await
+        .unwrap();
+    let leaving = tokio::spawn(async move { member.leave().await });
+    eventually(30, "the leave waits for a lock", || {
+        let pool = pool.clone();
+        async move {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            (waiting > 0).then_some(())
+        }
+    })
+    .await;
+    // The beat's next rows (its scan lease) are free: the leave holds none of them yet.
+    sqlx::query("UPDATE scan_leases SET expires_at = expires_at WHERE owner = $1")
+        .bind(&id)
+        .execute(&mut *beat)
+        .await
+        .unwrap();
+    beat.commit().await.unwrap();
+    leaving.await.unwrap().unwrap();
+    let instances: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM instances")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(instances, 0, "the instance left");
+}
+
 #[tokio::test]
 async fn claims_of_finished_files_are_swept_and_a_file_dropped_again_is_judged_as_before() {
     let pg = Postgres::start();

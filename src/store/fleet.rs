@@ -695,6 +695,15 @@ impl Member {
     /// not wait for expiry) and the instance is no longer listed.
     pub async fn leave(&self) -> Result<(), StoreError> {
         let mut tx = self.fleet.pool.begin().await?;
+        // The instance's row first, as `renew` (the heartbeat, which may beat during the exit)
+        // takes its rows: instance, batches, scan leases. Taken in another order, a beat and
+        // the leave each held a row the other waited for, and PostgreSQL broke the deadlock by
+        // failing the leave (seen in `fleet_run::the_daemon_runs_its_queue_on_postgresql_as_
+        // on_sqlite` under load): the instance stayed listed until its lease expired.
+        sqlx::query("SELECT id FROM instances WHERE id = $1 FOR UPDATE")
+            .bind(&self.id)
+            .fetch_optional(&mut *tx)
+            .await?;
         sqlx::query(
             "UPDATE batches SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = $1",
         )

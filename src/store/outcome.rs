@@ -5,7 +5,7 @@
 use super::events::{Event, Kind, insert_event, insert_events, insert_requeued};
 use super::{
     BatchOutcome, FileRow, FileState, Finalized, PerRow, QueryBuilder, Store, StoreError, Verdict,
-    now_ms, push_ids, push_per_row,
+    now_ms, push_binds, push_ids, push_per_row,
 };
 
 impl Store {
@@ -139,15 +139,38 @@ impl Store {
         Ok(())
     }
 
+    /// Which of `paths` are promised to files not finished yet (their recorded intents): the
+    /// names the archiver is about to choose, looked up in the partial index
+    /// `files_pending_destinations`, so a page's look costs its own names, not every
+    /// destination pending (a stuck archive's included).
+    pub async fn promised_among(&self, paths: &[String]) -> Result<Vec<String>, StoreError> {
+        let mut promised = Vec::new();
+        for part in paths.chunks(400) {
+            let mut q = QueryBuilder::new(
+                "SELECT final_path FROM files WHERE finalized = FALSE AND final_path IN (",
+            );
+            push_binds(&mut q, part.iter().map(String::as_str));
+            promised.extend(
+                q.build_query_scalar::<String>()
+                    .fetch_all(&self.pool)
+                    .await?,
+            );
+        }
+        Ok(promised)
+    }
+
     /// The intents of several moves, each recorded only where none is yet: two archivers on
     /// one file (in a fleet, one paused past its lease and its successor) then agree on the
     /// first one's. Returns each file's recorded destination after it.
+    ///
+    /// One statement per 400 intents, each its own transaction (an intent stands alone): the
+    /// update returns the intents it recorded, and only files that had one already (another
+    /// instance's) are read again.
     pub async fn record_final_paths(
         &self,
         intents: &[(i64, String)],
     ) -> Result<Vec<(i64, String)>, StoreError> {
         let mut recorded = Vec::with_capacity(intents.len());
-        let mut tx = self.pool.begin().await?;
         for part in intents.chunks(400) {
             let rows = PerRow::new(part.iter().map(|(id, _)| *id)).text(
                 "final_path",
@@ -155,19 +178,27 @@ impl Store {
             );
             let mut q = QueryBuilder::new("UPDATE files SET");
             push_per_row(&mut q, &rows);
-            q.push(" AND final_path IS NULL");
-            q.build().execute(&mut *tx).await?;
-            let mut q = QueryBuilder::new(
-                "SELECT id, final_path FROM files WHERE final_path IS NOT NULL AND id IN (",
-            );
-            push_ids(&mut q, part.iter().map(|(id, _)| *id));
-            recorded.extend(
-                q.build_query_as::<(i64, String)>()
-                    .fetch_all(&mut *tx)
-                    .await?,
-            );
+            q.push(" AND final_path IS NULL RETURNING id, final_path");
+            let set: Vec<(i64, String)> = q.build_query_as().fetch_all(&self.pool).await?;
+            if set.len() < part.len() {
+                let done: std::collections::HashSet<i64> = set.iter().map(|(id, _)| *id).collect();
+                let mut q = QueryBuilder::new(
+                    "SELECT id, final_path FROM files WHERE final_path IS NOT NULL AND id IN (",
+                );
+                push_ids(
+                    &mut q,
+                    part.iter()
+                        .map(|(id, _)| *id)
+                        .filter(|id| !done.contains(id)),
+                );
+                recorded.extend(
+                    q.build_query_as::<(i64, String)>()
+                        .fetch_all(&self.pool)
+                        .await?,
+                );
+            }
+            recorded.extend(set);
         }
-        tx.commit().await?;
         Ok(recorded)
     }
 
@@ -282,12 +313,43 @@ impl Store {
 mod tests {
     use crate::store::Store;
     use crate::store::testing::{on_both_backends, ready, sealed_batch};
-    use crate::store::{BatchOutcome, BatchState, Step};
+    use crate::store::{BatchOutcome, BatchState, FileState, Finalized, Step};
 
     on_both_backends!(
         a_succeeded_batch_ends_with_each_files_own_record_count,
         an_aborted_batch_stays_aborted_and_keeps_the_record_counts,
+        of_the_names_asked_only_those_promised_to_unfinished_files_are_taken,
     );
+
+    async fn of_the_names_asked_only_those_promised_to_unfinished_files_are_taken(store: Store) {
+        let ids = ready(&store, &[("a", 10, None), ("b", 11, None), ("c", 12, None)]).await;
+        for id in &ids {
+            store.fail_file(*id, "bad").await.unwrap();
+        }
+        let intents: Vec<(i64, String)> = ids.iter().map(|id| (*id, format!("/f/{id}"))).collect();
+        store.set_final_paths(&intents[..2]).await.unwrap();
+        // The second file is finished: its name is its own now, no longer a promise.
+        store
+            .mark_finalized_many(&[Finalized {
+                file_id: ids[1],
+                state: FileState::Failed,
+                final_path: Some(intents[1].1.clone()),
+                detail: "failed".into(),
+                receipt: None,
+            }])
+            .await
+            .unwrap();
+        let asked: Vec<String> = intents
+            .iter()
+            .map(|(_, path)| path.clone())
+            .chain(["/f/elsewhere".to_owned()])
+            .collect();
+        assert_eq!(
+            store.promised_among(&asked).await.unwrap(),
+            [intents[0].1.clone()]
+        );
+        assert!(store.promised_among(&[]).await.unwrap().is_empty());
+    }
 
     /// A batch of three files, processing on the platform as `remote`; its id and the files'.
     async fn processing(store: &Store, remote: &str) -> (i64, Vec<i64>) {

@@ -66,6 +66,18 @@ async fn promised_destinations_come_from_their_own_partial_index() {
 }
 
 #[tokio::test]
+async fn names_asked_about_are_looked_up_in_the_promised_destinations() {
+    // `Store::promised_among`, at every page of the archiver's pass.
+    let plan =
+        plan("SELECT final_path FROM files WHERE finalized = FALSE AND final_path IN ('/a', '/b')")
+            .await;
+    assert!(
+        plan.contains("files_pending_destinations (final_path=?)"),
+        "{plan}"
+    );
+}
+
+#[tokio::test]
 async fn listed_files_are_looked_up_by_id_whatever_their_state() {
     // The batcher's and the uploader's statements about a list of files (`row_state!`): with
     // `state = 'ready'` the planner walks every ready file in `files_state` instead.
