@@ -87,7 +87,6 @@ dispatch! {
     pub async fn finish_batch_requeueing(&self, batch_id: i64, outcome: &BatchOutcome, detail: &str, requeue: &[i64], why: &str,) -> Result<(), StoreError>;
     pub async fn mark_replaced(&self, remote_ids: &[String], by: &str) -> Result<(), StoreError>;
     pub async fn files_to_finalize(&self, after: i64, limit: i64,) -> Result<Vec<FileRow>, StoreError>;
-    pub async fn pending_destinations(&self) -> Result<Vec<String>, StoreError>;
     pub async fn promised_among(&self, paths: &[String]) -> Result<Vec<String>, StoreError>;
     pub async fn set_final_paths(&self, intents: &[(i64, String)]) -> Result<(), StoreError>;
     pub async fn record_final_paths(&self, intents: &[(i64, String)]) -> Result<Vec<(i64, String)>, StoreError>;

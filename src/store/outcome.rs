@@ -110,16 +110,6 @@ impl Store {
         .await?)
     }
 
-    /// Where files not finished yet are about to be moved (their recorded intents), from the
-    /// partial index `files_pending_destinations` alone.
-    pub async fn pending_destinations(&self) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT final_path FROM files WHERE finalized = FALSE AND final_path IS NOT NULL",
-        )
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
     /// The intents of several moves (file id, destination), in one transaction.
     pub async fn set_final_paths(&self, intents: &[(i64, String)]) -> Result<(), StoreError> {
         if intents.is_empty() {

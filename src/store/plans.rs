@@ -57,15 +57,6 @@ async fn the_archivers_pass_reads_only_files_whose_fate_is_known() {
 }
 
 #[tokio::test]
-async fn promised_destinations_come_from_their_own_partial_index() {
-    // `Store::pending_destinations`, at every page of the archiver's pass.
-    let plan =
-        plan("SELECT final_path FROM files WHERE finalized = FALSE AND final_path IS NOT NULL")
-            .await;
-    assert!(plan.contains("files_pending_destinations"), "{plan}");
-}
-
-#[tokio::test]
 async fn names_asked_about_are_looked_up_in_the_promised_destinations() {
     // `Store::promised_among`, at every page of the archiver's pass.
     let plan =

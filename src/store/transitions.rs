@@ -474,10 +474,8 @@ async fn a_finished_file_keeps_its_place_and_its_receipts(store: Store) {
         .set_final_paths(&[(ids[0], "/d/_failed/a.json".into())])
         .await
         .unwrap();
-    assert_eq!(
-        store.pending_destinations().await.unwrap(),
-        ["/d/_failed/a.json"]
-    );
+    let asked = ["/d/_failed/a.json".to_owned()];
+    assert_eq!(store.promised_among(&asked).await.unwrap(), asked);
     store
         .mark_finalized_many(&[Finalized {
             file_id: ids[0],
@@ -496,7 +494,7 @@ async fn a_finished_file_keeps_its_place_and_its_receipts(store: Store) {
         row.receipt_path.as_deref(),
         Some("/d/_failed/a.json.receipt.json")
     );
-    assert!(store.pending_destinations().await.unwrap().is_empty());
+    assert!(store.promised_among(&asked).await.unwrap().is_empty());
     assert!(store.files_to_finalize(0, 10).await.unwrap().is_empty());
     assert_eq!(kinds(&store, ids[0]).await.last().unwrap(), "finalized");
 
