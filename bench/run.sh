@@ -59,7 +59,9 @@
 # BENCH_BIN (run this binary instead of building), BENCH_KEEP=1 (keep the temp dir),
 # BENCH_ONLY="b1 b6" (run only these scenarios; b6 needs b1, b3 compares with b2),
 # BENCH_SKIP_CURL=1 / BENCH_SKIP_KEEPALIVE=1 (B1 without its curl / keep-alive run), SCENARIO_TIMEOUT (1800 s: a hang guard, not a target),
-# UPLOAD_CONCURRENCY (the daemon's [upload] concurrency; 4, its default).
+# UPLOAD_CONCURRENCY (the daemon's [upload] concurrency; 4, its default), B2_FRESH=1 (B2's file
+# is touched right before its drop, so the daemon waits out settle as for a file just written;
+# the default drops it as it is, older than settle: taken at the first look), B2_SETTLE (1s).
 set -euo pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/.."
@@ -526,11 +528,12 @@ b1() {
 
 b2_batchdrop() { # NAME FILE → sets B2_UP_MS B2_SYNC_MS B2_E2E_MS B2_RSS
     local name=$1 file=$2 t0 s0
-    write_config "$name" 1s 1s
+    write_config "$name" "${B2_SETTLE:-1s}" 1s
     sync # what earlier steps wrote is not this upload's to put on disk
     start_daemon "$name"
     now_ms
     t0=$NOW_MS
+    [[ ${B2_FRESH:-0} != 1 ]] || touch "$file"
     ln "$file" "$T/$name/drop/${file##*/}"
     # Until on disk: the moment the upload is answered, what the emulator has not yet written
     # to the disk is timed by a `sync`, as `cp_mb_s … durable` times cp's.
