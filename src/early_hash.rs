@@ -345,12 +345,10 @@ mod tests {
         let early = EarlyHashes::new(1 << 20);
         let identity = identity_of(&path);
         let job = early.start(dir.path(), &path, identity).unwrap();
-        let job = early.take(identity).map(|taken| {
-            assert!(Arc::ptr_eq(&taken, &job));
-            taken
-        });
+        let taken = early.take(identity).unwrap();
+        assert!(Arc::ptr_eq(&taken, &job));
         // Done by now, or stopped wherever it was: either way its figures are right.
-        match job.unwrap().hand_over().await.unwrap() {
+        match taken.hand_over().await.unwrap() {
             Outcome::Done(sha) => assert_eq!(sha, format!("{:x}", Sha256::digest(&data))),
             Outcome::HandedOver { at, mut state } => {
                 assert!(at < data.len() as u64);
