@@ -285,9 +285,13 @@ pub async fn run(
         tokio::spawn(crate::membership::heartbeat(leases.clone(), beat.clone()));
     }
 
+    // The hashes of large files computed while they settle: started by the watchers, taken
+    // by the uploader.
+    let early = crate::early_hash::EarlyHashes::new(config.upload.large_file_threshold);
     // watchers → store
     let mut watchers = Watchers {
         leases: leases.clone(),
+        early: early.clone(),
         ..Watchers::default()
     };
     for w in &config.watches {
@@ -326,7 +330,7 @@ pub async fn run(
     let upload_outcomes = Arc::new(RwLock::new(crate::uploader::outcomes_by_watch(
         &config.watches,
     )));
-    let uploader = Uploader::new(
+    let uploader = Uploader::sharing(
         store.clone(),
         platform.api.clone(),
         config.upload.clone(),
@@ -334,6 +338,7 @@ pub async fn run(
         wake_archiver.clone(),
         upload_outcomes.clone(),
         leases.clone(),
+        early,
     )
     .run(output.clone(), config.shutdown_grace);
     tasks.spawn(stage::supervise("uploader", output.clone(), async {
@@ -542,6 +547,8 @@ struct Watchers {
     running: HashMap<String, (Watch, CancellationToken, Arc<AtomicUsize>)>,
     /// In a fleet: each watcher scans only while its instance holds the watch's scan lease.
     leases: Option<crate::membership::Leases>,
+    /// Shared with the uploader (see `crate::early_hash`).
+    early: crate::early_hash::EarlyHashes,
 }
 
 impl Watchers {
@@ -565,6 +572,7 @@ impl Watchers {
             config.limits.max_queued_files,
         );
         watcher.leases = self.leases.clone();
+        watcher.early = self.early.clone();
         self.running.insert(
             w.name.clone(),
             (w.clone(), token.clone(), watcher.pending.clone()),

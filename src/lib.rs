@@ -26,6 +26,7 @@ pub mod crashpoint;
 pub mod daemon;
 pub mod diagnostics;
 pub mod disk;
+pub mod early_hash;
 pub mod envsubst;
 pub mod format;
 pub mod logging;

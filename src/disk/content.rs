@@ -18,10 +18,16 @@ pub fn sha256(file: &File, len: u64) -> io::Result<String> {
 /// Feeds the first `len` bytes of an opened file to `hasher` (an error if it has fewer). Reads
 /// by position: the file's offset is left where it was.
 pub fn hash_into(file: &File, len: u64, hasher: &mut Sha256) -> io::Result<()> {
+    hash_range(file, 0, len, hasher)
+}
+
+/// Feeds bytes `from..to` of an opened file to `hasher` (an error if it ends before `to`), as
+/// [`hash_into`] does from its start.
+pub fn hash_range(file: &File, from: u64, to: u64, hasher: &mut Sha256) -> io::Result<()> {
     let mut buf = vec![0u8; 256 * 1024];
-    let mut at = 0u64;
-    while at < len {
-        let want = (len - at).min(buf.len() as u64) as usize;
+    let mut at = from;
+    while at < to {
+        let want = (to - at).min(buf.len() as u64) as usize;
         let n = match file.read_at(&mut buf[..want], at) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -30,7 +36,7 @@ pub fn hash_into(file: &File, len: u64, hasher: &mut Sha256) -> io::Result<()> {
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("the file ends after {at} of the {len} bytes recorded"),
+                format!("the file ends after {at} of the {to} bytes recorded"),
             ));
         }
         hasher.update(&buf[..n]);

@@ -86,6 +86,8 @@ pub struct Uploader {
     pub outcomes: OutcomesByWatch,
     /// In a fleet: a batch is driven only under its lease.
     pub leases: Option<Leases>,
+    /// Hashes of large files computed while they settled, shared with the watchers.
+    pub early: crate::early_hash::EarlyHashes,
 }
 
 /// Each watch's [`Outcomes`], by watch name, shared with the daemon's reload.
@@ -109,7 +111,32 @@ impl Uploader {
         outcomes: OutcomesByWatch,
         leases: Option<Leases>,
     ) -> Arc<Uploader> {
+        Uploader::sharing(
+            store,
+            api,
+            upload,
+            wake,
+            wake_archiver,
+            outcomes,
+            leases,
+            crate::early_hash::EarlyHashes::default(),
+        )
+    }
+
+    /// [`Uploader::new`], taking the hashes the watchers computed early from `early`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sharing(
+        store: Store,
+        api: ApiClient,
+        upload: Upload,
+        wake: Arc<Notify>,
+        wake_archiver: Arc<Notify>,
+        outcomes: OutcomesByWatch,
+        leases: Option<Leases>,
+        early: crate::early_hash::EarlyHashes,
+    ) -> Arc<Uploader> {
         Arc::new(Uploader {
+            early,
             slots: Arc::new(Semaphore::new(upload.concurrency)),
             loading: Arc::new(Semaphore::new(BATCHES_LOADING)),
             store,
@@ -469,6 +496,7 @@ impl Uploader {
                     dataset: b.dataset.clone(),
                     watch: b.watch.clone(),
                     shutdown: shutdown.clone(),
+                    early: self.early.clone(),
                 };
                 let staged = staged.remove(&f.id);
                 let opened = opened.remove(&f.id);

@@ -19,33 +19,43 @@ use crate::disk;
 /// straddle a multiple of `chunk` from `offset`, so that each chunk's body is whole pieces (see
 /// [`body_of`]). Reading runs up to [`READ_AHEAD`] pieces ahead of the network, across chunks:
 /// the next chunk's first pieces are ready while the platform answers the previous one. The
-/// same pieces go to a second blocking task that adds them to `prefix` (the hash of the bytes
-/// before `offset`), so the file's SHA-256 comes from the same read as its upload without
-/// holding the read back: hashing costs several times the read's copy, and done by the reader
-/// it would set the pace of the whole upload. What it has read of a large file leaves the page
-/// cache ([`drop_cached`]).
+/// same pieces go to a second blocking task that adds them to the prefix of [`HashBy::Reading`]
+/// (the hash of the bytes before `offset`), so the file's SHA-256 comes from the same read as
+/// its upload without holding the read back: hashing costs several times the read's copy, and
+/// done by the reader it would set the pace of the whole upload. With [`HashBy::Early`] the
+/// pieces are only sent, and the hash is the one computed while the file settled. What it has
+/// read of a large file leaves the page cache ([`disk::drop_cached`]).
 pub(super) fn read_ahead(
     file: std::fs::File,
     offset: u64,
     end: u64,
     chunk: u64,
-    prefix: Sha256,
+    hash_by: HashBy,
 ) -> (Pieces, Hashing) {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(READ_AHEAD);
-    // Bounded, so that a hasher slower than the network holds the reader back instead of
-    // letting pieces pile up in memory.
-    let (to_hasher, to_hash) = std::sync::mpsc::sync_channel::<ToHash>(HASH_AHEAD);
-    let hashing = tokio::task::spawn_blocking(move || {
-        let mut hasher = prefix;
-        for message in to_hash {
-            match message {
-                ToHash::Piece(piece) => hasher.update(&piece),
-                ToHash::End => return Some(hasher),
-            }
+    let (to_hasher, hashing, known, hash_from) = match hash_by {
+        HashBy::Reading {
+            state: prefix,
+            from,
+        } => {
+            // Bounded, so that a hasher slower than the network holds the reader back instead
+            // of letting pieces pile up in memory.
+            let (to_hasher, to_hash) = std::sync::mpsc::sync_channel::<ToHash>(HASH_AHEAD);
+            let hashing = tokio::task::spawn_blocking(move || {
+                let mut hasher = prefix;
+                for message in to_hash {
+                    match message {
+                        ToHash::Piece(piece) => hasher.update(&piece),
+                        ToHash::End => return Some(hasher),
+                    }
+                }
+                None // the reader stopped short of the end: an error or a given-up upload
+            });
+            (Some(to_hasher), Some(hashing), None, from)
         }
-        None // the reader stopped short of the end: an error or a given-up upload
-    });
-    tokio::task::spawn_blocking(move || {
+        HashBy::Known(sha) => (None, None, Some(sha), end),
+    };
+    let reading = tokio::task::spawn_blocking(move || {
         use std::io::{Read, Seek};
         let mut file = file;
         // Pieces come back here once both the network and the hasher dropped them, to be read
@@ -70,30 +80,60 @@ pub(super) fn read_ahead(
                     // A file cut short: the body ends short of its announced length.
                     return Err(std::io::ErrorKind::UnexpectedEof.into());
                 }
+                let starts = at;
                 at += want;
                 if end - offset >= DROP_BEHIND && (at - dropped_to >= DROP_BEHIND || at == end) {
-                    drop_cached(&file, dropped_to, at);
+                    disk::drop_cached(&file, dropped_to, at);
                     dropped_to = at;
                 }
                 let piece = bytes::Bytes::from_owner(Piece {
                     buf,
                     back: returned.clone(),
                 });
-                // To the hasher first: a body never holds a byte the hash has not been given.
-                if to_hasher.send(ToHash::Piece(piece.clone())).is_err()
-                    || tx.blocking_send(Ok(piece)).is_err()
+                // To the hasher first: a body never holds a byte the hash has not been given
+                // (bytes before `hash_from` are in the hash already).
+                let hashed = hash_from.saturating_sub(starts) as usize;
+                if let Some(to_hasher) = &to_hasher
+                    && hashed < piece.len()
+                    && to_hasher
+                        .send(ToHash::Piece(piece.slice(hashed..)))
+                        .is_err()
                 {
-                    return Ok(()); // the upload was given up
+                    return Ok(false); // the upload was given up
+                }
+                if tx.blocking_send(Ok(piece)).is_err() {
+                    return Ok(false); // the upload was given up
                 }
             }
-            let _ = to_hasher.send(ToHash::End);
-            Ok(())
+            if let Some(to_hasher) = &to_hasher {
+                let _ = to_hasher.send(ToHash::End);
+            }
+            Ok(true)
         })();
-        if let Err(e) = read {
-            let _ = tx.blocking_send(Err(e));
+        match read {
+            Ok(read_all) => read_all,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                false
+            }
         }
     });
-    (Arc::new(tokio::sync::Mutex::new(rx)), Hashing(hashing))
+    let hashing = match (hashing, known) {
+        (Some(hashing), _) => Hashing::Reading(hashing),
+        (None, Some(sha256)) => Hashing::Known { sha256, reading },
+        (None, None) => unreachable!("a hash is either computed here or known"),
+    };
+    (Arc::new(tokio::sync::Mutex::new(rx)), hashing)
+}
+
+/// Where the SHA-256 of the bytes [`read_ahead`] reads comes from.
+pub(super) enum HashBy {
+    /// A second blocking task hashes the bytes read from `from` on (at least the offset),
+    /// after `state`, the hash of the bytes before `from`.
+    Reading { state: Sha256, from: u64 },
+    /// The hash of the whole file, computed while it settled (`crate::early_hash`) for exactly
+    /// the version being read: the pieces are only sent.
+    Known(String),
 }
 
 /// What the reader hands the hasher: a piece, or the word that every byte was read.
@@ -102,45 +142,41 @@ enum ToHash {
     End,
 }
 
-/// The SHA-256 of the bytes [`read_ahead`] reads (after its `prefix`), being computed.
-pub(super) struct Hashing(tokio::task::JoinHandle<Option<Sha256>>);
+/// The SHA-256 of the file [`read_ahead`] reads, being computed.
+pub(super) enum Hashing {
+    /// From the pieces read (after the prefix).
+    Reading(tokio::task::JoinHandle<Option<Sha256>>),
+    /// Known before the read, which tells whether it read every byte up to the end.
+    Known {
+        sha256: String,
+        reading: tokio::task::JoinHandle<bool>,
+    },
+}
 
 impl Hashing {
     /// The hex SHA-256 once every byte up to the end was read and hashed; an error when the
     /// read stopped before (a read error or a file cut short, which also fail its body).
     pub(super) async fn finish(self) -> std::io::Result<String> {
-        match self.0.await.expect("hashing task panicked") {
-            Some(hasher) => Ok(format!("{:x}", hasher.finalize())),
-            None => Err(std::io::Error::new(
+        let short = || {
+            std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 "the file's read stopped before its end, so its hash is not known",
-            )),
+            )
+        };
+        match self {
+            Hashing::Reading(hashing) => match hashing.await.expect("hashing task panicked") {
+                Some(hasher) => Ok(format!("{:x}", hasher.finalize())),
+                None => Err(short()),
+            },
+            Hashing::Known { sha256, reading } => {
+                if reading.await.expect("reading task panicked") {
+                    Ok(sha256)
+                } else {
+                    Err(short())
+                }
+            }
         }
     }
-}
-
-/// Tells the kernel that bytes `from..to` of `file` will not be read again, so their pages in
-/// the page cache can go now (advice: an error changes nothing and is ignored).
-///
-/// batchdrop reads a file from a drop folder once: only a retried upload, one resumed after a
-/// restart, or the archiver's check of a file that grew read it again, then from the disk.
-/// Caching it would push pages other programs use out of the host's cache, and in a container
-/// it counts against the memory limit. On a VM that gives memory the guest has not
-/// used for a while back to the host (this bench machine does), the pages freed here are also
-/// the ones the next writes on the host get, without a round trip to the hypervisor: with the
-/// local emulator, B2's 2 GiB upload went from 525–540 to 700–770 MB/s (interleaved runs).
-fn drop_cached(file: &std::fs::File, from: u64, to: u64) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        let (Ok(from), Ok(len)) = (i64::try_from(from), i64::try_from(to - from)) else {
-            return;
-        };
-        // SAFETY: advice about a range of a file we hold open; no memory is involved.
-        unsafe { libc::posix_fadvise(file.as_raw_fd(), from, len, libc::POSIX_FADV_DONTNEED) };
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (file, from, to);
 }
 
 /// A file opened for its upload (see [`open_for_upload`]), and its content when it was read
@@ -222,7 +258,7 @@ const READ_AHEAD: usize = 4;
 /// Pieces the hasher may lag behind the reader.
 const HASH_AHEAD: usize = 4;
 /// Files (or what is left of them) this large leave the page cache as they are read, in
-/// spans of this size (see [`drop_cached`]); smaller ones are not worth a system call.
+/// spans of this size (see [`disk::drop_cached`]); smaller ones are not worth a system call.
 const DROP_BEHIND: u64 = 8 << 20;
 
 /// A body of bytes already in memory, handed over in the pieces a streamed body would have
@@ -260,7 +296,16 @@ mod tests {
     async fn read_all(path: &Path, offset: u64, chunk: u64) -> (Vec<bytes::Bytes>, String) {
         let file = std::fs::File::open(path).unwrap();
         let end = file.metadata().unwrap().len();
-        let (pieces, hashing) = read_ahead(file, offset, end, chunk, Sha256::new());
+        let (pieces, hashing) = read_ahead(
+            file,
+            offset,
+            end,
+            chunk,
+            HashBy::Reading {
+                state: Sha256::new(),
+                from: offset,
+            },
+        );
         let mut got = Vec::new();
         while let Some(piece) = pieces.lock().await.recv().await {
             got.push(piece.unwrap());
@@ -300,7 +345,16 @@ mod tests {
         let file = std::fs::File::open(&path).unwrap();
         let mut prefix = Sha256::new();
         disk::hash_into(&file, offset, &mut prefix).unwrap();
-        let (pieces, hashing) = read_ahead(file, offset, data.len() as u64, 3 << 20, prefix);
+        let (pieces, hashing) = read_ahead(
+            file,
+            offset,
+            data.len() as u64,
+            3 << 20,
+            HashBy::Reading {
+                state: prefix,
+                from: offset,
+            },
+        );
         // Each piece is dropped once checked, so its buffer is read into again while the
         // hasher may still be behind: a buffer reused too early would change the hash.
         let mut at = offset as usize;
@@ -317,13 +371,70 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_hash_handed_over_mid_piece_goes_on_from_where_it_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, data) = cached_file(dir.path());
+        // The early hash stopped inside the third piece; the upload reads from the start.
+        let from = (2u64 << 20) + 4321;
+        let mut state = Sha256::new();
+        state.update(&data[..from as usize]);
+        let file = std::fs::File::open(&path).unwrap();
+        let (pieces, hashing) = read_ahead(
+            file,
+            0,
+            data.len() as u64,
+            8 << 20,
+            HashBy::Reading { state, from },
+        );
+        let mut got = Vec::new();
+        while let Some(piece) = pieces.lock().await.recv().await {
+            got.extend_from_slice(&piece.unwrap());
+        }
+        assert_eq!(got, data, "every byte is sent, hashed or not");
+        assert_eq!(
+            hashing.finish().await.unwrap(),
+            format!("{:x}", Sha256::digest(&data)),
+            "the bytes before the hand-over are not hashed twice, the others once"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_known_hash_is_given_only_once_every_byte_was_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, data) = cached_file(dir.path());
+        let known = "e".repeat(64);
+        let read = |announced: u64| {
+            let file = std::fs::File::open(&path).unwrap();
+            read_ahead(file, 0, announced, 8 << 20, HashBy::Known(known.clone()))
+        };
+        let (pieces, hashing) = read(data.len() as u64);
+        while let Some(piece) = pieces.lock().await.recv().await {
+            piece.unwrap();
+        }
+        assert_eq!(hashing.finish().await.unwrap(), known);
+        // Cut short since it was hashed: no hash for a body that ended short.
+        let (pieces, hashing) = read(data.len() as u64 + 1);
+        while let Some(Ok(_)) = pieces.lock().await.recv().await {}
+        assert!(hashing.finish().await.is_err());
+    }
+
+    #[tokio::test]
     async fn a_file_cut_short_ends_its_pieces_with_an_error_and_gives_no_hash() {
         let dir = tempfile::tempdir().unwrap();
         let (path, data) = cached_file(dir.path());
         let file = std::fs::File::open(&path).unwrap();
         // Announced 3 MiB longer than it is: a file truncated after it was recorded.
         let announced = data.len() as u64 + (3 << 20);
-        let (pieces, hashing) = read_ahead(file, 0, announced, 8 << 20, Sha256::new());
+        let (pieces, hashing) = read_ahead(
+            file,
+            0,
+            announced,
+            8 << 20,
+            HashBy::Reading {
+                state: Sha256::new(),
+                from: 0,
+            },
+        );
         let mut sent = 0u64;
         let error = loop {
             match pieces.lock().await.recv().await {
@@ -342,7 +453,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (path, data) = cached_file(dir.path());
         let file = std::fs::File::open(&path).unwrap();
-        let (pieces, hashing) = read_ahead(file, 0, data.len() as u64, 1 << 30, Sha256::new());
+        let (pieces, hashing) = read_ahead(
+            file,
+            0,
+            data.len() as u64,
+            1 << 30,
+            HashBy::Reading {
+                state: Sha256::new(),
+                from: 0,
+            },
+        );
         let first = pieces.lock().await.recv().await.unwrap().unwrap();
         assert_eq!(&first[..], &data[..first.len()]);
         drop(pieces); // the upload is given up after its first piece

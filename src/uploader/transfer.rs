@@ -1,6 +1,7 @@
 //! One file's transfer into one remote batch: opened without following symlinks and checked
 //! against the queued identity, then sent whole (PUT; from memory when small) or in chunks
-//! (INITIALIZE, PATCH from the prefix the platform holds, COMPLETE), hashed as it is read.
+//! (INITIALIZE, PATCH from the prefix the platform holds, COMPLETE), hashed as it is read, or
+//! from where its hash stopped while it settled (`crate::early_hash`).
 //!
 //! This module must not change a batch's state (the state machine in `mod.rs` does): it
 //! records only this file's facts (bytes acknowledged, failed, superseded; its intent, `sent`,
@@ -14,11 +15,12 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::StepError;
-use super::read::{ForUpload, body_of, memory_body, open_for_upload, read_ahead};
+use super::read::{ForUpload, HashBy, body_of, memory_body, open_for_upload, read_ahead};
 use crate::api::{ApiClient, ErrorKind};
 use crate::config::Upload;
 use crate::crashpoint;
 use crate::disk::{self, Identity, Kind, Links};
+use crate::early_hash::Outcome;
 use crate::store::{FileRow, StagedFile, Store, StoreError, Uploaded};
 use crate::telemetry;
 
@@ -33,6 +35,8 @@ pub(super) struct FileJob {
     pub(super) dataset: String,
     pub(super) watch: String,
     pub(super) shutdown: CancellationToken,
+    /// Hashes of large files computed while they settled (`crate::early_hash`).
+    pub(super) early: crate::early_hash::EarlyHashes,
 }
 
 impl FileJob {
@@ -236,7 +240,16 @@ impl FileJob {
 
     async fn put_small(&self, f: &FileRow, file: std::fs::File) -> Result<String, StepError> {
         let size = f.size as u64;
-        let (pieces, hashing) = read_ahead(file, 0, size, size, Sha256::new());
+        let (pieces, hashing) = read_ahead(
+            file,
+            0,
+            size,
+            size,
+            HashBy::Reading {
+                state: Sha256::new(),
+                from: 0,
+            },
+        );
         let body = body_of(pieces, size);
         self.api
             .put_file(&self.batch, &self.dataset, &f.rel_path, body, size)
@@ -284,7 +297,7 @@ impl FileJob {
 
     /// INITIALIZE (if nothing arrived yet), then PATCH chunk by chunk from the prefix the
     /// platform says it holds, then file COMPLETE.
-    async fn put_large(&self, f: &FileRow, file: std::fs::File) -> Result<String, StepError> {
+    async fn put_large(&self, f: &FileRow, mut file: std::fs::File) -> Result<String, StepError> {
         let total = f.size as u64;
         let mut offset = match self
             .api
@@ -316,20 +329,46 @@ impl FileJob {
                 .initialize_file(&self.batch, &self.dataset, &f.rel_path)
                 .await?;
         }
-        let (file, prefix) = if offset > 0 {
-            // Only after a restart: the hash must cover the bytes sent before it.
-            tokio::task::spawn_blocking(move || {
-                let mut prefix = Sha256::new();
-                disk::hash_into(&file, offset, &mut prefix).map(|()| (file, prefix))
-            })
-            .await
-            .expect("hashing task panicked")
-            .map_err(|e| io_fail(f, e))?
-        } else {
-            (file, Sha256::new())
+        // The hash computed while the file settled, if it is of exactly this version: done,
+        // or stopped and handed over, so that nothing is hashed twice.
+        let early = match self.early.take(f.identity()) {
+            Some(job) => job.hand_over().await,
+            None => None,
+        };
+        let hash_by = match early {
+            Some(Outcome::Done(sha256)) => {
+                tracing::debug!(file = %f.rel_path, batch = %self.batch, "sending without hashing: hashed while it settled");
+                HashBy::Known(sha256)
+            }
+            handed => {
+                let (state, at) = match handed {
+                    Some(Outcome::HandedOver { at, state }) => {
+                        tracing::debug!(file = %f.rel_path, batch = %self.batch, hashed = at, "hashing goes on from where it stopped while the file settled");
+                        (state, at)
+                    }
+                    _ => (Sha256::new(), 0),
+                };
+                if at < offset {
+                    // Only after a restart: the hash must cover the bytes sent before it.
+                    let (reopened, state) = tokio::task::spawn_blocking(move || {
+                        let mut state = state;
+                        disk::hash_range(&file, at, offset, &mut state).map(|()| (file, state))
+                    })
+                    .await
+                    .expect("hashing task panicked")
+                    .map_err(|e| io_fail(f, e))?;
+                    file = reopened;
+                    HashBy::Reading {
+                        state,
+                        from: offset,
+                    }
+                } else {
+                    HashBy::Reading { state, from: at }
+                }
+            }
         };
         let chunk_size = self.upload.chunk_size;
-        let (pieces, hashing) = read_ahead(file, offset, total, chunk_size, prefix);
+        let (pieces, hashing) = read_ahead(file, offset, total, chunk_size, hash_by);
         while offset < total {
             if self.shutdown.is_cancelled() {
                 return Err(StepError::Shutdown);
@@ -498,5 +537,167 @@ mod tests {
 
         // One small file saves no trip: it is opened by its own transfer.
         assert!(open_ahead(&[&rows[0]], &upload(32)).await.is_empty());
+    }
+
+    /// A real emulator with one dataset, a client of it, a batch created in it, and a store.
+    struct Platform {
+        _dir: tempfile::TempDir,
+        _emulator: batchdrop_emulator::Emulator,
+        api: ApiClient,
+        batch: String,
+        store: Store,
+    }
+
+    const DATASET: &str = "5deac2648a19d218a888d2b1";
+
+    async fn platform() -> Platform {
+        let dir = tempfile::tempdir().unwrap();
+        let emulator = batchdrop_emulator::Emulator::start(
+            ([127, 0, 0, 1], 0).into(),
+            &dir.path().join("platform"),
+            batchdrop_emulator::EmulatorConfig::default(),
+        )
+        .await
+        .unwrap();
+        emulator.ensure_dataset(DATASET, "test").await.unwrap();
+        let api = ApiClient::new(crate::api::ClientConfig {
+            endpoint: emulator.base_url(),
+            org_id: "batchdrop@AdobeOrg".into(),
+            sandbox: "prod".into(),
+            api_key: "test".into(),
+            token: crate::api::TokenSource::Static(crate::api::Secret::new("test-token")),
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            extra_ca_file: None,
+        })
+        .unwrap();
+        let batch = api
+            .create_batch(&crate::api::CreateBatch::new(
+                DATASET,
+                crate::format::Format::Json,
+            ))
+            .await
+            .unwrap()
+            .id;
+        let store = Store::open_shared(&dir.path().join("state")).await.unwrap();
+        Platform {
+            _dir: dir,
+            _emulator: emulator,
+            api,
+            batch,
+            store,
+        }
+    }
+
+    impl Platform {
+        /// A transfer into the batch, in chunks of 1 MiB for files over 1 MiB.
+        fn job(&self, early: &crate::early_hash::EarlyHashes) -> FileJob {
+            FileJob {
+                failures_to_clear: Arc::default(),
+                store: self.store.clone(),
+                api: self.api.clone(),
+                upload: upload(1 << 20),
+                batch: self.batch.clone(),
+                dataset: DATASET.into(),
+                watch: "w".into(),
+                shutdown: CancellationToken::new(),
+                early: early.clone(),
+            }
+        }
+    }
+
+    /// 3 MiB of JSON Lines (three chunks of 1 MiB), `tag` in every record.
+    fn large_file(root: &Path, name: &str, tag: &str) -> Vec<u8> {
+        let mut data = Vec::new();
+        let mut i = 0;
+        while data.len() < 3 << 20 {
+            data.extend_from_slice(format!("{{\"tag\":\"{tag}\",\"n\":{i}}}\n").as_bytes());
+            i += 1;
+        }
+        std::fs::write(root.join(name), &data).unwrap();
+        data
+    }
+
+    #[tokio::test]
+    async fn a_large_file_hashed_while_it_settled_is_sent_without_hashing_it_again() {
+        let platform = platform().await;
+        let dir = tempfile::tempdir().unwrap();
+        large_file(dir.path(), "big.json", "a");
+        let row = queued(1, dir.path(), "big.json");
+        let early = crate::early_hash::EarlyHashes::new(1 << 20);
+        // A hash no read of the file gives: the one recorded can only be the early hash's.
+        let planted = "e".repeat(64);
+        early.insert_done(row.identity(), &planted);
+        let fact = platform
+            .job(&early)
+            .upload(&row, None, None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(fact.sha256, planted);
+        assert!(
+            early.take(row.identity()).is_none(),
+            "the upload took the early hash out of the registry"
+        );
+        // Every byte went out all the same.
+        assert_eq!(
+            platform
+                .api
+                .received_prefix(&platform.batch, DATASET, "big.json")
+                .await
+                .unwrap(),
+            row.size as u64
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_changed_after_its_early_hash_started_is_hashed_by_its_upload() {
+        let platform = platform().await;
+        let dir = tempfile::tempdir().unwrap();
+        large_file(dir.path(), "big.json", "first");
+        let early = crate::early_hash::EarlyHashes::new(1 << 20);
+        let first = queued(1, dir.path(), "big.json").identity();
+        let hashing = early
+            .start(dir.path(), &dir.path().join("big.json"), first)
+            .unwrap();
+        // Rewritten (a different size, so its identity differs whatever the clock's grain).
+        let second = large_file(dir.path(), "big.json", "second, longer");
+        let row = queued(2, dir.path(), "big.json");
+        assert_ne!(row.identity(), first);
+        let fact = platform
+            .job(&early)
+            .upload(&row, None, None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(fact.sha256, format!("{:x}", Sha256::digest(&second)));
+        // The first version's hash, if it got to the end at all, was not taken.
+        let ended = hashing.finish().await;
+        assert_ne!(ended.as_deref(), Some(fact.sha256.as_str()));
+    }
+
+    #[tokio::test]
+    async fn an_early_hash_being_computed_is_taken_over_by_the_upload() {
+        let platform = platform().await;
+        let dir = tempfile::tempdir().unwrap();
+        let data = large_file(dir.path(), "big.json", "a");
+        let row = queued(1, dir.path(), "big.json");
+        let early = crate::early_hash::EarlyHashes::new(1 << 20);
+        let started = early
+            .start(dir.path(), &dir.path().join("big.json"), row.identity())
+            .unwrap();
+        let fact = platform
+            .job(&early)
+            .upload(&row, None, None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(fact.sha256, format!("{:x}", Sha256::digest(&data)));
+        // Done before the upload asked, or stopped and handed over: it ended either way.
+        assert!(started.outcome().is_some());
+        assert!(
+            early.take(row.identity()).is_none(),
+            "the upload took the early hash"
+        );
     }
 }

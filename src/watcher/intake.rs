@@ -53,6 +53,7 @@ impl Watcher {
             return Admission::Gone;
         }
         if st.identity != c.identity {
+            self.early.forget(c.identity);
             c.identity = st.identity;
             c.since = Instant::now();
             c.hinted = false;

@@ -125,6 +125,9 @@ pub struct Watcher {
     scanner_until: Option<Instant>,
     /// The first scan ended (see `BacklogScan`).
     scanned_once: bool,
+    /// Large candidates that held still between two looks are hashed here while they settle,
+    /// for their upload (`crate::early_hash`); off by default.
+    pub early: crate::early_hash::EarlyHashes,
 }
 
 impl Watcher {
@@ -157,6 +160,7 @@ impl Watcher {
             leases: None,
             scanner_until: None,
             scanned_once: false,
+            early: Default::default(),
         }
     }
 
@@ -431,14 +435,24 @@ impl Watcher {
                 seen,
                 Instant::now(),
             ) {
-                Look::Gone => gone.push(rel.clone()),
+                Look::Gone => {
+                    self.early.forget(c.identity);
+                    gone.push(rel.clone());
+                }
                 Look::Changed(now) => {
+                    self.early.forget(c.identity);
                     c.identity = now;
                     c.since = Instant::now();
                     c.hinted = false;
                 }
-                Look::Settled => stable.push(rel.clone()),
-                Look::Due(due) => self.next_check = self.next_check.min(due),
+                Look::Settled => {
+                    early_hash(&self.early, &self.watch, c);
+                    stable.push(rel.clone());
+                }
+                Look::Due(due) => {
+                    early_hash(&self.early, &self.watch, c);
+                    self.next_check = self.next_check.min(due);
+                }
             }
         }
         for rel in gone {
@@ -558,9 +572,19 @@ impl Watcher {
     }
 }
 
+/// Starts hashing a candidate seen unchanged since the look before (a file still being written
+/// is never hashed), for its upload; not a mapped watch's files, whose staged files are what is
+/// sent.
+fn early_hash(early: &crate::early_hash::EarlyHashes, watch: &Watch, c: &Candidate) {
+    if watch.mapping.is_none() && c.problem.is_none() {
+        early.start(&watch.path, &c.path, c.identity);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::Digest;
 
     #[tokio::test]
     async fn versions_of_files_gone_from_the_folder_are_forgotten() {
@@ -669,5 +693,67 @@ mod tests {
         assert!(w.candidates.is_empty(), "{:?}", w.candidates.keys());
         assert!(w.recorded.contains_key(&waiting[1]));
         assert!(!w.recorded.contains_key(&waiting[0]));
+    }
+
+    #[tokio::test]
+    async fn a_large_file_is_hashed_once_it_holds_still_and_again_after_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let drop = dir.path().join("drop");
+        // A long settle: every look below finds the file due, none takes it.
+        let text = format!("[[watch]]\npath = {drop:?}\ndataset = \"d\"\nsettle = \"1h\"\n");
+        let config = crate::config::Config::parse(&text, &dir.path().join("c.toml")).unwrap();
+        let store = Store::open_shared(&dir.path().join("state")).await.unwrap();
+        let mut w = Watcher::new(
+            config.watches[0].clone(),
+            store,
+            Arc::new(Notify::new()),
+            Arc::default(),
+            1000,
+        );
+        let early = crate::early_hash::EarlyHashes::new(1 << 20);
+        w.early = early.clone();
+        std::fs::create_dir_all(&drop).unwrap();
+        let path = drop.join("big.json");
+        let first = vec![b'1'; 16 << 20];
+        std::fs::write(&path, &first).unwrap();
+        std::fs::write(drop.join("small.json"), b"{}\n").unwrap();
+        w.scan().await.unwrap();
+        let first_id = Identity::read(&path).unwrap();
+        w.check_candidates().await.unwrap();
+        // Held still since it was found: its hash started (not the small file's).
+        let hashing = early.take(first_id).expect("hashing the first version");
+        let small = Identity::read(&drop.join("small.json")).unwrap();
+        assert!(early.take(small).is_none());
+        early.insert_done(first_id, "not taken: only its identity matters here");
+        w.check_candidates().await.unwrap();
+        assert!(early.take(first_id).is_some(), "one hash per version");
+        assert!(hashing.finish().await.is_some());
+
+        // Rewritten while it settles: the look that sees the change cancels the old version's
+        // hash and starts none (the new version may still be being written)...
+        let hashing = early.start(&drop, &path, first_id).unwrap();
+        let second = vec![b'2'; (16 << 20) + 1];
+        std::fs::write(&path, &second).unwrap();
+        let second_id = Identity::read(&path).unwrap();
+        w.check_candidates().await.unwrap();
+        assert!(
+            early.take(first_id).is_none(),
+            "the old version's hash is forgotten"
+        );
+        assert!(
+            early.take(second_id).is_none(),
+            "not hashed on the look that saw it change"
+        );
+        // Cancelled, or failed by the change; a hash it gives is the whole first version's.
+        if let Some(sha) = hashing.finish().await {
+            assert_eq!(sha, format!("{:x}", sha2::Sha256::digest(&first)));
+        }
+        // ...and the next look, which finds it unchanged, hashes the new version.
+        w.check_candidates().await.unwrap();
+        let hashing = early.take(second_id).expect("hashing the second version");
+        assert_eq!(
+            hashing.finish().await.unwrap(),
+            format!("{:x}", sha2::Sha256::digest(&second))
+        );
     }
 }

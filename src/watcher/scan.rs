@@ -224,7 +224,10 @@ impl Watcher {
                 let due = c.since + needed_wait(&rel, c.hinted, self.watch.settle);
                 self.next_check = self.next_check.min(due);
             }
-            _ => {
+            other => {
+                if let Some(old) = other {
+                    self.early.forget(old.identity);
+                }
                 let age = SystemTime::now()
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map(|now| now.as_nanos() as i64 - identity.mtime_ns)
