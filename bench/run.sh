@@ -565,6 +565,17 @@ b2_batchdrop() { # NAME FILE [fresh] → sets B2_UP_MS B2_SYNC_MS B2_E2E_MS B2_R
     log "$name: phases (ms): $B2_PHASES"
 }
 
+# b2_cp FILE: cp of FILE into the page cache and until on disk, logged; raises b2's `cp` and
+# `cp_disk` (the ceiling) to them when faster.
+b2_cp() {
+    local now now_disk
+    now=$(cp_mb_s "$1")
+    now_disk=$(cp_mb_s "$1" durable)
+    log "B2: cp: $now MB/s into the page cache, $now_disk MB/s until on disk"
+    cp=$(max "$cp" "$now")
+    cp_disk=$(max "$cp_disk" "$now_disk")
+}
+
 b2() {
     local bytes=$((B2_MIB * MIB)) big=$T/b2-src/big.json
     log "B2: one $B2_MIB MiB JSON Lines file, $B2_CHUNK_MIB MiB chunks"
@@ -574,11 +585,9 @@ b2() {
     # cp right before each upload (curl's, batchdrop's), so that all three write into the page
     # cache in the same state: on this VM, writing into pages not touched for a while is 3-4x
     # slower than into pages just freed, as cp's copies (each deleted before the next) are.
-    # The ceiling is the faster of the two measurements.
-    local cp cp_disk
-    cp=$(cp_mb_s "$big")
-    cp_disk=$(cp_mb_s "$big" durable)
-    log "B2: cp: $cp MB/s into the page cache, $cp_disk MB/s until on disk"
+    # The ceiling is the fastest of the measurements.
+    local cp=0 cp_disk=0
+    b2_cp "$big"
     log "B2: curl script (INITIALIZE, PATCH chunks in sequence, COMPLETE, poll)"
     "$ROOT/bench/curl-baseline.sh" chunks "$EMU" bench big.json "$bytes" "$T"/b2-chunks/part.* \
         >"$T/b2-curl.out"
@@ -591,21 +600,11 @@ b2() {
     cj=$(emu_batch_json "$B2_CURL_BATCH")
     B2_CURL_PROC=$(($(json_num completed <<<"$cj") - $(json_num started <<<"$cj")))
     log "B2: curl script: upload $curl_up ms, total $curl_total ms, the platform's processing $B2_CURL_PROC ms"
-    local cp2 cp2_disk
-    cp2=$(cp_mb_s "$big")
-    cp2_disk=$(cp_mb_s "$big" durable)
-    log "B2: cp again: $cp2 MB/s into the page cache, $cp2_disk MB/s until on disk"
-    cp=$(max "$cp" "$cp2")
-    cp_disk=$(max "$cp_disk" "$cp2_disk")
+    b2_cp "$big"
     log "B2: batchdrop, the file renamed in whole (older than settle)"
     b2_batchdrop b2 "$big"
     local old_up=$B2_UP_MS old_sync=$B2_SYNC_MS old_e2e=$B2_E2E_MS old_phases=$B2_PHASES old_rss=$B2_RSS
-    local cp3 cp3_disk
-    cp3=$(cp_mb_s "$big")
-    cp3_disk=$(cp_mb_s "$big" durable)
-    log "B2: cp again: $cp3 MB/s into the page cache, $cp3_disk MB/s until on disk"
-    cp=$(max "$cp" "$cp3")
-    cp_disk=$(max "$cp_disk" "$cp3_disk")
+    b2_cp "$big"
     log "B2: batchdrop, the file just written (waits out settle, ${B2_SETTLE:-1s})"
     b2_batchdrop b2-fresh "$big" fresh
     rm -f "$big"

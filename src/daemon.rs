@@ -330,7 +330,7 @@ pub async fn run(
     let upload_outcomes = Arc::new(RwLock::new(crate::uploader::outcomes_by_watch(
         &config.watches,
     )));
-    let uploader = Uploader::sharing(
+    let uploader = Uploader::new(
         store.clone(),
         platform.api.clone(),
         config.upload.clone(),

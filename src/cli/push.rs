@@ -251,6 +251,8 @@ async fn follow(
         ))),
         // `push` drives its own batch in its own SQLite state, never a fleet's.
         None,
+        // Nothing settles before a push: its files are hashed as they are sent.
+        crate::early_hash::EarlyHashes::default(),
     );
     let token = CancellationToken::new();
     let task = tokio::spawn(uploader.run(token.clone(), config.shutdown_grace));

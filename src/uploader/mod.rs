@@ -102,30 +102,10 @@ pub fn outcomes_by_watch(watches: &[crate::config::Watch]) -> HashMap<String, Ou
 }
 
 impl Uploader {
-    pub fn new(
-        store: Store,
-        api: ApiClient,
-        upload: Upload,
-        wake: Arc<Notify>,
-        wake_archiver: Arc<Notify>,
-        outcomes: OutcomesByWatch,
-        leases: Option<Leases>,
-    ) -> Arc<Uploader> {
-        Uploader::sharing(
-            store,
-            api,
-            upload,
-            wake,
-            wake_archiver,
-            outcomes,
-            leases,
-            crate::early_hash::EarlyHashes::default(),
-        )
-    }
-
-    /// [`Uploader::new`], taking the hashes the watchers computed early from `early`.
+    /// An uploader taking the hashes the watchers computed early from `early` (off, by
+    /// default: then every upload hashes as it reads).
     #[allow(clippy::too_many_arguments)]
-    pub fn sharing(
+    pub fn new(
         store: Store,
         api: ApiClient,
         upload: Upload,
