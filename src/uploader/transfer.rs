@@ -604,6 +604,15 @@ mod tests {
                 early: early.clone(),
             }
         }
+
+        /// `row` uploaded whole into the batch, with `early`'s hashes: what was recorded.
+        async fn upload(&self, early: &crate::early_hash::EarlyHashes, row: &FileRow) -> Uploaded {
+            self.job(early)
+                .upload(row, None, None)
+                .await
+                .unwrap()
+                .unwrap()
+        }
     }
 
     /// 3 MiB of JSON Lines (three chunks of 1 MiB), `tag` in every record.
@@ -628,12 +637,7 @@ mod tests {
         // A hash no read of the file gives: the one recorded can only be the early hash's.
         let planted = "e".repeat(64);
         early.insert_done(row.identity(), &planted);
-        let fact = platform
-            .job(&early)
-            .upload(&row, None, None)
-            .await
-            .unwrap()
-            .unwrap();
+        let fact = platform.upload(&early, &row).await;
         assert_eq!(fact.sha256, planted);
         assert!(
             early.take(row.identity()).is_none(),
@@ -664,12 +668,7 @@ mod tests {
         let second = large_file(dir.path(), "big.json", "second, longer");
         let row = queued(2, dir.path(), "big.json");
         assert_ne!(row.identity(), first);
-        let fact = platform
-            .job(&early)
-            .upload(&row, None, None)
-            .await
-            .unwrap()
-            .unwrap();
+        let fact = platform.upload(&early, &row).await;
         assert_eq!(fact.sha256, format!("{:x}", Sha256::digest(&second)));
         // The first version's hash, if it got to the end at all, was not taken.
         let ended = hashing.finish().await;
@@ -686,12 +685,7 @@ mod tests {
         let started = early
             .start(dir.path(), &dir.path().join("big.json"), row.identity())
             .unwrap();
-        let fact = platform
-            .job(&early)
-            .upload(&row, None, None)
-            .await
-            .unwrap()
-            .unwrap();
+        let fact = platform.upload(&early, &row).await;
         assert_eq!(fact.sha256, format!("{:x}", Sha256::digest(&data)));
         // Done before the upload asked, or stopped and handed over: it ended either way.
         assert!(started.outcome().is_some());

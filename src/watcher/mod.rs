@@ -586,23 +586,28 @@ mod tests {
     use super::*;
     use sha2::Digest;
 
+    /// A watcher of `dir`/drop (created) with `settle`, queueing at most `max_queued` files, and
+    /// its store in `dir`/state.
+    async fn watcher_of(dir: &Path, settle: &str, max_queued: u64) -> (Watcher, Store, PathBuf) {
+        let drop = dir.join("drop");
+        let text = format!("[[watch]]\npath = {drop:?}\ndataset = \"d\"\nsettle = \"{settle}\"\n");
+        let config = crate::config::Config::parse(&text, &dir.join("c.toml")).unwrap();
+        let store = Store::open_shared(&dir.join("state")).await.unwrap();
+        let watcher = Watcher::new(
+            config.watches[0].clone(),
+            store.clone(),
+            Arc::new(Notify::new()),
+            Arc::default(),
+            max_queued,
+        );
+        std::fs::create_dir_all(&drop).unwrap();
+        (watcher, store, drop)
+    }
+
     #[tokio::test]
     async fn versions_of_files_gone_from_the_folder_are_forgotten() {
         let dir = tempfile::tempdir().unwrap();
-        let text = format!(
-            "[[watch]]\npath = {:?}\ndataset = \"d\"\nsettle = \"0\"\n",
-            dir.path().join("drop")
-        );
-        let config = crate::config::Config::parse(&text, &dir.path().join("c.toml")).unwrap();
-        let store = Store::open_shared(&dir.path().join("state")).await.unwrap();
-        let mut w = Watcher::new(
-            config.watches[0].clone(),
-            store,
-            Arc::new(Notify::new()),
-            Arc::default(),
-            1000,
-        );
-        std::fs::create_dir_all(dir.path().join("drop")).unwrap();
+        let (mut w, _store, _drop) = watcher_of(dir.path(), "0", 1000).await;
         for i in 0..3 {
             std::fs::write(dir.path().join(format!("drop/{i}.json")), "{}\n").unwrap();
         }
@@ -618,17 +623,7 @@ mod tests {
     #[tokio::test]
     async fn the_queue_is_counted_again_only_when_its_room_could_run_out() {
         let dir = tempfile::tempdir().unwrap();
-        let drop = dir.path().join("drop");
-        let text = format!("[[watch]]\npath = {drop:?}\ndataset = \"d\"\nsettle = \"0\"\n");
-        let config = crate::config::Config::parse(&text, &dir.path().join("c.toml")).unwrap();
-        let store = Store::open_shared(&dir.path().join("state")).await.unwrap();
-        let w = Watcher::new(
-            config.watches[0].clone(),
-            store.clone(),
-            Arc::new(Notify::new()),
-            Arc::default(),
-            10,
-        );
+        let (w, store, drop) = watcher_of(dir.path(), "0", 10).await;
         let mut count = QueueCount::default();
         assert_eq!(count.queued(&store, 10, 1).await.unwrap(), 0);
         // Another writer (a second watch, `push`) queues five files behind its back.
@@ -656,18 +651,7 @@ mod tests {
     #[tokio::test]
     async fn waiting_files_are_not_looked_at_while_intake_is_paused() {
         let dir = tempfile::tempdir().unwrap();
-        let drop = dir.path().join("drop");
-        let text = format!("[[watch]]\npath = {drop:?}\ndataset = \"d\"\nsettle = \"0\"\n");
-        let config = crate::config::Config::parse(&text, &dir.path().join("c.toml")).unwrap();
-        let store = Store::open_shared(&dir.path().join("state")).await.unwrap();
-        let mut w = Watcher::new(
-            config.watches[0].clone(),
-            store.clone(),
-            Arc::new(Notify::new()),
-            Arc::default(),
-            1,
-        );
-        std::fs::create_dir_all(&drop).unwrap();
+        let (mut w, store, drop) = watcher_of(dir.path(), "0", 1).await;
         for i in 0..3 {
             std::fs::write(drop.join(format!("{i}.json")), "{}\n").unwrap();
         }
@@ -698,21 +682,10 @@ mod tests {
     #[tokio::test]
     async fn a_large_file_is_hashed_once_it_holds_still_and_again_after_a_change() {
         let dir = tempfile::tempdir().unwrap();
-        let drop = dir.path().join("drop");
         // A long settle: every look below finds the file due, none takes it.
-        let text = format!("[[watch]]\npath = {drop:?}\ndataset = \"d\"\nsettle = \"1h\"\n");
-        let config = crate::config::Config::parse(&text, &dir.path().join("c.toml")).unwrap();
-        let store = Store::open_shared(&dir.path().join("state")).await.unwrap();
-        let mut w = Watcher::new(
-            config.watches[0].clone(),
-            store,
-            Arc::new(Notify::new()),
-            Arc::default(),
-            1000,
-        );
+        let (mut w, _store, drop) = watcher_of(dir.path(), "1h", 1000).await;
         let early = crate::early_hash::EarlyHashes::new(1 << 20);
         w.early = early.clone();
-        std::fs::create_dir_all(&drop).unwrap();
         let path = drop.join("big.json");
         let first = vec![b'1'; 16 << 20];
         std::fs::write(&path, &first).unwrap();
