@@ -100,13 +100,20 @@ impl EarlyHashes {
         }
     }
 
+    /// Whether a file of `size` bytes would be hashed early (the registry is on and the file
+    /// is large): the watcher looks at such a file again soon after it is found, so that its
+    /// hash can start early in its settle.
+    pub fn wants(&self, size: u64) -> bool {
+        self.inner.as_ref().is_some_and(|r| size > r.threshold)
+    }
+
     /// Starts hashing `path` below the drop folder `root`, seen as `identity` on two looks in
     /// a row, unless it is small,
     /// already hashed or being hashed at that identity, or the registry is busy. Returns the job
     /// when one was started. Call it from async code: the hash runs on the blocking pool.
     pub fn start(&self, root: &Path, path: &Path, identity: Identity) -> Option<Arc<Job>> {
         let registry = self.inner.as_ref()?;
-        if identity.size <= registry.threshold {
+        if !self.wants(identity.size) {
             return None;
         }
         let mut jobs = registry.jobs.lock().unwrap();

@@ -680,6 +680,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_large_file_just_found_is_looked_at_again_soon_so_its_hash_starts_early() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, _store, drop) = watcher_of(dir.path(), "10s", 1000).await;
+        w.early = crate::early_hash::EarlyHashes::new(1 << 20);
+        // A small file just written brings the next look no closer than its settle...
+        w.next_check = Instant::now() + Duration::from_secs(3600);
+        std::fs::write(drop.join("small.json"), b"{}\n").unwrap();
+        w.scan().await.unwrap();
+        assert!(w.candidates.contains_key("small.json"));
+        assert!(w.next_check > Instant::now() + Duration::from_secs(5));
+        // ...a large one is looked at again within EARLY_LOOK of being found.
+        std::fs::write(drop.join("big.json"), vec![b'1'; 2 << 20]).unwrap();
+        w.scan().await.unwrap();
+        assert!(w.candidates.contains_key("big.json"));
+        assert!(
+            w.next_check <= Instant::now() + Duration::from_millis(50),
+            "the next look is {:?} away",
+            w.next_check.saturating_duration_since(Instant::now())
+        );
+    }
+
+    #[tokio::test]
     async fn a_large_file_is_hashed_once_it_holds_still_and_again_after_a_change() {
         let dir = tempfile::tempdir().unwrap();
         // A long settle: every look below finds the file due, none takes it.

@@ -236,6 +236,11 @@ impl Watcher {
                 let since = clock_start(Instant::now(), age, self.watch.mode, self.watch.settle);
                 let due = since + needed_wait(&rel, hint, self.watch.settle);
                 self.next_check = self.next_check.min(due);
+                if self.early.wants(identity.size) {
+                    // Its hash starts at the first look that finds it unchanged: a tick
+                    // (a quarter of settle) would leave that much of the wait unused.
+                    self.next_check = self.next_check.min(Instant::now() + EARLY_LOOK);
+                }
                 self.candidates.insert(
                     rel,
                     Candidate {
@@ -348,6 +353,10 @@ fn walk(watch: &Watch, dir: &Path, pages: &mpsc::Sender<Page>) {
 /// Files a walk sends at a time: enough that the store is asked once per thousand files, few
 /// enough that a page weighs about 100 KiB.
 const PAGE: usize = 1024;
+
+/// How soon a large file just found is looked at again (see `consider_rel`): long enough for a
+/// writer still at work to have changed it, and short against any settle worth the name.
+const EARLY_LOOK: Duration = Duration::from_millis(50);
 
 /// Part of what one walk found.
 #[derive(Default)]
