@@ -115,8 +115,9 @@ pub struct Watcher {
     events_broken: bool,
     /// When the candidates are next looked at: the moment the first of them has waited its
     /// `settle` (so a quiet file is taken on time, not up to a tick late), and at most a tick
-    /// away. Events do not trigger a look: during a burst that would re-read every candidate
-    /// for each event.
+    /// away; sooner after a large file is found (see `scan::EARLY_LOOK`), so that its early
+    /// hash can start. Events do not trigger a look: during a burst that would re-read every
+    /// candidate for each event.
     next_check: Instant,
     /// In a fleet: this watcher scans and records only while its instance is the watch's
     /// scanner (the others upload and archive).
