@@ -22,7 +22,7 @@ use crate::disk;
 /// same pieces go to a second blocking task that adds them to the prefix of [`HashBy::Reading`]
 /// (the hash of the bytes before `offset`), so the file's SHA-256 comes from the same read as
 /// its upload without holding the read back: hashing costs several times the read's copy, and
-/// done by the reader it would set the pace of the whole upload. With [`HashBy::Early`] the
+/// done by the reader it would set the pace of the whole upload. With [`HashBy::Known`] the
 /// pieces are only sent, and the hash is the one computed while the file settled. What it has
 /// read of a large file leaves the page cache ([`disk::drop_cached`]).
 pub(super) fn read_ahead(
