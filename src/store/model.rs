@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use sqlx::FromRow;
 
+#[cfg(doc)]
+use super::Store; // named in doc links only
 use super::{BatchOutcome, BatchPhase, BatchState, FileState, Predecessors};
 use crate::format::Format;
 

@@ -33,16 +33,13 @@ pub(super) fn read_ahead(
     hash_by: HashBy,
 ) -> (Pieces, Hashing) {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(READ_AHEAD);
-    let (to_hasher, hashing, known, hash_from) = match hash_by {
-        HashBy::Reading {
-            state: prefix,
-            from,
-        } => {
+    let hashing = match hash_by {
+        HashBy::Reading { state, from } => {
             // Bounded, so that a hasher slower than the network holds the reader back instead
             // of letting pieces pile up in memory.
-            let (to_hasher, to_hash) = std::sync::mpsc::sync_channel::<ToHash>(HASH_AHEAD);
+            let (send, to_hash) = std::sync::mpsc::sync_channel::<ToHash>(HASH_AHEAD);
             let hashing = tokio::task::spawn_blocking(move || {
-                let mut hasher = prefix;
+                let mut hasher = state;
                 for message in to_hash {
                     match message {
                         ToHash::Piece(piece) => hasher.update(&piece),
@@ -51,11 +48,44 @@ pub(super) fn read_ahead(
                 }
                 None // the reader stopped short of the end: an error or a given-up upload
             });
-            (Some(to_hasher), Some(hashing), None, from)
+            // The hasher's answer says whether every byte was read (only then is it sent
+            // `End`), so the reader's own answer is not needed here.
+            drop(spawn_reader(
+                file,
+                offset,
+                end,
+                chunk,
+                tx,
+                Some(ToHasher { send, from }),
+            ));
+            Hashing::Reading(hashing)
         }
-        HashBy::Known(sha) => (None, None, Some(sha), end),
+        HashBy::Known(sha256) => Hashing::Known {
+            sha256,
+            reading: spawn_reader(file, offset, end, chunk, tx, None),
+        },
     };
-    let reading = tokio::task::spawn_blocking(move || {
+    (Arc::new(tokio::sync::Mutex::new(rx)), hashing)
+}
+
+/// Where the reader hands its pieces to be hashed: the bytes from `from` on (the ones before
+/// are in the hash already).
+struct ToHasher {
+    send: std::sync::mpsc::SyncSender<ToHash>,
+    from: u64,
+}
+
+/// Reads `file` from `offset` to `end` on a blocking thread, as [`read_ahead`] says, into
+/// `tx` (and to the hasher first, if any); answers whether it read every byte up to the end.
+fn spawn_reader(
+    file: std::fs::File,
+    offset: u64,
+    end: u64,
+    chunk: u64,
+    tx: tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>,
+    hasher: Option<ToHasher>,
+) -> tokio::task::JoinHandle<bool> {
+    tokio::task::spawn_blocking(move || {
         use std::io::{Read, Seek};
         let mut file = file;
         // Pieces come back here once both the network and the hasher dropped them, to be read
@@ -90,14 +120,11 @@ pub(super) fn read_ahead(
                     buf,
                     back: returned.clone(),
                 });
-                // To the hasher first: a body never holds a byte the hash has not been given
-                // (bytes before `hash_from` are in the hash already).
-                let hashed = hash_from.saturating_sub(starts) as usize;
-                if let Some(to_hasher) = &to_hasher
+                // To the hasher first: a body never holds a byte the hash has not been given.
+                if let Some(ToHasher { send, from }) = &hasher
+                    && let hashed = from.saturating_sub(starts) as usize
                     && hashed < piece.len()
-                    && to_hasher
-                        .send(ToHash::Piece(piece.slice(hashed..)))
-                        .is_err()
+                    && send.send(ToHash::Piece(piece.slice(hashed..))).is_err()
                 {
                     return Ok(false); // the upload was given up
                 }
@@ -105,8 +132,8 @@ pub(super) fn read_ahead(
                     return Ok(false); // the upload was given up
                 }
             }
-            if let Some(to_hasher) = &to_hasher {
-                let _ = to_hasher.send(ToHash::End);
+            if let Some(ToHasher { send, .. }) = &hasher {
+                let _ = send.send(ToHash::End);
             }
             Ok(true)
         })();
@@ -117,13 +144,7 @@ pub(super) fn read_ahead(
                 false
             }
         }
-    });
-    let hashing = match (hashing, known) {
-        (Some(hashing), _) => Hashing::Reading(hashing),
-        (None, Some(sha256)) => Hashing::Known { sha256, reading },
-        (None, None) => unreachable!("a hash is either computed here or known"),
-    };
-    (Arc::new(tokio::sync::Mutex::new(rx)), hashing)
+    })
 }
 
 /// Where the SHA-256 of the bytes [`read_ahead`] reads comes from.
