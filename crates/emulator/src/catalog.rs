@@ -447,9 +447,12 @@ pub async fn list_dataset_files(
 ) -> ApiResult<Response> {
     let query = CatalogQuery::parse(&pairs, Collection::DatasetFiles)?;
     let datasets = narrowing(&pairs, "dataSetId");
+    // A dataset's files page after page (the usual walk) is read a page at a time: reading
+    // every file for each page made listing n files O(n²).
+    let page = query.page_alone("dataSetId", &datasets);
     let files = state
         .store
-        .readable_files(&datasets, caller.scope())
+        .readable_files(&datasets, caller.scope(), page)
         .await?;
     let objects = files
         .into_iter()
@@ -470,7 +473,10 @@ pub async fn list_dataset_files(
             (file.id, object)
         })
         .collect();
-    let shown = query.apply(objects);
+    let shown = match page {
+        Some(_) => query.shape(objects),
+        None => query.apply(objects),
+    };
     Ok(ordered_map(
         shown.iter().map(|(id, v)| (id.as_str(), v.clone())),
     ))

@@ -165,6 +165,27 @@ impl CatalogQuery {
         Ok(query)
     }
 
+    /// The page (`start`, `limit`) to read from the store when the query only narrows `field`
+    /// to `narrowed` (what the store already did) in the default order, newest first by
+    /// `created` then by id: the caller may then read just that page, ordered so, and give it
+    /// to [`CatalogQuery::shape`]. `None` when anything else must see every object.
+    pub fn page_alone(&self, field: &str, narrowed: &[String]) -> Option<(usize, usize)> {
+        let only_narrowing = self.filters.iter().all(|filter| {
+            matches!(filter, Filter::Values { path, wanted, refused }
+                if path.len() == 1 && path[0] == field && refused.is_empty()
+                    && wanted.iter().all(|w| narrowed.contains(w))
+                    && narrowed.iter().all(|n| wanted.contains(n)))
+        });
+        (self.order.is_empty() && only_narrowing).then_some((self.start, self.limit))
+    }
+
+    /// Trims each object of a page the store read as [`CatalogQuery::page_alone`] said.
+    pub fn shape(&self, page: Vec<(String, Value)>) -> Vec<(String, Value)> {
+        page.into_iter()
+            .map(|(id, object)| (id, self.trim(object)))
+            .collect()
+    }
+
     /// Filters, orders, pages and trims `objects` (id, object).
     pub fn apply(&self, mut objects: Vec<(String, Value)>) -> Vec<(String, Value)> {
         objects.retain(|(_, object)| self.filters.iter().all(|f| f.accepts(object)));

@@ -57,8 +57,8 @@ impl Store {
         scope: Scope<'_>,
         limit: i64,
     ) -> Result<Vec<(FileRow, String)>, DbError> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT f.id, b.input_format FROM files f JOIN batches b ON b.id = f.batch_id \
+        let rows: Vec<FileWith> = sqlx::query_as(
+            "SELECT f.*, b.input_format AS with_batch FROM files f JOIN batches b ON b.id = f.batch_id \
              WHERE b.dataset_id = ? AND b.status = 'success' \
                AND (b.sandbox = '' OR b.sandbox = ?) AND (b.ims_org = '' OR b.ims_org = ?) \
              ORDER BY b.created, b.id, f.path LIMIT ?",
@@ -69,24 +69,20 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        let mut files = Vec::with_capacity(rows.len());
-        for (id, input_format) in rows {
-            if let Some(file) = self.file_by_id(&id).await? {
-                files.push((file, input_format));
-            }
-        }
-        Ok(files)
+        Ok(rows.into_iter().map(FileWith::pair).collect())
     }
 
     /// The files of the successful batches the caller can see (of the given datasets, or
-    /// all), with their batch's dataset: the Catalog's `dataSetFiles`.
+    /// all), with their batch's dataset: the Catalog's `dataSetFiles`. With `page` (`start`,
+    /// `limit`), only those, newest first (by `created`, then by id, as the Catalog orders).
     pub async fn readable_files(
         &self,
         datasets: &[String],
         scope: Scope<'_>,
+        page: Option<(usize, usize)>,
     ) -> Result<Vec<(FileRow, String)>, DbError> {
         let mut sql = String::from(
-            "SELECT f.id, b.dataset_id FROM files f JOIN batches b ON b.id = f.batch_id \
+            "SELECT f.*, b.dataset_id AS with_batch FROM files f JOIN batches b ON b.id = f.batch_id \
              WHERE b.status = 'success' \
                AND (b.sandbox = '' OR b.sandbox = ?) AND (b.ims_org = '' OR b.ims_org = ?)",
         );
@@ -96,19 +92,21 @@ impl Store {
                 vec!["?"; datasets.len()].join(",")
             ));
         }
-        let mut query = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql))
+        if page.is_some() {
+            sql.push_str(" ORDER BY f.created DESC, f.id DESC LIMIT ? OFFSET ?");
+        }
+        let mut query = sqlx::query_as::<_, FileWith>(sqlx::AssertSqlSafe(sql))
             .bind(scope.sandbox.to_owned())
             .bind(scope.org.to_owned());
         for dataset in datasets {
             query = query.bind(dataset.clone());
         }
-        let mut files = Vec::new();
-        for (id, dataset) in query.fetch_all(&self.pool).await? {
-            if let Some(file) = self.file_by_id(&id).await? {
-                files.push((file, dataset));
-            }
+        if let Some((start, limit)) = page {
+            let bound = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+            query = query.bind(bound(limit)).bind(bound(start));
         }
-        Ok(files)
+        let rows = query.fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(FileWith::pair).collect())
     }
 
     /// Records a whole file that a PUT stored (new, or replacing the file at its path), on the
@@ -289,5 +287,20 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         Ok(ids.into_iter().map(|(id,)| id).collect())
+    }
+}
+
+/// A file's row and one column of its batch, read in the same statement (a statement per
+/// file made listing a dataset of n files n + 1 statements: seconds per page at 70,000).
+#[derive(sqlx::FromRow)]
+struct FileWith {
+    #[sqlx(flatten)]
+    file: FileRow,
+    with_batch: String,
+}
+
+impl FileWith {
+    fn pair(self) -> (FileRow, String) {
+        (self.file, self.with_batch)
     }
 }

@@ -11,6 +11,27 @@ async fn get_json(env: &Env, path: &str) -> (StatusCode, Value) {
     (s, r.json().await.unwrap_or(Value::Null))
 }
 
+/// A Catalog list's answer to `query`: its status, the ids in the order the answer sends them
+/// (a parsed map would sort them), and the answer.
+async fn listed(env: &Env, query: &str) -> (StatusCode, Vec<String>, Value) {
+    let r = env
+        .req(Method::GET, &format!("{CATALOG}/{query}"))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    let mut ids: Vec<String> = v
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k.clone())
+        .collect();
+    ids.sort_by_key(|id| text.find(&format!("\"{id}\":")));
+    (status, ids, v)
+}
+
 #[tokio::test]
 async fn datasets_are_created_and_read_back() {
     let env = start(cfg()).await;
@@ -300,25 +321,6 @@ async fn catalog_lists_honour_the_documented_filters() {
             &[("a.json", b"{\"a\":1}\n".to_vec())],
         )
         .await;
-    // The ids in the order the answer sends them (a parsed map would sort them).
-    let listed = async |query: &str| -> (StatusCode, Vec<String>, Value) {
-        let r = env
-            .req(Method::GET, &format!("{CATALOG}/{query}"))
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        let text = r.text().await.unwrap();
-        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        let mut ids: Vec<String> = v
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, _)| k.clone())
-            .collect();
-        ids.sort_by_key(|id| text.find(&format!("\"{id}\":")));
-        (status, ids, v)
-    };
     for (query, expected) in [
         (
             format!("batches?status=!success&dataSet={ds},{other}"),
@@ -364,21 +366,25 @@ async fn catalog_lists_honour_the_documented_filters() {
             vec![],
         ),
     ] {
-        let (s, ids, v) = listed(&query).await;
+        let (s, ids, v) = listed(&env, &query).await;
         assert_eq!(s, StatusCode::OK, "{query}: {v}");
         assert_eq!(ids, expected, "{query}");
     }
     // dataSetFiles: the files of successful batches, by dataset or batch.
-    let (s, files, v) = listed(&format!("dataSetFiles?dataSetId={other}")).await;
+    let (s, files, v) = listed(&env, &format!("dataSetFiles?dataSetId={other}")).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(files.len(), 1, "{v}");
     let file = &v[&files[0]];
     assert_eq!(file["batchId"], done.as_str());
     assert_eq!(file["name"], "a.json");
     assert_eq!(file["records"], 1);
-    let (_, files, _) = listed(&format!("dataSetFiles?dataSetId={ds}")).await;
+    let (_, files, _) = listed(&env, &format!("dataSetFiles?dataSetId={ds}")).await;
     assert!(files.is_empty(), "a loading batch has no dataset files yet");
-    let (_, files, _) = listed(&format!("dataSetFiles?batchId={done}&property=records>=1")).await;
+    let (_, files, _) = listed(
+        &env,
+        &format!("dataSetFiles?batchId={done}&property=records>=1"),
+    )
+    .await;
     assert_eq!(files.len(), 1);
     // properties= trims each object to the fields named.
     let (_, v) = get_json(
@@ -401,7 +407,7 @@ async fn catalog_lists_honour_the_documented_filters() {
         ("dataSets?tags=unifiedProfile:enabled*", vec![other.clone()]),
         ("dataSets?tags=unifiedProfile:disabled*", vec![]),
     ] {
-        let (s, ids, v) = listed(query).await;
+        let (s, ids, v) = listed(&env, query).await;
         assert_eq!(s, StatusCode::OK, "{query}: {v}");
         assert_eq!(ids, expected, "{query}");
     }
@@ -592,5 +598,74 @@ async fn last_batches_name_each_datasets_last_good_and_bad_batch() {
         s,
         StatusCode::BAD_REQUEST,
         "an unsupported filter is refused"
+    );
+}
+
+/// A dataset's files walked a page at a time (the store reads only the page asked for) are
+/// every file once, newest first: the list one answer gives when it is filtered and sorted
+/// whole (an `orderBy` equal to the default order takes that path).
+#[tokio::test]
+async fn dataset_files_walked_page_by_page_are_each_file_once_newest_first() {
+    let env = start(cfg()).await;
+    let ds = env.dataset().await;
+    let other = env.dataset().await;
+    let row = || b"{\"a\":1}\n".to_vec();
+    for names in [
+        &["a.json", "b.json", "c.json"][..],
+        &["d.json", "e.json"][..],
+    ] {
+        let files: Vec<(&str, Vec<u8>)> = names.iter().map(|n| (*n, row())).collect();
+        env.ingest_into(&ds, json!({"format": "json"}), json!({}), &files)
+            .await;
+    }
+    env.ingest_into(
+        &other,
+        json!({"format": "json"}),
+        json!({}),
+        &[("f.json", row())],
+    )
+    .await;
+
+    let mut walked = Vec::new();
+    for start in (0..).step_by(2) {
+        let query = format!("dataSetFiles?dataSetId={ds}&limit=2&start={start}");
+        let (status, ids, v) = listed(&env, &query).await;
+        assert_eq!(status, StatusCode::OK, "{query}: {v}");
+        if ids.is_empty() {
+            break;
+        }
+        walked.extend(ids);
+    }
+    let (_, whole, v) = listed(
+        &env,
+        &format!("dataSetFiles?dataSetId={ds}&orderBy=desc:created&limit=100"),
+    )
+    .await;
+    assert_eq!(whole.len(), 5, "{v}");
+    assert_eq!(
+        walked, whole,
+        "the pages, one after another, are the whole list"
+    );
+    let created: Vec<i64> = whole
+        .iter()
+        .map(|id| v[id]["created"].as_i64().unwrap())
+        .collect();
+    assert!(
+        created.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {created:?}"
+    );
+    // Without a dataset, every dataset's files; trimmed by properties= as any page.
+    let (_, all, v) = listed(&env, "dataSetFiles?limit=100&properties=name").await;
+    let mut names: Vec<&str> = all
+        .iter()
+        .map(|id| match v[id].as_object() {
+            Some(o) if o.len() == 1 => o["name"].as_str().unwrap(),
+            _ => panic!("not trimmed to its name: {}", v[id]),
+        })
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["a.json", "b.json", "c.json", "d.json", "e.json", "f.json"]
     );
 }
