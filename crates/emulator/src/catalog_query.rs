@@ -216,12 +216,12 @@ impl CatalogQuery {
                     })
             });
         }
-        objects
+        let page = objects
             .into_iter()
             .skip(self.start)
             .take(self.limit)
-            .map(|(id, object)| (id, self.trim(object)))
-            .collect()
+            .collect();
+        self.shape(page)
     }
 
     fn trim(&self, object: Value) -> Value {
