@@ -50,6 +50,10 @@ pub struct Batcher {
     pub wake_uploader: Arc<Notify>,
     /// In a fleet: a watch's files are sealed by its scanner only (one sealer per watch).
     pub leases: Option<crate::membership::Leases>,
+    /// The hashes of large files computed while they settled (shared with the watchers and
+    /// the uploader): the local check goes on from a file's, and gives the whole hash back
+    /// for its upload, so that a checked file is hashed once.
+    pub early: crate::early_hash::EarlyHashes,
 }
 
 /// The local checks of records, by watch name (see `preflight::gate`).
@@ -302,7 +306,8 @@ impl Batcher {
             return Ok(());
         }
         let ids: Vec<i64> = unknown.iter().map(|(_, f)| f.id).collect();
-        let Some(hashed) = each_blocking(unknown, shutdown, sha256_queued).await else {
+        let hash = |f: FileRow| sha256_queued(&f);
+        let Some(hashed) = each_blocking(unknown, shutdown, hash).await else {
             return Ok(());
         };
         let shas: Vec<(i64, String)> = hashed
@@ -354,8 +359,20 @@ impl Batcher {
         if to_check.is_empty() {
             return Ok(Some(ready));
         }
-        let check = move |f: &FileRow| crate::preflight::local::check_queued(&validator, f);
-        let Some(results) = each_blocking(to_check, shutdown, check).await else {
+        // A file's early hash, taken from the registry and stopped where it got to: the
+        // check's read goes on from it rather than hashing those bytes again.
+        let mut with_early = Vec::with_capacity(to_check.len());
+        for (i, f) in to_check {
+            let early = match self.early.take(f.identity()) {
+                Some(job) => job.hand_over().await,
+                None => None,
+            };
+            with_early.push((i, (f, early)));
+        }
+        let check = move |(f, early): (FileRow, Option<crate::early_hash::Outcome>)| {
+            crate::preflight::local::check_queued(&validator, &f, early)
+        };
+        let Some(results) = each_blocking(with_early, shutdown, check).await else {
             return Ok(None);
         };
         let mut ready = ready;
@@ -379,6 +396,9 @@ impl Batcher {
                         clean.push(f.id);
                     }
                     self.checked.lock().unwrap().insert(f.id);
+                    // Read from a descriptor of the version queued, which held still: its
+                    // upload sends it without hashing it again.
+                    self.early.known(f.identity(), &c.sha256);
                     f.sha256 = Some(c.sha256.clone());
                     shas.push((f.id, c.sha256));
                 }
@@ -523,22 +543,23 @@ pub fn sha256_queued(f: &FileRow) -> std::io::Result<Option<String>> {
     }
 }
 
-/// `work` on each `(index, file)` in turn, on one blocking thread (the checks and the mappings
-/// read whole files). `None` as soon as `shutdown` is cancelled, or if the thread panicked: a
-/// stop does not wait for the rest of the page, and the caller seals none of it.
-pub(crate) async fn each_blocking<R: Send + 'static>(
-    files: Vec<(usize, FileRow)>,
+/// `work` on each `(index, item)` in turn (an item is a file, with what its work needs), on
+/// one blocking thread (the checks and the mappings read whole files). `None` as soon as
+/// `shutdown` is cancelled, or if the thread panicked: a stop does not wait for the rest of
+/// the page, and the caller seals none of it.
+pub(crate) async fn each_blocking<T: Send + 'static, R: Send + 'static>(
+    items: Vec<(usize, T)>,
     shutdown: &CancellationToken,
-    work: impl Fn(&FileRow) -> R + Send + 'static,
+    work: impl Fn(T) -> R + Send + 'static,
 ) -> Option<Vec<(usize, R)>> {
     let stop = shutdown.clone();
     tokio::task::spawn_blocking(move || {
-        let mut out = Vec::with_capacity(files.len());
-        for (i, file) in files {
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items {
             if stop.is_cancelled() {
                 return None;
             }
-            out.push((i, work(&file)));
+            out.push((i, work(item)));
         }
         Some(out)
     })

@@ -285,8 +285,8 @@ pub async fn run(
         tokio::spawn(crate::membership::heartbeat(leases.clone(), beat.clone()));
     }
 
-    // The hashes of large files computed while they settle: started by the watchers, taken
-    // by the uploader.
+    // The hashes of large files computed while they settle: started by the watchers, gone on
+    // from by the batcher's local check, taken by the uploader.
     let early = crate::early_hash::EarlyHashes::new(config.upload.large_file_threshold);
     // watchers → store
     let mut watchers = Watchers {
@@ -320,6 +320,7 @@ pub async fn run(
         wake: wake_batcher.clone(),
         wake_uploader: wake_uploader.clone(),
         leases: leases.clone(),
+        early: early.clone(),
     }
     .run(intake.clone(), flush.clone());
     tasks.spawn(stage::supervise("batcher", intake.clone(), async {

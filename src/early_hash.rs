@@ -5,7 +5,9 @@
 //! sends without hashing; one still running is stopped and handed over (the state after the
 //! bytes it read), and the upload hashes only the rest, from the pieces it reads anyway. Either
 //! way no byte is hashed twice, and the hashing done while the file settled, with the CPUs
-//! otherwise idle, no longer sets the upload's pace.
+//! otherwise idle, no longer sets the upload's pace. Where the file's records are checked
+//! before the seal (`validate`), the check takes the hash first, the same way, and gives the
+//! whole hash back ([`EarlyHashes::known`]) for the upload.
 //!
 //! This module owns the registry of those hashes and the blocking threads that compute them.
 //! It must not write to the store or talk to the platform, must not trust a hash whose file
@@ -124,18 +126,7 @@ impl EarlyHashes {
         if running >= RUNNING_CAP {
             return None;
         }
-        if jobs.len() >= DONE_CAP {
-            // The oldest done hashes can no longer be told apart from others: any done one.
-            let done: Vec<Identity> = jobs
-                .iter()
-                .filter(|(_, j)| j.outcome().is_some())
-                .map(|(id, _)| *id)
-                .take(jobs.len() + 1 - DONE_CAP)
-                .collect();
-            for id in done {
-                jobs.remove(&id);
-            }
-        }
+        make_room(&mut jobs);
         let (outcome, _) = tokio::sync::watch::channel(None);
         let job = Arc::new(Job {
             identity,
@@ -174,13 +165,16 @@ impl EarlyHashes {
         }
     }
 
-    /// A hash already known for `identity`, computed elsewhere: for tests that must tell the
-    /// uploader's own hash from an early one.
-    #[doc(hidden)]
-    pub fn insert_done(&self, identity: Identity, sha256: &str) {
+    /// Keeps `sha256` as the hash of exactly `identity`, computed elsewhere from a read of
+    /// that version which held still (the local check's): its upload then sends without
+    /// hashing. Small files are not kept (their upload hashes them at no cost worth saving).
+    pub fn known(&self, identity: Identity, sha256: &str) {
         let Some(registry) = &self.inner else {
             return;
         };
+        if !self.wants(identity.size) {
+            return;
+        }
         let (outcome, _) = tokio::sync::watch::channel(Some(Outcome::Done(sha256.to_owned())));
         let job = Arc::new(Job {
             identity,
@@ -189,7 +183,26 @@ impl EarlyHashes {
             hashed: AtomicU64::new(identity.size),
             outcome,
         });
-        registry.jobs.lock().unwrap().insert(identity, job);
+        let mut jobs = registry.jobs.lock().unwrap();
+        make_room(&mut jobs);
+        jobs.insert(identity, job);
+    }
+}
+
+/// Forgets done hashes until there is room for one more under [`DONE_CAP`] (the oldest can no
+/// longer be told apart from the others: any done ones).
+fn make_room(jobs: &mut HashMap<Identity, Arc<Job>>) {
+    if jobs.len() < DONE_CAP {
+        return;
+    }
+    let done: Vec<Identity> = jobs
+        .iter()
+        .filter(|(_, j)| j.outcome().is_some())
+        .map(|(id, _)| *id)
+        .take(jobs.len() + 1 - DONE_CAP)
+        .collect();
+    for id in done {
+        jobs.remove(&id);
     }
 }
 

@@ -285,7 +285,7 @@ pub async fn stage_ready(
     }
     let dir = state_dir.to_path_buf();
     let mapper = watch.clone();
-    let map = move |f: &FileRow| stage(&mapper, f, &dir);
+    let map = move |f: FileRow| stage(&mapper, &f, &dir);
     let Some(results) = crate::batcher::each_blocking(to_map, shutdown, map).await else {
         return Ok(None);
     };

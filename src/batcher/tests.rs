@@ -85,6 +85,7 @@ fn batcher_of(store: &Store, state_dir: &Path, watches: Vec<Watch>) -> Batcher {
         wake: Default::default(),
         wake_uploader: Default::default(),
         leases: None,
+        early: Default::default(),
     }
 }
 
@@ -238,4 +239,92 @@ async fn a_twin_of_a_file_in_flight_does_not_wait_for_its_upload_when_contents_d
         Some(first),
         "the same content waits for it"
     );
+}
+
+/// A file whose records are checked before the seal is hashed once: the check goes on from
+/// the file's early hash (computed while it settled), and gives the whole hash back for its
+/// upload; a file with no early hash is hashed by the check, and that hash is given too.
+#[tokio::test]
+async fn a_checked_file_is_hashed_once_and_its_hash_given_to_the_upload() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let (watch, store) = one_watch(dir.path()).await;
+    assert_eq!(watch.validate, crate::config::Validate::Reject);
+    let mut batcher = batcher_of(&store, &dir.path().join("state"), vec![watch.clone()]);
+    let schema = crate::api::RegistrySchema {
+        id: "https://ns.adobe.com/test/schemas/ids".into(),
+        version: "1.0".into(),
+        document: serde_json::json!({
+            "type": "object",
+            "properties": {"id": {"type": "integer"}},
+            "required": ["id"]
+        }),
+    };
+    let validator = crate::preflight::validate::Validator::new(&schema, None).unwrap();
+    batcher
+        .validators
+        .write()
+        .unwrap()
+        .insert(watch.name.clone(), Arc::new(validator));
+    // Every file here counts as large.
+    let early = crate::early_hash::EarlyHashes::new(8);
+    batcher.early = early.clone();
+    let shutdown = CancellationToken::new();
+
+    let hashed_early = queued(&watch, "early.json", "{\"id\":1}\n{\"id\":2}\n");
+    let identity = |f: &crate::store::NewFile| crate::disk::Identity {
+        dev: f.dev as u64,
+        ino: f.ino as u64,
+        size: f.size as u64,
+        mtime_ns: f.mtime_ns,
+    };
+    // A hash no read of the file gives: the one recorded can only be the early hash's.
+    let planted = "e".repeat(64);
+    early.known(identity(&hashed_early), &planted);
+    let body = "{\"id\":3}\n{\"id\":4}\n{\"id\":5}\n";
+    let not_early = queued(&watch, "late.json", body);
+    let recorded = store
+        .record_ready_many(&[hashed_early.clone(), not_early.clone()])
+        .await
+        .unwrap();
+    let [
+        crate::store::Recorded::New(early_id),
+        crate::store::Recorded::New(late_id),
+    ] = recorded[..]
+    else {
+        panic!("not recorded as new: {recorded:?}");
+    };
+    batcher.pass(true, &shutdown).await.unwrap();
+
+    let sealed = |id: i64| {
+        let store = store.clone();
+        async move {
+            let row = store.file(id).await.unwrap().unwrap();
+            assert_eq!(
+                row.state,
+                crate::store::FileState::Batched,
+                "{}",
+                row.rel_path
+            );
+            row.sha256
+        }
+    };
+    assert_eq!(
+        sealed(early_id).await.as_deref(),
+        Some(planted.as_str()),
+        "the check took the early hash rather than hashing the file again"
+    );
+    let real = format!("{:x}", sha2::Sha256::digest(body.as_bytes()));
+    assert_eq!(sealed(late_id).await.as_deref(), Some(real.as_str()));
+    for (file, sha) in [(&hashed_early, &planted), (&not_early, &real)] {
+        let job = early
+            .take(identity(file))
+            .unwrap_or_else(|| panic!("{}: no hash kept for its upload", file.rel_path));
+        assert_eq!(
+            job.outcome(),
+            Some(crate::early_hash::Outcome::Done(sha.clone())),
+            "{}",
+            file.rel_path
+        );
+    }
 }

@@ -720,7 +720,7 @@ mod tests {
         let hashing = early.take(first_id).expect("hashing the first version");
         let small = Identity::read(&drop.join("small.json")).unwrap();
         assert!(early.take(small).is_none());
-        early.insert_done(first_id, "not taken: only its identity matters here");
+        early.known(first_id, "not taken: only its identity matters here");
         w.check_candidates().await.unwrap();
         assert!(early.take(first_id).is_some(), "one hash per version");
         assert!(hashing.finish().await.is_some());
