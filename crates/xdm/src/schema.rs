@@ -58,6 +58,9 @@ pub struct Node {
     pub max_items: Option<u64>,
     /// An integer's width (`meta:xdmType`); plain `integer` is a long.
     pub width: IntWidth,
+    /// Its place in its object's `required` (the first, if named twice), when it is a
+    /// required property: the quick verdict learns it in the same lookup that finds the node.
+    pub(crate) required_at: Option<usize>,
 }
 
 /// XDM's integer types (`meta:xdmType` `byte`, `short`, `int`, `long`).
@@ -91,6 +94,9 @@ pub struct Obj {
     pub order: Vec<String>,
     pub required: Vec<String>,
     pub additional: Additional,
+    /// Whether `required` names a field that is not among `props`: a key of that name has no
+    /// node to carry its place, so the quick verdict looks it up in `required`.
+    pub(crate) required_beyond_props: bool,
 }
 
 /// An object's fields by name. Every key of every record is looked up here, so the hash is a
@@ -530,6 +536,14 @@ impl<'a> Compiler<'a> {
             }
             Some(_) => Additional::Ignored,
         };
+        for (at, name) in obj.required.iter().enumerate() {
+            match obj.props.get_mut(name) {
+                Some(node) => {
+                    node.required_at.get_or_insert(at);
+                }
+                None => obj.required_beyond_props = true,
+            }
+        }
         Ok(obj)
     }
 }

@@ -238,13 +238,15 @@ impl<'s> Visitor<'_> for KeySeed<'s> {
 
     fn visit_str<E>(self, k: &str) -> Result<Key<'s>, E> {
         let o = self.0;
+        let node = o.props.get(k);
+        let required = match node {
+            Some(node) => node.required_at,
+            None if o.required_beyond_props => o.required.iter().position(|r| r == k),
+            None => None,
+        };
         Ok(Key {
-            node: o.props.get(k),
-            required: o
-                .required
-                .iter()
-                .take(REQUIRED_TRACKED)
-                .position(|r| r == k),
+            node,
+            required: required.filter(|&i| i < REQUIRED_TRACKED),
         })
     }
 }
@@ -417,6 +419,92 @@ mod tests {
                 String::from_utf8_lossy(&bad)
             );
             assert!(serde_json::from_slice::<Value>(&bad).is_err());
+        }
+    }
+
+    /// A required name that `properties` does not list has no node to carry its place: a key
+    /// of that name still counts, under each rule for unknown fields.
+    #[test]
+    fn a_required_field_beyond_the_properties_still_counts() {
+        let json = mode(Source::Json, false);
+        for additional in [json!(true), json!(false), json!({"type": "integer"})] {
+            let s = Schema::compile(
+                &json!({
+                    "type": "object",
+                    "required": ["id", "ghost"],
+                    "properties": {"id": {"type": "integer"}},
+                    "additionalProperties": additional
+                }),
+                Some("s"),
+                None,
+                None,
+            )
+            .unwrap();
+            let allowed = additional != json!(false);
+            assert_eq!(agree(&s, r#"{"id":1,"ghost":2}"#, json), allowed);
+            assert_eq!(agree(&s, r#"{"ghost":2,"id":1}"#, json), allowed);
+            assert_eq!(
+                agree(&s, r#"{"id":1,"ghost":"two"}"#, json),
+                additional == json!(true)
+            );
+            for bad in [
+                r#"{"id":1}"#,
+                r#"{"id":1,"ghost":null}"#,
+                r#"{"id":1,"ghost":2,"ghost":null}"#,
+                r#"{"id":1,"ghost":null,"ghost":2}"#,
+                r#"{"ghost":2}"#,
+            ] {
+                assert!(
+                    !agree(&s, bad, json),
+                    "{bad} should not pass ({additional})"
+                );
+            }
+            assert!(agree(&s, r#"{"id":1}"#, mode(Source::Json, true)));
+        }
+    }
+
+    /// Every required field has its own place, up to the last one tracked; past that the
+    /// object is checked held. Some of the names are not among the properties.
+    #[test]
+    fn many_required_fields_are_each_tracked() {
+        let json = mode(Source::Json, false);
+        let name = |i: usize| format!("f{i}");
+        let record = |fields: &[usize]| {
+            let body: Vec<String> = fields
+                .iter()
+                .map(|i| format!(r#""{}":{i}"#, name(*i)))
+                .collect();
+            format!("{{{}}}", body.join(","))
+        };
+        for wanted in [1, 2, 64, 65, 127, REQUIRED_TRACKED, REQUIRED_TRACKED + 1] {
+            let properties: serde_json::Map<String, Value> = (0..wanted)
+                .filter(|i| i % 3 != 1)
+                .map(|i| (name(i), json!({"type": "integer"})))
+                .collect();
+            let required: Vec<String> = (0..wanted).map(name).collect();
+            let s = Schema::compile(
+                &json!({"type": "object", "required": required, "properties": properties}),
+                Some("s"),
+                None,
+                None,
+            )
+            .unwrap();
+            let all: Vec<usize> = (0..wanted).rev().collect();
+            assert_eq!(
+                agree(&s, &record(&all), json),
+                wanted <= REQUIRED_TRACKED,
+                "{wanted} required, all given"
+            );
+            for missing in [0, 1, wanted / 2, wanted - 1]
+                .into_iter()
+                .filter(|i| *i < wanted)
+            {
+                let some: Vec<usize> = all.iter().copied().filter(|i| *i != missing).collect();
+                assert!(
+                    !agree(&s, &record(&some), json),
+                    "{wanted} required, f{missing} missing"
+                );
+            }
         }
     }
 
