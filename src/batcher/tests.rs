@@ -1,4 +1,5 @@
-//! The batcher's tests: hashing before the seal, first scans, twins of files in flight.
+//! The batcher's tests: hashing before the seal (and by the local check), first scans, twins of
+//! files in flight.
 
 use super::*;
 
