@@ -16,11 +16,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Validate, Watch};
 use crate::disk::{self, Links};
+use crate::early_hash::Outcome;
 use crate::schedule::{self, Limits};
 use crate::stage::{self, Next, Stage};
 use crate::store::{Dedupe, FileRow, FileState, NewBatch, Store, StoreError, now_ms};
@@ -306,7 +308,7 @@ impl Batcher {
             return Ok(());
         }
         let ids: Vec<i64> = unknown.iter().map(|(_, f)| f.id).collect();
-        let hash = |f: FileRow| sha256_queued(&f);
+        let hash = |f: FileRow| sha256_queued(&f, None);
         let Some(hashed) = each_blocking(unknown, shutdown, hash).await else {
             return Ok(());
         };
@@ -336,6 +338,13 @@ impl Batcher {
         Ok(allowed)
     }
 
+    /// The early hash of exactly the version queued of `f`, taken from the registry and stopped
+    /// where it got to (done, or the state after the bytes it read), for a read of the file
+    /// that goes on from it. None when there is none (a small file, or none was started).
+    async fn take_early(&self, f: &FileRow) -> Option<Outcome> {
+        self.early.take(f.identity())?.hand_over().await
+    }
+
     /// Reads each ready file not checked yet once, hashing it and checking its records against
     /// the dataset's schema: a file with bad rows is failed with the platform's codes, rows
     /// and fields (`validate = "reject"`) or goes on with a warning (`"warn"`); clean files are
@@ -363,13 +372,10 @@ impl Batcher {
         // check's read goes on from it rather than hashing those bytes again.
         let mut with_early = Vec::with_capacity(to_check.len());
         for (i, f) in to_check {
-            let early = match self.early.take(f.identity()) {
-                Some(job) => job.hand_over().await,
-                None => None,
-            };
+            let early = self.take_early(&f).await;
             with_early.push((i, (f, early)));
         }
-        let check = move |(f, early): (FileRow, Option<crate::early_hash::Outcome>)| {
+        let check = move |(f, early): (FileRow, Option<Outcome>)| {
             crate::preflight::local::check_queued(&validator, &f, early)
         };
         let Some(results) = each_blocking(with_early, shutdown, check).await else {
@@ -461,19 +467,15 @@ impl Batcher {
         if to_hash.is_empty() {
             return Ok(Some(ready));
         }
-        let stop = shutdown.clone();
-        let hashed = tokio::task::spawn_blocking(move || {
-            let mut out = Vec::with_capacity(to_hash.len());
-            for (i, f) in to_hash {
-                if stop.is_cancelled() {
-                    return None;
-                }
-                out.push((i, sha256_queued(&f)));
-            }
-            Some(out)
-        })
-        .await
-        .unwrap_or(None);
+        // As the check does: a file's early hash (a large twin, e.g. a file dropped again) is
+        // gone on from, not done again.
+        let mut with_early = Vec::with_capacity(to_hash.len());
+        for (i, f) in to_hash {
+            let early = self.take_early(&f).await;
+            with_early.push((i, (f, early)));
+        }
+        let hash = |(f, early): (FileRow, Option<Outcome>)| sha256_queued(&f, early);
+        let hashed = each_blocking(with_early, shutdown, hash).await;
         let Some(hashed) = hashed else {
             return Ok(None);
         };
@@ -484,6 +486,8 @@ impl Batcher {
             let f = &mut ready[i];
             match sha {
                 Ok(Some(sha)) => {
+                    // Of the version queued, which held still: its upload need not hash it.
+                    self.early.known(f.identity(), &sha);
                     f.sha256 = Some(sha.clone());
                     shas.push((f.id, sha));
                 }
@@ -528,19 +532,28 @@ const CARRIERS_PER_PASS: usize = 64;
 /// How many groups `plan` can make of one page: one per (format, multiline JSON).
 const GROUP_KEYS: u64 = 6;
 
-/// SHA-256 of a queued file, read from one descriptor whose identity is the one queued and
-/// bounded by the size queued (a file replaced or grown since is not hashed at all).
-/// The SHA-256 of a queued file, read from a descriptor checked against the queued identity:
-/// `Ok(None)` when what is there now is not the version queued, or when the system is short of
-/// descriptors or memory (both pass: try again later); `Err` when it cannot be read.
-pub fn sha256_queued(f: &FileRow) -> std::io::Result<Option<String>> {
+/// The SHA-256 of a queued file, read from a descriptor checked against the queued identity
+/// and bounded by the size queued (a file replaced or grown since is not hashed at all), going
+/// on from what its early hash gave (`early`, of exactly that version: a whole hash is taken
+/// as is, a partial one gone on from). `Ok(None)` when what is there now is not the version
+/// queued, or it changed while it was read, or the system is short of descriptors or memory
+/// (all pass: try again later); `Err` when it cannot be read.
+pub fn sha256_queued(f: &FileRow, early: Option<Outcome>) -> std::io::Result<Option<String>> {
     let Some(opened) = open_queued(f)? else {
         return Ok(None);
     };
-    match disk::sha256(&opened.file, f.identity().size) {
-        Ok(sha) => Ok(Some(sha)),
-        Err(e) => not_now(e),
+    let (mut state, from) = match early {
+        Some(Outcome::Done(sha256)) => return Ok(Some(sha256)),
+        Some(Outcome::HandedOver { at, state }) => (state, at),
+        Some(Outcome::Failed | Outcome::Cancelled) | None => (Sha256::new(), 0),
+    };
+    if let Err(e) = disk::hash_range(&opened.file, from, f.identity().size, &mut state) {
+        return not_now(e);
     }
+    if !still_queued(&opened.file, f) {
+        return Ok(None);
+    }
+    Ok(Some(format!("{:x}", state.finalize())))
 }
 
 /// `work` on each `(index, item)` in turn (an item is a file, with what its work needs), on
@@ -578,6 +591,13 @@ pub fn open_queued(f: &FileRow) -> std::io::Result<Option<disk::Opened>> {
         return Ok(None);
     }
     Ok(Some(opened))
+}
+
+/// Whether the opened `file` is still the version queued of `f` after a read of it: a write
+/// meanwhile changed its mtime (or size), and the bytes read may mix versions.
+pub fn still_queued(file: &std::fs::File, f: &FileRow) -> bool {
+    file.metadata()
+        .is_ok_and(|m| disk::Identity::of(&m) == f.identity())
 }
 
 /// A transient shortage is "not now" (`Ok(None)`); any other error stays one.

@@ -18,7 +18,28 @@ fn a_queued_file_is_hashed_only_as_the_version_queued_and_only_up_to_its_size() 
     (f.dev, f.ino, f.mtime_ns) = (queued.dev as i64, queued.ino as i64, queued.mtime_ns);
     use sha2::Digest;
     let expected = format!("{:x}", sha2::Sha256::digest(b"{\"a\": 1}\n"));
-    assert_eq!(sha256_queued(&f).unwrap(), Some(expected));
+    assert_eq!(sha256_queued(&f, None).unwrap(), Some(expected.clone()));
+    // Going on from an early hash: a whole one is taken as is, a partial one gone on from
+    // (a state of other bytes shows that the first ones are not read again).
+    let planted = "e".repeat(64);
+    let done = Some(crate::early_hash::Outcome::Done(planted.clone()));
+    assert_eq!(sha256_queued(&f, done).unwrap(), Some(planted.clone()));
+    let mut state = sha2::Sha256::new();
+    state.update(b"{\"a\"");
+    let partial = crate::early_hash::Outcome::HandedOver { at: 4, state };
+    assert_eq!(sha256_queued(&f, Some(partial)).unwrap(), Some(expected));
+    let mut other = sha2::Sha256::new();
+    other.update(b"XXXX");
+    let mut foreign = other.clone();
+    foreign.update(b": 1}\n");
+    let partial = crate::early_hash::Outcome::HandedOver {
+        at: 4,
+        state: other,
+    };
+    assert_eq!(
+        sha256_queued(&f, Some(partial)).unwrap(),
+        Some(format!("{:x}", foreign.finalize()))
+    );
 
     // Grown since it was queued: not hashed (reading to EOF would hash the new bytes).
     use std::io::Write;
@@ -28,11 +49,14 @@ fn a_queued_file_is_hashed_only_as_the_version_queued_and_only_up_to_its_size() 
         .unwrap()
         .write_all(b"{\"b\": 2}\n")
         .unwrap();
-    assert_eq!(sha256_queued(&f).unwrap(), None);
+    assert_eq!(sha256_queued(&f, None).unwrap(), None);
+    // Nor taken from an early hash of the version queued: what is there is another one.
+    let done = Some(crate::early_hash::Outcome::Done(planted));
+    assert_eq!(sha256_queued(&f, done).unwrap(), None);
     // Replaced by another file: not hashed either.
     std::fs::write(dir.path().join("b.json"), "{\"a\": 1}\n").unwrap();
     std::fs::rename(dir.path().join("b.json"), &path).unwrap();
-    assert_eq!(sha256_queued(&f).unwrap(), None);
+    assert_eq!(sha256_queued(&f, None).unwrap(), None);
 }
 
 /// One watch of dataset "d" on `dir`/drop that seals at once, and its store in
@@ -318,6 +342,65 @@ async fn a_checked_file_is_hashed_once_and_its_hash_given_to_the_upload() {
     let real = format!("{:x}", sha2::Sha256::digest(body.as_bytes()));
     assert_eq!(sealed(late_id).await.as_deref(), Some(real.as_str()));
     for (file, sha) in [(&hashed_early, &planted), (&not_early, &real)] {
+        let job = early
+            .take(identity(file))
+            .unwrap_or_else(|| panic!("{}: no hash kept for its upload", file.rel_path));
+        assert_eq!(
+            job.outcome(),
+            Some(crate::early_hash::Outcome::Done(sha.clone())),
+            "{}",
+            file.rel_path
+        );
+    }
+}
+
+/// A large file that shares its size with another (a file dropped again, say) is hashed
+/// before the seal to compare contents: from its early hash, not again, and the hash is
+/// given back for its upload.
+#[tokio::test]
+async fn a_large_twin_is_hashed_from_its_early_hash_and_its_hash_given_to_the_upload() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let (watch, store) = one_watch(dir.path()).await;
+    let mut batcher = batcher_of(&store, &dir.path().join("state"), vec![watch.clone()]);
+    // Every file here counts as large.
+    let early = crate::early_hash::EarlyHashes::new(4);
+    batcher.early = early.clone();
+    let shutdown = CancellationToken::new();
+    let identity = |f: &crate::store::NewFile| crate::disk::Identity {
+        dev: f.dev as u64,
+        ino: f.ino as u64,
+        size: f.size as u64,
+        mtime_ns: f.mtime_ns,
+    };
+    let first = queued(&watch, "first.json", "{\"a\":1}\n");
+    let twin = queued(&watch, "twin.json", "{\"a\":2}\n");
+    assert_eq!(first.size, twin.size, "twins by size");
+    let planted = "e".repeat(64);
+    early.known(identity(&first), &planted);
+    let recorded = store
+        .record_ready_many(&[first.clone(), twin.clone()])
+        .await
+        .unwrap();
+    let [
+        crate::store::Recorded::New(first_id),
+        crate::store::Recorded::New(twin_id),
+    ] = recorded[..]
+    else {
+        panic!("not recorded as new: {recorded:?}");
+    };
+    batcher.pass(true, &shutdown).await.unwrap();
+
+    let first_row = store.file(first_id).await.unwrap().unwrap();
+    assert_eq!(
+        first_row.sha256.as_deref(),
+        Some(planted.as_str()),
+        "hashed from its early hash, not again"
+    );
+    let real = format!("{:x}", sha2::Sha256::digest(b"{\"a\":2}\n"));
+    let twin_row = store.file(twin_id).await.unwrap().unwrap();
+    assert_eq!(twin_row.sha256.as_deref(), Some(real.as_str()));
+    for (file, sha) in [(&first, &planted), (&twin, &real)] {
         let job = early
             .take(identity(file))
             .unwrap_or_else(|| panic!("{}: no hash kept for its upload", file.rel_path));

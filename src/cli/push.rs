@@ -423,7 +423,7 @@ async fn hold_back_repeats(
     let hashed = tokio::task::spawn_blocking(move || {
         to_hash
             .into_iter()
-            .map(|f| match crate::batcher::sha256_queued(&f) {
+            .map(|f| match crate::batcher::sha256_queued(&f, None) {
                 Ok(Some(sha)) => Ok((f.id, sha)),
                 Ok(None) => Err(CommandError::Io(format!(
                     "{} changed while the push read it (or the system is short of descriptors); run the push again once it is complete",

@@ -69,11 +69,7 @@ pub fn check_queued(
     }
     // A write while it was read changed its mtime: the bytes read may mix versions, so
     // neither the hash nor the verdict is this version's.
-    let held_still = opened
-        .file
-        .metadata()
-        .is_ok_and(|m| crate::disk::Identity::of(&m) == queued);
-    if !held_still {
+    if !crate::batcher::still_queued(&opened.file, file) {
         return Ok(None);
     }
     let sha256 = known.unwrap_or_else(|| format!("{:x}", reader.hasher.finalize()));
