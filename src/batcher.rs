@@ -338,11 +338,23 @@ impl Batcher {
         Ok(allowed)
     }
 
-    /// The early hash of exactly the version queued of `f`, taken from the registry and stopped
-    /// where it got to (done, or the state after the bytes it read), for a read of the file
-    /// that goes on from it. None when there is none (a small file, or none was started).
-    async fn take_early(&self, f: &FileRow) -> Option<Outcome> {
-        self.early.take(f.identity())?.hand_over().await
+    /// `files`, each with its early hash: of exactly the version queued, taken from the
+    /// registry and stopped where it got to (done, or the state after the bytes it read), for
+    /// a read of the file that goes on from it. None when there is none (a small file, or
+    /// none was started).
+    async fn with_early(
+        &self,
+        files: Vec<(usize, FileRow)>,
+    ) -> Vec<(usize, (FileRow, Option<Outcome>))> {
+        let mut out = Vec::with_capacity(files.len());
+        for (i, f) in files {
+            let early = match self.early.take(f.identity()) {
+                Some(job) => job.hand_over().await,
+                None => None,
+            };
+            out.push((i, (f, early)));
+        }
+        out
     }
 
     /// Reads each ready file not checked yet once, hashing it and checking its records against
@@ -370,11 +382,7 @@ impl Batcher {
         }
         // A file's early hash, taken from the registry and stopped where it got to: the
         // check's read goes on from it rather than hashing those bytes again.
-        let mut with_early = Vec::with_capacity(to_check.len());
-        for (i, f) in to_check {
-            let early = self.take_early(&f).await;
-            with_early.push((i, (f, early)));
-        }
+        let with_early = self.with_early(to_check).await;
         let check = move |(f, early): (FileRow, Option<Outcome>)| {
             crate::preflight::local::check_queued(&validator, &f, early)
         };
@@ -469,14 +477,9 @@ impl Batcher {
         }
         // As the check does: a file's early hash (a large twin, e.g. a file dropped again) is
         // gone on from, not done again.
-        let mut with_early = Vec::with_capacity(to_hash.len());
-        for (i, f) in to_hash {
-            let early = self.take_early(&f).await;
-            with_early.push((i, (f, early)));
-        }
+        let with_early = self.with_early(to_hash).await;
         let hash = |(f, early): (FileRow, Option<Outcome>)| sha256_queued(&f, early);
-        let hashed = each_blocking(with_early, shutdown, hash).await;
-        let Some(hashed) = hashed else {
+        let Some(hashed) = each_blocking(with_early, shutdown, hash).await else {
             return Ok(None);
         };
         let mut ready = ready;

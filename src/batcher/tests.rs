@@ -93,6 +93,34 @@ fn queued(watch: &Watch, rel: &str, body: &str) -> crate::store::NewFile {
     }
 }
 
+/// The identity `file` was queued with.
+fn identity(file: &crate::store::NewFile) -> crate::disk::Identity {
+    crate::disk::Identity {
+        dev: file.dev as u64,
+        ino: file.ino as u64,
+        size: file.size as u64,
+        mtime_ns: file.mtime_ns,
+    }
+}
+
+/// Each file's hash is kept in `early` for its upload, done, as `sha`.
+fn assert_kept_for_upload<const N: usize>(
+    early: &crate::early_hash::EarlyHashes,
+    kept: [(&crate::store::NewFile, &String); N],
+) {
+    for (file, sha) in kept {
+        let job = early
+            .take(identity(file))
+            .unwrap_or_else(|| panic!("{}: no hash kept for its upload", file.rel_path));
+        assert_eq!(
+            job.outcome(),
+            Some(crate::early_hash::Outcome::Done(sha.clone())),
+            "{}",
+            file.rel_path
+        );
+    }
+}
+
 /// A batcher of `watches` alone on `store`: no checks, budgets, mappings or fleet, and no
 /// cap on the bytes in flight.
 fn batcher_of(store: &Store, state_dir: &Path, watches: Vec<Watch>) -> Batcher {
@@ -297,12 +325,6 @@ async fn a_checked_file_is_hashed_once_and_its_hash_given_to_the_upload() {
     let shutdown = CancellationToken::new();
 
     let hashed_early = queued(&watch, "early.json", "{\"id\":1}\n{\"id\":2}\n");
-    let identity = |f: &crate::store::NewFile| crate::disk::Identity {
-        dev: f.dev as u64,
-        ino: f.ino as u64,
-        size: f.size as u64,
-        mtime_ns: f.mtime_ns,
-    };
     // A hash no read of the file gives: the one recorded can only be the early hash's.
     let planted = "e".repeat(64);
     early.known(identity(&hashed_early), &planted);
@@ -341,17 +363,7 @@ async fn a_checked_file_is_hashed_once_and_its_hash_given_to_the_upload() {
     );
     let real = format!("{:x}", sha2::Sha256::digest(body.as_bytes()));
     assert_eq!(sealed(late_id).await.as_deref(), Some(real.as_str()));
-    for (file, sha) in [(&hashed_early, &planted), (&not_early, &real)] {
-        let job = early
-            .take(identity(file))
-            .unwrap_or_else(|| panic!("{}: no hash kept for its upload", file.rel_path));
-        assert_eq!(
-            job.outcome(),
-            Some(crate::early_hash::Outcome::Done(sha.clone())),
-            "{}",
-            file.rel_path
-        );
-    }
+    assert_kept_for_upload(&early, [(&hashed_early, &planted), (&not_early, &real)]);
 }
 
 /// A large file that shares its size with another (a file dropped again, say) is hashed
@@ -367,12 +379,6 @@ async fn a_large_twin_is_hashed_from_its_early_hash_and_its_hash_given_to_the_up
     let early = crate::early_hash::EarlyHashes::new(4);
     batcher.early = early.clone();
     let shutdown = CancellationToken::new();
-    let identity = |f: &crate::store::NewFile| crate::disk::Identity {
-        dev: f.dev as u64,
-        ino: f.ino as u64,
-        size: f.size as u64,
-        mtime_ns: f.mtime_ns,
-    };
     let first = queued(&watch, "first.json", "{\"a\":1}\n");
     let twin = queued(&watch, "twin.json", "{\"a\":2}\n");
     assert_eq!(first.size, twin.size, "twins by size");
@@ -400,15 +406,5 @@ async fn a_large_twin_is_hashed_from_its_early_hash_and_its_hash_given_to_the_up
     let real = format!("{:x}", sha2::Sha256::digest(b"{\"a\":2}\n"));
     let twin_row = store.file(twin_id).await.unwrap().unwrap();
     assert_eq!(twin_row.sha256.as_deref(), Some(real.as_str()));
-    for (file, sha) in [(&first, &planted), (&twin, &real)] {
-        let job = early
-            .take(identity(file))
-            .unwrap_or_else(|| panic!("{}: no hash kept for its upload", file.rel_path));
-        assert_eq!(
-            job.outcome(),
-            Some(crate::early_hash::Outcome::Done(sha.clone())),
-            "{}",
-            file.rel_path
-        );
-    }
+    assert_kept_for_upload(&early, [(&first, &planted), (&twin, &real)]);
 }
