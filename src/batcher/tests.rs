@@ -93,6 +93,23 @@ fn queued(watch: &Watch, rel: &str, body: &str) -> crate::store::NewFile {
     }
 }
 
+/// Records `files` as ready, each as a new file: their ids, in order.
+async fn recorded_new<const N: usize>(
+    store: &Store,
+    files: [&crate::store::NewFile; N],
+) -> [i64; N] {
+    let new: Vec<crate::store::NewFile> = files.into_iter().cloned().collect();
+    let recorded = store.record_ready_many(&new).await.unwrap();
+    let ids: Vec<i64> = recorded
+        .iter()
+        .map(|r| match r {
+            crate::store::Recorded::New(id) => *id,
+            other => panic!("not recorded as new: {other:?}"),
+        })
+        .collect();
+    ids.try_into().expect("one outcome per file")
+}
+
 /// The identity `file` was queued with.
 fn identity(file: &crate::store::NewFile) -> crate::disk::Identity {
     crate::disk::Identity {
@@ -330,17 +347,7 @@ async fn a_checked_file_is_hashed_once_and_its_hash_given_to_the_upload() {
     early.known(identity(&hashed_early), &planted);
     let body = "{\"id\":3}\n{\"id\":4}\n{\"id\":5}\n";
     let not_early = queued(&watch, "late.json", body);
-    let recorded = store
-        .record_ready_many(&[hashed_early.clone(), not_early.clone()])
-        .await
-        .unwrap();
-    let [
-        crate::store::Recorded::New(early_id),
-        crate::store::Recorded::New(late_id),
-    ] = recorded[..]
-    else {
-        panic!("not recorded as new: {recorded:?}");
-    };
+    let [early_id, late_id] = recorded_new(&store, [&hashed_early, &not_early]).await;
     batcher.pass(true, &shutdown).await.unwrap();
 
     let sealed = |id: i64| {
@@ -384,17 +391,7 @@ async fn a_large_twin_is_hashed_from_its_early_hash_and_its_hash_given_to_the_up
     assert_eq!(first.size, twin.size, "twins by size");
     let planted = "e".repeat(64);
     early.known(identity(&first), &planted);
-    let recorded = store
-        .record_ready_many(&[first.clone(), twin.clone()])
-        .await
-        .unwrap();
-    let [
-        crate::store::Recorded::New(first_id),
-        crate::store::Recorded::New(twin_id),
-    ] = recorded[..]
-    else {
-        panic!("not recorded as new: {recorded:?}");
-    };
+    let [first_id, twin_id] = recorded_new(&store, [&first, &twin]).await;
     batcher.pass(true, &shutdown).await.unwrap();
 
     let first_row = store.file(first_id).await.unwrap().unwrap();
