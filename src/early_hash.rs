@@ -5,9 +5,10 @@
 //! sends without hashing; one still running is stopped and handed over (the state after the
 //! bytes it read), and the upload hashes only the rest, from the pieces it reads anyway. Either
 //! way no byte is hashed twice, and the hashing done while the file settled, with the CPUs
-//! otherwise idle, no longer sets the upload's pace. Where the file's records are checked
-//! before the seal (`validate`), the check takes the hash first, the same way, and gives the
-//! whole hash back ([`EarlyHashes::known`]) for the upload.
+//! otherwise idle, no longer sets the upload's pace. Where the batcher reads the file before
+//! the seal (the check of its records under `validate`, or the hash of a file sharing its size
+//! with another), it takes the hash first, the same way, and gives the whole hash back
+//! ([`EarlyHashes::known`]) for the upload.
 //!
 //! This module owns the registry of those hashes and the blocking threads that compute them.
 //! It must not write to the store or talk to the platform, must not trust a hash whose file
@@ -166,7 +167,7 @@ impl EarlyHashes {
     }
 
     /// Keeps `sha256` as the hash of exactly `identity`, computed elsewhere from a read of
-    /// that version which held still (the local check's): its upload then sends without
+    /// that version which held still (the batcher's, before the seal): its upload then sends without
     /// hashing. Small files are not kept (their upload hashes them at no cost worth saving).
     pub fn known(&self, identity: Identity, sha256: &str) {
         let Some(registry) = &self.inner else {
