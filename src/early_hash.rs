@@ -168,7 +168,8 @@ impl EarlyHashes {
 
     /// Keeps `sha256` as the hash of exactly `identity`, computed elsewhere from a read of
     /// that version which held still (the batcher's, before the seal): its upload then sends
-    /// without hashing. Small files are not kept (their upload hashes them at no cost worth saving).
+    /// without hashing. Small files are not kept (their upload hashes them at no cost worth
+    /// saving).
     pub fn known(&self, identity: Identity, sha256: &str) {
         let Some(registry) = &self.inner else {
             return;
