@@ -604,6 +604,7 @@ b2() {
     # each trip), so a trip's ratio is taken against the curl script of its own round, and
     # the table gives the median round's figures with every round's ratio beside them.
     local -a c_up c_total w_up w_sync w_e2e w_phases w_cpu f_up f_sync f_e2e f_phases f_cpu
+    local cj
     for ((round = 0; round < B2_ROUNDS; round++)); do
         b2_cp "$big"
         log "B2: curl script (INITIALIZE, PATCH chunks in sequence, COMPLETE, poll), round $((round + 1))"
@@ -612,22 +613,13 @@ b2() {
         c_up[round]=$(awk '$1 == "upload_ms" { print $2 }' "$T/b2-curl.out")
         c_total[round]=$(awk '$1 == "total_ms" { print $2 }' "$T/b2-curl.out")
         B2_CURL_BATCH=$(awk '$1 == "batches" { print $2 }' "$T/b2-curl.out")
-        local cj
         cj=$(emu_batch_json "$B2_CURL_BATCH")
         B2_CURL_PROC=$(($(json_num completed <<<"$cj") - $(json_num started <<<"$cj")))
         log "B2: curl script: upload ${c_up[round]} ms, total ${c_total[round]} ms, the platform's processing $B2_CURL_PROC ms"
-        b2_cp "$big"
         log "B2: batchdrop, the file renamed in whole (older than settle)"
-        b2_batchdrop "b2-$round" "$big"
-        w_up[round]=$B2_UP_MS w_sync[round]=$B2_SYNC_MS w_e2e[round]=$B2_E2E_MS
-        w_phases[round]=$B2_PHASES w_cpu[round]=$B2_CPU
-        rss=$(max "$rss" "$B2_RSS")
-        b2_cp "$big"
+        b2_round w_ "b2-$round"
         log "B2: batchdrop, the file just written (waits out settle, ${B2_SETTLE:-1s})"
-        b2_batchdrop "b2-fresh-$round" "$big" fresh
-        f_up[round]=$B2_UP_MS f_sync[round]=$B2_SYNC_MS f_e2e[round]=$B2_E2E_MS
-        f_phases[round]=$B2_PHASES f_cpu[round]=$B2_CPU
-        rss=$(max "$rss" "$B2_RSS")
+        b2_round f_ "b2-fresh-$round" fresh
     done
     rm -rf "$T/b2-chunks"
     rm -f "$big"
@@ -642,6 +634,17 @@ b2() {
     j=$(emu_batch_json "$B2_CURL_BATCH")
     parse_ms=$(($(json_num completed <<<"$j") - $(json_num started <<<"$j") - EMU_DELAY_MS))
     B2_PARSE="$(mb_s "$bytes" "$parse_ms") MB/s over the B2 file ($B2_MIB MiB)"
+}
+
+# b2_round PREFIX NAME [fresh]: cp, then one batchdrop run of b2's file (b2_batchdrop), kept
+# in b2's arrays PREFIXup, PREFIXsync, PREFIXe2e, PREFIXphases, PREFIXcpu at its `round`.
+b2_round() {
+    local -n up=${1}up sync=${1}sync e2e=${1}e2e phases=${1}phases cpu=${1}cpu
+    b2_cp "$big"
+    b2_batchdrop "$2" "$big" "${3:-}"
+    up[round]=$B2_UP_MS sync[round]=$B2_SYNC_MS e2e[round]=$B2_E2E_MS
+    phases[round]=$B2_PHASES cpu[round]=$B2_CPU
+    rss=$(max "$rss" "$B2_RSS")
 }
 
 # b2_rows PREFIX UPLOAD TRIP CPU: B2's rows for one kind of drop, titled UPLOAD, TRIP and CPU,
