@@ -969,14 +969,27 @@ source "$ROOT/bench/validation.sh"
 source "$ROOT/bench/mixed-day.sh"
 
 # ---- run ------------------------------------------------------------------------------------
+# chosen SCENARIO: whether this run includes SCENARIO (all of them unless BENCH_ONLY names some).
+chosen() { [[ " ${BENCH_ONLY:-$1} " == *" $1 "* ]]; }
+# What the chosen scenarios write at most: sources, and the emulator's copy of every upload (kept
+# until the run ends). B8 sizes itself to the space it finds.
+need_mib=0
+! chosen b2 || need_mib=$((need_mib + B2_MIB * (2 + 3 * B2_ROUNDS)))
+! chosen b3 || need_mib=$((need_mib + B3_SMALL_MIB * 2))
+! chosen e1 || need_mib=$((need_mib + EMU_PUT_MIB * 2))
+if chosen e2 || chosen e3; then need_mib=$((need_mib + EMU_JSONL_MIB * 2)); fi
+! chosen v1 || need_mib=$((need_mib + ${V1_MIB:-$B2_MIB} * 3))
+! chosen m1 || need_mib=$((need_mib + MAP_MIB * 2))
+need_kib=$((need_mib * 1024))
+! chosen b1 || need_kib=$((need_kib + B1_FILES * 3 * 8))
+! chosen b4 || need_kib=$((need_kib + B4_FILES * 8))
 avail_kib=$(df -Pk "$T" | awk 'NR == 2 { print $4 }')
-need_kib=$(((B2_MIB * (2 + 3 * B2_ROUNDS) + EMU_PUT_MIB * 2 + EMU_JSONL_MIB * 2 + B3_SMALL_MIB * 2 + MAP_MIB * 2) * 1024 + (B1_FILES * 3 + B4_FILES) * 8))
-((avail_kib > need_kib)) || fail "$T has $((avail_kib / 1024)) MiB free; this run needs about $((need_kib / 1024)) MiB (lower B2_MIB, or set BENCH_TMP)"
+((avail_kib > need_kib)) || fail "$T has $((avail_kib / 1024)) MiB free; this run needs about $((need_kib / 1024)) MiB (lower B2_MIB, choose scenarios with BENCH_ONLY, or set BENCH_TMP)"
 log "temp dir $T ($((avail_kib / 1048576)) GiB free)"
 START=$SECONDS
 start_emulator
 for scenario in b1 b6 b2 b3 b4 b5 e1 e2 e3 v1 m1 b8; do
-    if [[ " ${BENCH_ONLY:-$scenario} " == *" $scenario "* ]]; then "$scenario"; fi
+    if chosen "$scenario"; then "$scenario"; fi
 done
 
 # ---- report ---------------------------------------------------------------------------------
