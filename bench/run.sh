@@ -531,6 +531,13 @@ b1() {
         "keep-alive script ${ka_cpu:+$(ms_per_file "$ka_cpu" "$B1_FILES")}" "-" "≤ 0.4" "$(met "$bd_cpu_ms <= 0.4")"
     row B1 "… emulator CPU ms per file (while batchdrop ran)" "$bd_emu_ms" \
         "while keep-alive ran ${ka_emu:+$(ms_per_file "$ka_emu" "$B1_FILES")}" "-" "≤ 0.4" "$(met "$bd_emu_ms <= 0.4")"
+    # What the 5× bar asks of the pair: the trip can be no faster than the two processes' CPU
+    # spread over every core with nothing waiting, whatever batchdrop overlaps.
+    local ceiling
+    ceiling=$(awk -v n="$B1_FILES" -v cores="$(nproc)" -v s="$bd_cpu" -v e="$bd_emu" \
+        'BEGIN { printf "%.0f", (s + e > 0 ? n * cores / (s + e) : 0) }')
+    row B1 "… the most this CPU per file allows: files × $(nproc) cores ÷ (daemon + emulator CPU s), every phase overlapped" \
+        "$ceiling" "keep-alive $ka" "$(ratio "$ceiling" "$ka")×" "-" ""
 }
 
 b2_batchdrop() { # NAME FILE [fresh] → sets B2_UP_MS B2_SYNC_MS B2_E2E_MS B2_RSS B2_PHASES B2_CPU
