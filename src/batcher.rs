@@ -338,23 +338,40 @@ impl Batcher {
         Ok(allowed)
     }
 
-    /// `files`, each with its early hash: of exactly the version queued, taken from the
-    /// registry and stopped where it got to (done, or the state after the bytes it read), for
-    /// a read of the file that goes on from it. None when there is none (a small file, or
-    /// none was started).
-    async fn with_early(
+    /// Runs `work` on the rows of `page` at `picked`, in one blocking task, each with its early
+    /// hash: of exactly the version queued, taken from the registry and stopped where it got
+    /// to (done, or the state after the bytes it read), for a read of the file that goes on
+    /// from it (None when there is none: a small file, or none was started). Returns the page
+    /// and each picked row's result by its index, or no results if shutdown came first.
+    ///
+    /// The blocking task shares the page rather than copies of the picked rows: a page is up to
+    /// six batches of full rows, and when files share their sizes every one of them is picked;
+    /// copies of it were the largest part of the daemon's peak memory.
+    async fn each_picked<R: Send + 'static>(
         &self,
-        files: Vec<(usize, FileRow)>,
-    ) -> Vec<(usize, (FileRow, Option<Outcome>))> {
-        let mut out = Vec::with_capacity(files.len());
-        for (i, f) in files {
-            let early = match self.early.take(f.identity()) {
+        page: Vec<FileRow>,
+        picked: Vec<usize>,
+        shutdown: &CancellationToken,
+        work: impl Fn(&FileRow, Option<Outcome>) -> R + Send + 'static,
+    ) -> (Vec<FileRow>, Option<Vec<(usize, R)>>) {
+        let mut with_early = Vec::with_capacity(picked.len());
+        for i in picked {
+            let early = match self.early.take(page[i].identity()) {
                 Some(job) => job.hand_over().await,
                 None => None,
             };
-            out.push((i, (f, early)));
+            // The first index labels the result, the second tells the work its row.
+            with_early.push((i, (i, early)));
         }
-        out
+        let page = Arc::new(page);
+        let rows = page.clone();
+        let results = each_blocking(with_early, shutdown, move |(i, early)| {
+            work(&rows[i], early)
+        })
+        .await;
+        // The blocking task and its share of the page are gone once it answered.
+        let page = Arc::try_unwrap(page).unwrap_or_else(|shared| shared.as_ref().clone());
+        (page, results)
     }
 
     /// Reads each ready file not checked yet once, hashing it and checking its records against
@@ -368,13 +385,13 @@ impl Batcher {
         validator: Arc<crate::preflight::validate::Validator>,
         shutdown: &CancellationToken,
     ) -> Result<Option<Vec<FileRow>>, StoreError> {
-        let to_check: Vec<(usize, FileRow)> = {
+        let to_check: Vec<usize> = {
             let checked = self.checked.lock().unwrap();
             ready
                 .iter()
                 .enumerate()
                 .filter(|(_, f)| !checked.contains(&f.id))
-                .map(|(i, f)| (i, f.clone()))
+                .map(|(i, _)| i)
                 .collect()
         };
         if to_check.is_empty() {
@@ -382,14 +399,13 @@ impl Batcher {
         }
         // A file's early hash, taken from the registry and stopped where it got to: the
         // check's read goes on from it rather than hashing those bytes again.
-        let with_early = self.with_early(to_check).await;
-        let check = move |(f, early): (FileRow, Option<Outcome>)| {
-            crate::preflight::local::check_queued(&validator, &f, early)
+        let check = move |f: &FileRow, early: Option<Outcome>| {
+            crate::preflight::local::check_queued(&validator, f, early)
         };
-        let Some(results) = each_blocking(with_early, shutdown, check).await else {
+        let (mut ready, results) = self.each_picked(ready, to_check, shutdown, check).await;
+        let Some(results) = results else {
             return Ok(None);
         };
-        let mut ready = ready;
         let mut shas = Vec::new();
         let mut clean = Vec::new();
         let mut dropped = std::collections::HashSet::new();
@@ -469,7 +485,7 @@ impl Batcher {
                 }
             };
             if known {
-                to_hash.push((i, f.clone()));
+                to_hash.push(i);
             }
         }
         if to_hash.is_empty() {
@@ -477,12 +493,12 @@ impl Batcher {
         }
         // As the check does: a file's early hash (a large twin, e.g. a file dropped again) is
         // gone on from, not done again.
-        let with_early = self.with_early(to_hash).await;
-        let hash = |(f, early): (FileRow, Option<Outcome>)| sha256_queued(&f, early);
-        let Some(hashed) = each_blocking(with_early, shutdown, hash).await else {
+        let (mut ready, hashed) = self
+            .each_picked(ready, to_hash, shutdown, sha256_queued)
+            .await;
+        let Some(hashed) = hashed else {
             return Ok(None);
         };
-        let mut ready = ready;
         let mut shas: Vec<(i64, String)> = Vec::with_capacity(hashed.len());
         let mut held_back = std::collections::HashSet::new();
         for (i, sha) in hashed {
