@@ -8,21 +8,21 @@ use super::events::{Event, Kind, insert_event, insert_events};
 use super::values::IN_FLIGHT;
 use super::{
     Carried, Conn, Dedupe, FileRow, LeftOut, NewBatch, PerRow, QueryBuilder, Sealed, Store,
-    StoreError, now_ms, push_binds, push_ids, push_per_row,
+    StoreError, fetch_page, now_ms, push_binds, push_ids, push_per_row,
 };
 
 impl Store {
     /// The oldest `limit` files of a watch waiting to be batched (not those waiting for another
     /// file's outcome: see [`Sealed::waiting`]).
     pub async fn ready_files(&self, watch: &str, limit: i64) -> Result<Vec<FileRow>, StoreError> {
-        Ok(sqlx::query_as(
+        let rows = sqlx::query_as(
             "SELECT * FROM files WHERE watch = $1 AND state = 'ready' AND waits_for IS NULL
              ORDER BY id LIMIT $2",
         )
         .bind(watch)
         .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch(&self.pool);
+        fetch_page(rows, limit.max(0) as usize).await
     }
 
     /// Whether a file of this size was ingested (or is on its way) into the dataset: only then
@@ -620,10 +620,29 @@ mod tests {
     use crate::store::{BatchOutcome, FileState, Uploaded, Verdict};
 
     on_both_backends!(
+        a_page_of_ready_files_is_the_oldest_and_holds_no_room_beyond_its_limit,
         one_copy_per_content_waits_for_the_first_and_follows_its_outcome,
         a_file_of_the_size_of_one_in_flight_with_no_hash_yet_waits_for_its_hash,
         a_late_hash_leaves_the_one_recorded_meanwhile,
     );
+
+    async fn a_page_of_ready_files_is_the_oldest_and_holds_no_room_beyond_its_limit(store: Store) {
+        let names: Vec<String> = (0..40).map(|i| format!("f{i:02}")).collect();
+        let files: Vec<(&str, i64, Option<&str>)> =
+            names.iter().map(|n| (n.as_str(), 5, None)).collect();
+        let ids = ready(&store, &files).await;
+
+        // The batcher's page is thousands of full rows: room for more than the limit (a
+        // doubling vector: 32 rows for 20) is memory held for nothing at its peak.
+        let page = store.ready_files("w", 20).await.unwrap();
+        let got: Vec<i64> = page.iter().map(|f| f.id).collect();
+        assert_eq!(got, ids[..20], "the oldest first");
+        assert!(page.capacity() <= 20, "room for {} rows", page.capacity());
+
+        let all = store.ready_files("w", 100).await.unwrap();
+        assert_eq!(all.len(), 40, "fewer than the limit: every one");
+        assert!(all.capacity() <= 64, "room for {} rows", all.capacity());
+    }
 
     async fn one_copy_per_content_waits_for_the_first_and_follows_its_outcome(store: Store) {
         let ids = ready(
