@@ -10,7 +10,8 @@ give its processing. Prints one `phase ms` line per phase, each from the end of 
     ready      drop → the file recorded as settled ("ready")
     sealed     → its batch sealed (the batcher's max_wait, or at once: full, or seal_bytes reached)
     created    → the batch created on the platform
-    uploaded   → the file's last byte acknowledged and the file COMPLETE ("uploaded")
+    sent       → the file's last byte acknowledged and the file COMPLETE ("file sent")
+    uploaded   → its hash done, as the read was or later ("uploaded")
     completed  → the batch COMPLETE accepted
     started    → the platform's processing started (Catalog `started`; with CATALOG_JSON)
     processed  → the platform's processing done (Catalog `completed`)
@@ -30,6 +31,7 @@ def main():
         ("ready", lambda m: m == "ready"),
         ("sealed", lambda m: m == "batch sealed"),
         ("created", lambda m: m == "batch created"),
+        ("sent", lambda m: m == "file sent"),
         ("uploaded", lambda m: m == "uploaded"),
         ("completed", lambda m: m.startswith("batch completed")),
         ("seen", lambda m: m.startswith("batch succeeded")),
@@ -43,7 +45,7 @@ def main():
         batch = catalog if "completed" in catalog else next(iter(catalog.values()))
         marks["started"] = float(batch["started"])
         marks["processed"] = float(batch["completed"])
-    order = ["ready", "sealed", "created", "uploaded", "completed", "started", "processed", "seen"]
+    order = ["ready", "sealed", "created", "sent", "uploaded", "completed", "started", "processed", "seen"]
     before = drop
     for name in order:
         if name in marks:

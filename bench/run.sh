@@ -429,9 +429,10 @@ list() { local IFS=,; echo "$*" | sed 's/,/, /g'; }
 secs() { awk -v ms="$1" 'BEGIN { printf "%.1f", ms / 1000 }'; }
 cpu_s() { awk -v t="$1" -v hz="$CLK_TCK" 'BEGIN { printf "%.1f", t / hz }'; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
-# uploaded_ms LOG FILE: the daemon's own timing of the upload of FILE (its "uploaded" log line).
+# uploaded_ms LOG FILE: the daemon's own timing of the upload of FILE, until its last byte was
+# on the platform (its "file sent" log line; the "uploaded" one also waits for its hash).
 uploaded_ms() {
-    grep '"message":"uploaded"' "$1" | grep -F "\"file\":\"$2\"" | tail -n 1 |
+    grep '"message":"file sent"' "$1" | grep -F "\"file\":\"$2\"" | tail -n 1 |
         grep -o '"ms":[0-9]*' | grep -o '[0-9]*$'
 }
 
@@ -552,9 +553,11 @@ b2_batchdrop() { # NAME FILE [fresh] → sets B2_UP_MS B2_SYNC_MS B2_E2E_MS B2_R
     # Just written: its mtime is now, so the daemon waits out settle (and hashes it meanwhile).
     [[ $fresh != fresh ]] || touch "$file"
     ln "$file" "$T/$name/drop/${file##*/}"
-    # Until on disk: the moment the upload is answered, what the emulator has not yet written
-    # to the disk is timed by a `sync`, as `cp_mb_s … durable` times cp's.
-    wait_logged "$name upload" "$SCENARIO_TIMEOUT" "$T/$name/daemon.log" '"message":"uploaded"'
+    # Until on disk: the moment the platform has the last byte (the daemon's hash of the file,
+    # which follows the read without holding it back, may still be finishing), what the
+    # emulator has not yet written to the disk is timed by a `sync`, as `cp_mb_s … durable`
+    # times cp's.
+    wait_logged "$name upload" "$SCENARIO_TIMEOUT" "$T/$name/daemon.log" '"message":"file sent"'
     now_ms
     s0=$NOW_MS
     # What the trip to the platform cost each side, hash and settle included: on two cores the

@@ -1,7 +1,7 @@
 //! A file's bytes on their way to the platform: read by one blocking task, ahead of the
-//! network, in pieces that never straddle a chunk, hashed by a second blocking task as they
-//! are read, and dropped from the page cache behind the read; and the request bodies made of
-//! them.
+//! network, in pieces that never straddle a chunk, hashed by a second blocking task that
+//! follows the read without holding it back, and dropped from the page cache behind both; and
+//! the request bodies made of them.
 //!
 //! This module must not talk to the platform or the store: it only reads.
 
@@ -18,13 +18,19 @@ use crate::disk;
 /// A file's bytes from `offset` to `end`, read by one blocking task in pieces that never
 /// straddle a multiple of `chunk` from `offset`, so that each chunk's body is whole pieces (see
 /// [`body_of`]). Reading runs up to [`READ_AHEAD`] pieces ahead of the network, across chunks:
-/// the next chunk's first pieces are ready while the platform answers the previous one. The
-/// same pieces go to a second blocking task that adds them to the prefix of [`HashBy::Reading`]
-/// (the hash of the bytes before `offset`), so the file's SHA-256 comes from the same read as
-/// its upload without holding the read back: hashing costs several times the read's copy, and
-/// done by the reader it would set the pace of the whole upload. With [`HashBy::Known`] the
-/// pieces are only sent, and the hash is the one computed while the file settled. What it has
-/// read of a large file leaves the page cache ([`disk::drop_cached`]).
+/// the next chunk's first pieces are ready while the platform answers the previous one.
+///
+/// With [`HashBy::Reading`] a second blocking task adds the bytes from `from` on to the hash of
+/// the bytes before (see [`hash_behind`]). Hashing costs several times the read's copy: a
+/// hasher that held the reader back would set the pace of the whole upload (on two cores, the
+/// bytes of a 2 GiB file reached the platform a third later). So the reader hands the hasher
+/// the pieces it has room for and goes on; the hasher reads what it missed again, from the
+/// page cache, where it is kept until hashed. The file's identity, checked after the transfer,
+/// says the bytes read twice are the bytes sent, as it does for a hash computed while the file
+/// settled. With [`HashBy::Known`] (that hash) the pieces are only sent.
+///
+/// What has been read, and hashed, of a large file leaves the page cache
+/// ([`disk::drop_cached`]).
 pub(super) fn read_ahead(
     file: std::fs::File,
     offset: u64,
@@ -33,21 +39,23 @@ pub(super) fn read_ahead(
     hash_by: HashBy,
 ) -> (Pieces, Hashing) {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(READ_AHEAD);
+    let drop_behind = end - offset >= DROP_BEHIND;
     let hashing = match hash_by {
         HashBy::Reading { state, from } => {
-            // Bounded, so that a hasher slower than the network holds the reader back instead
-            // of letting pieces pile up in memory.
             let (send, to_hash) = std::sync::mpsc::sync_channel::<ToHash>(HASH_AHEAD);
-            let hashing = tokio::task::spawn_blocking(move || {
-                let mut hasher = state;
-                for message in to_hash {
-                    match message {
-                        ToHash::Piece(piece) => hasher.update(&piece),
-                        ToHash::End => return Some(hasher),
-                    }
-                }
-                None // the reader stopped short of the end: an error or a given-up upload
-            });
+            // A descriptor of its own to read what it missed (`read_at` moves no offset the
+            // reader's shares). Without one (out of descriptors) it is handed every piece and
+            // the reader waits for it, as it always did.
+            let own = file.try_clone().ok();
+            let may_skip = own.is_some();
+            let behind = Behind {
+                file: own,
+                offset,
+                from,
+                end,
+                drop_behind,
+            };
+            let hashing = tokio::task::spawn_blocking(move || hash_behind(behind, state, to_hash));
             // The hasher's answer says whether every byte was read (only then is it sent
             // `End`), so the reader's own answer is not needed here.
             drop(spawn_reader(
@@ -56,23 +64,37 @@ pub(super) fn read_ahead(
                 end,
                 chunk,
                 tx,
-                Some(ToHasher { send, from }),
+                Reader::Hashed(ToHasher {
+                    send,
+                    from,
+                    may_skip,
+                }),
             ));
             Hashing::Reading(hashing)
         }
         HashBy::Known(sha256) => Hashing::Known {
             sha256,
-            reading: spawn_reader(file, offset, end, chunk, tx, None),
+            reading: spawn_reader(file, offset, end, chunk, tx, Reader::Alone { drop_behind }),
         },
     };
     (Arc::new(tokio::sync::Mutex::new(rx)), hashing)
 }
 
+/// Who else the reader hands its pieces to, and so who drops them from the page cache.
+enum Reader {
+    /// The hasher: it drops what it has hashed, and it is never ahead of the reader.
+    Hashed(ToHasher),
+    /// No one: the reader drops what it has read, when the range is large enough.
+    Alone { drop_behind: bool },
+}
+
 /// Where the reader hands its pieces to be hashed: the bytes from `from` on (the ones before
-/// are in the hash already).
+/// are in the hash already). With `may_skip`, a piece finding the hasher's queue full is not
+/// handed over: the hasher reads it itself.
 struct ToHasher {
     send: std::sync::mpsc::SyncSender<ToHash>,
     from: u64,
+    may_skip: bool,
 }
 
 /// Reads `file` from `offset` to `end` on a blocking thread, as [`read_ahead`] says, into
@@ -83,10 +105,11 @@ fn spawn_reader(
     end: u64,
     chunk: u64,
     tx: tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>,
-    hasher: Option<ToHasher>,
+    reader: Reader,
 ) -> tokio::task::JoinHandle<bool> {
     tokio::task::spawn_blocking(move || {
         use std::io::{Read, Seek};
+        use std::sync::mpsc::TrySendError;
         let mut file = file;
         // Pieces come back here once both the network and the hasher dropped them, to be read
         // into again: a fresh 1 MiB buffer per piece is page-faulted and zeroed by the kernel
@@ -112,7 +135,9 @@ fn spawn_reader(
                 }
                 let starts = at;
                 at += want;
-                if end - offset >= DROP_BEHIND && (at - dropped_to >= DROP_BEHIND || at == end) {
+                if let Reader::Alone { drop_behind: true } = reader
+                    && (at - dropped_to >= DROP_BEHIND || at == end)
+                {
                     disk::drop_cached(&file, dropped_to, at);
                     dropped_to = at;
                 }
@@ -120,19 +145,31 @@ fn spawn_reader(
                     buf,
                     back: returned.clone(),
                 });
-                // To the hasher first: a body never holds a byte the hash has not been given.
-                if let Some(ToHasher { send, from }) = &hasher
-                    && let hashed = from.saturating_sub(starts) as usize
-                    && hashed < piece.len()
-                    && send.send(ToHash::Piece(piece.slice(hashed..))).is_err()
+                if let Reader::Hashed(ToHasher {
+                    send,
+                    from,
+                    may_skip,
+                }) = &reader
+                    && at > *from
                 {
-                    return Ok(false); // the upload was given up
+                    let handed = ToHash::Piece {
+                        at: starts,
+                        bytes: piece.clone(),
+                    };
+                    let given_up = if *may_skip {
+                        matches!(send.try_send(handed), Err(TrySendError::Disconnected(_)))
+                    } else {
+                        send.send(handed).is_err()
+                    };
+                    if given_up {
+                        return Ok(false); // the upload was given up
+                    }
                 }
                 if tx.blocking_send(Ok(piece)).is_err() {
                     return Ok(false); // the upload was given up
                 }
             }
-            if let Some(ToHasher { send, .. }) = &hasher {
+            if let Reader::Hashed(ToHasher { send, .. }) = &reader {
                 let _ = send.send(ToHash::End);
             }
             Ok(true)
@@ -147,6 +184,75 @@ fn spawn_reader(
     })
 }
 
+/// What the hasher of [`read_ahead`] works on: the bytes from `from` to `end` of `file` (its
+/// own descriptor, if it could have one), read from `offset` on.
+struct Behind {
+    file: Option<std::fs::File>,
+    offset: u64,
+    from: u64,
+    end: u64,
+    drop_behind: bool,
+}
+
+/// Adds the bytes from `from` to `end` to `state`, in order: each piece handed over, after the
+/// bytes before it that were not (read again from the file); on `End`, the bytes after the
+/// last piece. Drops from the page cache, as it goes, the large file's bytes it has passed
+/// (the reader is ahead). An error when the reader stopped short of the end (a read error, a
+/// file cut short, an upload given up) or a byte could not be read again.
+fn hash_behind(
+    behind: Behind,
+    mut state: Sha256,
+    to_hash: std::sync::mpsc::Receiver<ToHash>,
+) -> std::io::Result<Sha256> {
+    let Behind {
+        file,
+        offset,
+        from,
+        end,
+        drop_behind,
+    } = behind;
+    let mut hashed = from;
+    let mut dropped_to = offset;
+    let mut hash_to = |to: u64, state: &mut Sha256, hashed: &mut u64| -> std::io::Result<()> {
+        if to > *hashed {
+            let file = file.as_ref().ok_or_else(|| {
+                std::io::Error::other("the hasher missed bytes and has no descriptor to read them")
+            })?;
+            disk::hash_range(file, *hashed, to, state)?;
+            *hashed = to;
+        }
+        if let Some(file) = file.as_ref()
+            && drop_behind
+            && (*hashed - dropped_to >= DROP_BEHIND || *hashed == end)
+        {
+            disk::drop_cached(file, dropped_to, *hashed);
+            dropped_to = *hashed;
+        }
+        Ok(())
+    };
+    for message in to_hash {
+        match message {
+            ToHash::Piece { at, bytes } => {
+                hash_to(at, &mut state, &mut hashed)?;
+                let piece_end = at + bytes.len() as u64;
+                if piece_end > hashed {
+                    state.update(&bytes[(hashed - at) as usize..]);
+                    hashed = piece_end;
+                }
+                hash_to(hashed, &mut state, &mut hashed)?;
+            }
+            ToHash::End => {
+                hash_to(end, &mut state, &mut hashed)?;
+                return Ok(state);
+            }
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "the file's read stopped before its end, so its hash is not known",
+    ))
+}
+
 /// Where the SHA-256 of the bytes [`read_ahead`] reads comes from.
 pub(super) enum HashBy {
     /// A second blocking task hashes the bytes read from `from` on (at least the offset),
@@ -157,16 +263,17 @@ pub(super) enum HashBy {
     Known(String),
 }
 
-/// What the reader hands the hasher: a piece, or the word that every byte was read.
+/// What the reader hands the hasher: a piece and where it starts, or the word that every byte
+/// was read.
 enum ToHash {
-    Piece(bytes::Bytes),
+    Piece { at: u64, bytes: bytes::Bytes },
     End,
 }
 
 /// The SHA-256 of the file [`read_ahead`] reads, being computed.
 pub(super) enum Hashing {
-    /// From the pieces read (after the prefix).
-    Reading(tokio::task::JoinHandle<Option<Sha256>>),
+    /// From the pieces read (after the prefix), and the bytes read again.
+    Reading(tokio::task::JoinHandle<std::io::Result<Sha256>>),
     /// Known before the read, which tells whether it read every byte up to the end.
     Known {
         sha256: String,
@@ -178,22 +285,19 @@ impl Hashing {
     /// The hex SHA-256 once every byte up to the end was read and hashed; an error when the
     /// read stopped before (a read error or a file cut short, which also fail its body).
     pub(super) async fn finish(self) -> std::io::Result<String> {
-        let short = || {
-            std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the file's read stopped before its end, so its hash is not known",
-            )
-        };
         match self {
-            Hashing::Reading(hashing) => match hashing.await.expect("hashing task panicked") {
-                Some(hasher) => Ok(format!("{:x}", hasher.finalize())),
-                None => Err(short()),
-            },
+            Hashing::Reading(hashing) => hashing
+                .await
+                .expect("hashing task panicked")
+                .map(|hasher| format!("{:x}", hasher.finalize())),
             Hashing::Known { sha256, reading } => {
                 if reading.await.expect("reading task panicked") {
                     Ok(sha256)
                 } else {
-                    Err(short())
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the file's read stopped before its end, so its hash is not known",
+                    ))
                 }
             }
         }
@@ -276,7 +380,7 @@ impl Drop for Piece {
 /// sender cost a 2 GiB upload 10% more daemon CPU (perf: task switches and wake-ups).
 const READ_PIECE: u64 = 1 << 20;
 const READ_AHEAD: usize = 4;
-/// Pieces the hasher may lag behind the reader.
+/// Pieces queued for the hasher; the ones that find the queue full it reads again itself.
 const HASH_AHEAD: usize = 4;
 /// Files (or what is left of them) this large leave the page cache as they are read, in
 /// spans of this size (see [`disk::drop_cached`]); smaller ones are not worth a system call.
@@ -416,6 +520,58 @@ mod tests {
             hashing.finish().await.unwrap(),
             format!("{:x}", Sha256::digest(&data)),
             "the bytes before the hand-over are not hashed twice, the others once"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hasher_that_falls_behind_holds_no_piece_back_and_reads_what_it_missed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, data) = cached_file(dir.path());
+        let file = std::fs::File::open(&path).unwrap();
+        let hashers_own = file.try_clone().unwrap();
+        let end = data.len() as u64;
+        // A hasher that takes nothing until the upload has every piece: its queue fills after
+        // HASH_AHEAD of the 20 pieces.
+        let (send, to_hash) = std::sync::mpsc::sync_channel::<ToHash>(HASH_AHEAD);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+        let reading = spawn_reader(
+            file,
+            0,
+            end,
+            8 << 20,
+            tx,
+            Reader::Hashed(ToHasher {
+                send,
+                from: 0,
+                may_skip: true,
+            }),
+        );
+        let mut sent = Vec::new();
+        // Up to the last byte (the reader then waits to hand the hasher its `End`).
+        let every_piece = async {
+            while (sent.len() as u64) < end {
+                sent.extend_from_slice(&rx.recv().await.unwrap().unwrap());
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(60), every_piece)
+            .await
+            .expect("the reader waited for a hasher that took nothing");
+        assert_eq!(sent, data);
+        let hashing = tokio::task::spawn_blocking(move || {
+            let behind = Behind {
+                file: Some(hashers_own),
+                offset: 0,
+                from: 0,
+                end,
+                drop_behind: false,
+            };
+            hash_behind(behind, Sha256::new(), to_hash)
+        });
+        assert!(reading.await.unwrap(), "the reader read every byte");
+        assert_eq!(
+            format!("{:x}", hashing.await.unwrap().unwrap().finalize()),
+            format!("{:x}", Sha256::digest(&data)),
+            "the pieces it was not handed are read again, in their place"
         );
     }
 

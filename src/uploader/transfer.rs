@@ -158,7 +158,7 @@ impl FileJob {
                 if size <= self.upload.large_file_threshold {
                     self.put_small(f, reader).await
                 } else {
-                    self.put_large(f, reader).await
+                    self.put_large(f, reader, started).await
                 }
             }
         };
@@ -297,7 +297,12 @@ impl FileJob {
 
     /// INITIALIZE (if nothing arrived yet), then PATCH chunk by chunk from the prefix the
     /// platform says it holds, then file COMPLETE.
-    async fn put_large(&self, f: &FileRow, mut file: std::fs::File) -> Result<String, StepError> {
+    async fn put_large(
+        &self,
+        f: &FileRow,
+        mut file: std::fs::File,
+        started: std::time::Instant,
+    ) -> Result<String, StepError> {
         let total = f.size as u64;
         let mut offset = match self
             .api
@@ -396,6 +401,12 @@ impl FileJob {
         self.api
             .complete_file(&self.batch, &self.dataset, &f.rel_path)
             .await?;
+        // Every byte is on the platform; its hash, which does not hold the read back, may
+        // still be on its way (the "uploaded" line waits for it).
+        tracing::info!(
+            file = %f.rel_path, dataset = %self.dataset, batch = %self.batch,
+            bytes = total, ms = started.elapsed().as_millis() as u64, "file sent"
+        );
         hashing.finish().await.map_err(|e| io_fail(f, e))
     }
 }
