@@ -7,6 +7,7 @@
 
 use std::io::SeekFrom;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
@@ -48,12 +49,14 @@ pub(super) fn read_ahead(
             // the reader waits for it, as it always did.
             let own = file.try_clone().ok();
             let may_skip = own.is_some();
+            let given_up = Arc::new(AtomicBool::new(false));
             let behind = Behind {
                 file: own,
                 offset,
                 from,
                 end,
                 drop_behind,
+                given_up: given_up.clone(),
             };
             let hashing = tokio::task::spawn_blocking(move || hash_behind(behind, state, to_hash));
             // The hasher's answer says whether every byte was read (only then is it sent
@@ -70,7 +73,7 @@ pub(super) fn read_ahead(
                     may_skip,
                 }),
             ));
-            Hashing::Reading(hashing)
+            Hashing::Reading(HashTask { hashing, given_up })
         }
         HashBy::Known(sha256) => Hashing::Known {
             sha256,
@@ -185,13 +188,14 @@ fn spawn_reader(
 }
 
 /// What the hasher of [`read_ahead`] works on: the bytes from `from` to `end` of `file` (its
-/// own descriptor, if it could have one), read from `offset` on.
+/// own descriptor, if it could have one), read from `offset` on; until `given_up`.
 struct Behind {
     file: Option<std::fs::File>,
     offset: u64,
     from: u64,
     end: u64,
     drop_behind: bool,
+    given_up: Arc<AtomicBool>,
 }
 
 /// Adds the bytes from `from` to `end` to `state`, in order: each piece handed over, after the
@@ -210,25 +214,37 @@ fn hash_behind(
         from,
         end,
         drop_behind,
+        given_up,
     } = behind;
     let mut hashed = from;
     let mut dropped_to = offset;
     let mut hash_to = |to: u64, state: &mut Sha256, hashed: &mut u64| -> std::io::Result<()> {
-        if to > *hashed {
+        loop {
+            if let Some(file) = file.as_ref()
+                && drop_behind
+                && (*hashed - dropped_to >= DROP_BEHIND || *hashed == end)
+            {
+                disk::drop_cached(file, dropped_to, *hashed);
+                dropped_to = *hashed;
+            }
+            if *hashed >= to {
+                return Ok(());
+            }
+            // What it missed may be most of a large file: read again a span at a time, and
+            // not for an upload that no longer wants the hash (it failed, and may be retried
+            // with a hasher of its own).
+            if given_up.load(Ordering::Relaxed) {
+                return Err(std::io::Error::other(
+                    "the upload no longer wants this hash",
+                ));
+            }
             let file = file.as_ref().ok_or_else(|| {
                 std::io::Error::other("the hasher missed bytes and has no descriptor to read them")
             })?;
-            disk::hash_range(file, *hashed, to, state)?;
-            *hashed = to;
+            let span_end = to.min(*hashed + DROP_BEHIND);
+            disk::hash_range(file, *hashed, span_end, state)?;
+            *hashed = span_end;
         }
-        if let Some(file) = file.as_ref()
-            && drop_behind
-            && (*hashed - dropped_to >= DROP_BEHIND || *hashed == end)
-        {
-            disk::drop_cached(file, dropped_to, *hashed);
-            dropped_to = *hashed;
-        }
-        Ok(())
     };
     for message in to_hash {
         match message {
@@ -253,6 +269,19 @@ fn hash_behind(
     ))
 }
 
+/// The hasher's task; dropped unfinished (its upload failed or was given up), it tells the
+/// hasher to stop reading.
+pub(super) struct HashTask {
+    hashing: tokio::task::JoinHandle<std::io::Result<Sha256>>,
+    given_up: Arc<AtomicBool>,
+}
+
+impl Drop for HashTask {
+    fn drop(&mut self) {
+        self.given_up.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Where the SHA-256 of the bytes [`read_ahead`] reads comes from.
 pub(super) enum HashBy {
     /// A second blocking task hashes the bytes read from `from` on (at least the offset),
@@ -273,7 +302,7 @@ enum ToHash {
 /// The SHA-256 of the file [`read_ahead`] reads, being computed.
 pub(super) enum Hashing {
     /// From the pieces read (after the prefix), and the bytes read again.
-    Reading(tokio::task::JoinHandle<std::io::Result<Sha256>>),
+    Reading(HashTask),
     /// Known before the read, which tells whether it read every byte up to the end.
     Known {
         sha256: String,
@@ -286,7 +315,7 @@ impl Hashing {
     /// read stopped before (a read error or a file cut short, which also fail its body).
     pub(super) async fn finish(self) -> std::io::Result<String> {
         match self {
-            Hashing::Reading(hashing) => hashing
+            Hashing::Reading(mut task) => (&mut task.hashing)
                 .await
                 .expect("hashing task panicked")
                 .map(|hasher| format!("{:x}", hasher.finalize())),
@@ -564,6 +593,7 @@ mod tests {
                 from: 0,
                 end,
                 drop_behind: false,
+                given_up: Arc::new(AtomicBool::new(false)),
             };
             hash_behind(behind, Sha256::new(), to_hash)
         });
@@ -573,6 +603,30 @@ mod tests {
             format!("{:x}", Sha256::digest(&data)),
             "the pieces it was not handed are read again, in their place"
         );
+    }
+
+    #[test]
+    fn a_hasher_behind_an_upload_given_up_stops_reading_what_it_missed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, data) = cached_file(dir.path());
+        let hash_all_it_missed = |given_up: bool| {
+            let (send, to_hash) = std::sync::mpsc::sync_channel(1);
+            send.send(ToHash::End).unwrap(); // the reader handed it nothing
+            let behind = Behind {
+                file: Some(std::fs::File::open(&path).unwrap()),
+                offset: 0,
+                from: 0,
+                end: data.len() as u64,
+                drop_behind: false,
+                given_up: Arc::new(AtomicBool::new(given_up)),
+            };
+            hash_behind(behind, Sha256::new(), to_hash)
+        };
+        assert_eq!(
+            format!("{:x}", hash_all_it_missed(false).unwrap().finalize()),
+            format!("{:x}", Sha256::digest(&data))
+        );
+        assert!(hash_all_it_missed(true).is_err());
     }
 
     #[tokio::test]
