@@ -40,7 +40,6 @@ pub(super) fn read_ahead(
     hash_by: HashBy,
 ) -> (Pieces, Hashing) {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(READ_AHEAD);
-    let drop_behind = end - offset >= DROP_BEHIND;
     let hashing = match hash_by {
         HashBy::Reading { state, from } => {
             let (send, to_hash) = std::sync::mpsc::sync_channel::<ToHash>(HASH_AHEAD);
@@ -52,10 +51,9 @@ pub(super) fn read_ahead(
             let given_up = Arc::new(AtomicBool::new(false));
             let behind = Behind {
                 file: own,
-                offset,
                 from,
                 end,
-                drop_behind,
+                drop: DropBehind::new(offset, end),
                 given_up: given_up.clone(),
             };
             let hashing = tokio::task::spawn_blocking(move || hash_behind(behind, state, to_hash));
@@ -77,7 +75,7 @@ pub(super) fn read_ahead(
         }
         HashBy::Known(sha256) => Hashing::Known {
             sha256,
-            reading: spawn_reader(file, offset, end, chunk, tx, Reader::Alone { drop_behind }),
+            reading: spawn_reader(file, offset, end, chunk, tx, Reader::Alone),
         },
     };
     (Arc::new(tokio::sync::Mutex::new(rx)), hashing)
@@ -87,8 +85,34 @@ pub(super) fn read_ahead(
 enum Reader {
     /// The hasher: it drops what it has hashed, and it is never ahead of the reader.
     Hashed(ToHasher),
-    /// No one: the reader drops what it has read, when the range is large enough.
-    Alone { drop_behind: bool },
+    /// No one: the reader drops what it has read.
+    Alone,
+}
+
+/// The bytes of a large range that whoever reads it last has passed, dropped from the page
+/// cache in spans of [`DROP_BEHIND`]; a small range is not worth the system calls.
+struct DropBehind {
+    dropped_to: u64,
+    end: u64,
+    large: bool,
+}
+
+impl DropBehind {
+    fn new(offset: u64, end: u64) -> DropBehind {
+        DropBehind {
+            dropped_to: offset,
+            end,
+            large: end - offset >= DROP_BEHIND,
+        }
+    }
+
+    /// Everything before `at` has been read for the last time.
+    fn passed(&mut self, file: &std::fs::File, at: u64) {
+        if self.large && (at - self.dropped_to >= DROP_BEHIND || at == self.end) {
+            disk::drop_cached(file, self.dropped_to, at);
+            self.dropped_to = at;
+        }
+    }
 }
 
 /// Where the reader hands its pieces to be hashed: the bytes from `from` on (the ones before
@@ -122,7 +146,7 @@ fn spawn_reader(
         let read = (|| {
             file.seek(SeekFrom::Start(offset))?;
             let mut at = offset;
-            let mut dropped_to = offset;
+            let mut drop = DropBehind::new(offset, end);
             while at < end {
                 let to_chunk_end = chunk - (at - offset) % chunk;
                 let want = READ_PIECE.min(end - at).min(to_chunk_end);
@@ -138,11 +162,8 @@ fn spawn_reader(
                 }
                 let starts = at;
                 at += want;
-                if let Reader::Alone { drop_behind: true } = reader
-                    && (at - dropped_to >= DROP_BEHIND || at == end)
-                {
-                    disk::drop_cached(&file, dropped_to, at);
-                    dropped_to = at;
+                if let Reader::Alone = reader {
+                    drop.passed(&file, at);
                 }
                 let piece = bytes::Bytes::from_owner(Piece {
                     buf,
@@ -188,13 +209,13 @@ fn spawn_reader(
 }
 
 /// What the hasher of [`read_ahead`] works on: the bytes from `from` to `end` of `file` (its
-/// own descriptor, if it could have one), read from `offset` on; until `given_up`.
+/// own descriptor, if it could have one), dropped from the page cache behind it; until
+/// `given_up`.
 struct Behind {
     file: Option<std::fs::File>,
-    offset: u64,
     from: u64,
     end: u64,
-    drop_behind: bool,
+    drop: DropBehind,
     given_up: Arc<AtomicBool>,
 }
 
@@ -210,22 +231,16 @@ fn hash_behind(
 ) -> std::io::Result<Sha256> {
     let Behind {
         file,
-        offset,
         from,
         end,
-        drop_behind,
+        mut drop,
         given_up,
     } = behind;
     let mut hashed = from;
-    let mut dropped_to = offset;
     let mut hash_to = |to: u64, state: &mut Sha256, hashed: &mut u64| -> std::io::Result<()> {
         loop {
-            if let Some(file) = file.as_ref()
-                && drop_behind
-                && (*hashed - dropped_to >= DROP_BEHIND || *hashed == end)
-            {
-                disk::drop_cached(file, dropped_to, *hashed);
-                dropped_to = *hashed;
+            if let Some(file) = file.as_ref() {
+                drop.passed(file, *hashed);
             }
             if *hashed >= to {
                 return Ok(());
@@ -263,10 +278,14 @@ fn hash_behind(
             }
         }
     }
-    Err(std::io::Error::new(
+    Err(stopped_short())
+}
+
+fn stopped_short() -> std::io::Error {
+    std::io::Error::new(
         std::io::ErrorKind::UnexpectedEof,
         "the file's read stopped before its end, so its hash is not known",
-    ))
+    )
 }
 
 /// The hasher's task; dropped unfinished (its upload failed or was given up), it tells the
@@ -323,10 +342,7 @@ impl Hashing {
                 if reading.await.expect("reading task panicked") {
                     Ok(sha256)
                 } else {
-                    Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "the file's read stopped before its end, so its hash is not known",
-                    ))
+                    Err(stopped_short())
                 }
             }
         }
@@ -589,10 +605,9 @@ mod tests {
         let hashing = tokio::task::spawn_blocking(move || {
             let behind = Behind {
                 file: Some(hashers_own),
-                offset: 0,
                 from: 0,
                 end,
-                drop_behind: false,
+                drop: DropBehind::new(0, end),
                 given_up: Arc::new(AtomicBool::new(false)),
             };
             hash_behind(behind, Sha256::new(), to_hash)
@@ -614,10 +629,9 @@ mod tests {
             send.send(ToHash::End).unwrap(); // the reader handed it nothing
             let behind = Behind {
                 file: Some(std::fs::File::open(&path).unwrap()),
-                offset: 0,
                 from: 0,
                 end: data.len() as u64,
-                drop_behind: false,
+                drop: DropBehind::new(0, data.len() as u64),
                 given_up: Arc::new(AtomicBool::new(given_up)),
             };
             hash_behind(behind, Sha256::new(), to_hash)
