@@ -38,16 +38,14 @@ pub(super) fn read_ahead(
     end: u64,
     chunk: u64,
     hash_by: HashBy,
-) -> (Pieces, Hashing) {
+) -> std::io::Result<(Pieces, Hashing)> {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(READ_AHEAD);
     let hashing = match hash_by {
         HashBy::Reading { state, from } => {
             let (send, to_hash) = std::sync::mpsc::sync_channel::<ToHash>(HASH_AHEAD);
             // A descriptor of its own to read what it missed (`read_at` moves no offset the
-            // reader's shares). Without one (out of descriptors) it is handed every piece and
-            // the reader waits for it, as it always did.
-            let own = file.try_clone().ok();
-            let may_skip = own.is_some();
+            // reader's shares).
+            let own = file.try_clone()?;
             let given_up = Arc::new(AtomicBool::new(false));
             let behind = Behind {
                 file: own,
@@ -65,11 +63,7 @@ pub(super) fn read_ahead(
                 end,
                 chunk,
                 tx,
-                Reader::Hashed(ToHasher {
-                    send,
-                    from,
-                    may_skip,
-                }),
+                Reader::Hashed(ToHasher { send, from }),
             ));
             Hashing::Reading(HashTask { hashing, given_up })
         }
@@ -78,7 +72,7 @@ pub(super) fn read_ahead(
             reading: spawn_reader(file, offset, end, chunk, tx, Reader::Alone),
         },
     };
-    (Arc::new(tokio::sync::Mutex::new(rx)), hashing)
+    Ok((Arc::new(tokio::sync::Mutex::new(rx)), hashing))
 }
 
 /// Who else the reader hands its pieces to, and so who drops them from the page cache.
@@ -116,12 +110,11 @@ impl DropBehind {
 }
 
 /// Where the reader hands its pieces to be hashed: the bytes from `from` on (the ones before
-/// are in the hash already). With `may_skip`, a piece finding the hasher's queue full is not
-/// handed over: the hasher reads it itself.
+/// are in the hash already). A piece finding the hasher's queue full is not handed over: the
+/// hasher reads it itself.
 struct ToHasher {
     send: std::sync::mpsc::SyncSender<ToHash>,
     from: u64,
-    may_skip: bool,
 }
 
 /// Reads `file` from `offset` to `end` on a blocking thread, as [`read_ahead`] says, into
@@ -169,25 +162,14 @@ fn spawn_reader(
                     buf,
                     back: returned.clone(),
                 });
-                if let Reader::Hashed(ToHasher {
-                    send,
-                    from,
-                    may_skip,
-                }) = &reader
+                if let Reader::Hashed(ToHasher { send, from }) = &reader
                     && at > *from
-                {
-                    let handed = ToHash::Piece {
+                    && let Err(TrySendError::Disconnected(_)) = send.try_send(ToHash::Piece {
                         at: starts,
                         bytes: piece.clone(),
-                    };
-                    let given_up = if *may_skip {
-                        matches!(send.try_send(handed), Err(TrySendError::Disconnected(_)))
-                    } else {
-                        send.send(handed).is_err()
-                    };
-                    if given_up {
-                        return Ok(false); // the upload was given up
-                    }
+                    })
+                {
+                    return Ok(false); // the upload was given up
                 }
                 if tx.blocking_send(Ok(piece)).is_err() {
                     return Ok(false); // the upload was given up
@@ -209,10 +191,9 @@ fn spawn_reader(
 }
 
 /// What the hasher of [`read_ahead`] works on: the bytes from `from` to `end` of `file` (its
-/// own descriptor, if it could have one), dropped from the page cache behind it; until
-/// `given_up`.
+/// own descriptor), dropped from the page cache behind it; until `given_up`.
 struct Behind {
-    file: Option<std::fs::File>,
+    file: std::fs::File,
     from: u64,
     end: u64,
     drop: DropBehind,
@@ -239,9 +220,7 @@ fn hash_behind(
     let mut hashed = from;
     let mut hash_to = |to: u64, state: &mut Sha256, hashed: &mut u64| -> std::io::Result<()> {
         loop {
-            if let Some(file) = file.as_ref() {
-                drop.passed(file, *hashed);
-            }
+            drop.passed(&file, *hashed);
             if *hashed >= to {
                 return Ok(());
             }
@@ -253,11 +232,8 @@ fn hash_behind(
                     "the upload no longer wants this hash",
                 ));
             }
-            let file = file.as_ref().ok_or_else(|| {
-                std::io::Error::other("the hasher missed bytes and has no descriptor to read them")
-            })?;
             let span_end = to.min(*hashed + DROP_BEHIND);
-            disk::hash_range(file, *hashed, span_end, state)?;
+            disk::hash_range(&file, *hashed, span_end, state)?;
             *hashed = span_end;
         }
     };
@@ -475,7 +451,8 @@ mod tests {
                 state: Sha256::new(),
                 from: offset,
             },
-        );
+        )
+        .unwrap();
         let mut got = Vec::new();
         while let Some(piece) = pieces.lock().await.recv().await {
             got.push(piece.unwrap());
@@ -524,7 +501,8 @@ mod tests {
                 state: prefix,
                 from: offset,
             },
-        );
+        )
+        .unwrap();
         // Each piece is dropped once checked, so its buffer is read into again while the
         // hasher may still be behind: a buffer reused too early would change the hash.
         let mut at = offset as usize;
@@ -555,7 +533,8 @@ mod tests {
             data.len() as u64,
             8 << 20,
             HashBy::Reading { state, from },
-        );
+        )
+        .unwrap();
         let mut got = Vec::new();
         while let Some(piece) = pieces.lock().await.recv().await {
             got.extend_from_slice(&piece.unwrap());
@@ -585,11 +564,7 @@ mod tests {
             end,
             8 << 20,
             tx,
-            Reader::Hashed(ToHasher {
-                send,
-                from: 0,
-                may_skip: true,
-            }),
+            Reader::Hashed(ToHasher { send, from: 0 }),
         );
         let mut sent = Vec::new();
         // Up to the last byte (the reader then waits to hand the hasher its `End`).
@@ -604,7 +579,7 @@ mod tests {
         assert_eq!(sent, data);
         let hashing = tokio::task::spawn_blocking(move || {
             let behind = Behind {
-                file: Some(hashers_own),
+                file: hashers_own,
                 from: 0,
                 end,
                 drop: DropBehind::new(0, end),
@@ -628,7 +603,7 @@ mod tests {
             let (send, to_hash) = std::sync::mpsc::sync_channel(1);
             send.send(ToHash::End).unwrap(); // the reader handed it nothing
             let behind = Behind {
-                file: Some(std::fs::File::open(&path).unwrap()),
+                file: std::fs::File::open(&path).unwrap(),
                 from: 0,
                 end: data.len() as u64,
                 drop: DropBehind::new(0, data.len() as u64),
@@ -650,7 +625,7 @@ mod tests {
         let known = "e".repeat(64);
         let read = |announced: u64| {
             let file = std::fs::File::open(&path).unwrap();
-            read_ahead(file, 0, announced, 8 << 20, HashBy::Known(known.clone()))
+            read_ahead(file, 0, announced, 8 << 20, HashBy::Known(known.clone())).unwrap()
         };
         let (pieces, hashing) = read(data.len() as u64);
         while let Some(piece) = pieces.lock().await.recv().await {
@@ -679,7 +654,8 @@ mod tests {
                 state: Sha256::new(),
                 from: 0,
             },
-        );
+        )
+        .unwrap();
         let mut sent = 0u64;
         let error = loop {
             match pieces.lock().await.recv().await {
@@ -707,7 +683,8 @@ mod tests {
                 state: Sha256::new(),
                 from: 0,
             },
-        );
+        )
+        .unwrap();
         let first = pieces.lock().await.recv().await.unwrap().unwrap();
         assert_eq!(&first[..], &data[..first.len()]);
         drop(pieces); // the upload is given up after its first piece

@@ -148,13 +148,7 @@ impl FileJob {
             Some(read) => self.put_from_memory(f, read).await,
             None => {
                 // The reader takes a duplicate; this one stays to look at the file afterwards.
-                let reader = file.try_clone().map_err(|e| {
-                    if disk::is_transient(&e) {
-                        busy(f, e)
-                    } else {
-                        io_fail(f, e)
-                    }
-                })?;
+                let reader = file.try_clone().map_err(|e| read_fail(f, e))?;
                 if size <= self.upload.large_file_threshold {
                     self.put_small(f, reader).await
                 } else {
@@ -249,7 +243,8 @@ impl FileJob {
                 state: Sha256::new(),
                 from: 0,
             },
-        );
+        )
+        .map_err(|e| read_fail(f, e))?;
         let body = body_of(pieces, size);
         self.api
             .put_file(&self.batch, &self.dataset, &f.rel_path, body, size)
@@ -266,13 +261,7 @@ impl FileJob {
         read: std::io::Result<(bytes::Bytes, String)>,
     ) -> Result<String, StepError> {
         let size = f.size as u64;
-        let (bytes, sha) = read.map_err(|e| {
-            if disk::is_transient(&e) {
-                busy(f, e)
-            } else {
-                io_fail(f, e)
-            }
-        })?;
+        let (bytes, sha) = read.map_err(|e| read_fail(f, e))?;
         if bytes.len() as u64 != size {
             // The identity check after the transfer names it a change of the file.
             return Err(StepError::Unreadable(format!(
@@ -373,7 +362,8 @@ impl FileJob {
             }
         };
         let chunk_size = self.upload.chunk_size;
-        let (pieces, hashing) = read_ahead(file, offset, total, chunk_size, hash_by);
+        let (pieces, hashing) =
+            read_ahead(file, offset, total, chunk_size, hash_by).map_err(|e| read_fail(f, e))?;
         while offset < total {
             if self.shutdown.is_cancelled() {
                 return Err(StepError::Shutdown);
@@ -417,6 +407,16 @@ fn deleted_while_uploading(f: &FileRow, batch: &str) -> String {
          so nothing of it is ingested: drop it again to ingest it",
         f.rel_path
     )
+}
+
+/// A file that could not be opened or read again now: out of descriptors or memory is
+/// retried, anything else fails the file.
+fn read_fail(f: &FileRow, e: std::io::Error) -> StepError {
+    if disk::is_transient(&e) {
+        busy(f, e)
+    } else {
+        io_fail(f, e)
+    }
 }
 
 fn busy(f: &FileRow, e: std::io::Error) -> StepError {
