@@ -173,6 +173,29 @@ async fn non_parquet_fails_with_200() {
 }
 
 #[tokio::test]
+async fn a_json_row_that_is_not_utf8_is_corrupted_data() {
+    let env = start(cfg()).await;
+    // Row 2's value is two bytes that are not UTF-8; JSON text is UTF-8, so the row is
+    // corrupted, whether or not a schema inspects its records.
+    let mut data = b"{\"a\":\"fine\"}\n{\"a\":\"".to_vec();
+    data.extend_from_slice(b"\xff\xfe\"}\n{\"a\":\"also fine\"}\n");
+    let (_, batch, b) = env
+        .ingest_with(
+            json!({"format": "json"}),
+            json!({"enableErrorDiagnostics": true}),
+            &[("bytes.json", data)],
+        )
+        .await;
+    assert_eq!(b["status"], "failed", "{b}");
+    assert_eq!(b["metrics"]["inputRecordCount"], 3, "{b}");
+    assert_eq!(b["metrics"]["failedRecordCount"], 1, "{b}");
+    assert_eq!(b["errors"][0]["code"], "INGEST-1401-400", "{b}");
+    let failed = env.failed_rows(&batch).await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["row"], 2);
+}
+
+#[tokio::test]
 async fn unparsable_rows_fail_the_batch_with_ingest_1401() {
     let env = start(cfg()).await;
     let data = b"{\"a\":1}\nnot json\n{\"a\":3}\n\n[1,2]\n{\"a\":6}\n".to_vec();
