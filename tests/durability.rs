@@ -74,8 +74,9 @@ async fn crash_and_recover(point: &str, large: bool) {
         ""
     };
     let config = env.write_config(upload, "");
-    write_atomic(&env.drop_dir().join("a.json"), jsonl(0, 150).as_bytes());
-    write_atomic(&env.drop_dir().join("b.json"), jsonl(1000, 20).as_bytes());
+    let (a, b) = (jsonl(0, 150), jsonl(1000, 20));
+    write_atomic(&env.drop_dir().join("a.json"), a.as_bytes());
+    write_atomic(&env.drop_dir().join("b.json"), b.as_bytes());
 
     let mut first = spawn(&config, Some(point), false);
     let status = wait_exit(&mut first, 60);
@@ -88,6 +89,18 @@ async fn crash_and_recover(point: &str, large: bool) {
 
     let mut second = spawn(&config, None, false);
     assert_exactly_once(&env, &[("a.json", 150), ("b.json", 20)]).await;
+    // Each receipt carries the hash of the bytes ingested, wherever the crash came.
+    let receipts = receipts(&env.archive());
+    for (name, content) in [("a.json", &a), ("b.json", &b)] {
+        use sha2::Digest;
+        let r = receipts.iter().find(|r| r["file"] == name).unwrap();
+        let sha = format!("{:x}", sha2::Sha256::digest(content.as_bytes()));
+        assert_eq!(
+            r["sha256"],
+            sha.as_str(),
+            "{name} after a crash at {point}: {r}"
+        );
+    }
     signal(&second, libc::SIGTERM);
     assert!(wait_exit(&mut second, 30).success());
 }
@@ -120,6 +133,11 @@ async fn killed_after_a_chunk_was_sent_but_before_it_was_recorded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_after_complete_was_sent() {
     crash_and_recover("complete-sent", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_complete_was_sent_for_a_batch_of_large_files() {
+    crash_and_recover("complete-sent", true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

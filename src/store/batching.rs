@@ -716,7 +716,7 @@ mod tests {
         store
             .mark_uploaded_many(&[Uploaded {
                 file_id: first[0],
-                sha256: "Z".into(),
+                sha256: Some("Z".into()),
                 size: 9,
                 hash_stored: false,
             }])

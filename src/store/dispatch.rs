@@ -78,6 +78,8 @@ dispatch! {
     pub async fn mark_sent_many(&self, file_ids: &[i64]) -> Result<(), StoreError>;
     pub async fn set_uploaded_bytes(&self, file_id: i64, bytes: i64) -> Result<(), StoreError>;
     pub async fn mark_uploaded_many(&self, done: &[Uploaded]) -> Result<(), StoreError>;
+    pub async fn uploaded_without_hash(&self, batch_id: i64) -> Result<Vec<FileRow>, StoreError>;
+    pub async fn record_hash(&self, file_id: i64, sha256: &str) -> Result<(), StoreError>;
     pub async fn fail_file(&self, file_id: i64, reason: &str) -> Result<(), StoreError>;
     pub async fn supersede(&self, file_id: i64, why: &str) -> Result<(), StoreError>;
     pub async fn abandon_batch(&self, batch_id: i64, reason: &str) -> Result<(), StoreError>;

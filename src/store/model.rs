@@ -293,8 +293,9 @@ pub struct BatchProgress {
 #[derive(Debug, Clone)]
 pub struct Uploaded {
     pub file_id: i64,
-    /// SHA-256 of the bytes sent.
-    pub sha256: String,
+    /// SHA-256 of the bytes sent; `None` while the hasher behind the read is still at it
+    /// (recorded by `Store::record_hash` before the batch's outcome is taken).
+    pub sha256: Option<String>,
     pub size: i64,
     /// The file's row already holds this same `sha256` (the batcher hashed it before sealing):
     /// it is not written again, which would rewrite the file's entry in the hash index for

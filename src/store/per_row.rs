@@ -219,7 +219,7 @@ mod tests {
             .rev()
             .map(|id| Uploaded {
                 file_id: *id,
-                sha256: format!("sha-{id}"),
+                sha256: Some(format!("sha-{id}")),
                 size: 100 + id,
                 hash_stored: false,
             })
@@ -258,7 +258,7 @@ mod tests {
                 file_id: *id,
                 // A fact that says its hash is stored is not written: were it written, this
                 // different text would show in the row.
-                sha256: format!("uploader-{id}"),
+                sha256: Some(format!("uploader-{id}")),
                 size: 100 + id,
                 hash_stored: n % 2 == 0,
             })

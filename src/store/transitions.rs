@@ -29,7 +29,7 @@ async fn state_of(store: &Store, file: i64) -> FileState {
 fn uploaded(file: i64) -> Uploaded {
     Uploaded {
         file_id: file,
-        sha256: "ab".repeat(32),
+        sha256: Some("ab".repeat(32)),
         size: 10,
         hash_stored: false,
     }
@@ -51,6 +51,7 @@ on_both_backends!(
     a_ready_file_whose_content_is_elsewhere_becomes_a_duplicate,
     sealing_batches_ready_files_and_skips_those_no_longer_ready,
     an_acknowledged_file_is_uploaded_unless_it_left_its_batch_meanwhile,
+    a_file_sent_before_its_hash_was_known_is_listed_until_it_is_recorded,
     facts_of_more_files_than_one_statement_takes_are_all_recorded,
     a_batch_lists_its_files_by_state_and_counts_them,
     a_changed_file_is_superseded_and_finished,
@@ -215,6 +216,42 @@ async fn an_acknowledged_file_is_uploaded_unless_it_left_its_batch_meanwhile(sto
         (FileState::Failed, Some("unreadable"))
     );
     assert!(kinds(&store, failed).await.contains(&"failed".to_owned()));
+}
+
+async fn a_file_sent_before_its_hash_was_known_is_listed_until_it_is_recorded(store: Store) {
+    let (batch, behind) = loading_batch(&store, "big.json", "B1").await;
+    let (other_batch, hashed) = loading_batch(&store, "small.json", "B2").await;
+    let unknown = Uploaded {
+        sha256: None,
+        ..uploaded(behind)
+    };
+    store
+        .mark_uploaded_many(&[unknown, uploaded(hashed)])
+        .await
+        .unwrap();
+    let row = store.file(behind).await.unwrap().unwrap();
+    assert_eq!((row.state, row.sha256), (FileState::Uploaded, None));
+    let listed: Vec<i64> = store
+        .uploaded_without_hash(batch)
+        .await
+        .unwrap()
+        .iter()
+        .map(|f| f.id)
+        .collect();
+    assert_eq!(listed, [behind]);
+    assert!(
+        store
+            .uploaded_without_hash(other_batch)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a file whose hash came with its fact is not listed"
+    );
+
+    store.record_hash(behind, &"cd".repeat(32)).await.unwrap();
+    let row = store.file(behind).await.unwrap().unwrap();
+    assert_eq!(row.sha256, Some("cd".repeat(32)));
+    assert!(store.uploaded_without_hash(batch).await.unwrap().is_empty());
 }
 
 async fn facts_of_more_files_than_one_statement_takes_are_all_recorded(store: Store) {

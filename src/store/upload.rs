@@ -263,6 +263,28 @@ impl Store {
         Ok(())
     }
 
+    /// Files of a batch sent to the platform whose SHA-256 is not recorded: their hashes
+    /// were still being computed when the process stopped (see `uploader::transfer`).
+    pub async fn uploaded_without_hash(&self, batch_id: i64) -> Result<Vec<FileRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM files WHERE batch_id = $1 AND state = 'uploaded' AND sha256 IS NULL ORDER BY id",
+        )
+        .bind(batch_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Records the SHA-256 of a file's bytes on the platform, taken after they were sent.
+    pub async fn record_hash(&self, file_id: i64, sha256: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE files SET sha256 = $1, updated_at = $2 WHERE id = $3")
+            .bind(sha256)
+            .bind(now_ms())
+            .bind(file_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// The facts after several files' transfers, in one statement per few hundred files.
     /// Only a file still `batched` moves on (one failed or superseded meanwhile stays so).
     /// Deferring these facts a little is safe: a file not recorded as uploaded is PUT again
@@ -277,14 +299,15 @@ impl Store {
         commit_without_flush(&mut tx).await?;
         // Files whose row holds their hash already go in statements that leave `sha256` out:
         // naming a column in `SET` rewrites its index entries even for the same value.
-        let (stored, to_write): (Vec<&Uploaded>, Vec<&Uploaded>) =
-            done.iter().partition(|d| d.hash_stored);
+        let (stored, to_write): (Vec<&Uploaded>, Vec<&Uploaded>) = done
+            .iter()
+            .partition(|d| d.hash_stored || d.sha256.is_none());
         for (part, with_hash) in (stored.chunks(200).map(|part| (part, false)))
             .chain(to_write.chunks(200).map(|part| (part, true)))
         {
             let mut rows = PerRow::new(part.iter().map(|d| d.file_id));
             if with_hash {
-                rows = rows.text("sha256", part.iter().map(|d| Some(d.sha256.as_str())));
+                rows = rows.text("sha256", part.iter().map(|d| d.sha256.as_deref()));
             }
             let rows = rows.int("uploaded_bytes", part.iter().map(|d| d.size));
             let mut q = QueryBuilder::new("UPDATE files SET state = 'uploaded', updated_at = ");

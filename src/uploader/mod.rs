@@ -276,15 +276,21 @@ impl Uploader {
     }
 
     async fn step(&self, mut b: BatchRow, shutdown: &CancellationToken) -> Result<(), StepError> {
+        // Hashes of this drive's large files still being computed after their last byte was
+        // sent: the batch is completed without waiting for them (see `transfer::Hash`).
+        let mut behind = Vec::new();
         loop {
             if shutdown.is_cancelled() {
                 return Err(StepError::Shutdown);
             }
             match &b.phase {
                 BatchPhase::Sealed | BatchPhase::Creating => self.create(&b).await?,
-                BatchPhase::Loading { remote_id } => self.load(&b, remote_id, shutdown).await?,
+                BatchPhase::Loading { remote_id } => {
+                    behind.extend(self.load(&b, remote_id, shutdown).await?)
+                }
                 BatchPhase::Completing { remote_id } => self.complete(&b, remote_id).await?,
                 BatchPhase::Processing { remote_id } => {
+                    self.record_hashes(&b, std::mem::take(&mut behind)).await?;
                     let outcomes = self.outcomes_of(&b.watch);
                     poller::poll(
                         &self.store,
@@ -372,7 +378,7 @@ impl Uploader {
         b: &BatchRow,
         remote: &str,
         shutdown: &CancellationToken,
-    ) -> Result<(), StepError> {
+    ) -> Result<Vec<transfer::Behind>, StepError> {
         // The platform may have moved on while we were away (completed before a crash, aborted
         // by someone, expired): believe it over our record.
         let info = self.api_for(b)?.get_batch(remote).await?;
@@ -399,7 +405,7 @@ impl Uploader {
                 self.store
                     .advance_batch(b.id, Step::Processing, "already completed on the platform")
                     .await?;
-                return Ok(());
+                return Ok(Vec::new());
             }
             Some(info) => {
                 return Err(StepError::Tainted(format!(
@@ -425,6 +431,7 @@ impl Uploader {
         // Acknowledged transfers are recorded a few dozen at a time, and always before this
         // function returns (so a clean stop never sends a file again).
         let mut facts: Vec<Uploaded> = Vec::new();
+        let mut behind: Vec<transfer::Behind> = Vec::new();
         // Failures are only counted when a drive ends, so a batch with none at its start has
         // no run of failures for this drive's progress to end: no write per file for it.
         let failures_to_clear = Arc::new(std::sync::atomic::AtomicBool::new(
@@ -456,7 +463,7 @@ impl Uploader {
                 // Finished uploads are reaped as we go: a batch of 1,500 files would otherwise
                 // keep 1,500 finished tasks in memory until the last one is spawned.
                 while let Some(r) = set.try_join_next() {
-                    self.reap(r, &mut worst, &mut facts).await?;
+                    self.reap(r, &mut worst, &mut facts, &mut behind).await?;
                 }
                 let permit = self
                     .slots
@@ -488,7 +495,7 @@ impl Uploader {
             }
         }
         while let Some(r) = set.join_next().await {
-            self.reap(r, &mut worst, &mut facts).await?;
+            self.reap(r, &mut worst, &mut facts, &mut behind).await?;
         }
         self.store.mark_uploaded_many(&facts).await?;
         if let Some(e) = worst {
@@ -501,7 +508,7 @@ impl Uploader {
         let states = self.store.batch_file_states(b.id).await?;
         let any_in = |state: FileState| states.iter().any(|(s, n)| *s == state && *n > 0);
         if any_in(FileState::Batched) {
-            return Ok(()); // more to do on the next drive
+            return Ok(behind); // more to do on the next drive
         }
         if !any_in(FileState::Uploaded) {
             // Nothing left to ingest (every file failed or changed): completing would fail it
@@ -513,25 +520,28 @@ impl Uploader {
             self.store
                 .abandon_batch(b.id, "no file of this batch could be uploaded")
                 .await?;
-            return Ok(());
+            return Ok(Vec::new());
         }
         self.store
             .advance_batch(b.id, Step::Completing, "COMPLETE sent")
             .await?;
-        Ok(())
+        Ok(behind)
     }
 
     /// Takes one finished transfer: its fact joins `facts` (written when there are enough),
-    /// its error joins `worst`. A tainted batch stops at once, after writing the facts so far.
+    /// its hash still being computed joins `behind`, its error joins `worst`. A tainted batch
+    /// stops at once, after writing the facts so far.
     async fn reap(
         &self,
-        joined: Result<Result<Option<Uploaded>, StepError>, tokio::task::JoinError>,
+        joined: Result<Result<Option<transfer::Transferred>, StepError>, tokio::task::JoinError>,
         worst: &mut Option<StepError>,
         facts: &mut Vec<Uploaded>,
+        behind: &mut Vec<transfer::Behind>,
     ) -> Result<(), StepError> {
         let r = match joined.expect("upload task panicked") {
-            Ok(Some(fact)) => {
-                facts.push(fact);
+            Ok(Some(sent)) => {
+                facts.push(sent.fact);
+                behind.extend(sent.behind);
                 Ok(())
             }
             Ok(None) => Ok(()),
@@ -544,6 +554,49 @@ impl Uploader {
         if facts.len() >= FACTS_PER_WRITE {
             self.store.mark_uploaded_many(facts).await?;
             facts.clear();
+        }
+        Ok(())
+    }
+
+    /// Records the hashes of the batch's files that were still being computed when it was
+    /// completed (`behind`, from this drive), and reads again those of files sent before a stop
+    /// that came before theirs were recorded: all before the batch's outcome is taken, since
+    /// the receipts and the one-copy rule go by them. A file that cannot be hashed is still
+    /// ingested (its bytes are on the platform); it keeps no hash, and says why.
+    async fn record_hashes(
+        &self,
+        b: &BatchRow,
+        behind: Vec<transfer::Behind>,
+    ) -> Result<(), StepError> {
+        for job in behind {
+            let started = std::time::Instant::now();
+            let (file_id, rel_path) = (job.file_id, job.rel_path.clone());
+            match job.hash().await {
+                Ok(sha) => {
+                    self.store.record_hash(file_id, &sha).await?;
+                    tracing::debug!(file = %rel_path, batch_id = b.id, waited_ms = started.elapsed().as_millis() as u64, "hash recorded after the upload");
+                }
+                // Read again from the disk below, if it can be.
+                Err(why) => {
+                    tracing::debug!(file = %rel_path, batch_id = b.id, "its hash behind the upload failed: {why}")
+                }
+            }
+        }
+        for f in self.store.uploaded_without_hash(b.id).await? {
+            let rel_path = f.rel_path.clone();
+            let id = f.id;
+            let again = tokio::task::spawn_blocking(move || transfer::hash_again(&f))
+                .await
+                .expect("hashing task panicked");
+            match again {
+                Ok(sha) => self.store.record_hash(id, &sha).await?,
+                Err(why) => tracing::warn!(
+                    file = %rel_path, dataset = %b.dataset,
+                    "{rel_path} was uploaded but its SHA-256 could not be taken afterwards ({why}): \
+                     its receipt will carry no hash, and a later copy of it will not be recognized \
+                     as a duplicate"
+                ),
+            }
         }
         Ok(())
     }
@@ -657,5 +710,165 @@ impl Drop for Driving {
         active.remove(&self.batch);
         drop(active);
         self.uploader.wake.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::Identity;
+    use crate::format::Format;
+    use crate::store::{BatchPhase, Dedupe, NewBatch, NewFile, Recorded};
+    use sha2::{Digest, Sha256};
+
+    const DATASET: &str = "5deac2648a19d218a888d2b1";
+
+    /// A stop right after COMPLETE can come before the hash of a large file, still computed
+    /// behind its read, was recorded. The batch's next drive reads the file again and records
+    /// its hash before the batch's outcome is taken: the receipts and the one-copy rule go by it.
+    #[tokio::test]
+    async fn a_hash_lost_to_a_stop_after_complete_is_read_again_before_the_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        let emulator = batchdrop_emulator::Emulator::start(
+            ([127, 0, 0, 1], 0).into(),
+            &dir.path().join("platform"),
+            batchdrop_emulator::EmulatorConfig::default(),
+        )
+        .await
+        .unwrap();
+        emulator.ensure_dataset(DATASET, "test").await.unwrap();
+        let api = ApiClient::new(crate::api::ClientConfig {
+            endpoint: emulator.base_url(),
+            org_id: "batchdrop@AdobeOrg".into(),
+            sandbox: "prod".into(),
+            api_key: "test".into(),
+            token: crate::api::TokenSource::Static(crate::api::Secret::new("test-token")),
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            extra_ca_file: None,
+        })
+        .unwrap();
+        let store = Store::open_shared(&dir.path().join("state")).await.unwrap();
+
+        let drop = dir.path().join("drop");
+        std::fs::create_dir(&drop).unwrap();
+        let content = b"{\"a\":1}\n{\"a\":2}\n".repeat(200);
+        std::fs::write(drop.join("big.json"), &content).unwrap();
+        let on_disk = Identity::of(&std::fs::metadata(drop.join("big.json")).unwrap());
+        let new = NewFile {
+            watch: "w".into(),
+            dataset: DATASET.into(),
+            format: Format::Json,
+            multiline_json: false,
+            root: drop.to_string_lossy().into_owned(),
+            rel_path: "big.json".into(),
+            dev: on_disk.dev as i64,
+            ino: on_disk.ino as i64,
+            size: on_disk.size as i64,
+            mtime_ns: on_disk.mtime_ns,
+            raw_path: None,
+        };
+        let Recorded::New(file) = store.record_ready_with(&new, None).await.unwrap() else {
+            panic!("a new file")
+        };
+        let sealed = NewBatch {
+            watch: "w",
+            dataset: DATASET,
+            sandbox: "prod",
+            format: Format::Json,
+            multiline_json: false,
+            replay: None,
+        };
+        let batch = store
+            .seal_batch(&sealed, &[file], Dedupe::AllowDuplicates)
+            .await
+            .unwrap()
+            .batch_id
+            .unwrap();
+
+        // The drive before the stop: the batch created, the file sent and recorded without
+        // its hash (still behind), COMPLETE sent; then the process ended.
+        let remote = api
+            .create_batch(&CreateBatch::new(DATASET, Format::Json))
+            .await
+            .unwrap()
+            .id;
+        store
+            .advance_batch(batch, Step::Creating, "create-batch sent")
+            .await
+            .unwrap();
+        store
+            .advance_batch(batch, Step::Loading { remote_id: &remote }, "created")
+            .await
+            .unwrap();
+        let size = content.len() as u64;
+        api.put_file(
+            &remote,
+            DATASET,
+            "big.json",
+            read::memory_body(content.clone().into()),
+            size,
+        )
+        .await
+        .unwrap();
+        store
+            .mark_uploaded_many(&[Uploaded {
+                file_id: file,
+                sha256: None,
+                size: size as i64,
+                hash_stored: false,
+            }])
+            .await
+            .unwrap();
+        store
+            .advance_batch(batch, Step::Completing, "COMPLETE sent")
+            .await
+            .unwrap();
+        api.batch_action(&remote, BatchAction::Complete)
+            .await
+            .unwrap();
+
+        let second = Duration::from_secs(1);
+        let upload = Upload {
+            large_file_threshold: 1024,
+            chunk_size: 1024,
+            concurrency: 4,
+            max_attempts: 1,
+            max_retry_age: second,
+            backoff_initial: second,
+            backoff_max: second,
+            poll_initial: Duration::from_millis(50),
+            poll_max: Duration::from_millis(50),
+            max_processing_age: Duration::from_secs(60),
+            give_up_after: Duration::from_secs(60),
+        };
+        let uploader = Uploader::new(
+            store.clone(),
+            api,
+            upload,
+            Arc::new(Notify::new()),
+            Arc::new(Notify::new()),
+            Arc::default(),
+            None,
+            crate::early_hash::EarlyHashes::default(),
+        );
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(uploader.run(shutdown.clone(), second));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let ended = loop {
+            let phase = store.batch(batch).await.unwrap().phase;
+            if let BatchPhase::Ended { state, .. } = phase {
+                break state;
+            }
+            assert!(std::time::Instant::now() < deadline, "still {phase:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        shutdown.cancel();
+        running.await.unwrap();
+        assert_eq!(ended, crate::store::BatchState::Success);
+        assert_eq!(
+            store.file(file).await.unwrap().unwrap().sha256,
+            Some(format!("{:x}", Sha256::digest(&content)))
+        );
     }
 }

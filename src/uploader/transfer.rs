@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::StepError;
-use super::read::{ForUpload, HashBy, body_of, memory_body, open_for_upload, read_ahead};
+use super::read::{ForUpload, HashBy, Hashing, body_of, memory_body, open_for_upload, read_ahead};
 use crate::api::{ApiClient, ErrorKind};
 use crate::config::Upload;
 use crate::crashpoint;
@@ -39,6 +39,65 @@ pub(super) struct FileJob {
     pub(super) early: crate::early_hash::EarlyHashes,
 }
 
+/// One file's transfer, acknowledged: the fact to record, and the hash still being computed
+/// behind its read, if it was.
+pub(super) struct Transferred {
+    pub(super) fact: Uploaded,
+    pub(super) behind: Option<Behind>,
+}
+
+/// What is known of a file's SHA-256 once the platform holds every byte of it.
+enum Hash {
+    Known(String),
+    /// A large file is read faster than it hashes: its hasher may still be reading. The batch
+    /// is completed meanwhile (the platform's processing needs no hash of ours); the hash is
+    /// taken before the batch's outcome, which the receipts and the one-copy rule go by.
+    Behind(Hashing),
+}
+
+/// The SHA-256 of a file whose bytes are on the platform, still being computed from its
+/// descriptor (see [`Hash::Behind`]).
+pub(super) struct Behind {
+    pub(super) file_id: i64,
+    pub(super) rel_path: String,
+    recorded: Identity,
+    /// The descriptor the bytes were read from, to tell that they did not change since.
+    file: std::fs::File,
+    hashing: Hashing,
+}
+
+impl Behind {
+    /// The hex SHA-256, or why it is not the hash of the bytes sent: a read error, or the file
+    /// was written in place after its upload (its descriptor's size or mtime moved).
+    pub(super) async fn hash(self) -> Result<String, String> {
+        let sha = self.hashing.finish().await.map_err(|e| e.to_string())?;
+        match self.file.metadata() {
+            Ok(m) if Identity::of(&m) == self.recorded => Ok(sha),
+            Ok(_) => Err("it was written to after its upload".to_owned()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// The SHA-256 of a file sent before a stop that came before its hash was recorded, read
+/// again from the disk, if it is still the version sent (blocking).
+pub(super) fn hash_again(f: &FileRow) -> Result<String, String> {
+    let recorded = f.identity();
+    let opened = open_for_upload(Path::new(&f.root), &f.abs_path(), recorded, false)
+        .map_err(|e| e.to_string())?
+        .opened;
+    if opened.stat.kind != Kind::File || opened.stat.identity != recorded {
+        return Err("it changed on disk since its upload".to_owned());
+    }
+    let mut state = Sha256::new();
+    disk::hash_range(&opened.file, 0, recorded.size, &mut state).map_err(|e| e.to_string())?;
+    match opened.file.metadata() {
+        Ok(m) if Identity::of(&m) == recorded => Ok(format!("{:x}", state.finalize())),
+        Ok(_) => Err("it was written to while it was hashed".to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 impl FileJob {
     /// Sends one file, or its staged file when its watch maps it (`crate::mapped`); returns the
     /// fact to record once it is acknowledged (None when the file was failed or superseded
@@ -51,38 +110,56 @@ impl FileJob {
         f: &FileRow,
         staged: Option<&StagedFile>,
         opened: Option<std::io::Result<ForUpload>>,
-    ) -> Result<Option<Uploaded>, StepError> {
+    ) -> Result<Option<Transferred>, StepError> {
         let Some(staged) = staged else {
             return self.upload_file(f, opened).await;
         };
-        let Some(mut fact) = self
+        let Some(sent) = self
             .upload_file(&crate::mapped::upload_view(f, staged), None)
             .await?
         else {
             return Ok(None);
         };
-        if fact.sha256 != staged.sha256 {
+        // A staged file's hash tells whether the platform holds what was staged: it is
+        // waited for before its batch is completed.
+        let mut fact = sent.fact;
+        let sha = match (sent.behind, fact.sha256.take()) {
+            (Some(behind), _) => match behind.hash().await {
+                Ok(sha) => sha,
+                Err(why) => {
+                    let why = format!(
+                        "cannot read the staged file {} of {} while uploading it: {why}; \
+                         its batch was given up: drop {} again to ingest it",
+                        staged.path, f.rel_path, f.rel_path
+                    );
+                    self.store.fail_file(f.id, &why).await?;
+                    return Err(StepError::Tainted(why));
+                }
+            },
+            (None, sha) => sha.unwrap_or_default(),
+        };
+        if sha != staged.sha256 {
             // The platform holds bytes that are not the staged file recorded: its batch
             // cannot be completed.
             let why = format!(
                 "the staged file {} of {} changed after it was written (SHA-256 {} sent, {} recorded); \
                  its batch was given up: drop {} again to ingest it",
-                staged.path, f.rel_path, fact.sha256, staged.sha256, f.rel_path
+                staged.path, f.rel_path, sha, staged.sha256, f.rel_path
             );
             self.store.fail_file(f.id, &why).await?;
             return Err(StepError::Tainted(why));
         }
         // The file's hash stays the dropped file's (what the receipt and duplicates go by).
-        fact.sha256 = staged.original_sha256.clone();
-        fact.hash_stored = f.sha256.as_deref() == Some(fact.sha256.as_str());
-        Ok(Some(fact))
+        fact.hash_stored = f.sha256.as_deref() == Some(staged.original_sha256.as_str());
+        fact.sha256 = Some(staged.original_sha256.clone());
+        Ok(Some(Transferred { fact, behind: None }))
     }
 
     async fn upload_file(
         &self,
         f: &FileRow,
         opened: Option<std::io::Result<ForUpload>>,
-    ) -> Result<Option<Uploaded>, StepError> {
+    ) -> Result<Option<Transferred>, StepError> {
         let path = f.abs_path();
         let recorded = f.identity();
         // Opened once, no folder on its way followed; it is uploaded only if the descriptor
@@ -145,12 +222,12 @@ impl FileJob {
         // Its intent (`sent`) was recorded with its window's (`Uploader::load`).
         let started = std::time::Instant::now();
         let sent = match content {
-            Some(read) => self.put_from_memory(f, read).await,
+            Some(read) => self.put_from_memory(f, read).await.map(Hash::Known),
             None => {
                 // The reader takes a duplicate; this one stays to look at the file afterwards.
                 let reader = file.try_clone().map_err(|e| read_fail(f, e))?;
                 if size <= self.upload.large_file_threshold {
-                    self.put_small(f, reader).await
+                    self.put_small(f, reader).await.map(Hash::Known)
                 } else {
                     self.put_large(f, reader, started).await
                 }
@@ -178,8 +255,8 @@ impl FileJob {
                 _ => return self.changed(f, "during its upload").await.map(|()| None),
             }
         }
-        let sha = match sent {
-            Ok(sha) => sha,
+        let hash = match sent {
+            Ok(hash) => hash,
             Err(StepError::Unreadable(why)) => {
                 self.store.fail_file(f.id, &why).await?;
                 return Err(StepError::Tainted(why));
@@ -197,11 +274,27 @@ impl FileJob {
             file = %f.rel_path, dataset = %self.dataset, batch = %self.batch,
             bytes = f.size, ms = started.elapsed().as_millis() as u64, "uploaded"
         );
-        Ok(Some(Uploaded {
-            file_id: f.id,
-            hash_stored: f.sha256.as_deref() == Some(sha.as_str()),
-            sha256: sha,
-            size: f.size,
+        let (sha256, behind) = match hash {
+            Hash::Known(sha) => (Some(sha), None),
+            Hash::Behind(hashing) => (
+                None,
+                Some(Behind {
+                    file_id: f.id,
+                    rel_path: f.rel_path.clone(),
+                    recorded,
+                    file,
+                    hashing,
+                }),
+            ),
+        };
+        Ok(Some(Transferred {
+            fact: Uploaded {
+                file_id: f.id,
+                hash_stored: sha256.is_some() && f.sha256 == sha256,
+                sha256,
+                size: f.size,
+            },
+            behind,
         }))
     }
 
@@ -291,7 +384,7 @@ impl FileJob {
         f: &FileRow,
         mut file: std::fs::File,
         started: std::time::Instant,
-    ) -> Result<String, StepError> {
+    ) -> Result<Hash, StepError> {
         let total = f.size as u64;
         let mut offset = match self
             .api
@@ -392,12 +485,19 @@ impl FileJob {
             .complete_file(&self.batch, &self.dataset, &f.rel_path)
             .await?;
         // Every byte is on the platform; its hash, which does not hold the read back, may
-        // still be on its way (the "uploaded" line waits for it).
+        // still be on its way (see `Hash::Behind`).
         tracing::info!(
             file = %f.rel_path, dataset = %self.dataset, batch = %self.batch,
             bytes = total, ms = started.elapsed().as_millis() as u64, "file sent"
         );
-        hashing.finish().await.map_err(|e| io_fail(f, e))
+        match hashing {
+            Hashing::Reading(_) => Ok(Hash::Behind(hashing)),
+            known @ Hashing::Known { .. } => known
+                .finish()
+                .await
+                .map(Hash::Known)
+                .map_err(|e| io_fail(f, e)),
+        }
     }
 }
 
@@ -616,13 +716,21 @@ mod tests {
             }
         }
 
-        /// `row` uploaded whole into the batch, with `early`'s hashes: what was recorded.
-        async fn upload(&self, early: &crate::early_hash::EarlyHashes, row: &FileRow) -> Uploaded {
-            self.job(early)
+        /// `row` uploaded whole into the batch, with `early`'s hashes: the SHA-256 recorded for
+        /// it, with its fact or once the hash behind its read is done.
+        async fn upload(&self, early: &crate::early_hash::EarlyHashes, row: &FileRow) -> String {
+            let sent = self
+                .job(early)
                 .upload(row, None, None)
                 .await
                 .unwrap()
-                .unwrap()
+                .unwrap();
+            match (sent.fact.sha256, sent.behind) {
+                (Some(sha), None) => sha,
+                (None, Some(behind)) => behind.hash().await.unwrap(),
+                (Some(_), Some(_)) => panic!("a hash with the fact and one behind the read"),
+                (None, None) => panic!("no hash at all"),
+            }
         }
     }
 
@@ -648,8 +756,8 @@ mod tests {
         // A hash no read of the file gives: the one recorded can only be the early hash's.
         let planted = "e".repeat(64);
         early.known(row.identity(), &planted);
-        let fact = platform.upload(&early, &row).await;
-        assert_eq!(fact.sha256, planted);
+        let sha = platform.upload(&early, &row).await;
+        assert_eq!(sha, planted);
         assert!(
             early.take(row.identity()).is_none(),
             "the upload took the early hash out of the registry"
@@ -679,11 +787,11 @@ mod tests {
         let second = large_file(dir.path(), "big.json", "second, longer");
         let row = queued(2, dir.path(), "big.json");
         assert_ne!(row.identity(), first);
-        let fact = platform.upload(&early, &row).await;
-        assert_eq!(fact.sha256, format!("{:x}", Sha256::digest(&second)));
+        let sha = platform.upload(&early, &row).await;
+        assert_eq!(sha, format!("{:x}", Sha256::digest(&second)));
         // The first version's hash, if it got to the end at all, was not taken.
         let ended = hashing.finish().await;
-        assert_ne!(ended.as_deref(), Some(fact.sha256.as_str()));
+        assert_ne!(ended.as_deref(), Some(sha.as_str()));
     }
 
     #[tokio::test]
@@ -696,8 +804,8 @@ mod tests {
         let started = early
             .start(dir.path(), &dir.path().join("big.json"), row.identity())
             .unwrap();
-        let fact = platform.upload(&early, &row).await;
-        assert_eq!(fact.sha256, format!("{:x}", Sha256::digest(&data)));
+        let sha = platform.upload(&early, &row).await;
+        assert_eq!(sha, format!("{:x}", Sha256::digest(&data)));
         // Done before the upload asked, or stopped and handed over: it ended either way.
         assert!(started.outcome().is_some());
         assert!(
