@@ -5,13 +5,17 @@
 //! file PUT again, COMPLETE repeated. All three are idempotent on the platform.
 //!
 //! This module is the batch's state machine; `transfer` sends one file, `read` reads a file
-//! ahead of the network (and out of the page cache).
+//! ahead of the network (and out of the page cache), `behind` takes a large file's hash after
+//! its bytes are sent.
 //!
 //! This module decides nothing about grouping (batcher) or where files go afterwards
 //! (archiver), and it never builds an HTTP request itself (api).
 
+mod behind;
 mod failure;
 mod read;
+#[cfg(test)]
+mod tests;
 mod transfer;
 
 use transfer::FileJob;
@@ -378,7 +382,7 @@ impl Uploader {
         b: &BatchRow,
         remote: &str,
         shutdown: &CancellationToken,
-    ) -> Result<Vec<transfer::Behind>, StepError> {
+    ) -> Result<Vec<behind::Behind>, StepError> {
         // The platform may have moved on while we were away (completed before a crash, aborted
         // by someone, expired): believe it over our record.
         let info = self.api_for(b)?.get_batch(remote).await?;
@@ -431,7 +435,7 @@ impl Uploader {
         // Acknowledged transfers are recorded a few dozen at a time, and always before this
         // function returns (so a clean stop never sends a file again).
         let mut facts: Vec<Uploaded> = Vec::new();
-        let mut behind: Vec<transfer::Behind> = Vec::new();
+        let mut behind: Vec<behind::Behind> = Vec::new();
         // Failures are only counted when a drive ends, so a batch with none at its start has
         // no run of failures for this drive's progress to end: no write per file for it.
         let failures_to_clear = Arc::new(std::sync::atomic::AtomicBool::new(
@@ -536,7 +540,7 @@ impl Uploader {
         joined: Result<Result<Option<transfer::Transferred>, StepError>, tokio::task::JoinError>,
         worst: &mut Option<StepError>,
         facts: &mut Vec<Uploaded>,
-        behind: &mut Vec<transfer::Behind>,
+        behind: &mut Vec<behind::Behind>,
     ) -> Result<(), StepError> {
         let r = match joined.expect("upload task panicked") {
             Ok(Some(sent)) => {
@@ -566,7 +570,7 @@ impl Uploader {
     async fn record_hashes(
         &self,
         b: &BatchRow,
-        behind: Vec<transfer::Behind>,
+        behind: Vec<behind::Behind>,
     ) -> Result<(), StepError> {
         for job in behind {
             let started = std::time::Instant::now();
@@ -585,7 +589,7 @@ impl Uploader {
         for f in self.store.uploaded_without_hash(b.id).await? {
             let rel_path = f.rel_path.clone();
             let id = f.id;
-            let again = tokio::task::spawn_blocking(move || transfer::hash_again(&f))
+            let again = tokio::task::spawn_blocking(move || behind::hash_again(&f))
                 .await
                 .expect("hashing task panicked");
             match again {
@@ -710,165 +714,5 @@ impl Drop for Driving {
         active.remove(&self.batch);
         drop(active);
         self.uploader.wake.notify_one();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::disk::Identity;
-    use crate::format::Format;
-    use crate::store::{BatchPhase, Dedupe, NewBatch, NewFile, Recorded};
-    use sha2::{Digest, Sha256};
-
-    const DATASET: &str = "5deac2648a19d218a888d2b1";
-
-    /// A stop right after COMPLETE can come before the hash of a large file, still computed
-    /// behind its read, was recorded. The batch's next drive reads the file again and records
-    /// its hash before the batch's outcome is taken: the receipts and the one-copy rule go by it.
-    #[tokio::test]
-    async fn a_hash_lost_to_a_stop_after_complete_is_read_again_before_the_outcome() {
-        let dir = tempfile::tempdir().unwrap();
-        let emulator = batchdrop_emulator::Emulator::start(
-            ([127, 0, 0, 1], 0).into(),
-            &dir.path().join("platform"),
-            batchdrop_emulator::EmulatorConfig::default(),
-        )
-        .await
-        .unwrap();
-        emulator.ensure_dataset(DATASET, "test").await.unwrap();
-        let api = ApiClient::new(crate::api::ClientConfig {
-            endpoint: emulator.base_url(),
-            org_id: "batchdrop@AdobeOrg".into(),
-            sandbox: "prod".into(),
-            api_key: "test".into(),
-            token: crate::api::TokenSource::Static(crate::api::Secret::new("test-token")),
-            request_timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(5),
-            extra_ca_file: None,
-        })
-        .unwrap();
-        let store = Store::open_shared(&dir.path().join("state")).await.unwrap();
-
-        let drop = dir.path().join("drop");
-        std::fs::create_dir(&drop).unwrap();
-        let content = b"{\"a\":1}\n{\"a\":2}\n".repeat(200);
-        std::fs::write(drop.join("big.json"), &content).unwrap();
-        let on_disk = Identity::of(&std::fs::metadata(drop.join("big.json")).unwrap());
-        let new = NewFile {
-            watch: "w".into(),
-            dataset: DATASET.into(),
-            format: Format::Json,
-            multiline_json: false,
-            root: drop.to_string_lossy().into_owned(),
-            rel_path: "big.json".into(),
-            dev: on_disk.dev as i64,
-            ino: on_disk.ino as i64,
-            size: on_disk.size as i64,
-            mtime_ns: on_disk.mtime_ns,
-            raw_path: None,
-        };
-        let Recorded::New(file) = store.record_ready_with(&new, None).await.unwrap() else {
-            panic!("a new file")
-        };
-        let sealed = NewBatch {
-            watch: "w",
-            dataset: DATASET,
-            sandbox: "prod",
-            format: Format::Json,
-            multiline_json: false,
-            replay: None,
-        };
-        let batch = store
-            .seal_batch(&sealed, &[file], Dedupe::AllowDuplicates)
-            .await
-            .unwrap()
-            .batch_id
-            .unwrap();
-
-        // The drive before the stop: the batch created, the file sent and recorded without
-        // its hash (still behind), COMPLETE sent; then the process ended.
-        let remote = api
-            .create_batch(&CreateBatch::new(DATASET, Format::Json))
-            .await
-            .unwrap()
-            .id;
-        store
-            .advance_batch(batch, Step::Creating, "create-batch sent")
-            .await
-            .unwrap();
-        store
-            .advance_batch(batch, Step::Loading { remote_id: &remote }, "created")
-            .await
-            .unwrap();
-        let size = content.len() as u64;
-        api.put_file(
-            &remote,
-            DATASET,
-            "big.json",
-            read::memory_body(content.clone().into()),
-            size,
-        )
-        .await
-        .unwrap();
-        store
-            .mark_uploaded_many(&[Uploaded {
-                file_id: file,
-                sha256: None,
-                size: size as i64,
-                hash_stored: false,
-            }])
-            .await
-            .unwrap();
-        store
-            .advance_batch(batch, Step::Completing, "COMPLETE sent")
-            .await
-            .unwrap();
-        api.batch_action(&remote, BatchAction::Complete)
-            .await
-            .unwrap();
-
-        let second = Duration::from_secs(1);
-        let upload = Upload {
-            large_file_threshold: 1024,
-            chunk_size: 1024,
-            concurrency: 4,
-            max_attempts: 1,
-            max_retry_age: second,
-            backoff_initial: second,
-            backoff_max: second,
-            poll_initial: Duration::from_millis(50),
-            poll_max: Duration::from_millis(50),
-            max_processing_age: Duration::from_secs(60),
-            give_up_after: Duration::from_secs(60),
-        };
-        let uploader = Uploader::new(
-            store.clone(),
-            api,
-            upload,
-            Arc::new(Notify::new()),
-            Arc::new(Notify::new()),
-            Arc::default(),
-            None,
-            crate::early_hash::EarlyHashes::default(),
-        );
-        let shutdown = CancellationToken::new();
-        let running = tokio::spawn(uploader.run(shutdown.clone(), second));
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let ended = loop {
-            let phase = store.batch(batch).await.unwrap().phase;
-            if let BatchPhase::Ended { state, .. } = phase {
-                break state;
-            }
-            assert!(std::time::Instant::now() < deadline, "still {phase:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        shutdown.cancel();
-        running.await.unwrap();
-        assert_eq!(ended, crate::store::BatchState::Success);
-        assert_eq!(
-            store.file(file).await.unwrap().unwrap().sha256,
-            Some(format!("{:x}", Sha256::digest(&content)))
-        );
     }
 }

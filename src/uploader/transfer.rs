@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::StepError;
+use super::behind::Behind;
 use super::read::{ForUpload, HashBy, Hashing, body_of, memory_body, open_for_upload, read_ahead};
 use crate::api::{ApiClient, ErrorKind};
 use crate::config::Upload;
@@ -53,49 +54,6 @@ enum Hash {
     /// is completed meanwhile (the platform's processing needs no hash of ours); the hash is
     /// taken before the batch's outcome, which the receipts and the one-copy rule go by.
     Behind(Hashing),
-}
-
-/// The SHA-256 of a file whose bytes are on the platform, still being computed from its
-/// descriptor (see [`Hash::Behind`]).
-pub(super) struct Behind {
-    pub(super) file_id: i64,
-    pub(super) rel_path: String,
-    recorded: Identity,
-    /// The descriptor the bytes were read from, to tell that they did not change since.
-    file: std::fs::File,
-    hashing: Hashing,
-}
-
-impl Behind {
-    /// The hex SHA-256, or why it is not the hash of the bytes sent: a read error, or the file
-    /// was written in place after its upload (its descriptor's size or mtime moved).
-    pub(super) async fn hash(self) -> Result<String, String> {
-        let sha = self.hashing.finish().await.map_err(|e| e.to_string())?;
-        match self.file.metadata() {
-            Ok(m) if Identity::of(&m) == self.recorded => Ok(sha),
-            Ok(_) => Err("it was written to after its upload".to_owned()),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-}
-
-/// The SHA-256 of a file sent before a stop that came before its hash was recorded, read
-/// again from the disk, if it is still the version sent (blocking).
-pub(super) fn hash_again(f: &FileRow) -> Result<String, String> {
-    let recorded = f.identity();
-    let opened = open_for_upload(Path::new(&f.root), &f.abs_path(), recorded, false)
-        .map_err(|e| e.to_string())?
-        .opened;
-    if opened.stat.kind != Kind::File || opened.stat.identity != recorded {
-        return Err("it changed on disk since its upload".to_owned());
-    }
-    let mut state = Sha256::new();
-    disk::hash_range(&opened.file, 0, recorded.size, &mut state).map_err(|e| e.to_string())?;
-    match opened.file.metadata() {
-        Ok(m) if Identity::of(&m) == recorded => Ok(format!("{:x}", state.finalize())),
-        Ok(_) => Err("it was written to while it was hashed".to_owned()),
-        Err(e) => Err(e.to_string()),
-    }
 }
 
 impl FileJob {
@@ -276,16 +234,7 @@ impl FileJob {
         );
         let (sha256, behind) = match hash {
             Hash::Known(sha) => (Some(sha), None),
-            Hash::Behind(hashing) => (
-                None,
-                Some(Behind {
-                    file_id: f.id,
-                    rel_path: f.rel_path.clone(),
-                    recorded,
-                    file,
-                    hashing,
-                }),
-            ),
+            Hash::Behind(hashing) => (None, Some(Behind::new(f, recorded, file, hashing))),
         };
         Ok(Some(Transferred {
             fact: Uploaded {
@@ -577,7 +526,7 @@ pub(super) async fn open_ahead(
 const AHEAD_BYTES: u64 = 4 << 20;
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::time::Duration;
 
     use super::*;
@@ -651,17 +600,17 @@ mod tests {
     }
 
     /// A real emulator with one dataset, a client of it, a batch created in it, and a store.
-    struct Platform {
-        _dir: tempfile::TempDir,
+    pub(in crate::uploader) struct Platform {
+        pub(in crate::uploader) dir: tempfile::TempDir,
         _emulator: batchdrop_emulator::Emulator,
-        api: ApiClient,
-        batch: String,
-        store: Store,
+        pub(in crate::uploader) api: ApiClient,
+        pub(in crate::uploader) batch: String,
+        pub(in crate::uploader) store: Store,
     }
 
-    const DATASET: &str = "5deac2648a19d218a888d2b1";
+    pub(in crate::uploader) const DATASET: &str = "5deac2648a19d218a888d2b1";
 
-    async fn platform() -> Platform {
+    pub(in crate::uploader) async fn platform() -> Platform {
         let dir = tempfile::tempdir().unwrap();
         let emulator = batchdrop_emulator::Emulator::start(
             ([127, 0, 0, 1], 0).into(),
@@ -692,7 +641,7 @@ mod tests {
             .id;
         let store = Store::open_shared(&dir.path().join("state")).await.unwrap();
         Platform {
-            _dir: dir,
+            dir,
             _emulator: emulator,
             api,
             batch,
