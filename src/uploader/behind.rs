@@ -43,11 +43,8 @@ impl Behind {
     /// was written in place after its upload (its descriptor's size or mtime moved).
     pub(super) async fn hash(self) -> Result<String, String> {
         let sha = self.hashing.finish().await.map_err(|e| e.to_string())?;
-        match self.file.metadata() {
-            Ok(m) if Identity::of(&m) == self.recorded => Ok(sha),
-            Ok(_) => Err("it was written to after its upload".to_owned()),
-            Err(e) => Err(e.to_string()),
-        }
+        unchanged(&self.file, self.recorded, "after its upload")?;
+        Ok(sha)
     }
 }
 
@@ -63,9 +60,16 @@ pub(super) fn hash_again(f: &FileRow) -> Result<String, String> {
     }
     let mut state = Sha256::new();
     disk::hash_range(&opened.file, 0, recorded.size, &mut state).map_err(|e| e.to_string())?;
-    match opened.file.metadata() {
-        Ok(m) if Identity::of(&m) == recorded => Ok(format!("{:x}", state.finalize())),
-        Ok(_) => Err("it was written to while it was hashed".to_owned()),
+    unchanged(&opened.file, recorded, "while it was hashed")?;
+    Ok(format!("{:x}", state.finalize()))
+}
+
+/// That the descriptor is still the version `recorded` (its size and mtime did not move), so
+/// that a hash read from it is of the bytes sent; or why not.
+fn unchanged(file: &std::fs::File, recorded: Identity, when: &str) -> Result<(), String> {
+    match file.metadata() {
+        Ok(m) if Identity::of(&m) == recorded => Ok(()),
+        Ok(_) => Err(format!("it was written to {when}")),
         Err(e) => Err(e.to_string()),
     }
 }

@@ -544,8 +544,9 @@ impl Uploader {
     ) -> Result<(), StepError> {
         let r = match joined.expect("upload task panicked") {
             Ok(Some(sent)) => {
-                facts.push(sent.fact);
-                behind.extend(sent.behind);
+                let (fact, hash_behind) = sent.into_parts();
+                facts.push(fact);
+                behind.extend(hash_behind);
                 Ok(())
             }
             Ok(None) => Ok(()),

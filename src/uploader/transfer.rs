@@ -40,11 +40,37 @@ pub(super) struct FileJob {
     pub(super) early: crate::early_hash::EarlyHashes,
 }
 
-/// One file's transfer, acknowledged: the fact to record, and the hash still being computed
-/// behind its read, if it was.
+/// One file's transfer, acknowledged: what to record of it, with its hash or with the hash
+/// still being computed behind its read.
 pub(super) struct Transferred {
-    pub(super) fact: Uploaded,
-    pub(super) behind: Option<Behind>,
+    file_id: i64,
+    size: i64,
+    pub(super) hash: SentHash,
+}
+
+/// The SHA-256 of a file whose bytes are on the platform.
+pub(super) enum SentHash {
+    /// Known now; `stored`: the file's row holds it already.
+    Known { sha256: String, stored: bool },
+    /// Still being computed (see [`Hash::Behind`]).
+    Behind(Behind),
+}
+
+impl Transferred {
+    /// The fact to record now (without a hash still behind), and that hash.
+    pub(super) fn into_parts(self) -> (Uploaded, Option<Behind>) {
+        let (sha256, hash_stored, behind) = match self.hash {
+            SentHash::Known { sha256, stored } => (Some(sha256), stored, None),
+            SentHash::Behind(behind) => (None, false, Some(behind)),
+        };
+        let fact = Uploaded {
+            file_id: self.file_id,
+            sha256,
+            size: self.size,
+            hash_stored,
+        };
+        (fact, behind)
+    }
 }
 
 /// What is known of a file's SHA-256 once the platform holds every byte of it.
@@ -80,9 +106,9 @@ impl FileJob {
         };
         // A staged file's hash tells whether the platform holds what was staged: it is
         // waited for before its batch is completed.
-        let mut fact = sent.fact;
-        let sha = match (sent.behind, fact.sha256.take()) {
-            (Some(behind), _) => match behind.hash().await {
+        let sha = match sent.hash {
+            SentHash::Known { sha256, .. } => sha256,
+            SentHash::Behind(behind) => match behind.hash().await {
                 Ok(sha) => sha,
                 Err(why) => {
                     let why = format!(
@@ -94,7 +120,6 @@ impl FileJob {
                     return Err(StepError::Tainted(why));
                 }
             },
-            (None, sha) => sha.unwrap_or_default(),
         };
         if sha != staged.sha256 {
             // The platform holds bytes that are not the staged file recorded: its batch
@@ -108,9 +133,13 @@ impl FileJob {
             return Err(StepError::Tainted(why));
         }
         // The file's hash stays the dropped file's (what the receipt and duplicates go by).
-        fact.hash_stored = f.sha256.as_deref() == Some(staged.original_sha256.as_str());
-        fact.sha256 = Some(staged.original_sha256.clone());
-        Ok(Some(Transferred { fact, behind: None }))
+        Ok(Some(Transferred {
+            hash: SentHash::Known {
+                stored: f.sha256.as_deref() == Some(staged.original_sha256.as_str()),
+                sha256: staged.original_sha256.clone(),
+            },
+            ..sent
+        }))
     }
 
     async fn upload_file(
@@ -232,18 +261,17 @@ impl FileJob {
             file = %f.rel_path, dataset = %self.dataset, batch = %self.batch,
             bytes = f.size, ms = started.elapsed().as_millis() as u64, "uploaded"
         );
-        let (sha256, behind) = match hash {
-            Hash::Known(sha) => (Some(sha), None),
-            Hash::Behind(hashing) => (None, Some(Behind::new(f, recorded, file, hashing))),
+        let hash = match hash {
+            Hash::Known(sha256) => SentHash::Known {
+                stored: f.sha256.as_deref() == Some(sha256.as_str()),
+                sha256,
+            },
+            Hash::Behind(hashing) => SentHash::Behind(Behind::new(f, recorded, file, hashing)),
         };
         Ok(Some(Transferred {
-            fact: Uploaded {
-                file_id: f.id,
-                hash_stored: sha256.is_some() && f.sha256 == sha256,
-                sha256,
-                size: f.size,
-            },
-            behind,
+            file_id: f.id,
+            size: f.size,
+            hash,
         }))
     }
 
@@ -674,11 +702,9 @@ pub(super) mod tests {
                 .await
                 .unwrap()
                 .unwrap();
-            match (sent.fact.sha256, sent.behind) {
-                (Some(sha), None) => sha,
-                (None, Some(behind)) => behind.hash().await.unwrap(),
-                (Some(_), Some(_)) => panic!("a hash with the fact and one behind the read"),
-                (None, None) => panic!("no hash at all"),
+            match sent.hash {
+                SentHash::Known { sha256, .. } => sha256,
+                SentHash::Behind(behind) => behind.hash().await.unwrap(),
             }
         }
     }
