@@ -738,10 +738,14 @@ mod tests {
             pieces.iter().map(|p| p.len() as u64).sum::<u64>(),
             end - offset
         );
-        assert_eq!(
-            cached_pages(&path, offset, end),
-            0,
-            "{before} pages of the uploaded range were cached before; none should be after"
+        // Not necessarily none: the kernel does not drop a page still held in another core's
+        // LRU batch, and with large folios one such page is 2 MiB (512 pages of 4 KiB left,
+        // seen once on a 2-core machine). A reader that dropped nothing leaves all 4,096, one
+        // that dropped every other span half of them.
+        let after = cached_pages(&path, offset, end);
+        assert!(
+            after <= before / 4,
+            "{before} pages of the uploaded range were cached before; {after} still are after"
         );
     }
 }
