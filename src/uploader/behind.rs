@@ -24,16 +24,12 @@ pub(super) struct Behind {
 }
 
 impl Behind {
-    pub(super) fn new(
-        f: &FileRow,
-        recorded: Identity,
-        file: std::fs::File,
-        hashing: Hashing,
-    ) -> Behind {
+    /// The hash `hashing` computes of `f`, read from `file`, a descriptor of `f` as queued.
+    pub(super) fn new(f: &FileRow, file: std::fs::File, hashing: Hashing) -> Behind {
         Behind {
             file_id: f.id,
             rel_path: f.rel_path.clone(),
-            recorded,
+            recorded: f.identity(),
             file,
             hashing,
         }

@@ -266,7 +266,7 @@ impl FileJob {
                 stored: f.sha256.as_deref() == Some(sha256.as_str()),
                 sha256,
             },
-            Hash::Behind(hashing) => SentHash::Behind(Behind::new(f, recorded, file, hashing)),
+            Hash::Behind(hashing) => SentHash::Behind(Behind::new(f, file, hashing)),
         };
         Ok(Some(Transferred {
             file_id: f.id,
