@@ -639,11 +639,18 @@ pub(super) mod tests {
     pub(in crate::uploader) const DATASET: &str = "5deac2648a19d218a888d2b1";
 
     pub(in crate::uploader) async fn platform() -> Platform {
+        platform_with(batchdrop_emulator::EmulatorConfig::default()).await
+    }
+
+    /// A platform made as `config` says (its faults, say), with a dataset and a batch.
+    pub(in crate::uploader) async fn platform_with(
+        config: batchdrop_emulator::EmulatorConfig,
+    ) -> Platform {
         let dir = tempfile::tempdir().unwrap();
         let emulator = batchdrop_emulator::Emulator::start(
             ([127, 0, 0, 1], 0).into(),
             &dir.path().join("platform"),
-            batchdrop_emulator::EmulatorConfig::default(),
+            config,
         )
         .await
         .unwrap();
