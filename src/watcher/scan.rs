@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use notify::EventKind;
 use tokio::sync::mpsc;
 
-use super::settle::{clock_start, needed_wait};
+use super::settle::{clock_start, due};
 use super::{Candidate, Watcher, is_ignored_name};
 use crate::config::Watch;
 use crate::disk::{Dir, Identity, Kind};
@@ -221,7 +221,7 @@ impl Watcher {
         match self.candidates.get_mut(&rel) {
             Some(c) if c.identity == identity => {
                 c.hinted |= hint;
-                let due = c.since + needed_wait(&rel, c.hinted, self.watch.settle);
+                let due = due(&rel, c.since, c.hinted, self.watch.settle);
                 self.next_check = self.next_check.min(due);
             }
             other => {
@@ -234,7 +234,7 @@ impl Watcher {
                     .unwrap_or(0);
                 let age = Duration::from_nanos(age.max(0) as u64);
                 let since = clock_start(Instant::now(), age, self.watch.mode, self.watch.settle);
-                let due = since + needed_wait(&rel, hint, self.watch.settle);
+                let due = due(&rel, since, hint, self.watch.settle);
                 self.next_check = self.next_check.min(due);
                 if self.early.wants(identity.size) {
                     // Its hash starts at the first look that finds it unchanged: a tick

@@ -38,7 +38,7 @@ pub(super) fn look(
         None => Look::Gone,
         Some(seen) if seen != held => Look::Changed(seen),
         Some(_) => {
-            let due = since + needed_wait(rel, hinted, settle);
+            let due = due(rel, since, hinted, settle);
             if now >= due {
                 Look::Settled
             } else {
@@ -46,6 +46,11 @@ pub(super) fn look(
             }
         }
     }
+}
+
+/// When a candidate whose clock started at `since` has held still long enough.
+pub(super) fn due(rel: &str, since: Instant, hinted: bool, settle: Duration) -> Instant {
+    since + needed_wait(rel, hinted, settle)
 }
 
 /// When the clock of a file seen for the first time starts: now, or `settle` ago for a file
