@@ -30,6 +30,23 @@ static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 /// How a [`Dir`] holds its folder: `O_PATH` (see the module's comment).
 const HELD: OFlags = OFlags::PATH.union(OFlags::DIRECTORY);
 
+/// A folder reached for one call ([`Dir::within`]): the one asked, or one below it.
+enum Within<'d> {
+    This(&'d Dir),
+    Below(Dir),
+}
+
+impl std::ops::Deref for Within<'_> {
+    type Target = Dir;
+
+    fn deref(&self) -> &Dir {
+        match self {
+            Within::This(dir) => dir,
+            Within::Below(dir) => dir,
+        }
+    }
+}
+
 impl Dir {
     /// A folder named in the config, reached as written (the operator may route it through a
     /// symlink).
@@ -44,6 +61,17 @@ impl Dir {
     /// The folder's path, for messages.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The folder `rel` below this one for the length of one call: this one itself when
+    /// `rel` is empty (a file right in it, the common case: no descriptor is opened and
+    /// closed again for it), else [`Dir::sub`].
+    fn within(&self, rel: &Path) -> io::Result<Within<'_>> {
+        if relative(rel)?.as_os_str().is_empty() {
+            Ok(Within::This(self))
+        } else {
+            self.sub(rel).map(Within::Below)
+        }
     }
 
     /// The folder `rel` below this one, reached without following any symlink.
@@ -122,7 +150,7 @@ impl Dir {
     /// folder when `links` is `Beneath` (and may not be followed at all when `Refuse`).
     pub fn stat_file(&self, rel: &Path, links: Links) -> io::Result<FileStat> {
         let (parent, name) = split(rel)?;
-        let folder = self.sub(parent)?;
+        let folder = self.within(parent)?;
         let st = folder.stat(name)?;
         if st.kind != Kind::Symlink {
             return Ok(st);
@@ -138,7 +166,7 @@ impl Dir {
     /// Any kind of file is returned; the caller judges `stat.kind`.
     pub fn open_file(&self, rel: &Path, links: Links) -> io::Result<Opened> {
         let (parent, name) = split(rel)?;
-        let folder = self.sub(parent)?;
+        let folder = self.within(parent)?;
         let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY;
         let fd = match rustix::fs::openat(
             &folder.fd,

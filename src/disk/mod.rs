@@ -218,6 +218,10 @@ pub fn folder_of<'p>(
         std::fs::create_dir_all(&anchor)?;
     }
     let base = Dir::anchor(&anchor)?;
+    if parent.as_os_str().is_empty() {
+        // Right in the anchor: nothing to reach or create below it.
+        return Ok((base, name));
+    }
     let dir = match create {
         Create::No => base.sub(parent)?,
         Create::Shared => base.sub_created(parent, None)?,
