@@ -379,29 +379,8 @@ pub(super) struct Scanned {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use tokio::sync::Notify;
-
+    use super::super::tests::watcher_of;
     use super::*;
-    use crate::store::Store;
-
-    /// A watcher of `<dir>/drop` (settle 0) and its store.
-    async fn watcher(dir: &Path, max_queued_files: u64) -> (Watcher, Store) {
-        let drop = dir.join("drop");
-        std::fs::create_dir_all(&drop).unwrap();
-        let text = format!("[[watch]]\npath = {drop:?}\ndataset = \"d\"\nsettle = \"0\"\n");
-        let config = crate::config::Config::parse(&text, &dir.join("c.toml")).unwrap();
-        let store = Store::open_shared(&dir.join("state")).await.unwrap();
-        let watcher = Watcher::new(
-            config.watches[0].clone(),
-            store.clone(),
-            Arc::new(Notify::new()),
-            Arc::default(),
-            max_queued_files,
-        );
-        (watcher, store)
-    }
 
     fn write_files(folder: &Path, n: usize) {
         std::fs::create_dir_all(folder).unwrap();
@@ -413,7 +392,7 @@ mod tests {
     #[tokio::test]
     async fn a_backlog_beyond_the_candidate_cap_is_taken_a_cap_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut w, store) = watcher(dir.path(), 1_000_000).await;
+        let (mut w, store, _) = watcher_of(dir.path(), "0", 1_000_000).await;
         w.candidate_cap = 300;
         // More than a page (PAGE) in one folder, and more folders below.
         write_files(&dir.path().join("drop"), 1500);
@@ -443,7 +422,7 @@ mod tests {
     #[tokio::test]
     async fn only_the_first_scan_holds_back_the_batcher_and_only_while_it_runs() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut w, store) = watcher(dir.path(), 1_000_000).await;
+        let (mut w, store, _) = watcher_of(dir.path(), "0", 1_000_000).await;
         write_files(&dir.path().join("drop"), 50);
         let health = w.health.clone();
         let name = w.watch.name.clone();
@@ -473,7 +452,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_leaves_the_rest_of_a_backlog_on_disk_for_later_scans() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut w, store) = watcher(dir.path(), 50).await;
+        let (mut w, store, _) = watcher_of(dir.path(), "0", 50).await;
         w.candidate_cap = 80;
         write_files(&dir.path().join("drop"), 1200);
         write_files(&dir.path().join("drop/sub"), 100);
@@ -579,7 +558,7 @@ mod tests {
     #[tokio::test]
     async fn rescans_ask_the_store_about_files_not_remembered() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut w, store) = watcher(dir.path(), 1000).await;
+        let (mut w, store, _) = watcher_of(dir.path(), "0", 1000).await;
         w.recorded_cap = 4;
         let drop = dir.path().join("drop");
         write_files(&drop, 20);

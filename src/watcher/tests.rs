@@ -6,8 +6,12 @@ use super::*;
 use sha2::Digest;
 
 /// A watcher of `dir`/drop (created) with `settle`, queueing at most `max_queued` files, and
-/// its store in `dir`/state.
-async fn watcher_of(dir: &Path, settle: &str, max_queued: u64) -> (Watcher, Store, PathBuf) {
+/// its store in `dir`/state (the scan's tests use it too).
+pub(super) async fn watcher_of(
+    dir: &Path,
+    settle: &str,
+    max_queued: u64,
+) -> (Watcher, Store, PathBuf) {
     let drop = dir.join("drop");
     let text = format!("[[watch]]\npath = {drop:?}\ndataset = \"d\"\nsettle = \"{settle}\"\n");
     let config = crate::config::Config::parse(&text, &dir.join("c.toml")).unwrap();
