@@ -432,10 +432,9 @@ impl Watcher {
             // A file not yet due is not read again: a change meanwhile restarts its clock
             // when an event or a scan brings it (`consider_rel`), and one no event told of
             // (a write through a mapping, another host's on a network mount) is seen at the
-            // look when it is due. Reading each waiting file every tick was 7 % of the
-            // daemon's CPU in B1 (20,000 files, four looks each before their settle was up).
-            // A large file is still looked at each tick: two looks in a row that find it
-            // unchanged start its early hash.
+            // look when it is due. During a burst, reading every waiting file each tick
+            // cost more than anything else the watcher does. A large file is still looked
+            // at each tick: two looks in a row that find it unchanged start its early hash.
             let due = settle::due(rel, c.since, c.hinted, settle);
             if at < due && !self.early.wants(c.identity.size) {
                 self.next_check = self.next_check.min(due);
