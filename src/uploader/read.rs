@@ -28,9 +28,10 @@ use crate::disk;
 /// the pieces it has room for and goes on; the hasher reads what it missed again, from the
 /// page cache, where it is kept until hashed. For the same reason the hasher runs at a low
 /// priority ([`crate::background`]): on cores shared with the send (and with an embedded
-/// platform's receive) it takes what they leave, and finishes after them if it must. The file's identity, checked after the transfer,
-/// says the bytes read twice are the bytes sent, as it does for a hash computed while the file
-/// settled. With [`HashBy::Known`] (that hash) the pieces are only sent.
+/// platform's receive) it takes what they leave, and finishes after them if it must. The
+/// file's identity, checked after the transfer, says the bytes read twice are the bytes sent,
+/// as it does for a hash computed while the file settled. With [`HashBy::Known`] (that hash)
+/// the pieces are only sent.
 ///
 /// What has been read, and hashed, of a large file leaves the page cache
 /// ([`disk::drop_cached`]).
