@@ -446,20 +446,19 @@ mod tests {
         (path, data)
     }
 
-    async fn read_all(path: &Path, offset: u64, chunk: u64) -> (Vec<bytes::Bytes>, String) {
+    /// `path` read from `offset` to `end` in chunks of `chunk`, and hashed from `offset`.
+    fn read_hashed(path: &Path, offset: u64, end: u64, chunk: u64) -> (Pieces, Hashing) {
         let file = std::fs::File::open(path).unwrap();
-        let end = file.metadata().unwrap().len();
-        let (pieces, hashing) = read_ahead(
-            file,
-            offset,
-            end,
-            chunk,
-            HashBy::Reading {
-                state: Sha256::new(),
-                from: offset,
-            },
-        )
-        .unwrap();
+        let hash_by = HashBy::Reading {
+            state: Sha256::new(),
+            from: offset,
+        };
+        read_ahead(file, offset, end, chunk, hash_by).unwrap()
+    }
+
+    async fn read_all(path: &Path, offset: u64, chunk: u64) -> (Vec<bytes::Bytes>, String) {
+        let end = std::fs::metadata(path).unwrap().len();
+        let (pieces, hashing) = read_hashed(path, offset, end, chunk);
         let mut got = Vec::new();
         while let Some(piece) = pieces.lock().await.recv().await {
             got.push(piece.unwrap());
@@ -492,18 +491,7 @@ mod tests {
     async fn the_upload_s_hash_runs_at_the_lowest_priority_and_gives_the_file_s_hash() {
         let dir = tempfile::tempdir().unwrap();
         let (path, data) = cached_file(dir.path());
-        let file = std::fs::File::open(&path).unwrap();
-        let (pieces, hashing) = read_ahead(
-            file,
-            0,
-            data.len() as u64,
-            4 << 20,
-            HashBy::Reading {
-                state: Sha256::new(),
-                from: 0,
-            },
-        )
-        .unwrap();
+        let (pieces, hashing) = read_hashed(&path, 0, data.len() as u64, 4 << 20);
         // No piece taken yet: the reader waits with its pieces ahead, the hasher for the end.
         // (Other tests' hashers may be starting: one is named before it lowers its priority.)
         let started = std::time::Instant::now();
@@ -713,20 +701,9 @@ mod tests {
     async fn a_file_cut_short_ends_its_pieces_with_an_error_and_gives_no_hash() {
         let dir = tempfile::tempdir().unwrap();
         let (path, data) = cached_file(dir.path());
-        let file = std::fs::File::open(&path).unwrap();
         // Announced 3 MiB longer than it is: a file truncated after it was recorded.
         let announced = data.len() as u64 + (3 << 20);
-        let (pieces, hashing) = read_ahead(
-            file,
-            0,
-            announced,
-            8 << 20,
-            HashBy::Reading {
-                state: Sha256::new(),
-                from: 0,
-            },
-        )
-        .unwrap();
+        let (pieces, hashing) = read_hashed(&path, 0, announced, 8 << 20);
         let mut sent = 0u64;
         let error = loop {
             match pieces.lock().await.recv().await {
@@ -744,18 +721,7 @@ mod tests {
     async fn a_read_given_up_ends_its_hasher_without_a_hash() {
         let dir = tempfile::tempdir().unwrap();
         let (path, data) = cached_file(dir.path());
-        let file = std::fs::File::open(&path).unwrap();
-        let (pieces, hashing) = read_ahead(
-            file,
-            0,
-            data.len() as u64,
-            1 << 30,
-            HashBy::Reading {
-                state: Sha256::new(),
-                from: 0,
-            },
-        )
-        .unwrap();
+        let (pieces, hashing) = read_hashed(&path, 0, data.len() as u64, 1 << 30);
         let first = pieces.lock().await.recv().await.unwrap().unwrap();
         assert_eq!(&first[..], &data[..first.len()]);
         drop(pieces); // the upload is given up after its first piece
