@@ -1,13 +1,13 @@
-//! Threads for work that no one waits on yet: the SHA-256 of a large file while it settles
-//! (`early_hash`) and while it is sent (`uploader::read`). They run at the lowest CPU
-//! priority (nice 19), so that where the cores are busy, the work someone waits on (the
-//! send to the platform, an embedded platform's receive, other files' uploads) takes them
-//! first and the hash takes what is left. On an idle machine nothing changes: a low priority
-//! only matters where threads compete.
+//! Threads for work that no one waits on yet: the SHA-256 of a large file while it is sent
+//! (`uploader::read`). They run at the lowest CPU priority (nice 19), so that where the cores
+//! are busy, the work someone waits on (the send to the platform, an embedded platform's
+//! receive, other files' uploads) takes them first and the hash takes what is left. On an idle
+//! machine nothing changes: a low priority only matters where threads compete.
 //!
-//! The hash's readers do not wait for it (the upload's hasher reads again what it missed; an
-//! early hash that has not finished is handed over), and a batch is completed without it, so
-//! a hash that runs late delays only what needs it: the file's receipt and its dedupe record.
+//! The upload does not wait for its hash (the hasher reads again what it missed) and a batch
+//! is completed without it, so a hash that runs late delays only what needs it: the file's
+//! receipt and its dedupe record. (The early hash, which an upload waits for when it takes it
+//! over, runs at the daemon's priority: see `early_hash`.)
 //!
 //! One thread per job, not tokio's blocking pool: a thread's nice value can be lowered but not
 //! raised again without privilege, so a pool thread would keep it for every later task.

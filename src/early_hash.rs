@@ -10,8 +10,11 @@
 //! with another), it takes the hash first, the same way, and gives the whole hash back
 //! ([`EarlyHashes::known`]) for the upload.
 //!
-//! This module owns the registry of those hashes and the threads that compute them (one each,
-//! at a low priority: [`crate::background`]).
+//! This module owns the registry of those hashes and the blocking threads that compute them.
+//! They run at the daemon's priority, not at the upload hasher's low one
+//! ([`crate::background`]): the settle is their window, and an upload that takes one over
+//! waits for its hand-over. At a low priority, on cores kept busy by other processes, an early
+//! hash would hardly move while its file settles, and its hand-over would wait for a core.
 //! It must not write to the store or talk to the platform, must not trust a hash whose file
 //! changed while it was read (its identity is checked before and after), and must not drop
 //! pages from the page cache (the upload reads them next, and drops them behind itself). It
@@ -48,7 +51,7 @@ pub struct Job {
     /// What the computing thread is asked to do at its next piece: go on, stop, hand over.
     stop: std::sync::atomic::AtomicU8,
     /// The registry it was started by: once every holder of it is gone (the daemon stops),
-    /// the hash stops too, so that no thread goes on reading for a daemon that is gone.
+    /// the hash stops too, so that no blocking thread holds the runtime's shutdown.
     registry: std::sync::Weak<Registry>,
     /// Bytes hashed so far.
     hashed: AtomicU64,
@@ -114,7 +117,7 @@ impl EarlyHashes {
     /// Starts hashing `path` below the drop folder `root`, seen as `identity` on two looks in
     /// a row, unless it is small,
     /// already hashed or being hashed at that identity, or the registry is busy. Returns the job
-    /// when one was started. The hash runs on a thread of its own, at a low priority.
+    /// when one was started. Call it from async code: the hash runs on the blocking pool.
     pub fn start(&self, root: &Path, path: &Path, identity: Identity) -> Option<Arc<Job>> {
         let registry = self.inner.as_ref()?;
         if !self.wants(identity.size) {
@@ -139,15 +142,10 @@ impl EarlyHashes {
         });
         jobs.insert(identity, job.clone());
         let (root, path, running) = (root.to_owned(), path.to_owned(), job.clone());
-        let started = crate::background::spawn("batchdrop-hash", move || {
+        tokio::task::spawn_blocking(move || {
             let ended = running.compute(&root, &path);
             running.outcome.send_replace(Some(ended));
         });
-        if started.is_err() {
-            // No thread to spare: its upload hashes the file as it reads it.
-            jobs.remove(&identity);
-            return None;
-        }
         Some(job)
     }
 
