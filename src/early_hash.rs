@@ -11,10 +11,6 @@
 //! ([`EarlyHashes::known`]) for the upload.
 //!
 //! This module owns the registry of those hashes and the blocking threads that compute them.
-//! They run at the daemon's priority, not at the upload hasher's low one
-//! ([`crate::background`]): the settle is their window, and an upload that takes one over
-//! waits for its hand-over. At a low priority, on cores kept busy by other processes, an early
-//! hash would hardly move while its file settles, and its hand-over would wait for a core.
 //! It must not write to the store or talk to the platform, must not trust a hash whose file
 //! changed while it was read (its identity is checked before and after), and must not drop
 //! pages from the page cache (the upload reads them next, and drops them behind itself). It

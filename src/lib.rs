@@ -16,7 +16,6 @@ extern crate self as batchdrop;
 pub mod admin;
 pub mod api;
 pub mod archiver;
-pub mod background;
 pub mod batcher;
 pub mod blocked;
 pub mod build_info;

@@ -1,5 +1,5 @@
 //! A file's bytes on their way to the platform: read by one blocking task, ahead of the
-//! network, in pieces that never straddle a chunk, hashed by a thread of low priority that
+//! network, in pieces that never straddle a chunk, hashed by a second blocking task that
 //! follows the read without holding it back, and dropped from the page cache behind both; and
 //! the request bodies made of them.
 //!
@@ -21,17 +21,14 @@ use crate::disk;
 /// [`body_of`]). Reading runs up to [`READ_AHEAD`] pieces ahead of the network, across chunks:
 /// the next chunk's first pieces are ready while the platform answers the previous one.
 ///
-/// With [`HashBy::Reading`] a thread of its own adds the bytes from `from` on to the hash of
+/// With [`HashBy::Reading`] a second blocking task adds the bytes from `from` on to the hash of
 /// the bytes before (see [`hash_behind`]). Hashing costs several times the read's copy: a
 /// hasher that held the reader back would set the pace of the whole upload (on two cores, the
 /// bytes of a 2 GiB file reached the platform a third later). So the reader hands the hasher
 /// the pieces it has room for and goes on; the hasher reads what it missed again, from the
-/// page cache, where it is kept until hashed. For the same reason the hasher runs at a low
-/// priority ([`crate::background`]): on cores shared with the send (and with an embedded
-/// platform's receive) it takes what they leave, and finishes after them if it must. The
-/// file's identity, checked after the transfer, says the bytes read twice are the bytes sent,
-/// as it does for a hash computed while the file settled. With [`HashBy::Known`] (that hash)
-/// the pieces are only sent.
+/// page cache, where it is kept until hashed. The file's identity, checked after the transfer,
+/// says the bytes read twice are the bytes sent, as it does for a hash computed while the file
+/// settled. With [`HashBy::Known`] (that hash) the pieces are only sent.
 ///
 /// What has been read, and hashed, of a large file leaves the page cache
 /// ([`disk::drop_cached`]).
@@ -57,10 +54,7 @@ pub(super) fn read_ahead(
                 drop: DropBehind::new(offset, end),
                 given_up: given_up.clone(),
             };
-            let (answer, hashing) = tokio::sync::oneshot::channel();
-            crate::background::spawn("batchdrop-hash", move || {
-                let _ = answer.send(hash_behind(behind, state, to_hash));
-            })?;
+            let hashing = tokio::task::spawn_blocking(move || hash_behind(behind, state, to_hash));
             // The hasher's answer says whether every byte was read (only then is it sent
             // `End`), so the reader's own answer is not needed here.
             drop(spawn_reader(
@@ -273,8 +267,7 @@ fn stopped_short() -> std::io::Error {
 /// The hasher's task; dropped unfinished (its upload failed or was given up), it tells the
 /// hasher to stop reading.
 pub(super) struct HashTask {
-    /// Its thread's answer (see [`crate::background`]: it runs at a low priority).
-    hashing: tokio::sync::oneshot::Receiver<std::io::Result<Sha256>>,
+    hashing: tokio::task::JoinHandle<std::io::Result<Sha256>>,
     given_up: Arc<AtomicBool>,
 }
 
@@ -286,7 +279,7 @@ impl Drop for HashTask {
 
 /// Where the SHA-256 of the bytes [`read_ahead`] reads comes from.
 pub(super) enum HashBy {
-    /// A thread of its own hashes the bytes read from `from` on (at least the offset),
+    /// A second blocking task hashes the bytes read from `from` on (at least the offset),
     /// after `state`, the hash of the bytes before `from`.
     Reading { state: Sha256, from: u64 },
     /// The hash of the whole file, computed while it settled (`crate::early_hash`) for exactly
@@ -319,7 +312,7 @@ impl Hashing {
         match self {
             Hashing::Reading(mut task) => (&mut task.hashing)
                 .await
-                .expect("hashing thread panicked")
+                .expect("hashing task panicked")
                 .map(|hasher| format!("{:x}", hasher.finalize())),
             Hashing::Known { sha256, reading } => {
                 if reading.await.expect("reading task panicked") {
@@ -464,59 +457,6 @@ mod tests {
             got.push(piece.unwrap());
         }
         (got, hashing.finish().await.unwrap())
-    }
-
-    /// The nice values of this process's threads named `name`, from /proc.
-    fn nice_of_threads_named(name: &str) -> Vec<i64> {
-        let mut nice = Vec::new();
-        for task in std::fs::read_dir("/proc/self/task").unwrap() {
-            let task = task.unwrap().path();
-            let Ok(comm) = std::fs::read_to_string(task.join("comm")) else {
-                continue; // ended meanwhile
-            };
-            if comm.trim_end() != name {
-                continue;
-            }
-            let Ok(stat) = std::fs::read_to_string(task.join("stat")) else {
-                continue;
-            };
-            // After the name in parentheses: state is field 3, nice field 19.
-            let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-            nice.push(fields[19 - 3].parse().unwrap());
-        }
-        nice
-    }
-
-    #[tokio::test]
-    async fn the_upload_s_hash_runs_at_the_lowest_priority_and_gives_the_file_s_hash() {
-        let dir = tempfile::tempdir().unwrap();
-        let (path, data) = cached_file(dir.path());
-        let (pieces, hashing) = read_hashed(&path, 0, data.len() as u64, 4 << 20);
-        // No piece taken yet: the reader waits with its pieces ahead, the hasher for the end.
-        // (Other tests' hashers may be starting: one is named before it lowers its priority.)
-        let started = std::time::Instant::now();
-        loop {
-            let nice = nice_of_threads_named("batchdrop-hash");
-            if !nice.is_empty()
-                && nice
-                    .iter()
-                    .all(|n| *n == i64::from(crate::background::NICE))
-            {
-                break;
-            }
-            assert!(
-                started.elapsed() < std::time::Duration::from_secs(10),
-                "hashing threads' nice values: {nice:?}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        while let Some(piece) = pieces.lock().await.recv().await {
-            piece.unwrap();
-        }
-        assert_eq!(
-            hashing.finish().await.unwrap(),
-            format!("{:x}", Sha256::digest(&data))
-        );
     }
 
     #[tokio::test]
