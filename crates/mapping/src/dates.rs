@@ -278,7 +278,7 @@ pub fn parse_any(text: &str) -> Option<DateTime<FixedOffset>> {
 /// `HH:MM[:SS[.fraction]]`, then `Z`, `±HH`, `±HHMM`, `±HH:MM` or nothing (UTC).
 pub fn parse_iso(text: &str) -> Option<DateTime<FixedOffset>> {
     let bytes = text.as_bytes();
-    let (date, end) = iso_date_prefix(bytes)?;
+    let (date, end) = batchdrop_xdm::date_prefix(bytes)?;
     let utc = FixedOffset::east_opt(0)?;
     if end == bytes.len() {
         return utc
@@ -338,7 +338,7 @@ pub fn parse_iso(text: &str) -> Option<DateTime<FixedOffset>> {
 
 /// `YYYY-M[M]-D[D]` exactly (a real calendar day).
 pub fn parse_iso_date(text: &str) -> Option<NaiveDate> {
-    match iso_date_prefix(text.trim().as_bytes()) {
+    match batchdrop_xdm::date_prefix(text.trim().as_bytes()) {
         Some((date, end)) if end == text.trim().len() => Some(date),
         _ => None,
     }
@@ -351,40 +351,6 @@ fn two_digits(b: &[u8]) -> Option<u32> {
         }
         _ => None,
     }
-}
-
-/// A leading `YYYY-M[M]-D[D]` and where it ends.
-fn iso_date_prefix(b: &[u8]) -> Option<(NaiveDate, usize)> {
-    if b.len() < 8 || !b[..4].iter().all(u8::is_ascii_digit) || b[4] != b'-' {
-        return None;
-    }
-    let year = b[..4]
-        .iter()
-        .fold(0i32, |acc, d| acc * 10 + i32::from(d - b'0'));
-    let number = |from: usize| -> Option<(u32, usize)> {
-        let len = b
-            .get(from..)?
-            .iter()
-            .take(2)
-            .take_while(|c| c.is_ascii_digit())
-            .count();
-        if len == 0 {
-            return None;
-        }
-        let value = b[from..from + len]
-            .iter()
-            .fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0'));
-        Some((value, from + len))
-    };
-    let (month, at) = number(5)?;
-    if b.get(at) != Some(&b'-') {
-        return None;
-    }
-    let (day, end) = number(at + 1)?;
-    if b.get(end).is_some_and(u8::is_ascii_digit) {
-        return None;
-    }
-    Some((NaiveDate::from_ymd_opt(year, month, day)?, end))
 }
 
 /// Epoch milliseconds as a UTC date-time.

@@ -31,4 +31,4 @@ pub use issue::{Issue, IssueCode};
 pub use pointer::{normalize_pointer, value_at};
 pub use record::{CsvColumns, identity};
 pub use schema::{Additional, IntWidth, KeyHasher, Node, Obj, Props, Schema, Ty};
-pub use text::{Format, is_date, is_date_time, is_email, is_uri};
+pub use text::{Format, date_prefix, is_date, is_date_time, is_email, is_uri};

@@ -21,7 +21,8 @@ impl Format {
         }
     }
 
-    pub(crate) fn accepts(self, s: &str) -> bool {
+    /// Whether the platform's conversion takes `s` as this format.
+    pub fn accepts(self, s: &str) -> bool {
         match self {
             Format::DateTime => is_date_time(s),
             Format::Date => is_date(s),
@@ -31,7 +32,7 @@ impl Format {
     }
 
     /// What a value that the format refuses is not, and what to send instead.
-    pub(crate) fn refusal(self) -> &'static str {
+    pub fn refusal(self) -> &'static str {
         match self {
             Format::DateTime => {
                 "is not a date-time: use ISO 8601, e.g. 2024-05-01T12:30:00Z (or a long in epoch milliseconds)"
@@ -51,9 +52,10 @@ fn two(b: &[u8]) -> u32 {
     u32::from(b[0] - b'0') * 10 + u32::from(b[1] - b'0')
 }
 
-/// The length of a leading `YYYY-M[M]-D[D]` that is a real calendar day, if any. Months and
-/// days may have one digit (`1979-01-3`), as the platform's conversion accepts.
-fn date_prefix(b: &[u8]) -> Option<usize> {
+/// A leading `YYYY-M[M]-D[D]` that is a real calendar day, and where it ends. Months and days
+/// may have one digit (`1979-01-3`), as the platform's conversion accepts. The one reading of
+/// such a date: the checks here and the mapping's conversions (`batchdrop-mapping`) use it.
+pub fn date_prefix(b: &[u8]) -> Option<(chrono::NaiveDate, usize)> {
     if b.len() < 8 || !digits(&b[0..4]) || b[4] != b'-' {
         return None;
     }
@@ -80,19 +82,20 @@ fn date_prefix(b: &[u8]) -> Option<usize> {
         return None;
     }
     let year = two(&b[0..2]) * 100 + two(&b[2..4]);
-    chrono::NaiveDate::from_ymd_opt(year as i32, month, day).map(|_| end)
+    let date = chrono::NaiveDate::from_ymd_opt(year as i32, month, day)?;
+    Some((date, end))
 }
 
 /// `YYYY-MM-DD` (months and days may have one digit), a real calendar day.
 pub fn is_date(s: &str) -> bool {
-    date_prefix(s.as_bytes()) == Some(s.len())
+    date_prefix(s.as_bytes()).is_some_and(|(_, end)| end == s.len())
 }
 
 /// ISO 8601 date-time: a date (as [`is_date`]), then `THH:MM[:SS[.fff]]` with `Z`, an offset,
 /// or none (a space may replace the `T`); a date alone converts too (midnight).
 pub fn is_date_time(s: &str) -> bool {
     let b = s.as_bytes();
-    let Some(d) = date_prefix(b) else {
+    let Some((_, d)) = date_prefix(b) else {
         return false;
     };
     if d == b.len() {

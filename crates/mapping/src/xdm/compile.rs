@@ -13,12 +13,7 @@ use super::*;
 pub(super) fn node(field: &xdm::Node) -> Node {
     Node {
         kind: kind(field),
-        format: field.format.map(|f| match f {
-            xdm::Format::Date => Format::Date,
-            xdm::Format::DateTime => Format::DateTime,
-            xdm::Format::Email => Format::Email,
-            xdm::Format::Uri => Format::Uri,
-        }),
+        format: field.format,
         enumeration: field.enumeration.clone(),
         minimum: field.minimum,
         maximum: field.maximum,

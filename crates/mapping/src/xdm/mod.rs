@@ -32,6 +32,7 @@ mod convert;
 mod tests;
 mod walk;
 
+pub use batchdrop_xdm::Format;
 pub use convert::{Scalar, convert_scalar};
 use walk::Walk;
 
@@ -94,14 +95,6 @@ impl IntWidth {
             IntWidth::Long => (i64::MIN, i64::MAX),
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Date,
-    DateTime,
-    Email,
-    Uri,
 }
 
 #[derive(Debug, Default)]

@@ -16,6 +16,7 @@ fn schema() -> Schema {
             "born": {"type": "string", "format": "date"},
             "seen": {"type": ["string", "null"], "format": "date-time"},
             "mail": {"type": "string", "format": "email"},
+            "site": {"type": "string", "format": "uri"},
             "gender": {"type": "string", "enum": ["male", "female"]},
             "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 2},
             "name": {"$ref": "#/definitions/name"},
@@ -104,6 +105,42 @@ fn values_that_do_not_convert_or_break_rules_are_reported_by_field() {
         issues[0].message.contains("arrays never convert"),
         "{issues:?}"
     );
+}
+
+#[test]
+fn emails_and_uris_are_held_to_the_validators_rules() {
+    // What the mapping lets through, the daemon's pre-flight and the platform must take too:
+    // a local part with a second `@` was once let through here and refused by the validator.
+    for (mail, refused) in [
+        ("name@example.com", false),
+        ("a@b@example.com", true),
+        ("name@.example.com", true),
+        ("name @example.com", true),
+    ] {
+        let (_, issues) = conform(json!({"id": "x", "mail": mail}));
+        let flagged: Vec<&Issue> = issues.iter().filter(|i| i.field == "mail").collect();
+        assert_eq!(!flagged.is_empty(), refused, "{mail}: {issues:?}");
+        assert_eq!(refused, !batchdrop_xdm::is_email(mail), "{mail}");
+        if refused {
+            assert_eq!(flagged[0].kind, IssueKind::Constraint);
+            assert_eq!(
+                flagged[0].message,
+                format!("mail: {mail:?} is not an email address (name@domain.tld)")
+            );
+        }
+    }
+    for (site, refused) in [
+        ("https://example.com/x", false),
+        ("urn:isbn:0451450523", false),
+        ("example.com/x", true),
+        ("1http://example.com", true),
+        ("https://example.com/a b", true),
+    ] {
+        let (_, issues) = conform(json!({"id": "x", "site": site}));
+        let flagged = issues.iter().any(|i| i.field == "site");
+        assert_eq!(flagged, refused, "{site}: {issues:?}");
+        assert_eq!(refused, !batchdrop_xdm::is_uri(site), "{site}");
+    }
 }
 
 #[test]

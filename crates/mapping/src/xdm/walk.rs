@@ -1,7 +1,7 @@
 //! Walking one record against the compiled schema: conversions into each field's type and the
 //! platform's checks, collecting at most `MAX_ISSUES` issues.
 
-use super::convert::{convert, is_email, is_uri};
+use super::convert::convert;
 use super::*;
 
 /// Walks a record beside its schema, keeping the dotted path of where it is.
@@ -236,22 +236,15 @@ impl Walk<'_> {
                     ),
                 );
             }
-            match node.format {
-                Some(Format::Email) if !is_email(s) => self.issue(
+            // Dates and date-times were converted above; the other formats are checked as the
+            // validator checks them (one definition of each, in `batchdrop-xdm`).
+            if let Some(format @ (Format::Email | Format::Uri)) = node.format
+                && !format.accepts(s)
+            {
+                self.issue(
                     IssueKind::Constraint,
-                    format!(
-                        "{} is not an email address (name@domain.tld)",
-                        value.excerpt()
-                    ),
-                ),
-                Some(Format::Uri) if !is_uri(s) => self.issue(
-                    IssueKind::Constraint,
-                    format!(
-                        "{} is not a URI: it needs a scheme, e.g. https://example.com/x",
-                        value.excerpt()
-                    ),
-                ),
-                _ => {}
+                    format!("{} {}", value.excerpt(), format.refusal()),
+                );
             }
         }
         if let Some(allowed) = &node.enumeration {
