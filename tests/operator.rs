@@ -646,3 +646,68 @@ fn the_emulator_logs_json_and_takes_its_config_only_from_the_command_line() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("/nonexistent/emu.toml"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_with_control_characters_reach_the_terminal_escaped() {
+    // A producer chose this name: a newline that would fake a line of output, a terminal
+    // title escape and a clear-screen. The text output shows it escaped; JSON keeps it.
+    let env = Env::new().await;
+    let config = env.write_config("", "");
+    let name = "evil\n\u{1b}]0;owned\u{7}\u{1b}[2J.json";
+    let escaped = r"evil\n\u{1b}]0;owned\u{7}\u{1b}[2J.json";
+    write_atomic(&env.drop_dir().join(name), jsonl(0, 1).as_bytes());
+    let only_newlines = |out: &str| !out.chars().any(|c| c.is_control() && c != '\n');
+
+    let out = run_for(
+        batchdrop()
+            .args(["run", "--once", "--dry-run", "--config"])
+            .arg(&config),
+        120,
+    );
+    let plan = text(&out.stdout);
+    assert!(only_newlines(&plan), "{plan:?}");
+    assert!(plan.contains(&format!("refused {escaped}: ")), "{plan}");
+
+    run_for(
+        batchdrop().args(["run", "--once", "--config"]).arg(&config),
+        120,
+    );
+    assert!(
+        env.failed().join(name).exists(),
+        "the file went to the failed folder"
+    );
+
+    let out = run_for(batchdrop().args(["status", "--config"]).arg(&config), 60);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let status = text(&out.stdout);
+    assert!(only_newlines(&status), "{status:?}");
+    let line = status
+        .lines()
+        .find(|l| l.contains("evil"))
+        .unwrap_or_else(|| panic!("no failure line: {status}"));
+    assert!(line.contains(escaped), "{line}");
+
+    let out = run_for(
+        batchdrop()
+            .args(["status", "--config"])
+            .arg(&config)
+            .arg(name),
+        60,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let history = text(&out.stdout);
+    assert!(only_newlines(&history), "{history:?}");
+    assert!(
+        history.starts_with(&format!("file {escaped}: 1 record(s)")),
+        "{history}"
+    );
+
+    let out = run_for(
+        batchdrop()
+            .args(["status", "--json", "--config"])
+            .arg(&config),
+        60,
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["recent_failures"][0]["file"], name, "{json:#}");
+}

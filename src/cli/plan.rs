@@ -67,7 +67,11 @@ pub async fn run(config: &Config) -> Result<u8, CommandError> {
         let taken = judge(watch, found, validator.as_ref(), &mut refused);
         print_batches(watch, &taken);
         for (rel, why) in &refused {
-            println!("  refused {rel}: {why}");
+            println!(
+                "  refused {}: {}",
+                crate::telemetry::escape_controls(rel),
+                crate::telemetry::escape_controls(why)
+            );
         }
     }
     if let Some(connection) = connection
@@ -241,7 +245,7 @@ fn print_batches(watch: &Watch, taken: &[Found]) {
                 "  batch {n} ({format}, {} files, {} bytes): {}",
                 batch.len(),
                 bytes,
-                names.join(", ")
+                crate::telemetry::escape_controls(&names.join(", "))
             );
             batch.clear();
             *bytes = 0;

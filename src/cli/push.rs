@@ -351,11 +351,12 @@ async fn report(
         .iter()
         .filter(|f| f.state == FileState::Failed)
         .map(|f| {
-            format!(
+            crate::telemetry::escape_controls(&format!(
                 "{}: {}",
                 f.abs_path().display(),
                 f.reason.as_deref().unwrap_or("failed")
-            )
+            ))
+            .into_owned()
         })
         .collect();
     if succeeded && failed_files.is_empty() {
@@ -506,7 +507,13 @@ async fn print_duplicates(store: &Store) -> Result<usize, CommandError> {
             }
             (None, None) => "the same content is already in the dataset".into(),
         };
-        println!("{} duplicate: {why}", f.abs_path().display());
+        println!(
+            "{}",
+            crate::telemetry::escape_controls(&format!(
+                "{} duplicate: {why}",
+                f.abs_path().display()
+            ))
+        );
         n += 1;
     }
     Ok(n)

@@ -4,8 +4,11 @@
 //! failures with their reasons. With a file or batch: its whole history.
 //!
 //! The `--json` shape is a stable interface (documented in docs/commands.md, "status --json";
-//! changes go to CHANGELOG.md): keys are only ever added. This module must not change the
-//! state or talk to the platform.
+//! changes go to CHANGELOG.md): keys are only ever added. The text form escapes control
+//! characters in names, reasons and messages: producers choose file names, and a newline or a
+//! terminal escape in one must neither start a line of its own nor reach the operator's
+//! terminal as a command (JSON escapes them itself). This module must not change the state or
+//! talk to the platform.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +19,7 @@ use crate::config::{Config, StateBackend};
 use crate::diagnostics::Diagnostics;
 use crate::format::Format;
 use crate::store::{BatchRow, BatchState, EventRow, FileRow, FileState, Store};
+use crate::telemetry::escape_controls;
 
 /// How many failures and ended batches the overview lists.
 const RECENT: i64 = 10;
@@ -499,7 +503,7 @@ fn batch_line(b: &BatchJson) -> String {
     if let Some(e) = &b.last_error
         && b.state != BatchState::Success
     {
-        s += &format!("\n      last error: {e}");
+        s += &format!("\n      last error: {}", escape_controls(e));
     }
     s
 }
@@ -558,13 +562,13 @@ pub fn render_overview(o: &Overview) -> String {
             out += &format!(
                 "  {} {} ({}){}: {}\n",
                 f.at,
-                f.file,
+                escape_controls(&f.file),
                 f.dataset,
                 f.batch
                     .as_deref()
                     .map(|b| format!(" batch {b}"))
                     .unwrap_or_default(),
-                f.reason.as_deref().unwrap_or("no reason recorded")
+                escape_controls(f.reason.as_deref().unwrap_or("no reason recorded"))
             );
         }
     }
@@ -579,7 +583,7 @@ fn render_events(out: &mut String, events: &[EventJson]) {
             e.kind,
             e.detail
                 .as_deref()
-                .map(|d| format!(": {d}"))
+                .map(|d| format!(": {}", escape_controls(d)))
                 .unwrap_or_default()
         );
     }
@@ -590,12 +594,12 @@ fn render_batch(h: &BatchHistory) -> String {
     for f in &h.files {
         out += &format!(
             "    {} {} ({}){}\n",
-            f.file,
+            escape_controls(&f.file),
             f.state,
             human_bytes(f.size),
             f.reason
                 .as_deref()
-                .map(|r| format!(": {r}"))
+                .map(|r| format!(": {}", escape_controls(r)))
                 .unwrap_or_default()
         );
     }
@@ -621,7 +625,7 @@ fn render_diagnostics(out: &mut String, d: &Diagnostics) {
         *out += &format!(
             "    failing row: {} {}{}\n",
             row.code,
-            row.message,
+            escape_controls(&row.message),
             row.record
                 .as_deref()
                 .map(|r| format!(" in {r:?}"))
@@ -631,7 +635,7 @@ fn render_diagnostics(out: &mut String, d: &Diagnostics) {
     if !d.error_files.is_empty() {
         *out += &format!(
             "    error files (the platform's, all rows): {}\n",
-            d.error_files.join(", ")
+            escape_controls(&d.error_files.join(", "))
         );
     }
 }
@@ -639,7 +643,7 @@ fn render_diagnostics(out: &mut String, d: &Diagnostics) {
 fn render_file(h: &FileHistory) -> String {
     let mut out = format!(
         "file {}: {} record(s), newest first\n",
-        h.file,
+        escape_controls(&h.file),
         h.records.len()
     );
     for r in &h.records {
@@ -663,17 +667,18 @@ fn render_file(h: &FileHistory) -> String {
                 .unwrap_or_default()
         );
         if let Some(reason) = &f.reason {
-            out += &format!("    reason: {reason}\n");
+            out += &format!("    reason: {}\n", escape_controls(reason));
         }
         if let Some(p) = &f.path {
-            out += &format!("    now at: {p}\n");
+            out += &format!("    now at: {}\n", escape_controls(p));
         }
         if let Some(d) = &r.diagnostics {
             render_diagnostics(&mut out, d);
         }
         if let Some(s) = &f.sidecar {
             out += &format!(
-                "    sidecar: {s}{}\n",
+                "    sidecar: {}{}\n",
+                escape_controls(s),
                 f.replaces
                     .as_ref()
                     .map(|r| format!(" (replaces {})", r.join(", ")))

@@ -109,8 +109,12 @@ fn starts_with_bracket(file: &mut std::fs::File) -> bool {
     head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
 }
 
+/// Prints one file's verdict. The file's name, the fields (keys of the data) and the messages
+/// (which quote values) have their control characters escaped: they are the data's, not ours.
 fn print_file(file: &Path, checked: &FileCheck) {
-    let name = file.display();
+    use crate::telemetry::escape_controls;
+    let name = file.display().to_string();
+    let name = escape_controls(&name);
     if let Some(why) = &checked.skipped {
         println!("{name}: not checked ({why})");
         return;
@@ -131,9 +135,9 @@ fn print_file(file: &Path, checked: &FileCheck) {
         };
         println!(
             "{name}: row {row} field {} {}: {}",
-            p.field.as_deref().unwrap_or("-"),
+            escape_controls(p.field.as_deref().unwrap_or("-")),
             p.code,
-            p.message
+            escape_controls(&p.message)
         );
     }
     let shown_rows = {
