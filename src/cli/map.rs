@@ -152,7 +152,12 @@ pub async fn run(config: Option<&Config>, args: &MapArgs) -> Result<u8, CommandE
                 .iter()
                 .map(|r| r.message.as_str())
                 .collect();
-            println!("  row {}{line}: {}", rejection.row, reasons.join("; "));
+            // The messages quote the data's values and keys.
+            println!(
+                "  row {}{line}: {}",
+                rejection.row,
+                crate::telemetry::escape_controls(&reasons.join("; "))
+            );
         }
         if summary.rejected > printed.len() as u64 {
             println!(

@@ -75,7 +75,7 @@ pub async fn run(config: &Config, target: &str) -> Result<u8, CommandError> {
                         &format!("moved back to {} by `batchdrop retry`", to.display()),
                     )
                     .await?;
-                println!(
+                let line = format!(
                     "requeued {} → {}{}",
                     f.rel_path,
                     to.display(),
@@ -84,6 +84,8 @@ pub async fn run(config: &Config, target: &str) -> Result<u8, CommandError> {
                         .map(|s| format!(" (with its sidecar {s})"))
                         .unwrap_or_default()
                 );
+                // The names are the producers' (see `status`).
+                println!("{}", crate::telemetry::escape_controls(&line));
             }
             Err(e) => problems.push(e),
         }
