@@ -439,6 +439,69 @@ async fn a_push_beside_the_daemon_sends_no_content_twice() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_sends_no_content_another_push_ingested() {
+    // A script pushing a folder that grows (each run names other files, so each run is
+    // another push) must not send again what an earlier run ingested.
+    let env = Env::new().await;
+    let config = env.write_config("", "");
+    let outside = env.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let write = |name: &str, content: String| {
+        let path = outside.join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    };
+    let success_batch = |stdout: &str| {
+        stdout
+            .lines()
+            .find(|l| l.contains(" success: "))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_else(|| panic!("a success line: {stdout}"))
+            .to_owned()
+    };
+    let a = write("a.json", jsonl(0, 3));
+    let b = write("b.json", jsonl(10, 2));
+    let o = push(&config, DATASET, &[&a, &b]).await;
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let first = success_batch(&String::from_utf8_lossy(&o.stdout));
+
+    let copy = write("copy-of-a.json", jsonl(0, 3));
+    let c = write("c.json", jsonl(20, 4));
+    let o = push(&config, DATASET, &[&a, &copy, &c]).await;
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    eprintln!("{stdout}");
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    for name in ["/a.json", "/copy-of-a.json"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("a line for {name}: {stdout}"));
+        assert!(
+            line.contains("duplicate") && line.contains("another push") && line.contains(&first),
+            "names the earlier push's batch: {line}"
+        );
+    }
+    let second = success_batch(&stdout);
+    assert_eq!(
+        records_in_batch(&env.api, &second).await,
+        4,
+        "c.json only, nothing of a.json or its copy"
+    );
+
+    // All of it held elsewhere: nothing is sent, and that is a success.
+    let o = push(&config, DATASET, &[&b]).await;
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(stdout.contains("b.json duplicate"), "{stdout}");
+    let batches = successful_batches(&env).await;
+    assert_eq!(
+        batches.len(),
+        2,
+        "the first push's and the second's: {batches:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_to_a_missing_dataset_fails_nothing_and_says_what_to_do() {
     let env = Env::new().await;
     let config = env.write_config("", "");

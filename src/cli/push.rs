@@ -13,17 +13,20 @@
 //! daemon ingested is reported as a duplicate (naming the daemon's batch) and not sent; one
 //! whose content is in a batch of the daemon's in flight waits for that batch's outcome; of
 //! several files of this push with the same content, one is sent and the others wait for its
-//! outcome (then duplicates of it, or sent after all if it failed). The daemon learns nothing
-//! of pushes: a push reads the daemon's state, and the daemon reads no push's.
+//! outcome (then duplicates of it, or sent after all if it failed). A file whose content
+//! another push (another KEY: other files beside it) ingested is a duplicate too; what another
+//! push has in flight is not waited for, since nothing says that push will be run again to
+//! finish it. The daemon learns nothing of pushes: a push reads the daemon's state and the
+//! other pushes', and the daemon reads no push's.
 //!
 //! Exit status: 0 when every file was ingested (or is a duplicate), 4 when a batch (or a
 //! file) failed, 1 when the dataset does not exist (nothing is failed then: the same push
-//! again resumes). This module must not write to the daemon's state: it only reads it, to
-//! resolve `--replaces` and to hold back content the daemon holds.
+//! again resumes). This module must not write to the daemon's state or another push's: it
+//! only reads them, to resolve `--replaces` and to hold back content they hold.
 
 use std::io::IsTerminal;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +39,8 @@ use super::{CommandError, Connection, human_bytes};
 use crate::config::{Config, Format, RECOMMENDED_MAX_FILES};
 use crate::replay::{self, Sidecar};
 use crate::store::{
-    BatchProgress, BatchRow, BatchState, Dedupe, FileState, NewBatch, NewFile, Store, StoreError,
+    BatchProgress, BatchRow, BatchState, Dedupe, FileRow, FileState, NewBatch, NewFile, Store,
+    StoreError,
 };
 use crate::uploader::Uploader;
 use crate::watcher::{Identity, name_problem};
@@ -121,10 +125,12 @@ pub async fn run(config: &Config, args: PushArgs) -> Result<u8, CommandError> {
             None
         }
     };
+    let pushes = other_pushes(&config.state_dir.join("push"), &dir);
     let result = drive(
         config,
         &store,
         beside.as_ref(),
+        &pushes,
         &conn,
         &dataset,
         format,
@@ -146,6 +152,7 @@ async fn drive(
     config: &Config,
     store: &Store,
     beside: Option<&Store>,
+    pushes: &[PathBuf],
     conn: &Connection,
     dataset: &str,
     format: Format,
@@ -175,7 +182,7 @@ async fn drive(
         store.record_ready_with(&f, replay.as_ref()).await?;
     }
     if replay.is_none() {
-        hold_back_repeats(store, beside, dataset).await?;
+        hold_back_repeats(store, beside, pushes, dataset).await?;
     }
     let mut batch = match seal(store, config.sandbox_of(dataset), dataset, format).await? {
         Some(id) => store.batch(id).await?,
@@ -399,28 +406,48 @@ async fn report(
     Ok(Err(msg))
 }
 
-/// Keeps content the daemon holds out of this push. The daemon's state is read, never
-/// written: a file whose content it ingested becomes a duplicate here (with the daemon's
+/// Keeps content held elsewhere out of this push; the other states are read, never written.
+/// The daemon's: a file whose content it ingested becomes a duplicate here (with the daemon's
 /// batch in its line); one whose content is in a batch of the daemon's in flight waits for
-/// that batch's outcome. Files are hashed first where a file of the same size exists (another
-/// file of this push, or one of the daemon's), as the daemon does.
+/// that batch's outcome. Another push's (`pushes`): a file whose content it ingested becomes a
+/// duplicate; what it has in flight is not waited for (see the module's note). Files are hashed
+/// first where a file of the same size exists (another file of this push, or one of the
+/// daemon's or of another push), as the daemon does.
 async fn hold_back_repeats(
     store: &Store,
     beside: Option<&Store>,
+    pushes: &[PathBuf],
     dataset: &str,
 ) -> Result<(), CommandError> {
     let ready = store.ready_files(WATCH, i64::MAX).await?;
-    let mut to_hash = Vec::new();
-    for f in ready.iter().filter(|f| f.sha256.is_none()) {
-        let twin = ready.iter().any(|g| g.id != f.id && g.size == f.size);
-        let seen = match beside {
-            Some(daemon) => daemon.size_seen(dataset, f.size, 0).await?,
-            None => false,
-        };
-        if twin || seen {
-            to_hash.push(f.clone());
+    let unhashed: Vec<&FileRow> = ready.iter().filter(|f| f.sha256.is_none()).collect();
+    let mut sizes_elsewhere = std::collections::HashSet::new();
+    if let Some(daemon) = beside {
+        for f in &unhashed {
+            if daemon.size_seen(dataset, f.size, 0).await? {
+                sizes_elsewhere.insert(f.size);
+            }
         }
     }
+    for dir in pushes {
+        let Some(other) = open_push(dir).await else {
+            continue;
+        };
+        for f in &unhashed {
+            if !sizes_elsewhere.contains(&f.size) && other.size_seen(dataset, f.size, 0).await? {
+                sizes_elsewhere.insert(f.size);
+            }
+        }
+        other.close().await;
+    }
+    let to_hash: Vec<FileRow> = unhashed
+        .iter()
+        .filter(|f| {
+            sizes_elsewhere.contains(&f.size)
+                || ready.iter().any(|g| g.id != f.id && g.size == f.size)
+        })
+        .map(|f| (*f).clone())
+        .collect();
     let hashed = tokio::task::spawn_blocking(move || {
         to_hash
             .into_iter()
@@ -440,6 +467,9 @@ async fn hold_back_repeats(
     .await
     .expect("hashing task panicked")?;
     store.set_shas(&hashed).await?;
+    for dir in pushes {
+        held_by_another_push(store, dir, dataset).await?;
+    }
     let Some(daemon) = beside else {
         return Ok(());
     };
@@ -481,6 +511,78 @@ async fn hold_back_repeats(
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Marks the files of this push whose content the push kept in `dir` ingested as duplicates.
+async fn held_by_another_push(
+    store: &Store,
+    dir: &Path,
+    dataset: &str,
+) -> Result<(), CommandError> {
+    let ready = store.ready_files(WATCH, i64::MAX).await?;
+    let contents: Vec<(String, i64)> = ready
+        .iter()
+        .filter_map(|f| f.sha256.clone().map(|sha| (sha, f.size)))
+        .collect();
+    if contents.is_empty() {
+        return Ok(());
+    }
+    let Some(other) = open_push(dir).await else {
+        return Ok(());
+    };
+    let carried = other.carried(dataset, &contents).await;
+    other.close().await;
+    let carried = carried?;
+    for f in &ready {
+        let Some(c) = f.sha256.as_ref().and_then(|sha| carried.get(sha)) else {
+            continue;
+        };
+        if c.ingested {
+            let reason = format!(
+                "the same content was already ingested into dataset {dataset} from {} by another push (state {}){}; not pushed again",
+                c.file,
+                dir.display(),
+                c.batch
+                    .as_deref()
+                    .map(|b| format!(" in batch {b}"))
+                    .unwrap_or_default()
+            );
+            store.mark_duplicate_elsewhere(f.id, &reason).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The folders of the other pushes' states beside this one's (`own`), in name order. They are
+/// opened one at a time, when looked at: a host may keep many, and holding them all open
+/// would spend descriptors for nothing.
+fn other_pushes(folder: &Path, own: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .filter(|p| p != own)
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// Another push's state, read only; `None` (with a warning when it cannot be read) leaves it
+/// out of the check.
+async fn open_push(dir: &Path) -> Option<Store> {
+    match Store::open_for_command(dir).await {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!(
+                "warning: cannot read the push state in {} ({e}); this push is not checked against the content that push ingested",
+                dir.display()
+            );
+            None
+        }
     }
 }
 
