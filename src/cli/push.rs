@@ -39,8 +39,8 @@ use super::{CommandError, Connection, human_bytes};
 use crate::config::{Config, Format, RECOMMENDED_MAX_FILES};
 use crate::replay::{self, Sidecar};
 use crate::store::{
-    BatchProgress, BatchRow, BatchState, Dedupe, FileRow, FileState, NewBatch, NewFile, Store,
-    StoreError,
+    BatchProgress, BatchRow, BatchState, Carried, Dedupe, FileRow, FileState, NewBatch, NewFile,
+    Store, StoreError,
 };
 use crate::uploader::Uploader;
 use crate::watcher::{Identity, name_problem};
@@ -487,14 +487,7 @@ async fn hold_back_repeats(
                 continue;
             };
             if c.ingested {
-                let reason = format!(
-                    "the same content was already ingested into dataset {dataset} from {} by the daemon{}; not pushed again",
-                    c.file,
-                    c.batch
-                        .as_deref()
-                        .map(|b| format!(" in batch {b}"))
-                        .unwrap_or_default()
-                );
+                let reason = ingested_elsewhere(dataset, c, "the daemon");
                 store.mark_duplicate_elsewhere(f.id, &reason).await?;
             } else {
                 waiting = true;
@@ -539,19 +532,25 @@ async fn held_by_another_push(
             continue;
         };
         if c.ingested {
-            let reason = format!(
-                "the same content was already ingested into dataset {dataset} from {} by another push (state {}){}; not pushed again",
-                c.file,
-                dir.display(),
-                c.batch
-                    .as_deref()
-                    .map(|b| format!(" in batch {b}"))
-                    .unwrap_or_default()
-            );
+            let by = format!("another push (state {})", dir.display());
+            let reason = ingested_elsewhere(dataset, c, &by);
             store.mark_duplicate_elsewhere(f.id, &reason).await?;
         }
     }
     Ok(())
+}
+
+/// Why a file of this push is a duplicate of content `by` (the daemon, another push) ingested.
+fn ingested_elsewhere(dataset: &str, carried: &Carried, by: &str) -> String {
+    format!(
+        "the same content was already ingested into dataset {dataset} from {} by {by}{}; not pushed again",
+        carried.file,
+        carried
+            .batch
+            .as_deref()
+            .map(|b| format!(" in batch {b}"))
+            .unwrap_or_default()
+    )
 }
 
 /// The folders of the other pushes' states beside this one's (`own`), in name order. They are
