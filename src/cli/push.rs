@@ -420,53 +420,18 @@ async fn hold_back_repeats(
     dataset: &str,
 ) -> Result<(), CommandError> {
     let ready = store.ready_files(WATCH, i64::MAX).await?;
-    let unhashed: Vec<&FileRow> = ready.iter().filter(|f| f.sha256.is_none()).collect();
-    let mut sizes_elsewhere = std::collections::HashSet::new();
-    if let Some(daemon) = beside {
-        for f in &unhashed {
-            if daemon.size_seen(dataset, f.size, 0).await? {
-                sizes_elsewhere.insert(f.size);
-            }
-        }
-    }
-    for dir in pushes {
-        let Some(other) = open_push(dir).await else {
-            continue;
+    let mut to_hash = Vec::new();
+    for f in ready.iter().filter(|f| f.sha256.is_none()) {
+        let twin = ready.iter().any(|g| g.id != f.id && g.size == f.size);
+        let seen = match beside {
+            Some(daemon) => daemon.size_seen(dataset, f.size, 0).await?,
+            None => false,
         };
-        for f in &unhashed {
-            if !sizes_elsewhere.contains(&f.size) && other.size_seen(dataset, f.size, 0).await? {
-                sizes_elsewhere.insert(f.size);
-            }
+        if twin || seen {
+            to_hash.push(f.clone());
         }
-        other.close().await;
     }
-    let to_hash: Vec<FileRow> = unhashed
-        .iter()
-        .filter(|f| {
-            sizes_elsewhere.contains(&f.size)
-                || ready.iter().any(|g| g.id != f.id && g.size == f.size)
-        })
-        .map(|f| (*f).clone())
-        .collect();
-    let hashed = tokio::task::spawn_blocking(move || {
-        to_hash
-            .into_iter()
-            .map(|f| match crate::batcher::sha256_queued(&f, None) {
-                Ok(Some(sha)) => Ok((f.id, sha)),
-                Ok(None) => Err(CommandError::Io(format!(
-                    "{} changed while the push read it (or the system is short of descriptors); run the push again once it is complete",
-                    f.abs_path().display()
-                ))),
-                Err(e) => Err(CommandError::Io(format!(
-                    "cannot read {}: {e}; check the file",
-                    f.abs_path().display()
-                ))),
-            })
-            .collect::<Result<Vec<_>, _>>()
-    })
-    .await
-    .expect("hashing task panicked")?;
-    store.set_shas(&hashed).await?;
+    hash(store, to_hash).await?;
     for dir in pushes {
         held_by_another_push(store, dir, dataset).await?;
     }
@@ -507,37 +472,78 @@ async fn hold_back_repeats(
     }
 }
 
-/// Marks the files of this push whose content the push kept in `dir` ingested as duplicates.
+/// Records the SHA-256 of these files of this push.
+async fn hash(store: &Store, files: Vec<FileRow>) -> Result<(), CommandError> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    let hashed = tokio::task::spawn_blocking(move || {
+        files
+            .into_iter()
+            .map(|f| match crate::batcher::sha256_queued(&f, None) {
+                Ok(Some(sha)) => Ok((f.id, sha)),
+                Ok(None) => Err(CommandError::Io(format!(
+                    "{} changed while the push read it (or the system is short of descriptors); run the push again once it is complete",
+                    f.abs_path().display()
+                ))),
+                Err(e) => Err(CommandError::Io(format!(
+                    "cannot read {}: {e}; check the file",
+                    f.abs_path().display()
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .expect("hashing task panicked")?;
+    store.set_shas(&hashed).await?;
+    Ok(())
+}
+
+/// Marks the files of this push whose content the push kept in `dir` ingested as duplicates,
+/// hashing first those of a size that push has too. That push's state is opened once.
 async fn held_by_another_push(
     store: &Store,
     dir: &Path,
     dataset: &str,
 ) -> Result<(), CommandError> {
-    let ready = store.ready_files(WATCH, i64::MAX).await?;
-    let contents: Vec<(String, i64)> = ready
-        .iter()
-        .filter_map(|f| f.sha256.clone().map(|sha| (sha, f.size)))
-        .collect();
-    if contents.is_empty() {
-        return Ok(());
-    }
     let Some(other) = open_push(dir).await else {
         return Ok(());
     };
-    let carried = other.carried(dataset, &contents).await;
-    other.close().await;
-    let carried = carried?;
-    for f in &ready {
-        let Some(c) = f.sha256.as_ref().and_then(|sha| carried.get(sha)) else {
-            continue;
-        };
-        if c.ingested {
-            let by = format!("another push (state {})", dir.display());
-            let reason = ingested_elsewhere(dataset, c, &by);
-            store.mark_duplicate_elsewhere(f.id, &reason).await?;
+    let held = async {
+        let ready = store.ready_files(WATCH, i64::MAX).await?;
+        let mut to_hash = Vec::new();
+        for f in ready.iter().filter(|f| f.sha256.is_none()) {
+            if other.size_seen(dataset, f.size, 0).await? {
+                to_hash.push(f.clone());
+            }
         }
+        if !to_hash.is_empty() {
+            hash(store, to_hash).await?;
+        }
+        let ready = store.ready_files(WATCH, i64::MAX).await?;
+        let contents: Vec<(String, i64)> = ready
+            .iter()
+            .filter_map(|f| f.sha256.clone().map(|sha| (sha, f.size)))
+            .collect();
+        if contents.is_empty() {
+            return Ok(());
+        }
+        let carried = other.carried(dataset, &contents).await?;
+        for f in &ready {
+            let Some(c) = f.sha256.as_ref().and_then(|sha| carried.get(sha)) else {
+                continue;
+            };
+            if c.ingested {
+                let by = format!("another push (state {})", dir.display());
+                let reason = ingested_elsewhere(dataset, c, &by);
+                store.mark_duplicate_elsewhere(f.id, &reason).await?;
+            }
+        }
+        Ok(())
     }
-    Ok(())
+    .await;
+    other.close().await;
+    held
 }
 
 /// Why a file of this push is a duplicate of content `by` (the daemon, another push) ingested.
@@ -554,8 +560,8 @@ fn ingested_elsewhere(dataset: &str, carried: &Carried, by: &str) -> String {
 }
 
 /// The folders of the other pushes' states beside this one's (`own`), in name order. They are
-/// opened one at a time, when looked at: a host may keep many, and holding them all open
-/// would spend descriptors for nothing.
+/// opened one at a time, once each: a host may keep many, and holding them all open would
+/// spend descriptors for nothing.
 fn other_pushes(folder: &Path, own: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(folder) else {
         return Vec::new();
