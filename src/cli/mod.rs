@@ -19,6 +19,7 @@ pub mod man;
 pub mod map;
 pub mod plan;
 pub mod push;
+mod push_repeats;
 pub mod retry;
 pub mod revert;
 pub mod status;

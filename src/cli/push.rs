@@ -26,7 +26,7 @@
 
 use std::io::IsTerminal;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,18 +35,18 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::push_repeats::{hold_back_repeats, other_pushes};
 use super::{CommandError, Connection, human_bytes};
 use crate::config::{Config, Format, RECOMMENDED_MAX_FILES};
 use crate::replay::{self, Sidecar};
 use crate::store::{
-    BatchProgress, BatchRow, BatchState, Carried, Dedupe, FileRow, FileState, NewBatch, NewFile,
-    Store, StoreError,
+    BatchProgress, BatchRow, BatchState, Dedupe, FileState, NewBatch, NewFile, Store, StoreError,
 };
 use crate::uploader::Uploader;
 use crate::watcher::{Identity, name_problem};
 
 /// The `watch` name of a push's files in its own state database.
-const WATCH: &str = "push";
+pub(super) const WATCH: &str = "push";
 
 pub struct PushArgs {
     pub files: Vec<PathBuf>,
@@ -404,191 +404,6 @@ async fn report(
     msg += "\nfix the files and push again (`batchdrop status` does not list pushes; this push's state is in ";
     msg += &format!("{})", store.path().display());
     Ok(Err(msg))
-}
-
-/// Keeps content held elsewhere out of this push; the other states are read, never written.
-/// The daemon's: a file whose content it ingested becomes a duplicate here (with the daemon's
-/// batch in its line); one whose content is in a batch of the daemon's in flight waits for
-/// that batch's outcome. Another push's (`pushes`): a file whose content it ingested becomes a
-/// duplicate; what it has in flight is not waited for (see the module's note). Files are hashed
-/// first where a file of the same size exists (another file of this push, or one of the
-/// daemon's or of another push), as the daemon does.
-async fn hold_back_repeats(
-    store: &Store,
-    beside: Option<&Store>,
-    pushes: &[PathBuf],
-    dataset: &str,
-) -> Result<(), CommandError> {
-    let ready = store.ready_files(WATCH, i64::MAX).await?;
-    let mut to_hash = Vec::new();
-    for f in ready.iter().filter(|f| f.sha256.is_none()) {
-        let twin = ready.iter().any(|g| g.id != f.id && g.size == f.size);
-        let seen = match beside {
-            Some(daemon) => daemon.size_seen(dataset, f.size, 0).await?,
-            None => false,
-        };
-        if twin || seen {
-            to_hash.push(f.clone());
-        }
-    }
-    hash(store, to_hash).await?;
-    for dir in pushes {
-        held_by_another_push(store, dir, dataset).await?;
-    }
-    let Some(daemon) = beside else {
-        return Ok(());
-    };
-    let mut said = std::collections::HashSet::new();
-    loop {
-        let ready = store.ready_files(WATCH, i64::MAX).await?;
-        let contents: Vec<(String, i64)> = ready
-            .iter()
-            .filter_map(|f| f.sha256.clone().map(|sha| (sha, f.size)))
-            .collect();
-        let carried = daemon.carried(dataset, &contents).await?;
-        let mut waiting = false;
-        for f in &ready {
-            let Some(c) = f.sha256.as_ref().and_then(|sha| carried.get(sha)) else {
-                continue;
-            };
-            if c.ingested {
-                let reason = ingested_elsewhere(dataset, c, "the daemon");
-                store.mark_duplicate_elsewhere(f.id, &reason).await?;
-            } else {
-                waiting = true;
-                if said.insert(f.id) {
-                    eprintln!(
-                        "{}: waits for the daemon's batch of {} (it may carry the same content) to end",
-                        f.abs_path().display(),
-                        c.file
-                    );
-                }
-            }
-        }
-        if !waiting {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// Records the SHA-256 of these files of this push.
-async fn hash(store: &Store, files: Vec<FileRow>) -> Result<(), CommandError> {
-    if files.is_empty() {
-        return Ok(());
-    }
-    let hashed = tokio::task::spawn_blocking(move || {
-        files
-            .into_iter()
-            .map(|f| match crate::batcher::sha256_queued(&f, None) {
-                Ok(Some(sha)) => Ok((f.id, sha)),
-                Ok(None) => Err(CommandError::Io(format!(
-                    "{} changed while the push read it (or the system is short of descriptors); run the push again once it is complete",
-                    f.abs_path().display()
-                ))),
-                Err(e) => Err(CommandError::Io(format!(
-                    "cannot read {}: {e}; check the file",
-                    f.abs_path().display()
-                ))),
-            })
-            .collect::<Result<Vec<_>, _>>()
-    })
-    .await
-    .expect("hashing task panicked")?;
-    store.set_shas(&hashed).await?;
-    Ok(())
-}
-
-/// Marks the files of this push whose content the push kept in `dir` ingested as duplicates,
-/// hashing first those of a size that push has too. That push's state is opened once.
-async fn held_by_another_push(
-    store: &Store,
-    dir: &Path,
-    dataset: &str,
-) -> Result<(), CommandError> {
-    let Some(other) = open_push(dir).await else {
-        return Ok(());
-    };
-    let held = async {
-        let ready = store.ready_files(WATCH, i64::MAX).await?;
-        let mut to_hash = Vec::new();
-        for f in ready.iter().filter(|f| f.sha256.is_none()) {
-            if other.size_seen(dataset, f.size, 0).await? {
-                to_hash.push(f.clone());
-            }
-        }
-        if !to_hash.is_empty() {
-            hash(store, to_hash).await?;
-        }
-        let ready = store.ready_files(WATCH, i64::MAX).await?;
-        let contents: Vec<(String, i64)> = ready
-            .iter()
-            .filter_map(|f| f.sha256.clone().map(|sha| (sha, f.size)))
-            .collect();
-        if contents.is_empty() {
-            return Ok(());
-        }
-        let carried = other.carried(dataset, &contents).await?;
-        for f in &ready {
-            let Some(c) = f.sha256.as_ref().and_then(|sha| carried.get(sha)) else {
-                continue;
-            };
-            if c.ingested {
-                let by = format!("another push (state {})", dir.display());
-                let reason = ingested_elsewhere(dataset, c, &by);
-                store.mark_duplicate_elsewhere(f.id, &reason).await?;
-            }
-        }
-        Ok(())
-    }
-    .await;
-    other.close().await;
-    held
-}
-
-/// Why a file of this push is a duplicate of content `by` (the daemon, another push) ingested.
-fn ingested_elsewhere(dataset: &str, carried: &Carried, by: &str) -> String {
-    format!(
-        "the same content was already ingested into dataset {dataset} from {} by {by}{}; not pushed again",
-        carried.file,
-        carried
-            .batch
-            .as_deref()
-            .map(|b| format!(" in batch {b}"))
-            .unwrap_or_default()
-    )
-}
-
-/// The folders of the other pushes' states beside this one's (`own`), in name order. They are
-/// opened one at a time, once each: a host may keep many, and holding them all open would
-/// spend descriptors for nothing.
-fn other_pushes(folder: &Path, own: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(folder) else {
-        return Vec::new();
-    };
-    let mut dirs: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.path())
-        .filter(|p| p != own)
-        .collect();
-    dirs.sort();
-    dirs
-}
-
-/// Another push's state, read only; `None` (with a warning when it cannot be read) leaves it
-/// out of the check.
-async fn open_push(dir: &Path) -> Option<Store> {
-    match Store::open_for_command(dir).await {
-        Ok(store) => store,
-        Err(e) => {
-            eprintln!(
-                "warning: cannot read the push state in {} ({e}); this push is not checked against the content that push ingested",
-                dir.display()
-            );
-            None
-        }
-    }
 }
 
 /// Prints a line per duplicate of this push (on stdout, like the batches' lines); returns how
