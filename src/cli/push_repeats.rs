@@ -23,21 +23,24 @@ pub(super) async fn hold_back_repeats(
     pushes: &[PathBuf],
     dataset: &str,
 ) -> Result<(), CommandError> {
-    let ready = store.ready_files(WATCH, i64::MAX).await?;
-    let mut to_hash = Vec::new();
-    for f in ready.iter().filter(|f| f.sha256.is_none()) {
+    let mut ready = store.ready_files(WATCH, i64::MAX).await?;
+    let mut picked = Vec::new();
+    for (at, f) in ready.iter().enumerate() {
+        if f.sha256.is_some() {
+            continue;
+        }
         let twin = ready.iter().any(|g| g.id != f.id && g.size == f.size);
         let seen = match beside {
             Some(daemon) => daemon.size_seen(dataset, f.size, 0).await?,
             None => false,
         };
         if twin || seen {
-            to_hash.push(f.clone());
+            picked.push(at);
         }
     }
-    hash(store, to_hash).await?;
+    hash(store, &mut ready, &picked).await?;
     for dir in pushes {
-        held_by_another_push(store, dir, dataset).await?;
+        held_by_another_push(store, &mut ready, dir, dataset).await?;
     }
     let Some(daemon) = beside else {
         return Ok(());
@@ -45,11 +48,7 @@ pub(super) async fn hold_back_repeats(
     let mut said = std::collections::HashSet::new();
     loop {
         let ready = store.ready_files(WATCH, i64::MAX).await?;
-        let contents: Vec<(String, i64)> = ready
-            .iter()
-            .filter_map(|f| f.sha256.clone().map(|sha| (sha, f.size)))
-            .collect();
-        let carried = daemon.carried(dataset, &contents).await?;
+        let carried = daemon.carried(dataset, &contents(&ready)).await?;
         let mut waiting = false;
         for f in &ready {
             let Some(c) = f.sha256.as_ref().and_then(|sha| carried.get(sha)) else {
@@ -76,11 +75,21 @@ pub(super) async fn hold_back_repeats(
     }
 }
 
-/// Records the SHA-256 of these files of this push.
-async fn hash(store: &Store, files: Vec<FileRow>) -> Result<(), CommandError> {
-    if files.is_empty() {
+/// The (SHA-256, size) of the files of `ready` whose content is known.
+fn contents(ready: &[FileRow]) -> Vec<(String, i64)> {
+    ready
+        .iter()
+        .filter_map(|f| f.sha256.clone().map(|sha| (sha, f.size)))
+        .collect()
+}
+
+/// Hashes the files of `ready` at the positions `picked`, records their SHA-256 in this
+/// push's state and fills it into `ready`.
+async fn hash(store: &Store, ready: &mut [FileRow], picked: &[usize]) -> Result<(), CommandError> {
+    if picked.is_empty() {
         return Ok(());
     }
+    let files: Vec<FileRow> = picked.iter().map(|&at| ready[at].clone()).collect();
     let hashed = tokio::task::spawn_blocking(move || {
         files
             .into_iter()
@@ -100,13 +109,18 @@ async fn hash(store: &Store, files: Vec<FileRow>) -> Result<(), CommandError> {
     .await
     .expect("hashing task panicked")?;
     store.set_shas(&hashed).await?;
+    for (&at, (_, sha)) in picked.iter().zip(hashed) {
+        ready[at].sha256 = Some(sha);
+    }
     Ok(())
 }
 
-/// Marks the files of this push whose content the push kept in `dir` ingested as duplicates,
-/// hashing first those of a size that push has too. That push's state is opened once.
+/// Marks the files of this push (`ready`) whose content the push kept in `dir` ingested as
+/// duplicates and takes them out of `ready`, hashing first those of a size that push has too.
+/// That push's state is opened once.
 async fn held_by_another_push(
     store: &Store,
+    ready: &mut Vec<FileRow>,
     dir: &Path,
     dataset: &str,
 ) -> Result<(), CommandError> {
@@ -114,26 +128,20 @@ async fn held_by_another_push(
         return Ok(());
     };
     let held = async {
-        let ready = store.ready_files(WATCH, i64::MAX).await?;
-        let mut to_hash = Vec::new();
-        for f in ready.iter().filter(|f| f.sha256.is_none()) {
-            if other.size_seen(dataset, f.size, 0).await? {
-                to_hash.push(f.clone());
+        let mut picked = Vec::new();
+        for (at, f) in ready.iter().enumerate() {
+            if f.sha256.is_none() && other.size_seen(dataset, f.size, 0).await? {
+                picked.push(at);
             }
         }
-        if !to_hash.is_empty() {
-            hash(store, to_hash).await?;
-        }
-        let ready = store.ready_files(WATCH, i64::MAX).await?;
-        let contents: Vec<(String, i64)> = ready
-            .iter()
-            .filter_map(|f| f.sha256.clone().map(|sha| (sha, f.size)))
-            .collect();
+        hash(store, ready, &picked).await?;
+        let contents = contents(ready);
         if contents.is_empty() {
             return Ok(());
         }
         let carried = other.carried(dataset, &contents).await?;
-        for f in &ready {
+        let mut marked = std::collections::HashSet::new();
+        for f in ready.iter() {
             let Some(c) = f.sha256.as_ref().and_then(|sha| carried.get(sha)) else {
                 continue;
             };
@@ -141,8 +149,10 @@ async fn held_by_another_push(
                 let by = format!("another push (state {})", dir.display());
                 let reason = ingested_elsewhere(dataset, c, &by);
                 store.mark_duplicate_elsewhere(f.id, &reason).await?;
+                marked.insert(f.id);
             }
         }
+        ready.retain(|f| !marked.contains(&f.id));
         Ok(())
     }
     .await;
