@@ -710,4 +710,43 @@ async fn names_with_control_characters_reach_the_terminal_escaped() {
     );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["recent_failures"][0]["file"], name, "{json:#}");
+
+    // `validate` names the file and quotes the data's values: both escaped.
+    let schema = env.dir.path().join("schema.json");
+    std::fs::write(
+        &schema,
+        r#"{"type": "object", "properties": {"id": {"type": "integer"}}}"#,
+    )
+    .unwrap();
+    let bad = env.dir.path().join(name);
+    std::fs::write(&bad, "{\"id\": \"x\\u001b]0;owned\\u0007\"}\n").unwrap();
+    let out = run_for(
+        batchdrop()
+            .args(["validate", "--schema"])
+            .arg(&schema)
+            .arg(&bad),
+        60,
+    );
+    let verdict = text(&out.stdout);
+    assert!(only_newlines(&verdict), "{verdict:?}");
+    assert!(
+        verdict.contains(&format!("{escaped}: row 1 field /id INGEST-1542-400")),
+        "{verdict}"
+    );
+
+    // `retry` names the file it moves back.
+    let out = run_for(
+        batchdrop()
+            .args(["retry", "--config"])
+            .arg(&config)
+            .arg(name),
+        60,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let requeued = text(&out.stdout);
+    assert!(only_newlines(&requeued), "{requeued:?}");
+    assert!(
+        requeued.starts_with(&format!("requeued {escaped} → ")),
+        "{requeued}"
+    );
 }
