@@ -341,6 +341,74 @@ async fn folder_symlinks_inside_the_drop_folder_are_never_followed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipes_sockets_and_devices_in_the_drop_folder_are_named_and_never_opened() {
+    let env = Env::new().await;
+    // Rescans every second: each one sees the same pipe again.
+    let config = env.write_config("", "rescan_interval = \"1s\"");
+    let mkfifo = |path: &Path| {
+        let made = Command::new("mkfifo").arg(path).status().unwrap();
+        assert!(made.success(), "mkfifo {}", path.display());
+    };
+    // A pipe before the daemon starts (the first scan), a socket and links to a device and
+    // to the pipe while it runs (events). Opening the pipe would wait for a writer forever;
+    // reading /dev/zero would never end.
+    let pipe = env.drop_dir().join("feed.json");
+    mkfifo(&pipe);
+    let daemon = Proc::spawn(&config);
+    let socket_path = env.drop_dir().join("socket.json");
+    let _socket = std::os::unix::net::UnixListener::bind(&socket_path).unwrap();
+    let device = env.drop_dir().join("zero.json");
+    symlink("/dev/zero", &device).unwrap();
+    let pipe_link = env.drop_dir().join("pipe-link.json");
+    symlink(&pipe, &pipe_link).unwrap();
+    write_atomic(&env.drop_dir().join("ok.json"), jsonl(0, 2).as_bytes());
+
+    let ok = receipt_of(&env.archive(), "ok.json").await;
+    for (path, what) in [
+        (&pipe, "is a FIFO (named pipe)"),
+        (&socket_path, "is a socket"),
+        (&device, "is a symbolic link to a device"),
+        (&pipe_link, "is a symbolic link to a FIFO (named pipe)"),
+    ] {
+        daemon
+            .logged(
+                &format!(
+                    "{} {what}; batchdrop takes regular files only and never opens anything else",
+                    path.display()
+                ),
+                30,
+            )
+            .await;
+    }
+    serving(&env).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let text = daemon.log_text();
+    daemon.stop();
+
+    assert_eq!(ok["status"], "success", "{ok}");
+    assert_eq!(env.emulator.stats().puts, 1, "only ok.json was uploaded");
+    assert!(
+        std::fs::symlink_metadata(&pipe)
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    assert!(
+        std::fs::symlink_metadata(&socket_path)
+            .unwrap()
+            .file_type()
+            .is_socket()
+    );
+    assert!(std::fs::symlink_metadata(&device).unwrap().is_symlink());
+    assert!(receipts(&env.failed()).is_empty());
+    assert_eq!(
+        text.matches("feed.json is a FIFO").count(),
+        1,
+        "the pipe is named once, however often it is seen: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sidecars_that_are_not_small_regular_files_are_refused_unread() {
     let env = Env::new().await;
     let config = env.write_config("", "");

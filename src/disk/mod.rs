@@ -84,6 +84,26 @@ impl Kind {
         }
     }
 
+    /// The kind of what a `std::fs` metadata describes.
+    pub fn of_type(file_type: std::fs::FileType) -> Kind {
+        use std::os::unix::fs::FileTypeExt;
+        if file_type.is_file() {
+            Kind::File
+        } else if file_type.is_dir() {
+            Kind::Dir
+        } else if file_type.is_symlink() {
+            Kind::Symlink
+        } else if file_type.is_fifo() {
+            Kind::Fifo
+        } else if file_type.is_socket() {
+            Kind::Socket
+        } else if file_type.is_char_device() || file_type.is_block_device() {
+            Kind::Device
+        } else {
+            Kind::Unknown
+        }
+    }
+
     /// "a FIFO (named pipe)", for messages that say why something was refused.
     pub fn describe(self) -> &'static str {
         match self {

@@ -105,8 +105,9 @@ pub struct Watcher {
     pub pending: Arc<std::sync::atomic::AtomicUsize>,
     /// Intake is paused: the state directory is (nearly) full.
     intake_paused: bool,
-    /// Symlinks to folders already named in the log (they are never followed).
-    folder_links: HashSet<PathBuf>,
+    /// Names never taken (symlinks to folders, pipes, sockets, devices) already named in the
+    /// log.
+    untaken: HashSet<PathBuf>,
     /// Intake is paused: `max_queued_files` files are queued (see `check_candidates`).
     queue_full: bool,
     /// The queue's size as last counted, plus what this watcher recorded since (counting
@@ -158,7 +159,7 @@ impl Watcher {
             intake_paused: false,
             queue_full: false,
             queue_count: QueueCount::default(),
-            folder_links: HashSet::new(),
+            untaken: HashSet::new(),
             events_broken: false,
             leases: None,
             scanner_until: None,

@@ -62,10 +62,18 @@ impl Watcher {
                     Ok(target) if target.is_file() => {
                         self.consider(&path, Identity::of(&target), hint)
                     }
-                    Ok(target) if target.is_dir() => self.name_folder_link(&path),
-                    _ => {}
+                    Ok(target) => {
+                        let what = Untaken::link_to(Kind::of_type(target.file_type()));
+                        self.name_untaken(&path, what)
+                    }
+                    // Dangling: nothing to take, and it may be a link being made.
+                    Err(_) => {}
                 },
-                _ => {}
+                Ok(m) => {
+                    let what = Untaken::Special(Kind::of_type(m.file_type()));
+                    self.name_untaken(&path, what)
+                }
+                Err(_) => {}
             }
         }
         Ok(())
@@ -84,8 +92,7 @@ impl Watcher {
             // Forget the versions of files no longer in the folder (archived, deleted). Only
             // after a whole walk: a walk stopped early has not seen the rest.
             self.recorded.retain(|rel, _| scanned.seen.contains(rel));
-            self.folder_links
-                .retain(|link| scanned.folder_links.contains(link));
+            self.untaken.retain(|path| scanned.untaken.contains(path));
         } else {
             self.missed = true;
         }
@@ -104,13 +111,13 @@ impl Watcher {
         let walker = tokio::task::spawn_blocking(move || walk(&watch, &dir, &pages));
         let mut scanned = Scanned {
             seen: HashSet::new(),
-            folder_links: HashSet::new(),
+            untaken: HashSet::new(),
             complete: true,
         };
         while let Some(page) = walked.recv().await {
-            for link in page.folder_links {
-                self.name_folder_link(&link);
-                scanned.folder_links.insert(link);
+            for (path, what) in page.untaken {
+                self.name_untaken(&path, what);
+                scanned.untaken.insert(path);
             }
             if !self.consider_page(page.files, &mut scanned.seen).await {
                 scanned.complete = false;
@@ -188,15 +195,15 @@ impl Watcher {
         self.candidates.len() < self.candidate_cap
     }
 
-    /// Says once per link that a symlink to a folder is not followed: its files are someone
-    /// else's (or a producer's way to have batchdrop read what they cannot).
-    pub(super) fn name_folder_link(&mut self, link: &Path) {
-        if self.relative(link).is_some() && self.folder_links.insert(link.to_owned()) {
+    /// Says once per name that something in the drop folder is never taken: a symlink to a
+    /// folder is not followed (its files are someone else's, or a producer's way to have
+    /// batchdrop read what they cannot), and a pipe, socket or device is never opened (a
+    /// pipe's open would wait for a writer, a device's read may never end).
+    pub(super) fn name_untaken(&mut self, path: &Path, what: Untaken) {
+        if self.relative(path).is_some() && self.untaken.insert(path.to_owned()) {
             tracing::warn!(
-                folder = %self.watch.path.display(), link = %link.display(),
-                "{} is a symbolic link to a folder; batchdrop never follows one, so nothing in it \
-                 is taken. Move the files themselves into the drop folder",
-                link.display()
+                folder = %self.watch.path.display(), path = %path.display(),
+                "{}", what.explain(path)
             );
         }
     }
@@ -324,14 +331,18 @@ fn walk(watch: &Watch, dir: &Path, pages: &mpsc::Sender<Page>) {
                     stack.push(below.join(name));
                 }
                 Kind::File => page.files.push((path, st.identity)),
+                Kind::Dir => {}
                 Kind::Symlink => match std::fs::metadata(&path) {
                     Ok(target) if target.is_file() => {
                         page.files.push((path, Identity::of(&target)))
                     }
-                    Ok(target) if target.is_dir() => page.folder_links.push(path),
-                    _ => {}
+                    Ok(target) => {
+                        let what = Untaken::link_to(Kind::of_type(target.file_type()));
+                        page.untaken.push((path, what))
+                    }
+                    Err(_) => {}
                 },
-                _ => {}
+                kind => page.untaken.push((path, Untaken::Special(kind))),
             }
             if page.files.len() >= PAGE {
                 open = pages.blocking_send(std::mem::take(&mut page)).is_ok();
@@ -345,7 +356,7 @@ fn walk(watch: &Watch, dir: &Path, pages: &mpsc::Sender<Page>) {
             return;
         }
     }
-    if !page.files.is_empty() || !page.folder_links.is_empty() {
+    if !page.files.is_empty() || !page.untaken.is_empty() {
         let _ = pages.blocking_send(page);
     }
 }
@@ -363,16 +374,60 @@ const EARLY_LOOK: Duration = Duration::from_millis(50);
 struct Page {
     /// Data files (and symlinks to files), with the identity the settle clock starts from.
     files: Vec<(PathBuf, Identity)>,
-    /// Symlinks to folders: never followed, named once in the log.
-    folder_links: Vec<PathBuf>,
+    /// Names never taken (see [`Untaken`]), named once in the log.
+    untaken: Vec<(PathBuf, Untaken)>,
+}
+
+/// Something in a drop folder batchdrop never takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Untaken {
+    /// A symbolic link to a folder: never followed.
+    FolderLink,
+    /// A pipe, socket or device: never opened.
+    Special(Kind),
+    /// A symbolic link to a pipe, socket or device.
+    LinkToSpecial(Kind),
+}
+
+impl Untaken {
+    /// What a symbolic link to something of `kind` (not a regular file) is.
+    fn link_to(kind: Kind) -> Untaken {
+        match kind {
+            Kind::Dir => Untaken::FolderLink,
+            kind => Untaken::LinkToSpecial(kind),
+        }
+    }
+
+    /// The log line: what `path` is, that nothing is taken from it, and what to do.
+    fn explain(self, path: &Path) -> String {
+        let path = path.display();
+        match self {
+            Untaken::FolderLink => format!(
+                "{path} is a symbolic link to a folder; batchdrop never follows one, so nothing \
+                 in it is taken. Move the files themselves into the drop folder"
+            ),
+            Untaken::Special(kind) => format!(
+                "{path} is {}; batchdrop takes regular files only and never opens anything \
+                 else, so nothing is read from it. Write the data to a file and move that into \
+                 the drop folder",
+                kind.describe()
+            ),
+            Untaken::LinkToSpecial(kind) => format!(
+                "{path} is a symbolic link to {}; batchdrop takes regular files only and never \
+                 opens anything else, so nothing is read from it. Write the data to a file and \
+                 move that into the drop folder",
+                kind.describe()
+            ),
+        }
+    }
 }
 
 /// What a scan saw, for forgetting what is gone.
 pub(super) struct Scanned {
     /// The remembered (`recorded`) paths still in the folder: never more than are remembered.
     seen: HashSet<String>,
-    /// Symlinks to folders.
-    folder_links: HashSet<PathBuf>,
+    /// Names never taken.
+    untaken: HashSet<PathBuf>,
     /// The walk went through the whole folder (it stops early while candidates are full).
     complete: bool,
 }
