@@ -502,6 +502,84 @@ async fn a_push_sends_no_content_another_push_ingested() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reverted_push_batch_is_not_pushed_again_by_its_push_but_frees_its_content() {
+    let env = Env::new().await;
+    let config = env.write_config("", "");
+    let outside = env.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let a = outside.join("a.json");
+    std::fs::write(&a, jsonl(0, 3)).unwrap();
+    let o = push(&config, DATASET, &[&a]).await;
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    let pushed = stdout
+        .lines()
+        .find(|l| l.contains(" success: "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("a success line: {stdout}"))
+        .to_owned();
+
+    // The daemon's state does not know the batch; the push's state does, and records it.
+    let o = tokio::process::Command::new(env!("CARGO_BIN_EXE_batchdrop"))
+        .args(["revert", &pushed, "--config"])
+        .arg(&config)
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(
+        said.starts_with(&format!("reverted batch {pushed} of a push (state ")),
+        "{said}"
+    );
+    assert!(successful_batches(&env).await.is_empty(), "the data is out");
+
+    // The same push again (a script on a schedule) does not undo the revert.
+    let o = push(&config, DATASET, &[&a]).await;
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(
+        stderr.contains(&format!("batch {pushed} of an earlier push of these files"))
+            && stderr.contains("was reverted")
+            && stderr.contains("delete that folder and push again"),
+        "{stderr}"
+    );
+    assert!(
+        successful_batches(&env).await.is_empty(),
+        "nothing was sent"
+    );
+
+    // Another push of the same content is no longer held back by the reverted batch.
+    let copy = outside.join("copy-of-a.json");
+    std::fs::write(&copy, jsonl(0, 3)).unwrap();
+    let o = push(&config, DATASET, &[&copy]).await;
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(!stdout.contains("duplicate"), "{stdout}");
+    let batches = successful_batches(&env).await;
+    assert_eq!(batches.len(), 1, "{batches:?}");
+    assert_eq!(batches[0].1, 3, "{batches:?}");
+
+    // With the pushes' states gone, no state here knows the batch: the platform alone is
+    // asked, and the output says so.
+    let pushes = env.state_dir().join("push");
+    std::fs::remove_dir_all(&pushes).unwrap();
+    let o = tokio::process::Command::new(env!("CARGO_BIN_EXE_batchdrop"))
+        .args(["revert", &batches[0].0, "--config"])
+        .arg(&config)
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(
+        said.contains("is not one of this daemon's") && said.contains("asked to revert it"),
+        "{said}"
+    );
+    assert!(successful_batches(&env).await.is_empty(), "the data is out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_to_a_missing_dataset_fails_nothing_and_says_what_to_do() {
     let env = Env::new().await;
     let config = env.write_config("", "");

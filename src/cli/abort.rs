@@ -5,13 +5,14 @@
 //!
 //! This module must not move files (the daemon's archiver moves them to the failed folder).
 
-use super::{CommandError, Connection, batch_or_platform_only};
+use super::{CommandError, Connection, known_batch, platform_only};
 use crate::api::{BatchAction, BatchStatus};
 use crate::config::Config;
 use crate::store::BatchState;
 
 pub async fn run(config: &Config, arg: &str) -> Result<u8, CommandError> {
-    let Some((store, b)) = batch_or_platform_only(config, arg, BatchAction::Abort).await? else {
+    let Some((store, b)) = known_batch(config, arg).await? else {
+        platform_only(config, arg, BatchAction::Abort).await?;
         return Ok(0);
     };
     let label = b.label();

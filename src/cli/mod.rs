@@ -204,13 +204,10 @@ pub async fn open_state(config: &Config) -> Result<Option<Store>, CommandError> 
     Ok(Store::open_for_command(&config.state_dir).await?)
 }
 
-/// The batch `arg` names in this daemon's state, with the state. A batch id the state does not
-/// know (or no state at all) is sent `action` on the platform only, which is said, and gives
-/// None; anything else that names nothing is [`not_found`].
-pub async fn batch_or_platform_only(
+/// The batch `arg` (a platform id or `#N`) names in this daemon's state, with the state.
+pub async fn known_batch(
     config: &Config,
     arg: &str,
-    action: crate::api::BatchAction,
 ) -> Result<Option<(Store, BatchRow)>, CommandError> {
     if let Some(store) = open_state(config).await? {
         if let Some(batch) = store.find_batch(arg).await? {
@@ -218,6 +215,16 @@ pub async fn batch_or_platform_only(
         }
         store.close().await;
     }
+    Ok(None)
+}
+
+/// Sends `action` on the platform only, for a batch id no state here knows, and says so;
+/// anything else that names nothing is [`not_found`].
+pub async fn platform_only(
+    config: &Config,
+    arg: &str,
+    action: crate::api::BatchAction,
+) -> Result<(), CommandError> {
     if !looks_like_batch_id(arg) {
         return Err(not_found(config, arg));
     }
@@ -230,7 +237,7 @@ pub async fn batch_or_platform_only(
         "batch {arg} is not one of this daemon's (state dir {}); the platform was asked to {verb} it",
         config.state_dir.display()
     );
-    Ok(None)
+    Ok(())
 }
 
 /// What an operator's FILE|BATCH argument names.

@@ -6,8 +6,10 @@
 //! lock, so it runs beside a daemon; KEY is derived from the dataset, format, predecessors and
 //! the files' identities, so running the same push again (after a crash, a kill, or
 //! `--no-wait`) resumes that push rather than starting another: an unfinished batch is
-//! continued, a successful one is reported, failed files are tried again. The files stay where
-//! they are: a push reads them and never moves them.
+//! continued, a successful one is reported, failed files are tried again, and one reverted
+//! since (`batchdrop revert` records it here) is refused: the files go again only once the
+//! operator deletes that state. The files stay where they are: a push reads them and never
+//! moves them.
 //!
 //! No content goes twice into the dataset (docs/duplicates.md): a file whose content the
 //! daemon ingested is reported as a duplicate (naming the daemon's batch) and not sent; one
@@ -192,10 +194,19 @@ async fn drive(
                     println!(
                         "{} success: these files were already ingested into dataset {dataset} by an earlier push (state {})",
                         b.label(),
-                        store.path().display()
+                        state_folder(store).display()
                     );
                     print_duplicates(store).await?;
                     return Ok(0);
+                }
+                if b.state() == BatchState::Reverted {
+                    // Sending the files again is a decision the operator made the revert to
+                    // undo; a script that pushes on a schedule must not make it for them.
+                    return Err(CommandError::Refused(format!(
+                        "batch {} of an earlier push of these files (state {}) was reverted: its data is no longer in dataset {dataset}, and nothing is sent again; to ingest these files again, delete that folder and push again",
+                        b.label(),
+                        state_folder(store).display()
+                    )));
                 }
                 b
             }
@@ -203,7 +214,7 @@ async fn drive(
             None => {
                 return Err(CommandError::Refused(format!(
                     "nothing to push: the push state {} knows these files but has no batch for them; delete that folder and push again",
-                    store.path().display()
+                    state_folder(store).display()
                 )));
             }
         },
@@ -315,7 +326,7 @@ async fn follow(
         return Err(CommandError::IngestFailed(format!(
             "batch {label} ended {} without its files; see `{}`",
             batch.state(),
-            store.path().display()
+            state_folder(store).display()
         )));
     }
     Ok(Some(batch))
@@ -402,7 +413,7 @@ async fn report(
         msg += &format!("\nfailed files:\n  {}", failed_files.join("\n  "));
     }
     msg += "\nfix the files and push again (`batchdrop status` does not list pushes; this push's state is in ";
-    msg += &format!("{})", store.path().display());
+    msg += &format!("{})", state_folder(store).display());
     Ok(Err(msg))
 }
 
@@ -615,4 +626,10 @@ impl Progress {
     fn finish(&self) {
         self.bar.finish_and_clear();
     }
+}
+
+/// The folder of this push's state (`state_dir/push/KEY/`): what the operator deletes to start
+/// the push afresh.
+fn state_folder(store: &Store) -> &std::path::Path {
+    store.path().parent().unwrap_or(store.path())
 }

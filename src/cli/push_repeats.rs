@@ -177,6 +177,13 @@ fn ingested_elsewhere(dataset: &str, carried: &Carried, by: &str) -> String {
 /// opened one at a time, once each: a host may keep many, and holding them all open would
 /// spend descriptors for nothing.
 pub(super) fn other_pushes(folder: &Path, own: &Path) -> Vec<PathBuf> {
+    let mut dirs = push_states(folder);
+    dirs.retain(|p| p != own);
+    dirs
+}
+
+/// The folders of the pushes' states in `folder` (`state_dir/push`), in name order.
+pub(super) fn push_states(folder: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(folder) else {
         return Vec::new();
     };
@@ -184,7 +191,6 @@ pub(super) fn other_pushes(folder: &Path, own: &Path) -> Vec<PathBuf> {
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .map(|e| e.path())
-        .filter(|p| p != own)
         .collect();
     dirs.sort();
     dirs

@@ -1,22 +1,32 @@
 //! `batchdrop revert BATCH`: takes a successful batch's data back out of its dataset (REVERT:
 //! the platform makes it `inactive`), records it, and updates the receipts of its files, which
-//! stay where they were archived. A batch this state does not know is reverted on the platform
-//! only.
+//! stay where they were archived. A batch of a `batchdrop push` (found by its platform id in
+//! the pushes' states, `state_dir/push/*/`) is recorded as reverted in that push's state, so
+//! pushes no longer count its content as ingested; its files have no receipts. A batch no
+//! state here knows is reverted on the platform only.
 //!
 //! This module must not move files.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::{CommandError, Connection, batch_or_platform_only, iso};
+use super::push_repeats::push_states;
+use super::{CommandError, Connection, iso, known_batch, looks_like_batch_id, platform_only};
 use crate::api::BatchAction;
 use crate::config::Config;
 use crate::disk;
 use crate::receipt;
-use crate::store::{BatchState, FileState, now_ms};
+use crate::store::{BatchRow, BatchState, FileState, Store, now_ms};
 
 pub async fn run(config: &Config, arg: &str) -> Result<u8, CommandError> {
-    let Some((store, b)) = batch_or_platform_only(config, arg, BatchAction::Revert).await? else {
-        return Ok(0);
+    let (store, b, push) = match known_batch(config, arg).await? {
+        Some((store, b)) => (store, b, None),
+        None => match pushed_batch(config, arg).await? {
+            Some((store, b, dir)) => (store, b, Some(dir)),
+            None => {
+                platform_only(config, arg, BatchAction::Revert).await?;
+                return Ok(0);
+            }
+        },
     };
     let label = b.label();
     if b.state() == BatchState::Reverted {
@@ -63,6 +73,15 @@ pub async fn run(config: &Config, arg: &str) -> Result<u8, CommandError> {
     store
         .mark_reverted(b.id, "reverted by the operator (`batchdrop revert`)")
         .await?;
+    if let Some(dir) = push {
+        store.close().await;
+        println!(
+            "reverted batch {remote} of a push (state {}): its data is no longer in dataset {}; its files were never moved and have no receipts, and pushes may send their content again",
+            dir.display(),
+            b.dataset
+        );
+        return Ok(0);
+    }
     let mut updated = 0;
     let mut missing = Vec::new();
     for f in files
@@ -95,6 +114,35 @@ pub async fn run(config: &Config, arg: &str) -> Result<u8, CommandError> {
         )));
     }
     Ok(0)
+}
+
+/// The batch with platform id `arg` in a push's state, with that state and its folder (the
+/// states are opened one at a time, as a push reads them).
+async fn pushed_batch(
+    config: &Config,
+    arg: &str,
+) -> Result<Option<(Store, BatchRow, PathBuf)>, CommandError> {
+    if !looks_like_batch_id(arg) {
+        return Ok(None);
+    }
+    for dir in push_states(&config.state_dir.join("push")) {
+        let store = match Store::open_for_command(&dir).await {
+            Ok(Some(store)) => store,
+            Ok(None) => continue,
+            Err(e) => {
+                eprintln!(
+                    "warning: cannot read the push state in {} ({e}); a batch of that push is not looked for there",
+                    dir.display()
+                );
+                continue;
+            }
+        };
+        if let Some(batch) = store.find_batch(arg).await? {
+            return Ok(Some((store, batch, dir)));
+        }
+        store.close().await;
+    }
+    Ok(None)
 }
 
 /// Rewrites one receipt in place, through `disk`: read from a regular file reached without
