@@ -389,6 +389,26 @@ async fn push(
         .unwrap()
 }
 
+/// Runs `batchdrop revert BATCH --config C`.
+async fn revert(config: &std::path::Path, batch: &str) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_batchdrop"))
+        .args(["revert", batch, "--config"])
+        .arg(config)
+        .output()
+        .await
+        .unwrap()
+}
+
+/// The batch a push's output names on its success line (`BATCH success: ...`).
+fn success_batch(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find(|l| l.contains(" success: "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("a success line: {stdout}"))
+        .to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_beside_the_daemon_sends_no_content_twice() {
     let env = Env::new().await;
@@ -424,13 +444,9 @@ async fn a_push_beside_the_daemon_sends_no_content_twice() {
         "names the daemon's batch: {again_line}"
     );
     assert!(line("new-2.json").contains("duplicate"), "{stdout}");
-    let pushed = stdout
-        .lines()
-        .find(|l| l.contains(" success: "))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap_or_else(|| panic!("a success line: {stdout}"));
+    let pushed = success_batch(&stdout);
     assert_eq!(
-        records_in_batch(&env.api, pushed).await,
+        records_in_batch(&env.api, &pushed).await,
         4,
         "one copy of new-*.json, nothing of again.json"
     );
@@ -450,14 +466,6 @@ async fn a_push_sends_no_content_another_push_ingested() {
         let path = outside.join(name);
         std::fs::write(&path, content).unwrap();
         path
-    };
-    let success_batch = |stdout: &str| {
-        stdout
-            .lines()
-            .find(|l| l.contains(" success: "))
-            .and_then(|l| l.split_whitespace().next())
-            .unwrap_or_else(|| panic!("a success line: {stdout}"))
-            .to_owned()
     };
     let a = write("a.json", jsonl(0, 3));
     let b = write("b.json", jsonl(10, 2));
@@ -511,21 +519,10 @@ async fn a_reverted_push_batch_is_not_pushed_again_by_its_push_but_frees_its_con
     std::fs::write(&a, jsonl(0, 3)).unwrap();
     let o = push(&config, DATASET, &[&a]).await;
     assert_eq!(o.status.code(), Some(0), "{o:?}");
-    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
-    let pushed = stdout
-        .lines()
-        .find(|l| l.contains(" success: "))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap_or_else(|| panic!("a success line: {stdout}"))
-        .to_owned();
+    let pushed = success_batch(&String::from_utf8_lossy(&o.stdout));
 
     // The daemon's state does not know the batch; the push's state does, and records it.
-    let o = tokio::process::Command::new(env!("CARGO_BIN_EXE_batchdrop"))
-        .args(["revert", &pushed, "--config"])
-        .arg(&config)
-        .output()
-        .await
-        .unwrap();
+    let o = revert(&config, &pushed).await;
     let said = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{o:?}");
     assert!(
@@ -564,12 +561,7 @@ async fn a_reverted_push_batch_is_not_pushed_again_by_its_push_but_frees_its_con
     // asked, and the output says so.
     let pushes = env.state_dir().join("push");
     std::fs::remove_dir_all(&pushes).unwrap();
-    let o = tokio::process::Command::new(env!("CARGO_BIN_EXE_batchdrop"))
-        .args(["revert", &batches[0].0, "--config"])
-        .arg(&config)
-        .output()
-        .await
-        .unwrap();
+    let o = revert(&config, &batches[0].0).await;
     let said = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{o:?}");
     assert!(
