@@ -520,6 +520,23 @@ async fn a_reverted_push_batch_is_not_pushed_again_by_its_push_but_frees_its_con
     let o = push(&config, DATASET, &[&a]).await;
     assert_eq!(o.status.code(), Some(0), "{o:?}");
     let pushed = success_batch(&String::from_utf8_lossy(&o.stdout));
+    let status = |json: bool| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_batchdrop"));
+        cmd.arg("status");
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.arg(&pushed).arg("--config").arg(&config).output()
+    };
+    let o = status(false).await.unwrap();
+    let history = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(
+        history.starts_with(&format!("batch {pushed}"))
+            && history.contains("pushed by `batchdrop push` (state ")
+            && history.contains("a.json"),
+        "{history}"
+    );
 
     // The daemon's state does not know the batch; the push's state does, and records it.
     let o = revert(&config, &pushed).await;
@@ -530,6 +547,15 @@ async fn a_reverted_push_batch_is_not_pushed_again_by_its_push_but_frees_its_con
         "{said}"
     );
     assert!(successful_batches(&env).await.is_empty(), "the data is out");
+    let o = status(true).await.unwrap();
+    let history: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(history["batch"]["state"], "reverted", "{history:#}");
+    assert!(
+        history["push_state"]
+            .as_str()
+            .is_some_and(|dir| dir.starts_with(&env.state_dir().join("push").display().to_string())),
+        "{history:#}"
+    );
 
     // The same push again (a script on a schedule) does not undo the revert.
     let o = push(&config, DATASET, &[&a]).await;

@@ -218,6 +218,35 @@ pub async fn known_batch(
     Ok(None)
 }
 
+/// The batch with platform id `arg` in a push's state, with that state and its folder (the
+/// states are opened one at a time, as a push reads them).
+pub async fn pushed_batch(
+    config: &Config,
+    arg: &str,
+) -> Result<Option<(Store, BatchRow, PathBuf)>, CommandError> {
+    if !looks_like_batch_id(arg) {
+        return Ok(None);
+    }
+    for dir in push_repeats::push_states(&config.state_dir.join("push")) {
+        let store = match Store::open_for_command(&dir).await {
+            Ok(Some(store)) => store,
+            Ok(None) => continue,
+            Err(e) => {
+                eprintln!(
+                    "warning: cannot read the push state in {} ({e}); a batch of that push is not looked for there",
+                    dir.display()
+                );
+                continue;
+            }
+        };
+        if let Some(batch) = store.find_batch(arg).await? {
+            return Ok(Some((store, batch, dir)));
+        }
+        store.close().await;
+    }
+    Ok(None)
+}
+
 /// Sends `action` on the platform only, for a batch id no state here knows, and says so;
 /// anything else that names nothing is [`not_found`].
 pub async fn platform_only(

@@ -7,15 +7,14 @@
 //!
 //! This module must not move files.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use super::push_repeats::push_states;
-use super::{CommandError, Connection, iso, known_batch, looks_like_batch_id, platform_only};
+use super::{CommandError, Connection, iso, known_batch, platform_only, pushed_batch};
 use crate::api::BatchAction;
 use crate::config::Config;
 use crate::disk;
 use crate::receipt;
-use crate::store::{BatchRow, BatchState, FileState, Store, now_ms};
+use crate::store::{BatchState, FileState, now_ms};
 
 pub async fn run(config: &Config, arg: &str) -> Result<u8, CommandError> {
     let (store, b, push) = match known_batch(config, arg).await? {
@@ -114,35 +113,6 @@ pub async fn run(config: &Config, arg: &str) -> Result<u8, CommandError> {
         )));
     }
     Ok(0)
-}
-
-/// The batch with platform id `arg` in a push's state, with that state and its folder (the
-/// states are opened one at a time, as a push reads them).
-async fn pushed_batch(
-    config: &Config,
-    arg: &str,
-) -> Result<Option<(Store, BatchRow, PathBuf)>, CommandError> {
-    if !looks_like_batch_id(arg) {
-        return Ok(None);
-    }
-    for dir in push_states(&config.state_dir.join("push")) {
-        let store = match Store::open_for_command(&dir).await {
-            Ok(Some(store)) => store,
-            Ok(None) => continue,
-            Err(e) => {
-                eprintln!(
-                    "warning: cannot read the push state in {} ({e}); a batch of that push is not looked for there",
-                    dir.display()
-                );
-                continue;
-            }
-        };
-        if let Some(batch) = store.find_batch(arg).await? {
-            return Ok(Some((store, batch, dir)));
-        }
-        store.close().await;
-    }
-    Ok(None)
 }
 
 /// Rewrites one receipt in place, through `disk`: read from a regular file reached without

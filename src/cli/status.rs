@@ -14,7 +14,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{CommandError, Target, find_target, human_bytes, iso, not_found, open_state};
+use super::{
+    CommandError, Target, find_target, human_bytes, iso, not_found, open_state, pushed_batch,
+};
 use crate::config::{Config, StateBackend};
 use crate::diagnostics::Diagnostics;
 use crate::format::Format;
@@ -133,6 +135,10 @@ pub struct EventJson {
 #[derive(Serialize)]
 pub struct BatchHistory {
     pub kind: &'static str,
+    /// The folder of the push's state, for a batch of `batchdrop push` (the daemon's state
+    /// does not know those).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push_state: Option<String>,
     pub batch: BatchJson,
     pub files: Vec<FileJson>,
     pub events: Vec<EventJson>,
@@ -189,17 +195,16 @@ pub async fn run(
                 }
             }
         }
-        (Some(arg), None) => return Err(not_found(config, arg)),
+        (Some(arg), None) => pushed_batch_history(config, arg, dataset)
+            .await?
+            .map(|h| render_batch_history(&h, json))
+            .ok_or_else(|| not_found(config, arg))?,
         (Some(arg), Some(store)) => match find_target(store, config, arg, dataset).await? {
-            None => return Err(not_found(config, arg)),
-            Some(Target::Batch(b)) => {
-                let h = batch_history(store, &b).await?;
-                if json {
-                    serde_json::to_string_pretty(&h).expect("json")
-                } else {
-                    render_batch(&h)
-                }
-            }
+            None => pushed_batch_history(config, arg, dataset)
+                .await?
+                .map(|h| render_batch_history(&h, json))
+                .ok_or_else(|| not_found(config, arg))?,
+            Some(Target::Batch(b)) => render_batch_history(&batch_history(store, &b).await?, json),
             Some(Target::File { name, rows }) => {
                 let h = file_history(store, name, rows).await?;
                 if json {
@@ -429,10 +434,41 @@ pub async fn batch_history(store: &Store, b: &BatchRow) -> Result<BatchHistory, 
         .collect();
     Ok(BatchHistory {
         kind: "batch",
+        push_state: None,
         batch: batch_json(store, b).await?,
         files,
         events,
     })
+}
+
+/// The history of a batch of `batchdrop push` whose platform id is `arg` (of `dataset`, if
+/// given), from that push's state.
+async fn pushed_batch_history(
+    config: &Config,
+    arg: &str,
+    dataset: Option<&str>,
+) -> Result<Option<BatchHistory>, CommandError> {
+    let Some((store, b, dir)) = pushed_batch(config, arg).await? else {
+        return Ok(None);
+    };
+    let history = if dataset.is_none_or(|d| d == b.dataset) {
+        batch_history(&store, &b).await.map(|mut h| {
+            h.push_state = Some(dir.display().to_string());
+            Some(h)
+        })
+    } else {
+        Ok(None)
+    };
+    store.close().await;
+    history
+}
+
+fn render_batch_history(h: &BatchHistory, json: bool) -> String {
+    if json {
+        serde_json::to_string_pretty(h).expect("json")
+    } else {
+        render_batch(h)
+    }
 }
 
 pub async fn file_history(
@@ -590,7 +626,11 @@ fn render_events(out: &mut String, events: &[EventJson]) {
 }
 
 fn render_batch(h: &BatchHistory) -> String {
-    let mut out = format!("batch {}\n  files:\n", batch_line(&h.batch));
+    let mut out = format!("batch {}\n", batch_line(&h.batch));
+    if let Some(dir) = &h.push_state {
+        out += &format!("  pushed by `batchdrop push` (state {dir})\n");
+    }
+    out += "  files:\n";
     for f in &h.files {
         out += &format!(
             "    {} {} ({}){}\n",
