@@ -359,3 +359,43 @@ async fn unvalidated_parquet_fails_on_the_platform_at_the_same_rows() {
         .sum();
     assert_eq!(served, 227, "the good rows are served");
 }
+
+#[test]
+fn map_refuses_a_pipe_it_would_read_twice() {
+    // Its first line tells JSON Lines from a JSON document, then the mapping reads it from
+    // its start again: through a pipe, the first read's bytes would be lost.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("rows.json");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_batchdrop"))
+        .args(["map", arg(&fifo), "--mapping"])
+        .arg(fixture("CRM_profiles.mapping.json"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Opening a pipe nobody writes to waits forever: that is what must not happen.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("map opened the pipe and waited for a writer");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let (code, stdout, stderr) = (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(code, 2, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} is a FIFO (named pipe): map reads its input more than once, so it takes a regular file",
+            fifo.display()
+        )),
+        "{stderr}"
+    );
+}

@@ -750,3 +750,47 @@ async fn names_with_control_characters_reach_the_terminal_escaped() {
         "{requeued}"
     );
 }
+
+#[test]
+fn validate_reads_a_pipe_once_from_its_start() {
+    // `batchdrop validate <(zcat rows.json.gz)`: the rows come through a pipe, which cannot
+    // be read twice. The first row is the bad one, so losing the pipe's first bytes would
+    // hide it.
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("schema.json");
+    std::fs::write(
+        &schema,
+        r#"{"type": "object", "properties": {"id": {"type": "integer"}}}"#,
+    )
+    .unwrap();
+    let mut rows = String::from("{\"id\": \"bad-first\"}\n");
+    for id in 1..=300 {
+        rows += &format!("{{\"id\": {id}, \"pad\": \"{}\"}}\n", "x".repeat(24));
+    }
+    let mut child = batchdrop()
+        .args(["validate", "--format", "json", "--schema"])
+        .arg(&schema)
+        .arg("/dev/stdin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        stdin.write_all(rows.as_bytes()).unwrap();
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let verdict = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{verdict}{}", text(&out.stderr));
+    assert!(
+        verdict.contains("/dev/stdin: 1 of 301 records would be refused"),
+        "{verdict}"
+    );
+    assert!(
+        verdict.contains("/dev/stdin: row 1 field /id INGEST-1542-400"),
+        "{verdict}"
+    );
+}

@@ -63,6 +63,17 @@ pub async fn run(config: Option<&Config>, args: &MapArgs) -> Result<u8, CommandE
         }
         (None, None, _) => None,
     };
+    // The file is read from its start more than once (its first line tells JSON Lines from a
+    // JSON document; Parquet is read from its end): a pipe would lose what the first read took.
+    if let Ok(meta) = std::fs::metadata(&args.file)
+        && !meta.is_file()
+    {
+        return Err(CommandError::Usage(format!(
+            "{} is {}: map reads its input more than once, so it takes a regular file (a pipe would lose what the first read took); write the data to a file first",
+            args.file.display(),
+            crate::disk::Kind::of_type(meta.file_type()).describe()
+        )));
+    }
     let format = InputFormat::detect(&args.file).map_err(CommandError::Usage)?;
     let mapper = Mapper::new(set, schema);
     for warning in mapper.warnings() {

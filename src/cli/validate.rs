@@ -91,21 +91,35 @@ fn check_file(
                 "{name}: its format is not known from its extension: give --format json, csv or parquet"
             ))
         })?;
-    let open = || {
-        std::fs::File::open(file).map_err(|e| CommandError::Io(format!("cannot read {name}: {e}")))
-    };
-    let document = multiline_json || starts_with_bracket(&mut open()?);
+    let read_error = |e: std::io::Error| CommandError::Io(format!("cannot read {name}: {e}"));
+    // Opened once and read once from its start: the file may be a pipe (`<(zcat rows.gz)`),
+    // whose bytes a second open would not see again.
+    let opened = std::fs::File::open(file).map_err(read_error)?;
+    if format == Format::Parquet {
+        // Parquet is read from its end (its footer), so only a file on disk will do.
+        let meta = opened.metadata().map_err(read_error)?;
+        if !meta.is_file() {
+            return Err(CommandError::Usage(format!(
+                "{name} is {}: a Parquet file is read from its end, so only a regular file will do; write it to a file first",
+                crate::disk::Kind::of_type(meta.file_type()).describe()
+            )));
+        }
+        return validator
+            .check_file(opened, format, false)
+            .map_err(read_error);
+    }
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, opened);
+    let document = multiline_json
+        || starts_with_bracket(std::io::BufRead::fill_buf(&mut reader).map_err(read_error)?);
     validator
-        .check_file(open()?, format, document)
-        .map_err(|e| CommandError::Io(format!("cannot read {name}: {e}")))
+        .check(reader, format, document)
+        .map_err(read_error)
 }
 
-/// Whether the first non-blank byte is `[` (a JSON array: multi-line JSON).
-fn starts_with_bracket(file: &mut std::fs::File) -> bool {
-    use std::io::Read;
-    let mut buf = [0u8; 4096];
-    let n = file.read(&mut buf).unwrap_or(0);
-    let head = buf[..n].strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&buf[..n]);
+/// Whether the first non-blank byte of a file's first bytes (`head`) is `[` (a JSON array:
+/// multi-line JSON).
+fn starts_with_bracket(head: &[u8]) -> bool {
+    let head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
     head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
 }
 
