@@ -598,6 +598,44 @@ async fn a_reverted_push_batch_is_not_pushed_again_by_its_push_but_frees_its_con
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_of_a_pipe_or_a_folder_is_refused_naming_what_it_is() {
+    // A push reads its files more than once (to hash, to upload, after a restart).
+    let env = Env::new().await;
+    let config = env.write_config("", "");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_batchdrop"))
+        .args(["push", "/dev/stdin", "--dataset", DATASET, "--config"])
+        .arg(&config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // The push may refuse before it reads: a closed pipe is no failure here.
+    let _ = tokio::io::AsyncWriteExt::write_all(&mut stdin, jsonl(0, 2).as_bytes()).await;
+    drop(stdin);
+    let o = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(
+        stderr.contains("/dev/stdin is a FIFO (named pipe); push takes regular files"),
+        "{stderr}"
+    );
+
+    let o = push(&config, DATASET, &[env.dir.path()]).await;
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(
+        stderr.contains(&format!(
+            "{} is a folder; push takes regular files",
+            env.dir.path().display()
+        )),
+        "{stderr}"
+    );
+    assert!(successful_batches(&env).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_to_a_missing_dataset_fails_nothing_and_says_what_to_do() {
     let env = Env::new().await;
     let config = env.write_config("", "");

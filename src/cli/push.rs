@@ -487,18 +487,21 @@ fn inputs(files: &[PathBuf]) -> Result<Vec<Input>, CommandError> {
     }
     let mut out: Vec<Input> = Vec::new();
     for p in files {
-        let path = std::fs::canonicalize(p).map_err(|e| {
+        let cannot_read = |e: std::io::Error| {
             CommandError::Io(format!("cannot read {}: {e}; check the path", p.display()))
-        })?;
-        let meta = std::fs::metadata(&path).map_err(|e| {
-            CommandError::Io(format!("cannot read {}: {e}; check the path", p.display()))
-        })?;
+        };
+        // What it is first: a pipe (`/dev/stdin`) has no path to canonicalize.
+        let meta = std::fs::metadata(p).map_err(cannot_read)?;
         if !meta.is_file() {
+            // A push reads its files more than once (to hash, to upload, again after a
+            // restart): a pipe's bytes would be gone, a folder is not one file.
             return Err(CommandError::Usage(format!(
-                "{} is not a regular file; push files, not folders",
-                p.display()
+                "{} is {}; push takes regular files: write the data to a file first",
+                p.display(),
+                crate::disk::Kind::of_type(meta.file_type()).describe()
             )));
         }
+        let path = std::fs::canonicalize(p).map_err(cannot_read)?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
