@@ -598,6 +598,40 @@ async fn a_reverted_push_batch_is_not_pushed_again_by_its_push_but_frees_its_con
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_batch_let_go_with_no_wait_is_reverted_on_the_platform() {
+    // Its push state stops at `processing`: only the platform knows it succeeded, and the
+    // data must be able to leave without running that push again.
+    let env = Env::new().await;
+    let config = env.write_config("", "");
+    let a = env.dir.path().join("a.json");
+    std::fs::write(&a, jsonl(0, 3)).unwrap();
+    let o = tokio::process::Command::new(env!("CARGO_BIN_EXE_batchdrop"))
+        .arg("push")
+        .arg(&a)
+        .args(["--no-wait", "--dataset", DATASET, "--config"])
+        .arg(&config)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let batch = eventually(30, "the platform ends the batch", || async {
+        successful_batches(&env).await.pop().map(|(id, _)| id)
+    })
+    .await;
+
+    let o = revert(&config, &batch).await;
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(
+        said.contains("the platform was asked to revert it")
+            && said.contains("that the push did not follow to its end")
+            && said.contains("delete that folder"),
+        "{said}"
+    );
+    assert!(successful_batches(&env).await.is_empty(), "the data is out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_of_a_pipe_or_a_folder_is_refused_naming_what_it_is() {
     // A push reads its files more than once (to hash, to upload, after a restart).
     let env = Env::new().await;

@@ -20,6 +20,19 @@ pub async fn run(config: &Config, arg: &str) -> Result<u8, CommandError> {
     let (store, b, push) = match known_batch(config, arg).await? {
         Some((store, b)) => (store, b, None),
         None => match pushed_batch(config, arg).await? {
+            Some((store, b, dir)) if b.state().in_flight() => {
+                // Its push let go of it (`--no-wait`) or was stopped: that state cannot say
+                // whether it succeeded, the platform can, and the data must be able to leave
+                // now rather than after that push is run again.
+                store.close().await;
+                platform_only(config, arg, BatchAction::Revert).await?;
+                println!(
+                    "it is a push's batch (state {}) that the push did not follow to its end (--no-wait, or stopped): that state still says {} and learns nothing of this revert (running that push again records the batch as a success); to let pushes send its content again, delete that folder",
+                    dir.display(),
+                    b.state()
+                );
+                return Ok(0);
+            }
             Some((store, b, dir)) => (store, b, Some(dir)),
             None => {
                 platform_only(config, arg, BatchAction::Revert).await?;
