@@ -36,6 +36,31 @@ pub fn ending(status: &BatchStatus) -> Ending {
     }
 }
 
+/// Why the files of a failed batch fail with it, and what to do (their receipts' `reason`).
+/// `errors` is the platform's (`code: description; ...`), `failing` how many of the batch's
+/// files fail with it (the others were validated clean and travel again), `isolated` whether
+/// the watch bisected it (`on_batch_failure = "isolate"`, whose cap was then reached).
+pub fn failed_with_batch(batch: &str, errors: &str, failing: usize, isolated: bool) -> String {
+    let errors = if errors.is_empty() {
+        "the platform named no error"
+    } else {
+        errors
+    };
+    if failing <= 1 {
+        return format!(
+            "batch {batch} failed: {errors}; the receipt's diagnostics show sample rows: fix the file and drop it again, or fix it in the failed folder and run `batchdrop retry {batch}`"
+        );
+    }
+    let finding = if isolated {
+        "isolate_max_extra_batches was reached before the culprits were alone"
+    } else {
+        "on_batch_failure = \"isolate\" has batchdrop find it by itself"
+    };
+    format!(
+        "batch {batch} failed: {errors}; the platform does not say which of the {failing} files failing with it held the bad rows, so each fails with the batch: the receipts' diagnostics show sample rows; fix or delete the file at fault in the failed folder, then `batchdrop retry {batch}` sends the others again ({finding})"
+    )
+}
+
 /// How much a file of a failed batch is known to be innocent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Vetting {

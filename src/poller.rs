@@ -85,8 +85,9 @@ pub async fn poll(
             .iter()
             .map(|e| format!("{}: {}", e.code, e.description))
             .collect();
-        tracing::warn!(batch = %remote, dataset = %b.dataset, "batch failed ({detail}): {}", errors.join("; "));
-        failed(store, outcomes, b, remote, &outcome, &detail).await?;
+        let errors = errors.join("; ");
+        tracing::warn!(batch = %remote, dataset = %b.dataset, "batch failed ({detail}): {errors}");
+        failed(store, outcomes, b, remote, &outcome, &detail, &errors).await?;
         metrics::counter!(crate::telemetry::BATCHES, "outcome" => verdict.state().as_str(), "watch" => b.watch.clone())
             .increment(1);
         return Ok(());
@@ -135,7 +136,8 @@ fn next_look(waited: u64, upload: &Upload) -> u64 {
 /// What a failed batch means for its files. The platform never says which file held the bad
 /// rows, so: with `isolate`, the files travel again in halves until each culprit is alone,
 /// within the watch's cap on extra batches; otherwise (and once the cap is reached) every file
-/// fails with the batch's errors, except files validated clean, which travel again.
+/// fails with the batch's errors (`errors`, and a reason that says what to do), except files
+/// validated clean, which travel again.
 async fn failed(
     store: &Store,
     outcomes: &Outcomes,
@@ -143,6 +145,7 @@ async fn failed(
     remote: &str,
     outcome: &BatchOutcome,
     detail: &str,
+    errors: &str,
 ) -> Result<(), PollError> {
     let files: Vec<FileRow> = store
         .batch_files(b.id)
@@ -151,7 +154,8 @@ async fn failed(
         .filter(|f| f.state.in_batch())
         .collect();
     // A replay batch is not split: its halves could not each replace the predecessors.
-    if outcomes.on_batch_failure == OnBatchFailure::Isolate && b.replay.is_none() {
+    let isolating = outcomes.on_batch_failure == OnBatchFailure::Isolate && b.replay.is_none();
+    if isolating {
         let ids: Vec<i64> = files.iter().map(|f| f.id).collect();
         if let Some(halves) = outcome::halves(&ids) {
             let why = format!(
@@ -197,20 +201,15 @@ async fn failed(
             *vetting = Vetting::Unvetted;
         }
     }
-    let (_fail, again) = outcome::attribute(vetted);
-    if again.is_empty() {
-        store
-            .finish_batch(b.id, Verdict::Failed, outcome, detail)
-            .await?;
-    } else {
-        let why = format!(
-            "batch {remote} failed; this file was validated clean before it was sent and goes into a new batch"
-        );
-        let ids: Vec<i64> = again.iter().map(|f| f.id).collect();
-        store
-            .finish_batch_requeueing(b.id, outcome, detail, &ids, &why)
-            .await?;
-    }
+    let (fail, again) = outcome::attribute(vetted);
+    let reason = outcome::failed_with_batch(remote, errors, fail.len(), isolating);
+    let why = format!(
+        "batch {remote} failed; this file was validated clean before it was sent and goes into a new batch"
+    );
+    let requeue: Vec<i64> = again.iter().map(|f| f.id).collect();
+    store
+        .fail_batch(b.id, outcome, detail, &requeue, &why, &reason)
+        .await?;
     Ok(())
 }
 

@@ -72,6 +72,17 @@ async fn with_fail_every_file_of_the_batch_fails_with_its_codes_counts_and_sampl
         assert_eq!(&r["batch"], batch, "one batch");
         assert_two_bad_rows(r);
         assert!(r["errors"].to_string().contains("INGEST-1401-400"), "{r:#}");
+        // What happened, and what to do, since nothing tells which file was at fault.
+        let reason = r["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.starts_with(&format!(
+                "batch {} failed: INGEST-1401-400: ",
+                batch.as_str().unwrap()
+            )) && reason.contains("does not say which of the 10 files failing with it")
+                && reason.contains(&format!("`batchdrop retry {}`", batch.as_str().unwrap()))
+                && reason.contains("on_batch_failure = \"isolate\""),
+            "{r:#}"
+        );
     }
     assert_eq!(env.emulator.stats().batches_created, 1);
     // The client reads the batch's input files too: the ten sent, and nothing else.
@@ -108,6 +119,11 @@ async fn with_isolate_nine_files_succeed_and_only_the_bad_one_fails_within_the_c
     assert_eq!(failed.len(), 1, "{failed:#?}");
     assert_eq!(failed[0]["file"], "bad.json");
     assert_two_bad_rows(&failed[0]);
+    let reason = failed[0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("failed: INGEST-1401-400: ") && reason.contains("fix the file"),
+        "alone at last, it is the culprit: {reason}"
+    );
     assert!(archived.iter().all(|r| r["status"] == "success"));
     assert!(archived.iter().all(|r| r["file"] != "bad.json"));
     // Bisection of ten files: at most 2 extra batches per halving (10, 5, 3, 2).
@@ -128,7 +144,15 @@ async fn with_isolate_the_files_left_together_at_the_cap_fail_together() {
     daemon.stop().await;
 
     assert_eq!((failed.len(), archived.len()), (5, 5));
-    receipt_of(&failed, "bad.json");
+    let reason = receipt_of(&failed, "bad.json")["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        reason.contains("which of the 5 files failing with it")
+            && reason.contains("isolate_max_extra_batches was reached"),
+        "{reason}"
+    );
     assert_eq!(env.emulator.stats().batches_created, 3);
 }
 

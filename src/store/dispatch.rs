@@ -86,7 +86,7 @@ dispatch! {
     pub async fn replay_reason(&self, batch_id: i64) -> Result<Option<String>, StoreError>;
     // outcome.rs
     pub async fn finish_batch(&self, batch_id: i64, verdict: Verdict, outcome: &BatchOutcome, detail: &str,) -> Result<(), StoreError>;
-    pub async fn finish_batch_requeueing(&self, batch_id: i64, outcome: &BatchOutcome, detail: &str, requeue: &[i64], why: &str,) -> Result<(), StoreError>;
+    pub async fn fail_batch(&self, batch_id: i64, outcome: &BatchOutcome, detail: &str, requeue: &[i64], why: &str, reason: &str,) -> Result<(), StoreError>;
     pub async fn mark_replaced(&self, remote_ids: &[String], by: &str) -> Result<(), StoreError>;
     pub async fn files_to_finalize(&self, after: i64, limit: i64,) -> Result<Vec<FileRow>, StoreError>;
     pub async fn promised_among(&self, paths: &[String]) -> Result<Vec<String>, StoreError>;

@@ -18,25 +18,36 @@ impl Store {
         outcome: &BatchOutcome,
         detail: &str,
     ) -> Result<(), StoreError> {
-        self.finish(batch_id, verdict, outcome, detail, &[], "")
+        self.finish(batch_id, verdict, outcome, detail, &[], "", None)
             .await
     }
 
-    /// [`Store::finish_batch`] for a failed batch whose other files, `requeue` (those the
-    /// platform's errors do not blame), go back to the queue for a new batch, in the same
-    /// transaction, with `why` in their history.
-    pub async fn finish_batch_requeueing(
+    /// Records a batch the platform failed, in one transaction: its files in `requeue`
+    /// (those the platform's errors do not blame) go back to the queue for a new batch, with
+    /// `why` in their history; the others fail with it, with `reason` (what happened and
+    /// what to do) for their receipts.
+    pub async fn fail_batch(
         &self,
         batch_id: i64,
         outcome: &BatchOutcome,
         detail: &str,
         requeue: &[i64],
         why: &str,
+        reason: &str,
     ) -> Result<(), StoreError> {
-        self.finish(batch_id, Verdict::Failed, outcome, detail, requeue, why)
-            .await
+        self.finish(
+            batch_id,
+            Verdict::Failed,
+            outcome,
+            detail,
+            requeue,
+            why,
+            Some(reason),
+        )
+        .await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn finish(
         &self,
         batch_id: i64,
@@ -45,6 +56,7 @@ impl Store {
         detail: &str,
         requeue: &[i64],
         why: &str,
+        reason: Option<&str>,
     ) -> Result<(), StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
@@ -63,6 +75,18 @@ impl Store {
             push_ids(&mut q, part.iter().copied());
             q.build().execute(&mut *tx).await?;
             insert_requeued(&mut tx, now, batch_id, part, why).await?;
+        }
+        if let Some(reason) = reason {
+            // After the requeue: what is still in the batch fails with it.
+            sqlx::query(
+                "UPDATE files SET reason = $1, updated_at = $2
+                  WHERE batch_id = $3 AND state IN ('batched', 'uploaded')",
+            )
+            .bind(reason)
+            .bind(now)
+            .bind(batch_id)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())

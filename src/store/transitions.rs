@@ -417,12 +417,13 @@ async fn a_failed_batch_requeues_the_files_its_errors_do_not_blame(store: Store)
         .await
         .unwrap();
     store
-        .finish_batch_requeueing(
+        .fail_batch(
             batch,
             &BatchOutcome::local_error("a.json is bad"),
             "failed",
             &ids[1..],
             "its batch failed because of a.json",
+            "batch B1 failed: fix a.json",
         )
         .await
         .unwrap();
@@ -431,10 +432,15 @@ async fn a_failed_batch_requeues_the_files_its_errors_do_not_blame(store: Store)
         BatchState::Failed
     );
     assert_eq!(state_of(&store, ids[0]).await, FileState::Batched);
+    let culprit = store.file(ids[0]).await.unwrap().unwrap();
+    assert_eq!(
+        culprit.reason.as_deref(),
+        Some("batch B1 failed: fix a.json")
+    );
     let innocent = store.file(ids[1]).await.unwrap().unwrap();
     assert_eq!(
-        (innocent.state, innocent.batch_id),
-        (FileState::Ready, None)
+        (innocent.state, innocent.batch_id, innocent.reason),
+        (FileState::Ready, None, None)
     );
     assert_eq!(kinds(&store, ids[1]).await.last().unwrap(), "requeued");
     let due: Vec<i64> = store
