@@ -41,10 +41,9 @@ pub fn ending(status: &BatchStatus) -> Ending {
 /// files fail with it (the others were validated clean and travel again), `isolated` whether
 /// the watch bisected it (`on_batch_failure = "isolate"`, whose cap was then reached).
 pub fn failed_with_batch(batch: &str, errors: &str, failing: usize, isolated: bool) -> String {
-    let errors = if errors.is_empty() {
-        "the platform named no error"
-    } else {
-        errors
+    let errors = match errors.trim_end().trim_end_matches('.') {
+        "" => "the platform named no error",
+        errors => errors,
     };
     if failing <= 1 {
         return format!(

@@ -103,6 +103,23 @@ async fn with_fail_every_file_of_the_batch_fails_with_its_codes_counts_and_sampl
         .collect();
     sent.sort();
     assert_eq!(paths, sent);
+
+    // As the receipts advise: delete the file at fault, retry the batch.
+    std::fs::remove_file(env.failed().join("bad.json")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_batchdrop"))
+        .args(["retry", batch, "--config"])
+        .arg(env.write_config("", ONE_BATCH))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        said.contains("left out: bad.json is no longer at")
+            && said.matches("requeued good-").count() == 9
+            && said.contains("the daemon takes these 9 files again"),
+        "{said}"
+    );
+    assert!(env.drop_dir().join("good-0.json").is_file());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

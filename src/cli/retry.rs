@@ -17,7 +17,7 @@ pub async fn run(config: &Config, target: &str) -> Result<u8, CommandError> {
     let Some(store) = open_state(config).await? else {
         return Err(not_found(config, target));
     };
-    let files = match find_target(&store, config, target, None).await? {
+    let (files, of_batch) = match find_target(&store, config, target, None).await? {
         None => return Err(not_found(config, target)),
         Some(Target::Batch(b)) => {
             if ![BatchState::Failed, BatchState::Aborted].contains(&b.state()) {
@@ -47,7 +47,7 @@ pub async fn run(config: &Config, target: &str) -> Result<u8, CommandError> {
                     b.label()
                 )));
             }
-            failed
+            (failed, Some(b.label()))
         }
         Some(Target::File { name, rows }) => {
             let newest = &rows[0];
@@ -57,10 +57,11 @@ pub async fn run(config: &Config, target: &str) -> Result<u8, CommandError> {
                     newest.state, newest.id
                 )));
             }
-            vec![newest.clone()]
+            (vec![newest.clone()], None)
         }
     };
     let mut problems = Vec::new();
+    let mut requeued = 0;
     for f in &files {
         let watch = config.watches.iter().find(|w| w.name == f.watch);
         let anchors = match watch {
@@ -86,40 +87,62 @@ pub async fn run(config: &Config, target: &str) -> Result<u8, CommandError> {
                 );
                 // The names are the producers' (see `status`).
                 println!("{}", crate::telemetry::escape_controls(&line));
+                requeued += 1;
             }
-            Err(e) => problems.push(e),
+            // Retrying a batch whose culprit was deleted from the failed folder (what a
+            // failed batch's receipts advise) sends the others: the deleted one is said, not
+            // an error. A file named alone must be there.
+            Err(NotRequeued::Gone(why)) if of_batch.is_some() => {
+                println!("left out: {}", crate::telemetry::escape_controls(&why));
+            }
+            Err(NotRequeued::Gone(why) | NotRequeued::Blocked(why)) => problems.push(why),
         }
     }
     store.close().await;
     if !problems.is_empty() {
         return Err(CommandError::Refused(problems.join("\n")));
     }
+    if requeued == 0
+        && let Some(batch) = of_batch
+    {
+        return Err(CommandError::Refused(format!(
+            "none of batch {batch}'s failed files is in the failed folder any more; nothing was requeued"
+        )));
+    }
     println!(
         "the daemon takes {} again once stable (`batchdrop status` shows it)",
-        if files.len() == 1 {
+        if requeued == 1 {
             "it".to_owned()
         } else {
-            format!("these {} files", files.len())
+            format!("these {requeued} files")
         }
     );
     Ok(0)
 }
 
+/// Why a failed file was not moved back.
+enum NotRequeued {
+    /// It is no longer in the failed folder (deleted, or moved away, since it failed).
+    Gone(String),
+    /// Something is in the way or unfinished: the operator must act first.
+    Blocked(String),
+}
+
 /// Moves one failed file (and its sidecar) back to where it was dropped; returns that path.
 /// Everything goes through `disk`: no folder on the way is followed if it is a symlink, and
 /// nothing at the drop folder's end is ever replaced.
-fn requeue(f: &FileRow, anchors: &[&Path]) -> Result<PathBuf, String> {
+fn requeue(f: &FileRow, anchors: &[&Path]) -> Result<PathBuf, NotRequeued> {
     if !f.finalized {
-        return Err(format!(
+        return Err(NotRequeued::Blocked(format!(
             "{} is still being moved to the failed folder; try again in a moment",
             f.rel_path
-        ));
+        )));
     }
     let Some(from) = f.final_path.as_deref().map(PathBuf::from) else {
-        return Err(format!(
+        return Err(NotRequeued::Gone(format!(
             "{} was not in its drop folder when it failed, so nothing was kept to requeue (see its receipt); drop it again into {}",
             f.rel_path, f.root
-        ));
+        )));
     };
     let there = |p: &Path| {
         disk::anchored(p, anchors)
@@ -128,21 +151,21 @@ fn requeue(f: &FileRow, anchors: &[&Path]) -> Result<PathBuf, String> {
             .is_ok()
     };
     if !there(&from) {
-        return Err(format!(
+        return Err(NotRequeued::Gone(format!(
             "{} is no longer at {} (moved or deleted since it failed); drop it again into {}",
             f.rel_path,
             from.display(),
             f.root
-        ));
+        )));
     }
     let to = Path::new(&f.root).join(&f.rel_path);
     if there(&to) {
-        return Err(format!(
+        return Err(NotRequeued::Blocked(format!(
             "cannot requeue {}: {} already exists (a newer version?); move it away first, or leave the old one in {}",
             f.rel_path,
             to.display(),
             from.display()
-        ));
+        )));
     }
     let side = f.sidecar.as_deref().map(|s| {
         (
@@ -153,25 +176,26 @@ fn requeue(f: &FileRow, anchors: &[&Path]) -> Result<PathBuf, String> {
     if let Some((_, side_to)) = &side
         && there(side_to)
     {
-        return Err(format!(
+        return Err(NotRequeued::Blocked(format!(
             "cannot requeue {}: its sidecar's place {} is taken; move that file away first",
             f.rel_path,
             side_to.display()
-        ));
+        )));
     }
     // The sidecar first: the data file must never be back without it.
     if let Some((side_from, side_to)) = &side
         && there(side_from)
     {
-        move_back(side_from, side_to, anchors)
-            .map_err(|e| format!("cannot move {} back: {e}", side_from.display()))?;
+        move_back(side_from, side_to, anchors).map_err(|e| {
+            NotRequeued::Blocked(format!("cannot move {} back: {e}", side_from.display()))
+        })?;
     }
     move_back(&from, &to, anchors).map_err(|e| {
-        format!(
+        NotRequeued::Blocked(format!(
             "cannot move {} back to {}: {e}; check the folder's permissions",
             from.display(),
             to.display()
-        )
+        ))
     })?;
     // Where the archiver wrote it (the same rule finds it for files finished before the
     // store kept the place).
