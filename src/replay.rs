@@ -42,6 +42,52 @@ struct RawSidecar {
     reason: Option<String>,
 }
 
+/// Who asks for a replay, as messages name it and say what to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A `.replay` sidecar (`the sidecar a/b.json.replay`).
+    Sidecar(String),
+    /// `batchdrop push --replaces`.
+    PushOption,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Sidecar(name) => f.write_str(name),
+            Origin::PushOption => f.write_str("--replaces"),
+        }
+    }
+}
+
+impl Origin {
+    /// Where the predecessors are written, to be fixed.
+    fn field(&self) -> &'static str {
+        match self {
+            Origin::Sidecar(_) => "`replaces`",
+            Origin::PushOption => "--replaces",
+        }
+    }
+
+    /// How `file` is sent again once that is fixed.
+    fn again(&self, file: &str) -> String {
+        match self {
+            Origin::Sidecar(_) => format!(
+                "drop {file} and its sidecar again (or fix the sidecar in the failed folder and run `batchdrop retry {file}`)"
+            ),
+            Origin::PushOption => "run the push again".to_owned(),
+        }
+    }
+
+    /// How `file` goes to dataset `other` instead.
+    fn elsewhere(&self, file: &str, other: &str) -> String {
+        match self {
+            Origin::Sidecar(_) => format!("drop {file} into the folder of dataset {other}"),
+            Origin::PushOption => format!("push it with --dataset {other}"),
+        }
+    }
+}
+
 /// Why a replay cannot be asked for. Each message names the sidecar (or `--replaces`) and the
 /// data file, and says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -67,33 +113,40 @@ pub enum ReplayError {
         "{origin} asks to replace the earlier ingestion of {file}, but no data of a file named {file} is in dataset {dataset} now (never ingested, or already replaced or reverted). Delete the sidecar to ingest {file} as new data, or name the batch to replace in it (replaces = [\"BATCH_ID\"]); then drop {file} again (or run `batchdrop retry {file}`, which brings back the sidecar too if it is still beside the failed file)"
     )]
     NothingToReplace {
-        origin: String,
+        origin: Origin,
         file: String,
         dataset: String,
     },
     #[error(
-        "{origin} names the predecessor {name:?}, which is neither a batch nor a file ingested into dataset {dataset}; fix `replaces` (use a batch id from `batchdrop status`, or the name of a file ingested earlier), then drop {file} and its sidecar again (or fix the sidecar in the failed folder and run `batchdrop retry {file}`)"
+        "{origin} names the predecessor {name:?}, which is neither a batch nor a file ingested into dataset {dataset}; fix {} (use a batch id from `batchdrop status`, or the name of a file ingested earlier), then {}",
+        .origin.field(),
+        .origin.again(.file)
     )]
     UnknownPredecessor {
-        origin: String,
+        origin: Origin,
         file: String,
         name: String,
         dataset: String,
     },
     #[error(
-        "{origin} names {name:?}, whose data is not in dataset {dataset} now (it never succeeded, or it was already replaced or reverted); fix `replaces`, then drop {file} and its sidecar again (or fix the sidecar in the failed folder and run `batchdrop retry {file}`)"
+        "{origin} names {name:?}, whose data is not in dataset {dataset} now (it never succeeded, or it was already replaced or reverted); fix {}, then {}",
+        .origin.field(),
+        .origin.again(.file)
     )]
     NothingLive {
-        origin: String,
+        origin: Origin,
         file: String,
         name: String,
         dataset: String,
     },
     #[error(
-        "{origin} names {name:?}, which belongs to dataset {other} but {file} goes to dataset {dataset}: a replay can only replace data of its own dataset. Fix `replaces` and drop {file} and its sidecar again (or fix the sidecar in the failed folder and run `batchdrop retry {file}`), or drop {file} into the folder of dataset {other}"
+        "{origin} names {name:?}, which belongs to dataset {other} but {file} goes to dataset {dataset}: a replay can only replace data of its own dataset. Fix {} and {}, or {}",
+        .origin.field(),
+        .origin.again(.file),
+        .origin.elsewhere(.file, .other)
     )]
     OtherDataset {
-        origin: String,
+        origin: Origin,
         file: String,
         name: String,
         dataset: String,
@@ -140,11 +193,11 @@ pub async fn resolve(
     store: &Store,
     dataset: &str,
     file: &str,
-    origin: &str,
+    origin: &Origin,
     sidecar: Option<&str>,
     sc: &Sidecar,
 ) -> Result<ReplayRequest, ReplayError> {
-    let db = |e: StoreError| ReplayError::Store(e, origin.to_owned());
+    let db = |e: StoreError| ReplayError::Store(e, origin.to_string());
     let mut preds: Vec<String> = Vec::new();
     if sc.replaces.is_empty() {
         preds = store
@@ -153,7 +206,7 @@ pub async fn resolve(
             .map_err(db)?;
         if preds.is_empty() {
             return Err(ReplayError::NothingToReplace {
-                origin: origin.to_owned(),
+                origin: origin.clone(),
                 file: file.to_owned(),
                 dataset: dataset.to_owned(),
             });
@@ -165,7 +218,7 @@ pub async fn resolve(
         if let Some(b) = store.batch_by_remote(name).await.map_err(db)? {
             if b.dataset != dataset {
                 return Err(ReplayError::OtherDataset {
-                    origin: origin.to_owned(),
+                    origin: origin.clone(),
                     file: file.to_owned(),
                     name: name.to_owned(),
                     dataset: dataset.to_owned(),
@@ -189,7 +242,7 @@ pub async fn resolve(
                     .map_err(db)?;
                 if live.is_empty() {
                     return Err(ReplayError::NothingLive {
-                        origin: origin.to_owned(),
+                        origin: origin.clone(),
                         file: file.to_owned(),
                         name: name.to_owned(),
                         dataset: dataset.to_owned(),
@@ -212,7 +265,7 @@ pub async fn resolve(
                 .find(|f| f.dataset != dataset)
             {
                 return Err(ReplayError::OtherDataset {
-                    origin: origin.to_owned(),
+                    origin: origin.clone(),
                     file: file.to_owned(),
                     name: name.to_owned(),
                     dataset: dataset.to_owned(),
@@ -222,7 +275,7 @@ pub async fn resolve(
         }
         if looks_like_file_name(name) {
             return Err(ReplayError::UnknownPredecessor {
-                origin: origin.to_owned(),
+                origin: origin.clone(),
                 file: file.to_owned(),
                 name: name.to_owned(),
                 dataset: dataset.to_owned(),

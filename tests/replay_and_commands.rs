@@ -254,6 +254,28 @@ async fn push_exits_0_when_its_batch_succeeds_and_4_when_it_fails_even_beside_a_
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(platform_status(&env, &batch).await, BatchStatus::Inactive);
 
+    // A predecessor no state knows: the push says what to fix there, not in a sidecar.
+    let o = bd(&[
+        "push",
+        fixed.to_str().unwrap(),
+        "--dataset",
+        DATASET,
+        "--replaces",
+        "never-pushed.json",
+        "--config",
+        c,
+    ])
+    .await;
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        said.contains("--replaces names the predecessor \"never-pushed.json\"")
+            && said.contains("fix --replaces")
+            && said.contains("then run the push again")
+            && !said.contains("sidecar"),
+        "{said}"
+    );
+
     // --no-wait: exit once the platform took the batch; the same push again waits for it.
     let later = outside.join("later.json");
     std::fs::write(&later, jsonl(100, 3)).unwrap();

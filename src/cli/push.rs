@@ -85,7 +85,15 @@ pub async fn run(config: &Config, args: PushArgs) -> Result<u8, CommandError> {
             replaces: args.replaces.clone(),
             reason: None,
         };
-        let r = replay::resolve(&main, &dataset, &inputs[0].name, "--replaces", None, &sc).await;
+        let r = replay::resolve(
+            &main,
+            &dataset,
+            &inputs[0].name,
+            &replay::Origin::PushOption,
+            None,
+            &sc,
+        )
+        .await;
         main.close().await;
         Some(r.map_err(|e| CommandError::Usage(e.to_string()))?)
     };

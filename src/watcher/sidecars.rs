@@ -219,7 +219,7 @@ impl Watcher {
             &self.store,
             &self.watch.dataset,
             data,
-            &format!("the sidecar {}", sc.rel),
+            &replay::Origin::Sidecar(format!("the sidecar {}", sc.rel)),
             Some(&sc.rel),
             &sidecar,
         )
