@@ -60,6 +60,12 @@ pub fn failed_with_batch(batch: &str, errors: &str, failing: usize, isolated: bo
     )
 }
 
+/// Whether `reason` is the one [`failed_with_batch`] gave a file of `batch`: advice for files
+/// in a failed folder, which `batchdrop push` (whose files stay where they are) replaces.
+pub fn is_failed_with_batch(reason: &str, batch: &str) -> bool {
+    reason.starts_with(&format!("batch {batch} failed: "))
+}
+
 /// How much a file of a failed batch is known to be innocent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Vetting {

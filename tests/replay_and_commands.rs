@@ -319,6 +319,32 @@ async fn push_exits_0_when_its_batch_succeeds_and_4_when_it_fails_even_beside_a_
         "{err}"
     );
 
+    // Two files failing with their batch: the push's advice, not the daemon's (a failed
+    // folder, `retry`), which a push has no use for.
+    let also = outside.join("also.json");
+    std::fs::write(&also, jsonl(700, 2)).unwrap();
+    let o = bd(&[
+        "push",
+        bad.to_str().unwrap(),
+        also.to_str().unwrap(),
+        "--dataset",
+        DATASET,
+        "--config",
+        c,
+    ])
+    .await;
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("{}: failed with the batch", also.display()))
+            && err.contains(
+                "does not say which file held the bad rows: fix the file at fault and push again"
+            )
+            && !err.contains("failed folder")
+            && !err.contains("batchdrop retry"),
+        "{err}"
+    );
+
     let odd = outside.join("notes.txt");
     std::fs::write(&odd, "x").unwrap();
     let o = bd(&[

@@ -42,7 +42,8 @@ use super::{CommandError, Connection, human_bytes};
 use crate::config::{Config, Format, RECOMMENDED_MAX_FILES};
 use crate::replay::{self, Sidecar};
 use crate::store::{
-    BatchProgress, BatchRow, BatchState, Dedupe, FileState, NewBatch, NewFile, Store, StoreError,
+    BatchProgress, BatchRow, BatchState, Dedupe, FileRow, FileState, NewBatch, NewFile, Store,
+    StoreError,
 };
 use crate::uploader::Uploader;
 use crate::watcher::{Identity, name_problem};
@@ -373,18 +374,30 @@ async fn report(
         .unwrap_or_default();
     let m = &outcome["metrics"];
     let count = |k: &str| m[k].as_u64().unwrap_or(0);
-    let failed_files: Vec<String> = files
+    let failed: Vec<&FileRow> = files
         .iter()
         .filter(|f| f.state == FileState::Failed)
+        .collect();
+    // The batch's errors come once, below; a file that failed with the batch carries the
+    // daemon's advice (its failed folder, `retry`), which a push replaces with its own.
+    let with_batch = |f: &FileRow| {
+        f.reason
+            .as_deref()
+            .is_some_and(|r| crate::outcome::is_failed_with_batch(r, &label))
+    };
+    let failed_files: Vec<String> = failed
+        .iter()
         .map(|f| {
-            crate::telemetry::escape_controls(&format!(
-                "{}: {}",
-                f.abs_path().display(),
-                f.reason.as_deref().unwrap_or("failed")
-            ))
-            .into_owned()
+            let why = match f.reason.as_deref() {
+                Some(_) if with_batch(f) => "failed with the batch",
+                Some(reason) => reason,
+                None => "failed",
+            };
+            crate::telemetry::escape_controls(&format!("{}: {why}", f.abs_path().display()))
+                .into_owned()
         })
         .collect();
+    let with_batch_count = failed.iter().filter(|f| with_batch(f)).count();
     if succeeded && failed_files.is_empty() {
         println!(
             "{label} success: {} file(s) into dataset {dataset}, {} records in, {} ingested, {} failed{}",
@@ -420,8 +433,15 @@ async fn report(
     if !failed_files.is_empty() {
         msg += &format!("\nfailed files:\n  {}", failed_files.join("\n  "));
     }
-    msg += "\nfix the files and push again (`batchdrop status` does not list pushes; this push's state is in ";
-    msg += &format!("{})", state_folder(store).display());
+    msg += if with_batch_count > 1 {
+        "\nthe platform does not say which file held the bad rows: fix the file at fault and push again"
+    } else {
+        "\nfix the files and push again"
+    };
+    msg += &format!(
+        " (this push's state is in {})",
+        state_folder(store).display()
+    );
     Ok(Err(msg))
 }
 
