@@ -381,6 +381,13 @@ async fn a_dry_run_lists_batches_and_refusals_and_moves_and_uploads_nothing() {
     for (name, content) in &files {
         write_atomic(&drop.join(name), content.as_bytes());
     }
+    // What the daemon never takes, said as its log says it.
+    let made = std::process::Command::new("mkfifo")
+        .arg(drop.join("feed.json"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::os::unix::fs::symlink("/dev/null", drop.join("null.json")).unwrap();
     let before = env.emulator.stats();
     for args in [&["plan"][..], &["run", "--once", "--dry-run"][..]] {
         let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_batchdrop"))
@@ -399,6 +406,14 @@ async fn a_dry_run_lists_batches_and_refusals_and_moves_and_uploads_nothing() {
             ("empty.json", "empty"),
             ("notes.txt", "format is not known"),
             ("bad.json", "INGEST-1543-400"),
+            (
+                "feed.json",
+                "a FIFO (named pipe): batchdrop takes regular files only",
+            ),
+            (
+                "null.json",
+                "a symbolic link to a device: batchdrop takes regular files only",
+            ),
         ] {
             assert!(
                 text.lines()

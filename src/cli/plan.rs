@@ -123,6 +123,18 @@ fn list(watch: &Watch) -> (Vec<Found>, Vec<(String, String)>) {
                     Ok(target) if target.is_file() && symlink_stays_below(&path, &watch.path) => {
                         target.len()
                     }
+                    // As the daemon's log says it (the watcher's `Untaken`).
+                    Ok(target) if target.is_dir() => {
+                        refused.push((
+                            rel,
+                            "a symbolic link to a folder: never followed, so nothing in it is taken; move the files themselves into the drop folder".to_owned(),
+                        ));
+                        continue;
+                    }
+                    Ok(target) if !target.is_file() => {
+                        refused.push((rel, untaken(target.file_type(), "a symbolic link to ")));
+                        continue;
+                    }
                     _ => {
                         refused.push((
                             rel,
@@ -134,6 +146,7 @@ fn list(watch: &Watch) -> (Vec<Found>, Vec<(String, String)>) {
             } else if meta.is_file() {
                 meta.len()
             } else {
+                refused.push((rel, untaken(meta.file_type(), "")));
                 continue;
             };
             match watch.format_for(&rel) {
@@ -151,6 +164,14 @@ fn list(watch: &Watch) -> (Vec<Found>, Vec<(String, String)>) {
         }
     }
     (found, refused)
+}
+
+/// Why a pipe, socket or device (or a link to one, `through`) is left alone.
+fn untaken(file_type: std::fs::FileType, through: &str) -> String {
+    format!(
+        "{through}{}: batchdrop takes regular files only and never opens anything else (no receipt; the log names it); write the data to a file instead",
+        crate::disk::Kind::of_type(file_type).describe()
+    )
 }
 
 fn symlink_stays_below(link: &Path, root: &Path) -> bool {
