@@ -31,9 +31,16 @@ pub(super) async fn connect(
     if let Some(source) = &state.password {
         options = options.password(read_password(source)?.trim_end_matches(['\r', '\n']));
     }
+    // An instance frozen in the middle of a transaction (SIGSTOP, a paused VM, a debugger)
+    // would hold its row locks for as long as it stays frozen, and every other instance's
+    // statement on those rows would wait as long: the server ends such a session instead.
+    // batchdrop's transactions hold no work but the database's, so none of them is ever idle
+    // this long while its instance runs.
+    let mut startup = vec![("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION)];
     if let Some(id) = instance {
-        options = options.options([("batchdrop.instance", id)]);
+        startup.push(("batchdrop.instance", id));
     }
+    options = options.options(startup);
     let pool = PgPoolOptions::new()
         .max_connections(4)
         // A database that does not answer pauses the caller's stage for this long, then the
@@ -51,6 +58,11 @@ pub(super) async fn connect(
         })?;
     Ok(pool)
 }
+
+/// How long the server lets a session sit idle inside a transaction (see `connect`): far
+/// beyond any gap inside a transaction of a running instance, and under a minute of the
+/// fleet's time lost to a frozen one.
+const IDLE_IN_TRANSACTION: &str = "45s";
 
 /// The password, read now (a rotated file is picked up by the next connection).
 fn read_password(source: &PasswordSource) -> Result<String, StoreError> {
@@ -81,4 +93,21 @@ pub(super) async fn commit_without_flush(conn: &mut sqlx::PgConnection) -> Resul
         .execute(conn)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IDLE_IN_TRANSACTION;
+    use crate::store::testing::{postgres_pool, temp_postgres_store};
+
+    #[tokio::test]
+    async fn the_server_ends_a_session_left_idle_in_a_transaction() {
+        let store = temp_postgres_store().await;
+        let pool = postgres_pool(&store);
+        let timeout: String = sqlx::query_scalar("SHOW idle_in_transaction_session_timeout")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(timeout, IDLE_IN_TRANSACTION);
+    }
 }

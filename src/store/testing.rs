@@ -94,6 +94,14 @@ pub(super) fn sqlite_pool(store: &Store) -> &sqlx::SqlitePool {
     }
 }
 
+/// The PostgreSQL pool of a store from [`temp_postgres_store`], for tests of the connection.
+pub(super) fn postgres_pool(store: &Store) -> &sqlx::PgPool {
+    match &store.backend {
+        super::Backend::Postgres(queue) => &queue.pool,
+        super::Backend::Sqlite(_) => panic!("temp_postgres_store is PostgreSQL"),
+    }
+}
+
 /// A JSON file of watch `w`, dataset `d`, with an identity of its own.
 pub(super) fn new_file(rel: &str, size: i64) -> NewFile {
     NewFile {
